@@ -1,0 +1,57 @@
+# titanic: a durable request queue on ZeroMQ (cgo: needs libzmq via pkg-config).
+SHELL    := /bin/bash
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN      := bin/titanic
+FUZZTIME ?= 8s
+export CGO_ENABLED := 1
+
+.PHONY: all deps build run test vet unit fuzz bench lint clean
+
+all: build
+
+# deps installs what a fresh Debian machine lacks: libzmq (with pkg-config)
+# through apt-get, then the Go modules.
+deps:
+	@if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libzmq; then \
+		echo "make: installing libzmq3-dev and pkg-config with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libzmq3-dev pkg-config >/dev/null; \
+	fi
+	@$(GO) mod download
+
+build: deps
+	$(GO) build -ldflags "-X main.Version=$(VERSION)" -o $(BIN) ./cmd/titanic
+
+# run starts a single-node broker on the embedded defaults
+# (data in ./titanic-data, clients and workers on tcp://127.0.0.1:5555).
+run: build
+	./$(BIN) broker
+
+vet: deps
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+
+# unit runs every test: unit, conformance, end-to-end and crash tests (the
+# last two drive the binary built by `build`).
+unit: build
+	TITANIC_BIN=$(abspath $(BIN)) $(GO) test -race -count=1 -timeout 15m ./...
+
+# fuzz runs every fuzz target for FUZZTIME (seed corpora in testdata/).
+fuzz: deps
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		dir=$$(dirname $$f); \
+		for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
+			echo "fuzz $$dir $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$dir >/dev/null || { echo "FAIL fuzz $$dir $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime 1x $$dir; exit 1; }; \
+		done; \
+	done
+
+test: build vet unit fuzz
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./store/ ./internal/bench/ | tee bench.txt
+
+lint: vet
+
+clean:
+	rm -rf bin bench.txt

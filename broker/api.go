@@ -1,0 +1,105 @@
+package broker
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config configures a Broker. Zero fields take the defaults of
+// DefaultConfig.
+type Config struct {
+	// Endpoints are bound by the ROUTER socket that serves both clients and
+	// workers, as the Guide's broker does (e.g. "tcp://127.0.0.1:5555").
+	Endpoints []string
+	// HeartbeatInterval and HeartbeatLiveness are 7/MDP's heartbeat
+	// settings: a worker silent for Interval × Liveness is gone.
+	HeartbeatInterval time.Duration
+	HeartbeatLiveness int
+	// LeaseTimeout bounds how long a busy worker that does NOT send
+	// heartbeats while busy (the Guide's synchronous workers) may stay
+	// silent before its job is taken back. Workers that heartbeat while busy
+	// (ours do) keep their lease for as long as they are alive.
+	LeaseTimeout time.Duration
+	// RequestExpiry is how long a plain (non-durable) MDP request waits for
+	// a worker before it is dropped and counted; 7/MDP has no error reply.
+	RequestExpiry time.Duration
+	// MaxQueue bounds plain MDP requests queued per service.
+	MaxQueue int
+	// MaxMsgSize is ZMQ_MAXMSGSIZE for the ROUTER socket (0: unlimited).
+	MaxMsgSize int64
+	// Logger receives the broker's logs.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the Guide's timings and this project's limits.
+func DefaultConfig() Config {
+	return Config{
+		Endpoints:         []string{"tcp://127.0.0.1:5555"},
+		HeartbeatInterval: 2500 * time.Millisecond,
+		HeartbeatLiveness: 3,
+		LeaseTimeout:      60 * time.Second,
+		RequestExpiry:     30 * time.Second,
+		MaxQueue:          10000,
+		Logger:            slog.Default(),
+	}
+}
+
+// Client is the route back to a client that sent a request. It is
+// comparable and opaque; hand it back to Broker.Reply.
+type Client struct{ id string }
+
+// String is a printable form of the route, for logs.
+func (c Client) String() string { return routeString(c.id) }
+
+// Request is a client request for a service owned by an in-process Handler.
+type Request struct {
+	Client  Client
+	Service string
+	// Body holds the frames after the service frame; the handler owns them.
+	Body [][]byte
+}
+
+// Handler serves in-process services (titanic.*). It is registered for a
+// service-name prefix before Run.
+type Handler interface {
+	// ServeMDP is called on the broker's loop goroutine for each client
+	// request for a service under the handler's prefix. It must not block.
+	// A non-nil result is sent to the client at once as the reply body;
+	// nil means the handler will answer later with Broker.Reply.
+	ServeMDP(req Request) [][]byte
+}
+
+// Job is a unit of durable work handed to a worker.
+type Job struct {
+	// Token goes to the worker as the REQUEST's client-address frame and
+	// must come back in its REPLY. Titanic uses the ticket ID.
+	Token []byte
+	Body  [][]byte
+}
+
+// Lease is one dispatch of a Job to one worker.
+type Lease struct {
+	ID      uint64 // unique per broker run
+	Service string
+	Token   []byte
+}
+
+// Source supplies durable work to the broker's workers and learns how each
+// dispatch ended. All methods are called on the broker's loop goroutine and
+// must not block.
+type Source interface {
+	// Next returns the next job for service, or false when there is none.
+	// It is called when a worker of service is idle.
+	Next(service string) (Job, bool)
+	// Completed hands over a worker's reply. The worker stays reserved
+	// (not given new work) until Broker.Release(lease.ID) is called, so a
+	// worker is free only once its reply is durable.
+	Completed(lease Lease, reply [][]byte)
+	// Failed reports that the attempt ended without a reply: the worker
+	// died, disconnected, sent FAIL, or its lease expired. reason says
+	// which, for people.
+	Failed(lease Lease, reason string)
+	// Workers reports the number of registered workers of a service when
+	// it changes (0 when the last one goes).
+	Workers(service string, n int)
+}

@@ -1,0 +1,82 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/titanicmq/titanic/broker/mdp"
+)
+
+// withDefaults returns c with its zero fields set from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if len(c.Endpoints) == 0 {
+		c.Endpoints = d.Endpoints
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.HeartbeatLiveness == 0 {
+		c.HeartbeatLiveness = d.HeartbeatLiveness
+	}
+	if c.LeaseTimeout == 0 {
+		c.LeaseTimeout = d.LeaseTimeout
+	}
+	if c.RequestExpiry == 0 {
+		c.RequestExpiry = d.RequestExpiry
+	}
+	if c.MaxQueue == 0 {
+		c.MaxQueue = d.MaxQueue
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	return c
+}
+
+// Validate reports the first invalid setting of c. Zero values are invalid
+// here; New fills them from DefaultConfig before it validates.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Endpoints) == 0 {
+		errs = append(errs, errors.New("no endpoints"))
+	}
+	for _, ep := range c.Endpoints {
+		if strings.TrimSpace(ep) == "" {
+			errs = append(errs, errors.New("empty endpoint"))
+		}
+	}
+	if c.HeartbeatInterval <= 0 {
+		errs = append(errs, fmt.Errorf("heartbeat interval %s: must be positive", c.HeartbeatInterval))
+	}
+	if c.HeartbeatLiveness < 1 {
+		errs = append(errs, fmt.Errorf("heartbeat liveness %d: must be at least 1", c.HeartbeatLiveness))
+	}
+	if c.LeaseTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("lease timeout %s: must be positive", c.LeaseTimeout))
+	}
+	if c.RequestExpiry <= 0 {
+		errs = append(errs, fmt.Errorf("request expiry %s: must be positive", c.RequestExpiry))
+	}
+	if c.MaxQueue < 1 {
+		errs = append(errs, fmt.Errorf("max queue %d: must be at least 1", c.MaxQueue))
+	}
+	if c.MaxMsgSize < 0 {
+		errs = append(errs, fmt.Errorf("max message size %d: must not be negative", c.MaxMsgSize))
+	}
+	return errors.Join(errs...)
+}
+
+// checkPrefix validates a Handler prefix.
+func checkPrefix(prefix string) error {
+	switch {
+	case prefix == "":
+		return errors.New("empty prefix")
+	case len(prefix) > mdp.MaxServiceName:
+		return fmt.Errorf("prefix of %d bytes, limit %d", len(prefix), mdp.MaxServiceName)
+	case strings.HasPrefix(prefix, mmiPrefix) || strings.HasPrefix(mmiPrefix, prefix):
+		return fmt.Errorf("prefix %q overlaps the reserved %q services", prefix, mmiPrefix)
+	}
+	return nil
+}

@@ -1,0 +1,273 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// recvBatch bounds the messages read from the ROUTER per poll, so that
+// commands and timers are served under load.
+const recvBatch = 256
+
+// Done is closed when Run has returned.
+func (b *Broker) Done() <-chan struct{} { return b.done }
+
+// Run binds the endpoints and serves until ctx is done. It owns every
+// socket of the broker: it closes them (linger 0) before it returns nil.
+// It returns an error when it cannot bind (before Ready is closed), when a
+// Handle call was invalid, when the sockets fail, or when Run was called
+// before (ErrClosed): a Broker runs once.
+func (b *Broker) Run(ctx context.Context) (err error) {
+	if !b.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("run called twice: %w", ErrClosed)
+	}
+	defer close(b.done)
+	if b.setupErr != nil {
+		return fmt.Errorf("broker setup: %w", b.setupErr)
+	}
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		return fmt.Errorf("zmq context: %w", err)
+	}
+	var sockets []*zmq.Socket
+	defer func() {
+		for i := len(sockets) - 1; i >= 0; i-- {
+			_ = sockets[i].Close()
+		}
+		if terr := zctx.Term(); terr != nil && err == nil {
+			err = fmt.Errorf("terminate zmq context: %w", terr)
+		}
+	}()
+	router, err := b.bindRouter(zctx)
+	if router != nil {
+		sockets = append(sockets, router)
+	}
+	if err != nil {
+		return err
+	}
+	pull, err := zctx.NewSocket(zmq.PULL)
+	if err != nil {
+		return fmt.Errorf("doorbell socket: %w", err)
+	}
+	sockets = append(sockets, pull)
+	bellAddr := fmt.Sprintf("inproc://titanic-broker-doorbell-%p", b)
+	if err := pull.SetLinger(0); err != nil {
+		return fmt.Errorf("doorbell socket: %w", err)
+	}
+	if err := pull.Bind(bellAddr); err != nil {
+		return fmt.Errorf("bind doorbell %s: %w", bellAddr, err)
+	}
+
+	stop := make(chan struct{})
+	started := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		b.doorbell(zctx, bellAddr, stop, started)
+	}()
+	// Stop the doorbell before the deferred socket closes and Term.
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	if err := <-started; err != nil {
+		return err
+	}
+	stopRing := context.AfterFunc(ctx, b.ring)
+	defer stopRing()
+
+	s := newState(b.cfg, b.log, routerSender(router), b.source, b.handlers)
+	close(b.ready)
+	b.log.Info("broker ready", "endpoints", b.Endpoints())
+	err = b.loop(ctx, router, pull, s)
+	b.log.Info("broker stopped", "workers", len(s.workers), "leases", len(s.leases))
+	return err
+}
+
+// bindRouter creates the ROUTER socket and binds every endpoint, recording
+// what ZeroMQ actually bound. It returns the socket even on error, so the
+// caller closes it.
+func (b *Broker) bindRouter(zctx *zmq.Context) (*zmq.Socket, error) {
+	router, err := zctx.NewSocket(zmq.ROUTER)
+	if err != nil {
+		return nil, fmt.Errorf("router socket: %w", err)
+	}
+	if err := router.SetLinger(0); err != nil {
+		return router, fmt.Errorf("router linger: %w", err)
+	}
+	if err := router.SetRouterMandatory(1); err != nil {
+		return router, fmt.Errorf("router mandatory: %w", err)
+	}
+	if b.cfg.MaxMsgSize > 0 {
+		if err := router.SetMaxmsgsize(b.cfg.MaxMsgSize); err != nil {
+			return router, fmt.Errorf("router max message size: %w", err)
+		}
+	}
+	var bound []string
+	for _, ep := range b.cfg.Endpoints {
+		if err := router.Bind(ep); err != nil {
+			return router, fmt.Errorf("bind %s: %w", ep, err)
+		}
+		last, err := router.GetLastEndpoint()
+		if err != nil {
+			return router, fmt.Errorf("bound endpoint of %s: %w", ep, err)
+		}
+		bound = append(bound, last)
+	}
+	b.epMu.Lock()
+	b.endpoints = bound
+	b.epMu.Unlock()
+	return router, nil
+}
+
+// doorbell owns the PUSH end of the doorbell: each ring becomes one empty
+// frame for the loop's PULL socket. It creates and closes its socket on its
+// own goroutine, and reports on started whether it connected.
+func (b *Broker) doorbell(zctx *zmq.Context, addr string, stop <-chan struct{}, started chan<- error) {
+	push, err := zctx.NewSocket(zmq.PUSH)
+	if err != nil {
+		started <- fmt.Errorf("doorbell push socket: %w", err)
+		return
+	}
+	defer push.Close()
+	if err := push.SetLinger(0); err != nil {
+		started <- fmt.Errorf("doorbell push socket: %w", err)
+		return
+	}
+	if err := push.Connect(addr); err != nil {
+		started <- fmt.Errorf("connect doorbell %s: %w", addr, err)
+		return
+	}
+	started <- nil
+	for {
+		select {
+		case <-stop:
+			return
+		case <-b.bell:
+			// EAGAIN means frames are already waiting for the loop, which
+			// drains commands after frames: nothing is lost.
+			_, _ = push.SendBytes(nil, zmq.DONTWAIT)
+		}
+	}
+}
+
+// loop polls the ROUTER and the doorbell until ctx is done.
+func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, s *state) error {
+	poller := zmq.NewPoller()
+	poller.Add(router, zmq.POLLIN)
+	poller.Add(pull, zmq.POLLIN)
+	every := tickEvery(b.cfg)
+	next := time.Now().Add(every)
+	b.drainCommands(s) // queued before Run
+	for ctx.Err() == nil {
+		wait := time.Until(next)
+		if wait < 0 {
+			wait = 0
+		}
+		// Poll counts whole milliseconds: round up, or it would spin.
+		wait = (wait + time.Millisecond - 1).Truncate(time.Millisecond)
+		polled, err := poller.Poll(wait)
+		if err != nil {
+			if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
+				continue
+			}
+			return fmt.Errorf("poll: %w", err)
+		}
+		for _, p := range polled {
+			switch p.Socket {
+			case router:
+				if err := readRouter(router, s); err != nil {
+					return err
+				}
+			case pull:
+				if err := drainBell(pull); err != nil {
+					return err
+				}
+				b.drainCommands(s)
+			}
+		}
+		if now := time.Now(); !now.Before(next) {
+			s.tick(now)
+			next = now.Add(every)
+		}
+	}
+	return nil
+}
+
+// tickEvery is how often the timers run: a quarter of the shortest timing,
+// so heartbeats go out at most a quarter interval late.
+func tickEvery(cfg Config) time.Duration {
+	d := min(cfg.HeartbeatInterval, cfg.RequestExpiry, cfg.LeaseTimeout) / 4
+	return max(d, time.Millisecond)
+}
+
+// readRouter handles up to recvBatch waiting messages.
+func readRouter(router *zmq.Socket, s *state) error {
+	for range recvBatch {
+		frames, err := router.RecvMessageBytes(zmq.DONTWAIT)
+		if err != nil {
+			if isAgain(err) {
+				return nil
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		s.receive(time.Now(), frames)
+	}
+	return nil
+}
+
+// drainBell reads every waiting doorbell frame.
+func drainBell(pull *zmq.Socket) error {
+	for {
+		if _, err := pull.RecvBytes(zmq.DONTWAIT); err != nil {
+			if isAgain(err) {
+				return nil
+			}
+			return fmt.Errorf("doorbell receive: %w", err)
+		}
+	}
+}
+
+func isAgain(err error) bool { return zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) }
+
+// routerSender sends on the ROUTER without ever blocking, and translates
+// the errnos of ZMQ_ROUTER_MANDATORY into the package's errors.
+func routerSender(router *zmq.Socket) sendFunc {
+	return func(to string, frames [][]byte) error {
+		flags := zmq.SNDMORE | zmq.DONTWAIT
+		if len(frames) == 0 {
+			flags = zmq.DONTWAIT
+		}
+		if _, err := router.Send(to, flags); err != nil {
+			return sendError(err)
+		}
+		for i, f := range frames {
+			flags := zmq.DONTWAIT
+			if i < len(frames)-1 {
+				flags |= zmq.SNDMORE
+			}
+			if _, err := router.SendBytes(f, flags); err != nil {
+				// ROUTER checks the peer on the identity frame; this is not
+				// expected once that frame is accepted.
+				return fmt.Errorf("send frame %d: %w", i+1, err)
+			}
+		}
+		return nil
+	}
+}
+
+func sendError(err error) error {
+	switch zmq.AsErrno(err) {
+	case zmq.Errno(syscall.EHOSTUNREACH):
+		return errUnroutable
+	case zmq.Errno(syscall.EAGAIN):
+		return errWouldBlock
+	}
+	return fmt.Errorf("send: %w", err)
+}

@@ -1,0 +1,379 @@
+package broker
+
+import (
+	"bytes"
+	"container/list"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/titanicmq/titanic/broker/mdp"
+)
+
+// mmiPrefix names the services the broker answers itself (8/MMI).
+const mmiPrefix = "mmi."
+
+// mmiService is the one MMI service the broker implements.
+const mmiService = "mmi.service"
+
+// maxReason bounds the FAIL reason handed to Source.Failed.
+const maxReason = 1024
+
+// dropLogEvery is how often, at most, the broker logs that a service's
+// plain queue is full.
+const dropLogEvery = 10 * time.Second
+
+// sendFunc sends frames to the peer with ROUTER identity to. It never
+// blocks. It returns errUnroutable when the peer is gone, errWouldBlock when
+// its pipe is full, or another error.
+type sendFunc func(to string, frames [][]byte) error
+
+// prefixHandler is a Handler registered for a service-name prefix.
+type prefixHandler struct {
+	prefix string
+	h      Handler
+}
+
+// state is the broker's protocol state: services, workers, queues and
+// leases. It owns no socket: it sends through send and is driven by the
+// loop (or a test) with receive, tick and the command methods, each given
+// the current time. It is not safe for concurrent use.
+type state struct {
+	cfg      Config
+	log      *slog.Logger
+	send     sendFunc
+	source   Source          // nil: plain Majordomo only
+	handlers []prefixHandler // longest prefix first
+
+	services  map[string]*service
+	workers   map[string]*worker // registered workers by ROUTER identity
+	leases    map[uint64]*worker
+	nextLease uint64
+
+	c Counters
+}
+
+// workState is what a registered worker is doing.
+type workState int
+
+const (
+	workIdle     workState = iota // waiting for work, in its service's idle list
+	workPlain                     // holds a plain request
+	workLeased                    // holds a durable job, no reply yet
+	workReserved                  // replied to its job; waits for Release
+)
+
+type worker struct {
+	id    string
+	svc   *service
+	state workState
+	elem  *list.Element // position in svc.idle while idle, else nil
+	// client is the route of the plain request held (workPlain).
+	client string
+	// lease is the durable job held (workLeased, workReserved).
+	lease Lease
+	// lastRecv and lastSent drive expiry and heartbeats.
+	lastRecv, lastSent time.Time
+	// beatsWhileBusy: the worker has sent HEARTBEAT while holding work, so
+	// heartbeat expiry applies to it even when busy.
+	beatsWhileBusy bool
+}
+
+func (w *worker) busy() bool { return w.state == workPlain || w.state == workLeased }
+
+type service struct {
+	name    string
+	workers int        // registered
+	idle    *list.List // of *worker; front = idle longest
+	queue   fifo       // plain requests
+	// jobFirst: the next dispatch tries the Source before the plain queue.
+	jobFirst    bool
+	lastDropLog time.Time
+	dropped     uint64 // since lastDropLog
+}
+
+// pending is a plain request waiting for a worker.
+type pending struct {
+	client  string
+	body    [][]byte
+	expires time.Time
+}
+
+func newState(cfg Config, log *slog.Logger, send sendFunc, source Source, handlers []prefixHandler) *state {
+	return &state{
+		cfg:      cfg,
+		log:      log,
+		send:     send,
+		source:   source,
+		handlers: handlers,
+		services: make(map[string]*service),
+		workers:  make(map[string]*worker),
+		leases:   make(map[uint64]*worker),
+	}
+}
+
+// receive handles one message from the ROUTER socket: the identity frame,
+// then the MDP frames.
+func (s *state) receive(now time.Time, frames [][]byte) {
+	if len(frames) < 1 {
+		s.c.Malformed++
+		return
+	}
+	id := string(frames[0])
+	m, err := mdp.ParseBroker(frames[1:])
+	if err != nil {
+		s.c.Malformed++
+		s.log.Debug("dropped invalid message", "from", routeString(id), "err", err)
+		return
+	}
+	switch m.Kind {
+	case mdp.KindClient:
+		s.clientRequest(now, id, m)
+	case mdp.KindWorker:
+		s.workerMessage(now, id, m)
+	}
+}
+
+func (s *state) handlerFor(service string) Handler {
+	for _, ph := range s.handlers {
+		if strings.HasPrefix(service, ph.prefix) {
+			return ph.h
+		}
+	}
+	return nil
+}
+
+func (s *state) clientRequest(now time.Time, id string, m mdp.Message) {
+	s.c.Requests++
+	if strings.HasPrefix(m.Service, mmiPrefix) {
+		s.c.MMIRequests++
+		code := "501"
+		if m.Service == mmiService {
+			// As the reference brokers do, the name is the last body frame.
+			code = "404"
+			if s.present(string(m.Body[len(m.Body)-1])) {
+				code = "200"
+			}
+		}
+		s.sendClient(id, m.Service, [][]byte{[]byte(code)})
+		return
+	}
+	if h := s.handlerFor(m.Service); h != nil {
+		s.c.HandlerRequests++
+		if body := h.ServeMDP(Request{Client: Client{id: id}, Service: m.Service, Body: m.Body}); body != nil {
+			s.c.HandlerReplies++
+			s.sendClient(id, m.Service, body)
+		}
+		return
+	}
+	s.enqueue(now, id, m)
+}
+
+// present answers mmi.service: a worker is registered for name (idle or
+// busy), or the broker serves it itself.
+func (s *state) present(name string) bool {
+	if svc := s.services[name]; svc != nil && svc.workers > 0 {
+		return true
+	}
+	return name == mmiService || s.handlerFor(name) != nil
+}
+
+func (s *state) workerMessage(now time.Time, id string, m mdp.Message) {
+	w := s.workers[id]
+	if m.Command == mdp.Disconnect {
+		if w != nil {
+			s.removeWorker(w, "worker disconnected", false)
+		}
+		return
+	}
+	if w == nil {
+		if m.Command == mdp.Ready {
+			s.register(now, id, m.Service)
+			return
+		}
+		s.log.Debug("unexpected command from an unregistered worker", "worker", routeString(id), "command", m.Command)
+		s.disconnect(id)
+		return
+	}
+	w.lastRecv = now
+	switch m.Command {
+	case mdp.Ready:
+		s.log.Warn("second READY: disconnecting worker", "worker", routeString(id), "service", w.svc.name)
+		s.removeWorker(w, "protocol error: second READY", true)
+	case mdp.Heartbeat:
+		if w.busy() {
+			w.beatsWhileBusy = true
+		}
+	case mdp.Reply:
+		s.workerReply(now, w, m)
+	case mdp.Fail:
+		s.workerFail(now, w, m)
+	}
+}
+
+func (s *state) register(now time.Time, id, name string) {
+	if strings.HasPrefix(name, mmiPrefix) || s.handlerFor(name) != nil {
+		s.log.Warn("READY for a reserved service: disconnecting worker", "worker", routeString(id), "service", name)
+		s.disconnect(id)
+		return
+	}
+	svc := s.service(name)
+	w := &worker{id: id, svc: svc, lastRecv: now, lastSent: now}
+	s.workers[id] = w
+	svc.workers++
+	s.log.Debug("worker registered", "worker", routeString(id), "service", name, "workers", svc.workers)
+	if s.source != nil {
+		s.source.Workers(name, svc.workers)
+	}
+	s.setIdle(w)
+	s.dispatch(now, svc)
+}
+
+func (s *state) workerReply(now time.Time, w *worker, m mdp.Message) {
+	switch {
+	case w.state == workPlain && string(m.Client) == w.client:
+		s.c.RepliesRelayed++
+		s.sendClient(w.client, w.svc.name, m.Body)
+		s.setIdle(w)
+		s.dispatch(now, w.svc)
+	case w.state == workLeased && bytes.Equal(m.Client, w.lease.Token):
+		s.c.JobsCompleted++
+		w.state = workReserved
+		s.source.Completed(w.lease, m.Body)
+	default:
+		s.stale(w, m)
+	}
+}
+
+func (s *state) workerFail(now time.Time, w *worker, m mdp.Message) {
+	reason := m.Body[0]
+	if len(reason) > maxReason {
+		reason = reason[:maxReason]
+	}
+	switch {
+	case w.state == workPlain && string(m.Client) == w.client:
+		// 7/MDP has no error reply: the client's request is dropped.
+		s.c.RequestsFailed++
+		s.setIdle(w)
+		s.dispatch(now, w.svc)
+	case w.state == workLeased && bytes.Equal(m.Client, w.lease.Token):
+		lease := w.lease
+		delete(s.leases, lease.ID)
+		s.c.JobsFailed++
+		s.setIdle(w)
+		s.source.Failed(lease, "worker: "+string(reason))
+		s.dispatch(now, w.svc)
+	default:
+		s.stale(w, m)
+	}
+}
+
+func (s *state) stale(w *worker, m mdp.Message) {
+	s.c.StaleReplies++
+	s.log.Debug("dropped stale reply", "worker", routeString(w.id), "service", w.svc.name,
+		"command", m.Command, "client", routeString(string(m.Client)))
+}
+
+// removeWorker forgets w. Work it holds is given up: a durable job is
+// reported to Source.Failed with reason, a plain request is lost. With
+// disconnect, it is sent DISCONNECT first.
+func (s *state) removeWorker(w *worker, reason string, disconnect bool) {
+	if s.workers[w.id] != w {
+		return
+	}
+	delete(s.workers, w.id)
+	svc := w.svc
+	if w.elem != nil {
+		svc.idle.Remove(w.elem)
+		w.elem = nil
+	}
+	if disconnect {
+		s.disconnect(w.id)
+	}
+	svc.workers--
+	s.log.Info("worker removed", "worker", routeString(w.id), "service", svc.name, "reason", reason, "workers", svc.workers)
+	switch w.state {
+	case workPlain:
+		s.c.RequestsLost++
+	case workLeased:
+		delete(s.leases, w.lease.ID)
+		s.c.JobsFailed++
+		s.source.Failed(w.lease, reason)
+	case workReserved:
+		delete(s.leases, w.lease.ID)
+	}
+	if s.source != nil {
+		s.source.Workers(svc.name, svc.workers)
+	}
+	s.gc(svc)
+}
+
+// disconnect sends DISCONNECT to id.
+func (s *state) disconnect(id string) {
+	s.c.DisconnectsSent++
+	s.count(s.send(id, mdp.WorkerCommand(mdp.Disconnect)))
+}
+
+// sendWorker sends frames to w and notes when. On errUnroutable and
+// errWouldBlock the caller decides what becomes of w.
+func (s *state) sendWorker(now time.Time, w *worker, frames [][]byte) error {
+	err := s.send(w.id, frames)
+	if err == nil {
+		w.lastSent = now
+	}
+	s.count(err)
+	return err
+}
+
+// sendClient sends a reply to a client. A body must have a frame: an empty
+// one gets one empty frame.
+func (s *state) sendClient(id, service string, body [][]byte) {
+	if len(body) == 0 {
+		body = [][]byte{{}}
+	}
+	err := s.send(id, mdp.ClientReply(service, body...))
+	s.count(err)
+	if err != nil {
+		s.log.Debug("reply to client dropped", "client", routeString(id), "service", service, "err", err)
+	}
+}
+
+// count counts a failed send.
+func (s *state) count(err error) {
+	switch {
+	case err == nil:
+	case errors.Is(err, errUnroutable):
+		s.c.Unroutable++
+	case errors.Is(err, errWouldBlock):
+		s.c.SendDropped++
+	default:
+		s.c.SendErrors++
+	}
+}
+
+// service returns the named service, creating it.
+func (s *state) service(name string) *service {
+	svc := s.services[name]
+	if svc == nil {
+		svc = &service{name: name, idle: list.New()}
+		s.services[name] = svc
+	}
+	return svc
+}
+
+// gc forgets a service with no workers and no queued requests, so that
+// requests for random names cannot grow the table for ever.
+func (s *state) gc(svc *service) {
+	if svc.workers == 0 && svc.queue.len() == 0 && s.services[svc.name] == svc {
+		delete(s.services, svc.name)
+	}
+}
+
+// setIdle puts w at the back of its service's idle list.
+func (s *state) setIdle(w *worker) {
+	w.state, w.client, w.lease = workIdle, "", Lease{}
+	if w.elem == nil {
+		w.elem = w.svc.idle.PushBack(w)
+	}
+}

@@ -1,0 +1,334 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// fakeBroker is a raw ROUTER speaking MDPC01 frames, owned by one
+// goroutine; answer decides the reply body for each request (nil: drop it).
+type fakeBroker struct {
+	endpoint string
+	mu       sync.Mutex
+	got      [][][]byte // request frames after the identity
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func newFake(t *testing.T, answer func(service string, body [][]byte, n int) [][]byte) *fakeBroker {
+	t.Helper()
+	ctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ctx.NewSocket(zmq.ROUTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bind("tcp://127.0.0.1:*"); err != nil {
+		t.Fatal(err)
+	}
+	ep, _ := s.GetLastEndpoint()
+	f := &fakeBroker{endpoint: ep, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		defer ctx.Term()
+		defer s.Close()
+		_ = s.SetLinger(0)
+		p := zmq.NewPoller()
+		p.Add(s, zmq.POLLIN)
+		for {
+			select {
+			case <-f.stop:
+				return
+			default:
+			}
+			polled, err := p.Poll(20 * time.Millisecond)
+			if err != nil || len(polled) == 0 {
+				continue
+			}
+			msg, err := s.RecvMessageBytes(0)
+			if err != nil {
+				continue
+			}
+			f.mu.Lock()
+			f.got = append(f.got, msg[1:])
+			n := len(f.got)
+			f.mu.Unlock()
+			// [identity | "" | MDPC01 | service | body...]
+			if len(msg) < 4 || string(msg[2]) != "MDPC01" {
+				continue
+			}
+			rep := answer(string(msg[3]), msg[4:], n)
+			if rep == nil {
+				continue
+			}
+			out := append([][]byte{msg[0], {}, []byte("MDPC01"), msg[3]}, rep...)
+			_, _ = s.SendMessage(out)
+		}
+	}()
+	t.Cleanup(func() { close(f.stop); <-f.done })
+	return f
+}
+
+func (f *fakeBroker) requests() [][][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][][]byte(nil), f.got...)
+}
+
+func frames(s ...string) [][]byte {
+	out := make([][]byte, len(s))
+	for i, x := range s {
+		out[i] = []byte(x)
+	}
+	return out
+}
+
+func newClient(t *testing.T, timeout time.Duration, retries int, eps ...string) *Client {
+	t.Helper()
+	c, err := New(Config{Brokers: eps, Timeout: timeout, Retries: retries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+const ticket = "0123456789abcdef0123456789abcdef"
+
+func TestSubmitRetriesWithTheSameKey(t *testing.T) {
+	f := newFake(t, func(service string, body [][]byte, n int) [][]byte {
+		if n < 3 {
+			return nil // lost answers
+		}
+		return frames("200", ticket, "duplicate")
+	})
+	c := newClient(t, 100*time.Millisecond, 5, f.endpoint)
+	got, err := c.Submit(testCtx(t), "echo", frames("a", "", "c"), SubmitOptions{})
+	if err != nil || got != ticket {
+		t.Fatalf("Submit = %q, %v; want %s", got, err, ticket)
+	}
+	reqs := f.requests()
+	if len(reqs) != 3 {
+		t.Fatalf("broker got %d tries, want 3", len(reqs))
+	}
+	for i, r := range reqs {
+		// ["" | MDPC01 | titanic.submit | key | service | body...]
+		if string(r[2]) != "titanic.submit" || len(r) != 8 || string(r[4]) != "echo" || len(r[6]) != 0 {
+			t.Fatalf("try %d frames = %q", i, r)
+		}
+		if string(r[3]) != string(reqs[0][3]) || len(r[3]) == 0 {
+			t.Fatalf("try %d key %q differs from first key %q", i, r[3], reqs[0][3])
+		}
+	}
+	if s := c.Stats(); s.Retries != 2 {
+		t.Fatalf("stats = %+v, want 2 retries", s)
+	}
+}
+
+func TestFailoverToSecondBroker(t *testing.T) {
+	dead := newFake(t, func(string, [][]byte, int) [][]byte { return nil })
+	live := newFake(t, func(string, [][]byte, int) [][]byte { return frames("200", ticket, "new") })
+	c := newClient(t, 100*time.Millisecond, 2, dead.endpoint, live.endpoint)
+	got, err := c.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{IdemKey: "k1"})
+	if err != nil || got != ticket {
+		t.Fatalf("Submit = %q, %v", got, err)
+	}
+	if len(dead.requests()) != 1 || len(live.requests()) != 1 {
+		t.Fatalf("dead got %d, live got %d; want 1 and 1", len(dead.requests()), len(live.requests()))
+	}
+	if string(live.requests()[0][3]) != "k1" {
+		t.Fatalf("key = %q, want k1", live.requests()[0][3])
+	}
+	// The client stays on the live broker.
+	if _, err := c.Submit(testCtx(t), "echo", frames("y"), SubmitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(dead.requests()) != 1 {
+		t.Fatalf("second call went back to the dead broker")
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	f := newFake(t, func(string, [][]byte, int) [][]byte { return nil })
+	c := newClient(t, 50*time.Millisecond, 3, f.endpoint)
+	_, err := c.Status(testCtx(t), ticket)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	if n := len(f.requests()); n != 3 {
+		t.Fatalf("%d tries, want 3", n)
+	}
+}
+
+func TestCodes(t *testing.T) {
+	answers := map[string][][]byte{}
+	f := newFake(t, func(service string, body [][]byte, n int) [][]byte {
+		return answers[service+" "+string(body[len(body)-1])]
+	})
+	c := newClient(t, time.Second, 1, f.endpoint)
+	ctx := testCtx(t)
+	answers["titanic.reply p"] = frames("300", "pending")
+	answers["titanic.reply u"] = frames("400", "unknown ticket")
+	answers["titanic.reply f"] = frames("500", "failed: no worker for service")
+	answers["titanic.reply b"] = frames("500", "busy, retry later")
+	answers["titanic.reply ok"] = frames("200", "a", "", "\x00")
+	answers["titanic.reply weird"] = frames("204")
+	answers["titanic.submit x"] = frames("400", "empty service name")
+	answers["titanic.close u"] = frames("200")
+	answers["titanic.status s"] = frames("200", "failed", "3", "svc", "2026-11-27T05:00:00Z", "2026-11-27T05:00:01.5Z", "boom")
+	answers["titanic.list 5"] = frames("200", ticket+" my svc done 1", ticket[:31]+"0 b pending 0")
+
+	if _, err := c.Reply(ctx, "p", ReplyOptions{}); !errors.Is(err, ErrPending) {
+		t.Errorf("300: %v", err)
+	}
+	if _, err := c.Reply(ctx, "u", ReplyOptions{}); !errors.Is(err, ErrUnknown) {
+		t.Errorf("400: %v", err)
+	}
+	_, err := c.Reply(ctx, "f", ReplyOptions{})
+	var fe *FailedError
+	if !errors.Is(err, ErrFailed) || !errors.As(err, &fe) || fe.Reason != "no worker for service" {
+		t.Errorf("500 failed: %v", err)
+	}
+	if _, err := c.Reply(ctx, "b", ReplyOptions{}); !errors.Is(err, ErrServer) || errors.Is(err, ErrFailed) {
+		t.Errorf("500 busy: %v", err)
+	}
+	if rep, err := c.Reply(ctx, "ok", ReplyOptions{}); err != nil || len(rep) != 3 || string(rep[2]) != "\x00" {
+		t.Errorf("200: %q %v", rep, err)
+	}
+	if _, err := c.Reply(ctx, "weird", ReplyOptions{}); !errors.Is(err, ErrProtocol) {
+		t.Errorf("204: %v", err)
+	}
+	if _, err := c.Submit(ctx, "", frames("x"), SubmitOptions{}); !errors.Is(err, ErrRejected) {
+		t.Errorf("submit 400: %v", err)
+	}
+	if err := c.CloseTicket(ctx, "u"); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	st, err := c.Status(ctx, "s")
+	if err != nil || st.State != "failed" || st.Attempts != 3 || st.Service != "svc" || st.Reason != "boom" || st.Updated.Sub(st.Created) != 1500*time.Millisecond {
+		t.Errorf("status = %+v, %v", st, err)
+	}
+	ls, err := c.List(ctx, ListOptions{Limit: 5})
+	if err != nil || len(ls) != 2 || ls[0].Service != "my svc" || ls[0].State != "done" || ls[0].Attempts != 1 || ls[1].Service != "b" {
+		t.Errorf("list = %+v, %v", ls, err)
+	}
+}
+
+func TestReplyWaits(t *testing.T) {
+	f := newFake(t, func(service string, body [][]byte, n int) [][]byte {
+		switch {
+		case n <= 2:
+			return frames("300", "pending")
+		case n == 3:
+			return frames("500", "busy, retry later")
+		}
+		return frames("200", "done")
+	})
+	c := newClient(t, time.Second, 1, f.endpoint)
+	rep, err := c.Reply(testCtx(t), ticket, ReplyOptions{Wait: true, PollInterval: 5 * time.Millisecond})
+	if err != nil || len(rep) != 1 || string(rep[0]) != "done" {
+		t.Fatalf("Reply = %q, %v", rep, err)
+	}
+	if n := len(f.requests()); n != 4 {
+		t.Fatalf("%d lookups, want 4", n)
+	}
+	// A failed ticket ends the wait.
+	g := newFake(t, func(string, [][]byte, int) [][]byte { return frames("500", "failed: gave up") })
+	c2 := newClient(t, time.Second, 1, g.endpoint)
+	if _, err := c2.Reply(testCtx(t), ticket, ReplyOptions{Wait: true}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("wait on failed ticket: %v", err)
+	}
+}
+
+// An answer for another service (a late answer to an abandoned call) is
+// dropped, not taken for this call's answer.
+func TestWrongServiceAnswerDropped(t *testing.T) {
+	ctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Term()
+	s, _ := ctx.NewSocket(zmq.ROUTER)
+	defer s.Close()
+	_ = s.SetLinger(0)
+	if err := s.Bind("tcp://127.0.0.1:*"); err != nil {
+		t.Fatal(err)
+	}
+	ep, _ := s.GetLastEndpoint()
+	c := newClient(t, 2*time.Second, 1, ep)
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Request(testCtx(t), "echo", frames("hi"))
+		res <- err
+	}()
+	_ = s.SetRcvtimeo(5 * time.Second)
+	msg, err := s.RecvMessageBytes(0)
+	if err != nil {
+		t.Fatalf("no request: %v", err)
+	}
+	_, _ = s.SendMessage(msg[0], "", "MDPC01", "other", "stale")
+	_, _ = s.SendMessage(msg[0], "", "MDPC01", "echo", "fresh")
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer")
+	}
+	if c.Stats().Stale != 1 {
+		t.Fatalf("stats = %+v, want 1 stale", c.Stats())
+	}
+}
+
+func TestContextAndClose(t *testing.T) {
+	f := newFake(t, func(string, [][]byte, int) [][]byte { return nil })
+	c := newClient(t, 10*time.Second, 3, f.endpoint)
+	ctx, cancel := context.WithCancel(context.Background())
+	start := time.Now()
+	go func() {
+		for len(f.requests()) == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
+	_, err := c.Request(ctx, "echo", frames("x"))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("cancel took %s", d)
+	}
+	c.Close()
+	if _, err := c.Request(context.Background(), "echo", frames("x")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	if _, err := New(Config{Brokers: []string{""}}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("empty endpoint: %v", err)
+	}
+	c, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.cfg.Timeout != 2500*time.Millisecond || c.cfg.Retries != 3 || !strings.HasPrefix(c.cfg.Brokers[0], "tcp://") {
+		t.Fatalf("defaults = %+v", c.cfg)
+	}
+}

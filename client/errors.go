@@ -1,0 +1,45 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors: callers branch on them with errors.Is.
+var (
+	// ErrUnavailable: no broker answered within Timeout on any try.
+	ErrUnavailable = errors.New("no broker answered")
+	// ErrPending: the ticket has no reply yet (9/TSP 300).
+	ErrPending = errors.New("ticket not answered yet")
+	// ErrUnknown: the broker does not know the ticket (9/TSP 400 to a
+	// lookup): it never existed or was closed.
+	ErrUnknown = errors.New("unknown ticket")
+	// ErrRejected: the broker refused the request as malformed (9/TSP 400
+	// to a submit); resending it cannot help.
+	ErrRejected = errors.New("request rejected")
+	// ErrFailed: the ticket failed for good (attempts exhausted, no worker
+	// for its service). The error is a *FailedError with the reason.
+	ErrFailed = errors.New("ticket failed")
+	// ErrServer: the broker answered 500 for a transient reason (busy,
+	// storage error); a later retry may succeed.
+	ErrServer = errors.New("broker error")
+	// ErrClosed: the Client was closed.
+	ErrClosed = errors.New("client closed")
+	// ErrConfig: the Config is invalid.
+	ErrConfig = errors.New("invalid client config")
+	// ErrProtocol: the broker's answer does not follow 9/TSP.
+	ErrProtocol = errors.New("protocol error")
+)
+
+// FailedError is the error of a ticket that failed for good.
+type FailedError struct {
+	Ticket string
+	Reason string
+}
+
+func (e *FailedError) Error() string {
+	return fmt.Sprintf("ticket %s failed: %s", e.Ticket, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrFailed) true.
+func (e *FailedError) Is(target error) bool { return target == ErrFailed }

@@ -1,0 +1,240 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// 9/TSP services and titanic's extensions (see package titanic).
+const (
+	svcRequest = "titanic.request"
+	svcReply   = "titanic.reply"
+	svcClose   = "titanic.close"
+	svcSubmit  = "titanic.submit"
+	svcStatus  = "titanic.status"
+	svcList    = "titanic.list"
+
+	failedPrefix = "failed: "
+)
+
+// SubmitOptions tune Submit.
+type SubmitOptions struct {
+	// IdemKey is the idempotency key: a submit with a key the broker has
+	// seen returns the ticket it gave then. Empty: a random key, which
+	// still makes this call's own retries safe. At most 128 bytes.
+	IdemKey string
+}
+
+// Submit stores a durable request for service and returns its ticket (32
+// hexadecimal characters) once the broker has made it durable.
+func (c *Client) Submit(ctx context.Context, service string, body [][]byte, opt SubmitOptions) (string, error) {
+	key := opt.IdemKey
+	if key == "" {
+		key = uuid.NewString()
+	}
+	frames := append([][]byte{[]byte(key), []byte(service)}, body...)
+	rep, err := c.do(ctx, svcSubmit, frames)
+	if err != nil {
+		return "", err
+	}
+	if err := status(rep, "", true); err != nil {
+		return "", fmt.Errorf("submit to %s: %w", service, err)
+	}
+	if len(rep) < 2 || len(rep[1]) == 0 {
+		return "", fmt.Errorf("%w: submit answered 200 without a ticket", ErrProtocol)
+	}
+	return string(rep[1]), nil
+}
+
+// Status is what the broker knows of a ticket.
+type Status struct {
+	Ticket   string
+	State    string // pending, dispatched, done or failed
+	Attempts int
+	Service  string
+	Created  time.Time
+	Updated  time.Time
+	Reason   string // why the last attempt failed, or why the ticket did
+}
+
+// Status looks a ticket up.
+func (c *Client) Status(ctx context.Context, ticket string) (Status, error) {
+	rep, err := c.do(ctx, svcStatus, [][]byte{[]byte(ticket)})
+	if err != nil {
+		return Status{}, err
+	}
+	if err := status(rep, ticket, false); err != nil {
+		return Status{}, err
+	}
+	if len(rep) != 7 {
+		return Status{}, fmt.Errorf("%w: status has %d frames, want 7", ErrProtocol, len(rep))
+	}
+	st := Status{Ticket: ticket, State: string(rep[1]), Service: string(rep[3]), Reason: string(rep[6])}
+	if st.Attempts, err = strconv.Atoi(string(rep[2])); err != nil {
+		return Status{}, fmt.Errorf("%w: attempts %q", ErrProtocol, rep[2])
+	}
+	if st.Created, err = time.Parse(time.RFC3339Nano, string(rep[4])); err != nil {
+		return Status{}, fmt.Errorf("%w: created %q", ErrProtocol, rep[4])
+	}
+	if st.Updated, err = time.Parse(time.RFC3339Nano, string(rep[5])); err != nil {
+		return Status{}, fmt.Errorf("%w: updated %q", ErrProtocol, rep[5])
+	}
+	return st, nil
+}
+
+// ReplyOptions tune Reply.
+type ReplyOptions struct {
+	// Wait makes Reply wait until the ticket is answered (or fails, or ctx
+	// ends) instead of returning ErrPending.
+	Wait bool
+	// PollInterval caps the interval between lookups while waiting; they
+	// start at a millisecond and double up to it. Default 250ms.
+	PollInterval time.Duration
+}
+
+// Reply returns a ticket's reply frames. It returns ErrPending while the
+// ticket is not answered (unless opt.Wait), ErrUnknown for a ticket the
+// broker does not know, and a *FailedError (ErrFailed) for a ticket that
+// failed for good.
+func (c *Client) Reply(ctx context.Context, ticket string, opt ReplyOptions) ([][]byte, error) {
+	maxWait := opt.PollInterval
+	if maxWait <= 0 {
+		maxWait = 250 * time.Millisecond
+	}
+	wait := time.Millisecond
+	for {
+		rep, err := c.do(ctx, svcReply, [][]byte{[]byte(ticket)})
+		if err == nil {
+			err = status(rep, ticket, false)
+			if err == nil {
+				return rep[1:], nil
+			}
+		}
+		if !opt.Wait || !(isPending(err) || isTransient(err)) {
+			return nil, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("waiting for %s: %w", ticket, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, maxWait)
+	}
+}
+
+func isPending(err error) bool   { return err != nil && errors.Is(err, ErrPending) }
+func isTransient(err error) bool { return err != nil && errors.Is(err, ErrServer) }
+
+// CloseTicket closes a ticket: the broker deletes it and its reply. Closing
+// an unknown ticket succeeds (9/TSP).
+func (c *Client) CloseTicket(ctx context.Context, ticket string) error {
+	rep, err := c.do(ctx, svcClose, [][]byte{[]byte(ticket)})
+	if err != nil {
+		return err
+	}
+	return status(rep, ticket, false)
+}
+
+// ListOptions filter List. Zero fields do not filter.
+type ListOptions struct {
+	Service string
+	State   string // pending, dispatched, done or failed
+	After   string // ticket to start after (paging)
+	Limit   int    // default 100, at most 1000
+}
+
+// TicketInfo is one row of List.
+type TicketInfo struct {
+	Ticket   string
+	Service  string
+	State    string
+	Attempts int
+}
+
+// List lists tickets in ticket (creation) order.
+func (c *Client) List(ctx context.Context, opt ListOptions) ([]TicketInfo, error) {
+	limit := ""
+	if opt.Limit > 0 {
+		limit = strconv.Itoa(opt.Limit)
+	}
+	rep, err := c.do(ctx, svcList, [][]byte{[]byte(opt.Service), []byte(opt.State), []byte(opt.After), []byte(limit)})
+	if err != nil {
+		return nil, err
+	}
+	if err := status(rep, "", true); err != nil {
+		return nil, err
+	}
+	out := make([]TicketInfo, 0, len(rep)-1)
+	for _, line := range rep[1:] {
+		// "ticket service state attempts"; the service may hold spaces.
+		f := strings.Fields(string(line))
+		if len(f) < 4 {
+			return nil, fmt.Errorf("%w: list line %q", ErrProtocol, line)
+		}
+		n, err := strconv.Atoi(f[len(f)-1])
+		if err != nil {
+			return nil, fmt.Errorf("%w: list line %q", ErrProtocol, line)
+		}
+		svc := strings.TrimSuffix(strings.TrimPrefix(string(line), f[0]+" "), " "+f[len(f)-2]+" "+f[len(f)-1])
+		out = append(out, TicketInfo{Ticket: f[0], Service: svc, State: f[len(f)-2], Attempts: n})
+	}
+	return out, nil
+}
+
+// Do submits a durable request and waits for its reply.
+func (c *Client) Do(ctx context.Context, service string, body [][]byte, opt SubmitOptions) ([][]byte, error) {
+	ticket, err := c.Submit(ctx, service, body, opt)
+	if err != nil {
+		return nil, err
+	}
+	return c.Reply(ctx, ticket, ReplyOptions{Wait: true})
+}
+
+// Request sends a plain (not durable) 7/MDP request to service and returns
+// the worker's reply. A retry after a lost answer may run the request
+// twice; use Submit for work that must run once and survive crashes.
+func (c *Client) Request(ctx context.Context, service string, body [][]byte) ([][]byte, error) {
+	return c.do(ctx, service, body)
+}
+
+// status maps a 9/TSP answer's status frame to an error. rejectOn400 tells
+// a submit (400: malformed request) from a lookup (400: unknown ticket).
+func status(rep [][]byte, ticket string, rejectOn400 bool) error {
+	if len(rep) == 0 {
+		return fmt.Errorf("%w: empty answer", ErrProtocol)
+	}
+	// 9/TSP allows "NNN text" in the status frame; titanic sends the bare
+	// code and puts its text in a second frame.
+	code, text, _ := strings.Cut(string(rep[0]), " ")
+	if len(rep) > 1 {
+		text = string(rep[1])
+	}
+	switch code {
+	case "200":
+		return nil
+	case "300":
+		return ErrPending
+	case "400":
+		if rejectOn400 {
+			return fmt.Errorf("%w: %s", ErrRejected, text)
+		}
+		if text == "" || text == "unknown ticket" {
+			return fmt.Errorf("%w %s", ErrUnknown, ticket)
+		}
+		return fmt.Errorf("%w %s: %s", ErrUnknown, ticket, text)
+	case "500":
+		if reason, ok := strings.CutPrefix(text, failedPrefix); ok {
+			return &FailedError{Ticket: ticket, Reason: reason}
+		}
+		return fmt.Errorf("%w: %s", ErrServer, text)
+	}
+	return fmt.Errorf("%w: status %q", ErrProtocol, rep[0])
+}

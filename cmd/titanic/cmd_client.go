@@ -1,0 +1,166 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/titanicmq/titanic/client"
+)
+
+// clientFlags are the flags every client command takes.
+type clientFlags struct {
+	brokers *string
+	timeout *time.Duration
+	retries *int
+}
+
+func addClientFlags(fs *flag.FlagSet) clientFlags {
+	return clientFlags{
+		brokers: fs.String("broker", "tcp://127.0.0.1:5555", "broker endpoints, comma-separated (failover order)"),
+		timeout: fs.Duration("timeout", defaultTimeout, "time to wait for each try"),
+		retries: fs.Int("retries", 3, "tries per broker before giving up"),
+	}
+}
+
+func (f clientFlags) dial(e env) (*client.Client, error) {
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return client.New(client.Config{Brokers: splitList(*f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log})
+}
+
+func runSubmit(e env) error {
+	fs := newFlags(e, "submit", "[flags] SERVICE [BODY | -]   (no BODY or -: read standard input)")
+	cf := addClientFlags(fs)
+	key := fs.String("key", "", "idempotency key: a resubmit with the same key returns the same ticket")
+	wait := fs.Bool("wait", false, "wait for the reply and print it instead of the ticket")
+	if err := parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		return usagef("want SERVICE [BODY | -]")
+	}
+	var body []byte
+	if fs.NArg() == 2 && fs.Arg(1) != "-" {
+		body = []byte(fs.Arg(1))
+	} else {
+		b, err := io.ReadAll(e.stdin)
+		if err != nil {
+			return fmt.Errorf("read standard input: %w", err)
+		}
+		body = b
+	}
+	c, err := cf.dial(e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ticket, err := c.Submit(e.ctx, fs.Arg(0), [][]byte{body}, client.SubmitOptions{IdemKey: *key})
+	if err != nil {
+		return err
+	}
+	if !*wait {
+		fmt.Fprintln(e.stdout, ticket)
+		return nil
+	}
+	fmt.Fprintln(e.stderr, ticket)
+	return printReply(e, c, ticket, true)
+}
+
+func printReply(e env, c *client.Client, ticket string, wait bool) error {
+	frames, err := c.Reply(e.ctx, ticket, client.ReplyOptions{Wait: wait})
+	if err != nil {
+		return err
+	}
+	for _, f := range frames {
+		if _, err := e.stdout.Write(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ticketCommand parses the flags and the single TICKET argument.
+func ticketCommand(e env, name string, extra func(fs *flag.FlagSet)) (*client.Client, string, error) {
+	fs := newFlags(e, name, "[flags] TICKET")
+	cf := addClientFlags(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := parseFlags(fs, e.args); err != nil {
+		return nil, "", err
+	}
+	if fs.NArg() != 1 {
+		return nil, "", usagef("want exactly one TICKET")
+	}
+	c, err := cf.dial(e)
+	return c, fs.Arg(0), err
+}
+
+func runStatus(e env) error {
+	c, ticket, err := ticketCommand(e, "status", nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	st, err := c.Status(e.ctx, ticket)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "ticket:   %s\nservice:  %s\nstate:    %s\nattempts: %d\ncreated:  %s\nupdated:  %s\n",
+		ticket, st.Service, st.State, st.Attempts, st.Created.Format(time.RFC3339Nano), st.Updated.Format(time.RFC3339Nano))
+	if st.Reason != "" {
+		fmt.Fprintf(e.stdout, "reason:   %s\n", st.Reason)
+	}
+	return nil
+}
+
+func runReply(e env) error {
+	var wait *bool
+	c, ticket, err := ticketCommand(e, "reply", func(fs *flag.FlagSet) {
+		wait = fs.Bool("wait", false, "wait until the ticket is answered")
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return printReply(e, c, ticket, *wait)
+}
+
+func runClose(e env) error {
+	c, ticket, err := ticketCommand(e, "close", nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.CloseTicket(e.ctx, ticket)
+}
+
+func runTickets(e env) error {
+	fs := newFlags(e, "tickets", "[flags]")
+	cf := addClientFlags(fs)
+	service := fs.String("service", "", "only tickets of this service")
+	state := fs.String("state", "", "only tickets in this state: pending, dispatched, done or failed")
+	after := fs.String("after", "", "start after this ticket (paging)")
+	limit := fs.Int("limit", 100, "at most this many tickets (max 1000)")
+	if err := parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	c, err := cf.dial(e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ts, err := c.List(e.ctx, client.ListOptions{Service: *service, State: *state, After: *after, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%d\n", t.Ticket, t.Service, t.State, t.Attempts)
+	}
+	return nil
+}

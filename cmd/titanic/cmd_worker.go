@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"time"
+
+	"github.com/titanicmq/titanic/worker"
+)
+
+// stderrTail is how much of a failed command's stderr is reported.
+const stderrTail = 512
+
+func runWorker(e env) error {
+	fs := newFlags(e, "worker", "[flags] SERVICE -- CMD [ARGS...]")
+	brokers := fs.String("broker", "tcp://127.0.0.1:5555", "broker endpoints, comma-separated (failover order)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "kill CMD and report a failed attempt after this long (0: no limit)")
+	hb := fs.Duration("heartbeat", 2500*time.Millisecond, "MDP heartbeat interval (match the broker's)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	args := fs.Args()
+	if len(args) < 2 {
+		return usagef("want SERVICE -- CMD [ARGS...]")
+	}
+	service, cmdline := args[0], args[1:]
+	if cmdline[0] == "--" {
+		cmdline = cmdline[1:]
+	}
+	if len(cmdline) == 0 {
+		return usagef("missing CMD after --")
+	}
+	log, err := newLogger(e, *logLevel, "text")
+	if err != nil {
+		return err
+	}
+	h := func(ctx context.Context, req [][]byte) ([][]byte, error) {
+		return runCommand(ctx, *timeout, cmdline, bytes.Join(req, nil))
+	}
+	w, err := worker.New(worker.Config{Brokers: splitList(*brokers), Service: service, HeartbeatInterval: *hb, Logger: log}, h)
+	if err != nil {
+		return err
+	}
+	log.Info("worker running", "service", service, "command", cmdline)
+	return w.Run(e.ctx)
+}
+
+// runCommand runs cmdline once with stdin as its standard input; its
+// standard output is the reply. A non-zero exit or a timeout is an error
+// carrying the tail of its standard error.
+func runCommand(ctx context.Context, timeout time.Duration, cmdline []string, stdin []byte) ([][]byte, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, cmdline[0], cmdline[1:]...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	if err == nil {
+		return [][]byte{stdout.Bytes()}, nil
+	}
+	tail := stderr.Bytes()
+	if len(tail) > stderrTail {
+		tail = tail[len(tail)-stderrTail:]
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return nil, fmt.Errorf("timed out after %s: %s", timeout, bytes.TrimSpace(tail))
+	}
+	return nil, fmt.Errorf("%v: %s", err, bytes.TrimSpace(tail))
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/titanicmq/titanic/client"
+)
+
+// Exit codes a shell user can rely on.
+const (
+	exitOK          = 0
+	exitError       = 1 // anything else
+	exitUsage       = 2 // bad command line
+	exitPending     = 3 // reply: not answered yet
+	exitUnknown     = 4 // unknown ticket, or request rejected as malformed
+	exitFailed      = 5 // the ticket failed for good
+	exitUnavailable = 6 // no broker answered
+)
+
+// env is what a subcommand gets: its arguments and standard streams.
+type env struct {
+	ctx    context.Context
+	args   []string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+type command struct {
+	name, summary string
+	run           func(e env) error
+}
+
+func commands() []command {
+	return []command{
+		{"broker", "run a broker (durable Titanic + Majordomo)", runBroker},
+		{"worker", "serve a service by running a command per request", runWorker},
+		{"submit", "submit a request, print its ticket (--wait: its reply)", runSubmit},
+		{"status", "show a ticket's state", runStatus},
+		{"reply", "print a ticket's reply (--wait to wait for it)", runReply},
+		{"close", "close a ticket (delete it and its reply)", runClose},
+		{"tickets", "list tickets", runTickets},
+		{"version", "print the version", runVersion},
+	}
+}
+
+// Run runs the titanic command line and returns the process exit code.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(env{ctx: ctx, args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr})
+		if err == nil || errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "titanic %s: %v\n", c.name, err)
+		return exitCode(err)
+	}
+	fmt.Fprintf(stderr, "titanic: unknown command %q\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: titanic COMMAND [flags] [args]   (titanic COMMAND --help for its flags)")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable")
+}
+
+// usageError marks a bad command line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.Is(err, client.ErrPending):
+		return exitPending
+	case errors.Is(err, client.ErrUnknown), errors.Is(err, client.ErrRejected):
+		return exitUnknown
+	case errors.Is(err, client.ErrFailed):
+		return exitFailed
+	case errors.Is(err, client.ErrUnavailable):
+		return exitUnavailable
+	}
+	return exitError
+}
+
+// newFlags returns a FlagSet whose errors come back to Run, with usage text
+// naming the command.
+func newFlags(e env, name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "usage: titanic %s %s\n\nflags:\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses e.args, turning flag errors into usage errors.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// splitList splits a comma-separated flag value.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func runVersion(e env) error {
+	fs := newFlags(e, "version", "")
+	if err := parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "titanic", Version)
+	return nil
+}

@@ -1,0 +1,189 @@
+// Package harness runs the built titanic binary as real processes for
+// end-to-end, crash and benchmark tests: it builds (or finds) the binary,
+// starts brokers and workers, waits for them to be ready, and kills them by
+// PID when the test ends, even when it fails.
+package harness
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// Binary returns the path of the titanic binary: $TITANIC_BIN when set (the
+// Makefile sets it), otherwise one built once per test process.
+func Binary(tb testing.TB) string {
+	tb.Helper()
+	if p := os.Getenv("TITANIC_BIN"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "titanic-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		builtBin = filepath.Join(dir, "titanic")
+		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/titanic")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatalf("build titanic: %v", buildErr)
+	}
+	return builtBin
+}
+
+// FreeEndpoint returns a tcp://127.0.0.1:PORT endpoint whose port was free
+// a moment ago.
+func FreeEndpoint(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return "tcp://" + l.Addr().String()
+}
+
+// Process is a titanic process started by the harness.
+type Process struct {
+	tb    testing.TB
+	cmd   *exec.Cmd
+	name  string
+	Log   string // path of its captured stderr
+	ready chan struct{}
+	exit  chan struct{}
+	err   error
+}
+
+// Start runs the binary with args. When readyLine is not empty, Start waits
+// (up to 20 s) until the process writes a line containing it to stderr.
+// The process is killed when the test ends.
+func Start(tb testing.TB, name, readyLine string, args ...string) *Process {
+	tb.Helper()
+	logPath := filepath.Join(tb.TempDir(), name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(Binary(tb), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := &Process{tb: tb, cmd: cmd, name: name, Log: logPath, ready: make(chan struct{}), exit: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		defer logf.Close()
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		seen := false
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(logf, line)
+			if !seen && readyLine != "" && strings.Contains(line, readyLine) {
+				seen = true
+				close(p.ready)
+			}
+		}
+		_, _ = io.Copy(logf, stderr)
+		p.err = cmd.Wait()
+		close(p.exit)
+	}()
+	tb.Cleanup(func() { p.Kill() })
+	if readyLine != "" {
+		select {
+		case <-p.ready:
+		case <-p.exit:
+			tb.Fatalf("%s exited before it was ready: %v\n%s", name, p.err, p.Tail())
+		case <-time.After(20 * time.Second):
+			tb.Fatalf("%s not ready within 20s\n%s", name, p.Tail())
+		}
+	}
+	return p
+}
+
+// PID is the process ID.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
+
+// Kill sends SIGKILL to the process (and its process group: a worker's
+// commands) and waits for it to exit.
+func (p *Process) Kill() {
+	select {
+	case <-p.exit:
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	_ = p.cmd.Process.Kill()
+	<-p.exit
+}
+
+// Stop sends SIGTERM and waits up to d for a clean exit, then kills.
+func (p *Process) Stop(d time.Duration) error {
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exit:
+		return p.err
+	case <-time.After(d):
+		p.Kill()
+		return fmt.Errorf("%s did not stop within %s after SIGTERM", p.name, d)
+	}
+}
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.exit:
+		return true
+	default:
+		return false
+	}
+}
+
+// Tail returns the last lines of the process's stderr, for failure messages.
+func (p *Process) Tail() string {
+	b, _ := os.ReadFile(p.Log)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Broker starts a broker on endpoint with its data in dir and waits until
+// it has bound its socket.
+func Broker(tb testing.TB, name, endpoint, dir string, extra ...string) *Process {
+	tb.Helper()
+	args := append([]string{"broker", "--listen", endpoint, "--data", dir}, extra...)
+	return Start(tb, name, "broker ready", args...)
+}

@@ -1,0 +1,326 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxCheckErrors caps the problems Check reports, so that a badly damaged
+// file gives a readable error.
+const maxCheckErrors = 20
+
+// Snapshot implements Store: it writes a consistent copy of the file, as of
+// one read transaction, while writes go on. The copy is itself a store file
+// that Open and Restore accept. A long copy holds that transaction open;
+// the writer can then not shrink the mmap and the file may grow meanwhile.
+func (s *BoltStore) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
+	var n int64
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(ctxWriter{ctx, w})
+		return err
+	})
+	if err != nil {
+		return n, fmt.Errorf("snapshot: %w", err)
+	}
+	return n, nil
+}
+
+// Restore implements Store. The snapshot is written to a temporary file
+// next to the store and fully checked (bbolt structure and our layout)
+// before anything is replaced. Then, on the writer goroutine between two
+// commits, the current file is closed, the new one renamed over it and
+// opened. Reads wait for the swap; Apply calls queued behind the Restore
+// apply to the restored content. If the final open fails (it cannot, short
+// of a disk failure, since the file was checked), the store returns
+// ErrClosed until it is closed and opened again.
+//
+// Whoever keeps state derived from the store (the dispatcher's queues)
+// must rebuild it after a Restore.
+func (s *BoltStore) Restore(ctx context.Context, r io.Reader) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	tmp, err := s.receive(ctx, r)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer os.Remove(tmp) // gone already once renamed
+	if err := s.control(ctx, func() error { return s.swap(tmp) }); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	s.log.Info("store restored from snapshot")
+	return nil
+}
+
+// receive writes r to a temporary file beside the store, syncs it and
+// checks that it is a sound store file. It returns the file's path.
+func (s *BoltStore) receive(ctx context.Context, r io.Reader) (string, error) {
+	dir, base := filepath.Split(s.path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, base+".restore-*")
+	if err != nil {
+		return "", err
+	}
+	tmp := f.Name()
+	_, err = io.Copy(f, ctxReader{ctx, r})
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = checkFile(tmp, s.opts)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return "", err
+	}
+	return tmp, nil
+}
+
+// checkFile opens the file at path as a store and runs the full check.
+func checkFile(path string, opts Options) error {
+	db, err := openDB(path, opts, false)
+	if err != nil {
+		return err
+	}
+	err = checkDB(db)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// swap replaces the open file with the checked file tmp. It runs on the
+// writer goroutine, so no write transaction is open.
+func (s *BoltStore) swap(tmp string) error {
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	if s.db != nil {
+		if err := s.db.Close(); err != nil {
+			s.log.Warn("close before restore", "err", err)
+		}
+		s.db = nil
+	}
+	renameErr := os.Rename(tmp, s.path)
+	if renameErr == nil {
+		renameErr = syncDir(filepath.Dir(s.path))
+	}
+	// Open whatever is in place now: the restored file, or the old one
+	// if the rename failed, so that the store stays usable either way.
+	db, err := openDB(s.path, s.opts, false)
+	if err != nil {
+		s.log.Error("reopen after restore", "err", err)
+		return errors.Join(renameErr, fmt.Errorf("reopen: %w", err))
+	}
+	s.db = db
+	if renameErr == nil {
+		s.stopped = nil // the file whose last commit was in doubt is gone
+	}
+	return renameErr
+}
+
+// Check runs bbolt's consistency check and then checks that the content
+// agrees with itself: every record decodes, every unfinished ticket is in
+// its service's FIFO index and every index entry names an unfinished
+// ticket, idempotency keys, bodies and replies belong to existing tickets,
+// and the state counters match the tickets. Problems are returned as one
+// error wrapping ErrCorrupt.
+//
+// Check runs on the writer goroutine (bbolt's check is not safe beside a
+// concurrent write transaction), so writes wait while it runs: on a large
+// store, run it at quiet times.
+func (s *BoltStore) Check(ctx context.Context) error {
+	return s.control(ctx, func() error {
+		if s.db == nil {
+			return ErrClosed
+		}
+		return checkDB(s.db)
+	})
+}
+
+func checkDB(db *bolt.DB) (err error) {
+	defer func() {
+		if r := recover(); r != nil { // bbolt panics on some damaged pages
+			err = fmt.Errorf("check: %w: bbolt: %v", ErrCorrupt, r)
+		}
+	}()
+	var errs []error
+	err = db.View(func(tx *bolt.Tx) error {
+		for e := range tx.Check() {
+			if len(errs) < maxCheckErrors {
+				errs = append(errs, e)
+			}
+		}
+		if len(errs) > 0 {
+			return nil // the content cannot be trusted for the next step
+		}
+		fi, err := os.Stat(db.Path())
+		if err != nil {
+			return err
+		}
+		if err := checkLayout(tx, fi.Size()); err != nil {
+			errs = append(errs, err)
+			return nil
+		}
+		errs = checkContent(tx)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("check: %w: %w", ErrCorrupt, errors.Join(errs...))
+	}
+	return nil
+}
+
+// checkContent checks the invariants between buckets (see Check).
+func checkContent(tx *bolt.Tx) []error {
+	var errs []error
+	add := func(format string, args ...any) {
+		if len(errs) < maxCheckErrors {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	var (
+		tickets = tx.Bucket(ticketsBucket)
+		bodies  = tx.Bucket(bodiesBucket)
+		replies = tx.Bucket(repliesBucket)
+		idem    = tx.Bucket(idemBucket)
+		fifo    = tx.Bucket(fifoBucket)
+		next    = binary.BigEndian.Uint64(tx.Bucket(metaBucket).Get(seqKey))
+		counted = make(map[countKey]int)
+	)
+	_ = tickets.ForEach(func(k, v []byte) error {
+		if len(k) != len(ID{}) {
+			add("ticket key of %d bytes", len(k))
+			return nil
+		}
+		t, err := decodeTicket(ID(k), v)
+		if err != nil {
+			add("%v", err)
+			return nil
+		}
+		counted[countKey{t.Service, t.State}]++
+		if t.Seq >= next {
+			add("ticket %s: seq %d not below next seq %d", t.ID, t.Seq, next)
+		}
+		if _, err := decodeFrames(bodies.Get(k)); err != nil {
+			add("ticket %s: body: %v", t.ID, err)
+		}
+		if r := replies.Get(k); r != nil {
+			if _, err := decodeFrames(r); err != nil {
+				add("ticket %s: reply: %v", t.ID, err)
+			}
+			if t.State != StateDone {
+				add("ticket %s: %s but has a reply", t.ID, t.State)
+			}
+		} else if t.State == StateDone {
+			add("ticket %s: done without a reply", t.ID)
+		}
+		if !t.State.Final() {
+			b := fifo.Bucket([]byte(t.Service))
+			if b == nil || !bytes.Equal(b.Get(seqKeyOf(t.Seq)), k) {
+				add("ticket %s: %s but not in the fifo index of %q", t.ID, t.State, t.Service)
+			}
+		}
+		if t.IdemKey != "" && !bytes.Equal(idem.Get([]byte(t.IdemKey)), k) {
+			add("ticket %s: idempotency key %q names another ticket", t.ID, t.IdemKey)
+		}
+		return nil
+	})
+	_ = fifo.ForEach(func(name, v []byte) error {
+		b := fifo.Bucket(name)
+		if v != nil || b == nil {
+			add("fifo entry %q is not a bucket", name)
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			t, err := decodeTicket(ID{}, tickets.Get(v))
+			if len(k) != 8 || len(v) != len(ID{}) || err != nil || t.State.Final() ||
+				t.Service != string(name) || t.Seq != binary.BigEndian.Uint64(k) {
+				add("fifo entry %x of service %q does not name an unfinished ticket of that service and seq", k, name)
+			}
+			return nil
+		})
+	})
+	_ = idem.ForEach(func(k, v []byte) error {
+		t, err := decodeTicket(ID{}, tickets.Get(v))
+		if len(v) != len(ID{}) || err != nil || t.IdemKey != string(k) {
+			add("idempotency key %q names a ticket without that key", k)
+		}
+		return nil
+	})
+	for name, b := range map[string]*bolt.Bucket{"body": bodies, "reply": replies} {
+		_ = b.ForEach(func(k, _ []byte) error {
+			if tickets.Get(k) == nil {
+				add("%s %x without a ticket", name, k)
+			}
+			return nil
+		})
+	}
+	stored := make(map[countKey]int)
+	_ = tx.Bucket(countsBucket).ForEach(func(k, v []byte) error {
+		if len(k) < 1 || len(v) != 8 {
+			add("counter entry %x", k)
+			return nil
+		}
+		stored[countKey{string(k[1:]), State(k[0])}] = int(binary.BigEndian.Uint64(v))
+		return nil
+	})
+	keys := slices.Collect(maps.Keys(counted))
+	for k := range stored {
+		if _, ok := counted[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		if counted[k] != stored[k] {
+			add("service %q: %d %s tickets, counter says %d", k.service, counted[k], k.state, stored[k])
+		}
+	}
+	return errs
+}
+
+// ctxReader and ctxWriter end a long copy when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}

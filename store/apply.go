@@ -1,0 +1,320 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Limits checked by Apply; an op beyond them fails with ErrInvalidOp
+// before anything is written. Services and idempotency keys are bbolt keys
+// (bbolt allows 32 KiB); these limits are far above any sane name and far
+// below what would bloat the index pages.
+const (
+	MaxServiceLen = 1024
+	MaxIdemKeyLen = 1024
+)
+
+// txn applies ops inside one bbolt write transaction. It is used only by
+// the writer goroutine. Counter changes and the next Seq are kept in memory
+// and written once, by finish, so a batch of many submits to one service
+// costs one counter write, not one per op.
+type txn struct {
+	tx                                                   *bolt.Tx
+	meta, tickets, bodies, replies, idem, fifo, counters *bolt.Bucket
+
+	seq      uint64 // next Seq to assign
+	seqDirty bool
+	deltas   map[countKey]int
+}
+
+type countKey struct {
+	service string
+	state   State
+}
+
+func newTxn(tx *bolt.Tx) (*txn, error) {
+	t := &txn{
+		tx:       tx,
+		meta:     tx.Bucket(metaBucket),
+		tickets:  tx.Bucket(ticketsBucket),
+		bodies:   tx.Bucket(bodiesBucket),
+		replies:  tx.Bucket(repliesBucket),
+		idem:     tx.Bucket(idemBucket),
+		fifo:     tx.Bucket(fifoBucket),
+		counters: tx.Bucket(countsBucket),
+		deltas:   make(map[countKey]int),
+	}
+	if t.meta == nil || t.tickets == nil || t.bodies == nil || t.replies == nil ||
+		t.idem == nil || t.fifo == nil || t.counters == nil {
+		return nil, fmt.Errorf("%w: bucket missing", ErrCorrupt)
+	}
+	v := t.meta.Get(seqKey)
+	if len(v) != 8 {
+		return nil, fmt.Errorf("%w: sequence counter", ErrCorrupt)
+	}
+	t.seq = binary.BigEndian.Uint64(v)
+	return t, nil
+}
+
+// opErr builds an op's own error, e.g. "dispatch 0190…: ticket not found".
+func opErr(op *Op, err error, detail string) error {
+	if detail == "" {
+		return fmt.Errorf("%s %s: %w", op.Kind, op.ID, err)
+	}
+	return fmt.Errorf("%s %s: %w: %s", op.Kind, op.ID, err, detail)
+}
+
+// apply applies one op. The op's own failures go in Result.Err and leave
+// the transaction untouched; the error return is for bbolt failures, which
+// abort the whole transaction.
+func (t *txn) apply(op *Op) (Result, error) {
+	if op.ID.IsZero() {
+		return Result{Err: opErr(op, ErrInvalidOp, "zero ticket id")}, nil
+	}
+	switch op.Kind {
+	case OpSubmit:
+		return t.submit(op)
+	case OpDispatch, OpRequeue, OpReply, OpFail:
+		return t.transition(op)
+	case OpClose:
+		return t.close(op)
+	}
+	return Result{ID: op.ID, Err: opErr(op, ErrInvalidOp, "unknown kind")}, nil
+}
+
+// load returns the ticket record for id, ok false when there is none.
+func (t *txn) load(id ID) (Ticket, bool, error) {
+	v := t.tickets.Get(id[:])
+	if v == nil {
+		return Ticket{}, false, nil
+	}
+	tk, err := decodeTicket(id, v)
+	return tk, err == nil, err
+}
+
+func resultOf(tk *Ticket) Result {
+	return Result{ID: tk.ID, Seq: tk.Seq, State: tk.State, Attempts: tk.Attempts, Existed: true}
+}
+
+func (t *txn) submit(op *Op) (Result, error) {
+	res := Result{ID: op.ID}
+	switch {
+	case op.Service == "":
+		res.Err = opErr(op, ErrInvalidOp, "empty service")
+	case len(op.Service) > MaxServiceLen:
+		res.Err = opErr(op, ErrInvalidOp, fmt.Sprintf("service name longer than %d bytes", MaxServiceLen))
+	case len(op.IdemKey) > MaxIdemKeyLen:
+		res.Err = opErr(op, ErrInvalidOp, fmt.Sprintf("idempotency key longer than %d bytes", MaxIdemKeyLen))
+	case framesSize(op.Body) > bolt.MaxValueSize:
+		res.Err = opErr(op, ErrInvalidOp, "body too large")
+	}
+	if res.Err != nil {
+		return res, nil
+	}
+	if op.IdemKey != "" {
+		if v := t.idem.Get([]byte(op.IdemKey)); v != nil {
+			return t.duplicate(op, v), nil
+		}
+	}
+	if t.tickets.Get(op.ID[:]) != nil {
+		res.Err = opErr(op, ErrInvalidOp, "ticket id already used")
+		return res, nil
+	}
+	tk := Ticket{
+		ID:      op.ID,
+		Service: op.Service,
+		State:   StatePending,
+		Seq:     t.seq,
+		IdemKey: op.IdemKey,
+		Created: op.Time,
+		Updated: op.Time,
+	}
+	t.seq++
+	t.seqDirty = true
+	if err := t.tickets.Put(op.ID[:], encodeTicket(&tk)); err != nil {
+		return res, fmt.Errorf("put ticket: %w", err)
+	}
+	if err := t.bodies.Put(op.ID[:], encodeFrames(op.Body)); err != nil {
+		return res, fmt.Errorf("put body: %w", err)
+	}
+	if err := t.enqueue(&tk); err != nil {
+		return res, err
+	}
+	if op.IdemKey != "" {
+		if err := t.idem.Put([]byte(op.IdemKey), op.ID[:]); err != nil {
+			return res, fmt.Errorf("put idempotency key: %w", err)
+		}
+	}
+	t.deltas[countKey{tk.Service, StatePending}]++
+	res = resultOf(&tk)
+	res.Existed = false
+	return res, nil
+}
+
+// duplicate answers a submit whose idempotency key is known: the original
+// ticket, unchanged.
+func (t *txn) duplicate(op *Op, v []byte) Result {
+	if len(v) != len(ID{}) {
+		return Result{ID: op.ID, Err: opErr(op, ErrCorrupt, "idempotency entry")}
+	}
+	orig := ID(v)
+	tk, ok, err := t.load(orig)
+	if err != nil || !ok {
+		return Result{ID: op.ID, Err: opErr(op, ErrCorrupt, "idempotency key names missing ticket "+orig.String())}
+	}
+	res := resultOf(&tk)
+	res.Duplicate = true
+	return res
+}
+
+// transition moves an unfinished ticket to the op's state.
+func (t *txn) transition(op *Op) (Result, error) {
+	tk, ok, err := t.load(op.ID)
+	switch {
+	case err != nil:
+		return Result{ID: op.ID, Err: opErr(op, err, "")}, nil
+	case !ok:
+		return Result{ID: op.ID, Err: opErr(op, ErrNotFound, "")}, nil
+	case tk.State.Final():
+		res := resultOf(&tk)
+		res.Err = opErr(op, ErrFinal, tk.State.String())
+		return res, nil
+	}
+	old := tk.State
+	switch op.Kind {
+	case OpDispatch:
+		if tk.Attempts >= maxAttempts {
+			res := resultOf(&tk)
+			res.Err = opErr(op, ErrInvalidOp, "attempt counter full")
+			return res, nil
+		}
+		tk.State = StateDispatched
+		tk.Attempts++
+	case OpRequeue:
+		tk.State = StatePending
+		tk.Reason = op.Reason
+	case OpReply:
+		if framesSize(op.Reply) > bolt.MaxValueSize {
+			res := resultOf(&tk)
+			res.Err = opErr(op, ErrInvalidOp, "reply too large")
+			return res, nil
+		}
+		tk.State = StateDone
+		if err := t.replies.Put(op.ID[:], encodeFrames(op.Reply)); err != nil {
+			return Result{ID: op.ID}, fmt.Errorf("put reply: %w", err)
+		}
+	case OpFail:
+		tk.State = StateFailed
+		tk.Reason = op.Reason
+	}
+	tk.Updated = op.Time
+	if tk.State.Final() {
+		if err := t.dequeue(&tk); err != nil {
+			return Result{ID: op.ID}, err
+		}
+	}
+	if err := t.tickets.Put(op.ID[:], encodeTicket(&tk)); err != nil {
+		return Result{ID: op.ID}, fmt.Errorf("put ticket: %w", err)
+	}
+	if old != tk.State {
+		t.deltas[countKey{tk.Service, old}]--
+		t.deltas[countKey{tk.Service, tk.State}]++
+	}
+	return resultOf(&tk), nil
+}
+
+// close deletes a ticket and everything that refers to it.
+func (t *txn) close(op *Op) (Result, error) {
+	tk, ok, err := t.load(op.ID)
+	if err != nil {
+		return Result{ID: op.ID, Err: opErr(op, err, "")}, nil
+	}
+	if !ok {
+		return Result{ID: op.ID}, nil
+	}
+	for _, b := range []*bolt.Bucket{t.tickets, t.bodies, t.replies} {
+		if err := b.Delete(op.ID[:]); err != nil {
+			return Result{ID: op.ID}, fmt.Errorf("delete ticket: %w", err)
+		}
+	}
+	if !tk.State.Final() {
+		if err := t.dequeue(&tk); err != nil {
+			return Result{ID: op.ID}, err
+		}
+	}
+	if tk.IdemKey != "" {
+		key := []byte(tk.IdemKey)
+		if v := t.idem.Get(key); len(v) == len(op.ID) && ID(v) == op.ID {
+			if err := t.idem.Delete(key); err != nil {
+				return Result{ID: op.ID}, fmt.Errorf("delete idempotency key: %w", err)
+			}
+		}
+	}
+	t.deltas[countKey{tk.Service, tk.State}]--
+	return Result{ID: op.ID, Seq: tk.Seq, Attempts: tk.Attempts, Existed: true}, nil
+}
+
+func seqKeyOf(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// enqueue adds a ticket to its service's FIFO index.
+func (t *txn) enqueue(tk *Ticket) error {
+	b, err := t.fifo.CreateBucketIfNotExists([]byte(tk.Service))
+	if err != nil {
+		return fmt.Errorf("create fifo bucket: %w", err)
+	}
+	if err := b.Put(seqKeyOf(tk.Seq), tk.ID[:]); err != nil {
+		return fmt.Errorf("put fifo entry: %w", err)
+	}
+	return nil
+}
+
+// dequeue removes a ticket from its service's FIFO index. A missing entry
+// is left for Check to report rather than failing the batch.
+func (t *txn) dequeue(tk *Ticket) error {
+	b := t.fifo.Bucket([]byte(tk.Service))
+	if b == nil {
+		return nil
+	}
+	if err := b.Delete(seqKeyOf(tk.Seq)); err != nil {
+		return fmt.Errorf("delete fifo entry: %w", err)
+	}
+	return nil
+}
+
+func countsKeyOf(k countKey) []byte {
+	return append([]byte{byte(k.state)}, k.service...)
+}
+
+// finish writes the next Seq and the per-service counters.
+func (t *txn) finish() error {
+	if t.seqDirty {
+		if err := t.meta.Put(seqKey, seqKeyOf(t.seq)); err != nil {
+			return fmt.Errorf("put sequence: %w", err)
+		}
+	}
+	for k, d := range t.deltas {
+		if d == 0 {
+			continue
+		}
+		key := countsKeyOf(k)
+		var n int64
+		if v := t.counters.Get(key); len(v) == 8 {
+			n = int64(binary.BigEndian.Uint64(v))
+		}
+		// A counter cannot go below zero unless it was already wrong;
+		// Check reports that, and clamping keeps the store writable.
+		n = max(n+int64(d), 0)
+		var err error
+		if n == 0 {
+			err = t.counters.Delete(key)
+		} else {
+			err = t.counters.Put(key, binary.BigEndian.AppendUint64(nil, uint64(n)))
+		}
+		if err != nil {
+			return fmt.Errorf("put counter: %w", err)
+		}
+	}
+	return nil
+}

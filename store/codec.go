@@ -1,0 +1,333 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Record encodings. Every record starts with a version byte so that a later
+// format can be read side by side with this one; integers are varints and
+// strings and frames are length-prefixed, so bodies may hold any bytes.
+// Decoders check every length against what is left of the input before they
+// allocate, and report damage as ErrCorrupt instead of panicking: the bytes
+// come from disk (or, for ops, from a replication log) and may be damaged.
+const (
+	ticketRecordV1 = 1
+	framesRecordV1 = 1
+	opsRecordV1    = 1
+)
+
+// maxAttempts bounds the attempt counter a decoder accepts, so that a
+// damaged record cannot overflow int on 32-bit platforms.
+const maxAttempts = math.MaxInt32
+
+// encodeTicket encodes a ticket's metadata. The body is stored separately
+// (see layout in bolt.go) and is not part of the record.
+func encodeTicket(t *Ticket) []byte {
+	n := 2 + 3*binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
+		3*binary.MaxVarintLen64 + len(t.Service) + len(t.IdemKey) + len(t.Reason)
+	b := make([]byte, 0, n)
+	b = append(b, ticketRecordV1, byte(t.State))
+	b = binary.AppendUvarint(b, t.Seq)
+	b = binary.AppendUvarint(b, uint64(t.Attempts))
+	b = appendTime(b, t.Created)
+	b = appendTime(b, t.Updated)
+	b = appendString(b, t.Service)
+	b = appendString(b, t.IdemKey)
+	b = appendString(b, t.Reason)
+	return b
+}
+
+// decodeTicket decodes a record written by encodeTicket. The ID is not part
+// of the record (it is the key) and the body is left nil.
+func decodeTicket(id ID, b []byte) (Ticket, error) {
+	d := decoder{b: b}
+	t := Ticket{ID: id}
+	if v := d.byte(); v != ticketRecordV1 && d.err == nil {
+		return t, fmt.Errorf("%w: ticket %s: record version %d", ErrCorrupt, id, v)
+	}
+	t.State = State(d.byte())
+	t.Seq = d.uvarint()
+	att := d.uvarint()
+	t.Created = d.time()
+	t.Updated = d.time()
+	t.Service = d.string()
+	t.IdemKey = d.string()
+	t.Reason = d.string()
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	if d.err == nil && (t.State < StatePending || t.State > StateFailed) {
+		d.err = fmt.Errorf("state %d", uint8(t.State))
+	}
+	if d.err == nil && att > maxAttempts {
+		d.err = fmt.Errorf("attempts %d", att)
+	}
+	if d.err != nil {
+		return Ticket{ID: id}, fmt.Errorf("%w: ticket %s: %v", ErrCorrupt, id, d.err)
+	}
+	t.Attempts = int(att)
+	return t, nil
+}
+
+// framesSize returns the encoded size of frames, to check it against the
+// largest value bbolt stores before encoding.
+func framesSize(frames [][]byte) int {
+	n := 1 + uvarintLen(uint64(len(frames)))
+	for _, f := range frames {
+		n += uvarintLen(uint64(len(f))) + len(f)
+	}
+	return n
+}
+
+// encodeFrames encodes a multipart message: a count, then each frame with
+// its length. Zero frames and empty frames are both valid.
+func encodeFrames(frames [][]byte) []byte {
+	b := make([]byte, 0, framesSize(frames))
+	b = append(b, framesRecordV1)
+	return appendFrames(b, frames)
+}
+
+// decodeFrames decodes a record written by encodeFrames. The frames are
+// copied (into one allocation), so the result stays valid after a bbolt
+// transaction ends. A record with zero frames gives a non-nil empty slice,
+// so that "no frames" can be told from "no record".
+func decodeFrames(b []byte) ([][]byte, error) {
+	d := decoder{b: b}
+	if v := d.byte(); v != framesRecordV1 && d.err == nil {
+		return nil, fmt.Errorf("%w: frames record version %d", ErrCorrupt, v)
+	}
+	frames := d.frames()
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("%w: frames: %v", ErrCorrupt, d.err)
+	}
+	return frames, nil
+}
+
+// EncodeOps encodes a batch of ops into one self-contained record, for a
+// replicated store that ships batches through a log (one log entry per
+// batch). Op.Time keeps its wall clock to the nanosecond but loses its
+// location and monotonic reading.
+func EncodeOps(ops []Op) []byte {
+	n := 1 + binary.MaxVarintLen64
+	for i := range ops {
+		op := &ops[i]
+		n += 1 + len(op.ID) + 2*binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
+			len(op.Service) + len(op.IdemKey) + len(op.Reason) +
+			framesSize(op.Body) + framesSize(op.Reply)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, opsRecordV1)
+	b = binary.AppendUvarint(b, uint64(len(ops)))
+	for i := range ops {
+		op := &ops[i]
+		b = append(b, byte(op.Kind))
+		b = append(b, op.ID[:]...)
+		b = appendTime(b, op.Time)
+		b = appendString(b, op.Service)
+		b = appendFrames(b, op.Body)
+		b = appendString(b, op.IdemKey)
+		b = appendFrames(b, op.Reply)
+		b = appendString(b, op.Reason)
+	}
+	return b
+}
+
+// DecodeOps decodes a record written by EncodeOps. Damaged input gives an
+// error wrapping ErrCorrupt. Op kinds are not checked here: Apply reports an
+// unknown kind as that op's ErrInvalidOp, as it would for any caller.
+func DecodeOps(b []byte) ([]Op, error) {
+	d := decoder{b: b}
+	if v := d.byte(); v != opsRecordV1 && d.err == nil {
+		return nil, fmt.Errorf("%w: ops record version %d", ErrCorrupt, v)
+	}
+	n := d.count(1 + len(ID{}))
+	ops := make([]Op, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		var op Op
+		op.Kind = OpKind(d.byte())
+		copy(op.ID[:], d.bytes(len(op.ID)))
+		op.Time = d.time()
+		op.Service = d.string()
+		op.Body = d.frames()
+		op.IdemKey = d.string()
+		op.Reply = d.frames()
+		op.Reason = d.string()
+		ops = append(ops, op)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("%w: ops: %v", ErrCorrupt, d.err)
+	}
+	return ops, nil
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendFrames(b []byte, frames [][]byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(frames)))
+	for _, f := range frames {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
+
+// appendTime stores seconds and nanoseconds separately: UnixNano overflows
+// for the zero time and beyond year 2262, and every time must round-trip.
+func appendTime(b []byte, t time.Time) []byte {
+	b = binary.AppendVarint(b, t.Unix())
+	return binary.AppendUvarint(b, uint64(t.Nanosecond()))
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// decoder reads a record front to back. The first failure sticks in err
+// and every later read returns a zero value, so callers check err once.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf(format, args...)
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 1 {
+		d.fail("truncated")
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads an element count and checks that the rest of the input can
+// hold that many elements of at least min bytes each, which bounds what a
+// damaged count can make us allocate.
+func (d *decoder) count(min int) int {
+	v := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	if v > uint64(len(d.b)/min) {
+		d.fail("count %d exceeds input", v)
+		return 0
+	}
+	return int(v)
+}
+
+// bytes returns the next n bytes without copying them.
+func (d *decoder) bytes(n int) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n < 0 || n > len(d.b) {
+		d.fail("length %d exceeds input", n)
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) string() string {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)) {
+		d.fail("string length %d exceeds input", n)
+	}
+	return string(d.bytes(int(n)))
+}
+
+func (d *decoder) time() time.Time {
+	sec := d.varint()
+	nsec := d.uvarint()
+	if d.err != nil {
+		return time.Time{}
+	}
+	if nsec >= uint64(time.Second) {
+		d.fail("nanoseconds %d", nsec)
+		return time.Time{}
+	}
+	return time.Unix(sec, int64(nsec)).UTC()
+}
+
+// frames decodes a frame count and the frames, copying them into a single
+// allocation whose size is bounded by the input.
+func (d *decoder) frames() [][]byte {
+	n := d.count(1)
+	if d.err != nil {
+		return nil
+	}
+	frames := make([][]byte, n)
+	total := 0
+	for i := range frames {
+		l := d.uvarint()
+		if d.err == nil && l > uint64(len(d.b)) {
+			d.fail("frame length %d exceeds input", l)
+		}
+		if frames[i] = d.bytes(int(l)); d.err != nil {
+			return nil
+		}
+		total += len(frames[i])
+	}
+	// The frames still point into the input (a bbolt page); move them to
+	// memory of our own.
+	buf := make([]byte, total)
+	for i, f := range frames {
+		p := buf[:len(f):len(f)]
+		copy(p, f)
+		frames[i], buf = p, buf[len(f):]
+	}
+	return frames
+}

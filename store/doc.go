@@ -1,0 +1,47 @@
+// Package store owns titanic's durable state: every ticket (its service,
+// state, request body, attempts and timestamps), every reply, the
+// per-service FIFO of unfinished tickets and the idempotency keys. The
+// titanic service holds no state the store cannot rebuild: after a restart
+// it calls Unfinished and carries on.
+//
+// # Contract
+//
+// Store is the interface; BoltStore is the single-node implementation on
+// one bbolt file (this is the only package that imports bbolt). A
+// replicated store (store/raftstore) implements the same interface by
+// shipping op batches through a log (EncodeOps, DecodeOps) and applying
+// them to a BoltStore on every node.
+//
+// All mutations are Ops applied in batches by Apply. Ops are deterministic:
+// the caller picks IDs and times, so two stores given the same ops end up
+// with the same content. An op's own failure (ErrNotFound, ErrFinal,
+// ErrInvalidOp) is in its Result and does not stop the other ops; a failure
+// of the batch as a whole (disk full, I/O error, closed store) is Apply's
+// error, and then nothing of the batch was applied.
+//
+// # Group commit
+//
+// One writer goroutine owns every write transaction. Apply queues its ops
+// and waits; the writer takes everything queued (up to Options.MaxBatch
+// ops), applies it in one transaction, fsyncs once and answers every
+// waiter. It never waits for a batch to fill: while one fsync runs, the
+// next batch queues up, so the batch size follows the load by itself. No
+// Apply returns before its fsync, unless Options.NoSync is set.
+//
+// # Layout and records
+//
+// The bucket layout is described in bolt.go. Records use a small
+// versioned binary encoding (codec.go) whose decoders treat their input as
+// untrusted: damaged bytes give errors wrapping ErrCorrupt, never a panic.
+// Open refuses an empty, truncated or foreign file with ErrCorrupt instead
+// of silently starting an empty store over it.
+//
+// # Reads, snapshots, checks
+//
+// Reads run in bbolt read transactions, concurrently with the writer, and
+// copy everything they return out of the mmap. Snapshot streams a
+// consistent copy of the file while writes go on; Restore swaps a checked
+// copy in between two commits. Check runs bbolt's structural check plus the
+// store's own invariants; Stats reads counters kept in the same
+// transactions as the ops.
+package store

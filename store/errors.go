@@ -1,0 +1,22 @@
+package store
+
+import "errors"
+
+// ErrNotFound means no ticket has that ID (never submitted, or closed).
+var ErrNotFound = errors.New("ticket not found")
+
+// ErrFinal means the op needs an unfinished ticket but the ticket is done or
+// failed; for OpReply it means an earlier reply won.
+var ErrFinal = errors.New("ticket already finished")
+
+// ErrInvalidOp means the op is malformed (unknown kind, empty service, zero ID).
+var ErrInvalidOp = errors.New("invalid op")
+
+// ErrBadID means a ticket string is not 32 hexadecimal characters.
+var ErrBadID = errors.New("malformed ticket id")
+
+// ErrClosed means the store has been closed.
+var ErrClosed = errors.New("store closed")
+
+// ErrCorrupt means the data file is damaged or is not a titanic store.
+var ErrCorrupt = errors.New("store data corrupt")

@@ -1,0 +1,208 @@
+package store
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// ID identifies a ticket. It is a UUID (version 7, so IDs sort roughly by
+// creation time, which keeps bbolt inserts local) and is written on the wire
+// as 32 hexadecimal characters, as 9/TSP requires.
+type ID [16]byte
+
+// NewID returns a fresh ticket ID.
+func NewID() ID {
+	u, err := uuid.NewV7()
+	if err != nil {
+		// NewV7 only fails when the system random source fails; fall back
+		// to v4, which has the same failure mode but a different reader.
+		u = uuid.New()
+	}
+	return ID(u)
+}
+
+// ParseID parses the 32-character hexadecimal form of an ID (either case).
+// A 36-character dashed UUID is accepted too, for people typing tickets.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) == 36 && s[8] == '-' && s[13] == '-' && s[18] == '-' && s[23] == '-' {
+		s = strings.ReplaceAll(s, "-", "")
+	}
+	if len(s) != 32 {
+		return id, fmt.Errorf("%w: want 32 hex characters, got %d", ErrBadID, len(s))
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("%w: %v", ErrBadID, err)
+	}
+	return id, nil
+}
+
+// String returns the 32-character lowercase hexadecimal form.
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// IsZero reports whether id is the zero ID.
+func (id ID) IsZero() bool { return id == ID{} }
+
+// State is a ticket's place in its life cycle.
+type State uint8
+
+// Ticket states. A ticket is created pending, becomes dispatched while a
+// worker holds it, and goes back to pending when that attempt fails. Done
+// and failed are final. A closed ticket is deleted.
+const (
+	StatePending State = iota + 1
+	StateDispatched
+	StateDone
+	StateFailed
+)
+
+func (s State) String() string {
+	switch s {
+	case StatePending:
+		return "pending"
+	case StateDispatched:
+		return "dispatched"
+	case StateDone:
+		return "done"
+	case StateFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+// ParseState parses the String form of a State.
+func ParseState(s string) (State, error) {
+	for st := StatePending; st <= StateFailed; st++ {
+		if st.String() == s {
+			return st, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown ticket state %q (want pending, dispatched, done or failed)", s)
+}
+
+// Final reports whether no further op but Close can change a ticket in s.
+func (s State) Final() bool { return s == StateDone || s == StateFailed }
+
+// Ticket is a stored request and what has happened to it.
+type Ticket struct {
+	ID       ID
+	Service  string
+	State    State
+	Seq      uint64 // position in the service's FIFO; assigned on Submit
+	Attempts int    // dispatches so far
+	IdemKey  string // idempotency key given on Submit, if any
+	Reason   string // why the last attempt failed, or why the ticket failed
+	Created  time.Time
+	Updated  time.Time
+	// Body holds the request frames. Listing and recovery leave it nil; Get
+	// fills it.
+	Body [][]byte
+}
+
+// OpKind names a mutation.
+type OpKind uint8
+
+// Op kinds. See Op for the fields each one uses.
+const (
+	OpSubmit   OpKind = iota + 1 // new ticket: Service, Body, IdemKey
+	OpDispatch                   // pending → dispatched, attempts+1
+	OpRequeue                    // dispatched → pending; Reason
+	OpReply                      // pending|dispatched → done; Reply
+	OpFail                       // pending|dispatched → failed; Reason
+	OpClose                      // delete the ticket and its reply
+)
+
+func (k OpKind) String() string {
+	switch k {
+	case OpSubmit:
+		return "submit"
+	case OpDispatch:
+		return "dispatch"
+	case OpRequeue:
+		return "requeue"
+	case OpReply:
+		return "reply"
+	case OpFail:
+		return "fail"
+	case OpClose:
+		return "close"
+	}
+	return fmt.Sprintf("op(%d)", uint8(k))
+}
+
+// Op is one mutation. Ops are deterministic: everything that varies (the new
+// ticket's ID, the time) is chosen by the caller and carried in the op, so
+// that applying the same ops to two stores (raft replicas) gives the same
+// state.
+type Op struct {
+	Kind    OpKind
+	ID      ID
+	Time    time.Time
+	Service string   // OpSubmit
+	Body    [][]byte // OpSubmit
+	IdemKey string   // OpSubmit (optional)
+	Reply   [][]byte // OpReply
+	Reason  string   // OpRequeue, OpFail
+}
+
+// Result is the outcome of one Op.
+type Result struct {
+	// ID is the ticket the op acted on. For an OpSubmit whose IdemKey was
+	// already known, it is the original ticket and Duplicate is true.
+	ID        ID
+	Duplicate bool
+	// Seq is the FIFO position of a submitted ticket.
+	Seq uint64
+	// State is the ticket's state after the op (0 after OpClose).
+	State State
+	// Attempts is the ticket's attempt count after the op.
+	Attempts int
+	// Existed is false for an OpClose of an unknown ticket.
+	Existed bool
+	// Err is this op's own failure (ErrNotFound, ErrFinal, ErrInvalidOp);
+	// the other ops of the batch are still applied.
+	Err error
+}
+
+// Filter selects tickets for List.
+type Filter struct {
+	Service string // "" for all
+	State   State  // 0 for all
+	After   ID     // page start: only IDs greater than this (zero for the first page)
+	Limit   int    // at most this many; 0 means 100
+}
+
+// Store is the durable ticket store. Implementations: BoltStore (one node)
+// and, later, a raft-replicated store with the same contract. All methods
+// are safe for concurrent use.
+type Store interface {
+	// Apply applies ops in order, atomically as a batch, and returns once
+	// they are durable (fsync'd, or committed by a quorum). Concurrent
+	// calls may share one commit (group commit). The error is non-nil only
+	// when the batch as a whole failed, in which case nothing was applied;
+	// per-op failures are in the results.
+	Apply(ctx context.Context, ops []Op) ([]Result, error)
+	// Get returns the ticket with its body, or ErrNotFound.
+	Get(ctx context.Context, id ID) (Ticket, error)
+	// Reply returns the ticket (without body) and its reply frames, nil
+	// when it has none yet, or ErrNotFound.
+	Reply(ctx context.Context, id ID) (Ticket, [][]byte, error)
+	// Unfinished calls fn for every pending or dispatched ticket, without
+	// bodies, grouped by service and in FIFO (Seq) order within a service.
+	Unfinished(ctx context.Context, fn func(Ticket) error) error
+	// List returns tickets matching f in ID order, without bodies.
+	List(ctx context.Context, f Filter) ([]Ticket, error)
+	// Snapshot writes a consistent copy of the whole store to w.
+	Snapshot(ctx context.Context, w io.Writer) (int64, error)
+	// Restore replaces the store's whole content with a snapshot.
+	Restore(ctx context.Context, r io.Reader) error
+	// Close releases the store. Apply calls in flight finish or fail with
+	// ErrClosed.
+	Close() error
+}

@@ -1,0 +1,276 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// request is one Apply call, or a control request (Check, Restore) that
+// needs the writer to itself, waiting in the writer's queue.
+type request struct {
+	ops   []Op
+	ctrl  func() error // non-nil for a control request; runs with no write tx open
+	done  chan outcome // capacity 1, so the writer never blocks on a caller
+	taken bool         // guarded by BoltStore.mu; set when the writer takes it
+}
+
+type outcome struct {
+	results []Result
+	err     error
+}
+
+// Apply implements Store. It queues ops for the writer goroutine, which
+// commits everything queued at that moment (up to Options.MaxBatch ops) in
+// one bbolt transaction and one fsync, and returns after that fsync.
+//
+// If ctx ends while the ops are still queued they are withdrawn, nothing is
+// applied and Apply returns ctx.Err(). If ctx ends after the writer took
+// them, Apply still returns ctx.Err() at once, but the ops will be applied
+// (or fail) anyway; callers that must know use an idempotency key and
+// submit again. In that case the writer may read ops after Apply returned,
+// so their byte slices must not be modified.
+func (s *BoltStore) Apply(ctx context.Context, ops []Op) ([]Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(ops) == 0 {
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return nil, ErrClosed
+		}
+		return []Result{}, nil
+	}
+	r := &request{ops: ops, done: make(chan outcome, 1)}
+	if err := s.enqueue(r); err != nil {
+		return nil, err
+	}
+	o := s.wait(ctx, r, false)
+	return o.results, o.err
+}
+
+// control runs fn on the writer goroutine between two commits, so fn sees
+// no write transaction in progress and may even replace the file. Once
+// taken, fn runs to the end and control waits for it, whatever ctx says.
+func (s *BoltStore) control(ctx context.Context, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &request{ctrl: fn, done: make(chan outcome, 1)}
+	if err := s.enqueue(r); err != nil {
+		return err
+	}
+	return s.wait(ctx, r, true).err
+}
+
+func (s *BoltStore) enqueue(r *request) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.queue = append(s.queue, r)
+	s.mu.Unlock()
+	s.signal()
+	return nil
+}
+
+// signal wakes the writer without blocking; one pending token is enough
+// because the writer empties the queue before it waits again.
+func (s *BoltStore) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// wait waits for r's outcome or for ctx. See Apply for what a cancelled
+// ctx means; with mustFinish, a taken request is waited for to the end.
+func (s *BoltStore) wait(ctx context.Context, r *request, mustFinish bool) outcome {
+	select {
+	case o := <-r.done:
+		return o
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	if !r.taken {
+		if i := slices.Index(s.queue, r); i >= 0 {
+			s.queue = slices.Delete(s.queue, i, i+1)
+		}
+		s.mu.Unlock()
+		return outcome{err: ctx.Err()}
+	}
+	s.mu.Unlock()
+	if mustFinish {
+		return <-r.done
+	}
+	select {
+	case o := <-r.done: // finished meanwhile: the outcome is known, report it
+		return o
+	default:
+		return outcome{err: ctx.Err()}
+	}
+}
+
+// run is the writer goroutine: the only one that writes to the database.
+// It never sleeps to gather a batch: it commits as soon as it is idle, and
+// whatever queued during that commit's fsync forms the next batch.
+func (s *BoltStore) run() {
+	defer close(s.done)
+	for {
+		batch, ok := s.take()
+		if !ok {
+			return
+		}
+		if r := batch[0]; r.ctrl != nil {
+			r.done <- outcome{err: r.ctrl()}
+			continue
+		}
+		s.commit(batch)
+	}
+}
+
+// take waits for work and removes from the queue either one control
+// request or the longest run of Apply calls holding at most MaxBatch ops
+// (always at least one call). It reports false when the store is closed and
+// the queue drained.
+func (s *BoltStore) take() ([]*request, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.queue) == 0 {
+		if s.closed {
+			return nil, false
+		}
+		s.mu.Unlock()
+		<-s.wake
+		s.mu.Lock()
+	}
+	n := 1
+	if s.queue[0].ctrl == nil {
+		ops := len(s.queue[0].ops)
+		for n < len(s.queue) && s.queue[n].ctrl == nil && ops+len(s.queue[n].ops) <= s.opts.MaxBatch {
+			ops += len(s.queue[n].ops)
+			n++
+		}
+	}
+	batch := s.queue[:n:n]
+	for _, r := range batch {
+		r.taken = true
+	}
+	s.queue = slices.Clone(s.queue[n:])
+	return batch, true
+}
+
+// applyError marks a failure while applying one request's ops, as opposed
+// to a failure of the commit itself.
+type applyError struct{ err error }
+
+func (e *applyError) Error() string { return e.err.Error() }
+func (e *applyError) Unwrap() error { return e.err }
+
+// commit applies a batch in one transaction and answers every request. If
+// applying one request's ops fails (a bbolt error, not an op's own error),
+// the transaction is rolled back and each request is retried alone, so the
+// failure stays with the request that caused it. A failed commit (write or
+// fsync error) fails the whole batch: nothing of it was applied.
+func (s *BoltStore) commit(batch []*request) {
+	results, err := s.update(batch)
+	var ae *applyError
+	if err != nil && len(batch) > 1 && errors.As(err, &ae) {
+		s.log.Warn("batch failed, retrying its calls one by one", "calls", len(batch), "err", err)
+		for _, r := range batch {
+			s.commit([]*request{r})
+		}
+		return
+	}
+	if err != nil {
+		s.log.Error("commit failed", "calls", len(batch), "err", err)
+		err = fmt.Errorf("apply: %w", err)
+	}
+	// Count before answering, so that a caller reading Stats after its
+	// Apply returned sees its own call counted.
+	s.applies.Add(uint64(len(batch)))
+	for i, r := range batch {
+		if err != nil {
+			r.done <- outcome{err: err}
+			continue
+		}
+		s.ops.Add(uint64(len(r.ops)))
+		r.done <- outcome{results: results[i]}
+	}
+}
+
+// update runs one write transaction over batch. Only the writer calls it,
+// and only the writer replaces s.db, so it reads s.db without dbMu.
+func (s *BoltStore) update(batch []*request) ([][]Result, error) {
+	if s.db == nil {
+		return nil, fmt.Errorf("%w: no data file open after a failed restore", ErrClosed)
+	}
+	if s.stopped != nil {
+		return nil, s.stopped
+	}
+	results := make([][]Result, len(batch))
+	var (
+		txid    int
+		applied bool // the ops are in; an error now comes from the commit
+	)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		txid = tx.ID()
+		t, err := newTxn(tx)
+		if err != nil {
+			return err
+		}
+		for i, r := range batch {
+			res := make([]Result, len(r.ops))
+			for j := range r.ops {
+				if s.failOp != nil {
+					if err := s.failOp(&r.ops[j]); err != nil {
+						return &applyError{err}
+					}
+				}
+				if res[j], err = t.apply(&r.ops[j]); err != nil {
+					return &applyError{err}
+				}
+			}
+			results[i] = res
+		}
+		if err := t.finish(); err != nil {
+			return err
+		}
+		applied = true
+		return nil
+	})
+	if err != nil {
+		if applied {
+			s.afterFailedCommit(txid, err)
+		}
+		return nil, err
+	}
+	s.commits.Add(1)
+	return results, nil
+}
+
+// afterFailedCommit decides whether writes may go on after a commit
+// failed. When the data pages could not be written or synced (a full
+// disk, typically), bbolt never wrote the meta page: the transaction is
+// simply lost and the next one starts from the previous state. But when
+// only the final fdatasync of the meta page failed, the meta page is in
+// the page cache: this process now sees the transaction as committed, yet
+// it may never reach the disk, and after a failed fsync Linux may drop the
+// dirty pages without retrying. Committing on top of it could then make a
+// later, successful fsync reference pages that were never written. So in
+// that case the writer stops: every later Apply fails with ErrClosed until
+// the store is reopened (reads still work).
+func (s *BoltStore) afterFailedCommit(txid int, cause error) {
+	seen := 0
+	if err := s.db.View(func(tx *bolt.Tx) error { seen = tx.ID(); return nil }); err != nil || seen >= txid {
+		s.stopped = fmt.Errorf("%w: writes stopped after commit %d failed with its meta page written (%v); reopen the store",
+			ErrClosed, txid, cause)
+		s.log.Error("commit failed after its meta page was written; writes stopped", "tx", txid, "err", cause)
+	}
+}

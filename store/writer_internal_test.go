@@ -1,0 +1,175 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// blockWriter occupies the writer goroutine with a control request until
+// the returned function is called, so that tests can queue Apply calls
+// deterministically. It returns once the writer has taken the request.
+func blockWriter(t *testing.T, s *BoltStore) (release func()) {
+	t.Helper()
+	running, unblock := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.control(context.Background(), func() error {
+			close(running)
+			<-unblock
+			return nil
+		})
+	}()
+	select {
+	case <-running:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writer did not take the blocking request")
+	}
+	return func() {
+		close(unblock)
+		if err := <-done; err != nil {
+			t.Errorf("blocking request: %v", err)
+		}
+	}
+}
+
+// queue puts ops in the writer's queue, as Apply does, and returns a
+// function that waits for the outcome as Apply does. Unlike a goroutine
+// calling Apply, the ops are known to be queued when queue returns.
+func queue(t *testing.T, ctx context.Context, s *BoltStore, ops ...Op) (wait func() ([]Result, error)) {
+	t.Helper()
+	r := &request{ops: ops, done: make(chan outcome, 1)}
+	if err := s.enqueue(r); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan outcome, 1)
+	go func() { ch <- s.wait(ctx, r, false) }()
+	return func() ([]Result, error) {
+		o := <-ch
+		return o.results, o.err
+	}
+}
+
+func openTemp(t *testing.T, opts Options) *BoltStore {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "w.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Check(context.Background()); err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("check: %v", err)
+		}
+		_ = s.Close()
+	})
+	return s
+}
+
+func submitOp(service string) Op {
+	return Op{Kind: OpSubmit, ID: NewID(), Time: time.Now(), Service: service}
+}
+
+// queueSubmits queues n calls of one submit each.
+func queueSubmits(t *testing.T, ctx context.Context, s *BoltStore, n int) (ops []Op, wait func() []error) {
+	ops = make([]Op, n)
+	waits := make([]func() ([]Result, error), n)
+	for i := range ops {
+		ops[i] = submitOp("svc")
+		waits[i] = queue(t, ctx, s, ops[i])
+	}
+	return ops, func() []error {
+		errs := make([]error, n)
+		for i, w := range waits {
+			res, err := w()
+			if err == nil {
+				err = res[0].Err
+			}
+			errs[i] = err
+		}
+		return errs
+	}
+}
+
+// TestQueuedCallsShareOneCommit: everything queued while the writer is
+// busy goes into the next transaction, up to MaxBatch ops.
+func TestQueuedCallsShareOneCommit(t *testing.T) {
+	s := openTemp(t, Options{MaxBatch: 4})
+	release := blockWriter(t, s)
+	before := s.commits.Load()
+	_, wait := queueSubmits(t, context.Background(), s, 10)
+	release()
+	for _, err := range wait() {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.commits.Load() - before; got != 3 {
+		t.Fatalf("%d commits for 10 queued calls with MaxBatch 4, want 3", got)
+	}
+}
+
+// TestCancelWhileQueued: a call withdrawn before the writer takes it is
+// not applied.
+func TestCancelWhileQueued(t *testing.T) {
+	s := openTemp(t, Options{})
+	release := blockWriter(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	ops, wait := queueSubmits(t, ctx, s, 3)
+	cancel()
+	errs := wait()
+	release()
+	for i, err := range errs {
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("apply %d: err = %v, want context.Canceled", i, err)
+		}
+		if _, err := s.Get(context.Background(), ops[i].ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("withdrawn op was applied: %v", err)
+		}
+	}
+	s.mu.Lock()
+	n := len(s.queue)
+	s.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d withdrawn requests still queued", n)
+	}
+}
+
+// TestFailingCallIsIsolated: a bbolt-level failure while applying one
+// call's ops fails that call only; the batch it shared is retried without
+// it.
+func TestFailingCallIsIsolated(t *testing.T) {
+	s := openTemp(t, Options{})
+	injected := errors.New("injected")
+	s.failOp = func(op *Op) error {
+		if op.Service == "poison" {
+			return injected
+		}
+		return nil
+	}
+	release := blockWriter(t, s)
+	ops, wait := queueSubmits(t, context.Background(), s, 5)
+	waitBad := queue(t, context.Background(), s, submitOp("svc"), submitOp("poison"))
+	release()
+	errs := wait()
+	_, badErr := waitBad()
+	if !errors.Is(badErr, injected) {
+		t.Fatalf("poisoned call: err = %v, want the injected error", badErr)
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("innocent call %d: %v", i, err)
+		}
+		if _, err := s.Get(context.Background(), ops[i].ID); err != nil {
+			t.Fatalf("innocent call %d not applied: %v", i, err)
+		}
+	}
+	st, err := s.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Services["svc"].Pending != 5 {
+		t.Fatalf("poisoned call partly applied: %+v", st.Services)
+	}
+}

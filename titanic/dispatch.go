@@ -1,0 +1,283 @@
+package titanic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store"
+)
+
+// Next implements broker.Source: the oldest pending ticket of service whose
+// body is in memory. It runs on the broker loop, so it never touches the
+// store: a head whose body was not cached is handed to the loader and
+// dispatched once the loader wakes the broker again.
+func (s *Service) Next(service string) (broker.Job, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queues[service]
+	for q != nil {
+		e := q.peek()
+		if e == nil {
+			break
+		}
+		if e.gone {
+			q.pop()
+			s.gone[service]--
+			continue
+		}
+		if e.body == nil {
+			s.requestLoadLocked(service)
+			break
+		}
+		q.pop()
+		e.leased = true
+		e.attempts++
+		s.stats.dispatches.Add(1)
+		if e.attempts > 1 {
+			s.stats.redeliveries.Add(1)
+		}
+		// The dispatch mark is recorded in the next commit, but the worker
+		// need not wait for it: if the broker dies first, the ticket is
+		// still unfinished in the store and is redelivered on recovery.
+		_ = s.enqueue(pendingOp{op: store.Op{Kind: store.OpDispatch, ID: e.id, Time: s.cfg.Now()}, done: ignore})
+		return broker.Job{Token: []byte(e.id.String()), Body: e.body}, true
+	}
+	return broker.Job{}, false
+}
+
+func ignore(store.Result, error) {}
+
+// leased returns the dispatched entry a lease token names, if it is still
+// known (a ticket closed while a worker held it is not).
+func (s *Service) leased(token []byte) (*entry, store.ID, bool) {
+	id, err := store.ParseID(string(token))
+	if err != nil {
+		return nil, id, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[id]
+	if !ok || !e.leased {
+		return nil, id, false
+	}
+	return e, id, true
+}
+
+// Completed implements broker.Source: a worker answered. The reply is made
+// durable first (first reply wins); only then is the worker released.
+func (s *Service) Completed(lease broker.Lease, body [][]byte) {
+	e, id, ok := s.leased(lease.Token)
+	if !ok && id.IsZero() {
+		s.b.Release(lease.ID)
+		return
+	}
+	op := store.Op{Kind: store.OpReply, ID: id, Time: s.cfg.Now(), Reply: body}
+	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
+		defer s.b.Release(lease.ID)
+		switch {
+		case batchErr != nil:
+			// Not durable: the ticket goes back to pending, and the work
+			// is done again later rather than its answer being lost.
+			if ok {
+				s.requeue(e)
+			}
+		case res.Err != nil:
+			if isFinal(res.Err) {
+				s.stats.lateReplies.Add(1)
+			} else {
+				s.log.Warn("reply not recorded", "ticket", id, "err", res.Err)
+			}
+			s.forget(id)
+		default:
+			s.stats.replies.Add(1)
+			s.forget(id)
+		}
+	}})
+}
+
+// Failed implements broker.Source: an attempt ended without a reply. The
+// ticket is requeued, or fails for good once its attempts are used up.
+func (s *Service) Failed(lease broker.Lease, reason string) {
+	e, id, ok := s.leased(lease.Token)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	attempts := e.attempts
+	s.mu.Unlock()
+	if attempts >= s.cfg.MaxAttempts {
+		s.fail(e, fmt.Sprintf("attempt %d of %d failed: %s", attempts, s.cfg.MaxAttempts, reason))
+		return
+	}
+	op := store.Op{Kind: store.OpRequeue, ID: id, Time: s.cfg.Now(), Reason: reason}
+	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
+		if batchErr == nil && res.Err != nil {
+			s.forget(id) // closed or finished meanwhile
+			return
+		}
+		s.requeue(e)
+	}})
+}
+
+// fail records that a ticket failed for good. e must be out of its fifo
+// (leased, or popped by the reaper).
+func (s *Service) fail(e *entry, reason string) {
+	op := store.Op{Kind: store.OpFail, ID: e.id, Time: s.cfg.Now(), Reason: reason}
+	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
+		if batchErr != nil {
+			s.requeue(e) // try again later rather than lose the verdict
+			return
+		}
+		if res.Err == nil {
+			s.stats.failed.Add(1)
+			s.log.Info("ticket failed", "ticket", e.id, "service", e.service, "reason", reason)
+		}
+		s.forget(e.id)
+	}})
+}
+
+// requeue puts a ticket back in its fifo, at its Seq position.
+func (s *Service) requeue(e *entry) {
+	s.mu.Lock()
+	if cur, ok := s.entries[e.id]; !ok || cur != e {
+		s.mu.Unlock()
+		return
+	}
+	e.leased = false
+	e.queued = s.cfg.Now()
+	s.queue(e.service).push(e)
+	s.mu.Unlock()
+	s.b.Wake(e.service)
+}
+
+// Workers implements broker.Source.
+func (s *Service) Workers(service string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.workers[service] = n
+	if n == 0 {
+		s.idleSince[service] = s.cfg.Now()
+	} else {
+		delete(s.idleSince, service)
+	}
+}
+
+func (s *Service) requestLoadLocked(service string) {
+	select {
+	case s.loadReq <- service:
+	default:
+		// The loader is behind; the next Next for this service asks again.
+	}
+}
+
+// loadBatch is how many bodies the loader reads per pass.
+const loadBatch = 256
+
+// loadLoop reads bodies that were not cached, for the heads of the queues,
+// so that dispatch (on the broker loop) never waits on the disk.
+func (s *Service) loadLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case service := <-s.loadReq:
+			s.load(ctx, service)
+		}
+	}
+}
+
+func (s *Service) load(ctx context.Context, service string) {
+	var want []*entry
+	s.mu.Lock()
+	if q := s.queues[service]; q != nil {
+		q.each(func(e *entry) bool {
+			if !e.gone && e.body == nil {
+				want = append(want, e)
+			}
+			return len(want) < loadBatch
+		})
+	}
+	s.mu.Unlock()
+	loaded := 0
+	for _, e := range want {
+		t, err := s.st.Get(ctx, e.id)
+		s.mu.Lock()
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			s.dropLocked(e.id)
+		case err != nil:
+			s.log.Warn("load request body", "ticket", e.id, "err", err)
+		case e.body == nil && s.entries[e.id] == e:
+			e.body, e.size = t.Body, bodySize(t.Body)
+			if e.body == nil {
+				e.body = [][]byte{}
+			}
+			s.cached += e.size
+			loaded++
+		}
+		s.mu.Unlock()
+		if err != nil && ctx.Err() != nil {
+			return
+		}
+	}
+	s.stats.loads.Add(uint64(loaded))
+	if len(want) > 0 {
+		s.b.Wake(service)
+	}
+}
+
+// reapLoop fails tickets that waited NoWorkerTimeout while their service had
+// no worker registered.
+func (s *Service) reapLoop(ctx context.Context) {
+	every := min(s.cfg.NoWorkerTimeout/4, time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.reap()
+		}
+	}
+}
+
+func (s *Service) reap() {
+	now := s.cfg.Now()
+	var dead []*entry
+	s.mu.Lock()
+	for service, q := range s.queues {
+		if s.workers[service] > 0 {
+			continue
+		}
+		since := s.idleSince[service]
+		for {
+			e := q.peek()
+			if e == nil {
+				break
+			}
+			if e.gone {
+				q.pop()
+				s.gone[service]--
+				continue
+			}
+			start := e.queued
+			if since.After(start) {
+				start = since
+			}
+			if now.Sub(start) < s.cfg.NoWorkerTimeout {
+				break
+			}
+			q.pop()
+			e.leased = true // out of the fifo while its verdict commits
+			dead = append(dead, e)
+		}
+	}
+	s.mu.Unlock()
+	for _, e := range dead {
+		s.fail(e, fmt.Sprintf("no worker for service %q within %s", e.service, s.cfg.NoWorkerTimeout))
+	}
+}

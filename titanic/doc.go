@@ -1,0 +1,43 @@
+// Package titanic owns the Titanic service of 9/TSP and its dispatcher.
+//
+// The service is an in-process part of the Majordomo broker: the broker
+// hands it every client request for a titanic.* service (it implements
+// broker.Handler) and asks it for work whenever a worker is idle (it
+// implements broker.Source). It never holds a socket and never blocks the
+// broker loop: mutations go to one committer goroutine, lookups to reader
+// goroutines, and both answer through the broker's goroutine-safe methods.
+//
+// # Durability
+//
+// A submit is answered 200 only after the committer's batch holding it has
+// been applied by the store (fsync'd, or committed by a raft quorum). The
+// committer takes every mutation queued while the previous batch was being
+// written (group commit), so concurrent submits share one fsync.
+//
+// # Dispatch
+//
+// Per service, pending tickets wait in a FIFO ordered by their store
+// sequence; it is rebuilt from the store on start-up (Recover), so order
+// survives restarts. A dispatched ticket is leased to one worker; when the
+// worker dies, its lease expires or it reports failure, the ticket is
+// requeued at its place, until MaxAttempts dispatches have failed and it
+// fails for good. A worker's reply is made durable before the worker is
+// given more work; the first reply wins and later ones are counted. A
+// ticket whose service has no worker for NoWorkerTimeout fails with that
+// reason.
+//
+// # Codes
+//
+// The status frame is always the bare code; a second frame carries text:
+//
+//	200                          success; titanic.reply: the reply frames follow
+//	300 pending|dispatched       titanic.reply: not answered yet, ask again
+//	400 <text>                   unknown ticket, or a malformed request: do not retry
+//	500 failed: <reason>         titanic.reply: the ticket failed for good
+//	500 <text>                   busy or storage error: retry later
+//
+// Extensions beyond 9/TSP: titanic.submit [key | service | body...] (a
+// titanic.request with an idempotency key; a resend returns the same
+// ticket), titanic.status [ticket], titanic.list [service | state | after |
+// limit].
+package titanic

@@ -1,0 +1,240 @@
+package titanic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store"
+)
+
+// Config configures a Service. Zero fields take DefaultConfig's values.
+type Config struct {
+	// MaxAttempts is how many dispatches a ticket gets; when the last one
+	// fails (worker lost, lease expired, worker reported failure) the
+	// ticket fails for good with the last reason.
+	MaxAttempts int
+	// NoWorkerTimeout is how long a ticket waits while its service has no
+	// worker registered before it fails with "no worker for service".
+	NoWorkerTimeout time.Duration
+	// MaxQueuedOps bounds client-originated mutations (submits, closes)
+	// waiting for the next commit; beyond it clients get 500 busy.
+	MaxQueuedOps int
+	// MaxQueuedReads bounds lookups waiting for a reader; beyond it clients
+	// get 500 busy.
+	MaxQueuedReads int
+	// Readers is the number of goroutines serving lookups.
+	Readers int
+	// BodyCache bounds the bytes of request bodies kept in memory for
+	// dispatch; bodies beyond it are read back from the store.
+	BodyCache int
+	// MaxBatch bounds the ops of one commit.
+	MaxBatch int
+	// Logger receives the service's logs.
+	Logger *slog.Logger
+	// Now is the clock (tests replace it).
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxAttempts:     5,
+		NoWorkerTimeout: time.Hour,
+		MaxQueuedOps:    100_000,
+		MaxQueuedReads:  10_000,
+		Readers:         4,
+		BodyCache:       64 << 20,
+		MaxBatch:        8192,
+		Logger:          slog.Default(),
+		Now:             time.Now,
+	}
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig()
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = d.MaxAttempts
+	}
+	if c.NoWorkerTimeout <= 0 {
+		c.NoWorkerTimeout = d.NoWorkerTimeout
+	}
+	if c.MaxQueuedOps <= 0 {
+		c.MaxQueuedOps = d.MaxQueuedOps
+	}
+	if c.MaxQueuedReads <= 0 {
+		c.MaxQueuedReads = d.MaxQueuedReads
+	}
+	if c.Readers <= 0 {
+		c.Readers = d.Readers
+	}
+	if c.BodyCache <= 0 {
+		c.BodyCache = d.BodyCache
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = d.MaxBatch
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.Now == nil {
+		c.Now = d.Now
+	}
+}
+
+// Broker is what the service needs of the Majordomo broker: a way to answer
+// clients, free workers and announce work. Its methods must be safe to call
+// from any goroutine (broker.Broker's are).
+type Broker interface {
+	Reply(c broker.Client, service string, body [][]byte)
+	Release(lease uint64)
+	Wake(service string)
+}
+
+// Service is the Titanic service: it serves 9/TSP for the broker
+// (broker.Handler), feeds stored tickets to its workers (broker.Source) and
+// records what they answer.
+type Service struct {
+	cfg Config
+	st  store.Store
+	b   Broker
+	log *slog.Logger
+
+	// Mutations waiting for the committer; see commit.go.
+	opMu      sync.Mutex
+	ops       []pendingOp
+	clientOps int
+	opReady   chan struct{}
+
+	reads chan readReq
+
+	// Dispatcher state, shared by the broker loop (Source methods), the
+	// committer (new and requeued tickets), the loader and the reaper.
+	mu        sync.Mutex
+	queues    map[string]*fifo
+	entries   map[store.ID]*entry
+	workers   map[string]int
+	idleSince map[string]time.Time // when a service's last worker left
+	cached    int                  // bytes of bodies held
+	gone      map[string]int       // gone entries still linked, per service
+	loadReq   chan string
+
+	stats counters
+}
+
+var (
+	_ broker.Handler = (*Service)(nil)
+	_ broker.Source  = (*Service)(nil)
+)
+
+// New returns a Service over st that answers through b. Call Recover, then
+// Run.
+func New(st store.Store, b Broker, cfg Config) *Service {
+	cfg.fill()
+	return &Service{
+		cfg:       cfg,
+		st:        st,
+		b:         b,
+		log:       cfg.Logger.With("component", "titanic"),
+		opReady:   make(chan struct{}, 1),
+		reads:     make(chan readReq, cfg.MaxQueuedReads),
+		queues:    make(map[string]*fifo),
+		entries:   make(map[store.ID]*entry),
+		workers:   make(map[string]int),
+		idleSince: make(map[string]time.Time),
+		gone:      make(map[string]int),
+		loadReq:   make(chan string, 1024),
+	}
+}
+
+// Recover rebuilds the dispatch queues from the store: every pending or
+// dispatched ticket is queued again in its service's FIFO order. A ticket
+// that was dispatched when the broker stopped is redelivered: its lease
+// died with the process. Call it before the broker runs.
+func (s *Service) Recover(ctx context.Context) error {
+	now := s.cfg.Now()
+	n := 0
+	err := s.st.Unfinished(ctx, func(t store.Ticket) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.entries[t.ID]; ok {
+			return nil
+		}
+		e := &entry{id: t.ID, service: t.Service, seq: t.Seq, attempts: t.Attempts, queued: now}
+		s.entries[t.ID] = e
+		s.queue(t.Service).push(e)
+		n++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recover queues: %w", err)
+	}
+	s.log.Info("recovered dispatch queues", "tickets", n)
+	return nil
+}
+
+// Run runs the committer, the readers, the body loader and the no-worker
+// reaper until ctx is done. Mutations still queued then are committed
+// before Run returns, so no answered work is dropped on shutdown.
+func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	run := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	for range s.cfg.Readers {
+		run(s.readLoop)
+	}
+	run(s.loadLoop)
+	run(s.reapLoop)
+	s.commitLoop(ctx)
+	wg.Wait()
+	return nil
+}
+
+// queue returns the FIFO of service, creating it. Callers hold s.mu.
+func (s *Service) queue(service string) *fifo {
+	q := s.queues[service]
+	if q == nil {
+		q = &fifo{}
+		s.queues[service] = q
+		if _, ok := s.idleSince[service]; !ok && s.workers[service] == 0 {
+			s.idleSince[service] = s.cfg.Now()
+		}
+	}
+	return q
+}
+
+// ServeMDP implements broker.Handler. It runs on the broker loop: it only
+// parses and enqueues; the committer and the readers answer.
+func (s *Service) ServeMDP(req broker.Request) [][]byte {
+	switch req.Service {
+	case SvcRequest, SvcSubmit:
+		r, err := parseSubmit(req.Body, req.Service == SvcSubmit)
+		if err != nil {
+			s.stats.badRequests.Add(1)
+			return replyText(CodeUnknown, err.Error())
+		}
+		return s.submit(req, r)
+	case SvcClose:
+		id, err := parseTicket(req.Body)
+		if err != nil {
+			// 9/TSP: close is idempotent; a ticket that cannot exist is
+			// as closed as one that was.
+			return reply(CodeOK)
+		}
+		return s.closeTicket(req, id)
+	case SvcReply, SvcStatus, SvcList:
+		return s.lookup(req)
+	}
+	s.stats.badRequests.Add(1)
+	return replyText(CodeUnknown, fmt.Sprintf("unknown titanic service %q", req.Service))
+}
+
+var errBusy = errors.New("busy")
+
+func busyReply() [][]byte { return replyText(CodeError, "busy, retry later") }

@@ -1,0 +1,452 @@
+package titanic
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store"
+)
+
+// fakeBroker records what the service asks of the broker.
+type fakeBroker struct {
+	replies  chan [][]byte
+	releases chan uint64
+	mu       sync.Mutex
+	wakes    map[string]int
+	woke     chan string
+}
+
+func newFakeBroker() *fakeBroker {
+	return &fakeBroker{
+		replies:  make(chan [][]byte, 1024),
+		releases: make(chan uint64, 1024),
+		wakes:    make(map[string]int),
+		woke:     make(chan string, 1024),
+	}
+}
+
+func (f *fakeBroker) Reply(_ broker.Client, _ string, body [][]byte) { f.replies <- body }
+func (f *fakeBroker) Release(lease uint64)                           { f.releases <- lease }
+func (f *fakeBroker) Wake(service string) {
+	f.mu.Lock()
+	f.wakes[service]++
+	f.mu.Unlock()
+	select {
+	case f.woke <- service:
+	default:
+	}
+}
+
+const wait = 5 * time.Second
+
+func (f *fakeBroker) reply(t *testing.T) [][]byte {
+	t.Helper()
+	select {
+	case r := <-f.replies:
+		return r
+	case <-time.After(wait):
+		t.Fatalf("no reply from the service within %s", wait)
+	}
+	return nil
+}
+
+func (f *fakeBroker) release(t *testing.T) uint64 {
+	t.Helper()
+	select {
+	case id := <-f.releases:
+		return id
+	case <-time.After(wait):
+		t.Fatalf("no worker release within %s", wait)
+	}
+	return 0
+}
+
+type harness struct {
+	t      *testing.T
+	svc    *Service
+	b      *fakeBroker
+	st     *store.BoltStore
+	path   string
+	cancel context.CancelFunc
+	done   chan struct{}
+	lease  uint64
+}
+
+func newHarness(t *testing.T, cfg Config, path string) *harness {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "t.db")
+	}
+	st, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	h := &harness{t: t, b: newFakeBroker(), st: st, path: path, done: make(chan struct{})}
+	h.svc = New(st, h.b, cfg)
+	if err := h.svc.Recover(context.Background()); err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { defer close(h.done); _ = h.svc.Run(ctx) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	<-h.done
+	h.cancel = nil
+	_ = h.st.Close()
+}
+
+// call sends a request as the broker would and returns the answer, whether
+// immediate or later.
+func (h *harness) call(service string, body ...string) [][]byte {
+	h.t.Helper()
+	fr := make([][]byte, len(body))
+	for i, b := range body {
+		fr[i] = []byte(b)
+	}
+	if r := h.svc.ServeMDP(broker.Request{Service: service, Body: fr}); r != nil {
+		return r
+	}
+	return h.b.reply(h.t)
+}
+
+func (h *harness) submit(service, body string) string {
+	h.t.Helper()
+	r := h.call(SvcRequest, service, body)
+	if string(r[0]) != CodeOK || len(r) != 2 || len(r[1]) != 32 {
+		h.t.Fatalf("submit: got %q, want [200 <32-char ticket>]", r)
+	}
+	return string(r[1])
+}
+
+// next dispatches like the broker: it takes the next job of service.
+func (h *harness) next(service string) (broker.Lease, broker.Job) {
+	h.t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		if job, ok := h.svc.Next(service); ok {
+			h.lease++
+			return broker.Lease{ID: h.lease, Service: service, Token: job.Token}, job
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("no job for %s within %s", service, wait)
+		}
+		// The loader wakes the broker once bodies are in memory.
+		select {
+		case <-h.b.woke:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func codeOf(r [][]byte) string { return string(r[0]) }
+
+func TestSubmitDispatchReply(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	ticket := h.submit("echo", "hello")
+	if _, job := h.next("echo"); string(job.Token) != ticket || string(job.Body[0]) != "hello" {
+		t.Fatalf("job = %q %q, want ticket %s body hello", job.Token, job.Body, ticket)
+	} else {
+		_ = job
+	}
+	if r := h.call(SvcReply, ticket); codeOf(r) != CodePending || string(r[1]) != "dispatched" {
+		t.Fatalf("reply while dispatched = %q, want [300 dispatched]", r)
+	}
+}
+
+func TestReplyRecordedBeforeRelease(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	ticket := h.submit("echo", "x")
+	lease, _ := h.next("echo")
+	h.svc.Completed(lease, [][]byte{[]byte("a"), {}, []byte("c")})
+	if got := h.b.release(t); got != lease.ID {
+		t.Fatalf("released lease %d, want %d", got, lease.ID)
+	}
+	// The release comes after the commit: the reply must be readable now.
+	_, rep, err := h.st.Reply(context.Background(), mustID(t, ticket))
+	if err != nil || len(rep) != 3 || string(rep[2]) != "c" || len(rep[1]) != 0 {
+		t.Fatalf("stored reply = %q, %v; want [a '' c]", rep, err)
+	}
+	r := h.call(SvcReply, ticket)
+	if codeOf(r) != CodeOK || len(r) != 4 {
+		t.Fatalf("titanic.reply = %q, want [200 a '' c]", r)
+	}
+	// A second reply for the same ticket loses (first wins) and is counted.
+	h.svc.Completed(broker.Lease{ID: 99, Service: "echo", Token: []byte(ticket)}, [][]byte{[]byte("late")})
+	if got := h.b.release(t); got != 99 {
+		t.Fatalf("late reply released %d, want 99", got)
+	}
+	if r := h.call(SvcReply, ticket); string(r[1]) != "a" {
+		t.Fatalf("late reply overwrote the first: %q", r)
+	}
+	if r := h.call(SvcClose, ticket); codeOf(r) != CodeOK {
+		t.Fatalf("close = %q", r)
+	}
+	if r := h.call(SvcReply, ticket); codeOf(r) != CodeUnknown {
+		t.Fatalf("reply after close = %q, want 400", r)
+	}
+	if r := h.call(SvcClose, ticket); codeOf(r) != CodeOK {
+		t.Fatalf("second close = %q, want 200 (idempotent)", r)
+	}
+}
+
+func mustID(t *testing.T, s string) store.ID {
+	t.Helper()
+	id, err := store.ParseID(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestRedeliveryThenFailure(t *testing.T) {
+	h := newHarness(t, Config{MaxAttempts: 3}, "")
+	ticket := h.submit("flaky", "x")
+	for attempt := 1; attempt <= 3; attempt++ {
+		lease, _ := h.next("flaky")
+		h.svc.Failed(lease, fmt.Sprintf("boom %d", attempt))
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		r := h.call(SvcReply, ticket)
+		if codeOf(r) == CodeError {
+			if !strings.HasPrefix(string(r[1]), FailedPrefix) || !strings.Contains(string(r[1]), "boom 3") {
+				t.Fatalf("failed ticket text = %q", r[1])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ticket not failed after 3 failed attempts: %q", r)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if job, ok := h.svc.Next("flaky"); ok {
+		t.Fatalf("failed ticket dispatched again: %q", job.Token)
+	}
+	r := h.call(SvcStatus, ticket)
+	if codeOf(r) != CodeOK || string(r[1]) != "failed" || string(r[2]) != "3" {
+		t.Fatalf("status = %q, want failed after 3 attempts", r)
+	}
+}
+
+func TestRequeueKeepsFIFO(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	a, b := h.submit("s", "a"), h.submit("s", "b")
+	la, _ := h.next("s")
+	h.svc.Failed(la, "lost")
+	// a goes back before b: wait for the requeue to commit.
+	h.waitQueued("s", 2)
+	for _, want := range []string{a, b} {
+		_, job := h.next("s")
+		if string(job.Token) != want {
+			t.Fatalf("dispatched %s, want %s (FIFO after requeue)", job.Token, want)
+		}
+	}
+}
+
+func TestRecoverFIFOAndRedeliver(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.db")
+	h := newHarness(t, Config{}, path)
+	var tickets []string
+	for i := range 20 {
+		tickets = append(tickets, h.submit("s", fmt.Sprint(i)))
+	}
+	h.next("s") // dispatched, then the broker "dies"
+	h.stop()
+
+	h2 := newHarness(t, Config{}, path)
+	for i, want := range tickets {
+		_, job := h2.next("s")
+		if string(job.Token) != want || string(job.Body[0]) != fmt.Sprint(i) {
+			t.Fatalf("after restart job %d = %s %q, want %s (FIFO, dispatched one first)", i, job.Token, job.Body, want)
+		}
+	}
+}
+
+func TestCloseWhileQueued(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	a := h.submit("s", "a")
+	b := h.submit("s", "b")
+	if r := h.call(SvcClose, a); codeOf(r) != CodeOK {
+		t.Fatalf("close = %q", r)
+	}
+	_, job := h.next("s")
+	if string(job.Token) != b {
+		t.Fatalf("dispatched %s, want %s: closed ticket must not be dispatched", job.Token, b)
+	}
+}
+
+func TestBodyLoadedWhenNotCached(t *testing.T) {
+	h := newHarness(t, Config{BodyCache: 1}, "")
+	body := strings.Repeat("z", 100)
+	ticket := h.submit("s", body)
+	_, job := h.next("s")
+	if string(job.Token) != ticket || !bytes.Equal(job.Body[0], []byte(body)) {
+		t.Fatalf("job = %s %q", job.Token, job.Body)
+	}
+	if h.svc.Stats().Loads != 1 {
+		t.Fatalf("loads = %d, want 1", h.svc.Stats().Loads)
+	}
+}
+
+func TestNoWorkerTimeout(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h := newHarness(t, Config{NoWorkerTimeout: time.Minute, Now: clock}, "")
+	ticket := h.submit("ghost", "x")
+	h.svc.reap()
+	if r := h.call(SvcReply, ticket); codeOf(r) != CodePending {
+		t.Fatalf("before the timeout: %q, want 300", r)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	h.svc.reap()
+	deadline := time.Now().Add(wait)
+	for {
+		r := h.call(SvcReply, ticket)
+		if codeOf(r) == CodeError && strings.Contains(string(r[1]), "no worker") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the timeout: %q, want 500 failed: no worker", r)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestWorkersPresentPreventsTimeout(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h := newHarness(t, Config{NoWorkerTimeout: time.Minute, Now: clock}, "")
+	h.svc.Workers("busy", 1)
+	ticket := h.submit("busy", "x")
+	mu.Lock()
+	now = now.Add(time.Hour)
+	mu.Unlock()
+	h.svc.reap()
+	if r := h.call(SvcReply, ticket); codeOf(r) != CodePending {
+		t.Fatalf("a service with a worker timed out: %q", r)
+	}
+}
+
+func TestIdempotentSubmit(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	r1 := h.call(SvcSubmit, "key-1", "s", "a")
+	r2 := h.call(SvcSubmit, "key-1", "s", "a")
+	if codeOf(r1) != CodeOK || string(r1[2]) != "new" || string(r2[2]) != "duplicate" || string(r1[1]) != string(r2[1]) {
+		t.Fatalf("keyed submits = %q, %q; want the same ticket, new then duplicate", r1, r2)
+	}
+	h.next("s")
+	if job, ok := h.svc.Next("s"); ok {
+		t.Fatalf("duplicate submit queued a second job %s", job.Token)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	cases := []struct {
+		service string
+		body    []string
+		want    string
+	}{
+		{SvcRequest, nil, CodeUnknown},
+		{SvcRequest, []string{"svc"}, CodeUnknown},
+		{SvcRequest, []string{"", "x"}, CodeUnknown},
+		{SvcRequest, []string{"titanic.request", "x"}, CodeUnknown},
+		{SvcRequest, []string{"mmi.service", "x"}, CodeUnknown},
+		{SvcRequest, []string{strings.Repeat("s", 256), "x"}, CodeUnknown},
+		{SvcSubmit, []string{"", "s", "x"}, CodeUnknown},
+		{SvcReply, nil, CodeUnknown},
+		{SvcReply, []string{"short"}, CodeUnknown},
+		{SvcReply, []string{strings.Repeat("0", 32)}, CodeUnknown},
+		{SvcReply, []string{strings.Repeat("0", 32), "extra"}, CodeUnknown},
+		{SvcStatus, []string{"zz"}, CodeUnknown},
+		{SvcList, []string{"", "nosuchstate", "", ""}, CodeUnknown},
+		{SvcList, []string{"", "", "", "-1"}, CodeUnknown},
+		{SvcClose, nil, CodeOK},
+		{SvcClose, []string{"garbage"}, CodeOK},
+		{"titanic.nope", []string{"x"}, CodeUnknown},
+	}
+	for _, c := range cases {
+		if r := h.call(c.service, c.body...); codeOf(r) != c.want {
+			t.Errorf("%s %q = %q, want %s", c.service, c.body, r, c.want)
+		}
+	}
+}
+
+func TestListAndEmptyFrames(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	r := h.call(SvcRequest, "bin", "", "\x00\xff", "")
+	if codeOf(r) != CodeOK {
+		t.Fatalf("submit with empty frames = %q", r)
+	}
+	_, job := h.next("bin")
+	if len(job.Body) != 3 || len(job.Body[0]) != 0 || string(job.Body[1]) != "\x00\xff" {
+		t.Fatalf("binary body not preserved: %q", job.Body)
+	}
+	l := h.call(SvcList, "bin", "", "", "10")
+	if codeOf(l) != CodeOK || len(l) != 2 || !strings.HasPrefix(string(l[1]), string(r[1])+" bin dispatched 1") {
+		t.Fatalf("list = %q", l)
+	}
+}
+
+func TestBusyWhenQueueFull(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "t.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	b := newFakeBroker()
+	svc := New(st, b, Config{MaxQueuedOps: 2})
+	// Run is not started: nothing drains, so the third submit is refused.
+	for i := range 2 {
+		if r := svc.ServeMDP(broker.Request{Service: SvcRequest, Body: [][]byte{[]byte("s"), []byte("x")}}); r != nil {
+			t.Fatalf("submit %d refused: %q", i, r)
+		}
+	}
+	r := svc.ServeMDP(broker.Request{Service: SvcRequest, Body: [][]byte{[]byte("s"), []byte("x")}})
+	if r == nil || codeOf(r) != CodeError {
+		t.Fatalf("third submit = %q, want 500 busy", r)
+	}
+}
+
+// waitQueued waits until service has n tickets waiting for dispatch.
+func (h *harness) waitQueued(service string, n int) {
+	h.t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		h.svc.mu.Lock()
+		got := 0
+		if q := h.svc.queues[service]; q != nil {
+			got = q.len()
+		}
+		h.svc.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%d tickets queued for %s after %s, want %d", got, service, wait, n)
+		}
+		select {
+		case <-h.b.woke:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

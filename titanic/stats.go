@@ -1,0 +1,46 @@
+package titanic
+
+import "sync/atomic"
+
+// counters are the service's event counts, safe for concurrent update.
+type counters struct {
+	submits, duplicates, closes, lookups           atomic.Uint64
+	dispatches, redeliveries, replies, lateReplies atomic.Uint64
+	failed, busy, badRequests, loads               atomic.Uint64
+	commits, committedOps, commitErrors            atomic.Uint64
+}
+
+// Stats is a snapshot of the service's counters and queues.
+type Stats struct {
+	Submits, Duplicates, Closes, Lookups           uint64
+	Dispatches, Redeliveries, Replies, LateReplies uint64
+	Failed, Busy, BadRequests, Loads               uint64
+	Commits, CommittedOps, CommitErrors            uint64
+	// Queued is the number of pending tickets waiting per service, and
+	// Leased the number held by workers.
+	Queued map[string]int
+	Leased int
+}
+
+// Stats returns a snapshot.
+func (s *Service) Stats() Stats {
+	c := &s.stats
+	st := Stats{
+		Submits: c.submits.Load(), Duplicates: c.duplicates.Load(), Closes: c.closes.Load(), Lookups: c.lookups.Load(),
+		Dispatches: c.dispatches.Load(), Redeliveries: c.redeliveries.Load(), Replies: c.replies.Load(), LateReplies: c.lateReplies.Load(),
+		Failed: c.failed.Load(), Busy: c.busy.Load(), BadRequests: c.badRequests.Load(), Loads: c.loads.Load(),
+		Commits: c.commits.Load(), CommittedOps: c.committedOps.Load(), CommitErrors: c.commitErrors.Load(),
+		Queued: make(map[string]int),
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for svc, q := range s.queues {
+		st.Queued[svc] = q.len() - s.gone[svc]
+	}
+	for _, e := range s.entries {
+		if e.leased {
+			st.Leased++
+		}
+	}
+	return st
+}

@@ -1,0 +1,148 @@
+package titanic
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/store"
+)
+
+// Service names of 9/TSP, and of this project's extensions.
+const (
+	SvcRequest = "titanic.request" // 9/TSP
+	SvcReply   = "titanic.reply"   // 9/TSP
+	SvcClose   = "titanic.close"   // 9/TSP
+	SvcSubmit  = "titanic.submit"  // extension: titanic.request with an idempotency key
+	SvcStatus  = "titanic.status"  // extension: a ticket's state, attempts and times
+	SvcList    = "titanic.list"    // extension: list tickets
+
+	// Prefix is the service-name prefix the titanic service owns.
+	Prefix = "titanic."
+)
+
+// Status codes of 9/TSP. The status frame is always the bare code, so that
+// clients comparing it byte for byte (the Guide's ticlient does) understand
+// it; for codes other than 200 a second frame carries text for people.
+const (
+	CodeOK      = "200"
+	CodePending = "300"
+	CodeUnknown = "400"
+	CodeError   = "500"
+)
+
+// FailedPrefix starts the text frame of a 500 for a ticket that failed for
+// good (attempts exhausted, no worker for its service); 500s without it are
+// transient (busy, disk full) and worth retrying.
+const FailedPrefix = "failed: "
+
+// MaxIdemKey bounds an idempotency key.
+const MaxIdemKey = 128
+
+// DefaultListLimit and MaxListLimit bound titanic.list pages.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// errBadRequest is wrapped by every TSP request parsing error; the client
+// gets 400 with the text.
+var errBadRequest = errors.New("bad request")
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
+}
+
+// submitReq is a parsed titanic.request or titanic.submit.
+type submitReq struct {
+	idemKey string
+	service string
+	body    [][]byte
+}
+
+// parseSubmit parses the body of titanic.request ([service | body...]) or,
+// with keyed, of titanic.submit ([key | service | body...]).
+func parseSubmit(body [][]byte, keyed bool) (submitReq, error) {
+	var r submitReq
+	if keyed {
+		if len(body) < 1 || len(body[0]) == 0 || len(body[0]) > MaxIdemKey {
+			return r, badRequest("idempotency key must be 1 to %d bytes", MaxIdemKey)
+		}
+		r.idemKey = string(body[0])
+		body = body[1:]
+	}
+	// 9/TSP: the request has a service frame and at least one body frame.
+	if len(body) < 2 {
+		return r, badRequest("want a service name frame and at least one body frame")
+	}
+	svc := body[0]
+	switch {
+	case len(svc) == 0:
+		return r, badRequest("empty service name")
+	case len(svc) > mdp.MaxServiceName:
+		return r, badRequest("service name longer than %d bytes", mdp.MaxServiceName)
+	case strings.HasPrefix(string(svc), Prefix), strings.HasPrefix(string(svc), "mmi."):
+		return r, badRequest("service %q is internal to the broker", svc)
+	}
+	r.service = string(svc)
+	r.body = body[1:]
+	return r, nil
+}
+
+// parseTicket parses a body that is exactly one ticket frame.
+func parseTicket(body [][]byte) (store.ID, error) {
+	if len(body) != 1 {
+		return store.ID{}, badRequest("want exactly one ticket frame, got %d frames", len(body))
+	}
+	id, err := store.ParseID(string(body[0]))
+	if err != nil {
+		return store.ID{}, fmt.Errorf("%w: %w", errBadRequest, err)
+	}
+	return id, nil
+}
+
+// parseList parses titanic.list: [service | state | after | limit], each
+// frame possibly empty.
+func parseList(body [][]byte) (store.Filter, error) {
+	var f store.Filter
+	if len(body) != 4 {
+		return f, badRequest("titanic.list wants 4 frames (service, state, after, limit), got %d", len(body))
+	}
+	f.Service = string(body[0])
+	if len(f.Service) > mdp.MaxServiceName {
+		return f, badRequest("service name longer than %d bytes", mdp.MaxServiceName)
+	}
+	if len(body[1]) > 0 {
+		st, err := store.ParseState(string(body[1]))
+		if err != nil {
+			return f, fmt.Errorf("%w: %w", errBadRequest, err)
+		}
+		f.State = st
+	}
+	if len(body[2]) > 0 {
+		id, err := store.ParseID(string(body[2]))
+		if err != nil {
+			return f, fmt.Errorf("%w: %w", errBadRequest, err)
+		}
+		f.After = id
+	}
+	f.Limit = DefaultListLimit
+	if len(body[3]) > 0 {
+		n, err := strconv.Atoi(string(body[3]))
+		if err != nil || n < 1 {
+			return f, badRequest("limit %q is not a positive number", body[3])
+		}
+		f.Limit = min(n, MaxListLimit)
+	}
+	return f, nil
+}
+
+func reply(code string, frames ...[]byte) [][]byte {
+	return append([][]byte{[]byte(code)}, frames...)
+}
+
+func replyText(code, text string) [][]byte {
+	return [][]byte{[]byte(code), []byte(text)}
+}

@@ -1,0 +1,493 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/broker/mdp"
+)
+
+// recvBatch bounds the messages read from the DEALER per poll, so that
+// heartbeats and results are served even under a flood.
+const recvBatch = 64
+
+// bellAddr is the doorbell's inproc endpoint. Inproc names are per ZeroMQ
+// context, and each Run has its own context.
+const bellAddr = "inproc://titanic-worker-doorbell"
+
+// session is the state of one Run. Only Run's goroutine touches it.
+type session struct {
+	w      *Worker
+	ctx    context.Context
+	zctx   *zmq.Context
+	expiry time.Duration // HeartbeatInterval × Liveness
+
+	// Doorbell: handler goroutines and ctx ring bell; a goroutine turns
+	// each ring into a frame on pull.
+	bell     chan struct{}
+	pull     *zmq.Socket
+	stopBell chan struct{}
+	bellDone sync.WaitGroup
+
+	poller *zmq.Poller
+
+	// The connection, when dealer is not nil.
+	dealer      *zmq.Socket
+	endpoint    string
+	heard       bool      // a message other than DISCONNECT came on it
+	deadAt      time.Time // broker silent until then: connection lost
+	heartbeatAt time.Time // nothing sent until then: send HEARTBEAT
+
+	// Between connections.
+	next        int       // index in Brokers of the next connection
+	attempt     int       // connections in a row that heard nothing
+	reconnectAt time.Time // connect no sooner
+	connected   bool      // a connection was made before
+
+	job *job // the request held, if any
+}
+
+// job is a request being handled.
+type job struct {
+	client   []byte
+	cancel   context.CancelFunc
+	done     chan result // the handler goroutine sends one result
+	started  time.Time
+	orphaned bool // its connection was lost: the result is discarded
+}
+
+type result struct {
+	reply [][]byte
+	err   error
+	stack []byte // set when the handler panicked
+}
+
+// Run connects to the brokers and serves requests until ctx is done, then
+// sends DISCONNECT, closes its sockets and returns nil. It returns an error
+// only when ZeroMQ fails (or an endpoint is rejected by ZeroMQ), or when
+// another Run of w is running (ErrRunning). Run may be called again once it
+// has returned.
+func (w *Worker) Run(ctx context.Context) (err error) {
+	if !w.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("worker %q: %w", w.cfg.Service, ErrRunning)
+	}
+	defer w.running.Store(false)
+	if ctx.Err() != nil {
+		return nil
+	}
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		return fmt.Errorf("worker: zmq context: %w", err)
+	}
+	s := &session{
+		w:      w,
+		ctx:    ctx,
+		zctx:   zctx,
+		expiry: w.cfg.HeartbeatInterval * time.Duration(w.cfg.Liveness),
+		bell:   make(chan struct{}, 1),
+	}
+	defer func() {
+		if terr := s.teardown(); terr != nil && err == nil {
+			err = terr
+		}
+	}()
+	if err := s.startBell(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { ring(s.bell) })
+	defer stop()
+	s.rebuildPoller()
+	return s.loop()
+}
+
+// startBell binds the doorbell's PULL socket and starts the goroutine that
+// owns its PUSH end.
+func (s *session) startBell() error {
+	pull, err := s.zctx.NewSocket(zmq.PULL)
+	if err != nil {
+		return fmt.Errorf("worker: doorbell socket: %w", err)
+	}
+	s.pull = pull
+	if err := pull.SetLinger(0); err != nil {
+		return fmt.Errorf("worker: doorbell socket: %w", err)
+	}
+	if err := pull.Bind(bellAddr); err != nil {
+		return fmt.Errorf("worker: bind doorbell: %w", err)
+	}
+	started := make(chan error, 1)
+	s.stopBell = make(chan struct{})
+	s.bellDone.Add(1)
+	go func() {
+		defer s.bellDone.Done()
+		doorbell(s.zctx, s.bell, s.stopBell, started)
+	}()
+	return <-started
+}
+
+// doorbell creates, uses and closes the PUSH end of the doorbell: each
+// ring becomes one empty frame for the PULL socket.
+func doorbell(zctx *zmq.Context, bell, stop <-chan struct{}, started chan<- error) {
+	push, err := zctx.NewSocket(zmq.PUSH)
+	if err != nil {
+		started <- fmt.Errorf("worker: doorbell push socket: %w", err)
+		return
+	}
+	defer push.Close()
+	if err := push.SetLinger(0); err != nil {
+		started <- fmt.Errorf("worker: doorbell push socket: %w", err)
+		return
+	}
+	if err := push.Connect(bellAddr); err != nil {
+		started <- fmt.Errorf("worker: connect doorbell: %w", err)
+		return
+	}
+	started <- nil
+	for {
+		select {
+		case <-stop:
+			return
+		case <-bell:
+			// EAGAIN means frames are already waiting: nothing is lost.
+			_, _ = push.SendBytes(nil, zmq.DONTWAIT)
+		}
+	}
+}
+
+// ring wakes the loop; it never blocks.
+func ring(bell chan<- struct{}) {
+	select {
+	case bell <- struct{}{}:
+	default:
+	}
+}
+
+func (s *session) loop() error {
+	for s.ctx.Err() == nil {
+		now := time.Now()
+		if s.dealer == nil && s.job == nil && !now.Before(s.reconnectAt) {
+			if err := s.connect(now); err != nil {
+				return err
+			}
+		}
+		if s.dealer != nil && !now.Before(s.deadAt) {
+			s.w.c.timeouts.Add(1)
+			s.lose(now, fmt.Sprintf("broker silent for %s", s.expiry))
+			continue
+		}
+		if s.dealer != nil && !now.Before(s.heartbeatAt) {
+			if s.send(now, mdp.WorkerCommand(mdp.Heartbeat)) {
+				s.w.c.heartbeats.Add(1)
+			}
+		}
+		polled, err := s.poller.Poll(s.pollTimeout(now))
+		if err != nil {
+			if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
+				continue
+			}
+			return fmt.Errorf("worker: poll: %w", err)
+		}
+		for _, p := range polled {
+			switch {
+			case p.Socket == s.pull:
+				if err := drainBell(s.pull); err != nil {
+					return err
+				}
+			case s.dealer != nil && p.Socket == s.dealer:
+				s.readDealer()
+			}
+		}
+		if s.job != nil && s.ctx.Err() == nil {
+			select {
+			case r := <-s.job.done:
+				s.finish(time.Now(), r)
+			default:
+			}
+		}
+	}
+	return nil
+}
+
+// pollTimeout is how long the next poll may wait: until the next timer,
+// or for ever while the worker waits, disconnected, for its handler (whose
+// goroutine rings the doorbell).
+func (s *session) pollTimeout(now time.Time) time.Duration {
+	var deadline time.Time
+	switch {
+	case s.dealer != nil:
+		deadline = s.deadAt
+		if s.heartbeatAt.Before(deadline) {
+			deadline = s.heartbeatAt
+		}
+	case s.job == nil:
+		deadline = s.reconnectAt
+	default:
+		return -1
+	}
+	d := max(deadline.Sub(now), 0)
+	// Poll counts whole milliseconds: round up, or it would spin.
+	return (d + time.Millisecond - 1).Truncate(time.Millisecond)
+}
+
+func (s *session) rebuildPoller() {
+	s.poller = zmq.NewPoller()
+	s.poller.Add(s.pull, zmq.POLLIN)
+	if s.dealer != nil {
+		s.poller.Add(s.dealer, zmq.POLLIN)
+	}
+}
+
+// connect opens a DEALER to the next broker and sends READY.
+func (s *session) connect(now time.Time) error {
+	ep := s.w.cfg.Brokers[s.next]
+	sock, err := s.zctx.NewSocket(zmq.DEALER)
+	if err != nil {
+		return fmt.Errorf("worker: dealer socket: %w", err)
+	}
+	if err := sock.SetLinger(0); err != nil {
+		_ = sock.Close()
+		return fmt.Errorf("worker: dealer linger: %w", err)
+	}
+	if err := sock.Connect(ep); err != nil {
+		_ = sock.Close()
+		return fmt.Errorf("worker: connect %s: %w", ep, err)
+	}
+	s.dealer, s.endpoint, s.heard = sock, ep, false
+	s.deadAt = now.Add(s.expiry)
+	s.rebuildPoller()
+	if s.connected {
+		s.w.c.reconnects.Add(1)
+	}
+	s.connected = true
+	s.w.log.Info("connecting to broker", "endpoint", ep)
+	s.send(now, mdp.WorkerCommand(mdp.Ready, []byte(s.w.cfg.Service)))
+	return nil
+}
+
+// lose closes the connection and schedules the next one, to the next
+// broker.
+func (s *session) lose(now time.Time, reason string) {
+	_ = s.dealer.Close() // linger 0: whatever is queued is stale now
+	s.dealer = nil
+	s.rebuildPoller()
+	if s.heard {
+		s.attempt = 0
+	}
+	delay := backoff(s.w.cfg.ReconnectDelay, s.attempt)
+	s.attempt++
+	s.reconnectAt = now.Add(delay)
+	lost := s.endpoint
+	s.next = (s.next + 1) % len(s.w.cfg.Brokers)
+	attrs := []any{"endpoint", lost, "reason", reason, "next", s.w.cfg.Brokers[s.next], "delay", delay}
+	if s.job != nil {
+		s.job.orphaned = true
+		attrs = append(attrs, "busy", true)
+		s.w.log.Warn("lost broker while handling a request: reconnecting once the handler returns", attrs...)
+		return
+	}
+	s.w.log.Warn("lost broker: reconnecting", attrs...)
+}
+
+// send queues frames on the DEALER without blocking and reports whether it
+// did. A full pipe drops the message; any other error loses the
+// connection.
+func (s *session) send(now time.Time, frames [][]byte) bool {
+	for i, f := range frames {
+		flags := zmq.DONTWAIT
+		if i < len(frames)-1 {
+			flags |= zmq.SNDMORE
+		}
+		if _, err := s.dealer.SendBytes(f, flags); err != nil {
+			s.w.c.sendErrors.Add(1)
+			if i == 0 && isAgain(err) {
+				s.w.log.Warn("send queue full: message dropped", "endpoint", s.endpoint, "command", command(frames))
+				return false
+			}
+			s.lose(now, fmt.Sprintf("send %s: %v", command(frames), err))
+			return false
+		}
+	}
+	s.heartbeatAt = now.Add(s.w.cfg.HeartbeatInterval)
+	return true
+}
+
+// command names the MDP command of frames built by package mdp, for logs.
+func command(frames [][]byte) string {
+	if len(frames) > 2 && len(frames[2]) == 1 {
+		return mdp.Command(frames[2][0]).String()
+	}
+	return "?"
+}
+
+// readDealer handles up to recvBatch waiting messages.
+func (s *session) readDealer() {
+	for range recvBatch {
+		if s.dealer == nil {
+			return
+		}
+		frames, err := s.dealer.RecvMessageBytes(zmq.DONTWAIT)
+		if err != nil {
+			if !isAgain(err) {
+				s.lose(time.Now(), fmt.Sprintf("receive: %v", err))
+			}
+			return
+		}
+		s.receive(time.Now(), frames)
+	}
+}
+
+// receive handles one message from the broker.
+func (s *session) receive(now time.Time, frames [][]byte) {
+	// Whatever it says, the broker is alive.
+	s.deadAt = now.Add(s.expiry)
+	msg, err := mdp.ParseWorker(frames)
+	if err != nil {
+		s.w.c.dropped.Add(1)
+		s.w.log.Debug("dropped invalid message from broker", "endpoint", s.endpoint, "frames", len(frames), "err", err)
+		return
+	}
+	switch msg.Command {
+	case mdp.Heartbeat:
+		s.heard = true
+	case mdp.Disconnect:
+		s.w.c.disconnects.Add(1)
+		s.lose(now, "broker sent DISCONNECT")
+	case mdp.Request:
+		s.heard = true
+		if s.job != nil {
+			s.w.c.dropped.Add(1)
+			s.w.log.Warn("dropped REQUEST received while busy", "endpoint", s.endpoint)
+			return
+		}
+		s.w.c.requests.Add(1)
+		s.start(now, msg.Client, msg.Body)
+	}
+}
+
+// start runs the handler for a request on a goroutine of its own.
+func (s *session) start(now time.Time, client []byte, body [][]byte) {
+	jctx, cancel := context.WithCancel(s.ctx)
+	done := make(chan result, 1)
+	s.job = &job{client: client, cancel: cancel, done: done, started: now}
+	h, bell := s.w.handler, s.bell
+	go func() {
+		done <- callHandler(jctx, h, body)
+		ring(bell)
+	}()
+}
+
+// callHandler runs h, turning a panic into an error.
+func callHandler(ctx context.Context, h Handler, body [][]byte) (r result) {
+	defer func() {
+		if p := recover(); p != nil {
+			r = result{err: fmt.Errorf("handler panic: %v", p), stack: debug.Stack()}
+		}
+	}()
+	reply, err := h(ctx, body)
+	return result{reply: reply, err: err}
+}
+
+// finish sends the result of the job held: REPLY, or FAIL on error.
+func (s *session) finish(now time.Time, r result) {
+	j := s.job
+	s.job = nil
+	j.cancel()
+	took := now.Sub(j.started)
+	if r.stack != nil {
+		s.w.log.Error("handler panicked", "err", r.err, "stack", string(r.stack))
+	}
+	if j.orphaned || s.dealer == nil {
+		s.w.c.discarded.Add(1)
+		s.w.log.Warn("discarded the result of a request whose connection was lost", "took", took, "failed", r.err != nil)
+		return
+	}
+	if r.err != nil {
+		s.w.log.Info("request failed", "err", r.err, "took", took)
+		if s.send(now, mdp.WorkerEnvelope(mdp.Fail, j.client, failReason(r.err))) {
+			s.w.c.failures.Add(1)
+		}
+		return
+	}
+	reply := r.reply
+	if len(reply) == 0 {
+		reply = [][]byte{{}} // MDP needs a body frame
+	}
+	s.w.log.Debug("request handled", "took", took, "frames", len(reply))
+	if s.send(now, mdp.WorkerEnvelope(mdp.Reply, j.client, reply...)) {
+		s.w.c.replies.Add(1)
+	}
+}
+
+// teardown cancels the job held, says DISCONNECT (best effort), closes
+// every socket and terminates the context.
+func (s *session) teardown() error {
+	if s.job != nil {
+		s.stopJob()
+	}
+	if s.dealer != nil {
+		// Linger a moment so that DISCONNECT leaves; never for long.
+		_ = s.dealer.SetLinger(shutdownLinger)
+		frames := mdp.WorkerCommand(mdp.Disconnect)
+		for i, f := range frames {
+			flags := zmq.DONTWAIT
+			if i < len(frames)-1 {
+				flags |= zmq.SNDMORE
+			}
+			if _, err := s.dealer.SendBytes(f, flags); err != nil {
+				break
+			}
+		}
+		_ = s.dealer.Close()
+		s.dealer = nil
+		s.w.log.Info("disconnected from broker", "endpoint", s.endpoint)
+	}
+	if s.stopBell != nil {
+		close(s.stopBell)
+		s.bellDone.Wait()
+	}
+	if s.pull != nil {
+		_ = s.pull.Close()
+	}
+	if err := s.zctx.Term(); err != nil {
+		return fmt.Errorf("worker: terminate zmq context: %w", err)
+	}
+	return nil
+}
+
+// stopJob deals with the job held when Run stops. A result that is ready
+// and successful is still sent; anything else (a handler still running, or
+// one that failed, perhaps because Run stopped) is discarded: the broker
+// learns from DISCONNECT that the request was not done.
+func (s *session) stopJob() {
+	select {
+	case r := <-s.job.done:
+		if r.err == nil && !s.job.orphaned && s.dealer != nil {
+			s.finish(time.Now(), r)
+			return
+		}
+	default:
+	}
+	s.job.cancel()
+	s.job = nil
+	s.w.c.discarded.Add(1)
+	s.w.log.Info("stopping with a request in progress: its result is discarded")
+}
+
+// drainBell reads every waiting doorbell frame.
+func drainBell(pull *zmq.Socket) error {
+	for {
+		if _, err := pull.RecvBytes(zmq.DONTWAIT); err != nil {
+			if isAgain(err) {
+				return nil
+			}
+			return fmt.Errorf("worker: doorbell receive: %w", err)
+		}
+	}
+}
+
+func isAgain(err error) bool { return zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) }

@@ -28,7 +28,7 @@ run: build
 	./$(BIN) broker
 
 vet: deps
-	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	@out=$$(gofmt -l .); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
 
 # unit runs every test: unit, conformance, end-to-end and crash tests (the

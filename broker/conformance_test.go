@@ -256,8 +256,8 @@ func TestMalformedFrames(t *testing.T) {
 		{"", "garbage", "echo", "x"},
 		{""},
 		{"", hdrClient},
-		{"", hdrClient, "echo"},                            // no body
-		{"", hdrClient, "", "x"},                           // empty service
+		{"", hdrClient, "echo"},  // no body
+		{"", hdrClient, "", "x"}, // empty service
 		{"", hdrClient, strings.Repeat("s", 300), "x"},     // 300-byte service
 		{"x", hdrClient, "echo", "x"},                      // no empty delimiter
 		{"", "MDPC02", "\x01", "echo", "x"},                // MDP/0.2

@@ -91,9 +91,9 @@ func frames(parts ...string) [][]byte {
 
 // Messages as the broker receives them (identity first) and sends them.
 func in(from string, f [][]byte) [][]byte { return append([][]byte{[]byte(from)}, f...) }
-func ready(svc string) [][]byte         { return mdp.WorkerCommand(mdp.Ready, []byte(svc)) }
-func heartbeat() [][]byte               { return mdp.WorkerCommand(mdp.Heartbeat) }
-func disconnect() [][]byte              { return mdp.WorkerCommand(mdp.Disconnect) }
+func ready(svc string) [][]byte           { return mdp.WorkerCommand(mdp.Ready, []byte(svc)) }
+func heartbeat() [][]byte                 { return mdp.WorkerCommand(mdp.Heartbeat) }
+func disconnect() [][]byte                { return mdp.WorkerCommand(mdp.Disconnect) }
 func request(svc string, body ...string) [][]byte {
 	return mdp.ClientRequest(svc, frames(body...)...)
 }

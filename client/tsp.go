@@ -69,14 +69,21 @@ func (c *Client) Status(ctx context.Context, ticket string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	return parseStatus(ticket, rep)
+}
+
+// parseStatus decodes a titanic.status answer:
+// [200 | state | attempts | service | created | updated | reason].
+func parseStatus(ticket string, rep [][]byte) (Status, error) {
 	if err := status(rep, ticket, false); err != nil {
 		return Status{}, err
 	}
 	if len(rep) != 7 {
 		return Status{}, fmt.Errorf("%w: status has %d frames, want 7", ErrProtocol, len(rep))
 	}
+	var err error
 	st := Status{Ticket: ticket, State: string(rep[1]), Service: string(rep[3]), Reason: string(rep[6])}
-	if st.Attempts, err = strconv.Atoi(string(rep[2])); err != nil {
+	if st.Attempts, err = strconv.Atoi(string(rep[2])); err != nil || st.Attempts < 0 {
 		return Status{}, fmt.Errorf("%w: attempts %q", ErrProtocol, rep[2])
 	}
 	if st.Created, err = time.Parse(time.RFC3339Nano, string(rep[4])); err != nil {
@@ -169,22 +176,32 @@ func (c *Client) List(ctx context.Context, opt ListOptions) ([]TicketInfo, error
 	if err != nil {
 		return nil, err
 	}
+	return parseList(rep)
+}
+
+// parseList decodes a titanic.list answer: [200 | line...], each line
+// "ticket service state attempts" (the service may hold spaces).
+func parseList(rep [][]byte) ([]TicketInfo, error) {
 	if err := status(rep, "", true); err != nil {
 		return nil, err
 	}
 	out := make([]TicketInfo, 0, len(rep)-1)
 	for _, line := range rep[1:] {
-		// "ticket service state attempts"; the service may hold spaces.
-		f := strings.Fields(string(line))
-		if len(f) < 4 {
+		l := string(line)
+		ticket, rest, ok1 := strings.Cut(l, " ")
+		i := strings.LastIndexByte(rest, ' ')
+		j := -1
+		if i > 0 {
+			j = strings.LastIndexByte(rest[:i], ' ')
+		}
+		if !ok1 || ticket == "" || j <= 0 {
 			return nil, fmt.Errorf("%w: list line %q", ErrProtocol, line)
 		}
-		n, err := strconv.Atoi(f[len(f)-1])
-		if err != nil {
+		n, err := strconv.Atoi(rest[i+1:])
+		if err != nil || n < 0 {
 			return nil, fmt.Errorf("%w: list line %q", ErrProtocol, line)
 		}
-		svc := strings.TrimSuffix(strings.TrimPrefix(string(line), f[0]+" "), " "+f[len(f)-2]+" "+f[len(f)-1])
-		out = append(out, TicketInfo{Ticket: f[0], Service: svc, State: f[len(f)-2], Attempts: n})
+		out = append(out, TicketInfo{Ticket: ticket, Service: rest[:j], State: rest[j+1 : i], Attempts: n})
 	}
 	return out, nil
 }

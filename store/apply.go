@@ -26,7 +26,10 @@ type txn struct {
 
 	seq      uint64 // next Seq to assign
 	seqDirty bool
-	deltas   map[countKey]int
+	// applied is the highest log index applied through ApplyAt.
+	applied      uint64
+	appliedDirty bool
+	deltas       map[countKey]int
 }
 
 type countKey struct {
@@ -55,6 +58,9 @@ func newTxn(tx *bolt.Tx) (*txn, error) {
 		return nil, fmt.Errorf("%w: sequence counter", ErrCorrupt)
 	}
 	t.seq = binary.BigEndian.Uint64(v)
+	if v := t.meta.Get(appliedKey); len(v) == 8 {
+		t.applied = binary.BigEndian.Uint64(v)
+	}
 	return t, nil
 }
 
@@ -289,6 +295,11 @@ func countsKeyOf(k countKey) []byte {
 
 // finish writes the next Seq and the per-service counters.
 func (t *txn) finish() error {
+	if t.appliedDirty {
+		if err := t.meta.Put(appliedKey, seqKeyOf(t.applied)); err != nil {
+			return fmt.Errorf("put applied index: %w", err)
+		}
+	}
 	if t.seqDirty {
 		if err := t.meta.Put(seqKey, seqKeyOf(t.seq)); err != nil {
 			return fmt.Errorf("put sequence: %w", err)

@@ -45,6 +45,8 @@ var (
 
 	formatKey = []byte("format")
 	seqKey    = []byte("seq")
+	// appliedKey holds the highest replicated-log index applied (ApplyAt).
+	appliedKey = []byte("applied")
 )
 
 // formatVersion is the layout version written in the meta bucket. Open

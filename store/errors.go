@@ -20,3 +20,7 @@ var ErrClosed = errors.New("store closed")
 
 // ErrCorrupt means the data file is damaged or is not a titanic store.
 var ErrCorrupt = errors.New("store data corrupt")
+
+// ErrApplied means an ApplyAt call's log index was applied before; nothing
+// was applied again.
+var ErrApplied = errors.New("log entry already applied")

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,6 +14,7 @@ import (
 // needs the writer to itself, waiting in the writer's queue.
 type request struct {
 	ops   []Op
+	index uint64       // replicated-log index (ApplyAt), 0 for Apply
 	ctrl  func() error // non-nil for a control request; runs with no write tx open
 	done  chan outcome // capacity 1, so the writer never blocks on a caller
 	taken bool         // guarded by BoltStore.mu; set when the writer takes it
@@ -54,6 +56,81 @@ func (s *BoltStore) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 	return o.results, o.err
 }
 
+// ApplyAt is Apply for a replicated log (the store as a raft state
+// machine): index is the log position of ops. The highest index applied is
+// recorded in the same transaction as the ops, and a call whose index is
+// not above it applies nothing and fails with ErrApplied, so replaying a
+// log over a durable store applies each entry exactly once. Calls must
+// come in index order; concurrent calls may share one commit.
+func (s *BoltStore) ApplyAt(ctx context.Context, index uint64, ops []Op) ([]Result, error) {
+	out := s.ApplyLog(ctx, []Entry{{Index: index, Ops: ops}})
+	return out[0].Results, out[0].Err
+}
+
+// Entry is one replicated-log entry for ApplyLog.
+type Entry struct {
+	Index uint64
+	Ops   []Op
+}
+
+// EntryResult is the outcome of one Entry: as ApplyAt's results and error.
+type EntryResult struct {
+	Results []Result
+	Err     error
+}
+
+// ApplyLog is ApplyAt for consecutive entries: they are queued together,
+// in order, so the store commits them in as few transactions (and fsyncs)
+// as MaxBatch allows.
+func (s *BoltStore) ApplyLog(ctx context.Context, entries []Entry) []EntryResult {
+	out := make([]EntryResult, len(entries))
+	reqs := make([]*request, 0, len(entries))
+	for i, e := range entries {
+		if e.Index == 0 {
+			out[i].Err = fmt.Errorf("%w: log index 0", ErrInvalidOp)
+			continue
+		}
+		reqs = append(reqs, &request{ops: e.Ops, index: e.Index, done: make(chan outcome, 1)})
+	}
+	if err := ctx.Err(); err != nil {
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
+	}
+	if err := s.enqueue(reqs...); err != nil {
+		for i := range out {
+			if out[i].Err == nil {
+				out[i].Err = err
+			}
+		}
+		return out
+	}
+	j := 0
+	for i := range out {
+		if out[i].Err != nil {
+			continue
+		}
+		o := s.wait(ctx, reqs[j], true)
+		out[i] = EntryResult{Results: o.results, Err: o.err}
+		j++
+	}
+	return out
+}
+
+// AppliedIndex returns the highest log index applied through ApplyAt (0
+// for a store never used as a replica).
+func (s *BoltStore) AppliedIndex(ctx context.Context) (uint64, error) {
+	var n uint64
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		if v := tx.Bucket(metaBucket).Get(appliedKey); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return n, err
+}
+
 // control runs fn on the writer goroutine between two commits, so fn sees
 // no write transaction in progress and may even replace the file. Once
 // taken, fn runs to the end and control waits for it, whatever ctx says.
@@ -68,13 +145,13 @@ func (s *BoltStore) control(ctx context.Context, fn func() error) error {
 	return s.wait(ctx, r, true).err
 }
 
-func (s *BoltStore) enqueue(r *request) error {
+func (s *BoltStore) enqueue(rs ...*request) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	s.queue = append(s.queue, r)
+	s.queue = append(s.queue, rs...)
 	s.mu.Unlock()
 	s.signal()
 	return nil
@@ -178,15 +255,25 @@ func (e *applyError) Unwrap() error { return e.err }
 // the transaction is rolled back and each request is retried alone, so the
 // failure stays with the request that caused it. A failed commit (write or
 // fsync error) fails the whole batch: nothing of it was applied.
-func (s *BoltStore) commit(batch []*request) {
+// It reports whether the whole batch was applied.
+func (s *BoltStore) commit(batch []*request) bool {
 	results, err := s.update(batch)
 	var ae *applyError
 	if err != nil && len(batch) > 1 && errors.As(err, &ae) {
 		s.log.Warn("batch failed, retrying its calls one by one", "calls", len(batch), "err", err)
+		var logGap error
 		for _, r := range batch {
-			s.commit([]*request{r})
+			if r.index > 0 && logGap != nil {
+				// A log entry must not be applied after an earlier one
+				// failed: the applied index would skip the failed one.
+				r.done <- outcome{err: logGap}
+				continue
+			}
+			if !s.commit([]*request{r}) && r.index > 0 {
+				logGap = fmt.Errorf("apply: log entry %d failed before this one", r.index)
+			}
 		}
-		return
+		return false
 	}
 	if err != nil {
 		s.log.Error("commit failed", "calls", len(batch), "err", err)
@@ -200,9 +287,14 @@ func (s *BoltStore) commit(batch []*request) {
 			r.done <- outcome{err: err}
 			continue
 		}
+		if results[i] == nil && r.index > 0 {
+			r.done <- outcome{err: fmt.Errorf("%w: log index %d", ErrApplied, r.index)}
+			continue
+		}
 		s.ops.Add(uint64(len(r.ops)))
 		r.done <- outcome{results: results[i]}
 	}
+	return err == nil
 }
 
 // update runs one write transaction over batch. Only the writer calls it,
@@ -226,6 +318,12 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 			return err
 		}
 		for i, r := range batch {
+			if r.index > 0 {
+				if r.index <= t.applied {
+					continue // results[i] stays nil: already applied
+				}
+				t.applied, t.appliedDirty = r.index, true
+			}
 			res := make([]Result, len(r.ops))
 			for j := range r.ops {
 				if s.failOp != nil {

@@ -1,0 +1,585 @@
+// Package replica replicates the titanic store with raft
+// (github.com/hashicorp/raft, log and stable store in raft-boltdb): the
+// store's batched ops are the log entries, the store is the state machine,
+// and the store's snapshots are raft's snapshots. A Node is a store.Store:
+// Apply goes through the raft log (leader only), reads are served by the
+// local store.
+//
+// # What it owns
+//
+// A Node owns the raft instance, its transport and its log and snapshot
+// stores in Config.Dir. It does not own the BoltStore it replicates into;
+// the caller opens and closes it.
+//
+// # Exactly once
+//
+// The store records the index of the last entry it applied in the same
+// transaction as the entry's ops (store.ApplyAt), so a node that restarts
+// skips the part of its log already in the store instead of restoring a
+// snapshot and replaying everything; an entry is applied once.
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotLeader: this node cannot apply; the leader (if known) can.
+	ErrNotLeader = errors.New("not the raft leader")
+	// ErrUncertain: leadership was lost while the entry was in flight; it
+	// may or may not be committed. Resubmit with the same idempotency key.
+	ErrUncertain = errors.New("leadership lost, outcome unknown")
+	// ErrConfig: the Config is invalid.
+	ErrConfig = errors.New("invalid replica config")
+)
+
+// Peer is a raft voter.
+type Peer struct {
+	ID   string // unique, stable node name
+	Addr string // raft transport address, host:port
+}
+
+// Config configures a Node.
+type Config struct {
+	ID   string
+	Dir  string // raft log, stable store and snapshots
+	Bind string // raft transport listen address, host:port
+	// Advertise is the address peers dial (default Bind).
+	Advertise string
+	// Peers are the initial voters, this node included. A node with no
+	// raft state and Bootstrap set forms the cluster from them; nodes
+	// with state ignore them.
+	Peers     []Peer
+	Bootstrap bool
+	// Timing. Zero fields take DefaultConfig's values.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// SnapshotThreshold is how many entries since the last snapshot make
+	// a new one; TrailingLogs how many stay after it.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	// ApplyTimeout bounds how long Apply waits to enqueue an entry.
+	ApplyTimeout time.Duration
+	Logger       *slog.Logger
+	// Transport replaces the TCP transport (tests use raft's in-memory
+	// one); Bind and Advertise are then ignored.
+	Transport raft.Transport
+}
+
+// DefaultConfig returns timings for a LAN: failure noticed in about a
+// second.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   2 * time.Minute,
+		TrailingLogs:       10240,
+		ApplyTimeout:       5 * time.Second,
+		Logger:             slog.Default(),
+	}
+}
+
+func (c *Config) fill() error {
+	d := DefaultConfig()
+	if c.ID == "" || c.Dir == "" {
+		return fmt.Errorf("%w: ID and Dir are required", ErrConfig)
+	}
+	if c.Transport == nil && c.Bind == "" {
+		return fmt.Errorf("%w: Bind is required", ErrConfig)
+	}
+	if c.Advertise == "" {
+		c.Advertise = c.Bind
+	}
+	set := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	set(&c.HeartbeatTimeout, d.HeartbeatTimeout)
+	set(&c.ElectionTimeout, d.ElectionTimeout)
+	set(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	set(&c.CommitTimeout, d.CommitTimeout)
+	set(&c.SnapshotInterval, d.SnapshotInterval)
+	set(&c.ApplyTimeout, d.ApplyTimeout)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = d.TrailingLogs
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.Bootstrap && len(c.Peers) > 0 {
+		self := false
+		for _, p := range c.Peers {
+			if p.ID == "" || p.Addr == "" {
+				return fmt.Errorf("%w: peer %+v needs an ID and an address", ErrConfig, p)
+			}
+			self = self || p.ID == c.ID
+		}
+		if !self {
+			return fmt.Errorf("%w: Peers must include this node (%s) to bootstrap", ErrConfig, c.ID)
+		}
+	}
+	return nil
+}
+
+// Node is one raft replica of the store.
+type Node struct {
+	cfg   Config
+	st    *store.BoltStore
+	log   *slog.Logger
+	fsm   *fsm
+	logs  *raftboltdb.BoltStore
+	snaps raft.SnapshotStore
+	stop  chan struct{}
+
+	// notify receives raft's leadership changes across raft restarts
+	// (Reform); leaderCh is what callers read.
+	notify   chan bool
+	leaderCh chan bool
+
+	mu    sync.RWMutex // guards r and trans across Reform
+	r     *raft.Raft
+	trans raft.Transport
+
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+var _ store.Store = (*Node)(nil)
+
+// Open starts a replica over st.
+func Open(st *store.BoltStore, cfg Config) (*Node, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("raft directory: %w", err)
+	}
+	n := &Node{
+		cfg:      cfg,
+		st:       st,
+		log:      cfg.Logger.With("component", "raft", "node", cfg.ID),
+		stop:     make(chan struct{}),
+		notify:   make(chan bool, 64),
+		leaderCh: make(chan bool, 64),
+	}
+	n.fsm = &fsm{st: st, log: n.log, stop: n.stop}
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("raft log store: %w", err)
+	}
+	n.logs = logs
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, n.hclog())
+	if err != nil {
+		_ = logs.Close()
+		return nil, fmt.Errorf("raft snapshot store: %w", err)
+	}
+	n.snaps = snaps
+	if err := n.start(true); err != nil {
+		_ = logs.Close()
+		return nil, err
+	}
+	n.wg.Add(1)
+	go n.forward()
+	return n, nil
+}
+
+// hclog adapts raft's logger to slog.
+func (n *Node) hclog() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.Info,
+		Output: slogWriter{n.log},
+	})
+}
+
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelInfo
+	switch {
+	case strings.Contains(line, "[ERROR]"):
+		level = slog.LevelError
+	case strings.Contains(line, "[WARN]"):
+		level = slog.LevelWarn
+	case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, line)
+	return len(p), nil
+}
+
+func (n *Node) raftConfig() *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.ID)
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = n.cfg.CommitTimeout
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.TrailingLogs = n.cfg.TrailingLogs
+	rc.NotifyCh = n.notify
+	rc.Logger = n.hclog()
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	return rc
+}
+
+func (n *Node) transport() (raft.Transport, error) {
+	if n.cfg.Transport != nil {
+		return n.cfg.Transport, nil
+	}
+	adv, err := net.ResolveTCPAddr("tcp", n.cfg.Advertise)
+	if err != nil {
+		return nil, fmt.Errorf("%w: advertise address %q: %w", ErrConfig, n.cfg.Advertise, err)
+	}
+	t, err := raft.NewTCPTransportWithLogger(n.cfg.Bind, adv, 4, 10*time.Second, n.hclog())
+	if err != nil {
+		return nil, fmt.Errorf("raft transport on %s: %w", n.cfg.Bind, err)
+	}
+	return t, nil
+}
+
+// start creates the raft instance (bootstrapping a new cluster when asked
+// and there is no state yet).
+func (n *Node) start(bootstrap bool) error {
+	trans, err := n.transport()
+	if err != nil {
+		return err
+	}
+	rc := n.raftConfig()
+	has, err := raft.HasExistingState(n.logs, n.logs, n.snaps)
+	if err != nil {
+		return fmt.Errorf("raft state: %w", err)
+	}
+	if !has && bootstrap && n.cfg.Bootstrap && len(n.cfg.Peers) > 0 {
+		var conf raft.Configuration
+		for _, p := range n.cfg.Peers {
+			conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
+		}
+		if err := raft.BootstrapCluster(rc, n.logs, n.logs, n.snaps, trans, conf); err != nil {
+			closeTransport(trans)
+			return fmt.Errorf("bootstrap raft: %w", err)
+		}
+		n.log.Info("bootstrapped raft cluster", "voters", len(conf.Servers))
+	}
+	// The store is durable and knows the last entry it applied: restoring
+	// the latest snapshot at start would only move it backwards. Restore
+	// only when the store is behind the snapshot (a lost or new data file).
+	rc.NoSnapshotRestoreOnStart = true
+	if list, err := n.snaps.List(); err == nil && len(list) > 0 {
+		applied, err := n.st.AppliedIndex(context.Background())
+		if err != nil {
+			closeTransport(trans)
+			return fmt.Errorf("store applied index: %w", err)
+		}
+		if applied < list[0].Index {
+			n.log.Warn("store is behind the latest raft snapshot; restoring it", "applied", applied, "snapshot", list[0].Index)
+			rc.NoSnapshotRestoreOnStart = false
+		}
+	}
+	r, err := raft.NewRaft(rc, n.fsm, n.logs, n.logs, n.snaps, trans)
+	if err != nil {
+		closeTransport(trans)
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.mu.Lock()
+	n.r, n.trans = r, trans
+	n.mu.Unlock()
+	return nil
+}
+
+func closeTransport(t raft.Transport) {
+	if c, ok := t.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+// forward passes leadership changes to LeaderCh, dropping the oldest when
+// the reader is slow (the latest state is what matters; IsLeader is the
+// truth).
+func (n *Node) forward() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case v := <-n.notify:
+			for {
+				select {
+				case n.leaderCh <- v:
+				default:
+					select {
+					case <-n.leaderCh:
+					default:
+					}
+					continue
+				}
+				break
+			}
+		}
+	}
+}
+
+func (n *Node) raft() *raft.Raft {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.r
+}
+
+// LeaderCh reports leadership changes of this node (true: became leader).
+func (n *Node) LeaderCh() <-chan bool { return n.leaderCh }
+
+// IsLeader reports whether this node is the leader now.
+func (n *Node) IsLeader() bool { return n.raft().State() == raft.Leader }
+
+// Leader returns the current leader's ID and raft address, if known.
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft().LeaderWithID()
+	return string(i), string(a)
+}
+
+// Apply implements store.Store: the ops become one raft log entry; Apply
+// returns once the entry is committed by a quorum and applied to this
+// node's store.
+func (n *Node) Apply(ctx context.Context, ops []store.Op) ([]store.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(ops) == 0 {
+		return []store.Result{}, nil
+	}
+	r := n.raft()
+	if r.State() != raft.Leader {
+		return nil, ErrNotLeader
+	}
+	f := r.Apply(store.EncodeOps(ops), n.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+			return nil, fmt.Errorf("%w: %w", ErrNotLeader, err)
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return nil, fmt.Errorf("%w: %w", ErrUncertain, err)
+		}
+		return nil, fmt.Errorf("raft apply: %w", err)
+	}
+	resp, ok := f.Response().(response)
+	if !ok {
+		return nil, fmt.Errorf("raft apply: unexpected response %T", f.Response())
+	}
+	if resp.err != nil {
+		return nil, resp.err
+	}
+	return resp.results, nil
+}
+
+// Get implements store.Store from the local store.
+func (n *Node) Get(ctx context.Context, id store.ID) (store.Ticket, error) { return n.st.Get(ctx, id) }
+
+// Reply implements store.Store from the local store.
+func (n *Node) Reply(ctx context.Context, id store.ID) (store.Ticket, [][]byte, error) {
+	return n.st.Reply(ctx, id)
+}
+
+// Unfinished implements store.Store from the local store.
+func (n *Node) Unfinished(ctx context.Context, fn func(store.Ticket) error) error {
+	return n.st.Unfinished(ctx, fn)
+}
+
+// List implements store.Store from the local store.
+func (n *Node) List(ctx context.Context, f store.Filter) ([]store.Ticket, error) {
+	return n.st.List(ctx, f)
+}
+
+// Snapshot implements store.Store: a copy of the local store.
+func (n *Node) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
+	return n.st.Snapshot(ctx, w)
+}
+
+// Restore is refused: a replica's content changes only through the log.
+func (n *Node) Restore(context.Context, io.Reader) error {
+	return fmt.Errorf("%w: restore a replicated store by restoring every node from the same backup", store.ErrInvalidOp)
+}
+
+// Barrier waits until every entry committed before it is applied to this
+// node's store (leader only). A new leader calls it before it reads the
+// store to rebuild its dispatch queues.
+func (n *Node) Barrier(ctx context.Context) error {
+	timeout := 30 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if err := n.raft().Barrier(timeout).Error(); err != nil {
+		return fmt.Errorf("raft barrier: %w", err)
+	}
+	return nil
+}
+
+// AddVoter adds (or re-adds) a voter; it catches up from the log or a
+// snapshot. Leader only.
+func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
+	if err := n.raft().AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.timeout(ctx)).Error(); err != nil {
+		return fmt.Errorf("add voter %s: %w", id, err)
+	}
+	return nil
+}
+
+// RemoveServer removes a member. Leader only.
+func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	if err := n.raft().RemoveServer(raft.ServerID(id), 0, n.timeout(ctx)).Error(); err != nil {
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	return nil
+}
+
+func (n *Node) timeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return 10 * time.Second
+}
+
+// Member is one server of the raft configuration.
+type Member struct {
+	ID, Addr string
+	Voter    bool
+	Leader   bool
+}
+
+// Members returns the current configuration.
+func (n *Node) Members() ([]Member, error) {
+	r := n.raft()
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raft configuration: %w", err)
+	}
+	_, leader := r.LeaderWithID()
+	var out []Member
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Member{ID: string(s.ID), Addr: string(s.Address), Voter: s.Suffrage == raft.Voter, Leader: s.ID == leader})
+	}
+	return out, nil
+}
+
+// Status is a node's raft progress.
+type Status struct {
+	ID           string
+	State        string // Leader, Follower, Candidate, Shutdown
+	Term         uint64
+	LastIndex    uint64 // last log index
+	CommitIndex  uint64
+	AppliedIndex uint64
+	LeaderID     string
+}
+
+// Status returns the node's raft progress.
+func (n *Node) Status() Status {
+	r := n.raft()
+	st := r.Stats()
+	num := func(k string) uint64 {
+		var v uint64
+		_, _ = fmt.Sscan(st[k], &v)
+		return v
+	}
+	_, leader := r.LeaderWithID()
+	return Status{
+		ID:           n.cfg.ID,
+		State:        r.State().String(),
+		Term:         num("term"),
+		LastIndex:    num("last_log_index"),
+		CommitIndex:  num("commit_index"),
+		AppliedIndex: r.AppliedIndex(),
+		LeaderID:     string(leader),
+	}
+}
+
+// Reform makes this node the only voter, keeping its log and store: the
+// Binary Star survivor calls it when its peer is declared dead so that it
+// can commit alone. Everything in its log becomes committed (in a
+// two-voter configuration an entry present on the survivor was on both
+// nodes, so that is right). The peer is added back with AddVoter when it
+// returns; its log is then made to agree with the survivor's.
+func (n *Node) Reform(ctx context.Context) error {
+	n.mu.Lock()
+	r, trans := n.r, n.trans
+	n.mu.Unlock()
+	if err := r.Shutdown().Error(); err != nil {
+		return fmt.Errorf("stop raft: %w", err)
+	}
+	if n.cfg.Transport == nil {
+		closeTransport(trans)
+	}
+	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.cfg.ID), Address: raft.ServerAddress(n.cfg.Advertise)}}}
+	if n.cfg.Transport != nil {
+		conf.Servers[0].Address = n.cfg.Transport.LocalAddr()
+	}
+	rc := n.raftConfig()
+	if err := raft.RecoverCluster(rc, n.fsm, n.logs, n.logs, n.snaps, trans, conf); err != nil {
+		return fmt.Errorf("recover raft as a single voter: %w", err)
+	}
+	n.log.Warn("raft reformed with this node as the only voter")
+	if err := n.start(false); err != nil {
+		return err
+	}
+	// A single voter elects itself after one election timeout.
+	deadline := time.Now().Add(n.timeout(ctx))
+	for !n.IsLeader() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("reformed raft did not elect this node")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Close stops raft and closes its stores. It does not close the store.
+func (n *Node) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.stop)
+		n.mu.Lock()
+		r, trans := n.r, n.trans
+		n.mu.Unlock()
+		err = r.Shutdown().Error()
+		if n.cfg.Transport == nil {
+			closeTransport(trans)
+		}
+		n.wg.Wait()
+		if cerr := n.logs.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}

@@ -1,0 +1,259 @@
+package replica_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
+)
+
+const wait = 15 * time.Second
+
+type member struct {
+	id, addr, dir string
+	st            *store.BoltStore
+	n             *replica.Node
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func quiet() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func fastConfig(m *member, peers []replica.Peer) replica.Config {
+	return replica.Config{
+		ID: m.id, Dir: filepath.Join(m.dir, "raft"), Bind: m.addr,
+		Peers: peers, Bootstrap: true,
+		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		SnapshotThreshold: 16, TrailingLogs: 8, SnapshotInterval: 100 * time.Millisecond,
+		Logger: quiet(),
+	}
+}
+
+func (m *member) open(t *testing.T, peers []replica.Peer) {
+	t.Helper()
+	st, err := store.Open(filepath.Join(m.dir, "titanic.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := replica.Open(st, fastConfig(m, peers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.st, m.n = st, n
+}
+
+func (m *member) close() {
+	if m.n != nil {
+		_ = m.n.Close()
+		_ = m.st.Close()
+		m.n, m.st = nil, nil
+	}
+}
+
+func cluster(t *testing.T, size int) ([]*member, []replica.Peer) {
+	t.Helper()
+	var ms []*member
+	var peers []replica.Peer
+	for i := range size {
+		m := &member{id: fmt.Sprintf("n%d", i+1), addr: freeAddr(t), dir: t.TempDir()}
+		ms = append(ms, m)
+		peers = append(peers, replica.Peer{ID: m.id, Addr: m.addr})
+	}
+	for _, m := range ms {
+		m.open(t, peers)
+	}
+	t.Cleanup(func() {
+		for _, m := range ms {
+			m.close()
+		}
+	})
+	return ms, peers
+}
+
+func leader(t *testing.T, ms []*member) *member {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		for _, m := range ms {
+			if m.n != nil && m.n.IsLeader() {
+				return m
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no leader within %s", wait)
+	return nil
+}
+
+func submitOp(service string) store.Op {
+	return store.Op{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: service, Body: [][]byte{[]byte("b")}}
+}
+
+// applySome submits n tickets through the leader and returns their IDs.
+func applySome(t *testing.T, ms []*member, n int) []store.ID {
+	t.Helper()
+	var ids []store.ID
+	for range n {
+		op := submitOp("s")
+		for {
+			l := leader(t, ms)
+			res, err := l.n.Apply(context.Background(), []store.Op{op})
+			if err == nil {
+				if res[0].Err != nil {
+					t.Fatal(res[0].Err)
+				}
+				ids = append(ids, res[0].ID)
+				break
+			}
+			if !errors.Is(err, replica.ErrNotLeader) && !errors.Is(err, replica.ErrUncertain) {
+				t.Fatal(err)
+			}
+		}
+	}
+	return ids
+}
+
+// hasAll waits until m's store holds every id.
+func hasAll(t *testing.T, m *member, ids []store.ID) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for _, id := range ids {
+		for {
+			_, err := m.st.Get(context.Background(), id)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: ticket %s not replicated within %s: %v", m.id, id, wait, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func pending(t *testing.T, m *member) int {
+	t.Helper()
+	st, err := m.st.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Services["s"].Pending
+}
+
+func TestReplicateAndFailover(t *testing.T) {
+	ms, _ := cluster(t, 3)
+	l := leader(t, ms)
+	for _, m := range ms {
+		if m != l {
+			if _, err := m.n.Apply(context.Background(), []store.Op{submitOp("s")}); !errors.Is(err, replica.ErrNotLeader) {
+				t.Fatalf("apply on follower %s: %v, want ErrNotLeader", m.id, err)
+			}
+		}
+	}
+	ids := applySome(t, ms, 20)
+	for _, m := range ms {
+		hasAll(t, m, ids)
+	}
+	// Lose the leader: another takes over with everything.
+	l.close()
+	ids = append(ids, applySome(t, ms, 20)...)
+	nl := leader(t, ms)
+	if nl == l {
+		t.Fatal("closed node still leader")
+	}
+	hasAll(t, nl, ids)
+	// The old leader restarts and catches up; nothing is applied twice.
+	l.open(t, nil)
+	hasAll(t, l, ids)
+	for _, m := range ms {
+		deadline := time.Now().Add(wait)
+		for pending(t, m) != len(ids) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %d pending tickets, want %d", m.id, pending(t, m), len(ids))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := m.st.Check(context.Background()); err != nil {
+			t.Fatalf("%s: %v", m.id, err)
+		}
+	}
+	st := nl.n.Status()
+	if st.State != "Leader" || st.CommitIndex == 0 || st.Term == 0 {
+		t.Fatalf("status = %+v", st)
+	}
+}
+
+// A node whose data file is lost catches up from a snapshot.
+func TestCatchUpFromSnapshot(t *testing.T) {
+	ms, _ := cluster(t, 3)
+	ids := applySome(t, ms, 10)
+	var f *member
+	for _, m := range ms {
+		if !m.n.IsLeader() {
+			f = m
+			break
+		}
+	}
+	f.close()
+	// Enough entries that the log is compacted past what f has.
+	ids = append(ids, applySome(t, ms, 60)...)
+	f.dir = t.TempDir() // a new, empty node under the same ID and address
+	f.open(t, nil)
+	hasAll(t, f, ids)
+	if p := pending(t, f); p != len(ids) {
+		t.Fatalf("caught-up node holds %d tickets, want %d", p, len(ids))
+	}
+}
+
+// The Binary Star survivor reforms raft alone, keeps committing, and takes
+// its peer back.
+func TestReformAlone(t *testing.T) {
+	ms, _ := cluster(t, 2)
+	ids := applySome(t, ms, 10)
+	var dead, alive *member = ms[0], ms[1]
+	if alive.n.IsLeader() {
+		dead, alive = alive, dead
+	}
+	dead.close()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	// Two voters, one gone: no quorum until the survivor reforms.
+	if err := alive.n.Reform(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ids = append(ids, applySome(t, []*member{alive}, 30)...)
+	if p := pending(t, alive); p != len(ids) {
+		t.Fatalf("survivor holds %d, want %d", p, len(ids))
+	}
+	// The peer returns and is added back; it catches up.
+	dead.open(t, nil)
+	if err := alive.n.AddVoter(ctx, dead.id, dead.addr); err != nil {
+		t.Fatal(err)
+	}
+	hasAll(t, dead, ids)
+	mem, err := alive.n.Members()
+	if err != nil || len(mem) != 2 {
+		t.Fatalf("members = %+v, %v", mem, err)
+	}
+	ids = append(ids, applySome(t, ms, 5)...)
+	hasAll(t, dead, ids)
+}

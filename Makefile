@@ -11,11 +11,16 @@ export CGO_ENABLED := 1
 all: build
 
 # deps installs what a fresh Debian machine lacks: libzmq (with pkg-config)
-# through apt-get, then the Go modules.
+# through apt-get, nftables and iproute2 for the failover tests (as root),
+# then the Go modules.
 deps:
 	@if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libzmq; then \
 		echo "make: installing libzmq3-dev and pkg-config with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libzmq3-dev pkg-config >/dev/null; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && { ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; }; then \
+		echo "make: installing nftables and iproute2 (network-namespace failover tests) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 >/dev/null || echo "make: could not install nftables; partition tests will skip"; \
 	fi
 	@$(GO) mod download
 

@@ -103,3 +103,23 @@ type Source interface {
 	// it changes (0 when the last one goes).
 	Workers(service string, n int)
 }
+
+// Gate decides whether this broker serves. In a replicated deployment only
+// the active node (Binary Star active, raft leader) does; the others refuse
+// client work and send workers away, so that both move on to the active
+// one by themselves. Methods are called on the broker's loop and must not
+// block.
+type Gate interface {
+	// Admit is called for each client request and reports whether to
+	// serve it. It may change the node's role: in Binary Star a client
+	// request is the backup's vote to take over. A gate may admit some
+	// services (administration) on every node.
+	Admit(service string) bool
+	// Active reports whether the node serves now, with no side effect.
+	// While it is false, registered workers are sent DISCONNECT and
+	// READY is answered with DISCONNECT.
+	Active() bool
+	// Refusal is the answer to a request Admit refused; nil drops it
+	// (7/MDP has no error reply: the client's timeout sees it).
+	Refusal(service string) [][]byte
+}

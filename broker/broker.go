@@ -26,6 +26,7 @@ type Broker struct {
 	// Set before Run; read by Run.
 	handlers []prefixHandler
 	source   Source
+	gate     Gate
 	setupErr error
 
 	// Commands from other goroutines to the loop: a bounded channel, an
@@ -116,6 +117,17 @@ func (b *Broker) SetSource(s Source) {
 		return
 	}
 	b.source = s
+}
+
+// SetGate makes the broker serve only while g says so (replicated
+// deployments). Call it before Run. Without a Gate the broker always
+// serves.
+func (b *Broker) SetGate(g Gate) {
+	if b.started.Load() {
+		b.log.Error("SetGate called after Run: ignored")
+		return
+	}
+	b.gate = g
 }
 
 // Ready is closed once Run has bound its endpoints.

@@ -125,6 +125,12 @@ func nonEmpty(body [][]byte) [][]byte {
 // tick runs the timers: worker expiry, heartbeats, plain request expiry.
 // The loop calls it a few times per heartbeat interval.
 func (s *state) tick(now time.Time) {
+	if s.gate != nil && !s.gate.Active() {
+		// Not the active node: send every worker to the one that is.
+		for _, w := range s.workers {
+			s.removeWorker(w, "broker not active", true)
+		}
+	}
 	expiry := s.cfg.HeartbeatInterval * time.Duration(s.cfg.HeartbeatLiveness)
 	for _, w := range s.workers {
 		silent := now.Sub(w.lastRecv)

@@ -83,6 +83,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	defer stopRing()
 
 	s := newState(b.cfg, b.log, routerSender(router), b.source, b.handlers)
+	s.gate = b.gate
 	close(b.ready)
 	b.log.Info("broker ready", "endpoints", b.Endpoints())
 	err = b.loop(ctx, router, pull, s)

@@ -45,6 +45,7 @@ type state struct {
 	send     sendFunc
 	source   Source          // nil: plain Majordomo only
 	handlers []prefixHandler // longest prefix first
+	gate     Gate            // nil: always serve
 
 	services  map[string]*service
 	workers   map[string]*worker // registered workers by ROUTER identity
@@ -146,6 +147,13 @@ func (s *state) handlerFor(service string) Handler {
 
 func (s *state) clientRequest(now time.Time, id string, m mdp.Message) {
 	s.c.Requests++
+	if s.gate != nil && !s.gate.Admit(m.Service) {
+		s.c.NotActive++
+		if body := s.gate.Refusal(m.Service); body != nil {
+			s.sendClient(id, m.Service, body)
+		}
+		return
+	}
 	if strings.HasPrefix(m.Service, mmiPrefix) {
 		s.c.MMIRequests++
 		code := "501"
@@ -213,6 +221,11 @@ func (s *state) workerMessage(now time.Time, id string, m mdp.Message) {
 }
 
 func (s *state) register(now time.Time, id, name string) {
+	if s.gate != nil && !s.gate.Active() {
+		s.c.NotActive++
+		s.disconnect(id)
+		return
+	}
 	if strings.HasPrefix(name, mmiPrefix) || s.handlerFor(name) != nil {
 		s.log.Warn("READY for a reserved service: disconnecting worker", "worker", routeString(id), "service", name)
 		s.disconnect(id)

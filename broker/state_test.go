@@ -594,3 +594,53 @@ func TestStateUnroutable(t *testing.T) {
 		t.Fatalf("workers %d, want 1 (W3)", f.s.snapshot().Workers)
 	}
 }
+
+// fakeGate is a Gate switched by the test; admits counts Admit calls (the
+// Binary Star client votes).
+type fakeGate struct {
+	active bool
+	admits int
+}
+
+func (g *fakeGate) Admit(string) bool { g.admits++; return g.active }
+func (g *fakeGate) Active() bool      { return g.active }
+func (g *fakeGate) Refusal(service string) [][]byte {
+	if strings.HasPrefix(service, "titanic.") {
+		return frames("500", "not active")
+	}
+	return nil
+}
+
+func TestStateGate(t *testing.T) {
+	f := newFixture(t, true)
+	g := &fakeGate{}
+	f.s.gate = g
+	dis := mdp.WorkerCommand(mdp.Disconnect)
+	f.run(t, []step{
+		// Passive: TSP gets the refusal, plain MDP and MMI are dropped,
+		// a worker is sent away.
+		{from: "C1", msg: request("titanic.reply", "x"), want: []sent{out("C1", toClient("titanic.reply", "500", "not active"))}},
+		{from: "C1", msg: request("echo", "x")},
+		{from: "C1", msg: request("mmi.service", "echo")},
+		{from: "W1", msg: ready("echo"), want: []sent{out("W1", dis)}},
+	})
+	if g.admits != 3 {
+		t.Fatalf("Admit called %d times, want once per client request (3)", g.admits)
+	}
+	// Active: served as usual.
+	g.active = true
+	f.src.add("echo", "T1", "a")
+	f.run(t, []step{
+		{from: "W1", msg: ready("echo"), want: []sent{out("W1", toWorker("T1", "a"))}},
+		{from: "C1", msg: request("titanic.reply", "x"), want: []sent{out("C1", toClient("titanic.reply", "handled", "x"))}},
+	})
+	// Demoted: the next tick sends the worker away; its lease fails.
+	g.active = false
+	f.run(t, []step{{at: 10 * time.Millisecond, want: []sent{out("W1", dis)}}})
+	if len(f.src.failed) != 1 || !strings.Contains(f.src.failed[0], "not active") {
+		t.Fatalf("failed = %q", f.src.failed)
+	}
+	if st := f.s.snapshot(); st.Workers != 0 || st.NotActive != 4 {
+		t.Fatalf("snapshot = %+v", st)
+	}
+}

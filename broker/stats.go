@@ -84,6 +84,9 @@ type Counters struct {
 	HandlerReplies  uint64
 	// MMIRequests counts mmi.* requests answered.
 	MMIRequests uint64
+	// NotActive counts client requests refused and worker READYs sent
+	// away because the Gate said this node is not active.
+	NotActive uint64
 	// StaleReplies counts REPLY and FAIL commands dropped because the
 	// worker held no work with that client address or token.
 	StaleReplies uint64

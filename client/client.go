@@ -66,6 +66,7 @@ type Stats struct {
 	Retries   uint64 // tries that timed out and were sent again
 	Failovers uint64 // moves to another broker
 	Stale     uint64 // answers dropped as not matching the request
+	Refusals  uint64 // answers "not active" from a passive or follower broker
 }
 
 // Client talks to titanic brokers. It is safe for concurrent use.
@@ -77,7 +78,7 @@ type Client struct {
 	done  chan struct{}
 	once  sync.Once
 
-	calls_, retries, failovers, stale atomic.Uint64
+	calls_, retries, failovers, stale, refusals atomic.Uint64
 }
 
 type call struct {
@@ -132,7 +133,7 @@ func (c *Client) Close() error {
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
-	return Stats{Calls: c.calls_.Load(), Retries: c.retries.Load(), Failovers: c.failovers.Load(), Stale: c.stale.Load()}
+	return Stats{Calls: c.calls_.Load(), Retries: c.retries.Load(), Failovers: c.failovers.Load(), Stale: c.stale.Load(), Refusals: c.refusals.Load()}
 }
 
 // do sends one request for service and returns the reply body.
@@ -221,8 +222,12 @@ const pollSlice = 50 * time.Millisecond
 // serve runs the Lazy Pirate loop for one call.
 func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 	tries := c.cfg.Retries * len(c.cfg.Brokers)
+	// Refusals by brokers that are not active cost no try, but they are
+	// bounded by the time the tries would take.
+	budget := time.Now().Add(time.Duration(tries) * c.cfg.Timeout)
+	backoff := 10 * time.Millisecond
 	msg := mdp.ClientRequest(cl.service, cl.body...)
-	for try := 1; try <= tries; try++ {
+	for try := 1; ; {
 		if cn.sock == nil {
 			if err := cn.connect(c.cfg.Brokers[cn.broker]); err != nil {
 				return nil, err
@@ -238,29 +243,61 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 		} else {
 			err = fmt.Errorf("%w: send: %w", errTimeout, err)
 		}
-		if err == nil {
+		if err == nil && !notActive(frames) {
 			c.calls_.Add(1)
 			return frames, nil
 		}
 		// Whatever happened, the socket may hold a late answer: drop it
 		// so it cannot be taken for the answer to the next call.
 		cn.drop()
+		if err == nil {
+			// A passive or follower broker: the active one is elsewhere
+			// (or being elected). Move on after a short pause.
+			c.refusals.Add(1)
+			if time.Now().After(budget) {
+				return nil, fmt.Errorf("%w: %s: no active broker among %d within %s", ErrUnavailable, cl.service, len(c.cfg.Brokers), time.Duration(tries)*c.cfg.Timeout)
+			}
+			c.next(cn, cl, "broker not active")
+			t := time.NewTimer(backoff)
+			select {
+			case <-cl.ctx.Done():
+				t.Stop()
+				return nil, cl.ctx.Err()
+			case <-c.quit:
+				t.Stop()
+				return nil, ErrClosed
+			case <-t.C:
+			}
+			backoff = min(2*backoff, c.cfg.Timeout/2)
+			continue
+		}
 		if !errors.Is(err, errTimeout) {
 			return nil, err
 		}
 		if try == tries {
-			break
+			return nil, fmt.Errorf("%w: %s after %d tries of %s", ErrUnavailable, cl.service, tries, c.cfg.Timeout)
 		}
+		try++
 		c.retries.Add(1)
-		if len(c.cfg.Brokers) > 1 {
-			cn.broker = (cn.broker + 1) % len(c.cfg.Brokers)
-			c.failovers.Add(1)
-			c.log.Warn("no answer, failing over", "service", cl.service, "broker", c.cfg.Brokers[cn.broker], "try", try+1)
-		} else {
-			c.log.Debug("no answer, retrying", "service", cl.service, "try", try+1)
-		}
+		c.next(cn, cl, "no answer")
 	}
-	return nil, fmt.Errorf("%w: %s after %d tries of %s", ErrUnavailable, cl.service, tries, c.cfg.Timeout)
+}
+
+// next moves to the next broker of the list (the same one if it is alone).
+func (c *Client) next(cn *conn, cl *call, why string) {
+	if len(c.cfg.Brokers) == 1 {
+		c.log.Debug(why+", retrying", "service", cl.service)
+		return
+	}
+	cn.broker = (cn.broker + 1) % len(c.cfg.Brokers)
+	c.failovers.Add(1)
+	c.log.Info(why+", failing over", "service", cl.service, "broker", c.cfg.Brokers[cn.broker])
+}
+
+// notActive reports a refusal by a broker that is not the active one
+// (titanic.Refusal: 500 + "not active").
+func notActive(frames [][]byte) bool {
+	return len(frames) == 2 && string(frames[0]) == "500" && string(frames[1]) == "not active"
 }
 
 var errTimeout = errors.New("timeout")

@@ -332,3 +332,27 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("defaults = %+v", c.cfg)
 	}
 }
+
+// A broker that is not active answers "500 not active": the client moves
+// to the next broker at once, without spending a try.
+func TestNotActiveMovesOn(t *testing.T) {
+	passive := newFake(t, func(string, [][]byte, int) [][]byte { return frames("500", "not active") })
+	active := newFake(t, func(string, [][]byte, int) [][]byte { return frames("200", ticket, "new") })
+	c := newClient(t, 5*time.Second, 1, passive.endpoint, active.endpoint)
+	start := time.Now()
+	got, err := c.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{})
+	if err != nil || got != ticket {
+		t.Fatalf("Submit = %q, %v", got, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("failover on refusal took %s: it waited for a timeout", d)
+	}
+	if s := c.Stats(); s.Refusals != 1 || s.Retries != 0 {
+		t.Fatalf("stats = %+v", s)
+	}
+	// Only passive brokers: ErrUnavailable once the budget is spent.
+	c2 := newClient(t, 50*time.Millisecond, 2, passive.endpoint)
+	if _, err := c2.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("all passive: %v", err)
+	}
+}

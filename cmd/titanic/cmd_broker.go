@@ -11,7 +11,9 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/ha"
 )
 
 func runBroker(e env) error {
@@ -27,11 +29,17 @@ func runBroker(e env) error {
 	noWorker := fs.Duration("no-worker-timeout", td.NoWorkerTimeout, "how long a ticket waits for its service to have a worker")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
+	var rf raftFlags
+	rf.add(fs)
+	rf.pair.listen, rf.pair.bindFlag, rf.pair.advFlag = listen, &rf.bind, &rf.advertise
 	if err := parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if err := rf.check(); err != nil {
+		return err
 	}
 	log, err := newLogger(e, *logLevel, *logFormat)
 	if err != nil {
@@ -41,11 +49,11 @@ func runBroker(e env) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	path := filepath.Join(*data, "titanic.db")
-	st, err := store.Open(path, store.Options{Logger: log})
+	bolt, err := store.Open(path, store.Options{Logger: log})
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", path, err)
 	}
-	defer st.Close()
+	defer bolt.Close()
 
 	bc := bd
 	bc.Endpoints = splitList(*listen)
@@ -56,24 +64,61 @@ func runBroker(e env) error {
 	if err != nil {
 		return err
 	}
+
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	var (
+		st    store.Store = bolt
+		roles []func(context.Context) error
+		node  *replica.Node
+	)
 	tc := td
 	tc.MaxAttempts, tc.NoWorkerTimeout, tc.Logger = *attempts, *noWorker, log
+	if rf.enabled() {
+		node, err = replica.Open(bolt, rf.replicaConfig(*data, log))
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		st = node
+	}
 	svc := titanic.New(st, b, tc)
-	if err := svc.Recover(e.ctx); err != nil {
-		return err
+	if node == nil {
+		if err := svc.Recover(e.ctx); err != nil {
+			return err
+		}
+	} else {
+		admin := ha.NewAdmin(node, b, log)
+		admin.Endpoint = bc.Endpoints[0]
+		b.Handle(ha.AdminPrefix, admin)
+		gate, run, err := rf.role(node, svc, log)
+		if err != nil {
+			return err
+		}
+		b.SetGate(gate)
+		roles = append(roles, run)
 	}
 	b.Handle(titanic.Prefix, svc)
 	b.SetSource(svc)
 
-	ctx, cancel := context.WithCancel(e.ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
+	roleErr := make(chan error, len(roles))
+	for _, run := range roles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil {
+				roleErr <- err
+				cancel()
+			}
+		}()
+	}
 	go func() {
 		select {
 		case <-b.Ready():
-			log.Info("broker ready", "endpoints", b.Endpoints(), "data", path)
+			log.Info("broker ready", "endpoints", b.Endpoints(), "data", path, "mode", rf.mode())
 		case <-ctx.Done():
 		}
 	}()
@@ -81,6 +126,11 @@ func runBroker(e env) error {
 	// The broker is gone: stop the service, which commits what it holds.
 	cancel()
 	wg.Wait()
+	select {
+	case rerr := <-roleErr:
+		return rerr
+	default:
+	}
 	if err != nil {
 		return err
 	}

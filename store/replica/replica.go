@@ -583,3 +583,26 @@ func (n *Node) Close() error {
 	})
 	return err
 }
+
+// TransferLeadership hands leadership to the voter id (leader only): a
+// Binary Star passive node that holds it gives it to the active one.
+func (n *Node) TransferLeadership(id, addr string) error {
+	if err := n.raft().LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error(); err != nil {
+		return fmt.Errorf("transfer leadership to %s: %w", id, err)
+	}
+	return nil
+}
+
+// HasVoter reports whether id is a voter of the current configuration.
+func (n *Node) HasVoter(id string) bool {
+	ms, err := n.Members()
+	if err != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.ID == id && m.Voter {
+			return true
+		}
+	}
+	return false
+}

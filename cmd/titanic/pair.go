@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/titanicmq/titanic/binarystar"
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store/replica"
+	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/ha"
+)
+
+// Default ports of pair mode, beside the client port (5555).
+const (
+	defaultStatePort = "5556"
+	defaultRaftPort  = "7000"
+)
+
+// pairFlags are the flags of pair mode (--pair primary|backup).
+type pairFlags struct {
+	role          string
+	peer          string // peer host
+	peerState     string // peer Binary Star PUB endpoint
+	peerRaft      string // peer raft address
+	stateListen   string
+	heartbeat     time.Duration
+	raftBind      string
+	raftAdvertise string
+	listen        *string // the broker's --listen, for default hosts
+	bindFlag      *string // the shared --raft-bind
+	advFlag       *string // the shared --raft-advertise
+}
+
+func (f *pairFlags) add(fs *flag.FlagSet) {
+	fs.StringVar(&f.role, "pair", "", "pair mode: primary or backup of a Binary Star pair (two hosts)")
+	fs.StringVar(&f.peer, "peer", "", "pair mode: the other host (its Binary Star state on port "+defaultStatePort+", raft on "+defaultRaftPort+")")
+	fs.StringVar(&f.peerState, "peer-state", "", "pair mode: the peer's state endpoint (default tcp://PEER:"+defaultStatePort+")")
+	fs.StringVar(&f.peerRaft, "peer-raft", "", "pair mode: the peer's raft address (default PEER:"+defaultRaftPort+")")
+	fs.StringVar(&f.stateListen, "state-listen", "", "pair mode: this node's state endpoint (default the --listen host, port "+defaultStatePort+")")
+	fs.DurationVar(&f.heartbeat, "pair-heartbeat", 500*time.Millisecond, "pair mode: Binary Star heartbeat; the peer is lost after 2 missed")
+}
+
+func (f *pairFlags) check() error {
+	if f.role != "primary" && f.role != "backup" {
+		return usagef("--pair %q: want primary or backup", f.role)
+	}
+	if f.peer == "" && (f.peerState == "" || f.peerRaft == "") {
+		return usagef("--pair needs --peer HOST (or --peer-state and --peer-raft)")
+	}
+	return nil
+}
+
+func (f *pairFlags) peerRole() string {
+	if f.role == "primary" {
+		return "backup"
+	}
+	return "primary"
+}
+
+// fill derives the endpoints not given from --listen and --peer.
+func (f *pairFlags) fill(_ *slog.Logger) {
+	host := "127.0.0.1"
+	if f.listen != nil {
+		if u, err := url.Parse(strings.Split(*f.listen, ",")[0]); err == nil && u.Hostname() != "" && u.Hostname() != "*" {
+			host = u.Hostname()
+		}
+	}
+	if f.stateListen == "" {
+		f.stateListen = "tcp://" + net.JoinHostPort(host, defaultStatePort)
+	}
+	if f.bindFlag != nil && *f.bindFlag != "" {
+		f.raftBind = *f.bindFlag
+	}
+	if f.raftBind == "" {
+		f.raftBind = net.JoinHostPort(host, defaultRaftPort)
+	}
+	if f.advFlag != nil && *f.advFlag != "" {
+		f.raftAdvertise = *f.advFlag
+	}
+	if f.peerState == "" {
+		f.peerState = "tcp://" + net.JoinHostPort(f.peer, defaultStatePort)
+	}
+	if f.peerRaft == "" {
+		f.peerRaft = net.JoinHostPort(f.peer, defaultRaftPort)
+	}
+}
+
+func (f *pairFlags) peers() []replica.Peer {
+	self := f.raftAdvertise
+	if self == "" {
+		self = f.raftBind
+	}
+	return []replica.Peer{{ID: f.role, Addr: self}, {ID: f.peerRole(), Addr: f.peerRaft}}
+}
+
+func (f *pairFlags) role_(node *replica.Node, svc *titanic.Service, log *slog.Logger) (broker.Gate, func(context.Context) error, error) {
+	role := binarystar.Primary
+	if f.role == "backup" {
+		role = binarystar.Backup
+	}
+	p, err := ha.NewPair(node, svc, ha.PairConfig{
+		Star:     binarystar.Config{Role: role, Local: f.stateListen, Peer: f.peerState, Heartbeat: f.heartbeat},
+		PeerID:   f.peerRole(),
+		PeerAddr: f.peerRaft,
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, p.Run, nil
+}

@@ -1,0 +1,502 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/worker"
+)
+
+const (
+	// service is the worker service the benchmarks submit to.
+	service = "bench.echo"
+	// bodySize is the size of the one-frame request body.
+	bodySize = 100
+	// stampEnd: the echo workers write when they ran a job in bytes 1 to
+	// stampEnd-1 of the body (byte 0 marks the request).
+	stampEnd = 9
+
+	// fsyncsPerCommit: bbolt (v1.5) fdatasyncs twice per write transaction,
+	// once for the data pages and once for the meta page.
+	fsyncsPerCommit = 2
+)
+
+// Knobs for experiments, passed after -args (go test ./internal/bench/
+// -run '^$' -bench RoundTrip -args -bench.workers 64). make bench uses the
+// defaults.
+var (
+	// echoWorkers is the number of in-process echo workers of
+	// BenchmarkRoundTrip. Titanic releases a worker only once its reply is
+	// durable, so a worker holds each job for the commit in progress plus
+	// its own (1.5 to 2 commit cycles) on top of the network hops, and
+	// round trips/s is at most workers ÷ that time, whatever the CPU does.
+	// 16 is what a 2-core machine would run for an echo service; the
+	// bound shows in dispatch-ms (tickets waiting for a free worker) and
+	// by comparing with -bench.workers 64.
+	echoWorkers = flag.Int("bench.workers", 16, "echo workers of BenchmarkRoundTrip")
+	// pollInterval caps the interval between Reply lookups while a round
+	// trip waits (client backoff: 1ms, doubling up to this).
+	pollInterval = flag.Duration("bench.poll", 2*time.Millisecond, "Reply(Wait) poll interval cap of BenchmarkRoundTrip")
+	// orderedKeys makes submits carry time-ordered idempotency keys
+	// (UUIDv7) instead of the client's default random ones (UUIDv4), to
+	// measure what random keys cost the store (one random B+tree leaf
+	// dirtied per submit).
+	orderedKeys = flag.Bool("bench.ordered-keys", false, "submit with time-ordered (UUIDv7) idempotency keys")
+)
+
+// submitOptions are the options of every benchmark submit.
+func submitOptions() client.SubmitOptions {
+	if *orderedKeys {
+		return client.SubmitOptions{IdemKey: uuid.Must(uuid.NewV7()).String()}
+	}
+	return client.SubmitOptions{} // the client picks a random key
+}
+
+var clientCounts = []int{1, 8, 64}
+
+// quiet is the logger of every component: the benchmarks print metrics,
+// not logs.
+var quiet = slog.New(slog.DiscardHandler)
+
+// ---------------------------------------------------------------------------
+// Baseline: the raw fsync rate.
+
+var (
+	baselineOnce sync.Once
+	baselineRate float64
+	baselineErr  error
+)
+
+// rawFsyncRate returns the machine's raw write+fdatasync rate (fsyncs/s),
+// measured once per process, for about a second, on a file in the
+// directory the benchmarks' stores live in (os.TempDir, which b.TempDir
+// uses). Every x-fsync ratio of the run divides by it.
+func rawFsyncRate(tb testing.TB) float64 {
+	tb.Helper()
+	baselineOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "titanic-bench-fsync-")
+		if err != nil {
+			baselineErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		n, elapsed, err := fsyncLoop(filepath.Join(dir, "fsync"), 0, time.Second)
+		if err != nil {
+			baselineErr = err
+			return
+		}
+		baselineRate = float64(n) / elapsed.Seconds()
+		fmt.Fprintf(os.Stderr, "bench: raw fsync baseline %.0f fsyncs/s (%d write+fdatasync in %s); x-fsync divides by it\n",
+			baselineRate, n, elapsed.Round(time.Millisecond))
+	})
+	if baselineErr != nil {
+		tb.Fatalf("measure the raw fsync rate: %v", baselineErr)
+	}
+	return baselineRate
+}
+
+// fsyncLoop overwrites 64 bytes at the start of the file at path and
+// fdatasyncs it, count times, or (count 0) until d has passed.
+func fsyncLoop(path string, count int, d time.Duration) (int, time.Duration, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 64)
+	start := time.Now()
+	n := 0
+	for ; count == 0 && time.Since(start) < d || count > 0 && n < count; n++ {
+		buf[0] = byte(n)
+		if _, err := f.WriteAt(buf, 0); err != nil {
+			return n, 0, err
+		}
+		if err := datasync(f); err != nil {
+			return n, 0, err
+		}
+	}
+	return n, time.Since(start), nil
+}
+
+// BenchmarkFsyncBaseline is the raw write+fdatasync rate of a file in the
+// benchmarks' temporary directory: what one durable commit costs at best
+// (a bbolt commit takes two of them).
+func BenchmarkFsyncBaseline(b *testing.B) {
+	rawFsyncRate(b) // measured first, on a quiet machine
+	path := filepath.Join(b.TempDir(), "fsync")
+	b.ResetTimer()
+	n, elapsed, err := fsyncLoop(path, b.N, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "fsyncs/s")
+}
+
+// ---------------------------------------------------------------------------
+// An in-process broker.
+
+// node is a broker wired as `titanic broker` wires it, serving on a random
+// local port, with its store in a temporary directory and fsync on.
+type node struct {
+	st       *store.BoltStore
+	timed    *timedStore
+	svc      *titanic.Service
+	brk      *broker.Broker
+	endpoint string
+
+	cancel  context.CancelFunc
+	brkDone chan error
+	svcDone chan struct{}
+	stopped bool
+
+	cs          []*client.Client
+	stopWorkers context.CancelFunc
+	workers     sync.WaitGroup
+}
+
+func startNode(b *testing.B) *node {
+	b.Helper()
+	st, err := store.Open(filepath.Join(b.TempDir(), "titanic.db"), store.Options{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	bc := broker.DefaultConfig()
+	bc.Endpoints = []string{"tcp://127.0.0.1:*"}
+	bc.Logger = quiet
+	brk, err := broker.New(bc)
+	if err != nil {
+		_ = st.Close()
+		b.Fatal(err)
+	}
+	tc := titanic.DefaultConfig()
+	tc.Logger = quiet
+	timed := &timedStore{Store: st}
+	svc := titanic.New(timed, brk, tc)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := svc.Recover(ctx); err != nil {
+		cancel()
+		_ = st.Close()
+		b.Fatal(err)
+	}
+	brk.Handle(titanic.Prefix, svc)
+	brk.SetSource(svc)
+
+	n := &node{st: st, timed: timed, svc: svc, brk: brk, cancel: cancel,
+		brkDone: make(chan error, 1), svcDone: make(chan struct{})}
+	go func() { defer close(n.svcDone); _ = svc.Run(ctx) }()
+	go func() { n.brkDone <- brk.Run(ctx) }()
+	select {
+	case <-brk.Ready():
+	case err := <-n.brkDone:
+		cancel()
+		<-n.svcDone
+		_ = st.Close()
+		b.Fatalf("broker: %v", err)
+	}
+	eps := brk.Endpoints()
+	if len(eps) == 0 {
+		n.stop(b)
+		b.Fatal("broker bound no endpoint")
+	}
+	n.endpoint = eps[0]
+	b.Cleanup(func() { n.stop(b) })
+	return n
+}
+
+// stop closes the clients, stops the workers and waits for them, then
+// stops the broker, then the service (which commits what it holds), then
+// closes the store.
+func (n *node) stop(b *testing.B) {
+	if n.stopped {
+		return
+	}
+	n.stopped = true
+	for _, c := range n.cs {
+		_ = c.Close()
+	}
+	if n.stopWorkers != nil {
+		n.stopWorkers()
+		n.workers.Wait()
+	}
+	n.cancel()
+	if err := <-n.brkDone; err != nil {
+		b.Errorf("broker: %v", err)
+	}
+	<-n.svcDone
+	if err := n.st.Close(); err != nil {
+		b.Errorf("close store: %v", err)
+	}
+}
+
+// clients returns count clients of n, closed by n.stop.
+func (n *node) clients(b *testing.B, count int) []*client.Client {
+	b.Helper()
+	cs := make([]*client.Client, count)
+	for i := range cs {
+		c, err := client.New(client.Config{Brokers: []string{n.endpoint}, Timeout: 5 * time.Second, Retries: 3, Logger: quiet})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cs[i] = c
+		n.cs = append(n.cs, c)
+	}
+	return cs
+}
+
+// startWorkers starts count echo workers for service, stopped (and waited
+// for) by n.stop, and waits until the broker has them all.
+func (n *node) startWorkers(b *testing.B, count int) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopWorkers = cancel
+	echo := func(_ context.Context, req [][]byte) ([][]byte, error) {
+		// The echo, stamped with when the worker ran it.
+		if len(req) == 1 && len(req[0]) >= stampEnd {
+			binary.LittleEndian.PutUint64(req[0][1:stampEnd], uint64(time.Now().UnixNano()))
+		}
+		return req, nil
+	}
+	for range count {
+		w, err := worker.New(worker.Config{Brokers: []string{n.endpoint}, Service: service,
+			HeartbeatInterval: broker.DefaultConfig().HeartbeatInterval, Logger: quiet}, echo)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n.workers.Go(func() {
+			if err := w.Run(ctx); err != nil && ctx.Err() == nil {
+				b.Errorf("worker: %v", err)
+			}
+		})
+	}
+	// Wait until the broker knows all of them.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := n.brk.Stats(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ss, _ := st.Service(service); ss.Workers >= count {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d workers registered", st.Workers, count)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// timedStore is the broker's store, with the time spent in Apply counted:
+// titanic applies its batches one at a time from one committer goroutine,
+// so Apply time over wall time is how busy the committer is (the
+// commit-busy metric). Near 1, the commit path bounds throughput; well
+// below 1, something else does.
+type timedStore struct {
+	store.Store
+	applyNanos atomic.Int64
+}
+
+func (s *timedStore) Apply(ctx context.Context, ops []store.Op) ([]store.Result, error) {
+	t := time.Now()
+	res, err := s.Store.Apply(ctx, ops)
+	s.applyNanos.Add(int64(time.Since(t)))
+	return res, err
+}
+
+// counts are the service and store counters a benchmark reports deltas of.
+type counts struct {
+	commits, lookups uint64
+	apply            time.Duration
+}
+
+func (n *node) counts(b *testing.B) counts {
+	st, err := n.st.Stats(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return counts{commits: st.Commits, lookups: n.svc.Stats().Lookups, apply: time.Duration(n.timed.applyNanos.Load())}
+}
+
+// ---------------------------------------------------------------------------
+// The load generator.
+
+// drive runs b.N calls of op spread over the clients, one goroutine per
+// client, each taking the next call from a shared counter, and returns the
+// latency of every call and the wall time of the whole run. The timer runs
+// only around the calls.
+func drive(b *testing.B, cs []*client.Client, op func(context.Context, *client.Client) error) ([]time.Duration, time.Duration) {
+	ctx := context.Background()
+	var (
+		next   atomic.Int64
+		failed atomic.Bool
+		wg     sync.WaitGroup
+		lats   = make([][]time.Duration, len(cs))
+	)
+	b.ResetTimer()
+	start := time.Now()
+	for i, c := range cs {
+		wg.Go(func() {
+			lat := make([]time.Duration, 0, b.N/len(cs)+1)
+			for next.Add(1) <= int64(b.N) && !failed.Load() {
+				t := time.Now()
+				if err := op(ctx, c); err != nil {
+					failed.Store(true)
+					b.Error(err)
+					return
+				}
+				lat = append(lat, time.Since(t))
+			}
+			lats[i] = lat
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	return slices.Concat(lats...), elapsed
+}
+
+// percentile returns the p-th percentile (0 < p ≤ 1) of sorted, in ms.
+func percentile(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p+0.5) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return float64(sorted[i]) / float64(time.Millisecond)
+}
+
+// report reports the rate of ops (unit "<what>s/s"), their latency
+// percentiles, commits and fsyncs per op, x-fsync (the rate over the raw
+// fsync rate of this run) and commit-busy (see timedStore).
+func report(b *testing.B, what string, lats []time.Duration, elapsed time.Duration, before, after counts) {
+	if len(lats) == 0 {
+		return
+	}
+	slices.Sort(lats)
+	ops := float64(len(lats))
+	rate := ops / elapsed.Seconds()
+	commits := float64(after.commits-before.commits) / ops
+	b.ReportMetric(rate, what+"s/s")
+	b.ReportMetric(percentile(lats, 0.50), "p50-ms")
+	b.ReportMetric(percentile(lats, 0.99), "p99-ms")
+	b.ReportMetric(commits, "commits/"+what)
+	b.ReportMetric(commits*fsyncsPerCommit, "fsyncs/"+what)
+	b.ReportMetric(rate/rawFsyncRate(b), "x-fsync")
+	b.ReportMetric(float64(after.apply-before.apply)/float64(elapsed), "commit-busy")
+}
+
+func body() [][]byte { return [][]byte{make([]byte, bodySize)} }
+
+// ---------------------------------------------------------------------------
+// Benchmarks.
+
+// BenchmarkSubmit measures durable submits: titanic.submit of a 100-byte
+// body, answered once the ticket is committed (fsync), from 1, 8 and 64
+// concurrent clients. No worker serves the service, so the broker does
+// nothing but store tickets. One broker per client count, reused by every
+// round of the sub-benchmark.
+func BenchmarkSubmit(b *testing.B) {
+	rawFsyncRate(b)
+	for _, nc := range clientCounts {
+		n := startNode(b)
+		cs := n.clients(b, nc)
+		submit := func(ctx context.Context, c *client.Client) error {
+			_, err := c.Submit(ctx, service, body(), submitOptions())
+			return err
+		}
+		// Connect every client before the timer starts.
+		for _, c := range cs {
+			if err := submit(context.Background(), c); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(fmt.Sprintf("clients=%d", nc), func(b *testing.B) {
+			before := n.counts(b)
+			lats, elapsed := drive(b, cs, submit)
+			report(b, "submit", lats, elapsed, before, n.counts(b))
+		})
+		n.stop(b)
+	}
+}
+
+// BenchmarkRoundTrip measures full round trips: Submit, an in-process echo
+// worker answers, and Reply with Wait fetches the answer (polling with the
+// client's backoff, 1ms doubling up to -bench.poll), from 1, 8 and 64
+// concurrent clients, with -bench.workers echo workers. The latency is that
+// of the whole round trip. Its mean is split in three phases, from the
+// stamp the worker puts in its echo: submit-ms (Submit until its answer),
+// dispatch-ms (answer until a worker runs the job) and reply-ms (worker
+// run until Reply has the answer: the reply's commit, the worker's
+// release, the polling). lookups/roundtrip counts the titanic.reply calls
+// each round trip took.
+func BenchmarkRoundTrip(b *testing.B) {
+	rawFsyncRate(b)
+	for _, nc := range clientCounts {
+		n := startNode(b)
+		n.startWorkers(b, *echoWorkers)
+		cs := n.clients(b, nc)
+		payload := body()
+		payload[0][0] = 'x'
+		// Total time of each phase, over all round trips.
+		var submitNanos, dispatchNanos, replyNanos atomic.Int64
+		roundTrip := func(ctx context.Context, c *client.Client) error {
+			start := time.Now()
+			ticket, err := c.Submit(ctx, service, payload, submitOptions())
+			if err != nil {
+				return err
+			}
+			acked := time.Now()
+			rep, err := c.Reply(ctx, ticket, client.ReplyOptions{Wait: true, PollInterval: *pollInterval})
+			if err != nil {
+				return fmt.Errorf("reply %s: %w", ticket, err)
+			}
+			fetched := time.Now()
+			if len(rep) != 1 || len(rep[0]) != bodySize || rep[0][0] != 'x' {
+				return fmt.Errorf("reply %s: not the echo of the request: %q", ticket, rep)
+			}
+			ran := time.Unix(0, int64(binary.LittleEndian.Uint64(rep[0][1:stampEnd])))
+			submitNanos.Add(int64(acked.Sub(start)))
+			dispatchNanos.Add(int64(ran.Sub(acked)))
+			replyNanos.Add(int64(fetched.Sub(ran)))
+			return nil
+		}
+		for _, c := range cs {
+			if err := roundTrip(context.Background(), c); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(fmt.Sprintf("clients=%d", nc), func(b *testing.B) {
+			before := n.counts(b)
+			submitNanos.Store(0)
+			dispatchNanos.Store(0)
+			replyNanos.Store(0)
+			lats, elapsed := drive(b, cs, roundTrip)
+			after := n.counts(b)
+			report(b, "roundtrip", lats, elapsed, before, after)
+			if ops := float64(len(lats)); ops > 0 {
+				ms := func(nanos int64) float64 { return float64(nanos) / ops / float64(time.Millisecond) }
+				b.ReportMetric(float64(after.lookups-before.lookups)/ops, "lookups/roundtrip")
+				b.ReportMetric(ms(submitNanos.Load()), "submit-ms")
+				b.ReportMetric(ms(dispatchNanos.Load()), "dispatch-ms")
+				b.ReportMetric(ms(replyNanos.Load()), "reply-ms")
+			}
+		})
+		// Stop this node (clients, workers, broker) now rather than in
+		// b's cleanups, so the next client count runs on a quiet machine.
+		n.stop(b)
+	}
+}

@@ -1,0 +1,49 @@
+// Package bench holds titanic's end-to-end benchmarks. It has no code of
+// its own: everything is in its _test.go files.
+//
+// The benchmarks run a whole broker in the test process, as
+// `titanic broker` wires it (store.Open, broker.New, titanic.New, Recover,
+// Handle, SetSource, Run), bound to tcp://127.0.0.1:* with its store in a
+// temporary directory and real fsyncs (store.Options.NoSync is off). Clients
+// are client.Client values, one per concurrent caller (a Client has one
+// request in flight), and workers are worker.Worker values that echo their
+// request.
+//
+//   - BenchmarkFsyncBaseline: the raw write+fdatasync rate of a file in the
+//     temporary directory, the machine's baseline (fsyncs/s).
+//   - BenchmarkSubmit/clients=N: durable submits (titanic.submit, answered
+//     once the ticket is on disk) from N concurrent clients, with no worker
+//     for the service: submits/s, p50 and p99 submit latency, commits and
+//     fsyncs per submit (store commit counter; bbolt fdatasyncs twice per
+//     commit), x-fsync (submits/s divided by the raw fsync rate measured in
+//     the same run) and commit-busy (the share of the run the committer
+//     spent in store.Apply: near 1, commits bound the throughput).
+//   - BenchmarkRoundTrip/clients=N: full round trips (Submit, echo worker,
+//     Reply with Wait) from N concurrent clients and 16 echo workers:
+//     roundtrips/s, p50 and p99 round-trip latency, commits and fsyncs per
+//     round trip, x-fsync, commit-busy, lookups (titanic.reply calls) per
+//     round trip, and the mean round trip split into submit-ms,
+//     dispatch-ms (until a worker runs the job) and reply-ms (until Reply
+//     has the answer).
+//
+// The clients, workers and broker share the machine, as they would on a
+// single-node deployment with local load: a 2-core machine measures all of
+// them together.
+//
+// Numbers are meant to be read as ratios against the raw fsync rate of the
+// same run, which is what bounds a durable queue on a given disk. Run them
+// with
+//
+//	make bench
+//
+// or directly:
+//
+//	go test -run '^$' -bench . -benchtime 2s -count 1 ./internal/bench/
+//
+// Add -cpuprofile cpu.out and read it with `go tool pprof -top cpu.out` to
+// see what bounds a run (libzmq's I/O threads are C threads the Go profiler
+// does not sample; perf record -g sees them). Knobs for experiments go
+// after -args: -bench.workers N (echo workers, default 16), -bench.poll D
+// (the Reply poll interval cap, default 2ms) and -bench.ordered-keys
+// (time-ordered idempotency keys instead of the client's random ones).
+package bench

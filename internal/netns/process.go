@@ -1,0 +1,207 @@
+package netns
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/internal/harness"
+)
+
+// Process is a titanic process running on a host. It is harness.Process's
+// counterpart: `ip netns exec NS BIN args...` execs the binary in place,
+// so PID is the titanic process itself.
+type Process struct {
+	Name string
+	Host *Host
+	Log  string // path of its captured stdout and stderr
+
+	readyLine string
+	args      []string
+	cmd       *exec.Cmd
+	ready     chan struct{}
+	exit      chan struct{}
+	err       error
+}
+
+// Start runs the titanic binary (harness.Binary) with args in the host's
+// namespace. When readyLine is not empty, Start waits (up to 20 s) until
+// the process writes a line containing it. The process is killed when the
+// test ends, and when the Net is cleaned up.
+func (h *Host) Start(tb testing.TB, name, readyLine string, args ...string) *Process {
+	tb.Helper()
+	bin, err := filepath.Abs(harness.Binary(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	logPath := filepath.Join(tb.TempDir(), name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := &Process{
+		Name: name, Host: h, Log: logPath,
+		readyLine: readyLine, args: args,
+		ready: make(chan struct{}), exit: make(chan struct{}),
+	}
+	lw := &lineWriter{f: logf, match: readyLine, onMatch: func() { close(p.ready) }}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", h.NS, bin}, args...)...)
+	cmd.Stdout, cmd.Stderr = lw, lw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 2 * time.Second // a child keeping the output open
+	p.cmd = cmd
+	if !h.net.track(p) {
+		logf.Close()
+		tb.Fatalf("netns: start %s: the Net is already cleaned up", name)
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		close(p.exit)
+		tb.Fatalf("netns: start %s on %s: %v", name, h.Name, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		lw.flush()
+		logf.Close()
+		close(p.exit)
+	}()
+	tb.Cleanup(p.Kill)
+	if readyLine != "" {
+		select {
+		case <-p.ready:
+		case <-p.exit:
+			tb.Fatalf("%s exited before it was ready: %v\n%s", name, p.err, p.Tail())
+		case <-time.After(20 * time.Second):
+			tb.Fatalf("%s not ready within 20s\n%s", name, p.Tail())
+		}
+	}
+	return p
+}
+
+// Broker starts a broker listening on Endpoint(5555) with its data in dir
+// and waits until it has bound its socket.
+func (h *Host) Broker(tb testing.TB, name, dir string, extra ...string) *Process {
+	tb.Helper()
+	args := append([]string{"broker", "--listen", h.Endpoint(5555), "--data", dir}, extra...)
+	return h.Start(tb, name, "broker ready", args...)
+}
+
+// Restart kills the process if it still runs and starts it again on the
+// same host with the same arguments, waiting for the same ready line.
+func (p *Process) Restart(tb testing.TB) *Process {
+	tb.Helper()
+	p.Kill()
+	return p.Host.Start(tb, p.Name, p.readyLine, p.args...)
+}
+
+// PID is the process ID (of titanic itself, not of ip).
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the process: SIGSTOP freezes it (its sockets stay
+// open and silent), SIGCONT resumes it.
+func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Kill sends SIGKILL to the process and its process group and waits for it
+// to exit. It does nothing when the process has exited.
+func (p *Process) Kill() {
+	select {
+	case <-p.exit:
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	_ = p.cmd.Process.Kill()
+	<-p.exit
+}
+
+// Stop sends SIGTERM and waits up to d for a clean exit, then kills.
+func (p *Process) Stop(d time.Duration) error {
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exit:
+		return p.err
+	case <-time.After(d):
+		p.Kill()
+		return fmt.Errorf("%s did not stop within %s after SIGTERM", p.Name, d)
+	}
+}
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.exit:
+		return true
+	default:
+		return false
+	}
+}
+
+// Wait waits for the process to exit and returns what exec.Cmd.Wait did.
+func (p *Process) Wait() error {
+	<-p.exit
+	return p.err
+}
+
+// Tail returns the last 30 lines of the process's output, for failure
+// messages.
+func (p *Process) Tail() string {
+	b, _ := os.ReadFile(p.Log)
+	return tail(b, 30)
+}
+
+// lineWriter copies a process's output to its log and calls onMatch once
+// at the first line containing match. exec.Cmd calls Write from one
+// goroutine at a time (Stdout and Stderr are the same writer).
+type lineWriter struct {
+	f       *os.File
+	match   string
+	onMatch func()
+	mu      sync.Mutex
+	partial []byte
+	matched bool
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, _ = w.f.Write(b)
+	if w.matched || w.match == "" {
+		return len(b), nil
+	}
+	w.partial = append(w.partial, b...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(w.partial[:i])
+		w.partial = w.partial[i+1:]
+		if strings.Contains(line, w.match) {
+			w.matched = true
+			w.partial = nil
+			w.onMatch()
+			break
+		}
+	}
+	if len(w.partial) > 1<<20 { // a line that long is no ready line
+		w.partial = w.partial[len(w.partial)-len(w.match):]
+	}
+	return len(b), nil
+}
+
+// flush checks an unterminated last line.
+func (w *lineWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.matched && w.match != "" && strings.Contains(string(w.partial), w.match) {
+		w.matched = true
+		w.onMatch()
+	}
+}

@@ -1,0 +1,81 @@
+package titanic
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// barrier is implemented by replicated stores (store/replica): it returns
+// once every committed entry is applied to the local store.
+type barrier interface {
+	Barrier(ctx context.Context) error
+}
+
+// Deactivate drops the dispatcher's state: this node is no longer the one
+// that serves (it lost raft leadership or Binary Star made it passive).
+// What workers held is redelivered by the node that takes over; commits
+// still in flight fail there and their clients retry.
+func (s *Service) Deactivate() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.resetLocked()
+	s.log.Info("dispatcher deactivated")
+}
+
+func (s *Service) resetLocked() {
+	s.queues = make(map[string]*fifo)
+	s.entries = make(map[store.ID]*entry)
+	s.gone = make(map[string]int)
+	s.cached = 0
+	now := s.cfg.Now()
+	for svc := range s.idleSince {
+		s.idleSince[svc] = now
+	}
+}
+
+// Activate makes this node the one that dispatches: it waits until the
+// replicated log is applied locally (when the store is replicated), then
+// rebuilds the queues from the store. Tickets that were dispatched on the
+// previous active node are queued again, so they are redelivered.
+func (s *Service) Activate(ctx context.Context) error {
+	start := time.Now()
+	if b, ok := s.st.(barrier); ok {
+		if err := b.Barrier(ctx); err != nil {
+			return fmt.Errorf("activate: %w", err)
+		}
+	}
+	s.mu.Lock()
+	s.resetLocked()
+	s.mu.Unlock()
+	if err := s.Recover(ctx); err != nil {
+		return fmt.Errorf("activate: %w", err)
+	}
+	s.log.Info("dispatcher activated", "took", time.Since(start).Round(time.Millisecond))
+	s.mu.Lock()
+	services := make([]string, 0, len(s.queues))
+	for svc := range s.queues {
+		services = append(services, svc)
+	}
+	s.mu.Unlock()
+	for _, svc := range services {
+		s.b.Wake(svc)
+	}
+	return nil
+}
+
+// Refusal is the answer of a node that is not active to a 9/TSP request:
+// 500 (retry later, 9/TSP) with a text saying why. This project's client
+// moves on to the next broker at once when it sees it; other clients
+// retry, or time out and fail over.
+func Refusal(service string) [][]byte {
+	if len(service) >= len(Prefix) && service[:len(Prefix)] == Prefix {
+		return replyText(CodeError, NotActive)
+	}
+	return nil
+}
+
+// NotActive is the text of Refusal.
+const NotActive = "not active"

@@ -1,0 +1,111 @@
+package ha
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store/replica"
+)
+
+// Admin services, answered by every node (see AdminPrefix):
+//
+//	titanic.cluster        [""]         → 200 | key=value...   this node's raft status and the members it knows
+//	titanic.cluster.join   [id | addr]  → 200                  add a voter (leader only, else 500 not active)
+//	titanic.cluster.leave  [id]         → 200                  remove a member (leader only)
+const (
+	SvcCluster = AdminPrefix
+	SvcJoin    = AdminPrefix + ".join"
+	SvcLeave   = AdminPrefix + ".leave"
+)
+
+// Replier answers a deferred request (broker.Broker does).
+type Replier interface {
+	Reply(c broker.Client, service string, body [][]byte)
+}
+
+// Admin serves the admin services as a broker.Handler.
+type Admin struct {
+	node *replica.Node
+	b    Replier
+	log  *slog.Logger
+	// Endpoint is this node's client endpoint, reported in the status.
+	Endpoint string
+}
+
+// NewAdmin returns the admin handler of node.
+func NewAdmin(node *replica.Node, b Replier, log *slog.Logger) *Admin {
+	return &Admin{node: node, b: b, log: log.With("component", "admin")}
+}
+
+// ServeMDP implements broker.Handler. Raft calls may block, so the work
+// is done on a goroutine and answered with Reply.
+func (a *Admin) ServeMDP(req broker.Request) [][]byte {
+	go func() { a.b.Reply(req.Client, req.Service, a.serve(req)) }()
+	return nil
+}
+
+func text(code, msg string) [][]byte { return [][]byte{[]byte(code), []byte(msg)} }
+
+func (a *Admin) serve(req broker.Request) [][]byte {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	switch req.Service {
+	case SvcCluster:
+		return a.status()
+	case SvcJoin:
+		if len(req.Body) != 2 || len(req.Body[0]) == 0 || len(req.Body[1]) == 0 {
+			return text("400", "want [node id | raft address]")
+		}
+		if !a.node.IsLeader() {
+			return text("500", "not active")
+		}
+		id, addr := string(req.Body[0]), string(req.Body[1])
+		if err := a.node.AddVoter(ctx, id, addr); err != nil {
+			return text("500", err.Error())
+		}
+		a.log.Info("member joined", "id", id, "addr", addr)
+		return [][]byte{[]byte("200")}
+	case SvcLeave:
+		if len(req.Body) != 1 || len(req.Body[0]) == 0 {
+			return text("400", "want [node id]")
+		}
+		if !a.node.IsLeader() {
+			return text("500", "not active")
+		}
+		id := string(req.Body[0])
+		if err := a.node.RemoveServer(ctx, id); err != nil {
+			return text("500", err.Error())
+		}
+		a.log.Info("member left", "id", id)
+		return [][]byte{[]byte("200")}
+	}
+	return text("400", fmt.Sprintf("unknown admin service %q", req.Service))
+}
+
+func (a *Admin) status() [][]byte {
+	st := a.node.Status()
+	out := [][]byte{[]byte("200")}
+	kv := func(k, v string) { out = append(out, []byte(k+"="+v)) }
+	kv("id", st.ID)
+	kv("endpoint", a.Endpoint)
+	kv("state", st.State)
+	kv("term", strconv.FormatUint(st.Term, 10))
+	kv("last", strconv.FormatUint(st.LastIndex, 10))
+	kv("commit", strconv.FormatUint(st.CommitIndex, 10))
+	kv("applied", strconv.FormatUint(st.AppliedIndex, 10))
+	kv("leader", st.LeaderID)
+	if ms, err := a.node.Members(); err == nil {
+		for _, m := range ms {
+			role := "voter"
+			if !m.Voter {
+				role = "nonvoter"
+			}
+			kv("member", m.ID+","+m.Addr+","+role)
+		}
+	}
+	return out
+}

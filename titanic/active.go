@@ -20,8 +20,9 @@ type barrier interface {
 // still in flight fail there and their clients retry.
 func (s *Service) Deactivate() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.resetLocked()
+	s.mu.Unlock()
+	s.expireWaits(true)
 	s.log.Info("dispatcher deactivated")
 }
 

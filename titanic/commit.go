@@ -92,6 +92,11 @@ func (s *Service) applyBatch(batch []pendingOp) {
 		}
 		p.done(r, err)
 	}
+	// One wake per service per batch, not per submit.
+	for svc := range s.toWake {
+		s.b.Wake(svc)
+		delete(s.toWake, svc)
+	}
 }
 
 // submit stores a new ticket and answers once it is durable.
@@ -131,7 +136,8 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 	return nil
 }
 
-// enlist queues a durable pending ticket for dispatch and wakes the broker.
+// enlist queues a durable pending ticket for dispatch; the committer wakes
+// the broker once the batch's completions have run. Committer only.
 func (s *Service) enlist(e *entry, body [][]byte) {
 	s.mu.Lock()
 	if _, dup := s.entries[e.id]; dup {
@@ -147,7 +153,7 @@ func (s *Service) enlist(e *entry, body [][]byte) {
 	s.entries[e.id] = e
 	s.queue(e.service).push(e)
 	s.mu.Unlock()
-	s.b.Wake(e.service)
+	s.toWake[e.service] = struct{}{}
 }
 
 // closeTicket deletes a ticket (9/TSP titanic.close) and answers 200.

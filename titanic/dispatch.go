@@ -94,6 +94,7 @@ func (s *Service) Completed(lease broker.Lease, body [][]byte) {
 		default:
 			s.stats.replies.Add(1)
 			s.forget(id)
+			s.notify(id)
 		}
 	}})
 }
@@ -136,6 +137,7 @@ func (s *Service) fail(e *entry, reason string) {
 			s.log.Info("ticket failed", "ticket", e.id, "service", e.service, "reason", reason)
 		}
 		s.forget(e.id)
+		s.notify(e.id)
 	}})
 }
 

@@ -12,13 +12,16 @@ import (
 )
 
 // readReq is a lookup (titanic.reply, .status, .list) waiting for a reader.
-type readReq struct{ req broker.Request }
+type readReq struct {
+	req broker.Request
+	w   *waiter // a parked titanic.wait, answered only when final
+}
 
 // lookup hands a read to the reader goroutines: reads never wait behind a
 // commit, and the broker loop never touches the store.
 func (s *Service) lookup(req broker.Request) [][]byte {
 	select {
-	case s.reads <- readReq{req}:
+	case s.reads <- readReq{req: req}:
 		return nil
 	default:
 		s.stats.busy.Add(1)
@@ -32,7 +35,12 @@ func (s *Service) readLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-s.reads:
-			s.b.Reply(r.req.Client, r.req.Service, s.read(ctx, r.req))
+			out := s.read(ctx, r.req)
+			if r.w != nil {
+				s.answerWait(r.w, out)
+				continue
+			}
+			s.b.Reply(r.req.Client, r.req.Service, out)
 		}
 	}
 }
@@ -43,7 +51,7 @@ func (s *Service) read(ctx context.Context, req broker.Request) [][]byte {
 		err error
 	)
 	switch req.Service {
-	case SvcReply:
+	case SvcReply, SvcWait:
 		out, err = s.readReply(ctx, req.Body)
 	case SvcStatus:
 		out, err = s.readStatus(ctx, req.Body)

@@ -34,6 +34,8 @@ type Config struct {
 	BodyCache int
 	// MaxBatch bounds the ops of one commit.
 	MaxBatch int
+	// MaxWaiters bounds titanic.wait requests parked at once.
+	MaxWaiters int
 	// Logger receives the service's logs.
 	Logger *slog.Logger
 	// Now is the clock (tests replace it).
@@ -50,6 +52,7 @@ func DefaultConfig() Config {
 		Readers:         4,
 		BodyCache:       64 << 20,
 		MaxBatch:        8192,
+		MaxWaiters:      10_000,
 		Logger:          slog.Default(),
 		Now:             time.Now,
 	}
@@ -77,6 +80,9 @@ func (c *Config) fill() {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = d.MaxBatch
+	}
+	if c.MaxWaiters <= 0 {
+		c.MaxWaiters = d.MaxWaiters
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
@@ -109,8 +115,12 @@ type Service struct {
 	ops       []pendingOp
 	clientOps int
 	opReady   chan struct{}
+	// toWake collects the services that got new tickets in the batch
+	// being completed; committer only.
+	toWake map[string]struct{}
 
 	reads chan readReq
+	waits waiters
 
 	// Dispatcher state, shared by the broker loop (Source methods), the
 	// committer (new and requeued tickets), the loader and the reaper.
@@ -141,6 +151,7 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		b:         b,
 		log:       cfg.Logger.With("component", "titanic"),
 		opReady:   make(chan struct{}, 1),
+		toWake:    make(map[string]struct{}),
 		reads:     make(chan readReq, cfg.MaxQueuedReads),
 		queues:    make(map[string]*fifo),
 		entries:   make(map[store.ID]*entry),
@@ -191,6 +202,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	run(s.loadLoop)
 	run(s.reapLoop)
+	run(s.waitLoop)
 	s.commitLoop(ctx)
 	wg.Wait()
 	return nil
@@ -230,6 +242,8 @@ func (s *Service) ServeMDP(req broker.Request) [][]byte {
 		return s.closeTicket(req, id)
 	case SvcReply, SvcStatus, SvcList:
 		return s.lookup(req)
+	case SvcWait:
+		return s.wait(req)
 	}
 	s.stats.badRequests.Add(1)
 	return replyText(CodeUnknown, fmt.Sprintf("unknown titanic service %q", req.Service))

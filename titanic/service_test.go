@@ -450,3 +450,77 @@ func (h *harness) waitQueued(service string, n int) {
 		}
 	}
 }
+
+func TestWaitParksUntilReply(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	ticket := h.submit("echo", "x")
+	if r := h.svc.ServeMDP(broker.Request{Service: SvcWait, Body: [][]byte{[]byte(ticket), []byte("30000")}}); r != nil {
+		t.Fatalf("titanic.wait answered at once: %q", r)
+	}
+	lease, _ := h.next("echo")
+	// Parked: nothing is answered while the ticket is dispatched.
+	select {
+	case r := <-h.b.replies:
+		t.Fatalf("titanic.wait answered before the reply: %q", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	h.svc.Completed(lease, [][]byte{[]byte("X")})
+	h.b.release(t)
+	r := h.b.reply(t)
+	if codeOf(r) != CodeOK || len(r) != 2 || string(r[1]) != "X" {
+		t.Fatalf("titanic.wait = %q, want [200 X]", r)
+	}
+	// Answered at once when final; timeouts answer 300; bad input 400.
+	if r := h.call(SvcWait, ticket, "1000"); codeOf(r) != CodeOK {
+		t.Fatalf("wait on a done ticket = %q", r)
+	}
+	pending := h.submit("echo", "y")
+	start := time.Now()
+	if r := h.call(SvcWait, pending, "100"); codeOf(r) != CodePending {
+		t.Fatalf("wait timeout = %q, want 300", r)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("wait answered after %s, before its 100ms timeout", d)
+	}
+	for _, body := range [][]string{{pending}, {pending, "x"}, {"nope", "10"}, {strings.Repeat("0", 32), "10"}} {
+		if r := h.call(SvcWait, body...); codeOf(r) != CodeUnknown {
+			t.Fatalf("wait %q = %q, want 400", body, r)
+		}
+	}
+	h.waitParked(0)
+}
+
+func TestWaitWokenByFailureAndDeactivate(t *testing.T) {
+	h := newHarness(t, Config{MaxAttempts: 1}, "")
+	ticket := h.submit("flaky", "x")
+	h.svc.ServeMDP(broker.Request{Service: SvcWait, Body: [][]byte{[]byte(ticket), []byte("30000")}})
+	lease, _ := h.next("flaky")
+	h.svc.Failed(lease, "boom")
+	if r := h.b.reply(t); codeOf(r) != CodeError || !strings.HasPrefix(string(r[1]), FailedPrefix) {
+		t.Fatalf("wait on a failing ticket = %q", r)
+	}
+	other := h.submit("flaky", "y")
+	h.svc.ServeMDP(broker.Request{Service: SvcWait, Body: [][]byte{[]byte(other), []byte("30000")}})
+	h.waitParked(1)
+	h.svc.Deactivate()
+	if r := h.b.reply(t); codeOf(r) != CodeError || string(r[1]) != NotActive {
+		t.Fatalf("wait when the node stops serving = %q", r)
+	}
+}
+
+func (h *harness) waitParked(n int) {
+	h.t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		h.svc.waits.mu.Lock()
+		got := h.svc.waits.n
+		h.svc.waits.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%d waiters parked, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -18,6 +18,7 @@ const (
 	SvcSubmit  = "titanic.submit"  // extension: titanic.request with an idempotency key
 	SvcStatus  = "titanic.status"  // extension: a ticket's state, attempts and times
 	SvcList    = "titanic.list"    // extension: list tickets
+	SvcWait    = "titanic.wait"    // extension: titanic.reply that waits for the reply
 
 	// Prefix is the service-name prefix the titanic service owns.
 	Prefix = "titanic."

@@ -45,26 +45,26 @@ var (
 	// durable, so a worker holds each job for the commit in progress plus
 	// its own (1.5 to 2 commit cycles) on top of the network hops, and
 	// round trips/s is at most workers ÷ that time, whatever the CPU does.
-	// 16 is what a 2-core machine would run for an echo service; the
-	// bound shows in dispatch-ms (tickets waiting for a free worker) and
-	// by comparing with -bench.workers 64.
-	echoWorkers = flag.Int("bench.workers", 16, "echo workers of BenchmarkRoundTrip")
+	// The default (0) runs one worker per client, at least 8, so that the
+	// round trip, not a shortage of workers, is measured; the bound shows
+	// in dispatch-ms (tickets waiting for a free worker) with fewer.
+	echoWorkers = flag.Int("bench.workers", 0, "echo workers of BenchmarkRoundTrip (0: one per client, at least 8)")
 	// pollInterval caps the interval between Reply lookups while a round
 	// trip waits (client backoff: 1ms, doubling up to this).
 	pollInterval = flag.Duration("bench.poll", 2*time.Millisecond, "Reply(Wait) poll interval cap of BenchmarkRoundTrip")
-	// orderedKeys makes submits carry time-ordered idempotency keys
-	// (UUIDv7) instead of the client's default random ones (UUIDv4), to
+	// randomKeys makes submits carry random idempotency keys (UUIDv4)
+	// instead of the client's default time-ordered ones (UUIDv7), to
 	// measure what random keys cost the store (one random B+tree leaf
 	// dirtied per submit).
-	orderedKeys = flag.Bool("bench.ordered-keys", false, "submit with time-ordered (UUIDv7) idempotency keys")
+	randomKeys = flag.Bool("bench.random-keys", false, "submit with random (UUIDv4) idempotency keys")
 )
 
 // submitOptions are the options of every benchmark submit.
 func submitOptions() client.SubmitOptions {
-	if *orderedKeys {
-		return client.SubmitOptions{IdemKey: uuid.Must(uuid.NewV7()).String()}
+	if *randomKeys {
+		return client.SubmitOptions{IdemKey: uuid.NewString()}
 	}
-	return client.SubmitOptions{} // the client picks a random key
+	return client.SubmitOptions{} // the client picks a time-ordered key
 }
 
 var clientCounts = []int{1, 8, 64}
@@ -447,7 +447,11 @@ func BenchmarkRoundTrip(b *testing.B) {
 	rawFsyncRate(b)
 	for _, nc := range clientCounts {
 		n := startNode(b)
-		n.startWorkers(b, *echoWorkers)
+		workers := *echoWorkers
+		if workers <= 0 {
+			workers = max(nc, 8)
+		}
+		n.startWorkers(b, workers)
 		cs := n.clients(b, nc)
 		payload := body()
 		payload[0][0] = 'x'

@@ -44,6 +44,6 @@
 // see what bounds a run (libzmq's I/O threads are C threads the Go profiler
 // does not sample; perf record -g sees them). Knobs for experiments go
 // after -args: -bench.workers N (echo workers, default 16), -bench.poll D
-// (the Reply poll interval cap, default 2ms) and -bench.ordered-keys
+// (the Reply poll interval cap, default 2ms) and -bench.random-keys
 // (time-ordered idempotency keys instead of the client's random ones).
 package bench

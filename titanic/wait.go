@@ -1,0 +1,192 @@
+package titanic
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store"
+)
+
+// titanic.wait [ticket | timeout-ms] is titanic.reply that waits: when the
+// ticket is not answered yet, the request is parked until its reply is
+// recorded or it fails (then answered as titanic.reply would be), or until
+// the timeout (then 300). It spares clients that wait for a reply the
+// polling; a parked request costs a map entry, and MaxWaiters bounds them
+// (beyond it titanic.wait answers at once, like titanic.reply).
+
+// waiter is a parked titanic.wait.
+type waiter struct {
+	req      broker.Request
+	deadline time.Time
+	done     bool // answered; guarded by waiters.mu
+}
+
+// waiters are the parked titanic.wait requests by ticket.
+type waiters struct {
+	mu sync.Mutex
+	by map[store.ID][]*waiter
+	n  int
+}
+
+// MaxWaitTimeout bounds the timeout a titanic.wait may ask for.
+const MaxWaitTimeout = 60 * time.Second
+
+func parseWait(body [][]byte) (store.ID, time.Duration, error) {
+	if len(body) != 2 {
+		return store.ID{}, 0, badRequest("titanic.wait wants [ticket | timeout-ms], got %d frames", len(body))
+	}
+	id, err := parseTicket(body[:1])
+	if err != nil {
+		return id, 0, err
+	}
+	ms, err := strconv.Atoi(string(body[1]))
+	if err != nil || ms < 0 {
+		return id, 0, badRequest("timeout %q is not a number of milliseconds", body[1])
+	}
+	return id, min(time.Duration(ms)*time.Millisecond, MaxWaitTimeout), nil
+}
+
+// wait parks a titanic.wait, then looks the ticket up: parking first means
+// a reply recorded during the lookup is not missed.
+func (s *Service) wait(req broker.Request) [][]byte {
+	id, timeout, err := parseWait(req.Body)
+	if err != nil {
+		s.stats.badRequests.Add(1)
+		return replyText(CodeUnknown, err.Error())
+	}
+	lookup := broker.Request{Client: req.Client, Service: req.Service, Body: req.Body[:1]}
+	if timeout > 0 {
+		w := &waiter{req: req, deadline: s.cfg.Now().Add(timeout)}
+		s.waits.mu.Lock()
+		if s.waits.n < s.cfg.MaxWaiters {
+			if s.waits.by == nil {
+				s.waits.by = make(map[store.ID][]*waiter)
+			}
+			s.waits.by[id] = append(s.waits.by[id], w)
+			s.waits.n++
+			s.waits.mu.Unlock()
+			return s.lookupFor(lookup, w)
+		}
+		s.waits.mu.Unlock()
+	}
+	return s.lookupFor(lookup, nil)
+}
+
+// lookupFor queues a titanic.reply lookup answering req; with w, a
+// not-final answer leaves w parked instead of being sent.
+func (s *Service) lookupFor(req broker.Request, w *waiter) [][]byte {
+	select {
+	case s.reads <- readReq{req: req, w: w}:
+		return nil
+	default:
+		s.stats.busy.Add(1)
+		if w != nil {
+			s.unpark(w)
+		}
+		return busyReply()
+	}
+}
+
+// answerWait sends the answer of a parked request's lookup: a final one
+// (200, 400, 500) ends the wait; 300 keeps it parked.
+func (s *Service) answerWait(w *waiter, out [][]byte) {
+	if len(out) > 0 && string(out[0]) == CodePending {
+		return
+	}
+	if s.unpark(w) {
+		s.b.Reply(w.req.Client, w.req.Service, out)
+	}
+}
+
+// unpark removes w; it reports false when w was answered already.
+func (s *Service) unpark(w *waiter) bool {
+	s.waits.mu.Lock()
+	defer s.waits.mu.Unlock()
+	if w.done {
+		return false
+	}
+	w.done = true
+	s.waits.n--
+	id, _ := store.ParseID(string(w.req.Body[0]))
+	ws := s.waits.by[id]
+	for i, x := range ws {
+		if x == w {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(s.waits.by, id)
+	} else {
+		s.waits.by[id] = ws
+	}
+	return true
+}
+
+// notify wakes the requests parked on id: its reply was recorded or it
+// failed. Each gets a fresh lookup, so the answer is what the store holds.
+func (s *Service) notify(id store.ID) {
+	s.waits.mu.Lock()
+	ws := append([]*waiter(nil), s.waits.by[id]...)
+	s.waits.mu.Unlock()
+	for _, w := range ws {
+		lookup := broker.Request{Client: w.req.Client, Service: w.req.Service, Body: w.req.Body[:1]}
+		select {
+		case s.reads <- readReq{req: lookup, w: w}:
+		default:
+			// Readers are swamped: the waiter's timeout answers 300 and
+			// the client asks again.
+		}
+	}
+}
+
+// expireWaits answers 300 to parked requests past their deadline, and (with
+// all) to every parked request: the node stops serving.
+func (s *Service) expireWaits(all bool) {
+	now := s.cfg.Now()
+	var due []*waiter
+	s.waits.mu.Lock()
+	for id, ws := range s.waits.by {
+		keep := ws[:0]
+		for _, w := range ws {
+			if all || !now.Before(w.deadline) {
+				w.done = true
+				s.waits.n--
+				due = append(due, w)
+				continue
+			}
+			keep = append(keep, w)
+		}
+		if len(keep) == 0 {
+			delete(s.waits.by, id)
+		} else {
+			s.waits.by[id] = keep
+		}
+	}
+	s.waits.mu.Unlock()
+	for _, w := range due {
+		if all {
+			s.b.Reply(w.req.Client, w.req.Service, replyText(CodeError, NotActive))
+			continue
+		}
+		s.b.Reply(w.req.Client, w.req.Service, replyText(CodePending, "pending"))
+	}
+}
+
+// waitLoop expires parked requests.
+func (s *Service) waitLoop(ctx context.Context) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.expireWaits(true)
+			return
+		case <-t.C:
+			s.expireWaits(false)
+		}
+	}
+}

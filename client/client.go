@@ -48,6 +48,10 @@ type Config struct {
 	Retries int
 	// Logger receives the client's logs (retries, failovers).
 	Logger *slog.Logger
+	// Context is the ZeroMQ context for the client's socket. Nil: the
+	// client makes its own (one I/O thread per client). Programs with many
+	// clients share one; the caller then terminates it after closing them.
+	Context *zmq.Context
 }
 
 // DefaultConfig returns the Guide's Lazy Pirate settings.
@@ -160,16 +164,17 @@ type conn struct {
 // run owns the ZeroMQ context and socket.
 func (c *Client) run() {
 	defer close(c.done)
-	zctx, err := zmq.NewContext()
-	if err != nil {
-		c.failAll(fmt.Errorf("zmq context: %w", err))
-		return
+	zctx := c.cfg.Context
+	if zctx == nil {
+		var err error
+		if zctx, err = zmq.NewContext(); err != nil {
+			c.failAll(fmt.Errorf("zmq context: %w", err))
+			return
+		}
+		defer func() { _ = zctx.Term() }()
 	}
 	cn := &conn{zctx: zctx}
-	defer func() {
-		cn.drop()
-		_ = zctx.Term()
-	}()
+	defer cn.drop()
 	for {
 		select {
 		case <-c.quit:

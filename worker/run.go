@@ -26,7 +26,10 @@ type session struct {
 	w      *Worker
 	ctx    context.Context
 	zctx   *zmq.Context
+	ownCtx bool          // zctx was made by Run, which terminates it
 	expiry time.Duration // HeartbeatInterval × Liveness
+	// bellAddr is this session's doorbell endpoint.
+	bellAddr string
 
 	// Doorbell: handler goroutines and ctx ring bell; a goroutine turns
 	// each ring into a frame on pull.
@@ -81,16 +84,22 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 	if ctx.Err() != nil {
 		return nil
 	}
-	zctx, err := zmq.NewContext()
-	if err != nil {
-		return fmt.Errorf("worker: zmq context: %w", err)
+	zctx, ownCtx := w.cfg.Context, false
+	if zctx == nil {
+		if zctx, err = zmq.NewContext(); err != nil {
+			return fmt.Errorf("worker: zmq context: %w", err)
+		}
+		ownCtx = true
 	}
 	s := &session{
 		w:      w,
 		ctx:    ctx,
 		zctx:   zctx,
-		expiry: w.cfg.HeartbeatInterval * time.Duration(w.cfg.Liveness),
-		bell:   make(chan struct{}, 1),
+		ownCtx: ownCtx,
+		// Inproc names are per context, which may be shared.
+		bellAddr: fmt.Sprintf("%s-%p", bellAddr, w),
+		expiry:   w.cfg.HeartbeatInterval * time.Duration(w.cfg.Liveness),
+		bell:     make(chan struct{}, 1),
 	}
 	defer func() {
 		if terr := s.teardown(); terr != nil && err == nil {
@@ -117,7 +126,7 @@ func (s *session) startBell() error {
 	if err := pull.SetLinger(0); err != nil {
 		return fmt.Errorf("worker: doorbell socket: %w", err)
 	}
-	if err := pull.Bind(bellAddr); err != nil {
+	if err := pull.Bind(s.bellAddr); err != nil {
 		return fmt.Errorf("worker: bind doorbell: %w", err)
 	}
 	started := make(chan error, 1)
@@ -125,14 +134,14 @@ func (s *session) startBell() error {
 	s.bellDone.Add(1)
 	go func() {
 		defer s.bellDone.Done()
-		doorbell(s.zctx, s.bell, s.stopBell, started)
+		doorbell(s.zctx, s.bellAddr, s.bell, s.stopBell, started)
 	}()
 	return <-started
 }
 
 // doorbell creates, uses and closes the PUSH end of the doorbell: each
 // ring becomes one empty frame for the PULL socket.
-func doorbell(zctx *zmq.Context, bell, stop <-chan struct{}, started chan<- error) {
+func doorbell(zctx *zmq.Context, addr string, bell, stop <-chan struct{}, started chan<- error) {
 	push, err := zctx.NewSocket(zmq.PUSH)
 	if err != nil {
 		started <- fmt.Errorf("worker: doorbell push socket: %w", err)
@@ -143,7 +152,7 @@ func doorbell(zctx *zmq.Context, bell, stop <-chan struct{}, started chan<- erro
 		started <- fmt.Errorf("worker: doorbell push socket: %w", err)
 		return
 	}
-	if err := push.Connect(bellAddr); err != nil {
+	if err := push.Connect(addr); err != nil {
 		started <- fmt.Errorf("worker: connect doorbell: %w", err)
 		return
 	}
@@ -452,6 +461,9 @@ func (s *session) teardown() error {
 	}
 	if s.pull != nil {
 		_ = s.pull.Close()
+	}
+	if !s.ownCtx {
+		return nil
 	}
 	if err := s.zctx.Term(); err != nil {
 		return fmt.Errorf("worker: terminate zmq context: %w", err)

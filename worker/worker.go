@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	zmq "github.com/pebbe/zmq4"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -67,6 +68,10 @@ type Config struct {
 	ReconnectDelay time.Duration
 	// Logger receives the worker's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Context is the ZeroMQ context for the worker's sockets. Nil: Run
+	// makes its own. Programs with many workers share one; the caller
+	// then terminates it after the workers' Run returned.
+	Context *zmq.Context
 }
 
 // Stats are the worker's counters since New.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	zmq "github.com/pebbe/zmq4"
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/store"
@@ -56,7 +57,11 @@ var (
 	// instead of the client's default time-ordered ones (UUIDv7), to
 	// measure what random keys cost the store (one random B+tree leaf
 	// dirtied per submit).
-	randomKeys = flag.Bool("bench.random-keys", false, "submit with random (UUIDv4) idempotency keys")
+	// ownContexts gives every client and worker its own ZeroMQ context
+	// (and I/O thread) instead of one shared by the benchmark's clients
+	// and one by its workers, as a program with many would.
+	ownContexts = flag.Bool("bench.own-contexts", false, "one ZeroMQ context per client")
+	randomKeys  = flag.Bool("bench.random-keys", false, "submit with random (UUIDv4) idempotency keys")
 )
 
 // submitOptions are the options of every benchmark submit.
@@ -165,6 +170,8 @@ type node struct {
 	stopped bool
 
 	cs          []*client.Client
+	zctx        *zmq.Context // shared by the clients (nil: each has its own)
+	wctx        *zmq.Context // shared by the workers (likewise)
 	stopWorkers context.CancelFunc
 	workers     sync.WaitGroup
 }
@@ -229,9 +236,15 @@ func (n *node) stop(b *testing.B) {
 	for _, c := range n.cs {
 		_ = c.Close()
 	}
+	if n.zctx != nil {
+		_ = n.zctx.Term()
+	}
 	if n.stopWorkers != nil {
 		n.stopWorkers()
 		n.workers.Wait()
+		if n.wctx != nil {
+			_ = n.wctx.Term()
+		}
 	}
 	n.cancel()
 	if err := <-n.brkDone; err != nil {
@@ -247,8 +260,15 @@ func (n *node) stop(b *testing.B) {
 func (n *node) clients(b *testing.B, count int) []*client.Client {
 	b.Helper()
 	cs := make([]*client.Client, count)
+	if !*ownContexts && n.zctx == nil {
+		zctx, err := zmq.NewContext()
+		if err != nil {
+			b.Fatal(err)
+		}
+		n.zctx = zctx
+	}
 	for i := range cs {
-		c, err := client.New(client.Config{Brokers: []string{n.endpoint}, Timeout: 5 * time.Second, Retries: 3, Logger: quiet})
+		c, err := client.New(client.Config{Brokers: []string{n.endpoint}, Timeout: 5 * time.Second, Retries: 3, Logger: quiet, Context: n.zctx})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -264,6 +284,13 @@ func (n *node) startWorkers(b *testing.B, count int) {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stopWorkers = cancel
+	if !*ownContexts {
+		wctx, err := zmq.NewContext()
+		if err != nil {
+			b.Fatal(err)
+		}
+		n.wctx = wctx
+	}
 	echo := func(_ context.Context, req [][]byte) ([][]byte, error) {
 		// The echo, stamped with when the worker ran it.
 		if len(req) == 1 && len(req[0]) >= stampEnd {
@@ -273,7 +300,7 @@ func (n *node) startWorkers(b *testing.B, count int) {
 	}
 	for range count {
 		w, err := worker.New(worker.Config{Brokers: []string{n.endpoint}, Service: service,
-			HeartbeatInterval: broker.DefaultConfig().HeartbeatInterval, Logger: quiet}, echo)
+			HeartbeatInterval: broker.DefaultConfig().HeartbeatInterval, Logger: quiet, Context: n.wctx}, echo)
 		if err != nil {
 			b.Fatal(err)
 		}

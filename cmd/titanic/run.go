@@ -45,6 +45,7 @@ func commands() []command {
 		{"reply", "print a ticket's reply (--wait to wait for it)", runReply},
 		{"close", "close a ticket (delete it and its reply)", runClose},
 		{"tickets", "list tickets", runTickets},
+		{"cluster", "show a replicated deployment; join or remove a raft member", runCluster},
 		{"version", "print the version", runVersion},
 	}
 }

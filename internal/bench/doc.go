@@ -19,9 +19,11 @@
 //     the same run) and commit-busy (the share of the run the committer
 //     spent in store.Apply: near 1, commits bound the throughput).
 //   - BenchmarkRoundTrip/clients=N: full round trips (Submit, echo worker,
-//     Reply with Wait) from N concurrent clients and 16 echo workers:
+//     Reply with Wait, which parks on titanic.wait) from N concurrent
+//     clients and one echo worker per client (at least 8):
 //     roundtrips/s, p50 and p99 round-trip latency, commits and fsyncs per
-//     round trip, x-fsync, commit-busy, lookups (titanic.reply calls) per
+//     round trip, x-fsync, commit-busy, lookups (store reads of the ticket;
+//     a titanic.wait reads once when it parks and once when woken) per
 //     round trip, and the mean round trip split into submit-ms,
 //     dispatch-ms (until a worker runs the job) and reply-ms (until Reply
 //     has the answer).

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/titanic/ha"
+)
+
+// runCluster shows a replicated deployment (every node given with
+// --broker), or changes its membership: join ID RAFTADDR, leave ID.
+func runCluster(e env) error {
+	sub := ""
+	args := e.args
+	if len(args) > 0 && (args[0] == "join" || args[0] == "leave") {
+		sub, args = args[0], args[1:]
+	}
+	fs := newFlags(e, "cluster", "[join|leave] [flags] [ID [RAFT-ADDR]]\n\n  titanic cluster --broker A,B,C               status of every node, lag behind the leader\n  titanic cluster join --broker A,B,C ID ADDR   add a raft voter (sent to the leader)\n  titanic cluster leave --broker A,B,C ID       remove a member")
+	cf := addClientFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch sub {
+	case "join":
+		if fs.NArg() != 2 {
+			return usagef("want join ID RAFT-ADDR")
+		}
+		return clusterChange(e, cf, ha.SvcJoin, fs.Arg(0), fs.Arg(1))
+	case "leave":
+		if fs.NArg() != 1 {
+			return usagef("want leave ID")
+		}
+		return clusterChange(e, cf, ha.SvcLeave, fs.Arg(0))
+	}
+	if fs.NArg() > 0 {
+		return usagef("unknown cluster command %q: want join or leave", fs.Arg(0))
+	}
+	return clusterStatus(e, cf)
+}
+
+// clusterChange sends a membership change; the client moves on from
+// followers (they answer "not active") to the leader.
+func clusterChange(e env, cf clientFlags, service string, args ...string) error {
+	c, err := cf.dial(e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	body := make([][]byte, len(args))
+	for i, a := range args {
+		body[i] = []byte(a)
+	}
+	rep, err := c.Request(e.ctx, service, body)
+	if err != nil {
+		return err
+	}
+	if len(rep) == 0 || string(rep[0]) != "200" {
+		return fmt.Errorf("%s: %q", service, rep)
+	}
+	fmt.Fprintln(e.stdout, "ok")
+	return nil
+}
+
+type nodeStatus struct {
+	endpoint string
+	kv       map[string]string
+	members  []string
+	err      error
+}
+
+func (n nodeStatus) num(k string) uint64 {
+	v, _ := strconv.ParseUint(n.kv[k], 10, 64)
+	return v
+}
+
+// clusterStatus asks every broker for its raft status and prints them with
+// their lag behind the leader's commit index.
+func clusterStatus(e env, cf clientFlags) error {
+	var nodes []nodeStatus
+	for _, ep := range splitList(*cf.brokers) {
+		n := nodeStatus{endpoint: ep, kv: map[string]string{}}
+		c, err := client.New(client.Config{Brokers: []string{ep}, Timeout: min(*cf.timeout, 2*time.Second), Retries: 1})
+		if err != nil {
+			return err
+		}
+		rep, err := c.Request(e.ctx, ha.SvcCluster, [][]byte{{}})
+		c.Close()
+		switch {
+		case err != nil:
+			n.err = err
+		case len(rep) == 0 || string(rep[0]) != "200":
+			n.err = fmt.Errorf("answer %q (not a replicated broker?)", rep)
+		default:
+			for _, f := range rep[1:] {
+				k, v, _ := strings.Cut(string(f), "=")
+				if k == "member" {
+					n.members = append(n.members, v)
+					continue
+				}
+				n.kv[k] = v
+			}
+		}
+		nodes = append(nodes, n)
+	}
+	var leaderCommit uint64
+	var members []string
+	for _, n := range nodes {
+		if n.err == nil && n.kv["state"] == "Leader" {
+			leaderCommit = n.num("commit")
+			members = n.members
+		}
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tENDPOINT\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAG")
+	reached := 0
+	for _, n := range nodes {
+		if n.err != nil {
+			fmt.Fprintf(tw, "?\t%s\tunreachable: %v\t\t\t\t\n", n.endpoint, n.err)
+			continue
+		}
+		reached++
+		lag := "?"
+		if leaderCommit > 0 {
+			lag = strconv.FormatInt(int64(leaderCommit)-int64(n.num("applied")), 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.kv["id"], n.endpoint, n.kv["state"], n.kv["term"], n.kv["commit"], n.kv["applied"], lag)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if members == nil {
+		for _, n := range nodes {
+			if n.err == nil {
+				members = n.members
+				break
+			}
+		}
+		fmt.Fprintln(e.stdout, "\nno leader among the nodes reached")
+	}
+	fmt.Fprintln(e.stdout, "\nmembers (id, raft address, role):")
+	for _, m := range members {
+		fmt.Fprintln(e.stdout, "  "+strings.ReplaceAll(m, ",", "  "))
+	}
+	if reached == 0 {
+		return fmt.Errorf("%w: no node answered", client.ErrUnavailable)
+	}
+	return nil
+}

@@ -25,7 +25,11 @@ type Config struct {
 	RequestExpiry time.Duration
 	// MaxQueue bounds plain MDP requests queued per service.
 	MaxQueue int
-	// MaxMsgSize is ZMQ_MAXMSGSIZE for the ROUTER socket (0: unlimited).
+	// MaxQueuedBytes bounds the bytes of all plain requests queued, so
+	// that requests for many services cannot exhaust memory.
+	MaxQueuedBytes int
+	// MaxMsgSize is ZMQ_MAXMSGSIZE for the ROUTER socket: a peer that
+	// sends a larger message is disconnected. Negative: unlimited.
 	MaxMsgSize int64
 	// Logger receives the broker's logs.
 	Logger *slog.Logger
@@ -40,6 +44,8 @@ func DefaultConfig() Config {
 		LeaseTimeout:      60 * time.Second,
 		RequestExpiry:     30 * time.Second,
 		MaxQueue:          10000,
+		MaxQueuedBytes:    256 << 20,
+		MaxMsgSize:        32 << 20,
 		Logger:            slog.Default(),
 	}
 }

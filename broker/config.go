@@ -29,6 +29,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxQueue == 0 {
 		c.MaxQueue = d.MaxQueue
 	}
+	if c.MaxQueuedBytes == 0 {
+		c.MaxQueuedBytes = d.MaxQueuedBytes
+	}
+	if c.MaxMsgSize == 0 {
+		c.MaxMsgSize = d.MaxMsgSize
+	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
@@ -62,8 +68,8 @@ func (c Config) Validate() error {
 	if c.MaxQueue < 1 {
 		errs = append(errs, fmt.Errorf("max queue %d: must be at least 1", c.MaxQueue))
 	}
-	if c.MaxMsgSize < 0 {
-		errs = append(errs, fmt.Errorf("max message size %d: must not be negative", c.MaxMsgSize))
+	if c.MaxQueuedBytes < 1 {
+		errs = append(errs, fmt.Errorf("max queued bytes %d: must be at least 1", c.MaxQueuedBytes))
 	}
 	return errors.Join(errs...)
 }

@@ -13,18 +13,32 @@ import (
 func (s *state) enqueue(now time.Time, id string, m mdp.Message) {
 	svc := s.service(m.Service)
 	s.expire(now, svc)
-	if svc.queue.len() >= s.cfg.MaxQueue {
+	size := bodyBytes(m.Body)
+	if svc.queue.len() >= s.cfg.MaxQueue || s.queuedBytes+size > s.cfg.MaxQueuedBytes {
 		s.c.RequestsDropped++
-		svc.dropped++
-		if now.Sub(svc.lastDropLog) >= dropLogEvery {
+		s.dropped++
+		if now.Sub(s.lastDropLog) >= dropLogEvery {
 			s.log.Warn("queue full: dropping requests", "service", svc.name,
-				"max_queue", s.cfg.MaxQueue, "dropped", svc.dropped)
-			svc.lastDropLog, svc.dropped = now, 0
+				"max_queue", s.cfg.MaxQueue, "queued_bytes", s.queuedBytes, "max_queued_bytes", s.cfg.MaxQueuedBytes, "dropped", s.dropped)
+			s.lastDropLog, s.dropped = now, 0
 		}
+		s.gc(svc) // a service made only for this request goes again
 		return
 	}
-	svc.queue.push(&pending{client: id, body: m.Body, expires: now.Add(s.cfg.RequestExpiry)})
+	svc.queue.push(&pending{client: id, body: m.Body, size: size, expires: now.Add(s.cfg.RequestExpiry)})
+	s.queuedBytes += size
 	s.dispatch(now, svc)
+	s.gc(svc)
+}
+
+// bodyBytes is the size of a request body, plus a per-frame overhead so
+// that floods of empty frames count too.
+func bodyBytes(body [][]byte) int {
+	n := 0
+	for _, f := range body {
+		n += len(f) + 16
+	}
+	return n
 }
 
 // expire drops the plain requests of svc that waited RequestExpiry. 7/MDP
@@ -36,6 +50,7 @@ func (s *state) expire(now time.Time, svc *service) {
 			return
 		}
 		svc.queue.pop()
+		s.queuedBytes -= p.size
 		s.c.RequestsExpired++
 		s.log.Debug("request expired", "service", svc.name, "client", routeString(p.client))
 	}
@@ -73,10 +88,12 @@ func (s *state) dispatchPlain(now time.Time, svc *service) bool {
 	if p == nil {
 		return false
 	}
+	s.queuedBytes -= p.size
 	w := s.takeIdle(svc)
 	if err := s.sendWorker(now, w, mdp.WorkerEnvelope(mdp.Request, []byte(p.client), nonEmpty(p.body)...)); err != nil {
 		// It never left: it goes back to the head for the next worker.
 		svc.queue.pushFront(p)
+		s.queuedBytes += p.size
 		s.removeWorker(w, "send request: "+err.Error(), false)
 		return true
 	}

@@ -51,6 +51,12 @@ type state struct {
 	workers   map[string]*worker // registered workers by ROUTER identity
 	leases    map[uint64]*worker
 	nextLease uint64
+	// queuedBytes is the size of every plain request queued, bounded by
+	// MaxQueuedBytes.
+	queuedBytes int
+	// Drops of plain requests are logged at most every dropLogEvery.
+	lastDropLog time.Time
+	dropped     uint64 // since lastDropLog
 
 	c Counters
 }
@@ -89,15 +95,14 @@ type service struct {
 	idle    *list.List // of *worker; front = idle longest
 	queue   fifo       // plain requests
 	// jobFirst: the next dispatch tries the Source before the plain queue.
-	jobFirst    bool
-	lastDropLog time.Time
-	dropped     uint64 // since lastDropLog
+	jobFirst bool
 }
 
 // pending is a plain request waiting for a worker.
 type pending struct {
 	client  string
 	body    [][]byte
+	size    int // bodyBytes(body)
 	expires time.Time
 }
 

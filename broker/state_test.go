@@ -644,3 +644,25 @@ func TestStateGate(t *testing.T) {
 		t.Fatalf("snapshot = %+v", st)
 	}
 }
+
+// Plain requests for many services cannot grow the broker without bound:
+// MaxQueuedBytes caps all queues together.
+func TestStateQueuedBytesBound(t *testing.T) {
+	f := newFixture(t, false)
+	f.s.cfg.MaxQueue = 1000
+	f.s.cfg.MaxQueuedBytes = 3 * (100 + 16)
+	body := strings.Repeat("x", 100)
+	for i := range 10 {
+		f.run(t, []step{{from: "C1", msg: request(fmt.Sprintf("svc%d", i), body)}})
+	}
+	st := f.s.snapshot()
+	if st.RequestsDropped != 7 || len(st.Services) != 3 {
+		t.Fatalf("dropped %d, services %d; want 7 dropped and 3 queued", st.RequestsDropped, len(st.Services))
+	}
+	// Expiry gives the room back.
+	f.run(t, []step{{at: time.Second}})
+	f.run(t, []step{{at: time.Second, from: "C1", msg: request("again", body)}})
+	if st := f.s.snapshot(); st.RequestsDropped != 7 || f.s.queuedBytes != 116 {
+		t.Fatalf("after expiry: dropped %d, queued bytes %d", st.RequestsDropped, f.s.queuedBytes)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -262,4 +263,29 @@ func (s *BoltStore) Stats(ctx context.Context) (Stats, error) {
 	st.Applies = s.applies.Load()
 	st.Ops = s.ops.Load()
 	return st, nil
+}
+
+// Usage is how much of the data file holds data.
+type Usage struct {
+	FileSize int64 // bytes of the file
+	Free     int64 // bytes of its free pages, reused before it grows
+}
+
+// Used is the bytes that hold data.
+func (u Usage) Used() int64 { return u.FileSize - u.Free }
+
+// Usage reports the data file's size and free space. It is cheap (no
+// transaction), for quota checks on every commit.
+func (s *BoltStore) Usage() (Usage, error) {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return Usage{}, ErrClosed
+	}
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return Usage{}, fmt.Errorf("usage: %w", err)
+	}
+	st := s.db.Stats()
+	return Usage{FileSize: fi.Size(), Free: int64(st.FreeAlloc)}, nil
 }

@@ -79,6 +79,7 @@ func (s *Service) applyBatch(batch []pendingOp) {
 	// The batch is applied even while shutting down: its submits were
 	// accepted and their clients wait for an answer.
 	res, err := s.st.Apply(context.Background(), ops)
+	s.refreshUsage()
 	s.stats.commits.Add(1)
 	s.stats.committedOps.Add(uint64(len(ops)))
 	if err != nil {
@@ -107,10 +108,10 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
 		switch {
 		case batchErr != nil:
-			s.b.Reply(req.Client, req.Service, replyText(CodeError, "not stored: "+batchErr.Error()))
+			s.answer(req.Client, req.Service, replyText(CodeError, "not stored: "+batchErr.Error()))
 			return
 		case res.Err != nil:
-			s.b.Reply(req.Client, req.Service, replyText(CodeError, "not stored: "+res.Err.Error()))
+			s.answer(req.Client, req.Service, replyText(CodeError, "not stored: "+res.Err.Error()))
 			return
 		}
 		s.stats.submits.Add(1)
@@ -125,10 +126,10 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 			if res.Duplicate {
 				how = "duplicate"
 			}
-			s.b.Reply(req.Client, req.Service, reply(CodeOK, ticket, []byte(how)))
+			s.answer(req.Client, req.Service, reply(CodeOK, ticket, []byte(how)))
 			return
 		}
-		s.b.Reply(req.Client, req.Service, reply(CodeOK, ticket))
+		s.answer(req.Client, req.Service, reply(CodeOK, ticket))
 	}})
 	if err != nil {
 		return busyReply()
@@ -161,12 +162,12 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 	op := store.Op{Kind: store.OpClose, ID: id, Time: s.cfg.Now()}
 	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
 		if batchErr != nil {
-			s.b.Reply(req.Client, req.Service, replyText(CodeError, "not closed: "+batchErr.Error()))
+			s.answer(req.Client, req.Service, replyText(CodeError, "not closed: "+batchErr.Error()))
 			return
 		}
 		s.forget(id)
 		s.stats.closes.Add(1)
-		s.b.Reply(req.Client, req.Service, reply(CodeOK))
+		s.answer(req.Client, req.Service, reply(CodeOK))
 	}})
 	if err != nil {
 		return busyReply()

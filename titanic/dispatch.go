@@ -243,6 +243,7 @@ func (s *Service) reapLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			s.reap()
+			s.pruneClients()
 		}
 	}
 }

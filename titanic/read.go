@@ -40,7 +40,7 @@ func (s *Service) readLoop(ctx context.Context) {
 				s.answerWait(r.w, out)
 				continue
 			}
-			s.b.Reply(r.req.Client, r.req.Service, out)
+			s.answer(r.req.Client, r.req.Service, out)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
@@ -36,6 +37,17 @@ type Config struct {
 	MaxBatch int
 	// MaxWaiters bounds titanic.wait requests parked at once.
 	MaxWaiters int
+	// PerClientInflight bounds the requests one client (connection) may
+	// have waiting for an answer; beyond it: 500 busy.
+	PerClientInflight int
+	// SubmitRate bounds one client's submits per second (bursts of as
+	// many); 0: no limit. Beyond it: 500 busy.
+	SubmitRate float64
+	// MaxBody bounds the bytes of a request's body frames; beyond it: 400.
+	MaxBody int
+	// Quota refuses submits (500) while the data file holds this many
+	// bytes or more; 0: no quota. Lookups, replies and closes go on.
+	Quota int64
 	// Logger receives the service's logs.
 	Logger *slog.Logger
 	// Now is the clock (tests replace it).
@@ -45,16 +57,18 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		MaxAttempts:     5,
-		NoWorkerTimeout: time.Hour,
-		MaxQueuedOps:    100_000,
-		MaxQueuedReads:  10_000,
-		Readers:         4,
-		BodyCache:       64 << 20,
-		MaxBatch:        8192,
-		MaxWaiters:      10_000,
-		Logger:          slog.Default(),
-		Now:             time.Now,
+		MaxAttempts:       5,
+		NoWorkerTimeout:   time.Hour,
+		MaxQueuedOps:      100_000,
+		MaxQueuedReads:    10_000,
+		Readers:           4,
+		BodyCache:         64 << 20,
+		MaxBatch:          8192,
+		MaxWaiters:        10_000,
+		PerClientInflight: 1000,
+		MaxBody:           16 << 20,
+		Logger:            slog.Default(),
+		Now:               time.Now,
 	}
 }
 
@@ -83,6 +97,12 @@ func (c *Config) fill() {
 	}
 	if c.MaxWaiters <= 0 {
 		c.MaxWaiters = d.MaxWaiters
+	}
+	if c.PerClientInflight <= 0 {
+		c.PerClientInflight = d.PerClientInflight
+	}
+	if c.MaxBody <= 0 {
+		c.MaxBody = d.MaxBody
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
@@ -119,8 +139,10 @@ type Service struct {
 	// being completed; committer only.
 	toWake map[string]struct{}
 
-	reads chan readReq
-	waits waiters
+	reads  chan readReq
+	waits  waiters
+	limits limiter
+	used   atomic.Int64 // store bytes used, for Quota
 
 	// Dispatcher state, shared by the broker loop (Source methods), the
 	// committer (new and requeued tickets), the loader and the reaper.
@@ -224,14 +246,41 @@ func (s *Service) queue(service string) *fifo {
 // ServeMDP implements broker.Handler. It runs on the broker loop: it only
 // parses and enqueues; the committer and the readers answer.
 func (s *Service) ServeMDP(req broker.Request) [][]byte {
-	switch req.Service {
-	case SvcRequest, SvcSubmit:
-		r, err := parseSubmit(req.Body, req.Service == SvcSubmit)
-		if err != nil {
+	submit := req.Service == SvcRequest || req.Service == SvcSubmit
+	var sr submitReq
+	if submit {
+		// A malformed submit is refused before it costs the client a
+		// token of its rate.
+		var err error
+		if sr, err = parseSubmit(req.Body, req.Service == SvcSubmit); err != nil {
 			s.stats.badRequests.Add(1)
 			return replyText(CodeUnknown, err.Error())
 		}
-		return s.submit(req, r)
+		if n := bodySize(sr.body); n > s.cfg.MaxBody {
+			s.stats.badRequests.Add(1)
+			return replyText(CodeUnknown, fmt.Sprintf("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody))
+		}
+		if out := s.overQuota(); out != nil {
+			return out
+		}
+	}
+	if out := s.admit(req.Client, submit); out != nil {
+		return out
+	}
+	var out [][]byte
+	if submit {
+		out = s.submit(req, sr)
+	} else {
+		out = s.serve(req)
+	}
+	if out != nil {
+		s.release(req.Client) // answered at once
+	}
+	return out
+}
+
+func (s *Service) serve(req broker.Request) [][]byte {
+	switch req.Service {
 	case SvcClose:
 		id, err := parseTicket(req.Body)
 		if err != nil {

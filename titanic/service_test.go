@@ -524,3 +524,60 @@ func (h *harness) waitParked(n int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestLimits(t *testing.T) {
+	h := newHarness(t, Config{PerClientInflight: 2, SubmitRate: 3, MaxBody: 10}, "")
+	ticket := h.submit("echo", "x")
+	c1 := broker.Request{Client: broker.Client{}, Service: SvcWait, Body: [][]byte{[]byte(ticket), []byte("30000")}}
+	// Two parked waits hold the client's two in-flight slots.
+	for range 2 {
+		if r := h.svc.ServeMDP(c1); r != nil {
+			t.Fatalf("wait answered at once: %q", r)
+		}
+	}
+	h.waitParked(2)
+	if r := h.svc.ServeMDP(c1); r == nil || codeOf(r) != CodeError || !strings.Contains(string(r[1]), "busy") {
+		t.Fatalf("third request in flight = %q, want 500 busy", r)
+	}
+	h.svc.Deactivate() // answers the parked waits
+	h.b.reply(t)
+	h.b.reply(t)
+	// The slots are free again; the submit rate (3/s, the first submit
+	// above took one token) refuses the fourth submit in a burst.
+	for i := range 2 {
+		if r := h.call(SvcRequest, "echo", "y"); codeOf(r) != CodeOK {
+			t.Fatalf("submit %d = %q", i, r)
+		}
+	}
+	if r := h.call(SvcRequest, "echo", "z"); codeOf(r) != CodeError || !strings.Contains(string(r[1]), "submits/s") {
+		t.Fatalf("submit over the rate = %q, want 500 busy", r)
+	}
+	if r := h.call(SvcReply, ticket); codeOf(r) == CodeError {
+		t.Fatalf("lookups are not rate limited: %q", r)
+	}
+	if r := h.call(SvcRequest, "echo", strings.Repeat("b", 11)); codeOf(r) != CodeUnknown || !strings.Contains(string(r[1]), "over the limit") {
+		t.Fatalf("oversized body = %q, want 400", r)
+	}
+}
+
+func TestQuota(t *testing.T) {
+	h := newHarness(t, Config{Quota: 1}, "")
+	ticket := h.submit("echo", "x") // usage is learnt at the first commit
+	r := h.call(SvcRequest, "echo", "y")
+	if codeOf(r) != CodeError || !strings.HasPrefix(string(r[1]), "store full") {
+		t.Fatalf("submit over quota = %q, want 500 store full", r)
+	}
+	// Everything else goes on.
+	if r := h.call(SvcReply, ticket); codeOf(r) != CodePending {
+		t.Fatalf("lookup over quota = %q", r)
+	}
+	lease, _ := h.next("echo")
+	h.svc.Completed(lease, [][]byte{[]byte("X")})
+	h.b.release(t)
+	if r := h.call(SvcReply, ticket); codeOf(r) != CodeOK {
+		t.Fatalf("reply recorded over quota = %q", r)
+	}
+	if r := h.call(SvcClose, ticket); codeOf(r) != CodeOK {
+		t.Fatalf("close over quota = %q", r)
+	}
+}

@@ -97,7 +97,7 @@ func (s *Service) answerWait(w *waiter, out [][]byte) {
 		return
 	}
 	if s.unpark(w) {
-		s.b.Reply(w.req.Client, w.req.Service, out)
+		s.answer(w.req.Client, w.req.Service, out)
 	}
 }
 
@@ -169,10 +169,10 @@ func (s *Service) expireWaits(all bool) {
 	s.waits.mu.Unlock()
 	for _, w := range due {
 		if all {
-			s.b.Reply(w.req.Client, w.req.Service, replyText(CodeError, NotActive))
+			s.answer(w.req.Client, w.req.Service, replyText(CodeError, NotActive))
 			continue
 		}
-		s.b.Reply(w.req.Client, w.req.Service, replyText(CodePending, "pending"))
+		s.answer(w.req.Client, w.req.Service, replyText(CodePending, "pending"))
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -288,4 +289,35 @@ func (s *BoltStore) Usage() (Usage, error) {
 	}
 	st := s.db.Stats()
 	return Usage{FileSize: fi.Size(), Free: int64(st.FreeAlloc)}, nil
+}
+
+// Expired returns up to limit finished (done or failed) tickets last
+// updated before cutoff, for retention. Ticket IDs are time-ordered (UUIDv7),
+// so the scan stops at the first ticket created at or after cutoff: its
+// cost follows the old tickets, not the whole store.
+func (s *BoltStore) Expired(ctx context.Context, cutoff time.Time, limit int) ([]ID, error) {
+	var out []ID
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(ticketsBucket).Cursor()
+		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+			if len(k) != len(ID{}) {
+				return fmt.Errorf("%w: ticket key of %d bytes", ErrCorrupt, len(k))
+			}
+			t, err := decodeTicket(ID(k), v)
+			if err != nil {
+				return err
+			}
+			if !t.Created.Before(cutoff) {
+				break
+			}
+			if t.State.Final() && t.Updated.Before(cutoff) {
+				out = append(out, t.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("expired: %w", err)
+	}
+	return out, nil
 }

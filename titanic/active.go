@@ -19,6 +19,7 @@ type barrier interface {
 // What workers held is redelivered by the node that takes over; commits
 // still in flight fail there and their clients retry.
 func (s *Service) Deactivate() {
+	s.active.Store(false)
 	s.mu.Lock()
 	s.resetLocked()
 	s.mu.Unlock()
@@ -80,3 +81,14 @@ func Refusal(service string) [][]byte {
 
 // NotActive is the text of Refusal.
 const NotActive = "not active"
+
+// Idle reports whether nothing the service accepted is still waiting to be
+// committed or looked up, so a draining broker may stop without leaving a
+// client unanswered (parked titanic.wait requests are answered when the
+// service stops).
+func (s *Service) Idle() bool {
+	s.opMu.Lock()
+	queued := len(s.ops)
+	s.opMu.Unlock()
+	return queued == 0 && !s.committing.Load() && len(s.reads) == 0 && s.reading.Load() == 0
+}

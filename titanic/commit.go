@@ -47,6 +47,7 @@ func (s *Service) commitLoop(ctx context.Context) {
 	for {
 		s.opMu.Lock()
 		batch := s.ops
+		s.committing.Store(len(batch) > 0)
 		if len(batch) > s.cfg.MaxBatch {
 			batch = batch[:s.cfg.MaxBatch]
 			s.ops = append([]pendingOp(nil), s.ops[s.cfg.MaxBatch:]...)

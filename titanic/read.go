@@ -35,12 +35,14 @@ func (s *Service) readLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-s.reads:
+			s.reading.Add(1)
 			out := s.read(ctx, r.req)
 			if r.w != nil {
 				s.answerWait(r.w, out)
-				continue
+			} else {
+				s.answer(r.req.Client, r.req.Service, out)
 			}
-			s.answer(r.req.Client, r.req.Service, out)
+			s.reading.Add(-1)
 		}
 	}
 }

@@ -48,6 +48,13 @@ type Config struct {
 	// Quota refuses submits (500) while the data file holds this many
 	// bytes or more; 0: no quota. Lookups, replies and closes go on.
 	Quota int64
+	// DoneTTL deletes finished tickets nobody closed this long after they
+	// finished; negative: keep them until closed.
+	DoneTTL time.Duration
+	// SweepInterval is how often retention runs.
+	SweepInterval time.Duration
+	// BackupDir is where titanic.backup writes snapshots; "" disables it.
+	BackupDir string
 	// Logger receives the service's logs.
 	Logger *slog.Logger
 	// Now is the clock (tests replace it).
@@ -67,6 +74,8 @@ func DefaultConfig() Config {
 		MaxWaiters:        10_000,
 		PerClientInflight: 1000,
 		MaxBody:           16 << 20,
+		DoneTTL:           7 * 24 * time.Hour,
+		SweepInterval:     time.Minute,
 		Logger:            slog.Default(),
 		Now:               time.Now,
 	}
@@ -103,6 +112,12 @@ func (c *Config) fill() {
 	}
 	if c.MaxBody <= 0 {
 		c.MaxBody = d.MaxBody
+	}
+	if c.DoneTTL == 0 {
+		c.DoneTTL = d.DoneTTL
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = d.SweepInterval
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
@@ -143,6 +158,13 @@ type Service struct {
 	waits  waiters
 	limits limiter
 	used   atomic.Int64 // store bytes used, for Quota
+	// committing and reading tell Idle that a batch or a lookup is in
+	// progress.
+	committing atomic.Bool
+	reading    atomic.Int32
+	// active: this node serves (single node after Recover; replicated:
+	// between Activate and Deactivate).
+	active atomic.Bool
 
 	// Dispatcher state, shared by the broker loop (Source methods), the
 	// committer (new and requeued tickets), the loader and the reaper.
@@ -207,6 +229,8 @@ func (s *Service) Recover(ctx context.Context) error {
 		return fmt.Errorf("recover queues: %w", err)
 	}
 	s.log.Info("recovered dispatch queues", "tickets", n)
+	s.refreshUsage()
+	s.active.Store(true)
 	return nil
 }
 
@@ -225,6 +249,7 @@ func (s *Service) Run(ctx context.Context) error {
 	run(s.loadLoop)
 	run(s.reapLoop)
 	run(s.waitLoop)
+	run(s.sweepLoop)
 	s.commitLoop(ctx)
 	wg.Wait()
 	return nil
@@ -293,6 +318,8 @@ func (s *Service) serve(req broker.Request) [][]byte {
 		return s.lookup(req)
 	case SvcWait:
 		return s.wait(req)
+	case SvcBackup:
+		return s.backup(req)
 	}
 	s.stats.badRequests.Add(1)
 	return replyText(CodeUnknown, fmt.Sprintf("unknown titanic service %q", req.Service))

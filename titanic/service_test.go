@@ -561,8 +561,10 @@ func TestLimits(t *testing.T) {
 }
 
 func TestQuota(t *testing.T) {
-	h := newHarness(t, Config{Quota: 1}, "")
-	ticket := h.submit("echo", "x") // usage is learnt at the first commit
+	h := newHarness(t, Config{}, "")
+	ticket := h.submit("echo", "x")
+	h.svc.cfg.Quota = 1 // the store holds more than a byte: full
+	h.svc.refreshUsage()
 	r := h.call(SvcRequest, "echo", "y")
 	if codeOf(r) != CodeError || !strings.HasPrefix(string(r[1]), "store full") {
 		t.Fatalf("submit over quota = %q, want 500 store full", r)
@@ -579,5 +581,73 @@ func TestQuota(t *testing.T) {
 	}
 	if r := h.call(SvcClose, ticket); codeOf(r) != CodeOK {
 		t.Fatalf("close over quota = %q", r)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h := newHarness(t, Config{DoneTTL: time.Hour, Now: clock}, "")
+	done := h.submit("echo", "x")
+	pending := h.submit("echo", "y")
+	lease, _ := h.next("echo")
+	h.svc.Completed(lease, [][]byte{[]byte("X")})
+	h.b.release(t)
+	if n := h.svc.sweep(context.Background()); n != 0 {
+		t.Fatalf("swept %d tickets before their TTL", n)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	if n := h.svc.sweep(context.Background()); n != 1 {
+		t.Fatalf("swept %d, want the one done ticket", n)
+	}
+	deadline := time.Now().Add(wait)
+	for codeOf(h.call(SvcReply, done)) != CodeUnknown || h.svc.Stats().Expired != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("expired ticket still there (stats %+v)", h.svc.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r := h.call(SvcReply, pending); codeOf(r) != CodePending {
+		t.Fatalf("unfinished ticket touched by retention: %q", r)
+	}
+	// A passive node does not sweep.
+	h.svc.Deactivate()
+	if n := h.svc.sweep(context.Background()); n != 0 {
+		t.Fatalf("passive node swept %d", n)
+	}
+}
+
+func TestBackup(t *testing.T) {
+	dir := t.TempDir()
+	h := newHarness(t, Config{BackupDir: dir}, "")
+	ticket := h.submit("echo", "x")
+	r := h.call(SvcBackup, "snap-1.db")
+	if codeOf(r) != CodeOK || len(r) != 3 || string(r[1]) != filepath.Join(dir, "snap-1.db") {
+		t.Fatalf("backup = %q", r)
+	}
+	// The backup is a store holding the ticket.
+	st, err := store.Open(string(r[1]), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	id, _ := store.ParseID(ticket)
+	if _, err := st.Get(context.Background(), id); err != nil {
+		t.Fatalf("backup lacks the ticket: %v", err)
+	}
+	if err := st.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"../x", "a/b", "", ".hidden"} {
+		if r := h.call(SvcBackup, bad); codeOf(r) != CodeUnknown {
+			t.Fatalf("backup %q = %q, want 400", bad, r)
+		}
+	}
+	h2 := newHarness(t, Config{}, "")
+	if r := h2.call(SvcBackup, "x"); codeOf(r) != CodeUnknown {
+		t.Fatalf("backup without a directory = %q", r)
 	}
 }

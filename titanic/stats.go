@@ -8,6 +8,7 @@ type counters struct {
 	dispatches, redeliveries, replies, lateReplies atomic.Uint64
 	failed, busy, badRequests, loads               atomic.Uint64
 	commits, committedOps, commitErrors            atomic.Uint64
+	expired                                        atomic.Uint64
 }
 
 // Stats is a snapshot of the service's counters and queues.
@@ -16,6 +17,7 @@ type Stats struct {
 	Dispatches, Redeliveries, Replies, LateReplies uint64
 	Failed, Busy, BadRequests, Loads               uint64
 	Commits, CommittedOps, CommitErrors            uint64
+	Expired                                        uint64 // deleted by retention
 	// Queued is the number of pending tickets waiting per service, and
 	// Leased the number held by workers.
 	Queued map[string]int
@@ -30,7 +32,8 @@ func (s *Service) Stats() Stats {
 		Dispatches: c.dispatches.Load(), Redeliveries: c.redeliveries.Load(), Replies: c.replies.Load(), LateReplies: c.lateReplies.Load(),
 		Failed: c.failed.Load(), Busy: c.busy.Load(), BadRequests: c.badRequests.Load(), Loads: c.loads.Load(),
 		Commits: c.commits.Load(), CommittedOps: c.committedOps.Load(), CommitErrors: c.commitErrors.Load(),
-		Queued: make(map[string]int),
+		Expired: c.expired.Load(),
+		Queued:  make(map[string]int),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

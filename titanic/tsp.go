@@ -19,6 +19,7 @@ const (
 	SvcStatus  = "titanic.status"  // extension: a ticket's state, attempts and times
 	SvcList    = "titanic.list"    // extension: list tickets
 	SvcWait    = "titanic.wait"    // extension: titanic.reply that waits for the reply
+	SvcBackup  = "titanic.backup"  // extension: write an online snapshot on the broker's host
 
 	// Prefix is the service-name prefix the titanic service owns.
 	Prefix = "titanic."

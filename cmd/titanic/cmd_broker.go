@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
@@ -29,6 +30,14 @@ func runBroker(e env) error {
 	noWorker := fs.Duration("no-worker-timeout", td.NoWorkerTimeout, "how long a ticket waits for its service to have a worker")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
+	maxMsg := fs.Int64("max-msg-size", bd.MaxMsgSize, "largest message accepted; a peer sending more is disconnected (negative: no limit)")
+	maxBody := fs.Int("max-body", td.MaxBody, "largest request body accepted, in bytes (400 beyond)")
+	inflight := fs.Int("per-client-inflight", td.PerClientInflight, "requests one client may have waiting for an answer (500 busy beyond)")
+	rate := fs.Float64("submit-rate", 0, "submits per second one client may make, in bursts of as many (0: no limit; 500 busy beyond)")
+	quota := fs.Int64("disk-quota", 0, "refuse submits while the data file holds this many bytes (0: no quota)")
+	doneTTL := fs.Duration("done-ttl", td.DoneTTL, "delete finished tickets nobody closed this long after they finished (negative: never)")
+	backupDir := fs.String("backup-dir", "", "where titanic.backup writes snapshots (default DATA/backups)")
+	drain := fs.Duration("drain-timeout", 5*time.Second, "on SIGTERM/SIGINT, how long to wait for accepted work to be committed and answered")
 	var rf raftFlags
 	rf.add(fs)
 	rf.pair.listen, rf.pair.bindFlag, rf.pair.advFlag = listen, &rf.bind, &rf.advertise
@@ -59,14 +68,18 @@ func runBroker(e env) error {
 	bc.Endpoints = splitList(*listen)
 	bc.HeartbeatInterval, bc.HeartbeatLiveness = *hb, *liveness
 	bc.LeaseTimeout, bc.RequestExpiry = *lease, *expiry
+	bc.MaxMsgSize = *maxMsg
 	bc.Logger = log
 	b, err := broker.New(bc)
 	if err != nil {
 		return err
 	}
 
-	ctx, cancel := context.WithCancel(e.ctx)
+	// The broker and the service outlive the signal by the drain: ctx ends
+	// after it.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	gate := &drainGate{}
 	var (
 		st    store.Store = bolt
 		roles []func(context.Context) error
@@ -74,6 +87,11 @@ func runBroker(e env) error {
 	)
 	tc := td
 	tc.MaxAttempts, tc.NoWorkerTimeout, tc.Logger = *attempts, *noWorker, log
+	tc.MaxBody, tc.PerClientInflight, tc.SubmitRate, tc.Quota = *maxBody, *inflight, *rate, *quota
+	tc.DoneTTL, tc.BackupDir = *doneTTL, *backupDir
+	if tc.BackupDir == "" {
+		tc.BackupDir = filepath.Join(*data, "backups")
+	}
 	if rf.enabled() {
 		node, err = replica.Open(bolt, rf.replicaConfig(*data, log))
 		if err != nil {
@@ -91,15 +109,25 @@ func runBroker(e env) error {
 		admin := ha.NewAdmin(node, b, log)
 		admin.Endpoint = bc.Endpoints[0]
 		b.Handle(ha.AdminPrefix, admin)
-		gate, run, err := rf.role(node, svc, log)
+		role, run, err := rf.role(node, svc, log)
 		if err != nil {
 			return err
 		}
-		b.SetGate(gate)
+		gate.inner = role
 		roles = append(roles, run)
 	}
 	b.Handle(titanic.Prefix, svc)
 	b.SetSource(svc)
+	b.SetGate(gate)
+	go func() {
+		select {
+		case <-e.ctx.Done():
+		case <-ctx.Done():
+			return
+		}
+		drainBroker(gate, svc, *drain, log)
+		cancel()
+	}()
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -155,3 +183,46 @@ func newLogger(e env, level, format string) (*slog.Logger, error) {
 
 // defaultTimeout is the per-try timeout of client commands.
 const defaultTimeout = 2500 * time.Millisecond
+
+// drainGate is the broker's gate: the role's (replicated modes) and, once
+// draining, a refusal of every new client request.
+type drainGate struct {
+	inner    broker.Gate
+	draining atomic.Bool
+}
+
+func (g *drainGate) Admit(service string) bool {
+	if g.draining.Load() {
+		return false
+	}
+	return g.inner == nil || g.inner.Admit(service)
+}
+
+func (g *drainGate) Active() bool { return g.inner == nil || g.inner.Active() }
+
+func (g *drainGate) Refusal(service string) [][]byte {
+	if g.draining.Load() || g.inner == nil {
+		return titanic.Refusal(service)
+	}
+	return g.inner.Refusal(service)
+}
+
+// drainBroker stops taking client requests, then waits (up to timeout)
+// until every accepted one is committed and answered. Work held by workers
+// stays dispatched in the store and is redelivered by the next active
+// broker (or this one, restarted).
+func drainBroker(g *drainGate, svc *titanic.Service, timeout time.Duration, log *slog.Logger) {
+	g.draining.Store(true)
+	log.Info("draining: new requests refused", "timeout", timeout)
+	deadline := time.Now().Add(timeout)
+	for !svc.Idle() {
+		if time.Now().After(deadline) {
+			log.Warn("drain timeout: stopping with work still in progress (it is redelivered or retried)")
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Let the last answers leave the broker's socket.
+	time.Sleep(100 * time.Millisecond)
+	log.Info("drained")
+}

@@ -46,6 +46,8 @@ func commands() []command {
 		{"close", "close a ticket (delete it and its reply)", runClose},
 		{"tickets", "list tickets", runTickets},
 		{"cluster", "show a replicated deployment; join or remove a raft member", runCluster},
+		{"backup", "write an online snapshot of a running broker's store", runBackup},
+		{"check", "verify a data file (stopped broker, or a backup)", runCheck},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -1,0 +1,76 @@
+package titanic
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/titanicmq/titanic/broker"
+)
+
+// titanic.backup [name] writes a consistent snapshot of the store, taken
+// online, to BackupDir/name on the broker's host and answers
+// 200 | path | bytes. Names are plain file names, so a client cannot
+// write anywhere else; without BackupDir the service answers 400.
+
+var backupName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+func (s *Service) backup(req broker.Request) [][]byte {
+	if s.cfg.BackupDir == "" {
+		return replyText(CodeUnknown, "backups are disabled on this broker (no backup directory)")
+	}
+	if len(req.Body) != 1 || !backupName.Match(req.Body[0]) {
+		return replyText(CodeUnknown, "want one frame: a file name of letters, digits, '.', '_' or '-'")
+	}
+	name := string(req.Body[0])
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		path, n, err := s.writeBackup(ctx, name)
+		if err != nil {
+			s.log.Error("backup failed", "name", name, "err", err)
+			s.answer(req.Client, req.Service, replyText(CodeError, "backup failed: "+err.Error()))
+			return
+		}
+		s.log.Info("backup written", "path", path, "bytes", n)
+		s.answer(req.Client, req.Service, reply(CodeOK, []byte(path), []byte(strconv.FormatInt(n, 10))))
+	}()
+	return nil
+}
+
+// writeBackup writes the snapshot to a temporary file, syncs it, and only
+// then gives it its name, so a backup file is always complete.
+func (s *Service) writeBackup(ctx context.Context, name string) (string, int64, error) {
+	if err := os.MkdirAll(s.cfg.BackupDir, 0o750); err != nil {
+		return "", 0, fmt.Errorf("backup directory: %w", err)
+	}
+	path := filepath.Join(s.cfg.BackupDir, name)
+	f, err := os.CreateTemp(s.cfg.BackupDir, "."+name+".*.tmp")
+	if err != nil {
+		return "", 0, fmt.Errorf("create: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the rename, a no-op
+	n, err := s.st.Snapshot(ctx, f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("write snapshot: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", 0, fmt.Errorf("rename: %w", err)
+	}
+	if d, err := os.Open(s.cfg.BackupDir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return path, n, nil
+}

@@ -1,0 +1,66 @@
+package titanic
+
+import (
+	"context"
+	"time"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// Retention: a closed ticket is deleted at once (titanic.close); a
+// finished ticket nobody closes is deleted DoneTTL after it finished, by a
+// sweep every SweepInterval on the serving node (the deletes go through the
+// store like any op, so replicas delete alike).
+
+// expirer is implemented by stores that can list expired tickets.
+type expirer interface {
+	Expired(ctx context.Context, cutoff time.Time, limit int) ([]store.ID, error)
+}
+
+// sweepBatch bounds the tickets one sweep deletes, so a sweep never holds
+// the committer long; the next sweep takes the rest.
+const sweepBatch = 1000
+
+func (s *Service) sweepLoop(ctx context.Context) {
+	if s.cfg.DoneTTL <= 0 {
+		return
+	}
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.sweep(ctx)
+		}
+	}
+}
+
+// sweep deletes finished tickets older than DoneTTL. It returns how many
+// it queued for deletion.
+func (s *Service) sweep(ctx context.Context) int {
+	ex, ok := s.st.(expirer)
+	if !ok || !s.active.Load() {
+		return 0
+	}
+	ids, err := ex.Expired(ctx, s.cfg.Now().Add(-s.cfg.DoneTTL), sweepBatch)
+	if err != nil {
+		s.log.Warn("retention sweep", "err", err)
+		return 0
+	}
+	if len(ids) == 0 {
+		return 0
+	}
+	ops := make([]pendingOp, len(ids))
+	for i, id := range ids {
+		ops[i] = pendingOp{op: store.Op{Kind: store.OpClose, ID: id, Time: s.cfg.Now()}, done: func(res store.Result, err error) {
+			if err == nil && res.Err == nil && res.Existed {
+				s.stats.expired.Add(1)
+			}
+		}}
+	}
+	_ = s.enqueue(ops...)
+	s.log.Info("retention: deleting finished tickets", "count", len(ids), "ttl", s.cfg.DoneTTL)
+	return len(ids)
+}

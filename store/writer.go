@@ -56,6 +56,23 @@ func (s *BoltStore) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 	return o.results, o.err
 }
 
+// ApplyAsync queues ops now and returns a function that waits for their
+// outcome, as Apply would report it. Calls queued in turn are applied in
+// that order, so a caller may keep several batches in flight.
+func (s *BoltStore) ApplyAsync(ops []Op) func(context.Context) ([]Result, error) {
+	if len(ops) == 0 {
+		return func(ctx context.Context) ([]Result, error) { return s.Apply(ctx, nil) }
+	}
+	r := &request{ops: ops, done: make(chan outcome, 1)}
+	if err := s.enqueue(r); err != nil {
+		return func(context.Context) ([]Result, error) { return nil, err }
+	}
+	return func(ctx context.Context) ([]Result, error) {
+		o := s.wait(ctx, r, false)
+		return o.results, o.err
+	}
+}
+
 // ApplyAt is Apply for a replicated log (the store as a raft state
 // machine): index is the log position of ops. The highest index applied is
 // recorded in the same transaction as the ops, and a call whose index is

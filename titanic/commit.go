@@ -31,23 +31,59 @@ func (s *Service) enqueue(ops ...pendingOp) error {
 		s.clientOps += len(ops)
 	}
 	s.ops = append(s.ops, ops...)
+	n := len(s.ops)
 	s.opMu.Unlock()
-	select {
-	case s.opReady <- struct{}{}:
-	default:
+	if n == len(ops) || n >= pipelineMin {
+		s.signalOps()
 	}
 	return nil
 }
 
+// signalOps wakes the committer without blocking.
+func (s *Service) signalOps() {
+	select {
+	case s.opReady <- struct{}{}:
+	default:
+	}
+}
+
 // commitLoop is the group commit: it takes every op queued while the
-// previous commit ran and applies them as one batch, so one fsync (or one
-// raft entry) covers them all, then runs their completions. It returns when
-// ctx is done and the queue is empty.
+// previous batch was being handed over and applies them as one batch, so
+// one fsync (or one raft entry) covers them all; a completer goroutine
+// then runs their completions, in order. With a store that can keep
+// batches in flight (ApplyAsync: the replicated store), up to
+// maxInflightBatches are, so that raft replicates them together. It
+// returns when ctx is done and the queue is empty.
 func (s *Service) commitLoop(ctx context.Context) {
+	inflight := make(chan inflightBatch, maxInflightBatches)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ib := range inflight {
+			res, err := ib.wait(context.Background())
+			s.complete(ib.batch, res, err)
+			s.batches.Add(-1)
+			s.signalOps() // the committer may take a small batch now
+		}
+	}()
+	defer func() {
+		close(inflight)
+		<-done
+	}()
+	async, _ := s.st.(asyncApplier)
 	for {
 		s.opMu.Lock()
+		if n := len(s.ops); n > 0 && n < pipelineMin && s.batches.Load() > 0 {
+			// A batch is in flight and few ops wait: let more gather (or
+			// the batch complete) rather than send a small one.
+			s.opMu.Unlock()
+			select {
+			case <-s.opReady:
+			case <-ctx.Done():
+			}
+			continue
+		}
 		batch := s.ops
-		s.committing.Store(len(batch) > 0)
 		if len(batch) > s.cfg.MaxBatch {
 			batch = batch[:s.cfg.MaxBatch]
 			s.ops = append([]pendingOp(nil), s.ops[s.cfg.MaxBatch:]...)
@@ -59,6 +95,9 @@ func (s *Service) commitLoop(ctx context.Context) {
 				s.clientOps--
 			}
 		}
+		if len(batch) > 0 {
+			s.batches.Add(1)
+		}
 		s.opMu.Unlock()
 		if len(batch) == 0 {
 			select {
@@ -68,24 +107,49 @@ func (s *Service) commitLoop(ctx context.Context) {
 				return
 			}
 		}
-		s.applyBatch(batch)
+		ops := make([]store.Op, len(batch))
+		for i, p := range batch {
+			ops[i] = p.op
+		}
+		// The batch is applied even while shutting down: its submits were
+		// accepted and their clients wait for an answer.
+		var wait func(context.Context) ([]store.Result, error)
+		if async != nil {
+			wait = async.ApplyAsync(ops)
+		} else {
+			wait = func(ctx context.Context) ([]store.Result, error) { return s.st.Apply(ctx, ops) }
+		}
+		inflight <- inflightBatch{batch: batch, wait: wait}
 	}
 }
 
-func (s *Service) applyBatch(batch []pendingOp) {
-	ops := make([]store.Op, len(batch))
-	for i, p := range batch {
-		ops[i] = p.op
-	}
-	// The batch is applied even while shutting down: its submits were
-	// accepted and their clients wait for an answer.
-	res, err := s.st.Apply(context.Background(), ops)
+// maxInflightBatches bounds the batches handed to the store and not yet
+// completed; pipelineMin is the fewest ops sent as a batch while another
+// is in flight.
+const (
+	maxInflightBatches = 4
+	pipelineMin        = 64
+)
+
+type inflightBatch struct {
+	batch []pendingOp
+	wait  func(context.Context) ([]store.Result, error)
+}
+
+// asyncApplier is implemented by stores that take a batch now and report
+// its outcome later, applying batches in the order they were given.
+type asyncApplier interface {
+	ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result, error)
+}
+
+// complete runs a batch's completions. Completer goroutine only.
+func (s *Service) complete(batch []pendingOp, res []store.Result, err error) {
 	s.refreshUsage()
 	s.stats.commits.Add(1)
-	s.stats.committedOps.Add(uint64(len(ops)))
+	s.stats.committedOps.Add(uint64(len(batch)))
 	if err != nil {
 		s.stats.commitErrors.Add(1)
-		s.log.Error("commit failed", "ops", len(ops), "err", err)
+		s.log.Error("commit failed", "ops", len(batch), "err", err)
 	}
 	for i, p := range batch {
 		var r store.Result
@@ -138,8 +202,8 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 	return nil
 }
 
-// enlist queues a durable pending ticket for dispatch; the committer wakes
-// the broker once the batch's completions have run. Committer only.
+// enlist queues a durable pending ticket for dispatch; the completer wakes
+// the broker once the batch's completions have run. Completer only.
 func (s *Service) enlist(e *entry, body [][]byte) {
 	s.mu.Lock()
 	if _, dup := s.entries[e.id]; dup {

@@ -151,17 +151,17 @@ type Service struct {
 	clientOps int
 	opReady   chan struct{}
 	// toWake collects the services that got new tickets in the batch
-	// being completed; committer only.
+	// being completed; completer only.
 	toWake map[string]struct{}
 
 	reads  chan readReq
 	waits  waiters
 	limits limiter
 	used   atomic.Int64 // store bytes used, for Quota
-	// committing and reading tell Idle that a batch or a lookup is in
+	// batches and reading tell Idle that batches or lookups are in
 	// progress.
-	committing atomic.Bool
-	reading    atomic.Int32
+	batches atomic.Int32
+	reading atomic.Int32
 	// active: this node serves (single node after Recover; replicated:
 	// between Activate and Deactivate).
 	active atomic.Bool

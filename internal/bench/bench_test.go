@@ -19,6 +19,7 @@ import (
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/worker"
 )
@@ -173,14 +174,27 @@ type node struct {
 	zctx        *zmq.Context // shared by the clients (nil: each has its own)
 	wctx        *zmq.Context // shared by the workers (likewise)
 	stopWorkers context.CancelFunc
+	closers     []func() // raft nodes and follower stores, closed before st
 	workers     sync.WaitGroup
 }
 
-func startNode(b *testing.B) *node {
+func startNode(b *testing.B) *node { return startReplicated(b, 0) }
+
+// startReplicated is startNode over a raft group of voters nodes on
+// 127.0.0.1 (0: no raft, the single-node store). The broker runs on the
+// leader; the followers are raft replicas with their own stores.
+func startReplicated(b *testing.B, voters int) *node {
 	b.Helper()
 	st, err := store.Open(filepath.Join(b.TempDir(), "titanic.db"), store.Options{Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
+	}
+	var base store.Store = st
+	var closers []func()
+	if voters > 0 {
+		var lead *replica.Node
+		st, lead, closers = raftGroup(b, st, voters)
+		base = lead
 	}
 	bc := broker.DefaultConfig()
 	bc.Endpoints = []string{"tcp://127.0.0.1:*"}
@@ -192,7 +206,7 @@ func startNode(b *testing.B) *node {
 	}
 	tc := titanic.DefaultConfig()
 	tc.Logger = quiet
-	timed := &timedStore{Store: st}
+	timed := &timedStore{Store: base}
 	svc := titanic.New(timed, brk, tc)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := svc.Recover(ctx); err != nil {
@@ -204,7 +218,7 @@ func startNode(b *testing.B) *node {
 	brk.SetSource(svc)
 
 	n := &node{st: st, timed: timed, svc: svc, brk: brk, cancel: cancel,
-		brkDone: make(chan error, 1), svcDone: make(chan struct{})}
+		brkDone: make(chan error, 1), svcDone: make(chan struct{}), closers: closers}
 	go func() { defer close(n.svcDone); _ = svc.Run(ctx) }()
 	go func() { n.brkDone <- brk.Run(ctx) }()
 	select {
@@ -251,6 +265,9 @@ func (n *node) stop(b *testing.B) {
 		b.Errorf("broker: %v", err)
 	}
 	<-n.svcDone
+	for _, c := range n.closers {
+		c()
+	}
 	if err := n.st.Close(); err != nil {
 		b.Errorf("close store: %v", err)
 	}

@@ -1,0 +1,55 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// Usage reports the local data file's usage (see store.BoltStore.Usage).
+func (n *Node) Usage() (store.Usage, error) { return n.st.Usage() }
+
+// Expired lists expired finished tickets of the local store (see
+// store.BoltStore.Expired); their deletion goes through the log.
+func (n *Node) Expired(ctx context.Context, cutoff time.Time, limit int) ([]store.ID, error) {
+	return n.st.Expired(ctx, cutoff, limit)
+}
+
+// ApplyAsync appends ops as one log entry now and returns a function that
+// waits for its outcome, as Apply would report it. Entries appended in
+// turn commit in that order; a caller that keeps several in flight lets
+// raft replicate them together (one AppendEntries, one follower fsync).
+func (n *Node) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result, error) {
+	if len(ops) == 0 {
+		return func(context.Context) ([]store.Result, error) { return []store.Result{}, nil }
+	}
+	r := n.raft()
+	if r.State() != raft.Leader {
+		return func(context.Context) ([]store.Result, error) { return nil, ErrNotLeader }
+	}
+	f := r.Apply(store.EncodeOps(ops), n.cfg.ApplyTimeout)
+	return func(context.Context) ([]store.Result, error) {
+		if err := f.Error(); err != nil {
+			switch {
+			case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+				return nil, fmt.Errorf("%w: %w", ErrNotLeader, err)
+			case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+				return nil, fmt.Errorf("%w: %w", ErrUncertain, err)
+			}
+			return nil, fmt.Errorf("raft apply: %w", err)
+		}
+		resp, ok := f.Response().(response)
+		if !ok {
+			return nil, fmt.Errorf("raft apply: unexpected response %T", f.Response())
+		}
+		if resp.err != nil {
+			return nil, resp.err
+		}
+		return resp.results, nil
+	}
+}

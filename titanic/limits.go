@@ -70,7 +70,12 @@ func (s *Service) admit(c broker.Client, submit bool) [][]byte {
 	return nil
 }
 
-func (s *Service) burst() float64 { return max(1, s.cfg.SubmitRate) }
+func (s *Service) burst() float64 {
+	if s.cfg.SubmitBurst > 0 {
+		return float64(s.cfg.SubmitBurst)
+	}
+	return max(1, s.cfg.SubmitRate)
+}
 
 // release undoes admit for a request that was answered at once.
 func (s *Service) release(c broker.Client) {

@@ -41,8 +41,11 @@ type Config struct {
 	// have waiting for an answer; beyond it: 500 busy.
 	PerClientInflight int
 	// SubmitRate bounds one client's submits per second (bursts of as
-	// many); 0: no limit. Beyond it: 500 busy.
+	// many, or SubmitBurst); 0: no limit. Beyond it: 500 busy.
 	SubmitRate float64
+	// SubmitBurst is how many submits a client may send at once; 0: as
+	// many as SubmitRate.
+	SubmitBurst int
 	// MaxBody bounds the bytes of a request's body frames; beyond it: 400.
 	MaxBody int
 	// Quota refuses submits (500) while the data file holds this many

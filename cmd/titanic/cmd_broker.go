@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/cmd/titanic/config"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
@@ -18,63 +21,68 @@ import (
 )
 
 func runBroker(e env) error {
-	bd, td := broker.DefaultConfig(), titanic.DefaultConfig()
-	fs := newFlags(e, "broker", "[flags]")
-	data := fs.String("data", "./titanic-data", "directory of the data file (created if missing)")
-	listen := fs.String("listen", "tcp://127.0.0.1:5555", "endpoints to bind, comma-separated")
-	hb := fs.Duration("heartbeat", bd.HeartbeatInterval, "MDP heartbeat interval")
-	liveness := fs.Int("liveness", bd.HeartbeatLiveness, "missed heartbeats before a worker is gone")
-	lease := fs.Duration("lease-timeout", bd.LeaseTimeout, "how long a busy worker that does not heartbeat may stay silent")
-	expiry := fs.Duration("request-expiry", bd.RequestExpiry, "how long a plain MDP request waits for a worker")
-	attempts := fs.Int("max-attempts", td.MaxAttempts, "dispatches per ticket before it fails")
-	noWorker := fs.Duration("no-worker-timeout", td.NoWorkerTimeout, "how long a ticket waits for its service to have a worker")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	logFormat := fs.String("log-format", "text", "text or json")
-	maxMsg := fs.Int64("max-msg-size", bd.MaxMsgSize, "largest message accepted; a peer sending more is disconnected (negative: no limit)")
-	maxBody := fs.Int("max-body", td.MaxBody, "largest request body accepted, in bytes (400 beyond)")
-	inflight := fs.Int("per-client-inflight", td.PerClientInflight, "requests one client may have waiting for an answer (500 busy beyond)")
-	rate := fs.Float64("submit-rate", 0, "submits per second one client may make, in bursts of as many (0: no limit; 500 busy beyond)")
-	quota := fs.Int64("disk-quota", 0, "refuse submits while the data file holds this many bytes (0: no quota)")
-	doneTTL := fs.Duration("done-ttl", td.DoneTTL, "delete finished tickets nobody closed this long after they finished (negative: never)")
-	backupDir := fs.String("backup-dir", "", "where titanic.backup writes snapshots (default DATA/backups)")
-	drain := fs.Duration("drain-timeout", 5*time.Second, "on SIGTERM/SIGINT, how long to wait for accepted work to be committed and answered")
-	var rf raftFlags
-	rf.add(fs)
-	rf.pair.listen, rf.pair.bindFlag, rf.pair.advFlag = listen, &rf.bind, &rf.advertise
-	if err := parseFlags(fs, e.args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	if err := rf.check(); err != nil {
-		return err
-	}
-	log, err := newLogger(e, *logLevel, *logFormat)
+	cfg, err := brokerConfig(e, "broker")
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(*data, 0o750); err != nil {
+	rf := raftFlagsOf(cfg)
+	if err := rf.check(); err != nil {
+		return err
+	}
+	log, err := newLogger(e, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+	data := cfg.Store.Dir
+	if err := os.MkdirAll(data, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	path := filepath.Join(*data, "titanic.db")
-	bolt, err := store.Open(path, store.Options{Logger: log})
+	path := filepath.Join(data, "titanic.db")
+	bolt, err := store.Open(path, store.Options{Logger: log, LockTimeout: cfg.Store.LockTimeout, MaxBatch: cfg.Store.MaxBatch, NoSync: cfg.Store.NoSync})
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", path, err)
 	}
 	defer bolt.Close()
 
+	bd, td := broker.DefaultConfig(), titanic.DefaultConfig()
 	bc := bd
-	bc.Endpoints = splitList(*listen)
-	bc.HeartbeatInterval, bc.HeartbeatLiveness = *hb, *liveness
-	bc.LeaseTimeout, bc.RequestExpiry = *lease, *expiry
-	bc.MaxMsgSize = *maxMsg
+	bc.Endpoints = cfg.Broker.Listen
+	bc.HeartbeatInterval, bc.HeartbeatLiveness = cfg.Broker.Heartbeat, cfg.Broker.Liveness
+	bc.LeaseTimeout, bc.RequestExpiry = cfg.Broker.LeaseTimeout, cfg.Broker.RequestExpiry
+	bc.MaxQueue = cfg.Limits.MaxQueue
+	bc.MaxMsgSize = int64(cfg.Limits.MaxMessageSize)
+	if bc.MaxMsgSize == 0 {
+		bc.MaxMsgSize = -1 // no limit
+	}
 	bc.Logger = log
 	b, err := broker.New(bc)
 	if err != nil {
 		return err
 	}
 
+	tc := td
+	tc.Logger = log
+	tc.MaxAttempts, tc.NoWorkerTimeout = cfg.Queue.MaxAttempts, cfg.Queue.NoWorkerTimeout
+	tc.Readers, tc.MaxBatch = cfg.Queue.Readers, cfg.Queue.MaxBatch
+	tc.MaxQueuedOps, tc.MaxQueuedReads = cfg.Limits.MaxQueuedOps, cfg.Limits.MaxQueuedReads
+	tc.MaxWaiters, tc.BodyCache = cfg.Limits.MaxWaiters, int(cfg.Limits.BodyCache)
+	tc.MaxBody, tc.PerClientInflight = int(cfg.Limits.MaxBody), cfg.Limits.PerClientInflight
+	tc.SubmitRate, tc.SubmitBurst, tc.Quota = cfg.Limits.SubmitRate, cfg.Limits.SubmitBurst, int64(cfg.Limits.DiskQuota)
+	if tc.MaxBody == 0 {
+		tc.MaxBody = math.MaxInt
+	}
+	if tc.PerClientInflight == 0 {
+		tc.PerClientInflight = math.MaxInt
+	}
+	tc.DoneTTL, tc.SweepInterval = cfg.Retention.DoneTTL, cfg.Retention.SweepInterval
+	if tc.DoneTTL == 0 {
+		tc.DoneTTL = -1 // kept until closed
+	}
+	tc.BackupDir = cfg.Store.BackupDir
+	if tc.BackupDir == "" {
+		tc.BackupDir = filepath.Join(data, "backups")
+	}
+	drain := cfg.Broker.DrainTimeout
 	// The broker and the service outlive the signal by the drain: ctx ends
 	// after it.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -85,15 +93,8 @@ func runBroker(e env) error {
 		roles []func(context.Context) error
 		node  *replica.Node
 	)
-	tc := td
-	tc.MaxAttempts, tc.NoWorkerTimeout, tc.Logger = *attempts, *noWorker, log
-	tc.MaxBody, tc.PerClientInflight, tc.SubmitRate, tc.Quota = *maxBody, *inflight, *rate, *quota
-	tc.DoneTTL, tc.BackupDir = *doneTTL, *backupDir
-	if tc.BackupDir == "" {
-		tc.BackupDir = filepath.Join(*data, "backups")
-	}
 	if rf.enabled() {
-		node, err = replica.Open(bolt, rf.replicaConfig(*data, log))
+		node, err = replica.Open(bolt, rf.replicaConfig(data, log))
 		if err != nil {
 			return err
 		}
@@ -125,7 +126,7 @@ func runBroker(e env) error {
 		case <-ctx.Done():
 			return
 		}
-		drainBroker(gate, svc, *drain, log)
+		drainBroker(gate, svc, drain, log)
 		cancel()
 	}()
 
@@ -225,4 +226,36 @@ func drainBroker(g *drainGate, svc *titanic.Service, timeout time.Duration, log 
 	// Let the last answers leave the broker's socket.
 	time.Sleep(100 * time.Millisecond)
 	log.Info("drained")
+}
+
+// brokerConfig reads the broker's settings: defaults, then the --config
+// file, then TITANIC_* variables, then the flags given.
+func brokerConfig(e env, name string) (config.Config, error) {
+	fs := newFlags(e, name, "[flags]   (settings: defaults < --config FILE < TITANIC_* environment < flags)")
+	def := config.Default()
+	def.RegisterFlags(fs)
+	if err := parseFlags(fs, e.args); err != nil {
+		return config.Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config.Config{}, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := config.Resolve(fs, e.environ())
+	if err != nil {
+		if errors.Is(err, config.ErrInvalid) {
+			return cfg, usageError{err.Error()}
+		}
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// runConfig prints the effective configuration, as the broker with the
+// same flags, file and environment would use it.
+func runConfig(e env) error {
+	cfg, err := brokerConfig(e, "config")
+	if err != nil {
+		return err
+	}
+	return cfg.Write(e.stdout)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
 	"net"
 	"net/url"
@@ -35,15 +34,6 @@ type pairFlags struct {
 	listen        *string // the broker's --listen, for default hosts
 	bindFlag      *string // the shared --raft-bind
 	advFlag       *string // the shared --raft-advertise
-}
-
-func (f *pairFlags) add(fs *flag.FlagSet) {
-	fs.StringVar(&f.role, "pair", "", "pair mode: primary or backup of a Binary Star pair (two hosts)")
-	fs.StringVar(&f.peer, "peer", "", "pair mode: the other host (its Binary Star state on port "+defaultStatePort+", raft on "+defaultRaftPort+")")
-	fs.StringVar(&f.peerState, "peer-state", "", "pair mode: the peer's state endpoint (default tcp://PEER:"+defaultStatePort+")")
-	fs.StringVar(&f.peerRaft, "peer-raft", "", "pair mode: the peer's raft address (default PEER:"+defaultRaftPort+")")
-	fs.StringVar(&f.stateListen, "state-listen", "", "pair mode: this node's state endpoint (default the --listen host, port "+defaultStatePort+")")
-	fs.DurationVar(&f.heartbeat, "pair-heartbeat", 500*time.Millisecond, "pair mode: Binary Star heartbeat; the peer is lost after 2 missed")
 }
 
 func (f *pairFlags) check() error {

@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/cmd/titanic/config"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ha"
@@ -23,17 +23,11 @@ type raftFlags struct {
 	advertise string
 	peers     string
 	election  time.Duration
-	pair      pairFlags
-}
-
-func (f *raftFlags) add(fs *flag.FlagSet) {
-	fs.BoolVar(&f.group, "raft", false, "group mode: this node is a member of a raft group (3 or 5 nodes); the leader serves")
-	fs.StringVar(&f.nodeID, "node-id", "", "raft node ID (group mode; pair mode uses primary and backup)")
-	fs.StringVar(&f.bind, "raft-bind", "", "raft transport address host:port (default: the --listen host, port 7000)")
-	fs.StringVar(&f.advertise, "raft-advertise", "", "raft address peers dial, if not --raft-bind")
-	fs.StringVar(&f.peers, "peers", "", "group mode: initial voters ID=HOST:PORT,... including this node; a node with no raft state forms the group from them (omit to join later with: titanic cluster join)")
-	fs.DurationVar(&f.election, "raft-timeout", time.Second, "raft heartbeat and election timeout")
-	f.pair.add(fs)
+	// snapshot settings (0: replica defaults)
+	snapInterval  time.Duration
+	snapThreshold uint64
+	trailing      uint64
+	pair          pairFlags
 }
 
 func (f *raftFlags) enabled() bool { return f.group || f.pair.role != "" }
@@ -89,6 +83,15 @@ func (f *raftFlags) replicaConfig(data string, log *slog.Logger) replica.Config 
 	c.Logger = log
 	c.HeartbeatTimeout, c.ElectionTimeout = f.election, f.election
 	c.LeaderLeaseTimeout = f.election / 2
+	if f.snapInterval > 0 {
+		c.SnapshotInterval = f.snapInterval
+	}
+	if f.snapThreshold > 0 {
+		c.SnapshotThreshold = f.snapThreshold
+	}
+	if f.trailing > 0 {
+		c.TrailingLogs = f.trailing
+	}
 	if f.pair.role != "" {
 		f.pair.fill(c.Logger)
 		c.ID, c.Bind, c.Advertise = f.pair.role, f.pair.raftBind, f.pair.raftAdvertise
@@ -109,4 +112,18 @@ func (f *raftFlags) role(node *replica.Node, svc *titanic.Service, log *slog.Log
 	}
 	g := ha.NewGroup(node, svc, log)
 	return g, g.Run, nil
+}
+
+// raftFlagsOf takes the replication settings from the configuration.
+func raftFlagsOf(cfg config.Config) *raftFlags {
+	listen := strings.Join(cfg.Broker.Listen, ",")
+	rf := &raftFlags{
+		group: cfg.Raft.Enabled, nodeID: cfg.Raft.NodeID, bind: cfg.Raft.Bind, advertise: cfg.Raft.Advertise,
+		peers: strings.Join(cfg.Raft.Peers, ","), election: cfg.Raft.Timeout,
+		snapInterval: cfg.Raft.SnapshotInterval, snapThreshold: uint64(cfg.Raft.SnapshotThreshold), trailing: uint64(cfg.Raft.TrailingLogs),
+		pair: pairFlags{role: cfg.Pair.Role, peer: cfg.Pair.Peer, peerState: cfg.Pair.PeerState,
+			peerRaft: cfg.Pair.PeerRaft, stateListen: cfg.Pair.StateListen, heartbeat: cfg.Pair.Heartbeat},
+	}
+	rf.pair.listen, rf.pair.bindFlag, rf.pair.advFlag = &listen, &rf.bind, &rf.advertise
+	return rf
 }

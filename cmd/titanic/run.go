@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/titanicmq/titanic/client"
@@ -24,7 +25,9 @@ const (
 
 // env is what a subcommand gets: its arguments and standard streams.
 type env struct {
-	ctx    context.Context
+	ctx context.Context
+	// environ is the process environment (nil: os.Environ), for tests.
+	env    []string
 	args   []string
 	stdin  io.Reader
 	stdout io.Writer
@@ -48,6 +51,7 @@ func commands() []command {
 		{"cluster", "show a replicated deployment; join or remove a raft member", runCluster},
 		{"backup", "write an online snapshot of a running broker's store", runBackup},
 		{"check", "verify a data file (stopped broker, or a backup)", runCheck},
+		{"config", "print the effective broker configuration (flags, file, environment)", runConfig},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -151,4 +155,11 @@ func runVersion(e env) error {
 	}
 	fmt.Fprintln(e.stdout, "titanic", Version)
 	return nil
+}
+
+func (e env) environ() []string {
+	if e.env != nil {
+		return e.env
+	}
+	return os.Environ()
 }

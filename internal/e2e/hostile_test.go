@@ -26,7 +26,7 @@ import (
 // that never read their answers, and garbage frames from the fuzz corpus.
 func TestHostileClients(t *testing.T) {
 	ep := harness.FreeEndpoint(t)
-	br := harness.Broker(t, "broker", ep, t.TempDir(), append([]string{"--max-msg-size", "1048576", "--submit-rate", "2000"}, fastBroker...)...)
+	br := harness.Broker(t, "broker", ep, t.TempDir(), append([]string{"--max-message-size", "1048576", "--submit-rate", "2000"}, fastBroker...)...)
 	zctx, err := zmq.NewContext()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,330 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// ConfigFlag is the flag naming the config file.
+const ConfigFlag = "config"
+
+// RegisterFlags registers --config and one flag per setting on fs. The flags
+// write into c, whose values --help shows as the defaults; pass a Default()
+// config. Resolve later applies only the flags given on the command line.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.String(ConfigFlag, "", "TOML config `FILE` (default $"+EnvConfig+"); what it does not set takes the built-in defaults")
+	for _, s := range sections {
+		for _, f := range s.fields {
+			fv := &flagValue{f: f, v: f.value(c)}
+			if f.typ.Kind() == reflect.Bool {
+				fs.Var(&boolValue{*fv}, f.flag, flagUsage(f))
+			} else {
+				fs.Var(fv, f.flag, flagUsage(f))
+			}
+		}
+	}
+}
+
+func flagUsage(f *field) string {
+	u := fmt.Sprintf("%s [%s, $%s", f.usage, f.name(), f.env)
+	if f.typ.Kind() != reflect.Bool {
+		// flag.PrintDefaults shows the back-quoted word as the value's name.
+		u += ", `" + typeName(f.typ) + "`"
+	}
+	return u + "]"
+}
+
+// flagValue is the flag.Value of a setting.
+type flagValue struct {
+	f *field
+	v reflect.Value
+}
+
+func (fv *flagValue) String() string {
+	if fv == nil || !fv.v.IsValid() {
+		return ""
+	}
+	if fv.f.secret && fv.v.String() != "" {
+		return Masked
+	}
+	return formatValue(fv.v)
+}
+
+func (fv *flagValue) Set(s string) error { return parseValue(fv.v, s) }
+
+// Get returns the typed value (flag.Getter).
+func (fv *flagValue) Get() any { return fv.v.Interface() }
+
+func (fv *flagValue) setting() *flagValue { return fv }
+
+// boolValue is the flag.Value of a boolean setting: it may be given as a
+// bare --flag, and --help does not show its default when it is false.
+type boolValue struct{ flagValue }
+
+func (bv *boolValue) IsBoolFlag() bool { return true }
+
+func (bv *boolValue) String() string {
+	if bv == nil || !bv.v.IsValid() {
+		return "false" // the zero value, which --help leaves out
+	}
+	return bv.flagValue.String()
+}
+
+func (bv *boolValue) setting() *flagValue { return &bv.flagValue }
+
+// settingValue is implemented by the flags of settings.
+type settingValue interface{ setting() *flagValue }
+
+// Load is the whole start-up sequence for a command whose flags are only
+// the configuration: it registers the flags on fs (unless RegisterFlags
+// already did; a nil fs is a silent new one), parses args, and returns
+// Resolve's result. Errors of fs.Parse (flag.ErrHelp included) come back as
+// they are; after it, fs.Args() holds the arguments that are not flags.
+func Load(args, environ []string, fs *flag.FlagSet) (Config, error) {
+	if fs == nil {
+		fs = flag.NewFlagSet("titanic", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+	}
+	if fs.Lookup(ConfigFlag) == nil {
+		d := Default()
+		d.RegisterFlags(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	return Resolve(fs, environ)
+}
+
+// Resolve builds the effective configuration after fs has parsed the
+// command line: the defaults, then the file of --config (or
+// $TITANIC_CONFIG), then the TITANIC_* variables of environ (os.Environ()
+// form), then the flags set on the command line (fs.Visit), and validates
+// it. On a validation error the config is returned too, for display; any
+// other error returns the zero Config. A nil fs means no flags.
+func Resolve(fs *flag.FlagSet, environ []string) (Config, error) {
+	c := Default()
+	path := lookupEnv(environ, EnvConfig)
+	if fs != nil && isSet(fs, ConfigFlag) {
+		path = fs.Lookup(ConfigFlag).Value.String()
+	}
+	if path != "" {
+		if err := c.LoadFile(path); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := c.ApplyEnv(environ); err != nil {
+		return Config{}, err
+	}
+	if fs != nil {
+		c.ApplyFlags(fs)
+	}
+	return c, c.Validate()
+}
+
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func lookupEnv(environ []string, key string) string {
+	v := ""
+	for _, kv := range environ {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
+}
+
+// LoadFile overlays the settings of a TOML file on c: keys the file sets
+// replace c's values, the others stay. An unknown key, a value of the wrong
+// type or a duration given as a bare number is an error naming the file and
+// the key, wrapping ErrInvalid.
+func (c *Config) LoadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	return c.decode(path, string(data))
+}
+
+// Decode is LoadFile for TOML text; name stands for the file in errors.
+func (c *Config) Decode(name, text string) error { return c.decode(name, text) }
+
+func (c *Config) decode(name, text string) error {
+	var fc Config
+	md, err := toml.Decode(text, &fc)
+	if err != nil {
+		return fmt.Errorf("%w: config file %s: %v", ErrInvalid, name, err)
+	}
+	if err := unknownKeys(name, md.Undecoded()); err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range sections {
+		for _, f := range s.fields {
+			if !md.IsDefined(f.section, f.key) {
+				continue
+			}
+			if f.typ == durationType && md.Type(f.section, f.key) != "String" {
+				errs = append(errs, fmt.Errorf("%w: config file %s: %s: a duration is a string such as \"2.5s\" or \"500ms\" (a bare number would be nanoseconds)", ErrInvalid, name, f.name()))
+				continue
+			}
+			f.value(c).Set(cloneValue(f.value(&fc)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unknownKeys reports the keys the file has and Config does not, outermost
+// only: an unknown [section] is named, not each of its keys.
+func unknownKeys(name string, keys []toml.Key) error {
+	var names []string
+	reported := map[string]bool{}
+	for _, k := range keys {
+		skip := false
+		for i := 1; i < len(k); i++ {
+			skip = skip || reported[toml.Key(k[:i]).String()]
+		}
+		if skip {
+			continue
+		}
+		reported[k.String()] = true
+		n := fmt.Sprintf("%q", k.String())
+		if hint := suggest(k); hint != "" {
+			n += " (did you mean " + hint + "?)"
+		}
+		names = append(names, n)
+	}
+	switch len(names) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("%w: config file %s: unknown key %s", ErrInvalid, name, names[0])
+	}
+	return fmt.Errorf("%w: config file %s: unknown keys %s", ErrInvalid, name, strings.Join(names, ", "))
+}
+
+// suggest names the setting an unknown key was probably meant to be.
+func suggest(k toml.Key) string {
+	last := k[len(k)-1]
+	if len(k) == 1 {
+		for _, s := range sections {
+			if editDistance(s.name, last) <= 2 {
+				return "[" + s.name + "]"
+			}
+		}
+	}
+	// The key in another section, or named as its flag.
+	for _, s := range sections {
+		for _, f := range s.fields {
+			if f.key == last || f.flag == strings.ReplaceAll(last, "_", "-") {
+				if len(k) == 1 || k[0] != f.section || f.key != last {
+					return f.name()
+				}
+			}
+		}
+	}
+	best, bestD := "", 3
+	for n := range byName {
+		if d := editDistance(n, k.String()); d < bestD || d == bestD && n < best {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// ApplyEnv overlays the TITANIC_<SECTION>_<KEY> variables of environ
+// (os.Environ() form) on c. A variable naming a section but no setting of it
+// is an error (a typo would otherwise be silently ignored); TITANIC_*
+// variables of no section (TITANIC_CONFIG, TITANIC_BIN) are not settings
+// and are left alone.
+func (c *Config) ApplyEnv(environ []string) error {
+	var errs []error
+	for _, kv := range environ { // in order: the last of duplicates wins
+
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, EnvPrefix) {
+			continue
+		}
+		if f, ok := byEnv[k]; ok {
+			if err := parseValue(f.value(c), v); err != nil {
+				errs = append(errs, fmt.Errorf("%w: environment %s: %v", ErrInvalid, k, err))
+			}
+			continue
+		}
+		sec, _, _ := strings.Cut(strings.TrimPrefix(k, EnvPrefix), "_")
+		for _, s := range sections {
+			if strings.EqualFold(s.name, sec) {
+				hint := ""
+				if h := suggestEnv(k); h != "" {
+					hint = " (did you mean " + h + "?)"
+				}
+				errs = append(errs, fmt.Errorf("%w: environment %s: no such setting in [%s]%s", ErrInvalid, k, s.name, hint))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func suggestEnv(k string) string {
+	best, bestD := "", 3
+	for n := range byEnv {
+		if d := editDistance(n, k); d < bestD || d == bestD && n < best {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// ApplyFlags overlays on c the settings given on the command line parsed by
+// fs (registered by RegisterFlags); flags left at their defaults do not
+// count.
+func (c *Config) ApplyFlags(fs *flag.FlagSet) {
+	fs.Visit(func(fl *flag.Flag) {
+		if sv, ok := fl.Value.(settingValue); ok {
+			if fv := sv.setting(); fv.f != nil {
+				fv.f.value(c).Set(cloneValue(fv.v))
+			}
+		}
+	})
+}
+
+// cloneValue copies slices, so that two configs never share a backing
+// array.
+func cloneValue(v reflect.Value) reflect.Value {
+	if v.Kind() != reflect.Slice {
+		return v
+	}
+	out := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+	reflect.Copy(out, v)
+	return out
+}

@@ -29,6 +29,11 @@ func runBroker(e env) error {
 	if err := rf.check(); err != nil {
 		return err
 	}
+	// Settings of features this build does not have yet are refused, not
+	// silently ignored.
+	if cfg.Peering.Name != "" || len(cfg.Peering.Peers) > 0 || cfg.Notify.Listen != "" {
+		return usagef("peering and notifications are not available in this version")
+	}
 	log, err := newLogger(e, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err

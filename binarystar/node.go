@@ -12,6 +12,8 @@ import (
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/broker/curve"
 )
 
 // Defaults for Config fields left zero. They are the Guide's.
@@ -56,6 +58,40 @@ type Config struct {
 	// peer timeout (false). It is information only: the FSM never changes
 	// state on silence alone (see the package doc). Same rules as OnChange.
 	OnPeer func(alive bool)
+	// Curve, when set, secures the pair link with CURVE: the state PUB
+	// binds as a CURVE server that lets in only the peer's key, and the
+	// state SUB connects as a CURVE client that accepts only the peer's
+	// server key. Both nodes must set it (each with its own pair and the
+	// other's public key), or neither hears the other. Nil: plain TCP.
+	Curve *CurveConfig
+}
+
+// CurveDomain is the ZAP domain of the state PUB socket under CURVE.
+const CurveDomain = "titanic-pair"
+
+// CurveConfig holds the Z85 keys that secure the pair link.
+type CurveConfig struct {
+	// Public and Secret are this node's key pair: the PUB serves with
+	// it, and the SUB authenticates with it to the peer.
+	Public string
+	Secret string
+	// PeerPublic is the peer's public key: the only client key the PUB
+	// lets in, and the server key the SUB expects.
+	PeerPublic string
+}
+
+func (c *CurveConfig) validate() error {
+	if err := curve.Available(); err != nil {
+		return err
+	}
+	var errs []error
+	if err := (curve.KeyPair{Public: c.Public, Secret: c.Secret}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("key pair: %w", err))
+	}
+	if err := curve.CheckKey(c.PeerPublic); err != nil {
+		errs = append(errs, fmt.Errorf("peer public key: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 func (c Config) withDefaults() Config {
@@ -67,6 +103,10 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Curve != nil {
+		keys := *c.Curve
+		c.Curve = &keys
 	}
 	return c
 }
@@ -93,6 +133,11 @@ func (c Config) Validate() error {
 	}
 	if c.Missed < 1 {
 		errs = append(errs, fmt.Errorf("missed %d: must be at least 1", c.Missed))
+	}
+	if c.Curve != nil {
+		if err := c.Curve.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("curve: %w", err))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
@@ -243,6 +288,23 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			err = fmt.Errorf("terminate zmq context: %w", terr)
 		}
 	}()
+	var zapDone <-chan struct{} // nil without CURVE: never ready
+	var zap *curve.ZAPHandler
+	if k := n.cfg.Curve; k != nil {
+		// Bound before the PUB, in its context; closed (deferred) after
+		// the PUB: libzmq lets every client in without a handler.
+		peer := k.PeerPublic
+		zap = curve.NewZAPHandler(curve.ZAPConfig{
+			Allow:  func(key string) bool { return key == peer },
+			Domain: CurveDomain,
+			Logger: n.log,
+		})
+		if err := zap.Start(zctx); err != nil {
+			return fmt.Errorf("pair zap handler: %w", err)
+		}
+		defer zap.Close()
+		zapDone = zap.Done()
+	}
 	pub, err := n.openPub(zctx)
 	if pub != nil {
 		defer pub.Close()
@@ -282,7 +344,10 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	close(n.ready)
 	n.log.Info("binary star running", "state", fsm.State().String(),
 		"local", n.cfg.Local, "peer", n.cfg.Peer, "heartbeat", n.cfg.Heartbeat, "peer_timeout", n.timeout)
-	err = n.loop(ctx, fsm, pub, states, readErr)
+	err = n.loop(ctx, fsm, pub, states, readErr, zapDone)
+	if err == nil && zap != nil && zap.Err() != nil {
+		err = fmt.Errorf("pair zap handler: %w", zap.Err())
+	}
 	n.log.Info("binary star stopped", "state", fsm.State().String(), "error", err)
 	return err
 }
@@ -298,6 +363,11 @@ func (n *Node) openPub(zctx *zmq.Context) (*zmq.Socket, error) {
 	// deliver one.
 	if err := pub.SetLinger(0); err != nil {
 		return pub, fmt.Errorf("state pub linger: %w", err)
+	}
+	if k := n.cfg.Curve; k != nil {
+		if err := curve.ApplyServer(pub, curve.KeyPair{Public: k.Public, Secret: k.Secret}, CurveDomain); err != nil {
+			return pub, fmt.Errorf("state pub: %w", err)
+		}
 	}
 	if err := pub.Bind(n.cfg.Local); err != nil {
 		return pub, fmt.Errorf("bind state pub %s: %w", n.cfg.Local, err)
@@ -322,7 +392,18 @@ func (n *Node) readPeer(zctx *zmq.Context, stop <-chan struct{}, started, fail c
 		return
 	}
 	defer sub.Close()
-	if err := setupSub(sub, n.cfg.Peer, n.pollSlice()); err != nil {
+	if k := n.cfg.Curve; k != nil {
+		keys := curve.ClientKeys{ServerPublic: k.PeerPublic, Public: k.Public, Secret: k.Secret}
+		if err := keys.Apply(sub); err != nil {
+			started <- fmt.Errorf("state sub: %w", err)
+			return
+		}
+	}
+	maxSize := int64(maxWireSize)
+	if n.cfg.Curve != nil {
+		maxSize = curveWireSize
+	}
+	if err := setupSub(sub, n.cfg.Peer, n.pollSlice(), maxSize); err != nil {
 		started <- err
 		return
 	}
@@ -383,14 +464,20 @@ func (n *Node) readPeer(zctx *zmq.Context, stop <-chan struct{}, started, fail c
 	}
 }
 
-func setupSub(sub *zmq.Socket, peer string, slice time.Duration) error {
+// curveWireSize is the SUB's ZMQ_MAXMSGSIZE under CURVE: libzmq applies
+// it to the handshake commands too (HELLO is 200 bytes, INITIATE some 250
+// plus metadata), so maxWireSize would break every handshake. Messages
+// are still checked to be exactly a state by parseState.
+const curveWireSize = 1024
+
+func setupSub(sub *zmq.Socket, peer string, slice time.Duration, maxSize int64) error {
 	if err := sub.SetLinger(0); err != nil {
 		return fmt.Errorf("state sub linger: %w", err)
 	}
 	if err := sub.SetRcvtimeo(slice); err != nil {
 		return fmt.Errorf("state sub receive timeout: %w", err)
 	}
-	if err := sub.SetMaxmsgsize(maxWireSize); err != nil {
+	if err := sub.SetMaxmsgsize(maxSize); err != nil {
 		return fmt.Errorf("state sub max message size: %w", err)
 	}
 	if err := sub.SetSubscribe(""); err != nil {
@@ -404,7 +491,7 @@ func setupSub(sub *zmq.Socket, peer string, slice time.Duration) error {
 
 // loop is the Run goroutine's event loop: heartbeats out, peer states and
 // client requests in, peer silence noticed.
-func (n *Node) loop(ctx context.Context, fsm *FSM, pub *zmq.Socket, states <-chan State, readErr <-chan error) error {
+func (n *Node) loop(ctx context.Context, fsm *FSM, pub *zmq.Socket, states <-chan State, readErr <-chan error, zapDone <-chan struct{}) error {
 	ticker := time.NewTicker(n.cfg.Heartbeat)
 	defer ticker.Stop()
 	silence := time.NewTimer(n.timeout)
@@ -420,6 +507,8 @@ func (n *Node) loop(ctx context.Context, fsm *FSM, pub *zmq.Socket, states <-cha
 			return nil
 		case err := <-readErr:
 			return err
+		case <-zapDone:
+			return nil // the handler failed: Run returns its error
 		case <-ticker.C:
 			n.publish(pub, fsm.State())
 		case <-silence.C:

@@ -3,6 +3,8 @@ package broker
 import (
 	"log/slog"
 	"time"
+
+	"github.com/titanicmq/titanic/broker/curve"
 )
 
 // Config configures a Broker. Zero fields take the defaults of
@@ -29,10 +31,47 @@ type Config struct {
 	// that requests for many services cannot exhaust memory.
 	MaxQueuedBytes int
 	// MaxMsgSize is ZMQ_MAXMSGSIZE for the ROUTER socket: a peer that
-	// sends a larger message is disconnected. Negative: unlimited.
+	// sends a larger message is disconnected. Negative: unlimited. With
+	// Curve it must be at least MinCurveMsgSize.
 	MaxMsgSize int64
 	// Logger receives the broker's logs.
 	Logger *slog.Logger
+	// Curve, when set, makes the ROUTER a CURVE server: traffic is
+	// encrypted, and only clients and workers whose public key Allow
+	// accepts complete the handshake (the others cannot send anything:
+	// no submit, lookup or READY). Nil: plain TCP.
+	Curve *CurveConfig
+}
+
+// DefaultCurveDomain is the ZAP domain of the broker's ROUTER.
+const DefaultCurveDomain = "titanic"
+
+// MinCurveMsgSize is the least MaxMsgSize that CURVE allows: libzmq applies
+// ZMQ_MAXMSGSIZE to the handshake commands as well (HELLO is 200 bytes,
+// INITIATE some 250 plus metadata). Under CURVE each message also carries
+// some 33 bytes of box overhead on the wire, which count against it.
+const MinCurveMsgSize = 1024
+
+// CurveConfig is the broker's CURVE security.
+type CurveConfig struct {
+	// Server is the broker's key pair (Z85). Clients and workers need
+	// its public key.
+	Server curve.KeyPair
+	// Allow reports whether a client or worker with this Z85 public key
+	// may connect; required. Typically (*curve.Allowlist).Allowed, whose
+	// Reload takes effect for the next handshakes (connections already
+	// made stay up). It is called on the ZAP handler's goroutine and must
+	// be fast and safe for concurrent use with whatever changes its
+	// answer.
+	Allow func(pubZ85 string) bool
+	// Domain is the ZAP domain of the ROUTER. Empty: DefaultCurveDomain.
+	Domain string
+	// DenyLogEvery is the least time between two logs of denied
+	// handshakes (each is counted: Broker.AuthStats). Zero: 10s.
+	DenyLogEvery time.Duration
+
+	// zap is this broker's handler, made by New (config copy).
+	zap *curve.ZAPHandler
 }
 
 // DefaultConfig returns the Guide's timings and this project's limits.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/titanicmq/titanic/broker/curve"
 	"github.com/titanicmq/titanic/broker/mdp"
 )
 
@@ -38,6 +39,21 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
+	if c.Curve != nil {
+		// A copy of the caller's settings, with this broker's handler:
+		// a Broker runs once, and so does its handler.
+		cc := *c.Curve
+		if cc.Domain == "" {
+			cc.Domain = DefaultCurveDomain
+		}
+		cc.zap = curve.NewZAPHandler(curve.ZAPConfig{
+			Allow:        cc.Allow,
+			Domain:       cc.Domain,
+			Logger:       c.Logger,
+			DenyLogEvery: cc.DenyLogEvery,
+		})
+		c.Curve = &cc
+	}
 	return c
 }
 
@@ -70,6 +86,32 @@ func (c Config) Validate() error {
 	}
 	if c.MaxQueuedBytes < 1 {
 		errs = append(errs, fmt.Errorf("max queued bytes %d: must be at least 1", c.MaxQueuedBytes))
+	}
+	if c.Curve != nil {
+		if err := c.Curve.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("curve: %w", err))
+		}
+		if c.MaxMsgSize > 0 && c.MaxMsgSize < MinCurveMsgSize {
+			// libzmq applies ZMQ_MAXMSGSIZE to handshake commands too.
+			errs = append(errs, fmt.Errorf("max message size %d: CURVE handshakes need at least %d", c.MaxMsgSize, MinCurveMsgSize))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *CurveConfig) validate() error {
+	if err := curve.Available(); err != nil {
+		return err
+	}
+	var errs []error
+	if err := c.Server.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("server key pair: %w", err))
+	}
+	if c.Allow == nil {
+		errs = append(errs, errors.New("no Allow function (an allowlist is required)"))
+	}
+	if c.DenyLogEvery < 0 {
+		errs = append(errs, fmt.Errorf("deny log interval %s: must not be negative", c.DenyLogEvery))
 	}
 	return errors.Join(errs...)
 }

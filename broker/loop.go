@@ -8,6 +8,8 @@ import (
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/broker/curve"
 )
 
 // recvBatch bounds the messages read from the ROUTER per poll, so that
@@ -35,14 +37,30 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("zmq context: %w", err)
 	}
 	var sockets []*zmq.Socket
+	var zap *curve.ZAPHandler
 	defer func() {
 		for i := len(sockets) - 1; i >= 0; i-- {
 			_ = sockets[i].Close()
+		}
+		// After the ROUTER is closed: without a handler, libzmq would let
+		// any CURVE client in.
+		if zap != nil {
+			if zerr := zap.Close(); zerr != nil && err == nil {
+				err = fmt.Errorf("zap handler: %w", zerr)
+			}
 		}
 		if terr := zctx.Term(); terr != nil && err == nil {
 			err = fmt.Errorf("terminate zmq context: %w", terr)
 		}
 	}()
+	var zapDone <-chan struct{} // nil without CURVE: never ready
+	if b.cfg.Curve != nil {
+		// Before the ROUTER binds, in the ROUTER's context.
+		if err := b.cfg.Curve.zap.Start(zctx); err != nil {
+			return fmt.Errorf("zap handler: %w", err)
+		}
+		zap, zapDone = b.cfg.Curve.zap, b.cfg.Curve.zap.Done()
+	}
 	router, err := b.bindRouter(zctx)
 	if router != nil {
 		sockets = append(sockets, router)
@@ -85,8 +103,16 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	s := newState(b.cfg, b.log, routerSender(router), b.source, b.handlers)
 	s.gate = b.gate
 	close(b.ready)
-	b.log.Info("broker ready", "endpoints", b.Endpoints())
-	err = b.loop(ctx, router, pull, s)
+	if b.cfg.Curve != nil {
+		b.log.Info("broker ready", "endpoints", b.Endpoints(), "curve", true,
+			"server_key", b.cfg.Curve.Server.Public, "zap_domain", b.cfg.Curve.Domain)
+	} else {
+		b.log.Info("broker ready", "endpoints", b.Endpoints())
+	}
+	err = b.loop(ctx, router, pull, s, zapDone)
+	if err == nil && zap != nil && zap.Err() != nil {
+		err = fmt.Errorf("zap handler: %w", zap.Err())
+	}
 	b.log.Info("broker stopped", "workers", len(s.workers), "leases", len(s.leases))
 	return err
 }
@@ -108,6 +134,11 @@ func (b *Broker) bindRouter(zctx *zmq.Context) (*zmq.Socket, error) {
 	if b.cfg.MaxMsgSize > 0 {
 		if err := router.SetMaxmsgsize(b.cfg.MaxMsgSize); err != nil {
 			return router, fmt.Errorf("router max message size: %w", err)
+		}
+	}
+	if cc := b.cfg.Curve; cc != nil {
+		if err := curve.ApplyServer(router, cc.Server, cc.Domain); err != nil {
+			return router, fmt.Errorf("router: %w", err)
 		}
 	}
 	var bound []string
@@ -158,8 +189,9 @@ func (b *Broker) doorbell(zctx *zmq.Context, addr string, stop <-chan struct{}, 
 	}
 }
 
-// loop polls the ROUTER and the doorbell until ctx is done.
-func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, s *state) error {
+// loop polls the ROUTER and the doorbell until ctx is done, or until the
+// ZAP handler stops serving (zapDone; nil without CURVE).
+func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, s *state, zapDone <-chan struct{}) error {
 	poller := zmq.NewPoller()
 	poller.Add(router, zmq.POLLIN)
 	poller.Add(pull, zmq.POLLIN)
@@ -197,8 +229,24 @@ func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, s *state) e
 			s.tick(now)
 			next = now.Add(every)
 		}
+		select {
+		case <-zapDone:
+			// Handshakes stall without it: stop, and say why (Run
+			// returns the handler's error).
+			return nil
+		default:
+		}
 	}
 	return nil
+}
+
+// AuthStats returns the counters of the broker's ZAP handler: CURVE
+// handshakes allowed and denied. Zero without CURVE.
+func (b *Broker) AuthStats() curve.ZAPStats {
+	if b.cfg.Curve == nil || b.cfg.Curve.zap == nil {
+		return curve.ZAPStats{}
+	}
+	return b.cfg.Curve.zap.Stats()
 }
 
 // tickEvery is how often the timers run: a quarter of the shortest timing,

@@ -33,6 +33,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"github.com/titanicmq/titanic/broker/curve"
 	"github.com/titanicmq/titanic/broker/mdp"
 )
 
@@ -52,7 +53,17 @@ type Config struct {
 	// client makes its own (one I/O thread per client). Programs with many
 	// clients share one; the caller then terminates it after closing them.
 	Context *zmq.Context
+	// Curve, when set, makes the client's socket a CURVE client of the
+	// brokers (all of them share one server key): encrypted, and let in
+	// only when the brokers' allowlist holds Curve.Public. Nil: plain
+	// TCP. A broker that denies the key answers nothing: calls time out
+	// with ErrUnavailable.
+	Curve *CurveClient
 }
+
+// CurveClient holds the Z85 keys of a CURVE client: the broker's public
+// key (ServerPublic) and the client's own pair (Public, Secret).
+type CurveClient = curve.ClientKeys
 
 // DefaultConfig returns the Guide's Lazy Pirate settings.
 func DefaultConfig() Config {
@@ -117,6 +128,13 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = d.Logger
 	}
+	if cfg.Curve != nil {
+		if err := cfg.Curve.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: curve: %w", ErrConfig, err)
+		}
+		keys := *cfg.Curve
+		cfg.Curve = &keys
+	}
 	c := &Client{
 		cfg:   cfg,
 		log:   cfg.Logger.With("component", "client"),
@@ -159,6 +177,7 @@ type conn struct {
 	zctx   *zmq.Context
 	sock   *zmq.Socket
 	broker int // index in Brokers of the current (or next) connection
+	curve  *CurveClient
 }
 
 // run owns the ZeroMQ context and socket.
@@ -173,7 +192,7 @@ func (c *Client) run() {
 		}
 		defer func() { _ = zctx.Term() }()
 	}
-	cn := &conn{zctx: zctx}
+	cn := &conn{zctx: zctx, curve: c.cfg.Curve}
 	defer cn.drop()
 	for {
 		select {
@@ -212,6 +231,12 @@ func (cn *conn) connect(endpoint string) error {
 		return fmt.Errorf("new socket: %w", err)
 	}
 	_ = s.SetLinger(0)
+	if cn.curve != nil {
+		if err := cn.curve.Apply(s); err != nil {
+			_ = s.Close()
+			return fmt.Errorf("socket for %s: %w", endpoint, err)
+		}
+	}
 	if err := s.Connect(endpoint); err != nil {
 		_ = s.Close()
 		return fmt.Errorf("connect %s: %w", endpoint, err)

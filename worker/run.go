@@ -262,6 +262,12 @@ func (s *session) connect(now time.Time) error {
 		_ = sock.Close()
 		return fmt.Errorf("worker: dealer linger: %w", err)
 	}
+	if k := s.w.cfg.Curve; k != nil {
+		if err := k.Apply(sock); err != nil {
+			_ = sock.Close()
+			return fmt.Errorf("worker: dealer: %w", err)
+		}
+	}
 	if err := sock.Connect(ep); err != nil {
 		_ = sock.Close()
 		return fmt.Errorf("worker: connect %s: %w", ep, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/titanicmq/titanic/broker/curve"
 	"github.com/titanicmq/titanic/broker/mdp"
 )
 
@@ -72,7 +73,17 @@ type Config struct {
 	// makes its own. Programs with many workers share one; the caller
 	// then terminates it after the workers' Run returned.
 	Context *zmq.Context
+	// Curve, when set, makes the worker's socket a CURVE client of the
+	// brokers (all of them share one server key): encrypted, and let in
+	// only when the brokers' allowlist holds Curve.Public. Nil: plain
+	// TCP. A broker that denies the key answers nothing: the worker never
+	// registers, and keeps reconnecting with its backoff.
+	Curve *CurveClient
 }
+
+// CurveClient holds the Z85 keys of a CURVE client: the broker's public
+// key (ServerPublic) and the worker's own pair (Public, Secret).
+type CurveClient = curve.ClientKeys
 
 // Stats are the worker's counters since New.
 type Stats struct {
@@ -111,6 +122,10 @@ func New(cfg Config, h Handler) (*Worker, error) {
 		return nil, err
 	}
 	cfg.Brokers = append([]string(nil), cfg.Brokers...)
+	if cfg.Curve != nil {
+		keys := *cfg.Curve
+		cfg.Curve = &keys
+	}
 	return &Worker{
 		cfg:     cfg,
 		handler: h,
@@ -160,6 +175,11 @@ func (c Config) validate(h Handler) error {
 	}
 	if c.ReconnectDelay < 0 {
 		errs = append(errs, fmt.Errorf("reconnect delay %s: must not be negative", c.ReconnectDelay))
+	}
+	if c.Curve != nil {
+		if err := c.Curve.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("curve: %w", err))
+		}
 	}
 	if h == nil {
 		errs = append(errs, errors.New("nil handler"))

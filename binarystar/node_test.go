@@ -56,15 +56,28 @@ func (s *logSink) contains(sub string) bool {
 // freeEndpoint returns a tcp endpoint on a port that was free a moment
 // ago. The peer must know a PUB's port before it binds, so "tcp://...:*"
 // will not do.
+// freeEndpoint returns a tcp://127.0.0.1:PORT endpoint whose port was
+// free a moment ago and that no other call of this test binary returned
+// (the kernel may hand out the same ephemeral port twice in a row).
 func freeEndpoint(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("pick a port: %v", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("pick a port: %v", err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return "tcp://" + addr
+		}
 	}
-	defer l.Close()
-	return fmt.Sprintf("tcp://%s", l.Addr().String())
+	t.Fatal("no unused port in 100 tries")
+	return ""
 }
+
+// handedOut holds the ports freeEndpoint returned.
+var handedOut sync.Map
 
 type change struct{ old, new State }
 

@@ -60,13 +60,25 @@ func Binary(tb testing.TB) string {
 // a moment ago.
 func FreeEndpoint(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("find a free port: %v", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("find a free port: %v", err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		// The kernel may hand out the same ephemeral port twice in a
+		// row; a test that asks for several needs different ones.
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return "tcp://" + addr
+		}
 	}
-	defer l.Close()
-	return "tcp://" + l.Addr().String()
+	tb.Fatal("no unused port in 100 tries")
+	return ""
 }
+
+// handedOut holds the ports FreeEndpoint returned in this test binary.
+var handedOut sync.Map
 
 // Process is a titanic process started by the harness.
 type Process struct {

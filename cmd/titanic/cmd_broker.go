@@ -60,6 +60,13 @@ func runBroker(e env) error {
 		bc.MaxMsgSize = -1 // no limit
 	}
 	bc.Logger = log
+	sec, err := loadSecurity(cfg, log)
+	if err != nil {
+		return err
+	}
+	if sec != nil {
+		bc.Curve = &broker.CurveConfig{Server: sec.keys, Allow: sec.allow.Allowed}
+	}
 	b, err := broker.New(bc)
 	if err != nil {
 		return err
@@ -115,6 +122,9 @@ func runBroker(e env) error {
 		admin := ha.NewAdmin(node, b, log)
 		admin.Endpoint = bc.Endpoints[0]
 		b.Handle(ha.AdminPrefix, admin)
+		if sec != nil {
+			rf.pair.curve = sec.pairCurve
+		}
 		role, run, err := rf.role(node, svc, log)
 		if err != nil {
 			return err
@@ -134,6 +144,9 @@ func runBroker(e env) error {
 		drainBroker(gate, svc, drain, log)
 		cancel()
 	}()
+	if sec != nil {
+		go sec.reloadOnHUP(ctx)
+	}
 
 	var wg sync.WaitGroup
 	wg.Add(1)

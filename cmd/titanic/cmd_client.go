@@ -12,22 +12,30 @@ import (
 
 // clientFlags are the flags every client command takes.
 type clientFlags struct {
-	brokers *string
-	timeout *time.Duration
-	retries *int
+	brokers   *string
+	timeout   *time.Duration
+	retries   *int
+	serverKey *string
+	ownKey    *string
 }
 
 func addClientFlags(fs *flag.FlagSet) clientFlags {
 	return clientFlags{
-		brokers: fs.String("broker", "tcp://127.0.0.1:5555", "broker endpoints, comma-separated (failover order)"),
-		timeout: fs.Duration("timeout", defaultTimeout, "time to wait for each try"),
-		retries: fs.Int("retries", 3, "tries per broker before giving up"),
+		brokers:   fs.String("broker", "tcp://127.0.0.1:5555", "broker endpoints, comma-separated (failover order)"),
+		timeout:   fs.Duration("timeout", defaultTimeout, "time to wait for each try"),
+		retries:   fs.Int("retries", 3, "tries per broker before giving up"),
+		serverKey: fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)"),
+		ownKey:    fs.String("curve-key", "", "CURVE: this client's key file, made by titanic keygen (its .pub must be in the broker's allowlist)"),
 	}
 }
 
 func (f clientFlags) dial(e env) (*client.Client, error) {
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return client.New(client.Config{Brokers: splitList(*f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log})
+	cc, err := clientCurve(*f.serverKey, *f.ownKey)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(client.Config{Brokers: splitList(*f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc})
 }
 
 func runSubmit(e env) error {

@@ -83,7 +83,11 @@ func clusterStatus(e env, cf clientFlags) error {
 	var nodes []nodeStatus
 	for _, ep := range splitList(*cf.brokers) {
 		n := nodeStatus{endpoint: ep, kv: map[string]string{}}
-		c, err := client.New(client.Config{Brokers: []string{ep}, Timeout: min(*cf.timeout, 2*time.Second), Retries: 1})
+		cc, err := clientCurve(*cf.serverKey, *cf.ownKey)
+		if err != nil {
+			return err
+		}
+		c, err := client.New(client.Config{Brokers: []string{ep}, Timeout: min(*cf.timeout, 2*time.Second), Retries: 1, Curve: cc})
 		if err != nil {
 			return err
 		}

@@ -20,6 +20,8 @@ func runWorker(e env) error {
 	timeout := fs.Duration("timeout", 5*time.Minute, "kill CMD and report a failed attempt after this long (0: no limit)")
 	hb := fs.Duration("heartbeat", 2500*time.Millisecond, "MDP heartbeat interval (match the broker's)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	serverKey := fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)")
+	ownKey := fs.String("curve-key", "", "CURVE: this worker's key file, made by titanic keygen")
 	if err := parseFlags(fs, e.args); err != nil {
 		return err
 	}
@@ -41,7 +43,11 @@ func runWorker(e env) error {
 	h := func(ctx context.Context, req [][]byte) ([][]byte, error) {
 		return runCommand(ctx, *timeout, cmdline, bytes.Join(req, nil))
 	}
-	w, err := worker.New(worker.Config{Brokers: splitList(*brokers), Service: service, HeartbeatInterval: *hb, Logger: log}, h)
+	cc, err := clientCurve(*serverKey, *ownKey)
+	if err != nil {
+		return err
+	}
+	w, err := worker.New(worker.Config{Brokers: splitList(*brokers), Service: service, HeartbeatInterval: *hb, Logger: log, Curve: cc}, h)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ type pairFlags struct {
 	listen        *string // the broker's --listen, for default hosts
 	bindFlag      *string // the shared --raft-bind
 	advFlag       *string // the shared --raft-advertise
+	curve         *binarystar.CurveConfig
 }
 
 func (f *pairFlags) check() error {
@@ -95,7 +96,7 @@ func (f *pairFlags) role_(node *replica.Node, svc *titanic.Service, log *slog.Lo
 		role = binarystar.Backup
 	}
 	p, err := ha.NewPair(node, svc, ha.PairConfig{
-		Star:     binarystar.Config{Role: role, Local: f.stateListen, Peer: f.peerState, Heartbeat: f.heartbeat},
+		Star:     binarystar.Config{Role: role, Local: f.stateListen, Peer: f.peerState, Heartbeat: f.heartbeat, Curve: f.curve},
 		PeerID:   f.peerRole(),
 		PeerAddr: f.peerRaft,
 		Logger:   log,

@@ -52,6 +52,7 @@ func commands() []command {
 		{"backup", "write an online snapshot of a running broker's store", runBackup},
 		{"check", "verify a data file (stopped broker, or a backup)", runCheck},
 		{"config", "print the effective broker configuration (flags, file, environment)", runConfig},
+		{"keygen", "make a CURVE key pair (NAME.key, NAME.pub)", runKeygen},
 		{"version", "print the version", runVersion},
 	}
 }

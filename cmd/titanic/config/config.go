@@ -145,6 +145,7 @@ type PairSection struct {
 	PeerRaft    string        `toml:"peer_raft" flag:"peer-raft" usage:"pair mode: the peer's raft address (default PEER:7000)"`
 	StateListen string        `toml:"state_listen" flag:"state-listen" usage:"pair mode: this node's state endpoint (default the listen host, port 5556)"`
 	Heartbeat   time.Duration `toml:"heartbeat" flag:"pair-heartbeat" usage:"pair mode: Binary Star heartbeat; the peer is lost after 2 missed"`
+	PeerKey     string        `toml:"peer_key" flag:"peer-key" usage:"pair mode with security.curve: the peer's public key file (made by titanic keygen)"`
 }
 
 // PeeringSection is [peering].

@@ -448,7 +448,7 @@ func nonDefault() Config {
 		Security:  SecuritySection{Curve: true, SecretKeyFile: "/k", PublicKeysDir: "/d"},
 		Raft: RaftSection{Enabled: true, NodeID: "n2", Bind: "0.0.0.0:7002", Advertise: "n2:7002", Peers: []string{"n1=a:1", "n2=n2:7002"},
 			Timeout: 300 * time.Millisecond, SnapshotInterval: time.Hour, SnapshotThreshold: 1, TrailingLogs: 2},
-		Pair: PairSection{Role: "backup", Peer: "p", PeerState: "tcp://p:1", PeerRaft: "p:2", StateListen: "tcp://*:3", Heartbeat: time.Minute},
+		Pair: PairSection{Role: "backup", Peer: "p", PeerState: "tcp://p:1", PeerRaft: "p:2", StateListen: "tcp://*:3", Heartbeat: time.Minute, PeerKey: "/p.pub"},
 		Peering: PeeringSection{Name: "x", CloudListen: "tcp://*:5570", StateListen: "tcp://*:5571",
 			Peers: []Peer{{"y", "tcp://y:1", "tcp://y:2"}, {"z\x01", "tcp://z:1", "tcp://z:2"}}},
 		Notify: NotifySection{Listen: "tcp://*:5580"},

@@ -49,6 +49,9 @@ type Config struct {
 	Retries int
 	// Logger receives the client's logs (retries, failovers).
 	Logger *slog.Logger
+	// Notify are the brokers' notification endpoints (titanic broker
+	// --notify-listen), which Wait subscribes to.
+	Notify []string
 	// Context is the ZeroMQ context for the client's socket. Nil: the
 	// client makes its own (one I/O thread per client). Programs with many
 	// clients share one; the caller then terminates it after closing them.
@@ -82,6 +85,7 @@ type Stats struct {
 	Failovers uint64 // moves to another broker
 	Stale     uint64 // answers dropped as not matching the request
 	Refusals  uint64 // answers "not active" from a passive or follower broker
+	Notices   uint64 // notifications that woke a Wait
 }
 
 // Client talks to titanic brokers. It is safe for concurrent use.
@@ -93,7 +97,7 @@ type Client struct {
 	done  chan struct{}
 	once  sync.Once
 
-	calls_, retries, failovers, stale, refusals atomic.Uint64
+	calls_, retries, failovers, stale, refusals, notices atomic.Uint64
 }
 
 type call struct {
@@ -155,7 +159,7 @@ func (c *Client) Close() error {
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
-	return Stats{Calls: c.calls_.Load(), Retries: c.retries.Load(), Failovers: c.failovers.Load(), Stale: c.stale.Load(), Refusals: c.refusals.Load()}
+	return Stats{Calls: c.calls_.Load(), Retries: c.retries.Load(), Failovers: c.failovers.Load(), Stale: c.stale.Load(), Refusals: c.refusals.Load(), Notices: c.notices.Load()}
 }
 
 // do sends one request for service and returns the reply body.

@@ -182,6 +182,7 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 		s.stats.submits.Add(1)
 		if !res.Duplicate {
 			s.enlist(&entry{id: res.ID, service: r.service, seq: res.Seq, queued: op.Time}, r.body)
+			s.note(res.ID, "pending", r.service)
 		} else {
 			s.stats.duplicates.Add(1)
 		}
@@ -232,6 +233,9 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 		}
 		s.forget(id)
 		s.stats.closes.Add(1)
+		if res.Existed {
+			s.note(id, "closed", "")
+		}
 		s.answer(req.Client, req.Service, reply(CodeOK))
 	}})
 	if err != nil {

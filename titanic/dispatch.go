@@ -43,6 +43,7 @@ func (s *Service) Next(service string) (broker.Job, bool) {
 		// need not wait for it: if the broker dies first, the ticket is
 		// still unfinished in the store and is redelivered on recovery.
 		_ = s.enqueue(pendingOp{op: store.Op{Kind: store.OpDispatch, ID: e.id, Time: s.cfg.Now()}, done: ignore})
+		s.note(e.id, "dispatched", service)
 		return broker.Job{Token: []byte(e.id.String()), Body: e.body}, true
 	}
 	return broker.Job{}, false
@@ -95,6 +96,7 @@ func (s *Service) Completed(lease broker.Lease, body [][]byte) {
 			s.stats.replies.Add(1)
 			s.forget(id)
 			s.notify(id)
+			s.note(id, "done", lease.Service)
 		}
 	}})
 }
@@ -138,6 +140,9 @@ func (s *Service) fail(e *entry, reason string) {
 		}
 		s.forget(e.id)
 		s.notify(e.id)
+		if res.Err == nil {
+			s.note(e.id, "failed", e.service)
+		}
 	}})
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/notify"
 )
 
 // Config configures a Service. Zero fields take DefaultConfig's values.
@@ -58,6 +59,9 @@ type Config struct {
 	SweepInterval time.Duration
 	// BackupDir is where titanic.backup writes snapshots; "" disables it.
 	BackupDir string
+	// Notifier, when set, is told of every ticket state change (package
+	// notify publishes them). It must not block.
+	Notifier Notifier
 	// Logger receives the service's logs.
 	Logger *slog.Logger
 	// Now is the clock (tests replace it).
@@ -127,6 +131,18 @@ func (c *Config) fill() {
 	}
 	if c.Now == nil {
 		c.Now = d.Now
+	}
+}
+
+// Notifier is told of ticket state changes; it must not block.
+type Notifier interface {
+	Publish(notify.Event)
+}
+
+// note tells the notifier of a state change.
+func (s *Service) note(id store.ID, state, service string) {
+	if s.cfg.Notifier != nil {
+		s.cfg.Notifier.Publish(notify.Event{Ticket: id.String(), State: state, Service: service, Time: s.cfg.Now()})
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ha"
+	"github.com/titanicmq/titanic/titanic/notify"
 )
 
 func runBroker(e env) error {
@@ -31,8 +32,8 @@ func runBroker(e env) error {
 	}
 	// Settings of features this build does not have yet are refused, not
 	// silently ignored.
-	if cfg.Peering.Name != "" || len(cfg.Peering.Peers) > 0 || cfg.Notify.Listen != "" {
-		return usagef("peering and notifications are not available in this version")
+	if cfg.Peering.Name != "" || len(cfg.Peering.Peers) > 0 {
+		return usagef("peering is not available in this version")
 	}
 	log, err := newLogger(e, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
@@ -95,6 +96,11 @@ func runBroker(e env) error {
 		tc.BackupDir = filepath.Join(data, "backups")
 	}
 	drain := cfg.Broker.DrainTimeout
+	var pub *notify.Publisher
+	if cfg.Notify.Listen != "" {
+		pub = notify.New(cfg.Notify.Listen, log)
+		tc.Notifier = pub
+	}
 	// The broker and the service outlive the signal by the drain: ctx ends
 	// after it.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -151,6 +157,16 @@ func runBroker(e env) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
+	if pub != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pub.Run(ctx); err != nil {
+				log.Error("notifications stopped", "err", err)
+				cancel()
+			}
+		}()
+	}
 	roleErr := make(chan error, len(roles))
 	for _, run := range roles {
 		wg.Add(1)

@@ -17,6 +17,7 @@ type clientFlags struct {
 	retries   *int
 	serverKey *string
 	ownKey    *string
+	notify    *string
 }
 
 func addClientFlags(fs *flag.FlagSet) clientFlags {
@@ -26,6 +27,7 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 		retries:   fs.Int("retries", 3, "tries per broker before giving up"),
 		serverKey: fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)"),
 		ownKey:    fs.String("curve-key", "", "CURVE: this client's key file, made by titanic keygen (its .pub must be in the broker's allowlist)"),
+		notify:    fs.String("notify", "", "the brokers' notification endpoints, comma-separated: --wait is woken by them instead of polling"),
 	}
 }
 
@@ -35,7 +37,7 @@ func (f clientFlags) dial(e env) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(client.Config{Brokers: splitList(*f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc})
+	return client.New(client.Config{Brokers: splitList(*f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc, Notify: splitList(*f.notify)})
 }
 
 func runSubmit(e env) error {
@@ -77,7 +79,13 @@ func runSubmit(e env) error {
 }
 
 func printReply(e env, c *client.Client, ticket string, wait bool) error {
-	frames, err := c.Reply(e.ctx, ticket, client.ReplyOptions{Wait: wait})
+	var frames [][]byte
+	var err error
+	if wait {
+		frames, err = c.Wait(e.ctx, ticket, client.WaitOptions{})
+	} else {
+		frames, err = c.Reply(e.ctx, ticket, client.ReplyOptions{})
+	}
 	if err != nil {
 		return err
 	}

@@ -183,7 +183,11 @@ func startNode(b *testing.B) *node { return startReplicated(b, 0) }
 // startReplicated is startNode over a raft group of voters nodes on
 // 127.0.0.1 (0: no raft, the single-node store). The broker runs on the
 // leader; the followers are raft replicas with their own stores.
-func startReplicated(b *testing.B, voters int) *node {
+func startReplicated(b *testing.B, voters int) *node { return startWith(b, voters, nil) }
+
+// startWith is startReplicated with a hook that adjusts the titanic
+// configuration.
+func startWith(b *testing.B, voters int, tune func(*titanic.Config)) *node {
 	b.Helper()
 	st, err := store.Open(filepath.Join(b.TempDir(), "titanic.db"), store.Options{Logger: quiet})
 	if err != nil {
@@ -206,6 +210,9 @@ func startReplicated(b *testing.B, voters int) *node {
 	}
 	tc := titanic.DefaultConfig()
 	tc.Logger = quiet
+	if tune != nil {
+		tune(&tc)
+	}
 	timed := &timedStore{Store: base}
 	svc := titanic.New(timed, brk, tc)
 	ctx, cancel := context.WithCancel(context.Background())

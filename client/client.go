@@ -52,6 +52,12 @@ type Config struct {
 	// Notify are the brokers' notification endpoints (titanic broker
 	// --notify-listen), which Wait subscribes to.
 	Notify []string
+	// ID identifies the client to the broker (presence: titanic.hello
+	// every PresenceInterval, titanic.bye on Close); empty: anonymous.
+	ID string
+	// PresenceInterval is the hello period (default 5s; the broker
+	// forgets a client silent for 15s).
+	PresenceInterval time.Duration
 	// Context is the ZeroMQ context for the client's socket. Nil: the
 	// client makes its own (one I/O thread per client). Programs with many
 	// clients share one; the caller then terminates it after closing them.
@@ -132,6 +138,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = d.Logger
 	}
+	if cfg.PresenceInterval <= 0 {
+		cfg.PresenceInterval = 5 * time.Second
+	}
 	if cfg.Curve != nil {
 		if err := cfg.Curve.Validate(); err != nil {
 			return nil, fmt.Errorf("%w: curve: %w", ErrConfig, err)
@@ -198,14 +207,42 @@ func (c *Client) run() {
 	}
 	cn := &conn{zctx: zctx, curve: c.cfg.Curve}
 	defer cn.drop()
+	var tick <-chan time.Time
+	if c.cfg.ID != "" {
+		t := time.NewTicker(c.cfg.PresenceInterval)
+		defer t.Stop()
+		tick = t.C
+		c.presence(cn, "titanic.hello", c.cfg.Timeout)
+	}
 	for {
 		select {
 		case <-c.quit:
+			if c.cfg.ID != "" && cn.sock != nil {
+				c.presence(cn, "titanic.bye", min(c.cfg.Timeout, 500*time.Millisecond))
+			}
 			return
+		case <-tick:
+			c.presence(cn, "titanic.hello", c.cfg.Timeout)
 		case cl := <-c.calls:
 			frames, err := c.serve(cn, cl)
 			cl.res <- result{frames, err}
 		}
+	}
+}
+
+// presence tells the broker this client is here (titanic.hello) or
+// leaving (titanic.bye); one try, bounded by timeout, answer ignored: a
+// lost hello is made up by the next.
+func (c *Client) presence(cn *conn, service string, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	quit := c.quit
+	if service == "titanic.bye" {
+		quit = nil // already closing: let the bye go out
+	}
+	cl := &call{ctx: ctx, service: service, body: [][]byte{[]byte(c.cfg.ID)}}
+	if _, err := c.serveOnce(cn, cl, quit); err != nil {
+		c.log.Debug("presence", "service", service, "err", err)
 	}
 }
 
@@ -273,7 +310,7 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 		var frames [][]byte
 		_, err := cn.sock.SendMessageDontwait(msg)
 		if err == nil {
-			frames, err = c.await(cn, cl)
+			frames, err = c.await(cn, cl, c.quit)
 		} else {
 			err = fmt.Errorf("%w: send: %w", errTimeout, err)
 		}
@@ -317,6 +354,25 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 	}
 }
 
+// serveOnce sends one request and waits for its answer once: no retry,
+// no failover.
+func (c *Client) serveOnce(cn *conn, cl *call, quit <-chan struct{}) ([][]byte, error) {
+	if cn.sock == nil {
+		if err := cn.connect(c.cfg.Brokers[cn.broker]); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := cn.sock.SendMessageDontwait(mdp.ClientRequest(cl.service, cl.body...)); err != nil {
+		cn.drop()
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	frames, err := c.await(cn, cl, quit)
+	if err != nil {
+		cn.drop() // a late answer must not be taken for the next call's
+	}
+	return frames, err
+}
+
 // next moves to the next broker of the list (the same one if it is alone).
 func (c *Client) next(cn *conn, cl *call, why string) {
 	if len(c.cfg.Brokers) == 1 {
@@ -337,7 +393,7 @@ func notActive(frames [][]byte) bool {
 var errTimeout = errors.New("timeout")
 
 // await waits for the answer to the request just sent.
-func (c *Client) await(cn *conn, cl *call) ([][]byte, error) {
+func (c *Client) await(cn *conn, cl *call, quit <-chan struct{}) ([][]byte, error) {
 	deadline := time.Now().Add(c.cfg.Timeout)
 	poller := zmq.NewPoller()
 	poller.Add(cn.sock, zmq.POLLIN)
@@ -349,7 +405,7 @@ func (c *Client) await(cn *conn, cl *call) ([][]byte, error) {
 		select {
 		case <-cl.ctx.Done():
 			return nil, cl.ctx.Err()
-		case <-c.quit:
+		case <-quit:
 			return nil, ErrClosed
 		default:
 		}

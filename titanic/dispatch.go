@@ -249,6 +249,7 @@ func (s *Service) reapLoop(ctx context.Context) {
 		case <-t.C:
 			s.reap()
 			s.pruneClients()
+			s.expirePresence()
 		}
 	}
 }

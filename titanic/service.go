@@ -59,6 +59,9 @@ type Config struct {
 	SweepInterval time.Duration
 	// BackupDir is where titanic.backup writes snapshots; "" disables it.
 	BackupDir string
+	// PresenceTimeout is how long an identified client may stay silent
+	// (no titanic.hello) before it counts as disconnected.
+	PresenceTimeout time.Duration
 	// Notifier, when set, is told of every ticket state change (package
 	// notify publishes them). It must not block.
 	Notifier Notifier
@@ -83,6 +86,7 @@ func DefaultConfig() Config {
 		MaxBody:           16 << 20,
 		DoneTTL:           7 * 24 * time.Hour,
 		SweepInterval:     time.Minute,
+		PresenceTimeout:   15 * time.Second,
 		Logger:            slog.Default(),
 		Now:               time.Now,
 	}
@@ -126,6 +130,9 @@ func (c *Config) fill() {
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = d.SweepInterval
 	}
+	if c.PresenceTimeout <= 0 {
+		c.PresenceTimeout = d.PresenceTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
@@ -137,6 +144,10 @@ func (c *Config) fill() {
 // Notifier is told of ticket state changes; it must not block.
 type Notifier interface {
 	Publish(notify.Event)
+}
+
+func notifyEvent(client, state string, t time.Time) notify.Event {
+	return notify.Event{Client: client, State: state, Time: t}
 }
 
 // note tells the notifier of a state change.
@@ -173,10 +184,11 @@ type Service struct {
 	// being completed; completer only.
 	toWake map[string]struct{}
 
-	reads  chan readReq
-	waits  waiters
-	limits limiter
-	used   atomic.Int64 // store bytes used, for Quota
+	reads   chan readReq
+	waits   waiters
+	limits  limiter
+	present presence
+	used    atomic.Int64 // store bytes used, for Quota
 	// batches and reading tell Idle that batches or lookups are in
 	// progress.
 	batches atomic.Int32
@@ -339,6 +351,10 @@ func (s *Service) serve(req broker.Request) [][]byte {
 		return s.wait(req)
 	case SvcBackup:
 		return s.backup(req)
+	case SvcHello, SvcBye:
+		return s.hello(req, req.Service == SvcBye)
+	case SvcClients:
+		return s.listClients()
 	}
 	s.stats.badRequests.Add(1)
 	return replyText(CodeUnknown, fmt.Sprintf("unknown titanic service %q", req.Service))

@@ -20,6 +20,9 @@ const (
 	SvcList    = "titanic.list"    // extension: list tickets
 	SvcWait    = "titanic.wait"    // extension: titanic.reply that waits for the reply
 	SvcBackup  = "titanic.backup"  // extension: write an online snapshot on the broker's host
+	SvcHello   = "titanic.hello"   // extension: client presence, "I am here"
+	SvcBye     = "titanic.bye"     // extension: client presence, "I am leaving"
+	SvcClients = "titanic.clients" // extension: list the clients present
 
 	// Prefix is the service-name prefix the titanic service owns.
 	Prefix = "titanic."

@@ -96,6 +96,7 @@ func runBroker(e env) error {
 		tc.BackupDir = filepath.Join(data, "backups")
 	}
 	drain := cfg.Broker.DrainTimeout
+	tc.PresenceTimeout = cfg.Broker.PresenceTimeout
 	var pub *notify.Publisher
 	if cfg.Notify.Listen != "" {
 		pub = notify.New(cfg.Notify.Listen, log)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/titanicmq/titanic/client"
@@ -177,6 +179,42 @@ func runTickets(e env) error {
 	}
 	for _, t := range ts {
 		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%d\n", t.Ticket, t.Service, t.State, t.Attempts)
+	}
+	return nil
+}
+
+// runClients lists the clients present at a broker (those that identify
+// themselves with a client id).
+func runClients(e env) error {
+	fs := newFlags(e, "clients", "[flags]")
+	cf := addClientFlags(fs)
+	if err := parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	c, err := cf.dial(e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	rep, err := c.Request(e.ctx, "titanic.clients", [][]byte{{}})
+	if err != nil {
+		return err
+	}
+	if len(rep) == 0 || string(rep[0]) != "200" {
+		return fmt.Errorf("clients: %q", rep)
+	}
+	for _, line := range rep[1:] {
+		f := strings.Fields(string(line))
+		if len(f) != 3 {
+			continue
+		}
+		since, _ := strconv.ParseInt(f[1], 10, 64)
+		seen, _ := strconv.ParseInt(f[2], 10, 64)
+		fmt.Fprintf(e.stdout, "%s\tconnected %s\tlast seen %s\n", f[0],
+			time.UnixMilli(since).UTC().Format(time.RFC3339), time.UnixMilli(seen).UTC().Format(time.RFC3339))
 	}
 	return nil
 }

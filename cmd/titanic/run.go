@@ -48,6 +48,7 @@ func commands() []command {
 		{"reply", "print a ticket's reply (--wait to wait for it)", runReply},
 		{"close", "close a ticket (delete it and its reply)", runClose},
 		{"tickets", "list tickets", runTickets},
+		{"clients", "list the clients present at a broker", runClients},
 		{"cluster", "show a replicated deployment; join or remove a raft member", runCluster},
 		{"backup", "write an online snapshot of a running broker's store", runBackup},
 		{"check", "verify a data file (stopped broker, or a backup)", runCheck},

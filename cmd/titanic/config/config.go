@@ -57,12 +57,13 @@ type Config struct {
 
 // BrokerSection is [broker].
 type BrokerSection struct {
-	Listen        []string      `toml:"listen" flag:"listen" usage:"ZeroMQ endpoints to bind for clients and workers (tcp://HOST:PORT)"`
-	Heartbeat     time.Duration `toml:"heartbeat" flag:"heartbeat" usage:"MDP heartbeat interval"`
-	Liveness      int           `toml:"liveness" flag:"liveness" usage:"missed heartbeats before a worker is gone"`
-	LeaseTimeout  time.Duration `toml:"lease_timeout" flag:"lease-timeout" usage:"how long a busy worker that does not heartbeat may stay silent"`
-	RequestExpiry time.Duration `toml:"request_expiry" flag:"request-expiry" usage:"how long a plain MDP request waits for a worker"`
-	DrainTimeout  time.Duration `toml:"drain_timeout" flag:"drain-timeout" usage:"on SIGTERM or SIGINT, how long to wait for accepted work to be committed and answered"`
+	Listen          []string      `toml:"listen" flag:"listen" usage:"ZeroMQ endpoints to bind for clients and workers (tcp://HOST:PORT)"`
+	Heartbeat       time.Duration `toml:"heartbeat" flag:"heartbeat" usage:"MDP heartbeat interval"`
+	Liveness        int           `toml:"liveness" flag:"liveness" usage:"missed heartbeats before a worker is gone"`
+	LeaseTimeout    time.Duration `toml:"lease_timeout" flag:"lease-timeout" usage:"how long a busy worker that does not heartbeat may stay silent"`
+	RequestExpiry   time.Duration `toml:"request_expiry" flag:"request-expiry" usage:"how long a plain MDP request waits for a worker"`
+	DrainTimeout    time.Duration `toml:"drain_timeout" flag:"drain-timeout" usage:"on SIGTERM or SIGINT, how long to wait for accepted work to be committed and answered"`
+	PresenceTimeout time.Duration `toml:"presence_timeout" flag:"presence-timeout" usage:"an identified client silent this long (no titanic.hello) counts as disconnected"`
 }
 
 // StoreSection is [store].
@@ -176,12 +177,13 @@ type NotifySection struct {
 func Default() Config {
 	return Config{
 		Broker: BrokerSection{
-			Listen:        []string{"tcp://127.0.0.1:5555"},
-			Heartbeat:     2500 * time.Millisecond,
-			Liveness:      3,
-			LeaseTimeout:  60 * time.Second,
-			RequestExpiry: 30 * time.Second,
-			DrainTimeout:  5 * time.Second,
+			Listen:          []string{"tcp://127.0.0.1:5555"},
+			Heartbeat:       2500 * time.Millisecond,
+			Liveness:        3,
+			LeaseTimeout:    60 * time.Second,
+			RequestExpiry:   30 * time.Second,
+			DrainTimeout:    5 * time.Second,
+			PresenceTimeout: 15 * time.Second,
 		},
 		Store: StoreSection{
 			Dir:         "./titanic-data",

@@ -68,6 +68,7 @@ func TestDefaultsMatchPackages(t *testing.T) {
 	eq("limits.max_body", int(d.Limits.MaxBody), td.MaxBody)
 	eq("limits.per_client_inflight", d.Limits.PerClientInflight, td.PerClientInflight)
 	eq("retention.done_ttl", d.Retention.DoneTTL, td.DoneTTL)
+	eq("broker.presence_timeout", d.Broker.PresenceTimeout, td.PresenceTimeout)
 	eq("queue.max_attempts", d.Queue.MaxAttempts, td.MaxAttempts)
 	eq("queue.no_worker_timeout", d.Queue.NoWorkerTimeout, td.NoWorkerTimeout)
 	eq("queue.readers", d.Queue.Readers, td.Readers)
@@ -438,7 +439,7 @@ func TestValidateReportsAll(t *testing.T) {
 func nonDefault() Config {
 	return Config{
 		Broker: BrokerSection{Listen: []string{"tcp://10.0.0.1:6000", "ipc:///run/t\"q.sock"}, Heartbeat: 1500 * time.Millisecond,
-			Liveness: 7, LeaseTimeout: 90*time.Minute + time.Second, RequestExpiry: 3 * time.Microsecond, DrainTimeout: time.Minute},
+			Liveness: 7, LeaseTimeout: 90*time.Minute + time.Second, RequestExpiry: 3 * time.Microsecond, DrainTimeout: time.Minute, PresenceTimeout: time.Hour},
 		Store:     StoreSection{Dir: `C:\titanic data\ü`, LockTimeout: 9 * time.Second, MaxBatch: 3, NoSync: true, BackupDir: "/b"},
 		Queue:     QueueSection{MaxAttempts: 9, NoWorkerTimeout: 25 * time.Hour, Readers: 16, MaxBatch: 77},
 		Limits:    LimitsSection{MaxMessageSize: 1000, MaxBody: 3 * GiB, PerClientInflight: 5, SubmitRate: 0.25, SubmitBurst: 3, DiskQuota: 5 * TiB, MaxQueue: 6, MaxQueuedOps: 7, MaxQueuedReads: 8, MaxWaiters: 9, BodyCache: 1234567},

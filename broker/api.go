@@ -34,6 +34,9 @@ type Config struct {
 	// sends a larger message is disconnected. Negative: unlimited. With
 	// Curve it must be at least MinCurveMsgSize.
 	MaxMsgSize int64
+	// Peering, when set, makes the broker lend workers to and borrow
+	// workers from other clusters' brokers (see peer.go).
+	Peering *PeeringConfig
 	// Logger receives the broker's logs.
 	Logger *slog.Logger
 	// Curve, when set, makes the ROUTER a CURVE server: traffic is

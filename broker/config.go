@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/titanicmq/titanic/broker/curve"
 	"github.com/titanicmq/titanic/broker/mdp"
@@ -54,6 +55,17 @@ func (c Config) withDefaults() Config {
 		})
 		c.Curve = &cc
 	}
+	if c.Peering != nil {
+		pc := *c.Peering
+		if pc.StateEvery <= 0 {
+			pc.StateEvery = time.Second
+		}
+		if pc.Liveness <= 0 {
+			pc.Liveness = 3
+		}
+		pc.Peers = append([]Peer(nil), pc.Peers...)
+		c.Peering = &pc
+	}
 	return c
 }
 
@@ -83,6 +95,18 @@ func (c Config) Validate() error {
 	}
 	if c.MaxQueue < 1 {
 		errs = append(errs, fmt.Errorf("max queue %d: must be at least 1", c.MaxQueue))
+	}
+	if pc := c.Peering; pc != nil {
+		if pc.Name == "" || strings.HasPrefix(pc.Name, "\x00") || pc.CloudListen == "" || pc.StateListen == "" {
+			errs = append(errs, errors.New("peering needs a name, a cloud endpoint and a state endpoint"))
+		}
+		seen := map[string]bool{pc.Name: true}
+		for _, p := range pc.Peers {
+			if p.Name == "" || p.Cloud == "" || p.State == "" || seen[p.Name] {
+				errs = append(errs, fmt.Errorf("peer %+v: needs a unique name (not this broker's), a cloud and a state endpoint", p))
+			}
+			seen[p.Name] = true
+		}
 	}
 	if c.MaxQueuedBytes < 1 {
 		errs = append(errs, fmt.Errorf("max queued bytes %d: must be at least 1", c.MaxQueuedBytes))

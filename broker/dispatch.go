@@ -3,7 +3,9 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/titanicmq/titanic/broker/mdp"
@@ -11,9 +13,15 @@ import (
 
 // enqueue queues a plain request for its service and dispatches.
 func (s *state) enqueue(now time.Time, id string, m mdp.Message) {
-	svc := s.service(m.Service)
+	s.enqueueRoute(now, id, m.Service, m.Body)
+}
+
+// enqueueRoute queues a plain request for service with the route its
+// answer takes (a client's ROUTER identity, or a peer's cloud route).
+func (s *state) enqueueRoute(now time.Time, id, service string, body [][]byte) {
+	svc := s.service(service)
 	s.expire(now, svc)
-	size := bodyBytes(m.Body)
+	size := bodyBytes(body)
 	if svc.queue.len() >= s.cfg.MaxQueue || s.queuedBytes+size > s.cfg.MaxQueuedBytes {
 		s.c.RequestsDropped++
 		s.dropped++
@@ -23,9 +31,12 @@ func (s *state) enqueue(now time.Time, id string, m mdp.Message) {
 			s.lastDropLog, s.dropped = now, 0
 		}
 		s.gc(svc) // a service made only for this request goes again
+		if s.peering != nil && strings.HasPrefix(id, cloudRoutePrefix) {
+			s.answerOrigin(id, false, [][]byte{[]byte("queue full")})
+		}
 		return
 	}
-	svc.queue.push(&pending{client: id, body: m.Body, size: size, expires: now.Add(s.cfg.RequestExpiry)})
+	svc.queue.push(&pending{client: id, body: body, size: size, expires: now.Add(s.cfg.RequestExpiry)})
 	s.queuedBytes += size
 	s.dispatch(now, svc)
 	s.gc(svc)
@@ -52,6 +63,9 @@ func (s *state) expire(now time.Time, svc *service) {
 		svc.queue.pop()
 		s.queuedBytes -= p.size
 		s.c.RequestsExpired++
+		if s.peering != nil && strings.HasPrefix(p.client, cloudRoutePrefix) {
+			s.answerOrigin(p.client, false, [][]byte{[]byte("no worker within the request expiry")})
+		}
 		s.log.Debug("request expired", "service", svc.name, "client", routeString(p.client))
 	}
 }
@@ -142,6 +156,7 @@ func nonEmpty(body [][]byte) [][]byte {
 // tick runs the timers: worker expiry, heartbeats, plain request expiry.
 // The loop calls it a few times per heartbeat interval.
 func (s *state) tick(now time.Time) {
+	s.peerTick(now)
 	if s.gate != nil && !s.gate.Active() {
 		// Not the active node: send every worker to the one that is.
 		for _, w := range s.workers {
@@ -199,6 +214,7 @@ func (s *state) wake(now time.Time, service string) {
 	if svc := s.services[service]; svc != nil {
 		s.dispatch(now, svc)
 	}
+	s.cloudDispatch(now, service)
 }
 
 // snapshot returns the broker's Stats.
@@ -215,6 +231,12 @@ func (s *state) snapshot() Stats {
 		})
 	}
 	sort.Slice(st.Services, func(i, j int) bool { return st.Services[i].Name < st.Services[j].Name })
+	if s.peering != nil {
+		for _, p := range s.peering.peers {
+			st.Peers = append(st.Peers, PeerStats{Name: p.name, Alive: p.alive, Spare: maps.Clone(p.spare), Reserved: maps.Clone(p.reserved)})
+		}
+		sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Name < st.Peers[j].Name })
+	}
 	return st
 }
 

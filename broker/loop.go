@@ -102,6 +102,23 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 
 	s := newState(b.cfg, b.log, routerSender(router), b.source, b.handlers)
 	s.gate = b.gate
+	var ps *peerSockets
+	if b.cfg.Peering != nil {
+		var err error
+		ps, err = openPeering(zctx, *b.cfg.Peering, &sockets)
+		if err != nil {
+			return err
+		}
+		s.peering = newPeering(*b.cfg.Peering)
+		s.peering.sendPeer = routerSender(ps.back)
+		s.peering.sendOrigin = routerSender(ps.front)
+		s.peering.publish = func(frames [][]byte) error {
+			_, err := ps.pub.SendMessageDontwait(frames)
+			return err
+		}
+		b.log.Info("peering", "name", b.cfg.Peering.Name, "cloud", b.cfg.Peering.CloudListen,
+			"state", b.cfg.Peering.StateListen, "peers", len(b.cfg.Peering.Peers))
+	}
 	close(b.ready)
 	if b.cfg.Curve != nil {
 		b.log.Info("broker ready", "endpoints", b.Endpoints(), "curve", true,
@@ -109,7 +126,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	} else {
 		b.log.Info("broker ready", "endpoints", b.Endpoints())
 	}
-	err = b.loop(ctx, router, pull, s, zapDone)
+	err = b.loop(ctx, router, pull, ps, s, zapDone)
 	if err == nil && zap != nil && zap.Err() != nil {
 		err = fmt.Errorf("zap handler: %w", zap.Err())
 	}
@@ -191,11 +208,18 @@ func (b *Broker) doorbell(zctx *zmq.Context, addr string, stop <-chan struct{}, 
 
 // loop polls the ROUTER and the doorbell until ctx is done, or until the
 // ZAP handler stops serving (zapDone; nil without CURVE).
-func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, s *state, zapDone <-chan struct{}) error {
+func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, ps *peerSockets, s *state, zapDone <-chan struct{}) error {
 	poller := zmq.NewPoller()
 	poller.Add(router, zmq.POLLIN)
 	poller.Add(pull, zmq.POLLIN)
 	every := tickEvery(b.cfg)
+	if ps != nil {
+		poller.Add(ps.front, zmq.POLLIN)
+		poller.Add(ps.back, zmq.POLLIN)
+		poller.Add(ps.sub, zmq.POLLIN)
+		// Capacity changes reach peers within a tick.
+		every = min(every, b.cfg.Peering.StateEvery/4, 100*time.Millisecond)
+	}
 	next := time.Now().Add(every)
 	b.drainCommands(s) // queued before Run
 	for ctx.Err() == nil {
@@ -223,6 +247,10 @@ func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, s *state, z
 					return err
 				}
 				b.drainCommands(s)
+			default:
+				if err := ps.read(p.Socket, s); err != nil {
+					return err
+				}
 			}
 		}
 		if now := time.Now(); !now.Before(next) {
@@ -319,4 +347,87 @@ func sendError(err error) error {
 		return errWouldBlock
 	}
 	return fmt.Errorf("send: %w", err)
+}
+
+// peerSockets are the sockets of peering, owned by the loop.
+type peerSockets struct {
+	front, back, pub, sub *zmq.Socket
+}
+
+// openPeering binds the cloud frontend and state publisher and connects
+// the cloud backend and state subscriber to every peer. The sockets are
+// appended to *all so that Run closes them.
+func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peerSockets, error) {
+	ps := &peerSockets{}
+	mk := func(t zmq.Type) (*zmq.Socket, error) {
+		sk, err := zctx.NewSocket(t)
+		if err != nil {
+			return nil, fmt.Errorf("peering socket: %w", err)
+		}
+		*all = append(*all, sk)
+		if err := sk.SetLinger(0); err != nil {
+			return nil, fmt.Errorf("peering socket: %w", err)
+		}
+		return sk, nil
+	}
+	var err error
+	for _, r := range []**zmq.Socket{&ps.front, &ps.back} {
+		if *r, err = mk(zmq.ROUTER); err != nil {
+			return nil, err
+		}
+		// Peers address each other by name on both cloud sockets.
+		if err := (*r).SetIdentity(pc.Name); err != nil {
+			return nil, fmt.Errorf("peering identity: %w", err)
+		}
+		if err := (*r).SetRouterMandatory(1); err != nil {
+			return nil, fmt.Errorf("peering router: %w", err)
+		}
+	}
+	if err := ps.front.Bind(pc.CloudListen); err != nil {
+		return nil, fmt.Errorf("bind cloud %s: %w", pc.CloudListen, err)
+	}
+	if ps.pub, err = mk(zmq.PUB); err != nil {
+		return nil, err
+	}
+	if err := ps.pub.Bind(pc.StateListen); err != nil {
+		return nil, fmt.Errorf("bind state %s: %w", pc.StateListen, err)
+	}
+	if ps.sub, err = mk(zmq.SUB); err != nil {
+		return nil, err
+	}
+	if err := ps.sub.SetSubscribe(peerHeader); err != nil {
+		return nil, fmt.Errorf("peering subscribe: %w", err)
+	}
+	for _, p := range pc.Peers {
+		if err := ps.back.Connect(p.Cloud); err != nil {
+			return nil, fmt.Errorf("connect cloud of %s (%s): %w", p.Name, p.Cloud, err)
+		}
+		if err := ps.sub.Connect(p.State); err != nil {
+			return nil, fmt.Errorf("connect state of %s (%s): %w", p.Name, p.State, err)
+		}
+	}
+	return ps, nil
+}
+
+// read handles up to recvBatch waiting messages of one peering socket.
+func (ps *peerSockets) read(sk *zmq.Socket, s *state) error {
+	for range recvBatch {
+		frames, err := sk.RecvMessageBytes(zmq.DONTWAIT)
+		if err != nil {
+			if isAgain(err) {
+				return nil
+			}
+			return fmt.Errorf("peering receive: %w", err)
+		}
+		now := time.Now()
+		switch sk {
+		case ps.front:
+			s.cloudRequest(now, string(frames[0]), frames[1:])
+		case ps.back:
+			s.peerAnswer(now, string(frames[0]), frames[1:])
+		case ps.sub:
+			s.peerStateMsg(now, frames)
+		}
+	}
+	return nil
 }

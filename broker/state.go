@@ -46,6 +46,7 @@ type state struct {
 	source   Source          // nil: plain Majordomo only
 	handlers []prefixHandler // longest prefix first
 	gate     Gate            // nil: always serve
+	peering  *peering        // nil: no peers
 
 	services  map[string]*service
 	workers   map[string]*worker // registered workers by ROUTER identity
@@ -271,8 +272,12 @@ func (s *state) workerFail(now time.Time, w *worker, m mdp.Message) {
 	}
 	switch {
 	case w.state == workPlain && string(m.Client) == w.client:
-		// 7/MDP has no error reply: the client's request is dropped.
+		// 7/MDP has no error reply: the client's request is dropped. A
+		// peer's request is answered FAIL, so the origin redelivers.
 		s.c.RequestsFailed++
+		if s.peering != nil && strings.HasPrefix(w.client, cloudRoutePrefix) {
+			s.answerOrigin(w.client, false, [][]byte{reason})
+		}
 		s.setIdle(w)
 		s.dispatch(now, w.svc)
 	case w.state == workLeased && bytes.Equal(m.Client, w.lease.Token):
@@ -314,6 +319,9 @@ func (s *state) removeWorker(w *worker, reason string, disconnect bool) {
 	switch w.state {
 	case workPlain:
 		s.c.RequestsLost++
+		if s.peering != nil && strings.HasPrefix(w.client, cloudRoutePrefix) {
+			s.answerOrigin(w.client, false, [][]byte{[]byte("worker lost: " + reason)})
+		}
 	case workLeased:
 		delete(s.leases, w.lease.ID)
 		s.c.JobsFailed++
@@ -347,6 +355,10 @@ func (s *state) sendWorker(now time.Time, w *worker, frames [][]byte) error {
 // sendClient sends a reply to a client. A body must have a frame: an empty
 // one gets one empty frame.
 func (s *state) sendClient(id, service string, body [][]byte) {
+	if s.peering != nil && strings.HasPrefix(id, cloudRoutePrefix) {
+		s.answerOrigin(id, true, body)
+		return
+	}
 	if len(body) == 0 {
 		body = [][]byte{{}}
 	}

@@ -8,6 +8,8 @@ import (
 
 // Stats is a snapshot of the broker, taken on its loop goroutine.
 type Stats struct {
+	// Peers is what this broker knows of its peers (peering only).
+	Peers []PeerStats
 	// Services lists every service the broker knows of (one with
 	// registered workers or queued plain requests), sorted by name.
 	Services []ServiceStats
@@ -84,6 +86,12 @@ type Counters struct {
 	HandlerReplies  uint64
 	// MMIRequests counts mmi.* requests answered.
 	MMIRequests uint64
+	// JobsForwarded counts durable jobs sent to peers; CloudRequests the
+	// requests peers sent here; PeerLeasesLost the jobs failed back
+	// because their peer went silent.
+	JobsForwarded  uint64
+	CloudRequests  uint64
+	PeerLeasesLost uint64
 	// NotActive counts client requests refused and worker READYs sent
 	// away because the Gate said this node is not active.
 	NotActive uint64

@@ -61,6 +61,10 @@ type peerState struct {
 	reserved  map[string]int // jobs sent, not yet answered
 	lastHeard time.Time
 	alive     bool
+	// routable: the cloud backend has a connection to the peer (a PING
+	// went through). A state message can arrive before the cloud
+	// connection is made; jobs are sent only once it is.
+	routable bool
 }
 
 // cloudLease is a durable job held by a peer.
@@ -128,10 +132,23 @@ func (s *state) peerStateMsg(now time.Time, frames [][]byte) {
 		s.log.Info("peer up", "peer", p.name)
 	}
 	p.alive, p.lastHeard, p.spare = true, now, spare
+	s.probe(p)
 	for svc, n := range spare {
 		if n > p.reserved[svc] {
 			s.cloudDispatch(now, svc)
 		}
+	}
+}
+
+// probe checks that the cloud backend can reach p: with
+// ZMQ_ROUTER_MANDATORY, a PING to a peer without a connection fails at
+// once (EHOSTUNREACH) and costs nothing.
+func (s *state) probe(p *peerState) {
+	if p.routable {
+		return
+	}
+	if err := s.peering.sendPeer(p.name, [][]byte{{}, []byte(peerHeader), []byte("PING")}); err == nil {
+		p.routable = true
 	}
 }
 
@@ -148,7 +165,7 @@ func (s *state) cloudDispatch(now time.Time, service string) {
 	for {
 		var best *peerState
 		for _, p := range pr.peers {
-			if p.alive && p.spare[service]-p.reserved[service] > 0 &&
+			if p.alive && p.routable && p.spare[service]-p.reserved[service] > 0 &&
 				(best == nil || p.spare[service]-p.reserved[service] > best.spare[service]-best.reserved[service]) {
 				best = p
 			}
@@ -169,8 +186,8 @@ func (s *state) cloudDispatch(now time.Time, service string) {
 			s.c.JobsFailed++
 			s.source.Failed(lease, "forward to peer "+best.name+": "+err.Error())
 			// The peer cannot be reached right now: stop booking it
-			// until it is heard again.
-			best.alive = false
+			// until a PING goes through again.
+			best.routable = false
 			continue
 		}
 		best.reserved[service]++
@@ -217,6 +234,9 @@ func (s *state) peerAnswer(now time.Time, from string, frames [][]byte) {
 // queued for local workers like a plain request, with a route back to the
 // origin.
 func (s *state) cloudRequest(now time.Time, origin string, frames [][]byte) {
+	if len(frames) == 3 && len(frames[0]) == 0 && string(frames[1]) == peerHeader && string(frames[2]) == "PING" {
+		return // a reachability probe
+	}
 	if s.peering == nil || len(frames) < 6 || len(frames[0]) != 0 || string(frames[1]) != peerHeader ||
 		string(frames[2]) != "REQUEST" || len(frames[4]) == 0 || len(frames[4]) > 255 {
 		s.c.Malformed++
@@ -272,8 +292,14 @@ func (s *state) peerTick(now time.Time) {
 	}
 	dead := pr.cfg.StateEvery * time.Duration(pr.cfg.Liveness)
 	for _, p := range pr.peers {
+		if p.alive && !p.routable {
+			s.probe(p)
+			for svc := range p.spare {
+				s.cloudDispatch(now, svc)
+			}
+		}
 		if p.alive && now.Sub(p.lastHeard) > dead {
-			p.alive = false
+			p.alive, p.routable = false, false
 			s.log.Warn("peer lost: its jobs go back to the queue", "peer", p.name, "silent", now.Sub(p.lastHeard).Round(time.Millisecond))
 			s.failPeerLeases(p.name, "peer "+p.name+" lost")
 		}

@@ -116,6 +116,9 @@ func TestPeeringForwardsDurableJobs(t *testing.T) {
 	}
 
 	// A worker FAIL at B comes back to A as a failure.
+	eA.waitStats("B advertises echo again", func(st broker.Stats) bool {
+		return len(st.Peers) == 1 && st.Peers[0].Spare["echo"] == 1 && st.Peers[0].Reserved["echo"] == 0
+	})
 	srcA.add("echo", "T2", "x")
 	eA.b.Wake("echo")
 	route, _ = w.request()
@@ -125,10 +128,10 @@ func TestPeeringForwardsDurableJobs(t *testing.T) {
 	}
 
 	// B dies holding a job: A hands it back when B goes silent.
-	srcA.add("echo", "T3", "y")
 	eA.waitStats("B advertises echo again", func(st broker.Stats) bool {
 		return len(st.Peers) == 1 && st.Peers[0].Spare["echo"] == 1 && st.Peers[0].Reserved["echo"] == 0
 	})
+	srcA.add("echo", "T3", "y")
 	eA.b.Wake("echo")
 	w.request()
 	stopB()

@@ -30,11 +30,6 @@ func runBroker(e env) error {
 	if err := rf.check(); err != nil {
 		return err
 	}
-	// Settings of features this build does not have yet are refused, not
-	// silently ignored.
-	if cfg.Peering.Name != "" || len(cfg.Peering.Peers) > 0 {
-		return usagef("peering is not available in this version")
-	}
 	log, err := newLogger(e, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
@@ -61,6 +56,13 @@ func runBroker(e env) error {
 		bc.MaxMsgSize = -1 // no limit
 	}
 	bc.Logger = log
+	if cfg.Peering.Name != "" {
+		pc := &broker.PeeringConfig{Name: cfg.Peering.Name, CloudListen: cfg.Peering.CloudListen, StateListen: cfg.Peering.StateListen}
+		for _, p := range cfg.Peering.Peers {
+			pc.Peers = append(pc.Peers, broker.Peer{Name: p.Name, Cloud: p.Cloud, State: p.State})
+		}
+		bc.Peering = pc
+	}
 	sec, err := loadSecurity(cfg, log)
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -314,7 +315,7 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 		} else {
 			err = fmt.Errorf("%w: send: %w", errTimeout, err)
 		}
-		if err == nil && !notActive(frames) {
+		if err == nil && !notActive(frames) && !notReady(frames) {
 			c.calls_.Add(1)
 			return frames, nil
 		}
@@ -323,12 +324,15 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 		cn.drop()
 		if err == nil {
 			// A passive or follower broker: the active one is elsewhere
-			// (or being elected). Move on after a short pause.
+			// (or being elected): move on after a short pause. An active
+			// broker that is not ready yet (taking over): ask it again.
 			c.refusals.Add(1)
 			if time.Now().After(budget) {
 				return nil, fmt.Errorf("%w: %s: no active broker among %d within %s", ErrUnavailable, cl.service, len(c.cfg.Brokers), time.Duration(tries)*c.cfg.Timeout)
 			}
-			c.next(cn, cl, "broker not active")
+			if !notReady(frames) {
+				c.next(cn, cl, "broker not active")
+			}
 			t := time.NewTimer(backoff)
 			select {
 			case <-cl.ctx.Done():
@@ -382,6 +386,12 @@ func (c *Client) next(cn *conn, cl *call, why string) {
 	cn.broker = (cn.broker + 1) % len(c.cfg.Brokers)
 	c.failovers.Add(1)
 	c.log.Info(why+", failing over", "service", cl.service, "broker", c.cfg.Brokers[cn.broker])
+}
+
+// notReady reports a refusal by an active broker still taking over
+// (titanic/ha: 500 + "not ready: ...").
+func notReady(frames [][]byte) bool {
+	return len(frames) == 2 && string(frames[0]) == "500" && strings.HasPrefix(string(frames[1]), "not ready")
 }
 
 // notActive reports a refusal by a broker that is not the active one

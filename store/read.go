@@ -178,11 +178,26 @@ func (s *BoltStore) List(ctx context.Context, f Filter) ([]Ticket, error) {
 	var out []Ticket
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(ticketsBucket).Cursor()
-		k, v := c.Seek(f.After[:])
-		if k != nil && bytes.Equal(k, f.After[:]) {
-			k, v = c.Next()
+		var k, v []byte
+		step := c.Next
+		switch {
+		case !f.Reverse:
+			k, v = c.Seek(f.After[:])
+			if k != nil && bytes.Equal(k, f.After[:]) {
+				k, v = c.Next()
+			}
+		case f.After.IsZero():
+			k, v = c.Last()
+			step = c.Prev
+		default:
+			step = c.Prev
+			if k, v = c.Seek(f.After[:]); k == nil {
+				k, v = c.Last()
+			} else {
+				k, v = c.Prev() // the first key below After
+			}
 		}
-		for ; k != nil && len(out) < limit; k, v = c.Next() {
+		for ; k != nil && len(out) < limit; k, v = step() {
 			if len(k) != len(ID{}) {
 				return fmt.Errorf("%w: ticket key of %d bytes", ErrCorrupt, len(k))
 			}
@@ -318,6 +333,45 @@ func (s *BoltStore) Expired(ctx context.Context, cutoff time.Time, limit int) ([
 	})
 	if err != nil {
 		return nil, fmt.Errorf("expired: %w", err)
+	}
+	return out, nil
+}
+
+// Heads returns, per service with unfinished tickets, the ticket at the
+// head of its FIFO (the oldest pending or dispatched one), without body:
+// its Created is how long the queue has been waiting. The cost follows the
+// number of services, not the queue lengths.
+func (s *BoltStore) Heads(ctx context.Context) (map[string]Ticket, error) {
+	out := make(map[string]Ticket)
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		tickets := tx.Bucket(ticketsBucket)
+		fifo := tx.Bucket(fifoBucket)
+		return fifo.ForEachBucket(func(name []byte) error {
+			b := fifo.Bucket(name)
+			if b == nil {
+				return nil
+			}
+			_, id := b.Cursor().First()
+			if id == nil {
+				return nil
+			}
+			if len(id) != len(ID{}) {
+				return fmt.Errorf("%w: fifo entry of %d bytes", ErrCorrupt, len(id))
+			}
+			v := tickets.Get(id)
+			if v == nil {
+				return fmt.Errorf("%w: fifo of %q names missing ticket %x", ErrCorrupt, name, id)
+			}
+			t, err := decodeTicket(ID(id), v)
+			if err != nil {
+				return err
+			}
+			out[string(name)] = t
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("heads: %w", err)
 	}
 	return out, nil
 }

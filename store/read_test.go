@@ -245,3 +245,34 @@ func TestStateStrings(t *testing.T) {
 		t.Fatalf("ParseState(closed) err = %v", err)
 	}
 }
+
+func TestListReverseAndHeads(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	var ids []store.ID
+	for i := range 5 {
+		id := store.NewID()
+		ids = append(ids, id)
+		svc := "a"
+		if i%2 == 1 {
+			svc = "b"
+		}
+		mustApply(t, s, submit(id, svc))
+	}
+	l, err := s.List(ctx, store.Filter{Reverse: true, Limit: 2})
+	if err != nil || len(l) != 2 || l[0].ID != ids[4] || l[1].ID != ids[3] {
+		t.Fatalf("newest first: %v %v", l, err)
+	}
+	l, err = s.List(ctx, store.Filter{Reverse: true, After: l[1].ID, Limit: 10})
+	if err != nil || len(l) != 3 || l[0].ID != ids[2] || l[2].ID != ids[0] {
+		t.Fatalf("next page: %v %v", l, err)
+	}
+	h, err := s.Heads(ctx)
+	if err != nil || len(h) != 2 || h["a"].ID != ids[0] || h["b"].ID != ids[1] {
+		t.Fatalf("heads = %v %v", h, err)
+	}
+	mustApply(t, s, op(store.OpDispatch, ids[0]), op(store.OpReply, ids[0]))
+	if h, _ := s.Heads(ctx); h["a"].ID != ids[2] {
+		t.Fatalf("head of a after its first finished: %v", h["a"].ID)
+	}
+}

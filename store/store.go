@@ -176,6 +176,9 @@ type Filter struct {
 	State   State  // 0 for all
 	After   ID     // page start: only IDs greater than this (zero for the first page)
 	Limit   int    // at most this many; 0 means 100
+	// Reverse lists in descending ID order (newest first: IDs are
+	// time-ordered); After then pages downwards.
+	Reverse bool
 }
 
 // Store is the durable ticket store. Implementations: BoltStore (one node)

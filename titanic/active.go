@@ -2,6 +2,7 @@ package titanic
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -92,3 +93,45 @@ func (s *Service) Idle() bool {
 	s.opMu.Unlock()
 	return queued == 0 && s.batches.Load() == 0 && len(s.reads) == 0 && s.reading.Load() == 0
 }
+
+// ErrNotActive: this node does not serve (replicated modes).
+var ErrNotActive = errors.New(NotActive)
+
+// Close closes a ticket for an operator (the HTTP API): as titanic.close,
+// but waiting for the outcome. It returns an error wrapping
+// store.ErrNotFound when no such ticket existed, ErrNotActive on a node that
+// does not serve, errBusy-like errors when the commit queue is full, and
+// ctx.Err() when ctx ends first (the close may still happen).
+func (s *Service) Close(ctx context.Context, id store.ID) error {
+	if !s.active.Load() {
+		return ErrNotActive
+	}
+	done := make(chan error, 1)
+	op := store.Op{Kind: store.OpClose, ID: id, Time: s.cfg.Now()}
+	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
+		switch {
+		case batchErr != nil:
+			done <- batchErr
+		case !res.Existed:
+			done <- fmt.Errorf("close %s: %w", id, store.ErrNotFound)
+		default:
+			s.forget(id)
+			s.stats.closes.Add(1)
+			s.note(id, "closed", "")
+			done <- nil
+		}
+	}})
+	if err != nil {
+		return fmt.Errorf("close %s: %w", id, err)
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ErrBusy is wrapped by errors of requests refused because a queue is
+// full.
+var ErrBusy = errBusy

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -22,6 +23,17 @@ type fsm struct {
 	log *slog.Logger
 	// stop ends the retry loop of a failing apply when the node closes.
 	stop <-chan struct{}
+	// self is this node's ID; conf is the last configuration entry
+	// applied (committed), for Node.ConfigTerm.
+	self raft.ServerID
+	conf atomic.Pointer[confSeen]
+}
+
+// confSeen is a committed configuration entry: its term, and whether
+// this node is a voter in it.
+type confSeen struct {
+	term  uint64
+	voter bool
 }
 
 // response is what Apply hands back to the leader's ApplyFuture.
@@ -45,6 +57,15 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		pos     []int
 	)
 	for i, l := range logs {
+		if l.Type == raft.LogConfiguration {
+			// A BatchingFSM is handed committed configuration entries
+			// too: note the last one.
+			c := &confSeen{term: l.Term}
+			for _, s := range raft.DecodeConfiguration(l.Data).Servers {
+				c.voter = c.voter || s.ID == f.self && s.Suffrage == raft.Voter
+			}
+			f.conf.Store(c)
+		}
 		if l.Type != raft.LogCommand {
 			out[i] = response{}
 			continue

@@ -53,3 +53,7 @@ func (n *Node) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result,
 		return resp.results, nil
 	}
 }
+
+// Heads returns the heads of the local store's queues (see
+// store.BoltStore.Heads).
+func (n *Node) Heads(ctx context.Context) (map[string]store.Ticket, error) { return n.st.Heads(ctx) }

@@ -167,6 +167,9 @@ type Node struct {
 	r     *raft.Raft
 	trans raft.Transport
 
+	// startTerm is the term of the last log entry when the node opened.
+	startTerm uint64
+
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
@@ -189,7 +192,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		notify:   make(chan bool, 64),
 		leaderCh: make(chan bool, 64),
 	}
-	n.fsm = &fsm{st: st, log: n.log, stop: n.stop}
+	n.fsm = &fsm{st: st, log: n.log, stop: n.stop, self: raft.ServerID(cfg.ID)}
 	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
 	if err != nil {
 		return nil, fmt.Errorf("raft log store: %w", err)
@@ -205,6 +208,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		_ = logs.Close()
 		return nil, err
 	}
+	_, _ = fmt.Sscan(n.raft().Stats()["last_log_term"], &n.startTerm)
 	n.wg.Add(1)
 	go n.forward()
 	return n, nil
@@ -261,7 +265,13 @@ func (n *Node) transport() (raft.Transport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: advertise address %q: %w", ErrConfig, n.cfg.Advertise, err)
 	}
-	t, err := raft.NewTCPTransportWithLogger(n.cfg.Bind, adv, 4, 10*time.Second, n.hclog())
+	// The I/O deadline of one RPC (dial, AppendEntries, heartbeat; an
+	// InstallSnapshot gets more in proportion to its size). Raft's
+	// Shutdown waits for RPCs in flight, so a peer cut off silently holds
+	// Reform back this long: keep it near the election timeout, not at
+	// the customary 10s.
+	timeout := max(time.Second, 2*n.cfg.ElectionTimeout)
+	t, err := raft.NewTCPTransportWithLogger(n.cfg.Bind, adv, 4, timeout, n.hclog())
 	if err != nil {
 		return nil, fmt.Errorf("raft transport on %s: %w", n.cfg.Bind, err)
 	}
@@ -605,4 +615,20 @@ func (n *Node) HasVoter(id string) bool {
 		}
 	}
 	return false
+}
+
+// StartTerm is the term of the last entry of this node's log when it
+// opened: entries of a later term came from a leader elected since.
+func (n *Node) StartTerm() uint64 { return n.startTerm }
+
+// ConfigTerm returns the term of the last configuration entry this node
+// has applied since it opened (0 if none), and whether this node is a
+// voter in that configuration. A configuration entry of the current
+// leader's term was written by that leader: a node that has applied it
+// has the leader's log up to it.
+func (n *Node) ConfigTerm() (term uint64, voter bool) {
+	if c := n.fsm.conf.Load(); c != nil {
+		return c.term, c.voter
+	}
+	return 0, false
 }

@@ -28,6 +28,16 @@ import (
 //   - When the peer is heard again, the active node adds it back as a
 //     voter; it catches up from the log or a snapshot, and Binary Star
 //     keeps it passive.
+//   - A node may take over (be voted active by a client, or reform raft
+//     alone) only once it holds everything the active may have
+//     acknowledged: it is the raft leader, or it has applied the
+//     configuration entry with which the current leader (re)added it as
+//     a voter, written in a term later than the last entry it had when it
+//     started (the active writes one in each of its terms while the peer
+//     is alive). Until then it refuses client requests without voting, so
+//     a node that restarts beside an active peer cannot take over with
+//     stale data if that peer dies before it has caught up; the pair then
+//     waits for the peer.
 type Pair struct {
 	node     *replica.Node
 	star     *binarystar.Node
@@ -36,8 +46,11 @@ type Pair struct {
 	peerID   string
 	peerAddr string
 
-	serving atomic.Bool
-	kick    chan struct{}
+	serving  atomic.Bool
+	caughtUp atomic.Bool // may take over: holds every acknowledged entry
+	kick     chan struct{}
+
+	staleWarned bool // Run's goroutine only
 }
 
 // PairConfig configures a Pair.
@@ -81,6 +94,9 @@ func (p *Pair) Admit(service string) bool {
 	if strings.HasPrefix(service, AdminPrefix) {
 		return true
 	}
+	if !p.caughtUp.Load() && p.star.State() != binarystar.StateActive {
+		return false // no vote: this node may lack acknowledged tickets
+	}
 	if !p.star.ClientRequest() {
 		return false
 	}
@@ -95,15 +111,24 @@ func (p *Pair) Admit(service string) bool {
 func (p *Pair) Active() bool { return p.serving.Load() }
 
 // Refusal implements broker.Gate. A passive node tells titanic clients to
-// move on; an active node that is not ready yet (taking over raft) drops
-// the request, so that the client retries after its timeout instead of
-// voting at once on the other node.
+// move on. An active node that is not ready (taking over raft, or
+// reforming it because the link to its peer is cut) answers titanic
+// clients 500 "not ready" at once: the client reports a transient error
+// and is retried on this node. Dropping the request instead would make
+// the client time out and vote on the passive node, which, with the link
+// cut, would make two actives.
 func (p *Pair) Refusal(service string) [][]byte {
 	if p.star.State() == binarystar.StateActive {
+		if strings.HasPrefix(service, titanic.Prefix) {
+			return [][]byte{[]byte("500"), []byte(NotReady)}
+		}
 		return nil
 	}
 	return titanic.Refusal(service)
 }
+
+// NotReady is the text of an active node's refusal while it is not ready.
+const NotReady = "not ready: taking over, retry"
 
 // State is the node's Binary Star state.
 func (p *Pair) State() binarystar.State { return p.star.State() }
@@ -142,9 +167,25 @@ func (p *Pair) sync(ctx context.Context) {
 	active := p.star.State() == binarystar.StateActive
 	leader := p.node.IsLeader()
 	peerAlive := p.star.PeerAlive()
+	if cterm, voter := p.node.ConfigTerm(); !p.caughtUp.Load() && (leader || voter && cterm > p.node.StartTerm()) {
+		p.caughtUp.Store(true)
+		p.log.Info("caught up with the active peer: may take over if it fails")
+	}
 	if !active {
 		p.demote("binary star: " + p.star.State().String())
 		if leader && peerAlive {
+			// A passive node that leads a raft of its own (it reformed
+			// it as a survivor, then died; its peer came back first and
+			// is active now) adds the peer first: leadership can only
+			// go to a voter, and the transfer brings the peer's log up
+			// to date before it hands over.
+			if !p.node.HasVoter(p.peerID) {
+				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				if err := p.node.AddVoter(actx, p.peerID, p.peerAddr); err != nil {
+					p.log.Warn("adding the active peer as a voter", "err", err)
+				}
+				cancel()
+			}
 			if err := p.node.TransferLeadership(p.peerID, p.peerAddr); err != nil {
 				p.log.Debug("leadership transfer to the active peer", "err", err)
 			}
@@ -156,6 +197,16 @@ func (p *Pair) sync(ctx context.Context) {
 		if peerAlive {
 			return // the passive peer hands leadership over
 		}
+		if !p.caughtUp.Load() {
+			// Active without a vote (the peer restarted beside it) but
+			// not caught up, and the peer is gone again: alone, this
+			// node may lack acknowledged tickets. Wait for the peer.
+			if !p.staleWarned {
+				p.staleWarned = true
+				p.log.Warn("peer lost before this node caught up: not serving alone; waiting for the peer")
+			}
+			return
+		}
 		p.log.Warn("peer lost: reforming raft with this node as the only voter")
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := p.node.Reform(rctx)
@@ -165,12 +216,15 @@ func (p *Pair) sync(ctx context.Context) {
 		}
 		return
 	}
-	if peerAlive && !p.node.HasVoter(p.peerID) {
+	// (Re)add the peer as a voter when it is not one, and once in each
+	// term: the configuration entry of this term is what tells the peer
+	// it has caught up (see caughtUp).
+	if cterm, _ := p.node.ConfigTerm(); peerAlive && (!p.node.HasVoter(p.peerID) || cterm < p.node.Status().Term) {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := p.node.AddVoter(actx, p.peerID, p.peerAddr); err != nil {
-			p.log.Warn("adding the returned peer back as a voter", "err", err)
+			p.log.Warn("adding the peer as a voter", "err", err)
 		} else {
-			p.log.Info("peer is back: added as a voter; it catches up before it may serve")
+			p.log.Info("peer added as a voter in this term; it catches up before it may take over")
 		}
 		cancel()
 	}

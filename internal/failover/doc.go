@@ -1,0 +1,22 @@
+// Package failover holds the failover tests of the replicated brokers: each
+// broker runs as a real titanic process on its own "host" (a network
+// namespace made by internal/netns), while keyed submitters and echo
+// workers run in the test process and reach every host through
+// netns.Net.Attach.
+//
+//   - TestPairKillActive: a Binary Star pair; the active broker is
+//     SIGKILLed and restarted ten times under load. Every acknowledged
+//     ticket is answered with its own body, none is lost, and no
+//     idempotency key made two tickets. The failover time (last ack
+//     before a kill to the first ack after it) is logged as p50/p99.
+//   - TestPairLinkCut: only the link between the two brokers is cut
+//     (silently, with nftables) while clients and workers reach both;
+//     what happens must be what package binarystar documents.
+//   - TestGroupFaults: a 3-node raft group; the leader is SIGKILLed,
+//     SIGSTOPped and cut off (link down, silent partition), repeatedly,
+//     under load. Nothing acknowledged is lost, and no two nodes served
+//     in the same raft term.
+//
+// The tests skip when network namespaces cannot be made (not root, no ip).
+// They drive the binary of $TITANIC_BIN, or build one.
+package failover

@@ -72,6 +72,9 @@ type Options struct {
 	LockTimeout time.Duration
 	// Logger receives the store's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// ObserveCommit, when set, is told how long each write transaction
+	// took to commit (writing and fsyncing the pages).
+	ObserveCommit func(time.Duration)
 	// MaxBatch caps the ops one write transaction takes (a single Apply is
 	// never split, so one larger call still commits alone). Zero means
 	// DefaultMaxBatch.

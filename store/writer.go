@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -328,6 +329,7 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 		txid    int
 		applied bool // the ops are in; an error now comes from the commit
 	)
+	start := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		txid = tx.ID()
 		t, err := newTxn(tx)
@@ -367,6 +369,9 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 		return nil, err
 	}
 	s.commits.Add(1)
+	if s.opts.ObserveCommit != nil {
+		s.opts.ObserveCommit(time.Since(start))
+	}
 	return results, nil
 }
 

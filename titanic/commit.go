@@ -3,6 +3,7 @@ package titanic
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
@@ -61,6 +62,9 @@ func (s *Service) commitLoop(ctx context.Context) {
 		defer close(done)
 		for ib := range inflight {
 			res, err := ib.wait(context.Background())
+			if s.cfg.ObserveCommit != nil {
+				s.cfg.ObserveCommit(time.Since(ib.start))
+			}
 			s.complete(ib.batch, res, err)
 			s.batches.Add(-1)
 			s.signalOps() // the committer may take a small batch now
@@ -119,7 +123,7 @@ func (s *Service) commitLoop(ctx context.Context) {
 		} else {
 			wait = func(ctx context.Context) ([]store.Result, error) { return s.st.Apply(ctx, ops) }
 		}
-		inflight <- inflightBatch{batch: batch, wait: wait}
+		inflight <- inflightBatch{batch: batch, wait: wait, start: time.Now()}
 	}
 }
 
@@ -132,6 +136,7 @@ const (
 )
 
 type inflightBatch struct {
+	start time.Time
 	batch []pendingOp
 	wait  func(context.Context) ([]store.Result, error)
 }

@@ -62,6 +62,9 @@ type Config struct {
 	// PresenceTimeout is how long an identified client may stay silent
 	// (no titanic.hello) before it counts as disconnected.
 	PresenceTimeout time.Duration
+	// ObserveCommit, when set, is told how long each commit took, from
+	// the batch's hand-over to the store until it was durable.
+	ObserveCommit func(time.Duration)
 	// Notifier, when set, is told of every ticket state change (package
 	// notify publishes them). It must not block.
 	Notifier Notifier

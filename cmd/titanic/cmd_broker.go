@@ -19,6 +19,7 @@ import (
 	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ha"
 	"github.com/titanicmq/titanic/titanic/notify"
+	"github.com/titanicmq/titanic/titanic/ops"
 )
 
 func runBroker(e env) error {
@@ -39,7 +40,8 @@ func runBroker(e env) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	path := filepath.Join(data, "titanic.db")
-	bolt, err := store.Open(path, store.Options{Logger: log, LockTimeout: cfg.Store.LockTimeout, MaxBatch: cfg.Store.MaxBatch, NoSync: cfg.Store.NoSync})
+	hooks := &latencyHooks{}
+	bolt, err := store.Open(path, store.Options{Logger: log, LockTimeout: cfg.Store.LockTimeout, MaxBatch: cfg.Store.MaxBatch, NoSync: cfg.Store.NoSync, ObserveCommit: hooks.fsync})
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -77,6 +79,7 @@ func runBroker(e env) error {
 
 	tc := td
 	tc.Logger = log
+	tc.ObserveCommit = hooks.commit
 	tc.MaxAttempts, tc.NoWorkerTimeout = cfg.Queue.MaxAttempts, cfg.Queue.NoWorkerTimeout
 	tc.Readers, tc.MaxBatch = cfg.Queue.Readers, cfg.Queue.MaxBatch
 	tc.MaxQueuedOps, tc.MaxQueuedReads = cfg.Limits.MaxQueuedOps, cfg.Limits.MaxQueuedReads
@@ -144,6 +147,20 @@ func runBroker(e env) error {
 	b.Handle(titanic.Prefix, svc)
 	b.SetSource(svc)
 	b.SetGate(gate)
+	if cfg.HTTP.Listen != "" {
+		mode := ops.ModeSingle
+		switch {
+		case cfg.Raft.Enabled:
+			mode = ops.ModeGroup
+		case cfg.Pair.Role != "":
+			mode = ops.ModePair
+		}
+		serve, err := startHTTP(ctx, cfg, &opsSources{bolt: bolt, st: st, svc: svc, b: b, node: node, gate: gate, mode: mode}, hooks, log)
+		if err != nil {
+			return err
+		}
+		roles = append(roles, func(context.Context) error { return serve() })
+	}
 	go func() {
 		select {
 		case <-e.ctx.Done():

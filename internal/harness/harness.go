@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -197,5 +198,9 @@ func (p *Process) Tail() string {
 func Broker(tb testing.TB, name, endpoint, dir string, extra ...string) *Process {
 	tb.Helper()
 	args := append([]string{"broker", "--listen", endpoint, "--data", dir}, extra...)
+	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--http-listen") }) {
+		// Many brokers share the test host: no HTTP listener unless asked.
+		args = append(args, "--http-listen", "")
+	}
 	return Start(tb, name, "broker ready", args...)
 }

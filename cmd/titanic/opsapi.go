@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/titanicmq/titanic/binarystar"
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/cmd/titanic/config"
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
+	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/ha"
+	"github.com/titanicmq/titanic/titanic/ops"
+)
+
+// opsSources adapts the broker's parts to the HTTP layer's interfaces.
+type opsSources struct {
+	bolt *store.BoltStore
+	st   store.Store // the store the service uses (replicated or not)
+	svc  *titanic.Service
+	b    *broker.Broker
+	node *replica.Node
+	gate *drainGate
+	mode string
+}
+
+func (o *opsSources) Ticket(ctx context.Context, id store.ID) (store.Ticket, [][]byte, error) {
+	return o.st.Reply(ctx, id)
+}
+
+func (o *opsSources) List(ctx context.Context, f ops.Filter) ([]store.Ticket, error) {
+	return o.st.List(ctx, store.Filter{Service: f.Service, State: f.State, After: f.After, Limit: f.Limit, Reverse: f.Newest})
+}
+
+func (o *opsSources) Close(ctx context.Context, id store.ID) error {
+	err := o.svc.Close(ctx, id)
+	switch {
+	case errors.Is(err, titanic.ErrNotActive), errors.Is(err, replica.ErrNotLeader):
+		return fmt.Errorf("%w: %w", ops.ErrNotActive, err)
+	case errors.Is(err, titanic.ErrBusy):
+		return fmt.Errorf("%w: %w", ops.ErrBusy, err)
+	}
+	return err
+}
+
+func (o *opsSources) Queues(ctx context.Context) ([]ops.Queue, error) {
+	st, err := o.bolt.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	heads, err := o.bolt.Heads(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ops.Queue, 0, len(st.Services))
+	for name, c := range st.Services {
+		out = append(out, ops.Queue{Service: name, Pending: c.Pending, Dispatched: c.Dispatched, Done: c.Done, Failed: c.Failed, Oldest: heads[name].Created})
+	}
+	return out, nil
+}
+
+func (o *opsSources) Workers(ctx context.Context) ([]ops.ServiceWorkers, error) {
+	st, err := o.b.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ops.ServiceWorkers, 0, len(st.Services))
+	for _, s := range st.Services {
+		out = append(out, ops.ServiceWorkers{Service: s.Name, Workers: s.Workers, Idle: s.Idle, Busy: s.Busy, Requests: s.Queued})
+	}
+	return out, nil
+}
+
+func (o *opsSources) Counters() ops.Counts {
+	s := o.svc.Stats()
+	return ops.Counts{
+		Submits: s.Submits, Duplicates: s.Duplicates, Closes: s.Closes, Lookups: s.Lookups,
+		Dispatches: s.Dispatches, Redeliveries: s.Redeliveries, Replies: s.Replies, LateReplies: s.LateReplies,
+		Failures: s.Failed, Busy: s.Busy, BadRequests: s.BadRequests,
+		Commits: s.Commits, CommittedOps: s.CommittedOps, CommitErrors: s.CommitErrors, Leased: s.Leased,
+	}
+}
+
+func (o *opsSources) Clients(_ context.Context, limit int) ([]ops.Client, int, error) {
+	cs := o.svc.Clients()
+	out := make([]ops.Client, 0, min(limit, len(cs)))
+	for _, c := range cs[:min(limit, len(cs))] {
+		out = append(out, ops.Client{ID: c.ID, Since: c.Since, Seen: c.Seen})
+	}
+	return out, len(cs), nil
+}
+
+// Role implements ops.Cluster.
+func (o *opsSources) Role() (string, bool) {
+	active := o.gate.Active()
+	switch {
+	case o.node == nil:
+		return ops.RoleSingle, true
+	case o.mode == ops.ModePair:
+		if p, ok := o.gate.inner.(*ha.Pair); ok {
+			switch p.State() {
+			case binarystar.StateActive:
+				return ops.RoleActive, active
+			case binarystar.StatePassive:
+				return ops.RolePassive, active
+			}
+			return strings.ToLower(p.State().String()), active
+		}
+	}
+	switch o.node.Status().State {
+	case "Leader":
+		return ops.RoleLeader, active
+	case "Candidate":
+		return ops.RoleCandidate, active
+	}
+	return ops.RoleFollower, active
+}
+
+// Status implements ops.Cluster.
+func (o *opsSources) Status(ctx context.Context) (ops.ClusterStatus, error) {
+	role, active := o.Role()
+	cs := ops.ClusterStatus{Mode: o.mode, Role: role, Active: active}
+	if bs, err := o.b.Stats(ctx); err == nil {
+		for _, p := range bs.Peers {
+			n := 0
+			for _, v := range p.Spare {
+				n += v
+			}
+			cs.Peers = append(cs.Peers, ops.Peer{Name: p.Name, Capacity: n})
+		}
+	}
+	if o.node == nil {
+		return cs, nil
+	}
+	st := o.node.Status()
+	cs.NodeID, cs.Leader = st.ID, st.LeaderID
+	cs.Term, cs.LastIndex, cs.CommitIndex, cs.AppliedIndex = st.Term, st.LastIndex, st.CommitIndex, st.AppliedIndex
+	ms, err := o.node.Members()
+	if err != nil {
+		return cs, err
+	}
+	for _, m := range ms {
+		cs.Members = append(cs.Members, ops.Member{ID: m.ID, Addr: m.Addr, Voter: m.Voter, Leader: m.Leader})
+	}
+	return cs, nil
+}
+
+// startHTTP serves metrics, health, the JSON API and the dashboard on
+// cfg.HTTP.Listen until ctx is done.
+func startHTTP(ctx context.Context, cfg config.Config, src *opsSources, hooks *latencyHooks, log *slog.Logger) (func() error, error) {
+	oc := ops.DefaultConfig()
+	oc.Tickets, oc.Queues, oc.Workers, oc.Counters, oc.Clients = src, src, src, src, src
+	if src.node != nil {
+		oc.Cluster = src
+	}
+	oc.Version, oc.Logger = Version, log
+	oc.Token = cfg.HTTP.Token
+	if cfg.HTTP.TokenFile != "" {
+		b, err := os.ReadFile(cfg.HTTP.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("http.token_file: %w", err)
+		}
+		oc.Token = strings.TrimSpace(string(b))
+	}
+	srv, err := ops.New(oc)
+	if err != nil {
+		return nil, err
+	}
+	hooks.srv.Store(srv)
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	log.Info("http listening", "addr", ln.Addr().String(), "token", oc.Token != "")
+	return func() error { return srv.Serve(ctx, ln) }, nil
+}
+
+// latencyHooks feed the commit and fsync histograms of the HTTP layer,
+// which starts after the store and the service that report them.
+type latencyHooks struct{ srv atomic.Pointer[ops.Server] }
+
+func (h *latencyHooks) commit(d time.Duration) {
+	if s := h.srv.Load(); s != nil {
+		s.ObserveCommit(d)
+	}
+}
+
+func (h *latencyHooks) fsync(d time.Duration) {
+	if s := h.srv.Load(); s != nil {
+		s.ObserveFsync(d)
+	}
+}

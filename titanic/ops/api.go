@@ -1,0 +1,533 @@
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// routes registers every endpoint. Methods are checked by the handlers,
+// so that a wrong one gets a JSON 405.
+func (s *Server) routes() error {
+	api := func(pattern string, methods []string, h http.HandlerFunc) {
+		s.mux.Handle(pattern, s.authorized(allow(methods, h)))
+	}
+	get := []string{http.MethodGet, http.MethodHead}
+	s.mux.Handle("/healthz", allow(get, s.healthz))
+	s.mux.Handle("/metrics", s.authorized(allow(get, s.metrics.handler.ServeHTTP)))
+	api("/api/v1/tickets", get, s.listTickets)
+	api("/api/v1/tickets/{id}", []string{http.MethodGet, http.MethodHead, http.MethodDelete}, s.ticket)
+	api("/api/v1/services", get, s.services)
+	api("/api/v1/workers", get, s.workers)
+	api("/api/v1/clients", get, s.clients)
+	api("/api/v1/cluster", get, s.cluster)
+	api("/api/v1/stats", get, s.stats)
+	api("/api/", nil, func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint %s", r.URL.Path)
+	})
+	dash, err := s.dashboard()
+	if err != nil {
+		return err
+	}
+	s.mux.Handle("/", allow(get, dash))
+	return nil
+}
+
+// allow answers 405 to methods not in methods (none: any method).
+func allow(methods []string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if methods != nil && !slices.Contains(methods, r.Method) {
+			w.Header().Set("Allow", strings.Join(methods, ", "))
+			writeError(w, http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// errorBody is every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, errorBody{Error: fmt.Sprintf(format, args...)})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"encode response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// sourceError answers the failure of a source call.
+func (s *Server) sourceError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "unknown ticket")
+	case errors.Is(err, ErrNotActive):
+		writeError(w, http.StatusServiceUnavailable, "%s: %v", what, err)
+	case errors.Is(err, ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "%s: %v", what, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusGatewayTimeout, "%s: timed out", what)
+	default:
+		s.log.Warn("ops request failed", "path", r.URL.Path, "op", what, "err", err)
+		writeError(w, http.StatusInternalServerError, "%s: %v", what, err)
+	}
+}
+
+func unavailable(w http.ResponseWriter, what string) {
+	writeError(w, http.StatusServiceUnavailable, "%s not available on this node", what)
+}
+
+func (s *Server) ctx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+}
+
+// role returns this node's role and whether it serves.
+func (s *Server) role() (string, bool) {
+	if s.cfg.Cluster == nil {
+		return RoleSingle, true
+	}
+	return s.cfg.Cluster.Role()
+}
+
+// healthz answers 200 "active" on the node that serves, 503 with its role
+// otherwise; JSON when asked (Accept: application/json or ?format=json).
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	role, active := s.role()
+	code, word := http.StatusOK, "active"
+	if !active {
+		code, word = http.StatusServiceUnavailable, role
+		if word == "" || word == RoleActive || word == RoleLeader {
+			word = "not active" // a leader or active node not serving yet
+		}
+	}
+	if r.URL.Query().Get("format") == "json" || strings.Contains(r.Header.Get("Accept"), "application/json") {
+		writeJSON(w, code, struct {
+			Status string `json:"status"`
+			Role   string `json:"role"`
+			Active bool   `json:"active"`
+		}{word, role, active})
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = fmt.Fprintln(w, word)
+}
+
+// ticketJSON is a ticket in API answers.
+type ticketJSON struct {
+	ID       string    `json:"id"`
+	Service  string    `json:"service"`
+	State    string    `json:"state"`
+	Seq      uint64    `json:"seq"`
+	Attempts int       `json:"attempts"`
+	Reason   string    `json:"reason,omitempty"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+	// Reply is set on GET /api/v1/tickets/{id} of a done ticket: its
+	// frames, base64 (encoding/json's []byte form).
+	Reply        [][]byte `json:"reply,omitzero"`
+	ReplyBytes   *int     `json:"reply_bytes,omitempty"`
+	ReplyOmitted bool     `json:"reply_omitted,omitempty"`
+}
+
+func toJSON(t store.Ticket) ticketJSON {
+	return ticketJSON{
+		ID: t.ID.String(), Service: t.Service, State: t.State.String(), Seq: t.Seq,
+		Attempts: t.Attempts, Reason: t.Reason, Created: t.Created.UTC(), Updated: t.Updated.UTC(),
+	}
+}
+
+// parseFilter reads service=, state=, after=, limit= and order=.
+func parseFilter(q map[string][]string) (Filter, error) {
+	get := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	f := Filter{Service: get("service"), Limit: DefaultListLimit}
+	if len(f.Service) > 256 {
+		return f, errors.New("service name longer than 256 bytes")
+	}
+	if v := get("state"); v != "" && v != "all" {
+		st, err := store.ParseState(v)
+		if err != nil {
+			return f, err
+		}
+		f.State = st
+	}
+	if v := get("after"); v != "" {
+		id, err := store.ParseID(v)
+		if err != nil {
+			return f, fmt.Errorf("after: %w", err)
+		}
+		f.After = id
+	}
+	if v := get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxListLimit {
+			return f, fmt.Errorf("limit %q: want 1 to %d", v, MaxListLimit)
+		}
+		f.Limit = n
+	}
+	switch get("order") {
+	case "", "oldest":
+	case "newest":
+		f.Newest = true
+	default:
+		return f, fmt.Errorf("order %q: want oldest or newest", get("order"))
+	}
+	return f, nil
+}
+
+// listTickets: GET /api/v1/tickets → {"tickets": [...], "next": cursor}.
+// next is the after= of the following page, "" on the last page.
+func (s *Server) listTickets(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Tickets == nil {
+		unavailable(w, "tickets")
+		return
+	}
+	f, err := parseFilter(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	ctx, cancel := s.ctx(r)
+	defer cancel()
+	ts, err := s.cfg.Tickets.List(ctx, f)
+	if err != nil {
+		s.sourceError(w, r, "list tickets", err)
+		return
+	}
+	if len(ts) > f.Limit {
+		ts = ts[:f.Limit]
+	}
+	out := struct {
+		Tickets []ticketJSON `json:"tickets"`
+		Next    string       `json:"next"`
+	}{Tickets: make([]ticketJSON, 0, len(ts))}
+	for _, t := range ts {
+		out.Tickets = append(out.Tickets, toJSON(t))
+	}
+	if len(ts) == f.Limit {
+		out.Next = ts[len(ts)-1].ID.String()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// ticket: GET (status, and reply when done) or DELETE (close) one ticket.
+func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Tickets == nil {
+		unavailable(w, "tickets")
+		return
+	}
+	id, err := store.ParseID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	ctx, cancel := s.ctx(r)
+	defer cancel()
+	if r.Method == http.MethodDelete {
+		s.closeTicket(ctx, w, r, id)
+		return
+	}
+	t, reply, err := s.cfg.Tickets.Ticket(ctx, id)
+	if err != nil {
+		s.sourceError(w, r, "get ticket", err)
+		return
+	}
+	out := toJSON(t)
+	if t.State == store.StateDone && reply != nil {
+		n := 0
+		for _, f := range reply {
+			n += len(f)
+		}
+		out.ReplyBytes = &n
+		if n <= s.cfg.MaxReplyBytes {
+			out.Reply = reply
+		} else {
+			out.ReplyOmitted = true
+		}
+		if out.Reply == nil && !out.ReplyOmitted {
+			out.Reply = [][]byte{}
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) closeTicket(ctx context.Context, w http.ResponseWriter, r *http.Request, id store.ID) {
+	if role, active := s.role(); !active {
+		writeError(w, http.StatusServiceUnavailable, "not active: this node is %s; close the ticket on the active node", role)
+		return
+	}
+	if err := s.cfg.Tickets.Close(ctx, id); err != nil {
+		s.sourceError(w, r, "close ticket", err)
+		return
+	}
+	s.log.Info("ticket closed over http", "ticket", id.String(), "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, struct {
+		ID     string `json:"id"`
+		Closed bool   `json:"closed"`
+	}{id.String(), true})
+}
+
+// serviceJSON is one service in GET /api/v1/services: its store queue and
+// its workers merged.
+type serviceJSON struct {
+	Name             string     `json:"name"`
+	Pending          int        `json:"pending"`
+	Dispatched       int        `json:"dispatched"`
+	Done             int        `json:"done"`
+	Failed           int        `json:"failed"`
+	Oldest           *time.Time `json:"oldest"`
+	OldestAgeSeconds float64    `json:"oldest_age_seconds"`
+	Workers          int        `json:"workers"`
+	Idle             int        `json:"idle"`
+	Busy             int        `json:"busy"`
+	Requests         int        `json:"requests"`
+}
+
+// serviceList merges Queues and Workers, sorted by name. Missing sources
+// give no rows; errors are returned.
+func (s *Server) serviceList(ctx context.Context, now time.Time) ([]serviceJSON, error) {
+	byName := map[string]*serviceJSON{}
+	row := func(name string) *serviceJSON {
+		if v, ok := byName[name]; ok {
+			return v
+		}
+		v := &serviceJSON{Name: name}
+		byName[name] = v
+		return v
+	}
+	if s.cfg.Queues != nil {
+		qs, err := s.cfg.Queues.Queues(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("queues: %w", err)
+		}
+		for _, q := range qs {
+			v := row(q.Service)
+			v.Pending, v.Dispatched, v.Done, v.Failed = q.Pending, q.Dispatched, q.Done, q.Failed
+			if !q.Oldest.IsZero() {
+				t := q.Oldest.UTC()
+				v.Oldest = &t
+				v.OldestAgeSeconds = max(0, now.Sub(q.Oldest).Seconds())
+			}
+		}
+	}
+	if s.cfg.Workers != nil {
+		ws, err := s.cfg.Workers.Workers(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("workers: %w", err)
+		}
+		for _, sw := range ws {
+			v := row(sw.Service)
+			v.Workers, v.Idle, v.Busy, v.Requests = sw.Workers, sw.Idle, sw.Busy, sw.Requests
+		}
+	}
+	out := make([]serviceJSON, 0, len(byName))
+	for _, v := range byName {
+		out = append(out, *v)
+	}
+	slices.SortFunc(out, func(a, b serviceJSON) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// services: GET /api/v1/services → {"services": [...]}.
+func (s *Server) services(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Queues == nil && s.cfg.Workers == nil {
+		unavailable(w, "services")
+		return
+	}
+	ctx, cancel := s.ctx(r)
+	defer cancel()
+	list, err := s.serviceList(ctx, time.Now())
+	if err != nil {
+		s.sourceError(w, r, "services", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Services []serviceJSON `json:"services"`
+	}{list})
+}
+
+// workers: GET /api/v1/workers → {"workers": [...], "total": n}.
+func (s *Server) workers(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Workers == nil {
+		unavailable(w, "workers")
+		return
+	}
+	ctx, cancel := s.ctx(r)
+	defer cancel()
+	ws, err := s.cfg.Workers.Workers(ctx)
+	if err != nil {
+		s.sourceError(w, r, "workers", err)
+		return
+	}
+	type row struct {
+		Service  string `json:"service"`
+		Workers  int    `json:"workers"`
+		Idle     int    `json:"idle"`
+		Busy     int    `json:"busy"`
+		Requests int    `json:"requests"`
+	}
+	out := struct {
+		Workers []row `json:"workers"`
+		Total   int   `json:"total"`
+	}{Workers: make([]row, 0, len(ws))}
+	for _, sw := range ws {
+		out.Workers = append(out.Workers, row{sw.Service, sw.Workers, sw.Idle, sw.Busy, sw.Requests})
+		out.Total += sw.Workers
+	}
+	slices.SortFunc(out.Workers, func(a, b row) int { return strings.Compare(a.Service, b.Service) })
+	writeJSON(w, http.StatusOK, out)
+}
+
+// clients: GET /api/v1/clients → {"clients": [...], "total": n,
+// "tracked": bool}; tracked is false (and the list empty) when presence
+// is not wired.
+func (s *Server) clients(w http.ResponseWriter, r *http.Request) {
+	type row struct {
+		ID    string    `json:"id"`
+		Addr  string    `json:"addr,omitempty"`
+		Since time.Time `json:"since"`
+		Seen  time.Time `json:"seen"`
+	}
+	out := struct {
+		Clients []row `json:"clients"`
+		Total   int   `json:"total"`
+		Tracked bool  `json:"tracked"`
+	}{Clients: []row{}}
+	if s.cfg.Clients != nil {
+		ctx, cancel := s.ctx(r)
+		defer cancel()
+		cs, total, err := s.cfg.Clients.Clients(ctx, MaxClients)
+		if err != nil {
+			s.sourceError(w, r, "clients", err)
+			return
+		}
+		if len(cs) > MaxClients {
+			cs = cs[:MaxClients]
+		}
+		for _, c := range cs {
+			out.Clients = append(out.Clients, row{c.ID, c.Addr, c.Since.UTC(), c.Seen.UTC()})
+		}
+		out.Total, out.Tracked = max(total, len(out.Clients)), true
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// clusterJSON is GET /api/v1/cluster.
+type clusterJSON struct {
+	Mode         string       `json:"mode"`
+	Role         string       `json:"role"`
+	Active       bool         `json:"active"`
+	NodeID       string       `json:"node_id"`
+	Leader       string       `json:"leader"`
+	Term         uint64       `json:"term"`
+	LastIndex    uint64       `json:"last_index"`
+	CommitIndex  uint64       `json:"commit_index"`
+	AppliedIndex uint64       `json:"applied_index"`
+	CommitLag    uint64       `json:"commit_lag"`
+	Members      []memberJSON `json:"members"`
+	Peers        []peerJSON   `json:"peers"`
+	Version      string       `json:"version"`
+}
+
+type memberJSON struct {
+	ID     string `json:"id"`
+	Addr   string `json:"addr"`
+	Voter  bool   `json:"voter"`
+	Leader bool   `json:"leader"`
+}
+
+type peerJSON struct {
+	Name     string `json:"name"`
+	Addr     string `json:"addr"`
+	Capacity int    `json:"capacity"`
+}
+
+// clusterStatus returns the Cluster's status, or the single-node one.
+func (s *Server) clusterStatus(ctx context.Context) (ClusterStatus, error) {
+	if s.cfg.Cluster == nil {
+		return ClusterStatus{Mode: ModeSingle, Role: RoleSingle, Active: true}, nil
+	}
+	return s.cfg.Cluster.Status(ctx)
+}
+
+// commitLag is how many committed raft entries this node has not applied
+// to its store yet.
+func commitLag(st ClusterStatus) uint64 {
+	if st.CommitIndex > st.AppliedIndex {
+		return st.CommitIndex - st.AppliedIndex
+	}
+	return 0
+}
+
+func (s *Server) cluster(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.ctx(r)
+	defer cancel()
+	st, err := s.clusterStatus(ctx)
+	if err != nil {
+		s.sourceError(w, r, "cluster status", err)
+		return
+	}
+	out := clusterJSON{
+		Mode: st.Mode, Role: st.Role, Active: st.Active, NodeID: st.NodeID, Leader: st.Leader,
+		Term: st.Term, LastIndex: st.LastIndex, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex,
+		CommitLag: commitLag(st), Members: []memberJSON{}, Peers: []peerJSON{}, Version: s.cfg.Version,
+	}
+	for _, m := range st.Members {
+		out.Members = append(out.Members, memberJSON{m.ID, m.Addr, m.Voter, m.Leader})
+	}
+	for _, p := range st.Peers {
+		out.Peers = append(out.Peers, peerJSON{p.Name, p.Addr, p.Capacity})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// stats: GET /api/v1/stats → the titanic service's counters.
+func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Counters == nil {
+		unavailable(w, "stats")
+		return
+	}
+	c := s.cfg.Counters.Counters()
+	writeJSON(w, http.StatusOK, struct {
+		Submits      uint64 `json:"submits"`
+		Duplicates   uint64 `json:"duplicates"`
+		Closes       uint64 `json:"closes"`
+		Lookups      uint64 `json:"lookups"`
+		Dispatches   uint64 `json:"dispatches"`
+		Redeliveries uint64 `json:"redeliveries"`
+		Replies      uint64 `json:"replies"`
+		LateReplies  uint64 `json:"late_replies"`
+		Failures     uint64 `json:"failures"`
+		Busy         uint64 `json:"busy"`
+		BadRequests  uint64 `json:"bad_requests"`
+		Commits      uint64 `json:"commits"`
+		CommittedOps uint64 `json:"committed_ops"`
+		CommitErrors uint64 `json:"commit_errors"`
+		Leased       int    `json:"leased"`
+	}{c.Submits, c.Duplicates, c.Closes, c.Lookups, c.Dispatches, c.Redeliveries, c.Replies, c.LateReplies,
+		c.Failures, c.Busy, c.BadRequests, c.Commits, c.CommittedOps, c.CommitErrors, c.Leased})
+}

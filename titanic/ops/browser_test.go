@@ -1,0 +1,210 @@
+package ops_test
+
+import (
+	"bytes"
+	"context"
+	"image/png"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/ops"
+)
+
+// TestDashboardBrowser loads the dashboard in headless Chromium (Debian's
+// chromium package, installed here when missing and running as root):
+// the rendered page must show a ticket the fakes hold, and a screenshot
+// is kept as a test artefact in $TITANIC_ARTIFACTS (default: a temporary
+// directory, logged).
+func TestDashboardBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	chromium := findChromium(t)
+	start := time.Now()
+
+	const token = "dashboard-test-token"
+	fx := newFixture(t, func(c *ops.Config) {
+		c.Token = token
+		c.Version = "v0.5.0-test"
+		c.Workers = workersFunc(func(context.Context) ([]ops.ServiceWorkers, error) {
+			return []ops.ServiceWorkers{
+				{Service: "echo", Workers: 3, Idle: 2, Busy: 1},
+				{Service: "invoice.render", Workers: 4, Busy: 4},
+			}, nil
+		})
+		c.Counters = countersFunc(func() ops.Counts {
+			return ops.Counts{Submits: 18342, Replies: 18291, Dispatches: 18377, Redeliveries: 35, Failures: 2,
+				Commits: 6120, Leased: 5, Lookups: 40210}
+		})
+		c.Clients = clientsFunc(func(_ context.Context, limit int) ([]ops.Client, int, error) {
+			now := time.Now()
+			cs := []ops.Client{
+				{ID: "billing-7f3a", Since: now.Add(-3 * time.Hour), Seen: now.Add(-2 * time.Second)},
+				{ID: "thumbnailer-02", Since: now.Add(-14 * time.Minute), Seen: now.Add(-4 * time.Second)},
+			}
+			return cs[:min(limit, len(cs))], len(cs), nil
+		})
+		c.Cluster = &fakeCluster{status: ops.ClusterStatus{
+			Mode: ops.ModeGroup, Role: ops.RoleLeader, Active: true, NodeID: "n1", Leader: "n1",
+			Term: 4, LastIndex: 18342, CommitIndex: 18342, AppliedIndex: 18340,
+			Members: []ops.Member{
+				{ID: "n1", Addr: "10.0.0.1:7000", Voter: true, Leader: true},
+				{ID: "n2", Addr: "10.0.0.2:7000", Voter: true},
+				{ID: "n3", Addr: "10.0.0.3:7000", Voter: true},
+			},
+		}}
+	})
+	// A few more tickets, so that the page looks like a working node.
+	now := time.Now()
+	for i, st := range []store.State{store.StatePending, store.StatePending, store.StateDispatched, store.StateDone, store.StatePending, store.StateDone} {
+		fx.tickets.add([]string{"invoice.render", "resize"}[i%2], st, now.Add(time.Duration(i-20)*time.Second), nil)
+	}
+	submitted := fx.tickets.add("echo", store.StatePending, now.Add(-2*time.Second), nil) // the ticket the page must show
+
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
+	go func() { errc <- fx.srv.ListenAndServe(ctx, "127.0.0.1:0", func(a net.Addr) { addrc <- a }) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}()
+	var url string
+	select {
+	case a := <-addrc:
+		// The token travels in the fragment, which is never sent to the
+		// server: the page takes it from there.
+		url = "http://" + a.String() + "/#token=" + token
+	case err := <-errc:
+		t.Fatal(err)
+	}
+
+	dom := runChromium(t, chromium, "--dump-dom", url)
+	for _, want := range []string{submitted.String(), fx.done.String(), "invoice.render", "leader · serving", "10.0.0.2:7000", "billing-7f3a", "live · updated"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("rendered page lacks %q", want)
+		}
+	}
+	if strings.Contains(dom, "token required") || !strings.Contains(dom, `id="auth" class="auth" hidden`) {
+		t.Error("the page did not authenticate with the token from the URL fragment")
+	}
+	if t.Failed() {
+		t.Logf("rendered page:\n%s", dom)
+	}
+
+	// #ticket=ID opens the ticket: its reply is shown, decoded.
+	dom = runChromium(t, chromium, "--dump-dom", url+"&ticket="+fx.done.String())
+	for _, want := range []string{"<pre>hello</pre>", "reply[1] (base64)", "<pre>/wA=</pre>", "Close ticket"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("ticket detail lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("rendered page:\n%s", dom)
+	}
+
+	dir := os.Getenv("TITANIC_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shot, err := filepath.Abs(filepath.Join(dir, "dashboard.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runChromium(t, chromium, "--screenshot="+shot, "--window-size=1280,900", "--hide-scrollbars", url)
+	b, err := os.ReadFile(shot)
+	if err != nil {
+		t.Fatalf("no screenshot: %v", err)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("screenshot is not a PNG: %v", err)
+	}
+	if sz := img.Bounds().Size(); sz.X != 1280 || sz.Y != 900 {
+		t.Errorf("screenshot is %v, want 1280x900", sz)
+	}
+	// The ticket detail, for people to look at.
+	detail := filepath.Join(filepath.Dir(shot), "dashboard-ticket.png")
+	runChromium(t, chromium, "--screenshot="+detail, "--window-size=1280,1100", "--hide-scrollbars", url+"&ticket="+fx.done.String())
+	if _, err := os.Stat(detail); err != nil {
+		t.Errorf("no ticket screenshot: %v", err)
+	}
+	t.Logf("screenshots: %s (%d bytes), %s; browser test took %v", shot, len(b), detail, time.Since(start).Round(time.Millisecond))
+}
+
+var installChromium sync.Once
+
+// findChromium returns the chromium binary, installing Debian's package
+// when it is missing and the test runs as root; otherwise it skips.
+func findChromium(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("chromium is not installed and the test is not root: apt-get install chromium to run the browser test")
+	}
+	installChromium.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		install := func(args ...string) error {
+			cmd := exec.CommandContext(ctx, "apt-get", args...)
+			cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Logf("apt-get %s: %v\n%s", strings.Join(args, " "), err, tail(out, 2000))
+			}
+			return err
+		}
+		t.Log("installing chromium (apt-get install -y chromium)")
+		if install("install", "-y", "-q", "chromium") != nil {
+			if install("update", "-q") == nil {
+				_ = install("install", "-y", "-q", "chromium")
+			}
+		}
+	})
+	p, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed and apt-get install chromium failed (see log); skipping the browser test")
+	}
+	return p
+}
+
+// runChromium runs headless Chromium on url with args and returns its
+// standard output.
+func runChromium(t *testing.T, chromium string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	base := []string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-dev-shm-usage", "--user-data-dir=" + t.TempDir(), "--virtual-time-budget=5000",
+	}
+	cmd := exec.CommandContext(ctx, chromium, append(base, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium %s: %v\n%s", strings.Join(args, " "), err, tail(stderr.Bytes(), 4000))
+	}
+	t.Logf("chromium %s: %v", args[0], time.Since(start).Round(time.Millisecond))
+	return stdout.String()
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}

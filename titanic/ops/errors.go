@@ -1,0 +1,16 @@
+package ops
+
+import "errors"
+
+// ErrNotActive means this node does not serve writes (a passive node of a
+// pair, a raft follower). Tickets.Close returns an error wrapping it; the
+// API answers 503.
+var ErrNotActive = errors.New("not active")
+
+// ErrBusy means the node refused the operation because it is overloaded
+// (its commit queue is full). Tickets.Close returns an error wrapping it;
+// the API answers 503 with Retry-After.
+var ErrBusy = errors.New("busy, retry later")
+
+// ErrConfig means a Config is invalid.
+var ErrConfig = errors.New("invalid ops config")

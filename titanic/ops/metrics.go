@@ -1,0 +1,248 @@
+package ops
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics is the Server's private registry: the histograms fed by the
+// Observe hooks, and a collector that reads the sources at scrape time.
+type metrics struct {
+	reg           *prometheus.Registry
+	commit, fsync prometheus.Histogram
+	handler       http.Handler
+}
+
+func newMetrics(s *Server) (*metrics, error) {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		commit: newHistogram("titanic_commit_duration_seconds",
+			"Time to make one titanic commit batch durable (store Apply: an fsync on one node, a quorum commit when replicated)."),
+		fsync: newHistogram("titanic_fsync_duration_seconds",
+			"Time to commit and fsync one store write transaction."),
+	}
+	for _, c := range []prometheus.Collector{
+		m.commit, m.fsync, newCollector(s),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := m.reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+		Timeout:             s.cfg.RequestTimeout,
+	})
+	return m, nil
+}
+
+// knownRoles are always exported by titanic_role (0 or 1), so that a
+// role change does not make series appear and vanish.
+var knownRoles = []string{RoleSingle, RoleLeader, RoleFollower, RoleCandidate, RoleActive, RolePassive}
+
+// collector reads the sources on every scrape. A failing source is
+// logged, counted in titanic_ops_source_errors_total and its families
+// are left out of that scrape; the others are still served.
+type collector struct {
+	s *Server
+
+	build, queueDepth, tickets, oldestAge     *prometheus.Desc
+	workers, brokerRequests                   *prometheus.Desc
+	counters                                  map[string]*prometheus.Desc
+	leases                                    *prometheus.Desc
+	active, role, term, lastIndex, commitIdx  *prometheus.Desc
+	appliedIdx, commitLag, members            *prometheus.Desc
+	peers, peerCapacity, clients, sourceError *prometheus.Desc
+
+	errors *prometheus.CounterVec
+}
+
+// counterHelp names and documents the counters of Counts.
+var counterHelp = []struct{ name, help string }{
+	{"titanic_submits_total", "Tickets submitted (durable), duplicates included."},
+	{"titanic_duplicate_submits_total", "Submits answered with an existing ticket (idempotency key seen before)."},
+	{"titanic_closes_total", "Tickets closed."},
+	{"titanic_lookups_total", "Ticket lookups answered (titanic.reply, .status, .list, .wait)."},
+	{"titanic_dispatches_total", "Tickets dispatched to workers, redeliveries included."},
+	{"titanic_redeliveries_total", "Tickets dispatched again after a failed attempt or a lost worker."},
+	{"titanic_replies_total", "Worker replies made durable."},
+	{"titanic_late_replies_total", "Worker replies for tickets already answered (ignored)."},
+	{"titanic_failures_total", "Tickets that failed for good."},
+	{"titanic_busy_total", "Requests refused as busy (retry later)."},
+	{"titanic_bad_requests_total", "Malformed 9/TSP requests refused."},
+	{"titanic_commits_total", "Commit batches applied to the store."},
+	{"titanic_committed_ops_total", "Ops in the commit batches."},
+	{"titanic_commit_errors_total", "Commit batches that failed."},
+}
+
+func counterValues(c Counts) []uint64 {
+	return []uint64{c.Submits, c.Duplicates, c.Closes, c.Lookups, c.Dispatches, c.Redeliveries,
+		c.Replies, c.LateReplies, c.Failures, c.Busy, c.BadRequests, c.Commits, c.CommittedOps, c.CommitErrors}
+}
+
+func newCollector(s *Server) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	c := &collector{
+		s:          s,
+		build:      prometheus.NewDesc("titanic_build_info", "Always 1; the version label is the build's.", nil, prometheus.Labels{"version": s.cfg.Version}),
+		queueDepth: d("titanic_queue_depth", "Pending tickets waiting for a worker, per service.", "service"),
+		tickets:    d("titanic_tickets", "Stored tickets per service and state.", "service", "state"),
+		oldestAge: d("titanic_queue_oldest_age_seconds",
+			"Age of the oldest unfinished ticket (pending or dispatched: the head of the service's FIFO); 0 when none.", "service"),
+		workers:        d("titanic_workers", "Registered workers per service, idle or busy.", "service", "state"),
+		brokerRequests: d("titanic_broker_queued_requests", "Plain (non-durable) MDP requests queued in the broker, per service.", "service"),
+		counters:       map[string]*prometheus.Desc{},
+		leases:         d("titanic_leases", "Tickets held by workers now."),
+		active:         d("titanic_active", "1 when this node serves clients (single node, raft leader, active pair node), else 0."),
+		role:           d("titanic_role", "This node's role: 1 for the current one, 0 for the others.", "role"),
+		term:           d("titanic_raft_term", "Current raft term (0 in single mode)."),
+		lastIndex:      d("titanic_raft_last_index", "Last raft log index."),
+		commitIdx:      d("titanic_raft_commit_index", "Raft commit index."),
+		appliedIdx:     d("titanic_raft_applied_index", "Raft index applied to the local store."),
+		commitLag:      d("titanic_raft_commit_lag", "Committed raft entries not applied to the local store yet (commit index - applied index)."),
+		members:        d("titanic_cluster_members", "Servers in the raft configuration (0 in single mode)."),
+		peers:          d("titanic_peers", "Peered clusters connected. Always 0 until peering lands."),
+		peerCapacity:   d("titanic_peer_capacity", "Idle workers offered by peered clusters, in all. Always 0 until peering lands."),
+		clients:        d("titanic_connected_clients", "Clients connected now (titanic.hello presence); 0 when presence is not wired."),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "titanic_ops_source_errors_total",
+			Help: "Scrapes or API calls where a source (queues, workers, cluster, clients) failed.",
+		}, []string{"source"}),
+	}
+	for _, ch := range counterHelp {
+		c.counters[ch.name] = d(ch.name, ch.help)
+	}
+	return c
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.build, c.queueDepth, c.tickets, c.oldestAge, c.workers, c.brokerRequests,
+		c.leases, c.active, c.role, c.term, c.lastIndex, c.commitIdx, c.appliedIdx, c.commitLag, c.members,
+		c.peers, c.peerCapacity, c.clients} {
+		ch <- d
+	}
+	for _, d := range c.counters {
+		ch <- d
+	}
+	c.errors.Describe(ch)
+}
+
+func (c *collector) failed(source string, err error) {
+	c.errors.WithLabelValues(source).Inc()
+	c.s.log.Warn("metrics source failed", "source", source, "err", err)
+}
+
+// Collect implements prometheus.Collector; it may run concurrently with
+// itself (two scrapes).
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
+	defer cancel()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(c.build, 1)
+	c.collectQueues(ctx, gauge)
+	if src := c.s.cfg.Workers; src != nil {
+		if ws, err := src.Workers(ctx); err != nil {
+			c.failed("workers", err)
+		} else {
+			for _, w := range ws {
+				gauge(c.workers, float64(w.Idle), w.Service, "idle")
+				gauge(c.workers, float64(w.Busy), w.Service, "busy")
+				gauge(c.brokerRequests, float64(w.Requests), w.Service)
+			}
+		}
+	}
+	if src := c.s.cfg.Counters; src != nil {
+		counts := src.Counters()
+		for i, v := range counterValues(counts) {
+			ch <- prometheus.MustNewConstMetric(c.counters[counterHelp[i].name], prometheus.CounterValue, float64(v))
+		}
+		gauge(c.leases, float64(counts.Leased))
+	}
+	c.collectCluster(ctx, gauge)
+	clients := 0
+	if src := c.s.cfg.Clients; src != nil {
+		if _, total, err := src.Clients(ctx, 0); err != nil {
+			c.failed("clients", err)
+		} else {
+			clients = total
+		}
+	}
+	gauge(c.clients, float64(clients))
+	c.errors.Collect(ch)
+}
+
+func (c *collector) collectQueues(ctx context.Context, gauge func(*prometheus.Desc, float64, ...string)) {
+	src := c.s.cfg.Queues
+	if src == nil {
+		return
+	}
+	qs, err := src.Queues(ctx)
+	if err != nil {
+		c.failed("queues", err)
+		return
+	}
+	now := time.Now()
+	for _, q := range qs {
+		gauge(c.queueDepth, float64(q.Pending), q.Service)
+		gauge(c.tickets, float64(q.Pending), q.Service, "pending")
+		gauge(c.tickets, float64(q.Dispatched), q.Service, "dispatched")
+		gauge(c.tickets, float64(q.Done), q.Service, "done")
+		gauge(c.tickets, float64(q.Failed), q.Service, "failed")
+		age := 0.0
+		if !q.Oldest.IsZero() {
+			age = max(0, now.Sub(q.Oldest).Seconds())
+		}
+		gauge(c.oldestAge, age, q.Service)
+	}
+}
+
+func (c *collector) collectCluster(ctx context.Context, gauge func(*prometheus.Desc, float64, ...string)) {
+	role, active := c.s.role()
+	gauge(c.active, b2f(active))
+	known := false
+	for _, r := range knownRoles {
+		gauge(c.role, b2f(r == role), r)
+		known = known || r == role
+	}
+	if !known && role != "" {
+		gauge(c.role, 1, role)
+	}
+	st, err := c.s.clusterStatus(ctx)
+	if err != nil {
+		c.failed("cluster", err)
+	} else {
+		gauge(c.term, float64(st.Term))
+		gauge(c.lastIndex, float64(st.LastIndex))
+		gauge(c.commitIdx, float64(st.CommitIndex))
+		gauge(c.appliedIdx, float64(st.AppliedIndex))
+		gauge(c.commitLag, float64(commitLag(st)))
+		gauge(c.members, float64(len(st.Members)))
+	}
+	capacity := 0
+	for _, p := range st.Peers {
+		capacity += p.Capacity
+	}
+	gauge(c.peers, float64(len(st.Peers)))
+	gauge(c.peerCapacity, float64(capacity))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -158,9 +158,7 @@ func (o *opsSources) Status(ctx context.Context) (ops.ClusterStatus, error) {
 func startHTTP(ctx context.Context, cfg config.Config, src *opsSources, hooks *latencyHooks, log *slog.Logger) (func() error, error) {
 	oc := ops.DefaultConfig()
 	oc.Tickets, oc.Queues, oc.Workers, oc.Counters, oc.Clients = src, src, src, src, src
-	if src.node != nil {
-		oc.Cluster = src
-	}
+	oc.Cluster = src // single mode too: it reports the peers
 	oc.Version, oc.Logger = Version, log
 	oc.Token = cfg.HTTP.Token
 	if cfg.HTTP.TokenFile != "" {

@@ -112,8 +112,8 @@ func newCollector(s *Server) *collector {
 		appliedIdx:     d("titanic_raft_applied_index", "Raft index applied to the local store."),
 		commitLag:      d("titanic_raft_commit_lag", "Committed raft entries not applied to the local store yet (commit index - applied index)."),
 		members:        d("titanic_cluster_members", "Servers in the raft configuration (0 in single mode)."),
-		peers:          d("titanic_peers", "Peered clusters connected. Always 0 until peering lands."),
-		peerCapacity:   d("titanic_peer_capacity", "Idle workers offered by peered clusters, in all. Always 0 until peering lands."),
+		peers:          d("titanic_peers", "Peered clusters configured (see the cluster API for which are alive)."),
+		peerCapacity:   d("titanic_peer_capacity", "Spare capacity (idle workers) advertised by the peered clusters, in all."),
 		clients:        d("titanic_connected_clients", "Clients connected now (titanic.hello presence); 0 when presence is not wired."),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "titanic_ops_source_errors_total",

@@ -39,7 +39,8 @@ vet: deps
 # unit runs every test: unit, conformance, end-to-end and crash tests (the
 # last two drive the binary built by `build`).
 unit: build
-	TITANIC_BIN=$(abspath $(BIN)) $(GO) test -race -count=1 -timeout 15m ./...
+	mkdir -p artifacts
+	TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -race -count=1 -timeout 15m ./...
 
 # fuzz runs every fuzz target for FUZZTIME (seed corpora in testdata/).
 fuzz: deps
@@ -59,4 +60,4 @@ bench: build
 lint: vet
 
 clean:
-	rm -rf bin bench.txt
+	rm -rf bin bench.txt artifacts

@@ -45,10 +45,18 @@ func (f clientFlags) dial(e env) (*client.Client, error) {
 func runSubmit(e env) error {
 	fs := newFlags(e, "submit", "[flags] SERVICE [BODY | -]   (no BODY or -: read standard input)")
 	cf := addClientFlags(fs)
-	key := fs.String("key", "", "idempotency key: a resubmit with the same key returns the same ticket")
+	key := fs.String("key", "", "idempotency key: a resubmit with the same key returns the same ticket (with --from: a prefix, line N gets KEY:N)")
 	wait := fs.Bool("wait", false, "wait for the reply and print it instead of the ticket")
+	from := fs.String("from", "", "submit one request per line of FILE (-: standard input); prints TICKET<TAB>LINE, a progress bar and a summary")
+	parallel := fs.Int("parallel", 8, "with --from: concurrent submits")
 	if err := parseFlags(fs, e.args); err != nil {
 		return err
+	}
+	if *from != "" {
+		if fs.NArg() != 1 || *wait {
+			return usagef("--from FILE wants SERVICE only, and no --wait (use titanic wait)")
+		}
+		return submitFrom(e, cf, fs.Arg(0), *from, *key, *parallel)
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		return usagef("want SERVICE [BODY | -]")

@@ -45,6 +45,7 @@ func commands() []command {
 		{"worker", "serve a service by running a command per request", runWorker},
 		{"submit", "submit a request, print its ticket (--wait: its reply)", runSubmit},
 		{"status", "show a ticket's state", runStatus},
+		{"wait", "wait for tickets, with progress (exit 5 if any failed)", runWait},
 		{"reply", "print a ticket's reply (--wait to wait for it)", runReply},
 		{"close", "close a ticket (delete it and its reply)", runClose},
 		{"tickets", "list tickets", runTickets},
@@ -54,6 +55,7 @@ func commands() []command {
 		{"check", "verify a data file (stopped broker, or a backup)", runCheck},
 		{"config", "print the effective broker configuration (flags, file, environment)", runConfig},
 		{"keygen", "make a CURVE key pair (NAME.key, NAME.pub)", runKeygen},
+		{"completion", "print a shell completion script (bash; zsh with bashcompinit)", runCompletion},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -164,4 +166,48 @@ func (e env) environ() []string {
 		return e.env
 	}
 	return os.Environ()
+}
+
+// runCompletion prints a bash completion script: commands, then each
+// command's flags (from its --help, so it cannot drift).
+func runCompletion(e env) error {
+	fs := newFlags(e, "completion", "bash|zsh   (eval \"$(titanic completion bash)\")")
+	if err := parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || (fs.Arg(0) != "bash" && fs.Arg(0) != "zsh") {
+		return usagef("want bash or zsh")
+	}
+	var names []string
+	var cases strings.Builder
+	for _, c := range commands() {
+		names = append(names, c.name)
+		var help strings.Builder
+		_ = c.run(env{ctx: e.ctx, args: []string{"--help"}, stdin: strings.NewReader(""), stdout: io.Discard, stderr: &help})
+		var flags []string
+		for _, line := range strings.Split(help.String(), "\n") {
+			if f, ok := strings.CutPrefix(strings.TrimSpace(line), "-"); ok {
+				if name, _, _ := strings.Cut(f, " "); name != "" {
+					flags = append(flags, "--"+name)
+				}
+			}
+		}
+		fmt.Fprintf(&cases, "    %s) opts=%q ;;\n", c.name, strings.Join(flags, " "))
+	}
+	if fs.Arg(0) == "zsh" {
+		fmt.Fprintln(e.stdout, "autoload -U +X bashcompinit && bashcompinit")
+	}
+	fmt.Fprintf(e.stdout, `_titanic() {
+  local cur=${COMP_WORDS[COMP_CWORD]} opts
+  if [ "$COMP_CWORD" -eq 1 ]; then
+    COMPREPLY=($(compgen -W %q -- "$cur")); return
+  fi
+  case ${COMP_WORDS[1]} in
+%s    *) opts="" ;;
+  esac
+  if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi
+}
+complete -F _titanic titanic
+`, strings.Join(names, " "), cases.String())
+	return nil
 }

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/titanicmq/titanic/client"
+)
+
+// progress prints a one-line progress report on w every interval (and at
+// the end), overwriting itself with a carriage return.
+type progress struct {
+	w        io.Writer
+	what     string
+	total    int
+	done     atomic.Int64
+	failed   atomic.Int64
+	start    time.Time
+	stop     chan struct{}
+	finished chan struct{}
+}
+
+func startProgress(w io.Writer, what string, total int) *progress {
+	p := &progress{w: w, what: what, total: total, start: time.Now(), stop: make(chan struct{}), finished: make(chan struct{})}
+	go func() {
+		defer close(p.finished)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				p.print()
+				fmt.Fprintln(p.w)
+				return
+			case <-t.C:
+				p.print()
+			}
+		}
+	}()
+	return p
+}
+
+func (p *progress) print() {
+	done, failed := p.done.Load(), p.failed.Load()
+	el := time.Since(p.start).Seconds()
+	rate := 0.0
+	if el > 0 {
+		rate = float64(done) / el
+	}
+	bar := ""
+	if p.total > 0 {
+		const width = 30
+		n := int(float64(width) * float64(done+failed) / float64(p.total))
+		bar = "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "] "
+		fmt.Fprintf(p.w, "\r%s%d/%d %s, %d failed, %.0f/s ", bar, done+failed, p.total, p.what, failed, rate)
+		return
+	}
+	fmt.Fprintf(p.w, "\r%d %s, %d failed, %.0f/s ", done+failed, p.what, failed, rate)
+}
+
+func (p *progress) end() {
+	close(p.stop)
+	<-p.finished
+}
+
+// submitFrom submits one request per line of file ("-": standard input),
+// with parallel clients, printing "ticket<TAB>line" for each and a
+// summary. Each line gets an idempotency key made of keyPrefix and its
+// line number when keyPrefix is set, so a rerun after an interruption
+// returns the same tickets instead of making new ones.
+func submitFrom(e env, cf clientFlags, service, file, keyPrefix string, parallel int) error {
+	var r io.Reader = e.stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	var lines []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", file, err)
+	}
+	tickets := make([]string, len(lines))
+	errs := make([]error, len(lines))
+	pr := startProgress(e.stderr, "submitted", len(lines))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var dialErr error
+	var once sync.Once
+	for range max(parallel, 1) {
+		c, err := cf.dial(e)
+		if err != nil {
+			once.Do(func() { dialErr = err })
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(lines) || e.ctx.Err() != nil {
+					return
+				}
+				opt := client.SubmitOptions{}
+				if keyPrefix != "" {
+					opt.IdemKey = fmt.Sprintf("%s:%d", keyPrefix, i+1)
+				}
+				tk, err := c.Submit(e.ctx, service, [][]byte{[]byte(lines[i])}, opt)
+				tickets[i], errs[i] = tk, err
+				if err != nil {
+					pr.failed.Add(1)
+				} else {
+					pr.done.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	pr.end()
+	if dialErr != nil {
+		return dialErr
+	}
+	failed := 0
+	var first error
+	for i := range lines {
+		if errs[i] != nil || tickets[i] == "" {
+			failed++
+			if first == nil {
+				first = errs[i]
+			}
+			continue
+		}
+		fmt.Fprintf(e.stdout, "%s\t%d\n", tickets[i], i+1)
+	}
+	el := time.Since(pr.start)
+	fmt.Fprintf(e.stderr, "%d submitted, %d failed, in %s (%.0f/s)\n", len(lines)-failed, failed, el.Round(time.Millisecond), float64(len(lines)-failed)/max(el.Seconds(), 1e-9))
+	if failed > 0 {
+		if first == nil {
+			first = e.ctx.Err()
+		}
+		return fmt.Errorf("%d of %d submits failed; first: %w", failed, len(lines), first)
+	}
+	return nil
+}
+
+// runWait waits for tickets (arguments, or "-": one per line on standard
+// input) and prints "ticket<TAB>state" for each as it finishes.
+func runWait(e env) error {
+	fs := newFlags(e, "wait", "[flags] TICKET... | -")
+	cf := addClientFlags(fs)
+	parallel := fs.Int("parallel", 8, "tickets waited for at once")
+	if err := parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	tickets := fs.Args()
+	if len(tickets) == 1 && tickets[0] == "-" {
+		tickets = nil
+		sc := bufio.NewScanner(e.stdin)
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) > 0 {
+				tickets = append(tickets, f[0])
+			}
+		}
+	}
+	if len(tickets) == 0 {
+		return usagef("want at least one TICKET (or - to read them from standard input)")
+	}
+	pr := startProgress(e.stderr, "answered", len(tickets))
+	var mu sync.Mutex
+	var failed, unknown int
+	var wg sync.WaitGroup
+	work := make(chan string)
+	for range max(*parallel, 1) {
+		c, err := cf.dial(e)
+		if err != nil {
+			close(work)
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			for tk := range work {
+				_, err := c.Wait(e.ctx, tk, client.WaitOptions{})
+				state := "done"
+				switch {
+				case err == nil:
+					pr.done.Add(1)
+				case errors.Is(err, client.ErrFailed):
+					state = "failed"
+					pr.failed.Add(1)
+				case errors.Is(err, client.ErrUnknown):
+					state = "unknown"
+					pr.failed.Add(1)
+				default:
+					state = "error: " + err.Error()
+					pr.failed.Add(1)
+				}
+				mu.Lock()
+				switch state {
+				case "done":
+				case "unknown":
+					unknown++
+				default:
+					failed++
+				}
+				fmt.Fprintf(e.stdout, "%s\t%s\n", tk, state)
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, tk := range tickets {
+		select {
+		case work <- tk:
+		case <-e.ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	pr.end()
+	switch {
+	case failed > 0:
+		return fmt.Errorf("%w: %d of %d tickets failed", client.ErrFailed, failed, len(tickets))
+	case unknown > 0:
+		return fmt.Errorf("%w: %d of %d tickets unknown", client.ErrUnknown, unknown, len(tickets))
+	}
+	return e.ctx.Err()
+}

@@ -384,31 +384,7 @@ func (n *Node) Apply(ctx context.Context, ops []store.Op) ([]store.Result, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if len(ops) == 0 {
-		return []store.Result{}, nil
-	}
-	r := n.raft()
-	if r.State() != raft.Leader {
-		return nil, ErrNotLeader
-	}
-	f := r.Apply(store.EncodeOps(ops), n.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
-			return nil, fmt.Errorf("%w: %w", ErrNotLeader, err)
-		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			return nil, fmt.Errorf("%w: %w", ErrUncertain, err)
-		}
-		return nil, fmt.Errorf("raft apply: %w", err)
-	}
-	resp, ok := f.Response().(response)
-	if !ok {
-		return nil, fmt.Errorf("raft apply: unexpected response %T", f.Response())
-	}
-	if resp.err != nil {
-		return nil, resp.err
-	}
-	return resp.results, nil
+	return n.ApplyAsync(ops)(ctx)
 }
 
 // Get implements store.Store from the local store.

@@ -170,13 +170,7 @@ func runTickets(e env) error {
 	state := fs.String("state", "", "only tickets in this state: pending, dispatched, done or failed")
 	after := fs.String("after", "", "start after this ticket (paging)")
 	limit := fs.Int("limit", 100, "at most this many tickets (max 1000)")
-	if err := parseFlags(fs, e.args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	c, err := cf.dial(e)
+	c, err := dialNoArgs(e, fs, cf)
 	if err != nil {
 		return err
 	}
@@ -195,14 +189,7 @@ func runTickets(e env) error {
 // themselves with a client id).
 func runClients(e env) error {
 	fs := newFlags(e, "clients", "[flags]")
-	cf := addClientFlags(fs)
-	if err := parseFlags(fs, e.args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	c, err := cf.dial(e)
+	c, err := dialNoArgs(e, fs, addClientFlags(fs))
 	if err != nil {
 		return err
 	}
@@ -225,4 +212,16 @@ func runClients(e env) error {
 			time.UnixMilli(since).UTC().Format(time.RFC3339), time.UnixMilli(seen).UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// dialNoArgs parses the flags of a command that takes no argument and
+// dials the brokers.
+func dialNoArgs(e env, fs *flag.FlagSet, cf clientFlags) (*client.Client, error) {
+	if err := parseFlags(fs, e.args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return cf.dial(e)
 }

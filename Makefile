@@ -4,6 +4,7 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN      := bin/titanic
 FUZZTIME ?= 8s
+STATICCHECK ?= v0.8.2
 export CGO_ENABLED := 1
 
 .PHONY: all deps build run test vet unit fuzz bench lint clean
@@ -35,6 +36,7 @@ run: build
 vet: deps
 	@out=$$(gofmt -l .); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
 # unit runs every test: unit, conformance, end-to-end and crash tests (the
 # last two drive the binary built by `build`).

@@ -191,7 +191,7 @@ func (s *BoltStore) List(ctx context.Context, f Filter) ([]Ticket, error) {
 			step = c.Prev
 		default:
 			step = c.Prev
-			if k, v = c.Seek(f.After[:]); k == nil {
+			if k, _ = c.Seek(f.After[:]); k == nil {
 				k, v = c.Last()
 			} else {
 				k, v = c.Prev() // the first key below After

@@ -184,7 +184,7 @@ func startWorker(t *testing.T, cfg Config, h Handler) *running {
 
 // shutdown cancels Run and waits (bounded) for it to return; it returns
 // Run's error and how long Run took to return.
-func (r *running) shutdown() (error, time.Duration) {
+func (r *running) shutdown() (time.Duration, error) {
 	r.t.Helper()
 	var took time.Duration
 	r.once.Do(func() {
@@ -197,7 +197,7 @@ func (r *running) shutdown() (error, time.Duration) {
 			r.t.Fatalf("Run did not return within %s of ctx cancel", wait)
 		}
 	})
-	return r.err, took
+	return took, r.err
 }
 
 func echo(_ context.Context, req [][]byte) ([][]byte, error) { return req, nil }
@@ -343,7 +343,7 @@ func TestRequestReply(t *testing.T) {
 		t.Fatalf("REPLY frames for an empty reply %q, want %q", frames, want)
 	}
 
-	if err, _ := r.shutdown(); err != nil {
+	if _, err := r.shutdown(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	st := r.w.Stats()
@@ -387,7 +387,7 @@ func TestHandlerErrorSendsFail(t *testing.T) {
 		t.Fatalf("FAIL for a panic %q, want client c3 and a reason naming the panic", frames)
 	}
 
-	if err, _ := r.shutdown(); err != nil {
+	if _, err := r.shutdown(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if st := r.w.Stats(); st.Requests != 3 || st.Failures != 3 || st.Replies != 0 {
@@ -430,7 +430,7 @@ func TestHeartbeatsWhileHandlerRuns(t *testing.T) {
 	if string(frames[3]) != "c" || string(frames[5]) != "done" {
 		t.Fatalf("REPLY %q, want client c and body done", frames)
 	}
-	if err, _ := r.shutdown(); err != nil {
+	if _, err := r.shutdown(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if st := r.w.Stats(); st.Heartbeats < 3 || st.Replies != 1 {
@@ -465,7 +465,7 @@ func TestDisconnectReconnects(t *testing.T) {
 	if _, frames, _ := b.expect(mdp.Reply, "request after reconnect"); string(frames[5]) != "again" {
 		t.Fatalf("REPLY %q, want body again", frames)
 	}
-	if err, _ := r.shutdown(); err != nil {
+	if _, err := r.shutdown(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if st := r.w.Stats(); st.Disconnects != 1 || st.Reconnects != 1 || st.Replies != 1 {
@@ -486,7 +486,7 @@ func TestSilentBrokerFailover(t *testing.T) {
 	if _, frames, _ := b.expect(mdp.Reply, "request on the second broker"); string(frames[5]) != "via b" {
 		t.Fatalf("REPLY %q, want body via b", frames)
 	}
-	if err, _ := r.shutdown(); err != nil {
+	if _, err := r.shutdown(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if st := r.w.Stats(); st.Timeouts < 1 || st.Reconnects < 1 || st.Replies != 1 {
@@ -510,7 +510,7 @@ func TestCancelSendsDisconnect(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatalf("handler not called within %s", wait)
 	}
-	err, took := r.shutdown()
+	took, err := r.shutdown()
 	if err != nil {
 		t.Fatalf("Run returned %v on cancel, want nil", err)
 	}
@@ -559,7 +559,7 @@ func TestLostConnectionWhileBusy(t *testing.T) {
 	if _, frames, _ := b.expect(mdp.Reply, "request after the lost one"); string(frames[3]) != "c2" || string(frames[5]) != "fresh" {
 		t.Fatalf("REPLY %q, want client c2 and body fresh", frames)
 	}
-	if err, _ := r.shutdown(); err != nil {
+	if _, err := r.shutdown(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if st := r.w.Stats(); st.Discarded != 1 || st.Replies != 1 || st.Requests != 2 || st.Disconnects != 1 {
@@ -588,7 +588,7 @@ func TestMalformedDropped(t *testing.T) {
 	if _, frames, _ := b.expect(mdp.Reply, "request after malformed messages"); string(frames[5]) != "still alive" {
 		t.Fatalf("REPLY %q, want body still alive", frames)
 	}
-	if err, _ := r.shutdown(); err != nil {
+	if _, err := r.shutdown(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if st := r.w.Stats(); st.Dropped != uint64(len(bad)) || st.Requests != 1 || st.Reconnects != 0 {
@@ -603,7 +603,7 @@ func TestRunTwice(t *testing.T) {
 	if err := r.w.Run(context.Background()); !errors.Is(err, ErrRunning) {
 		t.Fatalf("second concurrent Run returned %v, want ErrRunning", err)
 	}
-	if err, _ := r.shutdown(); err != nil {
+	if _, err := r.shutdown(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	b.expect(mdp.Disconnect, "first Run stopped")

@@ -486,13 +486,13 @@ func installNft() error {
 		return errors.New("nft is not installed, and there is no apt-get to install nftables")
 	}
 	install := []string{"install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=120", "nftables"}
-	out, err := aptGet(install...)
+	_, err := aptGet(install...)
 	if err != nil {
 		// The package lists may be missing or stale.
 		if out2, err2 := aptGet("update", "-q", "-o", "DPkg::Lock::Timeout=120"); err2 != nil {
 			return fmt.Errorf("apt-get update: %v\n%s", err2, tail(out2, 10))
 		}
-		if out, err = aptGet(install...); err != nil {
+		if out, err := aptGet(install...); err != nil {
 			return fmt.Errorf("apt-get install nftables: %v\n%s", err, tail(out, 10))
 		}
 	}

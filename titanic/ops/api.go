@@ -395,7 +395,7 @@ func (s *Server) workers(w http.ResponseWriter, r *http.Request) {
 		Total   int   `json:"total"`
 	}{Workers: make([]row, 0, len(ws))}
 	for _, sw := range ws {
-		out.Workers = append(out.Workers, row{sw.Service, sw.Workers, sw.Idle, sw.Busy, sw.Requests})
+		out.Workers = append(out.Workers, row(sw))
 		out.Total += sw.Workers
 	}
 	slices.SortFunc(out.Workers, func(a, b row) int { return strings.Compare(a.Service, b.Service) })
@@ -497,10 +497,10 @@ func (s *Server) cluster(w http.ResponseWriter, r *http.Request) {
 		CommitLag: commitLag(st), Members: []memberJSON{}, Peers: []peerJSON{}, Version: s.cfg.Version,
 	}
 	for _, m := range st.Members {
-		out.Members = append(out.Members, memberJSON{m.ID, m.Addr, m.Voter, m.Leader})
+		out.Members = append(out.Members, memberJSON(m))
 	}
 	for _, p := range st.Peers {
-		out.Peers = append(out.Peers, peerJSON{p.Name, p.Addr, p.Capacity})
+		out.Peers = append(out.Peers, peerJSON(p))
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -55,13 +55,13 @@ var knownRoles = []string{RoleSingle, RoleLeader, RoleFollower, RoleCandidate, R
 type collector struct {
 	s *Server
 
-	build, queueDepth, tickets, oldestAge     *prometheus.Desc
-	workers, brokerRequests                   *prometheus.Desc
-	counters                                  map[string]*prometheus.Desc
-	leases                                    *prometheus.Desc
-	active, role, term, lastIndex, commitIdx  *prometheus.Desc
-	appliedIdx, commitLag, members            *prometheus.Desc
-	peers, peerCapacity, clients, sourceError *prometheus.Desc
+	build, queueDepth, tickets, oldestAge    *prometheus.Desc
+	workers, brokerRequests                  *prometheus.Desc
+	counters                                 map[string]*prometheus.Desc
+	leases                                   *prometheus.Desc
+	active, role, term, lastIndex, commitIdx *prometheus.Desc
+	appliedIdx, commitLag, members           *prometheus.Desc
+	peers, peerCapacity, clients             *prometheus.Desc
 
 	errors *prometheus.CounterVec
 }

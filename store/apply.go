@@ -329,3 +329,40 @@ func (t *txn) finish() error {
 	}
 	return nil
 }
+
+// termWindow is how many recent log entries keep their term in the meta
+// bucket, for ErrDiverged.
+const termWindow = 16384
+
+func termKeyOf(index uint64) []byte { return binary.BigEndian.AppendUint64([]byte("term/"), index) }
+
+// recordTerm remembers the term of an applied log entry and forgets the
+// one termWindow entries older.
+func (t *txn) recordTerm(index, term uint64) error {
+	if term == 0 {
+		return nil
+	}
+	if err := t.meta.Put(termKeyOf(index), binary.AppendUvarint(nil, term)); err != nil {
+		return fmt.Errorf("put entry term: %w", err)
+	}
+	if index > termWindow {
+		if err := t.meta.Delete(termKeyOf(index - termWindow)); err != nil {
+			return fmt.Errorf("delete entry term: %w", err)
+		}
+	}
+	return nil
+}
+
+// termDiffers reports whether the entry at index was applied under a term
+// other than term (false when either is unknown).
+func (t *txn) termDiffers(index, term uint64) bool {
+	if term == 0 {
+		return false
+	}
+	v := t.meta.Get(termKeyOf(index))
+	if v == nil {
+		return false
+	}
+	was, n := binary.Uvarint(v)
+	return n > 0 && was != term
+}

@@ -102,3 +102,29 @@ func TestApplyAtConcurrent(t *testing.T) {
 		t.Fatalf("applied %d, index %d, pending %d", applied, n, st.Services["x"].Pending)
 	}
 }
+
+// An entry replayed at an index the store applied under another term is
+// reported, not silently skipped: the log under the store was replaced.
+func TestApplyLogDiverged(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	res := s.ApplyLog(ctx, []store.Entry{{Index: 1, Term: 2, Ops: []store.Op{submit(store.NewID(), "x")}}, {Index: 2, Term: 2, Ops: []store.Op{submit(store.NewID(), "x")}}})
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	// The same entries again (a restart replaying its log): skipped.
+	res = s.ApplyLog(ctx, []store.Entry{{Index: 2, Term: 2, Ops: []store.Op{submit(store.NewID(), "x")}}})
+	if !errors.Is(res[0].Err, store.ErrApplied) || errors.Is(res[0].Err, store.ErrDiverged) {
+		t.Fatalf("replay: %v", res[0].Err)
+	}
+	// Index 2 of another term: diverged.
+	res = s.ApplyLog(ctx, []store.Entry{{Index: 2, Term: 3, Ops: []store.Op{submit(store.NewID(), "y")}}})
+	if !errors.Is(res[0].Err, store.ErrDiverged) {
+		t.Fatalf("rewritten log: %v, want ErrDiverged", res[0].Err)
+	}
+	if st, _ := s.Stats(ctx); st.Services["x"].Pending != 2 || st.Services["y"].Pending != 0 {
+		t.Fatalf("store changed: %+v", st.Services)
+	}
+}

@@ -24,3 +24,9 @@ var ErrCorrupt = errors.New("store data corrupt")
 // ErrApplied means an ApplyAt call's log index was applied before; nothing
 // was applied again.
 var ErrApplied = errors.New("log entry already applied")
+
+// ErrDiverged means an ApplyAt entry's index was applied before under
+// another term: the replicated log this store followed was replaced (a
+// node that served on its own rejoined another). The store no longer
+// matches the log; the node must be restored from the others.
+var ErrDiverged = errors.New("store diverged from the replicated log")

@@ -15,10 +15,14 @@ import (
 // needs the writer to itself, waiting in the writer's queue.
 type request struct {
 	ops   []Op
-	index uint64       // replicated-log index (ApplyAt), 0 for Apply
-	ctrl  func() error // non-nil for a control request; runs with no write tx open
-	done  chan outcome // capacity 1, so the writer never blocks on a caller
-	taken bool         // guarded by BoltStore.mu; set when the writer takes it
+	index uint64 // replicated-log index (ApplyAt), 0 for Apply
+	term  uint64 // the entry's raft term (0: unknown)
+	// diverged is set by the writer when the entry's index was applied
+	// with another term: the log was rewritten under the store.
+	diverged bool
+	ctrl     func() error // non-nil for a control request; runs with no write tx open
+	done     chan outcome // capacity 1, so the writer never blocks on a caller
+	taken    bool         // guarded by BoltStore.mu; set when the writer takes it
 }
 
 type outcome struct {
@@ -85,9 +89,13 @@ func (s *BoltStore) ApplyAt(ctx context.Context, index uint64, ops []Op) ([]Resu
 	return out[0].Results, out[0].Err
 }
 
-// Entry is one replicated-log entry for ApplyLog.
+// Entry is one replicated-log entry for ApplyLog. Term, when set, is
+// recorded with the index (for the last termWindow entries), so that an
+// entry replayed at an index the store applied under another term is
+// reported (ErrDiverged) instead of silently skipped.
 type Entry struct {
 	Index uint64
+	Term  uint64
 	Ops   []Op
 }
 
@@ -108,7 +116,7 @@ func (s *BoltStore) ApplyLog(ctx context.Context, entries []Entry) []EntryResult
 			out[i].Err = fmt.Errorf("%w: log index 0", ErrInvalidOp)
 			continue
 		}
-		reqs = append(reqs, &request{ops: e.Ops, index: e.Index, done: make(chan outcome, 1)})
+		reqs = append(reqs, &request{ops: e.Ops, index: e.Index, term: e.Term, done: make(chan outcome, 1)})
 	}
 	if err := ctx.Err(); err != nil {
 		for i := range out {
@@ -306,6 +314,10 @@ func (s *BoltStore) commit(batch []*request) bool {
 			continue
 		}
 		if results[i] == nil && r.index > 0 {
+			if r.diverged {
+				r.done <- outcome{err: fmt.Errorf("%w: log index %d term %d was applied under another term", ErrDiverged, r.index, r.term)}
+				continue
+			}
 			r.done <- outcome{err: fmt.Errorf("%w: log index %d", ErrApplied, r.index)}
 			continue
 		}
@@ -339,9 +351,16 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 		for i, r := range batch {
 			if r.index > 0 {
 				if r.index <= t.applied {
-					continue // results[i] stays nil: already applied
+					// Already applied: results[i] stays nil. Under the
+					// same term it is a replay; under another, the log
+					// this store followed was replaced.
+					r.diverged = t.termDiffers(r.index, r.term)
+					continue
 				}
 				t.applied, t.appliedDirty = r.index, true
+				if err := t.recordTerm(r.index, r.term); err != nil {
+					return err
+				}
 			}
 			res := make([]Result, len(r.ops))
 			for j := range r.ops {

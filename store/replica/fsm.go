@@ -27,6 +27,17 @@ type fsm struct {
 	// applied (committed), for Node.ConfigTerm.
 	self raft.ServerID
 	conf atomic.Pointer[confSeen]
+	// fatal receives the first ErrDiverged: the node must stop serving.
+	fatal chan error
+}
+
+// diverged reports that the store no longer matches the log (once).
+func (f *fsm) diverged(err error) {
+	f.log.Error("this node's store diverged from the replicated log: it must be restored from the other nodes", "err", err)
+	select {
+	case f.fatal <- err:
+	default:
+	}
 }
 
 // confSeen is a committed configuration entry: its term, and whether
@@ -79,7 +90,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = response{err: fmt.Errorf("%w: %w", store.ErrCorrupt, err)}
 			continue
 		}
-		entries = append(entries, store.Entry{Index: l.Index, Ops: ops})
+		entries = append(entries, store.Entry{Index: l.Index, Term: l.Term, Ops: ops})
 		pos = append(pos, i)
 	}
 	if len(entries) == 0 {
@@ -112,7 +123,10 @@ func (f *fsm) apply(entries []store.Entry) []store.EntryResult {
 		var failed error
 		for k, i := range todo {
 			r := res[k]
-			if r.Err != nil && !errors.Is(r.Err, store.ErrApplied) && !errors.Is(r.Err, store.ErrClosed) {
+			if errors.Is(r.Err, store.ErrDiverged) {
+				f.diverged(r.Err)
+			}
+			if r.Err != nil && !errors.Is(r.Err, store.ErrApplied) && !errors.Is(r.Err, store.ErrClosed) && !errors.Is(r.Err, store.ErrDiverged) {
 				again = append(again, i)
 				failed = r.Err
 				continue

@@ -192,7 +192,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		notify:   make(chan bool, 64),
 		leaderCh: make(chan bool, 64),
 	}
-	n.fsm = &fsm{st: st, log: n.log, stop: n.stop, self: raft.ServerID(cfg.ID)}
+	n.fsm = &fsm{st: st, log: n.log, stop: n.stop, self: raft.ServerID(cfg.ID), fatal: make(chan error, 1)}
 	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
 	if err != nil {
 		return nil, fmt.Errorf("raft log store: %w", err)
@@ -608,3 +608,8 @@ func (n *Node) ConfigTerm() (term uint64, voter bool) {
 	}
 	return 0, false
 }
+
+// Fatal reports an error after which this node must stop: its store
+// diverged from the replicated log (see store.ErrDiverged). The role loops
+// return it, and the broker exits with it.
+func (n *Node) Fatal() <-chan error { return n.fsm.fatal }

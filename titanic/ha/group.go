@@ -12,6 +12,7 @@ package ha
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -70,6 +71,9 @@ func (g *Group) Run(ctx context.Context) error {
 			return nil
 		case <-g.node.LeaderCh():
 		case <-t.C:
+		case err := <-g.node.Fatal():
+			g.demote("store diverged")
+			return fmt.Errorf("raft group: %w", err)
 		}
 	}
 }

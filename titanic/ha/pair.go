@@ -158,6 +158,11 @@ func (p *Pair) Run(ctx context.Context) error {
 		case <-p.kick:
 		case <-p.node.LeaderCh():
 		case <-t.C:
+		case err := <-p.node.Fatal():
+			p.demote("store diverged")
+			cancel()
+			<-starErr
+			return fmt.Errorf("pair: %w", err)
 		}
 		p.sync(ctx)
 	}

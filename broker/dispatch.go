@@ -18,7 +18,8 @@ func (s *state) enqueue(now time.Time, id string, m mdp.Message) {
 
 // enqueueRoute queues a plain request for service with the route its
 // answer takes (a client's ROUTER identity, or a peer's cloud route).
-func (s *state) enqueueRoute(now time.Time, id, service string, body [][]byte) {
+// It reports whether the request was queued (not dropped: queue full).
+func (s *state) enqueueRoute(now time.Time, id, service string, body [][]byte) bool {
 	svc := s.service(service)
 	s.expire(now, svc)
 	size := bodyBytes(body)
@@ -31,15 +32,13 @@ func (s *state) enqueueRoute(now time.Time, id, service string, body [][]byte) {
 			s.lastDropLog, s.dropped = now, 0
 		}
 		s.gc(svc) // a service made only for this request goes again
-		if s.peering != nil && strings.HasPrefix(id, cloudRoutePrefix) {
-			s.answerOrigin(id, false, [][]byte{[]byte("queue full")})
-		}
-		return
+		return false
 	}
 	svc.queue.push(&pending{client: id, body: body, size: size, expires: now.Add(s.cfg.RequestExpiry)})
 	s.queuedBytes += size
 	s.dispatch(now, svc)
 	s.gc(svc)
+	return true
 }
 
 // bodyBytes is the size of a request body, plus a per-frame overhead so

@@ -15,14 +15,21 @@ import (
 // = its name) and a state subscriber (SUB) to every peer. Frames, all
 // after the routing id on the ROUTERs:
 //
-//	state    ["TPEER01" | "STATE" | name | service | spare | service | spare ...]
+//	state    ["TPEER01" | "STATE" | name | run | service | spare ... | "" | origin | service | held ...]
 //	request  ["" | "TPEER01" | "REQUEST" | token | service | body...]   origin → peer
 //	reply    ["" | "TPEER01" | "REPLY" | token | body...]               peer → origin
 //	fail     ["" | "TPEER01" | "FAIL" | token | reason]                 peer → origin
 //
 // A broker publishes its spare capacity per service (idle workers less
-// queued plain requests) when it changes and every PeerStateEvery. Durable
-// work goes to local workers first; when a service has no idle local
+// queued plain requests) when it changes and every PeerStateEvery. run
+// names the broker's process (it changes at each start): a peer that
+// restarts has lost the requests it held, so when a peer's run changes,
+// its jobs fail back at once, even if it came back within its liveness.
+// After the empty frame, held counts the requests of each origin the broker
+// holds (queued or running) per service: an origin subtracts from the
+// advertised spare capacity only its jobs the peer has not counted yet
+// (sent, but not yet in held), so it neither overbooks nor counts a job
+// twice. Durable work goes to local workers first; when a service has no idle local
 // worker, the origin takes jobs from its Source for the peer advertising
 // the most spare capacity, reserving one unit per job until its reply,
 // failure or the peer's death, so that it never books more than was
@@ -59,12 +66,21 @@ type peerState struct {
 	name      string
 	spare     map[string]int // advertised
 	reserved  map[string]int // jobs sent, not yet answered
+	held      map[string]int // of them, those the peer's last state counted
 	lastHeard time.Time
 	alive     bool
+	run       string // the peer's process, from its state; "" until heard
 	// routable: the cloud backend has a connection to the peer (a PING
 	// went through). A state message can arrive before the cloud
 	// connection is made; jobs are sent only once it is.
 	routable bool
+}
+
+// free is the capacity of service this broker may still book at p: the
+// advertised spare less the jobs it sent that the peer has not counted in
+// its state yet.
+func (p *peerState) free(service string) int {
+	return p.spare[service] - max(p.reserved[service]-p.held[service], 0)
 }
 
 // cloudLease is a durable job held by a peer.
@@ -90,27 +106,34 @@ func parseCloudRoute(route string) (origin, token string, ok bool) {
 
 // peering is the state's peering part; nil when peering is off.
 type peering struct {
-	cfg        PeeringConfig
-	peers      map[string]*peerState
-	leases     map[string]*cloudLease // by token (the lease ID in decimal)
-	sendPeer   sendFunc               // cloud backend: to a peer by name
-	sendOrigin sendFunc               // cloud frontend: to an origin by name
+	cfg    PeeringConfig
+	peers  map[string]*peerState
+	leases map[string]*cloudLease // by token (run.leaseID)
+	// held are the requests from peers this broker holds (queued or
+	// running), route → service, for the held counts of its state.
+	held map[string]string
+	// remote counts the live peers serving each service (reportRemote).
+	remote     map[string]int
+	sendPeer   sendFunc // cloud backend: to a peer by name
+	sendOrigin sendFunc // cloud frontend: to an origin by name
 	publish    func(frames [][]byte) error
 	lastAdvert map[string]int
 	advertAt   time.Time
+	run        string // this process, in the state it publishes
 }
 
 func newPeering(cfg PeeringConfig) *peering {
-	p := &peering{cfg: cfg, peers: make(map[string]*peerState), leases: make(map[string]*cloudLease)}
+	p := &peering{cfg: cfg, peers: make(map[string]*peerState), leases: make(map[string]*cloudLease), held: make(map[string]string), remote: make(map[string]int),
+		run: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	for _, pc := range cfg.Peers {
-		p.peers[pc.Name] = &peerState{name: pc.Name, spare: map[string]int{}, reserved: map[string]int{}}
+		p.peers[pc.Name] = &peerState{name: pc.Name, spare: map[string]int{}, reserved: map[string]int{}, held: map[string]int{}}
 	}
 	return p
 }
 
 // peerStateMsg handles a state message from a peer's publisher.
 func (s *state) peerStateMsg(now time.Time, frames [][]byte) {
-	if s.peering == nil || len(frames) < 3 || string(frames[0]) != peerHeader || string(frames[1]) != "STATE" || len(frames)%2 != 1 {
+	if s.peering == nil || len(frames) < 3 || string(frames[0]) != peerHeader || string(frames[1]) != "STATE" {
 		s.c.Malformed++
 		return
 	}
@@ -119,22 +142,60 @@ func (s *state) peerStateMsg(now time.Time, frames [][]byte) {
 		s.c.Malformed++ // not a configured peer
 		return
 	}
-	spare := make(map[string]int, (len(frames)-3)/2)
-	for i := 3; i+1 < len(frames); i += 2 {
-		n, err := strconv.Atoi(string(frames[i+1]))
-		if err != nil || n < 0 || len(frames[i]) == 0 {
+	if len(frames) < 4 {
+		s.c.Malformed++
+		return
+	}
+	run, rest := string(frames[3]), frames[4:]
+	spare := make(map[string]int)
+	held := 0 // this broker's jobs the peer holds, all services
+	heldBy := make(map[string]int)
+	inHeld := false
+	for i := 0; i < len(rest); {
+		if len(rest[i]) == 0 && !inHeld {
+			inHeld = true
+			i++
+			continue
+		}
+		width := 2
+		if inHeld {
+			width = 3
+		}
+		if i+width > len(rest) {
 			s.c.Malformed++
 			return
 		}
-		spare[string(frames[i])] = n
+		n, err := strconv.Atoi(string(rest[i+width-1]))
+		if err != nil || n < 0 || len(rest[i]) == 0 {
+			s.c.Malformed++
+			return
+		}
+		if inHeld {
+			if string(rest[i]) == s.peering.cfg.Name {
+				heldBy[string(rest[i+1])] = n
+				held += n
+			}
+		} else {
+			spare[string(rest[i])] = n
+		}
+		i += width
 	}
+	if p.run != "" && run != p.run {
+		// The peer restarted: the requests it held are gone, and so is
+		// its cloud connection (probe again before sending).
+		s.log.Warn("peer restarted: its jobs go back to the queue", "peer", p.name)
+		p.routable = false
+		s.failPeerLeases(p.name, "peer "+p.name+" restarted")
+	}
+	p.run = run
 	if !p.alive {
 		s.log.Info("peer up", "peer", p.name)
 	}
-	p.alive, p.lastHeard, p.spare = true, now, spare
+	p.alive, p.lastHeard, p.spare, p.held = true, now, spare, heldBy
 	s.probe(p)
-	for svc, n := range spare {
-		if n > p.reserved[svc] {
+	s.reportRemote()
+	for svc := range spare {
+		if p.free(svc) > 0 {
 			s.cloudDispatch(now, svc)
 		}
 	}
@@ -165,8 +226,7 @@ func (s *state) cloudDispatch(now time.Time, service string) {
 	for {
 		var best *peerState
 		for _, p := range pr.peers {
-			if p.alive && p.routable && p.spare[service]-p.reserved[service] > 0 &&
-				(best == nil || p.spare[service]-p.reserved[service] > best.spare[service]-best.reserved[service]) {
+			if p.alive && p.routable && p.free(service) > 0 && (best == nil || p.free(service) > best.free(service)) {
 				best = p
 			}
 		}
@@ -179,7 +239,10 @@ func (s *state) cloudDispatch(now time.Time, service string) {
 		}
 		s.nextLease++
 		lease := Lease{ID: s.nextLease, Service: service, Token: job.Token}
-		token := strconv.FormatUint(lease.ID, 10)
+		// The run makes tokens unique across restarts of this broker: a
+		// peer still holding a job of a previous run cannot answer a new
+		// one by mistake.
+		token := pr.run + "." + strconv.FormatUint(lease.ID, 10)
 		msg := append([][]byte{{}, []byte(peerHeader), []byte("REQUEST"), []byte(token), []byte(service)}, nonEmpty(job.Body)...)
 		if err := pr.sendPeer(best.name, msg); err != nil {
 			s.count(err)
@@ -248,12 +311,22 @@ func (s *state) cloudRequest(now time.Time, origin string, frames [][]byte) {
 	}
 	s.c.CloudRequests++
 	route := cloudRoute(origin, string(frames[3]))
-	s.enqueueRoute(now, route, string(frames[4]), frames[5:])
+	service := string(frames[4])
+	if _, dup := s.peering.held[route]; dup {
+		s.c.StaleReplies++ // the same request twice: keep the first
+		return
+	}
+	if !s.enqueueRoute(now, route, service, frames[5:]) {
+		s.answerOrigin(route, false, [][]byte{[]byte("queue full")})
+		return
+	}
+	s.peering.held[route] = service
 }
 
 // answerOrigin sends a worker's reply (or a failure) for a request that
 // came from a peer.
 func (s *state) answerOrigin(route string, ok bool, body [][]byte) {
+	delete(s.peering.held, route)
 	origin, token, _ := parseCloudRoute(route)
 	cmd := "REPLY"
 	if !ok {
@@ -276,15 +349,33 @@ func (s *state) peerTick(now time.Time) {
 			advert[name] = max(svc.idle.Len()-svc.queue.len(), 0)
 		}
 	}
+	// "\x00origin\x00service" → requests of origin held, for the state's
+	// held section (and the change check).
+	for route, service := range pr.held {
+		origin, _, _ := parseCloudRoute(route)
+		advert["\x00"+origin+"\x00"+service]++
+	}
 	if !mapsEqual(advert, pr.lastAdvert) || now.Sub(pr.advertAt) >= pr.cfg.StateEvery {
-		names := make([]string, 0, len(advert))
+		var names, helds []string
 		for n := range advert {
-			names = append(names, n)
+			if strings.HasPrefix(n, "\x00") {
+				helds = append(helds, n)
+			} else {
+				names = append(names, n)
+			}
 		}
 		sort.Strings(names)
-		msg := [][]byte{[]byte(peerHeader), []byte("STATE"), []byte(pr.cfg.Name)}
+		sort.Strings(helds)
+		msg := [][]byte{[]byte(peerHeader), []byte("STATE"), []byte(pr.cfg.Name), []byte(pr.run)}
 		for _, n := range names {
 			msg = append(msg, []byte(n), []byte(strconv.Itoa(advert[n])))
+		}
+		if len(helds) > 0 {
+			msg = append(msg, []byte{})
+			for _, h := range helds {
+				origin, service, _ := strings.Cut(h[1:], "\x00")
+				msg = append(msg, []byte(origin), []byte(service), []byte(strconv.Itoa(advert[h])))
+			}
 		}
 		if err := pr.publish(msg); err == nil {
 			pr.lastAdvert, pr.advertAt = advert, now
@@ -300,6 +391,7 @@ func (s *state) peerTick(now time.Time) {
 		}
 		if p.alive && now.Sub(p.lastHeard) > dead {
 			p.alive, p.routable = false, false
+			s.reportRemote()
 			s.log.Warn("peer lost: its jobs go back to the queue", "peer", p.name, "silent", now.Sub(p.lastHeard).Round(time.Millisecond))
 			s.failPeerLeases(p.name, "peer "+p.name+" lost")
 		}
@@ -347,4 +439,54 @@ type PeerStats struct {
 	Alive    bool
 	Spare    map[string]int // advertised spare capacity per service
 	Reserved map[string]int // jobs this broker has sent it, not answered
+}
+
+// reportRemote tells the Source of every service whose number of live
+// peers serving it changed (see tellWorkers).
+func (s *state) reportRemote() {
+	if s.source == nil || s.peering == nil {
+		return
+	}
+	seen := make(map[string]int)
+	for _, p := range s.peering.peers {
+		if p.alive {
+			for svc := range p.spare {
+				seen[svc]++
+			}
+		}
+	}
+	for svc := range s.peering.remote {
+		if _, ok := seen[svc]; !ok {
+			seen[svc] = 0
+		}
+	}
+	for svc, n := range seen {
+		if s.peering.remote[svc] == n {
+			continue
+		}
+		if n == 0 {
+			delete(s.peering.remote, svc)
+		} else {
+			s.peering.remote[svc] = n
+		}
+		s.tellWorkers(svc)
+	}
+}
+
+// tellWorkers tells the Source how many workers serve a service: its own,
+// plus one per live peer serving it, so that a cloud front (no workers of
+// its own) does not fail its tickets for want of a worker while peers
+// serve them.
+func (s *state) tellWorkers(service string) {
+	if s.source == nil {
+		return
+	}
+	n := 0
+	if svc := s.services[service]; svc != nil {
+		n = svc.workers
+	}
+	if s.peering != nil {
+		n += s.peering.remote[service]
+	}
+	s.source.Workers(service, n)
 }

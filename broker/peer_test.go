@@ -96,6 +96,9 @@ func TestPeeringForwardsDurableJobs(t *testing.T) {
 	eA.waitStats("B advertises echo", func(st broker.Stats) bool {
 		return len(st.Peers) == 1 && st.Peers[0].Alive && st.Peers[0].Spare["echo"] == 1
 	})
+	// A has no echo worker, but B serves echo: A's Source is told so (a
+	// cloud front must not fail its tickets for want of a worker).
+	srcA.expectWorkers(t, "echo=1")
 	srcA.add("echo", "T1", "hello", "")
 	eA.b.Wake("echo")
 	route, body := w.request()
@@ -142,6 +145,7 @@ func TestPeeringForwardsDurableJobs(t *testing.T) {
 	if st := eA.stats(); st.PeerLeasesLost != 1 || st.Peers[0].Alive {
 		t.Fatalf("after B died: %+v %+v", st.Counters, st.Peers)
 	}
+	srcA.expectWorkers(t, "echo=0")
 }
 
 // TestPeeringReservesAdvertisedCapacity: B advertises one idle worker;

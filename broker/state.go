@@ -243,7 +243,7 @@ func (s *state) register(now time.Time, id, name string) {
 	svc.workers++
 	s.log.Debug("worker registered", "worker", routeString(id), "service", name, "workers", svc.workers)
 	if s.source != nil {
-		s.source.Workers(name, svc.workers)
+		s.tellWorkers(name)
 	}
 	s.setIdle(w)
 	s.dispatch(now, svc)
@@ -330,7 +330,7 @@ func (s *state) removeWorker(w *worker, reason string, disconnect bool) {
 		delete(s.leases, w.lease.ID)
 	}
 	if s.source != nil {
-		s.source.Workers(svc.name, svc.workers)
+		s.tellWorkers(svc.name)
 	}
 	s.gc(svc)
 }

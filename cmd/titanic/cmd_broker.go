@@ -178,14 +178,7 @@ func runBroker(e env) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
 	if pub != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := pub.Run(ctx); err != nil {
-				log.Error("notifications stopped", "err", err)
-				cancel()
-			}
-		}()
+		roles = append(roles, pub.Run) // a failure stops the broker, with its error
 	}
 	roleErr := make(chan error, len(roles))
 	for _, run := range roles {

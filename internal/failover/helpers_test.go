@@ -414,54 +414,19 @@ func checkAcks(t *testing.T, ctx context.Context, brokers []string, acks []ack, 
 		byKey[a.key] = a.ticket
 	}
 
-	// Every ack is answered with its own body: a few readers in parallel.
-	const readers = 4
-	work := make(chan ack)
-	errs := make(chan error, readers)
-	var wg sync.WaitGroup
-	for range readers {
+	// Every ack is answered with its own body.
+	answerAll(t, ctx, acks, diagf, func() *client.Client {
 		cl, err := client.New(client.Config{Brokers: brokers, Timeout: clientTimeout, Retries: 20, Logger: quiet})
 		if err != nil {
 			t.Fatalf("client: %v", err)
 		}
-		defer cl.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for a := range work {
-				rep, err := cl.Reply(ctx, a.ticket, client.ReplyOptions{Wait: true, PollInterval: 100 * time.Millisecond})
-				if err != nil {
-					errs <- fmt.Errorf("LOST: acknowledged ticket %s (key %s, acked at %s) not answered: %w",
-						a.ticket, a.key, a.at.Format("15:04:05.000"), err)
-					return
-				}
-				if got, want := string(bytes.Join(rep, nil)), "echo:"+a.body; got != want {
-					errs <- fmt.Errorf("ticket %s (key %s) answered %q, want %q", a.ticket, a.key, got, want)
-					return
-				}
-			}
-		}()
-	}
-	var firstErr error
-feed:
-	for _, a := range acks {
-		select {
-		case work <- a:
-		case firstErr = <-errs:
-			break feed
+		return cl
+	}, func(a ack, reply string) error {
+		if want := "echo:" + a.body; reply != want {
+			return fmt.Errorf("ticket %s (key %s) answered %q, want %q", a.ticket, a.key, reply, want)
 		}
-	}
-	close(work)
-	wg.Wait()
-	if firstErr == nil {
-		select {
-		case firstErr = <-errs:
-		default:
-		}
-	}
-	if firstErr != nil {
-		t.Fatalf("%v%s", firstErr, diagf())
-	}
+		return nil
+	})
 
 	// The store holds exactly the acknowledged tickets.
 	cl, err := client.New(client.Config{Brokers: brokers, Timeout: clientTimeout, Retries: 20, Logger: quiet})
@@ -528,4 +493,56 @@ func outage(acks []ack, at time.Time, n int) time.Duration {
 		longest = max(longest, times[j].Sub(times[j-1]))
 	}
 	return longest
+}
+
+// answerAll waits for the reply of every ack with a few readers in
+// parallel (clients made by dial, closed at the end) and hands each to
+// check; the first unanswered ack or check error fails the test, with
+// diagf's diagnostics.
+func answerAll(t *testing.T, ctx context.Context, acks []ack, diagf func() string, dial func() *client.Client, check func(a ack, reply string) error) {
+	t.Helper()
+	const readers = 4
+	work := make(chan ack)
+	errs := make(chan error, readers)
+	var wg sync.WaitGroup
+	for range readers {
+		cl := dial()
+		defer cl.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for a := range work {
+				rep, err := cl.Reply(ctx, a.ticket, client.ReplyOptions{Wait: true, PollInterval: 100 * time.Millisecond})
+				if err != nil {
+					errs <- fmt.Errorf("LOST: acknowledged ticket %s (key %s, acked at %s) not answered: %w",
+						a.ticket, a.key, a.at.Format("15:04:05.000"), err)
+					return
+				}
+				if err := check(a, string(bytes.Join(rep, nil))); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	var firstErr error
+feed:
+	for _, a := range acks {
+		select {
+		case work <- a:
+		case firstErr = <-errs:
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if firstErr == nil {
+		select {
+		case firstErr = <-errs:
+		default:
+		}
+	}
+	if firstErr != nil {
+		t.Fatalf("%v%s", firstErr, diagf())
+	}
 }

@@ -356,58 +356,18 @@ func checkPeerAnswers(t *testing.T, ctx context.Context, brokers []string, acks 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	const readers = 4
-	work := make(chan ack)
-	errs := make(chan error, readers)
-	var (
-		mu  sync.Mutex
-		out = map[string]peerAnswer{}
-		wg  sync.WaitGroup
-	)
-	for range readers {
-		cl := newPeerClient(t, brokers...)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for a := range work {
-				rep, err := cl.Reply(ctx, a.ticket, client.ReplyOptions{Wait: true, PollInterval: 100 * time.Millisecond})
-				if err != nil {
-					errs <- fmt.Errorf("LOST: acknowledged ticket %s (key %s, acked at %s) not answered: %w",
-						a.ticket, a.key, a.at.Format("15:04:05.000"), err)
-					return
-				}
-				got := string(bytes.Join(rep, nil))
-				by, body, _ := strings.Cut(got, ":")
-				if body != a.body || !slices.Contains(from, by) {
-					errs <- fmt.Errorf("ticket %s (key %s) answered %q, want \"<one of %v>:%s\"", a.ticket, a.key, got, from, a.body)
-					return
-				}
-				mu.Lock()
-				out[a.ticket] = peerAnswer{ack: a, by: by, reply: got}
-				mu.Unlock()
-			}
-		}()
-	}
-	var firstErr error
-feed:
-	for _, a := range acks {
-		select {
-		case work <- a:
-		case firstErr = <-errs:
-			break feed
+	var mu sync.Mutex
+	out := map[string]peerAnswer{}
+	answerAll(t, ctx, acks, diagf, func() *client.Client { return newPeerClient(t, brokers...) }, func(a ack, got string) error {
+		by, body, _ := strings.Cut(got, ":")
+		if body != a.body || !slices.Contains(from, by) {
+			return fmt.Errorf("ticket %s (key %s) answered %q, want \"<one of %v>:%s\"", a.ticket, a.key, got, from, a.body)
 		}
-	}
-	close(work)
-	wg.Wait()
-	if firstErr == nil {
-		select {
-		case firstErr = <-errs:
-		default:
-		}
-	}
-	if firstErr != nil {
-		t.Fatalf("%v%s", firstErr, diagf())
-	}
+		mu.Lock()
+		out[a.ticket] = peerAnswer{ack: a, by: by, reply: got}
+		mu.Unlock()
+		return nil
+	})
 	return out
 }
 

@@ -501,24 +501,33 @@ func outage(acks []ack, at time.Time, n int) time.Duration {
 // diagf's diagnostics.
 func answerAll(t *testing.T, ctx context.Context, acks []ack, diagf func() string, dial func() *client.Client, check func(a ack, reply string) error) {
 	t.Helper()
-	const readers = 4
-	work := make(chan ack)
-	errs := make(chan error, readers)
+	inParallel(t, len(acks), 4, dial, diagf, func(cl *client.Client, i int) error {
+		a := acks[i]
+		rep, err := cl.Reply(ctx, a.ticket, client.ReplyOptions{Wait: true, PollInterval: 100 * time.Millisecond})
+		if err != nil {
+			return fmt.Errorf("LOST: acknowledged ticket %s (key %s, acked at %s) not answered: %w",
+				a.ticket, a.key, a.at.Format("15:04:05.000"), err)
+		}
+		return check(a, string(bytes.Join(rep, nil)))
+	})
+}
+
+// inParallel runs do for 0..n-1 on workers goroutines, each with its own
+// client made by dial (closed at the end); the first error stops the
+// feeding and fails the test, with diagf's diagnostics.
+func inParallel(t *testing.T, n, workers int, dial func() *client.Client, diagf func() string, do func(cl *client.Client, i int) error) {
+	t.Helper()
+	next := make(chan int)
+	errs := make(chan error, workers)
 	var wg sync.WaitGroup
-	for range readers {
+	for range workers {
 		cl := dial()
 		defer cl.Close()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for a := range work {
-				rep, err := cl.Reply(ctx, a.ticket, client.ReplyOptions{Wait: true, PollInterval: 100 * time.Millisecond})
-				if err != nil {
-					errs <- fmt.Errorf("LOST: acknowledged ticket %s (key %s, acked at %s) not answered: %w",
-						a.ticket, a.key, a.at.Format("15:04:05.000"), err)
-					return
-				}
-				if err := check(a, string(bytes.Join(rep, nil))); err != nil {
+			for i := range next {
+				if err := do(cl, i); err != nil {
 					errs <- err
 					return
 				}
@@ -527,14 +536,14 @@ func answerAll(t *testing.T, ctx context.Context, acks []ack, diagf func() strin
 	}
 	var firstErr error
 feed:
-	for _, a := range acks {
+	for i := range n {
 		select {
-		case work <- a:
+		case next <- i:
 		case firstErr = <-errs:
 			break feed
 		}
 	}
-	close(work)
+	close(next)
 	wg.Wait()
 	if firstErr == nil {
 		select {

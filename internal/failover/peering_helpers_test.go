@@ -233,45 +233,15 @@ func newPeerClient(t *testing.T, brokers ...string) *client.Client {
 func peerSubmitBatch(t *testing.T, ctx context.Context, brokers []string, tag string, n, conc int, diagf func() string) []ack {
 	t.Helper()
 	acks := make([]ack, n)
-	next := make(chan int)
-	errs := make(chan error, conc)
-	var wg sync.WaitGroup
-	for range conc {
-		cl := newPeerClient(t, brokers...)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				key := fmt.Sprintf("%s-%d", tag, i)
-				a, err := peerSubmitOne(ctx, cl, key, key)
-				if err != nil {
-					errs <- err
-					return
-				}
-				acks[i] = a
-			}
-		}()
-	}
-	var err error
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case err = <-errs:
-			break feed
+	inParallel(t, n, conc, func() *client.Client { return newPeerClient(t, brokers...) }, diagf, func(cl *client.Client, i int) error {
+		key := fmt.Sprintf("%s-%d", tag, i)
+		a, err := peerSubmitOne(ctx, cl, key, key)
+		if err != nil {
+			return err
 		}
-	}
-	close(next)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errs:
-		default:
-		}
-	}
-	if err != nil {
-		t.Fatalf("%v%s", err, diagf())
-	}
+		acks[i] = a
+		return nil
+	})
 	return acks
 }
 

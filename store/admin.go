@@ -48,6 +48,15 @@ func (s *BoltStore) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 // Whoever keeps state derived from the store (the dispatcher's queues)
 // must rebuild it after a Restore.
 func (s *BoltStore) Restore(ctx context.Context, r io.Reader) error {
+	return s.RestoreChecked(ctx, r, nil)
+}
+
+// RestoreChecked is Restore with a last word for the caller: accept, when
+// set, is given the incoming snapshot's applied history once it is
+// received and checked, and an error from it leaves the store as it was.
+// A replica uses it to refuse a snapshot that would silently drop entries
+// only it holds (a fork).
+func (s *BoltStore) RestoreChecked(ctx context.Context, r io.Reader, accept func(History) error) error {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -59,6 +68,15 @@ func (s *BoltStore) Restore(ctx context.Context, r io.Reader) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer os.Remove(tmp) // gone already once renamed
+	if accept != nil {
+		h, err := fileHistory(tmp, s.opts)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		if err := accept(h); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
 	if err := s.control(ctx, func() error { return s.swap(tmp) }); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
@@ -93,6 +111,24 @@ func (s *BoltStore) receive(ctx context.Context, r io.Reader) (string, error) {
 		return "", err
 	}
 	return tmp, nil
+}
+
+// fileHistory reads the applied history of the store file at path.
+func fileHistory(path string, opts Options) (History, error) {
+	db, err := openDB(path, opts, false)
+	if err != nil {
+		return History{}, err
+	}
+	var h History
+	err = db.View(func(tx *bolt.Tx) error {
+		var err error
+		h, err = readHistory(tx)
+		return err
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return h, err
 }
 
 // checkFile opens the file at path as a store and runs the full check.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 
@@ -86,6 +87,8 @@ func (t *txn) apply(op *Op) (Result, error) {
 		return t.transition(op)
 	case OpClose:
 		return t.close(op)
+	case OpAdopt:
+		return t.adopt(op)
 	}
 	return Result{ID: op.ID, Err: opErr(op, ErrInvalidOp, "unknown kind")}, nil
 }
@@ -104,19 +107,24 @@ func resultOf(tk *Ticket) Result {
 	return Result{ID: tk.ID, Seq: tk.Seq, State: tk.State, Attempts: tk.Attempts, Existed: true}
 }
 
-func (t *txn) submit(op *Op) (Result, error) {
-	res := Result{ID: op.ID}
+// checkSubmit reports what makes a new ticket's fields unacceptable.
+func checkSubmit(op *Op) error {
 	switch {
 	case op.Service == "":
-		res.Err = opErr(op, ErrInvalidOp, "empty service")
+		return opErr(op, ErrInvalidOp, "empty service")
 	case len(op.Service) > MaxServiceLen:
-		res.Err = opErr(op, ErrInvalidOp, fmt.Sprintf("service name longer than %d bytes", MaxServiceLen))
+		return opErr(op, ErrInvalidOp, fmt.Sprintf("service name longer than %d bytes", MaxServiceLen))
 	case len(op.IdemKey) > MaxIdemKeyLen:
-		res.Err = opErr(op, ErrInvalidOp, fmt.Sprintf("idempotency key longer than %d bytes", MaxIdemKeyLen))
+		return opErr(op, ErrInvalidOp, fmt.Sprintf("idempotency key longer than %d bytes", MaxIdemKeyLen))
 	case framesSize(op.Body) > bolt.MaxValueSize:
-		res.Err = opErr(op, ErrInvalidOp, "body too large")
+		return opErr(op, ErrInvalidOp, "body too large")
 	}
-	if res.Err != nil {
+	return nil
+}
+
+func (t *txn) submit(op *Op) (Result, error) {
+	res := Result{ID: op.ID}
+	if res.Err = checkSubmit(op); res.Err != nil {
 		return res, nil
 	}
 	if op.IdemKey != "" {
@@ -128,6 +136,70 @@ func (t *txn) submit(op *Op) (Result, error) {
 		res.Err = opErr(op, ErrInvalidOp, "ticket id already used")
 		return res, nil
 	}
+	tk, err := t.create(op)
+	if err != nil {
+		return res, err
+	}
+	if op.IdemKey != "" {
+		if err := t.idem.Put([]byte(op.IdemKey), op.ID[:]); err != nil {
+			return res, fmt.Errorf("put idempotency key: %w", err)
+		}
+	}
+	res = resultOf(&tk)
+	res.Existed = false
+	return res, nil
+}
+
+// adopt takes in a ticket minted by another history (see OpAdopt).
+func (t *txn) adopt(op *Op) (Result, error) {
+	if err := checkSubmit(op); err != nil {
+		return Result{ID: op.ID, Err: err}, nil
+	}
+	if tk, ok, err := t.load(op.ID); err != nil {
+		return Result{ID: op.ID, Err: opErr(op, err, "")}, nil
+	} else if ok {
+		res := resultOf(&tk)
+		res.Duplicate = true
+		return res, nil
+	}
+	// A keyed resend that reached both sides of a split made two tickets
+	// for one key: both stay, and the key names the older; the other
+	// keeps no key (so that closing it leaves the key alone).
+	adopted := *op
+	var older *Ticket
+	if op.IdemKey != "" {
+		if v := t.idem.Get([]byte(op.IdemKey)); len(v) == len(ID{}) {
+			if other, ok, err := t.load(ID(v)); err == nil && ok {
+				if op.Time.Before(other.Created) || op.Time.Equal(other.Created) && bytes.Compare(op.ID[:], other.ID[:]) < 0 {
+					older = &other // ours is older: the other gives up the key
+				} else {
+					adopted.IdemKey = ""
+				}
+			}
+		}
+	}
+	tk, err := t.create(&adopted)
+	if err != nil {
+		return Result{ID: op.ID}, err
+	}
+	if older != nil {
+		older.IdemKey = ""
+		if err := t.tickets.Put(older.ID[:], encodeTicket(older)); err != nil {
+			return Result{ID: op.ID}, fmt.Errorf("put ticket: %w", err)
+		}
+	}
+	if adopted.IdemKey != "" {
+		if err := t.idem.Put([]byte(adopted.IdemKey), op.ID[:]); err != nil {
+			return Result{ID: op.ID}, fmt.Errorf("put idempotency key: %w", err)
+		}
+	}
+	res := resultOf(&tk)
+	res.Existed = false
+	return res, nil
+}
+
+// create writes a new pending ticket from a submit or adopt op.
+func (t *txn) create(op *Op) (Ticket, error) {
 	tk := Ticket{
 		ID:      op.ID,
 		Service: op.Service,
@@ -140,23 +212,16 @@ func (t *txn) submit(op *Op) (Result, error) {
 	t.seq++
 	t.seqDirty = true
 	if err := t.tickets.Put(op.ID[:], encodeTicket(&tk)); err != nil {
-		return res, fmt.Errorf("put ticket: %w", err)
+		return tk, fmt.Errorf("put ticket: %w", err)
 	}
 	if err := t.bodies.Put(op.ID[:], encodeFrames(op.Body)); err != nil {
-		return res, fmt.Errorf("put body: %w", err)
+		return tk, fmt.Errorf("put body: %w", err)
 	}
 	if err := t.enqueue(&tk); err != nil {
-		return res, err
-	}
-	if op.IdemKey != "" {
-		if err := t.idem.Put([]byte(op.IdemKey), op.ID[:]); err != nil {
-			return res, fmt.Errorf("put idempotency key: %w", err)
-		}
+		return tk, err
 	}
 	t.deltas[countKey{tk.Service, StatePending}]++
-	res = resultOf(&tk)
-	res.Existed = false
-	return res, nil
+	return tk, nil
 }
 
 // duplicate answers a submit whose idempotency key is known: the original
@@ -328,41 +393,4 @@ func (t *txn) finish() error {
 		}
 	}
 	return nil
-}
-
-// termWindow is how many recent log entries keep their term in the meta
-// bucket, for ErrDiverged.
-const termWindow = 16384
-
-func termKeyOf(index uint64) []byte { return binary.BigEndian.AppendUint64([]byte("term/"), index) }
-
-// recordTerm remembers the term of an applied log entry and forgets the
-// one termWindow entries older.
-func (t *txn) recordTerm(index, term uint64) error {
-	if term == 0 {
-		return nil
-	}
-	if err := t.meta.Put(termKeyOf(index), binary.AppendUvarint(nil, term)); err != nil {
-		return fmt.Errorf("put entry term: %w", err)
-	}
-	if index > termWindow {
-		if err := t.meta.Delete(termKeyOf(index - termWindow)); err != nil {
-			return fmt.Errorf("delete entry term: %w", err)
-		}
-	}
-	return nil
-}
-
-// termDiffers reports whether the entry at index was applied under a term
-// other than term (false when either is unknown).
-func (t *txn) termDiffers(index, term uint64) bool {
-	if term == 0 {
-		return false
-	}
-	v := t.meta.Get(termKeyOf(index))
-	if v == nil {
-		return false
-	}
-	was, n := binary.Uvarint(v)
-	return n > 0 && was != term
 }

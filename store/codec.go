@@ -17,6 +17,9 @@ const (
 	ticketRecordV1 = 1
 	framesRecordV1 = 1
 	opsRecordV1    = 1
+	// opsRecordV2 is a batch with an op kind after OpClose (OpAdopt): a
+	// node of the first release refuses it instead of misreading it.
+	opsRecordV2 = 2
 )
 
 // maxAttempts bounds the attempt counter a decoder accepts, so that a
@@ -122,7 +125,13 @@ func EncodeOps(ops []Op) []byte {
 			framesSize(op.Body) + framesSize(op.Reply)
 	}
 	b := make([]byte, 0, n)
-	b = append(b, opsRecordV1)
+	version := byte(opsRecordV1)
+	for i := range ops {
+		if ops[i].Kind > OpClose {
+			version = opsRecordV2
+		}
+	}
+	b = append(b, version)
 	b = binary.AppendUvarint(b, uint64(len(ops)))
 	for i := range ops {
 		op := &ops[i]
@@ -139,12 +148,13 @@ func EncodeOps(ops []Op) []byte {
 }
 
 // DecodeOps decodes a record written by EncodeOps. Damaged input gives an
-// error wrapping ErrCorrupt. Op kinds are not checked here: Apply reports an
-// unknown kind as that op's ErrInvalidOp, as it would for any caller.
+// error wrapping ErrCorrupt; a record version or op kind this build does
+// not know, ErrUnsupported (a replica must then stop, not skip: the
+// others apply it).
 func DecodeOps(b []byte) ([]Op, error) {
 	d := decoder{b: b}
-	if v := d.byte(); v != opsRecordV1 && d.err == nil {
-		return nil, fmt.Errorf("%w: ops record version %d", ErrCorrupt, v)
+	if v := d.byte(); v != opsRecordV1 && v != opsRecordV2 && d.err == nil {
+		return nil, fmt.Errorf("%w: ops record version %d (this build reads up to %d)", ErrUnsupported, v, opsRecordV2)
 	}
 	n := d.count(1 + len(ID{}))
 	ops := make([]Op, 0, n)
@@ -165,6 +175,14 @@ func DecodeOps(b []byte) ([]Op, error) {
 	}
 	if d.err != nil {
 		return nil, fmt.Errorf("%w: ops: %v", ErrCorrupt, d.err)
+	}
+	for i := range ops {
+		// A kind this build does not know comes from a newer writer
+		// (new kinds come with a new record version too, but a kind is
+		// checked here so that no reader ever applies half a batch).
+		if ops[i].Kind < OpSubmit || ops[i].Kind > lastOpKind {
+			return nil, fmt.Errorf("%w: op kind %d (this build knows up to %d)", ErrUnsupported, ops[i].Kind, lastOpKind)
+		}
 	}
 	return ops, nil
 }

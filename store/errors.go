@@ -30,3 +30,8 @@ var ErrApplied = errors.New("log entry already applied")
 // node that served on its own rejoined another). The store no longer
 // matches the log; the node must be restored from the others.
 var ErrDiverged = errors.New("store diverged from the replicated log")
+
+// ErrUnsupported means a record (a replicated batch of ops, say) was
+// written by a newer version of titanic: this build cannot read it and
+// must not guess. The node that meets it must be upgraded.
+var ErrUnsupported = errors.New("written by a newer titanic version")

@@ -116,6 +116,17 @@ const (
 	OpReply                      // pending|dispatched → done; Reply
 	OpFail                       // pending|dispatched → failed; Reason
 	OpClose                      // delete the ticket and its reply
+	// OpAdopt takes in a ticket minted by another history (the side of
+	// a split brain that yields hands its work over): ID, Time (its
+	// creation), Service, Body, IdemKey. An ID already present is left
+	// alone (Duplicate). A key that names another ticket keeps naming
+	// the older of the two; both tickets are kept. Ops record version 2.
+	OpAdopt
+
+	// lastOpKind is the newest kind this build reads. A new kind must
+	// come with a new ops record version (see codec.go), so that an
+	// older node refuses it (ErrUnsupported) instead of skipping it.
+	lastOpKind = OpAdopt
 )
 
 func (k OpKind) String() string {
@@ -132,6 +143,8 @@ func (k OpKind) String() string {
 		return "fail"
 	case OpClose:
 		return "close"
+	case OpAdopt:
+		return "adopt"
 	}
 	return fmt.Sprintf("op(%d)", uint8(k))
 }

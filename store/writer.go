@@ -17,6 +17,8 @@ type request struct {
 	ops   []Op
 	index uint64 // replicated-log index (ApplyAt), 0 for Apply
 	term  uint64 // the entry's raft term (0: unknown)
+	// solo and shared: see Entry.
+	solo, shared bool
 	// diverged is set by the writer when the entry's index was applied
 	// with another term: the log was rewritten under the store.
 	diverged bool
@@ -89,14 +91,21 @@ func (s *BoltStore) ApplyAt(ctx context.Context, index uint64, ops []Op) ([]Resu
 	return out[0].Results, out[0].Err
 }
 
-// Entry is one replicated-log entry for ApplyLog. Term, when set, is
-// recorded with the index (for the last termWindow entries), so that an
-// entry replayed at an index the store applied under another term is
-// reported (ErrDiverged) instead of silently skipped.
+// Entry is one replicated-log entry for ApplyLog. Term, when set, goes
+// into the store's epoch history (see History), so that an entry replayed
+// at an index the store applied under another term, or an entry whose
+// term is lower than the last applied one, is reported (ErrDiverged)
+// instead of silently skipped, however old the entry.
 type Entry struct {
 	Index uint64
 	Term  uint64
 	Ops   []Op
+	// Solo: a leader that was the only voter wrote the entry; the
+	// tickets it changes go in the solo journal (see ForkOps).
+	Solo bool
+	// Shared: the entry (a configuration of two voters or more) is on
+	// every node, and so is all before it: the journal is pruned there.
+	Shared bool
 }
 
 // EntryResult is the outcome of one Entry: as ApplyAt's results and error.
@@ -116,7 +125,7 @@ func (s *BoltStore) ApplyLog(ctx context.Context, entries []Entry) []EntryResult
 			out[i].Err = fmt.Errorf("%w: log index 0", ErrInvalidOp)
 			continue
 		}
-		reqs = append(reqs, &request{ops: e.Ops, index: e.Index, term: e.Term, done: make(chan outcome, 1)})
+		reqs = append(reqs, &request{ops: e.Ops, index: e.Index, term: e.Term, solo: e.Solo, shared: e.Shared, done: make(chan outcome, 1)})
 	}
 	if err := ctx.Err(); err != nil {
 		for i := range out {
@@ -315,7 +324,7 @@ func (s *BoltStore) commit(batch []*request) bool {
 		}
 		if results[i] == nil && r.index > 0 {
 			if r.diverged {
-				r.done <- outcome{err: fmt.Errorf("%w: log index %d term %d was applied under another term", ErrDiverged, r.index, r.term)}
+				r.done <- outcome{err: fmt.Errorf("%w: log index %d term %d is not in the history this store applied", ErrDiverged, r.index, r.term)}
 				continue
 			}
 			r.done <- outcome{err: fmt.Errorf("%w: log index %d", ErrApplied, r.index)}
@@ -348,19 +357,39 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 		if err != nil {
 			return err
 		}
+		var (
+			ep     *epochs
+			forked bool // an earlier entry of this batch diverged
+		)
 		for i, r := range batch {
 			if r.index > 0 {
+				if ep == nil {
+					if ep, err = openEpochs(tx); err != nil {
+						return err
+					}
+				}
+				if forked {
+					r.diverged = true
+					continue
+				}
 				if r.index <= t.applied {
 					// Already applied: results[i] stays nil. Under the
 					// same term it is a replay; under another, the log
 					// this store followed was replaced.
-					r.diverged = t.termDiffers(r.index, r.term)
+					was := ep.termAt(r.index, t.applied)
+					r.diverged = r.term != 0 && was != 0 && was != r.term
+					forked = r.diverged
+					continue
+				}
+				backwards, err := ep.record(r.index, r.term)
+				if err != nil {
+					return err
+				}
+				if backwards {
+					r.diverged, forked = true, true
 					continue
 				}
 				t.applied, t.appliedDirty = r.index, true
-				if err := t.recordTerm(r.index, r.term); err != nil {
-					return err
-				}
 			}
 			res := make([]Result, len(r.ops))
 			for j := range r.ops {
@@ -370,6 +399,16 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 					}
 				}
 				if res[j], err = t.apply(&r.ops[j]); err != nil {
+					return &applyError{err}
+				}
+			}
+			if r.solo {
+				if err := t.journal(r.index, r.ops, res); err != nil {
+					return &applyError{err}
+				}
+			}
+			if r.shared {
+				if err := t.pruneJournal(r.index); err != nil {
 					return &applyError{err}
 				}
 			}

@@ -97,6 +97,13 @@ func (f *raftFlags) replicaConfig(data string, log *slog.Logger) replica.Config 
 		c.ID, c.Bind, c.Advertise = f.pair.role, f.pair.raftBind, f.pair.raftAdvertise
 		c.Peers = f.pair.peers()
 		c.Bootstrap = true
+		// Each node of a pair may go on alone; their solo terms are
+		// fenced apart (primary odd, backup even) so that a split brain
+		// always shows as a fork.
+		c.FenceStride, c.FenceSlot = 2, 0
+		if f.pair.role == "primary" {
+			c.FenceSlot = 1
+		}
 		return c
 	}
 	c.ID, c.Bind, c.Advertise = f.nodeID, f.bind, f.advertise

@@ -1,13 +1,13 @@
 package replica
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -15,30 +15,76 @@ import (
 )
 
 // fsm is the raft state machine: the store itself. A log entry is one
-// batch of store ops (store.EncodeOps); applying it is store.ApplyAt with
-// the entry's index, so an entry already in the durable store (the node
-// restarted, and raft replays its log) is skipped, not applied twice.
+// batch of store ops (store.EncodeOps); applying it is store.ApplyLog with
+// the entry's index and term, so an entry already in the durable store
+// (the node restarted, and raft replays its log) is skipped, not applied
+// twice.
+//
+// # Failure
+//
+// A replica must never move past an entry it did not apply: the others
+// applied it, and raft would label later snapshots with indexes whose
+// content this store lacks. So any failure other than the idempotent skip
+// of an entry already applied (a store that cannot write, an entry this
+// build cannot decode, a store that forked from the log) makes the fsm
+// fail for good: it reports the error on fatal (the node must stop), it
+// applies nothing more, and it refuses every snapshot. Raft's in-memory
+// applied index may still move on until the node stops; nothing durable
+// does, and on restart the store's own applied index is where replay
+// starts.
 type fsm struct {
 	st  *store.BoltStore
 	log *slog.Logger
-	// stop ends the retry loop of a failing apply when the node closes.
-	stop <-chan struct{}
 	// self is this node's ID; conf is the last configuration entry
 	// applied (committed), for Node.ConfigTerm.
 	self raft.ServerID
 	conf atomic.Pointer[confSeen]
-	// fatal receives the first ErrDiverged: the node must stop serving.
+	// fatal receives the first failure: the node must stop serving.
 	fatal chan error
+	// failed is that failure, once there is one.
+	failed atomic.Pointer[error]
+	// applied is the last index the store is known to hold (for the log
+	// guard and snapshots).
+	applied atomic.Uint64
+	// halt stops raft at the first failure, so that a leader steps down
+	// at once and a follower takes no more entries; it runs on its own
+	// goroutine (raft's shutdown waits for the fsm's).
+	halt func()
 }
 
-// diverged reports that the store no longer matches the log (once).
-func (f *fsm) diverged(err error) {
-	f.log.Error("this node's store diverged from the replicated log: it must be restored from the other nodes", "err", err)
-	select {
-	case f.fatal <- err:
-	default:
+// fail records the first failure and reports it (once).
+func (f *fsm) fail(err error) error {
+	if f.failed.CompareAndSwap(nil, &err) {
+		switch {
+		case errors.Is(err, store.ErrDiverged):
+			f.log.Error("this node's store holds entries the replicated log does not: it forked from its peer; stopping", "err", err)
+		case errors.Is(err, store.ErrUnsupported):
+			f.log.Error("the replicated log holds an entry written by a newer titanic: upgrade this node; stopping", "err", err)
+		default:
+			f.log.Error("this node's store cannot apply the replicated log; stopping before raft moves past it", "err", err)
+		}
+		select {
+		case f.fatal <- err:
+		default:
+		}
+		if f.halt != nil {
+			go f.halt()
+		}
 	}
+	return *f.failed.Load()
 }
+
+// err is the failure, if any.
+func (f *fsm) err() error {
+	if p := f.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// soloMark is the raft log extension of an entry written by a leader that
+// was the only voter (see store.Entry.Solo).
+var soloMark = []byte("titanic/solo")
 
 // confSeen is a committed configuration entry: its term, and whether
 // this node is a voter in it.
@@ -68,14 +114,27 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		pos     []int
 	)
 	for i, l := range logs {
+		if err := f.err(); err != nil {
+			out[i] = response{err: err}
+			continue
+		}
 		if l.Type == raft.LogConfiguration {
 			// A BatchingFSM is handed committed configuration entries
-			// too: note the last one.
+			// too: note the last one, and tell the store when it is
+			// shared by two voters or more (the solo journal before it
+			// is then on both nodes of a pair).
 			c := &confSeen{term: l.Term}
+			voters := 0
 			for _, s := range raft.DecodeConfiguration(l.Data).Servers {
 				c.voter = c.voter || s.ID == f.self && s.Suffrage == raft.Voter
+				if s.Suffrage == raft.Voter {
+					voters++
+				}
 			}
 			f.conf.Store(c)
+			entries = append(entries, store.Entry{Index: l.Index, Term: l.Term, Shared: voters >= 2})
+			pos = append(pos, i)
+			continue
 		}
 		if l.Type != raft.LogCommand {
 			out[i] = response{}
@@ -83,81 +142,69 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		ops, err := store.DecodeOps(l.Data)
 		if err != nil {
-			// A leader only appends what EncodeOps made: an entry that
-			// does not decode is a bug or a damaged log. Every replica
-			// skips it alike, so they stay equal.
-			f.log.Error("undecodable log entry skipped", "index", l.Index, "err", err)
-			out[i] = response{err: fmt.Errorf("%w: %w", store.ErrCorrupt, err)}
+			// Every replica must apply the same entries: one that
+			// cannot read an entry stops rather than skip it.
+			err = f.fail(fmt.Errorf("log entry %d: %w", l.Index, err))
+			out[i] = response{err: err}
 			continue
 		}
-		entries = append(entries, store.Entry{Index: l.Index, Term: l.Term, Ops: ops})
+		entries = append(entries, store.Entry{Index: l.Index, Term: l.Term, Ops: ops, Solo: bytes.Equal(l.Extensions, soloMark)})
 		pos = append(pos, i)
 	}
 	if len(entries) == 0 {
 		return out
 	}
-	res := f.apply(entries)
+	res := f.st.ApplyLog(context.Background(), entries)
 	for k, i := range pos {
-		out[i] = response{results: res[k].Results, err: res[k].Err}
+		r := res[k]
+		switch {
+		case r.Err == nil || errors.Is(r.Err, store.ErrApplied):
+			f.applied.Store(max(f.applied.Load(), entries[k].Index))
+		case f.err() == nil:
+			r.Err = f.fail(fmt.Errorf("log entry %d: %w", entries[k].Index, r.Err))
+		default:
+			r.Err = f.err()
+		}
+		out[i] = response{results: r.Results, err: r.Err}
 	}
 	return out
 }
 
-// apply applies entries, retrying a failure of the store itself (disk
-// full, I/O error) until it succeeds or the node closes: a replica must
-// not skip an entry that the others applied, so it stalls instead.
-func (f *fsm) apply(entries []store.Entry) []store.EntryResult {
-	final := make([]store.EntryResult, len(entries))
-	todo := make([]int, len(entries))
-	for i := range todo {
-		todo[i] = i
+// Snapshot refuses once the fsm failed: raft would label the copy with an
+// index whose content the store lacks.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.err(); err != nil {
+		return nil, fmt.Errorf("no snapshot of a failed replica: %w", err)
 	}
-	wait := 10 * time.Millisecond
-	for {
-		batch := make([]store.Entry, len(todo))
-		for k, i := range todo {
-			batch[k] = entries[i]
-		}
-		res := f.st.ApplyLog(context.Background(), batch)
-		var again []int
-		var failed error
-		for k, i := range todo {
-			r := res[k]
-			if errors.Is(r.Err, store.ErrDiverged) {
-				f.diverged(r.Err)
-			}
-			if r.Err != nil && !errors.Is(r.Err, store.ErrApplied) && !errors.Is(r.Err, store.ErrClosed) && !errors.Is(r.Err, store.ErrDiverged) {
-				again = append(again, i)
-				failed = r.Err
-				continue
-			}
-			final[i] = r
-		}
-		if len(again) == 0 {
-			return final
-		}
-		f.log.Error("applying committed log entries failed; retrying", "first", entries[again[0]].Index, "err", failed, "retry_in", wait)
-		select {
-		case <-f.stop:
-			for _, i := range again {
-				final[i] = store.EntryResult{Err: failed}
-			}
-			return final
-		case <-time.After(wait):
-		}
-		todo = again
-		wait = min(2*wait, 5*time.Second)
-	}
+	return &snapshot{st: f.st}, nil
 }
 
-func (f *fsm) Snapshot() (raft.FSMSnapshot, error) { return &snapshot{st: f.st}, nil }
-
 // Restore replaces the store's content with a snapshot (a store file,
-// which carries its own applied index).
+// which carries its own applied index and history) unless the store holds
+// entries the snapshot's history does not: replacing it would silently
+// drop them, so that is a fork, and the node stops.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	if err := f.st.Restore(context.Background(), rc); err != nil {
+	if err := f.err(); err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	ctx := context.Background()
+	err := f.st.RestoreChecked(ctx, rc, func(in store.History) error {
+		local, err := f.st.History(ctx)
+		if err != nil {
+			return err
+		}
+		if fork := local.ForkPoint(in); local.Applied > 0 && fork < local.Applied {
+			return f.fail(fmt.Errorf("%w: a snapshot up to index %d shares only entries up to %d of the %d this store applied",
+				store.ErrDiverged, in.Applied, fork, local.Applied))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	if h, err := f.st.History(ctx); err == nil {
+		f.applied.Store(h.Applied)
 	}
 	return nil
 }

@@ -32,7 +32,11 @@ func (n *Node) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result,
 	if r.State() != raft.Leader {
 		return func(context.Context) ([]store.Result, error) { return nil, ErrNotLeader }
 	}
-	f := r.Apply(store.EncodeOps(ops), n.cfg.ApplyTimeout)
+	l := raft.Log{Data: store.EncodeOps(ops)}
+	if n.solo.Load() {
+		l.Extensions = soloMark
+	}
+	f := r.ApplyLog(l, n.cfg.ApplyTimeout)
 	return func(context.Context) ([]store.Result, error) {
 		if err := f.Error(); err != nil {
 			switch {

@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -78,6 +79,15 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
+	// FenceStride and FenceSlot fence the terms in which Reform lets this
+	// node go on alone: its first term as the only voter is the next one
+	// with term % FenceStride == FenceSlot, written to the stable store
+	// before it elects itself. Nodes that may each reform on their own
+	// (the two of a Binary Star pair) take different slots, so their
+	// solo histories never share a term and raft's log matching, and
+	// the store's epoch history, always tell them apart. Zero stride:
+	// no fencing (a group never reforms).
+	FenceStride, FenceSlot uint64
 	// ApplyTimeout bounds how long Apply waits to enqueue an entry.
 	ApplyTimeout time.Duration
 	Logger       *slog.Logger
@@ -133,6 +143,9 @@ func (c *Config) fill() error {
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
+	if c.FenceStride > 0 && c.FenceSlot >= c.FenceStride {
+		return fmt.Errorf("%w: FenceSlot %d must be below FenceStride %d", ErrConfig, c.FenceSlot, c.FenceStride)
+	}
 	if c.Bootstrap && len(c.Peers) > 0 {
 		self := false
 		for _, p := range c.Peers {
@@ -167,6 +180,12 @@ type Node struct {
 	r     *raft.Raft
 	trans raft.Transport
 
+	// solo is set while this node's raft has it as the only voter of a
+	// fenced (pair) configuration: the entries it writes then are marked
+	// for the store's solo journal. Refreshed on every change of
+	// leadership or membership.
+	solo atomic.Bool
+
 	// startTerm is the term of the last log entry when the node opened.
 	startTerm uint64
 
@@ -192,7 +211,22 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		notify:   make(chan bool, 64),
 		leaderCh: make(chan bool, 64),
 	}
-	n.fsm = &fsm{st: st, log: n.log, stop: n.stop, self: raft.ServerID(cfg.ID), fatal: make(chan error, 1)}
+	n.fsm = &fsm{st: st, log: n.log, self: raft.ServerID(cfg.ID), fatal: make(chan error, 1)}
+	applied, err := st.AppliedIndex(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("store applied index: %w", err)
+	}
+	n.fsm.applied.Store(applied)
+	n.solo.Store(cfg.FenceStride > 0) // until the configuration is known
+	n.fsm.halt = func() {
+		r := n.raft()
+		if r == nil {
+			return // failed while starting: start returns the error
+		}
+		if err := r.Shutdown().Error(); err != nil {
+			n.log.Warn("stop raft after a store failure", "err", err)
+		}
+	}
 	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
 	if err != nil {
 		return nil, fmt.Errorf("raft log store: %w", err)
@@ -316,7 +350,11 @@ func (n *Node) start(bootstrap bool) error {
 			rc.NoSnapshotRestoreOnStart = false
 		}
 	}
-	r, err := raft.NewRaft(rc, n.fsm, n.logs, n.logs, n.snaps, trans)
+	if err := n.fenceIfSolo(trans); err != nil {
+		closeTransport(trans)
+		return err
+	}
+	r, err := raft.NewRaft(rc, n.fsm, &logGuard{LogStore: n.logs, fsm: n.fsm}, n.logs, n.snaps, trans)
 	if err != nil {
 		closeTransport(trans)
 		return fmt.Errorf("start raft: %w", err)
@@ -343,6 +381,9 @@ func (n *Node) forward() {
 		case <-n.stop:
 			return
 		case v := <-n.notify:
+			if v {
+				n.refreshSolo()
+			}
 			for {
 				select {
 				case n.leaderCh <- v:
@@ -432,6 +473,7 @@ func (n *Node) Barrier(ctx context.Context) error {
 // AddVoter adds (or re-adds) a voter; it catches up from the log or a
 // snapshot. Leader only.
 func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
+	defer n.refreshSolo()
 	if err := n.raft().AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.timeout(ctx)).Error(); err != nil {
 		return fmt.Errorf("add voter %s: %w", id, err)
 	}
@@ -440,10 +482,38 @@ func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
 
 // RemoveServer removes a member. Leader only.
 func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	// Mark entries solo from now: once the removal is in the log, this
+	// node may be the only voter before the refresh below.
+	if n.cfg.FenceStride > 0 {
+		n.solo.Store(true)
+	}
+	defer n.refreshSolo()
 	if err := n.raft().RemoveServer(raft.ServerID(id), 0, n.timeout(ctx)).Error(); err != nil {
 		return fmt.Errorf("remove %s: %w", id, err)
 	}
 	return nil
+}
+
+// refreshSolo sets solo from the current configuration. When it cannot
+// tell, it marks entries solo: a journal entry too many costs a little
+// space, one too few could lose work in a split brain.
+func (n *Node) refreshSolo() {
+	if n.cfg.FenceStride == 0 {
+		return
+	}
+	r := n.raft()
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		n.solo.Store(true)
+		return
+	}
+	voters := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	n.solo.Store(voters < 2)
 }
 
 func (n *Node) timeout(ctx context.Context) time.Duration {
@@ -509,10 +579,12 @@ func (n *Node) Status() Status {
 
 // Reform makes this node the only voter, keeping its log and store: the
 // Binary Star survivor calls it when its peer is declared dead so that it
-// can commit alone. Everything in its log becomes committed (in a
-// two-voter configuration an entry present on the survivor was on both
-// nodes, so that is right). The peer is added back with AddVoter when it
-// returns; its log is then made to agree with the survivor's.
+// can commit alone. Everything in its log becomes committed. The peer is
+// added back with AddVoter when it returns; its log is then made to agree
+// with the survivor's, and if it went on alone too (a split brain), the
+// fenced terms (Config.FenceStride) make that fork visible to it: its log
+// guard stops it with store.ErrDiverged instead of letting raft overwrite
+// what it applied.
 func (n *Node) Reform(ctx context.Context) error {
 	n.mu.Lock()
 	r, trans := n.r, n.trans
@@ -523,32 +595,154 @@ func (n *Node) Reform(ctx context.Context) error {
 	if n.cfg.Transport == nil {
 		closeTransport(trans)
 	}
+	if err := n.fsm.err(); err != nil {
+		return fmt.Errorf("reform raft: %w", err)
+	}
 	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.cfg.ID), Address: raft.ServerAddress(n.cfg.Advertise)}}}
 	if n.cfg.Transport != nil {
 		conf.Servers[0].Address = n.cfg.Transport.LocalAddr()
 	}
 	rc := n.raftConfig()
-	if err := raft.RecoverCluster(rc, n.fsm, n.logs, n.logs, n.snaps, trans, conf); err != nil {
+	rf, err := n.recoveryFSM()
+	if err != nil {
+		return err
+	}
+	if err := raft.RecoverCluster(rc, rf, n.logs, n.logs, n.snaps, trans, conf); err != nil {
 		return fmt.Errorf("recover raft as a single voter: %w", err)
 	}
 	n.log.Warn("raft reformed with this node as the only voter")
-	if err := n.start(false); err != nil {
+	for try := 0; ; try++ {
+		if err := n.start(false); err != nil {
+			return err
+		}
+		// A single voter elects itself after one election timeout.
+		deadline := time.Now().Add(n.timeout(ctx))
+		for !n.IsLeader() {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("reformed raft did not elect this node")
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		n.refreshSolo()
+		got := n.Status().Term
+		if n.fenced(got) || try >= 3 {
+			if !n.fenced(got) {
+				return fmt.Errorf("reformed raft leads term %d, outside this node's fence (stride %d, slot %d)", got, n.cfg.FenceStride, n.cfg.FenceSlot)
+			}
+			return nil
+		}
+		// More than one election ran: the term left the fence. Raise
+		// it again before anything is written in it.
+		n.log.Warn("reformed raft elected outside the fence; again", "term", got)
+		n.mu.Lock()
+		r, trans = n.r, n.trans
+		n.mu.Unlock()
+		if err := r.Shutdown().Error(); err != nil {
+			return fmt.Errorf("stop raft: %w", err)
+		}
+		if n.cfg.Transport == nil {
+			closeTransport(trans)
+		}
+	}
+}
+
+// fenceIfSolo fences the current term (see fence) when this node's raft
+// configuration makes it the only voter: it would elect itself at once,
+// alone, and everything it then commits is a solo history its peer may
+// never have seen. That is so after Reform, and at every start of a node
+// that reformed before.
+func (n *Node) fenceIfSolo(trans raft.Transport) error {
+	if n.cfg.FenceStride == 0 {
+		return nil
+	}
+	has, err := raft.HasExistingState(n.logs, n.logs, n.snaps)
+	if err != nil || !has {
 		return err
 	}
-	// A single voter elects itself after one election timeout.
-	deadline := time.Now().Add(n.timeout(ctx))
-	for !n.IsLeader() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("reformed raft did not elect this node")
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+	rc := n.raftConfig()
+	rc.NoSnapshotRestoreOnStart = true
+	rc.NotifyCh = nil
+	conf, err := raft.GetConfiguration(rc, nopFSM{}, n.logs, n.logs, n.snaps, trans)
+	if err != nil {
+		return fmt.Errorf("raft configuration: %w", err)
+	}
+	voters := 0
+	self := false
+	for _, s := range conf.Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+			self = self || s.ID == raft.ServerID(n.cfg.ID)
 		}
 	}
+	if voters != 1 || !self {
+		return nil
+	}
+	term, err := n.fence()
+	if err != nil {
+		return err
+	}
+	n.log.Info("only voter of its raft: its next term is fenced", "term", term, "stride", n.cfg.FenceStride, "slot", n.cfg.FenceSlot)
 	return nil
 }
+
+// nopFSM serves raft.GetConfiguration, which builds a raft instance
+// without starting it and must not touch the store.
+type nopFSM struct{}
+
+func (nopFSM) Apply(*raft.Log) any                 { return nil }
+func (nopFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, errors.New("no snapshot") }
+func (nopFSM) Restore(rc io.ReadCloser) error      { return rc.Close() }
+
+// fenced reports whether term is one this node may lead alone.
+func (n *Node) fenced(term uint64) bool {
+	return n.cfg.FenceStride == 0 || term%n.cfg.FenceStride == n.cfg.FenceSlot
+}
+
+// fence raises the stored current term so that this node's next election
+// (it is the only voter: one election) lands in its fence, and returns
+// that term. The stable store is durable before raft starts.
+func (n *Node) fence() (uint64, error) {
+	cur, err := n.logs.GetUint64(keyCurrentTerm)
+	if err != nil {
+		return 0, fmt.Errorf("read current term: %w", err)
+	}
+	next := cur + 1
+	for !n.fenced(next) {
+		next++
+	}
+	if err := n.logs.SetUint64(keyCurrentTerm, next-1); err != nil {
+		return 0, fmt.Errorf("raise current term: %w", err)
+	}
+	return next, nil
+}
+
+// keyCurrentTerm is where raft keeps its current term in the stable store
+// (raft's own key, part of its on-disk format).
+var keyCurrentTerm = []byte("CurrentTerm")
+
+// recoveryFSM is the fsm as raft.RecoverCluster sees it: RecoverCluster
+// restores the latest snapshot and replays the log after it, but the
+// store already holds everything it applied, so a snapshot the store is
+// not behind is not restored again (a reform must not cost a copy of the
+// whole store in).
+func (n *Node) recoveryFSM() (raft.FSM, error) {
+	list, err := n.snaps.List()
+	if err != nil {
+		return nil, fmt.Errorf("raft snapshots: %w", err)
+	}
+	if len(list) == 0 || n.fsm.applied.Load() < list[0].Index {
+		return n.fsm, nil
+	}
+	return skipRestore{n.fsm}, nil
+}
+
+type skipRestore struct{ *fsm }
+
+func (s skipRestore) Restore(rc io.ReadCloser) error { return rc.Close() }
 
 // Close stops raft and closes its stores. It does not close the store.
 func (n *Node) Close() error {

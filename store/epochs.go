@@ -1,0 +1,198 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The epoch history of a replica store: for every raft term in which the
+// store applied log entries, the index of the first entry of that term
+// (Kafka's leader-epoch cache). Two histories that agree on (index, term)
+// agree on everything before it (raft's log matching), so comparing two
+// histories finds the last entry two stores share at any depth of their
+// logs, without keeping the entries. It costs one record per term.
+//
+//	epochs  big-endian first index → uvarint term
+//
+// The bucket is created on the first replicated apply. Stores written by
+// the first release kept the terms of their last 16,384 entries under
+// "term/INDEX" in the meta bucket instead; the first apply converts them.
+var (
+	epochsBucket  = []byte("epochs")
+	oldTermPrefix = []byte("term/")
+)
+
+// Epoch is the start of one term in a store's applied history.
+type Epoch struct {
+	Term  uint64
+	Start uint64 // index of the first entry applied in Term
+}
+
+// History is a replica store's applied history: its epochs in order and
+// the last index it applied.
+type History struct {
+	Epochs  []Epoch
+	Applied uint64
+}
+
+// TermAt returns the term under which the entry at index was applied, or 0
+// when index is beyond Applied or before the first recorded epoch.
+func (h History) TermAt(index uint64) uint64 {
+	if index == 0 || index > h.Applied {
+		return 0
+	}
+	for i := len(h.Epochs) - 1; i >= 0; i-- {
+		if h.Epochs[i].Start <= index {
+			return h.Epochs[i].Term
+		}
+	}
+	return 0
+}
+
+// LastTerm is the term of the last applied entry (0 if unknown).
+func (h History) LastTerm() uint64 { return h.TermAt(h.Applied) }
+
+// ForkPoint returns the last index at which h and o hold the same entry,
+// as far as their epochs tell: entries up to it are shared, entries after
+// it (on either side) are not. By raft's log matching, two logs with the
+// same term at an index hold the same entries up to it, so the answer is
+// the highest index both applied under the same term; 0 when none is
+// known.
+func (h History) ForkPoint(o History) uint64 {
+	var fork uint64
+	for i, a := range h.Epochs {
+		aEnd := h.end(i)
+		for j, b := range o.Epochs {
+			if b.Term != a.Term {
+				continue
+			}
+			if lo, hi := max(a.Start, b.Start), min(aEnd, o.end(j)); lo <= hi && hi > fork {
+				fork = hi
+			}
+		}
+	}
+	return fork
+}
+
+// end is the last index applied in the i-th epoch.
+func (h History) end(i int) uint64 {
+	if i+1 < len(h.Epochs) {
+		return h.Epochs[i+1].Start - 1
+	}
+	return h.Applied
+}
+
+func epochKey(start uint64) []byte { return binary.BigEndian.AppendUint64(nil, start) }
+
+// History returns the store's applied history.
+func (s *BoltStore) History(ctx context.Context) (History, error) {
+	var h History
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		h, err = readHistory(tx)
+		return err
+	})
+	return h, err
+}
+
+func readHistory(tx *bolt.Tx) (History, error) {
+	var h History
+	meta := tx.Bucket(metaBucket)
+	if v := meta.Get(appliedKey); len(v) == 8 {
+		h.Applied = binary.BigEndian.Uint64(v)
+	}
+	if b := tx.Bucket(epochsBucket); b != nil {
+		err := b.ForEach(func(k, v []byte) error {
+			term, n := binary.Uvarint(v)
+			if len(k) != 8 || n <= 0 {
+				return fmt.Errorf("%w: epoch record", ErrCorrupt)
+			}
+			h.Epochs = append(h.Epochs, Epoch{Term: term, Start: binary.BigEndian.Uint64(k)})
+			return nil
+		})
+		return h, err
+	}
+	// A first-release store: its window of entry terms, as epochs.
+	c := meta.Cursor()
+	for k, v := c.Seek(oldTermPrefix); k != nil && bytes.HasPrefix(k, oldTermPrefix); k, v = c.Next() {
+		term, n := binary.Uvarint(v)
+		if len(k) != len(oldTermPrefix)+8 || n <= 0 {
+			return h, fmt.Errorf("%w: entry term record", ErrCorrupt)
+		}
+		if len(h.Epochs) == 0 || h.Epochs[len(h.Epochs)-1].Term != term {
+			h.Epochs = append(h.Epochs, Epoch{Term: term, Start: binary.BigEndian.Uint64(k[len(oldTermPrefix):])})
+		}
+	}
+	return h, nil
+}
+
+// epochs is the write side of the history, inside one write transaction.
+type epochs struct {
+	b    *bolt.Bucket
+	last Epoch // the latest epoch (zero when none)
+	hist History
+}
+
+// openEpochs creates the bucket on first use, converting a first-release
+// store's term window.
+func openEpochs(tx *bolt.Tx) (*epochs, error) {
+	h, err := readHistory(tx)
+	if err != nil {
+		return nil, err
+	}
+	b := tx.Bucket(epochsBucket)
+	if b == nil {
+		if b, err = tx.CreateBucket(epochsBucket); err != nil {
+			return nil, fmt.Errorf("create epochs bucket: %w", err)
+		}
+		for _, e := range h.Epochs {
+			if err := b.Put(epochKey(e.Start), binary.AppendUvarint(nil, e.Term)); err != nil {
+				return nil, fmt.Errorf("put epoch: %w", err)
+			}
+		}
+		meta := tx.Bucket(metaBucket)
+		var old [][]byte
+		c := meta.Cursor()
+		for k, _ := c.Seek(oldTermPrefix); k != nil && bytes.HasPrefix(k, oldTermPrefix); k, _ = c.Next() {
+			old = append(old, bytes.Clone(k))
+		}
+		for _, k := range old {
+			if err := meta.Delete(k); err != nil {
+				return nil, fmt.Errorf("delete entry term: %w", err)
+			}
+		}
+	}
+	e := &epochs{b: b, hist: h}
+	if n := len(h.Epochs); n > 0 {
+		e.last = h.Epochs[n-1]
+	}
+	return e, nil
+}
+
+// record notes that the entry (index, term) is applied next. It reports a
+// term lower than the last applied one: a log never goes back in term, so
+// the entry comes from a history other than the one this store followed.
+func (e *epochs) record(index, term uint64) (backwards bool, err error) {
+	if term == 0 || term == e.last.Term {
+		return false, nil
+	}
+	if term < e.last.Term {
+		return true, nil
+	}
+	e.last = Epoch{Term: term, Start: index}
+	e.hist.Epochs = append(e.hist.Epochs, e.last)
+	if err := e.b.Put(epochKey(index), binary.AppendUvarint(nil, term)); err != nil {
+		return false, fmt.Errorf("put epoch: %w", err)
+	}
+	return false, nil
+}
+
+// termAt is History.TermAt over what this transaction has applied.
+func (e *epochs) termAt(index, applied uint64) uint64 {
+	e.hist.Applied = applied
+	return e.hist.TermAt(index)
+}

@@ -1,0 +1,82 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+func TestForkPoint(t *testing.T) {
+	h := func(applied uint64, e ...uint64) store.History {
+		var out store.History
+		for i := 0; i < len(e); i += 2 {
+			out.Epochs = append(out.Epochs, store.Epoch{Term: e[i], Start: e[i+1]})
+		}
+		out.Applied = applied
+		return out
+	}
+	cases := []struct {
+		name string
+		a, b store.History
+		want uint64
+	}{
+		{"same", h(10, 1, 1, 2, 5), h(10, 1, 1, 2, 5), 10},
+		{"prefix", h(7, 1, 1, 2, 5), h(20, 1, 1, 2, 5, 4, 12), 7},
+		{"forked in a shared term's tail", h(15, 1, 1, 2, 5, 3, 11), h(14, 1, 1, 2, 5, 4, 9), 8},
+		{"forked at a term boundary", h(12, 1, 1, 3, 11), h(13, 1, 1, 4, 11), 10},
+		{"deep: an old shared term, many terms since", h(1000, 1, 1, 5, 100, 7, 300, 9, 900), h(800, 1, 1, 5, 100, 6, 250, 8, 700), 249},
+		{"nothing shared", h(5, 3, 1), h(5, 4, 1), 0},
+		{"empty", h(0), h(9, 1, 1), 0},
+	}
+	for _, c := range cases {
+		if got := c.a.ForkPoint(c.b); got != c.want {
+			t.Errorf("%s: ForkPoint = %d, want %d", c.name, got, c.want)
+		}
+		if got := c.b.ForkPoint(c.a); got != c.want {
+			t.Errorf("%s (swapped): ForkPoint = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// The history holds every term, however many entries ago (the first
+// release kept only the last 16,384), and an entry whose term is lower
+// than the last applied one is a fork, not a new epoch.
+func TestHistoryAtAnyDepth(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	var entries []store.Entry
+	for i := uint64(1); i <= 20000; i++ {
+		term := uint64(2)
+		if i > 10 {
+			term = 3
+		}
+		entries = append(entries, store.Entry{Index: i, Term: term})
+	}
+	for _, r := range s.ApplyLog(ctx, entries) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	h, err := s.History(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Applied != 20000 || len(h.Epochs) != 2 || h.TermAt(5) != 2 || h.TermAt(11) != 3 || h.TermAt(20001) != 0 {
+		t.Fatalf("history = %+v", h)
+	}
+	// Index 3, 20,000 entries back, under another term.
+	res := s.ApplyLog(ctx, []store.Entry{{Index: 3, Term: 4}})
+	if !errors.Is(res[0].Err, store.ErrDiverged) {
+		t.Fatalf("old entry under another term: %v, want ErrDiverged", res[0].Err)
+	}
+	// A next entry whose term goes backwards.
+	res = s.ApplyLog(ctx, []store.Entry{{Index: 20001, Term: 2, Ops: []store.Op{submit(store.NewID(), "x")}}})
+	if !errors.Is(res[0].Err, store.ErrDiverged) {
+		t.Fatalf("term going backwards: %v, want ErrDiverged", res[0].Err)
+	}
+	if h2, _ := s.History(ctx); h2.Applied != 20000 {
+		t.Fatalf("a diverged entry moved the applied index to %d", h2.Applied)
+	}
+}

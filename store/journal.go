@@ -1,0 +1,167 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The solo journal: which tickets each entry changed, for the entries a
+// node of a pair applied while its raft had it as the only voter (Entry
+// Solo). Those are the only entries its peer may never have seen: when
+// the two meet again after a split brain, the node that yields reads the
+// journal past the fork point (History.ForkPoint) to hand its work over
+// (ForkOps). An entry applied under a configuration of two or more voters
+// (Entry Shared) is on both nodes, and so is everything before it: the
+// journal is pruned there. The journal is part of the store, so it
+// survives log compaction and travels in snapshots.
+//
+//	solo  big-endian index ‖ big-endian op position → kind byte ‖ ID
+var soloBucket = []byte("solo")
+
+func journalKey(index uint64, pos int) []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, index), uint32(pos))
+}
+
+// journal notes the ops of a solo entry that changed a ticket.
+func (t *txn) journal(index uint64, ops []Op, res []Result) error {
+	b, err := t.tx.CreateBucketIfNotExists(soloBucket)
+	if err != nil {
+		return fmt.Errorf("create solo journal: %w", err)
+	}
+	for i := range ops {
+		if res[i].Err != nil || res[i].Duplicate || ops[i].Kind == OpClose && !res[i].Existed {
+			continue
+		}
+		if err := b.Put(journalKey(index, i), append([]byte{byte(ops[i].Kind)}, ops[i].ID[:]...)); err != nil {
+			return fmt.Errorf("put solo journal: %w", err)
+		}
+	}
+	return nil
+}
+
+// pruneJournal forgets the journal before index: shared by both nodes.
+func (t *txn) pruneJournal(index uint64) error {
+	b := t.tx.Bucket(soloBucket)
+	if b == nil {
+		return nil
+	}
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < index; k, _ = c.First() {
+		if err := c.Delete(); err != nil {
+			return fmt.Errorf("prune solo journal: %w", err)
+		}
+	}
+	return nil
+}
+
+// ForkOps returns, in batches of at most about maxBytes, the ops that
+// carry over to the peer the work this store did after the fork point:
+// the tickets it took in alone (OpAdopt with their bodies, then OpReply or
+// OpFail when they finished), the answers it recorded for older tickets
+// (OpReply, OpFail), and the older tickets its clients closed (OpClose).
+// Tickets created and closed after the fork, and attempts that did not
+// finish, carry nothing: the peer redelivers what is unfinished. fn may
+// keep the batch.
+func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn func([]Op) error) error {
+	type change struct {
+		id      ID
+		created bool
+		closed  bool
+	}
+	var (
+		order []ID
+		seen  = map[ID]*change{}
+	)
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(soloBucket)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(journalKey(fork+1, 0)); k != nil; k, v = c.Next() {
+			if len(v) != 1+len(ID{}) {
+				return fmt.Errorf("%w: solo journal record", ErrCorrupt)
+			}
+			id := ID(v[1:])
+			ch := seen[id]
+			if ch == nil {
+				ch = &change{id: id}
+				seen[id] = ch
+				order = append(order, id)
+			}
+			switch OpKind(v[0]) {
+			case OpSubmit, OpAdopt:
+				ch.created, ch.closed = true, false
+			case OpClose:
+				ch.closed = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var (
+		batch []Op
+		size  int
+	)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := fn(batch)
+		batch, size = nil, 0
+		return err
+	}
+	for _, id := range order {
+		ch := seen[id]
+		var ops []Op
+		err := s.view(ctx, func(tx *bolt.Tx) error {
+			v := tx.Bucket(ticketsBucket).Get(id[:])
+			if v == nil {
+				if !ch.created {
+					ops = append(ops, Op{Kind: OpClose, ID: id})
+				}
+				return nil
+			}
+			tk, err := decodeTicket(id, v)
+			if err != nil {
+				return err
+			}
+			if ch.created {
+				body, err := decodeFrames(tx.Bucket(bodiesBucket).Get(id[:]))
+				if err != nil {
+					return err
+				}
+				ops = append(ops, Op{Kind: OpAdopt, ID: id, Time: tk.Created, Service: tk.Service, Body: body, IdemKey: tk.IdemKey})
+			}
+			switch tk.State {
+			case StateDone:
+				reply, err := decodeFrames(tx.Bucket(repliesBucket).Get(id[:]))
+				if err != nil {
+					return err
+				}
+				ops = append(ops, Op{Kind: OpReply, ID: id, Time: tk.Updated, Reply: reply})
+			case StateFailed:
+				ops = append(ops, Op{Kind: OpFail, ID: id, Time: tk.Updated, Reason: tk.Reason})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("fork ops of %s: %w", id, err)
+		}
+		for _, op := range ops {
+			batch = append(batch, op)
+			size += 64 + len(op.Service) + len(op.IdemKey) + len(op.Reason) + framesSize(op.Body) + framesSize(op.Reply)
+		}
+		if size >= maxBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}

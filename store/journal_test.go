@@ -1,0 +1,141 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// The side of a split brain that yields hands over what it did alone;
+// the other side takes it in idempotently: tickets minted alone are
+// adopted with their id, body and answer, answers to older tickets are
+// recorded unless one already won, closes delete, and a ticket the
+// receiving side closed stays closed.
+func TestForkOpsMerge(t *testing.T) {
+	ctx := context.Background()
+	loser, _ := newStore(t)
+	winner, _ := newStore(t)
+	var (
+		idx  uint64
+		term uint64 = 2
+	)
+	// apply applies ops as one log entry on both or one store.
+	apply := func(solo bool, ops []store.Op, to ...*store.BoltStore) {
+		t.Helper()
+		idx++
+		for _, s := range to {
+			res := s.ApplyLog(ctx, []store.Entry{{Index: idx, Term: term, Ops: ops, Solo: solo}})
+			if res[0].Err != nil {
+				t.Fatal(res[0].Err)
+			}
+		}
+	}
+	shared := []store.ID{store.NewID(), store.NewID(), store.NewID(), store.NewID()}
+	for _, id := range shared {
+		apply(false, []store.Op{submit(id, "s")}, loser, winner)
+	}
+	// A shared configuration entry prunes the journal before it.
+	idx++
+	for _, s := range []*store.BoltStore{loser, winner} {
+		if r := s.ApplyLog(ctx, []store.Entry{{Index: idx, Term: term, Shared: true}}); r[0].Err != nil {
+			t.Fatal(r[0].Err)
+		}
+	}
+	fork := idx
+	// The split: each side alone, in its own term.
+	term = 3
+	minted := store.NewID()
+	mintedClosed := store.NewID()
+	keyed := store.NewID()
+	apply(true, []store.Op{
+		submit(minted, "s", []byte("alone")),
+		{Kind: store.OpSubmit, ID: keyed, Service: "s", IdemKey: "k", Body: [][]byte{[]byte("k-loser")}, Time: at(1)},
+		submit(mintedClosed, "s"),
+	}, loser)
+	apply(true, []store.Op{
+		{Kind: store.OpReply, ID: minted, Reply: [][]byte{[]byte("r-minted")}},
+		{Kind: store.OpReply, ID: shared[0], Reply: [][]byte{[]byte("r0-loser")}},
+		{Kind: store.OpReply, ID: shared[1], Reply: [][]byte{[]byte("r1-loser")}},
+		{Kind: store.OpClose, ID: shared[2]},
+		{Kind: store.OpReply, ID: mintedClosed},
+		{Kind: store.OpClose, ID: mintedClosed},
+		{Kind: store.OpReply, ID: shared[3], Reply: [][]byte{[]byte("r3-loser")}},
+	}, loser)
+	// Meanwhile the winner answered shared[0] first, closed shared[3],
+	// and took a keyed resend of the same request before the loser did.
+	idx = fork
+	term = 4
+	winnerKeyed := store.NewID()
+	apply(true, []store.Op{
+		{Kind: store.OpReply, ID: shared[0], Reply: [][]byte{[]byte("r0-winner")}},
+		{Kind: store.OpClose, ID: shared[3]},
+		{Kind: store.OpSubmit, ID: winnerKeyed, Service: "s", IdemKey: "k", Body: [][]byte{[]byte("k-winner")}, Time: at(2)},
+	}, winner)
+
+	lh, _ := loser.History(ctx)
+	wh, _ := winner.History(ctx)
+	if got := lh.ForkPoint(wh); got != fork {
+		t.Fatalf("fork point %d, want %d", got, fork)
+	}
+	var ops []store.Op
+	err := loser.ForkOps(ctx, fork, 1<<20, func(b []store.Op) error { ops = append(ops, b...); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, op := range ops {
+		kinds = append(kinds, op.Kind.String()+" "+op.ID.String()[:4])
+	}
+	t.Logf("fork ops: %v", kinds)
+	// Through the log, as the winner would take them, twice (a
+	// handover retried after a lost answer changes nothing).
+	for range 2 {
+		idx++
+		if r := winner.ApplyLog(ctx, []store.Entry{{Index: idx, Term: term, Ops: ops}}); r[0].Err != nil {
+			t.Fatal(r[0].Err)
+		}
+	}
+	reply := func(id store.ID) string {
+		t.Helper()
+		_, rep, err := winner.Reply(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return "not found"
+		}
+		if err != nil {
+			return err.Error()
+		}
+		return string(slices.Concat(rep...))
+	}
+	for id, want := range map[store.ID]string{
+		minted:       "r-minted",  // minted alone: adopted with its answer
+		shared[0]:    "r0-winner", // first reply wins
+		shared[1]:    "r1-loser",  // answered alone: recorded
+		shared[3]:    "not found", // closed on the winner: stays closed
+		shared[2]:    "not found", // closed alone: closed
+		mintedClosed: "not found", // minted and closed alone: nothing
+	} {
+		if got := reply(id); got != want {
+			t.Errorf("ticket %s: %q, want %q", id, got, want)
+		}
+	}
+	// Both keyed tickets stay; the key names the older (the loser's).
+	for _, id := range []store.ID{keyed, winnerKeyed} {
+		if _, err := winner.Get(ctx, id); err != nil {
+			t.Errorf("keyed ticket %s: %v", id, err)
+		}
+	}
+	res := winner.ApplyLog(ctx, []store.Entry{{Index: idx + 1, Term: term, Ops: []store.Op{{Kind: store.OpSubmit, ID: store.NewID(), Service: "s", IdemKey: "k", Time: at(3)}}}})
+	if res[0].Err != nil || !res[0].Results[0].Duplicate || res[0].Results[0].ID != keyed {
+		t.Fatalf("key k names %v, want the older ticket %s", res[0].Results, keyed)
+	}
+	tk, err := winner.Get(ctx, keyed)
+	if err != nil || string(tk.Body[0]) != "k-loser" {
+		t.Fatalf("adopted ticket body %q, %v", tk.Body, err)
+	}
+	if err := winner.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,252 @@
+package replica_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
+)
+
+// memPair is a Binary Star pair's raft in one process: two nodes over
+// raft's in-memory transport, so that the link between them can be cut.
+type memPair struct {
+	t     *testing.T
+	nodes [2]*memNode
+}
+
+type memNode struct {
+	id    string
+	dir   string
+	addr  raft.ServerAddress
+	trans *raft.InmemTransport
+	st    *store.BoltStore
+	n     *replica.Node
+}
+
+func newMemPair(t *testing.T, fence bool) *memPair {
+	t.Helper()
+	p := &memPair{t: t}
+	var peers []replica.Peer
+	for i, id := range []string{"primary", "backup"} {
+		addr, trans := raft.NewInmemTransport("")
+		p.nodes[i] = &memNode{id: id, dir: t.TempDir(), addr: addr, trans: trans}
+		peers = append(peers, replica.Peer{ID: id, Addr: string(addr)})
+	}
+	p.connect()
+	for i, m := range p.nodes {
+		st, err := store.Open(filepath.Join(m.dir, "titanic.db"), store.Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := replica.Config{
+			ID: m.id, Dir: filepath.Join(m.dir, "raft"), Transport: m.trans,
+			Peers: peers, Bootstrap: true,
+			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+			LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+			Logger: quiet(),
+		}
+		if fence {
+			cfg.FenceStride, cfg.FenceSlot = 2, uint64(1-i) // as cmd/titanic: primary 1, backup 0
+		}
+		n, err := replica.Open(st, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.st, m.n = st, n
+	}
+	t.Cleanup(func() {
+		for _, m := range p.nodes {
+			_ = m.n.Close()
+			_ = m.st.Close()
+		}
+	})
+	return p
+}
+
+func (p *memPair) connect() {
+	a, b := p.nodes[0], p.nodes[1]
+	a.trans.Connect(b.addr, b.trans)
+	b.trans.Connect(a.addr, a.trans)
+}
+
+func (p *memPair) cut() {
+	p.nodes[0].trans.DisconnectAll()
+	p.nodes[1].trans.DisconnectAll()
+}
+
+// submit applies n submits on m, which must lead.
+func (m *memNode) submit(t *testing.T, n int) []store.ID {
+	t.Helper()
+	var ids []store.ID
+	for range n {
+		res, err := m.n.Apply(context.Background(), []store.Op{submitOp("s")})
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("%s: submit: %v %v", m.id, err, res)
+		}
+		ids = append(ids, res[0].ID)
+	}
+	return ids
+}
+
+func (m *memNode) reform(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := m.n.Reform(ctx); err != nil {
+		t.Fatalf("%s: reform: %v", m.id, err)
+	}
+}
+
+func (m *memNode) missing(ids []store.ID) int {
+	n := 0
+	for _, id := range ids {
+		if _, err := m.st.Get(context.Background(), id); err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Both nodes of a pair go on alone (a split brain), then the link heals
+// and one adds the other back. Their solo terms are fenced apart, so the
+// added node sees that raft would overwrite entries it applied: it stops
+// with ErrDiverged, raft stopped, its own tickets still in its store.
+// (Without fences both solo histories can lead the same term and raft's
+// log matching cannot tell them apart; the loser then silently keeps its
+// own entries and skips the survivor's.)
+func TestSplitBrainForkDetected(t *testing.T) {
+	p := newMemPair(t, true)
+	var l *memNode
+	deadline := time.Now().Add(wait)
+	for l == nil {
+		for _, m := range p.nodes {
+			if m.n.IsLeader() {
+				l = m
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	shared := l.submit(t, 10)
+	for _, m := range p.nodes {
+		waitHas(t, m, shared)
+	}
+	p.cut()
+	loser, winner := p.nodes[0], p.nodes[1]
+	loser.reform(t)
+	winner.reform(t)
+	// Both solo terms are fenced: different slots, never equal.
+	for winner.n.Status().Term < loser.n.Status().Term {
+		winner.reform(t)
+	}
+	lt, wt := loser.n.Status().Term, winner.n.Status().Term
+	if lt%2 != 1 || wt%2 != 0 {
+		t.Fatalf("solo terms %d (primary) and %d (backup) are not in their fences", lt, wt)
+	}
+	lost := loser.submit(t, 10)
+	won := winner.submit(t, 30)
+
+	p.connect()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	// The add itself may or may not complete (the loser refuses the
+	// log); what matters is what the loser does.
+	go func() { _ = winner.n.AddVoter(ctx, loser.id, string(loser.addr)) }()
+	select {
+	case err := <-loser.n.Fatal():
+		if !errors.Is(err, store.ErrDiverged) {
+			t.Fatalf("loser stopped with %v, want ErrDiverged", err)
+		}
+	case <-time.After(wait):
+		t.Fatalf("the fork was not seen within %s (loser missing %d of the winner's %d tickets)", wait, loser.missing(won), len(won))
+	}
+	if n := loser.missing(append(shared, lost...)); n != 0 {
+		t.Fatalf("the loser's store lost %d of its tickets", n)
+	}
+	if n := loser.missing(won); n != len(won) {
+		t.Fatalf("the loser applied %d of the winner's entries over its fork", len(won)-n)
+	}
+	// History tells where the two forked: after the shared entries.
+	lh, err := loser.st.History(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh, err := winner.st.History(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fork := lh.ForkPoint(wh)
+	if fork >= lh.Applied || fork >= wh.Applied || fork == 0 {
+		t.Fatalf("fork point %d (loser applied %d, winner %d)", fork, lh.Applied, wh.Applied)
+	}
+	if wh.TermAt(fork) != lh.TermAt(fork) || wh.TermAt(fork+1) == lh.TermAt(fork+1) && wh.TermAt(fork+1) != 0 {
+		t.Fatalf("fork point %d is not where the histories part: %+v / %+v", fork, lh, wh)
+	}
+}
+
+func waitHas(t *testing.T, m *memNode, ids []store.ID) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for m.missing(ids) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s lacks %d tickets after %s", m.id, m.missing(ids), wait)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A replica whose store cannot write stops (Fatal) instead of letting raft
+// move past entries it did not apply; a leader that does steps down at
+// once, and the others go on.
+func TestStoreFailureStopsNode(t *testing.T) {
+	ms, _ := cluster(t, 3)
+	ids := applySome(t, ms, 5)
+	l := leader(t, ms)
+	var f *member
+	for _, m := range ms {
+		if m != l {
+			f = m
+			break
+		}
+	}
+	hasAll(t, f, ids)
+	_ = f.st.Close() // every later write fails with ErrClosed
+	applySome(t, ms, 5)
+	select {
+	case err := <-f.n.Fatal():
+		if !errors.Is(err, store.ErrClosed) {
+			t.Fatalf("follower stopped with %v, want ErrClosed", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("a follower whose store failed did not stop")
+	}
+	// Now the leader's store fails: it stops, a new leader takes over.
+	_ = l.st.Close()
+	op := submitOp("s")
+	if _, err := l.n.Apply(context.Background(), []store.Op{op}); err == nil {
+		t.Fatal("apply on a leader whose store is closed succeeded")
+	}
+	select {
+	case err := <-l.n.Fatal():
+		if !errors.Is(err, store.ErrClosed) {
+			t.Fatalf("leader stopped with %v, want ErrClosed", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("a leader whose store failed did not stop")
+	}
+	deadline := time.Now().Add(wait)
+	for l.n.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("the failed leader did not step down")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,85 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// logGuard is the raft log store as raft sees it: raft-boltdb, with a
+// check on the two writes by which raft would replace entries this node's
+// store has already applied. Raft replaces a follower's entries that
+// conflict with the leader's (same index, other term). Entries a node
+// applied were committed, and raft never replaces committed entries,
+// unless two histories forked: both nodes of a pair went on alone (each
+// reformed raft as a single voter; see Node.Reform, whose fenced terms
+// make the two histories differ in term at every index). Then the store
+// holds acknowledged work the leader's log lacks, and letting raft
+// truncate the log, or the leader's later entries land on top, would lose
+// it without a trace. So the guard refuses, and the node stops with
+// store.ErrDiverged (the pair then hands the fork's work over; see
+// titanic/ha).
+type logGuard struct {
+	raft.LogStore
+	fsm *fsm
+}
+
+// DeleteRange refuses to truncate the tail of the log below the store's
+// applied index. Compaction deletes from the head of the log and is let
+// through.
+func (g *logGuard) DeleteRange(lo, hi uint64) error {
+	applied := g.fsm.applied.Load()
+	if lo <= applied && lo > 0 {
+		first, err := g.FirstIndex()
+		if err != nil {
+			return err
+		}
+		last, err := g.LastIndex()
+		if err != nil {
+			return err
+		}
+		if lo > first && hi >= last {
+			return g.fsm.fail(fmt.Errorf("%w: raft would replace log entries %d-%d, and this store applied up to %d",
+				store.ErrDiverged, lo, hi, applied))
+		}
+	}
+	return g.LogStore.DeleteRange(lo, hi)
+}
+
+// StoreLog implements raft.LogStore through StoreLogs.
+func (g *logGuard) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{l}) }
+
+// StoreLogs refuses a command entry at an index the store applied under
+// another term (the tail was cleared by someone else, or the log was lost
+// while the store was kept).
+func (g *logGuard) StoreLogs(logs []*raft.Log) error {
+	if len(logs) > 0 && logs[0].Index <= g.fsm.applied.Load() {
+		if err := g.check(logs); err != nil {
+			return err
+		}
+	}
+	return g.LogStore.StoreLogs(logs)
+}
+
+func (g *logGuard) check(logs []*raft.Log) error {
+	if err := g.fsm.err(); err != nil {
+		return err
+	}
+	h, err := g.fsm.st.History(context.Background())
+	if err != nil {
+		return fmt.Errorf("store history: %w", err)
+	}
+	for _, l := range logs {
+		if l.Type != raft.LogCommand || l.Index > h.Applied {
+			continue
+		}
+		if was := h.TermAt(l.Index); was != 0 && was != l.Term {
+			return g.fsm.fail(fmt.Errorf("%w: log entry %d of term %d replaces one this store applied in term %d",
+				store.ErrDiverged, l.Index, l.Term, was))
+		}
+	}
+	return nil
+}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ha"
+	"github.com/titanicmq/titanic/titanic/ha/probe"
 	"github.com/titanicmq/titanic/titanic/notify"
 	"github.com/titanicmq/titanic/titanic/ops"
 )
@@ -142,6 +144,7 @@ func runBroker(e env) error {
 			return err
 		}
 		gate.inner = role
+		admin.Role = gate.role
 		roles = append(roles, run)
 	}
 	b.Handle(titanic.Prefix, svc)
@@ -247,6 +250,16 @@ func (g *drainGate) Admit(service string) bool {
 }
 
 func (g *drainGate) Active() bool { return g.inner == nil || g.inner.Active() }
+
+// role answers titanic.cluster.role: whether the node serves and, in a
+// pair, its Binary Star state.
+func (g *drainGate) role() probe.Answer {
+	a := probe.Answer{Serving: !g.draining.Load() && g.Active()}
+	if p, ok := g.inner.(*ha.Pair); ok {
+		a.Star = strings.ToLower(p.State().String())
+	}
+	return a
+}
 
 func (g *drainGate) Refusal(service string) [][]byte {
 	if g.draining.Load() || g.inner == nil {

@@ -93,12 +93,29 @@ type Config struct {
 // key (ServerPublic) and the client's own pair (Public, Secret).
 type CurveClient = curve.ClientKeys
 
-// DefaultConfig returns the Guide's Lazy Pirate settings.
+// Defaults of Config.
+const (
+	// DefaultTimeout is a try's timeout. A live broker answers in
+	// milliseconds, and with several brokers a dead one costs nothing
+	// while another serves (the client asks them all at once), so the
+	// timeout is paid only when the active broker dies during a call, or
+	// before the call's vote for a passive node (Binary Star: only after
+	// the other failed to answer in time). 1s is the pair's default peer
+	// timeout (two missed 500ms heartbeats): a vote after it is not
+	// refused as too early, and a stall of the active shorter than both
+	// makes no failover. (The Guide's Lazy Pirate waits 2.5s.)
+	DefaultTimeout = time.Second
+	// DefaultRetries is the number of tries per broker.
+	DefaultRetries = 3
+)
+
+// DefaultConfig returns the default settings: one broker on localhost,
+// DefaultTimeout and DefaultRetries.
 func DefaultConfig() Config {
 	return Config{
 		Brokers: []string{"tcp://127.0.0.1:5555"},
-		Timeout: 2500 * time.Millisecond,
-		Retries: 3,
+		Timeout: DefaultTimeout,
+		Retries: DefaultRetries,
 		Logger:  slog.Default(),
 	}
 }

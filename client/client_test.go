@@ -421,7 +421,7 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.cfg.Timeout != 2500*time.Millisecond || c.cfg.Retries != 3 || !strings.HasPrefix(c.cfg.Brokers[0], "tcp://") {
+	if c.cfg.Timeout != DefaultTimeout || c.cfg.Retries != DefaultRetries || !strings.HasPrefix(c.cfg.Brokers[0], "tcp://") {
 		t.Fatalf("defaults = %+v", c.cfg)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/cmd/titanic/config"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
@@ -232,8 +233,9 @@ func newLogger(e env, level, format string) (*slog.Logger, error) {
 	return nil, usagef("--log-format %q: want text or json", format)
 }
 
-// defaultTimeout is the per-try timeout of client commands.
-const defaultTimeout = 2500 * time.Millisecond
+// defaultTimeout is the per-try timeout of client commands: the client
+// library's (see client.DefaultTimeout for the margins).
+const defaultTimeout = client.DefaultTimeout
 
 // drainGate is the broker's gate: the role's (replicated modes) and, once
 // draining, a refusal of every new client request.

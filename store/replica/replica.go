@@ -535,7 +535,24 @@ func (n *Node) Reform(ctx context.Context) error {
 	if err := n.start(false); err != nil {
 		return err
 	}
-	// A single voter elects itself after one election timeout.
+	// A single voter elects itself once raft's heartbeat timeout passes,
+	// one to two of them after the start: a second of failover for
+	// nothing, as there is nobody to hear from. Lowering the timeout makes
+	// a follower look at once (raft ReloadConfig), and with no leader ever
+	// heard it starts the election; then the timeout is put back.
+	r = n.raft()
+	normal := r.ReloadableConfig()
+	if fast := normal; n.cfg.LeaderLeaseTimeout < normal.HeartbeatTimeout {
+		fast.HeartbeatTimeout = n.cfg.LeaderLeaseTimeout // raft wants it >= the lease
+		if err := r.ReloadConfig(fast); err != nil {
+			n.log.Debug("shorter heartbeat timeout for the election", "err", err)
+		}
+		defer func() {
+			if err := r.ReloadConfig(normal); err != nil {
+				n.log.Warn("restore the heartbeat timeout", "err", err)
+			}
+		}()
+	}
 	deadline := time.Now().Add(n.timeout(ctx))
 	for !n.IsLeader() {
 		if time.Now().After(deadline) {

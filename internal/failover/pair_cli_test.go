@@ -206,4 +206,3 @@ var (
 	pairHeartbeatDefault = config.Default().Pair.Heartbeat
 	cliTimeoutDefault    = client.DefaultTimeout
 )
-

@@ -2,46 +2,64 @@
 // 9/TSP (Submit, Status, Reply, CloseTicket, List) and plain 7/MDP requests
 // (Request), over MDPC01 with the Guide's Lazy Pirate reliability: each try
 // waits Timeout for an answer, then the socket is dropped and the request
-// is sent again, to the next broker of the list.
+// is sent again.
 //
 // # What it owns
 //
-// A Client owns one DEALER socket and the goroutine that uses it; calls
-// from any number of goroutines are handed to that goroutine and served one
-// at a time (an MDP client has one request in flight: replies carry no
-// request id). Use several Clients for parallel requests.
+// A Client owns one DEALER socket per broker endpoint and the goroutine
+// that uses them; calls from any number of goroutines are handed to that
+// goroutine and served one at a time (an MDP client has one request in
+// flight: replies carry no request id). Use several Clients for parallel
+// requests.
+//
+// # Finding the active broker
+//
+// With one endpoint, every try goes to it. With several (a Binary Star
+// pair, a raft group), the client does not know at first which one serves
+// (a CLI command is a new process each time), so it asks all of them at
+// once (package titanic/ha/probe, an admin question that every node
+// answers and that is no Binary Star vote), sends the request to the one
+// that serves, and keeps sending to it until it fails to answer or refuses
+// ("500 not active"); then it asks them all again. A node that is down
+// costs nothing while another serves. A passive node is sent the request
+// (which makes it take over if its peer is silent too) only after the
+// other node let Timeout pass without answering: Binary Star's rule for
+// clients, which keeps a cut link between the servers from making two
+// actives. When no broker answers the question at all (brokers that do
+// not know it), the client falls back to the Guide's Lazy Pirate: the
+// request itself, to each broker of the list in turn.
 //
 // # Retries and duplicates
 //
-// Submit always goes through titanic.submit with an idempotency key (a
-// random one when the caller gives none), so a submit resent after a lost
-// answer returns the first ticket instead of creating a second. Lookups and
-// closes are idempotent. Request, a plain MDP request, is not durable: a
-// resent request may run twice on the workers, as with the Guide's Lazy
-// Pirate client.
+// A request goes to one broker at a time, never to two at once: only the
+// question is sent to all. Submit always goes through titanic.submit with
+// an idempotency key (a random one when the caller gives none), so a
+// submit resent after a lost answer (to the same broker, or after a
+// failover to the other) returns the first ticket instead of creating a
+// second. Lookups and closes are idempotent. Request, a plain MDP request,
+// is not durable: a resent request may run twice on the workers, as with
+// the Guide's Lazy Pirate client.
 package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/broker/curve"
-	"github.com/titanicmq/titanic/broker/mdp"
 )
 
 // Config configures a Client. Zero fields take DefaultConfig's values.
 type Config struct {
-	// Brokers are the broker endpoints ("tcp://host:port"), in failover
-	// order.
+	// Brokers are the broker endpoints ("tcp://host:port"): one broker,
+	// or the nodes of one pair or group (see "Finding the active
+	// broker"). The order matters only to brokers that do not answer the
+	// role question: they are tried in turn.
 	Brokers []string
 	// Timeout is how long one try waits for an answer.
 	Timeout time.Duration
@@ -75,12 +93,29 @@ type Config struct {
 // key (ServerPublic) and the client's own pair (Public, Secret).
 type CurveClient = curve.ClientKeys
 
-// DefaultConfig returns the Guide's Lazy Pirate settings.
+// Defaults of Config.
+const (
+	// DefaultTimeout is a try's timeout. A live broker answers in
+	// milliseconds, and with several brokers a dead one costs nothing
+	// while another serves (the client asks them all at once), so the
+	// timeout is paid only when the active broker dies during a call, or
+	// before the call's vote for a passive node (Binary Star: only after
+	// the other failed to answer in time). 1s is the pair's default peer
+	// timeout (two missed 500ms heartbeats): a vote after it is not
+	// refused as too early, and a stall of the active shorter than both
+	// makes no failover. (The Guide's Lazy Pirate waits 2.5s.)
+	DefaultTimeout = time.Second
+	// DefaultRetries is the number of tries per broker.
+	DefaultRetries = 3
+)
+
+// DefaultConfig returns the default settings: one broker on localhost,
+// DefaultTimeout and DefaultRetries.
 func DefaultConfig() Config {
 	return Config{
 		Brokers: []string{"tcp://127.0.0.1:5555"},
-		Timeout: 2500 * time.Millisecond,
-		Retries: 3,
+		Timeout: DefaultTimeout,
+		Retries: DefaultRetries,
 		Logger:  slog.Default(),
 	}
 }
@@ -184,261 +219,4 @@ func (c *Client) do(ctx context.Context, service string, body [][]byte) ([][]byt
 	}
 	r := <-cl.res
 	return r.frames, r.err
-}
-
-// conn is the socket goroutine's state.
-type conn struct {
-	zctx   *zmq.Context
-	sock   *zmq.Socket
-	broker int // index in Brokers of the current (or next) connection
-	curve  *CurveClient
-}
-
-// run owns the ZeroMQ context and socket.
-func (c *Client) run() {
-	defer close(c.done)
-	zctx := c.cfg.Context
-	if zctx == nil {
-		var err error
-		if zctx, err = zmq.NewContext(); err != nil {
-			c.failAll(fmt.Errorf("zmq context: %w", err))
-			return
-		}
-		defer func() { _ = zctx.Term() }()
-	}
-	cn := &conn{zctx: zctx, curve: c.cfg.Curve}
-	defer cn.drop()
-	var tick <-chan time.Time
-	if c.cfg.ID != "" {
-		t := time.NewTicker(c.cfg.PresenceInterval)
-		defer t.Stop()
-		tick = t.C
-		c.presence(cn, "titanic.hello", c.cfg.Timeout)
-	}
-	for {
-		select {
-		case <-c.quit:
-			if c.cfg.ID != "" && cn.sock != nil {
-				c.presence(cn, "titanic.bye", min(c.cfg.Timeout, 500*time.Millisecond))
-			}
-			return
-		case <-tick:
-			c.presence(cn, "titanic.hello", c.cfg.Timeout)
-		case cl := <-c.calls:
-			frames, err := c.serve(cn, cl)
-			cl.res <- result{frames, err}
-		}
-	}
-}
-
-// presence tells the broker this client is here (titanic.hello) or
-// leaving (titanic.bye); one try, bounded by timeout, answer ignored: a
-// lost hello is made up by the next.
-func (c *Client) presence(cn *conn, service string, timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	quit := c.quit
-	if service == "titanic.bye" {
-		quit = nil // already closing: let the bye go out
-	}
-	cl := &call{ctx: ctx, service: service, body: [][]byte{[]byte(c.cfg.ID)}}
-	if _, err := c.serveOnce(cn, cl, quit); err != nil {
-		c.log.Debug("presence", "service", service, "err", err)
-	}
-}
-
-// failAll answers every call with err until Close.
-func (c *Client) failAll(err error) {
-	for {
-		select {
-		case <-c.quit:
-			return
-		case cl := <-c.calls:
-			cl.res <- result{nil, err}
-		}
-	}
-}
-
-func (cn *conn) drop() {
-	if cn.sock != nil {
-		_ = cn.sock.SetLinger(0)
-		_ = cn.sock.Close()
-		cn.sock = nil
-	}
-}
-
-func (cn *conn) connect(endpoint string) error {
-	s, err := cn.zctx.NewSocket(zmq.DEALER)
-	if err != nil {
-		return fmt.Errorf("new socket: %w", err)
-	}
-	_ = s.SetLinger(0)
-	if cn.curve != nil {
-		if err := cn.curve.Apply(s); err != nil {
-			_ = s.Close()
-			return fmt.Errorf("socket for %s: %w", endpoint, err)
-		}
-	}
-	if err := s.Connect(endpoint); err != nil {
-		_ = s.Close()
-		return fmt.Errorf("connect %s: %w", endpoint, err)
-	}
-	cn.sock = s
-	return nil
-}
-
-// pollSlice bounds how long the socket goroutine waits without looking at
-// the caller's context and Close.
-const pollSlice = 50 * time.Millisecond
-
-// serve runs the Lazy Pirate loop for one call.
-func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
-	tries := c.cfg.Retries * len(c.cfg.Brokers)
-	// Refusals by brokers that are not active cost no try, but they are
-	// bounded by the time the tries would take.
-	budget := time.Now().Add(time.Duration(tries) * c.cfg.Timeout)
-	backoff := 10 * time.Millisecond
-	msg := mdp.ClientRequest(cl.service, cl.body...)
-	for try := 1; ; {
-		if cn.sock == nil {
-			if err := cn.connect(c.cfg.Brokers[cn.broker]); err != nil {
-				return nil, err
-			}
-		}
-		// A connecting DEALER queues the message (ZMQ_IMMEDIATE is off),
-		// so a failed send means a full pipe: treat it as an unanswered
-		// try.
-		var frames [][]byte
-		_, err := cn.sock.SendMessageDontwait(msg)
-		if err == nil {
-			frames, err = c.await(cn, cl, c.quit)
-		} else {
-			err = fmt.Errorf("%w: send: %w", errTimeout, err)
-		}
-		if err == nil && !notActive(frames) && !notReady(frames) {
-			c.calls_.Add(1)
-			return frames, nil
-		}
-		// Whatever happened, the socket may hold a late answer: drop it
-		// so it cannot be taken for the answer to the next call.
-		cn.drop()
-		if err == nil {
-			// A passive or follower broker: the active one is elsewhere
-			// (or being elected): move on after a short pause. An active
-			// broker that is not ready yet (taking over): ask it again.
-			c.refusals.Add(1)
-			if time.Now().After(budget) {
-				return nil, fmt.Errorf("%w: %s: no active broker among %d within %s", ErrUnavailable, cl.service, len(c.cfg.Brokers), time.Duration(tries)*c.cfg.Timeout)
-			}
-			if !notReady(frames) {
-				c.next(cn, cl, "broker not active")
-			}
-			t := time.NewTimer(backoff)
-			select {
-			case <-cl.ctx.Done():
-				t.Stop()
-				return nil, cl.ctx.Err()
-			case <-c.quit:
-				t.Stop()
-				return nil, ErrClosed
-			case <-t.C:
-			}
-			backoff = min(2*backoff, c.cfg.Timeout/2)
-			continue
-		}
-		if !errors.Is(err, errTimeout) {
-			return nil, err
-		}
-		if try == tries {
-			return nil, fmt.Errorf("%w: %s after %d tries of %s", ErrUnavailable, cl.service, tries, c.cfg.Timeout)
-		}
-		try++
-		c.retries.Add(1)
-		c.next(cn, cl, "no answer")
-	}
-}
-
-// serveOnce sends one request and waits for its answer once: no retry,
-// no failover.
-func (c *Client) serveOnce(cn *conn, cl *call, quit <-chan struct{}) ([][]byte, error) {
-	if cn.sock == nil {
-		if err := cn.connect(c.cfg.Brokers[cn.broker]); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := cn.sock.SendMessageDontwait(mdp.ClientRequest(cl.service, cl.body...)); err != nil {
-		cn.drop()
-		return nil, fmt.Errorf("send: %w", err)
-	}
-	frames, err := c.await(cn, cl, quit)
-	if err != nil {
-		cn.drop() // a late answer must not be taken for the next call's
-	}
-	return frames, err
-}
-
-// next moves to the next broker of the list (the same one if it is alone).
-func (c *Client) next(cn *conn, cl *call, why string) {
-	if len(c.cfg.Brokers) == 1 {
-		c.log.Debug(why+", retrying", "service", cl.service)
-		return
-	}
-	cn.broker = (cn.broker + 1) % len(c.cfg.Brokers)
-	c.failovers.Add(1)
-	c.log.Info(why+", failing over", "service", cl.service, "broker", c.cfg.Brokers[cn.broker])
-}
-
-// notReady reports a refusal by an active broker still taking over
-// (titanic/ha: 500 + "not ready: ...").
-func notReady(frames [][]byte) bool {
-	return len(frames) == 2 && string(frames[0]) == "500" && strings.HasPrefix(string(frames[1]), "not ready")
-}
-
-// notActive reports a refusal by a broker that is not the active one
-// (titanic.Refusal: 500 + "not active").
-func notActive(frames [][]byte) bool {
-	return len(frames) == 2 && string(frames[0]) == "500" && string(frames[1]) == "not active"
-}
-
-var errTimeout = errors.New("timeout")
-
-// await waits for the answer to the request just sent.
-func (c *Client) await(cn *conn, cl *call, quit <-chan struct{}) ([][]byte, error) {
-	deadline := time.Now().Add(c.cfg.Timeout)
-	poller := zmq.NewPoller()
-	poller.Add(cn.sock, zmq.POLLIN)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return nil, errTimeout
-		}
-		select {
-		case <-cl.ctx.Done():
-			return nil, cl.ctx.Err()
-		case <-quit:
-			return nil, ErrClosed
-		default:
-		}
-		polled, err := poller.Poll(min(left, pollSlice))
-		if err != nil {
-			if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
-				continue
-			}
-			return nil, fmt.Errorf("poll: %w", err)
-		}
-		if len(polled) == 0 {
-			continue
-		}
-		frames, err := cn.sock.RecvMessageBytes(0)
-		if err != nil {
-			return nil, fmt.Errorf("receive: %w", err)
-		}
-		body, err := mdp.ParseReply(frames, cl.service)
-		if err != nil {
-			c.stale.Add(1)
-			c.log.Debug("dropped answer", "err", err)
-			continue
-		}
-		return body, nil
-	}
 }

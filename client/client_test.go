@@ -9,14 +9,21 @@ import (
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/titanic/ha/probe"
 )
 
 // fakeBroker is a raw ROUTER speaking MDPC01 frames, owned by one
 // goroutine; answer decides the reply body for each request (nil: drop it).
+//
+// The question of find (probe.Service) is answered by answer too, but it
+// is counted apart: requests and n count the other requests only.
 type fakeBroker struct {
 	endpoint string
 	mu       sync.Mutex
 	got      [][][]byte // request frames after the identity
+	gotAt    []time.Time
+	probes   []time.Time // when each question came
 	stop     chan struct{}
 	done     chan struct{}
 }
@@ -57,14 +64,21 @@ func newFake(t *testing.T, answer func(service string, body [][]byte, n int) [][
 			if err != nil {
 				continue
 			}
-			f.mu.Lock()
-			f.got = append(f.got, msg[1:])
-			n := len(f.got)
-			f.mu.Unlock()
 			// [identity | "" | MDPC01 | service | body...]
 			if len(msg) < 4 || string(msg[2]) != "MDPC01" {
 				continue
 			}
+			f.mu.Lock()
+			var n int
+			if string(msg[3]) == probe.Service {
+				f.probes = append(f.probes, time.Now())
+				n = len(f.probes)
+			} else {
+				f.got = append(f.got, msg[1:])
+				f.gotAt = append(f.gotAt, time.Now())
+				n = len(f.got)
+			}
+			f.mu.Unlock()
 			rep := answer(string(msg[3]), msg[4:], n)
 			if rep == nil {
 				continue
@@ -81,6 +95,18 @@ func (f *fakeBroker) requests() [][][]byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([][][]byte(nil), f.got...)
+}
+
+func (f *fakeBroker) questions() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]time.Time(nil), f.probes...)
+}
+
+func (f *fakeBroker) requestTimes() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]time.Time(nil), f.gotAt...)
 }
 
 func frames(s ...string) [][]byte {
@@ -139,26 +165,93 @@ func TestSubmitRetriesWithTheSameKey(t *testing.T) {
 	}
 }
 
+// With several brokers, the client asks them all which one serves and
+// sends the request to the one that answers: it does not wait for the dead
+// one's timeout, and the dead one never gets the request.
 func TestFailoverToSecondBroker(t *testing.T) {
 	dead := newFake(t, func(string, [][]byte, int) [][]byte { return nil })
 	live := newFake(t, func(string, [][]byte, int) [][]byte { return frames("200", ticket, "new") })
-	c := newClient(t, 100*time.Millisecond, 2, dead.endpoint, live.endpoint)
+	const timeout = 10 * time.Second
+	c := newClient(t, timeout, 2, dead.endpoint, live.endpoint)
+	start := time.Now()
 	got, err := c.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{IdemKey: "k1"})
 	if err != nil || got != ticket {
 		t.Fatalf("Submit = %q, %v", got, err)
 	}
-	if len(dead.requests()) != 1 || len(live.requests()) != 1 {
-		t.Fatalf("dead got %d, live got %d; want 1 and 1", len(dead.requests()), len(live.requests()))
+	if d := time.Since(start); d >= timeout {
+		t.Fatalf("Submit took %s: it waited for the dead broker's timeout", d)
+	}
+	if len(dead.requests()) != 0 || len(live.requests()) != 1 {
+		t.Fatalf("dead got %d, live got %d; want 0 and 1", len(dead.requests()), len(live.requests()))
 	}
 	if string(live.requests()[0][3]) != "k1" {
 		t.Fatalf("key = %q, want k1", live.requests()[0][3])
 	}
-	// The client stays on the live broker.
+	// The client stays on the live broker, without asking again.
 	if _, err := c.Submit(testCtx(t), "echo", frames("y"), SubmitOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if len(dead.requests()) != 1 {
-		t.Fatalf("second call went back to the dead broker")
+	if len(dead.requests()) != 0 || len(dead.questions()) != 1 || len(live.questions()) != 1 {
+		t.Fatalf("second call: dead got %d requests and %d questions, live %d questions; want 0, 1, 1",
+			len(dead.requests()), len(dead.questions()), len(live.questions()))
+	}
+}
+
+// Binary Star's rule for clients: a passive node is asked to take over
+// (sent a request: its vote) only after the other node failed to answer
+// within the timeout.
+func TestPassiveAskedOnlyAfterSilence(t *testing.T) {
+	dead := newFake(t, func(string, [][]byte, int) [][]byte { return nil })
+	passive := newFake(t, func(service string, _ [][]byte, _ int) [][]byte {
+		if service == probe.Service {
+			return probe.Encode(probe.Answer{Star: "passive"})
+		}
+		return frames("200", ticket, "new")
+	})
+	const timeout = 200 * time.Millisecond
+	c := newClient(t, timeout, 2, dead.endpoint, passive.endpoint)
+	start := time.Now()
+	if got, err := c.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{}); err != nil || got != ticket {
+		t.Fatalf("Submit = %q, %v", got, err)
+	}
+	asked, voted := dead.questions(), passive.requestTimes()
+	if len(asked) != 1 || len(voted) != 1 {
+		t.Fatalf("dead asked %d times, passive got %d requests; want 1 and 1", len(asked), len(voted))
+	}
+	if d := voted[0].Sub(start); d < timeout {
+		t.Fatalf("the passive got the request %s after the call began, before the dead broker's timeout (%s)", d, timeout)
+	}
+}
+
+// A node that is Binary Star active but not ready (taking over, or alone
+// after the link to its peer was cut) is asked again; the passive node,
+// which answers too, never gets a request (it would be a vote: two
+// actives).
+func TestActiveNotReadyPreferredToPassive(t *testing.T) {
+	active := newFake(t, func(service string, _ [][]byte, n int) [][]byte {
+		switch {
+		case service == probe.Service:
+			return probe.Encode(probe.Answer{Star: probe.StarActive})
+		case n < 3:
+			return frames("500", "not ready: taking over, retry")
+		}
+		return frames("200", ticket, "new")
+	})
+	passive := newFake(t, func(service string, _ [][]byte, _ int) [][]byte {
+		if service == probe.Service {
+			return probe.Encode(probe.Answer{Star: "passive"})
+		}
+		return frames("200", "ffffffffffffffffffffffffffffffff", "new")
+	})
+	c := newClient(t, 5*time.Second, 2, passive.endpoint, active.endpoint)
+	if got, err := c.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{}); err != nil || got != ticket {
+		t.Fatalf("Submit = %q, %v", got, err)
+	}
+	if n := len(passive.requests()); n != 0 {
+		t.Fatalf("the passive got %d requests, want 0", n)
+	}
+	if n := len(active.requests()); n != 3 {
+		t.Fatalf("the active got %d requests, want 3 (two refused as not ready)", n)
 	}
 }
 
@@ -328,29 +421,55 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.cfg.Timeout != 2500*time.Millisecond || c.cfg.Retries != 3 || !strings.HasPrefix(c.cfg.Brokers[0], "tcp://") {
+	if c.cfg.Timeout != DefaultTimeout || c.cfg.Retries != DefaultRetries || !strings.HasPrefix(c.cfg.Brokers[0], "tcp://") {
 		t.Fatalf("defaults = %+v", c.cfg)
 	}
 }
 
-// A broker that is not active answers "500 not active": the client moves
-// to the next broker at once, without spending a try.
+// A broker that served but no longer does answers "500 not active": the
+// client asks every broker again at once, without spending a try.
 func TestNotActiveMovesOn(t *testing.T) {
-	passive := newFake(t, func(string, [][]byte, int) [][]byte { return frames("500", "not active") })
-	active := newFake(t, func(string, [][]byte, int) [][]byte { return frames("200", ticket, "new") })
-	c := newClient(t, 5*time.Second, 1, passive.endpoint, active.endpoint)
-	start := time.Now()
+	// old serves at the first question only; new from the second on.
+	old := newFake(t, func(service string, _ [][]byte, n int) [][]byte {
+		if service == probe.Service {
+			return probe.Encode(probe.Answer{Serving: n == 1})
+		}
+		return frames("500", "not active")
+	})
+	var oldAsked sync.WaitGroup
+	oldAsked.Add(1)
+	var once sync.Once
+	newer := newFake(t, func(service string, _ [][]byte, n int) [][]byte {
+		if service == probe.Service {
+			if n == 1 {
+				// Answer the first question after old, so that old
+				// is chosen first.
+				once.Do(oldAsked.Wait)
+				return probe.Encode(probe.Answer{})
+			}
+			return probe.Encode(probe.Answer{Serving: true})
+		}
+		return frames("200", ticket, "new")
+	})
+	go func() {
+		for len(old.questions()) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		oldAsked.Done()
+	}()
+	c := newClient(t, 5*time.Second, 1, old.endpoint, newer.endpoint)
 	got, err := c.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{})
 	if err != nil || got != ticket {
 		t.Fatalf("Submit = %q, %v", got, err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("failover on refusal took %s: it waited for a timeout", d)
+	if len(old.requests()) != 1 || len(newer.requests()) != 1 {
+		t.Fatalf("old got %d requests, new %d; want 1 and 1", len(old.requests()), len(newer.requests()))
 	}
-	if s := c.Stats(); s.Refusals != 1 || s.Retries != 0 {
-		t.Fatalf("stats = %+v", s)
+	if s := c.Stats(); s.Refusals != 1 || s.Retries != 0 || s.Failovers != 0 {
+		t.Fatalf("stats = %+v, want 1 refusal, no retry", s)
 	}
 	// Only passive brokers: ErrUnavailable once the budget is spent.
+	passive := newFake(t, func(string, [][]byte, int) [][]byte { return frames("500", "not active") })
 	c2 := newClient(t, 50*time.Millisecond, 2, passive.endpoint)
 	if _, err := c2.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("all passive: %v", err)

@@ -8,16 +8,19 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/cmd/titanic/config"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ha"
+	"github.com/titanicmq/titanic/titanic/ha/probe"
 	"github.com/titanicmq/titanic/titanic/notify"
 	"github.com/titanicmq/titanic/titanic/ops"
 )
@@ -142,6 +145,7 @@ func runBroker(e env) error {
 			return err
 		}
 		gate.inner = role
+		admin.Role = gate.role
 		roles = append(roles, run)
 	}
 	b.Handle(titanic.Prefix, svc)
@@ -229,8 +233,9 @@ func newLogger(e env, level, format string) (*slog.Logger, error) {
 	return nil, usagef("--log-format %q: want text or json", format)
 }
 
-// defaultTimeout is the per-try timeout of client commands.
-const defaultTimeout = 2500 * time.Millisecond
+// defaultTimeout is the per-try timeout of client commands: the client
+// library's (see client.DefaultTimeout for the margins).
+const defaultTimeout = client.DefaultTimeout
 
 // drainGate is the broker's gate: the role's (replicated modes) and, once
 // draining, a refusal of every new client request.
@@ -247,6 +252,16 @@ func (g *drainGate) Admit(service string) bool {
 }
 
 func (g *drainGate) Active() bool { return g.inner == nil || g.inner.Active() }
+
+// role answers titanic.cluster.role: whether the node serves and, in a
+// pair, its Binary Star state.
+func (g *drainGate) role() probe.Answer {
+	a := probe.Answer{Serving: !g.draining.Load() && g.Active()}
+	if p, ok := g.inner.(*ha.Pair); ok {
+		a.Star = strings.ToLower(p.State().String())
+	}
+	return a
+}
 
 func (g *drainGate) Refusal(service string) [][]byte {
 	if g.draining.Load() || g.inner == nil {

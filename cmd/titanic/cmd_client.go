@@ -25,8 +25,8 @@ type clientFlags struct {
 func addClientFlags(fs *flag.FlagSet) clientFlags {
 	return clientFlags{
 		brokers:   fs.String("broker", "tcp://127.0.0.1:5555", "broker endpoints, comma-separated (failover order)"),
-		timeout:   fs.Duration("timeout", defaultTimeout, "time to wait for each try"),
-		retries:   fs.Int("retries", 3, "tries per broker before giving up"),
+		timeout:   fs.Duration("timeout", defaultTimeout, "time to wait for each try (with several brokers, a dead one costs no try while another serves)"),
+		retries:   fs.Int("retries", client.DefaultRetries, "tries per broker before giving up"),
 		serverKey: fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)"),
 		ownKey:    fs.String("curve-key", "", "CURVE: this client's key file, made by titanic keygen (its .pub must be in the broker's allowlist)"),
 		notify:    fs.String("notify", "", "the brokers' notification endpoints, comma-separated: --wait is woken by them instead of polling"),

@@ -9,6 +9,12 @@
 //     ticket is answered with its own body, none is lost, and no
 //     idempotency key made two tickets. The failover time (last ack
 //     before a kill to the first ack after it) is logged as p50/p99.
+//   - TestPairCLIDefaults: a pair with the default timings and a loop of
+//     `titanic submit --broker A,B` (one process per submit, as a user's
+//     shell loop), while the active is SIGKILLed and restarted five
+//     times. It logs the loop's gap around each kill (p50, max) and the
+//     latency of a CLI submit with one node down; it asserts only what
+//     TestPairKillActive does (every ack answered, none twice).
 //   - TestPairLinkCut: only the link between the two brokers is cut
 //     (silently, with nftables) while clients and workers reach both;
 //     what happens must be what package binarystar documents.

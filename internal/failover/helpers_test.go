@@ -372,13 +372,20 @@ func (l *load) clientStats() client.Stats {
 
 // echoWorkers runs n in-process workers of "echo" on brokers; they answer
 // "echo:<body>". They stop when ctx is done; the test waits for them.
+// They heartbeat as the brokers of fastFlags do.
 func echoWorkers(t *testing.T, ctx context.Context, brokers []string, n int) {
+	t.Helper()
+	echoWorkersBeating(t, ctx, brokers, n, 200*time.Millisecond)
+}
+
+// echoWorkersBeating is echoWorkers for brokers that heartbeat every hb.
+func echoWorkersBeating(t *testing.T, ctx context.Context, brokers []string, n int, hb time.Duration) {
 	t.Helper()
 	var wg sync.WaitGroup
 	for range n {
 		w, err := worker.New(worker.Config{
 			Brokers: brokers, Service: "echo",
-			HeartbeatInterval: 200 * time.Millisecond, ReconnectDelay: 100 * time.Millisecond, Logger: quiet,
+			HeartbeatInterval: hb, ReconnectDelay: 100 * time.Millisecond, Logger: quiet,
 		}, func(_ context.Context, req [][]byte) ([][]byte, error) {
 			return [][]byte{append([]byte("echo:"), bytes.Join(req, nil)...)}, nil
 		})

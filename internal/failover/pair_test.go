@@ -12,14 +12,21 @@ import (
 )
 
 // pair starts a Binary Star pair, primary on host "pa" and backup on
-// host "pb", and attaches the test process to their network.
+// host "pb", with the fast timings of these tests, and attaches the test
+// process to their network.
 func pair(t *testing.T) (primary, backup *node, net *netns.Net) {
+	t.Helper()
+	return pairWith(t, append([]string{"--pair-heartbeat", "200ms"}, fastFlags...)...)
+}
+
+// pairWith starts a pair whose brokers get flags besides their role.
+func pairWith(t *testing.T, flags ...string) (primary, backup *node, net *netns.Net) {
 	t.Helper()
 	net = netns.New(t)
 	primary, backup = newNode(net, "pa", t), newNode(net, "pb", t)
 	net.Attach()
 	pairArgs := func(role string, peer *node) []string {
-		return append([]string{"--pair", role, "--peer", peer.host.Addr, "--pair-heartbeat", "200ms"}, fastFlags...)
+		return append([]string{"--pair", role, "--peer", peer.host.Addr}, flags...)
 	}
 	primary.args = pairArgs("primary", backup)
 	backup.args = pairArgs("backup", primary)

@@ -615,17 +615,8 @@ func (n *Node) Reform(ctx context.Context) error {
 		if err := n.start(false); err != nil {
 			return err
 		}
-		// A single voter elects itself after one election timeout.
-		deadline := time.Now().Add(n.timeout(ctx))
-		for !n.IsLeader() {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("reformed raft did not elect this node")
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(20 * time.Millisecond):
-			}
+		if err := n.electAlone(ctx); err != nil {
+			return err
 		}
 		n.refreshSolo()
 		got := n.Status().Term
@@ -696,6 +687,40 @@ type nopFSM struct{}
 func (nopFSM) Apply(*raft.Log) any                 { return nil }
 func (nopFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, errors.New("no snapshot") }
 func (nopFSM) Restore(rc io.ReadCloser) error      { return rc.Close() }
+
+// electAlone waits until the reformed raft, whose only voter is this
+// node, has elected it. A single voter elects itself once raft's heartbeat
+// timeout passes, one to two of them after the start: a second of
+// failover for nothing, as there is nobody to hear from. Lowering the
+// timeout makes a follower look at once (raft ReloadConfig), and with no
+// leader ever heard it starts the election; then the timeout is put back.
+func (n *Node) electAlone(ctx context.Context) error {
+	r := n.raft()
+	normal := r.ReloadableConfig()
+	if fast := normal; n.cfg.LeaderLeaseTimeout < normal.HeartbeatTimeout {
+		fast.HeartbeatTimeout = n.cfg.LeaderLeaseTimeout // raft wants it >= the lease
+		if err := r.ReloadConfig(fast); err != nil {
+			n.log.Debug("shorter heartbeat timeout for the election", "err", err)
+		}
+		defer func() {
+			if err := r.ReloadConfig(normal); err != nil {
+				n.log.Warn("restore the heartbeat timeout", "err", err)
+			}
+		}()
+	}
+	deadline := time.Now().Add(n.timeout(ctx))
+	for !n.IsLeader() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("reformed raft did not elect this node")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
 
 // fenced reports whether term is one this node may lead alone.
 func (n *Node) fenced(term uint64) bool {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store/replica"
+	"github.com/titanicmq/titanic/titanic/ha/probe"
 )
 
 // Admin services, answered by every node (see AdminPrefix):
@@ -16,10 +17,12 @@ import (
 //	titanic.cluster        [""]         → 200 | key=value...   this node's raft status and the members it knows
 //	titanic.cluster.join   [id | addr]  → 200                  add a voter (leader only, else 500 not active)
 //	titanic.cluster.leave  [id]         → 200                  remove a member (leader only)
+//	titanic.cluster.role   [""]         → 200 | serving=... | star=...   see package probe
 const (
 	SvcCluster = AdminPrefix
 	SvcJoin    = AdminPrefix + ".join"
 	SvcLeave   = AdminPrefix + ".leave"
+	SvcRole    = probe.Service
 )
 
 // Replier answers a deferred request (broker.Broker does).
@@ -34,6 +37,9 @@ type Admin struct {
 	log  *slog.Logger
 	// Endpoint is this node's client endpoint, reported in the status.
 	Endpoint string
+	// Role is what titanic.cluster.role answers; it is called on the
+	// broker's loop and must not block. Nil: not serving.
+	Role func() probe.Answer
 }
 
 // NewAdmin returns the admin handler of node.
@@ -42,8 +48,16 @@ func NewAdmin(node *replica.Node, b Replier, log *slog.Logger) *Admin {
 }
 
 // ServeMDP implements broker.Handler. Raft calls may block, so the work
-// is done on a goroutine and answered with Reply.
+// is done on a goroutine and answered with Reply; the role is answered at
+// once (clients ask it of every node before each call, so it must not
+// queue behind raft).
 func (a *Admin) ServeMDP(req broker.Request) [][]byte {
+	if req.Service == SvcRole {
+		if a.Role == nil {
+			return probe.Encode(probe.Answer{})
+		}
+		return probe.Encode(a.Role())
+	}
 	go func() { a.b.Reply(req.Client, req.Service, a.serve(req)) }()
 	return nil
 }

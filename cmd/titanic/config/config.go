@@ -145,7 +145,7 @@ type PairSection struct {
 	PeerState   string        `toml:"peer_state" flag:"peer-state" usage:"pair mode: the peer's state endpoint (default tcp://PEER:5556)"`
 	PeerRaft    string        `toml:"peer_raft" flag:"peer-raft" usage:"pair mode: the peer's raft address (default PEER:7000)"`
 	StateListen string        `toml:"state_listen" flag:"state-listen" usage:"pair mode: this node's state endpoint (default the listen host, port 5556)"`
-	Heartbeat   time.Duration `toml:"heartbeat" flag:"pair-heartbeat" usage:"pair mode: Binary Star heartbeat; the peer is lost after 2 missed"`
+	Heartbeat   time.Duration `toml:"heartbeat" flag:"pair-heartbeat" usage:"pair mode: Binary Star heartbeat; the peer is lost after 2 missed (1s): the passive takes over only after that silence and a client vote; shorter fails over sooner but also on a shorter stall of the active"`
 	PeerKey     string        `toml:"peer_key" flag:"peer-key" usage:"pair mode with security.curve: the peer's public key file (made by titanic keygen)"`
 }
 

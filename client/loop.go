@@ -1,0 +1,509 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/titanic/ha/probe"
+)
+
+// conn is the socket goroutine's state: one DEALER per broker endpoint,
+// made when first needed. Only run's goroutine touches it.
+type conn struct {
+	zctx  *zmq.Context
+	curve *CurveClient
+	eps   []string
+	socks []*zmq.Socket
+	// active is the index in eps of the broker calls go to; -1: not known,
+	// ask them all first (find). With one endpoint it is always 0.
+	active int
+	// last is the broker that answered last, to tell a failover from a
+	// first choice; -1: none yet.
+	last int
+	// next is the broker to try when none answers the question of find.
+	next int
+}
+
+func newConn(zctx *zmq.Context, curve *CurveClient, eps []string) *conn {
+	cn := &conn{zctx: zctx, curve: curve, eps: eps, socks: make([]*zmq.Socket, len(eps)), active: -1, last: -1}
+	if len(eps) == 1 {
+		cn.active = 0
+	}
+	return cn
+}
+
+// forget makes the next call ask every broker which one serves.
+func (cn *conn) forget() {
+	if len(cn.eps) > 1 {
+		cn.active = -1
+	}
+}
+
+func (cn *conn) drop(i int) {
+	if s := cn.socks[i]; s != nil {
+		_ = s.SetLinger(0)
+		_ = s.Close()
+		cn.socks[i] = nil
+	}
+}
+
+func (cn *conn) dropAll() {
+	for i := range cn.socks {
+		cn.drop(i)
+	}
+}
+
+// sock returns the socket to broker i, connecting it first if need be.
+func (cn *conn) sock(i int) (*zmq.Socket, error) {
+	if s := cn.socks[i]; s != nil {
+		return s, nil
+	}
+	endpoint := cn.eps[i]
+	s, err := cn.zctx.NewSocket(zmq.DEALER)
+	if err != nil {
+		return nil, fmt.Errorf("new socket: %w", err)
+	}
+	_ = s.SetLinger(0)
+	if cn.curve != nil {
+		if err := cn.curve.Apply(s); err != nil {
+			_ = s.Close()
+			return nil, fmt.Errorf("socket for %s: %w", endpoint, err)
+		}
+	}
+	if err := s.Connect(endpoint); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("connect %s: %w", endpoint, err)
+	}
+	cn.socks[i] = s
+	return s, nil
+}
+
+// run owns the ZeroMQ context and sockets.
+func (c *Client) run() {
+	defer close(c.done)
+	zctx := c.cfg.Context
+	if zctx == nil {
+		var err error
+		if zctx, err = zmq.NewContext(); err != nil {
+			c.failAll(fmt.Errorf("zmq context: %w", err))
+			return
+		}
+		defer func() { _ = zctx.Term() }()
+	}
+	cn := newConn(zctx, c.cfg.Curve, c.cfg.Brokers)
+	defer cn.dropAll()
+	var tick <-chan time.Time
+	if c.cfg.ID != "" {
+		t := time.NewTicker(c.cfg.PresenceInterval)
+		defer t.Stop()
+		tick = t.C
+		c.presence(cn, "titanic.hello", c.cfg.Timeout)
+	}
+	for {
+		select {
+		case <-c.quit:
+			if c.cfg.ID != "" && cn.active >= 0 && cn.socks[cn.active] != nil {
+				c.presence(cn, "titanic.bye", min(c.cfg.Timeout, 500*time.Millisecond))
+			}
+			return
+		case <-tick:
+			c.presence(cn, "titanic.hello", c.cfg.Timeout)
+		case cl := <-c.calls:
+			frames, err := c.serve(cn, cl)
+			cl.res <- result{frames, err}
+		}
+	}
+}
+
+// presence tells the broker this client is here (titanic.hello) or
+// leaving (titanic.bye); one try, bounded by timeout, answer ignored: a
+// lost hello is made up by the next.
+func (c *Client) presence(cn *conn, service string, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	quit := c.quit
+	if service == "titanic.bye" {
+		quit = nil // already closing: let the bye go out
+	}
+	cl := &call{ctx: ctx, service: service, body: [][]byte{[]byte(c.cfg.ID)}}
+	if _, err := c.serveOnce(cn, cl, quit); err != nil {
+		c.log.Debug("presence", "service", service, "err", err)
+	}
+}
+
+// failAll answers every call with err until Close.
+func (c *Client) failAll(err error) {
+	for {
+		select {
+		case <-c.quit:
+			return
+		case cl := <-c.calls:
+			cl.res <- result{nil, err}
+		}
+	}
+}
+
+// pollSlice bounds how long the socket goroutine waits without looking at
+// the caller's context and Close.
+const pollSlice = 50 * time.Millisecond
+
+// maxRefusalBackoff caps the pause before asking again after a refusal.
+// A refusal is answered at once and costs the broker next to nothing, and
+// while a node takes over the caller is waiting: ask often.
+const maxRefusalBackoff = 100 * time.Millisecond
+
+// errNoActive: brokers answered, but none serves, is taking over, or may be
+// asked to take over.
+var errNoActive = errors.New("no active broker")
+
+// serve runs the Lazy Pirate loop for one call. With several brokers and
+// none known to serve, it first asks all of them which one does (find) and
+// then sends the request to that one alone: a request is never sent to two
+// brokers at once.
+func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
+	n := len(cn.eps)
+	tries := c.cfg.Retries * n
+	// Refusals by brokers that are not active cost no try, but they are
+	// bounded by the time the tries would take.
+	budget := time.Now().Add(time.Duration(tries) * c.cfg.Timeout)
+	backoff := 10 * time.Millisecond
+	// silent[i]: broker i let a try of this call time out. It has had its
+	// chance: find does not wait for it again, and another broker may be
+	// asked to take over from it.
+	silent := make([]bool, n)
+	msg := mdp.ClientRequest(cl.service, cl.body...)
+	for try := 1; ; {
+		var (
+			frames [][]byte
+			err    error
+		)
+		if cn.active < 0 {
+			var i int
+			if i, err = c.find(cn, cl, silent); err == nil {
+				c.choose(cn, cl, i)
+			}
+		}
+		if err == nil {
+			frames, err = c.exchange(cn, cn.active, cl, msg, c.quit)
+			if err == nil && !notActive(frames) && !notReady(frames) {
+				c.calls_.Add(1)
+				cn.last = cn.active
+				return frames, nil
+			}
+			// Whatever happened, the socket may hold a late answer: drop
+			// it so it cannot be taken for the answer to the next call.
+			cn.drop(cn.active)
+			if errors.Is(err, errTimeout) {
+				silent[cn.active] = true
+			}
+		}
+		switch {
+		case err == nil || errors.Is(err, errNoActive):
+			// A passive or follower broker: the active one is elsewhere
+			// (or being elected): look again after a short pause. An
+			// active broker that is not ready yet (taking over): ask it
+			// again.
+			c.refusals.Add(1)
+			if time.Now().After(budget) {
+				return nil, fmt.Errorf("%w: %s: no active broker among %d within %s", ErrUnavailable, cl.service, n, time.Duration(tries)*c.cfg.Timeout)
+			}
+			if err != nil || !notReady(frames) {
+				c.elsewhere(cn, cl, "broker not active")
+			}
+			if err := c.pause(cl, backoff); err != nil {
+				return nil, err
+			}
+			backoff = min(2*backoff, c.cfg.Timeout/2, maxRefusalBackoff)
+			continue
+		case !errors.Is(err, errTimeout):
+			return nil, err
+		}
+		if try == tries {
+			return nil, fmt.Errorf("%w: %s after %d tries of %s", ErrUnavailable, cl.service, tries, c.cfg.Timeout)
+		}
+		try++
+		c.retries.Add(1)
+		if cn.active >= 0 {
+			c.elsewhere(cn, cl, "no answer")
+			continue
+		}
+		// No broker answered the question (brokers that do not know it,
+		// or all down): the Guide's Lazy Pirate, the next broker of the
+		// list, with the request itself.
+		c.choose(cn, cl, cn.next)
+		cn.next = (cn.next + 1) % n
+	}
+}
+
+// pause waits d, or less if the call is abandoned.
+func (c *Client) pause(cl *call, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-cl.ctx.Done():
+		return cl.ctx.Err()
+	case <-c.quit:
+		return ErrClosed
+	case <-t.C:
+		return nil
+	}
+}
+
+// choose makes broker i the one calls go to.
+func (c *Client) choose(cn *conn, cl *call, i int) {
+	cn.active = i
+	if cn.last >= 0 && cn.last != i {
+		c.failovers.Add(1)
+		c.log.Info("failing over", "service", cl.service, "broker", cn.eps[i])
+	}
+}
+
+// elsewhere notes that the current broker did not serve the call: with
+// several brokers, the next try asks them all again.
+func (c *Client) elsewhere(cn *conn, cl *call, why string) {
+	if len(cn.eps) == 1 || cn.active < 0 {
+		c.log.Debug(why+", retrying", "service", cl.service)
+		return
+	}
+	c.log.Debug(why+", asking every broker", "service", cl.service, "broker", cn.eps[cn.active])
+	cn.forget()
+}
+
+// serveOnce sends one request and waits for its answer once: no retry,
+// no failover (but, with several brokers, it finds the active one first).
+func (c *Client) serveOnce(cn *conn, cl *call, quit <-chan struct{}) ([][]byte, error) {
+	if cn.active < 0 {
+		i, err := c.find(cn, cl, make([]bool, len(cn.eps)))
+		if err != nil {
+			return nil, err
+		}
+		c.choose(cn, cl, i)
+	}
+	frames, err := c.exchange(cn, cn.active, cl, mdp.ClientRequest(cl.service, cl.body...), quit)
+	if err != nil {
+		cn.drop(cn.active) // a late answer must not be taken for the next call's
+	}
+	return frames, err
+}
+
+// exchange sends msg to broker i and waits for its answer.
+func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, quit <-chan struct{}) ([][]byte, error) {
+	s, err := cn.sock(i)
+	if err != nil {
+		return nil, err
+	}
+	// A connecting DEALER queues the message (ZMQ_IMMEDIATE is off), so a
+	// failed send means a full pipe: treat it as an unanswered try.
+	if _, err := s.SendMessageDontwait(msg); err != nil {
+		return nil, fmt.Errorf("%w: send: %w", errTimeout, err)
+	}
+	return c.await(s, cl, quit)
+}
+
+// find asks every broker at once which one serves (package probe: an
+// admin request, which no broker counts as a Binary Star client vote) and
+// returns the index of the one to send the call to:
+//
+//  1. the first that answers that it serves, at once;
+//  2. else, once every broker answered or Timeout passed, one that is
+//     Binary Star active but not ready yet (taking over: it answers the
+//     call "not ready" until it is);
+//  3. else a pair node that is not active, but only if another broker
+//     let Timeout pass without answering, now or earlier in the call
+//     (silent): the call is then its vote to take over. This is Binary
+//     Star's rule for clients: turn to the other server only when the
+//     active one failed to answer in time. Asking every node at once does
+//     not change it, since the question is not a vote.
+//
+// It returns errTimeout when no broker answered and errNoActive when
+// brokers answered but none fits. Brokers found silent are marked in
+// silent, and their sockets dropped (they hold the question).
+func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
+	n := len(cn.eps)
+	answers := make([]*probe.Answer, n)
+	msg := mdp.ClientRequest(probe.Service, nil)
+	poller := zmq.NewPoller()
+	var socks []*zmq.Socket
+	var which []int
+	// Wait for the brokers not known to be silent; when all are, for all.
+	waitFor := make([]bool, n)
+	for i := range n {
+		waitFor[i] = !silent[i]
+	}
+	if !slices.Contains(waitFor, true) {
+		clear(silent)
+		for i := range n {
+			waitFor[i] = true
+		}
+	}
+	waiting := 0 // answers still due from brokers in waitFor
+	for i := range n {
+		s, err := cn.sock(i)
+		if err != nil {
+			return -1, err
+		}
+		if _, err := s.SendMessageDontwait(msg); err != nil {
+			cn.drop(i)
+			silent[i] = true
+			continue
+		}
+		poller.Add(s, zmq.POLLIN)
+		socks, which = append(socks, s), append(which, i)
+		if waitFor[i] {
+			waiting++
+		}
+	}
+	deadline := time.Now().Add(c.cfg.Timeout)
+	serving := -1
+	for serving < 0 && len(socks) > 0 {
+		if waiting == 0 {
+			break // every broker that may still answer has
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		select {
+		case <-cl.ctx.Done():
+			return -1, cl.ctx.Err()
+		case <-c.quit:
+			return -1, ErrClosed
+		default:
+		}
+		polled, err := poller.PollAll(min(left, pollSlice))
+		if err != nil {
+			if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
+				continue
+			}
+			return -1, fmt.Errorf("poll: %w", err)
+		}
+		for k, p := range polled {
+			if p.Events&zmq.POLLIN == 0 {
+				continue
+			}
+			i := which[k]
+			frames, err := socks[k].RecvMessageBytes(0)
+			if err != nil {
+				return -1, fmt.Errorf("receive: %w", err)
+			}
+			body, err := mdp.ParseReply(frames, probe.Service)
+			if err != nil || answers[i] != nil {
+				c.stale.Add(1)
+				continue
+			}
+			a, err := probe.Parse(body)
+			if err != nil {
+				c.log.Debug("odd role answer", "broker", cn.eps[i], "err", err)
+			}
+			answers[i] = &a
+			if waitFor[i] {
+				waiting--
+			}
+			if a.Serving && serving < 0 {
+				serving = i
+			}
+		}
+	}
+	answered := 0
+	for i, a := range answers {
+		if a != nil {
+			answered++
+			continue
+		}
+		// Its socket holds the question: drop it, so that a late answer
+		// cannot be read as the next one's.
+		cn.drop(i)
+		if serving < 0 {
+			silent[i] = true // it had the whole Timeout
+		}
+	}
+	if serving >= 0 {
+		return serving, nil
+	}
+	for i, a := range answers {
+		if a != nil && a.Star == probe.StarActive {
+			return i, nil
+		}
+	}
+	for i, a := range answers {
+		if a != nil && a.Star != "" && anySilent(silent, i) {
+			return i, nil
+		}
+	}
+	if answered == 0 {
+		return -1, fmt.Errorf("%w: no broker answered %s", errTimeout, probe.Service)
+	}
+	return -1, errNoActive
+}
+
+func anySilent(silent []bool, except int) bool {
+	for i, s := range silent {
+		if s && i != except {
+			return true
+		}
+	}
+	return false
+}
+
+// notReady reports a refusal by an active broker still taking over
+// (titanic/ha: 500 + "not ready: ...").
+func notReady(frames [][]byte) bool {
+	return len(frames) == 2 && string(frames[0]) == "500" && strings.HasPrefix(string(frames[1]), "not ready")
+}
+
+// notActive reports a refusal by a broker that is not the active one
+// (titanic.Refusal: 500 + "not active").
+func notActive(frames [][]byte) bool {
+	return len(frames) == 2 && string(frames[0]) == "500" && string(frames[1]) == "not active"
+}
+
+var errTimeout = errors.New("timeout")
+
+// await waits on s for the answer to the request just sent.
+func (c *Client) await(s *zmq.Socket, cl *call, quit <-chan struct{}) ([][]byte, error) {
+	deadline := time.Now().Add(c.cfg.Timeout)
+	poller := zmq.NewPoller()
+	poller.Add(s, zmq.POLLIN)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, errTimeout
+		}
+		select {
+		case <-cl.ctx.Done():
+			return nil, cl.ctx.Err()
+		case <-quit:
+			return nil, ErrClosed
+		default:
+		}
+		polled, err := poller.Poll(min(left, pollSlice))
+		if err != nil {
+			if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
+				continue
+			}
+			return nil, fmt.Errorf("poll: %w", err)
+		}
+		if len(polled) == 0 {
+			continue
+		}
+		frames, err := s.RecvMessageBytes(0)
+		if err != nil {
+			return nil, fmt.Errorf("receive: %w", err)
+		}
+		body, err := mdp.ParseReply(frames, cl.service)
+		if err != nil {
+			c.stale.Add(1)
+			c.log.Debug("dropped answer", "err", err)
+			continue
+		}
+		return body, nil
+	}
+}

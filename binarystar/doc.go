@@ -46,13 +46,13 @@
 //	BACKUP   CLIENT_REQUEST  refused
 //	ACTIVE   PEER_PRIMARY    ignored (the peer restarted and will go passive)
 //	ACTIVE   PEER_BACKUP     ignored (likewise)
-//	ACTIVE   PEER_ACTIVE     fatal: ErrDualActive ("dual actives, aborting")
+//	ACTIVE   PEER_ACTIVE     backup: → PASSIVE (yields); primary: stays ACTIVE ("split brain healed")
 //	ACTIVE   PEER_PASSIVE    ignored
 //	ACTIVE   CLIENT_REQUEST  accepted
 //	PASSIVE  PEER_PRIMARY    → ACTIVE  "primary (passive) is restarting, ready as active"
 //	PASSIVE  PEER_BACKUP     → ACTIVE  "backup (passive) is restarting, ready as active"
 //	PASSIVE  PEER_ACTIVE     ignored
-//	PASSIVE  PEER_PASSIVE    fatal: ErrDualPassive ("dual passives, aborting")
+//	PASSIVE  PEER_PASSIVE    primary: → ACTIVE ("both passive: primary takes over"); backup: waits
 //	PASSIVE  CLIENT_REQUEST  expired: → ACTIVE, accepted ("failover successful, ready as active");
 //	                         else refused
 //
@@ -62,8 +62,9 @@
 // client's request agree). A refused request is dropped without reply: the
 // client times out and tries the other server. Clients must wait at least
 // the peer timeout before retrying on the other server, or their vote comes
-// too early and is refused. A fatal error makes Node.Run return it; the
-// caller must stop serving and exit.
+// too early and is refused. Where the Guide aborts (dual actives, dual
+// passives), this package resolves the pair: the backup yields, the
+// primary takes over.
 //
 // Silence alone changes nothing: a passive node becomes active only when
 // (a) it is passive, (b) the peer has been silent for the peer timeout,
@@ -90,9 +91,10 @@
 // — some reach only the backup, some only the primary, for example two
 // sites each holding a server and some clients, joined by the one cut link
 // — the backup is voted active while the primary stays active: split
-// brain. When the link heals the two see each other active and abort
-// (ErrDualActive). The pair must therefore share a dedicated, redundant
-// link; across sites use a consensus group instead. A server belongs to one
+// brain. When the link heals the two see each other active; the Guide
+// aborts both, here the backup yields and goes passive while the primary
+// stays active (the caller, titanic/ha, then has the backup hand what it
+// did alone over to the primary, so nothing acknowledged is lost). A server belongs to one
 // pair, there is one backup, and the configuration is fixed at start.
 //
 // # Deviations from the Guide
@@ -114,6 +116,8 @@
 //   - Additions that change no transition: a peer reporting the starting
 //     state of our own role is flagged (Result.SameRole) and logged once,
 //     since such a pair never elects an active; peer liveness is reported
-//     (PeerAlive, OnPeer); after a fatal error the FSM returns that error
-//     for every later event.
+//     (PeerAlive, OnPeer).
+//   - Dual actives (a healed split brain) and dual passives are not fatal:
+//     the backup yields to an active primary, and a passive primary that
+//     hears a passive backup takes over.
 package binarystar

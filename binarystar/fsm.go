@@ -106,16 +106,10 @@ func PeerEvent(s State) Event { return Event(s) }
 
 func (e Event) fromPeer() bool { return e >= EventPeerPrimary && e <= EventPeerPassive }
 
-// Errors returned by Handle. ErrDualActive and ErrDualPassive are fatal:
-// the pair is in a state the protocol cannot repair, and the node must stop
-// serving and exit, as the Guide's servers abort.
+// Errors returned by Handle. None is fatal: where the Guide's servers
+// abort (dual actives, dual passives) this machine resolves the pair
+// instead (the backup yields; the primary takes over).
 var (
-	// ErrDualActive: the peer is active while this node is active too, so
-	// both may be serving clients (split brain).
-	ErrDualActive = errors.New("binarystar: dual actives")
-	// ErrDualPassive: the peer is passive while this node is passive too,
-	// so nobody would ever serve clients.
-	ErrDualPassive = errors.New("binarystar: dual passives")
 	// ErrUnknownEvent: Handle was given an Event outside the five above.
 	// It is not fatal; the FSM is left unchanged.
 	ErrUnknownEvent = errors.New("binarystar: unknown event")
@@ -154,9 +148,6 @@ type FSM struct {
 	timeout    time.Duration
 	peerExpiry time.Time
 	started    bool
-	// fatal is kept so that a caller who ignores a fatal error cannot
-	// carry on serving: every later event returns it again.
-	fatal error
 }
 
 // NewFSM returns a machine in the starting state of role. peerTimeout is
@@ -204,14 +195,9 @@ func (f *FSM) PeerExpired(now time.Time) bool {
 
 // Handle applies ev at instant now and reports what it did. A peer event
 // first refreshes the peer expiry (the peer has just proven it is alive),
-// then runs the transition. An error wrapping ErrDualActive or
-// ErrDualPassive is fatal: the state is left as it was, every later call
-// returns the same error, and the caller must stop serving and exit.
+// then runs the transition. The only error is ErrUnknownEvent.
 func (f *FSM) Handle(ev Event, now time.Time) (Result, error) {
 	res := Result{Event: ev, From: f.state, To: f.state}
-	if f.fatal != nil {
-		return res, f.fatal
-	}
 	if !f.started {
 		f.Start(now)
 	}
@@ -258,11 +244,19 @@ func (f *FSM) Handle(ev Event, now time.Time) (Result, error) {
 			res.Message = "peer is " + State(ev).String() + ": still waiting for an active primary"
 		}
 	case StateActive:
-		// The only way out of ACTIVE is death.
+		// The only way out of ACTIVE is death, or a healed split brain.
 		switch ev {
 		case EventPeerActive:
-			f.fatal = fmt.Errorf("%w: peer is active while this %v is active, aborting", ErrDualActive, f.role)
-			return res, f.fatal
+			// Both served while they could not hear each other. The
+			// Guide aborts both; here the backup yields and the primary
+			// stays, and the yielding node hands what it did alone over
+			// to the primary before it rejoins (titanic/ha), so
+			// neither side's work is lost.
+			if f.role == Backup {
+				f.to(&res, StatePassive, "split brain healed: primary is active too; backup yields, ready as passive")
+			} else {
+				res.Message = "split brain healed: backup is active too; primary stays active, backup yields"
+			}
 		case EventClientRequest:
 			res.Accepted = true
 			res.Message = "client request accepted"
@@ -277,8 +271,16 @@ func (f *FSM) Handle(ev Event, now time.Time) (Result, error) {
 		case EventPeerBackup:
 			f.to(&res, StateActive, "backup (passive) is restarting, ready as active")
 		case EventPeerPassive:
-			f.fatal = fmt.Errorf("%w: peer is passive while this %v is passive, aborting", ErrDualPassive, f.role)
-			return res, f.fatal
+			// Nobody serves. The Guide aborts both; here the primary
+			// takes over (both hear each other, so this makes one
+			// active, not two). It happens when a backup yielded to a
+			// stale ACTIVE: state sent by a primary that has since died,
+			// delivered late by TCP after a partition healed.
+			if f.role == Primary {
+				f.to(&res, StateActive, "both passive: primary takes over, ready as active")
+			} else {
+				res.Message = "both passive: waiting for the primary to take over"
+			}
 		case EventClientRequest:
 			// The client vote: the peer is silent and a client came to
 			// us, so the peer is dead to the clients too.

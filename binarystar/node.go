@@ -271,9 +271,7 @@ func (n *Node) ClientRequest() bool {
 // Run opens the state sockets and runs the pair protocol until ctx is done
 // (it then returns nil) or something fails. Its goroutine owns the PUB
 // socket and the FSM; a second goroutine it starts and stops owns the SUB
-// socket. A fatal FSM error (dual actives, dual passives) is returned
-// wrapping ErrDualActive or ErrDualPassive: the caller must stop serving
-// and exit. Run may be called once.
+// socket. Run may be called once.
 func (n *Node) Run(ctx context.Context) (err error) {
 	if !n.started.CompareAndSwap(false, true) {
 		return fmt.Errorf("run called twice: %w", ErrClosed)
@@ -528,7 +526,6 @@ func (n *Node) loop(ctx context.Context, fsm *FSM, pub *zmq.Socket, states <-cha
 			n.mirrorExpiry(fsm)
 			silence.Reset(n.timeout)
 			if err != nil {
-				n.log.Error("fatal binary star error", "state", fsm.State().String(), "peer_state", s.String(), "error", err)
 				return fmt.Errorf("peer %s: %w", n.cfg.Peer, err)
 			}
 			if !n.peerAlive.Swap(true) {
@@ -544,12 +541,18 @@ func (n *Node) loop(ctx context.Context, fsm *FSM, pub *zmq.Socket, states <-cha
 				n.log.Error("peer has the same role as this node: check the pair configuration",
 					"peer_state", s.String())
 			}
+			if s == StateActive && res.From == StateActive && !res.Changed {
+				// The primary's side of a healed split brain: say so
+				// each time (it lasts until the backup has yielded,
+				// about one heartbeat).
+				n.log.Warn(res.Message, "event", res.Event.String())
+			}
 			n.changed(res, pub)
 		case reply := <-n.requests:
 			res, err := fsm.Handle(EventClientRequest, time.Now())
 			if err != nil {
-				// Only a fatal error already returned could come back
-				// here, but never answer yes on an error.
+				// Handle fails only on an unknown event, which this is
+				// not; never answer yes on an error.
 				reply <- false
 				return fmt.Errorf("client request: %w", err)
 			}

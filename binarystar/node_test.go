@@ -346,49 +346,63 @@ func (f *fakePeer) sendUntil(t *testing.T, what string, cond func() bool, msg ..
 	}
 }
 
-func TestDualActiveIsFatal(t *testing.T) {
+// Two actives that hear each other (a healed split brain): the primary
+// stays active and keeps running, the backup yields and goes passive.
+func TestDualActivePrimaryStays(t *testing.T) {
 	fakeEP := freeEndpoint(t)
 	fake := newFakePeer(t, fakeEP)
 	n := start(t, "primary", testConfig(Primary, freeEndpoint(t), fakeEP))
 	fake.sendUntil(t, "primary to go active", func() bool { return n.State() == StateActive }, "BSTAR1 2")
-	done := func() bool {
-		select {
-		case <-n.Done():
-			return true
-		default:
-			return false
-		}
+	fake.sendUntil(t, "the primary to log the healed split", func() bool { return n.logs.contains("split brain healed") }, "BSTAR1 3")
+	select {
+	case <-n.Done():
+		t.Fatalf("the primary stopped on dual actives: %v", n.runErr(t))
+	default:
 	}
-	fake.sendUntil(t, "Run to return", done, "BSTAR1 3")
-	err := n.runErr(t)
-	if !errors.Is(err, ErrDualActive) {
-		t.Fatalf("Run: %v, want ErrDualActive", err)
-	}
-	t.Logf("Run: %v", err)
-	if n.ClientRequest() {
-		t.Fatal("node accepted a client after a fatal error")
-	}
-	if !n.logs.contains("dual actives") {
-		t.Error("fatal error not logged")
+	if n.State() != StateActive || !n.ClientRequest() {
+		t.Fatalf("primary state %v after dual actives, want ACTIVE and serving", n.State())
 	}
 }
 
-func TestDualPassiveIsFatal(t *testing.T) {
+func TestDualActiveBackupYields(t *testing.T) {
 	fakeEP := freeEndpoint(t)
 	fake := newFakePeer(t, fakeEP)
 	n := start(t, "backup", testConfig(Backup, freeEndpoint(t), fakeEP))
 	fake.sendUntil(t, "backup to go passive", func() bool { return n.State() == StatePassive }, "BSTAR1 3")
-	done := func() bool {
-		select {
-		case <-n.Done():
-			return true
-		default:
-			return false
+	// The primary falls silent; a client votes the backup active.
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.ClientRequest() {
+		if time.Now().After(deadline) {
+			t.Fatal("backup not voted active after its peer fell silent")
 		}
+		time.Sleep(testHeartbeat / 2)
 	}
-	fake.sendUntil(t, "Run to return", done, "BSTAR1 4")
-	if err := n.runErr(t); !errors.Is(err, ErrDualPassive) {
-		t.Fatalf("Run: %v, want ErrDualPassive", err)
+	if n.State() != StateActive {
+		t.Fatalf("backup %v after the vote, want ACTIVE", n.State())
+	}
+	// The primary is heard again, active: the backup yields.
+	fake.sendUntil(t, "backup to yield", func() bool { return n.State() == StatePassive }, "BSTAR1 3")
+	select {
+	case <-n.Done():
+		t.Fatalf("the backup stopped on dual actives: %v", n.runErr(t))
+	default:
+	}
+	if n.ClientRequest() {
+		t.Fatal("a backup that yielded still accepts clients")
+	}
+}
+
+// Both passive and hearing each other: the primary takes over.
+func TestDualPassivePrimaryTakesOver(t *testing.T) {
+	fakeEP := freeEndpoint(t)
+	fake := newFakePeer(t, fakeEP)
+	n := start(t, "primary", testConfig(Primary, freeEndpoint(t), fakeEP))
+	fake.sendUntil(t, "primary to go passive", func() bool { return n.State() == StatePassive }, "BSTAR1 3")
+	fake.sendUntil(t, "primary to take over", func() bool { return n.State() == StateActive }, "BSTAR1 4")
+	select {
+	case <-n.Done():
+		t.Fatalf("the primary stopped on dual passives: %v", n.runErr(t))
+	default:
 	}
 }
 

@@ -360,3 +360,29 @@ func (c ctxWriter) Write(p []byte) (int, error) {
 	}
 	return c.w.Write(p)
 }
+
+// Reset replaces the store's whole content with an empty store, as if the
+// file were new: a replica that must drop a history its peers do not share
+// (see store/replica Node.Resync) resets and catches up from them.
+func (s *BoltStore) Reset(ctx context.Context) error {
+	dir, base := filepath.Split(s.path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, base+".reset-*")
+	if err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	tmp := f.Name()
+	_ = f.Close()
+	_ = os.Remove(tmp)
+	defer os.Remove(tmp) // gone already once renamed
+	if err := createDB(tmp, s.opts); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	if err := s.control(ctx, func() error { return s.swap(tmp) }); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	s.log.Warn("store reset to empty")
+	return nil
+}

@@ -16,7 +16,12 @@ import (
 // histories finds the last entry two stores share at any depth of their
 // logs, without keeping the entries. It costs one record per term.
 //
-//	epochs  big-endian first index → uvarint term
+//	epochs  big-endian first index → uvarint term [‖ uvarint last index]
+//
+// The last index of an epoch is written when the next one starts: entries
+// the store never sees (raft's no-op at the start of each term) lie
+// between two epochs, so the end of one is not the start of the next
+// minus one.
 //
 // The bucket is created on the first replicated apply. Stores written by
 // the first release kept the terms of their last 16,384 entries under
@@ -30,6 +35,10 @@ var (
 type Epoch struct {
 	Term  uint64
 	Start uint64 // index of the first entry applied in Term
+	// End is the index of the last entry applied in Term; 0 for the
+	// latest epoch (it ends at History.Applied) and in stores written
+	// before it was recorded (then the next epoch's Start - 1).
+	End uint64
 }
 
 // History is a replica store's applied history: its epochs in order and
@@ -47,6 +56,9 @@ func (h History) TermAt(index uint64) uint64 {
 	}
 	for i := len(h.Epochs) - 1; i >= 0; i-- {
 		if h.Epochs[i].Start <= index {
+			if index > h.end(i) {
+				return 0 // between two epochs: an entry the store never saw
+			}
 			return h.Epochs[i].Term
 		}
 	}
@@ -80,7 +92,10 @@ func (h History) ForkPoint(o History) uint64 {
 
 // end is the last index applied in the i-th epoch.
 func (h History) end(i int) uint64 {
-	if i+1 < len(h.Epochs) {
+	switch {
+	case h.Epochs[i].End != 0:
+		return h.Epochs[i].End
+	case i+1 < len(h.Epochs):
 		return h.Epochs[i+1].Start - 1
 	}
 	return h.Applied
@@ -111,7 +126,15 @@ func readHistory(tx *bolt.Tx) (History, error) {
 			if len(k) != 8 || n <= 0 {
 				return fmt.Errorf("%w: epoch record", ErrCorrupt)
 			}
-			h.Epochs = append(h.Epochs, Epoch{Term: term, Start: binary.BigEndian.Uint64(k)})
+			e := Epoch{Term: term, Start: binary.BigEndian.Uint64(k)}
+			if rest := v[n:]; len(rest) > 0 {
+				end, m := binary.Uvarint(rest)
+				if m <= 0 || end < e.Start {
+					return fmt.Errorf("%w: epoch record", ErrCorrupt)
+				}
+				e.End = end
+			}
+			h.Epochs = append(h.Epochs, e)
 			return nil
 		})
 		return h, err
@@ -173,15 +196,24 @@ func openEpochs(tx *bolt.Tx) (*epochs, error) {
 	return e, nil
 }
 
-// record notes that the entry (index, term) is applied next. It reports a
-// term lower than the last applied one: a log never goes back in term, so
-// the entry comes from a history other than the one this store followed.
-func (e *epochs) record(index, term uint64) (backwards bool, err error) {
+// record notes that the entry (index, term) is applied next, after
+// applied. It reports a term lower than the last applied one: a log never
+// goes back in term, so the entry comes from a history other than the one
+// this store followed.
+func (e *epochs) record(index, term, applied uint64) (backwards bool, err error) {
 	if term == 0 || term == e.last.Term {
 		return false, nil
 	}
 	if term < e.last.Term {
 		return true, nil
+	}
+	if e.last.Term != 0 && applied >= e.last.Start {
+		// Close the previous epoch where it really ended.
+		v := binary.AppendUvarint(binary.AppendUvarint(nil, e.last.Term), applied)
+		if err := e.b.Put(epochKey(e.last.Start), v); err != nil {
+			return false, fmt.Errorf("put epoch: %w", err)
+		}
+		e.hist.Epochs[len(e.hist.Epochs)-1].End = applied
 	}
 	e.last = Epoch{Term: term, Start: index}
 	e.hist.Epochs = append(e.hist.Epochs, e.last)

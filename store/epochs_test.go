@@ -30,6 +30,16 @@ func TestForkPoint(t *testing.T) {
 		{"nothing shared", h(5, 3, 1), h(5, 4, 1), 0},
 		{"empty", h(0), h(9, 1, 1), 0},
 	}
+	// Raft's no-op at the start of a term is never applied: an epoch
+	// ends where its last applied entry is, not where the next starts.
+	withEnds := func(applied uint64, e ...store.Epoch) store.History { return store.History{Epochs: e, Applied: applied} }
+	cases = append(cases, struct {
+		name string
+		a, b store.History
+		want uint64
+	}{"ends recorded",
+		withEnds(90, store.Epoch{Term: 2, Start: 3, End: 45}, store.Epoch{Term: 3, Start: 48}),
+		withEnds(80, store.Epoch{Term: 2, Start: 3, End: 43}, store.Epoch{Term: 4, Start: 47}), 43})
 	for _, c := range cases {
 		if got := c.a.ForkPoint(c.b); got != c.want {
 			t.Errorf("%s: ForkPoint = %d, want %d", c.name, got, c.want)
@@ -63,7 +73,7 @@ func TestHistoryAtAnyDepth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Applied != 20000 || len(h.Epochs) != 2 || h.TermAt(5) != 2 || h.TermAt(11) != 3 || h.TermAt(20001) != 0 {
+	if h.Applied != 20000 || len(h.Epochs) != 2 || h.TermAt(5) != 2 || h.TermAt(11) != 3 || h.TermAt(20001) != 0 || h.Epochs[0].End != 10 {
 		t.Fatalf("history = %+v", h)
 	}
 	// Index 3, 20,000 entries back, under another term.

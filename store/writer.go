@@ -381,7 +381,7 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 					forked = r.diverged
 					continue
 				}
-				backwards, err := ep.record(r.index, r.term)
+				backwards, err := ep.record(r.index, r.term, t.applied)
 				if err != nil {
 					return err
 				}

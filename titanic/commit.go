@@ -173,6 +173,9 @@ func (s *Service) complete(batch []pendingOp, res []store.Result, err error) {
 // submit stores a new ticket and answers once it is durable.
 func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 	id := store.NewID()
+	if s.cfg.MintTag != 0 {
+		id[15] = id[15]&0xf0 | s.cfg.MintTag&0x0f
+	}
 	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey}
 	keyed := req.Service == SvcSubmit
 	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {

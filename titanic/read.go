@@ -67,6 +67,8 @@ func (s *Service) read(ctx context.Context, req broker.Request) [][]byte {
 	case errors.Is(err, errBadRequest):
 		s.stats.badRequests.Add(1)
 		return replyText(CodeUnknown, err.Error())
+	case errors.Is(err, errElsewhere):
+		return replyText(CodeError, NotMerged)
 	case errors.Is(err, store.ErrNotFound):
 		return replyText(CodeUnknown, "unknown ticket")
 	}
@@ -81,7 +83,7 @@ func (s *Service) readReply(ctx context.Context, body [][]byte) ([][]byte, error
 	}
 	t, rep, err := s.st.Reply(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, s.elsewhere(id, err)
 	}
 	t = s.overlay(t)
 	switch t.State {
@@ -100,7 +102,7 @@ func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, erro
 	}
 	t, _, err := s.st.Reply(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, s.elsewhere(id, err)
 	}
 	t = s.overlay(t)
 	return reply(CodeOK,
@@ -145,4 +147,20 @@ func (s *Service) overlay(t store.Ticket) store.Ticket {
 		t.Attempts = e.attempts
 	}
 	return t
+}
+
+// NotMerged is the text of a 500 for a ticket this node does not hold but
+// its peer may (see Config.MaybeElsewhere). It starts "not ready" so that
+// clients retry it.
+const NotMerged = "not ready: this ticket may be held by the peer, whose split brain is not merged yet; retry"
+
+var errElsewhere = errors.New("ticket may be held elsewhere")
+
+// elsewhere turns a lookup's ErrNotFound into errElsewhere when another
+// node may hold the ticket.
+func (s *Service) elsewhere(id store.ID, err error) error {
+	if errors.Is(err, store.ErrNotFound) && s.cfg.MaybeElsewhere != nil && s.cfg.MaybeElsewhere(id) {
+		return errElsewhere
+	}
+	return err
 }

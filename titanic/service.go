@@ -72,7 +72,21 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (tests replace it).
 	Now func() time.Time
+	// MintTag, when not zero, marks the tickets this node mints: the low
+	// 4 bits of the ID's last byte (1-15) name the node. A pair uses it
+	// to tell the tickets its peer may have minted alone.
+	MintTag byte
+	// MaybeElsewhere, when set, is asked about a ticket this node does
+	// not hold: true means another node may hold it (the peer of a pair
+	// whose split brain is not merged yet), and the lookup answers 500
+	// "not ready" (try later) instead of 400 (unknown), which clients
+	// take as final.
+	MaybeElsewhere func(store.ID) bool
 }
+
+// Tagged reports whether id was minted by the node with tag (see
+// Config.MintTag).
+func Tagged(id store.ID, tag byte) bool { return tag != 0 && id[15]&0x0f == tag&0x0f }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {

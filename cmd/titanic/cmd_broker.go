@@ -74,6 +74,12 @@ func runBroker(e env) error {
 	}
 	if sec != nil {
 		bc.Curve = &broker.CurveConfig{Server: sec.keys, Allow: sec.allow.Allowed}
+		if sec.pairCurve != nil {
+			// The pair peer is a client of this broker too: it hands its
+			// work over here after a split brain.
+			peer := sec.pairCurve.PeerPublic
+			bc.Curve.Allow = func(k string) bool { return k == peer || sec.allow.Allowed(k) }
+		}
 	}
 	b, err := broker.New(bc)
 	if err != nil {
@@ -128,6 +134,13 @@ func runBroker(e env) error {
 		defer node.Close()
 		st = node
 	}
+	if rf.pair.role != "" {
+		// A pair's tickets carry the node that minted them, so that a
+		// node that may lack its peer's split answers "not ready" for
+		// the peer's, not "unknown".
+		tc.MintTag, _ = rf.pair.tags()
+		tc.MaybeElsewhere = rf.pair.maybeElsewhere
+	}
 	svc := titanic.New(st, b, tc)
 	if node == nil {
 		if err := svc.Recover(e.ctx); err != nil {
@@ -140,12 +153,16 @@ func runBroker(e env) error {
 		if sec != nil {
 			rf.pair.curve = sec.pairCurve
 		}
-		role, run, err := rf.role(node, svc, log)
+		role, run, err := rf.role(node, svc, data, log)
 		if err != nil {
 			return err
 		}
 		gate.inner = role
 		admin.Role = gate.role
+		admin.Merge = svc.Merge
+		if p := rf.pair.pair.Load(); p != nil {
+			admin.Forget = p.ForgetPeerSplit
+		}
 		roles = append(roles, run)
 	}
 	b.Handle(titanic.Prefix, svc)

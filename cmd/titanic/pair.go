@@ -5,11 +5,15 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ha"
@@ -17,8 +21,9 @@ import (
 
 // Default ports of pair mode, beside the client port (5555).
 const (
-	defaultStatePort = "5556"
-	defaultRaftPort  = "7000"
+	defaultClientPort = "5555"
+	defaultStatePort  = "5556"
+	defaultRaftPort   = "7000"
 )
 
 // pairFlags are the flags of pair mode (--pair primary|backup).
@@ -27,6 +32,7 @@ type pairFlags struct {
 	peer          string // peer host
 	peerState     string // peer Binary Star PUB endpoint
 	peerRaft      string // peer raft address
+	peerListen    string // peer client endpoint (split-brain handover)
 	stateListen   string
 	heartbeat     time.Duration
 	raftBind      string
@@ -35,6 +41,8 @@ type pairFlags struct {
 	bindFlag      *string // the shared --raft-bind
 	advFlag       *string // the shared --raft-advertise
 	curve         *binarystar.CurveConfig
+	// pair is the role once made (for the service's MaybeElsewhere).
+	pair atomic.Pointer[ha.Pair]
 }
 
 func (f *pairFlags) check() error {
@@ -80,6 +88,30 @@ func (f *pairFlags) fill(_ *slog.Logger) {
 	if f.peerRaft == "" {
 		f.peerRaft = net.JoinHostPort(f.peer, defaultRaftPort)
 	}
+	if f.peerListen == "" {
+		peerHost := f.peer
+		if u, err := url.Parse(f.peerState); peerHost == "" && err == nil {
+			peerHost = u.Hostname()
+		}
+		if peerHost != "" {
+			f.peerListen = "tcp://" + net.JoinHostPort(peerHost, defaultClientPort)
+		}
+	}
+}
+
+// tags returns this node's mint tag and its peer's (titanic.Config
+// MintTag).
+func (f *pairFlags) tags() (own, peer byte) {
+	if f.role == "primary" {
+		return ha.PrimaryTag, ha.BackupTag
+	}
+	return ha.BackupTag, ha.PrimaryTag
+}
+
+// maybeElsewhere is the service's MaybeElsewhere: the pair's, once made.
+func (f *pairFlags) maybeElsewhere(id store.ID) bool {
+	p := f.pair.Load()
+	return p != nil && p.MaybeElsewhere(id)
 }
 
 func (f *pairFlags) peers() []replica.Peer {
@@ -90,19 +122,28 @@ func (f *pairFlags) peers() []replica.Peer {
 	return []replica.Peer{{ID: f.role, Addr: self}, {ID: f.peerRole(), Addr: f.peerRaft}}
 }
 
-func (f *pairFlags) role_(node *replica.Node, svc *titanic.Service, log *slog.Logger) (broker.Gate, func(context.Context) error, error) {
+func (f *pairFlags) role_(node *replica.Node, svc *titanic.Service, data string, log *slog.Logger) (broker.Gate, func(context.Context) error, error) {
 	role := binarystar.Primary
 	if f.role == "backup" {
 		role = binarystar.Backup
 	}
-	p, err := ha.NewPair(node, svc, ha.PairConfig{
-		Star:     binarystar.Config{Role: role, Local: f.stateListen, Peer: f.peerState, Heartbeat: f.heartbeat, Curve: f.curve},
-		PeerID:   f.peerRole(),
-		PeerAddr: f.peerRaft,
-		Logger:   log,
-	})
+	_, peerTag := f.tags()
+	pc := ha.PairConfig{
+		Star:         binarystar.Config{Role: role, Local: f.stateListen, Peer: f.peerState, Heartbeat: f.heartbeat, Curve: f.curve},
+		PeerID:       f.peerRole(),
+		PeerAddr:     f.peerRaft,
+		PeerEndpoint: f.peerListen,
+		PeerTag:      peerTag,
+		ForkDir:      filepath.Join(data, "forks"),
+		Logger:       log,
+	}
+	if f.curve != nil {
+		pc.PeerCurve = &client.CurveClient{ServerPublic: f.curve.PeerPublic, Public: f.curve.Public, Secret: f.curve.Secret}
+	}
+	p, err := ha.NewPair(node, svc, pc)
 	if err != nil {
 		return nil, nil, err
 	}
+	f.pair.Store(p)
 	return p, p.Run, nil
 }

@@ -113,9 +113,9 @@ func (f *raftFlags) replicaConfig(data string, log *slog.Logger) replica.Config 
 }
 
 // role returns the broker gate and the role loop of this node.
-func (f *raftFlags) role(node *replica.Node, svc *titanic.Service, log *slog.Logger) (broker.Gate, func(context.Context) error, error) {
+func (f *raftFlags) role(node *replica.Node, svc *titanic.Service, data string, log *slog.Logger) (broker.Gate, func(context.Context) error, error) {
 	if f.pair.role != "" {
-		return f.pair.role_(node, svc, log)
+		return f.pair.role_(node, svc, data, log)
 	}
 	g := ha.NewGroup(node, svc, log)
 	return g, g.Run, nil
@@ -129,7 +129,7 @@ func raftFlagsOf(cfg config.Config) *raftFlags {
 		peers: strings.Join(cfg.Raft.Peers, ","), election: cfg.Raft.Timeout,
 		snapInterval: cfg.Raft.SnapshotInterval, snapThreshold: uint64(cfg.Raft.SnapshotThreshold), trailing: uint64(cfg.Raft.TrailingLogs),
 		pair: pairFlags{role: cfg.Pair.Role, peer: cfg.Pair.Peer, peerState: cfg.Pair.PeerState,
-			peerRaft: cfg.Pair.PeerRaft, stateListen: cfg.Pair.StateListen, heartbeat: cfg.Pair.Heartbeat},
+			peerRaft: cfg.Pair.PeerRaft, peerListen: cfg.Pair.PeerListen, stateListen: cfg.Pair.StateListen, heartbeat: cfg.Pair.Heartbeat},
 	}
 	rf.pair.listen, rf.pair.bindFlag, rf.pair.advFlag = &listen, &rf.bind, &rf.advertise
 	return rf

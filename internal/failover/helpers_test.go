@@ -248,6 +248,12 @@ type load struct {
 // for each answer; keys are "k<submitter>-<n>".
 func startLoad(t *testing.T, ctx context.Context, brokers []string, n int, timeout time.Duration) *load {
 	t.Helper()
+	return startLoadKeys(t, ctx, brokers, n, timeout, "k")
+}
+
+// startLoadKeys is startLoad with keys "<prefix><submitter>-<n>".
+func startLoadKeys(t *testing.T, ctx context.Context, brokers []string, n int, timeout time.Duration, prefix string) *load {
+	t.Helper()
 	l := &load{changed: make(chan struct{}), errs: make(chan error, n), stop: make(chan struct{})}
 	for s := range n {
 		cl, err := client.New(client.Config{Brokers: brokers, Timeout: timeout, Retries: 10, Logger: quiet})
@@ -265,7 +271,7 @@ func startLoad(t *testing.T, ctx context.Context, brokers []string, n int, timeo
 					return
 				default:
 				}
-				key := fmt.Sprintf("k%d-%d", s, i)
+				key := fmt.Sprintf("%s%d-%d", prefix, s, i)
 				body := "body of " + key
 				deadline := time.Now().Add(60 * time.Second)
 				for {

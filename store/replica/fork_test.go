@@ -3,6 +3,7 @@ package replica_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -116,11 +117,12 @@ func (m *memNode) missing(ids []store.ID) int {
 // Both nodes of a pair go on alone (a split brain), then the link heals
 // and one adds the other back. Their solo terms are fenced apart, so the
 // added node sees that raft would overwrite entries it applied: it stops
-// with ErrDiverged, raft stopped, its own tickets still in its store.
+// with ErrDiverged, raft stopped, its own tickets still in its store. It
+// then hands its fork over, resyncs, and both hold everything.
 // (Without fences both solo histories can lead the same term and raft's
 // log matching cannot tell them apart; the loser then silently keeps its
 // own entries and skips the survivor's.)
-func TestSplitBrainForkDetected(t *testing.T) {
+func TestSplitBrainForkMerged(t *testing.T) {
 	p := newMemPair(t, true)
 	var l *memNode
 	deadline := time.Now().Add(wait)
@@ -189,6 +191,38 @@ func TestSplitBrainForkDetected(t *testing.T) {
 	}
 	if wh.TermAt(fork) != lh.TermAt(fork) || wh.TermAt(fork+1) == lh.TermAt(fork+1) && wh.TermAt(fork+1) != 0 {
 		t.Fatalf("fork point %d is not where the histories part: %+v / %+v", fork, lh, wh)
+	}
+
+	// The add made the winner's configuration two voters, one of which
+	// stopped: it goes on alone again, as a pair's active does.
+	winner.reform(t)
+	// The merge: the loser hands its fork over, drops it and rejoins.
+	var handed int
+	err = loser.n.ForkOps(ctx, fork, 1<<20, func(ops []store.Op) error {
+		handed += len(ops)
+		_, err := winner.n.Apply(ctx, ops)
+		return err
+	})
+	if err != nil || handed != len(lost) {
+		t.Fatalf("handover of %d ops (want %d): %v", handed, len(lost), err)
+	}
+	if err := loser.n.Resync(ctx, false, filepath.Join(loser.dir, "fork")); err != nil {
+		t.Fatal(err)
+	}
+	p.connect() // raft's shutdown closed the in-memory transport's links
+	if err := winner.n.AddVoter(ctx, loser.id, string(loser.addr)); err != nil {
+		t.Fatal(err)
+	}
+	all := append(append(append([]store.ID{}, shared...), lost...), won...)
+	waitHas(t, winner, all)
+	waitHas(t, loser, all)
+	more := winner.submit(t, 5) // two voters again: committed on both
+	waitHas(t, loser, more)
+	if err := loser.st.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(loser.dir, "fork", "titanic.db")); err != nil {
+		t.Fatalf("the dropped fork was not kept aside: %v", err)
 	}
 }
 

@@ -186,8 +186,9 @@ type Node struct {
 	// leadership or membership.
 	solo atomic.Bool
 
-	// startTerm is the term of the last log entry when the node opened.
-	startTerm uint64
+	// startTerm is the term of the last log entry when the node opened
+	// (0 after Resync).
+	startTerm atomic.Uint64
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -242,7 +243,9 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		_ = logs.Close()
 		return nil, err
 	}
-	_, _ = fmt.Sscan(n.raft().Stats()["last_log_term"], &n.startTerm)
+	var startTerm uint64
+	_, _ = fmt.Sscan(n.raft().Stats()["last_log_term"], &startTerm)
+	n.startTerm.Store(startTerm)
 	n.wg.Add(1)
 	go n.forward()
 	return n, nil
@@ -749,25 +752,43 @@ func (n *Node) fence() (uint64, error) {
 // (raft's own key, part of its on-disk format).
 var keyCurrentTerm = []byte("CurrentTerm")
 
-// recoveryFSM is the fsm as raft.RecoverCluster sees it: RecoverCluster
+// recoveryFSM is the fsm as raft.RecoverCluster sees it. RecoverCluster
 // restores the latest snapshot and replays the log after it, but the
 // store already holds everything it applied, so a snapshot the store is
 // not behind is not restored again (a reform must not cost a copy of the
-// whole store in).
+// whole store in). And it applies every entry of the log, committed or
+// not: an entry this node appended as the leader of two that its peer
+// never got becomes part of this node's solo history now, so it is
+// marked solo (the store's journal must hand it over after a split).
 func (n *Node) recoveryFSM() (raft.FSM, error) {
 	list, err := n.snaps.List()
 	if err != nil {
 		return nil, fmt.Errorf("raft snapshots: %w", err)
 	}
-	if len(list) == 0 || n.fsm.applied.Load() < list[0].Index {
-		return n.fsm, nil
-	}
-	return skipRestore{n.fsm}, nil
+	skip := len(list) > 0 && n.fsm.applied.Load() >= list[0].Index
+	return recovering{fsm: n.fsm, skipRestore: skip}, nil
 }
 
-type skipRestore struct{ *fsm }
+type recovering struct {
+	*fsm
+	skipRestore bool
+}
 
-func (s skipRestore) Restore(rc io.ReadCloser) error { return rc.Close() }
+func (r recovering) Restore(rc io.ReadCloser) error {
+	if r.skipRestore {
+		return rc.Close()
+	}
+	return r.fsm.Restore(rc)
+}
+
+func (r recovering) Apply(l *raft.Log) any {
+	if l.Type == raft.LogCommand {
+		c := *l
+		c.Extensions = soloMark
+		l = &c
+	}
+	return r.fsm.Apply(l)
+}
 
 // Close stops raft and closes its stores. It does not close the store.
 func (n *Node) Close() error {
@@ -814,7 +835,7 @@ func (n *Node) HasVoter(id string) bool {
 
 // StartTerm is the term of the last entry of this node's log when it
 // opened: entries of a later term came from a leader elected since.
-func (n *Node) StartTerm() uint64 { return n.startTerm }
+func (n *Node) StartTerm() uint64 { return n.startTerm.Load() }
 
 // ConfigTerm returns the term of the last configuration entry this node
 // has applied since it opened (0 if none), and whether this node is a
@@ -832,3 +853,110 @@ func (n *Node) ConfigTerm() (term uint64, voter bool) {
 // diverged from the replicated log (see store.ErrDiverged). The role loops
 // return it, and the broker exits with it.
 func (n *Node) Fatal() <-chan error { return n.fsm.fatal }
+
+// Solo reports whether this node's raft has it as the only voter of a
+// fenced (pair) configuration, or may have (not known yet): its peer may
+// then hold a history of its own (a split brain not merged yet).
+func (n *Node) Solo() bool { return n.solo.Load() }
+
+// Failed returns the failure that stopped this node's replica (see
+// Fatal), or nil.
+func (n *Node) Failed() error { return n.fsm.err() }
+
+// History returns the applied history of this node's store.
+func (n *Node) History(ctx context.Context) (store.History, error) { return n.st.History(ctx) }
+
+// ForkOps returns the work this node's store did after fork (see
+// store.BoltStore.ForkOps).
+func (n *Node) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn func([]store.Op) error) error {
+	return n.st.ForkOps(ctx, fork, maxBytes, fn)
+}
+
+// Resync makes this node a new, empty raft member that catches up from
+// the leader: it stops raft and moves its raft state (log, terms,
+// snapshots) into aside; unless keepStore, it also copies the store there
+// and empties it. The node of a pair that yields after a split brain
+// calls it once it has handed its own work over (keepStore false), and so
+// does a node that left a solo raft whose history the leader's contains
+// (keepStore true: the leader's entries up to its applied index are
+// skipped, not applied again). Nothing is deleted: aside keeps what was
+// dropped for the operator. The leader must then add this node as a
+// voter (AddVoter).
+func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
+	n.mu.Lock()
+	r, trans := n.r, n.trans
+	n.mu.Unlock()
+	if err := r.Shutdown().Error(); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+		return fmt.Errorf("stop raft: %w", err)
+	}
+	if n.cfg.Transport == nil {
+		closeTransport(trans)
+	}
+	if err := n.logs.Close(); err != nil {
+		n.log.Warn("close raft log store", "err", err)
+	}
+	if err := os.MkdirAll(aside, 0o750); err != nil {
+		return fmt.Errorf("resync: %w", err)
+	}
+	if err := os.Rename(n.cfg.Dir, filepath.Join(aside, "raft")); err != nil {
+		return fmt.Errorf("resync: move raft state aside: %w", err)
+	}
+	if !keepStore {
+		if err := n.copyStore(ctx, filepath.Join(aside, "titanic.db")); err != nil {
+			return fmt.Errorf("resync: %w", err)
+		}
+		if err := n.st.Reset(ctx); err != nil {
+			return fmt.Errorf("resync: %w", err)
+		}
+	}
+	if err := os.MkdirAll(n.cfg.Dir, 0o750); err != nil {
+		return fmt.Errorf("raft directory: %w", err)
+	}
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.cfg.Dir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("raft log store: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.Dir, 2, n.hclog())
+	if err != nil {
+		_ = logs.Close()
+		return fmt.Errorf("raft snapshot store: %w", err)
+	}
+	n.logs, n.snaps = logs, snaps
+	applied, err := n.st.AppliedIndex(ctx)
+	if err != nil {
+		return fmt.Errorf("store applied index: %w", err)
+	}
+	n.fsm.failed.Store(nil)
+	n.fsm.conf.Store(nil)
+	n.fsm.applied.Store(applied)
+	n.startTerm.Store(0)
+	n.solo.Store(false)
+	n.log.Warn("raft state moved aside; rejoining as a new member", "aside", aside, "store_kept", keepStore, "applied", applied)
+	return n.start(false)
+}
+
+func (n *Node) copyStore(ctx context.Context, path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("copy store: %w", err)
+	}
+	_, err = n.st.Snapshot(ctx, f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copy store: %w", err)
+	}
+	return nil
+}
+
+// Self returns this node's raft ID and the address its peers dial.
+func (n *Node) Self() (id, addr string) {
+	if n.cfg.Transport != nil {
+		return n.cfg.ID, string(n.cfg.Transport.LocalAddr())
+	}
+	return n.cfg.ID, n.cfg.Advertise
+}

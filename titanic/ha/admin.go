@@ -2,13 +2,16 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
+	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ha/probe"
 )
 
@@ -23,6 +26,12 @@ const (
 	SvcJoin    = AdminPrefix + ".join"
 	SvcLeave   = AdminPrefix + ".leave"
 	SvcRole    = probe.Service
+	// Split-brain merge (see Pair): a node's applied history, the work a
+	// yielding node hands over, and the operator's way to stop waiting
+	// for a peer that may hold a split.
+	SvcHistory = AdminPrefix + ".history"
+	SvcAdopt   = AdminPrefix + ".adopt"
+	SvcForget  = AdminPrefix + ".forget"
 )
 
 // Replier answers a deferred request (broker.Broker does).
@@ -40,6 +49,12 @@ type Admin struct {
 	// Role is what titanic.cluster.role answers; it is called on the
 	// broker's loop and must not block. Nil: not serving.
 	Role func() probe.Answer
+	// Merge takes in work handed over by a yielding peer (titanic.Service
+	// Merge). Nil: refused.
+	Merge func(context.Context, []store.Op) error
+	// Forget ends the wait for a peer's split (Pair.ForgetPeerSplit) and
+	// says what it gives up. Nil: refused.
+	Forget func() string
 }
 
 // NewAdmin returns the admin handler of node.
@@ -96,8 +111,75 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		}
 		a.log.Info("member left", "id", id)
 		return [][]byte{[]byte("200")}
+	case SvcHistory:
+		h, err := a.node.History(ctx)
+		if err != nil {
+			return text("500", err.Error())
+		}
+		return EncodeHistory(h)
+	case SvcAdopt:
+		if a.Merge == nil {
+			return text("500", "this node takes no handover")
+		}
+		if len(req.Body) != 1 {
+			return text("400", "want [ops record]")
+		}
+		ops, err := store.DecodeOps(req.Body[0])
+		if err != nil {
+			return text("400", err.Error())
+		}
+		if err := a.Merge(ctx, ops); err != nil {
+			if errors.Is(err, titanic.ErrNotActive) {
+				return text("500", "not active")
+			}
+			return text("500", err.Error())
+		}
+		return [][]byte{[]byte("200")}
+	case SvcForget:
+		if a.Forget == nil {
+			return text("400", "only a pair node waits for its peer's split")
+		}
+		return text("200", a.Forget())
 	}
 	return text("400", fmt.Sprintf("unknown admin service %q", req.Service))
+}
+
+// EncodeHistory is the answer of titanic.cluster.history: "200", the
+// applied index, then one "TERM START END" frame per epoch (decimal; END
+// 0 when not recorded).
+func EncodeHistory(h store.History) [][]byte {
+	out := [][]byte{[]byte("200"), strconv.AppendUint(nil, h.Applied, 10)}
+	for _, e := range h.Epochs {
+		out = append(out, fmt.Appendf(nil, "%d %d %d", e.Term, e.Start, e.End))
+	}
+	return out
+}
+
+// DecodeHistory reads an EncodeHistory answer.
+func DecodeHistory(frames [][]byte) (store.History, error) {
+	var h store.History
+	if len(frames) < 2 || string(frames[0]) != "200" {
+		return h, fmt.Errorf("history: unexpected answer %q", frames)
+	}
+	applied, err := strconv.ParseUint(string(frames[1]), 10, 64)
+	if err != nil {
+		return h, fmt.Errorf("history: applied index %q", frames[1])
+	}
+	h.Applied = applied
+	for _, f := range frames[2:] {
+		var e store.Epoch
+		if _, err := fmt.Sscanf(string(f), "%d %d %d", &e.Term, &e.Start, &e.End); err != nil {
+			return h, fmt.Errorf("history: epoch %q: %w", f, err)
+		}
+		if e.End != 0 && e.End < e.Start {
+			return h, fmt.Errorf("history: epoch %q ends before it starts", f)
+		}
+		if n := len(h.Epochs); n > 0 && (e.Term <= h.Epochs[n-1].Term || e.Start <= h.Epochs[n-1].Start) {
+			return h, fmt.Errorf("history: epochs out of order at %q", f)
+		}
+		h.Epochs = append(h.Epochs, e)
+	}
+	return h, nil
 }
 
 func (a *Admin) status() [][]byte {

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/titanicmq/titanic/binarystar"
+	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
 )
@@ -50,7 +53,22 @@ type Pair struct {
 	caughtUp atomic.Bool // may take over: holds every acknowledged entry
 	kick     chan struct{}
 
-	staleWarned bool // Run's goroutine only
+	// The split-brain merge (see reconcile).
+	peerEndpoint string
+	peerTag      byte
+	forkDir      string
+	peerClient   func() (requester, error)
+	forgotten    atomic.Bool
+
+	staleWarned bool      // Run's goroutine only
+	retryAt     time.Time // Run's goroutine only: next reconcile
+	peer        requester // Run's goroutine only
+}
+
+// requester is what the pair needs of a client of its peer's broker.
+type requester interface {
+	Request(ctx context.Context, service string, body [][]byte) ([][]byte, error)
+	Close() error
 }
 
 // PairConfig configures a Pair.
@@ -58,15 +76,45 @@ type PairConfig struct {
 	Star     binarystar.Config // Role, Local, Peer, Heartbeat...; OnChange and OnPeer are set by NewPair
 	PeerID   string            // the peer's raft ID
 	PeerAddr string            // the peer's raft address
-	Logger   *slog.Logger
+	// PeerEndpoint is the peer's client endpoint: a node that yields
+	// after a split brain asks the peer's history and hands its work
+	// over there (admin services). Empty: no merge; a node that holds a
+	// fork then waits for the operator.
+	PeerEndpoint string
+	// PeerCurve, when set, is this node's CURVE client identity towards
+	// the peer's broker.
+	PeerCurve *client.CurveClient
+	// PeerTag is the mint tag of the peer's tickets (titanic.Config
+	// MintTag): while this node may lack the peer's split, a lookup of
+	// an unknown ticket the peer minted answers "not ready".
+	PeerTag byte
+	// ForkDir is where a node that drops a history keeps it (raft state
+	// and store copy), one directory per resync.
+	ForkDir string
+	Logger  *slog.Logger
 }
+
+// Mint tags of a pair's nodes (titanic.Config.MintTag).
+const (
+	PrimaryTag byte = 1
+	BackupTag  byte = 2
+)
 
 // NewPair returns the role of node in a pair.
 func NewPair(node *replica.Node, svc Dispatcher, cfg PairConfig) (*Pair, error) {
 	p := &Pair{
 		node: node, svc: svc, log: cfg.Logger.With("component", "ha"),
 		peerID: cfg.PeerID, peerAddr: cfg.PeerAddr,
-		kick: make(chan struct{}, 1),
+		kick:         make(chan struct{}, 1),
+		peerEndpoint: cfg.PeerEndpoint, peerTag: cfg.PeerTag, forkDir: cfg.ForkDir,
+	}
+	p.peerClient = func() (requester, error) {
+		cc := client.DefaultConfig()
+		cc.Brokers = []string{cfg.PeerEndpoint}
+		cc.Timeout, cc.Retries = 2*time.Second, 1
+		cc.Logger = cfg.Logger
+		cc.Curve = cfg.PeerCurve
+		return client.New(cc)
 	}
 	sc := cfg.Star
 	sc.Logger = cfg.Logger
@@ -148,9 +196,11 @@ func (p *Pair) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			p.demote("shutting down")
 			<-starErr
+			p.closePeer()
 			return nil
 		case err := <-starErr:
 			p.demote("binary star stopped")
+			p.closePeer()
 			if err != nil {
 				return fmt.Errorf("binary star: %w", err)
 			}
@@ -159,12 +209,27 @@ func (p *Pair) Run(ctx context.Context) error {
 		case <-p.node.LeaderCh():
 		case <-t.C:
 		case err := <-p.node.Fatal():
-			p.demote("store diverged")
+			if errors.Is(err, store.ErrDiverged) && p.peerEndpoint != "" && p.star.State() != binarystar.StateActive {
+				// A fork seen while following the peer: this node holds
+				// work the peer lacks. reconcile hands it over.
+				p.demote("this node's store forked from its peer's")
+				p.retryAt = time.Time{}
+				break
+			}
+			p.demote("replica stopped")
 			cancel()
 			<-starErr
+			p.closePeer()
 			return fmt.Errorf("pair: %w", err)
 		}
 		p.sync(ctx)
+	}
+}
+
+func (p *Pair) closePeer() {
+	if p.peer != nil {
+		_ = p.peer.Close()
+		p.peer = nil
 	}
 }
 
@@ -178,22 +243,8 @@ func (p *Pair) sync(ctx context.Context) {
 	}
 	if !active {
 		p.demote("binary star: " + p.star.State().String())
-		if leader && peerAlive {
-			// A passive node that leads a raft of its own (it reformed
-			// it as a survivor, then died; its peer came back first and
-			// is active now) adds the peer first: leadership can only
-			// go to a voter, and the transfer brings the peer's log up
-			// to date before it hands over.
-			if !p.node.HasVoter(p.peerID) {
-				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				if err := p.node.AddVoter(actx, p.peerID, p.peerAddr); err != nil {
-					p.log.Warn("adding the active peer as a voter", "err", err)
-				}
-				cancel()
-			}
-			if err := p.node.TransferLeadership(p.peerID, p.peerAddr); err != nil {
-				p.log.Debug("leadership transfer to the active peer", "err", err)
-			}
+		if peerAlive && p.star.State() == binarystar.StatePassive {
+			p.reconcile(ctx)
 		}
 		return
 	}
@@ -221,10 +272,13 @@ func (p *Pair) sync(ctx context.Context) {
 		}
 		return
 	}
-	// (Re)add the peer as a voter when it is not one, and once in each
-	// term: the configuration entry of this term is what tells the peer
-	// it has caught up (see caughtUp).
-	if cterm, _ := p.node.ConfigTerm(); peerAlive && (!p.node.HasVoter(p.peerID) || cterm < p.node.Status().Term) {
+	// Re-add the peer once in each term: the configuration entry of this
+	// term is what tells the peer it has caught up (see caughtUp). A peer
+	// that is not a voter asks to join (titanic.cluster.join) once it has
+	// reconciled its history with this node's; adding it before would
+	// let raft meet a history of its own. A peer without PeerEndpoint
+	// (no merge) is added at once, as before.
+	if cterm, _ := p.node.ConfigTerm(); peerAlive && (p.node.HasVoter(p.peerID) && cterm < p.node.Status().Term || !p.node.HasVoter(p.peerID) && p.peerEndpoint == "") {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := p.node.AddVoter(actx, p.peerID, p.peerAddr); err != nil {
 			p.log.Warn("adding the peer as a voter", "err", err)
@@ -252,4 +306,191 @@ func (p *Pair) demote(why string) {
 		p.svc.Deactivate()
 		p.log.Info("not serving: " + why)
 	}
+}
+
+// reconcile brings a passive node whose peer is active into the active's
+// raft without losing what either side acknowledged. It runs on Run's
+// goroutine, at most once a second until the node has joined.
+//
+// The node asks the peer for its applied history (titanic.cluster.history)
+// and compares it with its own (store.History.ForkPoint):
+//
+//   - Its history is a prefix of the peer's: it holds nothing the peer
+//     lacks. If it leads a raft of its own (it went on alone once and
+//     restarted), it leaves it (Resync, keeping the store), then asks
+//     the peer to add it (titanic.cluster.join).
+//   - The peer's history is a prefix of its own and it leads: the peer
+//     is behind and forked nothing (a survivor that died came back after
+//     its peer restarted). It adds the peer and hands leadership over;
+//     the transfer brings the peer up to date first.
+//   - Otherwise the two forked: a split brain, or this node served alone
+//     after its peer had. This node yields (Binary Star made the other
+//     one active): it hands every change it made after the fork point
+//     over to the peer (titanic.cluster.adopt; store.BoltStore.ForkOps),
+//     each batch durable there before the next, then drops its fork
+//     (Resync into ForkDir, where the dropped state stays) and asks to
+//     join. The peer applies the handover idempotently, so a handover
+//     cut short is simply redone.
+func (p *Pair) reconcile(ctx context.Context) {
+	if p.node.IsLeader() && p.node.HasVoter(p.peerID) && p.node.Failed() == nil {
+		// A raft of two, led by the passive (it won an election): no
+		// history of its own can be there. Leadership goes to the
+		// active; the transfer brings it up to date first.
+		if err := p.node.TransferLeadership(p.peerID, p.peerAddr); err != nil {
+			p.log.Debug("leadership transfer to the active peer", "err", err)
+		}
+		return
+	}
+	if p.peerEndpoint == "" || p.joined() || time.Now().Before(p.retryAt) {
+		return
+	}
+	p.retryAt = time.Now().Add(time.Second)
+	if p.peer == nil {
+		c, err := p.peerClient()
+		if err != nil {
+			p.log.Warn("client of the peer's broker", "endpoint", p.peerEndpoint, "err", err)
+			return
+		}
+		p.peer = c
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	frames, err := p.peer.Request(cctx, SvcHistory, [][]byte{{}})
+	if err != nil {
+		p.log.Info("asking the active peer for its history", "endpoint", p.peerEndpoint, "err", err)
+		return
+	}
+	theirs, err := DecodeHistory(frames)
+	if err != nil {
+		p.log.Warn("the active peer's history", "err", err)
+		return
+	}
+	ours, err := p.node.History(cctx)
+	if err != nil {
+		p.log.Error("this node's history", "err", err)
+		return
+	}
+	fork := ours.ForkPoint(theirs)
+	switch {
+	case fork >= ours.Applied:
+		if p.node.IsLeader() || p.node.Failed() != nil || !p.node.HasVoter(p.peerID) {
+			p.log.Info("this node holds nothing its active peer lacks; leaving its own raft to rejoin the peer's",
+				"applied", ours.Applied, "peer_applied", theirs.Applied)
+			if !p.resync(cctx, true) {
+				return
+			}
+		}
+	case fork >= theirs.Applied:
+		// This node holds everything the peer does, and more: never
+		// drop any of it. Leading, it brings the peer up to date and
+		// hands leadership over; otherwise raft is on it already.
+		if !p.node.IsLeader() {
+			return
+		}
+		p.log.Info("the active peer is behind this node and forked nothing: bringing it up to date, then handing leadership over",
+			"applied", ours.Applied, "peer_applied", theirs.Applied)
+		if !p.node.HasVoter(p.peerID) {
+			if err := p.node.AddVoter(cctx, p.peerID, p.peerAddr); err != nil {
+				p.log.Warn("adding the active peer as a voter", "err", err)
+				return
+			}
+		}
+		if err := p.node.TransferLeadership(p.peerID, p.peerAddr); err != nil {
+			p.log.Debug("leadership transfer to the active peer", "err", err)
+		}
+		return
+	default:
+		p.log.Warn("split brain: this node and its active peer each hold work the other lacks; handing this node's over",
+			"fork_index", fork, "applied", ours.Applied, "peer_applied", theirs.Applied,
+			"epochs", lastEpochs(ours), "peer_epochs", lastEpochs(theirs))
+		ops, batches := 0, 0
+		err := p.node.ForkOps(cctx, fork, handoverBytes, func(batch []store.Op) error {
+			rep, err := p.peer.Request(cctx, SvcAdopt, [][]byte{store.EncodeOps(batch)})
+			if err != nil {
+				return err
+			}
+			if len(rep) == 0 || string(rep[0]) != "200" {
+				return fmt.Errorf("peer refused the handover: %q", rep)
+			}
+			ops += len(batch)
+			batches++
+			return nil
+		})
+		if err != nil {
+			p.log.Warn("handing the fork over to the peer; will retry", "handed_ops", ops, "err", err)
+			return
+		}
+		p.log.Warn("fork handed over to the active peer", "ops", ops, "batches", batches)
+		if !p.resync(cctx, false) {
+			return
+		}
+	}
+	id, addr := p.node.Self()
+	rep, err := p.peer.Request(cctx, SvcJoin, [][]byte{[]byte(id), []byte(addr)})
+	if err != nil || len(rep) == 0 || string(rep[0]) != "200" {
+		p.log.Info("asking the active peer to add this node", "answer", rep, "err", err)
+		return
+	}
+	p.log.Info("the active peer added this node; catching up")
+}
+
+// handoverBytes bounds one batch of a fork handover (one raft entry on
+// the peer).
+const handoverBytes = 1 << 20
+
+// resync drops this node's raft state (and, unless keepStore, its store
+// content) into a new directory under ForkDir. It reports success.
+func (p *Pair) resync(ctx context.Context, keepStore bool) bool {
+	aside := filepath.Join(p.forkDir, time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if err := p.node.Resync(ctx, keepStore, aside); err != nil {
+		p.log.Error("dropping this node's raft state", "aside", aside, "err", err)
+		return false
+	}
+	p.caughtUp.Store(false)
+	p.staleWarned = false
+	return true
+}
+
+// joined reports whether this node follows its peer in a raft of two.
+func (p *Pair) joined() bool {
+	if p.node.Failed() != nil {
+		return false
+	}
+	leader, _ := p.node.Leader()
+	return leader == p.peerID && p.node.HasVoter(p.peerID)
+}
+
+// MaybeElsewhere implements titanic.Config.MaybeElsewhere: while this
+// node's raft has it as the only voter, its peer may hold a split of its
+// own, not handed over yet, and the tickets the peer minted may be there.
+func (p *Pair) MaybeElsewhere(id store.ID) bool {
+	return !p.forgotten.Load() && titanic.Tagged(id, p.peerTag) && p.node.Solo()
+}
+
+// ForgetPeerSplit stops answering "not ready" for tickets the peer may
+// hold (MaybeElsewhere), for an operator whose peer will not come back.
+// It says what that gives up.
+func (p *Pair) ForgetPeerSplit() string {
+	p.forgotten.Store(true)
+	p.log.Warn("operator: not waiting for the peer's split any more")
+	return "this node no longer waits for its peer's split: tickets the peer acknowledged while the pair was split, " +
+		"and has not handed over yet, now answer 400 (unknown) here. Nothing is deleted: if the peer comes back, " +
+		"it still hands them over and they answer again. Until this node restarts."
+}
+
+// lastEpochs formats the last few epochs of h for a log line.
+func lastEpochs(h store.History) string {
+	e := h.Epochs
+	if len(e) > 6 {
+		e = e[len(e)-6:]
+	}
+	var b strings.Builder
+	for _, x := range e {
+		fmt.Fprintf(&b, "%d@%d", x.Term, x.Start)
+		if x.End != 0 {
+			fmt.Fprintf(&b, "-%d", x.End)
+		}
+		b.WriteByte(' ')
+	}
+	return strings.TrimSpace(b.String())
 }

@@ -144,6 +144,7 @@ type PairSection struct {
 	Peer        string        `toml:"peer" flag:"peer" usage:"pair mode: the other host (its state on port 5556, raft on 7000)"`
 	PeerState   string        `toml:"peer_state" flag:"peer-state" usage:"pair mode: the peer's state endpoint (default tcp://PEER:5556)"`
 	PeerRaft    string        `toml:"peer_raft" flag:"peer-raft" usage:"pair mode: the peer's raft address (default PEER:7000)"`
+	PeerListen  string        `toml:"peer_listen" flag:"peer-listen" usage:"pair mode: the peer's client endpoint, where a node that yields after a split brain hands its work over (default tcp://PEER:5555, or the peer_state host on port 5555)"`
 	StateListen string        `toml:"state_listen" flag:"state-listen" usage:"pair mode: this node's state endpoint (default the listen host, port 5556)"`
 	Heartbeat   time.Duration `toml:"heartbeat" flag:"pair-heartbeat" usage:"pair mode: Binary Star heartbeat; the peer is lost after 2 missed (1s): the passive takes over only after that silence and a client vote; shorter fails over sooner but also on a shorter stall of the active"`
 	PeerKey     string        `toml:"peer_key" flag:"peer-key" usage:"pair mode with security.curve: the peer's public key file (made by titanic keygen)"`

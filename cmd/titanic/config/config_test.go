@@ -93,7 +93,7 @@ func TestFlagNames(t *testing.T) {
 	for _, name := range []string{
 		"config", "data", "listen", "heartbeat", "liveness", "lease-timeout", "request-expiry", "max-attempts",
 		"no-worker-timeout", "log-level", "log-format", "raft", "node-id", "raft-bind", "raft-advertise",
-		"peers", "raft-timeout", "pair", "peer", "peer-state", "peer-raft", "state-listen", "pair-heartbeat",
+		"peers", "raft-timeout", "pair", "peer", "peer-state", "peer-raft", "peer-listen", "state-listen", "pair-heartbeat",
 		"http-listen", "http-token", "max-message-size", "max-body", "per-client-inflight", "submit-rate",
 		"disk-quota", "done-ttl", "sweep-interval", "curve", "secret-key-file", "public-keys-dir",
 		"peering-name", "peering-cloud-listen", "peering-state-listen", "peering-peers", "notify-listen",
@@ -449,7 +449,7 @@ func nonDefault() Config {
 		Security:  SecuritySection{Curve: true, SecretKeyFile: "/k", PublicKeysDir: "/d"},
 		Raft: RaftSection{Enabled: true, NodeID: "n2", Bind: "0.0.0.0:7002", Advertise: "n2:7002", Peers: []string{"n1=a:1", "n2=n2:7002"},
 			Timeout: 300 * time.Millisecond, SnapshotInterval: time.Hour, SnapshotThreshold: 1, TrailingLogs: 2},
-		Pair: PairSection{Role: "backup", Peer: "p", PeerState: "tcp://p:1", PeerRaft: "p:2", StateListen: "tcp://*:3", Heartbeat: time.Minute, PeerKey: "/p.pub"},
+		Pair: PairSection{Role: "backup", Peer: "p", PeerState: "tcp://p:1", PeerRaft: "p:2", PeerListen: "tcp://p:4", StateListen: "tcp://*:3", Heartbeat: time.Minute, PeerKey: "/p.pub"},
 		Peering: PeeringSection{Name: "x", CloudListen: "tcp://*:5570", StateListen: "tcp://*:5571",
 			Peers: []Peer{{"y", "tcp://y:1", "tcp://y:2"}, {"z\x01", "tcp://z:1", "tcp://z:2"}}},
 		Notify: NotifySection{Listen: "tcp://*:5580"},

@@ -148,7 +148,7 @@ func (c Config) validateReplication(ck *checker) {
 				ck.bad(s.name, "needs group mode (raft.enabled, --raft) or pair mode (pair.role, --pair)")
 			}
 		}
-		for _, s := range []setting{{"pair.peer", p.Peer != ""}, {"pair.peer_state", p.PeerState != ""}, {"pair.peer_raft", p.PeerRaft != ""}, {"pair.state_listen", p.StateListen != ""}} {
+		for _, s := range []setting{{"pair.peer", p.Peer != ""}, {"pair.peer_state", p.PeerState != ""}, {"pair.peer_raft", p.PeerRaft != ""}, {"pair.peer_listen", p.PeerListen != ""}, {"pair.state_listen", p.StateListen != ""}} {
 			if s.set {
 				ck.bad(s.name, "needs pair mode (pair.role, --pair primary or backup)")
 			}
@@ -208,6 +208,9 @@ func (c Config) validateReplication(ck *checker) {
 	}
 	if p.StateListen != "" {
 		ck.endpoint("pair.state_listen", p.StateListen)
+	}
+	if p.PeerListen != "" {
+		ck.endpoint("pair.peer_listen", p.PeerListen)
 	}
 	ck.positive("pair.heartbeat", p.Heartbeat)
 }

@@ -1,0 +1,70 @@
+package titanic
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// Merge takes in the work another history did (the node of a pair that
+// yields after a split brain hands it over; see titanic/ha): tickets it
+// minted alone (store.OpAdopt), the answers it recorded (OpReply, OpFail)
+// and the closes its clients made (OpClose). The store applies them
+// idempotently (an adopted ticket already here is left alone, the first
+// reply wins, a ticket closed here stays closed), so a handover retried
+// after a lost answer changes nothing. Adopted unfinished tickets join
+// their queues; tickets finished or closed by the merge leave them.
+// Active node only.
+func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
+	for i := range ops {
+		switch ops[i].Kind {
+		case store.OpAdopt, store.OpReply, store.OpFail, store.OpClose:
+		default:
+			return fmt.Errorf("%w: %s is not a merge op", store.ErrInvalidOp, ops[i].Kind)
+		}
+	}
+	if !s.active.Load() {
+		return ErrNotActive
+	}
+	res, err := s.st.Apply(ctx, ops)
+	if err != nil {
+		return fmt.Errorf("merge: %w", err)
+	}
+	now := s.cfg.Now()
+	final := map[store.ID]bool{}
+	for i := range ops {
+		if res[i].Err == nil && ops[i].Kind != store.OpAdopt {
+			final[ops[i].ID] = true
+		}
+	}
+	woken := map[string]bool{}
+	s.mu.Lock()
+	for i := range ops {
+		op, r := &ops[i], res[i]
+		switch {
+		case op.Kind == store.OpAdopt && r.Err == nil && !r.Duplicate && !final[op.ID]:
+			if _, ok := s.entries[op.ID]; ok {
+				continue
+			}
+			e := &entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now}
+			s.entries[op.ID] = e
+			s.queue(op.Service).push(e)
+			woken[op.Service] = true
+		case op.Kind != store.OpAdopt && r.Err == nil:
+			s.dropLocked(op.ID)
+		}
+	}
+	s.mu.Unlock()
+	for i := range ops {
+		if ops[i].Kind != store.OpAdopt && res[i].Err == nil {
+			s.notify(ops[i].ID)
+		}
+	}
+	for svc := range woken {
+		s.b.Wake(svc)
+	}
+	s.log.Info("merged work handed over by the peer", "ops", len(ops), "queued", len(woken))
+	return nil
+}
+

@@ -32,7 +32,9 @@ func TestForkPoint(t *testing.T) {
 	}
 	// Raft's no-op at the start of a term is never applied: an epoch
 	// ends where its last applied entry is, not where the next starts.
-	withEnds := func(applied uint64, e ...store.Epoch) store.History { return store.History{Epochs: e, Applied: applied} }
+	withEnds := func(applied uint64, e ...store.Epoch) store.History {
+		return store.History{Epochs: e, Applied: applied}
+	}
 	cases = append(cases, struct {
 		name string
 		a, b store.History

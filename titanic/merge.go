@@ -67,4 +67,3 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	s.log.Info("merged work handed over by the peer", "ops", len(ops), "queued", len(woken))
 	return nil
 }
-

@@ -192,6 +192,12 @@ type Service struct {
 	limits  limiter
 	present presence
 	used    atomic.Int64 // store bytes used, for Quota
+
+	// confirmer is the store's, when it is replicated: lookups whose
+	// answer could be stale wait for it in confirms (see confirm.go).
+	confirmer LeaderConfirmer
+	confirms  confirmQueue
+
 	// batches and reading tell Idle that batches or lookups are in
 	// progress.
 	batches atomic.Int32
@@ -223,7 +229,7 @@ var (
 // Run.
 func New(st store.Store, b Broker, cfg Config) *Service {
 	cfg.fill()
-	return &Service{
+	s := &Service{
 		cfg:       cfg,
 		st:        st,
 		b:         b,
@@ -238,6 +244,9 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		gone:      make(map[string]int),
 		loadReq:   make(chan string, 1024),
 	}
+	s.confirmer, _ = st.(LeaderConfirmer)
+	s.confirms.kick = make(chan struct{}, 1)
+	return s
 }
 
 // Recover rebuilds the dispatch queues from the store: every pending or
@@ -284,6 +293,9 @@ func (s *Service) Run(ctx context.Context) error {
 	run(s.reapLoop)
 	run(s.waitLoop)
 	run(s.sweepLoop)
+	if s.confirmer != nil {
+		run(s.confirmLoop)
+	}
 	s.commitLoop(ctx)
 	wg.Wait()
 	return nil

@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -169,6 +170,9 @@ type Node struct {
 
 	// startTerm is the term of the last log entry when the node opened.
 	startTerm uint64
+	// readTerm is the last term in which ConfirmLeader applied a barrier
+	// (see read.go).
+	readTerm atomic.Uint64
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup

@@ -76,7 +76,7 @@ func (s *Service) confirmLoop(ctx context.Context) {
 			q.pending = nil
 			q.mu.Unlock()
 			for _, r := range batch {
-				s.refuseRead(r, replyText(CodeError, NotActive))
+				s.refuseRead(r, Refusal(r.req.Service))
 			}
 			q.n.Add(-int32(len(batch)))
 			return
@@ -103,7 +103,7 @@ func (s *Service) confirmLoop(ctx context.Context) {
 		for _, r := range batch {
 			if err != nil {
 				s.stats.unconfirmed.Add(1)
-				s.refuseRead(r, replyText(CodeError, NotActive))
+				s.refuseRead(r, s.unconfirmed(r.req.Service))
 				continue
 			}
 			r.confirmed = true
@@ -128,4 +128,15 @@ func (s *Service) refuseRead(r readReq, out [][]byte) {
 		return
 	}
 	s.answer(r.req.Client, r.req.Service, out)
+}
+
+// unconfirmed is the answer to a lookup of service that leadership was not
+// confirmed for.
+func (s *Service) unconfirmed(service string) [][]byte {
+	if s.cfg.Unconfirmed != nil {
+		if out := s.cfg.Unconfirmed(service); out != nil {
+			return out
+		}
+	}
+	return Refusal(service)
 }

@@ -48,10 +48,10 @@ func (l *leaderStore) rounds() int {
 	return l.calls
 }
 
-func newLeaderHarness(t *testing.T) (*harness, *leaderStore) {
+func newLeaderHarness(t *testing.T, cfg Config) (*harness, *leaderStore) {
 	t.Helper()
 	ls := &leaderStore{}
-	h := newHarnessOver(t, Config{}, "", func(st *store.BoltStore) store.Store {
+	h := newHarnessOver(t, cfg, "", func(st *store.BoltStore) store.Store {
 		ls.BoltStore = st
 		return ls
 	})
@@ -64,7 +64,7 @@ var errDeposed = errors.New("deposed")
 // deposed leader could get wrong with the not-active refusal, and still
 // answers what is final.
 func TestUnconfirmedLookupsRefused(t *testing.T) {
-	h, ls := newLeaderHarness(t)
+	h, ls := newLeaderHarness(t, Config{})
 	done := h.submit("echo", "x")
 	lease, _ := h.next("echo")
 	h.svc.Completed(lease, [][]byte{[]byte("X")})
@@ -135,7 +135,7 @@ func TestUnconfirmedLookupsRefused(t *testing.T) {
 // One confirmation round serves every lookup that arrived while the
 // previous one was in flight.
 func TestConfirmationsBatched(t *testing.T) {
-	h, ls := newLeaderHarness(t)
+	h, ls := newLeaderHarness(t, Config{})
 	hold := make(chan struct{})
 	ls.set(nil, hold)
 	const n = 50
@@ -164,5 +164,16 @@ func TestConfirmationsBatched(t *testing.T) {
 	}
 	if !h.svc.Idle() {
 		t.Fatal("service not idle after every lookup was answered")
+	}
+}
+
+// The refusal of an unconfirmed lookup is the configured one (a Binary
+// Star active node's "not ready").
+func TestUnconfirmedRefusalConfigured(t *testing.T) {
+	notReady := replyText(CodeError, "not ready: taking over, retry")
+	h, ls := newLeaderHarness(t, Config{Unconfirmed: func(string) [][]byte { return notReady }})
+	ls.set(errDeposed, nil)
+	if r := h.call(SvcReply, store.NewID().String()); codeOf(r) != CodeError || string(r[1]) != string(notReady[1]) {
+		t.Fatalf("unconfirmed lookup = %q, want %q", r, notReady)
 	}
 }

@@ -68,6 +68,13 @@ type Config struct {
 	// Notifier, when set, is told of every ticket state change (package
 	// notify publishes them). It must not block.
 	Notifier Notifier
+	// Unconfirmed answers a lookup whose answer could be stale when this
+	// node's leadership was not confirmed (replicated modes; see
+	// confirm.go); nil, or a nil answer: Refusal (500 not active). A
+	// broker passes its Gate's Refusal: a Binary Star active node that
+	// lost its peer then answers "not ready", and its clients ask it
+	// again instead of voting at the passive node.
+	Unconfirmed func(service string) [][]byte
 	// Logger receives the service's logs.
 	Logger *slog.Logger
 	// Now is the clock (tests replace it).

@@ -26,6 +26,15 @@
 // ticket whose service has no worker for NoWorkerTimeout fails with that
 // reason.
 //
+// # Reads in replicated modes
+//
+// Over a store that can confirm this node's leadership (LeaderConfirmer:
+// store/replica), an answer a deposed leader could get wrong (unknown,
+// pending, the status of an unfinished ticket, a list) is sent only after
+// a confirmation that began after the lookup; otherwise the lookup gets
+// the not-active 500. A confirmer goroutine batches the confirmations
+// (confirm.go). Recorded replies and failures are final and sent at once.
+//
 // # Codes
 //
 // The status frame is always the bare code; a second frame carries text:

@@ -15,6 +15,9 @@ import (
 type readReq struct {
 	req broker.Request
 	w   *waiter // a parked titanic.wait, answered only when final
+	// confirmed: leadership was confirmed after this lookup began (see
+	// confirm.go), so whatever the store answers now may be sent.
+	confirmed bool
 }
 
 // lookup hands a read to the reader goroutines: reads never wait behind a
@@ -36,73 +39,89 @@ func (s *Service) readLoop(ctx context.Context) {
 			return
 		case r := <-s.reads:
 			s.reading.Add(1)
-			out := s.read(ctx, r.req)
-			if r.w != nil {
-				s.answerWait(r.w, out)
-			} else {
-				s.answer(r.req.Client, r.req.Service, out)
-			}
+			out, settled := s.read(ctx, r.req)
+			s.settle(r, out, settled)
 			s.reading.Add(-1)
 		}
 	}
 }
 
-func (s *Service) read(ctx context.Context, req broker.Request) [][]byte {
-	var (
-		out [][]byte
-		err error
-	)
+// settle sends the answer of lookup r, or, when the answer is one a
+// deposed leader could give wrongly, first has leadership confirmed.
+func (s *Service) settle(r readReq, out [][]byte, settled bool) {
+	parked := r.w != nil && len(out) > 0 && string(out[0]) == CodePending // nothing is sent
+	if !settled && !parked && !r.confirmed && s.confirmer != nil {
+		s.confirmLater(r)
+		return
+	}
+	if r.w != nil {
+		s.answerWait(r.w, out)
+		return
+	}
+	s.answer(r.req.Client, r.req.Service, out)
+}
+
+// read looks req up in the store. settled reports an answer that holds
+// whichever node gives it and however far behind its store is: a
+// recorded reply or failure is final (a ticket is answered once, and the
+// answer is never taken back), and a malformed request or a storage error
+// does not depend on the store's content. Unknown (400), pending (300), a
+// status of an unfinished ticket and a list may be stale on a deposed
+// leader (a newer leader may have acknowledged the ticket, its reply, or
+// others), so they are not settled.
+func (s *Service) read(ctx context.Context, req broker.Request) (out [][]byte, settled bool) {
+	var err error
 	switch req.Service {
 	case SvcReply, SvcWait:
-		out, err = s.readReply(ctx, req.Body)
+		out, settled, err = s.readReply(ctx, req.Body)
 	case SvcStatus:
-		out, err = s.readStatus(ctx, req.Body)
+		out, settled, err = s.readStatus(ctx, req.Body)
 	case SvcList:
 		out, err = s.readList(ctx, req.Body)
 	}
 	switch {
 	case err == nil:
 		s.stats.lookups.Add(1)
-		return out
+		return out, settled
 	case errors.Is(err, errBadRequest):
 		s.stats.badRequests.Add(1)
-		return replyText(CodeUnknown, err.Error())
+		return replyText(CodeUnknown, err.Error()), true
 	case errors.Is(err, errElsewhere):
-		return replyText(CodeError, NotMerged)
+		return replyText(CodeError, NotMerged), true
 	case errors.Is(err, store.ErrNotFound):
-		return replyText(CodeUnknown, "unknown ticket")
+		return replyText(CodeUnknown, "unknown ticket"), false
 	}
 	s.log.Warn("lookup failed", "service", req.Service, "err", err)
-	return replyText(CodeError, "lookup failed: "+err.Error())
+	return replyText(CodeError, "lookup failed: "+err.Error()), true
 }
 
-func (s *Service) readReply(ctx context.Context, body [][]byte) ([][]byte, error) {
+func (s *Service) readReply(ctx context.Context, body [][]byte) ([][]byte, bool, error) {
 	id, err := parseTicket(body)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	t, rep, err := s.st.Reply(ctx, id)
 	if err != nil {
-		return nil, s.elsewhere(id, err)
+		return nil, false, s.elsewhere(id, err)
 	}
 	t = s.overlay(t)
 	switch t.State {
 	case store.StateDone:
-		return reply(CodeOK, rep...), nil
+		return reply(CodeOK, rep...), true, nil
 	case store.StateFailed:
-		return replyText(CodeError, FailedPrefix+t.Reason), nil
+		return replyText(CodeError, FailedPrefix+t.Reason), true, nil
 	}
-	return replyText(CodePending, t.State.String()), nil
+	return replyText(CodePending, t.State.String()), false, nil
 }
 
-func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, error) {
+func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool, error) {
 	id, err := parseTicket(body)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	t, _, err := s.st.Reply(ctx, id)
 	if err != nil {
-		return nil, s.elsewhere(id, err)
+		return nil, false, s.elsewhere(id, err)
 	}
 	t = s.overlay(t)
 	return reply(CodeOK,
@@ -112,7 +131,7 @@ func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, erro
 		[]byte(t.Created.UTC().Format(time.RFC3339Nano)),
 		[]byte(t.Updated.UTC().Format(time.RFC3339Nano)),
 		[]byte(t.Reason),
-	), nil
+	), t.State.Final(), nil
 }
 
 func (s *Service) readList(ctx context.Context, body [][]byte) ([][]byte, error) {

@@ -68,6 +68,13 @@ type Config struct {
 	// Notifier, when set, is told of every ticket state change (package
 	// notify publishes them). It must not block.
 	Notifier Notifier
+	// Unconfirmed answers a lookup whose answer could be stale when this
+	// node's leadership was not confirmed (replicated modes; see
+	// confirm.go); nil, or a nil answer: Refusal (500 not active). A
+	// broker passes its Gate's Refusal: a Binary Star active node that
+	// lost its peer then answers "not ready", and its clients ask it
+	// again instead of voting at the passive node.
+	Unconfirmed func(service string) [][]byte
 	// Logger receives the service's logs.
 	Logger *slog.Logger
 	// Now is the clock (tests replace it).
@@ -206,6 +213,12 @@ type Service struct {
 	limits  limiter
 	present presence
 	used    atomic.Int64 // store bytes used, for Quota
+
+	// confirmer is the store's, when it is replicated: lookups whose
+	// answer could be stale wait for it in confirms (see confirm.go).
+	confirmer LeaderConfirmer
+	confirms  confirmQueue
+
 	// batches and reading tell Idle that batches or lookups are in
 	// progress.
 	batches atomic.Int32
@@ -237,7 +250,7 @@ var (
 // Run.
 func New(st store.Store, b Broker, cfg Config) *Service {
 	cfg.fill()
-	return &Service{
+	s := &Service{
 		cfg:       cfg,
 		st:        st,
 		b:         b,
@@ -252,6 +265,9 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		gone:      make(map[string]int),
 		loadReq:   make(chan string, 1024),
 	}
+	s.confirmer, _ = st.(LeaderConfirmer)
+	s.confirms.kick = make(chan struct{}, 1)
+	return s
 }
 
 // Recover rebuilds the dispatch queues from the store: every pending or
@@ -298,6 +314,9 @@ func (s *Service) Run(ctx context.Context) error {
 	run(s.reapLoop)
 	run(s.waitLoop)
 	run(s.sweepLoop)
+	if s.confirmer != nil {
+		run(s.confirmLoop)
+	}
 	s.commitLoop(ctx)
 	wg.Wait()
 	return nil

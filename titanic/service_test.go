@@ -81,6 +81,13 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg Config, path string) *harness {
 	t.Helper()
+	return newHarnessOver(t, cfg, path, nil)
+}
+
+// newHarnessOver is newHarness with the service over wrap(the store) when
+// wrap is set.
+func newHarnessOver(t *testing.T, cfg Config, path string, wrap func(*store.BoltStore) store.Store) *harness {
+	t.Helper()
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "t.db")
 	}
@@ -89,7 +96,11 @@ func newHarness(t *testing.T, cfg Config, path string) *harness {
 		t.Fatalf("open store: %v", err)
 	}
 	h := &harness{t: t, b: newFakeBroker(), st: st, path: path, done: make(chan struct{})}
-	h.svc = New(st, h.b, cfg)
+	var over store.Store = st
+	if wrap != nil {
+		over = wrap(st)
+	}
+	h.svc = New(over, h.b, cfg)
 	if err := h.svc.Recover(context.Background()); err != nil {
 		t.Fatalf("recover: %v", err)
 	}

@@ -9,6 +9,7 @@ type counters struct {
 	failed, busy, badRequests, loads               atomic.Uint64
 	commits, committedOps, commitErrors            atomic.Uint64
 	expired                                        atomic.Uint64
+	confirms, unconfirmed                          atomic.Uint64
 }
 
 // Stats is a snapshot of the service's counters and queues.
@@ -18,6 +19,9 @@ type Stats struct {
 	Failed, Busy, BadRequests, Loads               uint64
 	Commits, CommittedOps, CommitErrors            uint64
 	Expired                                        uint64 // deleted by retention
+	// Confirms counts leadership confirmation rounds (replicated modes),
+	// and Unconfirmed the lookups refused because a round failed.
+	Confirms, Unconfirmed uint64
 	// Queued is the number of pending tickets waiting per service, and
 	// Leased the number held by workers.
 	Queued map[string]int
@@ -32,8 +36,8 @@ func (s *Service) Stats() Stats {
 		Dispatches: c.dispatches.Load(), Redeliveries: c.redeliveries.Load(), Replies: c.replies.Load(), LateReplies: c.lateReplies.Load(),
 		Failed: c.failed.Load(), Busy: c.busy.Load(), BadRequests: c.badRequests.Load(), Loads: c.loads.Load(),
 		Commits: c.commits.Load(), CommittedOps: c.committedOps.Load(), CommitErrors: c.commitErrors.Load(),
-		Expired: c.expired.Load(),
-		Queued:  make(map[string]int),
+		Expired: c.expired.Load(), Confirms: c.confirms.Load(), Unconfirmed: c.unconfirmed.Load(),
+		Queued: make(map[string]int),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -57,7 +57,7 @@ func (s *Service) wait(req broker.Request) [][]byte {
 		s.stats.badRequests.Add(1)
 		return replyText(CodeUnknown, err.Error())
 	}
-	lookup := broker.Request{Client: req.Client, Service: req.Service, Body: req.Body[:1]}
+	lookup := waitLookup(req)
 	if timeout > 0 {
 		w := &waiter{req: req, deadline: s.cfg.Now().Add(timeout)}
 		s.waits.mu.Lock()
@@ -73,6 +73,12 @@ func (s *Service) wait(req broker.Request) [][]byte {
 		s.waits.mu.Unlock()
 	}
 	return s.lookupFor(lookup, nil)
+}
+
+// waitLookup is the titanic.reply-like lookup of titanic.wait req: its
+// ticket frame, answered as titanic.wait.
+func waitLookup(req broker.Request) broker.Request {
+	return broker.Request{Client: req.Client, Service: req.Service, Body: req.Body[:1]}
 }
 
 // lookupFor queues a titanic.reply lookup answering req; with w, a
@@ -133,7 +139,7 @@ func (s *Service) notify(id store.ID) {
 	ws := append([]*waiter(nil), s.waits.by[id]...)
 	s.waits.mu.Unlock()
 	for _, w := range ws {
-		lookup := broker.Request{Client: w.req.Client, Service: w.req.Service, Body: w.req.Body[:1]}
+		lookup := waitLookup(w.req)
 		select {
 		case s.reads <- readReq{req: lookup, w: w}:
 		default:
@@ -170,6 +176,12 @@ func (s *Service) expireWaits(all bool) {
 	for _, w := range due {
 		if all {
 			s.answer(w.req.Client, w.req.Service, replyText(CodeError, NotActive))
+			continue
+		}
+		if s.confirmer != nil {
+			// "Still pending" could be stale too (confirm.go): the
+			// expired wait gets a last lookup, after a confirmation.
+			s.confirmLater(readReq{req: waitLookup(w.req)})
 			continue
 		}
 		s.answer(w.req.Client, w.req.Service, replyText(CodePending, "pending"))

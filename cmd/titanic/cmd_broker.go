@@ -121,6 +121,7 @@ func runBroker(e env) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	gate := &drainGate{}
+	tc.Unconfirmed = gate.Refusal
 	var (
 		st    store.Store = bolt
 		roles []func(context.Context) error

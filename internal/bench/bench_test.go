@@ -214,7 +214,13 @@ func startWith(b *testing.B, voters int, tune func(*titanic.Config)) *node {
 		tune(&tc)
 	}
 	timed := &timedStore{Store: base}
-	svc := titanic.New(timed, brk, tc)
+	var over store.Store = timed
+	if c, ok := base.(titanic.LeaderConfirmer); ok {
+		// As over a replica: lookups that could be stale wait for a
+		// leadership confirmation.
+		over = confirmingStore{timed, c}
+	}
+	svc := titanic.New(over, brk, tc)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := svc.Recover(ctx); err != nil {
 		cancel()
@@ -366,6 +372,13 @@ func (s *timedStore) Apply(ctx context.Context, ops []store.Op) ([]store.Result,
 	res, err := s.Store.Apply(ctx, ops)
 	s.applyNanos.Add(int64(time.Since(t)))
 	return res, err
+}
+
+// confirmingStore is a timedStore that keeps its replica's
+// titanic.LeaderConfirmer.
+type confirmingStore struct {
+	*timedStore
+	titanic.LeaderConfirmer
 }
 
 // counts are the service and store counters a benchmark reports deltas of.

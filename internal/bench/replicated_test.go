@@ -2,9 +2,11 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -38,7 +40,6 @@ func raftGroup(b *testing.B, first *store.BoltStore, voters int) (*store.BoltSto
 		ms[i] = &member{addr: addr, dir: b.TempDir()}
 		peers = append(peers, replica.Peer{ID: fmt.Sprintf("n%d", i), Addr: addr})
 	}
-	var closers []func()
 	for i, m := range ms {
 		if i == 0 {
 			m.st = first
@@ -57,13 +58,6 @@ func raftGroup(b *testing.B, first *store.BoltStore, voters int) (*store.BoltSto
 			b.Fatal(err)
 		}
 		m.n = n
-		st := m.st
-		closers = append(closers, func() {
-			_ = n.Close()
-			if st != first {
-				_ = st.Close()
-			}
-		})
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -72,8 +66,17 @@ func raftGroup(b *testing.B, first *store.BoltStore, voters int) (*store.BoltSto
 				if err := m.n.Barrier(context.Background()); err != nil {
 					b.Fatal(err)
 				}
-				// The first store is the one the caller closes last;
-				// hand back the leader's whatever it is.
+				// The caller closes the store handed back (the
+				// leader's) last; the closers close the others.
+				var closers []func()
+				for _, o := range ms {
+					closers = append(closers, func() {
+						_ = o.n.Close()
+						if o.st != m.st {
+							_ = o.st.Close()
+						}
+					})
+				}
 				return m.st, m.n, closers
 			}
 		}
@@ -118,6 +121,43 @@ func BenchmarkReplicatedSubmit(b *testing.B) {
 				} else if single[nc] > 0 {
 					b.ReportMetric(rate/single[nc], "x-single")
 				}
+			})
+			n.stop(b)
+		}
+	}
+}
+
+// BenchmarkReplicatedLookup measures titanic.reply of a pending ticket, the
+// answer a client that polls gets most, beside a single node: in a raft
+// group it is sent only after the leader confirmed its leadership (one
+// heartbeat round shared by every lookup waiting for it). confirms/lookup
+// is how many rounds a lookup cost.
+func BenchmarkReplicatedLookup(b *testing.B) {
+	for _, nc := range []int{8, 64} {
+		for _, mode := range []struct {
+			name   string
+			voters int
+		}{{"single", 0}, {"group3", 3}} {
+			n := startReplicated(b, mode.voters)
+			cs := n.clients(b, nc)
+			ticket, err := cs[0].Submit(context.Background(), service, body(), submitOptions())
+			if err != nil {
+				b.Fatal(err)
+			}
+			lookup := func(ctx context.Context, c *client.Client) error {
+				if _, err := c.Reply(ctx, ticket, client.ReplyOptions{}); !errors.Is(err, client.ErrPending) {
+					return fmt.Errorf("reply of a pending ticket: %w", err)
+				}
+				return nil
+			}
+			b.Run(fmt.Sprintf("mode=%s/clients=%d", mode.name, nc), func(b *testing.B) {
+				confirms := n.svc.Stats().Confirms
+				lats, elapsed := drive(b, cs, lookup)
+				slices.Sort(lats)
+				b.ReportMetric(float64(len(lats))/elapsed.Seconds(), "lookups/s")
+				b.ReportMetric(percentile(lats, 0.50), "p50-ms")
+				b.ReportMetric(percentile(lats, 0.99), "p99-ms")
+				b.ReportMetric(float64(n.svc.Stats().Confirms-confirms)/float64(max(len(lats), 1)), "confirms/lookup")
 			})
 			n.stop(b)
 		}

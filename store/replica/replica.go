@@ -189,6 +189,9 @@ type Node struct {
 	// startTerm is the term of the last log entry when the node opened
 	// (0 after Resync).
 	startTerm atomic.Uint64
+	// readTerm is the last term in which ConfirmLeader applied a barrier
+	// (see read.go).
+	readTerm atomic.Uint64
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup

@@ -16,10 +16,10 @@ import (
 func runCluster(e env) error {
 	sub := ""
 	args := e.args
-	if len(args) > 0 && (args[0] == "join" || args[0] == "leave") {
+	if len(args) > 0 && (args[0] == "join" || args[0] == "leave" || args[0] == "forget-peer-split") {
 		sub, args = args[0], args[1:]
 	}
-	fs := newFlags(e, "cluster", "[join|leave] [flags] [ID [RAFT-ADDR]]\n\n  titanic cluster --broker A,B,C               status of every node, lag behind the leader\n  titanic cluster join --broker A,B,C ID ADDR   add a raft voter (sent to the leader)\n  titanic cluster leave --broker A,B,C ID       remove a member")
+	fs := newFlags(e, "cluster", "[join|leave|forget-peer-split] [flags] [ID [RAFT-ADDR]]\n\n  titanic cluster --broker A,B,C               status of every node, lag behind the leader\n  titanic cluster join --broker A,B,C ID ADDR   add a raft voter (sent to the leader)\n  titanic cluster leave --broker A,B,C ID       remove a member\n  titanic cluster forget-peer-split --broker A  pair: stop answering \"not ready\" for tickets the absent peer\n                                               may have acknowledged alone (they answer 400 until it returns)")
 	cf := addClientFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -35,9 +35,14 @@ func runCluster(e env) error {
 			return usagef("want leave ID")
 		}
 		return clusterChange(e, cf, ha.SvcLeave, fs.Arg(0))
+	case "forget-peer-split":
+		if fs.NArg() != 0 || len(splitList(*cf.brokers)) != 1 {
+			return usagef("want forget-peer-split --broker NODE (the one node that waits for its peer)")
+		}
+		return forgetPeerSplit(e, cf)
 	}
 	if fs.NArg() > 0 {
-		return usagef("unknown cluster command %q: want join or leave", fs.Arg(0))
+		return usagef("unknown cluster command %q: want join, leave or forget-peer-split", fs.Arg(0))
 	}
 	return clusterStatus(e, cf)
 }
@@ -152,5 +157,24 @@ func clusterStatus(e env, cf clientFlags) error {
 	if reached == 0 {
 		return fmt.Errorf("%w: no node answered", client.ErrUnavailable)
 	}
+	return nil
+}
+
+// forgetPeerSplit tells one pair node to stop waiting for its peer's split
+// and prints what that gives up.
+func forgetPeerSplit(e env, cf clientFlags) error {
+	c, err := cf.dial(e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	rep, err := c.Request(e.ctx, ha.SvcForget, [][]byte{{}})
+	if err != nil {
+		return err
+	}
+	if len(rep) < 2 || string(rep[0]) != "200" {
+		return fmt.Errorf("%s: %q", ha.SvcForget, rep)
+	}
+	fmt.Fprintln(e.stdout, string(rep[1]))
 	return nil
 }

@@ -1,0 +1,63 @@
+package titanic
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// A pair node mints tickets with its tag; while its peer may hold a split
+// not merged yet, an unknown ticket of the peer's answers 500 "not
+// ready" (retry), not 400 (unknown, final); other unknown tickets still
+// answer 400.
+func TestUnknownPeerTicketNotFinal(t *testing.T) {
+	var peerMayHold atomic.Bool
+	peerMayHold.Store(true)
+	cfg := Config{MintTag: 1, MaybeElsewhere: func(id store.ID) bool { return peerMayHold.Load() && Tagged(id, 2) }}
+	h := newHarness(t, cfg, "")
+	own := h.submit("echo", "x")
+	if id, _ := store.ParseID(own); !Tagged(id, 1) {
+		t.Fatalf("ticket %s not tagged 1", own)
+	}
+	peers := store.NewID()
+	peers[15] = peers[15]&0xf0 | 2
+	other := store.NewID()
+	other[15] = other[15]&0xf0 | 3
+	for _, svc := range []string{SvcReply, SvcStatus} {
+		if r := h.call(svc, peers.String()); codeOf(r) != CodeError || !strings.HasPrefix(string(r[1]), "not ready") {
+			t.Errorf("%s of the peer's unknown ticket = %q, want 500 not ready", svc, r)
+		}
+		if r := h.call(svc, other.String()); codeOf(r) != CodeUnknown {
+			t.Errorf("%s of an unknown ticket of nobody's = %q, want 400", svc, r)
+		}
+	}
+	peerMayHold.Store(false) // merged, or the operator gave up waiting
+	if r := h.call(SvcReply, peers.String()); codeOf(r) != CodeUnknown {
+		t.Errorf("after the merge: %q, want 400", r)
+	}
+}
+
+// Merge takes in a peer's handover: adopted tickets are dispatched, and
+// a handover applied twice changes nothing.
+func TestMergeQueuesAdopted(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	id := store.NewID()
+	ops := []store.Op{{Kind: store.OpAdopt, ID: id, Service: "echo", Body: [][]byte{[]byte("from the peer")}}}
+	for range 2 {
+		if err := h.svc.Merge(context.Background(), ops); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, job := h.next("echo"); string(job.Token) != id.String() || string(job.Body[0]) != "from the peer" {
+		t.Fatalf("job %q %q, want the adopted ticket", job.Token, job.Body)
+	}
+	if _, ok := h.svc.Next("echo"); ok {
+		t.Fatal("the adopted ticket was queued twice")
+	}
+	if err := h.svc.Merge(context.Background(), []store.Op{{Kind: store.OpSubmit, ID: store.NewID(), Service: "echo"}}); err == nil {
+		t.Fatal("a submit was taken as a merge op")
+	}
+}

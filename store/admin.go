@@ -53,7 +53,8 @@ func (s *BoltStore) Restore(ctx context.Context, r io.Reader) error {
 
 // RestoreChecked is Restore with a last word for the caller: accept, when
 // set, is given the incoming snapshot's applied history once it is
-// received and checked, and an error from it leaves the store as it was.
+// received and checked, and an error from it leaves the store as it was
+// (ErrKeepCurrent: and RestoreChecked reports success).
 // A replica uses it to refuse a snapshot that would silently drop entries
 // only it holds (a fork).
 func (s *BoltStore) RestoreChecked(ctx context.Context, r io.Reader, accept func(History) error) error {
@@ -74,6 +75,10 @@ func (s *BoltStore) RestoreChecked(ctx context.Context, r io.Reader, accept func
 			return fmt.Errorf("restore: %w", err)
 		}
 		if err := accept(h); err != nil {
+			if errors.Is(err, ErrKeepCurrent) {
+				s.log.Info("snapshot not restored: the store already holds all of it", "snapshot_applied", h.Applied)
+				return nil
+			}
 			return fmt.Errorf("restore: %w", err)
 		}
 	}

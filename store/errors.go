@@ -35,3 +35,8 @@ var ErrDiverged = errors.New("store diverged from the replicated log")
 // written by a newer version of titanic: this build cannot read it and
 // must not guess. The node that meets it must be upgraded.
 var ErrUnsupported = errors.New("written by a newer titanic version")
+
+// ErrKeepCurrent, returned by RestoreChecked's accept, keeps the store as
+// it is and makes the restore succeed: the store already holds everything
+// the snapshot does (a replica ahead of the snapshot its leader sent).
+var ErrKeepCurrent = errors.New("the store already holds the snapshot's content")

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -188,17 +189,28 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := f.err(); err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
+	br := bufio.NewReader(rc)
+	if head, _ := br.Peek(len(placeholderMark)); bytes.Equal(head, placeholderMark) {
+		return errPlaceholder
+	}
 	ctx := context.Background()
-	err := f.st.RestoreChecked(ctx, rc, func(in store.History) error {
+	err := f.st.RestoreChecked(ctx, br, func(in store.History) error {
 		local, err := f.st.History(ctx)
 		if err != nil {
 			return err
 		}
-		if fork := local.ForkPoint(in); local.Applied > 0 && fork < local.Applied {
-			return f.fail(fmt.Errorf("%w: a snapshot up to index %d shares only entries up to %d of the %d this store applied",
-				store.ErrDiverged, in.Applied, fork, local.Applied))
+		fork := local.ForkPoint(in)
+		switch {
+		case local.Applied == 0 || fork >= local.Applied:
+			return nil // behind the snapshot, on its history: take it
+		case fork >= in.Applied:
+			// Ahead of the snapshot, on its history (this node kept its
+			// store and dropped its raft log to rejoin): keep the store;
+			// raft's entries after the snapshot are skipped as applied.
+			return store.ErrKeepCurrent
 		}
-		return nil
+		return f.fail(fmt.Errorf("%w: a snapshot up to index %d shares only entries up to %d of the %d this store applied",
+			store.ErrDiverged, in.Applied, fork, local.Applied))
 	})
 	if err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
@@ -224,3 +236,26 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *snapshot) Release() {}
+
+// placeholderMark starts the content of the snapshot raft.RecoverCluster
+// makes when a node reforms raft alone (see Node.Reform). That snapshot
+// only records raft's new configuration: a copy of the whole store there
+// would make failover time grow with the backlog, and the store already
+// holds everything. A real snapshot is taken right after the reform; a
+// placeholder is never restored (raft then tries an older snapshot, or
+// sends a peer the real one once it exists).
+var placeholderMark = []byte("titanic placeholder snapshot: the store holds the data\n")
+
+var errPlaceholder = errors.New("placeholder snapshot (made by a reform): not restorable; a real snapshot follows")
+
+type placeholder struct{}
+
+func (placeholder) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(placeholderMark); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist placeholder snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (placeholder) Release() {}

@@ -630,6 +630,7 @@ func (n *Node) Reform(ctx context.Context) error {
 			if !n.fenced(got) {
 				return fmt.Errorf("reformed raft leads term %d, outside this node's fence (stride %d, slot %d)", got, n.cfg.FenceStride, n.cfg.FenceSlot)
 			}
+			n.snapshotSoon()
 			return nil
 		}
 		// More than one election ran: the term left the fence. Raise
@@ -728,6 +729,30 @@ func (n *Node) electAlone(ctx context.Context) error {
 	return nil
 }
 
+// snapshotSoon replaces the reform's placeholder snapshot with a real one,
+// off the failover's path: until it is there, a peer that needs a
+// snapshot to catch up waits for it.
+func (n *Node) snapshotSoon() {
+	r := n.raft()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for try := 0; try < 50; try++ {
+			err := r.Snapshot().Error()
+			if err == nil || errors.Is(err, raft.ErrRaftShutdown) {
+				return
+			}
+			n.log.Debug("snapshot after reform", "err", err)
+			select {
+			case <-n.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		n.log.Warn("no snapshot after the reform: a peer that needs one waits for the next")
+	}()
+}
+
 // fenced reports whether term is one this node may lead alone.
 func (n *Node) fenced(term uint64) bool {
 	return n.cfg.FenceStride == 0 || term%n.cfg.FenceStride == n.cfg.FenceSlot
@@ -782,6 +807,14 @@ func (r recovering) Restore(rc io.ReadCloser) error {
 		return rc.Close()
 	}
 	return r.fsm.Restore(rc)
+}
+
+// Snapshot is a placeholder: see placeholderMark.
+func (r recovering) Snapshot() (raft.FSMSnapshot, error) {
+	if err := r.err(); err != nil {
+		return nil, fmt.Errorf("no snapshot of a failed replica: %w", err)
+	}
+	return placeholder{}, nil
 }
 
 func (r recovering) Apply(l *raft.Log) any {

@@ -345,3 +345,40 @@ func TestRejoinAheadOfSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A store restored from a backup holds tickets no log entry made; a node
+// that joins with an empty store must catch up from a snapshot, not by
+// replaying the log from its start (PrepareJoin).
+func TestJoinGetsSnapshotOfRestoredStore(t *testing.T) {
+	p := newMemPair(t, true)
+	l := p.leader(t)
+	var f *memNode
+	for _, m := range p.nodes {
+		if m != l {
+			f = m
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	// As if restored: in the leader's store, not in any log entry.
+	restored := store.Op{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: "s", Body: [][]byte{[]byte("restored")}}
+	if res, err := l.st.Apply(ctx, []store.Op{restored}); err != nil || res[0].Err != nil {
+		t.Fatalf("restore a ticket: %v %v", err, res)
+	}
+	ids := l.submit(t, 3)
+	waitHas(t, f, ids)
+	if err := f.n.Resync(ctx, false, filepath.Join(f.dir, "aside")); err != nil {
+		t.Fatal(err)
+	}
+	p.connect()
+	if err := l.n.RemoveServer(ctx, f.id); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.n.PrepareJoin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.n.AddVoter(ctx, f.id, string(f.addr)); err != nil {
+		t.Fatal(err)
+	}
+	waitHas(t, f, append(ids, restored.ID))
+}

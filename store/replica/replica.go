@@ -996,3 +996,43 @@ func (n *Node) Self() (id, addr string) {
 	}
 	return n.cfg.ID, n.cfg.Advertise
 }
+
+// PrepareJoin makes sure a member about to be added catches up from a
+// snapshot, not from the start of the log: a store restored from a backup
+// (titanic restore) holds tickets no log entry made, and a node that
+// joins with an empty store would replay the log from index 1 and lack
+// them. It takes a snapshot and compacts the whole log up to it (raft's
+// TrailingLogs set to 0 for that one snapshot). Leader only.
+func (n *Node) PrepareJoin(ctx context.Context) error {
+	r := n.raft()
+	if r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	first, err := n.logs.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("raft log: %w", err)
+	}
+	if first > 1 {
+		return nil // compacted once already: a new member gets a snapshot
+	}
+	normal := r.ReloadableConfig()
+	all := normal
+	all.TrailingLogs = 0
+	if err := r.ReloadConfig(all); err != nil {
+		return fmt.Errorf("raft config: %w", err)
+	}
+	defer func() {
+		if err := r.ReloadConfig(normal); err != nil {
+			n.log.Warn("restore raft's trailing logs", "err", err)
+		}
+	}()
+	// A barrier is one more entry, so that there is something new to
+	// snapshot even right after a snapshot that left the log whole.
+	if err := r.Barrier(n.timeout(ctx)).Error(); err != nil {
+		return fmt.Errorf("barrier before a join: %w", err)
+	}
+	if err := r.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return fmt.Errorf("snapshot before a join: %w", err)
+	}
+	return ctx.Err()
+}

@@ -93,6 +93,9 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			return text("500", "not active")
 		}
 		id, addr := string(req.Body[0]), string(req.Body[1])
+		if err := a.node.PrepareJoin(ctx); err != nil {
+			return text("500", err.Error())
+		}
 		if err := a.node.AddVoter(ctx, id, addr); err != nil {
 			return text("500", err.Error())
 		}

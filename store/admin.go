@@ -391,3 +391,100 @@ func (s *BoltStore) Reset(ctx context.Context) error {
 	s.log.Warn("store reset to empty")
 	return nil
 }
+
+// Replication is the replication bookkeeping a store carries from the
+// cluster it belonged to (see ResetReplication).
+type Replication struct {
+	// Applied is the highest raft log index the store applied.
+	Applied uint64
+	// Epochs is the number of epoch records (the applied history);
+	// OldTerms the number of entry-term records of a first-release store.
+	Epochs, OldTerms int
+	// Journal is the number of solo journal records (a pair node).
+	Journal int
+}
+
+// IsZero reports whether r records nothing: a store that never belonged
+// to a replicated cluster, or one that was reset.
+func (r Replication) IsZero() bool { return r == Replication{} }
+
+// ResetReplication clears, in one transaction, the replication bookkeeping
+// of the cluster the store belonged to: the applied index, the applied
+// history (epochs, and a first-release store's entry terms) and the solo
+// journal. Tickets, bodies, replies, idempotency keys, the FIFO index, the
+// counters and the sequence counter are left as they are. It returns what
+// was cleared.
+//
+// It is for a store that starts a new cluster (titanic restore): a new
+// raft log starts at index 1, so a store that says it applied index N
+// would skip the new log's first N entries, and an old history makes the
+// new cluster's first terms look like a fork. Never call it on a member of
+// a running cluster: its peers would replay entries it already holds.
+func (s *BoltStore) ResetReplication(ctx context.Context) (Replication, error) {
+	var r Replication
+	err := s.control(ctx, func() error {
+		switch {
+		case s.db == nil:
+			return ErrClosed
+		case s.stopped != nil:
+			return s.stopped
+		}
+		var (
+			txid    int
+			cleared bool // an error now comes from the commit
+		)
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			txid = tx.ID()
+			var err error
+			if r, err = clearReplication(tx); err != nil {
+				return err
+			}
+			cleared = true
+			return nil
+		})
+		if err != nil && cleared {
+			s.afterFailedCommit(txid, err)
+		}
+		return err
+	})
+	if err != nil {
+		return Replication{}, fmt.Errorf("reset replication: %w", err)
+	}
+	if !r.IsZero() {
+		s.log.Warn("replication bookkeeping cleared", "applied", r.Applied, "epochs", r.Epochs, "old_terms", r.OldTerms, "journal", r.Journal)
+	}
+	return r, nil
+}
+
+// clearReplication deletes the bookkeeping ResetReplication names, and
+// returns what it deleted.
+func clearReplication(tx *bolt.Tx) (Replication, error) {
+	var r Replication
+	meta := tx.Bucket(metaBucket)
+	if v := meta.Get(appliedKey); v != nil {
+		if len(v) == 8 {
+			r.Applied = binary.BigEndian.Uint64(v)
+		}
+		if err := meta.Delete(appliedKey); err != nil {
+			return r, fmt.Errorf("delete applied index: %w", err)
+		}
+	}
+	var err error
+	if r.OldTerms, err = deleteOldTerms(meta); err != nil {
+		return r, err
+	}
+	for _, x := range []struct {
+		name []byte
+		n    *int
+	}{{epochsBucket, &r.Epochs}, {soloBucket, &r.Journal}} {
+		b := tx.Bucket(x.name)
+		if b == nil {
+			continue
+		}
+		*x.n = b.Stats().KeyN
+		if err := tx.DeleteBucket(x.name); err != nil {
+			return r, fmt.Errorf("delete %s bucket: %w", x.name, err)
+		}
+	}
+	return r, nil
+}

@@ -177,16 +177,8 @@ func openEpochs(tx *bolt.Tx) (*epochs, error) {
 				return nil, fmt.Errorf("put epoch: %w", err)
 			}
 		}
-		meta := tx.Bucket(metaBucket)
-		var old [][]byte
-		c := meta.Cursor()
-		for k, _ := c.Seek(oldTermPrefix); k != nil && bytes.HasPrefix(k, oldTermPrefix); k, _ = c.Next() {
-			old = append(old, bytes.Clone(k))
-		}
-		for _, k := range old {
-			if err := meta.Delete(k); err != nil {
-				return nil, fmt.Errorf("delete entry term: %w", err)
-			}
+		if _, err := deleteOldTerms(tx.Bucket(metaBucket)); err != nil {
+			return nil, err
 		}
 	}
 	e := &epochs{b: b, hist: h}
@@ -194,6 +186,22 @@ func openEpochs(tx *bolt.Tx) (*epochs, error) {
 		e.last = h.Epochs[n-1]
 	}
 	return e, nil
+}
+
+// deleteOldTerms deletes a first-release store's entry terms from the
+// meta bucket and returns how many there were.
+func deleteOldTerms(meta *bolt.Bucket) (int, error) {
+	var old [][]byte
+	c := meta.Cursor()
+	for k, _ := c.Seek(oldTermPrefix); k != nil && bytes.HasPrefix(k, oldTermPrefix); k, _ = c.Next() {
+		old = append(old, bytes.Clone(k))
+	}
+	for _, k := range old {
+		if err := meta.Delete(k); err != nil {
+			return 0, fmt.Errorf("delete entry term: %w", err)
+		}
+	}
+	return len(old), nil
 }
 
 // record notes that the entry (index, term) is applied next, after

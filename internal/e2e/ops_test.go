@@ -40,9 +40,13 @@ func TestBackupCheckDrain(t *testing.T) {
 	if out, code := cli(t, "", "check", "--file", backup); code != 0 || !strings.Contains(out, "ok, 20 tickets") {
 		t.Fatalf("check of the backup: exit %d %q", code, out)
 	}
-	// While the broker runs, its file is locked: check says so.
+	// While the broker runs, its file is locked: check says so, and
+	// restore refuses to replace it, even with --force.
 	if _, code := cli(t, "", "check", "--data", dir); code == 0 {
 		t.Fatal("check of a running broker's file succeeded")
+	}
+	if _, code := cli(t, "", "restore", "--force", "--data", dir, backup); code != 1 {
+		t.Fatalf("restore over a running broker: exit %d, want 1", code)
 	}
 	if err := br.Stop(10 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, br.Tail())
@@ -62,13 +66,10 @@ func TestBackupCheckDrain(t *testing.T) {
 	if err == nil || !strings.Contains(string(res), "corrupt") {
 		t.Fatalf("broker on a truncated file: err %v, output:\n%s", err, res)
 	}
-	// Restoring the backup brings every acknowledged ticket back.
-	b, err := os.ReadFile(backup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "titanic.db"), b, 0o600); err != nil {
-		t.Fatal(err)
+	// Restoring the backup brings every acknowledged ticket back (the
+	// damaged file is moved aside).
+	if out, code := cli(t, "", "restore", "--force", "--data", dir, backup); code != 0 || !strings.Contains(out, "20 tickets") {
+		t.Fatalf("restore: exit %d %q", code, out)
 	}
 	harness.Broker(t, "restored", ep, dir, fastBroker...)
 	cl2 := newClient(t, ep)

@@ -240,6 +240,12 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 			return
 		}
 		s.forget(id)
+		if !res.Existed && s.cfg.MaybeElsewhere != nil && s.cfg.MaybeElsewhere(id) {
+			// The peer may hold it (a split not merged yet): a 200 now
+			// would let its handover bring it back. Try again later.
+			s.answer(req.Client, req.Service, replyText(CodeError, NotMerged))
+			return
+		}
 		s.stats.closes.Add(1)
 		if res.Existed {
 			s.note(id, "closed", "")

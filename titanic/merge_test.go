@@ -34,6 +34,13 @@ func TestUnknownPeerTicketNotFinal(t *testing.T) {
 			t.Errorf("%s of an unknown ticket of nobody's = %q, want 400", svc, r)
 		}
 	}
+	// Closing it now would let the peer's handover bring it back.
+	if r := h.call(SvcClose, peers.String()); codeOf(r) != CodeError || !strings.HasPrefix(string(r[1]), "not ready") {
+		t.Errorf("close of the peer's unknown ticket = %q, want 500 not ready", r)
+	}
+	if r := h.call(SvcClose, other.String()); codeOf(r) != CodeOK {
+		t.Errorf("close of an unknown ticket of nobody's = %q, want 200", r)
+	}
 	peerMayHold.Store(false) // merged, or the operator gave up waiting
 	if r := h.call(SvcReply, peers.String()); codeOf(r) != CodeUnknown {
 		t.Errorf("after the merge: %q, want 400", r)

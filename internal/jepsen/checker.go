@@ -29,9 +29,10 @@ func (p Problem) String() string {
 }
 
 // Window is a split brain: an interval in which two or more nodes served
-// at once (by their logs, less the time they were SIGSTOPped), extended
-// to the cluster's next recovery, since what the two sides did lasts
-// until then. Acked counts the acknowledgements inside it by node.
+// at once (by their logs, less the time they were SIGSTOPped) and both
+// acknowledged submits, extended to the cluster's next recovery, since
+// what the two sides did lasts until then. Acked counts the
+// acknowledgements inside it by node.
 type Window struct {
 	Start, End time.Time // End: extended to the next recovery
 	Overlap    time.Time // end of the overlap itself
@@ -51,6 +52,7 @@ type Result struct {
 	Calls        map[string]int // client ops by "f type"
 
 	SplitBrains []Window
+	Overlaps    int // nodes serving at once, but not both acknowledging: not split brains
 
 	Lost          []Problem      // acknowledged, not answered with its own reply at the end
 	Final400      int            // of which answered 400 at the end
@@ -154,7 +156,13 @@ func Check(ops []Op) *Result {
 			r.Exits[op.Node+": "+op.Value]++
 		}
 	}
-	r.SplitBrains = splitBrains(serves, pauses, recovered, last)
+	var acked []Op
+	for _, op := range ops {
+		if (op.F == FSubmit || op.F == FRequest) && op.Type == OK && op.Ticket != "" {
+			acked = append(acked, op)
+		}
+	}
+	r.SplitBrains, r.Overlaps = splitBrains(serves, pauses, recovered, last, acked)
 	inSplit := func(t time.Time) *Window {
 		for i := range r.SplitBrains {
 			w := &r.SplitBrains[i]
@@ -307,10 +315,13 @@ func Check(ops []Op) *Result {
 	return r
 }
 
-// splitBrains finds the intervals in which two nodes served at once:
-// serving intervals less pauses, overlapped pairwise, merged, each
-// extended to the first recovery after it (or to last).
-func splitBrains(serves []Op, pauses map[string][]Op, recovered []time.Time, last time.Time) []Window {
+// splitBrains finds the intervals in which two nodes served at once and
+// both acknowledged something: serving intervals less pauses, overlapped
+// pairwise, kept when both nodes have an ack in the overlap, merged, each
+// extended to the first recovery after it (or to last). It also returns
+// how many overlaps it dropped for want of acks on both sides (a deposed
+// leader that logs "not serving" a moment after its successor serves).
+func splitBrains(serves []Op, pauses map[string][]Op, recovered []time.Time, last time.Time, acks []Op) ([]Window, int) {
 	type span struct {
 		node       string
 		start, end time.Time
@@ -325,16 +336,27 @@ func splitBrains(serves []Op, pauses map[string][]Op, recovered []time.Time, las
 			spans = append(spans, span{s.Node, piece[0], piece[1]})
 		}
 	}
+	ackedIn := func(node string, start, end time.Time) bool {
+		return slices.ContainsFunc(acks, func(op Op) bool {
+			return op.Node == node && !op.Time.Before(start) && !op.Time.After(end)
+		})
+	}
 	var ws []Window
+	dropped := 0
 	for i, a := range spans {
 		for _, b := range spans[i+1:] {
 			if a.node == b.node {
 				continue
 			}
 			start, end := later(a.start, b.start), earlier(a.end, b.end)
-			if end.After(start) {
-				ws = append(ws, Window{Start: start, Overlap: end, Nodes: []string{a.node, b.node}})
+			if !end.After(start) {
+				continue
 			}
+			if !ackedIn(a.node, start, end) || !ackedIn(b.node, start, end) {
+				dropped++
+				continue
+			}
+			ws = append(ws, Window{Start: start, Overlap: end, Nodes: []string{a.node, b.node}})
 		}
 	}
 	slices.SortFunc(ws, func(a, b Window) int { return a.Start.Compare(b.Start) })
@@ -365,7 +387,7 @@ func splitBrains(serves []Op, pauses map[string][]Op, recovered []time.Time, las
 	for i := range out {
 		slices.Sort(out[i].Nodes)
 	}
-	return out
+	return out, dropped
 }
 
 // subtract returns [start, end) less the pauses' intervals.

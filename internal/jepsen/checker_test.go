@@ -161,7 +161,9 @@ func TestCheckSplitBrain(t *testing.T) {
 	split := func() *hist {
 		h := good()
 		h.serve(0, 1000, "pa").serve(500, 1500, "pb").recovered(2000)
-		// During the overlap, pb ran k1 again and acknowledged k1 as T9.
+		// During the overlap both acknowledged; pb ran k1 again and
+		// acknowledged k1 as T9.
+		h.request(600, "u5.0", "T5", "pa").exec(610, "u5.0", "u5.0|w0|5").look(2100, "T5", "200", "u5.0|w0|5", true)
 		h.exec(700, "k1", "k1|w1|7").keyed(710, "k1", "T9", "pb")
 		h.look(720, "T1", "200", "k1|w1|7", false)
 		h.look(2100, "T9", "200", "k1|w1|7", true)
@@ -178,13 +180,23 @@ func TestCheckSplitBrain(t *testing.T) {
 	if !w.Start.Equal(at(500)) || !w.Overlap.Equal(at(1000)) || !w.End.Equal(at(2000)) || strings.Join(w.Nodes, "+") != "pa+pb" {
 		t.Errorf("window %s-%s (overlap %s) %v, want 500-2000 (overlap 1000) pa+pb", stamp(w.Start), stamp(w.End), stamp(w.Overlap), w.Nodes)
 	}
-	if r.AckedInSplit["pb"] != 1 || w.Acked["pb"] != 1 {
-		t.Errorf("acks inside: %v, window %v; want pb 1", r.AckedInSplit, w.Acked)
+	if r.AckedInSplit["pb"] != 1 || w.Acked["pb"] != 1 || w.Acked["pa"] != 1 {
+		t.Errorf("acks inside: %v, window %v; want pa 1, pb 1", r.AckedInSplit, w.Acked)
 	}
 	// A loss inside a split brain is still a loss.
 	h := split().request(800, "u9.0", "T8", "pa")
 	if v := Check(*h).Violations(); len(v) != 1 || !strings.HasPrefix(v[0], "lost: 1") {
 		t.Errorf("a loss inside a split brain: violations %v, want lost: 1", v)
+	}
+
+	// The same overlap, but only pb acknowledged in it (pa's ack comes
+	// after): no split brain.
+	h = good()
+	h.serve(0, 1000, "pa").serve(500, 1500, "pb").recovered(2000)
+	h.exec(700, "k1", "k1|w1|7").keyed(710, "k1", "T9", "pb").look(2100, "T9", "200", "k1|w1|7", true)
+	h.request(1100, "u5.0", "T5", "pa").exec(1110, "u5.0", "u5.0|w0|5").look(2100, "T5", "200", "u5.0|w0|5", true)
+	if r := Check(*h); len(r.SplitBrains) != 0 || r.Overlaps != 1 || len(r.DupKeyed) != 1 {
+		t.Errorf("one side acknowledging: %d split brains, %d overlaps, %d duplicate keys outside; want 0, 1, 1", len(r.SplitBrains), r.Overlaps, len(r.DupKeyed))
 	}
 
 	// The same nodes, but pa was SIGSTOPped through pb's serving: no

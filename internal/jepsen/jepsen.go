@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,16 +40,21 @@ type Scenario struct {
 	Duration time.Duration
 	// HoldMin and HoldMax bound how long each fault holds.
 	HoldMin, HoldMax time.Duration
+	// Recover bounds each recovery: whole and serving after a heal.
+	Recover time.Duration
+	// GiveUp is how many failed recoveries in a row end the fault phase
+	// (at least 1).
+	GiveUp int
 }
 
 // Timing of the run.
 const (
 	clientTimeout = 500 * time.Millisecond // per try; more than the pair's peer timeout (400ms)
-	recoverWithin = 30 * time.Second       // whole and serving again after a heal
+	startWithin   = 30 * time.Second       // a new cluster whole and serving
 	finalWithin   = 90 * time.Second       // the final lookups, all together
 	// deadWithin bounds the final lookups when the cluster did not
 	// recover: they can only record that nothing answers.
-	deadWithin = 15 * time.Second
+	deadWithin = 10 * time.Second
 	stopWithin = 10 * time.Second // clients and workers, once told to stop
 	service    = "jepsen"
 )
@@ -64,16 +70,15 @@ const (
 func Long() bool { return os.Getenv(EnvMode) == "long" }
 
 // Seed returns the base seed: $TITANIC_JEPSEN_SEED, or a random one.
-func Seed(tb testing.TB) uint64 {
-	tb.Helper()
+func Seed() (uint64, error) {
 	if s := os.Getenv(EnvSeed); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			tb.Fatalf("%s=%q: %v", EnvSeed, s, err)
+			return 0, fmt.Errorf("%s=%q: %w", EnvSeed, s, err)
 		}
-		return v
+		return v, nil
 	}
-	return rand.Uint64()
+	return rand.Uint64(), nil
 }
 
 // scenarioSeed derives a scenario's seed from the base seed and its name,
@@ -169,9 +174,9 @@ func Run(t *testing.T, sc Scenario, base uint64) *Result {
 	}
 	defer waitGroup(t, workers, "workers")
 	r.nemesis = newNemesis(t, r.h, seed, r.nodes, sides)
-	leader, err := r.recover(recoverWithin)
+	leader, _, err := r.recover(startWithin)
 	if err != nil {
-		t.Fatalf("the new cluster is not whole and serving within %s: %v%s", recoverWithin, err, r.diag())
+		t.Fatalf("the new cluster is not whole and serving within %s: %v%s", startWithin, err, r.diag())
 	}
 	clientCtx, stopClients := context.WithCancel(context.Background())
 	defer stopClients()
@@ -179,8 +184,12 @@ func Run(t *testing.T, sc Scenario, base uint64) *Result {
 		w.startClients(clientCtx, h.Name, sideCtx[i], seed+uint64(i))
 	}
 
-	// The fault phase.
-	plans := 0
+	// The fault phase. A cluster that does not recover gets more faults
+	// (a restart may bring it back), but not after GiveUp failed
+	// recoveries in a row: it is stuck, and the final check says what it
+	// cost.
+	plans, stuck := 0, 0
+	var recoveries []time.Duration // from the heal to whole and serving
 	faultStart := time.Now()
 	for plans < sc.Faults || time.Since(faultStart) < sc.Duration {
 		steps := r.nemesis.plan(sc.Menu, sc.PKill, leader)
@@ -191,29 +200,45 @@ func Run(t *testing.T, sc Scenario, base uint64) *Result {
 			time.Sleep(sc.HoldMin + between(r.nemesis.rng, sc.HoldMax-sc.HoldMin)) // the fault holds under load
 		}
 		r.nemesis.heal()
-		l, err := r.recover(recoverWithin)
+		l, took, err := r.recover(sc.Recover)
 		if err != nil {
-			r.note("fault %d (%s): not whole and serving within %s after the heal: %v; fault phase ended", plans, describe(steps), recoverWithin, err)
+			stuck++
+			r.note("fault %d (%s): not whole and serving within %s after the heal: %v", plans, describe(steps), sc.Recover, err)
 			t.Logf("%s%s", r.notes[len(r.notes)-1], r.diag())
-			break
+			if stuck >= sc.GiveUp {
+				r.note("fault phase ended after %d failed recoveries in a row", stuck)
+				break
+			}
+			continue
 		}
-		leader = l
+		stuck, leader = 0, l
+		recoveries = append(recoveries, took)
 		time.Sleep(500*time.Millisecond + between(r.nemesis.rng, time.Second)) // load between faults
 	}
 	t.Logf("fault phase over: %d fault plans in %s", plans, time.Since(faultStart).Round(time.Second))
+	if len(recoveries) > 0 {
+		slices.Sort(recoveries)
+		r.note("recoveries after a heal: %d, median %s, longest %s", len(recoveries),
+			recoveries[len(recoveries)/2].Round(10*time.Millisecond), recoveries[len(recoveries)-1].Round(10*time.Millisecond))
+	}
 
-	// The end: clients stop, everything heals, every acknowledged ticket
-	// is looked up (and every stored one, to find a key's second ticket).
+	// The end: clients stop, everything heals, every node that is down
+	// restarts, and every acknowledged ticket is looked up (then every
+	// other stored one, where a key's second ticket shows).
 	stopClients()
 	waitGroup(t, &w.wg, "clients")
 	r.nemesis.heal()
-	lookFor := finalWithin
-	if _, err := r.recover(recoverWithin); err != nil {
-		r.note("final heal: not whole and serving within %s: %v", recoverWithin, err)
-		t.Logf("%s%s", r.notes[len(r.notes)-1], r.diag())
-		lookFor = deadWithin
+	lookFor, tries, within := finalWithin, 30, sc.Recover
+	if stuck > 0 {
+		within = deadWithin // it failed to recover already
 	}
-	r.finalLookups(w, lookFor)
+	if _, _, err := r.recover(within); err != nil {
+		r.note("final heal: not whole and serving within %s: %v", within, err)
+		t.Logf("%s%s", r.notes[len(r.notes)-1], r.diag())
+		// Nothing serves: ask each node once per ticket, for the record.
+		lookFor, tries = deadWithin, len(r.nodes)
+	}
+	r.finalLookups(w, lookFor, tries)
 	stopWorkers()
 	waitGroup(t, workers, "workers")
 
@@ -244,8 +269,9 @@ const hungAfter = 10 * time.Second
 // recover waits until every node runs (starting those that exit, a few
 // times each, and those that hang), the cluster is whole, and a probe
 // ticket is acknowledged and answered; it records the outcome
-// (FRecovered) and returns the leader.
-func (r *run) recover(within time.Duration) (*node, error) {
+// (FRecovered) and returns the leader and how long it took.
+func (r *run) recover(within time.Duration) (*node, time.Duration, error) {
+	begin := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	var (
@@ -291,7 +317,7 @@ func (r *run) recover(within time.Duration) (*node, error) {
 		}
 		if err == nil {
 			r.h.Add(Op{Process: "nemesis", Type: OK, F: FRecovered, Node: names[i]})
-			return r.nodes[i], nil
+			return r.nodes[i], time.Since(begin), nil
 		}
 		if ctx.Err() == nil || lastErr == nil {
 			lastErr = err
@@ -303,7 +329,7 @@ func (r *run) recover(within time.Duration) (*node, error) {
 		select {
 		case <-ctx.Done():
 			r.h.Add(Op{Process: "nemesis", Type: Fail, F: FRecovered, Err: lastErr.Error()})
-			return nil, lastErr
+			return nil, time.Since(begin), lastErr
 		case <-tick.C:
 		}
 	}
@@ -358,7 +384,7 @@ func (r *run) probeOnce(ctx context.Context) error {
 // 200 (or failed for good, or answered 400 three times, or time is up),
 // then lists the stored tickets and looks up the others the same way:
 // a second ticket of a key shows there, with its key's body.
-func (r *run) finalLookups(w *workload, within time.Duration) {
+func (r *run) finalLookups(w *workload, within time.Duration, tries int) {
 	deadline := time.Now().Add(within)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
@@ -370,7 +396,7 @@ func (r *run) finalLookups(w *workload, within time.Duration) {
 			tickets = append(tickets, op.Ticket)
 		}
 	}
-	r.lookAll(ctx, w, tickets)
+	r.lookAll(ctx, w, tickets, tries)
 	var others []string
 	after := ""
 	for ctx.Err() == nil {
@@ -389,14 +415,14 @@ func (r *run) finalLookups(w *workload, within time.Duration) {
 			break
 		}
 	}
-	r.lookAll(ctx, w, others)
+	r.lookAll(ctx, w, others, tries)
 	if ctx.Err() != nil {
 		r.note("final lookups: not all done within %s", within)
 	}
 }
 
 // lookAll looks the tickets up with a few parallel raw clients.
-func (r *run) lookAll(ctx context.Context, w *workload, tickets []string) {
+func (r *run) lookAll(ctx context.Context, w *workload, tickets []string, tries int) {
 	next := make(chan string)
 	var wg sync.WaitGroup
 	for i := range 6 {
@@ -407,7 +433,7 @@ func (r *run) lookAll(ctx context.Context, w *workload, tickets []string) {
 			defer wg.Done()
 			defer c.close()
 			for tk := range next {
-				look(ctx, w, c, tk)
+				look(ctx, w, c, tk, tries)
 			}
 		}()
 	}
@@ -421,9 +447,11 @@ func (r *run) lookAll(ctx context.Context, w *workload, tickets []string) {
 	wg.Wait()
 }
 
-// look asks for one ticket's reply until it has one.
-func look(ctx context.Context, w *workload, c *rawClient, ticket string) {
-	unknown := 0
+// look asks for one ticket's reply until it has one: a 200, a failed
+// ticket, or three 400s; a pending ticket is asked again until ctx ends,
+// other answers (500, none) at most tries times.
+func look(ctx context.Context, w *workload, c *rawClient, ticket string, tries int) {
+	unknown, other := 0, 0
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for ctx.Err() == nil {
@@ -433,6 +461,10 @@ func look(ctx context.Context, w *workload, c *rawClient, ticket string) {
 			return
 		case op.Code == "400":
 			if unknown++; unknown >= 3 {
+				return
+			}
+		case op.Code != "300":
+			if other++; other >= tries {
 				return
 			}
 		}

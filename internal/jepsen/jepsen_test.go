@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"sync"
 	"testing"
 	"time"
 )
@@ -15,9 +16,11 @@ func scenarios(long bool) map[string][]Scenario {
 	split := map[Kind]int{CutPeers: 1, Split: 1}
 	shortHold, longHold := [2]time.Duration{time.Second, 2 * time.Second}, [2]time.Duration{time.Second, 4 * time.Second}
 	mk := func(name string, group bool, menu map[Kind]int, pKill float64, short int, longFaults int, longFor time.Duration) Scenario {
-		sc := Scenario{Name: name, Group: group, Menu: menu, PKill: pKill, Faults: short, HoldMin: shortHold[0], HoldMax: shortHold[1]}
+		sc := Scenario{Name: name, Group: group, Menu: menu, PKill: pKill, Faults: short, HoldMin: shortHold[0], HoldMax: shortHold[1],
+			Recover: 20 * time.Second, GiveUp: 1}
 		if long {
 			sc.Faults, sc.Duration, sc.HoldMin, sc.HoldMax = longFaults, longFor, longHold[0], longHold[1]
+			sc.Recover, sc.GiveUp = 30*time.Second, 2
 		}
 		return sc
 	}
@@ -39,8 +42,14 @@ func TestJepsenPair(t *testing.T) { runAll(t, "pair") }
 // TestJepsenGroup runs a 3-node raft group under the nemesis.
 func TestJepsenGroup(t *testing.T) { runAll(t, "group") }
 
+// seed is the base seed of every scenario of this test process.
+var seed = sync.OnceValues(Seed)
+
 func runAll(t *testing.T, kind string) {
-	base := Seed(t)
+	base, err := seed()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, sc := range scenarios(Long())[kind] {
 		t.Run(sc.Name[len(kind)+1:], func(t *testing.T) { Run(t, sc, base) })
 	}

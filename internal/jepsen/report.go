@@ -49,7 +49,7 @@ func Report(m Meta, r *Result) string {
 	}
 	p("tickets acknowledged: %d distinct, %d acks by node: %s", r.Acked, acked, counts(r.AckedBy))
 	p("client ops: %s", counts(r.Calls))
-	p("split brains (two nodes serving at once): %d", len(r.SplitBrains))
+	p("split brains (two nodes serving and acknowledging at once): %d; serving overlaps without acks on both sides: %d", len(r.SplitBrains), r.Overlaps)
 	for i, w := range r.SplitBrains {
 		p("  %d: %s-%s (overlap until %s), nodes %s; acks inside: %s", i+1, stamp(w.Start), stamp(w.End), stamp(w.Overlap),
 			strings.Join(w.Nodes, "+"), counts(w.Acked))

@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -278,6 +279,24 @@ func TestWholeness(t *testing.T) {
 			t.Errorf("%s: leader %d, %v; want 0, whole", c.name, i, err)
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%s: %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestExitReason(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ log, want string }{
+		{"time=x level=INFO msg=a\ntitanic broker: binary star: peer x: binarystar: dual actives: peer is active, aborting\n", "dual actives"},
+		{"time=x level=ERROR msg=\"raft: failed to get log\"\npanic: log not found\n\ngoroutine 1 [running]:\n", "panic: log not found"},
+		{"titanic broker: pair: store diverged from the replicated log\n", "store diverged"},
+		{"time=x level=INFO msg=a\n", "exited without an error line"},
+	} {
+		path := dir + "/log"
+		if err := os.WriteFile(path, []byte(c.log), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := exitReason(path); got != c.want {
+			t.Errorf("exitReason(%q) = %q, want %q", c.log, got, c.want)
 		}
 	}
 }

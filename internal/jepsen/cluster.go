@@ -154,6 +154,11 @@ func clusterStatus(ctx context.Context, zctx *zmq.Context, n *node) (status, err
 	return st, nil
 }
 
+// errBehind: a follower has not applied everything yet. When the
+// leader's last entries change the configuration (which the store does
+// not count as applied), only a new write lets it catch up.
+var errBehind = errors.New("behind")
+
 // wholeness tracks one wait for a whole cluster: the leader first seen
 // and its commit index then, which every follower must reach.
 type wholeness struct {
@@ -196,7 +201,7 @@ func (w *wholeness) check(names []string, sts []status, errs []error) (int, erro
 			return -1, fmt.Errorf("%s follows %q, not %s", names[i], st.Leader, ls.ID)
 		}
 		if st.Applied < w.target {
-			return -1, fmt.Errorf("%s applied %d of %d", names[i], st.Applied, w.target)
+			return -1, fmt.Errorf("%w: %s applied %d of %d", errBehind, names[i], st.Applied, w.target)
 		}
 	}
 	return leader, nil
@@ -207,7 +212,6 @@ func (w *wholeness) check(names []string, sts []status, errs []error) (int, erro
 var (
 	logTime    = regexp.MustCompile(`^time=(\S+)`)
 	servingMsg = regexp.MustCompile(`msg="(not )?serving:`)
-	logMsg     = regexp.MustCompile(`msg="([^"]*)"`)
 )
 
 // lifeOps reads a node's lives back: the intervals in which it served
@@ -257,24 +261,30 @@ func (n *node) lifeOps(now time.Time) []Op {
 	return ops
 }
 
-// exitReason names why a broker exited, from its log.
+// exitReason names why a broker exited, from its log: the error line
+// titanic prints last ("titanic broker: ...") or a panic, shortened to
+// what matters.
 func exitReason(path string) string {
-	var reason, lastErr string
+	var last string
 	forEachLine(path, func(line string) {
-		switch {
-		case strings.Contains(line, "dual active"):
-			reason = "dual actives"
-		case strings.Contains(line, "dual passive"):
-			reason = "dual passives"
-		case strings.Contains(line, "diverged"):
-			reason = "store diverged"
-		case strings.Contains(line, "level=ERROR"):
-			if m := logMsg.FindStringSubmatch(line); m != nil {
-				lastErr = m[1]
-			}
+		if strings.HasPrefix(line, "titanic ") || strings.HasPrefix(line, "panic: ") {
+			last = line
 		}
 	})
-	return cmp.Or(reason, lastErr, "exited")
+	switch {
+	case last == "":
+		return "exited without an error line"
+	case strings.Contains(last, "dual active"):
+		return "dual actives"
+	case strings.Contains(last, "dual passive"):
+		return "dual passives"
+	case strings.Contains(last, "diverged"):
+		return "store diverged"
+	}
+	if len(last) > 120 {
+		last = last[:120] + "..."
+	}
+	return last
 }
 
 func forEachLine(path string, fn func(string)) {

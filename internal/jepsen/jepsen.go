@@ -52,11 +52,10 @@ const (
 	clientTimeout = 500 * time.Millisecond // per try; more than the pair's peer timeout (400ms)
 	startWithin   = 30 * time.Second       // a new cluster whole and serving
 	finalWithin   = 90 * time.Second       // the final lookups, all together
-	// deadWithin bounds the final lookups when the cluster did not
-	// recover: they can only record that nothing answers.
-	deadWithin = 10 * time.Second
-	stopWithin = 10 * time.Second // clients and workers, once told to stop
-	service    = "jepsen"
+	deadWithin    = 20 * time.Second       // ... when the cluster did not recover: they only record what answers
+	stuckWithin   = 10 * time.Second       // the final recovery of a cluster that already failed to recover
+	stopWithin    = 10 * time.Second       // clients and workers, once told to stop
+	service       = "jepsen"
 )
 
 // EnvSeed and EnvMode are the environment variables of the suite: the
@@ -172,14 +171,14 @@ func Run(t *testing.T, sc Scenario, base uint64) *Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer waitGroup(t, workers, "workers")
+	defer func() { stopWorkers(); waitGroup(t, workers, "workers") }()
 	r.nemesis = newNemesis(t, r.h, seed, r.nodes, sides)
 	leader, _, err := r.recover(startWithin)
 	if err != nil {
 		t.Fatalf("the new cluster is not whole and serving within %s: %v%s", startWithin, err, r.diag())
 	}
 	clientCtx, stopClients := context.WithCancel(context.Background())
-	defer stopClients()
+	defer func() { stopClients(); waitGroup(t, &w.wg, "clients") }()
 	for i, h := range sides {
 		w.startClients(clientCtx, h.Name, sideCtx[i], seed+uint64(i))
 	}
@@ -230,13 +229,14 @@ func Run(t *testing.T, sc Scenario, base uint64) *Result {
 	r.nemesis.heal()
 	lookFor, tries, within := finalWithin, 30, sc.Recover
 	if stuck > 0 {
-		within = deadWithin // it failed to recover already
+		within = stuckWithin // it failed to recover already
 	}
 	if _, _, err := r.recover(within); err != nil {
 		r.note("final heal: not whole and serving within %s: %v", within, err)
 		t.Logf("%s%s", r.notes[len(r.notes)-1], r.diag())
-		// Nothing serves: ask each node once per ticket, for the record.
-		lookFor, tries = deadWithin, len(r.nodes)
+		// It may not serve: ask each node about once per ticket, pending
+		// or not, for the record.
+		lookFor, tries = deadWithin, -len(r.nodes)
 	}
 	r.finalLookups(w, lookFor, tries)
 	stopWorkers()
@@ -312,8 +312,12 @@ func (r *run) recover(within time.Duration) (*node, time.Duration, error) {
 			}
 		}
 		i, err := w.check(names, sts, errs)
-		if err == nil {
-			err = r.probeOnce(ctx)
+		if err == nil || errors.Is(err, errBehind) {
+			// The probe is also the write a follower behind a
+			// configuration entry needs to catch up.
+			if perr := r.probeOnce(ctx); err == nil {
+				err = perr
+			}
 		}
 		if err == nil {
 			r.h.Add(Op{Process: "nemesis", Type: OK, F: FRecovered, Node: names[i]})
@@ -449,9 +453,13 @@ func (r *run) lookAll(ctx context.Context, w *workload, tickets []string, tries 
 
 // look asks for one ticket's reply until it has one: a 200, a failed
 // ticket, or three 400s; a pending ticket is asked again until ctx ends,
-// other answers (500, none) at most tries times.
+// other answers (500, none) at most tries times. Negative tries: at most
+// -tries answers other than 200, pending ones included.
 func look(ctx context.Context, w *workload, c *rawClient, ticket string, tries int) {
-	unknown, other := 0, 0
+	unknown, other, strict := 0, 0, tries < 0
+	if strict {
+		tries = -tries
+	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for ctx.Err() == nil {
@@ -463,7 +471,7 @@ func look(ctx context.Context, w *workload, c *rawClient, ticket string, tries i
 			if unknown++; unknown >= 3 {
 				return
 			}
-		case op.Code != "300":
+		case op.Code != "300" || strict:
 			if other++; other >= tries {
 				return
 			}

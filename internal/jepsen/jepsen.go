@@ -52,7 +52,7 @@ const (
 	clientTimeout = 500 * time.Millisecond // per try; more than the pair's peer timeout (400ms)
 	startWithin   = 30 * time.Second       // a new cluster whole and serving
 	finalWithin   = 90 * time.Second       // the final lookups, all together
-	deadWithin    = 20 * time.Second       // ... when the cluster did not recover: they only record what answers
+	deadWithin    = 10 * time.Second       // ... when the cluster did not recover: they only record what answers
 	stuckWithin   = 10 * time.Second       // the final recovery of a cluster that already failed to recover
 	stopWithin    = 10 * time.Second       // clients and workers, once told to stop
 	service       = "jepsen"

@@ -106,7 +106,10 @@ type run struct {
 // report is logged and written) when an invariant is violated.
 func Run(t *testing.T, sc Scenario, base uint64) *Result {
 	seed := scenarioSeed(base, sc.Name)
-	replay := fmt.Sprintf("%s=%d %s=%s go test -count=1 -run '%s' ./internal/jepsen/", EnvSeed, base, EnvMode, os.Getenv(EnvMode), t.Name())
+	replay := fmt.Sprintf("%s=%d go test -count=1 -run '%s$' ./internal/jepsen/", EnvSeed, base, t.Name())
+	if Long() {
+		replay = EnvMode + "=long " + replay
+	}
 	t.Logf("jepsen %s: base seed %d (scenario seed %d); replay: %s", sc.Name, base, seed, replay)
 	begin := time.Now()
 

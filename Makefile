@@ -7,7 +7,7 @@ FUZZTIME ?= 8s
 STATICCHECK ?= v0.8.2
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test vet unit fuzz bench lint clean
+.PHONY: all deps build run test vet unit fuzz bench lint clean jepsen
 
 all: build
 
@@ -43,6 +43,15 @@ vet: deps
 unit: build
 	mkdir -p artifacts
 	TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -race -count=1 -timeout 15m ./...
+
+# jepsen runs the long version of the fault suite (internal/jepsen, about
+# 10 minutes: a pair and a 3-node group, at least 20 faults per scenario);
+# `make unit` runs its short version. The seed is printed; replay one with
+# TITANIC_JEPSEN_SEED=N make jepsen (or go test -run 'TestJepsenPair/split').
+# Reports land in artifacts/jepsen-<scenario>.txt.
+jepsen: build
+	mkdir -p artifacts
+	TITANIC_JEPSEN=long TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -count=1 -timeout 40m -v -run 'TestJepsen' ./internal/jepsen/
 
 # fuzz runs every fuzz target for FUZZTIME (seed corpora in testdata/).
 fuzz: deps

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	zmq "github.com/pebbe/zmq4"
+
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/harness"
 )
@@ -278,6 +280,62 @@ func TestBrokerOnHost(t *testing.T) {
 	}
 	if !strings.Contains(br.Tail(), "broker ready") {
 		t.Fatalf("Tail has no ready line:\n%s", br.Tail())
+	}
+}
+
+// TestDoZMQContext makes a ZeroMQ context inside host a (its first socket
+// starts its I/O threads there) and connects from another goroutine to a
+// listener of host b: the connection comes from a's address, though the
+// test process itself is not attached and has no route to b.
+func TestDoZMQContext(t *testing.T) {
+	t.Parallel()
+	n := New(t)
+	a, b := n.Host("a"), n.Host("b")
+	l, err := b.Listen("tcp", b.Addr+":0")
+	if err != nil {
+		t.Fatalf("listen on b: %v", err)
+	}
+	defer l.Close()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// libzmq starts the context's I/O threads with its first socket.
+	if err := a.Do(func() error {
+		s, err := zctx.NewSocket(zmq.PUB)
+		if err == nil {
+			err = s.Close()
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("first socket in a: %v", err)
+	}
+	defer func() { _ = zctx.Term() }()
+
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	s, err := zctx.NewSocket(zmq.DEALER) // on this goroutine's thread, in the root namespace
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetLinger(0)
+	defer s.Close()
+	if err := s.Connect("tcp://" + l.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-accepted:
+		defer c.Close()
+		if host, _, _ := net.SplitHostPort(c.RemoteAddr().String()); host != a.Addr {
+			t.Fatalf("connection from %s, want host a's %s", host, a.Addr)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the context made in a did not connect to b within 5s")
 	}
 }
 

@@ -2,6 +2,7 @@ package netns
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -36,6 +37,25 @@ type Process struct {
 // the process writes a line containing it. The process is killed when the
 // test ends, and when the Net is cleaned up.
 func (h *Host) Start(tb testing.TB, name, readyLine string, args ...string) *Process {
+	tb.Helper()
+	p, err := h.TryStart(tb, name, readyLine, args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// ErrNotReady is wrapped by TryStart's error when the process exited, or
+// stayed silent, before its ready line.
+var ErrNotReady = errors.New("process not ready")
+
+// TryStart is Start for processes that may legitimately refuse to start
+// (a node that finds its data diverged, say): when the process exits
+// before its ready line, or does not write it within 20 s, TryStart
+// returns an error wrapping ErrNotReady (and the process, killed) instead
+// of failing the test. It still fails the test when the process cannot be
+// started at all.
+func (h *Host) TryStart(tb testing.TB, name, readyLine string, args ...string) (*Process, error) {
 	tb.Helper()
 	bin, err := filepath.Abs(harness.Binary(tb))
 	if err != nil {
@@ -77,12 +97,13 @@ func (h *Host) Start(tb testing.TB, name, readyLine string, args ...string) *Pro
 		select {
 		case <-p.ready:
 		case <-p.exit:
-			tb.Fatalf("%s exited before it was ready: %v\n%s", name, p.err, p.Tail())
+			return p, fmt.Errorf("%w: %s exited before it was ready: %v\n%s", ErrNotReady, name, p.err, p.Tail())
 		case <-time.After(20 * time.Second):
-			tb.Fatalf("%s not ready within 20s\n%s", name, p.Tail())
+			p.Kill()
+			return p, fmt.Errorf("%w: %s not ready within 20s\n%s", ErrNotReady, name, p.Tail())
 		}
 	}
-	return p
+	return p, nil
 }
 
 // Broker starts a broker listening on Endpoint(5555) with its data in dir
@@ -91,6 +112,14 @@ func (h *Host) Broker(tb testing.TB, name, dir string, extra ...string) *Process
 	tb.Helper()
 	args := append([]string{"broker", "--listen", h.Endpoint(5555), "--data", dir}, extra...)
 	return h.Start(tb, name, "broker ready", args...)
+}
+
+// TryBroker is Broker with TryStart's error instead of a failed test when
+// the broker exits (or stays silent) before it is ready.
+func (h *Host) TryBroker(tb testing.TB, name, dir string, extra ...string) (*Process, error) {
+	tb.Helper()
+	args := append([]string{"broker", "--listen", h.Endpoint(5555), "--data", dir}, extra...)
+	return h.TryStart(tb, name, "broker ready", args...)
 }
 
 // Restart kills the process if it still runs and starts it again on the

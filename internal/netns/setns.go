@@ -43,6 +43,14 @@ func (h *Host) Listen(network, addr string) (net.Listener, error) {
 	return l, err
 }
 
+// Do runs fn on an OS thread moved into the host's namespace and returns
+// its error. Sockets fn makes belong to the host, and so do the threads it
+// starts: the I/O threads of a ZeroMQ context, which libzmq starts with
+// the context's first socket, make every connection of that context from
+// the host, whichever goroutine uses its sockets later. Goroutines fn
+// starts do not run in the namespace.
+func (h *Host) Do(fn func() error) error { return h.inNS(fn) }
+
 // inNS runs fn on an OS thread moved into the host's namespace. The thread
 // is locked and never unlocked, so the runtime ends it when fn returns and
 // no other goroutine runs in that namespace. Sockets fn makes stay there.

@@ -162,7 +162,8 @@ func Check(ops []Op) *Result {
 			acked = append(acked, op)
 		}
 	}
-	r.SplitBrains, r.Overlaps = splitBrains(serves, pauses, recovered, last, acked)
+	var overlaps []Window
+	r.SplitBrains, r.Overlaps, overlaps = splitBrains(serves, pauses, recovered, last, acked)
 	inSplit := func(t time.Time) *Window {
 		for i := range r.SplitBrains {
 			w := &r.SplitBrains[i]
@@ -171,6 +172,15 @@ func Check(ops []Op) *Result {
 			}
 		}
 		return nil
+	}
+	// A key's two tickets and a ticket's two replies are documented
+	// outcomes of two nodes serving at once, whether or not both
+	// acknowledgements reached a client.
+	inSplitOrOverlap := func(t time.Time) bool {
+		if inSplit(t) != nil {
+			return true
+		}
+		return slices.ContainsFunc(overlaps, func(w Window) bool { return !t.Before(w.Start) && !t.After(w.End) })
 	}
 
 	for _, op := range ops {
@@ -279,7 +289,7 @@ func Check(ops []Op) *Result {
 		for _, v := range rs {
 			times = append(times, made[v]...)
 		}
-		if slices.ContainsFunc(times, func(t time.Time) bool { return inSplit(t) != nil }) {
+		if slices.ContainsFunc(times, inSplitOrOverlap) {
 			r.TwoRepliesSB = append(r.TwoRepliesSB, p)
 		} else {
 			r.TwoReplies = append(r.TwoReplies, p)
@@ -299,7 +309,7 @@ func Check(ops []Op) *Result {
 				times = append(times, bodyExecs[body]...)
 			}
 		}
-		if slices.ContainsFunc(times, func(t time.Time) bool { return inSplit(t) != nil }) {
+		if slices.ContainsFunc(times, inSplitOrOverlap) {
 			r.DupKeyedSB = append(r.DupKeyedSB, p)
 		} else {
 			r.DupKeyed = append(r.DupKeyed, p)
@@ -321,7 +331,7 @@ func Check(ops []Op) *Result {
 // extended to the first recovery after it (or to last). It also returns
 // how many overlaps it dropped for want of acks on both sides (a deposed
 // leader that logs "not serving" a moment after its successor serves).
-func splitBrains(serves []Op, pauses map[string][]Op, recovered []time.Time, last time.Time, acks []Op) ([]Window, int) {
+func splitBrains(serves []Op, pauses map[string][]Op, recovered []time.Time, last time.Time, acks []Op) ([]Window, int, []Window) {
 	type span struct {
 		node       string
 		start, end time.Time
@@ -341,7 +351,7 @@ func splitBrains(serves []Op, pauses map[string][]Op, recovered []time.Time, las
 			return op.Node == node && !op.Time.Before(start) && !op.Time.After(end)
 		})
 	}
-	var ws []Window
+	var ws, droppedWins []Window
 	dropped := 0
 	for i, a := range spans {
 		for _, b := range spans[i+1:] {
@@ -354,6 +364,7 @@ func splitBrains(serves []Op, pauses map[string][]Op, recovered []time.Time, las
 			}
 			if !ackedIn(a.node, start, end) || !ackedIn(b.node, start, end) {
 				dropped++
+				droppedWins = append(droppedWins, Window{Start: start, Overlap: end, Nodes: []string{a.node, b.node}})
 				continue
 			}
 			ws = append(ws, Window{Start: start, Overlap: end, Nodes: []string{a.node, b.node}})
@@ -387,7 +398,22 @@ func splitBrains(serves []Op, pauses map[string][]Op, recovered []time.Time, las
 	for i := range out {
 		slices.Sort(out[i].Nodes)
 	}
-	return out, dropped
+	// The overlaps without acks on both sides, each extended to the first
+	// recovery after it, as the split brains are: a node that served
+	// alone while its acknowledgements could not reach any client (an
+	// isolated active) still made tickets the other side then made again
+	// for the same key.
+	for i := range droppedWins {
+		w := &droppedWins[i]
+		w.End = last
+		for _, t := range recovered {
+			if !t.Before(w.Overlap) {
+				w.End = t
+				break
+			}
+		}
+	}
+	return out, dropped, droppedWins
 }
 
 // subtract returns [start, end) less the pauses' intervals.

@@ -61,7 +61,7 @@ func Report(m Meta, r *Result) string {
 	}
 	p("answered 400 while acknowledged: %d during the run, %d at the end", len(r.Answered400), r.Final400)
 	p("two different replies: %d outside split brains, %d inside", len(r.TwoReplies), len(r.TwoRepliesSB))
-	p("duplicate keyed tickets: %d outside split brains, %d inside", len(r.DupKeyed), len(r.DupKeyedSB))
+	p("duplicate keyed tickets: %d outside split brains, %d inside (or where two nodes served at once)", len(r.DupKeyed), len(r.DupKeyedSB))
 	p("jobs run twice: %d of %d jobs", r.RunTwice, r.Jobs)
 	p("replies no worker made: %d; tickets acknowledged for two bodies: %d", len(r.NotFromWorker), len(r.TwoBodies))
 	v := r.Violations()

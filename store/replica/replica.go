@@ -20,6 +20,7 @@
 package replica
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -344,15 +345,18 @@ func (n *Node) start(bootstrap bool) error {
 	// The store is durable and knows the last entry it applied: restoring
 	// the latest snapshot at start would only move it backwards. Restore
 	// only when the store is behind the snapshot (a lost or new data file).
+	// A reform's placeholder snapshot (see placeholderMark) says nothing
+	// about the store: its index is the reformed log's end, past the last
+	// command when no-ops or barriers came after it.
 	rc.NoSnapshotRestoreOnStart = true
-	if list, err := n.snaps.List(); err == nil && len(list) > 0 {
+	if snap, ok := n.latestRealSnapshot(); ok {
 		applied, err := n.st.AppliedIndex(context.Background())
 		if err != nil {
 			closeTransport(trans)
 			return fmt.Errorf("store applied index: %w", err)
 		}
-		if applied < list[0].Index {
-			n.log.Warn("store is behind the latest raft snapshot; restoring it", "applied", applied, "snapshot", list[0].Index)
+		if applied < snap.Index {
+			n.log.Warn("store is behind the latest raft snapshot; restoring it", "applied", applied, "snapshot", snap.Index)
 			rc.NoSnapshotRestoreOnStart = false
 		}
 	}
@@ -685,6 +689,29 @@ func (n *Node) fenceIfSolo(trans raft.Transport) error {
 	}
 	n.log.Info("only voter of its raft: its next term is fenced", "term", term, "stride", n.cfg.FenceStride, "slot", n.cfg.FenceSlot)
 	return nil
+}
+
+// latestRealSnapshot returns the newest snapshot that is not a reform's
+// placeholder.
+func (n *Node) latestRealSnapshot() (*raft.SnapshotMeta, bool) {
+	list, err := n.snaps.List()
+	if err != nil {
+		return nil, false
+	}
+	for _, m := range list {
+		_, rc, err := n.snaps.Open(m.ID)
+		if err != nil {
+			continue
+		}
+		head := make([]byte, len(placeholderMark))
+		k, _ := io.ReadFull(rc, head)
+		_ = rc.Close()
+		if k == len(head) && bytes.Equal(head, placeholderMark) {
+			continue
+		}
+		return m, true
+	}
+	return nil, false
 }
 
 // nopFSM serves raft.GetConfiguration, which builds a raft instance
@@ -1035,4 +1062,16 @@ func (n *Node) PrepareJoin(ctx context.Context) error {
 		return fmt.Errorf("snapshot before a join: %w", err)
 	}
 	return ctx.Err()
+}
+
+// Halt stops raft and waits until the store takes no more entries: what
+// was acknowledged is in the store, what was in flight failed. The node
+// of a pair that yields after a split brain halts before it reads the
+// work it hands over, so that nothing lands in its store after the read.
+// Resync, Reform and Close start or stop it again.
+func (n *Node) Halt() error {
+	if err := n.raft().Shutdown().Error(); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+		return fmt.Errorf("stop raft: %w", err)
+	}
+	return nil
 }

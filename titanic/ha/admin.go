@@ -131,7 +131,23 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		if err != nil {
 			return text("400", err.Error())
 		}
-		if err := a.Merge(ctx, ops); err != nil {
+		err = a.Merge(ctx, ops)
+		if errors.Is(err, titanic.ErrNotActive) && a.node.IsLeader() {
+			// The raft leader that does not serve (yet): a Binary Star
+			// passive node pushing its log onto an active peer that
+			// then finds a fork of its own. The store takes the ops;
+			// the dispatcher rebuilds its queues from it when this node
+			// serves.
+			var res []store.Result
+			if res, err = a.node.Apply(ctx, ops); err == nil {
+				for _, r := range res {
+					if r.Err != nil && !errors.Is(r.Err, store.ErrFinal) && !errors.Is(r.Err, store.ErrNotFound) {
+						a.log.Warn("merge op refused", "err", r.Err)
+					}
+				}
+			}
+		}
+		if err != nil {
 			if errors.Is(err, titanic.ErrNotActive) {
 				return text("500", "not active")
 			}

@@ -209,9 +209,12 @@ func (p *Pair) Run(ctx context.Context) error {
 		case <-p.node.LeaderCh():
 		case <-t.C:
 		case err := <-p.node.Fatal():
-			if errors.Is(err, store.ErrDiverged) && p.peerEndpoint != "" && p.star.State() != binarystar.StateActive {
+			if errors.Is(err, store.ErrDiverged) && p.peerEndpoint != "" {
 				// A fork seen while following the peer: this node holds
-				// work the peer lacks. reconcile hands it over.
+				// work the peer's log lacks, and raft made the peer's log
+				// the one that stands. Whatever Binary Star says, this
+				// node does not serve until reconcile has handed its work
+				// over to the peer and it has rejoined.
 				p.demote("this node's store forked from its peer's")
 				p.retryAt = time.Time{}
 				break
@@ -237,6 +240,14 @@ func (p *Pair) sync(ctx context.Context) {
 	active := p.star.State() == binarystar.StateActive
 	leader := p.node.IsLeader()
 	peerAlive := p.star.PeerAlive()
+	if p.node.Failed() != nil {
+		// Only a fork leaves Run's loop running with a failed replica.
+		p.demote("this node's store forked from its peer's")
+		if peerAlive {
+			p.reconcile(ctx)
+		}
+		return
+	}
 	if cterm, voter := p.node.ConfigTerm(); !p.caughtUp.Load() && (leader || voter && cterm > p.node.StartTerm()) {
 		p.caughtUp.Store(true)
 		p.log.Info("caught up with the active peer: may take over if it fails")
@@ -371,9 +382,24 @@ func (p *Pair) reconcile(ctx context.Context) {
 		return
 	}
 	fork := ours.ForkPoint(theirs)
+	if ahead := fork >= theirs.Applied && fork < ours.Applied; p.node.IsLeader() && !ahead {
+		// A leader of its own raft that will not bring its peer up to
+		// date: it stops taking entries before it reads what to hand
+		// over (a submit in flight could land after the read and be
+		// dropped with the fork), then reads its history again.
+		if err := p.node.Halt(); err != nil {
+			p.log.Error("stopping raft before the handover", "err", err)
+			return
+		}
+		if ours, err = p.node.History(cctx); err != nil {
+			p.log.Error("this node's history", "err", err)
+			return
+		}
+		fork = ours.ForkPoint(theirs)
+	}
 	switch {
 	case fork >= ours.Applied:
-		if p.node.IsLeader() || p.node.Failed() != nil || !p.node.HasVoter(p.peerID) {
+		if p.node.Failed() != nil || !p.node.HasVoter(p.peerID) || p.node.Status().State == "Shutdown" {
 			p.log.Info("this node holds nothing its active peer lacks; leaving its own raft to rejoin the peer's",
 				"applied", ours.Applied, "peer_applied", theirs.Applied)
 			if !p.resync(cctx, true) {

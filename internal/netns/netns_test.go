@@ -359,6 +359,16 @@ func TestCleanup(t *testing.T) {
 		}
 		go func() { _ = sleep.Wait() }()
 		pids = append(pids, sleep.Process.Pid)
+		// ip netns exec enters the namespace after it started: wait for
+		// that, or cleanup could run before it is there to be found.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if in, _ := pidsIn(h.NS); slices.Contains(in, sleep.Process.Pid) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sleep (pid %d) not in namespace %s within 10s", sleep.Process.Pid, h.NS)
+			}
+		}
 		nss, rootIf = slices.Clone(n.nss), n.rootIf
 		if len(nss) != 2 || rootIf == "" {
 			t.Fatalf("namespaces %v, root link %q", nss, rootIf)

@@ -1039,8 +1039,12 @@ func (n *Node) PrepareJoin(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("raft log: %w", err)
 	}
-	if first > 1 {
-		return nil // compacted once already: a new member gets a snapshot
+	if latest, err := n.snaps.List(); err == nil && len(latest) > 0 && first > 1 {
+		if real, ok := n.latestRealSnapshot(); ok && real.ID == latest[0].ID {
+			return nil // compacted once already: a new member gets this snapshot
+		}
+		// The latest is a reform's placeholder (the node stopped before
+		// it replaced it): a new member could not restore it.
 	}
 	normal := r.ReloadableConfig()
 	all := normal

@@ -111,7 +111,9 @@ func NewPair(node *replica.Node, svc Dispatcher, cfg PairConfig) (*Pair, error) 
 	p.peerClient = func() (requester, error) {
 		cc := client.DefaultConfig()
 		cc.Brokers = []string{cfg.PeerEndpoint}
-		cc.Timeout, cc.Retries = 2*time.Second, 1
+		// A join waits for the new member to take a snapshot of the
+		// whole store: give it time.
+		cc.Timeout, cc.Retries = 15*time.Second, 1
 		cc.Logger = cfg.Logger
 		cc.Curve = cfg.PeerCurve
 		return client.New(cc)
@@ -399,7 +401,10 @@ func (p *Pair) reconcile(ctx context.Context) {
 	}
 	switch {
 	case fork >= ours.Applied:
-		if p.node.Failed() != nil || !p.node.HasVoter(p.peerID) || p.node.Status().State == "Shutdown" {
+		// Leave a raft of its own (one that has this node as the only
+		// voter, or that stopped); a new, empty member just asks again.
+		self, _ := p.node.Self()
+		if p.node.Failed() != nil || p.node.Status().State == "Shutdown" || p.node.HasVoter(self) && !p.node.HasVoter(p.peerID) {
 			p.log.Info("this node holds nothing its active peer lacks; leaving its own raft to rejoin the peer's",
 				"applied", ours.Applied, "peer_applied", theirs.Applied)
 			if !p.resync(cctx, true) {

@@ -465,8 +465,11 @@ func TestNotActiveMovesOn(t *testing.T) {
 	if len(old.requests()) != 1 || len(newer.requests()) != 1 {
 		t.Fatalf("old got %d requests, new %d; want 1 and 1", len(old.requests()), len(newer.requests()))
 	}
-	if s := c.Stats(); s.Refusals != 1 || s.Retries != 0 || s.Failovers != 0 {
-		t.Fatalf("stats = %+v, want 1 refusal, no retry", s)
+	// One refusal by old; a second when new's first, slow answer ("not
+	// serving") comes in after old's refusal, which a loaded machine
+	// allows. No try is spent either way.
+	if s := c.Stats(); s.Refusals < 1 || s.Refusals > 2 || s.Retries != 0 || s.Failovers != 0 {
+		t.Fatalf("stats = %+v, want 1 or 2 refusals, no retry", s)
 	}
 	// Only passive brokers: ErrUnavailable once the budget is spent.
 	passive := newFake(t, func(string, [][]byte, int) [][]byte { return frames("500", "not active") })

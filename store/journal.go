@@ -13,9 +13,9 @@ import (
 // Solo). Those are the only entries its peer may never have seen: when
 // the two meet again after a split brain, the node that yields reads the
 // journal past the fork point (History.ForkPoint) to hand its work over
-// (ForkOps). An entry applied under a configuration of two or more voters
-// (Entry Shared) is on both nodes, and so is everything before it: the
-// journal is pruned there. The journal is part of the store, so it
+// (ForkOps). An entry committed by both nodes (Entry Shared: a command of
+// a leader of two, applied after a configuration of two) is on both, and
+// so is everything before it: the journal is pruned there. The journal is part of the store, so it
 // survives log compaction and travels in snapshots.
 //
 //	solo  big-endian index ‖ big-endian op position → kind byte ‖ ID

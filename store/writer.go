@@ -103,8 +103,8 @@ type Entry struct {
 	// Solo: a leader that was the only voter wrote the entry; the
 	// tickets it changes go in the solo journal (see ForkOps).
 	Solo bool
-	// Shared: the entry (a configuration of two voters or more) is on
-	// every node, and so is all before it: the journal is pruned there.
+	// Shared: the entry was committed by every node of a pair, and so
+	// was all before it: the journal is pruned before it.
 	Shared bool
 }
 

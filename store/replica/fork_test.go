@@ -382,3 +382,43 @@ func TestJoinGetsSnapshotOfRestoredStore(t *testing.T) {
 	}
 	waitHas(t, f, append(ids, restored.ID))
 }
+
+// Raft commits the entry that adds a voter under the configuration before
+// it: a node alone that adds its unreachable peer commits that entry by
+// itself. Its solo journal must survive it (it is pruned only by a command
+// both nodes committed), or its fork would be dropped unhanded.
+func TestJournalSurvivesAddOfUnreachablePeer(t *testing.T) {
+	p := newMemPair(t, true)
+	shared := p.leader(t).submit(t, 5)
+	for _, m := range p.nodes {
+		waitHas(t, m, shared)
+	}
+	p.cut()
+	alone, peer := p.nodes[0], p.nodes[1]
+	alone.reform(t)
+	solo := alone.submit(t, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	_ = alone.n.AddVoter(ctx, peer.id, string(peer.addr)) // commits alone; the peer never hears of it
+	lh, err := alone.st.History(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph, err := peer.st.History(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fork := lh.ForkPoint(ph)
+	var adopted []store.ID
+	err = alone.n.ForkOps(ctx, fork, 1<<20, func(ops []store.Op) error {
+		for _, op := range ops {
+			if op.Kind == store.OpAdopt {
+				adopted = append(adopted, op.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil || len(adopted) != len(solo) {
+		t.Fatalf("after the add, the fork hands over %d of the %d tickets taken alone (%v)", len(adopted), len(solo), err)
+	}
+}

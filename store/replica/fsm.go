@@ -90,8 +90,9 @@ var soloMark = []byte("titanic/solo")
 // confSeen is a committed configuration entry: its term, and whether
 // this node is a voter in it.
 type confSeen struct {
-	term  uint64
-	voter bool
+	term   uint64
+	voter  bool
+	voters int
 }
 
 // response is what Apply hands back to the leader's ApplyFuture.
@@ -132,8 +133,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 					voters++
 				}
 			}
+			c.voters = voters
 			f.conf.Store(c)
-			entries = append(entries, store.Entry{Index: l.Index, Term: l.Term, Shared: voters >= 2})
+			entries = append(entries, store.Entry{Index: l.Index, Term: l.Term})
 			pos = append(pos, i)
 			continue
 		}
@@ -149,7 +151,18 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = response{err: err}
 			continue
 		}
-		entries = append(entries, store.Entry{Index: l.Index, Term: l.Term, Ops: ops, Solo: bytes.Equal(l.Extensions, soloMark)})
+		// A command written by a leader of two voters or more, applied
+		// after a configuration of two voters or more, was committed by
+		// both nodes of a pair: everything before it is on both, and
+		// the store prunes its solo journal there. (Not the
+		// configuration entry itself: raft commits the entry that adds
+		// a voter under the configuration before it, the leader alone.)
+		solo := bytes.Equal(l.Extensions, soloMark)
+		shared := false
+		if c := f.conf.Load(); c != nil && c.voters >= 2 && !solo {
+			shared = true
+		}
+		entries = append(entries, store.Entry{Index: l.Index, Term: l.Term, Ops: ops, Solo: solo, Shared: shared})
 		pos = append(pos, i)
 	}
 	if len(entries) == 0 {

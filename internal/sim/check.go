@@ -30,6 +30,8 @@ const (
 	// NotSettled: the run did not settle at the end (no single serving
 	// node, a node that did not catch up or come back).
 	NotSettled
+	// Hung: a call into a running replica never returned.
+	Hung
 )
 
 func (k ViolationKind) String() string {
@@ -46,6 +48,8 @@ func (k ViolationKind) String() string {
 		return "DIVERGED"
 	case NotSettled:
 		return "NOT SETTLED"
+	case Hung:
+		return "HUNG"
 	}
 	return "violation(?)"
 }
@@ -53,7 +57,7 @@ func (k ViolationKind) String() string {
 // Violation is one broken invariant.
 type Violation struct {
 	Kind   ViolationKind
-	Ticket store.ID // zero for NotSettled
+	Ticket store.ID // zero for NotSettled and Hung
 	Detail string
 }
 
@@ -127,6 +131,9 @@ func Check(h *History) Report {
 	}
 	for _, s := range h.Stuck {
 		bad(NotSettled, store.ID{}, "%s", s)
+	}
+	for _, s := range h.Hung {
+		bad(Hung, store.ID{}, "%s", s)
 	}
 
 	acks := map[store.ID]Ack{}

@@ -78,6 +78,7 @@ func TestCheckFails(t *testing.T) {
 			h.Stores["backup"][id(1)] = Stored{State: store.StateDone, Reply: "a#1"}
 		}, Diverged},
 		{"not settled", func(h *History) { h.Stuck = []string{"0 nodes serve"} }, NotSettled},
+		{"hung", func(h *History) { h.Hung = []string{"primary: Apply did not return"} }, Hung},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := good()

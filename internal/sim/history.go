@@ -30,6 +30,8 @@ type History struct {
 	Stores map[string]map[store.ID]Stored
 	// Stuck says what did not settle at the end (empty if all did).
 	Stuck []string
+	// Hung lists the replica calls that never returned.
+	Hung []string
 }
 
 // Ack is an acknowledged submit.
@@ -149,6 +151,8 @@ func (h *History) acked(i int) (Ack, bool) {
 	}
 	return h.Acks[i%len(h.Acks)], true
 }
+
+func (h *History) hang(s string) { add(h, &h.Hung, s) }
 
 func (h *History) stuck(s string) {
 	h.mu.Lock()

@@ -50,6 +50,8 @@ type incarnation struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 	err   error // the role loop's, once done is closed
+	// closed is closed once the replica and the store are.
+	closed chan struct{}
 }
 
 func (n *node) current() *incarnation {
@@ -100,7 +102,8 @@ func (n *node) start() error {
 		_ = st.Close()
 		return fmt.Errorf("open replica: %w", err)
 	}
-	inc := &incarnation{n: n, st: st, rep: rep, disp: &dispatcher{rep: rep}, done: make(chan struct{})}
+	inc := &incarnation{n: n, st: st, rep: rep, done: make(chan struct{}), closed: make(chan struct{})}
+	inc.disp = &dispatcher{inc: inc}
 	var run func(context.Context) error
 	if c.sched.Mode == Pair {
 		role, peer := binarystar.Primary, 1
@@ -160,7 +163,9 @@ func (n *node) stop() error {
 	select {
 	case <-inc.done:
 	case <-time.After(stopWait):
-		return fmt.Errorf("%w: the role loop of %s did not stop within %s", errStuck, n.id, stopWait)
+		err := fmt.Errorf("%w: the role loop of %s did not stop within %s", errStuck, n.id, stopWait)
+		n.c.hist.hang(err.Error())
+		return err
 	}
 	n.mu.Lock()
 	n.cur = nil
@@ -172,26 +177,28 @@ func (n *node) stop() error {
 	if cerr := inc.st.Close(); cerr != nil {
 		n.log.Debug("close store", "err", cerr)
 	}
+	close(inc.closed)
 	return err
 }
 
 var (
 	errStuck       = errors.New("stuck")
 	errUnreachable = errors.New("peer unreachable")
+	errCrashed     = errors.New("node crashed")
 )
 
 // dispatcher stands for titanic.Service as the role loops drive it:
 // Activate waits for the log to be applied, Merge takes in a peer's
 // handover while active.
 type dispatcher struct {
-	rep    *replica.Node
+	inc    *incarnation
 	active atomic.Bool
 }
 
 func (d *dispatcher) Activate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := d.rep.Barrier(ctx); err != nil {
+	if err := d.inc.call("Barrier", func() error { return d.inc.rep.Barrier(ctx) }); err != nil {
 		return fmt.Errorf("activate: %w", err)
 	}
 	d.active.Store(true)
@@ -206,10 +213,56 @@ func (d *dispatcher) merge(ctx context.Context, ops []store.Op) error {
 	if !d.active.Load() {
 		return titanic.ErrNotActive
 	}
-	if _, err := d.rep.Apply(ctx, ops); err != nil {
+	if _, err := d.inc.apply(ctx, ops); err != nil {
 		return fmt.Errorf("merge: %w", err)
 	}
 	return nil
+}
+
+// hangAfter is how long a replica call may wait on raft before the
+// simulation calls it hung.
+const hangAfter = 20 * time.Second
+
+// apply is the replica's Apply, bounded (see bounded).
+func (inc *incarnation) apply(ctx context.Context, ops []store.Op) ([]store.Result, error) {
+	return bounded(inc, "Apply", func() ([]store.Result, error) { return inc.rep.Apply(ctx, ops) })
+}
+
+// call is bounded for a call without a result.
+func (inc *incarnation) call(what string, f func() error) error {
+	_, err := bounded(inc, what, func() (struct{}, error) { return struct{}{}, f() })
+	return err
+}
+
+// bounded runs a replica call that waits on a raft future. The replica
+// waits for raft's futures without looking at ctx, and raft leaves a
+// future unanswered when it shuts down with the entry still queued (its
+// apply channel is buffered and not drained at shutdown), so such a call
+// may never return. It is given up when the incarnation stops (a crash:
+// its clients see the connection drop) or after hangAfter, which is
+// recorded in the history: the replica's caller would wait forever.
+func bounded[T any](inc *incarnation, what string, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	out := make(chan result, 1)
+	go func() {
+		v, err := f()
+		out <- result{v, err}
+	}()
+	t := time.NewTimer(hangAfter)
+	defer t.Stop()
+	var zero T
+	select {
+	case r := <-out:
+		return r.v, r.err
+	case <-inc.closed:
+		return zero, fmt.Errorf("%s: %w", what, errCrashed)
+	case <-t.C:
+		inc.n.c.hist.hang(fmt.Sprintf("%s: %s did not return within %s", inc.n.id, what, hangAfter))
+		return zero, fmt.Errorf("%s: %w", what, errStuck)
+	}
 }
 
 // peerLink is a pair node's client of its peer's admin services: the

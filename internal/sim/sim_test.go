@@ -174,6 +174,11 @@ func TestSimForkRegression(t *testing.T) {
 func runSeed(t *testing.T, opts sim.Options) sim.Result {
 	t.Helper()
 	opts.Dir = t.TempDir()
+	if keep := os.Getenv("TITANIC_SIM_KEEP"); keep != "" {
+		// Keep the nodes' directories (stores, raft state, forks set
+		// aside) for a post-mortem.
+		opts.Dir = filepath.Join(keep, fmt.Sprintf("%s-%d-%d", opts.Mode, opts.Seed, time.Now().UnixNano()))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	res, err := sim.Run(ctx, opts)

@@ -100,10 +100,11 @@ func (c *cluster) submit(ctx context.Context, rng *rand.Rand, key, body string) 
 			continue
 		}
 		op := store.Op{Kind: store.OpSubmit, ID: mint(inc.n.tag), Time: time.Now(), Service: service, Body: [][]byte{[]byte(body)}, IdemKey: key}
-		res, err := inc.rep.Apply(ctx, []store.Op{op})
+		res, err := inc.apply(ctx, []store.Op{op})
 		switch {
 		case err == nil && res[0].Err == nil:
 			c.hist.ack(Ack{Ticket: res[0].ID, Key: key, Body: body, Node: inc.n.id})
+			c.log.Info("ack", "ticket", res[0].ID, "node", inc.n.id, "key", key, "serving", inc.serving())
 			return
 		case err == nil:
 			c.log.Warn("submit refused by the store", "node", inc.n.id, "err", res[0].Err)
@@ -192,7 +193,7 @@ func (c *cluster) work(ctx context.Context, rng *rand.Rand, l lease) {
 	if err != nil || len(t.Body) != 1 {
 		return
 	}
-	res, err := inc.rep.Apply(ctx, []store.Op{{Kind: store.OpDispatch, ID: l.id, Time: time.Now()}})
+	res, err := inc.apply(ctx, []store.Op{{Kind: store.OpDispatch, ID: l.id, Time: time.Now()}})
 	if err != nil || res[0].Err != nil {
 		return
 	}
@@ -212,7 +213,7 @@ func (c *cluster) work(ctx context.Context, rng *rand.Rand, l lease) {
 		return // the node that gave the job out no longer serves: the reply is dropped
 	}
 	reply := replyOf(string(t.Body[0]), attempt)
-	res, err = inc.rep.Apply(ctx, []store.Op{{Kind: store.OpReply, ID: l.id, Time: time.Now(), Reply: [][]byte{[]byte(reply)}}})
+	res, err = inc.apply(ctx, []store.Op{{Kind: store.OpReply, ID: l.id, Time: time.Now(), Reply: [][]byte{[]byte(reply)}}})
 	c.hist.reply(Reply{Ticket: l.id, Attempt: attempt, Reply: reply, Acked: err == nil && res[0].Err == nil, Node: inc.n.id})
 }
 
@@ -248,7 +249,7 @@ func (c *cluster) lookup(ctx context.Context, inc *incarnation, id store.ID) Loo
 	}
 	l.Seq = c.hist.next()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	err := inc.rep.ConfirmLeader(cctx)
+	err := inc.call("ConfirmLeader", func() error { return inc.rep.ConfirmLeader(cctx) })
 	cancel()
 	if err != nil {
 		l.Kind = Refused

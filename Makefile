@@ -7,7 +7,7 @@ FUZZTIME ?= 8s
 STATICCHECK ?= v0.8.2
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test vet unit fuzz bench lint clean jepsen
+.PHONY: all deps build run test vet unit fuzz bench sim lint clean jepsen
 
 all: build
 
@@ -64,6 +64,14 @@ fuzz: deps
 	done
 
 test: build vet unit fuzz
+
+# sim runs the randomized simulation of the pair and the group long
+# (SIMTIME per mode; `make test` runs a short pass). A failing seed is
+# replayed with TITANIC_SIM_SEED=n; its log is written to artifacts/.
+SIMTIME ?= 5m
+sim: deps
+	mkdir -p artifacts
+	TITANIC_SIM=long TITANIC_SIM_TIME=$(SIMTIME) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -race -count=1 -timeout 0 -v -run 'TestSim(Pair|Group)$$' ./internal/sim/
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./store/ ./internal/bench/ | tee bench.txt

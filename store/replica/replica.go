@@ -181,6 +181,11 @@ type Node struct {
 	r     *raft.Raft
 	trans raft.Transport
 
+	// stopping holds the shutdown of each raft instance stopped (see
+	// stopRaft).
+	stopMu   sync.Mutex
+	stopping map[*raft.Raft]raft.Future
+
 	// solo is set while this node's raft has it as the only voter of a
 	// fenced (pair) configuration: the entries it writes then are marked
 	// for the store's solo journal. Refreshed on every change of
@@ -215,6 +220,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		stop:     make(chan struct{}),
 		notify:   make(chan bool, 64),
 		leaderCh: make(chan bool, 64),
+		stopping: map[*raft.Raft]raft.Future{},
 	}
 	n.fsm = &fsm{st: st, log: n.log, self: raft.ServerID(cfg.ID), fatal: make(chan error, 1)}
 	applied, err := st.AppliedIndex(context.Background())
@@ -228,7 +234,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		if r == nil {
 			return // failed while starting: start returns the error
 		}
-		if err := r.Shutdown().Error(); err != nil {
+		if err := n.stopRaft(r); err != nil {
 			n.log.Warn("stop raft after a store failure", "err", err)
 		}
 	}
@@ -599,7 +605,7 @@ func (n *Node) Reform(ctx context.Context) error {
 	n.mu.Lock()
 	r, trans := n.r, n.trans
 	n.mu.Unlock()
-	if err := r.Shutdown().Error(); err != nil {
+	if err := n.stopRaft(r); err != nil {
 		return fmt.Errorf("stop raft: %w", err)
 	}
 	if n.cfg.Transport == nil {
@@ -643,7 +649,7 @@ func (n *Node) Reform(ctx context.Context) error {
 		n.mu.Lock()
 		r, trans = n.r, n.trans
 		n.mu.Unlock()
-		if err := r.Shutdown().Error(); err != nil {
+		if err := n.stopRaft(r); err != nil {
 			return fmt.Errorf("stop raft: %w", err)
 		}
 		if n.cfg.Transport == nil {
@@ -853,6 +859,24 @@ func (r recovering) Apply(l *raft.Log) any {
 	return r.fsm.Apply(l)
 }
 
+// stopRaft shuts r down and waits until it has stopped. Raft waits only
+// in the first Shutdown of an instance; a later call returns at once,
+// while the instance may still be running. So when the fsm's halt (on its
+// own goroutine, after a store failure) has begun to stop r, a Close,
+// Reform or Resync that called Shutdown itself would go on to close or
+// replace the log store under a running raft, which then panics on its
+// next write. Every shutdown goes through here and waits for the first.
+func (n *Node) stopRaft(r *raft.Raft) error {
+	n.stopMu.Lock()
+	f, ok := n.stopping[r]
+	if !ok {
+		f = r.Shutdown()
+		n.stopping[r] = f
+	}
+	n.stopMu.Unlock()
+	return f.Error()
+}
+
 // Close stops raft and closes its stores. It does not close the store.
 func (n *Node) Close() error {
 	var err error
@@ -861,7 +885,7 @@ func (n *Node) Close() error {
 		n.mu.Lock()
 		r, trans := n.r, n.trans
 		n.mu.Unlock()
-		err = r.Shutdown().Error()
+		err = n.stopRaft(r)
 		if n.cfg.Transport == nil {
 			closeTransport(trans)
 		}
@@ -949,7 +973,7 @@ func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
 	n.mu.Lock()
 	r, trans := n.r, n.trans
 	n.mu.Unlock()
-	if err := r.Shutdown().Error(); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+	if err := n.stopRaft(r); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
 		return fmt.Errorf("stop raft: %w", err)
 	}
 	if n.cfg.Transport == nil {
@@ -1074,7 +1098,7 @@ func (n *Node) PrepareJoin(ctx context.Context) error {
 // work it hands over, so that nothing lands in its store after the read.
 // Resync, Reform and Close start or stop it again.
 func (n *Node) Halt() error {
-	if err := n.raft().Shutdown().Error(); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+	if err := n.stopRaft(n.raft()); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
 		return fmt.Errorf("stop raft: %w", err)
 	}
 	return nil

@@ -43,7 +43,7 @@ import (
 //     waits for the peer.
 type Pair struct {
 	node     *replica.Node
-	star     *binarystar.Node
+	star     Star
 	svc      Dispatcher
 	log      *slog.Logger
 	peerID   string
@@ -57,16 +57,28 @@ type Pair struct {
 	peerEndpoint string
 	peerTag      byte
 	forkDir      string
-	peerClient   func() (requester, error)
+	peerClient   func() (Requester, error)
 	forgotten    atomic.Bool
 
 	staleWarned bool      // Run's goroutine only
 	retryAt     time.Time // Run's goroutine only: next reconcile
-	peer        requester // Run's goroutine only
+	peer        Requester // Run's goroutine only
 }
 
-// requester is what the pair needs of a client of its peer's broker.
-type requester interface {
+// Star is what a Pair needs of Binary Star: *binarystar.Node in a broker.
+// Run runs it until ctx is done; the other methods are called from any
+// goroutine.
+type Star interface {
+	State() binarystar.State
+	PeerAlive() bool
+	ClientRequest() bool
+	Run(ctx context.Context) error
+}
+
+// Requester is what a Pair needs of a client of its peer's broker (the
+// admin services; *client.Client in a broker). It is used from Run's
+// goroutine only.
+type Requester interface {
 	Request(ctx context.Context, service string, body [][]byte) ([][]byte, error)
 	Close() error
 }
@@ -102,13 +114,8 @@ const (
 
 // NewPair returns the role of node in a pair.
 func NewPair(node *replica.Node, svc Dispatcher, cfg PairConfig) (*Pair, error) {
-	p := &Pair{
-		node: node, svc: svc, log: cfg.Logger.With("component", "ha"),
-		peerID: cfg.PeerID, peerAddr: cfg.PeerAddr,
-		kick:         make(chan struct{}, 1),
-		peerEndpoint: cfg.PeerEndpoint, peerTag: cfg.PeerTag, forkDir: cfg.ForkDir,
-	}
-	p.peerClient = func() (requester, error) {
+	p := newPair(node, svc, cfg)
+	p.peerClient = func() (Requester, error) {
 		cc := client.DefaultConfig()
 		cc.Brokers = []string{cfg.PeerEndpoint}
 		// A join waits for the new member to take a snapshot of the
@@ -128,6 +135,29 @@ func NewPair(node *replica.Node, svc Dispatcher, cfg PairConfig) (*Pair, error) 
 	}
 	p.star = star
 	return p, nil
+}
+
+// NewPairWith returns the role of node in a pair whose Binary Star and
+// link to the peer's admin services the caller supplies, in one process
+// (the simulation, internal/sim): star is called once with the function
+// the star must call after each change of its state or of the peer's
+// liveness (NewPair's OnChange and OnPeer), and dial connects to the
+// peer's admin services (cfg.PeerEndpoint must still be set: empty means
+// no merge). cfg.Star and cfg.PeerCurve are not used.
+func NewPairWith(node *replica.Node, svc Dispatcher, cfg PairConfig, star func(poke func()) Star, dial func() (Requester, error)) *Pair {
+	p := newPair(node, svc, cfg)
+	p.peerClient = dial
+	p.star = star(p.poke)
+	return p
+}
+
+func newPair(node *replica.Node, svc Dispatcher, cfg PairConfig) *Pair {
+	return &Pair{
+		node: node, svc: svc, log: cfg.Logger.With("component", "ha"),
+		peerID: cfg.PeerID, peerAddr: cfg.PeerAddr,
+		kick:         make(chan struct{}, 1),
+		peerEndpoint: cfg.PeerEndpoint, peerTag: cfg.PeerTag, forkDir: cfg.ForkDir,
+	}
 }
 
 func (p *Pair) poke() {

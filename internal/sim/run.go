@@ -1,0 +1,457 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
+	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/ha"
+)
+
+// Options configure a run.
+type Options struct {
+	Mode Mode
+	Seed int64
+	// Steps is the schedule's length (0: DefaultSteps).
+	Steps int
+	// NoFence switches the pair's fencing off (replica.Config
+	// FenceStride 0, which also leaves the solo journal empty), as the
+	// first wave ran: the two sides of a split brain can then lead the
+	// same term, and raft's log matching cannot tell them apart.
+	NoFence bool
+	// Settle bounds the wait for the run to settle once the faults are
+	// healed (0: DefaultSettle).
+	Settle time.Duration
+	// Dir holds the nodes' directories; required.
+	Dir string
+	// Logger receives the nodes' logs and the run's own; nil: discarded.
+	Logger *slog.Logger
+}
+
+// Result is what a run did and what the checker made of it.
+type Result struct {
+	Schedule Schedule
+	History  *History
+	Report   Report
+	// Exits lists the role loops that stopped on their own (the
+	// broker would exit), with their errors.
+	Exits []string
+	Took  time.Duration
+}
+
+// ErrConfig: invalid Options.
+var ErrConfig = errors.New("sim: invalid options")
+
+type cluster struct {
+	opts  Options
+	sched Schedule
+	log   *slog.Logger
+	net   *network
+	clock clock
+	nodes []*node
+	peers []replica.Peer
+	hist  *History
+
+	leaseMu sync.Mutex
+	leases  map[lease]bool
+
+	scheduled chan struct{} // closed when the schedule's last step is done
+	// draining: the traffic stopped; workers take the jobs left as fast
+	// as they can, and none dies.
+	draining atomic.Bool
+	exitMu   sync.Mutex
+	exits    []string
+}
+
+// DefaultSettle bounds the wait, once every fault is healed, for the run
+// to settle: one node serving, the replicas caught up, every acknowledged
+// ticket answered.
+const DefaultSettle = 45 * time.Second
+
+// finalFor bounds the final lookups: an answer that does not come within
+// it is missing (Unanswered).
+const finalFor = 15 * time.Second
+
+// Run runs the schedule of opts.Seed and checks its history. The error
+// is the harness's own (a node that cannot be opened at the start);
+// whatever the nodes do wrong is in the Report.
+func Run(ctx context.Context, opts Options) (Result, error) {
+	start := time.Now()
+	if opts.Mode != Pair && opts.Mode != Group || opts.Dir == "" {
+		return Result{}, fmt.Errorf("%w: mode %v, dir %q", ErrConfig, opts.Mode, opts.Dir)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	sched := NewSchedule(opts.Mode, opts.Seed, opts.Steps)
+	c := &cluster{
+		opts: opts, sched: sched, log: opts.Logger.With("component", "sim"),
+		net: newNetwork(sched.Nodes), hist: &History{}, leases: map[lease]bool{},
+		scheduled: make(chan struct{}),
+	}
+	for i := range sched.Nodes {
+		id := fmt.Sprintf("n%d", i+1)
+		var tag byte
+		if opts.Mode == Pair {
+			id, tag = "primary", ha.PrimaryTag
+			if i == 1 {
+				id, tag = "backup", ha.BackupTag
+			}
+		}
+		c.nodes = append(c.nodes, &node{c: c, idx: i, id: id, tag: tag, dir: filepath.Join(opts.Dir, id), log: opts.Logger.With("node", id)})
+		c.peers = append(c.peers, replica.Peer{ID: id, Addr: string(c.net.addrs[i])})
+	}
+	c.log.Info("schedule", "text", sched.String())
+	for _, n := range c.nodes {
+		if err := n.start(); err != nil {
+			c.stopAll()
+			return Result{}, fmt.Errorf("start %s: %w", n.id, err)
+		}
+	}
+
+	steps, stopSteps := context.WithCancel(ctx)
+	stepped := make(chan struct{})
+	go func() {
+		defer close(stepped)
+		c.stepper(steps)
+	}()
+	traffic, stopTraffic := context.WithCancel(ctx)
+	work, stopWork := context.WithCancel(ctx)
+	var clients, others sync.WaitGroup
+	for i := range sched.Clients {
+		clients.Go(func() { c.client(traffic, ctx, i) })
+	}
+	for i := range sched.Lookers {
+		others.Go(func() { c.looker(traffic, i) })
+	}
+	for i := range sched.Workers {
+		others.Go(func() { c.worker(work, i) })
+	}
+
+	select {
+	case <-c.scheduled:
+	case <-ctx.Done():
+	}
+	stopTraffic()
+	c.draining.Store(true)
+	clients.Wait()
+	c.log.Info("traffic stopped", "since_start", time.Since(start))
+	settled := c.settle(ctx)
+	c.log.Info("settle over", "settled", settled, "since_start", time.Since(start))
+	stopWork()
+	others.Wait()
+	c.finish(ctx, settled)
+	c.log.Info("final answers taken", "since_start", time.Since(start))
+	stopSteps()
+	<-stepped
+	c.stopAll()
+
+	res := Result{Schedule: sched, History: c.hist, Report: Check(c.hist), Exits: c.exits, Took: time.Since(start)}
+	c.log.Info("done", "took", res.Took, "report", res.Report.String())
+	return res, ctx.Err()
+}
+
+// stepper runs the schedule, one step per Step: its faults, then one
+// Binary Star heartbeat. After the last step it heals every link and
+// keeps every node running, and goes on beating until ctx is done.
+func (c *cluster) stepper(ctx context.Context) {
+	t := time.NewTicker(c.sched.Step)
+	defer t.Stop()
+	lastTry := map[int]int{}
+	for step := 0; ; step++ {
+		c.reap()
+		switch {
+		case step < len(c.sched.Steps):
+			for _, a := range c.sched.Steps[step] {
+				c.apply(step, a)
+			}
+		case step == len(c.sched.Steps):
+			c.log.Info("schedule over: healing every link, restarting every node", "step", step)
+			c.net.healAll()
+			close(c.scheduled)
+		}
+		if step >= len(c.sched.Steps) {
+			for _, n := range c.nodes {
+				if n.current() == nil && step-lastTry[n.idx] >= 10 {
+					lastTry[n.idx] = step
+					c.apply(step, Action{Kind: Restart, From: n.idx})
+				}
+			}
+		}
+		c.beat()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// apply carries out one fault.
+func (c *cluster) apply(step int, a Action) {
+	n := c.nodes[a.From]
+	switch a.Kind {
+	case Cut:
+		c.net.set(a.From, a.To, true)
+	case Heal:
+		c.net.set(a.From, a.To, false)
+	case Crash:
+		if n.current() == nil {
+			return
+		}
+		if err := n.stop(); err != nil {
+			c.exit(n, "crashed", err)
+		}
+	case Restart:
+		if n.current() != nil {
+			return
+		}
+		if err := n.start(); err != nil {
+			c.exit(n, "cannot restart", err)
+			return
+		}
+	case Vote:
+		inc := n.current()
+		if inc == nil || inc.pair == nil {
+			return
+		}
+		ok := inc.pair.Admit(titanic.SvcSubmit)
+		c.log.Info("step", "step", step, "action", a.String(), "admitted", ok, "star", inc.star.State().String())
+		return
+	}
+	c.log.Info("step", "step", step, "action", a.String(), "cuts", fmt.Sprint(c.net.cuts()))
+}
+
+// reap stops the nodes whose role loop ended on its own: the broker would
+// exit (a replica that failed, Binary Star's error).
+func (c *cluster) reap() {
+	for _, n := range c.nodes {
+		inc := n.current()
+		if inc == nil {
+			continue
+		}
+		select {
+		case <-inc.done:
+		default:
+			continue
+		}
+		err := n.stop()
+		if err == nil {
+			err = errors.New("stopped without an error")
+		}
+		c.exit(n, "role loop ended", err)
+	}
+}
+
+func (c *cluster) exit(n *node, what string, err error) {
+	msg := fmt.Sprintf("%s: %s: %v", n.id, what, err)
+	c.log.Warn("node exit", "node", n.id, "what", what, "err", err)
+	c.exitMu.Lock()
+	c.exits = append(c.exits, msg)
+	c.exitMu.Unlock()
+}
+
+// beat moves the fake clock one heartbeat and carries each running
+// node's Binary Star state to the peers it reaches.
+func (c *cluster) beat() {
+	c.clock.advance(heartbeat)
+	if c.sched.Mode != Pair {
+		return
+	}
+	incs := make([]*incarnation, len(c.nodes))
+	for i, n := range c.nodes {
+		incs[i] = n.current()
+	}
+	for a, from := range incs {
+		for b, to := range incs {
+			if a != b && from != nil && to != nil && c.net.reaches(a, b) {
+				to.star.hear(from.star.State())
+			}
+		}
+	}
+	for _, inc := range incs {
+		if inc != nil {
+			inc.star.tick()
+		}
+	}
+}
+
+func (c *cluster) stopAll() {
+	for _, n := range c.nodes {
+		if err := n.stop(); err != nil {
+			c.log.Debug("stop", "node", n.id, "err", err)
+		}
+	}
+}
+
+// settle waits until one node serves, every node is a voter that has
+// applied what it has, and every acknowledged ticket is finished (or
+// missing: lost) there. It reports whether that happened in time.
+func (c *cluster) settle(ctx context.Context) bool {
+	settleFor := c.opts.Settle
+	if settleFor <= 0 {
+		settleFor = DefaultSettle
+	}
+	deadline := time.Now().Add(settleFor)
+	for {
+		why := c.unsettled(ctx, true)
+		if why == "" {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			c.hist.stuck(fmt.Sprintf("not settled %s after the schedule: %s", settleFor, why))
+			return false
+		}
+		time.Sleep(c.sched.Step)
+	}
+}
+
+// unsettled says what keeps the run from having settled ("" when it has).
+func (c *cluster) unsettled(ctx context.Context, tickets bool) string {
+	var serving []*incarnation
+	for _, n := range c.nodes {
+		inc := n.current()
+		if inc == nil {
+			return n.id + " is down"
+		}
+		if inc.serving() {
+			serving = append(serving, inc)
+		}
+	}
+	if len(serving) != 1 {
+		return fmt.Sprintf("%d nodes serve", len(serving))
+	}
+	l := serving[0]
+	ms, err := l.rep.Members()
+	if err != nil {
+		return fmt.Sprintf("%s: members: %v", l.n.id, err)
+	}
+	voters := 0
+	for _, m := range ms {
+		if m.Voter {
+			voters++
+		}
+	}
+	if voters != len(c.nodes) {
+		return fmt.Sprintf("%s's raft has %d voters: %+v", l.n.id, voters, ms)
+	}
+	applied, err := l.st.AppliedIndex(ctx)
+	if err != nil {
+		return fmt.Sprintf("%s: applied index: %v", l.n.id, err)
+	}
+	for _, n := range c.nodes {
+		inc := n.current()
+		if a, err := inc.st.AppliedIndex(ctx); err != nil || a != applied {
+			return fmt.Sprintf("%s applied %d of the %d %s applied (%v)", n.id, a, applied, l.n.id, err)
+		}
+	}
+	if !tickets {
+		return ""
+	}
+	c.hist.mu.Lock()
+	acks := append([]Ack(nil), c.hist.Acks...)
+	c.hist.mu.Unlock()
+	open := 0
+	for _, a := range acks {
+		t, err := l.rep.Get(ctx, a.Ticket)
+		if err == nil && !t.State.Final() {
+			open++
+		}
+	}
+	if open > 0 {
+		return fmt.Sprintf("%d acknowledged tickets unfinished on %s", open, l.n.id)
+	}
+	return ""
+}
+
+// finish takes the final answers and the stores' contents.
+func (c *cluster) finish(ctx context.Context, settled bool) {
+	// Workers are gone; what they applied last reaches every replica.
+	deadline := time.Now().Add(10 * time.Second)
+	for settled {
+		why := c.unsettled(ctx, false)
+		if why == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.hist.stuck("replicas did not catch up after the workers stopped: " + why)
+			settled = false
+		}
+		time.Sleep(c.sched.Step)
+	}
+	c.hist.Final = map[store.ID]Answer{}
+	rng := c.actorRand("final", 0)
+	deadline = time.Now().Add(finalFor)
+	for _, a := range c.hist.Acks {
+		if _, ok := c.hist.Final[a.Ticket]; ok {
+			continue
+		}
+		for time.Now().Before(deadline) {
+			if inc := c.pickServing(rng); inc != nil {
+				if l := c.lookup(ctx, inc, a.Ticket); l.Kind != Refused && l.Kind != NotReady {
+					c.hist.Final[a.Ticket] = l.Answer
+					break
+				}
+			}
+			time.Sleep(c.sched.Step)
+		}
+	}
+	if !settled {
+		return
+	}
+	c.hist.Stores = map[string]map[store.ID]Stored{}
+	for _, n := range c.nodes {
+		inc := n.current()
+		got, err := contents(ctx, inc.st)
+		if err == nil {
+			err = inc.st.Check(ctx)
+		}
+		if err != nil {
+			c.hist.stuck(fmt.Sprintf("%s's store: %v", n.id, err))
+			c.hist.Stores = nil
+			return
+		}
+		c.hist.Stores[n.id] = got
+	}
+}
+
+// contents reads every ticket of st.
+func contents(ctx context.Context, st *store.BoltStore) (map[store.ID]Stored, error) {
+	out := map[store.ID]Stored{}
+	var after store.ID
+	for {
+		page, err := st.List(ctx, store.Filter{After: after, Limit: 1000})
+		if err != nil {
+			return nil, fmt.Errorf("list: %w", err)
+		}
+		for _, t := range page {
+			s := Stored{State: t.State}
+			if t.State == store.StateDone {
+				_, rep, err := st.Reply(ctx, t.ID)
+				if err != nil {
+					return nil, fmt.Errorf("reply of %s: %w", t.ID, err)
+				}
+				parts := make([]string, len(rep))
+				for i, f := range rep {
+					parts[i] = string(f)
+				}
+				s.Reply = strings.Join(parts, "|")
+			}
+			out[t.ID] = s
+			after = t.ID
+		}
+		if len(page) < 1000 {
+			return out, nil
+		}
+	}
+}

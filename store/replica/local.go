@@ -37,8 +37,8 @@ func (n *Node) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result,
 		l.Extensions = soloMark
 	}
 	f := r.ApplyLog(l, n.cfg.ApplyTimeout)
-	return func(context.Context) ([]store.Result, error) {
-		if err := f.Error(); err != nil {
+	return func(ctx context.Context) ([]store.Result, error) {
+		if err := waitFuture(ctx, r, f); err != nil {
 			switch {
 			case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
 				return nil, fmt.Errorf("%w: %w", ErrNotLeader, err)
@@ -61,3 +61,39 @@ func (n *Node) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result,
 // Heads returns the heads of the local store's queues (see
 // store.BoltStore.Heads).
 func (n *Node) Heads(ctx context.Context) (map[string]store.Ticket, error) { return n.st.Heads(ctx) }
+
+// errNeverAnswered: raft stopped with the entry still queued in its apply
+// channel; it will never answer the future.
+var errNeverAnswered = errors.New("raft stopped before it answered")
+
+// waitFuture waits for f, or for ctx, or until r has shut down without
+// answering it: raft answers the futures it took in, but one still queued
+// in its buffered apply channel when the instance stops (a reform, a
+// resync, a halt) is never answered, and a caller waiting on it would
+// wait for ever. Outcome then unknown, as for a lost leadership.
+func waitFuture(ctx context.Context, r *raft.Raft, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	stoppedAt := time.Time{}
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", raft.ErrLeadershipLost, ctx.Err())
+		case <-tick.C:
+			if r.State() != raft.Shutdown {
+				continue
+			}
+			// Shutdown has begun; raft may still answer what it holds
+			// while it winds down. Give it a moment.
+			if stoppedAt.IsZero() {
+				stoppedAt = time.Now()
+			} else if time.Since(stoppedAt) > time.Second {
+				return fmt.Errorf("%w: %w", raft.ErrRaftShutdown, errNeverAnswered)
+			}
+		}
+	}
+}

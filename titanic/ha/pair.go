@@ -489,7 +489,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 	id, addr := p.node.Self()
 	rep, err := p.peer.Request(cctx, SvcJoin, [][]byte{[]byte(id), []byte(addr)})
 	if err != nil || len(rep) == 0 || string(rep[0]) != "200" {
-		p.log.Info("asking the active peer to add this node", "answer", rep, "err", err)
+		p.log.Info("asking the active peer to add this node", "answer", fmt.Sprintf("%q", rep), "err", err)
 		return
 	}
 	p.log.Info("the active peer added this node; catching up")

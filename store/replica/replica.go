@@ -936,6 +936,32 @@ func (n *Node) ConfigTerm() (term uint64, voter bool) {
 	return 0, false
 }
 
+// SnapshotVoterTerm returns the term of this node's latest snapshot when
+// the current configuration has this node as a voter (0 otherwise). A
+// configuration entry can reach a follower inside a snapshot (a leader
+// that compacted its log before it added the node, see PrepareJoin): the
+// fsm never sees that entry, but a snapshot installed from the leader's
+// term, whose configuration has this node as a voter, tells the same as
+// ConfigTerm would.
+func (n *Node) SnapshotVoterTerm() uint64 {
+	r := n.raft()
+	var snapTerm uint64
+	_, _ = fmt.Sscan(r.Stats()["last_snapshot_term"], &snapTerm)
+	if snapTerm == 0 {
+		return 0
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(n.cfg.ID) && s.Suffrage == raft.Voter {
+			return snapTerm
+		}
+	}
+	return 0
+}
+
 // Fatal reports an error after which this node must stop: its store
 // diverged from the replicated log (see store.ErrDiverged). The role loops
 // return it, and the broker exits with it.

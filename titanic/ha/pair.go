@@ -280,7 +280,7 @@ func (p *Pair) sync(ctx context.Context) {
 		}
 		return
 	}
-	if cterm, voter := p.node.ConfigTerm(); !p.caughtUp.Load() && (leader || voter && cterm > p.node.StartTerm()) {
+	if !p.caughtUp.Load() && (leader || p.memberSinceStart()) {
 		p.caughtUp.Store(true)
 		p.log.Info("caught up with the active peer: may take over if it fails")
 	}
@@ -554,4 +554,15 @@ func lastEpochs(h store.History) string {
 		b.WriteByte(' ')
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// memberSinceStart reports whether this node holds a configuration that
+// makes it a voter, written in a term later than its log's last when it
+// started: by an entry it applied, or inside a snapshot it installed.
+func (p *Pair) memberSinceStart() bool {
+	start := p.node.StartTerm()
+	if cterm, voter := p.node.ConfigTerm(); voter && cterm > start {
+		return true
+	}
+	return p.node.SnapshotVoterTerm() > start
 }

@@ -122,20 +122,9 @@ func readHistory(tx *bolt.Tx) (History, error) {
 	}
 	if b := tx.Bucket(epochsBucket); b != nil {
 		err := b.ForEach(func(k, v []byte) error {
-			term, n := binary.Uvarint(v)
-			if len(k) != 8 || n <= 0 {
-				return fmt.Errorf("%w: epoch record", ErrCorrupt)
-			}
-			e := Epoch{Term: term, Start: binary.BigEndian.Uint64(k)}
-			if rest := v[n:]; len(rest) > 0 {
-				end, m := binary.Uvarint(rest)
-				if m <= 0 || end < e.Start {
-					return fmt.Errorf("%w: epoch record", ErrCorrupt)
-				}
-				e.End = end
-			}
+			e, err := decodeEpoch(k, v)
 			h.Epochs = append(h.Epochs, e)
-			return nil
+			return err
 		})
 		return h, err
 	}
@@ -153,22 +142,42 @@ func readHistory(tx *bolt.Tx) (History, error) {
 	return h, nil
 }
 
+// decodeEpoch decodes one record of the epochs bucket.
+func decodeEpoch(k, v []byte) (Epoch, error) {
+	term, n := binary.Uvarint(v)
+	if len(k) != 8 || n <= 0 {
+		return Epoch{}, fmt.Errorf("%w: epoch record", ErrCorrupt)
+	}
+	e := Epoch{Term: term, Start: binary.BigEndian.Uint64(k)}
+	if rest := v[n:]; len(rest) > 0 {
+		end, m := binary.Uvarint(rest)
+		if m <= 0 || end < e.Start {
+			return Epoch{}, fmt.Errorf("%w: epoch record", ErrCorrupt)
+		}
+		e.End = end
+	}
+	return e, nil
+}
+
 // epochs is the write side of the history, inside one write transaction.
+// Every replicated commit opens it, so it reads only the latest epoch;
+// the whole history is read only for an entry replayed at an index
+// already applied (termAt).
 type epochs struct {
+	tx   *bolt.Tx
 	b    *bolt.Bucket
 	last Epoch // the latest epoch (zero when none)
-	hist History
 }
 
 // openEpochs creates the bucket on first use, converting a first-release
 // store's term window.
 func openEpochs(tx *bolt.Tx) (*epochs, error) {
-	h, err := readHistory(tx)
-	if err != nil {
-		return nil, err
-	}
 	b := tx.Bucket(epochsBucket)
 	if b == nil {
+		h, err := readHistory(tx)
+		if err != nil {
+			return nil, err
+		}
 		if b, err = tx.CreateBucket(epochsBucket); err != nil {
 			return nil, fmt.Errorf("create epochs bucket: %w", err)
 		}
@@ -181,9 +190,13 @@ func openEpochs(tx *bolt.Tx) (*epochs, error) {
 			return nil, err
 		}
 	}
-	e := &epochs{b: b, hist: h}
-	if n := len(h.Epochs); n > 0 {
-		e.last = h.Epochs[n-1]
+	e := &epochs{tx: tx, b: b}
+	if k, v := b.Cursor().Last(); k != nil {
+		last, err := decodeEpoch(k, v)
+		if err != nil {
+			return nil, err
+		}
+		e.last = last
 	}
 	return e, nil
 }
@@ -221,10 +234,8 @@ func (e *epochs) record(index, term, applied uint64) (backwards bool, err error)
 		if err := e.b.Put(epochKey(e.last.Start), v); err != nil {
 			return false, fmt.Errorf("put epoch: %w", err)
 		}
-		e.hist.Epochs[len(e.hist.Epochs)-1].End = applied
 	}
 	e.last = Epoch{Term: term, Start: index}
-	e.hist.Epochs = append(e.hist.Epochs, e.last)
 	if err := e.b.Put(epochKey(index), binary.AppendUvarint(nil, term)); err != nil {
 		return false, fmt.Errorf("put epoch: %w", err)
 	}
@@ -232,7 +243,11 @@ func (e *epochs) record(index, term, applied uint64) (backwards bool, err error)
 }
 
 // termAt is History.TermAt over what this transaction has applied.
-func (e *epochs) termAt(index, applied uint64) uint64 {
-	e.hist.Applied = applied
-	return e.hist.TermAt(index)
+func (e *epochs) termAt(index, applied uint64) (uint64, error) {
+	h, err := readHistory(e.tx)
+	if err != nil {
+		return 0, err
+	}
+	h.Applied = applied
+	return h.TermAt(index), nil
 }

@@ -376,7 +376,10 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 					// Already applied: results[i] stays nil. Under the
 					// same term it is a replay; under another, the log
 					// this store followed was replaced.
-					was := ep.termAt(r.index, t.applied)
+					was, err := ep.termAt(r.index, t.applied)
+					if err != nil {
+						return err
+					}
 					r.diverged = r.term != 0 && was != 0 && was != r.term
 					forked = r.diverged
 					continue

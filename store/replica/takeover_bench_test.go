@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func BenchmarkTakeover(b *testing.B) {
 	sizes := []int{10_000, 100_000}
 	if v := os.Getenv("TITANIC_BENCH_BACKLOG"); v != "" {
 		sizes = nil
-		for _, f := range splitComma(v) {
+		for _, f := range strings.Split(v, ",") {
 			n, err := strconv.Atoi(f)
 			if err != nil {
 				b.Fatalf("TITANIC_BENCH_BACKLOG: %v", err)
@@ -128,18 +129,4 @@ type memberB struct {
 func (m *memberB) close() {
 	_ = m.n.Close()
 	_ = m.st.Close()
-}
-
-func splitComma(s string) []string {
-	var out []string
-	start := 0
-	for i := 0; i <= len(s); i++ {
-		if i == len(s) || s[i] == ',' {
-			if i > start {
-				out = append(out, s[start:i])
-			}
-			start = i + 1
-		}
-	}
-	return out
 }

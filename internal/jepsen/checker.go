@@ -53,6 +53,13 @@ type Result struct {
 
 	SplitBrains []Window
 	Overlaps    int // nodes serving at once, but not both acknowledging: not split brains
+	// Forks are the intervals in which two nodes each held a branch of
+	// their own (each its raft's only voter, by its log, without having
+	// met the other's since), from the first branch's start to the next
+	// recovery: both sides may have written, if not at the same moment
+	// (one side's uncommitted tail applied when it went on alone), and
+	// what each wrote meets the other's only in the merge.
+	Forks []Window
 
 	Lost          []Problem      // acknowledged, not answered with its own reply at the end
 	Final400      int            // of which answered 400 at the end
@@ -120,6 +127,7 @@ func Check(ops []Op) *Result {
 		execs     = map[string]int{}             // body → executions
 		bodyExecs = map[string][]time.Time{}     // body → execution times
 		serves    []Op
+		solos     []Op
 		pauses    = map[string][]Op{}
 		recovered []time.Time
 		last      time.Time
@@ -150,6 +158,8 @@ func Check(ops []Op) *Result {
 			}
 		case FServe:
 			serves = append(serves, op)
+		case FSolo:
+			solos = append(solos, op)
 		case FPause:
 			pauses[op.Node] = append(pauses[op.Node], op)
 		case FExit:
@@ -164,6 +174,7 @@ func Check(ops []Op) *Result {
 	}
 	var overlaps []Window
 	r.SplitBrains, r.Overlaps, overlaps = splitBrains(serves, pauses, recovered, last, acked)
+	r.Forks = forks(solos, recovered, last)
 	inSplit := func(t time.Time) *Window {
 		for i := range r.SplitBrains {
 			w := &r.SplitBrains[i]
@@ -180,7 +191,8 @@ func Check(ops []Op) *Result {
 		if inSplit(t) != nil {
 			return true
 		}
-		return slices.ContainsFunc(overlaps, func(w Window) bool { return !t.Before(w.Start) && !t.After(w.End) })
+		within := func(w Window) bool { return !t.Before(w.Start) && !t.After(w.End) }
+		return slices.ContainsFunc(overlaps, within) || slices.ContainsFunc(r.Forks, within)
 	}
 
 	for _, op := range ops {
@@ -414,6 +426,56 @@ func splitBrains(serves []Op, pauses map[string][]Op, recovered []time.Time, las
 		}
 	}
 	return out, dropped, droppedWins
+}
+
+// forks finds the intervals in which two nodes held branches of their own
+// (see Result.Forks): a node going alone while another's branch, started
+// earlier, has not met its peer's since. A node's branch outlives its
+// process (it is on its disk), so a kill does not end it; meeting the
+// peer does. Each window runs from the older branch's start to the first
+// recovery after the younger's.
+func forks(solos []Op, recovered []time.Time, last time.Time) []Window {
+	solos = slices.Clone(solos)
+	slices.SortStableFunc(solos, func(a, b Op) int { return a.Time.Compare(b.Time) })
+	recovered = slices.Clone(recovered)
+	slices.SortFunc(recovered, func(a, b time.Time) int { return a.Compare(b) })
+	branch := map[string]time.Time{} // node → when its open branch started
+	var out []Window
+	for _, op := range solos {
+		if op.Value != "alone" {
+			delete(branch, op.Node)
+			continue
+		}
+		for _, other := range slices.Sorted(maps.Keys(branch)) {
+			if other == op.Node {
+				continue
+			}
+			w := Window{Start: branch[other], Overlap: op.Time, End: last, Nodes: []string{other, op.Node}}
+			for _, t := range recovered {
+				if !t.Before(op.Time) {
+					w.End = t
+					break
+				}
+			}
+			slices.Sort(w.Nodes)
+			if n := len(out); n > 0 && !w.Start.After(out[n-1].End) {
+				m := &out[n-1]
+				m.Overlap, m.End = later(m.Overlap, w.Overlap), later(m.End, w.End)
+				for _, node := range w.Nodes {
+					if !slices.Contains(m.Nodes, node) {
+						m.Nodes = append(m.Nodes, node)
+					}
+				}
+				slices.Sort(m.Nodes)
+				continue
+			}
+			out = append(out, w)
+		}
+		if _, open := branch[op.Node]; !open {
+			branch[op.Node] = op.Time
+		}
+	}
+	return out
 }
 
 // subtract returns [start, end) less the pauses' intervals.

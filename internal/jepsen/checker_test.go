@@ -303,3 +303,46 @@ func TestExitReason(t *testing.T) {
 		}
 	}
 }
+
+// A fork without two nodes serving at once: pa's last reply is in its
+// uncommitted tail when it steps down; pb goes on alone and serves, runs
+// the job again and answers it; then pa goes on alone from its own log
+// (the tail applied) while pb's branch is still open. Two replies are a
+// split brain's, reported, not a violation. Had pa met pb's branch first
+// (pb's raft state moved aside and joined), the second reply would break
+// the invariant.
+func TestCheckFork(t *testing.T) {
+	fork := func(paMeetsFirst bool) *hist {
+		h := good()
+		h.add(0, Op{Process: "pa", Type: OK, F: FSolo, Node: "pa", Value: "joined"})
+		h.serve(0, 1000, "pa")
+		h.request(900, "u7.0", "T7", "pa").exec(950, "u7.0", "u7.0|w1|2")
+		h.add(1100, Op{Process: "pb", Type: OK, F: FSolo, Node: "pb", Value: "alone"})
+		h.serve(1120, 1500, "pb")
+		h.exec(1200, "u7.0", "u7.0|w1|3").look(1250, "T7", "200", "u7.0|w1|3", false)
+		if paMeetsFirst {
+			h.add(1600, Op{Process: "pb", Type: OK, F: FSolo, Node: "pb", Value: "joined"})
+		}
+		h.add(1900, Op{Process: "pa", Type: OK, F: FSolo, Node: "pa", Value: "alone"})
+		h.serve(1920, 3000, "pa")
+		h.add(2600, Op{Process: "pb", Type: OK, F: FSolo, Node: "pb", Value: "joined"})
+		h.recovered(2700)
+		h.look(3000, "T7", "200", "u7.0|w1|2", true)
+		return h
+	}
+	r := Check(*fork(false))
+	if v := r.Violations(); len(v) != 0 {
+		t.Fatalf("inside a fork: violations %v, want none", v)
+	}
+	if len(r.SplitBrains) != 0 || len(r.Forks) != 1 || len(r.TwoRepliesSB) != 1 {
+		t.Fatalf("split brains %d, forks %d, two replies inside %d; want 0, 1, 1", len(r.SplitBrains), len(r.Forks), len(r.TwoRepliesSB))
+	}
+	w := r.Forks[0]
+	if !w.Start.Equal(at(1100)) || !w.Overlap.Equal(at(1900)) || !w.End.Equal(at(2700)) || strings.Join(w.Nodes, "+") != "pa+pb" {
+		t.Errorf("fork %s-%s (second branch %s) %v, want 1100-2700 (second 1900) pa+pb", stamp(w.Start), stamp(w.End), stamp(w.Overlap), w.Nodes)
+	}
+	r = Check(*fork(true))
+	if len(r.Forks) != 0 || len(r.TwoReplies) != 1 {
+		t.Fatalf("pb's branch met before pa went alone: forks %d, two replies outside %d; want 0, 1", len(r.Forks), len(r.TwoReplies))
+	}
+}

@@ -212,10 +212,15 @@ func (w *wholeness) check(names []string, sts []status, errs []error) (int, erro
 var (
 	logTime    = regexp.MustCompile(`^time=(\S+)`)
 	servingMsg = regexp.MustCompile(`msg="(not )?serving:`)
+	// aloneMsg and joinedMsg are the lines that start and end a node's
+	// branch: its raft with itself as the only voter (see FSolo).
+	aloneMsg  = regexp.MustCompile(`msg="(raft reformed with this node as the only voter|only voter of its raft)`)
+	joinedMsg = regexp.MustCompile(`msg="(peer added as a voter in this term|member joined|the active peer added this node|raft state moved aside)`)
 )
 
 // lifeOps reads a node's lives back: the intervals in which it served
-// (FServe, by its log) and its exits nobody asked for (FExit). Lives still
+// (FServe, by its log), when it became its raft's only voter and when it
+// met its peer again (FSolo), and its exits nobody asked for (FExit). Lives still
 // running end at now.
 func (n *node) lifeOps(now time.Time) []Op {
 	n.mu.Lock()
@@ -235,7 +240,14 @@ func (n *node) lifeOps(now time.Time) []Op {
 		serving := false
 		forEachLine(l.proc.Log, func(line string) {
 			m := servingMsg.FindStringSubmatch(line)
-			if m == nil {
+			solo := ""
+			switch {
+			case aloneMsg.MatchString(line):
+				solo = "alone"
+			case joinedMsg.MatchString(line):
+				solo = "joined"
+			}
+			if m == nil && solo == "" {
 				return
 			}
 			tm := logTime.FindStringSubmatch(line)
@@ -244,6 +256,10 @@ func (n *node) lifeOps(now time.Time) []Op {
 			}
 			at, err := time.Parse(time.RFC3339Nano, tm[1])
 			if err != nil {
+				return
+			}
+			if solo != "" {
+				ops = append(ops, Op{Time: at, Process: n.name, Type: OK, F: FSolo, Node: n.name, Value: solo})
 				return
 			}
 			switch {

@@ -33,9 +33,13 @@
 // Check is a pure function of the history. Every acknowledged ticket must
 // be answered at the end with a reply a worker made for its own body; no
 // acknowledged ticket may be answered 400 during the run; outside a split
-// brain (two nodes serving at once, by their own logs) no ticket may have
-// two different replies and no key two tickets; inside one, both are
-// counted and reported. Jobs run twice are counted (at-least-once allows
+// brain no ticket may have two different replies and no key two tickets;
+// inside one, both are counted and reported. A split brain is two nodes
+// serving at once (by their own logs), or a fork: two nodes each its
+// raft's only voter without having met the other's branch since, which
+// happens without any overlap in serving when a deposed active goes on
+// alone from its own log, its uncommitted tail included, after its peer
+// has served alone. Jobs run twice are counted (at-least-once allows
 // them). The report (Report) goes to the test log and to
 // $TITANIC_ARTIFACTS/jepsen-<scenario>.txt; on a violation the history and
 // the nodes' logs go there too, and the test fails.

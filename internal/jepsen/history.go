@@ -70,6 +70,12 @@ const (
 	// FPause is an interval, Time to End, in which Node was SIGSTOPped:
 	// whatever its log says, it served nothing then.
 	FPause F = "pause"
+	// FSolo is a node's raft changing between one voter and two, by its
+	// own log: Value "alone" when it became (or started as) its raft's only
+	// voter, so that what it writes from then on is its branch alone;
+	// "joined" when its branch met its peer's again (it added the peer as
+	// a voter, or was added to the peer's raft).
+	FSolo F = "solo"
 	// FExit is a node process that exited on its own (not killed by the
 	// nemesis): Value is why, from its log.
 	FExit F = "exit"

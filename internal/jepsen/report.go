@@ -54,6 +54,10 @@ func Report(m Meta, r *Result) string {
 		p("  %d: %s-%s (overlap until %s), nodes %s; acks inside: %s", i+1, stamp(w.Start), stamp(w.End), stamp(w.Overlap),
 			strings.Join(w.Nodes, "+"), counts(w.Acked))
 	}
+	p("forks (two nodes each alone in its raft, their branches merged on heal): %d", len(r.Forks))
+	for i, w := range r.Forks {
+		p("  %d: %s-%s (second branch from %s), nodes %s", i+1, stamp(w.Start), stamp(w.End), stamp(w.Overlap), strings.Join(w.Nodes, "+"))
+	}
 	if len(r.Lost) > 0 {
 		p("lost: %d (%s)", len(r.Lost), counts(r.LostBy))
 	} else {

@@ -154,6 +154,10 @@ func Open(path string, opts Options) (*BoltStore, error) {
 	return s, nil
 }
 
+// Leadership implements Store: nil, a BoltStore is the only copy of its
+// data (replicas apply to a BoltStore, but through replica.Node).
+func (s *BoltStore) Leadership() Leadership { return nil }
+
 // Close applies the Apply calls already queued, stops the writer and closes
 // the file. Every later call, Close included, returns ErrClosed.
 func (s *BoltStore) Close() error {

@@ -6,11 +6,22 @@
 //
 // # Contract
 //
-// Store is the interface; BoltStore is the single-node implementation on
-// one bbolt file (this is the only package that imports bbolt). A
-// replicated store (store/raftstore) implements the same interface by
-// shipping op batches through a log (EncodeOps, DecodeOps) and applying
-// them to a BoltStore on every node.
+// Store is the interface: everything the titanic service needs of a
+// store, written down here, in the package that owns the data, rather than
+// in the service that consumes it, because two implementations and a
+// conformance suite name it and none of them may import the service.
+// BoltStore is the single-node implementation on one bbolt file (this is
+// the only package that imports bbolt). store/replica.Node implements the
+// same interface by shipping op batches through a raft log (EncodeOps,
+// DecodeOps) and applying them to a BoltStore on every node. The one
+// optional part, Leadership, is what only a replicated store has; it is
+// reached through Store.Leadership, never by a type assertion.
+//
+// Package store/storetest is the contract as tests: Run checks a Store's
+// semantics (op transitions, first reply wins, idempotency keys, batches,
+// ApplyAsync order, recovery after a reopen, listing, retention, usage,
+// snapshots), and runs against BoltStore here and replica.Node there. A
+// semantic promised in this package's doc comments belongs in the suite.
 //
 // All mutations are Ops applied in batches by Apply. Ops are deterministic:
 // the caller picks IDs and times, so two stores given the same ops end up

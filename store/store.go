@@ -129,6 +129,12 @@ const (
 	lastOpKind = OpAdopt
 )
 
+// Known reports whether this build knows the kind. A store fails an op of
+// another kind alone (ErrInvalidOp); a replicated store must not put one in
+// its log, where every reader would take it for a newer version's
+// (ErrUnsupported) and stop.
+func (k OpKind) Known() bool { return k >= OpSubmit && k <= lastOpKind }
+
 func (k OpKind) String() string {
 	switch k {
 	case OpSubmit:
@@ -194,31 +200,87 @@ type Filter struct {
 	Reverse bool
 }
 
-// Store is the durable ticket store. Implementations: BoltStore (one node)
-// and, later, a raft-replicated store with the same contract. All methods
+// Store is what the titanic service needs of its durable ticket store, all
+// of it: the service finds no method by type assertion. Implementations:
+// BoltStore (one node) and replica.Node (a raft-replicated BoltStore);
+// package store/storetest checks both against this contract. All methods
 // are safe for concurrent use.
 type Store interface {
 	// Apply applies ops in order, atomically as a batch, and returns once
 	// they are durable (fsync'd, or committed by a quorum). Concurrent
-	// calls may share one commit (group commit). The error is non-nil only
-	// when the batch as a whole failed, in which case nothing was applied;
-	// per-op failures are in the results.
+	// calls may share one commit (group commit). Per-op failures are in
+	// the results, and the other ops still apply. The error is non-nil
+	// only when the batch as a whole failed: then nothing was applied,
+	// unless the store cannot know (replica.ErrUncertain: leadership lost
+	// with the batch in flight), and the caller resubmits with the same
+	// idempotency keys. After Close, Apply fails with an error wrapping
+	// ErrClosed.
 	Apply(ctx context.Context, ops []Op) ([]Result, error)
+	// ApplyAsync hands ops over as one batch now and returns a function
+	// that waits for the batch's outcome, as Apply would report it.
+	// Batches handed over in turn are applied in that order, whether or
+	// not their outcomes are awaited, so a caller (titanic's committer)
+	// keeps several in flight and lets the store write them together.
+	// Waiting is optional; when wait's ctx ends it returns ctx's error and
+	// the batch may still be applied. The caller must not modify ops'
+	// byte slices until the batch's outcome is known.
+	ApplyAsync(ops []Op) (wait func(context.Context) ([]Result, error))
 	// Get returns the ticket with its body, or ErrNotFound.
 	Get(ctx context.Context, id ID) (Ticket, error)
 	// Reply returns the ticket (without body) and its reply frames, nil
 	// when it has none yet, or ErrNotFound.
 	Reply(ctx context.Context, id ID) (Ticket, [][]byte, error)
 	// Unfinished calls fn for every pending or dispatched ticket, without
-	// bodies, grouped by service and in FIFO (Seq) order within a service.
+	// bodies, grouped by service (in service-name order) and in FIFO (Seq)
+	// order within a service. fn may Apply; its error stops the walk and
+	// is returned.
 	Unfinished(ctx context.Context, fn func(Ticket) error) error
 	// List returns tickets matching f in ID order, without bodies.
 	List(ctx context.Context, f Filter) ([]Ticket, error)
-	// Snapshot writes a consistent copy of the whole store to w.
+	// Expired returns up to limit finished (done or failed) tickets last
+	// updated before cutoff, for retention: the service deletes them with
+	// OpClose. The scan goes in ID order and may stop at the first ticket
+	// created at or after cutoff: IDs minted by NewID are time-ordered.
+	Expired(ctx context.Context, cutoff time.Time, limit int) ([]ID, error)
+	// Usage reports the local data file's size and free space, for the
+	// service's quota. It is cheap: the service calls it after every
+	// commit.
+	Usage() (Usage, error)
+	// Snapshot writes a consistent copy of the whole store to w: a data
+	// file that Open accepts (titanic.backup).
 	Snapshot(ctx context.Context, w io.Writer) (int64, error)
-	// Restore replaces the store's whole content with a snapshot.
-	Restore(ctx context.Context, r io.Reader) error
-	// Close releases the store. Apply calls in flight finish or fail with
-	// ErrClosed.
+	// Leadership returns the store's leadership when the store is
+	// replicated and this node may not be the one that serves; nil for a
+	// store that is the only copy of its data (BoltStore). See Leadership
+	// for what the service does with it, and without it.
+	Leadership() Leadership
+	// Close releases what the store holds. Apply calls in flight finish or
+	// fail; later ones fail with ErrClosed. (A replica.Node does not close
+	// the BoltStore beneath it: that is its opener's.)
 	Close() error
+}
+
+// Leadership is the optional part of a Store: a replicated store's answer
+// to "is this node the one that serves, and is its copy up to date?". It
+// is reached through Store.Leadership rather than by a type assertion, so
+// that a Store wrapped by embedding (a timing wrapper, a test double)
+// keeps it: a service that silently lost it would serve stale reads.
+//
+// Without it (Store.Leadership returns nil) the service treats its store
+// as the only copy of the data, which cannot be behind: Activate reads the
+// store at once, and lookups are answered from it without confirmation.
+type Leadership interface {
+	// Barrier returns once every entry committed before the call is
+	// applied to this node's store; it fails on a node that is not the
+	// leader. A node about to serve calls it before it reads the store to
+	// rebuild its dispatch queues.
+	Barrier(ctx context.Context) error
+	// ConfirmLeader returns nil once this node was the leader at a moment
+	// after the call began, with everything committed before then applied
+	// to its store, so that a read begun before the call and made after it
+	// returns sees every write acknowledged before the call. Otherwise it
+	// returns an error (a deposed leader that has not noticed yet must not
+	// call a ticket unknown). The service calls it from one goroutine,
+	// batching the lookups that began before each call.
+	ConfirmLeader(ctx context.Context) error
 }

@@ -9,12 +9,6 @@ import (
 	"github.com/titanicmq/titanic/store"
 )
 
-// barrier is implemented by replicated stores (store/replica): it returns
-// once every committed entry is applied to the local store.
-type barrier interface {
-	Barrier(ctx context.Context) error
-}
-
 // Deactivate drops the dispatcher's state: this node is no longer the one
 // that serves (it lost raft leadership or Binary Star made it passive).
 // What workers held is redelivered by the node that takes over; commits
@@ -40,13 +34,14 @@ func (s *Service) resetLocked() {
 }
 
 // Activate makes this node the one that dispatches: it waits until the
-// replicated log is applied locally (when the store is replicated), then
-// rebuilds the queues from the store. Tickets that were dispatched on the
-// previous active node are queued again, so they are redelivered.
+// replicated log is applied locally (store.Leadership's Barrier, when the
+// store is replicated), then rebuilds the queues from the store. Tickets
+// that were dispatched on the previous active node are queued again, so
+// they are redelivered.
 func (s *Service) Activate(ctx context.Context) error {
 	start := time.Now()
-	if b, ok := s.st.(barrier); ok {
-		if err := b.Barrier(ctx); err != nil {
+	if s.leader != nil {
+		if err := s.leader.Barrier(ctx); err != nil {
 			return fmt.Errorf("activate: %w", err)
 		}
 	}

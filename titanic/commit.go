@@ -74,7 +74,6 @@ func (s *Service) commitLoop(ctx context.Context) {
 		close(inflight)
 		<-done
 	}()
-	async, _ := s.st.(asyncApplier)
 	for {
 		s.opMu.Lock()
 		if n := len(s.ops); n > 0 && n < pipelineMin && s.batches.Load() > 0 {
@@ -117,13 +116,7 @@ func (s *Service) commitLoop(ctx context.Context) {
 		}
 		// The batch is applied even while shutting down: its submits were
 		// accepted and their clients wait for an answer.
-		var wait func(context.Context) ([]store.Result, error)
-		if async != nil {
-			wait = async.ApplyAsync(ops)
-		} else {
-			wait = func(ctx context.Context) ([]store.Result, error) { return s.st.Apply(ctx, ops) }
-		}
-		inflight <- inflightBatch{batch: batch, wait: wait, start: time.Now()}
+		inflight <- inflightBatch{batch: batch, wait: s.st.ApplyAsync(ops), start: time.Now()}
 	}
 }
 
@@ -139,12 +132,6 @@ type inflightBatch struct {
 	start time.Time
 	batch []pendingOp
 	wait  func(context.Context) ([]store.Result, error)
-}
-
-// asyncApplier is implemented by stores that take a batch now and report
-// its outcome later, applying batches in the order they were given.
-type asyncApplier interface {
-	ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result, error)
 }
 
 // complete runs a batch's completions. Completer goroutine only.

@@ -15,7 +15,7 @@ import (
 // the client give up on a ticket that exists, and "pending" (300), the
 // status of an unfinished ticket or a list may be behind. Such answers are
 // sent only after the store confirmed that this node was the leader after
-// the lookup began (LeaderConfirmer); otherwise the lookup is refused with
+// the lookup began (store.Leadership); otherwise the lookup is refused with
 // the not-active 500, and the client moves on to the node that serves.
 //
 // Confirmations are batched: one confirmer goroutine takes every lookup
@@ -24,16 +24,6 @@ import (
 // confirmation. Lookups that arrive meanwhile wait for the next round, so
 // there is one round in flight however many lookups there are, and the
 // readers never wait for one.
-
-// LeaderConfirmer is an optional capability of a store.Store, which
-// replicated stores (store/replica.Node) have: ConfirmLeader returns nil
-// once this node was the leader at a moment after the call began, with
-// everything committed before it applied to the local store, and an error
-// otherwise. The service calls it from one goroutine, for lookups that
-// began before the call. A store wrapped for the service must keep it.
-type LeaderConfirmer interface {
-	ConfirmLeader(ctx context.Context) error
-}
 
 // confirmQueue holds the lookups waiting for a confirmation round.
 type confirmQueue struct {
@@ -90,7 +80,7 @@ func (s *Service) confirmLoop(ctx context.Context) {
 			continue
 		}
 		// Every lookup of batch began before this call.
-		err := s.confirmer.ConfirmLeader(ctx)
+		err := s.leader.ConfirmLeader(ctx)
 		s.stats.confirms.Add(1)
 		if (err != nil) != failing {
 			failing = err != nil

@@ -21,6 +21,12 @@ type leaderStore struct {
 	hold  chan struct{} // when set, a round waits for it to close
 }
 
+// Leadership makes the service see the store as replicated.
+func (l *leaderStore) Leadership() store.Leadership { return l }
+
+// Barrier has nothing to wait for: the data is all in the local store.
+func (l *leaderStore) Barrier(context.Context) error { return nil }
+
 func (l *leaderStore) ConfirmLeader(ctx context.Context) error {
 	l.mu.Lock()
 	l.calls++

@@ -28,7 +28,7 @@
 //
 // # Reads in replicated modes
 //
-// Over a store that can confirm this node's leadership (LeaderConfirmer:
+// Over a store that can confirm this node's leadership (store.Leadership:
 // store/replica), an answer a deposed leader could get wrong (unknown,
 // pending, the status of an unfinished ticket, a list) is sent only after
 // a confirmation that began after the lookup; otherwise the lookup gets

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
-	"github.com/titanicmq/titanic/store"
 )
 
 // Self-defence. A client (one connection: one ROUTER identity) may have at
@@ -109,21 +108,12 @@ func (s *Service) pruneClients() {
 	l.mu.Unlock()
 }
 
-// usager is implemented by stores that report their file usage.
-type usager interface {
-	Usage() (store.Usage, error)
-}
-
 // refreshUsage records the store's used bytes for the quota check.
 func (s *Service) refreshUsage() {
 	if s.cfg.Quota <= 0 {
 		return
 	}
-	u, ok := s.st.(usager)
-	if !ok {
-		return
-	}
-	if us, err := u.Usage(); err == nil {
+	if us, err := s.st.Usage(); err == nil {
 		s.used.Store(us.Used())
 	}
 }

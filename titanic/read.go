@@ -50,7 +50,7 @@ func (s *Service) readLoop(ctx context.Context) {
 // deposed leader could give wrongly, first has leadership confirmed.
 func (s *Service) settle(r readReq, out [][]byte, settled bool) {
 	parked := r.w != nil && len(out) > 0 && string(out[0]) == CodePending // nothing is sent
-	if !settled && !parked && !r.confirmed && s.confirmer != nil {
+	if !settled && !parked && !r.confirmed && s.leader != nil {
 		s.confirmLater(r)
 		return
 	}

@@ -12,11 +12,6 @@ import (
 // sweep every SweepInterval on the serving node (the deletes go through the
 // store like any op, so replicas delete alike).
 
-// expirer is implemented by stores that can list expired tickets.
-type expirer interface {
-	Expired(ctx context.Context, cutoff time.Time, limit int) ([]store.ID, error)
-}
-
 // sweepBatch bounds the tickets one sweep deletes, so a sweep never holds
 // the committer long; the next sweep takes the rest.
 const sweepBatch = 1000
@@ -40,11 +35,10 @@ func (s *Service) sweepLoop(ctx context.Context) {
 // sweep deletes finished tickets older than DoneTTL. It returns how many
 // it queued for deletion.
 func (s *Service) sweep(ctx context.Context) int {
-	ex, ok := s.st.(expirer)
-	if !ok || !s.active.Load() {
+	if !s.active.Load() {
 		return 0
 	}
-	ids, err := ex.Expired(ctx, s.cfg.Now().Add(-s.cfg.DoneTTL), sweepBatch)
+	ids, err := s.st.Expired(ctx, s.cfg.Now().Add(-s.cfg.DoneTTL), sweepBatch)
 	if err != nil {
 		s.log.Warn("retention sweep", "err", err)
 		return 0

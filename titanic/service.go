@@ -214,10 +214,12 @@ type Service struct {
 	present presence
 	used    atomic.Int64 // store bytes used, for Quota
 
-	// confirmer is the store's, when it is replicated: lookups whose
-	// answer could be stale wait for it in confirms (see confirm.go).
-	confirmer LeaderConfirmer
-	confirms  confirmQueue
+	// leader is the store's leadership, nil when the store is the only
+	// copy of its data. When set, Activate waits for its Barrier, and
+	// lookups whose answer could be stale wait in confirms for its
+	// ConfirmLeader (see confirm.go).
+	leader   store.Leadership
+	confirms confirmQueue
 
 	// batches and reading tell Idle that batches or lookups are in
 	// progress.
@@ -247,7 +249,9 @@ var (
 )
 
 // New returns a Service over st that answers through b. Call Recover, then
-// Run.
+// Run. The service uses the whole store.Store contract; when
+// st.Leadership() is not nil, it also waits for the store's Barrier in
+// Activate and confirms leadership before lookups that could be stale.
 func New(st store.Store, b Broker, cfg Config) *Service {
 	cfg.fill()
 	s := &Service{
@@ -265,7 +269,7 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		gone:      make(map[string]int),
 		loadReq:   make(chan string, 1024),
 	}
-	s.confirmer, _ = st.(LeaderConfirmer)
+	s.leader = st.Leadership()
 	s.confirms.kick = make(chan struct{}, 1)
 	return s
 }
@@ -314,7 +318,7 @@ func (s *Service) Run(ctx context.Context) error {
 	run(s.reapLoop)
 	run(s.waitLoop)
 	run(s.sweepLoop)
-	if s.confirmer != nil {
+	if s.leader != nil {
 		run(s.confirmLoop)
 	}
 	s.commitLoop(ctx)

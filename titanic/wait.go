@@ -178,7 +178,7 @@ func (s *Service) expireWaits(all bool) {
 			s.answer(w.req.Client, w.req.Service, replyText(CodeError, NotActive))
 			continue
 		}
-		if s.confirmer != nil {
+		if s.leader != nil {
 			// "Still pending" could be stale too (confirm.go): the
 			// expired wait gets a last lookup, after a confirmation.
 			s.confirmLater(readReq{req: waitLookup(w.req)})

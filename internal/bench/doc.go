@@ -16,8 +16,9 @@
 //     for the service: submits/s, p50 and p99 submit latency, commits and
 //     fsyncs per submit (store commit counter; bbolt fdatasyncs twice per
 //     commit), x-fsync (submits/s divided by the raw fsync rate measured in
-//     the same run) and commit-busy (the share of the run the committer
-//     spent in store.Apply: near 1, commits bound the throughput).
+//     the same run) and commit-busy (the share of the run during which the
+//     store held at least one of the committer's batches: near 1, commits
+//     bound the throughput).
 //   - BenchmarkRoundTrip/clients=N: full round trips (Submit, echo worker,
 //     Reply with Wait, which parks on titanic.wait) from N concurrent
 //     clients and one echo worker per client (at least 8):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -25,6 +26,18 @@ func (n *Node) Expired(ctx context.Context, cutoff time.Time, limit int) ([]stor
 // turn commit in that order; a caller that keeps several in flight lets
 // raft replicate them together (one AppendEntries, one follower fsync).
 func (n *Node) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result, error) {
+	select {
+	case <-n.stop:
+		// Closed for good; also not the leader, for callers that branch
+		// on that.
+		return func(context.Context) ([]store.Result, error) {
+			return nil, fmt.Errorf("%w: %w", store.ErrClosed, ErrNotLeader)
+		}
+	default:
+	}
+	if slices.ContainsFunc(ops, unknownKind) {
+		return n.applyKnown(ops)
+	}
 	if len(ops) == 0 {
 		return func(context.Context) ([]store.Result, error) { return []store.Result{}, nil }
 	}
@@ -55,6 +68,35 @@ func (n *Node) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result,
 			return nil, resp.err
 		}
 		return resp.results, nil
+	}
+}
+
+func unknownKind(o store.Op) bool { return !o.Kind.Known() }
+
+// applyKnown is ApplyAsync for a batch that holds ops of kinds this build
+// does not know. Such an op must stay out of the log: every node, this one
+// included, would read the entry as a newer version's and stop
+// (store.ErrUnsupported). It fails alone with store.ErrInvalidOp, as in a
+// BoltStore, and the others are applied.
+func (n *Node) applyKnown(ops []store.Op) func(context.Context) ([]store.Result, error) {
+	known := slices.DeleteFunc(slices.Clone(ops), unknownKind)
+	wait := n.ApplyAsync(known)
+	return func(ctx context.Context) ([]store.Result, error) {
+		res, err := wait(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]store.Result, len(ops))
+		j := 0
+		for i, o := range ops {
+			if unknownKind(o) {
+				out[i] = store.Result{ID: o.ID, Err: fmt.Errorf("%s %s: %w: unknown kind", o.Kind, o.ID, store.ErrInvalidOp)}
+				continue
+			}
+			out[i] = res[j]
+			j++
+		}
+		return out, nil
 	}
 }
 

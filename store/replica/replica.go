@@ -3,7 +3,9 @@
 // store's batched ops are the log entries, the store is the state machine,
 // and the store's snapshots are raft's snapshots. A Node is a store.Store:
 // Apply goes through the raft log (leader only), reads are served by the
-// local store.
+// local store, and its store.Leadership tells the service whether it
+// serves. A replica's content changes only through the log, so it has no
+// Restore: restore every node from the same backup instead.
 //
 // # What it owns
 //
@@ -203,7 +205,10 @@ type Node struct {
 	wg        sync.WaitGroup
 }
 
-var _ store.Store = (*Node)(nil)
+var (
+	_ store.Store      = (*Node)(nil)
+	_ store.Leadership = (*Node)(nil)
+)
 
 // Open starts a replica over st.
 func Open(st *store.BoltStore, cfg Config) (*Node, error) {
@@ -467,10 +472,9 @@ func (n *Node) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 	return n.st.Snapshot(ctx, w)
 }
 
-// Restore is refused: a replica's content changes only through the log.
-func (n *Node) Restore(context.Context, io.Reader) error {
-	return fmt.Errorf("%w: restore a replicated store by restoring every node from the same backup", store.ErrInvalidOp)
-}
+// Leadership implements store.Store: a Node may not be the one that
+// serves, and its store may be behind the log (Barrier, ConfirmLeader).
+func (n *Node) Leadership() store.Leadership { return n }
 
 // Barrier waits until every entry committed before it is applied to this
 // node's store (leader only). A new leader calls it before it reads the

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,19 +110,21 @@ func submitOp(service string) store.Op {
 }
 
 // applySome submits n tickets through the leader and returns their IDs.
+// A submit whose outcome was unknown (leadership lost) is sent again, and
+// then "already used" means the first one was applied.
 func applySome(t *testing.T, ms []*member, n int) []store.ID {
 	t.Helper()
 	var ids []store.ID
 	for range n {
 		op := submitOp("s")
-		for {
+		for resent := false; ; resent = true {
 			l := leader(t, ms)
 			res, err := l.n.Apply(context.Background(), []store.Op{op})
 			if err == nil {
-				if res[0].Err != nil {
+				if res[0].Err != nil && !(resent && errors.Is(res[0].Err, store.ErrInvalidOp) && strings.Contains(res[0].Err.Error(), "already used")) {
 					t.Fatal(res[0].Err)
 				}
-				ids = append(ids, res[0].ID)
+				ids = append(ids, op.ID)
 				break
 			}
 			if !errors.Is(err, replica.ErrNotLeader) && !errors.Is(err, replica.ErrUncertain) {

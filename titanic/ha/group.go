@@ -26,10 +26,6 @@ import (
 // (cluster status, join, leave).
 const AdminPrefix = "titanic.cluster"
 
-// The service over a replica refuses lookups that could be stale unless
-// the node confirms its leadership (titanic/confirm.go).
-var _ titanic.LeaderConfirmer = (*replica.Node)(nil)
-
 // Dispatcher is what ha needs of the titanic service.
 type Dispatcher interface {
 	Activate(ctx context.Context) error

@@ -18,6 +18,10 @@
 //     commit), x-fsync (submits/s divided by the raw fsync rate measured in
 //     the same run) and commit-busy (the share of the run the committer
 //     spent in store.Apply: near 1, commits bound the throughput).
+//   - BenchmarkSubmitPipelined/window=W: durable submits from one client
+//     with W in flight (SubmitAsync; -bench.window, default 256), the
+//     same metrics as BenchmarkSubmit; latency runs from the SubmitAsync
+//     call (including its wait for a free slot) to the acknowledgement.
 //   - BenchmarkRoundTrip/clients=N: full round trips (Submit, echo worker,
 //     Reply with Wait, which parks on titanic.wait) from N concurrent
 //     clients and one echo worker per client (at least 8):

@@ -10,7 +10,8 @@
 // that uses them; calls from any number of goroutines are handed to that
 // goroutine and served one at a time (an MDP client has one request in
 // flight: replies carry no request id). Use several Clients for parallel
-// requests.
+// requests, or SubmitAsync: pipelined submits have a DEALER per broker
+// of their own and a goroutine that keeps many in flight (pipeline.go).
 //
 // # Finding the active broker
 //
@@ -87,6 +88,12 @@ type Config struct {
 	// TCP. A broker that denies the key answers nothing: calls time out
 	// with ErrUnavailable.
 	Curve *CurveClient
+	// MaxPending bounds the submits SubmitAsync keeps unfinished (sent
+	// or waiting to be sent) on its connection; SubmitAsync blocks while
+	// that many are. Default DefaultMaxPending. Keep it under the
+	// brokers' per-client in-flight limit (limits.per_client_inflight),
+	// beyond which they answer busy and submits are sent again later.
+	MaxPending int
 }
 
 // CurveClient holds the Z85 keys of a CURVE client: the broker's public
@@ -139,6 +146,9 @@ type Client struct {
 	done  chan struct{}
 	once  sync.Once
 
+	pipeOnce sync.Once
+	pipeline atomic.Pointer[pipeline] // pipelined submits, once started
+
 	calls_, retries, failovers, stale, refusals, notices atomic.Uint64
 }
 
@@ -174,6 +184,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = d.Logger
 	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
 	if cfg.PresenceInterval <= 0 {
 		cfg.PresenceInterval = 5 * time.Second
 	}
@@ -195,10 +208,15 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// Close stops the client; calls in progress fail with ErrClosed.
+// Close stops the client; calls in progress and pipelined submits not
+// finished fail with ErrClosed.
 func (c *Client) Close() error {
 	c.once.Do(func() { close(c.quit) })
 	<-c.done
+	if p := c.pipeline.Load(); p != nil {
+		ring(p.bell)
+		<-p.done
+	}
 	return nil
 }
 

@@ -24,6 +24,8 @@ type fakeBroker struct {
 	got      [][][]byte // request frames after the identity
 	gotAt    []time.Time
 	probes   []time.Time // when each question came
+	ids      [][]byte    // the identity each request came from
+	later    chan [][]byte
 	stop     chan struct{}
 	done     chan struct{}
 }
@@ -42,7 +44,7 @@ func newFake(t *testing.T, answer func(service string, body [][]byte, n int) [][
 		t.Fatal(err)
 	}
 	ep, _ := s.GetLastEndpoint()
-	f := &fakeBroker{endpoint: ep, stop: make(chan struct{}), done: make(chan struct{})}
+	f := &fakeBroker{endpoint: ep, later: make(chan [][]byte, 1024), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
 		defer ctx.Term()
@@ -56,7 +58,15 @@ func newFake(t *testing.T, answer func(service string, body [][]byte, n int) [][
 				return
 			default:
 			}
-			polled, err := p.Poll(20 * time.Millisecond)
+			for sent := false; !sent; {
+				select {
+				case out := <-f.later:
+					_, _ = s.SendMessage(out)
+				default:
+					sent = true
+				}
+			}
+			polled, err := p.Poll(5 * time.Millisecond)
 			if err != nil || len(polled) == 0 {
 				continue
 			}
@@ -76,6 +86,7 @@ func newFake(t *testing.T, answer func(service string, body [][]byte, n int) [][
 			} else {
 				f.got = append(f.got, msg[1:])
 				f.gotAt = append(f.gotAt, time.Now())
+				f.ids = append(f.ids, msg[0])
 				n = len(f.got)
 			}
 			f.mu.Unlock()
@@ -95,6 +106,15 @@ func (f *fakeBroker) requests() [][][]byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([][][]byte(nil), f.got...)
+}
+
+// answerLater sends rep to the client of request i (0-based, in arrival
+// order) as an answer for service: answers the test gives out of order.
+func (f *fakeBroker) answerLater(i int, service string, rep [][]byte) {
+	f.mu.Lock()
+	id := f.ids[i]
+	f.mu.Unlock()
+	f.later <- append([][]byte{id, {}, []byte("MDPC01"), []byte(service)}, rep...)
 }
 
 func (f *fakeBroker) questions() []time.Time {

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/google/uuid"
 )
 
 // 9/TSP services and titanic's extensions (see package titanic).
@@ -37,13 +35,10 @@ type SubmitOptions struct {
 func (c *Client) Submit(ctx context.Context, service string, body [][]byte, opt SubmitOptions) (string, error) {
 	key := opt.IdemKey
 	if key == "" {
-		// Time-ordered keys land at the end of the broker's key index
-		// instead of a random page of it: half the disk writes.
-		k, err := uuid.NewV7()
-		if err != nil {
-			return "", fmt.Errorf("idempotency key: %w", err)
+		var err error
+		if key, err = newKey(); err != nil {
+			return "", err
 		}
-		key = k.String()
 	}
 	frames := append([][]byte{[]byte(key), []byte(service)}, body...)
 	rep, err := c.do(ctx, svcSubmit, frames)

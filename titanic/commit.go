@@ -165,13 +165,19 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 	}
 	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey}
 	keyed := req.Service == SvcSubmit
+	answer := func(out [][]byte) {
+		if keyed {
+			out = withKey(out, req.Body)
+		}
+		s.answer(req.Client, req.Service, out)
+	}
 	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
 		switch {
 		case batchErr != nil:
-			s.answer(req.Client, req.Service, replyText(CodeError, "not stored: "+batchErr.Error()))
+			answer(replyText(CodeError, "not stored: "+batchErr.Error()))
 			return
 		case res.Err != nil:
-			s.answer(req.Client, req.Service, replyText(CodeError, "not stored: "+res.Err.Error()))
+			answer(replyText(CodeError, "not stored: "+res.Err.Error()))
 			return
 		}
 		s.stats.submits.Add(1)
@@ -187,10 +193,10 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 			if res.Duplicate {
 				how = "duplicate"
 			}
-			s.answer(req.Client, req.Service, reply(CodeOK, ticket, []byte(how)))
+			answer(reply(CodeOK, ticket, []byte(how)))
 			return
 		}
-		s.answer(req.Client, req.Service, reply(CodeOK, ticket))
+		answer(reply(CodeOK, ticket))
 	}})
 	if err != nil {
 		return busyReply()

@@ -47,6 +47,8 @@
 //
 // Extensions beyond 9/TSP: titanic.submit [key | service | body...] (a
 // titanic.request with an idempotency key; a resend returns the same
-// ticket), titanic.status [ticket], titanic.list [service | state | after |
+// ticket; every answer to it ends with the key, which lets a client with
+// many submits in flight on one connection match answers to requests),
+// titanic.status [ticket], titanic.list [service | state | after |
 // limit].
 package titanic

@@ -342,6 +342,27 @@ func (s *Service) queue(service string) *fifo {
 // ServeMDP implements broker.Handler. It runs on the broker loop: it only
 // parses and enqueues; the committer and the readers answer.
 func (s *Service) ServeMDP(req broker.Request) [][]byte {
+	out := s.serveMDP(req)
+	if out != nil && req.Service == SvcSubmit {
+		// Every answer the service gives titanic.submit, at once or
+		// deferred (submit's completion), ends with the key: the
+		// correlation of a client with many submits in flight.
+		out = withKey(out, req.Body)
+	}
+	return out
+}
+
+// withKey appends the idempotency key of a titanic.submit body to its
+// answer. A body without a valid key (refused as malformed) has no key to
+// echo: its answer goes out as it is.
+func withKey(out [][]byte, body [][]byte) [][]byte {
+	if len(body) == 0 || len(body[0]) == 0 || len(body[0]) > MaxIdemKey {
+		return out
+	}
+	return append(out, body[0])
+}
+
+func (s *Service) serveMDP(req broker.Request) [][]byte {
 	submit := req.Service == SvcRequest || req.Service == SvcSubmit
 	var sr submitReq
 	if submit {

@@ -364,6 +364,17 @@ func TestIdempotentSubmit(t *testing.T) {
 	if codeOf(r1) != CodeOK || string(r1[2]) != "new" || string(r2[2]) != "duplicate" || string(r1[1]) != string(r2[1]) {
 		t.Fatalf("keyed submits = %q, %q; want the same ticket, new then duplicate", r1, r2)
 	}
+	// Every answer to titanic.submit ends with its key (a pipelined
+	// client's correlation), refusals too; titanic.request's do not.
+	if len(r1) != 4 || string(r1[3]) != "key-1" || len(r2) != 4 || string(r2[3]) != "key-1" {
+		t.Fatalf("keyed submits = %q, %q; want the key echoed last", r1, r2)
+	}
+	if r := h.call(SvcSubmit, "key-2", "titanic.x", "a"); codeOf(r) != CodeUnknown || len(r) != 3 || string(r[2]) != "key-2" {
+		t.Fatalf("refused keyed submit = %q, want 400, text, key-2", r)
+	}
+	if r := h.call(SvcRequest, "other", "a"); codeOf(r) != CodeOK || len(r) != 2 {
+		t.Fatalf("titanic.request = %q, want 200 and the ticket only", r)
+	}
 	h.next("s")
 	if job, ok := h.svc.Next("s"); ok {
 		t.Fatalf("duplicate submit queued a second job %s", job.Token)

@@ -71,10 +71,12 @@ func (p *progress) end() {
 }
 
 // submitFrom submits one request per line of file ("-": standard input),
-// with parallel clients, printing "ticket<TAB>line" for each and a
-// summary. Each line gets an idempotency key made of keyPrefix and its
-// line number when keyPrefix is set, so a rerun after an interruption
-// returns the same tickets instead of making new ones.
+// pipelined on one client connection with up to parallel submits in
+// flight (Client.SubmitAsync), and prints "ticket<TAB>line" for each in
+// input order as they are acknowledged, with a progress bar and a summary
+// on standard error. Each line gets an idempotency key made of keyPrefix
+// and its line number when keyPrefix is set, so a rerun after an
+// interruption returns the same tickets instead of making new ones.
 func submitFrom(e env, cf clientFlags, service, file, keyPrefix string, parallel int) error {
 	var r io.Reader = e.stdin
 	if file != "-" {
@@ -94,65 +96,55 @@ func submitFrom(e env, cf clientFlags, service, file, keyPrefix string, parallel
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read %s: %w", file, err)
 	}
-	tickets := make([]string, len(lines))
-	errs := make([]error, len(lines))
+	parallel = max(parallel, 1)
+	c, err := cf.dial(e, func(cfg *client.Config) { cfg.MaxPending = parallel })
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 	pr := startProgress(e.stderr, "submitted", len(lines))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var dialErr error
-	var once sync.Once
-	for range max(parallel, 1) {
-		c, err := cf.dial(e)
-		if err != nil {
-			once.Do(func() { dialErr = err })
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(lines) || e.ctx.Err() != nil {
-					return
-				}
-				opt := client.SubmitOptions{}
-				if keyPrefix != "" {
-					opt.IdemKey = fmt.Sprintf("%s:%d", keyPrefix, i+1)
-				}
-				tk, err := c.Submit(e.ctx, service, [][]byte{[]byte(lines[i])}, opt)
-				tickets[i], errs[i] = tk, err
-				if err != nil {
-					pr.failed.Add(1)
-				} else {
-					pr.done.Add(1)
-				}
+	// The submitter hands the futures over in input order; this goroutine
+	// prints them in that order as they end.
+	type started struct {
+		fut *client.SubmitFuture
+		err error
+	}
+	futs := make(chan started, parallel)
+	go func() {
+		defer close(futs)
+		for i, line := range lines {
+			opt := client.SubmitOptions{}
+			if keyPrefix != "" {
+				opt.IdemKey = fmt.Sprintf("%s:%d", keyPrefix, i+1)
 			}
-		}()
-	}
-	wg.Wait()
-	pr.end()
-	if dialErr != nil {
-		return dialErr
-	}
+			f, err := c.SubmitAsync(e.ctx, service, [][]byte{[]byte(line)}, opt)
+			futs <- started{f, err}
+		}
+	}()
 	failed := 0
 	var first error
-	for i := range lines {
-		if errs[i] != nil || tickets[i] == "" {
+	line := 0
+	for s := range futs {
+		line++
+		tk, err := "", s.err
+		if err == nil {
+			tk, err = s.fut.Ticket(e.ctx)
+		}
+		if err != nil {
 			failed++
+			pr.failed.Add(1)
 			if first == nil {
-				first = errs[i]
+				first = fmt.Errorf("line %d: %w", line, err)
 			}
 			continue
 		}
-		fmt.Fprintf(e.stdout, "%s\t%d\n", tickets[i], i+1)
+		pr.done.Add(1)
+		fmt.Fprintf(e.stdout, "%s\t%d\n", tk, line)
 	}
+	pr.end()
 	el := time.Since(pr.start)
 	fmt.Fprintf(e.stderr, "%d submitted, %d failed, in %s (%.0f/s)\n", len(lines)-failed, failed, el.Round(time.Millisecond), float64(len(lines)-failed)/max(el.Seconds(), 1e-9))
 	if failed > 0 {
-		if first == nil {
-			first = e.ctx.Err()
-		}
 		return fmt.Errorf("%d of %d submits failed; first: %w", failed, len(lines), first)
 	}
 	return nil

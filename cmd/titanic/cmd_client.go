@@ -33,13 +33,18 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 	}
 }
 
-func (f clientFlags) dial(e env) (*client.Client, error) {
+// dial makes a client from the flags; tune, if given, adjusts its config.
+func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, error) {
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cc, err := clientCurve(*f.serverKey, *f.ownKey)
 	if err != nil {
 		return nil, err
 	}
-	return client.New(client.Config{Brokers: splitList(*f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc, Notify: splitList(*f.notify)})
+	cfg := client.Config{Brokers: splitList(*f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc, Notify: splitList(*f.notify)}
+	for _, t := range tune {
+		t(&cfg)
+	}
+	return client.New(cfg)
 }
 
 func runSubmit(e env) error {
@@ -48,7 +53,7 @@ func runSubmit(e env) error {
 	key := fs.String("key", "", "idempotency key: a resubmit with the same key returns the same ticket (with --from: a prefix, line N gets KEY:N)")
 	wait := fs.Bool("wait", false, "wait for the reply and print it instead of the ticket")
 	from := fs.String("from", "", "submit one request per line of FILE (-: standard input); prints TICKET<TAB>LINE, a progress bar and a summary")
-	parallel := fs.Int("parallel", 8, "with --from: concurrent submits")
+	parallel := fs.Int("parallel", client.DefaultMaxPending, "with --from: submits in flight at once (pipelined on one connection)")
 	if err := parseFlags(fs, e.args); err != nil {
 		return err
 	}

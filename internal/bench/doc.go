@@ -19,6 +19,10 @@
 //     the same run) and commit-busy (the share of the run during which the
 //     store held at least one of the committer's batches: near 1, commits
 //     bound the throughput).
+//   - BenchmarkSubmitPipelined/window=W: durable submits from one client
+//     with W in flight (SubmitAsync; -bench.window, default 256), the
+//     same metrics as BenchmarkSubmit; latency runs from the SubmitAsync
+//     call (including its wait for a free slot) to the acknowledgement.
 //   - BenchmarkRoundTrip/clients=N: full round trips (Submit, echo worker,
 //     Reply with Wait, which parks on titanic.wait) from N concurrent
 //     clients and one echo worker per client (at least 8):

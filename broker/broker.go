@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // commandQueue is the capacity of the command channel; calls beyond it
@@ -35,7 +37,7 @@ type Broker struct {
 	ovMu      sync.Mutex
 	overflow  []command
 	overflows atomic.Uint64
-	bell      chan struct{}
+	bell      *zsock.Doorbell
 
 	started atomic.Bool
 	ready   chan struct{} // closed once bound
@@ -76,7 +78,7 @@ func New(cfg Config) (*Broker, error) {
 		cfg:   cfg,
 		log:   cfg.Logger.With("component", "broker"),
 		cmds:  make(chan command, commandQueue),
-		bell:  make(chan struct{}, 1),
+		bell:  zsock.NewDoorbell(),
 		ready: make(chan struct{}),
 		done:  make(chan struct{}),
 	}, nil
@@ -216,12 +218,7 @@ func (b *Broker) push(cmd command) bool {
 
 // ring wakes the loop: the doorbell goroutine turns it into a frame on the
 // inproc socket the loop polls. Rings coalesce.
-func (b *Broker) ring() {
-	select {
-	case b.bell <- struct{}{}:
-	default:
-	}
-}
+func (b *Broker) ring() { b.bell.Ring() }
 
 // drainCommands runs the queued commands on the loop goroutine, without
 // blocking. Under the overflow lock no command can be queued, so the n

@@ -18,12 +18,10 @@
 // the loop and must not block. Reply, Release, Wake and Stats may be called
 // from any goroutine: each queues a command on a bounded channel (spilling
 // to an overflow list when it is full, so that no caller ever blocks, not
-// even a Source callback on the loop) and rings a doorbell: a
-// non-blocking send on a one-slot channel, drained by a goroutine the
-// broker owns, which sends an empty frame on an inproc PUSH socket it alone
-// creates, uses and closes. The loop polls the matching PULL socket with
-// the ROUTER; when it is readable the loop drains the frames, then the
-// commands. Timers (heartbeats, expiry) run a few times per heartbeat
+// even a Source callback on the loop) and rings a doorbell
+// (zsock.Doorbell, shared with the client and the worker): rings coalesce
+// into empty frames on an inproc socket the loop polls with the ROUTER;
+// when it is readable the loop drains the frames, then the commands. Timers (heartbeats, expiry) run a few times per heartbeat
 // interval. Every send uses DONTWAIT, so a slow peer never stalls the loop.
 //
 // The protocol logic lives in a socket-free state (state.go, dispatch.go)

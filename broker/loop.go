@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"fmt"
-	"sync"
 	"syscall"
 	"time"
 
@@ -68,35 +67,12 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	pull, err := zctx.NewSocket(zmq.PULL)
+	pull, err := b.bell.Open(zctx)
 	if err != nil {
-		return fmt.Errorf("doorbell socket: %w", err)
-	}
-	sockets = append(sockets, pull)
-	bellAddr := fmt.Sprintf("inproc://titanic-broker-doorbell-%p", b)
-	if err := pull.SetLinger(0); err != nil {
-		return fmt.Errorf("doorbell socket: %w", err)
-	}
-	if err := pull.Bind(bellAddr); err != nil {
-		return fmt.Errorf("bind doorbell %s: %w", bellAddr, err)
-	}
-
-	stop := make(chan struct{})
-	started := make(chan error, 1)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		b.doorbell(zctx, bellAddr, stop, started)
-	}()
-	// Stop the doorbell before the deferred socket closes and Term.
-	defer func() {
-		close(stop)
-		wg.Wait()
-	}()
-	if err := <-started; err != nil {
 		return err
 	}
+	// Before the deferred socket closes and Term.
+	defer b.bell.Close()
 	stopRing := context.AfterFunc(ctx, b.ring)
 	defer stopRing()
 
@@ -175,37 +151,6 @@ func (b *Broker) bindRouter(zctx *zmq.Context) (*zmq.Socket, error) {
 	return router, nil
 }
 
-// doorbell owns the PUSH end of the doorbell: each ring becomes one empty
-// frame for the loop's PULL socket. It creates and closes its socket on its
-// own goroutine, and reports on started whether it connected.
-func (b *Broker) doorbell(zctx *zmq.Context, addr string, stop <-chan struct{}, started chan<- error) {
-	push, err := zctx.NewSocket(zmq.PUSH)
-	if err != nil {
-		started <- fmt.Errorf("doorbell push socket: %w", err)
-		return
-	}
-	defer push.Close()
-	if err := push.SetLinger(0); err != nil {
-		started <- fmt.Errorf("doorbell push socket: %w", err)
-		return
-	}
-	if err := push.Connect(addr); err != nil {
-		started <- fmt.Errorf("connect doorbell %s: %w", addr, err)
-		return
-	}
-	started <- nil
-	for {
-		select {
-		case <-stop:
-			return
-		case <-b.bell:
-			// EAGAIN means frames are already waiting for the loop, which
-			// drains commands after frames: nothing is lost.
-			_, _ = push.SendBytes(nil, zmq.DONTWAIT)
-		}
-	}
-}
-
 // loop polls the ROUTER and the doorbell until ctx is done, or until the
 // ZAP handler stops serving (zapDone; nil without CURVE).
 func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, ps *peerSockets, s *state, zapDone <-chan struct{}) error {
@@ -243,7 +188,7 @@ func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, ps *peerSoc
 					return err
 				}
 			case pull:
-				if err := drainBell(pull); err != nil {
+				if err := b.bell.Drain(); err != nil {
 					return err
 				}
 				b.drainCommands(s)
@@ -297,18 +242,6 @@ func readRouter(router *zmq.Socket, s *state) error {
 		s.receive(time.Now(), frames)
 	}
 	return nil
-}
-
-// drainBell reads every waiting doorbell frame.
-func drainBell(pull *zmq.Socket) error {
-	for {
-		if _, err := pull.RecvBytes(zmq.DONTWAIT); err != nil {
-			if isAgain(err) {
-				return nil
-			}
-			return fmt.Errorf("doorbell receive: %w", err)
-		}
-	}
 }
 
 func isAgain(err error) bool { return zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) }

@@ -50,9 +50,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	zmq "github.com/pebbe/zmq4"
-
 	"github.com/titanicmq/titanic/broker/curve"
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // Config configures a Client. Zero fields take DefaultConfig's values.
@@ -78,10 +77,11 @@ type Config struct {
 	// PresenceInterval is the hello period (default 5s; the broker
 	// forgets a client silent for 15s).
 	PresenceInterval time.Duration
-	// Context is the ZeroMQ context for the client's socket. Nil: the
-	// client makes its own (one I/O thread per client). Programs with many
-	// clients share one; the caller then terminates it after closing them.
-	Context *zmq.Context
+	// Context is the ZeroMQ context (I/O thread) of the client's
+	// sockets. Nil: New makes one for the client, on the calling thread,
+	// and Close closes it. Programs with many clients share one
+	// (zsock.NewContext), and close it after closing the clients.
+	Context *zsock.Context
 	// Curve, when set, makes the client's socket a CURVE client of the
 	// brokers (all of them share one server key): encrypted, and let in
 	// only when the brokers' allowlist holds Curve.Public. Nil: plain
@@ -145,6 +145,8 @@ type Client struct {
 	quit  chan struct{}
 	done  chan struct{}
 	once  sync.Once
+	zc    *zsock.Context // cfg.Context, or the client's own
+	ownZC bool           // zc is the client's own: Close closes it
 
 	pipeOnce sync.Once
 	pipeline atomic.Pointer[pipeline] // pipelined submits, once started
@@ -164,7 +166,10 @@ type result struct {
 	err    error
 }
 
-// New returns a Client. It does not connect until the first call.
+// New returns a Client. It does not connect until the first call; its
+// connections are made by the I/O thread of Config.Context, or of its own
+// context, started here on the calling thread (whose network namespace
+// the connections then use).
 func New(cfg Config) (*Client, error) {
 	d := DefaultConfig()
 	if len(cfg.Brokers) == 0 {
@@ -203,19 +208,31 @@ func New(cfg Config) (*Client, error) {
 		calls: make(chan *call),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
+		zc:    cfg.Context,
+	}
+	if c.zc == nil {
+		zc, err := zsock.NewContext()
+		if err != nil {
+			return nil, err
+		}
+		c.zc, c.ownZC = zc, true
 	}
 	go c.run()
 	return c, nil
 }
 
 // Close stops the client; calls in progress and pipelined submits not
-// finished fail with ErrClosed.
+// finished fail with ErrClosed, and so does a Wait in progress (Close
+// waits for it to let go of its socket).
 func (c *Client) Close() error {
 	c.once.Do(func() { close(c.quit) })
 	<-c.done
 	if p := c.pipeline.Load(); p != nil {
-		ring(p.bell)
+		p.bell.Ring()
 		<-p.done
+	}
+	if c.ownZC {
+		return c.zc.Close()
 	}
 	return nil
 }

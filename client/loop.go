@@ -89,16 +89,7 @@ func (cn *conn) sock(i int) (*zmq.Socket, error) {
 // run owns the ZeroMQ context and sockets.
 func (c *Client) run() {
 	defer close(c.done)
-	zctx := c.cfg.Context
-	if zctx == nil {
-		var err error
-		if zctx, err = zmq.NewContext(); err != nil {
-			c.failAll(fmt.Errorf("zmq context: %w", err))
-			return
-		}
-		defer func() { _ = zctx.Term() }()
-	}
-	cn := newConn(zctx, c.cfg.Curve, c.cfg.Brokers)
+	cn := newConn(c.zc.ZMQ(), c.cfg.Curve, c.cfg.Brokers)
 	defer cn.dropAll()
 	var tick <-chan time.Time
 	if c.cfg.ID != "" {

@@ -12,6 +12,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // Pipelined submits (SubmitAsync) have a connection of their own: one
@@ -128,7 +129,7 @@ func (c *Client) SubmitAsync(ctx context.Context, service string, body [][]byte,
 	p.unfinished++
 	p.in <- r // never blocks: in holds as many as there are slots
 	p.mu.Unlock()
-	ring(p.bell)
+	p.bell.Ring()
 	return r.fut, nil
 }
 
@@ -184,7 +185,7 @@ type pipeline struct {
 	c     *Client
 	slots chan struct{} // one per unfinished submit: the window
 	in    chan *asyncReq
-	bell  chan struct{}
+	bell  *zsock.Doorbell // wakes the pipeline's poll when a submit is handed over
 	done  chan struct{}
 
 	mu         sync.Mutex
@@ -217,7 +218,7 @@ func (c *Client) pipe() *pipeline {
 		n := c.cfg.MaxPending
 		p := &pipeline{
 			c: c, slots: make(chan struct{}, n), in: make(chan *asyncReq, n),
-			bell: make(chan struct{}, 1), done: make(chan struct{}),
+			bell: zsock.NewDoorbell(), done: make(chan struct{}),
 			flight: make(map[string]*asyncReq), keys: make(map[string][]*asyncReq),
 			backoff: 10 * time.Millisecond, silent: make([]bool, len(c.cfg.Brokers)),
 		}
@@ -237,19 +238,12 @@ func (p *pipeline) run() {
 
 func (p *pipeline) serve() error {
 	c := p.c
-	zctx := c.cfg.Context
-	if zctx == nil {
-		var err error
-		if zctx, err = zmq.NewContext(); err != nil {
-			return fmt.Errorf("zmq context: %w", err)
-		}
-		defer func() { _ = zctx.Term() }()
-	}
-	bell, stopBell, err := startBell(zctx, p.bell)
+	zctx := c.zc.ZMQ()
+	bell, err := p.bell.Open(zctx)
 	if err != nil {
 		return err
 	}
-	defer stopBell()
+	defer p.bell.Close()
 	p.cn = newConn(zctx, c.cfg.Curve, c.cfg.Brokers)
 	defer p.cn.dropAll()
 	err = p.loop(bell)
@@ -445,7 +439,7 @@ func (p *pipeline) poll(bell *zmq.Socket) error {
 		}
 		return fmt.Errorf("poll: %w", err)
 	}
-	if err := drainBell(bell); err != nil {
+	if err := p.bell.Drain(); err != nil {
 		return err
 	}
 	if s == nil {
@@ -658,68 +652,4 @@ func (p *pipeline) shut(err error) {
 	p.closed, p.closeErr = true, err
 	p.mu.Unlock()
 	p.failAll(err)
-}
-
-// startBell makes the doorbell that wakes the pipeline's poll when a
-// submit is handed over: an inproc PULL socket the pipeline polls, and a
-// goroutine that owns the PUSH end and turns each ring of bell into a
-// frame.
-func startBell(zctx *zmq.Context, bell <-chan struct{}) (*zmq.Socket, func(), error) {
-	addr := "inproc://titanic-client-bell-" + uuid.NewString()
-	pull, err := zctx.NewSocket(zmq.PULL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("doorbell socket: %w", err)
-	}
-	_ = pull.SetLinger(0)
-	if err := pull.Bind(addr); err != nil {
-		_ = pull.Close()
-		return nil, nil, fmt.Errorf("bind doorbell: %w", err)
-	}
-	push, err := zctx.NewSocket(zmq.PUSH)
-	if err == nil {
-		_ = push.SetLinger(0)
-		if err = push.Connect(addr); err != nil {
-			_ = push.Close()
-		}
-	}
-	if err != nil {
-		_ = pull.Close()
-		return nil, nil, fmt.Errorf("doorbell push socket: %w", err)
-	}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	// The PUSH end was made here; from now on only this goroutine uses it.
-	go func() {
-		defer close(stopped)
-		defer push.Close()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-bell:
-				// EAGAIN: frames are waiting already; nothing is lost.
-				_, _ = push.SendBytes(nil, zmq.DONTWAIT)
-			}
-		}
-	}()
-	return pull, func() { close(stop); <-stopped; _ = pull.Close() }, nil
-}
-
-// ring wakes the pipeline; it never blocks.
-func ring(bell chan<- struct{}) {
-	select {
-	case bell <- struct{}{}:
-	default:
-	}
-}
-
-// drainBell reads every waiting doorbell frame.
-func drainBell(pull *zmq.Socket) error {
-	for {
-		if _, err := pull.RecvBytes(zmq.DONTWAIT); err != nil {
-			if zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) {
-				return nil
-			}
-			return fmt.Errorf("doorbell receive: %w", err)
-		}
-	}
 }

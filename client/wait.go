@@ -33,17 +33,13 @@ func (c *Client) Wait(ctx context.Context, ticket string, opt WaitOptions) ([][]
 	if poll <= 0 {
 		poll = 5 * time.Second
 	}
-	zctx := c.cfg.Context
-	if zctx == nil {
-		z, err := zmq.NewContext()
-		if err != nil {
-			return nil, fmt.Errorf("zmq context: %w", err)
-		}
-		defer z.Term()
-		zctx = z
+	select {
+	case <-c.quit:
+		return nil, ErrClosed
+	default:
 	}
 	// This goroutine alone uses sub, until Wait returns.
-	sub, err := zctx.NewSocket(zmq.SUB)
+	sub, err := c.zc.ZMQ().NewSocket(zmq.SUB)
 	if err != nil {
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}

@@ -4,39 +4,31 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
-	"sync"
 	"syscall"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // recvBatch bounds the messages read from the DEALER per poll, so that
 // heartbeats and results are served even under a flood.
 const recvBatch = 64
 
-// bellAddr is the doorbell's inproc endpoint. Inproc names are per ZeroMQ
-// context, and each Run has its own context.
-const bellAddr = "inproc://titanic-worker-doorbell"
-
 // session is the state of one Run. Only Run's goroutine touches it.
 type session struct {
 	w      *Worker
 	ctx    context.Context
 	zctx   *zmq.Context
-	ownCtx bool          // zctx was made by Run, which terminates it
-	expiry time.Duration // HeartbeatInterval × Liveness
-	// bellAddr is this session's doorbell endpoint.
-	bellAddr string
+	shared *zsock.Context // zctx's
+	ownCtx bool           // shared was made by Run, which closes it
+	expiry time.Duration  // HeartbeatInterval × Liveness
 
-	// Doorbell: handler goroutines and ctx ring bell; a goroutine turns
-	// each ring into a frame on pull.
-	bell     chan struct{}
-	pull     *zmq.Socket
-	stopBell chan struct{}
-	bellDone sync.WaitGroup
+	// Handler goroutines and ctx ring bell; pull is its socket.
+	bell *zsock.Doorbell
+	pull *zmq.Socket
 
 	poller *zmq.Poller
 
@@ -84,96 +76,34 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 	if ctx.Err() != nil {
 		return nil
 	}
-	zctx, ownCtx := w.cfg.Context, false
-	if zctx == nil {
-		if zctx, err = zmq.NewContext(); err != nil {
-			return fmt.Errorf("worker: zmq context: %w", err)
+	shared, ownCtx := w.cfg.Context, false
+	if shared == nil {
+		if shared, err = zsock.NewContext(); err != nil {
+			return fmt.Errorf("worker: %w", err)
 		}
 		ownCtx = true
 	}
 	s := &session{
 		w:      w,
 		ctx:    ctx,
-		zctx:   zctx,
+		zctx:   shared.ZMQ(),
+		shared: shared,
 		ownCtx: ownCtx,
-		// Inproc names are per context, which may be shared.
-		bellAddr: fmt.Sprintf("%s-%p", bellAddr, w),
-		expiry:   w.cfg.HeartbeatInterval * time.Duration(w.cfg.Liveness),
-		bell:     make(chan struct{}, 1),
+		expiry: w.cfg.HeartbeatInterval * time.Duration(w.cfg.Liveness),
+		bell:   zsock.NewDoorbell(),
 	}
 	defer func() {
 		if terr := s.teardown(); terr != nil && err == nil {
 			err = terr
 		}
 	}()
-	if err := s.startBell(); err != nil {
-		return err
+	if s.pull, err = s.bell.Open(s.zctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { ring(s.bell) })
+	stop := context.AfterFunc(ctx, s.bell.Ring)
 	defer stop()
 	s.rebuildPoller()
 	return s.loop()
-}
-
-// startBell binds the doorbell's PULL socket and starts the goroutine that
-// owns its PUSH end.
-func (s *session) startBell() error {
-	pull, err := s.zctx.NewSocket(zmq.PULL)
-	if err != nil {
-		return fmt.Errorf("worker: doorbell socket: %w", err)
-	}
-	s.pull = pull
-	if err := pull.SetLinger(0); err != nil {
-		return fmt.Errorf("worker: doorbell socket: %w", err)
-	}
-	if err := pull.Bind(s.bellAddr); err != nil {
-		return fmt.Errorf("worker: bind doorbell: %w", err)
-	}
-	started := make(chan error, 1)
-	s.stopBell = make(chan struct{})
-	s.bellDone.Add(1)
-	go func() {
-		defer s.bellDone.Done()
-		doorbell(s.zctx, s.bellAddr, s.bell, s.stopBell, started)
-	}()
-	return <-started
-}
-
-// doorbell creates, uses and closes the PUSH end of the doorbell: each
-// ring becomes one empty frame for the PULL socket.
-func doorbell(zctx *zmq.Context, addr string, bell, stop <-chan struct{}, started chan<- error) {
-	push, err := zctx.NewSocket(zmq.PUSH)
-	if err != nil {
-		started <- fmt.Errorf("worker: doorbell push socket: %w", err)
-		return
-	}
-	defer push.Close()
-	if err := push.SetLinger(0); err != nil {
-		started <- fmt.Errorf("worker: doorbell push socket: %w", err)
-		return
-	}
-	if err := push.Connect(addr); err != nil {
-		started <- fmt.Errorf("worker: connect doorbell: %w", err)
-		return
-	}
-	started <- nil
-	for {
-		select {
-		case <-stop:
-			return
-		case <-bell:
-			// EAGAIN means frames are already waiting: nothing is lost.
-			_, _ = push.SendBytes(nil, zmq.DONTWAIT)
-		}
-	}
-}
-
-// ring wakes the loop; it never blocks.
-func ring(bell chan<- struct{}) {
-	select {
-	case bell <- struct{}{}:
-	default:
-	}
 }
 
 func (s *session) loop() error {
@@ -204,8 +134,8 @@ func (s *session) loop() error {
 		for _, p := range polled {
 			switch {
 			case p.Socket == s.pull:
-				if err := drainBell(s.pull); err != nil {
-					return err
+				if err := s.bell.Drain(); err != nil {
+					return fmt.Errorf("worker: %w", err)
 				}
 			case s.dealer != nil && p.Socket == s.dealer:
 				s.readDealer()
@@ -392,7 +322,7 @@ func (s *session) start(now time.Time, client []byte, body [][]byte) {
 	h, bell := s.w.handler, s.bell
 	go func() {
 		done <- callHandler(jctx, h, body)
-		ring(bell)
+		bell.Ring()
 	}()
 }
 
@@ -461,18 +391,12 @@ func (s *session) teardown() error {
 		s.dealer = nil
 		s.w.log.Info("disconnected from broker", "endpoint", s.endpoint)
 	}
-	if s.stopBell != nil {
-		close(s.stopBell)
-		s.bellDone.Wait()
-	}
-	if s.pull != nil {
-		_ = s.pull.Close()
-	}
+	_ = s.bell.Close()
 	if !s.ownCtx {
 		return nil
 	}
-	if err := s.zctx.Term(); err != nil {
-		return fmt.Errorf("worker: terminate zmq context: %w", err)
+	if err := s.shared.Close(); err != nil {
+		return fmt.Errorf("worker: %w", err)
 	}
 	return nil
 }
@@ -494,18 +418,6 @@ func (s *session) stopJob() {
 	s.job = nil
 	s.w.c.discarded.Add(1)
 	s.w.log.Info("stopping with a request in progress: its result is discarded")
-}
-
-// drainBell reads every waiting doorbell frame.
-func drainBell(pull *zmq.Socket) error {
-	for {
-		if _, err := pull.RecvBytes(zmq.DONTWAIT); err != nil {
-			if isAgain(err) {
-				return nil
-			}
-			return fmt.Errorf("worker: doorbell receive: %w", err)
-		}
-	}
 }
 
 func isAgain(err error) bool { return zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) }

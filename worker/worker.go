@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	zmq "github.com/pebbe/zmq4"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker/curve"
 	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // Handler serves one request: it gets the body frames of a REQUEST and
@@ -69,10 +69,11 @@ type Config struct {
 	ReconnectDelay time.Duration
 	// Logger receives the worker's logs. Default slog.Default().
 	Logger *slog.Logger
-	// Context is the ZeroMQ context for the worker's sockets. Nil: Run
-	// makes its own. Programs with many workers share one; the caller
-	// then terminates it after the workers' Run returned.
-	Context *zmq.Context
+	// Context is the ZeroMQ context (I/O thread) of the worker's
+	// sockets. Nil: each Run makes its own, on the thread that calls Run.
+	// Programs with many workers share one (zsock.NewContext), and close
+	// it after the workers' Run returned.
+	Context *zsock.Context
 	// Curve, when set, makes the worker's socket a CURVE client of the
 	// brokers (all of them share one server key): encrypted, and let in
 	// only when the brokers' allowlist holds Curve.Public. Nil: plain

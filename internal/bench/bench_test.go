@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	zmq "github.com/pebbe/zmq4"
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/broker/zsock"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
@@ -172,8 +172,8 @@ type node struct {
 	stopped bool
 
 	cs          []*client.Client
-	zctx        *zmq.Context // shared by the clients (nil: each has its own)
-	wctx        *zmq.Context // shared by the workers (likewise)
+	zctx        *zsock.Context // shared by the clients (nil: each has its own)
+	wctx        *zsock.Context // shared by the workers (likewise)
 	stopWorkers context.CancelFunc
 	closers     []func() // raft nodes and follower stores, closed before st
 	workers     sync.WaitGroup
@@ -259,13 +259,13 @@ func (n *node) stop(b *testing.B) {
 		_ = c.Close()
 	}
 	if n.zctx != nil {
-		_ = n.zctx.Term()
+		_ = n.zctx.Close()
 	}
 	if n.stopWorkers != nil {
 		n.stopWorkers()
 		n.workers.Wait()
 		if n.wctx != nil {
-			_ = n.wctx.Term()
+			_ = n.wctx.Close()
 		}
 	}
 	n.cancel()
@@ -286,7 +286,7 @@ func (n *node) clients(b *testing.B, count int) []*client.Client {
 	b.Helper()
 	cs := make([]*client.Client, count)
 	if !*ownContexts && n.zctx == nil {
-		zctx, err := zmq.NewContext()
+		zctx, err := zsock.NewContext()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -310,7 +310,7 @@ func (n *node) startWorkers(b *testing.B, count int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stopWorkers = cancel
 	if !*ownContexts {
-		wctx, err := zmq.NewContext()
+		wctx, err := zsock.NewContext()
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -17,8 +17,7 @@ import (
 	"testing"
 	"time"
 
-	zmq "github.com/pebbe/zmq4"
-
+	"github.com/titanicmq/titanic/broker/zsock"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/netns"
 )
@@ -94,7 +93,7 @@ type run struct {
 	sc      Scenario
 	h       *History
 	nodes   []*node
-	zctx    *zmq.Context // the test process's (root namespace)
+	zctx    *zsock.Context // the test process's (root namespace)
 	probe   *client.Client
 	probes  int
 	tr      tracker
@@ -155,7 +154,7 @@ func Run(t *testing.T, sc Scenario, base uint64) *Result {
 	// ZeroMQ contexts: the test process's, and one made inside each
 	// client host, so that its clients connect from there (netns.Host.Do).
 	r.zctx = newContext(t, nil)
-	var sideCtx []*zmq.Context
+	var sideCtx []*zsock.Context
 	for _, h := range sides {
 		sideCtx = append(sideCtx, newContext(t, h))
 	}
@@ -302,7 +301,7 @@ func (r *run) recover(within time.Duration) (*node, time.Duration, error) {
 				errs[i] = errors.New("down")
 				continue
 			}
-			if sts[i], errs[i] = clusterStatus(ctx, r.zctx, n); errs[i] == nil {
+			if sts[i], errs[i] = clusterStatus(ctx, r.zctx.ZMQ(), n); errs[i] == nil {
 				heard[n] = time.Now()
 			} else if time.Since(heard[n]) > hungAfter && ctx.Err() == nil {
 				r.note("%s ran but answered nothing for %s (%v): sent SIGQUIT (goroutines in its log), killed and restarted", n.name, hungAfter, errs[i])
@@ -433,7 +432,7 @@ func (r *run) lookAll(ctx context.Context, w *workload, tickets []string, tries 
 	next := make(chan string)
 	var wg sync.WaitGroup
 	for i := range 6 {
-		c := newRawClient(r.zctx, w.eps, w.nodes, clientTimeout)
+		c := newRawClient(r.zctx.ZMQ(), w.eps, w.nodes, clientTimeout)
 		c.cur = i % len(w.eps)
 		wg.Add(1)
 		go func() {
@@ -540,45 +539,40 @@ func (r *run) writeArtifacts(dir, report string, failed bool) {
 }
 
 // newContext makes a ZeroMQ context whose connections are made from host
-// (the test process's own namespace when nil), terminated at cleanup.
-func newContext(t *testing.T, host *netns.Host) *zmq.Context {
+// (the test process's own namespace when nil), closed at cleanup.
+func newContext(t *testing.T, host *netns.Host) *zsock.Context {
 	t.Helper()
-	zctx, err := zmq.NewContext()
+	// zsock.NewContext starts the context's I/O thread, which makes its
+	// connections, on the calling thread: Host.Do runs it on a thread in
+	// host's namespace.
+	var zc *zsock.Context
+	start := func() (err error) {
+		zc, err = zsock.NewContext()
+		return err
+	}
+	var err error
+	if host == nil {
+		err = start()
+	} else {
+		err = host.Do(start)
+	}
 	if err != nil {
 		t.Fatalf("zmq context: %v", err)
 	}
-	// libzmq starts the context's I/O threads, which make its
-	// connections, with its first socket: make that one on host.
-	first := func() error {
-		s, err := zctx.NewSocket(zmq.DEALER)
-		if err == nil {
-			err = s.Close()
-		}
-		return err
-	}
-	if host == nil {
-		err = first()
-	} else {
-		err = host.Do(first)
-	}
-	if err != nil {
-		t.Fatalf("zmq context: first socket: %v", err)
-	}
 	t.Cleanup(func() {
-		// Term waits for every socket of the context to be closed: a
+		// Close waits for every socket of the context to be closed: a
 		// client that did not stop would hang the test here.
 		done := make(chan struct{})
-		go func() { _ = zctx.Term(); close(done) }()
+		go func() { _ = zc.Close(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(stopWithin):
 			t.Errorf("zmq context not terminated within %s: a socket is still open", stopWithin)
 		}
 	})
-	return zctx
+	return zc
 }
 
-// waitGroup waits for wg, failing the test after stopWithin.
 func waitGroup(t *testing.T, wg *sync.WaitGroup, what string) {
 	t.Helper()
 	done := make(chan struct{})

@@ -12,8 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	zmq "github.com/pebbe/zmq4"
-
+	"github.com/titanicmq/titanic/broker/zsock"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/worker"
 )
@@ -79,8 +78,8 @@ func pause(ctx context.Context, rng *rand.Rand, lo, hi time.Duration) {
 // that side: keyed submits through the client library, keyed submits and
 // unkeyed titanic.request in raw frames, and raw lookups. They stop when
 // ctx ends; wait for them with w.wg.
-func (w *workload) startClients(ctx context.Context, side string, zctx *zmq.Context, seed uint64) {
-	run := func(name string, i uint64, fn func(ctx context.Context, proc string, zctx *zmq.Context, rng *rand.Rand)) {
+func (w *workload) startClients(ctx context.Context, side string, zctx *zsock.Context, seed uint64) {
+	run := func(name string, i uint64, fn func(ctx context.Context, proc string, zctx *zsock.Context, rng *rand.Rand)) {
 		rng := rand.New(rand.NewPCG(seed, i))
 		w.wg.Add(1)
 		go func() {
@@ -96,7 +95,7 @@ func (w *workload) startClients(ctx context.Context, side string, zctx *zmq.Cont
 
 // keyedLib submits keys (the body is the key) through the client
 // library.
-func (w *workload) keyedLib(ctx context.Context, proc string, zctx *zmq.Context, rng *rand.Rand) {
+func (w *workload) keyedLib(ctx context.Context, proc string, zctx *zsock.Context, rng *rand.Rand) {
 	tr := newTracker(w.eps, w.nodes)
 	cl, err := client.New(client.Config{Brokers: w.eps, Timeout: w.timeout, Retries: 2, Logger: slog.New(tr), Context: zctx})
 	if err != nil {
@@ -148,8 +147,8 @@ func keyed(ctx context.Context, proc string, rng *rand.Rand, submit func(key str
 
 // keyedRaw submits keys with titanic.submit in raw frames, moving to the
 // other node on a 500 or a timeout.
-func (w *workload) keyedRaw(ctx context.Context, proc string, zctx *zmq.Context, rng *rand.Rand) {
-	c := newRawClient(zctx, w.eps, w.nodes, w.timeout)
+func (w *workload) keyedRaw(ctx context.Context, proc string, zctx *zsock.Context, rng *rand.Rand) {
+	c := newRawClient(zctx.ZMQ(), w.eps, w.nodes, w.timeout)
 	defer c.close()
 	submit := func(key string) (ok, rejected bool) {
 		w.h.Add(Op{Process: proc, Type: Invoke, F: FSubmit, Key: key, Body: key})
@@ -181,8 +180,8 @@ func (w *workload) keyedRaw(ctx context.Context, proc string, zctx *zmq.Context,
 // each try has a body of its own ("<proc>-<n>.<try>"), so that the
 // executions of every try can be told apart, and a try that went
 // unanswered may have made a ticket nobody holds.
-func (w *workload) unkeyedRaw(ctx context.Context, proc string, zctx *zmq.Context, rng *rand.Rand) {
-	c := newRawClient(zctx, w.eps, w.nodes, w.timeout)
+func (w *workload) unkeyedRaw(ctx context.Context, proc string, zctx *zsock.Context, rng *rand.Rand) {
+	c := newRawClient(zctx.ZMQ(), w.eps, w.nodes, w.timeout)
 	defer c.close()
 	for i := 0; ctx.Err() == nil; i++ {
 		for try := 0; ctx.Err() == nil; try++ {
@@ -212,8 +211,8 @@ func (w *workload) unkeyedRaw(ctx context.Context, proc string, zctx *zmq.Contex
 
 // lookups asks titanic.reply for acknowledged tickets, recording every
 // answer (200 with the reply, 300, 400, 500) with the node that gave it.
-func (w *workload) lookups(ctx context.Context, proc string, zctx *zmq.Context, rng *rand.Rand) {
-	c := newRawClient(zctx, w.eps, w.nodes, w.timeout)
+func (w *workload) lookups(ctx context.Context, proc string, zctx *zsock.Context, rng *rand.Rand) {
+	c := newRawClient(zctx.ZMQ(), w.eps, w.nodes, w.timeout)
 	defer c.close()
 	for ctx.Err() == nil {
 		tk, ok := w.pick(rng)

@@ -31,8 +31,8 @@ type Config struct {
 	// that requests for many services cannot exhaust memory.
 	MaxQueuedBytes int
 	// MaxMsgSize is ZMQ_MAXMSGSIZE for the ROUTER socket: a peer that
-	// sends a larger message is disconnected. Negative: unlimited. With
-	// Curve it must be at least MinCurveMsgSize.
+	// sends a larger message is disconnected. Unlimited (-1): no limit;
+	// zero: the default. With Curve it must be at least MinCurveMsgSize.
 	MaxMsgSize int64
 	// Peering, when set, makes the broker lend workers to and borrow
 	// workers from other clusters' brokers (see peer.go).
@@ -45,6 +45,10 @@ type Config struct {
 	// no submit, lookup or READY). Nil: plain TCP.
 	Curve *CurveConfig
 }
+
+// Unlimited, in MaxMsgSize, means no limit (zero means the default, as in
+// every field); titanic.Config and the config file spell it the same way.
+const Unlimited = -1
 
 // DefaultCurveDomain is the ZAP domain of the broker's ROUTER.
 const DefaultCurveDomain = "titanic"

@@ -52,7 +52,7 @@ func (s *Service) admit(c broker.Client, submit bool) [][]byte {
 		st = &clientState{tokens: s.burst(), refilled: now}
 		l.clients[c] = st
 	}
-	if st.inflight >= s.cfg.PerClientInflight {
+	if s.cfg.PerClientInflight > 0 && st.inflight >= s.cfg.PerClientInflight {
 		s.stats.busy.Add(1)
 		return replyText(CodeError, fmt.Sprintf("busy, retry later: %d requests in flight", st.inflight))
 	}

@@ -14,6 +14,12 @@ import (
 	"github.com/titanicmq/titanic/titanic/notify"
 )
 
+// Unlimited, in a limit of Config (PerClientInflight, SubmitRate,
+// MaxBody, Quota, DoneTTL), means no limit; zero means the default, as in
+// every other field. broker.Config and the titanic config file spell "no
+// limit" the same way.
+const Unlimited = -1
+
 // Config configures a Service. Zero fields take DefaultConfig's values.
 type Config struct {
 	// MaxAttempts is how many dispatches a ticket gets; when the last one
@@ -39,21 +45,26 @@ type Config struct {
 	// MaxWaiters bounds titanic.wait requests parked at once.
 	MaxWaiters int
 	// PerClientInflight bounds the requests one client (connection) may
-	// have waiting for an answer; beyond it: 500 busy.
+	// have waiting for an answer; beyond it: 500 busy. Unlimited: no
+	// bound.
 	PerClientInflight int
 	// SubmitRate bounds one client's submits per second (bursts of as
-	// many, or SubmitBurst); 0: no limit. Beyond it: 500 busy.
+	// many, or SubmitBurst); beyond it: 500 busy. Default (and
+	// Unlimited): no limit.
 	SubmitRate float64
 	// SubmitBurst is how many submits a client may send at once; 0: as
 	// many as SubmitRate.
 	SubmitBurst int
 	// MaxBody bounds the bytes of a request's body frames; beyond it: 400.
+	// Unlimited: no bound.
 	MaxBody int
 	// Quota refuses submits (500) while the data file holds this many
-	// bytes or more; 0: no quota. Lookups, replies and closes go on.
+	// bytes or more; lookups, replies and closes go on. Default (and
+	// Unlimited): no quota.
 	Quota int64
 	// DoneTTL deletes finished tickets nobody closed this long after they
-	// finished; negative: keep them until closed.
+	// finished; Unlimited (any negative duration): keep them until
+	// closed.
 	DoneTTL time.Duration
 	// SweepInterval is how often retention runs.
 	SweepInterval time.Duration
@@ -108,6 +119,8 @@ func DefaultConfig() Config {
 		MaxWaiters:        10_000,
 		PerClientInflight: 1000,
 		MaxBody:           16 << 20,
+		SubmitRate:        Unlimited,
+		Quota:             Unlimited,
 		DoneTTL:           7 * 24 * time.Hour,
 		SweepInterval:     time.Minute,
 		PresenceTimeout:   15 * time.Second,
@@ -142,11 +155,17 @@ func (c *Config) fill() {
 	if c.MaxWaiters <= 0 {
 		c.MaxWaiters = d.MaxWaiters
 	}
-	if c.PerClientInflight <= 0 {
+	if c.PerClientInflight == 0 {
 		c.PerClientInflight = d.PerClientInflight
 	}
-	if c.MaxBody <= 0 {
+	if c.SubmitRate == 0 {
+		c.SubmitRate = d.SubmitRate
+	}
+	if c.MaxBody == 0 {
 		c.MaxBody = d.MaxBody
+	}
+	if c.Quota == 0 {
+		c.Quota = d.Quota
 	}
 	if c.DoneTTL == 0 {
 		c.DoneTTL = d.DoneTTL
@@ -373,7 +392,7 @@ func (s *Service) serveMDP(req broker.Request) [][]byte {
 			s.stats.badRequests.Add(1)
 			return replyText(CodeUnknown, err.Error())
 		}
-		if n := bodySize(sr.body); n > s.cfg.MaxBody {
+		if n := bodySize(sr.body); s.cfg.MaxBody > 0 && n > s.cfg.MaxBody {
 			s.stats.badRequests.Add(1)
 			return replyText(CodeUnknown, fmt.Sprintf("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody))
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,10 +55,7 @@ func runBroker(e env) error {
 	bc.HeartbeatInterval, bc.HeartbeatLiveness = cfg.Broker.Heartbeat, cfg.Broker.Liveness
 	bc.LeaseTimeout, bc.RequestExpiry = cfg.Broker.LeaseTimeout, cfg.Broker.RequestExpiry
 	bc.MaxQueue = cfg.Limits.MaxQueue
-	bc.MaxMsgSize = int64(cfg.Limits.MaxMessageSize)
-	if bc.MaxMsgSize == 0 {
-		bc.MaxMsgSize = -1 // no limit
-	}
+	bc.MaxMsgSize = limit(int64(cfg.Limits.MaxMessageSize))
 	bc.Logger = log
 	if cfg.Peering.Name != "" {
 		pc := &broker.PeeringConfig{Name: cfg.Peering.Name, CloudListen: cfg.Peering.CloudListen, StateListen: cfg.Peering.StateListen}
@@ -93,18 +89,9 @@ func runBroker(e env) error {
 	tc.Readers, tc.MaxBatch = cfg.Queue.Readers, cfg.Queue.MaxBatch
 	tc.MaxQueuedOps, tc.MaxQueuedReads = cfg.Limits.MaxQueuedOps, cfg.Limits.MaxQueuedReads
 	tc.MaxWaiters, tc.BodyCache = cfg.Limits.MaxWaiters, int(cfg.Limits.BodyCache)
-	tc.MaxBody, tc.PerClientInflight = int(cfg.Limits.MaxBody), cfg.Limits.PerClientInflight
-	tc.SubmitRate, tc.SubmitBurst, tc.Quota = cfg.Limits.SubmitRate, cfg.Limits.SubmitBurst, int64(cfg.Limits.DiskQuota)
-	if tc.MaxBody == 0 {
-		tc.MaxBody = math.MaxInt
-	}
-	if tc.PerClientInflight == 0 {
-		tc.PerClientInflight = math.MaxInt
-	}
-	tc.DoneTTL, tc.SweepInterval = cfg.Retention.DoneTTL, cfg.Retention.SweepInterval
-	if tc.DoneTTL == 0 {
-		tc.DoneTTL = -1 // kept until closed
-	}
+	tc.MaxBody, tc.PerClientInflight = limit(int(cfg.Limits.MaxBody)), limit(cfg.Limits.PerClientInflight)
+	tc.SubmitRate, tc.SubmitBurst, tc.Quota = limit(cfg.Limits.SubmitRate), cfg.Limits.SubmitBurst, limit(int64(cfg.Limits.DiskQuota))
+	tc.DoneTTL, tc.SweepInterval = limit(cfg.Retention.DoneTTL), cfg.Retention.SweepInterval
 	tc.BackupDir = cfg.Store.BackupDir
 	if tc.BackupDir == "" {
 		tc.BackupDir = filepath.Join(data, "backups")
@@ -338,4 +325,14 @@ func runConfig(e env) error {
 		return err
 	}
 	return cfg.Write(e.stdout)
+}
+
+// limit carries a limit from the configuration to a package's Config,
+// which all encode "no limit" alike: -1 (config.Unlimited; 0 there would
+// mean the package's default).
+func limit[T int | int64 | float64 | time.Duration](v T) T {
+	if config.NoLimit(v) {
+		return config.Unlimited
+	}
+	return v
 }

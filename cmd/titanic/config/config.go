@@ -44,7 +44,7 @@ type Config struct {
 	Broker    BrokerSection    `toml:"broker" doc:"the Majordomo broker: client and worker endpoints, heartbeats, leases"`
 	Store     StoreSection     `toml:"store" doc:"the data file"`
 	Queue     QueueSection     `toml:"queue" doc:"the durable Titanic service: attempts and commits"`
-	Limits    LimitsSection    `toml:"limits" doc:"self-defence against hostile or runaway clients; 0 means no limit where noted"`
+	Limits    LimitsSection    `toml:"limits" doc:"self-defence against hostile or runaway clients; -1 means no limit where noted (0, as older versions wrote it, too)"`
 	Retention RetentionSection `toml:"retention" doc:"what happens to tickets nobody closes"`
 	Log       LogSection       `toml:"log" doc:"logging (log/slog) to standard error"`
 	HTTP      HTTPSection      `toml:"http" doc:"HTTP listener: metrics, health, JSON API and dashboard"`
@@ -85,12 +85,12 @@ type QueueSection struct {
 
 // LimitsSection is [limits].
 type LimitsSection struct {
-	MaxMessageSize    Size    `toml:"max_message_size" flag:"max-message-size" usage:"largest ZeroMQ frame accepted (ZMQ_MAXMSGSIZE); a larger one drops the connection; 0: no limit"`
-	MaxBody           Size    `toml:"max_body" flag:"max-body" usage:"largest request body (all frames) a submit may carry; 0: no limit"`
-	PerClientInflight int     `toml:"per_client_inflight" flag:"per-client-inflight" usage:"requests one client may have in flight; beyond it: busy, retry later; 0: no limit"`
-	SubmitRate        float64 `toml:"submit_rate" flag:"submit-rate" usage:"submits per second per client; beyond it: busy, retry later; 0: no limit"`
+	MaxMessageSize    Size    `toml:"max_message_size" flag:"max-message-size" usage:"largest ZeroMQ frame accepted (ZMQ_MAXMSGSIZE); a larger one drops the connection; -1: no limit"`
+	MaxBody           Size    `toml:"max_body" flag:"max-body" usage:"largest request body (all frames) a submit may carry; -1: no limit"`
+	PerClientInflight int     `toml:"per_client_inflight" flag:"per-client-inflight" usage:"requests one client may have in flight; beyond it: busy, retry later; -1: no limit"`
+	SubmitRate        float64 `toml:"submit_rate" flag:"submit-rate" usage:"submits per second per client; beyond it: busy, retry later; -1: no limit"`
 	SubmitBurst       int     `toml:"submit_burst" flag:"submit-burst" usage:"submits a client may send at once above submit_rate"`
-	DiskQuota         Size    `toml:"disk_quota" flag:"disk-quota" usage:"largest data file; beyond it submits are refused while lookups and replies go on; 0: only the disk's size"`
+	DiskQuota         Size    `toml:"disk_quota" flag:"disk-quota" usage:"largest data file; beyond it submits are refused while lookups and replies go on; -1: no limit (only the disk's size)"`
 	MaxQueue          int     `toml:"max_queue" flag:"max-queue" usage:"plain (non-durable) MDP requests queued per service"`
 	MaxQueuedOps      int     `toml:"max_queued_ops" flag:"max-queued-ops" usage:"submits and closes waiting for the next commit; beyond it: busy"`
 	MaxQueuedReads    int     `toml:"max_queued_reads" flag:"max-queued-reads" usage:"lookups waiting for a reader; beyond it: busy"`
@@ -100,7 +100,7 @@ type LimitsSection struct {
 
 // RetentionSection is [retention].
 type RetentionSection struct {
-	DoneTTL       time.Duration `toml:"done_ttl" flag:"done-ttl" usage:"done and failed tickets nobody closes are deleted this long after they finish; 0: kept until closed"`
+	DoneTTL       time.Duration `toml:"done_ttl" flag:"done-ttl" usage:"done and failed tickets nobody closes are deleted this long after they finish; negative (\"-1s\"): kept until closed (0, as older versions wrote it, too)"`
 	SweepInterval time.Duration `toml:"sweep_interval" flag:"sweep-interval" usage:"how often expired tickets are deleted"`
 }
 
@@ -171,6 +171,17 @@ type NotifySection struct {
 	Listen string `toml:"listen" flag:"notify-listen" usage:"endpoint publishing ticket state changes (ZeroMQ PUB, tcp://HOST:PORT); empty: none"`
 }
 
+// Unlimited is the value of a limit (limits.max_message_size, max_body,
+// per_client_inflight, submit_rate, disk_quota) that means "no limit";
+// retention.done_ttl takes any negative duration. 0, which older
+// versions documented as "no limit" for these keys, keeps that meaning,
+// so their files still work; NoLimit tells either apart from a bound.
+const Unlimited = -1
+
+// NoLimit reports whether a limit's value means "no limit": -1, or 0 as
+// older versions wrote it.
+func NoLimit[T int | int64 | float64 | Size | time.Duration](v T) bool { return v <= 0 }
+
 // Default returns the built-in defaults: a single node on localhost with
 // its data in ./titanic-data. The timings and bounds are those of
 // broker.DefaultConfig, titanic.DefaultConfig, store and replica (a test
@@ -208,6 +219,7 @@ func Default() Config {
 			MaxQueuedReads:    10_000,
 			MaxWaiters:        10_000,
 			BodyCache:         64 * MiB,
+			DiskQuota:         Unlimited,
 		},
 		Retention: RetentionSection{
 			DoneTTL:       7 * 24 * time.Hour,

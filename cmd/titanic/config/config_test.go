@@ -68,6 +68,7 @@ func TestDefaultsMatchPackages(t *testing.T) {
 	eq("limits.max_body", int(d.Limits.MaxBody), td.MaxBody)
 	eq("limits.per_client_inflight", d.Limits.PerClientInflight, td.PerClientInflight)
 	eq("retention.done_ttl", d.Retention.DoneTTL, td.DoneTTL)
+	eq("limits.disk_quota", int64(d.Limits.DiskQuota), td.Quota)
 	eq("broker.presence_timeout", d.Broker.PresenceTimeout, td.PresenceTimeout)
 	eq("queue.max_attempts", d.Queue.MaxAttempts, td.MaxAttempts)
 	eq("queue.no_worker_timeout", d.Queue.NoWorkerTimeout, td.NoWorkerTimeout)
@@ -300,7 +301,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{"negative heartbeat", func(c *Config) { c.Broker.Heartbeat = -time.Second }, "broker.heartbeat (--heartbeat): -1s: must be greater than 0"},
 		{"zero lease", func(c *Config) { c.Broker.LeaseTimeout = 0 }, "broker.lease_timeout (--lease-timeout): 0s: must be greater than 0"},
-		{"negative ttl", func(c *Config) { c.Retention.DoneTTL = -time.Hour }, "retention.done_ttl (--done-ttl): -1h: must not be negative"},
+		{"negative ttl", func(c *Config) { c.Retention.DoneTTL = -time.Second }, ""},
 		{"zero ttl", func(c *Config) { c.Retention.DoneTTL = 0 }, ""},
 		{"liveness", func(c *Config) { c.Broker.Liveness = 0 }, "broker.liveness (--liveness): 0: must be at least 1"},
 		{"attempts", func(c *Config) { c.Queue.MaxAttempts = 0 }, "queue.max_attempts"},
@@ -366,12 +367,17 @@ func TestValidate(t *testing.T) {
 		{"http masked token", func(c *Config) { c.HTTP.Token = Masked }, "is the mask printed by titanic config"},
 		{"curve without keys", func(c *Config) { c.Security.Curve = true }, "security.secret_key_file (--secret-key-file): security.curve needs"},
 		{"curve", func(c *Config) { c.Security.Curve, c.Security.SecretKeyFile, c.Security.PublicKeysDir = true, "k", "d" }, ""},
-		{"small frames", func(c *Config) { c.Limits.MaxMessageSize = 100 }, "limits.max_message_size (--max-message-size): 100: want 0 (no limit) or at least 1KiB"},
-		{"unlimited frames", func(c *Config) { c.Limits.MaxMessageSize, c.Limits.MaxBody = 0, 0 }, ""},
-		{"negative rate", func(c *Config) { c.Limits.SubmitRate = -1 }, "limits.submit_rate (--submit-rate)"},
+		{"small frames", func(c *Config) { c.Limits.MaxMessageSize = 100 }, "limits.max_message_size (--max-message-size): 100: want -1 (no limit) or at least 1KiB"},
+		{"unlimited frames", func(c *Config) { c.Limits.MaxMessageSize, c.Limits.MaxBody = Unlimited, Unlimited }, ""},
+		{"unlimited frames as older versions wrote it", func(c *Config) { c.Limits.MaxMessageSize, c.Limits.MaxBody = 0, 0 }, ""},
+		{"unlimited rate", func(c *Config) { c.Limits.SubmitRate = Unlimited }, ""},
+		{"negative rate", func(c *Config) { c.Limits.SubmitRate = -2 }, "limits.submit_rate (--submit-rate): -2: want -1 (no limit)"},
+		{"negative inflight", func(c *Config) { c.Limits.PerClientInflight = -5 }, "limits.per_client_inflight (--per-client-inflight): -5: want -1 (no limit) or a limit"},
+		{"unlimited inflight", func(c *Config) { c.Limits.PerClientInflight = Unlimited }, ""},
 		{"rate without burst", func(c *Config) { c.Limits.SubmitBurst = 0 }, "a submit rate needs a burst"},
 		{"no rate", func(c *Config) { c.Limits.SubmitRate, c.Limits.SubmitBurst = 0, 0 }, ""},
-		{"negative quota", func(c *Config) { c.Limits.DiskQuota = -1 }, "limits.disk_quota"},
+		{"negative quota", func(c *Config) { c.Limits.DiskQuota = -2 }, "limits.disk_quota"},
+		{"unlimited quota", func(c *Config) { c.Limits.DiskQuota = Unlimited }, ""},
 		{"zero queue", func(c *Config) { c.Limits.MaxQueue = 0 }, "limits.max_queue (--max-queue): 0: must be at least 1"},
 		{"empty dir", func(c *Config) { c.Store.Dir = " " }, "store.dir (--data)"},
 		{"peering without name", func(c *Config) { c.Peering.CloudListen = "tcp://127.0.0.1:5570" }, "peering.cloud_listen (--peering-cloud-listen): needs peering.name"},
@@ -537,13 +543,14 @@ func TestSize(t *testing.T) {
 		{"0", 0, "0"}, {"1000", 1000, "1000"}, {"1024", KiB, "1KiB"}, {"64MiB", 64 * MiB, "64MiB"},
 		{"64 mib", 64 * MiB, "64MiB"}, {"10MB", 10_000_000, "10000000"}, {"1gb", 1e9, "1000000000"},
 		{"3GiB", 3 * GiB, "3GiB"}, {"2TiB", 2 * TiB, "2TiB"}, {"1536KiB", 1536 * KiB, "1536KiB"}, {"7B", 7, "7"},
+		{"-1", Unlimited, "-1"}, {" -1 ", Unlimited, "-1"},
 	} {
 		got, err := ParseSize(tc.in)
 		if err != nil || got != tc.want || got.String() != tc.out {
 			t.Errorf("ParseSize(%q) = %d (%s), %v; want %d (%s)", tc.in, got, got, err, tc.want, tc.out)
 		}
 	}
-	for _, bad := range []string{"", "MiB", "-1", "1.5GiB", "12XB", "99999999999TiB"} {
+	for _, bad := range []string{"", "MiB", "-2", "-1MiB", "1.5GiB", "12XB", "99999999999TiB"} {
 		if _, err := ParseSize(bad); err == nil {
 			t.Errorf("ParseSize(%q) accepted", bad)
 		}
@@ -585,5 +592,49 @@ func TestReference(t *testing.T) {
 	}
 	if _, _, err := SpliceReference(RefEnd + RefStart); err == nil {
 		t.Fatal("markers out of order accepted")
+	}
+}
+
+// TestUnlimited: one spelling of "no limit", -1, in the file, on the
+// command line and in the environment; 0, as older files wrote it, keeps
+// its meaning (NoLimit), and a bound is a bound.
+func TestUnlimited(t *testing.T) {
+	c := Default()
+	err := c.Decode("t.toml", `
+[limits]
+max_message_size = -1
+max_body = -1
+per_client_inflight = -1
+submit_rate = -1
+disk_quota = -1
+[retention]
+done_ttl = "-1s"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	l := c.Limits
+	if l.MaxMessageSize != Unlimited || l.MaxBody != Unlimited || l.PerClientInflight != Unlimited || l.SubmitRate != Unlimited || l.DiskQuota != Unlimited {
+		t.Fatalf("-1 read as %+v", l)
+	}
+	for _, v := range []bool{NoLimit(l.MaxBody), NoLimit(l.SubmitRate), NoLimit(c.Retention.DoneTTL), NoLimit(0), NoLimit(Size(0)), NoLimit(time.Duration(0))} {
+		if !v {
+			t.Fatal("-1, a negative duration or 0 not taken as no limit")
+		}
+	}
+	if NoLimit(16*MiB) || NoLimit(time.Hour) || NoLimit(0.5) {
+		t.Fatal("a bound taken as no limit")
+	}
+	if s, err := ParseSize("-1"); err != nil || s != Unlimited {
+		t.Fatalf("ParseSize(-1) = %v, %v", s, err)
+	}
+	if _, err := ParseSize("-2"); err == nil {
+		t.Fatal("ParseSize(-2): no error")
+	}
+	if got := Size(Unlimited).String(); got != "-1" {
+		t.Fatalf("Unlimited prints %q, want -1 (read back by ParseSize)", got)
 	}
 }

@@ -7,7 +7,8 @@ import (
 	"strings"
 )
 
-// Size is a number of bytes. It reads as an integer or as an integer with a
+// Size is a number of bytes, or -1 (Unlimited) where a limit may be
+// lifted. It reads as -1, an integer, or an integer with a
 // unit: B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of
 // 1024), case-insensitive, with an optional space: 1048576, "64MiB",
 // "10 MB". It prints with the largest binary unit that divides it exactly.
@@ -30,6 +31,9 @@ var sizeUnits = map[string]Size{
 // ParseSize reads a size such as "64MiB" or "1048576".
 func ParseSize(s string) (Size, error) {
 	t := strings.TrimSpace(s)
+	if t == "-1" {
+		return Unlimited, nil
+	}
 	i := 0
 	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
 		i++

@@ -43,19 +43,23 @@ func (c Config) Validate() error {
 
 	// [limits]
 	l := c.Limits
-	if l.MaxMessageSize != 0 && l.MaxMessageSize < KiB {
-		ck.bad("limits.max_message_size", "%s: want 0 (no limit) or at least 1KiB: smaller refuses the protocol's own frames", l.MaxMessageSize)
+	// One rule for "no limit": -1 (a negative duration for done_ttl).
+	// 0, which older versions documented as "no limit", keeps that
+	// meaning (see Unlimited).
+	if l.MaxMessageSize > 0 && l.MaxMessageSize < KiB {
+		ck.bad("limits.max_message_size", "%s: want -1 (no limit) or at least 1KiB: smaller refuses the protocol's own frames", l.MaxMessageSize)
 	}
-	ck.atLeast("limits.max_body", int(l.MaxBody), 0)
-	ck.atLeast("limits.per_client_inflight", l.PerClientInflight, 0)
-	if l.SubmitRate < 0 || math.IsNaN(l.SubmitRate) || math.IsInf(l.SubmitRate, 0) {
-		ck.bad("limits.submit_rate", "%v: want 0 (no limit) or a positive number of submits per second", l.SubmitRate)
+	ck.limit("limits.max_message_size", int64(l.MaxMessageSize))
+	ck.limit("limits.max_body", int64(l.MaxBody))
+	ck.limit("limits.per_client_inflight", int64(l.PerClientInflight))
+	if (l.SubmitRate < 0 && l.SubmitRate != -1) || math.IsNaN(l.SubmitRate) || math.IsInf(l.SubmitRate, 0) {
+		ck.bad("limits.submit_rate", "%v: want -1 (no limit) or a positive number of submits per second", l.SubmitRate)
 	}
 	ck.atLeast("limits.submit_burst", l.SubmitBurst, 0)
 	if l.SubmitRate > 0 && l.SubmitBurst < 1 {
 		ck.bad("limits.submit_burst", "%d: a submit rate needs a burst of at least 1", l.SubmitBurst)
 	}
-	ck.atLeast("limits.disk_quota", int(l.DiskQuota), 0)
+	ck.limit("limits.disk_quota", int64(l.DiskQuota))
 	ck.atLeast("limits.max_queue", l.MaxQueue, 1)
 	ck.atLeast("limits.max_queued_ops", l.MaxQueuedOps, 1)
 	ck.atLeast("limits.max_queued_reads", l.MaxQueuedReads, 1)
@@ -63,7 +67,6 @@ func (c Config) Validate() error {
 	ck.atLeast("limits.body_cache", int(l.BodyCache), 1)
 
 	// [retention]
-	ck.nonNegative("retention.done_ttl", c.Retention.DoneTTL)
 	ck.positive("retention.sweep_interval", c.Retention.SweepInterval)
 
 	// [log]
@@ -330,6 +333,14 @@ func (ck *checker) positive(name string, d time.Duration) {
 func (ck *checker) nonNegative(name string, d time.Duration) {
 	if d < 0 {
 		ck.bad(name, "%s: must not be negative", formatDuration(d))
+	}
+}
+
+// limit checks a setting that may be unlimited: -1 (Unlimited), or 0 as
+// older versions wrote it, or a bound.
+func (ck *checker) limit(name string, n int64) {
+	if n < Unlimited {
+		ck.bad(name, "%d: want -1 (no limit) or a limit", n)
 	}
 }
 

@@ -94,6 +94,12 @@ type Config struct {
 	// brokers' per-client in-flight limit (limits.per_client_inflight),
 	// beyond which they answer busy and submits are sent again later.
 	MaxPending int
+	// Direct sends every call to the first broker of Brokers without
+	// asking which broker serves (the role question): for admin calls to
+	// one node whatever its role, as a pair node's calls to its peer,
+	// which must reach the peer also while it is passive. A broker that
+	// refuses ("not active") is asked again until the tries' time is up.
+	Direct bool
 }
 
 // CurveClient holds the Z85 keys of a CURVE client: the broker's public

@@ -505,3 +505,32 @@ func TestNotActiveMovesOn(t *testing.T) {
 		t.Fatalf("all passive: %v", err)
 	}
 }
+
+// A Direct client sends its calls to its one broker without the role
+// question, whatever that broker's role: a pair node's calls to its peer's
+// admin services, which answer also while the peer is passive. Here the
+// broker would answer the question "passive, not serving" (which would
+// keep a plain client away); a refusal is asked again.
+func TestDirectSkipsRoleQuestion(t *testing.T) {
+	f := newFake(t, func(service string, _ [][]byte, n int) [][]byte {
+		if service == probe.Service {
+			return probe.Encode(probe.Answer{Star: "passive"})
+		}
+		if n == 1 {
+			return frames("500", "not active")
+		}
+		return frames("200", "history")
+	})
+	c, err := New(Config{Brokers: []string{f.endpoint}, Timeout: 2 * time.Second, Retries: 1, Direct: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rep, err := c.Request(testCtx(t), "titanic.cluster.history", frames(""))
+	if err != nil || len(rep) != 2 || string(rep[1]) != "history" {
+		t.Fatalf("Request = %q, %v; want [200 history]", rep, err)
+	}
+	if q, r := len(f.questions()), len(f.requests()); q != 0 || r != 2 {
+		t.Fatalf("broker got %d role questions and %d requests; want 0 and 2 (a refusal, then the answer)", q, r)
+	}
+}

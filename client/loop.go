@@ -178,7 +178,9 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 		)
 		if cn.active < 0 {
 			var i int
-			if i, err = c.find(cn, cl, silent); err == nil {
+			if c.cfg.Direct {
+				c.choose(cn, cl, 0)
+			} else if i, err = c.find(cn, cl, silent); err == nil {
 				c.choose(cn, cl, i)
 			}
 		}
@@ -271,6 +273,9 @@ func (c *Client) elsewhere(cn *conn, cl *call, why string) {
 // serveOnce sends one request and waits for its answer once: no retry,
 // no failover (but, with several brokers, it finds the active one first).
 func (c *Client) serveOnce(cn *conn, cl *call, quit <-chan struct{}) ([][]byte, error) {
+	if cn.active < 0 && c.cfg.Direct {
+		c.choose(cn, cl, 0)
+	}
 	if cn.active < 0 {
 		i, err := c.find(cn, cl, make([]bool, len(cn.eps)))
 		if err != nil {

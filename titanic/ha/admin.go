@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
@@ -119,7 +120,7 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		if err != nil {
 			return text("500", err.Error())
 		}
-		return EncodeHistory(h)
+		return EncodeHistory(PeerHistory{History: h, Halted: a.node.Failed() != nil})
 	case SvcAdopt:
 		if a.Merge == nil {
 			return text("500", "this node takes no handover")
@@ -163,11 +164,23 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 	return text("400", fmt.Sprintf("unknown admin service %q", req.Service))
 }
 
-// EncodeHistory is the answer of titanic.cluster.history: "200", the
-// applied index, then one "TERM START END" frame per epoch (decimal; END
-// 0 when not recorded).
-func EncodeHistory(h store.History) [][]byte {
-	out := [][]byte{[]byte("200"), strconv.AppendUint(nil, h.Applied, 10)}
+// PeerHistory is what titanic.cluster.history answers: the node's applied
+// history and whether its replica halted (a fork seen while it followed
+// its peer: it takes no entries until it has handed its work over).
+type PeerHistory struct {
+	store.History
+	Halted bool
+}
+
+// EncodeHistory is titanic.cluster.history's answer: ["200" | applied |
+// "TERM START END"...], applied followed by " halted" when the node's
+// replica halted.
+func EncodeHistory(h PeerHistory) [][]byte {
+	applied := strconv.AppendUint(nil, h.Applied, 10)
+	if h.Halted {
+		applied = append(applied, " halted"...)
+	}
+	out := [][]byte{[]byte("200"), applied}
 	for _, e := range h.Epochs {
 		out = append(out, fmt.Appendf(nil, "%d %d %d", e.Term, e.Start, e.End))
 	}
@@ -175,16 +188,17 @@ func EncodeHistory(h store.History) [][]byte {
 }
 
 // DecodeHistory reads an EncodeHistory answer.
-func DecodeHistory(frames [][]byte) (store.History, error) {
-	var h store.History
+func DecodeHistory(frames [][]byte) (PeerHistory, error) {
+	var h PeerHistory
 	if len(frames) < 2 || string(frames[0]) != "200" {
 		return h, fmt.Errorf("history: unexpected answer %q", frames)
 	}
-	applied, err := strconv.ParseUint(string(frames[1]), 10, 64)
-	if err != nil {
+	num, flag, _ := strings.Cut(string(frames[1]), " ")
+	applied, err := strconv.ParseUint(num, 10, 64)
+	if err != nil || flag != "" && flag != "halted" {
 		return h, fmt.Errorf("history: applied index %q", frames[1])
 	}
-	h.Applied = applied
+	h.Applied, h.Halted = applied, flag == "halted"
 	for _, f := range frames[2:] {
 		var e store.Epoch
 		if _, err := fmt.Sscanf(string(f), "%d %d %d", &e.Term, &e.Start, &e.End); err != nil {

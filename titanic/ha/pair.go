@@ -121,6 +121,10 @@ func NewPair(node *replica.Node, svc Dispatcher, cfg PairConfig) (*Pair, error) 
 		// A join waits for the new member to take a snapshot of the
 		// whole store: give it time.
 		cc.Timeout, cc.Retries = 15*time.Second, 1
+		// The admin services answer in any role, and the peer must be
+		// reached also while it is passive (it takes a handover when this
+		// node's replica halted on a fork).
+		cc.Direct = true
 		cc.Logger = cfg.Logger
 		cc.Curve = cfg.PeerCurve
 		return client.New(cc)
@@ -403,11 +407,16 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.log.Info("asking the active peer for its history", "endpoint", p.peerEndpoint, "err", err)
 		return
 	}
-	theirs, err := DecodeHistory(frames)
+	peer, err := DecodeHistory(frames)
 	if err != nil {
 		p.log.Warn("the active peer's history", "err", err)
 		return
 	}
+	if peer.Halted {
+		p.takeHandover(ctx)
+		return
+	}
+	theirs := peer.History
 	ours, err := p.node.History(cctx)
 	if err != nil {
 		p.log.Error("this node's history", "err", err)
@@ -493,6 +502,33 @@ func (p *Pair) reconcile(ctx context.Context) {
 		return
 	}
 	p.log.Info("the active peer added this node; catching up")
+}
+
+// takeHandover readies this passive node for the handover of an active
+// peer whose replica halted on a fork (it followed this node's raft and
+// met entries of its own there): the peer cannot take entries, so the
+// handover goes the other way, into a raft this node leads. This node's
+// raft may be waiting for the halted peer's vote (it had added the peer,
+// to bring it up to date, when the fork showed): it goes on alone, in a
+// fenced term, and takes the peer's handover and then its join; leadership
+// then goes back to the active (reconcile's first case).
+func (p *Pair) takeHandover(ctx context.Context) {
+	if p.node.Failed() != nil {
+		if !p.staleWarned {
+			p.staleWarned = true
+			p.log.Error("this node and its active peer both halted on a fork: neither can take the other's work; restart one of them (its work is kept, and handed over once it rejoins)")
+		}
+		return
+	}
+	if p.node.IsLeader() {
+		return // the peer hands its work over here, then asks to join
+	}
+	p.log.Warn("the active peer halted on a fork and cannot take entries: going on alone to take its handover")
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.node.Reform(rctx); err != nil && !errors.Is(err, context.Canceled) {
+		p.log.Error("reform raft", "err", err)
+	}
 }
 
 // handoverBytes bounds one batch of a fork handover (one raft entry on

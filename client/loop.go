@@ -130,18 +130,6 @@ func (c *Client) presence(cn *conn, service string, timeout time.Duration) {
 	}
 }
 
-// failAll answers every call with err until Close.
-func (c *Client) failAll(err error) {
-	for {
-		select {
-		case <-c.quit:
-			return
-		case cl := <-c.calls:
-			cl.res <- result{nil, err}
-		}
-	}
-}
-
 // pollSlice bounds how long the socket goroutine waits without looking at
 // the caller's context and Close.
 const pollSlice = 50 * time.Millisecond

@@ -330,12 +330,6 @@ func (ck *checker) positive(name string, d time.Duration) {
 	}
 }
 
-func (ck *checker) nonNegative(name string, d time.Duration) {
-	if d < 0 {
-		ck.bad(name, "%s: must not be negative", formatDuration(d))
-	}
-}
-
 // limit checks a setting that may be unlimited: -1 (Unlimited), or 0 as
 // older versions wrote it, or a bound.
 func (ck *checker) limit(name string, n int64) {

@@ -144,8 +144,10 @@ type Source interface {
 	// It is called when a worker of service is idle.
 	Next(service string) (Job, bool)
 	// Completed hands over a worker's reply. The worker stays reserved
-	// (not given new work) until Broker.Release(lease.ID) is called, so a
-	// worker is free only once its reply is durable.
+	// (not given new work) until Broker.Release(lease.ID) is called: a
+	// Source may free it only once the reply is durable, or at once (as
+	// titanic does, so that workers never wait for the disk); Release may
+	// be called from Completed itself.
 	Completed(lease Lease, reply [][]byte)
 	// Failed reports that the attempt ended without a reply: the worker
 	// died, disconnected, sent FAIL, or its lease expired. reason says

@@ -56,7 +56,8 @@
 // is sent as a REQUEST whose client-address frame is the job's token, and
 // the worker holds a Lease. Its REPLY (with the same token) goes to
 // Source.Completed; the worker then stays reserved until Release(lease.ID),
-// so it gets new work only once its reply is durable. A FAIL command (a
+// which the Source calls once the reply is durable, or at once (titanic
+// does: its workers never wait for the disk). A FAIL command (a
 // titanic extension, see mdp.Fail), the worker's DISCONNECT, expiry, or a
 // failed send reports the lease to Source.Failed, with a reason. Plain
 // requests are never redelivered: a plain request held by a worker that goes

@@ -187,6 +187,10 @@ func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, ps *peerSoc
 				if err := readRouter(router, s); err != nil {
 					return err
 				}
+				// A Source or Handler called for those messages may
+				// have queued commands (titanic releases a worker
+				// from Completed): run them now, not a poll later.
+				b.drainCommands(s)
 			case pull:
 				if err := b.bell.Drain(); err != nil {
 					return err

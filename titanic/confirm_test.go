@@ -73,8 +73,7 @@ func TestUnconfirmedLookupsRefused(t *testing.T) {
 	h, ls := newLeaderHarness(t, Config{})
 	done := h.submit("echo", "x")
 	lease, _ := h.next("echo")
-	h.svc.Completed(lease, [][]byte{[]byte("X")})
-	h.b.release(t)
+	h.complete(lease, done, "X")
 	failed := h.submit("flaky", "y")
 	lease, _ = h.next("flaky")
 	for range DefaultConfig().MaxAttempts - 1 {

@@ -52,7 +52,8 @@ func (s *Service) Next(service string) (broker.Job, bool) {
 func ignore(store.Result, error) {}
 
 // leased returns the dispatched entry a lease token names, if it is still
-// known (a ticket closed while a worker held it is not).
+// known (a ticket closed while a worker held it is not) and its worker has
+// not answered yet.
 func (s *Service) leased(token []byte) (*entry, store.ID, bool) {
 	id, err := store.ParseID(string(token))
 	if err != nil {
@@ -61,23 +62,35 @@ func (s *Service) leased(token []byte) (*entry, store.ID, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[id]
-	if !ok || !e.leased {
+	if !ok || !e.leased || e.replied {
 		return nil, id, false
 	}
 	return e, id, true
 }
 
-// Completed implements broker.Source: a worker answered. The reply is made
-// durable first (first reply wins); only then is the worker released.
+// Completed implements broker.Source: a worker answered. The worker is
+// released at once, so it never waits for the disk: its reply goes into
+// the next group commit behind its back. Until that commit completes the
+// entry stays out of every fifo, marked replied, so the ticket is neither
+// dispatched again nor reported done: lookups read the store, which has
+// the reply only once it is durable, and meanwhile answer "dispatched"
+// (overlay). If the broker dies before the commit, the store still holds
+// the ticket unfinished and it is redelivered on recovery (at-least-once);
+// if the commit fails, the ticket goes back to pending. First reply wins:
+// the store refuses a second one (ErrFinal).
 func (s *Service) Completed(lease broker.Lease, body [][]byte) {
+	s.b.Release(lease.ID)
 	e, id, ok := s.leased(lease.Token)
 	if !ok && id.IsZero() {
-		s.b.Release(lease.ID)
 		return
+	}
+	if ok {
+		s.mu.Lock()
+		e.replied = true
+		s.mu.Unlock()
 	}
 	op := store.Op{Kind: store.OpReply, ID: id, Time: s.cfg.Now(), Reply: body}
 	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
-		defer s.b.Release(lease.ID)
 		switch {
 		case batchErr != nil:
 			// Not durable: the ticket goes back to pending, and the work
@@ -153,7 +166,7 @@ func (s *Service) requeue(e *entry) {
 		s.mu.Unlock()
 		return
 	}
-	e.leased = false
+	e.leased, e.replied = false, false
 	e.queued = s.cfg.Now()
 	s.queue(e.service).push(e)
 	s.mu.Unlock()

@@ -21,10 +21,13 @@
 // survives restarts. A dispatched ticket is leased to one worker; when the
 // worker dies, its lease expires or it reports failure, the ticket is
 // requeued at its place, until MaxAttempts dispatches have failed and it
-// fails for good. A worker's reply is made durable before the worker is
-// given more work; the first reply wins and later ones are counted. A
-// ticket whose service has no worker for NoWorkerTimeout fails with that
-// reason.
+// fails for good. A worker is given more work as soon as its reply
+// arrives, so it never waits for the disk: the reply is made durable by
+// the next group commit, and lookups see it only then (until then the
+// ticket is "dispatched"). A broker that dies in between loses the reply
+// and redelivers the job on recovery (at-least-once). The first reply
+// wins and later ones are counted. A ticket whose service has no worker
+// for NoWorkerTimeout fails with that reason.
 //
 // # Reads in replicated modes
 //

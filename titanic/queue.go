@@ -26,6 +26,11 @@ type entry struct {
 	gone bool
 	// leased is set while a worker holds the entry (it is then in no fifo).
 	leased bool
+	// replied is set, with leased, once the worker answered and was
+	// released while the reply waits for its commit: the entry stays out
+	// of every fifo until the commit's outcome either forgets it (durable,
+	// or refused by the store) or requeues it (the batch failed).
+	replied bool
 }
 
 func bodySize(body [][]byte) int {

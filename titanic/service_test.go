@@ -3,6 +3,7 @@ package titanic
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -179,39 +180,283 @@ func TestSubmitDispatchReply(t *testing.T) {
 	}
 }
 
-func TestReplyRecordedBeforeRelease(t *testing.T) {
-	h := newHarness(t, Config{}, "")
-	ticket := h.submit("echo", "x")
-	lease, _ := h.next("echo")
-	h.svc.Completed(lease, [][]byte{[]byte("a"), {}, []byte("c")})
-	if got := h.b.release(t); got != lease.ID {
-		t.Fatalf("released lease %d, want %d", got, lease.ID)
+// stallStore is the store behind a disk that stalls on demand: while it
+// is shut, every commit waits until it is opened again, and the next one
+// to apply fails with the error set by failNext. It keeps the store's other methods.
+type stallStore struct {
+	*store.BoltStore
+	mu      sync.Mutex
+	gate    chan struct{} // nil: commits go through
+	failErr error         // the next commit fails with it
+	held    chan []store.Op
+}
+
+func newStallStore(st *store.BoltStore) *stallStore {
+	return &stallStore{BoltStore: st, held: make(chan []store.Op, 1024)}
+}
+
+func (g *stallStore) shut() {
+	g.mu.Lock()
+	g.gate = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *stallStore) open() {
+	g.mu.Lock()
+	if g.gate != nil {
+		close(g.gate)
+		g.gate = nil
 	}
-	// The release comes after the commit: the reply must be readable now.
-	_, rep, err := h.st.Reply(context.Background(), mustID(t, ticket))
-	if err != nil || len(rep) != 3 || string(rep[2]) != "c" || len(rep[1]) != 0 {
-		t.Fatalf("stored reply = %q, %v; want [a '' c]", rep, err)
+	g.mu.Unlock()
+}
+
+func (g *stallStore) failNext(err error) {
+	g.mu.Lock()
+	g.failErr = err
+	g.mu.Unlock()
+}
+
+func (g *stallStore) Apply(ctx context.Context, ops []store.Op) ([]store.Result, error) {
+	return g.ApplyAsync(ops)(ctx)
+}
+
+// ApplyAsync decides at hand-over whether the batch is held; the batch is
+// applied when its outcome is waited for, and the committer waits for its
+// batches in turn, so they still apply in order.
+func (g *stallStore) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		g.held <- ops
 	}
-	r := h.call(SvcReply, ticket)
-	if codeOf(r) != CodeOK || len(r) != 4 {
-		t.Fatalf("titanic.reply = %q, want [200 a '' c]", r)
+	return func(ctx context.Context) ([]store.Result, error) {
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		g.mu.Lock()
+		err := g.failErr
+		g.failErr = nil
+		g.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		return g.BoltStore.Apply(ctx, ops)
+	}
+}
+
+// newStallHarness is a harness over a stallStore, opened again when the
+// test ends so that the service can stop.
+func newStallHarness(t *testing.T) (*harness, *stallStore) {
+	t.Helper()
+	var gs *stallStore
+	h := newHarnessOver(t, Config{}, "", func(st *store.BoltStore) store.Store {
+		gs = newStallStore(st)
+		return gs
+	})
+	t.Cleanup(gs.open)
+	return h, gs
+}
+
+// heldReply waits until a commit holding ticket's reply is held.
+func (g *stallStore) heldReply(t *testing.T, ticket store.ID) {
+	t.Helper()
+	timeout := time.After(wait)
+	for {
+		select {
+		case ops := <-g.held:
+			for _, op := range ops {
+				if op.Kind == store.OpReply && op.ID == ticket {
+					return
+				}
+			}
+		case <-timeout:
+			t.Fatalf("no commit of the reply of %s within %s", ticket, wait)
+		}
+	}
+}
+
+// TestWorkerFreeBeforeReplyDurable: a worker is released as soon as its
+// reply arrives, while the reply's commit is still stalled, and gets the
+// next job; meanwhile no lookup answers 200 (the reply is not durable) and
+// the ticket is not dispatched again. Once the commit completes, lookups
+// and parked waits get the reply; a later reply loses (first wins).
+func TestWorkerFreeBeforeReplyDurable(t *testing.T) {
+	h, gs := newStallHarness(t)
+	a, b := h.submit("echo", "a"), h.submit("echo", "b")
+	leaseA, job := h.next("echo")
+	if string(job.Token) != a {
+		t.Fatalf("first job is %s, want %s", job.Token, a)
+	}
+	h.submit("other", "barrier") // a's dispatch mark is durable
+	gs.shut()
+	h.svc.Completed(leaseA, [][]byte{[]byte("A"), {}, []byte("c")})
+	select {
+	case got := <-h.b.releases:
+		if got != leaseA.ID {
+			t.Fatalf("released lease %d, want %d", got, leaseA.ID)
+		}
+	default:
+		t.Fatal("the worker was not released when its reply arrived")
+	}
+	gs.heldReply(t, mustID(t, a))
+	// The reply's commit is stalled, and the worker gets the next job.
+	leaseB, job := h.next("echo")
+	if string(job.Token) != b {
+		t.Fatalf("next job is %s, want %s", job.Token, b)
+	}
+	if st := h.svc.Stats(); st.Leased != 1 {
+		t.Fatalf("%d tickets leased, want 1 (b; a's worker answered)", st.Leased)
+	}
+	// A FAIL does not wait for the disk either, and neither the replied
+	// ticket nor the failed one is dispatched meanwhile.
+	h.svc.Failed(leaseB, "boom")
+	h.svc.Failed(leaseA, "late failure") // ignored: a was answered
+	if job, ok := h.svc.Next("echo"); ok {
+		t.Fatalf("dispatched %s while the commits are stalled", job.Token)
+	}
+	// Not durable: lookups answer as for a running ticket.
+	if r := h.call(SvcReply, a); codeOf(r) != CodePending || string(r[1]) != "dispatched" {
+		t.Fatalf("titanic.reply before the reply is durable = %q, want [300 dispatched]", r)
+	}
+	if r := h.call(SvcStatus, a); codeOf(r) != CodeOK || string(r[1]) != "dispatched" {
+		t.Fatalf("titanic.status before the reply is durable = %q, want dispatched", r)
+	}
+	if r := h.call(SvcList, "", "", "", ""); codeOf(r) != CodeOK || !bytes.Contains(bytes.Join(r[1:], []byte("\n")), []byte(a+" echo dispatched")) {
+		t.Fatalf("titanic.list before the reply is durable = %q, want %s dispatched", r, a)
+	}
+	if r := h.svc.ServeMDP(broker.Request{Service: SvcWait, Body: [][]byte{[]byte(a), []byte("30000")}}); r != nil {
+		t.Fatalf("titanic.wait answered before the reply is durable: %q", r)
+	}
+	h.waitParked(1)
+	select {
+	case r := <-h.b.replies:
+		t.Fatalf("answered %q before the reply is durable", r)
+	default:
+	}
+	if st := h.svc.Stats(); st.Replies != 0 {
+		t.Fatalf("%d replies counted before the commit, want 0", st.Replies)
+	}
+
+	gs.open()
+	if r := h.b.reply(t); codeOf(r) != CodeOK || len(r) != 4 || string(r[1]) != "A" || len(r[2]) != 0 || string(r[3]) != "c" {
+		t.Fatalf("parked titanic.wait = %q, want [200 A '' c]", r)
+	}
+	if r := h.call(SvcReply, a); codeOf(r) != CodeOK || len(r) != 4 || string(r[3]) != "c" {
+		t.Fatalf("titanic.reply once durable = %q, want [200 A '' c]", r)
+	}
+	// b's requeue committed too: it is dispatched again.
+	if _, job := h.next("echo"); string(job.Token) != b {
+		t.Fatalf("redelivered %s, want %s", job.Token, b)
 	}
 	// A second reply for the same ticket loses (first wins) and is counted.
-	h.svc.Completed(broker.Lease{ID: 99, Service: "echo", Token: []byte(ticket)}, [][]byte{[]byte("late")})
+	h.svc.Completed(broker.Lease{ID: 99, Service: "echo", Token: []byte(a)}, [][]byte{[]byte("late")})
 	if got := h.b.release(t); got != 99 {
 		t.Fatalf("late reply released %d, want 99", got)
 	}
-	if r := h.call(SvcReply, ticket); string(r[1]) != "a" {
+	h.submit("other", "x") // committed after the late reply
+	if st := h.svc.Stats(); st.LateReplies != 1 || st.Replies != 1 {
+		t.Fatalf("stats: %d replies, %d late; want 1, 1", st.Replies, st.LateReplies)
+	}
+	if r := h.call(SvcReply, a); string(r[1]) != "A" {
 		t.Fatalf("late reply overwrote the first: %q", r)
 	}
-	if r := h.call(SvcClose, ticket); codeOf(r) != CodeOK {
+	if r := h.call(SvcClose, a); codeOf(r) != CodeOK {
 		t.Fatalf("close = %q", r)
 	}
-	if r := h.call(SvcReply, ticket); codeOf(r) != CodeUnknown {
+	if r := h.call(SvcReply, a); codeOf(r) != CodeUnknown {
 		t.Fatalf("reply after close = %q, want 400", r)
 	}
-	if r := h.call(SvcClose, ticket); codeOf(r) != CodeOK {
+	if r := h.call(SvcClose, a); codeOf(r) != CodeOK {
 		t.Fatalf("second close = %q, want 200 (idempotent)", r)
+	}
+}
+
+// A reply whose commit fails is not lost silently: the ticket goes back to
+// pending and is dispatched again (its worker was free all along).
+func TestReplyCommitFailureRequeues(t *testing.T) {
+	h, gs := newStallHarness(t)
+	a := h.submit("echo", "a")
+	lease, _ := h.next("echo")
+	h.submit("other", "barrier") // a's dispatch mark is durable
+	gs.shut()
+	h.svc.Completed(lease, [][]byte{[]byte("lost")})
+	if got := h.b.release(t); got != lease.ID {
+		t.Fatalf("released %d, want %d", got, lease.ID)
+	}
+	gs.heldReply(t, mustID(t, a))
+	gs.failNext(errors.New("disk on fire"))
+	gs.open()
+	lease, job := h.next("echo")
+	if string(job.Token) != a {
+		t.Fatalf("redelivered %s, want %s", job.Token, a)
+	}
+	if r := h.call(SvcReply, a); codeOf(r) != CodePending || string(r[1]) != "dispatched" {
+		t.Fatalf("reply after the failed commit = %q, want [300 dispatched]", r)
+	}
+	h.complete(lease, a, "kept")
+	if r := h.call(SvcReply, a); codeOf(r) != CodeOK || string(r[1]) != "kept" {
+		t.Fatalf("reply = %q, want [200 kept]", r)
+	}
+}
+
+// A ticket closed while its reply waits for its commit stays closed,
+// whichever commits first.
+func TestCloseWhileReplyPending(t *testing.T) {
+	for _, closeFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("closeFirst=%v", closeFirst), func(t *testing.T) {
+			h, gs := newStallHarness(t)
+			a := h.submit("echo", "a")
+			lease, _ := h.next("echo")
+			gs.shut()
+			closeReq := broker.Request{Service: SvcClose, Body: [][]byte{[]byte(a)}}
+			if closeFirst {
+				if r := h.svc.ServeMDP(closeReq); r != nil {
+					t.Fatalf("close answered at once: %q", r)
+				}
+			}
+			h.svc.Completed(lease, [][]byte{[]byte("A")})
+			h.b.release(t)
+			if !closeFirst {
+				if r := h.svc.ServeMDP(closeReq); r != nil {
+					t.Fatalf("close answered at once: %q", r)
+				}
+			}
+			gs.open()
+			if r := h.b.reply(t); codeOf(r) != CodeOK {
+				t.Fatalf("close = %q", r)
+			}
+			if r := h.call(SvcReply, a); codeOf(r) != CodeUnknown {
+				t.Fatalf("reply after close = %q, want 400", r)
+			}
+			if job, ok := h.svc.Next("echo"); ok {
+				t.Fatalf("closed ticket dispatched: %s", job.Token)
+			}
+			if st := h.svc.Stats(); st.Leased != 0 || st.Queued["echo"] != 0 {
+				t.Fatalf("closed ticket still held: %+v", st)
+			}
+		})
+	}
+}
+
+// complete answers lease with body as its worker would, takes the release
+// (at once) and waits until the reply of ticket is durable.
+func (h *harness) complete(lease broker.Lease, ticket string, body ...string) {
+	h.t.Helper()
+	fr := make([][]byte, len(body))
+	for i, b := range body {
+		fr[i] = []byte(b)
+	}
+	h.svc.Completed(lease, fr)
+	if got := h.b.release(h.t); got != lease.ID {
+		h.t.Fatalf("released lease %d, want %d", got, lease.ID)
+	}
+	if r := h.call(SvcWait, ticket, "5000"); codeOf(r) != CodeOK {
+		h.t.Fatalf("reply of %s not durable: titanic.wait = %q", ticket, r)
 	}
 }
 
@@ -596,8 +841,7 @@ func TestQuota(t *testing.T) {
 		t.Fatalf("lookup over quota = %q", r)
 	}
 	lease, _ := h.next("echo")
-	h.svc.Completed(lease, [][]byte{[]byte("X")})
-	h.b.release(t)
+	h.complete(lease, ticket, "X")
 	if r := h.call(SvcReply, ticket); codeOf(r) != CodeOK {
 		t.Fatalf("reply recorded over quota = %q", r)
 	}
@@ -614,8 +858,7 @@ func TestRetention(t *testing.T) {
 	done := h.submit("echo", "x")
 	pending := h.submit("echo", "y")
 	lease, _ := h.next("echo")
-	h.svc.Completed(lease, [][]byte{[]byte("X")})
-	h.b.release(t)
+	h.complete(lease, done, "X")
 	if n := h.svc.sweep(context.Background()); n != 0 {
 		t.Fatalf("swept %d tickets before their TTL", n)
 	}

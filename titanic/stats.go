@@ -23,7 +23,8 @@ type Stats struct {
 	// and Unconfirmed the lookups refused because a round failed.
 	Confirms, Unconfirmed uint64
 	// Queued is the number of pending tickets waiting per service, and
-	// Leased the number held by workers.
+	// Leased the number held by workers (not counting those whose worker
+	// answered and whose reply waits for its commit).
 	Queued map[string]int
 	Leased int
 }
@@ -45,7 +46,7 @@ func (s *Service) Stats() Stats {
 		st.Queued[svc] = q.len() - s.gone[svc]
 	}
 	for _, e := range s.entries {
-		if e.leased {
+		if e.leased && !e.replied {
 			st.Leased++
 		}
 	}

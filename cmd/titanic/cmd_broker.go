@@ -114,6 +114,9 @@ func runBroker(e env) error {
 		roles []func(context.Context) error
 		node  *replica.Node
 	)
+	if !rf.enabled() && stallAtReplyOn(e.environ()) {
+		st = &stallAtReply{BoltStore: bolt, log: log}
+	}
 	if rf.enabled() {
 		node, err = replica.Open(bolt, rf.replicaConfig(data, log))
 		if err != nil {

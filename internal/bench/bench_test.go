@@ -43,13 +43,12 @@ const (
 // defaults.
 var (
 	// echoWorkers is the number of in-process echo workers of
-	// BenchmarkRoundTrip. Titanic releases a worker only once its reply is
-	// durable, so a worker holds each job for the commit in progress plus
-	// its own (1.5 to 2 commit cycles) on top of the network hops, and
-	// round trips/s is at most workers ÷ that time, whatever the CPU does.
-	// The default (0) runs one worker per client, at least 8, so that the
-	// round trip, not a shortage of workers, is measured; the bound shows
-	// in dispatch-ms (tickets waiting for a free worker) with fewer.
+	// BenchmarkRoundTrip. Titanic releases a worker as soon as its reply
+	// arrives (the reply commits behind its back), so a worker holds each
+	// job for the network hops and the work only. The default (0) runs one
+	// worker per client, at least 8, so that the round trip, not a
+	// shortage of workers, is measured; a shortage shows in dispatch-ms
+	// (tickets waiting for a free worker).
 	echoWorkers = flag.Int("bench.workers", 0, "echo workers of BenchmarkRoundTrip (0: one per client, at least 8)")
 	// pollInterval caps the interval between Reply lookups while a round
 	// trip waits (client backoff: 1ms, doubling up to this).
@@ -595,8 +594,7 @@ func BenchmarkSubmitPipelined(b *testing.B) {
 // of the whole round trip. Its mean is split in three phases, from the
 // stamp the worker puts in its echo: submit-ms (Submit until its answer),
 // dispatch-ms (answer until a worker runs the job) and reply-ms (worker
-// run until Reply has the answer: the reply's commit, the worker's
-// release, the polling). lookups/roundtrip counts the titanic.reply calls
+// run until Reply has the answer: the reply's commit, the polling). lookups/roundtrip counts the titanic.reply calls
 // each round trip took.
 func BenchmarkRoundTrip(b *testing.B) {
 	rawFsyncRate(b)

@@ -32,6 +32,10 @@
 //     round trip, and the mean round trip split into submit-ms,
 //     dispatch-ms (until a worker runs the job) and reply-ms (until Reply
 //     has the answer).
+//   - BenchmarkJobs1Worker/workers=1/clients=64: durable jobs/s through one
+//     spec-only 7/MDP echo worker while 64 clients submit, from the first
+//     submit until the last reply is durable: jobs/s, submits/s, commits
+//     per job, x-fsync.
 //
 // The clients, workers and broker share the machine, as they would on a
 // single-node deployment with local load: a 2-core machine measures all of

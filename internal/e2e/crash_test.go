@@ -227,3 +227,100 @@ func TestWorkerKilledMidJob(t *testing.T) {
 		t.Fatalf("the killed worker's job has %d attempts, want a redelivery (>= 2)", st.Attempts)
 	}
 }
+
+// TestBrokerKilledBetweenReplyAndCommit: a worker is given its next job as
+// soon as its reply arrives, before the reply is durable. The broker runs
+// with the test hook TITANIC_TESTHOOK_STALL_AT_REPLY (cmd/titanic), which
+// stalls every commit from the first reply on, and is killed while the
+// reply waits for its commit: lookups never saw the reply, the job is
+// redelivered after the restart, and the ticket ends with exactly one
+// reply, the redelivery's.
+func TestBrokerKilledBetweenReplyAndCommit(t *testing.T) {
+	ep, dir := harness.FreeEndpoint(t), t.TempDir()
+	t.Setenv("TITANIC_TESTHOOK_STALL_AT_REPLY", "1")
+	br := harness.Broker(t, "broker-stalled", ep, dir, fastBroker...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cl := newClient(t, ep)
+	a, err := cl.Submit(ctx, "job", [][]byte{[]byte("a")}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cl.Submit(ctx, "job", [][]byte{[]byte("b")}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The first worker answers a, then holds b: getting b proves it was
+	// released while a's reply cannot have been committed.
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	gotB := make(chan struct{})
+	first := newJobWorker(t, ep, func(ctx context.Context, req [][]byte) ([][]byte, error) {
+		if string(bytes.Join(req, nil)) == "a" {
+			return [][]byte{[]byte("first:a")}, nil
+		}
+		close(gotB)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	firstDone := make(chan struct{})
+	go func() { defer close(firstDone); _ = first.Run(wctx) }()
+	select {
+	case <-gotB:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the worker did not get its second job within 20s of replying to the first: released only once the reply is durable?\n%s", br.Tail())
+	}
+	if _, err := cl.Reply(ctx, a, client.ReplyOptions{}); !errors.Is(err, client.ErrPending) {
+		t.Fatalf("reply of %s before its commit: %v, want ErrPending (not durable yet)\n%s", a, err, br.Tail())
+	}
+	if st, err := cl.Status(ctx, a); err != nil || st.State != "dispatched" {
+		t.Fatalf("status of %s before its commit: %+v %v, want dispatched", a, st, err)
+	}
+
+	br.Signal(syscall.SIGKILL)
+	br.Kill()
+	wcancel()
+	<-firstDone
+	t.Setenv("TITANIC_TESTHOOK_STALL_AT_REPLY", "")
+	br = harness.Broker(t, "broker-restarted", ep, dir, fastBroker...)
+	var ran sync.Map // bodies the second worker ran
+	second := newJobWorker(t, ep, func(_ context.Context, req [][]byte) ([][]byte, error) {
+		body := string(bytes.Join(req, nil))
+		ran.Store(body, true)
+		return [][]byte{[]byte("second:" + body)}, nil
+	})
+	sctx, scancel := context.WithCancel(ctx)
+	secondDone := make(chan struct{})
+	go func() { defer close(secondDone); _ = second.Run(sctx) }()
+	defer func() { scancel(); <-secondDone }()
+	for tk, body := range map[string]string{a: "a", b: "b"} {
+		rep, err := cl.Reply(ctx, tk, client.ReplyOptions{Wait: true})
+		if err != nil {
+			t.Fatalf("ticket %s (%s) not answered after the restart: %v\n%s", tk, body, err, br.Tail())
+		}
+		if got := string(bytes.Join(rep, nil)); got != "second:"+body {
+			t.Fatalf("ticket %s answered %q, want %q: the only reply is the redelivery's", tk, got, "second:"+body)
+		}
+		if _, ok := ran.Load(body); !ok {
+			t.Fatalf("job %s was not redelivered", body)
+		}
+		st, err := cl.Status(ctx, tk)
+		if err != nil || st.State != "done" || st.Attempts < 1 {
+			t.Fatalf("status of %s: %+v %v, want done", tk, st, err)
+		}
+	}
+}
+
+// newJobWorker is an in-process worker of service "job" that runs handle.
+func newJobWorker(t *testing.T, ep string, handle worker.Handler) *worker.Worker {
+	t.Helper()
+	w, err := worker.New(worker.Config{
+		Brokers: []string{ep}, Service: "job",
+		HeartbeatInterval: 200 * time.Millisecond, ReconnectDelay: 100 * time.Millisecond,
+	}, handle)
+	if err != nil {
+		t.Fatalf("worker: %v", err)
+	}
+	return w
+}

@@ -153,34 +153,36 @@ func TestSimExploreNoFence(t *testing.T) {
 	}
 }
 
-// forkSeed is a pair schedule with split brains on which, with fencing
-// off (as the first wave ran), both sides lead the same term: the side
-// that yields finds nothing it holds that its peer lacks, and its solo
-// work is lost. With fencing on, the same schedule loses nothing.
-const forkSeed = 28
-
-// forkTries bounds the replays of forkSeed without fencing: a seed fixes
-// the schedule, not the timing of the nodes' goroutines, so on a loaded
-// machine one replay may miss the fork; the regression holds when any of
-// them finds the loss.
-const forkTries = 4
+// forkSeeds are pair schedules with split brains on which, with fencing
+// off (as the first wave ran), both sides can lead the same term: the
+// side that yields finds nothing it holds that its peer lacks, and its
+// solo work is lost. With fencing on, the same schedules lose nothing.
+// A seed fixes the schedule, not the timing of the nodes' goroutines, so
+// one replay on a loaded machine (or under -race) may miss the fork; the
+// regression holds when any of them finds a loss. 28 lost on every
+// replay on a quiet machine; the others lost without fencing under -race
+// on a loaded one (TITANIC_SIM_EXPLORE, 2026-12-06).
+var forkSeeds = []int64{28, 42, 22, 20, 23, 26}
 
 func TestSimForkRegression(t *testing.T) {
 	var off sim.Result
-	for try := 1; try <= forkTries; try++ {
-		off = runSeed(t, sim.Options{Mode: sim.Pair, Seed: forkSeed, NoFence: true, Settle: 10 * time.Second})
+	found := forkSeeds[0]
+	for _, seed := range forkSeeds {
+		off = runSeed(t, sim.Options{Mode: sim.Pair, Seed: seed, NoFence: true, Settle: 10 * time.Second})
 		if off.Report.Losses() > 0 {
-			t.Logf("without fencing (replay %d of %d): %d losses (%d lost, %d unknown after ack, %d diverged) in %s", try, forkTries,
+			t.Logf("seed %d without fencing: %d losses (%d lost, %d unknown after ack, %d diverged) in %s", seed,
 				off.Report.Losses(), off.Report.Count(sim.Lost), off.Report.Count(sim.UnknownAfterAck), off.Report.Count(sim.Diverged), off.Took.Round(time.Millisecond))
+			found = seed
 			break
 		}
-		t.Logf("seed %d without fencing, replay %d of %d: no loss (%s)", forkSeed, try, forkTries, off.Report)
+		t.Logf("seed %d without fencing: no loss (%s)", seed, off.Report)
 	}
 	if off.Report.Losses() == 0 {
-		t.Errorf("seed %d without fencing: no loss found in %d replays: the simulation no longer finds the fork that fencing prevents\nschedule: %s", forkSeed, forkTries, off.Schedule)
+		t.Errorf("seeds %v without fencing: no loss found: the simulation no longer finds the forks that fencing prevents", forkSeeds)
 	}
-	on := runOne(t, sim.Options{Mode: sim.Pair, Seed: forkSeed})
-	t.Logf("with fencing: %s in %s", on.Report, on.Took.Round(time.Millisecond))
+	// The same schedule with fencing: runOne fails the test on any violation.
+	on := runOne(t, sim.Options{Mode: sim.Pair, Seed: found})
+	t.Logf("seed %d with fencing: %s in %s", found, on.Report, on.Took.Round(time.Millisecond))
 }
 
 // runSeed runs one seed and returns what it found.

@@ -7,7 +7,7 @@ FUZZTIME ?= 8s
 STATICCHECK ?= v0.8.2
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test vet unit fuzz bench sim lint clean jepsen
+.PHONY: all deps build run test vet unit fuzz bench bench-all sim lint clean jepsen
 
 all: build
 
@@ -73,8 +73,20 @@ sim: deps
 	mkdir -p artifacts
 	TITANIC_SIM=long TITANIC_SIM_TIME=$(SIMTIME) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -race -count=1 -timeout 0 -v -run 'TestSim(Pair|Group)$$' ./internal/sim/
 
+# bench runs the benchmarks of issue 10's table (internal/bench: the raw
+# fsync rate, jobs/s with 1, 8 and 64 workers, submits/s from 1, 8 and 64
+# clients, single node (the binary, in its own process), pair and 3-node
+# group, and one pipelined client), writes their output to bench.txt and
+# prints the table (about 3 minutes on 2 cores). bench-all runs every
+# benchmark of store/ and internal/bench/.
+BENCH_TABLE := ^Benchmark(FsyncBaseline|Table(Jobs|Submit)|SubmitPipelined)$$
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./store/ ./internal/bench/ | tee bench.txt
+	set -o pipefail; TITANIC_BIN=$(abspath $(BIN)) $(GO) test -run '^$$' -bench '$(BENCH_TABLE)' -benchtime 2s -count 1 -timeout 20m ./internal/bench/ 2>&1 | tee bench.txt
+	@echo
+	$(GO) run ./internal/bench/table bench.txt
+
+bench-all: build
+	set -o pipefail; TITANIC_BIN=$(abspath $(BIN)) $(GO) test -run '^$$' -bench . -benchtime 2s -count 1 -timeout 30m ./store/ ./internal/bench/ 2>&1 | tee bench.txt
 
 lint: vet
 

@@ -1,8 +1,29 @@
 // Package bench holds titanic's end-to-end benchmarks. It has no code of
-// its own: everything is in its _test.go files.
+// its own: everything is in its _test.go files (the table printer is the
+// command internal/bench/table).
 //
-// The benchmarks run a whole broker in the test process, as
-// `titanic broker` wires it (store.Open, broker.New, titanic.New, Recover,
+// The table of issue 10 (`make bench` prints it, with
+// `go run ./internal/bench/table bench.txt`) comes from two benchmarks
+// with spec-only load: a client is a DEALER sending 7/MDP client requests
+// to titanic.request and titanic.reply (no idempotency key, no
+// titanic.wait, one request in flight), a worker a DEALER speaking MDPW01
+// that echoes. The single node is the built binary (TITANIC_BIN, else
+// built once) in its own process, the load in the test process; the pair
+// (two raft voters) and the 3-node group run in the test process beside
+// the load (the in-proc metric is 1 for them).
+//
+//   - BenchmarkTableJobs/mode=M/workers=W/clients=64: durable jobs/s end
+//     to end, from the first titanic.request to the last reply fetched
+//     (each client submits its share, then polls titanic.reply for each of
+//     its tickets, 1ms doubling to 16ms while pending), with W echo
+//     workers: jobs/s, p50 and p99 submit latency, commits/op (titanic
+//     commits: at most one bbolt transaction, two fdatasyncs, on a single
+//     node; one raft entry in a pair or group), x-fsync, in-proc.
+//   - BenchmarkTableSubmit/mode=M/clients=N: durable submits/s
+//     (titanic.request, no worker), the same metrics.
+//
+// The other benchmarks (`make bench-all` runs every one) run a whole
+// broker in the test process, as `titanic broker` wires it (store.Open, broker.New, titanic.New, Recover,
 // Handle, SetSource, Run), bound to tcp://127.0.0.1:* with its store in a
 // temporary directory and real fsyncs (store.Options.NoSync is off). Clients
 // are client.Client values, one per concurrent caller (a Client has one
@@ -45,7 +66,7 @@
 // same run, which is what bounds a durable queue on a given disk. Run them
 // with
 //
-//	make bench
+//	make bench-all
 //
 // or directly:
 //

@@ -1,0 +1,474 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+	"github.com/titanicmq/titanic/internal/harness"
+)
+
+// The table of issue 10 (`make bench` prints it with
+// `go run ./internal/bench/table`): durable jobs/s with 1, 8 and 64
+// workers while 64 clients submit, and durable submits/s from 1, 8 and 64
+// clients, on a single node, a pair and a 3-node group. Clients and
+// workers are spec-only: a 9/TSP client is a DEALER sending 7/MDP client
+// requests to titanic.request and titanic.reply (no idempotency keys, no
+// titanic.wait, one request in flight), a worker is a DEALER speaking
+// MDPW01. The single node is the built binary (TITANIC_BIN, else built
+// once) in its own process, the load in the test process; the pair and
+// the group run in the test process (startReplicated: raft voters on
+// 127.0.0.1), beside the load.
+
+// tableModes are the table's deployments, in its order.
+var tableModes = []struct {
+	name   string
+	voters int // 0: single node, in its own process
+}{{"single", 0}, {"pair", 2}, {"group3", 3}}
+
+var workerCounts = []int{1, 8, 64}
+
+// rpcTimeout bounds every spec-only request: on loopback a missing answer
+// is a failure, not a reason to retry.
+const rpcTimeout = 30 * time.Second
+
+// target is a broker under load: its endpoint, its titanic commit
+// counter (batches: one bbolt transaction each on a single node, one raft
+// entry in a pair or group) and its worker count for the bench service.
+type target struct {
+	endpoint string
+	commits  func(b *testing.B) uint64
+	workers  func(b *testing.B) int
+	stop     func()
+	inProc   bool
+}
+
+// startTarget starts the broker of a mode: the binary for a single node,
+// an in-process raft group otherwise.
+func startTarget(b *testing.B, voters int) *target {
+	b.Helper()
+	if voters > 0 {
+		n := startReplicated(b, voters)
+		return &target{
+			endpoint: n.endpoint,
+			inProc:   true,
+			commits:  func(*testing.B) uint64 { return n.svc.Stats().Commits },
+			workers: func(b *testing.B) int {
+				st, err := n.brk.Stats(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				ss, _ := st.Service(service)
+				return ss.Workers
+			},
+			stop: func() { n.stop(b) },
+		}
+	}
+	ep := harness.FreeEndpoint(b)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	httpAddr := l.Addr().String()
+	l.Close()
+	p := harness.Broker(b, "bench-broker", ep, b.TempDir(), "--http-listen", httpAddr)
+	hc := &http.Client{Timeout: 10 * time.Second}
+	get := func(b *testing.B, path string, v any) {
+		b.Helper()
+		resp, err := hc.Get("http://" + httpAddr + path)
+		if err != nil {
+			b.Fatalf("GET %s: %v\n%s", path, err, p.Tail())
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("GET %s: %s", path, resp.Status)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			b.Fatalf("GET %s: %v", path, err)
+		}
+	}
+	// The HTTP listener may come up just after the broker's socket.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := hc.Get("http://" + httpAddr + "/api/v1/stats")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the broker's HTTP API did not answer within 10s: %v\n%s", err, p.Tail())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return &target{
+		endpoint: ep,
+		commits: func(b *testing.B) uint64 {
+			var st struct {
+				Commits uint64 `json:"commits"`
+			}
+			get(b, "/api/v1/stats", &st)
+			return st.Commits
+		},
+		workers: func(b *testing.B) int {
+			var ws struct {
+				Workers []struct {
+					Service string `json:"service"`
+					Workers int    `json:"workers"`
+				} `json:"workers"`
+			}
+			get(b, "/api/v1/workers", &ws)
+			for _, w := range ws.Workers {
+				if w.Service == service {
+					return w.Workers
+				}
+			}
+			return 0
+		},
+		stop: func() {
+			if err := p.Stop(10 * time.Second); err != nil {
+				b.Errorf("stop broker: %v", err)
+			}
+		},
+	}
+}
+
+// tspClient is a spec-only 9/TSP client: one DEALER socket, one request
+// in flight, owned by one goroutine at a time.
+type tspClient struct {
+	sock   *zmq.Socket
+	poller *zmq.Poller
+}
+
+func newTSPClient(zctx *zmq.Context, endpoint string) (*tspClient, error) {
+	s, err := zctx.NewSocket(zmq.DEALER)
+	if err != nil {
+		return nil, err
+	}
+	_ = s.SetLinger(0)
+	if err := s.Connect(endpoint); err != nil {
+		s.Close()
+		return nil, err
+	}
+	p := zmq.NewPoller()
+	p.Add(s, zmq.POLLIN)
+	return &tspClient{sock: s, poller: p}, nil
+}
+
+// call sends one 7/MDP client request and returns the reply's body (the
+// frames after the service name).
+func (c *tspClient) call(svc string, body ...[]byte) ([][]byte, error) {
+	if _, err := c.sock.SendMessage("", "MDPC01", svc, body); err != nil {
+		return nil, fmt.Errorf("send %s: %w", svc, err)
+	}
+	polled, err := c.poller.Poll(rpcTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("poll %s: %w", svc, err)
+	}
+	if len(polled) == 0 {
+		return nil, fmt.Errorf("%s: no answer within %s", svc, rpcTimeout)
+	}
+	msg, err := c.sock.RecvMessageBytes(0)
+	if err != nil {
+		return nil, fmt.Errorf("receive %s: %w", svc, err)
+	}
+	if len(msg) < 4 || len(msg[0]) != 0 || string(msg[1]) != "MDPC01" || string(msg[2]) != svc {
+		return nil, fmt.Errorf("%s: malformed answer %q", svc, msg)
+	}
+	return msg[3:], nil
+}
+
+// request is titanic.request: the ticket, once the request is durable.
+func (c *tspClient) request() (string, error) {
+	rep, err := c.call("titanic.request", []byte(service), make([]byte, bodySize))
+	if err != nil {
+		return "", err
+	}
+	if len(rep) != 2 || string(rep[0]) != "200" {
+		return "", fmt.Errorf("titanic.request: answered %q", rep)
+	}
+	return string(rep[1]), nil
+}
+
+// errPending is a 300 from titanic.reply.
+var errPending = errors.New("pending")
+
+// reply is one titanic.reply lookup.
+func (c *tspClient) reply(ticket string) error {
+	rep, err := c.call("titanic.reply", []byte(ticket))
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(rep) == 2 && string(rep[0]) == "200" && len(rep[1]) == bodySize:
+		return nil
+	case len(rep) >= 1 && string(rep[0]) == "300":
+		return errPending
+	}
+	return fmt.Errorf("titanic.reply %s: answered %q", ticket, rep)
+}
+
+// fetch polls titanic.reply until the ticket's reply is there, backing
+// off from 1ms to 16ms while it is pending.
+func (c *tspClient) fetch(ticket string) error {
+	wait := time.Millisecond
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		err := c.reply(ticket)
+		if !errors.Is(err, errPending) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s still pending after 10 minutes", ticket)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 16*time.Millisecond)
+	}
+}
+
+// tspClients connects count spec-only clients on one ZeroMQ context,
+// closed (with the context) by the returned function.
+func tspClients(b *testing.B, endpoint string, count int) ([]*tspClient, func()) {
+	b.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cs := make([]*tspClient, 0, count)
+	closeAll := func() {
+		for _, c := range cs {
+			_ = c.sock.Close()
+		}
+		_ = zctx.Term()
+	}
+	for range count {
+		c, err := newTSPClient(zctx, endpoint)
+		if err != nil {
+			closeAll()
+			b.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	return cs, closeAll
+}
+
+// mdpWorkers starts count spec-only 7/MDP echo workers on one ZeroMQ
+// context (a goroutine owns each socket) and waits until the broker has
+// them all. The returned function stops them.
+func mdpWorkers(b *testing.B, t *target, count int) func() {
+	b.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	stop := func() {
+		cancel()
+		wg.Wait()
+		_ = zctx.Term()
+	}
+	for range count {
+		s, err := zctx.NewSocket(zmq.DEALER)
+		if err == nil {
+			_ = s.SetLinger(0)
+			err = s.Connect(t.endpoint)
+		}
+		if err != nil {
+			stop()
+			b.Fatalf("mdp worker: %v", err)
+		}
+		wg.Go(func() {
+			defer s.Close()
+			if err := mdpEcho(ctx, s); err != nil {
+				b.Errorf("mdp worker: %v", err)
+			}
+		})
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for t.workers(b) < count {
+		if time.Now().After(deadline) {
+			stop()
+			b.Fatalf("only %d of %d workers registered within 20s", t.workers(b), count)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return stop
+}
+
+// mdpEcho runs a 7/MDP echo worker of service on s until ctx ends.
+func mdpEcho(ctx context.Context, s *zmq.Socket) error {
+	header := []byte("MDPW01")
+	if _, err := s.SendMessage("", header, []byte{mdpwReady}, service); err != nil {
+		return err
+	}
+	poller := zmq.NewPoller()
+	poller.Add(s, zmq.POLLIN)
+	for ctx.Err() == nil {
+		polled, err := poller.Poll(50 * time.Millisecond)
+		if err != nil || len(polled) == 0 {
+			continue
+		}
+		msg, err := s.RecvMessageBytes(0)
+		if err != nil || len(msg) < 3 || len(msg[2]) != 1 {
+			continue
+		}
+		switch msg[2][0] {
+		case mdpwRequest: // [empty, header, REQUEST, client, empty, body...]
+			if len(msg) < 5 {
+				continue
+			}
+			if _, err := s.SendMessage("", header, []byte{mdpwReply}, msg[3], "", msg[5:]); err != nil {
+				return fmt.Errorf("send reply: %w", err)
+			}
+		case mdpwHeartbeat:
+			_, _ = s.SendMessage("", header, []byte{mdpwHeartbeat})
+		case mdpwDisconnect:
+			return errors.New("disconnected by the broker")
+		}
+	}
+	_, _ = s.SendMessage("", header, []byte{mdpwDisconnect})
+	return nil
+}
+
+// reportTable reports a table row's metrics: the rate (unit
+// "<what>s/s"), p50 and p99 submit latency, commits per op, x-fsync and
+// whether the broker ran in the test process (in-proc 1) or its own (0).
+func reportTable(b *testing.B, t *target, what string, ops int, lats []time.Duration, elapsed time.Duration, commits uint64) {
+	slices.Sort(lats)
+	rate := float64(ops) / elapsed.Seconds()
+	b.ReportMetric(rate, what+"s/s")
+	b.ReportMetric(percentile(lats, 0.50), "p50-ms")
+	b.ReportMetric(percentile(lats, 0.99), "p99-ms")
+	b.ReportMetric(float64(commits)/float64(ops), "commits/op")
+	b.ReportMetric(rate/rawFsyncRate(b), "x-fsync")
+	inProc := 0.0
+	if t.inProc {
+		inProc = 1
+	}
+	b.ReportMetric(inProc, "in-proc")
+}
+
+// BenchmarkTableJobs: durable jobs per second end to end, from the first
+// titanic.request to the last reply fetched by a client with
+// titanic.reply, while 64 spec-only clients submit (one request in flight
+// each; a client submits its share, then fetches its replies) and 1, 8 or
+// 64 spec-only echo workers answer.
+func BenchmarkTableJobs(b *testing.B) {
+	rawFsyncRate(b)
+	for _, mode := range tableModes {
+		for _, nw := range workerCounts {
+			t := startTarget(b, mode.voters)
+			stopWorkers := mdpWorkers(b, t, nw)
+			cs, closeClients := tspClients(b, t.endpoint, jobClients)
+			// Connect every client, and let the workers answer, before
+			// the clock starts.
+			for _, c := range cs {
+				ticket, err := c.request()
+				if err == nil {
+					err = c.fetch(ticket)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Run(fmt.Sprintf("mode=%s/workers=%d/clients=%d", mode.name, nw, jobClients), func(b *testing.B) {
+				before := t.commits(b)
+				var (
+					next   atomic.Int64
+					failed atomic.Bool
+					wg     sync.WaitGroup
+					lats   = make([][]time.Duration, len(cs))
+				)
+				b.ResetTimer()
+				start := time.Now()
+				for i, c := range cs {
+					wg.Go(func() {
+						var tickets []string
+						for next.Add(1) <= int64(b.N) && !failed.Load() {
+							t0 := time.Now()
+							ticket, err := c.request()
+							if err != nil {
+								failed.Store(true)
+								b.Error(err)
+								return
+							}
+							lats[i] = append(lats[i], time.Since(t0))
+							tickets = append(tickets, ticket)
+						}
+						for _, ticket := range tickets {
+							if err := c.fetch(ticket); err != nil {
+								failed.Store(true)
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				elapsed := time.Since(start)
+				b.StopTimer()
+				reportTable(b, t, "job", b.N, slices.Concat(lats...), elapsed, t.commits(b)-before)
+			})
+			closeClients()
+			stopWorkers()
+			t.stop()
+		}
+	}
+}
+
+// BenchmarkTableSubmit: durable submits per second (titanic.request,
+// answered once the request is durable) from 1, 8 and 64 spec-only
+// clients, one request in flight each, no worker for the service.
+func BenchmarkTableSubmit(b *testing.B) {
+	rawFsyncRate(b)
+	for _, mode := range tableModes {
+		for _, nc := range clientCounts {
+			t := startTarget(b, mode.voters)
+			cs, closeClients := tspClients(b, t.endpoint, nc)
+			for _, c := range cs {
+				if _, err := c.request(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Run(fmt.Sprintf("mode=%s/clients=%d", mode.name, nc), func(b *testing.B) {
+				before := t.commits(b)
+				var (
+					next   atomic.Int64
+					failed atomic.Bool
+					wg     sync.WaitGroup
+					lats   = make([][]time.Duration, len(cs))
+				)
+				b.ResetTimer()
+				start := time.Now()
+				for i, c := range cs {
+					wg.Go(func() {
+						for next.Add(1) <= int64(b.N) && !failed.Load() {
+							t0 := time.Now()
+							if _, err := c.request(); err != nil {
+								failed.Store(true)
+								b.Error(err)
+								return
+							}
+							lats[i] = append(lats[i], time.Since(t0))
+						}
+					})
+				}
+				wg.Wait()
+				elapsed := time.Since(start)
+				b.StopTimer()
+				reportTable(b, t, "submit", b.N, slices.Concat(lats...), elapsed, t.commits(b)-before)
+			})
+			closeClients()
+			t.stop()
+		}
+	}
+}

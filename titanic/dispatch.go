@@ -90,14 +90,25 @@ func (s *Service) Completed(lease broker.Lease, body [][]byte) {
 		s.mu.Unlock()
 	}
 	op := store.Op{Kind: store.OpReply, ID: id, Time: s.cfg.Now(), Reply: body}
+	s.commitReply(e, ok, op, lease.Service, 0)
+}
+
+// commitReply records a worker's reply. When the batch holding it fails
+// (a full disk, a failing store) the reply is held and its commit tried
+// again after a pause, doubling up to verdictRetryMax: the job is not run
+// again for an answer the broker already has, nor its attempts counted. A
+// retry stops when the entry is gone (closed, or the dispatcher was reset:
+// another node serves now, and redelivers from its store) or the service
+// stopped. tries counts the failed commits so far.
+func (s *Service) commitReply(e *entry, ok bool, op store.Op, service string, tries int) {
+	id := op.ID
 	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
 		switch {
 		case batchErr != nil:
-			// Not durable: the ticket goes back to pending, and the work
-			// is done again later rather than its answer being lost.
-			if ok {
-				s.requeue(e)
+			if ok && s.holdVerdict(e, "reply", tries, batchErr, func() { s.commitReply(e, ok, op, service, tries+1) }) {
+				return
 			}
+			s.forget(id)
 		case res.Err != nil:
 			if isFinal(res.Err) {
 				s.stats.lateReplies.Add(1)
@@ -109,9 +120,34 @@ func (s *Service) Completed(lease broker.Lease, body [][]byte) {
 			s.stats.replies.Add(1)
 			s.forget(id)
 			s.notify(id)
-			s.note(id, "done", lease.Service)
+			s.note(id, "done", service)
 		}
 	}})
+}
+
+// Pauses between tries of a verdict's commit (commitReply, fail).
+const (
+	verdictRetryMin = 50 * time.Millisecond
+	verdictRetryMax = 5 * time.Second
+)
+
+// holdVerdict schedules retry after a verdict's failed commit, if e is
+// still the dispatcher's entry and the service runs; it reports whether
+// it did. The first failure of a ticket's verdict is logged.
+func (s *Service) holdVerdict(e *entry, what string, tries int, batchErr error, retry func()) bool {
+	s.mu.Lock()
+	cur, known := s.entries[e.id]
+	s.mu.Unlock()
+	if !known || cur != e || !s.active.Load() || s.stopping() {
+		return false
+	}
+	s.stats.verdictRetries.Add(1)
+	if tries == 0 {
+		s.log.Warn(what+" not durable: holding it and committing it again, without running the job again", "ticket", e.id, "err", batchErr)
+	}
+	d := verdictRetryMin << min(tries, 7)
+	time.AfterFunc(min(d, verdictRetryMax), retry)
+	return true
 }
 
 // Failed implements broker.Source: an attempt ended without a reply. The
@@ -141,10 +177,17 @@ func (s *Service) Failed(lease broker.Lease, reason string) {
 // fail records that a ticket failed for good. e must be out of its fifo
 // (leased, or popped by the reaper).
 func (s *Service) fail(e *entry, reason string) {
-	op := store.Op{Kind: store.OpFail, ID: e.id, Time: s.cfg.Now(), Reason: reason}
+	s.commitFail(e, store.Op{Kind: store.OpFail, ID: e.id, Time: s.cfg.Now(), Reason: reason}, reason, 0)
+}
+
+// commitFail records a failure for good; a failed commit is tried again
+// (holdVerdict), the job is not run again.
+func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
 	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
 		if batchErr != nil {
-			s.requeue(e) // try again later rather than lose the verdict
+			if !s.holdVerdict(e, "failure", tries, batchErr, func() { s.commitFail(e, op, reason, tries+1) }) {
+				s.forget(e.id)
+			}
 			return
 		}
 		if res.Err == nil {

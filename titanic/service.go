@@ -223,6 +223,7 @@ type Service struct {
 	ops       []pendingOp
 	clientOps int
 	opReady   chan struct{}
+	stopped   atomic.Bool // Run's commit loop ended
 	// toWake collects the services that got new tickets in the batch
 	// being completed; completer only.
 	toWake map[string]struct{}
@@ -341,9 +342,14 @@ func (s *Service) Run(ctx context.Context) error {
 		run(s.confirmLoop)
 	}
 	s.commitLoop(ctx)
+	s.stopped.Store(true)
 	wg.Wait()
 	return nil
 }
+
+// stopping reports whether Run has ended its commit loop: nothing queued
+// from now on is committed.
+func (s *Service) stopping() bool { return s.stopped.Load() }
 
 // queue returns the FIFO of service, creating it. Callers hold s.mu.
 func (s *Service) queue(service string) *fifo {

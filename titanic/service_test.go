@@ -376,31 +376,46 @@ func TestWorkerFreeBeforeReplyDurable(t *testing.T) {
 	}
 }
 
-// A reply whose commit fails is not lost silently: the ticket goes back to
-// pending and is dispatched again (its worker was free all along).
-func TestReplyCommitFailureRequeues(t *testing.T) {
+// When the batch holding a reply fails (a full disk, say), the reply is
+// held and committed again: the job is not run again for an answer the
+// broker already has (the first wave requeued it, and with a disk that
+// kept failing one job ran 50 times), and lookups show it only once it is
+// durable.
+func TestReplyCommitFailureHeld(t *testing.T) {
 	h, gs := newStallHarness(t)
 	a := h.submit("echo", "a")
 	lease, _ := h.next("echo")
 	h.submit("other", "barrier") // a's dispatch mark is durable
 	gs.shut()
-	h.svc.Completed(lease, [][]byte{[]byte("lost")})
+	h.svc.Completed(lease, [][]byte{[]byte("kept")})
 	if got := h.b.release(t); got != lease.ID {
 		t.Fatalf("released %d, want %d", got, lease.ID)
 	}
 	gs.heldReply(t, mustID(t, a))
 	gs.failNext(errors.New("disk on fire"))
 	gs.open()
-	lease, job := h.next("echo")
-	if string(job.Token) != a {
-		t.Fatalf("redelivered %s, want %s", job.Token, a)
+	deadline := time.Now().Add(wait)
+	for {
+		if job, ok := h.svc.Next("echo"); ok {
+			t.Fatalf("job %s dispatched again after its reply's commit failed", job.Token)
+		}
+		r := h.call(SvcReply, a)
+		if codeOf(r) == CodeOK {
+			if string(r[1]) != "kept" {
+				t.Fatalf("reply = %q, want [200 kept]", r)
+			}
+			break
+		}
+		if codeOf(r) != CodePending || string(r[1]) != "dispatched" {
+			t.Fatalf("reply while the commit is tried again = %q, want [300 dispatched]", r)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reply not durable within %s after its failed commit", wait)
+		}
+		time.Sleep(5 * time.Millisecond) // the retry's pause runs on a timer
 	}
-	if r := h.call(SvcReply, a); codeOf(r) != CodePending || string(r[1]) != "dispatched" {
-		t.Fatalf("reply after the failed commit = %q, want [300 dispatched]", r)
-	}
-	h.complete(lease, a, "kept")
-	if r := h.call(SvcReply, a); codeOf(r) != CodeOK || string(r[1]) != "kept" {
-		t.Fatalf("reply = %q, want [200 kept]", r)
+	if st := h.svc.Stats(); st.Dispatches != 1 || st.Redeliveries != 0 || st.VerdictRetries != 1 || st.Leased != 0 {
+		t.Fatalf("stats %+v: want 1 dispatch (a; no worker for the barrier), no redelivery, 1 verdict retry, nothing leased", st)
 	}
 }
 

@@ -10,6 +10,7 @@ type counters struct {
 	commits, committedOps, commitErrors            atomic.Uint64
 	expired                                        atomic.Uint64
 	confirms, unconfirmed                          atomic.Uint64
+	verdictRetries                                 atomic.Uint64
 }
 
 // Stats is a snapshot of the service's counters and queues.
@@ -22,6 +23,9 @@ type Stats struct {
 	// Confirms counts leadership confirmation rounds (replicated modes),
 	// and Unconfirmed the lookups refused because a round failed.
 	Confirms, Unconfirmed uint64
+	// VerdictRetries counts commits of a reply or a failure tried again
+	// after their batch failed (the verdict is held, the job not rerun).
+	VerdictRetries uint64
 	// Queued is the number of pending tickets waiting per service, and
 	// Leased the number held by workers (not counting those whose worker
 	// answered and whose reply waits for its commit).
@@ -38,7 +42,8 @@ func (s *Service) Stats() Stats {
 		Failed: c.failed.Load(), Busy: c.busy.Load(), BadRequests: c.badRequests.Load(), Loads: c.loads.Load(),
 		Commits: c.commits.Load(), CommittedOps: c.committedOps.Load(), CommitErrors: c.commitErrors.Load(),
 		Expired: c.expired.Load(), Confirms: c.confirms.Load(), Unconfirmed: c.unconfirmed.Load(),
-		Queued: make(map[string]int),
+		VerdictRetries: c.verdictRetries.Load(),
+		Queued:         make(map[string]int),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

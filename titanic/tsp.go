@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/titanicmq/titanic/broker/mdp"
 	"github.com/titanicmq/titanic/store"
@@ -88,6 +89,8 @@ func parseSubmit(body [][]byte, keyed bool) (submitReq, error) {
 		return r, badRequest("empty service name")
 	case len(svc) > mdp.MaxServiceName:
 		return r, badRequest("service name longer than %d bytes", mdp.MaxServiceName)
+	case !utf8.Valid(svc):
+		return r, badRequest("service name is not valid UTF-8")
 	case strings.HasPrefix(string(svc), Prefix), strings.HasPrefix(string(svc), "mmi."):
 		return r, badRequest("service %q is internal to the broker", svc)
 	}

@@ -3,6 +3,7 @@ package titanic
 import (
 	"bytes"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzParseTSP feeds every TSP request parser frames cut from fuzz bytes
@@ -17,7 +18,7 @@ func FuzzParseTSP(f *testing.F) {
 		frames := bytes.Split(in, []byte{0})
 		for _, keyed := range []bool{false, true} {
 			if r, err := parseSubmit(frames, keyed); err == nil {
-				if r.service == "" || len(r.body) == 0 || (keyed && r.idemKey == "") {
+				if r.service == "" || len(r.body) == 0 || (keyed && r.idemKey == "") || !utf8.ValidString(r.service) {
 					t.Fatalf("accepted a bad submit: %+v", r)
 				}
 			}
@@ -29,4 +30,17 @@ func FuzzParseTSP(f *testing.F) {
 			t.Fatalf("list limit %d out of range", f.Limit)
 		}
 	})
+}
+
+// A service name is text: it ends up in logs, metrics labels and JSON.
+func TestSubmitServiceNotUTF8(t *testing.T) {
+	for _, keyed := range []bool{false, true} {
+		frames := [][]byte{[]byte("ec\xffho"), []byte("body")}
+		if keyed {
+			frames = append([][]byte{[]byte("k1")}, frames...)
+		}
+		if r, err := parseSubmit(frames, keyed); err == nil {
+			t.Errorf("keyed=%v: accepted service %q", keyed, r.service)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"unicode/utf8"
 )
 
 // The fuzz targets build frames from the input by splitting it on '|', so
@@ -22,7 +23,7 @@ func clone(frames [][]byte) [][]byte {
 	return out
 }
 
-func validService(s []byte) bool { return len(s) >= 1 && len(s) <= MaxServiceName }
+func validService(s []byte) bool { return len(s) >= 1 && len(s) <= MaxServiceName && utf8.Valid(s) }
 
 // FuzzParseBroker checks that ParseBroker never panics, never modifies its
 // input, fails only with ErrMalformed, and that what it accepts re-encodes

@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Protocol headers.
@@ -170,6 +171,10 @@ func serviceName(b []byte) (string, error) {
 	}
 	if len(b) > MaxServiceName {
 		return "", malformed("service name of %d bytes, limit %d", len(b), MaxServiceName)
+	}
+	if !utf8.Valid(b) {
+		// Names end up in logs, metrics labels and JSON, all text.
+		return "", malformed("service name is not valid UTF-8")
 	}
 	return string(b), nil
 }

@@ -68,6 +68,8 @@ func TestParseBroker(t *testing.T) {
 		{name: "client empty service", frames: fr("", ClientHeader, "", "b"), bad: true},
 		{name: "client 256-byte service", frames: fr("", ClientHeader, long+"s", "b"), bad: true},
 		{name: "client 300-byte service", frames: fr("", ClientHeader, strings.Repeat("x", 300), "b"), bad: true},
+		{name: "client service not UTF-8", frames: fr("", ClientHeader, "ec\xffho", "b"), bad: true},
+		{name: "ready service not UTF-8", frames: fr("", WorkerHeader, cmd(Ready), "\xc3"), bad: true},
 		{name: "worker without command", frames: fr("", WorkerHeader), bad: true},
 		{name: "worker two-byte command", frames: fr("", WorkerHeader, "\x01\x01", "echo"), bad: true},
 		{name: "worker empty command", frames: fr("", WorkerHeader, "", "echo"), bad: true},

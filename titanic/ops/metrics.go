@@ -4,7 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -150,6 +153,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
 	defer cancel()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		// A label that is not valid UTF-8 (a service name from a store
+		// written before names were checked) would make the whole scrape
+		// fail: it is shown with replacement characters instead.
+		for i, l := range labels {
+			if !utf8.ValidString(l) {
+				labels = slices.Clone(labels)
+				labels[i] = strings.ToValidUTF8(l, "\uFFFD")
+			}
+		}
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	gauge(c.build, 1)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/titanicmq/titanic/store"
 	"net/http"
 	"strconv"
 	"strings"
@@ -191,4 +192,18 @@ func TestMetricsUnknownRole(t *testing.T) {
 	fx := newFixture(t, func(c *ops.Config) { c.Cluster = cl })
 	samples, _ := scrape(t, fx)
 	wantSamples(t, samples, map[string]float64{`titanic_role{role="shutdown"}`: 1, `titanic_role{role="leader"}`: 0})
+}
+
+// A service name that is not valid UTF-8 (a store written before names
+// were checked) must not make the scrape fail or drop the other samples.
+func TestMetricsNonUTF8Service(t *testing.T) {
+	fx := newFixture(t, nil)
+	fx.tickets.add("bad\xffname", store.StatePending, time.Now(), nil)
+	samples, _ := scrape(t, fx)
+	wantSamples(t, samples, map[string]float64{
+		`titanic_queue_depth{service="echo"}`:            1,
+		"titanic_queue_depth{service=\"bad\uFFFDname\"}": 1,
+		`titanic_active`:        1,
+		`titanic_submits_total`: 4,
+	})
 }

@@ -31,8 +31,8 @@ func TestConformanceGroup(t *testing.T) {
 	// Timings with room for a loaded machine: a leader that loses its
 	// term in the middle of the suite fails it.
 	storetest.Run(t, groupHarness(3, replica.Config{
-		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-		LeaderLeaseTimeout: 300 * time.Millisecond,
+		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second,
+		LeaderLeaseTimeout: time.Second,
 	}))
 }
 

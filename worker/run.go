@@ -239,8 +239,11 @@ func (s *session) lose(now time.Time, reason string) {
 }
 
 // send queues frames on the DEALER without blocking and reports whether it
-// did. A full pipe drops the message; any other error loses the
-// connection.
+// did. A full pipe drops a HEARTBEAT or READY (the next one follows); a
+// REPLY or FAIL dropped would leave the broker waiting for ever on a
+// worker that keeps heartbeating, so the connection is given up instead:
+// the broker then sees the worker gone and redelivers the request. Any
+// other error loses the connection too.
 func (s *session) send(now time.Time, frames [][]byte) bool {
 	for i, f := range frames {
 		flags := zmq.DONTWAIT
@@ -249,8 +252,8 @@ func (s *session) send(now time.Time, frames [][]byte) bool {
 		}
 		if _, err := s.dealer.SendBytes(f, flags); err != nil {
 			s.w.c.sendErrors.Add(1)
-			if i == 0 && isAgain(err) {
-				s.w.log.Warn("send queue full: message dropped", "endpoint", s.endpoint, "command", command(frames))
+			if cmd := command(frames); i == 0 && isAgain(err) && cmd != mdp.Reply.String() && cmd != mdp.Fail.String() {
+				s.w.log.Warn("send queue full: message dropped", "endpoint", s.endpoint, "command", cmd)
 				return false
 			}
 			s.lose(now, fmt.Sprintf("send %s: %v", command(frames), err))

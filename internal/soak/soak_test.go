@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,6 +73,16 @@ func TestSoakPair(t *testing.T) {
 	dur, err := time.ParseDuration(spec)
 	if err != nil || dur <= 0 {
 		t.Fatalf("TITANIC_SOAK=%q: want a duration such as 10m", spec)
+	}
+	// TITANIC_SOAK_STALL=3s freezes the active node (SIGSTOP) that long
+	// halfway through: a fault, so the run must then count failovers and
+	// fail. It shows that the counters see a failover; a soak sets no
+	// stall.
+	var stall time.Duration
+	if v := os.Getenv("TITANIC_SOAK_STALL"); v != "" {
+		if stall, err = time.ParseDuration(v); err != nil || stall <= 0 {
+			t.Fatalf("TITANIC_SOAK_STALL=%q: want a duration such as 3s", v)
+		}
 	}
 	netns.Require(t)
 
@@ -150,11 +161,30 @@ func TestSoakPair(t *testing.T) {
 	end := time.NewTimer(dur)
 	tick := time.NewTicker(5 * time.Second)
 	next := time.Now().Add(time.Minute)
+	var freeze <-chan time.Time
+	if stall > 0 {
+		freeze = time.After(dur / 2)
+	}
+	fault := ""
 run:
 	for {
 		select {
 		case <-end.C:
 			break run
+		case <-freeze:
+			fault = fmt.Sprintf("FAULT INJECTED (TITANIC_SOAK_STALL): %s frozen (SIGSTOP) for %s at %s", active.name, stall, time.Since(start).Round(time.Second))
+			t.Log(fault)
+			if err := active.proc.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatalf("SIGSTOP %s: %v", active.name, err)
+			}
+			select {
+			case <-time.After(stall):
+			case <-end.C:
+				end.Reset(0)
+			}
+			if err := active.proc.Signal(syscall.SIGCONT); err != nil {
+				t.Fatalf("SIGCONT %s: %v", active.name, err)
+			}
 		case <-tick.C:
 			loadAvg.sample()
 			if time.Now().After(next) {
@@ -183,7 +213,7 @@ run:
 
 	r := report{
 		dur: ran, ld: ld, check: check, mon: mon, ev: ev, load: loadAvg,
-		cli: cliLog.snapshot(), wrk: wrkLog.snapshot(), initial: active.name,
+		cli: cliLog.snapshot(), wrk: wrkLog.snapshot(), initial: active.name, fault: fault,
 	}
 	for _, c := range ld.clients {
 		s := c.Stats()
@@ -376,7 +406,8 @@ func (m *monitor) run(ctx context.Context) {
 					m.changes = append(m.changes, fmt.Sprintf("%s %s: raft leader %s -> %s (term %d)", now, n.name, m.leader, leader, st.Term))
 					m.leader = leader
 				}
-				if st.Term != m.terms[len(m.terms)-1] {
+				// Term 0: a node reforming its raft has none to say.
+				if st.Term != 0 && st.Term != m.terms[len(m.terms)-1] {
 					m.changes = append(m.changes, fmt.Sprintf("%s %s: raft term %d -> %d (%s)", now, n.name, m.terms[len(m.terms)-1], st.Term, st.State))
 					m.terms = append(m.terms, st.Term)
 				}
@@ -820,6 +851,7 @@ type report struct {
 	wrk     counts
 	stats   client.Stats
 	initial string
+	fault   string // the stall injected, if any
 }
 
 func (r *report) String() string {
@@ -841,7 +873,10 @@ func (r *report) String() string {
 	secs := r.dur.Seconds()
 	p("Binary Star pair soak: real titanic binary, primary pa and backup pb on two network-namespace hosts,")
 	p("load from a third host; every broker setting the default (pair heartbeat 500ms, raft timeout 1s,")
-	p("MDP heartbeat 2.5s); clients with the default timeout (%s) and retries (%d); no fault injected.", client.DefaultTimeout, client.DefaultRetries)
+	p("MDP heartbeat 2.5s); clients with the default timeout (%s) and retries (%d).", client.DefaultTimeout, client.DefaultRetries)
+	if r.fault != "" {
+		p("%s", r.fault)
+	}
 	p("load: %d submitters (durable, keyed, one at a time, at most %d tickets unrun), %d echo workers, %d lookup clients", submitters, backlog, workers, lookers)
 	p("machine: %s", r.load)
 	p("")
@@ -854,7 +889,11 @@ func (r *report) String() string {
 	p("submits never acked      %d", len(lost))
 	p("lookups during the run   %v", mapString(lookups))
 	p("")
-	p("false failovers (no fault was injected, so each is one):")
+	if r.fault == "" {
+		p("false failovers (no fault was injected, so each is one):")
+	} else {
+		p("failovers (a fault was injected: these are expected, not false):")
+	}
 	p("  binary star state changes after the start   %d (to ACTIVE: %d); peer-silent warnings %d", r.ev.bsChanges, r.ev.toActive, r.ev.peerSilent)
 	p("  serving lines after the start                %d serving, %d not serving (initial active: %s)", r.ev.servingOn, r.ev.servingOff, r.initial)
 	p("  raft leader / term changes (polled 1/s)      %d (terms seen %v, %d polls, %d unanswered)", len(changes), terms, polls, len(misses))

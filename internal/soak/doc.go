@@ -9,4 +9,7 @@
 // acknowledged ticket is answered with its own reply at the end, and writes
 // its report to the test log and $TITANIC_ARTIFACTS/soak-pair.txt. Without
 // TITANIC_SOAK the test skips, so `make test` does not run it.
+// TITANIC_SOAK_STALL (for example 3s) freezes the active node that long
+// halfway through: a fault, which the run must count and fail on, to show
+// that its counters see a failover.
 package soak

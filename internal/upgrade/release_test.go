@@ -68,3 +68,37 @@ func TestBuildPrevious(t *testing.T) {
 		t.Fatalf("%s version printed %q, want it to name %s", bin, out, rel.Version)
 	}
 }
+
+// TestHasCommitShallow: in a shallow clone the release commit is missing
+// and HasCommit says so (the mixed-version tests then skip with that
+// message); in a full clone, as CI's, it is there.
+func TestHasCommitShallow(t *testing.T) {
+	root := RepoRoot()
+	rel, err := Latest(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := HasCommit(ctx, root, rel.Commit); err != nil {
+		t.Skipf("this checkout itself lacks the history: %v", err)
+	}
+	for _, depth := range []string{"1", ""} {
+		dir := t.TempDir()
+		args := []string{"clone", "-q", "--no-checkout"}
+		if depth != "" {
+			args = append(args, "--depth", depth)
+		}
+		args = append(args, "file://"+root, dir)
+		if out, err := exec.CommandContext(ctx, "git", args...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		err := HasCommit(ctx, dir, rel.Commit)
+		switch {
+		case depth != "" && (!errors.Is(err, ErrNoHistory) || !strings.Contains(err.Error(), "shallow")):
+			t.Errorf("shallow clone: HasCommit = %v, want ErrNoHistory naming the shallow clone", err)
+		case depth == "" && err != nil:
+			t.Errorf("full clone: HasCommit = %v, want the commit there", err)
+		}
+	}
+}

@@ -25,6 +25,7 @@ type Process struct {
 	Log  string // path of its captured stdout and stderr
 
 	readyLine string
+	bin       string
 	args      []string
 	cmd       *exec.Cmd
 	ready     chan struct{}
@@ -57,7 +58,15 @@ var ErrNotReady = errors.New("process not ready")
 // started at all.
 func (h *Host) TryStart(tb testing.TB, name, readyLine string, args ...string) (*Process, error) {
 	tb.Helper()
-	bin, err := filepath.Abs(harness.Binary(tb))
+	return h.TryStartBin(tb, harness.Binary(tb), name, readyLine, args...)
+}
+
+// TryStartBin is TryStart with the binary at bin instead of harness.Binary:
+// the mixed-version tests run an older release's build beside the current
+// one on the same Net.
+func (h *Host) TryStartBin(tb testing.TB, bin, name, readyLine string, args ...string) (*Process, error) {
+	tb.Helper()
+	bin, err := filepath.Abs(bin)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -68,7 +77,7 @@ func (h *Host) TryStart(tb testing.TB, name, readyLine string, args ...string) (
 	}
 	p := &Process{
 		Name: name, Host: h, Log: logPath,
-		readyLine: readyLine, args: args,
+		readyLine: readyLine, bin: bin, args: args,
 		ready: make(chan struct{}), exit: make(chan struct{}),
 	}
 	lw := &lineWriter{f: logf, match: readyLine, onMatch: func() { close(p.ready) }}
@@ -122,12 +131,24 @@ func (h *Host) TryBroker(tb testing.TB, name, dir string, extra ...string) (*Pro
 	return h.TryStart(tb, name, "broker ready", args...)
 }
 
+// TryBrokerBin is TryBroker running the binary at bin.
+func (h *Host) TryBrokerBin(tb testing.TB, bin, name, dir string, extra ...string) (*Process, error) {
+	tb.Helper()
+	args := append([]string{"broker", "--listen", h.Endpoint(5555), "--data", dir}, extra...)
+	return h.TryStartBin(tb, bin, name, "broker ready", args...)
+}
+
 // Restart kills the process if it still runs and starts it again on the
-// same host with the same arguments, waiting for the same ready line.
+// same host with the same binary and arguments, waiting for the same ready
+// line.
 func (p *Process) Restart(tb testing.TB) *Process {
 	tb.Helper()
 	p.Kill()
-	return p.Host.Start(tb, p.Name, p.readyLine, p.args...)
+	q, err := p.Host.TryStartBin(tb, p.bin, p.Name, p.readyLine, p.args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return q
 }
 
 // PID is the process ID (of titanic itself, not of ip).

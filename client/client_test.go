@@ -211,15 +211,12 @@ func TestFailoverToSecondBroker(t *testing.T) {
 	if _, err := c.Submit(testCtx(t), "echo", frames("y"), SubmitOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// The first round's question to the dead broker may still be in flight
-	// (the client went on with the live one's answer); a question asked again
-	// would have reached the live broker before its answer, so live's count
-	// is what proves the client did not ask again.
-	for deadline := time.Now().Add(5 * time.Second); len(dead.questions()) == 0 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if len(dead.requests()) != 0 || len(dead.questions()) != 1 || len(live.questions()) != 1 {
-		t.Fatalf("second call: dead got %d requests and %d questions, live %d questions; want 0, 1, 1",
+	// The first round's question to the dead broker may never arrive: the
+	// client drops that socket (linger 0) once the live broker answers. A
+	// question asked again would have reached the live broker before its
+	// answer, so live's count is what proves the client did not ask again.
+	if len(dead.requests()) != 0 || len(dead.questions()) > 1 || len(live.questions()) != 1 {
+		t.Fatalf("second call: dead got %d requests and %d questions, live %d questions; want 0, at most 1, 1",
 			len(dead.requests()), len(dead.questions()), len(live.questions()))
 	}
 }

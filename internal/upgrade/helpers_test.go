@@ -24,16 +24,6 @@ import (
 	"github.com/titanicmq/titanic/worker"
 )
 
-// gate skips a test that shows a known incompatibility unless
-// TITANIC_MIXED=1: `make test` stays green while the finding is open,
-// `make mixed` runs it.
-func gate(t *testing.T, finding string) {
-	t.Helper()
-	if os.Getenv("TITANIC_MIXED") != "1" {
-		t.Skipf("known mixed-version failure (run with TITANIC_MIXED=1, or make mixed): %s", finding)
-	}
-}
-
 // binaries returns the previous release's binary (built from git history,
 // cached) and the current one. It skips only when the history is absent.
 func binaries(t *testing.T) (prev Release, oldBin, newBin string) {

@@ -63,6 +63,10 @@ type Pair struct {
 	staleWarned bool      // Run's goroutine only
 	retryAt     time.Time // Run's goroutine only: next reconcile
 	peer        Requester // Run's goroutine only
+	// Run's goroutine only: whether the peer, not a voter, runs a
+	// release that cannot reconcile (asked again after legacyAt).
+	legacyPeer bool
+	legacyAt   time.Time
 }
 
 // Star is what a Pair needs of Binary Star: *binarystar.Node in a broker.
@@ -325,7 +329,7 @@ func (p *Pair) sync(ctx context.Context) {
 	// reconciled its history with this node's; adding it before would
 	// let raft meet a history of its own. A peer without PeerEndpoint
 	// (no merge) is added at once, as before.
-	if cterm, _ := p.node.ConfigTerm(); peerAlive && (p.node.HasVoter(p.peerID) && cterm < p.node.Status().Term || !p.node.HasVoter(p.peerID) && p.peerEndpoint == "") {
+	if cterm, _ := p.node.ConfigTerm(); peerAlive && (p.node.HasVoter(p.peerID) && cterm < p.node.Status().Term || !p.node.HasVoter(p.peerID) && (p.peerEndpoint == "" || p.peerIsLegacy(ctx))) {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := p.node.AddVoter(actx, p.peerID, p.peerAddr); err != nil {
 			p.log.Warn("adding the peer as a voter", "err", err)
@@ -502,6 +506,35 @@ func (p *Pair) reconcile(ctx context.Context) {
 		return
 	}
 	p.log.Info("the active peer added this node; catching up")
+}
+
+// peerIsLegacy reports whether the peer, which is not a voter, runs a
+// release that has no titanic.cluster.history (the first wave: v0.1.0): it
+// never asks to join, but waits to be added as that release's active did,
+// so this node adds it as before, with that release's rules (whatever it
+// took in alone is not merged). It asks at most every few seconds.
+func (p *Pair) peerIsLegacy(ctx context.Context) bool {
+	if p.peerClient == nil || time.Now().Before(p.legacyAt) {
+		return p.legacyPeer
+	}
+	p.legacyAt = time.Now().Add(5 * time.Second)
+	if p.peer == nil {
+		c, err := p.peerClient()
+		if err != nil {
+			return false
+		}
+		p.peer = c
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	rep, err := p.peer.Request(cctx, SvcHistory, [][]byte{{}})
+	legacy := err == nil && len(rep) > 1 && string(rep[0]) == "400" && strings.Contains(string(rep[1]), "unknown admin service")
+	if legacy && !p.legacyPeer {
+		p.log.Warn("the peer runs an older release that cannot reconcile a split brain: adding it back as that release expects; upgrade it",
+			"answer", fmt.Sprintf("%q", rep))
+	}
+	p.legacyPeer = legacy
+	return legacy
 }
 
 // takeHandover readies this passive node for the handover of an active

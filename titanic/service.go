@@ -247,7 +247,7 @@ type Service struct {
 	active atomic.Bool
 
 	// Dispatcher state, shared by the broker loop (Source methods), the
-	// committer (new and requeued tickets), the loader and the reaper.
+	// store completer (new and requeued tickets), the loader and the reaper.
 	mu        sync.Mutex
 	queues    map[string]*fifo
 	entries   map[store.ID]*entry
@@ -360,7 +360,7 @@ func (s *Service) queue(service string) *fifo {
 }
 
 // ServeMDP implements broker.Handler. It runs on the broker loop: it only
-// parses and enqueues; the committer and the readers answer.
+// parses and enqueues; the store completer and the readers answer.
 func (s *Service) ServeMDP(req broker.Request) [][]byte {
 	out := s.serveMDP(req)
 	if out != nil && req.Service == SvcSubmit {

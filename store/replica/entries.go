@@ -37,8 +37,9 @@ const (
 type calls struct {
 	mu     sync.Mutex
 	queue  []call
-	ops    int // ops in queue
-	flying int // entries handed to raft, not completed
+	ops    int  // ops in queue
+	flying int  // entries handed to raft, not completed
+	closed bool // the builder has returned: calls fail at once
 	wake   chan struct{}
 }
 
@@ -65,17 +66,16 @@ func (c *calls) signal() {
 // Close, with store.ErrClosed (and ErrNotLeader, for callers that branch
 // on that).
 func (n *Node) ApplyAsync(ops []store.Op, done func(store.Done)) {
-	select {
-	case <-n.stop:
-		go done(store.Done{Err: fmt.Errorf("%w: %w", store.ErrClosed, ErrNotLeader), Last: true})
-		return
-	default:
-	}
 	if slices.ContainsFunc(ops, unknownKind) {
 		ops, done = knownOnly(ops, done)
 	}
 	c := &n.calls
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		go done(store.Done{Err: fmt.Errorf("%w: %w", store.ErrClosed, ErrNotLeader), Last: true})
+		return
+	}
 	c.queue = append(c.queue, call{ops: ops, size: store.OpsSize(ops), done: done})
 	c.ops += len(ops)
 	c.mu.Unlock()
@@ -110,10 +110,12 @@ func (n *Node) buildEntries() {
 		default:
 		}
 		if len(c.queue) == 0 || (!stopping && c.ops < pipelineMin && c.flying > 0) {
-			c.mu.Unlock()
 			if stopping {
+				c.closed = true
+				c.mu.Unlock()
 				return
 			}
+			c.mu.Unlock()
 			select {
 			case <-c.wake:
 			case <-n.stop:

@@ -57,6 +57,16 @@ const formatVersion uint32 = 1
 const (
 	DefaultLockTimeout = 5 * time.Second
 	DefaultMaxBatch    = 4096
+	// DefaultMaxBatchBytes bounds a batch's bytes (OpsSize). In a
+	// replicated store one batch is one raft log entry, sent to a
+	// follower inside one AppendEntries RPC (with up to
+	// replica.MaxAppendEntries others) and stored as one raft-boltdb
+	// value: 4 MiB keeps an entry well below bbolt's value limit and an
+	// RPC of a few entries sendable within the transport's timeout on a
+	// slow link, while still holding thousands of ordinary submits, so
+	// it costs no fsyncs in practice. A single op larger than the bound
+	// still goes, alone.
+	DefaultMaxBatchBytes = 4 << 20
 )
 
 // Options configures a BoltStore. The zero value is a durable store with
@@ -79,6 +89,10 @@ type Options struct {
 	// never split, so one larger call still commits alone). Zero means
 	// DefaultMaxBatch.
 	MaxBatch int
+	// MaxBatchBytes caps the bytes (OpsSize) one write transaction takes,
+	// beside MaxBatch; again a single larger Apply commits alone. Zero
+	// means DefaultMaxBatchBytes.
+	MaxBatchBytes int
 }
 
 func (o Options) withDefaults() Options {
@@ -91,12 +105,15 @@ func (o Options) withDefaults() Options {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = DefaultMaxBatch
 	}
+	if o.MaxBatchBytes <= 0 {
+		o.MaxBatchBytes = DefaultMaxBatchBytes
+	}
 	return o
 }
 
 // BoltStore is the single-node Store: one bbolt file, written by one writer
-// goroutine that group-commits every Apply queued while the previous commit
-// was running, so one fsync covers many callers. Reads run concurrently in
+// goroutine that group-commits every Apply and ApplyAsync queued while the
+// previous commit was running, so one fsync covers many callers. Reads run concurrently in
 // bbolt read transactions. All methods are safe for concurrent use.
 type BoltStore struct {
 	path string
@@ -116,6 +133,13 @@ type BoltStore struct {
 	closed bool
 	wake   chan struct{} // capacity 1: "the queue may be non-empty"
 	done   chan struct{} // closed when the writer has returned
+
+	// finished collects the ApplyAsync calls of the commit in progress
+	// (writer only); completions carries them, commit by commit, to the
+	// completer goroutine, which closes completed when it returns.
+	finished    []completion
+	completions chan []completion
+	completed   chan struct{}
 
 	// stopped, once set, fails every later commit: see afterFailedCommit.
 	// Only the writer goroutine touches it.
@@ -149,8 +173,13 @@ func Open(path string, opts Options) (*BoltStore, error) {
 		db:   db,
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
+		// A few commits may wait for their dones while the writer goes
+		// on; beyond that the writer waits for the completer.
+		completions: make(chan []completion, 8),
+		completed:   make(chan struct{}),
 	}
 	go s.run()
+	go s.complete()
 	return s, nil
 }
 
@@ -170,6 +199,7 @@ func (s *BoltStore) Close() error {
 	s.mu.Unlock()
 	s.signal()
 	<-s.done
+	<-s.completed
 
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()

@@ -30,14 +30,27 @@
 // of the batch as a whole (disk full, I/O error, closed store) is Apply's
 // error, and then nothing of the batch was applied.
 //
-// # Group commit
+// # The commit pipeline
 //
-// One writer goroutine owns every write transaction. Apply queues its ops
-// and waits; the writer takes everything queued (up to Options.MaxBatch
-// ops), applies it in one transaction, fsyncs once and answers every
-// waiter. It never waits for a batch to fill: while one fsync runs, the
-// next batch queues up, so the batch size follows the load by itself. No
-// Apply returns before its fsync, unless Options.NoSync is set.
+// The store's queue is the only queue of pending ops between the titanic
+// service and the disk: the service hands every mutation over with
+// ApplyAsync, which never blocks, and keeps no queue of its own.
+//
+// One writer goroutine owns every write transaction. Apply and ApplyAsync
+// queue their ops; the writer takes everything queued (up to
+// Options.MaxBatch ops and Options.MaxBatchBytes bytes, but always at
+// least one call), applies it in one transaction, fsyncs once and answers
+// every caller: Apply's directly, ApplyAsync's through the completer
+// goroutine, which calls their dones in hand-over order while the writer
+// is already writing the next batch. The writer never waits for a batch to
+// fill: while one fsync runs, the next batch queues up, so the batch size
+// follows the load by itself. Nothing is answered before its fsync,
+// unless Options.NoSync is set.
+//
+// Replicated (store/replica), the leader's queue builds raft entries
+// within the same bounds instead (one batch is one raft entry, which is
+// why batches are bounded in bytes: see DefaultMaxBatchBytes), and the raft
+// FSM applies committed entries through the writer on every node.
 //
 // # Layout and records
 //

@@ -189,6 +189,16 @@ type Result struct {
 	Err error
 }
 
+// Done is the outcome of one ApplyAsync call.
+type Done struct {
+	// Results and Err are what Apply would have returned.
+	Results []Result
+	Err     error
+	// Last is set on the last call of a commit (one transaction, or one
+	// raft entry) to complete: no done of the same commit follows it.
+	Last bool
+}
+
 // Filter selects tickets for List.
 type Filter struct {
 	Service string // "" for all
@@ -216,15 +226,17 @@ type Store interface {
 	// idempotency keys. After Close, Apply fails with an error wrapping
 	// ErrClosed.
 	Apply(ctx context.Context, ops []Op) ([]Result, error)
-	// ApplyAsync hands ops over as one batch now and returns a function
-	// that waits for the batch's outcome, as Apply would report it.
-	// Batches handed over in turn are applied in that order, whether or
-	// not their outcomes are awaited, so a caller (titanic's committer)
-	// keeps several in flight and lets the store write them together.
-	// Waiting is optional; when wait's ctx ends it returns ctx's error and
-	// the batch may still be applied. The caller must not modify ops'
-	// byte slices until the batch's outcome is known.
-	ApplyAsync(ops []Op) (wait func(context.Context) ([]Result, error))
+	// ApplyAsync hands ops over as one batch now and calls done once with
+	// the batch's outcome, as Apply would report it, when it is durable
+	// (or failed). It never blocks: this is how the service hands over
+	// every mutation, and the store's own queue is the only one between
+	// the service and the disk. Batches handed over in turn are applied in
+	// that order, and their dones are called in that order, one at a time,
+	// on one goroutine of the store's: done must be quick and must not
+	// wait for the store (it may call ApplyAsync, never Apply). Done.Last
+	// marks the last call of one commit, for work done once per commit.
+	// The caller must not modify ops' byte slices until done is called.
+	ApplyAsync(ops []Op, done func(Done))
 	// Get returns the ticket with its body, or ErrNotFound.
 	Get(ctx context.Context, id ID) (Ticket, error)
 	// Reply returns the ticket (without body) and its reply frames, nil

@@ -24,6 +24,8 @@ type request struct {
 	diverged bool
 	ctrl     func() error // non-nil for a control request; runs with no write tx open
 	done     chan outcome // capacity 1, so the writer never blocks on a caller
+	cb       func(Done)   // ApplyAsync's done, instead of done
+	size     int          // OpsSize(ops), for the batch's byte bound
 	taken    bool         // guarded by BoltStore.mu; set when the writer takes it
 }
 
@@ -33,7 +35,8 @@ type outcome struct {
 }
 
 // Apply implements Store. It queues ops for the writer goroutine, which
-// commits everything queued at that moment (up to Options.MaxBatch ops) in
+// commits everything queued at that moment (up to Options.MaxBatch ops and
+// Options.MaxBatchBytes bytes) in
 // one bbolt transaction and one fsync, and returns after that fsync.
 //
 // If ctx ends while the ops are still queued they are withdrawn, nothing is
@@ -55,7 +58,7 @@ func (s *BoltStore) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 		}
 		return []Result{}, nil
 	}
-	r := &request{ops: ops, done: make(chan outcome, 1)}
+	r := &request{ops: ops, done: make(chan outcome, 1), size: OpsSize(ops)}
 	if err := s.enqueue(r); err != nil {
 		return nil, err
 	}
@@ -63,20 +66,14 @@ func (s *BoltStore) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 	return o.results, o.err
 }
 
-// ApplyAsync queues ops now and returns a function that waits for their
-// outcome, as Apply would report it. Calls queued in turn are applied in
-// that order, so a caller may keep several batches in flight.
-func (s *BoltStore) ApplyAsync(ops []Op) func(context.Context) ([]Result, error) {
-	if len(ops) == 0 {
-		return func(ctx context.Context) ([]Result, error) { return s.Apply(ctx, nil) }
-	}
-	r := &request{ops: ops, done: make(chan outcome, 1)}
+// ApplyAsync implements Store: ops join the writer's queue, as Apply's
+// do, and done is called on the completer goroutine once they are durable.
+func (s *BoltStore) ApplyAsync(ops []Op, done func(Done)) {
+	r := &request{ops: ops, cb: done, size: OpsSize(ops)}
 	if err := s.enqueue(r); err != nil {
-		return func(context.Context) ([]Result, error) { return nil, err }
-	}
-	return func(ctx context.Context) ([]Result, error) {
-		o := s.wait(ctx, r, false)
-		return o.results, o.err
+		// Closed: the completer may be gone; nothing is in flight to
+		// keep an order with.
+		go done(Done{Err: err, Last: true})
 	}
 }
 
@@ -116,7 +113,7 @@ type EntryResult struct {
 
 // ApplyLog is ApplyAt for consecutive entries: they are queued together,
 // in order, so the store commits them in as few transactions (and fsyncs)
-// as MaxBatch allows.
+// as MaxBatch and MaxBatchBytes allow.
 func (s *BoltStore) ApplyLog(ctx context.Context, entries []Entry) []EntryResult {
 	out := make([]EntryResult, len(entries))
 	reqs := make([]*request, 0, len(entries))
@@ -125,7 +122,7 @@ func (s *BoltStore) ApplyLog(ctx context.Context, entries []Entry) []EntryResult
 			out[i].Err = fmt.Errorf("%w: log index 0", ErrInvalidOp)
 			continue
 		}
-		reqs = append(reqs, &request{ops: e.Ops, index: e.Index, term: e.Term, solo: e.Solo, shared: e.Shared, done: make(chan outcome, 1)})
+		reqs = append(reqs, &request{ops: e.Ops, index: e.Index, term: e.Term, solo: e.Solo, shared: e.Shared, done: make(chan outcome, 1), size: OpsSize(e.Ops)})
 	}
 	if err := ctx.Err(); err != nil {
 		for i := range out {
@@ -231,9 +228,12 @@ func (s *BoltStore) wait(ctx context.Context, r *request, mustFinish bool) outco
 
 // run is the writer goroutine: the only one that writes to the database.
 // It never sleeps to gather a batch: it commits as soon as it is idle, and
-// whatever queued during that commit's fsync forms the next batch.
+// whatever queued during that commit's fsync forms the next batch. It
+// hands the ApplyAsync calls of each commit to the completer, so that
+// their dones run while the next batch is written.
 func (s *BoltStore) run() {
 	defer close(s.done)
+	defer close(s.completions)
 	for {
 		batch, ok := s.take()
 		if !ok {
@@ -244,13 +244,66 @@ func (s *BoltStore) run() {
 			continue
 		}
 		s.commit(batch)
+		if len(s.finished) > 0 {
+			s.completions <- s.finished
+			s.finished = nil
+		}
 	}
 }
 
+// complete is the completer goroutine: it calls the dones of ApplyAsync
+// calls, commit by commit, in the order the writer committed them.
+func (s *BoltStore) complete() {
+	defer close(s.completed)
+	for batch := range s.completions {
+		for i, c := range batch {
+			c.cb(Done{Results: c.o.results, Err: c.o.err, Last: i == len(batch)-1})
+		}
+	}
+}
+
+// completion is an ApplyAsync call's outcome, waiting for the completer.
+type completion struct {
+	cb func(Done)
+	o  outcome
+}
+
+// answer delivers r's outcome: to its Apply caller at once, or to the
+// completer after the commit (writer only).
+func (s *BoltStore) answer(r *request, o outcome) {
+	if r.cb != nil {
+		s.finished = append(s.finished, completion{cb: r.cb, o: o})
+		return
+	}
+	r.done <- o
+}
+
+// OpsSize is the bytes a batch's ops weigh against Options.MaxBatchBytes:
+// their frames and strings, plus a fixed overhead per op for what the
+// encoding adds (IDs, times, lengths). It is an estimate of EncodeOps'
+// length, cheap enough to compute at every hand-over.
+func OpsSize(ops []Op) int {
+	n := 0
+	for i := range ops {
+		o := &ops[i]
+		n += opOverhead + len(o.Service) + len(o.IdemKey) + len(o.Reason)
+		for _, f := range o.Body {
+			n += len(f) + 4
+		}
+		for _, f := range o.Reply {
+			n += len(f) + 4
+		}
+	}
+	return n
+}
+
+const opOverhead = 48
+
 // take waits for work and removes from the queue either one control
 // request or the longest run of Apply calls holding at most MaxBatch ops
-// (always at least one call). It reports false when the store is closed and
-// the queue drained.
+// and MaxBatchBytes bytes (OpsSize). The first call is always taken, so a
+// call larger than either bound commits alone. It reports false when the
+// store is closed and the queue drained.
 func (s *BoltStore) take() ([]*request, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -264,9 +317,13 @@ func (s *BoltStore) take() ([]*request, bool) {
 	}
 	n := 1
 	if s.queue[0].ctrl == nil {
-		ops := len(s.queue[0].ops)
-		for n < len(s.queue) && s.queue[n].ctrl == nil && ops+len(s.queue[n].ops) <= s.opts.MaxBatch {
-			ops += len(s.queue[n].ops)
+		ops, size := len(s.queue[0].ops), s.queue[0].size
+		for n < len(s.queue) {
+			r := s.queue[n]
+			if r.ctrl != nil || ops+len(r.ops) > s.opts.MaxBatch || size+r.size > s.opts.MaxBatchBytes {
+				break
+			}
+			ops, size = ops+len(r.ops), size+r.size
 			n++
 		}
 	}
@@ -301,7 +358,7 @@ func (s *BoltStore) commit(batch []*request) bool {
 			if r.index > 0 && logGap != nil {
 				// A log entry must not be applied after an earlier one
 				// failed: the applied index would skip the failed one.
-				r.done <- outcome{err: logGap}
+				s.answer(r, outcome{err: logGap})
 				continue
 			}
 			if !s.commit([]*request{r}) && r.index > 0 {
@@ -319,19 +376,19 @@ func (s *BoltStore) commit(batch []*request) bool {
 	s.applies.Add(uint64(len(batch)))
 	for i, r := range batch {
 		if err != nil {
-			r.done <- outcome{err: err}
+			s.answer(r, outcome{err: err})
 			continue
 		}
 		if results[i] == nil && r.index > 0 {
 			if r.diverged {
-				r.done <- outcome{err: fmt.Errorf("%w: log index %d term %d is not in the history this store applied", ErrDiverged, r.index, r.term)}
+				s.answer(r, outcome{err: fmt.Errorf("%w: log index %d term %d is not in the history this store applied", ErrDiverged, r.index, r.term)})
 				continue
 			}
-			r.done <- outcome{err: fmt.Errorf("%w: log index %d", ErrApplied, r.index)}
+			s.answer(r, outcome{err: fmt.Errorf("%w: log index %d", ErrApplied, r.index)})
 			continue
 		}
 		s.ops.Add(uint64(len(r.ops)))
-		r.done <- outcome{results: results[i]}
+		s.answer(r, outcome{results: results[i]})
 	}
 	return err == nil
 }
@@ -455,3 +512,7 @@ func (s *BoltStore) afterFailedCommit(txid int, cause error) {
 		s.log.Error("commit failed after its meta page was written; writes stopped", "tx", txid, "err", cause)
 	}
 }
+
+// BatchLimits returns the bounds of one batch (Options.MaxBatch and
+// MaxBatchBytes); a replicated store builds its log entries within them.
+func (s *BoltStore) BatchLimits() (ops, bytes int) { return s.opts.MaxBatch, s.opts.MaxBatchBytes }

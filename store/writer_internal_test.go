@@ -173,3 +173,77 @@ func TestFailingCallIsIsolated(t *testing.T) {
 		t.Fatalf("poisoned call partly applied: %+v", st.Services)
 	}
 }
+
+// TestBatchesAreByteBounded: calls queued while the writer is busy share a
+// commit only up to MaxBatchBytes; a call that would pass the bound starts
+// the next commit, and a call larger than the bound commits alone. The
+// commits are read from ApplyAsync's Done.Last, which also checks that the
+// dones come in hand-over order.
+func TestBatchesAreByteBounded(t *testing.T) {
+	const bound = 10_000
+	s := openTemp(t, Options{MaxBatchBytes: bound})
+	body := func(n int) Op {
+		o := submitOp("svc")
+		o.Body = [][]byte{make([]byte, n)}
+		return o
+	}
+	calls := []struct {
+		op   Op
+		last bool // the last call of its commit
+	}{
+		{body(4000), false}, // a and b fit in one commit
+		{body(4000), true},
+		{body(4000), true},      // c: a+b+c would pass the bound
+		{body(3 * bound), true}, // d: oversized, alone
+		{body(100), false},      // e and f: the next commit
+		{body(100), true},
+	}
+	release := blockWriter(t, s)
+	before := s.commits.Load()
+	type got struct {
+		i    int
+		done Done
+	}
+	dones := make(chan got, len(calls))
+	for i, c := range calls {
+		s.ApplyAsync([]Op{c.op}, func(d Done) { dones <- got{i, d} })
+	}
+	release()
+	for want, c := range calls {
+		var g got
+		select {
+		case g = <-dones:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("call %d: done never called", want)
+		}
+		if g.i != want {
+			t.Fatalf("done of call %d came in place %d", g.i, want)
+		}
+		if g.done.Err != nil || len(g.done.Results) != 1 || g.done.Results[0].Err != nil {
+			t.Fatalf("call %d: %+v", g.i, g.done)
+		}
+		if g.done.Last != c.last {
+			t.Fatalf("call %d (%d bytes): Last = %v, want %v", g.i, OpsSize([]Op{c.op}), g.done.Last, c.last)
+		}
+		if _, err := s.Get(context.Background(), c.op.ID); err != nil {
+			t.Fatalf("call %d not applied: %v", g.i, err)
+		}
+	}
+	if n := s.commits.Load() - before; n != 4 {
+		t.Fatalf("%d commits, want 4", n)
+	}
+}
+
+// TestOpsSizeCountsFrames: the size a batch is bounded by grows with every
+// frame and string an op carries.
+func TestOpsSizeCountsFrames(t *testing.T) {
+	small := OpsSize([]Op{{Kind: OpSubmit, Service: "s"}})
+	big := OpsSize([]Op{{Kind: OpSubmit, Service: "s", Body: [][]byte{make([]byte, 1000), make([]byte, 24)}, IdemKey: "k"}})
+	if big-small < 1025 {
+		t.Fatalf("OpsSize grew by %d for 1025 more bytes", big-small)
+	}
+	reply := OpsSize([]Op{{Kind: OpReply, Reply: [][]byte{make([]byte, 5000)}}})
+	if reply < 5000 {
+		t.Fatalf("OpsSize of a 5000-byte reply = %d", reply)
+	}
+}

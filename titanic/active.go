@@ -83,10 +83,7 @@ const NotActive = "not active"
 // client unanswered (parked titanic.wait requests are answered when the
 // service stops).
 func (s *Service) Idle() bool {
-	s.opMu.Lock()
-	queued := len(s.ops)
-	s.opMu.Unlock()
-	return queued == 0 && s.batches.Load() == 0 && len(s.reads) == 0 && s.reading.Load() == 0 && s.confirms.n.Load() == 0
+	return s.inflight.Load() == 0 && len(s.reads) == 0 && s.reading.Load() == 0 && s.confirms.n.Load() == 0
 }
 
 // ErrNotActive: this node does not serve (replicated modes).

@@ -1,159 +1,112 @@
 package titanic
 
 import (
-	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
 )
 
-// pendingOp is a mutation waiting for the committer, with what to do once
-// it is durable (or once its batch failed: res.Err is then the batch error).
+// pendingOp is a mutation handed to the store, with what to do once it
+// is durable (or once its batch failed: res.Err is then the batch error).
 type pendingOp struct {
 	op     store.Op
 	done   func(res store.Result, batchErr error)
 	client bool // counted against MaxQueuedOps
 }
 
-// enqueue hands ops to the committer without blocking. Client-originated
-// ops are refused with errBusy past MaxQueuedOps; internal ops (dispatch
-// marks, replies, requeues) are bounded by the number of leases and always
-// taken, so a worker's answer is never dropped.
+// enqueue hands ops to the store (store.Store.ApplyAsync) without blocking;
+// the store's queue is the only one between the service and the disk, and
+// the store calls the completions in order on its completer goroutine.
+// Client-originated ops are refused with errBusy while MaxQueuedOps of
+// them are not yet durable; internal ops (dispatch marks, replies,
+// requeues) are bounded by the number of leases and always taken, so a
+// worker's answer is never dropped.
 func (s *Service) enqueue(ops ...pendingOp) error {
-	s.opMu.Lock()
-	if len(ops) > 0 && ops[0].client {
-		if s.clientOps+len(ops) > s.cfg.MaxQueuedOps {
-			s.opMu.Unlock()
+	if len(ops) == 0 {
+		return nil
+	}
+	client := 0
+	if ops[0].client {
+		client = len(ops)
+		if n := s.clientOps.Add(int64(client)); n > int64(s.cfg.MaxQueuedOps) {
+			s.clientOps.Add(-int64(client))
 			s.stats.busy.Add(1)
 			return errBusy
 		}
-		s.clientOps += len(ops)
 	}
-	s.ops = append(s.ops, ops...)
-	n := len(s.ops)
-	s.opMu.Unlock()
-	if n == len(ops) || n >= pipelineMin {
-		s.signalOps()
+	s.inflight.Add(1)
+	start := time.Now()
+	batch := make([]store.Op, len(ops))
+	for i, p := range ops {
+		batch[i] = p.op
 	}
+	s.st.ApplyAsync(batch, func(d store.Done) {
+		s.complete(ops, d, start)
+		s.clientOps.Add(-int64(client))
+		if s.inflight.Add(-1) == 0 {
+			s.drainMu.Lock()
+			s.drained.Broadcast()
+			s.drainMu.Unlock()
+		}
+	})
 	return nil
 }
 
-// signalOps wakes the committer without blocking.
-func (s *Service) signalOps() {
-	select {
-	case s.opReady <- struct{}{}:
-	default:
+// complete runs the completions of one hand-over. Per-commit work is done
+// once: the usage the quota checks is refreshed before the commit's first
+// answer, as its stats are counted, and the broker is woken once per
+// service after its last. Store completer only (one goroutine, in
+// hand-over order).
+func (s *Service) complete(ops []pendingOp, d store.Done, start time.Time) {
+	err := d.Err
+	if err == nil && len(d.Results) != len(ops) {
+		err = fmt.Errorf("store answered %d results for %d ops", len(d.Results), len(ops))
 	}
-}
-
-// commitLoop is the group commit: it takes every op queued while the
-// previous batch was being handed over and applies them as one batch, so
-// one fsync (or one raft entry) covers them all; a completer goroutine
-// then runs their completions, in order. With a store that can keep
-// batches in flight (ApplyAsync: the replicated store), up to
-// maxInflightBatches are, so that raft replicates them together. It
-// returns when ctx is done and the queue is empty.
-func (s *Service) commitLoop(ctx context.Context) {
-	inflight := make(chan inflightBatch, maxInflightBatches)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ib := range inflight {
-			res, err := ib.wait(context.Background())
-			if s.cfg.ObserveCommit != nil {
-				s.cfg.ObserveCommit(time.Since(ib.start))
-			}
-			s.complete(ib.batch, res, err)
-			s.batches.Add(-1)
-			s.signalOps() // the committer may take a small batch now
+	s.wakeMu.Lock()
+	first := s.commitEnded
+	s.commitEnded = d.Last
+	s.wakeMu.Unlock()
+	if first {
+		s.refreshUsage()
+		s.stats.commits.Add(1)
+		if err != nil {
+			s.stats.commitErrors.Add(1)
 		}
-	}()
-	defer func() {
-		close(inflight)
-		<-done
-	}()
-	for {
-		s.opMu.Lock()
-		if n := len(s.ops); n > 0 && n < pipelineMin && s.batches.Load() > 0 {
-			// A batch is in flight and few ops wait: let more gather (or
-			// the batch complete) rather than send a small one.
-			s.opMu.Unlock()
-			select {
-			case <-s.opReady:
-			case <-ctx.Done():
-			}
-			continue
-		}
-		batch := s.ops
-		if len(batch) > s.cfg.MaxBatch {
-			batch = batch[:s.cfg.MaxBatch]
-			s.ops = append([]pendingOp(nil), s.ops[s.cfg.MaxBatch:]...)
-		} else {
-			s.ops = nil
-		}
-		for _, p := range batch {
-			if p.client {
-				s.clientOps--
-			}
-		}
-		if len(batch) > 0 {
-			s.batches.Add(1)
-		}
-		s.opMu.Unlock()
-		if len(batch) == 0 {
-			select {
-			case <-s.opReady:
-				continue
-			case <-ctx.Done():
-				return
-			}
-		}
-		ops := make([]store.Op, len(batch))
-		for i, p := range batch {
-			ops[i] = p.op
-		}
-		// The batch is applied even while shutting down: its submits were
-		// accepted and their clients wait for an answer.
-		inflight <- inflightBatch{batch: batch, wait: s.st.ApplyAsync(ops), start: time.Now()}
 	}
-}
-
-// maxInflightBatches bounds the batches handed to the store and not yet
-// completed; pipelineMin is the fewest ops sent as a batch while another
-// is in flight.
-const (
-	maxInflightBatches = 4
-	pipelineMin        = 64
-)
-
-type inflightBatch struct {
-	start time.Time
-	batch []pendingOp
-	wait  func(context.Context) ([]store.Result, error)
-}
-
-// complete runs a batch's completions. Completer goroutine only.
-func (s *Service) complete(batch []pendingOp, res []store.Result, err error) {
-	s.refreshUsage()
-	s.stats.commits.Add(1)
-	s.stats.committedOps.Add(uint64(len(batch)))
 	if err != nil {
-		s.stats.commitErrors.Add(1)
-		s.log.Error("commit failed", "ops", len(batch), "err", err)
+		s.log.Error("commit failed", "ops", len(ops), "err", err)
 	}
-	for i, p := range batch {
+	s.stats.committedOps.Add(uint64(len(ops)))
+	for i, p := range ops {
 		var r store.Result
 		if err == nil {
-			r = res[i]
+			r = d.Results[i]
 		}
 		p.done(r, err)
 	}
-	// One wake per service per batch, not per submit.
+	if !d.Last {
+		return
+	}
+	if s.cfg.ObserveCommit != nil {
+		s.cfg.ObserveCommit(time.Since(start))
+	}
+	s.wakeMu.Lock()
 	for svc := range s.toWake {
 		s.b.Wake(svc)
 		delete(s.toWake, svc)
+	}
+	s.wakeMu.Unlock()
+}
+
+// drain waits until every op handed to the store has completed.
+func (s *Service) drain() {
+	s.drainMu.Lock()
+	defer s.drainMu.Unlock()
+	for s.inflight.Load() > 0 {
+		s.drained.Wait()
 	}
 }
 
@@ -204,8 +157,8 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 	return nil
 }
 
-// enlist queues a durable pending ticket for dispatch; the completer wakes
-// the broker once the batch's completions have run. Completer only.
+// enlist queues a durable pending ticket for dispatch; the broker is woken
+// once the commit's completions have run. Store completer only.
 func (s *Service) enlist(e *entry, body [][]byte) {
 	s.mu.Lock()
 	if _, dup := s.entries[e.id]; dup {
@@ -221,7 +174,9 @@ func (s *Service) enlist(e *entry, body [][]byte) {
 	s.entries[e.id] = e
 	s.queue(e.service).push(e)
 	s.mu.Unlock()
+	s.wakeMu.Lock()
 	s.toWake[e.service] = struct{}{}
+	s.wakeMu.Unlock()
 }
 
 // closeTicket deletes a ticket (9/TSP titanic.close) and answers 200.

@@ -4,15 +4,21 @@
 // hands it every client request for a titanic.* service (it implements
 // broker.Handler) and asks it for work whenever a worker is idle (it
 // implements broker.Source). It never holds a socket and never blocks the
-// broker loop: mutations go to one committer goroutine, lookups to reader
-// goroutines, and both answer through the broker's goroutine-safe methods.
+// broker loop: mutations are handed to the store (store.Store.ApplyAsync,
+// which never blocks) and completed on the store's completer goroutine,
+// lookups go to reader goroutines, and both answer through the broker's
+// goroutine-safe methods.
 //
 // # Durability
 //
-// A submit is answered 200 only after the committer's batch holding it has
-// been applied by the store (fsync'd, or committed by a raft quorum). The
-// committer takes every mutation queued while the previous batch was being
-// written (group commit), so concurrent submits share one fsync.
+// The service keeps no queue of its own: the store's is the one commit
+// pipeline (see package store). A submit is answered 200 only after the
+// store's batch holding it is durable (fsync'd, or committed by a raft
+// quorum). The store takes every mutation queued while the previous batch
+// was being written (group commit), so concurrent submits share one fsync;
+// completions run in hand-over order. The service only counts what it
+// handed over: client mutations not yet durable are bounded by
+// MaxQueuedOps (beyond it: busy), and Run waits for the rest on shutdown.
 //
 // # Dispatch
 //

@@ -13,7 +13,7 @@ import (
 // store like any op, so replicas delete alike).
 
 // sweepBatch bounds the tickets one sweep deletes, so a sweep never holds
-// the committer long; the next sweep takes the rest.
+// the store's writer long; the next sweep takes the rest.
 const sweepBatch = 1000
 
 func (s *Service) sweepLoop(ctx context.Context) {

@@ -40,8 +40,6 @@ type Config struct {
 	// BodyCache bounds the bytes of request bodies kept in memory for
 	// dispatch; bodies beyond it are read back from the store.
 	BodyCache int
-	// MaxBatch bounds the ops of one commit.
-	MaxBatch int
 	// MaxWaiters bounds titanic.wait requests parked at once.
 	MaxWaiters int
 	// PerClientInflight bounds the requests one client (connection) may
@@ -73,8 +71,9 @@ type Config struct {
 	// PresenceTimeout is how long an identified client may stay silent
 	// (no titanic.hello) before it counts as disconnected.
 	PresenceTimeout time.Duration
-	// ObserveCommit, when set, is told how long each commit took, from
-	// the batch's hand-over to the store until it was durable.
+	// ObserveCommit, when set, is told once per commit how long it took,
+	// from the hand-over to the store of the commit's last op until it was
+	// durable (the store's batches are bounded there: store.Options).
 	ObserveCommit func(time.Duration)
 	// Notifier, when set, is told of every ticket state change (package
 	// notify publishes them). It must not block.
@@ -115,7 +114,6 @@ func DefaultConfig() Config {
 		MaxQueuedReads:    10_000,
 		Readers:           4,
 		BodyCache:         64 << 20,
-		MaxBatch:          8192,
 		MaxWaiters:        10_000,
 		PerClientInflight: 1000,
 		MaxBody:           16 << 20,
@@ -148,9 +146,6 @@ func (c *Config) fill() {
 	}
 	if c.BodyCache <= 0 {
 		c.BodyCache = d.BodyCache
-	}
-	if c.MaxBatch <= 0 {
-		c.MaxBatch = d.MaxBatch
 	}
 	if c.MaxWaiters <= 0 {
 		c.MaxWaiters = d.MaxWaiters
@@ -218,15 +213,20 @@ type Service struct {
 	b   Broker
 	log *slog.Logger
 
-	// Mutations waiting for the committer; see commit.go.
-	opMu      sync.Mutex
-	ops       []pendingOp
-	clientOps int
-	opReady   chan struct{}
-	stopped   atomic.Bool // Run's commit loop ended
-	// toWake collects the services that got new tickets in the batch
-	// being completed; completer only.
-	toWake map[string]struct{}
+	// Mutations handed to the store and not yet completed (commit.go):
+	// all of them, and the client-originated ones (MaxQueuedOps). Run
+	// waits on drained for inflight to reach 0 before it returns.
+	inflight  atomic.Int64
+	clientOps atomic.Int64
+	drainMu   sync.Mutex
+	drained   *sync.Cond
+	// toWake collects the services that got new tickets in the commit
+	// being completed; commitEnded: the last completion ended a commit
+	// (the next one begins another).
+	wakeMu      sync.Mutex
+	toWake      map[string]struct{}
+	commitEnded bool
+	stopped     atomic.Bool // Run saw its ctx end
 
 	reads   chan readReq
 	waits   waiters
@@ -241,16 +241,14 @@ type Service struct {
 	leader   store.Leadership
 	confirms confirmQueue
 
-	// batches and reading tell Idle that batches or lookups are in
-	// progress.
-	batches atomic.Int32
+	// reading tells Idle that lookups are in progress.
 	reading atomic.Int32
 	// active: this node serves (single node after Recover; replicated:
 	// between Activate and Deactivate).
 	active atomic.Bool
 
 	// Dispatcher state, shared by the broker loop (Source methods), the
-	// committer (new and requeued tickets), the loader and the reaper.
+	// store completer (new and requeued tickets), the loader and the reaper.
 	mu        sync.Mutex
 	queues    map[string]*fifo
 	entries   map[store.ID]*entry
@@ -279,7 +277,6 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		st:        st,
 		b:         b,
 		log:       cfg.Logger.With("component", "titanic"),
-		opReady:   make(chan struct{}, 1),
 		toWake:    make(map[string]struct{}),
 		reads:     make(chan readReq, cfg.MaxQueuedReads),
 		queues:    make(map[string]*fifo),
@@ -289,6 +286,8 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		gone:      make(map[string]int),
 		loadReq:   make(chan string, 1024),
 	}
+	s.drained = sync.NewCond(&s.drainMu)
+	s.commitEnded = true
 	s.leader = st.Leadership()
 	s.confirms.kick = make(chan struct{}, 1)
 	return s
@@ -322,9 +321,10 @@ func (s *Service) Recover(ctx context.Context) error {
 	return nil
 }
 
-// Run runs the committer, the readers, the body loader and the no-worker
-// reaper until ctx is done. Mutations still queued then are committed
-// before Run returns, so no answered work is dropped on shutdown.
+// Run runs the readers, the body loader and the no-worker reaper until
+// ctx is done. Mutations handed to the store by then are waited for (the
+// store commits them) before Run returns, so no answered work is dropped
+// on shutdown.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
@@ -341,14 +341,15 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.leader != nil {
 		run(s.confirmLoop)
 	}
-	s.commitLoop(ctx)
+	<-ctx.Done()
 	s.stopped.Store(true)
 	wg.Wait()
+	s.drain()
 	return nil
 }
 
-// stopping reports whether Run has ended its commit loop: nothing queued
-// from now on is committed.
+// stopping reports whether Run's ctx ended: the service is shutting down
+// and takes no new work of its own (verdicts are not tried again).
 func (s *Service) stopping() bool { return s.stopped.Load() }
 
 // queue returns the FIFO of service, creating it. Callers hold s.mu.
@@ -365,7 +366,7 @@ func (s *Service) queue(service string) *fifo {
 }
 
 // ServeMDP implements broker.Handler. It runs on the broker loop: it only
-// parses and enqueues; the committer and the readers answer.
+// parses and enqueues; the store completer and the readers answer.
 func (s *Service) ServeMDP(req broker.Request) [][]byte {
 	out := s.serveMDP(req)
 	if out != nil && req.Service == SvcSubmit {

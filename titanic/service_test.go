@@ -189,10 +189,37 @@ type stallStore struct {
 	gate    chan struct{} // nil: commits go through
 	failErr error         // the next commit fails with it
 	held    chan []store.Op
+	calls   chan stallCall // applied in turn by one goroutine
+}
+
+type stallCall struct {
+	ops  []store.Op
+	gate chan struct{}
+	done func(store.Done)
 }
 
 func newStallStore(st *store.BoltStore) *stallStore {
-	return &stallStore{BoltStore: st, held: make(chan []store.Op, 1024)}
+	g := &stallStore{BoltStore: st, held: make(chan []store.Op, 1024), calls: make(chan stallCall, 1<<16)}
+	go g.run()
+	return g
+}
+
+// run applies the calls in hand-over order, each once its gate opens.
+func (g *stallStore) run() {
+	for c := range g.calls {
+		if c.gate != nil {
+			<-c.gate
+		}
+		g.mu.Lock()
+		err := g.failErr
+		g.failErr = nil
+		g.mu.Unlock()
+		var res []store.Result
+		if err == nil {
+			res, err = g.BoltStore.Apply(context.Background(), c.ops)
+		}
+		c.done(store.Done{Results: res, Err: err, Last: true})
+	}
 }
 
 func (g *stallStore) shut() {
@@ -217,36 +244,27 @@ func (g *stallStore) failNext(err error) {
 }
 
 func (g *stallStore) Apply(ctx context.Context, ops []store.Op) ([]store.Result, error) {
-	return g.ApplyAsync(ops)(ctx)
+	ch := make(chan store.Done, 1)
+	g.ApplyAsync(ops, func(d store.Done) { ch <- d })
+	select {
+	case d := <-ch:
+		return d.Results, d.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
-// ApplyAsync decides at hand-over whether the batch is held; the batch is
-// applied when its outcome is waited for, and the committer waits for its
-// batches in turn, so they still apply in order.
-func (g *stallStore) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result, error) {
+// ApplyAsync decides at hand-over whether the batch is held; the batches
+// apply in turn on one goroutine, so a held one holds back those after it
+// and they still apply in order.
+func (g *stallStore) ApplyAsync(ops []store.Op, done func(store.Done)) {
 	g.mu.Lock()
 	gate := g.gate
 	g.mu.Unlock()
 	if gate != nil {
 		g.held <- ops
 	}
-	return func(ctx context.Context) ([]store.Result, error) {
-		if gate != nil {
-			select {
-			case <-gate:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		g.mu.Lock()
-		err := g.failErr
-		g.failErr = nil
-		g.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
-		return g.BoltStore.Apply(ctx, ops)
-	}
+	g.calls <- stallCall{ops: ops, gate: gate, done: done}
 }
 
 // newStallHarness is a harness over a stallStore, opened again when the

@@ -43,7 +43,7 @@ func runBroker(e env) error {
 	}
 	path := filepath.Join(data, "titanic.db")
 	hooks := &latencyHooks{}
-	bolt, err := store.Open(path, store.Options{Logger: log, LockTimeout: cfg.Store.LockTimeout, MaxBatch: cfg.Store.MaxBatch, NoSync: cfg.Store.NoSync, ObserveCommit: hooks.fsync})
+	bolt, err := store.Open(path, store.Options{Logger: log, LockTimeout: cfg.Store.LockTimeout, MaxBatch: cfg.Store.MaxBatch, MaxBatchBytes: int(cfg.Store.MaxBatchBytes), NoSync: cfg.Store.NoSync, ObserveCommit: hooks.fsync})
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -86,7 +86,7 @@ func runBroker(e env) error {
 	tc.Logger = log
 	tc.ObserveCommit = hooks.commit
 	tc.MaxAttempts, tc.NoWorkerTimeout = cfg.Queue.MaxAttempts, cfg.Queue.NoWorkerTimeout
-	tc.Readers, tc.MaxBatch = cfg.Queue.Readers, cfg.Queue.MaxBatch
+	tc.Readers = cfg.Queue.Readers
 	tc.MaxQueuedOps, tc.MaxQueuedReads = cfg.Limits.MaxQueuedOps, cfg.Limits.MaxQueuedReads
 	tc.MaxWaiters, tc.BodyCache = cfg.Limits.MaxWaiters, int(cfg.Limits.BodyCache)
 	tc.MaxBody, tc.PerClientInflight = limit(int(cfg.Limits.MaxBody)), limit(cfg.Limits.PerClientInflight)
@@ -98,6 +98,9 @@ func runBroker(e env) error {
 	}
 	drain := cfg.Broker.DrainTimeout
 	tc.PresenceTimeout = cfg.Broker.PresenceTimeout
+	if cfg.Queue.MaxBatch != 0 {
+		log.Warn("queue.max_batch is ignored: the store's commit pipeline is the only one; set store.max_batch (ops) and store.max_batch_bytes", "queue.max_batch", cfg.Queue.MaxBatch)
+	}
 	var pub *notify.Publisher
 	if cfg.Notify.Listen != "" {
 		pub = notify.New(cfg.Notify.Listen, log)

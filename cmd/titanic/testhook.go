@@ -34,10 +34,19 @@ type stallAtReply struct {
 }
 
 func (s *stallAtReply) Apply(ctx context.Context, ops []store.Op) ([]store.Result, error) {
-	return s.ApplyAsync(ops)(ctx)
+	ch := make(chan store.Done, 1)
+	s.ApplyAsync(ops, func(d store.Done) { ch <- d })
+	select {
+	case d := <-ch:
+		return d.Results, d.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
-func (s *stallAtReply) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result, error) {
+// ApplyAsync never completes a stalled call: it is neither applied nor
+// answered, as if its commit never ended.
+func (s *stallAtReply) ApplyAsync(ops []store.Op, done func(store.Done)) {
 	s.mu.Lock()
 	if !s.stalled && slices.ContainsFunc(ops, func(op store.Op) bool { return op.Kind == store.OpReply }) {
 		s.stalled = true
@@ -46,10 +55,7 @@ func (s *stallAtReply) ApplyAsync(ops []store.Op) func(context.Context) ([]store
 	stalled := s.stalled
 	s.mu.Unlock()
 	if stalled {
-		return func(ctx context.Context) ([]store.Result, error) {
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}
+		return
 	}
-	return s.BoltStore.ApplyAsync(ops)
+	s.BoltStore.ApplyAsync(ops, done)
 }

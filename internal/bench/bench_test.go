@@ -352,8 +352,8 @@ func (n *node) startWorkers(b *testing.B, count int) {
 }
 
 // timedStore is the broker's store, with the time during which the store
-// held at least one of the service's batches counted: the committer keeps
-// several batches in flight (ApplyAsync), so this busy time over wall time
+// held at least one of the service's ops counted: the service hands every
+// op over at once (ApplyAsync), so this busy time over wall time
 // is how busy the commit path is (the commit-busy metric). Near 1, the
 // commit path bounds throughput; well below 1, something else does. It
 // embeds the store, so the service keeps its ApplyAsync, Usage and
@@ -400,15 +400,12 @@ func (s *timedStore) Apply(ctx context.Context, ops []store.Op) ([]store.Result,
 	return s.Store.Apply(ctx, ops)
 }
 
-func (s *timedStore) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result, error) {
+func (s *timedStore) ApplyAsync(ops []store.Op, done func(store.Done)) {
 	s.begin()
-	wait := s.Store.ApplyAsync(ops)
-	var once sync.Once
-	return func(ctx context.Context) ([]store.Result, error) {
-		res, err := wait(ctx)
-		once.Do(s.end)
-		return res, err
-	}
+	s.Store.ApplyAsync(ops, func(d store.Done) {
+		s.end()
+		done(d)
+	})
 }
 
 // counts are the service and store counters a benchmark reports deltas of.

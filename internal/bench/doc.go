@@ -38,7 +38,7 @@
 //     fsyncs per submit (store commit counter; bbolt fdatasyncs twice per
 //     commit), x-fsync (submits/s divided by the raw fsync rate measured in
 //     the same run) and commit-busy (the share of the run during which the
-//     store held at least one of the committer's batches: near 1, commits
+//     store held at least one of the service's ops: near 1, commits
 //     bound the throughput).
 //   - BenchmarkSubmitPipelined/window=W: durable submits from one client
 //     with W in flight (SubmitAsync; -bench.window, default 256), the

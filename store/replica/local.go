@@ -21,26 +21,11 @@ func (n *Node) Expired(ctx context.Context, cutoff time.Time, limit int) ([]stor
 	return n.st.Expired(ctx, cutoff, limit)
 }
 
-// ApplyAsync appends ops as one log entry now and returns a function that
-// waits for its outcome, as Apply would report it. Entries appended in
-// turn commit in that order; a caller that keeps several in flight lets
-// raft replicate them together (one AppendEntries, one follower fsync).
-func (n *Node) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result, error) {
-	select {
-	case <-n.stop:
-		// Closed for good; also not the leader, for callers that branch
-		// on that.
-		return func(context.Context) ([]store.Result, error) {
-			return nil, fmt.Errorf("%w: %w", store.ErrClosed, ErrNotLeader)
-		}
-	default:
-	}
-	if slices.ContainsFunc(ops, unknownKind) {
-		return n.applyKnown(ops)
-	}
-	if len(ops) == 0 {
-		return func(context.Context) ([]store.Result, error) { return []store.Result{}, nil }
-	}
+// propose appends ops as one log entry now and returns a function that
+// waits for its outcome. Entries appended in turn commit in that order;
+// the entry builder keeps several in flight so that raft replicates them
+// together (one AppendEntries, one follower fsync). Entry builder only.
+func (n *Node) propose(ops []store.Op) func(context.Context) ([]store.Result, error) {
 	r := n.raft()
 	if r.State() != raft.Leader {
 		return func(context.Context) ([]store.Result, error) { return nil, ErrNotLeader }
@@ -73,18 +58,18 @@ func (n *Node) ApplyAsync(ops []store.Op) func(context.Context) ([]store.Result,
 
 func unknownKind(o store.Op) bool { return !o.Kind.Known() }
 
-// applyKnown is ApplyAsync for a batch that holds ops of kinds this build
-// does not know. Such an op must stay out of the log: every node, this one
+// knownOnly is ApplyAsync's done for a call that holds ops of kinds this
+// build does not know, which were left out of the call (known is what
+// stays). Such an op must stay out of the log: every node, this one
 // included, would read the entry as a newer version's and stop
 // (store.ErrUnsupported). It fails alone with store.ErrInvalidOp, as in a
 // BoltStore, and the others are applied.
-func (n *Node) applyKnown(ops []store.Op) func(context.Context) ([]store.Result, error) {
-	known := slices.DeleteFunc(slices.Clone(ops), unknownKind)
-	wait := n.ApplyAsync(known)
-	return func(ctx context.Context) ([]store.Result, error) {
-		res, err := wait(ctx)
-		if err != nil {
-			return nil, err
+func knownOnly(ops []store.Op, done func(store.Done)) (known []store.Op, wrapped func(store.Done)) {
+	known = slices.DeleteFunc(slices.Clone(ops), unknownKind)
+	return known, func(d store.Done) {
+		if d.Err != nil {
+			done(d)
+			return
 		}
 		out := make([]store.Result, len(ops))
 		j := 0
@@ -93,10 +78,11 @@ func (n *Node) applyKnown(ops []store.Op) func(context.Context) ([]store.Result,
 				out[i] = store.Result{ID: o.ID, Err: fmt.Errorf("%s %s: %w: unknown kind", o.Kind, o.ID, store.ErrInvalidOp)}
 				continue
 			}
-			out[i] = res[j]
+			out[i] = d.Results[j]
 			j++
 		}
-		return out, nil
+		d.Results = out
+		done(d)
 	}
 }
 

@@ -194,6 +194,9 @@ type Node struct {
 	// leadership or membership.
 	solo atomic.Bool
 
+	// calls is the entry builder's queue (entries.go).
+	calls calls
+
 	// startTerm is the term of the last log entry when the node opened
 	// (0 after Resync).
 	startTerm atomic.Uint64
@@ -261,8 +264,10 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 	var startTerm uint64
 	_, _ = fmt.Sscan(n.raft().Stats()["last_log_term"], &startTerm)
 	n.startTerm.Store(startTerm)
-	n.wg.Add(1)
+	n.calls.wake = make(chan struct{}, 1)
+	n.wg.Add(2)
 	go n.forward()
+	go n.buildEntries()
 	return n, nil
 }
 
@@ -442,11 +447,21 @@ func (n *Node) Leader() (id, addr string) {
 // Apply implements store.Store: the ops become one raft log entry; Apply
 // returns once the entry is committed by a quorum and applied to this
 // node's store.
+//
+// If ctx ends first, Apply returns at once with ErrUncertain: the ops may
+// still be committed.
 func (n *Node) Apply(ctx context.Context, ops []store.Op) ([]store.Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return n.ApplyAsync(ops)(ctx)
+	ch := make(chan store.Done, 1)
+	n.ApplyAsync(ops, func(d store.Done) { ch <- d })
+	select {
+	case d := <-ch:
+		return d.Results, d.Err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrUncertain, ctx.Err())
+	}
 }
 
 // Get implements store.Store from the local store.

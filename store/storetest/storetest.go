@@ -609,19 +609,43 @@ func testBatch(t *testing.T, s store.Store) {
 	}
 }
 
+// applyAsync hands ops to s.ApplyAsync and returns a function that waits
+// (boundedly) for their done. order, when set, receives seq when done is
+// called, so that the order of the dones can be checked.
+func applyAsync(s store.Store, ops []store.Op, order chan<- int, seq int) func(context.Context) ([]store.Result, error) {
+	ch := make(chan store.Done, 1)
+	s.ApplyAsync(ops, func(d store.Done) {
+		if order != nil {
+			order <- seq
+		}
+		ch <- d
+	})
+	return func(ctx context.Context) ([]store.Result, error) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		select {
+		case d := <-ch:
+			return d.Results, d.Err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ApplyAsync's done never called: %w", ctx.Err())
+		}
+	}
+}
+
 // testApplyAsyncOrder: batches handed to ApplyAsync apply in the order
-// given, whatever order their outcomes are awaited in, and each reports
-// what Apply would.
+// given, their dones are called in that order, and each reports what
+// Apply would.
 func testApplyAsyncOrder(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	svc := svcName(t, "svc")
 	id := store.NewID()
+	order := make(chan int, 100)
 	waits := []func(context.Context) ([]store.Result, error){
-		s.ApplyAsync([]store.Op{submitOp(id, svc, []byte("b"))}),
-		s.ApplyAsync([]store.Op{op(store.OpDispatch, id, 1)}),
-		s.ApplyAsync([]store.Op{op(store.OpDispatch, id, 2), op(store.OpRequeue, id, 3)}),
-		s.ApplyAsync([]store.Op{replyOp(id, 4, "first")}),
-		s.ApplyAsync([]store.Op{replyOp(id, 5, "second")}),
+		applyAsync(s, []store.Op{submitOp(id, svc, []byte("b"))}, order, 0),
+		applyAsync(s, []store.Op{op(store.OpDispatch, id, 1)}, order, 1),
+		applyAsync(s, []store.Op{op(store.OpDispatch, id, 2), op(store.OpRequeue, id, 3)}, order, 2),
+		applyAsync(s, []store.Op{replyOp(id, 4, "first")}, order, 3),
+		applyAsync(s, []store.Op{replyOp(id, 5, "second")}, order, 4),
 	}
 	results := make([][]store.Result, len(waits))
 	for i := len(waits) - 1; i >= 0; i-- {
@@ -630,6 +654,11 @@ func testApplyAsyncOrder(t *testing.T, s store.Store) {
 			t.Fatalf("batch %d: %v", i, err)
 		}
 		results[i] = res
+	}
+	for i := range waits {
+		if got := <-order; got != i {
+			t.Fatalf("done of batch %d called in place %d", got, i)
+		}
 	}
 	type got struct {
 		state    store.State
@@ -655,7 +684,7 @@ func testApplyAsyncOrder(t *testing.T, s store.Store) {
 	waits = waits[:0]
 	for i := range subs {
 		subs[i] = store.NewID()
-		w := s.ApplyAsync([]store.Op{submitOp(subs[i], svc)})
+		w := applyAsync(s, []store.Op{submitOp(subs[i], svc)}, nil, i)
 		if i%2 == 0 {
 			waits = append(waits, w)
 		}
@@ -669,7 +698,7 @@ func testApplyAsyncOrder(t *testing.T, s store.Store) {
 	if got := ids(unfinished(t, s, svc)); len(got) != n+1 || !slices.Equal(got[:n], subs) {
 		t.Fatalf("unfinished: %d tickets, or not in hand-over order", len(got))
 	}
-	if res, err := s.ApplyAsync(nil)(ctx); err != nil || len(res) != 0 {
+	if res, err := applyAsync(s, nil, nil, 0)(ctx); err != nil || len(res) != 0 {
 		t.Fatalf("empty async batch = %v, %v", res, err)
 	}
 }
@@ -1006,7 +1035,7 @@ func testClose(t *testing.T, s store.Store) {
 	if _, err := s.Apply(t.Context(), nil); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("empty Apply after Close err = %v, want ErrClosed", err)
 	}
-	if _, err := s.ApplyAsync([]store.Op{submitOp(store.NewID(), "svc")})(t.Context()); !errors.Is(err, store.ErrClosed) {
+	if _, err := applyAsync(s, []store.Op{submitOp(store.NewID(), "svc")}, nil, 0)(t.Context()); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("ApplyAsync after Close err = %v, want ErrClosed", err)
 	}
 }

@@ -70,9 +70,13 @@ type BrokerSection struct {
 type StoreSection struct {
 	Dir         string        `toml:"dir" flag:"data" usage:"directory of the data file (created if missing)"`
 	LockTimeout time.Duration `toml:"lock_timeout" flag:"lock-timeout" usage:"how long to wait for the data file's lock held by another process"`
-	MaxBatch    int           `toml:"max_batch" flag:"store-max-batch" usage:"most ops one write transaction takes"`
-	NoSync      bool          `toml:"no_sync" flag:"no-sync" usage:"UNSAFE: skip the fsync of each commit (acknowledged tickets can be lost); tests and benchmarks only"`
-	BackupDir   string        `toml:"backup_dir" flag:"backup-dir" usage:"where titanic backup writes snapshots on this host; empty: DIR/backups"`
+	MaxBatch    int           `toml:"max_batch" flag:"store-max-batch" usage:"most ops one commit takes (one write transaction; replicated: one raft entry)"`
+	// MaxBatchBytes bounds a commit's bytes beside MaxBatch: replicated,
+	// a commit is one raft entry, which must stay far below what raft
+	// sends within its transport timeout (see store.DefaultMaxBatchBytes).
+	MaxBatchBytes Size   `toml:"max_batch_bytes" flag:"store-max-batch-bytes" usage:"most bytes one commit takes (replicated: one raft entry); a single larger op commits alone"`
+	NoSync        bool   `toml:"no_sync" flag:"no-sync" usage:"UNSAFE: skip the fsync of each commit (acknowledged tickets can be lost); tests and benchmarks only"`
+	BackupDir     string `toml:"backup_dir" flag:"backup-dir" usage:"where titanic backup writes snapshots on this host; empty: DIR/backups"`
 }
 
 // QueueSection is [queue]: the Titanic service.
@@ -80,7 +84,11 @@ type QueueSection struct {
 	MaxAttempts     int           `toml:"max_attempts" flag:"max-attempts" usage:"dispatches per ticket before it fails"`
 	NoWorkerTimeout time.Duration `toml:"no_worker_timeout" flag:"no-worker-timeout" usage:"how long a ticket waits for its service to have a worker"`
 	Readers         int           `toml:"readers" flag:"readers" usage:"goroutines serving lookups (status, reply, list)"`
-	MaxBatch        int           `toml:"max_batch" flag:"queue-max-batch" usage:"most ops of one commit"`
+	// MaxBatch is kept so that config files and command lines of earlier
+	// releases still load: the service's own commit queue is gone (the
+	// store's is the only one, store.max_batch), and a value is ignored
+	// with a warning.
+	MaxBatch int `toml:"max_batch" flag:"queue-max-batch" usage:"ignored (earlier releases: most ops of one commit; see store.max_batch)"`
 }
 
 // LimitsSection is [limits].
@@ -198,15 +206,15 @@ func Default() Config {
 			PresenceTimeout: 15 * time.Second,
 		},
 		Store: StoreSection{
-			Dir:         "./titanic-data",
-			LockTimeout: 5 * time.Second,
-			MaxBatch:    4096,
+			Dir:           "./titanic-data",
+			LockTimeout:   5 * time.Second,
+			MaxBatch:      4096,
+			MaxBatchBytes: 4 * MiB,
 		},
 		Queue: QueueSection{
 			MaxAttempts:     5,
 			NoWorkerTimeout: time.Hour,
 			Readers:         4,
-			MaxBatch:        8192,
 		},
 		Limits: LimitsSection{
 			MaxMessageSize:    32 * MiB,

@@ -73,13 +73,13 @@ func TestDefaultsMatchPackages(t *testing.T) {
 	eq("queue.max_attempts", d.Queue.MaxAttempts, td.MaxAttempts)
 	eq("queue.no_worker_timeout", d.Queue.NoWorkerTimeout, td.NoWorkerTimeout)
 	eq("queue.readers", d.Queue.Readers, td.Readers)
-	eq("queue.max_batch", d.Queue.MaxBatch, td.MaxBatch)
 	eq("limits.max_queued_ops", d.Limits.MaxQueuedOps, td.MaxQueuedOps)
 	eq("limits.max_queued_reads", d.Limits.MaxQueuedReads, td.MaxQueuedReads)
 	eq("limits.max_waiters", d.Limits.MaxWaiters, td.MaxWaiters)
 	eq("limits.body_cache", int(d.Limits.BodyCache), td.BodyCache)
 	eq("store.lock_timeout", d.Store.LockTimeout, store.DefaultLockTimeout)
 	eq("store.max_batch", d.Store.MaxBatch, store.DefaultMaxBatch)
+	eq("store.max_batch_bytes", int(d.Store.MaxBatchBytes), store.DefaultMaxBatchBytes)
 	eq("raft.timeout", d.Raft.Timeout, rd.ElectionTimeout)
 	eq("raft.snapshot_interval", d.Raft.SnapshotInterval, rd.SnapshotInterval)
 	eq("raft.snapshot_threshold", uint64(d.Raft.SnapshotThreshold), rd.SnapshotThreshold)
@@ -446,8 +446,8 @@ func nonDefault() Config {
 	return Config{
 		Broker: BrokerSection{Listen: []string{"tcp://10.0.0.1:6000", "ipc:///run/t\"q.sock"}, Heartbeat: 1500 * time.Millisecond,
 			Liveness: 7, LeaseTimeout: 90*time.Minute + time.Second, RequestExpiry: 3 * time.Microsecond, DrainTimeout: time.Minute, PresenceTimeout: time.Hour},
-		Store:     StoreSection{Dir: `C:\titanic data\ü`, LockTimeout: 9 * time.Second, MaxBatch: 3, NoSync: true, BackupDir: "/b"},
-		Queue:     QueueSection{MaxAttempts: 9, NoWorkerTimeout: 25 * time.Hour, Readers: 16, MaxBatch: 77},
+		Store:     StoreSection{Dir: `C:\titanic data\ü`, LockTimeout: 9 * time.Second, MaxBatch: 3, MaxBatchBytes: 5 * MiB, NoSync: true, BackupDir: "/b"},
+		Queue:     QueueSection{MaxAttempts: 9, NoWorkerTimeout: 25 * time.Hour, Readers: 16, MaxBatch: 8192},
 		Limits:    LimitsSection{MaxMessageSize: 1000, MaxBody: 3 * GiB, PerClientInflight: 5, SubmitRate: 0.25, SubmitBurst: 3, DiskQuota: 5 * TiB, MaxQueue: 6, MaxQueuedOps: 7, MaxQueuedReads: 8, MaxWaiters: 9, BodyCache: 1234567},
 		Retention: RetentionSection{DoneTTL: 0, SweepInterval: 10 * time.Second},
 		Log:       LogSection{Level: "debug", Format: "json"},

@@ -34,12 +34,14 @@ func (c Config) Validate() error {
 	}
 	ck.positive("store.lock_timeout", c.Store.LockTimeout)
 	ck.atLeast("store.max_batch", c.Store.MaxBatch, 1)
+	if c.Store.MaxBatchBytes < KiB {
+		ck.bad("store.max_batch_bytes", "%s: want at least 1KiB", c.Store.MaxBatchBytes)
+	}
 
 	// [queue]
 	ck.atLeast("queue.max_attempts", c.Queue.MaxAttempts, 1)
 	ck.positive("queue.no_worker_timeout", c.Queue.NoWorkerTimeout)
 	ck.atLeast("queue.readers", c.Queue.Readers, 1)
-	ck.atLeast("queue.max_batch", c.Queue.MaxBatch, 1)
 
 	// [limits]
 	l := c.Limits

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
@@ -98,6 +99,19 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 		b.log.Info("peering", "name", b.cfg.Peering.Name, "cloud", b.cfg.Peering.CloudListen,
 			"state", b.cfg.Peering.StateListen, "peers", len(b.cfg.Peering.Peers))
 	}
+	var rd *zsock.Readable
+	if ps == nil {
+		// The ROUTER is the only socket to wait on: wait in Go's poller,
+		// and let ring wake the wait (no doorbell hop). Commands pushed
+		// before the Store rang the doorbell instead; the loop's first
+		// drain runs them.
+		if r, err := zsock.NewReadable(router); err == nil {
+			rd = r
+			defer rd.Close()
+			b.wake.Store(rd)
+			defer b.wake.Store(nil)
+		}
+	}
 	close(b.ready)
 	if b.cfg.Curve != nil {
 		b.log.Info("broker ready", "endpoints", b.Endpoints(), "curve", true,
@@ -105,7 +119,11 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	} else {
 		b.log.Info("broker ready", "endpoints", b.Endpoints())
 	}
-	err = b.loop(ctx, router, rf, pull, ps, s, zapDone)
+	if rd != nil {
+		err = b.loopReadable(ctx, rf, rd, s, zapDone)
+	} else {
+		err = b.loop(ctx, router, rf, pull, ps, s, zapDone)
+	}
 	if err == nil && zap != nil && zap.Err() != nil {
 		err = fmt.Errorf("zap handler: %w", zap.Err())
 	}
@@ -213,6 +231,43 @@ func (b *Broker) loop(ctx context.Context, router *zmq.Socket, rf *zsock.Frames,
 		case <-zapDone:
 			// Handshakes stall without it: stop, and say why (Run
 			// returns the handler's error).
+			return nil
+		default:
+		}
+	}
+	return nil
+}
+
+// loopReadable is loop for a broker without peering: it waits for the
+// ROUTER in Go's poller (zsock.Readable) and is woken by ring directly,
+// where loop blocks in zmq_poll and is woken through the doorbell's
+// goroutine and inproc socket.
+func (b *Broker) loopReadable(ctx context.Context, rf *zsock.Frames, rd *zsock.Readable, s *state, zapDone <-chan struct{}) error {
+	every := tickEvery(b.cfg)
+	next := time.Now().Add(every)
+	b.drainCommands(s) // queued before Run
+	for ctx.Err() == nil {
+		err := rd.Wait(next)
+		switch {
+		case err == nil:
+			if err := readRouter(rf, s); err != nil {
+				return err
+			}
+			// As in loop: commands queued by those messages' callbacks
+			// run now, not a wait later.
+			b.drainCommands(s)
+		case errors.Is(err, zsock.ErrWoken):
+			b.drainCommands(s)
+		case errors.Is(err, zsock.ErrTimeout):
+		default:
+			return fmt.Errorf("poll: %w", err)
+		}
+		if now := time.Now(); !now.Before(next) {
+			s.tick(now)
+			next = now.Add(every)
+		}
+		select {
+		case <-zapDone:
 			return nil
 		default:
 		}

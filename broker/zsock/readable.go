@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -13,6 +14,9 @@ import (
 // ErrTimeout is returned by Readable.Wait when the deadline passed before
 // the socket had a message.
 var ErrTimeout = errors.New("socket not readable before the deadline")
+
+// ErrWoken is returned by Readable.Wait when Wake was called.
+var ErrWoken = errors.New("woken")
 
 // Readable waits for one socket to have a message to receive, parking the
 // goroutine in Go's network poller rather than in zmq_poll. A zmq_poll
@@ -27,13 +31,31 @@ var ErrTimeout = errors.New("socket not readable before the deadline")
 // pattern zmq_getsockopt(3) prescribes); a signal between the query and
 // the park wakes the park at once.
 //
-// A Readable belongs to the goroutine that owns its socket. Close it
-// before or after the socket (it holds a duplicate of the descriptor,
-// which it never reads).
+// Wake, safe from any goroutine, ends the Wait in progress or the next
+// one: a loop that waits on its socket alone this way needs no Doorbell
+// (no goroutine and inproc socket between a ring and the loop).
+//
+// A Readable belongs to the goroutine that owns its socket (but for
+// Wake). Close it before or after the socket (it holds a duplicate of the
+// descriptor, which it never reads).
 type Readable struct {
-	sock *zmq.Socket
-	f    *os.File
-	rc   syscall.RawConn
+	sock  *zmq.Socket
+	f     *os.File
+	rc    syscall.RawConn
+	woken atomic.Bool
+}
+
+// past is a deadline that has passed: setting it ends a park at once.
+var past = time.Unix(1, 0)
+
+// Wake makes the Wait in progress, or the next one, return ErrWoken.
+// Wakes coalesce. It never blocks; after Close it does nothing.
+func (r *Readable) Wake() {
+	// The flag first: a Wait that sets its own deadline after this
+	// deadline sees the flag; one that set it before parks and meets
+	// this deadline.
+	r.woken.Store(true)
+	_ = r.f.SetReadDeadline(past)
 }
 
 // NewReadable prepares to wait on sock. It fails when the descriptor
@@ -64,9 +86,28 @@ func NewReadable(sock *zmq.Socket) (*Readable, error) {
 }
 
 // Wait returns nil once the socket has a message to receive (a receive
-// with DONTWAIT then gets it), ErrTimeout at deadline, or the error of
-// ZMQ_EVENTS.
+// with DONTWAIT then gets it), ErrWoken after a Wake (before looking at
+// the socket), ErrTimeout at deadline, or the error of ZMQ_EVENTS.
 func (r *Readable) Wait(deadline time.Time) error {
+	for {
+		err := r.wait(deadline)
+		if !errors.Is(err, ErrTimeout) {
+			return err
+		}
+		if r.woken.Swap(false) {
+			return ErrWoken
+		}
+		if !time.Now().Before(deadline) {
+			return ErrTimeout
+		}
+		// The past deadline of a Wake whose flag an earlier Wait took.
+	}
+}
+
+func (r *Readable) wait(deadline time.Time) error {
+	if r.woken.Swap(false) {
+		return ErrWoken
+	}
 	if !time.Now().Before(deadline) {
 		// Read would not even look: ask once.
 		ev, err := r.events()
@@ -77,6 +118,9 @@ func (r *Readable) Wait(deadline time.Time) error {
 	}
 	if err := r.f.SetReadDeadline(deadline); err != nil {
 		return fmt.Errorf("socket descriptor deadline: %w", err)
+	}
+	if r.woken.Swap(false) {
+		return ErrWoken
 	}
 	// Read forgets any signal it saw before it calls f, then parks until
 	// the next one whenever f returns false: ZMQ_EVENTS must be asked in

@@ -3,6 +3,7 @@ package zsock
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,5 +116,57 @@ func TestReadablePingPong(t *testing.T) {
 	}
 	if err := <-echoed; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReadableWake: Wake ends a Wait parked on an idle socket, or the next
+// Wait when none is parked; a woken Wait leaves nothing behind (the next
+// one waits for its deadline); and of many Wakes racing with the waiter,
+// the last is never lost.
+func TestReadableWake(t *testing.T) {
+	_, dealer := pair(t)
+	r, err := NewReadable(dealer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	r.Wake()
+	if err := r.Wait(time.Now().Add(within)); !errors.Is(err, ErrWoken) {
+		t.Fatalf("Wait after Wake: %v, want ErrWoken", err)
+	}
+	start := time.Now()
+	if err := r.Wait(start.Add(30 * time.Millisecond)); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Wait after a consumed Wake: %v, want ErrTimeout", err)
+	}
+	if waited := time.Since(start); waited < 30*time.Millisecond {
+		t.Fatalf("Wait after a consumed Wake returned after %s, before its deadline", waited)
+	}
+
+	woke := make(chan error, 1)
+	go func() { woke <- r.Wait(time.Now().Add(within)) }()
+	time.Sleep(10 * time.Millisecond) // let it park; it must wake either way
+	r.Wake()
+	select {
+	case err := <-woke:
+		if !errors.Is(err, ErrWoken) {
+			t.Fatalf("parked Wait: %v, want ErrWoken", err)
+		}
+	case <-time.After(within):
+		t.Fatalf("a parked Wait did not wake within %s", within)
+	}
+
+	const n = 20000
+	var count atomic.Int64
+	go func() {
+		for range n {
+			count.Add(1)
+			r.Wake()
+		}
+	}()
+	for count.Load() < n {
+		if err := r.Wait(time.Now().Add(within)); err != nil && !errors.Is(err, ErrWoken) {
+			t.Fatalf("after %d of %d wakes: %v (a wake was lost)", count.Load(), n, err)
+		}
 	}
 }

@@ -121,6 +121,7 @@ type Frames struct {
 	more     C.int
 	pend     C.zmq_msg_t
 	pendSize C.size_t
+	lens     []int // Recv's frame sizes, reused
 }
 
 // maxFrames is the number of frames one cgo receive takes; a message with
@@ -196,7 +197,7 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 	}
 	var (
 		chunks [][]byte // the message so far, when it takes more than one call
-		sizes  []int
+		sizes  = fr.lens[:0]
 		total  int
 		f      = C.int(flags) // the first frame's; the others are there already
 	)
@@ -214,6 +215,7 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 		}
 		if fr.more == 0 && chunks == nil {
 			// The usual case: the whole message in one call.
+			fr.lens = sizes
 			return split(fr.buf[:used], sizes), nil
 		}
 		chunks = append(chunks, append([]byte(nil), fr.buf[:used]...))
@@ -234,6 +236,7 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 			break
 		}
 	}
+	fr.lens = sizes
 	return split(joinChunks(chunks, total), sizes), nil
 }
 

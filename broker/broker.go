@@ -38,6 +38,9 @@ type Broker struct {
 	overflow  []command
 	overflows atomic.Uint64
 	bell      *zsock.Doorbell
+	// wake, while Run waits in Go's poller (no peering), is woken in
+	// place of the doorbell.
+	wake atomic.Pointer[zsock.Readable]
 
 	started atomic.Bool
 	ready   chan struct{} // closed once bound
@@ -216,9 +219,16 @@ func (b *Broker) push(cmd command) bool {
 	return true
 }
 
-// ring wakes the loop: the doorbell goroutine turns it into a frame on the
+// ring wakes the loop: directly when it waits in Go's poller, else
+// through the doorbell, whose goroutine turns it into a frame on the
 // inproc socket the loop polls. Rings coalesce.
-func (b *Broker) ring() { b.bell.Ring() }
+func (b *Broker) ring() {
+	if r := b.wake.Load(); r != nil {
+		r.Wake()
+		return
+	}
+	b.bell.Ring()
+}
 
 // drainCommands runs the queued commands on the loop goroutine, without
 // blocking. Under the overflow lock no command can be queued, so the n

@@ -18,10 +18,15 @@
 // the loop and must not block. Reply, Release, Wake and Stats may be called
 // from any goroutine: each queues a command on a bounded channel (spilling
 // to an overflow list when it is full, so that no caller ever blocks, not
-// even a Source callback on the loop) and rings a doorbell
-// (zsock.Doorbell, shared with the client and the worker): rings coalesce
-// into empty frames on an inproc socket the loop polls with the ROUTER;
-// when it is readable the loop drains the frames, then the commands. Timers (heartbeats, expiry) run a few times per heartbeat
+// even a Source callback on the loop) and wakes the loop. Without peering
+// the loop waits for the ROUTER in Go's network poller (zsock.Readable, on
+// the socket's ZMQ_FD) and a ring ends that wait directly; with peering
+// it blocks in zmq_poll on all its sockets and a ring goes through a
+// doorbell (zsock.Doorbell, shared with the client and the worker), whose
+// rings coalesce into empty frames on an inproc socket polled with the
+// others. Either way rings coalesce, and a woken loop drains the
+// commands. Messages are received and sent whole, one cgo call each
+// (zsock.Frames). Timers (heartbeats, expiry) run a few times per heartbeat
 // interval. Every send uses DONTWAIT, so a slow peer never stalls the loop.
 //
 // The protocol logic lives in a socket-free state (state.go, dispatch.go)

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
@@ -9,6 +10,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/broker/curve"
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // recvBatch bounds the messages read from the ROUTER per poll, so that
@@ -76,7 +78,9 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	stopRing := context.AfterFunc(ctx, b.ring)
 	defer stopRing()
 
-	s := newState(b.cfg, b.log, routerSender(router), b.source, b.handlers)
+	// One Frames for the ROUTER, used by the loop for both directions.
+	rf := zsock.NewFrames(router)
+	s := newState(b.cfg, b.log, routerSender(rf), b.source, b.handlers)
 	s.gate = b.gate
 	var ps *peerSockets
 	if b.cfg.Peering != nil {
@@ -86,14 +90,27 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 			return err
 		}
 		s.peering = newPeering(*b.cfg.Peering)
-		s.peering.sendPeer = routerSender(ps.back)
-		s.peering.sendOrigin = routerSender(ps.front)
+		s.peering.sendPeer = routerSender(zsock.NewFrames(ps.back))
+		s.peering.sendOrigin = routerSender(zsock.NewFrames(ps.front))
 		s.peering.publish = func(frames [][]byte) error {
 			_, err := ps.pub.SendMessageDontwait(frames)
 			return err
 		}
 		b.log.Info("peering", "name", b.cfg.Peering.Name, "cloud", b.cfg.Peering.CloudListen,
 			"state", b.cfg.Peering.StateListen, "peers", len(b.cfg.Peering.Peers))
+	}
+	var rd *zsock.Readable
+	if ps == nil {
+		// The ROUTER is the only socket to wait on: wait in Go's poller,
+		// and let ring wake the wait (no doorbell hop). Commands pushed
+		// before the Store rang the doorbell instead; the loop's first
+		// drain runs them.
+		if r, err := zsock.NewReadable(router); err == nil {
+			rd = r
+			defer rd.Close()
+			b.wake.Store(rd)
+			defer b.wake.Store(nil)
+		}
 	}
 	close(b.ready)
 	if b.cfg.Curve != nil {
@@ -102,7 +119,11 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	} else {
 		b.log.Info("broker ready", "endpoints", b.Endpoints())
 	}
-	err = b.loop(ctx, router, pull, ps, s, zapDone)
+	if rd != nil {
+		err = b.loopReadable(ctx, rf, rd, s, zapDone)
+	} else {
+		err = b.loop(ctx, router, rf, pull, ps, s, zapDone)
+	}
 	if err == nil && zap != nil && zap.Err() != nil {
 		err = fmt.Errorf("zap handler: %w", zap.Err())
 	}
@@ -153,7 +174,7 @@ func (b *Broker) bindRouter(zctx *zmq.Context) (*zmq.Socket, error) {
 
 // loop polls the ROUTER and the doorbell until ctx is done, or until the
 // ZAP handler stops serving (zapDone; nil without CURVE).
-func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, ps *peerSockets, s *state, zapDone <-chan struct{}) error {
+func (b *Broker) loop(ctx context.Context, router *zmq.Socket, rf *zsock.Frames, pull *zmq.Socket, ps *peerSockets, s *state, zapDone <-chan struct{}) error {
 	poller := zmq.NewPoller()
 	poller.Add(router, zmq.POLLIN)
 	poller.Add(pull, zmq.POLLIN)
@@ -184,7 +205,7 @@ func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, ps *peerSoc
 		for _, p := range polled {
 			switch p.Socket {
 			case router:
-				if err := readRouter(router, s); err != nil {
+				if err := readRouter(rf, s); err != nil {
 					return err
 				}
 				// A Source or Handler called for those messages may
@@ -217,6 +238,43 @@ func (b *Broker) loop(ctx context.Context, router, pull *zmq.Socket, ps *peerSoc
 	return nil
 }
 
+// loopReadable is loop for a broker without peering: it waits for the
+// ROUTER in Go's poller (zsock.Readable) and is woken by ring directly,
+// where loop blocks in zmq_poll and is woken through the doorbell's
+// goroutine and inproc socket.
+func (b *Broker) loopReadable(ctx context.Context, rf *zsock.Frames, rd *zsock.Readable, s *state, zapDone <-chan struct{}) error {
+	every := tickEvery(b.cfg)
+	next := time.Now().Add(every)
+	b.drainCommands(s) // queued before Run
+	for ctx.Err() == nil {
+		err := rd.Wait(next)
+		switch {
+		case err == nil:
+			if err := readRouter(rf, s); err != nil {
+				return err
+			}
+			// As in loop: commands queued by those messages' callbacks
+			// run now, not a wait later.
+			b.drainCommands(s)
+		case errors.Is(err, zsock.ErrWoken):
+			b.drainCommands(s)
+		case errors.Is(err, zsock.ErrTimeout):
+		default:
+			return fmt.Errorf("poll: %w", err)
+		}
+		if now := time.Now(); !now.Before(next) {
+			s.tick(now)
+			next = now.Add(every)
+		}
+		select {
+		case <-zapDone:
+			return nil
+		default:
+		}
+	}
+	return nil
+}
+
 // AuthStats returns the counters of the broker's ZAP handler: CURVE
 // handshakes allowed and denied. Zero without CURVE.
 func (b *Broker) AuthStats() curve.ZAPStats {
@@ -233,10 +291,11 @@ func tickEvery(cfg Config) time.Duration {
 	return max(d, time.Millisecond)
 }
 
-// readRouter handles up to recvBatch waiting messages.
-func readRouter(router *zmq.Socket, s *state) error {
+// readRouter handles up to recvBatch waiting messages, each received
+// whole in one cgo call (zsock.Frames).
+func readRouter(router *zsock.Frames, s *state) error {
 	for range recvBatch {
-		frames, err := router.RecvMessageBytes(zmq.DONTWAIT)
+		frames, err := router.Recv(zmq.DONTWAIT)
 		if err != nil {
 			if isAgain(err) {
 				return nil
@@ -250,29 +309,21 @@ func readRouter(router *zmq.Socket, s *state) error {
 
 func isAgain(err error) bool { return zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) }
 
-// routerSender sends on the ROUTER without ever blocking, and translates
-// the errnos of ZMQ_ROUTER_MANDATORY into the package's errors.
-func routerSender(router *zmq.Socket) sendFunc {
+// routerSender sends on a ROUTER without ever blocking, a message in one
+// cgo call (zsock.Frames), and translates the errnos of
+// ZMQ_ROUTER_MANDATORY into the package's errors.
+func routerSender(router *zsock.Frames) sendFunc {
 	return func(to string, frames [][]byte) error {
-		flags := zmq.SNDMORE | zmq.DONTWAIT
-		if len(frames) == 0 {
-			flags = zmq.DONTWAIT
-		}
-		if _, err := router.Send(to, flags); err != nil {
+		i, err := router.SendTo(to, frames, zmq.DONTWAIT)
+		switch {
+		case err == nil:
+			return nil
+		case i == 0:
 			return sendError(err)
 		}
-		for i, f := range frames {
-			flags := zmq.DONTWAIT
-			if i < len(frames)-1 {
-				flags |= zmq.SNDMORE
-			}
-			if _, err := router.SendBytes(f, flags); err != nil {
-				// ROUTER checks the peer on the identity frame; this is not
-				// expected once that frame is accepted.
-				return fmt.Errorf("send frame %d: %w", i+1, err)
-			}
-		}
-		return nil
+		// ROUTER checks the peer on the identity frame; this is not
+		// expected once that frame is accepted.
+		return fmt.Errorf("send frame %d: %w", i, err)
 	}
 }
 

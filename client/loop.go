@@ -12,6 +12,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/broker/zsock"
 	"github.com/titanicmq/titanic/titanic/ha/probe"
 )
 
@@ -22,6 +23,10 @@ type conn struct {
 	curve *CurveClient
 	eps   []string
 	socks []*zmq.Socket
+	// ready[i] waits for socks[i] in Go's poller (nil: zmq_poll does);
+	// frames[i] sends and receives its messages in one cgo call each.
+	ready  []*zsock.Readable
+	frames []*zsock.Frames
 	// active is the index in eps of the broker calls go to; -1: not known,
 	// ask them all first (find). With one endpoint it is always 0.
 	active int
@@ -33,7 +38,7 @@ type conn struct {
 }
 
 func newConn(zctx *zmq.Context, curve *CurveClient, eps []string) *conn {
-	cn := &conn{zctx: zctx, curve: curve, eps: eps, socks: make([]*zmq.Socket, len(eps)), active: -1, last: -1}
+	cn := &conn{zctx: zctx, curve: curve, eps: eps, socks: make([]*zmq.Socket, len(eps)), ready: make([]*zsock.Readable, len(eps)), frames: make([]*zsock.Frames, len(eps)), active: -1, last: -1}
 	if len(eps) == 1 {
 		cn.active = 0
 	}
@@ -48,6 +53,11 @@ func (cn *conn) forget() {
 }
 
 func (cn *conn) drop(i int) {
+	if r := cn.ready[i]; r != nil {
+		_ = r.Close()
+		cn.ready[i] = nil
+	}
+	cn.frames[i] = nil
 	if s := cn.socks[i]; s != nil {
 		_ = s.SetLinger(0)
 		_ = s.Close()
@@ -83,6 +93,10 @@ func (cn *conn) sock(i int) (*zmq.Socket, error) {
 		return nil, fmt.Errorf("connect %s: %w", endpoint, err)
 	}
 	cn.socks[i] = s
+	// Without it (a descriptor Go cannot watch) await falls back to
+	// zmq_poll: slower, the same answers.
+	cn.ready[i], _ = zsock.NewReadable(s)
+	cn.frames[i] = zsock.NewFrames(s)
 	return s, nil
 }
 
@@ -286,10 +300,10 @@ func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, quit <-chan s
 	}
 	// A connecting DEALER queues the message (ZMQ_IMMEDIATE is off), so a
 	// failed send means a full pipe: treat it as an unanswered try.
-	if _, err := s.SendMessageDontwait(msg); err != nil {
+	if _, err := cn.frames[i].Send(msg, zmq.DONTWAIT); err != nil {
 		return nil, fmt.Errorf("%w: send: %w", errTimeout, err)
 	}
-	return c.await(s, cl, quit)
+	return c.await(s, cn.frames[i], cn.ready[i], cl, quit)
 }
 
 // find asks every broker at once which one serves (package probe: an
@@ -451,11 +465,15 @@ func notActive(frames [][]byte) bool {
 
 var errTimeout = errors.New("timeout")
 
-// await waits on s for the answer to the request just sent.
-func (c *Client) await(s *zmq.Socket, cl *call, quit <-chan struct{}) ([][]byte, error) {
+// await waits on s for the answer to the request just sent, parked in
+// Go's poller with ready (see zsock.Readable), or in zmq_poll without.
+func (c *Client) await(s *zmq.Socket, fr *zsock.Frames, ready *zsock.Readable, cl *call, quit <-chan struct{}) ([][]byte, error) {
 	deadline := time.Now().Add(c.cfg.Timeout)
-	poller := zmq.NewPoller()
-	poller.Add(s, zmq.POLLIN)
+	var poller *zmq.Poller
+	if ready == nil {
+		poller = zmq.NewPoller()
+		poller.Add(s, zmq.POLLIN)
+	}
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -468,17 +486,27 @@ func (c *Client) await(s *zmq.Socket, cl *call, quit <-chan struct{}) ([][]byte,
 			return nil, ErrClosed
 		default:
 		}
-		polled, err := poller.Poll(min(left, pollSlice))
-		if err != nil {
-			if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
+		if ready != nil {
+			err := ready.Wait(time.Now().Add(min(left, pollSlice)))
+			if errors.Is(err, zsock.ErrTimeout) {
 				continue
 			}
-			return nil, fmt.Errorf("poll: %w", err)
+			if err != nil {
+				return nil, fmt.Errorf("poll: %w", err)
+			}
+		} else {
+			polled, err := poller.Poll(min(left, pollSlice))
+			if err != nil {
+				if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
+					continue
+				}
+				return nil, fmt.Errorf("poll: %w", err)
+			}
+			if len(polled) == 0 {
+				continue
+			}
 		}
-		if len(polled) == 0 {
-			continue
-		}
-		frames, err := s.RecvMessageBytes(0)
+		frames, err := fr.Recv(zmq.DONTWAIT)
 		if err != nil {
 			return nil, fmt.Errorf("receive: %w", err)
 		}

@@ -252,14 +252,18 @@ func status(rep [][]byte, ticket string, rejectOn400 bool) error {
 	// 9/TSP allows "NNN text" in the status frame; titanic sends the bare
 	// code and puts its text in a second frame.
 	code, text, _ := strings.Cut(string(rep[0]), " ")
-	if len(rep) > 1 {
-		text = string(rep[1])
-	}
 	switch code {
 	case "200":
 		return nil
 	case "300":
 		return ErrPending
+	}
+	// The text only for the answers that use it: a submit's second frame
+	// is its ticket.
+	if len(rep) > 1 {
+		text = string(rep[1])
+	}
+	switch code {
 	case "400":
 		if rejectOn400 {
 			return fmt.Errorf("%w: %s", ErrRejected, text)

@@ -230,7 +230,9 @@ func ParseReply(frames [][]byte, service string) ([][]byte, error) {
 
 // ClientRequest encodes a client REQUEST as a DEALER sends it.
 func ClientRequest(service string, body ...[]byte) [][]byte {
-	return append([][]byte{{}, []byte(ClientHeader), []byte(service)}, body...)
+	out := make([][]byte, 0, 3+len(body))
+	out = append(out, []byte{}, []byte(ClientHeader), []byte(service))
+	return append(out, body...)
 }
 
 // ClientReply encodes the broker's reply to a client, without identity.
@@ -241,7 +243,9 @@ func ClientReply(service string, body ...[]byte) [][]byte {
 // WorkerCommand encodes a worker command without a client envelope
 // (READY with the service as arg, HEARTBEAT, DISCONNECT).
 func WorkerCommand(cmd Command, args ...[]byte) [][]byte {
-	return append([][]byte{{}, []byte(WorkerHeader), {byte(cmd)}}, args...)
+	out := make([][]byte, 0, 3+len(args))
+	out = append(out, []byte{}, []byte(WorkerHeader), []byte{byte(cmd)})
+	return append(out, args...)
 }
 
 // WorkerEnvelope encodes a REQUEST, REPLY or FAIL: a command carrying a

@@ -412,6 +412,7 @@ func (s *timedStore) ApplyAsync(ops []store.Op, done func(store.Done)) {
 type counts struct {
 	commits, lookups uint64
 	apply            time.Duration
+	cpu              time.Duration // processCPU
 }
 
 func (n *node) counts(b *testing.B) counts {
@@ -419,7 +420,7 @@ func (n *node) counts(b *testing.B) counts {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return counts{commits: st.Commits, lookups: n.svc.Stats().Lookups, apply: n.timed.busyTime()}
+	return counts{commits: st.Commits, lookups: n.svc.Stats().Lookups, apply: n.timed.busyTime(), cpu: processCPU()}
 }
 
 // ---------------------------------------------------------------------------
@@ -488,6 +489,10 @@ func report(b *testing.B, what string, lats []time.Duration, elapsed time.Durati
 	b.ReportMetric(commits*fsyncsPerCommit, "fsyncs/"+what)
 	b.ReportMetric(rate/rawFsyncRate(b), "x-fsync")
 	b.ReportMetric(float64(after.apply-before.apply)/float64(elapsed), "commit-busy")
+	if cpu := after.cpu - before.cpu; cpu > 0 {
+		// Everything in the process: broker, clients, workers, libzmq.
+		b.ReportMetric(float64(cpu)/float64(time.Microsecond)/ops, "cpu-us/op")
+	}
 }
 
 func body() [][]byte { return [][]byte{make([]byte, bodySize)} }

@@ -58,6 +58,10 @@
 //     submit until the last reply is durable: jobs/s, submits/s, commits
 //     per job, x-fsync.
 //
+// BenchmarkSubmit, BenchmarkSubmitPipelined and BenchmarkRoundTrip also
+// report cpu-us/op: the CPU time of the whole test process (getrusage:
+// broker, load, bbolt and libzmq's I/O threads) per operation.
+//
 // The clients, workers and broker share the machine, as they would on a
 // single-node deployment with local load: a 2-core machine measures all of
 // them together.

@@ -1,0 +1,339 @@
+package zsock
+
+/*
+#cgo !windows pkg-config: libzmq
+#include <zmq.h>
+#include <string.h>
+#include <errno.h>
+
+// zs_recv receives the frames of one message into buf, at most nsizes of
+// them, in one call from Go: pebbe/zmq4 makes six calls per frame. It
+// returns the number of frames taken, each frame's size in sizes; *more
+// is set when frames of the message remain. A frame that does not fit in
+// what is left of buf is left in *pending (open; *more set, its size in
+// *pendsize) for zs_take. -1 and errno: a frame could not be received (EAGAIN when
+// flags has ZMQ_DONTWAIT and no message waits).
+static int zs_recv(void *sock, int flags, char *buf, size_t cap, size_t *sizes, int nsizes, int *more, zmq_msg_t *pending, size_t *pendsize) {
+	size_t used = 0;
+	int n = 0;
+	*more = 0;
+	*pendsize = 0;
+	while (n < nsizes) {
+		zmq_msg_t msg;
+		zmq_msg_init(&msg);
+		int rc;
+		do {
+			rc = zmq_msg_recv(&msg, sock, n == 0 ? flags : 0);
+		} while (rc < 0 && errno == EINTR); // as pebbe/zmq4 does by default
+		if (rc < 0) {
+			int e = errno;
+			zmq_msg_close(&msg);
+			errno = e;
+			return -1;
+		}
+		size_t sz = zmq_msg_size(&msg);
+		int m = zmq_msg_more(&msg);
+		if (sz > cap - used) {
+			memcpy(pending, &msg, sizeof msg);
+			*pendsize = sz;
+			*more = 1;
+			return n;
+		}
+		if (sz > 0) {
+			memcpy(buf + used, zmq_msg_data(&msg), sz);
+		}
+		zmq_msg_close(&msg);
+		used += sz;
+		sizes[n++] = sz;
+		if (!m) {
+			return n;
+		}
+	}
+	*more = 1;
+	return n;
+}
+
+// zs_take copies the frame zs_recv left pending into dst (its size) and
+// closes it; it returns whether more frames follow it.
+static int zs_take(zmq_msg_t *pending, char *dst) {
+	size_t sz = zmq_msg_size(pending);
+	if (sz > 0) {
+		memcpy(dst, zmq_msg_data(pending), sz);
+	}
+	int m = zmq_msg_more(pending);
+	zmq_msg_close(pending);
+	return m;
+}
+
+// zs_send sends n frames laid end to end in buf (sizes in sizes) as one
+// message, each with flags (ZMQ_SNDMORE added but to the last). It
+// returns -1 when every frame went, else the index of the frame that
+// failed, with errno.
+static int zs_send(void *sock, int flags, const char *buf, const size_t *sizes, int n) {
+	size_t off = 0;
+	for (int i = 0; i < n; i++) {
+		int f = flags | (i < n - 1 ? ZMQ_SNDMORE : 0);
+		int rc;
+		do {
+			rc = zmq_send(sock, buf + off, sizes[i], f);
+		} while (rc < 0 && errno == EINTR); // as pebbe/zmq4 does by default
+		if (rc < 0) {
+			return i;
+		}
+		off += sizes[i];
+	}
+	return -1;
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"reflect"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// Frames receives and sends whole messages on one socket with one cgo
+// call each, where pebbe/zmq4 makes one per frame to send and six per
+// frame to receive (init, receive, data, copy, close, ZMQ_RCVMORE). A
+// received message is copied into one allocation that its frames share
+// (each frame's capacity ends where it does, so appending to one never
+// writes over the next).
+//
+// It needs the libzmq socket inside a *zmq.Socket, which pebbe/zmq4 does
+// not export: it reads it where pebbe/zmq4 v1.4 keeps it, and only after
+// checking at start-up, by reflection, that the struct still has that
+// shape. When it has not (another version), or the socket is closed,
+// Frames calls pebbe/zmq4's methods: the same results, more calls.
+//
+// Frames belongs to the goroutine that owns its socket.
+type Frames struct {
+	sock  *zmq.Socket
+	raw   bool // the layout check passed
+	buf   []byte
+	sizes [maxFrames]C.size_t
+	// zs_recv's results, here rather than on the stack: a pointer passed
+	// to C makes its variable escape.
+	more     C.int
+	pend     C.zmq_msg_t
+	pendSize C.size_t
+	lens     []int // Recv's frame sizes, reused
+}
+
+// maxFrames is the number of frames one cgo receive takes; a message with
+// more takes more calls.
+const maxFrames = 64
+
+// scratchSize is the buffer a message is received into before it is
+// copied out to the caller's allocation: larger frames take two more
+// calls of their own.
+const scratchSize = 64 << 10
+
+// socketLayout is pebbe/zmq4's Socket as this file reads it.
+type socketLayout struct {
+	soc    unsafe.Pointer
+	ctx    unsafe.Pointer
+	opened bool
+}
+
+var layoutOK = sync.OnceValue(func() bool {
+	t := reflect.TypeFor[zmq.Socket]()
+	want := reflect.TypeFor[socketLayout]()
+	if t.NumField() < want.NumField() {
+		return false
+	}
+	for i := range want.NumField() {
+		f, w := t.Field(i), want.Field(i)
+		if f.Name != w.Name || f.Offset != w.Offset || f.Type.Size() != w.Type.Size() || f.Type.Kind() != w.Type.Kind() && !(w.Name == "ctx" && f.Type.Kind() == reflect.Pointer) {
+			return false
+		}
+	}
+	return true
+})
+
+// NewFrames returns a Frames for sock.
+func NewFrames(sock *zmq.Socket) *Frames {
+	return &Frames{sock: sock, raw: layoutOK()}
+}
+
+// handle returns the libzmq socket, or nil when Frames must fall back.
+func (fr *Frames) handle() unsafe.Pointer {
+	if !fr.raw {
+		return nil
+	}
+	l := (*socketLayout)(unsafe.Pointer(fr.sock))
+	if !l.opened || l.soc == nil {
+		return nil
+	}
+	return l.soc
+}
+
+// errno turns the error of a cgo call into what pebbe/zmq4 returns.
+func errno(err error) error {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return zmq.Errno(e)
+	}
+	if err == nil {
+		return zmq.Errno(syscall.EINVAL)
+	}
+	return err
+}
+
+// Recv receives one message, as (*zmq.Socket).RecvMessageBytes(flags)
+// does: the same frames, the same errors (EAGAIN with zmq.DONTWAIT when
+// none waits).
+func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
+	h := fr.handle()
+	if h == nil {
+		return fr.sock.RecvMessageBytes(flags)
+	}
+	if fr.buf == nil {
+		fr.buf = make([]byte, scratchSize)
+	}
+	var (
+		chunks [][]byte // the message so far, when it takes more than one call
+		sizes  = fr.lens[:0]
+		total  int
+		f      = C.int(flags) // the first frame's; the others are there already
+	)
+	for {
+		n, err := C.zs_recv(h, f, (*C.char)(unsafe.Pointer(&fr.buf[0])), C.size_t(len(fr.buf)),
+			&fr.sizes[0], maxFrames, &fr.more, &fr.pend, &fr.pendSize)
+		if n < 0 {
+			return nil, errno(err)
+		}
+		f = 0
+		used := 0
+		for _, sz := range fr.sizes[:n] {
+			sizes = append(sizes, int(sz))
+			used += int(sz)
+		}
+		if fr.more == 0 && chunks == nil {
+			// The usual case: the whole message in one call.
+			fr.lens = sizes
+			return split(fr.buf[:used], sizes), nil
+		}
+		chunks = append(chunks, append([]byte(nil), fr.buf[:used]...))
+		total += used
+		if fr.pendSize > 0 {
+			// A frame larger than the buffer: straight into its own.
+			big := make([]byte, int(fr.pendSize))
+			more := C.zs_take(&fr.pend, (*C.char)(unsafe.Pointer(&big[0])))
+			chunks = append(chunks, big)
+			sizes = append(sizes, len(big))
+			total += len(big)
+			if more == 0 {
+				break
+			}
+			continue
+		}
+		if fr.more == 0 {
+			break
+		}
+	}
+	fr.lens = sizes
+	return split(joinChunks(chunks, total), sizes), nil
+}
+
+func joinChunks(chunks [][]byte, total int) []byte {
+	all := make([]byte, 0, total)
+	for _, c := range chunks {
+		all = append(all, c...)
+	}
+	return all
+}
+
+// split copies data into one new allocation and cuts it into frames of
+// the given sizes. An empty frame is a non-nil empty slice, as pebbe/zmq4
+// returns it.
+func split(data []byte, sizes []int) [][]byte {
+	own := make([]byte, len(data))
+	copy(own, data)
+	frames := make([][]byte, len(sizes))
+	off := 0
+	for i, sz := range sizes {
+		frames[i] = own[off : off+sz : off+sz]
+		off += sz
+	}
+	return frames
+}
+
+// Send sends frames as one message with flags on each frame (zmq.SNDMORE
+// is added to all but the last). It returns -1 and nil when every frame
+// went, else the index of the frame that failed and its error, which is
+// what (*zmq.Socket).SendBytes returns for it; the frames before it went.
+func (fr *Frames) Send(frames [][]byte, flags zmq.Flag) (int, error) {
+	return fr.send("", false, frames, flags)
+}
+
+// SendTo sends to, then frames, as one message: a ROUTER's routing id
+// first. Its results are those of Send, to being frame 0.
+func (fr *Frames) SendTo(to string, frames [][]byte, flags zmq.Flag) (int, error) {
+	return fr.send(to, true, frames, flags)
+}
+
+func (fr *Frames) send(head string, withHead bool, frames [][]byte, flags zmq.Flag) (int, error) {
+	h := fr.handle()
+	n := len(frames)
+	if withHead {
+		n++
+	}
+	if h == nil || n > maxFrames {
+		return fr.sendEach(head, withHead, frames, flags)
+	}
+	total := len(head)
+	for _, f := range frames {
+		total += len(f)
+	}
+	if total > scratchSize {
+		return fr.sendEach(head, withHead, frames, flags)
+	}
+	if fr.buf == nil {
+		fr.buf = make([]byte, scratchSize)
+	}
+	off, k := 0, 0
+	if withHead {
+		off = copy(fr.buf, head)
+		fr.sizes[0] = C.size_t(len(head))
+		k = 1
+	}
+	for _, f := range frames {
+		fr.sizes[k] = C.size_t(len(f))
+		off += copy(fr.buf[off:], f)
+		k++
+	}
+	i, err := C.zs_send(h, C.int(flags), (*C.char)(unsafe.Pointer(&fr.buf[0])), &fr.sizes[0], C.int(n))
+	if i < 0 {
+		return -1, nil
+	}
+	return int(i), errno(err)
+}
+
+func (fr *Frames) sendEach(head string, withHead bool, frames [][]byte, flags zmq.Flag) (int, error) {
+	k := 0
+	if withHead {
+		fl := flags
+		if len(frames) > 0 {
+			fl |= zmq.SNDMORE
+		}
+		if _, err := fr.sock.Send(head, fl); err != nil {
+			return 0, err
+		}
+		k = 1
+	}
+	for i, f := range frames {
+		fl := flags
+		if i < len(frames)-1 {
+			fl |= zmq.SNDMORE
+		}
+		if _, err := fr.sock.SendBytes(f, fl); err != nil {
+			return k + i, err
+		}
+	}
+	return -1, nil
+}

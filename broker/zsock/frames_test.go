@@ -1,0 +1,124 @@
+package zsock
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// TestFramesLayout: the pebbe/zmq4 in go.mod has the shape Frames reads,
+// so the tests below exercise the one-call path, not the fallback.
+func TestFramesLayout(t *testing.T) {
+	if !layoutOK() {
+		t.Fatal("pebbe/zmq4's Socket no longer has the layout Frames reads: every call falls back to one cgo call per frame")
+	}
+}
+
+// recvWithin receives one message with fr, waiting up to within.
+func recvWithin(t *testing.T, s *zmq.Socket, fr *Frames) [][]byte {
+	t.Helper()
+	r, err := NewReadable(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Wait(time.Now().Add(within)); err != nil {
+		t.Fatalf("no message within %s: %v", within, err)
+	}
+	msg, err := fr.Recv(zmq.DONTWAIT)
+	if err != nil {
+		t.Fatalf("receive: %v", err)
+	}
+	return msg
+}
+
+// TestFramesRoundTrip: messages of every shape (empty frames, more frames
+// than one call takes, frames larger than the scratch buffer, anywhere in
+// the message) arrive as pebbe/zmq4 receives them, both ways.
+func TestFramesRoundTrip(t *testing.T) {
+	for _, raw := range []bool{true, false} {
+		t.Run(fmt.Sprintf("raw=%v", raw), func(t *testing.T) { testFramesRoundTrip(t, raw) })
+	}
+}
+
+// testFramesRoundTrip runs with the one-call path (raw) or pebbe/zmq4's
+// methods (the fallback).
+func testFramesRoundTrip(t *testing.T, raw bool) {
+	router, dealer := pair(t)
+	rf, df := NewFrames(router), NewFrames(dealer)
+	rf.raw, df.raw = raw, raw
+	big := bytes.Repeat([]byte("b"), scratchSize+1000)
+	many := make([][]byte, 150)
+	for i := range many {
+		many[i] = fmt.Appendf(nil, "frame %d", i)
+	}
+	cases := map[string][][]byte{
+		"one":          {[]byte("x")},
+		"empty frames": {{}, []byte("MDPC01"), {}, []byte("body")},
+		"many frames":  many,
+		"big first":    {big, []byte("after")},
+		"big middle":   {[]byte("before"), big, []byte("after")},
+		"big last":     {[]byte("before"), big},
+		"big alone":    {big},
+		"two big":      {big, {}, big},
+		"fill exactly": {bytes.Repeat([]byte("f"), scratchSize-10), bytes.Repeat([]byte("g"), 10), []byte("h")},
+	}
+	for name, msg := range cases {
+		t.Run(name, func(t *testing.T) {
+			if i, err := df.Send(msg, zmq.DONTWAIT); err != nil {
+				t.Fatalf("dealer send: frame %d: %v", i, err)
+			}
+			got := recvWithin(t, router, rf)
+			if len(got) != len(msg)+1 {
+				t.Fatalf("router got %d frames, want %d (routing id and %d)", len(got), len(msg)+1, len(msg))
+			}
+			if !slices.EqualFunc(got[1:], msg, bytes.Equal) {
+				t.Fatalf("router got other frames than were sent")
+			}
+			// Back, with the routing id as SendTo's head.
+			if i, err := rf.SendTo(string(got[0]), got[1:], zmq.DONTWAIT); err != nil {
+				t.Fatalf("router send: frame %d: %v", i, err)
+			}
+			back := recvWithin(t, dealer, df)
+			if !slices.EqualFunc(back, msg, bytes.Equal) {
+				t.Fatalf("dealer got other frames than were sent back")
+			}
+			for i, f := range back {
+				if f == nil {
+					t.Fatalf("frame %d is nil; pebbe/zmq4 returns empty frames as non-nil", i)
+				}
+			}
+			// Frames share one allocation: appending to one must not
+			// write over the next.
+			if len(back) > 1 {
+				next := slices.Clone(back[1])
+				_ = append(back[0], 'Z')
+				if !bytes.Equal(back[1], next) {
+					t.Fatal("appending to frame 0 changed frame 1")
+				}
+			}
+		})
+	}
+}
+
+// TestFramesErrors: the errors are pebbe/zmq4's: EAGAIN without a message,
+// EHOSTUNREACH at frame 0 for an unknown peer of a mandatory ROUTER.
+func TestFramesErrors(t *testing.T) {
+	router, _ := pair(t)
+	if err := router.SetRouterMandatory(1); err != nil {
+		t.Fatal(err)
+	}
+	fr := NewFrames(router)
+	if _, err := fr.Recv(zmq.DONTWAIT); zmq.AsErrno(err) != zmq.Errno(syscall.EAGAIN) {
+		t.Fatalf("receive with nothing waiting: %v, want EAGAIN", err)
+	}
+	i, err := fr.SendTo("nobody", [][]byte{[]byte("x")}, zmq.DONTWAIT)
+	if zmq.AsErrno(err) != zmq.Errno(syscall.EHOSTUNREACH) || i != 0 {
+		t.Fatalf("send to an unknown peer: frame %d, %v; want frame 0, EHOSTUNREACH", i, err)
+	}
+}

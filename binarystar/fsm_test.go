@@ -369,3 +369,29 @@ func FuzzParseState(f *testing.F) {
 		}
 	})
 }
+
+// A state message of a newer pair protocol is told apart from garbage, so
+// that the log names the peer's newer release; this build never parses it
+// as a state.
+func TestNewerWire(t *testing.T) {
+	for _, tc := range []struct {
+		frame string
+		v     int
+		newer bool
+	}{
+		{"BSTAR2 3", 2, true},
+		{"BSTAR12 anything", 12, true},
+		{"BSTAR1 3", 1, false},
+		{"BSTAR0 3", 0, false},
+		{"BSTAR 3", 0, false},
+		{"BSTAR2", 0, false},
+		{"BSTARx 3", 0, false},
+		{"bstar2 3", 0, false},
+		{"", 0, false},
+	} {
+		v, newer := newerWire([]byte(tc.frame))
+		if newer != tc.newer || newer && v != tc.v {
+			t.Errorf("newerWire(%q) = %d, %v; want %d, %v", tc.frame, v, newer, tc.v, tc.newer)
+		}
+	}
+}

@@ -442,6 +442,15 @@ func (n *Node) readPeer(zctx *zmq.Context, stop <-chan struct{}, started, fail c
 			frames++
 		}
 		s, ok := parseState(frame)
+		if v, newer := newerWire(frame); !ok && newer {
+			n.malformed.Add(1)
+			if now := time.Now(); now.Sub(lastWarn) >= 10*time.Second {
+				lastWarn = now
+				n.log.Error(fmt.Sprintf("the peer runs a newer pair protocol %d; this node understands up to %d: upgrade it", v, WireVersion),
+					"dropped_total", n.malformed.Load())
+			}
+			continue
+		}
 		if !ok || frames != 1 {
 			n.malformed.Add(1)
 			// A misconfigured publisher would flood the log at its own

@@ -7,6 +7,31 @@ import "bytes"
 // this one) instead of being misread as a state.
 const wirePrefix = "BSTAR1 "
 
+// WireVersion is the pair state link's protocol version, the digit of
+// wirePrefix (`titanic version` prints it).
+const WireVersion = 1
+
+// newerWire reports the version of a state message of a newer protocol
+// ("BSTAR<n> ...", n > WireVersion), so that a peer that runs a newer
+// release is named as such instead of being dropped as garbage.
+func newerWire(frame []byte) (int, bool) {
+	rest, ok := bytes.CutPrefix(frame, []byte("BSTAR"))
+	if !ok {
+		return 0, false
+	}
+	n := 0
+	for i, c := range rest {
+		if c == ' ' && i > 0 {
+			return n, n > WireVersion
+		}
+		if c < '0' || c > '9' || n > 1000 {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return 0, false
+}
+
 // maxWireSize bounds what the SUB socket accepts; a state message is 8
 // bytes, and anything much larger is not ours.
 const maxWireSize = 64

@@ -383,7 +383,7 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peer
 	if ps.sub, err = mk(zmq.SUB); err != nil {
 		return nil, err
 	}
-	if err := ps.sub.SetSubscribe(peerHeader); err != nil {
+	if err := ps.sub.SetSubscribe(peerFamily); err != nil {
 		return nil, fmt.Errorf("peering subscribe: %w", err)
 	}
 	for _, p := range pc.Peers {

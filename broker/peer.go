@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +41,42 @@ import (
 // served by local workers only, never forwarded again: loops cannot form.
 
 const peerHeader = "TPEER01"
+
+// PeerProtocol is the peering protocol's version, the digits of peerHeader
+// (`titanic version` prints it). A newer broker keeps speaking this one to
+// peers that do not announce its version.
+const PeerProtocol = 1
+
+// peerFamily is what every version's header starts with: the state
+// subscription takes them all, so that a peer of a newer protocol is named
+// as such instead of looking silent.
+const peerFamily = "TPEER"
+
+// newerPeer reports the version of a peering header newer than this
+// build's ("TPEER<nn>", nn > PeerProtocol).
+func newerPeer(header []byte) (int, bool) {
+	rest, ok := bytes.CutPrefix(header, []byte(peerFamily))
+	if !ok || len(rest) != 2 || rest[0] < '0' || rest[0] > '9' || rest[1] < '0' || rest[1] > '9' {
+		return 0, false
+	}
+	v := int(rest[0]-'0')*10 + int(rest[1]-'0')
+	return v, v > PeerProtocol
+}
+
+// noteNewerPeer logs, at most every 10 seconds, that a peer speaks a newer
+// peering protocol: its messages are dropped, so it looks dead here.
+func (s *state) noteNewerPeer(now time.Time, header []byte, who string) bool {
+	v, newer := newerPeer(header)
+	if !newer || s.peering == nil {
+		return false
+	}
+	s.c.Malformed++
+	if now.Sub(s.peering.newerWarned) >= 10*time.Second {
+		s.peering.newerWarned = now
+		s.log.Error(fmt.Sprintf("peer %s runs a newer peering protocol %d; this broker understands up to %d: upgrade it", who, v, PeerProtocol))
+	}
+	return true
+}
 
 // Peer is another cluster's broker.
 type Peer struct {
@@ -118,8 +155,10 @@ type peering struct {
 	sendOrigin sendFunc // cloud frontend: to an origin by name
 	publish    func(frames [][]byte) error
 	lastAdvert map[string]int
-	advertAt   time.Time
-	run        string // this process, in the state it publishes
+	// newerWarned is when a peer of a newer protocol was last logged.
+	newerWarned time.Time
+	advertAt    time.Time
+	run         string // this process, in the state it publishes
 }
 
 func newPeering(cfg PeeringConfig) *peering {
@@ -133,6 +172,9 @@ func newPeering(cfg PeeringConfig) *peering {
 
 // peerStateMsg handles a state message from a peer's publisher.
 func (s *state) peerStateMsg(now time.Time, frames [][]byte) {
+	if len(frames) >= 3 && s.noteNewerPeer(now, frames[0], string(frames[2])) {
+		return
+	}
 	if s.peering == nil || len(frames) < 3 || string(frames[0]) != peerHeader || string(frames[1]) != "STATE" {
 		s.c.Malformed++
 		return
@@ -299,6 +341,9 @@ func (s *state) peerAnswer(now time.Time, from string, frames [][]byte) {
 func (s *state) cloudRequest(now time.Time, origin string, frames [][]byte) {
 	if len(frames) == 3 && len(frames[0]) == 0 && string(frames[1]) == peerHeader && string(frames[2]) == "PING" {
 		return // a reachability probe
+	}
+	if len(frames) >= 2 && s.noteNewerPeer(now, frames[1], origin) {
+		return
 	}
 	if s.peering == nil || len(frames) < 6 || len(frames[0]) != 0 || string(frames[1]) != peerHeader ||
 		string(frames[2]) != "REQUEST" || len(frames[4]) == 0 || len(frames[4]) > 255 {

@@ -50,8 +50,15 @@ var (
 )
 
 // formatVersion is the layout version written in the meta bucket. Open
-// refuses any other value.
+// refuses any other value: an older one is not a titanic store, a newer
+// one was written by a newer titanic (ErrUnsupported).
 const formatVersion uint32 = 1
+
+// FormatVersion is the data file layout this build writes and reads
+// (`titanic version` prints it). Buckets added without a new layout (the
+// epoch history, the solo journal) are ignored by builds that predate
+// them, so it moves only when an older build would misread the file.
+const FormatVersion = formatVersion
 
 // Defaults for Options.
 const (
@@ -351,7 +358,9 @@ func checkLayout(tx *bolt.Tx, fileSize int64) error {
 	if len(v) != 4 {
 		return fmt.Errorf("%w: no format version: not a titanic store", ErrCorrupt)
 	}
-	if got := binary.BigEndian.Uint32(v); got != formatVersion {
+	if got := binary.BigEndian.Uint32(v); got > formatVersion {
+		return fmt.Errorf("%w: data format %d, this build reads up to %d: run a newer titanic on it", ErrUnsupported, got, formatVersion)
+	} else if got != formatVersion {
 		return fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, got, formatVersion)
 	}
 	if len(meta.Get(seqKey)) != 8 {

@@ -22,6 +22,12 @@ const (
 	opsRecordV2 = 2
 )
 
+// OpsRecordVersion is the newest ops record (a replicated batch) this build
+// reads and may write (`titanic version` prints it). A batch is written in
+// the oldest version that holds its ops, so a cluster whose work needs no
+// newer op kind stays readable by older members.
+const OpsRecordVersion = opsRecordV2
+
 // maxAttempts bounds the attempt counter a decoder accepts, so that a
 // damaged record cannot overflow int on 32-bit platforms.
 const maxAttempts = math.MaxInt32

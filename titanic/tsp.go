@@ -11,6 +11,14 @@ import (
 	"github.com/titanicmq/titanic/store"
 )
 
+// ExtensionsVersion is the version of the titanic.* services beyond 9/TSP
+// (submit, status, list, wait, backup, presence): `titanic version` prints
+// it. A broker that lacks a service answers 400 "unknown titanic
+// service". It moves when a service's frames change in a way an older peer misreads;
+// added trailing frames (the key that titanic.submit answers end with)
+// do not move it: readers of every release ignore frames they do not know.
+const ExtensionsVersion = 1
+
 // Service names of 9/TSP, and of this project's extensions.
 const (
 	SvcRequest = "titanic.request" // 9/TSP

@@ -7,9 +7,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 
+	"github.com/titanicmq/titanic/binarystar"
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/broker/mdp"
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/notify"
 )
 
 // Exit codes a shell user can rely on.
@@ -159,7 +166,26 @@ func runVersion(e env) error {
 		return err
 	}
 	fmt.Fprintln(e.stdout, "titanic", Version)
+	fmt.Fprintf(e.stdout, "%s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintln(e.stdout, "protocols and formats (what this binary speaks and reads):")
+	for _, p := range protocolVersions() {
+		fmt.Fprintf(e.stdout, "  %-22s %s\n", p[0], p[1])
+	}
 	return nil
+}
+
+// protocolVersions lists every wire and record another build may read, and
+// the version this one speaks (README, "Upgrades and releases").
+func protocolVersions() [][2]string {
+	return [][2]string{
+		{"7/MDP", mdp.ClientHeader + " (clients), " + mdp.WorkerHeader + " (workers)"},
+		{"9/TSP extensions", fmt.Sprint(titanic.ExtensionsVersion)},
+		{"data file format", fmt.Sprint(store.FormatVersion)},
+		{"replicated ops record", fmt.Sprintf("up to %d", store.OpsRecordVersion)},
+		{"pair state link", fmt.Sprintf("BSTAR%d", binarystar.WireVersion)},
+		{"peering", fmt.Sprintf("TPEER%02d", broker.PeerProtocol)},
+		{"notifications", fmt.Sprint(notify.Version)},
+	}
 }
 
 func (e env) environ() []string {

@@ -154,9 +154,16 @@ func topics(ev Event) []string {
 	return out
 }
 
-// Parse decodes a notification's frames.
+// Version is the notification format's version (`titanic version` prints
+// it). A notification is [topic | ticket | state | service | time]; a later
+// version only appends frames, which Parse ignores, so that subscribers of
+// every release read every publisher's events.
+const Version = 1
+
+// Parse decodes a notification's frames; frames after the fifth (a later
+// version's) are ignored.
 func Parse(frames []string) (Event, error) {
-	if len(frames) != 5 {
+	if len(frames) < 5 {
 		return Event{}, fmt.Errorf("notification of %d frames, want 5", len(frames))
 	}
 	ns, err := strconv.ParseInt(frames[4], 10, 64)

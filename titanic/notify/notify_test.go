@@ -69,8 +69,20 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(frames) != 5 || ev.Ticket != frames[1] || ev.State != frames[2] || ev.Service != frames[3] {
+		if len(frames) < 5 || ev.Ticket != frames[1] || ev.State != frames[2] || ev.Service != frames[3] {
 			t.Fatalf("Parse(%q) = %+v", frames, ev)
 		}
 	})
+}
+
+// A later version's event (more frames) is read by this one: its first
+// five frames mean what they mean here.
+func TestParseLaterVersion(t *testing.T) {
+	ev, err := Parse([]string{"ticket.t", "t", "done", "echo", "1700000000000000000", "a frame of a later version"})
+	if err != nil || ev.Ticket != "t" || ev.State != "done" || ev.Service != "echo" || ev.Time.UnixNano() != 1700000000000000000 {
+		t.Fatalf("Parse = %+v, %v", ev, err)
+	}
+	if _, err := Parse([]string{"ticket.t", "t", "done", "echo"}); err == nil {
+		t.Fatal("a 4-frame event was accepted")
+	}
 }

@@ -108,6 +108,9 @@ type Counters struct {
 	// busy and were dropped after LeaseTimeout of silence.
 	WorkersExpired uint64
 	LeasesExpired  uint64
+	// TooManyFrames counts messages discarded for having more than
+	// MaxFrames frames (from clients, workers or peers).
+	TooManyFrames uint64
 	// CommandOverflows counts Broker method calls that found the command
 	// channel full and were queued on its overflow list instead.
 	CommandOverflows uint64

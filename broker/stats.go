@@ -92,6 +92,10 @@ type Counters struct {
 	JobsForwarded  uint64
 	CloudRequests  uint64
 	PeerLeasesLost uint64
+	// PeerLeasesExpired counts jobs failed back because their peer's
+	// state stopped counting them as held for PeeringConfig.LeaseTimeout
+	// (a request or reply lost on the cloud link).
+	PeerLeasesExpired uint64
 	// NotActive counts client requests refused and worker READYs sent
 	// away because the Gate said this node is not active.
 	NotActive uint64

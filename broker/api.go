@@ -34,6 +34,13 @@ type Config struct {
 	// sends a larger message is disconnected. Unlimited (-1): no limit;
 	// zero: the default. With Curve it must be at least MinCurveMsgSize.
 	MaxMsgSize int64
+	// MaxFrames bounds the frames of one message, on the ROUTER and the
+	// peering sockets: ZMQ_MAXMSGSIZE bounds each frame, not how many,
+	// so without it a message of a million empty frames would be taken
+	// in whole. A longer message is discarded frame by frame as it is
+	// read and counted (Counters.TooManyFrames). Zero:
+	// zsock.DefaultMaxFrames (1024; titanic's messages have fewer than 16).
+	MaxFrames int
 	// Peering, when set, makes the broker lend workers to and borrow
 	// workers from other clusters' brokers (see peer.go).
 	Peering *PeeringConfig

@@ -8,6 +8,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker/curve"
 	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // withDefaults returns c with its zero fields set from DefaultConfig.
@@ -36,6 +37,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxMsgSize == 0 {
 		c.MaxMsgSize = d.MaxMsgSize
+	}
+	if c.MaxFrames <= 0 {
+		c.MaxFrames = zsock.DefaultMaxFrames
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger

@@ -80,6 +80,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 
 	// One Frames for the ROUTER, used by the loop for both directions.
 	rf := zsock.NewFrames(router)
+	rf.SetMaxFrames(b.cfg.MaxFrames)
 	s := newState(b.cfg, b.log, routerSender(rf), b.source, b.handlers)
 	s.gate = b.gate
 	var ps *peerSockets
@@ -300,6 +301,10 @@ func readRouter(router *zsock.Frames, s *state) error {
 			if isAgain(err) {
 				return nil
 			}
+			if errors.Is(err, zsock.ErrTooManyFrames) {
+				s.tooManyFrames(time.Now(), "router", err)
+				continue
+			}
 			return fmt.Errorf("receive: %w", err)
 		}
 		s.receive(time.Now(), frames)
@@ -400,10 +405,14 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peer
 // read handles up to recvBatch waiting messages of one peering socket.
 func (ps *peerSockets) read(sk *zmq.Socket, s *state) error {
 	for range recvBatch {
-		frames, err := sk.RecvMessageBytes(zmq.DONTWAIT)
+		frames, err := zsock.RecvMessage(sk, zmq.DONTWAIT, s.cfg.MaxFrames)
 		if err != nil {
 			if isAgain(err) {
 				return nil
+			}
+			if errors.Is(err, zsock.ErrTooManyFrames) {
+				s.tooManyFrames(time.Now(), "peering", err)
+				continue
 			}
 			return fmt.Errorf("peering receive: %w", err)
 		}

@@ -96,6 +96,15 @@ type PeeringConfig struct {
 	// StateEvery (default 3) is dead.
 	StateEvery time.Duration
 	Liveness   int
+	// LeaseTimeout bounds how long a job forwarded to a peer may go
+	// without the peer's state counting it as held: a request or reply
+	// lost on the cloud link (a ROUTER send dropped in a reconnect) would
+	// otherwise leave the ticket dispatched, and a unit of the peer's
+	// capacity reserved, for as long as the peer lives. Past it the job
+	// fails back to the Source, which redelivers it: at least once, so a
+	// peer that did run it may run it twice (its late answer is stale).
+	// Zero: the broker's LeaseTimeout.
+	LeaseTimeout time.Duration
 }
 
 // peerState is what a broker knows of one peer.
@@ -124,6 +133,9 @@ func (p *peerState) free(service string) int {
 type cloudLease struct {
 	peer  string
 	lease Lease
+	// deadline: renewed while the peer's state counts every job of its
+	// service from here as held (see renewPeerLeases).
+	deadline time.Time
 }
 
 // cloudRoutePrefix marks the client route of a request that came from a
@@ -234,6 +246,7 @@ func (s *state) peerStateMsg(now time.Time, frames [][]byte) {
 		s.log.Info("peer up", "peer", p.name)
 	}
 	p.alive, p.lastHeard, p.spare, p.held = true, now, spare, heldBy
+	s.renewPeerLeases(now, p)
 	s.probe(p)
 	s.reportRemote()
 	for svc := range spare {
@@ -296,7 +309,7 @@ func (s *state) cloudDispatch(now time.Time, service string) {
 			continue
 		}
 		best.reserved[service]++
-		pr.leases[token] = &cloudLease{peer: best.name, lease: lease}
+		pr.leases[token] = &cloudLease{peer: best.name, lease: lease, deadline: now.Add(s.peerLeaseTimeout())}
 		s.c.JobsForwarded++
 	}
 }
@@ -426,6 +439,7 @@ func (s *state) peerTick(now time.Time) {
 			pr.lastAdvert, pr.advertAt = advert, now
 		}
 	}
+	s.expirePeerLeases(now)
 	dead := pr.cfg.StateEvery * time.Duration(pr.cfg.Liveness)
 	for _, p := range pr.peers {
 		if p.alive && !p.routable {
@@ -440,6 +454,51 @@ func (s *state) peerTick(now time.Time) {
 			s.log.Warn("peer lost: its jobs go back to the queue", "peer", p.name, "silent", now.Sub(p.lastHeard).Round(time.Millisecond))
 			s.failPeerLeases(p.name, "peer "+p.name+" lost")
 		}
+	}
+}
+
+func (s *state) peerLeaseTimeout() time.Duration {
+	if d := s.peering.cfg.LeaseTimeout; d > 0 {
+		return d
+	}
+	return s.cfg.LeaseTimeout
+}
+
+// renewPeerLeases extends the deadline of p's jobs of each service whose
+// held count (p's latest state) covers all of them. The counts name no
+// job: when one is short, none of that service is renewed, and the lost
+// ones expire with those sent before them.
+func (s *state) renewPeerLeases(now time.Time, p *peerState) {
+	pr := s.peering
+	for _, cl := range pr.leases {
+		if cl.peer == p.name && p.held[cl.lease.Service] >= p.reserved[cl.lease.Service] {
+			cl.deadline = now.Add(s.peerLeaseTimeout())
+		}
+	}
+}
+
+// expirePeerLeases fails back the jobs whose peer lease ran out.
+func (s *state) expirePeerLeases(now time.Time) {
+	pr := s.peering
+	var toks []string
+	for tok, cl := range pr.leases {
+		if now.After(cl.deadline) {
+			toks = append(toks, tok)
+		}
+	}
+	sort.Strings(toks)
+	for _, tok := range toks {
+		cl := pr.leases[tok]
+		delete(pr.leases, tok)
+		p := pr.peers[cl.peer]
+		if p != nil && p.reserved[cl.lease.Service] > 0 {
+			p.reserved[cl.lease.Service]--
+		}
+		s.c.JobsFailed++
+		s.c.PeerLeasesExpired++
+		s.log.Warn("peer lease expired: the job goes back to the queue", "peer", cl.peer, "service", cl.lease.Service)
+		s.source.Failed(cl.lease, "peer "+cl.peer+" lease expired")
+		s.cloudDispatch(now, cl.lease.Service)
 	}
 }
 

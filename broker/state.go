@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // mmiPrefix names the services the broker answers itself (8/MMI).
@@ -58,6 +59,9 @@ type state struct {
 	// Drops of plain requests are logged at most every dropLogEvery.
 	lastDropLog time.Time
 	dropped     uint64 // since lastDropLog
+	// Refusals of too many frames, likewise.
+	lastFramesLog time.Time
+	framesRefused uint64 // since lastFramesLog
 
 	c Counters
 }
@@ -140,6 +144,25 @@ func (s *state) receive(now time.Time, frames [][]byte) {
 	case mdp.KindWorker:
 		s.workerMessage(now, id, m)
 	}
+}
+
+// tooManyFrames counts a message refused by zsock for its frame count,
+// and logs refusals at most every dropLogEvery: a hostile peer sending
+// them in a loop must not flood the log.
+func (s *state) tooManyFrames(now time.Time, socket string, err error) {
+	s.c.TooManyFrames++
+	s.framesRefused++
+	if now.Sub(s.lastFramesLog) < dropLogEvery {
+		return
+	}
+	var tm *zsock.TooManyFramesError
+	from, frames := "", 0
+	if errors.As(err, &tm) {
+		from, frames = routeString(string(tm.First)), tm.Frames
+	}
+	s.log.Warn("dropped messages with too many frames", "socket", socket, "from", from,
+		"frames", frames, "max_frames", s.cfg.MaxFrames, "dropped", s.framesRefused)
+	s.lastFramesLog, s.framesRefused = now, 0
 }
 
 func (s *state) handlerFor(service string) Handler {

@@ -92,6 +92,10 @@ type Counters struct {
 	JobsForwarded  uint64
 	CloudRequests  uint64
 	PeerLeasesLost uint64
+	// PeerLeasesExpired counts jobs failed back because their peer's
+	// state stopped counting them as held for PeeringConfig.LeaseTimeout
+	// (a request or reply lost on the cloud link).
+	PeerLeasesExpired uint64
 	// NotActive counts client requests refused and worker READYs sent
 	// away because the Gate said this node is not active.
 	NotActive uint64
@@ -108,6 +112,9 @@ type Counters struct {
 	// busy and were dropped after LeaseTimeout of silence.
 	WorkersExpired uint64
 	LeasesExpired  uint64
+	// TooManyFrames counts messages discarded for having more than
+	// MaxFrames frames (from clients, workers or peers).
+	TooManyFrames uint64
 	// CommandOverflows counts Broker method calls that found the command
 	// channel full and were queued on its overflow list instead.
 	CommandOverflows uint64

@@ -531,3 +531,58 @@ func TestDirectSkipsRoleQuestion(t *testing.T) {
 		t.Fatalf("broker got %d role questions and %d requests; want 0 and 2 (a refusal, then the answer)", q, r)
 	}
 }
+
+// TestFrameCountBombDropped: an answer of 100,000 frames (a broker gone
+// hostile, or not a broker) is dropped and counted stale, not returned,
+// and the next answer is.
+func TestFrameCountBombDropped(t *testing.T) {
+	ctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Term()
+	s, _ := ctx.NewSocket(zmq.ROUTER)
+	defer s.Close()
+	_ = s.SetLinger(0)
+	if err := s.Bind("tcp://127.0.0.1:*"); err != nil {
+		t.Fatal(err)
+	}
+	ep, _ := s.GetLastEndpoint()
+	c := newClient(t, 2*time.Second, 1, ep)
+	type result struct {
+		body [][]byte
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		body, err := c.Request(testCtx(t), "echo", frames("hi"))
+		res <- result{body, err}
+	}()
+	_ = s.SetRcvtimeo(5 * time.Second)
+	msg, err := s.RecvMessageBytes(0)
+	if err != nil {
+		t.Fatalf("no request: %v", err)
+	}
+	bomb := [][]byte{msg[0], {}, []byte("MDPC01"), []byte("echo")}
+	for range 100_000 {
+		bomb = append(bomb, []byte{})
+	}
+	if _, err := s.SendMessage(bomb); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = s.SendMessage(msg[0], "", "MDPC01", "echo", "fresh")
+	select {
+	case r := <-res:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if len(r.body) != 1 || string(r.body[0]) != "fresh" {
+			t.Fatalf("answer of %d frames, want the one frame \"fresh\"", len(r.body))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer")
+	}
+	if c.Stats().Stale != 1 {
+		t.Fatalf("stats = %+v, want 1 stale", c.Stats())
+	}
+}

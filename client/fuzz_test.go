@@ -30,7 +30,7 @@ func FuzzAnswer(f *testing.F) {
 		} else if err == nil && st.Attempts < 0 {
 			t.Fatalf("negative attempts: %+v", st)
 		}
-		ls, err := parseList(rep)
+		ls, _, err := parseList(rep)
 		if err != nil && !known(err) {
 			t.Fatalf("parseList: %v", err)
 		}

@@ -388,7 +388,11 @@ func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 				continue
 			}
 			i := which[k]
-			frames, err := socks[k].RecvMessageBytes(0)
+			frames, err := zsock.RecvMessage(socks[k], 0, zsock.DefaultMaxFrames)
+			if errors.Is(err, zsock.ErrTooManyFrames) {
+				c.stale.Add(1)
+				continue
+			}
 			if err != nil {
 				return -1, fmt.Errorf("receive: %w", err)
 			}
@@ -507,6 +511,13 @@ func (c *Client) await(s *zmq.Socket, fr *zsock.Frames, ready *zsock.Readable, c
 			}
 		}
 		frames, err := fr.Recv(zmq.DONTWAIT)
+		if errors.Is(err, zsock.ErrTooManyFrames) {
+			// Not an answer of a broker that speaks 7/MDP: dropped (its
+			// frames were discarded as they were read).
+			c.stale.Add(1)
+			c.log.Debug("dropped answer", "err", err)
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("receive: %w", err)
 		}

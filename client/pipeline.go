@@ -448,10 +448,15 @@ func (p *pipeline) poll(bell *zmq.Socket) error {
 	// Read what is waiting, in bounded rounds so that new submits are
 	// sent while answers stream in.
 	for range recvBatch {
-		frames, err := s.RecvMessageBytes(zmq.DONTWAIT)
+		frames, err := zsock.RecvMessage(s, zmq.DONTWAIT, zsock.DefaultMaxFrames)
 		if err != nil {
 			if zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) {
 				return nil
+			}
+			if errors.Is(err, zsock.ErrTooManyFrames) {
+				p.c.stale.Add(1)
+				p.c.log.Debug("dropped answer", "err", err)
+				continue
 			}
 			return fmt.Errorf("receive: %w", err)
 		}

@@ -188,26 +188,73 @@ type TicketInfo struct {
 }
 
 // List lists tickets in ticket (creation) order.
+// It asks in as many requests as it takes to fill the limit or reach the
+// end: the node examines a bounded number of tickets per request (see
+// ListPage).
 func (c *Client) List(ctx context.Context, opt ListOptions) ([]TicketInfo, error) {
+	want := opt.Limit
+	if want <= 0 {
+		want = defaultListLimit
+	}
+	var out []TicketInfo
+	for {
+		o := opt
+		o.Limit = want - len(out)
+		rows, next, err := c.ListPage(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rows...)
+		if next == "" || len(out) >= want {
+			return out, nil
+		}
+		opt.After = next
+	}
+}
+
+// defaultListLimit is the node's page size when the request gives none.
+const defaultListLimit = 100
+
+// ListPage is one titanic.list request: the node examines a bounded
+// number of tickets (10,000) per request, so with a filter that matches
+// few of them it may answer fewer rows than the limit, or none, and next
+// is then the ticket to continue after (as ListOptions.After). next is
+// empty at the end, or when the limit was filled (continue after the last
+// row).
+func (c *Client) ListPage(ctx context.Context, opt ListOptions) (rows []TicketInfo, next string, err error) {
 	limit := ""
 	if opt.Limit > 0 {
 		limit = strconv.Itoa(opt.Limit)
 	}
 	rep, err := c.do(ctx, svcList, [][]byte{[]byte(opt.Service), []byte(opt.State), []byte(opt.After), []byte(limit)})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	return parseList(rep)
 }
 
-// parseList decodes a titanic.list answer: [200 | line...], each line
-// "ticket service state attempts" (the service may hold spaces).
-func parseList(rep [][]byte) ([]TicketInfo, error) {
+// listMore starts the cursor frame of a titanic.list answer whose scan
+// stopped on its bound.
+const listMore = "more "
+
+// parseList decodes a titanic.list answer: [200 | line... | more?], each
+// line "ticket service state attempts" (the service may hold spaces), and
+// a last frame "more <ticket>" when the listing continues after ticket.
+func parseList(rep [][]byte) ([]TicketInfo, string, error) {
 	if err := status(rep, "", true); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	out := make([]TicketInfo, 0, len(rep)-1)
-	for _, line := range rep[1:] {
+	lines := rep[1:]
+	next := ""
+	if n := len(lines); n > 0 && strings.HasPrefix(string(lines[n-1]), listMore) {
+		next = strings.TrimPrefix(string(lines[n-1]), listMore)
+		lines = lines[:n-1]
+		if next == "" {
+			return nil, "", fmt.Errorf("%w: list cursor without a ticket", ErrProtocol)
+		}
+	}
+	out := make([]TicketInfo, 0, len(lines))
+	for _, line := range lines {
 		l := string(line)
 		ticket, rest, ok1 := strings.Cut(l, " ")
 		i := strings.LastIndexByte(rest, ' ')
@@ -216,15 +263,15 @@ func parseList(rep [][]byte) ([]TicketInfo, error) {
 			j = strings.LastIndexByte(rest[:i], ' ')
 		}
 		if !ok1 || ticket == "" || j <= 0 {
-			return nil, fmt.Errorf("%w: list line %q", ErrProtocol, line)
+			return nil, "", fmt.Errorf("%w: list line %q", ErrProtocol, line)
 		}
 		n, err := strconv.Atoi(rest[i+1:])
 		if err != nil || n < 0 {
-			return nil, fmt.Errorf("%w: list line %q", ErrProtocol, line)
+			return nil, "", fmt.Errorf("%w: list line %q", ErrProtocol, line)
 		}
 		out = append(out, TicketInfo{Ticket: ticket, Service: rest[:j], State: rest[j+1 : i], Attempts: n})
 	}
-	return out, nil
+	return out, next, nil
 }
 
 // Do submits a durable request and waits for its reply.

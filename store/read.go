@@ -167,15 +167,55 @@ func readUnfinished(tx *bolt.Tx, chunk []Ticket, service []byte, seq uint64, sta
 	return chunk, nil
 }
 
-// List implements Store. It walks the tickets in ID order from f.After,
-// decoding each record (never a body), so a filter that matches few
-// tickets of a large store costs a scan.
+// DefaultMaxScan is how many tickets one ListPage examines when
+// Filter.MaxScan is 0: some milliseconds of one read transaction.
+const DefaultMaxScan = 10_000
+
+// List implements Store: ListPage until Limit tickets matched or the end.
 func (s *BoltStore) List(ctx context.Context, f Filter) ([]Ticket, error) {
+	return ListAll(ctx, s, f)
+}
+
+// ListAll is List for any store, in pages from st.ListPage: each read
+// transaction is bounded, the call is not.
+func ListAll(ctx context.Context, st interface {
+	ListPage(context.Context, Filter) (Page, error)
+}, f Filter) ([]Ticket, error) {
+	if f.Limit <= 0 {
+		f.Limit = DefaultListLimit
+	}
+	var out []Ticket
+	for {
+		p, err := st.ListPage(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Tickets...)
+		if !p.More || len(out) >= f.Limit {
+			return out, nil
+		}
+		f.After, f.Limit = p.Next, f.Limit-len(p.Tickets)
+	}
+}
+
+// ListPage implements Store. It walks the tickets in ID order from
+// f.After, decoding each record (never a body), so a filter that matches
+// few tickets of a large store costs a scan, in steps of f.MaxScan.
+func (s *BoltStore) ListPage(ctx context.Context, f Filter) (Page, error) {
 	limit := f.Limit
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
-	var out []Ticket
+	maxScan := f.MaxScan
+	if maxScan <= 0 {
+		maxScan = DefaultMaxScan
+	}
+	var (
+		out      []Ticket
+		examined int
+		next     ID
+		more     bool
+	)
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(ticketsBucket).Cursor()
 		var k, v []byte
@@ -198,9 +238,15 @@ func (s *BoltStore) List(ctx context.Context, f Filter) ([]Ticket, error) {
 			}
 		}
 		for ; k != nil && len(out) < limit; k, v = step() {
+			if examined == maxScan {
+				more = true
+				break
+			}
 			if len(k) != len(ID{}) {
 				return fmt.Errorf("%w: ticket key of %d bytes", ErrCorrupt, len(k))
 			}
+			examined++
+			next = ID(k)
 			t, err := decodeTicket(ID(k), v)
 			if err != nil {
 				return err
@@ -212,9 +258,13 @@ func (s *BoltStore) List(ctx context.Context, f Filter) ([]Ticket, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list: %w", err)
+		return Page{}, fmt.Errorf("list: %w", err)
 	}
-	return out, nil
+	p := Page{Tickets: out, Examined: examined, More: more}
+	if more {
+		p.Next = next
+	}
+	return p, nil
 }
 
 // Counts holds how many tickets of one service are in each state.

@@ -276,3 +276,63 @@ func TestListReverseAndHeads(t *testing.T) {
 		t.Fatalf("head of a after its first finished: %v", h["a"].ID)
 	}
 }
+
+// TestListPageBoundsScan: over 50,000 tickets, a filter that matches
+// none examines at most DefaultMaxScan tickets per ListPage (one read
+// transaction each) and answers an empty page with a cursor; following the
+// cursors ends, having examined every ticket once. List (the loop) finds
+// the one match placed last, in either direction.
+func TestListPageBoundsScan(t *testing.T) {
+	const n = 50_000
+	s, _ := newStore(t)
+	ctx := context.Background()
+	var ops []store.Op
+	var last store.ID
+	for i := range n {
+		last = store.NewID()
+		svc := "a"
+		if i == n-1 {
+			svc = "needle"
+		}
+		ops = append(ops, submit(last, svc, []byte("x")))
+		if len(ops) == 5000 {
+			mustApply(t, s, ops...)
+			ops = nil
+		}
+	}
+	for _, reverse := range []bool{false, true} {
+		f := store.Filter{Service: "nosuch", Reverse: reverse}
+		calls, examined := 0, 0
+		for {
+			calls++
+			if calls > n/store.DefaultMaxScan+1 {
+				t.Fatalf("reverse=%v: %d calls and not done", reverse, calls)
+			}
+			p, err := s.ListPage(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Examined > store.DefaultMaxScan || len(p.Tickets) != 0 {
+				t.Fatalf("reverse=%v: page examined %d (bound %d), matched %d", reverse, p.Examined, store.DefaultMaxScan, len(p.Tickets))
+			}
+			examined += p.Examined
+			if !p.More {
+				break
+			}
+			if p.Next == f.After {
+				t.Fatalf("reverse=%v: cursor did not move from %s", reverse, f.After)
+			}
+			f.After = p.Next
+		}
+		if examined != n {
+			t.Fatalf("reverse=%v: examined %d tickets over %d calls, want %d", reverse, examined, calls, n)
+		}
+		got, err := s.List(ctx, store.Filter{Service: "needle", Reverse: reverse})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].ID != last {
+			t.Fatalf("reverse=%v: List of the one match got %d tickets", reverse, len(got))
+		}
+	}
+}

@@ -208,6 +208,22 @@ type Filter struct {
 	// Reverse lists in descending ID order (newest first: IDs are
 	// time-ordered); After then pages downwards.
 	Reverse bool
+	// MaxScan bounds the tickets ListPage examines, matching or not;
+	// 0 means DefaultMaxScan.
+	MaxScan int
+}
+
+// Page is one step of a listing (ListPage).
+type Page struct {
+	Tickets []Ticket
+	// More is set when the scan stopped on Filter.MaxScan, before the
+	// end and before Limit tickets matched: the listing continues after
+	// Next (as Filter.After), which may be past the last ticket returned
+	// (a page may even be empty).
+	More bool
+	Next ID
+	// Examined is the number of tickets read.
+	Examined int
 }
 
 // Store is what the titanic service needs of its durable ticket store, all
@@ -247,8 +263,15 @@ type Store interface {
 	// order within a service. fn may Apply; its error stops the walk and
 	// is returned.
 	Unfinished(ctx context.Context, fn func(Ticket) error) error
-	// List returns tickets matching f in ID order, without bodies.
+	// List returns tickets matching f in ID order, without bodies: up to
+	// f.Limit of them, fewer only at the end. It reads in ListPage's
+	// bounded read transactions, as many as it takes.
 	List(ctx context.Context, f Filter) ([]Ticket, error)
+	// ListPage is one bounded step of List: it examines at most f.MaxScan
+	// tickets in one read transaction (a long one would hold bbolt's
+	// remap and stall commits), and returns what matched with, when it
+	// stopped on that bound, the cursor to continue from.
+	ListPage(ctx context.Context, f Filter) (Page, error)
 	// Expired returns up to limit finished (done or failed) tickets last
 	// updated before cutoff, for retention: the service deletes them with
 	// OpClose. The scan goes in ID order and may stop at the first ticket

@@ -134,20 +134,32 @@ func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool
 	), t.State.Final(), nil
 }
 
+// ListMorePrefix starts the last frame of a titanic.list answer whose scan
+// stopped on its bound (store.DefaultMaxScan tickets examined) before the
+// limit or the end: the ticket after it is where the listing continues,
+// as the request's after frame. The answer's lines may be fewer than the
+// limit, even none.
+const ListMorePrefix = "more "
+
 func (s *Service) readList(ctx context.Context, body [][]byte) ([][]byte, error) {
 	f, err := parseList(body)
 	if err != nil {
 		return nil, err
 	}
-	ts, err := s.st.List(ctx, f)
+	// One bounded read transaction per request: a filter that matches
+	// nothing of a large store answers in steps, with a cursor.
+	p, err := s.st.ListPage(ctx, f)
 	if err != nil {
 		return nil, err
 	}
-	out := make([][]byte, 0, len(ts)+1)
+	out := make([][]byte, 0, len(p.Tickets)+2)
 	out = append(out, []byte(CodeOK))
-	for _, t := range ts {
+	for _, t := range p.Tickets {
 		t = s.overlay(t)
 		out = append(out, fmt.Appendf(nil, "%s %s %s %d", t.ID, t.Service, t.State, t.Attempts))
+	}
+	if p.More {
+		out = append(out, []byte(ListMorePrefix+p.Next.String()))
 	}
 	return out, nil
 }

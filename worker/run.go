@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"syscall"
@@ -278,7 +279,15 @@ func (s *session) readDealer() {
 		if s.dealer == nil {
 			return
 		}
-		frames, err := s.dealer.RecvMessageBytes(zmq.DONTWAIT)
+		frames, err := zsock.RecvMessage(s.dealer, zmq.DONTWAIT, zsock.DefaultMaxFrames)
+		if errors.Is(err, zsock.ErrTooManyFrames) {
+			// Nothing a 7/MDP broker sends: dropped, its frames
+			// discarded as they were read.
+			s.deadAt = time.Now().Add(s.expiry)
+			s.w.c.dropped.Add(1)
+			s.w.log.Debug("dropped invalid message from broker", "endpoint", s.endpoint, "err", err)
+			continue
+		}
 		if err != nil {
 			if !isAgain(err) {
 				s.lose(time.Now(), fmt.Sprintf("receive: %v", err))

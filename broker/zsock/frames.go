@@ -65,6 +65,36 @@ static int zs_take(zmq_msg_t *pending, char *dst) {
 	return m;
 }
 
+// zs_discard closes the frame zs_recv left pending, when there is one,
+// and receives and closes the frames that remain of the message, copying
+// nothing: the rest of a message refused for its frame count. It returns
+// the number of frames it received, or -1 with errno.
+static long zs_discard(void *sock, zmq_msg_t *pending, int haspending, int more) {
+	long n = 0;
+	if (haspending) {
+		more = zmq_msg_more(pending);
+		zmq_msg_close(pending);
+	}
+	while (more) {
+		zmq_msg_t msg;
+		zmq_msg_init(&msg);
+		int rc;
+		do {
+			rc = zmq_msg_recv(&msg, sock, 0);
+		} while (rc < 0 && errno == EINTR);
+		if (rc < 0) {
+			int e = errno;
+			zmq_msg_close(&msg);
+			errno = e;
+			return -1;
+		}
+		more = zmq_msg_more(&msg);
+		zmq_msg_close(&msg);
+		n++;
+	}
+	return n;
+}
+
 // zs_send sends n frames laid end to end in buf (sizes in sizes) as one
 // message, each with flags (ZMQ_SNDMORE added but to the last). It
 // returns -1 when every frame went, else the index of the frame that
@@ -88,7 +118,9 @@ static int zs_send(void *sock, int flags, const char *buf, const size_t *sizes, 
 import "C"
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
 	"sync"
 	"syscall"
@@ -114,6 +146,7 @@ import (
 type Frames struct {
 	sock  *zmq.Socket
 	raw   bool // the layout check passed
+	limit int  // frames per message Recv accepts
 	buf   []byte
 	sizes [maxFrames]C.size_t
 	// zs_recv's results, here rather than on the stack: a pointer passed
@@ -127,6 +160,35 @@ type Frames struct {
 // maxFrames is the number of frames one cgo receive takes; a message with
 // more takes more calls.
 const maxFrames = 64
+
+// DefaultMaxFrames is the number of frames per message that Recv and
+// RecvMessage accept unless told otherwise: every 7/MDP and 9/TSP message
+// of titanic has fewer than 16, so this leaves room for envelopes and
+// extensions while one peer's message of a million empty frames (which
+// ZMQ_MAXMSGSIZE, a bound per frame, lets through) is refused.
+const DefaultMaxFrames = 1024
+
+// ErrTooManyFrames is returned, wrapped in a *TooManyFramesError, for a
+// message with more frames than the receiver accepts. The message is gone
+// by then: its frames were received and discarded without being kept.
+var ErrTooManyFrames = errors.New("message has too many frames")
+
+// TooManyFramesError describes a refused message.
+type TooManyFramesError struct {
+	// Frames is the number of frames the message had.
+	Frames int
+	// First is the start of its first frame (a ROUTER's routing id), at
+	// most 255 bytes, for logs.
+	First []byte
+}
+
+func (e *TooManyFramesError) Error() string {
+	return fmt.Sprintf("%d frames: %v", e.Frames, ErrTooManyFrames)
+}
+
+func (e *TooManyFramesError) Unwrap() error { return ErrTooManyFrames }
+
+func firstBytes(b []byte) []byte { return bytes.Clone(b[:min(len(b), 255)]) }
 
 // scratchSize is the buffer a message is received into before it is
 // copied out to the caller's allocation: larger frames take two more
@@ -155,9 +217,19 @@ var layoutOK = sync.OnceValue(func() bool {
 	return true
 })
 
-// NewFrames returns a Frames for sock.
+// NewFrames returns a Frames for sock that accepts messages of up to
+// DefaultMaxFrames frames.
 func NewFrames(sock *zmq.Socket) *Frames {
-	return &Frames{sock: sock, raw: layoutOK()}
+	return &Frames{sock: sock, raw: layoutOK(), limit: DefaultMaxFrames}
+}
+
+// SetMaxFrames sets the number of frames per message Recv accepts; n < 1
+// means DefaultMaxFrames.
+func (fr *Frames) SetMaxFrames(n int) {
+	if n < 1 {
+		n = DefaultMaxFrames
+	}
+	fr.limit = n
 }
 
 // handle returns the libzmq socket, or nil when Frames must fall back.
@@ -186,11 +258,19 @@ func errno(err error) error {
 
 // Recv receives one message, as (*zmq.Socket).RecvMessageBytes(flags)
 // does: the same frames, the same errors (EAGAIN with zmq.DONTWAIT when
-// none waits).
+// none waits). A message of more frames than the limit (SetMaxFrames) is
+// received and discarded frame by frame, keeping at most the limit's
+// worth, and Recv returns a *TooManyFramesError. libzmq itself has the
+// whole message in memory before the first frame is handed over (it
+// delivers multipart messages atomically): what this bounds is what the
+// caller allocates and handles, and the message is freed as it is read.
 func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
+	if fr.limit < 1 {
+		fr.limit = DefaultMaxFrames
+	}
 	h := fr.handle()
 	if h == nil {
-		return fr.sock.RecvMessageBytes(flags)
+		return RecvMessage(fr.sock, flags, fr.limit)
 	}
 	if fr.buf == nil {
 		fr.buf = make([]byte, scratchSize)
@@ -202,8 +282,11 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 		f      = C.int(flags) // the first frame's; the others are there already
 	)
 	for {
+		// At most one frame past the limit: enough to know the message
+		// is over it.
+		want := min(maxFrames, fr.limit+1-len(sizes))
 		n, err := C.zs_recv(h, f, (*C.char)(unsafe.Pointer(&fr.buf[0])), C.size_t(len(fr.buf)),
-			&fr.sizes[0], maxFrames, &fr.more, &fr.pend, &fr.pendSize)
+			&fr.sizes[0], C.int(want), &fr.more, &fr.pend, &fr.pendSize)
 		if n < 0 {
 			return nil, errno(err)
 		}
@@ -212,6 +295,29 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 		for _, sz := range fr.sizes[:n] {
 			sizes = append(sizes, int(sz))
 			used += int(sz)
+		}
+		if pend := fr.pendSize > 0; len(sizes) > fr.limit || len(sizes) == fr.limit && (pend || fr.more != 0) {
+			var first []byte
+			switch {
+			case chunks != nil:
+				first = firstBytes(chunks[0][:min(sizes[0], len(chunks[0]))])
+			case len(sizes) > 0 && n > 0:
+				first = firstBytes(fr.buf[:sizes[0]])
+			}
+			hp := C.int(0)
+			if pend {
+				hp = 1
+			}
+			d, err := C.zs_discard(h, &fr.pend, hp, fr.more)
+			fr.lens = sizes[:0]
+			if d < 0 {
+				return nil, errno(err)
+			}
+			total := len(sizes) + int(d)
+			if pend {
+				total++
+			}
+			return nil, &TooManyFramesError{Frames: total, First: first}
 		}
 		if fr.more == 0 && chunks == nil {
 			// The usual case: the whole message in one call.
@@ -238,6 +344,47 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 	}
 	fr.lens = sizes
 	return split(joinChunks(chunks, total), sizes), nil
+}
+
+// RecvMessage receives one message from sock as RecvMessageBytes(flags)
+// does, but accepts at most limit frames (limit < 1: DefaultMaxFrames):
+// the frames of a longer message are received and discarded one by one
+// and it returns a *TooManyFramesError. It is for sockets read with
+// pebbe/zmq4's methods, one cgo call per frame.
+func RecvMessage(sock *zmq.Socket, flags zmq.Flag, limit int) ([][]byte, error) {
+	if limit < 1 {
+		limit = DefaultMaxFrames
+	}
+	var msg [][]byte
+	n := 0
+	var first []byte
+	for {
+		f, err := sock.RecvBytes(flags)
+		if err != nil {
+			return nil, err
+		}
+		flags = 0
+		if n == 0 {
+			first = f
+		}
+		n++
+		if n <= limit {
+			msg = append(msg, f)
+		} else if msg != nil {
+			msg = nil // refused: let the frames go
+		}
+		more, err := sock.GetRcvmore()
+		if err != nil {
+			return nil, err
+		}
+		if !more {
+			break
+		}
+	}
+	if n > limit {
+		return nil, &TooManyFramesError{Frames: n, First: firstBytes(first)}
+	}
+	return msg, nil
 }
 
 func joinChunks(chunks [][]byte, total int) []byte {

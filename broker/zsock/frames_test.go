@@ -2,6 +2,7 @@ package zsock
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"syscall"
@@ -120,5 +121,80 @@ func TestFramesErrors(t *testing.T) {
 	i, err := fr.SendTo("nobody", [][]byte{[]byte("x")}, zmq.DONTWAIT)
 	if zmq.AsErrno(err) != zmq.Errno(syscall.EHOSTUNREACH) || i != 0 {
 		t.Fatalf("send to an unknown peer: frame %d, %v; want frame 0, EHOSTUNREACH", i, err)
+	}
+}
+
+// TestFramesLimit: a message of more frames than the limit is refused
+// with ErrTooManyFrames and its frames discarded, whichever call finds it
+// over (in the first batch, after a frame too big for the buffer); one of
+// exactly the limit arrives; and the message after a refused one arrives
+// whole, not the refused one's remainder.
+func TestFramesLimit(t *testing.T) {
+	for _, raw := range []bool{true, false} {
+		t.Run(fmt.Sprintf("raw=%v", raw), func(t *testing.T) {
+			router, dealer := pair(t)
+			rf, df := NewFrames(router), NewFrames(dealer)
+			rf.raw, df.raw = raw, raw
+			const limit = 100 // the routing id is one of them
+			rf.SetMaxFrames(limit)
+			big := bytes.Repeat([]byte("b"), scratchSize+10)
+			mk := func(n int, bigAt int) [][]byte {
+				m := make([][]byte, n)
+				for i := range m {
+					m[i] = []byte{}
+				}
+				if bigAt >= 0 {
+					m[bigAt] = big
+				}
+				return m
+			}
+			for _, c := range []struct {
+				name   string
+				frames int // sent by the dealer; the router adds one
+				bigAt  int
+				ok     bool
+			}{
+				{"at the limit", limit - 1, -1, true},
+				{"one over", limit, -1, false},
+				{"far over", 100_000, -1, false},
+				{"big frame past the limit", limit + 5, limit + 2, false},
+				{"big frame at the limit", limit, limit - 1, false},
+				{"big frame within", limit - 1, 3, true},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					msg := mk(c.frames, c.bigAt)
+					if i, err := df.Send(msg, 0); err != nil {
+						t.Fatalf("send: frame %d: %v", i, err)
+					}
+					if i, err := df.Send([][]byte{[]byte("after")}, 0); err != nil {
+						t.Fatalf("send: frame %d: %v", i, err)
+					}
+					r, err := NewReadable(router)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer r.Close()
+					if err := r.Wait(time.Now().Add(within)); err != nil {
+						t.Fatalf("no message within %s: %v", within, err)
+					}
+					got, err := rf.Recv(zmq.DONTWAIT)
+					var tm *TooManyFramesError
+					switch {
+					case c.ok && err != nil:
+						t.Fatalf("receive: %v", err)
+					case c.ok && len(got) != c.frames+1:
+						t.Fatalf("got %d frames, want %d", len(got), c.frames+1)
+					case !c.ok && !errors.Is(err, ErrTooManyFrames):
+						t.Fatalf("receive of %d frames with limit %d: %d frames, %v; want ErrTooManyFrames", c.frames+1, limit, len(got), err)
+					case !c.ok && (!errors.As(err, &tm) || tm.Frames != c.frames+1 || len(tm.First) == 0):
+						t.Fatalf("refusal %#v: want %d frames and the routing id", tm, c.frames+1)
+					}
+					next := recvWithin(t, router, rf)
+					if len(next) != 2 || string(next[1]) != "after" {
+						t.Fatalf("the next message has %d frames, want the routing id and \"after\"", len(next))
+					}
+				})
+			}
+		})
 	}
 }

@@ -482,6 +482,11 @@ func (n *Node) List(ctx context.Context, f store.Filter) ([]store.Ticket, error)
 	return n.st.List(ctx, f)
 }
 
+// ListPage implements store.Store from the local store.
+func (n *Node) ListPage(ctx context.Context, f store.Filter) (store.Page, error) {
+	return n.st.ListPage(ctx, f)
+}
+
 // Snapshot implements store.Store: a copy of the local store.
 func (n *Node) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 	return n.st.Snapshot(ctx, w)

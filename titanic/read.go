@@ -134,11 +134,12 @@ func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool
 	), t.State.Final(), nil
 }
 
-// ListMorePrefix starts the last frame of a titanic.list answer whose scan
-// stopped on its bound (store.DefaultMaxScan tickets examined) before the
-// limit or the end: the ticket after it is where the listing continues,
-// as the request's after frame. The answer's lines may be fewer than the
-// limit, even none.
+// ListMorePrefix starts the last frame of a titanic.list answer that
+// stops before its limit and before the end: the listing continues after
+// the ticket it names (the request's after frame). This broker never sends
+// it (it answers a whole page, in bounded read transactions, as every
+// release did); the Go client reads it, so that a later broker may answer
+// in steps.
 const ListMorePrefix = "more "
 
 func (s *Service) readList(ctx context.Context, body [][]byte) ([][]byte, error) {
@@ -146,20 +147,21 @@ func (s *Service) readList(ctx context.Context, body [][]byte) ([][]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	// One bounded read transaction per request: a filter that matches
-	// nothing of a large store answers in steps, with a cursor.
-	p, err := s.st.ListPage(ctx, f)
+	// A whole page, as every release answered (a client of the first
+	// release takes any other frame for a protocol error), but read in
+	// bounded transactions (store.ListAll over ListPage): a filter that
+	// matches nothing of a large store no longer holds one read
+	// transaction, and with it bbolt's remap and every commit, for the
+	// whole scan.
+	tickets, err := store.ListAll(ctx, s.st, f)
 	if err != nil {
 		return nil, err
 	}
-	out := make([][]byte, 0, len(p.Tickets)+2)
+	out := make([][]byte, 0, len(tickets)+1)
 	out = append(out, []byte(CodeOK))
-	for _, t := range p.Tickets {
+	for _, t := range tickets {
 		t = s.overlay(t)
 		out = append(out, fmt.Appendf(nil, "%s %s %s %d", t.ID, t.Service, t.State, t.Attempts))
-	}
-	if p.More {
-		out = append(out, []byte(ListMorePrefix+p.Next.String()))
 	}
 	return out, nil
 }

@@ -15,7 +15,10 @@ import (
 
 // group starts a 3-node raft group on hosts g1, g2, g3 and attaches the
 // test process to their network.
-func group(t *testing.T) []*node {
+func group(t *testing.T) []*node { t.Helper(); return groupWith(t) }
+
+// groupWith is group with more flags for every node.
+func groupWith(t *testing.T, extra ...string) []*node {
 	t.Helper()
 	net := netns.New(t)
 	nodes := []*node{newNode(net, "g1", t), newNode(net, "g2", t), newNode(net, "g3", t)}
@@ -26,7 +29,7 @@ func group(t *testing.T) []*node {
 	}
 	for _, n := range nodes {
 		n.args = append([]string{"--raft", "--node-id", n.name, "--raft-bind", n.host.Addr + ":7000",
-			"--peers", strings.Join(peers, ",")}, fastFlags...)
+			"--peers", strings.Join(peers, ",")}, append(append([]string{}, fastFlags...), extra...)...)
 		n.start(t)
 	}
 	return nodes

@@ -838,9 +838,12 @@ func testUsage(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Free space is an estimate (bbolt's free list): ask for half.
-	if after.Used() < before.Used()+2*size {
-		t.Fatalf("usage after 1 MiB of bodies: %+v (used %d), before %+v (used %d)", after, after.Used(), before, before.Used())
+	// The file holds the bodies, whatever else it holds: its used part
+	// is at least their size. (Not compared with before: a replicated
+	// store's snapshot may hold pages in a read transaction then free
+	// them, so used can shrink while bodies are written.)
+	if after.FileSize <= 0 || after.Free < 0 || after.Used() > after.FileSize || after.Used() < 4*size {
+		t.Fatalf("usage after 1 MiB of bodies: %+v (used %d), before %+v (used %d); want at least 1 MiB used", after, after.Used(), before, before.Used())
 	}
 }
 

@@ -59,6 +59,7 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 	bc.LeaseTimeout, bc.RequestExpiry = cfg.Broker.LeaseTimeout, cfg.Broker.RequestExpiry
 	bc.MaxQueue = cfg.Limits.MaxQueue
 	bc.MaxMsgSize = limit(int64(cfg.Limits.MaxMessageSize))
+	bc.Logger = log
 	if cfg.Peering.Name != "" {
 		pc := &broker.PeeringConfig{Name: cfg.Peering.Name, CloudListen: cfg.Peering.CloudListen, StateListen: cfg.Peering.StateListen}
 		for _, p := range cfg.Peering.Peers {

@@ -194,6 +194,7 @@ func startWith(b *testing.B, voters int, tune func(*titanic.Config)) *node {
 	b.Helper()
 	bc := broker.DefaultConfig()
 	bc.Endpoints = []string{"tcp://127.0.0.1:*"}
+	bc.Logger = quiet
 	tc := titanic.DefaultConfig()
 	if tune != nil {
 		tune(&tc)

@@ -28,6 +28,7 @@ func Config(dir string) node.Config {
 	bc := broker.DefaultConfig()
 	bc.Endpoints = []string{"tcp://127.0.0.1:*"}
 	bc.HeartbeatInterval = 100 * time.Millisecond
+	bc.Logger = Quiet
 	return node.Config{Dir: dir, Logger: Quiet, Broker: bc, NoDrain: true}
 }
 

@@ -45,6 +45,8 @@ type Config struct {
 	// beside the HTTP server's fsync histogram.
 	Store store.Options
 	// Broker is the broker's configuration (endpoints, peering, CURVE).
+	// Its Logger, when nil, is Logger (broker.DefaultConfig sets
+	// slog.Default: set it).
 	Broker broker.Config
 	// Service is the titanic service's configuration. The node sets
 	// Unconfirmed (its drain gate), Notifier (NotifyListen), and MintTag
@@ -108,7 +110,7 @@ type Node struct {
 
 // New opens the store (and its replica) and assembles the node's parts;
 // nothing runs until Run. On error, what New opened is closed.
-func New(cfg Config) (n *Node, err error) {
+func New(cfg Config) (_ *Node, err error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -116,7 +118,7 @@ func New(cfg Config) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	n = &Node{cfg: cfg, log: log, path: filepath.Join(cfg.Dir, "titanic.db"), gate: &drainGate{}}
+	n := &Node{cfg: cfg, log: log, path: filepath.Join(cfg.Dir, "titanic.db"), gate: &drainGate{}}
 	hooks := &latencyHooks{fsyncNext: cfg.Store.ObserveCommit, commitNext: cfg.Service.ObserveCommit}
 
 	so := cfg.Store

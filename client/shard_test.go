@@ -7,32 +7,27 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/client"
-	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/internal/nodetest"
 	"github.com/titanicmq/titanic/worker"
 )
 
 var quietLog = slog.New(slog.DiscardHandler)
 
-// cluster is an in-process titanic node (broker, titanic service, bbolt
-// store) on a fixed endpoint, so that it can be stopped and restarted on
-// the same data, as a crashed and restarted shard.
+// cluster is an in-process titanic node (package titanic/node) on a
+// fixed endpoint, so that it can be stopped and restarted on the same
+// data, as a crashed and restarted shard.
 type cluster struct {
-	t      *testing.T
-	ep     string
-	path   string
-	cancel context.CancelFunc
-	done   []chan struct{}
-	st     *store.BoltStore
+	t   *testing.T
+	ep  string
+	dir string
+	n   *nodetest.Node // nil while stopped
 }
 
 func freeEndpoint(t *testing.T) string {
@@ -47,7 +42,7 @@ func freeEndpoint(t *testing.T) string {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	c := &cluster{t: t, ep: freeEndpoint(t), path: filepath.Join(t.TempDir(), "t.db")}
+	c := &cluster{t: t, ep: freeEndpoint(t), dir: t.TempDir()}
 	c.start()
 	t.Cleanup(c.stop)
 	return c
@@ -55,50 +50,20 @@ func newCluster(t *testing.T) *cluster {
 
 func (c *cluster) start() {
 	c.t.Helper()
-	st, err := store.Open(c.path, store.Options{NoSync: true, Logger: quietLog})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	bc := broker.DefaultConfig()
-	bc.Endpoints = []string{c.ep}
-	bc.HeartbeatInterval = 100 * time.Millisecond
-	bc.Logger = quietLog
-	b, err := broker.New(bc)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	svc := titanic.New(st, b, titanic.Config{Logger: quietLog})
-	if err := svc.Recover(context.Background()); err != nil {
-		c.t.Fatal(err)
-	}
-	b.Handle(titanic.Prefix, svc)
-	b.SetSource(svc)
-	ctx, cancel := context.WithCancel(context.Background())
-	svcDone, brDone := make(chan struct{}), make(chan struct{})
-	go func() { defer close(svcDone); _ = svc.Run(ctx) }()
-	go func() { defer close(brDone); _ = b.Run(ctx) }()
-	select {
-	case <-b.Ready():
-	case <-brDone:
-		c.t.Fatalf("broker on %s stopped before it was ready", c.ep)
-	case <-time.After(5 * time.Second):
-		c.t.Fatal("broker not ready")
-	}
-	c.st, c.cancel, c.done = st, cancel, []chan struct{}{brDone, svcDone}
+	cfg := nodetest.Config(c.dir)
+	cfg.Broker.Endpoints = []string{c.ep}
+	cfg.Store.NoSync = true
+	c.n = nodetest.Start(c.t, cfg)
 }
 
 // stop stops the node as a crash would for its clients: it answers
 // nothing from then on.
 func (c *cluster) stop() {
-	if c.cancel == nil {
+	if c.n == nil {
 		return
 	}
-	c.cancel()
-	for _, d := range c.done {
-		<-d
-	}
-	_ = c.st.Close()
-	c.cancel = nil
+	c.n.Stop()
+	c.n = nil
 }
 
 // Timeouts of the tests' clients: patient where no shard dies, short

@@ -7,16 +7,13 @@ package titanic_test
 // worker.
 
 import (
-	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
 
-	"github.com/titanicmq/titanic/broker"
-	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/internal/nodetest"
 	"github.com/titanicmq/titanic/titanic"
 )
 
@@ -28,47 +25,19 @@ type node struct {
 	zctx *zmq.Context
 }
 
-// startNode runs a broker with the titanic service on a free port.
+// startNode runs a node (package titanic/node, as `titanic broker` wires
+// it) on a free port, with the titanic service configured by cfg.
 func startNode(t *testing.T, cfg titanic.Config) *node {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "t.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc := broker.DefaultConfig()
-	bc.Endpoints = []string{"tcp://127.0.0.1:*"}
-	bc.HeartbeatInterval = 100 * time.Millisecond
-	b, err := broker.New(bc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := titanic.New(st, b, cfg)
-	if err := svc.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	b.Handle(titanic.Prefix, svc)
-	b.SetSource(svc)
-	ctx, cancel := context.WithCancel(context.Background())
-	svcDone, brDone := make(chan struct{}), make(chan struct{})
-	go func() { defer close(svcDone); _ = svc.Run(ctx) }()
-	go func() { defer close(brDone); _ = b.Run(ctx) }()
-	select {
-	case <-b.Ready():
-	case <-time.After(recvWait):
-		t.Fatal("broker not ready")
-	}
+	nc := nodetest.Config(t.TempDir())
+	nc.Service = cfg
+	nd := nodetest.Start(t, nc)
 	zctx, err := zmq.NewContext()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		<-brDone
-		<-svcDone
-		_ = st.Close()
-		_ = zctx.Term()
-	})
-	return &node{t: t, ep: b.Endpoints()[0], zctx: zctx}
+	t.Cleanup(func() { _ = zctx.Term() })
+	return &node{t: t, ep: nd.Endpoint(), zctx: zctx}
 }
 
 func (n *node) socket(kind zmq.Type) *zmq.Socket {

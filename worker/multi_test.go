@@ -6,59 +6,26 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/client"
-	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/internal/nodetest"
 	"github.com/titanicmq/titanic/worker"
 )
 
 var quietLog = slog.New(slog.DiscardHandler)
 
-// titanicNode runs an in-process titanic node (broker, titanic service,
-// store) and returns its endpoint.
+// titanicNode runs an in-process titanic node (package titanic/node) and
+// returns its endpoint.
 func titanicNode(t *testing.T) string {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "t.db"), store.Options{NoSync: true, Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc := broker.DefaultConfig()
-	bc.Endpoints = []string{"tcp://127.0.0.1:*"}
-	bc.HeartbeatInterval = heartbeat
-	bc.Logger = quietLog
-	b, err := broker.New(bc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := titanic.New(st, b, titanic.Config{Logger: quietLog})
-	if err := svc.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	b.Handle(titanic.Prefix, svc)
-	b.SetSource(svc)
-	ctx, cancel := context.WithCancel(context.Background())
-	svcDone, brDone := make(chan struct{}), make(chan struct{})
-	go func() { defer close(svcDone); _ = svc.Run(ctx) }()
-	go func() { defer close(brDone); _ = b.Run(ctx) }()
-	select {
-	case <-b.Ready():
-	case <-time.After(5 * time.Second):
-		t.Fatal("broker not ready")
-	}
-	t.Cleanup(func() {
-		cancel()
-		<-brDone
-		<-svcDone
-		_ = st.Close()
-	})
-	return b.Endpoints()[0]
+	cfg := nodetest.Config(t.TempDir())
+	cfg.Broker.HeartbeatInterval = heartbeat
+	cfg.Store.NoSync = true
+	return nodetest.Start(t, cfg).Endpoint()
 }
 
 // heartbeat is the brokers' and workers' heartbeat interval: a worker

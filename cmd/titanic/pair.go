@@ -1,21 +1,15 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"net/url"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/titanicmq/titanic/binarystar"
-	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/client"
-	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
-	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ha"
 )
 
@@ -41,8 +35,6 @@ type pairFlags struct {
 	bindFlag      *string // the shared --raft-bind
 	advFlag       *string // the shared --raft-advertise
 	curve         *binarystar.CurveConfig
-	// pair is the role once made (for the service's MaybeElsewhere).
-	pair atomic.Pointer[ha.Pair]
 }
 
 func (f *pairFlags) check() error {
@@ -99,21 +91,6 @@ func (f *pairFlags) fill(_ *slog.Logger) {
 	}
 }
 
-// tags returns this node's mint tag and its peer's (titanic.Config
-// MintTag).
-func (f *pairFlags) tags() (own, peer byte) {
-	if f.role == "primary" {
-		return ha.PrimaryTag, ha.BackupTag
-	}
-	return ha.BackupTag, ha.PrimaryTag
-}
-
-// maybeElsewhere is the service's MaybeElsewhere: the pair's, once made.
-func (f *pairFlags) maybeElsewhere(id store.ID) bool {
-	p := f.pair.Load()
-	return p != nil && p.MaybeElsewhere(id)
-}
-
 func (f *pairFlags) peers() []replica.Peer {
 	self := f.raftAdvertise
 	if self == "" {
@@ -122,28 +99,21 @@ func (f *pairFlags) peers() []replica.Peer {
 	return []replica.Peer{{ID: f.role, Addr: self}, {ID: f.peerRole(), Addr: f.peerRaft}}
 }
 
-func (f *pairFlags) role_(node *replica.Node, svc *titanic.Service, data string, log *slog.Logger) (broker.Gate, func(context.Context) error, error) {
+// pairConfig is the node's pair role (node.Config.Pair fills PeerTag,
+// ForkDir and Logger).
+func (f *pairFlags) pairConfig() ha.PairConfig {
 	role := binarystar.Primary
 	if f.role == "backup" {
 		role = binarystar.Backup
 	}
-	_, peerTag := f.tags()
 	pc := ha.PairConfig{
 		Star:         binarystar.Config{Role: role, Local: f.stateListen, Peer: f.peerState, Heartbeat: f.heartbeat, Curve: f.curve},
 		PeerID:       f.peerRole(),
 		PeerAddr:     f.peerRaft,
 		PeerEndpoint: f.peerListen,
-		PeerTag:      peerTag,
-		ForkDir:      filepath.Join(data, "forks"),
-		Logger:       log,
 	}
 	if f.curve != nil {
 		pc.PeerCurve = &client.CurveClient{ServerPublic: f.curve.PeerPublic, Public: f.curve.Public, Secret: f.curve.Secret}
 	}
-	p, err := ha.NewPair(node, svc, pc)
-	if err != nil {
-		return nil, nil, err
-	}
-	f.pair.Store(p)
-	return p, p.Run, nil
+	return pc
 }

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/cmd/titanic/config"
 	"github.com/titanicmq/titanic/store/replica"
-	"github.com/titanicmq/titanic/titanic"
-	"github.com/titanicmq/titanic/titanic/ha"
 )
 
 // raftFlags are the broker's replication flags: group mode (--raft) and,
@@ -31,16 +27,6 @@ type raftFlags struct {
 }
 
 func (f *raftFlags) enabled() bool { return f.group || f.pair.role != "" }
-
-func (f *raftFlags) mode() string {
-	switch {
-	case f.group:
-		return "group"
-	case f.pair.role != "":
-		return "pair-" + f.pair.role
-	}
-	return "single"
-}
 
 func (f *raftFlags) check() error {
 	if f.group && f.pair.role != "" {
@@ -110,15 +96,6 @@ func (f *raftFlags) replicaConfig(data string, log *slog.Logger) replica.Config 
 	c.Peers, _ = parsePeers(f.peers)
 	c.Bootstrap = len(c.Peers) > 0
 	return c
-}
-
-// role returns the broker gate and the role loop of this node.
-func (f *raftFlags) role(node *replica.Node, svc *titanic.Service, data string, log *slog.Logger) (broker.Gate, func(context.Context) error, error) {
-	if f.pair.role != "" {
-		return f.pair.role_(node, svc, data, log)
-	}
-	g := ha.NewGroup(node, svc, log)
-	return g, g.Run, nil
 }
 
 // raftFlagsOf takes the replication settings from the configuration.

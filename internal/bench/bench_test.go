@@ -21,6 +21,7 @@ import (
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
+	titanicnode "github.com/titanicmq/titanic/titanic/node"
 	"github.com/titanicmq/titanic/worker"
 )
 
@@ -156,99 +157,100 @@ func BenchmarkFsyncBaseline(b *testing.B) {
 // ---------------------------------------------------------------------------
 // An in-process broker.
 
-// node is a broker wired as `titanic broker` wires it, serving on a random
-// local port, with its store in a temporary directory and fsync on.
+// node is a whole titanic node (package titanic/node, the assembly
+// `titanic broker` runs), serving on a random local port, with its store in
+// a temporary directory and fsync on.
 type node struct {
-	st       *store.BoltStore
+	nd       *titanicnode.Node
+	st       *store.BoltStore // the node's local store
 	timed    *timedStore
 	svc      *titanic.Service
 	brk      *broker.Broker
 	endpoint string
 
 	cancel  context.CancelFunc
-	brkDone chan error
-	svcDone chan struct{}
+	runDone chan error
 	stopped bool
 
 	cs          []*client.Client
 	zctx        *zsock.Context // shared by the clients (nil: each has its own)
 	wctx        *zsock.Context // shared by the workers (likewise)
 	stopWorkers context.CancelFunc
-	closers     []func() // raft nodes and follower stores, closed before st
+	closers     []func() // raft followers and their stores, closed after the node
 	workers     sync.WaitGroup
 }
 
 func startNode(b *testing.B) *node { return startReplicated(b, 0) }
 
-// startReplicated is startNode over a raft group of voters nodes on
-// 127.0.0.1 (0: no raft, the single-node store). The broker runs on the
-// leader; the followers are raft replicas with their own stores.
+// startReplicated is startNode as a member of a raft group of voters on
+// 127.0.0.1 (0: no raft, a single node), made the leader before it is
+// returned, as a group's serving member; the followers are raft replicas
+// with their own stores.
 func startReplicated(b *testing.B, voters int) *node { return startWith(b, voters, nil) }
 
 // startWith is startReplicated with a hook that adjusts the titanic
 // configuration.
 func startWith(b *testing.B, voters int, tune func(*titanic.Config)) *node {
 	b.Helper()
-	st, err := store.Open(filepath.Join(b.TempDir(), "titanic.db"), store.Options{Logger: quiet})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var base store.Store = st
-	var closers []func()
-	if voters > 0 {
-		var lead *replica.Node
-		st, lead, closers = raftGroup(b, st, voters)
-		base = lead
-	}
 	bc := broker.DefaultConfig()
 	bc.Endpoints = []string{"tcp://127.0.0.1:*"}
 	bc.Logger = quiet
-	brk, err := broker.New(bc)
-	if err != nil {
-		_ = st.Close()
-		b.Fatal(err)
-	}
 	tc := titanic.DefaultConfig()
-	tc.Logger = quiet
 	if tune != nil {
 		tune(&tc)
 	}
-	timed := &timedStore{Store: base}
-	svc := titanic.New(timed, brk, tc)
+	n := &node{runDone: make(chan error, 1)}
+	cfg := titanicnode.Config{Dir: b.TempDir(), Logger: quiet, Broker: bc, Service: tc, NoDrain: true,
+		WrapStore: func(st store.Store) store.Store {
+			n.timed = &timedStore{Store: st}
+			return n.timed
+		}}
+	var followers []*member
+	if voters > 0 {
+		var rc replica.Config
+		rc, followers = raftGroup(b, voters)
+		cfg.Raft = &rc
+	}
+	nd, err := titanicnode.New(cfg)
+	if err != nil {
+		closeMembers(followers)
+		b.Fatalf("assemble node: %v", err)
+	}
+	for _, m := range followers {
+		n.closers = append(n.closers, m.close)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := svc.Recover(ctx); err != nil {
-		cancel()
-		_ = st.Close()
-		b.Fatal(err)
-	}
-	brk.Handle(titanic.Prefix, svc)
-	brk.SetSource(svc)
-
-	n := &node{st: st, timed: timed, svc: svc, brk: brk, cancel: cancel,
-		brkDone: make(chan error, 1), svcDone: make(chan struct{}), closers: closers}
-	go func() { defer close(n.svcDone); _ = svc.Run(ctx) }()
-	go func() { n.brkDone <- brk.Run(ctx) }()
+	n.nd, n.st, n.svc, n.brk, n.cancel = nd, nd.Bolt(), nd.Service(), nd.Broker(), cancel
+	go func() { n.runDone <- nd.Run(ctx) }()
 	select {
-	case <-brk.Ready():
-	case err := <-n.brkDone:
+	case <-nd.Ready():
+	case err := <-n.runDone:
 		cancel()
-		<-n.svcDone
-		_ = st.Close()
-		b.Fatalf("broker: %v", err)
+		closeMembers(followers)
+		b.Fatalf("node: %v", err)
 	}
-	eps := brk.Endpoints()
+	b.Cleanup(func() { n.stop(b) })
+	if voters > 0 {
+		lead(b, nd.Replica(), followers)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !nd.Active() {
+		if time.Now().After(deadline) {
+			b.Fatal("node not serving within 20s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	eps := nd.Endpoints()
 	if len(eps) == 0 {
-		n.stop(b)
 		b.Fatal("broker bound no endpoint")
 	}
 	n.endpoint = eps[0]
-	b.Cleanup(func() { n.stop(b) })
 	return n
 }
 
 // stop closes the clients, stops the workers and waits for them, then
-// stops the broker, then the service (which commits what it holds), then
-// closes the store.
+// stops the node (broker, then the service, which commits what it holds,
+// then its store), then the raft followers.
 func (n *node) stop(b *testing.B) {
 	if n.stopped {
 		return
@@ -268,15 +270,11 @@ func (n *node) stop(b *testing.B) {
 		}
 	}
 	n.cancel()
-	if err := <-n.brkDone; err != nil {
-		b.Errorf("broker: %v", err)
+	if err := <-n.runDone; err != nil {
+		b.Errorf("node: %v", err)
 	}
-	<-n.svcDone
 	for _, c := range n.closers {
 		c()
-	}
-	if err := n.st.Close(); err != nil {
-		b.Errorf("close store: %v", err)
 	}
 }
 

@@ -23,8 +23,9 @@
 //     (titanic.request, no worker), the same metrics.
 //
 // The other benchmarks (`make bench-all` runs every one) run a whole
-// broker in the test process, as `titanic broker` wires it (store.Open, broker.New, titanic.New, Recover,
-// Handle, SetSource, Run), bound to tcp://127.0.0.1:* with its store in a
+// node in the test process, the assembly `titanic broker` runs (package
+// titanic/node; in a pair or group, the raft leader, whose ha.Group role
+// serves), bound to tcp://127.0.0.1:* with its store in a
 // temporary directory and real fsyncs (store.Options.NoSync is off). Clients
 // are client.Client values, one per concurrent caller (a Client has one
 // request in flight), and workers are worker.Worker values that echo their

@@ -15,75 +15,89 @@ import (
 	"github.com/titanicmq/titanic/store/replica"
 )
 
-// raftGroup makes voters raft replicas on 127.0.0.1 (first's store is
-// first, the others get their own) and waits for a leader. It returns the
-// leader's store and node, and closers for every node (and the follower
-// stores). The benchmark's broker then runs on the leader, as a replicated
-// broker does.
-func raftGroup(b *testing.B, first *store.BoltStore, voters int) (*store.BoltStore, *replica.Node, []func()) {
-	b.Helper()
-	type member struct {
-		st   *store.BoltStore
-		n    *replica.Node
-		addr string
-		dir  string
+// member is a raft follower of the benchmark's group: a bare replica
+// with its own store, no broker.
+type member struct {
+	id, addr string
+	st       *store.BoltStore
+	n        *replica.Node
+}
+
+func (m *member) close() {
+	_ = m.n.Close()
+	_ = m.st.Close()
+}
+
+func closeMembers(ms []*member) {
+	for _, m := range ms {
+		m.close()
 	}
-	ms := make([]*member, voters)
+}
+
+// raftGroup plans a raft group of voters on 127.0.0.1: it returns the
+// replica configuration of the node under benchmark (n0) and opens the
+// other voters as followers. Every voter bootstraps the same peers.
+func raftGroup(b *testing.B, voters int) (replica.Config, []*member) {
+	b.Helper()
 	var peers []replica.Peer
-	for i := range ms {
+	for i := range voters {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			b.Fatal(err)
 		}
-		addr := l.Addr().String()
+		peers = append(peers, replica.Peer{ID: fmt.Sprintf("n%d", i), Addr: l.Addr().String()})
 		l.Close()
-		ms[i] = &member{addr: addr, dir: b.TempDir()}
-		peers = append(peers, replica.Peer{ID: fmt.Sprintf("n%d", i), Addr: addr})
 	}
-	for i, m := range ms {
-		if i == 0 {
-			m.st = first
-		} else {
-			st, err := store.Open(filepath.Join(m.dir, "titanic.db"), store.Options{Logger: quiet})
-			if err != nil {
-				b.Fatal(err)
-			}
-			m.st = st
-		}
+	config := func(p replica.Peer) replica.Config {
 		cfg := replica.DefaultConfig()
-		cfg.ID, cfg.Dir, cfg.Bind, cfg.Peers, cfg.Bootstrap = peers[i].ID, filepath.Join(m.dir, "raft"), m.addr, peers, true
+		cfg.ID, cfg.Bind, cfg.Peers, cfg.Bootstrap = p.ID, p.Addr, peers, true
 		cfg.Logger = quiet
-		n, err := replica.Open(m.st, cfg)
+		return cfg
+	}
+	var ms []*member
+	for _, p := range peers[1:] {
+		dir := b.TempDir()
+		st, err := store.Open(filepath.Join(dir, "titanic.db"), store.Options{Logger: quiet})
 		if err != nil {
+			closeMembers(ms)
 			b.Fatal(err)
 		}
-		m.n = n
+		cfg := config(p)
+		cfg.Dir = filepath.Join(dir, "raft")
+		n, err := replica.Open(st, cfg)
+		if err != nil {
+			_ = st.Close()
+			closeMembers(ms)
+			b.Fatal(err)
+		}
+		ms = append(ms, &member{id: p.ID, addr: p.Addr, st: st, n: n})
 	}
+	return config(peers[0]), ms
+}
+
+// lead waits for the group's first leader and, when it is a follower,
+// hands leadership over to own, the node under benchmark, whose broker
+// then serves (titanic/ha.Group).
+func lead(b *testing.B, own *replica.Node, followers []*member) {
+	b.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, m := range ms {
+	for !own.IsLeader() {
+		if time.Now().After(deadline) {
+			b.Fatal("the benchmarked node is not the raft leader within 20s")
+		}
+		for _, m := range followers {
 			if m.n.IsLeader() {
-				if err := m.n.Barrier(context.Background()); err != nil {
-					b.Fatal(err)
+				id, addr := own.Self()
+				if err := m.n.TransferLeadership(id, addr); err != nil {
+					b.Logf("leadership transfer to %s: %v", id, err)
 				}
-				// The caller closes the store handed back (the
-				// leader's) last; the closers close the others.
-				var closers []func()
-				for _, o := range ms {
-					closers = append(closers, func() {
-						_ = o.n.Close()
-						if o.st != m.st {
-							_ = o.st.Close()
-						}
-					})
-				}
-				return m.st, m.n, closers
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	b.Fatal("no raft leader within 20s")
-	return nil, nil, nil
+	if err := own.Barrier(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkReplicatedSubmit measures durable submits through a raft-

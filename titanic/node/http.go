@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/broker"
-	"github.com/titanicmq/titanic/cmd/titanic/config"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
@@ -27,7 +25,7 @@ type opsSources struct {
 	st   store.Store // the store the service uses (replicated or not)
 	svc  *titanic.Service
 	b    *broker.Broker
-	node *replica.Node
+	rep  *replica.Node
 	gate *drainGate
 	mode string
 }
@@ -102,7 +100,7 @@ func (o *opsSources) Clients(_ context.Context, limit int) ([]ops.Client, int, e
 func (o *opsSources) Role() (string, bool) {
 	active := o.gate.Active()
 	switch {
-	case o.node == nil:
+	case o.rep == nil:
 		return ops.RoleSingle, true
 	case o.mode == ops.ModePair:
 		if p, ok := o.gate.inner.(*ha.Pair); ok {
@@ -115,7 +113,7 @@ func (o *opsSources) Role() (string, bool) {
 			return strings.ToLower(p.State().String()), active
 		}
 	}
-	switch o.node.Status().State {
+	switch o.rep.Status().State {
 	case "Leader":
 		return ops.RoleLeader, active
 	case "Candidate":
@@ -137,13 +135,13 @@ func (o *opsSources) Status(ctx context.Context) (ops.ClusterStatus, error) {
 			cs.Peers = append(cs.Peers, ops.Peer{Name: p.Name, Capacity: n})
 		}
 	}
-	if o.node == nil {
+	if o.rep == nil {
 		return cs, nil
 	}
-	st := o.node.Status()
+	st := o.rep.Status()
 	cs.NodeID, cs.Leader = st.ID, st.LeaderID
 	cs.Term, cs.LastIndex, cs.CommitIndex, cs.AppliedIndex = st.Term, st.LastIndex, st.CommitIndex, st.AppliedIndex
-	ms, err := o.node.Members()
+	ms, err := o.rep.Members()
 	if err != nil {
 		return cs, err
 	}
@@ -153,46 +151,49 @@ func (o *opsSources) Status(ctx context.Context) (ops.ClusterStatus, error) {
 	return cs, nil
 }
 
-// startHTTP serves metrics, health, the JSON API and the dashboard on
-// cfg.HTTP.Listen until ctx is done.
-func startHTTP(ctx context.Context, cfg config.Config, src *opsSources, hooks *latencyHooks, log *slog.Logger) (func() error, error) {
+// startHTTP listens on c.Listen and returns the server's loop: metrics,
+// health, the JSON API and the dashboard, until its ctx is done.
+func startHTTP(c HTTPConfig, src *opsSources, hooks *latencyHooks, log *slog.Logger) (func(context.Context) error, error) {
 	oc := ops.DefaultConfig()
 	oc.Tickets, oc.Queues, oc.Workers, oc.Counters, oc.Clients = src, src, src, src, src
 	oc.Cluster = src // single mode too: it reports the peers
-	oc.Version, oc.Logger = Version, log
-	oc.Token = cfg.HTTP.Token
-	if cfg.HTTP.TokenFile != "" {
-		b, err := os.ReadFile(cfg.HTTP.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("http.token_file: %w", err)
-		}
-		oc.Token = strings.TrimSpace(string(b))
-	}
+	oc.Version, oc.Logger = c.Version, log
+	oc.Token = c.Token
 	srv, err := ops.New(oc)
 	if err != nil {
 		return nil, err
 	}
 	hooks.srv.Store(srv)
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
+		return nil, fmt.Errorf("http listen %s: %w", c.Listen, err)
 	}
 	log.Info("http listening", "addr", ln.Addr().String(), "token", oc.Token != "")
-	return func() error { return srv.Serve(ctx, ln) }, nil
+	return func(ctx context.Context) error { return srv.Serve(ctx, ln) }, nil
 }
 
 // latencyHooks feed the commit and fsync histograms of the HTTP layer,
-// which starts after the store and the service that report them.
-type latencyHooks struct{ srv atomic.Pointer[ops.Server] }
+// which starts after the store and the service that report them, and
+// pass the observations on to the hooks of the node's Config.
+type latencyHooks struct {
+	srv                   atomic.Pointer[ops.Server]
+	fsyncNext, commitNext func(time.Duration)
+}
 
 func (h *latencyHooks) commit(d time.Duration) {
 	if s := h.srv.Load(); s != nil {
 		s.ObserveCommit(d)
+	}
+	if h.commitNext != nil {
+		h.commitNext(d)
 	}
 }
 
 func (h *latencyHooks) fsync(d time.Duration) {
 	if s := h.srv.Load(); s != nil {
 		s.ObserveFsync(d)
+	}
+	if h.fsyncNext != nil {
+		h.fsyncNext(d)
 	}
 }

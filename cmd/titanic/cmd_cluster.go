@@ -24,6 +24,13 @@ func runCluster(e env) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if a := fs.Args(); sub == "" && len(a) > 0 && (a[0] == "join" || a[0] == "leave" || a[0] == "forget-peer-split") {
+		// Flags came first: cluster --broker A,B,C join ID ADDR.
+		sub = a[0]
+		if err := fs.Parse(append([]string{"--"}, a[1:]...)); err != nil {
+			return err
+		}
+	}
 	switch sub {
 	case "join":
 		if fs.NArg() != 2 {

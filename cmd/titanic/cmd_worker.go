@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"time"
 
 	"github.com/titanicmq/titanic/worker"
@@ -23,6 +24,10 @@ func runWorker(e env) error {
 	serverKey := fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)")
 	ownKey := fs.String("curve-key", "", "CURVE: this worker's key file, made by titanic keygen")
 	if err := parseFlags(fs, e.args); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) && !slices.Contains(e.args, "--") {
+			return usagef("%v (the command goes after --: titanic worker [flags] SERVICE -- CMD [ARGS...])", err)
+		}
 		return err
 	}
 	args := fs.Args()
@@ -30,12 +35,6 @@ func runWorker(e env) error {
 		return usagef("want SERVICE -- CMD [ARGS...]")
 	}
 	service, cmdline := args[0], args[1:]
-	if cmdline[0] == "--" {
-		cmdline = cmdline[1:]
-	}
-	if len(cmdline) == 0 {
-		return usagef("missing CMD after --")
-	}
 	log, err := newLogger(e, *logLevel, "text")
 	if err != nil {
 		return err

@@ -131,15 +131,34 @@ func newFlags(e env, name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses e.args, turning flag errors into usage errors.
+// parseFlags parses e.args, turning flag errors into usage errors. Flags
+// may come anywhere before "--", as with git or kubectl (`reply TICKET
+// --wait`, `worker SVC --timeout 10s -- CMD`); everything after "--" is an
+// argument as given. The arguments are left in fs.Args().
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return usageError{err.Error()}
 		}
-		return usageError{err.Error()}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		// flag.Parse stops at the first argument, or consumes a "--" and
+		// stops after it: from there on everything is an argument.
+		if i := len(args) - len(rest); i > 0 && args[i-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	return nil
+	// Leave the arguments in fs.Args() for the callers; a leading "--"
+	// keeps Parse from reading any of them as a flag.
+	return fs.Parse(append([]string{"--"}, pos...))
 }
 
 // splitList splits a comma-separated flag value.

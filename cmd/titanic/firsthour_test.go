@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runCLI runs the command line in process and returns its exit code,
+// standard output and standard error.
+func runCLI(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(ctx, args, strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestParseFlagsAnywhereBeforeDashDash(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		timeout time.Duration
+		wait    bool
+		pos     []string
+	}{
+		{[]string{"svc", "--timeout", "10s", "--", "cat"}, 10 * time.Second, false, []string{"svc", "cat"}},
+		{[]string{"--timeout=3s", "svc", "--", "sh", "-c", "echo --wait", "--", "-x"}, 3 * time.Second, false, []string{"svc", "sh", "-c", "echo --wait", "--", "-x"}},
+		{[]string{"TICKET", "--wait"}, time.Minute, true, []string{"TICKET"}},
+		{[]string{"a", "-wait", "b", "-timeout", "2s", "-"}, 2 * time.Second, true, []string{"a", "b", "-"}},
+		{[]string{"svc", "--", "--wait"}, time.Minute, false, []string{"svc", "--wait"}},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		timeout := fs.Duration("timeout", time.Minute, "")
+		wait := fs.Bool("wait", false, "")
+		if err := parseFlags(fs, tc.args); err != nil {
+			t.Fatalf("parseFlags(%q): %v", tc.args, err)
+		}
+		if *timeout != tc.timeout || *wait != tc.wait || !slices.Equal(fs.Args(), tc.pos) {
+			t.Errorf("parseFlags(%q): timeout %s wait %v args %q, want %s %v %q", tc.args, *timeout, *wait, fs.Args(), tc.timeout, tc.wait, tc.pos)
+		}
+	}
+}
+
+// A flag after the ticket is a flag, not a second ticket: `reply TICKET
+// --wait` gets as far as the (absent) broker instead of a usage error.
+func TestFlagsAfterArguments(t *testing.T) {
+	dead := []string{"--broker", "tcp://127.0.0.1:1", "--timeout", "50ms", "--retries", "1"}
+	ctx := context.Background()
+	if code, _, stderr := runCLI(t, ctx, append([]string{"reply", "0123456789abcdef0123456789abcdef", "--wait"}, dead...)...); code != exitUnavailable {
+		t.Fatalf("reply TICKET --wait ...: exit %d (stderr %q), want %d (no broker answered)", code, stderr, exitUnavailable)
+	}
+	if code, _, stderr := runCLI(t, ctx, append([]string{"status", "0123456789abcdef0123456789abcdef"}, dead...)...); code != exitUnavailable {
+		t.Fatalf("status TICKET --broker ...: exit %d (stderr %q), want %d", code, stderr, exitUnavailable)
+	}
+	// A worker's command without -- gets a hint.
+	if code, _, stderr := runCLI(t, ctx, "worker", "svc", "grep", "-v", "x"); code != exitUsage || !strings.Contains(stderr, "after --") {
+		t.Fatalf("worker svc grep -v x: exit %d, stderr %q, want %d and a hint to use --", code, stderr, exitUsage)
+	}
+}

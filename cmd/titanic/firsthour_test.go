@@ -62,3 +62,45 @@ func TestFlagsAfterArguments(t *testing.T) {
 		t.Fatalf("worker svc grep -v x: exit %d, stderr %q, want %d and a hint to use --", code, stderr, exitUsage)
 	}
 }
+
+// Ctrl-C while waiting is an interrupt (exit 130), not a failed ticket.
+func TestInterruptedWaitIsNotAFailure(t *testing.T) {
+	// A long per-try timeout: the wait is still in its first try when
+	// interrupted.
+	dead := []string{"--broker", "tcp://127.0.0.1:1", "--try-timeout", "1m", "--retries", "1"}
+	for _, args := range [][]string{
+		{"wait", "0123456789abcdef0123456789abcdef"},
+		{"reply", "--wait", "0123456789abcdef0123456789abcdef"},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(200*time.Millisecond, cancel)
+		code, stdout, stderr := runCLI(t, ctx, append(args, dead...)...)
+		cancel()
+		if code != exitInterrupted || strings.Contains(stderr, "tickets failed") || strings.Contains(stdout, "error") {
+			t.Errorf("%v interrupted: exit %d, stdout %q, stderr %q; want exit %d and no failure reported", args, code, stdout, stderr, exitInterrupted)
+		}
+	}
+}
+
+// --wait-timeout bounds a whole wait (exit 3: not answered yet), apart from
+// the per-try timeout.
+func TestWaitTimeout(t *testing.T) {
+	dead := []string{"--broker", "tcp://127.0.0.1:1", "--try-timeout", "1m", "--retries", "1", "--wait-timeout", "300ms"}
+	for _, args := range [][]string{
+		{"wait", "0123456789abcdef0123456789abcdef"},
+		{"reply", "--wait", "0123456789abcdef0123456789abcdef"},
+	} {
+		start := time.Now()
+		code, stdout, stderr := runCLI(t, context.Background(), append(args, dead...)...)
+		if el := time.Since(start); code != exitPending || el > 10*time.Second || !strings.Contains(stderr, "--wait-timeout 300ms") {
+			t.Errorf("%v: exit %d after %s, stdout %q, stderr %q; want exit %d within 10s naming --wait-timeout", args, code, el, stdout, stderr, exitPending)
+		}
+	}
+	// Commands that never wait do not offer it, nor --notify.
+	for _, cmd := range []string{"status", "close", "tickets", "clients", "cluster", "backup"} {
+		code, _, stderr := runCLI(t, context.Background(), cmd, "--help")
+		if code != exitOK || strings.Contains(stderr, "-notify") || strings.Contains(stderr, "-wait-timeout") {
+			t.Errorf("%s --help: exit %d, offers --notify or --wait-timeout:\n%s", cmd, code, stderr)
+		}
+	}
+}

@@ -21,6 +21,9 @@ const (
 	exitUnknown     = 4 // unknown ticket, or request rejected as malformed
 	exitFailed      = 5 // the ticket failed for good
 	exitUnavailable = 6 // no broker answered
+	// exitInterrupted is the shell's code for a command ended by SIGINT
+	// (128+2): scripts tell an interrupt from a failure.
+	exitInterrupted = 130
 )
 
 // env is what a subcommand gets: its arguments and standard streams.
@@ -78,6 +81,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if err == nil || errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
+		if ctx.Err() != nil && c.name != "broker" {
+			// Interrupted (Ctrl-C, SIGTERM): what the command waited for
+			// is left as it was; its error is only the interrupt's.
+			fmt.Fprintf(stderr, "titanic %s: interrupted\n", c.name)
+			return exitInterrupted
+		}
 		fmt.Fprintf(stderr, "titanic %s: %v\n", c.name, err)
 		return exitCode(err)
 	}
@@ -92,7 +101,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable")
+	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 130 interrupted")
 }
 
 // usageError marks a bad command line.

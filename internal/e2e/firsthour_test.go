@@ -1,8 +1,14 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/titanicmq/titanic/internal/harness"
 )
@@ -22,5 +28,58 @@ func TestFirstHourFlagsAnywhere(t *testing.T) {
 	}
 	if out, code := cli(t, "", "reply", ticket, "--wait", "--broker", ep); code != 0 || out != "ABC" {
 		t.Fatalf("reply TICKET --wait --broker EP: %q exit %d, want ABC (the worker ran tr, not --timeout)", out, code)
+	}
+}
+
+// Ctrl-C during wait and reply --wait leaves the ticket pending, reports
+// no failure and exits 130; --wait-timeout ends a wait with exit 3.
+func TestFirstHourInterruptAndWaitTimeout(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	br := harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	out, code := cli(t, "", "submit", "--broker", ep, "nobody", "x")
+	ticket := strings.TrimSpace(out)
+	if code != 0 || len(ticket) != 32 {
+		t.Fatalf("submit: %q exit %d", out, code)
+	}
+	for _, args := range [][]string{{"wait", ticket}, {"reply", "--wait", ticket}, {"wait", "--notify", "tcp://127.0.0.1:1", ticket}} {
+		cmd := exec.Command(harness.Binary(t), append(args, "--broker", ep)...)
+		var stdout bytes.Buffer
+		cmd.Stdout = &stdout
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Any moment after start-up will do (nothing to wait for: reply
+		// prints nothing while it waits); a second is well past the
+		// installing of the signal handler and the first lookup.
+		time.Sleep(time.Second)
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		var errText strings.Builder
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			errText.WriteString(sc.Text() + "\n")
+		}
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Fatalf("%v interrupted: %v, want exit 130; stderr:\n%s", args, err, errText.String())
+		}
+		if strings.Contains(errText.String(), "tickets failed") || strings.Contains(stdout.String(), "error") {
+			t.Fatalf("%v interrupted reports a failure: stdout %q stderr %q", args, stdout.String(), errText.String())
+		}
+	}
+	if out, code := cli(t, "", "status", "--broker", ep, ticket); code != 0 || !strings.Contains(out, "state:    pending") {
+		t.Fatalf("status after the interrupts: %q exit %d, want pending\n%s", out, code, br.Tail())
+	}
+	start := time.Now()
+	out, code = cli(t, "", "wait", "--broker", ep, "--wait-timeout", "1s", ticket)
+	if el := time.Since(start); code != 3 || el > 8*time.Second || out != ticket+"\tpending\n" {
+		t.Fatalf("wait --wait-timeout 1s: %q exit %d after %s, want %s pending, exit 3", out, code, el, ticket)
+	}
+	if _, code := cli(t, "", "submit", "--broker", ep, "--wait", "--wait-timeout", "1s", "nobody", "y"); code != 3 {
+		t.Fatalf("submit --wait --wait-timeout 1s: exit %d, want 3", code)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"io"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -102,5 +103,42 @@ func TestWaitTimeout(t *testing.T) {
 		if code != exitOK || strings.Contains(stderr, "-notify") || strings.Contains(stderr, "-wait-timeout") {
 			t.Errorf("%s --help: exit %d, offers --notify or --wait-timeout:\n%s", cmd, code, stderr)
 		}
+	}
+}
+
+func TestVersionAndHelpCommand(t *testing.T) {
+	ctx := context.Background()
+	for _, arg := range []string{"--version", "-v", "version"} {
+		if code, stdout, stderr := runCLI(t, ctx, arg); code != exitOK || stdout != "titanic "+Version+"\n" {
+			t.Errorf("titanic %s: exit %d, stdout %q, stderr %q; want the version", arg, code, stdout, stderr)
+		}
+	}
+	code, stdout, stderr := runCLI(t, ctx, "help", "submit")
+	if code != exitOK || !strings.Contains(stdout+stderr, "usage: titanic submit") || strings.Contains(stdout, "commands:") {
+		t.Errorf("titanic help submit: exit %d, stdout %q, stderr %q; want submit's help", code, stdout, stderr)
+	}
+	if code, _, stderr := runCLI(t, ctx, "help", "nosuch"); code != exitUsage || !strings.Contains(stderr, `unknown command "nosuch"`) {
+		t.Errorf("titanic help nosuch: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// make build installs only what building needs: nftables and iproute2 are
+// for the failover tests.
+func TestMakeBuildInstallsNoTestTools(t *testing.T) {
+	mk, err := exec.LookPath("make")
+	if err != nil {
+		t.Skip("no make")
+	}
+	out, err := exec.Command(mk, "-n", "-C", "../..", "build").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n build: %v\n%s", err, out)
+	}
+	for _, tool := range []string{"nftables", "iproute2"} {
+		if strings.Contains(string(out), tool) {
+			t.Errorf("make build would install %s:\n%s", tool, out)
+		}
+	}
+	if out, err := exec.Command(mk, "-n", "-C", "../..", "test-deps").CombinedOutput(); err != nil || !strings.Contains(string(out), "nftables") {
+		t.Errorf("make -n test-deps: %v, want it to install nftables:\n%s", err, out)
 	}
 }

@@ -66,6 +66,14 @@ func commands() []command {
 
 // Run runs the titanic command line and returns the process exit code.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "-v" || args[0] == "-V"):
+		args = append([]string{"version"}, args[1:]...)
+	case len(args) > 1 && args[0] == "help":
+		// help COMMAND: the command's own help, as git help and kubectl
+		// help give.
+		args = []string{args[1], "--help"}
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
 		if len(args) == 0 {
@@ -96,7 +104,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: titanic COMMAND [flags] [args]   (titanic COMMAND --help for its flags)")
+	fmt.Fprintln(w, "usage: titanic COMMAND [flags] [args]   (titanic help COMMAND, or COMMAND --help, for its flags; titanic --version)")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/titanicmq/titanic/client"
 )
@@ -85,6 +87,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if c.name != args[0] {
 			continue
 		}
+		if c.name == "broker" || c.name == "worker" {
+			defer ignoreHUP()()
+		}
 		err := c.run(env{ctx: ctx, args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr})
 		if err == nil || errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -110,6 +115,17 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 130 interrupted")
+}
+
+// ignoreHUP keeps SIGHUP from killing a long-running process: a broker
+// with CURVE reloads its allowlist on it (its own handler), and a
+// `kill -HUP` meant for that, or a closed terminal, must not stop workers
+// or other brokers. The returned func restores the default.
+func ignoreHUP() (restore func()) {
+	// A channel nobody reads: Notify drops signals it cannot deliver.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	return func() { signal.Stop(hup) }
 }
 
 // usageError marks a bad command line.

@@ -83,3 +83,20 @@ func TestFirstHourInterruptAndWaitTimeout(t *testing.T) {
 		t.Fatalf("submit --wait --wait-timeout 1s: exit %d, want 3", code)
 	}
 }
+
+// SIGHUP (a closed terminal, or a `kill -HUP` meant for a CURVE broker's
+// reload) stops neither a worker nor a broker without --curve.
+func TestFirstHourSIGHUPIgnored(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	br := harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	w := harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "--heartbeat", "200ms", "upper", "--", "tr", "a-z", "A-Z")
+	br.Signal(syscall.SIGHUP)
+	w.Signal(syscall.SIGHUP)
+	// Both must still serve: the reply needs the broker and the worker.
+	if out, code := cli(t, "", "submit", "--broker", ep, "--wait", "--wait-timeout", "20s", "upper", "hup"); code != 0 || out != "HUP" {
+		t.Fatalf("submit --wait after SIGHUP: %q exit %d, want HUP\nbroker:\n%s\nworker:\n%s", out, code, br.Tail(), w.Tail())
+	}
+	if br.Exited() || w.Exited() {
+		t.Fatalf("exited after SIGHUP: broker %v, worker %v", br.Exited(), w.Exited())
+	}
+}

@@ -14,6 +14,33 @@ import (
 	"github.com/titanicmq/titanic/client"
 )
 
+// EnvBrokers names the environment variable with the broker list of client
+// commands and workers when --broker is not given. It is not a
+// TITANIC_<SECTION>_<KEY> broker setting (no section is named "brokers"),
+// so a broker started in the same environment does not refuse it.
+const EnvBrokers = "TITANIC_BROKERS"
+
+// defaultBroker is the endpoint a broker on the defaults listens on.
+const defaultBroker = "tcp://127.0.0.1:5555"
+
+const brokerHelp = "broker endpoints, comma-separated (failover order); default: $" + EnvBrokers + ", else " + defaultBroker
+
+// brokerList is --broker if given, else $TITANIC_BROKERS, else the
+// default broker's endpoint.
+func brokerList(e env, flagValue string) []string {
+	if l := splitList(flagValue); len(l) > 0 {
+		return l
+	}
+	for _, kv := range e.environ() {
+		if v, ok := strings.CutPrefix(kv, EnvBrokers+"="); ok {
+			if l := splitList(v); len(l) > 0 {
+				return l
+			}
+		}
+	}
+	return []string{defaultBroker}
+}
+
 // clientFlags are the flags every client command takes.
 type clientFlags struct {
 	brokers   *string
@@ -33,7 +60,7 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 	fs.DurationVar(timeout, "try-timeout", defaultTimeout, tryHelp)
 	fs.DurationVar(timeout, "timeout", defaultTimeout, "the earlier name of --try-timeout")
 	return clientFlags{
-		brokers:   fs.String("broker", "tcp://127.0.0.1:5555", "broker endpoints, comma-separated (failover order)"),
+		brokers:   fs.String("broker", "", brokerHelp),
 		timeout:   timeout,
 		retries:   fs.Int("retries", client.DefaultRetries, "tries per broker before giving up"),
 		serverKey: fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)"),
@@ -70,12 +97,15 @@ func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, 
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{Brokers: splitList(*f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc}
+	cfg := client.Config{Brokers: brokerList(e, *f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc}
 	if f.notify != nil {
 		cfg.Notify = splitList(*f.notify)
 	}
 	for _, t := range tune {
 		t(&cfg)
+	}
+	if e.dialed != nil {
+		*e.dialed = dialed{brokers: cfg.Brokers, timeout: cfg.Timeout, retries: cfg.Retries}
 	}
 	return client.New(cfg)
 }

@@ -17,7 +17,7 @@ const stderrTail = 512
 
 func runWorker(e env) error {
 	fs := newFlags(e, "worker", "[flags] SERVICE -- CMD [ARGS...]")
-	brokers := fs.String("broker", "tcp://127.0.0.1:5555", "broker endpoints, comma-separated (failover order)")
+	brokers := fs.String("broker", "", brokerHelp)
 	timeout := fs.Duration("timeout", 5*time.Minute, "kill CMD and report a failed attempt after this long (0: no limit)")
 	hb := fs.Duration("heartbeat", 2500*time.Millisecond, "MDP heartbeat interval (match the broker's)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -46,7 +46,7 @@ func runWorker(e env) error {
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(worker.Config{Brokers: splitList(*brokers), Service: service, HeartbeatInterval: *hb, Logger: log, Curve: cc}, h)
+	w, err := worker.New(worker.Config{Brokers: brokerList(e, *brokers), Service: service, HeartbeatInterval: *hb, Logger: log, Curve: cc}, h)
 	if err != nil {
 		return err
 	}

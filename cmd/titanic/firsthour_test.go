@@ -142,3 +142,41 @@ func TestMakeBuildInstallsNoTestTools(t *testing.T) {
 		t.Errorf("make -n test-deps: %v, want it to install nftables:\n%s", err, out)
 	}
 }
+
+// Client commands take the broker list from $TITANIC_BROKERS when --broker
+// is not given, and a broker in the same environment accepts it.
+func TestBrokersFromEnvironment(t *testing.T) {
+	e := env{env: []string{"TITANIC_BROKERS=tcp://a:1, tcp://b:2"}}
+	if got := brokerList(e, ""); !slices.Equal(got, []string{"tcp://a:1", "tcp://b:2"}) {
+		t.Errorf("brokerList with $TITANIC_BROKERS = %q", got)
+	}
+	if got := brokerList(e, "tcp://c:3"); !slices.Equal(got, []string{"tcp://c:3"}) {
+		t.Errorf("brokerList with --broker = %q, want the flag's", got)
+	}
+	if got := brokerList(env{env: []string{}}, ""); !slices.Equal(got, []string{defaultBroker}) {
+		t.Errorf("brokerList with neither = %q, want %s", got, defaultBroker)
+	}
+	var out, errb bytes.Buffer
+	e = env{ctx: context.Background(), env: []string{"TITANIC_BROKERS=tcp://127.0.0.1:1"}, stdout: &out, stderr: &errb}
+	if err := runConfig(e); err != nil {
+		t.Fatalf("titanic config with $TITANIC_BROKERS set: %v (a broker would refuse to start)", err)
+	}
+}
+
+// "no broker answered" names the endpoints tried, the tries and their
+// timeout, and comes within 10 s on the defaults.
+func TestUnavailableNamesEndpoints(t *testing.T) {
+	var out, errb bytes.Buffer
+	start := time.Now()
+	code := run(context.Background(), []string{"status", "0123456789abcdef0123456789abcdef"}, []string{"TITANIC_BROKERS=tcp://127.0.0.1:1"}, strings.NewReader(""), &out, &errb)
+	el := time.Since(start)
+	msg := errb.String()
+	if code != exitUnavailable || el > 10*time.Second {
+		t.Fatalf("status against a dead broker: exit %d after %s, want %d within 10s", code, el, exitUnavailable)
+	}
+	for _, want := range []string{"tcp://127.0.0.1:1", "3 tries", "1s", "--broker", EnvBrokers} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q does not name %q", msg, want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/titanicmq/titanic/client"
 )
@@ -37,6 +38,8 @@ type env struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	// dialed, if not nil, is told what the command dials.
+	dialed *dialed
 }
 
 type command struct {
@@ -68,6 +71,30 @@ func commands() []command {
 
 // Run runs the titanic command line and returns the process exit code.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return run(ctx, args, nil, stdin, stdout, stderr)
+}
+
+// dialed records what a client command dialed, for its error message.
+type dialed struct {
+	brokers []string
+	timeout time.Duration
+	retries int
+}
+
+// unavailable explains "no broker answered": where the command looked, how
+// long, and how to point it elsewhere.
+func (d *dialed) unavailable() string {
+	if d == nil || len(d.brokers) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("\n  tried %s: %d tries of %s (--retries, --try-timeout) per broker, no answer."+
+		"\n  Is a broker running there? (A CURVE broker does not answer a key outside its allowlist,"+
+		"\n  nor a message larger than its limits.max_message_size.) Other brokers: --broker A,B or $%s",
+		strings.Join(d.brokers, ", "), d.retries, d.timeout, EnvBrokers)
+}
+
+// run is Run with the environment (nil: os.Environ()).
+func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch {
 	case len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "-v" || args[0] == "-V"):
 		args = append([]string{"version"}, args[1:]...)
@@ -90,7 +117,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if c.name == "broker" || c.name == "worker" {
 			defer ignoreHUP()()
 		}
-		err := c.run(env{ctx: ctx, args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr})
+		d := &dialed{}
+		err := c.run(env{ctx: ctx, env: environ, args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr, dialed: d})
 		if err == nil || errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
@@ -100,7 +128,11 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			fmt.Fprintf(stderr, "titanic %s: interrupted\n", c.name)
 			return exitInterrupted
 		}
-		fmt.Fprintf(stderr, "titanic %s: %v\n", c.name, err)
+		hint := ""
+		if errors.Is(err, client.ErrUnavailable) {
+			hint = d.unavailable()
+		}
+		fmt.Fprintf(stderr, "titanic %s: %v%s\n", c.name, err, hint)
 		return exitCode(err)
 	}
 	fmt.Fprintf(stderr, "titanic: unknown command %q\n", args[0])

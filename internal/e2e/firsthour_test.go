@@ -100,3 +100,25 @@ func TestFirstHourSIGHUPIgnored(t *testing.T) {
 		t.Fatalf("exited after SIGHUP: broker %v, worker %v", br.Exited(), w.Exited())
 	}
 }
+
+// $TITANIC_BROKERS is the broker list of client commands and workers that
+// are given no --broker; a broker started in the same environment accepts
+// it (it refuses unknown TITANIC_BROKER_* settings).
+func TestFirstHourBrokersFromEnvironment(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	t.Setenv("TITANIC_BROKERS", ep)
+	harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	harness.Start(t, "worker", "worker running", "worker", "--heartbeat", "200ms", "upper", "--", "tr", "a-z", "A-Z")
+	if out, code := cli(t, "", "submit", "--wait", "--wait-timeout", "20s", "upper", "env"); code != 0 || out != "ENV" {
+		t.Fatalf("submit --wait with $TITANIC_BROKERS: %q exit %d, want ENV", out, code)
+	}
+	// A dead one is named in the error.
+	dead := harness.FreeEndpoint(t)
+	cmd := exec.Command(harness.Binary(t), "status", "0123456789abcdef0123456789abcdef")
+	cmd.Env = append(cmd.Environ(), "TITANIC_BROKERS="+dead)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 6 || !strings.Contains(string(out), dead) {
+		t.Fatalf("status against a dead $TITANIC_BROKERS: %v, %q; want exit 6 naming %s", err, out, dead)
+	}
+}

@@ -170,7 +170,7 @@ func runBroker(e env) error {
 		case cfg.Pair.Role != "":
 			mode = ops.ModePair
 		}
-		serve, err := startHTTP(ctx, cfg, &opsSources{bolt: bolt, st: st, svc: svc, b: b, node: node, gate: gate, mode: mode}, hooks, log)
+		serve, err := startHTTP(ctx, cfg, httpDefault(e, cfg), &opsSources{bolt: bolt, st: st, svc: svc, b: b, node: node, gate: gate, mode: mode}, hooks, log)
 		if err != nil {
 			return err
 		}

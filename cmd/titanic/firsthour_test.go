@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/titanicmq/titanic/cmd/titanic/config"
 )
 
 // runCLI runs the command line in process and returns its exit code,
@@ -178,5 +180,30 @@ func TestUnavailableNamesEndpoints(t *testing.T) {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q does not name %q", msg, want)
 		}
+	}
+}
+
+// The default HTTP listener gives way when its port is taken; one asked
+// for by flag or environment does not.
+func TestHTTPDefaultListener(t *testing.T) {
+	for _, tc := range []struct {
+		args, environ []string
+		want          bool
+	}{
+		{nil, nil, true},
+		{[]string{"--data", "d"}, []string{"TITANIC_BROKERS=x"}, true},
+		{[]string{"--http-listen", "127.0.0.1:8080"}, nil, false},
+		{[]string{"-http-listen=127.0.0.1:8080"}, nil, false},
+		{nil, []string{"TITANIC_HTTP_LISTEN=127.0.0.1:8080"}, false},
+	} {
+		e := env{args: tc.args, env: append([]string{}, tc.environ...)}
+		if got := httpDefault(e, config.Default()); got != tc.want {
+			t.Errorf("httpDefault(args %q, env %q) = %v, want %v", tc.args, tc.environ, got, tc.want)
+		}
+	}
+	cfg := config.Default()
+	cfg.HTTP.Listen = "127.0.0.1:9999"
+	if httpDefault(env{env: []string{}}, cfg) {
+		t.Error("httpDefault of a listener set in the file (another address) = true")
 	}
 }

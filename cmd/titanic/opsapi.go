@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/titanicmq/titanic/binarystar"
@@ -155,7 +156,12 @@ func (o *opsSources) Status(ctx context.Context) (ops.ClusterStatus, error) {
 
 // startHTTP serves metrics, health, the JSON API and the dashboard on
 // cfg.HTTP.Listen until ctx is done.
-func startHTTP(ctx context.Context, cfg config.Config, src *opsSources, hooks *latencyHooks, log *slog.Logger) (func() error, error) {
+//
+// When the listener is the default one (isDefault) and its port is taken,
+// the broker goes on without it, with a warning: a port 8080 used by
+// anything else must not stop a plain `titanic broker`. A listener asked
+// for fails loudly.
+func startHTTP(ctx context.Context, cfg config.Config, isDefault bool, src *opsSources, hooks *latencyHooks, log *slog.Logger) (func() error, error) {
 	oc := ops.DefaultConfig()
 	oc.Tickets, oc.Queues, oc.Workers, oc.Counters, oc.Clients = src, src, src, src, src
 	oc.Cluster = src // single mode too: it reports the peers
@@ -174,11 +180,39 @@ func startHTTP(ctx context.Context, cfg config.Config, src *opsSources, hooks *l
 	}
 	hooks.srv.Store(srv)
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil && isDefault && errors.Is(err, syscall.EADDRINUSE) {
+		log.Warn("http: the default listener's port is taken: no metrics, health, API or dashboard; set --http-listen HOST:PORT for another, or --http-listen '' for none",
+			"addr", cfg.HTTP.Listen, "err", err)
+		return func() error { <-ctx.Done(); return nil }, nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
+		return nil, fmt.Errorf("http listen %s (http.listen): %w", cfg.HTTP.Listen, err)
 	}
 	log.Info("http listening", "addr", ln.Addr().String(), "token", oc.Token != "")
 	return func() error { return srv.Serve(ctx, ln) }, nil
+}
+
+// httpDefault reports whether the HTTP listener is the default one, not
+// asked for by a flag, the environment or the config file (a file that
+// sets the default address counts as the default).
+func httpDefault(e env, cfg config.Config) bool {
+	if cfg.HTTP.Listen != config.Default().HTTP.Listen {
+		return false
+	}
+	for _, a := range e.args {
+		if a == "--" {
+			break
+		}
+		if n := strings.TrimLeft(a, "-"); n != a && (n == "http-listen" || strings.HasPrefix(n, "http-listen=")) {
+			return false
+		}
+	}
+	for _, kv := range e.environ() {
+		if strings.HasPrefix(kv, "TITANIC_HTTP_LISTEN=") {
+			return false
+		}
+	}
+	return true
 }
 
 // latencyHooks feed the commit and fsync histograms of the HTTP layer,

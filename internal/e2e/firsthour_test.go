@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"net"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -120,5 +121,34 @@ func TestFirstHourBrokersFromEnvironment(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 6 || !strings.Contains(string(out), dead) {
 		t.Fatalf("status against a dead $TITANIC_BROKERS: %v, %q; want exit 6 naming %s", err, out, dead)
+	}
+}
+
+// A plain `titanic broker` starts although port 8080 is taken, warning that
+// it has no HTTP listener; a listener asked for on a taken port stops it.
+func TestFirstHourHTTPPortTaken(t *testing.T) {
+	// Take the default port unless something else already has it: either
+	// way it is taken.
+	if ln, err := net.Listen("tcp", "127.0.0.1:8080"); err == nil {
+		defer ln.Close()
+	}
+	ep := harness.FreeEndpoint(t)
+	br := harness.Start(t, "broker", "broker ready", "broker", "--listen", ep, "--data", t.TempDir())
+	if !strings.Contains(br.Tail(), "port is taken") {
+		t.Fatalf("broker with port 8080 taken: no warning\n%s", br.Tail())
+	}
+	if out, code := cli(t, "", "submit", "--broker", ep, "svc", "x"); code != 0 || len(strings.TrimSpace(out)) != 32 {
+		t.Fatalf("submit to the broker without its HTTP listener: %q exit %d", out, code)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := exec.Command(harness.Binary(t), "broker", "--listen", harness.FreeEndpoint(t), "--data", t.TempDir(), "--http-listen", ln.Addr().String())
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || !strings.Contains(string(out), ln.Addr().String()) || !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("broker --http-listen on a taken port: %v, %s; want it to stop naming the address", err, out)
 	}
 }

@@ -153,7 +153,22 @@ func runSubmit(e env) error {
 		return nil
 	}
 	fmt.Fprintln(e.stderr, ticket)
+	warnNoWorker(e, c, fs.Arg(0))
 	return printReply(e, cf, c, ticket, true)
+}
+
+// warnNoWorker asks the broker (8/MMI) whether service has a worker and
+// warns if not, so that a wait for a service nobody serves (a typo, a
+// worker not started) is not silent. The answer is the broker's view of
+// this moment: a worker may still come.
+func warnNoWorker(e env, c *client.Client, service string) {
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
+	defer cancel()
+	rep, err := c.Request(ctx, "mmi.service", [][]byte{[]byte(service)})
+	if err != nil || len(rep) == 0 || string(rep[0]) != "404" {
+		return // served, or no answer: nothing to say
+	}
+	fmt.Fprintf(e.stderr, "titanic submit: warning: no worker serves %q now; waiting for one (the ticket waits queue.no_worker_timeout, 1h by default, then fails; --wait-timeout bounds this wait)\n", service)
 }
 
 func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait bool) error {

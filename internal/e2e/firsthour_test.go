@@ -152,3 +152,30 @@ func TestFirstHourHTTPPortTaken(t *testing.T) {
 		t.Fatalf("broker --http-listen on a taken port: %v, %s; want it to stop naming the address", err, out)
 	}
 }
+
+// submit --wait for a service nobody serves says so within a few seconds
+// (8/MMI), and is quiet for a served one.
+func TestFirstHourNoWorkerWarning(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	cmd := exec.Command(harness.Binary(t), "submit", "--wait", "--wait-timeout", "3s", "--broker", ep, "nobody-serves-this", "x")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	_ = cmd.Run()
+	if !strings.Contains(stderr.String(), `no worker serves "nobody-serves-this"`) {
+		t.Fatalf("submit --wait for an unserved service, after %s: stderr %q, want a warning", time.Since(start), stderr.String())
+	}
+	harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "--heartbeat", "200ms", "upper", "--", "tr", "a-z", "A-Z")
+	// "worker running" comes before its registration: one answered request
+	// shows the broker knows it.
+	if out, code := cli(t, "", "submit", "--wait", "--wait-timeout", "20s", "--broker", ep, "upper", "warm"); code != 0 || out != "WARM" {
+		t.Fatalf("submit --wait upper: %q exit %d", out, code)
+	}
+	cmd = exec.Command(harness.Binary(t), "submit", "--wait", "--wait-timeout", "20s", "--broker", ep, "upper", "x")
+	stderr.Reset()
+	cmd.Stderr = &stderr
+	if out, err := cmd.Output(); err != nil || string(out) != "X" || strings.Contains(stderr.String(), "warning") {
+		t.Fatalf("submit --wait for a served service: %q %v, stderr %q; want X and no warning", out, err, stderr.String())
+	}
+}

@@ -7,23 +7,26 @@ FUZZTIME ?= 8s
 STATICCHECK ?= v0.8.2
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test vet unit fuzz bench bench-all sim lint clean jepsen soak mixed
+.PHONY: all deps test-deps build run test vet unit fuzz bench bench-all sim lint clean jepsen soak mixed
 
 all: build
 
-# deps installs what a fresh Debian machine lacks: libzmq (with pkg-config)
-# through apt-get, nftables and iproute2 for the failover tests (as root),
-# then the Go modules.
+# deps installs what a fresh Debian machine lacks to build: libzmq (with
+# pkg-config) through apt-get, then the Go modules.
 deps:
 	@if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libzmq; then \
 		echo "make: installing libzmq3-dev and pkg-config with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libzmq3-dev pkg-config >/dev/null; \
 	fi
+	@$(GO) mod download
+
+# test-deps adds what only the tests need: nftables and iproute2 for the
+# network-namespace failover tests (as root; without them those tests skip).
+test-deps: deps
 	@if [ "$$(id -u)" = 0 ] && { ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; }; then \
 		echo "make: installing nftables and iproute2 (network-namespace failover tests) with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 >/dev/null || echo "make: could not install nftables; partition tests will skip"; \
 	fi
-	@$(GO) mod download
 
 build: deps
 	$(GO) build -ldflags "-X main.Version=$(VERSION)" -o $(BIN) ./cmd/titanic
@@ -40,7 +43,7 @@ vet: deps
 
 # unit runs every test: unit, conformance, end-to-end and crash tests (the
 # last two drive the binary built by `build`).
-unit: build
+unit: build test-deps
 	mkdir -p artifacts
 	TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -race -count=1 -timeout 15m ./...
 
@@ -49,7 +52,7 @@ unit: build
 # `make unit` runs its short version. The seed is printed; replay one with
 # TITANIC_JEPSEN_SEED=N make jepsen (or go test -run 'TestJepsenPair/split').
 # Reports land in artifacts/jepsen-<scenario>.txt.
-jepsen: build
+jepsen: build test-deps
 	mkdir -p artifacts
 	TITANIC_JEPSEN=long TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -count=1 -timeout 40m -v -run 'TestJepsen' ./internal/jepsen/
 
@@ -59,7 +62,7 @@ jepsen: build
 # artifacts/soak-pair.txt. Without TITANIC_SOAK the test skips, so `make
 # unit` does not run it.
 SOAKTIME ?= 10m
-soak: build
+soak: build test-deps
 	mkdir -p artifacts
 	TITANIC_SOAK=$(SOAKTIME) TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -count=1 -timeout 45m -v -run 'TestSoakPair$$' ./internal/soak/
 
@@ -70,7 +73,7 @@ soak: build
 # a pair and a 3-node group upgraded node by node, and rolled back. Needs
 # root (network namespaces) and the git history (a shallow clone skips).
 # Failing nodes' logs land in artifacts/.
-mixed: build
+mixed: build test-deps
 	mkdir -p artifacts
 	TITANIC_MIXED=1 TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -count=1 -timeout 15m -v ./internal/upgrade/
 

@@ -154,7 +154,7 @@ func submitFrom(e env, cf clientFlags, service, file, keyPrefix string, parallel
 // input) and prints "ticket<TAB>state" for each as it finishes.
 func runWait(e env) error {
 	fs := newFlags(e, "wait", "[flags] TICKET... | -")
-	cf := addClientFlags(fs)
+	cf := addWaitFlags(fs)
 	parallel := fs.Int("parallel", 8, "tickets waited for at once")
 	if err := parseFlags(fs, e.args); err != nil {
 		return err
@@ -172,9 +172,11 @@ func runWait(e env) error {
 	if len(tickets) == 0 {
 		return usagef("want at least one TICKET (or - to read them from standard input)")
 	}
+	ctx, cancel := cf.waitContext(e)
+	defer cancel()
 	pr := startProgress(e.stderr, "answered", len(tickets))
 	var mu sync.Mutex
-	var failed, unknown int
+	var failed, unknown, pending int
 	var wg sync.WaitGroup
 	work := make(chan string)
 	for range max(*parallel, 1) {
@@ -188,9 +190,15 @@ func runWait(e env) error {
 			defer wg.Done()
 			defer c.Close()
 			for tk := range work {
-				_, err := c.Wait(e.ctx, tk, client.WaitOptions{})
+				_, err := c.Wait(ctx, tk, client.WaitOptions{})
 				state := "done"
 				switch {
+				case err != nil && e.ctx.Err() != nil:
+					// Interrupted: the ticket did not fail, and nothing
+					// was done to it.
+					continue
+				case err != nil && cf.waitExpired(e, ctx):
+					state = "pending"
 				case err == nil:
 					pr.done.Add(1)
 				case errors.Is(err, client.ErrFailed):
@@ -206,6 +214,8 @@ func runWait(e env) error {
 				mu.Lock()
 				switch state {
 				case "done":
+				case "pending":
+					pending++
 				case "unknown":
 					unknown++
 				default:
@@ -219,17 +229,26 @@ func runWait(e env) error {
 	for _, tk := range tickets {
 		select {
 		case work <- tk:
-		case <-e.ctx.Done():
+		case <-ctx.Done():
 		}
 	}
 	close(work)
 	wg.Wait()
 	pr.end()
+	if err := e.ctx.Err(); err != nil {
+		return err // interrupted: exit 130, whatever was seen so far
+	}
+	if cf.waitExpired(e, ctx) && failed == 0 && unknown == 0 {
+		// Those never handed to a waiter are not answered either.
+		pending = len(tickets) - int(pr.done.Load())
+	}
 	switch {
 	case failed > 0:
 		return fmt.Errorf("%w: %d of %d tickets failed", client.ErrFailed, failed, len(tickets))
 	case unknown > 0:
 		return fmt.Errorf("%w: %d of %d tickets unknown", client.ErrUnknown, unknown, len(tickets))
+	case pending > 0:
+		return fmt.Errorf("%w: %d of %d tickets not answered within --wait-timeout %s; they stay queued", client.ErrPending, pending, len(tickets), *cf.waitTimeout)
 	}
-	return e.ctx.Err()
+	return nil
 }

@@ -112,7 +112,7 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 		nc.WrapStore = func(st store.Store) store.Store { return &stallAtReply{BoltStore: st.(*store.BoltStore), log: log} }
 	}
 	if cfg.HTTP.Listen != "" {
-		hc := &node.HTTPConfig{Listen: cfg.HTTP.Listen, Token: cfg.HTTP.Token, Version: Version}
+		hc := &node.HTTPConfig{Listen: cfg.HTTP.Listen, Token: cfg.HTTP.Token, Version: Version, Optional: httpDefault(e, cfg)}
 		if cfg.HTTP.TokenFile != "" {
 			b, err := os.ReadFile(cfg.HTTP.TokenFile)
 			if err != nil {
@@ -184,4 +184,27 @@ func limit[T int | int64 | float64 | time.Duration](v T) T {
 		return config.Unlimited
 	}
 	return v
+}
+
+// httpDefault reports whether the HTTP listener is the default one, not
+// asked for by a flag, the environment or the config file (a file that
+// sets the default address counts as the default).
+func httpDefault(e env, cfg config.Config) bool {
+	if cfg.HTTP.Listen != config.Default().HTTP.Listen {
+		return false
+	}
+	for _, a := range e.args {
+		if a == "--" {
+			break
+		}
+		if n := strings.TrimLeft(a, "-"); n != a && (n == "http-listen" || strings.HasPrefix(n, "http-listen=")) {
+			return false
+		}
+	}
+	for _, kv := range e.environ() {
+		if strings.HasPrefix(kv, "TITANIC_HTTP_LISTEN=") {
+			return false
+		}
+	}
+	return true
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +14,33 @@ import (
 	"github.com/titanicmq/titanic/client"
 )
 
+// EnvBrokers names the environment variable with the broker list of client
+// commands and workers when --broker is not given. It is not a
+// TITANIC_<SECTION>_<KEY> broker setting (no section is named "brokers"),
+// so a broker started in the same environment does not refuse it.
+const EnvBrokers = "TITANIC_BROKERS"
+
+// defaultBroker is the endpoint a broker on the defaults listens on.
+const defaultBroker = "tcp://127.0.0.1:5555"
+
+const brokerHelp = "broker endpoints, comma-separated (failover order); default: $" + EnvBrokers + ", else " + defaultBroker
+
+// brokerList is --broker if given, else $TITANIC_BROKERS, else the
+// default broker's endpoint.
+func brokerList(e env, flagValue string) []string {
+	if l := splitList(flagValue); len(l) > 0 {
+		return l
+	}
+	for _, kv := range e.environ() {
+		if v, ok := strings.CutPrefix(kv, EnvBrokers+"="); ok {
+			if l := splitList(v); len(l) > 0 {
+				return l
+			}
+		}
+	}
+	return []string{defaultBroker}
+}
+
 // clientFlags are the flags every client command takes.
 type clientFlags struct {
 	brokers   *string
@@ -19,18 +48,46 @@ type clientFlags struct {
 	retries   *int
 	serverKey *string
 	ownKey    *string
-	notify    *string
+	// notify and waitTimeout are only on the commands that wait (nil on
+	// the others).
+	notify      *string
+	waitTimeout *time.Duration
 }
 
 func addClientFlags(fs *flag.FlagSet) clientFlags {
+	timeout := new(time.Duration)
+	const tryHelp = "time to wait for each try of each request (with several brokers, a dead one costs no try while another serves)"
+	fs.DurationVar(timeout, "try-timeout", defaultTimeout, tryHelp)
+	fs.DurationVar(timeout, "timeout", defaultTimeout, "the earlier name of --try-timeout")
 	return clientFlags{
-		brokers:   fs.String("broker", "tcp://127.0.0.1:5555", "broker endpoints, comma-separated (failover order)"),
-		timeout:   fs.Duration("timeout", defaultTimeout, "time to wait for each try (with several brokers, a dead one costs no try while another serves)"),
+		brokers:   fs.String("broker", "", brokerHelp),
+		timeout:   timeout,
 		retries:   fs.Int("retries", client.DefaultRetries, "tries per broker before giving up"),
 		serverKey: fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)"),
 		ownKey:    fs.String("curve-key", "", "CURVE: this client's key file, made by titanic keygen (its .pub must be in the broker's allowlist)"),
-		notify:    fs.String("notify", "", "the brokers' notification endpoints, comma-separated: --wait is woken by them instead of polling"),
 	}
+}
+
+// addWaitFlags adds the client flags of a command that waits for replies.
+func addWaitFlags(fs *flag.FlagSet) clientFlags {
+	cf := addClientFlags(fs)
+	cf.notify = fs.String("notify", "", "the brokers' notification endpoints, comma-separated: waiting is woken by them instead of polling")
+	cf.waitTimeout = fs.Duration("wait-timeout", 0, "give up waiting after this long in all (exit 3; the tickets stay queued); 0: no limit")
+	return cf
+}
+
+// waitContext bounds a wait by --wait-timeout.
+func (f clientFlags) waitContext(e env) (context.Context, context.CancelFunc) {
+	if f.waitTimeout == nil || *f.waitTimeout <= 0 {
+		return context.WithCancel(e.ctx)
+	}
+	return context.WithTimeout(e.ctx, *f.waitTimeout)
+}
+
+// waitExpired reports whether a wait ended by --wait-timeout (not by an
+// interrupt).
+func (f clientFlags) waitExpired(e env, ctx context.Context) bool {
+	return e.ctx.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 }
 
 // dial makes a client from the flags; tune, if given, adjusts its config.
@@ -40,16 +97,22 @@ func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, 
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{Brokers: splitList(*f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc, Notify: splitList(*f.notify)}
+	cfg := client.Config{Brokers: brokerList(e, *f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc}
+	if f.notify != nil {
+		cfg.Notify = splitList(*f.notify)
+	}
 	for _, t := range tune {
 		t(&cfg)
+	}
+	if e.dialed != nil {
+		*e.dialed = dialed{brokers: cfg.Brokers, timeout: cfg.Timeout, retries: cfg.Retries}
 	}
 	return client.New(cfg)
 }
 
 func runSubmit(e env) error {
 	fs := newFlags(e, "submit", "[flags] SERVICE [BODY | -]   (no BODY or -: read standard input)")
-	cf := addClientFlags(fs)
+	cf := addWaitFlags(fs)
 	key := fs.String("key", "", "idempotency key: a resubmit with the same key returns the same ticket (with --from: a prefix, line N gets KEY:N)")
 	wait := fs.Bool("wait", false, "wait for the reply and print it instead of the ticket")
 	from := fs.String("from", "", "submit one request per line of FILE (-: standard input); prints TICKET<TAB>LINE, a progress bar and a summary")
@@ -90,14 +153,34 @@ func runSubmit(e env) error {
 		return nil
 	}
 	fmt.Fprintln(e.stderr, ticket)
-	return printReply(e, c, ticket, true)
+	warnNoWorker(e, c, fs.Arg(0))
+	return printReply(e, cf, c, ticket, true)
 }
 
-func printReply(e env, c *client.Client, ticket string, wait bool) error {
+// warnNoWorker asks the broker (8/MMI) whether service has a worker and
+// warns if not, so that a wait for a service nobody serves (a typo, a
+// worker not started) is not silent. The answer is the broker's view of
+// this moment: a worker may still come.
+func warnNoWorker(e env, c *client.Client, service string) {
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
+	defer cancel()
+	rep, err := c.Request(ctx, "mmi.service", [][]byte{[]byte(service)})
+	if err != nil || len(rep) == 0 || string(rep[0]) != "404" {
+		return // served, or no answer: nothing to say
+	}
+	fmt.Fprintf(e.stderr, "titanic submit: warning: no worker serves %q now; waiting for one (the ticket waits queue.no_worker_timeout, 1h by default, then fails; --wait-timeout bounds this wait)\n", service)
+}
+
+func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait bool) error {
 	var frames [][]byte
 	var err error
 	if wait {
-		frames, err = c.Wait(e.ctx, ticket, client.WaitOptions{})
+		ctx, cancel := cf.waitContext(e)
+		defer cancel()
+		frames, err = c.Wait(ctx, ticket, client.WaitOptions{})
+		if err != nil && cf.waitExpired(e, ctx) {
+			return fmt.Errorf("%w: %s not answered within --wait-timeout %s; it stays queued (titanic reply --wait %s)", client.ErrPending, ticket, *cf.waitTimeout, ticket)
+		}
 	} else {
 		frames, err = c.Reply(e.ctx, ticket, client.ReplyOptions{})
 	}
@@ -112,25 +195,28 @@ func printReply(e env, c *client.Client, ticket string, wait bool) error {
 	return nil
 }
 
-// ticketCommand parses the flags and the single TICKET argument.
-func ticketCommand(e env, name string, extra func(fs *flag.FlagSet)) (*client.Client, string, error) {
+// ticketCommand parses the flags and the single TICKET argument; extra,
+// if given, adds the command's own flags and says whether it waits.
+func ticketCommand(e env, name string, extra func(fs *flag.FlagSet) (waits bool)) (*client.Client, clientFlags, string, error) {
 	fs := newFlags(e, name, "[flags] TICKET")
-	cf := addClientFlags(fs)
-	if extra != nil {
-		extra(fs)
+	var cf clientFlags
+	if extra != nil && extra(fs) {
+		cf = addWaitFlags(fs)
+	} else {
+		cf = addClientFlags(fs)
 	}
 	if err := parseFlags(fs, e.args); err != nil {
-		return nil, "", err
+		return nil, cf, "", err
 	}
 	if fs.NArg() != 1 {
-		return nil, "", usagef("want exactly one TICKET")
+		return nil, cf, "", usagef("want exactly one TICKET")
 	}
 	c, err := cf.dial(e)
-	return c, fs.Arg(0), err
+	return c, cf, fs.Arg(0), err
 }
 
 func runStatus(e env) error {
-	c, ticket, err := ticketCommand(e, "status", nil)
+	c, _, ticket, err := ticketCommand(e, "status", nil)
 	if err != nil {
 		return err
 	}
@@ -149,18 +235,19 @@ func runStatus(e env) error {
 
 func runReply(e env) error {
 	var wait *bool
-	c, ticket, err := ticketCommand(e, "reply", func(fs *flag.FlagSet) {
+	c, cf, ticket, err := ticketCommand(e, "reply", func(fs *flag.FlagSet) bool {
 		wait = fs.Bool("wait", false, "wait until the ticket is answered")
+		return true
 	})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	return printReply(e, c, ticket, *wait)
+	return printReply(e, cf, c, ticket, *wait)
 }
 
 func runClose(e env) error {
-	c, ticket, err := ticketCommand(e, "close", nil)
+	c, _, ticket, err := ticketCommand(e, "close", nil)
 	if err != nil {
 		return err
 	}

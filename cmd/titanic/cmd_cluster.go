@@ -24,6 +24,13 @@ func runCluster(e env) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if a := fs.Args(); sub == "" && len(a) > 0 && (a[0] == "join" || a[0] == "leave" || a[0] == "forget-peer-split") {
+		// Flags came first: cluster --broker A,B,C join ID ADDR.
+		sub = a[0]
+		if err := fs.Parse(append([]string{"--"}, a[1:]...)); err != nil {
+			return err
+		}
+	}
 	switch sub {
 	case "join":
 		if fs.NArg() != 2 {
@@ -36,7 +43,7 @@ func runCluster(e env) error {
 		}
 		return clusterChange(e, cf, ha.SvcLeave, fs.Arg(0))
 	case "forget-peer-split":
-		if fs.NArg() != 0 || len(splitList(*cf.brokers)) != 1 {
+		if fs.NArg() != 0 || len(brokerList(e, *cf.brokers)) != 1 {
 			return usagef("want forget-peer-split --broker NODE (the one node that waits for its peer)")
 		}
 		return forgetPeerSplit(e, cf)
@@ -86,7 +93,7 @@ func (n nodeStatus) num(k string) uint64 {
 // their lag behind the leader's commit index.
 func clusterStatus(e env, cf clientFlags) error {
 	var nodes []nodeStatus
-	for _, ep := range splitList(*cf.brokers) {
+	for _, ep := range brokerList(e, *cf.brokers) {
 		n := nodeStatus{endpoint: ep, kv: map[string]string{}}
 		cc, err := clientCurve(*cf.serverKey, *cf.ownKey)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"time"
 
 	"github.com/titanicmq/titanic/worker"
@@ -16,13 +17,17 @@ const stderrTail = 512
 
 func runWorker(e env) error {
 	fs := newFlags(e, "worker", "[flags] SERVICE -- CMD [ARGS...]")
-	brokers := fs.String("broker", "tcp://127.0.0.1:5555", "broker endpoints, comma-separated (failover order)")
+	brokers := fs.String("broker", "", brokerHelp)
 	timeout := fs.Duration("timeout", 5*time.Minute, "kill CMD and report a failed attempt after this long (0: no limit)")
 	hb := fs.Duration("heartbeat", 2500*time.Millisecond, "MDP heartbeat interval (match the broker's)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	serverKey := fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)")
 	ownKey := fs.String("curve-key", "", "CURVE: this worker's key file, made by titanic keygen")
 	if err := parseFlags(fs, e.args); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) && !slices.Contains(e.args, "--") {
+			return usagef("%v (the command goes after --: titanic worker [flags] SERVICE -- CMD [ARGS...])", err)
+		}
 		return err
 	}
 	args := fs.Args()
@@ -30,12 +35,6 @@ func runWorker(e env) error {
 		return usagef("want SERVICE -- CMD [ARGS...]")
 	}
 	service, cmdline := args[0], args[1:]
-	if cmdline[0] == "--" {
-		cmdline = cmdline[1:]
-	}
-	if len(cmdline) == 0 {
-		return usagef("missing CMD after --")
-	}
 	log, err := newLogger(e, *logLevel, "text")
 	if err != nil {
 		return err
@@ -47,7 +46,7 @@ func runWorker(e env) error {
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(worker.Config{Brokers: splitList(*brokers), Service: service, HeartbeatInterval: *hb, Logger: log, Curve: cc}, h)
+	w, err := worker.New(worker.Config{Brokers: brokerList(e, *brokers), Service: service, HeartbeatInterval: *hb, Logger: log, Curve: cc}, h)
 	if err != nil {
 		return err
 	}

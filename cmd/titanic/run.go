@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/broker"
@@ -28,6 +31,9 @@ const (
 	exitUnknown     = 4 // unknown ticket, or request rejected as malformed
 	exitFailed      = 5 // the ticket failed for good
 	exitUnavailable = 6 // no broker answered
+	// exitInterrupted is the shell's code for a command ended by SIGINT
+	// (128+2): scripts tell an interrupt from a failure.
+	exitInterrupted = 130
 )
 
 // env is what a subcommand gets: its arguments and standard streams.
@@ -39,6 +45,8 @@ type env struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	// dialed, if not nil, is told what the command dials.
+	dialed *dialed
 }
 
 type command struct {
@@ -70,6 +78,38 @@ func commands() []command {
 
 // Run runs the titanic command line and returns the process exit code.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return run(ctx, args, nil, stdin, stdout, stderr)
+}
+
+// dialed records what a client command dialed, for its error message.
+type dialed struct {
+	brokers []string
+	timeout time.Duration
+	retries int
+}
+
+// unavailable explains "no broker answered": where the command looked, how
+// long, and how to point it elsewhere.
+func (d *dialed) unavailable() string {
+	if d == nil || len(d.brokers) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("\n  tried %s: %d tries of %s (--retries, --try-timeout) per broker, no answer."+
+		"\n  Is a broker running there? (A CURVE broker does not answer a key outside its allowlist,"+
+		"\n  nor a message larger than its limits.max_message_size.) Other brokers: --broker A,B or $%s",
+		strings.Join(d.brokers, ", "), d.retries, d.timeout, EnvBrokers)
+}
+
+// run is Run with the environment (nil: os.Environ()).
+func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "-v" || args[0] == "-V"):
+		args = append([]string{"version"}, args[1:]...)
+	case len(args) > 1 && args[0] == "help":
+		// help COMMAND: the command's own help, as git help and kubectl
+		// help give.
+		args = []string{args[1], "--help"}
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
 		if len(args) == 0 {
@@ -81,11 +121,25 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(env{ctx: ctx, args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr})
+		if c.name == "broker" || c.name == "worker" {
+			defer ignoreHUP()()
+		}
+		d := &dialed{}
+		err := c.run(env{ctx: ctx, env: environ, args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr, dialed: d})
 		if err == nil || errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "titanic %s: %v\n", c.name, err)
+		if ctx.Err() != nil && c.name != "broker" {
+			// Interrupted (Ctrl-C, SIGTERM): what the command waited for
+			// is left as it was; its error is only the interrupt's.
+			fmt.Fprintf(stderr, "titanic %s: interrupted\n", c.name)
+			return exitInterrupted
+		}
+		hint := ""
+		if errors.Is(err, client.ErrUnavailable) {
+			hint = d.unavailable()
+		}
+		fmt.Fprintf(stderr, "titanic %s: %v%s\n", c.name, err, hint)
 		return exitCode(err)
 	}
 	fmt.Fprintf(stderr, "titanic: unknown command %q\n", args[0])
@@ -94,12 +148,23 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: titanic COMMAND [flags] [args]   (titanic COMMAND --help for its flags)")
+	fmt.Fprintln(w, "usage: titanic COMMAND [flags] [args]   (titanic help COMMAND, or COMMAND --help, for its flags; titanic --version)")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable")
+	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 130 interrupted")
+}
+
+// ignoreHUP keeps SIGHUP from killing a long-running process: a broker
+// with CURVE reloads its allowlist on it (its own handler), and a
+// `kill -HUP` meant for that, or a closed terminal, must not stop workers
+// or other brokers. The returned func restores the default.
+func ignoreHUP() (restore func()) {
+	// A channel nobody reads: Notify drops signals it cannot deliver.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	return func() { signal.Stop(hup) }
 }
 
 // usageError marks a bad command line.
@@ -138,15 +203,34 @@ func newFlags(e env, name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses e.args, turning flag errors into usage errors.
+// parseFlags parses e.args, turning flag errors into usage errors. Flags
+// may come anywhere before "--", as with git or kubectl (`reply TICKET
+// --wait`, `worker SVC --timeout 10s -- CMD`); everything after "--" is an
+// argument as given. The arguments are left in fs.Args().
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return usageError{err.Error()}
 		}
-		return usageError{err.Error()}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		// flag.Parse stops at the first argument, or consumes a "--" and
+		// stops after it: from there on everything is an argument.
+		if i := len(args) - len(rest); i > 0 && args[i-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	return nil
+	// Leave the arguments in fs.Args() for the callers; a leading "--"
+	// keeps Parse from reading any of them as a flag.
+	return fs.Parse(append([]string{"--"}, pos...))
 }
 
 // splitList splits a comma-separated flag value.

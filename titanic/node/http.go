@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/titanicmq/titanic/binarystar"
@@ -165,8 +166,13 @@ func startHTTP(c HTTPConfig, src *opsSources, hooks *latencyHooks, log *slog.Log
 	}
 	hooks.srv.Store(srv)
 	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil && c.Optional && errors.Is(err, syscall.EADDRINUSE) {
+		log.Warn("http: the default listener's port is taken: no metrics, health, API or dashboard; set --http-listen HOST:PORT for another, or --http-listen '' for none",
+			"addr", c.Listen, "err", err)
+		return func(ctx context.Context) error { <-ctx.Done(); return nil }, nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("http listen %s: %w", c.Listen, err)
+		return nil, fmt.Errorf("http listen %s (http.listen): %w", c.Listen, err)
 	}
 	log.Info("http listening", "addr", ln.Addr().String(), "token", oc.Token != "")
 	return func(ctx context.Context) error { return srv.Serve(ctx, ln) }, nil

@@ -88,6 +88,11 @@ type HTTPConfig struct {
 	Listen  string // host:port
 	Token   string // bearer token of the mutating API ("" none)
 	Version string // reported by /healthz and the dashboard
+	// Optional: Listen is the default address, not asked for. If its
+	// port is taken the node goes on without the HTTP server, with a
+	// warning (a port 8080 used by anything else must not stop a plain
+	// `titanic broker`); a listener asked for fails loudly.
+	Optional bool
 }
 
 // Node is one assembled titanic node.

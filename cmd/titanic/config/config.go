@@ -120,7 +120,7 @@ type LogSection struct {
 
 // HTTPSection is [http].
 type HTTPSection struct {
-	Listen    string `toml:"listen" flag:"http-listen" usage:"HOST:PORT of the HTTP listener; empty: no listener; a non-loopback address needs a token"`
+	Listen    string `toml:"listen" flag:"http-listen" usage:"HOST:PORT of the HTTP listener; empty: no listener; a non-loopback address needs a token. The default one, if its port is taken, is skipped with a warning; one set explicitly must bind"`
 	Token     string `toml:"token" flag:"http-token" secret:"true" usage:"bearer token the HTTP API and dashboard require (Authorization: Bearer TOKEN); empty: none"`
 	TokenFile string `toml:"token_file" flag:"http-token-file" usage:"file holding the bearer token, instead of token"`
 }

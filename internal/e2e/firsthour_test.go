@@ -1,0 +1,181 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/internal/harness"
+)
+
+// Issue 12, a new user's first hour: each trap through the built binary.
+
+// Flags after the service name are flags, not the worker's command; flags
+// after a ticket are flags too.
+func TestFirstHourFlagsAnywhere(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	harness.Start(t, "worker", "worker running", "worker", "upper", "--broker", ep, "--timeout", "10s", "--heartbeat", "200ms", "--", "tr", "a-z", "A-Z")
+	out, code := cli(t, "", "submit", "upper", "abc", "--broker", ep)
+	ticket := strings.TrimSpace(out)
+	if code != 0 || len(ticket) != 32 {
+		t.Fatalf("submit SERVICE BODY --broker EP: %q exit %d, want a ticket", out, code)
+	}
+	if out, code := cli(t, "", "reply", ticket, "--wait", "--broker", ep); code != 0 || out != "ABC" {
+		t.Fatalf("reply TICKET --wait --broker EP: %q exit %d, want ABC (the worker ran tr, not --timeout)", out, code)
+	}
+}
+
+// Ctrl-C during wait and reply --wait leaves the ticket pending, reports
+// no failure and exits 130; --wait-timeout ends a wait with exit 3.
+func TestFirstHourInterruptAndWaitTimeout(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	br := harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	out, code := cli(t, "", "submit", "--broker", ep, "nobody", "x")
+	ticket := strings.TrimSpace(out)
+	if code != 0 || len(ticket) != 32 {
+		t.Fatalf("submit: %q exit %d", out, code)
+	}
+	for _, args := range [][]string{{"wait", ticket}, {"reply", "--wait", ticket}, {"wait", "--notify", "tcp://127.0.0.1:1", ticket}} {
+		cmd := exec.Command(harness.Binary(t), append(args, "--broker", ep)...)
+		var stdout bytes.Buffer
+		cmd.Stdout = &stdout
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Any moment after start-up will do (nothing to wait for: reply
+		// prints nothing while it waits); a second is well past the
+		// installing of the signal handler and the first lookup.
+		time.Sleep(time.Second)
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		var errText strings.Builder
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			errText.WriteString(sc.Text() + "\n")
+		}
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Fatalf("%v interrupted: %v, want exit 130; stderr:\n%s", args, err, errText.String())
+		}
+		if strings.Contains(errText.String(), "tickets failed") || strings.Contains(stdout.String(), "error") {
+			t.Fatalf("%v interrupted reports a failure: stdout %q stderr %q", args, stdout.String(), errText.String())
+		}
+	}
+	if out, code := cli(t, "", "status", "--broker", ep, ticket); code != 0 || !strings.Contains(out, "state:    pending") {
+		t.Fatalf("status after the interrupts: %q exit %d, want pending\n%s", out, code, br.Tail())
+	}
+	start := time.Now()
+	out, code = cli(t, "", "wait", "--broker", ep, "--wait-timeout", "1s", ticket)
+	if el := time.Since(start); code != 3 || el > 8*time.Second || out != ticket+"\tpending\n" {
+		t.Fatalf("wait --wait-timeout 1s: %q exit %d after %s, want %s pending, exit 3", out, code, el, ticket)
+	}
+	if _, code := cli(t, "", "submit", "--broker", ep, "--wait", "--wait-timeout", "1s", "nobody", "y"); code != 3 {
+		t.Fatalf("submit --wait --wait-timeout 1s: exit %d, want 3", code)
+	}
+}
+
+// SIGHUP (a closed terminal, or a `kill -HUP` meant for a CURVE broker's
+// reload) stops neither a worker nor a broker without --curve.
+func TestFirstHourSIGHUPIgnored(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	br := harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	w := harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "--heartbeat", "200ms", "upper", "--", "tr", "a-z", "A-Z")
+	br.Signal(syscall.SIGHUP)
+	w.Signal(syscall.SIGHUP)
+	// Both must still serve: the reply needs the broker and the worker.
+	if out, code := cli(t, "", "submit", "--broker", ep, "--wait", "--wait-timeout", "20s", "upper", "hup"); code != 0 || out != "HUP" {
+		t.Fatalf("submit --wait after SIGHUP: %q exit %d, want HUP\nbroker:\n%s\nworker:\n%s", out, code, br.Tail(), w.Tail())
+	}
+	if br.Exited() || w.Exited() {
+		t.Fatalf("exited after SIGHUP: broker %v, worker %v", br.Exited(), w.Exited())
+	}
+}
+
+// $TITANIC_BROKERS is the broker list of client commands and workers that
+// are given no --broker; a broker started in the same environment accepts
+// it (it refuses unknown TITANIC_BROKER_* settings).
+func TestFirstHourBrokersFromEnvironment(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	t.Setenv("TITANIC_BROKERS", ep)
+	harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	harness.Start(t, "worker", "worker running", "worker", "--heartbeat", "200ms", "upper", "--", "tr", "a-z", "A-Z")
+	if out, code := cli(t, "", "submit", "--wait", "--wait-timeout", "20s", "upper", "env"); code != 0 || out != "ENV" {
+		t.Fatalf("submit --wait with $TITANIC_BROKERS: %q exit %d, want ENV", out, code)
+	}
+	// A dead one is named in the error.
+	dead := harness.FreeEndpoint(t)
+	cmd := exec.Command(harness.Binary(t), "status", "0123456789abcdef0123456789abcdef")
+	cmd.Env = append(cmd.Environ(), "TITANIC_BROKERS="+dead)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 6 || !strings.Contains(string(out), dead) {
+		t.Fatalf("status against a dead $TITANIC_BROKERS: %v, %q; want exit 6 naming %s", err, out, dead)
+	}
+}
+
+// A plain `titanic broker` starts although port 8080 is taken, warning that
+// it has no HTTP listener; a listener asked for on a taken port stops it.
+func TestFirstHourHTTPPortTaken(t *testing.T) {
+	// Take the default port unless something else already has it: either
+	// way it is taken.
+	if ln, err := net.Listen("tcp", "127.0.0.1:8080"); err == nil {
+		defer ln.Close()
+	}
+	ep := harness.FreeEndpoint(t)
+	br := harness.Start(t, "broker", "broker ready", "broker", "--listen", ep, "--data", t.TempDir())
+	if !strings.Contains(br.Tail(), "port is taken") {
+		t.Fatalf("broker with port 8080 taken: no warning\n%s", br.Tail())
+	}
+	if out, code := cli(t, "", "submit", "--broker", ep, "svc", "x"); code != 0 || len(strings.TrimSpace(out)) != 32 {
+		t.Fatalf("submit to the broker without its HTTP listener: %q exit %d", out, code)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := exec.Command(harness.Binary(t), "broker", "--listen", harness.FreeEndpoint(t), "--data", t.TempDir(), "--http-listen", ln.Addr().String())
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || !strings.Contains(string(out), ln.Addr().String()) || !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("broker --http-listen on a taken port: %v, %s; want it to stop naming the address", err, out)
+	}
+}
+
+// submit --wait for a service nobody serves says so within a few seconds
+// (8/MMI), and is quiet for a served one.
+func TestFirstHourNoWorkerWarning(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	cmd := exec.Command(harness.Binary(t), "submit", "--wait", "--wait-timeout", "3s", "--broker", ep, "nobody-serves-this", "x")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	_ = cmd.Run()
+	if !strings.Contains(stderr.String(), `no worker serves "nobody-serves-this"`) {
+		t.Fatalf("submit --wait for an unserved service, after %s: stderr %q, want a warning", time.Since(start), stderr.String())
+	}
+	harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "--heartbeat", "200ms", "upper", "--", "tr", "a-z", "A-Z")
+	// "worker running" comes before its registration: one answered request
+	// shows the broker knows it.
+	if out, code := cli(t, "", "submit", "--wait", "--wait-timeout", "20s", "--broker", ep, "upper", "warm"); code != 0 || out != "WARM" {
+		t.Fatalf("submit --wait upper: %q exit %d", out, code)
+	}
+	cmd = exec.Command(harness.Binary(t), "submit", "--wait", "--wait-timeout", "20s", "--broker", ep, "upper", "x")
+	stderr.Reset()
+	cmd.Stderr = &stderr
+	if out, err := cmd.Output(); err != nil || string(out) != "X" || strings.Contains(stderr.String(), "warning") {
+		t.Fatalf("submit --wait for a served service: %q %v, stderr %q; want X and no warning", out, err, stderr.String())
+	}
+}

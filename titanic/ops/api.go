@@ -513,21 +513,22 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	}
 	c := s.cfg.Counters.Counters()
 	writeJSON(w, http.StatusOK, struct {
-		Submits      uint64 `json:"submits"`
-		Duplicates   uint64 `json:"duplicates"`
-		Closes       uint64 `json:"closes"`
-		Lookups      uint64 `json:"lookups"`
-		Dispatches   uint64 `json:"dispatches"`
-		Redeliveries uint64 `json:"redeliveries"`
-		Replies      uint64 `json:"replies"`
-		LateReplies  uint64 `json:"late_replies"`
-		Failures     uint64 `json:"failures"`
-		Busy         uint64 `json:"busy"`
-		BadRequests  uint64 `json:"bad_requests"`
-		Commits      uint64 `json:"commits"`
-		CommittedOps uint64 `json:"committed_ops"`
-		CommitErrors uint64 `json:"commit_errors"`
-		Leased       int    `json:"leased"`
+		Submits        uint64 `json:"submits"`
+		Duplicates     uint64 `json:"duplicates"`
+		Closes         uint64 `json:"closes"`
+		Lookups        uint64 `json:"lookups"`
+		Dispatches     uint64 `json:"dispatches"`
+		Redeliveries   uint64 `json:"redeliveries"`
+		Replies        uint64 `json:"replies"`
+		LateReplies    uint64 `json:"late_replies"`
+		Failures       uint64 `json:"failures"`
+		Busy           uint64 `json:"busy"`
+		BadRequests    uint64 `json:"bad_requests"`
+		Commits        uint64 `json:"commits"`
+		CommittedOps   uint64 `json:"committed_ops"`
+		CommitErrors   uint64 `json:"commit_errors"`
+		VerdictRetries uint64 `json:"verdict_retries"`
+		Leased         int    `json:"leased"`
 	}{c.Submits, c.Duplicates, c.Closes, c.Lookups, c.Dispatches, c.Redeliveries, c.Replies, c.LateReplies,
-		c.Failures, c.Busy, c.BadRequests, c.Commits, c.CommittedOps, c.CommitErrors, c.Leased})
+		c.Failures, c.Busy, c.BadRequests, c.Commits, c.CommittedOps, c.CommitErrors, c.VerdictRetries, c.Leased})
 }

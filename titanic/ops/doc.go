@@ -71,6 +71,7 @@
 //	titanic_dispatches_total, titanic_redeliveries_total, titanic_replies_total, titanic_late_replies_total,
 //	titanic_failures_total, titanic_busy_total, titanic_bad_requests_total, titanic_commits_total,
 //	titanic_committed_ops_total, titanic_commit_errors_total       counters
+//	titanic_verdict_retries_total                                  counter
 //	titanic_leases                               tickets held by workers
 //	titanic_commit_duration_seconds              histogram (ObserveCommit)
 //	titanic_fsync_duration_seconds               histogram (ObserveFsync)

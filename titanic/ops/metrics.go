@@ -85,11 +85,12 @@ var counterHelp = []struct{ name, help string }{
 	{"titanic_commits_total", "Commit batches applied to the store."},
 	{"titanic_committed_ops_total", "Ops in the commit batches."},
 	{"titanic_commit_errors_total", "Commit batches that failed."},
+	{"titanic_verdict_retries_total", "Replies and failures whose commit failed, committed again (the job is not run again)."},
 }
 
 func counterValues(c Counts) []uint64 {
 	return []uint64{c.Submits, c.Duplicates, c.Closes, c.Lookups, c.Dispatches, c.Redeliveries,
-		c.Replies, c.LateReplies, c.Failures, c.Busy, c.BadRequests, c.Commits, c.CommittedOps, c.CommitErrors}
+		c.Replies, c.LateReplies, c.Failures, c.Busy, c.BadRequests, c.Commits, c.CommittedOps, c.CommitErrors, c.VerdictRetries}
 }
 
 func newCollector(s *Server) *collector {

@@ -73,6 +73,7 @@ func TestMetrics(t *testing.T) {
 		`titanic_failures_total`:                                1,
 		`titanic_dispatches_total`:                              5,
 		`titanic_commits_total`:                                 7,
+		`titanic_verdict_retries_total`:                         0,
 		`titanic_leases`:                                        1,
 		`titanic_workers{service="echo",state="idle"}`:          2,
 		`titanic_workers{service="echo",state="busy"}`:          1,

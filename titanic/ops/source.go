@@ -99,6 +99,9 @@ type Counts struct {
 	Failures                             uint64 // tickets failed for good
 	Busy, BadRequests                    uint64 // requests refused
 	Commits, CommittedOps, CommitErrors  uint64
+	// VerdictRetries counts commits of a reply or failure tried again
+	// after their batch failed (the job is not run again).
+	VerdictRetries uint64
 	// Leased is the number of tickets held by workers now.
 	Leased int
 }

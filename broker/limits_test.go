@@ -3,6 +3,7 @@ package broker_test
 import (
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/titanicmq/titanic/broker"
 )
@@ -13,7 +14,12 @@ import (
 // broker's heap hold it, and the broker keeps serving the next request.
 func TestFrameCountBomb(t *testing.T) {
 	const bomb = 100_000
-	e := start(t, testConfig(t), nil)
+	cfg := testConfig(t)
+	// The raw test worker does not heartbeat: reading and dropping the
+	// bomb takes the broker loop a few hundred ms under -race, longer
+	// than the default test liveness (150 ms) would let it live.
+	cfg.HeartbeatInterval = time.Second
+	e := start(t, cfg, nil)
 	w := e.worker("W", "echo")
 	e.waitWorkers("echo", 1)
 	c := e.dealer("C")

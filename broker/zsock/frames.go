@@ -34,7 +34,11 @@ static int zs_recv(void *sock, int flags, char *buf, size_t cap, size_t *sizes, 
 		size_t sz = zmq_msg_size(&msg);
 		int m = zmq_msg_more(&msg);
 		if (sz > cap - used) {
-			memcpy(pending, &msg, sizeof msg);
+			// Hand the frame over with libzmq's own move, not a copy of
+			// the opaque struct.
+			zmq_msg_init(pending);
+			zmq_msg_move(pending, &msg);
+			zmq_msg_close(&msg);
 			*pendsize = sz;
 			*more = 1;
 			return n;

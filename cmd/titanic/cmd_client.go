@@ -274,6 +274,12 @@ func runTickets(e env) error {
 	for _, t := range ts {
 		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%d\n", t.Ticket, t.Service, t.State, t.Attempts)
 	}
+	if len(ts) > 0 && len(ts) >= *limit {
+		// A full page may not be the end: say how to see the rest, on
+		// stderr so that scripts reading stdout get tickets only.
+		fmt.Fprintf(e.stderr, "titanic tickets: showed %d, the limit; there may be more: --after %s for the next page, or --limit up to 1000\n",
+			len(ts), ts[len(ts)-1].Ticket)
+	}
 	return nil
 }
 

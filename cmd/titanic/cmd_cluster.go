@@ -82,6 +82,9 @@ type nodeStatus struct {
 	kv       map[string]string
 	members  []string
 	err      error
+	// single: the broker answered, as a single node (it has no raft
+	// status to give): reached, not unreachable.
+	single bool
 }
 
 func (n nodeStatus) num(k string) uint64 {
@@ -108,6 +111,8 @@ func clusterStatus(e env, cf clientFlags) error {
 		switch {
 		case err != nil:
 			n.err = err
+		case len(rep) > 1 && string(rep[0]) == "400" && strings.Contains(string(rep[1]), "unknown"):
+			n.single = true
 		case len(rep) == 0 || string(rep[0]) != "200":
 			n.err = fmt.Errorf("answer %q (not a replicated broker?)", rep)
 		default:
@@ -132,13 +137,18 @@ func clusterStatus(e env, cf clientFlags) error {
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tENDPOINT\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAG")
-	reached := 0
+	reached, singles := 0, 0
 	for _, n := range nodes {
 		if n.err != nil {
 			fmt.Fprintf(tw, "?\t%s\tunreachable: %v\t\t\t\t\n", n.endpoint, n.err)
 			continue
 		}
 		reached++
+		if n.single {
+			singles++
+			fmt.Fprintf(tw, "-\t%s\tsingle node (no replication)\t\t\t\t\n", n.endpoint)
+			continue
+		}
 		lag := "?"
 		if leaderCommit > 0 {
 			lag = strconv.FormatInt(int64(leaderCommit)-int64(n.num("applied")), 10)
@@ -147,6 +157,10 @@ func clusterStatus(e env, cf clientFlags) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if reached > 0 && singles == reached {
+		fmt.Fprintln(e.stdout, "\nthe brokers reached run as single nodes: there is no pair or group to show")
+		return nil
 	}
 	if members == nil {
 		for _, n := range nodes {

@@ -125,6 +125,18 @@ func TestCLI(t *testing.T) {
 	if out, code := cli(t, "", append([]string{"tickets", "--state", "done"}, b...)...); code != 0 || !strings.Contains(out, ticket) {
 		t.Fatalf("tickets: %q exit %d, want %s listed", out, code, ticket)
 	}
+	// `cluster` against a single broker: it answered, so it is reached,
+	// and there is nothing replicated to show (exit 0).
+	if out, code := cli(t, "", append([]string{"cluster"}, b...)...); code != 0 || !strings.Contains(out, "single node (no replication)") || !strings.Contains(out, "no pair or group") {
+		t.Fatalf("cluster against a single broker: %q exit %d, want it reached as a single node, exit 0", out, code)
+	}
+	// A page cut at the limit says so, on stderr (two tickets are done).
+	page := exec.Command(harness.Binary(t), append([]string{"tickets", "--state", "done", "--limit", "1"}, b...)...)
+	var pout, perr bytes.Buffer
+	page.Stdout, page.Stderr = &pout, &perr
+	if err := page.Run(); err != nil || strings.Count(pout.String(), "\n") != 1 || !strings.Contains(perr.String(), "there may be more: --after ") {
+		t.Fatalf("tickets --limit 1: %v, stdout %q, stderr %q; want one ticket and a hint to page on", err, pout.String(), perr.String())
+	}
 	if _, code := cli(t, "", append(append([]string{"close"}, b...), ticket)...); code != 0 {
 		t.Fatalf("close: exit %d", code)
 	}

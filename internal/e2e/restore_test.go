@@ -201,6 +201,19 @@ func testRestore(t *testing.T, mk layout) {
 			t.Fatal(err)
 		}
 	}
+	// Filler: a ticket submitted and closed, 40 times. Each call waits
+	// for its commit, so each is a log entry of its own however the
+	// commit pipeline groups the worker's dispatches and replies with
+	// them: with the 105 calls above, at least 185 entries.
+	for i := range 40 {
+		tk, err := cl.Submit(ctx, "filler", [][]byte{fmt.Appendf(nil, "filler %d", i)}, client.SubmitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.CloseTicket(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+	}
 	worker.Kill()
 	out, code := cli(t, "", "backup", "--broker", brokers, "restore-test.db")
 	if code != 0 {

@@ -83,6 +83,7 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 	nc.Broker = bc
 
 	tc := titanic.DefaultConfig()
+	tc.Logger = log // DefaultConfig's is slog.Default(): the configured format and level are ours
 	tc.MaxAttempts, tc.NoWorkerTimeout = cfg.Queue.MaxAttempts, cfg.Queue.NoWorkerTimeout
 	tc.Readers = cfg.Queue.Readers
 	tc.MaxQueuedOps, tc.MaxQueuedReads = cfg.Limits.MaxQueuedOps, cfg.Limits.MaxQueuedReads

@@ -107,7 +107,6 @@ func (n *node) mdpWorker(b *testing.B) {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stopWorkers = cancel
-	header := []byte("MDPW01")
 	started := make(chan error, 1)
 	n.workers.Go(func() {
 		zctx, err := zmq.NewContext()
@@ -127,39 +126,10 @@ func (n *node) mdpWorker(b *testing.B) {
 			started <- err
 			return
 		}
-		if _, err := sock.SendMessage("", header, []byte{mdpwReady}, service); err != nil {
-			started <- err
-			return
-		}
 		started <- nil
-		poller := zmq.NewPoller()
-		poller.Add(sock, zmq.POLLIN)
-		for ctx.Err() == nil {
-			polled, err := poller.Poll(50 * time.Millisecond)
-			if err != nil || len(polled) == 0 {
-				continue
-			}
-			msg, err := sock.RecvMessageBytes(0)
-			if err != nil || len(msg) < 3 || len(msg[2]) != 1 {
-				continue
-			}
-			switch msg[2][0] {
-			case mdpwRequest: // [empty, header, REQUEST, client, empty, body...]
-				if len(msg) < 5 {
-					continue
-				}
-				if _, err := sock.SendMessage("", header, []byte{mdpwReply}, msg[3], "", msg[5:]); err != nil {
-					b.Errorf("mdp worker: send reply: %v", err)
-					return
-				}
-			case mdpwHeartbeat:
-				_, _ = sock.SendMessage("", header, []byte{mdpwHeartbeat})
-			case mdpwDisconnect:
-				b.Errorf("mdp worker: disconnected by the broker")
-				return
-			}
+		if err := mdpEcho(ctx, sock); err != nil {
+			b.Errorf("mdp worker: %v", err)
 		}
-		_, _ = sock.SendMessage("", header, []byte{mdpwDisconnect})
 	})
 	if err := <-started; err != nil {
 		b.Fatalf("mdp worker: %v", err)

@@ -29,6 +29,15 @@ var (
 	ErrConfig = errors.New("invalid client config")
 	// ErrProtocol: the broker's answer does not follow 9/TSP.
 	ErrProtocol = errors.New("protocol error")
+	// ErrUnsupported: the broker does not offer what was asked: it runs an
+	// older release without the service, or not every broker of its
+	// cluster runs a release that reads what the request would write yet
+	// (the cluster version; see `titanic cluster`). Resending it to the
+	// same cluster does not help until it is upgraded.
+	ErrUnsupported = errors.New("not supported by this broker")
+	// ErrNotFailed: the ticket asked to be retried has not failed (it is
+	// pending, running or done).
+	ErrNotFailed = errors.New("ticket has not failed")
 )
 
 // FailedError is the error of a ticket that failed for good.

@@ -18,6 +18,7 @@ const (
 	svcStatus  = "titanic.status"
 	svcList    = "titanic.list"
 	svcWait    = "titanic.wait"
+	svcRetry   = "titanic.retry"
 
 	failedPrefix = "failed: "
 )
@@ -160,6 +161,38 @@ func (c *Client) Reply(ctx context.Context, ticket string, opt ReplyOptions) ([]
 
 func isPending(err error) bool   { return err != nil && errors.Is(err, ErrPending) }
 func isTransient(err error) bool { return err != nil && errors.Is(err, ErrServer) }
+
+// Retry gives a failed ticket another round: it is pending again, at the
+// back of its service's queue, with its attempts counted from zero. It
+// returns ErrUnknown for a ticket the broker does not know, ErrNotFailed
+// for one that has not failed, and ErrUnsupported when the broker, or its
+// cluster, cannot take it yet.
+func (c *Client) Retry(ctx context.Context, ticket string) error {
+	rep, err := c.do(ctx, svcRetry, [][]byte{[]byte(ticket)})
+	if err != nil {
+		return err
+	}
+	if len(rep) > 1 && string(rep[0]) == "400" {
+		text := string(rep[1])
+		switch {
+		case unsupported(rep):
+			return fmt.Errorf("%w: retry: %s", ErrUnsupported, text)
+		case strings.Contains(text, "only a failed ticket"):
+			return fmt.Errorf("%w: %s: %s", ErrNotFailed, ticket, text)
+		}
+	}
+	return status(rep, ticket, false)
+}
+
+// unsupported reports whether an answer says the broker lacks a service
+// (an older release) or its cluster cannot take the request yet.
+func unsupported(rep [][]byte) bool {
+	if len(rep) < 2 || string(rep[0]) != "400" {
+		return false
+	}
+	text := string(rep[1])
+	return strings.Contains(text, "unknown titanic service") || strings.HasPrefix(text, "not supported: ")
+}
 
 // CloseTicket closes a ticket: the broker deletes it and its reply. Closing
 // an unknown ticket succeeds (9/TSP).

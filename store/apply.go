@@ -30,7 +30,13 @@ type txn struct {
 	// applied is the highest log index applied through ApplyAt.
 	applied      uint64
 	appliedDirty bool
-	deltas       map[countKey]int
+	// cluster is the cluster version (see BoltStore.ClusterVersion).
+	cluster      uint64
+	clusterDirty bool
+	// newerKind: an op of a kind the first release does not read was
+	// applied (see formatV2).
+	newerKind bool
+	deltas    map[countKey]int
 }
 
 type countKey struct {
@@ -62,6 +68,9 @@ func newTxn(tx *bolt.Tx) (*txn, error) {
 	if v := t.meta.Get(appliedKey); len(v) == 8 {
 		t.applied = binary.BigEndian.Uint64(v)
 	}
+	if v := t.meta.Get(clusterKey); len(v) == 8 {
+		t.cluster = binary.BigEndian.Uint64(v)
+	}
 	return t, nil
 }
 
@@ -80,6 +89,7 @@ func (t *txn) apply(op *Op) (Result, error) {
 	if op.ID.IsZero() {
 		return Result{Err: opErr(op, ErrInvalidOp, "zero ticket id")}, nil
 	}
+	t.newerKind = t.newerKind || op.Kind.Version() > opsRecordV1
 	switch op.Kind {
 	case OpSubmit:
 		return t.submit(op)
@@ -89,6 +99,8 @@ func (t *txn) apply(op *Op) (Result, error) {
 		return t.close(op)
 	case OpAdopt:
 		return t.adopt(op)
+	case OpRetry:
+		return t.retry(op)
 	}
 	return Result{ID: op.ID, Err: opErr(op, ErrInvalidOp, "unknown kind")}, nil
 }
@@ -240,14 +252,25 @@ func (t *txn) duplicate(op *Op, v []byte) Result {
 	return res
 }
 
-// transition moves an unfinished ticket to the op's state.
-func (t *txn) transition(op *Op) (Result, error) {
+// existing loads the ticket op names; ok is false, with the op's failed
+// result, when it cannot be read or does not exist.
+func (t *txn) existing(op *Op) (Ticket, Result, bool) {
 	tk, ok, err := t.load(op.ID)
 	switch {
 	case err != nil:
-		return Result{ID: op.ID, Err: opErr(op, err, "")}, nil
+		return tk, Result{ID: op.ID, Err: opErr(op, err, "")}, false
 	case !ok:
-		return Result{ID: op.ID, Err: opErr(op, ErrNotFound, "")}, nil
+		return tk, Result{ID: op.ID, Err: opErr(op, ErrNotFound, "")}, false
+	}
+	return tk, Result{}, true
+}
+
+// transition moves an unfinished ticket to the op's state.
+func (t *txn) transition(op *Op) (Result, error) {
+	tk, res, ok := t.existing(op)
+	switch {
+	case !ok:
+		return res, nil
 	case tk.State.Final():
 		res := resultOf(&tk)
 		res.Err = opErr(op, ErrFinal, tk.State.String())
@@ -294,6 +317,36 @@ func (t *txn) transition(op *Op) (Result, error) {
 		t.deltas[countKey{tk.Service, tk.State}]++
 	}
 	return resultOf(&tk), nil
+}
+
+// retry gives a failed ticket another round (see OpRetry).
+func (t *txn) retry(op *Op) (Result, error) {
+	tk, res, ok := t.existing(op)
+	switch {
+	case !ok:
+		return res, nil
+	case tk.State != StateFailed:
+		res := resultOf(&tk)
+		res.Err = opErr(op, ErrNotFailed, tk.State.String())
+		return res, nil
+	}
+	// A new Seq puts it behind the work queued while it lay failed, as a
+	// fresh submit would be.
+	tk.State, tk.Attempts, tk.Reason, tk.Updated = StatePending, 0, "", op.Time
+	tk.Seq = t.seq
+	t.seq++
+	t.seqDirty = true
+	if err := t.enqueue(&tk); err != nil {
+		return Result{ID: op.ID}, err
+	}
+	if err := t.tickets.Put(op.ID[:], encodeTicket(&tk)); err != nil {
+		return Result{ID: op.ID}, fmt.Errorf("put ticket: %w", err)
+	}
+	t.deltas[countKey{tk.Service, StateFailed}]--
+	t.deltas[countKey{tk.Service, StatePending}]++
+	res = resultOf(&tk)
+	res.Service = tk.Service
+	return res, nil
 }
 
 // close deletes a ticket and everything that refers to it.
@@ -363,6 +416,20 @@ func (t *txn) finish() error {
 	if t.appliedDirty {
 		if err := t.meta.Put(appliedKey, seqKeyOf(t.applied)); err != nil {
 			return fmt.Errorf("put applied index: %w", err)
+		}
+	}
+	if t.clusterDirty {
+		if err := t.meta.Put(clusterKey, seqKeyOf(t.cluster)); err != nil {
+			return fmt.Errorf("put cluster version: %w", err)
+		}
+	}
+	if t.newerKind {
+		// The first release must not run on this store any more (see
+		// formatV2).
+		if v := t.meta.Get(formatKey); len(v) != 4 || binary.BigEndian.Uint32(v) < formatV2 {
+			if err := t.meta.Put(formatKey, binary.BigEndian.AppendUint32(nil, formatV2)); err != nil {
+				return fmt.Errorf("put format version: %w", err)
+			}
 		}
 	}
 	if t.seqDirty {

@@ -22,7 +22,8 @@ import (
 // Bucket layout. Every bucket is top level except the per-service FIFO
 // buckets, which are nested in fifoBucket.
 //
-//	meta     "format" → uint32 formatVersion; "seq" → uint64 next Seq
+//	meta     "format" → uint32 formatVersion; "seq" → uint64 next Seq;
+//	         "applied" → uint64 log index; "cluster" → uint64 cluster version
 //	tickets  ID → ticket record without body (encodeTicket)
 //	bodies   ID → request frames (encodeFrames)
 //	replies  ID → reply frames (encodeFrames)
@@ -47,17 +48,32 @@ var (
 	seqKey    = []byte("seq")
 	// appliedKey holds the highest replicated-log index applied (ApplyAt).
 	appliedKey = []byte("applied")
+	// clusterKey holds the cluster version (Entry.ClusterVersion); no
+	// key is version 1, the first release's.
+	clusterKey = []byte("cluster")
 )
 
-// formatVersion is the layout version written in the meta bucket. Open
-// refuses any other value: an older one is not a titanic store, a newer
-// one was written by a newer titanic (ErrUnsupported).
-const formatVersion uint32 = 1
+// Data format versions, written in the meta bucket. A store is made in
+// formatV1, which every release reads. formatV2 has the same layout; it
+// marks a store that applied an op of a kind the first release does not
+// read (OpAdopt, OpRetry...): its replicated log and its peers may hold
+// such ops, and that release skips log entries it cannot read instead of
+// stopping. A node rolled back to it must not start on the store, and it
+// does not: it refuses any format but its own. Until a feature that needs
+// a newer kind is used, a rollback works. Open refuses a newer
+// format than this build's (ErrUnsupported) and anything else unknown
+// (ErrCorrupt).
+const (
+	formatV1      uint32 = 1
+	formatV2      uint32 = 2
+	formatVersion        = formatV2
+)
 
-// FormatVersion is the data file layout this build writes and reads
-// (`titanic version` prints it). Buckets added without a new layout (the
+// FormatVersion is the newest data file format this build reads and writes
+// (`titanic version` prints it). Buckets added without a new format (the
 // epoch history, the solo journal) are ignored by builds that predate
-// them, so it moves only when an older build would misread the file.
+// them, so it moves only when an older build would misread the file, or
+// must not run on it.
 const FormatVersion = formatVersion
 
 // Defaults for Options.
@@ -338,7 +354,7 @@ func initLayout(tx *bolt.Tx) error {
 		}
 	}
 	meta := tx.Bucket(metaBucket)
-	if err := meta.Put(formatKey, binary.BigEndian.AppendUint32(nil, formatVersion)); err != nil {
+	if err := meta.Put(formatKey, binary.BigEndian.AppendUint32(nil, formatV1)); err != nil {
 		return err
 	}
 	return meta.Put(seqKey, binary.BigEndian.AppendUint64(nil, 1))
@@ -360,8 +376,8 @@ func checkLayout(tx *bolt.Tx, fileSize int64) error {
 	}
 	if got := binary.BigEndian.Uint32(v); got > formatVersion {
 		return fmt.Errorf("%w: data format %d, this build reads up to %d: run a newer titanic on it", ErrUnsupported, got, formatVersion)
-	} else if got != formatVersion {
-		return fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, got, formatVersion)
+	} else if got < formatV1 {
+		return fmt.Errorf("%w: format version %d, this build reads %d to %d", ErrCorrupt, got, formatV1, formatVersion)
 	}
 	if len(meta.Get(seqKey)) != 8 {
 		return fmt.Errorf("%w: no sequence counter", ErrCorrupt)

@@ -20,13 +20,15 @@ const (
 	// opsRecordV2 is a batch with an op kind after OpClose (OpAdopt): a
 	// node of the first release refuses it instead of misreading it.
 	opsRecordV2 = 2
+	// opsRecordV3 is a batch with an op kind after OpAdopt (OpRetry).
+	opsRecordV3 = 3
 )
 
 // OpsRecordVersion is the newest ops record (a replicated batch) this build
 // reads and may write (`titanic version` prints it). A batch is written in
 // the oldest version that holds its ops, so a cluster whose work needs no
 // newer op kind stays readable by older members.
-const OpsRecordVersion = opsRecordV2
+const OpsRecordVersion = opsRecordV3
 
 // maxAttempts bounds the attempt counter a decoder accepts, so that a
 // damaged record cannot overflow int on 32-bit platforms.
@@ -131,13 +133,11 @@ func EncodeOps(ops []Op) []byte {
 			framesSize(op.Body) + framesSize(op.Reply)
 	}
 	b := make([]byte, 0, n)
-	version := byte(opsRecordV1)
+	version := opsRecordV1
 	for i := range ops {
-		if ops[i].Kind > OpClose {
-			version = opsRecordV2
-		}
+		version = max(version, ops[i].Kind.Version())
 	}
-	b = append(b, version)
+	b = append(b, byte(version))
 	b = binary.AppendUvarint(b, uint64(len(ops)))
 	for i := range ops {
 		op := &ops[i]
@@ -159,8 +159,8 @@ func EncodeOps(ops []Op) []byte {
 // others apply it).
 func DecodeOps(b []byte) ([]Op, error) {
 	d := decoder{b: b}
-	if v := d.byte(); v != opsRecordV1 && v != opsRecordV2 && d.err == nil {
-		return nil, fmt.Errorf("%w: ops record version %d (this build reads up to %d)", ErrUnsupported, v, opsRecordV2)
+	if v := d.byte(); (v < opsRecordV1 || v > OpsRecordVersion) && d.err == nil {
+		return nil, fmt.Errorf("%w: ops record version %d (this build reads up to %d)", ErrUnsupported, v, OpsRecordVersion)
 	}
 	n := d.count(1 + len(ID{}))
 	ops := make([]Op, 0, n)

@@ -218,7 +218,7 @@ func TestDecodeOpsNewer(t *testing.T) {
 		t.Fatalf("unknown op kind: %v, want ErrUnsupported", err)
 	}
 	rec = EncodeOps([]Op{{Kind: OpSubmit, ID: ID{1}, Service: "s"}})
-	rec[0] = opsRecordV2 + 1
+	rec[0] = OpsRecordVersion + 1
 	if _, err := DecodeOps(rec); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("unknown record version: %v, want ErrUnsupported", err)
 	}

@@ -1,6 +1,9 @@
 package store
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrNotFound means no ticket has that ID (never submitted, or closed).
 var ErrNotFound = errors.New("ticket not found")
@@ -40,3 +43,27 @@ var ErrUnsupported = errors.New("written by a newer titanic version")
 // it is and makes the restore succeed: the store already holds everything
 // the snapshot does (a replica ahead of the snapshot its leader sent).
 var ErrKeepCurrent = errors.New("the store already holds the snapshot's content")
+
+// ErrNotFailed means an OpRetry's ticket is not failed: it is pending or
+// dispatched (a retry would run it twice) or done.
+var ErrNotFailed = errors.New("ticket has not failed")
+
+// ErrClusterVersion means a replicated store refused an op of a kind that
+// not every member of its cluster is known to read yet (see
+// BoltStore.ClusterVersion): writing it would stop the members that run an
+// older titanic. The op is refused before it reaches the log.
+var ErrClusterVersion = errors.New("not every member of the cluster runs a titanic that reads it")
+
+// ClusterVersionError is the ErrClusterVersion of one op: the cluster
+// version its kind needs and the one the cluster is at.
+type ClusterVersionError struct {
+	Kind       OpKind
+	Need, Have int
+}
+
+func (e *ClusterVersionError) Error() string {
+	return fmt.Sprintf("%s needs cluster version %d and the cluster is at %d: %v", e.Kind, e.Need, e.Have, ErrClusterVersion)
+}
+
+// Is makes errors.Is(err, ErrClusterVersion) true.
+func (e *ClusterVersionError) Is(target error) bool { return target == ErrClusterVersion }

@@ -61,7 +61,8 @@ func (t *txn) pruneJournal(index uint64) error {
 // carry over to the peer the work this store did after the fork point:
 // the tickets it took in alone (OpAdopt with their bodies, then OpReply or
 // OpFail when they finished), the answers it recorded for older tickets
-// (OpReply, OpFail), and the older tickets its clients closed (OpClose).
+// (OpReply, OpFail), the failed tickets it gave another round (OpRetry),
+// and the older tickets its clients closed (OpClose).
 // Tickets created and closed after the fork, and attempts that did not
 // finish, carry nothing: the peer redelivers what is unfinished. fn may
 // keep the batch.
@@ -70,6 +71,7 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 		id      ID
 		created bool
 		closed  bool
+		retried bool
 	}
 	var (
 		order []ID
@@ -97,6 +99,8 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 				ch.created, ch.closed = true, false
 			case OpClose:
 				ch.closed = true
+			case OpRetry:
+				ch.retried = true
 			}
 		}
 		return nil
@@ -137,6 +141,12 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 					return err
 				}
 				ops = append(ops, Op{Kind: OpAdopt, ID: id, Time: tk.Created, Service: tk.Service, Body: body, IdemKey: tk.IdemKey})
+			} else if ch.retried && tk.State != StateFailed {
+				// The peer may still hold it failed; the answer below
+				// (or the redelivery of what is unfinished) needs it
+				// pending there first. A ticket the peer already has
+				// pending refuses the retry (ErrNotFailed), harmlessly.
+				ops = append(ops, Op{Kind: OpRetry, ID: id, Time: tk.Updated})
 			}
 			switch tk.State {
 			case StateDone:

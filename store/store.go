@@ -122,12 +122,32 @@ const (
 	// alone (Duplicate). A key that names another ticket keeps naming
 	// the older of the two; both tickets are kept. Ops record version 2.
 	OpAdopt
+	// OpRetry gives a failed ticket another round: failed → pending, at
+	// the back of its service's FIFO (a new Seq), attempts back to 0,
+	// reason cleared. A ticket that is not failed is left alone
+	// (ErrNotFailed). Ops record version 3.
+	OpRetry
 
 	// lastOpKind is the newest kind this build reads. A new kind must
 	// come with a new ops record version (see codec.go), so that an
 	// older node refuses it (ErrUnsupported) instead of skipping it.
-	lastOpKind = OpAdopt
+	lastOpKind = OpRetry
 )
+
+// Version is the ops record version that introduced the kind: the
+// cluster version a replicated store needs before it may write it (see
+// ClusterVersion). Unknown kinds report 0.
+func (k OpKind) Version() int {
+	switch {
+	case k >= OpSubmit && k <= OpClose:
+		return opsRecordV1
+	case k == OpAdopt:
+		return opsRecordV2
+	case k == OpRetry:
+		return opsRecordV3
+	}
+	return 0
+}
 
 // Known reports whether this build knows the kind. A store fails an op of
 // another kind alone (ErrInvalidOp); a replicated store must not put one in
@@ -151,6 +171,8 @@ func (k OpKind) String() string {
 		return "close"
 	case OpAdopt:
 		return "adopt"
+	case OpRetry:
+		return "retry"
 	}
 	return fmt.Sprintf("op(%d)", uint8(k))
 }
@@ -184,6 +206,10 @@ type Result struct {
 	Attempts int
 	// Existed is false for an OpClose of an unknown ticket.
 	Existed bool
+	// Service is the ticket's service after an OpRetry (its dispatcher
+	// no longer held the failed ticket, so it needs the name to queue
+	// it); empty for other kinds.
+	Service string
 	// Err is this op's own failure (ErrNotFound, ErrFinal, ErrInvalidOp);
 	// the other ops of the batch are still applied.
 	Err error

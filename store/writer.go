@@ -17,8 +17,9 @@ type request struct {
 	ops   []Op
 	index uint64 // replicated-log index (ApplyAt), 0 for Apply
 	term  uint64 // the entry's raft term (0: unknown)
-	// solo and shared: see Entry.
+	// solo, shared and cluster: see Entry.
 	solo, shared bool
+	cluster      int
 	// diverged is set by the writer when the entry's index was applied
 	// with another term: the log was rewritten under the store.
 	diverged bool
@@ -103,6 +104,10 @@ type Entry struct {
 	// Shared: the entry was committed by every node of a pair, and so
 	// was all before it: the journal is pruned before it.
 	Shared bool
+	// ClusterVersion, when above the store's, raises it (see
+	// ClusterVersion): the leader saw every member report a binary that
+	// reads ops records of that version. It never goes down.
+	ClusterVersion int
 }
 
 // EntryResult is the outcome of one Entry: as ApplyAt's results and error.
@@ -122,7 +127,7 @@ func (s *BoltStore) ApplyLog(ctx context.Context, entries []Entry) []EntryResult
 			out[i].Err = fmt.Errorf("%w: log index 0", ErrInvalidOp)
 			continue
 		}
-		reqs = append(reqs, &request{ops: e.Ops, index: e.Index, term: e.Term, solo: e.Solo, shared: e.Shared, done: make(chan outcome, 1), size: OpsSize(e.Ops)})
+		reqs = append(reqs, &request{ops: e.Ops, index: e.Index, term: e.Term, solo: e.Solo, shared: e.Shared, cluster: e.ClusterVersion, done: make(chan outcome, 1), size: OpsSize(e.Ops)})
 	}
 	if err := ctx.Err(); err != nil {
 		for i := range out {
@@ -161,6 +166,25 @@ func (s *BoltStore) AppliedIndex(ctx context.Context) (uint64, error) {
 		return nil
 	})
 	return n, err
+}
+
+// ClusterVersion returns the cluster version recorded in the store: the
+// newest ops record version that every member of a replicated cluster was
+// known to read when its leader last raised it (Entry.ClusterVersion). A
+// store that never had one raised reports 1, the first release's
+// version. A replicated store writes an op only if its kind's Version is
+// at most this (except OpAdopt, which only a pair's nodes exchange, and
+// only when both take part); a store on its own reads and writes every
+// kind this build knows.
+func (s *BoltStore) ClusterVersion(ctx context.Context) (int, error) {
+	n := uint64(1)
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		if v := tx.Bucket(metaBucket).Get(clusterKey); len(v) == 8 {
+			n = max(n, binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	return int(min(n, 1<<20)), err
 }
 
 // control runs fn on the writer goroutine between two commits, so fn sees
@@ -450,6 +474,9 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 					continue
 				}
 				t.applied, t.appliedDirty = r.index, true
+				if c := uint64(max(r.cluster, 0)); c > max(t.cluster, 1) {
+					t.cluster, t.clusterDirty = c, true
+				}
 			}
 			res := make([]Result, len(r.ops))
 			for j := range r.ops {

@@ -9,8 +9,9 @@ import (
 
 // Merge takes in the work another history did (the node of a pair that
 // yields after a split brain hands it over; see titanic/ha): tickets it
-// minted alone (store.OpAdopt), the answers it recorded (OpReply, OpFail)
-// and the closes its clients made (OpClose). The store applies them
+// minted alone (store.OpAdopt), the answers it recorded (OpReply, OpFail),
+// the failed tickets it gave another round (OpRetry) and the closes its
+// clients made (OpClose). The store applies them
 // idempotently (an adopted ticket already here is left alone, the first
 // reply wins, a ticket closed here stays closed), so a handover retried
 // after a lost answer changes nothing. Adopted unfinished tickets join
@@ -19,7 +20,7 @@ import (
 func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	for i := range ops {
 		switch ops[i].Kind {
-		case store.OpAdopt, store.OpReply, store.OpFail, store.OpClose:
+		case store.OpAdopt, store.OpRetry, store.OpReply, store.OpFail, store.OpClose:
 		default:
 			return fmt.Errorf("%w: %s is not a merge op", store.ErrInvalidOp, ops[i].Kind)
 		}
@@ -34,8 +35,20 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	now := s.cfg.Now()
 	final := map[store.ID]bool{}
 	for i := range ops {
-		if res[i].Err == nil && ops[i].Kind != store.OpAdopt {
+		if res[i].Err == nil && ops[i].Kind != store.OpAdopt && ops[i].Kind != store.OpRetry {
 			final[ops[i].ID] = true
+		}
+	}
+	// A retried ticket was failed here, so the dispatcher does not hold
+	// it: it needs its service to queue it.
+	retried := map[store.ID]string{}
+	for i := range ops {
+		if ops[i].Kind == store.OpRetry && res[i].Err == nil && !final[ops[i].ID] {
+			tk, err := s.st.Get(ctx, ops[i].ID)
+			if err != nil {
+				return fmt.Errorf("merge: retried ticket %s: %w", ops[i].ID, err)
+			}
+			retried[ops[i].ID] = tk.Service
 		}
 	}
 	woken := map[string]bool{}
@@ -51,13 +64,22 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 			s.entries[op.ID] = e
 			s.queue(op.Service).push(e)
 			woken[op.Service] = true
+		case op.Kind == store.OpRetry && r.Err == nil:
+			svc, ok := retried[op.ID]
+			if _, held := s.entries[op.ID]; !ok || held {
+				continue
+			}
+			e := &entry{id: op.ID, service: svc, seq: r.Seq, queued: now}
+			s.entries[op.ID] = e
+			s.queue(svc).push(e)
+			woken[svc] = true
 		case op.Kind != store.OpAdopt && r.Err == nil:
 			s.dropLocked(op.ID)
 		}
 	}
 	s.mu.Unlock()
 	for i := range ops {
-		if ops[i].Kind != store.OpAdopt && res[i].Err == nil {
+		if ops[i].Kind != store.OpAdopt && ops[i].Kind != store.OpRetry && res[i].Err == nil {
 			s.notify(ops[i].ID)
 		}
 	}

@@ -442,6 +442,13 @@ func (s *Service) serve(req broker.Request) [][]byte {
 		return s.hello(req, req.Service == SvcBye)
 	case SvcClients:
 		return s.listClients()
+	case SvcRetry:
+		id, err := parseTicket(req.Body)
+		if err != nil {
+			s.stats.badRequests.Add(1)
+			return replyText(CodeUnknown, err.Error())
+		}
+		return s.retryTicket(req, id)
 	}
 	s.stats.badRequests.Add(1)
 	return replyText(CodeUnknown, fmt.Sprintf("unknown titanic service %q", req.Service))

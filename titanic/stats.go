@@ -11,6 +11,7 @@ type counters struct {
 	expired                                        atomic.Uint64
 	confirms, unconfirmed                          atomic.Uint64
 	verdictRetries                                 atomic.Uint64
+	retries                                        atomic.Uint64
 }
 
 // Stats is a snapshot of the service's counters and queues.
@@ -26,6 +27,8 @@ type Stats struct {
 	// VerdictRetries counts commits of a reply or a failure tried again
 	// after their batch failed (the verdict is held, the job not rerun).
 	VerdictRetries uint64
+	// Retries counts failed tickets given another round (titanic.retry).
+	Retries uint64
 	// Queued is the number of pending tickets waiting per service, and
 	// Leased the number held by workers (not counting those whose worker
 	// answered and whose reply waits for its commit).
@@ -42,8 +45,8 @@ func (s *Service) Stats() Stats {
 		Failed: c.failed.Load(), Busy: c.busy.Load(), BadRequests: c.badRequests.Load(), Loads: c.loads.Load(),
 		Commits: c.commits.Load(), CommittedOps: c.committedOps.Load(), CommitErrors: c.commitErrors.Load(),
 		Expired: c.expired.Load(), Confirms: c.confirms.Load(), Unconfirmed: c.unconfirmed.Load(),
-		VerdictRetries: c.verdictRetries.Load(),
-		Queued:         make(map[string]int),
+		VerdictRetries: c.verdictRetries.Load(), Retries: c.retries.Load(),
+		Queued: make(map[string]int),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

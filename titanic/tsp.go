@@ -32,6 +32,7 @@ const (
 	SvcHello   = "titanic.hello"   // extension: client presence, "I am here"
 	SvcBye     = "titanic.bye"     // extension: client presence, "I am leaving"
 	SvcClients = "titanic.clients" // extension: list the clients present
+	SvcRetry   = "titanic.retry"   // extension: give a failed ticket another round
 
 	// Prefix is the service-name prefix the titanic service owns.
 	Prefix = "titanic."
@@ -46,6 +47,11 @@ const (
 	CodeUnknown = "400"
 	CodeError   = "500"
 )
+
+// NotSupportedPrefix starts the text frame of a 400 for a request the
+// broker understands but its cluster cannot take yet: not every member
+// runs a release that reads what it would write (the cluster version).
+const NotSupportedPrefix = "not supported: "
 
 // FailedPrefix starts the text frame of a 500 for a ticket that failed for
 // good (attempts exhausted, no worker for its service); 500s without it are

@@ -50,7 +50,7 @@ func runBroker(e env) error {
 // returns the CURVE material (nil when security is off) whose allowlist
 // SIGHUP reloads.
 func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node.Config, *security, error) {
-	nc := node.Config{Dir: cfg.Store.Dir, Logger: log, DrainTimeout: cfg.Broker.DrainTimeout, NotifyListen: cfg.Notify.Listen}
+	nc := node.Config{Dir: cfg.Store.Dir, Logger: log, DrainTimeout: cfg.Broker.DrainTimeout, NotifyListen: cfg.Notify.Listen, Release: Version}
 	nc.Store = store.Options{LockTimeout: cfg.Store.LockTimeout, MaxBatch: cfg.Store.MaxBatch, MaxBatchBytes: int(cfg.Store.MaxBatchBytes), NoSync: cfg.Store.NoSync}
 
 	bc := broker.DefaultConfig()

@@ -255,6 +255,19 @@ func runClose(e env) error {
 	return c.CloseTicket(e.ctx, ticket)
 }
 
+func runRetry(e env) error {
+	c, _, ticket, err := ticketCommand(e, "retry", nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Retry(e.ctx, ticket); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s pending again\n", ticket)
+	return nil
+}
+
 func runTickets(e env) error {
 	fs := newFlags(e, "tickets", "[flags]")
 	cf := addClientFlags(fs)

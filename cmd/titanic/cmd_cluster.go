@@ -129,14 +129,16 @@ func clusterStatus(e env, cf clientFlags) error {
 	}
 	var leaderCommit uint64
 	var members []string
+	clusterVersion := ""
 	for _, n := range nodes {
 		if n.err == nil && n.kv["state"] == "Leader" {
 			leaderCommit = n.num("commit")
 			members = n.members
+			clusterVersion = n.kv["cluster_version"]
 		}
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tENDPOINT\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAG")
+	fmt.Fprintln(tw, "NODE\tENDPOINT\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAG\tVERSION")
 	reached, singles := 0, 0
 	for _, n := range nodes {
 		if n.err != nil {
@@ -153,7 +155,7 @@ func clusterStatus(e env, cf clientFlags) error {
 		if leaderCommit > 0 {
 			lag = strconv.FormatInt(int64(leaderCommit)-int64(n.num("applied")), 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.kv["id"], n.endpoint, n.kv["state"], n.kv["term"], n.kv["commit"], n.kv["applied"], lag)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.kv["id"], n.endpoint, n.kv["state"], n.kv["term"], n.kv["commit"], n.kv["applied"], lag, nodeVersion(n))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -171,6 +173,11 @@ func clusterStatus(e env, cf clientFlags) error {
 		}
 		fmt.Fprintln(e.stdout, "\nno leader among the nodes reached")
 	}
+	if clusterVersion != "" {
+		fmt.Fprintf(e.stdout, "\ncluster version: %s (work that needs a newer one is refused until every member runs a release that reads it; the leader raises it within seconds of the last upgrade)\n", clusterVersion)
+	} else if leaderCommit > 0 {
+		fmt.Fprintln(e.stdout, "\ncluster version: 1 (the leader runs a release that keeps none)")
+	}
 	fmt.Fprintln(e.stdout, "\nmembers (id, raft address, role):")
 	for _, m := range members {
 		fmt.Fprintln(e.stdout, "  "+strings.ReplaceAll(m, ",", "  "))
@@ -179,6 +186,19 @@ func clusterStatus(e env, cf clientFlags) error {
 		return fmt.Errorf("%w: no node answered", client.ErrUnavailable)
 	}
 	return nil
+}
+
+// nodeVersion is the VERSION column: the ops record version the node reads
+// and its release; a node of the first release reports neither.
+func nodeVersion(n nodeStatus) string {
+	p, ok := n.kv["protocol"]
+	if !ok {
+		return "1 (v0.1.0)"
+	}
+	if r := n.kv["release"]; r != "" {
+		return p + " (" + r + ")"
+	}
+	return p
 }
 
 // forgetPeerSplit tells one pair node to stop waiting for its peer's split

@@ -31,6 +31,9 @@ const (
 	exitUnknown     = 4 // unknown ticket, or request rejected as malformed
 	exitFailed      = 5 // the ticket failed for good
 	exitUnavailable = 6 // no broker answered
+	// exitUnsupported: the broker, or its cluster, cannot take the
+	// request yet (an older release; see `titanic cluster`).
+	exitUnsupported = 8
 	// exitInterrupted is the shell's code for a command ended by SIGINT
 	// (128+2): scripts tell an interrupt from a failure.
 	exitInterrupted = 130
@@ -63,6 +66,7 @@ func commands() []command {
 		{"wait", "wait for tickets, with progress (exit 5 if any failed)", runWait},
 		{"reply", "print a ticket's reply (--wait to wait for it)", runReply},
 		{"close", "close a ticket (delete it and its reply)", runClose},
+		{"retry", "give a failed ticket another round (pending again, attempts from 0)", runRetry},
 		{"tickets", "list tickets", runTickets},
 		{"clients", "list the clients present at a broker", runClients},
 		{"cluster", "show a replicated deployment; join or remove a raft member", runCluster},
@@ -187,6 +191,8 @@ func exitCode(err error) int {
 		return exitFailed
 	case errors.Is(err, client.ErrUnavailable):
 		return exitUnavailable
+	case errors.Is(err, client.ErrUnsupported):
+		return exitUnsupported
 	}
 	return exitError
 }

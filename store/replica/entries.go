@@ -66,8 +66,8 @@ func (c *calls) signal() {
 // Close, with store.ErrClosed (and ErrNotLeader, for callers that branch
 // on that).
 func (n *Node) ApplyAsync(ops []store.Op, done func(store.Done)) {
-	if slices.ContainsFunc(ops, unknownKind) {
-		ops, done = knownOnly(ops, done)
+	if slices.ContainsFunc(ops, func(o store.Op) bool { return unknownKind(o) || gated(o) }) {
+		ops, done = n.admit(ops, done)
 	}
 	c := &n.calls
 	c.mu.Lock()

@@ -44,6 +44,8 @@ type fsm struct {
 	fatal chan error
 	// failed is that failure, once there is one.
 	failed atomic.Pointer[error]
+	// leader is the last announcement applied (announce.go).
+	leader atomic.Pointer[LeaderInfo]
 	// applied is the last index the store is known to hold (for the log
 	// guard and snapshots).
 	applied atomic.Uint64
@@ -158,11 +160,18 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		// configuration entry itself: raft commits the entry that adds
 		// a voter under the configuration before it, the leader alone.)
 		solo := bytes.Equal(l.Extensions, soloMark)
+		m, announced := decodeMeta(l.Extensions)
+		if announced {
+			// An announcement holds no ops: it shares nothing that
+			// could prune the solo journal.
+			solo = m.solo
+			f.leader.Store(&LeaderInfo{ID: m.leader, Endpoint: m.endpoint, Term: l.Term})
+		}
 		shared := false
-		if c := f.conf.Load(); c != nil && c.voters >= 2 && !solo {
+		if c := f.conf.Load(); c != nil && c.voters >= 2 && !solo && !announced {
 			shared = true
 		}
-		entries = append(entries, store.Entry{Index: l.Index, Term: l.Term, Ops: ops, Solo: solo, Shared: shared})
+		entries = append(entries, store.Entry{Index: l.Index, Term: l.Term, Ops: ops, Solo: solo, Shared: shared, ClusterVersion: m.cluster})
 		pos = append(pos, i)
 	}
 	if len(entries) == 0 {

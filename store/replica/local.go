@@ -58,15 +58,49 @@ func (n *Node) propose(ops []store.Op) func(context.Context) ([]store.Result, er
 
 func unknownKind(o store.Op) bool { return !o.Kind.Known() }
 
-// knownOnly is ApplyAsync's done for a call that holds ops of kinds this
-// build does not know, which were left out of the call (known is what
-// stays). Such an op must stay out of the log: every node, this one
-// included, would read the entry as a newer version's and stop
-// (store.ErrUnsupported). It fails alone with store.ErrInvalidOp, as in a
-// BoltStore, and the others are applied.
-func knownOnly(ops []store.Op, done func(store.Done)) (known []store.Op, wrapped func(store.Done)) {
-	known = slices.DeleteFunc(slices.Clone(ops), unknownKind)
-	return known, func(d store.Done) {
+// gated reports whether o's kind is newer than the first release's, so
+// that the cluster version decides whether it may be written. OpAdopt is
+// not: only the two nodes of a pair exchange it, when both take part in a
+// merge (a node of the first release has no merge to take part in).
+func gated(o store.Op) bool { return o.Kind.Version() > 1 && o.Kind != store.OpAdopt }
+
+// admit is ApplyAsync's check of a call holding ops that must stay out of
+// the log: ops of kinds this build does not know (every node, this one
+// included, would read the entry as a newer version's and stop:
+// store.ErrUnsupported), and ops of kinds newer than the cluster version
+// (the members that run an older titanic would stop). Such an op fails
+// alone, with store.ErrInvalidOp or store.ErrClusterVersion, and the others
+// are applied.
+func (n *Node) admit(ops []store.Op, done func(store.Done)) ([]store.Op, func(store.Done)) {
+	refused := make([]error, len(ops))
+	cluster := 0
+	for i, o := range ops {
+		switch {
+		case unknownKind(o):
+			refused[i] = fmt.Errorf("%s %s: %w: unknown kind", o.Kind, o.ID, store.ErrInvalidOp)
+		case gated(o):
+			if cluster == 0 {
+				v, err := n.st.ClusterVersion(context.Background())
+				if err != nil {
+					v = 1 // unreadable: the oldest, which refuses
+				}
+				cluster = v
+			}
+			if need := o.Kind.Version(); need > cluster {
+				refused[i] = &store.ClusterVersionError{Kind: o.Kind, Need: need, Have: cluster}
+			}
+		}
+	}
+	if !slices.ContainsFunc(refused, func(e error) bool { return e != nil }) {
+		return ops, done
+	}
+	var kept []store.Op
+	for i, o := range ops {
+		if refused[i] == nil {
+			kept = append(kept, o)
+		}
+	}
+	return kept, func(d store.Done) {
 		if d.Err != nil {
 			done(d)
 			return
@@ -74,8 +108,8 @@ func knownOnly(ops []store.Op, done func(store.Done)) (known []store.Op, wrapped
 		out := make([]store.Result, len(ops))
 		j := 0
 		for i, o := range ops {
-			if unknownKind(o) {
-				out[i] = store.Result{ID: o.ID, Err: fmt.Errorf("%s %s: %w: unknown kind", o.Kind, o.ID, store.ErrInvalidOp)}
+			if refused[i] != nil {
+				out[i] = store.Result{ID: o.ID, Err: refused[i]}
 				continue
 			}
 			out[i] = d.Results[j]

@@ -56,6 +56,9 @@ type Admin struct {
 	// Forget ends the wait for a peer's split (Pair.ForgetPeerSplit) and
 	// says what it gives up. Nil: refused.
 	Forget func() string
+	// Versions keeps the cluster version (titanic.cluster.version). Nil:
+	// the service answers 400.
+	Versions *Versions
 }
 
 // NewAdmin returns the admin handler of node.
@@ -155,6 +158,11 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			return text("500", err.Error())
 		}
 		return [][]byte{[]byte("200")}
+	case SvcVersion:
+		if a.Versions == nil {
+			return text("400", "this node keeps no cluster version")
+		}
+		return a.Versions.serve(ctx, req.Body)
 	case SvcForget:
 		if a.Forget == nil {
 			return text("400", "only a pair node waits for its peer's split")
@@ -227,6 +235,14 @@ func (a *Admin) status() [][]byte {
 	kv("commit", strconv.FormatUint(st.CommitIndex, 10))
 	kv("applied", strconv.FormatUint(st.AppliedIndex, 10))
 	kv("leader", st.LeaderID)
+	if a.Versions != nil {
+		own, release := a.Versions.Own()
+		kv("protocol", strconv.Itoa(own))
+		kv("release", release)
+		if cv, err := a.node.ClusterVersion(context.Background()); err == nil {
+			kv("cluster_version", strconv.Itoa(cv))
+		}
+	}
 	if ms, err := a.node.Members(); err == nil {
 		for _, m := range ms {
 			role := "voter"

@@ -61,6 +61,16 @@ type Config struct {
 	// sets PeerTag (from Star.Role), and ForkDir (default Dir/forks) and
 	// Logger when empty.
 	Pair *ha.PairConfig
+	// Release names the binary (`titanic version`); a replicated node
+	// reports it with its protocol version (ha.Versions).
+	Release string
+	// VersionInterval is how often a replicated node reports its version
+	// to the leader, and the leader checks whether it can raise the
+	// cluster version (default 2s).
+	VersionInterval time.Duration
+	// VersionReport, when set, is the protocol version the node reports
+	// instead of this build's (tests of mixed versions in one process).
+	VersionReport int
 
 	// HTTP, when set, serves metrics, health, the JSON API and the
 	// dashboard.
@@ -207,7 +217,12 @@ func New(cfg Config) (_ *Node, err error) {
 		if p := n.pair.Load(); p != nil {
 			admin.Forget = p.ForgetPeerSplit
 		}
-		n.roles = append(n.roles, run)
+		vc := ha.VersionsConfig{Endpoint: n.clientEndpoint, Release: cfg.Release, Logger: log, Interval: cfg.VersionInterval, Protocol: cfg.VersionReport}
+		if pc := cfg.Pair; pc != nil {
+			vc.Pair, vc.PeerID, vc.PeerEndpoint, vc.PeerCurve = true, pc.PeerID, pc.PeerEndpoint, pc.PeerCurve
+		}
+		admin.Versions = ha.NewVersions(n.rep, vc)
+		n.roles = append(n.roles, run, admin.Versions.Run)
 	}
 	n.b.Handle(titanic.Prefix, n.svc)
 	n.b.SetSource(n.svc)
@@ -370,6 +385,14 @@ func (n *Node) Close() error {
 
 // Ready is closed once the broker is bound and serving.
 func (n *Node) Ready() <-chan struct{} { return n.b.Ready() }
+
+// clientEndpoint is the first endpoint the broker bound ("" before).
+func (n *Node) clientEndpoint() string {
+	if eps := n.b.Endpoints(); len(eps) > 0 {
+		return eps[0]
+	}
+	return ""
+}
 
 // Endpoints returns the broker's bound endpoints (after Ready).
 func (n *Node) Endpoints() []string { return n.b.Endpoints() }

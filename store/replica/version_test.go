@@ -1,0 +1,114 @@
+package replica_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
+)
+
+// failedTicket submits a ticket through the leader and fails it.
+func failedTicket(t *testing.T, l *member) store.ID {
+	t.Helper()
+	sub := submitOp("s")
+	res, err := l.n.Apply(context.Background(), []store.Op{sub, {Kind: store.OpFail, ID: sub.ID, Time: time.Now(), Reason: "no"}})
+	if err != nil || res[0].Err != nil || res[1].Err != nil {
+		t.Fatalf("submit and fail: %v %+v", err, res)
+	}
+	return sub.ID
+}
+
+// An op of a kind newer than the cluster version stays out of the log: it
+// fails alone with ErrClusterVersion and the rest of its call is applied.
+// An announcement that raises the cluster version reaches every member
+// (also the leader's endpoint), after which the kind is written.
+func TestClusterVersionGatesNewKinds(t *testing.T) {
+	ms, _ := cluster(t, 3)
+	l := leader(t, ms)
+	ctx := context.Background()
+	id := failedTicket(t, l)
+
+	other := submitOp("s")
+	res, err := l.n.Apply(ctx, []store.Op{{Kind: store.OpRetry, ID: id, Time: time.Now()}, other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, store.ErrClusterVersion) {
+		t.Fatalf("retry at cluster version 1: %v, want ErrClusterVersion", res[0].Err)
+	}
+	if res[1].Err != nil || res[1].State != store.StatePending {
+		t.Fatalf("the submit beside the refused retry: %+v", res[1])
+	}
+	if tk, err := l.st.Get(ctx, id); err != nil || tk.State != store.StateFailed {
+		t.Fatalf("refused retry changed the ticket: %+v %v", tk, err)
+	}
+
+	if err := l.n.Announce(ctx, replica.Announcement{Endpoint: "tcp://10.0.0.1:5555", ClusterVersion: store.OpsRecordVersion}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		deadline := time.Now().Add(wait)
+		for {
+			v, err := m.n.ClusterVersion(ctx)
+			li := m.n.LeaderInfo()
+			if err == nil && v == store.OpsRecordVersion && li.ID == l.id && li.Endpoint == "tcp://10.0.0.1:5555" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: cluster version %d (%v), leader info %+v, want %d and %s's endpoint", m.id, v, err, li, store.OpsRecordVersion, l.id)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	res, err = l.n.Apply(ctx, []store.Op{{Kind: store.OpRetry, ID: id, Time: time.Now()}})
+	if err != nil || res[0].Err != nil || res[0].State != store.StatePending {
+		t.Fatalf("retry at cluster version %d: %v %+v", store.OpsRecordVersion, err, res)
+	}
+	for _, m := range ms {
+		deadline := time.Now().Add(wait)
+		for {
+			tk, err := m.st.Get(ctx, id)
+			if err == nil && tk.State == store.StatePending {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: retried ticket %+v %v, want pending", m.id, tk, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	// A new leader starts from the raised version: it is in the log.
+	l.close()
+	l2 := leader(t, ms)
+	id2 := failedTicket(t, l2)
+	res, err = l2.n.Apply(ctx, []store.Op{{Kind: store.OpRetry, ID: id2, Time: time.Now()}})
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("retry on the next leader: %v %+v", err, res)
+	}
+}
+
+// Announcements only move the version up; a follower cannot announce.
+func TestAnnounceLeaderOnly(t *testing.T) {
+	ms, _ := cluster(t, 3)
+	l := leader(t, ms)
+	ctx := context.Background()
+	for _, m := range ms {
+		if m != l {
+			if err := m.n.Announce(ctx, replica.Announcement{Endpoint: "tcp://x:1"}); !errors.Is(err, replica.ErrNotLeader) {
+				t.Fatalf("follower %s announced: %v, want ErrNotLeader", m.id, err)
+			}
+		}
+	}
+	for _, v := range []int{3, 2, 0} {
+		if err := l.n.Announce(ctx, replica.Announcement{Endpoint: "tcp://x:1", ClusterVersion: v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := l.n.ClusterVersion(ctx); err != nil || v != 3 {
+		t.Fatalf("cluster version %d %v, want 3 (never down)", v, err)
+	}
+}

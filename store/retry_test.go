@@ -1,0 +1,207 @@
+package store_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// A failed ticket given another round is pending again, behind what was
+// queued meanwhile, with its attempts from zero; the counters and the
+// FIFO index follow, and Check finds the store consistent.
+func TestRetryFailed(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	id, later := store.NewID(), store.NewID()
+	mustApply(t, s, submit(id, "echo", []byte("job")), op(store.OpDispatch, id))
+	fail := op(store.OpFail, id)
+	fail.Reason = "worker said no"
+	mustApply(t, s, fail, submit(later, "echo"))
+
+	res := mustApply(t, s, store.Op{Kind: store.OpRetry, ID: id, Time: at(5)})[0]
+	if res.State != store.StatePending || res.Attempts != 0 || res.Service != "echo" || res.Seq <= 2 {
+		t.Fatalf("retry result = %+v, want pending, 0 attempts, service echo, a Seq after the later submit's", res)
+	}
+	tk, err := s.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.State != store.StatePending || tk.Attempts != 0 || tk.Reason != "" || tk.Seq != res.Seq || !tk.Updated.Equal(at(5)) || string(tk.Body[0]) != "job" {
+		t.Fatalf("ticket after retry = %+v", tk)
+	}
+	var order []store.ID
+	for _, u := range unfinished(t, s) {
+		order = append(order, u.ID)
+	}
+	if len(order) != 2 || order[0] != later || order[1] != id {
+		t.Fatalf("unfinished order = %v, want the later submit first, then the retried ticket", order)
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.Services["echo"]; c.Pending != 2 || c.Failed != 0 {
+		t.Fatalf("counts = %+v, want 2 pending, 0 failed", c)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatalf("check after retry: %v", err)
+	}
+	// It runs again and can be answered.
+	mustApply(t, s, op(store.OpDispatch, id))
+	if r := applyOne(t, s, store.Op{Kind: store.OpReply, ID: id, Time: at(9), Reply: [][]byte{[]byte("ok")}}); r.Err != nil || r.State != store.StateDone || r.Attempts != 1 {
+		t.Fatalf("reply after retry = %+v", r)
+	}
+}
+
+// Only a failed ticket can be retried: a pending or running one would run
+// twice, a done one has its answer.
+func TestRetryNotFailed(t *testing.T) {
+	s, _ := newStore(t)
+	pending, running, done := store.NewID(), store.NewID(), store.NewID()
+	mustApply(t, s, submit(pending, "echo"), submit(running, "echo"), submit(done, "echo"),
+		op(store.OpDispatch, running), op(store.OpReply, done))
+	for _, tc := range []struct {
+		id   store.ID
+		want error
+	}{
+		{pending, store.ErrNotFailed},
+		{running, store.ErrNotFailed},
+		{done, store.ErrNotFailed},
+		{store.NewID(), store.ErrNotFound},
+	} {
+		r := applyOne(t, s, store.Op{Kind: store.OpRetry, ID: tc.id, Time: at(3)})
+		if !errors.Is(r.Err, tc.want) {
+			t.Errorf("retry of %s: %v, want %v", tc.id, r.Err, tc.want)
+		}
+	}
+	if err := s.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A batch is written in the oldest ops record version that holds its
+// kinds, so that a cluster that uses no newer kind stays readable by the
+// members of older releases.
+func TestOpsRecordVersionPerKind(t *testing.T) {
+	id := store.NewID()
+	for _, tc := range []struct {
+		kinds []store.OpKind
+		want  byte
+	}{
+		{[]store.OpKind{store.OpSubmit, store.OpDispatch, store.OpRequeue, store.OpReply, store.OpFail, store.OpClose}, 1},
+		{[]store.OpKind{store.OpSubmit, store.OpAdopt}, 2},
+		{[]store.OpKind{store.OpRetry, store.OpClose}, 3},
+		{nil, 1},
+	} {
+		var ops []store.Op
+		for _, k := range tc.kinds {
+			ops = append(ops, store.Op{Kind: k, ID: id, Service: "s"})
+		}
+		if got := store.EncodeOps(ops)[0]; got != tc.want {
+			t.Errorf("kinds %v: record version %d, want %d", tc.kinds, got, tc.want)
+		}
+	}
+}
+
+// The cluster version starts at 1 (none recorded), is raised by a log
+// entry that carries a higher one, and never goes down.
+func TestClusterVersionRaisedByEntries(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	get := func() int {
+		t.Helper()
+		v, err := s.ClusterVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := get(); v != 1 {
+		t.Fatalf("new store: cluster version %d, want 1", v)
+	}
+	steps := []struct{ cluster, want int }{{0, 1}, {3, 3}, {2, 3}, {0, 3}, {4, 4}}
+	for i, st := range steps {
+		res := s.ApplyLog(ctx, []store.Entry{{Index: uint64(i + 1), Term: 1, ClusterVersion: st.cluster}})
+		if res[0].Err != nil {
+			t.Fatalf("entry %d: %v", i+1, res[0].Err)
+		}
+		if v := get(); v != st.want {
+			t.Fatalf("after an entry with cluster version %d: %d, want %d", st.cluster, v, st.want)
+		}
+	}
+	// A replayed entry (already applied) changes nothing.
+	s.ApplyLog(ctx, []store.Entry{{Index: 1, Term: 1, ClusterVersion: 9}})
+	if v := get(); v != 4 {
+		t.Fatalf("a replayed entry moved the cluster version to %d", v)
+	}
+}
+
+// The first op of a kind the first release cannot read moves the data file
+// to format 2, which that release refuses to open (it reads only format
+// 1): a node rolled back to it after its cluster took such ops does not
+// start, where it would skip them. Raising the cluster version alone
+// keeps format 1 (a rollback still works). This build opens both.
+func TestNewerKindMovesFormat(t *testing.T) {
+	s, path := newStore(t)
+	ctx := context.Background()
+	// format closes s, reads the file's format with bbolt, and reopens s.
+	format := func() uint32 {
+		t.Helper()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f uint32
+		_ = db.View(func(tx *bolt.Tx) error {
+			f = binary.BigEndian.Uint32(tx.Bucket([]byte("meta")).Get([]byte("format")))
+			return nil
+		})
+		db.Close()
+		if s, err = store.Open(path, store.Options{}); err != nil {
+			t.Fatalf("this build does not reopen a format %d store: %v", f, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return f
+	}
+	if f := format(); f != 1 {
+		t.Fatalf("new store: format %d, want 1 (what every release reads)", f)
+	}
+	if res := s.ApplyLog(ctx, []store.Entry{{Index: 1, Term: 1}}); res[0].Err != nil {
+		t.Fatal(res[0].Err)
+	}
+	if f := format(); f != 1 {
+		t.Fatalf("after an entry that raises nothing: format %d, want 1", f)
+	}
+	if res := s.ApplyLog(ctx, []store.Entry{{Index: 2, Term: 1, ClusterVersion: 3}}); res[0].Err != nil {
+		t.Fatal(res[0].Err)
+	}
+	if f := format(); f != 1 {
+		t.Fatalf("after the cluster version was raised: format %d, want 1 until a newer kind is used", f)
+	}
+	if v, err := s.ClusterVersion(ctx); err != nil || v != 3 {
+		t.Fatalf("reopened: cluster version %d %v, want 3", v, err)
+	}
+	id := store.NewID()
+	mustApply(t, s, submit(id, "echo"), op(store.OpFail, id))
+	if f := format(); f != 1 {
+		t.Fatalf("after first-release ops: format %d, want 1", f)
+	}
+	mustApply(t, s, store.Op{Kind: store.OpRetry, ID: id, Time: at(4)})
+	if f := format(); f != 2 {
+		t.Fatalf("after a retry: format %d, want 2", f)
+	}
+	// A refused op of a newer kind was applied all the same (and failed):
+	// the format stays where it is either way, and this build reads it.
+	mustApply(t, s, submit(store.NewID(), "echo"))
+	if f := format(); f != 2 {
+		t.Fatalf("format went back to %d", f)
+	}
+}

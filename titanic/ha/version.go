@@ -1,0 +1,339 @@
+package ha
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
+)
+
+// SvcVersion is the admin service of the cluster version:
+//
+//	titanic.cluster.version [""]                           → 200 | id=.. | protocol=N | release=.. | cluster=N
+//	titanic.cluster.version ["report" | id | N | release]  → 200   (a member tells the leader what it runs)
+const SvcVersion = AdminPrefix + ".version"
+
+// The cluster version (etcd and CockroachDB have the same idea): the
+// newest ops record version (store.OpsRecordVersion) that every member of
+// a replicated cluster reads. The leader writes an op of a newer kind only
+// once the cluster version allows it (store/replica refuses it before it
+// reaches the log with store.ErrClusterVersion), so that a rolling upgrade
+// never makes a member that still runs the older binary meet an entry it
+// cannot read.
+//
+// How members report: every member that does not lead sends its version
+// to the leader every few seconds (titanic.cluster.version "report"), at
+// the client endpoint the leader announced in the log
+// (replica.Announcement: an entry every release reads). A member of the
+// first release sends nothing and so counts as version 1. When every
+// member the leader knows (a group: its raft configuration; a pair: both
+// nodes, also while one goes on alone) reported a version above the
+// cluster version, the leader raises it to the lowest of them, through an
+// announcement, so the raise is in the log: a new leader starts from it,
+// and it never goes down. Rolling a member back below it is refused by
+// that member: it stops at the first entry of a newer kind.
+type Versions struct {
+	node     *replica.Node
+	log      *slog.Logger
+	self     string
+	own      int
+	release  string
+	raftAddr string
+	endpoint func() string
+	// members lists the IDs whose reports count.
+	members func() []string
+	// leaderEndpoint is where a member that does not lead reports ("":
+	// nowhere yet).
+	leaderEndpoint func() string
+	dial           func(endpoint string) (Requester, error)
+	interval       time.Duration
+
+	mu      sync.Mutex
+	reports map[string]report
+}
+
+type report struct {
+	version int
+	release string
+	at      time.Time
+}
+
+// VersionsConfig configures Versions.
+type VersionsConfig struct {
+	// Endpoint returns this node's client endpoint (once bound) as the
+	// other members dial it; a wildcard host is replaced by the raft
+	// advertise host.
+	Endpoint func() string
+	// Release names this binary (`titanic version`), for the operator.
+	Release string
+	// Pair, when set, makes the members this node and PeerID, and the
+	// place to report PeerEndpoint; else the raft configuration and the
+	// announced leader.
+	Pair         bool
+	PeerID       string
+	PeerEndpoint string
+	// PeerCurve is this node's CURVE client identity towards the peer
+	// (pair).
+	PeerCurve *client.CurveClient
+	// Interval between reports and checks (default 2s).
+	Interval time.Duration
+	Logger   *slog.Logger
+	// Protocol overrides the version this node reports (tests; default
+	// store.OpsRecordVersion).
+	Protocol int
+}
+
+// NewVersions returns the cluster-version keeper of node.
+func NewVersions(node *replica.Node, cfg VersionsConfig) *Versions {
+	self, raftAddr := node.Self()
+	v := &Versions{
+		node: node, self: self, own: store.OpsRecordVersion, release: cfg.Release,
+		raftAddr: raftAddr, endpoint: cfg.Endpoint,
+		interval: cfg.Interval, reports: map[string]report{},
+		log: cfg.Logger.With("component", "versions"),
+	}
+	if cfg.Protocol > 0 {
+		v.own = cfg.Protocol
+	}
+	if v.interval <= 0 {
+		v.interval = 2 * time.Second
+	}
+	if cfg.Pair {
+		ids := []string{self, cfg.PeerID}
+		v.members = func() []string { return ids }
+		v.leaderEndpoint = func() string { return cfg.PeerEndpoint }
+	} else {
+		v.members = func() []string {
+			ms, err := node.Members()
+			if err != nil {
+				return nil
+			}
+			ids := make([]string, 0, len(ms))
+			for _, m := range ms {
+				ids = append(ids, m.ID)
+			}
+			return ids
+		}
+		v.leaderEndpoint = func() string {
+			li := node.LeaderInfo()
+			if id, _ := node.Leader(); id == "" || id != li.ID {
+				return "" // not announced yet by this leader
+			}
+			return li.Endpoint
+		}
+	}
+	v.dial = func(endpoint string) (Requester, error) {
+		cc := client.DefaultConfig()
+		cc.Brokers = []string{endpoint}
+		cc.Timeout, cc.Retries = 2*time.Second, 1
+		cc.Direct = true
+		cc.Logger = cfg.Logger
+		if cfg.Pair {
+			cc.Curve = cfg.PeerCurve
+		}
+		return client.New(cc)
+	}
+	return v
+}
+
+// dialable replaces a wildcard host in a tcp endpoint by the host of the
+// raft address, which the other members dial already.
+func dialable(endpoint, raftAddr string) string {
+	rest, ok := strings.CutPrefix(endpoint, "tcp://")
+	if !ok {
+		return endpoint
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil || (host != "*" && host != "0.0.0.0" && host != "::" && host != "") {
+		return endpoint
+	}
+	rhost, _, err := net.SplitHostPort(raftAddr)
+	if err != nil || rhost == "" || rhost == "0.0.0.0" || rhost == "::" {
+		rhost = "127.0.0.1"
+	}
+	return "tcp://" + net.JoinHostPort(rhost, port)
+}
+
+// Own returns the version this node reports and its release.
+func (v *Versions) Own() (int, string) { return v.own, v.release }
+
+// Report records a member's report (any node records them; the leader
+// uses them).
+func (v *Versions) Report(id string, version int, release string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	old, had := v.reports[id]
+	v.reports[id] = report{version: version, release: release, at: time.Now()}
+	if !had || old.version != version {
+		v.log.Info("member reports its version", "member", id, "protocol", version, "release", release)
+	}
+}
+
+// Member is one member's version as this node knows it.
+type MemberVersion struct {
+	ID       string
+	Version  int // 1 when it never reported (the first release reports nothing)
+	Release  string
+	Reported bool
+}
+
+// Members returns what each member reported (this node included).
+func (v *Versions) Members() []MemberVersion {
+	ids := v.members()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make([]MemberVersion, 0, len(ids))
+	for _, id := range ids {
+		if id == v.self {
+			out = append(out, MemberVersion{ID: id, Version: v.own, Release: v.release, Reported: true})
+			continue
+		}
+		r, ok := v.reports[id]
+		mv := MemberVersion{ID: id, Version: 1}
+		if ok {
+			mv.Version, mv.Release, mv.Reported = r.version, r.release, true
+		}
+		out = append(out, mv)
+	}
+	return out
+}
+
+// Run reports or raises until ctx is done.
+func (v *Versions) Run(ctx context.Context) error {
+	t := time.NewTicker(v.interval)
+	defer t.Stop()
+	var (
+		peer         Requester
+		peerAt       string
+		announced    uint64 // the term this node last announced in
+		announcedAt  time.Time
+		warnedBelow  = map[string]bool{}
+		warnedReport bool
+	)
+	defer func() {
+		if peer != nil {
+			peer.Close()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if v.node.Failed() != nil {
+			continue
+		}
+		if v.node.IsLeader() {
+			if v.endpoint() == "" {
+				continue // not bound yet: nothing to announce
+			}
+			cv, err := v.node.ClusterVersion(ctx)
+			if err != nil {
+				continue
+			}
+			ms := v.Members()
+			low, missing := v.own, false
+			for _, m := range ms {
+				low = min(low, m.Version)
+				missing = missing || !m.Reported
+				if m.Reported && m.Version < cv && !warnedBelow[m.ID] {
+					warnedBelow[m.ID] = true
+					v.log.Error("a member runs a titanic older than the cluster version: it stops at the first entry it cannot read; upgrade it",
+						"member", m.ID, "protocol", m.Version, "cluster_version", cv)
+				}
+			}
+			term := v.node.Status().Term
+			a := replica.Announcement{Endpoint: dialable(v.endpoint(), v.raftAddr)}
+			// Ops of a newer kind than the first release's that a
+			// raise may allow all come with version 3 or later: a raise
+			// below that allows nothing.
+			raise := low > cv && low >= 3 && len(ms) > 0
+			if raise {
+				a.ClusterVersion = low
+			}
+			if raise || term != announced || missing && time.Since(announcedAt) > 15*v.interval {
+				if err := v.node.Announce(ctx, a); err != nil {
+					v.log.Debug("announcement not written", "err", err)
+					continue
+				}
+				announced, announcedAt = term, time.Now()
+				if raise {
+					v.log.Info("cluster version raised: every member reads it", "cluster_version", low, "was", cv, "members", len(ms))
+				}
+			}
+			continue
+		}
+		ep := v.leaderEndpoint()
+		if ep == "" {
+			continue
+		}
+		if peer == nil || peerAt != ep {
+			if peer != nil {
+				peer.Close()
+			}
+			c, err := v.dial(ep)
+			if err != nil {
+				continue
+			}
+			peer, peerAt = c, ep
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*v.interval)
+		rep, err := peer.Request(cctx, SvcVersion, [][]byte{[]byte("report"), []byte(v.self), []byte(strconv.Itoa(v.own)), []byte(v.release)})
+		cancel()
+		if err == nil && (len(rep) == 0 || string(rep[0]) != "200") && !warnedReport {
+			warnedReport = true
+			v.log.Warn("the leader did not take this node's version report", "leader_endpoint", ep, "answer", fmt.Sprintf("%q", rep))
+		}
+	}
+}
+
+// serve answers titanic.cluster.version.
+func (v *Versions) serve(ctx context.Context, body [][]byte) [][]byte {
+	if len(body) >= 1 && string(body[0]) == "report" {
+		if len(body) != 4 || len(body[1]) == 0 || len(body[1]) > 256 || len(body[3]) > 256 {
+			return text("400", "want [report | id | version | release]")
+		}
+		n, err := strconv.Atoi(string(body[2]))
+		if err != nil || n < 1 || n > 1<<20 {
+			return text("400", fmt.Sprintf("version %q is not a positive number", body[2]))
+		}
+		id := string(body[1])
+		if !slices.Contains(v.members(), id) {
+			// Not (yet) a member: a later report counts once it is.
+			return text("200", "not a member")
+		}
+		v.Report(id, n, string(body[3]))
+		return [][]byte{[]byte("200")}
+	}
+	cv, err := v.node.ClusterVersion(ctx)
+	if err != nil {
+		return text("500", err.Error())
+	}
+	out := [][]byte{[]byte("200")}
+	kv := func(k, val string) { out = append(out, []byte(k+"="+val)) }
+	kv("id", v.self)
+	kv("protocol", strconv.Itoa(v.own))
+	kv("release", v.release)
+	kv("cluster", strconv.Itoa(cv))
+	for _, m := range v.Members() {
+		if m.ID == v.self {
+			continue
+		}
+		rep := "reported"
+		if !m.Reported {
+			rep = "silent"
+		}
+		kv("member", fmt.Sprintf("%s,%d,%s,%s", m.ID, m.Version, rep, m.Release))
+	}
+	return out
+}

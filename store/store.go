@@ -173,7 +173,12 @@ type Op struct {
 // Result is the outcome of one Op.
 type Result struct {
 	// ID is the ticket the op acted on. For an OpSubmit whose IdemKey was
-	// already known, it is the original ticket and Duplicate is true.
+	// already known, it is the original ticket: Duplicate is true when the
+	// submit had the original's service and body frames (a resend), and
+	// otherwise Err is a *KeyConflictError (ErrKeyConflict) and nothing
+	// was created. A key is known from the submit that set it until its
+	// ticket is closed (OpClose, retention included): then it is free, and
+	// a submit with it makes a new ticket whatever its service and body.
 	ID        ID
 	Duplicate bool
 	// Seq is the FIFO position of a submitted ticket.
@@ -184,8 +189,8 @@ type Result struct {
 	Attempts int
 	// Existed is false for an OpClose of an unknown ticket.
 	Existed bool
-	// Err is this op's own failure (ErrNotFound, ErrFinal, ErrInvalidOp);
-	// the other ops of the batch are still applied.
+	// Err is this op's own failure (ErrNotFound, ErrFinal, ErrInvalidOp,
+	// ErrKeyConflict); the other ops of the batch are still applied.
 	Err error
 }
 

@@ -164,13 +164,13 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 
 // keyConflictText is the text of titanic.submit's key conflict answer:
 // KeyConflictPrefix, the ticket that holds the key, then for people what
-// differs.
+// differs (the key itself is the answer's last frame).
 func keyConflictText(kc *store.KeyConflictError) string {
 	what := fmt.Sprintf("submitted to service %q with another body", kc.Service)
 	if kc.Field == "service" {
 		what = fmt.Sprintf("submitted to another service (%q)", kc.Service)
 	}
-	return fmt.Sprintf("%s%s: key %q is that ticket's, %s", KeyConflictPrefix, kc.Ticket, kc.Key, what)
+	return KeyConflictPrefix + kc.Ticket.String() + ": " + what
 }
 
 // enlist queues a durable pending ticket for dispatch; the broker is woken

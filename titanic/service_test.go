@@ -681,7 +681,7 @@ func TestKeyConflictSubmit(t *testing.T) {
 		r := h.call(SvcSubmit, append([]string{"order-7"}, tc.body...)...)
 		want := KeyConflictPrefix + orig + ": "
 		if codeOf(r) != CodeUnknown || len(r) != 3 || !strings.HasPrefix(string(r[1]), want) ||
-			!strings.Contains(string(r[1]), `"order-7"`) || !strings.Contains(string(r[1]), tc.what) || string(r[2]) != "order-7" {
+			!strings.Contains(string(r[1]), tc.what) || string(r[2]) != "order-7" {
 			t.Fatalf("%s: %q, want [400 | %s… %s | order-7]", tc.name, r, want, tc.what)
 		}
 	}

@@ -54,8 +54,8 @@ const FailedPrefix = "failed: "
 
 // KeyConflictPrefix starts the text frame of the 400 that titanic.submit
 // answers when its key already names a ticket submitted to another
-// service or with another body: "key conflict: <ticket>: <detail>", the
-// ticket being the one that holds the key. 400, not 500: resending the
+// service or with another body: [400 | "key conflict: <ticket>: <detail>" |
+// key], the ticket being the one that holds the key. 400, not 500: resending the
 // same request cannot succeed (9/TSP: do not retry), and it is no reason
 // to look for another broker. titanic.request carries no key and never
 // answers it.

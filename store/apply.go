@@ -229,7 +229,9 @@ func (t *txn) create(op *Op) (Ticket, error) {
 // (same service, same body frames) gets the original ticket, unchanged;
 // anything else is a key conflict and creates nothing. The decision reads
 // only the original's record and stored body, so every replica applying
-// the same op to the same state reaches it too.
+// the same op to the same state reaches it too. Neither writes anything,
+// so a replica of an older release (which took every known key for a
+// duplicate) keeps the same state; only the answer differs.
 func (t *txn) duplicate(op *Op, v []byte) Result {
 	if len(v) != len(ID{}) {
 		return Result{ID: op.ID, Err: opErr(op, ErrCorrupt, "idempotency entry")}

@@ -17,6 +17,12 @@ var (
 	// ErrRejected: the broker refused the request as malformed (9/TSP 400
 	// to a submit); resending it cannot help.
 	ErrRejected = errors.New("request rejected")
+	// ErrKeyConflict: the submit's idempotency key already names a ticket
+	// that was submitted to another service or with another body (a
+	// resend must repeat both exactly). Nothing was stored; resending
+	// cannot help. The error is a *KeyConflictError naming the ticket
+	// that holds the key; it also matches ErrRejected.
+	ErrKeyConflict = errors.New("idempotency key conflict")
 	// ErrFailed: the ticket failed for good (attempts exhausted, no worker
 	// for its service). The error is a *FailedError with the reason.
 	ErrFailed = errors.New("ticket failed")
@@ -52,3 +58,21 @@ func (e *FailedError) Error() string {
 
 // Is makes errors.Is(err, ErrFailed) true.
 func (e *FailedError) Is(target error) bool { return target == ErrFailed }
+
+// KeyConflictError is the error of a submit whose idempotency key already
+// names another request's ticket.
+type KeyConflictError struct {
+	Key    string
+	Ticket string // the ticket that holds the key (a shard ticket from Sharded)
+	Detail string // the broker's words on what differs
+}
+
+func (e *KeyConflictError) Error() string {
+	return fmt.Sprintf("%v: key %q already names ticket %s (%s)", ErrKeyConflict, e.Key, e.Ticket, e.Detail)
+}
+
+// Is makes errors.Is true for ErrKeyConflict and ErrRejected: code that
+// treats a refused submit as final keeps doing so.
+func (e *KeyConflictError) Is(target error) bool {
+	return target == ErrKeyConflict || target == ErrRejected
+}

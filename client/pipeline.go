@@ -529,7 +529,7 @@ func (p *pipeline) settle(r *asyncReq, rep [][]byte) {
 	p.backoff = 10 * time.Millisecond
 	c.calls_.Add(1)
 	p.cn.last = p.cn.active
-	err := status(rep, "", true)
+	err := submitStatus(rep, r.fut.key)
 	if err == nil {
 		if len(rep) < 2 || len(rep[1]) == 0 {
 			p.finish(r, "", false, fmt.Errorf("%w: submit answered 200 without a ticket", ErrProtocol))

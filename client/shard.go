@@ -382,6 +382,10 @@ func (s *Sharded) submitKeyed(ctx context.Context, service string, body [][]byte
 func (s *Sharded) submitTo(ctx context.Context, sh *shard, service string, body [][]byte, opt SubmitOptions) (string, error) {
 	tk, err := sh.c.Submit(ctx, service, body, opt)
 	if err = s.observe(sh, err); err != nil {
+		var kc *KeyConflictError
+		if errors.As(err, &kc) && kc.Ticket != "" {
+			kc.Ticket = ShardTicket(sh.index, kc.Ticket) // as a Sharded caller names tickets
+		}
 		return "", err
 	}
 	return ShardTicket(sh.index, tk), nil

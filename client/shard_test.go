@@ -254,11 +254,16 @@ func TestShardedSpreadAndRoute(t *testing.T) {
 			t.Errorf("shard %d (%s) stores %d tickets, want %d", i, c.ep, len(rows), counts[i])
 		}
 	}
-	// The same key again: the same shard, the same ticket.
+	// The same key again: the same shard, the same ticket; with another
+	// body, a conflict naming that ticket (as a shard ticket).
 	for i := range 50 {
-		tk, err := s.Submit(ctx, "job", [][]byte{[]byte("again")}, client.SubmitOptions{IdemKey: fmt.Sprintf("order-%d", i)})
+		tk, err := s.Submit(ctx, "job", [][]byte{fmt.Appendf(nil, "body %d", i)}, client.SubmitOptions{IdemKey: fmt.Sprintf("order-%d", i)})
 		if err != nil || tk != tickets[i] {
 			t.Fatalf("resubmit of order-%d = %q, %v; want %q", i, tk, err, tickets[i])
+		}
+		var kc *client.KeyConflictError
+		if _, err := s.Submit(ctx, "job", [][]byte{[]byte("again")}, client.SubmitOptions{IdemKey: fmt.Sprintf("order-%d", i)}); !errors.As(err, &kc) || kc.Ticket != tickets[i] {
+			t.Fatalf("order-%d with another body: %v, want a key conflict naming %s", i, err, tickets[i])
 		}
 	}
 

@@ -21,6 +21,9 @@ const (
 	svcRetry   = "titanic.retry"
 
 	failedPrefix = "failed: "
+	// keyConflictPrefix is titanic.KeyConflictPrefix: a 400 to
+	// titanic.submit whose text starts "key conflict: <ticket>: ".
+	keyConflictPrefix = "key conflict: "
 )
 
 // SubmitOptions tune Submit.
@@ -46,13 +49,25 @@ func (c *Client) Submit(ctx context.Context, service string, body [][]byte, opt 
 	if err != nil {
 		return "", err
 	}
-	if err := status(rep, "", true); err != nil {
+	if err := submitStatus(rep, key); err != nil {
 		return "", fmt.Errorf("submit to %s: %w", service, err)
 	}
 	if len(rep) < 2 || len(rep[1]) == 0 {
 		return "", fmt.Errorf("%w: submit answered 200 without a ticket", ErrProtocol)
 	}
 	return string(rep[1]), nil
+}
+
+// submitStatus is status for a titanic.submit answer: a 400 whose text
+// starts with keyConflictPrefix is a *KeyConflictError for key.
+func submitStatus(rep [][]byte, key string) error {
+	if len(rep) >= 2 && string(rep[0]) == "400" {
+		if rest, ok := strings.CutPrefix(string(rep[1]), keyConflictPrefix); ok {
+			ticket, detail, _ := strings.Cut(rest, ": ")
+			return &KeyConflictError{Key: key, Ticket: ticket, Detail: detail}
+		}
+	}
+	return status(rep, "", true)
 }
 
 // Status is what the broker knows of a ticket.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -236,8 +237,13 @@ func (t *txn) create(op *Op) (Ticket, error) {
 	return tk, nil
 }
 
-// duplicate answers a submit whose idempotency key is known: the original
-// ticket, unchanged.
+// duplicate answers a submit whose idempotency key is known. A resend
+// (same service, same body frames) gets the original ticket, unchanged;
+// anything else is a key conflict and creates nothing. The decision reads
+// only the original's record and stored body, so every replica applying
+// the same op to the same state reaches it too. Neither writes anything,
+// so a replica of an older release (which took every known key for a
+// duplicate) keeps the same state; only the answer differs.
 func (t *txn) duplicate(op *Op, v []byte) Result {
 	if len(v) != len(ID{}) {
 		return Result{ID: op.ID, Err: opErr(op, ErrCorrupt, "idempotency entry")}
@@ -246,6 +252,21 @@ func (t *txn) duplicate(op *Op, v []byte) Result {
 	tk, ok, err := t.load(orig)
 	if err != nil || !ok {
 		return Result{ID: op.ID, Err: opErr(op, ErrCorrupt, "idempotency key names missing ticket "+orig.String())}
+	}
+	conflict := func(field string) Result {
+		return Result{ID: orig, Err: &KeyConflictError{Key: op.IdemKey, Ticket: orig, Service: tk.Service, Field: field}}
+	}
+	if tk.Service != op.Service {
+		return conflict("service")
+	}
+	// Decoded rather than compared as encoded bytes, so that a body
+	// stored under an older record version still matches its resend.
+	body, err := decodeFrames(t.bodies.Get(orig[:]))
+	if err != nil {
+		return Result{ID: op.ID, Err: opErr(op, err, "body of "+orig.String())}
+	}
+	if !slices.EqualFunc(body, op.Body, bytes.Equal) {
+		return conflict("body")
 	}
 	res := resultOf(&tk)
 	res.Duplicate = true

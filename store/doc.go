@@ -26,7 +26,7 @@
 // All mutations are Ops applied in batches by Apply. Ops are deterministic:
 // the caller picks IDs and times, so two stores given the same ops end up
 // with the same content. An op's own failure (ErrNotFound, ErrFinal,
-// ErrInvalidOp) is in its Result and does not stop the other ops; a failure
+// ErrInvalidOp, ErrKeyConflict) is in its Result and does not stop the other ops; a failure
 // of the batch as a whole (disk full, I/O error, closed store) is Apply's
 // error, and then nothing of the batch was applied.
 //

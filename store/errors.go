@@ -15,6 +15,35 @@ var ErrFinal = errors.New("ticket already finished")
 // ErrInvalidOp means the op is malformed (unknown kind, empty service, zero ID).
 var ErrInvalidOp = errors.New("invalid op")
 
+// ErrKeyConflict means an OpSubmit's idempotency key already names a
+// ticket that was submitted to another service or with another body: the
+// key is someone else's, or the caller reused it by mistake, and
+// returning the old ticket would silently drop the new request. Nothing
+// is created. The Result's ID is the ticket that holds the key; the error
+// is a *KeyConflictError.
+var ErrKeyConflict = errors.New("idempotency key conflict")
+
+// KeyConflictError is the Result.Err of a submit refused with
+// ErrKeyConflict.
+type KeyConflictError struct {
+	Key     string
+	Ticket  ID     // the ticket that holds the key
+	Service string // the service Ticket was submitted to
+	// Field is what differs from Ticket's submit: "service" (then the
+	// body was not compared) or "body".
+	Field string
+}
+
+func (e *KeyConflictError) Error() string {
+	if e.Field == "service" {
+		return fmt.Sprintf("%v: key %q is ticket %s's, submitted to another service (%q)", ErrKeyConflict, e.Key, e.Ticket, e.Service)
+	}
+	return fmt.Sprintf("%v: key %q is ticket %s's, submitted to %q with another body", ErrKeyConflict, e.Key, e.Ticket, e.Service)
+}
+
+// Is makes errors.Is(err, ErrKeyConflict) true.
+func (e *KeyConflictError) Is(target error) bool { return target == ErrKeyConflict }
+
 // ErrBadID means a ticket string is not 32 hexadecimal characters.
 var ErrBadID = errors.New("malformed ticket id")
 

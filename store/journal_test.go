@@ -127,7 +127,7 @@ func TestForkOpsMerge(t *testing.T) {
 			t.Errorf("keyed ticket %s: %v", id, err)
 		}
 	}
-	res := winner.ApplyLog(ctx, []store.Entry{{Index: idx + 1, Term: term, Ops: []store.Op{{Kind: store.OpSubmit, ID: store.NewID(), Service: "s", IdemKey: "k", Time: at(3)}}}})
+	res := winner.ApplyLog(ctx, []store.Entry{{Index: idx + 1, Term: term, Ops: []store.Op{{Kind: store.OpSubmit, ID: store.NewID(), Service: "s", IdemKey: "k", Body: [][]byte{[]byte("k-loser")}, Time: at(3)}}}})
 	if res[0].Err != nil || !res[0].Results[0].Duplicate || res[0].Results[0].ID != keyed {
 		t.Fatalf("key k names %v, want the older ticket %s", res[0].Results, keyed)
 	}

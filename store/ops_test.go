@@ -191,7 +191,7 @@ func TestIdempotency(t *testing.T) {
 	ctx := context.Background()
 	a, b, c := store.NewID(), store.NewID(), store.NewID()
 	withKey := func(id store.ID, key string) store.Op {
-		o := submit(id, "svc", []byte(id.String()))
+		o := submit(id, "svc", []byte("body of "+key)) // a resend has the same body
 		o.IdemKey = key
 		return o
 	}

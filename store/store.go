@@ -195,7 +195,12 @@ type Op struct {
 // Result is the outcome of one Op.
 type Result struct {
 	// ID is the ticket the op acted on. For an OpSubmit whose IdemKey was
-	// already known, it is the original ticket and Duplicate is true.
+	// already known, it is the original ticket: Duplicate is true when the
+	// submit had the original's service and body frames (a resend), and
+	// otherwise Err is a *KeyConflictError (ErrKeyConflict) and nothing
+	// was created. A key is known from the submit that set it until its
+	// ticket is closed (OpClose, retention included): then it is free, and
+	// a submit with it makes a new ticket whatever its service and body.
 	ID        ID
 	Duplicate bool
 	// Seq is the FIFO position of a submitted ticket.
@@ -210,8 +215,9 @@ type Result struct {
 	// no longer held the failed ticket, so it needs the name to queue
 	// it); empty for other kinds.
 	Service string
-	// Err is this op's own failure (ErrNotFound, ErrFinal, ErrInvalidOp);
-	// the other ops of the batch are still applied.
+	// Err is this op's own failure (ErrNotFound, ErrFinal, ErrInvalidOp,
+	// ErrKeyConflict, ErrNotFailed, ErrClusterVersion); the other ops of
+	// the batch are still applied.
 	Err error
 }
 

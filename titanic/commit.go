@@ -130,6 +130,11 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 			answer(replyText(CodeError, "not stored: "+batchErr.Error()))
 			return
 		case res.Err != nil:
+			var kc *store.KeyConflictError
+			if errors.As(res.Err, &kc) {
+				answer(replyText(CodeUnknown, keyConflictText(kc)))
+				return
+			}
 			answer(replyText(CodeError, "not stored: "+res.Err.Error()))
 			return
 		}
@@ -155,6 +160,17 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 		return busyReply()
 	}
 	return nil
+}
+
+// keyConflictText is the text of titanic.submit's key conflict answer:
+// KeyConflictPrefix, the ticket that holds the key, then for people what
+// differs (the key itself is the answer's last frame).
+func keyConflictText(kc *store.KeyConflictError) string {
+	what := fmt.Sprintf("submitted to service %q with another body", kc.Service)
+	if kc.Field == "service" {
+		what = fmt.Sprintf("submitted to another service (%q)", kc.Service)
+	}
+	return KeyConflictPrefix + kc.Ticket.String() + ": " + what
 }
 
 // enlist queues a durable pending ticket for dispatch; the broker is woken

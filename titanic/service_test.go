@@ -659,6 +659,49 @@ func TestIdempotentSubmit(t *testing.T) {
 	}
 }
 
+// A key reused with another service or body is refused with 400 (do not
+// retry), naming the ticket that holds the key, and queues nothing; the
+// resend of the original still gets its ticket.
+func TestKeyConflictSubmit(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	r := h.call(SvcSubmit, "order-7", "s", "a", "b")
+	if codeOf(r) != CodeOK || string(r[2]) != "new" {
+		t.Fatalf("first keyed submit = %q", r)
+	}
+	orig := string(r[1])
+	for _, tc := range []struct {
+		name string
+		body []string
+		what string
+	}{
+		{"other body", []string{"s", "a", "c"}, "with another body"},
+		{"a frame less", []string{"s", "a"}, "with another body"},
+		{"other service", []string{"t", "a", "b"}, "another service"},
+	} {
+		r := h.call(SvcSubmit, append([]string{"order-7"}, tc.body...)...)
+		want := KeyConflictPrefix + orig + ": "
+		if codeOf(r) != CodeUnknown || len(r) != 3 || !strings.HasPrefix(string(r[1]), want) ||
+			!strings.Contains(string(r[1]), tc.what) || string(r[2]) != "order-7" {
+			t.Fatalf("%s: %q, want [400 | %s… %s | order-7]", tc.name, r, want, tc.what)
+		}
+	}
+	if r := h.call(SvcSubmit, "order-7", "s", "a", "b"); codeOf(r) != CodeOK || string(r[1]) != orig || string(r[2]) != "duplicate" {
+		t.Fatalf("resend after the conflicts = %q, want 200 %s duplicate", r, orig)
+	}
+	_, job := h.next("s")
+	if string(job.Token) != orig {
+		t.Fatalf("job %s, want the original %s", job.Token, orig)
+	}
+	for _, svc := range []string{"s", "t"} {
+		if job, ok := h.svc.Next(svc); ok {
+			t.Fatalf("a refused submit queued job %s on %s", job.Token, svc)
+		}
+	}
+	if st := h.svc.Stats(); st.Submits != 2 || st.Duplicates != 1 {
+		t.Fatalf("stats submits %d duplicates %d, want 2 and 1 (conflicts count as neither)", st.Submits, st.Duplicates)
+	}
+}
+
 func TestBadRequests(t *testing.T) {
 	h := newHarness(t, Config{}, "")
 	cases := []struct {

@@ -58,6 +58,15 @@ const NotSupportedPrefix = "not supported: "
 // transient (busy, disk full) and worth retrying.
 const FailedPrefix = "failed: "
 
+// KeyConflictPrefix starts the text frame of the 400 that titanic.submit
+// answers when its key already names a ticket submitted to another
+// service or with another body: [400 | "key conflict: <ticket>: <detail>" |
+// key], the ticket being the one that holds the key. 400, not 500: resending the
+// same request cannot succeed (9/TSP: do not retry), and it is no reason
+// to look for another broker. titanic.request carries no key and never
+// answers it.
+const KeyConflictPrefix = "key conflict: "
+
 // MaxIdemKey bounds an idempotency key.
 const MaxIdemKey = 128
 

@@ -113,7 +113,7 @@ func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, 
 func runSubmit(e env) error {
 	fs := newFlags(e, "submit", "[flags] SERVICE [BODY | -]   (no BODY or -: read standard input)")
 	cf := addWaitFlags(fs)
-	key := fs.String("key", "", "idempotency key: a resubmit with the same key returns the same ticket (with --from: a prefix, line N gets KEY:N)")
+	key := fs.String("key", "", "idempotency key: a resubmit with the same key, service and body returns the same ticket; with another service or body it fails (exit 7) (with --from: a prefix, line N gets KEY:N)")
 	wait := fs.Bool("wait", false, "wait for the reply and print it instead of the ticket")
 	from := fs.String("from", "", "submit one request per line of FILE (-: standard input); prints TICKET<TAB>LINE, a progress bar and a summary")
 	parallel := fs.Int("parallel", client.DefaultMaxPending, "with --from: submits in flight at once (pipelined on one connection)")
@@ -145,6 +145,10 @@ func runSubmit(e env) error {
 	}
 	defer c.Close()
 	ticket, err := c.Submit(e.ctx, fs.Arg(0), [][]byte{body}, client.SubmitOptions{IdemKey: *key})
+	if kc := (*client.KeyConflictError)(nil); errors.As(err, &kc) {
+		return fmt.Errorf("%w: key %q already names ticket %s, %s; a resend must repeat its service and body exactly, another request needs another key",
+			client.ErrKeyConflict, kc.Key, kc.Ticket, kc.Detail)
+	}
 	if err != nil {
 		return err
 	}

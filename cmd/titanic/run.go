@@ -31,6 +31,7 @@ const (
 	exitUnknown     = 4 // unknown ticket, or request rejected as malformed
 	exitFailed      = 5 // the ticket failed for good
 	exitUnavailable = 6 // no broker answered
+	exitKeyConflict = 7 // submit --key: the key names a ticket of another service or body
 	// exitUnsupported: the broker, or its cluster, cannot take the
 	// request yet (an older release; see `titanic cluster`).
 	exitUnsupported = 8
@@ -157,7 +158,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 130 interrupted")
+	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 7 key conflict, 130 interrupted")
 }
 
 // ignoreHUP keeps SIGHUP from killing a long-running process: a broker
@@ -185,6 +186,8 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, client.ErrPending):
 		return exitPending
+	case errors.Is(err, client.ErrKeyConflict): // before ErrRejected, which it also matches
+		return exitKeyConflict
 	case errors.Is(err, client.ErrUnknown), errors.Is(err, client.ErrRejected):
 		return exitUnknown
 	case errors.Is(err, client.ErrFailed):

@@ -79,6 +79,13 @@ func TestCommandWorkerThousandSubmits(t *testing.T) {
 // cli runs the binary and returns its stdout and exit code.
 func cli(t *testing.T, stdin string, args ...string) (string, int) {
 	t.Helper()
+	out, _, code := cliStderr(t, stdin, args...)
+	return out, code
+}
+
+// cliStderr is cli that also returns the standard error.
+func cliStderr(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(harness.Binary(t), args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
@@ -94,7 +101,7 @@ func cli(t *testing.T, stdin string, args ...string) (string, int) {
 	if code != 0 {
 		t.Logf("titanic %v: exit %d, stderr: %s", args, code, errb.String())
 	}
-	return out.String(), code
+	return out.String(), errb.String(), code
 }
 
 func TestCLI(t *testing.T) {

@@ -59,6 +59,7 @@ func Run(t *testing.T, h Harness) {
 		{"Transitions", testTransitions},
 		{"FirstReplyWins", testFirstReplyWins},
 		{"Idempotency", testIdempotency},
+		{"KeyConflict", testKeyConflict},
 		{"Adopt", testAdopt},
 		{"UnknownIDs", testUnknownIDs},
 		{"InvalidOps", testInvalidOps},
@@ -109,8 +110,10 @@ func submitOp(id store.ID, service string, body ...[]byte) store.Op {
 	return store.Op{Kind: store.OpSubmit, ID: id, Time: t0, Service: service, Body: body}
 }
 
+// keyedOp is a keyed submit whose body depends on the key alone, so that
+// two keyedOps with one key and service are a resend of one request.
 func keyedOp(id store.ID, service, key string) store.Op {
-	o := submitOp(id, service, []byte(id.String()))
+	o := submitOp(id, service, []byte("body of "+key))
 	o.IdemKey = key
 	return o
 }
@@ -435,7 +438,7 @@ func testIdempotency(t *testing.T, s store.Store) {
 	if _, err := s.Get(ctx, b); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("duplicate created a ticket: err = %v", err)
 	}
-	if got := get(t, s, a); !sameFrames(got.Body, frames(a.String())) {
+	if got := get(t, s, a); !sameFrames(got.Body, frames("body of "+key("k"))) {
 		t.Fatalf("duplicate changed the original's body: %q", got.Body)
 	}
 	// Within one batch the second submit sees the first.
@@ -461,6 +464,110 @@ func testIdempotency(t *testing.T, s store.Store) {
 	}
 }
 
+// testKeyConflict: a known key with another service or other body frames
+// is refused (ErrKeyConflict, naming the ticket that holds the key) and
+// creates nothing; a resend with the same service and frames is still a
+// duplicate, whatever state the original is in, until it is closed.
+func testKeyConflict(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	svc, other := svcName(t, "svc"), svcName(t, "other")
+	key := svcName(t, "k")
+	body := frames("part one", "", "part two")
+	keyed := func(id store.ID, service string, body [][]byte) store.Op {
+		o := submitOp(id, service, body...)
+		o.IdemKey = key
+		return o
+	}
+	a := store.NewID()
+	first := mustApply(t, s, keyed(a, svc, body))[0]
+	mustApply(t, s, op(store.OpDispatch, a, 1))
+
+	conflicts := []struct {
+		name    string
+		op      store.Op
+		field   string
+		service string
+	}{
+		{"other body", keyed(store.NewID(), svc, frames("part one", "", "part 2")), "body", svc},
+		{"a frame more", keyed(store.NewID(), svc, append(frames("part one", "", "part two"), nil)), "body", svc},
+		{"a frame less", keyed(store.NewID(), svc, frames("part one", "")), "body", svc},
+		{"the same bytes split otherwise", keyed(store.NewID(), svc, frames("part on", "e", "part two")), "body", svc},
+		{"no body", keyed(store.NewID(), svc, nil), "body", svc},
+		{"other service", keyed(store.NewID(), other, body), "service", svc},
+		{"other service and body", keyed(store.NewID(), other, frames("x")), "service", svc},
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, tc := range conflicts {
+			r := apply(t, s, tc.op)[0]
+			var kc *store.KeyConflictError
+			if !errors.Is(r.Err, store.ErrKeyConflict) || !errors.As(r.Err, &kc) || r.ID != a || r.Duplicate {
+				t.Fatalf("%s, %s: result %+v, want ErrKeyConflict naming %s", when, tc.name, r, a)
+			}
+			if kc.Key != key || kc.Ticket != a || kc.Field != tc.field || kc.Service != tc.service {
+				t.Fatalf("%s, %s: %+v, want key %q ticket %s field %s service %q", when, tc.name, kc, key, a, tc.field, tc.service)
+			}
+			if _, err := s.Get(ctx, tc.op.ID); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("%s, %s: the refused submit made a ticket: err = %v", when, tc.name, err)
+			}
+		}
+		got := get(t, s, a)
+		if !sameFrames(got.Body, body) || got.Service != svc || got.IdemKey != key {
+			t.Fatalf("%s: the original changed: %+v", when, got)
+		}
+	}
+	resend := func(when string, state store.State, attempts int) {
+		t.Helper()
+		r := mustApply(t, s, keyed(store.NewID(), svc, frames("part one", "", "part two")))[0]
+		want := store.Result{ID: a, Duplicate: true, Seq: first.Seq, State: state, Attempts: attempts, Existed: true}
+		if r != want {
+			t.Fatalf("%s: resend = %+v, want %+v", when, r, want)
+		}
+	}
+	check("dispatched")
+	resend("dispatched", store.StateDispatched, 1)
+
+	// In one batch: the resend is a duplicate, the other body a conflict,
+	// and a new key beside them a new ticket.
+	fresh := submitOp(store.NewID(), svc, body...)
+	fresh.IdemKey = key + ".fresh"
+	res := apply(t, s, keyed(store.NewID(), svc, body), conflicts[0].op, fresh)
+	if !res[0].Duplicate || res[0].ID != a || !errors.Is(res[1].Err, store.ErrKeyConflict) || res[2].Err != nil || res[2].Duplicate {
+		t.Fatalf("batch results = %+v", res)
+	}
+	// A submit and a conflicting one in the same batch: the first sets
+	// the key, the second sees it.
+	k2 := key + ".batch"
+	b1, b2 := submitOp(store.NewID(), svc, frames("one")...), submitOp(store.NewID(), svc, frames("two")...)
+	b1.IdemKey, b2.IdemKey = k2, k2
+	res = apply(t, s, b1, b2)
+	if res[0].Err != nil || res[0].Duplicate || !errors.Is(res[1].Err, store.ErrKeyConflict) || res[1].ID != b1.ID {
+		t.Fatalf("same-batch submit and conflict = %+v", res)
+	}
+
+	// A failed original keeps its key: resends get it, failed; other
+	// bodies still conflict.
+	fail := op(store.OpFail, a, 2)
+	fail.Reason = "gave up"
+	mustApply(t, s, fail)
+	check("failed")
+	resend("failed", store.StateFailed, 1)
+
+	// Closing the original frees the key: any body makes a new ticket.
+	mustApply(t, s, op(store.OpClose, a, 3))
+	r := mustApply(t, s, conflicts[0].op)[0]
+	if r.Duplicate || r.ID != conflicts[0].op.ID {
+		t.Fatalf("after close, another body = %+v, want a new ticket", r)
+	}
+	if got := get(t, s, r.ID); !sameFrames(got.Body, conflicts[0].op.Body) || got.IdemKey != key {
+		t.Fatalf("new ticket after close = %+v", got)
+	}
+	// ... which now holds the key: the first body conflicts with it.
+	if r := apply(t, s, keyed(store.NewID(), svc, body))[0]; !errors.Is(r.Err, store.ErrKeyConflict) || r.ID != conflicts[0].op.ID {
+		t.Fatalf("the first body after the key moved = %+v, want a conflict naming %s", r, conflicts[0].op.ID)
+	}
+}
+
 // testAdopt: a ticket handed over from another history (a split brain's
 // other side) is taken in once, under its own ID and time.
 func testAdopt(t *testing.T, s store.Store) {
@@ -472,14 +579,17 @@ func testAdopt(t *testing.T, s store.Store) {
 	o.Time = at(50)
 	mustApply(t, s, o)
 
+	// Theirs is the same keyed request (a resend that reached both
+	// sides of a split), minted there earlier.
 	theirs := store.NewID()
-	adopt := store.Op{Kind: store.OpAdopt, ID: theirs, Time: at(10), Service: svc, Body: frames("theirs"), IdemKey: key}
+	body := o.Body
+	adopt := store.Op{Kind: store.OpAdopt, ID: theirs, Time: at(10), Service: svc, Body: body, IdemKey: key}
 	r := mustApply(t, s, adopt)[0]
 	if r.Duplicate || r.ID != theirs || r.State != store.StatePending {
 		t.Fatalf("adopt = %+v", r)
 	}
 	got := get(t, s, theirs)
-	if !got.Created.Equal(at(10)) || !sameFrames(got.Body, frames("theirs")) || got.State != store.StatePending {
+	if !got.Created.Equal(at(10)) || !sameFrames(got.Body, body) || got.State != store.StatePending {
 		t.Fatalf("adopted ticket = %+v", got)
 	}
 	// Both tickets stay; the key names the older.
@@ -492,7 +602,7 @@ func testAdopt(t *testing.T, s store.Store) {
 	if r := mustApply(t, s, adopt)[0]; !r.Duplicate || r.ID != theirs {
 		t.Fatalf("second adopt = %+v", r)
 	}
-	if got := get(t, s, theirs); !sameFrames(got.Body, frames("theirs")) {
+	if got := get(t, s, theirs); !sameFrames(got.Body, body) {
 		t.Fatalf("second adopt changed the body: %q", got.Body)
 	}
 	if n := len(unfinished(t, s, svc)); n != 2 {

@@ -147,20 +147,20 @@ func TestDrainFinishesRunningRequest(t *testing.T) {
 	if id, cmd, frames := b.next("after cancel"); id != idle || cmd != mdp.Disconnect {
 		t.Fatalf("after cancel the worker sent %s (%q) on %x, want DISCONNECT from the idle slot %x (busy: %x)", cmd, frames, id, idle, busy)
 	}
-	// The busy slot stays: heartbeats only.
-	beats := 0
-	for deadline := time.Now().Add(quiet); time.Now().Before(deadline); {
-		id, frames, ok := b.recv(time.Until(deadline))
+	// The busy slot stays: it heartbeats, and sends nothing else.
+	for beats, deadline := 0, time.Now().Add(wait); beats < 3; {
+		left := time.Until(deadline)
+		if left <= 0 {
+			t.Fatalf("the draining slot sent %d HEARTBEATs in %s (interval 50ms), want 3", beats, wait)
+		}
+		id, frames, ok := b.recv(left)
 		if !ok {
-			break
+			continue
 		}
 		if cmd := commandOf(t, frames); cmd != mdp.Heartbeat || id != busy {
 			t.Fatalf("draining, the worker sent %s on %x, want only HEARTBEATs from the busy slot %x", cmd, id, busy)
 		}
 		beats++
-	}
-	if beats == 0 {
-		t.Fatalf("the draining slot sent no HEARTBEAT in %s (interval 50ms)", quiet)
 	}
 	select {
 	case <-cancelled:

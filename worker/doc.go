@@ -4,24 +4,34 @@
 //
 // # What it owns
 //
-// A Worker owns, for the duration of Run, a ZeroMQ context of its own, one
-// DEALER socket connected to one broker at a time, and an inproc doorbell
-// (a PULL socket polled with the DEALER, fed by a PUSH socket that one
-// goroutine of the worker creates, uses and closes). Frames are encoded and
+// A Worker owns, for the duration of Run, a ZeroMQ context of its own
+// (unless Config.Context gives one) and, per slot (Config.Concurrency, 1
+// by default), one DEALER socket connected to one broker at a time and an
+// inproc doorbell (a PULL socket polled with the DEALER, fed by a PUSH
+// socket that one goroutine of the worker creates, uses and closes). Frames are encoded and
 // decoded by package broker/mdp only. Nothing is global: Run terminates its
 // context before it returns.
 //
 // # Threading model
 //
-// Run's goroutine owns the DEALER and every piece of protocol state. Each
-// request runs the Handler on a goroutine of its own, so that the Run
-// goroutine keeps sending HEARTBEATs while a long job runs (titanic's
-// broker keeps a busy worker's lease only while it heartbeats). The
-// handler's result comes back on a channel, and the handler goroutine rings
-// the doorbell to wake the poll. The worker is sequential, as 7/MDP
-// expects: it holds at most one request at a time.
+// 7/MDP gives a worker one request at a time, so a Worker that handles N
+// at once (Config.Concurrency) is N workers on the wire: N slots, each a
+// session of its own with its own DEALER, READY, heartbeats, liveness,
+// reconnects and backoff, run by one goroutine of Run that owns the
+// slot's sockets and protocol state (with a single slot, Run's own
+// goroutine). Slots share nothing but the Handler, the counters and the
+// ZeroMQ context; their logs carry a "slot" attribute, and SlotOf tells a
+// handler call's slot. Each request runs the Handler on a goroutine of its
+// own, so that the slot's goroutine keeps sending HEARTBEATs while a long
+// job runs (titanic's broker keeps a busy worker's lease only while it
+// heartbeats). The handler's result comes back on a channel, and the
+// handler goroutine rings the slot's doorbell to wake its poll. Each slot
+// is sequential, as 7/MDP expects: it holds at most one request at a
+// time, so at most Concurrency handler calls run at once.
 //
 // # Protocol
+//
+// Everything below is per slot.
 //
 //   - On connect the worker sends READY with its service. Any message from
 //     the broker refreshes its liveness; it sends HEARTBEAT whenever it has
@@ -46,10 +56,15 @@
 //   - A message that is not a valid broker-to-worker command, or a REQUEST
 //     while one is held, is dropped, counted (Stats.Dropped) and logged at
 //     debug or warn level.
-//   - When Run's context is done, the running handler's context is
-//     cancelled, DISCONNECT is sent (best effort: the socket lingers at most
-//     a short moment), every socket is closed and Run returns nil. Run does
-//     not wait for the handler; its result is discarded, unless it was
-//     already there and successful, in which case the REPLY goes out
-//     before DISCONNECT.
+//   - When Run's context is done, an idle slot sends DISCONNECT (best
+//     effort: the socket lingers at most a short moment) and closes its
+//     sockets. A busy slot with a Config.DrainTimeout first drains: it
+//     keeps its connection and heartbeats (it takes no new request: the
+//     broker sends none to a busy worker) until the handler returns, sends
+//     the REPLY or FAIL, then DISCONNECT. Without one, or once it has
+//     passed, or when the connection is lost meanwhile, the running
+//     handler's context is cancelled and Run does not wait for the
+//     handler; its result is discarded, unless it was already there and
+//     successful, in which case the REPLY goes out before DISCONNECT. Run
+//     returns nil once every slot has stopped.
 package worker

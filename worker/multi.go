@@ -15,22 +15,25 @@ import (
 // of brokers, all calling the same Handler. It merges the clusters' queues
 // into one stream of work for the handler.
 //
-// Each session holds at most one request, as a Worker does, so the
-// handler may run concurrently, once per cluster: a Multi of three
-// clusters runs up to three jobs at a time, one from each. The handler
-// must be safe for that. ClusterOf tells a job's cluster from its context.
+// Each cluster's Worker runs cfg.Concurrency slots (default 1), each
+// holding at most one request, so the handler may run concurrently, up to
+// Concurrency times per cluster: a Multi of three clusters with the
+// default runs up to three jobs at a time, one from each. The handler
+// must be safe for that. ClusterOf (and SlotOf) tell a job's cluster (and
+// slot) from its context.
 //
 // WithMaxConcurrent bounds the jobs running at once below the number of
-// clusters. A session that receives a request while the bound is reached
-// holds it and waits for a slot inside its handler goroutine, while its
-// Run goroutine keeps heartbeating, so the broker keeps the lease and the
+// clusters times Concurrency. A session that receives a request while the
+// bound is reached holds it and waits for room inside its handler
+// goroutine, while its Run goroutine keeps heartbeating, so the broker keeps the lease and the
 // job is neither lost nor redelivered; it starts when another job ends.
 // Such a job is not available to other workers of its cluster while it
 // waits: run Multi with a bound for a merged stream of a few clusters, and
 // plain Workers where throughput matters.
 //
 // A lost connection, a DISCONNECT or a Run that stops behaves per session
-// exactly as on a Worker: the other clusters' sessions are not affected.
+// exactly as on a Worker (with its DrainTimeout): the other sessions are
+// not affected.
 type Multi struct {
 	workers []*Worker
 	sem     chan struct{} // nil: no bound
@@ -43,8 +46,8 @@ type MultiOption func(*multiOptions)
 type multiOptions struct{ maxConcurrent int }
 
 // WithMaxConcurrent bounds the handler calls running at once across the
-// clusters; n <= 0 or n >= the number of clusters: no bound beyond one per
-// cluster.
+// clusters; n <= 0 or n >= the number of clusters times Config.Concurrency:
+// no bound beyond Concurrency per cluster.
 func WithMaxConcurrent(n int) MultiOption {
 	return func(o *multiOptions) { o.maxConcurrent = n }
 }
@@ -87,7 +90,7 @@ func NewMulti(clusters [][]string, cfg Config, h Handler, opts ...MultiOption) (
 		}
 	}
 	m := &Multi{}
-	if o.maxConcurrent > 0 && o.maxConcurrent < len(clusters) {
+	if o.maxConcurrent > 0 && o.maxConcurrent < len(clusters)*max(cfg.Concurrency, 1) {
 		m.sem = make(chan struct{}, o.maxConcurrent)
 	}
 	logger := cfg.Logger

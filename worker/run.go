@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,14 +20,15 @@ import (
 // heartbeats and results are served even under a flood.
 const recvBatch = 64
 
-// session is the state of one Run. Only Run's goroutine touches it.
+// session is the state of one slot of a Run. Only the slot's goroutine
+// touches it.
 type session struct {
 	w      *Worker
 	ctx    context.Context
 	zctx   *zmq.Context
-	shared *zsock.Context // zctx's
-	ownCtx bool           // shared was made by Run, which closes it
-	expiry time.Duration  // HeartbeatInterval × Liveness
+	slot   int
+	log    *slog.Logger
+	expiry time.Duration // HeartbeatInterval × Liveness
 
 	// Handler goroutines and ctx ring bell; pull is its socket.
 	bell *zsock.Doorbell
@@ -47,6 +50,10 @@ type session struct {
 	connected   bool      // a connection was made before
 
 	job *job // the request held, if any
+
+	// drainUntil is set when ctx is done while a job runs and
+	// DrainTimeout allows waiting for it.
+	drainUntil time.Time
 }
 
 // job is a request being handled.
@@ -65,10 +72,12 @@ type result struct {
 }
 
 // Run connects to the brokers and serves requests until ctx is done, then
-// sends DISCONNECT, closes its sockets and returns nil. It returns an error
-// only when ZeroMQ fails (or an endpoint is rejected by ZeroMQ), or when
-// another Run of w is running (ErrRunning). Run may be called again once it
-// has returned.
+// (after the drain of Config.DrainTimeout, if any) sends DISCONNECT,
+// closes its sockets and returns nil. Each of the Concurrency slots runs on
+// a goroutine of its own, with its own connection. Run returns an error
+// only when ZeroMQ fails (or an endpoint is rejected by ZeroMQ), in which
+// case it stops the other slots first, or when another Run of w is running
+// (ErrRunning). Run may be called again once it has returned.
 func (w *Worker) Run(ctx context.Context) (err error) {
 	if !w.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("worker %q: %w", w.cfg.Service, ErrRunning)
@@ -77,27 +86,52 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 	if ctx.Err() != nil {
 		return nil
 	}
-	shared, ownCtx := w.cfg.Context, false
+	shared := w.cfg.Context
 	if shared == nil {
 		if shared, err = zsock.NewContext(); err != nil {
 			return fmt.Errorf("worker: %w", err)
 		}
-		ownCtx = true
+		// Closed once every slot has closed its sockets.
+		defer func() {
+			if cerr := shared.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("worker: %w", cerr)
+			}
+		}()
 	}
+	n := w.cfg.Concurrency
+	if n == 1 {
+		return w.runSlot(ctx, shared.ZMQ(), 0)
+	}
+	// A slot that fails stops the others, which drain as on a cancel.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if err := w.runSlot(ctx, shared.ZMQ(), i); err != nil {
+				errs[i] = fmt.Errorf("slot %d: %w", i, err)
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// runSlot runs slot i until ctx is done; its sockets are made, used and
+// closed by the calling goroutine.
+func (w *Worker) runSlot(ctx context.Context, zctx *zmq.Context, i int) (err error) {
 	s := &session{
 		w:      w,
 		ctx:    ctx,
-		zctx:   shared.ZMQ(),
-		shared: shared,
-		ownCtx: ownCtx,
+		zctx:   zctx,
+		slot:   i,
+		log:    w.log.With("slot", i),
 		expiry: w.cfg.HeartbeatInterval * time.Duration(w.cfg.Liveness),
 		bell:   zsock.NewDoorbell(),
 	}
-	defer func() {
-		if terr := s.teardown(); terr != nil && err == nil {
-			err = terr
-		}
-	}()
+	defer s.teardown()
 	if s.pull, err = s.bell.Open(s.zctx); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -108,8 +142,11 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 }
 
 func (s *session) loop() error {
-	for s.ctx.Err() == nil {
+	for {
 		now := time.Now()
+		if s.ctx.Err() != nil && !s.draining(now) {
+			return nil
+		}
 		if s.dealer == nil && s.job == nil && !now.Before(s.reconnectAt) {
 			if err := s.connect(now); err != nil {
 				return err
@@ -142,7 +179,7 @@ func (s *session) loop() error {
 				s.readDealer()
 			}
 		}
-		if s.job != nil && s.ctx.Err() == nil {
+		if s.job != nil {
 			select {
 			case r := <-s.job.done:
 				s.finish(time.Now(), r)
@@ -150,7 +187,27 @@ func (s *session) loop() error {
 			}
 		}
 	}
-	return nil
+}
+
+// draining reports, once ctx is done, whether the slot goes on serving
+// its connection to let the job it holds finish: only with a DrainTimeout,
+// not past it, and only while the result can still be sent. A draining
+// slot takes no new request (the broker sends none to a busy worker) and
+// disconnects once the job's result is sent.
+func (s *session) draining(now time.Time) bool {
+	d := s.w.cfg.DrainTimeout
+	if d <= 0 || s.job == nil || s.job.orphaned || s.dealer == nil {
+		return false
+	}
+	if s.drainUntil.IsZero() {
+		s.drainUntil = now.Add(d)
+		s.log.Info("stopping: waiting for the running request before disconnecting", "drain_timeout", d, "running_for", now.Sub(s.job.started))
+	}
+	if !now.Before(s.drainUntil) {
+		s.log.Warn("drain timeout passed: cancelling the running request", "drain_timeout", d)
+		return false
+	}
+	return true
 }
 
 // pollTimeout is how long the next poll may wait: until the next timer,
@@ -163,6 +220,9 @@ func (s *session) pollTimeout(now time.Time) time.Duration {
 		deadline = s.deadAt
 		if s.heartbeatAt.Before(deadline) {
 			deadline = s.heartbeatAt
+		}
+		if !s.drainUntil.IsZero() && s.drainUntil.Before(deadline) {
+			deadline = s.drainUntil
 		}
 	case s.job == nil:
 		deadline = s.reconnectAt
@@ -210,7 +270,7 @@ func (s *session) connect(now time.Time) error {
 		s.w.c.reconnects.Add(1)
 	}
 	s.connected = true
-	s.w.log.Info("connecting to broker", "endpoint", ep)
+	s.log.Info("connecting to broker", "endpoint", ep)
 	s.send(now, mdp.WorkerCommand(mdp.Ready, []byte(s.w.cfg.Service)))
 	return nil
 }
@@ -233,10 +293,10 @@ func (s *session) lose(now time.Time, reason string) {
 	if s.job != nil {
 		s.job.orphaned = true
 		attrs = append(attrs, "busy", true)
-		s.w.log.Warn("lost broker while handling a request: reconnecting once the handler returns", attrs...)
+		s.log.Warn("lost broker while handling a request: reconnecting once the handler returns", attrs...)
 		return
 	}
-	s.w.log.Warn("lost broker: reconnecting", attrs...)
+	s.log.Warn("lost broker: reconnecting", attrs...)
 }
 
 // send queues frames on the DEALER without blocking and reports whether it
@@ -254,7 +314,7 @@ func (s *session) send(now time.Time, frames [][]byte) bool {
 		if _, err := s.dealer.SendBytes(f, flags); err != nil {
 			s.w.c.sendErrors.Add(1)
 			if cmd := command(frames); i == 0 && isAgain(err) && cmd != mdp.Reply.String() && cmd != mdp.Fail.String() {
-				s.w.log.Warn("send queue full: message dropped", "endpoint", s.endpoint, "command", cmd)
+				s.log.Warn("send queue full: message dropped", "endpoint", s.endpoint, "command", cmd)
 				return false
 			}
 			s.lose(now, fmt.Sprintf("send %s: %v", command(frames), err))
@@ -285,7 +345,7 @@ func (s *session) readDealer() {
 			// discarded as they were read.
 			s.deadAt = time.Now().Add(s.expiry)
 			s.w.c.dropped.Add(1)
-			s.w.log.Debug("dropped invalid message from broker", "endpoint", s.endpoint, "err", err)
+			s.log.Debug("dropped invalid message from broker", "endpoint", s.endpoint, "err", err)
 			continue
 		}
 		if err != nil {
@@ -305,7 +365,7 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 	msg, err := mdp.ParseWorker(frames)
 	if err != nil {
 		s.w.c.dropped.Add(1)
-		s.w.log.Debug("dropped invalid message from broker", "endpoint", s.endpoint, "frames", len(frames), "err", err)
+		s.log.Debug("dropped invalid message from broker", "endpoint", s.endpoint, "frames", len(frames), "err", err)
 		return
 	}
 	switch msg.Command {
@@ -318,7 +378,7 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 		s.heard = true
 		if s.job != nil {
 			s.w.c.dropped.Add(1)
-			s.w.log.Warn("dropped REQUEST received while busy", "endpoint", s.endpoint)
+			s.log.Warn("dropped REQUEST received while busy", "endpoint", s.endpoint)
 			return
 		}
 		s.w.c.requests.Add(1)
@@ -326,9 +386,11 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 	}
 }
 
-// start runs the handler for a request on a goroutine of its own.
+// start runs the handler for a request on a goroutine of its own. Its
+// context is not Run's: a drain lets it run on after Run's is done, and
+// teardown (stopJob) cancels it.
 func (s *session) start(now time.Time, client []byte, body [][]byte) {
-	jctx, cancel := context.WithCancel(s.ctx)
+	jctx, cancel := context.WithCancel(context.WithValue(context.WithoutCancel(s.ctx), slotKey{}, s.slot))
 	done := make(chan result, 1)
 	s.job = &job{client: client, cancel: cancel, done: done, started: now}
 	h, bell := s.w.handler, s.bell
@@ -356,15 +418,15 @@ func (s *session) finish(now time.Time, r result) {
 	j.cancel()
 	took := now.Sub(j.started)
 	if r.stack != nil {
-		s.w.log.Error("handler panicked", "err", r.err, "stack", string(r.stack))
+		s.log.Error("handler panicked", "err", r.err, "stack", string(r.stack))
 	}
 	if j.orphaned || s.dealer == nil {
 		s.w.c.discarded.Add(1)
-		s.w.log.Warn("discarded the result of a request whose connection was lost", "took", took, "failed", r.err != nil)
+		s.log.Warn("discarded the result of a request whose connection was lost", "took", took, "failed", r.err != nil)
 		return
 	}
 	if r.err != nil {
-		s.w.log.Info("request failed", "err", r.err, "took", took)
+		s.log.Info("request failed", "err", r.err, "took", took)
 		if s.send(now, mdp.WorkerEnvelope(mdp.Fail, j.client, failReason(r.err))) {
 			s.w.c.failures.Add(1)
 		}
@@ -374,20 +436,21 @@ func (s *session) finish(now time.Time, r result) {
 	if len(reply) == 0 {
 		reply = [][]byte{{}} // MDP needs a body frame
 	}
-	s.w.log.Debug("request handled", "took", took, "frames", len(reply))
+	s.log.Debug("request handled", "took", took, "frames", len(reply))
 	if s.send(now, mdp.WorkerEnvelope(mdp.Reply, j.client, reply...)) {
 		s.w.c.replies.Add(1)
 	}
 }
 
-// teardown cancels the job held, says DISCONNECT (best effort), closes
-// every socket and terminates the context.
-func (s *session) teardown() error {
+// teardown cancels the job held, says DISCONNECT (best effort) and
+// closes every socket of the slot.
+func (s *session) teardown() {
 	if s.job != nil {
 		s.stopJob()
 	}
 	if s.dealer != nil {
-		// Linger a moment so that DISCONNECT leaves; never for long.
+		// Linger a moment so that DISCONNECT (and a drained job's
+		// REPLY, queued before it) leaves; never for long.
 		_ = s.dealer.SetLinger(shutdownLinger)
 		frames := mdp.WorkerCommand(mdp.Disconnect)
 		for i, f := range frames {
@@ -401,16 +464,9 @@ func (s *session) teardown() error {
 		}
 		_ = s.dealer.Close()
 		s.dealer = nil
-		s.w.log.Info("disconnected from broker", "endpoint", s.endpoint)
+		s.log.Info("disconnected from broker", "endpoint", s.endpoint)
 	}
 	_ = s.bell.Close()
-	if !s.ownCtx {
-		return nil
-	}
-	if err := s.shared.Close(); err != nil {
-		return fmt.Errorf("worker: %w", err)
-	}
-	return nil
 }
 
 // stopJob deals with the job held when Run stops. A result that is ready
@@ -429,7 +485,7 @@ func (s *session) stopJob() {
 	s.job.cancel()
 	s.job = nil
 	s.w.c.discarded.Add(1)
-	s.w.log.Info("stopping with a request in progress: its result is discarded")
+	s.log.Info("stopping with a request in progress: its result is discarded")
 }
 
 func isAgain(err error) bool { return zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) }

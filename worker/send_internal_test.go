@@ -45,7 +45,7 @@ func TestDroppedAnswerLosesConnection(t *testing.T) {
 			}
 			// Every socket closes before the context ends, also when the
 			// test fails (Term waits for open sockets).
-			s := &session{w: w, zctx: zctx, pull: pull, dealer: dealer, endpoint: "tcp://127.0.0.1:1"}
+			s := &session{w: w, log: w.log, zctx: zctx, pull: pull, dealer: dealer, endpoint: "tcp://127.0.0.1:1"}
 			t.Cleanup(func() {
 				if s.dealer != nil {
 					_ = s.dealer.Close()

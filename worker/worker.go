@@ -17,9 +17,12 @@ import (
 
 // Handler serves one request: it gets the body frames of a REQUEST and
 // returns the body frames of the REPLY, or an error, which is sent to the
-// broker as FAIL with the error's text. ctx is cancelled when Run stops.
-// The handler owns request. It runs on a goroutine of its own, one request
-// at a time.
+// broker as FAIL with the error's text. ctx is cancelled when Run stops
+// (at once, or when Config.DrainTimeout has passed). The handler owns
+// request. It runs on a goroutine of its own; each slot (see
+// Config.Concurrency) runs one request at a time, so with Concurrency N
+// up to N calls run at once and the handler must be safe for that.
+// SlotOf tells a call's slot from its context.
 type Handler func(ctx context.Context, request [][]byte) ([][]byte, error)
 
 // Defaults of the zero fields of Config.
@@ -32,6 +35,11 @@ const (
 // MaxReconnectDelay caps the reconnect backoff (unless ReconnectDelay is
 // larger, which is then the cap).
 const MaxReconnectDelay = 5 * time.Second
+
+// MaxConcurrency bounds Config.Concurrency: each slot holds three ZeroMQ
+// sockets (its DEALER and its doorbell's pair), and a ZeroMQ context holds
+// at most 1023 by default.
+const MaxConcurrency = 256
 
 // MaxReason bounds the reason frame of a FAIL, in bytes.
 const MaxReason = 1024
@@ -67,7 +75,23 @@ type Config struct {
 	// each other without a word from a broker (the first reconnect after
 	// a working connection is immediate). Default 1s.
 	ReconnectDelay time.Duration
-	// Logger receives the worker's logs. Default slog.Default().
+	// Concurrency is how many requests the worker handles at once.
+	// 7/MDP gives a worker one request at a time, so each is a slot: a
+	// worker session of its own, with its own DEALER socket, READY,
+	// heartbeats, reconnects and backoff, all calling the same Handler.
+	// The broker sees Concurrency workers of the service. Default 1; at
+	// most MaxConcurrency; negative is an error.
+	Concurrency int
+	// DrainTimeout is how long a slot that holds a request when Run's
+	// context is done keeps its connection (heartbeating) for the
+	// handler to finish; its REPLY or FAIL is sent, then DISCONNECT.
+	// Idle slots disconnect at once, and a draining slot takes no new
+	// request. When it passes, the handler's context is cancelled and
+	// its result discarded (the broker redelivers a durable job). 0 (the
+	// default): the handler's context is cancelled at once.
+	DrainTimeout time.Duration
+	// Logger receives the worker's logs (with a "slot" attribute).
+	// Default slog.Default().
 	Logger *slog.Logger
 	// Context is the ZeroMQ context (I/O thread) of the worker's
 	// sockets. Nil: each Run makes its own, on the thread that calls Run.
@@ -86,7 +110,7 @@ type Config struct {
 // key (ServerPublic) and the worker's own pair (Public, Secret).
 type CurveClient = curve.ClientKeys
 
-// Stats are the worker's counters since New.
+// Stats are the worker's counters since New, summed over its slots.
 type Stats struct {
 	Requests    uint64 // REQUESTs received and handed to the Handler
 	Replies     uint64 // REPLYs sent
@@ -144,6 +168,9 @@ func (c Config) withDefaults() Config {
 	if c.ReconnectDelay == 0 {
 		c.ReconnectDelay = DefaultReconnectDelay
 	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 1
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -174,6 +201,12 @@ func (c Config) validate(h Handler) error {
 	if c.Liveness < 1 {
 		errs = append(errs, fmt.Errorf("liveness %d: want at least 1", c.Liveness))
 	}
+	if c.Concurrency < 1 || c.Concurrency > MaxConcurrency {
+		errs = append(errs, fmt.Errorf("concurrency %d: want 1 to %d (0: the default, 1)", c.Concurrency, MaxConcurrency))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("drain timeout %s: must not be negative", c.DrainTimeout))
+	}
 	if c.ReconnectDelay < 0 {
 		errs = append(errs, fmt.Errorf("reconnect delay %s: must not be negative", c.ReconnectDelay))
 	}
@@ -189,6 +222,18 @@ func (c Config) validate(h Handler) error {
 		return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
 	return nil
+}
+
+// Concurrency returns the number of slots: requests handled at once.
+func (w *Worker) Concurrency() int { return w.cfg.Concurrency }
+
+type slotKey struct{}
+
+// SlotOf returns the slot, 0 to Concurrency-1, of the handler call whose
+// context is ctx; false for a context not from a Worker.
+func SlotOf(ctx context.Context) (int, bool) {
+	i, ok := ctx.Value(slotKey{}).(int)
+	return i, ok
 }
 
 // Stats returns a snapshot of the counters. It is safe for concurrent use.

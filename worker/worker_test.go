@@ -222,6 +222,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"sub-millisecond interval", func(c *Config) { c.HeartbeatInterval = time.Microsecond }, echo, "heartbeat interval"},
 		{"negative liveness", func(c *Config) { c.Liveness = -1 }, echo, "liveness"},
 		{"negative reconnect delay", func(c *Config) { c.ReconnectDelay = -time.Second }, echo, "reconnect delay"},
+		{"negative concurrency", func(c *Config) { c.Concurrency = -1 }, echo, "concurrency -1: want 1 to 256"},
+		{"concurrency above the limit", func(c *Config) { c.Concurrency = MaxConcurrency + 1 }, echo, "concurrency 257"},
+		{"negative drain timeout", func(c *Config) { c.DrainTimeout = -time.Second }, echo, "drain timeout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -256,7 +259,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			t.Errorf("New kept the caller's Brokers slice")
 		}
 		if w.cfg.HeartbeatInterval != DefaultHeartbeatInterval || w.cfg.Liveness != DefaultLiveness ||
-			w.cfg.ReconnectDelay != DefaultReconnectDelay || w.cfg.Logger == nil {
+			w.cfg.ReconnectDelay != DefaultReconnectDelay || w.cfg.Logger == nil || w.Concurrency() != 1 || w.cfg.DrainTimeout != 0 {
 			t.Errorf("defaults not applied: %+v", w.cfg)
 		}
 	})

@@ -16,9 +16,16 @@ import (
 const stderrTail = 512
 
 func runWorker(e env) error {
-	fs := newFlags(e, "worker", "[flags] SERVICE -- CMD [ARGS...]")
+	fs := newFlags(e, "worker", "[flags] SERVICE -- CMD [ARGS...]\n\n"+
+		"  Runs CMD once per request: the request body on stdin, stdout is the reply; a non-zero\n"+
+		"  exit or --timeout is a failed attempt. --concurrency N runs up to N at once: N workers\n"+
+		"  of SERVICE on the wire (7/MDP gives a worker one request at a time), each with its own\n"+
+		"  connection, heartbeats and reconnects (logs name the slot). SIGINT/SIGTERM: take no new\n"+
+		"  request, let the running CMDs finish (up to --drain-timeout), send their replies, exit.")
 	brokers := fs.String("broker", "", brokerHelp)
-	timeout := fs.Duration("timeout", 5*time.Minute, "kill CMD and report a failed attempt after this long (0: no limit)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "kill CMD and report a failed attempt after this long, per request (0: no limit)")
+	concurrency := fs.Int("concurrency", 1, fmt.Sprintf("requests handled at once, each by its own CMD and its own worker connection (1 to %d)", worker.MaxConcurrency))
+	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running CMDs may go on before they are killed (their requests are then redelivered); 0: kill at once")
 	hb := fs.Duration("heartbeat", 2500*time.Millisecond, "MDP heartbeat interval (match the broker's)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	serverKey := fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)")
@@ -35,6 +42,12 @@ func runWorker(e env) error {
 		return usagef("want SERVICE -- CMD [ARGS...]")
 	}
 	service, cmdline := args[0], args[1:]
+	if *concurrency < 1 || *concurrency > worker.MaxConcurrency {
+		return usagef("--concurrency %d: want 1 to %d", *concurrency, worker.MaxConcurrency)
+	}
+	if *drain < 0 {
+		return usagef("--drain-timeout %s: must not be negative", *drain)
+	}
 	log, err := newLogger(e, *logLevel, "text")
 	if err != nil {
 		return err
@@ -46,11 +59,14 @@ func runWorker(e env) error {
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(worker.Config{Brokers: brokerList(e, *brokers), Service: service, HeartbeatInterval: *hb, Logger: log, Curve: cc}, h)
+	w, err := worker.New(worker.Config{
+		Brokers: brokerList(e, *brokers), Service: service, HeartbeatInterval: *hb,
+		Concurrency: *concurrency, DrainTimeout: *drain, Logger: log, Curve: cc,
+	}, h)
 	if err != nil {
 		return err
 	}
-	log.Info("worker running", "service", service, "command", cmdline)
+	log.Info("worker running", "service", service, "command", cmdline, "concurrency", *concurrency)
 	return w.Run(e.ctx)
 }
 

@@ -184,6 +184,11 @@ type Result struct {
 	Attempts int
 	// Existed is false for an OpClose of an unknown ticket.
 	Existed bool
+	// Closed and Service are, for an OpClose that deleted a ticket, the
+	// state it was in and its service: the service keeps per-service
+	// counts of finished tickets without reading the store again.
+	Closed  State
+	Service string
 	// Err is this op's own failure (ErrNotFound, ErrFinal, ErrInvalidOp);
 	// the other ops of the batch are still applied.
 	Err error
@@ -277,6 +282,11 @@ type Store interface {
 	// OpClose. The scan goes in ID order and may stop at the first ticket
 	// created at or after cutoff: IDs minted by NewID are time-ordered.
 	Expired(ctx context.Context, cutoff time.Time, limit int) ([]ID, error)
+	// Counts returns how many tickets each service has in each state,
+	// from counters the store keeps in the same transaction as the ops
+	// (no ticket is read); services with none are absent. The service
+	// reads them when it starts serving, then follows the ops it commits.
+	Counts(ctx context.Context) (map[string]Counts, error)
 	// Usage reports the local data file's size and free space, for the
 	// service's quota. It is cheap: the service calls it after every
 	// commit.

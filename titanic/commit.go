@@ -135,6 +135,7 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 		}
 		s.stats.submits.Add(1)
 		if !res.Duplicate {
+			s.tallySubmit(r.service)
 			s.enlist(&entry{id: res.ID, service: r.service, seq: res.Seq, queued: op.Time}, r.body)
 			s.note(res.ID, "pending", r.service)
 		} else {
@@ -172,6 +173,7 @@ func (s *Service) enlist(e *entry, body [][]byte) {
 		}
 	}
 	s.entries[e.id] = e
+	s.held[e.service]++
 	s.queue(e.service).push(e)
 	s.mu.Unlock()
 	s.wakeMu.Lock()
@@ -188,6 +190,7 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 			return
 		}
 		s.forget(id)
+		s.tallyClose(res)
 		if !res.Existed && s.cfg.MaybeElsewhere != nil && s.cfg.MaybeElsewhere(id) {
 			// The peer may hold it (a split not merged yet): a 200 now
 			// would let its handover bring it back. Try again later.
@@ -219,6 +222,9 @@ func (s *Service) dropLocked(id store.ID) {
 		return
 	}
 	delete(s.entries, id)
+	if s.held[e.service]--; s.held[e.service] <= 0 {
+		delete(s.held, e.service)
+	}
 	s.cached -= e.size
 	e.body, e.size = nil, 0
 	if e.leased {

@@ -49,6 +49,7 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 			}
 			e := &entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now}
 			s.entries[op.ID] = e
+			s.held[op.Service]++
 			s.queue(op.Service).push(e)
 			woken[op.Service] = true
 		case op.Kind != store.OpAdopt && r.Err == nil:
@@ -60,6 +61,9 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 		if ops[i].Kind != store.OpAdopt && res[i].Err == nil {
 			s.notify(ops[i].ID)
 		}
+	}
+	if err := s.loadCounts(ctx); err != nil {
+		s.log.Warn("merge: finished tickets not counted again", "err", err)
 	}
 	for svc := range woken {
 		s.b.Wake(svc)

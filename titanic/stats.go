@@ -289,6 +289,10 @@ func (s *Service) QueueStats(ctx context.Context, service string) (QueueStats, e
 	s.tally.mu.Unlock()
 	out := QueueStats{Time: now, WindowSeconds: RateWindow.Seconds(), Services: []ServiceQueue{}}
 	for svc, r := range rows {
+		if wc != nil && r.Idle == nil {
+			// The broker knows every worker: none here.
+			r.Idle, r.Busy = new(int), new(int)
+		}
 		if (service != "" && svc != service) || strings.HasPrefix(svc, Prefix) || r.empty() {
 			continue
 		}

@@ -398,7 +398,7 @@ func (t *txn) close(op *Op) (Result, error) {
 		}
 	}
 	t.deltas[countKey{tk.Service, tk.State}]--
-	return Result{ID: op.ID, Seq: tk.Seq, Attempts: tk.Attempts, Existed: true}, nil
+	return Result{ID: op.ID, Seq: tk.Seq, Attempts: tk.Attempts, Existed: true, Closed: tk.State, Service: tk.Service}, nil
 }
 
 func seqKeyOf(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }

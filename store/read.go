@@ -331,6 +331,15 @@ func (s *BoltStore) Stats(ctx context.Context) (Stats, error) {
 	return st, nil
 }
 
+// Counts implements Store: Stats's Services.
+func (s *BoltStore) Counts(ctx context.Context) (map[string]Counts, error) {
+	st, err := s.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return st.Services, nil
+}
+
 // Usage is how much of the data file holds data.
 type Usage struct {
 	FileSize int64 // bytes of the file

@@ -211,9 +211,12 @@ type Result struct {
 	Attempts int
 	// Existed is false for an OpClose of an unknown ticket.
 	Existed bool
-	// Service is the ticket's service after an OpRetry (its dispatcher
-	// no longer held the failed ticket, so it needs the name to queue
-	// it); empty for other kinds.
+	// Closed is, for an OpClose that deleted a ticket, the state it was
+	// in; Service is its service after an OpClose that deleted it or an
+	// OpRetry (the service keeps per-service counts of finished tickets
+	// without reading the store again, and queues a retried ticket its
+	// dispatcher no longer held); empty for other kinds.
+	Closed  State
 	Service string
 	// Err is this op's own failure (ErrNotFound, ErrFinal, ErrInvalidOp,
 	// ErrKeyConflict, ErrNotFailed, ErrClusterVersion); the other ops of
@@ -309,6 +312,11 @@ type Store interface {
 	// OpClose. The scan goes in ID order and may stop at the first ticket
 	// created at or after cutoff: IDs minted by NewID are time-ordered.
 	Expired(ctx context.Context, cutoff time.Time, limit int) ([]ID, error)
+	// Counts returns how many tickets each service has in each state,
+	// from counters the store keeps in the same transaction as the ops
+	// (no ticket is read); services with none are absent. The service
+	// reads them when it starts serving, then follows the ops it commits.
+	Counts(ctx context.Context) (map[string]Counts, error)
 	// Usage reports the local data file's size and free space, for the
 	// service's quota. It is cheap: the service calls it after every
 	// commit.

@@ -18,6 +18,11 @@ func (s *Service) Deactivate() {
 	s.mu.Lock()
 	s.resetLocked()
 	s.mu.Unlock()
+	s.tally.mu.Lock()
+	for _, v := range s.tally.svcs {
+		v.done, v.failed = 0, 0 // read again from the store on Activate
+	}
+	s.tally.mu.Unlock()
 	s.expireWaits(true)
 	s.log.Info("dispatcher deactivated")
 }
@@ -26,6 +31,7 @@ func (s *Service) resetLocked() {
 	s.queues = make(map[string]*fifo)
 	s.entries = make(map[store.ID]*entry)
 	s.gone = make(map[string]int)
+	s.held = make(map[string]int)
 	s.cached = 0
 	now := s.cfg.Now()
 	for svc := range s.idleSince {
@@ -108,6 +114,7 @@ func (s *Service) Close(ctx context.Context, id store.ID) error {
 			done <- fmt.Errorf("close %s: %w", id, store.ErrNotFound)
 		default:
 			s.forget(id)
+			s.tallyClose(res)
 			s.stats.closes.Add(1)
 			s.note(id, "closed", "")
 			done <- nil

@@ -140,6 +140,7 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 		}
 		s.stats.submits.Add(1)
 		if !res.Duplicate {
+			s.tallySubmit(r.service)
 			s.enlist(&entry{id: res.ID, service: r.service, seq: res.Seq, queued: op.Time}, r.body)
 			s.note(res.ID, "pending", r.service)
 		} else {
@@ -188,6 +189,7 @@ func (s *Service) enlist(e *entry, body [][]byte) {
 		}
 	}
 	s.entries[e.id] = e
+	s.held[e.service]++
 	s.queue(e.service).push(e)
 	s.mu.Unlock()
 	s.wakeMu.Lock()
@@ -204,6 +206,7 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 			return
 		}
 		s.forget(id)
+		s.tallyClose(res)
 		if !res.Existed && s.cfg.MaybeElsewhere != nil && s.cfg.MaybeElsewhere(id) {
 			// The peer may hold it (a split not merged yet): a 200 now
 			// would let its handover bring it back. Try again later.
@@ -247,6 +250,7 @@ func (s *Service) retryTicket(req broker.Request, id store.ID) [][]byte {
 			out = replyText(CodeError, "not retried: "+res.Err.Error())
 		default:
 			s.stats.retries.Add(1)
+			s.tallyRetry(res.Service)
 			s.enlist(&entry{id: id, service: res.Service, seq: res.Seq, queued: op.Time}, nil)
 			s.note(id, "pending", res.Service)
 			out = reply(CodeOK)
@@ -282,6 +286,9 @@ func (s *Service) dropLocked(id store.ID) {
 		return
 	}
 	delete(s.entries, id)
+	if s.held[e.service]--; s.held[e.service] <= 0 {
+		delete(s.held, e.service)
+	}
 	s.cached -= e.size
 	e.body, e.size = nil, 0
 	if e.leased {

@@ -118,6 +118,7 @@ func (s *Service) commitReply(e *entry, ok bool, op store.Op, service string, tr
 			s.forget(id)
 		default:
 			s.stats.replies.Add(1)
+			s.tallyFinish(service, true)
 			s.forget(id)
 			s.notify(id)
 			s.note(id, "done", service)
@@ -192,6 +193,7 @@ func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
 		}
 		if res.Err == nil {
 			s.stats.failed.Add(1)
+			s.tallyFinish(e.service, false)
 			s.log.Info("ticket failed", "ticket", e.id, "service", e.service, "reason", reason)
 		}
 		s.forget(e.id)

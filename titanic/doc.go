@@ -59,5 +59,6 @@
 // ticket; every answer to it ends with the key, which lets a client with
 // many submits in flight on one connection match answers to requests),
 // titanic.status [ticket], titanic.list [service | state | after |
-// limit].
+// limit], titanic.stats [service] (per-service queue counts and rates as
+// one JSON frame, from memory: stats.go).
 package titanic

@@ -39,18 +39,6 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 			final[ops[i].ID] = true
 		}
 	}
-	// A retried ticket was failed here, so the dispatcher does not hold
-	// it: it needs its service to queue it.
-	retried := map[store.ID]string{}
-	for i := range ops {
-		if ops[i].Kind == store.OpRetry && res[i].Err == nil && !final[ops[i].ID] {
-			tk, err := s.st.Get(ctx, ops[i].ID)
-			if err != nil {
-				return fmt.Errorf("merge: retried ticket %s: %w", ops[i].ID, err)
-			}
-			retried[ops[i].ID] = tk.Service
-		}
-	}
 	woken := map[string]bool{}
 	s.mu.Lock()
 	for i := range ops {
@@ -62,15 +50,18 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 			}
 			e := &entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now}
 			s.entries[op.ID] = e
+			s.held[op.Service]++
 			s.queue(op.Service).push(e)
 			woken[op.Service] = true
-		case op.Kind == store.OpRetry && r.Err == nil:
-			svc, ok := retried[op.ID]
-			if _, held := s.entries[op.ID]; !ok || held {
+		case op.Kind == store.OpRetry && r.Err == nil && !final[op.ID]:
+			// It was failed here, so the dispatcher does not hold it.
+			if _, held := s.entries[op.ID]; held {
 				continue
 			}
+			svc := r.Service
 			e := &entry{id: op.ID, service: svc, seq: r.Seq, queued: now}
 			s.entries[op.ID] = e
+			s.held[svc]++
 			s.queue(svc).push(e)
 			woken[svc] = true
 		case op.Kind != store.OpAdopt && r.Err == nil:
@@ -82,6 +73,9 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 		if ops[i].Kind != store.OpAdopt && ops[i].Kind != store.OpRetry && res[i].Err == nil {
 			s.notify(ops[i].ID)
 		}
+	}
+	if err := s.loadCounts(ctx); err != nil {
+		s.log.Warn("merge: finished tickets not counted again", "err", err)
 	}
 	for svc := range woken {
 		s.b.Wake(svc)

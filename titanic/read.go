@@ -72,6 +72,13 @@ func (s *Service) settle(r readReq, out [][]byte, settled bool) {
 func (s *Service) read(ctx context.Context, req broker.Request) (out [][]byte, settled bool) {
 	var err error
 	switch req.Service {
+	case SvcStats:
+		// Counts from memory, not the store's content: no leadership
+		// round, and not counted as a lookup (titanic top asks every
+		// second).
+		if out, err = s.readStats(ctx, req.Body); err == nil {
+			return out, true
+		}
 	case SvcReply, SvcWait:
 		out, settled, err = s.readReply(ctx, req.Body)
 	case SvcStatus:

@@ -51,6 +51,7 @@ func (s *Service) sweep(ctx context.Context) int {
 		ops[i] = pendingOp{op: store.Op{Kind: store.OpClose, ID: id, Time: s.cfg.Now()}, done: func(res store.Result, err error) {
 			if err == nil && res.Err == nil && res.Existed {
 				s.stats.expired.Add(1)
+				s.tallyClose(res)
 			}
 		}}
 	}

@@ -85,6 +85,12 @@ type Config struct {
 	// lost its peer then answers "not ready", and its clients ask it
 	// again instead of voting at the passive node.
 	Unconfirmed func(service string) [][]byte
+	// Workers, when set, reports the broker's workers per service, idle
+	// and busy, for titanic.stats. It is called from a reader goroutine,
+	// never from the broker loop, so it may wait for the loop
+	// (broker.Broker.Stats). Without it titanic.stats reports the
+	// registered workers only.
+	Workers func(ctx context.Context) (map[string]WorkerCount, error)
 	// Logger receives the service's logs.
 	Logger *slog.Logger
 	// Now is the clock (tests replace it).
@@ -256,9 +262,11 @@ type Service struct {
 	idleSince map[string]time.Time // when a service's last worker left
 	cached    int                  // bytes of bodies held
 	gone      map[string]int       // gone entries still linked, per service
+	held      map[string]int       // entries per service: pending and in flight
 	loadReq   chan string
 
 	stats counters
+	tally tallies // titanic.stats: finished tickets and rates per service
 }
 
 var (
@@ -284,6 +292,7 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		workers:   make(map[string]int),
 		idleSince: make(map[string]time.Time),
 		gone:      make(map[string]int),
+		held:      make(map[string]int),
 		loadReq:   make(chan string, 1024),
 	}
 	s.drained = sync.NewCond(&s.drainMu)
@@ -299,6 +308,9 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 // died with the process. Call it before the broker runs.
 func (s *Service) Recover(ctx context.Context) error {
 	now := s.cfg.Now()
+	if err := s.loadCounts(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
 	n := 0
 	err := s.st.Unfinished(ctx, func(t store.Ticket) error {
 		s.mu.Lock()
@@ -308,6 +320,7 @@ func (s *Service) Recover(ctx context.Context) error {
 		}
 		e := &entry{id: t.ID, service: t.Service, seq: t.Seq, attempts: t.Attempts, queued: now}
 		s.entries[t.ID] = e
+		s.held[t.Service]++
 		s.queue(t.Service).push(e)
 		n++
 		return nil
@@ -432,7 +445,7 @@ func (s *Service) serve(req broker.Request) [][]byte {
 			return reply(CodeOK)
 		}
 		return s.closeTicket(req, id)
-	case SvcReply, SvcStatus, SvcList:
+	case SvcReply, SvcStatus, SvcList, SvcStats:
 		return s.lookup(req)
 	case SvcWait:
 		return s.wait(req)

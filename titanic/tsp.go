@@ -12,7 +12,7 @@ import (
 )
 
 // ExtensionsVersion is the version of the titanic.* services beyond 9/TSP
-// (submit, status, list, wait, backup, presence): `titanic version` prints
+// (submit, status, list, wait, backup, presence, stats): `titanic version` prints
 // it. A broker that lacks a service answers 400 "unknown titanic
 // service". It moves when a service's frames change in a way an older peer misreads;
 // added trailing frames (the key that titanic.submit answers end with)
@@ -33,6 +33,7 @@ const (
 	SvcBye     = "titanic.bye"     // extension: client presence, "I am leaving"
 	SvcClients = "titanic.clients" // extension: list the clients present
 	SvcRetry   = "titanic.retry"   // extension: give a failed ticket another round
+	SvcStats   = "titanic.stats"   // extension: per-service queue counts and rates (JSON)
 
 	// Prefix is the service-name prefix the titanic service owns.
 	Prefix = "titanic."

@@ -70,6 +70,8 @@ func commands() []command {
 		{"retry", "give a failed ticket another round (pending again, attempts from 0)", runRetry},
 		{"tickets", "list tickets", runTickets},
 		{"clients", "list the clients present at a broker", runClients},
+		{"stats", "per service: pending, in flight, done, failed, workers, rates (--json)", runStats},
+		{"top", "the stats table, refreshed every second until Ctrl-C", runTop},
 		{"cluster", "show a replicated deployment; join or remove a raft member", runCluster},
 		{"backup", "write an online snapshot of a running broker's store", runBackup},
 		{"check", "verify a data file (stopped broker, or a backup)", runCheck},

@@ -487,6 +487,11 @@ func (n *Node) ListPage(ctx context.Context, f store.Filter) (store.Page, error)
 	return n.st.ListPage(ctx, f)
 }
 
+// Counts implements store.Store from the local store.
+func (n *Node) Counts(ctx context.Context) (map[string]store.Counts, error) {
+	return n.st.Counts(ctx)
+}
+
 // Snapshot implements store.Store: a copy of the local store.
 func (n *Node) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 	return n.st.Snapshot(ctx, w)

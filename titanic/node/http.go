@@ -66,6 +66,10 @@ func (o *opsSources) Queues(ctx context.Context) ([]ops.Queue, error) {
 	return out, nil
 }
 
+func (o *opsSources) QueueStats(ctx context.Context) (titanic.QueueStats, error) {
+	return o.svc.QueueStats(ctx, "")
+}
+
 func (o *opsSources) Workers(ctx context.Context) ([]ops.ServiceWorkers, error) {
 	st, err := o.b.Stats(ctx)
 	if err != nil {
@@ -156,7 +160,7 @@ func (o *opsSources) Status(ctx context.Context) (ops.ClusterStatus, error) {
 // health, the JSON API and the dashboard, until its ctx is done.
 func startHTTP(c HTTPConfig, src *opsSources, hooks *latencyHooks, log *slog.Logger) (func(context.Context) error, error) {
 	oc := ops.DefaultConfig()
-	oc.Tickets, oc.Queues, oc.Workers, oc.Counters, oc.Clients = src, src, src, src, src
+	oc.Tickets, oc.Queues, oc.Workers, oc.Counters, oc.Clients, oc.QueueStats = src, src, src, src, src, src
 	oc.Cluster = src // single mode too: it reports the peers
 	oc.Version, oc.Logger = c.Version, log
 	oc.Token = c.Token

@@ -199,6 +199,9 @@ func New(cfg Config) (_ *Node, err error) {
 		tc.MintTag, _ = pairTags(cfg.Pair.Star.Role)
 		tc.MaybeElsewhere = n.maybeElsewhere
 	}
+	if tc.Workers == nil {
+		tc.Workers = n.workers
+	}
 	n.svc = titanic.New(n.st, n.b, tc)
 
 	if n.rep != nil {
@@ -239,6 +242,20 @@ func New(cfg Config) (_ *Node, err error) {
 		n.roles = append(n.roles, pub.Run) // a failure stops the node, with its error
 	}
 	return n, nil
+}
+
+// workers reports the broker's workers per service (titanic.stats); the
+// service calls it from a reader goroutine, never from the broker loop.
+func (n *Node) workers(ctx context.Context) (map[string]titanic.WorkerCount, error) {
+	st, err := n.b.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]titanic.WorkerCount, len(st.Services))
+	for _, s := range st.Services {
+		out[s.Name] = titanic.WorkerCount{Workers: s.Workers, Idle: s.Idle, Busy: s.Busy}
+	}
+	return out, nil
 }
 
 // role makes the replicated role: the broker's gate and its loop.

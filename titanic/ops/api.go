@@ -30,6 +30,7 @@ func (s *Server) routes() error {
 	api("/api/v1/clients", get, s.clients)
 	api("/api/v1/cluster", get, s.cluster)
 	api("/api/v1/stats", get, s.stats)
+	api("/api/v1/queues", get, s.queueStats)
 	api("/api/", nil, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint %s", r.URL.Path)
 	})
@@ -531,4 +532,24 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 		Leased         int    `json:"leased"`
 	}{c.Submits, c.Duplicates, c.Closes, c.Lookups, c.Dispatches, c.Redeliveries, c.Replies, c.LateReplies,
 		c.Failures, c.Busy, c.BadRequests, c.Commits, c.CommittedOps, c.CommitErrors, c.VerdictRetries, c.Leased})
+}
+
+// queueStats: GET /api/v1/queues → the titanic.stats answer, the JSON
+// that `titanic stats --json` prints: {"time", "window_seconds",
+// "services": [{"service", "pending", "delayed", "in_flight", "done",
+// "failed", "workers", "idle", "busy", "submits_per_sec",
+// "replies_per_sec"}]}.
+func (s *Server) queueStats(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.QueueStats == nil {
+		unavailable(w, "queues")
+		return
+	}
+	ctx, cancel := s.ctx(r)
+	defer cancel()
+	st, err := s.cfg.QueueStats.QueueStats(ctx)
+	if err != nil {
+		s.sourceError(w, r, "queues", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ops"
 )
 
@@ -391,4 +393,42 @@ func TestRequestTimeout(t *testing.T) {
 		})
 	})
 	fx.wantError(t, http.MethodGet, "/api/v1/workers", http.StatusGatewayTimeout, "timed out")
+}
+
+type queueStatsFunc func(context.Context) (titanic.QueueStats, error)
+
+func (f queueStatsFunc) QueueStats(ctx context.Context) (titanic.QueueStats, error) { return f(ctx) }
+
+// TestQueueStats: /api/v1/queues serves the source's titanic.stats answer
+// as it is, field for field, and 503 without a source.
+func TestQueueStats(t *testing.T) {
+	idle, busy := 1, 2
+	want := titanic.QueueStats{Time: time.Unix(1_000_000, 0).UTC(), WindowSeconds: 10, Services: []titanic.ServiceQueue{
+		{Service: "echo", Pending: 4, InFlight: 2, Done: 7, Failed: 1, Workers: 3, Idle: &idle, Busy: &busy, SubmitRate: 1.5, ReplyRate: 0.5},
+		{Service: "resize", Pending: 1},
+	}}
+	fx := newFixture(t, func(c *ops.Config) {
+		c.QueueStats = queueStatsFunc(func(context.Context) (titanic.QueueStats, error) { return want, nil })
+	})
+	var got titanic.QueueStats
+	fx.getJSON(t, http.MethodGet, "/api/v1/queues", http.StatusOK, &got)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("queues = %+v, want %+v", got, want)
+	}
+	var raw struct {
+		Services []map[string]any
+	}
+	fx.getJSON(t, http.MethodGet, "/api/v1/queues", http.StatusOK, &raw)
+	if _, ok := raw.Services[1]["idle"]; ok || raw.Services[0]["in_flight"] != 2.0 || raw.Services[0]["submits_per_sec"] != 1.5 {
+		t.Fatalf("queues JSON: %v", raw.Services)
+	}
+
+	fx = newFixture(t, nil)
+	fx.wantError(t, http.MethodGet, "/api/v1/queues", http.StatusServiceUnavailable, "not available")
+	fx = newFixture(t, func(c *ops.Config) {
+		c.QueueStats = queueStatsFunc(func(context.Context) (titanic.QueueStats, error) {
+			return titanic.QueueStats{}, errors.New("broker closed")
+		})
+	})
+	fx.wantError(t, http.MethodGet, "/api/v1/queues", http.StatusInternalServerError, "broker closed")
 }

@@ -26,6 +26,8 @@ type Config struct {
 	Counters Counters
 	Cluster  Cluster
 	Clients  Clients
+	// QueueStats serves /api/v1/queues: titanic.stats as JSON.
+	QueueStats QueueStats
 
 	// Token, when set, is required as "Authorization: Bearer TOKEN" by
 	// /metrics and /api/v1/*; /healthz and the dashboard's static files

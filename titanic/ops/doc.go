@@ -25,6 +25,7 @@
 //	GET    /api/v1/clients          connected clients (titanic.hello presence; "tracked": false when not wired)
 //	GET    /api/v1/cluster          mode, role, term, raft indexes, members, peers
 //	GET    /api/v1/stats            the titanic service's counters
+//	GET    /api/v1/queues           per service: pending, delayed, in flight, done, failed, workers, rates (titanic.stats)
 //	GET    /                        the dashboard (embedded HTML, CSS and JavaScript)
 //
 // Errors are JSON {"error": "..."}: 400 for a malformed ID or query, 401

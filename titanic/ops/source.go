@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic"
 )
 
 // The Server reads the node through the interfaces below. Every method may
@@ -64,6 +65,13 @@ type Queue struct {
 	// submitted: the oldest unfinished (pending or dispatched) ticket. Zero
 	// when the service has none.
 	Oldest time.Time
+}
+
+// QueueStats reports every service's queue as the titanic.stats
+// extension answers it (titanic Service.QueueStats): from the
+// dispatcher's memory, without reading the store.
+type QueueStats interface {
+	QueueStats(ctx context.Context) (titanic.QueueStats, error)
 }
 
 // Workers reports the workers the broker knows, per service.

@@ -179,8 +179,12 @@ func runWait(e env) error {
 	var failed, unknown, pending int
 	var wg sync.WaitGroup
 	work := make(chan string)
-	for range max(*parallel, 1) {
-		c, err := cf.dial(e)
+	for i := range max(*parallel, 1) {
+		var tune []func(*client.Config)
+		if i == 0 {
+			tune = append(tune, identify("wait")) // one presence per command
+		}
+		c, err := cf.dial(e, tune...)
 		if err != nil {
 			close(work)
 			return err

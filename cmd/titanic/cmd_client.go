@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/titanic"
 )
 
 // EnvBrokers names the environment variable with the broker list of client
@@ -110,6 +114,30 @@ func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, 
 	return client.New(cfg)
 }
 
+// identify makes a waiting command's client present at the broker
+// (titanic.hello) under a name that says what and where it is, so that
+// `titanic clients` shows who waits; commands that ask once and leave
+// stay anonymous (a hello would cost them a round trip for nothing).
+func identify(name string) func(*client.Config) {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	id := fmt.Sprintf("titanic-%s@%s/%d", name, strings.ReplaceAll(host, " ", "_"), os.Getpid())
+	return func(cfg *client.Config) { cfg.ID = id[:min(len(id), titanic.MaxClientID)] }
+}
+
+// isTerminal reports whether r is a terminal (a character device): then
+// nobody pipes a body in, and a read of standard input waits for typing.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
 func runSubmit(e env) error {
 	fs := newFlags(e, "submit", "[flags] SERVICE [BODY | -]   (no BODY or -: read standard input)")
 	cf := addWaitFlags(fs)
@@ -133,13 +161,22 @@ func runSubmit(e env) error {
 	if fs.NArg() == 2 && fs.Arg(1) != "-" {
 		body = []byte(fs.Arg(1))
 	} else {
+		if isTerminal(e.stdin) {
+			// As cat or psql do on a terminal, but saying so: a silent
+			// wait looks like a hang.
+			fmt.Fprintln(e.stderr, "titanic submit: reading the request body from standard input; end it with Ctrl-D (or give BODY as an argument)")
+		}
 		b, err := io.ReadAll(e.stdin)
 		if err != nil {
 			return fmt.Errorf("read standard input: %w", err)
 		}
 		body = b
 	}
-	c, err := cf.dial(e)
+	var tune []func(*client.Config)
+	if *wait {
+		tune = append(tune, identify("submit"))
+	}
+	c, err := cf.dial(e, tune...)
 	if err != nil {
 		return err
 	}
@@ -197,7 +234,9 @@ func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait boo
 
 // ticketCommand parses the flags and the single TICKET argument; extra,
 // if given, adds the command's own flags and says whether it waits.
-func ticketCommand(e env, name string, extra func(fs *flag.FlagSet) (waits bool)) (*client.Client, clientFlags, string, error) {
+// present, if given, is called after parsing: true makes the client
+// present at the broker (identify).
+func ticketCommand(e env, name string, extra func(fs *flag.FlagSet) (waits bool), present func() bool) (*client.Client, clientFlags, string, error) {
 	fs := newFlags(e, name, "[flags] TICKET")
 	var cf clientFlags
 	if extra != nil && extra(fs) {
@@ -211,17 +250,31 @@ func ticketCommand(e env, name string, extra func(fs *flag.FlagSet) (waits bool)
 	if fs.NArg() != 1 {
 		return nil, cf, "", usagef("want exactly one TICKET")
 	}
-	c, err := cf.dial(e)
+	var tune []func(*client.Config)
+	if present != nil && present() {
+		tune = append(tune, identify(name))
+	}
+	c, err := cf.dial(e, tune...)
 	return c, cf, fs.Arg(0), err
 }
 
 func runStatus(e env) error {
-	c, _, ticket, err := ticketCommand(e, "status", nil)
+	var withBody *bool
+	c, _, ticket, err := ticketCommand(e, "status", func(fs *flag.FlagSet) bool {
+		withBody = fs.Bool("body", false, "show the request body too: printable text as it is, else its size (--json gives it in base64)")
+		return false
+	}, nil)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	st, err := c.Status(e.ctx, ticket)
+	var st client.Status
+	var body [][]byte
+	if *withBody {
+		st, body, err = c.StatusBody(e.ctx, ticket)
+	} else {
+		st, err = c.Status(e.ctx, ticket)
+	}
 	if err != nil {
 		return err
 	}
@@ -230,7 +283,54 @@ func runStatus(e env) error {
 	if st.Reason != "" {
 		fmt.Fprintf(e.stdout, "reason:   %s\n", st.Reason)
 	}
+	if *withBody {
+		printBody(e.stdout, body)
+	}
 	return nil
+}
+
+// printBody shows a request body after a status: its size, then each
+// frame that is printable text as it is; a binary frame is named, not
+// written, so that a terminal is not fed control bytes.
+func printBody(w io.Writer, body [][]byte) {
+	n := 0
+	for _, f := range body {
+		n += len(f)
+	}
+	if len(body) == 1 {
+		fmt.Fprintf(w, "body:     %d bytes\n", n)
+	} else {
+		fmt.Fprintf(w, "body:     %d bytes in %d frames\n", n, len(body))
+	}
+	for i, f := range body {
+		if len(body) > 1 {
+			fmt.Fprintf(w, "--- frame %d, %d bytes\n", i+1, len(f))
+		}
+		if !printable(f) {
+			fmt.Fprintf(w, "(binary, not shown: titanic status --body --json gives it in base64)\n")
+			continue
+		}
+		if _, err := w.Write(f); err != nil {
+			return
+		}
+		if len(f) > 0 && f[len(f)-1] != '\n' {
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+// printable reports whether b is text a terminal shows as it is: UTF-8
+// without control characters other than tab and newlines.
+func printable(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if unicode.IsControl(r) && r != '\n' && r != '\t' && r != '\r' {
+			return false
+		}
+	}
+	return true
 }
 
 func runReply(e env) error {
@@ -238,7 +338,7 @@ func runReply(e env) error {
 	c, cf, ticket, err := ticketCommand(e, "reply", func(fs *flag.FlagSet) bool {
 		wait = fs.Bool("wait", false, "wait until the ticket is answered")
 		return true
-	})
+	}, func() bool { return *wait })
 	if err != nil {
 		return err
 	}
@@ -247,7 +347,7 @@ func runReply(e env) error {
 }
 
 func runClose(e env) error {
-	c, _, ticket, err := ticketCommand(e, "close", nil)
+	c, _, ticket, err := ticketCommand(e, "close", nil, nil)
 	if err != nil {
 		return err
 	}
@@ -283,8 +383,9 @@ func runTickets(e env) error {
 	return nil
 }
 
-// runClients lists the clients present at a broker (those that identify
-// themselves with a client id).
+// runClients lists the clients present at a broker: those that identify
+// themselves with a client id (client.Config.ID, titanic.hello), which
+// titanic's waiting commands do; commands that ask once and leave do not.
 func runClients(e env) error {
 	fs := newFlags(e, "clients", "[flags]")
 	c, err := dialNoArgs(e, fs, addClientFlags(fs))
@@ -298,6 +399,13 @@ func runClients(e env) error {
 	}
 	if len(rep) == 0 || string(rep[0]) != "200" {
 		return fmt.Errorf("clients: %q", rep)
+	}
+	if len(rep) == 1 {
+		// An empty list is no error, but it puzzles: say what is listed.
+		fmt.Fprintln(e.stderr, "titanic clients: no client present at this broker. Listed are the clients that identify themselves"+
+			" (Go client.Config.ID, the titanic.hello extension): programs, and titanic's waiting commands (submit --wait,"+
+			" reply --wait, wait) while they wait; one-shot commands (submit, status, ...) and workers are not listed"+
+			" (workers: the HTTP API's /api/v1/workers)")
 	}
 	for _, line := range rep[1:] {
 		f := strings.Fields(string(line))

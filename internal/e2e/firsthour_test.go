@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/titanicmq/titanic/internal/harness"
 )
@@ -178,4 +182,159 @@ func TestFirstHourNoWorkerWarning(t *testing.T) {
 	if out, err := cmd.Output(); err != nil || string(out) != "X" || strings.Contains(stderr.String(), "warning") {
 		t.Fatalf("submit --wait for a served service: %q %v, stderr %q; want X and no warning", out, err, stderr.String())
 	}
+}
+
+// cliErr runs the binary with stdin and returns its stdout, stderr and
+// exit code.
+func cliErr(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(harness.Binary(t), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), errb.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return out.String(), errb.String(), 0
+}
+
+// Item 7: start-up lines are printed once; status --body shows the
+// request body (text as it is, binary named); clients says what it lists
+// and shows a waiting command.
+func TestFirstHourBodyClientsAndLogs(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	addr := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+	br := harness.Broker(t, "broker", ep, t.TempDir(), "--http-listen", addr, "--heartbeat", "200ms")
+	// "broker ready" comes after the HTTP listener's line: both are in.
+	for _, line := range []string{"broker ready", "http listening"} {
+		if n := strings.Count(br.Tail(), line); n != 1 {
+			t.Errorf("start-up line %q printed %d times, want once:\n%s", line, n, br.Tail())
+		}
+	}
+
+	out, code := cli(t, "", "submit", "--broker", ep, "nobody", "hello body")
+	text := strings.TrimSpace(out)
+	if code != 0 {
+		t.Fatalf("submit: exit %d", code)
+	}
+	out, code = cli(t, "", "status", text, "--body", "--broker", ep)
+	if code != 0 || !strings.Contains(out, "body:     10 bytes\nhello body\n") || !strings.Contains(out, "state:    pending") {
+		t.Fatalf("status --body of a text body: exit %d\n%s", code, out)
+	}
+	if out, _ := cli(t, "", "status", text, "--broker", ep); strings.Contains(out, "body:") {
+		t.Fatalf("status without --body shows the body:\n%s", out)
+	}
+	out, code = cli(t, "\x00\x01\xfe\x1b[2J", "submit", "--broker", ep, "nobody", "-")
+	bin := strings.TrimSpace(out)
+	if code != 0 {
+		t.Fatalf("submit - (binary): exit %d", code)
+	}
+	out, code = cli(t, "", "status", "--body", bin, "--broker", ep)
+	if code != 0 || !strings.Contains(out, "body:     7 bytes\n(binary, not shown") || strings.Contains(out, "\x1b") {
+		t.Fatalf("status --body of a binary body: exit %d\n%q", code, out)
+	}
+
+	stdout, stderr, code := cliErr(t, "", "clients", "--broker", ep)
+	if code != 0 || stdout != "" || !strings.Contains(stderr, "no client present") || !strings.Contains(stderr, "--wait") {
+		t.Fatalf("clients with none present: exit %d, stdout %q, stderr %q; want a note saying what is listed", code, stdout, stderr)
+	}
+	waiter := exec.Command(harness.Binary(t), "reply", "--wait", text, "--broker", ep)
+	if err := waiter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = waiter.Process.Kill(); _ = waiter.Wait() }()
+	want := "titanic-reply@"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stdout, _, _ = cliErr(t, "", "clients", "--broker", ep)
+		if strings.Contains(stdout, want) && strings.Contains(stdout, "/"+strconv.Itoa(waiter.Process.Pid)+"\t") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("clients while reply --wait waits: %q, want %s...%d listed", stdout, want, waiter.Process.Pid)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a listing: no event to wait for
+	}
+}
+
+// Item 7: submit with no body on a terminal says it reads standard input.
+func TestFirstHourSubmitStdinTerminalHint(t *testing.T) {
+	master, tty := openPTY(t)
+	defer master.Close()
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	cmd := exec.Command(harness.Binary(t), "submit", "--broker", ep, "nobody")
+	cmd.Stdin = tty
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close() // the child has its copy
+	// Echoed input comes back on the master: drain it.
+	go func() { _, _ = io.Copy(io.Discard, master) }()
+	hint := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stderr).ReadString('\n')
+		hint <- line
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case line := <-hint:
+		if !strings.Contains(line, "reading the request body from standard input") || !strings.Contains(line, "Ctrl-D") {
+			t.Fatalf("submit on a terminal: first stderr line %q, want the stdin hint", line)
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("submit on a terminal printed no hint within 10s")
+	}
+	// Type a body and end it as the hint says.
+	if _, err := master.Write([]byte("typed body\n\x04")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("submit after Ctrl-D: %v", err)
+	}
+	ticket := strings.TrimSpace(stdout.String())
+	if out, code := cli(t, "", "status", "--body", ticket, "--broker", ep); code != 0 || !strings.Contains(out, "typed body\n") {
+		t.Fatalf("status --body of the typed body: exit %d\n%s", code, out)
+	}
+	// Not on a terminal: no hint (scripts piping a body see nothing new).
+	if _, stderr, code := cliErr(t, "piped", "submit", "--broker", ep, "nobody"); code != 0 || stderr != "" {
+		t.Fatalf("submit with piped stdin: exit %d, stderr %q, want none", code, stderr)
+	}
+}
+
+// openPTY opens a pseudo-terminal pair: the master, and the terminal a
+// child reads as its standard input.
+func openPTY(t *testing.T) (master, tty *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	var unlock int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, m.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		m.Close()
+		t.Skipf("unlock pty: %v", e)
+	}
+	var n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, m.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		m.Close()
+		t.Skipf("pty number: %v", e)
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.FormatUint(uint64(n), 10), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		m.Close()
+		t.Skipf("open pty: %v", err)
+	}
+	return m, s
 }

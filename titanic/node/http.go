@@ -174,7 +174,7 @@ func startHTTP(c HTTPConfig, src *opsSources, hooks *latencyHooks, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s (http.listen): %w", c.Listen, err)
 	}
-	log.Info("http listening", "addr", ln.Addr().String(), "token", oc.Token != "")
+	// ops.Server.Serve logs "ops http listening" with the address.
 	return func(ctx context.Context) error { return srv.Serve(ctx, ln) }, nil
 }
 

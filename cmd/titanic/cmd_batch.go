@@ -156,6 +156,7 @@ func runWait(e env) error {
 	fs := newFlags(e, "wait", "[flags] TICKET... | -")
 	cf := addWaitFlags(fs)
 	parallel := fs.Int("parallel", 8, "tickets waited for at once")
+	asJSON := addJSONFlag(fs)
 	if err := parseFlags(fs, e.args); err != nil {
 		return err
 	}
@@ -225,7 +226,17 @@ func runWait(e env) error {
 				default:
 					failed++
 				}
-				fmt.Fprintf(e.stdout, "%s\t%s\n", tk, state)
+				if *asJSON {
+					// One object per ticket, as each is answered.
+					st, msg, _ := strings.Cut(state, ": ")
+					_ = printJSON(e.stdout, struct {
+						ID    string `json:"id"`
+						State string `json:"state"`
+						Error string `json:"error,omitempty"`
+					}{tk, st, msg})
+				} else {
+					fmt.Fprintf(e.stdout, "%s\t%s\n", tk, state)
+				}
 				mu.Unlock()
 			}
 		}()

@@ -145,12 +145,13 @@ func runSubmit(e env) error {
 	wait := fs.Bool("wait", false, "wait for the reply and print it instead of the ticket")
 	from := fs.String("from", "", "submit one request per line of FILE (-: standard input); prints TICKET<TAB>LINE, a progress bar and a summary")
 	parallel := fs.Int("parallel", client.DefaultMaxPending, "with --from: submits in flight at once (pipelined on one connection)")
+	asJSON := addJSONFlag(fs)
 	if err := parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	if *from != "" {
-		if fs.NArg() != 1 || *wait {
-			return usagef("--from FILE wants SERVICE only, and no --wait (use titanic wait)")
+		if fs.NArg() != 1 || *wait || *asJSON {
+			return usagef("--from FILE wants SERVICE only, and no --wait (use titanic wait) nor --json")
 		}
 		return submitFrom(e, cf, fs.Arg(0), *from, *key, *parallel)
 	}
@@ -186,12 +187,17 @@ func runSubmit(e env) error {
 		return err
 	}
 	if !*wait {
+		if *asJSON {
+			return printJSON(e.stdout, struct {
+				ID string `json:"id"`
+			}{ticket})
+		}
 		fmt.Fprintln(e.stdout, ticket)
 		return nil
 	}
 	fmt.Fprintln(e.stderr, ticket)
 	warnNoWorker(e, c, fs.Arg(0))
-	return printReply(e, cf, c, ticket, true)
+	return printReply(e, cf, c, ticket, true, *asJSON)
 }
 
 // warnNoWorker asks the broker (8/MMI) whether service has a worker and
@@ -208,7 +214,7 @@ func warnNoWorker(e env, c *client.Client, service string) {
 	fmt.Fprintf(e.stderr, "titanic submit: warning: no worker serves %q now; waiting for one (the ticket waits queue.no_worker_timeout, 1h by default, then fails; --wait-timeout bounds this wait)\n", service)
 }
 
-func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait bool) error {
+func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait, asJSON bool) error {
 	var frames [][]byte
 	var err error
 	if wait {
@@ -223,6 +229,9 @@ func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait boo
 	}
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		return printJSON(e.stdout, toReplyJSON(ticket, frames))
 	}
 	for _, f := range frames {
 		if _, err := e.stdout.Write(f); err != nil {
@@ -259,9 +268,10 @@ func ticketCommand(e env, name string, extra func(fs *flag.FlagSet) (waits bool)
 }
 
 func runStatus(e env) error {
-	var withBody *bool
+	var withBody, asJSON *bool
 	c, _, ticket, err := ticketCommand(e, "status", func(fs *flag.FlagSet) bool {
 		withBody = fs.Bool("body", false, "show the request body too: printable text as it is, else its size (--json gives it in base64)")
+		asJSON = addJSONFlag(fs)
 		return false
 	}, nil)
 	if err != nil {
@@ -277,6 +287,9 @@ func runStatus(e env) error {
 	}
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		return printJSON(e.stdout, toStatusJSON(st, body, *withBody))
 	}
 	fmt.Fprintf(e.stdout, "ticket:   %s\nservice:  %s\nstate:    %s\nattempts: %d\ncreated:  %s\nupdated:  %s\n",
 		ticket, st.Service, st.State, st.Attempts, st.Created.Format(time.RFC3339Nano), st.Updated.Format(time.RFC3339Nano))
@@ -334,16 +347,17 @@ func printable(b []byte) bool {
 }
 
 func runReply(e env) error {
-	var wait *bool
+	var wait, asJSON *bool
 	c, cf, ticket, err := ticketCommand(e, "reply", func(fs *flag.FlagSet) bool {
 		wait = fs.Bool("wait", false, "wait until the ticket is answered")
+		asJSON = addJSONFlag(fs)
 		return true
 	}, func() bool { return *wait })
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	return printReply(e, cf, c, ticket, *wait)
+	return printReply(e, cf, c, ticket, *wait, *asJSON)
 }
 
 func runClose(e env) error {
@@ -362,6 +376,7 @@ func runTickets(e env) error {
 	state := fs.String("state", "", "only tickets in this state: pending, dispatched, done or failed")
 	after := fs.String("after", "", "start after this ticket (paging)")
 	limit := fs.Int("limit", 100, "at most this many tickets (max 1000)")
+	asJSON := addJSONFlag(fs)
 	c, err := dialNoArgs(e, fs, cf)
 	if err != nil {
 		return err
@@ -370,6 +385,27 @@ func runTickets(e env) error {
 	ts, err := c.List(e.ctx, client.ListOptions{Service: *service, State: *state, After: *after, Limit: *limit})
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		// One document, as the HTTP API's page: next is the --after of
+		// the next page ("" when this one was not full).
+		type row struct {
+			ID       string `json:"id"`
+			Service  string `json:"service"`
+			State    string `json:"state"`
+			Attempts int    `json:"attempts"`
+		}
+		out := struct {
+			Tickets []row  `json:"tickets"`
+			Next    string `json:"next"`
+		}{Tickets: make([]row, 0, len(ts))}
+		for _, t := range ts {
+			out.Tickets = append(out.Tickets, row{t.Ticket, t.Service, t.State, t.Attempts})
+		}
+		if len(ts) > 0 && len(ts) >= *limit {
+			out.Next = ts[len(ts)-1].Ticket
+		}
+		return printJSON(e.stdout, out)
 	}
 	for _, t := range ts {
 		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%d\n", t.Ticket, t.Service, t.State, t.Attempts)
@@ -388,7 +424,9 @@ func runTickets(e env) error {
 // titanic's waiting commands do; commands that ask once and leave do not.
 func runClients(e env) error {
 	fs := newFlags(e, "clients", "[flags]")
-	c, err := dialNoArgs(e, fs, addClientFlags(fs))
+	cf := addClientFlags(fs)
+	asJSON := addJSONFlag(fs)
+	c, err := dialNoArgs(e, fs, cf)
 	if err != nil {
 		return err
 	}
@@ -399,6 +437,26 @@ func runClients(e env) error {
 	}
 	if len(rep) == 0 || string(rep[0]) != "200" {
 		return fmt.Errorf("clients: %q", rep)
+	}
+	if *asJSON {
+		type row struct {
+			ID    string    `json:"id"`
+			Since time.Time `json:"since"`
+			Seen  time.Time `json:"seen"`
+		}
+		out := struct {
+			Clients []row `json:"clients"`
+		}{Clients: []row{}}
+		for _, line := range rep[1:] {
+			f := strings.Fields(string(line))
+			if len(f) != 3 {
+				continue
+			}
+			since, _ := strconv.ParseInt(f[1], 10, 64)
+			seen, _ := strconv.ParseInt(f[2], 10, 64)
+			out.Clients = append(out.Clients, row{f[0], time.UnixMilli(since).UTC(), time.UnixMilli(seen).UTC()})
+		}
+		return printJSON(e.stdout, out)
 	}
 	if len(rep) == 1 {
 		// An empty list is no error, but it puzzles: say what is listed.

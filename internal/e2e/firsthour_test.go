@@ -3,9 +3,11 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -337,4 +339,157 @@ func openPTY(t *testing.T) (master, tty *os.File) {
 		t.Skipf("open pty: %v", err)
 	}
 	return m, s
+}
+
+// Item 9: --json on the commands that print results, one object per line.
+func TestFirstHourJSONOutput(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir(), fastBroker...)
+	harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "--heartbeat", "200ms", "upper", "--", "tr", "a-z", "A-Z")
+	decode := func(what, out string, v any) {
+		t.Helper()
+		if strings.Count(out, "\n") != 1 || !strings.HasSuffix(out, "\n") {
+			t.Fatalf("%s --json: %q, want one line", what, out)
+		}
+		if err := json.Unmarshal([]byte(out), v); err != nil {
+			t.Fatalf("%s --json: %q: %v", what, out, err)
+		}
+	}
+	out, code := cli(t, "", "submit", "--json", "--broker", ep, "upper", "json body")
+	var sub struct{ ID string }
+	if decode("submit", out, &sub); code != 0 || len(sub.ID) != 32 {
+		t.Fatalf("submit --json: %q exit %d", out, code)
+	}
+	out, code = cli(t, "", "reply", "--wait", "--json", "--wait-timeout", "20s", sub.ID, "--broker", ep)
+	var rep struct {
+		ID, State string
+		Reply     [][]byte
+		ReplyText *string `json:"reply_text"`
+	}
+	if decode("reply", out, &rep); code != 0 || rep.ID != sub.ID || rep.State != "done" || len(rep.Reply) != 1 || string(rep.Reply[0]) != "JSON BODY" || rep.ReplyText == nil || *rep.ReplyText != "JSON BODY" {
+		t.Fatalf("reply --wait --json: %q exit %d", out, code)
+	}
+	out, code = cli(t, "", "status", "--json", "--body", sub.ID, "--broker", ep)
+	var st struct {
+		ID, Service, State string
+		Attempts           int
+		Created            time.Time
+		Body               [][]byte
+	}
+	if decode("status", out, &st); code != 0 || st.ID != sub.ID || st.Service != "upper" || st.State != "done" || st.Attempts != 1 || st.Created.IsZero() || len(st.Body) != 1 || string(st.Body[0]) != "json body" {
+		t.Fatalf("status --json --body: %q exit %d", out, code)
+	}
+	out, code = cli(t, "\xff\x00", "submit", "--wait", "--json", "--wait-timeout", "20s", "--broker", ep, "upper", "-")
+	var binRep struct {
+		Reply     [][]byte
+		ReplyText *string `json:"reply_text"`
+	}
+	if decode("submit --wait", out, &binRep); code != 0 || len(binRep.Reply) != 1 || string(binRep.Reply[0]) != "\xff\x00" || binRep.ReplyText != nil {
+		t.Fatalf("submit --wait --json of a binary reply: %q exit %d, want base64 frames and no reply_text", out, code)
+	}
+	out, code = cli(t, "", "tickets", "--json", "--limit", "1", "--broker", ep)
+	var page struct {
+		Tickets []struct {
+			ID, Service, State string
+			Attempts           int
+		}
+		Next string
+	}
+	if decode("tickets", out, &page); code != 0 || len(page.Tickets) != 1 || page.Tickets[0].ID != sub.ID || page.Next != sub.ID {
+		t.Fatalf("tickets --json --limit 1: %q exit %d, want the first ticket and next = it", out, code)
+	}
+	out, code = cli(t, "", "cluster", "--json", "--broker", ep)
+	var cl struct {
+		Nodes []struct {
+			Endpoint        string
+			Reached, Single bool
+		}
+	}
+	if decode("cluster", out, &cl); code != 0 || len(cl.Nodes) != 1 || !cl.Nodes[0].Reached || !cl.Nodes[0].Single || cl.Nodes[0].Endpoint != ep {
+		t.Fatalf("cluster --json against a single broker: %q exit %d", out, code)
+	}
+	out, code = cli(t, "", "clients", "--json", "--broker", ep)
+	var cs struct{ Clients []any }
+	if decode("clients", out, &cs); code != 0 || cs.Clients == nil {
+		t.Fatalf("clients --json: %q exit %d, want a (possibly empty) list", out, code)
+	}
+	out, code = cli(t, "", "wait", "--json", sub.ID, "--broker", ep)
+	var w struct{ ID, State string }
+	if decode("wait", out, &w); code != 0 || w.ID != sub.ID || w.State != "done" {
+		t.Fatalf("wait --json: %q exit %d", out, code)
+	}
+}
+
+// Item 9: POST /api/v1/tickets submits over HTTP with TSP's guarantees;
+// only as JSON (no cross-site form or simple CORS request) and with the
+// token.
+func TestFirstHourHTTPSubmit(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	addr := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+	harness.Broker(t, "broker", ep, t.TempDir(), append([]string{"--http-listen", addr, "--http-token", "s3cret", "--max-body", "100"}, fastBroker...)...)
+	post := func(ctype, token, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+addr+"/api/v1/tickets", strings.NewReader(body))
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("POST: %v", err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	const good = `{"service": "upper", "body": "over http", "key": "k1"}`
+	// What a cross-site page can send without a preflight: refused.
+	for _, ctype := range []string{"application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", ""} {
+		if code, body := post(ctype, "s3cret", good); code != http.StatusUnsupportedMediaType {
+			t.Errorf("POST as %q: %d %s, want 415", ctype, code, body)
+		}
+	}
+	if code, body := post("application/json", "", good); code != http.StatusUnauthorized {
+		t.Errorf("POST without the token: %d %s, want 401", code, body)
+	}
+	code, body := post("application/json", "s3cret", good)
+	var got struct {
+		ID        string
+		Duplicate bool
+	}
+	if code != http.StatusCreated || json.Unmarshal([]byte(body), &got) != nil || len(got.ID) != 32 || got.Duplicate {
+		t.Fatalf("POST submit: %d %s, want 201 and a new ticket", code, body)
+	}
+	// The ticket is durable and the same as a TSP one: the CLI sees it.
+	if out, code := cli(t, "", "status", "--body", got.ID, "--broker", ep); code != 0 || !strings.Contains(out, "service:  upper") || !strings.Contains(out, "over http\n") {
+		t.Fatalf("status --body of the HTTP ticket: exit %d\n%s", code, out)
+	}
+	code, body = post("application/json; charset=utf-8", "s3cret", good)
+	var again struct {
+		ID        string
+		Duplicate bool
+	}
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &again) != nil || again.ID != got.ID || !again.Duplicate {
+		t.Fatalf("POST with the same key: %d %s, want 200, the same ticket, duplicate", code, body)
+	}
+	// The same limits: --max-body 100 and internal services.
+	for _, bad := range []string{
+		`{"service": "upper", "body": "` + strings.Repeat("x", 101) + `"}`,
+		`{"service": "titanic.close", "body": "x"}`,
+		`{"service": "upper"}`,
+		`{"service": "upper", "body": "x", "frames": ["eA=="]}`,
+	} {
+		if code, body := post("application/json", "s3cret", bad); code != http.StatusBadRequest {
+			t.Errorf("POST %s: %d %s, want 400", bad, code, body)
+		}
+	}
+	code, body = post("application/json", "s3cret", `{"service": "upper", "body_base64": "AP8="}`)
+	if code != http.StatusCreated || json.Unmarshal([]byte(body), &got) != nil {
+		t.Fatalf("POST body_base64: %d %s", code, body)
+	}
+	if out, code := cli(t, "", "status", "--json", "--body", got.ID, "--broker", ep); code != 0 || !strings.Contains(out, `"body":["AP8="]`) {
+		t.Fatalf("status of the base64 HTTP ticket: exit %d %s", code, out)
+	}
 }

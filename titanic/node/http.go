@@ -50,6 +50,24 @@ func (o *opsSources) Close(ctx context.Context, id store.ID) error {
 	return err
 }
 
+func (o *opsSources) Submit(ctx context.Context, service string, body [][]byte, key string) (string, bool, error) {
+	if o.gate.draining.Load() {
+		return "", false, fmt.Errorf("%w: draining", ops.ErrNotActive)
+	}
+	id, dup, err := o.svc.Submit(ctx, service, body, key)
+	switch {
+	case errors.Is(err, titanic.ErrBadRequest):
+		return "", false, fmt.Errorf("%w: %w", ops.ErrBadRequest, err)
+	case errors.Is(err, titanic.ErrNotActive), errors.Is(err, replica.ErrNotLeader):
+		return "", false, fmt.Errorf("%w: %w", ops.ErrNotActive, err)
+	case errors.Is(err, titanic.ErrBusy):
+		return "", false, fmt.Errorf("%w: %w", ops.ErrBusy, err)
+	case err != nil:
+		return "", false, err
+	}
+	return id.String(), dup, nil
+}
+
 func (o *opsSources) Queues(ctx context.Context) ([]ops.Queue, error) {
 	st, err := o.bolt.Stats(ctx)
 	if err != nil {
@@ -158,6 +176,7 @@ func startHTTP(c HTTPConfig, src *opsSources, hooks *latencyHooks, log *slog.Log
 	oc := ops.DefaultConfig()
 	oc.Tickets, oc.Queues, oc.Workers, oc.Counters, oc.Clients = src, src, src, src, src
 	oc.Cluster = src // single mode too: it reports the peers
+	oc.Submitter = src
 	oc.Version, oc.Logger = c.Version, log
 	oc.Token = c.Token
 	srv, err := ops.New(oc)

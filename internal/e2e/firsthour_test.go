@@ -493,3 +493,30 @@ func TestFirstHourHTTPSubmit(t *testing.T) {
 		t.Fatalf("status of the base64 HTTP ticket: exit %d %s", code, out)
 	}
 }
+
+// Item 11: a new pair's primary started alone says, in its log and to
+// clients, that it waits for its peer to be in sync once; once the backup
+// runs, the pair serves.
+func TestFirstHourLonePrimarySaysWhy(t *testing.T) {
+	nodes := pairLayout(t)
+	primary, backup := nodes[0], nodes[1]
+	pr := harness.Broker(t, "primary", primary.ep, primary.dir, primary.args...)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(pr.Tail(), "not serving until this node has been in sync with its peer once") {
+		if time.Now().After(deadline) {
+			t.Fatalf("lone primary: no log line saying it waits for its peer\n%s", pr.Tail())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a log file: no event to wait for
+	}
+	for _, eps := range []string{primary.ep, primary.ep + "," + backup.ep} {
+		stdout, stderr, code := cliErr(t, "", "submit", "--broker", eps, "svc", "x")
+		if code != 6 || stdout != "" || !strings.Contains(stderr, "not active: waiting for the peer backup at "+backup.ep) || !strings.Contains(stderr, "start both nodes") {
+			t.Fatalf("submit --broker %s to a lone new primary: exit %d, stdout %q, stderr:\n%s\nwant exit 6 saying it waits for the backup", eps, code, stdout, stderr)
+		}
+	}
+	harness.Broker(t, "backup", backup.ep, backup.dir, backup.args...)
+	out, code := cli(t, "", "submit", "--broker", primary.ep+","+backup.ep, "--try-timeout", "2s", "--retries", "5", "svc", "x")
+	if code != 0 || len(strings.TrimSpace(out)) != 32 {
+		t.Fatalf("submit once both nodes run: %q exit %d\nprimary:\n%s", out, code, pr.Tail())
+	}
+}

@@ -114,11 +114,14 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 		}
 	}
 	close(b.ready)
+	// Debug: the program that embeds the broker (titanic/node) says it is
+	// ready, with more to say (data, mode); two "ready" lines at start-up
+	// read as two brokers.
 	if b.cfg.Curve != nil {
-		b.log.Info("broker ready", "endpoints", b.Endpoints(), "curve", true,
+		b.log.Debug("broker ready", "endpoints", b.Endpoints(), "curve", true,
 			"server_key", b.cfg.Curve.Server.Public, "zap_domain", b.cfg.Curve.Domain)
 	} else {
-		b.log.Info("broker ready", "endpoints", b.Endpoints())
+		b.log.Debug("broker ready", "endpoints", b.Endpoints())
 	}
 	if rd != nil {
 		err = b.loopReadable(ctx, rf, rd, s, zapDone)
@@ -128,7 +131,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	if err == nil && zap != nil && zap.Err() != nil {
 		err = fmt.Errorf("zap handler: %w", zap.Err())
 	}
-	b.log.Info("broker stopped", "workers", len(s.workers), "leases", len(s.leases))
+	b.log.Debug("broker stopped", "workers", len(s.workers), "leases", len(s.leases))
 	return err
 }
 

@@ -586,3 +586,36 @@ func TestFrameCountBombDropped(t *testing.T) {
 		t.Fatalf("stats = %+v, want 1 stale", c.Stats())
 	}
 }
+
+// A refusal that says why ("not active: reason") is a refusal like the
+// bare one: the client asks again without spending tries, and when no
+// broker serves the error carries the reason, from the role answer or the
+// refusal.
+func TestRefusalWithReason(t *testing.T) {
+	const why = "not active: waiting for the peer backup at tcp://b:5555 to be in sync once"
+	for _, tc := range []struct {
+		name string
+		star string
+	}{
+		{"reason in the refusal", "primary"},
+		{"reason in the role answer", ""},
+	} {
+		f := newFake(t, func(service string, _ [][]byte, _ int) [][]byte {
+			if service == probe.Service {
+				if tc.star == "" {
+					return probe.Encode(probe.Answer{Star: "primary", Why: why})
+				}
+				return probe.Encode(probe.Answer{Star: tc.star, Serving: true}) // send the request: it refuses
+			}
+			return frames("500", why)
+		})
+		c := newClient(t, 50*time.Millisecond, 2, f.endpoint)
+		_, err := c.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{})
+		if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), why) || !strings.Contains(err.Error(), f.endpoint) {
+			t.Fatalf("%s: %v, want ErrUnavailable naming %s and the reason", tc.name, err, f.endpoint)
+		}
+		if s := c.Stats(); s.Retries != 0 {
+			t.Fatalf("%s: stats %+v: a refusal spent a try", tc.name, s)
+		}
+	}
+}

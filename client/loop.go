@@ -35,6 +35,9 @@ type conn struct {
 	last int
 	// next is the broker to try when none answers the question of find.
 	next int
+	// why is what the last broker that refused said of why it does not
+	// serve ("" when it did not say), for the error when none serves.
+	why string
 }
 
 func newConn(zctx *zmq.Context, curve *CurveClient, eps []string) *conn {
@@ -63,6 +66,15 @@ func (cn *conn) drop(i int) {
 		_ = s.Close()
 		cn.socks[i] = nil
 	}
+}
+
+// refused is the reason a broker gave for not serving, for an error
+// text: "" when none gave one.
+func (cn *conn) refused() string {
+	if cn.why == "" {
+		return ""
+	}
+	return " (" + cn.why + ")"
 }
 
 func (cn *conn) dropAll() {
@@ -155,7 +167,11 @@ const maxRefusalBackoff = 100 * time.Millisecond
 
 // errNoActive: brokers answered, but none serves, is taking over, or may be
 // asked to take over.
-var errNoActive = errors.New("no active broker")
+var errNoActive = errors.New(noActive)
+
+// noActive is in the text of ErrUnavailable errors when brokers answered
+// but none serves.
+const noActive = "no active broker"
 
 // serve runs the Lazy Pirate loop for one call. With several brokers and
 // none known to serve, it first asks all of them which one does (find) and
@@ -207,8 +223,11 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 			// active broker that is not ready yet (taking over): ask it
 			// again.
 			c.refusals.Add(1)
+			if err == nil && len(frames) == 2 && len(frames[1]) > len("not active") {
+				cn.why = cn.eps[cn.active] + ": " + string(frames[1])
+			}
 			if time.Now().After(budget) {
-				return nil, fmt.Errorf("%w: %s: no active broker among %d within %s", ErrUnavailable, cl.service, n, time.Duration(tries)*c.cfg.Timeout)
+				return nil, fmt.Errorf("%w: %s: %s among %d within %s%s", ErrUnavailable, cl.service, noActive, n, time.Duration(tries)*c.cfg.Timeout, cn.refused())
 			}
 			if err != nil || !notReady(frames) {
 				c.elsewhere(cn, cl, "broker not active")
@@ -222,7 +241,7 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 			return nil, err
 		}
 		if try == tries {
-			return nil, fmt.Errorf("%w: %s after %d tries of %s", ErrUnavailable, cl.service, tries, c.cfg.Timeout)
+			return nil, fmt.Errorf("%w: %s after %d tries of %s%s", ErrUnavailable, cl.service, tries, c.cfg.Timeout, cn.refused())
 		}
 		try++
 		c.retries.Add(1)
@@ -406,6 +425,9 @@ func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 				c.log.Debug("odd role answer", "broker", cn.eps[i], "err", err)
 			}
 			answers[i] = &a
+			if a.Why != "" {
+				cn.why = cn.eps[i] + ": " + a.Why
+			}
 			if waitFor[i] {
 				waiting--
 			}
@@ -464,7 +486,8 @@ func notReady(frames [][]byte) bool {
 // notActive reports a refusal by a broker that is not the active one
 // (titanic.Refusal: 500 + "not active").
 func notActive(frames [][]byte) bool {
-	return len(frames) == 2 && string(frames[0]) == "500" && string(frames[1]) == "not active"
+	return len(frames) == 2 && string(frames[0]) == "500" &&
+		(string(frames[1]) == "not active" || strings.HasPrefix(string(frames[1]), "not active: "))
 }
 
 var errTimeout = errors.New("timeout")

@@ -90,6 +90,25 @@ func (c *Client) Status(ctx context.Context, ticket string) (Status, error) {
 	return parseStatus(ticket, rep)
 }
 
+// StatusBody looks a ticket up as Status does and returns its request
+// body too (titanic.status [ticket | "body"]). A broker older than this
+// extension refuses the request: ErrRejected.
+func (c *Client) StatusBody(ctx context.Context, ticket string) (Status, [][]byte, error) {
+	rep, err := c.do(ctx, svcStatus, [][]byte{[]byte(ticket), []byte("body")})
+	if err != nil {
+		return Status{}, nil, err
+	}
+	if len(rep) < 7 {
+		st, err := parseStatus(ticket, rep)
+		return st, nil, err
+	}
+	st, err := parseStatus(ticket, rep[:7])
+	if err != nil {
+		return Status{}, nil, err
+	}
+	return st, rep[7:], nil
+}
+
 // parseStatus decodes a titanic.status answer:
 // [200 | state | attempts | service | created | updated | reason].
 func parseStatus(ticket string, rep [][]byte) (Status, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
 )
 
@@ -130,6 +131,70 @@ func (s *Service) Close(ctx context.Context, id store.ID) error {
 		return ctx.Err()
 	}
 }
+
+// httpClient is the limits' account of submits made through Submit (the
+// HTTP API): one client, the zero route, which no ZeroMQ peer has.
+var httpClient broker.Client
+
+// Submit stores a new ticket as titanic.submit (key non-empty) or
+// titanic.request does over 9/TSP, with the same checks (service name,
+// key and body limits, the disk quota, the submit rate and in-flight
+// limit, all of Submit's callers counting as one client) and the same
+// guarantee: the ticket is returned only once it is durable. It returns
+// the ticket and whether it is the duplicate of one with the same key;
+// errors wrap ErrBadRequest (refused as malformed or too large),
+// ErrNotActive, ErrBusy (overloaded or over quota: retry later), or are
+// ctx's (the ticket may still be stored: resubmit with the key).
+func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key string) (store.ID, bool, error) {
+	if !s.active.Load() {
+		return store.ID{}, false, ErrNotActive
+	}
+	frames := append([][]byte{[]byte(service)}, body...)
+	if key != "" {
+		frames = append([][]byte{[]byte(key)}, frames...)
+	}
+	r, err := parseSubmit(frames, key != "")
+	if err != nil {
+		s.stats.badRequests.Add(1)
+		return store.ID{}, false, err
+	}
+	if n := bodySize(r.body); s.cfg.MaxBody > 0 && n > s.cfg.MaxBody {
+		s.stats.badRequests.Add(1)
+		return store.ID{}, false, badRequest("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody)
+	}
+	if out := s.overQuota(); out != nil {
+		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
+	}
+	if out := s.admit(httpClient, true); out != nil {
+		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
+	}
+	type result struct {
+		res store.Result
+		err error
+	}
+	done := make(chan result, 1)
+	err = s.storeSubmit(r, func(res store.Result, err error) {
+		s.release(httpClient)
+		done <- result{res, err}
+	})
+	if err != nil {
+		s.release(httpClient)
+		return store.ID{}, false, fmt.Errorf("submit: %w", ErrBusy)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return store.ID{}, false, fmt.Errorf("not stored: %w", r.err)
+		}
+		return r.res.ID, r.res.Duplicate, nil
+	case <-ctx.Done():
+		return store.ID{}, false, ctx.Err()
+	}
+}
+
+// ErrBadRequest is wrapped by the errors of requests refused as malformed
+// or over a limit (9/TSP answers them 400).
+var ErrBadRequest = errBadRequest
 
 // ErrBusy is wrapped by errors of requests refused because a queue is
 // full.

@@ -112,11 +112,6 @@ func (s *Service) drain() {
 
 // submit stores a new ticket and answers once it is durable.
 func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
-	id := store.NewID()
-	if s.cfg.MintTag != 0 {
-		id[15] = id[15]&0xf0 | s.cfg.MintTag&0x0f
-	}
-	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey}
 	keyed := req.Service == SvcSubmit
 	answer := func(out [][]byte) {
 		if keyed {
@@ -124,27 +119,15 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 		}
 		s.answer(req.Client, req.Service, out)
 	}
-	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
+	err := s.storeSubmit(r, func(res store.Result, err error) {
+		var kc *store.KeyConflictError
 		switch {
-		case batchErr != nil:
-			answer(replyText(CodeError, "not stored: "+batchErr.Error()))
+		case errors.As(err, &kc):
+			answer(replyText(CodeUnknown, keyConflictText(kc)))
 			return
-		case res.Err != nil:
-			var kc *store.KeyConflictError
-			if errors.As(res.Err, &kc) {
-				answer(replyText(CodeUnknown, keyConflictText(kc)))
-				return
-			}
-			answer(replyText(CodeError, "not stored: "+res.Err.Error()))
+		case err != nil:
+			answer(replyText(CodeError, "not stored: "+err.Error()))
 			return
-		}
-		s.stats.submits.Add(1)
-		if !res.Duplicate {
-			s.tallySubmit(r.service)
-			s.enlist(&entry{id: res.ID, service: r.service, seq: res.Seq, queued: op.Time}, r.body)
-			s.note(res.ID, "pending", r.service)
-		} else {
-			s.stats.duplicates.Add(1)
 		}
 		ticket := []byte(res.ID.String())
 		if keyed {
@@ -156,7 +139,7 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 			return
 		}
 		answer(reply(CodeOK, ticket))
-	}})
+	})
 	if err != nil {
 		return busyReply()
 	}
@@ -172,6 +155,36 @@ func keyConflictText(kc *store.KeyConflictError) string {
 		what = fmt.Sprintf("submitted to another service (%q)", kc.Service)
 	}
 	return KeyConflictPrefix + kc.Ticket.String() + ": " + what
+}
+
+// storeSubmit hands a parsed submit to the store, and calls done once it
+// is durable (a new ticket queued for dispatch, or the duplicate of a
+// keyed one) or failed. It returns errBusy when the commit queue is full.
+func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error)) error {
+	id := store.NewID()
+	if s.cfg.MintTag != 0 {
+		id[15] = id[15]&0xf0 | s.cfg.MintTag&0x0f
+	}
+	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey}
+	return s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
+		switch {
+		case batchErr != nil:
+			done(res, batchErr)
+			return
+		case res.Err != nil:
+			done(res, res.Err)
+			return
+		}
+		s.stats.submits.Add(1)
+		if !res.Duplicate {
+			s.tallySubmit(r.service)
+			s.enlist(&entry{id: res.ID, service: r.service, seq: res.Seq, queued: op.Time}, r.body)
+			s.note(res.ID, "pending", r.service)
+		} else {
+			s.stats.duplicates.Add(1)
+		}
+		done(res, nil)
+	}})
 }
 
 // enlist queues a durable pending ticket for dispatch; the broker is woken

@@ -121,24 +121,44 @@ func (s *Service) readReply(ctx context.Context, body [][]byte) ([][]byte, bool,
 	return replyText(CodePending, t.State.String()), false, nil
 }
 
+// StatusBody is the optional second frame of titanic.status that asks for
+// the request body: [ticket | "body"] is answered with the body's frames
+// after the reason. Without it the answer is the 7 frames every release
+// gives, so readers that know nothing of bodies never see them.
+const StatusBody = "body"
+
 func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool, error) {
+	withBody := len(body) == 2 && string(body[1]) == StatusBody
+	if withBody {
+		body = body[:1]
+	}
 	id, err := parseTicket(body)
 	if err != nil {
 		return nil, false, err
 	}
-	t, _, err := s.st.Reply(ctx, id)
+	var t store.Ticket
+	if withBody {
+		t, err = s.st.Get(ctx, id)
+	} else {
+		t, _, err = s.st.Reply(ctx, id)
+	}
 	if err != nil {
 		return nil, false, s.elsewhere(id, err)
 	}
+	req := t.Body
 	t = s.overlay(t)
-	return reply(CodeOK,
+	out := reply(CodeOK,
 		[]byte(t.State.String()),
 		[]byte(strconv.Itoa(t.Attempts)),
 		[]byte(t.Service),
 		[]byte(t.Created.UTC().Format(time.RFC3339Nano)),
 		[]byte(t.Updated.UTC().Format(time.RFC3339Nano)),
 		[]byte(t.Reason),
-	), t.State.Final(), nil
+	)
+	if withBody {
+		out = append(out, req...)
+	}
+	return out, t.State.Final(), nil
 }
 
 // ListMorePrefix starts the last frame of a titanic.list answer that

@@ -156,6 +156,7 @@ func runWait(e env) error {
 	fs := newFlags(e, "wait", "[flags] TICKET... | -")
 	cf := addWaitFlags(fs)
 	parallel := fs.Int("parallel", 8, "tickets waited for at once")
+	asJSON := addJSONFlag(fs)
 	if err := parseFlags(fs, e.args); err != nil {
 		return err
 	}
@@ -179,8 +180,12 @@ func runWait(e env) error {
 	var failed, unknown, pending int
 	var wg sync.WaitGroup
 	work := make(chan string)
-	for range max(*parallel, 1) {
-		c, err := cf.dial(e)
+	for i := range max(*parallel, 1) {
+		var tune []func(*client.Config)
+		if i == 0 {
+			tune = append(tune, identify("wait")) // one presence per command
+		}
+		c, err := cf.dial(e, tune...)
 		if err != nil {
 			close(work)
 			return err
@@ -221,7 +226,17 @@ func runWait(e env) error {
 				default:
 					failed++
 				}
-				fmt.Fprintf(e.stdout, "%s\t%s\n", tk, state)
+				if *asJSON {
+					// One object per ticket, as each is answered.
+					st, msg, _ := strings.Cut(state, ": ")
+					_ = printJSON(e.stdout, struct {
+						ID    string `json:"id"`
+						State string `json:"state"`
+						Error string `json:"error,omitempty"`
+					}{tk, st, msg})
+				} else {
+					fmt.Fprintf(e.stdout, "%s\t%s\n", tk, state)
+				}
 				mu.Unlock()
 			}
 		}()

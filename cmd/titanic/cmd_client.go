@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/titanic"
 )
 
 // EnvBrokers names the environment variable with the broker list of client
@@ -110,6 +114,31 @@ func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, 
 	return client.New(cfg)
 }
 
+// identify makes a waiting command's client present at the broker
+// (titanic.hello) under a name that says what and where it is, so that
+// `titanic clients` shows who waits; commands that ask once and leave
+// stay anonymous (a hello would cost them a round trip for nothing).
+func identify(name string) func(*client.Config) {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	id := fmt.Sprintf("titanic-%s@%s/%d", name, strings.ReplaceAll(host, " ", "_"), os.Getpid())
+	return func(cfg *client.Config) { cfg.ID = id[:min(len(id), titanic.MaxClientID)] }
+}
+
+// isTerminal reports whether f, a standard stream, is a terminal (a
+// character device): then nobody pipes a body in and a read of standard
+// input waits for typing, and output may be redrawn in place.
+func isTerminal(stream any) bool {
+	f, ok := stream.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
 func runSubmit(e env) error {
 	fs := newFlags(e, "submit", "[flags] SERVICE [BODY | -]   (no BODY or -: read standard input)")
 	cf := addWaitFlags(fs)
@@ -117,12 +146,13 @@ func runSubmit(e env) error {
 	wait := fs.Bool("wait", false, "wait for the reply and print it instead of the ticket")
 	from := fs.String("from", "", "submit one request per line of FILE (-: standard input); prints TICKET<TAB>LINE, a progress bar and a summary")
 	parallel := fs.Int("parallel", client.DefaultMaxPending, "with --from: submits in flight at once (pipelined on one connection)")
+	asJSON := addJSONFlag(fs)
 	if err := parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	if *from != "" {
-		if fs.NArg() != 1 || *wait {
-			return usagef("--from FILE wants SERVICE only, and no --wait (use titanic wait)")
+		if fs.NArg() != 1 || *wait || *asJSON {
+			return usagef("--from FILE wants SERVICE only, and no --wait (use titanic wait) nor --json")
 		}
 		return submitFrom(e, cf, fs.Arg(0), *from, *key, *parallel)
 	}
@@ -133,13 +163,22 @@ func runSubmit(e env) error {
 	if fs.NArg() == 2 && fs.Arg(1) != "-" {
 		body = []byte(fs.Arg(1))
 	} else {
+		if isTerminal(e.stdin) {
+			// As cat or psql do on a terminal, but saying so: a silent
+			// wait looks like a hang.
+			fmt.Fprintln(e.stderr, "titanic submit: reading the request body from standard input; end it with Ctrl-D (or give BODY as an argument)")
+		}
 		b, err := io.ReadAll(e.stdin)
 		if err != nil {
 			return fmt.Errorf("read standard input: %w", err)
 		}
 		body = b
 	}
-	c, err := cf.dial(e)
+	var tune []func(*client.Config)
+	if *wait {
+		tune = append(tune, identify("submit"))
+	}
+	c, err := cf.dial(e, tune...)
 	if err != nil {
 		return err
 	}
@@ -153,12 +192,17 @@ func runSubmit(e env) error {
 		return err
 	}
 	if !*wait {
+		if *asJSON {
+			return printJSON(e.stdout, struct {
+				ID string `json:"id"`
+			}{ticket})
+		}
 		fmt.Fprintln(e.stdout, ticket)
 		return nil
 	}
 	fmt.Fprintln(e.stderr, ticket)
 	warnNoWorker(e, c, fs.Arg(0))
-	return printReply(e, cf, c, ticket, true)
+	return printReply(e, cf, c, ticket, true, *asJSON)
 }
 
 // warnNoWorker asks the broker (8/MMI) whether service has a worker and
@@ -175,7 +219,7 @@ func warnNoWorker(e env, c *client.Client, service string) {
 	fmt.Fprintf(e.stderr, "titanic submit: warning: no worker serves %q now; waiting for one (the ticket waits queue.no_worker_timeout, 1h by default, then fails; --wait-timeout bounds this wait)\n", service)
 }
 
-func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait bool) error {
+func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait, asJSON bool) error {
 	var frames [][]byte
 	var err error
 	if wait {
@@ -191,6 +235,9 @@ func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait boo
 	if err != nil {
 		return err
 	}
+	if asJSON {
+		return printJSON(e.stdout, toReplyJSON(ticket, frames))
+	}
 	for _, f := range frames {
 		if _, err := e.stdout.Write(f); err != nil {
 			return err
@@ -201,7 +248,9 @@ func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait boo
 
 // ticketCommand parses the flags and the single TICKET argument; extra,
 // if given, adds the command's own flags and says whether it waits.
-func ticketCommand(e env, name string, extra func(fs *flag.FlagSet) (waits bool)) (*client.Client, clientFlags, string, error) {
+// present, if given, is called after parsing: true makes the client
+// present at the broker (identify).
+func ticketCommand(e env, name string, extra func(fs *flag.FlagSet) (waits bool), present func() bool) (*client.Client, clientFlags, string, error) {
 	fs := newFlags(e, name, "[flags] TICKET")
 	var cf clientFlags
 	if extra != nil && extra(fs) {
@@ -215,43 +264,109 @@ func ticketCommand(e env, name string, extra func(fs *flag.FlagSet) (waits bool)
 	if fs.NArg() != 1 {
 		return nil, cf, "", usagef("want exactly one TICKET")
 	}
-	c, err := cf.dial(e)
+	var tune []func(*client.Config)
+	if present != nil && present() {
+		tune = append(tune, identify(name))
+	}
+	c, err := cf.dial(e, tune...)
 	return c, cf, fs.Arg(0), err
 }
 
 func runStatus(e env) error {
-	c, _, ticket, err := ticketCommand(e, "status", nil)
+	var withBody, asJSON *bool
+	c, _, ticket, err := ticketCommand(e, "status", func(fs *flag.FlagSet) bool {
+		withBody = fs.Bool("body", false, "show the request body too: printable text as it is, else its size (--json gives it in base64)")
+		asJSON = addJSONFlag(fs)
+		return false
+	}, nil)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	st, err := c.Status(e.ctx, ticket)
+	var st client.Status
+	var body [][]byte
+	if *withBody {
+		st, body, err = c.StatusBody(e.ctx, ticket)
+	} else {
+		st, err = c.Status(e.ctx, ticket)
+	}
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		return printJSON(e.stdout, toStatusJSON(st, body, *withBody))
 	}
 	fmt.Fprintf(e.stdout, "ticket:   %s\nservice:  %s\nstate:    %s\nattempts: %d\ncreated:  %s\nupdated:  %s\n",
 		ticket, st.Service, st.State, st.Attempts, st.Created.Format(time.RFC3339Nano), st.Updated.Format(time.RFC3339Nano))
 	if st.Reason != "" {
 		fmt.Fprintf(e.stdout, "reason:   %s\n", st.Reason)
 	}
+	if *withBody {
+		printBody(e.stdout, body)
+	}
 	return nil
 }
 
+// printBody shows a request body after a status: its size, then each
+// frame that is printable text as it is; a binary frame is named, not
+// written, so that a terminal is not fed control bytes.
+func printBody(w io.Writer, body [][]byte) {
+	n := 0
+	for _, f := range body {
+		n += len(f)
+	}
+	if len(body) == 1 {
+		fmt.Fprintf(w, "body:     %d bytes\n", n)
+	} else {
+		fmt.Fprintf(w, "body:     %d bytes in %d frames\n", n, len(body))
+	}
+	for i, f := range body {
+		if len(body) > 1 {
+			fmt.Fprintf(w, "--- frame %d, %d bytes\n", i+1, len(f))
+		}
+		if !printable(f) {
+			fmt.Fprintf(w, "(binary, not shown: titanic status --body --json gives it in base64)\n")
+			continue
+		}
+		if _, err := w.Write(f); err != nil {
+			return
+		}
+		if len(f) > 0 && f[len(f)-1] != '\n' {
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+// printable reports whether b is text a terminal shows as it is: UTF-8
+// without control characters other than tab and newlines.
+func printable(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if unicode.IsControl(r) && r != '\n' && r != '\t' && r != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
 func runReply(e env) error {
-	var wait *bool
+	var wait, asJSON *bool
 	c, cf, ticket, err := ticketCommand(e, "reply", func(fs *flag.FlagSet) bool {
 		wait = fs.Bool("wait", false, "wait until the ticket is answered")
+		asJSON = addJSONFlag(fs)
 		return true
-	})
+	}, func() bool { return *wait })
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	return printReply(e, cf, c, ticket, *wait)
+	return printReply(e, cf, c, ticket, *wait, *asJSON)
 }
 
 func runClose(e env) error {
-	c, _, ticket, err := ticketCommand(e, "close", nil)
+	c, _, ticket, err := ticketCommand(e, "close", nil, nil)
 	if err != nil {
 		return err
 	}
@@ -260,7 +375,7 @@ func runClose(e env) error {
 }
 
 func runRetry(e env) error {
-	c, _, ticket, err := ticketCommand(e, "retry", nil)
+	c, _, ticket, err := ticketCommand(e, "retry", nil, nil)
 	if err != nil {
 		return err
 	}
@@ -279,6 +394,7 @@ func runTickets(e env) error {
 	state := fs.String("state", "", "only tickets in this state: pending, dispatched, done or failed")
 	after := fs.String("after", "", "start after this ticket (paging)")
 	limit := fs.Int("limit", 100, "at most this many tickets (max 1000)")
+	asJSON := addJSONFlag(fs)
 	c, err := dialNoArgs(e, fs, cf)
 	if err != nil {
 		return err
@@ -287,6 +403,27 @@ func runTickets(e env) error {
 	ts, err := c.List(e.ctx, client.ListOptions{Service: *service, State: *state, After: *after, Limit: *limit})
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		// One document, as the HTTP API's page: next is the --after of
+		// the next page ("" when this one was not full).
+		type row struct {
+			ID       string `json:"id"`
+			Service  string `json:"service"`
+			State    string `json:"state"`
+			Attempts int    `json:"attempts"`
+		}
+		out := struct {
+			Tickets []row  `json:"tickets"`
+			Next    string `json:"next"`
+		}{Tickets: make([]row, 0, len(ts))}
+		for _, t := range ts {
+			out.Tickets = append(out.Tickets, row{t.Ticket, t.Service, t.State, t.Attempts})
+		}
+		if len(ts) > 0 && len(ts) >= *limit {
+			out.Next = ts[len(ts)-1].Ticket
+		}
+		return printJSON(e.stdout, out)
 	}
 	for _, t := range ts {
 		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%d\n", t.Ticket, t.Service, t.State, t.Attempts)
@@ -300,11 +437,14 @@ func runTickets(e env) error {
 	return nil
 }
 
-// runClients lists the clients present at a broker (those that identify
-// themselves with a client id).
+// runClients lists the clients present at a broker: those that identify
+// themselves with a client id (client.Config.ID, titanic.hello), which
+// titanic's waiting commands do; commands that ask once and leave do not.
 func runClients(e env) error {
 	fs := newFlags(e, "clients", "[flags]")
-	c, err := dialNoArgs(e, fs, addClientFlags(fs))
+	cf := addClientFlags(fs)
+	asJSON := addJSONFlag(fs)
+	c, err := dialNoArgs(e, fs, cf)
 	if err != nil {
 		return err
 	}
@@ -315,6 +455,33 @@ func runClients(e env) error {
 	}
 	if len(rep) == 0 || string(rep[0]) != "200" {
 		return fmt.Errorf("clients: %q", rep)
+	}
+	if *asJSON {
+		type row struct {
+			ID    string    `json:"id"`
+			Since time.Time `json:"since"`
+			Seen  time.Time `json:"seen"`
+		}
+		out := struct {
+			Clients []row `json:"clients"`
+		}{Clients: []row{}}
+		for _, line := range rep[1:] {
+			f := strings.Fields(string(line))
+			if len(f) != 3 {
+				continue
+			}
+			since, _ := strconv.ParseInt(f[1], 10, 64)
+			seen, _ := strconv.ParseInt(f[2], 10, 64)
+			out.Clients = append(out.Clients, row{f[0], time.UnixMilli(since).UTC(), time.UnixMilli(seen).UTC()})
+		}
+		return printJSON(e.stdout, out)
+	}
+	if len(rep) == 1 {
+		// An empty list is no error, but it puzzles: say what is listed.
+		fmt.Fprintln(e.stderr, "titanic clients: no client present at this broker. Listed are the clients that identify themselves"+
+			" (Go client.Config.ID, the titanic.hello extension): programs, and titanic's waiting commands (submit --wait,"+
+			" reply --wait, wait) while they wait; one-shot commands (submit, status, ...) and workers are not listed"+
+			" (workers: the HTTP API's /api/v1/workers)")
 	}
 	for _, line := range rep[1:] {
 		f := strings.Fields(string(line))

@@ -21,6 +21,7 @@ func runCluster(e env) error {
 	}
 	fs := newFlags(e, "cluster", "[join|leave|forget-peer-split] [flags] [ID [RAFT-ADDR]]\n\n  titanic cluster --broker A,B,C               status of every node, lag behind the leader\n  titanic cluster join --broker A,B,C ID ADDR   add a raft voter (sent to the leader)\n  titanic cluster leave --broker A,B,C ID       remove a member\n  titanic cluster forget-peer-split --broker A  pair: stop answering \"not ready\" for tickets the absent peer\n                                               may have acknowledged alone (they answer 400 until it returns)")
 	cf := addClientFlags(fs)
+	asJSON := addJSONFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -51,7 +52,7 @@ func runCluster(e env) error {
 	if fs.NArg() > 0 {
 		return usagef("unknown cluster command %q: want join, leave or forget-peer-split", fs.Arg(0))
 	}
-	return clusterStatus(e, cf)
+	return clusterStatus(e, cf, *asJSON)
 }
 
 // clusterChange sends a membership change; the client moves on from
@@ -94,7 +95,7 @@ func (n nodeStatus) num(k string) uint64 {
 
 // clusterStatus asks every broker for its raft status and prints them with
 // their lag behind the leader's commit index.
-func clusterStatus(e env, cf clientFlags) error {
+func clusterStatus(e env, cf clientFlags, asJSON bool) error {
 	var nodes []nodeStatus
 	for _, ep := range brokerList(e, *cf.brokers) {
 		n := nodeStatus{endpoint: ep, kv: map[string]string{}}
@@ -136,6 +137,9 @@ func clusterStatus(e env, cf clientFlags) error {
 			members = n.members
 			clusterVersion = n.kv["cluster_version"]
 		}
+	}
+	if asJSON {
+		return clusterJSON(e, nodes, leaderCommit, members)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tENDPOINT\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAG\tVERSION")
@@ -217,5 +221,71 @@ func forgetPeerSplit(e env, cf clientFlags) error {
 		return fmt.Errorf("%s: %q", ha.SvcForget, rep)
 	}
 	fmt.Fprintln(e.stdout, string(rep[1]))
+	return nil
+}
+
+// clusterJSON prints `cluster --json`: one document with every node asked
+// and the members as the leader (else the first node reached) has them.
+func clusterJSON(e env, nodes []nodeStatus, leaderCommit uint64, members []string) error {
+	type nodeJSON struct {
+		Endpoint string `json:"endpoint"`
+		Reached  bool   `json:"reached"`
+		Error    string `json:"error,omitempty"`
+		// Single: a single node (no replication): no raft fields.
+		Single  bool   `json:"single,omitempty"`
+		ID      string `json:"id,omitempty"`
+		State   string `json:"state,omitempty"`
+		Term    uint64 `json:"term,omitempty"`
+		Commit  uint64 `json:"commit,omitempty"`
+		Applied uint64 `json:"applied,omitempty"`
+		// Lag is the leader's commit index minus this node's applied
+		// index; absent when no leader was reached.
+		Lag *int64 `json:"lag,omitempty"`
+	}
+	type memberJSON struct {
+		ID   string `json:"id"`
+		Addr string `json:"addr"`
+		Role string `json:"role"`
+	}
+	out := struct {
+		Nodes   []nodeJSON   `json:"nodes"`
+		Leader  bool         `json:"leader"` // a leader was among the nodes reached
+		Members []memberJSON `json:"members"`
+	}{Nodes: []nodeJSON{}, Members: []memberJSON{}}
+	reached := 0
+	for _, n := range nodes {
+		nj := nodeJSON{Endpoint: n.endpoint, Reached: n.err == nil, Single: n.single}
+		if n.err != nil {
+			nj.Error = n.err.Error()
+		} else {
+			reached++
+		}
+		if n.err == nil && !n.single {
+			nj.ID, nj.State = n.kv["id"], n.kv["state"]
+			nj.Term, nj.Commit, nj.Applied = n.num("term"), n.num("commit"), n.num("applied")
+			if leaderCommit > 0 {
+				lag := int64(leaderCommit) - int64(nj.Applied)
+				nj.Lag = &lag
+			}
+			if members == nil {
+				members = n.members
+			}
+		}
+		out.Nodes = append(out.Nodes, nj)
+	}
+	out.Leader = leaderCommit > 0
+	for _, m := range members {
+		f := strings.SplitN(m, ",", 3)
+		for len(f) < 3 {
+			f = append(f, "")
+		}
+		out.Members = append(out.Members, memberJSON{f[0], f[1], f[2]})
+	}
+	if err := printJSON(e.stdout, out); err != nil {
+		return err
+	}
+	if reached == 0 {
+		return fmt.Errorf("%w: no node answered", client.ErrUnavailable)
+	}
 	return nil
 }

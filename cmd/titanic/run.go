@@ -97,9 +97,15 @@ type dialed struct {
 
 // unavailable explains "no broker answered": where the command looked, how
 // long, and how to point it elsewhere.
-func (d *dialed) unavailable() string {
+func (d *dialed) unavailable(err error) string {
 	if d == nil || len(d.brokers) == 0 {
 		return ""
+	}
+	if strings.Contains(err.Error(), "no active broker") {
+		// They answered: "is a broker running there?" would mislead.
+		return fmt.Sprintf("\n  tried %s: they answered, but none serves clients now (a pair's passive node, a raft follower,"+
+			"\n  a pair node waiting for its peer: the reason, when the broker gave one, is above, and in its log)."+
+			" Other brokers: --broker A,B or $%s", strings.Join(d.brokers, ", "), EnvBrokers)
 	}
 	return fmt.Sprintf("\n  tried %s: %d tries of %s (--retries, --try-timeout) per broker, no answer."+
 		"\n  Is a broker running there? (A CURVE broker does not answer a key outside its allowlist,"+
@@ -144,7 +150,7 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		}
 		hint := ""
 		if errors.Is(err, client.ErrUnavailable) {
-			hint = d.unavailable()
+			hint = d.unavailable(err)
 		}
 		fmt.Fprintf(stderr, "titanic %s: %v%s\n", c.name, err, hint)
 		return exitCode(err)

@@ -263,7 +263,7 @@ func answerType(rep [][]byte, err error) (Type, string, string) {
 	switch {
 	case code == "200":
 		return OK, code, ""
-	case code == "400", code == "500" && (text == "not active" || strings.HasPrefix(text, "not ready")):
+	case code == "400", code == "500" && (text == "not active" || strings.HasPrefix(text, "not active: ") || strings.HasPrefix(text, "not ready")):
 		return Fail, code, text
 	}
 	return Info, code, text

@@ -61,6 +61,7 @@ type Pair struct {
 	forgotten    atomic.Bool
 
 	staleWarned bool      // Run's goroutine only
+	waitWarned  bool      // Run's goroutine only
 	retryAt     time.Time // Run's goroutine only: next reconcile
 	peer        Requester // Run's goroutine only
 	// Run's goroutine only: whether the peer, not a voter, runs a
@@ -212,7 +213,34 @@ func (p *Pair) Refusal(service string) [][]byte {
 		}
 		return nil
 	}
+	if why := p.Waiting(); why != "" && strings.HasPrefix(service, titanic.Prefix) {
+		// Still "not active" first: clients move on to another node as
+		// from any refusal; people read why.
+		return [][]byte{[]byte("500"), []byte(why)}
+	}
 	return titanic.Refusal(service)
+}
+
+// Waiting says why this node refuses clients while it waits for its
+// peer: it has never been in sync with it (a new pair's node started
+// alone, or a node restarted whose peer went away before it caught up),
+// and the peer is not heard. Empty otherwise: a passive node beside a
+// live active one, or a node that may take over.
+func (p *Pair) Waiting() string {
+	if p.caughtUp.Load() || p.star.State() == binarystar.StateActive || p.star.PeerAlive() {
+		return ""
+	}
+	return titanic.NotActive + ": waiting for the peer " + p.peerName() + " to be in sync once" +
+		" (a pair node serves only after it has been in sync with its peer: start both nodes of a new pair)"
+}
+
+// peerName names the peer for people: its id and where it is.
+func (p *Pair) peerName() string {
+	where := p.peerEndpoint
+	if where == "" {
+		where = p.peerAddr
+	}
+	return p.peerID + " at " + where
 }
 
 // NotReady is the text of an active node's refusal while it is not ready.
@@ -291,6 +319,14 @@ func (p *Pair) sync(ctx context.Context) {
 	if !p.caughtUp.Load() && (leader || p.memberSinceStart()) {
 		p.caughtUp.Store(true)
 		p.log.Info("caught up with the active peer: may take over if it fails")
+	}
+	if !p.waitWarned && !p.caughtUp.Load() && !peerAlive && !active {
+		// Said once: "broker ready" came before, and without this line
+		// a new pair's primary started alone refuses every client in
+		// silence.
+		p.waitWarned = true
+		p.log.Warn("not serving until this node has been in sync with its peer once: waiting for the peer; clients are refused \"not active\" meanwhile (a new pair: start both nodes)",
+			"peer", p.peerID, "peer_endpoint", p.peerEndpoint, "peer_raft", p.peerAddr)
 	}
 	if !active {
 		p.demote("binary star: " + p.star.State().String())

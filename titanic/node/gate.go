@@ -33,6 +33,9 @@ func (g *drainGate) role() probe.Answer {
 	a := probe.Answer{Serving: !g.draining.Load() && g.Active()}
 	if p, ok := g.inner.(*ha.Pair); ok {
 		a.Star = strings.ToLower(p.State().String())
+		if !a.Serving {
+			a.Why = p.Waiting()
+		}
 	}
 	return a
 }

@@ -50,6 +50,26 @@ func (o *opsSources) Close(ctx context.Context, id store.ID) error {
 	return err
 }
 
+func (o *opsSources) Submit(ctx context.Context, service string, body [][]byte, key string) (string, bool, error) {
+	if o.gate.draining.Load() {
+		return "", false, fmt.Errorf("%w: draining", ops.ErrNotActive)
+	}
+	id, dup, err := o.svc.Submit(ctx, service, body, key)
+	switch {
+	case errors.Is(err, titanic.ErrBadRequest):
+		return "", false, fmt.Errorf("%w: %w", ops.ErrBadRequest, err)
+	case errors.Is(err, store.ErrKeyConflict):
+		return "", false, fmt.Errorf("%w: %w", ops.ErrConflict, err)
+	case errors.Is(err, titanic.ErrNotActive), errors.Is(err, replica.ErrNotLeader):
+		return "", false, fmt.Errorf("%w: %w", ops.ErrNotActive, err)
+	case errors.Is(err, titanic.ErrBusy):
+		return "", false, fmt.Errorf("%w: %w", ops.ErrBusy, err)
+	case err != nil:
+		return "", false, err
+	}
+	return id.String(), dup, nil
+}
+
 func (o *opsSources) Queues(ctx context.Context) ([]ops.Queue, error) {
 	st, err := o.bolt.Stats(ctx)
 	if err != nil {
@@ -162,6 +182,7 @@ func startHTTP(c HTTPConfig, src *opsSources, hooks *latencyHooks, log *slog.Log
 	oc := ops.DefaultConfig()
 	oc.Tickets, oc.Queues, oc.Workers, oc.Counters, oc.Clients, oc.QueueStats = src, src, src, src, src, src
 	oc.Cluster = src // single mode too: it reports the peers
+	oc.Submitter = src
 	oc.Version, oc.Logger = c.Version, log
 	oc.Token = c.Token
 	srv, err := ops.New(oc)
@@ -178,7 +199,7 @@ func startHTTP(c HTTPConfig, src *opsSources, hooks *latencyHooks, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s (http.listen): %w", c.Listen, err)
 	}
-	log.Info("http listening", "addr", ln.Addr().String(), "token", oc.Token != "")
+	// ops.Server.Serve logs "ops http listening" with the address.
 	return func(ctx context.Context) error { return srv.Serve(ctx, ln) }, nil
 }
 

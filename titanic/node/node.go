@@ -363,7 +363,12 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() {
 		select {
 		case <-n.b.Ready():
-			n.log.Info("broker ready", "endpoints", n.b.Endpoints(), "data", n.path, "mode", n.Mode())
+			// The one start-up "ready" line (the broker's own is Debug).
+			attrs := []any{"endpoints", n.b.Endpoints(), "data", n.path, "mode", n.Mode()}
+			if c := n.cfg.Broker.Curve; c != nil {
+				attrs = append(attrs, "curve", true, "server_key", c.Server.Public)
+			}
+			n.log.Info("broker ready", attrs...)
 		case <-run.Done():
 		}
 	}()

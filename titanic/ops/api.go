@@ -23,7 +23,13 @@ func (s *Server) routes() error {
 	get := []string{http.MethodGet, http.MethodHead}
 	s.mux.Handle("/healthz", allow(get, s.healthz))
 	s.mux.Handle("/metrics", s.authorized(allow(get, s.metrics.handler.ServeHTTP)))
-	api("/api/v1/tickets", get, s.listTickets)
+	api("/api/v1/tickets", []string{http.MethodGet, http.MethodHead, http.MethodPost}, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			s.submit(w, r)
+			return
+		}
+		s.listTickets(w, r)
+	})
 	api("/api/v1/tickets/{id}", []string{http.MethodGet, http.MethodHead, http.MethodDelete}, s.ticket)
 	api("/api/v1/services", get, s.services)
 	api("/api/v1/workers", get, s.workers)
@@ -79,6 +85,10 @@ func (s *Server) sourceError(w http.ResponseWriter, r *http.Request, what string
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "unknown ticket")
+	case errors.Is(err, ErrBadRequest):
+		writeError(w, http.StatusBadRequest, "%s: %v", what, err)
+	case errors.Is(err, ErrConflict):
+		writeError(w, http.StatusConflict, "%s: %v", what, err)
 	case errors.Is(err, ErrNotActive):
 		writeError(w, http.StatusServiceUnavailable, "%s: %v", what, err)
 	case errors.Is(err, ErrBusy):
@@ -274,6 +284,77 @@ func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// submitRequest is the JSON of POST /api/v1/tickets: the body as text
+// (Body) or as base64 (BodyBase64), one frame; or Frames, several.
+type submitRequest struct {
+	Service    string   `json:"service"`
+	Body       *string  `json:"body"`
+	BodyBase64 []byte   `json:"body_base64"`
+	Frames     [][]byte `json:"frames"`
+	Key        string   `json:"key"`
+}
+
+// submit: POST /api/v1/tickets → 201 {"id", "duplicate"}. Only with a JSON
+// Content-Type: a cross-site HTML form cannot send one, and a cross-site
+// script sending one needs a CORS preflight, which this server never
+// grants; with a token, only its holders submit.
+func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Submitter == nil {
+		unavailable(w, "submit")
+		return
+	}
+	if mt, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";"); !strings.EqualFold(strings.TrimSpace(mt), "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, "submit wants Content-Type: application/json")
+		return
+	}
+	var req submitRequest
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, "submit: request over %d bytes (submit larger bodies over 9/TSP)", tooLarge.Limit)
+			return
+		}
+		writeError(w, http.StatusBadRequest, "submit: %v", err)
+		return
+	}
+	var body [][]byte
+	n := 0
+	if req.Body != nil {
+		body, n = [][]byte{[]byte(*req.Body)}, n+1
+	}
+	if req.BodyBase64 != nil {
+		body, n = [][]byte{req.BodyBase64}, n+1
+	}
+	if req.Frames != nil {
+		body, n = req.Frames, n+1
+	}
+	if n != 1 || req.Service == "" || len(body) == 0 {
+		writeError(w, http.StatusBadRequest, `submit: want {"service": NAME} and one of "body" (text), "body_base64" or "frames" (a list of base64 frames, at least one)`)
+		return
+	}
+	if role, active := s.role(); !active {
+		writeError(w, http.StatusServiceUnavailable, "not active: this node is %s; submit on the active node", role)
+		return
+	}
+	ctx, cancel := s.ctx(r)
+	defer cancel()
+	id, dup, err := s.cfg.Submitter.Submit(ctx, req.Service, body, req.Key)
+	if err != nil {
+		s.sourceError(w, r, "submit", err)
+		return
+	}
+	code := http.StatusCreated
+	if dup {
+		code = http.StatusOK // nothing created: the ticket of the first submit
+	}
+	writeJSON(w, code, struct {
+		ID        string `json:"id"`
+		Duplicate bool   `json:"duplicate"`
+	}{id, dup})
 }
 
 func (s *Server) closeTicket(ctx context.Context, w http.ResponseWriter, r *http.Request, id store.ID) {

@@ -309,11 +309,15 @@ func TestUnavailableSources(t *testing.T) {
 	}
 	fx.getJSON(t, http.MethodGet, "/api/v1/cluster", http.StatusOK, nil)
 	fx.getJSON(t, http.MethodGet, "/api/v1/clients", http.StatusOK, nil)
+	// No Submitter: POST answers 503, it does not pretend to submit.
+	fx.wantError(t, http.MethodPost, "/api/v1/tickets", http.StatusServiceUnavailable, "submit not available")
 }
 
 func TestRouting(t *testing.T) {
 	fx := newFixture(t, nil)
-	fx.wantError(t, http.MethodPost, "/api/v1/tickets", http.StatusMethodNotAllowed, "POST not allowed")
+	// POST submits (TestSubmit); other writes are not allowed.
+	fx.wantError(t, http.MethodPut, "/api/v1/tickets", http.StatusMethodNotAllowed, "PUT not allowed")
+	fx.wantError(t, http.MethodPatch, "/api/v1/tickets", http.StatusMethodNotAllowed, "PATCH not allowed")
 	fx.wantError(t, http.MethodPut, "/api/v1/tickets/"+fx.done.String(), http.StatusMethodNotAllowed, "not allowed")
 	fx.wantError(t, http.MethodDelete, "/api/v1/services", http.StatusMethodNotAllowed, "not allowed")
 	fx.wantError(t, http.MethodGet, "/api/v1/nothing", http.StatusNotFound, "no such endpoint")

@@ -28,6 +28,8 @@ type Config struct {
 	Clients  Clients
 	// QueueStats serves /api/v1/queues: titanic.stats as JSON.
 	QueueStats QueueStats
+	// Submitter takes POST /api/v1/tickets; nil: the endpoint answers 503.
+	Submitter Submitter
 
 	// Token, when set, is required as "Authorization: Bearer TOKEN" by
 	// /metrics and /api/v1/*; /healthz and the dashboard's static files
@@ -58,6 +60,9 @@ type Config struct {
 	// /healthz); more are answered 503.
 	MaxHeaderBytes int
 	MaxBodyBytes   int64
+	// MaxSubmitBytes bounds the request of POST /api/v1/tickets (the
+	// JSON, with a base64 body a third larger than the body itself).
+	MaxSubmitBytes int64
 	MaxReplyBytes  int
 	MaxInFlight    int
 
@@ -75,6 +80,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:   5 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		MaxBodyBytes:      64 << 10,
+		MaxSubmitBytes:    1 << 20,
 		MaxReplyBytes:     1 << 20,
 		MaxInFlight:       64,
 		Logger:            slog.Default(),
@@ -105,6 +111,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: MaxHeaderBytes must be positive", ErrConfig)
 	case c.MaxBodyBytes <= 0:
 		return fmt.Errorf("%w: MaxBodyBytes must be positive", ErrConfig)
+	case c.MaxSubmitBytes <= 0:
+		return fmt.Errorf("%w: MaxSubmitBytes must be positive", ErrConfig)
 	case c.MaxReplyBytes < 0:
 		return fmt.Errorf("%w: MaxReplyBytes must not be negative", ErrConfig)
 	case c.MaxInFlight <= 0:

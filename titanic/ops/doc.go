@@ -18,6 +18,9 @@
 //	GET    /metrics                 Prometheus text exposition (private registry)
 //	GET    /api/v1/tickets          ?service=&state=&after=&limit=&order=oldest|newest
 //	                                → {"tickets": [...], "next": "<after= of the next page, or empty>"}
+//	POST   /api/v1/tickets          submit: Content-Type application/json only (no cross-site form, no simple
+//	                                CORS request), {"service", "body"|"body_base64"|"frames", "key"}
+//	                                → 201 {"id", "duplicate": false}, 200 for a duplicate key; 503 not active
 //	GET    /api/v1/tickets/{id}     status, attempts, times, reason; the reply frames (base64) when done
 //	DELETE /api/v1/tickets/{id}     close (delete) the ticket; 503 on a node that is not active
 //	GET    /api/v1/services         per service: tickets by state, oldest unfinished, workers idle/busy
@@ -28,8 +31,9 @@
 //	GET    /api/v1/queues           per service: pending, delayed, in flight, done, failed, workers, rates (titanic.stats)
 //	GET    /                        the dashboard (embedded HTML, CSS and JavaScript)
 //
-// Errors are JSON {"error": "..."}: 400 for a malformed ID or query, 401
-// without the token, 404 for an unknown ticket or endpoint, 405 for a
+// Errors are JSON {"error": "..."}: 400 for a malformed ID, query or
+// submit, 413 for a submit over Config.MaxSubmitBytes, 415 for a submit
+// that is not JSON, 401 without the token, 404 for an unknown ticket or endpoint, 405 for a
 // wrong method, 503 when the node is not active (writes), a source is
 // missing or too many requests are in flight, 504 when a source timed out.
 //

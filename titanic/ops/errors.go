@@ -12,5 +12,14 @@ var ErrNotActive = errors.New("not active")
 // the API answers 503 with Retry-After.
 var ErrBusy = errors.New("busy, retry later")
 
+// ErrBadRequest means the request was refused as malformed or over a
+// limit: Submitter.Submit returns an error wrapping it; the API answers
+// 400.
+var ErrBadRequest = errors.New("bad request")
+
 // ErrConfig means a Config is invalid.
 var ErrConfig = errors.New("invalid ops config")
+
+// ErrConflict means the request contradicts what the store holds: a
+// submit whose idempotency key names a ticket of another service or body.
+var ErrConflict = errors.New("conflict")

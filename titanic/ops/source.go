@@ -35,6 +35,17 @@ type Tickets interface {
 	Close(ctx context.Context, id store.ID) error
 }
 
+// Submitter submits tickets for POST /api/v1/tickets. It must give the
+// guarantees of a 9/TSP submit: the ticket only once it is durable, the
+// same limits, idempotency by key.
+type Submitter interface {
+	// Submit stores a request for service with body's frames, under the
+	// idempotency key if not empty, and returns its ticket and whether it
+	// is a duplicate (the key was used before: the first ticket). Errors
+	// wrap ErrBadRequest, ErrNotActive or ErrBusy, or are ctx's.
+	Submit(ctx context.Context, service string, body [][]byte, key string) (id string, duplicate bool, err error)
+}
+
 // Filter selects a page of tickets for Tickets.List.
 type Filter struct {
 	Service string      // "" for every service

@@ -8,8 +8,12 @@
 // vote, so asking a passive node cannot make it take over. Only a real
 // request, sent to one node, votes.
 //
-// Answer: [200 | "serving=true|false" | "star=<state>"], star only from a
-// node of a pair (its Binary Star state: active, passive, primary, backup).
+// Answer: [200 | "serving=true|false" | "star=<state>" | "why=<text>"], star
+// only from a node of a pair (its Binary Star state: active, passive,
+// primary, backup), why only from a node that does not serve and can say
+// what it waits for (a pair node that has never been in sync with its
+// peer). Readers ignore frames they do not know, so why is no new
+// version.
 // A broker that has no roles (single mode) answers 400 (unknown titanic
 // service), and a draining one 500: see Parse.
 package probe
@@ -33,6 +37,9 @@ type Answer struct {
 	Serving bool
 	// Star is the node's Binary Star state; empty outside a pair.
 	Star string
+	// Why says, for people, why a node that does not serve waits; often
+	// empty.
+	Why string
 }
 
 // Encode returns the frames of a's answer.
@@ -40,6 +47,9 @@ func Encode(a Answer) [][]byte {
 	out := [][]byte{[]byte("200"), []byte(fmt.Sprintf("serving=%t", a.Serving))}
 	if a.Star != "" {
 		out = append(out, []byte("star="+a.Star))
+	}
+	if a.Why != "" {
+		out = append(out, []byte("why="+a.Why))
 	}
 	return out
 }
@@ -72,6 +82,8 @@ func Parse(frames [][]byte) (Answer, error) {
 			a.Serving = v == "true"
 		case "star":
 			a.Star = v
+		case "why":
+			a.Why = v
 		}
 	}
 	return a, nil

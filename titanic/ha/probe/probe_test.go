@@ -23,6 +23,8 @@ func TestParse(t *testing.T) {
 	}{
 		{"active pair node", probe.Encode(probe.Answer{Serving: true, Star: "active"}), probe.Answer{Serving: true, Star: "active"}, false},
 		{"passive pair node", probe.Encode(probe.Answer{Star: "passive"}), probe.Answer{Star: "passive"}, false},
+		{"waiting pair node", probe.Encode(probe.Answer{Star: "primary", Why: "not active: waiting"}), probe.Answer{Star: "primary", Why: "not active: waiting"}, false},
+		{"unknown frames ignored", fr("200", "serving=false", "later=1"), probe.Answer{}, false},
 		{"group follower", probe.Encode(probe.Answer{}), probe.Answer{}, false},
 		{"single mode: unknown titanic service", fr("400", "unknown titanic service"), probe.Answer{Serving: true}, false},
 		{"draining", fr("500", "not active"), probe.Answer{}, false},

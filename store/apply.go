@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -87,10 +88,14 @@ func opErr(op *Op, err error, detail string) error {
 // the transaction untouched; the error return is for bbolt failures, which
 // abort the whole transaction.
 func (t *txn) apply(op *Op) (Result, error) {
+	t.newerKind = t.newerKind || op.Version() > opsRecordV1
+	switch op.Kind {
+	case OpPause, OpResume:
+		return t.pause(op)
+	}
 	if op.ID.IsZero() {
 		return Result{Err: opErr(op, ErrInvalidOp, "zero ticket id")}, nil
 	}
-	t.newerKind = t.newerKind || op.Kind.Version() > opsRecordV1
 	switch op.Kind {
 	case OpSubmit:
 		return t.submit(op)
@@ -102,6 +107,8 @@ func (t *txn) apply(op *Op) (Result, error) {
 		return t.adopt(op)
 	case OpRetry:
 		return t.retry(op)
+	case OpCancel:
+		return t.cancel(op)
 	}
 	return Result{ID: op.ID, Err: opErr(op, ErrInvalidOp, "unknown kind")}, nil
 }
@@ -222,6 +229,7 @@ func (t *txn) create(op *Op) (Ticket, error) {
 		Created: op.Time,
 		Updated: op.Time,
 	}
+	tk.Lifecycle = op.Lifecycle
 	t.seq++
 	t.seqDirty = true
 	if err := t.tickets.Put(op.ID[:], encodeTicket(&tk)); err != nil {
@@ -307,9 +315,11 @@ func (t *txn) transition(op *Op) (Result, error) {
 		}
 		tk.State = StateDispatched
 		tk.Attempts++
+		tk.Started, tk.Worker = op.Time, op.Worker
 	case OpRequeue:
 		tk.State = StatePending
 		tk.Reason = op.Reason
+		tk.Due = op.Due
 	case OpReply:
 		if framesSize(op.Reply) > bolt.MaxValueSize {
 			res := resultOf(&tk)
@@ -323,6 +333,11 @@ func (t *txn) transition(op *Op) (Result, error) {
 	case OpFail:
 		tk.State = StateFailed
 		tk.Reason = op.Reason
+	}
+	if old == StateDispatched && (op.Kind == OpRequeue || op.Kind == OpFail) {
+		if err := t.recordAttempt(&tk, op); err != nil {
+			return Result{ID: op.ID}, err
+		}
 	}
 	tk.Updated = op.Time
 	if tk.State.Final() {
@@ -352,8 +367,9 @@ func (t *txn) retry(op *Op) (Result, error) {
 		return res, nil
 	}
 	// A new Seq puts it behind the work queued while it lay failed, as a
-	// fresh submit would be.
+	// fresh submit would be; a delay or deadline it had is spent.
 	tk.State, tk.Attempts, tk.Reason, tk.Updated = StatePending, 0, "", op.Time
+	tk.Due, tk.Deadline = time.Time{}, time.Time{}
 	tk.Seq = t.seq
 	t.seq++
 	t.seqDirty = true
@@ -370,6 +386,63 @@ func (t *txn) retry(op *Op) (Result, error) {
 	return res, nil
 }
 
+// cancel ends an unfinished ticket as cancelled (see OpCancel).
+func (t *txn) cancel(op *Op) (Result, error) {
+	tk, res, ok := t.existing(op)
+	switch {
+	case !ok:
+		return res, nil
+	case tk.State.Final():
+		res = resultOf(&tk)
+		res.Err = opErr(op, ErrFinal, tk.State.String())
+		return res, nil
+	}
+	old := tk.State
+	if old == StateDispatched {
+		if err := t.recordAttempt(&tk, op); err != nil {
+			return Result{ID: op.ID}, err
+		}
+	}
+	tk.State, tk.Updated, tk.Reason = StateCancelled, op.Time, op.Reason
+	if tk.Reason == "" {
+		tk.Reason = "cancelled"
+	}
+	if err := t.dequeue(&tk); err != nil {
+		return Result{ID: op.ID}, err
+	}
+	if err := t.tickets.Put(op.ID[:], encodeTicket(&tk)); err != nil {
+		return Result{ID: op.ID}, fmt.Errorf("put ticket: %w", err)
+	}
+	t.deltas[countKey{tk.Service, old}]--
+	t.deltas[countKey{tk.Service, StateCancelled}]++
+	res = resultOf(&tk)
+	res.Service = tk.Service
+	return res, nil
+}
+
+// pause records that a service's tickets are not dispatched (OpPause) or
+// no longer (OpResume).
+func (t *txn) pause(op *Op) (Result, error) {
+	if op.Service == "" || len(op.Service) > MaxServiceLen {
+		return Result{Err: opErr(op, ErrInvalidOp, "service name empty or too long")}, nil
+	}
+	b, err := t.tx.CreateBucketIfNotExists(pausedBucket)
+	if err != nil {
+		return Result{}, fmt.Errorf("create paused bucket: %w", err)
+	}
+	key := []byte(op.Service)
+	res := Result{Existed: b.Get(key) != nil, Service: op.Service}
+	if op.Kind == OpPause {
+		err = b.Put(key, appendTime(nil, op.Time))
+	} else {
+		err = b.Delete(key)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("%s %s: %w", op.Kind, op.Service, err)
+	}
+	return res, nil
+}
+
 // close deletes a ticket and everything that refers to it.
 func (t *txn) close(op *Op) (Result, error) {
 	tk, ok, err := t.load(op.ID)
@@ -383,6 +456,9 @@ func (t *txn) close(op *Op) (Result, error) {
 		if err := b.Delete(op.ID[:]); err != nil {
 			return Result{ID: op.ID}, fmt.Errorf("delete ticket: %w", err)
 		}
+	}
+	if err := t.forgetAttempts(op.ID); err != nil {
+		return Result{ID: op.ID}, err
 	}
 	if !tk.State.Final() {
 		if err := t.dequeue(&tk); err != nil {

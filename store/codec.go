@@ -15,12 +15,17 @@ import (
 // come from disk (or, for ops, from a replication log) and may be damaged.
 const (
 	ticketRecordV1 = 1
+	// ticketRecordV2 adds the extras (Lifecycle, Started, Worker) as
+	// tagged fields; a ticket without any is written as V1.
+	ticketRecordV2 = 2
 	framesRecordV1 = 1
 	opsRecordV1    = 1
 	// opsRecordV2 is a batch with an op kind after OpClose (OpAdopt): a
 	// node of the first release refuses it instead of misreading it.
 	opsRecordV2 = 2
-	// opsRecordV3 is a batch with an op kind after OpAdopt (OpRetry).
+	// opsRecordV3 is a batch with an op kind after OpAdopt (OpRetry,
+	// OpCancel, OpPause, OpResume), and every op followed by its extras
+	// (Lifecycle, Worker) as tagged fields.
 	opsRecordV3 = 3
 )
 
@@ -40,7 +45,12 @@ func encodeTicket(t *Ticket) []byte {
 	n := 2 + 3*binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
 		3*binary.MaxVarintLen64 + len(t.Service) + len(t.IdemKey) + len(t.Reason)
 	b := make([]byte, 0, n)
-	b = append(b, ticketRecordV1, byte(t.State))
+	version := byte(ticketRecordV1)
+	extra := !t.Lifecycle.IsZero() || !t.Started.IsZero() || t.Worker != ""
+	if extra {
+		version = ticketRecordV2
+	}
+	b = append(b, version, byte(t.State))
 	b = binary.AppendUvarint(b, t.Seq)
 	b = binary.AppendUvarint(b, uint64(t.Attempts))
 	b = appendTime(b, t.Created)
@@ -48,6 +58,9 @@ func encodeTicket(t *Ticket) []byte {
 	b = appendString(b, t.Service)
 	b = appendString(b, t.IdemKey)
 	b = appendString(b, t.Reason)
+	if extra {
+		b = appendExtras(b, &t.Lifecycle, t.Started, t.Worker)
+	}
 	return b
 }
 
@@ -56,7 +69,11 @@ func encodeTicket(t *Ticket) []byte {
 func decodeTicket(id ID, b []byte) (Ticket, error) {
 	d := decoder{b: b}
 	t := Ticket{ID: id}
-	if v := d.byte(); v != ticketRecordV1 && d.err == nil {
+	v := d.byte()
+	if v != ticketRecordV1 && v != ticketRecordV2 && d.err == nil {
+		if v > ticketRecordV2 {
+			return t, fmt.Errorf("%w: ticket %s: record version %d (this build reads up to %d)", ErrUnsupported, id, v, ticketRecordV2)
+		}
 		return t, fmt.Errorf("%w: ticket %s: record version %d", ErrCorrupt, id, v)
 	}
 	t.State = State(d.byte())
@@ -67,10 +84,13 @@ func decodeTicket(id ID, b []byte) (Ticket, error) {
 	t.Service = d.string()
 	t.IdemKey = d.string()
 	t.Reason = d.string()
+	if v == ticketRecordV2 {
+		d.extras(&t.Lifecycle, &t.Started, &t.Worker)
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
 	}
-	if d.err == nil && (t.State < StatePending || t.State > StateFailed) {
+	if d.err == nil && (t.State < StatePending || t.State > lastState) {
 		d.err = fmt.Errorf("state %d", uint8(t.State))
 	}
 	if d.err == nil && att > maxAttempts {
@@ -135,7 +155,7 @@ func EncodeOps(ops []Op) []byte {
 	b := make([]byte, 0, n)
 	version := opsRecordV1
 	for i := range ops {
-		version = max(version, ops[i].Kind.Version())
+		version = max(version, ops[i].Version())
 	}
 	b = append(b, byte(version))
 	b = binary.AppendUvarint(b, uint64(len(ops)))
@@ -149,6 +169,9 @@ func EncodeOps(ops []Op) []byte {
 		b = appendString(b, op.IdemKey)
 		b = appendFrames(b, op.Reply)
 		b = appendString(b, op.Reason)
+		if version >= opsRecordV3 {
+			b = appendExtras(b, &op.Lifecycle, time.Time{}, op.Worker)
+		}
 	}
 	return b
 }
@@ -159,7 +182,8 @@ func EncodeOps(ops []Op) []byte {
 // others apply it).
 func DecodeOps(b []byte) ([]Op, error) {
 	d := decoder{b: b}
-	if v := d.byte(); (v < opsRecordV1 || v > OpsRecordVersion) && d.err == nil {
+	v := d.byte()
+	if (v < opsRecordV1 || v > OpsRecordVersion) && d.err == nil {
 		return nil, fmt.Errorf("%w: ops record version %d (this build reads up to %d)", ErrUnsupported, v, OpsRecordVersion)
 	}
 	n := d.count(1 + len(ID{}))
@@ -174,6 +198,13 @@ func DecodeOps(b []byte) ([]Op, error) {
 		op.IdemKey = d.string()
 		op.Reply = d.frames()
 		op.Reason = d.string()
+		if v >= opsRecordV3 {
+			var started time.Time
+			d.extras(&op.Lifecycle, &started, &op.Worker)
+			if !started.IsZero() {
+				d.fail("an op carries a start time")
+			}
+		}
 		ops = append(ops, op)
 	}
 	if d.err == nil && len(d.b) != 0 {
@@ -191,6 +222,109 @@ func DecodeOps(b []byte) ([]Op, error) {
 		}
 	}
 	return ops, nil
+}
+
+// Extras: the fields added after the first release, each a tag byte and
+// its value, after a count; a field at its zero value is left out, so an
+// old ticket or op costs one byte more. A tag this build does not know
+// fails the decoding: a record with a new field comes with a new version.
+const (
+	tagPriority    = 1 // varint
+	tagDue         = 2 // time
+	tagDeadline    = 3 // time
+	tagMaxAttempts = 4 // uvarint
+	tagBackoffBase = 5 // uvarint nanoseconds
+	tagBackoffMax  = 6 // uvarint nanoseconds
+	tagWorker      = 7 // string
+	tagStarted     = 8 // time
+)
+
+// maxWorkerName bounds a worker's name in a record.
+const maxWorkerName = 256
+
+func appendExtras(b []byte, l *Lifecycle, started time.Time, worker string) []byte {
+	n := 0
+	count := func(set bool) {
+		if set {
+			n++
+		}
+	}
+	count(l.Priority != 0)
+	count(!l.Due.IsZero())
+	count(!l.Deadline.IsZero())
+	count(l.Retry.MaxAttempts != 0)
+	count(l.Retry.Base != 0)
+	count(l.Retry.Max != 0)
+	count(worker != "")
+	count(!started.IsZero())
+	b = binary.AppendUvarint(b, uint64(n))
+	if l.Priority != 0 {
+		b = binary.AppendVarint(append(b, tagPriority), int64(l.Priority))
+	}
+	if !l.Due.IsZero() {
+		b = appendTime(append(b, tagDue), l.Due)
+	}
+	if !l.Deadline.IsZero() {
+		b = appendTime(append(b, tagDeadline), l.Deadline)
+	}
+	if l.Retry.MaxAttempts != 0 {
+		b = binary.AppendUvarint(append(b, tagMaxAttempts), uint64(max(l.Retry.MaxAttempts, 0)))
+	}
+	if l.Retry.Base != 0 {
+		b = binary.AppendUvarint(append(b, tagBackoffBase), uint64(max(l.Retry.Base, 0)))
+	}
+	if l.Retry.Max != 0 {
+		b = binary.AppendUvarint(append(b, tagBackoffMax), uint64(max(l.Retry.Max, 0)))
+	}
+	if worker != "" {
+		b = appendString(append(b, tagWorker), worker[:min(len(worker), maxWorkerName)])
+	}
+	if !started.IsZero() {
+		b = appendTime(append(b, tagStarted), started)
+	}
+	return b
+}
+
+func (d *decoder) extras(l *Lifecycle, started *time.Time, worker *string) {
+	n := d.count(2)
+	for range n {
+		switch tag := d.byte(); tag {
+		case tagPriority:
+			p := d.varint()
+			if p < int64(PriorityLow) || p > int64(PriorityHigh) {
+				d.fail("priority %d", p)
+			}
+			l.Priority = Priority(p)
+		case tagDue:
+			l.Due = d.time()
+		case tagDeadline:
+			l.Deadline = d.time()
+		case tagMaxAttempts:
+			v := d.uvarint()
+			if v > maxAttempts {
+				d.fail("max attempts %d", v)
+			}
+			l.Retry.MaxAttempts = int(v)
+		case tagBackoffBase, tagBackoffMax:
+			v := d.uvarint()
+			if v > math.MaxInt64 {
+				d.fail("backoff %d", v)
+			}
+			if tag == tagBackoffBase {
+				l.Retry.Base = time.Duration(v)
+			} else {
+				l.Retry.Max = time.Duration(v)
+			}
+		case tagWorker:
+			if *worker = d.string(); len(*worker) > maxWorkerName {
+				d.fail("worker name of %d bytes", len(*worker))
+			}
+		case tagStarted:
+			*started = d.time()
+		default:
+			d.fail("unknown field tag %d", tag)
+		}
+	}
 }
 
 func appendString(b []byte, s string) []byte {

@@ -61,7 +61,7 @@ func (t *txn) pruneJournal(index uint64) error {
 // carry over to the peer the work this store did after the fork point:
 // the tickets it took in alone (OpAdopt with their bodies, then OpReply or
 // OpFail when they finished), the answers it recorded for older tickets
-// (OpReply, OpFail), the failed tickets it gave another round (OpRetry),
+// (OpReply, OpFail, OpCancel), the failed tickets it gave another round (OpRetry),
 // and the older tickets its clients closed (OpClose).
 // Tickets created and closed after the fork, and attempts that did not
 // finish, carry nothing: the peer redelivers what is unfinished. fn may
@@ -140,7 +140,7 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 				if err != nil {
 					return err
 				}
-				ops = append(ops, Op{Kind: OpAdopt, ID: id, Time: tk.Created, Service: tk.Service, Body: body, IdemKey: tk.IdemKey})
+				ops = append(ops, Op{Kind: OpAdopt, ID: id, Time: tk.Created, Service: tk.Service, Body: body, IdemKey: tk.IdemKey, Lifecycle: tk.Lifecycle})
 			} else if ch.retried && tk.State != StateFailed {
 				// The peer may still hold it failed; the answer below
 				// (or the redelivery of what is unfinished) needs it
@@ -157,6 +157,8 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 				ops = append(ops, Op{Kind: OpReply, ID: id, Time: tk.Updated, Reply: reply})
 			case StateFailed:
 				ops = append(ops, Op{Kind: OpFail, ID: id, Time: tk.Updated, Reason: tk.Reason})
+			case StateCancelled:
+				ops = append(ops, Op{Kind: OpCancel, ID: id, Time: tk.Updated, Reason: tk.Reason})
 			}
 			return nil
 		})

@@ -269,11 +269,11 @@ func (s *BoltStore) ListPage(ctx context.Context, f Filter) (Page, error) {
 
 // Counts holds how many tickets of one service are in each state.
 type Counts struct {
-	Pending, Dispatched, Done, Failed int
+	Pending, Dispatched, Done, Failed, Cancelled int
 }
 
 // Total returns the number of tickets counted.
-func (c Counts) Total() int { return c.Pending + c.Dispatched + c.Done + c.Failed }
+func (c Counts) Total() int { return c.Pending + c.Dispatched + c.Done + c.Failed + c.Cancelled }
 
 func (c *Counts) add(st State, n int) {
 	switch st {
@@ -285,6 +285,8 @@ func (c *Counts) add(st State, n int) {
 		c.Done += n
 	case StateFailed:
 		c.Failed += n
+	case StateCancelled:
+		c.Cancelled += n
 	}
 }
 

@@ -60,6 +60,11 @@ const (
 	StateDispatched
 	StateDone
 	StateFailed
+	// StateCancelled is final: the ticket was cancelled (OpCancel) before
+	// it was answered; a late reply is dropped.
+	StateCancelled
+
+	lastState = StateCancelled
 )
 
 func (s State) String() string {
@@ -72,22 +77,86 @@ func (s State) String() string {
 		return "done"
 	case StateFailed:
 		return "failed"
+	case StateCancelled:
+		return "cancelled"
 	}
 	return fmt.Sprintf("state(%d)", uint8(s))
 }
 
 // ParseState parses the String form of a State.
 func ParseState(s string) (State, error) {
-	for st := StatePending; st <= StateFailed; st++ {
+	for st := StatePending; st <= lastState; st++ {
 		if st.String() == s {
 			return st, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown ticket state %q (want pending, dispatched, done or failed)", s)
+	return 0, fmt.Errorf("unknown ticket state %q (want pending, dispatched, done, failed or cancelled)", s)
 }
 
-// Final reports whether no further op but Close can change a ticket in s.
-func (s State) Final() bool { return s == StateDone || s == StateFailed }
+// Final reports whether no further op but Close (and OpRetry, for a failed
+// ticket) can change a ticket in s.
+func (s State) Final() bool { return s == StateDone || s == StateFailed || s == StateCancelled }
+
+// Priority orders the pending tickets of one service: a higher level is
+// dispatched first, FIFO within a level (the dispatcher keeps lower levels
+// from starving; see package titanic).
+type Priority int8
+
+// Priority levels. The zero value is normal, which every ticket of the
+// first release has.
+const (
+	PriorityLow    Priority = -1
+	PriorityNormal Priority = 0
+	PriorityHigh   Priority = 1
+)
+
+func (p Priority) String() string {
+	switch p {
+	case PriorityLow:
+		return "low"
+	case PriorityNormal:
+		return "normal"
+	case PriorityHigh:
+		return "high"
+	}
+	return fmt.Sprintf("priority(%d)", int8(p))
+}
+
+// ParsePriority parses the String form of a Priority.
+func ParsePriority(s string) (Priority, error) {
+	for p := PriorityLow; p <= PriorityHigh; p++ {
+		if p.String() == s {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown priority %q (want high, normal or low)", s)
+}
+
+// RetryPolicy overrides, for one ticket, how many dispatches it gets and
+// the backoff between them. Zero fields take the service's or broker's
+// defaults.
+type RetryPolicy struct {
+	MaxAttempts int
+	// Base and Max bound the exponential backoff before each attempt
+	// after the first.
+	Base, Max time.Duration
+}
+
+// Lifecycle is what a submit may ask beyond 9/TSP, kept with the ticket.
+// The zero value is a plain 9/TSP request: normal priority, due at once,
+// no deadline, the default retry policy.
+type Lifecycle struct {
+	Priority Priority
+	// Due: not dispatched before (a delay, a schedule, or the backoff
+	// before the next attempt). A pending ticket due later is delayed.
+	Due time.Time
+	// Deadline: a ticket not dispatched by then fails as expired.
+	Deadline time.Time
+	Retry    RetryPolicy
+}
+
+// IsZero reports whether l asks nothing beyond 9/TSP.
+func (l Lifecycle) IsZero() bool { return l == Lifecycle{} }
 
 // Ticket is a stored request and what has happened to it.
 type Ticket struct {
@@ -100,6 +169,11 @@ type Ticket struct {
 	Reason   string // why the last attempt failed, or why the ticket failed
 	Created  time.Time
 	Updated  time.Time
+	Lifecycle
+	// Started is when the last attempt was dispatched, and Worker the
+	// worker it went to (as the dispatcher names it), when known.
+	Started time.Time
+	Worker  string
 	// Body holds the request frames. Listing and recovery leave it nil; Get
 	// fills it.
 	Body [][]byte
@@ -127,11 +201,20 @@ const (
 	// reason cleared. A ticket that is not failed is left alone
 	// (ErrNotFailed). Ops record version 3.
 	OpRetry
+	// OpCancel ends a pending or dispatched ticket as cancelled (Reason,
+	// default "cancelled"); a finished one is left alone (ErrFinal).
+	// Ops record version 3.
+	OpCancel
+	// OpPause and OpResume stop and restart the dispatch of a Service's
+	// tickets (ID is not used); submits are still taken. Result.Existed
+	// says whether the service was paused before. Ops record version 3.
+	OpPause
+	OpResume
 
 	// lastOpKind is the newest kind this build reads. A new kind must
 	// come with a new ops record version (see codec.go), so that an
 	// older node refuses it (ErrUnsupported) instead of skipping it.
-	lastOpKind = OpRetry
+	lastOpKind = OpResume
 )
 
 // Version is the ops record version that introduced the kind: the
@@ -143,7 +226,7 @@ func (k OpKind) Version() int {
 		return opsRecordV1
 	case k == OpAdopt:
 		return opsRecordV2
-	case k == OpRetry:
+	case k >= OpRetry && k <= OpResume:
 		return opsRecordV3
 	}
 	return 0
@@ -173,6 +256,12 @@ func (k OpKind) String() string {
 		return "adopt"
 	case OpRetry:
 		return "retry"
+	case OpCancel:
+		return "cancel"
+	case OpPause:
+		return "pause"
+	case OpResume:
+		return "resume"
 	}
 	return fmt.Sprintf("op(%d)", uint8(k))
 }
@@ -189,7 +278,32 @@ type Op struct {
 	Body    [][]byte // OpSubmit
 	IdemKey string   // OpSubmit (optional)
 	Reply   [][]byte // OpReply
-	Reason  string   // OpRequeue, OpFail
+	Reason  string   // OpRequeue, OpFail, OpCancel
+	// Lifecycle: OpSubmit and OpAdopt take all of it; OpRequeue takes
+	// Due (the backoff before the next attempt). Any of it set makes the
+	// op need ops record version 3.
+	Lifecycle
+	// Worker names the worker of an OpDispatch (attempt history); it is
+	// optional: a store whose cluster is older drops it (WithoutOptional).
+	Worker string
+}
+
+// Version is the ops record version the op needs: its kind's, or 3 when it
+// carries a field added then.
+func (o *Op) Version() int {
+	v := o.Kind.Version()
+	if !o.Lifecycle.IsZero() || o.Worker != "" {
+		v = max(v, opsRecordV3)
+	}
+	return v
+}
+
+// WithoutOptional returns the op without the fields that only enrich what
+// is kept (the worker's name), which a store may drop when its cluster
+// cannot carry them yet.
+func (o Op) WithoutOptional() Op {
+	o.Worker = ""
+	return o
 }
 
 // Result is the outcome of one Op.

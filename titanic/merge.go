@@ -20,7 +20,7 @@ import (
 func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	for i := range ops {
 		switch ops[i].Kind {
-		case store.OpAdopt, store.OpRetry, store.OpReply, store.OpFail, store.OpClose:
+		case store.OpAdopt, store.OpRetry, store.OpReply, store.OpFail, store.OpCancel, store.OpClose:
 		default:
 			return fmt.Errorf("%w: %s is not a merge op", store.ErrInvalidOp, ops[i].Kind)
 		}

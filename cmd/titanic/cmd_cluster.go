@@ -142,7 +142,7 @@ func clusterStatus(e env, cf clientFlags, asJSON bool) error {
 		return clusterJSON(e, nodes, leaderCommit, members)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tENDPOINT\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAG\tVERSION")
+	fmt.Fprintln(tw, "NODE\tENDPOINT\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAG")
 	reached, singles := 0, 0
 	for _, n := range nodes {
 		if n.err != nil {
@@ -159,7 +159,7 @@ func clusterStatus(e env, cf clientFlags, asJSON bool) error {
 		if leaderCommit > 0 {
 			lag = strconv.FormatInt(int64(leaderCommit)-int64(n.num("applied")), 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.kv["id"], n.endpoint, n.kv["state"], n.kv["term"], n.kv["commit"], n.kv["applied"], lag, nodeVersion(n))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.kv["id"], n.endpoint, n.kv["state"], n.kv["term"], n.kv["commit"], n.kv["applied"], lag)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -177,10 +177,17 @@ func clusterStatus(e env, cf clientFlags, asJSON bool) error {
 		}
 		fmt.Fprintln(e.stdout, "\nno leader among the nodes reached")
 	}
+	// Versions below the table, whose columns scripts may read.
+	fmt.Fprintln(e.stdout, "\nversions (node, ops record version it reads, release):")
+	for _, n := range nodes {
+		if n.err == nil && !n.single {
+			fmt.Fprintf(e.stdout, "  %s  %s\n", n.kv["id"], nodeVersion(n))
+		}
+	}
 	if clusterVersion != "" {
-		fmt.Fprintf(e.stdout, "\ncluster version: %s (work that needs a newer one is refused until every member runs a release that reads it; the leader raises it within seconds of the last upgrade)\n", clusterVersion)
+		fmt.Fprintf(e.stdout, "cluster version: %s (work that needs a newer one is refused until every member runs a release that reads it; the leader raises it within seconds of the last upgrade)\n", clusterVersion)
 	} else if leaderCommit > 0 {
-		fmt.Fprintln(e.stdout, "\ncluster version: 1 (the leader runs a release that keeps none)")
+		fmt.Fprintln(e.stdout, "cluster version: 1 (the leader runs a release that keeps none)")
 	}
 	fmt.Fprintln(e.stdout, "\nmembers (id, raft address, role):")
 	for _, m := range members {
@@ -192,17 +199,14 @@ func clusterStatus(e env, cf clientFlags, asJSON bool) error {
 	return nil
 }
 
-// nodeVersion is the VERSION column: the ops record version the node reads
-// and its release; a node of the first release reports neither.
+// nodeVersion is a node's line of versions: the ops record version it
+// reads and its release; a node of the first release reports neither.
 func nodeVersion(n nodeStatus) string {
 	p, ok := n.kv["protocol"]
 	if !ok {
-		return "1 (v0.1.0)"
+		return "1  v0.1.0 (reports no version)"
 	}
-	if r := n.kv["release"]; r != "" {
-		return p + " (" + r + ")"
-	}
-	return p
+	return p + "  " + n.kv["release"]
 }
 
 // forgetPeerSplit tells one pair node to stop waiting for its peer's split
@@ -241,6 +245,13 @@ func clusterJSON(e env, nodes []nodeStatus, leaderCommit uint64, members []strin
 		// Lag is the leader's commit index minus this node's applied
 		// index; absent when no leader was reached.
 		Lag *int64 `json:"lag,omitempty"`
+		// Protocol is the ops record version the node reads (1 for a
+		// node of the first release, which reports none) and Release
+		// its binary's version.
+		Protocol int    `json:"protocol,omitempty"`
+		Release  string `json:"release,omitempty"`
+		// ClusterVersion is the node's view of the cluster version.
+		ClusterVersion int `json:"cluster_version,omitempty"`
 	}
 	type memberJSON struct {
 		ID   string `json:"id"`
@@ -263,6 +274,10 @@ func clusterJSON(e env, nodes []nodeStatus, leaderCommit uint64, members []strin
 		if n.err == nil && !n.single {
 			nj.ID, nj.State = n.kv["id"], n.kv["state"]
 			nj.Term, nj.Commit, nj.Applied = n.num("term"), n.num("commit"), n.num("applied")
+			nj.Protocol, nj.Release, nj.ClusterVersion = 1, n.kv["release"], int(n.num("cluster_version"))
+			if _, ok := n.kv["protocol"]; ok {
+				nj.Protocol = int(n.num("protocol"))
+			}
 			if leaderCommit > 0 {
 				lag := int64(leaderCommit) - int64(nj.Applied)
 				nj.Lag = &lag

@@ -62,7 +62,7 @@ func unknownKind(o store.Op) bool { return !o.Kind.Known() }
 // that the cluster version decides whether it may be written. OpAdopt is
 // not: only the two nodes of a pair exchange it, when both take part in a
 // merge (a node of the first release has no merge to take part in).
-func gated(o store.Op) bool { return o.Kind.Version() > 1 && o.Kind != store.OpAdopt }
+func gated(o store.Op) bool { return o.Version() > 1 && o.Kind != store.OpAdopt }
 
 // admit is ApplyAsync's check of a call holding ops that must stay out of
 // the log: ops of kinds this build does not know (every node, this one
@@ -74,6 +74,7 @@ func gated(o store.Op) bool { return o.Kind.Version() > 1 && o.Kind != store.OpA
 func (n *Node) admit(ops []store.Op, done func(store.Done)) ([]store.Op, func(store.Done)) {
 	refused := make([]error, len(ops))
 	cluster := 0
+	stripped := false
 	for i, o := range ops {
 		switch {
 		case unknownKind(o):
@@ -86,13 +87,22 @@ func (n *Node) admit(ops []store.Op, done func(store.Done)) ([]store.Op, func(st
 				}
 				cluster = v
 			}
-			if need := o.Kind.Version(); need > cluster {
+			if need := o.Version(); need > cluster {
+				if bare := o.WithoutOptional(); bare.Version() <= cluster {
+					// Only what enriches the record (the worker's
+					// name) is newer: keep the op, drop that.
+					if !stripped {
+						ops, stripped = slices.Clone(ops), true
+					}
+					ops[i] = bare
+					continue
+				}
 				refused[i] = &store.ClusterVersionError{Kind: o.Kind, Need: need, Have: cluster}
 			}
 		}
 	}
 	if !slices.ContainsFunc(refused, func(e error) bool { return e != nil }) {
-		return ops, done
+		return ops, done // maybe stripped
 	}
 	var kept []store.Op
 	for i, o := range ops {

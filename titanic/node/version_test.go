@@ -132,6 +132,7 @@ func TestClusterVersionFollowsUpgrade(t *testing.T) {
 	// Upgrade n3: same data, this build's version.
 	nodes[2].Stop()
 	cfgs[2].VersionReport = 0
+	cfgs[2].Broker.Endpoints = []string{eps[2]} // where the client looks for it
 	nodes[2] = nodetest.Start(t, cfgs[2])
 	until(t, 20*time.Second, "retry accepted after the last member's upgrade", func() error {
 		return c.Retry(ctx, ticket)

@@ -431,6 +431,11 @@ type Store interface {
 	// (no ticket is read); services with none are absent. The service
 	// reads them when it starts serving, then follows the ops it commits.
 	Counts(ctx context.Context) (map[string]Counts, error)
+	// Attempts returns a ticket's attempts that ended without a reply,
+	// oldest first; Paused the services whose dispatch is paused
+	// (OpPause), with when. Both read the local copy.
+	Attempts(ctx context.Context, id ID) ([]Attempt, error)
+	Paused(ctx context.Context) (map[string]time.Time, error)
 	// Usage reports the local data file's size and free space, for the
 	// service's quota. It is cheap: the service calls it after every
 	// commit.

@@ -238,44 +238,6 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 	return nil
 }
 
-// retryTicket gives a failed ticket another round (extension
-// titanic.retry): 200 once it is pending again and durable; 400 for an
-// unknown ticket, one that has not failed, or a cluster some of whose
-// members cannot read the op yet (NotSupportedPrefix).
-func (s *Service) retryTicket(req broker.Request, id store.ID) [][]byte {
-	op := store.Op{Kind: store.OpRetry, ID: id, Time: s.cfg.Now()}
-	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
-		var out [][]byte
-		switch {
-		case batchErr != nil:
-			out = replyText(CodeError, "not retried: "+batchErr.Error())
-		case errors.Is(res.Err, store.ErrNotFound):
-			if s.cfg.MaybeElsewhere != nil && s.cfg.MaybeElsewhere(id) {
-				out = replyText(CodeError, NotMerged)
-			} else {
-				out = replyText(CodeUnknown, "unknown ticket")
-			}
-		case errors.Is(res.Err, store.ErrNotFailed):
-			out = replyText(CodeUnknown, fmt.Sprintf("ticket is %s: only a failed ticket can be retried", res.State))
-		case errors.Is(res.Err, store.ErrClusterVersion):
-			out = replyText(CodeUnknown, NotSupportedPrefix+clusterVersionText(res.Err))
-		case res.Err != nil:
-			out = replyText(CodeError, "not retried: "+res.Err.Error())
-		default:
-			s.stats.retries.Add(1)
-			s.tallyRetry(res.Service)
-			s.enlist(&entry{id: id, service: res.Service, seq: res.Seq, queued: op.Time}, nil)
-			s.note(id, "pending", res.Service)
-			out = reply(CodeOK)
-		}
-		s.answer(req.Client, req.Service, out)
-	}})
-	if err != nil {
-		return busyReply()
-	}
-	return nil
-}
-
 // clusterVersionText explains a refusal for the cluster version to a
 // client.
 func clusterVersionText(err error) string {

@@ -17,6 +17,9 @@ import (
 func (s *Service) Next(service string) (broker.Job, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.paused[service] {
+		return broker.Job{}, false
+	}
 	q := s.queues[service]
 	for q != nil {
 		e := q.peek()
@@ -317,8 +320,8 @@ func (s *Service) reap() {
 	var dead []*entry
 	s.mu.Lock()
 	for service, q := range s.queues {
-		if s.workers[service] > 0 {
-			continue
+		if s.workers[service] > 0 || s.paused[service] {
+			continue // a paused service's tickets wait for its resume
 		}
 		since := s.idleSince[service]
 		for {

@@ -117,6 +117,9 @@ func (s *Service) readReply(ctx context.Context, body [][]byte) ([][]byte, bool,
 		return reply(CodeOK, rep...), true, nil
 	case store.StateFailed:
 		return replyText(CodeError, FailedPrefix+t.Reason), true, nil
+	case store.StateCancelled:
+		// Final, as a failure is: a 9/TSP client must stop asking.
+		return replyText(CodeError, FailedPrefix+CancelledReason+t.Reason), true, nil
 	}
 	return replyText(CodePending, t.State.String()), false, nil
 }

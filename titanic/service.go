@@ -263,6 +263,7 @@ type Service struct {
 	cached    int                  // bytes of bodies held
 	gone      map[string]int       // gone entries still linked, per service
 	held      map[string]int       // entries per service: pending and in flight
+	paused    map[string]bool      // services whose dispatch is paused (OpPause)
 	loadReq   chan string
 
 	stats counters
@@ -293,6 +294,7 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		idleSince: make(map[string]time.Time),
 		gone:      make(map[string]int),
 		held:      make(map[string]int),
+		paused:    make(map[string]bool),
 		loadReq:   make(chan string, 1024),
 	}
 	s.drained = sync.NewCond(&s.drainMu)
@@ -309,6 +311,9 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 func (s *Service) Recover(ctx context.Context) error {
 	now := s.cfg.Now()
 	if err := s.loadCounts(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if err := s.loadPaused(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	n := 0
@@ -455,13 +460,8 @@ func (s *Service) serve(req broker.Request) [][]byte {
 		return s.hello(req, req.Service == SvcBye)
 	case SvcClients:
 		return s.listClients()
-	case SvcRetry:
-		id, err := parseTicket(req.Body)
-		if err != nil {
-			s.stats.badRequests.Add(1)
-			return replyText(CodeUnknown, err.Error())
-		}
-		return s.retryTicket(req, id)
+	case SvcRetry, SvcCancel, SvcPause, SvcResume, SvcAttempts:
+		return s.serveLifecycle(req)
 	}
 	s.stats.badRequests.Add(1)
 	return replyText(CodeUnknown, fmt.Sprintf("unknown titanic service %q", req.Service))

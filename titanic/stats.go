@@ -169,7 +169,7 @@ func (s *Service) tallyRetry(service string) {
 
 // tallyClose uncounts the finished ticket a close deleted.
 func (s *Service) tallyClose(res store.Result) {
-	if !res.Existed || !res.Closed.Final() {
+	if !res.Existed || res.Closed != store.StateDone && res.Closed != store.StateFailed {
 		return // unfinished tickets are counted from the dispatcher
 	}
 	s.tally.mu.Lock()

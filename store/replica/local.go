@@ -130,6 +130,14 @@ func (n *Node) admit(ops []store.Op, done func(store.Done)) ([]store.Op, func(st
 	}
 }
 
+// Attempts implements store.Store from the local store.
+func (n *Node) Attempts(ctx context.Context, id store.ID) ([]store.Attempt, error) {
+	return n.st.Attempts(ctx, id)
+}
+
+// Paused implements store.Store from the local store.
+func (n *Node) Paused(ctx context.Context) (map[string]time.Time, error) { return n.st.Paused(ctx) }
+
 // Heads returns the heads of the local store's queues (see
 // store.BoltStore.Heads).
 func (n *Node) Heads(ctx context.Context) (map[string]store.Ticket, error) { return n.st.Heads(ctx) }

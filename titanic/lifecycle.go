@@ -1,0 +1,278 @@
+package titanic
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/store"
+)
+
+// The job lifecycle's services (extensions; see README "Job lifecycle"):
+//
+//	titanic.retry    [ticket]   → 200 | 400 text   a failed ticket is pending again
+//	titanic.cancel   [ticket]   → 200 | 400 text   a pending or running ticket ends as cancelled
+//	titanic.pause    [service]  → 200 | 400 text   its tickets are not dispatched; submits are taken
+//	titanic.resume   [service]  → 200 | 400 text
+//	titanic.attempts [ticket]   → 200 | JSON       the attempts that ended without a reply
+//
+// Each writes an op of a kind the first release cannot read (ops record
+// 3): a replicated cluster takes it only once its cluster version allows
+// (400 NotSupportedPrefix... until then).
+const (
+	SvcCancel   = "titanic.cancel"
+	SvcPause    = "titanic.pause"
+	SvcResume   = "titanic.resume"
+	SvcAttempts = "titanic.attempts"
+)
+
+// CancelledReason starts the reason of a cancelled ticket in the 500
+// "failed: ..." answer a lookup gives it (final, as a failure).
+const CancelledReason = "cancelled: "
+
+// Sentinel errors of the lifecycle methods, for the HTTP API.
+var (
+	// ErrNotFailed: a retry of a ticket that has not failed.
+	ErrNotFailed = store.ErrNotFailed
+	// ErrFinished: a cancel of a ticket that is already done, failed or
+	// cancelled.
+	ErrFinished = store.ErrFinal
+	// ErrUnsupported: the cluster cannot take the op yet (its cluster
+	// version is older).
+	ErrUnsupported = store.ErrClusterVersion
+)
+
+// commitOne hands one client op to the store and calls done with its
+// result once durable, or with the batch's error. It returns errBusy when
+// the commit queue is full.
+func (s *Service) commitOne(op store.Op, done func(store.Result, error)) error {
+	return s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
+		if batchErr != nil {
+			done(res, batchErr)
+			return
+		}
+		done(res, res.Err)
+	}})
+}
+
+// wait runs an asynchronous lifecycle method to its end (the HTTP API's
+// form).
+func (s *Service) waitFor(ctx context.Context, start func(done func(error)) error) error {
+	if !s.active.Load() {
+		return ErrNotActive
+	}
+	ch := make(chan error, 1)
+	if err := start(func(err error) { ch <- err }); err != nil {
+		return fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Retry gives a failed ticket another round (titanic.retry).
+func (s *Service) Retry(ctx context.Context, id store.ID) error {
+	return s.waitFor(ctx, func(done func(error)) error { return s.retry(id, done) })
+}
+
+func (s *Service) retry(id store.ID, done func(error)) error {
+	op := store.Op{Kind: store.OpRetry, ID: id, Time: s.cfg.Now()}
+	return s.commitOne(op, func(res store.Result, err error) {
+		if err == nil {
+			s.stats.retries.Add(1)
+			s.tallyRetry(res.Service)
+			s.enlist(&entry{id: id, service: res.Service, seq: res.Seq, queued: op.Time}, nil)
+			s.note(id, "pending", res.Service)
+		}
+		done(err)
+	})
+}
+
+// Cancel ends a pending or running ticket as cancelled (titanic.cancel): a
+// pending one is never dispatched; a running one's reply is dropped.
+func (s *Service) Cancel(ctx context.Context, id store.ID, reason string) error {
+	return s.waitFor(ctx, func(done func(error)) error { return s.cancel(id, reason, done) })
+}
+
+func (s *Service) cancel(id store.ID, reason string, done func(error)) error {
+	op := store.Op{Kind: store.OpCancel, ID: id, Time: s.cfg.Now(), Reason: reason}
+	return s.commitOne(op, func(res store.Result, err error) {
+		if err == nil {
+			s.forget(id)
+			s.notify(id)
+			s.note(id, "cancelled", res.Service)
+		}
+		done(err)
+	})
+}
+
+// Pause stops the dispatch of service's tickets (titanic.pause); Resume
+// starts it again. Both are durable and idempotent.
+func (s *Service) Pause(ctx context.Context, service string) error {
+	return s.waitFor(ctx, func(done func(error)) error { return s.pause(service, true, done) })
+}
+
+// Resume: see Pause.
+func (s *Service) Resume(ctx context.Context, service string) error {
+	return s.waitFor(ctx, func(done func(error)) error { return s.pause(service, false, done) })
+}
+
+func (s *Service) pause(service string, pause bool, done func(error)) error {
+	if service == "" || len(service) > mdp.MaxServiceName {
+		return fmt.Errorf("%w: service name of %d bytes", errBadRequest, len(service))
+	}
+	op := store.Op{Kind: store.OpResume, Service: service, Time: s.cfg.Now()}
+	if pause {
+		op.Kind = store.OpPause
+	}
+	return s.commitOne(op, func(_ store.Result, err error) {
+		if err == nil {
+			s.setPaused(service, pause)
+		}
+		done(err)
+	})
+}
+
+// setPaused records a service's pause in the dispatcher; a resumed service
+// is offered to its workers again.
+func (s *Service) setPaused(service string, pause bool) {
+	s.mu.Lock()
+	if pause {
+		s.paused[service] = true
+	} else {
+		delete(s.paused, service)
+	}
+	s.mu.Unlock()
+	if !pause {
+		s.b.Wake(service)
+	}
+}
+
+// loadPaused reads the paused services from the store (on start-up and
+// when this node starts serving).
+func (s *Service) loadPaused(ctx context.Context) error {
+	p, err := s.st.Paused(ctx)
+	if err != nil {
+		return fmt.Errorf("paused services: %w", err)
+	}
+	s.mu.Lock()
+	clear(s.paused)
+	for svc := range p {
+		s.paused[svc] = true
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// IsPaused reports whether service's dispatch is paused.
+func (s *Service) IsPaused(service string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.paused[service]
+}
+
+// AttemptJSON is one attempt in titanic.attempts' answer and the HTTP API.
+type AttemptJSON struct {
+	Start   time.Time `json:"start"`
+	End     time.Time `json:"end"`
+	Seconds float64   `json:"seconds"`
+	Worker  string    `json:"worker,omitempty"`
+	Outcome string    `json:"outcome"` // retried, failed or cancelled
+	Error   string    `json:"error,omitempty"`
+}
+
+// Attempts returns a ticket's attempts that ended without a reply, oldest
+// first (the dead letters' history).
+func (s *Service) Attempts(ctx context.Context, id store.ID) ([]AttemptJSON, error) {
+	as, err := s.st.Attempts(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AttemptJSON, 0, len(as))
+	for _, a := range as {
+		outcome := a.Outcome.String()
+		if a.Outcome == store.StatePending {
+			outcome = "retried"
+		}
+		out = append(out, AttemptJSON{Start: a.Start, End: a.End, Seconds: a.End.Sub(a.Start).Seconds(), Worker: a.Worker, Outcome: outcome, Error: a.Error})
+	}
+	return out, nil
+}
+
+// lifecycleAnswer is the TSP answer of a lifecycle op's outcome.
+func lifecycleAnswer(what string, err error) [][]byte {
+	switch {
+	case err == nil:
+		return reply(CodeOK)
+	case errors.Is(err, errBadRequest):
+		return replyText(CodeUnknown, err.Error())
+	case errors.Is(err, store.ErrNotFound):
+		return replyText(CodeUnknown, "unknown ticket")
+	case errors.Is(err, store.ErrNotFailed):
+		return replyText(CodeUnknown, fmt.Sprintf("%s: only a failed ticket can be retried (%v)", what, err))
+	case errors.Is(err, store.ErrFinal):
+		return replyText(CodeUnknown, fmt.Sprintf("%s: the ticket is finished already (%v)", what, err))
+	case errors.Is(err, store.ErrClusterVersion):
+		return replyText(CodeUnknown, NotSupportedPrefix+clusterVersionText(err))
+	case errors.Is(err, store.ErrInvalidOp):
+		return replyText(CodeUnknown, err.Error())
+	}
+	return replyText(CodeError, what+" not recorded: "+err.Error())
+}
+
+// serveLifecycle answers the lifecycle services; nil when the answer is
+// deferred until the op is durable.
+func (s *Service) serveLifecycle(req broker.Request) [][]byte {
+	answer := func(err error) { s.answer(req.Client, req.Service, lifecycleAnswer(req.Service[len(Prefix):], err)) }
+	var err error
+	switch req.Service {
+	case SvcRetry, SvcCancel:
+		var id store.ID
+		if id, err = parseTicket(req.Body); err != nil {
+			break
+		}
+		if req.Service == SvcRetry {
+			err = s.retry(id, answer)
+		} else {
+			err = s.cancel(id, "", answer)
+		}
+	case SvcPause, SvcResume:
+		if len(req.Body) != 1 {
+			err = badRequest("want exactly one service frame")
+			break
+		}
+		err = s.pause(string(req.Body[0]), req.Service == SvcPause, answer)
+	case SvcAttempts:
+		var id store.ID
+		if id, err = parseTicket(req.Body); err != nil {
+			break
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			as, err := s.Attempts(ctx, id)
+			if err != nil {
+				s.answer(req.Client, req.Service, replyText(CodeError, "attempts: "+err.Error()))
+				return
+			}
+			b, _ := json.Marshal(as)
+			s.answer(req.Client, req.Service, reply(CodeOK, b))
+		}()
+		return nil
+	}
+	switch {
+	case errors.Is(err, errBadRequest):
+		s.stats.badRequests.Add(1)
+		return replyText(CodeUnknown, err.Error())
+	case err != nil:
+		return busyReply()
+	}
+	return nil
+}

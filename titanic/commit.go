@@ -165,7 +165,7 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 	if s.cfg.MintTag != 0 {
 		id[15] = id[15]&0xf0 | s.cfg.MintTag&0x0f
 	}
-	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey}
+	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey, Lifecycle: r.lifecycle}
 	return s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
 		switch {
 		case batchErr != nil:

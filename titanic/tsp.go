@@ -90,6 +90,9 @@ type submitReq struct {
 	idemKey string
 	service string
 	body    [][]byte
+	// lifecycle is what a submit asks beyond 9/TSP (delay, priority,
+	// deadline, retry policy), in absolute times.
+	lifecycle store.Lifecycle
 }
 
 // parseSubmit parses the body of titanic.request ([service | body...]) or,

@@ -398,6 +398,13 @@ type load struct {
 
 func startLoad(t *testing.T, ctx context.Context, brokers []string, n int) *load {
 	t.Helper()
+	return startKeyedLoad(t, ctx, brokers, n, "")
+}
+
+// startKeyedLoad is startLoad whose idempotency keys start with prefix, so
+// that several loads against one cluster never share a key.
+func startKeyedLoad(t *testing.T, ctx context.Context, brokers []string, n int, prefix string) *load {
+	t.Helper()
 	l := &load{changed: make(chan struct{}), errs: make(chan error, n), stop: make(chan struct{})}
 	for s := range n {
 		c := newRawClient(t, brokers, clientTimeout)
@@ -411,7 +418,7 @@ func startLoad(t *testing.T, ctx context.Context, brokers []string, n int) *load
 					return
 				default:
 				}
-				key := fmt.Sprintf("k%d-%d", s, i)
+				key := fmt.Sprintf("%sk%d-%d", prefix, s, i)
 				body := "body of " + key
 				deadline := time.Now().Add(60 * time.Second)
 				var last string

@@ -36,8 +36,10 @@ type txn struct {
 	cluster      uint64
 	clusterDirty bool
 	// newerKind: an op of a kind the first release does not read was
-	// applied (see formatV2).
+	// applied (see formatV2); format is the data file's format when the
+	// transaction began.
 	newerKind bool
+	format    uint32
 	deltas    map[countKey]int
 }
 
@@ -73,7 +75,28 @@ func newTxn(tx *bolt.Tx) (*txn, error) {
 	if v := t.meta.Get(clusterKey); len(v) == 8 {
 		t.cluster = binary.BigEndian.Uint64(v)
 	}
+	if v := t.meta.Get(formatKey); len(v) == 4 {
+		t.format = binary.BigEndian.Uint32(v)
+	}
 	return t, nil
+}
+
+// putTicket writes a ticket's record. A store the first release may still
+// open (format 1, no op of a newer kind applied) keeps records that release
+// reads: the extras a ticket may carry without any newer op (the start
+// and worker of its last attempt) are left out; a ticket with a Lifecycle
+// came with an op of a newer kind.
+func (t *txn) putTicket(tk *Ticket) error {
+	rec := tk
+	if !t.newerKind && t.format < formatV2 && (!tk.Started.IsZero() || tk.Worker != "") {
+		c := *tk
+		c.Started, c.Worker = time.Time{}, ""
+		rec = &c
+	}
+	if err := t.tickets.Put(tk.ID[:], encodeTicket(rec)); err != nil {
+		return fmt.Errorf("put ticket: %w", err)
+	}
+	return nil
 }
 
 // opErr builds an op's own error, e.g. "dispatch 0190…: ticket not found".
@@ -204,8 +227,8 @@ func (t *txn) adopt(op *Op) (Result, error) {
 	}
 	if older != nil {
 		older.IdemKey = ""
-		if err := t.tickets.Put(older.ID[:], encodeTicket(older)); err != nil {
-			return Result{ID: op.ID}, fmt.Errorf("put ticket: %w", err)
+		if err := t.putTicket(older); err != nil {
+			return Result{ID: op.ID}, err
 		}
 	}
 	if adopted.IdemKey != "" {
@@ -232,8 +255,8 @@ func (t *txn) create(op *Op) (Ticket, error) {
 	tk.Lifecycle = op.Lifecycle
 	t.seq++
 	t.seqDirty = true
-	if err := t.tickets.Put(op.ID[:], encodeTicket(&tk)); err != nil {
-		return tk, fmt.Errorf("put ticket: %w", err)
+	if err := t.putTicket(&tk); err != nil {
+		return tk, err
 	}
 	if err := t.bodies.Put(op.ID[:], encodeFrames(op.Body)); err != nil {
 		return tk, fmt.Errorf("put body: %w", err)
@@ -345,8 +368,8 @@ func (t *txn) transition(op *Op) (Result, error) {
 			return Result{ID: op.ID}, err
 		}
 	}
-	if err := t.tickets.Put(op.ID[:], encodeTicket(&tk)); err != nil {
-		return Result{ID: op.ID}, fmt.Errorf("put ticket: %w", err)
+	if err := t.putTicket(&tk); err != nil {
+		return Result{ID: op.ID}, err
 	}
 	if old != tk.State {
 		t.deltas[countKey{tk.Service, old}]--
@@ -376,8 +399,8 @@ func (t *txn) retry(op *Op) (Result, error) {
 	if err := t.enqueue(&tk); err != nil {
 		return Result{ID: op.ID}, err
 	}
-	if err := t.tickets.Put(op.ID[:], encodeTicket(&tk)); err != nil {
-		return Result{ID: op.ID}, fmt.Errorf("put ticket: %w", err)
+	if err := t.putTicket(&tk); err != nil {
+		return Result{ID: op.ID}, err
 	}
 	t.deltas[countKey{tk.Service, StateFailed}]--
 	t.deltas[countKey{tk.Service, StatePending}]++
@@ -410,8 +433,8 @@ func (t *txn) cancel(op *Op) (Result, error) {
 	if err := t.dequeue(&tk); err != nil {
 		return Result{ID: op.ID}, err
 	}
-	if err := t.tickets.Put(op.ID[:], encodeTicket(&tk)); err != nil {
-		return Result{ID: op.ID}, fmt.Errorf("put ticket: %w", err)
+	if err := t.putTicket(&tk); err != nil {
+		return Result{ID: op.ID}, err
 	}
 	t.deltas[countKey{tk.Service, old}]--
 	t.deltas[countKey{tk.Service, StateCancelled}]++

@@ -141,3 +141,27 @@ func TestPauseResume(t *testing.T) {
 		t.Fatalf("pause without a service: %v", r.Err)
 	}
 }
+
+// A store the first release may still open keeps ticket records it reads:
+// the start and worker of an attempt are kept only once the store took an
+// op of a newer kind (format 2).
+func TestAttemptExtrasWaitForFormat2(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	id := store.NewID()
+	mustApply(t, s, submit(id, "echo"), store.Op{Kind: store.OpDispatch, ID: id, Time: at(1)})
+	tk, err := s.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tk.Started.IsZero() || tk.Worker != "" {
+		t.Fatalf("format 1 store kept the attempt's start and worker (a v0.1.0 node could not read the record): %+v", tk)
+	}
+	// A retry moves the store to format 2; from then on they are kept.
+	other := store.NewID()
+	mustApply(t, s, submit(other, "echo"), op(store.OpFail, other), store.Op{Kind: store.OpRetry, ID: other, Time: at(2)})
+	mustApply(t, s, store.Op{Kind: store.OpDispatch, ID: other, Time: at(3), Worker: "w"})
+	if tk, err = s.Get(ctx, other); err != nil || !tk.Started.Equal(at(3)) || tk.Worker != "w" {
+		t.Fatalf("format 2 store: %+v %v", tk, err)
+	}
+}

@@ -16,7 +16,7 @@ import (
 // without a new op kind. An announcement is an entry of no ops (an ops
 // record every release reads) whose raft log extension carries
 //
-//	titanic/meta leader=ID endpoint=ENDPOINT [cluster=N] [solo]
+//	titanic/meta leader=ID endpoint=ENDPOINT [curve=SERVERKEY] [cluster=N] [solo]
 //
 // Members of the first release ignore extensions, so an announcement is
 // safe to write whatever they run; this build's fsm notes the leader's
@@ -27,8 +27,10 @@ var metaPrefix = []byte("titanic/meta ")
 
 // Announcement is what Announce writes.
 type Announcement struct {
-	// Endpoint is the leader's client endpoint (tcp://host:port).
+	// Endpoint is the leader's client endpoint (tcp://host:port), and
+	// Curve its broker's CURVE public key (Z85) when it requires CURVE.
 	Endpoint string
+	Curve    string
 	// ClusterVersion, when above the store's, raises it: every member
 	// reported a binary that reads ops records of that version.
 	ClusterVersion int
@@ -36,7 +38,7 @@ type Announcement struct {
 
 // LeaderInfo is the last announcement a node applied.
 type LeaderInfo struct {
-	ID, Endpoint string
+	ID, Endpoint, Curve string
 	// Term is the raft term of the entry.
 	Term uint64
 }
@@ -44,6 +46,9 @@ type LeaderInfo struct {
 func encodeMeta(id string, a Announcement, solo bool) []byte {
 	b := append([]byte(nil), metaPrefix...)
 	b = fmt.Appendf(b, "leader=%s endpoint=%s", id, a.Endpoint)
+	if a.Curve != "" {
+		b = fmt.Appendf(b, " curve=%s", a.Curve)
+	}
 	if a.ClusterVersion > 0 {
 		b = fmt.Appendf(b, " cluster=%d", a.ClusterVersion)
 	}
@@ -55,8 +60,8 @@ func encodeMeta(id string, a Announcement, solo bool) []byte {
 
 // meta is a decoded announcement.
 type meta struct {
-	leader, endpoint string
-	cluster          int
+	leader, endpoint, curve string
+	cluster                 int
 	solo             bool
 }
 
@@ -74,6 +79,8 @@ func decodeMeta(ext []byte) (m meta, ok bool) {
 			m.leader = v
 		case "endpoint":
 			m.endpoint = v
+		case "curve":
+			m.curve = v
 		case "cluster":
 			if n, err := strconv.Atoi(v); err == nil && n > 0 {
 				m.cluster = n
@@ -92,8 +99,8 @@ func (n *Node) Announce(ctx context.Context, a Announcement) error {
 	if r.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	if strings.ContainsAny(a.Endpoint, " \t\n") {
-		return fmt.Errorf("%w: endpoint %q holds white space", ErrConfig, a.Endpoint)
+	if strings.ContainsAny(a.Endpoint+a.Curve, " \t\n") {
+		return fmt.Errorf("%w: endpoint %q or key holds white space", ErrConfig, a.Endpoint)
 	}
 	l := raft.Log{Data: store.EncodeOps(nil), Extensions: encodeMeta(n.cfg.ID, a, n.solo.Load())}
 	f := r.ApplyLog(l, n.timeout(ctx))

@@ -165,7 +165,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			// An announcement holds no ops: it shares nothing that
 			// could prune the solo journal.
 			solo = m.solo
-			f.leader.Store(&LeaderInfo{ID: m.leader, Endpoint: m.endpoint, Term: l.Term})
+			f.leader.Store(&LeaderInfo{ID: m.leader, Endpoint: m.endpoint, Curve: m.curve, Term: l.Term})
 		}
 		shared := false
 		if c := f.conf.Load(); c != nil && c.voters >= 2 && !solo && !announced {

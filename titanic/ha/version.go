@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/titanicmq/titanic/broker/curve"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
@@ -55,6 +56,7 @@ type Versions struct {
 	// nowhere yet).
 	leaderEndpoint func() string
 	dial           func(endpoint string) (Requester, error)
+	curve          *curve.KeyPair
 	interval       time.Duration
 
 	mu      sync.Mutex
@@ -84,6 +86,11 @@ type VersionsConfig struct {
 	// PeerCurve is this node's CURVE client identity towards the peer
 	// (pair).
 	PeerCurve *client.CurveClient
+	// Curve, when the brokers require CURVE (group mode), is this node's
+	// broker key pair: the leader announces its public key, and the
+	// members report with theirs as client keys, so every member's public
+	// key must be on the others' allowlists.
+	Curve *curve.KeyPair
 	// Interval between reports and checks (default 2s).
 	Interval time.Duration
 	Logger   *slog.Logger
@@ -97,7 +104,7 @@ func NewVersions(node *replica.Node, cfg VersionsConfig) *Versions {
 	self, raftAddr := node.Self()
 	v := &Versions{
 		node: node, self: self, own: store.OpsRecordVersion, release: cfg.Release,
-		raftAddr: raftAddr, endpoint: cfg.Endpoint,
+		raftAddr: raftAddr, endpoint: cfg.Endpoint, curve: cfg.Curve,
 		interval: cfg.Interval, reports: map[string]report{},
 		log: cfg.Logger.With("component", "versions"),
 	}
@@ -137,8 +144,11 @@ func NewVersions(node *replica.Node, cfg VersionsConfig) *Versions {
 		cc.Timeout, cc.Retries = 2*time.Second, 1
 		cc.Direct = true
 		cc.Logger = cfg.Logger
-		if cfg.Pair {
+		switch li := node.LeaderInfo(); {
+		case cfg.Pair:
 			cc.Curve = cfg.PeerCurve
+		case cfg.Curve != nil && li.Curve != "":
+			cc.Curve = &client.CurveClient{ServerPublic: li.Curve, Public: cfg.Curve.Public, Secret: cfg.Curve.Secret}
 		}
 		return client.New(cc)
 	}
@@ -218,6 +228,7 @@ func (v *Versions) Run(ctx context.Context) error {
 		announcedAt  time.Time
 		warnedBelow  = map[string]bool{}
 		warnedReport bool
+		failedSince  time.Time // first report that got no answer, of a run
 	)
 	defer func() {
 		if peer != nil {
@@ -254,6 +265,9 @@ func (v *Versions) Run(ctx context.Context) error {
 			}
 			term := v.node.Status().Term
 			a := replica.Announcement{Endpoint: dialable(v.endpoint(), v.raftAddr)}
+			if v.curve != nil {
+				a.Curve = v.curve.Public
+			}
 			// Ops of a newer kind than the first release's that a
 			// raise may allow all come with version 3 or later: a raise
 			// below that allows nothing.
@@ -277,7 +291,7 @@ func (v *Versions) Run(ctx context.Context) error {
 		if ep == "" {
 			continue
 		}
-		if peer == nil || peerAt != ep {
+		if peer == nil || peerAt != ep+v.node.LeaderInfo().Curve {
 			if peer != nil {
 				peer.Close()
 			}
@@ -285,14 +299,24 @@ func (v *Versions) Run(ctx context.Context) error {
 			if err != nil {
 				continue
 			}
-			peer, peerAt = c, ep
+			peer, peerAt = c, ep+v.node.LeaderInfo().Curve
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*v.interval)
 		rep, err := peer.Request(cctx, SvcVersion, [][]byte{[]byte("report"), []byte(v.self), []byte(strconv.Itoa(v.own)), []byte(v.release)})
 		cancel()
-		if err == nil && (len(rep) == 0 || string(rep[0]) != "200") && !warnedReport {
+		switch {
+		case err == nil && (len(rep) == 0 || string(rep[0]) != "200") && !warnedReport:
 			warnedReport = true
 			v.log.Warn("the leader did not take this node's version report", "leader_endpoint", ep, "answer", fmt.Sprintf("%q", rep))
+		case err != nil && failedSince.IsZero():
+			failedSince = time.Now()
+		case err != nil && !warnedReport && time.Since(failedSince) > 10*v.interval:
+			// The cluster version cannot move while this goes on.
+			warnedReport = true
+			v.log.Warn("the leader does not answer this node's version reports (with security.curve, every member's public key must be on the others' allowlists)",
+				"leader_endpoint", ep, "since", failedSince, "err", err)
+		case err == nil:
+			failedSince = time.Time{}
 		}
 	}
 }

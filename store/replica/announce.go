@@ -62,7 +62,7 @@ func encodeMeta(id string, a Announcement, solo bool) []byte {
 type meta struct {
 	leader, endpoint, curve string
 	cluster                 int
-	solo             bool
+	solo                    bool
 }
 
 // decodeMeta reads an announcement extension; ok is false for any other

@@ -159,6 +159,9 @@ func mixedPair(t *testing.T, primaryBin, backupBin string) {
 	bins := map[string]string{"old": oldBin, "new": newBin}
 	primary, backup := pairNodes(t)
 	all := []*node{primary, backup}
+	for _, n := range all {
+		n.args = append(n.args, gateNoWorker...)
+	}
 	brokers := endpoints(all...)
 	dg := func() string { return diag(all...) }
 	primary.mustStart(t, primaryBin, bins[primaryBin], all...)
@@ -170,6 +173,10 @@ func mixedPair(t *testing.T, primaryBin, backupBin string) {
 	echoWorkers(t, ctx, brokers, 3)
 	ld := startLoad(t, ctx, brokers, 3)
 	ld.progress(t, 50, 30*time.Second, "first acks of the mixed pair", dg)
+	// The gated feature: retry of a failed ticket, refused while mixed.
+	vc := versionClient(t, brokers)
+	gated := failedTicket(t, ctx, vc, dg)
+	mustRefuseRetry(t, ctx, vc, gated, "on the mixed pair under load", dg)
 
 	// 1. A failover while mixed: SIGKILL the active.
 	active, passive := waitPairHealthy(t, ctx, primary, backup, 30*time.Second, "mixed pair")
@@ -181,6 +188,7 @@ func mixedPair(t *testing.T, primaryBin, backupBin string) {
 	active, passive = waitPairHealthy(t, ctx, primary, backup, 30*time.Second, "mixed pair after the failover")
 	t.Logf("after the failover: %s (%s) active, %s (%s) passive", active.name, active.which(), passive.name, passive.which())
 	ld.progress(t, 30, 30*time.Second, "acks after the failover", dg)
+	mustRefuseRetry(t, ctx, vc, gated, "on the mixed pair after the failover", dg)
 
 	// 2. Upgrade the old node: stop it cleanly, start the current binary
 	// on its data.
@@ -194,6 +202,8 @@ func mixedPair(t *testing.T, primaryBin, backupBin string) {
 	old.mustStart(t, "new", newBin, all...)
 	waitPairHealthy(t, ctx, primary, backup, 30*time.Second, "upgraded pair")
 	ld.progress(t, 30, 30*time.Second, "acks of the upgraded pair", dg)
+	retryWorks(t, ctx, vc, brokers, gated, dg)
+	ld.progress(t, 10, 30*time.Second, "acks after the retry", dg)
 
 	acks := ld.finish(t, dg)
 	checkAcks(t, ctx, brokers, acks, dg)
@@ -278,6 +288,9 @@ func waitGroupHealthy(t *testing.T, ctx context.Context, nodes []*node, within t
 func TestMixedGroup(t *testing.T) {
 	_, oldBin, newBin := binaries(t)
 	nodes := groupNodes(t)
+	for _, n := range nodes {
+		n.args = append(n.args, gateNoWorker...)
+	}
 	brokers := endpoints(nodes...)
 	dg := func() string { return diag(nodes...) }
 	for _, n := range nodes {
@@ -289,6 +302,9 @@ func TestMixedGroup(t *testing.T) {
 	echoWorkers(t, ctx, brokers, 3)
 	ld := startLoad(t, ctx, brokers, 3)
 	ld.progress(t, 50, 30*time.Second, "first acks of the old group", dg)
+	vc := versionClient(t, brokers)
+	gated := failedTicket(t, ctx, vc, dg)
+	mustRefuseRetry(t, ctx, vc, gated, "on the old group under load", dg)
 
 	leader := waitGroupHealthy(t, ctx, nodes, 30*time.Second, "old group")
 	var follower *node
@@ -304,6 +320,7 @@ func TestMixedGroup(t *testing.T) {
 	follower.mustStart(t, "new", newBin, nodes...)
 	leader = waitGroupHealthy(t, ctx, nodes, 30*time.Second, "group with one new node")
 	ld.progress(t, 30, 30*time.Second, "acks of the group with one new node", dg)
+	mustRefuseRetry(t, ctx, vc, gated, "with one node upgraded, under load", dg)
 
 	t.Logf("SIGKILL the leader %s (%s); it comes back on the current binary", leader.name, leader.which())
 	leader.kill()
@@ -311,6 +328,7 @@ func TestMixedGroup(t *testing.T) {
 	leader.mustStart(t, "new", newBin, nodes...)
 	waitGroupHealthy(t, ctx, nodes, 30*time.Second, "group after the failover")
 	ld.progress(t, 30, 30*time.Second, "acks after the failover", dg)
+	mustRefuseRetry(t, ctx, vc, gated, "after the failover, one node still old", dg)
 
 	for _, n := range nodes {
 		if n.which() != "old" {
@@ -323,6 +341,8 @@ func TestMixedGroup(t *testing.T) {
 		waitGroupHealthy(t, ctx, nodes, 30*time.Second, "group after upgrading "+n.name)
 		ld.progress(t, 30, 30*time.Second, "acks after upgrading "+n.name, dg)
 	}
+	retryWorks(t, ctx, vc, brokers, gated, dg)
+	ld.progress(t, 10, 30*time.Second, "acks after the retry", dg)
 	acks := ld.finish(t, dg)
 	checkAcks(t, ctx, brokers, acks, dg)
 	t.Logf("%d acks across the group's upgrade", len(acks))

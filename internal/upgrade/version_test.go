@@ -24,6 +24,11 @@ import (
 // the tests have failed tickets to retry.
 var noWorker = []string{"--no-worker-timeout", "300ms"}
 
+// gateNoWorker is noWorker for the tests under load, whose echo workers
+// may be away for a failover: long enough that none of the load's tickets
+// fails for want of a worker.
+var gateNoWorker = []string{"--no-worker-timeout", "8s"}
+
 // failedTicket submits a request for "nobody" (no worker) and waits until
 // it failed.
 func failedTicket(t *testing.T, ctx context.Context, c *client.Client, dg func() string) string {
@@ -84,6 +89,10 @@ func retryWorks(t *testing.T, ctx context.Context, c *client.Client, brokers []s
 	rep, err := c.Reply(rctx, ticket, client.ReplyOptions{Wait: true})
 	if err != nil || len(rep) != 1 || string(rep[0]) != "done:job" {
 		t.Fatalf("reply of the retried ticket: %q %v%s", rep, err, dg())
+	}
+	// Closed, so that checkAcks finds only the load's tickets.
+	if err := c.CloseTicket(ctx, ticket); err != nil {
+		t.Fatalf("close %s: %v", ticket, err)
 	}
 }
 

@@ -68,6 +68,10 @@ type Pair struct {
 	// release that cannot reconcile (asked again after legacyAt).
 	legacyPeer bool
 	legacyAt   time.Time
+	// Run's goroutine only: leadership transfers to the active that
+	// failed in a row, and when the last was logged.
+	transferFails  int
+	transferWarned time.Time
 }
 
 // Star is what a Pair needs of Binary Star: *binarystar.Node in a broker.
@@ -395,6 +399,23 @@ func (p *Pair) demote(why string) {
 	}
 }
 
+// transfer hands raft leadership to the active peer. A transfer that keeps
+// failing leaves the pair with nobody serving, so failures are logged (at
+// most every 10 s) with the cause.
+func (p *Pair) transfer() {
+	err := p.node.TransferLeadership(p.peerID, p.peerAddr)
+	switch {
+	case err == nil:
+		p.transferFails = 0
+	case p.transferFails == 0 || time.Since(p.transferWarned) > 10*time.Second:
+		p.log.Warn("leadership transfer to the active peer failed; trying again", "err", err, "failures", p.transferFails+1)
+		p.transferWarned = time.Now()
+		p.transferFails++
+	default:
+		p.transferFails++
+	}
+}
+
 // reconcile brings a passive node whose peer is active into the active's
 // raft without losing what either side acknowledged. It runs on Run's
 // goroutine, at most once a second until the node has joined.
@@ -423,9 +444,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 		// A raft of two, led by the passive (it won an election): no
 		// history of its own can be there. Leadership goes to the
 		// active; the transfer brings it up to date first.
-		if err := p.node.TransferLeadership(p.peerID, p.peerAddr); err != nil {
-			p.log.Debug("leadership transfer to the active peer", "err", err)
-		}
+		p.transfer()
 		return
 	}
 	if p.peerEndpoint == "" || p.joined() || time.Now().Before(p.retryAt) {
@@ -505,9 +524,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 				return
 			}
 		}
-		if err := p.node.TransferLeadership(p.peerID, p.peerAddr); err != nil {
-			p.log.Debug("leadership transfer to the active peer", "err", err)
-		}
+		p.transfer()
 		return
 	default:
 		p.log.Warn("split brain: this node and its active peer each hold work the other lacks; handing this node's over",

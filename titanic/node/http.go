@@ -129,7 +129,7 @@ func (o *opsSources) Queues(ctx context.Context) ([]ops.Queue, error) {
 	}
 	out := make([]ops.Queue, 0, len(st.Services))
 	for name, c := range st.Services {
-		out = append(out, ops.Queue{Service: name, Pending: c.Pending, Dispatched: c.Dispatched, Done: c.Done, Failed: c.Failed, Oldest: heads[name].Created})
+		out = append(out, ops.Queue{Service: name, Pending: c.Pending, Dispatched: c.Dispatched, Done: c.Done, Failed: c.Failed, Cancelled: c.Cancelled, Oldest: heads[name].Created})
 	}
 	return out, nil
 }

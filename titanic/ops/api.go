@@ -548,6 +548,7 @@ type serviceJSON struct {
 	Dispatched       int        `json:"dispatched"`
 	Done             int        `json:"done"`
 	Failed           int        `json:"failed"`
+	Cancelled        int        `json:"cancelled"`
 	Oldest           *time.Time `json:"oldest"`
 	OldestAgeSeconds float64    `json:"oldest_age_seconds"`
 	Workers          int        `json:"workers"`
@@ -577,7 +578,7 @@ func (s *Server) serviceList(ctx context.Context, now time.Time) ([]serviceJSON,
 		}
 		for _, q := range qs {
 			v := row(q.Service)
-			v.Pending, v.Dispatched, v.Done, v.Failed = q.Pending, q.Dispatched, q.Done, q.Failed
+			v.Pending, v.Dispatched, v.Done, v.Failed, v.Cancelled = q.Pending, q.Dispatched, q.Done, q.Failed, q.Cancelled
 			if !q.Oldest.IsZero() {
 				t := q.Oldest.UTC()
 				v.Oldest = &t

@@ -99,7 +99,7 @@ type Queues interface {
 type Queue struct {
 	Service string
 	// Tickets per state (store.Stats's Counts).
-	Pending, Dispatched, Done, Failed int
+	Pending, Dispatched, Done, Failed, Cancelled int
 	// Oldest is when the ticket at the head of the service's FIFO was
 	// submitted: the oldest unfinished (pending or dispatched) ticket. Zero
 	// when the service has none.

@@ -112,18 +112,20 @@ func (s *Service) drain() {
 
 // submit stores a new ticket and answers once it is durable.
 func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
-	keyed := req.Service == SvcSubmit
+	keyed := req.Service == SvcSubmit || req.Service == SvcSubmit2
 	answer := func(out [][]byte) {
-		if keyed {
-			out = withKey(out, req.Body)
-		}
-		s.answer(req.Client, req.Service, out)
+		s.answer(req.Client, req.Service, echoKey(req.Service, out, req.Body))
 	}
 	err := s.storeSubmit(r, func(res store.Result, err error) {
 		var kc *store.KeyConflictError
 		switch {
 		case errors.As(err, &kc):
 			answer(replyText(CodeUnknown, keyConflictText(kc)))
+			return
+		case errors.Is(err, store.ErrClusterVersion):
+			// A submit with lifecycle options, to a cluster with a member
+			// that could not read them: 400, resending cannot help.
+			answer(replyText(CodeUnknown, NotSupportedPrefix+clusterVersionText(err)))
 			return
 		case err != nil:
 			answer(replyText(CodeError, "not stored: "+err.Error()))

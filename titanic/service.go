@@ -387,11 +387,27 @@ func (s *Service) queue(service string) *fifo {
 // parses and enqueues; the store completer and the readers answer.
 func (s *Service) ServeMDP(req broker.Request) [][]byte {
 	out := s.serveMDP(req)
-	if out != nil && req.Service == SvcSubmit {
-		// Every answer the service gives titanic.submit, at once or
-		// deferred (submit's completion), ends with the key: the
-		// correlation of a client with many submits in flight.
-		out = withKey(out, req.Body)
+	if out != nil {
+		// Every answer the service gives titanic.submit (and submit2),
+		// at once or deferred (submit's completion), ends with the key:
+		// the correlation of a client with many submits in flight.
+		out = echoKey(req.Service, out, req.Body)
+	}
+	return out
+}
+
+// echoKey appends the key of a titanic.submit or titanic.submit2 body to
+// its answer; other services' answers go out as they are. submit2's key
+// may be empty, and is echoed all the same: its answers always end with
+// the key frame.
+func echoKey(service string, out, body [][]byte) [][]byte {
+	switch service {
+	case SvcSubmit:
+		return withKey(out, body)
+	case SvcSubmit2:
+		if len(body) > 0 && len(body[0]) <= MaxIdemKey {
+			return append(out, body[0])
+		}
 	}
 	return out
 }
@@ -407,13 +423,18 @@ func withKey(out [][]byte, body [][]byte) [][]byte {
 }
 
 func (s *Service) serveMDP(req broker.Request) [][]byte {
-	submit := req.Service == SvcRequest || req.Service == SvcSubmit
+	submit := req.Service == SvcRequest || req.Service == SvcSubmit || req.Service == SvcSubmit2
 	var sr submitReq
 	if submit {
 		// A malformed submit is refused before it costs the client a
 		// token of its rate.
 		var err error
-		if sr, err = parseSubmit(req.Body, req.Service == SvcSubmit); err != nil {
+		if req.Service == SvcSubmit2 {
+			sr, err = parseSubmit2(req.Body, s.cfg.Now())
+		} else {
+			sr, err = parseSubmit(req.Body, req.Service == SvcSubmit)
+		}
+		if err != nil {
 			s.stats.badRequests.Add(1)
 			return replyText(CodeUnknown, err.Error())
 		}

@@ -448,3 +448,19 @@ func TestEntryHeapRemove(t *testing.T) {
 		t.Fatalf("popped %d, want %d", n, 200-67)
 	}
 }
+
+// A failed ticket given another round (titanic.retry) keeps its priority.
+func TestRetryKeepsPriority(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	tk := h.submitLC("s", "h", store.Lifecycle{Priority: store.PriorityHigh, Retry: store.RetryPolicy{MaxAttempts: 1}})
+	lease, _ := h.next("s")
+	h.svc.Failed(lease, "boom")
+	h.waitFailed(tk)
+	h.submitLC("s", "n", store.Lifecycle{})
+	if err := h.svc.Retry(context.Background(), mustID(t, tk)); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.take("s", 2); got != "h n" {
+		t.Fatalf("after the retry: %s, want h n (the retried ticket is high)", got)
+	}
+}

@@ -29,7 +29,8 @@ func (s *Service) Deactivate() {
 }
 
 func (s *Service) resetLocked() {
-	s.queues = make(map[string]*fifo)
+	s.queues = make(map[string]*svcQueue)
+	s.delays, s.deadlines = newDueHeap(), newDeadlineHeap()
 	s.entries = make(map[store.ID]*entry)
 	s.gone = make(map[string]int)
 	s.held = make(map[string]int)

@@ -21,11 +21,17 @@ deps:
 	@$(GO) mod download
 
 # test-deps adds what only the tests need: nftables and iproute2 for the
-# network-namespace failover tests (as root; without them those tests skip).
+# network-namespace failover tests (as root; without them those tests skip),
+# and Debian's chromium for the dashboard's browser tests (titanic/ops),
+# which fail rather than skip without it when CI is set.
 test-deps: deps
 	@if [ "$$(id -u)" = 0 ] && { ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; }; then \
 		echo "make: installing nftables and iproute2 (network-namespace failover tests) with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 >/dev/null || echo "make: could not install nftables; partition tests will skip"; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then \
+		echo "make: installing chromium (dashboard browser tests) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || echo "make: could not install chromium; the browser tests fail under CI, skip elsewhere"; \
 	fi
 
 build: deps

@@ -50,14 +50,20 @@ var (
 type FailedError struct {
 	Ticket string
 	Reason string
+	// Cancelled: the ticket was cancelled (its Reason starts
+	// "cancelled: "); the error then matches ErrCancelled too.
+	Cancelled bool
 }
 
 func (e *FailedError) Error() string {
 	return fmt.Sprintf("ticket %s failed: %s", e.Ticket, e.Reason)
 }
 
-// Is makes errors.Is(err, ErrFailed) true.
-func (e *FailedError) Is(target error) bool { return target == ErrFailed }
+// Is makes errors.Is(err, ErrFailed) true, and errors.Is(err,
+// ErrCancelled) for a cancelled ticket.
+func (e *FailedError) Is(target error) bool {
+	return target == ErrFailed || (e.Cancelled && target == ErrCancelled)
+}
 
 // KeyConflictError is the error of a submit whose idempotency key already
 // names another request's ticket.

@@ -104,6 +104,10 @@ func (c *Client) SubmitAsync(ctx context.Context, service string, body [][]byte,
 			return nil, err
 		}
 	}
+	svc, frames, err := submitRequest(service, body, key, opt)
+	if err != nil {
+		return nil, err
+	}
 	p := c.pipe()
 	select {
 	case p.slots <- struct{}{}:
@@ -115,7 +119,8 @@ func (c *Client) SubmitAsync(ctx context.Context, service string, body [][]byte,
 	r := &asyncReq{
 		fut:     &SubmitFuture{key: key, done: make(chan struct{})},
 		service: service,
-		msg:     mdp.ClientRequest(svcSubmit, append([][]byte{[]byte(key), []byte(service)}, body...)...),
+		msg:     mdp.ClientRequest(svc, frames...),
+		v2:      svc == svcSubmit2,
 	}
 	p.mu.Lock()
 	if p.closed {
@@ -176,6 +181,7 @@ type asyncReq struct {
 	tries    int       // sends that went unanswered for Timeout
 	sentAt   time.Time // last send
 	inFlight bool
+	v2       bool      // titanic.submit2 (lifecycle options)
 	notAt    time.Time // not sent again before (after a busy answer)
 	lastErr  error     // the last 500 answered, for the final error
 }
@@ -460,13 +466,19 @@ func (p *pipeline) poll(bell *zmq.Socket) error {
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
+		svc := svcSubmit
 		body, err := mdp.ParseReply(frames, svcSubmit)
+		if err != nil {
+			if b2, err2 := mdp.ParseReply(frames, svcSubmit2); err2 == nil {
+				svc, body, err = svcSubmit2, b2, nil
+			}
+		}
 		if err != nil {
 			p.c.stale.Add(1)
 			p.c.log.Debug("dropped answer", "err", err)
 			continue
 		}
-		if !p.answer(body) {
+		if !p.answer(svc, body) {
 			return nil // the socket was dropped
 		}
 	}
@@ -478,7 +490,7 @@ const recvBatch = 256
 
 // answer handles one answer to titanic.submit; false: the socket was
 // dropped (the answers it held are void).
-func (p *pipeline) answer(rep [][]byte) bool {
+func (p *pipeline) answer(svc string, rep [][]byte) bool {
 	c := p.c
 	if len(p.flight) == 0 {
 		c.stale.Add(1) // nothing asked: a late answer
@@ -491,6 +503,23 @@ func (p *pipeline) answer(rep [][]byte) bool {
 			p.settle(r, rep[:n-1])
 			return true
 		}
+	}
+	if svc == svcSubmit2 && unsupported(rep) {
+		// A broker without titanic.submit2 answers it without the key:
+		// every submit2 in flight there gets the same answer. They fail
+		// (ErrUnsupported); their own answers, when they come, find
+		// nothing to settle.
+		settled := false
+		for _, r := range p.flight {
+			if r.v2 {
+				p.settle(r, rep)
+				settled = true
+			}
+		}
+		if !settled {
+			c.stale.Add(1)
+		}
+		return true
 	}
 	if notActive(rep) || notReady(rep) {
 		// The node does not serve (yet): everything in flight there is

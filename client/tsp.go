@@ -32,6 +32,30 @@ type SubmitOptions struct {
 	// seen returns the ticket it gave then. Empty: a random key, which
 	// still makes this call's own retries safe. At most 128 bytes.
 	IdemKey string
+
+	// The job lifecycle. Zero fields ask nothing: a submit with all of
+	// them zero is a plain titanic.submit, which every broker takes; one
+	// with any of them set goes as titanic.submit2, which a broker older
+	// than it, or a cluster whose version is below 3, refuses
+	// (ErrUnsupported) rather than store without them.
+
+	// Delay or At (not both): the ticket is not dispatched before then
+	// (it is "delayed" until). At is taken as an absolute time.
+	Delay time.Duration
+	At    time.Time
+	// Priority: PriorityHigh tickets of a service are dispatched before
+	// normal ones, normal before low; FIFO within a level.
+	Priority Priority
+	// TTL or Deadline (not both): a ticket not dispatched by then fails
+	// with reason "expired".
+	TTL      time.Duration
+	Deadline time.Time
+	// MaxAttempts overrides the broker's (or service's) dispatches
+	// before the ticket fails for good; BackoffBase and BackoffMax its
+	// exponential backoff between attempts (BackoffMax needs
+	// BackoffBase).
+	MaxAttempts             int
+	BackoffBase, BackoffMax time.Duration
 }
 
 // Submit stores a durable request for service and returns its ticket (32
@@ -44,8 +68,11 @@ func (c *Client) Submit(ctx context.Context, service string, body [][]byte, opt 
 			return "", err
 		}
 	}
-	frames := append([][]byte{[]byte(key), []byte(service)}, body...)
-	rep, err := c.do(ctx, svcSubmit, frames)
+	svc, frames, err := submitRequest(service, body, key, opt)
+	if err != nil {
+		return "", err
+	}
+	rep, err := c.do(ctx, svc, frames)
 	if err != nil {
 		return "", err
 	}
@@ -58,9 +85,14 @@ func (c *Client) Submit(ctx context.Context, service string, body [][]byte, opt 
 	return string(rep[1]), nil
 }
 
-// submitStatus is status for a titanic.submit answer: a 400 whose text
-// starts with keyConflictPrefix is a *KeyConflictError for key.
+// submitStatus is status for a titanic.submit (or submit2) answer: a 400
+// whose text starts with keyConflictPrefix is a *KeyConflictError for
+// key; one saying the broker lacks submit2, or its cluster cannot store
+// the options yet, is ErrUnsupported.
 func submitStatus(rep [][]byte, key string) error {
+	if unsupported(rep) {
+		return fmt.Errorf("%w: %s", ErrUnsupported, rep[1])
+	}
 	if len(rep) >= 2 && string(rep[0]) == "400" {
 		if rest, ok := strings.CutPrefix(string(rep[1]), keyConflictPrefix); ok {
 			ticket, detail, _ := strings.Cut(rest, ": ")
@@ -73,7 +105,7 @@ func submitStatus(rep [][]byte, key string) error {
 // Status is what the broker knows of a ticket.
 type Status struct {
 	Ticket   string
-	State    string // pending, dispatched, done or failed
+	State    string // pending, dispatched, done, failed or cancelled
 	Attempts int
 	Service  string
 	Created  time.Time
@@ -206,16 +238,7 @@ func (c *Client) Retry(ctx context.Context, ticket string) error {
 	if err != nil {
 		return err
 	}
-	if len(rep) > 1 && string(rep[0]) == "400" {
-		text := string(rep[1])
-		switch {
-		case unsupported(rep):
-			return fmt.Errorf("%w: retry: %s", ErrUnsupported, text)
-		case strings.Contains(text, "only a failed ticket"):
-			return fmt.Errorf("%w: %s: %s", ErrNotFailed, ticket, text)
-		}
-	}
-	return status(rep, ticket, false)
+	return lifecycleStatus(rep, "retry", ticket)
 }
 
 // unsupported reports whether an answer says the broker lacks a service
@@ -388,7 +411,7 @@ func status(rep [][]byte, ticket string, rejectOn400 bool) error {
 		return fmt.Errorf("%w %s: %s", ErrUnknown, ticket, text)
 	case "500":
 		if reason, ok := strings.CutPrefix(text, failedPrefix); ok {
-			return &FailedError{Ticket: ticket, Reason: reason}
+			return &FailedError{Ticket: ticket, Reason: reason, Cancelled: strings.HasPrefix(reason, cancelledPrefix)}
 		}
 		return fmt.Errorf("%w: %s", ErrServer, text)
 	}

@@ -405,7 +405,7 @@ func (t *txn) retry(op *Op) (Result, error) {
 	t.deltas[countKey{tk.Service, StateFailed}]--
 	t.deltas[countKey{tk.Service, StatePending}]++
 	res = resultOf(&tk)
-	res.Service = tk.Service
+	res.Service, res.Lifecycle = tk.Service, tk.Lifecycle
 	return res, nil
 }
 

@@ -332,6 +332,9 @@ type Result struct {
 	// dispatcher no longer held); empty for other kinds.
 	Closed  State
 	Service string
+	// Lifecycle is, after an OpRetry, the retried ticket's (its priority
+	// and retry policy: the dispatcher queues it without reading it).
+	Lifecycle Lifecycle
 	// Err is this op's own failure (ErrNotFound, ErrFinal, ErrInvalidOp,
 	// ErrKeyConflict, ErrNotFailed, ErrClusterVersion); the other ops of
 	// the batch are still applied.

@@ -29,7 +29,8 @@ func (s *Service) Deactivate() {
 }
 
 func (s *Service) resetLocked() {
-	s.queues = make(map[string]*fifo)
+	s.queues = make(map[string]*svcQueue)
+	s.delays, s.deadlines = newDueHeap(), newDeadlineHeap()
 	s.entries = make(map[store.ID]*entry)
 	s.gone = make(map[string]int)
 	s.held = make(map[string]int)
@@ -144,8 +145,12 @@ var httpClient broker.Client
 // the ticket and whether it is the duplicate of one with the same key;
 // errors wrap ErrBadRequest (refused as malformed or too large),
 // ErrNotActive, ErrBusy (overloaded or over quota: retry later), or are
-// ctx's (the ticket may still be stored: resubmit with the key).
-func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key string) (store.ID, bool, error) {
+// ctx's (the ticket may still be stored: resubmit with the key). lc is
+// what the submit asks beyond 9/TSP (delay, priority, deadline, retry
+// policy; the HTTP API's fields): a replicated cluster refuses a non-zero
+// one with an error wrapping ErrUnsupported until its cluster version
+// allows it.
+func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key string, lc store.Lifecycle) (store.ID, bool, error) {
 	if !s.active.Load() {
 		return store.ID{}, false, ErrNotActive
 	}
@@ -158,6 +163,7 @@ func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key
 		s.stats.badRequests.Add(1)
 		return store.ID{}, false, err
 	}
+	r.lifecycle = lc
 	if n := bodySize(r.body); s.cfg.MaxBody > 0 && n > s.cfg.MaxBody {
 		s.stats.badRequests.Add(1)
 		return store.ID{}, false, badRequest("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody)

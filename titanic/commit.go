@@ -112,18 +112,20 @@ func (s *Service) drain() {
 
 // submit stores a new ticket and answers once it is durable.
 func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
-	keyed := req.Service == SvcSubmit
+	keyed := req.Service == SvcSubmit || req.Service == SvcSubmit2
 	answer := func(out [][]byte) {
-		if keyed {
-			out = withKey(out, req.Body)
-		}
-		s.answer(req.Client, req.Service, out)
+		s.answer(req.Client, req.Service, echoKey(req.Service, out, req.Body))
 	}
 	err := s.storeSubmit(r, func(res store.Result, err error) {
 		var kc *store.KeyConflictError
 		switch {
 		case errors.As(err, &kc):
 			answer(replyText(CodeUnknown, keyConflictText(kc)))
+			return
+		case errors.Is(err, store.ErrClusterVersion):
+			// A submit with lifecycle options, to a cluster with a member
+			// that could not read them: 400, resending cannot help.
+			answer(replyText(CodeUnknown, NotSupportedPrefix+clusterVersionText(err)))
 			return
 		case err != nil:
 			answer(replyText(CodeError, "not stored: "+err.Error()))
@@ -178,7 +180,7 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 		s.stats.submits.Add(1)
 		if !res.Duplicate {
 			s.tallySubmit(r.service)
-			s.enlist(&entry{id: res.ID, service: r.service, seq: res.Seq, queued: op.Time}, r.body)
+			s.enlist((&entry{id: res.ID, service: r.service, seq: res.Seq, queued: op.Time}).withLifecycle(r.lifecycle, 0), r.body)
 			s.note(res.ID, "pending", r.service)
 		} else {
 			s.stats.duplicates.Add(1)
@@ -187,15 +189,23 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 	}})
 }
 
-// enlist queues a durable pending ticket for dispatch; the broker is woken
-// once the commit's completions have run. Store completer only.
+// cacheHorizon: the body of a ticket due further ahead than this is not
+// kept in memory (it is read back when it comes due), so that a large
+// backlog of delayed work does not take the body cache from the work
+// that runs now.
+const cacheHorizon = time.Minute
+
+// enlist queues a durable pending ticket for dispatch (or for its due
+// time); the broker is woken once the commit's completions have run.
+// Store completer only.
 func (s *Service) enlist(e *entry, body [][]byte) {
+	now := s.cfg.Now()
 	s.mu.Lock()
 	if _, dup := s.entries[e.id]; dup {
 		s.mu.Unlock()
 		return
 	}
-	if body != nil {
+	if body != nil && !e.due.After(now.Add(cacheHorizon)) {
 		if size := bodySize(body); s.cached+size <= s.cfg.BodyCache {
 			e.body, e.size = body, size
 			s.cached += size
@@ -203,11 +213,13 @@ func (s *Service) enlist(e *entry, body [][]byte) {
 	}
 	s.entries[e.id] = e
 	s.held[e.service]++
-	s.queue(e.service).push(e)
+	ready := s.placeLocked(e, now)
 	s.mu.Unlock()
-	s.wakeMu.Lock()
-	s.toWake[e.service] = struct{}{}
-	s.wakeMu.Unlock()
+	if ready {
+		s.wakeMu.Lock()
+		s.toWake[e.service] = struct{}{}
+		s.wakeMu.Unlock()
+	}
 }
 
 // closeTicket deletes a ticket (9/TSP titanic.close) and answers 200.
@@ -266,7 +278,7 @@ func (s *Service) dropLocked(id store.ID) {
 	}
 	s.cached -= e.size
 	e.body, e.size = nil, 0
-	if e.leased {
+	if s.unscheduleLocked(e) || e.leased {
 		return // not linked in a fifo
 	}
 	e.gone = true

@@ -70,7 +70,9 @@ var errDeposed = errors.New("deposed")
 // deposed leader could get wrong with the not-active refusal, and still
 // answers what is final.
 func TestUnconfirmedLookupsRefused(t *testing.T) {
-	h, ls := newLeaderHarness(t, Config{})
+	// A short backoff: the ticket that fails uses up its attempts within
+	// the harness's wait for each dispatch.
+	h, ls := newLeaderHarness(t, Config{BackoffBase: time.Millisecond})
 	done := h.submit("echo", "x")
 	lease, _ := h.next("echo")
 	h.complete(lease, done, "X")

@@ -10,11 +10,25 @@ import (
 	"github.com/titanicmq/titanic/store"
 )
 
-// Next implements broker.Source: the oldest pending ticket of service whose
-// body is in memory. It runs on the broker loop, so it never touches the
-// store: a head whose body was not cached is handed to the loader and
-// dispatched once the loader wakes the broker again.
+// Next implements broker.Source: the next pending ticket of service whose
+// body is in memory, from the priority level whose turn it is (see
+// svcQueue.pick), oldest first within it. It runs on the broker loop, so
+// it never touches the store: a head whose body was not cached is handed
+// to the loader and dispatched once the loader wakes the broker again.
+// Delayed tickets are not in the queues (the schedule moves them in when
+// due), so Next never looks at them.
 func (s *Service) Next(service string) (broker.Job, bool) {
+	now := s.cfg.Now()
+	var expired []*entry
+	job, ok := s.next(service, now, &expired)
+	for _, e := range expired {
+		s.stats.deadlineExpired.Add(1)
+		s.fail(e, expiredReason(e.deadline))
+	}
+	return job, ok
+}
+
+func (s *Service) next(service string, now time.Time, expired *[]*entry) (broker.Job, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.paused[service] {
@@ -22,20 +36,34 @@ func (s *Service) Next(service string) (broker.Job, bool) {
 	}
 	q := s.queues[service]
 	for q != nil {
-		e := q.peek()
-		if e == nil {
+		f := q.pick()
+		if f == nil {
 			break
 		}
+		e := f.peek()
 		if e.gone {
-			q.pop()
+			f.pop()
 			s.gone[service]--
+			continue
+		}
+		if !e.deadline.IsZero() && !e.deadline.After(now) {
+			// Its deadline passed a moment ago and the schedule has not
+			// failed it yet: it is not dispatched late.
+			f.pop()
+			s.deadlines.remove(e)
+			e.leased, e.failing = true, true
+			*expired = append(*expired, e)
 			continue
 		}
 		if e.body == nil {
 			s.requestLoadLocked(service)
 			break
 		}
-		q.pop()
+		f.pop()
+		q.spend(f)
+		// Dispatched: it no longer expires.
+		s.deadlines.remove(e)
+		e.deadline = time.Time{}
 		e.leased = true
 		e.attempts++
 		s.stats.dispatches.Add(1)
@@ -45,7 +73,7 @@ func (s *Service) Next(service string) (broker.Job, bool) {
 		// The dispatch mark is recorded in the next commit, but the worker
 		// need not wait for it: if the broker dies first, the ticket is
 		// still unfinished in the store and is redelivered on recovery.
-		_ = s.enqueue(pendingOp{op: store.Op{Kind: store.OpDispatch, ID: e.id, Time: s.cfg.Now()}, done: ignore})
+		_ = s.enqueue(pendingOp{op: store.Op{Kind: store.OpDispatch, ID: e.id, Time: now}, done: ignore})
 		s.note(e.id, "dispatched", service)
 		return broker.Job{Token: []byte(e.id.String()), Body: e.body}, true
 	}
@@ -65,7 +93,7 @@ func (s *Service) leased(token []byte) (*entry, store.ID, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[id]
-	if !ok || !e.leased || e.replied {
+	if !ok || !e.leased || e.replied || e.failing {
 		return nil, id, false
 	}
 	return e, id, true
@@ -155,7 +183,9 @@ func (s *Service) holdVerdict(e *entry, what string, tries int, batchErr error, 
 }
 
 // Failed implements broker.Source: an attempt ended without a reply. The
-// ticket is requeued, or fails for good once its attempts are used up.
+// ticket is requeued after its backoff (delayed until then, durably: the
+// requeue carries the due time), or fails for good once its attempts are
+// used up.
 func (s *Service) Failed(lease broker.Lease, reason string) {
 	e, id, ok := s.leased(lease.Token)
 	if !ok {
@@ -164,17 +194,36 @@ func (s *Service) Failed(lease broker.Lease, reason string) {
 	s.mu.Lock()
 	attempts := e.attempts
 	s.mu.Unlock()
-	if attempts >= s.cfg.MaxAttempts {
-		s.fail(e, fmt.Sprintf("attempt %d of %d failed: %s", attempts, s.cfg.MaxAttempts, reason))
+	p := s.retryPolicy(e)
+	if attempts >= p.MaxAttempts {
+		s.fail(e, fmt.Sprintf("attempt %d of %d failed: %s", attempts, p.MaxAttempts, reason))
 		return
 	}
-	op := store.Op{Kind: store.OpRequeue, ID: id, Time: s.cfg.Now(), Reason: reason}
+	now := s.cfg.Now()
+	var due time.Time
+	if d := backoff(p, attempts); d > 0 {
+		due = now.Add(d)
+	}
+	s.commitRequeue(e, store.Op{Kind: store.OpRequeue, ID: id, Time: now, Reason: reason, Lifecycle: store.Lifecycle{Due: due}}, due)
+}
+
+// commitRequeue records that e is pending again, due at due, then queues
+// it. A cluster that cannot record a due time yet (its cluster version is
+// older: store.ErrClusterVersion) gets the requeue without it; the
+// backoff is then kept in memory only, and a node that takes over
+// redelivers at once.
+func (s *Service) commitRequeue(e *entry, op store.Op, due time.Time) {
 	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
-		if batchErr == nil && res.Err != nil {
-			s.forget(id) // closed or finished meanwhile
+		switch {
+		case batchErr == nil && errors.Is(res.Err, store.ErrClusterVersion) && !op.Due.IsZero():
+			op.Due = time.Time{}
+			s.commitRequeue(e, op, due)
+			return
+		case batchErr == nil && res.Err != nil:
+			s.forget(op.ID) // closed or finished meanwhile
 			return
 		}
-		s.requeue(e)
+		s.requeue(e, due)
 	}})
 }
 
@@ -207,18 +256,22 @@ func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
 	}})
 }
 
-// requeue puts a ticket back in its fifo, at its Seq position.
-func (s *Service) requeue(e *entry) {
+// requeue puts a ticket back in its fifo, at its Seq position, or in the
+// delay heap until due.
+func (s *Service) requeue(e *entry, due time.Time) {
+	now := s.cfg.Now()
 	s.mu.Lock()
 	if cur, ok := s.entries[e.id]; !ok || cur != e {
 		s.mu.Unlock()
 		return
 	}
 	e.leased, e.replied = false, false
-	e.queued = s.cfg.Now()
-	s.queue(e.service).push(e)
+	e.queued, e.due = now, due
+	ready := s.placeLocked(e, now)
 	s.mu.Unlock()
-	s.b.Wake(e.service)
+	if ready {
+		s.b.Wake(e.service)
+	}
 }
 
 // Workers implements broker.Source.
@@ -324,26 +377,30 @@ func (s *Service) reap() {
 			continue // a paused service's tickets wait for its resume
 		}
 		since := s.idleSince[service]
-		for {
-			e := q.peek()
-			if e == nil {
-				break
+		for i := range q.lv {
+			f := &q.lv[i]
+			for {
+				e := f.peek()
+				if e == nil {
+					break
+				}
+				if e.gone {
+					f.pop()
+					s.gone[service]--
+					continue
+				}
+				start := e.queued
+				if since.After(start) {
+					start = since
+				}
+				if now.Sub(start) < s.cfg.NoWorkerTimeout {
+					break
+				}
+				f.pop()
+				s.deadlines.remove(e)
+				e.leased, e.failing = true, true // out of the fifo while its verdict commits
+				dead = append(dead, e)
 			}
-			if e.gone {
-				q.pop()
-				s.gone[service]--
-				continue
-			}
-			start := e.queued
-			if since.After(start) {
-				start = since
-			}
-			if now.Sub(start) < s.cfg.NoWorkerTimeout {
-				break
-			}
-			q.pop()
-			e.leased = true // out of the fifo while its verdict commits
-			dead = append(dead, e)
 		}
 	}
 	s.mu.Unlock()

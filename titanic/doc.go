@@ -22,11 +22,19 @@
 //
 // # Dispatch
 //
-// Per service, pending tickets wait in a FIFO ordered by their store
-// sequence; it is rebuilt from the store on start-up (Recover), so order
-// survives restarts. A dispatched ticket is leased to one worker; when the
-// worker dies, its lease expires or it reports failure, the ticket is
-// requeued at its place, until MaxAttempts dispatches have failed and it
+// Per service, pending tickets wait in one FIFO per priority level (high,
+// normal, low), each ordered by store sequence; they are rebuilt from the
+// store on start-up (Recover), so order survives restarts. Levels take
+// turns by weighted round robin, 4:2:1 while all have work, so that no
+// level starves (queue.go). A ticket due later (a delay, a schedule, a
+// retry's backoff) waits in a delay heap instead, and a ticket with a
+// deadline also in a deadline heap; one goroutine sleeps until the
+// earliest of either and then moves due tickets to their FIFO or fails
+// expired ones (schedule.go). No submit, dispatch or expiry scans a
+// queue. A dispatched ticket is leased to one worker; when the worker
+// dies, its lease expires or it reports failure, the ticket is requeued
+// after an exponential backoff with jitter (durably: the requeue carries
+// its due time), until its MaxAttempts dispatches have failed and it
 // fails for good. A worker is given more work as soon as its reply
 // arrives, so it never waits for the disk: the reply is made durable by
 // the next group commit, and lookups see it only then (until then the

@@ -88,7 +88,7 @@ func (s *Service) retry(id store.ID, done func(error)) error {
 		if err == nil {
 			s.stats.retries.Add(1)
 			s.tallyRetry(res.Service)
-			s.enlist(&entry{id: id, service: res.Service, seq: res.Seq, queued: op.Time}, nil)
+			s.enlist((&entry{id: id, service: res.Service, seq: res.Seq, queued: op.Time}).withLifecycle(res.Lifecycle, 0), nil)
 			s.note(id, "pending", res.Service)
 		}
 		done(err)

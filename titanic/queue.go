@@ -1,7 +1,6 @@
 package titanic
 
 import (
-	"sort"
 	"time"
 
 	"github.com/titanicmq/titanic/store"
@@ -31,6 +30,34 @@ type entry struct {
 	// of every fifo until the commit's outcome either forgets it (durable,
 	// or refused by the store) or requeues it (the batch failed).
 	replied bool
+	// failing is set, with leased, on an entry taken out of its queue to
+	// fail for good (expired, or no worker) while the failure commits: no
+	// worker holds it, so no lease token may name it.
+	failing bool
+
+	// The ticket's lifecycle (store.Lifecycle). due is when it may be
+	// dispatched: while it is in the future the entry waits in the
+	// service's delay heap, in no fifo. deadline is when it expires if
+	// not dispatched; it is cleared on the first dispatch (a dispatched
+	// ticket does not expire). retry overrides the service's and the
+	// broker's retry policy field by field.
+	prio     store.Priority
+	due      time.Time
+	deadline time.Time
+	retry    store.RetryPolicy
+	// duePos and deadlinePos are the entry's positions in the delay and
+	// deadline heaps, plus one: 0 means not in that heap.
+	duePos, deadlinePos int
+}
+
+// withLifecycle sets e's lifecycle from a ticket's or a submit's. A
+// ticket that was dispatched before has no deadline left.
+func (e *entry) withLifecycle(l store.Lifecycle, attempts int) *entry {
+	e.prio, e.due, e.retry = l.Priority, l.Due, l.Retry
+	if attempts == 0 {
+		e.deadline = l.Deadline
+	}
+	return e
 }
 
 func bodySize(body [][]byte) int {
@@ -41,22 +68,23 @@ func bodySize(body [][]byte) int {
 	return n
 }
 
-// fifo is one service's pending tickets in Seq order. Tickets arrive in Seq
-// order (submits commit in order, recovery reads in order), so new ones are
-// appended; a requeued ticket is older than most and goes to a small sorted
-// retry list that Next consults first. Both ends are O(1) in the common case
-// so a queue of 100,000 costs a submit no more than a queue of 10.
+// fifo is one priority level's pending tickets of a service, in Seq order.
+// Tickets mostly arrive in Seq order (submits commit in order, recovery
+// reads in order), so new ones are appended; one older than the tail (a
+// requeue, a delayed ticket that came due) goes to a min-heap by Seq that
+// Next consults too. Every push and pop is O(1) or O(log n), so a queue
+// of 100,000 costs a submit no more than a queue of 10.
 type fifo struct {
 	items []*entry // items[head:] are live, in Seq order
 	head  int
-	retry []*entry // sorted by Seq
+	retry []*entry // a binary min-heap by Seq
 }
 
 func (q *fifo) len() int { return len(q.items) - q.head + len(q.retry) }
 
 func (q *fifo) push(e *entry) {
 	if n := len(q.items); n > q.head && q.items[n-1].seq > e.seq {
-		// Out of order (a requeue, or a late recovery): keep Seq order.
+		// Out of order: keep Seq order.
 		q.pushRetry(e)
 		return
 	}
@@ -64,10 +92,40 @@ func (q *fifo) push(e *entry) {
 }
 
 func (q *fifo) pushRetry(e *entry) {
-	i := sort.Search(len(q.retry), func(i int) bool { return q.retry[i].seq > e.seq })
-	q.retry = append(q.retry, nil)
-	copy(q.retry[i+1:], q.retry[i:])
-	q.retry[i] = e
+	q.retry = append(q.retry, e)
+	for i := len(q.retry) - 1; i > 0; {
+		p := (i - 1) / 2
+		if q.retry[p].seq <= q.retry[i].seq {
+			break
+		}
+		q.retry[p], q.retry[i] = q.retry[i], q.retry[p]
+		i = p
+	}
+}
+
+func (q *fifo) popRetry() *entry {
+	h := q.retry
+	e := h[0]
+	n := len(h) - 1
+	h[0] = h[n]
+	h[n] = nil
+	h = h[:n]
+	for i := 0; ; {
+		l, m := 2*i+1, i
+		if l < n && h[l].seq < h[m].seq {
+			m = l
+		}
+		if l+1 < n && h[l+1].seq < h[m].seq {
+			m = l + 1
+		}
+		if m == i {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	q.retry = h
+	return e
 }
 
 // peek returns the oldest entry without removing it.
@@ -95,9 +153,7 @@ func (q *fifo) pop() *entry {
 		return nil
 	}
 	if len(q.retry) > 0 && q.retry[0] == e {
-		q.retry[0] = nil
-		q.retry = q.retry[1:]
-		return e
+		return q.popRetry()
 	}
 	q.items[q.head] = nil
 	q.head++
@@ -112,14 +168,55 @@ func (q *fifo) pop() *entry {
 	return e
 }
 
-// each calls fn on entries in Seq order until fn returns false.
+// each calls fn on entries in Seq order until fn returns false. The heap
+// is walked best-first (a small frontier of its nodes), so visiting the
+// first m entries costs O(m log m), whatever the queue's length.
 func (q *fifo) each(fn func(*entry) bool) {
-	i, j := 0, q.head
-	for i < len(q.retry) || j < len(q.items) {
+	var frontier []int // indexes into q.retry, a min-heap by their Seq
+	less := func(a, b int) bool { return q.retry[frontier[a]].seq < q.retry[frontier[b]].seq }
+	add := func(i int) {
+		if i >= len(q.retry) {
+			return
+		}
+		frontier = append(frontier, i)
+		for c := len(frontier) - 1; c > 0; {
+			p := (c - 1) / 2
+			if !less(c, p) {
+				break
+			}
+			frontier[p], frontier[c] = frontier[c], frontier[p]
+			c = p
+		}
+	}
+	take := func() int {
+		top := frontier[0]
+		n := len(frontier) - 1
+		frontier[0] = frontier[n]
+		frontier = frontier[:n]
+		for i := 0; ; {
+			l, m := 2*i+1, i
+			if l < n && less(l, m) {
+				m = l
+			}
+			if l+1 < n && less(l+1, m) {
+				m = l + 1
+			}
+			if m == i {
+				break
+			}
+			frontier[i], frontier[m] = frontier[m], frontier[i]
+			i = m
+		}
+		add(2*top + 1)
+		add(2*top + 2)
+		return top
+	}
+	add(0)
+	j := q.head
+	for len(frontier) > 0 || j < len(q.items) {
 		var e *entry
-		if j >= len(q.items) || (i < len(q.retry) && q.retry[i].seq < q.items[j].seq) {
-			e = q.retry[i]
-			i++
+		if j >= len(q.items) || (len(frontier) > 0 && q.retry[frontier[0]].seq < q.items[j].seq) {
+			e = q.retry[take()]
 		} else {
 			e = q.items[j]
 			j++
@@ -141,12 +238,99 @@ func (q *fifo) compact() {
 	}
 	clear(q.items[len(live):])
 	q.items, q.head = live, 0
-	r := q.retry[:0]
-	for _, e := range q.retry {
+	old := q.retry
+	q.retry = nil
+	for _, e := range old {
 		if !e.gone {
-			r = append(r, e)
+			q.pushRetry(e)
 		}
 	}
-	clear(q.retry[len(r):])
-	q.retry = r
+}
+
+// Priority levels, in the order a round visits them, and the weights of
+// the round: while all three have work, 7 dispatches in a row give 4 to
+// high, 2 to normal and 1 to low (weighted round robin), so that a steady
+// stream of high-priority work slows the lower levels down but never
+// starves them. A level without work gives its turn to the others.
+const levels = 3
+
+var levelWeight = [levels]int{4, 2, 1}
+
+// level is the index of p's fifo: 0 high, 1 normal, 2 low. Unknown values
+// (a newer release's levels) take the nearest known one.
+func level(p store.Priority) int {
+	switch {
+	case p > store.PriorityNormal:
+		return 0
+	case p < store.PriorityNormal:
+		return 2
+	}
+	return 1
+}
+
+// svcQueue is one service's tickets waiting for dispatch: one fifo per
+// priority level, and the count of its entries in the delay heap (which
+// is shared by every service, see schedule.go).
+type svcQueue struct {
+	lv [levels]fifo
+	// credit is what each level has left of its weight in this round.
+	credit [levels]int
+	// delayed counts the service's entries in the delay heap.
+	delayed int
+}
+
+// len is the number of entries linked in the fifos, gone ones included.
+func (q *svcQueue) len() int {
+	n := 0
+	for i := range q.lv {
+		n += q.lv[i].len()
+	}
+	return n
+}
+
+func (q *svcQueue) push(e *entry) { q.lv[level(e.prio)].push(e) }
+
+// pick returns the fifo whose turn it is, nil when every fifo is empty:
+// the highest level that has work and credit left in this round; when no
+// level with work has credit, a new round starts. It does not spend the
+// credit (spend does, once an entry is dispatched from it), so that gone
+// entries and bodies not loaded yet do not use up a level's turn.
+func (q *svcQueue) pick() *fifo {
+	for round := 0; round < 2; round++ {
+		for i := range q.lv {
+			if q.lv[i].len() > 0 && q.credit[i] > 0 {
+				return &q.lv[i]
+			}
+		}
+		q.credit = levelWeight
+	}
+	return nil
+}
+
+// spend charges a dispatch from f to its level's credit.
+func (q *svcQueue) spend(f *fifo) {
+	for i := range q.lv {
+		if &q.lv[i] == f {
+			q.credit[i]--
+			return
+		}
+	}
+}
+
+// each calls fn on the entries in the fifos, level by level (high first),
+// in Seq order within a level, until fn returns false.
+func (q *svcQueue) each(fn func(*entry) bool) {
+	for i := range q.lv {
+		more := true
+		q.lv[i].each(func(e *entry) bool { more = fn(e); return more })
+		if !more {
+			return
+		}
+	}
+}
+
+func (q *svcQueue) compact() {
+	for i := range q.lv {
+		q.lv[i].compact()
+	}
 }

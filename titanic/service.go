@@ -24,8 +24,21 @@ const Unlimited = -1
 type Config struct {
 	// MaxAttempts is how many dispatches a ticket gets; when the last one
 	// fails (worker lost, lease expired, worker reported failure) the
-	// ticket fails for good with the last reason.
+	// ticket fails for good with the last reason. A ticket's own
+	// (store.RetryPolicy) or its service's (ServiceRetry) overrides it.
 	MaxAttempts int
+	// BackoffBase and BackoffMax shape the pause before each attempt
+	// after a failed one: BackoffBase * 2^(failed attempts - 1), capped at
+	// BackoffMax, with equal jitter (uniform between half of it and all
+	// of it). The ticket waits it out delayed, durably (its Due). A
+	// negative BackoffBase: no pause (a failed attempt is dispatched again
+	// at once, as releases before backoff did). Overridden per service by
+	// ServiceRetry and per ticket by store.RetryPolicy.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// ServiceRetry overrides, per service, the broker's MaxAttempts,
+	// BackoffBase and BackoffMax; zero fields keep the broker's.
+	ServiceRetry map[string]store.RetryPolicy
 	// NoWorkerTimeout is how long a ticket waits while its service has no
 	// worker registered before it fails with "no worker for service".
 	NoWorkerTimeout time.Duration
@@ -115,6 +128,8 @@ func Tagged(id store.ID, tag byte) bool { return tag != 0 && id[15]&0x0f == tag&
 func DefaultConfig() Config {
 	return Config{
 		MaxAttempts:       5,
+		BackoffBase:       time.Second,
+		BackoffMax:        5 * time.Minute,
 		NoWorkerTimeout:   time.Hour,
 		MaxQueuedOps:      100_000,
 		MaxQueuedReads:    10_000,
@@ -137,6 +152,12 @@ func (c *Config) fill() {
 	d := DefaultConfig()
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = d.MaxAttempts
+	}
+	if c.BackoffBase == 0 {
+		c.BackoffBase = d.BackoffBase
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = d.BackoffMax
 	}
 	if c.NoWorkerTimeout <= 0 {
 		c.NoWorkerTimeout = d.NoWorkerTimeout
@@ -254,9 +275,10 @@ type Service struct {
 	active atomic.Bool
 
 	// Dispatcher state, shared by the broker loop (Source methods), the
-	// store completer (new and requeued tickets), the loader and the reaper.
+	// store completer (new and requeued tickets), the loader, the reaper
+	// and the schedule (schedule.go).
 	mu        sync.Mutex
-	queues    map[string]*fifo
+	queues    map[string]*svcQueue
 	entries   map[store.ID]*entry
 	workers   map[string]int
 	idleSince map[string]time.Time // when a service's last worker left
@@ -265,6 +287,9 @@ type Service struct {
 	held      map[string]int       // entries per service: pending and in flight
 	paused    map[string]bool      // services whose dispatch is paused (OpPause)
 	loadReq   chan string
+	delays    entryHeap // delayed entries of every service, by (due, seq)
+	deadlines entryHeap // entries with a deadline not dispatched yet
+	schedKick chan struct{}
 
 	stats counters
 	tally tallies // titanic.stats: finished tickets and rates per service
@@ -288,7 +313,7 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		log:       cfg.Logger.With("component", "titanic"),
 		toWake:    make(map[string]struct{}),
 		reads:     make(chan readReq, cfg.MaxQueuedReads),
-		queues:    make(map[string]*fifo),
+		queues:    make(map[string]*svcQueue),
 		entries:   make(map[store.ID]*entry),
 		workers:   make(map[string]int),
 		idleSince: make(map[string]time.Time),
@@ -296,6 +321,9 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		held:      make(map[string]int),
 		paused:    make(map[string]bool),
 		loadReq:   make(chan string, 1024),
+		delays:    newDueHeap(),
+		deadlines: newDeadlineHeap(),
+		schedKick: make(chan struct{}, 1),
 	}
 	s.drained = sync.NewCond(&s.drainMu)
 	s.commitEnded = true
@@ -305,9 +333,11 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 }
 
 // Recover rebuilds the dispatch queues from the store: every pending or
-// dispatched ticket is queued again in its service's FIFO order. A ticket
-// that was dispatched when the broker stopped is redelivered: its lease
-// died with the process. Call it before the broker runs.
+// dispatched ticket is queued again in its service's FIFO order, at its
+// priority level, or delayed until its due time; one never dispatched
+// keeps its deadline. A ticket that was dispatched when the broker
+// stopped is redelivered: its lease died with the process. Call it before
+// the broker runs.
 func (s *Service) Recover(ctx context.Context) error {
 	now := s.cfg.Now()
 	if err := s.loadCounts(ctx); err != nil {
@@ -323,10 +353,10 @@ func (s *Service) Recover(ctx context.Context) error {
 		if _, ok := s.entries[t.ID]; ok {
 			return nil
 		}
-		e := &entry{id: t.ID, service: t.Service, seq: t.Seq, attempts: t.Attempts, queued: now}
+		e := (&entry{id: t.ID, service: t.Service, seq: t.Seq, attempts: t.Attempts, queued: now}).withLifecycle(t.Lifecycle, t.Attempts)
 		s.entries[t.ID] = e
 		s.held[t.Service]++
-		s.queue(t.Service).push(e)
+		s.placeLocked(e, now)
 		n++
 		return nil
 	})
@@ -339,10 +369,10 @@ func (s *Service) Recover(ctx context.Context) error {
 	return nil
 }
 
-// Run runs the readers, the body loader and the no-worker reaper until
-// ctx is done. Mutations handed to the store by then are waited for (the
-// store commits them) before Run returns, so no answered work is dropped
-// on shutdown.
+// Run runs the readers, the body loader, the no-worker reaper and the
+// schedule (delays and deadlines) until ctx is done. Mutations handed to
+// the store by then are waited for (the store commits them) before Run
+// returns, so no answered work is dropped on shutdown.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
@@ -354,6 +384,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	run(s.loadLoop)
 	run(s.reapLoop)
+	run(s.schedLoop)
 	run(s.waitLoop)
 	run(s.sweepLoop)
 	if s.leader != nil {
@@ -370,11 +401,11 @@ func (s *Service) Run(ctx context.Context) error {
 // and takes no new work of its own (verdicts are not tried again).
 func (s *Service) stopping() bool { return s.stopped.Load() }
 
-// queue returns the FIFO of service, creating it. Callers hold s.mu.
-func (s *Service) queue(service string) *fifo {
+// queue returns the queue of service, creating it. Callers hold s.mu.
+func (s *Service) queue(service string) *svcQueue {
 	q := s.queues[service]
 	if q == nil {
-		q = &fifo{}
+		q = &svcQueue{}
 		s.queues[service] = q
 		if _, ok := s.idleSince[service]; !ok && s.workers[service] == 0 {
 			s.idleSince[service] = s.cfg.Now()
@@ -387,11 +418,27 @@ func (s *Service) queue(service string) *fifo {
 // parses and enqueues; the store completer and the readers answer.
 func (s *Service) ServeMDP(req broker.Request) [][]byte {
 	out := s.serveMDP(req)
-	if out != nil && req.Service == SvcSubmit {
-		// Every answer the service gives titanic.submit, at once or
-		// deferred (submit's completion), ends with the key: the
-		// correlation of a client with many submits in flight.
-		out = withKey(out, req.Body)
+	if out != nil {
+		// Every answer the service gives titanic.submit (and submit2),
+		// at once or deferred (submit's completion), ends with the key:
+		// the correlation of a client with many submits in flight.
+		out = echoKey(req.Service, out, req.Body)
+	}
+	return out
+}
+
+// echoKey appends the key of a titanic.submit or titanic.submit2 body to
+// its answer; other services' answers go out as they are. submit2's key
+// may be empty, and is echoed all the same: its answers always end with
+// the key frame.
+func echoKey(service string, out, body [][]byte) [][]byte {
+	switch service {
+	case SvcSubmit:
+		return withKey(out, body)
+	case SvcSubmit2:
+		if len(body) > 0 && len(body[0]) <= MaxIdemKey {
+			return append(out, body[0])
+		}
 	}
 	return out
 }
@@ -407,13 +454,18 @@ func withKey(out [][]byte, body [][]byte) [][]byte {
 }
 
 func (s *Service) serveMDP(req broker.Request) [][]byte {
-	submit := req.Service == SvcRequest || req.Service == SvcSubmit
+	submit := req.Service == SvcRequest || req.Service == SvcSubmit || req.Service == SvcSubmit2
 	var sr submitReq
 	if submit {
 		// A malformed submit is refused before it costs the client a
 		// token of its rate.
 		var err error
-		if sr, err = parseSubmit(req.Body, req.Service == SvcSubmit); err != nil {
+		if req.Service == SvcSubmit2 {
+			sr, err = parseSubmit2(req.Body, s.cfg.Now())
+		} else {
+			sr, err = parseSubmit(req.Body, req.Service == SvcSubmit)
+		}
+		if err != nil {
 			s.stats.badRequests.Add(1)
 			return replyText(CodeUnknown, err.Error())
 		}

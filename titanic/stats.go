@@ -23,6 +23,7 @@ type counters struct {
 	confirms, unconfirmed                          atomic.Uint64
 	verdictRetries                                 atomic.Uint64
 	retries                                        atomic.Uint64
+	deadlineExpired                                atomic.Uint64
 }
 
 // Stats is a snapshot of the service's counters and queues.
@@ -40,11 +41,16 @@ type Stats struct {
 	VerdictRetries uint64
 	// Retries counts failed tickets given another round (titanic.retry).
 	Retries uint64
-	// Queued is the number of pending tickets waiting per service, and
-	// Leased the number held by workers (not counting those whose worker
+	// DeadlineExpired counts tickets failed as expired: not dispatched
+	// by their deadline.
+	DeadlineExpired uint64
+	// Queued is the number of pending tickets waiting per service for a
+	// worker, Delayed the number waiting for their due time, and Leased
+	// the number held by workers (not counting those whose worker
 	// answered and whose reply waits for its commit).
-	Queued map[string]int
-	Leased int
+	Queued  map[string]int
+	Delayed map[string]int
+	Leased  int
 }
 
 // Stats returns a snapshot.
@@ -56,13 +62,16 @@ func (s *Service) Stats() Stats {
 		Failed: c.failed.Load(), Busy: c.busy.Load(), BadRequests: c.badRequests.Load(), Loads: c.loads.Load(),
 		Commits: c.commits.Load(), CommittedOps: c.committedOps.Load(), CommitErrors: c.commitErrors.Load(),
 		Expired: c.expired.Load(), Confirms: c.confirms.Load(), Unconfirmed: c.unconfirmed.Load(),
-		VerdictRetries: c.verdictRetries.Load(), Retries: c.retries.Load(),
-		Queued: make(map[string]int),
+		VerdictRetries: c.verdictRetries.Load(), Retries: c.retries.Load(), DeadlineExpired: c.deadlineExpired.Load(),
+		Queued: make(map[string]int), Delayed: make(map[string]int),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for svc, q := range s.queues {
 		st.Queued[svc] = q.len() - s.gone[svc]
+		if q.delayed > 0 {
+			st.Delayed[svc] = q.delayed
+		}
 	}
 	for _, e := range s.entries {
 		if e.leased && !e.replied {
@@ -222,9 +231,10 @@ type QueueStats struct {
 // ServiceQueue is one service's line of QueueStats.
 type ServiceQueue struct {
 	Service string `json:"service"`
-	// Pending tickets wait for a worker; Delayed ones wait for their time
-	// (always 0: no ticket is delayed yet); InFlight ones were given to
-	// a worker whose reply is not recorded yet (lookups say dispatched).
+	// Pending tickets wait for a worker; Delayed ones (pending in the
+	// store too) wait for their due time: a delay, a schedule or a
+	// retry's backoff; InFlight ones were given to a worker whose reply
+	// is not recorded yet (lookups say dispatched).
 	Pending  int `json:"pending"`
 	Delayed  int `json:"delayed"`
 	InFlight int `json:"in_flight"`
@@ -273,12 +283,12 @@ func (s *Service) QueueStats(ctx context.Context, service string) (QueueStats, e
 	}
 	s.mu.Lock()
 	for svc, n := range s.held {
-		pending := 0
+		pending, delayed := 0, 0
 		if q := s.queues[svc]; q != nil {
-			pending = q.len() - s.gone[svc]
+			pending, delayed = q.len()-s.gone[svc], q.delayed
 		}
 		r := row(svc)
-		r.Pending, r.InFlight = pending, n-pending
+		r.Pending, r.Delayed, r.InFlight = pending, delayed, n-pending-delayed
 	}
 	if wc == nil {
 		for svc, n := range s.workers {

@@ -2,8 +2,12 @@ package titanic
 
 import (
 	"bytes"
+	"errors"
 	"testing"
+	"time"
 	"unicode/utf8"
+
+	"github.com/titanicmq/titanic/store"
 )
 
 // FuzzParseTSP feeds every TSP request parser frames cut from fuzz bytes
@@ -29,6 +33,7 @@ func FuzzParseTSP(f *testing.F) {
 		if f, err := parseList(frames); err == nil && (f.Limit < 1 || f.Limit > MaxListLimit) {
 			t.Fatalf("list limit %d out of range", f.Limit)
 		}
+		checkSubmit2(t, frames)
 	})
 }
 
@@ -42,5 +47,39 @@ func TestSubmitServiceNotUTF8(t *testing.T) {
 		if r, err := parseSubmit(frames, keyed); err == nil {
 			t.Errorf("keyed=%v: accepted service %q", keyed, r.service)
 		}
+	}
+}
+
+// checkSubmit2 holds titanic.submit2's parse (and so the options') to its
+// bounds: an accepted request is a valid submit whose times are within
+// reach and consistent.
+func checkSubmit2(t *testing.T, frames [][]byte) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	r, err := parseSubmit2(frames, now)
+	if err != nil {
+		if !errors.Is(err, errBadRequest) {
+			t.Fatalf("submit2 refused without a bad request: %v", err)
+		}
+		return
+	}
+	lc := r.lifecycle
+	far := now.Add(MaxScheduleAhead)
+	switch {
+	case r.service == "" || len(r.body) == 0 || !utf8.ValidString(r.service) || len(r.idemKey) > MaxIdemKey:
+		t.Fatalf("accepted a bad submit2: %+v", r)
+	case !lc.Due.IsZero() && (!lc.Due.After(now) || lc.Due.After(far)):
+		t.Fatalf("due %v out of range", lc.Due)
+	case !lc.Deadline.IsZero() && (!lc.Deadline.After(now) || lc.Deadline.After(far)):
+		t.Fatalf("deadline %v out of range", lc.Deadline)
+	case !lc.Deadline.IsZero() && !lc.Due.IsZero() && !lc.Deadline.After(lc.Due):
+		t.Fatalf("deadline %v not after due %v", lc.Deadline, lc.Due)
+	case lc.Priority < store.PriorityLow || lc.Priority > store.PriorityHigh:
+		t.Fatalf("priority %d", lc.Priority)
+	case lc.Retry.MaxAttempts < 0 || lc.Retry.MaxAttempts > MaxSubmitAttempts:
+		t.Fatalf("attempts %d", lc.Retry.MaxAttempts)
+	case lc.Retry.Base < 0 || lc.Retry.Base > MaxBackoff || lc.Retry.Max < 0 || lc.Retry.Max > MaxBackoff:
+		t.Fatalf("backoff %v", lc.Retry)
+	case lc.Retry.Max != 0 && lc.Retry.Max < lc.Retry.Base:
+		t.Fatalf("backoff max below base: %v", lc.Retry)
 	}
 }

@@ -77,7 +77,8 @@ func (p *progress) end() {
 // on standard error. Each line gets an idempotency key made of keyPrefix
 // and its line number when keyPrefix is set, so a rerun after an
 // interruption returns the same tickets instead of making new ones.
-func submitFrom(e env, cf clientFlags, service, file, keyPrefix string, parallel int) error {
+func submitFrom(e env, cf clientFlags, service, file string, base client.SubmitOptions, parallel int) error {
+	keyPrefix := base.IdemKey
 	var r io.Reader = e.stdin
 	if file != "-" {
 		f, err := os.Open(file)
@@ -113,7 +114,8 @@ func submitFrom(e env, cf clientFlags, service, file, keyPrefix string, parallel
 	go func() {
 		defer close(futs)
 		for i, line := range lines {
-			opt := client.SubmitOptions{}
+			opt := base
+			opt.IdemKey = ""
 			if keyPrefix != "" {
 				opt.IdemKey = fmt.Sprintf("%s:%d", keyPrefix, i+1)
 			}

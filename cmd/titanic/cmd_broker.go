@@ -85,6 +85,13 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 	tc := titanic.DefaultConfig()
 	tc.Logger = log // DefaultConfig's is slog.Default(): the configured format and level are ours
 	tc.MaxAttempts, tc.NoWorkerTimeout = cfg.Queue.MaxAttempts, cfg.Queue.NoWorkerTimeout
+	tc.BackoffBase, tc.BackoffMax = cfg.Queue.BackoffBase, cfg.Queue.BackoffMax
+	if len(cfg.Queue.Services) > 0 {
+		tc.ServiceRetry = make(map[string]store.RetryPolicy, len(cfg.Queue.Services))
+		for _, r := range cfg.Queue.Services {
+			tc.ServiceRetry[r.Name] = store.RetryPolicy{MaxAttempts: r.MaxAttempts, Base: r.BackoffBase, Max: r.BackoffMax}
+		}
+	}
 	tc.Readers = cfg.Queue.Readers
 	tc.MaxQueuedOps, tc.MaxQueuedReads = cfg.Limits.MaxQueuedOps, cfg.Limits.MaxQueuedReads
 	tc.MaxWaiters, tc.BodyCache = cfg.Limits.MaxWaiters, int(cfg.Limits.BodyCache)

@@ -146,15 +146,20 @@ func runSubmit(e env) error {
 	wait := fs.Bool("wait", false, "wait for the reply and print it instead of the ticket")
 	from := fs.String("from", "", "submit one request per line of FILE (-: standard input); prints TICKET<TAB>LINE, a progress bar and a summary")
 	parallel := fs.Int("parallel", client.DefaultMaxPending, "with --from: submits in flight at once (pipelined on one connection)")
+	lf := addLifecycleFlags(fs)
 	asJSON := addJSONFlag(fs)
 	if err := parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	opt := client.SubmitOptions{IdemKey: *key}
+	if err := lf.apply(&opt); err != nil {
 		return err
 	}
 	if *from != "" {
 		if fs.NArg() != 1 || *wait || *asJSON {
 			return usagef("--from FILE wants SERVICE only, and no --wait (use titanic wait) nor --json")
 		}
-		return submitFrom(e, cf, fs.Arg(0), *from, *key, *parallel)
+		return submitFrom(e, cf, fs.Arg(0), *from, opt, *parallel)
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		return usagef("want SERVICE [BODY | -]")
@@ -183,7 +188,7 @@ func runSubmit(e env) error {
 		return err
 	}
 	defer c.Close()
-	ticket, err := c.Submit(e.ctx, fs.Arg(0), [][]byte{body}, client.SubmitOptions{IdemKey: *key})
+	ticket, err := c.Submit(e.ctx, fs.Arg(0), [][]byte{body}, opt)
 	if kc := (*client.KeyConflictError)(nil); errors.As(err, &kc) {
 		return fmt.Errorf("%w: key %q already names ticket %s, %s; a resend must repeat its service and body exactly, another request needs another key",
 			client.ErrKeyConflict, kc.Key, kc.Ticket, kc.Detail)
@@ -273,9 +278,10 @@ func ticketCommand(e env, name string, extra func(fs *flag.FlagSet) (waits bool)
 }
 
 func runStatus(e env) error {
-	var withBody, asJSON *bool
+	var withBody, withAttempts, asJSON *bool
 	c, _, ticket, err := ticketCommand(e, "status", func(fs *flag.FlagSet) bool {
 		withBody = fs.Bool("body", false, "show the request body too: printable text as it is, else its size (--json gives it in base64)")
+		withAttempts = fs.Bool("attempts", false, "show the attempt history too: each attempt that ended without a reply (when, worker, how long, outcome, error)")
 		asJSON = addJSONFlag(fs)
 		return false
 	}, nil)
@@ -293,8 +299,18 @@ func runStatus(e env) error {
 	if err != nil {
 		return err
 	}
+	var history []client.Attempt
+	if *withAttempts {
+		if history, err = c.Attempts(e.ctx, ticket); err != nil {
+			return err
+		}
+	}
 	if *asJSON {
-		return printJSON(e.stdout, toStatusJSON(st, body, *withBody))
+		out := toStatusJSON(st, body, *withBody)
+		if *withAttempts {
+			out.History = toAttemptsJSON(history)
+		}
+		return printJSON(e.stdout, out)
 	}
 	fmt.Fprintf(e.stdout, "ticket:   %s\nservice:  %s\nstate:    %s\nattempts: %d\ncreated:  %s\nupdated:  %s\n",
 		ticket, st.Service, st.State, st.Attempts, st.Created.Format(time.RFC3339Nano), st.Updated.Format(time.RFC3339Nano))
@@ -303,6 +319,9 @@ func runStatus(e env) error {
 	}
 	if *withBody {
 		printBody(e.stdout, body)
+	}
+	if *withAttempts {
+		printAttempts(e.stdout, history)
 	}
 	return nil
 }
@@ -374,24 +393,11 @@ func runClose(e env) error {
 	return c.CloseTicket(e.ctx, ticket)
 }
 
-func runRetry(e env) error {
-	c, _, ticket, err := ticketCommand(e, "retry", nil, nil)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Retry(e.ctx, ticket); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "%s pending again\n", ticket)
-	return nil
-}
-
 func runTickets(e env) error {
 	fs := newFlags(e, "tickets", "[flags]")
 	cf := addClientFlags(fs)
 	service := fs.String("service", "", "only tickets of this service")
-	state := fs.String("state", "", "only tickets in this state: pending, dispatched, done or failed")
+	state := fs.String("state", "", "only tickets in this state: pending, dispatched, done, failed or cancelled")
 	after := fs.String("after", "", "start after this ticket (paging)")
 	limit := fs.Int("limit", 100, "at most this many tickets (max 1000)")
 	asJSON := addJSONFlag(fs)

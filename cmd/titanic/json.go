@@ -59,6 +59,8 @@ type statusJSON struct {
 	// Body, with --body: the request's frames.
 	Body     [][]byte `json:"body,omitempty"`
 	BodyText *string  `json:"body_text,omitempty"`
+	// History, with --attempts: the attempts that ended without a reply.
+	History []attemptJSON `json:"history,omitempty"`
 }
 
 func toStatusJSON(st client.Status, body [][]byte, withBody bool) statusJSON {

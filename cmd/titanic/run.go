@@ -67,7 +67,12 @@ func commands() []command {
 		{"wait", "wait for tickets, with progress (exit 5 if any failed)", runWait},
 		{"reply", "print a ticket's reply (--wait to wait for it)", runReply},
 		{"close", "close a ticket (delete it and its reply)", runClose},
-		{"retry", "give a failed ticket another round (pending again, attempts from 0)", runRetry},
+		{"retry", "give a failed ticket another round (--service S --failed: every failed ticket of S)", runRetry},
+		{"cancel", "cancel a pending or running ticket (it ends as cancelled)", runCancel},
+		{"pause", "stop dispatching a service's tickets (submits are still taken)", runPause},
+		{"resume", "dispatch a paused service's tickets again", runResume},
+		{"dead", "list the dead set: tickets failed for good, with reason and attempts", runDead},
+		{"purge", "close the failed tickets of a service (--service S --yes)", runPurge},
 		{"tickets", "list tickets", runTickets},
 		{"clients", "list the clients present at a broker", runClients},
 		{"stats", "per service: pending, in flight, done, failed, workers, rates (--json)", runStats},
@@ -166,7 +171,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 7 key conflict, 130 interrupted")
+	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 7 key conflict, 8 not supported by the broker yet, 130 interrupted")
 }
 
 // ignoreHUP keeps SIGHUP from killing a long-running process: a broker

@@ -50,24 +50,72 @@ func (o *opsSources) Close(ctx context.Context, id store.ID) error {
 	return err
 }
 
-func (o *opsSources) Submit(ctx context.Context, service string, body [][]byte, key string) (string, bool, error) {
+func (o *opsSources) Submit(ctx context.Context, service string, body [][]byte, key string, lc store.Lifecycle) (string, bool, error) {
 	if o.gate.draining.Load() {
 		return "", false, fmt.Errorf("%w: draining", ops.ErrNotActive)
 	}
-	id, dup, err := o.svc.Submit(ctx, service, body, key)
-	switch {
-	case errors.Is(err, titanic.ErrBadRequest):
-		return "", false, fmt.Errorf("%w: %w", ops.ErrBadRequest, err)
-	case errors.Is(err, store.ErrKeyConflict):
-		return "", false, fmt.Errorf("%w: %w", ops.ErrConflict, err)
-	case errors.Is(err, titanic.ErrNotActive), errors.Is(err, replica.ErrNotLeader):
-		return "", false, fmt.Errorf("%w: %w", ops.ErrNotActive, err)
-	case errors.Is(err, titanic.ErrBusy):
-		return "", false, fmt.Errorf("%w: %w", ops.ErrBusy, err)
-	case err != nil:
-		return "", false, err
+	id, dup, err := o.svc.Submit(ctx, service, body, key, lc)
+	if err != nil {
+		return "", false, opsError(err)
 	}
 	return id.String(), dup, nil
+}
+
+// opsError maps the titanic service's errors to the ones the HTTP layer
+// answers by (the store's sentinels pass through: ops knows them).
+func opsError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, titanic.ErrBadRequest):
+		return fmt.Errorf("%w: %w", ops.ErrBadRequest, err)
+	case errors.Is(err, store.ErrKeyConflict):
+		return fmt.Errorf("%w: %w", ops.ErrConflict, err)
+	case errors.Is(err, titanic.ErrUnsupported):
+		return fmt.Errorf("%w: %w", ops.ErrUnsupported, err)
+	case errors.Is(err, titanic.ErrNotActive), errors.Is(err, replica.ErrNotLeader):
+		return fmt.Errorf("%w: %w", ops.ErrNotActive, err)
+	case errors.Is(err, titanic.ErrBusy):
+		return fmt.Errorf("%w: %w", ops.ErrBusy, err)
+	}
+	return err
+}
+
+// The ops.Jobs methods: the titanic service's lifecycle methods, which
+// commit (and replicate) like their 9/TSP services.
+
+func (o *opsSources) Retry(ctx context.Context, id store.ID) error {
+	return opsError(o.svc.Retry(ctx, id))
+}
+
+func (o *opsSources) Cancel(ctx context.Context, id store.ID, reason string) error {
+	return opsError(o.svc.Cancel(ctx, id, reason))
+}
+
+func (o *opsSources) Pause(ctx context.Context, service string) error {
+	return opsError(o.svc.Pause(ctx, service))
+}
+
+func (o *opsSources) Resume(ctx context.Context, service string) error {
+	return opsError(o.svc.Resume(ctx, service))
+}
+
+func (o *opsSources) Attempts(ctx context.Context, id store.ID) ([]titanic.AttemptJSON, error) {
+	return o.svc.Attempts(ctx, id)
+}
+
+// Paused reads the store, so that a follower shows the pauses too.
+func (o *opsSources) Paused(ctx context.Context) (map[string]time.Time, error) {
+	return o.st.Paused(ctx)
+}
+
+// Body implements ops.Bodies.
+func (o *opsSources) Body(ctx context.Context, id store.ID) ([][]byte, error) {
+	t, err := o.st.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return t.Body, nil
 }
 
 func (o *opsSources) Queues(ctx context.Context) ([]ops.Queue, error) {
@@ -81,7 +129,7 @@ func (o *opsSources) Queues(ctx context.Context) ([]ops.Queue, error) {
 	}
 	out := make([]ops.Queue, 0, len(st.Services))
 	for name, c := range st.Services {
-		out = append(out, ops.Queue{Service: name, Pending: c.Pending, Dispatched: c.Dispatched, Done: c.Done, Failed: c.Failed, Oldest: heads[name].Created})
+		out = append(out, ops.Queue{Service: name, Pending: c.Pending, Dispatched: c.Dispatched, Done: c.Done, Failed: c.Failed, Cancelled: c.Cancelled, Oldest: heads[name].Created})
 	}
 	return out, nil
 }
@@ -182,7 +230,7 @@ func startHTTP(c HTTPConfig, src *opsSources, hooks *latencyHooks, log *slog.Log
 	oc := ops.DefaultConfig()
 	oc.Tickets, oc.Queues, oc.Workers, oc.Counters, oc.Clients, oc.QueueStats = src, src, src, src, src, src
 	oc.Cluster = src // single mode too: it reports the peers
-	oc.Submitter = src
+	oc.Submitter, oc.Jobs, oc.Bodies = src, src, src
 	oc.Version, oc.Logger = c.Version, log
 	oc.Token = c.Token
 	srv, err := ops.New(oc)

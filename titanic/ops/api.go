@@ -12,25 +12,37 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic"
 )
 
 // routes registers every endpoint. Methods are checked by the handlers,
 // so that a wrong one gets a JSON 405.
 func (s *Server) routes() error {
 	api := func(pattern string, methods []string, h http.HandlerFunc) {
-		s.mux.Handle(pattern, s.authorized(allow(methods, h)))
+		s.mux.Handle(pattern, s.authorized(allow(methods, s.guard(true, h))))
 	}
 	get := []string{http.MethodGet, http.MethodHead}
 	s.mux.Handle("/healthz", allow(get, s.healthz))
 	s.mux.Handle("/metrics", s.authorized(allow(get, s.metrics.handler.ServeHTTP)))
-	api("/api/v1/tickets", []string{http.MethodGet, http.MethodHead, http.MethodPost}, func(w http.ResponseWriter, r *http.Request) {
+	// submit checks its JSON Content-Type itself, after its source.
+	s.mux.Handle("/api/v1/tickets", s.authorized(allow([]string{http.MethodGet, http.MethodHead, http.MethodPost}, s.guard(false, func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			s.submit(w, r)
 			return
 		}
 		s.listTickets(w, r)
-	})
+	}))))
 	api("/api/v1/tickets/{id}", []string{http.MethodGet, http.MethodHead, http.MethodDelete}, s.ticket)
+	post := []string{http.MethodPost}
+	api("/api/v1/tickets/{id}/retry", post, s.retryTicket)
+	api("/api/v1/tickets/{id}/cancel", post, s.cancelTicket)
+	api("/api/v1/tickets/{id}/attempts", get, s.attempts)
+	api("/api/v1/dead", get, s.dead)
+	api("/api/v1/services/{service}/dead", get, s.dead)
+	api("/api/v1/services/{service}/pause", post, s.pause(true))
+	api("/api/v1/services/{service}/resume", post, s.pause(false))
+	api("/api/v1/services/{service}/retry-failed", post, s.retryFailed)
+	api("/api/v1/services/{service}/purge", post, s.purge)
 	api("/api/v1/services", get, s.services)
 	api("/api/v1/workers", get, s.workers)
 	api("/api/v1/clients", get, s.clients)
@@ -85,8 +97,16 @@ func (s *Server) sourceError(w http.ResponseWriter, r *http.Request, what string
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "unknown ticket")
-	case errors.Is(err, ErrBadRequest):
+	case errors.Is(err, ErrUnsupported), errors.Is(err, store.ErrClusterVersion):
+		// The prefix is what the Go client and the CLI (exit 8) look for,
+		// as in the 9/TSP extensions' answers.
+		writeError(w, http.StatusBadRequest, "%s%s: %v", titanic.NotSupportedPrefix, what, err)
+	case errors.Is(err, ErrBadRequest), errors.Is(err, store.ErrInvalidOp), errors.Is(err, store.ErrBadID):
 		writeError(w, http.StatusBadRequest, "%s: %v", what, err)
+	case errors.Is(err, store.ErrNotFailed):
+		writeError(w, http.StatusConflict, "%s: only a failed ticket can be retried: %v", what, err)
+	case errors.Is(err, store.ErrFinal):
+		writeError(w, http.StatusConflict, "%s: the ticket is finished already: %v", what, err)
 	case errors.Is(err, ErrConflict):
 		writeError(w, http.StatusConflict, "%s: %v", what, err)
 	case errors.Is(err, ErrNotActive):
@@ -158,13 +178,44 @@ type ticketJSON struct {
 	Reply        [][]byte `json:"reply,omitzero"`
 	ReplyBytes   *int     `json:"reply_bytes,omitempty"`
 	ReplyOmitted bool     `json:"reply_omitted,omitempty"`
+	// The lifecycle the submit asked for (absent: the defaults), and the
+	// last attempt's start and worker when known.
+	Priority    string     `json:"priority"`
+	Due         *time.Time `json:"due,omitempty"`
+	Deadline    *time.Time `json:"deadline,omitempty"`
+	MaxAttempts int        `json:"max_attempts,omitempty"`
+	Started     *time.Time `json:"started,omitempty"`
+	Worker      string     `json:"worker,omitempty"`
+	// Body is set on GET /api/v1/tickets/{id}?body=1: the request frames,
+	// base64, unless over Config.MaxReplyBytes (BodyOmitted).
+	Body        [][]byte `json:"body,omitzero"`
+	BodyBytes   *int     `json:"body_bytes,omitempty"`
+	BodyOmitted bool     `json:"body_omitted,omitempty"`
 }
 
 func toJSON(t store.Ticket) ticketJSON {
+	utc := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		t = t.UTC()
+		return &t
+	}
 	return ticketJSON{
 		ID: t.ID.String(), Service: t.Service, State: t.State.String(), Seq: t.Seq,
 		Attempts: t.Attempts, Reason: t.Reason, Created: t.Created.UTC(), Updated: t.Updated.UTC(),
+		Priority: t.Priority.String(), Due: utc(t.Due), Deadline: utc(t.Deadline), MaxAttempts: t.Retry.MaxAttempts,
+		Started: utc(t.Started), Worker: t.Worker,
 	}
+}
+
+// frameBytes is the size of frames' content.
+func frameBytes(frames [][]byte) int {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
+	return n
 }
 
 // parseFilter reads service=, state=, after=, limit= and order=.
@@ -268,11 +319,22 @@ func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := toJSON(t)
-	if t.State == store.StateDone && reply != nil {
-		n := 0
-		for _, f := range reply {
-			n += len(f)
+	if r.URL.Query().Get("body") == "1" && s.cfg.Bodies != nil {
+		body, err := s.cfg.Bodies.Body(ctx, id)
+		if err != nil {
+			s.sourceError(w, r, "get ticket body", err)
+			return
 		}
+		n := frameBytes(body)
+		out.BodyBytes = &n
+		if n <= s.cfg.MaxReplyBytes {
+			out.Body = body
+		} else {
+			out.BodyOmitted = true
+		}
+	}
+	if t.State == store.StateDone && reply != nil {
+		n := frameBytes(reply)
 		out.ReplyBytes = &n
 		if n <= s.cfg.MaxReplyBytes {
 			out.Reply = reply
@@ -294,6 +356,106 @@ type submitRequest struct {
 	BodyBase64 []byte   `json:"body_base64"`
 	Frames     [][]byte `json:"frames"`
 	Key        string   `json:"key"`
+	// The job lifecycle (all optional): Delay (a Go duration, "30s") or
+	// At (RFC 3339): not dispatched before; Priority: high, normal or
+	// low; TTL (a duration from now) or Deadline (RFC 3339): fails as
+	// expired if not dispatched by then; Attempts: dispatches at most;
+	// Backoff and BackoffMax: the exponential backoff's first and
+	// largest wait between attempts.
+	Delay      string     `json:"delay"`
+	At         *time.Time `json:"at"`
+	Priority   string     `json:"priority"`
+	TTL        string     `json:"ttl"`
+	Deadline   *time.Time `json:"deadline"`
+	Attempts   int        `json:"attempts"`
+	Backoff    string     `json:"backoff"`
+	BackoffMax string     `json:"backoff_max"`
+}
+
+// Bounds of a submit's lifecycle fields, against typos ("30000h") that
+// would park a ticket for years.
+const (
+	MaxDelay       = 366 * 24 * time.Hour
+	MaxAttempts    = 1000
+	MaxBackoffWait = 24 * time.Hour
+)
+
+// lifecycle turns the request's lifecycle fields into absolute times
+// from now.
+func (req *submitRequest) lifecycle(now time.Time) (store.Lifecycle, error) {
+	var lc store.Lifecycle
+	dur := func(name, v string, limit time.Duration) (time.Duration, error) {
+		if v == "" {
+			return 0, nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		if d < 0 || d > limit {
+			return 0, fmt.Errorf("%s %s: want 0 to %v", name, v, limit)
+		}
+		return d, nil
+	}
+	if req.Delay != "" && req.At != nil {
+		return lc, errors.New(`give "delay" or "at", not both`)
+	}
+	if req.TTL != "" && req.Deadline != nil {
+		return lc, errors.New(`give "ttl" or "deadline", not both`)
+	}
+	d, err := dur("delay", req.Delay, MaxDelay)
+	if err != nil {
+		return lc, err
+	}
+	if d > 0 {
+		lc.Due = now.Add(d)
+	}
+	if req.At != nil {
+		if req.At.Sub(now) > MaxDelay {
+			return lc, fmt.Errorf("at %s: more than %v ahead", req.At.Format(time.RFC3339), MaxDelay)
+		}
+		if req.At.After(now) {
+			lc.Due = *req.At // a time in the past is due now
+		}
+	}
+	if req.Priority != "" {
+		if lc.Priority, err = store.ParsePriority(req.Priority); err != nil {
+			return lc, err
+		}
+	}
+	ttl, err := dur("ttl", req.TTL, MaxDelay)
+	if err != nil {
+		return lc, err
+	}
+	if req.TTL != "" && ttl == 0 {
+		return lc, errors.New("ttl must be positive")
+	}
+	if ttl > 0 {
+		lc.Deadline = now.Add(ttl)
+	}
+	if req.Deadline != nil {
+		if !req.Deadline.After(now) {
+			return lc, fmt.Errorf("deadline %s is past", req.Deadline.Format(time.RFC3339))
+		}
+		lc.Deadline = *req.Deadline
+	}
+	if !lc.Deadline.IsZero() && !lc.Due.IsZero() && !lc.Deadline.After(lc.Due) {
+		return lc, errors.New("the deadline is not after the time the ticket is due")
+	}
+	if req.Attempts < 0 || req.Attempts > MaxAttempts {
+		return lc, fmt.Errorf("attempts %d: want 1 to %d", req.Attempts, MaxAttempts)
+	}
+	lc.Retry.MaxAttempts = req.Attempts
+	if lc.Retry.Base, err = dur("backoff", req.Backoff, MaxBackoffWait); err != nil {
+		return lc, err
+	}
+	if lc.Retry.Max, err = dur("backoff_max", req.BackoffMax, MaxBackoffWait); err != nil {
+		return lc, err
+	}
+	if lc.Retry.Max > 0 && lc.Retry.Max < lc.Retry.Base {
+		return lc, errors.New("backoff_max is below backoff")
+	}
+	return lc, nil
 }
 
 // submit: POST /api/v1/tickets → 201 {"id", "duplicate"}. Only with a JSON
@@ -305,7 +467,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		unavailable(w, "submit")
 		return
 	}
-	if mt, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";"); !strings.EqualFold(strings.TrimSpace(mt), "application/json") {
+	if !isJSON(r) {
 		writeError(w, http.StatusUnsupportedMediaType, "submit wants Content-Type: application/json")
 		return
 	}
@@ -336,13 +498,18 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `submit: want {"service": NAME} and one of "body" (text), "body_base64" or "frames" (a list of base64 frames, at least one)`)
 		return
 	}
+	lc, err := req.lifecycle(time.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "submit: %v", err)
+		return
+	}
 	if role, active := s.role(); !active {
 		writeError(w, http.StatusServiceUnavailable, "not active: this node is %s; submit on the active node", role)
 		return
 	}
 	ctx, cancel := s.ctx(r)
 	defer cancel()
-	id, dup, err := s.cfg.Submitter.Submit(ctx, req.Service, body, req.Key)
+	id, dup, err := s.cfg.Submitter.Submit(ctx, req.Service, body, req.Key, lc)
 	if err != nil {
 		s.sourceError(w, r, "submit", err)
 		return
@@ -381,12 +548,15 @@ type serviceJSON struct {
 	Dispatched       int        `json:"dispatched"`
 	Done             int        `json:"done"`
 	Failed           int        `json:"failed"`
+	Cancelled        int        `json:"cancelled"`
 	Oldest           *time.Time `json:"oldest"`
 	OldestAgeSeconds float64    `json:"oldest_age_seconds"`
 	Workers          int        `json:"workers"`
 	Idle             int        `json:"idle"`
 	Busy             int        `json:"busy"`
 	Requests         int        `json:"requests"`
+	// Paused: its tickets are taken, not dispatched (POST .../pause).
+	Paused bool `json:"paused"`
 }
 
 // serviceList merges Queues and Workers, sorted by name. Missing sources
@@ -408,7 +578,7 @@ func (s *Server) serviceList(ctx context.Context, now time.Time) ([]serviceJSON,
 		}
 		for _, q := range qs {
 			v := row(q.Service)
-			v.Pending, v.Dispatched, v.Done, v.Failed = q.Pending, q.Dispatched, q.Done, q.Failed
+			v.Pending, v.Dispatched, v.Done, v.Failed, v.Cancelled = q.Pending, q.Dispatched, q.Done, q.Failed, q.Cancelled
 			if !q.Oldest.IsZero() {
 				t := q.Oldest.UTC()
 				v.Oldest = &t
@@ -424,6 +594,15 @@ func (s *Server) serviceList(ctx context.Context, now time.Time) ([]serviceJSON,
 		for _, sw := range ws {
 			v := row(sw.Service)
 			v.Workers, v.Idle, v.Busy, v.Requests = sw.Workers, sw.Idle, sw.Busy, sw.Requests
+		}
+	}
+	if s.cfg.Jobs != nil {
+		paused, err := s.cfg.Jobs.Paused(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("paused services: %w", err)
+		}
+		for name := range paused {
+			row(name).Paused = true
 		}
 	}
 	out := make([]serviceJSON, 0, len(byName))

@@ -3,8 +3,10 @@ package ops_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"image/png"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
+	"github.com/titanicmq/titanic/internal/harness"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic/ops"
 )
@@ -51,6 +56,9 @@ func TestDashboardBrowser(t *testing.T) {
 			}
 			return cs[:min(limit, len(cs))], len(cs), nil
 		})
+		jobs := newFakeJobs(c.Tickets.(*fakeTickets))
+		jobs.paused["resize"] = time.Now()
+		c.Jobs = jobs
 		c.Cluster = &fakeCluster{status: ops.ClusterStatus{
 			Mode: ops.ModeGroup, Role: ops.RoleLeader, Active: true, NodeID: "n1", Leader: "n1",
 			Term: 4, LastIndex: 18342, CommitIndex: 18342, AppliedIndex: 18340,
@@ -67,6 +75,7 @@ func TestDashboardBrowser(t *testing.T) {
 		fx.tickets.add([]string{"invoice.render", "resize"}[i%2], st, now.Add(time.Duration(i-20)*time.Second), nil)
 	}
 	submitted := fx.tickets.add("echo", store.StatePending, now.Add(-2*time.Second), nil) // the ticket the page must show
+	deadLetter := fx.tickets.add("invoice.render", store.StateFailed, now.Add(-3*time.Second), nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
@@ -88,7 +97,8 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 
 	dom := runChromium(t, chromium, "--dump-dom", url)
-	for _, want := range []string{submitted.String(), fx.done.String(), "invoice.render", "leader · serving", "10.0.0.2:7000", "billing-7f3a", "live · updated"} {
+	for _, want := range []string{submitted.String(), fx.done.String(), "invoice.render", "leader · serving", "10.0.0.2:7000", "billing-7f3a", "live · updated",
+		"Dead letters", deadLetter.String(), `<span class="pill paused">paused</span>`, `data-service="resize">Resume</button>`, `data-service="echo">Pause</button>`} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered page lacks %q", want)
 		}
@@ -145,14 +155,20 @@ func TestDashboardBrowser(t *testing.T) {
 var installChromium sync.Once
 
 // findChromium returns the chromium binary, installing Debian's package
-// when it is missing and the test runs as root; otherwise it skips.
+// when it is missing and the test runs as root. Otherwise it skips, except
+// in CI ($CI set, as CI runners do), where a browser test that does not
+// run must fail: `make test` installs chromium (test-deps).
 func findChromium(t *testing.T) string {
 	t.Helper()
+	skip := t.Skip
+	if os.Getenv("CI") != "" {
+		skip = func(args ...any) { t.Fatal(append([]any{"CI is set, so the browser test must run:"}, args...)...) }
+	}
 	if p, err := exec.LookPath("chromium"); err == nil {
 		return p
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("chromium is not installed and the test is not root: apt-get install chromium to run the browser test")
+		skip("chromium is not installed and the test is not root: apt-get install chromium to run the browser test")
 	}
 	installChromium.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -175,7 +191,7 @@ func findChromium(t *testing.T) string {
 	})
 	p, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Skip("chromium is not installed and apt-get install chromium failed (see log); skipping the browser test")
+		skip("chromium is not installed and apt-get install chromium failed (see log); skipping the browser test")
 	}
 	return p
 }
@@ -207,4 +223,180 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// TestDashboardRetryBrowser drives the dashboard of the built binary in
+// headless Chromium through chromedp: a ticket fails (a worker that exits
+// non-zero, one attempt allowed), the page opened on it shows its request
+// body and its attempt history, a real click on Retry sends it round
+// again, and once the worker answers the page shows it done. Screenshots
+// of both views are kept in $TITANIC_ARTIFACTS (default: a temporary
+// directory, logged).
+func TestDashboardRetryBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	chromium := findChromium(t)
+	start := time.Now()
+
+	ep := harness.FreeEndpoint(t)
+	httpAddr := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+	harness.Broker(t, "broker", ep, t.TempDir(), "--http-listen", httpAddr, "--max-attempts", "1")
+	// The worker fails until the flag file exists, with an error on stderr
+	// that the attempt history must show.
+	flag := filepath.Join(t.TempDir(), "healthy")
+	script := `if [ -e "$1" ]; then tr a-z A-Z; else echo "boom: not healthy yet" >&2; exit 3; fi`
+	harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "flaky", "--", "sh", "-c", script, "sh", flag)
+
+	base := "http://" + httpAddr
+	id := httpSubmit(t, base, `{"service":"flaky","body":"hello retry"}`)
+	waitState(t, base, id, "failed", 30*time.Second)
+
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck, chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1100),
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true))
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	defer cancel()
+	if err := chromedp.Do(ctx); err != nil { // starts the browser, bound to ctx
+		t.Fatalf("start chromium: %v", err)
+	}
+	// step runs actions within d; on failure it shows the ticket view.
+	step := func(what string, d time.Duration, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		sctx, scancel := context.WithTimeout(ctx, d)
+		defer scancel()
+		if err := chromedp.Do(sctx, actions...); err != nil {
+			dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+			defer dcancel()
+			html, _ := chromedp.Run(dctx, chromedp.OuterHTML(chromedp.CSS("main")))
+			t.Fatalf("%s: %v (within %v)\npage:\n%s", what, err, d, html)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+		defer scancel()
+		s, err := chromedp.Run(sctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+
+	step("open the failed ticket", 30*time.Second,
+		chromedp.Navigate(base+"/#ticket="+id),
+		chromedp.WaitVisible(chromedp.CSS("#detail #attempts")),
+		chromedp.WaitVisible(chromedp.CSS("#detail #retry")))
+	detail := text("#detail")
+	for _, want := range []string{id, "flaky", "failed", "hello retry", "Attempt history", "boom: not healthy yet"} {
+		if !strings.Contains(detail, want) {
+			t.Errorf("the failed ticket's view lacks %q:\n%s", want, detail)
+		}
+	}
+	if dead := text("#dead"); !strings.Contains(dead, id) {
+		t.Errorf("the dead letters list lacks the ticket:\n%s", dead)
+	}
+	dir := artifactDir(t)
+	// shot keeps a screenshot with the ticket's view in sight.
+	shot := func(name string) {
+		t.Helper()
+		sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+		defer scancel()
+		if err := chromedp.Do(sctx, chromedp.ScrollIntoView(chromedp.CSS("#detail"))); err != nil {
+			t.Fatalf("scroll to the ticket: %v", err)
+		}
+		b, err := chromedp.Run(sctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		if _, err := png.Decode(bytes.NewReader(b)); err != nil {
+			t.Fatalf("screenshot is not a PNG: %v", err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s (%d bytes)", p, len(b))
+	}
+	shot("dashboard-failed.png")
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// The worker recovers; Retry, clicked, sends the ticket round again.
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	step("click Retry, then see the ticket done", 30*time.Second,
+		chromedp.Click(chromedp.CSS("#detail #retry")),
+		chromedp.WaitVisible(chromedp.CSS("#detail dd .pill.done")))
+	step("see the reply", 10*time.Second, chromedp.WaitVisible(chromedp.CSS("#detail pre")))
+	detail = text("#detail")
+	for _, want := range []string{"HELLO RETRY", "hello retry", "Attempt history", "boom: not healthy yet"} {
+		if !strings.Contains(detail, want) {
+			t.Errorf("the retried ticket's view lacks %q:\n%s", want, detail)
+		}
+	}
+	if strings.Contains(detail, "null") || strings.Contains(detail, "undefined") {
+		t.Errorf("the ticket's view shows a JavaScript null or undefined:\n%s", detail)
+	}
+	shot("dashboard-retried.png")
+	waitState(t, base, id, "done", 5*time.Second)
+	t.Logf("retry browser test took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// artifactDir is $TITANIC_ARTIFACTS (created), or a temporary directory.
+func artifactDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("TITANIC_ARTIFACTS")
+	if dir == "" {
+		return t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// httpSubmit submits over the HTTP API and returns the ticket.
+func httpSubmit(t *testing.T, base, body string) string {
+	t.Helper()
+	resp, err := http.Post(base+"/api/v1/tickets", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ ID, Error string }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("submit %s: %d %+v %v", body, resp.StatusCode, out, err)
+	}
+	return out.ID
+}
+
+// waitState polls the ticket until it is in state, for at most d.
+func waitState(t *testing.T, base, id, state string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := ""
+	for {
+		code, body := get(t, base+"/api/v1/tickets/"+id, "")
+		var tk struct{ State, Reason string }
+		if code == http.StatusOK && json.Unmarshal([]byte(body), &tk) == nil {
+			if tk.State == state {
+				return
+			}
+			last = body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ticket %s not %s within %v; last answer %d %s", id, state, d, code, last)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the API: no event to wait on from outside
+	}
 }

@@ -30,6 +30,11 @@ type Config struct {
 	QueueStats QueueStats
 	// Submitter takes POST /api/v1/tickets; nil: the endpoint answers 503.
 	Submitter Submitter
+	// Jobs takes retry, cancel, pause, resume and the attempt history;
+	// nil: those endpoints answer 503.
+	Jobs Jobs
+	// Bodies gives ticket views their request body; nil: none is shown.
+	Bodies Bodies
 
 	// Token, when set, is required as "Authorization: Bearer TOKEN" by
 	// /metrics and /api/v1/*; /healthz and the dashboard's static files

@@ -21,9 +21,20 @@
 //	POST   /api/v1/tickets          submit: Content-Type application/json only (no cross-site form, no simple
 //	                                CORS request), {"service", "body"|"body_base64"|"frames", "key"}
 //	                                → 201 {"id", "duplicate": false}, 200 for a duplicate key; 503 not active
-//	GET    /api/v1/tickets/{id}     status, attempts, times, reason; the reply frames (base64) when done
+//	                                and the lifecycle: "delay"|"at", "priority", "ttl"|"deadline", "attempts",
+//	                                "backoff", "backoff_max"
+//	GET    /api/v1/tickets/{id}     status, attempts, times, reason, lifecycle; the reply frames (base64) when
+//	                                done; ?body=1 adds the request frames (Bodies)
 //	DELETE /api/v1/tickets/{id}     close (delete) the ticket; 503 on a node that is not active
-//	GET    /api/v1/services         per service: tickets by state, oldest unfinished, workers idle/busy
+//	POST   /api/v1/tickets/{id}/retry     failed → pending (409 if not failed)        } Jobs; 400 "not supported:
+//	POST   /api/v1/tickets/{id}/cancel    {"reason"} optional (409 if finished)       } ..." while the cluster
+//	GET    /api/v1/tickets/{id}/attempts  the attempts that ended without a reply    } version is too old
+//	GET    /api/v1/dead             the dead set: failed tickets, ?service=&after=&limit=&order= (also
+//	                                /api/v1/services/{service}/dead)
+//	POST   /api/v1/services/{service}/pause, /resume          stop or restart dispatch (Jobs)
+//	POST   /api/v1/services/{service}/retry-failed, /purge    retry or close every failed ticket of the service,
+//	                                → {"retried"|"purged": n, "complete": bool}
+//	GET    /api/v1/services         per service: tickets by state, oldest unfinished, workers idle/busy, paused
 //	GET    /api/v1/workers          per service: workers, idle, busy
 //	GET    /api/v1/clients          connected clients (titanic.hello presence; "tracked": false when not wired)
 //	GET    /api/v1/cluster          mode, role, term, raft indexes, members, peers
@@ -32,8 +43,12 @@
 //	GET    /                        the dashboard (embedded HTML, CSS and JavaScript)
 //
 // Errors are JSON {"error": "..."}: 400 for a malformed ID, query or
-// submit, 413 for a submit over Config.MaxSubmitBytes, 415 for a submit
-// that is not JSON, 401 without the token, 404 for an unknown ticket or endpoint, 405 for a
+// submit, and "not supported: ..." for what the cluster cannot take yet,
+// 409 for a retry of a ticket that has not failed or a cancel of a
+// finished one, 413 for a submit over Config.MaxSubmitBytes, 415 for a
+// POST that is neither JSON nor marked with X-Titanic-Request (403 for
+// a cross-origin one: see crossSite), 401 without the token, 404 for an
+// unknown ticket or endpoint, 405 for a
 // wrong method, 503 when the node is not active (writes), a source is
 // missing or too many requests are in flight, 504 when a source timed out.
 //

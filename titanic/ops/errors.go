@@ -23,3 +23,10 @@ var ErrConfig = errors.New("invalid ops config")
 // ErrConflict means the request contradicts what the store holds: a
 // submit whose idempotency key names a ticket of another service or body.
 var ErrConflict = errors.New("conflict")
+
+// ErrUnsupported means the node or its cluster cannot take the operation
+// yet: a replicated cluster whose members do not all run a release that
+// reads it (store.ErrClusterVersion is answered alike). The API answers
+// 400 "not supported: ...", which the Go client maps to
+// client.ErrUnsupported.
+var ErrUnsupported = errors.New("not supported")

@@ -140,6 +140,8 @@ func (f *fakeTickets) queues(context.Context) ([]ops.Queue, error) {
 			q.Done++
 		case store.StateFailed:
 			q.Failed++
+		case store.StateCancelled:
+			q.Cancelled++
 		}
 		if !t.State.Final() && (q.Oldest.IsZero() || t.Created.Before(q.Oldest)) {
 			q.Oldest = t.Created

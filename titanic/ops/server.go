@@ -25,6 +25,9 @@ type Server struct {
 	tokenHash [sha256.Size]byte
 	inFlight  chan struct{}
 	metrics   *metrics
+	// origins refuses state-changing requests a browser marks as
+	// cross-origin (see crossSite).
+	origins *http.CrossOriginProtection
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -39,6 +42,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger.With("component", "ops"),
 		mux:      http.NewServeMux(),
 		inFlight: make(chan struct{}, cfg.MaxInFlight),
+		origins:  http.NewCrossOriginProtection(),
 	}
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))

@@ -43,7 +43,35 @@ type Submitter interface {
 	// idempotency key if not empty, and returns its ticket and whether it
 	// is a duplicate (the key was used before: the first ticket). Errors
 	// wrap ErrBadRequest, ErrNotActive or ErrBusy, or are ctx's.
-	Submit(ctx context.Context, service string, body [][]byte, key string) (id string, duplicate bool, err error)
+	// lc is what the submit asks beyond 9/TSP (delay, priority, deadline,
+	// retry policy), in absolute times; the zero value asks nothing.
+	Submit(ctx context.Context, service string, body [][]byte, key string, lc store.Lifecycle) (id string, duplicate bool, err error)
+}
+
+// Jobs drives the job lifecycle for the API (titanic Service's Retry,
+// Cancel, Pause, Resume and Attempts). The writes must be committed (and
+// replicated) like their 9/TSP services. Errors wrap store.ErrNotFound
+// (unknown ticket), store.ErrNotFailed (a retry of a ticket that has not
+// failed), store.ErrFinal (a cancel of a finished ticket),
+// store.ErrClusterVersion or ErrUnsupported (the cluster cannot take the
+// op yet), ErrBadRequest, ErrNotActive or ErrBusy, or are ctx's.
+type Jobs interface {
+	Retry(ctx context.Context, id store.ID) error
+	Cancel(ctx context.Context, id store.ID, reason string) error
+	Pause(ctx context.Context, service string) error
+	Resume(ctx context.Context, service string) error
+	// Attempts returns the ticket's attempts that ended without a reply,
+	// oldest first.
+	Attempts(ctx context.Context, id store.ID) ([]titanic.AttemptJSON, error)
+	// Paused returns the paused services and since when.
+	Paused(ctx context.Context) (map[string]time.Time, error)
+}
+
+// Bodies reads a ticket's request body, for GET /api/v1/tickets/{id}?body=1
+// (the dashboard's ticket view). It returns an error wrapping
+// store.ErrNotFound for an unknown ticket.
+type Bodies interface {
+	Body(ctx context.Context, id store.ID) ([][]byte, error)
 }
 
 // Filter selects a page of tickets for Tickets.List.
@@ -71,7 +99,7 @@ type Queues interface {
 type Queue struct {
 	Service string
 	// Tickets per state (store.Stats's Counts).
-	Pending, Dispatched, Done, Failed int
+	Pending, Dispatched, Done, Failed, Cancelled int
 	// Oldest is when the ticket at the head of the service's FIFO was
 	// submitted: the oldest unfinished (pending or dispatched) ticket. Zero
 	// when the service has none.

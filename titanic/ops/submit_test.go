@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic/ops"
 )
 
@@ -18,11 +19,12 @@ type fakeSubmitter struct {
 	body          [][]byte
 	calls         int
 	duplicateNext bool
+	lc            store.Lifecycle
 }
 
-func (f *fakeSubmitter) Submit(_ context.Context, service string, body [][]byte, key string) (string, bool, error) {
+func (f *fakeSubmitter) Submit(_ context.Context, service string, body [][]byte, key string, lc store.Lifecycle) (string, bool, error) {
 	f.calls++
-	f.service, f.body, f.key = service, body, key
+	f.service, f.body, f.key, f.lc = service, body, key, lc
 	if f.err != nil {
 		return "", false, f.err
 	}

@@ -82,6 +82,8 @@ type StoreSection struct {
 // QueueSection is [queue]: the Titanic service.
 type QueueSection struct {
 	MaxAttempts     int           `toml:"max_attempts" flag:"max-attempts" usage:"dispatches per ticket before it fails"`
+	BackoffBase     time.Duration `toml:"backoff_base" flag:"backoff-base" usage:"pause before the second attempt of a ticket whose first failed; it doubles with each failed attempt, up to backoff_max, with equal jitter (half to all of it); negative (\"-1s\"): no pause"`
+	BackoffMax      time.Duration `toml:"backoff_max" flag:"backoff-max" usage:"longest pause between two attempts of a ticket"`
 	NoWorkerTimeout time.Duration `toml:"no_worker_timeout" flag:"no-worker-timeout" usage:"how long a ticket waits for its service to have a worker"`
 	Readers         int           `toml:"readers" flag:"readers" usage:"goroutines serving lookups (status, reply, list)"`
 	// MaxBatch is kept so that config files and command lines of earlier
@@ -89,6 +91,18 @@ type QueueSection struct {
 	// store's is the only one, store.max_batch), and a value is ignored
 	// with a warning.
 	MaxBatch int `toml:"max_batch" flag:"queue-max-batch" usage:"ignored (earlier releases: most ops of one commit; see store.max_batch)"`
+	// Services overrides the retry policy per service.
+	Services []ServiceRetry `toml:"services" flag:"service-retry" usage:"per-service retry policy: tables {name, max_attempts, backoff_base, backoff_max}, a zero or missing field keeps the setting above; on the command line NAME=ATTEMPTS/BASE/MAX,... (an empty part keeps it)"`
+}
+
+// ServiceRetry is one service's retry policy in [queue] services; zero
+// fields keep the broker's (max_attempts, backoff_base, backoff_max). A
+// submit's own policy overrides both.
+type ServiceRetry struct {
+	Name        string        `toml:"name"`
+	MaxAttempts int           `toml:"max_attempts"`
+	BackoffBase time.Duration `toml:"backoff_base"`
+	BackoffMax  time.Duration `toml:"backoff_max"`
 }
 
 // LimitsSection is [limits].
@@ -213,8 +227,11 @@ func Default() Config {
 		},
 		Queue: QueueSection{
 			MaxAttempts:     5,
+			BackoffBase:     time.Second,
+			BackoffMax:      5 * time.Minute,
 			NoWorkerTimeout: time.Hour,
 			Readers:         4,
+			Services:        []ServiceRetry{},
 		},
 		Limits: LimitsSection{
 			MaxMessageSize:    32 * MiB,

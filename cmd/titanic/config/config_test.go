@@ -71,6 +71,8 @@ func TestDefaultsMatchPackages(t *testing.T) {
 	eq("limits.disk_quota", int64(d.Limits.DiskQuota), td.Quota)
 	eq("broker.presence_timeout", d.Broker.PresenceTimeout, td.PresenceTimeout)
 	eq("queue.max_attempts", d.Queue.MaxAttempts, td.MaxAttempts)
+	eq("queue.backoff_base", d.Queue.BackoffBase, td.BackoffBase)
+	eq("queue.backoff_max", d.Queue.BackoffMax, td.BackoffMax)
 	eq("queue.no_worker_timeout", d.Queue.NoWorkerTimeout, td.NoWorkerTimeout)
 	eq("queue.readers", d.Queue.Readers, td.Readers)
 	eq("limits.max_queued_ops", d.Limits.MaxQueuedOps, td.MaxQueuedOps)
@@ -293,6 +295,25 @@ func TestFlagErrors(t *testing.T) {
 	}
 }
 
+// [queue] services, in the file and on the command line.
+func TestServiceRetryForms(t *testing.T) {
+	want := []ServiceRetry{{"mail", 10, 2 * time.Second, 0}, {"pdf", 0, 0, time.Hour}}
+	c := Default()
+	if err := c.Decode("t.toml", "[queue]\nservices = [\n  {name = \"mail\", max_attempts = 10, backoff_base = \"2s\"},\n  {name = \"pdf\", backoff_max = \"1h\"},\n]\n"); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Queue.Services, want) {
+		t.Fatalf("from the file: %+v, want %+v", c.Queue.Services, want)
+	}
+	got, err := parseRetries("mail=10/2s/, pdf=//1h")
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("from a flag: %+v %v, want %+v", got, err, want)
+	}
+	if _, err := parseRetries("mail=10/2s"); err == nil {
+		t.Fatal("two parts taken")
+	}
+}
+
 func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -305,6 +326,12 @@ func TestValidate(t *testing.T) {
 		{"zero ttl", func(c *Config) { c.Retention.DoneTTL = 0 }, ""},
 		{"liveness", func(c *Config) { c.Broker.Liveness = 0 }, "broker.liveness (--liveness): 0: must be at least 1"},
 		{"attempts", func(c *Config) { c.Queue.MaxAttempts = 0 }, "queue.max_attempts"},
+		{"no backoff", func(c *Config) { c.Queue.BackoffBase = -time.Second }, ""},
+		{"service retry", func(c *Config) {
+			c.Queue.Services = []ServiceRetry{{Name: "mail", MaxAttempts: 9, BackoffMax: time.Hour}}
+		}, ""},
+		{"service retry in ns", func(c *Config) { c.Queue.Services = []ServiceRetry{{Name: "mail", BackoffBase: 2}} }, "queue.services"},
+		{"service retry twice", func(c *Config) { c.Queue.Services = []ServiceRetry{{Name: "a"}, {Name: "a"}} }, "appears twice"},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, `log.level (--log-level): "verbose": want debug, info, warn or error`},
 		{"log level case", func(c *Config) { c.Log.Level = "WARN" }, ""},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, `log.format (--log-format): "xml": want text or json`},
@@ -446,8 +473,9 @@ func nonDefault() Config {
 	return Config{
 		Broker: BrokerSection{Listen: []string{"tcp://10.0.0.1:6000", "ipc:///run/t\"q.sock"}, Heartbeat: 1500 * time.Millisecond,
 			Liveness: 7, LeaseTimeout: 90*time.Minute + time.Second, RequestExpiry: 3 * time.Microsecond, DrainTimeout: time.Minute, PresenceTimeout: time.Hour},
-		Store:     StoreSection{Dir: `C:\titanic data\ü`, LockTimeout: 9 * time.Second, MaxBatch: 3, MaxBatchBytes: 5 * MiB, NoSync: true, BackupDir: "/b"},
-		Queue:     QueueSection{MaxAttempts: 9, NoWorkerTimeout: 25 * time.Hour, Readers: 16, MaxBatch: 8192},
+		Store: StoreSection{Dir: `C:\titanic data\ü`, LockTimeout: 9 * time.Second, MaxBatch: 3, MaxBatchBytes: 5 * MiB, NoSync: true, BackupDir: "/b"},
+		Queue: QueueSection{MaxAttempts: 9, BackoffBase: -time.Second, BackoffMax: time.Hour + time.Second, NoWorkerTimeout: 25 * time.Hour, Readers: 16, MaxBatch: 8192,
+			Services: []ServiceRetry{{"mail", 3, 2 * time.Second, 10 * time.Minute}, {"x\x01", 0, 0, 90 * time.Second}}},
 		Limits:    LimitsSection{MaxMessageSize: 1000, MaxBody: 3 * GiB, PerClientInflight: 5, SubmitRate: 0.25, SubmitBurst: 3, DiskQuota: 5 * TiB, MaxQueue: 6, MaxQueuedOps: 7, MaxQueuedReads: 8, MaxWaiters: 9, BodyCache: 1234567},
 		Retention: RetentionSection{DoneTTL: 0, SweepInterval: 10 * time.Second},
 		Log:       LogSection{Level: "debug", Format: "json"},

@@ -41,6 +41,7 @@ var (
 	sizeType     = reflect.TypeOf(Size(0))
 	stringsType  = reflect.TypeOf([]string(nil))
 	peersType    = reflect.TypeOf([]Peer(nil))
+	retriesType  = reflect.TypeOf([]ServiceRetry(nil))
 )
 
 // EnvPrefix starts every environment variable of the configuration.
@@ -110,7 +111,7 @@ func buildSections() []*section {
 
 func supported(t reflect.Type) bool {
 	switch t {
-	case durationType, sizeType, stringsType, peersType:
+	case durationType, sizeType, stringsType, peersType, retriesType:
 		return true
 	}
 	switch t.Kind() {
@@ -131,6 +132,8 @@ func typeName(t reflect.Type) string {
 		return "list"
 	case peersType:
 		return "peers"
+	case retriesType:
+		return "policies"
 	}
 	switch t.Kind() {
 	case reflect.Int:
@@ -167,6 +170,13 @@ func parseValue(v reflect.Value, s string) error {
 			return err
 		}
 		v.Set(reflect.ValueOf(ps))
+		return nil
+	case retriesType:
+		rs, err := parseRetries(s)
+		if err != nil {
+			return err
+		}
+		v.Set(reflect.ValueOf(rs))
 		return nil
 	}
 	switch v.Kind() {
@@ -210,6 +220,12 @@ func formatValue(v reflect.Value) string {
 		var parts []string
 		for _, p := range v.Interface().([]Peer) {
 			parts = append(parts, p.Name+"="+p.Cloud+"+"+p.State)
+		}
+		return strings.Join(parts, ",")
+	case retriesType:
+		var parts []string
+		for _, r := range v.Interface().([]ServiceRetry) {
+			parts = append(parts, r.Name+"="+formatRetry(r))
 		}
 		return strings.Join(parts, ",")
 	}
@@ -261,6 +277,50 @@ func parsePeers(s string) ([]Peer, error) {
 			return nil, fmt.Errorf("peer %q: want NAME=CLOUD+STATE (two endpoints)", p)
 		}
 		out = append(out, Peer{Name: strings.TrimSpace(name), Cloud: strings.TrimSpace(cloud), State: strings.TrimSpace(state)})
+	}
+	return out, nil
+}
+
+// formatRetry is ATTEMPTS/BASE/MAX, a zero part empty.
+func formatRetry(r ServiceRetry) string {
+	part := func(zero bool, s string) string {
+		if zero {
+			return ""
+		}
+		return s
+	}
+	return part(r.MaxAttempts == 0, strconv.Itoa(r.MaxAttempts)) + "/" +
+		part(r.BackoffBase == 0, formatDuration(r.BackoffBase)) + "/" +
+		part(r.BackoffMax == 0, formatDuration(r.BackoffMax))
+}
+
+// parseRetries reads NAME=ATTEMPTS/BASE/MAX,... (empty parts: zero).
+func parseRetries(s string) ([]ServiceRetry, error) {
+	out := []ServiceRetry{}
+	for _, p := range splitList(s) {
+		name, spec, ok := strings.Cut(p, "=")
+		parts := strings.Split(spec, "/")
+		if !ok || len(parts) != 3 {
+			return nil, fmt.Errorf("service retry %q: want NAME=ATTEMPTS/BASE/MAX (an empty part keeps the default)", p)
+		}
+		r := ServiceRetry{Name: strings.TrimSpace(name)}
+		if a := strings.TrimSpace(parts[0]); a != "" {
+			n, err := strconv.Atoi(a)
+			if err != nil {
+				return nil, fmt.Errorf("service retry %q: attempts %q: want an integer", p, a)
+			}
+			r.MaxAttempts = n
+		}
+		for i, d := range []*time.Duration{&r.BackoffBase, &r.BackoffMax} {
+			if t := strings.TrimSpace(parts[i+1]); t != "" {
+				v, err := time.ParseDuration(t)
+				if err != nil {
+					return nil, fmt.Errorf("service retry %q: duration %q: want a Go duration such as 2.5s", p, t)
+				}
+				*d = v
+			}
+		}
+		out = append(out, r)
 	}
 	return out, nil
 }

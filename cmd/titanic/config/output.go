@@ -68,6 +68,19 @@ func tomlLiteral(v reflect.Value) string {
 		}
 		b.WriteString("]")
 		return b.String()
+	case retriesType:
+		rs := v.Interface().([]ServiceRetry)
+		if len(rs) == 0 {
+			return "[]"
+		}
+		var b strings.Builder
+		b.WriteString("[\n")
+		for _, r := range rs {
+			fmt.Fprintf(&b, "  {name = %s, max_attempts = %d, backoff_base = %s, backoff_max = %s},\n", tomlString(r.Name), r.MaxAttempts,
+				tomlString(formatDuration(r.BackoffBase)), tomlString(formatDuration(r.BackoffMax)))
+		}
+		b.WriteString("]")
+		return b.String()
 	}
 	switch v.Kind() {
 	case reflect.String:
@@ -147,7 +160,8 @@ func Reference() string {
 	b.WriteString("Durations are Go duration strings (`\"2.5s\"`, `\"500ms\"`, `\"168h\"`). " +
 		"Sizes are bytes, an integer or a string with a unit (`\"64MiB\"`, `\"10MB\"`: KB, MB, GB, TB are powers of 1000, KiB, MiB, GiB, TiB of 1024). " +
 		"Lists are TOML arrays in the file and comma-separated in flags and the environment; " +
-		"peering peers are tables `{name, cloud, state}` in the file and `NAME=CLOUD+STATE,...` elsewhere.\n")
+		"peering peers are tables `{name, cloud, state}` in the file and `NAME=CLOUD+STATE,...` elsewhere; " +
+		"queue services are tables `{name, max_attempts, backoff_base, backoff_max}` in the file and `NAME=ATTEMPTS/BASE/MAX,...` elsewhere.\n")
 	d := Default()
 	for _, s := range sections {
 		fmt.Fprintf(&b, "\n**`[%s]`** %s\n\n", s.name, s.doc)

@@ -40,6 +40,22 @@ func (c Config) Validate() error {
 
 	// [queue]
 	ck.atLeast("queue.max_attempts", c.Queue.MaxAttempts, 1)
+	ck.positive("queue.backoff_max", c.Queue.BackoffMax)
+	seen := map[string]bool{}
+	for _, r := range c.Queue.Services {
+		switch {
+		case r.Name == "":
+			ck.bad("queue.services", "a policy without a service name")
+		case seen[r.Name]:
+			ck.bad("queue.services", "service %q appears twice", r.Name)
+		case r.MaxAttempts < 0:
+			ck.bad("queue.services", "service %q: max_attempts %d: want 1 or more (0: the broker's)", r.Name, r.MaxAttempts)
+		case r.BackoffBase > 0 && r.BackoffBase < time.Millisecond, r.BackoffMax != 0 && r.BackoffMax < time.Millisecond:
+			// A bare TOML integer in a table decodes as nanoseconds.
+			ck.bad("queue.services", "service %q: a backoff under 1ms; durations are strings such as \"2s\"", r.Name)
+		}
+		seen[r.Name] = true
+	}
 	ck.positive("queue.no_worker_timeout", c.Queue.NoWorkerTimeout)
 	ck.atLeast("queue.readers", c.Queue.Readers, 1)
 

@@ -6,7 +6,8 @@
 (function () {
   const REFRESH_MS = 1500;
   const TICKETS = 50;
-  const STATES = ['all', 'pending', 'dispatched', 'done', 'failed'];
+  const STATES = ['all', 'pending', 'dispatched', 'done', 'failed', 'cancelled'];
+  const DEAD = 50; // dead letters listed
   const TOKEN_KEY = 'titanic-token';
 
   let token = sessionStorage.getItem(TOKEN_KEY) || '';
@@ -53,6 +54,9 @@
   async function api(path, opts) {
     const headers = { Accept: 'application/json' };
     if (token) headers.Authorization = 'Bearer ' + token;
+    // Writes go as JSON: the server refuses other content types, which is
+    // what keeps cross-site forms from driving it.
+    if (opts && opts.method && opts.method !== 'GET') headers['Content-Type'] = 'application/json';
     const r = await fetch('api/v1/' + path, Object.assign({ headers, cache: 'no-store' }, opts || {}));
     if (r.status === 401) {
       $('auth').hidden = false;
@@ -85,6 +89,21 @@
   function td(v, cls) { return el('td', cls ? { class: cls } : null, v); }
 
   function pill(state) { return el('span', { class: 'pill ' + state }, state); }
+
+  // post calls a state-changing endpoint, then refreshes the page.
+  async function post(path, body) {
+    try {
+      await api(path, { method: 'POST', body: JSON.stringify(body || {}) });
+      showError(null);
+    } catch (e) {
+      if (!(e instanceof AuthError)) showError(e);
+    }
+    refresh();
+  }
+
+  function button(label, props, onclick) {
+    return el('button', Object.assign({ type: 'button', onclick }, props || {}), label);
+  }
 
   function renderCluster(c) {
     const role = $('role');
@@ -119,10 +138,10 @@
   let counts = {};
 
   function renderServices(list) {
-    counts = { all: 0, pending: 0, dispatched: 0, done: 0, failed: 0 };
+    counts = { all: 0, pending: 0, dispatched: 0, done: 0, failed: 0, cancelled: 0 };
     const most = Math.max(1, ...list.map((s) => s.pending));
     fill($('services').tBodies[0], list.map((s) => {
-      for (const k of STATES.slice(1)) { counts[k] += s[k]; counts.all += s[k]; }
+      for (const k of STATES.slice(1)) { counts[k] += s[k] || 0; counts.all += s[k] || 0; }
       const bar = el('span', { class: 'bar' });
       bar.style.width = Math.round((100 * s.pending) / most) + '%';
       return el('tr', null,
@@ -130,8 +149,17 @@
         el('td', { class: 'num depth' }, bar, el('span', null, s.pending)),
         td(s.dispatched, 'num'), td(s.done, 'num'), td(s.failed, 'num' + (s.failed ? ' warn' : '')),
         td(s.oldest ? duration(s.oldest_age_seconds) : '—', 'num'),
-        td(s.workers, 'num' + (s.workers === 0 && s.pending > 0 ? ' warn' : '')), td(s.idle, 'num'), td(s.busy, 'num'));
-    }), 9, 'no services yet');
+        td(s.workers, 'num' + (s.workers === 0 && s.pending > 0 ? ' warn' : '')), td(s.idle, 'num'), td(s.busy, 'num'),
+        el('td', { class: 'actions-cell' },
+          s.paused ? el('span', { class: 'pill paused' }, 'paused') : null,
+          s.paused
+            ? button('Resume', { class: 'small', 'data-service': s.name }, () => post('services/' + encodeURIComponent(s.name) + '/resume'))
+            : button('Pause', { class: 'small', 'data-service': s.name }, () => post('services/' + encodeURIComponent(s.name) + '/pause')),
+          s.failed ? button('Retry failed', { class: 'small', 'data-service': s.name }, () => post('services/' + encodeURIComponent(s.name) + '/retry-failed')) : null,
+          s.failed ? button('Purge failed', { class: 'small danger', 'data-service': s.name }, () => {
+            if (confirm('Delete the ' + s.failed + ' failed tickets of ' + s.name + '?')) post('services/' + encodeURIComponent(s.name) + '/purge');
+          }) : null));
+    }), 10, 'no services yet');
     renderTabs();
   }
 
@@ -140,6 +168,25 @@
       type: 'button', class: 'tab' + (s === tab ? ' current' : ''),
       onclick: () => { tab = s; renderTabs(); refresh(); },
     }, s, counts[s] !== undefined ? el('span', { class: 'count' }, counts[s]) : null)));
+  }
+
+  // renderDead lists the dead set (failed tickets), grouped by service.
+  function renderDead(page) {
+    const rows = [];
+    let service = null;
+    for (const t of page.tickets.slice().sort((a, b) => a.service.localeCompare(b.service))) {
+      if (t.service !== service) {
+        service = t.service;
+        rows.push(el('tr', { class: 'group' }, el('td', { colspan: 5, class: 'mono strong' }, service)));
+      }
+      rows.push(el('tr', {
+        class: 'click' + (t.id === selected ? ' selected' : ''),
+        onclick: () => { selected = t.id; showDetail(); refresh(); },
+      }, td(t.id, 'mono ticket'), td(t.attempts, 'num'), el('td', { title: t.updated }, age(t.updated)), td(t.reason, 'reason'),
+      el('td', null, button('Retry', { class: 'small' }, (ev) => { ev.stopPropagation(); post('tickets/' + t.id + '/retry'); }))));
+    }
+    fill($('dead').tBodies[0], rows, 5, 'no failed tickets');
+    $('dead-more').hidden = !page.next;
   }
 
   function renderTickets(page) {
@@ -173,21 +220,58 @@
     }
   }
 
+  // frameView shows a frame as text, or by its size when it is binary.
+  function frameView(b64) {
+    const d = decodeFrame(b64);
+    if (!d.base64) return el('pre', null, d.text);
+    return el('span', { class: 'muted' }, atob(b64).length + ' bytes (binary)');
+  }
+
+  function renderAttempts(list) {
+    if (!list.length) return el('p', { class: 'muted' }, 'no failed attempts');
+    return el('table', { id: 'attempts', class: 'attempts' },
+      el('thead', null, el('tr', null, ...['#', 'started', 'worker', 'took', 'outcome', 'error'].map((h) => el('th', null, h)))),
+      el('tbody', null, ...list.map((a, i) => el('tr', null,
+        td(i + 1, 'num'), el('td', { title: a.start }, new Date(a.start).toLocaleString('en-GB')), td(a.worker || '—', 'mono'),
+        td(a.seconds < 1 ? Math.round(a.seconds * 1000) + ' ms' : a.seconds.toFixed(1) + ' s', 'num'),
+        el('td', null, pill(a.outcome)), td(a.error || '', 'reason')))));
+  }
+
+  let detailKey = '';
+
   async function showDetail() {
     const box = $('detail');
-    if (!selected) { box.hidden = true; return; }
+    if (!selected) { box.hidden = true; detailKey = ''; return; }
     let t;
+    let attempts = null;
     try {
-      t = await api('tickets/' + selected);
+      t = await api('tickets/' + selected + '?body=1');
+      try { attempts = (await api('tickets/' + selected + '/attempts')).attempts; } catch (e) { attempts = null; }
+      if (t.state === 'done' && attempts && !attempts.length) attempts = null; // nothing to tell
     } catch (e) {
       if (!(e instanceof AuthError)) box.replaceChildren(el('p', { class: 'error' }, String(e.message)));
+      detailKey = '';
       return;
     }
+    // Redraw only on change: the page refreshes every REFRESH_MS, and a
+    // redraw would drop the reader's text selection and move the buttons.
+    const key = JSON.stringify([t, attempts]);
+    if (key === detailKey && !box.hidden) return;
+    detailKey = key;
     const rows = [
       ['ticket', t.id], ['service', t.service], ['state', pill(t.state)], ['attempts', t.attempts],
       ['created', t.created], ['updated', t.updated],
     ];
+    if (t.priority && t.priority !== 'normal') rows.push(['priority', t.priority]);
+    if (t.due) rows.push(['due', t.due]);
+    if (t.deadline) rows.push(['deadline', t.deadline]);
+    if (t.max_attempts) rows.push(['max attempts', t.max_attempts]);
+    if (t.worker) rows.push(['last worker', t.worker]);
     if (t.reason) rows.push(['reason', t.reason]);
+    if (t.body_omitted) rows.push(['request', t.body_bytes + ' bytes (too large to show)']);
+    else if (t.body) {
+      t.body.forEach((f, i) => rows.push([t.body.length > 1 ? 'request[' + i + ']' : 'request', frameView(f)]));
+    }
     if (t.reply_omitted) rows.push(['reply', t.reply_bytes + ' bytes (too large to show)']);
     else if (t.reply) {
       t.reply.forEach((f, i) => {
@@ -208,9 +292,17 @@
       },
     }, 'Close ticket');
     const hide = el('button', { type: 'button', onclick: () => { selected = ''; box.hidden = true; refresh(); } }, 'Hide');
-    box.replaceChildren(
+    const retry = t.state === 'failed' || t.state === 'cancelled'
+      ? button('Retry', { id: 'retry', class: 'primary' }, () => post('tickets/' + t.id + '/retry')) : null;
+    const cancel = t.state === 'pending' || t.state === 'dispatched'
+      ? button('Cancel', { id: 'cancel' }, () => {
+        if (confirm('Cancel ticket ' + t.id + '?')) post('tickets/' + t.id + '/cancel');
+      }) : null;
+    box.replaceChildren(...[
       el('dl', null, ...rows.flatMap(([k, v]) => [el('dt', null, k), el('dd', null, v)])),
-      el('div', { class: 'actions' }, close, hide));
+      attempts ? el('h3', null, 'Attempt history') : null,
+      attempts ? renderAttempts(attempts) : null,
+      el('div', { class: 'actions' }, retry, cancel, close, hide)].filter((c) => c));
     box.hidden = false;
   }
 
@@ -225,8 +317,8 @@
     clearTimeout(timer);
     const gen = ++generation;
     const q = 'tickets?order=newest&limit=' + TICKETS + (tab === 'all' ? '' : '&state=' + tab);
-    const [cluster, stats, services, tickets, clients] = await Promise.allSettled([
-      api('cluster'), api('stats'), api('services'), api(q), api('clients'),
+    const [cluster, stats, services, tickets, clients, dead] = await Promise.allSettled([
+      api('cluster'), api('stats'), api('services'), api(q), api('clients'), api('dead?order=newest&limit=' + DEAD),
     ]);
     if (gen !== generation) return; // a newer refresh (tab click) is under way
     let failure = null;
@@ -239,7 +331,8 @@
     use(services, (v) => renderServices(v.services));
     use(tickets, renderTickets);
     use(clients, renderClients);
-    const ok = [cluster, stats, services, tickets, clients].every((r) => r.status === 'fulfilled');
+    use(dead, renderDead);
+    const ok = [cluster, stats, services, tickets, clients, dead].every((r) => r.status === 'fulfilled');
     if (ok) $('auth').hidden = true;
     showError(failure);
     $('dot').className = 'dot ' + (ok ? 'on' : 'off');

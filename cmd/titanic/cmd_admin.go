@@ -16,7 +16,7 @@ import (
 func runBackup(e env) error {
 	fs := newFlags(e, "backup", "[flags] NAME   (written as BACKUP-DIR/NAME on the broker's host)")
 	cf := addClientFlags(fs)
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -44,7 +44,7 @@ func runCheck(e env) error {
 	fs := newFlags(e, "check", "[flags]   (verify the data file of a stopped broker, or a backup)")
 	data := fs.String("data", "./titanic-data", "data directory of the broker")
 	file := fs.String("file", "", "a data file to check instead (a backup)")
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -159,7 +159,7 @@ func runWait(e env) error {
 	cf := addWaitFlags(fs)
 	parallel := fs.Int("parallel", 8, "tickets waited for at once")
 	asJSON := addJSONFlag(fs)
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	tickets := fs.Args()

@@ -30,6 +30,10 @@ func runBroker(e env) error {
 	if err != nil {
 		return err
 	}
+	if e.parseOnly {
+		// Before nodeConfig, which reads key files.
+		return errParseOnly
+	}
 	nc, sec, err := nodeConfig(e, cfg, rf, log)
 	if err != nil {
 		return err
@@ -158,6 +162,8 @@ func brokerConfig(e env, name string) (config.Config, error) {
 	fs := newFlags(e, name, "[flags]   (settings: defaults < --config FILE < TITANIC_* environment < flags)")
 	def := config.Default()
 	def.RegisterFlags(fs)
+	// The plain parse: under parseOnlyEnv the command line is checked up
+	// to the resolved configuration (bad values included), by the callers.
 	if err := parseFlags(fs, e.args); err != nil {
 		return config.Config{}, err
 	}
@@ -180,6 +186,9 @@ func runConfig(e env) error {
 	cfg, err := brokerConfig(e, "config")
 	if err != nil {
 		return err
+	}
+	if e.parseOnly {
+		return errParseOnly
 	}
 	return cfg.Write(e.stdout)
 }

@@ -148,7 +148,7 @@ func runSubmit(e env) error {
 	parallel := fs.Int("parallel", client.DefaultMaxPending, "with --from: submits in flight at once (pipelined on one connection)")
 	lf := addLifecycleFlags(fs)
 	asJSON := addJSONFlag(fs)
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	opt := client.SubmitOptions{IdemKey: *key}
@@ -263,7 +263,7 @@ func ticketCommand(e env, name string, extra func(fs *flag.FlagSet) (waits bool)
 	} else {
 		cf = addClientFlags(fs)
 	}
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return nil, cf, "", err
 	}
 	if fs.NArg() != 1 {
@@ -505,7 +505,7 @@ func runClients(e env) error {
 // dialNoArgs parses the flags of a command that takes no argument and
 // dials the brokers.
 func dialNoArgs(e env, fs *flag.FlagSet, cf clientFlags) (*client.Client, error) {
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {

@@ -22,7 +22,7 @@ func runCluster(e env) error {
 	fs := newFlags(e, "cluster", "[join|leave|forget-peer-split] [flags] [ID [RAFT-ADDR]]\n\n  titanic cluster --broker A,B,C               status of every node, lag behind the leader\n  titanic cluster join --broker A,B,C ID ADDR   add a raft voter (sent to the leader)\n  titanic cluster leave --broker A,B,C ID       remove a member\n  titanic cluster forget-peer-split --broker A  pair: stop answering \"not ready\" for tickets the absent peer\n                                               may have acknowledged alone (they answer 400 until it returns)")
 	cf := addClientFlags(fs)
 	asJSON := addJSONFlag(fs)
-	if err := parseFlags(fs, args); err != nil {
+	if err := e.parseFlags(fs, args); err != nil {
 		return err
 	}
 	if a := fs.Args(); sub == "" && len(a) > 0 && (a[0] == "join" || a[0] == "leave" || a[0] == "forget-peer-split") {

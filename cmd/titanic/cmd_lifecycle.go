@@ -98,7 +98,7 @@ func runCancel(e env) error {
 func serviceCommand(e env, name string) (*client.Client, string, error) {
 	fs := newFlags(e, name, "[flags] SERVICE")
 	cf := addClientFlags(fs)
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return nil, "", err
 	}
 	if fs.NArg() != 1 || fs.Arg(0) == "" {
@@ -139,7 +139,7 @@ func runRetry(e env) error {
 	cf := addClientFlags(fs)
 	service := fs.String("service", "", "with --failed: the service whose failed tickets to retry")
 	failed := fs.Bool("failed", false, "retry every failed ticket of --service instead of one TICKET")
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	switch {
@@ -253,7 +253,7 @@ func runPurge(e env) error {
 	cf := addClientFlags(fs)
 	service := fs.String("service", "", "the service whose failed tickets to close (required)")
 	yes := fs.Bool("yes", false, "close them; without it, only say how many it would close (and exit 1)")
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	if *service == "" || fs.NArg() != 0 {

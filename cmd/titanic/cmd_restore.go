@@ -30,7 +30,7 @@ func runRestore(e env) error {
 	fs := newFlags(e, "restore", "[flags] BACKUP   (make DATA/titanic.db from a backup; the broker must be stopped)")
 	data := fs.String("data", "./titanic-data", "data directory of the broker to restore")
 	force := fs.Bool("force", false, "replace an existing titanic.db and raft/ (moved aside into DATA/replaced-TIME/, never deleted)")
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

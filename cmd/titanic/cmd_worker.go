@@ -30,7 +30,7 @@ func runWorker(e env) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	serverKey := fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)")
 	ownKey := fs.String("curve-key", "", "CURVE: this worker's key file, made by titanic keygen")
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		var ue usageError
 		if errors.As(err, &ue) && !slices.Contains(e.args, "--") {
 			return usagef("%v (the command goes after --: titanic worker [flags] SERVICE -- CMD [ARGS...])", err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -51,6 +52,36 @@ type env struct {
 	stderr io.Writer
 	// dialed, if not nil, is told what the command dials.
 	dialed *dialed
+	// parseOnly: parseOnlyEnv is set; the command stops once its
+	// command line parsed (e.parseFlags returns errParseOnly).
+	parseOnly bool
+}
+
+// parseOnlyEnv names a hidden switch, off unless the variable is set to 1:
+// every command then parses its command line (the command name, its flags
+// and their values; the broker and config also resolve the configuration)
+// and exits 0 without dialing, reading or writing anything, or 2 as it
+// would for a bad command line. The README test (internal/e2e
+// TestReadme) parses the README's examples that need hosts it does not
+// run this way, so that a command or flag the binary no longer has fails
+// the test. It is not a setting: config ignores TITANIC_* variables of no
+// section.
+const parseOnlyEnv = "TITANIC_PARSE_ONLY"
+
+// errParseOnly ends a command whose command line parsed under
+// parseOnlyEnv; Run exits 0 on it.
+var errParseOnly = errors.New("command line ok (" + parseOnlyEnv + "=1: nothing run)")
+
+// parseFlags is the package's parseFlags, ending the command with
+// errParseOnly once the flags parsed when e.parseOnly.
+func (e env) parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if e.parseOnly {
+		return errParseOnly
+	}
+	return nil
 }
 
 type command struct {
@@ -143,7 +174,13 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 			defer ignoreHUP()()
 		}
 		d := &dialed{}
-		err := c.run(env{ctx: ctx, env: environ, args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr, dialed: d})
+		e := env{ctx: ctx, env: environ, args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr, dialed: d}
+		e.parseOnly = slices.Contains(e.environ(), parseOnlyEnv+"=1")
+		err := c.run(e)
+		if errors.Is(err, errParseOnly) {
+			fmt.Fprintf(stderr, "titanic %s: %v\n", c.name, err)
+			return exitOK
+		}
 		if err == nil || errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
@@ -268,7 +305,7 @@ func splitList(s string) []string {
 
 func runVersion(e env) error {
 	fs := newFlags(e, "version", "")
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stdout, "titanic", Version)
@@ -305,7 +342,7 @@ func (e env) environ() []string {
 // command's flags (from its --help, so it cannot drift).
 func runCompletion(e env) error {
 	fs := newFlags(e, "completion", "bash|zsh   (eval \"$(titanic completion bash)\")")
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 || (fs.Arg(0) != "bash" && fs.Arg(0) != "zsh") {

@@ -98,7 +98,7 @@ func clientCurve(serverKey, ownKey string) (*client.CurveClient, error) {
 func runKeygen(e env) error {
 	fs := newFlags(e, "keygen", "[flags] NAME")
 	dir := fs.String("dir", ".", "directory to write NAME.key and NAME.pub in")
-	if err := parseFlags(fs, e.args); err != nil {
+	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

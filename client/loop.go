@@ -324,7 +324,7 @@ func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, quit <-chan s
 	return c.await(s, cn.frames[i], cn.ready[i], cl, quit)
 }
 
-// find asks every broker at once which one serves (package probe: an
+// find asks every broker at once which one serves (titanic.cluster.role, tsp.Role: an
 // admin request, which no broker counts as a Binary Star client vote) and
 // returns the index of the one to send the call to:
 //

@@ -23,9 +23,6 @@ import (
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
-// tsp.AdminPrefix names the services every node answers, active or not
-// (cluster status, join, leave): a gate lets them through.
-
 // Dispatcher is what ha needs of the titanic service.
 type Dispatcher interface {
 	Activate(ctx context.Context) error

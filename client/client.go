@@ -18,7 +18,7 @@
 // With one endpoint, every try goes to it. With several (a Binary Star
 // pair, a raft group), the client does not know at first which one serves
 // (a CLI command is a new process each time), so it asks all of them at
-// once (package titanic/ha/probe, an admin question that every node
+// once (titanic.cluster.role, tsp.Role: an admin question that every node
 // answers and that is no Binary Star vote), sends the request to the one
 // that serves, and keeps sending to it until it fails to answer or refuses
 // ("500 not active"); then it asks them all again. A node that is down
@@ -40,6 +40,14 @@
 // second. Lookups and closes are idempotent. Request, a plain MDP request,
 // is not durable: a resent request may run twice on the workers, as with
 // the Guide's Lazy Pirate client.
+//
+// # Wire vocabulary
+//
+// The codes, service names, refusal kinds and notification events are
+// package titanic/tsp, which the broker uses too; the client imports no
+// broker package beyond the wire ones (broker/mdp's frames, broker/zsock's
+// socket plumbing, broker/curve's keys). It acts on a refusal's kind (the
+// token before the first ':' of its text), never on its words.
 package client
 
 import (

@@ -10,13 +10,13 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"github.com/titanicmq/titanic/titanic/ha/probe"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // fakeBroker is a raw ROUTER speaking MDPC01 frames, owned by one
 // goroutine; answer decides the reply body for each request (nil: drop it).
 //
-// The question of find (probe.Service) is answered by answer too, but it
+// The question of find (tsp.SvcRole) is answered by answer too, but it
 // is counted apart: requests and n count the other requests only.
 type fakeBroker struct {
 	endpoint string
@@ -80,7 +80,7 @@ func newFake(t *testing.T, answer func(service string, body [][]byte, n int) [][
 			}
 			f.mu.Lock()
 			var n int
-			if string(msg[3]) == probe.Service {
+			if string(msg[3]) == tsp.SvcRole {
 				f.probes = append(f.probes, time.Now())
 				n = len(f.probes)
 			} else {
@@ -227,8 +227,8 @@ func TestFailoverToSecondBroker(t *testing.T) {
 func TestPassiveAskedOnlyAfterSilence(t *testing.T) {
 	dead := newFake(t, func(string, [][]byte, int) [][]byte { return nil })
 	passive := newFake(t, func(service string, _ [][]byte, _ int) [][]byte {
-		if service == probe.Service {
-			return probe.Encode(probe.Answer{Star: "passive"})
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Star: "passive"})
 		}
 		return frames("200", ticket, "new")
 	})
@@ -254,16 +254,16 @@ func TestPassiveAskedOnlyAfterSilence(t *testing.T) {
 func TestActiveNotReadyPreferredToPassive(t *testing.T) {
 	active := newFake(t, func(service string, _ [][]byte, n int) [][]byte {
 		switch {
-		case service == probe.Service:
-			return probe.Encode(probe.Answer{Star: probe.StarActive})
+		case service == tsp.SvcRole:
+			return tsp.EncodeRole(tsp.Role{Star: tsp.StarActive})
 		case n < 3:
 			return frames("500", "not ready: taking over, retry")
 		}
 		return frames("200", ticket, "new")
 	})
 	passive := newFake(t, func(service string, _ [][]byte, _ int) [][]byte {
-		if service == probe.Service {
-			return probe.Encode(probe.Answer{Star: "passive"})
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Star: "passive"})
 		}
 		return frames("200", "ffffffffffffffffffffffffffffffff", "new")
 	})
@@ -455,8 +455,8 @@ func TestConfig(t *testing.T) {
 func TestNotActiveMovesOn(t *testing.T) {
 	// old serves at the first question only; new from the second on.
 	old := newFake(t, func(service string, _ [][]byte, n int) [][]byte {
-		if service == probe.Service {
-			return probe.Encode(probe.Answer{Serving: n == 1})
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Serving: n == 1})
 		}
 		return frames("500", "not active")
 	})
@@ -464,14 +464,14 @@ func TestNotActiveMovesOn(t *testing.T) {
 	oldAsked.Add(1)
 	var once sync.Once
 	newer := newFake(t, func(service string, _ [][]byte, n int) [][]byte {
-		if service == probe.Service {
+		if service == tsp.SvcRole {
 			if n == 1 {
 				// Answer the first question after old, so that old
 				// is chosen first.
 				once.Do(oldAsked.Wait)
-				return probe.Encode(probe.Answer{})
+				return tsp.EncodeRole(tsp.Role{})
 			}
-			return probe.Encode(probe.Answer{Serving: true})
+			return tsp.EncodeRole(tsp.Role{Serving: true})
 		}
 		return frames("200", ticket, "new")
 	})
@@ -510,8 +510,8 @@ func TestNotActiveMovesOn(t *testing.T) {
 // keep a plain client away); a refusal is asked again.
 func TestDirectSkipsRoleQuestion(t *testing.T) {
 	f := newFake(t, func(service string, _ [][]byte, n int) [][]byte {
-		if service == probe.Service {
-			return probe.Encode(probe.Answer{Star: "passive"})
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Star: "passive"})
 		}
 		if n == 1 {
 			return frames("500", "not active")
@@ -601,11 +601,11 @@ func TestRefusalWithReason(t *testing.T) {
 		{"reason in the role answer", ""},
 	} {
 		f := newFake(t, func(service string, _ [][]byte, _ int) [][]byte {
-			if service == probe.Service {
+			if service == tsp.SvcRole {
 				if tc.star == "" {
-					return probe.Encode(probe.Answer{Star: "primary", Why: why})
+					return tsp.EncodeRole(tsp.Role{Star: "primary", Why: why})
 				}
-				return probe.Encode(probe.Answer{Star: tc.star, Serving: true}) // send the request: it refuses
+				return tsp.EncodeRole(tsp.Role{Star: tc.star, Serving: true}) // send the request: it refuses
 			}
 			return frames("500", why)
 		})

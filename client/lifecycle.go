@@ -8,20 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// The job lifecycle's services (extensions; see package titanic and the
-// README's "Job lifecycle").
-const (
-	svcSubmit2  = "titanic.submit2"
-	svcCancel   = "titanic.cancel"
-	svcPause    = "titanic.pause"
-	svcResume   = "titanic.resume"
-	svcAttempts = "titanic.attempts"
-
-	// cancelledPrefix starts the reason of a cancelled ticket in the
-	// "500 failed: ..." answer (titanic.CancelledReason).
-	cancelledPrefix = "cancelled: "
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Priority is a submit's priority level: a higher level of a service is
@@ -93,9 +81,9 @@ func submitRequest(service string, body [][]byte, key string, opt SubmitOptions)
 		return "", nil, err
 	}
 	if opts == "" {
-		return svcSubmit, append([][]byte{[]byte(key), []byte(service)}, body...), nil
+		return tsp.SvcSubmit, append([][]byte{[]byte(key), []byte(service)}, body...), nil
 	}
-	return svcSubmit2, append([][]byte{[]byte(key), []byte(opts), []byte(service)}, body...), nil
+	return tsp.SvcSubmit2, append([][]byte{[]byte(key), []byte(opts), []byte(service)}, body...), nil
 }
 
 // ErrCancelled: the ticket was cancelled (Cancel) before it was answered.
@@ -110,17 +98,16 @@ var ErrFinished = errors.New("ticket already finished")
 // lifecycleStatus maps the answer of a lifecycle service
 // (titanic.retry, cancel, pause, resume) to an error.
 func lifecycleStatus(rep [][]byte, what, ticket string) error {
-	if len(rep) > 1 && string(rep[0]) == "400" {
-		text := string(rep[1])
+	if a := tsp.ParseAnswer(rep); a.Code == tsp.CodeUnknown && len(rep) > 1 {
 		switch {
 		case unsupported(rep):
-			return fmt.Errorf("%w: %s: %s", ErrUnsupported, what, text)
-		case strings.Contains(text, "only a failed ticket"):
-			return fmt.Errorf("%w: %s: %s", ErrNotFailed, ticket, text)
-		case strings.Contains(text, "the ticket is finished already"):
-			return fmt.Errorf("%w: %s: %s", ErrFinished, ticket, text)
+			return fmt.Errorf("%w: %s: %s", ErrUnsupported, what, a.Text)
+		case a.Kind == tsp.NotFailed:
+			return fmt.Errorf("%w: %s: %s", ErrNotFailed, ticket, a.Detail)
+		case a.Kind == tsp.Finished:
+			return fmt.Errorf("%w: %s: %s", ErrFinished, ticket, a.Detail)
 		case ticket == "":
-			return fmt.Errorf("%w: %s: %s", ErrRejected, what, text)
+			return fmt.Errorf("%w: %s: %s", ErrRejected, what, a.Text)
 		}
 	}
 	return status(rep, ticket, false)
@@ -133,7 +120,7 @@ func lifecycleStatus(rep [][]byte, what, ticket string) error {
 // already finished, and ErrUnsupported when the broker, or its cluster,
 // cannot take it yet.
 func (c *Client) Cancel(ctx context.Context, ticket string) error {
-	rep, err := c.do(ctx, svcCancel, [][]byte{[]byte(ticket)})
+	rep, err := c.do(ctx, tsp.SvcCancel, [][]byte{[]byte(ticket)})
 	if err != nil {
 		return err
 	}
@@ -145,12 +132,12 @@ func (c *Client) Cancel(ctx context.Context, ticket string) error {
 // paused service, or resuming a running one, succeeds. ErrUnsupported: the
 // broker, or its cluster, cannot take it yet.
 func (c *Client) Pause(ctx context.Context, service string) error {
-	return c.pauseService(ctx, svcPause, service)
+	return c.pauseService(ctx, tsp.SvcPause, service)
 }
 
 // Resume starts the dispatch of a paused service's tickets again.
 func (c *Client) Resume(ctx context.Context, service string) error {
-	return c.pauseService(ctx, svcResume, service)
+	return c.pauseService(ctx, tsp.SvcResume, service)
 }
 
 func (c *Client) pauseService(ctx context.Context, svc, service string) error {
@@ -158,7 +145,7 @@ func (c *Client) pauseService(ctx context.Context, svc, service string) error {
 	if err != nil {
 		return err
 	}
-	return lifecycleStatus(rep, strings.TrimPrefix(svc, "titanic."), "")
+	return lifecycleStatus(rep, strings.TrimPrefix(svc, tsp.Prefix), "")
 }
 
 // Attempt is one attempt of a ticket that ended without a reply.
@@ -176,7 +163,7 @@ type Attempt struct {
 // a cancel while running), oldest first; the attempt that was answered is
 // not in it. ErrUnsupported: a broker older than the history.
 func (c *Client) Attempts(ctx context.Context, ticket string) ([]Attempt, error) {
-	rep, err := c.do(ctx, svcAttempts, [][]byte{[]byte(ticket)})
+	rep, err := c.do(ctx, tsp.SvcAttempts, [][]byte{[]byte(ticket)})
 	if err != nil {
 		return nil, err
 	}

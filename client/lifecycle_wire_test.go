@@ -6,13 +6,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // oldBroker answers titanic.submit as titanic does and titanic.submit2 as
 // a release without it does: 400 unknown titanic service, without a key.
 func oldBroker(t *testing.T) *fakeBroker {
 	return newFake(t, func(service string, body [][]byte, _ int) [][]byte {
-		if service == svcSubmit {
+		if service == tsp.SvcSubmit {
 			return keyedAnswer(body)
 		}
 		return frames("400", fmt.Sprintf("unknown titanic service %q", service))
@@ -36,10 +38,10 @@ func TestSubmitOptionsOlderBroker(t *testing.T) {
 	}
 	reqs := f.requests()
 	// ["" | MDPC01 | service | key | (options) | service | body]
-	if r := reqs[0]; string(r[2]) != svcSubmit2 || len(r) != 7 || string(r[4]) != "delay=1m0s" || string(r[5]) != "echo" {
+	if r := reqs[0]; string(r[2]) != tsp.SvcSubmit2 || len(r) != 7 || string(r[4]) != "delay=1m0s" || string(r[5]) != "echo" {
 		t.Fatalf("submit2 frames %q", r)
 	}
-	if r := reqs[1]; string(r[2]) != svcSubmit || len(r) != 6 {
+	if r := reqs[1]; string(r[2]) != tsp.SvcSubmit || len(r) != 6 {
 		t.Fatalf("plain submit frames %q", r)
 	}
 	var v2, plain []*SubmitFuture

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -13,7 +12,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker/mdp"
 	"github.com/titanicmq/titanic/broker/zsock"
-	"github.com/titanicmq/titanic/titanic/ha/probe"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // conn is the socket goroutine's state: one DEALER per broker endpoint,
@@ -122,17 +121,17 @@ func (c *Client) run() {
 		t := time.NewTicker(c.cfg.PresenceInterval)
 		defer t.Stop()
 		tick = t.C
-		c.presence(cn, "titanic.hello", c.cfg.Timeout)
+		c.presence(cn, tsp.SvcHello, c.cfg.Timeout)
 	}
 	for {
 		select {
 		case <-c.quit:
 			if c.cfg.ID != "" && cn.active >= 0 && cn.socks[cn.active] != nil {
-				c.presence(cn, "titanic.bye", min(c.cfg.Timeout, 500*time.Millisecond))
+				c.presence(cn, tsp.SvcBye, min(c.cfg.Timeout, 500*time.Millisecond))
 			}
 			return
 		case <-tick:
-			c.presence(cn, "titanic.hello", c.cfg.Timeout)
+			c.presence(cn, tsp.SvcHello, c.cfg.Timeout)
 		case cl := <-c.calls:
 			frames, err := c.serve(cn, cl)
 			cl.res <- result{frames, err}
@@ -147,7 +146,7 @@ func (c *Client) presence(cn *conn, service string, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	quit := c.quit
-	if service == "titanic.bye" {
+	if service == tsp.SvcBye {
 		quit = nil // already closing: let the bye go out
 	}
 	cl := &call{ctx: ctx, service: service, body: [][]byte{[]byte(c.cfg.ID)}}
@@ -223,7 +222,7 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 			// active broker that is not ready yet (taking over): ask it
 			// again.
 			c.refusals.Add(1)
-			if err == nil && len(frames) == 2 && len(frames[1]) > len("not active") {
+			if err == nil && len(frames) == 2 && tsp.ParseAnswer(frames).Detail != "" {
 				cn.why = cn.eps[cn.active] + ": " + string(frames[1])
 			}
 			if time.Now().After(budget) {
@@ -325,7 +324,7 @@ func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, quit <-chan s
 	return c.await(s, cn.frames[i], cn.ready[i], cl, quit)
 }
 
-// find asks every broker at once which one serves (package probe: an
+// find asks every broker at once which one serves (titanic.cluster.role, tsp.Role: an
 // admin request, which no broker counts as a Binary Star client vote) and
 // returns the index of the one to send the call to:
 //
@@ -345,8 +344,8 @@ func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, quit <-chan s
 // silent, and their sockets dropped (they hold the question).
 func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 	n := len(cn.eps)
-	answers := make([]*probe.Answer, n)
-	msg := mdp.ClientRequest(probe.Service, nil)
+	answers := make([]*tsp.Role, n)
+	msg := mdp.ClientRequest(tsp.SvcRole, nil)
 	poller := zmq.NewPoller()
 	var socks []*zmq.Socket
 	var which []int
@@ -415,12 +414,12 @@ func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 			if err != nil {
 				return -1, fmt.Errorf("receive: %w", err)
 			}
-			body, err := mdp.ParseReply(frames, probe.Service)
+			body, err := mdp.ParseReply(frames, tsp.SvcRole)
 			if err != nil || answers[i] != nil {
 				c.stale.Add(1)
 				continue
 			}
-			a, err := probe.Parse(body)
+			a, err := tsp.ParseRole(body)
 			if err != nil {
 				c.log.Debug("odd role answer", "broker", cn.eps[i], "err", err)
 			}
@@ -453,7 +452,7 @@ func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 		return serving, nil
 	}
 	for i, a := range answers {
-		if a != nil && a.Star == probe.StarActive {
+		if a != nil && a.Star == tsp.StarActive {
 			return i, nil
 		}
 	}
@@ -463,7 +462,7 @@ func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 		}
 	}
 	if answered == 0 {
-		return -1, fmt.Errorf("%w: no broker answered %s", errTimeout, probe.Service)
+		return -1, fmt.Errorf("%w: no broker answered %s", errTimeout, tsp.SvcRole)
 	}
 	return -1, errNoActive
 }
@@ -477,17 +476,17 @@ func anySilent(silent []bool, except int) bool {
 	return false
 }
 
-// notReady reports a refusal by an active broker still taking over
-// (titanic/ha: 500 + "not ready: ...").
+// notReady reports a refusal by an active broker still taking over, or
+// one that may lack its peer's split (500, kind not ready): ask it again.
+// The broker's gate sends it: it carries no key, so exactly two frames.
 func notReady(frames [][]byte) bool {
-	return len(frames) == 2 && string(frames[0]) == "500" && strings.HasPrefix(string(frames[1]), "not ready")
+	return len(frames) == 2 && tsp.Is(frames, tsp.CodeError, tsp.NotReady)
 }
 
 // notActive reports a refusal by a broker that is not the active one
-// (titanic.Refusal: 500 + "not active").
+// (500, kind not active, from the gate): ask another.
 func notActive(frames [][]byte) bool {
-	return len(frames) == 2 && string(frames[0]) == "500" &&
-		(string(frames[1]) == "not active" || strings.HasPrefix(string(frames[1]), "not active: "))
+	return len(frames) == 2 && tsp.Is(frames, tsp.CodeError, tsp.NotActive)
 }
 
 var errTimeout = errors.New("timeout")

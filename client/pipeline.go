@@ -13,6 +13,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker/mdp"
 	"github.com/titanicmq/titanic/broker/zsock"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Pipelined submits (SubmitAsync) have a connection of their own: one
@@ -120,7 +121,7 @@ func (c *Client) SubmitAsync(ctx context.Context, service string, body [][]byte,
 		fut:     &SubmitFuture{key: key, done: make(chan struct{})},
 		service: service,
 		msg:     mdp.ClientRequest(svc, frames...),
-		v2:      svc == svcSubmit2,
+		v2:      svc == tsp.SvcSubmit2,
 	}
 	p.mu.Lock()
 	if p.closed {
@@ -261,7 +262,7 @@ func (p *pipeline) serve() error {
 
 func (p *pipeline) loop(bell *zmq.Socket) error {
 	c := p.c
-	cl := &call{ctx: context.Background(), service: svcSubmit}
+	cl := &call{ctx: context.Background(), service: tsp.SvcSubmit}
 	for {
 		select {
 		case <-c.quit:
@@ -359,7 +360,7 @@ func (p *pipeline) gaveUp(r *asyncReq) error {
 	if r.lastErr != nil {
 		return fmt.Errorf("submit to %s: %w", r.service, r.lastErr)
 	}
-	return fmt.Errorf("%w: %s to %s: not stored by any of %d brokers within %s", ErrUnavailable, svcSubmit, r.service, len(c.cfg.Brokers), time.Duration(c.cfg.Retries*len(c.cfg.Brokers))*c.cfg.Timeout)
+	return fmt.Errorf("%w: %s to %s: not stored by any of %d brokers within %s", ErrUnavailable, tsp.SvcSubmit, r.service, len(c.cfg.Brokers), time.Duration(c.cfg.Retries*len(c.cfg.Brokers))*c.cfg.Timeout)
 }
 
 // find chooses the broker to send to, as serve does for one call.
@@ -466,11 +467,11 @@ func (p *pipeline) poll(bell *zmq.Socket) error {
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
-		svc := svcSubmit
-		body, err := mdp.ParseReply(frames, svcSubmit)
+		svc := tsp.SvcSubmit
+		body, err := mdp.ParseReply(frames, tsp.SvcSubmit)
 		if err != nil {
-			if b2, err2 := mdp.ParseReply(frames, svcSubmit2); err2 == nil {
-				svc, body, err = svcSubmit2, b2, nil
+			if b2, err2 := mdp.ParseReply(frames, tsp.SvcSubmit2); err2 == nil {
+				svc, body, err = tsp.SvcSubmit2, b2, nil
 			}
 		}
 		if err != nil {
@@ -504,7 +505,7 @@ func (p *pipeline) answer(svc string, rep [][]byte) bool {
 			return true
 		}
 	}
-	if svc == svcSubmit2 && unsupported(rep) {
+	if svc == tsp.SvcSubmit2 && unsupported(rep) {
 		// A broker without titanic.submit2 answers it without the key:
 		// every submit2 in flight there gets the same answer. They fail
 		// (ErrUnsupported); their own answers, when they come, find
@@ -527,7 +528,7 @@ func (p *pipeline) answer(svc string, rep [][]byte) bool {
 		c.refusals.Add(1)
 		p.requeue()
 		if notActive(rep) {
-			c.elsewhere(p.cn, &call{service: svcSubmit}, "broker not active")
+			c.elsewhere(p.cn, &call{service: tsp.SvcSubmit}, "broker not active")
 		}
 		p.pause()
 		return false

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/titanicmq/titanic/titanic/ha/probe"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // ticketOf is the ticket the fake brokers give a key: any broker gives
@@ -81,7 +81,7 @@ func TestSubmitAsyncOutOfOrder(t *testing.T) {
 	eventually(t, "all requests in flight at once", func() bool { return len(f.requests()) == n })
 	reqs := f.requests()
 	for i := n - 1; i >= 0; i-- {
-		f.answerLater(i, svcSubmit, keyedAnswer(reqs[i][3:]))
+		f.answerLater(i, tsp.SvcSubmit, keyedAnswer(reqs[i][3:]))
 	}
 	if err := c.Flush(testCtx(t)); err != nil {
 		t.Fatal(err)
@@ -131,8 +131,8 @@ func TestSubmitAsyncFailoverMidStream(t *testing.T) {
 			const n, served = 60, 25
 			first := newFake(t, func(service string, body [][]byte, k int) [][]byte {
 				switch {
-				case service == probe.Service:
-					return probe.Encode(probe.Answer{Serving: k == 1})
+				case service == tsp.SvcRole:
+					return tsp.EncodeRole(tsp.Role{Serving: k == 1})
 				case k <= served:
 					return keyedAnswer(body)
 				case how == "refuses":
@@ -141,8 +141,8 @@ func TestSubmitAsyncFailoverMidStream(t *testing.T) {
 				return nil
 			})
 			second := newFake(t, func(service string, body [][]byte, k int) [][]byte {
-				if service == probe.Service {
-					return probe.Encode(probe.Answer{Serving: k > 1})
+				if service == tsp.SvcRole {
+					return tsp.EncodeRole(tsp.Role{Serving: k > 1})
 				}
 				return keyedAnswer(body)
 			})
@@ -197,12 +197,12 @@ func TestSubmitAsyncWindowFull(t *testing.T) {
 		t.Fatalf("broker got %d requests with a window of 4", got)
 	}
 	reqs := f.requests()
-	f.answerLater(2, svcSubmit, keyedAnswer(reqs[2][3:]))
+	f.answerLater(2, tsp.SvcSubmit, keyedAnswer(reqs[2][3:]))
 	fifth := <-blocked
 	eventually(t, "the fifth request", func() bool { return len(f.requests()) == 5 })
 	reqs = f.requests()
 	for _, i := range []int{0, 1, 3, 4} {
-		f.answerLater(i, svcSubmit, keyedAnswer(reqs[i][3:]))
+		f.answerLater(i, tsp.SvcSubmit, keyedAnswer(reqs[i][3:]))
 	}
 	checkTickets(t, append(fs, fifth))
 }

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-)
 
-const svcStats = "titanic.stats"
+	"github.com/titanicmq/titanic/titanic/tsp"
+)
 
 // QueueStats is the broker's answer to titanic.stats: every service's
 // queue. The JSON is the broker's, field for field (and the HTTP API's
@@ -45,7 +45,7 @@ type ServiceQueue struct {
 // (service, when not empty, selects one). A broker older than the
 // extension answers ErrRejected ("unknown titanic service").
 func (c *Client) QueueStats(ctx context.Context, service string) (QueueStats, error) {
-	rep, err := c.do(ctx, svcStats, [][]byte{[]byte(service)})
+	rep, err := c.do(ctx, tsp.SvcStats, [][]byte{[]byte(service)})
 	if err != nil {
 		return QueueStats{}, err
 	}

@@ -7,23 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// 9/TSP services and titanic's extensions (see package titanic).
-const (
-	svcRequest = "titanic.request"
-	svcReply   = "titanic.reply"
-	svcClose   = "titanic.close"
-	svcSubmit  = "titanic.submit"
-	svcStatus  = "titanic.status"
-	svcList    = "titanic.list"
-	svcWait    = "titanic.wait"
-	svcRetry   = "titanic.retry"
-
-	failedPrefix = "failed: "
-	// keyConflictPrefix is titanic.KeyConflictPrefix: a 400 to
-	// titanic.submit whose text starts "key conflict: <ticket>: ".
-	keyConflictPrefix = "key conflict: "
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // SubmitOptions tune Submit.
@@ -86,18 +71,16 @@ func (c *Client) Submit(ctx context.Context, service string, body [][]byte, opt 
 }
 
 // submitStatus is status for a titanic.submit (or submit2) answer: a 400
-// whose text starts with keyConflictPrefix is a *KeyConflictError for
-// key; one saying the broker lacks submit2, or its cluster cannot store
-// the options yet, is ErrUnsupported.
+// of kind key conflict ("key conflict: <ticket>: <detail>") is a
+// *KeyConflictError for key; one saying the broker lacks submit2, or its
+// cluster cannot store the options yet, is ErrUnsupported.
 func submitStatus(rep [][]byte, key string) error {
 	if unsupported(rep) {
 		return fmt.Errorf("%w: %s", ErrUnsupported, rep[1])
 	}
-	if len(rep) >= 2 && string(rep[0]) == "400" {
-		if rest, ok := strings.CutPrefix(string(rep[1]), keyConflictPrefix); ok {
-			ticket, detail, _ := strings.Cut(rest, ": ")
-			return &KeyConflictError{Key: key, Ticket: ticket, Detail: detail}
-		}
+	if a := tsp.ParseAnswer(rep); len(rep) >= 2 && a.Code == tsp.CodeUnknown && a.Kind == tsp.KeyConflict {
+		ticket, detail, _ := strings.Cut(a.Detail, ": ")
+		return &KeyConflictError{Key: key, Ticket: ticket, Detail: detail}
 	}
 	return status(rep, "", true)
 }
@@ -115,7 +98,7 @@ type Status struct {
 
 // Status looks a ticket up.
 func (c *Client) Status(ctx context.Context, ticket string) (Status, error) {
-	rep, err := c.do(ctx, svcStatus, [][]byte{[]byte(ticket)})
+	rep, err := c.do(ctx, tsp.SvcStatus, [][]byte{[]byte(ticket)})
 	if err != nil {
 		return Status{}, err
 	}
@@ -126,7 +109,7 @@ func (c *Client) Status(ctx context.Context, ticket string) (Status, error) {
 // body too (titanic.status [ticket | "body"]). A broker older than this
 // extension refuses the request: ErrRejected.
 func (c *Client) StatusBody(ctx context.Context, ticket string) (Status, [][]byte, error) {
-	rep, err := c.do(ctx, svcStatus, [][]byte{[]byte(ticket), []byte("body")})
+	rep, err := c.do(ctx, tsp.SvcStatus, [][]byte{[]byte(ticket), []byte("body")})
 	if err != nil {
 		return Status{}, nil, err
 	}
@@ -194,13 +177,13 @@ func (c *Client) Reply(ctx context.Context, ticket string, opt ReplyOptions) ([]
 		var err error
 		start := time.Now()
 		if useWait {
-			rep, err = c.do(ctx, svcWait, [][]byte{[]byte(ticket), []byte(park)})
-			if err == nil && len(rep) > 1 && string(rep[0]) == "400" && strings.Contains(string(rep[1]), "unknown titanic service") {
+			rep, err = c.do(ctx, tsp.SvcWait, [][]byte{[]byte(ticket), []byte(park)})
+			if err == nil && tsp.Is(rep, tsp.CodeUnknown, tsp.UnknownService) {
 				useWait = false
 				continue
 			}
 		} else {
-			rep, err = c.do(ctx, svcReply, [][]byte{[]byte(ticket)})
+			rep, err = c.do(ctx, tsp.SvcReply, [][]byte{[]byte(ticket)})
 		}
 		if err == nil {
 			err = status(rep, ticket, false)
@@ -234,7 +217,7 @@ func isTransient(err error) bool { return err != nil && errors.Is(err, ErrServer
 // for one that has not failed, and ErrUnsupported when the broker, or its
 // cluster, cannot take it yet.
 func (c *Client) Retry(ctx context.Context, ticket string) error {
-	rep, err := c.do(ctx, svcRetry, [][]byte{[]byte(ticket)})
+	rep, err := c.do(ctx, tsp.SvcRetry, [][]byte{[]byte(ticket)})
 	if err != nil {
 		return err
 	}
@@ -244,17 +227,17 @@ func (c *Client) Retry(ctx context.Context, ticket string) error {
 // unsupported reports whether an answer says the broker lacks a service
 // (an older release) or its cluster cannot take the request yet.
 func unsupported(rep [][]byte) bool {
-	if len(rep) < 2 || string(rep[0]) != "400" {
+	if len(rep) < 2 {
 		return false
 	}
-	text := string(rep[1])
-	return strings.Contains(text, "unknown titanic service") || strings.HasPrefix(text, "not supported: ")
+	a := tsp.ParseAnswer(rep)
+	return a.Code == tsp.CodeUnknown && (a.Kind == tsp.UnknownService || a.Kind == tsp.NotSupported)
 }
 
 // CloseTicket closes a ticket: the broker deletes it and its reply. Closing
 // an unknown ticket succeeds (9/TSP).
 func (c *Client) CloseTicket(ctx context.Context, ticket string) error {
-	rep, err := c.do(ctx, svcClose, [][]byte{[]byte(ticket)})
+	rep, err := c.do(ctx, tsp.SvcClose, [][]byte{[]byte(ticket)})
 	if err != nil {
 		return err
 	}
@@ -316,7 +299,7 @@ func (c *Client) ListPage(ctx context.Context, opt ListOptions) (rows []TicketIn
 	if opt.Limit > 0 {
 		limit = strconv.Itoa(opt.Limit)
 	}
-	rep, err := c.do(ctx, svcList, [][]byte{[]byte(opt.Service), []byte(opt.State), []byte(opt.After), []byte(limit)})
+	rep, err := c.do(ctx, tsp.SvcList, [][]byte{[]byte(opt.Service), []byte(opt.State), []byte(opt.After), []byte(limit)})
 	if err != nil {
 		return nil, "", err
 	}
@@ -387,33 +370,27 @@ func status(rep [][]byte, ticket string, rejectOn400 bool) error {
 		return fmt.Errorf("%w: empty answer", ErrProtocol)
 	}
 	// 9/TSP allows "NNN text" in the status frame; titanic sends the bare
-	// code and puts its text in a second frame.
-	code, text, _ := strings.Cut(string(rep[0]), " ")
-	switch code {
-	case "200":
+	// code and puts its text in a second frame. The client acts on the
+	// text's kind only, never on its words (package tsp).
+	a := tsp.ParseAnswer(rep)
+	switch a.Code {
+	case tsp.CodeOK:
 		return nil
-	case "300":
+	case tsp.CodePending:
 		return ErrPending
-	}
-	// The text only for the answers that use it: a submit's second frame
-	// is its ticket.
-	if len(rep) > 1 {
-		text = string(rep[1])
-	}
-	switch code {
-	case "400":
+	case tsp.CodeUnknown:
 		if rejectOn400 {
-			return fmt.Errorf("%w: %s", ErrRejected, text)
+			return fmt.Errorf("%w: %s", ErrRejected, a.Text)
 		}
-		if text == "" || text == "unknown ticket" {
+		if a.Text == "" || a.Text == string(tsp.UnknownTicket) {
 			return fmt.Errorf("%w %s", ErrUnknown, ticket)
 		}
-		return fmt.Errorf("%w %s: %s", ErrUnknown, ticket, text)
-	case "500":
-		if reason, ok := strings.CutPrefix(text, failedPrefix); ok {
-			return &FailedError{Ticket: ticket, Reason: reason, Cancelled: strings.HasPrefix(reason, cancelledPrefix)}
+		return fmt.Errorf("%w %s: %s", ErrUnknown, ticket, a.Text)
+	case tsp.CodeError:
+		if a.Kind == tsp.Failed {
+			return &FailedError{Ticket: ticket, Reason: a.Detail, Cancelled: strings.HasPrefix(a.Detail, tsp.CancelledReason)}
 		}
-		return fmt.Errorf("%w: %s", ErrServer, text)
+		return fmt.Errorf("%w: %s", ErrServer, a.Text)
 	}
 	return fmt.Errorf("%w: status %q", ErrProtocol, rep[0])
 }

@@ -8,7 +8,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"github.com/titanicmq/titanic/titanic/notify"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // WaitOptions tune Wait.
@@ -45,7 +45,7 @@ func (c *Client) Wait(ctx context.Context, ticket string, opt WaitOptions) ([][]
 	}
 	defer sub.Close()
 	_ = sub.SetLinger(0)
-	if err := sub.SetSubscribe(notify.TicketTopic + ticket); err != nil {
+	if err := sub.SetSubscribe(tsp.TicketTopic + ticket); err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
 	for _, ep := range c.cfg.Notify {
@@ -83,9 +83,9 @@ func (c *Client) Wait(ctx context.Context, ticket string, opt WaitOptions) ([][]
 			if err != nil {
 				continue
 			}
-			if ev, err := notify.Parse(msg); err == nil && ev.Ticket == ticket {
+			if ev, err := tsp.ParseEvent(msg); err == nil && ev.Ticket == ticket {
 				c.notices.Add(1)
-				woken = ev.State == "done" || ev.State == "failed" || ev.State == "closed"
+				woken = ev.Final()
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Deactivate drops the dispatcher's state: this node is no longer the one
@@ -77,14 +78,13 @@ func (s *Service) Activate(ctx context.Context) error {
 // moves on to the next broker at once when it sees it; other clients
 // retry, or time out and fail over.
 func Refusal(service string) [][]byte {
-	if len(service) >= len(Prefix) && service[:len(Prefix)] == Prefix {
-		return replyText(CodeError, NotActive)
+	if len(service) >= len(tsp.Prefix) && service[:len(tsp.Prefix)] == tsp.Prefix {
+		// The bare token: the first release's client compares the frame
+		// with "not active" exactly.
+		return replyText(tsp.CodeError, string(tsp.NotActive))
 	}
 	return nil
 }
-
-// NotActive is the text of Refusal.
-const NotActive = "not active"
 
 // Idle reports whether nothing the service accepted is still waiting to be
 // committed or looked up, so a draining broker may stop without leaving a
@@ -95,7 +95,7 @@ func (s *Service) Idle() bool {
 }
 
 // ErrNotActive: this node does not serve (replicated modes).
-var ErrNotActive = errors.New(NotActive)
+var ErrNotActive = errors.New(string(tsp.NotActive))
 
 // Close closes a ticket for an operator (the HTTP API): as titanic.close,
 // but waiting for the outcome. It returns an error wrapping

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // titanic.backup [name] writes a consistent snapshot of the store, taken
@@ -21,10 +22,10 @@ var backupName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 func (s *Service) backup(req broker.Request) [][]byte {
 	if s.cfg.BackupDir == "" {
-		return replyText(CodeUnknown, "backups are disabled on this broker (no backup directory)")
+		return replyText(tsp.CodeUnknown, "backups are disabled on this broker (no backup directory)")
 	}
 	if len(req.Body) != 1 || !backupName.Match(req.Body[0]) {
-		return replyText(CodeUnknown, "want one frame: a file name of letters, digits, '.', '_' or '-'")
+		return replyText(tsp.CodeUnknown, "want one frame: a file name of letters, digits, '.', '_' or '-'")
 	}
 	name := string(req.Body[0])
 	go func() {
@@ -33,11 +34,11 @@ func (s *Service) backup(req broker.Request) [][]byte {
 		path, n, err := s.writeBackup(ctx, name)
 		if err != nil {
 			s.log.Error("backup failed", "name", name, "err", err)
-			s.answer(req.Client, req.Service, replyText(CodeError, "backup failed: "+err.Error()))
+			s.answer(req.Client, req.Service, replyText(tsp.CodeError, "backup failed: "+err.Error()))
 			return
 		}
 		s.log.Info("backup written", "path", path, "bytes", n)
-		s.answer(req.Client, req.Service, reply(CodeOK, []byte(path), []byte(strconv.FormatInt(n, 10))))
+		s.answer(req.Client, req.Service, reply(tsp.CodeOK, []byte(path), []byte(strconv.FormatInt(n, 10))))
 	}()
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // pendingOp is a mutation handed to the store, with what to do once it
@@ -112,7 +113,7 @@ func (s *Service) drain() {
 
 // submit stores a new ticket and answers once it is durable.
 func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
-	keyed := req.Service == SvcSubmit || req.Service == SvcSubmit2
+	keyed := req.Service == tsp.SvcSubmit || req.Service == tsp.SvcSubmit2
 	answer := func(out [][]byte) {
 		s.answer(req.Client, req.Service, echoKey(req.Service, out, req.Body))
 	}
@@ -120,15 +121,15 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 		var kc *store.KeyConflictError
 		switch {
 		case errors.As(err, &kc):
-			answer(replyText(CodeUnknown, keyConflictText(kc)))
+			answer(replyText(tsp.CodeUnknown, keyConflictText(kc)))
 			return
 		case errors.Is(err, store.ErrClusterVersion):
 			// A submit with lifecycle options, to a cluster with a member
 			// that could not read them: 400, resending cannot help.
-			answer(replyText(CodeUnknown, NotSupportedPrefix+clusterVersionText(err)))
+			answer(replyText(tsp.CodeUnknown, tsp.NotSupported.Text(clusterVersionText(err))))
 			return
 		case err != nil:
-			answer(replyText(CodeError, "not stored: "+err.Error()))
+			answer(replyText(tsp.CodeError, "not stored: "+err.Error()))
 			return
 		}
 		ticket := []byte(res.ID.String())
@@ -137,10 +138,10 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 			if res.Duplicate {
 				how = "duplicate"
 			}
-			answer(reply(CodeOK, ticket, []byte(how)))
+			answer(reply(tsp.CodeOK, ticket, []byte(how)))
 			return
 		}
-		answer(reply(CodeOK, ticket))
+		answer(reply(tsp.CodeOK, ticket))
 	})
 	if err != nil {
 		return busyReply()
@@ -149,14 +150,14 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 }
 
 // keyConflictText is the text of titanic.submit's key conflict answer:
-// KeyConflictPrefix, the ticket that holds the key, then for people what
+// tsp.KeyConflict, the ticket that holds the key, then for people what
 // differs (the key itself is the answer's last frame).
 func keyConflictText(kc *store.KeyConflictError) string {
 	what := fmt.Sprintf("submitted to service %q with another body", kc.Service)
 	if kc.Field == "service" {
 		what = fmt.Sprintf("submitted to another service (%q)", kc.Service)
 	}
-	return KeyConflictPrefix + kc.Ticket.String() + ": " + what
+	return tsp.KeyConflict.Text(kc.Ticket.String() + ": " + what)
 }
 
 // storeSubmit hands a parsed submit to the store, and calls done once it
@@ -227,7 +228,7 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 	op := store.Op{Kind: store.OpClose, ID: id, Time: s.cfg.Now()}
 	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
 		if batchErr != nil {
-			s.answer(req.Client, req.Service, replyText(CodeError, "not closed: "+batchErr.Error()))
+			s.answer(req.Client, req.Service, replyText(tsp.CodeError, "not closed: "+batchErr.Error()))
 			return
 		}
 		s.forget(id)
@@ -235,14 +236,14 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 		if !res.Existed && s.cfg.MaybeElsewhere != nil && s.cfg.MaybeElsewhere(id) {
 			// The peer may hold it (a split not merged yet): a 200 now
 			// would let its handover bring it back. Try again later.
-			s.answer(req.Client, req.Service, replyText(CodeError, NotMerged))
+			s.answer(req.Client, req.Service, replyText(tsp.CodeError, NotMerged))
 			return
 		}
 		s.stats.closes.Add(1)
 		if res.Existed {
 			s.note(id, "closed", "")
 		}
-		s.answer(req.Client, req.Service, reply(CodeOK))
+		s.answer(req.Client, req.Service, reply(tsp.CodeOK))
 	}})
 	if err != nil {
 		return busyReply()

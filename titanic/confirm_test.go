@@ -9,6 +9,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // leaderStore is a replicated store as far as lookups can tell: the test
@@ -93,17 +94,17 @@ func TestUnconfirmedLookupsRefused(t *testing.T) {
 		final   bool   // answered without a confirmation
 	}
 	lookups := []lookup{
-		{SvcReply, []string{unknown}, CodeUnknown, false},
-		{SvcReply, []string{pending}, CodePending, false},
-		{SvcStatus, []string{unknown}, CodeUnknown, false},
-		{SvcStatus, []string{pending}, CodeOK, false},
-		{SvcList, []string{"", "", "", ""}, CodeOK, false},
-		{SvcWait, []string{unknown, "1000"}, CodeUnknown, false},
-		{SvcReply, []string{done}, CodeOK, true},
-		{SvcReply, []string{failed}, CodeError, true},
-		{SvcStatus, []string{done}, CodeOK, true},
-		{SvcWait, []string{done, "1000"}, CodeOK, true},
-		{SvcReply, []string{"nope"}, CodeUnknown, true}, // malformed
+		{tsp.SvcReply, []string{unknown}, tsp.CodeUnknown, false},
+		{tsp.SvcReply, []string{pending}, tsp.CodePending, false},
+		{tsp.SvcStatus, []string{unknown}, tsp.CodeUnknown, false},
+		{tsp.SvcStatus, []string{pending}, tsp.CodeOK, false},
+		{tsp.SvcList, []string{"", "", "", ""}, tsp.CodeOK, false},
+		{tsp.SvcWait, []string{unknown, "1000"}, tsp.CodeUnknown, false},
+		{tsp.SvcReply, []string{done}, tsp.CodeOK, true},
+		{tsp.SvcReply, []string{failed}, tsp.CodeError, true},
+		{tsp.SvcStatus, []string{done}, tsp.CodeOK, true},
+		{tsp.SvcWait, []string{done, "1000"}, tsp.CodeOK, true},
+		{tsp.SvcReply, []string{"nope"}, tsp.CodeUnknown, true}, // malformed
 	}
 	for _, l := range lookups {
 		before := ls.rounds()
@@ -124,14 +125,14 @@ func TestUnconfirmedLookupsRefused(t *testing.T) {
 			}
 			continue
 		}
-		if codeOf(r) != CodeError || len(r) != 2 || string(r[1]) != NotActive {
-			t.Fatalf("unconfirmed: %s %q = %q, want [500 %s]", l.service, l.body, r, NotActive)
+		if codeOf(r) != tsp.CodeError || len(r) != 2 || string(r[1]) != string(tsp.NotActive) {
+			t.Fatalf("unconfirmed: %s %q = %q, want [500 %s]", l.service, l.body, r, string(tsp.NotActive))
 		}
 	}
 	// A wait that times out on a pending ticket would answer 300: refused
 	// too.
-	if r := h.call(SvcWait, pending, "20"); codeOf(r) != CodeError || string(r[1]) != NotActive {
-		t.Fatalf("unconfirmed: expired wait = %q, want [500 %s]", r, NotActive)
+	if r := h.call(tsp.SvcWait, pending, "20"); codeOf(r) != tsp.CodeError || string(r[1]) != string(tsp.NotActive) {
+		t.Fatalf("unconfirmed: expired wait = %q, want [500 %s]", r, string(tsp.NotActive))
 	}
 	if st := h.svc.Stats(); st.Unconfirmed == 0 {
 		t.Fatalf("stats count no unconfirmed lookup: %+v", st)
@@ -148,7 +149,7 @@ func TestConfirmationsBatched(t *testing.T) {
 	const n = 50
 	unknown := store.NewID().String()
 	for range n {
-		if r := h.svc.ServeMDP(broker.Request{Service: SvcReply, Body: [][]byte{[]byte(unknown)}}); r != nil {
+		if r := h.svc.ServeMDP(broker.Request{Service: tsp.SvcReply, Body: [][]byte{[]byte(unknown)}}); r != nil {
 			t.Fatalf("lookup answered at once: %q", r)
 		}
 	}
@@ -162,7 +163,7 @@ func TestConfirmationsBatched(t *testing.T) {
 	}
 	close(hold)
 	for range n {
-		if r := h.b.reply(t); codeOf(r) != CodeUnknown {
+		if r := h.b.reply(t); codeOf(r) != tsp.CodeUnknown {
 			t.Fatalf("lookup = %q, want 400", r)
 		}
 	}
@@ -181,10 +182,10 @@ func TestConfirmationsBatched(t *testing.T) {
 // The refusal of an unconfirmed lookup is the configured one (a Binary
 // Star active node's "not ready").
 func TestUnconfirmedRefusalConfigured(t *testing.T) {
-	notReady := replyText(CodeError, "not ready: taking over, retry")
+	notReady := replyText(tsp.CodeError, "not ready: taking over, retry")
 	h, ls := newLeaderHarness(t, Config{Unconfirmed: func(string) [][]byte { return notReady }})
 	ls.set(errDeposed, nil)
-	if r := h.call(SvcReply, store.NewID().String()); codeOf(r) != CodeError || string(r[1]) != string(notReady[1]) {
+	if r := h.call(tsp.SvcReply, store.NewID().String()); codeOf(r) != tsp.CodeError || string(r[1]) != string(notReady[1]) {
 		t.Fatalf("unconfirmed lookup = %q, want %q", r, notReady)
 	}
 }

@@ -63,10 +63,10 @@ func bs(s ...string) []any {
 	return out
 }
 
-// tsp sends a 7/MDP client request on a REQ socket, as the Guide's
+// tspRequest sends a 7/MDP client request on a REQ socket, as the Guide's
 // mdcliapi does, and returns the body of the reply after checking its
 // MDPC01 header and service frame.
-func tsp(t *testing.T, req *zmq.Socket, service string, body ...string) []string {
+func tspRequest(t *testing.T, req *zmq.Socket, service string, body ...string) []string {
 	t.Helper()
 	if _, err := req.SendMessage(append(bs("MDPC01", service), bs(body...)...)...); err != nil {
 		t.Fatalf("send %s: %v", service, err)
@@ -149,7 +149,7 @@ func waitFor(t *testing.T, req *zmq.Socket, ticket, want string) []string {
 	t.Helper()
 	deadline := time.Now().Add(recvWait)
 	for {
-		r := tsp(t, req, "titanic.reply", ticket)
+		r := tspRequest(t, req, "titanic.reply", ticket)
 		if r[0] == want {
 			return r
 		}
@@ -164,16 +164,16 @@ func TestTSPLifeCycle(t *testing.T) {
 	n := startNode(t, titanic.Config{})
 	req := n.socket(zmq.REQ)
 
-	if r := tsp(t, req, "mmi.service", "titanic.request"); r[0] != "200" {
+	if r := tspRequest(t, req, "mmi.service", "titanic.request"); r[0] != "200" {
 		t.Fatalf("mmi.service titanic.request = %q, want 200", r)
 	}
 	// The Guide's ticlient: [service | body] → [200 | ticket].
-	r := tsp(t, req, "titanic.request", "echo", "hello", "", "\x00\xff")
+	r := tspRequest(t, req, "titanic.request", "echo", "hello", "", "\x00\xff")
 	if len(r) != 2 || r[0] != "200" || !isTicket(r[1]) {
 		t.Fatalf("titanic.request = %q, want [200 ticket(32 hex)]", r)
 	}
 	ticket := r[1]
-	if r := tsp(t, req, "titanic.reply", ticket); r[0] != "300" {
+	if r := tspRequest(t, req, "titanic.reply", ticket); r[0] != "300" {
 		t.Fatalf("titanic.reply before any worker = %q, want 300", r)
 	}
 
@@ -182,7 +182,7 @@ func TestTSPLifeCycle(t *testing.T) {
 	if client != ticket || len(body) != 3 || body[0] != "hello" || body[1] != "" || body[2] != "\x00\xff" {
 		t.Fatalf("REQUEST client %q body %q; want ticket %s and the submitted frames", client, body, ticket)
 	}
-	if r := tsp(t, req, "titanic.reply", ticket); r[0] != "300" {
+	if r := tspRequest(t, req, "titanic.reply", ticket); r[0] != "300" {
 		t.Fatalf("titanic.reply while the worker holds it = %q, want 300", r)
 	}
 	w.send("\x03", client, "HELLO", "")
@@ -190,13 +190,13 @@ func TestTSPLifeCycle(t *testing.T) {
 	if len(r) != 3 || r[1] != "HELLO" || r[2] != "" {
 		t.Fatalf("titanic.reply = %q, want [200 HELLO \"\"]", r)
 	}
-	if r := tsp(t, req, "titanic.close", ticket); len(r) != 1 || r[0] != "200" {
+	if r := tspRequest(t, req, "titanic.close", ticket); len(r) != 1 || r[0] != "200" {
 		t.Fatalf("titanic.close = %q, want [200]", r)
 	}
-	if r := tsp(t, req, "titanic.reply", ticket); r[0] != "400" {
+	if r := tspRequest(t, req, "titanic.reply", ticket); r[0] != "400" {
 		t.Fatalf("titanic.reply after close = %q, want 400", r)
 	}
-	if r := tsp(t, req, "titanic.close", ticket); r[0] != "200" {
+	if r := tspRequest(t, req, "titanic.close", ticket); r[0] != "200" {
 		t.Fatalf("second titanic.close = %q, want 200", r)
 	}
 }
@@ -224,7 +224,7 @@ func TestTSPBadRequests(t *testing.T) {
 		{"titanic.nothing", []string{"x"}, "400"},
 	}
 	for _, c := range cases {
-		r := tsp(t, req, c.service, c.body...)
+		r := tspRequest(t, req, c.service, c.body...)
 		if r[0] != c.want {
 			t.Errorf("%s %q = %q, want %s", c.service, c.body, r, c.want)
 		}
@@ -237,7 +237,7 @@ func TestTSPBadRequests(t *testing.T) {
 	// broker still serves the next request.
 	d := n.socket(zmq.DEALER)
 	_, _ = d.SendMessage("", "MDPC01")
-	if r := tsp(t, req, "titanic.reply", unknown); r[0] != "400" {
+	if r := tspRequest(t, req, "titanic.reply", unknown); r[0] != "400" {
 		t.Fatalf("broker stopped answering after a malformed request: %q", r)
 	}
 }
@@ -247,7 +247,7 @@ func TestTSPFailureVisible(t *testing.T) {
 	req := n.socket(zmq.REQ)
 
 	// A worker that reports failure twice: the ticket fails for good.
-	r := tsp(t, req, "titanic.request", "flaky", "x")
+	r := tspRequest(t, req, "titanic.request", "flaky", "x")
 	ticket := r[1]
 	w := n.worker("flaky")
 	for i := range 2 {
@@ -264,7 +264,7 @@ func TestTSPFailureVisible(t *testing.T) {
 
 	// No worker ever registers: the ticket fails once NoWorkerTimeout
 	// has passed.
-	r = tsp(t, req, "titanic.request", "ghost", "x")
+	r = tspRequest(t, req, "titanic.request", "ghost", "x")
 	r = waitFor(t, req, r[1], "500")
 	if !strings.HasPrefix(r[1], "failed: no worker") {
 		t.Fatalf("ticket of a service without workers = %q", r)
@@ -276,7 +276,7 @@ func TestTSPFailureVisible(t *testing.T) {
 func TestTSPRedeliveryAfterWorkerLoss(t *testing.T) {
 	n := startNode(t, titanic.Config{})
 	req := n.socket(zmq.REQ)
-	ticket := tsp(t, req, "titanic.request", "job", "work")[1]
+	ticket := tspRequest(t, req, "titanic.request", "job", "work")[1]
 	w1 := n.worker("job")
 	if c, _ := w1.request(); c != ticket {
 		t.Fatalf("first dispatch %q", c)

@@ -69,4 +69,9 @@
 // titanic.status [ticket], titanic.list [service | state | after |
 // limit], titanic.stats [service] (per-service queue counts and rates as
 // one JSON frame, from memory: stats.go).
+//
+// The codes, the service names, the refusal kinds (a text starts with a
+// fixed token, such as "not active", that clients act on) and the
+// notification events are package tsp's, shared with the client so that
+// neither copies them and the client imports no server package.
 package titanic

@@ -10,6 +10,7 @@ import (
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/broker/mdp"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // The job lifecycle's services (extensions; see README "Job lifecycle"):
@@ -22,17 +23,7 @@ import (
 //
 // Each writes an op of a kind the first release cannot read (ops record
 // 3): a replicated cluster takes it only once its cluster version allows
-// (400 NotSupportedPrefix... until then).
-const (
-	SvcCancel   = "titanic.cancel"
-	SvcPause    = "titanic.pause"
-	SvcResume   = "titanic.resume"
-	SvcAttempts = "titanic.attempts"
-)
-
-// CancelledReason starts the reason of a cancelled ticket in the 500
-// "failed: ..." answer a lookup gives it (final, as a failure).
-const CancelledReason = "cancelled: "
+// (400 not supported: ... until then). The names are in package tsp.
 
 // Sentinel errors of the lifecycle methods, for the HTTP API.
 var (
@@ -210,46 +201,48 @@ func (s *Service) Attempts(ctx context.Context, id store.ID) ([]AttemptJSON, err
 func lifecycleAnswer(what string, err error) [][]byte {
 	switch {
 	case err == nil:
-		return reply(CodeOK)
+		return reply(tsp.CodeOK)
 	case errors.Is(err, errBadRequest):
-		return replyText(CodeUnknown, err.Error())
+		return replyText(tsp.CodeUnknown, err.Error())
 	case errors.Is(err, store.ErrNotFound):
-		return replyText(CodeUnknown, "unknown ticket")
+		return replyText(tsp.CodeUnknown, string(tsp.UnknownTicket))
 	case errors.Is(err, store.ErrNotFailed):
-		return replyText(CodeUnknown, fmt.Sprintf("%s: only a failed ticket can be retried (%v)", what, err))
+		return replyText(tsp.CodeUnknown, tsp.NotFailed.Text(fmt.Sprintf("%s: only a failed ticket can be retried (%v)", what, err)))
 	case errors.Is(err, store.ErrFinal):
-		return replyText(CodeUnknown, fmt.Sprintf("%s: the ticket is finished already (%v)", what, err))
+		return replyText(tsp.CodeUnknown, tsp.Finished.Text(fmt.Sprintf("%s: the ticket is finished already (%v)", what, err)))
 	case errors.Is(err, store.ErrClusterVersion):
-		return replyText(CodeUnknown, NotSupportedPrefix+clusterVersionText(err))
+		return replyText(tsp.CodeUnknown, tsp.NotSupported.Text(clusterVersionText(err)))
 	case errors.Is(err, store.ErrInvalidOp):
-		return replyText(CodeUnknown, err.Error())
+		return replyText(tsp.CodeUnknown, err.Error())
 	}
-	return replyText(CodeError, what+" not recorded: "+err.Error())
+	return replyText(tsp.CodeError, what+" not recorded: "+err.Error())
 }
 
 // serveLifecycle answers the lifecycle services; nil when the answer is
 // deferred until the op is durable.
 func (s *Service) serveLifecycle(req broker.Request) [][]byte {
-	answer := func(err error) { s.answer(req.Client, req.Service, lifecycleAnswer(req.Service[len(Prefix):], err)) }
+	answer := func(err error) {
+		s.answer(req.Client, req.Service, lifecycleAnswer(req.Service[len(tsp.Prefix):], err))
+	}
 	var err error
 	switch req.Service {
-	case SvcRetry, SvcCancel:
+	case tsp.SvcRetry, tsp.SvcCancel:
 		var id store.ID
 		if id, err = parseTicket(req.Body); err != nil {
 			break
 		}
-		if req.Service == SvcRetry {
+		if req.Service == tsp.SvcRetry {
 			err = s.retry(id, answer)
 		} else {
 			err = s.cancel(id, "", answer)
 		}
-	case SvcPause, SvcResume:
+	case tsp.SvcPause, tsp.SvcResume:
 		if len(req.Body) != 1 {
 			err = badRequest("want exactly one service frame")
 			break
 		}
-		err = s.pause(string(req.Body[0]), req.Service == SvcPause, answer)
-	case SvcAttempts:
+		err = s.pause(string(req.Body[0]), req.Service == tsp.SvcPause, answer)
+	case tsp.SvcAttempts:
 		var id store.ID
 		if id, err = parseTicket(req.Body); err != nil {
 			break
@@ -259,18 +252,18 @@ func (s *Service) serveLifecycle(req broker.Request) [][]byte {
 			defer cancel()
 			as, err := s.Attempts(ctx, id)
 			if err != nil {
-				s.answer(req.Client, req.Service, replyText(CodeError, "attempts: "+err.Error()))
+				s.answer(req.Client, req.Service, replyText(tsp.CodeError, "attempts: "+err.Error()))
 				return
 			}
 			b, _ := json.Marshal(as)
-			s.answer(req.Client, req.Service, reply(CodeOK, b))
+			s.answer(req.Client, req.Service, reply(tsp.CodeOK, b))
 		}()
 		return nil
 	}
 	switch {
 	case errors.Is(err, errBadRequest):
 		s.stats.badRequests.Add(1)
-		return replyText(CodeUnknown, err.Error())
+		return replyText(tsp.CodeUnknown, err.Error())
 	case err != nil:
 		return busyReply()
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/nodetest"
 	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/tsp"
 	"github.com/titanicmq/titanic/worker"
 )
 
@@ -51,7 +52,7 @@ func TestPauseResumeCancel(t *testing.T) {
 	nd, c := lifecycleNode(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if r := call(t, c, titanic.SvcPause, "echo"); string(r[0]) != "200" {
+	if r := call(t, c, tsp.SvcPause, "echo"); string(r[0]) != "200" {
 		t.Fatalf("pause: %q", r)
 	}
 	keep, err := c.Submit(ctx, "echo", [][]byte{[]byte("keep")}, client.SubmitOptions{})
@@ -62,10 +63,10 @@ func TestPauseResumeCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := call(t, c, titanic.SvcCancel, drop); string(r[0]) != "200" {
+	if r := call(t, c, tsp.SvcCancel, drop); string(r[0]) != "200" {
 		t.Fatalf("cancel: %q", r)
 	}
-	if r := call(t, c, titanic.SvcCancel, drop); string(r[0]) != "400" || !strings.Contains(string(r[1]), "finished") {
+	if r := call(t, c, tsp.SvcCancel, drop); string(r[0]) != "400" || !strings.Contains(string(r[1]), "finished") {
 		t.Fatalf("second cancel: %q", r)
 	}
 	if _, err := c.Reply(ctx, drop, client.ReplyOptions{}); !errors.Is(err, client.ErrFailed) || !strings.Contains(err.Error(), "cancelled") {
@@ -97,7 +98,7 @@ func TestPauseResumeCancel(t *testing.T) {
 	if st, err := c.Status(ctx, keep); err != nil || st.State != "pending" {
 		t.Fatalf("paused ticket after a restart with a worker: %+v %v, want pending", st, err)
 	}
-	if r := call(t, c, titanic.SvcResume, "echo"); string(r[0]) != "200" {
+	if r := call(t, c, tsp.SvcResume, "echo"); string(r[0]) != "200" {
 		t.Fatalf("resume: %q", r)
 	}
 	if rep, err := c.Reply(ctx, keep, client.ReplyOptions{Wait: true}); err != nil || string(rep[0]) != "keep" {
@@ -134,7 +135,7 @@ func TestAttemptsAnswer(t *testing.T) {
 	if _, err := c.Reply(ctx, ticket, client.ReplyOptions{Wait: true}); !errors.Is(err, client.ErrFailed) {
 		t.Fatalf("reply: %v, want failed", err)
 	}
-	r := call(t, c, titanic.SvcAttempts, ticket)
+	r := call(t, c, tsp.SvcAttempts, ticket)
 	var as []titanic.AttemptJSON
 	if string(r[0]) != "200" || len(r) != 2 || json.Unmarshal(r[1], &as) != nil {
 		t.Fatalf("attempts answer %q", r)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Self-defence. A client (one connection: one ROUTER identity) may have at
@@ -54,14 +55,14 @@ func (s *Service) admit(c broker.Client, submit bool) [][]byte {
 	}
 	if s.cfg.PerClientInflight > 0 && st.inflight >= s.cfg.PerClientInflight {
 		s.stats.busy.Add(1)
-		return replyText(CodeError, fmt.Sprintf("busy, retry later: %d requests in flight", st.inflight))
+		return replyText(tsp.CodeError, tsp.Busy.Text(fmt.Sprintf("%d requests in flight", st.inflight)))
 	}
 	if submit && s.cfg.SubmitRate > 0 {
 		st.tokens = min(s.burst(), st.tokens+now.Sub(st.refilled).Seconds()*s.cfg.SubmitRate)
 		st.refilled = now
 		if st.tokens < 1 {
 			s.stats.busy.Add(1)
-			return replyText(CodeError, fmt.Sprintf("busy, retry later: over %g submits/s", s.cfg.SubmitRate))
+			return replyText(tsp.CodeError, tsp.Busy.Text(fmt.Sprintf("over %g submits/s", s.cfg.SubmitRate)))
 		}
 		st.tokens--
 	}
@@ -122,7 +123,7 @@ func (s *Service) refreshUsage() {
 func (s *Service) overQuota() [][]byte {
 	if s.cfg.Quota > 0 && s.used.Load() >= s.cfg.Quota {
 		s.stats.busy.Add(1)
-		return replyText(CodeError, fmt.Sprintf("store full: %d of %d bytes used; retry later", s.used.Load(), s.cfg.Quota))
+		return replyText(tsp.CodeError, fmt.Sprintf("store full: %d of %d bytes used; retry later", s.used.Load(), s.cfg.Quota))
 	}
 	return nil
 }

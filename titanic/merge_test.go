@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // A pair node mints tickets with its tag; while its peer may hold a split
@@ -26,23 +27,23 @@ func TestUnknownPeerTicketNotFinal(t *testing.T) {
 	peers[15] = peers[15]&0xf0 | 2
 	other := store.NewID()
 	other[15] = other[15]&0xf0 | 3
-	for _, svc := range []string{SvcReply, SvcStatus} {
-		if r := h.call(svc, peers.String()); codeOf(r) != CodeError || !strings.HasPrefix(string(r[1]), "not ready") {
+	for _, svc := range []string{tsp.SvcReply, tsp.SvcStatus} {
+		if r := h.call(svc, peers.String()); codeOf(r) != tsp.CodeError || !strings.HasPrefix(string(r[1]), "not ready") {
 			t.Errorf("%s of the peer's unknown ticket = %q, want 500 not ready", svc, r)
 		}
-		if r := h.call(svc, other.String()); codeOf(r) != CodeUnknown {
+		if r := h.call(svc, other.String()); codeOf(r) != tsp.CodeUnknown {
 			t.Errorf("%s of an unknown ticket of nobody's = %q, want 400", svc, r)
 		}
 	}
 	// Closing it now would let the peer's handover bring it back.
-	if r := h.call(SvcClose, peers.String()); codeOf(r) != CodeError || !strings.HasPrefix(string(r[1]), "not ready") {
+	if r := h.call(tsp.SvcClose, peers.String()); codeOf(r) != tsp.CodeError || !strings.HasPrefix(string(r[1]), "not ready") {
 		t.Errorf("close of the peer's unknown ticket = %q, want 500 not ready", r)
 	}
-	if r := h.call(SvcClose, other.String()); codeOf(r) != CodeOK {
+	if r := h.call(tsp.SvcClose, other.String()); codeOf(r) != tsp.CodeOK {
 		t.Errorf("close of an unknown ticket of nobody's = %q, want 200", r)
 	}
 	peerMayHold.Store(false) // merged, or the operator gave up waiting
-	if r := h.call(SvcReply, peers.String()); codeOf(r) != CodeUnknown {
+	if r := h.call(tsp.SvcReply, peers.String()); codeOf(r) != tsp.CodeUnknown {
 		t.Errorf("after the merge: %q, want 400", r)
 	}
 }

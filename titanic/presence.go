@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Client presence: clients that identify themselves send
@@ -40,7 +41,7 @@ const maxPresent = 100_000
 
 func (s *Service) hello(req broker.Request, bye bool) [][]byte {
 	if len(req.Body) != 1 || len(req.Body[0]) == 0 || len(req.Body[0]) > MaxClientID {
-		return replyText(CodeUnknown, fmt.Sprintf("want one frame: a client id of 1 to %d bytes", MaxClientID))
+		return replyText(tsp.CodeUnknown, fmt.Sprintf("want one frame: a client id of 1 to %d bytes", MaxClientID))
 	}
 	id := string(req.Body[0])
 	now := s.cfg.Now()
@@ -68,7 +69,7 @@ func (s *Service) hello(req broker.Request, bye bool) [][]byte {
 	case !bye && c == nil:
 		s.presenceEvent(id, "connected")
 	}
-	return reply(CodeOK)
+	return reply(tsp.CodeOK)
 }
 
 func (s *Service) presenceEvent(id, state string) {
@@ -118,7 +119,7 @@ func (s *Service) Clients() []ClientPresence {
 func (s *Service) listClients() [][]byte {
 	cs := s.Clients()
 	out := make([][]byte, 0, len(cs)+1)
-	out = append(out, []byte(CodeOK))
+	out = append(out, []byte(tsp.CodeOK))
 	for _, c := range cs {
 		out = append(out, []byte(c.ID+" "+strconv.FormatInt(c.Since.UnixMilli(), 10)+" "+strconv.FormatInt(c.Seen.UnixMilli(), 10)))
 	}

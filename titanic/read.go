@@ -9,6 +9,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // readReq is a lookup (titanic.reply, .status, .list) waiting for a reader.
@@ -49,7 +50,7 @@ func (s *Service) readLoop(ctx context.Context) {
 // settle sends the answer of lookup r, or, when the answer is one a
 // deposed leader could give wrongly, first has leadership confirmed.
 func (s *Service) settle(r readReq, out [][]byte, settled bool) {
-	parked := r.w != nil && len(out) > 0 && string(out[0]) == CodePending // nothing is sent
+	parked := r.w != nil && len(out) > 0 && string(out[0]) == tsp.CodePending // nothing is sent
 	if !settled && !parked && !r.confirmed && s.leader != nil {
 		s.confirmLater(r)
 		return
@@ -72,18 +73,18 @@ func (s *Service) settle(r readReq, out [][]byte, settled bool) {
 func (s *Service) read(ctx context.Context, req broker.Request) (out [][]byte, settled bool) {
 	var err error
 	switch req.Service {
-	case SvcStats:
+	case tsp.SvcStats:
 		// Counts from memory, not the store's content: no leadership
 		// round, and not counted as a lookup (titanic top asks every
 		// second).
 		if out, err = s.readStats(ctx, req.Body); err == nil {
 			return out, true
 		}
-	case SvcReply, SvcWait:
+	case tsp.SvcReply, tsp.SvcWait:
 		out, settled, err = s.readReply(ctx, req.Body)
-	case SvcStatus:
+	case tsp.SvcStatus:
 		out, settled, err = s.readStatus(ctx, req.Body)
-	case SvcList:
+	case tsp.SvcList:
 		out, err = s.readList(ctx, req.Body)
 	}
 	switch {
@@ -92,14 +93,14 @@ func (s *Service) read(ctx context.Context, req broker.Request) (out [][]byte, s
 		return out, settled
 	case errors.Is(err, errBadRequest):
 		s.stats.badRequests.Add(1)
-		return replyText(CodeUnknown, err.Error()), true
+		return replyText(tsp.CodeUnknown, err.Error()), true
 	case errors.Is(err, errElsewhere):
-		return replyText(CodeError, NotMerged), true
+		return replyText(tsp.CodeError, NotMerged), true
 	case errors.Is(err, store.ErrNotFound):
-		return replyText(CodeUnknown, "unknown ticket"), false
+		return replyText(tsp.CodeUnknown, string(tsp.UnknownTicket)), false
 	}
 	s.log.Warn("lookup failed", "service", req.Service, "err", err)
-	return replyText(CodeError, "lookup failed: "+err.Error()), true
+	return replyText(tsp.CodeError, "lookup failed: "+err.Error()), true
 }
 
 func (s *Service) readReply(ctx context.Context, body [][]byte) ([][]byte, bool, error) {
@@ -114,14 +115,14 @@ func (s *Service) readReply(ctx context.Context, body [][]byte) ([][]byte, bool,
 	t = s.overlay(t)
 	switch t.State {
 	case store.StateDone:
-		return reply(CodeOK, rep...), true, nil
+		return reply(tsp.CodeOK, rep...), true, nil
 	case store.StateFailed:
-		return replyText(CodeError, FailedPrefix+t.Reason), true, nil
+		return replyText(tsp.CodeError, tsp.Failed.Text(t.Reason)), true, nil
 	case store.StateCancelled:
 		// Final, as a failure is: a 9/TSP client must stop asking.
-		return replyText(CodeError, FailedPrefix+CancelledReason+t.Reason), true, nil
+		return replyText(tsp.CodeError, tsp.Failed.Text(tsp.CancelledReason+t.Reason)), true, nil
 	}
-	return replyText(CodePending, t.State.String()), false, nil
+	return replyText(tsp.CodePending, t.State.String()), false, nil
 }
 
 // StatusBody is the optional second frame of titanic.status that asks for
@@ -150,7 +151,7 @@ func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool
 	}
 	req := t.Body
 	t = s.overlay(t)
-	out := reply(CodeOK,
+	out := reply(tsp.CodeOK,
 		[]byte(t.State.String()),
 		[]byte(strconv.Itoa(t.Attempts)),
 		[]byte(t.Service),
@@ -188,7 +189,7 @@ func (s *Service) readList(ctx context.Context, body [][]byte) ([][]byte, error)
 		return nil, err
 	}
 	out := make([][]byte, 0, len(tickets)+1)
-	out = append(out, []byte(CodeOK))
+	out = append(out, []byte(tsp.CodeOK))
 	for _, t := range tickets {
 		t = s.overlay(t)
 		out = append(out, fmt.Appendf(nil, "%s %s %s %d", t.ID, t.Service, t.State, t.Attempts))
@@ -215,7 +216,7 @@ func (s *Service) overlay(t store.Ticket) store.Ticket {
 // NotMerged is the text of a 500 for a ticket this node does not hold but
 // its peer may (see Config.MaybeElsewhere). It starts "not ready" so that
 // clients retry it.
-const NotMerged = "not ready: this ticket may be held by the peer, whose split brain is not merged yet; retry"
+const NotMerged = string(tsp.NotReady) + ": this ticket may be held by the peer, whose split brain is not merged yet; retry"
 
 var errElsewhere = errors.New("ticket may be held elsewhere")
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // fakeClock is a Config.Now the test moves by hand.
@@ -100,9 +101,9 @@ func (h *harness) waitFailed(ticket string) string {
 	h.t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
-		r := h.call(SvcReply, ticket)
-		if codeOf(r) == CodeError && strings.HasPrefix(string(r[1]), FailedPrefix) {
-			return strings.TrimPrefix(string(r[1]), FailedPrefix)
+		r := h.call(tsp.SvcReply, ticket)
+		if codeOf(r) == tsp.CodeError && strings.HasPrefix(string(r[1]), tsp.Failed.Text("")) {
+			return strings.TrimPrefix(string(r[1]), tsp.Failed.Text(""))
 		}
 		if time.Now().After(deadline) {
 			h.t.Fatalf("ticket %s not failed within %s: %q", ticket, wait, r)
@@ -151,7 +152,7 @@ func TestPriorityGoneDoesNotSpendTurn(t *testing.T) {
 		high = append(high, h.submitLC("s", fmt.Sprintf("h%d", i), store.Lifecycle{Priority: store.PriorityHigh}))
 	}
 	h.submitLC("s", "n0", store.Lifecycle{})
-	if r := h.call(SvcClose, high[0]); codeOf(r) != CodeOK {
+	if r := h.call(tsp.SvcClose, high[0]); codeOf(r) != tsp.CodeOK {
 		t.Fatalf("close = %q", r)
 	}
 	if got, want := strings.Join(h.drain("s"), " "), "h1 h2 n0"; got != want {
@@ -175,7 +176,7 @@ func TestDelayedDispatchedWhenDue(t *testing.T) {
 	if got := strings.Join(h.drain("s"), " "); got != "now" {
 		t.Fatalf("dispatched %q before anything was due, want only now", got)
 	}
-	if r := h.call(SvcStatus, late); codeOf(r) != CodeOK || string(r[1]) != "pending" {
+	if r := h.call(tsp.SvcStatus, late); codeOf(r) != tsp.CodeOK || string(r[1]) != "pending" {
 		t.Fatalf("status of a delayed ticket = %q, want pending (9/TSP)", r)
 	}
 	for len(h.b.woke) > 0 {

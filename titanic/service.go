@@ -11,7 +11,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/titanic/notify"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Unlimited, in a limit of Config (PerClientInflight, SubmitRate,
@@ -208,17 +208,17 @@ func (c *Config) fill() {
 
 // Notifier is told of ticket state changes; it must not block.
 type Notifier interface {
-	Publish(notify.Event)
+	Publish(tsp.Event)
 }
 
-func notifyEvent(client, state string, t time.Time) notify.Event {
-	return notify.Event{Client: client, State: state, Time: t}
+func notifyEvent(client, state string, t time.Time) tsp.Event {
+	return tsp.Event{Client: client, State: state, Time: t}
 }
 
 // note tells the notifier of a state change.
 func (s *Service) note(id store.ID, state, service string) {
 	if s.cfg.Notifier != nil {
-		s.cfg.Notifier.Publish(notify.Event{Ticket: id.String(), State: state, Service: service, Time: s.cfg.Now()})
+		s.cfg.Notifier.Publish(tsp.Event{Ticket: id.String(), State: state, Service: service, Time: s.cfg.Now()})
 	}
 }
 
@@ -433,9 +433,9 @@ func (s *Service) ServeMDP(req broker.Request) [][]byte {
 // the key frame.
 func echoKey(service string, out, body [][]byte) [][]byte {
 	switch service {
-	case SvcSubmit:
+	case tsp.SvcSubmit:
 		return withKey(out, body)
-	case SvcSubmit2:
+	case tsp.SvcSubmit2:
 		if len(body) > 0 && len(body[0]) <= MaxIdemKey {
 			return append(out, body[0])
 		}
@@ -454,24 +454,24 @@ func withKey(out [][]byte, body [][]byte) [][]byte {
 }
 
 func (s *Service) serveMDP(req broker.Request) [][]byte {
-	submit := req.Service == SvcRequest || req.Service == SvcSubmit || req.Service == SvcSubmit2
+	submit := req.Service == tsp.SvcRequest || req.Service == tsp.SvcSubmit || req.Service == tsp.SvcSubmit2
 	var sr submitReq
 	if submit {
 		// A malformed submit is refused before it costs the client a
 		// token of its rate.
 		var err error
-		if req.Service == SvcSubmit2 {
+		if req.Service == tsp.SvcSubmit2 {
 			sr, err = parseSubmit2(req.Body, s.cfg.Now())
 		} else {
-			sr, err = parseSubmit(req.Body, req.Service == SvcSubmit)
+			sr, err = parseSubmit(req.Body, req.Service == tsp.SvcSubmit)
 		}
 		if err != nil {
 			s.stats.badRequests.Add(1)
-			return replyText(CodeUnknown, err.Error())
+			return replyText(tsp.CodeUnknown, err.Error())
 		}
 		if n := bodySize(sr.body); s.cfg.MaxBody > 0 && n > s.cfg.MaxBody {
 			s.stats.badRequests.Add(1)
-			return replyText(CodeUnknown, fmt.Sprintf("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody))
+			return replyText(tsp.CodeUnknown, fmt.Sprintf("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody))
 		}
 		if out := s.overQuota(); out != nil {
 			return out
@@ -494,31 +494,31 @@ func (s *Service) serveMDP(req broker.Request) [][]byte {
 
 func (s *Service) serve(req broker.Request) [][]byte {
 	switch req.Service {
-	case SvcClose:
+	case tsp.SvcClose:
 		id, err := parseTicket(req.Body)
 		if err != nil {
 			// 9/TSP: close is idempotent; a ticket that cannot exist is
 			// as closed as one that was.
-			return reply(CodeOK)
+			return reply(tsp.CodeOK)
 		}
 		return s.closeTicket(req, id)
-	case SvcReply, SvcStatus, SvcList, SvcStats:
+	case tsp.SvcReply, tsp.SvcStatus, tsp.SvcList, tsp.SvcStats:
 		return s.lookup(req)
-	case SvcWait:
+	case tsp.SvcWait:
 		return s.wait(req)
-	case SvcBackup:
+	case tsp.SvcBackup:
 		return s.backup(req)
-	case SvcHello, SvcBye:
-		return s.hello(req, req.Service == SvcBye)
-	case SvcClients:
+	case tsp.SvcHello, tsp.SvcBye:
+		return s.hello(req, req.Service == tsp.SvcBye)
+	case tsp.SvcClients:
 		return s.listClients()
-	case SvcRetry, SvcCancel, SvcPause, SvcResume, SvcAttempts:
+	case tsp.SvcRetry, tsp.SvcCancel, tsp.SvcPause, tsp.SvcResume, tsp.SvcAttempts:
 		return s.serveLifecycle(req)
 	}
 	s.stats.badRequests.Add(1)
-	return replyText(CodeUnknown, fmt.Sprintf("unknown titanic service %q", req.Service))
+	return replyText(tsp.CodeUnknown, tsp.UnknownServiceText(req.Service))
 }
 
 var errBusy = errors.New("busy")
 
-func busyReply() [][]byte { return replyText(CodeError, "busy, retry later") }
+func busyReply() [][]byte { return replyText(tsp.CodeError, string(tsp.Busy)) }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // fakeBroker records what the service asks of the broker.
@@ -138,8 +139,8 @@ func (h *harness) call(service string, body ...string) [][]byte {
 
 func (h *harness) submit(service, body string) string {
 	h.t.Helper()
-	r := h.call(SvcRequest, service, body)
-	if string(r[0]) != CodeOK || len(r) != 2 || len(r[1]) != 32 {
+	r := h.call(tsp.SvcRequest, service, body)
+	if string(r[0]) != tsp.CodeOK || len(r) != 2 || len(r[1]) != 32 {
 		h.t.Fatalf("submit: got %q, want [200 <32-char ticket>]", r)
 	}
 	return string(r[1])
@@ -175,7 +176,7 @@ func TestSubmitDispatchReply(t *testing.T) {
 	} else {
 		_ = job
 	}
-	if r := h.call(SvcReply, ticket); codeOf(r) != CodePending || string(r[1]) != "dispatched" {
+	if r := h.call(tsp.SvcReply, ticket); codeOf(r) != tsp.CodePending || string(r[1]) != "dispatched" {
 		t.Fatalf("reply while dispatched = %q, want [300 dispatched]", r)
 	}
 }
@@ -338,16 +339,16 @@ func TestWorkerFreeBeforeReplyDurable(t *testing.T) {
 		t.Fatalf("dispatched %s while the commits are stalled", job.Token)
 	}
 	// Not durable: lookups answer as for a running ticket.
-	if r := h.call(SvcReply, a); codeOf(r) != CodePending || string(r[1]) != "dispatched" {
+	if r := h.call(tsp.SvcReply, a); codeOf(r) != tsp.CodePending || string(r[1]) != "dispatched" {
 		t.Fatalf("titanic.reply before the reply is durable = %q, want [300 dispatched]", r)
 	}
-	if r := h.call(SvcStatus, a); codeOf(r) != CodeOK || string(r[1]) != "dispatched" {
+	if r := h.call(tsp.SvcStatus, a); codeOf(r) != tsp.CodeOK || string(r[1]) != "dispatched" {
 		t.Fatalf("titanic.status before the reply is durable = %q, want dispatched", r)
 	}
-	if r := h.call(SvcList, "", "", "", ""); codeOf(r) != CodeOK || !bytes.Contains(bytes.Join(r[1:], []byte("\n")), []byte(a+" echo dispatched")) {
+	if r := h.call(tsp.SvcList, "", "", "", ""); codeOf(r) != tsp.CodeOK || !bytes.Contains(bytes.Join(r[1:], []byte("\n")), []byte(a+" echo dispatched")) {
 		t.Fatalf("titanic.list before the reply is durable = %q, want %s dispatched", r, a)
 	}
-	if r := h.svc.ServeMDP(broker.Request{Service: SvcWait, Body: [][]byte{[]byte(a), []byte("30000")}}); r != nil {
+	if r := h.svc.ServeMDP(broker.Request{Service: tsp.SvcWait, Body: [][]byte{[]byte(a), []byte("30000")}}); r != nil {
 		t.Fatalf("titanic.wait answered before the reply is durable: %q", r)
 	}
 	h.waitParked(1)
@@ -361,10 +362,10 @@ func TestWorkerFreeBeforeReplyDurable(t *testing.T) {
 	}
 
 	gs.open()
-	if r := h.b.reply(t); codeOf(r) != CodeOK || len(r) != 4 || string(r[1]) != "A" || len(r[2]) != 0 || string(r[3]) != "c" {
+	if r := h.b.reply(t); codeOf(r) != tsp.CodeOK || len(r) != 4 || string(r[1]) != "A" || len(r[2]) != 0 || string(r[3]) != "c" {
 		t.Fatalf("parked titanic.wait = %q, want [200 A '' c]", r)
 	}
-	if r := h.call(SvcReply, a); codeOf(r) != CodeOK || len(r) != 4 || string(r[3]) != "c" {
+	if r := h.call(tsp.SvcReply, a); codeOf(r) != tsp.CodeOK || len(r) != 4 || string(r[3]) != "c" {
 		t.Fatalf("titanic.reply once durable = %q, want [200 A '' c]", r)
 	}
 	// b's requeue committed too: it is dispatched again.
@@ -380,16 +381,16 @@ func TestWorkerFreeBeforeReplyDurable(t *testing.T) {
 	if st := h.svc.Stats(); st.LateReplies != 1 || st.Replies != 1 {
 		t.Fatalf("stats: %d replies, %d late; want 1, 1", st.Replies, st.LateReplies)
 	}
-	if r := h.call(SvcReply, a); string(r[1]) != "A" {
+	if r := h.call(tsp.SvcReply, a); string(r[1]) != "A" {
 		t.Fatalf("late reply overwrote the first: %q", r)
 	}
-	if r := h.call(SvcClose, a); codeOf(r) != CodeOK {
+	if r := h.call(tsp.SvcClose, a); codeOf(r) != tsp.CodeOK {
 		t.Fatalf("close = %q", r)
 	}
-	if r := h.call(SvcReply, a); codeOf(r) != CodeUnknown {
+	if r := h.call(tsp.SvcReply, a); codeOf(r) != tsp.CodeUnknown {
 		t.Fatalf("reply after close = %q, want 400", r)
 	}
-	if r := h.call(SvcClose, a); codeOf(r) != CodeOK {
+	if r := h.call(tsp.SvcClose, a); codeOf(r) != tsp.CodeOK {
 		t.Fatalf("second close = %q, want 200 (idempotent)", r)
 	}
 }
@@ -417,14 +418,14 @@ func TestReplyCommitFailureHeld(t *testing.T) {
 		if job, ok := h.svc.Next("echo"); ok {
 			t.Fatalf("job %s dispatched again after its reply's commit failed", job.Token)
 		}
-		r := h.call(SvcReply, a)
-		if codeOf(r) == CodeOK {
+		r := h.call(tsp.SvcReply, a)
+		if codeOf(r) == tsp.CodeOK {
 			if string(r[1]) != "kept" {
 				t.Fatalf("reply = %q, want [200 kept]", r)
 			}
 			break
 		}
-		if codeOf(r) != CodePending || string(r[1]) != "dispatched" {
+		if codeOf(r) != tsp.CodePending || string(r[1]) != "dispatched" {
 			t.Fatalf("reply while the commit is tried again = %q, want [300 dispatched]", r)
 		}
 		if time.Now().After(deadline) {
@@ -446,7 +447,7 @@ func TestCloseWhileReplyPending(t *testing.T) {
 			a := h.submit("echo", "a")
 			lease, _ := h.next("echo")
 			gs.shut()
-			closeReq := broker.Request{Service: SvcClose, Body: [][]byte{[]byte(a)}}
+			closeReq := broker.Request{Service: tsp.SvcClose, Body: [][]byte{[]byte(a)}}
 			if closeFirst {
 				if r := h.svc.ServeMDP(closeReq); r != nil {
 					t.Fatalf("close answered at once: %q", r)
@@ -460,10 +461,10 @@ func TestCloseWhileReplyPending(t *testing.T) {
 				}
 			}
 			gs.open()
-			if r := h.b.reply(t); codeOf(r) != CodeOK {
+			if r := h.b.reply(t); codeOf(r) != tsp.CodeOK {
 				t.Fatalf("close = %q", r)
 			}
-			if r := h.call(SvcReply, a); codeOf(r) != CodeUnknown {
+			if r := h.call(tsp.SvcReply, a); codeOf(r) != tsp.CodeUnknown {
 				t.Fatalf("reply after close = %q, want 400", r)
 			}
 			if job, ok := h.svc.Next("echo"); ok {
@@ -488,7 +489,7 @@ func (h *harness) complete(lease broker.Lease, ticket string, body ...string) {
 	if got := h.b.release(h.t); got != lease.ID {
 		h.t.Fatalf("released lease %d, want %d", got, lease.ID)
 	}
-	if r := h.call(SvcWait, ticket, "5000"); codeOf(r) != CodeOK {
+	if r := h.call(tsp.SvcWait, ticket, "5000"); codeOf(r) != tsp.CodeOK {
 		h.t.Fatalf("reply of %s not durable: titanic.wait = %q", ticket, r)
 	}
 }
@@ -511,9 +512,9 @@ func TestRedeliveryThenFailure(t *testing.T) {
 	}
 	deadline := time.Now().Add(wait)
 	for {
-		r := h.call(SvcReply, ticket)
-		if codeOf(r) == CodeError {
-			if !strings.HasPrefix(string(r[1]), FailedPrefix) || !strings.Contains(string(r[1]), "boom 3") {
+		r := h.call(tsp.SvcReply, ticket)
+		if codeOf(r) == tsp.CodeError {
+			if !strings.HasPrefix(string(r[1]), tsp.Failed.Text("")) || !strings.Contains(string(r[1]), "boom 3") {
 				t.Fatalf("failed ticket text = %q", r[1])
 			}
 			break
@@ -526,8 +527,8 @@ func TestRedeliveryThenFailure(t *testing.T) {
 	if job, ok := h.svc.Next("flaky"); ok {
 		t.Fatalf("failed ticket dispatched again: %q", job.Token)
 	}
-	r := h.call(SvcStatus, ticket)
-	if codeOf(r) != CodeOK || string(r[1]) != "failed" || string(r[2]) != "3" {
+	r := h.call(tsp.SvcStatus, ticket)
+	if codeOf(r) != tsp.CodeOK || string(r[1]) != "failed" || string(r[2]) != "3" {
 		t.Fatalf("status = %q, want failed after 3 attempts", r)
 	}
 }
@@ -570,7 +571,7 @@ func TestCloseWhileQueued(t *testing.T) {
 	h := newHarness(t, Config{}, "")
 	a := h.submit("s", "a")
 	b := h.submit("s", "b")
-	if r := h.call(SvcClose, a); codeOf(r) != CodeOK {
+	if r := h.call(tsp.SvcClose, a); codeOf(r) != tsp.CodeOK {
 		t.Fatalf("close = %q", r)
 	}
 	_, job := h.next("s")
@@ -599,7 +600,7 @@ func TestNoWorkerTimeout(t *testing.T) {
 	h := newHarness(t, Config{NoWorkerTimeout: time.Minute, Now: clock}, "")
 	ticket := h.submit("ghost", "x")
 	h.svc.reap()
-	if r := h.call(SvcReply, ticket); codeOf(r) != CodePending {
+	if r := h.call(tsp.SvcReply, ticket); codeOf(r) != tsp.CodePending {
 		t.Fatalf("before the timeout: %q, want 300", r)
 	}
 	mu.Lock()
@@ -608,8 +609,8 @@ func TestNoWorkerTimeout(t *testing.T) {
 	h.svc.reap()
 	deadline := time.Now().Add(wait)
 	for {
-		r := h.call(SvcReply, ticket)
-		if codeOf(r) == CodeError && strings.Contains(string(r[1]), "no worker") {
+		r := h.call(tsp.SvcReply, ticket)
+		if codeOf(r) == tsp.CodeError && strings.Contains(string(r[1]), "no worker") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -630,16 +631,16 @@ func TestWorkersPresentPreventsTimeout(t *testing.T) {
 	now = now.Add(time.Hour)
 	mu.Unlock()
 	h.svc.reap()
-	if r := h.call(SvcReply, ticket); codeOf(r) != CodePending {
+	if r := h.call(tsp.SvcReply, ticket); codeOf(r) != tsp.CodePending {
 		t.Fatalf("a service with a worker timed out: %q", r)
 	}
 }
 
 func TestIdempotentSubmit(t *testing.T) {
 	h := newHarness(t, Config{}, "")
-	r1 := h.call(SvcSubmit, "key-1", "s", "a")
-	r2 := h.call(SvcSubmit, "key-1", "s", "a")
-	if codeOf(r1) != CodeOK || string(r1[2]) != "new" || string(r2[2]) != "duplicate" || string(r1[1]) != string(r2[1]) {
+	r1 := h.call(tsp.SvcSubmit, "key-1", "s", "a")
+	r2 := h.call(tsp.SvcSubmit, "key-1", "s", "a")
+	if codeOf(r1) != tsp.CodeOK || string(r1[2]) != "new" || string(r2[2]) != "duplicate" || string(r1[1]) != string(r2[1]) {
 		t.Fatalf("keyed submits = %q, %q; want the same ticket, new then duplicate", r1, r2)
 	}
 	// Every answer to titanic.submit ends with its key (a pipelined
@@ -647,10 +648,10 @@ func TestIdempotentSubmit(t *testing.T) {
 	if len(r1) != 4 || string(r1[3]) != "key-1" || len(r2) != 4 || string(r2[3]) != "key-1" {
 		t.Fatalf("keyed submits = %q, %q; want the key echoed last", r1, r2)
 	}
-	if r := h.call(SvcSubmit, "key-2", "titanic.x", "a"); codeOf(r) != CodeUnknown || len(r) != 3 || string(r[2]) != "key-2" {
+	if r := h.call(tsp.SvcSubmit, "key-2", "titanic.x", "a"); codeOf(r) != tsp.CodeUnknown || len(r) != 3 || string(r[2]) != "key-2" {
 		t.Fatalf("refused keyed submit = %q, want 400, text, key-2", r)
 	}
-	if r := h.call(SvcRequest, "other", "a"); codeOf(r) != CodeOK || len(r) != 2 {
+	if r := h.call(tsp.SvcRequest, "other", "a"); codeOf(r) != tsp.CodeOK || len(r) != 2 {
 		t.Fatalf("titanic.request = %q, want 200 and the ticket only", r)
 	}
 	h.next("s")
@@ -664,8 +665,8 @@ func TestIdempotentSubmit(t *testing.T) {
 // resend of the original still gets its ticket.
 func TestKeyConflictSubmit(t *testing.T) {
 	h := newHarness(t, Config{}, "")
-	r := h.call(SvcSubmit, "order-7", "s", "a", "b")
-	if codeOf(r) != CodeOK || string(r[2]) != "new" {
+	r := h.call(tsp.SvcSubmit, "order-7", "s", "a", "b")
+	if codeOf(r) != tsp.CodeOK || string(r[2]) != "new" {
 		t.Fatalf("first keyed submit = %q", r)
 	}
 	orig := string(r[1])
@@ -678,14 +679,14 @@ func TestKeyConflictSubmit(t *testing.T) {
 		{"a frame less", []string{"s", "a"}, "with another body"},
 		{"other service", []string{"t", "a", "b"}, "another service"},
 	} {
-		r := h.call(SvcSubmit, append([]string{"order-7"}, tc.body...)...)
-		want := KeyConflictPrefix + orig + ": "
-		if codeOf(r) != CodeUnknown || len(r) != 3 || !strings.HasPrefix(string(r[1]), want) ||
+		r := h.call(tsp.SvcSubmit, append([]string{"order-7"}, tc.body...)...)
+		want := tsp.KeyConflict.Text(orig + ": ")
+		if codeOf(r) != tsp.CodeUnknown || len(r) != 3 || !strings.HasPrefix(string(r[1]), want) ||
 			!strings.Contains(string(r[1]), tc.what) || string(r[2]) != "order-7" {
 			t.Fatalf("%s: %q, want [400 | %s… %s | order-7]", tc.name, r, want, tc.what)
 		}
 	}
-	if r := h.call(SvcSubmit, "order-7", "s", "a", "b"); codeOf(r) != CodeOK || string(r[1]) != orig || string(r[2]) != "duplicate" {
+	if r := h.call(tsp.SvcSubmit, "order-7", "s", "a", "b"); codeOf(r) != tsp.CodeOK || string(r[1]) != orig || string(r[2]) != "duplicate" {
 		t.Fatalf("resend after the conflicts = %q, want 200 %s duplicate", r, orig)
 	}
 	_, job := h.next("s")
@@ -709,23 +710,23 @@ func TestBadRequests(t *testing.T) {
 		body    []string
 		want    string
 	}{
-		{SvcRequest, nil, CodeUnknown},
-		{SvcRequest, []string{"svc"}, CodeUnknown},
-		{SvcRequest, []string{"", "x"}, CodeUnknown},
-		{SvcRequest, []string{"titanic.request", "x"}, CodeUnknown},
-		{SvcRequest, []string{"mmi.service", "x"}, CodeUnknown},
-		{SvcRequest, []string{strings.Repeat("s", 256), "x"}, CodeUnknown},
-		{SvcSubmit, []string{"", "s", "x"}, CodeUnknown},
-		{SvcReply, nil, CodeUnknown},
-		{SvcReply, []string{"short"}, CodeUnknown},
-		{SvcReply, []string{strings.Repeat("0", 32)}, CodeUnknown},
-		{SvcReply, []string{strings.Repeat("0", 32), "extra"}, CodeUnknown},
-		{SvcStatus, []string{"zz"}, CodeUnknown},
-		{SvcList, []string{"", "nosuchstate", "", ""}, CodeUnknown},
-		{SvcList, []string{"", "", "", "-1"}, CodeUnknown},
-		{SvcClose, nil, CodeOK},
-		{SvcClose, []string{"garbage"}, CodeOK},
-		{"titanic.nope", []string{"x"}, CodeUnknown},
+		{tsp.SvcRequest, nil, tsp.CodeUnknown},
+		{tsp.SvcRequest, []string{"svc"}, tsp.CodeUnknown},
+		{tsp.SvcRequest, []string{"", "x"}, tsp.CodeUnknown},
+		{tsp.SvcRequest, []string{"titanic.request", "x"}, tsp.CodeUnknown},
+		{tsp.SvcRequest, []string{"mmi.service", "x"}, tsp.CodeUnknown},
+		{tsp.SvcRequest, []string{strings.Repeat("s", 256), "x"}, tsp.CodeUnknown},
+		{tsp.SvcSubmit, []string{"", "s", "x"}, tsp.CodeUnknown},
+		{tsp.SvcReply, nil, tsp.CodeUnknown},
+		{tsp.SvcReply, []string{"short"}, tsp.CodeUnknown},
+		{tsp.SvcReply, []string{strings.Repeat("0", 32)}, tsp.CodeUnknown},
+		{tsp.SvcReply, []string{strings.Repeat("0", 32), "extra"}, tsp.CodeUnknown},
+		{tsp.SvcStatus, []string{"zz"}, tsp.CodeUnknown},
+		{tsp.SvcList, []string{"", "nosuchstate", "", ""}, tsp.CodeUnknown},
+		{tsp.SvcList, []string{"", "", "", "-1"}, tsp.CodeUnknown},
+		{tsp.SvcClose, nil, tsp.CodeOK},
+		{tsp.SvcClose, []string{"garbage"}, tsp.CodeOK},
+		{"titanic.nope", []string{"x"}, tsp.CodeUnknown},
 	}
 	for _, c := range cases {
 		if r := h.call(c.service, c.body...); codeOf(r) != c.want {
@@ -736,16 +737,16 @@ func TestBadRequests(t *testing.T) {
 
 func TestListAndEmptyFrames(t *testing.T) {
 	h := newHarness(t, Config{}, "")
-	r := h.call(SvcRequest, "bin", "", "\x00\xff", "")
-	if codeOf(r) != CodeOK {
+	r := h.call(tsp.SvcRequest, "bin", "", "\x00\xff", "")
+	if codeOf(r) != tsp.CodeOK {
 		t.Fatalf("submit with empty frames = %q", r)
 	}
 	_, job := h.next("bin")
 	if len(job.Body) != 3 || len(job.Body[0]) != 0 || string(job.Body[1]) != "\x00\xff" {
 		t.Fatalf("binary body not preserved: %q", job.Body)
 	}
-	l := h.call(SvcList, "bin", "", "", "10")
-	if codeOf(l) != CodeOK || len(l) != 2 || !strings.HasPrefix(string(l[1]), string(r[1])+" bin dispatched 1") {
+	l := h.call(tsp.SvcList, "bin", "", "", "10")
+	if codeOf(l) != tsp.CodeOK || len(l) != 2 || !strings.HasPrefix(string(l[1]), string(r[1])+" bin dispatched 1") {
 		t.Fatalf("list = %q", l)
 	}
 }
@@ -760,12 +761,12 @@ func TestBusyWhenQueueFull(t *testing.T) {
 	svc := New(st, b, Config{MaxQueuedOps: 2})
 	// Run is not started: nothing drains, so the third submit is refused.
 	for i := range 2 {
-		if r := svc.ServeMDP(broker.Request{Service: SvcRequest, Body: [][]byte{[]byte("s"), []byte("x")}}); r != nil {
+		if r := svc.ServeMDP(broker.Request{Service: tsp.SvcRequest, Body: [][]byte{[]byte("s"), []byte("x")}}); r != nil {
 			t.Fatalf("submit %d refused: %q", i, r)
 		}
 	}
-	r := svc.ServeMDP(broker.Request{Service: SvcRequest, Body: [][]byte{[]byte("s"), []byte("x")}})
-	if r == nil || codeOf(r) != CodeError {
+	r := svc.ServeMDP(broker.Request{Service: tsp.SvcRequest, Body: [][]byte{[]byte("s"), []byte("x")}})
+	if r == nil || codeOf(r) != tsp.CodeError {
 		t.Fatalf("third submit = %q, want 500 busy", r)
 	}
 }
@@ -797,7 +798,7 @@ func (h *harness) waitQueued(service string, n int) {
 func TestWaitParksUntilReply(t *testing.T) {
 	h := newHarness(t, Config{}, "")
 	ticket := h.submit("echo", "x")
-	if r := h.svc.ServeMDP(broker.Request{Service: SvcWait, Body: [][]byte{[]byte(ticket), []byte("30000")}}); r != nil {
+	if r := h.svc.ServeMDP(broker.Request{Service: tsp.SvcWait, Body: [][]byte{[]byte(ticket), []byte("30000")}}); r != nil {
 		t.Fatalf("titanic.wait answered at once: %q", r)
 	}
 	lease, _ := h.next("echo")
@@ -810,23 +811,23 @@ func TestWaitParksUntilReply(t *testing.T) {
 	h.svc.Completed(lease, [][]byte{[]byte("X")})
 	h.b.release(t)
 	r := h.b.reply(t)
-	if codeOf(r) != CodeOK || len(r) != 2 || string(r[1]) != "X" {
+	if codeOf(r) != tsp.CodeOK || len(r) != 2 || string(r[1]) != "X" {
 		t.Fatalf("titanic.wait = %q, want [200 X]", r)
 	}
 	// Answered at once when final; timeouts answer 300; bad input 400.
-	if r := h.call(SvcWait, ticket, "1000"); codeOf(r) != CodeOK {
+	if r := h.call(tsp.SvcWait, ticket, "1000"); codeOf(r) != tsp.CodeOK {
 		t.Fatalf("wait on a done ticket = %q", r)
 	}
 	pending := h.submit("echo", "y")
 	start := time.Now()
-	if r := h.call(SvcWait, pending, "100"); codeOf(r) != CodePending {
+	if r := h.call(tsp.SvcWait, pending, "100"); codeOf(r) != tsp.CodePending {
 		t.Fatalf("wait timeout = %q, want 300", r)
 	}
 	if d := time.Since(start); d < 100*time.Millisecond {
 		t.Fatalf("wait answered after %s, before its 100ms timeout", d)
 	}
 	for _, body := range [][]string{{pending}, {pending, "x"}, {"nope", "10"}, {strings.Repeat("0", 32), "10"}} {
-		if r := h.call(SvcWait, body...); codeOf(r) != CodeUnknown {
+		if r := h.call(tsp.SvcWait, body...); codeOf(r) != tsp.CodeUnknown {
 			t.Fatalf("wait %q = %q, want 400", body, r)
 		}
 	}
@@ -836,17 +837,17 @@ func TestWaitParksUntilReply(t *testing.T) {
 func TestWaitWokenByFailureAndDeactivate(t *testing.T) {
 	h := newHarness(t, Config{MaxAttempts: 1}, "")
 	ticket := h.submit("flaky", "x")
-	h.svc.ServeMDP(broker.Request{Service: SvcWait, Body: [][]byte{[]byte(ticket), []byte("30000")}})
+	h.svc.ServeMDP(broker.Request{Service: tsp.SvcWait, Body: [][]byte{[]byte(ticket), []byte("30000")}})
 	lease, _ := h.next("flaky")
 	h.svc.Failed(lease, "boom")
-	if r := h.b.reply(t); codeOf(r) != CodeError || !strings.HasPrefix(string(r[1]), FailedPrefix) {
+	if r := h.b.reply(t); codeOf(r) != tsp.CodeError || !strings.HasPrefix(string(r[1]), tsp.Failed.Text("")) {
 		t.Fatalf("wait on a failing ticket = %q", r)
 	}
 	other := h.submit("flaky", "y")
-	h.svc.ServeMDP(broker.Request{Service: SvcWait, Body: [][]byte{[]byte(other), []byte("30000")}})
+	h.svc.ServeMDP(broker.Request{Service: tsp.SvcWait, Body: [][]byte{[]byte(other), []byte("30000")}})
 	h.waitParked(1)
 	h.svc.Deactivate()
-	if r := h.b.reply(t); codeOf(r) != CodeError || string(r[1]) != NotActive {
+	if r := h.b.reply(t); codeOf(r) != tsp.CodeError || string(r[1]) != string(tsp.NotActive) {
 		t.Fatalf("wait when the node stops serving = %q", r)
 	}
 }
@@ -871,7 +872,7 @@ func (h *harness) waitParked(n int) {
 func TestLimits(t *testing.T) {
 	h := newHarness(t, Config{PerClientInflight: 2, SubmitRate: 3, MaxBody: 10}, "")
 	ticket := h.submit("echo", "x")
-	c1 := broker.Request{Client: broker.Client{}, Service: SvcWait, Body: [][]byte{[]byte(ticket), []byte("30000")}}
+	c1 := broker.Request{Client: broker.Client{}, Service: tsp.SvcWait, Body: [][]byte{[]byte(ticket), []byte("30000")}}
 	// Two parked waits hold the client's two in-flight slots.
 	for range 2 {
 		if r := h.svc.ServeMDP(c1); r != nil {
@@ -879,7 +880,7 @@ func TestLimits(t *testing.T) {
 		}
 	}
 	h.waitParked(2)
-	if r := h.svc.ServeMDP(c1); r == nil || codeOf(r) != CodeError || !strings.Contains(string(r[1]), "busy") {
+	if r := h.svc.ServeMDP(c1); r == nil || codeOf(r) != tsp.CodeError || !strings.Contains(string(r[1]), "busy") {
 		t.Fatalf("third request in flight = %q, want 500 busy", r)
 	}
 	h.svc.Deactivate() // answers the parked waits
@@ -888,17 +889,17 @@ func TestLimits(t *testing.T) {
 	// The slots are free again; the submit rate (3/s, the first submit
 	// above took one token) refuses the fourth submit in a burst.
 	for i := range 2 {
-		if r := h.call(SvcRequest, "echo", "y"); codeOf(r) != CodeOK {
+		if r := h.call(tsp.SvcRequest, "echo", "y"); codeOf(r) != tsp.CodeOK {
 			t.Fatalf("submit %d = %q", i, r)
 		}
 	}
-	if r := h.call(SvcRequest, "echo", "z"); codeOf(r) != CodeError || !strings.Contains(string(r[1]), "submits/s") {
+	if r := h.call(tsp.SvcRequest, "echo", "z"); codeOf(r) != tsp.CodeError || !strings.Contains(string(r[1]), "submits/s") {
 		t.Fatalf("submit over the rate = %q, want 500 busy", r)
 	}
-	if r := h.call(SvcReply, ticket); codeOf(r) == CodeError {
+	if r := h.call(tsp.SvcReply, ticket); codeOf(r) == tsp.CodeError {
 		t.Fatalf("lookups are not rate limited: %q", r)
 	}
-	if r := h.call(SvcRequest, "echo", strings.Repeat("b", 11)); codeOf(r) != CodeUnknown || !strings.Contains(string(r[1]), "over the limit") {
+	if r := h.call(tsp.SvcRequest, "echo", strings.Repeat("b", 11)); codeOf(r) != tsp.CodeUnknown || !strings.Contains(string(r[1]), "over the limit") {
 		t.Fatalf("oversized body = %q, want 400", r)
 	}
 }
@@ -908,20 +909,20 @@ func TestQuota(t *testing.T) {
 	ticket := h.submit("echo", "x")
 	h.svc.cfg.Quota = 1 // the store holds more than a byte: full
 	h.svc.refreshUsage()
-	r := h.call(SvcRequest, "echo", "y")
-	if codeOf(r) != CodeError || !strings.HasPrefix(string(r[1]), "store full") {
+	r := h.call(tsp.SvcRequest, "echo", "y")
+	if codeOf(r) != tsp.CodeError || !strings.HasPrefix(string(r[1]), "store full") {
 		t.Fatalf("submit over quota = %q, want 500 store full", r)
 	}
 	// Everything else goes on.
-	if r := h.call(SvcReply, ticket); codeOf(r) != CodePending {
+	if r := h.call(tsp.SvcReply, ticket); codeOf(r) != tsp.CodePending {
 		t.Fatalf("lookup over quota = %q", r)
 	}
 	lease, _ := h.next("echo")
 	h.complete(lease, ticket, "X")
-	if r := h.call(SvcReply, ticket); codeOf(r) != CodeOK {
+	if r := h.call(tsp.SvcReply, ticket); codeOf(r) != tsp.CodeOK {
 		t.Fatalf("reply recorded over quota = %q", r)
 	}
-	if r := h.call(SvcClose, ticket); codeOf(r) != CodeOK {
+	if r := h.call(tsp.SvcClose, ticket); codeOf(r) != tsp.CodeOK {
 		t.Fatalf("close over quota = %q", r)
 	}
 }
@@ -945,13 +946,13 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("swept %d, want the one done ticket", n)
 	}
 	deadline := time.Now().Add(wait)
-	for codeOf(h.call(SvcReply, done)) != CodeUnknown || h.svc.Stats().Expired != 1 {
+	for codeOf(h.call(tsp.SvcReply, done)) != tsp.CodeUnknown || h.svc.Stats().Expired != 1 {
 		if time.Now().After(deadline) {
 			t.Fatalf("expired ticket still there (stats %+v)", h.svc.Stats())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if r := h.call(SvcReply, pending); codeOf(r) != CodePending {
+	if r := h.call(tsp.SvcReply, pending); codeOf(r) != tsp.CodePending {
 		t.Fatalf("unfinished ticket touched by retention: %q", r)
 	}
 	// A passive node does not sweep.
@@ -965,8 +966,8 @@ func TestBackup(t *testing.T) {
 	dir := t.TempDir()
 	h := newHarness(t, Config{BackupDir: dir}, "")
 	ticket := h.submit("echo", "x")
-	r := h.call(SvcBackup, "snap-1.db")
-	if codeOf(r) != CodeOK || len(r) != 3 || string(r[1]) != filepath.Join(dir, "snap-1.db") {
+	r := h.call(tsp.SvcBackup, "snap-1.db")
+	if codeOf(r) != tsp.CodeOK || len(r) != 3 || string(r[1]) != filepath.Join(dir, "snap-1.db") {
 		t.Fatalf("backup = %q", r)
 	}
 	// The backup is a store holding the ticket.
@@ -983,12 +984,12 @@ func TestBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{"../x", "a/b", "", ".hidden"} {
-		if r := h.call(SvcBackup, bad); codeOf(r) != CodeUnknown {
+		if r := h.call(tsp.SvcBackup, bad); codeOf(r) != tsp.CodeUnknown {
 			t.Fatalf("backup %q = %q, want 400", bad, r)
 		}
 	}
 	h2 := newHarness(t, Config{}, "")
-	if r := h2.call(SvcBackup, "x"); codeOf(r) != CodeUnknown {
+	if r := h2.call(tsp.SvcBackup, "x"); codeOf(r) != tsp.CodeUnknown {
 		t.Fatalf("backup without a directory = %q", r)
 	}
 }

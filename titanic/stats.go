@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // counters are the service's event counts, safe for concurrent update.
@@ -315,7 +316,7 @@ func (s *Service) QueueStats(ctx context.Context, service string) (QueueStats, e
 			// The broker knows every worker: none here.
 			r.Idle, r.Busy = new(int), new(int)
 		}
-		if (service != "" && svc != service) || strings.HasPrefix(svc, Prefix) || r.empty() {
+		if (service != "" && svc != service) || strings.HasPrefix(svc, tsp.Prefix) || r.empty() {
 			continue
 		}
 		out.Services = append(out.Services, *r)
@@ -341,5 +342,5 @@ func (s *Service) readStats(ctx context.Context, body [][]byte) ([][]byte, error
 	if err != nil {
 		return nil, fmt.Errorf("encode stats: %w", err)
 	}
-	return reply(CodeOK, js), nil
+	return reply(tsp.CodeOK, js), nil
 }

@@ -9,14 +9,14 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
-	"github.com/titanicmq/titanic/titanic/notify"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // finishes tells a test when the service has counted a ticket's end: it
 // notes "done" and "failed" after its tallies.
-type finishes chan notify.Event
+type finishes chan tsp.Event
 
-func (f finishes) Publish(e notify.Event) {
+func (f finishes) Publish(e tsp.Event) {
 	if e.State == "done" || e.State == "failed" {
 		f <- e
 	}
@@ -37,8 +37,8 @@ func (f finishes) await(t *testing.T, n int) {
 // client would.
 func queueOf(t *testing.T, h *harness, service string) ServiceQueue {
 	t.Helper()
-	r := h.call(SvcStats, "")
-	if codeOf(r) != CodeOK || len(r) != 2 {
+	r := h.call(tsp.SvcStats, "")
+	if codeOf(r) != tsp.CodeOK || len(r) != 2 {
 		t.Fatalf("titanic.stats = %q, want [200 json]", r)
 	}
 	var st QueueStats
@@ -90,7 +90,7 @@ func TestQueueStats(t *testing.T) {
 	h.submit("b", "b1")
 	// A resend of a keyed submit makes no new ticket.
 	for range 2 {
-		if r := h.call(SvcSubmit, "k", "b", "b2"); codeOf(r) != CodeOK {
+		if r := h.call(tsp.SvcSubmit, "k", "b", "b2"); codeOf(r) != tsp.CodeOK {
 			t.Fatalf("keyed submit: %q", r)
 		}
 	}
@@ -126,17 +126,17 @@ func TestQueueStats(t *testing.T) {
 
 	// Closing a done ticket and a pending one uncounts them.
 	for _, tk := range []string{tickets[0], tickets[5]} {
-		if r := h.call(SvcClose, tk); codeOf(r) != CodeOK {
+		if r := h.call(tsp.SvcClose, tk); codeOf(r) != tsp.CodeOK {
 			t.Fatalf("close: %q", r)
 		}
 	}
 	wantQueue(t, queueOf(t, h, "a"), 1, 1, 1, 1, 0, 0)
-	if r := h.call(SvcStats, "b"); codeOf(r) != CodeOK || string(r[1]) == "" {
+	if r := h.call(tsp.SvcStats, "b"); codeOf(r) != tsp.CodeOK || string(r[1]) == "" {
 		t.Fatalf("titanic.stats b = %q", r)
 	} else if q := queueOf(t, h, "b"); q.Pending != 3 {
 		t.Fatalf("b pending %d, want 3", q.Pending)
 	}
-	if r := h.call(SvcStats, "a", "b"); codeOf(r) != CodeUnknown {
+	if r := h.call(tsp.SvcStats, "a", "b"); codeOf(r) != tsp.CodeUnknown {
 		t.Fatalf("titanic.stats with 2 frames = %q, want 400", r)
 	}
 

@@ -9,7 +9,7 @@ import (
 	"github.com/titanicmq/titanic/store"
 )
 
-// SvcSubmit2 is titanic.submit with lifecycle options (extension):
+// titanic.submit2 (tsp.SvcSubmit2) is titanic.submit with lifecycle options (extension):
 //
 //	titanic.submit2 [key | options | service | body...]
 //	→ 200 | ticket | new|duplicate | key,  or  400|500 | text | key
@@ -20,7 +20,6 @@ import (
 // the request's first body frame. key may be empty (no idempotency); the
 // answer still ends with it (an empty frame). options is one frame of
 // space-separated k=v (ParseSubmitOptions); an empty frame asks nothing.
-const SvcSubmit2 = "titanic.submit2"
 
 // Bounds of the submit options. They keep times within what every
 // reader handles and catch unit mistakes (a delay in seconds given as

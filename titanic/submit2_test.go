@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 var optNow = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -105,13 +106,13 @@ func TestParseSubmit2(t *testing.T) {
 
 func TestEchoKey(t *testing.T) {
 	out := [][]byte{[]byte("200"), []byte("t"), []byte("new")}
-	if got := echoKey(SvcSubmit2, out, [][]byte{{}, []byte("o")}); len(got) != 4 || len(got[3]) != 0 {
+	if got := echoKey(tsp.SvcSubmit2, out, [][]byte{{}, []byte("o")}); len(got) != 4 || len(got[3]) != 0 {
 		t.Errorf("submit2 without a key: %q, want the empty key frame last", got)
 	}
-	if got := echoKey(SvcSubmit, out[:2], [][]byte{{}, []byte("o")}); len(got) != 2 {
+	if got := echoKey(tsp.SvcSubmit, out[:2], [][]byte{{}, []byte("o")}); len(got) != 2 {
 		t.Errorf("submit with an empty key: %q, want no key frame", got)
 	}
-	if got := echoKey(SvcRequest, out[:2], [][]byte{[]byte("k")}); len(got) != 2 {
+	if got := echoKey(tsp.SvcRequest, out[:2], [][]byte{[]byte("k")}); len(got) != 2 {
 		t.Errorf("titanic.request: %q, want no key frame", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker/mdp"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // ExtensionsVersion is the version of the titanic.* services beyond 9/TSP
@@ -19,54 +20,8 @@ import (
 // do not move it: readers of every release ignore frames they do not know.
 const ExtensionsVersion = 1
 
-// Service names of 9/TSP, and of this project's extensions.
-const (
-	SvcRequest = "titanic.request" // 9/TSP
-	SvcReply   = "titanic.reply"   // 9/TSP
-	SvcClose   = "titanic.close"   // 9/TSP
-	SvcSubmit  = "titanic.submit"  // extension: titanic.request with an idempotency key
-	SvcStatus  = "titanic.status"  // extension: a ticket's state, attempts and times
-	SvcList    = "titanic.list"    // extension: list tickets
-	SvcWait    = "titanic.wait"    // extension: titanic.reply that waits for the reply
-	SvcBackup  = "titanic.backup"  // extension: write an online snapshot on the broker's host
-	SvcHello   = "titanic.hello"   // extension: client presence, "I am here"
-	SvcBye     = "titanic.bye"     // extension: client presence, "I am leaving"
-	SvcClients = "titanic.clients" // extension: list the clients present
-	SvcRetry   = "titanic.retry"   // extension: give a failed ticket another round
-	SvcStats   = "titanic.stats"   // extension: per-service queue counts and rates (JSON)
-
-	// Prefix is the service-name prefix the titanic service owns.
-	Prefix = "titanic."
-)
-
-// Status codes of 9/TSP. The status frame is always the bare code, so that
-// clients comparing it byte for byte (the Guide's ticlient does) understand
-// it; for codes other than 200 a second frame carries text for people.
-const (
-	CodeOK      = "200"
-	CodePending = "300"
-	CodeUnknown = "400"
-	CodeError   = "500"
-)
-
-// NotSupportedPrefix starts the text frame of a 400 for a request the
-// broker understands but its cluster cannot take yet: not every member
-// runs a release that reads what it would write (the cluster version).
-const NotSupportedPrefix = "not supported: "
-
-// FailedPrefix starts the text frame of a 500 for a ticket that failed for
-// good (attempts exhausted, no worker for its service); 500s without it are
-// transient (busy, disk full) and worth retrying.
-const FailedPrefix = "failed: "
-
-// KeyConflictPrefix starts the text frame of the 400 that titanic.submit
-// answers when its key already names a ticket submitted to another
-// service or with another body: [400 | "key conflict: <ticket>: <detail>" |
-// key], the ticket being the one that holds the key. 400, not 500: resending the
-// same request cannot succeed (9/TSP: do not retry), and it is no reason
-// to look for another broker. titanic.request carries no key and never
-// answers it.
-const KeyConflictPrefix = "key conflict: "
+// The codes, service names and refusal kinds of 9/TSP and its extensions
+// are in package tsp, which the client shares.
 
 // MaxIdemKey bounds an idempotency key.
 const MaxIdemKey = 128
@@ -79,7 +34,7 @@ const (
 
 // errBadRequest is wrapped by every TSP request parsing error; the client
 // gets 400 with the text.
-var errBadRequest = errors.New("bad request")
+var errBadRequest = errors.New(string(tsp.BadRequest))
 
 func badRequest(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
@@ -118,7 +73,7 @@ func parseSubmit(body [][]byte, keyed bool) (submitReq, error) {
 		return r, badRequest("service name longer than %d bytes", mdp.MaxServiceName)
 	case !utf8.Valid(svc):
 		return r, badRequest("service name is not valid UTF-8")
-	case strings.HasPrefix(string(svc), Prefix), strings.HasPrefix(string(svc), "mmi."):
+	case strings.HasPrefix(string(svc), tsp.Prefix), strings.HasPrefix(string(svc), "mmi."):
 		return r, badRequest("service %q is internal to the broker", svc)
 	}
 	r.service = string(svc)

@@ -3,11 +3,13 @@ package titanic
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // FuzzParseTSP feeds every TSP request parser frames cut from fuzz bytes
@@ -81,5 +83,42 @@ func checkSubmit2(t *testing.T, frames [][]byte) {
 		t.Fatalf("backoff %v", lc.Retry)
 	case lc.Retry.Max != 0 && lc.Retry.Max < lc.Retry.Base:
 		t.Fatalf("backoff max below base: %v", lc.Retry)
+	}
+}
+
+// Every refusal the service sends reads back, through the parser the
+// client uses, as the kind the client acts on, and keeps the bytes that
+// the first release's clients compare.
+func TestRefusalKinds(t *testing.T) {
+	svcErr := fmt.Errorf("wrapped: %w", store.ErrClusterVersion)
+	for _, tc := range []struct {
+		name string
+		rep  [][]byte
+		code string
+		kind tsp.Kind
+	}{
+		{"not active", Refusal(tsp.SvcReply), tsp.CodeError, tsp.NotActive},
+		{"not merged", replyText(tsp.CodeError, NotMerged), tsp.CodeError, tsp.NotReady},
+		{"busy", busyReply(), tsp.CodeError, tsp.Busy},
+		{"unknown service", replyText(tsp.CodeUnknown, tsp.UnknownServiceText("titanic.nope")), tsp.CodeUnknown, tsp.UnknownService},
+		{"unknown ticket", lifecycleAnswer("retry", store.ErrNotFound), tsp.CodeUnknown, tsp.UnknownTicket},
+		{"not failed", lifecycleAnswer("retry", store.ErrNotFailed), tsp.CodeUnknown, tsp.NotFailed},
+		{"finished", lifecycleAnswer("cancel", store.ErrFinal), tsp.CodeUnknown, tsp.Finished},
+		{"not supported", lifecycleAnswer("retry", svcErr), tsp.CodeUnknown, tsp.NotSupported},
+		{"bad request", lifecycleAnswer("pause", badRequest("no service")), tsp.CodeUnknown, tsp.BadRequest},
+		{"key conflict", replyText(tsp.CodeUnknown, keyConflictText(&store.KeyConflictError{Service: "echo"})), tsp.CodeUnknown, tsp.KeyConflict},
+	} {
+		if !tsp.Is(tc.rep, tc.code, tc.kind) {
+			a := tsp.ParseAnswer(tc.rep)
+			t.Errorf("%s: %q reads as %s %q, want %s %q", tc.name, tc.rep, a.Code, a.Kind, tc.code, tc.kind)
+		}
+	}
+	// The first release's client compares the gate's refusal byte for
+	// byte, and refusals are only for titanic.* services.
+	if r := Refusal(tsp.SvcSubmit); len(r) != 2 || string(r[1]) != "not active" {
+		t.Fatalf("Refusal = %q, want [500 | not active]", r)
+	}
+	if r := Refusal("echo"); r != nil {
+		t.Fatalf("Refusal of a plain service = %q, want nil (dropped)", r)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // titanic.wait [ticket | timeout-ms] is titanic.reply that waits: when the
@@ -55,7 +56,7 @@ func (s *Service) wait(req broker.Request) [][]byte {
 	id, timeout, err := parseWait(req.Body)
 	if err != nil {
 		s.stats.badRequests.Add(1)
-		return replyText(CodeUnknown, err.Error())
+		return replyText(tsp.CodeUnknown, err.Error())
 	}
 	lookup := waitLookup(req)
 	if timeout > 0 {
@@ -99,7 +100,7 @@ func (s *Service) lookupFor(req broker.Request, w *waiter) [][]byte {
 // answerWait sends the answer of a parked request's lookup: a final one
 // (200, 400, 500) ends the wait; 300 keeps it parked.
 func (s *Service) answerWait(w *waiter, out [][]byte) {
-	if len(out) > 0 && string(out[0]) == CodePending {
+	if len(out) > 0 && string(out[0]) == tsp.CodePending {
 		return
 	}
 	if s.unpark(w) {
@@ -175,7 +176,7 @@ func (s *Service) expireWaits(all bool) {
 	s.waits.mu.Unlock()
 	for _, w := range due {
 		if all {
-			s.answer(w.req.Client, w.req.Service, replyText(CodeError, NotActive))
+			s.answer(w.req.Client, w.req.Service, replyText(tsp.CodeError, string(tsp.NotActive)))
 			continue
 		}
 		if s.leader != nil {
@@ -184,7 +185,7 @@ func (s *Service) expireWaits(all bool) {
 			s.confirmLater(readReq{req: waitLookup(w.req)})
 			continue
 		}
-		s.answer(w.req.Client, w.req.Service, replyText(CodePending, "pending"))
+		s.answer(w.req.Client, w.req.Service, replyText(tsp.CodePending, "pending"))
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // runBackup asks a running broker for an online, consistent snapshot.
@@ -27,11 +27,11 @@ func runBackup(e env) error {
 		return err
 	}
 	defer c.Close()
-	rep, err := c.Request(e.ctx, titanic.SvcBackup, [][]byte{[]byte(fs.Arg(0))})
+	rep, err := c.Request(e.ctx, tsp.SvcBackup, [][]byte{[]byte(fs.Arg(0))})
 	if err != nil {
 		return err
 	}
-	if len(rep) != 3 || string(rep[0]) != titanic.CodeOK {
+	if len(rep) != 3 || string(rep[0]) != tsp.CodeOK {
 		return fmt.Errorf("backup: %q", rep)
 	}
 	fmt.Fprintf(e.stdout, "%s\t%s bytes\n", rep[1], rep[2])

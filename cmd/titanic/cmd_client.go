@@ -16,6 +16,7 @@ import (
 
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // EnvBrokers names the environment variable with the broker list of client
@@ -455,7 +456,7 @@ func runClients(e env) error {
 		return err
 	}
 	defer c.Close()
-	rep, err := c.Request(e.ctx, "titanic.clients", [][]byte{{}})
+	rep, err := c.Request(e.ctx, tsp.SvcClients, [][]byte{{}})
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/client"
-	"github.com/titanicmq/titanic/titanic/ha"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // runCluster shows a replicated deployment (every node given with
@@ -37,12 +37,12 @@ func runCluster(e env) error {
 		if fs.NArg() != 2 {
 			return usagef("want join ID RAFT-ADDR")
 		}
-		return clusterChange(e, cf, ha.SvcJoin, fs.Arg(0), fs.Arg(1))
+		return clusterChange(e, cf, tsp.SvcJoin, fs.Arg(0), fs.Arg(1))
 	case "leave":
 		if fs.NArg() != 1 {
 			return usagef("want leave ID")
 		}
-		return clusterChange(e, cf, ha.SvcLeave, fs.Arg(0))
+		return clusterChange(e, cf, tsp.SvcLeave, fs.Arg(0))
 	case "forget-peer-split":
 		if fs.NArg() != 0 || len(brokerList(e, *cf.brokers)) != 1 {
 			return usagef("want forget-peer-split --broker NODE (the one node that waits for its peer)")
@@ -107,7 +107,7 @@ func clusterStatus(e env, cf clientFlags, asJSON bool) error {
 		if err != nil {
 			return err
 		}
-		rep, err := c.Request(e.ctx, ha.SvcCluster, [][]byte{{}})
+		rep, err := c.Request(e.ctx, tsp.SvcCluster, [][]byte{{}})
 		c.Close()
 		switch {
 		case err != nil:
@@ -217,12 +217,12 @@ func forgetPeerSplit(e env, cf clientFlags) error {
 		return err
 	}
 	defer c.Close()
-	rep, err := c.Request(e.ctx, ha.SvcForget, [][]byte{{}})
+	rep, err := c.Request(e.ctx, tsp.SvcForget, [][]byte{{}})
 	if err != nil {
 		return err
 	}
 	if len(rep) < 2 || string(rep[0]) != "200" {
-		return fmt.Errorf("%s: %q", ha.SvcForget, rep)
+		return fmt.Errorf("%s: %q", tsp.SvcForget, rep)
 	}
 	fmt.Fprintln(e.stdout, string(rep[1]))
 	return nil

@@ -20,7 +20,7 @@ import (
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic"
-	"github.com/titanicmq/titanic/titanic/notify"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Exit codes a shell user can rely on.
@@ -327,7 +327,7 @@ func protocolVersions() [][2]string {
 		{"replicated ops record", fmt.Sprintf("up to %d", store.OpsRecordVersion)},
 		{"pair state link", fmt.Sprintf("BSTAR%d", binarystar.WireVersion)},
 		{"peering", fmt.Sprintf("TPEER%02d", broker.PeerProtocol)},
-		{"notifications", fmt.Sprint(notify.Version)},
+		{"notifications", fmt.Sprint(tsp.EventVersion)},
 	}
 }
 

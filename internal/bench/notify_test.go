@@ -12,6 +12,7 @@ import (
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/notify"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // BenchmarkNotify measures notification latency: from the moment a reply
@@ -43,7 +44,7 @@ func BenchmarkNotify(b *testing.B) {
 	_ = sub.SetLinger(0)
 	_ = sub.SetRcvhwm(0)
 	_ = sub.SetRcvtimeo(200 * time.Millisecond)
-	_ = sub.SetSubscribe(notify.ServiceTopic + service)
+	_ = sub.SetSubscribe(tsp.ServiceTopic + service)
 	if err := sub.Connect(pub.Endpoint()); err != nil {
 		b.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func BenchmarkNotify(b *testing.B) {
 			}
 			got := time.Now()
 			once()
-			ev, err := notify.Parse(msg)
+			ev, err := tsp.ParseEvent(msg)
 			if err != nil || ev.State != "done" {
 				continue
 			}

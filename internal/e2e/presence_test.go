@@ -9,7 +9,7 @@ import (
 
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/harness"
-	"github.com/titanicmq/titanic/titanic/notify"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // TestClientPresence: a client with an id is listed by `titanic clients`
@@ -26,17 +26,17 @@ func TestClientPresence(t *testing.T) {
 	defer sub.Close()
 	_ = sub.SetLinger(0)
 	_ = sub.SetRcvtimeo(5 * time.Second)
-	_ = sub.SetSubscribe(notify.ClientTopic)
+	_ = sub.SetSubscribe(tsp.ClientTopic)
 	if err := sub.Connect(nep); err != nil {
 		t.Fatal(err)
 	}
-	next := func() notify.Event {
+	next := func() tsp.Event {
 		t.Helper()
 		msg, err := sub.RecvMessage(0)
 		if err != nil {
 			t.Fatalf("no presence notification: %v", err)
 		}
-		ev, err := notify.Parse(msg)
+		ev, err := tsp.ParseEvent(msg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +60,7 @@ func TestClientPresence(t *testing.T) {
 		}
 		_ = sub.SetRcvtimeo(500 * time.Millisecond)
 		if msg, err := sub.RecvMessage(0); err == nil {
-			if ev, _ := notify.Parse(msg); ev.Client == "alice" && ev.State == "connected" {
+			if ev, _ := tsp.ParseEvent(msg); ev.Client == "alice" && ev.State == "connected" {
 				alice = c
 				break
 			}
@@ -91,7 +91,7 @@ func TestClientPresence(t *testing.T) {
 	// Events of the alice clients the loop above gave up on (a hello
 	// slower than the wait on a loaded machine, then their bye) may still
 	// come: skip alice's.
-	nextBob := func() notify.Event {
+	nextBob := func() tsp.Event {
 		t.Helper()
 		ev := next()
 		for ev.Client == "alice" {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/client"
-	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/tsp"
 	"github.com/titanicmq/titanic/worker"
 )
 
@@ -62,10 +62,10 @@ func TestPairLifecycleAcrossFailover(t *testing.T) {
 		}
 		return err
 	}, dg)
-	lifecycleCall(t, ctx, c, titanic.SvcPause, "later", dg)
-	lifecycleCall(t, ctx, c, titanic.SvcRetry, failed, dg)
+	lifecycleCall(t, ctx, c, tsp.SvcPause, "later", dg)
+	lifecycleCall(t, ctx, c, tsp.SvcRetry, failed, dg)
 	// A paused service's tickets: one cancelled, one kept.
-	lifecycleCall(t, ctx, c, titanic.SvcPause, "held", dg)
+	lifecycleCall(t, ctx, c, tsp.SvcPause, "held", dg)
 	drop, err := c.Submit(ctx, "held", [][]byte{[]byte("drop")}, client.SubmitOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func TestPairLifecycleAcrossFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lifecycleCall(t, ctx, c, titanic.SvcCancel, drop, dg)
+	lifecycleCall(t, ctx, c, tsp.SvcCancel, drop, dg)
 	// Everything above is committed by both nodes before the kill.
 	waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
 
@@ -124,8 +124,8 @@ func TestPairLifecycleAcrossFailover(t *testing.T) {
 	if _, err := c.Reply(ctx, drop, client.ReplyOptions{}); !errors.Is(err, client.ErrFailed) || !strings.Contains(err.Error(), "cancelled") {
 		t.Fatalf("the cancelled ticket after the failover: %v, want failed: cancelled", err)
 	}
-	lifecycleCall(t, ctx, c, titanic.SvcResume, "later", dg)
-	lifecycleCall(t, ctx, c, titanic.SvcResume, "held", dg)
+	lifecycleCall(t, ctx, c, tsp.SvcResume, "later", dg)
+	lifecycleCall(t, ctx, c, tsp.SvcResume, "held", dg)
 	for tk, want := range map[string]string{failed: "done:again", keep: "done:keep"} {
 		rep, err := c.Reply(ctx, tk, client.ReplyOptions{Wait: true})
 		if err != nil || string(rep[0]) != want {
@@ -161,7 +161,7 @@ func TestPairDelayPriorityAcrossFailover(t *testing.T) {
 
 	// The order is only visible with the work queued before a worker
 	// comes: pause the service while it is submitted.
-	lifecycleCall(t, ctx, c, titanic.SvcPause, "ordered", dg)
+	lifecycleCall(t, ctx, c, tsp.SvcPause, "ordered", dg)
 	submit := func(body string, opt client.SubmitOptions) string {
 		t.Helper()
 		var ticket string
@@ -211,7 +211,7 @@ func TestPairDelayPriorityAcrossFailover(t *testing.T) {
 	if st, err := c.Status(ctx, delayed); err != nil || st.State != "pending" {
 		t.Fatalf("the delayed ticket after the failover: %+v %v", st, err)
 	}
-	lifecycleCall(t, ctx, c, titanic.SvcResume, "ordered", dg)
+	lifecycleCall(t, ctx, c, tsp.SvcResume, "ordered", dg)
 	var order []string
 	for len(order) < 4 {
 		select {

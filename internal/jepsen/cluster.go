@@ -18,6 +18,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/internal/netns"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Timing of every broker: MDP heartbeats every 200ms, raft heartbeat and
@@ -130,7 +131,7 @@ type status struct {
 func clusterStatus(ctx context.Context, zctx *zmq.Context, n *node) (status, error) {
 	c := newRawClient(zctx, []string{n.endpoint()}, []string{n.name}, 300*time.Millisecond)
 	defer c.close()
-	rep, _, err := c.call(ctx, "titanic.cluster", []byte{})
+	rep, _, err := c.call(ctx, tsp.SvcCluster, []byte{})
 	if err != nil {
 		return status{}, err
 	}

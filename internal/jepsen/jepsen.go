@@ -20,6 +20,7 @@ import (
 	"github.com/titanicmq/titanic/broker/zsock"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/netns"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Scenario is one run of the suite.
@@ -467,7 +468,7 @@ func look(ctx context.Context, w *workload, c *rawClient, ticket string, tries i
 	for ctx.Err() == nil {
 		op := w.lookup(ctx, c, "final", ticket, true)
 		switch {
-		case op.Code == "200", op.Code == "500" && strings.HasPrefix(op.Value, "failed: "):
+		case op.Code == tsp.CodeOK, op.Code == tsp.CodeError && kindOf(op.Value) == tsp.Failed:
 			return
 		case op.Code == "400":
 			if unknown++; unknown >= 3 {
@@ -582,4 +583,10 @@ func waitGroup(t *testing.T, wg *sync.WaitGroup, what string) {
 	case <-time.After(stopWithin):
 		t.Errorf("%s did not stop within %s", what, stopWithin)
 	}
+}
+
+// kindOf is the refusal kind of an answer's text.
+func kindOf(text string) tsp.Kind {
+	k, _ := tsp.KindOf(text)
+	return k
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker/zsock"
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/titanic/tsp"
 	"github.com/titanicmq/titanic/worker"
 )
 
@@ -152,7 +153,7 @@ func (w *workload) keyedRaw(ctx context.Context, proc string, zctx *zsock.Contex
 	defer c.close()
 	submit := func(key string) (ok, rejected bool) {
 		w.h.Add(Op{Process: proc, Type: Invoke, F: FSubmit, Key: key, Body: key})
-		rep, node, err := c.call(ctx, "titanic.submit", []byte(key), []byte(w.service), []byte(key))
+		rep, node, err := c.call(ctx, tsp.SvcSubmit, []byte(key), []byte(w.service), []byte(key))
 		op := Op{Process: proc, F: FSubmit, Key: key, Body: key, Node: node}
 		op.Type, op.Code, op.Err = answerType(rep, err)
 		switch {
@@ -187,7 +188,7 @@ func (w *workload) unkeyedRaw(ctx context.Context, proc string, zctx *zsock.Cont
 		for try := 0; ctx.Err() == nil; try++ {
 			body := fmt.Sprintf("%s-%d.%d", proc, i, try)
 			w.h.Add(Op{Process: proc, Type: Invoke, F: FRequest, Body: body})
-			rep, node, err := c.call(ctx, "titanic.request", []byte(w.service), []byte(body))
+			rep, node, err := c.call(ctx, tsp.SvcRequest, []byte(w.service), []byte(body))
 			op := Op{Process: proc, F: FRequest, Body: body}
 			op.Type, op.Code, op.Err = answerType(rep, err)
 			if op.Type == OK && len(rep) >= 2 {
@@ -227,7 +228,7 @@ func (w *workload) lookups(ctx context.Context, proc string, zctx *zsock.Context
 // on a 500 (other than a failed ticket) it moves c to the next node.
 func (w *workload) lookup(ctx context.Context, c *rawClient, proc, ticket string, final bool) Op {
 	w.h.Add(Op{Process: proc, Type: Invoke, F: FLookup, Ticket: ticket, Final: final})
-	rep, node, err := c.call(ctx, "titanic.reply", []byte(ticket))
+	rep, node, err := c.call(ctx, tsp.SvcReply, []byte(ticket))
 	op := Op{Process: proc, F: FLookup, Ticket: ticket, Node: node, Final: final}
 	if err != nil {
 		op.Type, op.Node, op.Err = Info, "", err.Error()
@@ -238,7 +239,7 @@ func (w *workload) lookup(ctx context.Context, c *rawClient, proc, ticket string
 		op.Code, _, _ = strings.Cut(string(rep[0]), " ")
 		op.Value = string(bytes.Join(rep[1:], nil))
 	}
-	if op.Code == "500" && !strings.HasPrefix(op.Value, "failed: ") {
+	if a := tsp.ParseAnswer(rep); a.Code == tsp.CodeError && a.Kind != tsp.Failed {
 		c.next()
 	}
 	return w.h.Add(op)
@@ -263,7 +264,7 @@ func answerType(rep [][]byte, err error) (Type, string, string) {
 	switch {
 	case code == "200":
 		return OK, code, ""
-	case code == "400", code == "500" && (text == "not active" || strings.HasPrefix(text, "not active: ") || strings.HasPrefix(text, "not ready")):
+	case code == tsp.CodeUnknown, tsp.Is(rep, tsp.CodeError, tsp.NotActive), tsp.Is(rep, tsp.CodeError, tsp.NotReady):
 		return Fail, code, text
 	}
 	return Info, code, text

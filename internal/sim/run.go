@@ -14,8 +14,8 @@ import (
 
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
-	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ha"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Options configure a run.
@@ -225,7 +225,7 @@ func (c *cluster) apply(step int, a Action) {
 		if inc == nil || inc.pair == nil {
 			return
 		}
-		ok := inc.pair.Admit(titanic.SvcSubmit)
+		ok := inc.pair.Admit(tsp.SvcSubmit)
 		c.log.Info("step", "step", step, "action", a.String(), "admitted", ok, "star", inc.star.State().String())
 		return
 	}

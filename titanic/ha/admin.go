@@ -13,27 +13,20 @@ import (
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
-	"github.com/titanicmq/titanic/titanic/ha/probe"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
-// Admin services, answered by every node (see AdminPrefix):
+// Admin services, answered by every node (see tsp.AdminPrefix):
 //
 //	titanic.cluster        [""]         → 200 | key=value...   this node's raft status and the members it knows
 //	titanic.cluster.join   [id | addr]  → 200                  add a voter (leader only, else 500 not active)
 //	titanic.cluster.leave  [id]         → 200                  remove a member (leader only)
-//	titanic.cluster.role   [""]         → 200 | serving=... | star=...   see package probe
-const (
-	SvcCluster = AdminPrefix
-	SvcJoin    = AdminPrefix + ".join"
-	SvcLeave   = AdminPrefix + ".leave"
-	SvcRole    = probe.Service
-	// Split-brain merge (see Pair): a node's applied history, the work a
-	// yielding node hands over, and the operator's way to stop waiting
-	// for a peer that may hold a split.
-	SvcHistory = AdminPrefix + ".history"
-	SvcAdopt   = AdminPrefix + ".adopt"
-	SvcForget  = AdminPrefix + ".forget"
-)
+//	titanic.cluster.role   [""]         → 200 | serving=... | star=...   see tsp.Role
+//
+// and, for a split brain's merge (see Pair), titanic.cluster.history (a
+// node's applied history), .adopt (the work a yielding node hands over)
+// and .forget (the operator's way to stop waiting for a peer that may
+// hold a split). Their names are in package tsp.
 
 // Replier answers a deferred request (broker.Broker does).
 type Replier interface {
@@ -49,7 +42,7 @@ type Admin struct {
 	Endpoint string
 	// Role is what titanic.cluster.role answers; it is called on the
 	// broker's loop and must not block. Nil: not serving.
-	Role func() probe.Answer
+	Role func() tsp.Role
 	// Merge takes in work handed over by a yielding peer (titanic.Service
 	// Merge). Nil: refused.
 	Merge func(context.Context, []store.Op) error
@@ -71,11 +64,11 @@ func NewAdmin(node *replica.Node, b Replier, log *slog.Logger) *Admin {
 // once (clients ask it of every node before each call, so it must not
 // queue behind raft).
 func (a *Admin) ServeMDP(req broker.Request) [][]byte {
-	if req.Service == SvcRole {
+	if req.Service == tsp.SvcRole {
 		if a.Role == nil {
-			return probe.Encode(probe.Answer{})
+			return tsp.EncodeRole(tsp.Role{})
 		}
-		return probe.Encode(a.Role())
+		return tsp.EncodeRole(a.Role())
 	}
 	go func() { a.b.Reply(req.Client, req.Service, a.serve(req)) }()
 	return nil
@@ -87,14 +80,14 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	switch req.Service {
-	case SvcCluster:
+	case tsp.SvcCluster:
 		return a.status()
-	case SvcJoin:
+	case tsp.SvcJoin:
 		if len(req.Body) != 2 || len(req.Body[0]) == 0 || len(req.Body[1]) == 0 {
 			return text("400", "want [node id | raft address]")
 		}
 		if !a.node.IsLeader() {
-			return text("500", "not active")
+			return text(tsp.CodeError, string(tsp.NotActive))
 		}
 		id, addr := string(req.Body[0]), string(req.Body[1])
 		if err := a.node.PrepareJoin(ctx); err != nil {
@@ -105,12 +98,12 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		}
 		a.log.Info("member joined", "id", id, "addr", addr)
 		return [][]byte{[]byte("200")}
-	case SvcLeave:
+	case tsp.SvcLeave:
 		if len(req.Body) != 1 || len(req.Body[0]) == 0 {
 			return text("400", "want [node id]")
 		}
 		if !a.node.IsLeader() {
-			return text("500", "not active")
+			return text(tsp.CodeError, string(tsp.NotActive))
 		}
 		id := string(req.Body[0])
 		if err := a.node.RemoveServer(ctx, id); err != nil {
@@ -118,13 +111,13 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		}
 		a.log.Info("member left", "id", id)
 		return [][]byte{[]byte("200")}
-	case SvcHistory:
+	case tsp.SvcHistory:
 		h, err := a.node.History(ctx)
 		if err != nil {
 			return text("500", err.Error())
 		}
 		return EncodeHistory(PeerHistory{History: h, Halted: a.node.Failed() != nil})
-	case SvcAdopt:
+	case tsp.SvcAdopt:
 		if a.Merge == nil {
 			return text("500", "this node takes no handover")
 		}
@@ -153,17 +146,17 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		}
 		if err != nil {
 			if errors.Is(err, titanic.ErrNotActive) {
-				return text("500", "not active")
+				return text(tsp.CodeError, string(tsp.NotActive))
 			}
 			return text("500", err.Error())
 		}
 		return [][]byte{[]byte("200")}
-	case SvcVersion:
+	case tsp.SvcVersion:
 		if a.Versions == nil {
 			return text("400", "this node keeps no cluster version")
 		}
 		return a.Versions.serve(ctx, req.Body)
-	case SvcForget:
+	case tsp.SvcForget:
 		if a.Forget == nil {
 			return text("400", "only a pair node waits for its peer's split")
 		}

@@ -20,11 +20,8 @@ import (
 
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
-
-// AdminPrefix names the services every node answers, active or not
-// (cluster status, join, leave).
-const AdminPrefix = "titanic.cluster"
 
 // Dispatcher is what ha needs of the titanic service.
 type Dispatcher interface {
@@ -48,7 +45,7 @@ func NewGroup(node *replica.Node, svc Dispatcher, log *slog.Logger) *Group {
 
 // Admit implements broker.Gate.
 func (g *Group) Admit(service string) bool {
-	return g.serving.Load() || strings.HasPrefix(service, AdminPrefix)
+	return g.serving.Load() || strings.HasPrefix(service, tsp.AdminPrefix)
 }
 
 // Active implements broker.Gate.

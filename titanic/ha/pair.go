@@ -15,6 +15,7 @@ import (
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Pair is the role of one node of a Binary Star pair. Binary Star decides
@@ -184,7 +185,7 @@ func (p *Pair) poke() {
 // CLIENT_REQUEST (the vote that lets a passive node take over from a dead
 // peer).
 func (p *Pair) Admit(service string) bool {
-	if strings.HasPrefix(service, AdminPrefix) {
+	if strings.HasPrefix(service, tsp.AdminPrefix) {
 		return true
 	}
 	if !p.caughtUp.Load() && p.star.State() != binarystar.StateActive {
@@ -212,15 +213,15 @@ func (p *Pair) Active() bool { return p.serving.Load() }
 // cut, would make two actives.
 func (p *Pair) Refusal(service string) [][]byte {
 	if p.star.State() == binarystar.StateActive {
-		if strings.HasPrefix(service, titanic.Prefix) {
-			return [][]byte{[]byte("500"), []byte(NotReady)}
+		if strings.HasPrefix(service, tsp.Prefix) {
+			return [][]byte{[]byte(tsp.CodeError), []byte(NotReady)}
 		}
 		return nil
 	}
-	if why := p.Waiting(); why != "" && strings.HasPrefix(service, titanic.Prefix) {
+	if why := p.Waiting(); why != "" && strings.HasPrefix(service, tsp.Prefix) {
 		// Still "not active" first: clients move on to another node as
 		// from any refusal; people read why.
-		return [][]byte{[]byte("500"), []byte(why)}
+		return [][]byte{[]byte(tsp.CodeError), []byte(why)}
 	}
 	return titanic.Refusal(service)
 }
@@ -234,8 +235,8 @@ func (p *Pair) Waiting() string {
 	if p.caughtUp.Load() || p.star.State() == binarystar.StateActive || p.star.PeerAlive() {
 		return ""
 	}
-	return titanic.NotActive + ": waiting for the peer " + p.peerName() + " to be in sync once" +
-		" (a pair node serves only after it has been in sync with its peer: start both nodes of a new pair)"
+	return tsp.NotActive.Text("waiting for the peer " + p.peerName() + " to be in sync once" +
+		" (a pair node serves only after it has been in sync with its peer: start both nodes of a new pair)")
 }
 
 // peerName names the peer for people: its id and where it is.
@@ -248,7 +249,7 @@ func (p *Pair) peerName() string {
 }
 
 // NotReady is the text of an active node's refusal while it is not ready.
-const NotReady = "not ready: taking over, retry"
+const NotReady = string(tsp.NotReady) + ": taking over, retry"
 
 // State is the node's Binary Star state.
 func (p *Pair) State() binarystar.State { return p.star.State() }
@@ -461,7 +462,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	frames, err := p.peer.Request(cctx, SvcHistory, [][]byte{{}})
+	frames, err := p.peer.Request(cctx, tsp.SvcHistory, [][]byte{{}})
 	if err != nil {
 		p.log.Info("asking the active peer for its history", "endpoint", p.peerEndpoint, "err", err)
 		return
@@ -532,7 +533,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 			"epochs", lastEpochs(ours), "peer_epochs", lastEpochs(theirs))
 		ops, batches := 0, 0
 		err := p.node.ForkOps(cctx, fork, handoverBytes, func(batch []store.Op) error {
-			rep, err := p.peer.Request(cctx, SvcAdopt, [][]byte{store.EncodeOps(batch)})
+			rep, err := p.peer.Request(cctx, tsp.SvcAdopt, [][]byte{store.EncodeOps(batch)})
 			if err != nil {
 				return err
 			}
@@ -553,7 +554,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 		}
 	}
 	id, addr := p.node.Self()
-	rep, err := p.peer.Request(cctx, SvcJoin, [][]byte{[]byte(id), []byte(addr)})
+	rep, err := p.peer.Request(cctx, tsp.SvcJoin, [][]byte{[]byte(id), []byte(addr)})
 	if err != nil || len(rep) == 0 || string(rep[0]) != "200" {
 		p.log.Info("asking the active peer to add this node", "answer", fmt.Sprintf("%q", rep), "err", err)
 		return
@@ -580,7 +581,7 @@ func (p *Pair) peerIsLegacy(ctx context.Context) bool {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	rep, err := p.peer.Request(cctx, SvcHistory, [][]byte{{}})
+	rep, err := p.peer.Request(cctx, tsp.SvcHistory, [][]byte{{}})
 	legacy := err == nil && len(rep) > 1 && string(rep[0]) == "400" && strings.Contains(string(rep[1]), "unknown admin service")
 	if legacy && !p.legacyPeer {
 		p.log.Warn("the peer runs an older release that cannot reconcile a split brain: adding it back as that release expects; upgrade it",

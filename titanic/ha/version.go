@@ -15,13 +15,13 @@ import (
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
-// SvcVersion is the admin service of the cluster version:
+// titanic.cluster.version (tsp.SvcVersion) is the admin service of the cluster version:
 //
 //	titanic.cluster.version [""]                           → 200 | id=.. | protocol=N | release=.. | cluster=N
 //	titanic.cluster.version ["report" | id | N | release]  → 200   (a member tells the leader what it runs)
-const SvcVersion = AdminPrefix + ".version"
 
 // The cluster version (etcd and CockroachDB have the same idea): the
 // newest ops record version (store.OpsRecordVersion) that every member of
@@ -302,7 +302,7 @@ func (v *Versions) Run(ctx context.Context) error {
 			peer, peerAt = c, ep+v.node.LeaderInfo().Curve
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*v.interval)
-		rep, err := peer.Request(cctx, SvcVersion, [][]byte{[]byte("report"), []byte(v.self), []byte(strconv.Itoa(v.own)), []byte(v.release)})
+		rep, err := peer.Request(cctx, tsp.SvcVersion, [][]byte{[]byte("report"), []byte(v.self), []byte(strconv.Itoa(v.own)), []byte(v.release)})
 		cancel()
 		switch {
 		case err == nil && (len(rep) == 0 || string(rep[0]) != "200") && !warnedReport:

@@ -8,7 +8,7 @@ import (
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ha"
-	"github.com/titanicmq/titanic/titanic/ha/probe"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // drainGate is the broker's gate: the role's (replicated modes) and, once
@@ -29,8 +29,8 @@ func (g *drainGate) Active() bool { return g.inner == nil || g.inner.Active() }
 
 // role answers titanic.cluster.role: whether the node serves and, in a
 // pair, its Binary Star state.
-func (g *drainGate) role() probe.Answer {
-	a := probe.Answer{Serving: !g.draining.Load() && g.Active()}
+func (g *drainGate) role() tsp.Role {
+	a := tsp.Role{Serving: !g.draining.Load() && g.Active()}
 	if p, ok := g.inner.(*ha.Pair); ok {
 		a.Star = strings.ToLower(p.State().String())
 		if !a.Serving {

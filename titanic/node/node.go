@@ -30,6 +30,7 @@ import (
 	"github.com/titanicmq/titanic/titanic/ha"
 	"github.com/titanicmq/titanic/titanic/notify"
 	"github.com/titanicmq/titanic/titanic/ops"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // Config is a node's assembly: its parts' configurations, and which
@@ -209,7 +210,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if eps := bc.Endpoints; len(eps) > 0 {
 			admin.Endpoint = eps[0]
 		}
-		n.b.Handle(ha.AdminPrefix, admin)
+		n.b.Handle(tsp.AdminPrefix, admin)
 		role, run, err := n.role()
 		if err != nil {
 			return nil, err
@@ -230,7 +231,7 @@ func New(cfg Config) (_ *Node, err error) {
 		admin.Versions = ha.NewVersions(n.rep, vc)
 		n.roles = append(n.roles, run, admin.Versions.Run)
 	}
-	n.b.Handle(titanic.Prefix, n.svc)
+	n.b.Handle(tsp.Prefix, n.svc)
 	n.b.SetSource(n.svc)
 	n.b.SetGate(n.gate)
 	if cfg.HTTP != nil {

@@ -12,8 +12,8 @@ import (
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/nodetest"
 	"github.com/titanicmq/titanic/store/replica"
-	"github.com/titanicmq/titanic/titanic/ha"
 	"github.com/titanicmq/titanic/titanic/node"
+	"github.com/titanicmq/titanic/titanic/tsp"
 	"github.com/titanicmq/titanic/worker"
 )
 
@@ -145,7 +145,7 @@ func TestClusterVersionFollowsUpgrade(t *testing.T) {
 	if err != nil || !strings.Contains(kv, "cluster=3") {
 		t.Fatalf("leader's view after the upgrade: %s %v", kv, err)
 	}
-	rep, err = c.Request(ctx, ha.SvcCluster, [][]byte{{}})
+	rep, err = c.Request(ctx, tsp.SvcCluster, [][]byte{{}})
 	if err != nil || !strings.Contains(fmt.Sprintf("%q", rep), "cluster_version=3") || !strings.Contains(fmt.Sprintf("%q", rep), "protocol=3") {
 		t.Fatalf("titanic.cluster answer %q %v lacks the versions", rep, err)
 	}
@@ -153,7 +153,7 @@ func TestClusterVersionFollowsUpgrade(t *testing.T) {
 
 // versionOf asks the serving node's titanic.cluster.version.
 func versionOf(ctx context.Context, c *client.Client) (string, error) {
-	rep, err := c.Request(ctx, ha.SvcVersion, [][]byte{{}})
+	rep, err := c.Request(ctx, tsp.SvcVersion, [][]byte{{}})
 	if err != nil {
 		return "", err
 	}

@@ -11,13 +11,9 @@
 //
 // # Wire format
 //
-// Each event is sent once per topic it belongs to, as frames
-//
-//	[topic | ticket | state | service | unix-nanos]
-//
-// with topics "ticket.<ticket>", "service.<service>" and, for presence
-// events, "client.<id>" (state "connected" or "disconnected", no ticket).
-// Subscribers filter on the topic prefix (ZeroMQ SUB subscriptions).
+// The events and their frames are package tsp's (tsp.Event), which the
+// client's subscribers read with tsp.ParseEvent; this package only
+// publishes them.
 package notify
 
 import (
@@ -25,29 +21,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
-)
 
-// Topic prefixes.
-const (
-	TicketTopic  = "ticket."
-	ServiceTopic = "service."
-	ClientTopic  = "client."
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
-
-// Event is one state change.
-type Event struct {
-	Ticket  string
-	State   string // pending, dispatched, done, failed, closed; connected, disconnected
-	Service string
-	Client  string
-	Time    time.Time
-}
 
 // queueLen bounds events waiting for the socket goroutine.
 const queueLen = 16384
@@ -56,7 +37,7 @@ const queueLen = 16384
 type Publisher struct {
 	endpoint string
 	log      *slog.Logger
-	events   chan Event
+	events   chan tsp.Event
 	ready    chan struct{}
 	bound    atomic.Value // string
 	dropped  atomic.Uint64
@@ -68,12 +49,12 @@ func New(endpoint string, log *slog.Logger) *Publisher {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Publisher{endpoint: endpoint, log: log.With("component", "notify"), events: make(chan Event, queueLen), ready: make(chan struct{})}
+	return &Publisher{endpoint: endpoint, log: log.With("component", "notify"), events: make(chan tsp.Event, queueLen), ready: make(chan struct{})}
 }
 
 // Publish queues ev without blocking; it is dropped (and counted) when the
 // queue is full.
-func (p *Publisher) Publish(ev Event) {
+func (p *Publisher) Publish(ev tsp.Event) {
 	if p == nil {
 		return
 	}
@@ -125,8 +106,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case ev := <-p.events:
-			for _, topic := range topics(ev) {
-				_, err := pub.SendMessageDontwait(topic, ev.Ticket, ev.State, ev.Service, strconv.FormatInt(ev.Time.UnixNano(), 10))
+			for _, topic := range ev.Topics() {
+				_, err := pub.SendMessageDontwait(ev.Frames(topic))
 				if err != nil {
 					if !errors.Is(err, syscall.EAGAIN) && zmq.AsErrno(err) != zmq.Errno(syscall.EAGAIN) {
 						p.log.Warn("publish", "err", err)
@@ -138,48 +119,4 @@ func (p *Publisher) Run(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-func topics(ev Event) []string {
-	var out []string
-	if ev.Ticket != "" {
-		out = append(out, TicketTopic+ev.Ticket)
-	}
-	if ev.Service != "" {
-		out = append(out, ServiceTopic+ev.Service)
-	}
-	if ev.Client != "" {
-		out = append(out, ClientTopic+ev.Client)
-	}
-	return out
-}
-
-// Version is the notification format's version (`titanic version` prints
-// it). A notification is [topic | ticket | state | service | time]; a later
-// version only appends frames, which Parse ignores, so that subscribers of
-// every release read every publisher's events.
-const Version = 1
-
-// Parse decodes a notification's frames; frames after the fifth (a later
-// version's) are ignored.
-func Parse(frames []string) (Event, error) {
-	if len(frames) < 5 {
-		return Event{}, fmt.Errorf("notification of %d frames, want 5", len(frames))
-	}
-	ns, err := strconv.ParseInt(frames[4], 10, 64)
-	if err != nil {
-		return Event{}, fmt.Errorf("notification time %q: %w", frames[4], err)
-	}
-	ev := Event{Ticket: frames[1], State: frames[2], Service: frames[3], Time: time.Unix(0, ns)}
-	if c, ok := cutPrefix(frames[0], ClientTopic); ok {
-		ev.Client = c
-	}
-	return ev, nil
-}
-
-func cutPrefix(s, p string) (string, bool) {
-	if len(s) >= len(p) && s[:len(p)] == p {
-		return s[len(p):], true
-	}
-	return "", false
 }

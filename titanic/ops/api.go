@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/titanic"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // routes registers every endpoint. Methods are checked by the handlers,
@@ -100,7 +100,7 @@ func (s *Server) sourceError(w http.ResponseWriter, r *http.Request, what string
 	case errors.Is(err, ErrUnsupported), errors.Is(err, store.ErrClusterVersion):
 		// The prefix is what the Go client and the CLI (exit 8) look for,
 		// as in the 9/TSP extensions' answers.
-		writeError(w, http.StatusBadRequest, "%s%s: %v", titanic.NotSupportedPrefix, what, err)
+		writeError(w, http.StatusBadRequest, "%s: %v", tsp.NotSupported.Text(what), err)
 	case errors.Is(err, ErrBadRequest), errors.Is(err, store.ErrInvalidOp), errors.Is(err, store.ErrBadID):
 		writeError(w, http.StatusBadRequest, "%s: %v", what, err)
 	case errors.Is(err, store.ErrNotFailed):
@@ -146,7 +146,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if !active {
 		code, word = http.StatusServiceUnavailable, role
 		if word == "" || word == RoleActive || word == RoleLeader {
-			word = "not active" // a leader or active node not serving yet
+			word = string(tsp.NotActive) // a leader or active node not serving yet
 		}
 	}
 	if r.URL.Query().Get("format") == "json" || strings.Contains(r.Header.Get("Accept"), "application/json") {

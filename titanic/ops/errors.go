@@ -1,21 +1,25 @@
 package ops
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/titanicmq/titanic/titanic/tsp"
+)
 
 // ErrNotActive means this node does not serve writes (a passive node of a
 // pair, a raft follower). Tickets.Close returns an error wrapping it; the
 // API answers 503.
-var ErrNotActive = errors.New("not active")
+var ErrNotActive = errors.New(string(tsp.NotActive))
 
 // ErrBusy means the node refused the operation because it is overloaded
 // (its commit queue is full). Tickets.Close returns an error wrapping it;
 // the API answers 503 with Retry-After.
-var ErrBusy = errors.New("busy, retry later")
+var ErrBusy = errors.New(string(tsp.Busy))
 
 // ErrBadRequest means the request was refused as malformed or over a
 // limit: Submitter.Submit returns an error wrapping it; the API answers
 // 400.
-var ErrBadRequest = errors.New("bad request")
+var ErrBadRequest = errors.New(string(tsp.BadRequest))
 
 // ErrConfig means a Config is invalid.
 var ErrConfig = errors.New("invalid ops config")
@@ -29,4 +33,4 @@ var ErrConflict = errors.New("conflict")
 // reads it (store.ErrClusterVersion is answered alike). The API answers
 // 400 "not supported: ...", which the Go client maps to
 // client.ErrUnsupported.
-var ErrUnsupported = errors.New("not supported")
+var ErrUnsupported = errors.New(string(tsp.NotSupported))

@@ -4,12 +4,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"github.com/titanicmq/titanic/store"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/titanicmq/titanic/store"
 
 	"github.com/titanicmq/titanic/titanic/ops"
 )

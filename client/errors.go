@@ -3,11 +3,17 @@ package client
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strings"
+	"time"
 )
 
 // Sentinel errors: callers branch on them with errors.Is.
 var (
-	// ErrUnavailable: no broker answered within Timeout on any try.
+	// ErrUnavailable: no broker answered within Timeout on any try, or
+	// every broker refused the connection for good (CURVE key refused,
+	// request over its size limit). The error of a Client call is an
+	// *UnavailableError saying what was seen of each broker.
 	ErrUnavailable = errors.New("no broker answered")
 	// ErrPending: the ticket has no reply yet (9/TSP 300).
 	ErrPending = errors.New("ticket not answered yet")
@@ -81,4 +87,158 @@ func (e *KeyConflictError) Error() string {
 // treats a refused submit as final keeps doing so.
 func (e *KeyConflictError) Is(target error) bool {
 	return target == ErrKeyConflict || target == ErrRejected
+}
+
+// UnavailableError is the error of a call that no broker served (it
+// matches ErrUnavailable): the tries it made and, per broker endpoint,
+// what the client saw of it (Causes), so that a dead broker, a refused
+// key, a request over the broker's size limit and a lost quorum each say
+// so. Callers that must tell them apart read Causes (errors.As); no
+// separate sentinel is defined, since every one of them means the same to
+// a retrying caller: nothing was done, no broker took the request.
+type UnavailableError struct {
+	Service string
+	Tries   int           // tries per broker
+	Timeout time.Duration // each try's
+	// NoActive: brokers answered, but none serves (a pair's passive
+	// node, raft followers without a leader, a node waiting for its
+	// peer).
+	NoActive bool
+	Causes   []EndpointCause // one per broker endpoint, in Config.Brokers order
+}
+
+// Summary says what was tried, without the causes (for a program that
+// prints them its own way, one per line).
+func (e *UnavailableError) Summary() string {
+	if e.NoActive {
+		return fmt.Sprintf("%v: %s: %s among %d", ErrUnavailable, e.Service, noActive, len(e.Causes))
+	}
+	return fmt.Sprintf("%v: %s after %d tries of %s per broker", ErrUnavailable, e.Service, e.Tries, e.Timeout)
+}
+
+// Error says what was tried and, per endpoint, what was seen, on one line.
+func (e *UnavailableError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Summary())
+	for i, c := range e.Causes {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(c.String())
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrUnavailable) true.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+// All reports whether every endpoint failed for cause.
+func (e *UnavailableError) All(cause Cause) bool {
+	for _, c := range e.Causes {
+		if c.Cause != cause {
+			return false
+		}
+	}
+	return len(e.Causes) > 0
+}
+
+// Cause is what the client saw of a broker endpoint that did not serve a
+// call, from the connection's events (a ZeroMQ socket monitor) and the
+// broker's answers.
+type Cause int
+
+const (
+	// CauseNoAnswer: connected (or nothing could be seen), but no answer
+	// within the tries: a broker that is stuck, a plain 7/MDP request no
+	// worker took, or a partition after the connection was made.
+	CauseNoAnswer Cause = iota
+	// CauseRefused: every TCP connection was refused (or the host name
+	// did not resolve): no broker listens there.
+	CauseRefused
+	// CauseUnreachable: no TCP connection was made, nor refused, within
+	// the tries: the host is down or unreachable, or a firewall drops.
+	CauseUnreachable
+	// CauseTooLarge: the broker closed the connection right after the
+	// request, then took a new one: the request is most likely over its
+	// limits.max_message_size (the client cannot see the limit).
+	CauseTooLarge
+	// CauseClosed: the broker closed the connection while the request
+	// was in flight and took no new one (it stopped or crashed).
+	CauseClosed
+	// CauseAuth: the broker's ZAP handler refused this client's CURVE
+	// key (not in its allowlist).
+	CauseAuth
+	// CauseHandshake: the security handshake failed otherwise: CURVE on
+	// one side only, or the wrong broker public key.
+	CauseHandshake
+	// CauseNotActive: the broker answered that it does not serve
+	// clients (Detail: its words, "not active: <why>").
+	CauseNotActive
+)
+
+// EndpointCause is what was seen of one broker endpoint.
+type EndpointCause struct {
+	Endpoint string
+	Cause    Cause
+	// Detail: CauseNotActive, the broker's refusal; CauseAuth, the ZAP
+	// status code; CauseHandshake, what failed.
+	Detail string
+	// Bytes and Largest: CauseTooLarge, the request's size and its
+	// largest frame (ZMQ_MAXMSGSIZE bounds each frame).
+	Bytes, Largest int
+	Tries          int           // tries per broker
+	Timeout        time.Duration // each try's
+	// Connected: a connection to the endpoint was made during the call
+	// (false also when the client could not watch it).
+	Connected bool
+}
+
+// String says, for people, what was seen: the endpoint, the cause and,
+// where one applies, the limit or the setting to look at.
+func (c EndpointCause) String() string {
+	return c.Endpoint + ": " + c.text()
+}
+
+func (c EndpointCause) text() string {
+	switch c.Cause {
+	case CauseRefused:
+		if host := endpointHost(c.Endpoint); host != "" && net.ParseIP(host) == nil {
+			return "connection refused, or the host name does not resolve (no broker listens there)"
+		}
+		return "connection refused (no broker listens there)"
+	case CauseUnreachable:
+		return fmt.Sprintf("no TCP connection within %d tries of %s (host down or unreachable, or a firewall drops the packets)", c.Tries, c.Timeout)
+	case CauseTooLarge:
+		return fmt.Sprintf("the broker closed the connection right after this request of %d bytes (largest frame %d bytes): "+
+			"it is probably over the broker's limits.max_message_size (the client cannot see the limit; check the broker's config)", c.Bytes, c.Largest)
+	case CauseClosed:
+		return "the broker closed the connection while the request was in flight and took no new one (stopped or crashed?)"
+	case CauseAuth:
+		return fmt.Sprintf("the broker refused this client's CURVE key (ZAP status %s: not in its allowlist, security.public_keys_dir; "+
+			"add the client's .pub file there and send the broker SIGHUP)", c.Detail)
+	case CauseHandshake:
+		return "security handshake failed: " + c.Detail
+	case CauseNotActive:
+		return fmt.Sprintf("answered %q", c.Detail)
+	}
+	if !c.Connected {
+		return fmt.Sprintf("no answer within %d tries of %s", c.Tries, c.Timeout)
+	}
+	return fmt.Sprintf("connected, but no answer within %d tries of %s", c.Tries, c.Timeout)
+}
+
+// endpointHost is the host of a "tcp://host:port" endpoint, "" for
+// other transports.
+func endpointHost(ep string) string {
+	rest, ok := strings.CutPrefix(ep, "tcp://")
+	if !ok {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(rest)
+	if err != nil {
+		return ""
+	}
+	return host
 }

@@ -34,13 +34,16 @@ type conn struct {
 	last int
 	// next is the broker to try when none answers the question of find.
 	next int
-	// why is what the last broker that refused said of why it does not
-	// serve ("" when it did not say), for the error when none serves.
-	why string
+	// watches[i] follows socks[i]'s connection (nil: unwatched); seen[i]
+	// is what the current call saw of broker i (watch.go).
+	watches []*watch
+	seen    []seen
+	monSeq  int // numbers the monitors' inproc endpoints
 }
 
 func newConn(zctx *zmq.Context, curve *CurveClient, eps []string) *conn {
-	cn := &conn{zctx: zctx, curve: curve, eps: eps, socks: make([]*zmq.Socket, len(eps)), ready: make([]*zsock.Readable, len(eps)), frames: make([]*zsock.Frames, len(eps)), active: -1, last: -1}
+	cn := &conn{zctx: zctx, curve: curve, eps: eps, socks: make([]*zmq.Socket, len(eps)), ready: make([]*zsock.Readable, len(eps)), frames: make([]*zsock.Frames, len(eps)), active: -1, last: -1,
+		watches: make([]*watch, len(eps)), seen: make([]seen, len(eps))}
 	if len(eps) == 1 {
 		cn.active = 0
 	}
@@ -55,6 +58,7 @@ func (cn *conn) forget() {
 }
 
 func (cn *conn) drop(i int) {
+	cn.unwatch(i)
 	if r := cn.ready[i]; r != nil {
 		_ = r.Close()
 		cn.ready[i] = nil
@@ -67,13 +71,12 @@ func (cn *conn) drop(i int) {
 	}
 }
 
-// refused is the reason a broker gave for not serving, for an error
-// text: "" when none gave one.
-func (cn *conn) refused() string {
-	if cn.why == "" {
-		return ""
+// begin forgets what earlier calls saw of the brokers.
+func (cn *conn) begin() {
+	for i := range cn.seen {
+		cn.harvest(i) // events of the time between calls: not this call's
+		cn.seen[i] = seen{}
 	}
-	return " (" + cn.why + ")"
 }
 
 func (cn *conn) dropAll() {
@@ -99,11 +102,12 @@ func (cn *conn) sock(i int) (*zmq.Socket, error) {
 			return nil, fmt.Errorf("socket for %s: %w", endpoint, err)
 		}
 	}
+	cn.socks[i] = s
+	cn.watches[i] = cn.monitor(s)
 	if err := s.Connect(endpoint); err != nil {
-		_ = s.Close()
+		cn.drop(i)
 		return nil, fmt.Errorf("connect %s: %w", endpoint, err)
 	}
-	cn.socks[i] = s
 	// Without it (a descriptor Go cannot watch) await falls back to
 	// zmq_poll: slower, the same answers.
 	cn.ready[i], _ = zsock.NewReadable(s)
@@ -187,6 +191,7 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 	// chance: find does not wait for it again, and another broker may be
 	// asked to take over from it.
 	silent := make([]bool, n)
+	cn.begin()
 	msg := mdp.ClientRequest(cl.service, cl.body...)
 	for try := 1; ; {
 		var (
@@ -222,11 +227,11 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 			// active broker that is not ready yet (taking over): ask it
 			// again.
 			c.refusals.Add(1)
-			if err == nil && len(frames) == 2 && tsp.ParseAnswer(frames).Detail != "" {
-				cn.why = cn.eps[cn.active] + ": " + string(frames[1])
+			if err == nil && len(frames) == 2 {
+				cn.seen[cn.active].answer = string(frames[1])
 			}
 			if time.Now().After(budget) {
-				return nil, fmt.Errorf("%w: %s: %s among %d within %s%s", ErrUnavailable, cl.service, noActive, n, time.Duration(tries)*c.cfg.Timeout, cn.refused())
+				return nil, c.unavailable(cn, cl.service, true)
 			}
 			if err != nil || !notReady(frames) {
 				c.elsewhere(cn, cl, "broker not active")
@@ -236,11 +241,17 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 			}
 			backoff = min(2*backoff, c.cfg.Timeout/2, maxRefusalBackoff)
 			continue
+		case errors.Is(err, errRefused):
+			// Refused for good (a CURVE key, a request over its size
+			// limit): when every broker did, more tries cannot help.
+			if cn.allRefused() {
+				return nil, c.unavailable(cn, cl.service, false)
+			}
 		case !errors.Is(err, errTimeout):
 			return nil, err
 		}
 		if try == tries {
-			return nil, fmt.Errorf("%w: %s after %d tries of %s%s", ErrUnavailable, cl.service, tries, c.cfg.Timeout, cn.refused())
+			return nil, c.unavailable(cn, cl.service, false)
 		}
 		try++
 		c.retries.Add(1)
@@ -318,10 +329,12 @@ func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, quit <-chan s
 	}
 	// A connecting DEALER queues the message (ZMQ_IMMEDIATE is off), so a
 	// failed send means a full pipe: treat it as an unanswered try.
+	cn.sent(i, msg)
+	defer cn.answered(i)
 	if _, err := cn.frames[i].Send(msg, zmq.DONTWAIT); err != nil {
 		return nil, fmt.Errorf("%w: send: %w", errTimeout, err)
 	}
-	return c.await(s, cn.frames[i], cn.ready[i], cl, quit)
+	return c.await(s, cn.frames[i], cn.ready[i], cl, quit, func() error { return cn.refusedNow(i) })
 }
 
 // find asks every broker at once which one serves (titanic.cluster.role, tsp.Role: an
@@ -401,6 +414,9 @@ func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 			}
 			return -1, fmt.Errorf("poll: %w", err)
 		}
+		if noneCanAnswer(cn, answers) {
+			break // every broker still silent refused this client for good
+		}
 		for k, p := range polled {
 			if p.Events&zmq.POLLIN == 0 {
 				continue
@@ -424,8 +440,18 @@ func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 				c.log.Debug("odd role answer", "broker", cn.eps[i], "err", err)
 			}
 			answers[i] = &a
-			if a.Why != "" {
-				cn.why = cn.eps[i] + ": " + a.Why
+			if !a.Serving {
+				// For the error, should none serve: the node's words
+				// (Why is a refusal text, "not active: ..."), or the
+				// kind its refusal would have.
+				switch {
+				case a.Why != "":
+					cn.seen[i].answer = a.Why
+				case a.Star == tsp.StarActive:
+					cn.seen[i].answer = string(tsp.NotReady)
+				default:
+					cn.seen[i].answer = string(tsp.NotActive)
+				}
 			}
 			if waitFor[i] {
 				waiting--
@@ -462,9 +488,29 @@ func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 		}
 	}
 	if answered == 0 {
+		if cn.allRefused() {
+			return -1, fmt.Errorf("%w: every broker, asked %s", errRefused, tsp.SvcRole)
+		}
 		return -1, fmt.Errorf("%w: no broker answered %s", errTimeout, tsp.SvcRole)
 	}
 	return -1, errNoActive
+}
+
+// noneCanAnswer reports that every broker that has not answered find's
+// question refused this client for good (its CURVE key, say): waiting
+// out the Timeout for them is pointless.
+func noneCanAnswer(cn *conn, answers []*tsp.Role) bool {
+	silent := 0
+	for i, a := range answers {
+		if a != nil {
+			continue
+		}
+		silent++
+		if cn.refusedNow(i) == nil {
+			return false
+		}
+	}
+	return silent > 0
 }
 
 func anySilent(silent []bool, except int) bool {
@@ -493,7 +539,10 @@ var errTimeout = errors.New("timeout")
 
 // await waits on s for the answer to the request just sent, parked in
 // Go's poller with ready (see zsock.Readable), or in zmq_poll without.
-func (c *Client) await(s *zmq.Socket, fr *zsock.Frames, ready *zsock.Readable, cl *call, quit <-chan struct{}) ([][]byte, error) {
+// Whenever a slice of the wait passes without an answer, refused is asked
+// whether the broker refused the connection for good: its error ends the
+// wait before Timeout.
+func (c *Client) await(s *zmq.Socket, fr *zsock.Frames, ready *zsock.Readable, cl *call, quit <-chan struct{}, refused func() error) ([][]byte, error) {
 	deadline := time.Now().Add(c.cfg.Timeout)
 	var poller *zmq.Poller
 	if ready == nil {
@@ -515,6 +564,9 @@ func (c *Client) await(s *zmq.Socket, fr *zsock.Frames, ready *zsock.Readable, c
 		if ready != nil {
 			err := ready.Wait(time.Now().Add(min(left, pollSlice)))
 			if errors.Is(err, zsock.ErrTimeout) {
+				if err := refused(); err != nil {
+					return nil, err
+				}
 				continue
 			}
 			if err != nil {
@@ -529,6 +581,9 @@ func (c *Client) await(s *zmq.Socket, fr *zsock.Frames, ready *zsock.Readable, c
 				return nil, fmt.Errorf("poll: %w", err)
 			}
 			if len(polled) == 0 {
+				if err := refused(); err != nil {
+					return nil, err
+				}
 				continue
 			}
 		}

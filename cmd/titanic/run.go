@@ -131,19 +131,34 @@ type dialed struct {
 	retries int
 }
 
-// unavailable explains "no broker answered": where the command looked, how
-// long, and how to point it elsewhere.
+// unavailable explains "no broker answered": what was seen of each broker
+// (the client's causes, one per line), where the command looked, and how
+// to point it elsewhere. It returns the whole message for err.
 func (d *dialed) unavailable(err error) string {
+	var ue *client.UnavailableError
+	if errors.As(err, &ue) {
+		var b strings.Builder
+		b.WriteString(strings.Replace(err.Error(), ue.Error(), ue.Summary(), 1))
+		b.WriteString(":")
+		for _, c := range ue.Causes {
+			b.WriteString("\n  " + c.String())
+		}
+		switch {
+		case ue.NoActive:
+			// They answered: "is a broker running there?" would mislead.
+			fmt.Fprintf(&b, "\n  They answered, but none serves clients now (a pair's passive node, a raft follower, a group without"+
+				"\n  a quorum, a pair node waiting for its peer: their words are above, more in their logs). Other brokers: --broker A,B or $%s", EnvBrokers)
+		case ue.All(client.CauseAuth) || ue.All(client.CauseHandshake) || ue.All(client.CauseTooLarge):
+			// The cause names the setting to change: nothing to add.
+		default:
+			fmt.Fprintf(&b, "\n  Is a broker running there? Other brokers: --broker A,B or $%s; more patience: --retries, --try-timeout", EnvBrokers)
+		}
+		return b.String()
+	}
 	if d == nil || len(d.brokers) == 0 {
-		return ""
+		return err.Error()
 	}
-	if strings.Contains(err.Error(), "no active broker") {
-		// They answered: "is a broker running there?" would mislead.
-		return fmt.Sprintf("\n  tried %s: they answered, but none serves clients now (a pair's passive node, a raft follower,"+
-			"\n  a pair node waiting for its peer: the reason, when the broker gave one, is above, and in its log)."+
-			" Other brokers: --broker A,B or $%s", strings.Join(d.brokers, ", "), EnvBrokers)
-	}
-	return fmt.Sprintf("\n  tried %s: %d tries of %s (--retries, --try-timeout) per broker, no answer."+
+	return err.Error() + fmt.Sprintf("\n  tried %s: %d tries of %s (--retries, --try-timeout) per broker, no answer."+
 		"\n  Is a broker running there? (A CURVE broker does not answer a key outside its allowlist,"+
 		"\n  nor a message larger than its limits.max_message_size.) Other brokers: --broker A,B or $%s",
 		strings.Join(d.brokers, ", "), d.retries, d.timeout, EnvBrokers)
@@ -190,11 +205,11 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 			fmt.Fprintf(stderr, "titanic %s: interrupted\n", c.name)
 			return exitInterrupted
 		}
-		hint := ""
+		msg := err.Error()
 		if errors.Is(err, client.ErrUnavailable) {
-			hint = d.unavailable(err)
+			msg = d.unavailable(err)
 		}
-		fmt.Fprintf(stderr, "titanic %s: %v%s\n", c.name, err, hint)
+		fmt.Fprintf(stderr, "titanic %s: %s\n", c.name, msg)
 		return exitCode(err)
 	}
 	fmt.Fprintf(stderr, "titanic: unknown command %q\n", args[0])

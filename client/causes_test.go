@@ -1,0 +1,283 @@
+package client
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/broker/curve"
+	"github.com/titanicmq/titanic/titanic/tsp"
+)
+
+// unavailable asserts that err is an *UnavailableError (and matches
+// ErrUnavailable) with one cause per endpoint, and returns it.
+func unavailable(t *testing.T, err error, eps ...string) *UnavailableError {
+	t.Helper()
+	var ue *UnavailableError
+	if !errors.Is(err, ErrUnavailable) || !errors.As(err, &ue) {
+		t.Fatalf("err = %v, want an *UnavailableError matching ErrUnavailable", err)
+	}
+	if len(ue.Causes) != len(eps) {
+		t.Fatalf("causes %+v, want one per endpoint %q", ue.Causes, eps)
+	}
+	for i, ep := range eps {
+		if ue.Causes[i].Endpoint != ep || !strings.Contains(err.Error(), ep) {
+			t.Fatalf("cause %d %+v / message %q: want endpoint %s named", i, ue.Causes[i], err, ep)
+		}
+	}
+	return ue
+}
+
+// deadEndpoint is a local TCP endpoint nothing listens on.
+func deadEndpoint(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := "tcp://" + l.Addr().String()
+	_ = l.Close()
+	return ep
+}
+
+// A port nothing listens on: connection refused, after the Lazy Pirate
+// tries (a restarting broker refuses for a moment: tries are kept).
+func TestCauseRefused(t *testing.T) {
+	ep := deadEndpoint(t)
+	c := newClient(t, 200*time.Millisecond, 2, ep)
+	_, err := c.Request(testCtx(t), "echo", frames("x"))
+	ue := unavailable(t, err, ep)
+	if got := ue.Causes[0]; got.Cause != CauseRefused || got.Connected {
+		t.Fatalf("cause %+v, want CauseRefused, not connected", got)
+	}
+	if !strings.Contains(err.Error(), "connection refused (no broker listens there)") || !ue.All(CauseRefused) {
+		t.Fatalf("message %q does not say connection refused", err)
+	}
+	if s := c.Stats(); s.Retries != 1 {
+		t.Fatalf("stats %+v: want the 2 tries made (1 retry)", s)
+	}
+}
+
+// A broker that takes the connection and never answers.
+func TestCauseNoAnswer(t *testing.T) {
+	f := newFake(t, func(string, [][]byte, int) [][]byte { return nil })
+	c := newClient(t, 150*time.Millisecond, 2, f.endpoint)
+	_, err := c.Request(testCtx(t), "echo", frames("x"))
+	ue := unavailable(t, err, f.endpoint)
+	if got := ue.Causes[0]; got.Cause != CauseNoAnswer || !got.Connected {
+		t.Fatalf("cause %+v, want CauseNoAnswer, connected", got)
+	}
+	if !strings.Contains(err.Error(), "connected, but no answer within 2 tries of 150ms") {
+		t.Fatalf("message %q", err)
+	}
+}
+
+// rawRouter is a ROUTER of its own context that hands what it receives
+// to got, owned by one goroutine; closeOnFirst closes it (the broker
+// stops) once it received a message.
+func rawRouter(t *testing.T, maxMsg int64, closeOnFirst bool) (ep string, got <-chan [][]byte) {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := zctx.NewSocket(zmq.ROUTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetLinger(0)
+	if maxMsg > 0 {
+		if err := s.SetMaxmsgsize(maxMsg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Bind("tcp://127.0.0.1:*"); err != nil {
+		t.Fatal(err)
+	}
+	ep, _ = s.GetLastEndpoint()
+	ch := make(chan [][]byte, 64)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { _ = zctx.Term() }()
+		p := zmq.NewPoller()
+		p.Add(s, zmq.POLLIN)
+		for {
+			select {
+			case <-stop:
+				_ = s.Close()
+				return
+			default:
+			}
+			if polled, err := p.Poll(10 * time.Millisecond); err != nil || len(polled) == 0 {
+				continue
+			}
+			msg, err := s.RecvMessageBytes(0)
+			if err != nil {
+				continue
+			}
+			ch <- msg
+			if closeOnFirst {
+				_ = s.Close()
+				<-stop
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return ep, ch
+}
+
+// A request over the broker's ZMQ_MAXMSGSIZE: the broker drops the
+// connection on it and takes the next one. The call fails at once (no
+// point resending it), naming the size and the broker's setting; small
+// requests on the same client still go through.
+func TestCauseTooLarge(t *testing.T) {
+	ep, got := rawRouter(t, 1024, false)
+	c := newClient(t, 2*time.Second, 3, ep)
+	start := time.Now()
+	_, err := c.Request(testCtx(t), "echo", [][]byte{make([]byte, 5000)})
+	el := time.Since(start)
+	ue := unavailable(t, err, ep)
+	if got := ue.Causes[0]; got.Cause != CauseTooLarge || got.Largest != 5000 || got.Bytes <= 5000 {
+		t.Fatalf("cause %+v, want CauseTooLarge of a 5000-byte frame", got)
+	}
+	for _, want := range []string{"closed the connection right after this request", "5000 bytes", "limits.max_message_size"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q does not say %q", err, want)
+		}
+	}
+	if el > time.Second {
+		t.Errorf("gave up after %s; want at once (before one try's 2s)", el)
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("the broker got %d frames: the request was not over its limit", len(m))
+	default:
+	}
+	// The same client, a small request: it reaches the broker.
+	go func() { _, _ = c.Request(testCtx(t), "echo", frames("small")) }()
+	select {
+	case m := <-got:
+		if string(m[len(m)-1]) != "small" {
+			t.Fatalf("broker got %q", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a small request after the large one did not reach the broker")
+	}
+}
+
+// A broker that closes the connection on the request and is gone: not
+// "too large", a broker that stopped.
+func TestCauseClosed(t *testing.T) {
+	ep, got := rawRouter(t, 0, true)
+	c := newClient(t, 300*time.Millisecond, 2, ep)
+	_, err := c.Request(testCtx(t), "echo", frames("x"))
+	select {
+	case <-got:
+	default:
+		t.Fatal("the broker never got the request")
+	}
+	ue := unavailable(t, err, ep)
+	if got := ue.Causes[0]; got.Cause != CauseClosed && got.Cause != CauseRefused {
+		t.Fatalf("cause %+v, want CauseClosed (or refused, had the close come before the request)", got)
+	}
+	if ue.Causes[0].Cause == CauseTooLarge {
+		t.Fatal("a stopped broker was taken for a size limit")
+	}
+}
+
+// A CURVE broker whose ZAP handler refuses the client's key: said at
+// once (no point retrying), naming the allowlist; a client with the
+// wrong server key or none fails its handshake, saying which.
+func TestCauseCurve(t *testing.T) {
+	if !zmq.HasCurve() {
+		t.Skip("skipping: libzmq built without CURVE")
+	}
+	server, _ := curve.NewKeyPair()
+	me, _ := curve.NewKeyPair()
+	stranger, _ := curve.NewKeyPair()
+	f := newCurveFake(t, server, me.Public)
+	for _, tc := range []struct {
+		name  string
+		keys  *CurveClient
+		cause Cause
+		says  string
+	}{
+		{"unknown key", &CurveClient{ServerPublic: server.Public, Public: stranger.Public, Secret: stranger.Secret}, CauseAuth,
+			"refused this client's CURVE key (ZAP status 400: not in its allowlist, security.public_keys_dir"},
+		{"wrong server key", &CurveClient{ServerPublic: stranger.Public, Public: me.Public, Secret: me.Secret}, CauseHandshake,
+			"--curve-server-key"},
+		{"plain", nil, CauseHandshake, "uses CURVE and this client does not"},
+	} {
+		c, err := New(Config{Brokers: []string{f.endpoint}, Timeout: 2 * time.Second, Retries: 3, Curve: tc.keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err = c.Request(testCtx(t), "echo", frames("hi"))
+		el := time.Since(start)
+		c.Close()
+		ue := unavailable(t, err, f.endpoint)
+		if ue.Causes[0].Cause != tc.cause || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: cause %+v, message %q; want cause %d saying %q", tc.name, ue.Causes[0], err, tc.cause, tc.says)
+		}
+		if el > time.Second {
+			t.Errorf("%s: gave up after %s; want at once (before one try's 2s)", tc.name, el)
+		}
+	}
+}
+
+// Two brokers refusing the key: find gives up at once too, and the
+// error names both.
+func TestCauseCurveEveryBroker(t *testing.T) {
+	if !zmq.HasCurve() {
+		t.Skip("skipping: libzmq built without CURVE")
+	}
+	server, _ := curve.NewKeyPair()
+	me, _ := curve.NewKeyPair()
+	stranger, _ := curve.NewKeyPair()
+	a, b := newCurveFake(t, server, me.Public), newCurveFake(t, server, me.Public)
+	c, err := New(Config{Brokers: []string{a.endpoint, b.endpoint}, Timeout: 2 * time.Second, Retries: 3,
+		Curve: &CurveClient{ServerPublic: server.Public, Public: stranger.Public, Secret: stranger.Secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = c.Submit(testCtx(t), "echo", frames("hi"), SubmitOptions{})
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("gave up after %s; want at once", el)
+	}
+	if ue := unavailable(t, err, a.endpoint, b.endpoint); !ue.All(CauseAuth) {
+		t.Fatalf("causes %+v, want CauseAuth for both", ue.Causes)
+	}
+}
+
+// A lost quorum: every node answers that it does not serve; the error
+// carries each node's words.
+func TestCauseNotActiveEveryNode(t *testing.T) {
+	var eps []string
+	for _, why := range []string{"not active: no leader (1 of 3 voters reachable)", ""} {
+		f := newFake(t, func(service string, _ [][]byte, _ int) [][]byte {
+			if service == tsp.SvcRole {
+				return tsp.EncodeRole(tsp.Role{Why: why})
+			}
+			return frames("500", "not active")
+		})
+		eps = append(eps, f.endpoint)
+	}
+	c := newClient(t, 50*time.Millisecond, 2, eps...)
+	_, err := c.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{})
+	ue := unavailable(t, err, eps...)
+	if !ue.NoActive || !ue.All(CauseNotActive) {
+		t.Fatalf("err %+v, want NoActive with every cause CauseNotActive", ue)
+	}
+	if ue.Causes[0].Detail != "not active: no leader (1 of 3 voters reachable)" || ue.Causes[1].Detail != "not active" {
+		t.Fatalf("details %q, %q: want each node's words", ue.Causes[0].Detail, ue.Causes[1].Detail)
+	}
+}

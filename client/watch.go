@@ -1,0 +1,252 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// Why a call failed, per broker: a DEALER hides its connection (a dead
+// broker, a refused CURVE key and a request over the broker's
+// ZMQ_MAXMSGSIZE all look like silence), so each socket to a broker is
+// watched through a ZeroMQ socket monitor. The monitor's PAIR is owned by
+// the goroutine that owns the socket (run's), read without blocking
+// whenever a call needs to know (before a request, while it waits, when
+// it gives up); the events become what the call saw of each endpoint
+// (seen), and the causes of an UnavailableError.
+
+// watchEvents are the connection events a watch reads.
+const watchEvents = zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CLOSED |
+	zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+	zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+
+// errRefused: the broker refused this connection for good during the try
+// (a CURVE key refused, a failed handshake, the connection closed right
+// after the request while the broker still takes new ones): resending the
+// same request to it cannot help.
+var errRefused = errors.New("refused by the broker")
+
+// watch is the monitor of one socket and the state of its connection.
+type watch struct {
+	pair *zmq.Socket
+	// up: the current connection completed its handshake.
+	up bool
+	// inflight: a request was sent and its answer is due; bytes and
+	// largest are its size and its largest frame.
+	inflight       bool
+	bytes, largest int
+	// closed: the broker closed the connection while a request was in
+	// flight; whether it was the request (the broker takes the next
+	// connection) or the broker going away (it refuses it) is decided by
+	// what follows.
+	closed bool
+}
+
+// seen is what one call saw of one endpoint, over every socket it had
+// to it.
+type seen struct {
+	connected bool // a TCP connection was made
+	delayed   bool // a connection was begun
+	refused   int  // connection attempts that failed (refused, unresolved)
+	auth      int  // ZAP status of a refused CURVE key (0: none)
+	handshake string
+	// tooLarge: the broker closed the connection right after the
+	// request (bytes, largest) and took the next one.
+	tooLarge       bool
+	bytes, largest int
+	gone           bool   // closed while in flight, then refused
+	answer         string // a refusal it answered ("not active: ...")
+}
+
+// definitive reports a failure that resending to the same endpoint
+// cannot mend.
+func (s *seen) definitive() bool {
+	return s.auth != 0 || s.handshake != "" || s.tooLarge
+}
+
+// cause turns what was seen into the endpoint's cause.
+func (s *seen) cause(endpoint string, tries int, cfg Config) EndpointCause {
+	ec := EndpointCause{Endpoint: endpoint, Tries: tries, Timeout: cfg.Timeout, Connected: s.connected}
+	switch {
+	case s.answer != "":
+		ec.Cause, ec.Detail = CauseNotActive, s.answer
+	case s.auth != 0:
+		ec.Cause, ec.Detail = CauseAuth, strconv.Itoa(s.auth)
+	case s.handshake != "":
+		ec.Cause, ec.Detail = CauseHandshake, s.handshake
+	case s.tooLarge:
+		ec.Cause, ec.Bytes, ec.Largest = CauseTooLarge, s.bytes, s.largest
+	case s.gone:
+		ec.Cause = CauseClosed
+	case s.connected:
+		ec.Cause = CauseNoAnswer
+	case s.refused > 0:
+		ec.Cause = CauseRefused
+	case s.delayed:
+		ec.Cause = CauseUnreachable
+	}
+	return ec
+}
+
+// monitor starts watching s, before it connects (so that no event is
+// missed). On failure the socket works unwatched: errors then say less.
+func (cn *conn) monitor(s *zmq.Socket) *watch {
+	cn.monSeq++
+	addr := fmt.Sprintf("inproc://titanic-client-monitor-%p-%d", cn, cn.monSeq)
+	if err := s.Monitor(addr, watchEvents); err != nil {
+		return nil
+	}
+	pair, err := cn.zctx.NewSocket(zmq.PAIR)
+	if err == nil {
+		_ = pair.SetLinger(0)
+		if err = pair.Connect(addr); err != nil {
+			_ = pair.Close()
+		}
+	}
+	if err != nil {
+		_ = s.Monitor("", 0)
+		return nil
+	}
+	return &watch{pair: pair}
+}
+
+// unwatch stops watching socket i (about to be closed), after reading
+// what its monitor still holds.
+func (cn *conn) unwatch(i int) {
+	w := cn.watches[i]
+	if w == nil {
+		return
+	}
+	cn.harvest(i)
+	if s := cn.socks[i]; s != nil {
+		_ = s.Monitor("", 0)
+	}
+	_ = w.pair.Close()
+	cn.watches[i] = nil
+}
+
+// harvest reads the events the monitor of socket i holds into what the
+// call saw of its endpoint.
+func (cn *conn) harvest(i int) {
+	w := cn.watches[i]
+	if w == nil {
+		return
+	}
+	sn := &cn.seen[i]
+	for {
+		ev, _, val, err := w.pair.RecvEvent(zmq.DONTWAIT)
+		if err != nil {
+			return
+		}
+		switch ev {
+		case zmq.EVENT_CONNECT_DELAYED:
+			sn.delayed = true
+		case zmq.EVENT_CONNECTED:
+			sn.connected = true
+		case zmq.EVENT_CLOSED:
+			// A connection attempt failed (refused; an unresolved
+			// name), or the socket itself closed.
+			sn.refused++
+			if w.closed {
+				w.closed, sn.gone = false, true
+			}
+		case zmq.EVENT_HANDSHAKE_SUCCEEDED:
+			w.up = true
+			if w.closed {
+				// It closed the connection on the request and took the
+				// next at once: the request, not the broker.
+				w.closed = false
+				sn.tooLarge, sn.bytes, sn.largest = true, w.bytes, w.largest
+			}
+		case zmq.EVENT_DISCONNECTED:
+			if w.up && w.inflight {
+				w.closed = true
+			}
+			w.up = false
+		case zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+			sn.auth = val
+		case zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+			sn.handshake = handshakeFailure(cn.curve != nil, ev, val)
+		case zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+			// Keep a protocol error's detail, seen on an earlier try.
+			if sn.handshake == "" {
+				sn.handshake = handshakeFailure(cn.curve != nil, ev, val)
+			}
+		}
+	}
+}
+
+// handshakeFailure says what a failed handshake most likely means.
+func handshakeFailure(curve bool, ev zmq.Event, val int) string {
+	const mechanismMismatch = 0x11000002 // ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+	switch {
+	case ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL && val == mechanismMismatch && curve:
+		return "the broker does not use CURVE (drop --curve-server-key and --curve-key, or start the broker with --curve)"
+	case ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL && val == mechanismMismatch:
+		return "the broker uses CURVE and this client does not (give --curve-server-key and --curve-key)"
+	case curve:
+		return "the CURVE handshake failed: the broker's public key (--curve-server-key) is probably not this broker's"
+	case ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+		return fmt.Sprintf("ZMTP protocol error 0x%x (is it a titanic broker?)", val)
+	}
+	// A CURVE server drops a plain client's greeting before the client
+	// sees the mechanism it asks for.
+	return "the broker probably uses CURVE and this client does not (give --curve-server-key and --curve-key), or it is not a ZeroMQ broker"
+}
+
+// sent notes that a request of frames is in flight on socket i, after
+// reading the events of the time before it (a connection closed between
+// calls is not this request's doing).
+func (cn *conn) sent(i int, msg [][]byte) {
+	w := cn.watches[i]
+	if w == nil {
+		return
+	}
+	cn.harvest(i)
+	w.closed = false
+	w.inflight, w.bytes, w.largest = true, 0, 0
+	for _, f := range msg {
+		w.bytes += len(f)
+		w.largest = max(w.largest, len(f))
+	}
+}
+
+// answered notes that socket i's request is no longer in flight.
+func (cn *conn) answered(i int) {
+	if w := cn.watches[i]; w != nil {
+		w.inflight = false
+	}
+}
+
+// refusedNow reads socket i's events and returns errRefused when its
+// endpoint refused the call for good.
+func (cn *conn) refusedNow(i int) error {
+	cn.harvest(i)
+	if cn.seen[i].definitive() {
+		return errRefused
+	}
+	return nil
+}
+
+// allRefused reports that every endpoint refused the call for good.
+func (cn *conn) allRefused() bool {
+	for i := range cn.eps {
+		cn.harvest(i)
+		if !cn.seen[i].definitive() {
+			return false
+		}
+	}
+	return true
+}
+
+// unavailable is the error of a call that no broker served.
+func (c *Client) unavailable(cn *conn, service string, noActive bool) error {
+	e := &UnavailableError{Service: service, Tries: c.cfg.Retries, Timeout: c.cfg.Timeout, NoActive: noActive}
+	for i, ep := range cn.eps {
+		cn.harvest(i)
+		e.Causes = append(e.Causes, cn.seen[i].cause(ep, c.cfg.Retries, c.cfg))
+	}
+	return e
+}

@@ -183,7 +183,8 @@ type EndpointCause struct {
 	Endpoint string
 	Cause    Cause
 	// Detail: CauseNotActive, the broker's refusal; CauseAuth, the ZAP
-	// status code; CauseHandshake, what failed.
+	// status code; CauseHandshake, what failed; CauseUnreachable, when no
+	// connection was even begun (a host name that does not resolve).
 	Detail string
 	// Bytes and Largest: CauseTooLarge, the request's size and its
 	// largest frame (ZMQ_MAXMSGSIZE bounds each frame).
@@ -209,6 +210,9 @@ func (c EndpointCause) text() string {
 		}
 		return "connection refused (no broker listens there)"
 	case CauseUnreachable:
+		if c.Detail != "" {
+			return c.Detail
+		}
 		return fmt.Sprintf("no TCP connection within %d tries of %s (host down or unreachable, or a firewall drops the packets)", c.Tries, c.Timeout)
 	case CauseTooLarge:
 		return fmt.Sprintf("the broker closed the connection right after this request of %d bytes (largest frame %d bytes): "+

@@ -47,6 +47,7 @@ type watch struct {
 // seen is what one call saw of one endpoint, over every socket it had
 // to it.
 type seen struct {
+	watched   bool // a monitor watched a socket to the endpoint
 	connected bool // a TCP connection was made
 	delayed   bool // a connection was begun
 	refused   int  // connection attempts that failed (refused, unresolved)
@@ -86,6 +87,10 @@ func (s *seen) cause(endpoint string, tries int, cfg Config) EndpointCause {
 		ec.Cause = CauseRefused
 	case s.delayed:
 		ec.Cause = CauseUnreachable
+	case s.watched:
+		// libzmq resolves the name before it begins a connection, and
+		// says nothing when it cannot.
+		ec.Cause, ec.Detail = CauseUnreachable, "no connection was begun: does the host name resolve?"
 	}
 	return ec
 }
@@ -135,6 +140,7 @@ func (cn *conn) harvest(i int) {
 		return
 	}
 	sn := &cn.seen[i]
+	sn.watched = true
 	for {
 		ev, _, val, err := w.pair.RecvEvent(zmq.DONTWAIT)
 		if err != nil {

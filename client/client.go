@@ -41,6 +41,19 @@
 // is not durable: a resent request may run twice on the workers, as with
 // the Guide's Lazy Pirate client.
 //
+// # Why a call failed
+//
+// A call no broker served fails with an *UnavailableError (errors.Is
+// ErrUnavailable) that says, per endpoint, what was seen: each socket to
+// a broker is watched by a ZeroMQ socket monitor (watch.go), which tells
+// a refused connection, a refused CURVE key, a failed handshake, a
+// connection the broker closed right after the request (over its
+// ZMQ_MAXMSGSIZE) and a broker that went away from plain silence. A call
+// stops before its tries are spent only when every broker refused it for
+// good (key, handshake, size): resending cannot help. A refused
+// connection keeps the Lazy Pirate tries, since a broker being restarted
+// refuses for a moment.
+//
 // # Wire vocabulary
 //
 // The codes, service names, refusal kinds and notification events are
@@ -93,8 +106,8 @@ type Config struct {
 	// Curve, when set, makes the client's socket a CURVE client of the
 	// brokers (all of them share one server key): encrypted, and let in
 	// only when the brokers' allowlist holds Curve.Public. Nil: plain
-	// TCP. A broker that denies the key answers nothing: calls time out
-	// with ErrUnavailable.
+	// TCP. A broker that denies the key refuses the handshake: calls fail
+	// at once with an *UnavailableError whose cause is CauseAuth.
 	Curve *CurveClient
 	// MaxPending bounds the submits SubmitAsync keeps unfinished (sent
 	// or waiting to be sent) on its connection; SubmitAsync blocks while

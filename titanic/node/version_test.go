@@ -134,7 +134,20 @@ func TestClusterVersionFollowsUpgrade(t *testing.T) {
 	cfgs[2].VersionReport = 0
 	cfgs[2].Broker.Endpoints = []string{eps[2]} // where the client looks for it
 	nodes[2] = nodetest.Start(t, cfgs[2])
+	// The retried ticket fails again unless the serving node has a worker
+	// for it within the no-worker timeout: wait for the worker first.
+	waitWorker := func() {
+		until(t, 20*time.Second, "the serving node has the worker", func() error {
+			rep, err := c.Request(ctx, "mmi.service", [][]byte{[]byte("nobody")})
+			if err == nil && string(rep[0]) != "200" {
+				err = fmt.Errorf("mmi.service: %q", rep)
+			}
+			return err
+		})
+	}
+	waitWorker()
 	until(t, 20*time.Second, "retry accepted after the last member's upgrade", func() error {
+		waitWorker() // a new leader may have been elected meanwhile
 		return c.Retry(ctx, ticket)
 	})
 	rep, err := c.Reply(ctx, ticket, client.ReplyOptions{Wait: true})

@@ -128,16 +128,28 @@ func readHistory(tx *bolt.Tx) (History, error) {
 		})
 		return h, err
 	}
-	// A first-release store: its window of entry terms, as epochs.
+	// A first-release store: its window of entry terms, as epochs. That
+	// release recorded the terms of command entries only, not of the
+	// configuration entries raft also commits (a new leader's AddVoter,
+	// say): an epoch ends at the last index recorded in its term, so that
+	// an unrecorded entry between two epochs reads as unknown, not as the
+	// earlier term (which took the configuration entry that opens a new
+	// leader's term for a divergence, and stopped the replica).
 	c := meta.Cursor()
+	var last uint64 // the last index recorded in the current epoch
 	for k, v := c.Seek(oldTermPrefix); k != nil && bytes.HasPrefix(k, oldTermPrefix); k, v = c.Next() {
 		term, n := binary.Uvarint(v)
 		if len(k) != len(oldTermPrefix)+8 || n <= 0 {
 			return h, fmt.Errorf("%w: entry term record", ErrCorrupt)
 		}
+		index := binary.BigEndian.Uint64(k[len(oldTermPrefix):])
 		if len(h.Epochs) == 0 || h.Epochs[len(h.Epochs)-1].Term != term {
-			h.Epochs = append(h.Epochs, Epoch{Term: term, Start: binary.BigEndian.Uint64(k[len(oldTermPrefix):])})
+			if n := len(h.Epochs); n > 0 {
+				h.Epochs[n-1].End = last
+			}
+			h.Epochs = append(h.Epochs, Epoch{Term: term, Start: index})
 		}
+		last = index
 	}
 	return h, nil
 }
@@ -182,7 +194,11 @@ func openEpochs(tx *bolt.Tx) (*epochs, error) {
 			return nil, fmt.Errorf("create epochs bucket: %w", err)
 		}
 		for _, e := range h.Epochs {
-			if err := b.Put(epochKey(e.Start), binary.AppendUvarint(nil, e.Term)); err != nil {
+			v := binary.AppendUvarint(nil, e.Term)
+			if e.End != 0 {
+				v = binary.AppendUvarint(v, e.End)
+			}
+			if err := b.Put(epochKey(e.Start), v); err != nil {
 				return nil, fmt.Errorf("put epoch: %w", err)
 			}
 		}

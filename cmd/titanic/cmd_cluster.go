@@ -178,9 +178,13 @@ func clusterStatus(e env, cf clientFlags, asJSON bool) error {
 		fmt.Fprintln(e.stdout, "\nno leader among the nodes reached")
 	}
 	// Versions below the table, whose columns scripts may read.
-	fmt.Fprintln(e.stdout, "\nversions (node, ops record version it reads, release):")
+	header := false
 	for _, n := range nodes {
 		if n.err == nil && !n.single {
+			if !header {
+				fmt.Fprintln(e.stdout, "\nversions (node, ops record version it reads, release):")
+				header = true
+			}
 			fmt.Fprintf(e.stdout, "  %s  %s\n", n.kv["id"], nodeVersion(n))
 		}
 	}

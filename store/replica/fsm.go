@@ -46,6 +46,10 @@ type fsm struct {
 	failed atomic.Pointer[error]
 	// leader is the last announcement applied (announce.go).
 	leader atomic.Pointer[LeaderInfo]
+	// cluster caches the store's cluster version, so that the gate in
+	// ApplyAsync (whose callers may be the broker's loop) reads no store:
+	// set at Open and after a restore, raised as entries raise it.
+	cluster atomic.Int64
 	// applied is the last index the store is known to hold (for the log
 	// guard and snapshots).
 	applied atomic.Uint64
@@ -183,6 +187,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		switch {
 		case r.Err == nil || errors.Is(r.Err, store.ErrApplied):
 			f.applied.Store(max(f.applied.Load(), entries[k].Index))
+			if c := int64(entries[k].ClusterVersion); r.Err == nil && c > f.cluster.Load() {
+				f.cluster.Store(c)
+			}
 		case f.err() == nil:
 			r.Err = f.fail(fmt.Errorf("log entry %d: %w", entries[k].Index, r.Err))
 		default:
@@ -239,6 +246,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	if h, err := f.st.History(ctx); err == nil {
 		f.applied.Store(h.Applied)
+	}
+	if v, err := f.st.ClusterVersion(ctx); err == nil {
+		f.cluster.Store(int64(v))
 	}
 	return nil
 }

@@ -81,11 +81,7 @@ func (n *Node) admit(ops []store.Op, done func(store.Done)) ([]store.Op, func(st
 			refused[i] = fmt.Errorf("%s %s: %w: unknown kind", o.Kind, o.ID, store.ErrInvalidOp)
 		case gated(o):
 			if cluster == 0 {
-				v, err := n.st.ClusterVersion(context.Background())
-				if err != nil {
-					v = 1 // unreadable: the oldest, which refuses
-				}
-				cluster = v
+				cluster, _ = n.ClusterVersion(context.Background())
 			}
 			if need := o.Version(); need > cluster {
 				if bare := o.WithoutOptional(); bare.Version() <= cluster {

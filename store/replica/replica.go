@@ -236,6 +236,11 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("store applied index: %w", err)
 	}
 	n.fsm.applied.Store(applied)
+	cv, err := st.ClusterVersion(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("store cluster version: %w", err)
+	}
+	n.fsm.cluster.Store(int64(cv))
 	n.solo.Store(cfg.FenceStride > 0) // until the configuration is known
 	n.fsm.halt = func() {
 		r := n.raft()

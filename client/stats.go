@@ -4,42 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // QueueStats is the broker's answer to titanic.stats: every service's
-// queue. The JSON is the broker's, field for field (and the HTTP API's
-// /api/v1/queues).
-type QueueStats struct {
-	Time time.Time `json:"time"`
-	// WindowSeconds is the window of the rates.
-	WindowSeconds float64        `json:"window_seconds"`
-	Services      []ServiceQueue `json:"services"`
-}
-
-// ServiceQueue is one service's queue.
-type ServiceQueue struct {
-	Service string `json:"service"`
-	// Pending tickets wait for a worker, Delayed ones for their time
-	// (always 0 so far), InFlight ones are with a worker (dispatched).
-	Pending  int `json:"pending"`
-	Delayed  int `json:"delayed"`
-	InFlight int `json:"in_flight"`
-	// Done and Failed are the finished tickets the broker holds.
-	Done   int `json:"done"`
-	Failed int `json:"failed"`
-	// Workers registered; Idle and Busy are nil when the broker does not
-	// know them.
-	Workers int  `json:"workers"`
-	Idle    *int `json:"idle,omitempty"`
-	Busy    *int `json:"busy,omitempty"`
-	// SubmitRate (new tickets) and ReplyRate (recorded replies) per
-	// second over the last WindowSeconds.
-	SubmitRate float64 `json:"submits_per_sec"`
-	ReplyRate  float64 `json:"replies_per_sec"`
-}
+// queue, and ServiceQueue one service's (the JSON of titanic/tsp, which
+// the broker and the HTTP API's /api/v1/queues use too).
+type (
+	QueueStats   = tsp.QueueStats
+	ServiceQueue = tsp.ServiceQueue
+)
 
 // QueueStats asks the broker for every service's queue counts and rates
 // (service, when not empty, selects one). A broker older than the

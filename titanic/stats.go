@@ -220,41 +220,15 @@ type WorkerCount struct {
 	Workers, Idle, Busy int
 }
 
-// QueueStats is the answer of titanic.stats (one JSON frame), and of the
-// HTTP API's /api/v1/queues.
-type QueueStats struct {
-	Time time.Time `json:"time"`
-	// WindowSeconds is the window of the rates.
-	WindowSeconds float64        `json:"window_seconds"`
-	Services      []ServiceQueue `json:"services"`
-}
+// QueueStats and ServiceQueue are titanic.stats' answer (tsp owns the
+// JSON, which the client reads too).
+type (
+	QueueStats   = tsp.QueueStats
+	ServiceQueue = tsp.ServiceQueue
+)
 
-// ServiceQueue is one service's line of QueueStats.
-type ServiceQueue struct {
-	Service string `json:"service"`
-	// Pending tickets wait for a worker; Delayed ones (pending in the
-	// store too) wait for their due time: a delay, a schedule or a
-	// retry's backoff; InFlight ones were given to a worker whose reply
-	// is not recorded yet (lookups say dispatched).
-	Pending  int `json:"pending"`
-	Delayed  int `json:"delayed"`
-	InFlight int `json:"in_flight"`
-	// Done and Failed are the finished tickets in the store (until closed
-	// or deleted by retention).
-	Done   int `json:"done"`
-	Failed int `json:"failed"`
-	// Workers registered for the service; Idle and Busy when known (the
-	// broker's view), absent when not.
-	Workers int  `json:"workers"`
-	Idle    *int `json:"idle,omitempty"`
-	Busy    *int `json:"busy,omitempty"`
-	// SubmitRate is new tickets per second and ReplyRate recorded replies
-	// per second, over the last WindowSeconds.
-	SubmitRate float64 `json:"submits_per_sec"`
-	ReplyRate  float64 `json:"replies_per_sec"`
-}
-
-func (q ServiceQueue) empty() bool {
+// emptyQueue reports a service line with nothing to show.
+func emptyQueue(q ServiceQueue) bool {
 	return q.Pending == 0 && q.Delayed == 0 && q.InFlight == 0 && q.Done == 0 && q.Failed == 0 &&
 		q.Workers == 0 && q.SubmitRate == 0 && q.ReplyRate == 0
 }
@@ -316,7 +290,7 @@ func (s *Service) QueueStats(ctx context.Context, service string) (QueueStats, e
 			// The broker knows every worker: none here.
 			r.Idle, r.Busy = new(int), new(int)
 		}
-		if (service != "" && svc != service) || strings.HasPrefix(svc, tsp.Prefix) || r.empty() {
+		if (service != "" && svc != service) || strings.HasPrefix(svc, tsp.Prefix) || emptyQueue(*r) {
 			continue
 		}
 		out.Services = append(out.Services, *r)

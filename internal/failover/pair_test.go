@@ -319,3 +319,54 @@ func TestPairStaleNodeDoesNotTakeOver(t *testing.T) {
 	checkAcks(t, ctx, brokers, acks, dg)
 	checkOneServerPerTerm(t, primary, backup)
 }
+
+// TestPairPassiveRestartInTerm restarts the passive broker fast enough
+// that the active keeps raft leadership and its term (a rolling upgrade
+// of the passive does this), then kills the active. The restarted node
+// holds nothing that tells it it is caught up (the active wrote its
+// membership entry in this term before the restart); it must ask for one
+// and count as caught up, or it could never take over and the pair would
+// wait for the dead active. The raft timeout is long here so that the
+// restart always fits in the active's leader lease.
+func TestPairPassiveRestartInTerm(t *testing.T) {
+	primary, backup, _ := pairWith(t, "--pair-heartbeat", "200ms", "--heartbeat", "200ms", "--raft-timeout", "6s", "--log-level", "debug")
+	brokers := endpoints(primary, backup)
+	dg := func() string { return diag(primary, backup) }
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	echoWorkers(t, ctx, brokers, 2)
+	ld := startLoad(t, ctx, brokers, 2, clientTimeout)
+	ld.progress(t, 50, 60*time.Second, "first acks of the pair", dg)
+	active, passive := waitPairHealthy(t, ctx, primary, backup, 60*time.Second)
+	before, err := clusterStatus(ctx, active.endpoint())
+	if err != nil {
+		t.Fatalf("status of the active %s: %v%s", active.name, err, dg())
+	}
+
+	passive.kill()
+	passive.start(t)
+	if a, _ := waitPairHealthy(t, ctx, primary, backup, 30*time.Second); a != active {
+		t.Fatalf("%s became active across the passive's restart, want %s to keep it%s", a.name, active.name, dg())
+	}
+	after, err := clusterStatus(ctx, active.endpoint())
+	if err != nil {
+		t.Fatalf("status of the active %s: %v%s", active.name, err, dg())
+	}
+	if after.Term != before.Term {
+		t.Fatalf("raft term moved from %d to %d across the passive's restart: this test needs the restart inside the leader lease%s", before.Term, after.Term, dg())
+	}
+	if !strings.Contains(lifeLog(passive), "added this node again in its term") {
+		t.Fatalf("%s counted as caught up without being added again in term %d%s", passive.name, after.Term, dg())
+	}
+	ld.progress(t, 30, 30*time.Second, "acks after the passive's restart", dg)
+
+	active.kill()
+	ld.progress(t, 30, 30*time.Second, fmt.Sprintf("acks after killing the active %s (the restarted %s must take over)", active.name, passive.name), dg)
+	active.start(t)
+	waitPairHealthy(t, ctx, primary, backup, 60*time.Second)
+	ld.progress(t, 30, 30*time.Second, "acks once the pair is whole again", dg)
+	acks := ld.finish(t, dg)
+	checkAcks(t, ctx, brokers, acks, dg)
+	checkOneServerPerTerm(t, primary, backup)
+}

@@ -14,7 +14,6 @@
 //
 // A test of a known incompatibility would be gated behind TITANIC_MIXED=1
 // (its t.Skip naming the finding), so that `make test` stays green while
-// it is open; `make mixed` runs them all. One is open: TestMixedPairClusterVersion
-// (see its skip message). The tests need the git history (RELEASES'
+// it is open; `make mixed` runs them all. None is open now. The tests need the git history (RELEASES'
 // commits); in a shallow clone they skip, saying so.
 package upgrade

@@ -371,6 +371,12 @@ func TestJoinGetsSnapshotOfRestoredStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.connect()
+	// While f resynced, l could not reach a quorum of its two voters and
+	// may have stepped down (a loaded machine stretches the resync past
+	// the lease); f, an empty member now, votes for it again.
+	if p.leader(t) != l {
+		t.Fatalf("the resynced member %s leads", f.id)
+	}
 	if err := l.n.RemoveServer(ctx, f.id); err != nil {
 		t.Fatal(err)
 	}

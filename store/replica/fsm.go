@@ -97,6 +97,7 @@ var soloMark = []byte("titanic/solo")
 // this node is a voter in it.
 type confSeen struct {
 	term   uint64
+	index  uint64
 	voter  bool
 	voters int
 }
@@ -131,7 +132,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			// too: note the last one, and tell the store when it is
 			// shared by two voters or more (the solo journal before it
 			// is then on both nodes of a pair).
-			c := &confSeen{term: l.Term}
+			c := &confSeen{term: l.Term, index: l.Index}
 			voters := 0
 			for _, s := range raft.DecodeConfiguration(l.Data).Servers {
 				c.voter = c.voter || s.ID == f.self && s.Suffrage == raft.Voter

@@ -197,9 +197,10 @@ type Node struct {
 	// calls is the entry builder's queue (entries.go).
 	calls calls
 
-	// startTerm is the term of the last log entry when the node opened
-	// (0 after Resync).
-	startTerm atomic.Uint64
+	// startTerm and startIndex are the term and index of the last log
+	// entry when the node opened (0 after Resync).
+	startTerm  atomic.Uint64
+	startIndex atomic.Uint64
 	// readTerm is the last term in which ConfirmLeader applied a barrier
 	// (see read.go).
 	readTerm atomic.Uint64
@@ -266,9 +267,14 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		_ = logs.Close()
 		return nil, err
 	}
-	var startTerm uint64
-	_, _ = fmt.Sscan(n.raft().Stats()["last_log_term"], &startTerm)
+	// Read after raft started: an entry that arrived meanwhile only makes
+	// the node wait for a later one before it counts as caught up.
+	var startTerm, startIndex uint64
+	stats := n.raft().Stats()
+	_, _ = fmt.Sscan(stats["last_log_term"], &startTerm)
+	_, _ = fmt.Sscan(stats["last_log_index"], &startIndex)
 	n.startTerm.Store(startTerm)
+	n.startIndex.Store(startIndex)
 	n.calls.wake = make(chan struct{}, 1)
 	n.wg.Add(2)
 	go n.forward()
@@ -941,13 +947,17 @@ func (n *Node) TransferLeadership(id, addr string) error {
 }
 
 // HasVoter reports whether id is a voter of the current configuration.
-func (n *Node) HasVoter(id string) bool {
+func (n *Node) HasVoter(id string) bool { return n.HasVoterAt(id, "") }
+
+// HasVoterAt reports whether id is a voter at raft address addr in the
+// latest configuration (any address when addr is empty).
+func (n *Node) HasVoterAt(id, addr string) bool {
 	ms, err := n.Members()
 	if err != nil {
 		return false
 	}
 	for _, m := range ms {
-		if m.ID == id && m.Voter {
+		if m.ID == id && m.Voter && (addr == "" || m.Addr == addr) {
 			return true
 		}
 	}
@@ -957,6 +967,19 @@ func (n *Node) HasVoter(id string) bool {
 // StartTerm is the term of the last entry of this node's log when it
 // opened: entries of a later term came from a leader elected since.
 func (n *Node) StartTerm() uint64 { return n.startTerm.Load() }
+
+// StartIndex is the index of the last entry of this node's log when it
+// opened: an entry at a later index came from a leader since.
+func (n *Node) StartIndex() uint64 { return n.startIndex.Load() }
+
+// ConfigIndex returns the index of the configuration entry ConfigTerm
+// describes (0 if none).
+func (n *Node) ConfigIndex() uint64 {
+	if c := n.fsm.conf.Load(); c != nil {
+		return c.index
+	}
+	return 0
+}
 
 // ConfigTerm returns the term of the last configuration entry this node
 // has applied since it opened (0 if none), and whether this node is a
@@ -1077,6 +1100,7 @@ func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
 	n.fsm.conf.Store(nil)
 	n.fsm.applied.Store(applied)
 	n.startTerm.Store(0)
+	n.startIndex.Store(0)
 	n.solo.Store(false)
 	n.log.Warn("raft state moved aside; rejoining as a new member", "aside", aside, "store_kept", keepStore, "applied", applied)
 	return n.start(false)

@@ -90,8 +90,13 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			return text(tsp.CodeError, string(tsp.NotActive))
 		}
 		id, addr := string(req.Body[0]), string(req.Body[1])
-		if err := a.node.PrepareJoin(ctx); err != nil {
-			return text("500", err.Error())
+		// A voter asking again (a pair's passive restarted in this
+		// term, see Pair.askReadd) needs only the configuration entry,
+		// not a log compacted for a new member.
+		if !a.node.HasVoterAt(id, addr) {
+			if err := a.node.PrepareJoin(ctx); err != nil {
+				return text("500", err.Error())
+			}
 		}
 		if err := a.node.AddVoter(ctx, id, addr); err != nil {
 			return text("500", err.Error())

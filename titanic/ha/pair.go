@@ -448,7 +448,11 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.transfer()
 		return
 	}
-	if p.peerEndpoint == "" || p.joined() || time.Now().Before(p.retryAt) {
+	if p.peerEndpoint == "" || time.Now().Before(p.retryAt) {
+		return
+	}
+	joined := p.joined()
+	if joined && p.caughtUp.Load() {
 		return
 	}
 	p.retryAt = time.Now().Add(time.Second)
@@ -462,6 +466,10 @@ func (p *Pair) reconcile(ctx context.Context) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if joined {
+		p.askReadd(cctx)
+		return
+	}
 	frames, err := p.peer.Request(cctx, tsp.SvcHistory, [][]byte{{}})
 	if err != nil {
 		p.log.Info("asking the active peer for its history", "endpoint", p.peerEndpoint, "err", err)
@@ -560,6 +568,21 @@ func (p *Pair) reconcile(ctx context.Context) {
 		return
 	}
 	p.log.Info("the active peer added this node; catching up")
+}
+
+// askReadd asks the active peer, whose raft this node follows as a voter,
+// to add it again (titanic.cluster.join): the configuration entry that
+// writes is what lets this node count as caught up (memberSinceStart)
+// when it restarted in the active's term, which otherwise writes one only
+// in its next term. Every release's join adds a voter already there again.
+func (p *Pair) askReadd(ctx context.Context) {
+	id, addr := p.node.Self()
+	rep, err := p.peer.Request(ctx, tsp.SvcJoin, [][]byte{[]byte(id), []byte(addr)})
+	if err != nil || len(rep) == 0 || string(rep[0]) != "200" {
+		p.log.Info("asking the active peer to add this node again, to count as caught up", "answer", fmt.Sprintf("%q", rep), "err", err)
+		return
+	}
+	p.log.Info("the active peer added this node again in its term; catching up")
 }
 
 // peerIsLegacy reports whether the peer, which is not a voter, runs a
@@ -682,9 +705,21 @@ func lastEpochs(h store.History) string {
 // memberSinceStart reports whether this node holds a configuration that
 // makes it a voter, written in a term later than its log's last when it
 // started: by an entry it applied, or inside a snapshot it installed.
+//
+// A configuration entry of the term this node is in, at an index past
+// its log's last at start, counts too: it came from the current leader
+// after this node started, so this node holds that leader's log up to
+// it, and a leader goes on alone only in a term of its own (Reform), so
+// everything it commits later in this term needs this node's vote. That
+// is the case of a node restarted beside an active peer that kept its
+// term: the peer re-adds it when asked (see askReadd).
 func (p *Pair) memberSinceStart() bool {
 	start := p.node.StartTerm()
-	if cterm, voter := p.node.ConfigTerm(); voter && cterm > start {
+	cterm, voter := p.node.ConfigTerm()
+	if voter && cterm > start {
+		return true
+	}
+	if voter && cterm == p.node.Status().Term && p.node.ConfigIndex() > p.node.StartIndex() {
 		return true
 	}
 	return p.node.SnapshotVoterTerm() > start

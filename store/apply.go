@@ -111,6 +111,14 @@ func opErr(op *Op, err error, detail string) error {
 // the transaction untouched; the error return is for bbolt failures, which
 // abort the whole transaction.
 func (t *txn) apply(op *Op) (Result, error) {
+	if op.Worker != "" && !t.newerKind && t.format < formatV2 {
+		// The worker's name alone must not move the file to formatV2:
+		// that would end a rollback to the first release without any
+		// feature of a newer kind being used. It is kept from then on.
+		if bare := op.WithoutOptional(); bare.Version() == opsRecordV1 {
+			op = &bare
+		}
+	}
 	t.newerKind = t.newerKind || op.Version() > opsRecordV1
 	switch op.Kind {
 	case OpPause, OpResume:

@@ -134,6 +134,8 @@ func (t *txn) apply(op *Op) (Result, error) {
 		return t.transition(op)
 	case OpClose:
 		return t.close(op)
+	case OpPurge:
+		return t.purge(op)
 	case OpAdopt:
 		return t.adopt(op)
 	case OpRetry:
@@ -472,6 +474,22 @@ func (t *txn) pause(op *Op) (Result, error) {
 		return Result{}, fmt.Errorf("%s %s: %w", op.Kind, op.Service, err)
 	}
 	return res, nil
+}
+
+// purge closes a ticket only if it has failed (see OpPurge).
+func (t *txn) purge(op *Op) (Result, error) {
+	tk, ok, err := t.load(op.ID)
+	switch {
+	case err != nil:
+		return Result{ID: op.ID, Err: opErr(op, err, "")}, nil
+	case !ok:
+		return Result{ID: op.ID}, nil
+	case tk.State != StateFailed:
+		res := resultOf(&tk)
+		res.Err = opErr(op, ErrNotFailed, tk.State.String())
+		return res, nil
+	}
+	return t.close(op)
 }
 
 // close deletes a ticket and everything that refers to it.

@@ -141,6 +141,8 @@ type Lease struct {
 	ID      uint64 // unique per broker run
 	Service string
 	Token   []byte
+	// Worker names the worker that took the job, as Next was told.
+	Worker string
 }
 
 // Source supplies durable work to the broker's workers and learns how each
@@ -148,8 +150,11 @@ type Lease struct {
 // must not block.
 type Source interface {
 	// Next returns the next job for service, or false when there is none.
-	// It is called when a worker of service is idle.
-	Next(service string) (Job, bool)
+	// It is called when a worker of service is idle; worker names the one
+	// that takes the job (WorkerName of its routing identity, or "peer
+	// NAME" for a job forwarded to a peer cluster), for the attempt
+	// history and logs.
+	Next(service, worker string) (Job, bool)
 	// Completed hands over a worker's reply. The worker stays reserved
 	// (not given new work) until Broker.Release(lease.ID) is called: a
 	// Source may free it only once the reply is durable, or at once (as

@@ -122,13 +122,15 @@ func (s *state) dispatchJob(now time.Time, svc *service) bool {
 	if s.source == nil {
 		return false
 	}
-	job, ok := s.source.Next(svc.name)
+	// The worker takeIdle will give the job to: the Source records it.
+	name := WorkerName(svc.idle.Front().Value.(*worker).id)
+	job, ok := s.source.Next(svc.name, name)
 	if !ok {
 		return false
 	}
 	w := s.takeIdle(svc)
 	s.nextLease++
-	lease := Lease{ID: s.nextLease, Service: svc.name, Token: job.Token}
+	lease := Lease{ID: s.nextLease, Service: svc.name, Token: job.Token, Worker: name}
 	if err := s.sendWorker(now, w, mdp.WorkerEnvelope(mdp.Request, job.Token, nonEmpty(job.Body)...)); err != nil {
 		reason := "send request: " + err.Error()
 		s.c.JobsFailed++

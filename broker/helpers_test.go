@@ -367,7 +367,7 @@ func (f *fakeSource) add(service, token string, body ...string) {
 	f.mu.Unlock()
 }
 
-func (f *fakeSource) Next(service string) (broker.Job, bool) {
+func (f *fakeSource) Next(service, _ string) (broker.Job, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	q := f.jobs[service]

@@ -288,12 +288,13 @@ func (s *state) cloudDispatch(now time.Time, service string) {
 		if best == nil {
 			return
 		}
-		job, ok := s.source.Next(service)
+		name := PeerWorkerName(best.name)
+		job, ok := s.source.Next(service, name)
 		if !ok {
 			return
 		}
 		s.nextLease++
-		lease := Lease{ID: s.nextLease, Service: service, Token: job.Token}
+		lease := Lease{ID: s.nextLease, Service: service, Token: job.Token, Worker: name}
 		// The run makes tokens unique across restarts of this broker: a
 		// peer still holding a job of a previous run cannot answer a new
 		// one by mistake.

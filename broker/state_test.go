@@ -56,7 +56,7 @@ func (f *fakeSource) add(service, token string, body ...string) {
 	f.jobs[service] = append(f.jobs[service], Job{Token: []byte(token), Body: frames(body...)})
 }
 
-func (f *fakeSource) Next(service string) (Job, bool) {
+func (f *fakeSource) Next(service, _ string) (Job, bool) {
 	q := f.jobs[service]
 	if len(q) == 0 {
 		return Job{}, false

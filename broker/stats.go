@@ -120,6 +120,25 @@ type Counters struct {
 	CommandOverflows uint64
 }
 
+// WorkerName is the printable name of a worker, from its ROUTER routing
+// identity (7/MDP gives workers no other name): the identity itself when
+// it is printable ASCII (a worker that set ZMQ_ROUTING_ID), otherwise
+// "0x" and its hex (ZeroMQ's generated identities are 5 binary bytes). It
+// is what the broker's logs show, unquoted, so that an attempt can be
+// matched to the log lines of the worker that ran it.
+func WorkerName(id string) string {
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x20 || id[i] > 0x7e {
+			return "0x" + hex.EncodeToString([]byte(id))
+		}
+	}
+	return id
+}
+
+// PeerWorkerName is the worker name (see WorkerName) of a job forwarded
+// to the peer cluster peer: which of its workers runs it is the peer's.
+func PeerWorkerName(peer string) string { return "peer " + peer }
+
 // routeString is a printable form of a ROUTER identity, for logs: the text
 // itself when it is printable ASCII, otherwise hex (ZeroMQ's generated
 // identities are 5 binary bytes).

@@ -224,6 +224,19 @@ func (c *Client) Retry(ctx context.Context, ticket string) error {
 	return lifecycleStatus(rep, "retry", ticket)
 }
 
+// Purge closes a failed ticket, as CloseTicket does, but only if it is
+// still failed when the broker applies the close: a ticket retried
+// meanwhile is left alone (ErrNotFailed). It returns ErrUnknown for a
+// ticket the broker does not know, and ErrUnsupported when the broker, or
+// its cluster, cannot take it yet (cluster version 3).
+func (c *Client) Purge(ctx context.Context, ticket string) error {
+	rep, err := c.do(ctx, tsp.SvcPurge, [][]byte{[]byte(ticket)})
+	if err != nil {
+		return err
+	}
+	return lifecycleStatus(rep, "purge", ticket)
+}
+
 // unsupported reports whether an answer says the broker lacks a service
 // (an older release) or its cluster cannot take the request yet.
 func unsupported(rep [][]byte) bool {

@@ -172,6 +172,7 @@ func (s *BoltStore) swap(tmp string) error {
 		return errors.Join(renameErr, fmt.Errorf("reopen: %w", err))
 	}
 	s.db = db
+	s.loadFormat()
 	if renameErr == nil {
 		s.stopped = nil // the file whose last commit was in doubt is gone
 	}

@@ -111,6 +111,14 @@ func opErr(op *Op, err error, detail string) error {
 // the transaction untouched; the error return is for bbolt failures, which
 // abort the whole transaction.
 func (t *txn) apply(op *Op) (Result, error) {
+	if op.Worker != "" && !t.newerKind && t.format < formatV2 {
+		// The worker's name alone must not move the file to formatV2:
+		// that would end a rollback to the first release without any
+		// feature of a newer kind being used. It is kept from then on.
+		if bare := op.WithoutOptional(); bare.Version() == opsRecordV1 {
+			op = &bare
+		}
+	}
 	t.newerKind = t.newerKind || op.Version() > opsRecordV1
 	switch op.Kind {
 	case OpPause, OpResume:
@@ -126,6 +134,8 @@ func (t *txn) apply(op *Op) (Result, error) {
 		return t.transition(op)
 	case OpClose:
 		return t.close(op)
+	case OpPurge:
+		return t.purge(op)
 	case OpAdopt:
 		return t.adopt(op)
 	case OpRetry:
@@ -464,6 +474,22 @@ func (t *txn) pause(op *Op) (Result, error) {
 		return Result{}, fmt.Errorf("%s %s: %w", op.Kind, op.Service, err)
 	}
 	return res, nil
+}
+
+// purge closes a ticket only if it has failed (see OpPurge).
+func (t *txn) purge(op *Op) (Result, error) {
+	tk, ok, err := t.load(op.ID)
+	switch {
+	case err != nil:
+		return Result{ID: op.ID, Err: opErr(op, err, "")}, nil
+	case !ok:
+		return Result{ID: op.ID}, nil
+	case tk.State != StateFailed:
+		res := resultOf(&tk)
+		res.Err = opErr(op, ErrNotFailed, tk.State.String())
+		return res, nil
+	}
+	return t.close(op)
 }
 
 // close deletes a ticket and everything that refers to it.

@@ -175,6 +175,10 @@ type BoltStore struct {
 	commits atomic.Uint64
 	applies atomic.Uint64
 	ops     atomic.Uint64
+
+	// newerFormat caches whether the data file is at formatV2 (see
+	// NewerFormat), so that callers on the broker's loop read no store.
+	newerFormat atomic.Bool
 }
 
 var _ Store = (*BoltStore)(nil)
@@ -201,9 +205,33 @@ func Open(path string, opts Options) (*BoltStore, error) {
 		completions: make(chan []completion, 8),
 		completed:   make(chan struct{}),
 	}
+	s.loadFormat()
 	go s.run()
 	go s.complete()
 	return s, nil
+}
+
+// NewerFormat reports whether the data file is at format 2: an op of a
+// kind the first release does not read was applied (or the file was
+// restored from one that had), so that release will not open it any more
+// and a rollback to it is over anyway. Optional fields that would
+// otherwise end it (Op.Worker) are kept only from then on. It reads no
+// store.
+func (s *BoltStore) NewerFormat() bool { return s.newerFormat.Load() }
+
+// loadFormat sets the NewerFormat cache from the open file (at Open and
+// after the file was swapped). A file that cannot be read leaves it as it
+// was: Open has checked the layout already.
+func (s *BoltStore) loadFormat() {
+	if s.db == nil {
+		return
+	}
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(metaBucket).Get(formatKey); len(v) == 4 {
+			s.newerFormat.Store(binary.BigEndian.Uint32(v) >= formatV2)
+		}
+		return nil
+	})
 }
 
 // Leadership implements Store: nil, a BoltStore is the only copy of its

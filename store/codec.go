@@ -24,7 +24,7 @@ const (
 	// node of the first release refuses it instead of misreading it.
 	opsRecordV2 = 2
 	// opsRecordV3 is a batch with an op kind after OpAdopt (OpRetry,
-	// OpCancel, OpPause, OpResume), and every op followed by its extras
+	// OpCancel, OpPause, OpResume, OpPurge), and every op followed by its extras
 	// (Lifecycle, Worker) as tagged fields.
 	opsRecordV3 = 3
 )

@@ -32,7 +32,7 @@ func (t *txn) journal(index uint64, ops []Op, res []Result) error {
 		return fmt.Errorf("create solo journal: %w", err)
 	}
 	for i := range ops {
-		if res[i].Err != nil || res[i].Duplicate || ops[i].Kind == OpClose && !res[i].Existed {
+		if res[i].Err != nil || res[i].Duplicate || (ops[i].Kind == OpClose || ops[i].Kind == OpPurge) && !res[i].Existed {
 			continue
 		}
 		if err := b.Put(journalKey(index, i), append([]byte{byte(ops[i].Kind)}, ops[i].ID[:]...)); err != nil {
@@ -97,7 +97,7 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 			switch OpKind(v[0]) {
 			case OpSubmit, OpAdopt:
 				ch.created, ch.closed = true, false
-			case OpClose:
+			case OpClose, OpPurge:
 				ch.closed = true
 			case OpRetry:
 				ch.retried = true

@@ -48,7 +48,11 @@ func TestAttemptsAndCancel(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
 	id := store.NewID()
-	mustApply(t, s, submit(id, "echo"))
+	// A submit with a lifecycle option is an op of a newer kind: the
+	// store is at format 2, where it keeps the workers' names.
+	sub := submit(id, "echo")
+	sub.Priority = store.PriorityHigh
+	mustApply(t, s, sub)
 	mustApply(t, s, store.Op{Kind: store.OpDispatch, ID: id, Time: at(1), Worker: "w1"})
 	mustApply(t, s, store.Op{Kind: store.OpRequeue, ID: id, Time: at(2), Reason: "exit 3", Lifecycle: store.Lifecycle{Due: at(500)}})
 	tk, err := s.Get(ctx, id)
@@ -144,12 +148,14 @@ func TestPauseResume(t *testing.T) {
 
 // A store the first release may still open keeps ticket records it reads:
 // the start and worker of an attempt are kept only once the store took an
-// op of a newer kind (format 2).
+// op of a newer kind (format 2). A dispatch that names its worker is not
+// such an op by itself: it leaves the store at format 1 (a rollback still
+// works) and its attempt names no worker.
 func TestAttemptExtrasWaitForFormat2(t *testing.T) {
-	s, _ := newStore(t)
+	s, path := newStore(t)
 	ctx := context.Background()
 	id := store.NewID()
-	mustApply(t, s, submit(id, "echo"), store.Op{Kind: store.OpDispatch, ID: id, Time: at(1)})
+	mustApply(t, s, submit(id, "echo"), store.Op{Kind: store.OpDispatch, ID: id, Time: at(1), Worker: "w0"})
 	tk, err := s.Get(ctx, id)
 	if err != nil {
 		t.Fatal(err)
@@ -157,11 +163,35 @@ func TestAttemptExtrasWaitForFormat2(t *testing.T) {
 	if !tk.Started.IsZero() || tk.Worker != "" {
 		t.Fatalf("format 1 store kept the attempt's start and worker (a v0.1.0 node could not read the record): %+v", tk)
 	}
+	mustApply(t, s, store.Op{Kind: store.OpFail, ID: id, Time: at(2), Reason: "exit 3"})
+	if as, err := s.Attempts(ctx, id); err != nil || len(as) != 1 || as[0].Worker != "" || as[0].Outcome != store.StateFailed {
+		t.Fatalf("attempts on a format 1 store: %+v %v, want one failed attempt naming no worker", as, err)
+	}
+	if s.NewerFormat() {
+		t.Fatal("a dispatch naming its worker moved the store to format 2")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = store.Open(path, store.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if s.NewerFormat() {
+		t.Fatal("reopened: format 2, want 1")
+	}
 	// A retry moves the store to format 2; from then on they are kept.
 	other := store.NewID()
 	mustApply(t, s, submit(other, "echo"), op(store.OpFail, other), store.Op{Kind: store.OpRetry, ID: other, Time: at(2)})
+	if !s.NewerFormat() {
+		t.Fatal("after a retry: NewerFormat false, want true")
+	}
 	mustApply(t, s, store.Op{Kind: store.OpDispatch, ID: other, Time: at(3), Worker: "w"})
 	if tk, err = s.Get(ctx, other); err != nil || !tk.Started.Equal(at(3)) || tk.Worker != "w" {
 		t.Fatalf("format 2 store: %+v %v", tk, err)
+	}
+	mustApply(t, s, store.Op{Kind: store.OpRequeue, ID: other, Time: at(4), Reason: "lost"})
+	if as, err := s.Attempts(ctx, other); err != nil || len(as) != 1 || as[0].Worker != "w" {
+		t.Fatalf("attempts on a format 2 store: %+v %v, want the one attempt naming w", as, err)
 	}
 }

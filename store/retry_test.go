@@ -205,3 +205,53 @@ func TestNewerKindMovesFormat(t *testing.T) {
 		t.Fatalf("format went back to %d", f)
 	}
 }
+
+// A purge closes a ticket only if it is failed when the purge is applied:
+// a retry applied between the purge's listing and its close keeps the
+// ticket (pending, in its FIFO); a failed one is closed; an unknown one
+// is no error. The purge is an op of a newer kind (ops record 3).
+func TestPurgeOnlyFailed(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	raced, dead := store.NewID(), store.NewID()
+	mustApply(t, s, submit(raced, "echo"), op(store.OpFail, raced), submit(dead, "echo"), op(store.OpFail, dead))
+	listed, err := s.List(ctx, store.Filter{Service: "echo", State: store.StateFailed, Limit: 10})
+	if err != nil || len(listed) != 2 {
+		t.Fatalf("failed tickets listed: %d %v, want 2", len(listed), err)
+	}
+	// The retry lands after the listing, before the purge's close.
+	mustApply(t, s, store.Op{Kind: store.OpRetry, ID: raced, Time: at(5)})
+	res, err := s.Apply(ctx, []store.Op{{Kind: store.OpPurge, ID: raced, Time: at(6)}, {Kind: store.OpPurge, ID: dead, Time: at(6)},
+		{Kind: store.OpPurge, ID: store.NewID(), Time: at(6)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, store.ErrNotFailed) || res[0].State != store.StatePending {
+		t.Fatalf("purge of the retried ticket: %+v, want ErrNotFailed and pending", res[0])
+	}
+	if res[1].Err != nil || !res[1].Existed || res[1].Closed != store.StateFailed {
+		t.Fatalf("purge of the failed ticket: %+v", res[1])
+	}
+	if res[2].Err != nil || res[2].Existed {
+		t.Fatalf("purge of an unknown ticket: %+v, want no error and Existed false", res[2])
+	}
+	if tk, err := s.Get(ctx, raced); err != nil || tk.State != store.StatePending {
+		t.Fatalf("retried ticket after the purge: %+v %v, want pending", tk, err)
+	}
+	if us := unfinished(t, s); len(us) != 1 || us[0].ID != raced {
+		t.Fatalf("unfinished after the purge: %+v, want the retried ticket", us)
+	}
+	if _, err := s.Get(ctx, dead); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("purged ticket: %v, want ErrNotFound", err)
+	}
+	if v := (&store.Op{Kind: store.OpPurge}).Version(); v != 3 {
+		t.Fatalf("purge needs ops record %d, want 3", v)
+	}
+	// Applied again (a replayed entry), it changes nothing.
+	if r := applyOne(t, s, store.Op{Kind: store.OpPurge, ID: dead, Time: at(7)}); r.Err != nil || r.Existed {
+		t.Fatalf("purge replayed: %+v", r)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+}

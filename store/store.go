@@ -210,11 +210,18 @@ const (
 	// says whether the service was paused before. Ops record version 3.
 	OpPause
 	OpResume
+	// OpPurge is OpClose on condition: it deletes the ticket only if it
+	// has failed, and leaves it alone otherwise (ErrNotFailed), so that
+	// a ticket retried after a purge listed it survives the purge. The
+	// condition is decided where the op is applied, so every replica
+	// decides alike. An unknown ticket: Existed false, as OpClose. Ops
+	// record version 3.
+	OpPurge
 
 	// lastOpKind is the newest kind this build reads. A new kind must
 	// come with a new ops record version (see codec.go), so that an
 	// older node refuses it (ErrUnsupported) instead of skipping it.
-	lastOpKind = OpResume
+	lastOpKind = OpPurge
 )
 
 // Version is the ops record version that introduced the kind: the
@@ -226,7 +233,7 @@ func (k OpKind) Version() int {
 		return opsRecordV1
 	case k == OpAdopt:
 		return opsRecordV2
-	case k >= OpRetry && k <= OpResume:
+	case k >= OpRetry && k <= OpPurge:
 		return opsRecordV3
 	}
 	return 0
@@ -262,6 +269,8 @@ func (k OpKind) String() string {
 		return "pause"
 	case OpResume:
 		return "resume"
+	case OpPurge:
+		return "purge"
 	}
 	return fmt.Sprintf("op(%d)", uint8(k))
 }

@@ -430,6 +430,7 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 	var (
 		txid    int
 		applied bool // the ops are in; an error now comes from the commit
+		newer   bool // the commit moves the file to formatV2
 	)
 	start := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -504,6 +505,7 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 		if err := t.finish(); err != nil {
 			return err
 		}
+		newer = t.newerKind
 		applied = true
 		return nil
 	})
@@ -512,6 +514,9 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 			s.afterFailedCommit(txid, err)
 		}
 		return nil, err
+	}
+	if newer {
+		s.newerFormat.Store(true)
 	}
 	s.commits.Add(1)
 	if s.opts.ObserveCommit != nil {

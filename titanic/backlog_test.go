@@ -136,7 +136,7 @@ func (bl *backlog) submitWait(tb testing.TB, n int, lc store.Lifecycle) {
 func (bl *backlog) next(tb testing.TB) store.ID {
 	deadline := time.Now().Add(wait)
 	for {
-		if job, ok := bl.svc.Next("s"); ok {
+		if job, ok := bl.svc.Next("s", "w"); ok {
 			id, err := store.ParseID(string(job.Token))
 			if err != nil {
 				tb.Fatal(err)

@@ -16,11 +16,14 @@ import (
 // it never touches the store: a head whose body was not cached is handed
 // to the loader and dispatched once the loader wakes the broker again.
 // Delayed tickets are not in the queues (the schedule moves them in when
-// due), so Next never looks at them.
-func (s *Service) Next(service string) (broker.Job, bool) {
+// due), so Next never looks at them. The dispatch mark names worker, for
+// the attempt history; the store keeps the name only once its data file is
+// at format 2 (see store.BoltStore.NewerFormat), so that it never ends a
+// rollback to the first release on its own.
+func (s *Service) Next(service, worker string) (broker.Job, bool) {
 	now := s.cfg.Now()
 	var expired []*entry
-	job, ok := s.next(service, now, &expired)
+	job, ok := s.next(service, worker, now, &expired)
 	for _, e := range expired {
 		s.stats.deadlineExpired.Add(1)
 		s.fail(e, expiredReason(e.deadline))
@@ -28,7 +31,7 @@ func (s *Service) Next(service string) (broker.Job, bool) {
 	return job, ok
 }
 
-func (s *Service) next(service string, now time.Time, expired *[]*entry) (broker.Job, bool) {
+func (s *Service) next(service, worker string, now time.Time, expired *[]*entry) (broker.Job, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.paused[service] {
@@ -73,7 +76,7 @@ func (s *Service) next(service string, now time.Time, expired *[]*entry) (broker
 		// The dispatch mark is recorded in the next commit, but the worker
 		// need not wait for it: if the broker dies first, the ticket is
 		// still unfinished in the store and is redelivered on recovery.
-		_ = s.enqueue(pendingOp{op: store.Op{Kind: store.OpDispatch, ID: e.id, Time: now}, done: ignore})
+		_ = s.enqueue(pendingOp{op: store.Op{Kind: store.OpDispatch, ID: e.id, Time: now, Worker: worker}, done: ignore})
 		s.note(e.id, "dispatched", service)
 		return broker.Job{Token: []byte(e.id.String()), Body: e.body}, true
 	}

@@ -20,6 +20,7 @@ import (
 //	titanic.pause    [service]  → 200 | 400 text   its tickets are not dispatched; submits are taken
 //	titanic.resume   [service]  → 200 | 400 text
 //	titanic.attempts [ticket]   → 200 | JSON       the attempts that ended without a reply
+//	titanic.purge    [ticket]   → 200 | 400 text   close the ticket only if it has failed
 //
 // Each writes an op of a kind the first release cannot read (ops record
 // 3): a replicated cluster takes it only once its cluster version allows
@@ -81,6 +82,30 @@ func (s *Service) retry(id store.ID, done func(error)) error {
 			s.tallyRetry(res.Service)
 			s.enlist((&entry{id: id, service: res.Service, seq: res.Seq, queued: op.Time}).withLifecycle(res.Lifecycle, 0), nil)
 			s.note(id, "pending", res.Service)
+		}
+		done(err)
+	})
+}
+
+// Purge closes a ticket only if it has failed (titanic.purge, the HTTP
+// API's purge): the condition is checked where the close is applied, so
+// a ticket retried after a purge listed it is left alone (ErrNotFailed).
+// An unknown ticket: store.ErrNotFound.
+func (s *Service) Purge(ctx context.Context, id store.ID) error {
+	return s.waitFor(ctx, func(done func(error)) error { return s.purge(id, done) })
+}
+
+func (s *Service) purge(id store.ID, done func(error)) error {
+	op := store.Op{Kind: store.OpPurge, ID: id, Time: s.cfg.Now()}
+	return s.commitOne(op, func(res store.Result, err error) {
+		if err == nil && !res.Existed {
+			err = fmt.Errorf("purge %s: %w", id, store.ErrNotFound)
+		}
+		if err == nil {
+			s.forget(id)
+			s.tallyClose(res)
+			s.stats.closes.Add(1)
+			s.note(id, "closed", "")
 		}
 		done(err)
 	})
@@ -207,7 +232,11 @@ func lifecycleAnswer(what string, err error) [][]byte {
 	case errors.Is(err, store.ErrNotFound):
 		return replyText(tsp.CodeUnknown, string(tsp.UnknownTicket))
 	case errors.Is(err, store.ErrNotFailed):
-		return replyText(tsp.CodeUnknown, tsp.NotFailed.Text(fmt.Sprintf("%s: only a failed ticket can be retried (%v)", what, err)))
+		why := "only a failed ticket can be retried"
+		if what == "purge" {
+			why = "only a failed ticket is purged"
+		}
+		return replyText(tsp.CodeUnknown, tsp.NotFailed.Text(fmt.Sprintf("%s: %s (%v)", what, why, err)))
 	case errors.Is(err, store.ErrFinal):
 		return replyText(tsp.CodeUnknown, tsp.Finished.Text(fmt.Sprintf("%s: the ticket is finished already (%v)", what, err)))
 	case errors.Is(err, store.ErrClusterVersion):
@@ -226,15 +255,18 @@ func (s *Service) serveLifecycle(req broker.Request) [][]byte {
 	}
 	var err error
 	switch req.Service {
-	case tsp.SvcRetry, tsp.SvcCancel:
+	case tsp.SvcRetry, tsp.SvcCancel, tsp.SvcPurge:
 		var id store.ID
 		if id, err = parseTicket(req.Body); err != nil {
 			break
 		}
-		if req.Service == tsp.SvcRetry {
+		switch req.Service {
+		case tsp.SvcRetry:
 			err = s.retry(id, answer)
-		} else {
+		case tsp.SvcCancel:
 			err = s.cancel(id, "", answer)
+		default:
+			err = s.purge(id, answer)
 		}
 	case tsp.SvcPause, tsp.SvcResume:
 		if len(req.Body) != 1 {

@@ -62,7 +62,7 @@ func TestMergeQueuesAdopted(t *testing.T) {
 	if _, job := h.next("echo"); string(job.Token) != id.String() || string(job.Body[0]) != "from the peer" {
 		t.Fatalf("job %q %q, want the adopted ticket", job.Token, job.Body)
 	}
-	if _, ok := h.svc.Next("echo"); ok {
+	if _, ok := h.svc.Next("echo", "w"); ok {
 		t.Fatal("the adopted ticket was queued twice")
 	}
 	if err := h.svc.Merge(context.Background(), []store.Op{{Kind: store.OpSubmit, ID: store.NewID(), Service: "echo"}}); err == nil {

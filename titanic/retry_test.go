@@ -100,3 +100,81 @@ func TestRetryFailedTicket(t *testing.T) {
 		t.Fatalf("retry of an unknown ticket: %v, want ErrUnknown", err)
 	}
 }
+
+// A lost worker counts as a failed attempt: its ticket waits out the
+// backoff before it is redelivered, as after a reported failure, so that a
+// job that kills its workers cannot burn its attempts (and the workers) at
+// once. The pause is the equal-jitter backoff: at least half the base. The
+// attempt history says the attempt was retried because the worker left.
+func TestWorkerLossBacksOff(t *testing.T) {
+	const base = 2 * time.Second
+	nc := nodetest.Config(t.TempDir())
+	nc.Service = titanic.DefaultConfig()
+	nc.Service.BackoffBase, nc.Service.BackoffMax = base, base
+	nc.Service.Logger = nodetest.Quiet
+	nd := nodetest.Start(t, nc)
+	c, err := client.New(client.Config{Brokers: []string{nd.Endpoint()}, Timeout: time.Second, Retries: 3, Logger: nodetest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// The first worker takes the job and is stopped while it runs: its
+	// handler is cancelled and the worker disconnects without a reply.
+	took := make(chan struct{})
+	w1, err := worker.New(worker.Config{Brokers: []string{nd.Endpoint()}, Service: "crashy", HeartbeatInterval: 100 * time.Millisecond, Logger: nodetest.Quiet},
+		func(hctx context.Context, _ [][]byte) ([][]byte, error) {
+			close(took)
+			<-hctx.Done()
+			return nil, hctx.Err()
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1ctx, w1stop := context.WithCancel(ctx)
+	w1done := make(chan error, 1)
+	go func() { w1done <- w1.Run(w1ctx) }()
+	ticket, err := c.Submit(ctx, "crashy", [][]byte{[]byte("job")}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-took:
+	case <-ctx.Done():
+		t.Fatal("the first worker never got the job")
+	}
+	w1stop()
+	<-w1done
+	lost := time.Now()
+
+	// A second worker is there at once; it must not get the job before
+	// the backoff.
+	got := make(chan time.Time, 1)
+	w2, err := worker.New(worker.Config{Brokers: []string{nd.Endpoint()}, Service: "crashy", HeartbeatInterval: 100 * time.Millisecond, Logger: nodetest.Quiet},
+		func(_ context.Context, req [][]byte) ([][]byte, error) {
+			select {
+			case got <- time.Now():
+			default:
+			}
+			return req, nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2ctx, w2stop := context.WithCancel(ctx)
+	w2done := make(chan error, 1)
+	go func() { w2done <- w2.Run(w2ctx) }()
+	defer func() { w2stop(); <-w2done }()
+	if _, err := c.Reply(ctx, ticket, client.ReplyOptions{Wait: true}); err != nil {
+		t.Fatalf("reply: %v", err)
+	}
+	if at := <-got; at.Sub(lost) < base/2 {
+		t.Fatalf("redelivered %s after the worker was lost, want the backoff (at least %s)", at.Sub(lost), base/2)
+	}
+	as, err := c.Attempts(ctx, ticket)
+	if err != nil || len(as) != 1 || as[0].Outcome != "retried" || as[0].Error == "" {
+		t.Fatalf("attempts: %+v %v, want the lost attempt, retried, with why", as, err)
+	}
+}

@@ -73,7 +73,7 @@ func (h *harness) take(service string, n int) string {
 func (h *harness) drain(service string) []string {
 	var out []string
 	for {
-		job, ok := h.svc.Next(service)
+		job, ok := h.svc.Next(service, "w")
 		if !ok {
 			return out
 		}

@@ -512,7 +512,7 @@ func (s *Service) serve(req broker.Request) [][]byte {
 		return s.hello(req, req.Service == tsp.SvcBye)
 	case tsp.SvcClients:
 		return s.listClients()
-	case tsp.SvcRetry, tsp.SvcCancel, tsp.SvcPause, tsp.SvcResume, tsp.SvcAttempts:
+	case tsp.SvcRetry, tsp.SvcCancel, tsp.SvcPause, tsp.SvcResume, tsp.SvcAttempts, tsp.SvcPurge:
 		return s.serveLifecycle(req)
 	}
 	s.stats.badRequests.Add(1)

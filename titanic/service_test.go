@@ -151,7 +151,7 @@ func (h *harness) next(service string) (broker.Lease, broker.Job) {
 	h.t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
-		if job, ok := h.svc.Next(service); ok {
+		if job, ok := h.svc.Next(service, "w"); ok {
 			h.lease++
 			return broker.Lease{ID: h.lease, Service: service, Token: job.Token}, job
 		}
@@ -335,7 +335,7 @@ func TestWorkerFreeBeforeReplyDurable(t *testing.T) {
 	// ticket nor the failed one is dispatched meanwhile.
 	h.svc.Failed(leaseB, "boom")
 	h.svc.Failed(leaseA, "late failure") // ignored: a was answered
-	if job, ok := h.svc.Next("echo"); ok {
+	if job, ok := h.svc.Next("echo", "w"); ok {
 		t.Fatalf("dispatched %s while the commits are stalled", job.Token)
 	}
 	// Not durable: lookups answer as for a running ticket.
@@ -415,7 +415,7 @@ func TestReplyCommitFailureHeld(t *testing.T) {
 	gs.open()
 	deadline := time.Now().Add(wait)
 	for {
-		if job, ok := h.svc.Next("echo"); ok {
+		if job, ok := h.svc.Next("echo", "w"); ok {
 			t.Fatalf("job %s dispatched again after its reply's commit failed", job.Token)
 		}
 		r := h.call(tsp.SvcReply, a)
@@ -467,7 +467,7 @@ func TestCloseWhileReplyPending(t *testing.T) {
 			if r := h.call(tsp.SvcReply, a); codeOf(r) != tsp.CodeUnknown {
 				t.Fatalf("reply after close = %q, want 400", r)
 			}
-			if job, ok := h.svc.Next("echo"); ok {
+			if job, ok := h.svc.Next("echo", "w"); ok {
 				t.Fatalf("closed ticket dispatched: %s", job.Token)
 			}
 			if st := h.svc.Stats(); st.Leased != 0 || st.Queued["echo"] != 0 {
@@ -524,7 +524,7 @@ func TestRedeliveryThenFailure(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if job, ok := h.svc.Next("flaky"); ok {
+	if job, ok := h.svc.Next("flaky", "w"); ok {
 		t.Fatalf("failed ticket dispatched again: %q", job.Token)
 	}
 	r := h.call(tsp.SvcStatus, ticket)
@@ -655,7 +655,7 @@ func TestIdempotentSubmit(t *testing.T) {
 		t.Fatalf("titanic.request = %q, want 200 and the ticket only", r)
 	}
 	h.next("s")
-	if job, ok := h.svc.Next("s"); ok {
+	if job, ok := h.svc.Next("s", "w"); ok {
 		t.Fatalf("duplicate submit queued a second job %s", job.Token)
 	}
 }
@@ -694,7 +694,7 @@ func TestKeyConflictSubmit(t *testing.T) {
 		t.Fatalf("job %s, want the original %s", job.Token, orig)
 	}
 	for _, svc := range []string{"s", "t"} {
-		if job, ok := h.svc.Next(svc); ok {
+		if job, ok := h.svc.Next(svc, "w"); ok {
 			t.Fatalf("a refused submit queued job %s on %s", job.Token, svc)
 		}
 	}

@@ -272,15 +272,27 @@ func runPurge(e env) error {
 		fmt.Fprintf(e.stdout, "would close %d failed tickets of %s\n", len(dead), *service)
 		return errPurgeUnconfirmed
 	}
-	n := 0
+	// Each close is conditional (titanic.purge): a ticket retried since
+	// the listing is left alone, whoever retried it.
+	n, kept := 0, 0
 	for _, d := range dead {
-		if err := c.CloseTicket(e.ctx, d.ID); err != nil {
+		switch err := c.Purge(e.ctx, d.ID); {
+		case err == nil:
+			n++
+		case errors.Is(err, client.ErrNotFailed), errors.Is(err, client.ErrUnknown):
+			kept++ // retried or closed since the listing
+		case errors.Is(err, client.ErrUnsupported) && n == 0:
+			return fmt.Errorf("%w (purge closes a ticket only if it is still failed, which needs cluster version 3;"+
+				" titanic close TICKET closes one whatever its state)", err)
+		default:
 			fmt.Fprintf(e.stdout, "closed %d failed tickets of %s\n", n, *service)
 			return err
 		}
-		n++
 	}
 	fmt.Fprintf(e.stdout, "closed %d failed tickets of %s\n", n, *service)
+	if kept > 0 {
+		fmt.Fprintf(e.stdout, "left %d alone: retried or closed since they were listed\n", kept)
+	}
 	return nil
 }
 

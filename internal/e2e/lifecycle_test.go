@@ -456,3 +456,66 @@ func TestLifecyclePlainTSP(t *testing.T) {
 		t.Fatalf("titanic.reply after close: %q, want 400", r)
 	}
 }
+
+// The attempt history names the worker of each failed attempt, by the
+// printable form of its routing identity that the broker's log uses too,
+// but only once the data file is at format 2: before, a worker's name
+// alone would end a rollback to v0.1.0, so a store that took nothing but
+// first-release work records none ("-").
+func TestLifecycleAttemptWorker(t *testing.T) {
+	b := newLCBroker(t, "--max-attempts", "1")
+	b.worker("worker", "flaky", `cat >/dev/null; echo "disk on fire" >&2; exit 3`)
+	b.serving("flaky")
+	type history struct {
+		History []struct {
+			Worker  string `json:"worker"`
+			Outcome string `json:"outcome"`
+			Error   string `json:"error"`
+		} `json:"history"`
+	}
+	attempts := func(tk string) history {
+		t.Helper()
+		out, code := b.cli("status", "--attempts", "--json", tk)
+		var h history
+		if code != 0 || json.Unmarshal([]byte(out), &h) != nil {
+			t.Fatalf("status --attempts --json %s: %q exit %d", tk, out, code)
+		}
+		return h
+	}
+
+	plain := b.submit("flaky", "plain")
+	if _, code := b.cli("reply", "--wait", "--wait-timeout", "60s", plain); code != 5 {
+		t.Fatalf("reply --wait of the plain ticket: exit %d, want 5 (failed)", code)
+	}
+	if h := attempts(plain); len(h.History) != 1 || h.History[0].Worker != "" || h.History[0].Outcome != "failed" {
+		t.Fatalf("plain ticket's history on a first-release store: %+v, want one failed attempt and no worker", h)
+	}
+	if out, code := b.cli("status", "--attempts", plain); code != 0 || !hasLine(out, "\t-\t", "failed") {
+		t.Fatalf("status --attempts: %q exit %d, want the worker shown as -", out, code)
+	}
+
+	// A lifecycle option is an op of a newer kind: the file is at
+	// format 2 from then on, and workers are recorded.
+	opted := b.submit("--attempts", "2", "--backoff", "50ms", "flaky", "opted")
+	if _, code := b.cli("reply", "--wait", "--wait-timeout", "60s", opted); code != 5 {
+		t.Fatalf("reply --wait of the ticket with --attempts 2: exit %d, want 5 (failed)", code)
+	}
+	h := attempts(opted)
+	if len(h.History) != 2 || h.History[0].Outcome != "retried" || h.History[1].Outcome != "failed" {
+		t.Fatalf("history of the ticket with --attempts 2: %+v, want retried then failed", h)
+	}
+	name := h.History[0].Worker
+	if len(name) != 12 || !strings.HasPrefix(name, "0x") || h.History[1].Worker != name {
+		t.Fatalf("history %+v: want both attempts naming the one worker by its 5-byte routing identity (0x + 10 hex digits)", h)
+	}
+	log, err := os.ReadFile(b.p.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasLine(string(log), "worker registered", "worker="+name) {
+		t.Fatalf("no broker log line registers worker %s:\n%s", name, b.p.Tail())
+	}
+	if out, code := b.cli("status", "--attempts", opted); code != 0 || !hasLine(out, name, "retried", "disk on fire") {
+		t.Fatalf("status --attempts: %q exit %d, want the retried attempt naming %s", out, code, name)
+	}
+}

@@ -83,16 +83,22 @@ func (n *Node) admit(ops []store.Op, done func(store.Done)) ([]store.Op, func(st
 			if cluster == 0 {
 				cluster, _ = n.ClusterVersion(context.Background())
 			}
-			if need := o.Version(); need > cluster {
-				if bare := o.WithoutOptional(); bare.Version() <= cluster {
-					// Only what enriches the record (the worker's
-					// name) is newer: keep the op, drop that.
-					if !stripped {
-						ops, stripped = slices.Clone(ops), true
-					}
-					ops[i] = bare
-					continue
+			bare := o.WithoutOptional()
+			need := o.Version()
+			// Only what enriches the record (the worker's name) is
+			// newer: keep the op, drop that, while the cluster cannot
+			// read it or while writing it would be the first newer op
+			// this store applies (the first moves every member's data
+			// file to format 2 and so ends a rollback to the first
+			// release: a name is not worth that).
+			if bare.Version() < need && (need > cluster || !n.st.NewerFormat()) {
+				if !stripped {
+					ops, stripped = slices.Clone(ops), true
 				}
+				ops[i] = bare
+				continue
+			}
+			if need > cluster {
 				refused[i] = &store.ClusterVersionError{Kind: o.Kind, Need: need, Have: cluster}
 			}
 		}

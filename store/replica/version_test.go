@@ -112,3 +112,75 @@ func TestAnnounceLeaderOnly(t *testing.T) {
 		t.Fatalf("cluster version %d %v, want 3 (never down)", v, err)
 	}
 }
+
+// A worker's name is an optional field of a newer ops record: the leader
+// drops it while its cluster cannot read it, and also at cluster version
+// 3 until an op of a newer kind has moved the stores to format 2, so that
+// naming workers never ends a rollback to the first release by itself.
+// From then on every member records it.
+func TestWorkerNameWaitsForFormat2(t *testing.T) {
+	ms, _ := cluster(t, 3)
+	l := leader(t, ms)
+	ctx := context.Background()
+	if err := l.n.Announce(ctx, replica.Announcement{Endpoint: "tcp://10.0.0.1:5555", ClusterVersion: store.OpsRecordVersion}); err != nil {
+		t.Fatal(err)
+	}
+	waitVersion := func() {
+		t.Helper()
+		deadline := time.Now().Add(wait)
+		for v, _ := l.n.ClusterVersion(ctx); v != store.OpsRecordVersion; v, _ = l.n.ClusterVersion(ctx) {
+			if time.Now().After(deadline) {
+				t.Fatalf("leader at cluster version %d, want %d", v, store.OpsRecordVersion)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitVersion()
+	// attempt dispatches a ticket to worker w, requeues it and waits
+	// until every member recorded the attempt; it returns their workers.
+	attempt := func(w string) []string {
+		t.Helper()
+		sub := submitOp("s")
+		now := time.Now()
+		res, err := l.n.Apply(ctx, []store.Op{sub, {Kind: store.OpDispatch, ID: sub.ID, Time: now, Worker: w},
+			{Kind: store.OpRequeue, ID: sub.ID, Time: now.Add(time.Millisecond), Reason: "lost"}})
+		if err != nil || res[0].Err != nil || res[1].Err != nil || res[2].Err != nil {
+			t.Fatalf("dispatch and requeue: %v %+v", err, res)
+		}
+		var names []string
+		for _, m := range ms {
+			deadline := time.Now().Add(wait)
+			for {
+				as, err := m.st.Attempts(ctx, sub.ID)
+				if err == nil && len(as) == 1 {
+					names = append(names, as[0].Worker)
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: attempts %+v %v, want one", m.id, as, err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		return names
+	}
+	for i, name := range attempt("0x00aabbccdd") {
+		if name != "" {
+			t.Fatalf("%s recorded worker %q on a format 1 store", ms[i].id, name)
+		}
+	}
+	for _, m := range ms {
+		if m.st.NewerFormat() {
+			t.Fatalf("%s: a dispatch naming its worker moved the store to format 2", m.id)
+		}
+	}
+	id := failedTicket(t, l)
+	if res, err := l.n.Apply(ctx, []store.Op{{Kind: store.OpRetry, ID: id, Time: time.Now()}}); err != nil || res[0].Err != nil {
+		t.Fatalf("retry: %v %+v", err, res)
+	}
+	for i, name := range attempt("0x00aabbccdd") {
+		if name != "0x00aabbccdd" {
+			t.Fatalf("%s recorded worker %q after a retry (format 2), want 0x00aabbccdd", ms[i].id, name)
+		}
+	}
+}

@@ -88,6 +88,10 @@ func (o *opsSources) Retry(ctx context.Context, id store.ID) error {
 	return opsError(o.svc.Retry(ctx, id))
 }
 
+func (o *opsSources) Purge(ctx context.Context, id store.ID) error {
+	return opsError(o.svc.Purge(ctx, id))
+}
+
 func (o *opsSources) Cancel(ctx context.Context, id store.ID, reason string) error {
 	return opsError(o.svc.Cancel(ctx, id, reason))
 }

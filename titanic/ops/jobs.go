@@ -361,21 +361,13 @@ func (s *Server) retryFailed(w http.ResponseWriter, r *http.Request) {
 	s.bulkFailed("retry-failed", "retried", s.cfg.Jobs.Retry)(w, r)
 }
 
-// purge closes (deletes) every failed ticket of the service. A ticket
-// retried in the moment between its state check and its close is closed
-// all the same (there is no conditional close op); the dashboard asks for
-// confirmation first.
+// purge closes (deletes) every failed ticket of the service, each by a
+// conditional close (Jobs.Purge): a ticket retried after the listing is
+// left alone. It needs cluster version 3, as retry does; the dashboard
+// asks for confirmation first.
 func (s *Server) purge(w http.ResponseWriter, r *http.Request) {
-	s.bulkFailed("purge", "purged", func(ctx context.Context, id store.ID) error {
-		// Narrow the window in which a ticket retried since the listing
-		// would be deleted: skip it when it is no longer failed.
-		t, _, err := s.cfg.Tickets.Ticket(ctx, id)
-		if err != nil {
-			return err
-		}
-		if t.State != store.StateFailed {
-			return fmt.Errorf("purge %s: %w", id, store.ErrNotFailed)
-		}
-		return s.cfg.Tickets.Close(ctx, id)
-	})(w, r)
+	if s.jobs(w, true, "purge") == nil {
+		return
+	}
+	s.bulkFailed("purge", "purged", s.cfg.Jobs.Purge)(w, r)
 }

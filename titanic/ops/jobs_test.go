@@ -64,6 +64,27 @@ func (j *fakeJobs) Retry(_ context.Context, id store.ID) error {
 	return nil
 }
 
+// Purge closes the ticket only if it has failed, as the store's OpPurge.
+func (j *fakeJobs) Purge(_ context.Context, id store.ID) error {
+	if err := j.write(); err != nil {
+		return err
+	}
+	f := j.tickets
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tickets[id]
+	switch {
+	case !ok:
+		return fmt.Errorf("purge %s: %w", id, store.ErrNotFound)
+	case t.State != store.StateFailed:
+		return fmt.Errorf("purge %s (%s): %w", id, t.State, store.ErrNotFailed)
+	}
+	delete(f.tickets, id)
+	delete(f.replies, id)
+	f.closed = append(f.closed, id)
+	return nil
+}
+
 func (j *fakeJobs) Cancel(_ context.Context, id store.ID, reason string) error {
 	if err := j.write(); err != nil {
 		return err

@@ -57,6 +57,9 @@ type Submitter interface {
 // op yet), ErrBadRequest, ErrNotActive or ErrBusy, or are ctx's.
 type Jobs interface {
 	Retry(ctx context.Context, id store.ID) error
+	// Purge closes the ticket only if it has failed when the close is
+	// applied (store.ErrNotFailed otherwise).
+	Purge(ctx context.Context, id store.ID) error
 	Cancel(ctx context.Context, id store.ID, reason string) error
 	Pause(ctx context.Context, service string) error
 	Resume(ctx context.Context, service string) error

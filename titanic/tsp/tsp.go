@@ -86,6 +86,7 @@ const (
 	SvcPause    = "titanic.pause"    // stop dispatching a service's tickets
 	SvcResume   = "titanic.resume"   // dispatch a paused service's tickets again
 	SvcAttempts = "titanic.attempts" // the attempts that ended without a reply (JSON)
+	SvcPurge    = "titanic.purge"    // titanic.close, only of a failed ticket
 )
 
 // The cluster's admin services (replicated modes). Every node answers them,

@@ -51,6 +51,7 @@ type clientFlags struct {
 	brokers   *string
 	timeout   *time.Duration
 	retries   *int
+	refused   *time.Duration
 	serverKey *string
 	ownKey    *string
 	// notify and waitTimeout are only on the commands that wait (nil on
@@ -65,9 +66,11 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 	fs.DurationVar(timeout, "try-timeout", defaultTimeout, tryHelp)
 	fs.DurationVar(timeout, "timeout", defaultTimeout, "the earlier name of --try-timeout")
 	return clientFlags{
-		brokers:   fs.String("broker", "", brokerHelp),
-		timeout:   timeout,
-		retries:   fs.Int("retries", client.DefaultRetries, "tries per broker before giving up"),
+		brokers: fs.String("broker", "", brokerHelp),
+		timeout: timeout,
+		retries: fs.Int("retries", client.DefaultRetries, "tries per broker before giving up"),
+		refused: fs.Duration("refused-wait", client.DefaultRefusedWait,
+			"give up sooner once every broker has refused connections (nothing listens) for this long; 0: keep the tries"),
 		serverKey: fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)"),
 		ownKey:    fs.String("curve-key", "", "CURVE: this client's key file, made by titanic keygen (its .pub must be in the broker's allowlist)"),
 	}
@@ -102,7 +105,10 @@ func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, 
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{Brokers: brokerList(e, *f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc}
+	cfg := client.Config{Brokers: brokerList(e, *f.brokers), Timeout: *f.timeout, Retries: *f.retries, RefusedWait: *f.refused, Logger: log, Curve: cc}
+	if cfg.RefusedWait <= 0 {
+		cfg.RefusedWait = -1 // the flag's 0 is never; the Config's is the default
+	}
 	if f.notify != nil {
 		cfg.Notify = splitList(*f.notify)
 	}

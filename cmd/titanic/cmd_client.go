@@ -98,6 +98,15 @@ func (f clientFlags) waitExpired(e env, ctx context.Context) bool {
 	return e.ctx.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 }
 
+// refusedWait is --refused-wait as client.Config.RefusedWait: the flag's
+// 0 is never, the Config's is the default.
+func (f clientFlags) refusedWait() time.Duration {
+	if *f.refused <= 0 {
+		return -1
+	}
+	return *f.refused
+}
+
 // dial makes a client from the flags; tune, if given, adjusts its config.
 func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, error) {
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -105,10 +114,7 @@ func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, 
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{Brokers: brokerList(e, *f.brokers), Timeout: *f.timeout, Retries: *f.retries, RefusedWait: *f.refused, Logger: log, Curve: cc}
-	if cfg.RefusedWait <= 0 {
-		cfg.RefusedWait = -1 // the flag's 0 is never; the Config's is the default
-	}
+	cfg := client.Config{Brokers: brokerList(e, *f.brokers), Timeout: *f.timeout, Retries: *f.retries, RefusedWait: f.refusedWait(), Logger: log, Curve: cc}
 	if f.notify != nil {
 		cfg.Notify = splitList(*f.notify)
 	}

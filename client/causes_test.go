@@ -393,3 +393,28 @@ func TestPipelineCauseCurve(t *testing.T) {
 		}
 	}
 }
+
+// RefusedWait's default follows the patience asked for: all of a
+// broker's tries but one, at least DefaultRefusedWait.
+func TestRefusedWaitDefault(t *testing.T) {
+	for _, tc := range []struct {
+		timeout time.Duration
+		retries int
+		want    time.Duration
+	}{
+		{0, 0, 2 * time.Second},                         // the defaults: 3 tries of 1s
+		{200 * time.Millisecond, 2, DefaultRefusedWait}, // impatient: the least
+		{500 * time.Millisecond, 40, 19500 * time.Millisecond},
+		{time.Second, 5, 4 * time.Second},
+	} {
+		c, err := New(Config{Brokers: []string{"tcp://127.0.0.1:1"}, Timeout: tc.timeout, Retries: tc.retries})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := c.cfg.RefusedWait
+		c.Close()
+		if got != tc.want {
+			t.Errorf("Timeout %s, Retries %d: RefusedWait %s, want %s", tc.timeout, tc.retries, got, tc.want)
+		}
+	}
+}

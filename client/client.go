@@ -51,7 +51,8 @@
 // ZMQ_MAXMSGSIZE) and a broker that went away from plain silence. A call
 // stops before its tries are spent when every broker refused it for good
 // (key, handshake, size): resending cannot help; or when every broker
-// refused its connections for RefusedWait (2s) and still does: nothing
+// refused its connections for RefusedWait (2s on the defaults) and still
+// does: nothing
 // listens. A broker being restarted refuses for a moment only, so a
 // refusal shorter than that keeps the Lazy Pirate tries.
 //
@@ -119,10 +120,12 @@ type Config struct {
 	// RefusedWait is how long every broker must refuse connections
 	// (nothing listens: each connection attempt is refused, again and
 	// again) before a call gives up without spending the rest of its
-	// tries. Default DefaultRefusedWait; negative: never, the tries are
-	// kept (the behaviour of earlier releases). It only ends calls
-	// sooner: a broker that answers, or is unreachable rather than
-	// refusing, keeps the tries.
+	// tries. Default: all of one broker's tries but one, (Retries-1) x
+	// Timeout, and at least DefaultRefusedWait (2s on the default
+	// settings), so that a caller who asked for more patience keeps it;
+	// negative: never, the tries are kept (the behaviour of earlier
+	// releases). It only ends calls sooner: a broker that answers, or is
+	// unreachable rather than refusing, keeps the tries.
 	RefusedWait time.Duration
 	// Direct sends every call to the first broker of Brokers without
 	// asking which broker serves (the role question): for admin calls to
@@ -150,7 +153,7 @@ const (
 	DefaultTimeout = time.Second
 	// DefaultRetries is the number of tries per broker.
 	DefaultRetries = 3
-	// DefaultRefusedWait is RefusedWait's default. A broker being
+	// DefaultRefusedWait is RefusedWait's least default. A broker being
 	// restarted refuses connections for about a second (the old process
 	// is gone, the new one not listening yet), and a pair's passive
 	// node does not refuse them at all (it answers "not active"), so
@@ -164,11 +167,10 @@ const (
 // DefaultTimeout and DefaultRetries.
 func DefaultConfig() Config {
 	return Config{
-		Brokers:     []string{"tcp://127.0.0.1:5555"},
-		Timeout:     DefaultTimeout,
-		Retries:     DefaultRetries,
-		RefusedWait: DefaultRefusedWait,
-		Logger:      slog.Default(),
+		Brokers: []string{"tcp://127.0.0.1:5555"},
+		Timeout: DefaultTimeout,
+		Retries: DefaultRetries,
+		Logger:  slog.Default(),
 	}
 }
 
@@ -232,7 +234,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.Retries = d.Retries
 	}
 	if cfg.RefusedWait == 0 {
-		cfg.RefusedWait = d.RefusedWait
+		cfg.RefusedWait = max(DefaultRefusedWait, time.Duration(cfg.Retries-1)*cfg.Timeout)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = d.Logger

@@ -281,3 +281,140 @@ func TestCauseNotActiveEveryNode(t *testing.T) {
 		t.Fatalf("details %q, %q: want each node's words", ue.Causes[0].Detail, ue.Causes[1].Detail)
 	}
 }
+
+// Every broker refusing connections ends the call after RefusedWait, not
+// after the tries (9s for three brokers on the defaults), naming each.
+func TestCauseRefusedEveryBrokerFast(t *testing.T) {
+	eps := []string{deadEndpoint(t), deadEndpoint(t), deadEndpoint(t)}
+	c, err := New(Config{Brokers: eps}) // the defaults: 3 tries of 1s, RefusedWait 2s
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = c.Status(testCtx(t), ticket)
+	el := time.Since(start)
+	ue := unavailable(t, err, eps...)
+	if !ue.All(CauseRefused) || ue.RefusedFor != DefaultRefusedWait {
+		t.Fatalf("err %+v, want every cause CauseRefused and RefusedFor %s", ue, DefaultRefusedWait)
+	}
+	if el < DefaultRefusedWait || el > 5*time.Second {
+		t.Fatalf("gave up after %s, want after the refused wait (%s) and well before the tries' 9s", el, DefaultRefusedWait)
+	}
+	if !strings.Contains(err.Error(), "every broker refused its connections for 2s") {
+		t.Fatalf("message %q does not say why it gave up early", err)
+	}
+}
+
+// A negative RefusedWait keeps the tries, as before it existed.
+func TestRefusedWaitNegativeKeepsTries(t *testing.T) {
+	ep := deadEndpoint(t)
+	c, err := New(Config{Brokers: []string{ep}, Timeout: 400 * time.Millisecond, Retries: 3, RefusedWait: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Request(testCtx(t), "echo", frames("x"))
+	ue := unavailable(t, err, ep)
+	if ue.RefusedFor != 0 || ue.Causes[0].Cause != CauseRefused {
+		t.Fatalf("err %+v, want CauseRefused after the tries (RefusedFor 0)", ue)
+	}
+	if s := c.Stats(); s.Retries != 2 {
+		t.Fatalf("stats %+v: want the 3 tries made (2 retries)", s)
+	}
+}
+
+// Pipelined submits to a dead broker fail with the endpoint's cause
+// after the refused wait; the pipeline stays open for later submits.
+func TestPipelineCauseRefused(t *testing.T) {
+	ep := deadEndpoint(t)
+	c, err := New(Config{Brokers: []string{ep}, RefusedWait: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := testCtx(t)
+	start := time.Now()
+	var futs []*SubmitFuture
+	for range 3 {
+		f, err := c.SubmitAsync(ctx, "echo", frames("x"), SubmitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		futs = append(futs, f)
+	}
+	for _, f := range futs {
+		_, err := f.Ticket(ctx)
+		if ue := unavailable(t, err, ep); ue.Causes[0].Cause != CauseRefused || ue.RefusedFor == 0 {
+			t.Fatalf("err %+v, want CauseRefused, given up on the refused wait", ue)
+		}
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("gave up after %s, want about the refused wait (500ms), before the tries' 3s", el)
+	}
+	f, err := c.SubmitAsync(ctx, "echo", frames("x"), SubmitOptions{})
+	if err != nil {
+		t.Fatalf("a submit after the failures: %v, want the pipeline still open", err)
+	}
+	if _, err := f.Ticket(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a submit after the failures: %v, want ErrUnavailable again", err)
+	}
+}
+
+// A CURVE key the broker refuses fails pipelined submits at once, with
+// the cause; the pipeline does not shut (it used to stop for good).
+func TestPipelineCauseCurve(t *testing.T) {
+	if !zmq.HasCurve() {
+		t.Skip("skipping: libzmq built without CURVE")
+	}
+	server, _ := curve.NewKeyPair()
+	me, _ := curve.NewKeyPair()
+	stranger, _ := curve.NewKeyPair()
+	f := newCurveFake(t, server, me.Public)
+	c, err := New(Config{Brokers: []string{f.endpoint}, Timeout: 2 * time.Second, Retries: 3,
+		Curve: &CurveClient{ServerPublic: server.Public, Public: stranger.Public, Secret: stranger.Secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := testCtx(t)
+	for round := range 2 {
+		start := time.Now()
+		fut, err := c.SubmitAsync(ctx, "echo", frames("hi"), SubmitOptions{})
+		if err != nil {
+			t.Fatalf("round %d: %v, want a future (the pipeline open)", round, err)
+		}
+		_, err = fut.Ticket(ctx)
+		if ue := unavailable(t, err, f.endpoint); ue.Causes[0].Cause != CauseAuth {
+			t.Fatalf("round %d: causes %+v, want CauseAuth", round, ue.Causes)
+		}
+		if el := time.Since(start); el > time.Second {
+			t.Errorf("round %d: gave up after %s; want at once (before one try's 2s)", round, el)
+		}
+	}
+}
+
+// RefusedWait's default follows the patience asked for: all of a
+// broker's tries but one, at least DefaultRefusedWait.
+func TestRefusedWaitDefault(t *testing.T) {
+	for _, tc := range []struct {
+		timeout time.Duration
+		retries int
+		want    time.Duration
+	}{
+		{0, 0, 2 * time.Second},                         // the defaults: 3 tries of 1s
+		{200 * time.Millisecond, 2, DefaultRefusedWait}, // impatient: the least
+		{500 * time.Millisecond, 40, 19500 * time.Millisecond},
+		{time.Second, 5, 4 * time.Second},
+	} {
+		c, err := New(Config{Brokers: []string{"tcp://127.0.0.1:1"}, Timeout: tc.timeout, Retries: tc.retries})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := c.cfg.RefusedWait
+		c.Close()
+		if got != tc.want {
+			t.Errorf("Timeout %s, Retries %d: RefusedWait %s, want %s", tc.timeout, tc.retries, got, tc.want)
+		}
+	}
+}

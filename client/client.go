@@ -49,10 +49,12 @@
 // a refused connection, a refused CURVE key, a failed handshake, a
 // connection the broker closed right after the request (over its
 // ZMQ_MAXMSGSIZE) and a broker that went away from plain silence. A call
-// stops before its tries are spent only when every broker refused it for
-// good (key, handshake, size): resending cannot help. A refused
-// connection keeps the Lazy Pirate tries, since a broker being restarted
-// refuses for a moment.
+// stops before its tries are spent when every broker refused it for good
+// (key, handshake, size): resending cannot help; or when every broker
+// refused its connections for RefusedWait (2s on the defaults) and still
+// does: nothing
+// listens. A broker being restarted refuses for a moment only, so a
+// refusal shorter than that keeps the Lazy Pirate tries.
 //
 // # Wire vocabulary
 //
@@ -115,6 +117,16 @@ type Config struct {
 	// brokers' per-client in-flight limit (limits.per_client_inflight),
 	// beyond which they answer busy and submits are sent again later.
 	MaxPending int
+	// RefusedWait is how long every broker must refuse connections
+	// (nothing listens: each connection attempt is refused, again and
+	// again) before a call gives up without spending the rest of its
+	// tries. Default: all of one broker's tries but one, (Retries-1) x
+	// Timeout, and at least DefaultRefusedWait (2s on the default
+	// settings), so that a caller who asked for more patience keeps it;
+	// negative: never, the tries are kept (the behaviour of earlier
+	// releases). It only ends calls sooner: a broker that answers, or is
+	// unreachable rather than refusing, keeps the tries.
+	RefusedWait time.Duration
 	// Direct sends every call to the first broker of Brokers without
 	// asking which broker serves (the role question): for admin calls to
 	// one node whatever its role, as a pair node's calls to its peer,
@@ -141,6 +153,14 @@ const (
 	DefaultTimeout = time.Second
 	// DefaultRetries is the number of tries per broker.
 	DefaultRetries = 3
+	// DefaultRefusedWait is RefusedWait's least default. A broker being
+	// restarted refuses connections for about a second (the old process
+	// is gone, the new one not listening yet), and a pair's passive
+	// node does not refuse them at all (it answers "not active"), so
+	// twice that tells a broker that is not there from one coming back,
+	// and a call against brokers that are all down ends in about 2s
+	// instead of Retries tries of Timeout per broker (9s for three).
+	DefaultRefusedWait = 2 * time.Second
 )
 
 // DefaultConfig returns the default settings: one broker on localhost,
@@ -212,6 +232,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Retries <= 0 {
 		cfg.Retries = d.Retries
+	}
+	if cfg.RefusedWait == 0 {
+		cfg.RefusedWait = max(DefaultRefusedWait, time.Duration(cfg.Retries-1)*cfg.Timeout)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = d.Logger

@@ -104,7 +104,11 @@ type UnavailableError struct {
 	// node, raft followers without a leader, a node waiting for its
 	// peer).
 	NoActive bool
-	Causes   []EndpointCause // one per broker endpoint, in Config.Brokers order
+	// RefusedFor: the call gave up before its tries were spent because
+	// every broker refused its connections for this long
+	// (Config.RefusedWait); 0: it did not.
+	RefusedFor time.Duration
+	Causes     []EndpointCause // one per broker endpoint, in Config.Brokers order
 }
 
 // Summary says what was tried, without the causes (for a program that
@@ -112,6 +116,10 @@ type UnavailableError struct {
 func (e *UnavailableError) Summary() string {
 	if e.NoActive {
 		return fmt.Sprintf("%v: %s: %s among %d", ErrUnavailable, e.Service, noActive, len(e.Causes))
+	}
+	if e.RefusedFor > 0 {
+		return fmt.Sprintf("%v: %s: every broker refused its connections for %s (given up before the %d tries of %s per broker)",
+			ErrUnavailable, e.Service, e.RefusedFor, e.Tries, e.Timeout)
 	}
 	return fmt.Sprintf("%v: %s after %d tries of %s per broker", ErrUnavailable, e.Service, e.Tries, e.Timeout)
 }

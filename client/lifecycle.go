@@ -188,7 +188,7 @@ func (c *Client) Attempts(ctx context.Context, ticket string) ([]Attempt, error)
 
 // RetryFailed gives every failed ticket of service another round (as
 // Retry) and returns how many it retried. It pages through the failed
-// tickets (List), so it sees the tickets failed when it reached their
+// tickets (ListEach), so it sees the tickets failed when it reached their
 // page; one retried meanwhile by someone else is skipped. On an error it
 // returns the count so far with the error.
 func (c *Client) RetryFailed(ctx context.Context, service string) (int, error) {
@@ -196,29 +196,16 @@ func (c *Client) RetryFailed(ctx context.Context, service string) (int, error) {
 		return 0, fmt.Errorf("%w: retry of the failed tickets: no service", ErrRejected)
 	}
 	n := 0
-	opt := ListOptions{Service: service, State: "failed", Limit: 1000}
-	for {
-		rows, next, err := c.ListPage(ctx, opt)
-		if err != nil {
-			return n, err
-		}
-		for _, r := range rows {
-			switch err := c.Retry(ctx, r.Ticket); {
-			case err == nil:
-				n++
-			case errors.Is(err, ErrNotFailed), errors.Is(err, ErrUnknown):
-				// Retried or closed since it was listed.
-			default:
-				return n, err
-			}
-		}
-		switch {
-		case next != "":
-			opt.After = next
-		case len(rows) == opt.Limit:
-			opt.After = rows[len(rows)-1].Ticket
+	err := c.ListEach(ctx, ListOptions{Service: service, State: "failed"}, func(r TicketInfo) error {
+		switch err := c.Retry(ctx, r.Ticket); {
+		case err == nil:
+			n++
+		case errors.Is(err, ErrNotFailed), errors.Is(err, ErrUnknown):
+			// Retried or closed since it was listed.
 		default:
-			return n, nil
+			return err
 		}
-	}
+		return nil
+	})
+	return n, err
 }

@@ -39,10 +39,14 @@ type conn struct {
 	watches []*watch
 	seen    []seen
 	monSeq  int // numbers the monitors' inproc endpoints
+	// refusedWait is Config.RefusedWait (<= 0: refused connections
+	// keep the tries).
+	refusedWait time.Duration
 }
 
-func newConn(zctx *zmq.Context, curve *CurveClient, eps []string) *conn {
-	cn := &conn{zctx: zctx, curve: curve, eps: eps, socks: make([]*zmq.Socket, len(eps)), ready: make([]*zsock.Readable, len(eps)), frames: make([]*zsock.Frames, len(eps)), active: -1, last: -1,
+func newConn(zctx *zmq.Context, cfg Config) *conn {
+	curve, eps := cfg.Curve, cfg.Brokers
+	cn := &conn{zctx: zctx, curve: curve, eps: eps, refusedWait: cfg.RefusedWait, socks: make([]*zmq.Socket, len(eps)), ready: make([]*zsock.Readable, len(eps)), frames: make([]*zsock.Frames, len(eps)), active: -1, last: -1,
 		watches: make([]*watch, len(eps)), seen: make([]seen, len(eps))}
 	if len(eps) == 1 {
 		cn.active = 0
@@ -118,7 +122,7 @@ func (cn *conn) sock(i int) (*zmq.Socket, error) {
 // run owns the ZeroMQ context and sockets.
 func (c *Client) run() {
 	defer close(c.done)
-	cn := newConn(c.zc.ZMQ(), c.cfg.Curve, c.cfg.Brokers)
+	cn := newConn(c.zc.ZMQ(), c.cfg)
 	defer cn.dropAll()
 	var tick <-chan time.Time
 	if c.cfg.ID != "" {
@@ -216,7 +220,9 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 			// Whatever happened, the socket may hold a late answer: drop
 			// it so it cannot be taken for the answer to the next call.
 			cn.drop(cn.active)
-			if errors.Is(err, errTimeout) {
+			if errors.Is(err, errTimeout) || errors.Is(err, errRefused) {
+				// It had its chance (or refuses it): find does not
+				// wait for it again.
 				silent[cn.active] = true
 			}
 		}
@@ -243,7 +249,8 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 			continue
 		case errors.Is(err, errRefused):
 			// Refused for good (a CURVE key, a request over its size
-			// limit): when every broker did, more tries cannot help.
+			// limit), or every connection refused for RefusedWait:
+			// when every broker did, more tries cannot help.
 			if cn.allRefused() {
 				return nil, c.unavailable(cn, cl.service, false)
 			}
@@ -500,17 +507,19 @@ func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 // question refused this client for good (its CURVE key, say): waiting
 // out the Timeout for them is pointless.
 func noneCanAnswer(cn *conn, answers []*tsp.Role) bool {
-	silent := 0
+	silent, refused := 0, 0
 	for i, a := range answers {
 		if a != nil {
 			continue
 		}
 		silent++
-		if cn.refusedNow(i) == nil {
-			return false
+		// Every one is read, also after one that can answer: a refusal
+		// of connections is timed from when it is read.
+		if cn.refusedNow(i) != nil {
+			refused++
 		}
 	}
-	return silent > 0
+	return silent > 0 && refused == silent
 }
 
 func anySilent(silent []bool, except int) bool {

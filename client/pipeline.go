@@ -29,6 +29,15 @@ import (
 // failover to the next), with its key, so none makes a second ticket.
 // With a broker that does not echo keys the pipeline sends one submit at
 // a time.
+//
+// Its sockets are watched as the Client's are (watch.go), and what was
+// seen of each broker since the last answer is the causes of the
+// *UnavailableError a submit fails with. When every broker refused for
+// good (a CURVE key, a handshake) or refused connections for
+// RefusedWait, every submit held fails at once. A broker that closes the
+// connection right after a request (over its maximum message size) does
+// not say which of the submits in flight it was: those are sent again
+// one at a time, and the one it closes the connection on alone fails.
 
 // DefaultMaxPending is Config.MaxPending's default: well under a broker's
 // default per-client in-flight limit (1000), beyond which it answers busy.
@@ -185,6 +194,9 @@ type asyncReq struct {
 	v2       bool      // titanic.submit2 (lifecycle options)
 	notAt    time.Time // not sent again before (after a busy answer)
 	lastErr  error     // the last 500 answered, for the final error
+	// suspect: in flight when the broker closed the connection on a
+	// request: sent again alone, to tell which one it was.
+	suspect bool
 }
 
 // pipeline is the state of pipelined submits.
@@ -212,6 +224,14 @@ type pipeline struct {
 	resume  time.Time // no send before (pause after a refusal)
 	backoff time.Duration
 	silent  []bool
+	// probe: the suspect in flight, alone.
+	probe *asyncReq
+	// noActive: the last search for the broker found none serving.
+	noActive bool
+	// refusedAt: when every broker last refused for good, and the
+	// submits held failed; submits taken soon after fail as well
+	// (forgetAfterRefusal).
+	refusedAt time.Time
 }
 
 type sent struct {
@@ -251,7 +271,7 @@ func (p *pipeline) serve() error {
 		return err
 	}
 	defer p.bell.Close()
-	p.cn = newConn(zctx, c.cfg.Curve, c.cfg.Brokers)
+	p.cn = newConn(zctx, c.cfg)
 	defer p.cn.dropAll()
 	err = p.loop(bell)
 	if !errors.Is(err, ErrClosed) {
@@ -271,6 +291,7 @@ func (p *pipeline) loop(bell *zmq.Socket) error {
 		}
 		p.take()
 		now := time.Now()
+		p.watch(now)
 		p.expire(now)
 		if len(p.queue) == 0 && len(p.flight) == 0 && len(p.later) == 0 {
 			// Nothing to do: wait for a submit (no socket to watch).
@@ -356,17 +377,94 @@ func (p *pipeline) expire(now time.Time) {
 }
 
 func (p *pipeline) gaveUp(r *asyncReq) error {
-	c := p.c
 	if r.lastErr != nil {
 		return fmt.Errorf("submit to %s: %w", r.service, r.lastErr)
 	}
-	return fmt.Errorf("%w: %s to %s: not stored by any of %d brokers within %s", ErrUnavailable, tsp.SvcSubmit, r.service, len(c.cfg.Brokers), time.Duration(c.cfg.Retries*len(c.cfg.Brokers))*c.cfg.Timeout)
+	return fmt.Errorf("submit to %s: %w", r.service, p.unavailable(r))
+}
+
+// unavailable is the error of a submit no broker took: what was seen of
+// each since the last answer.
+func (p *pipeline) unavailable(r *asyncReq) error {
+	svc := tsp.SvcSubmit
+	if r != nil && r.v2 {
+		svc = tsp.SvcSubmit2
+	}
+	return p.c.unavailable(p.cn, svc, p.noActive)
+}
+
+// forgetAfterRefusal is how long after every broker refused for good the
+// submits taken fail at once, before the brokers are given another
+// chance (a key added to the allowlist, a broker started): a program
+// submitting a file learns it in one go, not once per window of submits.
+func (p *pipeline) forgetAfterRefusal() time.Duration { return p.c.cfg.Timeout }
+
+// watch reads what the monitors saw. A connection closed right after a
+// request fails that request if it was alone in flight, and makes those
+// in flight suspects otherwise; when every broker refused for good, every
+// submit held fails.
+func (p *pipeline) watch(now time.Time) {
+	cn := p.cn
+	if !p.refusedAt.IsZero() && now.Sub(p.refusedAt) >= p.forgetAfterRefusal() {
+		// Give the brokers another chance; a refusal of connections
+		// goes on being seen as long as it lasts.
+		p.refusedAt = time.Time{}
+		for i := range cn.seen {
+			cn.seen[i] = seen{watched: cn.seen[i].watched, refused: cn.seen[i].refused,
+				refusingSince: cn.seen[i].refusingSince, lastRefused: cn.seen[i].lastRefused}
+		}
+	}
+	for i := range cn.eps {
+		cn.harvest(i)
+	}
+	if a := cn.active; a >= 0 && cn.seen[a].tooLarge {
+		if len(p.flight) == 1 {
+			for _, r := range p.flight {
+				err := p.unavailable(r)
+				p.requeue()
+				p.drop(r)
+				p.finish(r, "", false, fmt.Errorf("submit to %s: %w", r.service, err))
+			}
+		} else {
+			for _, r := range p.flight {
+				r.suspect = true
+			}
+			p.requeue()
+		}
+		cn.seen[a].tooLarge = false
+	}
+	if len(p.queue)+len(p.flight)+len(p.later) > 0 && cn.allRefused() {
+		p.refused()
+	}
+}
+
+// drop takes r out of the queue (it is about to be finished).
+func (p *pipeline) drop(r *asyncReq) {
+	q := p.queue[:0]
+	for _, x := range p.queue {
+		if x != r {
+			q = append(q, x)
+		}
+	}
+	clear(p.queue[len(q):])
+	p.queue = q
+}
+
+// refused fails every submit held: every broker refused for good.
+func (p *pipeline) refused() {
+	err := p.unavailable(nil)
+	if p.cn.active >= 0 {
+		p.requeue() // drops the socket: a late answer must not be taken for a new submit's
+	}
+	p.refusedAt = time.Now()
+	p.failAll(fmt.Errorf("submit: %w", err))
 }
 
 // find chooses the broker to send to, as serve does for one call.
 func (p *pipeline) find(cl *call) error {
 	c, cn := p.c, p.cn
 	i, err := c.find(cn, cl, p.silent)
+	p.noActive = errors.Is(err, errNoActive)
 	switch {
 	case err == nil:
 		c.choose(cn, cl, i)
@@ -374,6 +472,9 @@ func (p *pipeline) find(cl *call) error {
 	case errors.Is(err, errNoActive):
 		c.refusals.Add(1)
 		p.pause()
+		return nil
+	case errors.Is(err, errRefused):
+		p.refused()
 		return nil
 	case errors.Is(err, errTimeout):
 		// No broker answered the question: the Guide's Lazy Pirate, the
@@ -401,9 +502,10 @@ func (p *pipeline) send(now time.Time) error {
 	}
 	n := 0
 	for _, r := range p.queue {
-		if p.legacy && len(p.flight) > 0 {
+		if (p.legacy || p.probe != nil || r.suspect) && len(p.flight) > 0 {
 			break
 		}
+		p.cn.pipelined(p.cn.active, r.msg)
 		if _, err := s.SendMessageDontwait(r.msg); err != nil {
 			// A full pipe: the rest goes once answers drain it (or
 			// the timeouts drop the socket).
@@ -413,6 +515,10 @@ func (p *pipeline) send(now time.Time) error {
 		p.flight[r.fut.key] = r
 		p.order = append(p.order, sent{r, now})
 		n++
+		if r.suspect {
+			p.probe = r
+			break
+		}
 	}
 	clear(p.queue[:n])
 	p.queue = p.queue[n:]
@@ -555,7 +661,17 @@ func (p *pipeline) settle(r *asyncReq, rep [][]byte) {
 	c := p.c
 	r.inFlight = false
 	delete(p.flight, r.fut.key)
+	if p.probe == r {
+		p.probe = nil
+	}
+	if len(p.flight) == 0 {
+		p.cn.answered(p.cn.active)
+	}
 	clear(p.silent)
+	// An answer: what was seen of the brokers before it is no cause of
+	// a later failure.
+	clear(p.cn.seen)
+	p.noActive = false
 	p.backoff = 10 * time.Millisecond
 	c.calls_.Add(1)
 	p.cn.last = p.cn.active
@@ -591,6 +707,10 @@ func (p *pipeline) requeue() {
 		}
 	}
 	clear(p.flight)
+	p.probe = nil
+	// A connection closed on a request, read as its socket was dropped:
+	// whichever it was is sent again, and seen again.
+	p.cn.seen[p.cn.active].tooLarge = false
 	p.order = p.order[:0]
 	p.queue = append(again, p.queue...)
 }
@@ -638,6 +758,9 @@ func (p *pipeline) timeouts(cl *call, now time.Time) {
 
 // finish ends r's future and lets the next submit with its key go.
 func (p *pipeline) finish(r *asyncReq, ticket string, dup bool, err error) {
+	if p.probe == r {
+		p.probe = nil
+	}
 	f := r.fut
 	f.ticket, f.dup, f.err = ticket, dup, err
 	close(f.done)
@@ -678,6 +801,7 @@ func (p *pipeline) failAll(err error) {
 	}
 	clear(p.keys)
 	clear(p.flight)
+	p.probe = nil
 	p.queue, p.later, p.order = nil, nil, nil
 }
 

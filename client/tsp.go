@@ -298,6 +298,36 @@ func (c *Client) List(ctx context.Context, opt ListOptions) ([]TicketInfo, error
 	}
 }
 
+// ListEach calls fn for every ticket opt matches, in ticket order, asking
+// the node page by page (opt.Limit rows per request; 0: 1000) so that a
+// listing of any length is never held whole. It stops at the first error
+// of fn, or of a request, and returns it. Each page is what the node held
+// when it was asked: a ticket may have changed by the time fn sees it.
+func (c *Client) ListEach(ctx context.Context, opt ListOptions, fn func(TicketInfo) error) error {
+	if opt.Limit <= 0 {
+		opt.Limit = maxListLimit
+	}
+	for {
+		rows, next, err := c.ListPage(ctx, opt)
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		switch {
+		case next != "":
+			opt.After = next
+		case len(rows) == opt.Limit:
+			opt.After = rows[len(rows)-1].Ticket
+		default:
+			return nil
+		}
+	}
+}
+
 // defaultListLimit is the node's page size when the request gives none.
 const defaultListLimit = 100
 

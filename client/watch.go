@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 )
@@ -59,6 +60,25 @@ type seen struct {
 	bytes, largest int
 	gone           bool   // closed while in flight, then refused
 	answer         string // a refusal it answered ("not active: ...")
+	// refusingSince: the first of the connection attempts refused since
+	// the last connection was made (zero: none refused since);
+	// lastRefused: the latest. Both are when harvest read the event.
+	refusingSince, lastRefused time.Time
+}
+
+// refusalFresh is how recent the latest refused connection attempt of an
+// endpoint must be for it to count as refusing still. libzmq tries a
+// refused connection again every 100ms (ZMQ_RECONNECT_IVL's default), so
+// an endpoint refusing now has a later one; an endpoint without a socket
+// at the moment (dropped after a try) has none, and proves nothing until
+// a socket to it is made again.
+const refusalFresh = 500 * time.Millisecond
+
+// refusing reports that every connection attempt to the endpoint has
+// been refused for at least wait (ECONNREFUSED, again and again: nothing
+// listens there), and still is. wait <= 0: never.
+func (s *seen) refusing(now time.Time, wait time.Duration) bool {
+	return wait > 0 && !s.refusingSince.IsZero() && now.Sub(s.refusingSince) >= wait && now.Sub(s.lastRefused) < refusalFresh
 }
 
 // definitive reports a failure that resending to the same endpoint
@@ -151,10 +171,16 @@ func (cn *conn) harvest(i int) {
 			sn.delayed = true
 		case zmq.EVENT_CONNECTED:
 			sn.connected = true
+			sn.refusingSince = time.Time{}
 		case zmq.EVENT_CLOSED:
 			// A connection attempt failed (refused; an unresolved
 			// name), or the socket itself closed.
 			sn.refused++
+			now := time.Now()
+			if sn.refusingSince.IsZero() {
+				sn.refusingSince = now
+			}
+			sn.lastRefused = now
 			if w.closed {
 				w.closed, sn.gone = false, true
 			}
@@ -219,6 +245,26 @@ func (cn *conn) sent(i int, msg [][]byte) {
 	}
 }
 
+// pipelined notes that one more request, msg, is in flight on socket i,
+// beside those already there (pipelined submits): the sizes kept are the
+// largest in flight, the likeliest to be over the broker's limit.
+func (cn *conn) pipelined(i int, msg [][]byte) {
+	w := cn.watches[i]
+	if w == nil {
+		return
+	}
+	if !w.inflight {
+		cn.sent(i, msg)
+		return
+	}
+	bytes, largest := 0, 0
+	for _, f := range msg {
+		bytes += len(f)
+		largest = max(largest, len(f))
+	}
+	w.bytes, w.largest = max(w.bytes, bytes), max(w.largest, largest)
+}
+
 // answered notes that socket i's request is no longer in flight.
 func (cn *conn) answered(i int) {
 	if w := cn.watches[i]; w != nil {
@@ -227,24 +273,39 @@ func (cn *conn) answered(i int) {
 }
 
 // refusedNow reads socket i's events and returns errRefused when its
-// endpoint refused the call for good.
+// endpoint refused the call for good, or has refused every connection
+// for refusedWait.
 func (cn *conn) refusedNow(i int) error {
 	cn.harvest(i)
-	if cn.seen[i].definitive() {
+	if cn.seen[i].definitive() || cn.seen[i].refusing(time.Now(), cn.refusedWait) {
 		return errRefused
 	}
 	return nil
 }
 
-// allRefused reports that every endpoint refused the call for good.
+// allRefused reports that every endpoint refused the call for good, or
+// refused its connections for refusedWait (and still does).
 func (cn *conn) allRefused() bool {
+	now := time.Now()
 	for i := range cn.eps {
 		cn.harvest(i)
-		if !cn.seen[i].definitive() {
+		if !cn.seen[i].definitive() && !cn.seen[i].refusing(now, cn.refusedWait) {
 			return false
 		}
 	}
 	return true
+}
+
+// refusedFor is how long every endpoint has refused connections, when
+// that is why the call ends (0: it is not).
+func (cn *conn) refusedFor() time.Duration {
+	now := time.Now()
+	for i := range cn.eps {
+		if !cn.seen[i].refusing(now, cn.refusedWait) {
+			return 0
+		}
+	}
+	return cn.refusedWait
 }
 
 // unavailable is the error of a call that no broker served.
@@ -253,6 +314,9 @@ func (c *Client) unavailable(cn *conn, service string, noActive bool) error {
 	for i, ep := range cn.eps {
 		cn.harvest(i)
 		e.Causes = append(e.Causes, cn.seen[i].cause(ep, c.cfg.Retries, c.cfg))
+	}
+	if !noActive {
+		e.RefusedFor = cn.refusedFor()
 	}
 	return e
 }

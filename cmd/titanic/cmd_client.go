@@ -51,6 +51,7 @@ type clientFlags struct {
 	brokers   *string
 	timeout   *time.Duration
 	retries   *int
+	refused   *optDuration
 	serverKey *string
 	ownKey    *string
 	// notify and waitTimeout are only on the commands that wait (nil on
@@ -65,9 +66,11 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 	fs.DurationVar(timeout, "try-timeout", defaultTimeout, tryHelp)
 	fs.DurationVar(timeout, "timeout", defaultTimeout, "the earlier name of --try-timeout")
 	return clientFlags{
-		brokers:   fs.String("broker", "", brokerHelp),
-		timeout:   timeout,
-		retries:   fs.Int("retries", client.DefaultRetries, "tries per broker before giving up"),
+		brokers: fs.String("broker", "", brokerHelp),
+		timeout: timeout,
+		retries: fs.Int("retries", client.DefaultRetries, "tries per broker before giving up"),
+		refused: optDurationFlag(fs, "refused-wait",
+			"give up sooner once every broker has refused connections (nothing listens) for this `duration`; default: all tries of a broker but one, at least 2s; 0: keep the tries"),
 		serverKey: fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)"),
 		ownKey:    fs.String("curve-key", "", "CURVE: this client's key file, made by titanic keygen (its .pub must be in the broker's allowlist)"),
 	}
@@ -95,6 +98,47 @@ func (f clientFlags) waitExpired(e env, ctx context.Context) bool {
 	return e.ctx.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 }
 
+// refusedWait is --refused-wait as client.Config.RefusedWait: not given,
+// the Config's default (which follows --retries and --try-timeout); the
+// flag's 0 is never.
+func (f clientFlags) refusedWait() time.Duration {
+	switch {
+	case !f.refused.set:
+		return 0
+	case f.refused.d <= 0:
+		return -1
+	}
+	return f.refused.d
+}
+
+// optDuration is a duration flag that knows whether it was given.
+type optDuration struct {
+	d   time.Duration
+	set bool
+}
+
+func optDurationFlag(fs *flag.FlagSet, name, usage string) *optDuration {
+	v := new(optDuration)
+	fs.Var(v, name, usage)
+	return v
+}
+
+func (v *optDuration) String() string {
+	if v == nil || !v.set {
+		return ""
+	}
+	return v.d.String()
+}
+
+func (v *optDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	v.d, v.set = d, true
+	return nil
+}
+
 // dial makes a client from the flags; tune, if given, adjusts its config.
 func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, error) {
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -102,7 +146,7 @@ func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, 
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{Brokers: brokerList(e, *f.brokers), Timeout: *f.timeout, Retries: *f.retries, Logger: log, Curve: cc}
+	cfg := client.Config{Brokers: brokerList(e, *f.brokers), Timeout: *f.timeout, Retries: *f.retries, RefusedWait: f.refusedWait(), Logger: log, Curve: cc}
 	if f.notify != nil {
 		cfg.Notify = splitList(*f.notify)
 	}

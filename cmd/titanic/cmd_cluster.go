@@ -103,7 +103,7 @@ func clusterStatus(e env, cf clientFlags, asJSON bool) error {
 		if err != nil {
 			return err
 		}
-		c, err := client.New(client.Config{Brokers: []string{ep}, Timeout: min(*cf.timeout, 2*time.Second), Retries: 1, Curve: cc})
+		c, err := client.New(client.Config{Brokers: []string{ep}, Timeout: min(*cf.timeout, 2*time.Second), Retries: 1, RefusedWait: cf.refusedWait(), Curve: cc})
 		if err != nil {
 			return err
 		}

@@ -179,34 +179,23 @@ type deadTicket struct {
 // for its reason and time.
 func deadSet(e env, c *client.Client, service string) ([]deadTicket, error) {
 	var out []deadTicket
-	opt := client.ListOptions{Service: service, State: "failed", Limit: 1000}
-	for {
-		rows, next, err := c.ListPage(e.ctx, opt)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range rows {
-			st, err := c.Status(e.ctx, r.Ticket)
-			if errors.Is(err, client.ErrUnknown) {
-				continue // closed since it was listed
-			}
-			if err != nil {
-				return nil, err
-			}
-			if st.State != "failed" {
-				continue // retried since
-			}
-			out = append(out, deadTicket{ID: r.Ticket, Service: st.Service, Attempts: st.Attempts, Failed: st.Updated.UTC(), Reason: st.Reason})
-		}
+	err := c.ListEach(e.ctx, client.ListOptions{Service: service, State: "failed"}, func(r client.TicketInfo) error {
+		st, err := c.Status(e.ctx, r.Ticket)
 		switch {
-		case next != "":
-			opt.After = next
-		case len(rows) == opt.Limit:
-			opt.After = rows[len(rows)-1].Ticket
-		default:
-			return out, nil
+		case errors.Is(err, client.ErrUnknown):
+			return nil // closed since it was listed
+		case err != nil:
+			return err
+		case st.State != "failed":
+			return nil // retried since
 		}
+		out = append(out, deadTicket{ID: r.Ticket, Service: st.Service, Attempts: st.Attempts, Failed: st.Updated.UTC(), Reason: st.Reason})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 func runDead(e env) error {

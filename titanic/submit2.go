@@ -1,8 +1,6 @@
 package titanic
 
 import (
-	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,19 +19,8 @@ import (
 // answer still ends with it (an empty frame). options is one frame of
 // space-separated k=v (ParseSubmitOptions); an empty frame asks nothing.
 
-// Bounds of the submit options. They keep times within what every
-// reader handles and catch unit mistakes (a delay in seconds given as
-// nanoseconds is harmless; one in years is a typo).
-const (
-	// MaxScheduleAhead bounds delay, at, ttl and deadline from now.
-	MaxScheduleAhead = 5 * 365 * 24 * time.Hour
-	// MaxSubmitAttempts bounds attempts=N.
-	MaxSubmitAttempts = 1000
-	// MaxBackoff bounds both durations of backoff=BASE[,MAX].
-	MaxBackoff = 7 * 24 * time.Hour
-	// maxOptionsFrame bounds the options frame.
-	maxOptionsFrame = 1024
-)
+// maxOptionsFrame bounds the options frame of titanic.submit2.
+const maxOptionsFrame = 1024
 
 // parseSubmit2 parses the body of titanic.submit2: [key | options |
 // service | body...], the options' times made absolute from now.
@@ -58,8 +45,7 @@ func parseSubmit2(body [][]byte, now time.Time) (submitReq, error) {
 }
 
 // ParseSubmitOptions parses the options of a submit (the options frame of
-// titanic.submit2, and the HTTP API's): space-separated k=v, each key at
-// most once:
+// titanic.submit2): space-separated k=v, each key at most once:
 //
 //	delay=DURATION | at=RFC3339        not dispatched before
 //	priority=high|normal|low
@@ -67,112 +53,50 @@ func parseSubmit2(body [][]byte, now time.Time) (submitReq, error) {
 //	attempts=N                         dispatches before it fails for good
 //	backoff=BASE[,MAX]                 exponential backoff between attempts
 //
-// Durations are Go's (30s, 1h30m). Times are absolute from now. Errors
-// wrap ErrBadRequest and name the option.
+// It reads the syntax only; CheckLifecycle, which the HTTP API uses too,
+// checks the values and makes the times absolute from now. Errors wrap
+// ErrBadRequest and name the option.
 func ParseSubmitOptions(text string, now time.Time) (store.Lifecycle, error) {
-	var lc store.Lifecycle
 	if len(text) > maxOptionsFrame {
-		return lc, badRequest("options of %d bytes, at most %d", len(text), maxOptionsFrame)
+		return store.Lifecycle{}, badRequest("options of %d bytes, at most %d", len(text), maxOptionsFrame)
 	}
+	var o LifecycleOptions
 	seen := map[string]bool{}
 	for _, field := range strings.Fields(text) {
 		k, v, ok := strings.Cut(field, "=")
 		if !ok || v == "" {
-			return lc, badRequest("option %q: want key=value", field)
+			return store.Lifecycle{}, badRequest("option %q: want key=value", field)
 		}
 		if seen[k] {
-			return lc, badRequest("option %q given twice", k)
+			return store.Lifecycle{}, badRequest("option %q given twice", k)
 		}
 		seen[k] = true
-		var err error
+		opt := LifecycleOption{Name: k, Value: v}
 		switch k {
-		case "delay", "ttl":
-			var d time.Duration
-			if d, err = optDuration(k, v, MaxScheduleAhead); err == nil {
-				if k == "delay" {
-					lc.Due = now.Add(d)
-				} else {
-					lc.Deadline = now.Add(d)
-				}
-			}
-		case "at", "deadline":
-			var t time.Time
-			if t, err = time.Parse(time.RFC3339Nano, v); err != nil {
-				err = badRequest("option %s=%q: want an RFC 3339 time (2006-01-02T15:04:05Z)", k, v)
-			} else if t.After(now.Add(MaxScheduleAhead)) {
-				err = badRequest("option %s=%s: more than %s ahead", k, v, durationText(MaxScheduleAhead))
-			} else if k == "at" {
-				lc.Due = t.UTC()
-			} else {
-				lc.Deadline = t.UTC()
-			}
+		case "delay":
+			o.Delay = opt
+		case "at":
+			o.At = opt
 		case "priority":
-			lc.Priority, err = store.ParsePriority(v)
-			if err != nil {
-				err = badRequest("option priority: %v", err)
-			}
+			o.Priority = opt
+		case "ttl":
+			o.TTL = opt
+		case "deadline":
+			o.Deadline = opt
 		case "attempts":
-			n, perr := strconv.Atoi(v)
-			if perr != nil || n < 1 || n > MaxSubmitAttempts {
-				err = badRequest("option attempts=%q: want a number from 1 to %d", v, MaxSubmitAttempts)
-			}
-			lc.Retry.MaxAttempts = n
+			o.Attempts = opt
 		case "backoff":
 			base, maxB, two := strings.Cut(v, ",")
-			if lc.Retry.Base, err = optDuration(k, base, MaxBackoff); err == nil && two {
-				lc.Retry.Max, err = optDuration(k, maxB, MaxBackoff)
+			if base == "" || (two && maxB == "") {
+				return store.Lifecycle{}, badRequest("option backoff=%s: want BASE[,MAX], each a duration (1s,5m)", v)
 			}
-			switch {
-			case err != nil:
-			case lc.Retry.Base == 0:
-				err = badRequest("option backoff=%s: the base must be above 0", v)
-			case two && lc.Retry.Max < lc.Retry.Base:
-				err = badRequest("option backoff=%s: the max is below the base", v)
+			o.Backoff = LifecycleOption{Name: "backoff", Value: base}
+			if two {
+				o.BackoffMax = LifecycleOption{Name: "backoff max", Value: maxB}
 			}
 		default:
-			err = badRequest("unknown option %q (want delay, at, priority, ttl, deadline, attempts or backoff)", k)
-		}
-		if err != nil {
-			return store.Lifecycle{}, err
+			return store.Lifecycle{}, badRequest("unknown option %q (want delay, at, priority, ttl, deadline, attempts or backoff)", k)
 		}
 	}
-	switch {
-	case seen["delay"] && seen["at"]:
-		return store.Lifecycle{}, badRequest("options delay and at: give one of them")
-	case seen["ttl"] && seen["deadline"]:
-		return store.Lifecycle{}, badRequest("options ttl and deadline: give one of them")
-	case !lc.Deadline.IsZero() && !lc.Deadline.After(now):
-		return store.Lifecycle{}, badRequest("option deadline %s has passed", lc.Deadline.Format(time.RFC3339Nano))
-	case !lc.Deadline.IsZero() && !lc.Due.IsZero() && !lc.Deadline.After(lc.Due):
-		return store.Lifecycle{}, badRequest("the deadline (%s) is not after the due time (%s): the ticket could only expire",
-			lc.Deadline.Format(time.RFC3339Nano), lc.Due.Format(time.RFC3339Nano))
-	}
-	if !lc.Due.IsZero() && !lc.Due.After(now) {
-		// Due now or in the past is no delay: the ticket is as a plain
-		// one, and needs nothing an older cluster cannot store.
-		lc.Due = time.Time{}
-	}
-	return lc, nil
-}
-
-// optDuration parses a non-negative duration option of at most maxD.
-func optDuration(k, v string, maxD time.Duration) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	switch {
-	case err != nil:
-		return 0, badRequest("option %s=%q: want a duration (30s, 5m, 1h30m)", k, v)
-	case d < 0:
-		return 0, badRequest("option %s=%s: negative", k, v)
-	case d > maxD:
-		return 0, badRequest("option %s=%s: more than %s", k, v, durationText(maxD))
-	}
-	return d, nil
-}
-
-// durationText writes long durations in days, as people think of them.
-func durationText(d time.Duration) string {
-	if d >= 48*time.Hour && d%(24*time.Hour) == 0 {
-		return fmt.Sprintf("%d days", d/(24*time.Hour))
-	}
-	return d.String()
+	return CheckLifecycle(o, now)
 }

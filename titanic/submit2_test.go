@@ -64,6 +64,11 @@ func TestParseSubmitOptionsRefused(t *testing.T) {
 		{"backoff=1m,1s", "below the base"},
 		{"backoff=1s,", "duration"},
 		{"backoff=200h", "more than"},
+		{"backoff=25h", "more than 1 day"},
+		{"delay=8785h", "more than 366 days"},
+		{"deadline=2031-01-04T00:00:00Z", "366 days ahead"},
+		{"ttl=0s", "above 0"},
+		{"backoff=,1s", "BASE[,MAX]"},
 		{strings.Repeat("x", 2000), "bytes"},
 	} {
 		_, err := ParseSubmitOptions(tc.in, optNow)

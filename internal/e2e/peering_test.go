@@ -28,7 +28,9 @@ func newPeerClusters(t *testing.T, names ...string) []*peerCluster {
 	return cs
 }
 
-func (c *peerCluster) start(t *testing.T, all []*peerCluster) {
+// start runs c's broker, peered with the others of all; extra are more
+// broker flags.
+func (c *peerCluster) start(t *testing.T, all []*peerCluster, extra ...string) {
 	var peers []string
 	for _, o := range all {
 		if o != c {
@@ -37,7 +39,7 @@ func (c *peerCluster) start(t *testing.T, all []*peerCluster) {
 	}
 	c.p = harness.Broker(t, c.name, c.ep, c.dir, append([]string{"--peering-name", c.name,
 		"--peering-cloud-listen", c.cloud, "--peering-state-listen", c.state,
-		"--peering-peers", strings.Join(peers, ",")}, fastBroker...)...)
+		"--peering-peers", strings.Join(peers, ",")}, append(extra, fastBroker...)...)...)
 }
 
 // TestPeeringOnLoopback: cluster A has no worker for "who"; B and C do.

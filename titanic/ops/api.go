@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -372,90 +373,30 @@ type submitRequest struct {
 	BackoffMax string     `json:"backoff_max"`
 }
 
-// Bounds of a submit's lifecycle fields, against typos ("30000h") that
-// would park a ticket for years.
-const (
-	MaxDelay       = 366 * 24 * time.Hour
-	MaxAttempts    = 1000
-	MaxBackoffWait = 24 * time.Hour
-)
-
-// lifecycle turns the request's lifecycle fields into absolute times
-// from now.
+// lifecycle checks the request's lifecycle fields and makes them absolute
+// from now, with titanic.CheckLifecycle (the same validator and bounds as
+// titanic.submit2's options), its errors naming the JSON fields.
 func (req *submitRequest) lifecycle(now time.Time) (store.Lifecycle, error) {
-	var lc store.Lifecycle
-	dur := func(name, v string, limit time.Duration) (time.Duration, error) {
-		if v == "" {
-			return 0, nil
+	opt := func(name, v string) titanic.LifecycleOption { return titanic.LifecycleOption{Name: name, Value: v} }
+	when := func(name string, t *time.Time) titanic.LifecycleOption {
+		if t == nil {
+			return titanic.LifecycleOption{}
 		}
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", name, err)
-		}
-		if d < 0 || d > limit {
-			return 0, fmt.Errorf("%s %s: want 0 to %v", name, v, limit)
-		}
-		return d, nil
+		return opt(name, t.Format(time.RFC3339Nano))
 	}
-	if req.Delay != "" && req.At != nil {
-		return lc, errors.New(`give "delay" or "at", not both`)
+	o := titanic.LifecycleOptions{
+		Delay:      opt("delay", req.Delay),
+		At:         when("at", req.At),
+		Priority:   opt("priority", req.Priority),
+		TTL:        opt("ttl", req.TTL),
+		Deadline:   when("deadline", req.Deadline),
+		Backoff:    opt("backoff", req.Backoff),
+		BackoffMax: opt("backoff_max", req.BackoffMax),
 	}
-	if req.TTL != "" && req.Deadline != nil {
-		return lc, errors.New(`give "ttl" or "deadline", not both`)
+	if req.Attempts != 0 { // JSON's 0 is the field left out: the default
+		o.Attempts = opt("attempts", strconv.Itoa(req.Attempts))
 	}
-	d, err := dur("delay", req.Delay, MaxDelay)
-	if err != nil {
-		return lc, err
-	}
-	if d > 0 {
-		lc.Due = now.Add(d)
-	}
-	if req.At != nil {
-		if req.At.Sub(now) > MaxDelay {
-			return lc, fmt.Errorf("at %s: more than %v ahead", req.At.Format(time.RFC3339), MaxDelay)
-		}
-		if req.At.After(now) {
-			lc.Due = *req.At // a time in the past is due now
-		}
-	}
-	if req.Priority != "" {
-		if lc.Priority, err = store.ParsePriority(req.Priority); err != nil {
-			return lc, err
-		}
-	}
-	ttl, err := dur("ttl", req.TTL, MaxDelay)
-	if err != nil {
-		return lc, err
-	}
-	if req.TTL != "" && ttl == 0 {
-		return lc, errors.New("ttl must be positive")
-	}
-	if ttl > 0 {
-		lc.Deadline = now.Add(ttl)
-	}
-	if req.Deadline != nil {
-		if !req.Deadline.After(now) {
-			return lc, fmt.Errorf("deadline %s is past", req.Deadline.Format(time.RFC3339))
-		}
-		lc.Deadline = *req.Deadline
-	}
-	if !lc.Deadline.IsZero() && !lc.Due.IsZero() && !lc.Deadline.After(lc.Due) {
-		return lc, errors.New("the deadline is not after the time the ticket is due")
-	}
-	if req.Attempts < 0 || req.Attempts > MaxAttempts {
-		return lc, fmt.Errorf("attempts %d: want 1 to %d", req.Attempts, MaxAttempts)
-	}
-	lc.Retry.MaxAttempts = req.Attempts
-	if lc.Retry.Base, err = dur("backoff", req.Backoff, MaxBackoffWait); err != nil {
-		return lc, err
-	}
-	if lc.Retry.Max, err = dur("backoff_max", req.BackoffMax, MaxBackoffWait); err != nil {
-		return lc, err
-	}
-	if lc.Retry.Max > 0 && lc.Retry.Max < lc.Retry.Base {
-		return lc, errors.New("backoff_max is below backoff")
-	}
-	return lc, nil
+	return titanic.CheckLifecycle(o, now)
 }
 
 // submit: POST /api/v1/tickets → 201 {"id", "duplicate"}. Only with a JSON

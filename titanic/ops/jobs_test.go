@@ -599,3 +599,49 @@ func TestTicketBody(t *testing.T) {
 		t.Fatalf("ticket with a body over the limit: %+v", tk)
 	}
 }
+
+// The HTTP API and titanic.submit2 share one validator: each pair below
+// is the same lifecycle in JSON and in submit2's options, and both doors
+// take it or both refuse it, at the bounds too; the HTTP refusal names
+// the JSON field.
+func TestSubmitLifecycleOneValidator(t *testing.T) {
+	sub := &fakeSubmitter{}
+	fx := newFixture(t, func(c *ops.Config) { c.Submitter = sub })
+	soon := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	tooFar := time.Now().Add(titanic.MaxScheduleAhead + time.Hour).UTC().Format(time.RFC3339)
+	for _, tc := range []struct {
+		json, options string
+		ok            bool
+		names         string // in the HTTP refusal
+	}{
+		{`"delay":"8784h"`, "delay=8784h", true, ""}, // 366 days
+		{`"delay":"8785h"`, "delay=8785h", false, `delay "8785h"`},
+		{`"ttl":"8785h"`, "ttl=8785h", false, `ttl "8785h"`},
+		{`"at":"` + tooFar + `"`, "at=" + tooFar, false, "at "},
+		{`"deadline":"` + tooFar + `"`, "deadline=" + tooFar, false, "deadline "},
+		{`"at":"` + soon + `"`, "at=" + soon, true, ""},
+		{`"backoff":"24h"`, "backoff=24h", true, ""},
+		{`"backoff":"25h"`, "backoff=25h", false, `backoff "25h"`},
+		{`"backoff":"1s","backoff_max":"25h"`, "backoff=1s,25h", false, `backoff_max "25h"`},
+		{`"backoff":"1m","backoff_max":"1s"`, "backoff=1m,1s", false, `backoff_max "1s": below the base`},
+		{`"backoff":"0s"`, "backoff=0s", false, `backoff "0s"`},
+		{`"ttl":"0s"`, "ttl=0s", false, `ttl "0s"`},
+		{`"attempts":1000`, "attempts=1000", true, ""},
+		{`"attempts":1001`, "attempts=1001", false, `attempts "1001"`},
+		{`"attempts":-1`, "attempts=-1", false, `attempts "-1"`},
+		{`"delay":"2h","ttl":"1h"`, "delay=2h ttl=1h", false, "not after the due time"},
+		{`"delay":"1s","at":"` + soon + `"`, "delay=1s at=" + soon, false, "delay and at"},
+	} {
+		_, err := titanic.ParseSubmitOptions(tc.options, time.Now())
+		if (err == nil) != tc.ok {
+			t.Errorf("titanic.submit2 options %q: %v, want taken %v", tc.options, err, tc.ok)
+		}
+		rec := postSubmit(fx, "application/json", `{"service":"echo","body":"x",`+tc.json+`}`)
+		switch {
+		case tc.ok && rec.Code != http.StatusCreated:
+			t.Errorf("HTTP submit with %s: %d %s, want 201 as titanic.submit2 takes it", tc.json, rec.Code, rec.Body)
+		case !tc.ok && (rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), strings.ReplaceAll(tc.names, `"`, `\"`))):
+			t.Errorf("HTTP submit with %s: %d %s, want 400 naming %s", tc.json, rec.Code, rec.Body, tc.names)
+		}
+	}
+}

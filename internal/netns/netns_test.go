@@ -415,6 +415,19 @@ func TestSweepStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	stale := fmt.Sprintf("%s%d-0-dead-sw", prefix, dead.Process.Pid)
+	// Held from the stale namespace's making to the sweep: any other
+	// test process's New sweeps under this lock, and would otherwise
+	// remove the namespace while it is being made.
+	unlock, err := lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked := true
+	defer func() {
+		if locked {
+			unlock()
+		}
+	}()
 	if _, err := ip("netns", "add", stale); err != nil {
 		t.Fatal(err)
 	}
@@ -435,12 +448,9 @@ func TestSweepStale(t *testing.T) {
 			t.Fatalf("processes in %s: %v, want the sleep", stale, pids)
 		}
 	}
-	unlock, err := lock()
-	if err != nil {
-		t.Fatal(err)
-	}
 	sweep(t.Logf)
 	unlock()
+	locked = false
 	have, err := namespaces()
 	if err != nil {
 		t.Fatal(err)

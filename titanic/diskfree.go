@@ -62,8 +62,7 @@ type diskGuard struct {
 	pending uint64    // body bytes of admitted submits not committed yet
 	since   uint64    // body bytes of submits committed since read
 	status  DiskStatus
-	reserves []uint64 // per path, from the file system's size
-	failed   bool     // a statfs failed last time (logged once)
+	failed  bool // a statfs failed last time (logged once)
 }
 
 // diskEnabled reports whether the full-disk mode is configured.

@@ -268,7 +268,7 @@ func TestDiskReserveMode(t *testing.T) {
 	}
 	wcancel()
 	br.Kill()
-	br = harness.Broker(t, "broker2", ep, data, fastBroker...)
+	harness.Broker(t, "broker2", ep, data, fastBroker...)
 	for _, tk := range acked {
 		if _, err := cl.Status(ctx, tk); err != nil {
 			t.Fatalf("acknowledged ticket %s lost: %v", tk, err)

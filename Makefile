@@ -107,13 +107,17 @@ sim: deps
 # fsync rate, jobs/s with 1, 8 and 64 workers, submits/s from 1, 8 and 64
 # clients, single node (the binary, in its own process), pair and 3-node
 # group, and one pipelined client), writes their output to bench.txt and
-# prints the table (about 3 minutes on 2 cores). bench-all runs every
+# prints the table (about 3 minutes on 2 cores); then BenchmarkHostile
+# (issue 13: a well-behaved client's p99 alone and beside hostile ones,
+# and the broker's peak anonymous RSS; 10 s), appended to bench.txt. bench-all runs every
 # benchmark of store/ and internal/bench/.
 BENCH_TABLE := ^Benchmark(FsyncBaseline|Table(Jobs|Submit)|SubmitPipelined)$$
 bench: build
 	set -o pipefail; TITANIC_BIN=$(abspath $(BIN)) $(GO) test -run '^$$' -bench '$(BENCH_TABLE)' -benchtime 2s -count 1 -timeout 20m ./internal/bench/ 2>&1 | tee bench.txt
 	@echo
 	$(GO) run ./internal/bench/table bench.txt
+	@echo
+	set -o pipefail; TITANIC_BIN=$(abspath $(BIN)) $(GO) test -run '^$$' -bench '^BenchmarkHostile$$' -benchtime 1x -count 1 -timeout 5m ./internal/bench/ 2>&1 | tee -a bench.txt
 
 bench-all: build
 	set -o pipefail; TITANIC_BIN=$(abspath $(BIN)) $(GO) test -run '^$$' -bench . -benchtime 2s -count 1 -timeout 30m ./store/ ./internal/bench/ 2>&1 | tee bench.txt

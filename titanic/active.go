@@ -171,6 +171,9 @@ func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key
 	if out := s.overQuota(); out != nil {
 		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
 	}
+	if out := s.diskFull(); out != nil {
+		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
+	}
 	if out := s.admit(httpClient, true); out != nil {
 		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
 	}

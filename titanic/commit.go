@@ -72,6 +72,7 @@ func (s *Service) complete(ops []pendingOp, d store.Done, start time.Time) {
 	s.wakeMu.Unlock()
 	if first {
 		s.refreshUsage()
+		s.refreshDisk(false)
 		s.stats.commits.Add(1)
 		if err != nil {
 			s.stats.commitErrors.Add(1)
@@ -169,7 +170,10 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 		id[15] = id[15]&0xf0 | s.cfg.MintTag&0x0f
 	}
 	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey, Lifecycle: r.lifecycle}
-	return s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
+	size := bodySize(r.body)
+	s.diskSubmitted(size)
+	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
+		s.diskCommitted(size, batchErr == nil && res.Err == nil)
 		switch {
 		case batchErr != nil:
 			done(res, batchErr)
@@ -188,6 +192,10 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 		}
 		done(res, nil)
 	}})
+	if err != nil {
+		s.diskCommitted(size, false)
+	}
+	return err
 }
 
 // cacheHorizon: the body of a ticket due further ahead than this is not

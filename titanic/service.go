@@ -73,6 +73,17 @@ type Config struct {
 	// bytes or more; lookups, replies and closes go on. Default (and
 	// Unlimited): no quota.
 	Quota int64
+	// DiskReserve is the free space kept on the file systems of
+	// DiskPaths, at most 5% of each one's size: while one has less free,
+	// submits are refused (500) and replies, failures, closes and lookups
+	// go on (diskfree.go). Unlimited: not checked.
+	DiskReserve int64
+	// DiskPaths are the directories whose file systems DiskReserve
+	// watches (the data directory; the raft directory too when
+	// replicated); none: not checked.
+	DiskPaths []string
+	// Statfs reads a file system's free space (Statfs; tests replace it).
+	Statfs func(path string) (DiskSpace, error)
 	// DoneTTL deletes finished tickets nobody closed this long after they
 	// finished; Unlimited (any negative duration): keep them until
 	// closed.
@@ -140,6 +151,8 @@ func DefaultConfig() Config {
 		MaxBody:           16 << 20,
 		SubmitRate:        Unlimited,
 		Quota:             Unlimited,
+		DiskReserve:       DefaultDiskReserve,
+		Statfs:            Statfs,
 		DoneTTL:           7 * 24 * time.Hour,
 		SweepInterval:     time.Minute,
 		PresenceTimeout:   15 * time.Second,
@@ -188,6 +201,12 @@ func (c *Config) fill() {
 	}
 	if c.Quota == 0 {
 		c.Quota = d.Quota
+	}
+	if c.DiskReserve == 0 {
+		c.DiskReserve = d.DiskReserve
+	}
+	if c.Statfs == nil {
+		c.Statfs = d.Statfs
 	}
 	if c.DoneTTL == 0 {
 		c.DoneTTL = d.DoneTTL
@@ -260,6 +279,7 @@ type Service struct {
 	limits  limiter
 	present presence
 	used    atomic.Int64 // store bytes used, for Quota
+	disk    diskGuard    // full-disk mode, for DiskReserve
 
 	// leader is the store's leadership, nil when the store is the only
 	// copy of its data. When set, Activate waits for its Barrier, and
@@ -365,6 +385,7 @@ func (s *Service) Recover(ctx context.Context) error {
 	}
 	s.log.Info("recovered dispatch queues", "tickets", n)
 	s.refreshUsage()
+	s.refreshDisk(true)
 	s.active.Store(true)
 	return nil
 }
@@ -387,6 +408,7 @@ func (s *Service) Run(ctx context.Context) error {
 	run(s.schedLoop)
 	run(s.waitLoop)
 	run(s.sweepLoop)
+	run(s.diskLoop)
 	if s.leader != nil {
 		run(s.confirmLoop)
 	}
@@ -474,6 +496,9 @@ func (s *Service) serveMDP(req broker.Request) [][]byte {
 			return replyText(tsp.CodeUnknown, fmt.Sprintf("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody))
 		}
 		if out := s.overQuota(); out != nil {
+			return out
+		}
+		if out := s.diskFull(); out != nil {
 			return out
 		}
 	}

@@ -25,6 +25,7 @@ type counters struct {
 	verdictRetries                                 atomic.Uint64
 	retries                                        atomic.Uint64
 	deadlineExpired                                atomic.Uint64
+	diskRefused                                    atomic.Uint64
 }
 
 // Stats is a snapshot of the service's counters and queues.
@@ -45,6 +46,10 @@ type Stats struct {
 	// DeadlineExpired counts tickets failed as expired: not dispatched
 	// by their deadline.
 	DeadlineExpired uint64
+	// DiskRefused counts submits refused while the disk was full (they
+	// are counted in Busy too); Disk is the full-disk mode now.
+	DiskRefused uint64
+	Disk        DiskStatus
 	// Queued is the number of pending tickets waiting per service for a
 	// worker, Delayed the number waiting for their due time, and Leased
 	// the number held by workers (not counting those whose worker
@@ -64,6 +69,7 @@ func (s *Service) Stats() Stats {
 		Commits: c.commits.Load(), CommittedOps: c.committedOps.Load(), CommitErrors: c.commitErrors.Load(),
 		Expired: c.expired.Load(), Confirms: c.confirms.Load(), Unconfirmed: c.unconfirmed.Load(),
 		VerdictRetries: c.verdictRetries.Load(), Retries: c.retries.Load(), DeadlineExpired: c.deadlineExpired.Load(),
+		DiskRefused: c.diskRefused.Load(), Disk: s.DiskStatus(),
 		Queued: make(map[string]int), Delayed: make(map[string]int),
 	}
 	s.mu.Lock()

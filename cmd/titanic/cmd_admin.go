@@ -81,3 +81,35 @@ func runCheck(e env) error {
 	fmt.Fprintf(e.stdout, "%s: ok, %d tickets in %d services, %d bytes\n", path, total, len(stats.Services), stats.Size)
 	return nil
 }
+
+// runCompact rewrites a stopped broker's data file without the space of
+// closed tickets (store.Compact), which bbolt never gives back itself.
+func runCompact(e env) error {
+	fs := newFlags(e, "compact", "[flags]   (shrink the data file of a stopped broker: one node at a time in a pair or group)")
+	data := fs.String("data", "./titanic-data", "data directory of the broker")
+	removeOld := fs.Bool("remove-old", false, "delete the old file once the compacted one is in place and checked (default: keep it as titanic.db"+store.CompactSuffix+")")
+	if err := e.parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	path := filepath.Join(*data, "titanic.db")
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, time.Hour)
+	defer cancel()
+	res, err := store.Compact(ctx, path, store.CompactOptions{RemoveOld: *removeOld})
+	if err != nil {
+		if errors.Is(err, store.ErrInUse) {
+			return fmt.Errorf("%w: a broker holds %s: stop it first (in a pair or group, one node at a time)", err, path)
+		}
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s: compacted and checked, %d -> %d bytes (%.0f%%)\n", path, res.Before, res.After, 100*float64(res.After)/float64(max(res.Before, 1)))
+	if res.Old != "" {
+		fmt.Fprintf(e.stdout, "the old file is kept as %s: delete it once the broker serves from the new one\n", res.Old)
+	}
+	return nil
+}

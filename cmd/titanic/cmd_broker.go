@@ -101,6 +101,7 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 	tc.MaxWaiters, tc.BodyCache = cfg.Limits.MaxWaiters, int(cfg.Limits.BodyCache)
 	tc.MaxBody, tc.PerClientInflight = limit(int(cfg.Limits.MaxBody)), limit(cfg.Limits.PerClientInflight)
 	tc.SubmitRate, tc.SubmitBurst, tc.Quota = limit(cfg.Limits.SubmitRate), cfg.Limits.SubmitBurst, limit(int64(cfg.Limits.DiskQuota))
+	tc.DiskReserve = limit(int64(cfg.Limits.DiskReserve))
 	tc.DoneTTL, tc.SweepInterval = limit(cfg.Retention.DoneTTL), cfg.Retention.SweepInterval
 	tc.BackupDir = cfg.Store.BackupDir // "": the node's data directory's backups/
 	tc.PresenceTimeout = cfg.Broker.PresenceTimeout

@@ -111,6 +111,7 @@ func commands() []command {
 		{"cluster", "show a replicated deployment; join or remove a raft member", runCluster},
 		{"backup", "write an online snapshot of a running broker's store", runBackup},
 		{"check", "verify a data file (stopped broker, or a backup)", runCheck},
+		{"compact", "shrink a stopped broker's data file to its live tickets (offline)", runCompact},
 		{"restore", "make a data directory from a backup (a new broker, pair or group)", runRestore},
 		{"config", "print the effective broker configuration (flags, file, environment)", runConfig},
 		{"keygen", "make a CURVE key pair (NAME.key, NAME.pub)", runKeygen},

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -12,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/harness"
@@ -27,37 +24,6 @@ import (
 func TestHostileClients(t *testing.T) {
 	ep := harness.FreeEndpoint(t)
 	br := harness.Broker(t, "broker", ep, t.TempDir(), append([]string{"--max-message-size", "1048576", "--submit-rate", "2000"}, fastBroker...)...)
-	zctx, err := zmq.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zctx.Term()
-	if err := zctx.SetMaxSockets(4096); err != nil {
-		t.Fatal(err)
-	}
-	var socks []*zmq.Socket
-	defer func() {
-		for _, s := range socks {
-			_ = s.Close()
-		}
-	}()
-	dealer := func() *zmq.Socket {
-		s, err := zctx.NewSocket(zmq.DEALER)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = s.SetLinger(0)
-		_ = s.SetSndhwm(0)
-		if err := s.Connect(ep); err != nil {
-			t.Fatal(err)
-		}
-		socks = append(socks, s)
-		return s
-	}
-	submit := func(s *zmq.Socket, body []byte) {
-		_, _ = s.SendMessageDontwait("", "MDPC01", "titanic.request", "echo", body)
-	}
-
 	// A well-behaved client submits throughout; each submit must be
 	// acknowledged within its Lazy Pirate retries.
 	good, err := client.New(client.Config{Brokers: []string{ep}, Timeout: 2 * time.Second, Retries: 5})
@@ -87,36 +53,13 @@ func TestHostileClients(t *testing.T) {
 		}
 	}()
 
-	// Oversized frames: the connection is dropped (ZMQ_MAXMSGSIZE).
-	big := bytes.Repeat([]byte("x"), 2<<20)
-	for range 5 {
-		submit(dealer(), big)
+	// The storm: oversized frames, a flood from one connection, 2,000
+	// connections that never read, fuzz garbage, a frame-count bomb.
+	closeAll, err := harness.Hostile(context.Background(), ep, filepath.Join("..", "..", "broker", "mdp", "testdata", "fuzz"), 1, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// A flood from one connection, never reading: the broker answers
-	// "busy" past the in-flight limit and the rate, and queues nothing
-	// without bound.
-	flood := dealer()
-	for i := range 50_000 {
-		submit(flood, []byte("flood "+strconv.Itoa(i)))
-	}
-	// Thousands of connections, each with a request, never reading.
-	for range 2000 {
-		submit(dealer(), []byte("many"))
-	}
-	// Garbage from the fuzz corpus.
-	g := dealer()
-	files, _ := filepath.Glob(filepath.Join("..", "..", "broker", "mdp", "testdata", "fuzz", "*", "*"))
-	if len(files) == 0 {
-		t.Fatal("no fuzz corpus found")
-	}
-	for _, f := range files {
-		frames := corpusFrames(t, f)
-		parts := make([]any, len(frames))
-		for i, fr := range frames {
-			parts[i] = fr
-		}
-		_, _ = g.SendMessageDontwait(parts...)
-	}
+	defer closeAll()
 
 	// Keep the good client going a while after the storm.
 	deadline := time.Now().Add(3 * time.Second)
@@ -139,26 +82,6 @@ func TestHostileClients(t *testing.T) {
 	if rss > 1<<30 {
 		t.Fatalf("broker peak RSS %d MiB: memory not bounded", rss>>20)
 	}
-}
-
-// corpusFrames reads a Go fuzz corpus file ([]byte("...") on its second
-// line) and splits it into frames at '|', as the mdp fuzz targets do.
-func corpusFrames(t *testing.T, path string) [][]byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.SplitN(string(b), "\n", 3)
-	if len(lines) < 2 {
-		return [][]byte{b}
-	}
-	lit := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(lines[1]), "[]byte("), ")")
-	s, err := strconv.Unquote(lit)
-	if err != nil {
-		return [][]byte{[]byte(lines[1])}
-	}
-	return bytes.Split([]byte(s), []byte{'|'})
 }
 
 // peakRSS reads VmHWM (peak resident set) of pid.

@@ -176,11 +176,13 @@ func New(cfg Config) (_ *Node, err error) {
 		tc.Notifier = pub
 	}
 	n.st = n.bolt
+	var raftDir string
 	if cfg.Raft != nil {
 		rc := *cfg.Raft
 		if rc.Dir == "" {
 			rc.Dir = filepath.Join(cfg.Dir, "raft")
 		}
+		raftDir = rc.Dir
 		if rc.Logger == nil {
 			rc.Logger = log
 		}
@@ -202,6 +204,14 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	if tc.Workers == nil {
 		tc.Workers = n.workers
+	}
+	if len(tc.DiskPaths) == 0 {
+		// The reserve keeps room for the store and, replicated, for the
+		// raft log and snapshots, which may sit on another file system.
+		tc.DiskPaths = []string{cfg.Dir}
+		if raftDir != "" {
+			tc.DiskPaths = append(tc.DiskPaths, raftDir)
+		}
 	}
 	n.svc = titanic.New(n.st, n.b, tc)
 

@@ -92,6 +92,8 @@
 //	titanic_failures_total, titanic_busy_total, titanic_bad_requests_total, titanic_commits_total,
 //	titanic_committed_ops_total, titanic_commit_errors_total       counters
 //	titanic_verdict_retries_total                                  counter
+//	titanic_disk_full                            1 while submits are refused for want of disk space
+//	titanic_disk_free_bytes, titanic_disk_reserve_bytes   free space and reserve of the fullest watched file system
 //	titanic_leases                               tickets held by workers
 //	titanic_commit_duration_seconds              histogram (ObserveCommit)
 //	titanic_fsync_duration_seconds               histogram (ObserveFsync)

@@ -65,6 +65,7 @@ type collector struct {
 	active, role, term, lastIndex, commitIdx *prometheus.Desc
 	appliedIdx, commitLag, members           *prometheus.Desc
 	peers, peerCapacity, clients             *prometheus.Desc
+	diskFull, diskFree, diskReserve          *prometheus.Desc
 
 	errors *prometheus.CounterVec
 }
@@ -119,6 +120,9 @@ func newCollector(s *Server) *collector {
 		peers:          d("titanic_peers", "Peered clusters configured (see the cluster API for which are alive)."),
 		peerCapacity:   d("titanic_peer_capacity", "Spare capacity (idle workers) advertised by the peered clusters, in all."),
 		clients:        d("titanic_connected_clients", "Clients connected now (titanic.hello presence); 0 when presence is not wired."),
+		diskFull:       d("titanic_disk_full", "1 while submits are refused because the free disk space is below limits.disk_reserve, else 0."),
+		diskFree:       d("titanic_disk_free_bytes", "Free space of the watched file system closest to its reserve (absent when the reserve is not checked)."),
+		diskReserve:    d("titanic_disk_reserve_bytes", "The reserve of that file system: limits.disk_reserve, at most 5% of its size."),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "titanic_ops_source_errors_total",
 			Help: "Scrapes or API calls where a source (queues, workers, cluster, clients) failed.",
@@ -134,7 +138,7 @@ func newCollector(s *Server) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.build, c.queueDepth, c.tickets, c.oldestAge, c.workers, c.brokerRequests,
 		c.leases, c.active, c.role, c.term, c.lastIndex, c.commitIdx, c.appliedIdx, c.commitLag, c.members,
-		c.peers, c.peerCapacity, c.clients} {
+		c.peers, c.peerCapacity, c.clients, c.diskFull, c.diskFree, c.diskReserve} {
 		ch <- d
 	}
 	for _, d := range c.counters {
@@ -184,6 +188,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.counters[counterHelp[i].name], prometheus.CounterValue, float64(v))
 		}
 		gauge(c.leases, float64(counts.Leased))
+		gauge(c.diskFull, b2f(counts.DiskFull))
+		if counts.DiskReserve > 0 {
+			gauge(c.diskFree, float64(counts.DiskFree))
+			gauge(c.diskReserve, float64(counts.DiskReserve))
+		}
 	}
 	c.collectCluster(ctx, gauge)
 	clients := 0

@@ -154,6 +154,12 @@ type Counts struct {
 	VerdictRetries uint64
 	// Leased is the number of tickets held by workers now.
 	Leased int
+	// DiskFull: submits are refused because a watched file system has
+	// less free space than the reserve (titanic Service.DiskStatus);
+	// DiskFree and DiskReserve are that file system's, both 0 when the
+	// reserve is not checked.
+	DiskFull              bool
+	DiskFree, DiskReserve uint64
 }
 
 // Cluster reports this node's place in its cluster. A nil Cluster in the

@@ -113,6 +113,7 @@ type LimitsSection struct {
 	SubmitRate        float64 `toml:"submit_rate" flag:"submit-rate" usage:"submits per second per client; beyond it: busy, retry later; -1: no limit"`
 	SubmitBurst       int     `toml:"submit_burst" flag:"submit-burst" usage:"submits a client may send at once above submit_rate"`
 	DiskQuota         Size    `toml:"disk_quota" flag:"disk-quota" usage:"largest data file; beyond it submits are refused while lookups and replies go on; -1: no limit (only the disk's size)"`
+	DiskReserve       Size    `toml:"disk_reserve" flag:"disk-reserve" usage:"free space kept on the data directory's file system (and the raft directory's), at most 5% of its size: below it submits are refused until space returns, while replies, closes and lookups go on; -1: not checked"`
 	MaxQueue          int     `toml:"max_queue" flag:"max-queue" usage:"plain (non-durable) MDP requests queued per service"`
 	MaxQueuedOps      int     `toml:"max_queued_ops" flag:"max-queued-ops" usage:"submits and closes waiting for the next commit; beyond it: busy"`
 	MaxQueuedReads    int     `toml:"max_queued_reads" flag:"max-queued-reads" usage:"lookups waiting for a reader; beyond it: busy"`
@@ -194,7 +195,7 @@ type NotifySection struct {
 }
 
 // Unlimited is the value of a limit (limits.max_message_size, max_body,
-// per_client_inflight, submit_rate, disk_quota) that means "no limit";
+// per_client_inflight, submit_rate, disk_quota, disk_reserve) that means "no limit";
 // retention.done_ttl takes any negative duration. 0, which older
 // versions documented as "no limit" for these keys, keeps that meaning,
 // so their files still work; NoLimit tells either apart from a bound.
@@ -245,6 +246,7 @@ func Default() Config {
 			MaxWaiters:        10_000,
 			BodyCache:         64 * MiB,
 			DiskQuota:         Unlimited,
+			DiskReserve:       256 * MiB,
 		},
 		Retention: RetentionSection{
 			DoneTTL:       7 * 24 * time.Hour,

@@ -69,6 +69,7 @@ func TestDefaultsMatchPackages(t *testing.T) {
 	eq("limits.per_client_inflight", d.Limits.PerClientInflight, td.PerClientInflight)
 	eq("retention.done_ttl", d.Retention.DoneTTL, td.DoneTTL)
 	eq("limits.disk_quota", int64(d.Limits.DiskQuota), td.Quota)
+	eq("limits.disk_reserve", int64(d.Limits.DiskReserve), td.DiskReserve)
 	eq("broker.presence_timeout", d.Broker.PresenceTimeout, td.PresenceTimeout)
 	eq("queue.max_attempts", d.Queue.MaxAttempts, td.MaxAttempts)
 	eq("queue.backoff_base", d.Queue.BackoffBase, td.BackoffBase)

@@ -78,6 +78,7 @@ func (c Config) Validate() error {
 		ck.bad("limits.submit_burst", "%d: a submit rate needs a burst of at least 1", l.SubmitBurst)
 	}
 	ck.limit("limits.disk_quota", int64(l.DiskQuota))
+	ck.limit("limits.disk_reserve", int64(l.DiskReserve))
 	ck.atLeast("limits.max_queue", l.MaxQueue, 1)
 	ck.atLeast("limits.max_queued_ops", l.MaxQueuedOps, 1)
 	ck.atLeast("limits.max_queued_reads", l.MaxQueuedReads, 1)

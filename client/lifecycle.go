@@ -42,29 +42,29 @@ func (o SubmitOptions) options() (string, error) {
 		return bad("BackoffMax without BackoffBase")
 	}
 	if o.Delay > 0 {
-		f = append(f, "delay="+o.Delay.String())
+		f = append(f, tsp.OptDelay+"="+o.Delay.String())
 	}
 	if !o.At.IsZero() {
-		f = append(f, "at="+o.At.UTC().Format(time.RFC3339Nano))
+		f = append(f, tsp.OptAt+"="+o.At.UTC().Format(time.RFC3339Nano))
 	}
 	switch o.Priority {
 	case "", PriorityNormal:
 	case PriorityHigh, PriorityLow:
-		f = append(f, "priority="+string(o.Priority))
+		f = append(f, tsp.OptPriority+"="+string(o.Priority))
 	default:
 		return bad("priority %q (want high, normal or low)", o.Priority)
 	}
 	if o.TTL > 0 {
-		f = append(f, "ttl="+o.TTL.String())
+		f = append(f, tsp.OptTTL+"="+o.TTL.String())
 	}
 	if !o.Deadline.IsZero() {
-		f = append(f, "deadline="+o.Deadline.UTC().Format(time.RFC3339Nano))
+		f = append(f, tsp.OptDeadline+"="+o.Deadline.UTC().Format(time.RFC3339Nano))
 	}
 	if o.MaxAttempts > 0 {
-		f = append(f, "attempts="+strconv.Itoa(o.MaxAttempts))
+		f = append(f, tsp.OptAttempts+"="+strconv.Itoa(o.MaxAttempts))
 	}
 	if o.BackoffBase > 0 {
-		b := "backoff=" + o.BackoffBase.String()
+		b := tsp.OptBackoff + "=" + o.BackoffBase.String()
 		if o.BackoffMax > 0 {
 			b += "," + o.BackoffMax.String()
 		}

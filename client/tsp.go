@@ -109,7 +109,7 @@ func (c *Client) Status(ctx context.Context, ticket string) (Status, error) {
 // body too (titanic.status [ticket | "body"]). A broker older than this
 // extension refuses the request: ErrRejected.
 func (c *Client) StatusBody(ctx context.Context, ticket string) (Status, [][]byte, error) {
-	rep, err := c.do(ctx, tsp.SvcStatus, [][]byte{[]byte(ticket), []byte("body")})
+	rep, err := c.do(ctx, tsp.SvcStatus, [][]byte{[]byte(ticket), []byte(tsp.StatusBody)})
 	if err != nil {
 		return Status{}, nil, err
 	}
@@ -349,10 +349,6 @@ func (c *Client) ListPage(ctx context.Context, opt ListOptions) (rows []TicketIn
 	return parseList(rep)
 }
 
-// listMore starts the cursor frame of a titanic.list answer whose scan
-// stopped on its bound.
-const listMore = "more "
-
 // parseList decodes a titanic.list answer: [200 | line... | more?], each
 // line "ticket service state attempts" (the service may hold spaces), and
 // a last frame "more <ticket>" when the listing continues after ticket.
@@ -362,8 +358,8 @@ func parseList(rep [][]byte) ([]TicketInfo, string, error) {
 	}
 	lines := rep[1:]
 	next := ""
-	if n := len(lines); n > 0 && strings.HasPrefix(string(lines[n-1]), listMore) {
-		next = strings.TrimPrefix(string(lines[n-1]), listMore)
+	if n := len(lines); n > 0 && strings.HasPrefix(string(lines[n-1]), tsp.ListMore) {
+		next = strings.TrimPrefix(string(lines[n-1]), tsp.ListMore)
 		lines = lines[:n-1]
 		if next == "" {
 			return nil, "", fmt.Errorf("%w: list cursor without a ticket", ErrProtocol)

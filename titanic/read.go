@@ -125,14 +125,8 @@ func (s *Service) readReply(ctx context.Context, body [][]byte) ([][]byte, bool,
 	return replyText(tsp.CodePending, t.State.String()), false, nil
 }
 
-// StatusBody is the optional second frame of titanic.status that asks for
-// the request body: [ticket | "body"] is answered with the body's frames
-// after the reason. Without it the answer is the 7 frames every release
-// gives, so readers that know nothing of bodies never see them.
-const StatusBody = "body"
-
 func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool, error) {
-	withBody := len(body) == 2 && string(body[1]) == StatusBody
+	withBody := len(body) == 2 && string(body[1]) == tsp.StatusBody
 	if withBody {
 		body = body[:1]
 	}
@@ -164,14 +158,6 @@ func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool
 	}
 	return out, t.State.Final(), nil
 }
-
-// ListMorePrefix starts the last frame of a titanic.list answer that
-// stops before its limit and before the end: the listing continues after
-// the ticket it names (the request's after frame). This broker never sends
-// it (it answers a whole page, in bounded read transactions, as every
-// release did); the Go client reads it, so that a later broker may answer
-// in steps.
-const ListMorePrefix = "more "
 
 func (s *Service) readList(ctx context.Context, body [][]byte) ([][]byte, error) {
 	f, err := parseList(body)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // titanic.submit2 (tsp.SvcSubmit2) is titanic.submit with lifecycle options (extension):
@@ -73,24 +74,24 @@ func ParseSubmitOptions(text string, now time.Time) (store.Lifecycle, error) {
 		seen[k] = true
 		opt := LifecycleOption{Name: k, Value: v}
 		switch k {
-		case "delay":
+		case tsp.OptDelay:
 			o.Delay = opt
-		case "at":
+		case tsp.OptAt:
 			o.At = opt
-		case "priority":
+		case tsp.OptPriority:
 			o.Priority = opt
-		case "ttl":
+		case tsp.OptTTL:
 			o.TTL = opt
-		case "deadline":
+		case tsp.OptDeadline:
 			o.Deadline = opt
-		case "attempts":
+		case tsp.OptAttempts:
 			o.Attempts = opt
-		case "backoff":
+		case tsp.OptBackoff:
 			base, maxB, two := strings.Cut(v, ",")
 			if base == "" || (two && maxB == "") {
 				return store.Lifecycle{}, badRequest("option backoff=%s: want BASE[,MAX], each a duration (1s,5m)", v)
 			}
-			o.Backoff = LifecycleOption{Name: "backoff", Value: base}
+			o.Backoff = LifecycleOption{Name: tsp.OptBackoff, Value: base}
 			if two {
 				o.BackoffMax = LifecycleOption{Name: "backoff max", Value: maxB}
 			}

@@ -200,3 +200,26 @@ func Is(rep [][]byte, code string, k Kind) bool {
 	a := ParseAnswer(rep)
 	return k != None && a.Code == code && a.Kind == k
 }
+
+// Frames of the extensions that both sides spell.
+const (
+	// StatusBody is the optional second frame of titanic.status that asks
+	// for the request body too: [ticket | StatusBody].
+	StatusBody = "body"
+	// ListMore starts the last frame of a titanic.list answer whose scan
+	// stopped before the end: "more <ticket>", the ticket to go on after.
+	// A client that does not know it reads one more line of the listing.
+	ListMore = "more "
+)
+
+// The keys of titanic.submit2's options frame: space-separated
+// key=value fields, each key at most once.
+const (
+	OptDelay    = "delay"    // a duration: not dispatched before now+delay
+	OptAt       = "at"       // an RFC 3339 time: not dispatched before it
+	OptPriority = "priority" // high, normal or low
+	OptTTL      = "ttl"      // a duration: expires if not dispatched by now+ttl
+	OptDeadline = "deadline" // an RFC 3339 time: expires if not dispatched by it
+	OptAttempts = "attempts" // attempts before the ticket fails for good
+	OptBackoff  = "backoff"  // BASE[,MAX] durations of the retry backoff
+)

@@ -30,6 +30,7 @@ import (
 //	idem     idempotency key → ID
 //	fifo     service → bucket of big-endian Seq → ID, unfinished tickets only
 //	counts   state byte + service → uint64 number of tickets
+//	ix*      the dispatch indexes (index.go), not required by checkLayout
 //
 // Bodies live apart from ticket records so that status lookups, List and
 // Unfinished (which runs at every start-up) never page in request bodies.
@@ -189,10 +190,15 @@ func Open(path string, opts Options) (*BoltStore, error) {
 	if err != nil {
 		return nil, err
 	}
+	log := opts.Logger.With("component", "store", "path", path)
+	if err := ensureIndexes(db, log); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	s := &BoltStore{
 		path: path,
 		opts: opts,
-		log:  opts.Logger.With("component", "store", "path", path),
+		log:  log,
 		db:   db,
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
@@ -353,8 +359,16 @@ func initLayout(tx *bolt.Tx) error {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
+	for _, name := range indexBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
 	meta := tx.Bucket(metaBucket)
 	if err := meta.Put(formatKey, binary.BigEndian.AppendUint32(nil, formatV1)); err != nil {
+		return err
+	}
+	if err := markIndexed(tx); err != nil {
 		return err
 	}
 	return meta.Put(seqKey, binary.BigEndian.AppendUint64(nil, 1))

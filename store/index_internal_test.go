@@ -254,10 +254,11 @@ func TestIndexesRebuiltAfterForeignWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs.Reset()
-	s, err = Open(path, Options{NoSync: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	s2, err := Open(path, Options{NoSync: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer s2.Close()
 	if bytes.Contains(logs.Bytes(), []byte("rebuilt")) {
 		t.Fatalf("rebuilt after a clean reopen: %s", logs.String())
 	}

@@ -66,7 +66,7 @@ func BenchmarkTakeover(b *testing.B) {
 // backlogPair makes a two-node pair over raft's in-memory transport with
 // n pending tickets (100-byte bodies, committed on both), then closes
 // one: the other is left to take over.
-func backlogPair(b *testing.B, n int) (*memberB, func()) {
+func backlogPair(b testing.TB, n int) (*memberB, func()) {
 	var ms []*memberB
 	var peers []replica.Peer
 	for i, id := range []string{"primary", "backup"} {

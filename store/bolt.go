@@ -246,6 +246,10 @@ func (s *BoltStore) Close() error {
 	return nil
 }
 
+// saveFreelistAbove is the data size above which Close saves the free
+// page list: reading a file of 64 MiB takes some milliseconds.
+const saveFreelistAbove = 64 << 20
+
 // saveFreelist writes bbolt's list of free pages in one last commit, so
 // that the next Open reads it instead of rebuilding it by reading every
 // page of the file (NoFreelistSync, below): seconds for a file of
@@ -253,6 +257,10 @@ func (s *BoltStore) Close() error {
 // scan at its next Open. The writer has stopped: no other write
 // transaction runs.
 func (s *BoltStore) saveFreelist() {
+	var size int64
+	if err := s.db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil }); err != nil || size < saveFreelistAbove {
+		return // the scan of a small file is quick: its layout stays as the commits left it
+	}
 	s.db.NoFreelistSync = false
 	err := s.db.Update(remarkIndexed)
 	s.db.NoFreelistSync = true

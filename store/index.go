@@ -13,17 +13,19 @@ import (
 
 // The dispatch indexes: what the dispatcher reads a window at a time
 // (Queued) instead of holding every unfinished ticket in memory. Each is
-// a top-level bucket of per-service buckets, kept in the same write
+// one flat top-level bucket whose keys begin with the service (svcPrefix:
+// its length as a uvarint, then its bytes; flat, so that a small store's
+// buckets stay inline in their parent's page), kept in the same write
 // transaction as the ticket change, by the apply code the single-node
 // writer and the raft FSM share, so every replica has them. They are not
 // part of the layout checkLayout requires: the first release neither
 // reads nor writes them, which is why they need no new format version.
 //
-//	ixready    service → [level byte][big-endian Seq] → ID: unfinished
+//	ixready    [service][level byte][big-endian Seq] → ID: unfinished
 //	           tickets that are not delayed (dispatched ones included: a
 //	           restart redelivers them at their FIFO position)
-//	ixdelayed  service → [due][Seq] → ID: pending tickets with a due time
-//	ixdeadline service → [deadline][Seq] → ID: pending tickets never
+//	ixdelayed  [service][due][Seq] → ID: pending tickets with a due time
+//	ixdeadline [service][deadline][Seq] → ID: pending tickets never
 //	           dispatched that have a deadline
 //	ixcount    service → uint64: the entries of the service's ixdelayed
 //
@@ -134,6 +136,15 @@ func timedKey(at int64, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(appendTimeKey(make([]byte, 0, 16), at), seq)
 }
 
+// svcPrefix begins every index key of service.
+func svcPrefix(service string) []byte {
+	return append(binary.AppendUvarint(nil, uint64(len(service))), service...)
+}
+
+// ixKey is the full key of an index entry: the service's prefix, then
+// the entry's own key.
+func ixKey(service string, k []byte) []byte { return append(svcPrefix(service), k...) }
+
 // placement is where an index keeps a ticket: the bucket and key, nil
 // when the ticket is not in that index.
 type placement struct {
@@ -188,21 +199,15 @@ func (ix indexes) reindex(service string, id ID, old, tk *Ticket, delayed map[st
 			continue
 		}
 		if x.was != nil {
-			if b := x.b.Bucket([]byte(service)); b != nil {
-				if err := b.Delete(x.was); err != nil {
-					return fmt.Errorf("delete index entry: %w", err)
-				}
+			if err := x.b.Delete(ixKey(service, x.was)); err != nil {
+				return fmt.Errorf("delete index entry: %w", err)
 			}
 			if x.isDelayQ {
 				delayed[service]--
 			}
 		}
 		if x.is != nil {
-			b, err := x.b.CreateBucketIfNotExists([]byte(service))
-			if err != nil {
-				return fmt.Errorf("create index bucket: %w", err)
-			}
-			if err := b.Put(x.is, id[:]); err != nil {
+			if err := x.b.Put(ixKey(service, x.is), id[:]); err != nil {
 				return fmt.Errorf("put index entry: %w", err)
 			}
 			if x.isDelayQ {
@@ -400,32 +405,29 @@ func readQueued(tx *bolt.Tx, r QueueRead) ([]QueuedTicket, error) {
 	if top == nil {
 		return nil, fmt.Errorf("%w: dispatch index %s missing", ErrCorrupt, name)
 	}
-	b := top.Bucket([]byte(r.Service))
-	if b == nil {
-		return nil, nil
-	}
+	prefix := svcPrefix(r.Service)
 	limit := max(r.Limit, 1)
 	tickets := tx.Bucket(ticketsBucket)
 	level := levelByte(r.Level)
-	var seek []byte
+	seek := prefix
 	if r.Queue == QueueReady {
-		seek = []byte{level}
+		seek = append(bytes.Clone(prefix), level)
 		if r.Started {
 			if r.After.Seq == math.MaxUint64 {
 				return nil, nil
 			}
-			seek = readyKey(level, r.After.Seq+1)
+			seek = append(bytes.Clone(prefix), readyKey(level, r.After.Seq+1)...)
 		}
 	} else if r.Started {
-		seek = timedKey(r.After.At, r.After.Seq)
+		seek = append(bytes.Clone(prefix), timedKey(r.After.At, r.After.Seq)...)
 	}
 	var out []QueuedTicket
-	c := b.Cursor()
-	k, v := c.First()
-	if seek != nil {
-		k, v = c.Seek(seek)
-	}
-	for ; k != nil && len(out) < limit; k, v = c.Next() {
+	c := top.Cursor()
+	for k, v := c.Seek(seek); k != nil && len(out) < limit; k, v = c.Next() {
+		if !bytes.HasPrefix(k, prefix) {
+			break // the next service's
+		}
+		k := k[len(prefix):]
 		var key Key
 		switch {
 		case r.Queue == QueueReady && len(k) == 9:
@@ -488,7 +490,7 @@ func checkIndexes(tx *bolt.Tx, add func(string, ...any)) {
 				continue
 			}
 			n++
-			if b := x.b.Bucket([]byte(t.Service)); b == nil || !bytes.Equal(b.Get(x.key), k) {
+			if !bytes.Equal(x.b.Get(ixKey(t.Service, x.key)), k) {
 				add("ticket %s (%s) is not in its dispatch index entry %x", t.ID, t.State, x.key)
 			}
 		}
@@ -499,12 +501,7 @@ func checkIndexes(tx *bolt.Tx, add func(string, ...any)) {
 	})
 	entries := 0
 	for _, b := range []*bolt.Bucket{ix.ready, ix.delayed, ix.deadline} {
-		_ = b.ForEach(func(name, _ []byte) error {
-			if sb := b.Bucket(name); sb != nil {
-				entries += sb.Stats().KeyN
-			}
-			return nil
-		})
+		entries += b.Stats().KeyN
 	}
 	if entries != n {
 		add("dispatch indexes hold %d entries, the tickets need %d", entries, n)

@@ -289,10 +289,11 @@ func TestRestoreRebuildsStaleIndexes(t *testing.T) {
 	}
 	var snap bytes.Buffer
 	err = db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(delayedBucket).DeleteBucket([]byte("s")); err != nil {
+		if err := tx.DeleteBucket(delayedBucket); err != nil {
 			return err
 		}
-		return nil
+		_, err := tx.CreateBucket(delayedBucket)
+		return err
 	})
 	if err == nil {
 		err = db.View(func(tx *bolt.Tx) error { _, err := tx.WriteTo(&snap); return err })
@@ -322,8 +323,12 @@ func TestRestoreRebuildsStaleIndexes(t *testing.T) {
 func TestCloseSavesFreelist(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.db")
 	s := openTest(t, path)
-	if _, err := s.Apply(context.Background(), []Op{{Kind: OpSubmit, ID: NewID(), Time: time.Now(), Service: "s"}}); err != nil {
-		t.Fatal(err)
+	// Past saveFreelistAbove: a small file is not worth it.
+	big := [][]byte{make([]byte, 1<<20)}
+	for range saveFreelistAbove>>20 + 1 {
+		if _, err := s.Apply(context.Background(), []Op{{Kind: OpSubmit, ID: NewID(), Time: time.Now(), Service: "s", Body: big}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	latest := func() boltMeta {
 		t.Helper()

@@ -23,7 +23,7 @@ func (nopBroker) Wake(string)                           {}
 // oldest ticket is dispatched first.
 func TestTakeoverLoadsLazily(t *testing.T) {
 	const n = 5_000
-	survivor, stop := backlogPair(t, n)
+	survivor, stop := backlogPairTimeout(t, n, 2*time.Second)
 	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

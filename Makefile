@@ -7,7 +7,7 @@ FUZZTIME ?= 8s
 STATICCHECK ?= v0.8.2
 export CGO_ENABLED := 1
 
-.PHONY: all deps test-deps build run test vet unit fuzz bench bench-all sim lint clean jepsen soak mixed
+.PHONY: all deps test-deps build run test vet unit fuzz bench bench-all sim lint clean jepsen soak mixed backlog
 
 all: build
 
@@ -121,6 +121,18 @@ bench: build
 
 bench-all: build
 	set -o pipefail; TITANIC_BIN=$(abspath $(BIN)) $(GO) test -run '^$$' -bench . -benchtime 2s -count 1 -timeout 30m ./store/ ./internal/bench/ 2>&1 | tee bench.txt
+
+# backlog builds a data directory holding BACKLOG_N pending tickets
+# (100-byte bodies, one service; bulk through the store API, fsync off for
+# the build only), starts bin/titanic on it and reports its peak RssAnon,
+# the time from its start to the first acknowledged submit, and the submit
+# and dispatch rates at that depth (internal/bench TestBacklog). Not part
+# of `make test`. BACKLOG_DIR keeps the data directory between runs (a
+# directory holding titanic.db is reused as it is).
+BACKLOG_N ?= 10000000
+BACKLOG_DIR ?=
+backlog: build
+	TITANIC_BACKLOG_N=$(BACKLOG_N) TITANIC_BACKLOG_DIR=$(BACKLOG_DIR) TITANIC_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 120m -v -run '^TestBacklog$$' ./internal/bench/
 
 lint: vet
 

@@ -171,6 +171,13 @@ func (s *BoltStore) swap(tmp string) error {
 		s.log.Error("reopen after restore", "err", err)
 		return errors.Join(renameErr, fmt.Errorf("reopen: %w", err))
 	}
+	// A snapshot or backup may come from a binary that did not keep the
+	// dispatch indexes.
+	if err := ensureIndexes(db, s.log); err != nil {
+		s.log.Error("reopen after restore", "err", err)
+		_ = db.Close()
+		return errors.Join(renameErr, fmt.Errorf("reopen: %w", err))
+	}
 	s.db = db
 	s.loadFormat()
 	if renameErr == nil {
@@ -319,6 +326,7 @@ func checkContent(tx *bolt.Tx) []error {
 			return nil
 		})
 	}
+	checkIndexes(tx, add)
 	stored := make(map[countKey]int)
 	_ = tx.Bucket(countsBucket).ForEach(func(k, v []byte) error {
 		if len(k) < 1 || len(v) != 8 {
@@ -438,6 +446,10 @@ func (s *BoltStore) ResetReplication(ctx context.Context) (Replication, error) {
 			txid = tx.ID()
 			var err error
 			if r, err = clearReplication(tx); err != nil {
+				return err
+			}
+			// Tickets are untouched: indexes that were current stay so.
+			if err := remarkIndexed(tx); err != nil {
 				return err
 			}
 			cleared = true

@@ -26,6 +26,10 @@ const (
 type txn struct {
 	tx                                                   *bolt.Tx
 	meta, tickets, bodies, replies, idem, fifo, counters *bolt.Bucket
+	// ix are the dispatch indexes (index.go), ixDelayed the change of
+	// each service's delayed entries in this transaction.
+	ix        indexes
+	ixDelayed map[string]int
 
 	seq      uint64 // next Seq to assign
 	seqDirty bool
@@ -59,6 +63,12 @@ func newTxn(tx *bolt.Tx) (*txn, error) {
 		fifo:     tx.Bucket(fifoBucket),
 		counters: tx.Bucket(countsBucket),
 		deltas:   make(map[countKey]int),
+
+		ixDelayed: make(map[string]int),
+	}
+	var err error
+	if t.ix, err = openIndexes(tx); err != nil {
+		return nil, err
 	}
 	if t.meta == nil || t.tickets == nil || t.bodies == nil || t.replies == nil ||
 		t.idem == nil || t.fifo == nil || t.counters == nil {
@@ -274,6 +284,9 @@ func (t *txn) create(op *Op) (Ticket, error) {
 	if err := t.enqueue(&tk); err != nil {
 		return tk, err
 	}
+	if err := t.reindex(nil, &tk); err != nil {
+		return tk, err
+	}
 	t.deltas[countKey{tk.Service, StatePending}]++
 	return tk, nil
 }
@@ -338,6 +351,7 @@ func (t *txn) transition(op *Op) (Result, error) {
 		res.Err = opErr(op, ErrFinal, tk.State.String())
 		return res, nil
 	}
+	prev := tk
 	old := tk.State
 	switch op.Kind {
 	case OpDispatch:
@@ -381,11 +395,18 @@ func (t *txn) transition(op *Op) (Result, error) {
 	if err := t.putTicket(&tk); err != nil {
 		return Result{ID: op.ID}, err
 	}
+	if err := t.reindex(&prev, &tk); err != nil {
+		return Result{ID: op.ID}, err
+	}
 	if old != tk.State {
 		t.deltas[countKey{tk.Service, old}]--
 		t.deltas[countKey{tk.Service, tk.State}]++
 	}
-	return resultOf(&tk), nil
+	res = resultOf(&tk)
+	if res.Unqueued = unqueued(&prev, &tk); res.Unqueued != 0 {
+		res.Service = tk.Service
+	}
+	return res, nil
 }
 
 // retry gives a failed ticket another round (see OpRetry).
@@ -401,6 +422,7 @@ func (t *txn) retry(op *Op) (Result, error) {
 	}
 	// A new Seq puts it behind the work queued while it lay failed, as a
 	// fresh submit would be; a delay or deadline it had is spent.
+	prev := tk
 	tk.State, tk.Attempts, tk.Reason, tk.Updated = StatePending, 0, "", op.Time
 	tk.Due, tk.Deadline = time.Time{}, time.Time{}
 	tk.Seq = t.seq
@@ -410,6 +432,9 @@ func (t *txn) retry(op *Op) (Result, error) {
 		return Result{ID: op.ID}, err
 	}
 	if err := t.putTicket(&tk); err != nil {
+		return Result{ID: op.ID}, err
+	}
+	if err := t.reindex(&prev, &tk); err != nil {
 		return Result{ID: op.ID}, err
 	}
 	t.deltas[countKey{tk.Service, StateFailed}]--
@@ -431,6 +456,7 @@ func (t *txn) cancel(op *Op) (Result, error) {
 		return res, nil
 	}
 	old := tk.State
+	prev := tk
 	if old == StateDispatched {
 		if err := t.recordAttempt(&tk, op); err != nil {
 			return Result{ID: op.ID}, err
@@ -446,10 +472,14 @@ func (t *txn) cancel(op *Op) (Result, error) {
 	if err := t.putTicket(&tk); err != nil {
 		return Result{ID: op.ID}, err
 	}
+	if err := t.reindex(&prev, &tk); err != nil {
+		return Result{ID: op.ID}, err
+	}
 	t.deltas[countKey{tk.Service, old}]--
 	t.deltas[countKey{tk.Service, StateCancelled}]++
 	res = resultOf(&tk)
 	res.Service = tk.Service
+	res.Unqueued = unqueued(&prev, &tk)
 	return res, nil
 }
 
@@ -513,6 +543,9 @@ func (t *txn) close(op *Op) (Result, error) {
 		if err := t.dequeue(&tk); err != nil {
 			return Result{ID: op.ID}, err
 		}
+		if err := t.reindex(&tk, nil); err != nil {
+			return Result{ID: op.ID}, err
+		}
 	}
 	if tk.IdemKey != "" {
 		key := []byte(tk.IdemKey)
@@ -523,7 +556,32 @@ func (t *txn) close(op *Op) (Result, error) {
 		}
 	}
 	t.deltas[countKey{tk.Service, tk.State}]--
-	return Result{ID: op.ID, Seq: tk.Seq, Attempts: tk.Attempts, Existed: true, Closed: tk.State, Service: tk.Service}, nil
+	return Result{ID: op.ID, Seq: tk.Seq, Attempts: tk.Attempts, Existed: true, Closed: tk.State, Service: tk.Service, Unqueued: unqueued(&tk, nil)}, nil
+}
+
+// reindex keeps the dispatch indexes (index.go) in step with a ticket's
+// change from old (nil: new) to tk (nil: deleted).
+func (t *txn) reindex(old, tk *Ticket) error {
+	x := tk
+	if x == nil {
+		x = old
+	}
+	return t.ix.reindex(x.Service, x.ID, old, tk, t.ixDelayed)
+}
+
+// unqueued is the dispatch index a change from old to tk took the ticket
+// out of, leaving it in neither (Result.Unqueued).
+func unqueued(old, tk *Ticket) Queue {
+	was, is := placeOf(old), placeOf(tk)
+	switch {
+	case is.ready != nil || is.delayed != nil:
+		return 0
+	case was.ready != nil:
+		return QueueReady
+	case was.delayed != nil:
+		return QueueDelayed
+	}
+	return 0
 }
 
 func seqKeyOf(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
@@ -582,6 +640,12 @@ func (t *txn) finish() error {
 		if err := t.meta.Put(seqKey, seqKeyOf(t.seq)); err != nil {
 			return fmt.Errorf("put sequence: %w", err)
 		}
+	}
+	if err := t.ix.addCounts(t.ixDelayed); err != nil {
+		return err
+	}
+	if err := markIndexed(t.tx); err != nil {
+		return err
 	}
 	for k, d := range t.deltas {
 		if d == 0 {

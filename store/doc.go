@@ -1,8 +1,10 @@
 // Package store owns titanic's durable state: every ticket (its service,
 // state, request body, attempts and timestamps), every reply, the
-// per-service FIFO of unfinished tickets and the idempotency keys. The
-// titanic service holds no state the store cannot rebuild: after a restart
-// it calls Unfinished and carries on.
+// per-service FIFO of unfinished tickets, the dispatch indexes (ready
+// tickets per service and priority level, delayed ones by due time,
+// deadlines: index.go) and the idempotency keys. The titanic service
+// holds no state the store cannot rebuild: after a restart it reads the
+// counts and a window of each dispatch index (Queued) and carries on.
 //
 // # Contract
 //

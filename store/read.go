@@ -270,6 +270,10 @@ func (s *BoltStore) ListPage(ctx context.Context, f Filter) (Page, error) {
 // Counts holds how many tickets of one service are in each state.
 type Counts struct {
 	Pending, Dispatched, Done, Failed, Cancelled int
+	// Delayed is how many of the pending tickets have a due time, past
+	// or not (the dispatch index QueueDelayed holds them); it is not
+	// counted again in Total.
+	Delayed int
 }
 
 // Total returns the number of tickets counted.
@@ -314,7 +318,7 @@ func (s *BoltStore) Stats(ctx context.Context) (Stats, error) {
 		if v := tx.Bucket(metaBucket).Get(seqKey); len(v) == 8 {
 			st.NextSeq = binary.BigEndian.Uint64(v)
 		}
-		return tx.Bucket(countsBucket).ForEach(func(k, v []byte) error {
+		err := tx.Bucket(countsBucket).ForEach(func(k, v []byte) error {
 			if len(k) < 1 || len(v) != 8 {
 				return fmt.Errorf("%w: counter entry", ErrCorrupt)
 			}
@@ -323,6 +327,19 @@ func (s *BoltStore) Stats(ctx context.Context) (Stats, error) {
 			st.Services[string(k[1:])] = c
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		if b := tx.Bucket(ixCountBucket); b != nil {
+			return b.ForEach(func(k, v []byte) error {
+				if c, ok := st.Services[string(k)]; ok && len(v) == 8 {
+					c.Delayed = int(binary.BigEndian.Uint64(v))
+					st.Services[string(k)] = c
+				}
+				return nil
+			})
+		}
+		return nil
 	})
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats: %w", err)

@@ -341,6 +341,11 @@ type Result struct {
 	// dispatcher no longer held); empty for other kinds.
 	Closed  State
 	Service string
+	// Unqueued is, when the op finished or deleted an unfinished ticket,
+	// the dispatch index it left (QueueReady or QueueDelayed; 0
+	// otherwise); Service is then set too. A dispatcher that did not
+	// hold the ticket in memory (it waited on disk) counts it out by it.
+	Unqueued Queue
 	// Lifecycle is, after an OpRetry, the retried ticket's (its priority
 	// and retry policy: the dispatcher queues it without reading it).
 	Lifecycle Lifecycle
@@ -448,6 +453,11 @@ type Store interface {
 	// (OpPause), with when. Both read the local copy.
 	Attempts(ctx context.Context, id ID) ([]Attempt, error)
 	Paused(ctx context.Context) (map[string]time.Time, error)
+	// Queued reads one window of a dispatch index (see QueueRead): the
+	// dispatcher loads its queues a window at a time instead of holding
+	// every unfinished ticket. It reads the local copy, in one read
+	// transaction.
+	Queued(ctx context.Context, r QueueRead) ([]QueuedTicket, error)
 	// Usage reports the local data file's size and free space, for the
 	// service's quota. It is cheap: the service calls it after every
 	// commit.

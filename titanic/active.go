@@ -115,7 +115,7 @@ func (s *Service) Close(ctx context.Context, id store.ID) error {
 		case !res.Existed:
 			done <- fmt.Errorf("close %s: %w", id, store.ErrNotFound)
 		default:
-			s.forget(id)
+			s.forgetResult(res)
 			s.tallyClose(res)
 			s.stats.closes.Add(1)
 			s.note(id, "closed", "")

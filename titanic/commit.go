@@ -220,8 +220,14 @@ func (s *Service) enlist(e *entry, body [][]byte) {
 			s.cached += size
 		}
 	}
-	s.entries[e.id] = e
 	s.held[e.service]++
+	if !s.keepLocked(s.queue(e.service), e, e.due) {
+		// Past its window: it waits on disk, and is read when the
+		// window's cursor gets there.
+		s.mu.Unlock()
+		return
+	}
+	s.entries[e.id] = e
 	ready := s.placeLocked(e, now)
 	s.mu.Unlock()
 	if ready {
@@ -239,7 +245,7 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 			s.answer(req.Client, req.Service, replyText(tsp.CodeError, "not closed: "+batchErr.Error()))
 			return
 		}
-		s.forget(id)
+		s.forgetResult(res)
 		s.tallyClose(res)
 		if !res.Existed && s.cfg.MaybeElsewhere != nil && s.cfg.MaybeElsewhere(id) {
 			// The peer may hold it (a split not merged yet): a 200 now
@@ -276,7 +282,37 @@ func (s *Service) forget(id store.ID) {
 	s.dropLocked(id)
 }
 
+// forgetResult drops the ticket an op finished or deleted (res.ID), also
+// when it waited on disk, not in memory: then it is counted out of its
+// service's tickets on disk (res.Unqueued says which).
+func (s *Service) forgetResult(res store.Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropResultLocked(res)
+}
+
+func (s *Service) dropResultLocked(res store.Result) {
+	if _, ok := s.entries[res.ID]; ok || res.Unqueued == 0 || res.Service == "" {
+		s.dropLocked(res.ID)
+		return
+	}
+	s.tombLocked(res.ID)
+	q := s.queues[res.Service]
+	if q == nil {
+		return
+	}
+	if res.Unqueued == store.QueueReady {
+		q.onDisk = max(q.onDisk-1, 0)
+	} else {
+		q.delayedDisk = max(q.delayedDisk-1, 0)
+	}
+	if s.held[res.Service]--; s.held[res.Service] <= 0 {
+		delete(s.held, res.Service)
+	}
+}
+
 func (s *Service) dropLocked(id store.ID) {
+	s.tombLocked(id)
 	e, ok := s.entries[id]
 	if !ok {
 		return

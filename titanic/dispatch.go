@@ -44,6 +44,14 @@ func (s *Service) next(service, worker string, now time.Time, expired *[]*entry)
 			break
 		}
 		e := f.peek()
+		lv := q.levelOf(f)
+		if e == nil || !q.win[lv].holds(readyKey(e)) {
+			// Tickets of this level wait on disk before e (or the level
+			// has only those): its turn waits for the loader.
+			q.blocked[lv] = true
+			s.requestLoadLocked(service)
+			break
+		}
 		if e.gone {
 			f.pop()
 			s.gone[service]--
@@ -64,6 +72,9 @@ func (s *Service) next(service, worker string, now time.Time, expired *[]*entry)
 		}
 		f.pop()
 		q.spend(f)
+		if !q.win[lv].all && f.len() <= s.windowSize()/2 {
+			s.requestLoadLocked(service)
+		}
 		// Dispatched: it no longer expires.
 		s.deadlines.remove(e)
 		e.deadline = time.Time{}
@@ -226,7 +237,11 @@ func (s *Service) commitRequeue(e *entry, op store.Op, due time.Time) {
 			s.forget(op.ID) // closed or finished meanwhile
 			return
 		}
-		s.requeue(e, due)
+		stored := op.Due
+		if batchErr != nil {
+			stored = time.Time{} // the store still has it dispatched: ready
+		}
+		s.requeue(e, due, stored)
 	}})
 }
 
@@ -260,11 +275,22 @@ func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
 }
 
 // requeue puts a ticket back in its fifo, at its Seq position, or in the
-// delay heap until due.
-func (s *Service) requeue(e *entry, due time.Time) {
+// delay heap until due; or, when that position is past its window's
+// cursor, back on disk (it is read again when the cursor gets there).
+// stored is the due time the store recorded: it chose the index.
+func (s *Service) requeue(e *entry, due, stored time.Time) {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	if cur, ok := s.entries[e.id]; !ok || cur != e {
+		s.mu.Unlock()
+		return
+	}
+	if stored.Equal(due) && !s.keepLocked(s.queue(e.service), e, stored) {
+		// On disk now, as the store has it; still counted in held.
+		delete(s.entries, e.id)
+		s.tombLocked(e.id)
+		s.cached -= e.size
+		e.body, e.size = nil, 0
 		s.mu.Unlock()
 		return
 	}
@@ -314,6 +340,23 @@ func (s *Service) loadLoop(ctx context.Context) {
 }
 
 func (s *Service) load(ctx context.Context, service string) {
+	// The windows first: what they read is what the bodies are for.
+	for range 8 {
+		if !s.fill(ctx, service) {
+			break
+		}
+	}
+	s.mu.Lock()
+	if q := s.queues[service]; q != nil && s.needsLoadLocked(q) {
+		s.requestLoadLocked(service) // more than a pass: after the others
+	}
+	if s.workers[service] == 0 {
+		select {
+		case s.reapKick <- struct{}{}:
+		default:
+		}
+	}
+	s.mu.Unlock()
 	var want []*entry
 	s.mu.Lock()
 	if q := s.queues[service]; q != nil {
@@ -367,6 +410,8 @@ func (s *Service) reapLoop(ctx context.Context) {
 			s.reap()
 			s.pruneClients()
 			s.expirePresence()
+		case <-s.reapKick:
+			s.reap()
 		}
 	}
 }
@@ -403,6 +448,11 @@ func (s *Service) reap() {
 				s.deadlines.remove(e)
 				e.leased, e.failing = true, true // out of the fifo while its verdict commits
 				dead = append(dead, e)
+			}
+			if !q.win[i].all && f.len() <= s.windowSize()/2 {
+				// The window ran low: the loader reads on, and kicks
+				// the reaper again.
+				s.requestLoadLocked(service)
 			}
 		}
 	}

@@ -24,7 +24,11 @@
 //
 // Per service, pending tickets wait in one FIFO per priority level (high,
 // normal, low), each ordered by store sequence; they are rebuilt from the
-// store on start-up (Recover), so order survives restarts. Levels take
+// store on start-up (Recover), so order survives restarts. Memory holds a
+// window of each (Config.Window tickets per service and level, and of
+// delayed ones): the rest waits in the store's dispatch indexes and is
+// read a window at a time as the queues drain (window.go), so memory and
+// start-up do not grow with the backlog. Levels take
 // turns by weighted round robin, 4:2:1 while all have work, so that no
 // level starves (queue.go). A ticket due later (a delay, a schedule, a
 // retry's backoff) waits in a delay heap instead, and a ticket with a

@@ -121,7 +121,7 @@ func (s *Service) cancel(id store.ID, reason string, done func(error)) error {
 	op := store.Op{Kind: store.OpCancel, ID: id, Time: s.cfg.Now(), Reason: reason}
 	return s.commitOne(op, func(res store.Result, err error) {
 		if err == nil {
-			s.forget(id)
+			s.forgetResult(res)
 			s.notify(id)
 			s.note(id, "cancelled", res.Service)
 		}

@@ -48,10 +48,12 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 			if _, ok := s.entries[op.ID]; ok {
 				continue
 			}
-			e := &entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now}
-			s.entries[op.ID] = e
+			e := (&entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now}).withLifecycle(op.Lifecycle, 0)
 			s.held[op.Service]++
-			s.queue(op.Service).push(e)
+			if s.keepLocked(s.queue(op.Service), e, e.due) {
+				s.entries[op.ID] = e
+				s.placeLocked(e, now)
+			}
 			woken[op.Service] = true
 		case op.Kind == store.OpRetry && r.Err == nil && !final[op.ID]:
 			// It was failed here, so the dispatcher does not hold it.
@@ -59,13 +61,16 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 				continue
 			}
 			svc := r.Service
-			e := &entry{id: op.ID, service: svc, seq: r.Seq, queued: now}
-			s.entries[op.ID] = e
+			e := (&entry{id: op.ID, service: svc, seq: r.Seq, queued: now}).withLifecycle(r.Lifecycle, 0)
 			s.held[svc]++
-			s.queue(svc).push(e)
+			if s.keepLocked(s.queue(svc), e, e.due) {
+				s.entries[op.ID] = e
+				s.placeLocked(e, now)
+			}
 			woken[svc] = true
 		case op.Kind != store.OpAdopt && r.Err == nil:
-			s.dropLocked(op.ID)
+			r.ID = op.ID
+			s.dropResultLocked(r)
 		}
 	}
 	s.mu.Unlock()
@@ -74,7 +79,7 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 			s.notify(ops[i].ID)
 		}
 	}
-	if err := s.loadCounts(ctx); err != nil {
+	if _, err := s.loadCounts(ctx); err != nil {
 		s.log.Warn("merge: finished tickets not counted again", "err", err)
 	}
 	for svc := range woken {

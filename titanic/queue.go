@@ -277,6 +277,36 @@ type svcQueue struct {
 	credit [levels]int
 	// delayed counts the service's entries in the delay heap.
 	delayed int
+
+	// The windows over the store's dispatch indexes (window.go): one per
+	// level, and the delayed one. onDisk and delayedDisk count the
+	// tickets of each index not in memory. blocked: Next found a level
+	// whose next ticket is not loaded yet.
+	win         [levels]window
+	dwin        window
+	onDisk      int
+	delayedDisk int
+	blocked     [levels]bool
+}
+
+// newSvcQueue returns the queue of a service that has no ticket on disk:
+// its windows hold everything.
+func newSvcQueue() *svcQueue {
+	q := &svcQueue{}
+	for i := range q.win {
+		q.win[i].all = true
+	}
+	q.dwin.all = true
+	return q
+}
+
+// partial marks every window as not loaded yet: the service's tickets
+// are on disk (Recover).
+func (q *svcQueue) partial() {
+	for i := range q.win {
+		q.win[i] = window{}
+	}
+	q.dwin = window{}
 }
 
 // len is the number of entries linked in the fifos, gone ones included.
@@ -288,23 +318,40 @@ func (q *svcQueue) len() int {
 	return n
 }
 
-func (q *svcQueue) push(e *entry) { q.lv[level(e.prio)].push(e) }
+func (q *svcQueue) push(e *entry) {
+	lv := level(e.prio)
+	q.lv[lv].push(e)
+	q.win[lv].saw(readyKey(e))
+}
 
 // pick returns the fifo whose turn it is, nil when every fifo is empty:
 // the highest level that has work and credit left in this round; when no
 // level with work has credit, a new round starts. It does not spend the
 // credit (spend does, once an entry is dispatched from it), so that gone
 // entries and bodies not loaded yet do not use up a level's turn.
+//
+// A level with tickets on disk only has work too: pick returns it, empty,
+// and the caller waits for the loader.
 func (q *svcQueue) pick() *fifo {
 	for round := 0; round < 2; round++ {
 		for i := range q.lv {
-			if q.lv[i].len() > 0 && q.credit[i] > 0 {
+			if (q.lv[i].len() > 0 || !q.win[i].all) && q.credit[i] > 0 {
 				return &q.lv[i]
 			}
 		}
 		q.credit = levelWeight
 	}
 	return nil
+}
+
+// levelOf is the index of f in q.lv.
+func (q *svcQueue) levelOf(f *fifo) int {
+	for i := range q.lv {
+		if &q.lv[i] == f {
+			return i
+		}
+	}
+	return -1
 }
 
 // spend charges a dispatch from f to its level's credit.

@@ -151,6 +151,7 @@ func (s *Service) placeLocked(e *entry, now time.Time) bool {
 		q.push(e)
 	} else {
 		q.delayed++
+		q.dwin.saw(delayedKey(e.due, e.seq))
 		kick = s.delays.push(e) || kick
 	}
 	if kick {
@@ -222,6 +223,9 @@ func (s *Service) runSchedule() (next time.Time, ok bool) {
 		q.push(e)
 		if len(wake) == 0 || wake[len(wake)-1] != e.service {
 			wake = append(wake, e.service)
+		}
+		if !q.dwin.all && q.delayed <= s.windowSize()/2 {
+			s.requestLoadLocked(e.service) // read the next delayed ones
 		}
 	}
 	for _, h := range []*entryHeap{&s.delays, &s.deadlines} {

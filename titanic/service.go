@@ -115,6 +115,11 @@ type Config struct {
 	// (broker.Broker.Stats). Without it titanic.stats reports the
 	// registered workers only.
 	Workers func(ctx context.Context) (map[string]WorkerCount, error)
+	// Window bounds the tickets the dispatcher holds in memory per
+	// service and priority level, and the delayed tickets per service;
+	// the others wait in the store's dispatch indexes and are read a
+	// window at a time (window.go). Zero: DefaultWindow.
+	Window int
 	// Logger receives the service's logs.
 	Logger *slog.Logger
 	// Now is the clock (tests replace it).
@@ -217,6 +222,9 @@ func (c *Config) fill() {
 	if c.PresenceTimeout <= 0 {
 		c.PresenceTimeout = d.PresenceTimeout
 	}
+	if c.Window <= 0 {
+		c.Window = DefaultWindow
+	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
@@ -304,8 +312,15 @@ type Service struct {
 	idleSince map[string]time.Time // when a service's last worker left
 	cached    int                  // bytes of bodies held
 	gone      map[string]int       // gone entries still linked, per service
-	held      map[string]int       // entries per service: pending and in flight
-	paused    map[string]bool      // services whose dispatch is paused (OpPause)
+	held      map[string]int       // unfinished tickets per service, in memory or on disk
+	// loads counts the window reads in flight; tomb, the tickets that
+	// left the dispatcher since the first of them began (window.go).
+	loads int
+	tomb  map[store.ID]struct{}
+	// reapKick asks reapLoop to look again (a window was read for a
+	// service without workers).
+	reapKick  chan struct{}
+	paused    map[string]bool // services whose dispatch is paused (OpPause)
 	loadReq   chan string
 	delays    entryHeap // delayed entries of every service, by (due, seq)
 	deadlines entryHeap // entries with a deadline not dispatched yet
@@ -339,6 +354,8 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		idleSince: make(map[string]time.Time),
 		gone:      make(map[string]int),
 		held:      make(map[string]int),
+		tomb:      make(map[store.ID]struct{}),
+		reapKick:  make(chan struct{}, 1),
 		paused:    make(map[string]bool),
 		loadReq:   make(chan string, 1024),
 		delays:    newDueHeap(),
@@ -358,32 +375,43 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 // keeps its deadline. A ticket that was dispatched when the broker
 // stopped is redelivered: its lease died with the process. Call it before
 // the broker runs.
+//
+// It reads the store's counts and one window of each service's queues
+// (window.go), not every ticket: its time and memory do not grow with the
+// backlog.
 func (s *Service) Recover(ctx context.Context) error {
-	now := s.cfg.Now()
-	if err := s.loadCounts(ctx); err != nil {
+	counts, err := s.loadCounts(ctx)
+	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	if err := s.loadPaused(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	var services []string
 	n := 0
-	err := s.st.Unfinished(ctx, func(t store.Ticket) error {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if _, ok := s.entries[t.ID]; ok {
-			return nil
+	s.mu.Lock()
+	s.resetLocked()
+	for svc, c := range counts {
+		u := c.Pending + c.Dispatched
+		if u == 0 {
+			continue
 		}
-		e := (&entry{id: t.ID, service: t.Service, seq: t.Seq, attempts: t.Attempts, queued: now}).withLifecycle(t.Lifecycle, t.Attempts)
-		s.entries[t.ID] = e
-		s.held[t.Service]++
-		s.placeLocked(e, now)
-		n++
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("recover queues: %w", err)
+		q := s.queue(svc)
+		q.partial()
+		q.onDisk, q.delayedDisk = u-c.Delayed, c.Delayed
+		s.held[svc] += u
+		services = append(services, svc)
+		n += u
 	}
-	s.log.Info("recovered dispatch queues", "tickets", n)
+	s.mu.Unlock()
+	for _, svc := range services {
+		for s.fill(ctx, svc) {
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("recover queues: %w", err)
+		}
+	}
+	s.log.Info("recovered dispatch queues", "tickets", n, "services", len(services))
 	s.refreshUsage()
 	s.refreshDisk(true)
 	s.active.Store(true)
@@ -427,7 +455,7 @@ func (s *Service) stopping() bool { return s.stopped.Load() }
 func (s *Service) queue(service string) *svcQueue {
 	q := s.queues[service]
 	if q == nil {
-		q = &svcQueue{}
+		q = newSvcQueue()
 		s.queues[service] = q
 		if _, ok := s.idleSince[service]; !ok && s.workers[service] == 0 {
 			s.idleSince[service] = s.cfg.Now()

@@ -26,6 +26,7 @@ type counters struct {
 	retries                                        atomic.Uint64
 	deadlineExpired                                atomic.Uint64
 	diskRefused                                    atomic.Uint64
+	windowReads                                    atomic.Uint64
 }
 
 // Stats is a snapshot of the service's counters and queues.
@@ -50,6 +51,9 @@ type Stats struct {
 	// are counted in Busy too); Disk is the full-disk mode now.
 	DiskRefused uint64
 	Disk        DiskStatus
+	// WindowReads counts the reads of a window of a dispatch queue from
+	// the store (window.go).
+	WindowReads uint64
 	// Queued is the number of pending tickets waiting per service for a
 	// worker, Delayed the number waiting for their due time, and Leased
 	// the number held by workers (not counting those whose worker
@@ -69,15 +73,15 @@ func (s *Service) Stats() Stats {
 		Commits: c.commits.Load(), CommittedOps: c.committedOps.Load(), CommitErrors: c.commitErrors.Load(),
 		Expired: c.expired.Load(), Confirms: c.confirms.Load(), Unconfirmed: c.unconfirmed.Load(),
 		VerdictRetries: c.verdictRetries.Load(), Retries: c.retries.Load(), DeadlineExpired: c.deadlineExpired.Load(),
-		DiskRefused: c.diskRefused.Load(), Disk: s.DiskStatus(),
+		DiskRefused: c.diskRefused.Load(), Disk: s.DiskStatus(), WindowReads: c.windowReads.Load(),
 		Queued: make(map[string]int), Delayed: make(map[string]int),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for svc, q := range s.queues {
-		st.Queued[svc] = q.len() - s.gone[svc]
-		if q.delayed > 0 {
-			st.Delayed[svc] = q.delayed
+		st.Queued[svc] = q.len() - s.gone[svc] + q.onDisk
+		if d := q.delayed + q.delayedDisk; d > 0 {
+			st.Delayed[svc] = d
 		}
 	}
 	for _, e := range s.entries {
@@ -201,10 +205,10 @@ func (s *Service) tallyClose(res store.Result) {
 // loadCounts sets the finished tickets of every service from the store's
 // counters (no ticket is read). The service calls it when it starts
 // serving, and after a merge, whose ops it does not follow one by one.
-func (s *Service) loadCounts(ctx context.Context) error {
+func (s *Service) loadCounts(ctx context.Context) (map[string]store.Counts, error) {
 	counts, err := s.st.Counts(ctx)
 	if err != nil {
-		return fmt.Errorf("ticket counts: %w", err)
+		return nil, fmt.Errorf("ticket counts: %w", err)
 	}
 	s.tally.mu.Lock()
 	defer s.tally.mu.Unlock()
@@ -217,7 +221,7 @@ func (s *Service) loadCounts(ctx context.Context) error {
 			v.done, v.failed = c.Done, c.Failed
 		}
 	}
-	return nil
+	return counts, nil
 }
 
 // WorkerCount is a service's registered workers: Idle of them wait for
@@ -266,7 +270,7 @@ func (s *Service) QueueStats(ctx context.Context, service string) (QueueStats, e
 	for svc, n := range s.held {
 		pending, delayed := 0, 0
 		if q := s.queues[svc]; q != nil {
-			pending, delayed = q.len()-s.gone[svc], q.delayed
+			pending, delayed = q.len()-s.gone[svc]+q.onDisk, q.delayed+q.delayedDisk
 		}
 		r := row(svc)
 		r.Pending, r.Delayed, r.InFlight = pending, delayed, n-pending-delayed

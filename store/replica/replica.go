@@ -503,6 +503,11 @@ func (n *Node) Counts(ctx context.Context) (map[string]store.Counts, error) {
 	return n.st.Counts(ctx)
 }
 
+// Queued implements store.Store from the local store.
+func (n *Node) Queued(ctx context.Context, r store.QueueRead) ([]store.QueuedTicket, error) {
+	return n.st.Queued(ctx, r)
+}
+
 // Snapshot implements store.Store: a copy of the local store.
 func (n *Node) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 	return n.st.Snapshot(ctx, w)

@@ -66,7 +66,14 @@ func BenchmarkTakeover(b *testing.B) {
 // backlogPair makes a two-node pair over raft's in-memory transport with
 // n pending tickets (100-byte bodies, committed on both), then closes
 // one: the other is left to take over.
-func backlogPair(b *testing.B, n int) (*memberB, func()) {
+func backlogPair(b testing.TB, n int) (*memberB, func()) {
+	return backlogPairTimeout(b, n, 200*time.Millisecond)
+}
+
+// backlogPairTimeout is backlogPair with raft's heartbeat and election
+// timeouts (the lease timeout half of them): tests under the race
+// detector on a loaded host need them longer than the benchmark does.
+func backlogPairTimeout(b testing.TB, n int, timeout time.Duration) (*memberB, func()) {
 	var ms []*memberB
 	var peers []replica.Peer
 	for i, id := range []string{"primary", "backup"} {
@@ -82,7 +89,7 @@ func backlogPair(b *testing.B, n int) (*memberB, func()) {
 			b.Fatal(err)
 		}
 		n, err := replica.Open(st, replica.Config{ID: m.id, Dir: filepath.Join(m.dir, "raft"), Transport: m.tr, Peers: peers, Bootstrap: true,
-			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond,
+			HeartbeatTimeout: timeout, ElectionTimeout: timeout, LeaderLeaseTimeout: timeout / 2,
 			FenceStride: 2, FenceSlot: m.slot, Logger: quiet()})
 		if err != nil {
 			b.Fatal(err)

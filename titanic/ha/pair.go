@@ -73,6 +73,7 @@ type Pair struct {
 	// failed in a row, and when the last was logged.
 	transferFails  int
 	transferWarned time.Time
+	transferFn     func(id, addr string) error
 }
 
 // Star is what a Pair needs of Binary Star: *binarystar.Node in a broker.
@@ -114,6 +115,10 @@ type PairConfig struct {
 	// and store copy), one directory per resync.
 	ForkDir string
 	Logger  *slog.Logger
+	// TransferLeadership, when set, stands for the replica's own in the
+	// hand-over of raft leadership to the active peer: the simulation
+	// makes transfers fail through it (internal/sim). Nil in a broker.
+	TransferLeadership func(id, addr string) error
 }
 
 // Mint tags of a pair's nodes (titanic.Config.MintTag).
@@ -171,6 +176,7 @@ func newPair(node *replica.Node, svc Dispatcher, cfg PairConfig) *Pair {
 		peerID: cfg.PeerID, peerAddr: cfg.PeerAddr,
 		kick:         make(chan struct{}, 1),
 		peerEndpoint: cfg.PeerEndpoint, peerTag: cfg.PeerTag, forkDir: cfg.ForkDir,
+		transferFn: cfg.TransferLeadership,
 	}
 }
 
@@ -402,20 +408,46 @@ func (p *Pair) demote(why string) {
 
 // transfer hands raft leadership to the active peer. A transfer that keeps
 // failing leaves the pair with nobody serving, so failures are logged (at
-// most every 10 s) with the cause.
+// most every 10 s) with the cause, and after stepDownAfter of them in a
+// row this node steps down instead (replica.StepDown: raft restarts, and
+// stands for no election for a while): the active peer, which then hears
+// no leader, is elected. That is the way out when this node's raft cannot
+// transfer at all (hashicorp/raft#696: a transfer cut short by a lost
+// leadership leaves the instance refusing every later transfer, whatever
+// term it leads). Stepping down changes no Binary Star state and no
+// data: this passive node served nothing, and raft's log, term and vote
+// are durable; raft's election rule still elects only a node that holds
+// every committed entry.
 func (p *Pair) transfer() {
-	err := p.node.TransferLeadership(p.peerID, p.peerAddr)
-	switch {
-	case err == nil:
+	transfer := p.node.TransferLeadership
+	if p.transferFn != nil {
+		transfer = p.transferFn
+	}
+	err := transfer(p.peerID, p.peerAddr)
+	if err == nil {
 		p.transferFails = 0
-	case p.transferFails == 0 || time.Since(p.transferWarned) > 10*time.Second:
-		p.log.Warn("leadership transfer to the active peer failed; trying again", "err", err, "failures", p.transferFails+1)
+		return
+	}
+	p.transferFails++
+	if p.transferFails == 1 || time.Since(p.transferWarned) > 10*time.Second {
+		p.log.Warn("leadership transfer to the active peer failed; trying again", "err", err, "failures", p.transferFails)
 		p.transferWarned = time.Now()
-		p.transferFails++
-	default:
-		p.transferFails++
+	}
+	if p.transferFails < stepDownAfter {
+		return
+	}
+	p.log.Warn("leadership transfers to the active peer keep failing: stepping down so that the peer is elected",
+		"failures", p.transferFails, "last_err", err)
+	p.transferFails = 0
+	if err := p.node.StepDown(); err != nil {
+		p.log.Error("stepping down from raft leadership", "err", err)
 	}
 }
+
+// stepDownAfter is how many leadership transfers in a row may fail before
+// a passive raft leader steps down (see transfer). They are tried every
+// 100 ms at most, and each may take up to an election timeout.
+const stepDownAfter = 5
 
 // reconcile brings a passive node whose peer is active into the active's
 // raft without losing what either side acknowledged. It runs on Run's

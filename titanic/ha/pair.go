@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/store"
@@ -73,6 +75,8 @@ type Pair struct {
 	// failed in a row, and when the last was logged.
 	transferFails  int
 	transferWarned time.Time
+	transferSince  time.Time // the first failure of the streak
+	transferStuck  int       // failures in a row refused "in progress"
 	transferFn     func(id, addr string) error
 }
 
@@ -408,16 +412,23 @@ func (p *Pair) demote(why string) {
 
 // transfer hands raft leadership to the active peer. A transfer that keeps
 // failing leaves the pair with nobody serving, so failures are logged (at
-// most every 10 s) with the cause, and after stepDownAfter of them in a
-// row this node steps down instead (replica.StepDown: raft restarts, and
-// stands for no election for a while): the active peer, which then hears
-// no leader, is elected. That is the way out when this node's raft cannot
-// transfer at all (hashicorp/raft#696: a transfer cut short by a lost
-// leadership leaves the instance refusing every later transfer, whatever
-// term it leads). Stepping down changes no Binary Star state and no
-// data: this passive node served nothing, and raft's log, term and vote
-// are durable; raft's election rule still elects only a node that holds
-// every committed entry.
+// most every 10 s) with the cause, and this node steps down instead
+// (replica.StepDown: raft restarts, and stands for no election for a
+// while), so that the active peer, which then hears no leader, is
+// elected:
+//
+//   - after stepDownAfter refusals in a row with "transfer in progress":
+//     transfer waits for each of its transfers, so raft's flag outlived
+//     them; that is hashicorp/raft#696 (a transfer cut short by a lost
+//     leadership leaves the instance refusing every later transfer, in
+//     any term it leads), which only a new instance is free of;
+//   - after transferGiveUp of failures of any kind. Not sooner: a
+//     transfer also fails while the peer catches up (each waits one
+//     election timeout), and a restart would cut a snapshot short.
+//
+// Stepping down changes no Binary Star state and no data: this passive
+// node served nothing, raft's log, term and vote are durable, and raft's
+// election rule still elects only a node that holds every committed entry.
 func (p *Pair) transfer() {
 	transfer := p.node.TransferLeadership
 	if p.transferFn != nil {
@@ -425,29 +436,39 @@ func (p *Pair) transfer() {
 	}
 	err := transfer(p.peerID, p.peerAddr)
 	if err == nil {
-		p.transferFails = 0
+		p.transferFails, p.transferStuck = 0, 0
 		return
 	}
+	if p.transferFails == 0 {
+		p.transferSince = time.Now()
+	}
 	p.transferFails++
+	p.transferStuck++
+	if !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+		p.transferStuck = 0
+	}
 	if p.transferFails == 1 || time.Since(p.transferWarned) > 10*time.Second {
 		p.log.Warn("leadership transfer to the active peer failed; trying again", "err", err, "failures", p.transferFails)
 		p.transferWarned = time.Now()
 	}
-	if p.transferFails < stepDownAfter {
+	if p.transferStuck < stepDownAfter && time.Since(p.transferSince) < transferGiveUp {
 		return
 	}
 	p.log.Warn("leadership transfers to the active peer keep failing: stepping down so that the peer is elected",
-		"failures", p.transferFails, "last_err", err)
-	p.transferFails = 0
+		"failures", p.transferFails, "since", p.transferSince, "last_err", err)
+	p.transferFails, p.transferStuck = 0, 0
 	if err := p.node.StepDown(); err != nil {
 		p.log.Error("stepping down from raft leadership", "err", err)
 	}
 }
 
-// stepDownAfter is how many leadership transfers in a row may fail before
-// a passive raft leader steps down (see transfer). They are tried every
-// 100 ms at most, and each may take up to an election timeout.
-const stepDownAfter = 5
+// When a passive raft leader steps down (see transfer): after
+// stepDownAfter transfers in a row refused as "in progress" (they are
+// tried every 100 ms at most), or after transferGiveUp of failures.
+const (
+	stepDownAfter  = 5
+	transferGiveUp = 30 * time.Second
+)
 
 // reconcile brings a passive node whose peer is active into the active's
 // raft without losing what either side acknowledged. It runs on Run's

@@ -77,6 +77,7 @@ type Pair struct {
 	transferWarned time.Time
 	transferSince  time.Time // the first failure of the streak
 	transferStuck  int       // failures in a row refused "in progress"
+	activateStuck  int       // activations in a row refused "in progress"
 	transferFn     func(id, addr string) error
 }
 
@@ -392,8 +393,27 @@ func (p *Pair) sync(ctx context.Context) {
 	if !p.serving.Load() {
 		if err := p.svc.Activate(ctx); err != nil {
 			p.log.Warn("active but could not activate the dispatcher", "err", err)
+			p.activateStuck++
+			if !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+				p.activateStuck = 0
+			}
+			if p.activateStuck >= stepDownAfter {
+				// This node's raft instance is stuck (hashicorp/raft#696,
+				// from a transfer it tried while passive): it refuses
+				// every write, the activation's barrier among them, in
+				// any term it leads. A new instance is free of it; the
+				// peer leads meanwhile and hands leadership back, or,
+				// if the peer is gone, this node reforms alone.
+				p.log.Warn("raft refuses every write as a leadership transfer in progress: stepping down to restart it",
+					"failures", p.activateStuck)
+				p.activateStuck = 0
+				if err := p.node.StepDown(); err != nil {
+					p.log.Error("stepping down from raft leadership", "err", err)
+				}
+			}
 			return
 		}
+		p.activateStuck = 0
 		if !p.node.IsLeader() {
 			p.svc.Deactivate()
 			return

@@ -19,7 +19,9 @@ import (
 // The simulation runs as many schedules as fit in a budget: short in
 // `make test`, long with TITANIC_SIM=long (`make sim`; TITANIC_SIM_TIME
 // sets the budget per mode, default 5m). TITANIC_SIM_SEED=n replays one
-// seed. Speed is reported, never asserted.
+// seed. TITANIC_SIM_FAIL_TRANSFERS=1 makes every raft leadership transfer
+// of the pair fail (Options.FailTransfers), so that a passive leader must
+// step down each time. Speed is reported, never asserted.
 
 func budget(short time.Duration) time.Duration {
 	if os.Getenv("TITANIC_SIM") != "long" {
@@ -103,7 +105,7 @@ func simulate(t *testing.T, mode sim.Mode, short time.Duration) {
 	start := time.Now()
 	var runs, acked, runTwice, answeredTwice, exits, failed int
 	for seed := first; ; seed++ {
-		res := runOne(t, sim.Options{Mode: mode, Seed: seed})
+		res := runOne(t, sim.Options{Mode: mode, Seed: seed, FailTransfers: os.Getenv("TITANIC_SIM_FAIL_TRANSFERS") != ""})
 		runs++
 		acked += res.Report.Acked
 		runTwice += res.Report.RunTwice

@@ -407,9 +407,7 @@ func (p *Pair) sync(ctx context.Context) {
 				p.log.Warn("raft refuses every write as a leadership transfer in progress: stepping down to restart it",
 					"failures", p.activateStuck)
 				p.activateStuck = 0
-				if err := p.node.StepDown(); err != nil {
-					p.log.Error("stepping down from raft leadership", "err", err)
-				}
+				p.stepDown()
 			}
 			return
 		}
@@ -477,7 +475,17 @@ func (p *Pair) transfer() {
 	p.log.Warn("leadership transfers to the active peer keep failing: stepping down so that the peer is elected",
 		"failures", p.transferFails, "since", p.transferSince, "last_err", err)
 	p.transferFails, p.transferStuck = 0, 0
-	if err := p.node.StepDown(); err != nil {
+	p.stepDown()
+}
+
+// stepDown restarts this node's raft so that it leads no more (see
+// transfer). Leadership lost meanwhile is what it was for.
+func (p *Pair) stepDown() {
+	err := p.node.StepDown()
+	switch {
+	case errors.Is(err, replica.ErrNotLeader):
+		p.log.Info("not the raft leader any more: no need to step down")
+	case err != nil:
 		p.log.Error("stepping down from raft leadership", "err", err)
 	}
 }

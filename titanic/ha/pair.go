@@ -332,6 +332,11 @@ func (p *Pair) sync(ctx context.Context) {
 		}
 		return
 	}
+	if !leader {
+		// A streak of failed transfers or activations is one of this
+		// node's leadership: a later one starts afresh.
+		p.transferFails, p.transferStuck, p.activateStuck = 0, 0, 0
+	}
 	if !p.caughtUp.Load() && (leader || p.memberSinceStart()) {
 		p.caughtUp.Store(true)
 		p.log.Info("caught up with the active peer: may take over if it fails")

@@ -25,8 +25,10 @@ import (
 // active node must also be the raft leader:
 //
 //   - While both nodes are up, a passive node that holds raft leadership
-//     hands it to the active one, and every acknowledged ticket is
-//     committed on both hosts (a two-voter quorum).
+//     hands it to the active one (or, when raft cannot hand it over,
+//     steps down so that the active one is elected: see transfer), and
+//     every acknowledged ticket is committed on both hosts (a two-voter
+//     quorum).
 //   - When Binary Star makes a node active because its peer is gone
 //     (silent past the peer timeout and a client asked: the client vote),
 //     the node reforms raft with itself as the only voter (replica.Reform)

@@ -78,6 +78,9 @@ func (c *cluster) replicaConfig(n *node) replica.Config {
 		ApplyTimeout: 2 * time.Second,
 		Logger:       n.log,
 	}
+	if d := c.opts.RaftTimeout; d > 0 {
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = d, d, d/2
+	}
 	if c.sched.SmallSnapshots {
 		cfg.SnapshotThreshold, cfg.TrailingLogs, cfg.SnapshotInterval = 32, 16, 100*time.Millisecond
 	}
@@ -118,12 +121,19 @@ func (n *node) start() error {
 		}
 		inc.star = s
 		pn := c.nodes[peer]
-		inc.pair = ha.NewPairWith(rep, inc.disp, ha.PairConfig{
+		pc := ha.PairConfig{
 			PeerID: pn.id, PeerAddr: string(c.net.addrs[peer]),
 			PeerEndpoint: "sim://" + pn.id, PeerTag: pn.tag,
 			ForkDir: filepath.Join(n.dir, "forks"),
 			Logger:  n.log,
-		}, func(poke func()) ha.Star {
+		}
+		if c.opts.FailTransfers {
+			pc.TransferLeadership = func(id, addr string) error {
+				c.failedTransfers.Add(1)
+				return fmt.Errorf("transfer leadership to %s: %w (injected)", id, raft.ErrLeadershipTransferInProgress)
+			}
+		}
+		inc.pair = ha.NewPairWith(rep, inc.disp, pc, func(poke func()) ha.Star {
 			s.poke = poke
 			return s
 		}, func() (ha.Requester, error) {

@@ -29,6 +29,23 @@ type Options struct {
 	// first wave ran: the two sides of a split brain can then lead the
 	// same term, and raft's log matching cannot tell them apart.
 	NoFence bool
+	// FailTransfers makes every raft leadership transfer of the pair's
+	// role loops fail (ha.PairConfig.TransferLeadership), as on a raft
+	// instance stuck by hashicorp/raft#696: a passive node that leads
+	// raft must then step down for the pair to converge.
+	FailTransfers bool
+	// LeadPassive, once the schedule is over and the traffic stopped,
+	// moves the pair's raft leadership from the serving node to its
+	// passive peer (a real raft transfer), as an election the passive
+	// wins does (under CPU load, issue 9): the role loops must give it
+	// back. With FailTransfers they cannot transfer it, and only the
+	// passive's step-down makes the pair converge.
+	LeadPassive bool
+	// RaftTimeout, when set, replaces raft's heartbeat and election
+	// timeouts (100 ms; the lease is half of it), as a broker's 1 s
+	// defaults: under -race a 50 ms lease lapses now and then, and the
+	// elections that follow can hide a leader that holds on.
+	RaftTimeout time.Duration
 	// Settle bounds the wait for the run to settle once the faults are
 	// healed (0: DefaultSettle).
 	Settle time.Duration
@@ -46,7 +63,9 @@ type Result struct {
 	// Exits lists the role loops that stopped on their own (the
 	// broker would exit), with their errors.
 	Exits []string
-	Took  time.Duration
+	// TransferFailures counts the transfers FailTransfers failed.
+	TransferFailures int
+	Took             time.Duration
 }
 
 // ErrConfig: invalid Options.
@@ -71,6 +90,8 @@ type cluster struct {
 	draining atomic.Bool
 	exitMu   sync.Mutex
 	exits    []string
+	// failedTransfers counts the transfers FailTransfers failed.
+	failedTransfers atomic.Int64
 }
 
 // DefaultSettle bounds the wait, once every fault is healed, for the run
@@ -146,6 +167,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	c.draining.Store(true)
 	clients.Wait()
 	c.log.Info("traffic stopped", "since_start", time.Since(start))
+	if opts.LeadPassive && opts.Mode == Pair {
+		c.leadPassive(ctx)
+	}
 	settled := c.settle(ctx)
 	c.log.Info("settle over", "settled", settled, "since_start", time.Since(start))
 	stopWork()
@@ -156,7 +180,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	<-stepped
 	c.stopAll()
 
-	res := Result{Schedule: sched, History: c.hist, Report: Check(c.hist), Exits: c.exits, Took: time.Since(start)}
+	res := Result{Schedule: sched, History: c.hist, Report: Check(c.hist), Exits: c.exits, TransferFailures: int(c.failedTransfers.Load()), Took: time.Since(start)}
 	c.log.Info("done", "took", res.Took, "report", res.Report.String())
 	return res, ctx.Err()
 }
@@ -314,6 +338,45 @@ func (c *cluster) settle(ctx context.Context) bool {
 		}
 		time.Sleep(c.sched.Step)
 	}
+}
+
+// leadPassive moves raft leadership from the serving node of the pair to
+// its passive peer (Options.LeadPassive). It waits for the run to have
+// settled first (one node serving, both voters caught up), and gives up,
+// saying so in the log, if that or the transfer does not come in time:
+// the run goes on as it is, and Result.TransferFailures tells a test
+// whether the passive led.
+func (c *cluster) leadPassive(ctx context.Context) {
+	deadline := time.Now().Add(DefaultSettle)
+	for why := c.unsettled(ctx, false); why != ""; why = c.unsettled(ctx, false) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			c.log.Warn("lead passive: the pair did not settle first", "why", why)
+			return
+		}
+		time.Sleep(c.sched.Step)
+	}
+	for try := 0; time.Now().Before(deadline) && ctx.Err() == nil; try++ {
+		for i, n := range c.nodes {
+			inc, peer := n.current(), c.nodes[1-i].current()
+			if inc == nil || peer == nil || !inc.serving() || !inc.rep.IsLeader() {
+				continue
+			}
+			err := inc.rep.TransferLeadership(peer.n.id, string(c.net.addrs[peer.n.idx]))
+			c.log.Info("lead passive: raft leadership moved to the passive node", "from", n.id, "to", peer.n.id, "try", try, "err", err)
+			if err != nil {
+				continue
+			}
+			// settle comes next: it must not take the node that served a
+			// moment ago, before its role loop has seen the change, for
+			// the pair having converged.
+			for inc.serving() && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			return
+		}
+		time.Sleep(c.sched.Step)
+	}
+	c.log.Warn("lead passive: no transfer to the passive node succeeded")
 }
 
 // unsettled says what keeps the run from having settled ("" when it has).

@@ -347,13 +347,16 @@ func (n *Node) transport() (raft.Transport, error) {
 }
 
 // start creates the raft instance (bootstrapping a new cluster when asked
-// and there is no state yet).
-func (n *Node) start(bootstrap bool) error {
+// and there is no state yet); tweaks adjust its configuration.
+func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 	trans, err := n.transport()
 	if err != nil {
 		return err
 	}
 	rc := n.raftConfig()
+	for _, t := range tweaks {
+		t(rc)
+	}
 	has, err := raft.HasExistingState(n.logs, n.logs, n.snaps)
 	if err != nil {
 		return fmt.Errorf("raft state: %w", err)
@@ -390,6 +393,12 @@ func (n *Node) start(bootstrap bool) error {
 	if err := n.fenceIfSolo(trans); err != nil {
 		closeTransport(trans)
 		return err
+	}
+	if bootstrap { // Open
+		if err := n.replacePlaceholder(trans); err != nil {
+			closeTransport(trans)
+			return err
+		}
 	}
 	r, err := raft.NewRaft(rc, n.fsm, &logGuard{LogStore: n.logs, fsm: n.fsm}, n.logs, n.snaps, trans)
 	if err != nil {
@@ -807,6 +816,49 @@ func (n *Node) electAlone(ctx context.Context) error {
 	return nil
 }
 
+// replacePlaceholder writes a real snapshot in place of a reform's
+// placeholder that is still the latest (the node stopped before
+// snapshotSoon replaced it): with the same index, term and configuration,
+// and the store's content, which holds everything up to that index and
+// perhaps more (as any snapshot may: see snapshot). Raft never restores a
+// placeholder, and a leader whose latest snapshot is one cannot bring a
+// peer that needs a snapshot up to date: in a pair that peer, its log too
+// short, can be neither caught up nor elected, and nobody serves (seen in
+// the simulation under load: a node crashed 3 ms after it reformed). Once
+// raft runs, a new snapshot needs entries the pair cannot commit then.
+func (n *Node) replacePlaceholder(trans raft.Transport) error {
+	list, err := n.snaps.List()
+	if err != nil || len(list) == 0 {
+		// Nothing to replace; a snapshot store that cannot be listed
+		// is raft's to report when it starts.
+		return nil
+	}
+	m := list[0]
+	if real, ok := n.latestRealSnapshot(); ok && real.ID == m.ID {
+		return nil
+	}
+	ctx := context.Background()
+	applied, err := n.st.AppliedIndex(ctx)
+	if err != nil {
+		return fmt.Errorf("store applied index: %w", err)
+	}
+	if applied < m.Index {
+		// The store lost what the reform had (a data file replaced):
+		// a copy of it would not stand for the index.
+		n.log.Warn("latest raft snapshot is a reform's placeholder and the store is behind it; not replaced", "snapshot", m.Index, "applied", applied)
+		return nil
+	}
+	sink, err := n.snaps.Create(m.Version, m.Index, m.Term, m.Configuration, m.ConfigurationIndex, trans)
+	if err != nil {
+		return fmt.Errorf("replace the placeholder snapshot: %w", err)
+	}
+	if err := (&snapshot{st: n.st}).Persist(sink); err != nil {
+		return fmt.Errorf("replace the placeholder snapshot: %w", err)
+	}
+	n.log.Info("reform's placeholder snapshot replaced by a real one", "index", m.Index, "term", m.Term, "applied", applied)
+	return nil
+}
+
 // snapshotSoon replaces the reform's placeholder snapshot with a real one,
 // off the failover's path: until it is there, a peer that needs a
 // snapshot to catch up waits for it.
@@ -1180,6 +1232,74 @@ func (n *Node) PrepareJoin(ctx context.Context) error {
 	}
 	return ctx.Err()
 }
+
+// StepDown gives up raft leadership by stopping raft and starting it
+// again from its durable state (log, term, vote, snapshots; the store is
+// kept as it is): a crash of raft alone, which raft is built to survive.
+// Raft has no step-down of its own, and a leader cannot always transfer
+// leadership: in hashicorp/raft (up to v1.7.3 at least, issue #696) a
+// transfer cut short when the leader steps down can leave its goroutine
+// blocked for ever, and the instance then refuses every later transfer
+// and every write with ErrLeadershipTransferInProgress, in any term it
+// leads again; only a new instance is free of it. For standAside
+// heartbeat timeouts after the restart this node stands for no election
+// (its timeouts are raised), so that a peer that has heard no leader
+// since is elected first; it still votes. A node that leads no raft
+// (not the leader) is left alone.
+func (n *Node) StepDown() error {
+	n.mu.Lock()
+	r, trans := n.r, n.trans
+	n.mu.Unlock()
+	if r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	if err := n.stopRaft(r); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+		return fmt.Errorf("stop raft: %w", err)
+	}
+	if n.cfg.Transport == nil {
+		closeTransport(trans)
+	}
+	if err := n.fsm.err(); err != nil {
+		return fmt.Errorf("step down: %w", err)
+	}
+	normal := raft.ReloadableConfig{}
+	aside := func(rc *raft.Config) {
+		normal = raft.ReloadableConfig{
+			TrailingLogs: rc.TrailingLogs, SnapshotInterval: rc.SnapshotInterval, SnapshotThreshold: rc.SnapshotThreshold,
+			HeartbeatTimeout: rc.HeartbeatTimeout, ElectionTimeout: rc.ElectionTimeout,
+		}
+		rc.HeartbeatTimeout *= standAside
+		rc.ElectionTimeout *= standAside
+	}
+	if err := n.start(false, aside); err != nil {
+		return fmt.Errorf("step down: restart raft: %w", err)
+	}
+	n.log.Warn("stepped down: raft restarted, standing for no election for a while", "for", standAside*normal.HeartbeatTimeout)
+	r = n.raft()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(standAside * normal.HeartbeatTimeout):
+		}
+		// A Reform or Resync since made a new instance with the normal
+		// timeouts; only this one is put back.
+		if n.raft() != r {
+			return
+		}
+		if err := r.ReloadConfig(normal); err != nil {
+			n.log.Warn("restore raft's timeouts after stepping down", "err", err)
+		}
+	}()
+	return nil
+}
+
+// standAside is how many heartbeat timeouts a node that stepped down
+// stands for no election (its timeouts are that many times longer
+// meanwhile): a follower that heard no leader stands after one to two.
+const standAside = 5
 
 // Halt stops raft and waits until the store takes no more entries: what
 // was acknowledged is in the store, what was in flight failed. The node

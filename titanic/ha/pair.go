@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/store"
@@ -23,8 +25,10 @@ import (
 // active node must also be the raft leader:
 //
 //   - While both nodes are up, a passive node that holds raft leadership
-//     hands it to the active one, and every acknowledged ticket is
-//     committed on both hosts (a two-voter quorum).
+//     hands it to the active one (or, when raft cannot hand it over,
+//     steps down so that the active one is elected: see transfer), and
+//     every acknowledged ticket is committed on both hosts (a two-voter
+//     quorum).
 //   - When Binary Star makes a node active because its peer is gone
 //     (silent past the peer timeout and a client asked: the client vote),
 //     the node reforms raft with itself as the only voter (replica.Reform)
@@ -73,6 +77,10 @@ type Pair struct {
 	// failed in a row, and when the last was logged.
 	transferFails  int
 	transferWarned time.Time
+	transferSince  time.Time // the first failure of the streak
+	transferStuck  int       // failures in a row refused "in progress"
+	activateStuck  int       // activations in a row refused "in progress"
+	transferFn     func(id, addr string) error
 }
 
 // Star is what a Pair needs of Binary Star: *binarystar.Node in a broker.
@@ -114,6 +122,10 @@ type PairConfig struct {
 	// and store copy), one directory per resync.
 	ForkDir string
 	Logger  *slog.Logger
+	// TransferLeadership, when set, stands for the replica's own in the
+	// hand-over of raft leadership to the active peer: the simulation
+	// makes transfers fail through it (internal/sim). Nil in a broker.
+	TransferLeadership func(id, addr string) error
 }
 
 // Mint tags of a pair's nodes (titanic.Config.MintTag).
@@ -171,6 +183,7 @@ func newPair(node *replica.Node, svc Dispatcher, cfg PairConfig) *Pair {
 		peerID: cfg.PeerID, peerAddr: cfg.PeerAddr,
 		kick:         make(chan struct{}, 1),
 		peerEndpoint: cfg.PeerEndpoint, peerTag: cfg.PeerTag, forkDir: cfg.ForkDir,
+		transferFn: cfg.TransferLeadership,
 	}
 }
 
@@ -321,6 +334,11 @@ func (p *Pair) sync(ctx context.Context) {
 		}
 		return
 	}
+	if !leader {
+		// A streak of failed transfers or activations is one of this
+		// node's leadership: a later one starts afresh.
+		p.transferFails, p.transferStuck, p.activateStuck = 0, 0, 0
+	}
 	if !p.caughtUp.Load() && (leader || p.memberSinceStart()) {
 		p.caughtUp.Store(true)
 		p.log.Info("caught up with the active peer: may take over if it fails")
@@ -382,8 +400,25 @@ func (p *Pair) sync(ctx context.Context) {
 	if !p.serving.Load() {
 		if err := p.svc.Activate(ctx); err != nil {
 			p.log.Warn("active but could not activate the dispatcher", "err", err)
+			p.activateStuck++
+			if !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+				p.activateStuck = 0
+			}
+			if p.activateStuck >= stepDownAfter {
+				// This node's raft instance is stuck (hashicorp/raft#696,
+				// from a transfer it tried while passive): it refuses
+				// every write, the activation's barrier among them, in
+				// any term it leads. A new instance is free of it; the
+				// peer leads meanwhile and hands leadership back, or,
+				// if the peer is gone, this node reforms alone.
+				p.log.Warn("raft refuses every write as a leadership transfer in progress: stepping down to restart it",
+					"failures", p.activateStuck)
+				p.activateStuck = 0
+				p.stepDown()
+			}
 			return
 		}
+		p.activateStuck = 0
 		if !p.node.IsLeader() {
 			p.svc.Deactivate()
 			return
@@ -402,20 +437,73 @@ func (p *Pair) demote(why string) {
 
 // transfer hands raft leadership to the active peer. A transfer that keeps
 // failing leaves the pair with nobody serving, so failures are logged (at
-// most every 10 s) with the cause.
+// most every 10 s) with the cause, and this node steps down instead
+// (replica.StepDown: raft restarts, and stands for no election for a
+// while), so that the active peer, which then hears no leader, is
+// elected:
+//
+//   - after stepDownAfter refusals in a row with "transfer in progress":
+//     transfer waits for each of its transfers, so raft's flag outlived
+//     them; that is hashicorp/raft#696 (a transfer cut short by a lost
+//     leadership leaves the instance refusing every later transfer, in
+//     any term it leads), which only a new instance is free of;
+//   - after transferGiveUp of failures of any kind. Not sooner: a
+//     transfer also fails while the peer catches up (each waits one
+//     election timeout), and a restart would cut a snapshot short.
+//
+// Stepping down changes no Binary Star state and no data: this passive
+// node served nothing, raft's log, term and vote are durable, and raft's
+// election rule still elects only a node that holds every committed entry.
 func (p *Pair) transfer() {
-	err := p.node.TransferLeadership(p.peerID, p.peerAddr)
-	switch {
-	case err == nil:
-		p.transferFails = 0
-	case p.transferFails == 0 || time.Since(p.transferWarned) > 10*time.Second:
-		p.log.Warn("leadership transfer to the active peer failed; trying again", "err", err, "failures", p.transferFails+1)
+	transfer := p.node.TransferLeadership
+	if p.transferFn != nil {
+		transfer = p.transferFn
+	}
+	err := transfer(p.peerID, p.peerAddr)
+	if err == nil {
+		p.transferFails, p.transferStuck = 0, 0
+		return
+	}
+	if p.transferFails == 0 {
+		p.transferSince = time.Now()
+	}
+	p.transferFails++
+	p.transferStuck++
+	if !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+		p.transferStuck = 0
+	}
+	if p.transferFails == 1 || time.Since(p.transferWarned) > 10*time.Second {
+		p.log.Warn("leadership transfer to the active peer failed; trying again", "err", err, "failures", p.transferFails)
 		p.transferWarned = time.Now()
-		p.transferFails++
-	default:
-		p.transferFails++
+	}
+	if p.transferStuck < stepDownAfter && time.Since(p.transferSince) < transferGiveUp {
+		return
+	}
+	p.log.Warn("leadership transfers to the active peer keep failing: stepping down so that the peer is elected",
+		"failures", p.transferFails, "since", p.transferSince, "last_err", err)
+	p.transferFails, p.transferStuck = 0, 0
+	p.stepDown()
+}
+
+// stepDown restarts this node's raft so that it leads no more (see
+// transfer). Leadership lost meanwhile is what it was for.
+func (p *Pair) stepDown() {
+	err := p.node.StepDown()
+	switch {
+	case errors.Is(err, replica.ErrNotLeader):
+		p.log.Info("not the raft leader any more: no need to step down")
+	case err != nil:
+		p.log.Error("stepping down from raft leadership", "err", err)
 	}
 }
+
+// When a passive raft leader steps down (see transfer): after
+// stepDownAfter transfers in a row refused as "in progress" (they are
+// tried every 100 ms at most), or after transferGiveUp of failures.
+const (
+	stepDownAfter  = 5
+	transferGiveUp = 30 * time.Second
+)
 
 // reconcile brings a passive node whose peer is active into the active's
 // raft without losing what either side acknowledged. It runs on Run's

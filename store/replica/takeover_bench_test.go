@@ -106,25 +106,37 @@ func backlogPairTimeout(b testing.TB, n int, timeout time.Duration) (*memberB, f
 		}
 		m.st, m.n = st, n
 	}
-	var l *memberB
-	for deadline := time.Now().Add(wait); l == nil; time.Sleep(5 * time.Millisecond) {
-		for _, m := range ms {
-			if m.n.IsLeader() {
-				l = m
+	leader := func() *memberB {
+		for deadline := time.Now().Add(wait); ; time.Sleep(5 * time.Millisecond) {
+			for _, m := range ms {
+				if m.n.IsLeader() {
+					return m
+				}
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("no leader")
 			}
 		}
-		if time.Now().After(deadline) {
-			b.Fatal("no leader")
-		}
 	}
+	l := leader()
 	body := [][]byte{make([]byte, 100)}
 	for done := 0; done < n; {
 		batch := make([]store.Op, 0, 2000)
 		for ; len(batch) < cap(batch) && done < n; done++ {
 			batch = append(batch, store.Op{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: "s", Body: body})
 		}
-		if _, err := l.n.Apply(context.Background(), batch); err != nil {
-			b.Fatal(err)
+		// Short timeouts on a loaded host: leadership may move while
+		// the backlog is written. A batch resent to the new leader is
+		// taken once (a submit of a known ID is a resend).
+		for try := 0; ; try++ {
+			_, err := l.n.Apply(context.Background(), batch)
+			if err == nil {
+				break
+			}
+			if try == 10 {
+				b.Fatal(err)
+			}
+			l = leader()
 		}
 	}
 	var dead, survivor *memberB = ms[0], ms[1]

@@ -116,6 +116,12 @@ type Request struct {
 	Service string
 	// Body holds the frames after the service frame; the handler owns them.
 	Body [][]byte
+	// Unread: the broker's last answer to this client could not be
+	// queued (its pipe is full: it does not read its answers), so an
+	// answer to this request will most likely be dropped too. Titanic
+	// refuses such a client's submits rather than commit tickets it
+	// would never learn of.
+	Unread bool
 }
 
 // Handler serves in-process services (titanic.*). It is registered for a

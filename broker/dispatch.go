@@ -158,6 +158,7 @@ func nonEmpty(body [][]byte) [][]byte {
 // The loop calls it a few times per heartbeat interval.
 func (s *state) tick(now time.Time) {
 	s.peerTick(now)
+	s.unreadTick(now)
 	if s.gate != nil && !s.gate.Active() {
 		// Not the active node: send every worker to the one that is.
 		for _, w := range s.workers {

@@ -82,6 +82,12 @@
 // In every case the client learns of it only by its own timeout, as with
 // the reference brokers; plain requests are not retried by the broker.
 //
+// A client whose answer was dropped for a full pipe is not reading: the
+// broker flags its next requests (Request.Unread) until an answer to it
+// goes through, so that a Handler can refuse work whose answer would be
+// lost (titanic refuses its submits). The set is bounded and forgets a
+// client one to two minutes after its last dropped answer (unread.go).
+//
 // Leases held when Run returns are not reported to the Source: a durable
 // Source recovers them from its store.
 package broker

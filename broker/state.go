@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"container/list"
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -62,6 +63,8 @@ type state struct {
 	// Refusals of too many frames, likewise.
 	lastFramesLog time.Time
 	framesRefused uint64 // since lastFramesLog
+	// Clients not reading their answers (unread.go).
+	unread unreadClients
 
 	c Counters
 }
@@ -198,7 +201,7 @@ func (s *state) clientRequest(now time.Time, id string, m mdp.Message) {
 	}
 	if h := s.handlerFor(m.Service); h != nil {
 		s.c.HandlerRequests++
-		if body := h.ServeMDP(Request{Client: Client{id: id}, Service: m.Service, Body: m.Body}); body != nil {
+		if body := h.ServeMDP(Request{Client: Client{id: id}, Service: m.Service, Body: m.Body, Unread: s.isUnread(id)}); body != nil {
 			s.c.HandlerReplies++
 			s.sendClient(id, m.Service, body)
 		}
@@ -387,7 +390,10 @@ func (s *state) sendClient(id, service string, body [][]byte) {
 	}
 	err := s.send(id, mdp.ClientReply(service, body...))
 	s.count(err)
-	if err != nil {
+	s.noteSend(id, err)
+	// Checked first: a client that does not read has every answer
+	// dropped, and building the record would cost each one allocations.
+	if err != nil && s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("reply to client dropped", "client", routeString(id), "service", service, "err", err)
 	}
 }

@@ -2,6 +2,7 @@ package titanic
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,7 +16,9 @@ import (
 // gets "500 busy, retry later" at once instead of being queued. Bodies are
 // bounded by MaxBody (400: resending cannot help). While the data file
 // holds Quota bytes or more, submits are refused with 500 and everything
-// else (lookups, replies, closes, which free space) goes on.
+// else (lookups, replies, closes, which free space) goes on. A client
+// that does not read its answers (the broker's Request.Unread) has its
+// submits refused with busy: their tickets would be committed for nobody.
 
 // clientState is what the limits track per client.
 type clientState struct {
@@ -28,6 +31,47 @@ type clientState struct {
 type limiter struct {
 	mu      sync.Mutex
 	clients map[broker.Client]*clientState
+	// The refusals, built once: a flood is refused tens of thousands of
+	// times a second, and formatting each would cost the broker loop
+	// allocations (and the garbage collector) for the same frames. The
+	// frames are shared: nothing writes into an answer, and an appended
+	// key gets a new slice (their capacity ends at their length).
+	refuseInflight, refuseRate, refuseUnread [][]byte
+}
+
+// init makes the map and the refusals on first use; l.mu is held.
+func (l *limiter) init(cfg Config) {
+	if l.clients != nil {
+		return
+	}
+	l.clients = make(map[broker.Client]*clientState)
+	// The inflight count refused is always the limit: admit is the only
+	// way up and refuses at it.
+	l.refuseInflight = slices.Clip(replyText(tsp.CodeError, tsp.Busy.Text(fmt.Sprintf("%d requests in flight", cfg.PerClientInflight))))
+	l.refuseRate = slices.Clip(replyText(tsp.CodeError, tsp.Busy.Text(fmt.Sprintf("over %g submits/s", cfg.SubmitRate))))
+	l.refuseUnread = slices.Clip(replyText(tsp.CodeError, tsp.Busy.Text(unreadRefusal)))
+}
+
+// unreadRefusal is the text refusing a submit from a client that does not
+// read its answers.
+const unreadRefusal = "answers not read"
+
+// refuseUnread refuses a submit from a client whose answers the broker
+// cannot queue (broker.Request.Unread: its pipe is full). Its ticket would
+// be committed, at the cost of every other client's commits, and its
+// answer dropped: a ticket nobody knows of. The refusal reaches the client
+// once it reads again, and its next submit is served. It returns nil for
+// any other client.
+func (s *Service) refuseUnread(req broker.Request) [][]byte {
+	if !req.Unread {
+		return nil
+	}
+	s.stats.busy.Add(1)
+	l := &s.limits
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.init(s.cfg)
+	return l.refuseUnread
 }
 
 // maxTrackedClients bounds the limiter's map; past it new clients are
@@ -41,9 +85,7 @@ func (s *Service) admit(c broker.Client, submit bool) [][]byte {
 	now := s.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.clients == nil {
-		l.clients = make(map[broker.Client]*clientState)
-	}
+	l.init(s.cfg)
 	st := l.clients[c]
 	if st == nil {
 		if len(l.clients) >= maxTrackedClients {
@@ -55,14 +97,14 @@ func (s *Service) admit(c broker.Client, submit bool) [][]byte {
 	}
 	if s.cfg.PerClientInflight > 0 && st.inflight >= s.cfg.PerClientInflight {
 		s.stats.busy.Add(1)
-		return replyText(tsp.CodeError, tsp.Busy.Text(fmt.Sprintf("%d requests in flight", st.inflight)))
+		return l.refuseInflight
 	}
 	if submit && s.cfg.SubmitRate > 0 {
 		st.tokens = min(s.burst(), st.tokens+now.Sub(st.refilled).Seconds()*s.cfg.SubmitRate)
 		st.refilled = now
 		if st.tokens < 1 {
 			s.stats.busy.Add(1)
-			return replyText(tsp.CodeError, tsp.Busy.Text(fmt.Sprintf("over %g submits/s", s.cfg.SubmitRate)))
+			return l.refuseRate
 		}
 		st.tokens--
 	}

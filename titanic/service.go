@@ -529,6 +529,9 @@ func (s *Service) serveMDP(req broker.Request) [][]byte {
 		if out := s.diskFull(); out != nil {
 			return out
 		}
+		if out := s.refuseUnread(req); out != nil {
+			return out
+		}
 	}
 	if out := s.admit(req.Client, submit); out != nil {
 		return out

@@ -59,6 +59,13 @@
 //     submit until the last reply is durable: jobs/s, submits/s, commits
 //     per job, x-fsync.
 //
+// BenchmarkHostile (issue 13; `make bench` runs it after the table) times
+// a spec-only 9/TSP client against the binary alone and then beside the
+// hostile clients of harness.Hostile, which run in a process of their own
+// (this test binary re-executed by TestMain) at niceness 19, so that their
+// own CPU is not the broker's: p50, p99, the p99 ratio, submits/s, the
+// broker's peak RssAnon and the attack rounds sent per second.
+//
 // BenchmarkSubmit, BenchmarkSubmitPipelined and BenchmarkRoundTrip also
 // report cpu-us/op: the CPU time of the whole test process (getrusage:
 // broker, load, bbolt and libzmq's I/O threads) per operation.

@@ -31,9 +31,17 @@ const HostileConns = 2000
 // queued goes out: call it on the goroutine that called Hostile (the
 // sockets are that goroutine's).
 func Hostile(ctx context.Context, ep, corpus string, rounds int, interval time.Duration) (closeAll func(), err error) {
+	closeAll, _, err = HostileRounds(ctx, ep, corpus, rounds, interval)
+	return closeAll, err
+}
+
+// HostileRounds is Hostile, and also returns how many rounds it sent in
+// full: a benchmark running the attack in a process of low priority
+// reports it, to show the attack was delivered and not starved.
+func HostileRounds(ctx context.Context, ep, corpus string, rounds int, interval time.Duration) (closeAll func(), sent int, err error) {
 	zctx, err := zmq.NewContext()
 	if err != nil {
-		return nil, err
+		return nil, sent, err
 	}
 	var socks []*zmq.Socket
 	closeAll = func() {
@@ -49,7 +57,7 @@ func Hostile(ctx context.Context, ep, corpus string, rounds int, interval time.D
 		}
 	}()
 	if err := zctx.SetMaxSockets(HostileConns + 64); err != nil {
-		return nil, err
+		return nil, sent, err
 	}
 	dealer := func() (*zmq.Socket, error) {
 		s, err := zctx.NewSocket(zmq.DEALER)
@@ -66,13 +74,13 @@ func Hostile(ctx context.Context, ep, corpus string, rounds int, interval time.D
 	}
 	files, _ := filepath.Glob(filepath.Join(corpus, "*", "*"))
 	if len(files) == 0 {
-		return nil, fmt.Errorf("no fuzz corpus in %s", corpus)
+		return nil, sent, fmt.Errorf("no fuzz corpus in %s", corpus)
 	}
 	var garbage [][]any
 	for _, f := range files {
 		frames, err := CorpusFrames(f)
 		if err != nil {
-			return nil, err
+			return nil, sent, err
 		}
 		parts := make([]any, len(frames))
 		for i, fr := range frames {
@@ -89,17 +97,17 @@ func Hostile(ctx context.Context, ep, corpus string, rounds int, interval time.D
 	big := bytes.Repeat([]byte("x"), 2<<20)
 	flood, err := dealer()
 	if err != nil {
-		return nil, err
+		return nil, sent, err
 	}
 	g, err := dealer()
 	if err != nil {
-		return nil, err
+		return nil, sent, err
 	}
 	var many []*zmq.Socket
 	for range HostileConns {
 		s, err := dealer()
 		if err != nil {
-			return nil, err
+			return nil, sent, err
 		}
 		many = append(many, s)
 	}
@@ -114,7 +122,7 @@ func Hostile(ctx context.Context, ep, corpus string, rounds int, interval time.D
 		for range 5 {
 			s, err := dealer()
 			if err != nil {
-				return nil, err
+				return nil, sent, err
 			}
 			submit(s, big)
 			oversized = append(oversized, s)
@@ -133,16 +141,17 @@ func Hostile(ctx context.Context, ep, corpus string, rounds int, interval time.D
 			_, _ = g.SendMessageDontwait(parts...)
 		}
 		_, _ = g.SendMessageDontwait(bomb...)
+		sent++
 		if rounds != 0 && round == rounds-1 {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return closeAll, nil
+			return closeAll, sent, nil
 		case <-time.After(interval):
 		}
 	}
-	return closeAll, nil
+	return closeAll, sent, nil
 }
 
 // CorpusFrames reads a Go fuzz corpus file ([]byte("...") on its second

@@ -103,17 +103,31 @@ func (p *memPair) cut() {
 // used" means the first one was applied).
 func (m *memNode) submit(t *testing.T, n int) []store.ID {
 	t.Helper()
+	return submitVia(t, n, m.id+": ", func() *memNode { return m })
+}
+
+// submit submits n tickets through whichever node leads at each try
+// (memNode.submit stays with one node, for tests that need that node).
+func (p *memPair) submit(t *testing.T, n int) []store.ID {
+	t.Helper()
+	return submitVia(t, n, "", func() *memNode { return p.leader(t) })
+}
+
+// submitVia submits n tickets, each through the node node returns at
+// that try, retrying while it does not lead.
+func submitVia(t *testing.T, n int, who string, node func() *memNode) []store.ID {
+	t.Helper()
 	var ids []store.ID
 	for range n {
 		op := submitOp("s")
 		deadline := time.Now().Add(wait)
 		for {
-			res, err := m.n.Apply(context.Background(), []store.Op{op})
+			res, err := node().n.Apply(context.Background(), []store.Op{op})
 			if err == nil && (res[0].Err == nil || errors.Is(res[0].Err, store.ErrInvalidOp) && strings.Contains(res[0].Err.Error(), "already used")) {
 				break
 			}
 			if err == nil || !(errors.Is(err, replica.ErrNotLeader) || errors.Is(err, replica.ErrUncertain)) || time.Now().After(deadline) {
-				t.Fatalf("%s: submit: %v %v", m.id, err, res)
+				t.Fatalf("%ssubmit: %v %v", who, err, res)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -319,8 +333,8 @@ func TestStoreFailureStopsNode(t *testing.T) {
 // already applied, and follows on.
 func TestRejoinAheadOfSnapshot(t *testing.T) {
 	p := newMemPair(t, true)
-	l := p.leader(t)
-	ids := l.submit(t, 60)
+	ids := p.submit(t, 60)
+	l := p.leader(t) // the follower is chosen after the submits: leadership may move on a loaded host
 	var f *memNode
 	for _, m := range p.nodes {
 		if m != l {

@@ -202,15 +202,13 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 // time); the broker is woken once the commit's completions have run.
 // Store completer only.
 func (s *Service) enlist(e *entry, body [][]byte) {
-	fx, _ := s.d.enlist(e, body, s.cfg.Now())
-	if fx.kick {
+	ready, kick, _ := s.d.enlist(e, body, s.cfg.Now())
+	if kick {
 		s.kickSchedule()
 	}
-	if len(fx.wake) > 0 {
+	if ready {
 		s.wakeMu.Lock()
-		for _, svc := range fx.wake {
-			s.toWake[svc] = struct{}{}
-		}
+		s.toWake[e.service] = struct{}{}
 		s.wakeMu.Unlock()
 	}
 }

@@ -398,13 +398,14 @@ const cacheHorizon = time.Minute
 // enlist queues a durable pending ticket (new, retried, adopted) for
 // dispatch or for its due time, with its body when the cache has room for
 // it (nil: read it when needed). A ticket the dispatcher holds already is
-// left alone (took false). fx.wake names the service when the ticket is
-// ready now.
-func (d *dispatcher) enlist(e *entry, body [][]byte, now time.Time) (fx effects, took bool) {
+// left alone (took false). ready: the ticket can be dispatched now (the
+// broker should be woken for its service); kick: the schedule must look
+// again. (Not effects: a submit's path allocates nothing here.)
+func (d *dispatcher) enlist(e *entry, body [][]byte, now time.Time) (ready, kick, took bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, dup := d.entries[e.id]; dup {
-		return fx, false
+		return false, false, false
 	}
 	if body != nil && !e.due.After(now.Add(cacheHorizon)) {
 		if size := bodySize(body); d.cached+size <= d.cfg.bodyCache {
@@ -416,15 +417,11 @@ func (d *dispatcher) enlist(e *entry, body [][]byte, now time.Time) (fx effects,
 	if !d.keepLocked(d.queue(e.service, now), e, e.due) {
 		// Past its window: it waits on disk, and is read when the
 		// window's cursor gets there.
-		return fx, true
+		return false, false, true
 	}
 	d.entries[e.id] = e
-	ready, kick := d.placeLocked(e, now)
-	if ready {
-		fx.wakeService(e.service)
-	}
-	fx.kick = kick
-	return fx, true
+	ready, kick = d.placeLocked(e, now)
+	return ready, kick, true
 }
 
 // forget drops a ticket from the dispatcher (closed or finished).

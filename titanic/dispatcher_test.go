@@ -134,7 +134,12 @@ func (dt *dtest) step(ev string, args []string) string {
 		}
 		e.withLifecycle(lc, 0)
 		dt.ent[name] = e
-		fx, took := dt.d.enlist(e, body, dt.now)
+		ready, kick, took := dt.d.enlist(e, body, dt.now)
+		var fx effects
+		if ready {
+			fx.wakeService(svc)
+		}
+		fx.kick = kick
 		if !took {
 			return "held already"
 		}

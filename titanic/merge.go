@@ -57,9 +57,9 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 		if e == nil {
 			continue
 		}
-		if fx, took := s.d.enlist(e, nil, now); took {
+		if _, k, took := s.d.enlist(e, nil, now); took {
 			woken[e.service] = true
-			kick = kick || fx.kick
+			kick = kick || k
 		}
 	}
 	if kick {

@@ -17,9 +17,7 @@ import (
 // still in flight fail there and their clients retry.
 func (s *Service) Deactivate() {
 	s.active.Store(false)
-	s.mu.Lock()
-	s.resetLocked()
-	s.mu.Unlock()
+	s.d.reset(s.cfg.Now())
 	s.tally.mu.Lock()
 	for _, v := range s.tally.svcs {
 		v.done, v.failed = 0, 0 // read again from the store on Activate
@@ -27,19 +25,6 @@ func (s *Service) Deactivate() {
 	s.tally.mu.Unlock()
 	s.expireWaits(true)
 	s.log.Info("dispatcher deactivated")
-}
-
-func (s *Service) resetLocked() {
-	s.queues = make(map[string]*svcQueue)
-	s.delays, s.deadlines = newDueHeap(), newDeadlineHeap()
-	s.entries = make(map[store.ID]*entry)
-	s.gone = make(map[string]int)
-	s.held = make(map[string]int)
-	s.cached = 0
-	now := s.cfg.Now()
-	for svc := range s.idleSince {
-		s.idleSince[svc] = now
-	}
 }
 
 // Activate makes this node the one that dispatches: it waits until the
@@ -54,20 +39,12 @@ func (s *Service) Activate(ctx context.Context) error {
 			return fmt.Errorf("activate: %w", err)
 		}
 	}
-	s.mu.Lock()
-	s.resetLocked()
-	s.mu.Unlock()
+	s.d.reset(s.cfg.Now())
 	if err := s.Recover(ctx); err != nil {
 		return fmt.Errorf("activate: %w", err)
 	}
 	s.log.Info("dispatcher activated", "took", time.Since(start).Round(time.Millisecond))
-	s.mu.Lock()
-	services := make([]string, 0, len(s.queues))
-	for svc := range s.queues {
-		services = append(services, svc)
-	}
-	s.mu.Unlock()
-	for _, svc := range services {
+	for _, svc := range s.d.services() {
 		s.b.Wake(svc)
 	}
 	return nil

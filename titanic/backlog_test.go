@@ -174,14 +174,14 @@ func TestNoStoreReadsPerDispatch(t *testing.T) {
 
 	// The same with the bodies out of memory (the cache was full).
 	bl.submitWait(t, n, store.Lifecycle{})
-	bl.svc.mu.Lock()
-	q := bl.svc.queues["s"]
+	bl.svc.d.mu.Lock()
+	q := bl.svc.d.queues["s"]
 	q.each(func(e *entry) bool {
-		bl.svc.cached -= e.size
+		bl.svc.d.cached -= e.size
 		e.body, e.size = nil, 0
 		return true
 	})
-	bl.svc.mu.Unlock()
+	bl.svc.d.mu.Unlock()
 	bl.st.gets.Store(0)
 	bl.st.others.Store(0)
 	for range n {

@@ -198,38 +198,14 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 	return err
 }
 
-// cacheHorizon: the body of a ticket due further ahead than this is not
-// kept in memory (it is read back when it comes due), so that a large
-// backlog of delayed work does not take the body cache from the work
-// that runs now.
-const cacheHorizon = time.Minute
-
 // enlist queues a durable pending ticket for dispatch (or for its due
 // time); the broker is woken once the commit's completions have run.
 // Store completer only.
 func (s *Service) enlist(e *entry, body [][]byte) {
-	now := s.cfg.Now()
-	s.mu.Lock()
-	if _, dup := s.entries[e.id]; dup {
-		s.mu.Unlock()
-		return
+	ready, kick, _ := s.d.enlist(e, body, s.cfg.Now())
+	if kick {
+		s.kickSchedule()
 	}
-	if body != nil && !e.due.After(now.Add(cacheHorizon)) {
-		if size := bodySize(body); s.cached+size <= s.cfg.BodyCache {
-			e.body, e.size = body, size
-			s.cached += size
-		}
-	}
-	s.held[e.service]++
-	if !s.keepLocked(s.queue(e.service), e, e.due) {
-		// Past its window: it waits on disk, and is read when the
-		// window's cursor gets there.
-		s.mu.Unlock()
-		return
-	}
-	s.entries[e.id] = e
-	ready := s.placeLocked(e, now)
-	s.mu.Unlock()
 	if ready {
 		s.wakeMu.Lock()
 		s.toWake[e.service] = struct{}{}
@@ -276,63 +252,11 @@ func clusterVersionText(err error) string {
 }
 
 // forget drops a ticket from the dispatcher (closed or finished).
-func (s *Service) forget(id store.ID) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.dropLocked(id)
-}
+func (s *Service) forget(id store.ID) { s.d.forget(id) }
 
-// forgetResult drops the ticket an op finished or deleted (res.ID), also
-// when it waited on disk, not in memory: then it is counted out of its
-// service's tickets on disk (res.Unqueued says which).
-func (s *Service) forgetResult(res store.Result) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.dropResultLocked(res)
-}
-
-func (s *Service) dropResultLocked(res store.Result) {
-	if _, ok := s.entries[res.ID]; ok || res.Unqueued == 0 || res.Service == "" {
-		s.dropLocked(res.ID)
-		return
-	}
-	s.tombLocked(res.ID)
-	q := s.queues[res.Service]
-	if q == nil {
-		return
-	}
-	if res.Unqueued == store.QueueReady {
-		q.onDisk = max(q.onDisk-1, 0)
-	} else {
-		q.delayedDisk = max(q.delayedDisk-1, 0)
-	}
-	if s.held[res.Service]--; s.held[res.Service] <= 0 {
-		delete(s.held, res.Service)
-	}
-}
-
-func (s *Service) dropLocked(id store.ID) {
-	s.tombLocked(id)
-	e, ok := s.entries[id]
-	if !ok {
-		return
-	}
-	delete(s.entries, id)
-	if s.held[e.service]--; s.held[e.service] <= 0 {
-		delete(s.held, e.service)
-	}
-	s.cached -= e.size
-	e.body, e.size = nil, 0
-	if s.unscheduleLocked(e) || e.leased {
-		return // not linked in a fifo
-	}
-	e.gone = true
-	s.gone[e.service]++
-	if q := s.queues[e.service]; q != nil && s.gone[e.service] > 64 && s.gone[e.service]*2 > q.len() {
-		q.compact()
-		s.gone[e.service] = 0
-	}
-}
+// forgetResult drops the ticket an op finished or deleted (see
+// dispatcher.forgetResult).
+func (s *Service) forgetResult(res store.Result) { s.d.forgetResult(res) }
 
 // isFinal reports whether err means the ticket was closed or finished
 // meanwhile, which is normal and not a failure of the batch.

@@ -3,115 +3,76 @@ package titanic
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
 )
 
-// Next implements broker.Source: the next pending ticket of service whose
-// body is in memory, from the priority level whose turn it is (see
-// svcQueue.pick), oldest first within it. It runs on the broker loop, so
-// it never touches the store: a head whose body was not cached is handed
-// to the loader and dispatched once the loader wakes the broker again.
-// Delayed tickets are not in the queues (the schedule moves them in when
-// due), so Next never looks at them. The dispatch mark names worker, for
+// Next implements broker.Source: the dispatcher's next ticket of service
+// (dispatcher.next: priority turns, FIFO within a level, never a delayed
+// one). It runs on the broker loop, so it never touches the store: a head
+// whose body was not cached is handed to the loader and dispatched once
+// the loader wakes the broker again. The dispatch mark names worker, for
 // the attempt history; the store keeps the name only once its data file is
 // at format 2 (see store.BoltStore.NewerFormat), so that it never ends a
 // rollback to the first release on its own.
 func (s *Service) Next(service, worker string) (broker.Job, bool) {
 	now := s.cfg.Now()
-	var expired []*entry
-	job, ok := s.next(service, worker, now, &expired)
-	for _, e := range expired {
-		s.stats.deadlineExpired.Add(1)
-		s.fail(e, expiredReason(e.deadline))
+	d := s.d.next(service, now)
+	if d.load {
+		s.requestLoad(service)
 	}
-	return job, ok
-}
-
-func (s *Service) next(service, worker string, now time.Time, expired *[]*entry) (broker.Job, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.paused[service] {
-		return broker.Job{}, false
-	}
-	q := s.queues[service]
-	for q != nil {
-		f := q.pick()
-		if f == nil {
-			break
-		}
-		e := f.peek()
-		lv := q.levelOf(f)
-		if e == nil || !q.win[lv].holds(readyKey(e)) {
-			// Tickets of this level wait on disk before e (or the level
-			// has only those): its turn waits for the loader.
-			q.blocked[lv] = true
-			s.requestLoadLocked(service)
-			break
-		}
-		if e.gone {
-			f.pop()
-			s.gone[service]--
-			continue
-		}
-		if !e.deadline.IsZero() && !e.deadline.After(now) {
-			// Its deadline passed a moment ago and the schedule has not
-			// failed it yet: it is not dispatched late.
-			f.pop()
-			s.deadlines.remove(e)
-			e.leased, e.failing = true, true
-			*expired = append(*expired, e)
-			continue
-		}
-		if e.body == nil {
-			s.requestLoadLocked(service)
-			break
-		}
-		f.pop()
-		q.spend(f)
-		if !q.win[lv].all && f.len() <= s.windowSize()/2 {
-			s.requestLoadLocked(service)
-		}
-		// Dispatched: it no longer expires.
-		s.deadlines.remove(e)
-		e.deadline = time.Time{}
-		e.leased = true
-		e.attempts++
+	if d.ok {
 		s.stats.dispatches.Add(1)
-		if e.attempts > 1 {
+		if d.attempts > 1 {
 			s.stats.redeliveries.Add(1)
 		}
 		// The dispatch mark is recorded in the next commit, but the worker
 		// need not wait for it: if the broker dies first, the ticket is
 		// still unfinished in the store and is redelivered on recovery.
-		_ = s.enqueue(pendingOp{op: store.Op{Kind: store.OpDispatch, ID: e.id, Time: now, Worker: worker}, done: ignore})
-		s.note(e.id, "dispatched", service)
-		return broker.Job{Token: []byte(e.id.String()), Body: e.body}, true
+		_ = s.enqueue(pendingOp{op: store.Op{Kind: store.OpDispatch, ID: d.id, Time: now, Worker: worker}, done: ignore})
+		s.note(d.id, "dispatched", service)
 	}
-	return broker.Job{}, false
+	s.failAll(d.expired)
+	return d.job, d.ok
+}
+
+// apply does what a dispatcher decision left to the service.
+func (s *Service) apply(fx effects) {
+	for _, svc := range fx.load {
+		s.requestLoad(svc)
+	}
+	switch len(fx.wake) {
+	case 0:
+	case 1:
+		s.b.Wake(fx.wake[0])
+	default:
+		woken := make(map[string]bool, len(fx.wake))
+		for _, svc := range fx.wake {
+			if !woken[svc] {
+				woken[svc] = true
+				s.b.Wake(svc)
+			}
+		}
+	}
+	if fx.kick {
+		s.kickSchedule()
+	}
+	s.failAll(fx.fail)
+}
+
+// failAll commits the failures the dispatcher decided.
+func (s *Service) failAll(vs []verdict) {
+	for _, v := range vs {
+		if v.expired {
+			s.stats.deadlineExpired.Add(1)
+		}
+		s.fail(v.e, v.reason)
+	}
 }
 
 func ignore(store.Result, error) {}
-
-// leased returns the dispatched entry a lease token names, if it is still
-// known (a ticket closed while a worker held it is not) and its worker has
-// not answered yet.
-func (s *Service) leased(token []byte) (*entry, store.ID, bool) {
-	id, err := store.ParseID(string(token))
-	if err != nil {
-		return nil, id, false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.entries[id]
-	if !ok || !e.leased || e.replied || e.failing {
-		return nil, id, false
-	}
-	return e, id, true
-}
 
 // Completed implements broker.Source: a worker answered. The worker is
 // released at once, so it never waits for the disk: its reply goes into
@@ -125,15 +86,11 @@ func (s *Service) leased(token []byte) (*entry, store.ID, bool) {
 // the store refuses a second one (ErrFinal).
 func (s *Service) Completed(lease broker.Lease, body [][]byte) {
 	s.b.Release(lease.ID)
-	e, id, ok := s.leased(lease.Token)
-	if !ok && id.IsZero() {
+	id, err := store.ParseID(string(lease.Token))
+	if err != nil || id.IsZero() {
 		return
 	}
-	if ok {
-		s.mu.Lock()
-		e.replied = true
-		s.mu.Unlock()
-	}
+	e, ok := s.d.replied(id)
 	op := store.Op{Kind: store.OpReply, ID: id, Time: s.cfg.Now(), Reply: body}
 	s.commitReply(e, ok, op, lease.Service, 0)
 }
@@ -181,10 +138,7 @@ const (
 // still the dispatcher's entry and the service runs; it reports whether
 // it did. The first failure of a ticket's verdict is logged.
 func (s *Service) holdVerdict(e *entry, what string, tries int, batchErr error, retry func()) bool {
-	s.mu.Lock()
-	cur, known := s.entries[e.id]
-	s.mu.Unlock()
-	if !known || cur != e || !s.active.Load() || s.stopping() {
+	if !s.d.current(e) || !s.active.Load() || s.stopping() {
 		return false
 	}
 	s.stats.verdictRetries.Add(1)
@@ -201,24 +155,19 @@ func (s *Service) holdVerdict(e *entry, what string, tries int, batchErr error, 
 // requeue carries the due time), or fails for good once its attempts are
 // used up.
 func (s *Service) Failed(lease broker.Lease, reason string) {
-	e, id, ok := s.leased(lease.Token)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	attempts := e.attempts
-	s.mu.Unlock()
-	p := s.retryPolicy(e)
-	if attempts >= p.MaxAttempts {
-		s.fail(e, fmt.Sprintf("attempt %d of %d failed: %s", attempts, p.MaxAttempts, reason))
+	id, err := store.ParseID(string(lease.Token))
+	if err != nil {
 		return
 	}
 	now := s.cfg.Now()
-	var due time.Time
-	if d := backoff(p, attempts); d > 0 {
-		due = now.Add(d)
+	e, d, ok := s.d.attemptFailed(id, reason, now)
+	switch {
+	case !ok:
+	case d.fail != "":
+		s.fail(e, d.fail)
+	default:
+		s.commitRequeue(e, store.Op{Kind: store.OpRequeue, ID: id, Time: now, Reason: reason, Lifecycle: store.Lifecycle{Due: d.due}}, d.due)
 	}
-	s.commitRequeue(e, store.Op{Kind: store.OpRequeue, ID: id, Time: now, Reason: reason, Lifecycle: store.Lifecycle{Due: due}}, due)
 }
 
 // commitRequeue records that e is pending again, due at due, then queues
@@ -274,48 +223,19 @@ func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
 	}})
 }
 
-// requeue puts a ticket back in its fifo, at its Seq position, or in the
-// delay heap until due; or, when that position is past its window's
-// cursor, back on disk (it is read again when the cursor gets there).
-// stored is the due time the store recorded: it chose the index.
+// requeue puts a ticket back in its queue once its requeue committed
+// (dispatcher.requeue).
 func (s *Service) requeue(e *entry, due, stored time.Time) {
-	now := s.cfg.Now()
-	s.mu.Lock()
-	if cur, ok := s.entries[e.id]; !ok || cur != e {
-		s.mu.Unlock()
-		return
-	}
-	if stored.Equal(due) && !s.keepLocked(s.queue(e.service), e, stored) {
-		// On disk now, as the store has it; still counted in held.
-		delete(s.entries, e.id)
-		s.tombLocked(e.id)
-		s.cached -= e.size
-		e.body, e.size = nil, 0
-		s.mu.Unlock()
-		return
-	}
-	e.leased, e.replied = false, false
-	e.queued, e.due = now, due
-	ready := s.placeLocked(e, now)
-	s.mu.Unlock()
-	if ready {
-		s.b.Wake(e.service)
-	}
+	s.apply(s.d.requeue(e, due, stored, s.cfg.Now()))
 }
 
 // Workers implements broker.Source.
 func (s *Service) Workers(service string, n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.workers[service] = n
-	if n == 0 {
-		s.idleSince[service] = s.cfg.Now()
-	} else {
-		delete(s.idleSince, service)
-	}
+	s.d.setWorkers(service, n, s.cfg.Now())
 }
 
-func (s *Service) requestLoadLocked(service string) {
+// requestLoad asks the loader to read for service.
+func (s *Service) requestLoad(service string) {
 	select {
 	case s.loadReq <- service:
 	default:
@@ -346,46 +266,26 @@ func (s *Service) load(ctx context.Context, service string) {
 			break
 		}
 	}
-	s.mu.Lock()
-	if q := s.queues[service]; q != nil && s.needsLoadLocked(q) {
-		s.requestLoadLocked(service) // more than a pass: after the others
+	more, noWorker := s.d.afterFill(service)
+	if more {
+		s.requestLoad(service) // more than a pass: after the others
 	}
-	if s.workers[service] == 0 {
+	if noWorker {
 		select {
 		case s.reapKick <- struct{}{}:
 		default:
 		}
 	}
-	s.mu.Unlock()
-	var want []*entry
-	s.mu.Lock()
-	if q := s.queues[service]; q != nil {
-		q.each(func(e *entry) bool {
-			if !e.gone && e.body == nil {
-				want = append(want, e)
-			}
-			return len(want) < loadBatch
-		})
-	}
-	s.mu.Unlock()
+	want := s.d.bodiesWanted(service, loadBatch)
 	loaded := 0
 	for _, e := range want {
 		t, err := s.st.Get(ctx, e.id)
-		s.mu.Lock()
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			s.dropLocked(e.id)
-		case err != nil:
-			s.log.Warn("load request body", "ticket", e.id, "err", err)
-		case e.body == nil && s.entries[e.id] == e:
-			e.body, e.size = t.Body, bodySize(t.Body)
-			if e.body == nil {
-				e.body = [][]byte{}
-			}
-			s.cached += e.size
+		if s.d.bodyLoaded(e, t, err) {
 			loaded++
 		}
-		s.mu.Unlock()
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("load request body", "ticket", e.id, "err", err)
+		}
 		if err != nil && ctx.Err() != nil {
 			return
 		}
@@ -417,47 +317,5 @@ func (s *Service) reapLoop(ctx context.Context) {
 }
 
 func (s *Service) reap() {
-	now := s.cfg.Now()
-	var dead []*entry
-	s.mu.Lock()
-	for service, q := range s.queues {
-		if s.workers[service] > 0 || s.paused[service] {
-			continue // a paused service's tickets wait for its resume
-		}
-		since := s.idleSince[service]
-		for i := range q.lv {
-			f := &q.lv[i]
-			for {
-				e := f.peek()
-				if e == nil {
-					break
-				}
-				if e.gone {
-					f.pop()
-					s.gone[service]--
-					continue
-				}
-				start := e.queued
-				if since.After(start) {
-					start = since
-				}
-				if now.Sub(start) < s.cfg.NoWorkerTimeout {
-					break
-				}
-				f.pop()
-				s.deadlines.remove(e)
-				e.leased, e.failing = true, true // out of the fifo while its verdict commits
-				dead = append(dead, e)
-			}
-			if !q.win[i].all && f.len() <= s.windowSize()/2 {
-				// The window ran low: the loader reads on, and kicks
-				// the reaper again.
-				s.requestLoadLocked(service)
-			}
-		}
-	}
-	s.mu.Unlock()
-	for _, e := range dead {
-		s.fail(e, fmt.Sprintf("no worker for service %q within %s", e.service, s.cfg.NoWorkerTimeout))
-	}
+	s.apply(s.d.reap(s.cfg.Now()))
 }

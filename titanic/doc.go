@@ -9,6 +9,27 @@
 // lookups go to reader goroutines, and both answer through the broker's
 // goroutine-safe methods.
 //
+// # Parts
+//
+// Service is the composition; each part owns its state and guards it:
+//
+//   - the dispatcher (dispatcher.go, with queue.go, window.go and
+//     schedule.go): entries, per-service queues and their windows over
+//     the store's dispatch indexes, the delay and deadline heaps, leases,
+//     the body cache, pauses and worker counts, under its own mutex. It
+//     opens no socket, runs no goroutine, calls neither the store nor the
+//     broker and reads no clock: its methods take the time and return
+//     decisions (a lease and its dispatch mark, failures to commit,
+//     services to load or wake), which the Service's loops carry out and
+//     feed back (dispatcher_test.go drives it alone);
+//   - the committer (commit.go): the hand-over to the store's one commit
+//     pipeline, the count of ops in flight, and the completions that tell
+//     the dispatcher what became durable;
+//   - lookups (read.go, wait.go, confirm.go): the reader goroutines, the
+//     parked titanic.wait requests, the leadership confirmations;
+//   - admission (limits.go, presence.go, diskfree.go): per-client limits,
+//     the quota, the disk reserve, client presence.
+//
 // # Durability
 //
 // The service keeps no queue of its own: the store's is the one commit

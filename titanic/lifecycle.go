@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
@@ -159,13 +161,7 @@ func (s *Service) pause(service string, pause bool, done func(error)) error {
 // setPaused records a service's pause in the dispatcher; a resumed service
 // is offered to its workers again.
 func (s *Service) setPaused(service string, pause bool) {
-	s.mu.Lock()
-	if pause {
-		s.paused[service] = true
-	} else {
-		delete(s.paused, service)
-	}
-	s.mu.Unlock()
+	s.d.setPaused(service, pause)
 	if !pause {
 		s.b.Wake(service)
 	}
@@ -178,21 +174,12 @@ func (s *Service) loadPaused(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("paused services: %w", err)
 	}
-	s.mu.Lock()
-	clear(s.paused)
-	for svc := range p {
-		s.paused[svc] = true
-	}
-	s.mu.Unlock()
+	s.d.setAllPaused(slices.Collect(maps.Keys(p)))
 	return nil
 }
 
 // IsPaused reports whether service's dispatch is paused.
-func (s *Service) IsPaused(service string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.paused[service]
-}
+func (s *Service) IsPaused(service string) bool { return s.d.isPaused(service) }
 
 // AttemptJSON is one attempt in titanic.attempts' answer and the HTTP API.
 type AttemptJSON struct {

@@ -40,40 +40,31 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 		}
 	}
 	woken := map[string]bool{}
-	s.mu.Lock()
+	kick := false
 	for i := range ops {
 		op, r := &ops[i], res[i]
+		var e *entry
 		switch {
 		case op.Kind == store.OpAdopt && r.Err == nil && !r.Duplicate && !final[op.ID]:
-			if _, ok := s.entries[op.ID]; ok {
-				continue
-			}
-			e := (&entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now}).withLifecycle(op.Lifecycle, 0)
-			s.held[op.Service]++
-			if s.keepLocked(s.queue(op.Service), e, e.due) {
-				s.entries[op.ID] = e
-				s.placeLocked(e, now)
-			}
-			woken[op.Service] = true
+			e = (&entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now}).withLifecycle(op.Lifecycle, 0)
 		case op.Kind == store.OpRetry && r.Err == nil && !final[op.ID]:
 			// It was failed here, so the dispatcher does not hold it.
-			if _, held := s.entries[op.ID]; held {
-				continue
-			}
-			svc := r.Service
-			e := (&entry{id: op.ID, service: svc, seq: r.Seq, queued: now}).withLifecycle(r.Lifecycle, 0)
-			s.held[svc]++
-			if s.keepLocked(s.queue(svc), e, e.due) {
-				s.entries[op.ID] = e
-				s.placeLocked(e, now)
-			}
-			woken[svc] = true
+			e = (&entry{id: op.ID, service: r.Service, seq: r.Seq, queued: now}).withLifecycle(r.Lifecycle, 0)
 		case op.Kind != store.OpAdopt && r.Err == nil:
 			r.ID = op.ID
-			s.dropResultLocked(r)
+			s.d.forgetResult(r)
+		}
+		if e == nil {
+			continue
+		}
+		if _, k, took := s.d.enlist(e, nil, now); took {
+			woken[e.service] = true
+			kick = kick || k
 		}
 	}
-	s.mu.Unlock()
+	if kick {
+		s.kickSchedule()
+	}
 	for i := range ops {
 		if ops[i].Kind != store.OpAdopt && ops[i].Kind != store.OpRetry && res[i].Err == nil {
 			s.notify(ops[i].ID)

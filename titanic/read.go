@@ -190,11 +190,9 @@ func (s *Service) overlay(t store.Ticket) store.Ticket {
 	if t.State != store.StatePending && t.State != store.StateDispatched {
 		return t
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.entries[t.ID]; ok && e.leased && e.attempts >= t.Attempts {
+	if n, ok := s.d.leasedAttempts(t.ID); ok && n >= t.Attempts {
 		t.State = store.StateDispatched
-		t.Attempts = e.attempts
+		t.Attempts = n
 	}
 	return t
 }

@@ -138,37 +138,34 @@ func (s *Service) kickSchedule() {
 // placeLocked puts a pending entry where it waits: the delay heap while
 // its due time is in the future, else its level's fifo; and in the
 // deadline heap when it has a deadline. It reports whether the entry went
-// to a fifo (the broker should be woken for its service). Callers hold
-// s.mu.
-func (s *Service) placeLocked(e *entry, now time.Time) bool {
-	q := s.queue(e.service)
-	kick := false
+// to a fifo (the broker should be woken for its service), and whether an
+// earlier time is now at the top of a heap (the schedule should look
+// again). Callers hold d.mu.
+func (d *dispatcher) placeLocked(e *entry, now time.Time) (ready, kick bool) {
+	q := d.queue(e.service, now)
 	if !e.deadline.IsZero() && e.deadlinePos == 0 {
-		kick = s.deadlines.push(e)
+		kick = d.deadlines.push(e)
 	}
-	ready := !e.due.After(now)
+	ready = !e.due.After(now)
 	if ready {
 		q.push(e)
 	} else {
 		q.delayed++
 		q.dwin.saw(delayedKey(e.due, e.seq))
-		kick = s.delays.push(e) || kick
+		kick = d.delays.push(e) || kick
 	}
-	if kick {
-		s.kickSchedule()
-	}
-	return ready
+	return ready, kick
 }
 
 // unscheduleLocked takes e out of both heaps. It reports whether e was in
-// the delay heap (and so in no fifo). Callers hold s.mu.
-func (s *Service) unscheduleLocked(e *entry) bool {
-	s.deadlines.remove(e)
+// the delay heap (and so in no fifo). Callers hold d.mu.
+func (d *dispatcher) unscheduleLocked(e *entry) bool {
+	d.deadlines.remove(e)
 	if e.duePos == 0 {
 		return false
 	}
-	s.delays.remove(e)
-	if q := s.queues[e.service]; q != nil {
+	d.delays.remove(e)
+	if q := d.queues[e.service]; q != nil {
 		q.delayed--
 	}
 	return true
@@ -199,39 +196,45 @@ func (s *Service) schedLoop(ctx context.Context) {
 // their dispatch. It returns the earliest time left in either heap (ok
 // false: both are empty).
 func (s *Service) runSchedule() (next time.Time, ok bool) {
-	now := s.cfg.Now()
-	var wake []string
-	var expired []*entry
-	s.mu.Lock()
-	for e := s.deadlines.top(); e != nil && !e.deadline.After(now); e = s.deadlines.top() {
+	fx, next, ok := s.d.schedule(s.cfg.Now())
+	s.apply(fx)
+	return next, ok
+}
+
+// schedule moves the tickets due by now into their fifos (fx.wake names
+// their services) and takes out those whose deadline passed before their
+// dispatch, to fail. It returns the earliest time left in either heap (ok
+// false: both are empty): the schedule looks again then.
+func (d *dispatcher) schedule(now time.Time) (fx effects, next time.Time, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for e := d.deadlines.top(); e != nil && !e.deadline.After(now); e = d.deadlines.top() {
 		// Still pending (dispatch takes an entry out of this heap): it
 		// fails. Out of its queue now, so that it is not dispatched while
 		// the failure commits.
-		if !s.unscheduleLocked(e) {
+		if !d.unscheduleLocked(e) {
 			e.gone = true // skipped where it is linked in its fifo
-			s.gone[e.service]++
+			d.gone[e.service]++
 		}
 		e.leased, e.failing = true, true
-		expired = append(expired, e)
+		fx.fail = append(fx.fail, verdict{e: e, reason: expiredReason(e.deadline), expired: true})
 	}
-	for e := s.delays.top(); e != nil && !e.due.After(now); e = s.delays.top() {
-		s.delays.remove(e)
-		q := s.queue(e.service)
+	for e := d.delays.top(); e != nil && !e.due.After(now); e = d.delays.top() {
+		d.delays.remove(e)
+		q := d.queue(e.service, now)
 		q.delayed--
 		// The no-worker timeout counts from when it could first run.
 		e.queued = now
 		q.push(e)
-		if len(wake) == 0 || wake[len(wake)-1] != e.service {
-			wake = append(wake, e.service)
-		}
-		if !q.dwin.all && q.delayed <= s.windowSize()/2 {
-			s.requestLoadLocked(e.service) // read the next delayed ones
+		fx.wakeService(e.service)
+		if !q.dwin.all && q.delayed <= d.cfg.window/2 {
+			fx.loadService(e.service) // read the next delayed ones
 		}
 	}
-	for _, h := range []*entryHeap{&s.delays, &s.deadlines} {
+	for _, h := range []*entryHeap{&d.delays, &d.deadlines} {
 		if e := h.top(); e != nil {
 			t := e.due
-			if h == &s.deadlines {
+			if h == &d.deadlines {
 				t = e.deadline
 			}
 			if !ok || t.Before(next) {
@@ -239,19 +242,7 @@ func (s *Service) runSchedule() (next time.Time, ok bool) {
 			}
 		}
 	}
-	s.mu.Unlock()
-	woken := make(map[string]bool, len(wake))
-	for _, svc := range wake {
-		if !woken[svc] {
-			woken[svc] = true
-			s.b.Wake(svc)
-		}
-	}
-	for _, e := range expired {
-		s.stats.deadlineExpired.Add(1)
-		s.fail(e, expiredReason(e.deadline))
-	}
-	return next, ok
+	return fx, next, ok
 }
 
 // ExpiredPrefix starts the reason of a ticket that was not dispatched by
@@ -262,29 +253,47 @@ func expiredReason(deadline time.Time) string {
 	return ExpiredPrefix + "not dispatched by " + deadline.UTC().Format(time.RFC3339)
 }
 
-// retryPolicy is the policy of e's ticket, field by field: the ticket's
-// own (store.Lifecycle.Retry), else its service's (Config.ServiceRetry),
-// else the broker's (Config.MaxAttempts, BackoffBase, BackoffMax).
+// retryConfig is the broker's and the services' retry policies
+// (Config.MaxAttempts, BackoffBase, BackoffMax, ServiceRetry).
+type retryConfig struct {
+	maxAttempts int
+	base, max   time.Duration
+	service     map[string]store.RetryPolicy
+}
+
+func (c *Config) retryConfig() retryConfig {
+	return retryConfig{maxAttempts: c.MaxAttempts, base: c.BackoffBase, max: c.BackoffMax, service: c.ServiceRetry}
+}
+
+// retryPolicy is the policy of e's ticket (see retryConfig.policy).
 func (s *Service) retryPolicy(e *entry) store.RetryPolicy {
+	c := s.cfg.retryConfig()
+	return c.policy(e)
+}
+
+// policy is the policy of e's ticket, field by field: the ticket's own
+// (store.Lifecycle.Retry), else its service's (Config.ServiceRetry),
+// else the broker's (Config.MaxAttempts, BackoffBase, BackoffMax).
+func (c *retryConfig) policy(e *entry) store.RetryPolicy {
 	p := e.retry
-	svc := s.cfg.ServiceRetry[e.service]
+	svc := c.service[e.service]
 	if p.MaxAttempts <= 0 {
 		p.MaxAttempts = svc.MaxAttempts
 	}
 	if p.MaxAttempts <= 0 {
-		p.MaxAttempts = s.cfg.MaxAttempts
+		p.MaxAttempts = c.maxAttempts
 	}
 	if p.Base == 0 {
 		p.Base = svc.Base
 	}
 	if p.Base == 0 {
-		p.Base = s.cfg.BackoffBase
+		p.Base = c.base
 	}
 	if p.Max == 0 {
 		p.Max = svc.Max
 	}
 	if p.Max == 0 {
-		p.Max = s.cfg.BackoffMax
+		p.Max = c.max
 	}
 	return p
 }
@@ -296,6 +305,11 @@ func (s *Service) retryPolicy(e *entry) store.RetryPolicy {
 // failed together by one outage do not all come back at once. A base of
 // zero or less means no pause.
 func backoff(p store.RetryPolicy, attempts int) time.Duration {
+	return backoffWith(p, attempts, rand.N[time.Duration])
+}
+
+// backoffWith is backoff with jitter(n) uniform in [0, n).
+func backoffWith(p store.RetryPolicy, attempts int, jitter func(time.Duration) time.Duration) time.Duration {
 	if p.Base <= 0 {
 		return 0
 	}
@@ -309,5 +323,5 @@ func backoff(p store.RetryPolicy, attempts int) time.Duration {
 		return 0
 	}
 	half := d / 2
-	return half + rand.N(d-half+1)
+	return half + jitter(d-half+1)
 }

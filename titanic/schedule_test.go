@@ -403,9 +403,9 @@ func TestCancelDelayed(t *testing.T) {
 	if r := h.queueRow("s"); r.Delayed != 0 || r.Pending != 0 || r.InFlight != 0 {
 		t.Fatalf("after cancel: %+v", r)
 	}
-	h.svc.mu.Lock()
-	nd, ndl := h.svc.delays.len(), h.svc.deadlines.len()
-	h.svc.mu.Unlock()
+	h.svc.d.mu.Lock()
+	nd, ndl := h.svc.d.delays.len(), h.svc.d.deadlines.len()
+	h.svc.d.mu.Unlock()
 	if nd != 0 || ndl != 0 {
 		t.Fatalf("heaps hold %d delayed, %d deadlines after cancel", nd, ndl)
 	}

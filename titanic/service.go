@@ -302,28 +302,17 @@ type Service struct {
 	// between Activate and Deactivate).
 	active atomic.Bool
 
-	// Dispatcher state, shared by the broker loop (Source methods), the
-	// store completer (new and requeued tickets), the loader, the reaper
-	// and the schedule (schedule.go).
-	mu        sync.Mutex
-	queues    map[string]*svcQueue
-	entries   map[store.ID]*entry
-	workers   map[string]int
-	idleSince map[string]time.Time // when a service's last worker left
-	cached    int                  // bytes of bodies held
-	gone      map[string]int       // gone entries still linked, per service
-	held      map[string]int       // unfinished tickets per service, in memory or on disk
-	// loads counts the window reads in flight; tomb, the tickets that
-	// left the dispatcher since the first of them began (window.go).
-	loads int
-	tomb  map[store.ID]struct{}
-	// reapKick asks reapLoop to look again (a window was read for a
-	// service without workers).
-	reapKick  chan struct{}
-	paused    map[string]bool // services whose dispatch is paused (OpPause)
+	// d is the dispatch state (dispatcher.go), which the broker loop
+	// (Source methods), the store completer, the loader, the reaper, the
+	// schedule and the readers share; it guards itself. The channels
+	// below are how its decisions reach the goroutines that act on them.
+	d *dispatcher
+	// loadReq names services whose windows or bodies the loader should
+	// read; reapKick asks reapLoop to look again (a window was read for a
+	// service without workers); schedKick tells schedLoop an earlier time
+	// is at the top of a heap.
 	loadReq   chan string
-	delays    entryHeap // delayed entries of every service, by (due, seq)
-	deadlines entryHeap // entries with a deadline not dispatched yet
+	reapKick  chan struct{}
 	schedKick chan struct{}
 
 	stats counters
@@ -348,18 +337,9 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		log:       cfg.Logger.With("component", "titanic"),
 		toWake:    make(map[string]struct{}),
 		reads:     make(chan readReq, cfg.MaxQueuedReads),
-		queues:    make(map[string]*svcQueue),
-		entries:   make(map[store.ID]*entry),
-		workers:   make(map[string]int),
-		idleSince: make(map[string]time.Time),
-		gone:      make(map[string]int),
-		held:      make(map[string]int),
-		tomb:      make(map[store.ID]struct{}),
+		d:         newDispatcher(cfg.dispatchConfig()),
 		reapKick:  make(chan struct{}, 1),
-		paused:    make(map[string]bool),
 		loadReq:   make(chan string, 1024),
-		delays:    newDueHeap(),
-		deadlines: newDeadlineHeap(),
 		schedKick: make(chan struct{}, 1),
 	}
 	s.drained = sync.NewCond(&s.drainMu)
@@ -387,23 +367,7 @@ func (s *Service) Recover(ctx context.Context) error {
 	if err := s.loadPaused(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
-	var services []string
-	n := 0
-	s.mu.Lock()
-	s.resetLocked()
-	for svc, c := range counts {
-		u := c.Pending + c.Dispatched
-		if u == 0 {
-			continue
-		}
-		q := s.queue(svc)
-		q.partial()
-		q.onDisk, q.delayedDisk = u-c.Delayed, c.Delayed
-		s.held[svc] += u
-		services = append(services, svc)
-		n += u
-	}
-	s.mu.Unlock()
+	services, n := s.d.recover(counts, s.cfg.Now())
 	for _, svc := range services {
 		for s.fill(ctx, svc) {
 		}
@@ -450,19 +414,6 @@ func (s *Service) Run(ctx context.Context) error {
 // stopping reports whether Run's ctx ended: the service is shutting down
 // and takes no new work of its own (verdicts are not tried again).
 func (s *Service) stopping() bool { return s.stopped.Load() }
-
-// queue returns the queue of service, creating it. Callers hold s.mu.
-func (s *Service) queue(service string) *svcQueue {
-	q := s.queues[service]
-	if q == nil {
-		q = newSvcQueue()
-		s.queues[service] = q
-		if _, ok := s.idleSince[service]; !ok && s.workers[service] == 0 {
-			s.idleSince[service] = s.cfg.Now()
-		}
-	}
-	return q
-}
 
 // ServeMDP implements broker.Handler. It runs on the broker loop: it only
 // parses and enqueues; the store completer and the readers answer.

@@ -776,12 +776,12 @@ func (h *harness) waitQueued(service string, n int) {
 	h.t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
-		h.svc.mu.Lock()
+		h.svc.d.mu.Lock()
 		got := 0
-		if q := h.svc.queues[service]; q != nil {
+		if q := h.svc.d.queues[service]; q != nil {
 			got = q.len()
 		}
-		h.svc.mu.Unlock()
+		h.svc.d.mu.Unlock()
 		if got == n {
 			return
 		}

@@ -76,19 +76,17 @@ func (s *Service) Stats() Stats {
 		DiskRefused: c.diskRefused.Load(), Disk: s.DiskStatus(), WindowReads: c.windowReads.Load(),
 		Queued: make(map[string]int), Delayed: make(map[string]int),
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for svc, q := range s.queues {
-		st.Queued[svc] = q.len() - s.gone[svc] + q.onDisk
-		if d := q.delayed + q.delayedDisk; d > 0 {
-			st.Delayed[svc] = d
+	per, leased := s.d.counts(true)
+	for svc, c := range per {
+		if !c.queue {
+			continue
+		}
+		st.Queued[svc] = c.pending
+		if c.delayed > 0 {
+			st.Delayed[svc] = c.delayed
 		}
 	}
-	for _, e := range s.entries {
-		if e.leased && !e.replied {
-			st.Leased++
-		}
-	}
+	st.Leased = leased
 	return st
 }
 
@@ -266,21 +264,18 @@ func (s *Service) QueueStats(ctx context.Context, service string) (QueueStats, e
 		}
 		return r
 	}
-	s.mu.Lock()
-	for svc, n := range s.held {
-		pending, delayed := 0, 0
-		if q := s.queues[svc]; q != nil {
-			pending, delayed = q.len()-s.gone[svc]+q.onDisk, q.delayed+q.delayedDisk
+	per, _ := s.d.counts(false)
+	for svc, c := range per {
+		if c.held {
+			r := row(svc)
+			r.Pending, r.Delayed, r.InFlight = c.pending, c.delayed, c.inFlight
 		}
-		r := row(svc)
-		r.Pending, r.Delayed, r.InFlight = pending, delayed, n-pending-delayed
 	}
 	if wc == nil {
-		for svc, n := range s.workers {
+		for svc, n := range s.d.workerCounts() {
 			row(svc).Workers = n
 		}
 	}
-	s.mu.Unlock()
 	for svc, w := range wc {
 		r := row(svc)
 		idle, busy := w.Idle, w.Busy

@@ -89,18 +89,15 @@ func delayedKey(due time.Time, seq uint64) store.Key {
 	return store.Key{At: store.TimeKey(due), Seq: seq}
 }
 
-// windowSize is Config.Window.
-func (s *Service) windowSize() int { return s.cfg.Window }
-
 // keepLocked decides where a pending ticket the store just queued goes:
 // in memory (true: the caller places e) when its window holds its key,
 // else on disk, counted. storedDue is the due time the store recorded
-// (it chose the index). Callers hold s.mu.
-func (s *Service) keepLocked(q *svcQueue, e *entry, storedDue time.Time) bool {
+// (it chose the index). Callers hold d.mu.
+func (d *dispatcher) keepLocked(q *svcQueue, e *entry, storedDue time.Time) bool {
 	if storedDue.IsZero() {
 		lv := level(e.prio)
 		w := &q.win[lv]
-		if w.all && q.lv[lv].len() >= s.windowSize() {
+		if w.all && q.lv[lv].len() >= d.cfg.window {
 			w.close()
 		}
 		k := readyKey(e)
@@ -112,7 +109,7 @@ func (s *Service) keepLocked(q *svcQueue, e *entry, storedDue time.Time) bool {
 		return false
 	}
 	w := &q.dwin
-	if w.all && q.delayed >= s.windowSize() {
+	if w.all && q.delayed >= d.cfg.window {
 		w.close()
 	}
 	k := delayedKey(storedDue, e.seq)
@@ -125,23 +122,23 @@ func (s *Service) keepLocked(q *svcQueue, e *entry, storedDue time.Time) bool {
 }
 
 // tombLocked records that id left the dispatcher while a read may hold
-// it. Callers hold s.mu.
-func (s *Service) tombLocked(id store.ID) {
-	if s.loads > 0 {
-		s.tomb[id] = struct{}{}
+// it. Callers hold d.mu.
+func (d *dispatcher) tombLocked(id store.ID) {
+	if d.loads > 0 {
+		d.tomb[id] = struct{}{}
 	}
 }
 
 // needsLoadLocked reports whether a window of q runs low. Callers hold
-// s.mu.
-func (s *Service) needsLoadLocked(q *svcQueue) bool {
-	low := s.windowSize() / 2
+// d.mu.
+func (d *dispatcher) needsLoadLocked(q *svcQueue) bool {
+	low := d.cfg.window / 2
 	for i := range q.win {
 		if !q.win[i].all && !q.win[i].loading && q.lv[i].len() <= low {
 			return true
 		}
 	}
-	return !q.dwin.all && !q.dwin.loading && q.delayed <= low && q.lv[0].len()+q.lv[1].len()+q.lv[2].len() < 4*s.windowSize()
+	return !q.dwin.all && !q.dwin.loading && q.delayed <= low && q.lv[0].len()+q.lv[1].len()+q.lv[2].len() < 4*d.cfg.window
 }
 
 // fill reads what service's low windows miss, then wakes the broker for
@@ -164,12 +161,38 @@ func (s *Service) fill(ctx context.Context, service string) bool {
 // the delayed window (levels). It reports whether the window should be
 // read again at once, and whether it read anything.
 func (s *Service) loadWindow(ctx context.Context, service string, which int) (again, read bool) {
-	size := s.windowSize()
-	s.mu.Lock()
-	q := s.queues[service]
-	if q == nil {
-		s.mu.Unlock()
+	rd, ok := s.d.windowRead(service, which)
+	if !ok {
 		return false, false
+	}
+	got, err := s.st.Queued(ctx, rd.QueueRead)
+	s.stats.windowReads.Add(1)
+	again, read, fx, err := s.d.windowLoaded(rd, got, err, s.cfg.Now())
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("read dispatch window", "service", service, "err", err)
+	}
+	s.apply(fx)
+	return again, read
+}
+
+// windowReading is a read of a window the dispatcher asked for: the
+// loader does it (store.Queued) and hands the outcome to windowLoaded.
+type windowReading struct {
+	store.QueueRead
+	which int
+	q     *svcQueue // the queue it is for: a reset meanwhile voids it
+}
+
+// windowRead decides whether one window of service (level 0-2, or the
+// delayed window: levels) needs a read, and marks it loading; ok false:
+// it does not (it holds all, a read is in flight, or it holds enough).
+func (d *dispatcher) windowRead(service string, which int) (rd windowReading, ok bool) {
+	size := d.cfg.window
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	q := d.queues[service]
+	if q == nil {
+		return rd, false
 	}
 	var (
 		w    *window
@@ -185,38 +208,42 @@ func (s *Service) loadWindow(ctx context.Context, service string, which int) (ag
 		if q.lv[0].len()+q.lv[1].len()+q.lv[2].len() >= 4*size {
 			// What came due is not dispatched yet: the rest waits on
 			// disk rather than in memory.
-			s.mu.Unlock()
-			return false, false
+			return rd, false
 		}
 	}
 	if w.all || w.loading || have > size/2 && !(which < levels && q.blocked[which]) {
-		s.mu.Unlock()
-		return false, false
+		return rd, false
 	}
 	r.Limit = max(size-have, size/4, 1)
 	r.After, r.Started = w.cursor, w.started
 	w.loading, w.changed = true, false
-	s.loads++
-	s.mu.Unlock()
+	d.loads++
+	return windowReading{QueueRead: r, which: which, q: q}, true
+}
 
-	got, err := s.st.Queued(ctx, r)
-	s.stats.windowReads.Add(1)
-
-	now := s.cfg.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.loads--; s.loads == 0 {
-		clear(s.tomb)
+// windowLoaded takes what the loader read for rd (or the read's error)
+// into the window: the tickets become entries, placed in their fifos or
+// the delay heap, but for those that left the dispatcher or were held
+// already meanwhile. It reports whether the window should be read again
+// at once, and whether anything was read; err is the read's error when
+// it concerns the queue still (not one reset meanwhile).
+func (d *dispatcher) windowLoaded(rd windowReading, got []store.QueuedTicket, readErr error, now time.Time) (again, read bool, fx effects, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	q, which, service := rd.q, rd.which, rd.Service
+	w := &q.dwin
+	if which < levels {
+		w = &q.win[which]
+	}
+	if d.loads--; d.loads == 0 {
+		clear(d.tomb)
 	}
 	w.loading = false
-	if s.queues[service] != q {
-		return false, false // reset meanwhile (this node stopped or started serving)
+	if d.queues[service] != q {
+		return false, false, fx, nil // reset meanwhile (this node stopped or started serving)
 	}
-	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("read dispatch window", "service", service, "err", err)
-		}
-		return false, false
+	if readErr != nil {
+		return false, false, fx, readErr
 	}
 	keep := got
 	if w.changed {
@@ -228,10 +255,10 @@ func (s *Service) loadWindow(ctx context.Context, service string, which int) (ag
 		}
 	}
 	for _, t := range keep {
-		if _, dead := s.tomb[t.ID]; dead {
+		if _, dead := d.tomb[t.ID]; dead {
 			continue
 		}
-		if _, dup := s.entries[t.ID]; dup {
+		if _, dup := d.entries[t.ID]; dup {
 			continue
 		}
 		e := (&entry{id: t.ID, service: service, seq: t.Seq, attempts: t.Attempts}).withLifecycle(t.Lifecycle, t.Attempts)
@@ -242,7 +269,7 @@ func (s *Service) loadWindow(ctx context.Context, service string, which int) (ag
 		if e.due.After(e.queued) {
 			e.queued = e.due
 		}
-		s.entries[t.ID] = e
+		d.entries[t.ID] = e
 		if which < levels {
 			// In the ready index: due (a dispatched ticket a restart
 			// redelivers keeps the due time it had).
@@ -251,7 +278,9 @@ func (s *Service) loadWindow(ctx context.Context, service string, which int) (ag
 		} else {
 			q.delayedDisk--
 		}
-		s.placeLocked(e, now)
+		if _, kick := d.placeLocked(e, now); kick {
+			fx.kick = true
+		}
 	}
 	if len(keep) > 0 {
 		w.cursor, w.started = keep[len(keep)-1].Key, true
@@ -260,10 +289,10 @@ func (s *Service) loadWindow(ctx context.Context, service string, which int) (ag
 	if which < levels {
 		q.blocked[which] = false
 	}
-	if len(got) < r.Limit && !w.changed {
+	if len(got) < rd.Limit && !w.changed {
 		w.all = true
 	}
-	return !w.all && (w.changed || len(keep) == 0 && len(got) > 0), true
+	return !w.all && (w.changed || len(keep) == 0 && len(got) > 0), true, fx, nil
 }
 
 // levelPriority is the priority of each level (level's inverse).

@@ -45,9 +45,9 @@ func submitOp(service, body string, lc store.Lifecycle, at time.Time) store.Op {
 
 // entriesHeld is how many tickets the dispatcher holds in memory.
 func (h *harness) entriesHeld() int {
-	h.svc.mu.Lock()
-	defer h.svc.mu.Unlock()
-	return len(h.svc.entries)
+	h.svc.d.mu.Lock()
+	defer h.svc.d.mu.Unlock()
+	return len(h.svc.d.entries)
 }
 
 // wrrOrder is the order the weighted round robin gives levels with n[i]

@@ -179,9 +179,12 @@ type Node struct {
 	notify   chan bool
 	leaderCh chan bool
 
-	mu    sync.RWMutex // guards r and trans across Reform
+	mu    sync.RWMutex // guards r, trans and halted across Reform
 	r     *raft.Raft
 	trans raft.Transport
+	// halted is the instance Halt stopped; it says the node is halted
+	// only while it is still r (any restart replaces r).
+	halted *raft.Raft
 
 	// stopping holds the shutdown of each raft instance stopped (see
 	// stopRaft).
@@ -406,7 +409,7 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.mu.Lock()
-	n.r, n.trans = r, trans
+	n.r, n.trans, n.halted = r, trans, nil
 	n.mu.Unlock()
 	return nil
 }
@@ -1307,8 +1310,24 @@ const standAside = 5
 // work it hands over, so that nothing lands in its store after the read.
 // Resync, Reform and Close start or stop it again.
 func (n *Node) Halt() error {
-	if err := n.stopRaft(n.raft()); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+	r := n.raft()
+	if err := n.stopRaft(r); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
 		return fmt.Errorf("stop raft: %w", err)
 	}
+	n.mu.Lock()
+	if n.r == r {
+		n.halted = r
+	}
+	n.mu.Unlock()
 	return nil
+}
+
+// Halted reports whether Halt stopped this node's raft and nothing has
+// started it again: the node takes no entries until it has handed its
+// work over (a pair's peer reads it in titanic.cluster.history, as it
+// reads Failed, to know that only a raft it leads can take that work).
+func (n *Node) Halted() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.halted != nil && n.halted == n.r
 }

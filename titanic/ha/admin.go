@@ -121,7 +121,7 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		if err != nil {
 			return text("500", err.Error())
 		}
-		return EncodeHistory(PeerHistory{History: h, Halted: a.node.Failed() != nil})
+		return EncodeHistory(PeerHistory{History: h, Halted: a.node.Failed() != nil || a.node.Halted()})
 	case tsp.SvcAdopt:
 		if a.Merge == nil {
 			return text("500", "this node takes no handover")
@@ -171,8 +171,11 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 }
 
 // PeerHistory is what titanic.cluster.history answers: the node's applied
-// history and whether its replica halted (a fork seen while it followed
-// its peer: it takes no entries until it has handed its work over).
+// history and whether its replica halted: on a fork seen while it
+// followed its peer (Failed), or stopped by the node itself before it
+// reads the work it hands over (replica.Node.Halt). Either way it takes
+// no entries until it has handed its work over, so the handover must go
+// into a raft its peer leads.
 type PeerHistory struct {
 	store.History
 	Halted bool

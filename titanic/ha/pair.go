@@ -36,6 +36,11 @@ import (
 //   - When the peer is heard again, the active node adds it back as a
 //     voter; it catches up from the log or a snapshot, and Binary Star
 //     keeps it passive.
+//   - An active node that is not the raft leader while its peer, passive,
+//     has halted its raft to hand its work over (see reconcile) goes on
+//     alone as well: that peer will hand it no leadership, and this
+//     node's configuration may still need its vote. It then takes the
+//     peer's handover.
 //   - A node may take over (be voted active by a client, or reform raft
 //     alone) only once it holds everything the active may have
 //     acknowledged: it is the raft leader, or it has applied the
@@ -73,6 +78,9 @@ type Pair struct {
 	// release that cannot reconcile (asked again after legacyAt).
 	legacyPeer bool
 	legacyAt   time.Time
+	// Run's goroutine only: when an active node that does not lead may
+	// next ask whether its peer halted (peerHalted).
+	haltAskAt time.Time
 	// Run's goroutine only: leadership transfers to the active that
 	// failed in a row, and when the last was logged.
 	transferFails  int
@@ -360,20 +368,39 @@ func (p *Pair) sync(ctx context.Context) {
 	}
 	if !leader {
 		p.demote("not the raft leader")
-		if peerAlive {
-			return // the passive peer hands leadership over
+		// Normally the passive peer hands leadership over. It cannot when
+		// a raft is halted for a handover: this node's own (it yielded
+		// while passive, then Binary Star made it active, as when its
+		// peer restarted), or the peer's, which then hands its work over
+		// into a raft this node leads, and only a raft this node leads
+		// alone: its configuration may still count the halted peer as a
+		// voter, and no election is won without that vote (issue 9).
+		// Going on alone is what this node does when the peer is lost:
+		// its terms are fenced, and the peer, passive, serves nothing.
+		selfHalted := p.node.Halted()
+		if peerAlive && !selfHalted && !p.peerHalted(ctx) {
+			return
 		}
 		if !p.caughtUp.Load() {
 			// Active without a vote (the peer restarted beside it) but
-			// not caught up, and the peer is gone again: alone, this
-			// node may lack acknowledged tickets. Wait for the peer.
+			// not caught up, and the peer is gone again (or can hand
+			// over only what it took in alone, not what this node
+			// lacks): alone, this node may lack acknowledged tickets.
+			// Wait for the peer.
 			if !p.staleWarned {
 				p.staleWarned = true
-				p.log.Warn("peer lost before this node caught up: not serving alone; waiting for the peer")
+				p.log.Warn("peer lost or halted before this node caught up: not serving alone; waiting for the peer", "peer_alive", peerAlive)
 			}
 			return
 		}
-		p.log.Warn("peer lost: reforming raft with this node as the only voter")
+		switch {
+		case !peerAlive:
+			p.log.Warn("peer lost: reforming raft with this node as the only voter")
+		case selfHalted:
+			p.log.Warn("active, with this node's raft halted for a handover it no longer makes: reforming raft with this node as the only voter; the passive peer hands its work over here")
+		default:
+			p.log.Warn("the passive peer halted its raft to hand its work over, and this node is not the raft leader: reforming raft with this node as the only voter to take it")
+		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := p.node.Reform(rctx)
 		cancel()
@@ -727,6 +754,39 @@ func (p *Pair) takeHandover(ctx context.Context) {
 	if err := p.node.Reform(rctx); err != nil && !errors.Is(err, context.Canceled) {
 		p.log.Error("reform raft", "err", err)
 	}
+}
+
+// peerHalted reports whether the peer says its replica is halted
+// (titanic.cluster.history): it takes no entries until it has handed its
+// work over. It asks at most once a second (haltAskAt) and reports false
+// meanwhile, and when the peer cannot be asked.
+func (p *Pair) peerHalted(ctx context.Context) bool {
+	if p.peerEndpoint == "" || p.peerClient == nil || time.Now().Before(p.haltAskAt) {
+		return false
+	}
+	p.haltAskAt = time.Now().Add(time.Second)
+	if p.peer == nil {
+		c, err := p.peerClient()
+		if err != nil {
+			p.log.Warn("client of the peer's broker", "endpoint", p.peerEndpoint, "err", err)
+			return false
+		}
+		p.peer = c
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	frames, err := p.peer.Request(cctx, tsp.SvcHistory, [][]byte{{}})
+	if err != nil {
+		p.log.Debug("asking the passive peer for its history", "endpoint", p.peerEndpoint, "err", err)
+		return false
+	}
+	h, err := DecodeHistory(frames)
+	if err != nil {
+		// A release without the service (peerIsLegacy) never halts.
+		p.log.Debug("the passive peer's history", "err", err)
+		return false
+	}
+	return h.Halted
 }
 
 // handoverBytes bounds one batch of a fork handover (one raft entry on

@@ -1,0 +1,247 @@
+package ha
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/titanicmq/titanic/binarystar"
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
+	"github.com/titanicmq/titanic/titanic"
+)
+
+// fixedStar is a Binary Star whose state and peer never change.
+type fixedStar struct{ state binarystar.State }
+
+func (s fixedStar) State() binarystar.State     { return s.state }
+func (fixedStar) PeerAlive() bool               { return true }
+func (fixedStar) ClientRequest() bool           { return true }
+func (fixedStar) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+
+// applyDispatcher stands for titanic.Service: Activate waits for the log,
+// and Merge takes a handover only while active (titanic.ErrNotActive
+// otherwise, as the service answers).
+type applyDispatcher struct {
+	node   *replica.Node
+	active atomic.Bool
+}
+
+func (d *applyDispatcher) Activate(ctx context.Context) error {
+	if err := d.node.Barrier(ctx); err != nil {
+		return fmt.Errorf("activate: %w", err)
+	}
+	d.active.Store(true)
+	return nil
+}
+
+func (d *applyDispatcher) Deactivate() { d.active.Store(false) }
+
+func (d *applyDispatcher) merge(ctx context.Context, ops []store.Op) error {
+	if !d.active.Load() {
+		return titanic.ErrNotActive
+	}
+	_, err := d.node.Apply(ctx, ops)
+	return err
+}
+
+// adminLink is a pair node's client of its peer's admin services, called
+// in process.
+type adminLink struct{ admin *Admin }
+
+type chanReplier chan [][]byte
+
+func (r chanReplier) Reply(_ broker.Client, _ string, body [][]byte) { r <- body }
+
+func (l adminLink) Request(ctx context.Context, service string, body [][]byte) ([][]byte, error) {
+	r := make(chanReplier, 1)
+	a := *l.admin
+	a.b = r
+	if out := a.ServeMDP(broker.Request{Service: service, Body: body}); out != nil {
+		return out, nil
+	}
+	select {
+	case out := <-r:
+		return out, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (adminLink) Close() error { return nil }
+
+// keptTransport is an in-memory transport that outlives raft instances:
+// raft's Shutdown closes a transport that can be closed, which drops the
+// in-memory routes, where a TCP transport would be made anew and redial.
+type keptTransport struct{ *raft.InmemTransport }
+
+func (keptTransport) Close() error { return nil }
+
+type pairNode struct {
+	id   string
+	st   *store.BoltStore
+	rep  *replica.Node
+	addr raft.ServerAddress
+	tr   *raft.InmemTransport
+	disp *applyDispatcher
+}
+
+func openPairNode(t *testing.T, dir, id string, slot uint64, addr raft.ServerAddress, tr *raft.InmemTransport, peers []replica.Peer, log *slog.Logger) *pairNode {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, id), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, id, "titanic.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	rep, err := replica.Open(st, replica.Config{
+		ID: id, Dir: filepath.Join(dir, id, "raft"), Transport: keptTransport{tr}, Peers: peers, Bootstrap: true,
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		ApplyTimeout: 2 * time.Second,
+		FenceStride:  2, FenceSlot: slot,
+		Logger: log.With("node", id),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rep.Close() })
+	return &pairNode{id: id, st: st, rep: rep, addr: addr, tr: tr, disp: &applyDispatcher{node: rep}}
+}
+
+func submitOn(t *testing.T, n *pairNode, tag byte, count int) []store.ID {
+	t.Helper()
+	var ids []store.ID
+	for i := range count {
+		id := store.NewID()
+		id[15] = id[15]&0xf0 | tag
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := n.rep.Apply(ctx, []store.Op{{Kind: store.OpSubmit, ID: id, Time: time.Now(), Service: "echo", Body: [][]byte{fmt.Appendf(nil, "%s-%d", n.id, i)}}})
+		cancel()
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("submit on %s: %v %v", n.id, err, res)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPairActiveTakesHandoverOfHaltedPeer is issue 9's stall, made on
+// purpose (the simulation found it under load, seed 87264788): after a
+// split brain each node holds work the other lacks. The backup went on
+// alone, then began to add the primary back as a voter while the link was
+// cut, so its raft configuration counts the primary and no election is
+// won without it; the primary went on alone too and leads a raft of its
+// own, which refuses the backup's vote requests. Binary Star makes the
+// backup active (as when the primary restarts). The passive primary, to
+// yield, halts its raft and hands its work over; the backup must then go
+// on alone to take it, and the pair must converge with both sides' work.
+func TestPairActiveTakesHandoverOfHaltedPeer(t *testing.T) {
+	dir := t.TempDir()
+	var logs io.Writer = io.Discard
+	if testing.Verbose() {
+		logs = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	addrP, trP := raft.NewInmemTransport("")
+	addrB, trB := raft.NewInmemTransport("")
+	trP.Connect(addrB, trB)
+	trB.Connect(addrP, trP)
+	peers := []replica.Peer{{ID: "primary", Addr: string(addrP)}, {ID: "backup", Addr: string(addrB)}}
+	p := openPairNode(t, dir, "primary", 1, addrP, trP, peers, log)
+	b := openPairNode(t, dir, "backup", 0, addrB, trB, peers, log)
+
+	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+	leader := p
+	if b.rep.IsLeader() {
+		leader = b
+	}
+	both := submitOn(t, leader, PrimaryTag, 5)
+	waitFor(t, "both replicas applied the common work", 10*time.Second, func() bool {
+		return p.rep.Status().AppliedIndex == leader.rep.Status().AppliedIndex && b.rep.Status().AppliedIndex == leader.rep.Status().AppliedIndex
+	})
+
+	// The split: each side goes on alone and takes work in.
+	trP.DisconnectAll()
+	trB.DisconnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.rep.Reform(ctx); err != nil {
+		t.Fatalf("backup reform: %v", err)
+	}
+	onB := submitOn(t, b, BackupTag, 5)
+	if err := p.rep.Reform(ctx); err != nil {
+		t.Fatalf("primary reform: %v", err)
+	}
+	onP := submitOn(t, p, PrimaryTag, 5)
+	// The backup adds the primary while it cannot reach it: its
+	// configuration then needs the primary's vote.
+	actx, acancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_ = b.rep.AddVoter(actx, "primary", string(addrP))
+	acancel()
+	if !b.rep.HasVoter("primary") {
+		t.Fatal("the backup's configuration does not count the primary: the test did not make issue 9's state")
+	}
+	waitFor(t, "the backup loses leadership", 10*time.Second, func() bool { return !b.rep.IsLeader() })
+	trP.Connect(addrB, trB)
+	trB.Connect(addrP, trP)
+
+	adminP, adminB := NewAdmin(p.rep, nil, log), NewAdmin(b.rep, nil, log)
+	adminP.Merge, adminB.Merge = p.disp.merge, b.disp.merge
+	cfg := func(peer *pairNode, id string, tag byte) PairConfig {
+		return PairConfig{PeerID: peer.id, PeerAddr: string(peer.addr), PeerEndpoint: "inproc://" + peer.id, PeerTag: tag,
+			ForkDir: filepath.Join(dir, id, "forks"), Logger: log.With("node", id)}
+	}
+	pairP := NewPairWith(p.rep, p.disp, cfg(b, "primary", BackupTag), func(func()) Star { return fixedStar{binarystar.StatePassive} },
+		func() (Requester, error) { return adminLink{adminB}, nil })
+	pairB := NewPairWith(b.rep, b.disp, cfg(p, "backup", PrimaryTag), func(func()) Star { return fixedStar{binarystar.StateActive} },
+		func() (Requester, error) { return adminLink{adminP}, nil })
+	rctx, rcancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- pairP.Run(rctx) }()
+	go func() { done <- pairB.Run(rctx) }()
+	defer func() {
+		rcancel()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}()
+
+	waitFor(t, "the active backup serves with the primary back as a voter, caught up", 30*time.Second, func() bool {
+		return pairB.Active() && b.rep.HasVoter("primary") && !pairP.Active() &&
+			p.rep.Status().AppliedIndex == b.rep.Status().AppliedIndex
+	})
+	for _, set := range [][]store.ID{both, onB, onP} {
+		for _, id := range set {
+			for _, n := range []*pairNode{b, p} {
+				if _, err := n.st.Get(context.Background(), id); err != nil {
+					t.Errorf("ticket %s on %s: %v", id, n.id, err)
+				}
+			}
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,12 +174,35 @@ func TestPairActiveTakesHandoverOfHaltedPeer(t *testing.T) {
 	p := openPairNode(t, dir, "primary", 1, addrP, trP, peers, log)
 	b := openPairNode(t, dir, "backup", 0, addrB, trB, peers, log)
 
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
-	leader := p
-	if b.rep.IsLeader() {
-		leader = b
+	var leader *pairNode
+	lead := func() *pairNode {
+		waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+		if b.rep.IsLeader() {
+			return b
+		}
+		return p
 	}
-	both := submitOn(t, leader, PrimaryTag, 5)
+	// The common work goes through whichever node leads at each try:
+	// with 100 ms timeouts on a loaded host, leadership may move.
+	var both []store.ID
+	for i := range 5 {
+		id := store.NewID()
+		id[15] = id[15]&0xf0 | PrimaryTag
+		op := store.Op{Kind: store.OpSubmit, ID: id, Time: time.Now(), Service: "echo", Body: [][]byte{fmt.Appendf(nil, "both-%d", i)}}
+		for try := 0; ; try++ {
+			leader = lead()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			res, err := leader.rep.Apply(ctx, []store.Op{op})
+			cancel()
+			if err == nil && (res[0].Err == nil || strings.Contains(res[0].Err.Error(), "already used")) {
+				break // a resend of a submit the lost leadership did commit says "already used"
+			}
+			if try == 20 {
+				t.Fatalf("common submit: %v %v", err, res)
+			}
+		}
+		both = append(both, id)
+	}
 	waitFor(t, "both replicas applied the common work", 10*time.Second, func() bool {
 		return p.rep.Status().AppliedIndex == leader.rep.Status().AppliedIndex && b.rep.Status().AppliedIndex == leader.rep.Status().AppliedIndex
 	})

@@ -38,6 +38,9 @@ type dispatchConfig struct {
 	// window bounds the tickets held per service and level, and the
 	// delayed ones per service (Config.Window).
 	window int
+	// deadlineWindow bounds the deadlines held per service of tickets
+	// waiting on disk (DeadlineWindow; tests set less).
+	deadlineWindow int
 	// bodyCache bounds the bytes of bodies held (Config.BodyCache).
 	bodyCache int
 	// noWorkerTimeout: a ticket waiting this long while its service has
@@ -52,6 +55,7 @@ type dispatchConfig struct {
 func (c *Config) dispatchConfig() dispatchConfig {
 	return dispatchConfig{
 		window:          c.Window,
+		deadlineWindow:  DeadlineWindow,
 		bodyCache:       c.BodyCache,
 		noWorkerTimeout: c.NoWorkerTimeout,
 		retry:           c.retryConfig(),
@@ -78,11 +82,18 @@ type dispatcher struct {
 	paused    map[string]bool // services whose dispatch is paused (OpPause)
 	delays    entryHeap       // delayed entries of every service, by (due, seq)
 	deadlines entryHeap       // entries with a deadline not dispatched yet
+	// diskDeadlines holds the deadline windows' items of every service,
+	// by (deadline, seq); watched, the same by ticket (window.go).
+	diskDeadlines entryHeap
+	watched       map[store.ID]*entry
 }
 
 func newDispatcher(cfg dispatchConfig) *dispatcher {
 	if cfg.jitter == nil {
 		cfg.jitter = rand.N[time.Duration]
+	}
+	if cfg.deadlineWindow < 1 {
+		cfg.deadlineWindow = DeadlineWindow
 	}
 	return &dispatcher{
 		cfg:       cfg,
@@ -96,6 +107,9 @@ func newDispatcher(cfg dispatchConfig) *dispatcher {
 		paused:    make(map[string]bool),
 		delays:    newDueHeap(),
 		deadlines: newDeadlineHeap(),
+
+		diskDeadlines: newDeadlineHeap(),
+		watched:       make(map[store.ID]*entry),
 	}
 }
 
@@ -148,6 +162,7 @@ func (d *dispatcher) reset(now time.Time) {
 func (d *dispatcher) resetLocked(now time.Time) {
 	d.queues = make(map[string]*svcQueue)
 	d.delays, d.deadlines = newDueHeap(), newDeadlineHeap()
+	d.diskDeadlines, d.watched = newDeadlineHeap(), make(map[store.ID]*entry)
 	d.entries = make(map[store.ID]*entry)
 	d.gone = make(map[string]int)
 	d.held = make(map[string]int)
@@ -407,18 +422,22 @@ func (d *dispatcher) enlist(e *entry, body [][]byte, now time.Time) (ready, kick
 	if _, dup := d.entries[e.id]; dup {
 		return false, false, false
 	}
+	d.held[e.service]++
+	q := d.queue(e.service, now)
+	if !d.keepLocked(q, e, e.due) {
+		// Past its window: it waits on disk, and is read when the
+		// window's cursor gets there; its deadline, if it has one, is
+		// watched (window.go). Its body is not held: nothing would
+		// count it out of the cache.
+		return false, d.watchLeftLocked(q, e, e.due), true
+	}
 	if body != nil && !e.due.After(now.Add(cacheHorizon)) {
 		if size := bodySize(body); d.cached+size <= d.cfg.bodyCache {
 			e.body, e.size = body, size
 			d.cached += size
 		}
 	}
-	d.held[e.service]++
-	if !d.keepLocked(d.queue(e.service, now), e, e.due) {
-		// Past its window: it waits on disk, and is read when the
-		// window's cursor gets there.
-		return false, false, true
-	}
+	d.unwatchLocked(e.id)
 	d.entries[e.id] = e
 	ready, kick = d.placeLocked(e, now)
 	return ready, kick, true
@@ -492,6 +511,12 @@ func (d *dispatcher) reap(now time.Time) effects {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for service, q := range d.queues {
+		if d.deadlinesLowLocked(q) {
+			// Watched tickets closed or cancelled on disk emptied the
+			// deadline window without a read: this pass is its refill's
+			// safety net.
+			fx.loadService(service)
+		}
 		if d.workers[service] > 0 || d.paused[service] {
 			continue
 		}

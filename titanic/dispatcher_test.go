@@ -26,13 +26,17 @@ import (
 //	replied NAME | failed NAME      a worker's answer, or a failed attempt
 //	requeue NAME                    the requeue failed decided was committed
 //	forget NAME                     its reply or failure was committed
-//	cancel NAME                     a cancel (or close) was committed
+//	cancel NAME [SVC]               a cancel (or close) was committed (SVC:
+//	                                of a ticket on disk, in the ready index)
 //	schedule | reap                 the schedule's and the reaper's passes
 //	pause SVC | resume SVC | workers SVC N
 //	recover SVC N                   a start over N ready tickets on disk
 //	read SVC                        the normal level's window read, if any
 //	                                (the other windows read nothing)
-//	loaded SVC NAME...              that read's outcome: these tickets (and their bodies)
+//	loaded SVC NAME[:DL]...         that read's outcome: these tickets (and their bodies);
+//	                                DL: a deadline, from the start
+//	dread SVC                       the deadline window's read, if any
+//	dloaded SVC NAME:DL...          its outcome: these tickets, deadlines from the start
 //	bodies SVC                      the loader's body reads: how many were taken
 //	counts SVC                      pending, delayed, in flight
 
@@ -48,11 +52,13 @@ type dtest struct {
 	ent   map[string]*entry
 	due   map[string]time.Time // what failed decided, for requeue
 	reads map[string]windowReading
+	seqs  map[string]uint64
 }
 
-func newDtest(t *testing.T, window int) *dtest {
+func newDtest(t *testing.T, window, deadlines int) *dtest {
 	cfg := dispatchConfig{
 		window:          window,
+		deadlineWindow:  deadlines,
 		bodyCache:       1 << 20,
 		noWorkerTimeout: time.Minute,
 		retry:           retryConfig{maxAttempts: 3, base: time.Second, max: time.Minute},
@@ -62,8 +68,37 @@ func newDtest(t *testing.T, window int) *dtest {
 	return &dtest{
 		t: t, d: newDispatcher(cfg), now: t0,
 		ids: map[string]store.ID{}, names: map[store.ID]string{}, ent: map[string]*entry{},
-		due: map[string]time.Time{}, reads: map[string]windowReading{},
+		due: map[string]time.Time{}, reads: map[string]windowReading{}, seqs: map[string]uint64{},
 	}
+}
+
+// seq is name's Seq: a new one the first time it is named.
+func (dt *dtest) seqOf(name string) uint64 {
+	n, ok := dt.seqs[name]
+	if !ok {
+		dt.seq++
+		n = dt.seq
+		dt.seqs[name] = n
+	}
+	return n
+}
+
+// queued is a ticket a window read finds: NAME, or NAME:DL with a
+// deadline DL from the start.
+func (dt *dtest) queued(svc, arg string, deadlines bool) store.QueuedTicket {
+	name, dl, _ := strings.Cut(arg, ":")
+	seq := dt.seqOf(name)
+	t := store.QueuedTicket{
+		Ticket: store.Ticket{ID: dt.id(name), Service: svc, Seq: seq, State: store.StatePending, Updated: dt.now},
+		Key:    store.Key{Seq: seq},
+	}
+	if dl != "" {
+		t.Deadline = t0.Add(dt.dur(dl))
+		if deadlines {
+			t.Key.At = store.TimeKey(t.Deadline)
+		}
+	}
+	return t
 }
 
 func (dt *dtest) id(name string) store.ID {
@@ -108,8 +143,7 @@ func (dt *dtest) step(ev string, args []string) string {
 		return ""
 	case "submit":
 		name, svc := args[0], args[1]
-		dt.seq++
-		e := &entry{id: dt.id(name), service: svc, seq: dt.seq, queued: dt.now}
+		e := &entry{id: dt.id(name), service: svc, seq: dt.seqOf(name), queued: dt.now}
 		var lc store.Lifecycle
 		body := [][]byte{[]byte(name)}
 		for _, a := range args[2:] {
@@ -184,7 +218,11 @@ func (dt *dtest) step(ev string, args []string) string {
 		dt.d.forget(dt.id(args[0]))
 		return ""
 	case "cancel":
-		dt.d.forgetResult(store.Result{ID: dt.id(args[0])})
+		res := store.Result{ID: dt.id(args[0])}
+		if len(args) > 1 {
+			res.Service, res.Unqueued = args[1], store.QueueReady
+		}
+		dt.d.forgetResult(res)
 		return ""
 	case "schedule":
 		fx, next, ok := dt.d.schedule(dt.now)
@@ -208,7 +246,7 @@ func (dt *dtest) step(ev string, args []string) string {
 		return ""
 	case "read":
 		// The other windows (high, low, delayed) find nothing on disk.
-		for _, w := range []int{0, 2, levels} {
+		for _, w := range []int{0, 2, whichDelayed, whichDeadline} {
 			if rd, ok := dt.d.windowRead(args[0], w); ok {
 				dt.d.windowLoaded(rd, nil, nil, dt.now)
 			}
@@ -226,12 +264,8 @@ func (dt *dtest) step(ev string, args []string) string {
 	case "loaded":
 		rd := dt.reads[args[0]]
 		var got []store.QueuedTicket
-		for _, name := range args[1:] {
-			dt.seq++
-			got = append(got, store.QueuedTicket{
-				Ticket: store.Ticket{ID: dt.id(name), Service: args[0], Seq: dt.seq, Updated: dt.now},
-				Key:    store.Key{Seq: dt.seq},
-			})
+		for _, a := range args[1:] {
+			got = append(got, dt.queued(args[0], a, false))
 		}
 		again, _, fx, err := dt.d.windowLoaded(rd, got, nil, dt.now)
 		if err != nil {
@@ -239,6 +273,31 @@ func (dt *dtest) step(ev string, args []string) string {
 		}
 		// The loader reads the bodies of what it read.
 		dt.bodies(args[0])
+		out := dt.fx(fx)
+		if again {
+			out = strings.TrimPrefix(out+"; again", "; ")
+		}
+		return out
+	case "dread":
+		rd, ok := dt.d.windowRead(args[0], whichDeadline)
+		if !ok {
+			return "none"
+		}
+		dt.reads["deadline "+args[0]] = rd
+		after := "-"
+		if rd.Started {
+			after = dt.at(time.Unix(0, rd.After.At).Sub(t0))
+		}
+		return fmt.Sprintf("after %s limit %d", after, rd.Limit)
+	case "dloaded":
+		var got []store.QueuedTicket
+		for _, a := range args[1:] {
+			got = append(got, dt.queued(args[0], a, true))
+		}
+		again, _, fx, err := dt.d.windowLoaded(dt.reads["deadline "+args[0]], got, nil, dt.now)
+		if err != nil {
+			return "error " + err.Error()
+		}
 		out := dt.fx(fx)
 		if again {
 			out = strings.TrimPrefix(out+"; again", "; ")
@@ -287,9 +346,10 @@ func (dt *dtest) run(script string) {
 
 func TestDispatcher(t *testing.T) {
 	cases := []struct {
-		name   string
-		window int // 0: large
-		script string
+		name      string
+		window    int // 0: large
+		deadlines int // the deadline window; 0: DeadlineWindow
+		script    string
 	}{
 		{name: "fifo", script: `
 			submit a s -> wake s
@@ -459,6 +519,109 @@ func TestDispatcher(t *testing.T) {
 			read s -> after 2 limit 2
 			loaded s c
 			next s -> c#1`},
+		{name: "a read races a cancel on disk: the cancelled ticket is not queued", window: 2, script: `
+			recover s 4
+			read s -> after - limit 2
+			# Committed after the read's snapshot, applied before its outcome.
+			cancel x s
+			loaded s x y
+			next s -> y#1; load
+			counts s -> pending 2 delayed 0 inflight 1 leased 1`},
+		{name: "a ticket waiting on disk expires at its deadline", window: 2, script: `
+			submit a s -> wake s
+			submit b s -> wake s
+			submit c s deadline=5s
+			submit d s deadline=9s
+			counts s -> pending 4 delayed 0 inflight 0 leased 0
+			schedule -> next +5s
+			at 5s
+			# As one in memory would: out of the queue while its failure commits.
+			schedule -> fail c: expired: not dispatched by 2026-01-02T15:00:05Z; next +9s
+			counts s -> pending 3 delayed 0 inflight 1 leased 1
+			next s -> a#1; load
+			forget c
+			counts s -> pending 2 delayed 0 inflight 1 leased 1
+			# A read of the window that began before the failure committed.
+			read s -> after 2 limit 1
+			loaded s c:5s
+			next s -> b#1; load`},
+		{name: "a delayed ticket waiting on disk expires at its deadline", window: 1, script: `
+			submit a s due=1m
+			submit b s due=1m deadline=2m
+			counts s -> pending 0 delayed 2 inflight 0 leased 0
+			at 2m
+			schedule -> fail b: expired: not dispatched by 2026-01-02T15:02:00Z; wake s; load s
+			counts s -> pending 1 delayed 0 inflight 1 leased 1`},
+		{name: "read into memory and dispatched before its deadline, it does not expire", window: 2, script: `
+			submit a s -> wake s
+			submit b s -> wake s
+			submit c s deadline=5s
+			next s -> a#1; load
+			next s -> b#1; load
+			read s -> after 2 limit 2
+			loaded s c:5s
+			next s -> c#1
+			replied c -> ok
+			forget c
+			at 5s
+			schedule ->`},
+		{name: "cancelled on disk, it does not expire", window: 2, script: `
+			submit a s -> wake s
+			submit b s -> wake s
+			submit c s deadline=5s
+			cancel c s
+			counts s -> pending 2 delayed 0 inflight 0 leased 0
+			at 5s
+			schedule ->`},
+		{name: "the deadline window refills at its low-water mark", deadlines: 4, script: `
+			recover s 10
+			dread s -> after - limit 4
+			dread s -> none
+			dloaded s t1:1s t2:2s t3:3s t4:4s
+			dread s -> none
+			at 2s
+			schedule -> fail t1: expired: not dispatched by 2026-01-02T15:00:01Z; fail t2: expired: not dispatched by 2026-01-02T15:00:02Z; load s; next +3s
+			dread s -> after +4s limit 2
+			dloaded s t5:5s t6:6s
+			counts s -> pending 8 delayed 0 inflight 2 leased 2
+			at 6s
+			schedule -> fail t3: expired: not dispatched by 2026-01-02T15:00:03Z; fail t4: expired: not dispatched by 2026-01-02T15:00:04Z; fail t5: expired: not dispatched by 2026-01-02T15:00:05Z; fail t6: expired: not dispatched by 2026-01-02T15:00:06Z; load s`},
+		{name: "a read of the deadline index races a ticket left on disk", window: 2, deadlines: 4, script: `
+			recover s 10
+			dread s -> after - limit 4
+			submit x s deadline=1s
+			# The snapshot did not have x: the read keeps what comes before it.
+			dloaded s t1:2s t2:3s -> again
+			dread s -> after - limit 4
+			dloaded s x:1s t1:2s t2:3s
+			at 1s
+			schedule -> fail x: expired: not dispatched by 2026-01-02T15:00:01Z; next +2s`},
+		{name: "tickets in memory are not watched", window: 4, deadlines: 4, script: `
+			recover s 2
+			dread s -> after - limit 4
+			read s -> after - limit 4
+			loaded s a:1s b:2s
+			dloaded s a:1s b:2s
+			next s -> a#1
+			at 3s
+			schedule -> fail b: expired: not dispatched by 2026-01-02T15:00:02Z
+			counts s -> pending 0 delayed 0 inflight 2 leased 2`},
+		{name: "the deadline window stays bounded: the latest go back to disk", window: 1, deadlines: 2, script: `
+			submit a s -> wake s
+			submit b s deadline=9s
+			submit c s deadline=8s
+			submit d s deadline=1s
+			dread s -> none
+			at 1s
+			schedule -> fail d: expired: not dispatched by 2026-01-02T15:00:01Z; load s; next +8s
+			dread s -> after +8s limit 1
+			dloaded s b:9s
+			at 9s
+			schedule -> fail c: expired: not dispatched by 2026-01-02T15:00:08Z; fail b: expired: not dispatched by 2026-01-02T15:00:09Z; load s
+			dread s -> after +9s limit 2
+			dloaded s
+			dread s -> none
+			counts s -> pending 1 delayed 0 inflight 3 leased 3`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -466,7 +629,7 @@ func TestDispatcher(t *testing.T) {
 			if w == 0 {
 				w = DefaultWindow
 			}
-			newDtest(t, w).run(c.script)
+			newDtest(t, w, c.deadlines).run(c.script)
 		})
 	}
 }
@@ -474,7 +637,7 @@ func TestDispatcher(t *testing.T) {
 // The dispatcher's services and its reset: a node that stops serving
 // drops every ticket but keeps its pauses.
 func TestDispatcherReset(t *testing.T) {
-	dt := newDtest(t, DefaultWindow)
+	dt := newDtest(t, DefaultWindow, 0)
 	dt.run(`
 		submit a s -> wake s
 		submit b t -> wake t
@@ -492,4 +655,17 @@ func TestDispatcherReset(t *testing.T) {
 		t.Fatal("reset dropped a pause")
 	}
 	dt.run(`next s -> -`)
+}
+
+// A ticket left on disk takes no room in the body cache: it would never
+// be counted out of it.
+func TestDispatcherCacheOnDisk(t *testing.T) {
+	dt := newDtest(t, 1, 0)
+	dt.run(`
+		submit a s -> wake s
+		submit b s
+		submit c s`)
+	if dt.d.cached != 1 {
+		t.Fatalf("%d bytes cached, want 1 (a's body only)", dt.d.cached)
+	}
 }

@@ -53,9 +53,10 @@
 // turns by weighted round robin, 4:2:1 while all have work, so that no
 // level starves (queue.go). A ticket due later (a delay, a schedule, a
 // retry's backoff) waits in a delay heap instead, and a ticket with a
-// deadline also in a deadline heap; one goroutine sleeps until the
-// earliest of either and then moves due tickets to their FIFO or fails
-// expired ones (schedule.go). No submit, dispatch or expiry scans a
+// deadline also in a deadline heap (one waiting on disk: in a window of
+// the earliest deadlines of the store's deadline index); one goroutine
+// sleeps until the earliest of them and then moves due tickets to their
+// FIFO or fails expired ones (schedule.go). No submit, dispatch or expiry scans a
 // queue. A dispatched ticket is leased to one worker; when the worker
 // dies, its lease expires or it reports failure, the ticket is requeued
 // after an exponential backoff with jitter (durably: the requeue carries

@@ -284,6 +284,7 @@ type svcQueue struct {
 	// whose next ticket is not loaded yet.
 	win         [levels]window
 	dwin        window
+	dl          diskDeadlines // the deadline window
 	onDisk      int
 	delayedDisk int
 	blocked     [levels]bool
@@ -297,6 +298,7 @@ func newSvcQueue() *svcQueue {
 		q.win[i].all = true
 	}
 	q.dwin.all = true
+	q.dl.win.all = true
 	return q
 }
 
@@ -307,6 +309,7 @@ func (q *svcQueue) partial() {
 		q.win[i] = window{}
 	}
 	q.dwin = window{}
+	q.dl = diskDeadlines{}
 }
 
 // len is the number of entries linked in the fifos, gone ones included.

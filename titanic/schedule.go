@@ -20,7 +20,9 @@ import (
 // (schedLoop) sleeps until the earliest time of either heap, woken
 // earlier when a push puts an earlier time on top; it then moves the due
 // tickets into their fifos (and wakes the broker for their services) and
-// fails the expired ones.
+// fails the expired ones. It looks at a third heap too: the deadlines of
+// tickets that wait on disk, past their windows (the deadline window,
+// window.go), so that those expire at their deadline as well.
 
 // entryHeap is a binary min-heap of entries that records each entry's
 // position in it (pos), so that an entry can be removed from the middle.
@@ -203,7 +205,7 @@ func (s *Service) runSchedule() (next time.Time, ok bool) {
 
 // schedule moves the tickets due by now into their fifos (fx.wake names
 // their services) and takes out those whose deadline passed before their
-// dispatch, to fail. It returns the earliest time left in either heap (ok
+// dispatch, to fail: in memory, or waiting on disk (watched). It returns the earliest time left in either heap (ok
 // false: both are empty): the schedule looks again then.
 func (d *dispatcher) schedule(now time.Time) (fx effects, next time.Time, ok bool) {
 	d.mu.Lock()
@@ -219,6 +221,8 @@ func (d *dispatcher) schedule(now time.Time) (fx effects, next time.Time, ok boo
 		e.leased, e.failing = true, true
 		fx.fail = append(fx.fail, verdict{e: e, reason: expiredReason(e.deadline), expired: true})
 	}
+	// Then those that wait on disk (window.go).
+	d.expireWatchedLocked(now, &fx)
 	for e := d.delays.top(); e != nil && !e.due.After(now); e = d.delays.top() {
 		d.delays.remove(e)
 		q := d.queue(e.service, now)
@@ -231,11 +235,11 @@ func (d *dispatcher) schedule(now time.Time) (fx effects, next time.Time, ok boo
 			fx.loadService(e.service) // read the next delayed ones
 		}
 	}
-	for _, h := range []*entryHeap{&d.delays, &d.deadlines} {
+	for _, h := range []*entryHeap{&d.delays, &d.deadlines, &d.diskDeadlines} {
 		if e := h.top(); e != nil {
-			t := e.due
-			if h == &d.deadlines {
-				t = e.deadline
+			t := e.deadline
+			if h == &d.delays {
+				t = e.due
 			}
 			if !ok || t.Before(next) {
 				next, ok = t, true

@@ -2,6 +2,8 @@ package titanic
 
 import (
 	"context"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/titanicmq/titanic/store"
@@ -34,6 +36,15 @@ import (
 // read keeps only what comes before it, so the ticket is read by the next
 // one; a ticket that leaves the dispatcher meanwhile (finished, closed,
 // moved to the other index) is tombstoned, and the read skips it.
+
+// The windows of a service, as windowRead and windowLoaded number them:
+// 0 to levels-1 the priority levels' (ready index), then the delayed
+// window and the deadline window (below).
+const (
+	whichDelayed  = levels
+	whichDeadline = levels + 1
+	windowKinds   = levels + 2
+)
 
 // DefaultWindow is Config.Window's default: tickets per service and
 // priority level (and delayed tickets per service) held in memory. 4096
@@ -122,8 +133,9 @@ func (d *dispatcher) keepLocked(q *svcQueue, e *entry, storedDue time.Time) bool
 }
 
 // tombLocked records that id left the dispatcher while a read may hold
-// it. Callers hold d.mu.
+// it, and ends its deadline's watch. Callers hold d.mu.
 func (d *dispatcher) tombLocked(id store.ID) {
+	d.unwatchLocked(id)
 	if d.loads > 0 {
 		d.tomb[id] = struct{}{}
 	}
@@ -138,6 +150,9 @@ func (d *dispatcher) needsLoadLocked(q *svcQueue) bool {
 			return true
 		}
 	}
+	if d.deadlinesLowLocked(q) {
+		return true
+	}
 	return !q.dwin.all && !q.dwin.loading && q.delayed <= low && q.lv[0].len()+q.lv[1].len()+q.lv[2].len() < 4*d.cfg.window
 }
 
@@ -146,7 +161,7 @@ func (d *dispatcher) needsLoadLocked(q *svcQueue) bool {
 // snapshot raced a change: read again).
 func (s *Service) fill(ctx context.Context, service string) bool {
 	again, read := false, false
-	for i := range levels + 1 {
+	for i := range windowKinds {
 		a, r := s.loadWindow(ctx, service, i)
 		again, read = again || a, read || r
 	}
@@ -157,8 +172,8 @@ func (s *Service) fill(ctx context.Context, service string) bool {
 	return again
 }
 
-// loadWindow reads the next part of one window of service: level 0-2, or
-// the delayed window (levels). It reports whether the window should be
+// loadWindow reads the next part of one window of service (whichDelayed,
+// whichDeadline or a level). It reports whether the window should be
 // read again at once, and whether it read anything.
 func (s *Service) loadWindow(ctx context.Context, service string, which int) (again, read bool) {
 	rd, ok := s.d.windowRead(service, which)
@@ -183,9 +198,10 @@ type windowReading struct {
 	q     *svcQueue // the queue it is for: a reset meanwhile voids it
 }
 
-// windowRead decides whether one window of service (level 0-2, or the
-// delayed window: levels) needs a read, and marks it loading; ok false:
-// it does not (it holds all, a read is in flight, or it holds enough).
+// windowRead decides whether one window of service (a level,
+// whichDelayed or whichDeadline) needs a read, and marks it loading; ok
+// false: it does not (it holds all, a read is in flight, or it holds
+// enough).
 func (d *dispatcher) windowRead(service string, which int) (rd windowReading, ok bool) {
 	size := d.cfg.window
 	d.mu.Lock()
@@ -199,10 +215,15 @@ func (d *dispatcher) windowRead(service string, which int) (rd windowReading, ok
 		have int
 		r    = store.QueueRead{Service: service}
 	)
-	if which < levels {
+	switch {
+	case which < levels:
 		w, have = &q.win[which], q.lv[which].len()
 		r.Queue, r.Level = store.QueueReady, levelPriority[which]
-	} else {
+	case which == whichDeadline:
+		w, have = &q.dl.win, len(q.dl.items)
+		r.Queue = store.QueueDeadline
+		size = d.cfg.deadlineWindow
+	default:
 		w, have = &q.dwin, q.delayed
 		r.Queue = store.QueueDelayed
 		if q.lv[0].len()+q.lv[1].len()+q.lv[2].len() >= 4*size {
@@ -232,12 +253,19 @@ func (d *dispatcher) windowLoaded(rd windowReading, got []store.QueuedTicket, re
 	defer d.mu.Unlock()
 	q, which, service := rd.q, rd.which, rd.Service
 	w := &q.dwin
-	if which < levels {
+	switch {
+	case which < levels:
 		w = &q.win[which]
+	case which == whichDeadline:
+		w = &q.dl.win
 	}
-	if d.loads--; d.loads == 0 {
-		clear(d.tomb)
-	}
+	defer func() {
+		// After the tickets were checked against the tombstones: they
+		// are this read's too.
+		if d.loads--; d.loads == 0 {
+			clear(d.tomb)
+		}
+	}()
 	w.loading = false
 	if d.queues[service] != q {
 		return false, false, fx, nil // reset meanwhile (this node stopped or started serving)
@@ -254,6 +282,30 @@ func (d *dispatcher) windowLoaded(rd windowReading, got []store.QueuedTicket, re
 			}
 		}
 	}
+	if which == whichDeadline {
+		fx.kick = d.deadlinesLoadedLocked(q, service, keep)
+	} else {
+		d.queuedLoadedLocked(q, service, which, keep, now, &fx)
+	}
+	if len(keep) > 0 {
+		w.cursor, w.started = keep[len(keep)-1].Key, true
+		w.saw(w.cursor)
+	}
+	if which < levels {
+		q.blocked[which] = false
+	}
+	if len(got) < rd.Limit && !w.changed {
+		w.all = true
+	}
+	if which == whichDeadline {
+		d.trimDeadlinesLocked(q)
+	}
+	return !w.all && (w.changed || len(keep) == 0 && len(got) > 0), true, fx, nil
+}
+
+// queuedLoadedLocked makes entries of the tickets a read of a level's or
+// the delayed window found, and places them. Callers hold d.mu.
+func (d *dispatcher) queuedLoadedLocked(q *svcQueue, service string, which int, keep []store.QueuedTicket, now time.Time, fx *effects) {
 	for _, t := range keep {
 		if _, dead := d.tomb[t.ID]; dead {
 			continue
@@ -261,6 +313,8 @@ func (d *dispatcher) windowLoaded(rd windowReading, got []store.QueuedTicket, re
 		if _, dup := d.entries[t.ID]; dup {
 			continue
 		}
+		// In memory now: its deadline is the deadline heap's.
+		d.unwatchLocked(t.ID)
 		e := (&entry{id: t.ID, service: service, seq: t.Seq, attempts: t.Attempts}).withLifecycle(t.Lifecycle, t.Attempts)
 		// The no-worker timeout counts from when it became pending, or
 		// came due (and from when its service lost its workers, or this
@@ -282,18 +336,198 @@ func (d *dispatcher) windowLoaded(rd windowReading, got []store.QueuedTicket, re
 			fx.kick = true
 		}
 	}
-	if len(keep) > 0 {
-		w.cursor, w.started = keep[len(keep)-1].Key, true
-		w.saw(w.cursor)
-	}
-	if which < levels {
-		q.blocked[which] = false
-	}
-	if len(got) < rd.Limit && !w.changed {
-		w.all = true
-	}
-	return !w.all && (w.changed || len(keep) == 0 && len(got) > 0), true, fx, nil
 }
 
 // levelPriority is the priority of each level (level's inverse).
 var levelPriority = [levels]store.Priority{store.PriorityHigh, store.PriorityNormal, store.PriorityLow}
+
+// The deadline window: deadlines of tickets that wait on disk.
+//
+// A ticket in memory that was never dispatched and has a deadline is in
+// the deadline heap (schedule.go). One waiting on disk, past its
+// service's windows, is not; the store's deadline index
+// (store.QueueDeadline: per service, by (Deadline, Seq), the pending
+// tickets never dispatched that have one) has it. The dispatcher holds a
+// window of that index per service too, read by the loader like the
+// others: the earliest deadlines of the tickets not in memory, at most
+// Config's deadline window (DeadlineWindow) of them, kept in Key order
+// and in one heap over every service (diskDeadlines), which the schedule
+// looks at with the deadline heap. When one passes, the schedule makes
+// the ticket an entry taken out to fail (leased and failing, as one the
+// deadline heap expires): it fails as expired with the same op, reason
+// and counters, and no window read can queue it meanwhile (it is held).
+//
+// A watched ticket is one the store has pending, never dispatched, and
+// not in memory; each change of that ends its watch at once, under d.mu,
+// before anything else can act on the ticket: a read into memory (a
+// level's or the delayed window: its deadline is then the deadline
+// heap's, and a dispatch clears it), and every way of leaving the
+// dispatcher (finished, cancelled, closed: tombLocked). A read of the
+// deadline index races them as the other reads race submits: it skips
+// what is in memory or left meanwhile (the tombstones), and a ticket left
+// on disk meanwhile at a key within the window is watched at once, or
+// (past the cursor, while a read runs) truncates the read (changed), so
+// that the next read finds it.
+//
+// The window is bounded: a ticket left on disk with a deadline before
+// the cursor must be watched (reads go on after the cursor), so when that
+// makes the window overflow, its latest deadlines go back to disk and the
+// cursor back to the last one kept. It is read again at its low-water
+// mark, half of it.
+
+// DeadlineWindow is the deadlines of tickets waiting on disk that the
+// dispatcher holds per service: each is an entry (about 200 bytes), and a
+// refill of half of it one short read transaction. The earliest are held,
+// so only a service with more than this many deadlines in the time a
+// refill takes could see one late.
+const DeadlineWindow = 1024
+
+// diskDeadlines is a service's window over its deadline index: the
+// watched tickets, by (Deadline, Seq). An item is an entry of its own,
+// in no fifo and not in d.entries (the ticket is on disk), and in
+// d.diskDeadlines.
+type diskDeadlines struct {
+	win   window
+	items []*entry
+}
+
+func deadlineKey(e *entry) store.Key {
+	return store.Key{At: store.TimeKey(e.deadline), Seq: e.seq}
+}
+
+// search returns the position of the first item at or after k.
+func (dl *diskDeadlines) search(k store.Key) int {
+	return sort.Search(len(dl.items), func(i int) bool { return !deadlineKey(dl.items[i]).Less(k) })
+}
+
+// watchLocked adds it to q's deadline window; it reports whether it is
+// now the earliest of every service's. Callers hold d.mu.
+func (d *dispatcher) watchLocked(q *svcQueue, it *entry) bool {
+	if _, ok := d.watched[it.id]; ok {
+		return false
+	}
+	k := deadlineKey(it)
+	q.dl.items = slices.Insert(q.dl.items, q.dl.search(k), it)
+	q.dl.win.saw(k)
+	d.watched[it.id] = it
+	return d.diskDeadlines.push(it)
+}
+
+// unwatchLocked ends the watch of id, if any: it is in memory now, or
+// left. Callers hold d.mu.
+func (d *dispatcher) unwatchLocked(id store.ID) {
+	it, ok := d.watched[id]
+	if !ok {
+		return
+	}
+	delete(d.watched, id)
+	d.diskDeadlines.remove(it)
+	if q := d.queues[it.service]; q != nil {
+		if i := q.dl.search(deadlineKey(it)); i < len(q.dl.items) && q.dl.items[i] == it {
+			q.dl.items = slices.Delete(q.dl.items, i, i+1)
+		}
+	}
+}
+
+// watchLeftLocked is keepLocked's complement for the deadline window: e,
+// with a deadline, was just left on disk (its store due time storedDue).
+// It reports whether its deadline is now the earliest watched. Callers
+// hold d.mu.
+func (d *dispatcher) watchLeftLocked(q *svcQueue, e *entry, storedDue time.Time) (kick bool) {
+	if e.deadline.IsZero() {
+		return false
+	}
+	k := deadlineKey(e)
+	if w := &q.dl.win; !w.holds(k) {
+		w.leftOnDisk(k) // the next read finds it
+		return false
+	}
+	it := &entry{id: e.id, service: e.service, seq: e.seq, prio: e.prio, due: storedDue, deadline: e.deadline, retry: e.retry}
+	kick = d.watchLocked(q, it)
+	d.trimDeadlinesLocked(q)
+	return kick && it.deadlinePos != 0
+}
+
+// deadlinesLoadedLocked watches what a read of q's deadline index found,
+// but for tickets in memory (the deadline heap has theirs), left
+// meanwhile, or watched already. It reports whether an earlier deadline
+// is now the earliest watched. Callers hold d.mu.
+func (d *dispatcher) deadlinesLoadedLocked(q *svcQueue, service string, keep []store.QueuedTicket) (kick bool) {
+	for _, t := range keep {
+		if _, dead := d.tomb[t.ID]; dead {
+			continue
+		}
+		if _, held := d.entries[t.ID]; held {
+			continue
+		}
+		it := (&entry{id: t.ID, service: service, seq: t.Seq, attempts: t.Attempts}).withLifecycle(t.Lifecycle, t.Attempts)
+		if it.deadline.IsZero() {
+			continue // dispatched once: it no longer expires
+		}
+		if t.State != store.StatePending {
+			continue
+		}
+		if d.watchLocked(q, it) {
+			kick = true
+		}
+	}
+	return kick
+}
+
+// trimDeadlinesLocked bounds q's deadline window: the latest deadlines
+// over it go back to disk, and the cursor to the last one kept (a read in
+// flight, which began after the old cursor, is then read again). Callers
+// hold d.mu.
+func (d *dispatcher) trimDeadlinesLocked(q *svcQueue) {
+	dl := &q.dl
+	n := len(dl.items) - d.cfg.deadlineWindow
+	if n <= 0 {
+		return
+	}
+	keep := len(dl.items) - n
+	lowest := deadlineKey(dl.items[keep])
+	for _, it := range dl.items[keep:] {
+		delete(d.watched, it.id)
+		d.diskDeadlines.remove(it)
+	}
+	clear(dl.items[keep:])
+	dl.items = dl.items[:keep]
+	w := &dl.win
+	w.all, w.started = false, true
+	w.cursor = deadlineKey(dl.items[keep-1])
+	w.max = w.cursor
+	w.leftOnDisk(lowest)
+}
+
+// deadlinesLowLocked reports whether q's deadline window should be read
+// on: it does not hold all and is at its low-water mark. Callers hold
+// d.mu.
+func (d *dispatcher) deadlinesLowLocked(q *svcQueue) bool {
+	w := &q.dl.win
+	return !w.all && !w.loading && len(q.dl.items) <= d.cfg.deadlineWindow/2
+}
+
+// expireWatchedLocked takes out, to fail, the watched tickets whose
+// deadline passed by now: each becomes an entry held by the dispatcher
+// (leased and failing, as the deadline heap's expire), so that no read
+// queues it while its failure commits. Callers hold d.mu.
+func (d *dispatcher) expireWatchedLocked(now time.Time, fx *effects) {
+	for it := d.diskDeadlines.top(); it != nil && !it.deadline.After(now); it = d.diskDeadlines.top() {
+		d.unwatchLocked(it.id)
+		q := d.queues[it.service]
+		if _, held := d.entries[it.id]; held || q == nil {
+			continue // in memory: the deadline heap decides
+		}
+		if it.due.IsZero() {
+			q.onDisk = max(q.onDisk-1, 0)
+		} else {
+			q.delayedDisk = max(q.delayedDisk-1, 0)
+		}
+		it.leased, it.failing = true, true
+		d.entries[it.id] = it
+		fx.fail = append(fx.fail, verdict{e: it, reason: expiredReason(it.deadline), expired: true})
+		if d.deadlinesLowLocked(q) {
+			fx.loadService(it.service)
+		}
+	}
+}

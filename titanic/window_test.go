@@ -6,11 +6,13 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // preload stores tickets with bulk Applies (fsync off) and returns their
@@ -284,5 +286,126 @@ func TestWindowSubmitsRacingRefill(t *testing.T) {
 			t.Fatalf("after all replies: %+v, want %d done, none pending", r, n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// With a window of 8 and thousands of tickets ahead of them, tickets far
+// down the queue fail as expired at their deadline, not when the queue
+// reaches them: a lookup says failed while their turn is far off. A
+// restart keeps it (the deadlines are read back from the store's deadline
+// index), and tickets whose deadline is later run in their turn.
+func TestWindowDeadlinesOnDisk(t *testing.T) {
+	const n = 3000
+	clk := newFakeClock()
+	path := filepath.Join(t.TempDir(), "t.db")
+	soon := clk.Now().Add(10 * time.Second)  // passes before the restart
+	after := clk.Now().Add(20 * time.Second) // passes after it
+	later := clk.Now().Add(time.Hour)
+	var ops []store.Op
+	expire := map[int]time.Time{}
+	for i := range n {
+		var lc store.Lifecycle
+		switch {
+		case i >= 1000 && i%100 == 0:
+			lc.Deadline = soon
+		case i >= 1000 && i%100 == 50:
+			lc.Deadline = after
+		case i%100 == 25:
+			lc.Deadline = later
+		}
+		if !lc.Deadline.IsZero() && lc.Deadline != later {
+			expire[i] = lc.Deadline
+		}
+		ops = append(ops, submitOp("s", strconv.Itoa(i), lc, clk.Now()))
+	}
+	ids := preload(t, path, ops)
+	cfg := Config{Window: 8, Now: clk.Now}
+	h := newHarness(t, cfg, path)
+	// Submitted through the service behind all of them: left on disk.
+	tailSoon := h.submitLC("s", "tail-soon", store.Lifecycle{Deadline: soon})
+	tailAfter := h.submitLC("s", "tail-after", store.Lifecycle{Deadline: after})
+
+	const ran = 100
+	for i := range ran {
+		lease, job := h.next("s")
+		if got := string(job.Body[0]); got != strconv.Itoa(i) {
+			t.Fatalf("dispatch %d: %s", i, got)
+		}
+		h.complete(lease, string(job.Token), "ok")
+	}
+	lookup := func(tk string) string {
+		r := h.call(tsp.SvcStatus, tk)
+		if codeOf(r) != tsp.CodeOK {
+			t.Fatalf("status %s: %q", tk, r)
+		}
+		return string(r[1])
+	}
+	if got := lookup(ids[1000].String()); got != "pending" {
+		t.Fatalf("before its deadline: %s, want pending", got)
+	}
+
+	clk.add(10 * time.Second)
+	h.svc.runSchedule()
+	wantReason := func(dl time.Time) string { return expiredReason(dl) }
+	failed := 0
+	for i, dl := range expire {
+		tk := ids[i].String()
+		if dl == soon {
+			if got := h.waitFailed(tk); got != wantReason(soon) {
+				t.Fatalf("ticket %d: %q, want %q", i, got, wantReason(soon))
+			}
+			if got := lookup(tk); got != "failed" {
+				t.Fatalf("ticket %d: status %s, want failed", i, got)
+			}
+			failed++
+		} else if got := lookup(tk); got != "pending" {
+			t.Fatalf("ticket %d, deadline later: %s, want pending", i, got)
+		}
+	}
+	if got := h.waitFailed(tailSoon); got != wantReason(soon) {
+		t.Fatalf("tail-soon: %q", got)
+	}
+	failed++
+	// Their turn has not come: nothing was dispatched meanwhile, and the
+	// dispatcher holds a few windows, not the expired tickets.
+	if st := h.svc.Stats(); st.DeadlineExpired != uint64(failed) || st.Dispatches != ran {
+		t.Fatalf("DeadlineExpired %d, dispatches %d; want %d, %d", st.DeadlineExpired, st.Dispatches, failed, ran)
+	}
+	if r := h.queueRow("s"); r.Pending != n+2-ran-failed || r.InFlight != 0 {
+		t.Fatalf("after expiry: %+v, want %d pending", r, n+2-ran-failed)
+	}
+
+	h.stop()
+	h = newHarness(t, cfg, path)
+	clk.add(10 * time.Second)
+	h.svc.runSchedule()
+	for i, dl := range expire {
+		if dl == after {
+			if got := h.waitFailed(ids[i].String()); got != wantReason(after) {
+				t.Fatalf("ticket %d after the restart: %q", i, got)
+			}
+		}
+	}
+	if got := h.waitFailed(tailAfter); got != wantReason(after) {
+		t.Fatalf("tail-after: %q", got)
+	}
+
+	// The rest runs, in order: the tickets whose deadline is an hour
+	// off among them.
+	var want, got []string
+	for i := ran; i < n; i++ {
+		if _, ok := expire[i]; !ok {
+			want = append(want, strconv.Itoa(i))
+		}
+	}
+	for range want {
+		_, job := h.next("s")
+		got = append(got, string(job.Body[0]))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("dispatched %d tickets, not the %d unexpired ones in order", len(got), len(want))
+	}
+	if job, ok := h.svc.Next("s", "w"); ok {
+		t.Fatalf("extra job %s", job.Body[0])
 	}
 }

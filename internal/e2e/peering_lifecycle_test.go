@@ -65,7 +65,7 @@ func TestPeeringLifecycle(t *testing.T) {
 		for _, tk := range tks {
 			a.replyWait(tk)
 		}
-		if got, want := g.order(), []string{"hold", "high", "high", "high", "low", "low", "low"}; !slices.Equal(got, want) {
+		if got, want := g.once(g.order()), []string{"hold", "high", "high", "high", "low", "low", "low"}; !slices.Equal(got, want) {
 			t.Fatalf("B's worker ran %v, want %v", got, want)
 		}
 	})
@@ -86,7 +86,7 @@ func TestPeeringLifecycle(t *testing.T) {
 		g.open("hold")
 		a.replyWait(hold)
 		a.replyWait(a.submit("ttl", "after"))
-		if got, want := g.started(), []string{"hold", "after"}; !slices.Equal(got, want) {
+		if got, want := g.once(g.started()), []string{"hold", "after"}; !slices.Equal(got, want) {
 			t.Fatalf("B's worker started %v, want %v: the expired ticket must never run", got, want)
 		}
 	})
@@ -102,7 +102,7 @@ func TestPeeringLifecycle(t *testing.T) {
 		g.open("hold")
 		a.replyWait(hold)
 		a.replyWait(a.submit("drop", "after"))
-		if got, want := g.started(), []string{"hold", "after"}; !slices.Equal(got, want) {
+		if got, want := g.once(g.started()), []string{"hold", "after"}; !slices.Equal(got, want) {
 			t.Fatalf("B's worker started %v, want %v: the cancelled ticket must never run", got, want)
 		}
 		if out, code := a.cli("status", drop); code != 0 || !strings.Contains(out, "state:    cancelled") {
@@ -178,6 +178,26 @@ func (g *gatedWorker) open(body string) {
 }
 
 func (g *gatedWorker) started() []string { return g.lines("started") }
+
+// once drops the repeats of the held job: on a loaded host its lease on
+// the peer can run out while the test holds it, and it is redelivered
+// (at-least-once, as documented). Only the held job may repeat; what the
+// subtests check is that the other tickets run once, in order, or never.
+func (g *gatedWorker) once(lines []string) []string {
+	var out []string
+	seen := false
+	for _, l := range lines {
+		if strings.HasPrefix(l, "hold") {
+			if seen {
+				g.t.Logf("the held job ran again (redelivered): %v", lines)
+				continue
+			}
+			seen = true
+		}
+		out = append(out, l)
+	}
+	return out
+}
 func (g *gatedWorker) order() []string   { return g.lines("order") }
 
 func (g *gatedWorker) lines(name string) []string {

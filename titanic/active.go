@@ -141,17 +141,13 @@ func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key
 		return store.ID{}, false, err
 	}
 	r.lifecycle = lc
-	if n := bodySize(r.body); s.cfg.MaxBody > 0 && n > s.cfg.MaxBody {
-		s.stats.badRequests.Add(1)
+	if n := bodySize(r.body); s.adm.bodyTooLarge(n) {
 		return store.ID{}, false, badRequest("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody)
 	}
-	if out := s.overQuota(); out != nil {
+	if out := s.adm.refuseSubmit(false); out != nil {
 		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
 	}
-	if out := s.diskFull(); out != nil {
-		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
-	}
-	if out := s.admit(httpClient, true); out != nil {
+	if out := s.adm.admit(httpClient, true); out != nil {
 		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
 	}
 	type result struct {
@@ -160,11 +156,11 @@ func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key
 	}
 	done := make(chan result, 1)
 	err = s.storeSubmit(r, func(res store.Result, err error) {
-		s.release(httpClient)
+		s.adm.release(httpClient)
 		done <- result{res, err}
 	})
 	if err != nil {
-		s.release(httpClient)
+		s.adm.release(httpClient)
 		return store.ID{}, false, fmt.Errorf("submit: %w", ErrBusy)
 	}
 	select {

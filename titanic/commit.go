@@ -71,8 +71,8 @@ func (s *Service) complete(ops []pendingOp, d store.Done, start time.Time) {
 	s.commitEnded = d.Last
 	s.wakeMu.Unlock()
 	if first {
-		s.refreshUsage()
-		s.refreshDisk(false)
+		s.adm.refreshUsage()
+		s.adm.refreshDisk(false)
 		s.stats.commits.Add(1)
 		if err != nil {
 			s.stats.commitErrors.Add(1)
@@ -171,9 +171,9 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 	}
 	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey, Lifecycle: r.lifecycle}
 	size := bodySize(r.body)
-	s.diskSubmitted(size)
+	s.adm.diskSubmitted(size)
 	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
-		s.diskCommitted(size, batchErr == nil && res.Err == nil)
+		s.adm.diskCommitted(size, batchErr == nil && res.Err == nil)
 		switch {
 		case batchErr != nil:
 			done(res, batchErr)
@@ -193,7 +193,7 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 		done(res, nil)
 	}})
 	if err != nil {
-		s.diskCommitted(size, false)
+		s.adm.diskCommitted(size, false)
 	}
 	return err
 }

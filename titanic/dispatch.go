@@ -308,8 +308,8 @@ func (s *Service) reapLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			s.reap()
-			s.pruneClients()
-			s.expirePresence()
+			s.adm.pruneClients()
+			s.adm.expirePresence()
 		case <-s.reapKick:
 			s.reap()
 		}

@@ -282,12 +282,10 @@ type Service struct {
 	commitEnded bool
 	stopped     atomic.Bool // Run saw its ctx end
 
-	reads   chan readReq
-	waits   waiters
-	limits  limiter
-	present presence
-	used    atomic.Int64 // store bytes used, for Quota
-	disk    diskGuard    // full-disk mode, for DiskReserve
+	reads chan readReq
+	waits waiters
+	// adm decides whether a request is taken (admission.go).
+	adm *admission
 
 	// leader is the store's leadership, nil when the store is the only
 	// copy of its data. When set, Activate waits for its Barrier, and
@@ -342,6 +340,7 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		loadReq:   make(chan string, 1024),
 		schedKick: make(chan struct{}, 1),
 	}
+	s.adm = newAdmission(cfg, &s.stats, st, s.log)
 	s.drained = sync.NewCond(&s.drainMu)
 	s.commitEnded = true
 	s.leader = st.Leadership()
@@ -376,8 +375,8 @@ func (s *Service) Recover(ctx context.Context) error {
 		}
 	}
 	s.log.Info("recovered dispatch queues", "tickets", n, "services", len(services))
-	s.refreshUsage()
-	s.refreshDisk(true)
+	s.adm.refreshUsage()
+	s.adm.refreshDisk(true)
 	s.active.Store(true)
 	return nil
 }
@@ -400,7 +399,7 @@ func (s *Service) Run(ctx context.Context) error {
 	run(s.schedLoop)
 	run(s.waitLoop)
 	run(s.sweepLoop)
-	run(s.diskLoop)
+	run(s.adm.diskLoop)
 	if s.leader != nil {
 		run(s.confirmLoop)
 	}
@@ -470,21 +469,14 @@ func (s *Service) serveMDP(req broker.Request) [][]byte {
 			s.stats.badRequests.Add(1)
 			return replyText(tsp.CodeUnknown, err.Error())
 		}
-		if n := bodySize(sr.body); s.cfg.MaxBody > 0 && n > s.cfg.MaxBody {
-			s.stats.badRequests.Add(1)
+		if n := bodySize(sr.body); s.adm.bodyTooLarge(n) {
 			return replyText(tsp.CodeUnknown, fmt.Sprintf("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody))
 		}
-		if out := s.overQuota(); out != nil {
-			return out
-		}
-		if out := s.diskFull(); out != nil {
-			return out
-		}
-		if out := s.refuseUnread(req); out != nil {
+		if out := s.adm.refuseSubmit(req.Unread); out != nil {
 			return out
 		}
 	}
-	if out := s.admit(req.Client, submit); out != nil {
+	if out := s.adm.admit(req.Client, submit); out != nil {
 		return out
 	}
 	var out [][]byte
@@ -494,7 +486,7 @@ func (s *Service) serveMDP(req broker.Request) [][]byte {
 		out = s.serve(req)
 	}
 	if out != nil {
-		s.release(req.Client) // answered at once
+		s.adm.release(req.Client) // answered at once
 	}
 	return out
 }
@@ -516,15 +508,28 @@ func (s *Service) serve(req broker.Request) [][]byte {
 	case tsp.SvcBackup:
 		return s.backup(req)
 	case tsp.SvcHello, tsp.SvcBye:
-		return s.hello(req, req.Service == tsp.SvcBye)
+		return s.adm.hello(req.Body, req.Service == tsp.SvcBye)
 	case tsp.SvcClients:
-		return s.listClients()
+		return s.adm.listClients()
 	case tsp.SvcRetry, tsp.SvcCancel, tsp.SvcPause, tsp.SvcResume, tsp.SvcAttempts, tsp.SvcPurge:
 		return s.serveLifecycle(req)
 	}
 	s.stats.badRequests.Add(1)
 	return replyText(tsp.CodeUnknown, tsp.UnknownServiceText(req.Service))
 }
+
+// answer sends a deferred answer to c and counts it out of c's in-flight
+// requests: the answer path of every part that answers later.
+func (s *Service) answer(c broker.Client, service string, body [][]byte) {
+	s.adm.release(c)
+	s.b.Reply(c, service, body)
+}
+
+// Clients lists the connected clients, by id.
+func (s *Service) Clients() []ClientPresence { return s.adm.clients() }
+
+// DiskStatus reports the full-disk mode (zero when it is not configured).
+func (s *Service) DiskStatus() DiskStatus { return s.adm.diskStatus() }
 
 var errBusy = errors.New("busy")
 

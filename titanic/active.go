@@ -68,7 +68,7 @@ func Refusal(service string) [][]byte {
 // client unanswered (parked titanic.wait requests are answered when the
 // service stops).
 func (s *Service) Idle() bool {
-	return s.inflight.Load() == 0 && len(s.reads) == 0 && s.reading.Load() == 0 && s.confirms.n.Load() == 0
+	return s.commits.idle() && len(s.reads) == 0 && s.reading.Load() == 0 && s.confirms.n.Load() == 0
 }
 
 // ErrNotActive: this node does not serve (replicated modes).

@@ -267,20 +267,10 @@ type Service struct {
 	b   Broker
 	log *slog.Logger
 
-	// Mutations handed to the store and not yet completed (commit.go):
-	// all of them, and the client-originated ones (MaxQueuedOps). Run
-	// waits on drained for inflight to reach 0 before it returns.
-	inflight  atomic.Int64
-	clientOps atomic.Int64
-	drainMu   sync.Mutex
-	drained   *sync.Cond
-	// toWake collects the services that got new tickets in the commit
-	// being completed; commitEnded: the last completion ended a commit
-	// (the next one begins another).
-	wakeMu      sync.Mutex
-	toWake      map[string]struct{}
-	commitEnded bool
-	stopped     atomic.Bool // Run saw its ctx end
+	// commits hands mutations to the store and runs their completions
+	// (commit.go); Run waits for it to drain before it returns.
+	commits *committer
+	stopped atomic.Bool // Run saw its ctx end
 
 	reads chan readReq
 	waits waiters
@@ -333,7 +323,6 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		st:        st,
 		b:         b,
 		log:       cfg.Logger.With("component", "titanic"),
-		toWake:    make(map[string]struct{}),
 		reads:     make(chan readReq, cfg.MaxQueuedReads),
 		d:         newDispatcher(cfg.dispatchConfig()),
 		reapKick:  make(chan struct{}, 1),
@@ -341,8 +330,10 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		schedKick: make(chan struct{}, 1),
 	}
 	s.adm = newAdmission(cfg, &s.stats, st, s.log)
-	s.drained = sync.NewCond(&s.drainMu)
-	s.commitEnded = true
+	s.commits = newCommitter(st, cfg.MaxQueuedOps, &s.stats, s.log, cfg.ObserveCommit, func() {
+		s.adm.refreshUsage()
+		s.adm.refreshDisk(false)
+	}, b.Wake)
 	s.leader = st.Leadership()
 	s.confirms.kick = make(chan struct{}, 1)
 	return s
@@ -406,7 +397,7 @@ func (s *Service) Run(ctx context.Context) error {
 	<-ctx.Done()
 	s.stopped.Store(true)
 	wg.Wait()
-	s.drain()
+	s.commits.drain()
 	return nil
 }
 
@@ -530,6 +521,9 @@ func (s *Service) Clients() []ClientPresence { return s.adm.clients() }
 
 // DiskStatus reports the full-disk mode (zero when it is not configured).
 func (s *Service) DiskStatus() DiskStatus { return s.adm.diskStatus() }
+
+// enqueue hands ops to the committer (see committer.enqueue).
+func (s *Service) enqueue(ops ...pendingOp) error { return s.commits.enqueue(ops...) }
 
 var errBusy = errors.New("busy")
 

@@ -23,7 +23,7 @@ func (s *Service) Deactivate() {
 		v.done, v.failed = 0, 0 // read again from the store on Activate
 	}
 	s.tally.mu.Unlock()
-	s.expireWaits(true)
+	s.look.expireWaits(true)
 	s.log.Info("dispatcher deactivated")
 }
 
@@ -68,7 +68,7 @@ func Refusal(service string) [][]byte {
 // client unanswered (parked titanic.wait requests are answered when the
 // service stops).
 func (s *Service) Idle() bool {
-	return s.commits.idle() && len(s.reads) == 0 && s.reading.Load() == 0 && s.confirms.n.Load() == 0
+	return s.commits.idle() && s.look.idle()
 }
 
 // ErrNotActive: this node does not serve (replicated modes).

@@ -272,20 +272,17 @@ type Service struct {
 	commits *committer
 	stopped atomic.Bool // Run saw its ctx end
 
-	reads chan readReq
-	waits waiters
+	// look answers from the store: readers, parked waits, leadership
+	// confirmations (read.go, wait.go, confirm.go).
+	look *lookups
 	// adm decides whether a request is taken (admission.go).
 	adm *admission
 
 	// leader is the store's leadership, nil when the store is the only
 	// copy of its data. When set, Activate waits for its Barrier, and
-	// lookups whose answer could be stale wait in confirms for its
-	// ConfirmLeader (see confirm.go).
-	leader   store.Leadership
-	confirms confirmQueue
-
-	// reading tells Idle that lookups are in progress.
-	reading atomic.Int32
+	// lookups whose answer could be stale wait for its ConfirmLeader
+	// (see confirm.go).
+	leader store.Leadership
 	// active: this node serves (single node after Recover; replicated:
 	// between Activate and Deactivate).
 	active atomic.Bool
@@ -323,7 +320,6 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		st:        st,
 		b:         b,
 		log:       cfg.Logger.With("component", "titanic"),
-		reads:     make(chan readReq, cfg.MaxQueuedReads),
 		d:         newDispatcher(cfg.dispatchConfig()),
 		reapKick:  make(chan struct{}, 1),
 		loadReq:   make(chan string, 1024),
@@ -335,7 +331,7 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		s.adm.refreshDisk(false)
 	}, b.Wake)
 	s.leader = st.Leadership()
-	s.confirms.kick = make(chan struct{}, 1)
+	s.look = newLookups(cfg, st, s.leader, &s.stats, s.log, s.answer, s.d.leasedAttempts, s.readStats)
 	return s
 }
 
@@ -383,16 +379,16 @@ func (s *Service) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); f(ctx) }()
 	}
 	for range s.cfg.Readers {
-		run(s.readLoop)
+		run(s.look.readLoop)
 	}
 	run(s.loadLoop)
 	run(s.reapLoop)
 	run(s.schedLoop)
-	run(s.waitLoop)
+	run(s.look.waitLoop)
 	run(s.sweepLoop)
 	run(s.adm.diskLoop)
 	if s.leader != nil {
-		run(s.confirmLoop)
+		run(s.look.confirmLoop)
 	}
 	<-ctx.Done()
 	s.stopped.Store(true)
@@ -493,9 +489,9 @@ func (s *Service) serve(req broker.Request) [][]byte {
 		}
 		return s.closeTicket(req, id)
 	case tsp.SvcReply, tsp.SvcStatus, tsp.SvcList, tsp.SvcStats:
-		return s.lookup(req)
+		return s.look.lookup(req)
 	case tsp.SvcWait:
-		return s.wait(req)
+		return s.look.wait(req)
 	case tsp.SvcBackup:
 		return s.backup(req)
 	case tsp.SvcHello, tsp.SvcBye:

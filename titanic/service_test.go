@@ -856,9 +856,9 @@ func (h *harness) waitParked(n int) {
 	h.t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
-		h.svc.waits.mu.Lock()
-		got := h.svc.waits.n
-		h.svc.waits.mu.Unlock()
+		h.svc.look.waits.mu.Lock()
+		got := h.svc.look.waits.n
+		h.svc.look.waits.mu.Unlock()
 		if got == n {
 			return
 		}

@@ -23,7 +23,7 @@ func (s *Service) Deactivate() {
 		v.done, v.failed = 0, 0 // read again from the store on Activate
 	}
 	s.tally.mu.Unlock()
-	s.expireWaits(true)
+	s.look.expireWaits(true)
 	s.log.Info("dispatcher deactivated")
 }
 
@@ -68,7 +68,7 @@ func Refusal(service string) [][]byte {
 // client unanswered (parked titanic.wait requests are answered when the
 // service stops).
 func (s *Service) Idle() bool {
-	return s.inflight.Load() == 0 && len(s.reads) == 0 && s.reading.Load() == 0 && s.confirms.n.Load() == 0
+	return s.commits.idle() && s.look.idle()
 }
 
 // ErrNotActive: this node does not serve (replicated modes).
@@ -141,17 +141,13 @@ func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key
 		return store.ID{}, false, err
 	}
 	r.lifecycle = lc
-	if n := bodySize(r.body); s.cfg.MaxBody > 0 && n > s.cfg.MaxBody {
-		s.stats.badRequests.Add(1)
+	if n := bodySize(r.body); s.adm.bodyTooLarge(n) {
 		return store.ID{}, false, badRequest("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody)
 	}
-	if out := s.overQuota(); out != nil {
+	if out := s.adm.refuseSubmit(false); out != nil {
 		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
 	}
-	if out := s.diskFull(); out != nil {
-		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
-	}
-	if out := s.admit(httpClient, true); out != nil {
+	if out := s.adm.admit(httpClient, true); out != nil {
 		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])
 	}
 	type result struct {
@@ -160,11 +156,11 @@ func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key
 	}
 	done := make(chan result, 1)
 	err = s.storeSubmit(r, func(res store.Result, err error) {
-		s.release(httpClient)
+		s.adm.release(httpClient)
 		done <- result{res, err}
 	})
 	if err != nil {
-		s.release(httpClient)
+		s.adm.release(httpClient)
 		return store.ID{}, false, fmt.Errorf("submit: %w", ErrBusy)
 	}
 	select {

@@ -1,13 +1,13 @@
 package titanic
 
 import (
-	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // pendingOp is a mutation handed to the store, with what to do once it
@@ -18,6 +18,65 @@ type pendingOp struct {
 	client bool // counted against MaxQueuedOps
 }
 
+// asyncApplier is what the committer needs of the store: its one commit
+// pipeline (store.Store.ApplyAsync).
+type asyncApplier interface {
+	ApplyAsync(ops []store.Op, done func(store.Done))
+}
+
+// committer is the part of the Service that hands mutations to the
+// store's commit pipeline and runs their completions. It owns the count
+// of ops in flight (all of them, for Idle and the drain on shutdown, and
+// the client-originated ones, bounded by MaxQueuedOps) and the services
+// to wake once the commit being completed has ended. It decides nothing
+// about tickets: each op's done does, on the store's completer goroutine.
+type committer struct {
+	st        asyncApplier
+	maxClient int64
+	stats     *counters
+	log       *slog.Logger
+	// observe is Config.ObserveCommit (may be nil).
+	observe func(time.Duration)
+	// beginCommit runs before the first completion of each commit, so
+	// that its answers see what the commit changed (the quota's usage,
+	// the free disk space).
+	beginCommit func()
+	// wake tells the broker that a service has new work (Broker.Wake).
+	wake func(service string)
+
+	// Mutations handed to the store and not yet completed: all of
+	// them, and the client-originated ones (MaxQueuedOps). drain waits
+	// on drained for inflight to reach 0.
+	inflight  atomic.Int64
+	clientOps atomic.Int64
+	drainMu   sync.Mutex
+	drained   *sync.Cond
+	// toWake collects the services that got new tickets in the commit
+	// being completed; commitEnded: the last completion ended a commit
+	// (the next one begins another).
+	wakeMu      sync.Mutex
+	toWake      map[string]struct{}
+	commitEnded bool
+}
+
+// newCommitter returns a committer over st that refuses client ops past
+// maxClient in flight.
+func newCommitter(st asyncApplier, maxClient int, stats *counters, log *slog.Logger, observe func(time.Duration), beginCommit func(), wake func(string)) *committer {
+	c := &committer{
+		st:          st,
+		maxClient:   int64(maxClient),
+		stats:       stats,
+		log:         log,
+		observe:     observe,
+		beginCommit: beginCommit,
+		wake:        wake,
+		toWake:      make(map[string]struct{}),
+		commitEnded: true,
+	}
+	c.drained = sync.NewCond(&c.drainMu)
+	return c
+}
+
 // enqueue hands ops to the store (store.Store.ApplyAsync) without blocking;
 // the store's queue is the only one between the service and the disk, and
 // the store calls the completions in order on its completer goroutine.
@@ -25,63 +84,62 @@ type pendingOp struct {
 // them are not yet durable; internal ops (dispatch marks, replies,
 // requeues) are bounded by the number of leases and always taken, so a
 // worker's answer is never dropped.
-func (s *Service) enqueue(ops ...pendingOp) error {
+func (c *committer) enqueue(ops ...pendingOp) error {
 	if len(ops) == 0 {
 		return nil
 	}
 	client := 0
 	if ops[0].client {
 		client = len(ops)
-		if n := s.clientOps.Add(int64(client)); n > int64(s.cfg.MaxQueuedOps) {
-			s.clientOps.Add(-int64(client))
-			s.stats.busy.Add(1)
+		if n := c.clientOps.Add(int64(client)); n > c.maxClient {
+			c.clientOps.Add(-int64(client))
+			c.stats.busy.Add(1)
 			return errBusy
 		}
 	}
-	s.inflight.Add(1)
+	c.inflight.Add(1)
 	start := time.Now()
 	batch := make([]store.Op, len(ops))
 	for i, p := range ops {
 		batch[i] = p.op
 	}
-	s.st.ApplyAsync(batch, func(d store.Done) {
-		s.complete(ops, d, start)
-		s.clientOps.Add(-int64(client))
-		if s.inflight.Add(-1) == 0 {
-			s.drainMu.Lock()
-			s.drained.Broadcast()
-			s.drainMu.Unlock()
+	c.st.ApplyAsync(batch, func(d store.Done) {
+		c.complete(ops, d, start)
+		c.clientOps.Add(-int64(client))
+		if c.inflight.Add(-1) == 0 {
+			c.drainMu.Lock()
+			c.drained.Broadcast()
+			c.drainMu.Unlock()
 		}
 	})
 	return nil
 }
 
 // complete runs the completions of one hand-over. Per-commit work is done
-// once: the usage the quota checks is refreshed before the commit's first
-// answer, as its stats are counted, and the broker is woken once per
-// service after its last. Store completer only (one goroutine, in
+// once: beginCommit runs before the commit's first answer (the quota's
+// usage and the free space are read again), its stats are counted, and
+// the broker is woken once per service after its last. Store completer only (one goroutine, in
 // hand-over order).
-func (s *Service) complete(ops []pendingOp, d store.Done, start time.Time) {
+func (c *committer) complete(ops []pendingOp, d store.Done, start time.Time) {
 	err := d.Err
 	if err == nil && len(d.Results) != len(ops) {
 		err = fmt.Errorf("store answered %d results for %d ops", len(d.Results), len(ops))
 	}
-	s.wakeMu.Lock()
-	first := s.commitEnded
-	s.commitEnded = d.Last
-	s.wakeMu.Unlock()
+	c.wakeMu.Lock()
+	first := c.commitEnded
+	c.commitEnded = d.Last
+	c.wakeMu.Unlock()
 	if first {
-		s.refreshUsage()
-		s.refreshDisk(false)
-		s.stats.commits.Add(1)
+		c.beginCommit()
+		c.stats.commits.Add(1)
 		if err != nil {
-			s.stats.commitErrors.Add(1)
+			c.stats.commitErrors.Add(1)
 		}
 	}
 	if err != nil {
-		s.log.Error("commit failed", "ops", len(ops), "err", err)
+		c.log.Error("commit failed", "ops", len(ops), "err", err)
 	}
-	s.stats.committedOps.Add(uint64(len(ops)))
+	c.stats.committedOps.Add(uint64(len(ops)))
 	for i, p := range ops {
 		var r store.Result
 		if err == nil {
@@ -92,174 +150,34 @@ func (s *Service) complete(ops []pendingOp, d store.Done, start time.Time) {
 	if !d.Last {
 		return
 	}
-	if s.cfg.ObserveCommit != nil {
-		s.cfg.ObserveCommit(time.Since(start))
+	if c.observe != nil {
+		c.observe(time.Since(start))
 	}
-	s.wakeMu.Lock()
-	for svc := range s.toWake {
-		s.b.Wake(svc)
-		delete(s.toWake, svc)
+	c.wakeMu.Lock()
+	for svc := range c.toWake {
+		c.wake(svc)
+		delete(c.toWake, svc)
 	}
-	s.wakeMu.Unlock()
+	c.wakeMu.Unlock()
 }
 
 // drain waits until every op handed to the store has completed.
-func (s *Service) drain() {
-	s.drainMu.Lock()
-	defer s.drainMu.Unlock()
-	for s.inflight.Load() > 0 {
-		s.drained.Wait()
+func (c *committer) drain() {
+	c.drainMu.Lock()
+	defer c.drainMu.Unlock()
+	for c.inflight.Load() > 0 {
+		c.drained.Wait()
 	}
 }
 
-// submit stores a new ticket and answers once it is durable.
-func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
-	keyed := req.Service == tsp.SvcSubmit || req.Service == tsp.SvcSubmit2
-	answer := func(out [][]byte) {
-		s.answer(req.Client, req.Service, echoKey(req.Service, out, req.Body))
-	}
-	err := s.storeSubmit(r, func(res store.Result, err error) {
-		var kc *store.KeyConflictError
-		switch {
-		case errors.As(err, &kc):
-			answer(replyText(tsp.CodeUnknown, keyConflictText(kc)))
-			return
-		case errors.Is(err, store.ErrClusterVersion):
-			// A submit with lifecycle options, to a cluster with a member
-			// that could not read them: 400, resending cannot help.
-			answer(replyText(tsp.CodeUnknown, tsp.NotSupported.Text(clusterVersionText(err))))
-			return
-		case err != nil:
-			answer(replyText(tsp.CodeError, "not stored: "+err.Error()))
-			return
-		}
-		ticket := []byte(res.ID.String())
-		if keyed {
-			how := "new"
-			if res.Duplicate {
-				how = "duplicate"
-			}
-			answer(reply(tsp.CodeOK, ticket, []byte(how)))
-			return
-		}
-		answer(reply(tsp.CodeOK, ticket))
-	})
-	if err != nil {
-		return busyReply()
-	}
-	return nil
+// wakeAfter has the broker woken for service once the commit being
+// completed has ended (once per service and commit). Store completer
+// only.
+func (c *committer) wakeAfter(service string) {
+	c.wakeMu.Lock()
+	c.toWake[service] = struct{}{}
+	c.wakeMu.Unlock()
 }
 
-// keyConflictText is the text of titanic.submit's key conflict answer:
-// tsp.KeyConflict, the ticket that holds the key, then for people what
-// differs (the key itself is the answer's last frame).
-func keyConflictText(kc *store.KeyConflictError) string {
-	what := fmt.Sprintf("submitted to service %q with another body", kc.Service)
-	if kc.Field == "service" {
-		what = fmt.Sprintf("submitted to another service (%q)", kc.Service)
-	}
-	return tsp.KeyConflict.Text(kc.Ticket.String() + ": " + what)
-}
-
-// storeSubmit hands a parsed submit to the store, and calls done once it
-// is durable (a new ticket queued for dispatch, or the duplicate of a
-// keyed one) or failed. It returns errBusy when the commit queue is full.
-func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error)) error {
-	id := store.NewID()
-	if s.cfg.MintTag != 0 {
-		id[15] = id[15]&0xf0 | s.cfg.MintTag&0x0f
-	}
-	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey, Lifecycle: r.lifecycle}
-	size := bodySize(r.body)
-	s.diskSubmitted(size)
-	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
-		s.diskCommitted(size, batchErr == nil && res.Err == nil)
-		switch {
-		case batchErr != nil:
-			done(res, batchErr)
-			return
-		case res.Err != nil:
-			done(res, res.Err)
-			return
-		}
-		s.stats.submits.Add(1)
-		if !res.Duplicate {
-			s.tallySubmit(r.service)
-			s.enlist((&entry{id: res.ID, service: r.service, seq: res.Seq, queued: op.Time}).withLifecycle(r.lifecycle, 0), r.body)
-			s.note(res.ID, "pending", r.service)
-		} else {
-			s.stats.duplicates.Add(1)
-		}
-		done(res, nil)
-	}})
-	if err != nil {
-		s.diskCommitted(size, false)
-	}
-	return err
-}
-
-// enlist queues a durable pending ticket for dispatch (or for its due
-// time); the broker is woken once the commit's completions have run.
-// Store completer only.
-func (s *Service) enlist(e *entry, body [][]byte) {
-	ready, kick, _ := s.d.enlist(e, body, s.cfg.Now())
-	if kick {
-		s.kickSchedule()
-	}
-	if ready {
-		s.wakeMu.Lock()
-		s.toWake[e.service] = struct{}{}
-		s.wakeMu.Unlock()
-	}
-}
-
-// closeTicket deletes a ticket (9/TSP titanic.close) and answers 200.
-func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
-	op := store.Op{Kind: store.OpClose, ID: id, Time: s.cfg.Now()}
-	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
-		if batchErr != nil {
-			s.answer(req.Client, req.Service, replyText(tsp.CodeError, "not closed: "+batchErr.Error()))
-			return
-		}
-		s.forgetResult(res)
-		s.tallyClose(res)
-		if !res.Existed && s.cfg.MaybeElsewhere != nil && s.cfg.MaybeElsewhere(id) {
-			// The peer may hold it (a split not merged yet): a 200 now
-			// would let its handover bring it back. Try again later.
-			s.answer(req.Client, req.Service, replyText(tsp.CodeError, NotMerged))
-			return
-		}
-		s.stats.closes.Add(1)
-		if res.Existed {
-			s.note(id, "closed", "")
-		}
-		s.answer(req.Client, req.Service, reply(tsp.CodeOK))
-	}})
-	if err != nil {
-		return busyReply()
-	}
-	return nil
-}
-
-// clusterVersionText explains a refusal for the cluster version to a
-// client.
-func clusterVersionText(err error) string {
-	var cv *store.ClusterVersionError
-	if !errors.As(err, &cv) {
-		return err.Error()
-	}
-	return fmt.Sprintf("%s needs cluster version %d and this cluster is at %d: not every broker runs a release that reads it yet; upgrade them all (titanic cluster shows each one's version)", cv.Kind, cv.Need, cv.Have)
-}
-
-// forget drops a ticket from the dispatcher (closed or finished).
-func (s *Service) forget(id store.ID) { s.d.forget(id) }
-
-// forgetResult drops the ticket an op finished or deleted (see
-// dispatcher.forgetResult).
-func (s *Service) forgetResult(res store.Result) { s.d.forgetResult(res) }
-
-// isFinal reports whether err means the ticket was closed or finished
-// meanwhile, which is normal and not a failure of the batch.
-func isFinal(err error) bool {
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrFinal)
-}
+// idle reports whether every op handed to the store has completed.
+func (c *committer) idle() bool { return c.inflight.Load() == 0 }

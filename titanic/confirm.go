@@ -35,13 +35,13 @@ type confirmQueue struct {
 }
 
 // confirmLater queues r for the next confirmation round.
-func (s *Service) confirmLater(r readReq) {
-	q := &s.confirms
+func (l *lookups) confirmLater(r readReq) {
+	q := &l.confirms
 	q.mu.Lock()
-	if len(q.pending) >= s.cfg.MaxQueuedReads {
+	if len(q.pending) >= l.cfg.MaxQueuedReads {
 		q.mu.Unlock()
-		s.stats.busy.Add(1)
-		s.refuseRead(r, busyReply())
+		l.stats.busy.Add(1)
+		l.refuseRead(r, busyReply())
 		return
 	}
 	q.pending = append(q.pending, r)
@@ -54,8 +54,8 @@ func (s *Service) confirmLater(r readReq) {
 }
 
 // confirmLoop runs the confirmation rounds until ctx is done.
-func (s *Service) confirmLoop(ctx context.Context) {
-	q := &s.confirms
+func (l *lookups) confirmLoop(ctx context.Context) {
+	q := &l.confirms
 	failing := false
 	for {
 		select {
@@ -66,7 +66,7 @@ func (s *Service) confirmLoop(ctx context.Context) {
 			q.pending = nil
 			q.mu.Unlock()
 			for _, r := range batch {
-				s.refuseRead(r, Refusal(r.req.Service))
+				l.refuseRead(r, Refusal(r.req.Service))
 			}
 			q.n.Add(-int32(len(batch)))
 			return
@@ -80,28 +80,28 @@ func (s *Service) confirmLoop(ctx context.Context) {
 			continue
 		}
 		// Every lookup of batch began before this call.
-		err := s.leader.ConfirmLeader(ctx)
-		s.stats.confirms.Add(1)
+		err := l.leader.ConfirmLeader(ctx)
+		l.stats.confirms.Add(1)
 		if (err != nil) != failing {
 			failing = err != nil
 			if failing {
-				s.log.Warn("leadership not confirmed: lookups that could be stale are refused", "err", err)
+				l.log.Warn("leadership not confirmed: lookups that could be stale are refused", "err", err)
 			} else {
-				s.log.Info("leadership confirmed again")
+				l.log.Info("leadership confirmed again")
 			}
 		}
 		for _, r := range batch {
 			if err != nil {
-				s.stats.unconfirmed.Add(1)
-				s.refuseRead(r, s.unconfirmed(r.req.Service))
+				l.stats.unconfirmed.Add(1)
+				l.refuseRead(r, l.unconfirmed(r.req.Service))
 				continue
 			}
 			r.confirmed = true
 			select {
-			case s.reads <- r:
+			case l.reads <- r:
 			default:
-				s.stats.busy.Add(1)
-				s.refuseRead(r, busyReply())
+				l.stats.busy.Add(1)
+				l.refuseRead(r, busyReply())
 			}
 		}
 		q.n.Add(-int32(len(batch)))
@@ -110,21 +110,21 @@ func (s *Service) confirmLoop(ctx context.Context) {
 
 // refuseRead answers lookup r with out instead of looking it up; a parked
 // titanic.wait is unparked (unless it was answered meanwhile).
-func (s *Service) refuseRead(r readReq, out [][]byte) {
+func (l *lookups) refuseRead(r readReq, out [][]byte) {
 	if r.w != nil {
-		if s.unpark(r.w) {
-			s.answer(r.w.req.Client, r.w.req.Service, out)
+		if l.unpark(r.w) {
+			l.answer(r.w.req.Client, r.w.req.Service, out)
 		}
 		return
 	}
-	s.answer(r.req.Client, r.req.Service, out)
+	l.answer(r.req.Client, r.req.Service, out)
 }
 
 // unconfirmed is the answer to a lookup of service that leadership was not
 // confirmed for.
-func (s *Service) unconfirmed(service string) [][]byte {
-	if s.cfg.Unconfirmed != nil {
-		if out := s.cfg.Unconfirmed(service); out != nil {
+func (l *lookups) unconfirmed(service string) [][]byte {
+	if l.cfg.Unconfirmed != nil {
+		if out := l.cfg.Unconfirmed(service); out != nil {
 			return out
 		}
 	}

@@ -155,9 +155,9 @@ func TestConfirmationsBatched(t *testing.T) {
 	}
 	// Every lookup waits for a round (the first is held) before it ends.
 	deadline := time.Now().Add(wait)
-	for h.svc.confirms.n.Load() != n {
+	for h.svc.look.confirms.n.Load() != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d lookups wait for a confirmation after %s, want %d", h.svc.confirms.n.Load(), wait, n)
+			t.Fatalf("%d lookups wait for a confirmation after %s, want %d", h.svc.look.confirms.n.Load(), wait, n)
 		}
 		time.Sleep(time.Millisecond)
 	}

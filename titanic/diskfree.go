@@ -66,24 +66,24 @@ type diskGuard struct {
 }
 
 // diskEnabled reports whether the full-disk mode is configured.
-func (s *Service) diskEnabled() bool {
-	return s.cfg.DiskReserve > 0 && len(s.cfg.DiskPaths) > 0 && s.cfg.Statfs != nil
+func (a *admission) diskEnabled() bool {
+	return a.cfg.DiskReserve > 0 && len(a.cfg.DiskPaths) > 0 && a.cfg.Statfs != nil
 }
 
 // reserveFor is the reserve of a file system of total bytes.
-func (s *Service) reserveFor(total uint64) uint64 {
-	return min(uint64(s.cfg.DiskReserve), total/diskReserveShare)
+func (a *admission) reserveFor(total uint64) uint64 {
+	return min(uint64(a.cfg.DiskReserve), total/diskReserveShare)
 }
 
 // refreshDisk reads the free space of the watched paths when force is
 // set or the last reading is older than diskCheckEvery, and logs a change
 // of mode. Callers do not hold g.mu.
-func (s *Service) refreshDisk(force bool) {
-	if !s.diskEnabled() {
+func (a *admission) refreshDisk(force bool) {
+	if !a.diskEnabled() {
 		return
 	}
-	g := &s.disk
-	now := s.cfg.Now()
+	g := &a.disk
+	now := a.cfg.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !force && now.Sub(g.read) < diskCheckEvery {
@@ -93,18 +93,18 @@ func (s *Service) refreshDisk(force bool) {
 	was := g.status.Full
 	var st DiskStatus
 	first := true
-	for _, p := range s.cfg.DiskPaths {
-		sp, err := s.cfg.Statfs(p)
+	for _, p := range a.cfg.DiskPaths {
+		sp, err := a.cfg.Statfs(p)
 		if err != nil {
 			// Unknown free space refuses nothing: the store's own errors
 			// still protect the data.
 			if !g.failed {
-				s.log.Warn("cannot read the free disk space; the disk reserve is not checked", "path", p, "err", err)
+				a.log.Warn("cannot read the free disk space; the disk reserve is not checked", "path", p, "err", err)
 				g.failed = true
 			}
 			continue
 		}
-		res := s.reserveFor(sp.Total)
+		res := a.reserveFor(sp.Total)
 		margin := int64(sp.Free) - int64(res)
 		if first || margin < int64(st.Free)-int64(st.Reserve) {
 			st = DiskStatus{Full: sp.Free < res, Path: p, Free: sp.Free, Reserve: res}
@@ -119,21 +119,21 @@ func (s *Service) refreshDisk(force bool) {
 	g.since = 0
 	switch {
 	case st.Full && !was:
-		s.log.Warn("disk full: submits refused until space is freed; replies, lookups and closes go on",
+		a.log.Warn("disk full: submits refused until space is freed; replies, lookups and closes go on",
 			"path", st.Path, "free", st.Free, "reserve", st.Reserve)
 	case !st.Full && was:
-		s.log.Info("disk space returned: submits accepted again", "path", st.Path, "free", st.Free, "reserve", st.Reserve)
+		a.log.Info("disk space returned: submits accepted again", "path", st.Path, "free", st.Free, "reserve", st.Reserve)
 	}
 }
 
 // diskFull returns the refusal of a submit while the disk is full, or
 // nil.
-func (s *Service) diskFull() [][]byte {
-	if !s.diskEnabled() {
+func (a *admission) diskFull() [][]byte {
+	if !a.diskEnabled() {
 		return nil
 	}
-	s.refreshDisk(false)
-	g := &s.disk
+	a.refreshDisk(false)
+	g := &a.disk
 	g.mu.Lock()
 	st := g.status
 	free := st.Free - min(st.Free, g.pending+g.since)
@@ -142,8 +142,8 @@ func (s *Service) diskFull() [][]byte {
 	if !full {
 		return nil
 	}
-	s.stats.busy.Add(1)
-	s.stats.diskRefused.Add(1)
+	a.stats.busy.Add(1)
+	a.stats.diskRefused.Add(1)
 	return replyText(tsp.CodeError, fmt.Sprintf("disk full: %s free on %s, below the %s reserve: submits refused until space is freed; replies, lookups and closes go on",
 		mib(free), st.Path, mib(st.Reserve)))
 }
@@ -153,20 +153,20 @@ func (s *Service) diskFull() [][]byte {
 // (whether it stored them or not: a failed commit wrote nothing lasting,
 // but counting it errs on the side of the reserve until the next
 // reading).
-func (s *Service) diskSubmitted(n int) {
-	if !s.diskEnabled() {
+func (a *admission) diskSubmitted(n int) {
+	if !a.diskEnabled() {
 		return
 	}
-	s.disk.mu.Lock()
-	s.disk.pending += uint64(n)
-	s.disk.mu.Unlock()
+	a.disk.mu.Lock()
+	a.disk.pending += uint64(n)
+	a.disk.mu.Unlock()
 }
 
-func (s *Service) diskCommitted(n int, stored bool) {
-	if !s.diskEnabled() {
+func (a *admission) diskCommitted(n int, stored bool) {
+	if !a.diskEnabled() {
 		return
 	}
-	g := &s.disk
+	g := &a.disk
 	g.mu.Lock()
 	g.pending -= min(g.pending, uint64(n))
 	if stored {
@@ -175,9 +175,9 @@ func (s *Service) diskCommitted(n int, stored bool) {
 	g.mu.Unlock()
 }
 
-// DiskStatus reports the full-disk mode (zero when it is not configured).
-func (s *Service) DiskStatus() DiskStatus {
-	g := &s.disk
+// diskStatus reports the full-disk mode (zero when it is not configured).
+func (a *admission) diskStatus() DiskStatus {
+	g := &a.disk
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.status
@@ -185,8 +185,8 @@ func (s *Service) DiskStatus() DiskStatus {
 
 // diskLoop reads the free space every diskPollEvery, so the mode is left
 // (and logged) when space returns even while no submit comes.
-func (s *Service) diskLoop(ctx context.Context) {
-	if !s.diskEnabled() {
+func (a *admission) diskLoop(ctx context.Context) {
+	if !a.diskEnabled() {
 		return
 	}
 	t := time.NewTicker(diskPollEvery)
@@ -196,7 +196,7 @@ func (s *Service) diskLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.refreshDisk(true)
+			a.refreshDisk(true)
 		}
 	}
 }

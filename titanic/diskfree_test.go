@@ -68,7 +68,7 @@ func TestDiskReserve(t *testing.T) {
 	ticket := h.submit("echo", "x")
 
 	disk.set(120 << 20)
-	h.svc.refreshDisk(true)
+	h.svc.adm.refreshDisk(true)
 	const want = "disk full: 120 MiB free on /data, below the 256 MiB reserve: submits refused until space is freed; replies, lookups and closes go on"
 	for i := range 3 {
 		r := h.call(tsp.SvcRequest, "echo", "y")
@@ -99,7 +99,7 @@ func TestDiskReserve(t *testing.T) {
 	}
 
 	disk.set(300 << 20)
-	h.svc.refreshDisk(true)
+	h.svc.adm.refreshDisk(true)
 	if r := h.call(tsp.SvcRequest, "echo", "z"); codeOf(r) != tsp.CodeOK {
 		t.Fatalf("submit once space returned = %q", r)
 	}
@@ -130,7 +130,7 @@ func TestDiskReserveCountsAdmittedBytes(t *testing.T) {
 		Statfs:      disk.statfs,
 		Now:         func() time.Time { return now },
 	}, "")
-	h.svc.refreshDisk(true)
+	h.svc.adm.refreshDisk(true)
 	disk.mu.Lock()
 	reads := disk.calls
 	disk.mu.Unlock()

@@ -122,7 +122,7 @@ func (s *Service) commitReply(e *entry, ok bool, op store.Op, service string, tr
 			s.stats.replies.Add(1)
 			s.tallyFinish(service, true)
 			s.forget(id)
-			s.notify(id)
+			s.look.notify(id)
 			s.note(id, "done", service)
 		}
 	}})
@@ -216,7 +216,7 @@ func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
 			s.log.Info("ticket failed", "ticket", e.id, "service", e.service, "reason", reason)
 		}
 		s.forget(e.id)
-		s.notify(e.id)
+		s.look.notify(e.id)
 		if res.Err == nil {
 			s.note(e.id, "failed", e.service)
 		}
@@ -308,8 +308,8 @@ func (s *Service) reapLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			s.reap()
-			s.pruneClients()
-			s.expirePresence()
+			s.adm.pruneClients()
+			s.adm.expirePresence()
 		case <-s.reapKick:
 			s.reap()
 		}

@@ -23,12 +23,36 @@
 //     services to load or wake), which the Service's loops carry out and
 //     feed back (dispatcher_test.go drives it alone);
 //   - the committer (commit.go): the hand-over to the store's one commit
-//     pipeline, the count of ops in flight, and the completions that tell
-//     the dispatcher what became durable;
-//   - lookups (read.go, wait.go, confirm.go): the reader goroutines, the
-//     parked titanic.wait requests, the leadership confirmations;
-//   - admission (limits.go, presence.go, diskfree.go): per-client limits,
-//     the quota, the disk reserve, client presence.
+//     pipeline (ApplyAsync), the counts of ops in flight (MaxQueuedOps,
+//     Idle, the drain on shutdown) and the services to wake once the
+//     commit being completed has ended. It runs each op's completion in
+//     hand-over order and decides nothing about tickets; the completions
+//     (submit.go, dispatch.go, lifecycle.go) tell the dispatcher what
+//     became durable (commit_test.go drives it over a fake pipeline);
+//   - lookups (read.go, wait.go, confirm.go): the reader goroutines and
+//     their queue, the parked titanic.wait requests, the lookups waiting
+//     for a leadership confirmation and the confirmer. It reads the store
+//     (Get, Reply, ListPage), asks the dispatcher which tickets are leased
+//     and writes nothing (lookups_test.go drives it over an in-memory
+//     store);
+//   - admission (admission.go, limits.go, presence.go, diskfree.go):
+//     per-client in-flight counts and submit rates, the body limit, the
+//     quota's reading of the store's size, the disk reserve, the refusal
+//     of clients that do not read their answers, and client presence. It
+//     returns refusals and sends nothing (admission_test.go drives it
+//     with a fake clock).
+//
+// Each part takes what it needs when it is made (the filled Config, the
+// stats counters, the slice of the store it uses, and functions for what
+// it asks of the others: the answer path, Broker.Wake, the dispatcher's
+// leases), not the Service. The Service holds the parts and the wiring:
+// it parses requests and chooses which part hears of them (admission,
+// then the committer or lookups), its loops carry the dispatcher's
+// decisions out, and its answer path counts a deferred answer out of
+// admission's in-flight count before the broker sends it. What is left on
+// it is its own: whether it serves (active), whether Run is stopping, the
+// counters every part adds to (stats.go, atomics) and the per-service
+// tallies of titanic.stats (own mutex).
 //
 // # Durability
 //

@@ -124,7 +124,7 @@ func (s *Service) cancel(id store.ID, reason string, done func(error)) error {
 	return s.commitOne(op, func(res store.Result, err error) {
 		if err == nil {
 			s.forgetResult(res)
-			s.notify(id)
+			s.look.notify(id)
 			s.note(id, "cancelled", res.Service)
 		}
 		done(err)

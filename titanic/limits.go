@@ -62,15 +62,15 @@ const unreadRefusal = "answers not read"
 // answer dropped: a ticket nobody knows of. The refusal reaches the client
 // once it reads again, and its next submit is served. It returns nil for
 // any other client.
-func (s *Service) refuseUnread(req broker.Request) [][]byte {
-	if !req.Unread {
+func (a *admission) refuseUnread(unread bool) [][]byte {
+	if !unread {
 		return nil
 	}
-	s.stats.busy.Add(1)
-	l := &s.limits
+	a.stats.busy.Add(1)
+	l := &a.limits
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.init(s.cfg)
+	l.init(a.cfg)
 	return l.refuseUnread
 }
 
@@ -80,30 +80,30 @@ const maxTrackedClients = 100_000
 
 // admit counts a request of c that will be answered later; submit also
 // takes a token. It returns the refusal, or nil.
-func (s *Service) admit(c broker.Client, submit bool) [][]byte {
-	l := &s.limits
-	now := s.cfg.Now()
+func (a *admission) admit(c broker.Client, submit bool) [][]byte {
+	l := &a.limits
+	now := a.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.init(s.cfg)
+	l.init(a.cfg)
 	st := l.clients[c]
 	if st == nil {
 		if len(l.clients) >= maxTrackedClients {
-			s.stats.busy.Add(1)
+			a.stats.busy.Add(1)
 			return busyReply()
 		}
-		st = &clientState{tokens: s.burst(), refilled: now}
+		st = &clientState{tokens: a.burst(), refilled: now}
 		l.clients[c] = st
 	}
-	if s.cfg.PerClientInflight > 0 && st.inflight >= s.cfg.PerClientInflight {
-		s.stats.busy.Add(1)
+	if a.cfg.PerClientInflight > 0 && st.inflight >= a.cfg.PerClientInflight {
+		a.stats.busy.Add(1)
 		return l.refuseInflight
 	}
-	if submit && s.cfg.SubmitRate > 0 {
-		st.tokens = min(s.burst(), st.tokens+now.Sub(st.refilled).Seconds()*s.cfg.SubmitRate)
+	if submit && a.cfg.SubmitRate > 0 {
+		st.tokens = min(a.burst(), st.tokens+now.Sub(st.refilled).Seconds()*a.cfg.SubmitRate)
 		st.refilled = now
 		if st.tokens < 1 {
-			s.stats.busy.Add(1)
+			a.stats.busy.Add(1)
 			return l.refuseRate
 		}
 		st.tokens--
@@ -112,16 +112,16 @@ func (s *Service) admit(c broker.Client, submit bool) [][]byte {
 	return nil
 }
 
-func (s *Service) burst() float64 {
-	if s.cfg.SubmitBurst > 0 {
-		return float64(s.cfg.SubmitBurst)
+func (a *admission) burst() float64 {
+	if a.cfg.SubmitBurst > 0 {
+		return float64(a.cfg.SubmitBurst)
 	}
-	return max(1, s.cfg.SubmitRate)
+	return max(1, a.cfg.SubmitRate)
 }
 
 // release undoes admit for a request that was answered at once.
-func (s *Service) release(c broker.Client) {
-	l := &s.limits
+func (a *admission) release(c broker.Client) {
+	l := &a.limits
 	l.mu.Lock()
 	if st := l.clients[c]; st != nil && st.inflight > 0 {
 		st.inflight--
@@ -129,19 +129,12 @@ func (s *Service) release(c broker.Client) {
 	l.mu.Unlock()
 }
 
-// answer sends a deferred answer to c and counts it out of c's in-flight
-// requests.
-func (s *Service) answer(c broker.Client, service string, body [][]byte) {
-	s.release(c)
-	s.b.Reply(c, service, body)
-}
-
 // pruneClients forgets clients with nothing in flight whose submit bucket
 // has refilled, so that the map follows the active clients.
-func (s *Service) pruneClients() {
-	l := &s.limits
-	now := s.cfg.Now()
-	full := time.Duration(float64(time.Second) * s.burst() / max(s.cfg.SubmitRate, 1))
+func (a *admission) pruneClients() {
+	l := &a.limits
+	now := a.cfg.Now()
+	full := time.Duration(float64(time.Second) * a.burst() / max(a.cfg.SubmitRate, 1))
 	l.mu.Lock()
 	for c, st := range l.clients {
 		if st.inflight == 0 && now.Sub(st.refilled) >= full {
@@ -152,20 +145,20 @@ func (s *Service) pruneClients() {
 }
 
 // refreshUsage records the store's used bytes for the quota check.
-func (s *Service) refreshUsage() {
-	if s.cfg.Quota <= 0 {
+func (a *admission) refreshUsage() {
+	if a.cfg.Quota <= 0 {
 		return
 	}
-	if us, err := s.st.Usage(); err == nil {
-		s.used.Store(us.Used())
+	if us, err := a.usage.Usage(); err == nil {
+		a.used.Store(us.Used())
 	}
 }
 
 // overQuota reports the refusal of a submit while the store is full.
-func (s *Service) overQuota() [][]byte {
-	if s.cfg.Quota > 0 && s.used.Load() >= s.cfg.Quota {
-		s.stats.busy.Add(1)
-		return replyText(tsp.CodeError, fmt.Sprintf("store full: %d of %d bytes used; retry later", s.used.Load(), s.cfg.Quota))
+func (a *admission) overQuota() [][]byte {
+	if a.cfg.Quota > 0 && a.used.Load() >= a.cfg.Quota {
+		a.stats.busy.Add(1)
+		return replyText(tsp.CodeError, fmt.Sprintf("store full: %d of %d bytes used; retry later", a.used.Load(), a.cfg.Quota))
 	}
 	return nil
 }

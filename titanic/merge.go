@@ -67,7 +67,7 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	}
 	for i := range ops {
 		if ops[i].Kind != store.OpAdopt && ops[i].Kind != store.OpRetry && res[i].Err == nil {
-			s.notify(ops[i].ID)
+			s.look.notify(ops[i].ID)
 		}
 	}
 	if _, err := s.loadCounts(ctx); err != nil {

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -39,13 +38,15 @@ const MaxClientID = 128
 // maxPresent bounds the presence table.
 const maxPresent = 100_000
 
-func (s *Service) hello(req broker.Request, bye bool) [][]byte {
-	if len(req.Body) != 1 || len(req.Body[0]) == 0 || len(req.Body[0]) > MaxClientID {
+// hello records titanic.hello (or, with bye, titanic.bye) of a client
+// whose request body is body.
+func (a *admission) hello(body [][]byte, bye bool) [][]byte {
+	if len(body) != 1 || len(body[0]) == 0 || len(body[0]) > MaxClientID {
 		return replyText(tsp.CodeUnknown, fmt.Sprintf("want one frame: a client id of 1 to %d bytes", MaxClientID))
 	}
-	id := string(req.Body[0])
-	now := s.cfg.Now()
-	p := &s.present
+	id := string(body[0])
+	now := a.cfg.Now()
+	p := &a.present
 	p.mu.Lock()
 	if p.clients == nil {
 		p.clients = make(map[string]*clientInfo)
@@ -65,35 +66,35 @@ func (s *Service) hello(req broker.Request, bye bool) [][]byte {
 	p.mu.Unlock()
 	switch {
 	case bye && c != nil:
-		s.presenceEvent(id, "disconnected")
+		a.presenceEvent(id, "disconnected")
 	case !bye && c == nil:
-		s.presenceEvent(id, "connected")
+		a.presenceEvent(id, "connected")
 	}
 	return reply(tsp.CodeOK)
 }
 
-func (s *Service) presenceEvent(id, state string) {
-	s.log.Debug("client "+state, "client", id)
-	if s.cfg.Notifier != nil {
-		s.cfg.Notifier.Publish(notifyEvent(id, state, s.cfg.Now()))
+func (a *admission) presenceEvent(id, state string) {
+	a.log.Debug("client "+state, "client", id)
+	if a.cfg.Notifier != nil {
+		a.cfg.Notifier.Publish(notifyEvent(id, state, a.cfg.Now()))
 	}
 }
 
 // expirePresence disconnects clients silent for PresenceTimeout.
-func (s *Service) expirePresence() {
-	now := s.cfg.Now()
+func (a *admission) expirePresence() {
+	now := a.cfg.Now()
 	var gone []string
-	p := &s.present
+	p := &a.present
 	p.mu.Lock()
 	for id, c := range p.clients {
-		if now.Sub(c.seen) > s.cfg.PresenceTimeout {
+		if now.Sub(c.seen) > a.cfg.PresenceTimeout {
 			delete(p.clients, id)
 			gone = append(gone, id)
 		}
 	}
 	p.mu.Unlock()
 	for _, id := range gone {
-		s.presenceEvent(id, "disconnected")
+		a.presenceEvent(id, "disconnected")
 	}
 }
 
@@ -103,9 +104,9 @@ type ClientPresence struct {
 	Since, Seen time.Time
 }
 
-// Clients lists the connected clients, by id.
-func (s *Service) Clients() []ClientPresence {
-	p := &s.present
+// clients lists the connected clients, by id.
+func (a *admission) clients() []ClientPresence {
+	p := &a.present
 	p.mu.Lock()
 	out := make([]ClientPresence, 0, len(p.clients))
 	for id, c := range p.clients {
@@ -116,8 +117,8 @@ func (s *Service) Clients() []ClientPresence {
 	return out
 }
 
-func (s *Service) listClients() [][]byte {
-	cs := s.Clients()
+func (a *admission) listClients() [][]byte {
+	cs := a.clients()
 	out := make([][]byte, 0, len(cs)+1)
 	out = append(out, []byte(tsp.CodeOK))
 	for _, c := range cs {

@@ -4,13 +4,80 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
+
+// lookups is the part of the Service that answers from the store: the
+// reader goroutines and their queue (titanic.reply, .status, .list,
+// .stats), the parked titanic.wait requests (wait.go) and, in replicated
+// modes, the lookups waiting for a leadership confirmation (confirm.go).
+// It owns that state, each piece guarded by itself, and writes nothing:
+// it reads the store, asks the dispatcher which tickets are leased (a
+// dispatch is in the store only after the next commit), and answers
+// through the answer path, which counts the answer out of the client's
+// in-flight requests.
+type lookups struct {
+	cfg    Config
+	st     lookupStore
+	leader store.Leadership // nil: the store is the only copy of its data
+	stats  *counters
+	log    *slog.Logger
+	// answer sends a deferred answer (Service.answer).
+	answer func(c broker.Client, service string, body [][]byte)
+	// leased reports a ticket's attempts while a worker holds it
+	// (dispatcher.leasedAttempts).
+	leased func(id store.ID) (attempts int, ok bool)
+	// readStats answers titanic.stats (Service.readStats): counts from
+	// memory, which only the Service composes.
+	readStats func(ctx context.Context, body [][]byte) ([][]byte, error)
+
+	reads chan readReq
+	// reading counts lookups a reader is serving, for idle.
+	reading  atomic.Int32
+	waits    waiters
+	confirms confirmQueue
+}
+
+// lookupStore is what lookups need of the store.
+type lookupStore interface {
+	Get(ctx context.Context, id store.ID) (store.Ticket, error)
+	Reply(ctx context.Context, id store.ID) (store.Ticket, [][]byte, error)
+	ListPage(ctx context.Context, f store.Filter) (store.Page, error)
+}
+
+// newLookups returns the lookups of a Service configured by cfg (filled)
+// over st; answer, leased and readStats are as the fields of the same
+// names.
+func newLookups(cfg Config, st lookupStore, leader store.Leadership, stats *counters, log *slog.Logger,
+	answer func(broker.Client, string, [][]byte), leased func(store.ID) (int, bool),
+	readStats func(context.Context, [][]byte) ([][]byte, error)) *lookups {
+	return &lookups{
+		cfg:       cfg,
+		st:        st,
+		leader:    leader,
+		stats:     stats,
+		log:       log,
+		answer:    answer,
+		leased:    leased,
+		readStats: readStats,
+		reads:     make(chan readReq, cfg.MaxQueuedReads),
+		confirms:  confirmQueue{kick: make(chan struct{}, 1)},
+	}
+}
+
+// idle reports whether no lookup is queued, being read or waiting for a
+// confirmation (parked titanic.wait requests do not count: they are
+// answered when the service stops).
+func (l *lookups) idle() bool {
+	return len(l.reads) == 0 && l.reading.Load() == 0 && l.confirms.n.Load() == 0
+}
 
 // readReq is a lookup (titanic.reply, .status, .list) waiting for a reader.
 type readReq struct {
@@ -23,43 +90,43 @@ type readReq struct {
 
 // lookup hands a read to the reader goroutines: reads never wait behind a
 // commit, and the broker loop never touches the store.
-func (s *Service) lookup(req broker.Request) [][]byte {
+func (l *lookups) lookup(req broker.Request) [][]byte {
 	select {
-	case s.reads <- readReq{req: req}:
+	case l.reads <- readReq{req: req}:
 		return nil
 	default:
-		s.stats.busy.Add(1)
+		l.stats.busy.Add(1)
 		return busyReply()
 	}
 }
 
-func (s *Service) readLoop(ctx context.Context) {
+func (l *lookups) readLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case r := <-s.reads:
-			s.reading.Add(1)
-			out, settled := s.read(ctx, r.req)
-			s.settle(r, out, settled)
-			s.reading.Add(-1)
+		case r := <-l.reads:
+			l.reading.Add(1)
+			out, settled := l.read(ctx, r.req)
+			l.settle(r, out, settled)
+			l.reading.Add(-1)
 		}
 	}
 }
 
 // settle sends the answer of lookup r, or, when the answer is one a
 // deposed leader could give wrongly, first has leadership confirmed.
-func (s *Service) settle(r readReq, out [][]byte, settled bool) {
+func (l *lookups) settle(r readReq, out [][]byte, settled bool) {
 	parked := r.w != nil && len(out) > 0 && string(out[0]) == tsp.CodePending // nothing is sent
-	if !settled && !parked && !r.confirmed && s.leader != nil {
-		s.confirmLater(r)
+	if !settled && !parked && !r.confirmed && l.leader != nil {
+		l.confirmLater(r)
 		return
 	}
 	if r.w != nil {
-		s.answerWait(r.w, out)
+		l.answerWait(r.w, out)
 		return
 	}
-	s.answer(r.req.Client, r.req.Service, out)
+	l.answer(r.req.Client, r.req.Service, out)
 }
 
 // read looks req up in the store. settled reports an answer that holds
@@ -70,49 +137,49 @@ func (s *Service) settle(r readReq, out [][]byte, settled bool) {
 // status of an unfinished ticket and a list may be stale on a deposed
 // leader (a newer leader may have acknowledged the ticket, its reply, or
 // others), so they are not settled.
-func (s *Service) read(ctx context.Context, req broker.Request) (out [][]byte, settled bool) {
+func (l *lookups) read(ctx context.Context, req broker.Request) (out [][]byte, settled bool) {
 	var err error
 	switch req.Service {
 	case tsp.SvcStats:
 		// Counts from memory, not the store's content: no leadership
 		// round, and not counted as a lookup (titanic top asks every
 		// second).
-		if out, err = s.readStats(ctx, req.Body); err == nil {
+		if out, err = l.readStats(ctx, req.Body); err == nil {
 			return out, true
 		}
 	case tsp.SvcReply, tsp.SvcWait:
-		out, settled, err = s.readReply(ctx, req.Body)
+		out, settled, err = l.readReply(ctx, req.Body)
 	case tsp.SvcStatus:
-		out, settled, err = s.readStatus(ctx, req.Body)
+		out, settled, err = l.readStatus(ctx, req.Body)
 	case tsp.SvcList:
-		out, err = s.readList(ctx, req.Body)
+		out, err = l.readList(ctx, req.Body)
 	}
 	switch {
 	case err == nil:
-		s.stats.lookups.Add(1)
+		l.stats.lookups.Add(1)
 		return out, settled
 	case errors.Is(err, errBadRequest):
-		s.stats.badRequests.Add(1)
+		l.stats.badRequests.Add(1)
 		return replyText(tsp.CodeUnknown, err.Error()), true
 	case errors.Is(err, errElsewhere):
 		return replyText(tsp.CodeError, NotMerged), true
 	case errors.Is(err, store.ErrNotFound):
 		return replyText(tsp.CodeUnknown, string(tsp.UnknownTicket)), false
 	}
-	s.log.Warn("lookup failed", "service", req.Service, "err", err)
+	l.log.Warn("lookup failed", "service", req.Service, "err", err)
 	return replyText(tsp.CodeError, "lookup failed: "+err.Error()), true
 }
 
-func (s *Service) readReply(ctx context.Context, body [][]byte) ([][]byte, bool, error) {
+func (l *lookups) readReply(ctx context.Context, body [][]byte) ([][]byte, bool, error) {
 	id, err := parseTicket(body)
 	if err != nil {
 		return nil, false, err
 	}
-	t, rep, err := s.st.Reply(ctx, id)
+	t, rep, err := l.st.Reply(ctx, id)
 	if err != nil {
-		return nil, false, s.elsewhere(id, err)
+		return nil, false, l.elsewhere(id, err)
 	}
-	t = s.overlay(t)
+	t = l.overlay(t)
 	switch t.State {
 	case store.StateDone:
 		return reply(tsp.CodeOK, rep...), true, nil
@@ -125,7 +192,7 @@ func (s *Service) readReply(ctx context.Context, body [][]byte) ([][]byte, bool,
 	return replyText(tsp.CodePending, t.State.String()), false, nil
 }
 
-func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool, error) {
+func (l *lookups) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool, error) {
 	withBody := len(body) == 2 && string(body[1]) == tsp.StatusBody
 	if withBody {
 		body = body[:1]
@@ -136,15 +203,15 @@ func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool
 	}
 	var t store.Ticket
 	if withBody {
-		t, err = s.st.Get(ctx, id)
+		t, err = l.st.Get(ctx, id)
 	} else {
-		t, _, err = s.st.Reply(ctx, id)
+		t, _, err = l.st.Reply(ctx, id)
 	}
 	if err != nil {
-		return nil, false, s.elsewhere(id, err)
+		return nil, false, l.elsewhere(id, err)
 	}
 	req := t.Body
-	t = s.overlay(t)
+	t = l.overlay(t)
 	out := reply(tsp.CodeOK,
 		[]byte(t.State.String()),
 		[]byte(strconv.Itoa(t.Attempts)),
@@ -159,7 +226,7 @@ func (s *Service) readStatus(ctx context.Context, body [][]byte) ([][]byte, bool
 	return out, t.State.Final(), nil
 }
 
-func (s *Service) readList(ctx context.Context, body [][]byte) ([][]byte, error) {
+func (l *lookups) readList(ctx context.Context, body [][]byte) ([][]byte, error) {
 	f, err := parseList(body)
 	if err != nil {
 		return nil, err
@@ -170,14 +237,14 @@ func (s *Service) readList(ctx context.Context, body [][]byte) ([][]byte, error)
 	// matches nothing of a large store no longer holds one read
 	// transaction, and with it bbolt's remap and every commit, for the
 	// whole scan.
-	tickets, err := store.ListAll(ctx, s.st, f)
+	tickets, err := store.ListAll(ctx, l.st, f)
 	if err != nil {
 		return nil, err
 	}
 	out := make([][]byte, 0, len(tickets)+1)
 	out = append(out, []byte(tsp.CodeOK))
 	for _, t := range tickets {
-		t = s.overlay(t)
+		t = l.overlay(t)
 		out = append(out, fmt.Appendf(nil, "%s %s %s %d", t.ID, t.Service, t.State, t.Attempts))
 	}
 	return out, nil
@@ -186,11 +253,11 @@ func (s *Service) readList(ctx context.Context, body [][]byte) ([][]byte, error)
 // overlay brings a stored ticket up to date with the dispatcher: a dispatch
 // is recorded in the store by the next commit, after the worker already has
 // the job, and a lookup should not claim "pending" for a running ticket.
-func (s *Service) overlay(t store.Ticket) store.Ticket {
+func (l *lookups) overlay(t store.Ticket) store.Ticket {
 	if t.State != store.StatePending && t.State != store.StateDispatched {
 		return t
 	}
-	if n, ok := s.d.leasedAttempts(t.ID); ok && n >= t.Attempts {
+	if n, ok := l.leased(t.ID); ok && n >= t.Attempts {
 		t.State = store.StateDispatched
 		t.Attempts = n
 	}
@@ -206,8 +273,8 @@ var errElsewhere = errors.New("ticket may be held elsewhere")
 
 // elsewhere turns a lookup's ErrNotFound into errElsewhere when another
 // node may hold the ticket.
-func (s *Service) elsewhere(id store.ID, err error) error {
-	if errors.Is(err, store.ErrNotFound) && s.cfg.MaybeElsewhere != nil && s.cfg.MaybeElsewhere(id) {
+func (l *lookups) elsewhere(id store.ID, err error) error {
+	if errors.Is(err, store.ErrNotFound) && l.cfg.MaybeElsewhere != nil && l.cfg.MaybeElsewhere(id) {
 		return errElsewhere
 	}
 	return err

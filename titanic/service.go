@@ -267,37 +267,22 @@ type Service struct {
 	b   Broker
 	log *slog.Logger
 
-	// Mutations handed to the store and not yet completed (commit.go):
-	// all of them, and the client-originated ones (MaxQueuedOps). Run
-	// waits on drained for inflight to reach 0 before it returns.
-	inflight  atomic.Int64
-	clientOps atomic.Int64
-	drainMu   sync.Mutex
-	drained   *sync.Cond
-	// toWake collects the services that got new tickets in the commit
-	// being completed; commitEnded: the last completion ended a commit
-	// (the next one begins another).
-	wakeMu      sync.Mutex
-	toWake      map[string]struct{}
-	commitEnded bool
-	stopped     atomic.Bool // Run saw its ctx end
+	// commits hands mutations to the store and runs their completions
+	// (commit.go); Run waits for it to drain before it returns.
+	commits *committer
+	stopped atomic.Bool // Run saw its ctx end
 
-	reads   chan readReq
-	waits   waiters
-	limits  limiter
-	present presence
-	used    atomic.Int64 // store bytes used, for Quota
-	disk    diskGuard    // full-disk mode, for DiskReserve
+	// look answers from the store: readers, parked waits, leadership
+	// confirmations (read.go, wait.go, confirm.go).
+	look *lookups
+	// adm decides whether a request is taken (admission.go).
+	adm *admission
 
 	// leader is the store's leadership, nil when the store is the only
 	// copy of its data. When set, Activate waits for its Barrier, and
-	// lookups whose answer could be stale wait in confirms for its
-	// ConfirmLeader (see confirm.go).
-	leader   store.Leadership
-	confirms confirmQueue
-
-	// reading tells Idle that lookups are in progress.
-	reading atomic.Int32
+	// lookups whose answer could be stale wait for its ConfirmLeader
+	// (see confirm.go).
+	leader store.Leadership
 	// active: this node serves (single node after Recover; replicated:
 	// between Activate and Deactivate).
 	active atomic.Bool
@@ -335,17 +320,18 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		st:        st,
 		b:         b,
 		log:       cfg.Logger.With("component", "titanic"),
-		toWake:    make(map[string]struct{}),
-		reads:     make(chan readReq, cfg.MaxQueuedReads),
 		d:         newDispatcher(cfg.dispatchConfig()),
 		reapKick:  make(chan struct{}, 1),
 		loadReq:   make(chan string, 1024),
 		schedKick: make(chan struct{}, 1),
 	}
-	s.drained = sync.NewCond(&s.drainMu)
-	s.commitEnded = true
+	s.adm = newAdmission(cfg, &s.stats, st, s.log)
+	s.commits = newCommitter(st, cfg.MaxQueuedOps, &s.stats, s.log, cfg.ObserveCommit, func() {
+		s.adm.refreshUsage()
+		s.adm.refreshDisk(false)
+	}, b.Wake)
 	s.leader = st.Leadership()
-	s.confirms.kick = make(chan struct{}, 1)
+	s.look = newLookups(cfg, st, s.leader, &s.stats, s.log, s.answer, s.d.leasedAttempts, s.readStats)
 	return s
 }
 
@@ -376,8 +362,8 @@ func (s *Service) Recover(ctx context.Context) error {
 		}
 	}
 	s.log.Info("recovered dispatch queues", "tickets", n, "services", len(services))
-	s.refreshUsage()
-	s.refreshDisk(true)
+	s.adm.refreshUsage()
+	s.adm.refreshDisk(true)
 	s.active.Store(true)
 	return nil
 }
@@ -393,21 +379,21 @@ func (s *Service) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); f(ctx) }()
 	}
 	for range s.cfg.Readers {
-		run(s.readLoop)
+		run(s.look.readLoop)
 	}
 	run(s.loadLoop)
 	run(s.reapLoop)
 	run(s.schedLoop)
-	run(s.waitLoop)
+	run(s.look.waitLoop)
 	run(s.sweepLoop)
-	run(s.diskLoop)
+	run(s.adm.diskLoop)
 	if s.leader != nil {
-		run(s.confirmLoop)
+		run(s.look.confirmLoop)
 	}
 	<-ctx.Done()
 	s.stopped.Store(true)
 	wg.Wait()
-	s.drain()
+	s.commits.drain()
 	return nil
 }
 
@@ -470,21 +456,14 @@ func (s *Service) serveMDP(req broker.Request) [][]byte {
 			s.stats.badRequests.Add(1)
 			return replyText(tsp.CodeUnknown, err.Error())
 		}
-		if n := bodySize(sr.body); s.cfg.MaxBody > 0 && n > s.cfg.MaxBody {
-			s.stats.badRequests.Add(1)
+		if n := bodySize(sr.body); s.adm.bodyTooLarge(n) {
 			return replyText(tsp.CodeUnknown, fmt.Sprintf("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody))
 		}
-		if out := s.overQuota(); out != nil {
-			return out
-		}
-		if out := s.diskFull(); out != nil {
-			return out
-		}
-		if out := s.refuseUnread(req); out != nil {
+		if out := s.adm.refuseSubmit(req.Unread); out != nil {
 			return out
 		}
 	}
-	if out := s.admit(req.Client, submit); out != nil {
+	if out := s.adm.admit(req.Client, submit); out != nil {
 		return out
 	}
 	var out [][]byte
@@ -494,7 +473,7 @@ func (s *Service) serveMDP(req broker.Request) [][]byte {
 		out = s.serve(req)
 	}
 	if out != nil {
-		s.release(req.Client) // answered at once
+		s.adm.release(req.Client) // answered at once
 	}
 	return out
 }
@@ -510,21 +489,37 @@ func (s *Service) serve(req broker.Request) [][]byte {
 		}
 		return s.closeTicket(req, id)
 	case tsp.SvcReply, tsp.SvcStatus, tsp.SvcList, tsp.SvcStats:
-		return s.lookup(req)
+		return s.look.lookup(req)
 	case tsp.SvcWait:
-		return s.wait(req)
+		return s.look.wait(req)
 	case tsp.SvcBackup:
 		return s.backup(req)
 	case tsp.SvcHello, tsp.SvcBye:
-		return s.hello(req, req.Service == tsp.SvcBye)
+		return s.adm.hello(req.Body, req.Service == tsp.SvcBye)
 	case tsp.SvcClients:
-		return s.listClients()
+		return s.adm.listClients()
 	case tsp.SvcRetry, tsp.SvcCancel, tsp.SvcPause, tsp.SvcResume, tsp.SvcAttempts, tsp.SvcPurge:
 		return s.serveLifecycle(req)
 	}
 	s.stats.badRequests.Add(1)
 	return replyText(tsp.CodeUnknown, tsp.UnknownServiceText(req.Service))
 }
+
+// answer sends a deferred answer to c and counts it out of c's in-flight
+// requests: the answer path of every part that answers later.
+func (s *Service) answer(c broker.Client, service string, body [][]byte) {
+	s.adm.release(c)
+	s.b.Reply(c, service, body)
+}
+
+// Clients lists the connected clients, by id.
+func (s *Service) Clients() []ClientPresence { return s.adm.clients() }
+
+// DiskStatus reports the full-disk mode (zero when it is not configured).
+func (s *Service) DiskStatus() DiskStatus { return s.adm.diskStatus() }
+
+// enqueue hands ops to the committer (see committer.enqueue).
+func (s *Service) enqueue(ops ...pendingOp) error { return s.commits.enqueue(ops...) }
 
 var errBusy = errors.New("busy")
 

@@ -856,9 +856,9 @@ func (h *harness) waitParked(n int) {
 	h.t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
-		h.svc.waits.mu.Lock()
-		got := h.svc.waits.n
-		h.svc.waits.mu.Unlock()
+		h.svc.look.waits.mu.Lock()
+		got := h.svc.look.waits.n
+		h.svc.look.waits.mu.Unlock()
 		if got == n {
 			return
 		}
@@ -907,8 +907,8 @@ func TestLimits(t *testing.T) {
 func TestQuota(t *testing.T) {
 	h := newHarness(t, Config{}, "")
 	ticket := h.submit("echo", "x")
-	h.svc.cfg.Quota = 1 // the store holds more than a byte: full
-	h.svc.refreshUsage()
+	h.svc.adm.cfg.Quota = 1 // the store holds more than a byte: full
+	h.svc.adm.refreshUsage()
 	r := h.call(tsp.SvcRequest, "echo", "y")
 	if codeOf(r) != tsp.CodeError || !strings.HasPrefix(string(r[1]), "store full") {
 		t.Fatalf("submit over quota = %q, want 500 store full", r)

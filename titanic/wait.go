@@ -52,28 +52,28 @@ func parseWait(body [][]byte) (store.ID, time.Duration, error) {
 
 // wait parks a titanic.wait, then looks the ticket up: parking first means
 // a reply recorded during the lookup is not missed.
-func (s *Service) wait(req broker.Request) [][]byte {
+func (l *lookups) wait(req broker.Request) [][]byte {
 	id, timeout, err := parseWait(req.Body)
 	if err != nil {
-		s.stats.badRequests.Add(1)
+		l.stats.badRequests.Add(1)
 		return replyText(tsp.CodeUnknown, err.Error())
 	}
 	lookup := waitLookup(req)
 	if timeout > 0 {
-		w := &waiter{req: req, deadline: s.cfg.Now().Add(timeout)}
-		s.waits.mu.Lock()
-		if s.waits.n < s.cfg.MaxWaiters {
-			if s.waits.by == nil {
-				s.waits.by = make(map[store.ID][]*waiter)
+		w := &waiter{req: req, deadline: l.cfg.Now().Add(timeout)}
+		l.waits.mu.Lock()
+		if l.waits.n < l.cfg.MaxWaiters {
+			if l.waits.by == nil {
+				l.waits.by = make(map[store.ID][]*waiter)
 			}
-			s.waits.by[id] = append(s.waits.by[id], w)
-			s.waits.n++
-			s.waits.mu.Unlock()
-			return s.lookupFor(lookup, w)
+			l.waits.by[id] = append(l.waits.by[id], w)
+			l.waits.n++
+			l.waits.mu.Unlock()
+			return l.lookupFor(lookup, w)
 		}
-		s.waits.mu.Unlock()
+		l.waits.mu.Unlock()
 	}
-	return s.lookupFor(lookup, nil)
+	return l.lookupFor(lookup, nil)
 }
 
 // waitLookup is the titanic.reply-like lookup of titanic.wait req: its
@@ -84,14 +84,14 @@ func waitLookup(req broker.Request) broker.Request {
 
 // lookupFor queues a titanic.reply lookup answering req; with w, a
 // not-final answer leaves w parked instead of being sent.
-func (s *Service) lookupFor(req broker.Request, w *waiter) [][]byte {
+func (l *lookups) lookupFor(req broker.Request, w *waiter) [][]byte {
 	select {
-	case s.reads <- readReq{req: req, w: w}:
+	case l.reads <- readReq{req: req, w: w}:
 		return nil
 	default:
-		s.stats.busy.Add(1)
+		l.stats.busy.Add(1)
 		if w != nil {
-			s.unpark(w)
+			l.unpark(w)
 		}
 		return busyReply()
 	}
@@ -99,26 +99,26 @@ func (s *Service) lookupFor(req broker.Request, w *waiter) [][]byte {
 
 // answerWait sends the answer of a parked request's lookup: a final one
 // (200, 400, 500) ends the wait; 300 keeps it parked.
-func (s *Service) answerWait(w *waiter, out [][]byte) {
+func (l *lookups) answerWait(w *waiter, out [][]byte) {
 	if len(out) > 0 && string(out[0]) == tsp.CodePending {
 		return
 	}
-	if s.unpark(w) {
-		s.answer(w.req.Client, w.req.Service, out)
+	if l.unpark(w) {
+		l.answer(w.req.Client, w.req.Service, out)
 	}
 }
 
 // unpark removes w; it reports false when w was answered already.
-func (s *Service) unpark(w *waiter) bool {
-	s.waits.mu.Lock()
-	defer s.waits.mu.Unlock()
+func (l *lookups) unpark(w *waiter) bool {
+	l.waits.mu.Lock()
+	defer l.waits.mu.Unlock()
 	if w.done {
 		return false
 	}
 	w.done = true
-	s.waits.n--
+	l.waits.n--
 	id, _ := store.ParseID(string(w.req.Body[0]))
-	ws := s.waits.by[id]
+	ws := l.waits.by[id]
 	for i, x := range ws {
 		if x == w {
 			ws = append(ws[:i], ws[i+1:]...)
@@ -126,23 +126,23 @@ func (s *Service) unpark(w *waiter) bool {
 		}
 	}
 	if len(ws) == 0 {
-		delete(s.waits.by, id)
+		delete(l.waits.by, id)
 	} else {
-		s.waits.by[id] = ws
+		l.waits.by[id] = ws
 	}
 	return true
 }
 
 // notify wakes the requests parked on id: its reply was recorded or it
 // failed. Each gets a fresh lookup, so the answer is what the store holds.
-func (s *Service) notify(id store.ID) {
-	s.waits.mu.Lock()
-	ws := append([]*waiter(nil), s.waits.by[id]...)
-	s.waits.mu.Unlock()
+func (l *lookups) notify(id store.ID) {
+	l.waits.mu.Lock()
+	ws := append([]*waiter(nil), l.waits.by[id]...)
+	l.waits.mu.Unlock()
 	for _, w := range ws {
 		lookup := waitLookup(w.req)
 		select {
-		case s.reads <- readReq{req: lookup, w: w}:
+		case l.reads <- readReq{req: lookup, w: w}:
 		default:
 			// Readers are swamped: the waiter's timeout answers 300 and
 			// the client asks again.
@@ -152,54 +152,54 @@ func (s *Service) notify(id store.ID) {
 
 // expireWaits answers 300 to parked requests past their deadline, and (with
 // all) to every parked request: the node stops serving.
-func (s *Service) expireWaits(all bool) {
-	now := s.cfg.Now()
+func (l *lookups) expireWaits(all bool) {
+	now := l.cfg.Now()
 	var due []*waiter
-	s.waits.mu.Lock()
-	for id, ws := range s.waits.by {
+	l.waits.mu.Lock()
+	for id, ws := range l.waits.by {
 		keep := ws[:0]
 		for _, w := range ws {
 			if all || !now.Before(w.deadline) {
 				w.done = true
-				s.waits.n--
+				l.waits.n--
 				due = append(due, w)
 				continue
 			}
 			keep = append(keep, w)
 		}
 		if len(keep) == 0 {
-			delete(s.waits.by, id)
+			delete(l.waits.by, id)
 		} else {
-			s.waits.by[id] = keep
+			l.waits.by[id] = keep
 		}
 	}
-	s.waits.mu.Unlock()
+	l.waits.mu.Unlock()
 	for _, w := range due {
 		if all {
-			s.answer(w.req.Client, w.req.Service, replyText(tsp.CodeError, string(tsp.NotActive)))
+			l.answer(w.req.Client, w.req.Service, replyText(tsp.CodeError, string(tsp.NotActive)))
 			continue
 		}
-		if s.leader != nil {
+		if l.leader != nil {
 			// "Still pending" could be stale too (confirm.go): the
 			// expired wait gets a last lookup, after a confirmation.
-			s.confirmLater(readReq{req: waitLookup(w.req)})
+			l.confirmLater(readReq{req: waitLookup(w.req)})
 			continue
 		}
-		s.answer(w.req.Client, w.req.Service, replyText(tsp.CodePending, "pending"))
+		l.answer(w.req.Client, w.req.Service, replyText(tsp.CodePending, "pending"))
 	}
 }
 
 // waitLoop expires parked requests.
-func (s *Service) waitLoop(ctx context.Context) {
+func (l *lookups) waitLoop(ctx context.Context) {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			s.expireWaits(true)
+			l.expireWaits(true)
 			return
 		case <-t.C:
-			s.expireWaits(false)
+			l.expireWaits(false)
 		}
 	}
 }

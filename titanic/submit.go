@@ -1,0 +1,165 @@
+package titanic
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/titanic/tsp"
+)
+
+// The Service's client mutations: what a submit or a close hands to the
+// committer, and what its completion does with the other parts (the
+// dispatcher, admission's disk account, the stats, the notifier, the
+// answer).
+
+// submit stores a new ticket and answers once it is durable.
+func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
+	keyed := req.Service == tsp.SvcSubmit || req.Service == tsp.SvcSubmit2
+	answer := func(out [][]byte) {
+		s.answer(req.Client, req.Service, echoKey(req.Service, out, req.Body))
+	}
+	err := s.storeSubmit(r, func(res store.Result, err error) {
+		var kc *store.KeyConflictError
+		switch {
+		case errors.As(err, &kc):
+			answer(replyText(tsp.CodeUnknown, keyConflictText(kc)))
+			return
+		case errors.Is(err, store.ErrClusterVersion):
+			// A submit with lifecycle options, to a cluster with a member
+			// that could not read them: 400, resending cannot help.
+			answer(replyText(tsp.CodeUnknown, tsp.NotSupported.Text(clusterVersionText(err))))
+			return
+		case err != nil:
+			answer(replyText(tsp.CodeError, "not stored: "+err.Error()))
+			return
+		}
+		ticket := []byte(res.ID.String())
+		if keyed {
+			how := "new"
+			if res.Duplicate {
+				how = "duplicate"
+			}
+			answer(reply(tsp.CodeOK, ticket, []byte(how)))
+			return
+		}
+		answer(reply(tsp.CodeOK, ticket))
+	})
+	if err != nil {
+		return busyReply()
+	}
+	return nil
+}
+
+// keyConflictText is the text of titanic.submit's key conflict answer:
+// tsp.KeyConflict, the ticket that holds the key, then for people what
+// differs (the key itself is the answer's last frame).
+func keyConflictText(kc *store.KeyConflictError) string {
+	what := fmt.Sprintf("submitted to service %q with another body", kc.Service)
+	if kc.Field == "service" {
+		what = fmt.Sprintf("submitted to another service (%q)", kc.Service)
+	}
+	return tsp.KeyConflict.Text(kc.Ticket.String() + ": " + what)
+}
+
+// storeSubmit hands a parsed submit to the store, and calls done once it
+// is durable (a new ticket queued for dispatch, or the duplicate of a
+// keyed one) or failed. It returns errBusy when the commit queue is full.
+func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error)) error {
+	id := store.NewID()
+	if s.cfg.MintTag != 0 {
+		id[15] = id[15]&0xf0 | s.cfg.MintTag&0x0f
+	}
+	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey, Lifecycle: r.lifecycle}
+	size := bodySize(r.body)
+	s.adm.diskSubmitted(size)
+	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
+		s.adm.diskCommitted(size, batchErr == nil && res.Err == nil)
+		switch {
+		case batchErr != nil:
+			done(res, batchErr)
+			return
+		case res.Err != nil:
+			done(res, res.Err)
+			return
+		}
+		s.stats.submits.Add(1)
+		if !res.Duplicate {
+			s.tallySubmit(r.service)
+			s.enlist((&entry{id: res.ID, service: r.service, seq: res.Seq, queued: op.Time}).withLifecycle(r.lifecycle, 0), r.body)
+			s.note(res.ID, "pending", r.service)
+		} else {
+			s.stats.duplicates.Add(1)
+		}
+		done(res, nil)
+	}})
+	if err != nil {
+		s.adm.diskCommitted(size, false)
+	}
+	return err
+}
+
+// enlist queues a durable pending ticket for dispatch (or for its due
+// time); the broker is woken once the commit's completions have run.
+// Store completer only.
+func (s *Service) enlist(e *entry, body [][]byte) {
+	ready, kick, _ := s.d.enlist(e, body, s.cfg.Now())
+	if kick {
+		s.kickSchedule()
+	}
+	if ready {
+		s.commits.wakeAfter(e.service)
+	}
+}
+
+// closeTicket deletes a ticket (9/TSP titanic.close) and answers 200.
+func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
+	op := store.Op{Kind: store.OpClose, ID: id, Time: s.cfg.Now()}
+	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
+		if batchErr != nil {
+			s.answer(req.Client, req.Service, replyText(tsp.CodeError, "not closed: "+batchErr.Error()))
+			return
+		}
+		s.forgetResult(res)
+		s.tallyClose(res)
+		if !res.Existed && s.cfg.MaybeElsewhere != nil && s.cfg.MaybeElsewhere(id) {
+			// The peer may hold it (a split not merged yet): a 200 now
+			// would let its handover bring it back. Try again later.
+			s.answer(req.Client, req.Service, replyText(tsp.CodeError, NotMerged))
+			return
+		}
+		s.stats.closes.Add(1)
+		if res.Existed {
+			s.note(id, "closed", "")
+		}
+		s.answer(req.Client, req.Service, reply(tsp.CodeOK))
+	}})
+	if err != nil {
+		return busyReply()
+	}
+	return nil
+}
+
+// clusterVersionText explains a refusal for the cluster version to a
+// client.
+func clusterVersionText(err error) string {
+	var cv *store.ClusterVersionError
+	if !errors.As(err, &cv) {
+		return err.Error()
+	}
+	return fmt.Sprintf("%s needs cluster version %d and this cluster is at %d: not every broker runs a release that reads it yet; upgrade them all (titanic cluster shows each one's version)", cv.Kind, cv.Need, cv.Have)
+}
+
+// forget drops a ticket from the dispatcher (closed or finished).
+func (s *Service) forget(id store.ID) { s.d.forget(id) }
+
+// forgetResult drops the ticket an op finished or deleted (see
+// dispatcher.forgetResult).
+func (s *Service) forgetResult(res store.Result) { s.d.forgetResult(res) }
+
+// isFinal reports whether err means the ticket was closed or finished
+// meanwhile, which is normal and not a failure of the batch.
+func isFinal(err error) bool {
+	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrFinal)
+}

@@ -22,6 +22,10 @@
 //     SIGSTOPped and cut off (link down, silent partition), repeatedly,
 //     under load. Nothing acknowledged is lost, and no two nodes served
 //     in the same raft term.
+//   - TestGroupCompactFollower: one follower of a 3-node group is stopped,
+//     its data file compacted (titanic compact) and started again; it
+//     resumes from its own store and the raft log, without a snapshot
+//     install or restore, catches up, and nothing acknowledged is lost.
 //
 // The tests skip when network namespaces cannot be made (not root, no ip).
 // They drive the binary of $TITANIC_BIN, or build one.

@@ -31,6 +31,9 @@
 //     its data file compacted (titanic compact) and started again; it
 //     resumes from its own store and the raft log, without a snapshot
 //     install or restore, catches up, and nothing acknowledged is lost.
+//   - TestPairCompactPassive: the same on a pair's passive node, which
+//     rejoins from a snapshot of the active (the active reformed raft
+//     alone); then both nodes stopped, compacted and started.
 //
 // The tests skip when network namespaces cannot be made (not root, no ip).
 // They drive the binary of $TITANIC_BIN, or build one.

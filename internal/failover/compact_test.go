@@ -52,7 +52,7 @@ func TestGroupCompactFollower(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	echoWorkers(t, ctx, brokers, 3)
-	leader := waitGroupHealthy(t, ctx, nodes, 30*time.Second)
+	waitGroupHealthy(t, ctx, nodes, 30*time.Second)
 
 	cl, err := client.New(client.Config{Brokers: brokers, Timeout: clientTimeout, Retries: 20, Logger: quiet})
 	if err != nil {
@@ -61,7 +61,7 @@ func TestGroupCompactFollower(t *testing.T) {
 	defer cl.Close()
 
 	kept := spaceToReturn(t, ctx, cl, dg)
-	leader = waitGroupHealthy(t, ctx, nodes, 30*time.Second)
+	leader := waitGroupHealthy(t, ctx, nodes, 30*time.Second)
 	var follower *node
 	for _, n := range nodes {
 		if n != leader {

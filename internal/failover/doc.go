@@ -22,6 +22,18 @@
 //     SIGSTOPped and cut off (link down, silent partition), repeatedly,
 //     under load. Nothing acknowledged is lost, and no two nodes served
 //     in the same raft term.
+//   - TestPairBacklog (`make backlog-pair`, skipped without
+//     TITANIC_BACKLOG_PAIR_N): the active of a pair with default timings
+//     is SIGKILLed with an empty queue and with N pending tickets; it
+//     reports the time to the survivor's first acknowledged submit and
+//     first dispatch of an old ticket, and their ratio deep/empty.
+//   - TestGroupCompactFollower: one follower of a 3-node group is stopped,
+//     its data file compacted (titanic compact) and started again; it
+//     resumes from its own store and the raft log, without a snapshot
+//     install or restore, catches up, and nothing acknowledged is lost.
+//   - TestPairCompactPassive: the same on a pair's passive node, which
+//     rejoins from a snapshot of the active (the active reformed raft
+//     alone); then both nodes stopped, compacted and started.
 //
 // The tests skip when network namespaces cannot be made (not root, no ip).
 // They drive the binary of $TITANIC_BIN, or build one.

@@ -125,17 +125,25 @@ func TestPairSplitThenActiveDies(t *testing.T) {
 // when the test fails (the logs live in the test's temporary directory).
 func keepLogs(t *testing.T, nodes ...*node) {
 	t.Cleanup(func() {
-		dir := os.Getenv("TITANIC_ARTIFACTS")
-		if !t.Failed() || dir == "" {
-			return
-		}
-		for _, n := range nodes {
-			path := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", t.Name(), n.name, time.Now().UnixNano()))
-			if err := os.WriteFile(path, []byte(n.logs()), 0o644); err != nil {
-				t.Logf("keep logs: %v", err)
-				continue
-			}
-			t.Logf("%s's log kept in %s", n.name, path)
+		if t.Failed() {
+			saveLogs(t, nodes...)
 		}
 	})
+}
+
+// saveLogs writes every life of each node's log into $TITANIC_ARTIFACTS,
+// if set.
+func saveLogs(t *testing.T, nodes ...*node) {
+	dir := os.Getenv("TITANIC_ARTIFACTS")
+	if dir == "" {
+		return
+	}
+	for _, n := range nodes {
+		path := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", t.Name(), n.name, time.Now().UnixNano()))
+		if err := os.WriteFile(path, []byte(n.logs()), 0o644); err != nil {
+			t.Logf("keep logs: %v", err)
+			continue
+		}
+		t.Logf("%s's log kept in %s", n.name, path)
+	}
 }

@@ -5,7 +5,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestPlaceholderReplacedAtOpen: a node that stopped right after it
@@ -64,4 +67,50 @@ func TestPlaceholderReplacedAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	hasAll(t, fresh, ids)
+}
+
+// TestReformReadsNoSnapshot: a reform restores no snapshot the store is
+// not behind, and must not read one either: the snapshot store's Open
+// reads the whole file (a copy of the store) to check its CRC, which made
+// a pair's failover grow with its backlog. The probe: the survivor's real
+// snapshots are damaged (a byte flipped, the size kept), which an Open
+// reports as a CRC mismatch and RecoverCluster as no restorable snapshot;
+// the reform must not notice, and the store keeps every ticket.
+func TestReformReadsNoSnapshot(t *testing.T) {
+	ms, _ := cluster(t, 2)
+	ids := applySome(t, ms, 40)
+	alive, dead := ms[0], ms[1]
+	if dead.n.IsLeader() {
+		alive, dead = dead, alive
+	}
+	hasAll(t, alive, ids)
+	snaps := filepath.Join(alive.dir, "raft", "snapshots")
+	var states []string
+	deadline := time.Now().Add(wait)
+	for len(states) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the survivor took no snapshot")
+		}
+		time.Sleep(20 * time.Millisecond)
+		states, _ = filepath.Glob(filepath.Join(snaps, "*", "state.bin"))
+		states = slices.DeleteFunc(states, func(p string) bool { return strings.Contains(p, ".tmp") })
+	}
+	dead.close()
+	for _, p := range states {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0xff
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := alive.n.Reform(ctx); err != nil {
+		t.Fatalf("reform read a snapshot it does not restore: %v", err)
+	}
+	hasAll(t, alive, applySome(t, []*member{alive}, 3))
+	hasAll(t, alive, ids)
 }

@@ -84,6 +84,12 @@ func backlogPair(b testing.TB, n int) (*memberB, func()) {
 // timeouts (the lease timeout half of them): tests under the race
 // detector on a loaded host need them longer than the benchmark does.
 func backlogPairTimeout(b testing.TB, n int, timeout time.Duration) (*memberB, func()) {
+	return backlogPairBatches(b, n, 2000, timeout)
+}
+
+// backlogPairBatches is backlogPairTimeout writing the backlog in raft
+// entries of batch tickets each.
+func backlogPairBatches(b testing.TB, n, batchSize int, timeout time.Duration) (*memberB, func()) {
 	var ms []*memberB
 	var peers []replica.Peer
 	for i, id := range []string{"primary", "backup"} {
@@ -121,7 +127,7 @@ func backlogPairTimeout(b testing.TB, n int, timeout time.Duration) (*memberB, f
 	l := leader()
 	body := [][]byte{make([]byte, 100)}
 	for done := 0; done < n; {
-		batch := make([]store.Op, 0, 2000)
+		batch := make([]store.Op, 0, batchSize)
 		for ; len(batch) < cap(batch) && done < n; done++ {
 			batch = append(batch, store.Op{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: "s", Body: body})
 		}

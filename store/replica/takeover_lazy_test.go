@@ -65,3 +65,36 @@ func TestTakeoverLoadsLazily(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A reform replays the log since the latest snapshot into a store that
+// already applied it: that must not cost the store a write transaction
+// (an fsync) per entry. Through the binary, 6,500 entries of a pipelined
+// backlog took 3.4 s of a failover that way.
+func TestReformReplaysWithoutCommits(t *testing.T) {
+	const entries = 300
+	survivor, stop := backlogPairBatches(t, entries, 1, 2*time.Second)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	before, err := survivor.st.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := survivor.n.Reform(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := survivor.st.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The reform itself commits a few (the new term's entries).
+	if c := after.Commits - before.Commits; c > entries/10 {
+		t.Fatalf("the reform made %d store commits replaying %d applied entries, want a few", c, entries)
+	}
+	if q, err := survivor.n.Queued(ctx, store.QueueRead{Queue: store.QueueReady, Service: "s", Limit: entries + 1}); err != nil || len(q) != entries {
+		t.Fatalf("%d ready after the reform, want %d (%v)", len(q), entries, err)
+	}
+	if err := survivor.st.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

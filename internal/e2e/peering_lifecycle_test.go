@@ -198,7 +198,7 @@ func (g *gatedWorker) once(lines []string) []string {
 	}
 	return out
 }
-func (g *gatedWorker) order() []string   { return g.lines("order") }
+func (g *gatedWorker) order() []string { return g.lines("order") }
 
 func (g *gatedWorker) lines(name string) []string {
 	b, err := os.ReadFile(filepath.Join(g.dir, name))

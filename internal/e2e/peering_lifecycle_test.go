@@ -178,6 +178,7 @@ func (g *gatedWorker) open(body string) {
 }
 
 func (g *gatedWorker) started() []string { return g.lines("started") }
+func (g *gatedWorker) order() []string   { return g.lines("order") }
 
 // once drops the repeats of the held job: on a loaded host its lease on
 // the peer can run out while the test holds it, and it is redelivered
@@ -198,7 +199,6 @@ func (g *gatedWorker) once(lines []string) []string {
 	}
 	return out
 }
-func (g *gatedWorker) order() []string { return g.lines("order") }
 
 func (g *gatedWorker) lines(name string) []string {
 	b, err := os.ReadFile(filepath.Join(g.dir, name))

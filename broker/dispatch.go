@@ -123,7 +123,7 @@ func (s *state) dispatchJob(now time.Time, svc *service) bool {
 		return false
 	}
 	// The worker takeIdle will give the job to: the Source records it.
-	name := WorkerName(svc.idle.Front().Value.(*worker).id)
+	name := svc.idle.Front().Value.(*worker).name
 	job, ok := s.source.Next(svc.name, name)
 	if !ok {
 		return false

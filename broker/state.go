@@ -81,6 +81,7 @@ const (
 
 type worker struct {
 	id    string
+	name  string // WorkerName(id), for the Source and the attempt history
 	svc   *service
 	state workState
 	elem  *list.Element // position in svc.idle while idle, else nil
@@ -264,7 +265,7 @@ func (s *state) register(now time.Time, id, name string) {
 		return
 	}
 	svc := s.service(name)
-	w := &worker{id: id, svc: svc, lastRecv: now, lastSent: now}
+	w := &worker{id: id, name: WorkerName(id), svc: svc, lastRecv: now, lastSent: now}
 	s.workers[id] = w
 	svc.workers++
 	s.log.Debug("worker registered", "worker", routeString(id), "service", name, "workers", svc.workers)

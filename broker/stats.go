@@ -143,10 +143,8 @@ func PeerWorkerName(peer string) string { return "peer " + peer }
 // itself when it is printable ASCII, otherwise hex (ZeroMQ's generated
 // identities are 5 binary bytes).
 func routeString(id string) string {
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x20 || id[i] > 0x7e {
-			return "0x" + hex.EncodeToString([]byte(id))
-		}
+	if name := WorkerName(id); name != id {
+		return name
 	}
 	return strconv.Quote(id)
 }

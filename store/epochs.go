@@ -65,6 +65,18 @@ func (h History) TermAt(index uint64) uint64 {
 	return 0
 }
 
+// Replayed reports whether a log entry at index under term was applied
+// before, as the store itself decides it for ApplyAt: an index it applied
+// under the same term, or one whose term it or the entry does not know.
+// An applied index under another term is a divergence, not a replay.
+func (h History) Replayed(index, term uint64) bool {
+	return index != 0 && index <= h.Applied && sameTerm(h.TermAt(index), term)
+}
+
+// sameTerm is the store's rule for an entry at an index it applied before:
+// the terms agree unless both are known and differ.
+func sameTerm(was, term uint64) bool { return was == 0 || term == 0 || was == term }
+
 // LastTerm is the term of the last applied entry (0 if unknown).
 func (h History) LastTerm() uint64 { return h.TermAt(h.Applied) }
 

@@ -462,7 +462,7 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 					if err != nil {
 						return err
 					}
-					r.diverged = r.term != 0 && was != 0 && was != r.term
+					r.diverged = !sameTerm(was, r.term)
 					forked = r.diverged
 					continue
 				}

@@ -1,7 +1,6 @@
 package titanic
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -181,24 +180,6 @@ func (a *admission) diskStatus() DiskStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.status
-}
-
-// diskLoop reads the free space every diskPollEvery, so the mode is left
-// (and logged) when space returns even while no submit comes.
-func (a *admission) diskLoop(ctx context.Context) {
-	if !a.diskEnabled() {
-		return
-	}
-	t := time.NewTicker(diskPollEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			a.refreshDisk(true)
-		}
-	}
 }
 
 func mib(n uint64) string {

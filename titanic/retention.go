@@ -2,7 +2,6 @@ package titanic
 
 import (
 	"context"
-	"time"
 
 	"github.com/titanicmq/titanic/store"
 )
@@ -15,22 +14,6 @@ import (
 // sweepBatch bounds the tickets one sweep deletes, so a sweep never holds
 // the store's writer long; the next sweep takes the rest.
 const sweepBatch = 1000
-
-func (s *Service) sweepLoop(ctx context.Context) {
-	if s.cfg.DoneTTL <= 0 {
-		return
-	}
-	t := time.NewTicker(s.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.sweep(ctx)
-		}
-	}
-}
 
 // sweep deletes finished tickets older than DoneTTL. It returns how many
 // it queued for deletion.

@@ -385,8 +385,15 @@ func (s *Service) Run(ctx context.Context) error {
 	run(s.reapLoop)
 	run(s.schedLoop)
 	run(s.look.waitLoop)
-	run(s.sweepLoop)
-	run(s.adm.diskLoop)
+	if s.cfg.DoneTTL > 0 {
+		run(every(s.cfg.SweepInterval, func(ctx context.Context) { s.sweep(ctx) }))
+	}
+	if s.adm.diskEnabled() {
+		// The free space is read in the background too, so the full-disk
+		// mode is left (and logged) when space returns while no submit
+		// comes.
+		run(every(diskPollEvery, func(context.Context) { s.adm.refreshDisk(true) }))
+	}
 	if s.leader != nil {
 		run(s.look.confirmLoop)
 	}
@@ -395,6 +402,22 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Wait()
 	s.commits.drain()
 	return nil
+}
+
+// every is a loop that calls f every d until its ctx is done.
+func every(d time.Duration, f func(context.Context)) func(context.Context) {
+	return func(ctx context.Context) {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				f(ctx)
+			}
+		}
+	}
 }
 
 // stopping reports whether Run's ctx ended: the service is shutting down

@@ -323,6 +323,20 @@ func (p *Pair) Run(ctx context.Context) error {
 	}
 }
 
+// dialPeer makes the client of the peer's broker, p.peer, unless there is
+// one already (Run's goroutine only).
+func (p *Pair) dialPeer() error {
+	if p.peer != nil {
+		return nil
+	}
+	c, err := p.peerClient()
+	if err != nil {
+		return err
+	}
+	p.peer = c
+	return nil
+}
+
 func (p *Pair) closePeer() {
 	if p.peer != nil {
 		_ = p.peer.Close()
@@ -571,13 +585,9 @@ func (p *Pair) reconcile(ctx context.Context) {
 		return
 	}
 	p.retryAt = time.Now().Add(time.Second)
-	if p.peer == nil {
-		c, err := p.peerClient()
-		if err != nil {
-			p.log.Warn("client of the peer's broker", "endpoint", p.peerEndpoint, "err", err)
-			return
-		}
-		p.peer = c
+	if err := p.dialPeer(); err != nil {
+		p.log.Warn("client of the peer's broker", "endpoint", p.peerEndpoint, "err", err)
+		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -710,12 +720,8 @@ func (p *Pair) peerIsLegacy(ctx context.Context) bool {
 		return p.legacyPeer
 	}
 	p.legacyAt = time.Now().Add(5 * time.Second)
-	if p.peer == nil {
-		c, err := p.peerClient()
-		if err != nil {
-			return false
-		}
-		p.peer = c
+	if p.dialPeer() != nil {
+		return false
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -765,13 +771,9 @@ func (p *Pair) peerHalted(ctx context.Context) bool {
 		return false
 	}
 	p.haltAskAt = time.Now().Add(time.Second)
-	if p.peer == nil {
-		c, err := p.peerClient()
-		if err != nil {
-			p.log.Warn("client of the peer's broker", "endpoint", p.peerEndpoint, "err", err)
-			return false
-		}
-		p.peer = c
+	if err := p.dialPeer(); err != nil {
+		p.log.Warn("client of the peer's broker", "endpoint", p.peerEndpoint, "err", err)
+		return false
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

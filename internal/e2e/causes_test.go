@@ -51,22 +51,7 @@ func TestUnavailableCauses(t *testing.T) {
 	})
 
 	t.Run("CURVE key refused", func(t *testing.T) {
-		keys, allowed := t.TempDir(), t.TempDir()
-		for _, name := range []string{"broker", "alice", "bob"} {
-			if out, code := cli(t, "", "keygen", "--dir", keys, name); code != 0 {
-				t.Fatalf("keygen %s: exit %d %q", name, code, out)
-			}
-		}
-		b, err := os.ReadFile(filepath.Join(keys, "alice.pub"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(allowed, "alice.pub"), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		ep := harness.FreeEndpoint(t)
-		harness.Broker(t, "broker", ep, t.TempDir(), append([]string{"--curve",
-			"--secret-key-file", filepath.Join(keys, "broker.key"), "--public-keys-dir", allowed}, fastBroker...)...)
+		ep, keys := curveBrokerAllowingAlice(t)
 		check(t, "", []string{ep + ": the broker refused this client's CURVE key", "security.public_keys_dir"},
 			"submit", "--broker", ep, "--curve-server-key", filepath.Join(keys, "broker.pub"),
 			"--curve-key", filepath.Join(keys, "bob.key"), "echo", "hi")
@@ -133,22 +118,7 @@ func TestUnavailableCausesSubmitFrom(t *testing.T) {
 	})
 
 	t.Run("CURVE key refused", func(t *testing.T) {
-		keys, allowed := t.TempDir(), t.TempDir()
-		for _, name := range []string{"broker", "alice", "bob"} {
-			if out, code := cli(t, "", "keygen", "--dir", keys, name); code != 0 {
-				t.Fatalf("keygen %s: exit %d %q", name, code, out)
-			}
-		}
-		b, err := os.ReadFile(filepath.Join(keys, "alice.pub"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(allowed, "alice.pub"), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		ep := harness.FreeEndpoint(t)
-		harness.Broker(t, "broker", ep, t.TempDir(), append([]string{"--curve",
-			"--secret-key-file", filepath.Join(keys, "broker.key"), "--public-keys-dir", allowed}, fastBroker...)...)
+		ep, keys := curveBrokerAllowingAlice(t)
 		lines := from(t, "a", "b")
 		check(t, []string{ep + ": the broker refused this client's CURVE key", "security.public_keys_dir"},
 			"submit", "--broker", ep, "--curve-server-key", filepath.Join(keys, "broker.pub"),
@@ -241,4 +211,27 @@ func TestBrokerStartingLateGetsRequest(t *testing.T) {
 			t.Errorf("titanic %s: no ticket printed: %q", r.name, r.out.String())
 		}
 	}
+}
+
+// curveBrokerAllowingAlice starts a CURVE broker whose allow list holds
+// only alice's key (keys made for broker, alice and bob in keys).
+func curveBrokerAllowingAlice(t *testing.T) (ep, keys string) {
+	t.Helper()
+	keys, allowed := t.TempDir(), t.TempDir()
+	for _, name := range []string{"broker", "alice", "bob"} {
+		if out, code := cli(t, "", "keygen", "--dir", keys, name); code != 0 {
+			t.Fatalf("keygen %s: exit %d %q", name, code, out)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(keys, "alice.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(allowed, "alice.pub"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ep = harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir(), append([]string{"--curve",
+		"--secret-key-file", filepath.Join(keys, "broker.key"), "--public-keys-dir", allowed}, fastBroker...)...)
+	return ep, keys
 }

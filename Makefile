@@ -84,12 +84,22 @@ mixed: build test-deps
 	TITANIC_MIXED=1 TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -count=1 -timeout 15m -v ./internal/upgrade/
 
 # fuzz runs every fuzz target for FUZZTIME (seed corpora in testdata/).
+# A run that fails prints its output. One that failed without a finding
+# (no "Failing input written", e.g. the fuzzing engine lost a worker
+# process) is run once more, and fails the build if it fails again; a
+# finding fails it at once.
 fuzz: deps
-	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
 		dir=$$(dirname $$f); \
 		for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
 			echo "fuzz $$dir $$t ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$dir >/dev/null || { echo "FAIL fuzz $$dir $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime 1x $$dir; exit 1; }; \
+			if ! $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$dir >$$log 2>&1; then \
+				cat $$log; \
+				if grep -q 'Failing input written' $$log; then echo "FAIL fuzz $$dir $$t"; exit 1; fi; \
+				echo "fuzz $$dir $$t failed without a finding: once more"; \
+				$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$dir || { echo "FAIL fuzz $$dir $$t"; exit 1; }; \
+			fi; \
 		done; \
 	done
 

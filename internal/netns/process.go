@@ -155,8 +155,68 @@ func (p *Process) Restart(tb testing.TB) *Process {
 func (p *Process) PID() int { return p.cmd.Process.Pid }
 
 // Signal sends sig to the process: SIGSTOP freezes it (its sockets stay
-// open and silent), SIGCONT resumes it.
-func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+// open and silent), SIGCONT resumes it. For SIGSTOP it returns once every
+// thread has stopped: kill(2) only queues the stop, and a thread busy in
+// the kernel (an fsync, a recv) runs on until it leaves it, long enough
+// under load to answer a request sent right after.
+func (p *Process) Signal(sig syscall.Signal) error {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	if sig != syscall.SIGSTOP {
+		return nil
+	}
+	return waitStopped(p.PID(), 10*time.Second)
+}
+
+// waitStopped waits until every thread of pid is in a stopped state
+// (T or t in /proc/PID/task/TID/stat).
+func waitStopped(pid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		running, err := runningThreads(pid)
+		if err != nil {
+			return fmt.Errorf("pid %d after SIGSTOP: %w", pid, err)
+		}
+		if running == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d: thread %s still not stopped %s after SIGSTOP", pid, running, limit)
+		}
+		time.Sleep(time.Millisecond) // polling /proc: the kernel sends no event for it
+	}
+}
+
+// runningThreads returns a thread of pid not stopped yet ("" when all are).
+func runningThreads(pid int) (string, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "stat"))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // the thread exited
+			}
+			return "", err
+		}
+		// The state follows the command name, which is in parentheses
+		// and may itself hold ") ".
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			return "", fmt.Errorf("%s/%s/stat: no state in %q", dir, t.Name(), b)
+		}
+		switch b[i+2] {
+		case 'T', 't', 'Z', 'X':
+		default:
+			return t.Name() + " (" + string(b[i+2]) + ")", nil
+		}
+	}
+	return "", nil
+}
 
 // Kill sends SIGKILL to the process and its process group and waits for it
 // to exit. It does nothing when the process has exited.

@@ -10,10 +10,13 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/broker/zsock"
 	"github.com/titanicmq/titanic/internal/harness"
 )
 
@@ -50,6 +53,22 @@ type target struct {
 	workers  func(b *testing.B) int
 	stop     func()
 	inProc   bool
+	// brokerCPU is the broker process's CPU time so far (false: not
+	// known apart from the load's, when it runs in the test process).
+	brokerCPU func() (time.Duration, bool)
+}
+
+// cpuMark is the CPU time used so far by the test process (the load, and
+// the broker too when in-proc) and by the broker's process.
+type cpuMark struct {
+	load, broker time.Duration
+	brokerKnown  bool
+}
+
+func (t *target) cpuMark() cpuMark {
+	m := cpuMark{load: processCPU()}
+	m.broker, m.brokerKnown = t.brokerCPU()
+	return m
 }
 
 // startTarget starts the broker of a mode: the binary for a single node,
@@ -59,9 +78,10 @@ func startTarget(b *testing.B, voters int) *target {
 	if voters > 0 {
 		n := startReplicated(b, voters)
 		return &target{
-			endpoint: n.endpoint,
-			inProc:   true,
-			commits:  func(*testing.B) uint64 { return n.svc.Stats().Commits },
+			endpoint:  n.endpoint,
+			inProc:    true,
+			brokerCPU: func() (time.Duration, bool) { return 0, false },
+			commits:   func(*testing.B) uint64 { return n.svc.Stats().Commits },
 			workers: func(b *testing.B) int {
 				st, err := n.brk.Stats(context.Background())
 				if err != nil {
@@ -110,7 +130,8 @@ func startTarget(b *testing.B, voters int) *target {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return &target{
-		endpoint: ep,
+		endpoint:  ep,
+		brokerCPU: func() (time.Duration, bool) { return pidCPU(p.PID()) },
 		commits: func(b *testing.B) uint64 {
 			var st struct {
 				Commits uint64 `json:"commits"`
@@ -142,10 +163,65 @@ func startTarget(b *testing.B, voters int) *target {
 }
 
 // tspClient is a spec-only 9/TSP client: one DEALER socket, one request
-// in flight, owned by one goroutine at a time.
+// in flight, owned by one goroutine at a time. It waits for an answer in
+// Go's network poller (zsock.Readable on the socket's ZMQ_FD) and moves
+// each message in one cgo call (zsock.Frames), as the broker and the Go
+// client do: the wire is plain 7/MDP, but the load costs the shared cores
+// less than one OS thread per client blocked in zmq_poll would.
 type tspClient struct {
 	sock   *zmq.Socket
+	wire   *wire
+	header []byte
+}
+
+// wire sends and receives whole messages on one socket, waiting in Go's
+// poller when it can (zmq_poll when the descriptor cannot be watched).
+type wire struct {
+	frames *zsock.Frames
+	ready  *zsock.Readable
 	poller *zmq.Poller
+}
+
+func newWire(s *zmq.Socket) *wire {
+	w := &wire{frames: zsock.NewFrames(s)}
+	if r, err := zsock.NewReadable(s); err == nil {
+		w.ready = r
+	} else {
+		w.poller = zmq.NewPoller()
+		w.poller.Add(s, zmq.POLLIN)
+	}
+	return w
+}
+
+// recv waits until deadline for a message: nil, nil when none came.
+func (w *wire) recv(deadline time.Time) ([][]byte, error) {
+	for {
+		msg, err := w.frames.Recv(zmq.DONTWAIT)
+		if err == nil || zmq.AsErrno(err) != zmq.Errno(syscall.EAGAIN) {
+			return msg, err
+		}
+		if w.ready != nil {
+			err = w.ready.Wait(deadline)
+			if errors.Is(err, zsock.ErrTimeout) {
+				return nil, nil
+			}
+		} else {
+			var polled []zmq.Polled
+			polled, err = w.poller.Poll(time.Until(deadline))
+			if err == nil && len(polled) == 0 {
+				return nil, nil
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (w *wire) close() {
+	if w.ready != nil {
+		_ = w.ready.Close()
+	}
 }
 
 func newTSPClient(zctx *zmq.Context, endpoint string) (*tspClient, error) {
@@ -158,32 +234,27 @@ func newTSPClient(zctx *zmq.Context, endpoint string) (*tspClient, error) {
 		s.Close()
 		return nil, err
 	}
-	p := zmq.NewPoller()
-	p.Add(s, zmq.POLLIN)
-	return &tspClient{sock: s, poller: p}, nil
+	return &tspClient{sock: s, wire: newWire(s), header: []byte("MDPC01")}, nil
 }
 
 // call sends one 7/MDP client request and returns the reply's body (the
 // frames after the service name).
 func (c *tspClient) call(svc string, body ...[]byte) ([][]byte, error) {
-	if _, err := c.sock.SendMessage("", "MDPC01", svc, body); err != nil {
+	msg := append([][]byte{nil, c.header, []byte(svc)}, body...)
+	if _, err := c.wire.frames.Send(msg, 0); err != nil {
 		return nil, fmt.Errorf("send %s: %w", svc, err)
 	}
-	polled, err := c.poller.Poll(rpcTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("poll %s: %w", svc, err)
-	}
-	if len(polled) == 0 {
-		return nil, fmt.Errorf("%s: no answer within %s", svc, rpcTimeout)
-	}
-	msg, err := c.sock.RecvMessageBytes(0)
+	rep, err := c.wire.recv(time.Now().Add(rpcTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("receive %s: %w", svc, err)
 	}
-	if len(msg) < 4 || len(msg[0]) != 0 || string(msg[1]) != "MDPC01" || string(msg[2]) != svc {
-		return nil, fmt.Errorf("%s: malformed answer %q", svc, msg)
+	if rep == nil {
+		return nil, fmt.Errorf("%s: no answer within %s", svc, rpcTimeout)
 	}
-	return msg[3:], nil
+	if len(rep) < 4 || len(rep[0]) != 0 || string(rep[1]) != "MDPC01" || string(rep[2]) != svc {
+		return nil, fmt.Errorf("%s: malformed answer %q", svc, rep)
+	}
+	return rep[3:], nil
 }
 
 // request is titanic.request: the ticket, once the request is durable.
@@ -245,6 +316,7 @@ func tspClients(b *testing.B, endpoint string, count int) ([]*tspClient, func())
 	cs := make([]*tspClient, 0, count)
 	closeAll := func() {
 		for _, c := range cs {
+			c.wire.close()
 			_ = c.sock.Close()
 		}
 		_ = zctx.Term()
@@ -307,17 +379,13 @@ func mdpWorkers(b *testing.B, t *target, count int) func() {
 // mdpEcho runs a 7/MDP echo worker of service on s until ctx ends.
 func mdpEcho(ctx context.Context, s *zmq.Socket) error {
 	header := []byte("MDPW01")
-	if _, err := s.SendMessage("", header, []byte{mdpwReady}, service); err != nil {
+	w := newWire(s)
+	defer w.close()
+	if _, err := w.frames.Send([][]byte{nil, header, {mdpwReady}, []byte(service)}, 0); err != nil {
 		return err
 	}
-	poller := zmq.NewPoller()
-	poller.Add(s, zmq.POLLIN)
 	for ctx.Err() == nil {
-		polled, err := poller.Poll(50 * time.Millisecond)
-		if err != nil || len(polled) == 0 {
-			continue
-		}
-		msg, err := s.RecvMessageBytes(0)
+		msg, err := w.recv(time.Now().Add(50 * time.Millisecond))
 		if err != nil || len(msg) < 3 || len(msg[2]) != 1 {
 			continue
 		}
@@ -326,23 +394,35 @@ func mdpEcho(ctx context.Context, s *zmq.Socket) error {
 			if len(msg) < 5 {
 				continue
 			}
-			if _, err := s.SendMessage("", header, []byte{mdpwReply}, msg[3], "", msg[5:]); err != nil {
+			reply := append([][]byte{nil, header, {mdpwReply}, msg[3], nil}, msg[5:]...)
+			if _, err := w.frames.Send(reply, 0); err != nil {
 				return fmt.Errorf("send reply: %w", err)
 			}
 		case mdpwHeartbeat:
-			_, _ = s.SendMessage("", header, []byte{mdpwHeartbeat})
+			_, _ = w.frames.Send([][]byte{nil, header, {mdpwHeartbeat}}, 0)
 		case mdpwDisconnect:
 			return errors.New("disconnected by the broker")
 		}
 	}
-	_, _ = s.SendMessage("", header, []byte{mdpwDisconnect})
+	_, _ = w.frames.Send([][]byte{nil, header, {mdpwDisconnect}}, 0)
 	return nil
 }
 
 // reportTable reports a table row's metrics: the rate (unit
 // "<what>s/s"), p50 and p99 submit latency, commits per op, x-fsync and
 // whether the broker ran in the test process (in-proc 1) or its own (0).
-func reportTable(b *testing.B, t *target, what string, ops int, lats []time.Duration, elapsed time.Duration, commits uint64) {
+//
+// It also reports the CPU spent per op since before: load-cpu-us/op, the
+// test process's (the spec-only load; with the broker in-proc, the broker
+// too) and broker-cpu-us/op, the broker process's, when it runs apart.
+func reportTable(b *testing.B, t *target, what string, ops int, lats []time.Duration, elapsed time.Duration, commits uint64, before cpuMark) {
+	after := t.cpuMark()
+	if load := after.load - before.load; load > 0 {
+		b.ReportMetric(float64(load.Microseconds())/float64(ops), "load-cpu-us/op")
+	}
+	if after.brokerKnown && before.brokerKnown {
+		b.ReportMetric(float64((after.broker-before.broker).Microseconds())/float64(ops), "broker-cpu-us/op")
+	}
 	slices.Sort(lats)
 	rate := float64(ops) / elapsed.Seconds()
 	b.ReportMetric(rate, what+"s/s")
@@ -382,6 +462,7 @@ func BenchmarkTableJobs(b *testing.B) {
 			}
 			b.Run(fmt.Sprintf("mode=%s/workers=%d/clients=%d", mode.name, nw, jobClients), func(b *testing.B) {
 				before := t.commits(b)
+				cpu := t.cpuMark()
 				var (
 					next   atomic.Int64
 					failed atomic.Bool
@@ -416,7 +497,7 @@ func BenchmarkTableJobs(b *testing.B) {
 				wg.Wait()
 				elapsed := time.Since(start)
 				b.StopTimer()
-				reportTable(b, t, "job", b.N, slices.Concat(lats...), elapsed, t.commits(b)-before)
+				reportTable(b, t, "job", b.N, slices.Concat(lats...), elapsed, t.commits(b)-before, cpu)
 			})
 			closeClients()
 			stopWorkers()
@@ -441,6 +522,7 @@ func BenchmarkTableSubmit(b *testing.B) {
 			}
 			b.Run(fmt.Sprintf("mode=%s/clients=%d", mode.name, nc), func(b *testing.B) {
 				before := t.commits(b)
+				cpu := t.cpuMark()
 				var (
 					next   atomic.Int64
 					failed atomic.Bool
@@ -465,7 +547,7 @@ func BenchmarkTableSubmit(b *testing.B) {
 				wg.Wait()
 				elapsed := time.Since(start)
 				b.StopTimer()
-				reportTable(b, t, "submit", b.N, slices.Concat(lats...), elapsed, t.commits(b)-before)
+				reportTable(b, t, "submit", b.N, slices.Concat(lats...), elapsed, t.commits(b)-before, cpu)
 			})
 			closeClients()
 			t.stop()

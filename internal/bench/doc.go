@@ -7,10 +7,14 @@
 // with spec-only load: a client is a DEALER sending 7/MDP client requests
 // to titanic.request and titanic.reply (no idempotency key, no
 // titanic.wait, one request in flight), a worker a DEALER speaking MDPW01
-// that echoes. The single node is the built binary (TITANIC_BIN, else
-// built once) in its own process, the load in the test process; the pair
-// (two raft voters) and the 3-node group run in the test process beside
-// the load (the in-proc metric is 1 for them).
+// that echoes. Every deployment runs the built binary (TITANIC_BIN, else
+// built once), one process per node on 127.0.0.1 with every timing the
+// default: a single node, a Binary Star pair (raft between primary and
+// backup), a 3-node raft group; the load talks to the node that serves
+// and runs in the test process. A client or worker waits in Go's poller
+// (zsock.Readable) and moves a message in one cgo call (zsock.Frames),
+// as the Go client does: the wire is plain 7/MDP, and the load costs the
+// shared cores about half what one OS thread per client in zmq_poll did.
 //
 //   - BenchmarkTableJobs/mode=M/workers=W/clients=64: durable jobs/s end
 //     to end, from the first titanic.request to the last reply fetched
@@ -18,7 +22,9 @@
 //     its tickets, 1ms doubling to 16ms while pending), with W echo
 //     workers: jobs/s, p50 and p99 submit latency, commits/op (titanic
 //     commits: at most one bbolt transaction, two fdatasyncs, on a single
-//     node; one raft entry in a pair or group), x-fsync, in-proc.
+//     node; one raft entry in a pair or group), x-fsync, and CPU per op:
+//     broker-cpu-us/op (every node's process, from /proc) and
+//     load-cpu-us/op (the test process).
 //   - BenchmarkTableSubmit/mode=M/clients=N: durable submits/s
 //     (titanic.request, no worker), the same metrics.
 //

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,15 +28,14 @@ import (
 // workers are spec-only: a 9/TSP client is a DEALER sending 7/MDP client
 // requests to titanic.request and titanic.reply (no idempotency keys, no
 // titanic.wait, one request in flight), a worker is a DEALER speaking
-// MDPW01. The single node is the built binary (TITANIC_BIN, else built
-// once) in its own process, the load in the test process; the pair and
-// the group run in the test process (startReplicated: raft voters on
-// 127.0.0.1), beside the load.
+// MDPW01. Every deployment is the built binary (TITANIC_BIN, else built
+// once), one process per node on 127.0.0.1 with every timing the default
+// (a Binary Star pair, a raft group), the load in the test process.
 
 // tableModes are the table's deployments, in its order.
 var tableModes = []struct {
 	name   string
-	voters int // 0: single node, in its own process
+	voters int // 0: single node
 }{{"single", 0}, {"pair", 2}, {"group3", 3}}
 
 var workerCounts = []int{1, 8, 64}
@@ -52,14 +52,13 @@ type target struct {
 	commits  func(b *testing.B) uint64
 	workers  func(b *testing.B) int
 	stop     func()
-	inProc   bool
 	// brokerCPU is the broker process's CPU time so far (false: not
 	// known apart from the load's, when it runs in the test process).
 	brokerCPU func() (time.Duration, bool)
 }
 
-// cpuMark is the CPU time used so far by the test process (the load, and
-// the broker too when in-proc) and by the broker's process.
+// cpuMark is the CPU time used so far by the test process (the load) and
+// by the brokers' processes.
 type cpuMark struct {
 	load, broker time.Duration
 	brokerKnown  bool
@@ -71,72 +70,123 @@ func (t *target) cpuMark() cpuMark {
 	return m
 }
 
-// startTarget starts the broker of a mode: the binary for a single node,
-// an in-process raft group otherwise.
+// startTarget starts the broker of a mode as real binaries on 127.0.0.1,
+// every timing the default: one node; a Binary Star pair (primary and
+// backup, raft between them); or a 3-node raft group. The load talks to
+// the node that serves (the pair's active, the group's leader), found by
+// its /healthz; broker-cpu-us/op counts every node's process.
 func startTarget(b *testing.B, voters int) *target {
 	b.Helper()
-	if voters > 0 {
-		n := startReplicated(b, voters)
-		return &target{
-			endpoint:  n.endpoint,
-			inProc:    true,
-			brokerCPU: func() (time.Duration, bool) { return 0, false },
-			commits:   func(*testing.B) uint64 { return n.svc.Stats().Commits },
-			workers: func(b *testing.B) int {
-				st, err := n.brk.Stats(context.Background())
-				if err != nil {
-					b.Fatal(err)
-				}
-				ss, _ := st.Service(service)
-				return ss.Workers
-			},
-			stop: func() { n.stop(b) },
+	type node struct {
+		name, ep, http string
+		args           []string
+		p              *harness.Process
+	}
+	loopback := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	var nodes []*node
+	switch voters {
+	case 0:
+		nodes = []*node{{name: "single"}}
+	case 2:
+		type ports struct{ ep, state, raft string }
+		mk := func() ports { return ports{harness.FreeEndpoint(b), harness.FreeEndpoint(b), loopback()} }
+		pp, bp := mk(), mk()
+		pairNode := func(role string, self, peer ports) *node {
+			return &node{name: role, ep: self.ep, args: []string{"--pair", role, "--state-listen", self.state, "--raft-bind", self.raft,
+				"--peer-state", peer.state, "--peer-raft", peer.raft, "--peer-listen", peer.ep}}
+		}
+		nodes = []*node{pairNode("primary", pp, bp), pairNode("backup", bp, pp)}
+	default:
+		var peers []string
+		for i := 1; i <= voters; i++ {
+			raftAddr := loopback()
+			n := &node{name: fmt.Sprintf("n%d", i), args: []string{"--raft", "--node-id", fmt.Sprintf("n%d", i), "--raft-bind", raftAddr}}
+			nodes = append(nodes, n)
+			peers = append(peers, n.name+"="+raftAddr)
+		}
+		for _, n := range nodes {
+			n.args = append(n.args, "--peers", strings.Join(peers, ","))
 		}
 	}
-	ep := harness.FreeEndpoint(b)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
+	for _, n := range nodes {
+		if n.ep == "" {
+			n.ep = harness.FreeEndpoint(b)
+		}
+		n.http = loopback()
 	}
-	httpAddr := l.Addr().String()
-	l.Close()
-	p := harness.Broker(b, "bench-broker", ep, b.TempDir(), "--http-listen", httpAddr)
+	// A node says it is ready once bound, before it has a quorum or has
+	// heard its peer: one after the other is enough.
+	for _, n := range nodes {
+		n.p = harness.Broker(b, "bench-"+n.name, n.ep, b.TempDir(), append([]string{"--http-listen", n.http}, n.args...)...)
+	}
 	hc := &http.Client{Timeout: 10 * time.Second}
-	get := func(b *testing.B, path string, v any) {
+	get := func(b *testing.B, n *node, path string, v any) {
 		b.Helper()
-		resp, err := hc.Get("http://" + httpAddr + path)
+		resp, err := hc.Get("http://" + n.http + path)
 		if err != nil {
-			b.Fatalf("GET %s: %v\n%s", path, err, p.Tail())
+			b.Fatalf("GET %s on %s: %v\n%s", path, n.name, err, n.p.Tail())
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			b.Fatalf("GET %s: %s", path, resp.Status)
+			b.Fatalf("GET %s on %s: %s", path, n.name, resp.Status)
 		}
 		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-			b.Fatalf("GET %s: %v", path, err)
+			b.Fatalf("GET %s on %s: %v", path, n.name, err)
 		}
 	}
-	// The HTTP listener may come up just after the broker's socket.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := hc.Get("http://" + httpAddr + "/api/v1/stats")
-		if err == nil {
+	// The serving node answers /healthz 200 (the others 503); the HTTP
+	// listener may come up just after the broker's socket.
+	var serving *node
+	deadline := time.Now().Add(30 * time.Second)
+	for serving == nil {
+		for _, n := range nodes {
+			resp, err := hc.Get("http://" + n.http + "/healthz")
+			if err != nil {
+				continue
+			}
 			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				serving = n
+				break
+			}
+		}
+		if serving != nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("the broker's HTTP API did not answer within 10s: %v\n%s", err, p.Tail())
+			var logs strings.Builder
+			for _, n := range nodes {
+				fmt.Fprintf(&logs, "--- %s\n%s\n", n.name, n.p.Tail())
+			}
+			b.Fatalf("no node serves within 30s:\n%s", logs.String())
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	return &target{
-		endpoint:  ep,
-		brokerCPU: func() (time.Duration, bool) { return pidCPU(p.PID()) },
+		endpoint: serving.ep,
+		brokerCPU: func() (time.Duration, bool) {
+			var sum time.Duration
+			for _, n := range nodes {
+				d, ok := pidCPU(n.p.PID())
+				if !ok {
+					return 0, false
+				}
+				sum += d
+			}
+			return sum, true
+		},
 		commits: func(b *testing.B) uint64 {
 			var st struct {
 				Commits uint64 `json:"commits"`
 			}
-			get(b, "/api/v1/stats", &st)
+			get(b, serving, "/api/v1/stats", &st)
 			return st.Commits
 		},
 		workers: func(b *testing.B) int {
@@ -146,7 +196,7 @@ func startTarget(b *testing.B, voters int) *target {
 					Workers int    `json:"workers"`
 				} `json:"workers"`
 			}
-			get(b, "/api/v1/workers", &ws)
+			get(b, serving, "/api/v1/workers", &ws)
 			for _, w := range ws.Workers {
 				if w.Service == service {
 					return w.Workers
@@ -155,8 +205,10 @@ func startTarget(b *testing.B, voters int) *target {
 			return 0
 		},
 		stop: func() {
-			if err := p.Stop(10 * time.Second); err != nil {
-				b.Errorf("stop broker: %v", err)
+			for _, n := range nodes {
+				if err := n.p.Stop(10 * time.Second); err != nil {
+					b.Errorf("stop %s: %v", n.name, err)
+				}
 			}
 		},
 	}
@@ -409,12 +461,10 @@ func mdpEcho(ctx context.Context, s *zmq.Socket) error {
 }
 
 // reportTable reports a table row's metrics: the rate (unit
-// "<what>s/s"), p50 and p99 submit latency, commits per op, x-fsync and
-// whether the broker ran in the test process (in-proc 1) or its own (0).
-//
-// It also reports the CPU spent per op since before: load-cpu-us/op, the
-// test process's (the spec-only load; with the broker in-proc, the broker
-// too) and broker-cpu-us/op, the broker process's, when it runs apart.
+// "<what>s/s"), p50 and p99 submit latency, commits per op, x-fsync, and
+// the CPU spent per op since before: load-cpu-us/op, the test process's
+// (the spec-only load), and broker-cpu-us/op, that of every broker
+// process of the deployment.
 func reportTable(b *testing.B, t *target, what string, ops int, lats []time.Duration, elapsed time.Duration, commits uint64, before cpuMark) {
 	after := t.cpuMark()
 	if load := after.load - before.load; load > 0 {
@@ -430,11 +480,6 @@ func reportTable(b *testing.B, t *target, what string, ops int, lats []time.Dura
 	b.ReportMetric(percentile(lats, 0.99), "p99-ms")
 	b.ReportMetric(float64(commits)/float64(ops), "commits/op")
 	b.ReportMetric(rate/rawFsyncRate(b), "x-fsync")
-	inProc := 0.0
-	if t.inProc {
-		inProc = 1
-	}
-	b.ReportMetric(inProc, "in-proc")
 }
 
 // BenchmarkTableJobs: durable jobs per second end to end, from the first

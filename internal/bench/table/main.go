@@ -80,7 +80,7 @@ func params(name string) map[string]string {
 	return p
 }
 
-var modeNames = map[string]string{"single": "single node", "pair": "pair (2 voters)", "group3": "3-node group"}
+var modeNames = map[string]string{"single": "single node", "pair": "Binary Star pair", "group3": "3-node raft group"}
 
 // thousands formats v with no decimals and comma thousands.
 func thousands(v float64) string {
@@ -101,10 +101,6 @@ func plural(n, word string) string {
 func row(w io.Writer, r result, rate float64) {
 	p := params(r.name)
 	mode := modeNames[p["mode"]]
-	broker := "own process"
-	if r.metrics["in-proc"] == 1 {
-		broker = "test process"
-	}
 	var load, value string
 	var ops, commits float64
 	switch {
@@ -119,7 +115,7 @@ func row(w io.Writer, r result, rate float64) {
 		value = thousands(ops) + " submits/s"
 		commits = r.metrics["commits/op"]
 	case strings.HasPrefix(r.name, "BenchmarkSubmitPipelined/"):
-		mode, broker = "single node", "test process"
+		mode = "single node (in the test process)"
 		load = "1 pipelined client (" + p["window"] + " in flight, Go client)"
 		ops = r.metrics["submits/s"]
 		value = thousands(ops) + " submits/s"
@@ -143,8 +139,16 @@ func row(w io.Writer, r result, rate float64) {
 	if rate > 0 {
 		ratio = fmt.Sprintf("%.2f", ops/rate)
 	}
-	fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.2f / %.2f | %.3f | %s |\n",
-		mode, broker, load, value, ratio, r.metrics["p50-ms"], r.metrics["p99-ms"], commits, fsyncs)
+	// CPU per op: every broker process of the deployment, and the load
+	// (the test process); the pipelined row has the broker in-process.
+	cpu := "n/a"
+	if v, ok := r.metrics["broker-cpu-us/op"]; ok {
+		cpu = fmt.Sprintf("%.0f / %.0f", v, r.metrics["load-cpu-us/op"])
+	} else if v, ok := r.metrics["cpu-us/op"]; ok {
+		cpu = fmt.Sprintf("%.0f (both)", v)
+	}
+	fmt.Fprintf(w, "| %s | %s | %s | %s | %.2f / %.2f | %.3f | %s | %s |\n",
+		mode, load, value, ratio, r.metrics["p50-ms"], r.metrics["p99-ms"], commits, fsyncs, cpu)
 }
 
 // machine describes the host: cores, CPU model and load average now.
@@ -195,7 +199,7 @@ func main() {
 	w := os.Stdout
 	fmt.Fprintf(w, "%s, %s; raw write+fdatasync: %s/s (BenchmarkFsyncBaseline; the 1 s probe at the start: %s/s)\n\n",
 		time.Now().Format(time.DateOnly), machine(), thousands(rate), thousands(probe))
-	fmt.Fprintln(w, "| deployment | broker in | load | durable rate | × raw fsync | submit p50 / p99 ms | commits/op | fsyncs/op |")
+	fmt.Fprintln(w, "| deployment | load | durable rate | × raw fsync | submit p50 / p99 ms | commits/op | fsyncs/op | CPU µs/op: brokers / load |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
 	// Grouped by deployment: jobs rows, then submit rows; the pipelined
 	// client last.

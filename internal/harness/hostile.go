@@ -44,16 +44,17 @@ func HostileRounds(ctx context.Context, ep, corpus string, rounds int, interval 
 		return nil, sent, err
 	}
 	var socks []*zmq.Socket
-	closeAll = func() {
+	cleanup := func() {
 		for _, s := range socks {
 			_ = s.Close()
 		}
 		socks = nil
 		_ = zctx.Term()
 	}
+	// cleanup, not closeAll: an error return sets closeAll to nil.
 	defer func() {
 		if err != nil {
-			closeAll()
+			cleanup()
 		}
 	}()
 	if err := zctx.SetMaxSockets(HostileConns + 64); err != nil {
@@ -147,11 +148,11 @@ func HostileRounds(ctx context.Context, ep, corpus string, rounds int, interval 
 		}
 		select {
 		case <-ctx.Done():
-			return closeAll, sent, nil
+			return cleanup, sent, nil
 		case <-time.After(interval):
 		}
 	}
-	return closeAll, sent, nil
+	return cleanup, sent, nil
 }
 
 // CorpusFrames reads a Go fuzz corpus file ([]byte("...") on its second

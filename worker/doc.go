@@ -6,11 +6,15 @@
 //
 // A Worker owns, for the duration of Run, a ZeroMQ context of its own
 // (unless Config.Context gives one) and, per slot (Config.Concurrency, 1
-// by default), one DEALER socket connected to one broker at a time and an
-// inproc doorbell (a PULL socket polled with the DEALER, fed by a PUSH
-// socket that one goroutine of the worker creates, uses and closes). Frames are encoded and
-// decoded by package broker/mdp only. Nothing is global: Run terminates its
-// context before it returns.
+// by default), one DEALER socket connected to one broker at a time. The
+// slot waits for it in Go's network poller on its ZMQ_FD
+// (broker/zsock.Readable) and sends or receives each message in one cgo
+// call (broker/zsock.Frames); only if Go's poller cannot watch that
+// descriptor does the slot fall back to zmq_poll, with an inproc doorbell
+// (a PULL socket polled with the DEALER, fed by a PUSH socket that one
+// goroutine of the worker creates, uses and closes). Frames are encoded
+// and decoded by package broker/mdp only. Nothing is global: Run
+// terminates its context before it returns.
 //
 // # Threading model
 //
@@ -25,7 +29,9 @@
 // own, so that the slot's goroutine keeps sending HEARTBEATs while a long
 // job runs (titanic's broker keeps a busy worker's lease only while it
 // heartbeats). The handler's result comes back on a channel, and the
-// handler goroutine rings the slot's doorbell to wake its poll. Each slot
+// handler goroutine wakes the slot's wait (Readable.Wake, or the doorbell
+// in the fallback; a flag the slot checks before it waits covers a wake
+// that races a reconnect's new socket). Each slot
 // is sequential, as 7/MDP expects: it holds at most one request at a
 // time, so at most Concurrency handler calls run at once.
 //

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,14 +31,22 @@ type session struct {
 	log    *slog.Logger
 	expiry time.Duration // HeartbeatInterval × Liveness
 
-	// Handler goroutines and ctx ring bell; pull is its socket.
-	bell *zsock.Doorbell
-	pull *zmq.Socket
+	// Handler goroutines and ctx's end ring wake.
+	wake *wakeup
 
+	// The zmq_poll fallback, for a DEALER whose descriptor Go's poller
+	// cannot watch: the doorbell (opened on first need) and a poller of
+	// its socket and the DEALER.
+	bell   *zsock.Doorbell
+	pull   *zmq.Socket
 	poller *zmq.Poller
 
-	// The connection, when dealer is not nil.
+	// The connection, when dealer is not nil: frames sends and receives
+	// its messages in one cgo call each, ready waits for it in Go's
+	// poller (nil: the zmq_poll fallback).
 	dealer      *zmq.Socket
+	frames      *zsock.Frames
+	ready       *zsock.Readable
 	endpoint    string
 	heard       bool      // a message other than DISCONNECT came on it
 	deadAt      time.Time // broker silent until then: connection lost
@@ -69,6 +78,50 @@ type result struct {
 	reply [][]byte
 	err   error
 	stack []byte // set when the handler panicked
+}
+
+// wakeup wakes a slot's goroutine from others: a handler goroutine with
+// its result, ctx's end. A ring is a flag the slot takes before it looks
+// at everything (job result, ctx), then a wake of whatever the slot may
+// be blocked in: the DEALER's Readable, or the fallback's doorbell. A
+// ring that comes after the slot took the flag finds the wait the slot
+// is about to enter (the slot stores rd, or sets polling, before it takes
+// the flag), so none is lost, also across a reconnect that replaces the
+// Readable; a ring seen twice only costs an extra look.
+type wakeup struct {
+	rung    chan struct{}                  // cap 1: rung since the slot last took it
+	rd      atomic.Pointer[zsock.Readable] // the DEALER's, while there is one
+	polling atomic.Bool                    // the slot may be in zmq_poll with the doorbell
+	bell    *zsock.Doorbell
+}
+
+func newWakeup(bell *zsock.Doorbell) *wakeup {
+	return &wakeup{rung: make(chan struct{}, 1), bell: bell}
+}
+
+// ring is safe from any goroutine and never blocks.
+func (w *wakeup) ring() {
+	select {
+	case w.rung <- struct{}{}:
+	default:
+	}
+	if r := w.rd.Load(); r != nil {
+		r.Wake()
+	}
+	if w.polling.Load() {
+		w.bell.Ring()
+	}
+}
+
+// take reports whether the slot was rung since it last took the flag, and
+// takes it.
+func (w *wakeup) take() bool {
+	select {
+	case <-w.rung:
+		return true
+	default:
+		return false
+	}
 }
 
 // Run connects to the brokers and serves requests until ctx is done, then
@@ -131,13 +184,10 @@ func (w *Worker) runSlot(ctx context.Context, zctx *zmq.Context, i int) (err err
 		expiry: w.cfg.HeartbeatInterval * time.Duration(w.cfg.Liveness),
 		bell:   zsock.NewDoorbell(),
 	}
+	s.wake = newWakeup(s.bell)
 	defer s.teardown()
-	if s.pull, err = s.bell.Open(s.zctx); err != nil {
-		return fmt.Errorf("worker: %w", err)
-	}
-	stop := context.AfterFunc(ctx, s.bell.Ring)
+	stop := context.AfterFunc(ctx, s.wake.ring)
 	defer stop()
-	s.rebuildPoller()
 	return s.loop()
 }
 
@@ -162,22 +212,8 @@ func (s *session) loop() error {
 				s.w.c.heartbeats.Add(1)
 			}
 		}
-		polled, err := s.poller.Poll(s.pollTimeout(now))
-		if err != nil {
-			if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
-				continue
-			}
-			return fmt.Errorf("worker: poll: %w", err)
-		}
-		for _, p := range polled {
-			switch {
-			case p.Socket == s.pull:
-				if err := s.bell.Drain(); err != nil {
-					return fmt.Errorf("worker: %w", err)
-				}
-			case s.dealer != nil && p.Socket == s.dealer:
-				s.readDealer()
-			}
+		if err := s.wait(now); err != nil {
+			return err
 		}
 		if s.job != nil {
 			select {
@@ -210,11 +246,10 @@ func (s *session) draining(now time.Time) bool {
 	return true
 }
 
-// pollTimeout is how long the next poll may wait: until the next timer,
-// or for ever while the worker waits, disconnected, for its handler (whose
-// goroutine rings the doorbell).
-func (s *session) pollTimeout(now time.Time) time.Duration {
-	var deadline time.Time
+// deadline is when the next wait ends at the latest: the next timer; ok
+// is false while the worker waits, disconnected, for its handler (whose
+// goroutine rings).
+func (s *session) deadline() (deadline time.Time, ok bool) {
 	switch {
 	case s.dealer != nil:
 		deadline = s.deadAt
@@ -224,9 +259,17 @@ func (s *session) pollTimeout(now time.Time) time.Duration {
 		if !s.drainUntil.IsZero() && s.drainUntil.Before(deadline) {
 			deadline = s.drainUntil
 		}
+		return deadline, true
 	case s.job == nil:
-		deadline = s.reconnectAt
-	default:
+		return s.reconnectAt, true
+	}
+	return time.Time{}, false
+}
+
+// pollTimeout is deadline as the fallback's zmq_poll takes it.
+func (s *session) pollTimeout(now time.Time) time.Duration {
+	deadline, ok := s.deadline()
+	if !ok {
 		return -1
 	}
 	d := max(deadline.Sub(now), 0)
@@ -234,12 +277,107 @@ func (s *session) pollTimeout(now time.Time) time.Duration {
 	return (d + time.Millisecond - 1).Truncate(time.Millisecond)
 }
 
-func (s *session) rebuildPoller() {
+// wait blocks until the broker has sent something (which it reads), the
+// slot is rung, or the deadline: in Go's poller on the DEALER's
+// descriptor, parked on the ring flag and a timer while there is no
+// DEALER, or in zmq_poll, with the doorbell, when Go's poller cannot
+// watch the DEALER. It returns only ZeroMQ's errors.
+func (s *session) wait(now time.Time) error {
+	if s.wake.take() {
+		return nil // rung since the last look: look now
+	}
+	deadline, ok := s.deadline()
+	switch {
+	case s.ready != nil:
+		err := s.ready.Wait(deadline)
+		switch {
+		case err == nil:
+			s.readDealer()
+		case errors.Is(err, zsock.ErrWoken):
+			// This look answers the ring that woke it.
+			s.wake.take()
+		case errors.Is(err, zsock.ErrTimeout):
+		default:
+			return fmt.Errorf("worker: wait: %w", err)
+		}
+	case s.dealer != nil:
+		return s.poll(now)
+	default:
+		var expired <-chan time.Time
+		if ok {
+			t := time.NewTimer(deadline.Sub(now))
+			defer t.Stop()
+			expired = t.C
+		}
+		select {
+		case <-s.wake.rung:
+		case <-expired:
+		}
+	}
+	return nil
+}
+
+// poll is wait's zmq_poll fallback.
+func (s *session) poll(now time.Time) error {
+	polled, err := s.poller.Poll(s.pollTimeout(now))
+	if err != nil {
+		if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
+			return nil
+		}
+		return fmt.Errorf("worker: poll: %w", err)
+	}
+	for _, p := range polled {
+		switch {
+		case p.Socket == s.pull:
+			if err := s.bell.Drain(); err != nil {
+				return fmt.Errorf("worker: %w", err)
+			}
+			s.wake.take()
+		case s.dealer != nil && p.Socket == s.dealer:
+			s.readDealer()
+		}
+	}
+	return nil
+}
+
+// attach makes sock the connection: waited on in Go's poller, or with
+// zmq_poll when that cannot watch it (or Worker.pollOnly says so), the
+// doorbell then opened to be polled beside it.
+func (s *session) attach(sock *zmq.Socket) error {
+	s.dealer, s.frames = sock, zsock.NewFrames(sock)
+	if !s.w.pollOnly {
+		if r, err := zsock.NewReadable(sock); err == nil {
+			s.ready = r
+			s.wake.rd.Store(r)
+			return nil
+		}
+	}
+	if s.pull == nil {
+		pull, err := s.bell.Open(s.zctx)
+		if err != nil {
+			s.detach()
+			return fmt.Errorf("worker: %w", err)
+		}
+		s.pull = pull
+	}
 	s.poller = zmq.NewPoller()
 	s.poller.Add(s.pull, zmq.POLLIN)
-	if s.dealer != nil {
-		s.poller.Add(s.dealer, zmq.POLLIN)
+	s.poller.Add(sock, zmq.POLLIN)
+	s.wake.polling.Store(true)
+	return nil
+}
+
+// detach forgets the connection and closes its socket, which it leaves
+// to linger as set.
+func (s *session) detach() {
+	s.wake.rd.Store(nil)
+	s.wake.polling.Store(false)
+	if s.ready != nil {
+		_ = s.ready.Close()
+		s.ready = nil
 	}
+	_ = s.dealer.Close()
+	s.dealer, s.frames, s.poller = nil, nil, nil
 }
 
 // connect opens a DEALER to the next broker and sends READY.
@@ -263,9 +401,11 @@ func (s *session) connect(now time.Time) error {
 		_ = sock.Close()
 		return fmt.Errorf("worker: connect %s: %w", ep, err)
 	}
-	s.dealer, s.endpoint, s.heard = sock, ep, false
+	if err := s.attach(sock); err != nil {
+		return err
+	}
+	s.endpoint, s.heard = ep, false
 	s.deadAt = now.Add(s.expiry)
-	s.rebuildPoller()
 	if s.connected {
 		s.w.c.reconnects.Add(1)
 	}
@@ -278,9 +418,7 @@ func (s *session) connect(now time.Time) error {
 // lose closes the connection and schedules the next one, to the next
 // broker.
 func (s *session) lose(now time.Time, reason string) {
-	_ = s.dealer.Close() // linger 0: whatever is queued is stale now
-	s.dealer = nil
-	s.rebuildPoller()
+	s.detach() // linger 0: whatever is queued is stale now
 	if s.heard {
 		s.attempt = 0
 	}
@@ -299,27 +437,21 @@ func (s *session) lose(now time.Time, reason string) {
 	s.log.Warn("lost broker: reconnecting", attrs...)
 }
 
-// send queues frames on the DEALER without blocking and reports whether it
-// did. A full pipe drops a HEARTBEAT or READY (the next one follows); a
+// send queues frames on the DEALER without blocking, in one cgo call, and
+// reports whether it did. A full pipe drops a HEARTBEAT or READY (the next one follows); a
 // REPLY or FAIL dropped would leave the broker waiting for ever on a
 // worker that keeps heartbeating, so the connection is given up instead:
 // the broker then sees the worker gone and redelivers the request. Any
 // other error loses the connection too.
 func (s *session) send(now time.Time, frames [][]byte) bool {
-	for i, f := range frames {
-		flags := zmq.DONTWAIT
-		if i < len(frames)-1 {
-			flags |= zmq.SNDMORE
-		}
-		if _, err := s.dealer.SendBytes(f, flags); err != nil {
-			s.w.c.sendErrors.Add(1)
-			if cmd := command(frames); i == 0 && isAgain(err) && cmd != mdp.Reply.String() && cmd != mdp.Fail.String() {
-				s.log.Warn("send queue full: message dropped", "endpoint", s.endpoint, "command", cmd)
-				return false
-			}
-			s.lose(now, fmt.Sprintf("send %s: %v", command(frames), err))
+	if i, err := s.frames.Send(frames, zmq.DONTWAIT); err != nil {
+		s.w.c.sendErrors.Add(1)
+		if cmd := command(frames); i == 0 && isAgain(err) && cmd != mdp.Reply.String() && cmd != mdp.Fail.String() {
+			s.log.Warn("send queue full: message dropped", "endpoint", s.endpoint, "command", cmd)
 			return false
 		}
+		s.lose(now, fmt.Sprintf("send %s: %v", command(frames), err))
+		return false
 	}
 	s.heartbeatAt = now.Add(s.w.cfg.HeartbeatInterval)
 	return true
@@ -333,13 +465,14 @@ func command(frames [][]byte) string {
 	return "?"
 }
 
-// readDealer handles up to recvBatch waiting messages.
+// readDealer handles up to recvBatch waiting messages, each received whole
+// in one cgo call.
 func (s *session) readDealer() {
 	for range recvBatch {
 		if s.dealer == nil {
 			return
 		}
-		frames, err := zsock.RecvMessage(s.dealer, zmq.DONTWAIT, zsock.DefaultMaxFrames)
+		frames, err := s.frames.Recv(zmq.DONTWAIT) // at most zsock.DefaultMaxFrames
 		if errors.Is(err, zsock.ErrTooManyFrames) {
 			// Nothing a 7/MDP broker sends: dropped, its frames
 			// discarded as they were read.
@@ -393,10 +526,10 @@ func (s *session) start(now time.Time, client []byte, body [][]byte) {
 	jctx, cancel := context.WithCancel(context.WithValue(context.WithoutCancel(s.ctx), slotKey{}, s.slot))
 	done := make(chan result, 1)
 	s.job = &job{client: client, cancel: cancel, done: done, started: now}
-	h, bell := s.w.handler, s.bell
+	h, wake := s.w.handler, s.wake
 	go func() {
 		done <- callHandler(jctx, h, body)
-		bell.Ring()
+		wake.ring()
 	}()
 }
 
@@ -452,18 +585,8 @@ func (s *session) teardown() {
 		// Linger a moment so that DISCONNECT (and a drained job's
 		// REPLY, queued before it) leaves; never for long.
 		_ = s.dealer.SetLinger(shutdownLinger)
-		frames := mdp.WorkerCommand(mdp.Disconnect)
-		for i, f := range frames {
-			flags := zmq.DONTWAIT
-			if i < len(frames)-1 {
-				flags |= zmq.SNDMORE
-			}
-			if _, err := s.dealer.SendBytes(f, flags); err != nil {
-				break
-			}
-		}
-		_ = s.dealer.Close()
-		s.dealer = nil
+		_, _ = s.frames.Send(mdp.WorkerCommand(mdp.Disconnect), zmq.DONTWAIT)
+		s.detach()
 		s.log.Info("disconnected from broker", "endpoint", s.endpoint)
 	}
 	_ = s.bell.Close()

@@ -8,6 +8,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // A REPLY or FAIL that cannot be queued (a full pipe: the broker stopped
@@ -35,24 +36,24 @@ func TestDroppedAnswerLosesConnection(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pull, err := zctx.NewSocket(zmq.PULL)
-			if err != nil {
-				t.Fatal(err)
-			}
+			// Every socket closes before the context ends, also when the
+			// test fails (Term waits for open sockets).
+			bell := zsock.NewDoorbell()
+			s := &session{w: w, log: w.log, zctx: zctx, bell: bell, wake: newWakeup(bell), endpoint: "tcp://127.0.0.1:1"}
+			t.Cleanup(func() {
+				if s.dealer != nil {
+					s.detach()
+				}
+				_ = bell.Close()
+				_ = zctx.Term()
+			})
 			dealer, err := zctx.NewSocket(zmq.DEALER)
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Every socket closes before the context ends, also when the
-			// test fails (Term waits for open sockets).
-			s := &session{w: w, log: w.log, zctx: zctx, pull: pull, dealer: dealer, endpoint: "tcp://127.0.0.1:1"}
-			t.Cleanup(func() {
-				if s.dealer != nil {
-					_ = s.dealer.Close()
-				}
-				_ = pull.Close()
-				_ = zctx.Term()
-			})
+			if err := s.attach(dealer); err != nil {
+				t.Fatal(err)
+			}
 			for _, set := range []func() error{
 				func() error { return dealer.SetLinger(0) },
 				func() error { return dealer.SetImmediate(true) },
@@ -62,7 +63,6 @@ func TestDroppedAnswerLosesConnection(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			s.rebuildPoller()
 			if s.send(time.Now(), tc.cmd) {
 				t.Fatal("send reported success on a socket that refuses every message")
 			}

@@ -137,6 +137,9 @@ type Worker struct {
 	log     *slog.Logger
 	running atomic.Bool
 	c       counters
+	// pollOnly makes every slot wait in zmq_poll, as when Go's poller
+	// cannot watch a DEALER's descriptor: tests of that fallback set it.
+	pollOnly bool
 }
 
 // New returns a Worker for cfg and h. Zero fields of cfg take their

@@ -165,6 +165,13 @@ func testLogger(t *testing.T) *slog.Logger {
 
 func startWorker(t *testing.T, cfg Config, h Handler) *running {
 	t.Helper()
+	return startWorkerWith(t, cfg, h, nil)
+}
+
+// startWorkerWith is startWorker with tune, if not nil, applied to the
+// Worker before Run.
+func startWorkerWith(t *testing.T, cfg Config, h Handler, tune func(*Worker)) *running {
+	t.Helper()
 	if cfg.Service == "" {
 		cfg.Service = "echo"
 	}
@@ -174,6 +181,9 @@ func startWorker(t *testing.T, cfg Config, h Handler) *running {
 	w, err := New(cfg, h)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if tune != nil {
+		tune(w)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{t: t, w: w, stop: cancel, done: make(chan error, 1)}

@@ -103,7 +103,9 @@ func (s *state) dispatchPlain(now time.Time, svc *service) bool {
 	}
 	s.queuedBytes -= p.size
 	w := s.takeIdle(svc)
-	if err := s.sendWorker(now, w, mdp.WorkerEnvelope(mdp.Request, []byte(p.client), nonEmpty(p.body)...)); err != nil {
+	err := s.sendWorker(now, w, s.workerRequest([]byte(p.client), nonEmpty(p.body)))
+	s.sent()
+	if err != nil {
 		// It never left: it goes back to the head for the next worker.
 		svc.queue.pushFront(p)
 		s.queuedBytes += p.size
@@ -131,7 +133,9 @@ func (s *state) dispatchJob(now time.Time, svc *service) bool {
 	w := s.takeIdle(svc)
 	s.nextLease++
 	lease := Lease{ID: s.nextLease, Service: svc.name, Token: job.Token, Worker: name}
-	if err := s.sendWorker(now, w, mdp.WorkerEnvelope(mdp.Request, job.Token, nonEmpty(job.Body)...)); err != nil {
+	err := s.sendWorker(now, w, s.workerRequest(job.Token, nonEmpty(job.Body)))
+	s.sent()
+	if err != nil {
 		reason := "send request: " + err.Error()
 		s.c.JobsFailed++
 		s.source.Failed(lease, reason)

@@ -27,7 +27,8 @@ const maxReason = 1024
 const dropLogEvery = 10 * time.Second
 
 // sendFunc sends frames to the peer with ROUTER identity to. It never
-// blocks. It returns errUnroutable when the peer is gone, errWouldBlock when
+// blocks. It must not keep frames, nor the slices in it, after it returns:
+// the state reuses them for the next message (state.msg). It returns errUnroutable when the peer is gone, errWouldBlock when
 // its pipe is full, or another error.
 type sendFunc func(to string, frames [][]byte) error
 
@@ -65,6 +66,14 @@ type state struct {
 	framesRefused uint64 // since lastFramesLog
 	// Clients not reading their answers (unread.go).
 	unread unreadClients
+
+	// msg holds the frames of the reply or request being sent, and name
+	// the service frame of a reply: reused from one send to the next,
+	// which send allows (sendFunc), they save a slice and a frame per
+	// message. The MDP frames that never change are made once.
+	msg                           [][]byte
+	name                          []byte
+	clientHdr, workerHdr, request []byte
 
 	c Counters
 }
@@ -125,8 +134,30 @@ func newState(cfg Config, log *slog.Logger, send sendFunc, source Source, handle
 		services: make(map[string]*service),
 		workers:  make(map[string]*worker),
 		leases:   make(map[uint64]*worker),
+
+		clientHdr: []byte(mdp.ClientHeader),
+		workerHdr: []byte(mdp.WorkerHeader),
+		request:   []byte{byte(mdp.Request)},
 	}
 }
+
+// clientReply is mdp.ClientReply(service, body...), built in s.msg.
+func (s *state) clientReply(service string, body [][]byte) [][]byte {
+	s.name = append(s.name[:0], service...)
+	s.msg = append(append(s.msg[:0], []byte{}, s.clientHdr, s.name), body...)
+	return s.msg
+}
+
+// workerRequest is mdp.WorkerEnvelope(mdp.Request, client, body...), built
+// in s.msg.
+func (s *state) workerRequest(client []byte, body [][]byte) [][]byte {
+	s.msg = append(append(s.msg[:0], []byte{}, s.workerHdr, s.request, client, []byte{}), body...)
+	return s.msg
+}
+
+// sent forgets the frames of the message just sent, which s.msg would
+// otherwise keep from the garbage collector until the next one.
+func (s *state) sent() { clear(s.msg) }
 
 // receive handles one message from the ROUTER socket: the identity frame,
 // then the MDP frames.
@@ -389,7 +420,8 @@ func (s *state) sendClient(id, service string, body [][]byte) {
 	if len(body) == 0 {
 		body = [][]byte{{}}
 	}
-	err := s.send(id, mdp.ClientReply(service, body...))
+	err := s.send(id, s.clientReply(service, body))
+	s.sent()
 	s.count(err)
 	s.noteSend(id, err)
 	// Checked first: a client that does not read has every answer

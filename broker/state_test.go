@@ -32,7 +32,12 @@ func (r *recorder) send(to string, frames [][]byte) error {
 	if err := r.fail[to]; err != nil {
 		return err
 	}
-	r.out = append(r.out, sent{to, frames})
+	// A deep copy: the state reuses frames for its next message.
+	own := make([][]byte, len(frames))
+	for i, f := range frames {
+		own[i] = bytes.Clone(f)
+	}
+	r.out = append(r.out, sent{to, own})
 	return nil
 }
 

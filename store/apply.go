@@ -45,6 +45,8 @@ type txn struct {
 	newerKind bool
 	format    uint32
 	deltas    map[countKey]int
+	// bufs are the writer's key buffer and value arena (arena.go).
+	bufs *txnBufs
 }
 
 type countKey struct {
@@ -52,9 +54,13 @@ type countKey struct {
 	state   State
 }
 
-func newTxn(tx *bolt.Tx) (*txn, error) {
+// newTxn begins applying ops in tx. bufs are reset: the values of the
+// previous transaction are no longer held.
+func newTxn(tx *bolt.Tx, bufs *txnBufs) (*txn, error) {
+	bufs.reset()
 	t := &txn{
 		tx:       tx,
+		bufs:     bufs,
 		meta:     tx.Bucket(metaBucket),
 		tickets:  tx.Bucket(ticketsBucket),
 		bodies:   tx.Bucket(bodiesBucket),
@@ -103,7 +109,7 @@ func (t *txn) putTicket(tk *Ticket) error {
 		c.Started, c.Worker = time.Time{}, ""
 		rec = &c
 	}
-	if err := t.tickets.Put(tk.ID[:], encodeTicket(rec)); err != nil {
+	if err := t.tickets.Put(t.idKey(&tk.ID), appendTicket(t.bufs.value(ticketSizeHint(rec)), rec)); err != nil {
 		return fmt.Errorf("put ticket: %w", err)
 	}
 	return nil
@@ -162,7 +168,7 @@ func (t *txn) load(id ID) (Ticket, bool, error) {
 	if v == nil {
 		return Ticket{}, false, nil
 	}
-	tk, err := decodeTicket(id, v)
+	tk, err := decodeTicketIn(id, v, &t.bufs.names)
 	return tk, err == nil, err
 }
 
@@ -191,7 +197,7 @@ func (t *txn) submit(op *Op) (Result, error) {
 		return res, nil
 	}
 	if op.IdemKey != "" {
-		if v := t.idem.Get([]byte(op.IdemKey)); v != nil {
+		if v := t.idem.Get(t.keyOf(op.IdemKey)); v != nil {
 			return t.duplicate(op, v), nil
 		}
 	}
@@ -204,7 +210,7 @@ func (t *txn) submit(op *Op) (Result, error) {
 		return res, err
 	}
 	if op.IdemKey != "" {
-		if err := t.idem.Put([]byte(op.IdemKey), op.ID[:]); err != nil {
+		if err := t.idem.Put(t.keyOf(op.IdemKey), t.bufs.keep(op.ID[:])); err != nil {
 			return res, fmt.Errorf("put idempotency key: %w", err)
 		}
 	}
@@ -252,7 +258,7 @@ func (t *txn) adopt(op *Op) (Result, error) {
 		}
 	}
 	if adopted.IdemKey != "" {
-		if err := t.idem.Put([]byte(adopted.IdemKey), op.ID[:]); err != nil {
+		if err := t.idem.Put(t.keyOf(adopted.IdemKey), t.bufs.keep(op.ID[:])); err != nil {
 			return Result{ID: op.ID}, fmt.Errorf("put idempotency key: %w", err)
 		}
 	}
@@ -278,7 +284,7 @@ func (t *txn) create(op *Op) (Ticket, error) {
 	if err := t.putTicket(&tk); err != nil {
 		return tk, err
 	}
-	if err := t.bodies.Put(op.ID[:], encodeFrames(op.Body)); err != nil {
+	if err := t.bodies.Put(t.idKey(&op.ID), appendFramesRecord(t.bufs.value(framesSize(op.Body)), op.Body)); err != nil {
 		return tk, fmt.Errorf("put body: %w", err)
 	}
 	if err := t.enqueue(&tk); err != nil {
@@ -374,7 +380,7 @@ func (t *txn) transition(op *Op) (Result, error) {
 			return res, nil
 		}
 		tk.State = StateDone
-		if err := t.replies.Put(op.ID[:], encodeFrames(op.Reply)); err != nil {
+		if err := t.replies.Put(t.idKey(&op.ID), appendFramesRecord(t.bufs.value(framesSize(op.Reply)), op.Reply)); err != nil {
 			return Result{ID: op.ID}, fmt.Errorf("put reply: %w", err)
 		}
 	case OpFail:
@@ -532,7 +538,7 @@ func (t *txn) close(op *Op) (Result, error) {
 		return Result{ID: op.ID}, nil
 	}
 	for _, b := range []*bolt.Bucket{t.tickets, t.bodies, t.replies} {
-		if err := b.Delete(op.ID[:]); err != nil {
+		if err := b.Delete(t.idKey(&op.ID)); err != nil {
 			return Result{ID: op.ID}, fmt.Errorf("delete ticket: %w", err)
 		}
 	}
@@ -566,7 +572,7 @@ func (t *txn) reindex(old, tk *Ticket) error {
 	if x == nil {
 		x = old
 	}
-	return t.ix.reindex(x.Service, x.ID, old, tk, t.ixDelayed)
+	return t.ix.reindex(t.bufs, x.Service, t.bufs.keep(x.ID[:]), old, tk, t.ixDelayed)
 }
 
 // unqueued is the dispatch index a change from old to tk took the ticket
@@ -574,11 +580,11 @@ func (t *txn) reindex(old, tk *Ticket) error {
 func unqueued(old, tk *Ticket) Queue {
 	was, is := placeOf(old), placeOf(tk)
 	switch {
-	case is.ready != nil || is.delayed != nil:
+	case is.ready.n != 0 || is.delayed.n != 0:
 		return 0
-	case was.ready != nil:
+	case was.ready.n != 0:
 		return QueueReady
-	case was.delayed != nil:
+	case was.delayed.n != 0:
 		return QueueDelayed
 	}
 	return 0
@@ -586,13 +592,34 @@ func unqueued(old, tk *Ticket) Queue {
 
 func seqKeyOf(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
+// idKey is id as a key in the transaction's key buffer (see keyOf). bbolt's
+// Put and Delete hand their key to its logger, so a key sliced from a
+// ticket or op on the stack would take it to the heap.
+func (t *txn) idKey(id *ID) []byte {
+	t.bufs.key = append(t.bufs.key[:0], id[:]...)
+	return t.bufs.key
+}
+
+// keyOf is s as a key in the transaction's key buffer, valid until the
+// next keyOf or key built there (bbolt copies the keys it keeps).
+func (t *txn) keyOf(s string) []byte {
+	t.bufs.key = append(t.bufs.key[:0], s...)
+	return t.bufs.key
+}
+
 // enqueue adds a ticket to its service's FIFO index.
 func (t *txn) enqueue(tk *Ticket) error {
-	b, err := t.fifo.CreateBucketIfNotExists([]byte(tk.Service))
-	if err != nil {
-		return fmt.Errorf("create fifo bucket: %w", err)
+	// Bucket finds a bucket opened earlier in the transaction without a
+	// copy of the name, which CreateBucketIfNotExists always makes.
+	b := t.fifo.Bucket(t.keyOf(tk.Service))
+	if b == nil {
+		var err error
+		if b, err = t.fifo.CreateBucketIfNotExists(t.keyOf(tk.Service)); err != nil {
+			return fmt.Errorf("create fifo bucket: %w", err)
+		}
 	}
-	if err := b.Put(seqKeyOf(tk.Seq), tk.ID[:]); err != nil {
+	t.bufs.key = binary.BigEndian.AppendUint64(t.bufs.key[:0], tk.Seq)
+	if err := b.Put(t.bufs.key, t.bufs.keep(tk.ID[:])); err != nil {
 		return fmt.Errorf("put fifo entry: %w", err)
 	}
 	return nil
@@ -601,18 +628,21 @@ func (t *txn) enqueue(tk *Ticket) error {
 // dequeue removes a ticket from its service's FIFO index. A missing entry
 // is left for Check to report rather than failing the batch.
 func (t *txn) dequeue(tk *Ticket) error {
-	b := t.fifo.Bucket([]byte(tk.Service))
+	b := t.fifo.Bucket(t.keyOf(tk.Service))
 	if b == nil {
 		return nil
 	}
-	if err := b.Delete(seqKeyOf(tk.Seq)); err != nil {
+	t.bufs.key = binary.BigEndian.AppendUint64(t.bufs.key[:0], tk.Seq)
+	if err := b.Delete(t.bufs.key); err != nil {
 		return fmt.Errorf("delete fifo entry: %w", err)
 	}
 	return nil
 }
 
-func countsKeyOf(k countKey) []byte {
-	return append([]byte{byte(k.state)}, k.service...)
+func countsKeyOf(k countKey) []byte { return appendCountsKey(nil, k) }
+
+func appendCountsKey(b []byte, k countKey) []byte {
+	return append(append(b, byte(k.state)), k.service...)
 }
 
 // finish writes the next Seq and the per-service counters.
@@ -637,7 +667,7 @@ func (t *txn) finish() error {
 		}
 	}
 	if t.seqDirty {
-		if err := t.meta.Put(seqKey, seqKeyOf(t.seq)); err != nil {
+		if err := t.meta.Put(seqKey, binary.BigEndian.AppendUint64(t.bufs.value(8), t.seq)); err != nil {
 			return fmt.Errorf("put sequence: %w", err)
 		}
 	}
@@ -651,7 +681,8 @@ func (t *txn) finish() error {
 		if d == 0 {
 			continue
 		}
-		key := countsKeyOf(k)
+		t.bufs.key = appendCountsKey(t.bufs.key[:0], k)
+		key := t.bufs.key
 		var n int64
 		if v := t.counters.Get(key); len(v) == 8 {
 			n = int64(binary.BigEndian.Uint64(v))
@@ -663,7 +694,7 @@ func (t *txn) finish() error {
 		if n == 0 {
 			err = t.counters.Delete(key)
 		} else {
-			err = t.counters.Put(key, binary.BigEndian.AppendUint64(nil, uint64(n)))
+			err = t.counters.Put(key, binary.BigEndian.AppendUint64(t.bufs.value(8), uint64(n)))
 		}
 		if err != nil {
 			return fmt.Errorf("put counter: %w", err)

@@ -96,3 +96,48 @@ func BenchmarkFsync(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "fsyncs/s")
 }
+
+// BenchmarkApplyJob measures a job's life in the store without the fsync
+// in the way: its submit, its dispatch and its reply, each in a batch of
+// 100 like ops (one commit each), per job. Its allocs/op are the
+// writer's per-job allocations (exact with -benchtime Nx, N a multiple of
+// 100; otherwise the last round goes over b.N).
+func BenchmarkApplyJob(b *testing.B) {
+	const batch = 100
+	s, err := store.Open(filepath.Join(b.TempDir(), "bench.db"), store.Options{Logger: testLogger(b), NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	body := [][]byte{make([]byte, 100)}
+	apply := func(ops []store.Op) {
+		res, err := s.Apply(ctx, ops)
+		if err == nil {
+			for _, r := range res {
+				if r.Err != nil {
+					err = r.Err
+					break
+				}
+			}
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	submits, dispatches, replies := make([]store.Op, batch), make([]store.Op, batch), make([]store.Op, batch)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += batch {
+		now := time.Now()
+		for i := range submits {
+			id := store.NewID()
+			submits[i] = store.Op{Kind: store.OpSubmit, ID: id, Time: now, Service: "svc", Body: body}
+			dispatches[i] = store.Op{Kind: store.OpDispatch, ID: id, Time: now, Worker: "w1"}
+			replies[i] = store.Op{Kind: store.OpReply, ID: id, Time: now, Reply: body}
+		}
+		apply(submits)
+		apply(dispatches)
+		apply(replies)
+	}
+}

@@ -169,6 +169,10 @@ type BoltStore struct {
 	// Only the writer goroutine touches it.
 	stopped error
 
+	// bufs are the write transactions' key buffer and value arena
+	// (arena.go); only the writer goroutine touches them.
+	bufs txnBufs
+
 	// failOp, set only by tests, makes applying an op fail as a bbolt
 	// error would.
 	failOp func(*Op) error

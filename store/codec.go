@@ -42,9 +42,18 @@ const maxAttempts = math.MaxInt32
 // encodeTicket encodes a ticket's metadata. The body is stored separately
 // (see layout in bolt.go) and is not part of the record.
 func encodeTicket(t *Ticket) []byte {
-	n := 2 + 3*binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
+	return appendTicket(make([]byte, 0, ticketSizeHint(t)), t)
+}
+
+// ticketSizeHint is the most encodeTicket takes for a ticket without
+// extras (appendExtras).
+func ticketSizeHint(t *Ticket) int {
+	return 2 + 3*binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
 		3*binary.MaxVarintLen64 + len(t.Service) + len(t.IdemKey) + len(t.Reason)
-	b := make([]byte, 0, n)
+}
+
+// appendTicket appends encodeTicket's record to b.
+func appendTicket(b []byte, t *Ticket) []byte {
 	version := byte(ticketRecordV1)
 	extra := !t.Lifecycle.IsZero() || !t.Started.IsZero() || t.Worker != ""
 	if extra {
@@ -66,7 +75,11 @@ func encodeTicket(t *Ticket) []byte {
 
 // decodeTicket decodes a record written by encodeTicket. The ID is not part
 // of the record (it is the key) and the body is left nil.
-func decodeTicket(id ID, b []byte) (Ticket, error) {
+func decodeTicket(id ID, b []byte) (Ticket, error) { return decodeTicketIn(id, b, nil) }
+
+// decodeTicketIn is decodeTicket taking the service name from names when
+// it is there (see txnBufs.names; nil: none).
+func decodeTicketIn(id ID, b []byte, names *names) (Ticket, error) {
 	d := decoder{b: b}
 	t := Ticket{ID: id}
 	v := d.byte()
@@ -81,7 +94,11 @@ func decodeTicket(id ID, b []byte) (Ticket, error) {
 	att := d.uvarint()
 	t.Created = d.time()
 	t.Updated = d.time()
-	t.Service = d.string()
+	if names != nil {
+		t.Service = names.of(d.stringBytes())
+	} else {
+		t.Service = d.string()
+	}
 	t.IdemKey = d.string()
 	t.Reason = d.string()
 	if v == ticketRecordV2 {
@@ -116,7 +133,11 @@ func framesSize(frames [][]byte) int {
 // encodeFrames encodes a multipart message: a count, then each frame with
 // its length. Zero frames and empty frames are both valid.
 func encodeFrames(frames [][]byte) []byte {
-	b := make([]byte, 0, framesSize(frames))
+	return appendFramesRecord(make([]byte, 0, framesSize(frames)), frames)
+}
+
+// appendFramesRecord appends encodeFrames' record to b.
+func appendFramesRecord(b []byte, frames [][]byte) []byte {
 	b = append(b, framesRecordV1)
 	return appendFrames(b, frames)
 }
@@ -439,12 +460,15 @@ func (d *decoder) bytes(n int) []byte {
 	return v
 }
 
-func (d *decoder) string() string {
+func (d *decoder) string() string { return string(d.stringBytes()) }
+
+// stringBytes is the next string, not copied.
+func (d *decoder) stringBytes() []byte {
 	n := d.uvarint()
 	if d.err == nil && n > uint64(len(d.b)) {
 		d.fail("string length %d exceeds input", n)
 	}
-	return string(d.bytes(int(n)))
+	return d.bytes(int(n))
 }
 
 func (d *decoder) time() time.Time {

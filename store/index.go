@@ -137,18 +137,52 @@ func timedKey(at int64, seq uint64) []byte {
 }
 
 // svcPrefix begins every index key of service.
-func svcPrefix(service string) []byte {
-	return append(binary.AppendUvarint(nil, uint64(len(service))), service...)
+func svcPrefix(service string) []byte { return appendSvcPrefix(nil, service) }
+
+func appendSvcPrefix(b []byte, service string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(service))), service...)
 }
 
 // ixKey is the full key of an index entry: the service's prefix, then
 // the entry's own key.
-func ixKey(service string, k []byte) []byte { return append(svcPrefix(service), k...) }
+func ixKey(service string, k []byte) []byte { return appendIxKey(nil, service, k) }
 
-// placement is where an index keeps a ticket: the bucket and key, nil
-// when the ticket is not in that index.
+func appendIxKey(b []byte, service string, k []byte) []byte {
+	return append(appendSvcPrefix(b, service), k...)
+}
+
+// ixSlot is an index entry's own key (readyKey or timedKey), held in
+// place so that working out a ticket's placement allocates nothing.
+type ixSlot struct {
+	b [16]byte
+	n uint8
+}
+
+func (s *ixSlot) set(k []byte) { s.n = uint8(copy(s.b[:], k)) }
+
+// key is the entry's key, nil when the ticket is not in that index.
+func (s *ixSlot) key() []byte {
+	if s.n == 0 {
+		return nil
+	}
+	return s.b[:s.n]
+}
+
+// placement is where an index keeps a ticket: the key in each index,
+// none when the ticket is not in it.
 type placement struct {
-	ready, delayed, deadline []byte
+	ready, delayed, deadline ixSlot
+}
+
+// slot is the index i of ready, delayed, deadline.
+func (p *placement) slot(i int) *ixSlot {
+	switch i {
+	case 0:
+		return &p.ready
+	case 1:
+		return &p.delayed
+	}
+	return &p.deadline
 }
 
 func placeOf(tk *Ticket) placement {
@@ -156,13 +190,15 @@ func placeOf(tk *Ticket) placement {
 	if tk == nil || (tk.State != StatePending && tk.State != StateDispatched) {
 		return p
 	}
+	// The keys are built in place: readyKey and timedKey would allocate.
 	if tk.State == StatePending && !tk.Due.IsZero() {
-		p.delayed = timedKey(TimeKey(tk.Due), tk.Seq)
+		p.delayed.set(binary.BigEndian.AppendUint64(appendTimeKey(p.delayed.b[:0], TimeKey(tk.Due)), tk.Seq))
 	} else {
-		p.ready = readyKey(levelByte(tk.Priority), tk.Seq)
+		p.ready.b[0] = levelByte(tk.Priority)
+		p.ready.set(binary.BigEndian.AppendUint64(p.ready.b[:1], tk.Seq))
 	}
 	if tk.State == StatePending && tk.Attempts == 0 && !tk.Deadline.IsZero() {
-		p.deadline = timedKey(TimeKey(tk.Deadline), tk.Seq)
+		p.deadline.set(binary.BigEndian.AppendUint64(appendTimeKey(p.deadline.b[:0], TimeKey(tk.Deadline)), tk.Seq))
 	}
 	return p
 }
@@ -187,19 +223,24 @@ func openIndexes(tx *bolt.Tx) (indexes, error) {
 
 // reindex moves a ticket's index entries from where old kept it to where
 // tk keeps it (old nil: a new ticket; tk nil: deleted); delayed counts the
-// change of the service's ixdelayed entries.
-func (ix indexes) reindex(service string, id ID, old, tk *Ticket, delayed map[string]int) error {
+// change of the service's ixdelayed entries. id is the entries' value: it
+// must stay valid until the transaction ends; keys are built in bufs.key.
+func (ix indexes) reindex(bufs *txnBufs, service string, id []byte, old, tk *Ticket, delayed map[string]int) error {
 	was, is := placeOf(old), placeOf(tk)
-	for _, x := range []struct {
-		b        *bolt.Bucket
-		was, is  []byte
-		isDelayQ bool
-	}{{ix.ready, was.ready, is.ready, false}, {ix.delayed, was.delayed, is.delayed, true}, {ix.deadline, was.deadline, is.deadline, false}} {
+	// The buckets apart from the keys: escape analysis does not tell a
+	// struct's fields apart, and a bucket passed to bbolt would take the
+	// placements, which live on the stack, to the heap with it.
+	for i, b := range [...]*bolt.Bucket{ix.ready, ix.delayed, ix.deadline} {
+		x := struct {
+			was, is  []byte
+			isDelayQ bool
+		}{was.slot(i).key(), is.slot(i).key(), i == 1}
 		if bytes.Equal(x.was, x.is) {
 			continue
 		}
 		if x.was != nil {
-			if err := x.b.Delete(ixKey(service, x.was)); err != nil {
+			bufs.key = appendIxKey(bufs.key[:0], service, x.was)
+			if err := b.Delete(bufs.key); err != nil {
 				return fmt.Errorf("delete index entry: %w", err)
 			}
 			if x.isDelayQ {
@@ -207,7 +248,8 @@ func (ix indexes) reindex(service string, id ID, old, tk *Ticket, delayed map[st
 			}
 		}
 		if x.is != nil {
-			if err := x.b.Put(ixKey(service, x.is), id[:]); err != nil {
+			bufs.key = appendIxKey(bufs.key[:0], service, x.is)
+			if err := b.Put(bufs.key, id); err != nil {
 				return fmt.Errorf("put index entry: %w", err)
 			}
 			if x.isDelayQ {
@@ -345,9 +387,11 @@ func rebuildIndexes(db *bolt.DB) (int, error) {
 				return err
 			}
 			delayed := make(map[string]int)
+			var bufs txnBufs
 			for i := range chunk {
+				// chunk outlives the transaction: its IDs are the values.
 				tk := &chunk[i]
-				if err := ix.reindex(tk.Service, tk.ID, nil, tk, delayed); err != nil {
+				if err := ix.reindex(&bufs, tk.Service, tk.ID[:], nil, tk, delayed); err != nil {
 					return err
 				}
 			}
@@ -485,7 +529,7 @@ func checkIndexes(tx *bolt.Tx, add func(string, ...any)) {
 		for _, x := range []struct {
 			b   *bolt.Bucket
 			key []byte
-		}{{ix.ready, p.ready}, {ix.delayed, p.delayed}, {ix.deadline, p.deadline}} {
+		}{{ix.ready, p.ready.key()}, {ix.delayed, p.delayed.key()}, {ix.deadline, p.deadline.key()}} {
 			if x.key == nil {
 				continue
 			}
@@ -494,7 +538,7 @@ func checkIndexes(tx *bolt.Tx, add func(string, ...any)) {
 				add("ticket %s (%s) is not in its dispatch index entry %x", t.ID, t.State, x.key)
 			}
 		}
-		if p.delayed != nil {
+		if p.delayed.n != 0 {
 			want[t.Service]++
 		}
 		return nil

@@ -170,7 +170,7 @@ func TestIndexesRebuiltAfterForeignWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		tn, err := newTxn(tx)
+		tn, err := newTxn(tx, new(txnBufs))
 		if err != nil {
 			return err
 		}

@@ -435,7 +435,7 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 	start := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		txid = tx.ID()
-		t, err := newTxn(tx)
+		t, err := newTxn(tx, &s.bufs)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package titanic
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,13 +99,21 @@ func (c *committer) enqueue(ops ...pendingOp) error {
 		}
 	}
 	c.inflight.Add(1)
-	start := time.Now()
-	batch := make([]store.Op, len(ops))
-	for i, p := range ops {
-		batch[i] = p.op
+	h := &handover{start: time.Now()}
+	// Most hand-overs are one op: it and its copy for the store live in
+	// h, so that the caller's ops stay on its stack (they are copied
+	// when there are more).
+	if len(ops) == 1 {
+		h.one[0], h.oneOp[0] = ops[0], ops[0].op
+		h.ops, h.batch = h.one[:], h.oneOp[:]
+	} else {
+		h.ops, h.batch = slices.Clone(ops), make([]store.Op, len(ops))
+		for i, p := range ops {
+			h.batch[i] = p.op
+		}
 	}
-	c.st.ApplyAsync(batch, func(d store.Done) {
-		c.complete(ops, d, start)
+	c.st.ApplyAsync(h.batch, func(d store.Done) {
+		c.complete(h.ops, d, h.start)
 		c.clientOps.Add(-int64(client))
 		if c.inflight.Add(-1) == 0 {
 			c.drainMu.Lock()
@@ -113,6 +122,16 @@ func (c *committer) enqueue(ops ...pendingOp) error {
 		}
 	})
 	return nil
+}
+
+// handover is one enqueue's ops and its batch for the store, in one
+// allocation when it is one op.
+type handover struct {
+	ops   []pendingOp
+	batch []store.Op
+	start time.Time
+	one   [1]pendingOp
+	oneOp [1]store.Op
 }
 
 // complete runs the completions of one hand-over. Per-commit work is done

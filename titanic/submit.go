@@ -1,6 +1,7 @@
 package titanic
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -16,40 +17,59 @@ import (
 
 // submit stores a new ticket and answers once it is durable.
 func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
-	keyed := req.Service == tsp.SvcSubmit || req.Service == tsp.SvcSubmit2
-	answer := func(out [][]byte) {
-		s.answer(req.Client, req.Service, echoKey(req.Service, out, req.Body))
-	}
+	// One closure per submit: the answer is sent from it, not from a
+	// second closure it would call.
 	err := s.storeSubmit(r, func(res store.Result, err error) {
-		var kc *store.KeyConflictError
-		switch {
-		case errors.As(err, &kc):
-			answer(replyText(tsp.CodeUnknown, keyConflictText(kc)))
-			return
-		case errors.Is(err, store.ErrClusterVersion):
-			// A submit with lifecycle options, to a cluster with a member
-			// that could not read them: 400, resending cannot help.
-			answer(replyText(tsp.CodeUnknown, tsp.NotSupported.Text(clusterVersionText(err))))
-			return
-		case err != nil:
-			answer(replyText(tsp.CodeError, "not stored: "+err.Error()))
-			return
-		}
-		ticket := []byte(res.ID.String())
-		if keyed {
-			how := "new"
-			if res.Duplicate {
-				how = "duplicate"
-			}
-			answer(reply(tsp.CodeOK, ticket, []byte(how)))
-			return
-		}
-		answer(reply(tsp.CodeOK, ticket))
+		s.answer(req.Client, req.Service, echoKey(req.Service, submitAnswer(req.Service, res, err), req.Body))
 	})
 	if err != nil {
 		return busyReply()
 	}
 	return nil
+}
+
+// submitAnswer is the answer to a submit whose store outcome is res, err,
+// before echoKey adds the key.
+func submitAnswer(service string, res store.Result, err error) [][]byte {
+	if err != nil {
+		return submitRefusal(err)
+	}
+	how := ""
+	if service == tsp.SvcSubmit || service == tsp.SvcSubmit2 {
+		how = "new"
+		if res.Duplicate {
+			how = "duplicate"
+		}
+	}
+	// The frames share one allocation, and the answer has room for the
+	// key echoKey appends: two allocations, not six.
+	buf := make([]byte, 0, len(tsp.CodeOK)+2*len(res.ID)+len(how))
+	buf = append(buf, tsp.CodeOK...)
+	buf = hex.AppendEncode(buf, res.ID[:]) // res.ID.String()
+	buf = append(buf, how...)
+	code, ticket := len(tsp.CodeOK), len(tsp.CodeOK)+2*len(res.ID)
+	out := make([][]byte, 2, 4)
+	out[0], out[1] = buf[:code:code], buf[code:ticket:ticket]
+	if how != "" {
+		out = append(out, buf[ticket:])
+	}
+	return out
+}
+
+// submitRefusal is the answer to a submit the store refused. Apart from
+// submitAnswer: the error target errors.As needs goes to the heap, and
+// must not cost the submits that succeed an allocation.
+func submitRefusal(err error) [][]byte {
+	var kc *store.KeyConflictError
+	switch {
+	case errors.As(err, &kc):
+		return replyText(tsp.CodeUnknown, keyConflictText(kc))
+	case errors.Is(err, store.ErrClusterVersion):
+		// A submit with lifecycle options, to a cluster with a member
+		// that could not read them: 400, resending cannot help.
+		return replyText(tsp.CodeUnknown, tsp.NotSupported.Text(clusterVersionText(err)))
+	}
+	return replyText(tsp.CodeError, "not stored: "+err.Error())
 }
 
 // keyConflictText is the text of titanic.submit's key conflict answer:
@@ -71,7 +91,9 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 	if s.cfg.MintTag != 0 {
 		id[15] = id[15]&0xf0 | s.cfg.MintTag&0x0f
 	}
-	op := store.Op{Kind: store.OpSubmit, ID: id, Time: s.cfg.Now(), Service: r.service, Body: r.body, IdemKey: r.idemKey, Lifecycle: r.lifecycle}
+	// The completion takes now, not op: op would go to the heap with it.
+	now := s.cfg.Now()
+	op := store.Op{Kind: store.OpSubmit, ID: id, Time: now, Service: r.service, Body: r.body, IdemKey: r.idemKey, Lifecycle: r.lifecycle}
 	size := bodySize(r.body)
 	s.adm.diskSubmitted(size)
 	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
@@ -87,7 +109,7 @@ func (s *Service) storeSubmit(r submitReq, done func(res store.Result, err error
 		s.stats.submits.Add(1)
 		if !res.Duplicate {
 			s.tallySubmit(r.service)
-			s.enlist((&entry{id: res.ID, service: r.service, seq: res.Seq, queued: op.Time}).withLifecycle(r.lifecycle, 0), r.body)
+			s.enlist((&entry{id: res.ID, service: r.service, seq: res.Seq, queued: now}).withLifecycle(r.lifecycle, 0), r.body)
 			s.note(res.ID, "pending", r.service)
 		} else {
 			s.stats.duplicates.Add(1)

@@ -118,6 +118,19 @@ static int zs_send(void *sock, int flags, const char *buf, const size_t *sizes, 
 	}
 	return -1;
 }
+
+// zs_events returns the socket's ZMQ_EVENTS, or -1 with errno. The value
+// is the result, not written through a pointer: a Go pointer handed to C
+// is an allocation (pebbe/zmq4's GetEvents makes one per call).
+static int zs_events(void *sock) {
+	int v = 0;
+	size_t sz = sizeof v;
+	int rc;
+	do {
+		rc = zmq_getsockopt(sock, ZMQ_EVENTS, &v, &sz);
+	} while (rc < 0 && errno == EINTR); // as Readable.events did
+	return rc < 0 ? -1 : v;
+}
 */
 import "C"
 
@@ -241,11 +254,26 @@ func (fr *Frames) handle() unsafe.Pointer {
 	if !fr.raw {
 		return nil
 	}
-	l := (*socketLayout)(unsafe.Pointer(fr.sock))
+	return rawHandle(fr.sock)
+}
+
+// rawHandle returns sock's libzmq socket, nil when it is closed; only
+// when layoutOK.
+func rawHandle(sock *zmq.Socket) unsafe.Pointer {
+	l := (*socketLayout)(unsafe.Pointer(sock))
 	if !l.opened || l.soc == nil {
 		return nil
 	}
 	return l.soc
+}
+
+// rawEvents is ZMQ_EVENTS of the libzmq socket h (see rawHandle).
+func rawEvents(h unsafe.Pointer) (zmq.State, error) {
+	v, err := C.zs_events(h)
+	if v < 0 {
+		return 0, errno(err)
+	}
+	return zmq.State(v), nil
 }
 
 // errno turns the error of a cgo call into what pebbe/zmq4 returns.

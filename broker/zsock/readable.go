@@ -43,6 +43,11 @@ type Readable struct {
 	f     *os.File
 	rc    syscall.RawConn
 	woken atomic.Bool
+	// readable is r.check as a func value, made once: a closure made in
+	// each wait, with the error it sets, was two allocations per wait.
+	// evErr is check's ZMQ_EVENTS error; only the owner touches either.
+	readable func(uintptr) bool
+	evErr    error
 }
 
 // past is a deadline that has passed: setting it ends a park at once.
@@ -82,7 +87,20 @@ func NewReadable(sock *zmq.Socket) (*Readable, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("watch socket descriptor: %w", err)
 	}
-	return &Readable{sock: sock, f: f, rc: rc}, nil
+	r := &Readable{sock: sock, f: f, rc: rc}
+	r.readable = r.check
+	return r, nil
+}
+
+// check is RawConn.Read's function for wait: whether the socket has a
+// message, ZMQ_EVENTS's error in r.evErr.
+func (r *Readable) check(uintptr) bool {
+	ev, err := r.events()
+	if err != nil {
+		r.evErr = err
+		return true
+	}
+	return ev&zmq.POLLIN != 0
 }
 
 // Wait returns nil once the socket has a message to receive (a receive
@@ -126,15 +144,10 @@ func (r *Readable) wait(deadline time.Time) error {
 	// the next one whenever f returns false: ZMQ_EVENTS must be asked in
 	// f, after that reset, or a signal between the question and the park
 	// would be lost. The descriptor is libzmq's to read: it never is here.
-	var evErr error
-	err := r.rc.Read(func(uintptr) bool {
-		ev, err := r.events()
-		if err != nil {
-			evErr = err
-			return true
-		}
-		return ev&zmq.POLLIN != 0
-	})
+	r.evErr = nil
+	err := r.rc.Read(r.readable)
+	evErr := r.evErr
+	r.evErr = nil
 	switch {
 	case evErr != nil:
 		return evErr
@@ -150,6 +163,15 @@ func (r *Readable) wait(deadline time.Time) error {
 // commands (a pipe that became readable is one), which re-arms the
 // descriptor's signal.
 func (r *Readable) events() (zmq.State, error) {
+	if layoutOK() {
+		if h := rawHandle(r.sock); h != nil {
+			ev, err := rawEvents(h)
+			if err != nil {
+				return 0, fmt.Errorf("socket events: %w", err)
+			}
+			return ev, nil
+		}
+	}
 	for {
 		ev, err := r.sock.GetEvents()
 		if err == nil {

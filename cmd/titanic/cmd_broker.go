@@ -34,6 +34,12 @@ func runBroker(e env) error {
 		// Before nodeConfig, which reads key files.
 		return errParseOnly
 	}
+	if e.env == nil {
+		// The process's own environment, which the runtime read GOGC
+		// and GOMEMLIMIT from; an environment a test gives (e.env) is
+		// not the one that decides.
+		tuneGC(log)
+	}
 	nc, sec, err := nodeConfig(e, cfg, rf, log)
 	if err != nil {
 		return err

@@ -135,8 +135,10 @@ bench-all: build
 # backlog builds a data directory holding BACKLOG_N pending tickets
 # (100-byte bodies, one service; bulk through the store API, fsync off for
 # the build only), starts bin/titanic on it and reports its peak RssAnon,
-# the time from its start to the first acknowledged submit, and the submit
-# and dispatch rates at that depth (internal/bench TestBacklog). Not part
+# the time from its start to the first acknowledged submit, the submit
+# and dispatch rates at that depth, and the time to the first acknowledged
+# submit of a restart after a clean stop and of one after a SIGKILL
+# (internal/bench TestBacklog). Not part
 # of `make test`. BACKLOG_DIR keeps the data directory between runs (a
 # directory holding titanic.db is reused as it is).
 BACKLOG_N ?= 10000000

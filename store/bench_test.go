@@ -32,6 +32,11 @@ func benchSubmit(b *testing.B, writers, batch int) {
 		b.Fatal(err)
 	}
 	defer s.Close()
+	benchSubmitOn(b, s, writers, batch)
+}
+
+// benchSubmitOn is benchSubmit on the open store s.
+func benchSubmitOn(b *testing.B, s *store.BoltStore, writers, batch int) {
 	ctx := context.Background()
 	body := [][]byte{make([]byte, 100)}
 	before, err := s.Stats(ctx)
@@ -139,5 +144,81 @@ func BenchmarkApplyJob(b *testing.B) {
 		apply(submits)
 		apply(dispatches)
 		apply(replies)
+	}
+}
+
+// BenchmarkApplySubmitDeep is BenchmarkApplySubmit with 64 writers on
+// large stores, where whether commits write bbolt's free page list
+// depends on the data in use and the pages free (see syncFreelist):
+// "full" holds 1,000,000 pending tickets (about 580 MB, few pages free:
+// the list is written, a page); "fragmented" held 1,300,000 of which the
+// oldest 300,000 were closed (about 146 MB free: a list of some 300 KB,
+// written at every commit); "drained" held 2,000,000 of which the oldest
+// 1,800,000 were closed, as a deep queue that was worked off leaves it
+// (about 1 GB free, 130 MB in use: the list, 2 MB, is left out). Each
+// store is built once (fsync off), then reopened durable; b.N's rounds
+// share it.
+func BenchmarkApplySubmitDeep(b *testing.B) {
+	for _, c := range []struct {
+		name          string
+		pending, done int
+	}{
+		{"full", 1_000_000, 0},
+		{"fragmented", 1_300_000, 300_000},
+		{"drained", 2_000_000, 1_800_000},
+	} {
+		path := filepath.Join(b.TempDir(), "deep.db")
+		buildDeep(b, path, c.pending, c.done)
+		s, err := store.Open(path, store.Options{Logger: testLogger(b)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			benchSubmitOn(b, s, 64, 1)
+			u, err := s.Usage()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(u.FileSize)/(1<<20), "file-MiB")
+			b.ReportMetric(float64(u.Free)/(1<<20), "free-MiB")
+		})
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// buildDeep writes n pending tickets to a new store at path, then closes
+// the oldest done of them, in batches, with fsync off.
+func buildDeep(b *testing.B, path string, n, done int) {
+	s, err := store.Open(path, store.Options{NoSync: true, Logger: testLogger(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	body := [][]byte{make([]byte, 100)}
+	ids := make([]store.ID, n)
+	const batch = 4096
+	for i := 0; i < n; i += batch {
+		ops := make([]store.Op, 0, batch)
+		for j := i; j < min(n, i+batch); j++ {
+			ids[j] = store.NewID()
+			ops = append(ops, store.Op{Kind: store.OpSubmit, ID: ids[j], Time: time.Now(), Service: fmt.Sprint("svc", j%4), Body: body})
+		}
+		if _, err := s.Apply(ctx, ops); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := 0; i < done; i += batch {
+		ops := make([]store.Op, 0, batch)
+		for _, id := range ids[i:min(done, i+batch)] {
+			ops = append(ops, store.Op{Kind: store.OpClose, ID: id, Time: time.Now()})
+		}
+		if _, err := s.Apply(ctx, ops); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
 	}
 }

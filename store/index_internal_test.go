@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -313,49 +312,6 @@ func TestRestoreRebuildsStaleIndexes(t *testing.T) {
 		t.Fatalf("after restore: %v, want %v", got, want)
 	}
 	if err := dst.Check(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// A clean Close leaves bbolt's free page list in the file, so that the
-// next Open reads it instead of reading every page to rebuild it; the
-// commits in between do not write it (NoFreelistSync).
-func TestCloseSavesFreelist(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "t.db")
-	s := openTest(t, path)
-	// Past saveFreelistAbove: a small file is not worth it.
-	big := [][]byte{make([]byte, 1<<20)}
-	for range saveFreelistAbove>>20 + 1 {
-		if _, err := s.Apply(context.Background(), []Op{{Kind: OpSubmit, ID: NewID(), Time: time.Now(), Service: "s", Body: big}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	latest := func() boltMeta {
-		t.Helper()
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		m0, ok0 := readBoltMeta(f, 0)
-		m1, ok1 := readBoltMeta(f, int64(m0.pageSize))
-		if !ok0 || ok1 && m1.txid > m0.txid {
-			return m1
-		}
-		return m0
-	}
-	if m := latest(); m.freelist != boltNoFreelist {
-		t.Fatalf("free page list written by a commit (page %d)", m.freelist)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if m := latest(); m.freelist == boltNoFreelist {
-		t.Fatal("no free page list after Close")
-	}
-	s = openTest(t, path)
-	defer s.Close()
-	if err := s.Check(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }

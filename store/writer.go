@@ -431,10 +431,11 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 		txid    int
 		applied bool // the ops are in; an error now comes from the commit
 		newer   bool // the commit moves the file to formatV2
+		size    int64
 	)
 	start := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		txid = tx.ID()
+		txid, size = tx.ID(), tx.Size()
 		t, err := newTxn(tx, &s.bufs)
 		if err != nil {
 			return err
@@ -518,6 +519,11 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 	if newer {
 		s.newerFormat.Store(true)
 	}
+	// For the next commit (no write transaction runs now), from the size
+	// this one began with and the free pages it left: the commit that
+	// takes the data past the threshold is followed by one that writes
+	// the list.
+	syncFreelist(s.db, size, s.opts)
 	s.commits.Add(1)
 	if s.opts.ObserveCommit != nil {
 		s.opts.ObserveCommit(time.Since(start))

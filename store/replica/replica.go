@@ -217,6 +217,22 @@ var (
 	_ store.Leadership = (*Node)(nil)
 )
 
+// snapshotRetain is how many raft snapshots a node keeps, each a copy of
+// the whole store, so it multiplies the disk a node needs at depth. One
+// would be safe against a crash while a snapshot is written: raft's file
+// snapshot store (v1.7.3) writes it into a ".tmp" directory that List
+// ignores, syncs its state and metadata, renames it into place and syncs
+// the parent before it deletes older ones. But the latest snapshot may be
+// a reform's placeholder (placeholderMark), which is never restored,
+// until snapshotSoon or replacePlaceholder puts a real one after it; and
+// raft.RecoverCluster (a reform) and a restore at start try the
+// snapshots newest first and fail when none restores. A reform that must
+// restore (the store's applied index is below the latest snapshot's,
+// which a no-op or barrier at the end of the log allows: see
+// recoveryFSM), while the latest is still a placeholder, succeeds only
+// by falling back on the real snapshot before it: so two.
+const snapshotRetain = 2
+
 // Open starts a replica over st.
 func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 	if err := cfg.fill(); err != nil {
@@ -260,7 +276,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("raft log store: %w", err)
 	}
 	n.logs = logs
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, n.hclog())
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, snapshotRetain, n.hclog())
 	if err != nil {
 		_ = logs.Close()
 		return nil, fmt.Errorf("raft snapshot store: %w", err)
@@ -1192,7 +1208,7 @@ func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
 	if err != nil {
 		return fmt.Errorf("raft log store: %w", err)
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.Dir, 2, n.hclog())
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.Dir, snapshotRetain, n.hclog())
 	if err != nil {
 		_ = logs.Close()
 		return fmt.Errorf("raft snapshot store: %w", err)

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -233,6 +234,35 @@ var (
 // by falling back on the real snapshot before it: so two.
 const snapshotRetain = 2
 
+// removeSnapshotTemps deletes the snapshots a crash left half written in
+// dir: raft's file snapshot store writes each into a ".tmp" directory and
+// renames it once complete, ignores such directories when it lists, and
+// never deletes them, so each crash during a snapshot would keep a copy
+// of the whole store on disk for good. Open runs it before raft starts:
+// the store's file lock, taken before, means no other process uses this
+// directory, and no snapshot of this one is being written yet. A failure
+// only costs the space: it is logged, not returned.
+func removeSnapshotTemps(dir string, log *slog.Logger) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("unfinished raft snapshots not looked for", "dir", dir, "err", err)
+		}
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if err := os.RemoveAll(path); err != nil {
+			log.Warn("unfinished raft snapshot not removed", "path", path, "err", err)
+			continue
+		}
+		log.Warn("removed an unfinished raft snapshot (a crash while it was written)", "path", path)
+	}
+}
+
 // Open starts a replica over st.
 func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 	if err := cfg.fill(); err != nil {
@@ -276,6 +306,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("raft log store: %w", err)
 	}
 	n.logs = logs
+	removeSnapshotTemps(filepath.Join(cfg.Dir, "snapshots"), n.log)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, snapshotRetain, n.hclog())
 	if err != nil {
 		_ = logs.Close()

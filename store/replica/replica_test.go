@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -259,4 +261,57 @@ func TestReformAlone(t *testing.T) {
 	}
 	ids = append(ids, applySome(t, ms, 5)...)
 	hasAll(t, dead, ids)
+}
+
+// TestOpenRemovesUnfinishedSnapshots: a crash while raft wrote a snapshot
+// leaves its ".tmp" directory, a copy of the store that raft never lists
+// nor deletes. Open removes it, and keeps the finished snapshots and every
+// ticket.
+func TestOpenRemovesUnfinishedSnapshots(t *testing.T) {
+	ms, peers := cluster(t, 1)
+	m := ms[0]
+	leader(t, ms)
+	ids := applySome(t, ms, 40) // past SnapshotThreshold: raft snapshots
+	snapDir := filepath.Join(m.dir, "raft", "snapshots")
+	finished := func() []string {
+		entries, err := os.ReadDir(snapDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			if e.IsDir() && !strings.HasSuffix(e.Name(), ".tmp") {
+				names = append(names, e.Name())
+			}
+		}
+		return names
+	}
+	deadline := time.Now().Add(wait)
+	for len(finished()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no raft snapshot within %s", wait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m.close()
+	kept := finished()
+	tmp := filepath.Join(snapDir, "7-999-1700000000000.tmp")
+	if err := os.MkdirAll(tmp, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "state.bin"), make([]byte, 1<<20), 0o640); err != nil {
+		t.Fatal(err)
+	}
+
+	m.open(t, peers)
+	if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the unfinished snapshot is still there after Open: %v", err)
+	}
+	for _, name := range kept {
+		if _, err := os.Stat(filepath.Join(snapDir, name)); err != nil {
+			t.Errorf("finished snapshot %s: %v", name, err)
+		}
+	}
+	leader(t, ms)
+	hasAll(t, m, ids)
 }

@@ -408,11 +408,23 @@ func TestHandlerErrorSendsFail(t *testing.T) {
 	}
 }
 
+// TestHeartbeatsWhileHandlerRuns: the wait's deadline comes from the
+// heartbeat schedule, so HEARTBEATs go out while a handler runs, whether
+// the slot waits in Go's poller or in the zmq_poll fallback.
 func TestHeartbeatsWhileHandlerRuns(t *testing.T) {
+	for _, mode := range []struct {
+		name     string
+		pollOnly bool
+	}{{"readable", false}, {"zmq_poll", true}} {
+		t.Run(mode.name, func(t *testing.T) { testHeartbeatsWhileHandlerRuns(t, mode.pollOnly) })
+	}
+}
+
+func testHeartbeatsWhileHandlerRuns(t *testing.T, pollOnly bool) {
 	b := newFakeBroker(t)
 	started, release := make(chan struct{}), make(chan struct{})
 	// A high liveness: the fake broker sends no heartbeats of its own.
-	r := startWorker(t, Config{Brokers: []string{b.ep}, HeartbeatInterval: 50 * time.Millisecond, Liveness: 100},
+	r := startWorkerWith(t, Config{Brokers: []string{b.ep}, HeartbeatInterval: 50 * time.Millisecond, Liveness: 100},
 		func(ctx context.Context, req [][]byte) ([][]byte, error) {
 			close(started)
 			select {
@@ -421,7 +433,7 @@ func TestHeartbeatsWhileHandlerRuns(t *testing.T) {
 				return nil, ctx.Err()
 			}
 			return [][]byte{[]byte("done")}, nil
-		})
+		}, func(w *Worker) { w.pollOnly = pollOnly })
 	id, _, _ := b.expect(mdp.Ready, "connect")
 	b.request(id, []byte("c"), []byte("slow"))
 	select {

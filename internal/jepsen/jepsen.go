@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,9 @@ const (
 	stuckWithin   = 10 * time.Second       // the final recovery of a cluster that already failed to recover
 	stopWithin    = 10 * time.Second       // clients and workers, once told to stop
 	service       = "jepsen"
+	// slowRecoveriesShown is how many of the slowest recoveries the
+	// report lists with the fault each followed.
+	slowRecoveriesShown = 3
 )
 
 // EnvSeed and EnvMode are the environment variables of the suite: the
@@ -191,7 +195,14 @@ func Run(t *testing.T, sc Scenario, base uint64) *Result {
 	// recoveries in a row: it is stuck, and the final check says what it
 	// cost.
 	plans, stuck := 0, 0
-	var recoveries []time.Duration // from the heal to whole and serving
+	// recoveries: from each heal to whole and serving, with the fault
+	// plan healed, so that the report names what the slow ones followed.
+	type recovery struct {
+		took time.Duration
+		plan int
+		what string
+	}
+	var recoveries []recovery
 	faultStart := time.Now()
 	for plans < sc.Faults || time.Since(faultStart) < sc.Duration {
 		steps := r.nemesis.plan(sc.Menu, sc.PKill, leader)
@@ -214,14 +225,20 @@ func Run(t *testing.T, sc Scenario, base uint64) *Result {
 			continue
 		}
 		stuck, leader = 0, l
-		recoveries = append(recoveries, took)
+		recoveries = append(recoveries, recovery{took, plans, describe(steps)})
 		time.Sleep(500*time.Millisecond + between(r.nemesis.rng, time.Second)) // load between faults
 	}
 	t.Logf("fault phase over: %d fault plans in %s", plans, time.Since(faultStart).Round(time.Second))
 	if len(recoveries) > 0 {
-		slices.Sort(recoveries)
+		slices.SortFunc(recoveries, func(a, b recovery) int { return cmp.Compare(a.took, b.took) })
+		longest := recoveries[len(recoveries)-1]
 		r.note("recoveries after a heal: %d, median %s, longest %s", len(recoveries),
-			recoveries[len(recoveries)/2].Round(10*time.Millisecond), recoveries[len(recoveries)-1].Round(10*time.Millisecond))
+			recoveries[len(recoveries)/2].took.Round(10*time.Millisecond), longest.took.Round(10*time.Millisecond))
+		// The slowest few, slowest first, with the fault each healed.
+		for i := len(recoveries) - 1; i >= max(0, len(recoveries)-slowRecoveriesShown); i-- {
+			rc := recoveries[i]
+			r.note("  recovery of %s after fault %d: %s", rc.took.Round(10*time.Millisecond), rc.plan, rc.what)
+		}
 	}
 
 	// The end: clients stop, everything heals, every node that is down

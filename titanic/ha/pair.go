@@ -686,13 +686,25 @@ func (p *Pair) reconcile(ctx context.Context) {
 			return
 		}
 	}
-	id, addr := p.node.Self()
-	rep, err := p.peer.Request(cctx, tsp.SvcJoin, [][]byte{[]byte(id), []byte(addr)})
-	if err != nil || len(rep) == 0 || string(rep[0]) != "200" {
-		p.log.Info("asking the active peer to add this node", "answer", fmt.Sprintf("%q", rep), "err", err)
+	if err := p.askJoin(cctx); err != nil {
+		p.log.Info("asking the active peer to add this node", "err", err)
 		return
 	}
 	p.log.Info("the active peer added this node; catching up")
+}
+
+// askJoin asks the active peer to add this node as a voter
+// (titanic.cluster.join); nil once it answered 200.
+func (p *Pair) askJoin(ctx context.Context) error {
+	id, addr := p.node.Self()
+	rep, err := p.peer.Request(ctx, tsp.SvcJoin, [][]byte{[]byte(id), []byte(addr)})
+	switch {
+	case err != nil:
+		return err
+	case len(rep) == 0 || string(rep[0]) != "200":
+		return fmt.Errorf("peer answered %q", rep)
+	}
+	return nil
 }
 
 // askReadd asks the active peer, whose raft this node follows as a voter,
@@ -701,10 +713,8 @@ func (p *Pair) reconcile(ctx context.Context) {
 // when it restarted in the active's term, which otherwise writes one only
 // in its next term. Every release's join adds a voter already there again.
 func (p *Pair) askReadd(ctx context.Context) {
-	id, addr := p.node.Self()
-	rep, err := p.peer.Request(ctx, tsp.SvcJoin, [][]byte{[]byte(id), []byte(addr)})
-	if err != nil || len(rep) == 0 || string(rep[0]) != "200" {
-		p.log.Info("asking the active peer to add this node again, to count as caught up", "answer", fmt.Sprintf("%q", rep), "err", err)
+	if err := p.askJoin(ctx); err != nil {
+		p.log.Info("asking the active peer to add this node again, to count as caught up", "err", err)
 		return
 	}
 	p.log.Info("the active peer added this node again in its term; catching up")

@@ -18,9 +18,19 @@ import (
 // lifecycleNode runs a single node with a quiet, fast titanic service.
 func lifecycleNode(t *testing.T, dir string) (*nodetest.Node, *client.Client) {
 	t.Helper()
+	return lifecycleNodeWith(t, dir, nil)
+}
+
+// lifecycleNodeWith is lifecycleNode with tune, if not nil, applied to the
+// service's configuration.
+func lifecycleNodeWith(t *testing.T, dir string, tune func(*titanic.Config)) (*nodetest.Node, *client.Client) {
+	t.Helper()
 	nc := nodetest.Config(dir)
 	nc.Service = titanic.DefaultConfig()
 	nc.Service.Logger = nodetest.Quiet
+	if tune != nil {
+		tune(&nc.Service)
+	}
 	nd := nodetest.Start(t, nc)
 	c, err := client.New(client.Config{Brokers: []string{nd.Endpoint()}, Timeout: time.Second, Retries: 3, Logger: nodetest.Quiet})
 	if err != nil {

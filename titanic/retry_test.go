@@ -18,16 +18,7 @@ import (
 // that has not failed and an unknown one are refused, each with its own
 // error, and the retried ticket fails again for the same cause.
 func TestRetryFailedTicket(t *testing.T) {
-	nc := nodetest.Config(t.TempDir())
-	nc.Service = titanic.DefaultConfig()
-	nc.Service.NoWorkerTimeout = 100 * time.Millisecond
-	nc.Service.Logger = nodetest.Quiet
-	nd := nodetest.Start(t, nc)
-	c, err := client.New(client.Config{Brokers: []string{nd.Endpoint()}, Timeout: time.Second, Retries: 3, Logger: nodetest.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	nd, c := lifecycleNodeWith(t, t.TempDir(), func(sc *titanic.Config) { sc.NoWorkerTimeout = 100 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -123,16 +114,7 @@ func TestRetryFailedTicket(t *testing.T) {
 // attempt history says the attempt was retried because the worker left.
 func TestWorkerLossBacksOff(t *testing.T) {
 	const base = 2 * time.Second
-	nc := nodetest.Config(t.TempDir())
-	nc.Service = titanic.DefaultConfig()
-	nc.Service.BackoffBase, nc.Service.BackoffMax = base, base
-	nc.Service.Logger = nodetest.Quiet
-	nd := nodetest.Start(t, nc)
-	c, err := client.New(client.Config{Brokers: []string{nd.Endpoint()}, Timeout: time.Second, Retries: 3, Logger: nodetest.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	nd, c := lifecycleNodeWith(t, t.TempDir(), func(sc *titanic.Config) { sc.BackoffBase, sc.BackoffMax = base, base })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

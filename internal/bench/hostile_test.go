@@ -13,7 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -176,28 +176,10 @@ func BenchmarkHostile(b *testing.B) {
 	br := harness.Broker(b, "bench-broker", ep, b.TempDir(), "--max-message-size", "1048576", "--submit-rate", "2000")
 	corpus := filepath.Join("..", "..", "broker", "mdp", "testdata", "fuzz")
 
-	// peak samples the broker's RssAnon until stop is closed.
-	peak := func(stop <-chan struct{}, out *int64, done *sync.WaitGroup) {
-		defer done.Done()
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if v, err := harness.ProcStatus(br.PID(), "RssAnon"); err == nil {
-				*out = max(*out, v)
-			}
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-		}
-	}
 	var rounds float64
 	measure := func(hostile bool) (lats []time.Duration, rss int64) {
-		var wg sync.WaitGroup
-		stop := make(chan struct{})
-		wg.Add(1)
-		go peak(stop, &rss, &wg)
+		var peak atomic.Int64
+		stopRSS := watchRSS(br.PID(), &peak)
 		var attackers *hostileProc
 		if hostile {
 			var err error
@@ -207,8 +189,8 @@ func BenchmarkHostile(b *testing.B) {
 			b.Cleanup(attackers.kill) // when the benchmark fails first
 		}
 		lats = goodClient(b, ep, hostilePhase)
-		close(stop)
-		wg.Wait()
+		stopRSS()
+		rss = peak.Load()
 		if attackers != nil {
 			n, err := attackers.stop(10 * time.Second)
 			if err != nil {

@@ -1,13 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"os"
+	"errors"
+	"io/fs"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -87,18 +84,12 @@ func TestHostileClients(t *testing.T) {
 // peakRSS reads VmHWM (peak resident set) of pid.
 func peakRSS(t *testing.T, pid int) int64 {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
+	v, err := harness.ProcStatus(pid, "VmHWM")
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		t.Skipf("no /proc: %v", err)
+	case err != nil:
+		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmHWM")
-	return 0
+	return v
 }

@@ -398,13 +398,8 @@ func TestCleanup(t *testing.T) {
 }
 
 func zombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
+	state, err := procState(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && state == 'Z'
 }
 
 func TestSweepStale(t *testing.T) {

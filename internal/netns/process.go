@@ -188,6 +188,22 @@ func waitStopped(pid int, limit time.Duration) error {
 	}
 }
 
+// procState is the state letter of a /proc stat file (/proc/PID/stat,
+// /proc/PID/task/TID/stat): R, S, D, T, t, Z, X...
+func procState(path string) (byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	// The state follows the command name, which is in parentheses and
+	// may itself hold ") ".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, fmt.Errorf("%s: no state in %q", path, b)
+	}
+	return b[i+2], nil
+}
+
 // runningThreads returns a thread of pid not stopped yet ("" when all are).
 func runningThreads(pid int) (string, error) {
 	dir := fmt.Sprintf("/proc/%d/task", pid)
@@ -196,23 +212,17 @@ func runningThreads(pid int) (string, error) {
 		return "", err
 	}
 	for _, t := range tasks {
-		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "stat"))
+		state, err := procState(filepath.Join(dir, t.Name(), "stat"))
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				continue // the thread exited
 			}
 			return "", err
 		}
-		// The state follows the command name, which is in parentheses
-		// and may itself hold ") ".
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 || i+2 >= len(b) {
-			return "", fmt.Errorf("%s/%s/stat: no state in %q", dir, t.Name(), b)
-		}
-		switch b[i+2] {
+		switch state {
 		case 'T', 't', 'Z', 'X':
 		default:
-			return t.Name() + " (" + string(b[i+2]) + ")", nil
+			return t.Name() + " (" + string(state) + ")", nil
 		}
 	}
 	return "", nil

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -82,21 +81,13 @@ func startTarget(b *testing.B, voters int) *target {
 		args           []string
 		p              *harness.Process
 	}
-	loopback := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
 	var nodes []*node
 	switch voters {
 	case 0:
 		nodes = []*node{{name: "single"}}
 	case 2:
 		type ports struct{ ep, state, raft string }
-		mk := func() ports { return ports{harness.FreeEndpoint(b), harness.FreeEndpoint(b), loopback()} }
+		mk := func() ports { return ports{harness.FreeEndpoint(b), harness.FreeEndpoint(b), harness.FreeAddr(b)} }
 		pp, bp := mk(), mk()
 		pairNode := func(role string, self, peer ports) *node {
 			return &node{name: role, ep: self.ep, args: []string{"--pair", role, "--state-listen", self.state, "--raft-bind", self.raft,
@@ -106,7 +97,7 @@ func startTarget(b *testing.B, voters int) *target {
 	default:
 		var peers []string
 		for i := 1; i <= voters; i++ {
-			raftAddr := loopback()
+			raftAddr := harness.FreeAddr(b)
 			n := &node{name: fmt.Sprintf("n%d", i), args: []string{"--raft", "--node-id", fmt.Sprintf("n%d", i), "--raft-bind", raftAddr}}
 			nodes = append(nodes, n)
 			peers = append(peers, n.name+"="+raftAddr)
@@ -119,7 +110,7 @@ func startTarget(b *testing.B, voters int) *target {
 		if n.ep == "" {
 			n.ep = harness.FreeEndpoint(b)
 		}
-		n.http = loopback()
+		n.http = harness.FreeAddr(b)
 	}
 	// A node says it is ready once bound, before it has a quorum or has
 	// heard its peer: one after the other is enough.

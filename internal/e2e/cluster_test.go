@@ -26,7 +26,7 @@ func TestGroupOnLoopback(t *testing.T) {
 	var nodes []*node
 	var peers []string
 	for i := 1; i <= 3; i++ {
-		raft := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+		raft := harness.FreeAddr(t)
 		n := &node{id: fmt.Sprintf("n%d", i), ep: harness.FreeEndpoint(t), raft: raft, dir: t.TempDir()}
 		nodes = append(nodes, n)
 		peers = append(peers, n.id+"="+raft)
@@ -80,7 +80,7 @@ func TestGroupOnLoopback(t *testing.T) {
 	submit(5)
 
 	// A fourth node joins, catches up and leaves.
-	n4 := &node{id: "n4", ep: harness.FreeEndpoint(t), raft: strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://"), dir: t.TempDir()}
+	n4 := &node{id: "n4", ep: harness.FreeEndpoint(t), raft: harness.FreeAddr(t), dir: t.TempDir()}
 	n4.p = harness.Broker(t, n4.id, n4.ep, n4.dir, "--raft", "--node-id", "n4", "--raft-bind", n4.raft, "--raft-timeout", "300ms")
 	if out, code := cli(t, "", "cluster", "join", "--broker", brokers, "n4", n4.raft); code != 0 || strings.TrimSpace(out) != "ok" {
 		t.Fatalf("join: exit %d %q", code, out)

@@ -155,7 +155,7 @@ func fillDisk(t *testing.T, dir string, leave int64) string {
 func TestDiskReserveMode(t *testing.T) {
 	mnt := mountTmpfs(t, "64m")
 	ep := harness.FreeEndpoint(t)
-	addr := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+	addr := harness.FreeAddr(t)
 	data := filepath.Join(mnt, "data")
 	br := harness.Broker(t, "broker", ep, data, append([]string{"--http-listen", addr}, fastBroker...)...)
 	cl, err := client.New(client.Config{Brokers: []string{ep}, Timeout: 2 * time.Second, Retries: 2})

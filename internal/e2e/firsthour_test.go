@@ -209,7 +209,7 @@ func cliErr(t *testing.T, stdin string, args ...string) (string, string, int) {
 // and shows a waiting command.
 func TestFirstHourBodyClientsAndLogs(t *testing.T) {
 	ep := harness.FreeEndpoint(t)
-	addr := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+	addr := harness.FreeAddr(t)
 	br := harness.Broker(t, "broker", ep, t.TempDir(), "--http-listen", addr, "--heartbeat", "200ms")
 	// "broker ready" comes after the HTTP listener's line: both are in.
 	for _, line := range []string{"broker ready", "http listening"} {
@@ -425,7 +425,7 @@ func TestFirstHourJSONOutput(t *testing.T) {
 // token.
 func TestFirstHourHTTPSubmit(t *testing.T) {
 	ep := harness.FreeEndpoint(t)
-	addr := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+	addr := harness.FreeAddr(t)
 	harness.Broker(t, "broker", ep, t.TempDir(), append([]string{"--http-listen", addr, "--http-token", "s3cret", "--max-body", "100"}, fastBroker...)...)
 	post := func(ctype, token, body string) (int, string) {
 		t.Helper()

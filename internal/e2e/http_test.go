@@ -18,7 +18,7 @@ import (
 // is set.
 func TestHTTPAPI(t *testing.T) {
 	ep := harness.FreeEndpoint(t)
-	addr := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+	addr := harness.FreeAddr(t)
 	harness.Broker(t, "broker", ep, t.TempDir(), append([]string{"--http-listen", addr, "--http-token", "s3cret"}, fastBroker...)...)
 	cl := newClient(t, ep)
 	tk, err := cl.Submit(context.Background(), "svc", [][]byte{[]byte("x")}, client.SubmitOptions{})

@@ -25,7 +25,7 @@ import (
 // comes back through the same Completed as a local worker's.
 func TestPeeringLifecycle(t *testing.T) {
 	cs := newPeerClusters(t, "A", "B")
-	httpA := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+	httpA := harness.FreeAddr(t)
 	cs[0].start(t, cs, "--http-listen", httpA)
 	cs[1].start(t, cs)
 	a := &lcBroker{t: t, ep: cs[0].ep, p: cs[0].p}

@@ -31,14 +31,12 @@ func (n *rnode) start(t *testing.T) {
 // directory and fresh ports.
 type layout func(t *testing.T) []*rnode
 
-func loopbackAddr(t *testing.T) string { return strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://") }
-
 // groupLayout is a 3-node raft group.
 func groupLayout(t *testing.T) []*rnode {
 	var nodes []*rnode
 	var peers []string
 	for i := 1; i <= 3; i++ {
-		raft := loopbackAddr(t)
+		raft := harness.FreeAddr(t)
 		n := &rnode{name: fmt.Sprintf("n%d", i), ep: harness.FreeEndpoint(t), dir: t.TempDir()}
 		n.args = []string{"--raft", "--node-id", n.name, "--raft-bind", raft}
 		nodes = append(nodes, n)
@@ -54,7 +52,7 @@ func groupLayout(t *testing.T) []*rnode {
 func pairLayout(t *testing.T) []*rnode {
 	type ports struct{ ep, state, raft string }
 	mk := func() ports {
-		return ports{harness.FreeEndpoint(t), harness.FreeEndpoint(t), loopbackAddr(t)}
+		return ports{harness.FreeEndpoint(t), harness.FreeEndpoint(t), harness.FreeAddr(t)}
 	}
 	p, b := mk(), mk()
 	node := func(role string, self, peer ports) *rnode {

@@ -61,6 +61,13 @@ func Binary(tb testing.TB) string {
 // a moment ago.
 func FreeEndpoint(tb testing.TB) string {
 	tb.Helper()
+	return "tcp://" + FreeAddr(tb)
+}
+
+// FreeAddr returns a 127.0.0.1:PORT address (for raft, HTTP) whose port
+// was free a moment ago and that no earlier call handed out.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
 	for range 100 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -71,7 +78,7 @@ func FreeEndpoint(tb testing.TB) string {
 		// The kernel may hand out the same ephemeral port twice in a
 		// row; a test that asks for several needs different ones.
 		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
-			return "tcp://" + addr
+			return addr
 		}
 	}
 	tb.Fatal("no unused port in 100 tries")

@@ -240,7 +240,7 @@ func TestDashboardRetryBrowser(t *testing.T) {
 	start := time.Now()
 
 	ep := harness.FreeEndpoint(t)
-	httpAddr := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+	httpAddr := harness.FreeAddr(t)
 	harness.Broker(t, "broker", ep, t.TempDir(), "--http-listen", httpAddr, "--max-attempts", "1")
 	// The worker fails until the flag file exists, with an error on stderr
 	// that the attempt history must show.

@@ -29,6 +29,7 @@ type pairFlags struct {
 	peerListen    string // peer client endpoint (split-brain handover)
 	stateListen   string
 	heartbeat     time.Duration
+	keepForks     int
 	raftBind      string
 	raftAdvertise string
 	listen        *string // the broker's --listen, for default hosts
@@ -111,6 +112,7 @@ func (f *pairFlags) pairConfig() ha.PairConfig {
 		PeerID:       f.peerRole(),
 		PeerAddr:     f.peerRaft,
 		PeerEndpoint: f.peerListen,
+		KeepForks:    f.keepForks,
 	}
 	if f.curve != nil {
 		pc.PeerCurve = &client.CurveClient{ServerPublic: f.curve.PeerPublic, Public: f.curve.Public, Secret: f.curve.Secret}

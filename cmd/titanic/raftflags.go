@@ -106,7 +106,7 @@ func raftFlagsOf(cfg config.Config) *raftFlags {
 		peers: strings.Join(cfg.Raft.Peers, ","), election: cfg.Raft.Timeout,
 		snapInterval: cfg.Raft.SnapshotInterval, snapThreshold: uint64(cfg.Raft.SnapshotThreshold), trailing: uint64(cfg.Raft.TrailingLogs),
 		pair: pairFlags{role: cfg.Pair.Role, peer: cfg.Pair.Peer, peerState: cfg.Pair.PeerState,
-			peerRaft: cfg.Pair.PeerRaft, peerListen: cfg.Pair.PeerListen, stateListen: cfg.Pair.StateListen, heartbeat: cfg.Pair.Heartbeat},
+			peerRaft: cfg.Pair.PeerRaft, peerListen: cfg.Pair.PeerListen, stateListen: cfg.Pair.StateListen, heartbeat: cfg.Pair.Heartbeat, keepForks: cfg.Pair.KeepForks},
 	}
 	rf.pair.listen, rf.pair.bindFlag, rf.pair.advFlag = &listen, &rf.bind, &rf.advertise
 	return rf

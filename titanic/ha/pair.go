@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,6 +68,7 @@ type Pair struct {
 	peerEndpoint string
 	peerTag      byte
 	forkDir      string
+	keepForks    int
 	peerClient   func() (Requester, error)
 	forgotten    atomic.Bool
 
@@ -129,12 +131,19 @@ type PairConfig struct {
 	// ForkDir is where a node that drops a history keeps it (raft state
 	// and store copy), one directory per resync.
 	ForkDir string
-	Logger  *slog.Logger
+	// KeepForks is how many of those directories are kept, the newest
+	// (the older are removed when one is added, and at Run); negative:
+	// every one. 0 means the default, 3.
+	KeepForks int
+	Logger    *slog.Logger
 	// TransferLeadership, when set, stands for the replica's own in the
 	// hand-over of raft leadership to the active peer: the simulation
 	// makes transfers fail through it (internal/sim). Nil in a broker.
 	TransferLeadership func(id, addr string) error
 }
+
+// DefaultKeepForks is PairConfig.KeepForks when it is 0.
+const DefaultKeepForks = 3
 
 // Mint tags of a pair's nodes (titanic.Config.MintTag).
 const (
@@ -191,6 +200,7 @@ func newPair(node *replica.Node, svc Dispatcher, cfg PairConfig) *Pair {
 		peerID: cfg.PeerID, peerAddr: cfg.PeerAddr,
 		kick:         make(chan struct{}, 1),
 		peerEndpoint: cfg.PeerEndpoint, peerTag: cfg.PeerTag, forkDir: cfg.ForkDir,
+		keepForks:  cmp.Or(cfg.KeepForks, DefaultKeepForks),
 		transferFn: cfg.TransferLeadership,
 	}
 }
@@ -281,6 +291,7 @@ func (p *Pair) State() binarystar.State { return p.star.State() }
 func (p *Pair) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	pruneForks(p.forkDir, p.keepForks, p.log)
 	starErr := make(chan error, 1)
 	go func() { starErr <- p.star.Run(ctx) }()
 	t := time.NewTicker(100 * time.Millisecond)
@@ -808,11 +819,12 @@ const handoverBytes = 1 << 20
 // resync drops this node's raft state (and, unless keepStore, its store
 // content) into a new directory under ForkDir. It reports success.
 func (p *Pair) resync(ctx context.Context, keepStore bool) bool {
-	aside := filepath.Join(p.forkDir, time.Now().UTC().Format("20060102T150405.000000000Z"))
+	aside := filepath.Join(p.forkDir, forkName(time.Now()))
 	if err := p.node.Resync(ctx, keepStore, aside); err != nil {
 		p.log.Error("dropping this node's raft state", "aside", aside, "err", err)
 		return false
 	}
+	pruneForks(p.forkDir, p.keepForks, p.log)
 	p.caughtUp.Store(false)
 	p.staleWarned = false
 	return true

@@ -171,6 +171,7 @@ type PairSection struct {
 	StateListen string        `toml:"state_listen" flag:"state-listen" usage:"pair mode: this node's state endpoint (default the listen host, port 5556)"`
 	Heartbeat   time.Duration `toml:"heartbeat" flag:"pair-heartbeat" usage:"pair mode: Binary Star heartbeat; the peer is lost after 2 missed (1s): the passive takes over only after that silence and a client vote; shorter fails over sooner but also on a shorter stall of the active"`
 	PeerKey     string        `toml:"peer_key" flag:"peer-key" usage:"pair mode with security.curve: the peer's public key file (made by titanic keygen)"`
+	KeepForks   int           `toml:"keep_forks" flag:"keep-forks" usage:"pair mode: how many of the histories this node set aside under DIR/forks after a split brain (each handed over to its peer first) are kept, the newest; -1 keeps every one"`
 }
 
 // PeeringSection is [peering].
@@ -261,7 +262,7 @@ func Default() Config {
 			SnapshotThreshold: 8192,
 			TrailingLogs:      10240,
 		},
-		Pair:    PairSection{Heartbeat: 500 * time.Millisecond},
+		Pair:    PairSection{Heartbeat: 500 * time.Millisecond, KeepForks: 3},
 		Peering: PeeringSection{Peers: []Peer{}},
 	}
 }

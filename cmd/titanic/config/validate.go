@@ -156,6 +156,9 @@ func (c Config) validateReplication(ck *checker) {
 			ck.bad("raft.bind", "group mode needs the raft address HOST:PORT")
 		}
 	}
+	if p.KeepForks == 0 || p.KeepForks < Unlimited {
+		ck.bad("pair.keep_forks", "%d: want -1 (keep every fork) or at least 1", p.KeepForks)
+	}
 	if p.Role != "" {
 		if len(r.Peers) > 0 {
 			ck.bad("raft.peers", "is for group mode; pair mode uses pair.peer")

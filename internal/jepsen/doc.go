@@ -41,8 +41,9 @@
 // alone from its own log, its uncommitted tail included, after its peer
 // has served alone. Jobs run twice are counted (at-least-once allows
 // them). The report (Report) goes to the test log and to
-// $TITANIC_ARTIFACTS/jepsen-<scenario>.txt; on a violation the history and
-// the nodes' logs go there too, and the test fails.
+// $TITANIC_ARTIFACTS/jepsen-<scenario>.txt, with the nodes' logs
+// (jepsen-<scenario>-<node>-<life>.log, one per start of a node); on a
+// violation the history goes there too, and the test fails.
 //
 // # Running it
 //

@@ -520,8 +520,8 @@ func (r *run) diag() string {
 	return b.String()
 }
 
-// writeArtifacts writes the report, and when the check failed the history
-// and the nodes' logs, into dir.
+// writeArtifacts writes the report and the nodes' logs, and when the
+// check failed the history, into dir.
 func (r *run) writeArtifacts(dir, report string, failed bool) {
 	t := r.t
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -532,18 +532,11 @@ func (r *run) writeArtifacts(dir, report string, failed bool) {
 	if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
 		t.Errorf("artifacts: %v", err)
 	}
-	if !failed {
-		return
+	if failed {
+		r.writeHistory(filepath.Join(dir, "jepsen-"+r.sc.Name+"-history.txt"))
 	}
-	f, err := os.Create(filepath.Join(dir, "jepsen-"+r.sc.Name+"-history.txt"))
-	if err != nil {
-		t.Errorf("artifacts: %v", err)
-		return
-	}
-	defer f.Close()
-	if err := r.h.Write(f); err != nil {
-		t.Errorf("artifacts: %v", err)
-	}
+	// The nodes' logs are kept whatever the verdict: the report names
+	// the slowest recoveries, and their logs say where the time went.
 	for _, n := range r.nodes {
 		n.mu.Lock()
 		lives := n.lives
@@ -553,6 +546,19 @@ func (r *run) writeArtifacts(dir, report string, failed bool) {
 				_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("jepsen-%s-%s-%d.log", r.sc.Name, n.name, i)), data, 0o644)
 			}
 		}
+	}
+}
+
+// writeHistory writes the run's history to path.
+func (r *run) writeHistory(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		r.t.Errorf("artifacts: %v", err)
+		return
+	}
+	defer f.Close()
+	if err := r.h.Write(f); err != nil {
+		r.t.Errorf("artifacts: %v", err)
 	}
 }
 

@@ -707,15 +707,63 @@ func (p *Pair) reconcile(ctx context.Context) {
 // askJoin asks the active peer to add this node as a voter
 // (titanic.cluster.join); nil once it answered 200.
 func (p *Pair) askJoin(ctx context.Context) error {
+	ctx, stop := p.untilLeader(ctx)
+	defer stop()
 	id, addr := p.node.Self()
 	rep, err := p.peer.Request(ctx, tsp.SvcJoin, [][]byte{[]byte(id), []byte(addr)})
 	switch {
+	case err != nil && errors.Is(context.Cause(ctx), errLeadsRaft):
+		return errLeadsRaft
 	case err != nil:
 		return err
 	case len(rep) == 0 || string(rep[0]) != "200":
 		return fmt.Errorf("peer answered %q", rep)
 	}
 	return nil
+}
+
+// errLeadsRaft ends a request to the peer that cannot succeed while this
+// node leads raft.
+var errLeadsRaft = errors.New("this node leads raft now: the peer cannot add it; leadership goes to the active peer first")
+
+// leaderPoll is how often a request to the peer checks whether this node
+// has become the raft leader (untilLeader).
+const leaderPoll = 50 * time.Millisecond
+
+// untilLeader returns ctx, also cancelled (cause errLeadsRaft) once this
+// node leads raft. A join is answered only by the raft leader, and the
+// peer client retries the peer's "not active" until its tries are spent
+// (15 s). A passive node whose log is the longer one wins the election
+// while it waits (a restart after the active was cut off and killed does
+// that), and the active, which Binary Star chose, then refuses it the
+// whole time while this node's loop, blocked in the request, cannot hand
+// leadership over (reconcile's first case): the pair served nothing for
+// those 15 s in the fault suite. Polled, because raft's leadership
+// channel belongs to Run's loop.
+func (p *Pair) untilLeader(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(leaderPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if p.node.IsLeader() {
+					cancel(errLeadsRaft)
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		cancel(nil)
+	}
 }
 
 // askReadd asks the active peer, whose raft this node follows as a voter,

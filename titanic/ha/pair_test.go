@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -95,5 +96,50 @@ func TestPairActiveStepsDownWhenRaftStuck(t *testing.T) {
 	}
 	if n := svc.refused.Load(); n < stepDownAfter {
 		t.Errorf("serving after %d refused activations, want at least %d before stepping down", n, stepDownAfter)
+	}
+}
+
+// refusingPeer stands for the peer client while the peer answers "not
+// active": the client asks again until its tries are spent, so the
+// request returns only when its context ends.
+type refusingPeer struct{ calls atomic.Int32 }
+
+func (r *refusingPeer) Request(ctx context.Context, _ string, _ [][]byte) ([][]byte, error) {
+	r.calls.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (*refusingPeer) Close() error { return nil }
+
+// TestAskJoinEndsWhenThisNodeLeads: a node asking its active peer to add
+// it may win the raft election meanwhile (its log is the longer one);
+// the peer then refuses the join as long as the peer client keeps asking
+// (15 s), and only this node's loop, blocked in the request, could hand
+// leadership over. The request must end once this node leads. The
+// fault suite found it: 24 s without service after "link-down pa then
+// kill pb".
+func TestAskJoinEndsWhenThisNodeLeads(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	addr, tr := raft.NewInmemTransport("")
+	n := openPairNode(t, dir, "backup", 1, addr, tr, []replica.Peer{{ID: "backup", Addr: string(addr)}}, log)
+	waitFor(t, "the single voter elected", 10*time.Second, n.rep.IsLeader)
+	peer := &refusingPeer{}
+	p := NewPairWith(n.rep, n.disp, PairConfig{PeerID: "primary", PeerAddr: "nowhere", PeerEndpoint: "in process", Logger: log},
+		func(func()) Star { return fixedStar{state: binarystar.StatePassive} }, func() (Requester, error) { return peer, nil })
+	p.peer = peer
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	begin := time.Now()
+	err := p.askJoin(ctx)
+	if !errors.Is(err, errLeadsRaft) {
+		t.Fatalf("askJoin returned %v after %s, want errLeadsRaft", err, time.Since(begin))
+	}
+	if took := time.Since(begin); took > 2*time.Second {
+		t.Fatalf("askJoin took %s to give up while this node leads raft", took)
+	}
+	if peer.calls.Load() != 1 {
+		t.Fatalf("the peer was asked %d times, want once", peer.calls.Load())
 	}
 }

@@ -207,12 +207,13 @@ func Run(t *testing.T, sc Scenario, base uint64) *Result {
 	for plans < sc.Faults || time.Since(faultStart) < sc.Duration {
 		steps := r.nemesis.plan(sc.Menu, sc.PKill, leader)
 		plans++
-		t.Logf("fault %d: %s", plans, describe(steps))
+		t.Logf("fault %d at %s: %s", plans, time.Now().UTC().Format("15:04:05.000"), describe(steps))
 		for _, s := range steps {
 			r.nemesis.apply(s)
 			time.Sleep(sc.HoldMin + between(r.nemesis.rng, sc.HoldMax-sc.HoldMin)) // the fault holds under load
 		}
 		r.nemesis.heal()
+		t.Logf("healed at %s (times in UTC, as the nodes' logs)", time.Now().UTC().Format("15:04:05.000"))
 		l, took, err := r.recover(sc.Recover)
 		if err != nil {
 			stuck++

@@ -44,6 +44,10 @@ type committer struct {
 	beginCommit func()
 	// wake tells the broker that a service has new work (Broker.Wake).
 	wake func(service string)
+	// finishing, when set, is told of every op that may finish or
+	// delete its ticket before the store sees it, and again once its
+	// completion ran (see pending.go).
+	finishing finishMarks
 
 	// Mutations handed to the store and not yet completed: all of
 	// them, and the client-originated ones (MaxQueuedOps). drain waits
@@ -58,6 +62,13 @@ type committer struct {
 	wakeMu      sync.Mutex
 	toWake      map[string]struct{}
 	commitEnded bool
+}
+
+// finishMarks counts the ops in flight that may finish or delete a
+// ticket (dispatcher.finishBegins, finishEnds).
+type finishMarks interface {
+	finishBegins(id store.ID)
+	finishEnds(id store.ID)
 }
 
 // newCommitter returns a committer over st that refuses client ops past
@@ -99,6 +110,7 @@ func (c *committer) enqueue(ops ...pendingOp) error {
 		}
 	}
 	c.inflight.Add(1)
+	c.markFinishing(ops)
 	h := &handover{start: time.Now()}
 	// Most hand-overs are one op: it and its copy for the store live in
 	// h, so that the caller's ops stay on its stack (they are copied
@@ -122,6 +134,21 @@ func (c *committer) enqueue(ops ...pendingOp) error {
 		}
 	})
 	return nil
+}
+
+// markFinishing counts the ops that may finish or delete their ticket
+// before the store sees them: from then until their completion ran, a
+// lookup may see them done in the store while the dispatcher still holds
+// the ticket.
+func (c *committer) markFinishing(ops []pendingOp) {
+	if c.finishing == nil {
+		return
+	}
+	for i := range ops {
+		if mayFinish(ops[i].op.Kind) {
+			c.finishing.finishBegins(ops[i].op.ID)
+		}
+	}
 }
 
 // handover is one enqueue's ops and its batch for the store, in one
@@ -165,6 +192,9 @@ func (c *committer) complete(ops []pendingOp, d store.Done, start time.Time) {
 			r = d.Results[i]
 		}
 		p.done(r, err)
+		if c.finishing != nil && mayFinish(p.op.Kind) {
+			c.finishing.finishEnds(p.op.ID)
+		}
 	}
 	if !d.Last {
 		return

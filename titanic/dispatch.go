@@ -186,11 +186,13 @@ func (s *Service) commitRequeue(e *entry, op store.Op, due time.Time) {
 			s.forget(op.ID) // closed or finished meanwhile
 			return
 		}
-		stored := op.Due
+		stored, state := op.Due, store.StatePending
 		if batchErr != nil {
-			stored = time.Time{} // the store still has it dispatched: ready
+			// The store still has it dispatched (ready), unless the
+			// dispatch mark failed too: its state is not known.
+			stored, state = time.Time{}, 0
 		}
-		s.requeue(e, due, stored)
+		s.requeue(e, due, stored, state)
 	}})
 }
 
@@ -225,8 +227,8 @@ func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
 
 // requeue puts a ticket back in its queue once its requeue committed
 // (dispatcher.requeue).
-func (s *Service) requeue(e *entry, due, stored time.Time) {
-	s.apply(s.d.requeue(e, due, stored, s.cfg.Now()))
+func (s *Service) requeue(e *entry, due, stored time.Time, state store.State) {
+	s.apply(s.d.requeue(e, due, stored, state, s.cfg.Now()))
 }
 
 // Workers implements broker.Source.

@@ -86,6 +86,9 @@ type dispatcher struct {
 	// by (deadline, seq); watched, the same by ticket (window.go).
 	diskDeadlines entryHeap
 	watched       map[store.ID]*entry
+	// finishing counts, per ticket, the ops in flight that may finish or
+	// delete it (pending.go); a reset keeps it, as it keeps those ops.
+	finishing map[store.ID]int32
 }
 
 func newDispatcher(cfg dispatchConfig) *dispatcher {
@@ -366,8 +369,11 @@ func (d *dispatcher) current(e *entry) bool {
 // requeue puts a leased ticket back in its fifo, at its Seq position, or
 // in the delay heap until due; or, when that position is past its
 // window's cursor, back on disk (it is read again when the cursor gets
-// there). stored is the due time the store recorded: it chose the index.
-func (d *dispatcher) requeue(e *entry, due, stored, now time.Time) effects {
+// there). stored is the due time the store recorded: it chose the index;
+// state is the state the store records now (StatePending once the
+// requeue committed; 0 when unknown: the batch failed, and the dispatch
+// mark may have failed with it).
+func (d *dispatcher) requeue(e *entry, due, stored time.Time, state store.State, now time.Time) effects {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var fx effects
@@ -383,6 +389,7 @@ func (d *dispatcher) requeue(e *entry, due, stored, now time.Time) effects {
 		return fx
 	}
 	e.leased, e.replied = false, false
+	e.stored = state
 	e.queued, e.due = now, due
 	ready, kick := d.placeLocked(e, now)
 	if ready {
@@ -438,6 +445,7 @@ func (d *dispatcher) enlist(e *entry, body [][]byte, now time.Time) (ready, kick
 		}
 	}
 	d.unwatchLocked(e.id)
+	e.stored = store.StatePending // durable as such: enlist's callers say so
 	d.entries[e.id] = e
 	ready, kick = d.placeLocked(e, now)
 	return ready, kick, true

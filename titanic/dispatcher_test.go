@@ -213,7 +213,7 @@ func (dt *dtest) step(ev string, args []string) string {
 		return "requeue " + dt.at(r.due.Sub(t0))
 	case "requeue":
 		due := dt.due[args[0]]
-		return dt.fx(dt.d.requeue(dt.ent[args[0]], due, due, dt.now))
+		return dt.fx(dt.d.requeue(dt.ent[args[0]], due, due, store.StatePending, dt.now))
 	case "forget":
 		dt.d.forget(dt.id(args[0]))
 		return ""

@@ -28,6 +28,20 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	if !s.active.Load() {
 		return ErrNotActive
 	}
+	// Past the committer: its finishing ops are counted here, until the
+	// dispatcher forgot what they finished (see pending.go).
+	var finishing []store.ID
+	for i := range ops {
+		if mayFinish(ops[i].Kind) {
+			s.d.finishBegins(ops[i].ID)
+			finishing = append(finishing, ops[i].ID)
+		}
+	}
+	defer func() {
+		for _, id := range finishing {
+			s.d.finishEnds(id)
+		}
+	}()
 	res, err := s.st.Apply(ctx, ops)
 	if err != nil {
 		return fmt.Errorf("merge: %w", err)

@@ -34,6 +34,11 @@ type entry struct {
 	// fail for good (expired, or no worker) while the failure commits: no
 	// worker holds it, so no lease token may name it.
 	failing bool
+	// stored is the state the store records for the ticket while no
+	// worker holds it (pending, or dispatched: a dispatch mark no
+	// requeue followed, as recovery finds it); 0 when not known. A
+	// titanic.reply answered from memory reads it (pending.go).
+	stored store.State
 
 	// The ticket's lifecycle (store.Lifecycle). due is when it may be
 	// dispatched: while it is in the future the entry waits in the

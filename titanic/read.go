@@ -34,6 +34,10 @@ type lookups struct {
 	// leased reports a ticket's attempts while a worker holds it
 	// (dispatcher.leasedAttempts).
 	leased func(id store.ID) (attempts int, ok bool)
+	// unfinished, when set, tells the state of a ticket the dispatcher
+	// can vouch for without the store (dispatcher.unfinishedState): a
+	// titanic.reply of it is answered from memory (pending.go).
+	unfinished func(id store.ID) (store.State, bool)
 	// readStats answers titanic.stats (Service.readStats): counts from
 	// memory, which only the Service composes.
 	readStats func(ctx context.Context, body [][]byte) ([][]byte, error)

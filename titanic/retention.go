@@ -33,6 +33,9 @@ func (s *Service) sweep(ctx context.Context) int {
 	for i, id := range ids {
 		ops[i] = pendingOp{op: store.Op{Kind: store.OpClose, ID: id, Time: s.cfg.Now()}, done: func(res store.Result, err error) {
 			if err == nil && res.Err == nil && res.Existed {
+				// A ticket retried since Expired listed it is held
+				// again: it must not stay held once deleted.
+				s.forgetResult(res)
 				s.stats.expired.Add(1)
 				s.tallyClose(res)
 			}

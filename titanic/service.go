@@ -330,8 +330,10 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		s.adm.refreshUsage()
 		s.adm.refreshDisk(false)
 	}, b.Wake)
+	s.commits.finishing = s.d
 	s.leader = st.Leadership()
 	s.look = newLookups(cfg, st, s.leader, &s.stats, s.log, s.answer, s.d.leasedAttempts, s.readStats)
+	s.look.unfinished = s.d.unfinishedState
 	return s
 }
 
@@ -511,7 +513,12 @@ func (s *Service) serve(req broker.Request) [][]byte {
 			return reply(tsp.CodeOK)
 		}
 		return s.closeTicket(req, id)
-	case tsp.SvcReply, tsp.SvcStatus, tsp.SvcList, tsp.SvcStats:
+	case tsp.SvcReply:
+		if out, ok := s.look.fromMemory(req.Body); ok {
+			return out
+		}
+		return s.look.lookup(req)
+	case tsp.SvcStatus, tsp.SvcList, tsp.SvcStats:
 		return s.look.lookup(req)
 	case tsp.SvcWait:
 		return s.look.wait(req)

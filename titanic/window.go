@@ -320,6 +320,7 @@ func (d *dispatcher) queuedLoadedLocked(q *svcQueue, service string, which int, 
 		// came due (and from when its service lost its workers, or this
 		// node began serving: reap takes the later).
 		e.queued = t.Updated
+		e.stored = t.State
 		if e.due.After(e.queued) {
 			e.queued = e.due
 		}

@@ -180,6 +180,10 @@ type BoltStore struct {
 	// bufs are the write transactions' key buffer and value arena
 	// (arena.go); only the writer goroutine touches them.
 	bufs txnBufs
+	// prefill writes zeros ahead of the file's high-water mark, from the
+	// size the last commit began with (grown); writer only (prefill.go).
+	prefill prefiller
+	grown   int64
 
 	// failOp, set only by tests, makes applying an op fail as a bbolt
 	// error would.

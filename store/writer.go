@@ -258,6 +258,7 @@ func (s *BoltStore) wait(ctx context.Context, r *request, mustFinish bool) outco
 func (s *BoltStore) run() {
 	defer close(s.done)
 	defer close(s.completions)
+	defer s.prefill.close()
 	for {
 		batch, ok := s.take()
 		if !ok {
@@ -271,6 +272,10 @@ func (s *BoltStore) run() {
 		if len(s.finished) > 0 {
 			s.completions <- s.finished
 			s.finished = nil
+		}
+		// After the answers are on their way, before the next commit.
+		if s.db != nil {
+			s.prefill.after(s.db, s.grown)
 		}
 	}
 }
@@ -524,6 +529,7 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 	// takes the data past the threshold is followed by one that writes
 	// the list.
 	syncFreelist(s.db, size, s.opts)
+	s.grown = size
 	s.commits.Add(1)
 	if s.opts.ObserveCommit != nil {
 		s.opts.ObserveCommit(time.Since(start))

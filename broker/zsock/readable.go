@@ -58,8 +58,13 @@ var past = time.Unix(1, 0)
 func (r *Readable) Wake() {
 	// The flag first: a Wait that sets its own deadline after this
 	// deadline sees the flag; one that set it before parks and meets
-	// this deadline.
-	r.woken.Store(true)
+	// this deadline. A flag already set has not been taken by a Wait
+	// yet, and the Wake that set it sets the past deadline after it:
+	// this Wake has nothing to add (a deadline change takes the poll
+	// descriptor's lock and timer, once per answer the loop sends).
+	if r.woken.Swap(true) {
+		return
+	}
 	_ = r.f.SetReadDeadline(past)
 }
 

@@ -118,6 +118,17 @@ type Options struct {
 	// means DefaultMaxBatchBytes.
 	MaxBatchBytes int
 
+	// Linger is how long the writer may hold ops that only record what
+	// workers did (dispatch marks, replies, requeues, failures, handed
+	// over with ApplyAsync: nobody waits on them) for more to commit with
+	// them; ops anyone waits on (every Apply, a submit, a close...) end
+	// the wait at once and take those along, as does LingerOps of them
+	// queued. A worker never waits on the disk, so with few workers each
+	// reply was a commit of its own: two fdatasyncs and most of the
+	// broker's CPU per job. Zero: no wait (the default of the package;
+	// the broker's config sets it).
+	Linger time.Duration
+
 	// freelistSyncAbove is the data in use from which commits may
 	// write bbolt's free page list (see syncFreelist); zero means
 	// freelistSyncAbove. Tests lower it.
@@ -139,6 +150,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxBatchBytes <= 0 {
 		o.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if o.Linger < 0 {
+		o.Linger = 0
 	}
 	return o
 }
@@ -188,6 +202,10 @@ type BoltStore struct {
 	// failOp, set only by tests, makes applying an op fail as a bbolt
 	// error would.
 	failOp func(*Op) error
+
+	// lingerTimer ends the writer's wait for company of lazy requests
+	// (Options.Linger); writer only.
+	lingerTimer *time.Timer
 
 	commits atomic.Uint64
 	applies atomic.Uint64

@@ -28,6 +28,10 @@ type request struct {
 	cb       func(Done)   // ApplyAsync's done, instead of done
 	size     int          // OpsSize(ops), for the batch's byte bound
 	taken    bool         // guarded by BoltStore.mu; set when the writer takes it
+	// lazy: an ApplyAsync of ops nobody waits on, which may linger
+	// (Options.Linger) from at.
+	lazy bool
+	at   time.Time
 }
 
 type outcome struct {
@@ -71,6 +75,9 @@ func (s *BoltStore) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 // do, and done is called on the completer goroutine once they are durable.
 func (s *BoltStore) ApplyAsync(ops []Op, done func(Done)) {
 	r := &request{ops: ops, cb: done, size: OpsSize(ops)}
+	if s.opts.Linger > 0 && lazyOps(ops) {
+		r.lazy, r.at = true, time.Now()
+	}
 	if err := s.enqueue(r); err != nil {
 		// Closed: the completer may be gone; nothing is in flight to
 		// keep an order with.
@@ -336,12 +343,21 @@ const opOverhead = 48
 func (s *BoltStore) take() ([]*request, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.queue) == 0 {
-		if s.closed {
-			return nil, false
+	for {
+		for len(s.queue) == 0 {
+			if s.closed {
+				return nil, false
+			}
+			s.mu.Unlock()
+			<-s.wake
+			s.mu.Lock()
+		}
+		wait := s.lingerFor()
+		if wait <= 0 {
+			break
 		}
 		s.mu.Unlock()
-		<-s.wake
+		s.waitLinger(wait)
 		s.mu.Lock()
 	}
 	n := 1
@@ -362,6 +378,57 @@ func (s *BoltStore) take() ([]*request, bool) {
 	}
 	s.queue = slices.Clone(s.queue[n:])
 	return batch, true
+}
+
+// lazyOps reports whether ops only record what workers did (Options.Linger).
+func lazyOps(ops []Op) bool {
+	for i := range ops {
+		switch ops[i].Kind {
+		case OpDispatch, OpReply, OpRequeue, OpFail:
+		default:
+			return false
+		}
+	}
+	return len(ops) > 0
+}
+
+// LingerOps is the most ops of lazy requests the writer holds back
+// (Options.Linger): that many commit at once.
+const LingerOps = 256
+
+// lingerFor is how much longer the writer may wait before it takes the
+// queue: while it holds only lazy requests (fewer than LingerOps ops and
+// no control request, the store not closing), until the oldest has
+// waited Options.Linger. Callers hold s.mu; the queue is not empty.
+func (s *BoltStore) lingerFor() time.Duration {
+	if s.opts.Linger <= 0 || s.closed {
+		return 0
+	}
+	ops := 0
+	for _, r := range s.queue {
+		if !r.lazy {
+			return 0
+		}
+		if ops += len(r.ops); ops >= LingerOps {
+			return 0
+		}
+	}
+	return time.Until(s.queue[0].at.Add(s.opts.Linger))
+}
+
+// waitLinger waits d, or until a request is queued (or the store closes).
+// Writer only.
+func (s *BoltStore) waitLinger(d time.Duration) {
+	if s.lingerTimer == nil {
+		s.lingerTimer = time.NewTimer(d)
+	} else {
+		s.lingerTimer.Reset(d)
+	}
+	select {
+	case <-s.wake:
+	case <-s.lingerTimer.C:
+	}
+	s.lingerTimer.Stop()
 }
 
 // applyError marks a failure while applying one request's ops, as opposed

@@ -61,7 +61,7 @@ func runBroker(e env) error {
 // SIGHUP reloads.
 func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node.Config, *security, error) {
 	nc := node.Config{Dir: cfg.Store.Dir, Logger: log, DrainTimeout: cfg.Broker.DrainTimeout, NotifyListen: cfg.Notify.Listen, Release: Version}
-	nc.Store = store.Options{LockTimeout: cfg.Store.LockTimeout, MaxBatch: cfg.Store.MaxBatch, MaxBatchBytes: int(cfg.Store.MaxBatchBytes), NoSync: cfg.Store.NoSync}
+	nc.Store = store.Options{LockTimeout: cfg.Store.LockTimeout, MaxBatch: cfg.Store.MaxBatch, MaxBatchBytes: int(cfg.Store.MaxBatchBytes), NoSync: cfg.Store.NoSync, Linger: cfg.Store.Linger}
 
 	bc := broker.DefaultConfig()
 	bc.Endpoints = cfg.Broker.Listen

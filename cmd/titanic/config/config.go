@@ -74,9 +74,12 @@ type StoreSection struct {
 	// MaxBatchBytes bounds a commit's bytes beside MaxBatch: replicated,
 	// a commit is one raft entry, which must stay far below what raft
 	// sends within its transport timeout (see store.DefaultMaxBatchBytes).
-	MaxBatchBytes Size   `toml:"max_batch_bytes" flag:"store-max-batch-bytes" usage:"most bytes one commit takes (replicated: one raft entry); a single larger op commits alone"`
-	NoSync        bool   `toml:"no_sync" flag:"no-sync" usage:"UNSAFE: skip the fsync of each commit (acknowledged tickets can be lost); tests and benchmarks only"`
-	BackupDir     string `toml:"backup_dir" flag:"backup-dir" usage:"where titanic backup writes snapshots on this host; empty: DIR/backups"`
+	MaxBatchBytes Size `toml:"max_batch_bytes" flag:"store-max-batch-bytes" usage:"most bytes one commit takes (replicated: one raft entry); a single larger op commits alone"`
+	// Linger lets a commit wait for company when it would hold only
+	// what workers did (see store.Options.Linger).
+	Linger    time.Duration `toml:"linger" flag:"store-linger" usage:"how long workers' replies and dispatch marks, which nobody waits on, may wait for more to commit with (a submit or a close ends the wait at once); 0: commit at once"`
+	NoSync    bool          `toml:"no_sync" flag:"no-sync" usage:"UNSAFE: skip the fsync of each commit (acknowledged tickets can be lost); tests and benchmarks only"`
+	BackupDir string        `toml:"backup_dir" flag:"backup-dir" usage:"where titanic backup writes snapshots on this host; empty: DIR/backups"`
 }
 
 // QueueSection is [queue]: the Titanic service.
@@ -226,6 +229,7 @@ func Default() Config {
 			LockTimeout:   5 * time.Second,
 			MaxBatch:      4096,
 			MaxBatchBytes: 4 * MiB,
+			Linger:        5 * time.Millisecond,
 		},
 		Queue: QueueSection{
 			MaxAttempts:     5,

@@ -34,6 +34,9 @@ func (c Config) Validate() error {
 	}
 	ck.positive("store.lock_timeout", c.Store.LockTimeout)
 	ck.atLeast("store.max_batch", c.Store.MaxBatch, 1)
+	if c.Store.Linger < 0 || c.Store.Linger > time.Second {
+		ck.bad("store.linger", "%s: want 0 (commit at once) up to 1s", formatDuration(c.Store.Linger))
+	}
 	if c.Store.MaxBatchBytes < KiB {
 		ck.bad("store.max_batch_bytes", "%s: want at least 1KiB", c.Store.MaxBatchBytes)
 	}

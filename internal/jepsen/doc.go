@@ -41,9 +41,10 @@
 // alone from its own log, its uncommitted tail included, after its peer
 // has served alone. Jobs run twice are counted (at-least-once allows
 // them). The report (Report) goes to the test log and to
-// $TITANIC_ARTIFACTS/jepsen-<scenario>.txt, with the nodes' logs
-// (jepsen-<scenario>-<node>-<life>.log, one per start of a node); on a
-// violation the history goes there too, and the test fails.
+// $TITANIC_ARTIFACTS/jepsen-<scenario>.txt, with the history
+// (jepsen-<scenario>-history.txt) and the nodes' logs
+// (jepsen-<scenario>-<node>-<life>.log, one per start of a node),
+// whatever the verdict; on a violation the test fails.
 //
 // # Running it
 //

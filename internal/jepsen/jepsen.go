@@ -273,7 +273,7 @@ func Run(t *testing.T, sc Scenario, base uint64) *Result {
 	report := Report(Meta{Scenario: sc.Name, Seed: base, Replay: replay, Duration: time.Since(begin), Notes: r.notes}, res)
 	t.Logf("report:\n%s", report)
 	if dir := os.Getenv("TITANIC_ARTIFACTS"); dir != "" {
-		r.writeArtifacts(dir, report, len(res.Violations()) > 0)
+		r.writeArtifacts(dir, report)
 	}
 	if v := res.Violations(); len(v) > 0 {
 		t.Errorf("jepsen %s (seed %d) violates: %s%s", sc.Name, base, strings.Join(v, "; "), r.diag())
@@ -521,9 +521,9 @@ func (r *run) diag() string {
 	return b.String()
 }
 
-// writeArtifacts writes the report and the nodes' logs, and when the
-// check failed the history, into dir.
-func (r *run) writeArtifacts(dir, report string, failed bool) {
+// writeArtifacts writes the report, the history and the nodes' logs
+// into dir.
+func (r *run) writeArtifacts(dir, report string) {
 	t := r.t
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Errorf("artifacts: %v", err)
@@ -533,11 +533,10 @@ func (r *run) writeArtifacts(dir, report string, failed bool) {
 	if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
 		t.Errorf("artifacts: %v", err)
 	}
-	if failed {
-		r.writeHistory(filepath.Join(dir, "jepsen-"+r.sc.Name+"-history.txt"))
-	}
-	// The nodes' logs are kept whatever the verdict: the report names
-	// the slowest recoveries, and their logs say where the time went.
+	// The history and the nodes' logs are kept whatever the verdict: the
+	// report names the slowest recoveries, and the probes' times in the
+	// history and the logs say where the time went.
+	r.writeHistory(filepath.Join(dir, "jepsen-"+r.sc.Name+"-history.txt"))
 	for _, n := range r.nodes {
 		n.mu.Lock()
 		lives := n.lives

@@ -496,17 +496,19 @@ func (p *pipeline) pause() {
 
 // send sends the queued submits to the active broker.
 func (p *pipeline) send(now time.Time) error {
-	s, err := p.cn.sock(p.cn.active)
-	if err != nil {
+	if _, err := p.cn.sock(p.cn.active); err != nil {
 		return err
 	}
+	// One cgo call per message (zsock.Frames), where pebbe/zmq4 makes one
+	// per frame.
+	fr := p.cn.frames[p.cn.active]
 	n := 0
 	for _, r := range p.queue {
 		if (p.legacy || p.probe != nil || r.suspect) && len(p.flight) > 0 {
 			break
 		}
 		p.cn.pipelined(p.cn.active, r.msg)
-		if _, err := s.SendMessageDontwait(r.msg); err != nil {
+		if _, err := fr.Send(r.msg, zmq.DONTWAIT); err != nil {
 			// A full pipe: the rest goes once answers drain it (or
 			// the timeouts drop the socket).
 			break
@@ -541,9 +543,12 @@ func (p *pipeline) poll(bell *zmq.Socket) error {
 	}
 	poller := zmq.NewPoller()
 	poller.Add(bell, zmq.POLLIN)
-	var s *zmq.Socket
+	var (
+		s  *zmq.Socket
+		fr *zsock.Frames
+	)
 	if a := p.cn.active; a >= 0 && p.cn.socks[a] != nil && len(p.flight) > 0 {
-		s = p.cn.socks[a]
+		s, fr = p.cn.socks[a], p.cn.frames[a]
 		poller.Add(s, zmq.POLLIN)
 	}
 	if _, err := poller.Poll(wait); err != nil {
@@ -561,7 +566,7 @@ func (p *pipeline) poll(bell *zmq.Socket) error {
 	// Read what is waiting, in bounded rounds so that new submits are
 	// sent while answers stream in.
 	for range recvBatch {
-		frames, err := zsock.RecvMessage(s, zmq.DONTWAIT, zsock.DefaultMaxFrames)
+		frames, err := fr.Recv(zmq.DONTWAIT)
 		if err != nil {
 			if zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) {
 				return nil

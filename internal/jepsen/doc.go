@@ -23,7 +23,8 @@
 // after a network fault it may also SIGKILL the active node, and restart
 // it (on its own data) while the fault holds. Every fault is healed (a
 // killed node restarted with its own data) and the cluster must be whole
-// and serve a probe before the next. At the end everything heals, every
+// and serve a probe (at high priority, ahead of the backlog the fault
+// left) before the next. At the end everything heals, every
 // node that is down restarts, and every acknowledged ticket is looked up
 // until answered, then every other stored ticket (a key's second ticket
 // shows there).

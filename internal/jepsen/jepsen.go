@@ -374,12 +374,16 @@ func waitDone(l *life, d time.Duration) bool {
 }
 
 // probeOnce submits a keyed probe through the client library and waits
-// for its reply: the cluster serves end to end. Both are recorded.
+// for its reply: the cluster serves end to end. Both are recorded. The
+// probe goes at high priority: the clients go on submitting while a fault
+// holds the workers off, and a probe at the back of that backlog measured
+// the workers draining it (the longest "recoveries" of the group were
+// that), not the cluster coming back.
 func (r *run) probeOnce(ctx context.Context) error {
 	r.probes++
 	key := fmt.Sprintf("probe-%d", r.probes)
 	r.h.Add(Op{Process: "probe", Type: Invoke, F: FSubmit, Key: key, Body: key})
-	tk, err := r.probe.Submit(ctx, service, [][]byte{[]byte(key)}, client.SubmitOptions{IdemKey: key})
+	tk, err := r.probe.Submit(ctx, service, [][]byte{[]byte(key)}, client.SubmitOptions{IdemKey: key, Priority: client.PriorityHigh})
 	if err != nil {
 		r.h.Add(Op{Process: "probe", Type: Info, F: FSubmit, Key: key, Body: key, Err: err.Error()})
 		return fmt.Errorf("probe submit: %w", err)

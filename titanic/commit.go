@@ -68,7 +68,7 @@ type committer struct {
 // ticket (dispatcher.finishBegins, finishEnds).
 type finishMarks interface {
 	finishBegins(id store.ID)
-	finishEnds(id store.ID)
+	finishEnds(id store.ID, failed bool)
 }
 
 // newCommitter returns a committer over st that refuses client ops past
@@ -193,7 +193,7 @@ func (c *committer) complete(ops []pendingOp, d store.Done, start time.Time) {
 		}
 		p.done(r, err)
 		if c.finishing != nil && mayFinish(p.op.Kind) {
-			c.finishing.finishEnds(p.op.ID)
+			c.finishing.finishEnds(p.op.ID, err != nil)
 		}
 	}
 	if !d.Last {

@@ -89,6 +89,9 @@ type dispatcher struct {
 	// finishing counts, per ticket, the ops in flight that may finish or
 	// delete it (pending.go); a reset keeps it, as it keeps those ops.
 	finishing map[store.ID]int32
+	// doubt holds the tickets whose last finishing op's batch failed
+	// (finishEnds): the store may show its outcome all the same.
+	doubt map[store.ID]struct{}
 }
 
 func newDispatcher(cfg dispatchConfig) *dispatcher {

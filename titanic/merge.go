@@ -37,12 +37,14 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 			finishing = append(finishing, ops[i].ID)
 		}
 	}
+	var applyErr error
 	defer func() {
 		for _, id := range finishing {
-			s.d.finishEnds(id)
+			s.d.finishEnds(id, applyErr != nil)
 		}
 	}()
 	res, err := s.st.Apply(ctx, ops)
+	applyErr = err
 	if err != nil {
 		return fmt.Errorf("merge: %w", err)
 	}

@@ -53,11 +53,27 @@ func (d *dispatcher) finishBegins(id store.ID) {
 	d.finishing[id]++
 }
 
-func (d *dispatcher) finishEnds(id store.ID) {
+// finishEnds counts out an op finishBegins counted, once its completion
+// ran. failed: the op's batch failed. Its outcome is then in doubt: a commit
+// whose last fdatasync failed after bbolt wrote its meta page is visible
+// to the readers (and the store stops writing), so a final state may
+// show in the store while the dispatcher keeps the ticket, its verdict
+// held for another try. Memory no longer answers for such a ticket
+// until an op that may finish it commits.
+func (d *dispatcher) finishEnds(id store.ID, failed bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.finishing[id]--; d.finishing[id] <= 0 {
 		delete(d.finishing, id)
+	}
+	switch {
+	case failed:
+		if d.doubt == nil {
+			d.doubt = make(map[store.ID]struct{})
+		}
+		d.doubt[id] = struct{}{}
+	case d.doubt != nil:
+		delete(d.doubt, id)
 	}
 }
 
@@ -69,7 +85,7 @@ func (d *dispatcher) finishEnds(id store.ID) {
 func (d *dispatcher) unfinishedState(id store.ID) (store.State, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.finishing[id] > 0 {
+	if _, doubt := d.doubt[id]; doubt || d.finishing[id] > 0 {
 		return 0, false
 	}
 	e, ok := d.entries[id]

@@ -2,11 +2,13 @@ package titanic
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -423,4 +425,55 @@ func answer(service string, out [][]byte) int {
 		return answerFinal
 	}
 	return answerOther
+}
+
+// doubtStore applies the first batch holding a cancel for real, so that
+// readers see it, but reports that batch failed: as a commit whose last
+// fdatasync failed after bbolt wrote its meta page does.
+type doubtStore struct {
+	store.Store
+	failed atomic.Bool
+}
+
+func (d *doubtStore) ApplyAsync(ops []store.Op, done func(store.Done)) {
+	d.Store.ApplyAsync(ops, func(r store.Done) {
+		if !d.failed.Load() && slices.ContainsFunc(ops, func(o store.Op) bool { return o.Kind == store.OpCancel }) {
+			d.failed.Store(true)
+			r = store.Done{Err: errors.New("fdatasync: input/output error"), Last: r.Last}
+		}
+		done(r)
+	})
+}
+
+// TestPendingNotFromMemoryAfterFailedFinish: a cancel whose batch failed
+// may still be in the store (readers answer it cancelled), while the
+// dispatcher keeps the ticket pending. titanic.reply must then read the
+// store, not answer 300 from memory after a final answer.
+func TestPendingNotFromMemoryAfterFailedFinish(t *testing.T) {
+	var ds *doubtStore
+	h := newHarnessOver(t, Config{}, "", func(st *store.BoltStore) store.Store {
+		ds = &doubtStore{Store: st}
+		return ds
+	})
+	ticket := h.submit("echo", "a")
+	h.idle()
+	if r := h.svc.ServeMDP(broker.Request{Service: tsp.SvcCancel, Body: [][]byte{[]byte(ticket)}}); r != nil {
+		t.Fatalf("cancel answered at once: %q", r)
+	}
+	if r := h.b.reply(t); codeOf(r) == tsp.CodeOK {
+		t.Fatalf("cancel of a failed batch answered %q", r)
+	}
+	h.idle()
+	if !ds.failed.Load() {
+		t.Fatal("the cancel's batch was not failed")
+	}
+	if r := h.call(tsp.SvcStatus, ticket); codeOf(r) != tsp.CodeOK || string(r[1]) != store.StateCancelled.String() {
+		t.Fatalf("status after the failed cancel = %q, want the store's cancelled", r)
+	}
+	if r := h.svc.ServeMDP(replyReq(tsp.SvcReply, ticket)); r != nil {
+		t.Fatalf("titanic.reply answered %q from memory after the store showed the ticket cancelled", r)
+	}
+	if r := h.b.reply(t); codeOf(r) != tsp.CodeError {
+		t.Fatalf("titanic.reply after the failed cancel = %q, want the store's final 500", r)
+	}
 }

@@ -53,7 +53,7 @@ func subscriber(t *testing.T, endpoint string, keys *curve.ClientKeys, d time.Du
 			t.Fatal(err)
 		}
 	}
-	if err := setupSub(sub, endpoint, d, curveWireSize); err != nil {
+	if err := setupSub(sub, endpoint, d, curveWireSize, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	_, err = sub.RecvBytes(0) // the receive timeout is d

@@ -394,6 +394,20 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peer
 	if err := ps.sub.SetSubscribe(peerFamily); err != nil {
 		return nil, fmt.Errorf("peering subscribe: %w", err)
 	}
+	// The sockets that connect to peers heartbeat (ZMTP PING) and drop a
+	// connection from which nothing came back for the peers' liveness,
+	// then connect again: after a silent partition heals, a peer's TCP
+	// stream may wait in retransmission backoff for many seconds, during
+	// which the peer would look dead here (binarystar's state SUB does
+	// the same).
+	for _, sk := range []*zmq.Socket{ps.back, ps.sub} {
+		if err := sk.SetHeartbeatIvl(pc.StateEvery); err != nil {
+			return nil, fmt.Errorf("peering heartbeat: %w", err)
+		}
+		if err := sk.SetHeartbeatTimeout(time.Duration(pc.Liveness) * pc.StateEvery); err != nil {
+			return nil, fmt.Errorf("peering heartbeat timeout: %w", err)
+		}
+	}
 	for _, p := range pc.Peers {
 		if err := ps.back.Connect(p.Cloud); err != nil {
 			return nil, fmt.Errorf("connect cloud of %s (%s): %w", p.Name, p.Cloud, err)

@@ -394,19 +394,21 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peer
 	if err := ps.sub.SetSubscribe(peerFamily); err != nil {
 		return nil, fmt.Errorf("peering subscribe: %w", err)
 	}
-	// The sockets that connect to peers heartbeat (ZMTP PING) and drop a
-	// connection from which nothing came back for the peers' liveness,
-	// then connect again: after a silent partition heals, a peer's TCP
-	// stream may wait in retransmission backoff for many seconds, during
-	// which the peer would look dead here (binarystar's state SUB does
-	// the same).
-	for _, sk := range []*zmq.Socket{ps.back, ps.sub} {
-		if err := sk.SetHeartbeatIvl(pc.StateEvery); err != nil {
-			return nil, fmt.Errorf("peering heartbeat: %w", err)
-		}
-		if err := sk.SetHeartbeatTimeout(time.Duration(pc.Liveness) * pc.StateEvery); err != nil {
-			return nil, fmt.Errorf("peering heartbeat timeout: %w", err)
-		}
+	// The state SUB heartbeats (ZMTP PING) and drops a connection from
+	// which nothing came back for the peers' liveness, then connects
+	// again: after a silent partition heals, a peer's TCP stream may wait
+	// in retransmission backoff for many seconds, during which the peer
+	// would look dead here (binarystar's state SUB does the same). A
+	// dropped connection loses only states, which come again. Not the
+	// cloud sockets: a dropped connection discards the requests and
+	// replies queued on it, which then wait for their peer lease to run
+	// out (TestCloudFront missed its deadline that way); those wait for
+	// the stream.
+	if err := ps.sub.SetHeartbeatIvl(pc.StateEvery); err != nil {
+		return nil, fmt.Errorf("peering heartbeat: %w", err)
+	}
+	if err := ps.sub.SetHeartbeatTimeout(time.Duration(pc.Liveness) * pc.StateEvery); err != nil {
+		return nil, fmt.Errorf("peering heartbeat timeout: %w", err)
 	}
 	for _, p := range pc.Peers {
 		if err := ps.back.Connect(p.Cloud); err != nil {

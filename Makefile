@@ -125,7 +125,7 @@ sim: deps
 # (issue 13: a well-behaved client's p99 alone and beside hostile ones,
 # and the broker's peak anonymous RSS; 10 s), appended to bench.txt. bench-all runs every
 # benchmark of store/ and internal/bench/.
-BENCH_TABLE := ^Benchmark(FsyncBaseline|Table(Jobs|Submit)|SubmitPipelined)$$
+BENCH_TABLE := ^Benchmark(FsyncBaseline|Table(Jobs|Submit|Pipelined))$$
 bench: build
 	set -o pipefail; TITANIC_BIN=$(abspath $(BIN)) $(GO) test -run '^$$' -bench '$(BENCH_TABLE)' -benchtime 2s -count 1 -timeout 20m ./internal/bench/ 2>&1 | tee bench.txt
 	@echo

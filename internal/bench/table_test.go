@@ -17,6 +17,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/broker/zsock"
+	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/harness"
 )
 
@@ -589,4 +590,63 @@ func BenchmarkTableSubmit(b *testing.B) {
 			t.stop()
 		}
 	}
+}
+
+// BenchmarkTablePipelined: durable submits per second from one Go client
+// with -bench.window submits in flight (SubmitAsync, acknowledged as they
+// become durable), against the built binary as every other row of the
+// table: the broker in a process of its own, with its defaults (its
+// collector settings among them), the client in the test process. The
+// latency runs from SubmitAsync's return to the acknowledgement, each
+// future taken in submission order (the order the broker commits them).
+func BenchmarkTablePipelined(b *testing.B) {
+	rawFsyncRate(b)
+	t := startTarget(b, 0)
+	defer t.stop()
+	c, err := client.New(client.Config{Brokers: []string{t.endpoint}, Timeout: 5 * time.Second, Retries: 3, Logger: quiet, MaxPending: *window})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.Submit(ctx, service, body(), submitOptions()); err != nil {
+		b.Fatal(err)
+	}
+	b.Run(fmt.Sprintf("mode=single/window=%d", *window), func(b *testing.B) {
+		before := t.commits(b)
+		cpu := t.cpuMark()
+		futs := make(chan *client.SubmitFuture, b.N)
+		sent := make([]time.Time, b.N)
+		lats := make([]time.Duration, b.N)
+		watched := make(chan error, 1)
+		b.ResetTimer()
+		start := time.Now()
+		go func() {
+			i := 0
+			for f := range futs {
+				if _, err := f.Ticket(ctx); err != nil {
+					watched <- fmt.Errorf("submit %d: %w", i, err)
+					return
+				}
+				lats[i] = time.Since(sent[i])
+				i++
+			}
+			watched <- nil
+		}()
+		for i := range b.N {
+			sent[i] = time.Now()
+			f, err := c.SubmitAsync(ctx, service, body(), submitOptions())
+			if err != nil {
+				b.Fatal(err)
+			}
+			futs <- f
+		}
+		close(futs)
+		if err := <-watched; err != nil {
+			b.Fatal(err)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		reportTable(b, t, "submit", b.N, lats, elapsed, t.commits(b)-before, cpu)
+	})
 }

@@ -243,7 +243,7 @@ func Default() Config {
 			MaxMessageSize:    32 * MiB,
 			MaxBody:           16 * MiB,
 			PerClientInflight: 1000,
-			SubmitRate:        5000,
+			SubmitRate:        Unlimited,
 			SubmitBurst:       10000,
 			MaxQueue:          10000,
 			MaxQueuedOps:      100_000,

@@ -402,7 +402,7 @@ func TestValidate(t *testing.T) {
 		{"negative rate", func(c *Config) { c.Limits.SubmitRate = -2 }, "limits.submit_rate (--submit-rate): -2: want -1 (no limit)"},
 		{"negative inflight", func(c *Config) { c.Limits.PerClientInflight = -5 }, "limits.per_client_inflight (--per-client-inflight): -5: want -1 (no limit) or a limit"},
 		{"unlimited inflight", func(c *Config) { c.Limits.PerClientInflight = Unlimited }, ""},
-		{"rate without burst", func(c *Config) { c.Limits.SubmitBurst = 0 }, "a submit rate needs a burst"},
+		{"rate without burst", func(c *Config) { c.Limits.SubmitRate, c.Limits.SubmitBurst = 100, 0 }, "a submit rate needs a burst"},
 		{"no rate", func(c *Config) { c.Limits.SubmitRate, c.Limits.SubmitBurst = 0, 0 }, ""},
 		{"negative quota", func(c *Config) { c.Limits.DiskQuota = -2 }, "limits.disk_quota"},
 		{"unlimited quota", func(c *Config) { c.Limits.DiskQuota = Unlimited }, ""},

@@ -1,7 +1,7 @@
 // Command table prints the benchmark table of issue 10 as markdown, from
 // the output of `go test -bench` over internal/bench (stdout and stderr):
 // one row per BenchmarkTableJobs and BenchmarkTableSubmit sub-benchmark
-// (and BenchmarkSubmitPipelined when it ran), beside the raw fsync rate of
+// and BenchmarkTablePipelined sub-benchmark, beside the raw fsync rate of
 // the same run and the machine it ran on. `make bench` runs it on
 // bench.txt.
 //
@@ -114,25 +114,20 @@ func row(w io.Writer, r result, rate float64) {
 		ops = r.metrics["submits/s"]
 		value = thousands(ops) + " submits/s"
 		commits = r.metrics["commits/op"]
-	case strings.HasPrefix(r.name, "BenchmarkSubmitPipelined/"):
-		mode = "single node (in the test process)"
+	case strings.HasPrefix(r.name, "BenchmarkTablePipelined/"):
 		load = "1 pipelined client (" + p["window"] + " in flight, Go client)"
 		ops = r.metrics["submits/s"]
 		value = thousands(ops) + " submits/s"
-		commits = r.metrics["commits/submit"]
+		commits = r.metrics["commits/op"]
 	default:
 		return
 	}
 	// A titanic commit is at most one bbolt transaction on a single node
-	// (the store's writer may merge several), two fdatasyncs each;
-	// BenchmarkSubmitPipelined counts the store's transactions, exactly.
+	// (the store's writer may merge several), two fdatasyncs each.
 	// In a pair or group a commit is one raft entry, whose fsyncs on each
 	// voter the benchmark does not count.
 	fsyncs := "n/a"
-	switch {
-	case strings.HasPrefix(r.name, "BenchmarkSubmitPipelined/"):
-		fsyncs = fmt.Sprintf("%.3f", 2*commits)
-	case p["mode"] == "single":
+	if p["mode"] == "single" {
 		fsyncs = fmt.Sprintf("≤ %.3f", 2*commits)
 	}
 	ratio := "n/a"
@@ -140,12 +135,10 @@ func row(w io.Writer, r result, rate float64) {
 		ratio = fmt.Sprintf("%.2f", ops/rate)
 	}
 	// CPU per op: every broker process of the deployment, and the load
-	// (the test process); the pipelined row has the broker in-process.
+	// (the test process).
 	cpu := "n/a"
 	if v, ok := r.metrics["broker-cpu-us/op"]; ok {
 		cpu = fmt.Sprintf("%.0f / %.0f", v, r.metrics["load-cpu-us/op"])
-	} else if v, ok := r.metrics["cpu-us/op"]; ok {
-		cpu = fmt.Sprintf("%.0f (both)", v)
 	}
 	fmt.Fprintf(w, "| %s | %s | %s | %s | %.2f / %.2f | %.3f | %s | %s |\n",
 		mode, load, value, ratio, r.metrics["p50-ms"], r.metrics["p99-ms"], commits, fsyncs, cpu)
@@ -201,22 +194,17 @@ func main() {
 		time.Now().Format(time.DateOnly), machine(), thousands(rate), thousands(probe))
 	fmt.Fprintln(w, "| deployment | load | durable rate | × raw fsync | submit p50 / p99 ms | commits/op | fsyncs/op | CPU µs/op: brokers / load |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
-	// Grouped by deployment: jobs rows, then submit rows; the pipelined
-	// client last.
+	// Grouped by deployment: jobs rows, then submit rows, then the
+	// pipelined client's.
 	n := 0
 	for _, mode := range []string{"single", "pair", "group3"} {
-		for _, prefix := range []string{"BenchmarkTableJobs/", "BenchmarkTableSubmit/"} {
+		for _, prefix := range []string{"BenchmarkTableJobs/", "BenchmarkTableSubmit/", "BenchmarkTablePipelined/"} {
 			for _, r := range results {
 				if strings.HasPrefix(r.name, prefix) && params(r.name)["mode"] == mode {
 					row(w, r, rate)
 					n++
 				}
 			}
-		}
-	}
-	for _, r := range results {
-		if strings.HasPrefix(r.name, "BenchmarkSubmitPipelined/") {
-			row(w, r, rate)
 		}
 	}
 	if n == 0 {

@@ -2,24 +2,33 @@
 // one direction: what a silent partition leaves behind once it heals, a
 // stream waiting in TCP retransmission backoff while the other direction
 // flows. Tests of sockets that must notice such a stream and connect
-// again use it.
+// again use it. It can also drop new connections' SYNs without a word
+// (Blackhole), as a silent partition does to a reconnect, whose SYN the
+// kernel then retries at growing intervals.
 package tcpstall
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 )
 
 // Proxy forwards the TCP connections it accepts to a target address.
 type Proxy struct {
-	ln     net.Listener
+	addr   string // the proxy's own HOST:PORT, kept across Blackhole
 	target string
 
 	mu     sync.Mutex
+	ln     net.Listener
 	conns  []*conn
 	closed bool
+	// While blackholed: a listening socket whose accept queue is full
+	// (filler fills it), so that the kernel drops every SYN to the port.
+	hole   int
+	filler net.Conn
 }
 
 type conn struct {
@@ -35,18 +44,18 @@ func New(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target}
-	go p.accept()
+	p := &Proxy{addr: ln.Addr().String(), ln: ln, target: target, hole: -1}
+	go p.accept(ln)
 	t.Cleanup(p.close)
 	return p
 }
 
 // Endpoint is the proxy's address as a ZeroMQ endpoint.
-func (p *Proxy) Endpoint() string { return "tcp://" + p.ln.Addr().String() }
+func (p *Proxy) Endpoint() string { return "tcp://" + p.addr }
 
-func (p *Proxy) accept() {
+func (p *Proxy) accept(ln net.Listener) {
 	for {
-		c, err := p.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
@@ -104,12 +113,89 @@ func (p *Proxy) Stall() {
 	p.conns = nil
 }
 
+// Blackhole stops accepting: every SYN to the proxy's port is dropped by
+// the kernel, with no answer, until Heal. Connections open now are left
+// as they are (Stall freezes them). It listens on the port with a full
+// accept queue (a backlog of 0 holding one connection of its own): Linux
+// drops a SYN to a listener whose queue is full, whatever its syncookies.
+func (p *Proxy) Blackhole(t testing.TB) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hole >= 0 {
+		return
+	}
+	p.ln.Close()
+	fd, err := holeListen(p.addr)
+	if err != nil {
+		t.Fatalf("tcpstall: blackhole %s: %v", p.addr, err)
+	}
+	filler, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		syscall.Close(fd)
+		t.Fatalf("tcpstall: fill the accept queue of %s: %v", p.addr, err)
+	}
+	p.hole, p.filler = fd, filler
+}
+
+// Heal accepts and forwards new connections again.
+func (p *Proxy) Heal(t testing.TB) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hole < 0 {
+		return
+	}
+	p.filler.Close()
+	syscall.Close(p.hole)
+	p.hole, p.filler = -1, nil
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatalf("tcpstall: listen on %s again: %v", p.addr, err)
+	}
+	p.ln = ln
+	go p.accept(ln)
+}
+
+// holeListen listens on addr (127.0.0.1:PORT) with a backlog of 0.
+func holeListen(addr string) (int, error) {
+	ta, err := net.ResolveTCPAddr("tcp4", addr)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		syscall.Close(fd)
+		return -1, fmt.Errorf("SO_REUSEADDR: %w", err)
+	}
+	sa := &syscall.SockaddrInet4{Port: ta.Port}
+	copy(sa.Addr[:], ta.IP.To4())
+	if err := syscall.Bind(fd, sa); err != nil {
+		syscall.Close(fd)
+		return -1, fmt.Errorf("bind: %w", err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		syscall.Close(fd)
+		return -1, fmt.Errorf("listen: %w", err)
+	}
+	return fd, nil
+}
+
 func (p *Proxy) close() {
 	p.mu.Lock()
 	p.closed = true
 	conns := p.conns
+	ln, hole, filler := p.ln, p.hole, p.filler
+	p.hole, p.filler = -1, nil
 	p.mu.Unlock()
-	p.ln.Close()
+	ln.Close()
+	if hole >= 0 {
+		filler.Close()
+		syscall.Close(hole)
+	}
 	for _, pc := range conns {
 		pc.client.Close()
 		pc.server.Close()

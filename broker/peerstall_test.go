@@ -15,21 +15,10 @@ import (
 // connection after its heartbeat timeout and connects again, and the
 // peer is alive here again instead of dead until the stream resumes.
 func TestPeerStalledStateStreamReconnects(t *testing.T) {
-	a := cluster{"A", freeTCP(t), freeTCP(t)}
-	b := cluster{"B", freeTCP(t), freeTCP(t)}
-	proxy := tcpstall.New(t, strings.TrimPrefix(a.state, "tcp://"))
-	viaProxy := a
-	viaProxy.state = proxy.Endpoint()
-	cfgA, cfgB := testConfig(t), testConfig(t)
-	cfgA.Peering, cfgB.Peering = peeringOf(a, b), peeringOf(b, viaProxy)
-	start(t, cfgA, nil)
-	eB := start(t, cfgB, nil)
-	aliveHere := func(st broker.Stats) bool { return len(st.Peers) == 1 && st.Peers[0].Alive }
-	eB.waitStats("B hears A", aliveHere)
+	eB, proxy, liveness := peerViaProxy(t)
 
 	proxy.Stall()
 	stalled := time.Now()
-	liveness := time.Duration(cfgB.Peering.Liveness) * cfgB.Peering.StateEvery
 	eB.waitStats("B hears A again after A's state stream stalled", func(st broker.Stats) bool {
 		return time.Since(stalled) > 3*liveness && aliveHere(st)
 	})
@@ -44,17 +33,7 @@ func TestPeerHeardSoonAfterSilentPartition(t *testing.T) {
 	if testing.Short() {
 		t.Skip("holds a partition for 8 s")
 	}
-	a := cluster{"A", freeTCP(t), freeTCP(t)}
-	b := cluster{"B", freeTCP(t), freeTCP(t)}
-	proxy := tcpstall.New(t, strings.TrimPrefix(a.state, "tcp://"))
-	viaProxy := a
-	viaProxy.state = proxy.Endpoint()
-	cfgA, cfgB := testConfig(t), testConfig(t)
-	cfgA.Peering, cfgB.Peering = peeringOf(a, b), peeringOf(b, viaProxy)
-	start(t, cfgA, nil)
-	eB := start(t, cfgB, nil)
-	aliveHere := func(st broker.Stats) bool { return len(st.Peers) == 1 && st.Peers[0].Alive }
-	eB.waitStats("B hears A", aliveHere)
+	eB, proxy, liveness := peerViaProxy(t)
 
 	proxy.Blackhole(t)
 	proxy.Stall()
@@ -64,10 +43,29 @@ func TestPeerHeardSoonAfterSilentPartition(t *testing.T) {
 	proxy.Heal(t)
 	healed := time.Now()
 	eB.waitStats("B hears A after the heal", aliveHere)
-	liveness := time.Duration(cfgB.Peering.Liveness) * cfgB.Peering.StateEvery
 	took := time.Since(healed)
 	if limit := 3*liveness + time.Second; took > limit {
 		t.Fatalf("B heard A %v after the heal; want within %v", took.Round(time.Millisecond), limit)
 	}
 	t.Logf("B heard A %v after the heal (liveness %v)", took.Round(time.Millisecond), liveness)
+}
+
+// aliveHere: the one peer is alive in these stats.
+func aliveHere(st broker.Stats) bool { return len(st.Peers) == 1 && st.Peers[0].Alive }
+
+// peerViaProxy starts clusters A and B, B hearing A's state through a
+// tcpstall proxy, and waits until B hears A. It returns B, the proxy and
+// B's peer liveness (how long a silent peer stays alive).
+func peerViaProxy(t *testing.T) (*env, *tcpstall.Proxy, time.Duration) {
+	a := cluster{"A", freeTCP(t), freeTCP(t)}
+	b := cluster{"B", freeTCP(t), freeTCP(t)}
+	proxy := tcpstall.New(t, strings.TrimPrefix(a.state, "tcp://"))
+	viaProxy := a
+	viaProxy.state = proxy.Endpoint()
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	cfgA.Peering, cfgB.Peering = peeringOf(a, b), peeringOf(b, viaProxy)
+	start(t, cfgA, nil)
+	eB := start(t, cfgB, nil)
+	eB.waitStats("B hears A", aliveHere)
+	return eB, proxy, time.Duration(cfgB.Peering.Liveness) * cfgB.Peering.StateEvery
 }

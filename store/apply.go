@@ -49,6 +49,16 @@ type txn struct {
 	bufs *txnBufs
 }
 
+// appendFill is how full bbolt fills a page before it splits one, in the
+// buckets whose keys mostly grow: tickets and bodies (by ID, time-ordered
+// UUIDv7), the FIFO and the ready index (by Seq within a service). At
+// bbolt's default (0.5) a page split at the right edge stays half empty
+// for good, since no later key lands in it: 1,000,000 pending tickets of
+// 100 bytes took 607 MB of data file, 365 MB at 0.95. Not 1: a record
+// grows a little at its first dispatch (its attempt and worker), and the
+// room spares most pages a split then.
+const appendFill = 0.95
+
 type countKey struct {
 	service string
 	state   State
@@ -75,6 +85,9 @@ func newTxn(tx *bolt.Tx, bufs *txnBufs) (*txn, error) {
 	var err error
 	if t.ix, err = openIndexes(tx); err != nil {
 		return nil, err
+	}
+	if t.tickets != nil && t.bodies != nil {
+		t.tickets.FillPercent, t.bodies.FillPercent, t.ix.ready.FillPercent = appendFill, appendFill, appendFill
 	}
 	if t.meta == nil || t.tickets == nil || t.bodies == nil || t.replies == nil ||
 		t.idem == nil || t.fifo == nil || t.counters == nil {
@@ -618,6 +631,7 @@ func (t *txn) enqueue(tk *Ticket) error {
 			return fmt.Errorf("create fifo bucket: %w", err)
 		}
 	}
+	b.FillPercent = appendFill
 	t.bufs.key = binary.BigEndian.AppendUint64(t.bufs.key[:0], tk.Seq)
 	if err := b.Put(t.bufs.key, t.bufs.keep(tk.ID[:])); err != nil {
 		return fmt.Errorf("put fifo entry: %w", err)

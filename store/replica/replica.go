@@ -1063,6 +1063,7 @@ func (n *Node) stopRaft(r *raft.Raft) error {
 	n.stopMu.Lock()
 	f, ok := n.stopping[r]
 	if !ok {
+		n.fsm.abortPersists()
 		f = r.Shutdown()
 		n.stopping[r] = f
 	}

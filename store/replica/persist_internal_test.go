@@ -1,0 +1,106 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// gateSink is a raft snapshot sink whose second write waits for release:
+// a copy caught in the middle.
+type gateSink struct {
+	writes   int
+	written  int64
+	started  chan struct{} // closed at the first write
+	release  chan struct{}
+	canceled bool
+	closed   bool
+}
+
+func (s *gateSink) Write(p []byte) (int, error) {
+	s.writes++
+	switch s.writes {
+	case 1:
+		close(s.started)
+	case 2:
+		<-s.release
+	}
+	s.written += int64(len(p))
+	return len(p), nil
+}
+
+func (s *gateSink) Close() error  { s.closed = true; return nil }
+func (s *gateSink) ID() string    { return "gate" }
+func (s *gateSink) Cancel() error { s.canceled = true; return nil }
+
+// TestAbortPersistsEndsSnapshotCopy: raft's Shutdown waits for a
+// snapshot being persisted, a copy of the whole store; abortPersists
+// (stopRaft calls it first) makes that copy fail at its next write, so a
+// reform or a step-down does not wait for the rest of it.
+func TestAbortPersistsEndsSnapshotCopy(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "titanic.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	body := [][]byte{make([]byte, 1000)}
+	ops := make([]store.Op, 0, 2000)
+	for range 2000 {
+		ops = append(ops, store.Op{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: "s", Body: body})
+	}
+	if _, err := st.Apply(context.Background(), ops); err != nil {
+		t.Fatal(err)
+	}
+	size, err := st.Snapshot(context.Background(), discard{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	f := &fsm{st: st}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &gateSink{started: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- snap.Persist(sink) }()
+	<-sink.started
+	f.abortPersists()
+	close(sink.release)
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Persist did not return after abortPersists")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Persist after abortPersists: %v; want context.Canceled", err)
+	}
+	if !sink.canceled || sink.closed {
+		t.Fatalf("sink canceled %v, closed %v; want canceled, not closed", sink.canceled, sink.closed)
+	}
+	if sink.written >= size {
+		t.Fatalf("%d bytes of %d copied: the copy was not cut short", sink.written, size)
+	}
+
+	// A snapshot taken after the abort copies the whole store.
+	snap, err = f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := &gateSink{started: make(chan struct{}), release: make(chan struct{})}
+	close(whole.release)
+	if err := snap.Persist(whole); err != nil {
+		t.Fatalf("Persist of a snapshot taken after the abort: %v", err)
+	}
+	if whole.written != size || !whole.closed {
+		t.Fatalf("after the abort: %d of %d bytes, closed %v", whole.written, size, whole.closed)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

@@ -292,6 +292,22 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 	}
 	n.fsm.cluster.Store(int64(cv))
 	n.solo.Store(cfg.FenceStride > 0) // until the configuration is known
+	n.fsm.installed = func() (*raft.SnapshotMeta, uint64) {
+		// Every snapshot kept, not only the newest: an older one of a
+		// higher term may list before the one being restored. A
+		// snapshot of this node's own matches its own log.
+		list, err := n.snaps.List()
+		if err != nil {
+			return nil, 0
+		}
+		for _, m := range list {
+			var l raft.Log
+			if err := n.logs.GetLog(m.Index, &l); err == nil && l.Term != m.Term {
+				return m, l.Term
+			}
+		}
+		return nil, 0
+	}
 	n.fsm.halt = func() {
 		r := n.raft()
 		if r == nil {

@@ -87,12 +87,13 @@ func (p *persistScope) current() context.Context {
 }
 
 // abortPersists makes the snapshots being persisted fail at their next
-// write. Raft's Shutdown waits for a snapshot in progress, and a
-// snapshot is a copy of the whole store: a reform (a failover) that
-// began just after a snapshot started waited for it, 13 s for the 4.7 GB
-// copy of 10,000,000 pending tickets (make backlog-pair). An aborted
-// snapshot costs nothing but its partial copy, which raft deletes; raft
-// takes another at its next threshold.
+// write; Reform calls it before it stops raft. Raft's Shutdown waits for
+// a snapshot in progress, and a snapshot is a copy of the whole store: a
+// reform (a failover) that began just after a snapshot started waited
+// for it, 13 s for the 4.7 GB copy of 10,000,000 pending tickets (make
+// backlog-pair). An aborted snapshot costs nothing but its partial copy,
+// which raft deletes; the reform then writes its placeholder and a real
+// snapshot after it.
 func (f *fsm) abortPersists() {
 	p := &f.persists
 	p.mu.Lock()

@@ -44,8 +44,8 @@ func (s *gateSink) Cancel() error { s.canceled = true; return nil }
 
 // TestAbortPersistsEndsSnapshotCopy: raft's Shutdown waits for a
 // snapshot being persisted, a copy of the whole store; abortPersists
-// (stopRaft calls it first) makes that copy fail at its next write, so a
-// reform or a step-down does not wait for the rest of it.
+// (Reform calls it before it stops raft) makes that copy fail at its
+// next write, so a failover does not wait for the rest of it.
 func TestAbortPersistsEndsSnapshotCopy(t *testing.T) {
 	st, err := store.Open(filepath.Join(t.TempDir(), "titanic.db"), store.Options{NoSync: true})
 	if err != nil {

@@ -725,6 +725,10 @@ func (n *Node) Reform(ctx context.Context) error {
 	n.mu.Lock()
 	r, trans := n.r, n.trans
 	n.mu.Unlock()
+	// Not in stopRaft itself: a step-down must not cut short the real
+	// snapshot that replaces a reform's placeholder (see snapshotSoon);
+	// a reform makes a new placeholder and a new real snapshot after it.
+	n.fsm.abortPersists()
 	if err := n.stopRaft(r); err != nil {
 		return fmt.Errorf("stop raft: %w", err)
 	}
@@ -1079,7 +1083,6 @@ func (n *Node) stopRaft(r *raft.Raft) error {
 	n.stopMu.Lock()
 	f, ok := n.stopping[r]
 	if !ok {
-		n.fsm.abortPersists()
 		f = r.Shutdown()
 		n.stopping[r] = f
 	}

@@ -61,11 +61,6 @@ type fsm struct {
 	// persists ends the copies of snapshots being persisted (see
 	// abortPersists).
 	persists persistScope
-	// installed returns a raft snapshot kept whose index holds, in this
-	// node's raft log, an entry of another term, and that entry's term
-	// (nil: none), for Restore's check of a snapshot sent by the leader
-	// (installed nil: no check).
-	installed func() (meta *raft.SnapshotMeta, logTerm uint64)
 }
 
 // persistScope is the context of the snapshots being persisted: a
@@ -87,7 +82,8 @@ func (p *persistScope) current() context.Context {
 }
 
 // abortPersists makes the snapshots being persisted fail at their next
-// write; Reform calls it before it stops raft. Raft's Shutdown waits for
+// write; Reform calls it before it stops raft, unless the latest
+// snapshot is a placeholder. Raft's Shutdown waits for
 // a snapshot in progress, and a snapshot is a copy of the whole store: a
 // reform (a failover) that began just after a snapshot started waited
 // for it, 13 s for the 4.7 GB copy of 10,000,000 pending tickets (make
@@ -268,9 +264,6 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if head, _ := br.Peek(len(placeholderMark)); bytes.Equal(head, placeholderMark) {
 		return errPlaceholder
 	}
-	if err := f.checkInstalled(); err != nil {
-		return err
-	}
 	ctx := context.Background()
 	err := f.st.RestoreChecked(ctx, br, func(in store.History) error {
 		local, err := f.st.History(ctx)
@@ -300,31 +293,6 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		f.cluster.Store(int64(v))
 	}
 	return nil
-}
-
-// checkInstalled stops the node when its raft log holds, at the index of
-// the snapshot being restored, an entry of another term than the
-// snapshot's. Raft (hashicorp/raft up to v1.7.3 at least: issue #697,
-// pull request #704) keeps that entry when it installs a snapshot sent
-// by the leader, and its next AppendEntries then fails the term check
-// against it; the leader, whose log no longer holds the entries before,
-// sends the snapshot again, and again (4,410 times in 30 s in the fault
-// suite), and the node never catches up. Such an entry was written by
-// this node as a deposed leader and never committed: a fork of the log.
-// The pair's fork handling then hands over whatever this node's store
-// holds that the peer lacks and makes it rejoin with a fresh raft state.
-// A snapshot of this node's own (a restore at start or in a reform) has
-// the term of its own entry there.
-func (f *fsm) checkInstalled() error {
-	if f.installed == nil {
-		return nil
-	}
-	meta, term := f.installed()
-	if meta == nil || term == 0 || term == meta.Term {
-		return nil
-	}
-	return f.fail(fmt.Errorf("%w: this node's raft log holds an entry of term %d at index %d, where the snapshot it is given (%s) has term %d: raft would send it that snapshot for ever (hashicorp/raft#697)",
-		store.ErrDiverged, term, meta.Index, meta.ID, meta.Term))
 }
 
 // snapshot copies the store when raft persists it. The copy may include

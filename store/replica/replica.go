@@ -292,22 +292,6 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 	}
 	n.fsm.cluster.Store(int64(cv))
 	n.solo.Store(cfg.FenceStride > 0) // until the configuration is known
-	n.fsm.installed = func() (*raft.SnapshotMeta, uint64) {
-		// Every snapshot kept, not only the newest: an older one of a
-		// higher term may list before the one being restored. A
-		// snapshot of this node's own matches its own log.
-		list, err := n.snaps.List()
-		if err != nil {
-			return nil, 0
-		}
-		for _, m := range list {
-			var l raft.Log
-			if err := n.logs.GetLog(m.Index, &l); err == nil && l.Term != m.Term {
-				return m, l.Term
-			}
-		}
-		return nil, 0
-	}
 	n.fsm.halt = func() {
 		r := n.raft()
 		if r == nil {
@@ -725,10 +709,16 @@ func (n *Node) Reform(ctx context.Context) error {
 	n.mu.Lock()
 	r, trans := n.r, n.trans
 	n.mu.Unlock()
-	// Not in stopRaft itself: a step-down must not cut short the real
-	// snapshot that replaces a reform's placeholder (see snapshotSoon);
-	// a reform makes a new placeholder and a new real snapshot after it.
-	n.fsm.abortPersists()
+	// Not in stopRaft itself, and not while the latest snapshot is a
+	// placeholder: the snapshot in progress may then be the real one
+	// that replaces it (see snapshotSoon), which a step-down restarting
+	// raft, or this reform falling back on the real snapshot before its
+	// new placeholder (see snapshotRetain), needs.
+	if list, err := n.snaps.List(); err == nil && len(list) > 0 {
+		if real, ok := n.latestRealSnapshot(); ok && real.ID == list[0].ID {
+			n.fsm.abortPersists()
+		}
+	}
 	if err := n.stopRaft(r); err != nil {
 		return fmt.Errorf("stop raft: %w", err)
 	}

@@ -530,7 +530,8 @@ func BenchmarkSubmit(b *testing.B) {
 // BenchmarkSubmitPipelined measures durable submits from one client with
 // many in flight (SubmitAsync, -bench.window of them; BenchmarkSubmit's
 // clients have one each): submits/s, p50 and p99 latency (from
-// SubmitAsync's return to the acknowledgement), commits and fsyncs per
+// the SubmitAsync call, which waits while the window is full, to the
+// acknowledgement), commits and fsyncs per
 // submit, x-fsync, commit-busy. Compare with BenchmarkSubmit/clients=1 of
 // the same run.
 func BenchmarkSubmitPipelined(b *testing.B) {

@@ -597,8 +597,9 @@ func BenchmarkTableSubmit(b *testing.B) {
 // become durable), against the built binary as every other row of the
 // table: the broker in a process of its own, with its defaults (its
 // collector settings among them), the client in the test process. The
-// latency runs from SubmitAsync's return to the acknowledgement, each
-// future taken in submission order (the order the broker commits them).
+// latency runs from the SubmitAsync call (which waits while the window
+// is full) to the acknowledgement, each future taken in submission order
+// (the order the broker commits them).
 func BenchmarkTablePipelined(b *testing.B) {
 	rawFsyncRate(b)
 	t := startTarget(b, 0)

@@ -543,49 +543,58 @@ func BenchmarkSubmitPipelined(b *testing.B) {
 		b.Fatal(err)
 	}
 	n.cs = append(n.cs, c)
-	ctx := context.Background()
-	if _, err := c.Submit(ctx, service, body(), submitOptions()); err != nil {
+	if _, err := c.Submit(context.Background(), service, body(), submitOptions()); err != nil {
 		b.Fatal(err)
 	}
 	b.Run(fmt.Sprintf("window=%d", *window), func(b *testing.B) {
 		before := n.counts(b)
-		// A watcher takes each future's end in submission order (the
-		// order the broker commits them): the latency of one that ends
-		// before an earlier one is counted from the earlier one's end.
-		futs := make(chan *client.SubmitFuture, b.N)
-		sent := make([]time.Time, b.N)
-		lats := make([]time.Duration, b.N)
-		watched := make(chan error, 1)
-		b.ResetTimer()
-		start := time.Now()
-		go func() {
-			i := 0
-			for f := range futs {
-				if _, err := f.Ticket(ctx); err != nil {
-					watched <- fmt.Errorf("submit %d: %w", i, err)
-					return
-				}
-				lats[i] = time.Since(sent[i])
-				i++
-			}
-			watched <- nil
-		}()
-		for i := range b.N {
-			sent[i] = time.Now()
-			f, err := c.SubmitAsync(ctx, service, body(), submitOptions())
-			if err != nil {
-				b.Fatal(err)
-			}
-			futs <- f
-		}
-		close(futs)
-		if err := <-watched; err != nil {
-			b.Fatal(err)
-		}
-		elapsed := time.Since(start)
-		b.StopTimer()
+		lats, elapsed := submitPipelined(b, c)
 		report(b, "submit", lats, elapsed, before, n.counts(b))
 	})
+}
+
+// submitPipelined submits b.N bodies through c with SubmitAsync (as many
+// in flight as c's MaxPending), resetting b's timer first and stopping it
+// after the last acknowledgement. A watcher takes each future's end in
+// submission order (the order the broker commits them): the latency of
+// one that ends before an earlier one is counted from the earlier one's
+// end. Each latency runs from the SubmitAsync call, which waits while the
+// window is full.
+func submitPipelined(b *testing.B, c *client.Client) ([]time.Duration, time.Duration) {
+	ctx := context.Background()
+	futs := make(chan *client.SubmitFuture, b.N)
+	sent := make([]time.Time, b.N)
+	lats := make([]time.Duration, b.N)
+	watched := make(chan error, 1)
+	b.ResetTimer()
+	start := time.Now()
+	go func() {
+		i := 0
+		for f := range futs {
+			if _, err := f.Ticket(ctx); err != nil {
+				watched <- fmt.Errorf("submit %d: %w", i, err)
+				return
+			}
+			lats[i] = time.Since(sent[i])
+			i++
+		}
+		watched <- nil
+	}()
+	for i := range b.N {
+		sent[i] = time.Now()
+		f, err := c.SubmitAsync(ctx, service, body(), submitOptions())
+		if err != nil {
+			b.Fatal(err)
+		}
+		futs <- f
+	}
+	close(futs)
+	if err := <-watched; err != nil {
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	return lats, elapsed
 }
 
 // BenchmarkRoundTrip measures full round trips: Submit, an in-process echo

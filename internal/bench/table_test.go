@@ -596,10 +596,8 @@ func BenchmarkTableSubmit(b *testing.B) {
 // with -bench.window submits in flight (SubmitAsync, acknowledged as they
 // become durable), against the built binary as every other row of the
 // table: the broker in a process of its own, with its defaults (its
-// collector settings among them), the client in the test process. The
-// latency runs from the SubmitAsync call (which waits while the window
-// is full) to the acknowledgement, each future taken in submission order
-// (the order the broker commits them).
+// collector settings among them), the client in the test process;
+// latencies as submitPipelined takes them.
 func BenchmarkTablePipelined(b *testing.B) {
 	rawFsyncRate(b)
 	t := startTarget(b, 0)
@@ -609,45 +607,13 @@ func BenchmarkTablePipelined(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	ctx := context.Background()
-	if _, err := c.Submit(ctx, service, body(), submitOptions()); err != nil {
+	if _, err := c.Submit(context.Background(), service, body(), submitOptions()); err != nil {
 		b.Fatal(err)
 	}
 	b.Run(fmt.Sprintf("mode=single/window=%d", *window), func(b *testing.B) {
 		before := t.commits(b)
 		cpu := t.cpuMark()
-		futs := make(chan *client.SubmitFuture, b.N)
-		sent := make([]time.Time, b.N)
-		lats := make([]time.Duration, b.N)
-		watched := make(chan error, 1)
-		b.ResetTimer()
-		start := time.Now()
-		go func() {
-			i := 0
-			for f := range futs {
-				if _, err := f.Ticket(ctx); err != nil {
-					watched <- fmt.Errorf("submit %d: %w", i, err)
-					return
-				}
-				lats[i] = time.Since(sent[i])
-				i++
-			}
-			watched <- nil
-		}()
-		for i := range b.N {
-			sent[i] = time.Now()
-			f, err := c.SubmitAsync(ctx, service, body(), submitOptions())
-			if err != nil {
-				b.Fatal(err)
-			}
-			futs <- f
-		}
-		close(futs)
-		if err := <-watched; err != nil {
-			b.Fatal(err)
-		}
-		elapsed := time.Since(start)
-		b.StopTimer()
+		lats, elapsed := submitPipelined(b, c)
 		reportTable(b, t, "submit", b.N, lats, elapsed, t.commits(b)-before, cpu)
 	})
 }

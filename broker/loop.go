@@ -407,13 +407,14 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peer
 	if err := ps.sub.SetHeartbeatIvl(pc.StateEvery); err != nil {
 		return nil, fmt.Errorf("peering heartbeat: %w", err)
 	}
-	if err := ps.sub.SetHeartbeatTimeout(time.Duration(pc.Liveness) * pc.StateEvery); err != nil {
+	liveness := time.Duration(pc.Liveness) * pc.StateEvery
+	if err := ps.sub.SetHeartbeatTimeout(liveness); err != nil {
 		return nil, fmt.Errorf("peering heartbeat timeout: %w", err)
 	}
 	// The partition drops the reconnect's SYN too, and the kernel retries
 	// it seconds apart: a connect unanswered for the liveness is abandoned
 	// and a new one made, so a peer is heard soon after a heal.
-	if err := ps.sub.SetConnectTimeout(time.Duration(pc.Liveness) * pc.StateEvery); err != nil {
+	if err := ps.sub.SetConnectTimeout(liveness); err != nil {
 		return nil, fmt.Errorf("peering connect timeout: %w", err)
 	}
 	for _, p := range pc.Peers {

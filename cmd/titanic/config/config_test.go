@@ -67,6 +67,9 @@ func TestDefaultsMatchPackages(t *testing.T) {
 	eq("limits.max_message_size", int64(d.Limits.MaxMessageSize), bd.MaxMsgSize)
 	eq("limits.max_body", int(d.Limits.MaxBody), td.MaxBody)
 	eq("limits.per_client_inflight", d.Limits.PerClientInflight, td.PerClientInflight)
+	// No per-client rate by default: a pipelined client (submit --from)
+	// at full speed is a legitimate bulk load.
+	eq("limits.submit_rate", d.Limits.SubmitRate, td.SubmitRate)
 	eq("retention.done_ttl", d.Retention.DoneTTL, td.DoneTTL)
 	eq("limits.disk_quota", int64(d.Limits.DiskQuota), td.Quota)
 	eq("limits.disk_reserve", int64(d.Limits.DiskReserve), td.DiskReserve)

@@ -61,6 +61,9 @@ type fsm struct {
 	// persists ends the copies of snapshots being persisted (see
 	// abortPersists).
 	persists persistScope
+	// installed is called after every snapshot restored (see
+	// relogLoop).
+	installed func()
 }
 
 // persistScope is the context of the snapshots being persisted: a
@@ -291,6 +294,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	if v, err := f.st.ClusterVersion(ctx); err == nil {
 		f.cluster.Store(int64(v))
+	}
+	if f.installed != nil {
+		f.installed()
 	}
 	return nil
 }

@@ -180,6 +180,14 @@ type Node struct {
 	notify   chan bool
 	leaderCh chan bool
 
+	// life serializes what stops and starts raft: Reform, StepDown,
+	// Resync, Halt, Close and relogLoop's restart.
+	life sync.Mutex
+	// relog is signalled after every snapshot raft installs (see
+	// relogLoop); relogOff turns that off (tests that show the bug).
+	relog    chan struct{}
+	relogOff atomic.Bool
+
 	mu    sync.RWMutex // guards r, trans and halted across Reform
 	r     *raft.Raft
 	trans raft.Transport
@@ -279,8 +287,15 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		notify:   make(chan bool, 64),
 		leaderCh: make(chan bool, 64),
 		stopping: map[*raft.Raft]raft.Future{},
+		relog:    make(chan struct{}, 1),
 	}
 	n.fsm = &fsm{st: st, log: n.log, self: raft.ServerID(cfg.ID), fatal: make(chan error, 1)}
+	n.fsm.installed = func() {
+		select {
+		case n.relog <- struct{}{}:
+		default:
+		}
+	}
 	applied, err := st.AppliedIndex(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("store applied index: %w", err)
@@ -326,9 +341,10 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 	n.startTerm.Store(startTerm)
 	n.startIndex.Store(startIndex)
 	n.calls.wake = make(chan struct{}, 1)
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.forward()
 	go n.buildEntries()
+	go n.relogLoop()
 	return n, nil
 }
 
@@ -439,6 +455,10 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 			n.log.Warn("store is behind the latest raft snapshot; restoring it", "applied", applied, "snapshot", snap.Index)
 			rc.NoSnapshotRestoreOnStart = false
 		}
+	}
+	if err := n.dropStaleLog(); err != nil {
+		closeTransport(trans)
+		return err
 	}
 	if err := n.fenceIfSolo(trans); err != nil {
 		closeTransport(trans)
@@ -706,6 +726,8 @@ func (n *Node) Status() Status {
 // guard stops it with store.ErrDiverged instead of letting raft overwrite
 // what it applied.
 func (n *Node) Reform(ctx context.Context) error {
+	n.life.Lock()
+	defer n.life.Unlock()
 	n.mu.Lock()
 	r, trans := n.r, n.trans
 	n.mu.Unlock()
@@ -819,26 +841,31 @@ func (n *Node) latestRealSnapshot() (*raft.SnapshotMeta, bool) {
 		return nil, false
 	}
 	for _, m := range list {
-		// Only a snapshot of the placeholder's size can be one. Opening a
-		// real snapshot reads all of it (the file snapshot store checks
-		// its CRC on open), and this runs on a reform's path: that read
-		// would make failover time grow with the store.
-		if m.Size != int64(len(placeholderMark)) {
+		if !n.isPlaceholder(m) {
 			return m, true
 		}
-		_, rc, err := n.snaps.Open(m.ID)
-		if err != nil {
-			continue
-		}
-		head := make([]byte, len(placeholderMark))
-		k, _ := io.ReadFull(rc, head)
-		_ = rc.Close()
-		if k == len(head) && bytes.Equal(head, placeholderMark) {
-			continue
-		}
-		return m, true
 	}
 	return nil, false
+}
+
+// isPlaceholder reports whether m is a reform's placeholder snapshot (or
+// cannot be opened, which makes it as useless).
+func (n *Node) isPlaceholder(m *raft.SnapshotMeta) bool {
+	// Only a snapshot of the placeholder's size can be one. Opening a
+	// real snapshot reads all of it (the file snapshot store checks its
+	// CRC on open), and this runs on a reform's path: that read would
+	// make failover time grow with the store.
+	if m.Size != int64(len(placeholderMark)) {
+		return false
+	}
+	_, rc, err := n.snaps.Open(m.ID)
+	if err != nil {
+		return true
+	}
+	head := make([]byte, len(placeholderMark))
+	k, _ := io.ReadFull(rc, head)
+	_ = rc.Close()
+	return k == len(head) && bytes.Equal(head, placeholderMark)
 }
 
 // nopFSM serves raft.GetConfiguration, which builds a raft instance
@@ -1085,6 +1112,8 @@ func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
 		close(n.stop)
+		// Not held across wg.Wait: relogLoop may be waiting for it.
+		n.life.Lock()
 		n.mu.Lock()
 		r, trans := n.r, n.trans
 		n.mu.Unlock()
@@ -1092,6 +1121,7 @@ func (n *Node) Close() error {
 		if n.cfg.Transport == nil {
 			closeTransport(trans)
 		}
+		n.life.Unlock()
 		n.wg.Wait()
 		if cerr := n.logs.Close(); err == nil {
 			err = cerr
@@ -1216,6 +1246,8 @@ func (n *Node) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn func([
 // dropped for the operator. The leader must then add this node as a
 // voter (AddVoter).
 func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
+	n.life.Lock()
+	defer n.life.Unlock()
 	n.mu.Lock()
 	r, trans := n.r, n.trans
 	n.mu.Unlock()
@@ -1353,6 +1385,8 @@ func (n *Node) PrepareJoin(ctx context.Context) error {
 // since is elected first; it still votes. A node that leads no raft
 // (not the leader) is left alone.
 func (n *Node) StepDown() error {
+	n.life.Lock()
+	defer n.life.Unlock()
 	n.mu.Lock()
 	r, trans := n.r, n.trans
 	n.mu.Unlock()
@@ -1413,6 +1447,8 @@ const standAside = 5
 // work it hands over, so that nothing lands in its store after the read.
 // Resync, Reform and Close start or stop it again.
 func (n *Node) Halt() error {
+	n.life.Lock()
+	defer n.life.Unlock()
 	r := n.raft()
 	if err := n.stopRaft(r); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
 		return fmt.Errorf("stop raft: %w", err)

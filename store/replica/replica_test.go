@@ -37,6 +37,9 @@ func freeAddr(t *testing.T) string {
 }
 
 func quiet() *slog.Logger {
+	if os.Getenv("TITANIC_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 

@@ -1,0 +1,14 @@
+package replica
+
+// DisableRelog stops n from restarting raft over a log a snapshot install
+// left stale, so that a test can show hashicorp/raft#697 without it.
+func DisableRelog(n *Node) { n.relogOff.Store(true) }
+
+// SnapshotIndex returns the index of n's newest snapshot that is not a
+// reform's placeholder (0: none).
+func SnapshotIndex(n *Node) uint64 {
+	if m, ok := n.newestRealSnapshot(); ok {
+		return m.Index
+	}
+	return 0
+}

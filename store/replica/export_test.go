@@ -12,3 +12,7 @@ func SnapshotIndex(n *Node) uint64 {
 	}
 	return 0
 }
+
+// Installs returns how many snapshots n's store was restored from since
+// it opened.
+func Installs(n *Node) int64 { return n.fsm.restores.Load() }

@@ -62,8 +62,9 @@ type fsm struct {
 	// abortPersists).
 	persists persistScope
 	// installed is called after every snapshot restored (see
-	// relogLoop).
+	// relogLoop); restores counts them.
 	installed func()
+	restores  atomic.Int64
 }
 
 // persistScope is the context of the snapshots being persisted: a
@@ -295,6 +296,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if v, err := f.st.ClusterVersion(ctx); err == nil {
 		f.cluster.Store(int64(v))
 	}
+	f.restores.Add(1)
 	if f.installed != nil {
 		f.installed()
 	}

@@ -44,6 +44,8 @@ type staleNode struct {
 	tr      *dropper
 	peers   []replica.Peer
 	slot    uint64
+	// trailing is raft's TrailingLogs.
+	trailing uint64
 	st      *store.BoltStore
 	n       *replica.Node
 }
@@ -58,7 +60,7 @@ func (m *staleNode) open(t *testing.T) {
 		ID: m.id, Dir: filepath.Join(m.dir, "raft"), Transport: m.tr, Peers: m.peers, Bootstrap: true,
 		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
 		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
-		SnapshotThreshold: 16, TrailingLogs: 8, SnapshotInterval: 100 * time.Millisecond,
+		SnapshotThreshold: 16, TrailingLogs: m.trailing, SnapshotInterval: 100 * time.Millisecond,
 		FenceStride: 2, FenceSlot: m.slot,
 		Logger: quiet(),
 	})
@@ -89,39 +91,15 @@ func (m *staleNode) has(ids []store.ID) int {
 
 // staleTail builds hashicorp/raft#697's case in a pair: the leader l
 // appends entries its peer never gets (uncommitted, of l's term), then
-// dies; the peer f reforms alone (its log emptied up to the reform), is
+// dies; the peer f reforms alone, is
 // elected in a later term and snapshots at an index inside l's tail. It
 // returns l (stopped), f (serving alone) and what both must end up with.
 func staleTail(t *testing.T) (l, f *staleNode, want []store.ID) {
-	var ns [2]*staleNode
-	var peers []replica.Peer
-	for i, id := range []string{"primary", "backup"} {
-		addr, tr := raft.NewInmemTransport("")
-		ns[i] = &staleNode{id: id, dir: t.TempDir(), addr: addr, tr: &dropper{InmemTransport: tr}, slot: uint64(1 - i)}
-		peers = append(peers, replica.Peer{ID: id, Addr: string(addr)})
-	}
-	ns[0].tr.Connect(ns[1].addr, ns[1].tr.InmemTransport)
-	ns[1].tr.Connect(ns[0].addr, ns[0].tr.InmemTransport)
-	for _, m := range ns {
-		m.peers = peers
-		m.open(t)
-	}
-	t.Cleanup(func() {
-		for _, m := range ns {
-			m.close()
-		}
-	})
-	for deadline := time.Now().Add(wait); l == nil; time.Sleep(5 * time.Millisecond) {
-		for i, m := range ns {
-			if m.n.IsLeader() {
-				l, f = m, ns[1-i]
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no leader within %s", wait)
-		}
-	}
-	want = submitVia(t, 5, l.id+": ", func() *memNode { return &memNode{id: l.id, n: l.n, st: l.st} })
+	// One trailing entry: the snapshot f takes after its reform compacts
+	// its log past the start of l's tail, so that f must send l that
+	// snapshot (a reform keeps the log: see keptLog).
+	l, f = stalePair(t, 1)
+	want = l.submit(t, 5)
 	for deadline := time.Now().Add(wait); f.has(want) < len(want); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s lacks shared tickets", f.id)
@@ -151,7 +129,7 @@ func staleTail(t *testing.T) (l, f *staleNode, want []store.ID) {
 	l.close()
 
 	f.reform(t)
-	want = append(want, submitVia(t, 2, f.id+": ", func() *memNode { return &memNode{id: f.id, n: f.n, st: f.st} })...)
+	want = append(want, f.submit(t, 2)...)
 	var snap uint64
 	for deadline := time.Now().Add(wait); snap <= before; time.Sleep(5 * time.Millisecond) {
 		snap = replica.SnapshotIndex(f.n)
@@ -174,6 +152,46 @@ func (m *staleNode) reform(t *testing.T) {
 	if err := m.n.Reform(ctx); err != nil {
 		t.Fatalf("%s: reform: %v", m.id, err)
 	}
+}
+
+// stalePair opens a pair of nodes over dropper transports, with raft's
+// TrailingLogs trailing, and returns the leader and the other.
+func stalePair(t *testing.T, trailing uint64) (l, f *staleNode) {
+	var ns [2]*staleNode
+	var peers []replica.Peer
+	for i, id := range []string{"primary", "backup"} {
+		addr, tr := raft.NewInmemTransport("")
+		ns[i] = &staleNode{id: id, dir: t.TempDir(), addr: addr, tr: &dropper{InmemTransport: tr}, slot: uint64(1 - i), trailing: trailing}
+		peers = append(peers, replica.Peer{ID: id, Addr: string(addr)})
+	}
+	ns[0].tr.Connect(ns[1].addr, ns[1].tr.InmemTransport)
+	ns[1].tr.Connect(ns[0].addr, ns[0].tr.InmemTransport)
+	for _, m := range ns {
+		m.peers = peers
+		m.open(t)
+	}
+	t.Cleanup(func() {
+		for _, m := range ns {
+			m.close()
+		}
+	})
+	for deadline := time.Now().Add(wait); l == nil; time.Sleep(5 * time.Millisecond) {
+		for i, m := range ns {
+			if m.n.IsLeader() {
+				l, f = m, ns[1-i]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no leader within %s", wait)
+		}
+	}
+	return l, f
+}
+
+// submit submits n tickets through m.
+func (m *staleNode) submit(t *testing.T, n int) []store.ID {
+	t.Helper()
+	return submitVia(t, n, m.id+": ", func() *memNode { return &memNode{id: m.id, n: m.n, st: m.st} })
 }
 
 // rejoin adds l back to f's raft and reports whether l then follows it
@@ -227,7 +245,7 @@ func TestStaleLogDroppedAfterInstall(t *testing.T) {
 	default:
 	}
 	// Two voters again: a new entry is committed on both.
-	more := submitVia(t, 3, f.id+": ", func() *memNode { return &memNode{id: f.id, n: f.n, st: f.st} })
+	more := f.submit(t, 3)
 	for deadline := time.Now().Add(wait); l.has(more) < len(more); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s lacks entries written after it rejoined", l.id)
@@ -257,5 +275,41 @@ func TestStaleLogDroppedAtStart(t *testing.T) {
 	}
 	if l.has(want) != len(want) {
 		t.Fatalf("%s holds %d of the %d tickets %s has", l.id, l.has(want), len(want), f.id)
+	}
+}
+
+// TestRejoinAfterReformFromLog: the active dies, the passive reforms alone
+// and snapshots; the old active, back, catches up from the survivor's log
+// (which the reform kept: see keptLog), not from a snapshot, a copy of the
+// whole store.
+func TestRejoinAfterReformFromLog(t *testing.T) {
+	l, f := stalePair(t, 8)
+	want := l.submit(t, 20)
+	for deadline := time.Now().Add(wait); f.has(want) < len(want); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s lacks shared tickets", f.id)
+		}
+	}
+	end := l.n.Status().LastIndex
+	l.close()
+	f.reform(t)
+	want = append(want, f.submit(t, 5)...)
+	// The reform's placeholder snapshot, at the end of the old log, would
+	// serve as the previous entry of what l lacks; the real snapshot
+	// after it does not.
+	for deadline := time.Now().Add(wait); replica.SnapshotIndex(f.n) <= end; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s took no snapshot after its reform", f.id)
+		}
+	}
+	l.open(t)
+	if !rejoin(t, l, f, wait) {
+		t.Fatalf("%s does not follow %s %s after it was added back", l.id, f.id, wait)
+	}
+	if l.has(want) != len(want) {
+		t.Fatalf("%s holds %d of the %d tickets %s has", l.id, l.has(want), len(want), f.id)
+	}
+	if k := replica.Installs(l.n); k != 0 {
+		t.Fatalf("%s was sent %d snapshots; want it caught up from the log", l.id, k)
 	}
 }

@@ -759,7 +759,7 @@ func (n *Node) Reform(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := raft.RecoverCluster(rc, rf, n.logs, n.logs, snaps, trans, conf); err != nil {
+	if err := raft.RecoverCluster(rc, rf, keptLog{n.logs}, n.logs, snaps, trans, conf); err != nil {
 		return fmt.Errorf("recover raft as a single voter: %w", err)
 	}
 	n.log.Warn("raft reformed with this node as the only voter")
@@ -793,6 +793,24 @@ func (n *Node) Reform(ctx context.Context) error {
 		}
 	}
 }
+
+// keptLog is the raft log as raft.RecoverCluster sees it in a reform:
+// the recovery's last step, which deletes the whole log (its snapshot,
+// at the log's last index, now stands for it), does nothing. Raft reads
+// configurations only from entries after the latest snapshot, which that
+// snapshot puts past every entry kept, and compacts the kept entries with
+// its next snapshots, as any others. Kept, they save two things. The
+// delete itself, a write transaction over the whole log on the takeover's
+// path: 0.4-2.4 s of the failover at 10,000,000 pending (make
+// backlog-pair), the log's pages read from a disk the store's file has
+// pushed them out of. And the returning peer's catch-up: it holds the
+// same entries up to where the pair parted, so raft brings it up to date
+// from the log, with its uncommitted tail (if any) replaced, instead of
+// sending it a snapshot, a copy of the whole store (4.7 GB at that
+// depth, minutes).
+type keptLog struct{ raft.LogStore }
+
+func (keptLog) DeleteRange(uint64, uint64) error { return nil }
 
 // fenceIfSolo fences the current term (see fence) when this node's raft
 // configuration makes it the only voter: it would elect itself at once,

@@ -34,9 +34,14 @@ import (
 // staleLog checks before it lets anything go.
 
 // staleLog reports whether this node's raft log disagrees with its newest
-// real snapshot: the entry at the snapshot's index (or, in a log that
-// ends before it, the last entry) has another term than the snapshot's
-// history gives it. It also returns the log's bounds and the snapshot.
+// real snapshot, as far as one entry can tell: the entry at the
+// snapshot's index has another term than the snapshot; or, in a log
+// compacted past that index, its first entry has an older term than the
+// snapshot's (terms never go down along a log, so that entry came from a
+// history the snapshot replaced); or, in a log that ends before the
+// snapshot, its last entry has another term than the snapshot's history
+// (the store's, once it holds the snapshot) gives it. It also returns
+// the log's bounds and the snapshot.
 func (n *Node) staleLog(ctx context.Context) (stale bool, first, last uint64, snap *raft.SnapshotMeta, err error) {
 	snap, ok := n.newestRealSnapshot()
 	if !ok {
@@ -48,9 +53,15 @@ func (n *Node) staleLog(ctx context.Context) (stale bool, first, last uint64, sn
 	if last, err = n.logs.LastIndex(); err != nil {
 		return false, 0, 0, nil, fmt.Errorf("raft log: %w", err)
 	}
-	at := min(last, snap.Index)
-	if last == 0 || at < first {
+	if last == 0 || last < first {
 		return false, first, last, snap, nil
+	}
+	at := snap.Index
+	switch {
+	case last < snap.Index:
+		at = last
+	case first > snap.Index:
+		at = first
 	}
 	var l raft.Log
 	if err := n.logs.GetLog(at, &l); err != nil {
@@ -58,6 +69,9 @@ func (n *Node) staleLog(ctx context.Context) (stale bool, first, last uint64, sn
 			return false, first, last, snap, nil // a gap: raft's to handle
 		}
 		return false, 0, 0, nil, fmt.Errorf("raft log entry %d: %w", at, err)
+	}
+	if at > snap.Index {
+		return l.Term < snap.Term, first, last, snap, nil
 	}
 	hist, err := n.st.History(ctx)
 	if err != nil {

@@ -491,7 +491,13 @@ const curveWireSize = 1024
 // after the heal (7.2 s in the fault suite). So a connect that gets no
 // answer within the heartbeat timeout is abandoned, and libzmq tries a
 // new one after its reconnect interval (100 ms). No connection takes that
-// long on a link a pair with that timeout can use.
+// long on a link a pair with that timeout can use; the floor
+// (minConnectTimeout) keeps a heartbeat set far below a slow link's round
+// trip from making every connect give up before its answer comes.
+// minConnectTimeout is the least time a connect of the state subscriber
+// is given: a few round trips of a slow WAN link.
+const minConnectTimeout = 250 * time.Millisecond
+
 func setupSub(sub *zmq.Socket, peer string, slice time.Duration, maxSize int64, hb, hbTimeout time.Duration) error {
 	if err := sub.SetLinger(0); err != nil {
 		return fmt.Errorf("state sub linger: %w", err)
@@ -503,7 +509,7 @@ func setupSub(sub *zmq.Socket, peer string, slice time.Duration, maxSize int64, 
 		if err := sub.SetHeartbeatTimeout(max(hbTimeout, hb)); err != nil {
 			return fmt.Errorf("state sub heartbeat timeout: %w", err)
 		}
-		if err := sub.SetConnectTimeout(max(hbTimeout, hb)); err != nil {
+		if err := sub.SetConnectTimeout(max(hbTimeout, hb, minConnectTimeout)); err != nil {
 			return fmt.Errorf("state sub connect timeout: %w", err)
 		}
 	}

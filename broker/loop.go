@@ -413,8 +413,9 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peer
 	}
 	// The partition drops the reconnect's SYN too, and the kernel retries
 	// it seconds apart: a connect unanswered for the liveness is abandoned
-	// and a new one made, so a peer is heard soon after a heal.
-	if err := ps.sub.SetConnectTimeout(liveness); err != nil {
+	// and a new one made, so a peer is heard soon after a heal. Not below
+	// a few round trips of a slow link, whatever the liveness.
+	if err := ps.sub.SetConnectTimeout(max(liveness, 250*time.Millisecond)); err != nil {
 		return nil, fmt.Errorf("peering connect timeout: %w", err)
 	}
 	for _, p := range pc.Peers {

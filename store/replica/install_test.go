@@ -46,8 +46,8 @@ type staleNode struct {
 	slot    uint64
 	// trailing is raft's TrailingLogs.
 	trailing uint64
-	st      *store.BoltStore
-	n       *replica.Node
+	st       *store.BoltStore
+	n        *replica.Node
 }
 
 func (m *staleNode) open(t *testing.T) {

@@ -477,6 +477,10 @@ func (n *Node) readPeer(zctx *zmq.Context, stop <-chan struct{}, started, fail c
 // are still checked to be exactly a state by parseState.
 const curveWireSize = 1024
 
+// minConnectTimeout is the least time a connect of the state subscriber
+// is given: a few round trips of a slow WAN link.
+const minConnectTimeout = 250 * time.Millisecond
+
 // setupSub sets the SUB up and connects it to peer. With hb > 0 it sends
 // ZMTP PINGs every hb and drops the connection when nothing at all came
 // back within hbTimeout, then connects again. A silent partition leaves
@@ -494,10 +498,6 @@ const curveWireSize = 1024
 // long on a link a pair with that timeout can use; the floor
 // (minConnectTimeout) keeps a heartbeat set far below a slow link's round
 // trip from making every connect give up before its answer comes.
-// minConnectTimeout is the least time a connect of the state subscriber
-// is given: a few round trips of a slow WAN link.
-const minConnectTimeout = 250 * time.Millisecond
-
 func setupSub(sub *zmq.Socket, peer string, slice time.Duration, maxSize int64, hb, hbTimeout time.Duration) error {
 	if err := sub.SetLinger(0); err != nil {
 		return fmt.Errorf("state sub linger: %w", err)

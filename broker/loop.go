@@ -353,6 +353,10 @@ type peerSockets struct {
 // openPeering binds the cloud frontend and state publisher and connects
 // the cloud backend and state subscriber to every peer. The sockets are
 // appended to *all so that Run closes them.
+// minConnectTimeout is the least time a connect of the peering state
+// subscriber is given: a few round trips of a slow WAN link.
+const minConnectTimeout = 250 * time.Millisecond
+
 func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peerSockets, error) {
 	ps := &peerSockets{}
 	mk := func(t zmq.Type) (*zmq.Socket, error) {
@@ -415,7 +419,7 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peer
 	// it seconds apart: a connect unanswered for the liveness is abandoned
 	// and a new one made, so a peer is heard soon after a heal. Not below
 	// a few round trips of a slow link, whatever the liveness.
-	if err := ps.sub.SetConnectTimeout(max(liveness, 250*time.Millisecond)); err != nil {
+	if err := ps.sub.SetConnectTimeout(max(liveness, minConnectTimeout)); err != nil {
 		return nil, fmt.Errorf("peering connect timeout: %w", err)
 	}
 	for _, p := range pc.Peers {

@@ -187,6 +187,10 @@ type Node struct {
 	// relogLoop); relogOff turns that off (tests that show the bug).
 	relog    chan struct{}
 	relogOff atomic.Bool
+	// booting is set while raft restores at start or in a reform (see
+	// noteInstall); lastOpened is the snapshot raft last opened.
+	booting    atomic.Bool
+	lastOpened atomic.Value
 
 	mu    sync.RWMutex // guards r, trans and halted across Reform
 	r     *raft.Raft
@@ -290,12 +294,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		relog:    make(chan struct{}, 1),
 	}
 	n.fsm = &fsm{st: st, log: n.log, self: raft.ServerID(cfg.ID), fatal: make(chan error, 1)}
-	n.fsm.installed = func() {
-		select {
-		case n.relog <- struct{}{}:
-		default:
-		}
-	}
+	n.fsm.installed = n.noteInstall
 	applied, err := st.AppliedIndex(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("store applied index: %w", err)
@@ -470,7 +469,9 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 			return err
 		}
 	}
-	r, err := raft.NewRaft(rc, n.fsm, &logGuard{LogStore: n.logs, fsm: n.fsm}, n.logs, n.snaps, trans)
+	n.booting.Store(true)
+	r, err := raft.NewRaft(rc, n.fsm, &logGuard{LogStore: n.logs, fsm: n.fsm}, n.logs, opened{n.snaps, &n.lastOpened}, trans)
+	n.booting.Store(false)
 	if err != nil {
 		closeTransport(trans)
 		return fmt.Errorf("start raft: %w", err)
@@ -759,7 +760,10 @@ func (n *Node) Reform(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := raft.RecoverCluster(rc, rf, keptLog{n.logs}, n.logs, snaps, trans, conf); err != nil {
+	n.booting.Store(true)
+	err = raft.RecoverCluster(rc, rf, keptLog{n.logs}, n.logs, snaps, trans, conf)
+	n.booting.Store(false)
+	if err != nil {
 		return fmt.Errorf("recover raft as a single voter: %w", err)
 	}
 	n.log.Warn("raft reformed with this node as the only voter")

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -26,15 +30,106 @@ import (
 // them.
 //
 // So after every install relogLoop looks at the log, and if it disagrees
-// with the newest snapshot it restarts raft; every start (start, so also
-// Open) first discards such a log whole, as the paper says, and raft then
-// starts from the snapshot. Nothing this node acknowledged is in such a
-// log: its entries there were never committed (the snapshot, which is,
-// says otherwise), and the store holds the snapshot's history, which
-// staleLog checks before it lets anything go.
+// with the snapshot installed it restarts raft; every start (start, so
+// also Open) first discards such a log whole, as the paper says, and raft
+// then starts from the snapshot. Only a snapshot this node was sent by a
+// leader and restored is trusted so (its ID is kept in the raft
+// directory, installedFile): it is committed history. A snapshot of this
+// node's own may be of a history raft later replaced (a node that went
+// on alone for a moment and rejoined without a resync), and dropping the
+// log against it would make that abandoned history this node's latest
+// entry. Nothing this node acknowledged is in a stale log: its entries
+// there were never committed (the snapshot says otherwise), and the store
+// holds the snapshot's history, which staleLog checks before it lets
+// anything go.
 
-// staleLog reports whether this node's raft log disagrees with its newest
-// real snapshot, as far as one entry can tell: the entry at the
+// installedFile, in the raft directory, holds the ID of the last snapshot
+// this node installed from a leader and restored.
+const installedFile = "installed-snapshot"
+
+// opened is the raft snapshot store as a running raft sees it: it notes
+// the ID of the last snapshot opened, which is the one restored when the
+// fsm's Restore runs (raft opens it just before).
+type opened struct {
+	raft.SnapshotStore
+	last *atomic.Value
+}
+
+func (o opened) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	o.last.Store(id)
+	return o.SnapshotStore.Open(id)
+}
+
+// noteInstall runs after every restore of the fsm: one made while raft
+// runs is an install from the leader, whose ID is kept for staleLog
+// before relogLoop is told to look.
+func (n *Node) noteInstall() {
+	if n.booting.Load() {
+		return // a restore at start or in a reform: this node's own
+	}
+	id, _ := n.lastOpened.Load().(string)
+	if id == "" {
+		return
+	}
+	if err := writeFileSync(filepath.Join(n.cfg.Dir, installedFile), []byte(id)); err != nil {
+		n.log.Warn("installed snapshot not noted", "id", id, "err", err)
+		return
+	}
+	select {
+	case n.relog <- struct{}{}:
+	default:
+	}
+}
+
+// installedSnapshot returns the snapshot noted in installedFile, if it is
+// still kept.
+func (n *Node) installedSnapshot() (*raft.SnapshotMeta, bool) {
+	b, err := os.ReadFile(filepath.Join(n.cfg.Dir, installedFile))
+	if err != nil {
+		return nil, false
+	}
+	list, err := n.snaps.List()
+	if err != nil {
+		return nil, false
+	}
+	for _, m := range list {
+		if m.ID == string(b) {
+			return m, true
+		}
+	}
+	return nil, false
+}
+
+// writeFileSync writes path through a temporary file, synced and renamed.
+func writeFileSync(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// staleLog reports whether this node's raft log disagrees with the
+// snapshot it last installed from a leader, as far as one entry can tell: the entry at the
 // snapshot's index has another term than the snapshot; or, in a log
 // compacted past that index, its first entry has an older term than the
 // snapshot's (terms never go down along a log, so that entry came from a
@@ -43,7 +138,7 @@ import (
 // (the store's, once it holds the snapshot) gives it. It also returns
 // the log's bounds and the snapshot.
 func (n *Node) staleLog(ctx context.Context) (stale bool, first, last uint64, snap *raft.SnapshotMeta, err error) {
-	snap, ok := n.newestRealSnapshot()
+	snap, ok := n.installedSnapshot()
 	if !ok {
 		return false, 0, 0, nil, nil
 	}

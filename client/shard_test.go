@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -22,7 +21,8 @@ var quietLog = slog.New(slog.DiscardHandler)
 
 // cluster is an in-process titanic node (package titanic/node) on a
 // fixed endpoint, so that it can be stopped and restarted on the same
-// data, as a crashed and restarted shard.
+// data, as a crashed and restarted shard. The endpoint's port is the
+// test's until it ends (reservedEndpoint).
 type cluster struct {
 	t   *testing.T
 	ep  string
@@ -30,19 +30,9 @@ type cluster struct {
 	n   *nodetest.Node // nil while stopped
 }
 
-func freeEndpoint(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "tcp://" + l.Addr().String()
-}
-
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	c := &cluster{t: t, ep: freeEndpoint(t), dir: t.TempDir()}
+	c := &cluster{t: t, ep: reservedEndpoint(t), dir: t.TempDir()}
 	c.start()
 	t.Cleanup(c.stop)
 	return c

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
 	"github.com/titanicmq/titanic/store"
 )
 
@@ -103,3 +106,51 @@ func TestAbortPersistsEndsSnapshotCopy(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestReformSnapshotsNotReaped: the placeholder a reform writes deletes no
+// older snapshot (each a copy of the store, on the failover's path); the
+// next snapshot written through the node's store deletes them.
+func TestReformSnapshotsNotReaped(t *testing.T) {
+	dir := t.TempDir()
+	logger := hclog.NewNullLogger()
+	base, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotRetain, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep, err := raft.NewFileSnapshotStoreWithLogger(dir, keepAll, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, trans := raft.NewInmemTransport("")
+	write := func(s raft.SnapshotStore, index uint64) {
+		t.Helper()
+		sink, err := s.Create(raft.SnapshotVersionMax, index, 1, raft.Configuration{}, 1, trans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sink.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := sink.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		t.Helper()
+		l, err := keep.List() // base lists no more than it retains
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(l)
+	}
+	write(base, 10)
+	write(base, 20)
+	write(unreaped{SnapshotStore: base, create: keep}, 30) // the reform's placeholder
+	if n := count(); n != 3 {
+		t.Fatalf("%d snapshots after the placeholder; want 3 (none deleted)", n)
+	}
+	write(base, 40)
+	if n := count(); n != snapshotRetain {
+		t.Fatalf("%d snapshots after the next one; want %d", n, snapshotRetain)
+	}
+}

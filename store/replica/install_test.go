@@ -203,7 +203,17 @@ func rejoin(t *testing.T, l, f *staleNode, d time.Duration) bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	go func() { _ = f.n.AddVoter(ctx, l.id, string(l.addr)) }()
+	// As the pair's join does (titanic/ha): a node not in the
+	// configuration is added after PrepareJoin.
+	go func() {
+		for ctx.Err() == nil {
+			if err := f.n.PrepareJoin(ctx); err == nil {
+				_ = f.n.AddVoter(ctx, l.id, string(l.addr))
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 	op := submitOp("after")
 	for {
 		res, err := f.n.Apply(ctx, []store.Op{op})
@@ -287,11 +297,21 @@ func TestStaleLogDroppedAtStart(t *testing.T) {
 // (which the reform kept: see keptLog), not from a snapshot, a copy of the
 // whole store.
 func TestRejoinAfterReformFromLog(t *testing.T) {
-	l, f := stalePair(t, 8)
-	want := l.submit(t, 20)
-	for deadline := time.Now().Add(wait); f.has(want) < len(want); time.Sleep(5 * time.Millisecond) {
+	for _, placeholderFirst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "after the snapshot", true: "placeholder latest"}[placeholderFirst], func(t *testing.T) {
+			rejoinAfterReform(t, placeholderFirst)
+		})
+	}
+}
+
+func rejoinAfterReform(t *testing.T, placeholderFirst bool) {
+	l, f := stalePair(t, 32) // more than f writes after its reform: l needs none it compacted
+	want := l.submit(t, 100)
+	// f's log compacted once (so that PrepareJoin does not compact it
+	// whole, as it does a log that starts at index 1).
+	for deadline := time.Now().Add(wait); f.has(want) < len(want) || replica.SnapshotIndex(f.n) < 60; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s lacks shared tickets", f.id)
+			t.Fatalf("%s lacks shared tickets, or took no snapshot past 60 (%d)", f.id, replica.SnapshotIndex(f.n))
 		}
 	}
 	end := l.n.Status().LastIndex
@@ -300,10 +320,13 @@ func TestRejoinAfterReformFromLog(t *testing.T) {
 	want = append(want, f.submit(t, 5)...)
 	// The reform's placeholder snapshot, at the end of the old log, would
 	// serve as the previous entry of what l lacks; the real snapshot
-	// after it does not.
-	for deadline := time.Now().Add(wait); replica.SnapshotIndex(f.n) <= end; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s took no snapshot after its reform", f.id)
+	// after it does not. Whether the join comes before that snapshot
+	// (PrepareJoin takes it) or after, l is caught up from the log.
+	if !placeholderFirst {
+		for deadline := time.Now().Add(wait); replica.SnapshotIndex(f.n) <= end; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s took no snapshot after its reform", f.id)
+			}
 		}
 	}
 	l.open(t)

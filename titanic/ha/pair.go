@@ -374,7 +374,14 @@ func (p *Pair) sync(ctx context.Context) {
 	}
 	if !p.caughtUp.Load() && (leader || p.memberSinceStart()) {
 		p.caughtUp.Store(true)
-		p.log.Info("caught up with the active peer: may take over if it fails")
+		// With what it counted on (see memberSinceStart): the raft
+		// leadership, or the membership it holds against its log's
+		// last entry at start.
+		cterm, voter := p.node.ConfigTerm()
+		p.log.Info("caught up with the active peer: may take over if it fails",
+			"leader", leader, "config_term", cterm, "config_index", p.node.ConfigIndex(), "voter", voter,
+			"start_term", p.node.StartTerm(), "start_index", p.node.StartIndex(),
+			"snapshot_voter_term", p.node.SnapshotVoterTerm())
 	}
 	if !p.waitWarned && !p.caughtUp.Load() && !peerAlive && !active {
 		// Said once: "broker ready" came before, and without this line

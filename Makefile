@@ -164,7 +164,7 @@ BACKLOG_PAIR_N ?= 1000000
 BACKLOG_PAIR_KILLS ?= 3
 backlog-pair: build test-deps
 	mkdir -p artifacts
-	TITANIC_BACKLOG_PAIR_N=$(BACKLOG_PAIR_N) TITANIC_BACKLOG_PAIR_KILLS=$(BACKLOG_PAIR_KILLS) TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -count=1 -timeout 240m -v -run '^TestPairBacklog$$' ./internal/failover/
+	TITANIC_READY_WITHIN=5m TITANIC_BACKLOG_PAIR_N=$(BACKLOG_PAIR_N) TITANIC_BACKLOG_PAIR_KILLS=$(BACKLOG_PAIR_KILLS) TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -count=1 -timeout 240m -v -run '^TestPairBacklog$$' ./internal/failover/
 
 lint: vet
 

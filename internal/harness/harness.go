@@ -99,6 +99,16 @@ type Process struct {
 	err   error
 }
 
+// readyWithin is how long Start waits for the ready line: 20 s, or
+// TITANIC_READY_WITHIN (a Go duration) for runs whose nodes start over
+// stores of millions of tickets on a busy disk (make backlog-pair).
+func readyWithin() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("TITANIC_READY_WITHIN")); err == nil && d > 0 {
+		return d
+	}
+	return 20 * time.Second
+}
+
 // Start runs the binary with args. When readyLine is not empty, Start waits
 // (up to 20 s) until the process writes a line containing it to stderr.
 // The process is killed when the test ends.
@@ -142,8 +152,8 @@ func Start(tb testing.TB, name, readyLine string, args ...string) *Process {
 		case <-p.ready:
 		case <-p.exit:
 			tb.Fatalf("%s exited before it was ready: %v\n%s", name, p.err, p.Tail())
-		case <-time.After(20 * time.Second):
-			tb.Fatalf("%s not ready within 20s\n%s", name, p.Tail())
+		case <-time.After(readyWithin()):
+			tb.Fatalf("%s not ready within %s\n%s", name, readyWithin(), p.Tail())
 		}
 	}
 	return p

@@ -154,3 +154,45 @@ func TestReformSnapshotsNotReaped(t *testing.T) {
 		t.Fatalf("%d snapshots after the next one; want %d", n, snapshotRetain)
 	}
 }
+
+// countingLog counts the entries read from it.
+type countingLog struct {
+	raft.LogStore
+	reads int
+}
+
+func (c *countingLog) GetLog(index uint64, l *raft.Log) error {
+	c.reads++
+	return c.LogStore.GetLog(index, l)
+}
+
+// TestKeptLogSkipsAppliedEntries: a reform reads from the log only the
+// entries the store has not applied, and the last one (whose index and
+// term its snapshot takes), as RecoverCluster's replay walks it.
+func TestKeptLogSkipsAppliedEntries(t *testing.T) {
+	mem := raft.NewInmemStore()
+	for i := uint64(1); i <= 150; i++ {
+		if err := mem.StoreLog(&raft.Log{Index: i, Term: 3, Type: raft.LogCommand, Data: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ applied, reads uint64 }{{0, 150}, {100, 50}, {150, 1}} {
+		c := &countingLog{LogStore: mem}
+		k := keptLog{LogStore: c, applied: tc.applied, last: 150}
+		var l raft.Log
+		for i := uint64(1); i <= 150; i++ {
+			if err := k.GetLog(i, &l); err != nil {
+				t.Fatal(err)
+			}
+			if l.Index != i {
+				t.Fatalf("entry %d read as %d", i, l.Index)
+			}
+		}
+		if l.Term != 3 || l.Type != raft.LogCommand {
+			t.Fatalf("applied %d: the last entry read as term %d, type %v; want the real one", tc.applied, l.Term, l.Type)
+		}
+		if uint64(c.reads) != tc.reads {
+			t.Fatalf("applied %d: %d entries read; want %d", tc.applied, c.reads, tc.reads)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -194,5 +195,56 @@ func TestKeptLogSkipsAppliedEntries(t *testing.T) {
 		if uint64(c.reads) != tc.reads {
 			t.Fatalf("applied %d: %d entries read; want %d", tc.applied, c.reads, tc.reads)
 		}
+	}
+}
+
+// TestReformAppliesItsReplayTogether: the entries a reform replays that
+// the store has not applied go to the store in one commit, marked solo,
+// not one commit (two fsyncs) each.
+func TestReformAppliesItsReplayTogether(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(filepath.Join(t.TempDir(), "titanic.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f := &fsm{st: st, log: slog.New(slog.DiscardHandler), fatal: make(chan error, 1)}
+	hist, err := st.History(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recovering{fsm: f, hist: hist}
+	var ids []store.ID
+	for i := uint64(1); i <= 40; i++ {
+		op := store.Op{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: "s", Body: [][]byte{[]byte("x")}}
+		ids = append(ids, op.ID)
+		_ = r.Apply(&raft.Log{Index: i, Term: 2, Type: raft.LogCommand, Data: store.EncodeOps([]store.Op{op})})
+	}
+	before, err := st.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := st.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := after.Commits - before.Commits; c != 1 {
+		t.Fatalf("the replay's 40 entries took %d store commits; want 1", c)
+	}
+	for _, id := range ids {
+		if _, err := st.Get(ctx, id); err != nil {
+			t.Fatalf("replayed ticket %s: %v", id, err)
+		}
+	}
+	if applied, err := st.AppliedIndex(ctx); err != nil || applied != 40 {
+		t.Fatalf("store applied %d (%v); want 40", applied, err)
+	}
+	// Marked solo: the store's journal hands them over after a split.
+	solo := 0
+	if err := st.ForkOps(ctx, 0, 1<<20, func(ops []store.Op) error { solo += len(ops); return nil }); err != nil || solo != 40 {
+		t.Fatalf("%d ops in the solo journal (%v); want 40", solo, err)
 	}
 }

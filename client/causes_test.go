@@ -76,6 +76,30 @@ func TestCauseNoAnswer(t *testing.T) {
 	}
 }
 
+// A broker that answered a first call and does not answer the next, on
+// the connection the first one made: the second call's cause is no
+// answer on a connection made, not a connection never begun (the
+// connection came up before the call, whose monitor then saw no event:
+// a pair's restarted node reported its join to a busy active that way,
+// "no connection was begun: does the host name resolve?").
+func TestCauseNoAnswerOnEarlierConnection(t *testing.T) {
+	f := newFake(t, func(_ string, _ [][]byte, n int) [][]byte {
+		if n == 1 {
+			return frames("x")
+		}
+		return nil
+	})
+	c := newClient(t, 150*time.Millisecond, 1, f.endpoint)
+	if _, err := c.Request(testCtx(t), "echo", frames("x")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Request(testCtx(t), "echo", frames("y"))
+	ue := unavailable(t, err, f.endpoint)
+	if got := ue.Causes[0]; got.Cause != CauseNoAnswer || !got.Connected {
+		t.Fatalf("cause %+v (%v), want CauseNoAnswer, connected", got, err)
+	}
+}
+
 // rawRouter is a ROUTER of its own context that hands what it receives
 // to got, owned by one goroutine; closeOnFirst closes it (the broker
 // stops) once it received a message.

@@ -75,11 +75,14 @@ func (cn *conn) drop(i int) {
 	}
 }
 
-// begin forgets what earlier calls saw of the brokers.
+// begin forgets what earlier calls saw of the brokers, but for a
+// connection still up: made before this call, it is this call's too (its
+// monitor says nothing more, and a broker silent on it would be reported
+// as never connected to).
 func (cn *conn) begin() {
 	for i := range cn.seen {
 		cn.harvest(i) // events of the time between calls: not this call's
-		cn.seen[i] = seen{}
+		cn.seen[i] = seen{connected: cn.watches[i] != nil && cn.watches[i].up}
 	}
 }
 

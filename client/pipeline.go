@@ -411,7 +411,8 @@ func (p *pipeline) watch(now time.Time) {
 		p.refusedAt = time.Time{}
 		for i := range cn.seen {
 			cn.seen[i] = seen{watched: cn.seen[i].watched, refused: cn.seen[i].refused,
-				refusingSince: cn.seen[i].refusingSince, lastRefused: cn.seen[i].lastRefused}
+				refusingSince: cn.seen[i].refusingSince, lastRefused: cn.seen[i].lastRefused,
+				connected: cn.watches[i] != nil && cn.watches[i].up}
 		}
 	}
 	for i := range cn.eps {

@@ -53,6 +53,9 @@ var (
 	ErrUncertain = errors.New("leadership lost, outcome unknown")
 	// ErrConfig: the Config is invalid.
 	ErrConfig = errors.New("invalid replica config")
+	// ErrSnapshotPending: the snapshot a reform takes after its
+	// placeholder is still being written; PrepareJoin can be asked again.
+	ErrSnapshotPending = errors.New("the snapshot after the reform is still being written")
 )
 
 // Peer is a raft voter.
@@ -187,6 +190,9 @@ type Node struct {
 	// relogLoop); relogOff turns that off (tests that show the bug).
 	relog    chan struct{}
 	relogOff atomic.Bool
+	// afterReform is closed when the snapshot snapshotSoon takes is done
+	// (nil: none taken since the node opened); guarded by mu.
+	afterReform chan struct{}
 	// booting is set while raft restores at start or in a reform (see
 	// noteInstall); lastOpened is the snapshot raft last opened.
 	booting    atomic.Bool
@@ -1014,9 +1020,14 @@ func (n *Node) replacePlaceholder(trans raft.Transport) error {
 // snapshot to catch up waits for it.
 func (n *Node) snapshotSoon() {
 	r := n.raft()
+	done := make(chan struct{})
+	n.mu.Lock()
+	n.afterReform = done
+	n.mu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		defer close(done)
 		for try := 0; try < 50; try++ {
 			err := r.Snapshot().Error()
 			if err == nil || errors.Is(err, raft.ErrRaftShutdown) {
@@ -1473,6 +1484,27 @@ func (n *Node) PrepareJoin(ctx context.Context) error {
 			return nil // compacted once already: a new member gets this snapshot
 		}
 		whole = false
+		// The reform's own real snapshot may be on its way
+		// (snapshotSoon): wait for it rather than queue another copy of
+		// the whole store behind it (raft takes one snapshot at a time,
+		// and a snapshot asked for cannot be called off). A join asked
+		// right after a failover at 10,000,000 pending queued two more,
+		// 6.5 GB each, one per try of the joining node.
+		n.mu.RLock()
+		pending := n.afterReform
+		n.mu.RUnlock()
+		if pending != nil {
+			select {
+			case <-pending:
+			case <-ctx.Done():
+				return fmt.Errorf("%w: %w", ErrSnapshotPending, ctx.Err())
+			}
+			if real, ok := n.latestRealSnapshot(); ok {
+				if latest, err := n.snaps.List(); err == nil && len(latest) > 0 && real.ID == latest[0].ID {
+					return nil
+				}
+			}
+		}
 	}
 	if whole {
 		normal := r.ReloadableConfig()
@@ -1492,8 +1524,17 @@ func (n *Node) PrepareJoin(ctx context.Context) error {
 	if err := r.Barrier(n.timeout(ctx)).Error(); err != nil {
 		return fmt.Errorf("barrier before a join: %w", err)
 	}
-	if err := r.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
-		return fmt.Errorf("snapshot before a join: %w", err)
+	// Bounded by ctx, though raft goes on with the snapshot: the joining
+	// node asks again, and then finds it done.
+	took := make(chan error, 1)
+	go func() { took <- r.Snapshot().Error() }()
+	select {
+	case err := <-took:
+		if err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			return fmt.Errorf("snapshot before a join: %w", err)
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("snapshot before a join, still being written: %w", ctx.Err())
 	}
 	return ctx.Err()
 }

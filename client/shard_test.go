@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/internal/harness"
 	"github.com/titanicmq/titanic/internal/nodetest"
 	"github.com/titanicmq/titanic/worker"
 )
@@ -22,7 +23,7 @@ var quietLog = slog.New(slog.DiscardHandler)
 // cluster is an in-process titanic node (package titanic/node) on a
 // fixed endpoint, so that it can be stopped and restarted on the same
 // data, as a crashed and restarted shard. The endpoint's port is the
-// test's until it ends (reservedEndpoint).
+// test's until it ends (harness.ReservedEndpoint).
 type cluster struct {
 	t   *testing.T
 	ep  string
@@ -32,7 +33,7 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	c := &cluster{t: t, ep: reservedEndpoint(t), dir: t.TempDir()}
+	c := &cluster{t: t, ep: harness.ReservedEndpoint(t), dir: t.TempDir()}
 	c.start()
 	t.Cleanup(c.stop)
 	return c

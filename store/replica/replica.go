@@ -1217,6 +1217,21 @@ func (r *recovering) flush() error {
 	return nil
 }
 
+// stopCurrent stops the raft instance running (see stopRaft) and closes
+// its transport unless Config gave it.
+func (n *Node) stopCurrent() error {
+	n.mu.Lock()
+	r, trans := n.r, n.trans
+	n.mu.Unlock()
+	if err := n.stopRaft(r); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+		return fmt.Errorf("stop raft: %w", err)
+	}
+	if n.cfg.Transport == nil {
+		closeTransport(trans)
+	}
+	return nil
+}
+
 // stopRaft shuts r down and waits until it has stopped. Raft waits only
 // in the first Shutdown of an instance; a later call returns at once,
 // while the instance may still be running. So when the fsm's halt (on its
@@ -1376,14 +1391,8 @@ func (n *Node) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn func([
 func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
 	n.life.Lock()
 	defer n.life.Unlock()
-	n.mu.Lock()
-	r, trans := n.r, n.trans
-	n.mu.Unlock()
-	if err := n.stopRaft(r); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
-		return fmt.Errorf("stop raft: %w", err)
-	}
-	if n.cfg.Transport == nil {
-		closeTransport(trans)
+	if err := n.stopCurrent(); err != nil {
+		return err
 	}
 	if err := n.logs.Close(); err != nil {
 		n.log.Warn("close raft log store", "err", err)

@@ -239,14 +239,8 @@ func (n *Node) restartIfStale() error {
 	if err != nil || !stale {
 		return err
 	}
-	n.mu.Lock()
-	r, trans := n.r, n.trans
-	n.mu.Unlock()
-	if err := n.stopRaft(r); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
-		return fmt.Errorf("stop raft: %w", err)
-	}
-	if n.cfg.Transport == nil {
-		closeTransport(trans)
+	if err := n.stopCurrent(); err != nil {
+		return err
 	}
 	if err := n.fsm.err(); err != nil {
 		return nil // the fsm failed meanwhile: the node stops

@@ -1,4 +1,6 @@
-package client_test
+//go:build linux
+
+package harness
 
 import (
 	"strconv"
@@ -6,7 +8,7 @@ import (
 	"testing"
 )
 
-// reservedEndpoint returns a tcp://127.0.0.1:PORT endpoint whose port
+// ReservedEndpoint returns a tcp://127.0.0.1:PORT endpoint whose port
 // stays this test's until it ends, also while its node is stopped.
 //
 // A port released while a node is down is free for any process: another
@@ -18,7 +20,7 @@ import (
 // lets the node, which binds it with SO_REUSEADDR too (libzmq does), bind
 // and listen there; and with no listener on it the port refuses
 // connections, as a crashed node's does.
-func reservedEndpoint(t *testing.T) string {
+func ReservedEndpoint(t testing.TB) string {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {

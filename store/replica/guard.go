@@ -29,14 +29,14 @@ type logGuard struct {
 
 // DeleteRange refuses to truncate the tail of the log below the store's
 // applied index. Compaction deletes from the head of the log and is let
-// through.
+// through, compactChunk entries per write transaction.
 func (g *logGuard) DeleteRange(lo, hi uint64) error {
+	first, err := g.FirstIndex()
+	if err != nil {
+		return err
+	}
 	applied := g.fsm.applied.Load()
 	if lo <= applied && lo > 0 {
-		first, err := g.FirstIndex()
-		if err != nil {
-			return err
-		}
 		last, err := g.LastIndex()
 		if err != nil {
 			return err
@@ -46,8 +46,26 @@ func (g *logGuard) DeleteRange(lo, hi uint64) error {
 				store.ErrDiverged, lo, hi, applied))
 		}
 	}
-	return g.LogStore.DeleteRange(lo, hi)
+	if lo > first || hi < lo {
+		return g.LogStore.DeleteRange(lo, hi)
+	}
+	for from := lo; from <= hi; from += compactChunk {
+		if err := g.LogStore.DeleteRange(from, min(from+compactChunk-1, hi)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// compactChunk bounds the entries one write transaction deletes from the
+// head of the log. Raft compacts after each snapshot, on its snapshot
+// goroutine, while its leader goes on appending; raft-boltdb deletes a
+// range in one transaction, which holds the log's only writer for all of
+// it: 0.5-1.2 s for the 12,000-32,000 entries compacted at 10,000,000
+// pending (make backlog-pair), a stall of every append, and so of every
+// commit, meanwhile. In chunks, appends go between them; a crash midway
+// leaves a shorter compaction, which raft takes as it is.
+const compactChunk = 1024
 
 // StoreLog implements raft.LogStore through StoreLogs.
 func (g *logGuard) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{l}) }

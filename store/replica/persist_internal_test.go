@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -246,5 +247,48 @@ func TestReformAppliesItsReplayTogether(t *testing.T) {
 	solo := 0
 	if err := st.ForkOps(ctx, 0, 1<<20, func(ops []store.Op) error { solo += len(ops); return nil }); err != nil || solo != 40 {
 		t.Fatalf("%d ops in the solo journal (%v); want 40", solo, err)
+	}
+}
+
+// rangesLog records the ranges deleted from it.
+type rangesLog struct {
+	raft.LogStore
+	ranges [][2]uint64
+}
+
+func (r *rangesLog) DeleteRange(lo, hi uint64) error {
+	r.ranges = append(r.ranges, [2]uint64{lo, hi})
+	return r.LogStore.DeleteRange(lo, hi)
+}
+
+// TestCompactionInChunks: raft's compaction of the log's head goes to the
+// log store compactChunk entries per delete (each its own write
+// transaction, so appends go between them); a truncation of the tail
+// stays one delete.
+func TestCompactionInChunks(t *testing.T) {
+	mem := raft.NewInmemStore()
+	for i := uint64(1); i <= 5000; i++ {
+		if err := mem.StoreLog(&raft.Log{Index: i, Term: 1, Type: raft.LogCommand}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rl := &rangesLog{LogStore: mem}
+	g := &logGuard{LogStore: rl, fsm: &fsm{fatal: make(chan error, 1)}}
+	if err := g.DeleteRange(1, 3000); err != nil {
+		t.Fatal(err)
+	}
+	want := [][2]uint64{{1, 1024}, {1025, 2048}, {2049, 3000}}
+	if fmt.Sprint(rl.ranges) != fmt.Sprint(want) {
+		t.Fatalf("deletes %v; want %v", rl.ranges, want)
+	}
+	if first, _ := mem.FirstIndex(); first != 3001 {
+		t.Fatalf("first index %d after the compaction; want 3001", first)
+	}
+	rl.ranges = nil
+	if err := g.DeleteRange(4000, 5000); err != nil { // the tail, nothing applied
+		t.Fatal(err)
+	}
+	if len(rl.ranges) != 1 {
+		t.Fatalf("a tail truncation went as %d deletes; want 1", len(rl.ranges))
 	}
 }

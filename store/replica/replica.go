@@ -480,7 +480,8 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 	}
 	n.booting.Store(true)
 	newAt := time.Now()
-	r, err := raft.NewRaft(rc, n.fsm, &logGuard{LogStore: n.logs, fsm: n.fsm}, n.logs, opened{n.snaps, &n.lastOpened}, trans)
+	guard := &logGuard{LogStore: n.logs, fsm: n.fsm}
+	r, err := raft.NewRaft(rc, n.fsm, guard, n.logs, opened{n.snaps, &n.lastOpened}, trans)
 	n.booting.Store(false)
 	if err != nil {
 		closeTransport(trans)
@@ -494,6 +495,9 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 	n.mu.Lock()
 	n.r, n.trans, n.halted = r, trans, nil
 	n.mu.Unlock()
+	// Set once raft returns; until then (the log replayed at start) no
+	// AppendEntries is handled.
+	guard.setCommitted(r.CommitIndex)
 	return nil
 }
 

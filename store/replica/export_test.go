@@ -1,5 +1,7 @@
 package replica
 
+import "github.com/hashicorp/raft"
+
 // DisableRelog stops n from restarting raft over a log a snapshot install
 // left stale, so that a test can show hashicorp/raft#697 without it.
 func DisableRelog(n *Node) { n.relogOff.Store(true) }
@@ -16,3 +18,23 @@ func SnapshotIndex(n *Node) uint64 {
 // Installs returns how many snapshots n's store was restored from since
 // it opened.
 func Installs(n *Node) int64 { return n.fsm.restores.Load() }
+
+// newestRealSnapshot returns the kept snapshot of the highest index that
+// is not a reform's placeholder (raft lists them by term first).
+func (n *Node) newestRealSnapshot() (*raft.SnapshotMeta, bool) {
+	list, err := n.snaps.List()
+	if err != nil {
+		return nil, false
+	}
+	var best *raft.SnapshotMeta
+	for _, m := range list {
+		if best != nil && m.Index <= best.Index {
+			continue
+		}
+		if n.isPlaceholder(m) {
+			continue
+		}
+		best = m
+	}
+	return best, best != nil
+}

@@ -250,23 +250,3 @@ func (n *Node) restartIfStale() error {
 	}
 	return nil
 }
-
-// newestRealSnapshot returns the kept snapshot of the highest index that
-// is not a reform's placeholder (raft lists them by term first).
-func (n *Node) newestRealSnapshot() (*raft.SnapshotMeta, bool) {
-	list, err := n.snaps.List()
-	if err != nil {
-		return nil, false
-	}
-	var best *raft.SnapshotMeta
-	for _, m := range list {
-		if best != nil && m.Index <= best.Index {
-			continue
-		}
-		if n.isPlaceholder(m) {
-			continue
-		}
-		best = m
-	}
-	return best, best != nil
-}

@@ -679,6 +679,15 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.log.Info("the active peer is behind this node and forked nothing: bringing it up to date, then handing leadership over",
 			"applied", ours.Applied, "peer_applied", theirs.Applied)
 		if !p.node.HasVoter(p.peerID) {
+			// A real snapshot first, as for any join: if the peer's
+			// fork is found and it resyncs, it needs one, and a raft
+			// of two that holds only the reform's placeholder can
+			// neither send it nor commit the entries a new one needs
+			// (the simulation stalled that way, 0 nodes serving).
+			if err := p.node.PrepareJoin(cctx); err != nil {
+				p.log.Warn("preparing to add the active peer", "err", err)
+				return
+			}
 			if err := p.node.AddVoter(cctx, p.peerID, p.peerAddr); err != nil {
 				p.log.Warn("adding the active peer as a voter", "err", err)
 				return

@@ -684,8 +684,14 @@ func (p *Pair) reconcile(ctx context.Context) {
 			// of two that holds only the reform's placeholder can
 			// neither send it nor commit the entries a new one needs
 			// (the simulation stalled that way, 0 nodes serving).
-			if err := p.node.PrepareJoin(cctx); err != nil {
-				p.log.Warn("preparing to add the active peer", "err", err)
+			// Briefly: this loop also watches the peer, and at depth
+			// the snapshot takes minutes (raft goes on with it; a
+			// later round finds it done).
+			pctx, cancel := context.WithTimeout(cctx, 2*time.Second)
+			err := p.node.PrepareJoin(pctx)
+			cancel()
+			if err != nil {
+				p.log.Warn("preparing to add the active peer; will retry", "err", err)
 				return
 			}
 			if err := p.node.AddVoter(cctx, p.peerID, p.peerAddr); err != nil {

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+	"github.com/titanicmq/titanic/internal/harness"
 )
 
 // bound is the longest any wait in these tests may take.
@@ -53,31 +53,14 @@ func (s *logSink) contains(sub string) bool {
 	return false
 }
 
-// freeEndpoint returns a tcp endpoint on a port that was free a moment
-// ago. The peer must know a PUB's port before it binds, so "tcp://...:*"
-// will not do.
-// freeEndpoint returns a tcp://127.0.0.1:PORT endpoint whose port was
-// free a moment ago and that no other call of this test binary returned
-// (the kernel may hand out the same ephemeral port twice in a row).
+// freeEndpoint returns an endpoint whose port stays this test's until it
+// ends (the peer must know a PUB's port before it binds, so "tcp://...:*"
+// will not do; a port picked by listening and closing may be handed out
+// again, to this test or another, before its node binds it).
 func freeEndpoint(t *testing.T) string {
 	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("pick a port: %v", err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
-			return "tcp://" + addr
-		}
-	}
-	t.Fatal("no unused port in 100 tries")
-	return ""
+	return harness.ReservedEndpoint(t)
 }
-
-// handedOut holds the ports freeEndpoint returned.
-var handedOut sync.Map
 
 type change struct{ old, new State }
 

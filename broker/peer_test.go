@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -10,16 +9,15 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/internal/harness"
 )
 
+// freeTCP returns an address whose port stays this test's until it ends:
+// a port picked by listening and closing may be handed out again, to this
+// test or another, before its node binds it.
 func freeTCP(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "tcp://" + l.Addr().String()
+	return harness.ReservedEndpoint(t)
 }
 
 type cluster struct {

@@ -8,7 +8,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,36 +56,21 @@ func Binary(tb testing.TB) string {
 	return builtBin
 }
 
-// FreeEndpoint returns a tcp://127.0.0.1:PORT endpoint whose port was free
-// a moment ago.
+// FreeEndpoint returns a tcp://127.0.0.1:PORT endpoint whose port stays
+// this test's until it ends (see ReservedEndpoint).
 func FreeEndpoint(tb testing.TB) string {
 	tb.Helper()
-	return "tcp://" + FreeAddr(tb)
+	return ReservedEndpoint(tb)
 }
 
 // FreeAddr returns a 127.0.0.1:PORT address (for raft, HTTP) whose port
-// was free a moment ago and that no earlier call handed out.
+// stays this test's until it ends. A port found free by listening and
+// closing may be handed out again, to this test binary or another, before
+// its node binds it (CI saw two nodes of one test given the same port).
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatalf("find a free port: %v", err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		// The kernel may hand out the same ephemeral port twice in a
-		// row; a test that asks for several needs different ones.
-		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
-			return addr
-		}
-	}
-	tb.Fatal("no unused port in 100 tries")
-	return ""
+	return strings.TrimPrefix(ReservedEndpoint(tb), "tcp://")
 }
-
-// handedOut holds the ports FreeEndpoint returned in this test binary.
-var handedOut sync.Map
 
 // Process is a titanic process started by the harness.
 type Process struct {

@@ -7,13 +7,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/titanicmq/titanic/internal/harness"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 )
@@ -26,14 +26,12 @@ type member struct {
 	n             *replica.Node
 }
 
+// freeAddr returns an address whose port stays this test's until it ends:
+// a port picked by listening and closing may be handed out again, to this
+// test or another, before its node binds it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return strings.TrimPrefix(harness.ReservedEndpoint(t), "tcp://")
 }
 
 func quiet() *slog.Logger {

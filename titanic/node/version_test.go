@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/internal/harness"
 	"github.com/titanicmq/titanic/internal/nodetest"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/node"
@@ -17,14 +17,12 @@ import (
 	"github.com/titanicmq/titanic/worker"
 )
 
+// freeAddr returns an address whose port stays this test's until it ends:
+// a port picked by listening and closing may be handed out again, to this
+// test or another, before its node binds it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return strings.TrimPrefix(harness.ReservedEndpoint(t), "tcp://")
 }
 
 // groupConfigs makes the configs of a 3-node group in one process.

@@ -442,3 +442,77 @@ func TestJournalSurvivesAddOfUnreachablePeer(t *testing.T) {
 		t.Fatalf("after the add, the fork hands over %d of the %d tickets taken alone (%v)", len(adopted), len(solo), err)
 	}
 }
+
+// A node that leads a raft of its own (a pair member that went on alone)
+// refuses a TimeoutNow from its peer: raft would make it elect itself,
+// alone, in its term plus one, outside its fence, and here the very term
+// its peer leads (two leaders of one term: entries raft takes for the
+// same, tickets lost). A transfer between the members of one raft still
+// works.
+func TestTransferToSoloNodeRefused(t *testing.T) {
+	p := newMemPair(t, true)
+	l := p.leader(t)
+	other := p.nodes[0]
+	if other == l {
+		other = p.nodes[1]
+	}
+	waitHas(t, other, l.submit(t, 3))
+	if err := l.n.TransferLeadership(other.id, string(other.addr)); err != nil {
+		t.Fatalf("a transfer within the pair: %v", err)
+	}
+	if got := p.leader(t); got != other {
+		t.Fatalf("after the transfer %s leads, want %s", got.id, other.id)
+	}
+
+	p.cut()
+	loser, winner := p.nodes[0], p.nodes[1] // fences: odd and even terms
+	loser.reform(t)
+	winner.reform(t)
+	// The loser's next term is the winner's: the case of the simulation.
+	for try := 0; ; try++ {
+		lt, wt := loser.n.Status().Term, winner.n.Status().Term
+		if lt+1 == wt {
+			break
+		}
+		if try > 10 {
+			t.Fatalf("terms %d and %d not aligned", lt, wt)
+		}
+		if lt+1 < wt {
+			loser.reform(t)
+		} else {
+			winner.reform(t)
+		}
+	}
+	before := loser.n.Status()
+	p.connect()
+	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
+		ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(winner.id), Addr: []byte(winner.addr)}}
+	var resp raft.TimeoutNowResponse
+	err := winner.trans.TimeoutNow(raft.ServerID(loser.id), loser.addr, req, &resp)
+	if err == nil || !strings.Contains(err.Error(), "transfer refused") {
+		t.Fatalf("TimeoutNow to a node leading alone in term %d (its peer leads %d): %v, want refused", before.Term, winner.n.Status().Term, err)
+	}
+	// Refused before raft saw it: the loser leads on, in its fence.
+	if st := loser.n.Status(); st.State != "Leader" || st.Term != before.Term {
+		t.Fatalf("after the refused TimeoutNow the loser is %s in term %d, was Leader in %d", st.State, st.Term, before.Term)
+	}
+}
+
+// A node reforms again and again before it ever took a real snapshot (an
+// idle pair whose active goes on alone more than once): an earlier
+// reform's placeholder is the newest snapshot, its index past the last
+// command (the no-op of the reformed raft's election), and it must not be
+// restored.
+func TestReformAgainBeforeAnySnapshot(t *testing.T) {
+	p := newMemPair(t, true)
+	l := p.leader(t)
+	ids := l.submit(t, 3)
+	p.cut()
+	for range 3 {
+		l.reform(t)
+	}
+	ids = append(ids, l.submit(t, 2)...)
+	if n := l.missing(ids); n != 0 {
+		t.Fatalf("after two reforms the store lacks %d of %d tickets", n, len(ids))
+	}
+}

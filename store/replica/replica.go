@@ -425,6 +425,10 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 	if err != nil {
 		return err
 	}
+	var gate *transferGate
+	if n.cfg.FenceStride > 0 {
+		trans, gate = gateTransfers(trans, n.cfg.ID)
+	}
 	rc := n.raftConfig()
 	for _, t := range tweaks {
 		t(rc)
@@ -492,6 +496,9 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 	// what a slow start is made of.
 	n.log.Info("raft started", "took", time.Since(began).Round(time.Millisecond),
 		"configuration_read", fenced.Round(time.Millisecond), "new_raft", time.Since(newAt).Round(time.Millisecond))
+	if gate != nil {
+		gate.serve(r)
+	}
 	n.mu.Lock()
 	n.r, n.trans, n.halted = r, trans, nil
 	n.mu.Unlock()
@@ -1093,7 +1100,22 @@ func (n *Node) recoveryFSM() (raft.FSM, raft.SnapshotStore, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("store history: %w", err)
 	}
-	skip := len(list) > 0 && n.fsm.applied.Load() >= list[0].Index
+	// No restore when the store holds what the newest snapshot does. A
+	// placeholder (an earlier reform's) stands for no content: the store
+	// applied that reform's whole log, and its index may be past the last
+	// command (no-ops, configurations), so compare with the newest real
+	// snapshot instead. Restoring the placeholder fails, and with no real
+	// snapshot to fall back on the reform failed ("failed to restore any
+	// of the available snapshots"): an idle pair's active could not go on
+	// alone again.
+	applied := n.fsm.applied.Load()
+	skip := len(list) > 0 && applied >= list[0].Index
+	if len(list) > 0 && !skip && n.isPlaceholder(list[0]) {
+		skip = true
+		if real, ok := n.latestRealSnapshot(); ok {
+			skip = applied >= real.Index
+		}
+	}
 	var snaps raft.SnapshotStore = n.snaps
 	if skip {
 		snaps = unreadSnapshots{SnapshotStore: n.snaps, list: list}

@@ -647,6 +647,35 @@ func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
 	return nil
 }
 
+// AddNonvoter adds a member that receives the log and counts for no
+// quorum (a voter already there stays one). Leader only. A pair's peer
+// that returns after a failover joins this way first: added as a voter at
+// once, it would hold every commit of a raft of two until it caught up
+// (half a minute at 10,000,000 pending); it is made a voter (AddVoter)
+// once it is close behind.
+func (n *Node) AddNonvoter(ctx context.Context, id, addr string) error {
+	defer n.refreshSolo()
+	if err := n.raft().AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.timeout(ctx)).Error(); err != nil {
+		return fmt.Errorf("add nonvoter %s: %w", id, err)
+	}
+	return nil
+}
+
+// HasMemberAt reports whether id is a member (voter or not) at raft
+// address addr in the latest configuration.
+func (n *Node) HasMemberAt(id, addr string) bool {
+	ms, err := n.Members()
+	if err != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.ID == id && m.Addr == addr {
+			return true
+		}
+	}
+	return false
+}
+
 // RemoveServer removes a member. Leader only.
 func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	// Mark entries solo from now: once the removal is in the log, this

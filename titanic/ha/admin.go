@@ -83,25 +83,39 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 	case tsp.SvcCluster:
 		return a.status()
 	case tsp.SvcJoin:
-		if len(req.Body) != 2 || len(req.Body[0]) == 0 || len(req.Body[1]) == 0 {
-			return text("400", "want [node id | raft address]")
+		nonvoter := len(req.Body) == 3 && string(req.Body[2]) == tsp.JoinNonvoter
+		if len(req.Body) != 2 && !nonvoter || len(req.Body[0]) == 0 || len(req.Body[1]) == 0 {
+			return text("400", "want [node id | raft address], or [node id | raft address | "+tsp.JoinNonvoter+"]")
 		}
 		if !a.node.IsLeader() {
 			return text(tsp.CodeError, string(tsp.NotActive))
 		}
 		id, addr := string(req.Body[0]), string(req.Body[1])
-		// A voter asking again (a pair's passive restarted in this
-		// term, see Pair.askReadd) needs only the configuration entry,
-		// not a log compacted for a new member.
-		if !a.node.HasVoterAt(id, addr) {
+		// A member asking again (a pair's passive restarted in this
+		// term, see Pair.askReadd) or asking for a vote (a nonvoter
+		// that caught up, see Pair.askPromotion) needs only the
+		// configuration entry, not a log compacted for a new member.
+		if !a.node.HasMemberAt(id, addr) {
 			if err := a.node.PrepareJoin(ctx); err != nil {
 				return text("500", err.Error())
 			}
 		}
+		if nonvoter {
+			if err := a.node.AddNonvoter(ctx, id, addr); err != nil {
+				return text("500", err.Error())
+			}
+			a.log.Info("member joined without a vote; it gets one once it has caught up", "id", id, "addr", addr)
+			return [][]byte{[]byte("200")}
+		}
+		promoted := a.node.HasMemberAt(id, addr) && !a.node.HasVoterAt(id, addr)
 		if err := a.node.AddVoter(ctx, id, addr); err != nil {
 			return text("500", err.Error())
 		}
-		a.log.Info("member joined", "id", id, "addr", addr)
+		if promoted {
+			a.log.Info("member given a vote", "id", id, "addr", addr)
+		} else {
+			a.log.Info("member joined", "id", id, "addr", addr)
+		}
 		return [][]byte{[]byte("200")}
 	case tsp.SvcLeave:
 		if len(req.Body) != 1 || len(req.Body[0]) == 0 {

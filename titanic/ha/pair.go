@@ -72,10 +72,11 @@ type Pair struct {
 	peerClient   func() (Requester, error)
 	forgotten    atomic.Bool
 
-	staleWarned bool      // Run's goroutine only
-	waitWarned  bool      // Run's goroutine only
-	retryAt     time.Time // Run's goroutine only: next reconcile
-	peer        Requester // Run's goroutine only
+	staleWarned   bool      // Run's goroutine only
+	catchUpLogged time.Time // Run's goroutine only: the last "catching up without a vote" line
+	waitWarned    bool      // Run's goroutine only
+	retryAt       time.Time // Run's goroutine only: next reconcile
+	peer          Requester // Run's goroutine only
 	// Run's goroutine only: whether the peer, not a voter, runs a
 	// release that cannot reconcile (asked again after legacyAt).
 	legacyPeer bool
@@ -603,11 +604,32 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.transfer()
 		return
 	}
+	if p.node.IsLeader() && p.node.Failed() == nil && p.node.HasMemberAt(p.peerID, p.peerAddr) {
+		// The active peer follows this node's raft without a vote: it
+		// rejoined while this node was active, and Binary Star made it
+		// active since (this node restarted). It holds a prefix of this
+		// raft's log and nothing of its own (a member without a vote
+		// never goes on alone), but cannot lead: give it its vote, and
+		// leadership at the next round (the first case). Taken for a
+		// raft of this node's own, it was left (Resync), and nobody
+		// could lead: the pair simulation under -race, seed 5.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := p.node.AddVoter(actx, p.peerID, p.peerAddr)
+		cancel()
+		if err != nil {
+			p.log.Warn("giving the active peer, a member without a vote, its vote", "err", err)
+			return
+		}
+		p.log.Info("the active peer, a member of this node's raft without a vote, has one now; leadership goes to it next")
+		return
+	}
 	if p.peerEndpoint == "" || time.Now().Before(p.retryAt) {
 		return
 	}
 	joined := p.joined()
-	if joined && p.caughtUp.Load() {
+	self, selfAddr := p.node.Self()
+	voter := p.node.HasVoterAt(self, selfAddr)
+	if joined && voter && p.caughtUp.Load() {
 		return
 	}
 	p.retryAt = time.Now().Add(time.Second)
@@ -618,6 +640,13 @@ func (p *Pair) reconcile(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if joined {
+		if !voter {
+			// Also when caught up once before: a node that followed
+			// as a voter, then rejoined without one (its peer went on
+			// alone meanwhile).
+			p.askPromotion(cctx)
+			return
+		}
 		p.askReadd(cctx)
 		return
 	}
@@ -662,6 +691,14 @@ func (p *Pair) reconcile(ctx context.Context) {
 		// Leave a raft of its own (one that has this node as the only
 		// voter, or that stopped); a new, empty member just asks again.
 		self, _ := p.node.Self()
+		if p.node.Failed() == nil && p.node.HasVoter(self) && p.node.HasMemberAt(p.peerID, p.peerAddr) && !p.node.HasVoter(p.peerID) {
+			// Not a raft of this node's own: the peer follows it without
+			// a vote (this node restarted and has not led again yet).
+			// Left, nobody could lead (the peer has no vote); once this
+			// node leads, it gives the peer its vote (reconcile's
+			// second case).
+			return
+		}
 		if p.node.Failed() != nil || p.node.Status().State == "Shutdown" || p.node.HasVoter(self) && !p.node.HasVoter(p.peerID) {
 			p.log.Info("this node holds nothing its active peer lacks; leaving its own raft to rejoin the peer's",
 				"applied", ours.Applied, "peer_applied", theirs.Applied)
@@ -739,29 +776,98 @@ func (p *Pair) reconcile(ctx context.Context) {
 			return
 		}
 	}
-	if err := p.askJoin(cctx); err != nil {
+	// Without a vote first: a voter that lags holds every commit of a
+	// raft of two until it has caught up (31 s of no acknowledgement
+	// after a failover at 10,000,000 pending). A release that does not
+	// know the nonvoter join answers 400: then as a voter, as before.
+	nonvoter := true
+	err = p.askJoin(cctx, true)
+	if errors.Is(err, errJoinRefused) {
+		p.log.Info("the active peer adds no member without a vote (an older release): asking to join as a voter", "err", err)
+		nonvoter = false
+		err = p.askJoin(cctx, false)
+	}
+	if err != nil {
 		p.log.Info("asking the active peer to add this node", "err", err)
 		return
+	}
+	// Without a vote this node lacks what the peer commits alone
+	// meanwhile: it takes over from nobody until it has a vote again
+	// (memberSinceStart), also if it had caught up before.
+	if nonvoter {
+		p.caughtUp.Store(false)
 	}
 	p.log.Info("the active peer added this node; catching up")
 }
 
-// askJoin asks the active peer to add this node as a voter
-// (titanic.cluster.join); nil once it answered 200.
-func (p *Pair) askJoin(ctx context.Context) error {
+// askJoin asks the active peer to add this node (titanic.cluster.join),
+// as a voter or, if nonvoter, without a vote; nil once it answered 200.
+func (p *Pair) askJoin(ctx context.Context, nonvoter bool) error {
 	ctx, stop := p.untilLeader(ctx)
 	defer stop()
 	id, addr := p.node.Self()
-	rep, err := p.peer.Request(ctx, tsp.SvcJoin, [][]byte{[]byte(id), []byte(addr)})
+	body := [][]byte{[]byte(id), []byte(addr)}
+	if nonvoter {
+		body = append(body, []byte(tsp.JoinNonvoter))
+	}
+	rep, err := p.peer.Request(ctx, tsp.SvcJoin, body)
 	switch {
 	case err != nil && errors.Is(context.Cause(ctx), errLeadsRaft):
 		return errLeadsRaft
 	case err != nil:
 		return err
+	case len(rep) > 0 && string(rep[0]) == "400":
+		return fmt.Errorf("%w: %q", errJoinRefused, rep)
 	case len(rep) == 0 || string(rep[0]) != "200":
 		return fmt.Errorf("peer answered %q", rep)
 	}
 	return nil
+}
+
+// errJoinRefused is a join the peer answered 400: it does not take that
+// request (a nonvoter join sent to an older release).
+var errJoinRefused = errors.New("the peer refused the join request")
+
+// promoteSlack is how far behind its active peer's store (in raft
+// entries) a member without a vote may be when it asks for one: once it
+// votes, every commit waits for it, so it asks only when the wait is
+// short (at a few hundred entries a second under load, about a second).
+const promoteSlack = 256
+
+// askPromotion asks the active peer, whose raft this node follows without
+// a vote, for one (titanic.cluster.join as a voter) once this node's
+// store is within promoteSlack entries of the peer's. Until it votes it
+// has not caught up (see memberSinceStart) and does not take over; the
+// peer meanwhile commits alone, as it did while this node was away.
+func (p *Pair) askPromotion(ctx context.Context) {
+	frames, err := p.peer.Request(ctx, tsp.SvcHistory, [][]byte{{}})
+	if err != nil {
+		p.log.Info("asking the active peer for its history", "endpoint", p.peerEndpoint, "err", err)
+		return
+	}
+	peer, err := DecodeHistory(frames)
+	if err != nil {
+		p.log.Warn("the active peer's history", "err", err)
+		return
+	}
+	ours, err := p.node.History(ctx)
+	if err != nil {
+		p.log.Error("this node's history", "err", err)
+		return
+	}
+	if behind := int64(peer.Applied) - int64(ours.Applied); behind > promoteSlack {
+		if time.Since(p.catchUpLogged) > 10*time.Second {
+			p.catchUpLogged = time.Now()
+			p.log.Info("catching up without a vote", "applied", ours.Applied, "peer_applied", peer.Applied, "behind", behind)
+		}
+		return
+	}
+	if err := p.askJoin(ctx, false); err != nil {
+		p.log.Info("asking the active peer for a vote", "err", err)
+		return
+	}
+	p.log.Info("the active peer gave this node a vote; it may take over once it holds that configuration",
+		"applied", ours.Applied, "peer_applied", peer.Applied)
 }
 
 // errLeadsRaft ends a request to the peer that cannot succeed while this
@@ -814,7 +920,7 @@ func (p *Pair) untilLeader(ctx context.Context) (context.Context, func()) {
 // when it restarted in the active's term, which otherwise writes one only
 // in its next term. Every release's join adds a voter already there again.
 func (p *Pair) askReadd(ctx context.Context) {
-	if err := p.askJoin(ctx); err != nil {
+	if err := p.askJoin(ctx, false); err != nil {
 		p.log.Info("asking the active peer to add this node again, to count as caught up", "err", err)
 		return
 	}

@@ -132,7 +132,7 @@ func TestAskJoinEndsWhenThisNodeLeads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	begin := time.Now()
-	err := p.askJoin(ctx)
+	err := p.askJoin(ctx, true)
 	if !errors.Is(err, errLeadsRaft) {
 		t.Fatalf("askJoin returned %v after %s, want errLeadsRaft", err, time.Since(begin))
 	}

@@ -94,7 +94,7 @@ const (
 const (
 	AdminPrefix = "titanic.cluster"
 	SvcCluster  = AdminPrefix              // a node's raft state
-	SvcJoin     = AdminPrefix + ".join"    // add a raft voter
+	SvcJoin     = AdminPrefix + ".join"    // add a raft voter: [id | addr], or a nonvoter: [id | addr | JoinNonvoter]
 	SvcLeave    = AdminPrefix + ".leave"   // remove a member
 	SvcRole     = AdminPrefix + ".role"    // does this node serve? (RoleAnswer)
 	SvcHistory  = AdminPrefix + ".history" // a pair node's epoch history
@@ -102,6 +102,11 @@ const (
 	SvcForget   = AdminPrefix + ".forget"  // stop waiting for the peer's split
 	SvcVersion  = AdminPrefix + ".version" // the cluster version
 )
+
+// JoinNonvoter is the third frame of a titanic.cluster.join that adds a
+// member without a vote (a pair's returning peer, until it has caught
+// up). A release without it answers such a join 400.
+const JoinNonvoter = "nonvoter"
 
 // Kind is the kind of a refusal: the fixed token its text frame starts
 // with. The constants are the exact texts the wire has carried since the

@@ -73,8 +73,8 @@ func TestPairBacklog(t *testing.T) {
 	var empty, deep []failoverTime
 	for k := range kills {
 		ft := timeFailover(t, ctx, primary, backup, probe, true)
-		t.Logf("empty queue, kill %d of the active %s: first ack %s, first old ticket dispatched %s; survivor: %s; rejoin %s",
-			k+1, ft.killed, ft.ack.Round(time.Millisecond), ft.dispatch.Round(time.Millisecond), ft.steps, ft.rejoin.Round(time.Millisecond))
+		t.Logf("empty queue, kill %d of the active %s: first ack %s, first old ticket dispatched %s; survivor: %s; rejoin %s (longest submit wait meanwhile %s, %d acknowledged)",
+			k+1, ft.killed, ft.ack.Round(time.Millisecond), ft.dispatch.Round(time.Millisecond), ft.steps, ft.rejoin.Round(time.Millisecond), ft.rejoinWait.Round(time.Millisecond), ft.rejoinAcks)
 		empty = append(empty, ft)
 		// The next kill needs an old ticket waiting again.
 		if _, err := probe.Submit(ctx, backlogService, body, client.SubmitOptions{}); err != nil {
@@ -91,8 +91,8 @@ func TestPairBacklog(t *testing.T) {
 
 	for k := range kills {
 		ft := timeFailover(t, ctx, primary, backup, probe, k+1 < kills)
-		t.Logf("%d pending, kill %d of the active %s: first ack %s, first old ticket dispatched %s; survivor: %s; rejoin %s",
-			n, k+1, ft.killed, ft.ack.Round(time.Millisecond), ft.dispatch.Round(time.Millisecond), ft.steps, ft.rejoin.Round(time.Millisecond))
+		t.Logf("%d pending, kill %d of the active %s: first ack %s, first old ticket dispatched %s; survivor: %s; rejoin %s (longest submit wait meanwhile %s, %d acknowledged)",
+			n, k+1, ft.killed, ft.ack.Round(time.Millisecond), ft.dispatch.Round(time.Millisecond), ft.steps, ft.rejoin.Round(time.Millisecond), ft.rejoinWait.Round(time.Millisecond), ft.rejoinAcks)
 		deep = append(deep, ft)
 	}
 
@@ -131,6 +131,48 @@ type failoverTime struct {
 	ack, dispatch time.Duration
 	steps         string        // the survivor's takeover, from its log
 	rejoin        time.Duration // restart of the killed node to the pair whole
+	// rejoinWait is the longest a submit waited for its acknowledgement
+	// while the killed node rejoined (rejoinAcks of them): a returning
+	// node that votes before it has caught up holds every commit of a
+	// raft of two.
+	rejoinWait time.Duration
+	rejoinAcks int
+}
+
+// submitWhile submits to probeService through its own client, one at a
+// time, until stop is called, which returns the longest time a submit
+// took from its first try to its acknowledgement, and how many were
+// acknowledged.
+func submitWhile(t *testing.T, ctx context.Context, brokers []string) (stop func() (time.Duration, int)) {
+	t.Helper()
+	c, err := client.New(client.Config{Brokers: brokers, Retries: 1, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	var longest time.Duration
+	acks := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for sctx.Err() == nil {
+			began := time.Now()
+			for sctx.Err() == nil {
+				if _, err := c.Submit(sctx, probeService, [][]byte{[]byte("rejoin")}, client.SubmitOptions{}); err == nil {
+					acks++
+					longest = max(longest, time.Since(began))
+					break
+				}
+				time.Sleep(10 * time.Millisecond) // pace retries of an immediate refusal
+			}
+		}
+	}()
+	return func() (time.Duration, int) {
+		cancel()
+		<-done
+		c.Close()
+		return longest, acks
+	}
 }
 
 // timeFailover waits until the pair is whole, SIGKILLs the active node,
@@ -209,10 +251,12 @@ func timeFailover(t *testing.T, ctx context.Context, primary, backup *node, prob
 	ft := failoverTime{killed: active.name, ack: ackAt.Sub(killedAt), dispatch: dispatchAt.Sub(killedAt),
 		steps: takeoverSteps(lifeLog(passive), killedAt)}
 	if restart {
+		stop := submitWhile(t, ctx, endpoints(primary, backup))
 		restartAt := time.Now()
 		active.start(t)
 		waitPairHealthy(t, ctx, primary, backup, 30*time.Minute)
 		ft.rejoin = time.Since(restartAt)
+		ft.rejoinWait, ft.rejoinAcks = stop()
 	}
 	return ft
 }

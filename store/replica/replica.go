@@ -676,6 +676,24 @@ func (n *Node) HasMemberAt(id, addr string) bool {
 	return false
 }
 
+// ForgetMembership makes this node count as a member again (see the pair's
+// caught-up rule: ConfigTerm, StartTerm, StartIndex, SnapshotVoterTerm)
+// only by a configuration it receives from now on: the last one it
+// applied is forgotten and its start moves to its log's end. A pair node
+// calls it before it rejoins its peer without a vote: a configuration it
+// applied earlier, in a later term than its start, still says voter
+// until the peer's entries arrive, and would count it caught up while it
+// lacks what the peer committed alone.
+func (n *Node) ForgetMembership() {
+	var term, index uint64
+	stats := n.raft().Stats()
+	_, _ = fmt.Sscan(stats["last_log_term"], &term)
+	_, _ = fmt.Sscan(stats["last_log_index"], &index)
+	n.fsm.conf.Store(nil)
+	n.startTerm.Store(term)
+	n.startIndex.Store(index)
+}
+
 // RemoveServer removes a member. Leader only.
 func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	// Mark entries solo from now: once the removal is in the log, this

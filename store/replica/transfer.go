@@ -27,10 +27,11 @@ var errTransferRefused = errors.New("leadership transfer refused")
 // if it were, before a single entry reached it.
 //
 // So the gate lets a TimeoutNow through only from the leader this node
-// follows: one whose AppendEntries it accepted, which made its log and
-// configuration the sender's. Any other is answered with an error, which
-// fails the sender's transfer; the sender goes on leading, and may try
-// again once this node follows it.
+// follows, when both are voters of this node's configuration: a node
+// that leads alone follows nobody, and is the only voter of its own.
+// Any other is answered with an error, which fails the sender's
+// transfer; the sender goes on leading, and may try again once this node
+// follows it.
 type transferGate struct {
 	raft.Transport
 	id   raft.ServerID // this node's
@@ -113,11 +114,18 @@ func (g *transferGate) admit(req *raft.TimeoutNowRequest) error {
 	if leader == "" || leader != raft.ServerID(req.ID) {
 		return fmt.Errorf("%w: %q is not the leader this node follows (%q)", errTransferRefused, req.ID, leader)
 	}
-	self := r.GetConfiguration().Configuration()
-	for _, s := range self.Servers {
-		if s.Suffrage == raft.Voter && s.ID == g.id {
-			return nil
+	// Both voters of this node's configuration: a heartbeat alone sets
+	// the leader (raft does before it checks the log), and a node that
+	// leads alone is the only voter of its own.
+	var self, sender bool
+	for _, s := range r.GetConfiguration().Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			self = self || s.ID == g.id
+			sender = sender || s.ID == raft.ServerID(req.ID)
 		}
 	}
-	return fmt.Errorf("%w: this node is not a voter of its configuration", errTransferRefused)
+	if !self || !sender {
+		return fmt.Errorf("%w: this node (voter: %v) and %q (voter: %v) are not both voters of its configuration", errTransferRefused, self, req.ID, sender)
+	}
+	return nil
 }

@@ -74,6 +74,7 @@ type Pair struct {
 
 	staleWarned   bool      // Run's goroutine only
 	catchUpLogged time.Time // Run's goroutine only: the last "catching up without a vote" line
+	nonvoterSince time.Time // Run's goroutine only: when this node last asked to join without a vote
 	waitWarned    bool      // Run's goroutine only
 	retryAt       time.Time // Run's goroutine only: next reconcile
 	peer          Requester // Run's goroutine only
@@ -691,7 +692,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 		// Leave a raft of its own (one that has this node as the only
 		// voter, or that stopped); a new, empty member just asks again.
 		self, _ := p.node.Self()
-		if p.node.Failed() == nil && p.node.HasVoter(self) && p.node.HasMemberAt(p.peerID, p.peerAddr) && !p.node.HasVoter(p.peerID) {
+		if p.node.Failed() == nil && p.node.Status().State != "Shutdown" && p.node.HasVoter(self) && p.node.HasMemberAt(p.peerID, p.peerAddr) && !p.node.HasVoter(p.peerID) {
 			// Not a raft of this node's own: the peer follows it without
 			// a vote (this node restarted and has not led again yet).
 			// Left, nobody could lead (the peer has no vote); once this
@@ -780,22 +781,21 @@ func (p *Pair) reconcile(ctx context.Context) {
 	// raft of two until it has caught up (31 s of no acknowledgement
 	// after a failover at 10,000,000 pending). A release that does not
 	// know the nonvoter join answers 400: then as a voter, as before.
-	nonvoter := true
+	// Not caught up from now: without a vote, this node lacks what the
+	// peer commits alone meanwhile, and takes over from nobody until a
+	// configuration that gives it a vote arrives (memberSinceStart). Set
+	// before the request: the peer may add it and the answer be lost.
+	p.node.ForgetMembership()
+	p.caughtUp.Store(false)
+	p.nonvoterSince = time.Now()
 	err = p.askJoin(cctx, true)
 	if errors.Is(err, errJoinRefused) {
 		p.log.Info("the active peer adds no member without a vote (an older release): asking to join as a voter", "err", err)
-		nonvoter = false
 		err = p.askJoin(cctx, false)
 	}
 	if err != nil {
 		p.log.Info("asking the active peer to add this node", "err", err)
 		return
-	}
-	// Without a vote this node lacks what the peer commits alone
-	// meanwhile: it takes over from nobody until it has a vote again
-	// (memberSinceStart), also if it had caught up before.
-	if nonvoter {
-		p.caughtUp.Store(false)
 	}
 	p.log.Info("the active peer added this node; catching up")
 }
@@ -834,6 +834,12 @@ var errJoinRefused = errors.New("the peer refused the join request")
 // short (at a few hundred entries a second under load, about a second).
 const promoteSlack = 256
 
+// promoteWait is how long a member without a vote waits to come within
+// promoteSlack before it asks for a vote anyway: under a load its
+// catch-up never closes, a pair without a second copy of each commit is
+// worse than commits that wait for it while it catches up the rest.
+const promoteWait = time.Minute
+
 // askPromotion asks the active peer, whose raft this node follows without
 // a vote, for one (titanic.cluster.join as a voter) once this node's
 // store is within promoteSlack entries of the peer's. Until it votes it
@@ -855,7 +861,8 @@ func (p *Pair) askPromotion(ctx context.Context) {
 		p.log.Error("this node's history", "err", err)
 		return
 	}
-	if behind := int64(peer.Applied) - int64(ours.Applied); behind > promoteSlack {
+	behind := int64(peer.Applied) - int64(ours.Applied)
+	if behind > promoteSlack && time.Since(p.nonvoterSince) < promoteWait {
 		if time.Since(p.catchUpLogged) > 10*time.Second {
 			p.catchUpLogged = time.Now()
 			p.log.Info("catching up without a vote", "applied", ours.Applied, "peer_applied", peer.Applied, "behind", behind)
@@ -867,7 +874,7 @@ func (p *Pair) askPromotion(ctx context.Context) {
 		return
 	}
 	p.log.Info("the active peer gave this node a vote; it may take over once it holds that configuration",
-		"applied", ours.Applied, "peer_applied", peer.Applied)
+		"applied", ours.Applied, "peer_applied", peer.Applied, "behind", behind, "without_vote_for", time.Since(p.nonvoterSince).Round(time.Millisecond))
 }
 
 // errLeadsRaft ends a request to the peer that cannot succeed while this

@@ -138,6 +138,23 @@ func submitOn(t *testing.T, n *pairNode, tag byte, count int) []store.ID {
 	return ids
 }
 
+// runPairs runs each pair's loop until the test ends.
+func runPairs(t *testing.T, pairs ...*Pair) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, len(pairs))
+	for _, p := range pairs {
+		go func() { done <- p.Run(ctx) }()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for range pairs {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	})
+}
+
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -242,18 +259,7 @@ func TestPairActiveTakesHandoverOfHaltedPeer(t *testing.T) {
 		func() (Requester, error) { return adminLink{adminB}, nil })
 	pairB := NewPairWith(b.rep, b.disp, cfg(p, "backup", PrimaryTag), func(func()) Star { return fixedStar{binarystar.StateActive} },
 		func() (Requester, error) { return adminLink{adminP}, nil })
-	rctx, rcancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- pairP.Run(rctx) }()
-	go func() { done <- pairB.Run(rctx) }()
-	defer func() {
-		rcancel()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-	}()
+	runPairs(t, pairP, pairB)
 
 	// Equal applied indexes alone do not say the primary caught up: each
 	// side's solo log can reach the same index, and a primary restoring

@@ -651,14 +651,8 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.askReadd(cctx)
 		return
 	}
-	frames, err := p.peer.Request(cctx, tsp.SvcHistory, [][]byte{{}})
-	if err != nil {
-		p.log.Info("asking the active peer for its history", "endpoint", p.peerEndpoint, "err", err)
-		return
-	}
-	peer, err := DecodeHistory(frames)
-	if err != nil {
-		p.log.Warn("the active peer's history", "err", err)
+	peer, ok := p.peerHistory(cctx)
+	if !ok {
 		return
 	}
 	if peer.Halted {
@@ -846,14 +840,8 @@ const promoteWait = time.Minute
 // has not caught up (see memberSinceStart) and does not take over; the
 // peer meanwhile commits alone, as it did while this node was away.
 func (p *Pair) askPromotion(ctx context.Context) {
-	frames, err := p.peer.Request(ctx, tsp.SvcHistory, [][]byte{{}})
-	if err != nil {
-		p.log.Info("asking the active peer for its history", "endpoint", p.peerEndpoint, "err", err)
-		return
-	}
-	peer, err := DecodeHistory(frames)
-	if err != nil {
-		p.log.Warn("the active peer's history", "err", err)
+	peer, ok := p.peerHistory(ctx)
+	if !ok {
 		return
 	}
 	ours, err := p.node.History(ctx)
@@ -875,6 +863,23 @@ func (p *Pair) askPromotion(ctx context.Context) {
 	}
 	p.log.Info("the active peer gave this node a vote; it may take over once it holds that configuration",
 		"applied", ours.Applied, "peer_applied", peer.Applied, "behind", behind, "without_vote_for", time.Since(p.nonvoterSince).Round(time.Millisecond))
+}
+
+// peerHistory asks the peer for its applied history
+// (titanic.cluster.history); false, with the failure logged, if it could
+// not be had.
+func (p *Pair) peerHistory(ctx context.Context) (PeerHistory, bool) {
+	frames, err := p.peer.Request(ctx, tsp.SvcHistory, [][]byte{{}})
+	if err != nil {
+		p.log.Info("asking the active peer for its history", "endpoint", p.peerEndpoint, "err", err)
+		return PeerHistory{}, false
+	}
+	peer, err := DecodeHistory(frames)
+	if err != nil {
+		p.log.Warn("the active peer's history", "err", err)
+		return PeerHistory{}, false
+	}
+	return peer, true
 }
 
 // errLeadsRaft ends a request to the peer that cannot succeed while this

@@ -92,18 +92,7 @@ func testRejoin(t *testing.T, legacy bool) {
 		func() (Requester, error) { return toB, nil })
 	pairB := NewPairWith(b.rep, b.disp, cfg(p, "backup", PrimaryTag), func(func()) Star { return fixedStar{binarystar.StateActive} },
 		func() (Requester, error) { return toP, nil })
-	rctx, rcancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- pairP.Run(rctx) }()
-	go func() { done <- pairB.Run(rctx) }()
-	defer func() {
-		rcancel()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-	}()
+	runPairs(t, pairP, pairB)
 	// In sync first: the primary has applied a configuration of a later
 	// term than its start that makes it a voter, so it counts as caught
 	// up; that configuration stays its last until the backup's entries

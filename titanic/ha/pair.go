@@ -75,6 +75,7 @@ type Pair struct {
 	staleWarned   bool      // Run's goroutine only
 	catchUpLogged time.Time // Run's goroutine only: the last "catching up without a vote" line
 	nonvoterSince time.Time // Run's goroutine only: when this node last asked to join without a vote
+	addedAt       time.Time // Run's goroutine only: when the peer last answered a join 200
 	waitWarned    bool      // Run's goroutine only
 	retryAt       time.Time // Run's goroutine only: next reconcile
 	peer          Requester // Run's goroutine only
@@ -640,6 +641,9 @@ func (p *Pair) reconcile(ctx context.Context) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if !joined && time.Since(p.addedAt) < joinSettle {
+		return // added a moment ago: the peer's raft has not reached it yet
+	}
 	if joined {
 		if !voter {
 			// Also when caught up once before: a node that followed
@@ -791,6 +795,10 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.log.Info("asking the active peer to add this node", "err", err)
 		return
 	}
+	// Soon again: the vote it asks for once close behind is what makes
+	// the pair whole.
+	p.retryAt = time.Now().Add(promotePoll)
+	p.addedAt = time.Now()
 	p.log.Info("the active peer added this node; catching up")
 }
 
@@ -834,6 +842,14 @@ const promoteSlack = 256
 // worse than commits that wait for it while it catches up the rest.
 const promoteWait = time.Minute
 
+// joinSettle is how long after the peer added it a node waits for the
+// peer's raft to reach it before it asks to join again.
+const joinSettle = 2 * time.Second
+
+// promotePoll is how often a member without a vote compares its store
+// with its peer's (a request for the peer's history each time).
+const promotePoll = 200 * time.Millisecond
+
 // askPromotion asks the active peer, whose raft this node follows without
 // a vote, for one (titanic.cluster.join as a voter) once this node's
 // store is within promoteSlack entries of the peer's. Until it votes it
@@ -851,6 +867,7 @@ func (p *Pair) askPromotion(ctx context.Context) {
 	}
 	behind := int64(peer.Applied) - int64(ours.Applied)
 	if behind > promoteSlack && time.Since(p.nonvoterSince) < promoteWait {
+		p.retryAt = time.Now().Add(promotePoll)
 		if time.Since(p.catchUpLogged) > 10*time.Second {
 			p.catchUpLogged = time.Now()
 			p.log.Info("catching up without a vote", "applied", ours.Applied, "peer_applied", peer.Applied, "behind", behind)

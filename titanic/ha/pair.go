@@ -669,6 +669,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.log.Error("this node's history", "err", err)
 		return
 	}
+	resynced := false
 	fork := ours.ForkPoint(theirs)
 	if ahead := fork >= theirs.Applied && fork < ours.Applied; p.node.IsLeader() && !ahead {
 		// A leader of its own raft that will not bring its peer up to
@@ -704,6 +705,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 			if !p.resync(cctx, true) {
 				return
 			}
+			resynced = true
 		}
 	case fork >= theirs.Applied:
 		// This node holds everything the peer does, and more: never
@@ -774,21 +776,31 @@ func (p *Pair) reconcile(ctx context.Context) {
 		if !p.resync(cctx, false) {
 			return
 		}
+		resynced = true
 	}
-	// Without a vote first: a voter that lags holds every commit of a
-	// raft of two until it has caught up (31 s of no acknowledgement
-	// after a failover at 10,000,000 pending). A release that does not
-	// know the nonvoter join answers 400: then as a voter, as before.
-	// Not caught up from now: without a vote, this node lacks what the
-	// peer commits alone meanwhile, and takes over from nobody until a
-	// configuration that gives it a vote arrives (memberSinceStart). Set
-	// before the request: the peer may add it and the answer be lost.
+	// Not caught up from now: this node lacks what the peer committed
+	// alone, and takes over from nobody until a configuration that
+	// gives it a vote arrives (memberSinceStart), after all of that in
+	// the log. Set before the request: the peer may add it and the
+	// answer be lost.
 	p.node.ForgetMembership()
 	p.caughtUp.Store(false)
-	p.nonvoterSince = time.Now()
-	err = p.askJoin(cctx, true)
-	if errors.Is(err, errJoinRefused) {
+	// Without a vote first when the catch-up is long: a voter that lags
+	// holds every commit of a raft of two until it has caught up (31 s
+	// of no acknowledgement after a failover at 10,000,000 pending). A
+	// node that left its raft (Resync) catches up from a snapshot, a
+	// copy of the peer's store; one far behind, from many entries. Close
+	// behind, it joins as a voter at once: the pair is whole a round
+	// sooner. A release that does not know the nonvoter join answers
+	// 400: then as a voter, as before.
+	nonvoter := resynced || theirs.Applied > ours.Applied+promoteSlack
+	if nonvoter {
+		p.nonvoterSince = time.Now()
+	}
+	err = p.askJoin(cctx, nonvoter)
+	if nonvoter && errors.Is(err, errJoinRefused) {
 		p.log.Info("the active peer adds no member without a vote (an older release): asking to join as a voter", "err", err)
+		nonvoter = false
 		err = p.askJoin(cctx, false)
 	}
 	if err != nil {
@@ -799,7 +811,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 	// the pair whole.
 	p.retryAt = time.Now().Add(promotePoll)
 	p.addedAt = time.Now()
-	p.log.Info("the active peer added this node; catching up")
+	p.log.Info("the active peer added this node; catching up", "voter", !nonvoter, "applied", ours.Applied, "peer_applied", theirs.Applied)
 }
 
 // askJoin asks the active peer to add this node (titanic.cluster.join),

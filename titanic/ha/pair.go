@@ -868,6 +868,9 @@ const promotePoll = 200 * time.Millisecond
 // has not caught up (see memberSinceStart) and does not take over; the
 // peer meanwhile commits alone, as it did while this node was away.
 func (p *Pair) askPromotion(ctx context.Context) {
+	if p.nonvoterSince.IsZero() {
+		p.nonvoterSince = time.Now() // restarted as a member without a vote
+	}
 	peer, ok := p.peerHistory(ctx)
 	if !ok {
 		return

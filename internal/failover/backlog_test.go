@@ -73,8 +73,8 @@ func TestPairBacklog(t *testing.T) {
 	var empty, deep []failoverTime
 	for k := range kills {
 		ft := timeFailover(t, ctx, primary, backup, probe, true)
-		t.Logf("empty queue, kill %d of the active %s: first ack %s, first old ticket dispatched %s; survivor: %s; rejoin %s (longest submit wait meanwhile %s, %d acknowledged)",
-			k+1, ft.killed, ft.ack.Round(time.Millisecond), ft.dispatch.Round(time.Millisecond), ft.steps, ft.rejoin.Round(time.Millisecond), ft.rejoinWait.Round(time.Millisecond), ft.rejoinAcks)
+		t.Logf("empty queue, kill %d of the active %s: first ack %s, first old ticket dispatched %s; survivor: %s; rejoin %s (longest submit wait meanwhile %s, from +%s; %d acknowledged)",
+			k+1, ft.killed, ft.ack.Round(time.Millisecond), ft.dispatch.Round(time.Millisecond), ft.steps, ft.rejoin.Round(time.Millisecond), ft.rejoinWait.Round(time.Millisecond), ft.rejoinWaitAt.Round(time.Millisecond), ft.rejoinAcks)
 		empty = append(empty, ft)
 		// The next kill needs an old ticket waiting again.
 		if _, err := probe.Submit(ctx, backlogService, body, client.SubmitOptions{}); err != nil {
@@ -91,8 +91,8 @@ func TestPairBacklog(t *testing.T) {
 
 	for k := range kills {
 		ft := timeFailover(t, ctx, primary, backup, probe, k+1 < kills)
-		t.Logf("%d pending, kill %d of the active %s: first ack %s, first old ticket dispatched %s; survivor: %s; rejoin %s (longest submit wait meanwhile %s, %d acknowledged)",
-			n, k+1, ft.killed, ft.ack.Round(time.Millisecond), ft.dispatch.Round(time.Millisecond), ft.steps, ft.rejoin.Round(time.Millisecond), ft.rejoinWait.Round(time.Millisecond), ft.rejoinAcks)
+		t.Logf("%d pending, kill %d of the active %s: first ack %s, first old ticket dispatched %s; survivor: %s; rejoin %s (longest submit wait meanwhile %s, from +%s; %d acknowledged)",
+			n, k+1, ft.killed, ft.ack.Round(time.Millisecond), ft.dispatch.Round(time.Millisecond), ft.steps, ft.rejoin.Round(time.Millisecond), ft.rejoinWait.Round(time.Millisecond), ft.rejoinWaitAt.Round(time.Millisecond), ft.rejoinAcks)
 		deep = append(deep, ft)
 	}
 
@@ -135,23 +135,27 @@ type failoverTime struct {
 	// while the killed node rejoined (rejoinAcks of them): a returning
 	// node that votes before it has caught up holds every commit of a
 	// raft of two.
-	rejoinWait time.Duration
-	rejoinAcks int
+	rejoinWait   time.Duration
+	rejoinAcks   int
+	rejoinWaitAt time.Duration // when that wait began, from the restart
 }
 
 // submitWhile submits to probeService through its own client, one at a
 // time, until stop is called, which returns the longest time a submit
-// took from its first try to its acknowledgement, and how many were
-// acknowledged.
-func submitWhile(t *testing.T, ctx context.Context, brokers []string) (stop func() (time.Duration, int)) {
+// took from its first try to its acknowledgement, when that submit began,
+// and how many were acknowledged.
+func submitWhile(t *testing.T, ctx context.Context, brokers []string) (stop func() (longest time.Duration, at time.Time, acks int)) {
 	t.Helper()
 	c, err := client.New(client.Config{Brokers: brokers, Retries: 1, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	var longest time.Duration
-	acks := 0
+	var (
+		longest time.Duration
+		at      time.Time
+		acks    int
+	)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -160,18 +164,20 @@ func submitWhile(t *testing.T, ctx context.Context, brokers []string) (stop func
 			for sctx.Err() == nil {
 				if _, err := c.Submit(sctx, probeService, [][]byte{[]byte("rejoin")}, client.SubmitOptions{}); err == nil {
 					acks++
-					longest = max(longest, time.Since(began))
+					if took := time.Since(began); took > longest {
+						longest, at = took, began
+					}
 					break
 				}
 				time.Sleep(10 * time.Millisecond) // pace retries of an immediate refusal
 			}
 		}
 	}()
-	return func() (time.Duration, int) {
+	return func() (time.Duration, time.Time, int) {
 		cancel()
 		<-done
 		c.Close()
-		return longest, acks
+		return longest, at, acks
 	}
 }
 
@@ -256,7 +262,9 @@ func timeFailover(t *testing.T, ctx context.Context, primary, backup *node, prob
 		active.start(t)
 		waitPairHealthy(t, ctx, primary, backup, 30*time.Minute)
 		ft.rejoin = time.Since(restartAt)
-		ft.rejoinWait, ft.rejoinAcks = stop()
+		var at time.Time
+		ft.rejoinWait, at, ft.rejoinAcks = stop()
+		ft.rejoinWaitAt = at.Sub(restartAt)
 	}
 	return ft
 }

@@ -89,14 +89,14 @@ func (g *transferGate) pump() {
 		case rpc := <-g.in:
 			if req, ok := rpc.Command.(*raft.TimeoutNowRequest); ok {
 				if err := g.admit(req); err != nil {
-					rpc.Respond(nil, err)
+					rpc.Respond(&raft.TimeoutNowResponse{}, err)
 					continue
 				}
 			}
 			select {
 			case g.out <- rpc:
 			case <-g.stop:
-				rpc.Respond(nil, raft.ErrRaftShutdown)
+				rpc.Respond(emptyResponse(rpc.Command), raft.ErrRaftShutdown)
 				return
 			}
 		}
@@ -126,6 +126,25 @@ func (g *transferGate) admit(req *raft.TimeoutNowRequest) error {
 	}
 	if !self || !sender {
 		return fmt.Errorf("%w: this node (voter: %v) and %q (voter: %v) are not both voters of its configuration", errTransferRefused, self, req.ID, sender)
+	}
+	return nil
+}
+
+// emptyResponse is a response of the type that answers cmd: a transport
+// may read the response of a failed RPC too (raft's in-memory pipeline
+// does, and panics on nil).
+func emptyResponse(cmd any) any {
+	switch cmd.(type) {
+	case *raft.AppendEntriesRequest:
+		return &raft.AppendEntriesResponse{}
+	case *raft.RequestVoteRequest:
+		return &raft.RequestVoteResponse{}
+	case *raft.RequestPreVoteRequest:
+		return &raft.RequestPreVoteResponse{}
+	case *raft.InstallSnapshotRequest:
+		return &raft.InstallSnapshotResponse{}
+	case *raft.TimeoutNowRequest:
+		return &raft.TimeoutNowResponse{}
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ func groupWith(t *testing.T, extra ...string) []*node {
 	t.Helper()
 	net := netns.New(t)
 	nodes := []*node{newNode(net, "g1", t), newNode(net, "g2", t), newNode(net, "g3", t)}
+	keepLogs(t, nodes...)
 	net.Attach()
 	var peers []string
 	for _, n := range nodes {

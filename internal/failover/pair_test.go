@@ -33,6 +33,7 @@ func pairWith(t *testing.T, flags ...string) (primary, backup *node, net *netns.
 	}
 	primary.args = pairArgs("primary", backup)
 	backup.args = pairArgs("backup", primary)
+	keepLogs(t, primary, backup)
 	primary.start(t)
 	backup.start(t)
 	return primary, backup, net
@@ -385,7 +386,6 @@ func TestPairStaleNodeDoesNotTakeOver(t *testing.T) {
 // restart always fits in the active's leader lease.
 func TestPairPassiveRestartInTerm(t *testing.T) {
 	primary, backup, _ := pairWith(t, "--pair-heartbeat", "200ms", "--heartbeat", "200ms", "--raft-timeout", "6s", "--log-level", "debug")
-	keepLogs(t, primary, backup)
 	brokers := endpoints(primary, backup)
 	dg := func() string { return diag(primary, backup) }
 

@@ -20,7 +20,6 @@ import (
 // answered, with its own reply, and none was lost.
 func TestPairSplitBrainMerged(t *testing.T) {
 	primary, backup, _ := pair(t)
-	keepLogs(t, primary, backup)
 	brokers := endpoints(primary, backup)
 	dg := func() string { return diag(primary, backup) }
 
@@ -81,7 +80,6 @@ func TestPairSplitBrainMerged(t *testing.T) {
 // backup active, and hands over what it acknowledged alone before it died.
 func TestPairSplitThenActiveDies(t *testing.T) {
 	primary, backup, _ := pair(t)
-	keepLogs(t, primary, backup)
 	brokers := endpoints(primary, backup)
 	dg := func() string { return diag(primary, backup) }
 
@@ -122,7 +120,8 @@ func TestPairSplitThenActiveDies(t *testing.T) {
 }
 
 // keepLogs writes every life of each node's log into $TITANIC_ARTIFACTS
-// when the test fails (the logs live in the test's temporary directory).
+// when the test fails (the logs live in the test's temporary directory;
+// pairWith and groupWith call it for every pair and group test).
 func keepLogs(t *testing.T, nodes ...*node) {
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -20,6 +20,7 @@ import (
 //
 //	titanic.cluster        [""]         → 200 | key=value...   this node's raft status and the members it knows
 //	titanic.cluster.join   [id | addr]  → 200                  add a voter (leader only, else 500 not active)
+//	titanic.cluster.join   [id | addr | nonvoter] → 200        add a member without a vote (a pair's returning node; releases before it answer 400)
 //	titanic.cluster.leave  [id]         → 200                  remove a member (leader only)
 //	titanic.cluster.role   [""]         → 200 | serving=... | star=...   see tsp.Role
 //

@@ -138,6 +138,15 @@ func submitOn(t *testing.T, n *pairNode, tag byte, count int) []store.ID {
 	return ids
 }
 
+// testLogger writes to stderr with -v, else nowhere.
+func testLogger() *slog.Logger {
+	var logs io.Writer = io.Discard
+	if testing.Verbose() {
+		logs = os.Stderr
+	}
+	return slog.New(slog.NewTextHandler(logs, nil))
+}
+
 // runPairs runs each pair's loop until the test ends.
 func runPairs(t *testing.T, pairs ...*Pair) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -178,11 +187,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // on alone to take it, and the pair must converge with both sides' work.
 func TestPairActiveTakesHandoverOfHaltedPeer(t *testing.T) {
 	dir := t.TempDir()
-	var logs io.Writer = io.Discard
-	if testing.Verbose() {
-		logs = os.Stderr
-	}
-	log := slog.New(slog.NewTextHandler(logs, nil))
+	log := testLogger()
 	addrP, trP := raft.NewInmemTransport("")
 	addrB, trB := raft.NewInmemTransport("")
 	trP.Connect(addrB, trB)

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -64,11 +61,7 @@ func testRejoin(t *testing.T, legacy bool, behind int) {
 	// commits; the link heals first.
 	voterJoin := legacy || behind <= promoteSlack
 	dir := t.TempDir()
-	var logs io.Writer = io.Discard
-	if testing.Verbose() {
-		logs = os.Stderr
-	}
-	log := slog.New(slog.NewTextHandler(logs, nil))
+	log := testLogger()
 	addrP, trP := raft.NewInmemTransport("")
 	addrB, trB := raft.NewInmemTransport("")
 	var adminDown atomic.Bool

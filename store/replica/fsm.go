@@ -276,13 +276,17 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		}
 		fork := local.ForkPoint(in)
 		switch {
+		case local.Applied > 0 && fork >= in.Applied:
+			// Ahead of the snapshot, or level with it, on its history
+			// (this node kept its store and dropped its raft log to
+			// rejoin, or holds just what the snapshot does): keep the
+			// store; raft's entries after the snapshot are skipped as
+			// applied. Level, taking it only copied the same content
+			// over the store, the sender's free pages included (a file
+			// `titanic compact` had shrunk grew back).
+			return store.ErrKeepCurrent
 		case local.Applied == 0 || fork >= local.Applied:
 			return nil // behind the snapshot, on its history: take it
-		case fork >= in.Applied:
-			// Ahead of the snapshot, on its history (this node kept its
-			// store and dropped its raft log to rejoin): keep the store;
-			// raft's entries after the snapshot are skipped as applied.
-			return store.ErrKeepCurrent
 		}
 		return f.fail(fmt.Errorf("%w: a snapshot up to index %d shares only entries up to %d of the %d this store applied",
 			store.ErrDiverged, in.Applied, fork, local.Applied))

@@ -104,12 +104,13 @@ func testRejoin(t *testing.T, legacy bool, behind int) {
 
 	// The primary is cut off; the backup goes on alone and takes work
 	// in, more than a member without a vote may lag by.
-	// Without the legacy peer, only raft's link is cut: the primary
-	// asks to join (admin link) meanwhile and is added without a vote,
-	// which the backup commits alone; the primary cannot receive it.
-	// (Added as a voter, by a legacy peer, it would stop the backup's
-	// commits until the link heals.)
-	link(false, !voterJoin)
+	// Both links cut while the backup takes its work in (the primary,
+	// asking to join sooner, would be close behind and join as a voter).
+	// Then, without a voter join ahead, only the admin link heals: the
+	// primary asks to join and is added without a vote, which the backup
+	// commits alone; the primary cannot receive it. (Added as a voter,
+	// it would stop the backup's commits until raft's link heals.)
+	link(false, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := b.rep.Reform(ctx); err != nil {
@@ -118,6 +119,8 @@ func testRejoin(t *testing.T, legacy bool, behind int) {
 	alone := submitOn(t, b, BackupTag, behind)
 	if voterJoin {
 		link(true, false)
+	} else {
+		adminDown.Store(false)
 	}
 
 	member := func() (in, voter bool) {

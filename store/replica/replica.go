@@ -339,12 +339,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 	}
 	// Read after raft started: an entry that arrived meanwhile only makes
 	// the node wait for a later one before it counts as caught up.
-	var startTerm, startIndex uint64
-	stats := n.raft().Stats()
-	_, _ = fmt.Sscan(stats["last_log_term"], &startTerm)
-	_, _ = fmt.Sscan(stats["last_log_index"], &startIndex)
-	n.startTerm.Store(startTerm)
-	n.startIndex.Store(startIndex)
+	n.markStart()
 	n.calls.wake = make(chan struct{}, 1)
 	n.wg.Add(3)
 	go n.forward()
@@ -661,19 +656,20 @@ func (n *Node) AddNonvoter(ctx context.Context, id, addr string) error {
 	return nil
 }
 
-// HasMemberAt reports whether id is a member (voter or not) at raft
-// address addr in the latest configuration.
-func (n *Node) HasMemberAt(id, addr string) bool {
+// MemberAt returns member id of the latest configuration, voter or not,
+// if it is there at raft address addr (at any address when addr is
+// empty).
+func (n *Node) MemberAt(id, addr string) (Member, bool) {
 	ms, err := n.Members()
 	if err != nil {
-		return false
+		return Member{}, false
 	}
 	for _, m := range ms {
-		if m.ID == id && m.Addr == addr {
-			return true
+		if m.ID == id && (addr == "" || m.Addr == addr) {
+			return m, true
 		}
 	}
-	return false
+	return Member{}, false
 }
 
 // ForgetMembership makes this node count as a member again (see the pair's
@@ -685,11 +681,17 @@ func (n *Node) HasMemberAt(id, addr string) bool {
 // until the peer's entries arrive, and would count it caught up while it
 // lacks what the peer committed alone.
 func (n *Node) ForgetMembership() {
+	n.fsm.conf.Store(nil)
+	n.markStart()
+}
+
+// markStart sets StartTerm and StartIndex to the term and index of the
+// last entry of this node's raft log.
+func (n *Node) markStart() {
 	var term, index uint64
 	stats := n.raft().Stats()
 	_, _ = fmt.Sscan(stats["last_log_term"], &term)
 	_, _ = fmt.Sscan(stats["last_log_index"], &index)
-	n.fsm.conf.Store(nil)
 	n.startTerm.Store(term)
 	n.startIndex.Store(index)
 }
@@ -1361,16 +1363,8 @@ func (n *Node) HasVoter(id string) bool { return n.HasVoterAt(id, "") }
 // HasVoterAt reports whether id is a voter at raft address addr in the
 // latest configuration (any address when addr is empty).
 func (n *Node) HasVoterAt(id, addr string) bool {
-	ms, err := n.Members()
-	if err != nil {
-		return false
-	}
-	for _, m := range ms {
-		if m.ID == id && m.Voter && (addr == "" || m.Addr == addr) {
-			return true
-		}
-	}
-	return false
+	m, ok := n.MemberAt(id, addr)
+	return ok && m.Voter
 }
 
 // StartTerm is the term of the last entry of this node's log when it

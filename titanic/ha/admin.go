@@ -96,7 +96,8 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		// term, see Pair.askReadd) or asking for a vote (a nonvoter
 		// that caught up, see Pair.askPromotion) needs only the
 		// configuration entry, not a log compacted for a new member.
-		if !a.node.HasMemberAt(id, addr) {
+		m, known := a.node.MemberAt(id, addr)
+		if !known {
 			if err := a.node.PrepareJoin(ctx); err != nil {
 				return text("500", err.Error())
 			}
@@ -108,7 +109,7 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			a.log.Info("member joined without a vote; it gets one once it has caught up", "id", id, "addr", addr)
 			return [][]byte{[]byte("200")}
 		}
-		promoted := a.node.HasMemberAt(id, addr) && !a.node.HasVoterAt(id, addr)
+		promoted := known && !m.Voter
 		if err := a.node.AddVoter(ctx, id, addr); err != nil {
 			return text("500", err.Error())
 		}

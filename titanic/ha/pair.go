@@ -606,7 +606,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.transfer()
 		return
 	}
-	if p.node.IsLeader() && p.node.Failed() == nil && p.node.HasMemberAt(p.peerID, p.peerAddr) {
+	if p.node.IsLeader() && p.node.Failed() == nil && p.peerWithoutVote() {
 		// The active peer follows this node's raft without a vote: it
 		// rejoined while this node was active, and Binary Star made it
 		// active since (this node restarted). It holds a prefix of this
@@ -691,7 +691,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 		// Leave a raft of its own (one that has this node as the only
 		// voter, or that stopped); a new, empty member just asks again.
 		self, _ := p.node.Self()
-		if p.node.Failed() == nil && p.node.Status().State != "Shutdown" && p.node.HasVoter(self) && p.node.HasMemberAt(p.peerID, p.peerAddr) && !p.node.HasVoter(p.peerID) {
+		if p.node.Failed() == nil && p.node.Status().State != "Shutdown" && p.node.HasVoter(self) && p.peerWithoutVote() {
 			// Not a raft of this node's own: the peer follows it without
 			// a vote (this node restarted and has not led again yet).
 			// Left, nobody could lead (the peer has no vote); once this
@@ -1068,6 +1068,13 @@ func (p *Pair) resync(ctx context.Context, keepStore bool) bool {
 	p.caughtUp.Store(false)
 	p.staleWarned = false
 	return true
+}
+
+// peerWithoutVote reports whether the peer is a member of this node's raft
+// configuration without a vote.
+func (p *Pair) peerWithoutVote() bool {
+	m, ok := p.node.MemberAt(p.peerID, p.peerAddr)
+	return ok && !m.Voter
 }
 
 // joined reports whether this node follows its peer in a raft of two.

@@ -1,6 +1,10 @@
 package replica
 
-import "github.com/hashicorp/raft"
+import (
+	"io"
+
+	"github.com/hashicorp/raft"
+)
 
 // DisableRelog stops n from restarting raft over a log a snapshot install
 // left stale, so that a test can show hashicorp/raft#697 without it.
@@ -38,3 +42,7 @@ func (n *Node) newestRealSnapshot() (*raft.SnapshotMeta, bool) {
 	}
 	return best, best != nil
 }
+
+// RestoreSnapshot hands r to n's state machine as raft does with a
+// snapshot it installs.
+func RestoreSnapshot(n *Node, r io.Reader) error { return n.fsm.Restore(io.NopCloser(r)) }

@@ -1,6 +1,7 @@
 package replica_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -514,5 +515,38 @@ func TestReformAgainBeforeAnySnapshot(t *testing.T) {
 	ids = append(ids, l.submit(t, 2)...)
 	if n := l.missing(ids); n != 0 {
 		t.Fatalf("after two reforms the store lacks %d of %d tickets", n, len(ids))
+	}
+}
+
+// A snapshot level with the store, on its history, is not restored over
+// it: the same content would only be copied in, the sender's free pages
+// included (a file titanic compact had shrunk grew back). The store file
+// stays the one it was.
+func TestRestoreKeepsStoreLevelWithSnapshot(t *testing.T) {
+	p := newMemPair(t, true)
+	l := p.leader(t)
+	ids := l.submit(t, 5)
+	p.cut() // nothing more reaches l's store
+	var snap bytes.Buffer
+	if _, err := l.n.Snapshot(context.Background(), &snap); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(l.dir, "titanic.db")
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.RestoreSnapshot(l.n, &snap); err != nil {
+		t.Fatalf("restore of a level snapshot: %v", err)
+	}
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Fatal("a snapshot level with the store replaced its file")
+	}
+	if n := l.missing(ids); n != 0 {
+		t.Fatalf("the store lacks %d tickets", n)
 	}
 }

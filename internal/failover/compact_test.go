@@ -22,13 +22,14 @@ import (
 
 // Lines that show a node was given, or restored, a whole snapshot instead
 // of resuming from its own store and the log: raft's on the follower that
-// receives one and on the leader that sends it, titanic's local restore
-// when the store is behind the latest snapshot, and the store's own.
+// receives one and on the leader that sends it, and the store's own when
+// it is restored from one (at start too: a start that only checks a
+// snapshot past the store's applied index, and keeps the store, logs
+// "snapshot not restored").
 var snapshotInstallLines = []string{
 	"Installed remote snapshot",
 	"copied to local snapshot",
 	"installing snapshot on",
-	"store is behind the latest raft snapshot",
 	"store restored from snapshot",
 }
 

@@ -456,8 +456,13 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 			closeTransport(trans)
 			return fmt.Errorf("store applied index: %w", err)
 		}
+		// A snapshot's index counts entries the store never sees (no-ops,
+		// barriers): past the store's, the snapshot may still hold no
+		// more than the store, and then Restore keeps the store. The
+		// store logs which it was ("store restored from snapshot" or
+		// "snapshot not restored").
 		if applied < snap.Index {
-			n.log.Warn("store is behind the latest raft snapshot; restoring it", "applied", applied, "snapshot", snap.Index)
+			n.log.Info("the latest raft snapshot is past the store's applied index; restoring it unless the store holds all of it", "applied", applied, "snapshot", snap.Index)
 			rc.NoSnapshotRestoreOnStart = false
 		}
 	}

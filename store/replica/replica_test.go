@@ -316,3 +316,51 @@ func TestOpenRemovesUnfinishedSnapshots(t *testing.T) {
 	leader(t, ms)
 	hasAll(t, m, ids)
 }
+
+// TestRestartPastSnapshotOfBarriersKeepsFile: raft labels a snapshot with
+// its last applied index, which counts entries the store never sees
+// (no-ops, barriers), so a node restarted with such a snapshot as its
+// newest finds its store "behind" it and restores it at start. The
+// snapshot holds what the store does: the store's file stays, not
+// replaced by the copy (which carries the file's free pages of the day
+// it was taken: a file `titanic compact` shrank since grew back, once,
+// in TestPairCompactPassive).
+func TestRestartPastSnapshotOfBarriersKeepsFile(t *testing.T) {
+	ms, _ := cluster(t, 1)
+	m := ms[0]
+	ids := applySome(t, ms, 5)
+	ctx := context.Background()
+	applied, err := m.st.AppliedIndex(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Barriers only: the log grows past the snapshot threshold (16) and
+	// raft snapshots at an index the store never applied.
+	deadline := time.Now().Add(wait)
+	for replica.SnapshotIndex(m.n) <= applied {
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot past the store's applied index %d within %s (newest %d)", applied, wait, replica.SnapshotIndex(m.n))
+		}
+		if err := m.n.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a, err := m.st.AppliedIndex(ctx); err != nil || a != applied {
+		t.Fatalf("store applied index %d after barriers (%v), want %d still", a, err, applied)
+	}
+	path := filepath.Join(m.dir, "titanic.db")
+	m.close()
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.open(t, nil)
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Fatal("the restart restored a snapshot level with the store over its file")
+	}
+	hasAll(t, m, ids)
+}

@@ -299,9 +299,12 @@ func (s *Service) load(ctx context.Context, service string) {
 }
 
 // reapLoop fails tickets that waited NoWorkerTimeout while their service had
-// no worker registered.
+// no worker registered (when it is set), and refills the deadline windows.
 func (s *Service) reapLoop(ctx context.Context) {
-	every := min(s.cfg.NoWorkerTimeout/4, time.Second)
+	every := time.Second
+	if s.cfg.NoWorkerTimeout > 0 {
+		every = min(s.cfg.NoWorkerTimeout/4, every)
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -514,7 +514,7 @@ func (d *dispatcher) dropLocked(id store.ID) {
 }
 
 // reap takes out of their queues the tickets that waited NoWorkerTimeout
-// while their service had no worker (counted from when they became
+// (when set: not negative) while their service had no worker (counted from when they became
 // pending, or from when the service lost its last worker, whichever is
 // later), to fail; a paused service's tickets wait for its resume.
 func (d *dispatcher) reap(now time.Time) effects {
@@ -548,8 +548,8 @@ func (d *dispatcher) reap(now time.Time) effects {
 				if since.After(start) {
 					start = since
 				}
-				if now.Sub(start) < d.cfg.noWorkerTimeout {
-					break
+				if d.cfg.noWorkerTimeout < 0 || now.Sub(start) < d.cfg.noWorkerTimeout {
+					break // waits for a worker for ever, or not long enough yet
 				}
 				f.pop()
 				d.deadlines.remove(e)

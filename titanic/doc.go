@@ -90,8 +90,9 @@
 // the next group commit, and lookups see it only then (until then the
 // ticket is "dispatched"). A broker that dies in between loses the reply
 // and redelivers the job on recovery (at-least-once). The first reply
-// wins and later ones are counted. A ticket whose service has no worker
-// for NoWorkerTimeout fails with that reason.
+// wins and later ones are counted. A ticket waits for its service to have
+// a worker for as long as it takes, unless NoWorkerTimeout is set: then
+// it fails, "no worker for service", after waiting that long.
 //
 // # Reads in replicated modes
 //

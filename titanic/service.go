@@ -41,6 +41,10 @@ type Config struct {
 	ServiceRetry map[string]store.RetryPolicy
 	// NoWorkerTimeout is how long a ticket waits while its service has no
 	// worker registered before it fails with "no worker for service".
+	// Unlimited (any negative), the default: it waits for a worker as
+	// long as it takes, as in the reference Titanic; a service whose
+	// workers are down for a weekend does not turn its queue into failed
+	// tickets that someone must retry.
 	NoWorkerTimeout time.Duration
 	// MaxQueuedOps bounds client-originated mutations (submits, closes)
 	// waiting for the next commit; beyond it clients get 500 busy.
@@ -146,7 +150,7 @@ func DefaultConfig() Config {
 		MaxAttempts:       5,
 		BackoffBase:       time.Second,
 		BackoffMax:        5 * time.Minute,
-		NoWorkerTimeout:   time.Hour,
+		NoWorkerTimeout:   Unlimited,
 		MaxQueuedOps:      100_000,
 		MaxQueuedReads:    10_000,
 		Readers:           4,
@@ -177,7 +181,7 @@ func (c *Config) fill() {
 	if c.BackoffMax <= 0 {
 		c.BackoffMax = d.BackoffMax
 	}
-	if c.NoWorkerTimeout <= 0 {
+	if c.NoWorkerTimeout == 0 {
 		c.NoWorkerTimeout = d.NoWorkerTimeout
 	}
 	if c.MaxQueuedOps <= 0 {

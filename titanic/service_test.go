@@ -620,6 +620,40 @@ func TestNoWorkerTimeout(t *testing.T) {
 	}
 }
 
+// TestNoWorkerWaitsForEverByDefault: with the default NoWorkerTimeout a
+// ticket whose service never has a worker stays queued, however long it
+// waits, as in the reference Titanic: the reaper gives it no verdict.
+func TestNoWorkerWaitsForEverByDefault(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	ticket := h.submit("ghost", "x")
+	queued := func() int {
+		h.svc.d.mu.Lock()
+		defer h.svc.d.mu.Unlock()
+		if q := h.svc.d.queues["ghost"]; q != nil {
+			return q.len()
+		}
+		return 0
+	}
+	deadline := time.Now().Add(wait)
+	for queued() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the ticket is not queued within %s", wait)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, later := range []time.Duration{2 * time.Hour, 30 * 24 * time.Hour} {
+		if fx := h.svc.d.reap(time.Now().Add(later)); len(fx.fail) != 0 {
+			t.Fatalf("%s later without a worker the reaper fails %d tickets, want none", later, len(fx.fail))
+		}
+		if n := queued(); n != 1 {
+			t.Fatalf("%s later without a worker %d tickets queued, want 1", later, n)
+		}
+	}
+	if r := h.call(tsp.SvcReply, ticket); codeOf(r) != tsp.CodePending {
+		t.Fatalf("after the reaper's passes: %q, want 300", r)
+	}
+}
+
 func TestWorkersPresentPreventsTimeout(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	var mu sync.Mutex

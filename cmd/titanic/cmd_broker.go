@@ -94,7 +94,7 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 
 	tc := titanic.DefaultConfig()
 	tc.Logger = log // DefaultConfig's is slog.Default(): the configured format and level are ours
-	tc.MaxAttempts, tc.NoWorkerTimeout = cfg.Queue.MaxAttempts, cfg.Queue.NoWorkerTimeout
+	tc.MaxAttempts, tc.NoWorkerTimeout = cfg.Queue.MaxAttempts, limit(cfg.Queue.NoWorkerTimeout)
 	tc.BackoffBase, tc.BackoffMax = cfg.Queue.BackoffBase, cfg.Queue.BackoffMax
 	if len(cfg.Queue.Services) > 0 {
 		tc.ServiceRetry = make(map[string]store.RetryPolicy, len(cfg.Queue.Services))

@@ -266,7 +266,7 @@ func warnNoWorker(e env, c *client.Client, service string) {
 	if err != nil || len(rep) == 0 || string(rep[0]) != "404" {
 		return // served, or no answer: nothing to say
 	}
-	fmt.Fprintf(e.stderr, "titanic submit: warning: no worker serves %q now; waiting for one (the ticket waits queue.no_worker_timeout, 1h by default, then fails; --wait-timeout bounds this wait)\n", service)
+	fmt.Fprintf(e.stderr, "titanic submit: warning: no worker serves %q now; the ticket waits for one (for ever by default; the broker's queue.no_worker_timeout, when set, fails it after that long); --wait-timeout bounds this wait\n", service)
 }
 
 func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait, asJSON bool) error {

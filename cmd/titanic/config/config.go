@@ -87,7 +87,7 @@ type QueueSection struct {
 	MaxAttempts     int           `toml:"max_attempts" flag:"max-attempts" usage:"dispatches per ticket before it fails"`
 	BackoffBase     time.Duration `toml:"backoff_base" flag:"backoff-base" usage:"pause before the second attempt of a ticket whose first failed; it doubles with each failed attempt, up to backoff_max, with equal jitter (half to all of it); negative (\"-1s\"): no pause"`
 	BackoffMax      time.Duration `toml:"backoff_max" flag:"backoff-max" usage:"longest pause between two attempts of a ticket"`
-	NoWorkerTimeout time.Duration `toml:"no_worker_timeout" flag:"no-worker-timeout" usage:"how long a ticket waits for its service to have a worker"`
+	NoWorkerTimeout time.Duration `toml:"no_worker_timeout" flag:"no-worker-timeout" usage:"how long a ticket waits for its service to have a worker before it fails; negative (\"-1s\"), the default: for ever, as the reference Titanic (0, too)"`
 	Readers         int           `toml:"readers" flag:"readers" usage:"goroutines serving lookups (status, reply, list)"`
 	// MaxBatch is kept so that config files and command lines of earlier
 	// releases still load: the service's own commit queue is gone (the
@@ -235,7 +235,7 @@ func Default() Config {
 			MaxAttempts:     5,
 			BackoffBase:     time.Second,
 			BackoffMax:      5 * time.Minute,
-			NoWorkerTimeout: time.Hour,
+			NoWorkerTimeout: -time.Second, // for ever
 			Readers:         4,
 			Services:        []ServiceRetry{},
 		},

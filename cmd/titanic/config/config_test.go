@@ -77,7 +77,10 @@ func TestDefaultsMatchPackages(t *testing.T) {
 	eq("queue.max_attempts", d.Queue.MaxAttempts, td.MaxAttempts)
 	eq("queue.backoff_base", d.Queue.BackoffBase, td.BackoffBase)
 	eq("queue.backoff_max", d.Queue.BackoffMax, td.BackoffMax)
-	eq("queue.no_worker_timeout", d.Queue.NoWorkerTimeout, td.NoWorkerTimeout)
+	// For ever in both, spelled as each spells it.
+	if !NoLimit(d.Queue.NoWorkerTimeout) || td.NoWorkerTimeout >= 0 {
+		t.Errorf("queue.no_worker_timeout default %v, package default %v: want both for ever", d.Queue.NoWorkerTimeout, td.NoWorkerTimeout)
+	}
 	eq("queue.readers", d.Queue.Readers, td.Readers)
 	eq("limits.max_queued_ops", d.Limits.MaxQueuedOps, td.MaxQueuedOps)
 	eq("limits.max_queued_reads", d.Limits.MaxQueuedReads, td.MaxQueuedReads)

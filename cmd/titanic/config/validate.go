@@ -59,7 +59,6 @@ func (c Config) Validate() error {
 		}
 		seen[r.Name] = true
 	}
-	ck.positive("queue.no_worker_timeout", c.Queue.NoWorkerTimeout)
 	ck.atLeast("queue.readers", c.Queue.Readers, 1)
 
 	// [limits]

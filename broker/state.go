@@ -168,8 +168,26 @@ func (s *state) receive(now time.Time, frames [][]byte) {
 	}
 	id := string(frames[0])
 	m, err := mdp.ParseBroker(frames[1:])
+	if errors.Is(err, mdp.ErrNoBody) && s.answersItself(m.Service) {
+		// A request without a body for a service this broker answers
+		// (MMI, a handler's: 9/TSP's) gets its refusal, as one with an
+		// empty body frame would ("400", "404"), not silence; one for a
+		// worker's service is dropped, as 7/MDP says.
+		s.c.Malformed++
+		m.Body, err = [][]byte{{}}, nil
+	}
 	if err != nil {
 		s.c.Malformed++
+		if w := s.workers[id]; w != nil && w.busy() && malformedAnswer(frames[1:]) {
+			// A busy worker's REPLY or FAIL that breaks 7/MDP (no body
+			// frame, say) answers nothing: its job would wait for the
+			// lease to end. The worker is disconnected at once and the
+			// job goes to another. Other malformed messages of a
+			// registered worker are dropped and leave it be.
+			s.log.Warn("malformed answer: disconnecting worker", "worker", routeString(id), "service", w.svc.name, "err", err)
+			s.removeWorker(w, "protocol error: "+err.Error(), true)
+			return
+		}
 		s.log.Debug("dropped invalid message", "from", routeString(id), "err", err)
 		return
 	}
@@ -240,6 +258,19 @@ func (s *state) clientRequest(now time.Time, id string, m mdp.Message) {
 		return
 	}
 	s.enqueue(now, id, m)
+}
+
+// malformedAnswer reports whether frames (a message ParseBroker refused)
+// are a worker's REPLY or FAIL.
+func malformedAnswer(frames [][]byte) bool {
+	return len(frames) > 2 && string(frames[1]) == mdp.WorkerHeader && len(frames[2]) == 1 &&
+		(mdp.Command(frames[2][0]) == mdp.Reply || mdp.Command(frames[2][0]) == mdp.Fail)
+}
+
+// answersItself reports whether the broker answers requests for service
+// itself (MMI, or a handler) rather than passing them to a worker.
+func (s *state) answersItself(service string) bool {
+	return strings.HasPrefix(service, mmiPrefix) || s.handlerFor(service) != nil
 }
 
 // present answers mmi.service: a worker is registered for name (idle or

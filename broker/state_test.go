@@ -288,6 +288,33 @@ func TestStatePlain(t *testing.T) {
 			{from: "C", msg: request("mmi.service", "echo"), want: []sent{out("C", toClient("mmi.service", "404"))}},
 		},
 	}, {
+		name: "a request without a body: answered for the broker's own services, dropped for a worker's",
+		steps: []step{
+			{from: "C", msg: request("mmi.service"), want: []sent{out("C", toClient("mmi.service", "404"))}},
+			{from: "C", msg: request("titanic.request"), want: []sent{out("C", toClient("titanic.request", "handled", ""))}},
+			{from: "W", msg: ready("echo")},
+			{from: "C", msg: request("echo")},
+		},
+		check: func(t *testing.T, c Counters) {
+			if c.Malformed != 3 || c.RequestsDispatched != 0 {
+				t.Errorf("counters %+v", c)
+			}
+		},
+	}, {
+		name: "a registered worker that breaks 7/MDP is disconnected at once",
+		steps: []step{
+			{from: "W", msg: ready("echo")},
+			{from: "C", msg: request("echo", "x"), want: []sent{out("W", toWorker("C", "x"))}},
+			// A REPLY without a body frame.
+			{from: "W", msg: mdp.WorkerEnvelope(mdp.Reply, []byte("C")), want: []sent{out("W", disconnect())}},
+			{from: "W", msg: heartbeat(), want: []sent{out("W", disconnect())}},
+		},
+		check: func(t *testing.T, c Counters) {
+			if c.Malformed != 1 || c.RequestsLost != 1 {
+				t.Errorf("counters %+v", c)
+			}
+		},
+	}, {
 		name: "handler answers at once or later",
 		steps: []step{
 			{from: "C", msg: request("titanic.request", "a", "b"), want: []sent{out("C", toClient("titanic.request", "handled", "a", "b"))}},

@@ -222,6 +222,10 @@ func TestTSPBadRequests(t *testing.T) {
 		{"titanic.close", []string{""}, "200"},
 		{"titanic.close", []string{unknown}, "200"},
 		{"titanic.nothing", []string{"x"}, "400"},
+		// No body frame at all, which 7/MDP does not allow: the broker
+		// answers for its own services rather than drop it in silence.
+		{"titanic.request", nil, "400"},
+		{"titanic.reply", nil, "400"},
 	}
 	for _, c := range cases {
 		r := tspRequest(t, req, c.service, c.body...)

@@ -41,6 +41,9 @@ func FuzzParseBroker(f *testing.F) {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v does not wrap ErrMalformed", err)
 			}
+			if errors.Is(err, ErrNoBody) && (m.Kind != KindClient || !validService([]byte(m.Service)) || len(m.Body) != 0) {
+				t.Fatalf("%q: no body, with %+v", frames, m)
+			}
 		} else {
 			if m.Kind == KindClient || m.Command == Ready {
 				if !validService([]byte(m.Service)) {

@@ -70,6 +70,13 @@ const MaxServiceName = 255
 // messages").
 var ErrMalformed = errors.New("malformed MDP message")
 
+// ErrNoBody is wrapped with ErrMalformed by ParseBroker for a client
+// request of a valid service name and no body frame, which 7/MDP does not
+// allow; the Message it returns then holds the service, so that a broker
+// may answer a request for a service it serves itself instead of
+// dropping it in silence.
+var ErrNoBody = errors.New("no body frame")
+
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
 }
@@ -119,12 +126,15 @@ func ParseBroker(frames [][]byte) (Message, error) {
 
 func parseClientRequest(frames [][]byte) (Message, error) {
 	// 7/MDP: a REQUEST has at least one body frame.
-	if len(frames) < 4 {
+	if len(frames) < 3 {
 		return Message{}, malformed("client request has %d frames, want at least 4", len(frames))
 	}
 	svc, err := serviceName(frames[2])
 	if err != nil {
 		return Message{}, err
+	}
+	if len(frames) == 3 {
+		return Message{Kind: KindClient, Service: svc}, fmt.Errorf("%w: %w: client request has 3 frames, want at least 4", ErrMalformed, ErrNoBody)
 	}
 	return Message{Kind: KindClient, Service: svc, Body: frames[3:]}, nil
 }

@@ -83,10 +83,10 @@ type Process struct {
 	err   error
 }
 
-// readyWithin is how long Start waits for the ready line: 20 s, or
-// TITANIC_READY_WITHIN (a Go duration) for runs whose nodes start over
-// stores of millions of tickets on a busy disk (make backlog-pair).
-func readyWithin() time.Duration {
+// ReadyWithin is how long Start (and netns's) waits for the ready line:
+// 20 s, or TITANIC_READY_WITHIN (a Go duration) for runs whose nodes start
+// over stores of millions of tickets on a busy disk (make backlog-pair).
+func ReadyWithin() time.Duration {
 	if d, err := time.ParseDuration(os.Getenv("TITANIC_READY_WITHIN")); err == nil && d > 0 {
 		return d
 	}
@@ -136,8 +136,8 @@ func Start(tb testing.TB, name, readyLine string, args ...string) *Process {
 		case <-p.ready:
 		case <-p.exit:
 			tb.Fatalf("%s exited before it was ready: %v\n%s", name, p.err, p.Tail())
-		case <-time.After(readyWithin()):
-			tb.Fatalf("%s not ready within %s\n%s", name, readyWithin(), p.Tail())
+		case <-time.After(ReadyWithin()):
+			tb.Fatalf("%s not ready within %s\n%s", name, ReadyWithin(), p.Tail())
 		}
 	}
 	return p

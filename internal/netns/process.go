@@ -34,9 +34,10 @@ type Process struct {
 }
 
 // Start runs the titanic binary (harness.Binary) with args in the host's
-// namespace. When readyLine is not empty, Start waits (up to 20 s) until
-// the process writes a line containing it. The process is killed when the
-// test ends, and when the Net is cleaned up.
+// namespace. When readyLine is not empty, Start waits (up to
+// harness.ReadyWithin, 20 s by default) until the process writes a line
+// containing it. The process is killed when the test ends, and when the
+// Net is cleaned up.
 func (h *Host) Start(tb testing.TB, name, readyLine string, args ...string) *Process {
 	tb.Helper()
 	p, err := h.TryStart(tb, name, readyLine, args...)
@@ -52,7 +53,7 @@ var ErrNotReady = errors.New("process not ready")
 
 // TryStart is Start for processes that may legitimately refuse to start
 // (a node that finds its data diverged, say): when the process exits
-// before its ready line, or does not write it within 20 s, TryStart
+// before its ready line, or does not write it within harness.ReadyWithin, TryStart
 // returns an error wrapping ErrNotReady (and the process, killed) instead
 // of failing the test. It still fails the test when the process cannot be
 // started at all.
@@ -107,9 +108,9 @@ func (h *Host) TryStartBin(tb testing.TB, bin, name, readyLine string, args ...s
 		case <-p.ready:
 		case <-p.exit:
 			return p, fmt.Errorf("%w: %s exited before it was ready: %v\n%s", ErrNotReady, name, p.err, p.Tail())
-		case <-time.After(20 * time.Second):
+		case <-time.After(harness.ReadyWithin()):
 			p.Kill()
-			return p, fmt.Errorf("%w: %s not ready within 20s\n%s", ErrNotReady, name, p.Tail())
+			return p, fmt.Errorf("%w: %s not ready within %s\n%s", ErrNotReady, name, harness.ReadyWithin(), p.Tail())
 		}
 	}
 	return p, nil

@@ -1402,29 +1402,45 @@ func (n *Node) ConfigTerm() (term uint64, voter bool) {
 }
 
 // SnapshotVoterTerm returns the term of this node's latest snapshot when
-// the current configuration has this node as a voter (0 otherwise). A
+// the configuration held in that snapshot has this node as a voter and
+// came after its start (an entry past StartIndex); 0 otherwise. A
 // configuration entry can reach a follower inside a snapshot (a leader
 // that compacted its log before it added the node, see PrepareJoin): the
-// fsm never sees that entry, but a snapshot installed from the leader's
-// term, whose configuration has this node as a voter, tells the same as
-// ConfigTerm would.
+// fsm never sees that entry, but the snapshot's configuration tells the
+// same as ConfigTerm would.
+//
+// Not raft's latest configuration, nor one from before the start: a node
+// that rejoins without a vote still holds its configuration from before
+// a cut (both voters) until the peer's entries replace it, and a
+// snapshot it takes meanwhile carries the term of the peer's entries it
+// applied. Taken for a vote, that counted it caught up while it lacked
+// what the peer committed alone (a review found it; the pair test
+// TestSnapshotVoterTermNeedsConfigSinceStart shows it).
 func (n *Node) SnapshotVoterTerm() uint64 {
-	r := n.raft()
-	var snapTerm uint64
-	_, _ = fmt.Sscan(r.Stats()["last_snapshot_term"], &snapTerm)
-	if snapTerm == 0 {
+	m, ok := n.latestRealSnapshot()
+	if !ok || m.ConfigurationIndex <= n.StartIndex() {
 		return 0
 	}
-	f := r.GetConfiguration()
-	if f.Error() != nil {
-		return 0
-	}
-	for _, s := range f.Configuration().Servers {
+	for _, s := range m.Configuration.Servers {
 		if s.ID == raft.ServerID(n.cfg.ID) && s.Suffrage == raft.Voter {
-			return snapTerm
+			return m.Term
 		}
 	}
 	return 0
+}
+
+// VoterSinceStart reports whether this node is a voter by a configuration
+// that came after its start (an entry past StartIndex): the last one it
+// applied, or the one in its latest snapshot. One from before says
+// nothing of the leader's: a node that rejoins after a cut still holds
+// its own (both voters) until the leader's entries replace it. (Raft's
+// latest configuration has no index to tell: hashicorp/raft 1.7's
+// GetConfiguration leaves it 0.)
+func (n *Node) VoterSinceStart() bool {
+	if c := n.fsm.conf.Load(); c != nil && c.voter && c.index > n.StartIndex() {
+		return true
+	}
+	return n.SnapshotVoterTerm() > 0
 }
 
 // Fatal reports an error after which this node must stop: its store

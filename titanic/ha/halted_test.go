@@ -96,7 +96,8 @@ type pairNode struct {
 	disp *applyDispatcher
 }
 
-func openPairNode(t *testing.T, dir, id string, slot uint64, addr raft.ServerAddress, tr *raft.InmemTransport, peers []replica.Peer, log *slog.Logger) *pairNode {
+// openPairNode opens a pair node on tr; opts adjust its replica config.
+func openPairNode(t *testing.T, dir, id string, slot uint64, addr raft.ServerAddress, tr *raft.InmemTransport, peers []replica.Peer, log *slog.Logger, opts ...func(*replica.Config)) *pairNode {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Join(dir, id), 0o750); err != nil {
 		t.Fatal(err)
@@ -106,14 +107,18 @@ func openPairNode(t *testing.T, dir, id string, slot uint64, addr raft.ServerAdd
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	rep, err := replica.Open(st, replica.Config{
+	cfg := replica.Config{
 		ID: id, Dir: filepath.Join(dir, id, "raft"), Transport: keptTransport{tr}, Peers: peers, Bootstrap: true,
 		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
 		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		ApplyTimeout: 2 * time.Second,
 		FenceStride:  2, FenceSlot: slot,
 		Logger: log.With("node", id),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	rep, err := replica.Open(st, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

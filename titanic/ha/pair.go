@@ -629,8 +629,12 @@ func (p *Pair) reconcile(ctx context.Context) {
 		return
 	}
 	joined := p.joined()
-	self, selfAddr := p.node.Self()
-	voter := p.node.HasVoterAt(self, selfAddr)
+	// A voter by a configuration received since its start: its own from
+	// before (a cut, a restart) says voter until the leader's entries
+	// replace it, and taken for the leader's it asked to be added again
+	// as a voter while far behind (askReadd), and the leader's commits
+	// waited for its whole catch-up.
+	voter := p.node.VoterSinceStart()
 	if joined && voter && p.caughtUp.Load() {
 		return
 	}

@@ -55,21 +55,30 @@ func TestPairRejoinsWithoutVoteFirst(t *testing.T) {
 	}
 }
 
-func testRejoin(t *testing.T, legacy bool, behind int) {
-	// A voter join from the start (legacy peer, or close behind) cannot
-	// be tested with raft's link cut: it would stop the backup's
-	// commits; the link heals first.
-	voterJoin := legacy || behind <= promoteSlack
+// rejoinRig is a pair on in-memory transports: the primary passive, the
+// backup active (fixed Binary Star states), each with the admin link to
+// the other, which a test can cut, as raft's link.
+type rejoinRig struct {
+	p, b         *pairNode
+	pairP, pairB *Pair
+	adminDown    *atomic.Bool
+	// link cuts or heals raft's link and, unless raftOnly, the admin
+	// link too.
+	link func(up, raftOnly bool)
+}
+
+// newRejoinRig starts the rig; legacy makes the backup's admin a release
+// without the nonvoter join; primary and backup, if set, adjust each
+// node's replica config (tr: its in-memory transport).
+func newRejoinRig(t *testing.T, legacy bool, primary, backup func(tr *raft.InmemTransport, c *replica.Config)) *rejoinRig {
 	dir := t.TempDir()
 	log := testLogger()
 	addrP, trP := raft.NewInmemTransport("")
 	addrB, trB := raft.NewInmemTransport("")
-	var adminDown atomic.Bool
-	// link cuts or heals raft's link and, unless raftOnly, the admin
-	// link too.
-	link := func(up, raftOnly bool) {
+	r := &rejoinRig{adminDown: new(atomic.Bool)}
+	r.link = func(up, raftOnly bool) {
 		if !raftOnly {
-			adminDown.Store(!up)
+			r.adminDown.Store(!up)
 		}
 		if up {
 			trP.Connect(addrB, trB)
@@ -79,23 +88,54 @@ func testRejoin(t *testing.T, legacy bool, behind int) {
 		trP.DisconnectAll()
 		trB.DisconnectAll()
 	}
-	link(true, false)
+	r.link(true, false)
+	opt := func(tr *raft.InmemTransport, f func(*raft.InmemTransport, *replica.Config)) []func(*replica.Config) {
+		if f == nil {
+			return nil
+		}
+		return []func(*replica.Config){func(c *replica.Config) { f(tr, c) }}
+	}
 	peers := []replica.Peer{{ID: "primary", Addr: string(addrP)}, {ID: "backup", Addr: string(addrB)}}
-	p := openPairNode(t, dir, "primary", 1, addrP, trP, peers, log)
-	b := openPairNode(t, dir, "backup", 0, addrB, trB, peers, log)
-	adminP, adminB := NewAdmin(p.rep, nil, log), NewAdmin(b.rep, nil, log)
-	adminP.Merge, adminB.Merge = p.disp.merge, b.disp.merge
-	toB := cuttableLink{adminLink{adminB}, &adminDown, legacy}
-	toP := cuttableLink{adminLink{adminP}, &adminDown, false}
+	r.p = openPairNode(t, dir, "primary", 1, addrP, trP, peers, log, opt(trP, primary)...)
+	r.b = openPairNode(t, dir, "backup", 0, addrB, trB, peers, log, opt(trB, backup)...)
+	adminP, adminB := NewAdmin(r.p.rep, nil, log), NewAdmin(r.b.rep, nil, log)
+	adminP.Merge, adminB.Merge = r.p.disp.merge, r.b.disp.merge
+	toB := cuttableLink{adminLink{adminB}, r.adminDown, legacy}
+	toP := cuttableLink{adminLink{adminP}, r.adminDown, false}
 	cfg := func(peer *pairNode, id string, tag byte) PairConfig {
 		return PairConfig{PeerID: peer.id, PeerAddr: string(peer.addr), PeerEndpoint: "inproc://" + peer.id, PeerTag: tag,
 			ForkDir: filepath.Join(dir, id, "forks"), Logger: log.With("node", id)}
 	}
-	pairP := NewPairWith(p.rep, p.disp, cfg(b, "primary", BackupTag), func(func()) Star { return fixedStar{binarystar.StatePassive} },
+	r.pairP = NewPairWith(r.p.rep, r.p.disp, cfg(r.b, "primary", BackupTag), func(func()) Star { return fixedStar{binarystar.StatePassive} },
 		func() (Requester, error) { return toB, nil })
-	pairB := NewPairWith(b.rep, b.disp, cfg(p, "backup", PrimaryTag), func(func()) Star { return fixedStar{binarystar.StateActive} },
+	r.pairB = NewPairWith(r.b.rep, r.b.disp, cfg(r.p, "backup", PrimaryTag), func(func()) Star { return fixedStar{binarystar.StateActive} },
 		func() (Requester, error) { return toP, nil })
-	runPairs(t, pairP, pairB)
+	runPairs(t, r.pairP, r.pairB)
+	return r
+}
+
+// primaryMember reports whether the backup's configuration has the
+// primary, and as a voter.
+func (r *rejoinRig) primaryMember() (in, voter bool) {
+	ms, err := r.b.rep.Members()
+	if err != nil {
+		return false, false
+	}
+	for _, m := range ms {
+		if m.ID == "primary" {
+			return true, m.Voter
+		}
+	}
+	return false, false
+}
+
+func testRejoin(t *testing.T, legacy bool, behind int) {
+	// A voter join from the start (legacy peer, or close behind) cannot
+	// be tested with raft's link cut: it would stop the backup's
+	// commits; the link heals first.
+	voterJoin := legacy || behind <= promoteSlack
+	r := newRejoinRig(t, legacy, nil, nil)
+	p, b, pairP, pairB, link, adminDown, member := r.p, r.b, r.pairP, r.pairB, r.link, r.adminDown, r.primaryMember
 	// In sync first: the primary has applied a configuration of a later
 	// term than its start that makes it a voter, so it counts as caught
 	// up; that configuration stays its last until the backup's entries
@@ -123,18 +163,6 @@ func testRejoin(t *testing.T, legacy bool, behind int) {
 		adminDown.Store(false)
 	}
 
-	member := func() (in, voter bool) {
-		ms, err := b.rep.Members()
-		if err != nil {
-			return false, false
-		}
-		for _, m := range ms {
-			if m.ID == "primary" {
-				return true, m.Voter
-			}
-		}
-		return false, false
-	}
 	waitFor(t, "the backup adds the primary", 10*time.Second, func() bool { in, _ := member(); return in })
 	if _, voter := member(); voter != voterJoin {
 		t.Fatalf("the primary first joined with voter=%v, want %v", voter, voterJoin)

@@ -50,6 +50,10 @@ const shutdownLinger = 250 * time.Millisecond
 // mmiPrefix is reserved for the broker's management services (8/MMI).
 const mmiPrefix = "mmi."
 
+// titanicPrefix is reserved for the Titanic services (9/TSP) the broker
+// answers itself; it refuses a worker's READY for them.
+const titanicPrefix = "titanic."
+
 // ErrConfig is wrapped by the errors of New for an invalid Config.
 var ErrConfig = errors.New("invalid worker config")
 
@@ -63,7 +67,7 @@ type Config struct {
 	// in failover order: each reconnect moves to the next one, in a ring.
 	Brokers []string
 	// Service is the service the worker registers (1 to 255 bytes, not
-	// under the reserved "mmi." prefix).
+	// under the reserved "mmi." or "titanic." prefixes).
 	Service string
 	// HeartbeatInterval is 7/MDP's heartbeat interval; match the broker's.
 	// Default 2500ms.
@@ -195,8 +199,8 @@ func (c Config) validate(h Handler) error {
 		errs = append(errs, errors.New("empty service name"))
 	case len(c.Service) > mdp.MaxServiceName:
 		errs = append(errs, fmt.Errorf("service name of %d bytes, limit %d", len(c.Service), mdp.MaxServiceName))
-	case strings.HasPrefix(c.Service, mmiPrefix):
-		errs = append(errs, fmt.Errorf("service %q: the %q services are reserved", c.Service, mmiPrefix))
+	case strings.HasPrefix(c.Service, mmiPrefix), strings.HasPrefix(c.Service, titanicPrefix):
+		errs = append(errs, fmt.Errorf("service %q: the %q and %q services are reserved", c.Service, mmiPrefix, titanicPrefix))
 	}
 	if c.HeartbeatInterval < time.Millisecond {
 		errs = append(errs, fmt.Errorf("heartbeat interval %s: want at least 1ms", c.HeartbeatInterval))

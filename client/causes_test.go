@@ -60,6 +60,9 @@ func TestCauseRefused(t *testing.T) {
 	if s := c.Stats(); s.Retries != 1 {
 		t.Fatalf("stats %+v: want the 2 tries made (1 retry)", s)
 	}
+	if !strings.HasPrefix(err.Error(), "no broker answered: echo after 2 tries of 200ms per broker: ") || ue.Made != 2 {
+		t.Fatalf("message %q (made %d): want the tries made", err, ue.Made)
+	}
 }
 
 // A broker that takes the connection and never answers.
@@ -170,7 +173,7 @@ func TestCauseTooLarge(t *testing.T) {
 	if got := ue.Causes[0]; got.Cause != CauseTooLarge || got.Largest != 5000 || got.Bytes <= 5000 {
 		t.Fatalf("cause %+v, want CauseTooLarge of a 5000-byte frame", got)
 	}
-	for _, want := range []string{"closed the connection right after this request", "5000 bytes", "limits.max_message_size"} {
+	for _, want := range []string{"echo failed at once: ", "closed the connection right after this request", "5000 bytes", "limits.max_message_size"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("message %q does not say %q", err, want)
 		}
@@ -253,6 +256,10 @@ func TestCauseCurve(t *testing.T) {
 		if el > time.Second {
 			t.Errorf("%s: gave up after %s; want at once (before one try's 2s)", tc.name, el)
 		}
+		// No tries were spent: the message does not say they were.
+		if ue.Made != 1 || !strings.HasPrefix(err.Error(), "echo failed at once: ") || strings.Contains(err.Error(), "tries of") {
+			t.Errorf("%s: message %q (made %d), want \"echo failed at once: <cause>\"", tc.name, err, ue.Made)
+		}
 	}
 }
 
@@ -279,6 +286,9 @@ func TestCauseCurveEveryBroker(t *testing.T) {
 	}
 	if ue := unavailable(t, err, a.endpoint, b.endpoint); !ue.All(CauseAuth) {
 		t.Fatalf("causes %+v, want CauseAuth for both", ue.Causes)
+	}
+	if !strings.Contains(err.Error(), " failed at once: ") || strings.Contains(err.Error(), "tries of") {
+		t.Fatalf("message %q, want it to say the submit failed at once", err)
 	}
 }
 

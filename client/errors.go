@@ -108,7 +108,15 @@ type UnavailableError struct {
 	// every broker refused its connections for this long
 	// (Config.RefusedWait); 0: it did not.
 	RefusedFor time.Duration
-	Causes     []EndpointCause // one per broker endpoint, in Config.Brokers order
+	// Made is how many tries the call made, in all, over the brokers
+	// (0: not counted; Tries per broker, each waited out). Fewer than
+	// Tries per broker: it gave up early, every broker having refused it
+	// for good (its CURVE key, a request over the size limit).
+	Made   int
+	Causes []EndpointCause // one per broker endpoint, in Config.Brokers order
+	// waited: at least one of the Made tries waited out its Timeout
+	// (the others were refused at once).
+	waited bool
 }
 
 // Summary says what was tried, without the causes (for a program that
@@ -120,6 +128,20 @@ func (e *UnavailableError) Summary() string {
 	if e.RefusedFor > 0 {
 		return fmt.Sprintf("%v: %s: every broker refused its connections for %s (given up before the %d tries of %s per broker)",
 			ErrUnavailable, e.Service, e.RefusedFor, e.Tries, e.Timeout)
+	}
+	all := e.Tries * len(e.Causes)
+	switch {
+	case e.Made == 0 || e.waited && e.Made >= all:
+		// The tries, waited out (those refused at once among them
+		// took less).
+	case !e.waited && e.Made == 1:
+		// Refused for good on the first try: none more was made.
+		return fmt.Sprintf("%s failed at once", e.Service)
+	case !e.waited:
+		return fmt.Sprintf("%s failed after %d tries, each refused at once", e.Service, e.Made)
+	default:
+		return fmt.Sprintf("%v: %s after %d of its %d tries of %s, then refused by every broker",
+			ErrUnavailable, e.Service, e.Made, all, e.Timeout)
 	}
 	return fmt.Sprintf("%v: %s after %d tries of %s per broker", ErrUnavailable, e.Service, e.Tries, e.Timeout)
 }

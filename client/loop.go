@@ -198,6 +198,7 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 	// chance: find does not wait for it again, and another broker may be
 	// asked to take over from it.
 	silent := make([]bool, n)
+	waited := false // a try waited out its Timeout (others were refused at once)
 	cn.begin()
 	msg := mdp.ClientRequest(cl.service, cl.body...)
 	for try := 1; ; {
@@ -240,7 +241,7 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 				cn.seen[cn.active].answer = string(frames[1])
 			}
 			if time.Now().After(budget) {
-				return nil, c.unavailable(cn, cl.service, true)
+				return nil, c.unavailable(cn, cl.service, true, 0, false)
 			}
 			if err != nil || !notReady(frames) {
 				c.elsewhere(cn, cl, "broker not active")
@@ -255,13 +256,16 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 			// limit), or every connection refused for RefusedWait:
 			// when every broker did, more tries cannot help.
 			if cn.allRefused() {
-				return nil, c.unavailable(cn, cl.service, false)
+				return nil, c.unavailable(cn, cl.service, false, try, waited)
 			}
 		case !errors.Is(err, errTimeout):
 			return nil, err
 		}
+		if errors.Is(err, errTimeout) {
+			waited = true
+		}
 		if try == tries {
-			return nil, c.unavailable(cn, cl.service, false)
+			return nil, c.unavailable(cn, cl.service, false, try, waited)
 		}
 		try++
 		c.retries.Add(1)

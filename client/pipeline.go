@@ -380,17 +380,17 @@ func (p *pipeline) gaveUp(r *asyncReq) error {
 	if r.lastErr != nil {
 		return fmt.Errorf("submit to %s: %w", r.service, r.lastErr)
 	}
-	return fmt.Errorf("submit to %s: %w", r.service, p.unavailable(r))
+	return fmt.Errorf("submit to %s: %w", r.service, p.unavailable(r, 0, true))
 }
 
 // unavailable is the error of a submit no broker took: what was seen of
-// each since the last answer.
-func (p *pipeline) unavailable(r *asyncReq) error {
+// each since the last answer. made and waited: as Client.unavailable's.
+func (p *pipeline) unavailable(r *asyncReq, made int, waited bool) error {
 	svc := tsp.SvcSubmit
 	if r != nil && r.v2 {
 		svc = tsp.SvcSubmit2
 	}
-	return p.c.unavailable(p.cn, svc, p.noActive)
+	return p.c.unavailable(p.cn, svc, p.noActive, made, waited)
 }
 
 // forgetAfterRefusal is how long after every broker refused for good the
@@ -421,7 +421,7 @@ func (p *pipeline) watch(now time.Time) {
 	if a := cn.active; a >= 0 && cn.seen[a].tooLarge {
 		if len(p.flight) == 1 {
 			for _, r := range p.flight {
-				err := p.unavailable(r)
+				err := p.unavailable(r, r.tries+1, r.tries > 0)
 				p.requeue()
 				p.drop(r)
 				p.finish(r, "", false, fmt.Errorf("submit to %s: %w", r.service, err))
@@ -453,7 +453,7 @@ func (p *pipeline) drop(r *asyncReq) {
 
 // refused fails every submit held: every broker refused for good.
 func (p *pipeline) refused() {
-	err := p.unavailable(nil)
+	err := p.unavailable(nil, 1, false)
 	if p.cn.active >= 0 {
 		p.requeue() // drops the socket: a late answer must not be taken for a new submit's
 	}

@@ -308,9 +308,12 @@ func (cn *conn) refusedFor() time.Duration {
 	return cn.refusedWait
 }
 
-// unavailable is the error of a call that no broker served.
-func (c *Client) unavailable(cn *conn, service string, noActive bool) error {
-	e := &UnavailableError{Service: service, Tries: c.cfg.Retries, Timeout: c.cfg.Timeout, NoActive: noActive}
+// unavailable is the error of a call that no broker served. made: the
+// tries made, in all (0: not counted, all of them made and waited out);
+// waited: one of them waited out its Timeout.
+func (c *Client) unavailable(cn *conn, service string, noActive bool, made int, waited bool) error {
+	e := &UnavailableError{Service: service, Tries: c.cfg.Retries, Timeout: c.cfg.Timeout, NoActive: noActive,
+		Made: made, waited: waited}
 	for i, ep := range cn.eps {
 		cn.harvest(i)
 		e.Causes = append(e.Causes, cn.seen[i].cause(ep, c.cfg.Retries, c.cfg))

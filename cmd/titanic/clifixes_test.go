@@ -48,3 +48,34 @@ func TestRefusedSubmitSaysWhatWasTried(t *testing.T) {
 		}
 	}
 }
+
+// close refuses a malformed ticket as reply does (exit 4, the same
+// words), before asking a broker (which would answer a close of any
+// string with success); a well-formed unknown ticket closes (9/TSP: close
+// is idempotent). wait counts an unknown ticket as unknown, not failed,
+// and exits 4.
+func TestCloseAndWaitOfUnknownTickets(t *testing.T) {
+	ctx := context.Background()
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir())
+	br := []string{"--broker", ep}
+	for _, tk := range []string{"garbage", "0123456789abcdef0123456789abcdeg"} {
+		_, _, replyErr := runCLI(t, ctx, append([]string{"reply", tk}, br...)...)
+		code, stdout, stderr := runCLI(t, ctx, append([]string{"close", tk}, br...)...)
+		if code != exitUnknown || stdout != "" || !strings.Contains(stderr, "malformed ticket id") ||
+			strings.TrimPrefix(stderr, "titanic close: ") != strings.TrimPrefix(replyErr, "titanic reply: ") {
+			t.Errorf("close %s: exit %d, stdout %q, stderr %q; want %d and reply's words %q", tk, code, stdout, stderr, exitUnknown, replyErr)
+		}
+	}
+	for _, tk := range []string{"0123456789abcdef0123456789abcdef", "01234567-89ab-cdef-0123-456789abcdef"} {
+		if code, stdout, stderr := runCLI(t, ctx, append([]string{"close", tk}, br...)...); code != exitOK || stdout+stderr != "" {
+			t.Errorf("close %s (well-formed, unknown): exit %d, stdout %q, stderr %q; want success", tk, code, stdout, stderr)
+		}
+	}
+	const unknown = "0123456789abcdef0123456789abcdef"
+	code, stdout, stderr := runCLI(t, ctx, append([]string{"wait", unknown}, br...)...)
+	if code != exitUnknown || stdout != unknown+"\tunknown\n" ||
+		!strings.Contains(stderr, "1/1 answered, 0 failed, 1 unknown") || !strings.Contains(stderr, "1 of 1 tickets unknown") {
+		t.Errorf("wait %s: exit %d, stdout %q, stderr %q; want %d, unknown counted as unknown", unknown, code, stdout, stderr, exitUnknown)
+	}
+}

@@ -22,6 +22,7 @@ type progress struct {
 	total    int
 	done     atomic.Int64
 	failed   atomic.Int64
+	unknown  atomic.Int64 // wait: tickets the broker does not know (shown when any)
 	start    time.Time
 	stop     chan struct{}
 	finished chan struct{}
@@ -48,21 +49,25 @@ func startProgress(w io.Writer, what string, total int) *progress {
 }
 
 func (p *progress) print() {
-	done, failed := p.done.Load(), p.failed.Load()
+	done, failed, unknown := p.done.Load(), p.failed.Load(), p.unknown.Load()
 	el := time.Since(p.start).Seconds()
 	rate := 0.0
 	if el > 0 {
 		rate = float64(done) / el
 	}
-	bar := ""
+	counts := fmt.Sprintf("%d failed", failed)
+	if unknown > 0 {
+		counts += fmt.Sprintf(", %d unknown", unknown)
+	}
+	ended := done + failed + unknown
 	if p.total > 0 {
 		const width = 30
-		n := int(float64(width) * float64(done+failed) / float64(p.total))
-		bar = "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "] "
-		fmt.Fprintf(p.w, "\r%s%d/%d %s, %d failed, %.0f/s ", bar, done+failed, p.total, p.what, failed, rate)
+		n := int(float64(width) * float64(ended) / float64(p.total))
+		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "] "
+		fmt.Fprintf(p.w, "\r%s%d/%d %s, %s, %.0f/s ", bar, ended, p.total, p.what, counts, rate)
 		return
 	}
-	fmt.Fprintf(p.w, "\r%d %s, %d failed, %.0f/s ", done+failed, p.what, failed, rate)
+	fmt.Fprintf(p.w, "\r%d %s, %s, %.0f/s ", ended, p.what, counts, rate)
 }
 
 func (p *progress) end() {
@@ -213,7 +218,7 @@ func runWait(e env) error {
 					pr.failed.Add(1)
 				case errors.Is(err, client.ErrUnknown):
 					state = "unknown"
-					pr.failed.Add(1)
+					pr.unknown.Add(1)
 				default:
 					state = "error: " + err.Error()
 					pr.failed.Add(1)

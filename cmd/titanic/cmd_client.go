@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
@@ -435,6 +436,12 @@ func runClose(e env) error {
 		return err
 	}
 	defer c.Close()
+	// The broker answers a close of a ticket that cannot exist with
+	// success (9/TSP: close is idempotent), so a typo would pass unseen:
+	// a malformed ticket is refused here as reply's broker refuses it.
+	if _, err := store.ParseID(ticket); err != nil {
+		return fmt.Errorf("%w %s: bad request: %w", client.ErrUnknown, ticket, err)
+	}
 	return c.CloseTicket(e.ctx, ticket)
 }
 

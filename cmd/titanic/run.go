@@ -95,7 +95,7 @@ func commands() []command {
 		{"worker", "serve a service by running a command per request", runWorker},
 		{"submit", "submit a request, print its ticket (--wait: its reply)", runSubmit},
 		{"status", "show a ticket's state", runStatus},
-		{"wait", "wait for tickets, with progress (exit 5 if any failed)", runWait},
+		{"wait", "wait for tickets, with progress (exit 5 if any failed, else 4 if any is unknown)", runWait},
 		{"reply", "print a ticket's reply (--wait to wait for it)", runReply},
 		{"close", "close a ticket (delete it and its reply)", runClose},
 		{"retry", "give a failed ticket another round (--service S --failed: every failed ticket of S)", runRetry},

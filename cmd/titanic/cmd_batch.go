@@ -77,7 +77,7 @@ func (p *progress) end() {
 
 // submitFrom submits one request per line of file ("-": standard input),
 // pipelined on one client connection with up to parallel submits in
-// flight (Client.SubmitAsync), and prints "ticket<TAB>line" for each in
+// flight (Client.SubmitAsync), and prints "ticket<TAB>line number" for each in
 // input order as they are acknowledged, with a progress bar and a summary
 // on standard error. Each line gets an idempotency key made of keyPrefix
 // and its line number when keyPrefix is set, so a rerun after an

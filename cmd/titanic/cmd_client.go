@@ -190,7 +190,7 @@ func runSubmit(e env) error {
 	cf := addWaitFlags(fs)
 	key := fs.String("key", "", "idempotency key: a resubmit with the same key, service and body returns the same ticket; with another service or body it fails (exit 7) (with --from: a prefix, line N gets KEY:N)")
 	wait := fs.Bool("wait", false, "wait for the reply and print it instead of the ticket")
-	from := fs.String("from", "", "submit one request per line of FILE (-: standard input); prints TICKET<TAB>LINE, a progress bar and a summary")
+	from := fs.String("from", "", "submit one request per line of FILE (-: standard input); prints TICKET<TAB>LINE-NUMBER, a progress bar and a summary")
 	parallel := fs.Int("parallel", client.DefaultMaxPending, "with --from: submits in flight at once (pipelined on one connection)")
 	lf := addLifecycleFlags(fs)
 	asJSON := addJSONFlag(fs)

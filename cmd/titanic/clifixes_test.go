@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/titanicmq/titanic/internal/harness"
+	"github.com/titanicmq/titanic/store"
 )
 
 // A worker of a reserved service is refused at once, before it dials: the
@@ -77,5 +83,88 @@ func TestCloseAndWaitOfUnknownTickets(t *testing.T) {
 	if code != exitUnknown || stdout != unknown+"\tunknown\n" ||
 		!strings.Contains(stderr, "1/1 answered, 0 failed, 1 unknown") || !strings.Contains(stderr, "1 of 1 tickets unknown") {
 		t.Errorf("wait %s: exit %d, stdout %q, stderr %q; want %d, unknown counted as unknown", unknown, code, stdout, stderr, exitUnknown)
+	}
+}
+
+// A broker on a data directory another process holds says so once, with
+// titanic check's hint.
+func TestBrokerOnLockedStore(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "titanic.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	code, _, stderr := binCLI(t, "broker", "--data", dir, "--listen", harness.FreeEndpoint(t), "--http-listen", "", "--lock-timeout", "100ms")
+	if code != exitError || strings.Count(stderr, "open store") != 1 ||
+		!strings.Contains(stderr, "titanic.db: locked by another process") || !strings.Contains(stderr, "is a broker running on it?") {
+		t.Errorf("broker on a locked store: exit %d, stderr %q; want %d, one \"open store\", and the hint", code, stderr, exitError)
+	}
+	// The tidying drops a repeated prefix only.
+	inner := errors.New("open store x: boom")
+	if got := startError(fmt.Errorf("open store x: %w", inner)); got != inner {
+		t.Errorf("startError of a repeated prefix = %v, want the cause", got)
+	}
+	if got := startError(fmt.Errorf("raft: %w", inner)).Error(); got != "raft: open store x: boom" {
+		t.Errorf("startError of another prefix = %q", got)
+	}
+}
+
+// An HTTP submit the broker refuses says "bad request" once.
+func TestHTTPBadRequestSaidOnce(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	addr := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+	harness.Broker(t, "broker", ep, t.TempDir(), "--http-listen", addr)
+	resp, err := http.Post("http://"+addr+"/api/v1/tickets", "application/json", strings.NewReader(`{"service": "mmi.service", "body": "x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e struct{ Error string }
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(e.Error, "submit: bad request: service ") || strings.Count(e.Error, "bad request") != 1 {
+		t.Errorf("HTTP submit to mmi.service: %d %q; want 400 saying \"bad request\" once", resp.StatusCode, e.Error)
+	}
+}
+
+// A worker whose command cannot be run stops at start, naming it; a
+// failed run with nothing on stderr ends its error without a separator.
+func TestWorkerCommandErrors(t *testing.T) {
+	for _, tc := range []struct{ cmd, want string }{
+		{"/nonexistent/prog", `command "/nonexistent/prog": no such file or directory`},
+		{"no-such-titanic-test-prog", `command "no-such-titanic-test-prog": executable file not found in $PATH`},
+	} {
+		code, _, stderr := runCLI(t, context.Background(), "worker", "--broker", "tcp://127.0.0.1:1", "svc", "--", tc.cmd)
+		if code != exitError || strings.TrimSpace(stderr) != "titanic worker: "+tc.want {
+			t.Errorf("worker svc -- %s: exit %d, stderr %q; want %d and %q", tc.cmd, code, stderr, exitError, tc.want)
+		}
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		cmdline []string
+		want    string
+	}{
+		{[]string{"/nonexistent/prog"}, "fork/exec /nonexistent/prog: no such file or directory"},
+		{[]string{"sh", "-c", "exit 3"}, "exit status 3"},
+		{[]string{"sh", "-c", "echo oops >&2; exit 1"}, "exit status 1: oops"},
+		{[]string{"sh", "-c", "exec sleep 5"}, "timed out after 100ms"},
+	} {
+		_, err := runCommand(ctx, 100*time.Millisecond, tc.cmdline, nil)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("runCommand %q: %v, want %q", tc.cmdline, err, tc.want)
+		}
+	}
+}
+
+// tickets --limit out of 1 to 1000 is a usage error, as the HTTP API's
+// limit= is a 400, not a silent default.
+func TestTicketsLimitRange(t *testing.T) {
+	for _, l := range []string{"-1", "0", "1001"} {
+		code, _, stderr := runCLI(t, context.Background(), "tickets", "--broker", "tcp://127.0.0.1:1", "--limit", l)
+		if code != exitUsage || !strings.Contains(stderr, "--limit "+l+": want 1 to 1000") {
+			t.Errorf("tickets --limit %s: exit %d, stderr %q; want %d", l, code, stderr, exitUsage)
+		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	berrors "go.etcd.io/bbolt/errors"
+
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/cmd/titanic/config"
@@ -46,7 +48,7 @@ func runBroker(e env) error {
 	}
 	n, err := node.New(nc)
 	if err != nil {
-		return err
+		return startError(err)
 	}
 	if sec != nil {
 		ctx, cancel := context.WithCancel(context.WithoutCancel(e.ctx))
@@ -54,6 +56,23 @@ func runBroker(e env) error {
 		go sec.reloadOnHUP(ctx)
 	}
 	return n.Run(e.ctx)
+}
+
+// startError tidies the error of a node that did not start: a cause
+// that names what it is about already (the store's "open store PATH: ...")
+// is not prefixed with the same words again, and a store locked by
+// another process gets titanic check's hint.
+func startError(err error) error {
+	if inner := errors.Unwrap(err); inner != nil {
+		if prefix, ok := strings.CutSuffix(err.Error(), inner.Error()); ok && prefix != "" && strings.HasPrefix(inner.Error(), prefix) {
+			err = inner
+		}
+	}
+	if errors.Is(err, berrors.ErrTimeout) {
+		// bbolt's only timeout: the file lock, which another process holds.
+		return fmt.Errorf("%w (is a broker running on it? stop it, or give this one another --data)", err)
+	}
+	return err
 }
 
 // nodeConfig turns the broker's settings into the node's assembly, and

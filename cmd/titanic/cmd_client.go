@@ -445,19 +445,27 @@ func runClose(e env) error {
 	return c.CloseTicket(e.ctx, ticket)
 }
 
+// maxTicketsLimit is the largest --limit of tickets: the brokers' largest
+// titanic.list page, and the HTTP API's largest limit=.
+const maxTicketsLimit = 1000
+
 func runTickets(e env) error {
 	fs := newFlags(e, "tickets", "[flags]")
 	cf := addClientFlags(fs)
 	service := fs.String("service", "", "only tickets of this service")
 	state := fs.String("state", "", "only tickets in this state: pending, dispatched, done, failed or cancelled")
 	after := fs.String("after", "", "start after this ticket (paging)")
-	limit := fs.Int("limit", 100, "at most this many tickets (max 1000)")
+	limit := fs.Int("limit", 100, fmt.Sprintf("at most this many tickets (1 to %d)", maxTicketsLimit))
 	asJSON := addJSONFlag(fs)
 	c, err := dialNoArgs(e, fs, cf)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if *limit < 1 || *limit > maxTicketsLimit {
+		// As the HTTP API's limit=: not a silent default.
+		return usagef("--limit %d: want 1 to %d", *limit, maxTicketsLimit)
+	}
 	ts, err := c.List(e.ctx, client.ListOptions{Service: *service, State: *state, After: *after, Limit: *limit})
 	if err != nil {
 		return err
@@ -489,8 +497,8 @@ func runTickets(e env) error {
 	if len(ts) > 0 && len(ts) >= *limit {
 		// A full page may not be the end: say how to see the rest, on
 		// stderr so that scripts reading stdout get tickets only.
-		fmt.Fprintf(e.stderr, "titanic tickets: showed %d, the limit; there may be more: --after %s for the next page, or --limit up to 1000\n",
-			len(ts), ts[len(ts)-1].Ticket)
+		fmt.Fprintf(e.stderr, "titanic tickets: showed %d, the limit; there may be more: --after %s for the next page, or --limit up to %d\n",
+			len(ts), ts[len(ts)-1].Ticket, maxTicketsLimit)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os/exec"
 	"slices"
 	"time"
@@ -47,6 +48,11 @@ func runWorker(e env) error {
 	}
 	if *drain < 0 {
 		return usagef("--drain-timeout %s: must not be negative", *drain)
+	}
+	// A command that cannot be run would fail every request, each
+	// attempt a redelivery: say so now.
+	if _, err := exec.LookPath(cmdline[0]); err != nil {
+		return fmt.Errorf("command %q: %w", cmdline[0], unwrapExec(err))
 	}
 	log, err := newLogger(e, *logLevel, "text")
 	if err != nil {
@@ -93,7 +99,25 @@ func runCommand(ctx context.Context, timeout time.Duration, cmdline []string, st
 		tail = tail[len(tail)-stderrTail:]
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return nil, fmt.Errorf("timed out after %s: %s", timeout, bytes.TrimSpace(tail))
+		err = fmt.Errorf("timed out after %s", timeout)
 	}
-	return nil, fmt.Errorf("%v: %s", err, bytes.TrimSpace(tail))
+	if tail = bytes.TrimSpace(tail); len(tail) == 0 {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%v: %s", err, tail)
+}
+
+// unwrapExec drops the repetitions of the command's name in LookPath's
+// error ("exec: "x": executable file not found in $PATH", "exec: "/x":
+// stat /x: no such file or directory"), for a message that names it once.
+func unwrapExec(err error) error {
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		err = ee.Err
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return err
 }

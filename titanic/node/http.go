@@ -68,7 +68,9 @@ func opsError(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, titanic.ErrBadRequest):
-		return fmt.Errorf("%w: %w", ops.ErrBadRequest, err)
+		// err says "bad request: ..." already: ops.ErrBadRequest is
+		// wrapped without its text (%.0w), or the answer said it twice.
+		return fmt.Errorf("%.0w%w", ops.ErrBadRequest, err)
 	case errors.Is(err, store.ErrKeyConflict):
 		return fmt.Errorf("%w: %w", ops.ErrConflict, err)
 	case errors.Is(err, titanic.ErrUnsupported):

@@ -50,7 +50,9 @@ import (
 //   - /var/lib/titanic/backups/nightly.db is a backup the test made of its
 //     broker (titanic backup); /var/lib/titanic, /etc/titanic and
 //     ~/.titanic are empty temporary directories. A lone ... (the rest of a
-//     command line, as before) is dropped.
+//     command line, as before) is dropped. A worker's command that is the
+//     example's own script (./resize.sh) is cat: a worker refuses at
+//     start a command it cannot run.
 //
 // What runs, against one real broker the test starts on 127.0.0.1:
 //
@@ -437,6 +439,11 @@ func (r *readmeRun) line(l readmeLine, cmd *shellCmd) bool {
 	}
 	switch words[0] {
 	case "worker":
+		if i := slices.Index(words, "--"); i >= 0 && i+1 < len(words) && strings.HasPrefix(words[i+1], "./") {
+			// The example's own script is not here, and a worker
+			// refuses a command it cannot run: cat stands in for it.
+			words = append(words[:i+1:i+1], "cat")
+		}
 		w := harness.Start(t, fmt.Sprintf("readme-worker-L%d", l.n), "worker running", words...)
 		r.workers = append(r.workers, w)
 		t.Logf("%s: started, running", l)

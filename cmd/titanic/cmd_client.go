@@ -358,11 +358,7 @@ func runStatus(e env) error {
 		}
 		return printJSON(e.stdout, out)
 	}
-	fmt.Fprintf(e.stdout, "ticket:   %s\nservice:  %s\nstate:    %s\nattempts: %d\ncreated:  %s\nupdated:  %s\n",
-		ticket, st.Service, st.State, st.Attempts, st.Created.Format(time.RFC3339Nano), st.Updated.Format(time.RFC3339Nano))
-	if st.Reason != "" {
-		fmt.Fprintf(e.stdout, "reason:   %s\n", st.Reason)
-	}
+	printStatus(e.stdout, ticket, st)
 	if *withBody {
 		printBody(e.stdout, body)
 	}
@@ -370,6 +366,21 @@ func runStatus(e env) error {
 		printAttempts(e.stdout, history)
 	}
 	return nil
+}
+
+// printStatus writes a ticket's status as `status` shows it. The reason
+// of a ticket that has not failed for good is an earlier attempt's, and
+// says so: the ticket may yet succeed, or already did.
+func printStatus(w io.Writer, ticket string, st client.Status) {
+	fmt.Fprintf(w, "ticket:   %s\nservice:  %s\nstate:    %s\nattempts: %d\ncreated:  %s\nupdated:  %s\n",
+		ticket, st.Service, st.State, st.Attempts, st.Created.Format(time.RFC3339Nano), st.Updated.Format(time.RFC3339Nano))
+	switch {
+	case st.Reason == "":
+	case st.State == "failed" || st.State == "cancelled":
+		fmt.Fprintf(w, "reason:   %s\n", st.Reason)
+	default:
+		fmt.Fprintf(w, "last failed attempt: %s\n", st.Reason)
+	}
 }
 
 // printBody shows a request body after a status: its size, then each

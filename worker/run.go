@@ -204,7 +204,13 @@ func (s *session) loop() error {
 		}
 		if s.dealer != nil && !now.Before(s.deadAt) {
 			s.w.c.timeouts.Add(1)
-			s.lose(now, fmt.Sprintf("broker silent for %s", s.expiry))
+			reason := fmt.Sprintf("broker silent for %s", s.expiry)
+			if !s.heard {
+				// Nothing came on this connection at all: ZeroMQ
+				// hides a refused connection, so say what it may be.
+				reason += " (nothing answered since connecting: is a broker listening there, with the same CURVE keys?)"
+			}
+			s.lose(now, reason)
 			continue
 		}
 		if s.dealer != nil && !now.Before(s.heartbeatAt) {

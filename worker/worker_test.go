@@ -15,6 +15,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/titanicmq/titanic/broker/mdp"
+	"github.com/titanicmq/titanic/internal/harness"
 )
 
 // wait bounds every receive that a test expects to succeed.
@@ -671,4 +672,42 @@ func framesEqual(a, b [][]byte) bool {
 		}
 	}
 	return true
+}
+
+// lockedBuffer is a log sink the worker's goroutines write to while a test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A broker endpoint where nothing listens: ZeroMQ hides the refused
+// connection, and the worker only sees silence. Its log says what that
+// may be, not only "broker silent".
+func TestNothingListeningSaysSo(t *testing.T) {
+	var logs lockedBuffer
+	startWorker(t, Config{Brokers: []string{harness.ReservedEndpoint(t)}, HeartbeatInterval: 50 * time.Millisecond, Liveness: 3,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, echo)
+	deadline := time.Now().Add(wait)
+	for !strings.Contains(logs.String(), "lost broker") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no lost-broker line within %s:\n%s", wait, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "nothing answered since connecting: is a broker listening there") {
+		t.Fatalf("the lost-broker line does not say nothing answered:\n%s", logs.String())
+	}
 }

@@ -181,9 +181,12 @@ func (s *state) receive(now time.Time, frames [][]byte) {
 		if w := s.workers[id]; w != nil && w.busy() && malformedAnswer(frames[1:]) {
 			// A busy worker's REPLY or FAIL that breaks 7/MDP (no body
 			// frame, say) answers nothing: its job would wait for the
-			// lease to end. The worker is disconnected at once and the
-			// job goes to another. Other malformed messages of a
-			// registered worker are dropped and leave it be.
+			// lease to end. The worker is disconnected at once, and the
+			// job's attempt ends now (a failed attempt: a durable
+			// ticket is retried after its backoff; a plain request is
+			// lost, as with any worker that goes). Other malformed
+			// messages of a registered worker are dropped and leave it
+			// be.
 			s.log.Warn("malformed answer: disconnecting worker", "worker", routeString(id), "service", w.svc.name, "err", err)
 			s.removeWorker(w, "protocol error: "+err.Error(), true)
 			return

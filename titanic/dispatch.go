@@ -303,7 +303,8 @@ func (s *Service) load(ctx context.Context, service string) {
 func (s *Service) reapLoop(ctx context.Context) {
 	every := time.Second
 	if s.cfg.NoWorkerTimeout > 0 {
-		every = min(s.cfg.NoWorkerTimeout/4, every)
+		// Not under a millisecond: a ticker of 0 panics.
+		every = max(min(s.cfg.NoWorkerTimeout/4, every), time.Millisecond)
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()

@@ -50,10 +50,6 @@ const shutdownLinger = 250 * time.Millisecond
 // mmiPrefix is reserved for the broker's management services (8/MMI).
 const mmiPrefix = "mmi."
 
-// titanicPrefix is reserved for the Titanic services (9/TSP) the broker
-// answers itself; it refuses a worker's READY for them.
-const titanicPrefix = "titanic."
-
 // ErrConfig is wrapped by the errors of New for an invalid Config.
 var ErrConfig = errors.New("invalid worker config")
 
@@ -67,7 +63,10 @@ type Config struct {
 	// in failover order: each reconnect moves to the next one, in a ring.
 	Brokers []string
 	// Service is the service the worker registers (1 to 255 bytes, not
-	// under the reserved "mmi." or "titanic." prefixes).
+	// under the "mmi." prefix 8/MMI reserves). A titanic broker also
+	// refuses "titanic." services, which it answers itself; a Guide
+	// broker takes them (the Guide's Titanic server is a worker of
+	// them), so the library leaves them to the broker.
 	Service string
 	// HeartbeatInterval is 7/MDP's heartbeat interval; match the broker's.
 	// Default 2500ms.
@@ -199,8 +198,8 @@ func (c Config) validate(h Handler) error {
 		errs = append(errs, errors.New("empty service name"))
 	case len(c.Service) > mdp.MaxServiceName:
 		errs = append(errs, fmt.Errorf("service name of %d bytes, limit %d", len(c.Service), mdp.MaxServiceName))
-	case strings.HasPrefix(c.Service, mmiPrefix), strings.HasPrefix(c.Service, titanicPrefix):
-		errs = append(errs, fmt.Errorf("service %q: the %q and %q services are reserved", c.Service, mmiPrefix, titanicPrefix))
+	case strings.HasPrefix(c.Service, mmiPrefix):
+		errs = append(errs, fmt.Errorf("service %q: the %q services are reserved", c.Service, mmiPrefix))
 	}
 	if c.HeartbeatInterval < time.Millisecond {
 		errs = append(errs, fmt.Errorf("heartbeat interval %s: want at least 1ms", c.HeartbeatInterval))

@@ -8,8 +8,10 @@ import (
 	"io/fs"
 	"os/exec"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/titanicmq/titanic/titanic/tsp"
 	"github.com/titanicmq/titanic/worker"
 )
 
@@ -43,6 +45,11 @@ func runWorker(e env) error {
 		return usagef("want SERVICE -- CMD [ARGS...]")
 	}
 	service, cmdline := args[0], args[1:]
+	if strings.HasPrefix(service, "mmi.") || strings.HasPrefix(service, tsp.Prefix) {
+		// A titanic broker answers these itself and refuses the READY:
+		// the worker would reconnect for ever.
+		return fmt.Errorf("service %q: the \"mmi.\" and %q services are reserved", service, tsp.Prefix)
+	}
 	if *concurrency < 1 || *concurrency > worker.MaxConcurrency {
 		return usagef("--concurrency %d: want 1 to %d", *concurrency, worker.MaxConcurrency)
 	}

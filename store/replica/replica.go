@@ -691,12 +691,21 @@ func (n *Node) ForgetMembership() {
 }
 
 // markStart sets StartTerm and StartIndex to the term and index of the
-// last entry of this node's raft log.
+// last entry this node holds: its raft log's last, or its latest
+// snapshot's when that is further (an installed snapshot does not move
+// raft's last log entry, and compaction may keep older entries), so that
+// a configuration inside a snapshot it held before does not count as one
+// received since.
 func (n *Node) markStart() {
-	var term, index uint64
+	var term, index, snapTerm, snapIndex uint64
 	stats := n.raft().Stats()
 	_, _ = fmt.Sscan(stats["last_log_term"], &term)
 	_, _ = fmt.Sscan(stats["last_log_index"], &index)
+	_, _ = fmt.Sscan(stats["last_snapshot_term"], &snapTerm)
+	_, _ = fmt.Sscan(stats["last_snapshot_index"], &snapIndex)
+	if snapIndex > index {
+		term, index = snapTerm, snapIndex
+	}
 	n.startTerm.Store(term)
 	n.startIndex.Store(index)
 }

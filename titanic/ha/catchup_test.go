@@ -146,3 +146,29 @@ func TestPromotedOnlyWhenCloseBehind(t *testing.T) {
 		return true
 	})
 }
+
+// A passive restarted beside an active of the first release, within the
+// active's term, asks to be added again and counts as caught up. That
+// release has no titanic.cluster.history to compare stores with (it
+// answers 400), and re-adds a member by itself only in a later term: a
+// node that asked for its vote only after comparing stores never asked,
+// and never counted as caught up for the whole term (a review found it;
+// a rolling upgrade restarts the passive this way).
+func TestRestartInTermBesideFirstRelease(t *testing.T) {
+	// A leader lease longer than the restart, so that the term holds.
+	slow := func(_ *raft.InmemTransport, c *replica.Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+	}
+	r := newRejoinRigOf(t, cuttableLink{first: true}, slow, slow)
+	waitFor(t, "the pair in sync, the backup serving", 20*time.Second, func() bool { return r.pairP.caughtUp.Load() && r.pairB.Active() })
+	submitRetry(t, r.b, BackupTag, 20)
+	term := r.b.rep.Status().Term
+	r.restartPrimary()
+	if r.pairP.caughtUp.Load() {
+		t.Fatal("the restarted primary counts as caught up before it heard from the active")
+	}
+	waitFor(t, "the restarted primary counts as caught up", 20*time.Second, r.pairP.caughtUp.Load)
+	if now := r.b.rep.Status().Term; now != term {
+		t.Fatalf("the raft term moved from %d to %d across the restart: the test needs the restart within the active's term", term, now)
+	}
+}

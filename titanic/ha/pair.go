@@ -75,10 +75,14 @@ type Pair struct {
 	staleWarned   bool      // Run's goroutine only
 	catchUpLogged time.Time // Run's goroutine only: the last "catching up without a vote" line
 	nonvoterSince time.Time // Run's goroutine only: when this node last asked to join without a vote
-	addedAt       time.Time // Run's goroutine only: when the peer last answered a join 200
-	waitWarned    bool      // Run's goroutine only
-	retryAt       time.Time // Run's goroutine only: next reconcile
-	peer          Requester // Run's goroutine only
+	// joinedWithoutVote: the last join this process asked for was without
+	// a vote (Run's goroutine only); its configuration from before may
+	// still say voter.
+	joinedWithoutVote bool
+	addedAt           time.Time // Run's goroutine only: when the peer last answered a join 200
+	waitWarned        bool      // Run's goroutine only
+	retryAt           time.Time // Run's goroutine only: next reconcile
+	peer              Requester // Run's goroutine only
 	// Run's goroutine only: whether the peer, not a voter, runs a
 	// release that cannot reconcile (asked again after legacyAt).
 	legacyPeer bool
@@ -650,9 +654,23 @@ func (p *Pair) reconcile(ctx context.Context) {
 	}
 	if joined {
 		if !voter {
-			// Also when caught up once before: a node that followed
-			// as a voter, then rejoined without one (its peer went on
-			// alone meanwhile).
+			self, selfAddr := p.node.Self()
+			if p.node.HasVoterAt(self, selfAddr) && p.peerIsLegacy(cctx) {
+				// An active of the first release has no history to
+				// compare, and adds nobody without a vote: this node,
+				// restarted in its term, is a voter of its
+				// configuration as before (as the configuration it
+				// holds says), and asks to be added again, as that
+				// release expects.
+				p.askReadd(cctx)
+				return
+			}
+			// By its store against the active's: a node restarted in
+			// the active's term (a voter all along, close behind: the
+			// active committed nothing without it) asks at once; one
+			// that rejoined without a vote, once close behind. Also
+			// when caught up once before: a node that followed as a
+			// voter, then rejoined without one.
 			p.askPromotion(cctx)
 			return
 		}
@@ -802,6 +820,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.nonvoterSince = time.Now()
 	}
 	err = p.askJoin(cctx, nonvoter)
+	p.joinedWithoutVote = nonvoter && err == nil
 	if nonvoter && errors.Is(err, errJoinRefused) {
 		p.log.Info("the active peer adds no member without a vote (an older release): asking to join as a voter", "err", err)
 		nonvoter = false
@@ -893,8 +912,15 @@ func (p *Pair) askPromotion(ctx context.Context) {
 		}
 		return
 	}
+	self, selfAddr := p.node.Self()
+	again := !p.joinedWithoutVote && p.node.HasVoterAt(self, selfAddr) // restarted in the active's term
 	if err := p.askJoin(ctx, false); err != nil {
 		p.log.Info("asking the active peer for a vote", "err", err)
+		return
+	}
+	if again {
+		// The log line the failover tests look for (askReadd's).
+		p.log.Info("the active peer added this node again in its term; catching up", "applied", ours.Applied, "peer_applied", peer.Applied, "behind", behind)
 		return
 	}
 	p.log.Info("the active peer gave this node a vote; it may take over once it holds that configuration",
@@ -967,6 +993,10 @@ func (p *Pair) untilLeader(ctx context.Context) (context.Context, func()) {
 // writes is what lets this node count as caught up (memberSinceStart)
 // when it restarted in the active's term, which otherwise writes one only
 // in its next term. Every release's join adds a voter already there again.
+// A node whose voter configuration came after its start asks this way; one
+// whose configuration is from before asks through askPromotion (by its
+// store against the active's: its configuration may be from before a
+// cut), or this way if the active is of the first release (no history).
 func (p *Pair) askReadd(ctx context.Context) {
 	if err := p.askJoin(ctx, false); err != nil {
 		p.log.Info("asking the active peer to add this node again, to count as caught up", "err", err)
@@ -1135,7 +1165,8 @@ func lastEpochs(h store.History) string {
 // it, and a leader goes on alone only in a term of its own (Reform), so
 // everything it commits later in this term needs this node's vote. That
 // is the case of a node restarted beside an active peer that kept its
-// term: the peer re-adds it when asked (see askReadd).
+// term: the peer re-adds it when asked (see askPromotion, and askReadd
+// for a peer of the first release).
 func (p *Pair) memberSinceStart() memberBasis {
 	b := memberBasis{startTerm: p.node.StartTerm(), startIndex: p.node.StartIndex(), configIndex: p.node.ConfigIndex()}
 	b.configTerm, b.voter = p.node.ConfigTerm()

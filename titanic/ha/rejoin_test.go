@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,22 +20,36 @@ import (
 // cuttableLink is the admin link to a peer that a test can cut (down
 // answers every request with an error, as a cut network does) and that,
 // if legacy, is on a release that knows no nonvoter join: it answers one
-// 400, as that release's admin did.
+// 400, as that release's admin did; if first, also on the first release,
+// which has no titanic.cluster.history either.
 type cuttableLink struct {
-	adminLink
-	down   *atomic.Bool
-	legacy bool
+	Requester     // the peer's admin
+	down          *atomic.Bool
+	legacy, first bool
 }
 
 func (l cuttableLink) Request(ctx context.Context, service string, body [][]byte) ([][]byte, error) {
 	if l.down.Load() {
 		return nil, errors.New("link cut")
 	}
-	if l.legacy && service == tsp.SvcJoin && len(body) != 2 {
+	if (l.legacy || l.first) && service == tsp.SvcJoin && len(body) != 2 {
 		return [][]byte{[]byte("400"), []byte("want [node id | raft address]")}, nil
 	}
-	return l.adminLink.Request(ctx, service, body)
+	if l.first && service == tsp.SvcHistory {
+		return [][]byte{[]byte("400"), []byte("unknown admin service " + service)}, nil
+	}
+	return l.Requester.Request(ctx, service, body)
 }
+
+// swappedAdmin is the admin link to a node that may be restarted: to its
+// current Admin.
+type swappedAdmin struct{ cur *atomic.Pointer[Admin] }
+
+func (s swappedAdmin) Request(ctx context.Context, service string, body [][]byte) ([][]byte, error) {
+	return adminLink{s.cur.Load()}.Request(ctx, service, body)
+}
+
+func (swappedAdmin) Close() error { return nil }
 
 // A pair node that returns after its peer went on alone joins the peer's
 // raft without a vote: while it catches up, the active commits alone (a
@@ -65,12 +80,21 @@ type rejoinRig struct {
 	// link cuts or heals raft's link and, unless raftOnly, the admin
 	// link too.
 	link func(up, raftOnly bool)
+	// restartPrimary stops the primary (its pair loop, raft, store) and
+	// opens it again on the same data and transport.
+	restartPrimary func()
 }
 
 // newRejoinRig starts the rig; legacy makes the backup's admin a release
 // without the nonvoter join; primary and backup, if set, adjust each
 // node's replica config (tr: its in-memory transport).
 func newRejoinRig(t *testing.T, legacy bool, primary, backup func(tr *raft.InmemTransport, c *replica.Config)) *rejoinRig {
+	return newRejoinRigOf(t, cuttableLink{legacy: legacy}, primary, backup)
+}
+
+// newRejoinRigOf is newRejoinRig with the backup's admin as release says
+// (its legacy and first fields).
+func newRejoinRigOf(t *testing.T, release cuttableLink, primary, backup func(tr *raft.InmemTransport, c *replica.Config)) *rejoinRig {
 	dir := t.TempDir()
 	log := testLogger()
 	addrP, trP := raft.NewInmemTransport("")
@@ -100,18 +124,59 @@ func newRejoinRig(t *testing.T, legacy bool, primary, backup func(tr *raft.Inmem
 	r.b = openPairNode(t, dir, "backup", 0, addrB, trB, peers, log, opt(trB, backup)...)
 	adminP, adminB := NewAdmin(r.p.rep, nil, log), NewAdmin(r.b.rep, nil, log)
 	adminP.Merge, adminB.Merge = r.p.disp.merge, r.b.disp.merge
-	toB := cuttableLink{adminLink{adminB}, r.adminDown, legacy}
-	toP := cuttableLink{adminLink{adminP}, r.adminDown, false}
+	var curP atomic.Pointer[Admin]
+	curP.Store(adminP)
+	toB := cuttableLink{adminLink{adminB}, r.adminDown, release.legacy, release.first}
+	toP := cuttableLink{Requester: swappedAdmin{&curP}, down: r.adminDown}
 	cfg := func(peer *pairNode, id string, tag byte) PairConfig {
 		return PairConfig{PeerID: peer.id, PeerAddr: string(peer.addr), PeerEndpoint: "inproc://" + peer.id, PeerTag: tag,
 			ForkDir: filepath.Join(dir, id, "forks"), Logger: log.With("node", id)}
 	}
-	r.pairP = NewPairWith(r.p.rep, r.p.disp, cfg(r.b, "primary", BackupTag), func(func()) Star { return fixedStar{binarystar.StatePassive} },
-		func() (Requester, error) { return toB, nil })
+	newPrimary := func() *Pair {
+		return NewPairWith(r.p.rep, r.p.disp, cfg(r.b, "primary", BackupTag), func(func()) Star { return fixedStar{binarystar.StatePassive} },
+			func() (Requester, error) { return toB, nil })
+	}
+	r.pairP = newPrimary()
 	r.pairB = NewPairWith(r.b.rep, r.b.disp, cfg(r.p, "backup", PrimaryTag), func(func()) Star { return fixedStar{binarystar.StateActive} },
 		func() (Requester, error) { return toP, nil })
-	runPairs(t, r.pairP, r.pairB)
+	runPairs(t, r.pairB)
+	stopP := runPair(r.pairP)
+	r.restartPrimary = func() {
+		if err := stopP(); err != nil {
+			t.Errorf("primary's Run: %v", err)
+		}
+		_ = r.p.rep.Close()
+		_ = r.p.st.Close()
+		r.p = openPairNode(t, dir, "primary", 1, addrP, trP, peers, log, opt(trP, primary)...)
+		a := NewAdmin(r.p.rep, nil, log)
+		a.Merge = r.p.disp.merge
+		curP.Store(a)
+		r.pairP = newPrimary()
+		stopP = runPair(r.pairP)
+	}
+	t.Cleanup(func() {
+		if err := stopP(); err != nil {
+			t.Errorf("primary's Run: %v", err)
+		}
+	})
 	return r
+}
+
+// runPair runs p's loop until the returned stop is called (once), which
+// returns Run's error.
+func runPair(p *Pair) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
 }
 
 // primaryMember reports whether the backup's configuration has the

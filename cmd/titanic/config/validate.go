@@ -59,6 +59,10 @@ func (c Config) Validate() error {
 		}
 		seen[r.Name] = true
 	}
+	if t := c.Queue.NoWorkerTimeout; t > 0 && t < time.Millisecond {
+		// A bare TOML integer decodes as nanoseconds.
+		ck.bad("queue.no_worker_timeout", "%s: under 1ms; durations are strings such as \"1h\" (negative, \"-1s\": for ever)", formatDuration(t))
+	}
 	ck.atLeast("queue.readers", c.Queue.Readers, 1)
 
 	// [limits]

@@ -452,3 +452,21 @@ func TestRefusedWaitDefault(t *testing.T) {
 		}
 	}
 }
+
+// RefusedAtOnce tells a call every broker refused for good from one whose
+// tries ran out: only the latter wants more patience.
+func TestRefusedAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		e    UnavailableError
+		want bool
+	}{
+		{UnavailableError{Made: 1}, true},
+		{UnavailableError{Made: 4}, true},
+		{UnavailableError{Made: 4, waited: true}, false},
+		{UnavailableError{}, false}, // not counted: gave up on RefusedWait, or found no active broker
+	} {
+		if got := tc.e.RefusedAtOnce(); got != tc.want {
+			t.Errorf("%+v: RefusedAtOnce %v, want %v", tc.e, got, tc.want)
+		}
+	}
+}

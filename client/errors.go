@@ -119,6 +119,11 @@ type UnavailableError struct {
 	waited bool
 }
 
+// RefusedAtOnce reports whether the call gave up without waiting out a
+// try: every broker refused it for good (its CURVE key, its size), so
+// more tries or longer ones would not help.
+func (e *UnavailableError) RefusedAtOnce() bool { return e.Made > 0 && !e.waited }
+
 // Summary says what was tried, without the causes (for a program that
 // prints them its own way, one per line).
 func (e *UnavailableError) Summary() string {

@@ -421,7 +421,9 @@ func (p *pipeline) watch(now time.Time) {
 	if a := cn.active; a >= 0 && cn.seen[a].tooLarge {
 		if len(p.flight) == 1 {
 			for _, r := range p.flight {
-				err := p.unavailable(r, r.tries+1, r.tries > 0)
+				// Too large is final whatever the tries before it
+				// met: the request failed at once on its cause.
+				err := p.unavailable(r, 1, false)
 				p.requeue()
 				p.drop(r)
 				p.finish(r, "", false, fmt.Errorf("submit to %s: %w", r.service, err))

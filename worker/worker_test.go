@@ -673,30 +673,11 @@ func framesEqual(a, b [][]byte) bool {
 	return true
 }
 
-// lockedBuffer is a log sink the worker's goroutines write to while a test
-// reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A broker endpoint where nothing listens: ZeroMQ hides the refused
 // connection, and the worker only sees silence. Its log says what that
 // may be, not only "broker silent".
 func TestNothingListeningSaysSo(t *testing.T) {
-	var logs lockedBuffer
+	var logs harness.SyncBuffer
 	startWorker(t, Config{Brokers: []string{harness.ReservedEndpoint(t)}, HeartbeatInterval: 50 * time.Millisecond, Liveness: 3,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, echo)
 	deadline := time.Now().Add(wait)

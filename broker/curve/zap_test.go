@@ -1,34 +1,17 @@
 package curve
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/internal/harness"
 )
 
 const bound = 5 * time.Second
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func newContext(t *testing.T) *zmq.Context {
 	t.Helper()
@@ -69,7 +52,7 @@ func TestZAPDecisions(t *testing.T) {
 	needCurve(t)
 	ok, _ := NewKeyPair()
 	other, _ := NewKeyPair()
-	logs := &syncBuffer{}
+	logs := &harness.SyncBuffer{}
 	zctx := newContext(t)
 	h := NewZAPHandler(ZAPConfig{
 		Allow:        func(k string) bool { return k == ok.Public },

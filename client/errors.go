@@ -121,8 +121,12 @@ type UnavailableError struct {
 
 // RefusedAtOnce reports whether the call gave up without waiting out a
 // try: every broker refused it for good (its CURVE key, its size), so
-// more tries or longer ones would not help.
-func (e *UnavailableError) RefusedAtOnce() bool { return e.Made > 0 && !e.waited }
+// more tries or longer ones would not help. Not when it gave up on
+// refused connections (RefusedFor): a broker being started may yet
+// listen.
+func (e *UnavailableError) RefusedAtOnce() bool {
+	return e.Made > 0 && !e.waited && e.RefusedFor == 0
+}
 
 // Summary says what was tried, without the causes (for a program that
 // prints them its own way, one per line).

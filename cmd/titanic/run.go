@@ -151,10 +151,10 @@ func (d *dialed) unavailable(err error) string {
 				"\n  a quorum, a pair node waiting for its peer: their words are above, more in their logs). Other brokers: --broker A,B or $%s", EnvBrokers)
 		case ue.All(client.CauseAuth) || ue.All(client.CauseHandshake) || ue.All(client.CauseTooLarge):
 			// The cause names the setting to change: nothing to add.
-		case ue.RefusedAtOnce():
-			fmt.Fprintf(&b, "\n  Every broker refused this request for good (the causes above): more tries would not help.")
 		case ue.RefusedFor > 0:
 			fmt.Fprintf(&b, "\n  Is a broker running there? Other brokers: --broker A,B or $%s; more patience with brokers being started: --refused-wait", EnvBrokers)
+		case ue.RefusedAtOnce():
+			fmt.Fprintf(&b, "\n  Every broker refused this request for good (the causes above): more tries would not help.")
 		default:
 			fmt.Fprintf(&b, "\n  Is a broker running there? Other brokers: --broker A,B or $%s; more patience: --retries, --try-timeout", EnvBrokers)
 		}

@@ -463,7 +463,7 @@ func TestRefusedAtOnce(t *testing.T) {
 		{UnavailableError{Made: 1}, true},
 		{UnavailableError{Made: 4}, true},
 		{UnavailableError{Made: 4, waited: true}, false},
-		{UnavailableError{}, false}, // not counted: gave up on RefusedWait, or found no active broker
+		{UnavailableError{}, false},                                     // not counted: gave up on RefusedWait, or found no active broker
 		{UnavailableError{Made: 1, RefusedFor: 2 * time.Second}, false}, // connections refused: a broker may yet listen
 	} {
 		if got := tc.e.RefusedAtOnce(); got != tc.want {

@@ -456,15 +456,19 @@ func TestRefusedWaitDefault(t *testing.T) {
 // RefusedAtOnce tells a call every broker refused for good from one whose
 // tries ran out: only the latter wants more patience.
 func TestRefusedAtOnce(t *testing.T) {
+	forGood := []EndpointCause{{Cause: CauseTooLarge}, {Cause: CauseAuth}, {Cause: CauseHandshake}}
+	mixed := []EndpointCause{{Cause: CauseTooLarge}, {Cause: CauseRefused}}
 	for _, tc := range []struct {
 		e    UnavailableError
 		want bool
 	}{
-		{UnavailableError{Made: 1}, true},
-		{UnavailableError{Made: 4}, true},
-		{UnavailableError{Made: 4, waited: true}, false},
-		{UnavailableError{}, false},                                     // not counted: gave up on RefusedWait, or found no active broker
-		{UnavailableError{Made: 1, RefusedFor: 2 * time.Second}, false}, // connections refused: a broker may yet listen
+		{UnavailableError{Made: 1, Causes: forGood}, true},
+		{UnavailableError{Made: 4, Causes: forGood}, true},
+		{UnavailableError{Made: 4, Causes: forGood, waited: true}, false},
+		{UnavailableError{Causes: forGood}, false},                                       // not counted: gave up on RefusedWait, or found no active broker
+		{UnavailableError{Made: 1, Causes: forGood, RefusedFor: 2 * time.Second}, false}, // connections refused: a broker may yet listen
+		{UnavailableError{Made: 2, Causes: mixed}, false},                                // one broker not listening: it may yet
+		{UnavailableError{Made: 1}, false},
 	} {
 		if got := tc.e.RefusedAtOnce(); got != tc.want {
 			t.Errorf("%+v: RefusedAtOnce %v, want %v", tc.e, got, tc.want)

@@ -120,12 +120,20 @@ type UnavailableError struct {
 }
 
 // RefusedAtOnce reports whether the call gave up without waiting out a
-// try: every broker refused it for good (its CURVE key, its size), so
-// more tries or longer ones would not help. Not when it gave up on
-// refused connections (RefusedFor): a broker being started may yet
-// listen.
+// try because every broker refused it for good (its CURVE key, its
+// size), so that more tries or longer ones would not help. Not when a
+// broker's connections were refused, nor when one did not answer: a
+// broker being started may yet listen.
 func (e *UnavailableError) RefusedAtOnce() bool {
-	return e.Made > 0 && !e.waited && e.RefusedFor == 0
+	if e.Made == 0 || e.waited || e.RefusedFor > 0 || len(e.Causes) == 0 {
+		return false
+	}
+	for _, c := range e.Causes {
+		if c.Cause != CauseAuth && c.Cause != CauseHandshake && c.Cause != CauseTooLarge {
+			return false
+		}
+	}
+	return true
 }
 
 // Summary says what was tried, without the causes (for a program that

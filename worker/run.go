@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -512,7 +513,14 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 		s.heard = true
 	case mdp.Disconnect:
 		s.w.c.disconnects.Add(1)
-		s.lose(now, "broker sent DISCONNECT")
+		reason := "broker sent DISCONNECT"
+		if !s.heard && strings.HasPrefix(s.w.cfg.Service, "titanic.") {
+			// Answered READY with DISCONNECT: a titanic broker serves
+			// the "titanic." services itself and takes no worker for
+			// them (a Guide broker does; the library lets them be).
+			reason += ` (a titanic broker answers the "titanic." services itself and refuses workers for them)`
+		}
+		s.lose(now, reason)
 	case mdp.Request:
 		s.heard = true
 		if s.job != nil {

@@ -45,16 +45,16 @@ func runWorker(e env) error {
 		return usagef("want SERVICE -- CMD [ARGS...]")
 	}
 	service, cmdline := args[0], args[1:]
-	if strings.HasPrefix(service, "mmi.") || strings.HasPrefix(service, tsp.Prefix) {
-		// A titanic broker answers these itself and refuses the READY:
-		// the worker would reconnect for ever.
-		return fmt.Errorf("service %q: the \"mmi.\" and %q services are reserved", service, tsp.Prefix)
-	}
 	if *concurrency < 1 || *concurrency > worker.MaxConcurrency {
 		return usagef("--concurrency %d: want 1 to %d", *concurrency, worker.MaxConcurrency)
 	}
 	if *drain < 0 {
 		return usagef("--drain-timeout %s: must not be negative", *drain)
+	}
+	if strings.HasPrefix(service, "mmi.") || strings.HasPrefix(service, tsp.Prefix) {
+		// A titanic broker answers these itself and refuses the READY:
+		// the worker would reconnect for ever.
+		return fmt.Errorf("service %q: the \"mmi.\" and %q services are reserved", service, tsp.Prefix)
 	}
 	// A command that cannot be run would fail every request, each
 	// attempt a redelivery: say so now.

@@ -219,8 +219,10 @@ type Node struct {
 	// calls is the entry builder's queue (entries.go).
 	calls calls
 
-	// startTerm and startIndex are the term and index of the last log
-	// entry when the node opened (0 after Resync).
+	// startTerm and startIndex are the term and index of the last entry
+	// the node held (its log's last, or its latest snapshot's when
+	// further) when it opened or last forgot its membership (0 after
+	// Resync); see markStart.
 	startTerm  atomic.Uint64
 	startIndex atomic.Uint64
 	// readTerm is the last term in which ConfirmLeader applied a barrier
@@ -680,7 +682,7 @@ func (n *Node) MemberAt(id, addr string) (Member, bool) {
 // ForgetMembership makes this node count as a member again (see the pair's
 // caught-up rule: ConfigTerm, StartTerm, StartIndex, SnapshotVoterTerm)
 // only by a configuration it receives from now on: the last one it
-// applied is forgotten and its start moves to its log's end. A pair node
+// applied is forgotten and its start moves to the last entry it holds. A pair node
 // calls it before it rejoins its peer without a vote: a configuration it
 // applied earlier, in a later term than its start, still says voter
 // until the peer's entries arrive, and would count it caught up while it
@@ -1381,12 +1383,14 @@ func (n *Node) HasVoterAt(id, addr string) bool {
 	return ok && m.Voter
 }
 
-// StartTerm is the term of the last entry of this node's log when it
-// opened: entries of a later term came from a leader elected since.
+// StartTerm is the term of the last entry this node held when it opened
+// (or last forgot its membership): entries of a later term came from a
+// leader elected since.
 func (n *Node) StartTerm() uint64 { return n.startTerm.Load() }
 
-// StartIndex is the index of the last entry of this node's log when it
-// opened: an entry at a later index came from a leader since.
+// StartIndex is the index of the last entry this node held (in its log or
+// its latest snapshot) when it opened (or last forgot its membership): an
+// entry at a later index came from a leader since.
 func (n *Node) StartIndex() uint64 { return n.startIndex.Load() }
 
 // ConfigIndex returns the index of the configuration entry ConfigTerm

@@ -655,7 +655,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 	if joined {
 		if !voter {
 			self, selfAddr := p.node.Self()
-			if p.node.HasVoterAt(self, selfAddr) && p.peerIsLegacy(cctx) {
+			if !p.joinedWithoutVote && p.node.HasVoterAt(self, selfAddr) && p.peerIsLegacy(cctx) {
 				// An active of the first release has no history to
 				// compare, and adds nobody without a vote: this node,
 				// restarted in its term, is a voter of its
@@ -1005,11 +1005,12 @@ func (p *Pair) askReadd(ctx context.Context) {
 	p.log.Info("the active peer added this node again in its term; catching up")
 }
 
-// peerIsLegacy reports whether the peer, which is not a voter, runs a
-// release that has no titanic.cluster.history (the first wave: v0.1.0): it
-// never asks to join, but waits to be added as that release's active did,
-// so this node adds it as before, with that release's rules (whatever it
-// took in alone is not merged). It asks at most every few seconds.
+// peerIsLegacy reports whether the peer runs a release that has no
+// titanic.cluster.history (the first wave: v0.1.0). Not a voter, it never
+// asks to join, but waits to be added as that release's active did, so
+// this node adds it as before, with that release's rules (whatever it
+// took in alone is not merged); active, it re-adds this node only when
+// asked (reconcile). It asks at most every few seconds.
 func (p *Pair) peerIsLegacy(ctx context.Context) bool {
 	if p.peerClient == nil || time.Now().Before(p.legacyAt) {
 		return p.legacyPeer

@@ -458,7 +458,7 @@ func runClose(e env) error {
 
 // maxTicketsLimit is the largest --limit of tickets: the brokers' largest
 // titanic.list page, and the HTTP API's largest limit=.
-const maxTicketsLimit = 1000
+const maxTicketsLimit = titanic.MaxListLimit
 
 func runTickets(e env) error {
 	fs := newFlags(e, "tickets", "[flags]")

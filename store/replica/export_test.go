@@ -46,3 +46,6 @@ func (n *Node) newestRealSnapshot() (*raft.SnapshotMeta, bool) {
 // RestoreSnapshot hands r to n's state machine as raft does with a
 // snapshot it installs.
 func RestoreSnapshot(n *Node, r io.Reader) error { return n.fsm.Restore(io.NopCloser(r)) }
+
+// TakeSnapshot has n's raft snapshot now.
+func TakeSnapshot(n *Node) error { return n.raft().Snapshot().Error() }

@@ -364,3 +364,43 @@ func TestRestartPastSnapshotOfBarriersKeepsFile(t *testing.T) {
 	}
 	hasAll(t, m, ids)
 }
+
+// A node whose latest snapshot is past its log's last entry (raft installs
+// a snapshot without moving its last log entry) starts at the snapshot:
+// a configuration inside it is from before the start, and counts for
+// nothing the pair asks of a configuration received since (see
+// SnapshotVoterTerm).
+func TestStartIndexCountsSnapshotPastLog(t *testing.T) {
+	ms, _ := cluster(t, 3)
+	applySome(t, ms, 40)
+	l := leader(t, ms)
+	var f *member
+	for _, m := range ms {
+		if m != l {
+			f = m
+			break
+		}
+	}
+	f.close()
+	applySome(t, ms, 20)
+	// The leader's snapshot covers its whole log, and nothing follows
+	// it: the returning node gets the snapshot and no entry after it.
+	if err := replica.TakeSnapshot(l.n); err != nil {
+		t.Fatal(err)
+	}
+	f.dir = t.TempDir() // an empty node under the same ID and address
+	f.open(t, nil)
+	deadline := time.Now().Add(wait)
+	for replica.SnapshotIndex(f.n) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s installed no snapshot within %s", f.id, wait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	snap := replica.SnapshotIndex(f.n)
+	f.close()
+	f.open(t, nil)
+	if got := f.n.StartIndex(); got < snap {
+		t.Fatalf("StartIndex %d after a restart over a snapshot at %d: the snapshot's configuration would count as one received since the start", got, snap)
+	}
+}

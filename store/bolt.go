@@ -466,25 +466,25 @@ func createDB(path string, opts Options) error {
 	}
 	f, err := os.CreateTemp(dir, base+".init-*")
 	if err != nil {
-		return fmt.Errorf("create store: %w", err)
+		return fmt.Errorf("create store %s: %w", path, err)
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp)
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("create store: %w", err)
+		return fmt.Errorf("create store %s: %w", path, err)
 	}
 	bo := boltOptions(opts)
 	bo.NoSync = false
 	db, err := bolt.Open(tmp, 0o600, bo)
 	if err != nil {
-		return fmt.Errorf("create store: %w", err)
+		return fmt.Errorf("create store %s: %w", path, err)
 	}
 	err = db.Update(initLayout)
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("create store: %w", err)
+		return fmt.Errorf("create store %s: %w", path, err)
 	}
 	// Link fails if someone created path meanwhile; rename would clobber.
 	if err := os.Link(tmp, path); err != nil {
@@ -492,7 +492,7 @@ func createDB(path string, opts Options) error {
 			return nil // theirs; Open checks it like any existing file
 		}
 		if err := os.Rename(tmp, path); err != nil {
-			return fmt.Errorf("create store: %w", err)
+			return fmt.Errorf("create store %s: %w", path, err)
 		}
 	}
 	return syncDir(dir)

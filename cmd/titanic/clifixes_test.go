@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -99,14 +97,6 @@ func TestBrokerOnLockedStore(t *testing.T) {
 	if code != exitError || strings.Count(stderr, "open store") != 1 ||
 		!strings.Contains(stderr, "titanic.db: locked by another process") || !strings.Contains(stderr, "is a broker running on it?") {
 		t.Errorf("broker on a locked store: exit %d, stderr %q; want %d, one \"open store\", and the hint", code, stderr, exitError)
-	}
-	// The tidying drops a repeated prefix only.
-	inner := errors.New("open store x: boom")
-	if got := startError(fmt.Errorf("open store x: %w", inner)); got != inner {
-		t.Errorf("startError of a repeated prefix = %v, want the cause", got)
-	}
-	if got := startError(fmt.Errorf("raft: %w", inner)).Error(); got != "raft: open store x: boom" {
-		t.Errorf("startError of another prefix = %q", got)
 	}
 }
 

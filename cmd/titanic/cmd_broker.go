@@ -58,16 +58,9 @@ func runBroker(e env) error {
 	return n.Run(e.ctx)
 }
 
-// startError tidies the error of a node that did not start: a cause
-// that names what it is about already (the store's "open store PATH: ...")
-// is not prefixed with the same words again, and a store locked by
+// startError is the error of a node that did not start: a store locked by
 // another process gets titanic check's hint.
 func startError(err error) error {
-	if inner := errors.Unwrap(err); inner != nil {
-		if prefix, ok := strings.CutSuffix(err.Error(), inner.Error()); ok && prefix != "" && strings.HasPrefix(inner.Error(), prefix) {
-			err = inner
-		}
-	}
 	if errors.Is(err, berrors.ErrTimeout) {
 		// bbolt's only timeout: the file lock, which another process holds.
 		return fmt.Errorf("%w (is a broker running on it? stop it, or give this one another --data)", err)

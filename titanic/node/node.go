@@ -144,7 +144,7 @@ func New(cfg Config) (_ *Node, err error) {
 	so.ObserveCommit = hooks.fsync
 	n.bolt, err = store.Open(n.path, so)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", n.path, err)
+		return nil, err // store.Open's errors name the store and its path
 	}
 	defer func() {
 		if err != nil {

@@ -286,13 +286,7 @@ func TestStoreFailureStopsNode(t *testing.T) {
 	ms, _ := cluster(t, 3)
 	ids := applySome(t, ms, 5)
 	l := leader(t, ms)
-	var f *member
-	for _, m := range ms {
-		if m != l {
-			f = m
-			break
-		}
-	}
+	f := follower(ms, l)
 	hasAll(t, f, ids)
 	_ = f.st.Close() // every later write fails with ErrClosed
 	applySome(t, ms, 5)

@@ -108,6 +108,16 @@ func leader(t *testing.T, ms []*member) *member {
 	return nil
 }
 
+// follower returns a member of ms other than l.
+func follower(ms []*member, l *member) *member {
+	for _, m := range ms {
+		if m != l {
+			return m
+		}
+	}
+	return nil
+}
+
 func submitOp(service string) store.Op {
 	return store.Op{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: service, Body: [][]byte{[]byte("b")}}
 }
@@ -212,13 +222,7 @@ func TestReplicateAndFailover(t *testing.T) {
 func TestCatchUpFromSnapshot(t *testing.T) {
 	ms, _ := cluster(t, 3)
 	ids := applySome(t, ms, 10)
-	var f *member
-	for _, m := range ms {
-		if !m.n.IsLeader() {
-			f = m
-			break
-		}
-	}
+	f := follower(ms, leader(t, ms))
 	f.close()
 	// Enough entries that the log is compacted past what f has.
 	ids = append(ids, applySome(t, ms, 60)...)
@@ -374,13 +378,7 @@ func TestStartIndexCountsSnapshotPastLog(t *testing.T) {
 	ms, _ := cluster(t, 3)
 	applySome(t, ms, 40)
 	l := leader(t, ms)
-	var f *member
-	for _, m := range ms {
-		if m != l {
-			f = m
-			break
-		}
-	}
+	f := follower(ms, l)
 	f.close()
 	applySome(t, ms, 20)
 	// The leader's snapshot covers its whole log, and nothing follows

@@ -654,17 +654,6 @@ func (p *Pair) reconcile(ctx context.Context) {
 	}
 	if joined {
 		if !voter {
-			self, selfAddr := p.node.Self()
-			if !p.joinedWithoutVote && p.node.HasVoterAt(self, selfAddr) && p.peerIsLegacy(cctx) {
-				// An active of the first release has no history to
-				// compare, and adds nobody without a vote: this node,
-				// restarted in its term, is a voter of its
-				// configuration as before (as the configuration it
-				// holds says), and asks to be added again, as that
-				// release expects.
-				p.askReadd(cctx)
-				return
-			}
 			// By its store against the active's: a node restarted in
 			// the active's term (a voter all along, close behind: the
 			// active committed nothing without it) asks at once; one
@@ -677,8 +666,8 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.askReadd(cctx)
 		return
 	}
-	peer, ok := p.peerHistory(cctx)
-	if !ok {
+	peer, err := p.peerHistory(cctx)
+	if err != nil {
 		return
 	}
 	if peer.Halted {
@@ -894,8 +883,20 @@ func (p *Pair) askPromotion(ctx context.Context) {
 	if p.nonvoterSince.IsZero() {
 		p.nonvoterSince = time.Now() // restarted as a member without a vote
 	}
-	peer, ok := p.peerHistory(ctx)
-	if !ok {
+	peer, err := p.peerHistory(ctx)
+	if errors.Is(err, errFirstRelease) {
+		self, selfAddr := p.node.Self()
+		if !p.joinedWithoutVote && p.node.HasVoterAt(self, selfAddr) {
+			// An active of the first release has no history to
+			// compare, and adds nobody without a vote: this node,
+			// restarted in its term, is a voter of its configuration
+			// as before (as the configuration it holds says), and asks
+			// to be added again, as that release expects.
+			p.askReadd(ctx)
+		}
+		return
+	}
+	if err != nil {
 		return
 	}
 	ours, err := p.node.History(ctx)
@@ -930,18 +931,32 @@ func (p *Pair) askPromotion(ctx context.Context) {
 // peerHistory asks the peer for its applied history
 // (titanic.cluster.history); false, with the failure logged, if it could
 // not be had.
-func (p *Pair) peerHistory(ctx context.Context) (PeerHistory, bool) {
+func (p *Pair) peerHistory(ctx context.Context) (PeerHistory, error) {
 	frames, err := p.peer.Request(ctx, tsp.SvcHistory, [][]byte{{}})
 	if err != nil {
 		p.log.Info("asking the active peer for its history", "endpoint", p.peerEndpoint, "err", err)
-		return PeerHistory{}, false
+		return PeerHistory{}, err
+	}
+	if firstReleaseAnswer(frames) {
+		p.log.Debug("the active peer runs the first release: no history to compare", "endpoint", p.peerEndpoint)
+		return PeerHistory{}, errFirstRelease
 	}
 	peer, err := DecodeHistory(frames)
 	if err != nil {
 		p.log.Warn("the active peer's history", "err", err)
-		return PeerHistory{}, false
+		return PeerHistory{}, err
 	}
-	return peer, true
+	return peer, nil
+}
+
+// errFirstRelease is peerHistory's error when the peer runs the first
+// release (v0.1.0), which has no titanic.cluster.history.
+var errFirstRelease = errors.New("the peer runs the first release: it has no titanic.cluster.history")
+
+// firstReleaseAnswer reports whether rep is the first release's answer to
+// titanic.cluster.history: an unknown admin service.
+func firstReleaseAnswer(rep [][]byte) bool {
+	return len(rep) > 1 && string(rep[0]) == "400" && strings.Contains(string(rep[1]), "unknown admin service")
 }
 
 // errLeadsRaft ends a request to the peer that cannot succeed while this
@@ -1009,8 +1024,7 @@ func (p *Pair) askReadd(ctx context.Context) {
 // titanic.cluster.history (the first wave: v0.1.0). Not a voter, it never
 // asks to join, but waits to be added as that release's active did, so
 // this node adds it as before, with that release's rules (whatever it
-// took in alone is not merged); active, it re-adds this node only when
-// asked (reconcile). It asks at most every few seconds.
+// took in alone is not merged). It asks at most every few seconds.
 func (p *Pair) peerIsLegacy(ctx context.Context) bool {
 	if p.peerClient == nil || time.Now().Before(p.legacyAt) {
 		return p.legacyPeer
@@ -1022,7 +1036,7 @@ func (p *Pair) peerIsLegacy(ctx context.Context) bool {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	rep, err := p.peer.Request(cctx, tsp.SvcHistory, [][]byte{{}})
-	legacy := err == nil && len(rep) > 1 && string(rep[0]) == "400" && strings.Contains(string(rep[1]), "unknown admin service")
+	legacy := err == nil && firstReleaseAnswer(rep)
 	if legacy && !p.legacyPeer {
 		p.log.Warn("the peer runs an older release that cannot reconcile a split brain: adding it back as that release expects; upgrade it",
 			"answer", fmt.Sprintf("%q", rep))

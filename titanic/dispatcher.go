@@ -514,9 +514,10 @@ func (d *dispatcher) dropLocked(id store.ID) {
 }
 
 // reap takes out of their queues the tickets that waited NoWorkerTimeout
-// (when set: not negative) while their service had no worker (counted from when they became
-// pending, or from when the service lost its last worker, whichever is
-// later), to fail; a paused service's tickets wait for its resume.
+// (when set: not negative) while their service had no worker (counted
+// from when they became pending, or from when the service lost its last
+// worker, whichever is later), to fail; a paused service's tickets wait
+// for its resume.
 func (d *dispatcher) reap(now time.Time) effects {
 	var fx effects
 	d.mu.Lock()

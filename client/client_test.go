@@ -619,3 +619,28 @@ func TestRefusalWithReason(t *testing.T) {
 		}
 	}
 }
+
+// A submit whose outcome the broker could not know (500 "outcome
+// unknown": a raft leader lost its leadership with it in flight) is sent
+// again with the same key, and gets the ticket the key holds; the caller
+// sees one ticket, the broker one key.
+func TestSubmitUncertainSentAgainWithItsKey(t *testing.T) {
+	f := newFake(t, func(service string, body [][]byte, n int) [][]byte {
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Serving: true})
+		}
+		if n == 1 {
+			return [][]byte{[]byte("500"), []byte(tsp.Uncertain.Text("leadership lost")), body[0]}
+		}
+		return keyedAnswer(body)
+	})
+	c := newClient(t, 300*time.Millisecond, 3, f.endpoint)
+	tk, err := c.Submit(testCtx(t), "echo", frames("job"), SubmitOptions{})
+	if err != nil {
+		t.Fatalf("Submit = %v, want the ticket after a resend with the key", err)
+	}
+	reqs := f.requests() // ["" | MDPC01 | service | key | ...]
+	if len(reqs) != 2 || string(reqs[0][3]) != string(reqs[1][3]) || tk != ticketOf(reqs[0][3]) {
+		t.Fatalf("%d submits sent, ticket %s: want the same key twice and its ticket", len(reqs), tk)
+	}
+}

@@ -214,24 +214,41 @@ type pipeline struct {
 	idle       chan struct{} // closed when unfinished drops to 0
 
 	// Pipeline goroutine only.
-	cn      *conn
-	queue   []*asyncReq          // to send, in order
-	later   []*asyncReq          // to send again once notAt passes
-	flight  map[string]*asyncReq // sent, not answered, by key
-	order   []sent               // sends in order, for timeouts; stale entries skipped
-	keys    map[string][]*asyncReq
-	legacy  bool      // the broker echoes no keys: one submit in flight
-	resume  time.Time // no send before (pause after a refusal)
-	backoff time.Duration
-	silent  []bool
+	cn     *conn
+	queue  []*asyncReq          // to send, in order
+	later  []*asyncReq          // to send again once notAt passes
+	flight map[string]*asyncReq // sent, not answered, by key
+	order  []sent               // sends in order, for timeouts; stale entries skipped
+	keys   map[string][]*asyncReq
+	// released: submits whose key's earlier submit has ended, to be
+	// queued by admit. finish runs inside loops that rebuild queue in
+	// place, where an append would be lost.
+	released []*asyncReq
+	legacy   bool      // the broker echoes no keys: one submit in flight
+	resume   time.Time // no send before (pause after a refusal)
+	backoff  time.Duration
+	silent   []bool
 	// probe: the suspect in flight, alone.
 	probe *asyncReq
+	// refusing: the active broker refused submits in flight (not active,
+	// not ready). Its refusals carry no key, but its other answers do:
+	// a submit it took before it stopped serving (a node draining) is
+	// still answered with its ticket. Nothing more is sent there, and
+	// the socket is read until each submit in flight was answered or
+	// refused, or for Timeout; then the rest is sent again.
+	refusing refusing
 	// noActive: the last search for the broker found none serving.
 	noActive bool
 	// refusedAt: when every broker last refused for good, and the
 	// submits held failed; submits taken soon after fail as well
 	// (forgetAfterRefusal).
 	refusedAt time.Time
+}
+
+type refusing struct {
+	since     time.Time // zero: not refusing
+	n         int       // refusals read
+	notActive bool      // one said not active (not only not ready)
 }
 
 type sent struct {
@@ -293,6 +310,7 @@ func (p *pipeline) loop(bell *zmq.Socket) error {
 		now := time.Now()
 		p.watch(now)
 		p.expire(now)
+		p.admit(now)
 		if len(p.queue) == 0 && len(p.flight) == 0 && len(p.later) == 0 {
 			// Nothing to do: wait for a submit (no socket to watch).
 			select {
@@ -334,8 +352,7 @@ func (p *pipeline) take() {
 }
 
 func (p *pipeline) accept(r *asyncReq) {
-	c := p.c
-	r.deadline = time.Now().Add(time.Duration(c.cfg.Retries*len(c.cfg.Brokers)) * c.cfg.Timeout)
+	r.deadline = p.deadline(time.Now())
 	key := r.fut.key
 	// Two submits with one key: the second waits for the first (answers
 	// are matched by key), then gets its ticket as a duplicate.
@@ -344,6 +361,23 @@ func (p *pipeline) accept(r *asyncReq) {
 	if len(held) == 0 {
 		p.queue = append(p.queue, r)
 	}
+}
+
+// deadline is when a submit queued at now gives up: its tries of Timeout
+// per broker.
+func (p *pipeline) deadline(now time.Time) time.Time {
+	return now.Add(time.Duration(p.c.cfg.Retries*len(p.c.cfg.Brokers)) * p.c.cfg.Timeout)
+}
+
+// admit queues the submits released by finish. Their time starts now:
+// waiting for the earlier submit with their key spent none of their tries.
+func (p *pipeline) admit(now time.Time) {
+	for i, r := range p.released {
+		r.deadline = p.deadline(now)
+		p.queue = append(p.queue, r)
+		p.released[i] = nil
+	}
+	p.released = p.released[:0]
 }
 
 // expire fails the submits whose time is up, and queues those whose pause
@@ -499,6 +533,9 @@ func (p *pipeline) pause() {
 
 // send sends the queued submits to the active broker.
 func (p *pipeline) send(now time.Time) error {
+	if !p.refusing.since.IsZero() {
+		return nil // the broker refuses: wait for the answers in flight there
+	}
 	if _, err := p.cn.sock(p.cn.active); err != nil {
 		return err
 	}
@@ -543,6 +580,9 @@ func (p *pipeline) poll(bell *zmq.Socket) error {
 	}
 	if len(p.later) > 0 {
 		wait = min(wait, 10*time.Millisecond)
+	}
+	if !p.refusing.since.IsZero() {
+		wait = min(wait, max(0, p.refusing.since.Add(p.c.cfg.Timeout).Sub(now)))
 	}
 	poller := zmq.NewPoller()
 	poller.Add(bell, zmq.POLLIN)
@@ -616,7 +656,7 @@ func (p *pipeline) answer(svc string, rep [][]byte) bool {
 		// [code | text | key].
 		if r := p.flight[string(rep[n-1])]; r != nil && (string(rep[0]) != "200" || n == 4) {
 			p.settle(r, rep[:n-1])
-			return true
+			return !p.endRefusal(false)
 		}
 	}
 	if svc == tsp.SvcSubmit2 && unsupported(rep) {
@@ -637,15 +677,16 @@ func (p *pipeline) answer(svc string, rep [][]byte) bool {
 		return true
 	}
 	if notActive(rep) || notReady(rep) {
-		// The node does not serve (yet): everything in flight there is
-		// refused or void; send it again once one serves.
+		// The node does not serve (yet): a submit in flight there is
+		// refused, or answered with its key if it was taken before.
 		c.refusals.Add(1)
-		p.requeue()
-		if notActive(rep) {
-			c.elsewhere(p.cn, &call{service: tsp.SvcSubmit}, "broker not active")
+		p.cn.seen[p.cn.active].answer = string(rep[1])
+		if p.refusing.since.IsZero() {
+			p.refusing.since = time.Now()
 		}
-		p.pause()
-		return false
+		p.refusing.n++
+		p.refusing.notActive = p.refusing.notActive || notActive(rep)
+		return !p.endRefusal(false)
 	}
 	if len(p.flight) == 1 {
 		for _, r := range p.flight {
@@ -661,6 +702,25 @@ func (p *pipeline) answer(svc string, rep [][]byte) bool {
 	p.legacy = true
 	p.requeue()
 	return false
+}
+
+// endRefusal ends a refusal by the active broker once every submit in
+// flight there was answered or refused, or when timedOut: the rest is
+// sent again once a broker serves (another one, when it said not
+// active). It reports whether the socket was dropped.
+func (p *pipeline) endRefusal(timedOut bool) bool {
+	if p.refusing.since.IsZero() || (!timedOut && p.refusing.n < len(p.flight)) {
+		return false
+	}
+	notActive := p.refusing.notActive
+	p.refusing = refusing{}
+	p.requeue()
+	if notActive {
+		p.noActive = true
+		p.c.elsewhere(p.cn, &call{service: tsp.SvcSubmit}, "broker not active")
+	}
+	p.pause()
+	return true
 }
 
 // settle ends (or, after a transient 500, queues again) the submit r
@@ -707,6 +767,7 @@ func (p *pipeline) settle(r *asyncReq, rep [][]byte) {
 // ahead of those not sent yet.
 func (p *pipeline) requeue() {
 	p.cn.drop(p.cn.active)
+	p.refusing = refusing{} // what was in flight there is sent again
 	var again []*asyncReq
 	for _, s := range p.order {
 		if s.r.inFlight && s.r.sentAt.Equal(s.at) {
@@ -727,6 +788,10 @@ func (p *pipeline) requeue() {
 // Timeout: the broker is taken as gone, as serve does for one call.
 func (p *pipeline) timeouts(cl *call, now time.Time) {
 	c := p.c
+	if !p.refusing.since.IsZero() && now.Sub(p.refusing.since) >= c.cfg.Timeout {
+		p.endRefusal(true)
+		return
+	}
 	for len(p.order) > 0 {
 		s := p.order[0]
 		if s.r.inFlight && s.r.sentAt.Equal(s.at) {
@@ -775,7 +840,7 @@ func (p *pipeline) finish(r *asyncReq, ticket string, dup bool, err error) {
 	held := p.keys[f.key]
 	if len(held) > 1 {
 		p.keys[f.key] = held[1:]
-		p.queue = append(p.queue, held[1])
+		p.released = append(p.released, held[1])
 	} else {
 		delete(p.keys, f.key)
 	}
@@ -810,7 +875,7 @@ func (p *pipeline) failAll(err error) {
 	clear(p.keys)
 	clear(p.flight)
 	p.probe = nil
-	p.queue, p.later, p.order = nil, nil, nil
+	p.queue, p.later, p.order, p.released = nil, nil, nil, nil
 }
 
 // shut refuses submits from now on and ends those held with err.

@@ -270,3 +270,67 @@ func TestSubmitAsyncClose(t *testing.T) {
 		t.Fatalf("Flush after Close = %v", err)
 	}
 }
+
+// Two pipelined submits share a key, and the first gives up (the broker
+// is silent): the second, held until then, is sent and ends too (here
+// with its own give-up), and Flush returns. It was lost when the first
+// ended inside the loop that rebuilt the queue.
+func TestHeldSubmitSentAfterFirstGivesUp(t *testing.T) {
+	f := newFake(t, func(string, [][]byte, int) [][]byte { return nil })
+	c := newPipeClient(t, Config{Brokers: []string{f.endpoint}, Timeout: 100 * time.Millisecond, Retries: 2})
+	ctx := testCtx(t)
+	a, err := c.SubmitAsync(ctx, "echo", frames("x"), SubmitOptions{IdemKey: "K"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.SubmitAsync(ctx, "echo", frames("x"), SubmitOptions{IdemKey: "K"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Ticket(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("first = %v, want ErrUnavailable", err)
+	}
+	sentA := len(f.requests())
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := b.Ticket(wctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("second submit with the key = %v, want ErrUnavailable after its own tries", err)
+	}
+	if n := len(f.requests()); n <= sentA {
+		t.Fatalf("the second submit was never sent (%d requests, %d before it)", n, sentA)
+	}
+	if err := c.Flush(wctx); err != nil {
+		t.Fatalf("Flush = %v", err)
+	}
+}
+
+// A draining broker: k0 was taken before the drain, and its answer (200,
+// keyed) comes right after the gate refused k1 ("not active", no key).
+// k0 ends with its ticket, not with a give-up after its resends were
+// refused: the socket is read until every submit in flight there was
+// answered or refused.
+func TestRefusalKeepsLaterAnswers(t *testing.T) {
+	var f *fakeBroker
+	f = newFake(t, func(service string, body [][]byte, n int) [][]byte {
+		switch n {
+		case 1:
+			return nil // k0: being committed
+		case 2:
+			f.answerLater(0, tsp.SvcSubmit, keyedAnswer([][]byte{[]byte("k0")}))
+			return frames("500", "not active")
+		}
+		return frames("500", "not active")
+	})
+	c := newPipeClient(t, Config{Brokers: []string{f.endpoint}, Timeout: 200 * time.Millisecond, Retries: 3})
+	fs := submitN(t, c, 2)
+	got, err := fs[0].Ticket(testCtx(t))
+	if err != nil || got != ticketOf([]byte("k0")) {
+		t.Fatalf("k0, acknowledged by the broker, ended with %q, %v", got, err)
+	}
+	// k1 is refused until its tries are spent, and says why.
+	_, err = fs[1].Ticket(testCtx(t))
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || !ue.NoActive {
+		t.Fatalf("k1 = %v, want ErrUnavailable saying no broker was active", err)
+	}
+}

@@ -57,11 +57,28 @@ func (c *Client) Submit(ctx context.Context, service string, body [][]byte, opt 
 	if err != nil {
 		return "", err
 	}
-	rep, err := c.do(ctx, svc, frames)
-	if err != nil {
-		return "", err
+	// A submit whose outcome the broker could not know is sent again with
+	// its key, within the time the tries would take: the broker's answer
+	// to the key tells. The caller could not: it never saw the key.
+	budget := time.Now().Add(time.Duration(c.cfg.Retries*len(c.cfg.Brokers)) * c.cfg.Timeout)
+	var rep [][]byte
+	for {
+		if rep, err = c.do(ctx, svc, frames); err != nil {
+			return "", err
+		}
+		if !tsp.Is(rep, tsp.CodeError, tsp.Uncertain) || time.Now().After(budget) {
+			break
+		}
+		c.log.Debug("submit outcome unknown, sending it again with its key", "service", service)
+		if err := c.pause(&call{ctx: ctx}, maxRefusalBackoff); err != nil {
+			return "", err
+		}
 	}
 	if err := submitStatus(rep, key); err != nil {
+		if tsp.Is(rep, tsp.CodeError, tsp.Uncertain) {
+			// Out of time: the caller may resend it with this key.
+			return "", fmt.Errorf("submit to %s with idempotency key %q: %w", service, key, err)
+		}
 		return "", fmt.Errorf("submit to %s: %w", service, err)
 	}
 	if len(rep) < 2 || len(rep[1]) == 0 {

@@ -47,6 +47,11 @@ func (e *KeyConflictError) Is(target error) bool { return target == ErrKeyConfli
 // ErrBadID means a ticket string is not 32 hexadecimal characters.
 var ErrBadID = errors.New("malformed ticket id")
 
+// ErrUncertain means a batch's outcome is unknown: it may or may not be
+// durable (a raft leader lost its leadership with the batch in flight).
+// Its submits are resubmitted with the same idempotency keys, which tell.
+var ErrUncertain = errors.New("outcome unknown")
+
 // ErrClosed means the store has been closed.
 var ErrClosed = errors.New("store closed")
 

@@ -64,6 +64,9 @@ func submitRefusal(err error) [][]byte {
 	switch {
 	case errors.As(err, &kc):
 		return replyText(tsp.CodeUnknown, keyConflictText(kc))
+	case errors.Is(err, store.ErrUncertain):
+		// Stored or not: the same key again tells.
+		return replyText(tsp.CodeError, tsp.Uncertain.Text("send it again with the same key ("+err.Error()+")"))
 	case errors.Is(err, store.ErrClusterVersion):
 		// A submit with lifecycle options, to a cluster with a member
 		// that could not read them: 400, resending cannot help.

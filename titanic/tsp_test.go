@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -107,11 +108,15 @@ func TestRefusalKinds(t *testing.T) {
 		{"not supported", lifecycleAnswer("retry", svcErr), tsp.CodeUnknown, tsp.NotSupported},
 		{"bad request", lifecycleAnswer("pause", badRequest("no service")), tsp.CodeUnknown, tsp.BadRequest},
 		{"key conflict", replyText(tsp.CodeUnknown, keyConflictText(&store.KeyConflictError{Service: "echo"})), tsp.CodeUnknown, tsp.KeyConflict},
+		{"outcome unknown", submitRefusal(fmt.Errorf("commit: %w", replica.ErrUncertain)), tsp.CodeError, tsp.Uncertain},
 	} {
 		if !tsp.Is(tc.rep, tc.code, tc.kind) {
 			a := tsp.ParseAnswer(tc.rep)
 			t.Errorf("%s: %q reads as %s %q, want %s %q", tc.name, tc.rep, a.Code, a.Kind, tc.code, tc.kind)
 		}
+	}
+	if a := tsp.ParseAnswer(submitRefusal(errors.New("disk on fire"))); a.Code != tsp.CodeError || a.Kind != tsp.None {
+		t.Fatalf("a storage error reads as %s %q, want 500 of no kind (retry later)", a.Code, a.Kind)
 	}
 	// The first release's client compares the gate's refusal byte for
 	// byte, and refusals are only for titanic.* services.

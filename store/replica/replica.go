@@ -50,7 +50,8 @@ var (
 	ErrNotLeader = errors.New("not the raft leader")
 	// ErrUncertain: leadership was lost while the entry was in flight; it
 	// may or may not be committed. Resubmit with the same idempotency key.
-	ErrUncertain = errors.New("leadership lost, outcome unknown")
+	// It wraps store.ErrUncertain.
+	ErrUncertain = fmt.Errorf("leadership lost, %w", store.ErrUncertain)
 	// ErrConfig: the Config is invalid.
 	ErrConfig = errors.New("invalid replica config")
 	// ErrSnapshotPending: the snapshot a reform takes after its

@@ -29,6 +29,9 @@
 //	500   not ready                 asks this broker again: it serves soon, or the
 //	                                ticket may be its peer's until a split brain merges
 //	500   busy, retry later         retries later (a limit was reached)
+//	500   outcome unknown           sends the submit again with the same key: the
+//	                                broker may have stored it (a raft leader lost
+//	                                its leadership with it in flight)
 //	500   failed                    gives up: the ticket failed for good (detail: the
 //	                                reason; "cancelled: ..." for a cancelled ticket)
 //	400   unknown ticket            gives up: never submitted, or closed
@@ -129,12 +132,13 @@ const (
 	BadRequest     Kind = "bad request"
 	NotFailed      Kind = "not failed"
 	Finished       Kind = "finished"
+	Uncertain      Kind = "outcome unknown"
 )
 
 var kinds = map[Kind]bool{
 	NotActive: true, NotReady: true, Busy: true, Failed: true, UnknownTicket: true,
 	UnknownService: true, NotSupported: true, KeyConflict: true, BadRequest: true,
-	NotFailed: true, Finished: true,
+	NotFailed: true, Finished: true, Uncertain: true,
 }
 
 // Text is the text frame of a refusal of kind k with a detail: the

@@ -140,6 +140,10 @@ type Job struct {
 	// must come back in its REPLY. Titanic uses the ticket ID.
 	Token []byte
 	Body  [][]byte
+	// Tag is the Source's own mark of this dispatch, handed back
+	// unchanged in its Lease: titanic tells by it a lease of the
+	// ticket's current dispatch from an older one that ends late.
+	Tag uint64
 }
 
 // Lease is one dispatch of a Job to one worker.
@@ -149,6 +153,7 @@ type Lease struct {
 	Token   []byte
 	// Worker names the worker that took the job, as Next was told.
 	Worker string
+	Tag    uint64 // the Job's
 }
 
 // Source supplies durable work to the broker's workers and learns how each

@@ -132,7 +132,7 @@ func (s *state) dispatchJob(now time.Time, svc *service) bool {
 	}
 	w := s.takeIdle(svc)
 	s.nextLease++
-	lease := Lease{ID: s.nextLease, Service: svc.name, Token: job.Token, Worker: name}
+	lease := Lease{ID: s.nextLease, Service: svc.name, Token: job.Token, Worker: name, Tag: job.Tag}
 	err := s.sendWorker(now, w, s.workerRequest(job.Token, nonEmpty(job.Body)))
 	s.sent()
 	if err != nil {

@@ -294,7 +294,7 @@ func (s *state) cloudDispatch(now time.Time, service string) {
 			return
 		}
 		s.nextLease++
-		lease := Lease{ID: s.nextLease, Service: service, Token: job.Token, Worker: name}
+		lease := Lease{ID: s.nextLease, Service: service, Token: job.Token, Worker: name, Tag: job.Tag}
 		// The run makes tokens unique across restarts of this broker: a
 		// peer still holding a job of a previous run cannot answer a new
 		// one by mistake.

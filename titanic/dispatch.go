@@ -90,7 +90,7 @@ func (s *Service) Completed(lease broker.Lease, body [][]byte) {
 	if err != nil || id.IsZero() {
 		return
 	}
-	e, ok := s.d.replied(id)
+	e, ok := s.d.replied(id, lease.Tag)
 	op := store.Op{Kind: store.OpReply, ID: id, Time: s.cfg.Now(), Reply: body}
 	s.commitReply(e, ok, op, lease.Service, 0)
 }
@@ -107,10 +107,12 @@ func (s *Service) commitReply(e *entry, ok bool, op store.Op, service string, tr
 	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
 		switch {
 		case batchErr != nil:
-			if ok && s.holdVerdict(e, "reply", tries, batchErr, func() { s.commitReply(e, ok, op, service, tries+1) }) {
-				return
+			// Nothing is recorded: the ticket stays as it was. A reply
+			// that ended no lease of the current dispatch (late, or
+			// from before a reset) leaves the entry alone.
+			if ok && !s.holdVerdict(e, "reply", tries, batchErr, func() { s.commitReply(e, ok, op, service, tries+1) }) {
+				s.d.forgetEntry(e)
 			}
-			s.forget(id)
 		case res.Err != nil:
 			if isFinal(res.Err) {
 				s.stats.lateReplies.Add(1)
@@ -160,7 +162,7 @@ func (s *Service) Failed(lease broker.Lease, reason string) {
 		return
 	}
 	now := s.cfg.Now()
-	e, d, ok := s.d.attemptFailed(id, reason, now)
+	e, d, ok := s.d.attemptFailed(id, lease.Tag, reason, now)
 	switch {
 	case !ok:
 	case d.fail != "":
@@ -208,7 +210,7 @@ func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
 	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
 		if batchErr != nil {
 			if !s.holdVerdict(e, "failure", tries, batchErr, func() { s.commitFail(e, op, reason, tries+1) }) {
-				s.forget(e.id)
+				s.d.forgetEntry(e)
 			}
 			return
 		}

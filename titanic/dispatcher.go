@@ -92,6 +92,9 @@ type dispatcher struct {
 	// doubt holds the tickets whose last finishing op's batch failed
 	// (finishEnds): the store may show its outcome all the same.
 	doubt map[store.ID]struct{}
+	// dispatches numbers the dispatches (entry.lease); a reset keeps
+	// it, so that no lease given out before names an entry after.
+	dispatches uint64
 }
 
 func newDispatcher(cfg dispatchConfig) *dispatcher {
@@ -295,19 +298,21 @@ func (d *dispatcher) next(service string, now time.Time) dispatched {
 		e.deadline = time.Time{}
 		e.leased = true
 		e.attempts++
+		d.dispatches++
+		e.lease = d.dispatches
 		out.ok, out.id, out.attempts = true, e.id, e.attempts
-		out.job = broker.Job{Token: []byte(e.id.String()), Body: e.body}
+		out.job = broker.Job{Token: []byte(e.id.String()), Body: e.body, Tag: e.lease}
 		return out
 	}
 	return out
 }
 
 // leasedLocked returns the dispatched entry of id, if it is still known (a
-// ticket closed while a worker held it is not) and its worker has not
-// answered yet. Callers hold d.mu.
-func (d *dispatcher) leasedLocked(id store.ID) (*entry, bool) {
+// ticket closed while a worker held it is not), tag names its current
+// dispatch, and its worker has not answered yet. Callers hold d.mu.
+func (d *dispatcher) leasedLocked(id store.ID, tag uint64) (*entry, bool) {
 	e, ok := d.entries[id]
-	if !ok || !e.leased || e.replied || e.failing {
+	if !ok || !e.leased || e.replied || e.failing || e.lease != tag {
 		return nil, false
 	}
 	return e, true
@@ -316,11 +321,12 @@ func (d *dispatcher) leasedLocked(id store.ID) (*entry, bool) {
 // replied records that the worker holding id answered: the entry stays
 // out of every fifo, neither dispatched again nor reported done, until
 // the reply's commit either forgets it or requeues it. ok is false when
-// no lease of id is known (closed meanwhile, or answered already).
-func (d *dispatcher) replied(id store.ID) (*entry, bool) {
+// no lease of id is known (closed meanwhile, or answered already), or
+// tag is not its current dispatch's.
+func (d *dispatcher) replied(id store.ID, tag uint64) (*entry, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e, ok := d.leasedLocked(id)
+	e, ok := d.leasedLocked(id, tag)
 	if ok {
 		e.replied = true
 	}
@@ -337,12 +343,12 @@ type retryDecision struct {
 
 // attemptFailed decides what becomes of a lease of id that ended without
 // a reply: requeued after its backoff, or failed for good once its
-// attempts are used up. ok is false when no lease of id is known. The
-// entry stays leased until the Service committed the decision (requeue,
-// or forget).
-func (d *dispatcher) attemptFailed(id store.ID, reason string, now time.Time) (*entry, retryDecision, bool) {
+// attempts are used up. ok is false when no lease of id is known, or tag
+// is not its current dispatch's. The entry stays leased until the
+// Service committed the decision (requeue, or forget).
+func (d *dispatcher) attemptFailed(id store.ID, tag uint64, reason string, now time.Time) (*entry, retryDecision, bool) {
 	d.mu.Lock()
-	e, ok := d.leasedLocked(id)
+	e, ok := d.leasedLocked(id, tag)
 	if !ok {
 		d.mu.Unlock()
 		return nil, retryDecision{}, false
@@ -459,6 +465,17 @@ func (d *dispatcher) forget(id store.ID) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.dropLocked(id)
+}
+
+// forgetEntry is forget, if e is still the dispatcher's entry of its
+// ticket: a verdict about e whose commit failed must not drop the entry
+// a reset recovered for the same ticket since.
+func (d *dispatcher) forgetEntry(e *entry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur, ok := d.entries[e.id]; ok && cur == e {
+		d.dropLocked(e.id)
+	}
 }
 
 // forgetResult drops the ticket an op finished or deleted (res.ID), also

@@ -23,7 +23,8 @@ import (
 //	at DUR                          the clock, from the start
 //	submit NAME SVC [high|low] [due=DUR] [deadline=DUR] [nobody] [attempts=N]
 //	next SVC                        a dispatch: the ticket, or -; load, expired
-//	replied NAME | failed NAME      a worker's answer, or a failed attempt
+//	replied NAME | failed NAME      a worker's answer, or a failed attempt, of
+//	                                its latest dispatch (NAME stale: the one before)
 //	requeue NAME                    the requeue failed decided was committed
 //	forget NAME                     its reply or failure was committed
 //	cancel NAME [SVC]               a cancel (or close) was committed (SVC:
@@ -53,6 +54,7 @@ type dtest struct {
 	due   map[string]time.Time // what failed decided, for requeue
 	reads map[string]windowReading
 	seqs  map[string]uint64
+	tags  map[string][]uint64 // each ticket's dispatches, oldest first
 }
 
 func newDtest(t *testing.T, window, deadlines int) *dtest {
@@ -69,7 +71,22 @@ func newDtest(t *testing.T, window, deadlines int) *dtest {
 		t: t, d: newDispatcher(cfg), now: t0,
 		ids: map[string]store.ID{}, names: map[store.ID]string{}, ent: map[string]*entry{},
 		due: map[string]time.Time{}, reads: map[string]windowReading{}, seqs: map[string]uint64{},
+		tags: map[string][]uint64{},
 	}
+}
+
+// tag is the dispatch a "replied" or "failed" line names: the ticket's
+// latest, or with a second word "stale" the one before it.
+func (dt *dtest) tag(args []string) uint64 {
+	tags := dt.tags[args[0]]
+	back := 1
+	if len(args) > 1 && args[1] == "stale" {
+		back = 2
+	}
+	if len(tags) < back {
+		return 0
+	}
+	return tags[len(tags)-back]
 }
 
 // seq is name's Seq: a new one the first time it is named.
@@ -185,6 +202,7 @@ func (dt *dtest) step(ev string, args []string) string {
 			out = append(out, "fail "+dt.names[v.e.id]+": "+v.reason)
 		}
 		if r.ok {
+			dt.tags[dt.names[r.id]] = append(dt.tags[dt.names[r.id]], r.job.Tag)
 			out = append(out, fmt.Sprintf("%s#%d", dt.names[r.id], r.attempts))
 		} else {
 			out = append(out, "-")
@@ -194,12 +212,12 @@ func (dt *dtest) step(ev string, args []string) string {
 		}
 		return strings.Join(out, "; ")
 	case "replied":
-		if _, ok := dt.d.replied(dt.id(args[0])); !ok {
+		if _, ok := dt.d.replied(dt.id(args[0]), dt.tag(args)); !ok {
 			return "no lease"
 		}
 		return "ok"
 	case "failed":
-		_, r, ok := dt.d.attemptFailed(dt.id(args[0]), "boom", dt.now)
+		_, r, ok := dt.d.attemptFailed(dt.id(args[0]), dt.tag(args), "boom", dt.now)
 		switch {
 		case !ok:
 			return "no lease"
@@ -446,6 +464,18 @@ func TestDispatcher(t *testing.T) {
 			next s -> a#3
 			failed a -> fail: attempt 3 of 3 failed: boom
 			failed b -> no lease`},
+		{name: "an older dispatch's lease ending late does not end the current one", script: `
+			submit a s -> wake s
+			next s -> a#1
+			failed a -> requeue +1s
+			requeue a
+			at 1s
+			schedule -> wake s
+			next s -> a#2
+			failed a stale -> no lease
+			replied a stale -> no lease
+			counts s -> pending 0 delayed 0 inflight 1 leased 1
+			replied a -> ok`},
 		{name: "a ticket's own attempts", script: `
 			submit a s attempts=1 -> wake s
 			next s -> a#1

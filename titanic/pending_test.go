@@ -318,7 +318,7 @@ func hammerWorker(ctx context.Context, svc *Service, b *hammerBroker, leases *at
 			}
 			continue
 		}
-		lease := broker.Lease{ID: leases.Add(1), Service: "echo", Token: job.Token}
+		lease := broker.Lease{ID: leases.Add(1), Service: "echo", Token: job.Token, Tag: job.Tag}
 		// The job's work: its answer comes while the poller asks.
 		time.Sleep(time.Duration(rand.N(2000)) * time.Microsecond)
 		if rand.N(4) == 0 {

@@ -34,6 +34,12 @@ type entry struct {
 	// fail for good (expired, or no worker) while the failure commits: no
 	// worker holds it, so no lease token may name it.
 	failing bool
+	// lease is the dispatcher's number of the entry's current dispatch
+	// (broker.Job.Tag): a lease's end acts on the entry only if it names
+	// it. An older lease of the ticket (given out before a reset, whose
+	// entry was then recovered and dispatched again) may end late, and
+	// must not end the current one.
+	lease uint64
 	// stored is the state the store records for the ticket while no
 	// worker holds it (pending, or dispatched: a dispatch mark no
 	// requeue followed, as recovery finds it); 0 when not known. A

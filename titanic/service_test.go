@@ -153,7 +153,7 @@ func (h *harness) next(service string) (broker.Lease, broker.Job) {
 	for {
 		if job, ok := h.svc.Next(service, "w"); ok {
 			h.lease++
-			return broker.Lease{ID: h.lease, Service: service, Token: job.Token}, job
+			return broker.Lease{ID: h.lease, Service: service, Token: job.Token, Tag: job.Tag}, job
 		}
 		if time.Now().After(deadline) {
 			h.t.Fatalf("no job for %s within %s", service, wait)

@@ -10,6 +10,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"github.com/titanicmq/titanic/internal/harness"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -642,5 +643,50 @@ func TestSubmitUncertainSentAgainWithItsKey(t *testing.T) {
 	reqs := f.requests() // ["" | MDPC01 | service | key | ...]
 	if len(reqs) != 2 || string(reqs[0][3]) != string(reqs[1][3]) || tk != ticketOf(reqs[0][3]) {
 		t.Fatalf("%d submits sent, ticket %s: want the same key twice and its ticket", len(reqs), tk)
+	}
+}
+
+// Close ends a Wait at once, whatever its pause between lookups: the
+// Wait's socket belongs to the context Close terminates. It ended only at
+// its next lookup, spinning on ETERM until then.
+func TestCloseEndsWait(t *testing.T) {
+	f := newFake(t, func(service string, body [][]byte, n int) [][]byte {
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Serving: true})
+		}
+		return frames(tsp.CodePending)
+	})
+	c, err := New(Config{Brokers: []string{f.endpoint}, Notify: []string{harness.FreeEndpoint(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Wait(testCtx(t), ticket, WaitOptions{PollInterval: 10 * time.Second})
+		done <- err
+	}()
+	// Lookups come 50, 100, 200, 400 and 800 ms apart: after the sixth
+	// the pause is 1.6 s.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(f.requests()) < 6 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d lookups in 10 s, want 6", len(f.requests()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Wait = %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not end within 5 s of Close")
+	}
+	<-closed
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("Close took %s during a Wait, want it at once", d)
 	}
 }

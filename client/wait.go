@@ -72,8 +72,18 @@ func (c *Client) Wait(ctx context.Context, ticket string, opt WaitOptions) ([][]
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("waiting for %s: %w", ticket, err)
 			}
+			select {
+			case <-c.quit:
+				// Close terminates the context this socket belongs to:
+				// return, so that it can.
+				return nil, ErrClosed
+			default:
+			}
 			polled, err := poller.Poll(min(left, 100*time.Millisecond))
 			if err != nil {
+				if zmq.AsErrno(err) == zmq.ETERM {
+					return nil, ErrClosed
+				}
 				continue
 			}
 			if len(polled) == 0 {

@@ -404,6 +404,19 @@ func boltOptions(o Options) *bolt.Options {
 // safely, then checks that it holds our layout.
 func openDB(path string, opts Options, create bool) (*bolt.DB, error) {
 	opts = opts.withDefaults()
+	for tries := 1; ; tries++ {
+		db, err := openDBOnce(path, opts, create)
+		if !errors.Is(err, errReplaced) || tries == 3 {
+			return db, err
+		}
+	}
+}
+
+// errReplaced: the file at path was replaced while bbolt waited for its
+// lock.
+var errReplaced = errors.New("the file was replaced while this waited for its lock (a compaction or a restore); try again")
+
+func openDBOnce(path string, opts Options, create bool) (*bolt.DB, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) && create {
 		if err := createDB(path, opts); err != nil {
@@ -423,6 +436,17 @@ func openDB(path string, opts Options, create bool) (*bolt.DB, error) {
 	db, err := boltOpen(path, boltOptions(opts))
 	if err != nil {
 		return nil, err
+	}
+	// bbolt waited for the lock of the file it opened. A compaction
+	// renames its copy over path and only then lets go of the old file:
+	// the file locked may be the old one, under another name now, and
+	// what this store acknowledged would be lost with it. Open again.
+	if now, err := os.Stat(path); err != nil || !os.SameFile(fi, now) {
+		_ = db.Close()
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, errReplaced)
 	}
 	var size int64
 	if err := db.View(func(tx *bolt.Tx) error { size = tx.Size(); return checkLayout(tx, fi.Size()) }); err != nil {

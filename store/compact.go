@@ -86,6 +86,12 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (CompactResu
 			_ = src.Close()
 		}
 	}()
+	// As openDB: the file locked must still be the one at path (another
+	// compaction may have swapped it while this waited), or this would
+	// compact an old file over a newer one.
+	if now, err := os.Stat(path); err != nil || !os.SameFile(fi, now) {
+		return res, fmt.Errorf("compact: %s: %w", path, errReplaced)
+	}
 	if err := checkDB(src); err != nil {
 		return res, fmt.Errorf("compact: the store fails its check, not compacted (restore a backup): %w", err)
 	}

@@ -79,11 +79,12 @@ func (g *Group) sync(ctx context.Context) {
 	leader := g.node.IsLeader()
 	switch {
 	case leader && !g.serving.Load():
+		term := g.node.Status().Term
 		if err := g.svc.Activate(ctx); err != nil {
 			g.log.Warn("became raft leader but could not activate", "err", err)
 			return
 		}
-		if !g.node.IsLeader() {
+		if !g.node.IsLeader() || g.node.Status().Term != term {
 			g.svc.Deactivate()
 			return
 		}

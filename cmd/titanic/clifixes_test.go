@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -155,6 +158,30 @@ func TestTicketsLimitRange(t *testing.T) {
 		code, _, stderr := runCLI(t, context.Background(), "tickets", "--broker", "tcp://127.0.0.1:1", "--limit", l)
 		if code != exitUsage || !strings.Contains(stderr, "--limit "+l+": want 1 to 1000") {
 			t.Errorf("tickets --limit %s: exit %d, stderr %q; want %d", l, code, stderr, exitUsage)
+		}
+	}
+}
+
+// A token file without a token stops the broker at start: it would have
+// left the API open to all (a non-loopback listener too).
+func TestBrokerRefusesEmptyTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{"empty": "", "blank": " \n\t\n", "two words": "abc def\n"} {
+		tf := filepath.Join(dir, "token")
+		if err := os.WriteFile(tf, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		addr := strings.TrimPrefix(harness.FreeEndpoint(t), "tcp://")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, harness.Binary(t), "broker", "--data", t.TempDir(), "--listen", harness.FreeEndpoint(t),
+			"--http-listen", addr, "--http-token-file", tf)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		running := ctx.Err() != nil
+		cancel()
+		if running || err == nil || !strings.Contains(stderr.String(), "http.token_file "+tf) {
+			t.Errorf("%s token file: %v (still running after 10 s: %v), stderr %q; want a refusal naming the file", name, err, running, stderr.String())
 		}
 	}
 }

@@ -150,6 +150,11 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 				return nc, nil, fmt.Errorf("http.token_file: %w", err)
 			}
 			hc.Token = strings.TrimSpace(string(b))
+			// An empty file would leave the API without a token: open
+			// to all, on any listener.
+			if hc.Token == "" || strings.ContainsAny(hc.Token, " \t\r\n") {
+				return nc, nil, fmt.Errorf("http.token_file %s: want one bearer token (no white space inside), found %q", cfg.HTTP.TokenFile, hc.Token)
+			}
 		}
 		nc.HTTP = hc
 	}

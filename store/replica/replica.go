@@ -1283,7 +1283,14 @@ func (r *recovering) Apply(l *raft.Log) any {
 	c := *l
 	c.Data = bytes.Clone(l.Data) // kept past this call
 	if l.Type == raft.LogCommand {
-		c.Extensions = soloMark
+		if m, ok := decodeMeta(l.Extensions); ok {
+			// An announcement keeps what it announces (the cluster
+			// version, above all: the active's store raised it with
+			// this entry), marked solo like the rest.
+			c.Extensions = encodeMeta(m.leader, Announcement{Endpoint: m.endpoint, Curve: m.curve, ClusterVersion: m.cluster}, true)
+		} else {
+			c.Extensions = soloMark
+		}
 	}
 	r.pending = append(r.pending, &c)
 	if len(r.pending) >= recoverBatch {

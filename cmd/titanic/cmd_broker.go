@@ -94,6 +94,14 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 		return nc, nil, err
 	}
 	if sec != nil {
+		// Said at every start: an operator who asked for CURVE must not
+		// believe these links covered.
+		if bc.Peering != nil {
+			log.Warn("security.curve does not cover the peering links: their cloud and state endpoints take plain connections, and a job sent to the cloud endpoint under a peer's name is served; keep them on a private network", "cloud", bc.Peering.CloudListen, "state", bc.Peering.StateListen)
+		}
+		if nc.NotifyListen != "" {
+			log.Warn("security.curve does not cover the notification endpoint: ticket events go out in plain text to any subscriber", "notify", nc.NotifyListen)
+		}
 		bc.Curve = &broker.CurveConfig{Server: sec.keys, Allow: sec.allow.Allowed}
 		if sec.pairCurve != nil {
 			// The pair peer is a client of this broker too: it hands its

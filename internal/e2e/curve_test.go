@@ -67,3 +67,23 @@ func TestCurveCommands(t *testing.T) {
 		}
 	}
 }
+
+// A broker with CURVE and peering or notifications says at start that
+// CURVE does not cover those links: an operator who asked for CURVE
+// must not believe them covered.
+func TestCurveWarnsOfUncoveredLinks(t *testing.T) {
+	keys, allowed := t.TempDir(), t.TempDir()
+	if out, code := cli(t, "", "keygen", "--dir", keys, "broker"); code != 0 {
+		t.Fatalf("keygen: exit %d %q", code, out)
+	}
+	br := harness.Broker(t, "broker", harness.FreeEndpoint(t), t.TempDir(), "--curve",
+		"--secret-key-file", filepath.Join(keys, "broker.key"), "--public-keys-dir", allowed,
+		"--peering-name", "A", "--peering-cloud-listen", harness.FreeEndpoint(t), "--peering-state-listen", harness.FreeEndpoint(t),
+		"--peering-peers", "B="+harness.FreeEndpoint(t)+"+"+harness.FreeEndpoint(t),
+		"--notify-listen", harness.FreeEndpoint(t))
+	for _, want := range []string{"security.curve does not cover the peering links", "security.curve does not cover the notification endpoint"} {
+		if !strings.Contains(br.Tail(), want) {
+			t.Errorf("start-up log lacks %q:\n%s", want, br.Tail())
+		}
+	}
+}

@@ -145,7 +145,7 @@ type HTTPSection struct {
 
 // SecuritySection is [security].
 type SecuritySection struct {
-	Curve         bool   `toml:"curve" flag:"curve" usage:"CURVE-encrypt client, worker, peer and pair links and admit only allowed keys"`
+	Curve         bool   `toml:"curve" flag:"curve" usage:"CURVE-encrypt client, worker and pair (Binary Star) links and admit only allowed keys (not the raft transport, peering or notification links)"`
 	SecretKeyFile string `toml:"secret_key_file" flag:"secret-key-file" usage:"this node's CURVE secret key (made by titanic keygen)"`
 	PublicKeysDir string `toml:"public_keys_dir" flag:"public-keys-dir" usage:"directory of allowed public key files (the allowlist), reloaded on SIGHUP"`
 }

@@ -196,7 +196,14 @@ type MemberVersion struct {
 	Reported bool
 }
 
-// Members returns what each member reported (this node included).
+// reportsFresh is how many intervals a member's report counts for: a
+// member reports every interval, and one that stopped (rolled back to
+// the first release, which reports nothing) must count as that release
+// again, not as what it once reported, or a raise would leave it behind.
+const reportsFresh = 5
+
+// Members returns what each member reported (this node included); a
+// report older than reportsFresh intervals counts as none.
 func (v *Versions) Members() []MemberVersion {
 	ids := v.members()
 	v.mu.Lock()
@@ -209,7 +216,7 @@ func (v *Versions) Members() []MemberVersion {
 		}
 		r, ok := v.reports[id]
 		mv := MemberVersion{ID: id, Version: 1}
-		if ok {
+		if ok && time.Since(r.at) <= reportsFresh*v.interval {
 			mv.Version, mv.Release, mv.Reported = r.version, r.release, true
 		}
 		out = append(out, mv)

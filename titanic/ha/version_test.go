@@ -1,0 +1,75 @@
+package ha
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
+)
+
+// A member that stopped reporting its version (rolled back to the first
+// release, which reports nothing) counts as version 1 again once its
+// last report is old: the cluster version is not raised on that report,
+// which would leave the member unable to read what follows. A fresh
+// report counts again.
+func TestStaleVersionReportDoesNotRaise(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(filepath.Join(dir, "titanic.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	addr, tr := raft.NewInmemTransport("")
+	node, err := replica.Open(st, replica.Config{
+		ID: "n1", Dir: filepath.Join(dir, "raft"), Transport: tr,
+		Peers: []replica.Peer{{ID: "n1", Addr: string(addr)}}, Bootstrap: true,
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond, Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	waitFor(t, "leader", 10*time.Second, node.IsLeader)
+	const interval = 20 * time.Millisecond
+	v := NewVersions(node, VersionsConfig{Endpoint: func() string { return "tcp://127.0.0.1:5555" }, Interval: interval, Logger: log})
+	v.members = func() []string { return []string{"n1", "n2", "n3"} }
+
+	// n2 reported 3 long ago, then went silent; n3 reports 3 now.
+	v.Report("n2", 3, "v0.2.0")
+	v.mu.Lock()
+	r := v.reports["n2"]
+	r.at = time.Now().Add(-(reportsFresh + 1) * interval)
+	v.reports["n2"] = r
+	v.mu.Unlock()
+	v.Report("n3", 3, "v0.2.0")
+	for _, m := range v.Members() {
+		if m.ID == "n2" && (m.Reported || m.Version != 1) {
+			t.Fatalf("n2, silent for %d intervals: %+v, want version 1, not reported", reportsFresh+1, m)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(10 * interval) // ten rounds of the loop: a raise would come in the first
+	if cv, _ := node.ClusterVersion(ctx); cv != 1 {
+		t.Fatalf("cluster version raised to %d on a report %d intervals old", cv, reportsFresh+1)
+	}
+	// n2 upgraded again: both report every interval, as members do.
+	waitFor(t, "the raise once every member reports 3", 5*time.Second, func() bool {
+		v.Report("n2", 3, "v0.2.0")
+		v.Report("n3", 3, "v0.2.0")
+		cv, _ := node.ClusterVersion(ctx)
+		return cv == 3
+	})
+}

@@ -31,8 +31,12 @@ type Config struct {
 	// that requests for many services cannot exhaust memory.
 	MaxQueuedBytes int
 	// MaxMsgSize is ZMQ_MAXMSGSIZE for the ROUTER socket: a peer that
-	// sends a larger message is disconnected. Unlimited (-1): no limit;
-	// zero: the default. With Curve it must be at least MinCurveMsgSize.
+	// sends a larger frame is disconnected. It bounds the whole message
+	// too, plus EnvelopeRoom: libzmq bounds frames only, so a message of
+	// many frames under the limit is received, then dropped past it and
+	// counted (Stats.TooLarge), copied no further. Unlimited (-1): no
+	// limit; zero: the default. With Curve it must be at least
+	// MinCurveMsgSize.
 	MaxMsgSize int64
 	// MaxFrames bounds the frames of one message, on the ROUTER and the
 	// peering sockets: ZMQ_MAXMSGSIZE bounds each frame, not how many,
@@ -52,6 +56,10 @@ type Config struct {
 	// no submit, lookup or READY). Nil: plain TCP.
 	Curve *CurveConfig
 }
+
+// EnvelopeRoom is what a message may carry past MaxMsgSize: its
+// envelope and command frames around a body of the largest frame.
+const EnvelopeRoom = 64 << 10
 
 // Unlimited, in MaxMsgSize, means no limit (zero means the default, as in
 // every field); titanic.Config and the config file spell it the same way.
@@ -116,6 +124,11 @@ type Request struct {
 	Service string
 	// Body holds the frames after the service frame; the handler owns them.
 	Body [][]byte
+	// From is the IP address the request came from (ZeroMQ's
+	// Peer-Address of a TCP client; empty over ipc or inproc), for a
+	// handler registered with HandleFrom only: a handler of services that
+	// only some hosts may call decides by it.
+	From string
 	// Unread: the broker's last answer to this client could not be
 	// queued (its pipe is full: it does not read its answers), so an
 	// answer to this request will most likely be dropped too. Titanic

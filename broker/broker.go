@@ -92,7 +92,14 @@ func New(cfg Config) (*Broker, error) {
 // register such services, and mmi.service reports them present. The longest
 // matching prefix wins. Call it before Run; an invalid prefix (empty, or
 // overlapping "mmi.") or a nil h makes Run fail.
-func (b *Broker) Handle(prefix string, h Handler) {
+func (b *Broker) Handle(prefix string, h Handler) { b.handle(prefix, h, false) }
+
+// HandleFrom is Handle, and the handler's requests carry the address
+// they came from (Request.From): reading it costs every message the
+// broker receives a lookup, so only handlers that need it ask.
+func (b *Broker) HandleFrom(prefix string, h Handler) { b.handle(prefix, h, true) }
+
+func (b *Broker) handle(prefix string, h Handler, from bool) {
 	if b.started.Load() {
 		b.log.Error("Handle called after Run: ignored", "prefix", prefix)
 		return
@@ -110,7 +117,7 @@ func (b *Broker) Handle(prefix string, h Handler) {
 		b.setupErr = errors.Join(b.setupErr, fmt.Errorf("handle %q: %w", prefix, err))
 		return
 	}
-	b.handlers = append(b.handlers, prefixHandler{prefix: prefix, h: h})
+	b.handlers = append(b.handlers, prefixHandler{prefix: prefix, h: h, from: from})
 	sort.SliceStable(b.handlers, func(i, j int) bool { return len(b.handlers[i].prefix) > len(b.handlers[j].prefix) })
 }
 

@@ -416,3 +416,41 @@ func TestShutdown(t *testing.T) {
 	}
 	<-b.Done()
 }
+
+// A handler registered with HandleFrom gets the address each request
+// came from; one registered with Handle does not (reading it costs every
+// message a lookup).
+func TestHandlerFrom(t *testing.T) {
+	got := make(chan broker.Request, 2)
+	e := start(t, testConfig(t), func(br *broker.Broker) {
+		br.HandleFrom("titanic.admin.", handlerFunc(func(r broker.Request) [][]byte { got <- r; return [][]byte{[]byte("200")} }))
+		br.Handle("titanic.", handlerFunc(func(r broker.Request) [][]byte { got <- r; return [][]byte{[]byte("200")} }))
+	})
+	c := e.dealer("client")
+	for _, tc := range []struct{ service, from string }{{"titanic.admin.x", "127.0.0.1"}, {"titanic.request", ""}} {
+		c.send("", hdrClient, tc.service, "x")
+		c.expect("", hdrClient, tc.service, "200")
+		if r := <-got; r.From != tc.from {
+			t.Errorf("%s: From = %q, want %q", tc.service, r.From, tc.from)
+		}
+	}
+}
+
+// A message whose frames are each under MaxMsgSize but larger in all is
+// dropped (counted in TooLarge), not copied whole; the connection and
+// the broker go on serving.
+func TestMessageOverSizeInAllDropped(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxMsgSize = 100 << 10
+	e := start(t, cfg, func(br *broker.Broker) {
+		br.Handle("titanic.", handlerFunc(func(r broker.Request) [][]byte { return [][]byte{[]byte("200")} }))
+	})
+	c := e.dealer("client")
+	frame := strings.Repeat("x", 90<<10)
+	c.send("", hdrClient, "titanic.x", frame, frame, frame)
+	c.send("", hdrClient, "titanic.x", "small")
+	c.expect("", hdrClient, "titanic.x", "200")
+	if st := e.stats(); st.TooLarge != 1 || st.HandlerRequests != 1 {
+		t.Fatalf("TooLarge %d, handler requests %d; want 1 and 1 (the small one)", st.TooLarge, st.HandlerRequests)
+	}
+}

@@ -81,8 +81,17 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	// One Frames for the ROUTER, used by the loop for both directions.
 	rf := zsock.NewFrames(router)
 	rf.SetMaxFrames(b.cfg.MaxFrames)
+	if b.cfg.MaxMsgSize > 0 {
+		rf.SetMaxBytes(int(b.cfg.MaxMsgSize) + EnvelopeRoom)
+	}
 	s := newState(b.cfg, b.log, routerSender(rf), b.source, b.handlers)
 	s.gate = b.gate
+	for _, ph := range b.handlers {
+		if ph.from {
+			rf.SetPeerAddress(true)
+			s.from = rf.PeerAddress
+		}
+	}
 	var ps *peerSockets
 	if b.cfg.Peering != nil {
 		var err error
@@ -304,7 +313,7 @@ func readRouter(router *zsock.Frames, s *state) error {
 			if isAgain(err) {
 				return nil
 			}
-			if errors.Is(err, zsock.ErrTooManyFrames) {
+			if errors.Is(err, zsock.ErrTooManyFrames) || errors.Is(err, zsock.ErrTooLarge) {
 				s.tooManyFrames(time.Now(), "router", err)
 				continue
 			}

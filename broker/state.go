@@ -36,6 +36,7 @@ type sendFunc func(to string, frames [][]byte) error
 type prefixHandler struct {
 	prefix string
 	h      Handler
+	from   bool // its requests carry Request.From
 }
 
 // state is the broker's protocol state: services, workers, queues and
@@ -48,8 +49,11 @@ type state struct {
 	send     sendFunc
 	source   Source          // nil: plain Majordomo only
 	handlers []prefixHandler // longest prefix first
-	gate     Gate            // nil: always serve
-	peering  *peering        // nil: no peers
+	// from returns the address the message being handled came from
+	// (nil: unknown), for handlers registered with HandleFrom.
+	from    func() string
+	gate    Gate     // nil: always serve
+	peering *peering // nil: no peers
 
 	services  map[string]*service
 	workers   map[string]*worker // registered workers by ROUTER identity
@@ -206,25 +210,36 @@ func (s *state) receive(now time.Time, frames [][]byte) {
 // and logs refusals at most every dropLogEvery: a hostile peer sending
 // them in a loop must not flood the log.
 func (s *state) tooManyFrames(now time.Time, socket string, err error) {
-	s.c.TooManyFrames++
+	var tl *zsock.TooLargeError
+	large := errors.As(err, &tl)
+	if large {
+		s.c.TooLarge++
+	} else {
+		s.c.TooManyFrames++
+	}
 	s.framesRefused++
 	if now.Sub(s.lastFramesLog) < dropLogEvery {
 		return
 	}
-	var tm *zsock.TooManyFramesError
-	from, frames := "", 0
-	if errors.As(err, &tm) {
-		from, frames = routeString(string(tm.First)), tm.Frames
+	if large {
+		s.log.Warn("dropped messages over the size limit", "socket", socket, "from", routeString(string(tl.First)),
+			"bytes_at_least", tl.Bytes, "max_message_size", s.cfg.MaxMsgSize, "dropped", s.framesRefused)
+	} else {
+		var tm *zsock.TooManyFramesError
+		from, frames := "", 0
+		if errors.As(err, &tm) {
+			from, frames = routeString(string(tm.First)), tm.Frames
+		}
+		s.log.Warn("dropped messages with too many frames", "socket", socket, "from", from,
+			"frames", frames, "max_frames", s.cfg.MaxFrames, "dropped", s.framesRefused)
 	}
-	s.log.Warn("dropped messages with too many frames", "socket", socket, "from", from,
-		"frames", frames, "max_frames", s.cfg.MaxFrames, "dropped", s.framesRefused)
 	s.lastFramesLog, s.framesRefused = now, 0
 }
 
-func (s *state) handlerFor(service string) Handler {
-	for _, ph := range s.handlers {
-		if strings.HasPrefix(service, ph.prefix) {
-			return ph.h
+func (s *state) handlerFor(service string) *prefixHandler {
+	for i := range s.handlers {
+		if strings.HasPrefix(service, s.handlers[i].prefix) {
+			return &s.handlers[i]
 		}
 	}
 	return nil
@@ -252,9 +267,13 @@ func (s *state) clientRequest(now time.Time, id string, m mdp.Message) {
 		s.sendClient(id, m.Service, [][]byte{[]byte(code)})
 		return
 	}
-	if h := s.handlerFor(m.Service); h != nil {
+	if ph := s.handlerFor(m.Service); ph != nil {
 		s.c.HandlerRequests++
-		if body := h.ServeMDP(Request{Client: Client{id: id}, Service: m.Service, Body: m.Body, Unread: s.isUnread(id)}); body != nil {
+		req := Request{Client: Client{id: id}, Service: m.Service, Body: m.Body, Unread: s.isUnread(id)}
+		if ph.from && s.from != nil {
+			req.From = s.from()
+		}
+		if body := ph.h.ServeMDP(req); body != nil {
 			s.c.HandlerReplies++
 			s.sendClient(id, m.Service, body)
 		}

@@ -115,6 +115,9 @@ type Counters struct {
 	// TooManyFrames counts messages discarded for having more than
 	// MaxFrames frames (from clients, workers or peers).
 	TooManyFrames uint64
+	// TooLarge counts messages discarded for having more bytes than
+	// MaxMsgSize (plus EnvelopeRoom) in all.
+	TooLarge uint64
 	// CommandOverflows counts Broker method calls that found the command
 	// channel full and were queued on its overflow list instead.
 	CommandOverflows uint64

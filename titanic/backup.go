@@ -28,7 +28,28 @@ func (s *Service) backup(req broker.Request) [][]byte {
 		return replyText(tsp.CodeUnknown, "want one frame: a file name of letters, digits, '.', '_' or '-'")
 	}
 	name := string(req.Body[0])
+	// A whole copy of the store: not while the disk is under its reserve
+	// or the store over its quota (the reserve is what keeps the store
+	// from ENOSPC), and one at a time.
+	if out := s.adm.overQuota(); out != nil {
+		return replyText(tsp.CodeError, "backup refused: "+string(out[1]))
+	}
+	if out := s.adm.diskFull(); out != nil {
+		return replyText(tsp.CodeError, "backup refused: "+string(out[1]))
+	}
+	if !s.backingUp.CompareAndSwap(false, true) {
+		return replyText(tsp.CodeError, tsp.Busy.Text("a backup is being written"))
+	}
 	go func() {
+		defer s.backingUp.Store(false)
+		if s.cfg.AllowBackup != nil {
+			// Here, not on the broker's loop: it may resolve names.
+			if err := s.cfg.AllowBackup(req.From); err != nil {
+				s.log.Warn("backup refused", "from", req.From, "err", err)
+				s.answer(req.Client, req.Service, replyText(tsp.CodeUnknown, tsp.Forbidden.Text(err.Error())))
+				return
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
 		path, n, err := s.writeBackup(ctx, name)

@@ -96,6 +96,10 @@ type Config struct {
 	SweepInterval time.Duration
 	// BackupDir is where titanic.backup writes snapshots; "" disables it.
 	BackupDir string
+	// AllowBackup, when set, decides which addresses may ask for a
+	// backup (broker.Request.From: register the service for
+	// tsp.SvcBackup with broker.HandleFrom too); an error refuses it.
+	AllowBackup func(from string) error
 	// PresenceTimeout is how long an identified client may stay silent
 	// (no titanic.hello) before it counts as disconnected.
 	PresenceTimeout time.Duration
@@ -267,9 +271,11 @@ type Broker interface {
 // records what they answer.
 type Service struct {
 	cfg Config
-	st  store.Store
-	b   Broker
-	log *slog.Logger
+	// backingUp: a titanic.backup is being written (one at a time).
+	backingUp atomic.Bool
+	st        store.Store
+	b         Broker
+	log       *slog.Logger
 
 	// commits hands mutations to the store and runs their completions
 	// (commit.go); Run waits for it to drain before it returns.

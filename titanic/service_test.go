@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -127,11 +128,17 @@ func (h *harness) stop() {
 // immediate or later.
 func (h *harness) call(service string, body ...string) [][]byte {
 	h.t.Helper()
+	return h.callFrom("", service, body...)
+}
+
+// callFrom is call for a request from the address from.
+func (h *harness) callFrom(from, service string, body ...string) [][]byte {
+	h.t.Helper()
 	fr := make([][]byte, len(body))
 	for i, b := range body {
 		fr[i] = []byte(b)
 	}
-	if r := h.svc.ServeMDP(broker.Request{Service: service, Body: fr}); r != nil {
+	if r := h.svc.ServeMDP(broker.Request{Service: service, Body: fr, From: from}); r != nil {
 		return r
 	}
 	return h.b.reply(h.t)
@@ -1025,5 +1032,54 @@ func TestBackup(t *testing.T) {
 	h2 := newHarness(t, Config{}, "")
 	if r := h2.call(tsp.SvcBackup, "x"); codeOf(r) != tsp.CodeUnknown {
 		t.Fatalf("backup without a directory = %q", r)
+	}
+}
+
+// A backup is a whole copy of the store: it is refused while the disk is
+// under its reserve (submits are, and the reserve is what keeps the
+// store from ENOSPC), while another is being written, and to an address
+// AllowBackup refuses. A client wrote as many as it asked for, into the
+// reserve.
+func TestBackupLimits(t *testing.T) {
+	dir := t.TempDir()
+	disk := &fakeDisk{free: 1 << 30, total: 100 << 30}
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	allow := func(from string) error {
+		if from == "192.0.2.9" {
+			return errors.New("192.0.2.9 may not")
+		}
+		if from == "hold" {
+			entered <- struct{}{}
+			<-release
+		}
+		return nil
+	}
+	h := newHarness(t, Config{BackupDir: dir, DiskReserve: 256 << 20, DiskPaths: []string{dir}, Statfs: disk.statfs, AllowBackup: allow}, "")
+	h.submit("echo", "x")
+
+	backup := func(from, name string) [][]byte {
+		t.Helper()
+		return h.callFrom(from, tsp.SvcBackup, name)
+	}
+	if r := backup("192.0.2.9", "a"); !tsp.Is(r, tsp.CodeUnknown, tsp.Forbidden) {
+		t.Fatalf("backup from a refused address = %q, want 400 forbidden", r)
+	}
+	done := make(chan [][]byte, 1)
+	go func() { done <- backup("hold", "b") }()
+	<-entered
+	if r := backup("127.0.0.1", "c"); !tsp.Is(r, tsp.CodeError, tsp.Busy) {
+		t.Fatalf("a second backup while one is written = %q, want 500 busy", r)
+	}
+	close(release)
+	if r := <-done; codeOf(r) != tsp.CodeOK {
+		t.Fatalf("the held backup = %q, want 200", r)
+	}
+	disk.set(100 << 20) // under the reserve
+	h.svc.adm.refreshDisk(true)
+	if r := backup("127.0.0.1", "d"); codeOf(r) != tsp.CodeError || !strings.Contains(string(r[1]), "disk full") {
+		t.Fatalf("backup with the disk under its reserve = %q, want 500 refused, disk full", r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "d")); err == nil {
+		t.Fatal("the refused backup was written")
 	}
 }

@@ -11,9 +11,13 @@ package zsock
 // returns the number of frames taken, each frame's size in sizes; *more
 // is set when frames of the message remain. A frame that does not fit in
 // what is left of buf is left in *pending (open; *more set, its size in
-// *pendsize) for zs_take. -1 and errno: a frame could not be received (EAGAIN when
-// flags has ZMQ_DONTWAIT and no message waits).
-static int zs_recv(void *sock, int flags, char *buf, size_t cap, size_t *sizes, int nsizes, int *more, zmq_msg_t *pending, size_t *pendsize) {
+// *pendsize) for zs_take. With peercap > 0, the Peer-Address (the IP
+// address of a TCP peer) of the first frame that has one is copied into
+// peer, its length in *peerlen (left as it is while none has: a ROUTER's
+// routing id frame of a peer's first message has none). -1 and errno: a frame could
+// not be received (EAGAIN when flags has ZMQ_DONTWAIT and no message
+// waits).
+static int zs_recv(void *sock, int flags, char *buf, size_t cap, size_t *sizes, int nsizes, int *more, zmq_msg_t *pending, size_t *pendsize, char *peer, int peercap, int *peerlen) {
 	size_t used = 0;
 	int n = 0;
 	*more = 0;
@@ -33,6 +37,14 @@ static int zs_recv(void *sock, int flags, char *buf, size_t cap, size_t *sizes, 
 		}
 		size_t sz = zmq_msg_size(&msg);
 		int m = zmq_msg_more(&msg);
+		if (peercap > 0 && *peerlen == 0) {
+			const char *a = zmq_msg_gets(&msg, "Peer-Address");
+			size_t l = a ? strlen(a) : 0;
+			if (l > 0 && l <= (size_t)peercap) {
+				memcpy(peer, a, l);
+				*peerlen = (int)l;
+			}
+		}
 		if (sz > cap - used) {
 			// Hand the frame over with libzmq's own move, not a copy of
 			// the opaque struct.
@@ -172,7 +184,15 @@ type Frames struct {
 	pend     C.zmq_msg_t
 	pendSize C.size_t
 	lens     []int // Recv's frame sizes, reused
+	maxBytes int   // bytes per message Recv accepts; 0: any
+	// The last message's Peer-Address, when SetPeerAddress asked for it.
+	wantPeer bool
+	peer     [peerCap]byte
+	peerLen  C.int
 }
+
+// peerCap holds an IPv6 address with its zone.
+const peerCap = 64
 
 // maxFrames is the number of frames one cgo receive takes; a message with
 // more takes more calls.
@@ -184,6 +204,28 @@ const maxFrames = 64
 // extensions while one peer's message of a million empty frames (which
 // ZMQ_MAXMSGSIZE, a bound per frame, lets through) is refused.
 const DefaultMaxFrames = 1024
+
+// ErrTooLarge is returned, wrapped in a *TooLargeError, for a message
+// of more bytes than the receiver accepts (SetMaxBytes): ZMQ_MAXMSGSIZE
+// bounds each frame, not the message. The message is gone by then: its
+// frames past the bound were received and discarded without being kept.
+var ErrTooLarge = errors.New("message too large")
+
+// TooLargeError describes a message refused for its size.
+type TooLargeError struct {
+	// Bytes is how many bytes had been received when it was refused (its
+	// size, or more than the bound).
+	Bytes int
+	// First is the start of its first frame (at most 255 bytes): on a
+	// ROUTER, the sender's routing id.
+	First []byte
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%v: over %d bytes", ErrTooLarge, e.Bytes)
+}
+
+func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
 
 // ErrTooManyFrames is returned, wrapped in a *TooManyFramesError, for a
 // message with more frames than the receiver accepts. The message is gone
@@ -249,6 +291,26 @@ func (fr *Frames) SetMaxFrames(n int) {
 	fr.limit = n
 }
 
+// SetMaxBytes sets the bytes per message Recv accepts (n < 1: any). A
+// larger message is discarded past the bound, copied no further, and
+// Recv returns a *TooLargeError.
+func (fr *Frames) SetMaxBytes(n int) { fr.maxBytes = max(n, 0) }
+
+// SetPeerAddress makes Recv keep each message's Peer-Address (libzmq's
+// message property: the IP address of a TCP peer), read with
+// PeerAddress. It costs each message a lookup, so it is off by default.
+func (fr *Frames) SetPeerAddress(on bool) { fr.wantPeer = on }
+
+// PeerAddress returns the IP address the last message Recv returned came
+// from: empty when SetPeerAddress was not called, for a transport
+// without one (ipc, inproc), or when the socket falls back to pebbe/zmq4.
+func (fr *Frames) PeerAddress() string {
+	if !fr.wantPeer {
+		return ""
+	}
+	return string(fr.peer[:fr.peerLen])
+}
+
 // handle returns the libzmq socket, or nil when Frames must fall back.
 func (fr *Frames) handle() unsafe.Pointer {
 	if !fr.raw {
@@ -300,9 +362,14 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 	if fr.limit < 1 {
 		fr.limit = DefaultMaxFrames
 	}
+	fr.peerLen = 0
 	h := fr.handle()
 	if h == nil {
 		return RecvMessage(fr.sock, flags, fr.limit)
+	}
+	peercap := C.int(0)
+	if fr.wantPeer {
+		peercap = peerCap
 	}
 	if fr.buf == nil {
 		fr.buf = make([]byte, scratchSize)
@@ -318,15 +385,39 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 		// is over it.
 		want := min(maxFrames, fr.limit+1-len(sizes))
 		n, err := C.zs_recv(h, f, (*C.char)(unsafe.Pointer(&fr.buf[0])), C.size_t(len(fr.buf)),
-			&fr.sizes[0], C.int(want), &fr.more, &fr.pend, &fr.pendSize)
+			&fr.sizes[0], C.int(want), &fr.more, &fr.pend, &fr.pendSize,
+			(*C.char)(unsafe.Pointer(&fr.peer[0])), peercap, &fr.peerLen)
 		if n < 0 {
 			return nil, errno(err)
 		}
 		f = 0
+		if fr.peerLen > 0 {
+			peercap = 0 // found
+		}
 		used := 0
 		for _, sz := range fr.sizes[:n] {
 			sizes = append(sizes, int(sz))
 			used += int(sz)
+		}
+		if fr.maxBytes > 0 && total+used+int(fr.pendSize) > fr.maxBytes {
+			var first []byte
+			switch {
+			case chunks != nil:
+				first = firstBytes(chunks[0][:min(sizes[0], len(chunks[0]))])
+			case len(sizes) > 0 && n > 0:
+				first = firstBytes(fr.buf[:sizes[0]])
+			}
+			hp := C.int(0)
+			if fr.pendSize > 0 {
+				hp = 1
+			}
+			fr.lens = sizes[:0]
+			if fr.more != 0 || hp != 0 {
+				if d, err := C.zs_discard(h, &fr.pend, hp, fr.more); d < 0 {
+					return nil, errno(err)
+				}
+			}
+			return nil, &TooLargeError{Bytes: total + used + int(fr.pendSize), First: first}
 		}
 		if pend := fr.pendSize > 0; len(sizes) > fr.limit || len(sizes) == fr.limit && (pend || fr.more != 0) {
 			var first []byte

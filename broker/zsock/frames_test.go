@@ -198,3 +198,77 @@ func TestFramesLimit(t *testing.T) {
 		})
 	}
 }
+
+// With SetPeerAddress, Recv keeps the IP address each message came from
+// (a TCP peer's), the first message of a peer too (whose routing id frame
+// carries none); without it, none.
+func TestFramesPeerAddress(t *testing.T) {
+	router, dealer := pair(t)
+	rf := NewFrames(router)
+	rf.SetPeerAddress(true)
+	for _, msg := range [][][]byte{{[]byte("first")}, {[]byte("b"), bytes.Repeat([]byte("x"), scratchSize+10)}} {
+		if _, err := dealer.SendMessage(msg); err != nil {
+			t.Fatal(err)
+		}
+		recvWithin(t, router, rf)
+		if got := rf.PeerAddress(); got != "127.0.0.1" {
+			t.Fatalf("PeerAddress of a message of %d frames = %q, want 127.0.0.1", len(msg), got)
+		}
+	}
+	rf.SetPeerAddress(false)
+	if _, err := dealer.SendMessage("c"); err != nil {
+		t.Fatal(err)
+	}
+	recvWithin(t, router, rf)
+	if got := rf.PeerAddress(); got != "" {
+		t.Fatalf("PeerAddress without SetPeerAddress = %q, want none", got)
+	}
+}
+
+// A message of more bytes than SetMaxBytes allows, in frames each
+// small enough, is refused (*TooLargeError) and its frames past the bound
+// are discarded, whether it fits one receive call or takes several; the
+// next message comes through whole.
+func TestFramesMaxBytes(t *testing.T) {
+	router, dealer := pair(t)
+	rf := NewFrames(router)
+	rf.SetMaxBytes(3 * scratchSize)
+	chunk := bytes.Repeat([]byte("c"), scratchSize-100)
+	for _, msg := range [][][]byte{
+		{chunk, chunk, chunk, chunk, []byte("tail")}, // several calls
+		{bytes.Repeat([]byte("d"), 4*scratchSize)},   // one frame past the buffer
+	} {
+		if _, err := dealer.SendMessage(msg); err != nil {
+			t.Fatal(err)
+		}
+		r, err := NewReadable(router)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Wait(time.Now().Add(within)); err != nil {
+			t.Fatalf("no message within %s: %v", within, err)
+		}
+		r.Close()
+		var tl *TooLargeError
+		if got, err := rf.Recv(zmq.DONTWAIT); !errors.As(err, &tl) || tl.Bytes <= 3*scratchSize || len(tl.First) == 0 {
+			t.Fatalf("message of %d frames over the bound: %d frames, %v; want a *TooLargeError past the bound naming the sender", len(msg), len(got), err)
+		}
+	}
+	rf.SetMaxBytes(10)
+	if _, err := dealer.SendMessage("12345678901"); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := NewReadable(router)
+	_ = r.Wait(time.Now().Add(within))
+	r.Close()
+	if _, err := rf.Recv(zmq.DONTWAIT); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a message of one call over the bound: %v, want ErrTooLarge", err)
+	}
+	if _, err := dealer.SendMessage("next"); err != nil {
+		t.Fatal(err)
+	}
+	rf.SetMaxBytes(0)
+	if got := recvWithin(t, router, rf); len(got) != 2 || string(got[1]) != "next" {
+		t.Fatalf("the message after the refused ones = %q, want [id next]", got)
+	}
+}

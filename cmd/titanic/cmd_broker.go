@@ -73,6 +73,13 @@ func startError(err error) error {
 // SIGHUP reloads.
 func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node.Config, *security, error) {
 	nc := node.Config{Dir: cfg.Store.Dir, Logger: log, DrainTimeout: cfg.Broker.DrainTimeout, NotifyListen: cfg.Notify.Listen, Release: Version}
+	for _, a := range cfg.Security.AdminFrom {
+		p, err := config.ParseAdminFrom(a) // validated: cannot fail
+		if err != nil {
+			return nc, nil, err
+		}
+		nc.AdminFrom = append(nc.AdminFrom, p)
+	}
 	nc.Store = store.Options{LockTimeout: cfg.Store.LockTimeout, MaxBatch: cfg.Store.MaxBatch, MaxBatchBytes: int(cfg.Store.MaxBatchBytes), NoSync: cfg.Store.NoSync, Linger: cfg.Store.Linger}
 
 	bc := broker.DefaultConfig()

@@ -53,11 +53,35 @@ type Admin struct {
 	// Versions keeps the cluster version (titanic.cluster.version). Nil:
 	// the service answers 400.
 	Versions *Versions
+	// Sources, when set, decides where the services that change the
+	// cluster may be asked from (register the Admin with
+	// broker.HandleFrom); the others are answered to anyone.
+	Sources *AdminSources
+
+	// busy holds a token per request being served: a bound on the
+	// goroutines (each may wait on raft for seconds) any client can make.
+	busy chan struct{}
+}
+
+// adminInFlight bounds the admin requests served at once.
+const adminInFlight = 16
+
+// changes reports whether a request asks to change the cluster (or to
+// report a member's version, which raises the cluster version), rather
+// than to read it.
+func changes(req broker.Request) bool {
+	switch req.Service {
+	case tsp.SvcJoin, tsp.SvcLeave, tsp.SvcAdopt, tsp.SvcForget:
+		return true
+	case tsp.SvcVersion:
+		return len(req.Body) > 0 && string(req.Body[0]) == "report"
+	}
+	return false
 }
 
 // NewAdmin returns the admin handler of node.
 func NewAdmin(node *replica.Node, b Replier, log *slog.Logger) *Admin {
-	return &Admin{node: node, b: b, log: log.With("component", "admin")}
+	return &Admin{node: node, b: b, log: log.With("component", "admin"), busy: make(chan struct{}, adminInFlight)}
 }
 
 // ServeMDP implements broker.Handler. Raft calls may block, so the work
@@ -71,13 +95,27 @@ func (a *Admin) ServeMDP(req broker.Request) [][]byte {
 		}
 		return tsp.EncodeRole(a.Role())
 	}
-	go func() { a.b.Reply(req.Client, req.Service, a.serve(req)) }()
+	select {
+	case a.busy <- struct{}{}:
+	default:
+		return text(tsp.CodeError, tsp.Busy.Text(fmt.Sprintf("%d admin requests being served", adminInFlight)))
+	}
+	go func() {
+		defer func() { <-a.busy }()
+		a.b.Reply(req.Client, req.Service, a.serve(req))
+	}()
 	return nil
 }
 
 func text(code, msg string) [][]byte { return [][]byte{[]byte(code), []byte(msg)} }
 
 func (a *Admin) serve(req broker.Request) [][]byte {
+	if a.Sources != nil && changes(req) {
+		if err := a.Sources.Allow(req.From); err != nil {
+			a.log.Warn("cluster change refused", "service", req.Service, "from", req.From, "err", err)
+			return text(tsp.CodeUnknown, tsp.Forbidden.Text(err.Error()))
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	switch req.Service {

@@ -16,8 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +65,11 @@ type Config struct {
 	// sets PeerTag (from Star.Role), and ForkDir (default Dir/forks) and
 	// Logger when empty.
 	Pair *ha.PairConfig
+	// AdminFrom are the networks, beside this host and the cluster's
+	// members' hosts, from which cluster changes (titanic.cluster.join,
+	// leave, adopt, forget, version reports) and titanic.backup are taken
+	// (ha.AdminSources).
+	AdminFrom []netip.Prefix
 	// Release names the binary (`titanic version`); a replicated node
 	// reports it with its protocol version (ha.Versions).
 	Release string
@@ -213,6 +221,8 @@ func New(cfg Config) (_ *Node, err error) {
 			tc.DiskPaths = append(tc.DiskPaths, raftDir)
 		}
 	}
+	sources := &ha.AdminSources{Extra: cfg.AdminFrom, Hosts: n.memberHosts(cfg)}
+	tc.AllowBackup = sources.Allow
 	n.svc = titanic.New(n.st, n.b, tc)
 
 	if n.rep != nil {
@@ -220,7 +230,8 @@ func New(cfg Config) (_ *Node, err error) {
 		if eps := bc.Endpoints; len(eps) > 0 {
 			admin.Endpoint = eps[0]
 		}
-		n.b.Handle(tsp.AdminPrefix, admin)
+		admin.Sources = sources
+		n.b.HandleFrom(tsp.AdminPrefix, admin)
 		role, run, err := n.role()
 		if err != nil {
 			return nil, err
@@ -242,6 +253,7 @@ func New(cfg Config) (_ *Node, err error) {
 		n.roles = append(n.roles, run, admin.Versions.Run)
 	}
 	n.b.Handle(tsp.Prefix, n.svc)
+	n.b.HandleFrom(tsp.SvcBackup, n.svc) // AllowBackup reads Request.From
 	n.b.SetSource(n.svc)
 	n.b.SetGate(n.gate)
 	if cfg.HTTP != nil {
@@ -304,6 +316,32 @@ func pairTags(role binarystar.Role) (own, peer byte) {
 }
 
 // maybeElsewhere is the service's MaybeElsewhere: the pair's, once made.
+// memberHosts returns the hosts of the cluster's members as this node
+// knows them now: the raft configuration's addresses, the initial peers,
+// and a pair's peer (its raft address and its client endpoint).
+func (n *Node) memberHosts(cfg Config) func() []string {
+	var fixed []string
+	if rc := cfg.Raft; rc != nil {
+		for _, p := range rc.Peers {
+			fixed = append(fixed, p.Addr)
+		}
+	}
+	if pc := cfg.Pair; pc != nil {
+		fixed = append(fixed, pc.PeerAddr, strings.TrimPrefix(pc.PeerEndpoint, "tcp://"))
+	}
+	return func() []string {
+		hosts := slices.Clone(fixed)
+		if n.rep != nil {
+			if ms, err := n.rep.Members(); err == nil {
+				for _, m := range ms {
+					hosts = append(hosts, m.Addr)
+				}
+			}
+		}
+		return hosts
+	}
+}
+
 func (n *Node) maybeElsewhere(id store.ID) bool {
 	p := n.pair.Load()
 	return p != nil && p.MaybeElsewhere(id)

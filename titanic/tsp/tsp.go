@@ -42,6 +42,8 @@
 //	400   bad request               gives up: the request is malformed
 //	400   not failed                gives up: only a failed ticket can be retried
 //	400   finished                  gives up: the ticket is finished already
+//	400   forbidden                 gives up: a cluster change or a backup asked from
+//	                                an address that may not (detail: why)
 //
 // Other 500 texts (a storage error) have no kind: retry later, as 9/TSP
 // says of 500.
@@ -133,12 +135,13 @@ const (
 	NotFailed      Kind = "not failed"
 	Finished       Kind = "finished"
 	Uncertain      Kind = "outcome unknown"
+	Forbidden      Kind = "forbidden"
 )
 
 var kinds = map[Kind]bool{
 	NotActive: true, NotReady: true, Busy: true, Failed: true, UnknownTicket: true,
 	UnknownService: true, NotSupported: true, KeyConflict: true, BadRequest: true,
-	NotFailed: true, Finished: true, Uncertain: true,
+	NotFailed: true, Finished: true, Uncertain: true, Forbidden: true,
 }
 
 // Text is the text frame of a refusal of kind k with a detail: the

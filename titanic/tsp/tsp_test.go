@@ -25,6 +25,7 @@ func TestTokensAreTheWiresBytes(t *testing.T) {
 		tsp.NotFailed:      "not failed",
 		tsp.Finished:       "finished",
 		tsp.Uncertain:      "outcome unknown",
+		tsp.Forbidden:      "forbidden",
 	} {
 		if string(k) != want {
 			t.Errorf("kind %q, want %q", k, want)
@@ -118,7 +119,7 @@ func TestParseAnswer(t *testing.T) {
 // Every kind's text reads back as that kind, with its detail.
 func TestTextRoundTrip(t *testing.T) {
 	for _, k := range []tsp.Kind{tsp.NotActive, tsp.NotReady, tsp.Busy, tsp.Failed, tsp.UnknownTicket, tsp.UnknownService,
-		tsp.NotSupported, tsp.KeyConflict, tsp.BadRequest, tsp.NotFailed, tsp.Finished, tsp.Uncertain} {
+		tsp.NotSupported, tsp.KeyConflict, tsp.BadRequest, tsp.NotFailed, tsp.Finished, tsp.Uncertain, tsp.Forbidden} {
 		for _, text := range []string{string(k), k.Text("some: detail")} {
 			got, d := tsp.KindOf(text)
 			if got != k || (text != string(k) && d != "some: detail") {

@@ -110,7 +110,7 @@ type ServiceRetry struct {
 
 // LimitsSection is [limits].
 type LimitsSection struct {
-	MaxMessageSize    Size    `toml:"max_message_size" flag:"max-message-size" usage:"largest ZeroMQ frame accepted (ZMQ_MAXMSGSIZE); a larger one drops the connection; -1: no limit"`
+	MaxMessageSize    Size    `toml:"max_message_size" flag:"max-message-size" usage:"largest ZeroMQ frame accepted (ZMQ_MAXMSGSIZE); a larger one drops the connection; a message larger in all (plus 64 KiB) is dropped; -1: no limit"`
 	MaxBody           Size    `toml:"max_body" flag:"max-body" usage:"largest request body (all frames) a submit may carry; -1: no limit"`
 	PerClientInflight int     `toml:"per_client_inflight" flag:"per-client-inflight" usage:"requests one client may have in flight; beyond it: busy, retry later; -1: no limit"`
 	SubmitRate        float64 `toml:"submit_rate" flag:"submit-rate" usage:"submits per second per client; beyond it: busy, retry later; -1: no limit"`
@@ -145,9 +145,10 @@ type HTTPSection struct {
 
 // SecuritySection is [security].
 type SecuritySection struct {
-	Curve         bool   `toml:"curve" flag:"curve" usage:"CURVE-encrypt client, worker and pair (Binary Star) links and admit only allowed keys (not the raft transport, peering or notification links)"`
-	SecretKeyFile string `toml:"secret_key_file" flag:"secret-key-file" usage:"this node's CURVE secret key (made by titanic keygen)"`
-	PublicKeysDir string `toml:"public_keys_dir" flag:"public-keys-dir" usage:"directory of allowed public key files (the allowlist), reloaded on SIGHUP"`
+	Curve         bool     `toml:"curve" flag:"curve" usage:"CURVE-encrypt client, worker and pair (Binary Star) links and admit only allowed keys (not the raft transport, peering or notification links)"`
+	SecretKeyFile string   `toml:"secret_key_file" flag:"secret-key-file" usage:"this node's CURVE secret key (made by titanic keygen)"`
+	PublicKeysDir string   `toml:"public_keys_dir" flag:"public-keys-dir" usage:"directory of allowed public key files (the allowlist), reloaded on SIGHUP"`
+	AdminFrom     []string `toml:"admin_from" flag:"admin-from" usage:"networks (CIDR) or addresses, beside this host and the cluster members' hosts, from which cluster changes (titanic cluster join/leave/forget) and titanic backup are taken"`
 }
 
 // RaftSection is [raft]: group mode. Bind and Advertise also serve pair
@@ -257,8 +258,9 @@ func Default() Config {
 			DoneTTL:       7 * 24 * time.Hour,
 			SweepInterval: time.Minute,
 		},
-		Log:  LogSection{Level: "info", Format: "text"},
-		HTTP: HTTPSection{Listen: "127.0.0.1:8080"},
+		Log:      LogSection{Level: "info", Format: "text"},
+		HTTP:     HTTPSection{Listen: "127.0.0.1:8080"},
+		Security: SecuritySection{AdminFrom: []string{}},
 		Raft: RaftSection{
 			Peers:             []string{},
 			Timeout:           time.Second,

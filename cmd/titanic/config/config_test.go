@@ -105,7 +105,7 @@ func TestFlagNames(t *testing.T) {
 		"no-worker-timeout", "log-level", "log-format", "raft", "node-id", "raft-bind", "raft-advertise",
 		"peers", "raft-timeout", "pair", "peer", "peer-state", "peer-raft", "peer-listen", "state-listen", "pair-heartbeat",
 		"http-listen", "http-token", "max-message-size", "max-body", "per-client-inflight", "submit-rate",
-		"disk-quota", "done-ttl", "sweep-interval", "curve", "secret-key-file", "public-keys-dir",
+		"disk-quota", "done-ttl", "sweep-interval", "curve", "secret-key-file", "public-keys-dir", "admin-from",
 		"peering-name", "peering-cloud-listen", "peering-state-listen", "peering-peers", "notify-listen",
 	} {
 		if fs.Lookup(name) == nil {
@@ -401,6 +401,7 @@ func TestValidate(t *testing.T) {
 		{"http off", func(c *Config) { c.HTTP.Listen = "" }, ""},
 		{"http bad", func(c *Config) { c.HTTP.Listen = "http://127.0.0.1:8080" }, `http.listen (--http-listen): "http://127.0.0.1:8080": want HOST:PORT`},
 		{"http two tokens", func(c *Config) { c.HTTP.Token, c.HTTP.TokenFile = "abc", "/t" }, "http.token or http.token_file, not both"},
+		{"admin_from not a network", func(c *Config) { c.Security.AdminFrom = []string{"10.0.0.0/8", "a.b.c"} }, "security.admin_from"},
 		{"http masked token", func(c *Config) { c.HTTP.Token = Masked }, "is the mask printed by titanic config"},
 		{"curve without keys", func(c *Config) { c.Security.Curve = true }, "security.secret_key_file (--secret-key-file): security.curve needs"},
 		{"curve", func(c *Config) { c.Security.Curve, c.Security.SecretKeyFile, c.Security.PublicKeysDir = true, "k", "d" }, ""},
@@ -493,7 +494,7 @@ func nonDefault() Config {
 		Retention: RetentionSection{DoneTTL: 0, SweepInterval: 10 * time.Second},
 		Log:       LogSection{Level: "debug", Format: "json"},
 		HTTP:      HTTPSection{Listen: "[::1]:9090", TokenFile: "/etc/titanic/token\n\t"},
-		Security:  SecuritySection{Curve: true, SecretKeyFile: "/k", PublicKeysDir: "/d"},
+		Security:  SecuritySection{Curve: true, SecretKeyFile: "/k", PublicKeysDir: "/d", AdminFrom: []string{"10.0.0.0/8", "192.0.2.7"}},
 		Raft: RaftSection{Enabled: true, NodeID: "n2", Bind: "0.0.0.0:7002", Advertise: "n2:7002", Peers: []string{"n1=a:1", "n2=n2:7002"},
 			Timeout: 300 * time.Millisecond, SnapshotInterval: time.Hour, SnapshotThreshold: 1, TrailingLogs: 2},
 		Pair: PairSection{Role: "backup", Peer: "p", PeerState: "tcp://p:1", PeerRaft: "p:2", PeerListen: "tcp://p:4", StateListen: "tcp://*:3", Heartbeat: time.Minute, PeerKey: "/p.pub"},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -123,6 +124,11 @@ func (c Config) Validate() error {
 	}
 
 	// [security]
+	for _, a := range c.Security.AdminFrom {
+		if _, err := ParseAdminFrom(a); err != nil {
+			ck.bad("security.admin_from", "%v", err)
+		}
+	}
 	if c.Security.Curve {
 		if c.Security.SecretKeyFile == "" {
 			ck.bad("security.secret_key_file", "security.curve needs this node's secret key file (titanic keygen makes one)")
@@ -432,4 +438,17 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// ParseAdminFrom reads one security.admin_from entry: a network (CIDR) or
+// one address.
+func ParseAdminFrom(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q: want a network (10.0.0.0/8) or an address", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }

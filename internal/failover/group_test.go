@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/netns"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // group starts a 3-node raft group on hosts g1, g2, g3 and attaches the
@@ -162,6 +164,7 @@ func TestGroupFaults(t *testing.T) {
 	echoWorkers(t, ctx, brokers, 3)
 	ld := startLoad(t, ctx, brokers, 4, clientTimeout)
 	ld.progress(t, 100, 30*time.Second, "first acks of the group", dg)
+	refusesStrangers(t, ctx, nodes)
 	watch := watchLeaders(ctx, nodes)
 
 	others := func(l *node) []*netns.Host {
@@ -254,4 +257,44 @@ func TestGroupFaults(t *testing.T) {
 	}
 	t.Logf("%d leader samples over %d terms; %d terms served: %v", samples, len(leaders), len(served), served)
 	checkAcks(t, ctx, brokers, acks, dg)
+}
+
+// refusesStrangers checks that a client on a host of the network that is
+// no member (the test process, attached) may submit but not change the
+// cluster: a join of its own voter is answered 400 forbidden by every
+// node, a backup by the leader (the followers refuse every titanic.*
+// service), and the group keeps its three members. One such join used
+// to leave a group without a quorum for good.
+func refusesStrangers(t *testing.T, ctx context.Context, nodes []*node) {
+	t.Helper()
+	backupsRefused := 0
+	for _, n := range nodes {
+		c, err := client.New(client.Config{Brokers: []string{n.endpoint()}, Timeout: 2 * time.Second, Retries: 1, Logger: quiet, Direct: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := c.Request(ctx, tsp.SvcJoin, [][]byte{[]byte("evil"), []byte("192.0.2.9:7000")})
+		if err != nil || !tsp.Is(rep, tsp.CodeUnknown, tsp.Forbidden) {
+			c.Close()
+			t.Fatalf("join to %s from a host that is no member: %q, %v; want 400 forbidden", n.name, rep, err)
+		}
+		if rep, err := c.Request(ctx, tsp.SvcBackup, [][]byte{[]byte("stolen.db")}); err == nil {
+			if !tsp.Is(rep, tsp.CodeUnknown, tsp.Forbidden) {
+				c.Close()
+				t.Fatalf("backup on %s from a host that is no member: %q; want 400 forbidden", n.name, rep)
+			}
+			backupsRefused++
+		}
+		c.Close()
+	}
+	if backupsRefused == 0 {
+		t.Fatal("no node answered the backup request (the leader should have refused it)")
+	}
+	st, err := clusterStatus(ctx, nodes[0].endpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Members) != 3 {
+		t.Fatalf("members after refused joins: %v, want the three", st.Members)
+	}
 }

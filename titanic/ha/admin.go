@@ -21,6 +21,7 @@ import (
 //	titanic.cluster        [""]         → 200 | key=value...   this node's raft status and the members it knows
 //	titanic.cluster.join   [id | addr]  → 200                  add a voter (leader only, else 500 not active)
 //	titanic.cluster.join   [id | addr | nonvoter] → 200        add a member without a vote (a pair's returning node; releases before it answer 400)
+//	titanic.cluster.join   [id | addr | voter] → 200           give a member its vote (a group's member that joined without one and caught up)
 //	titanic.cluster.leave  [id]         → 200                  remove a member (leader only)
 //	titanic.cluster.role   [""]         → 200 | serving=... | star=...   see tsp.Role
 //
@@ -53,6 +54,13 @@ type Admin struct {
 	// Versions keeps the cluster version (titanic.cluster.version). Nil:
 	// the service answers 400.
 	Versions *Versions
+	// NonvoterFirst (group mode) adds a member that joins with a plain
+	// [id | addr] without a vote: it asks for its vote ([id | addr |
+	// voter]) once it has caught up (Versions). Added as a voter at once,
+	// a member that is not up yet raises the quorum at once: with another
+	// member down, the group lost its quorum, and nothing could remove the
+	// newcomer without a leader.
+	NonvoterFirst bool
 	// Sources, when set, decides where the services that change the
 	// cluster may be asked from (register the Admin with
 	// broker.HandleFrom); the others are answered to anyone.
@@ -123,8 +131,9 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		return a.status()
 	case tsp.SvcJoin:
 		nonvoter := len(req.Body) == 3 && string(req.Body[2]) == tsp.JoinNonvoter
-		if len(req.Body) != 2 && !nonvoter || len(req.Body[0]) == 0 || len(req.Body[1]) == 0 {
-			return text("400", "want [node id | raft address], or [node id | raft address | "+tsp.JoinNonvoter+"]")
+		vote := len(req.Body) == 3 && string(req.Body[2]) == tsp.JoinVoter
+		if len(req.Body) != 2 && !nonvoter && !vote || len(req.Body[0]) == 0 || len(req.Body[1]) == 0 {
+			return text("400", "want [node id | raft address], or [node id | raft address | "+tsp.JoinNonvoter+" or "+tsp.JoinVoter+"]")
 		}
 		if !a.node.IsLeader() {
 			return text(tsp.CodeError, string(tsp.NotActive))
@@ -135,6 +144,12 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		// that caught up, see Pair.askPromotion) needs only the
 		// configuration entry, not a log compacted for a new member.
 		m, known := a.node.MemberAt(id, addr)
+		if len(req.Body) == 2 && a.NonvoterFirst && !(known && m.Voter) {
+			nonvoter = true
+		}
+		if vote && !known {
+			return text("400", "only a member may ask for its vote: join first")
+		}
 		if !known {
 			if err := a.node.PrepareJoin(ctx); err != nil {
 				return text("500", err.Error())
@@ -144,7 +159,9 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			if err := a.node.AddNonvoter(ctx, id, addr); err != nil {
 				return text("500", err.Error())
 			}
-			a.log.Info("member joined without a vote; it gets one once it has caught up", "id", id, "addr", addr)
+			if !known {
+				a.log.Info("member joined without a vote; it gets one once it has caught up", "id", id, "addr", addr)
+			}
 			return [][]byte{[]byte("200")}
 		}
 		promoted := known && !m.Voter

@@ -58,6 +58,9 @@ type Versions struct {
 	dial           func(endpoint string) (Requester, error)
 	curve          *curve.KeyPair
 	interval       time.Duration
+	// group: a raft group's member, which asks the leader for its vote
+	// once it has caught up after joining without one (askVote).
+	group bool
 
 	mu      sync.Mutex
 	reports map[string]report
@@ -105,7 +108,7 @@ func NewVersions(node *replica.Node, cfg VersionsConfig) *Versions {
 	v := &Versions{
 		node: node, self: self, own: store.OpsRecordVersion, release: cfg.Release,
 		raftAddr: raftAddr, endpoint: cfg.Endpoint, curve: cfg.Curve,
-		interval: cfg.Interval, reports: map[string]report{},
+		interval: cfg.Interval, reports: map[string]report{}, group: !cfg.Pair,
 		log: cfg.Logger.With("component", "versions"),
 	}
 	if cfg.Protocol > 0 {
@@ -324,7 +327,42 @@ func (v *Versions) Run(ctx context.Context) error {
 				"leader_endpoint", ep, "since", failedSince, "err", err)
 		case err == nil:
 			failedSince = time.Time{}
+			v.askVote(ctx, peer)
 		}
+	}
+}
+
+// voteSlack is how far behind the commit index a group member that
+// joined without a vote may be when it asks for its vote: its vote then
+// waits for little catching up (the pair's promoteSlack).
+const voteSlack = promoteSlack
+
+// askVote asks the leader (through peer) for this node's vote when it is
+// a group member without one that has caught up: it joined through
+// titanic cluster join, which adds members without a vote (see
+// Admin.NonvoterFirst).
+func (v *Versions) askVote(ctx context.Context, peer Requester) {
+	if !v.group {
+		return
+	}
+	m, ok := v.node.MemberAt(v.self, "")
+	if !ok || m.Voter {
+		return
+	}
+	st := v.node.Status()
+	if st.CommitIndex == 0 || st.AppliedIndex+voteSlack < st.CommitIndex {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*v.interval)
+	defer cancel()
+	rep, err := peer.Request(cctx, tsp.SvcJoin, [][]byte{[]byte(v.self), []byte(m.Addr), []byte(tsp.JoinVoter)})
+	switch {
+	case err != nil:
+		v.log.Debug("asking the leader for a vote", "err", err)
+	case len(rep) == 0 || string(rep[0]) != tsp.CodeOK:
+		v.log.Warn("the leader did not give this node its vote", "answer", fmt.Sprintf("%q", rep))
+	default:
+		v.log.Info("caught up: this member has its vote", "applied", st.AppliedIndex, "commit", st.CommitIndex)
 	}
 }
 

@@ -245,7 +245,10 @@ func New(cfg Config) (_ *Node, err error) {
 		vc := ha.VersionsConfig{Endpoint: n.clientEndpoint, Release: cfg.Release, Logger: log, Interval: cfg.VersionInterval, Protocol: cfg.VersionReport}
 		if pc := cfg.Pair; pc != nil {
 			vc.Pair, vc.PeerID, vc.PeerEndpoint, vc.PeerCurve = true, pc.PeerID, pc.PeerEndpoint, pc.PeerCurve
-		} else if cfg.Broker.Curve != nil {
+		} else {
+			admin.NonvoterFirst = true // see ha.Admin
+		}
+		if cfg.Pair == nil && cfg.Broker.Curve != nil {
 			kp := cfg.Broker.Curve.Server
 			vc.Curve = &kp
 		}

@@ -113,6 +113,11 @@ const (
 // up). A release without it answers such a join 400.
 const JoinNonvoter = "nonvoter"
 
+// JoinVoter is the third frame of a titanic.cluster.join by which a
+// group's member that joined without a vote, and has caught up, asks
+// for its vote. A release without it answers 400.
+const JoinVoter = "voter"
+
 // Kind is the kind of a refusal: the fixed token its text frame starts
 // with. The constants are the exact texts the wire has carried since the
 // release that introduced each.

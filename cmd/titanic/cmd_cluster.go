@@ -22,6 +22,7 @@ func runCluster(e env) error {
 	fs := newFlags(e, "cluster", "[join|leave|forget-peer-split] [flags] [ID [RAFT-ADDR]]\n\n  titanic cluster --broker A,B,C               status of every node, lag behind the leader\n  titanic cluster join --broker A,B,C ID ADDR   add a member (sent to the leader; a group's gets its vote once caught up)\n  titanic cluster leave --broker A,B,C ID       remove a member\n  titanic cluster forget-peer-split --broker A  pair: stop answering \"not ready\" for tickets the absent peer\n                                               may have acknowledged alone (they answer 400 until it returns)")
 	cf := addClientFlags(fs)
 	asJSON := addJSONFlag(fs)
+	voter := fs.Bool("voter", false, "join: give the member (already joined) its vote now: for a member of a release older than this one, which does not ask for it")
 	if err := e.parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -36,6 +37,9 @@ func runCluster(e env) error {
 	case "join":
 		if fs.NArg() != 2 {
 			return usagef("want join ID RAFT-ADDR")
+		}
+		if *voter {
+			return clusterChange(e, cf, tsp.SvcJoin, fs.Arg(0), fs.Arg(1), tsp.JoinVoter)
 		}
 		return clusterChange(e, cf, tsp.SvcJoin, fs.Arg(0), fs.Arg(1))
 	case "leave":

@@ -400,43 +400,22 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 			used += int(sz)
 		}
 		if fr.maxBytes > 0 && total+used+int(fr.pendSize) > fr.maxBytes {
-			var first []byte
-			switch {
-			case chunks != nil:
-				first = firstBytes(chunks[0][:min(sizes[0], len(chunks[0]))])
-			case len(sizes) > 0 && n > 0:
-				first = firstBytes(fr.buf[:sizes[0]])
-			}
-			hp := C.int(0)
-			if fr.pendSize > 0 {
-				hp = 1
-			}
+			first := fr.first(chunks, sizes, n)
+			size := total + used + int(fr.pendSize)
 			fr.lens = sizes[:0]
-			if fr.more != 0 || hp != 0 {
-				if d, err := C.zs_discard(h, &fr.pend, hp, fr.more); d < 0 {
-					return nil, errno(err)
-				}
+			if _, err := fr.discard(h); err != nil {
+				return nil, err
 			}
-			return nil, &TooLargeError{Bytes: total + used + int(fr.pendSize), First: first}
+			return nil, &TooLargeError{Bytes: size, First: first}
 		}
 		if pend := fr.pendSize > 0; len(sizes) > fr.limit || len(sizes) == fr.limit && (pend || fr.more != 0) {
-			var first []byte
-			switch {
-			case chunks != nil:
-				first = firstBytes(chunks[0][:min(sizes[0], len(chunks[0]))])
-			case len(sizes) > 0 && n > 0:
-				first = firstBytes(fr.buf[:sizes[0]])
-			}
-			hp := C.int(0)
-			if pend {
-				hp = 1
-			}
-			d, err := C.zs_discard(h, &fr.pend, hp, fr.more)
+			first := fr.first(chunks, sizes, n)
+			d, err := fr.discard(h)
 			fr.lens = sizes[:0]
-			if d < 0 {
-				return nil, errno(err)
+			if err != nil {
+				return nil, err
 			}
-			total := len(sizes) + int(d)
+			total := len(sizes) + d
 			if pend {
 				total++
 			}
@@ -467,6 +446,33 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 	}
 	fr.lens = sizes
 	return split(joinChunks(chunks, total), sizes), nil
+}
+
+// first returns the start of a refused message's first frame (at most
+// 255 bytes): from the chunks so far, or from the buffer of the call
+// that took n frames.
+func (fr *Frames) first(chunks [][]byte, sizes []int, n C.int) []byte {
+	switch {
+	case chunks != nil:
+		return firstBytes(chunks[0][:min(sizes[0], len(chunks[0]))])
+	case len(sizes) > 0 && n > 0:
+		return firstBytes(fr.buf[:sizes[0]])
+	}
+	return nil
+}
+
+// discard receives and drops what remains of the message being read:
+// the frame zs_recv left pending, and those after it.
+func (fr *Frames) discard(h unsafe.Pointer) (int, error) {
+	hp := C.int(0)
+	if fr.pendSize > 0 {
+		hp = 1
+	}
+	d, err := C.zs_discard(h, &fr.pend, hp, fr.more)
+	if d < 0 {
+		return 0, errno(err)
+	}
+	return int(d), nil
 }
 
 // RecvMessage receives one message from sock as RecvMessageBytes(flags)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -24,40 +23,7 @@ import (
 // leader could be elected, and nothing could remove n4.
 func TestGroupJoinWhileMemberDown(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var (
-		trs   []*raft.InmemTransport
-		peers []replica.Peer
-		nodes []*replica.Node
-	)
-	for i := range 3 {
-		addr, tr := raft.NewInmemTransport("")
-		trs = append(trs, tr)
-		peers = append(peers, replica.Peer{ID: string(rune('a' + i)), Addr: string(addr)})
-	}
-	for i, a := range trs {
-		for j, b := range trs {
-			if i != j {
-				a.Connect(b.LocalAddr(), b)
-			}
-		}
-	}
-	for i := range 3 {
-		dir := t.TempDir()
-		st, err := store.Open(filepath.Join(dir, "titanic.db"), store.Options{NoSync: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := replica.Open(st, replica.Config{
-			ID: peers[i].ID, Dir: filepath.Join(dir, "raft"), Transport: trs[i], Peers: peers, Bootstrap: true,
-			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-			LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond, Logger: log,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, n)
-		t.Cleanup(func() { _ = n.Close(); _ = st.Close() })
-	}
+	nodes, trs, _ := memGroup(t, 3)
 	var leader *replica.Node
 	waitFor(t, "a leader", 10*time.Second, func() bool {
 		for _, n := range nodes {

@@ -5,15 +5,11 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -49,25 +45,8 @@ func TestAdminSourcesAllow(t *testing.T) {
 // address that is not this host's, a member's or the operator's, and
 // change nothing; reads are answered to anyone.
 func TestAdminChangesOnlyFromAllowedHosts(t *testing.T) {
-	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(filepath.Join(dir, "titanic.db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	addr, tr := raft.NewInmemTransport("")
-	node, err := replica.Open(st, replica.Config{
-		ID: "n1", Dir: filepath.Join(dir, "raft"), Transport: tr,
-		Peers: []replica.Peer{{ID: "n1", Addr: string(addr)}}, Bootstrap: true,
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond, Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Close()
-	waitFor(t, "leader", 10*time.Second, node.IsLeader)
+	node := soloLeader(t)
 	r := make(chanReplier, 1)
 	a := NewAdmin(node, r, log)
 	a.Sources = &AdminSources{Hosts: func() []string { return []string{"10.1.2.3:7000"} }}

@@ -4,14 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/raft"
-
-	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/store/replica"
 )
 
 // A member that stopped reporting its version (rolled back to the first
@@ -20,25 +14,8 @@ import (
 // which would leave the member unable to read what follows. A fresh
 // report counts again.
 func TestStaleVersionReportDoesNotRaise(t *testing.T) {
-	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(filepath.Join(dir, "titanic.db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	addr, tr := raft.NewInmemTransport("")
-	node, err := replica.Open(st, replica.Config{
-		ID: "n1", Dir: filepath.Join(dir, "raft"), Transport: tr,
-		Peers: []replica.Peer{{ID: "n1", Addr: string(addr)}}, Bootstrap: true,
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond, Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Close()
-	waitFor(t, "leader", 10*time.Second, node.IsLeader)
+	node := soloLeader(t)
 	const interval = 20 * time.Millisecond
 	v := NewVersions(node, VersionsConfig{Endpoint: func() string { return "tcp://127.0.0.1:5555" }, Interval: interval, Logger: log})
 	v.members = func() []string { return []string{"n1", "n2", "n3"} }

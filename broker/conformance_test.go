@@ -454,3 +454,30 @@ func TestMessageOverSizeInAllDropped(t *testing.T) {
 		t.Fatalf("TooLarge %d, handler requests %d; want 1 and 1 (the small one)", st.TooLarge, st.HandlerRequests)
 	}
 }
+
+// A worker's reply of several frames, each under MaxMsgSize but larger
+// in all than the bound, is dropped; the worker is removed (told to
+// disconnect) and its job's attempt fails saying why, so the lease ends
+// and the ticket is redelivered or fails: a worker that heartbeats while
+// busy would otherwise hold the lease for good.
+func TestTooLargeReplyFailsTheAttempt(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxMsgSize = 100 << 10
+	src := newFakeSource()
+	src.add("echo", "tok1", "job")
+	e := start(t, cfg, func(b *broker.Broker) { b.SetSource(src) })
+	w := e.worker("w", "echo")
+	client, _ := w.request()
+	frame := strings.Repeat("x", 90<<10)
+	w.reply(client, frame, frame, frame)
+	select {
+	case f := <-src.failed:
+		if !strings.Contains(f.reason, "max_message_size") {
+			t.Fatalf("attempt failed with %q, want the size limit named", f.reason)
+		}
+	case c := <-src.completed:
+		t.Fatalf("a reply over the bound completed the job (%d frames)", len(c.reply))
+	case <-time.After(waitFor):
+		t.Fatalf("the job's attempt did not fail within %s of a reply over the bound", waitFor)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -214,6 +215,12 @@ func (s *state) tooManyFrames(now time.Time, socket string, err error) {
 	large := errors.As(err, &tl)
 	if large {
 		s.c.TooLarge++
+		if w := s.workers[string(tl.First)]; w != nil && socket == "router" {
+			// A worker's message (its reply, most likely) was dropped:
+			// it would go on heartbeating with the job's lease held for
+			// good. Its attempt fails, and says why.
+			s.removeWorker(w, fmt.Sprintf("worker sent a message of over %d bytes, larger in all than limits.max_message_size (%d) allows", tl.Bytes, s.cfg.MaxMsgSize), true)
+		}
 	} else {
 		s.c.TooManyFrames++
 	}

@@ -149,6 +149,7 @@ import "C"
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"fmt"
 	"reflect"
 	"sync"
@@ -303,12 +304,17 @@ func (fr *Frames) SetPeerAddress(on bool) { fr.wantPeer = on }
 
 // PeerAddress returns the IP address the last message Recv returned came
 // from: empty when SetPeerAddress was not called, for a transport
-// without one (ipc, inproc), or when the socket falls back to pebbe/zmq4.
+// without one (ipc: libzmq gives "localhost:UID:GID:PID" there; inproc),
+// or when the socket falls back to pebbe/zmq4.
 func (fr *Frames) PeerAddress() string {
-	if !fr.wantPeer {
+	if !fr.wantPeer || fr.peerLen == 0 {
 		return ""
 	}
-	return string(fr.peer[:fr.peerLen])
+	a := string(fr.peer[:fr.peerLen])
+	if _, err := netip.ParseAddr(a); err != nil {
+		return ""
+	}
+	return a
 }
 
 // handle returns the libzmq socket, or nil when Frames must fall back.

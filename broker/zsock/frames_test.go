@@ -272,3 +272,36 @@ func TestFramesMaxBytes(t *testing.T) {
 		t.Fatalf("the message after the refused ones = %q, want [id next]", got)
 	}
 }
+
+// Over ipc the address is empty (this host), not libzmq's
+// "localhost:UID:GID:PID", which is no IP address.
+func TestFramesPeerAddressIPC(t *testing.T) {
+	c := newTestContext(t)
+	router, err := c.ZMQ().NewSocket(zmq.ROUTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dealer, err := c.ZMQ().NewSocket(zmq.DEALER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = router.SetLinger(0)
+	_ = dealer.SetLinger(0)
+	t.Cleanup(func() { _ = router.Close(); _ = dealer.Close() })
+	ep := "ipc://" + t.TempDir() + "/s"
+	if err := router.Bind(ep); err != nil {
+		t.Fatal(err)
+	}
+	if err := dealer.Connect(ep); err != nil {
+		t.Fatal(err)
+	}
+	rf := NewFrames(router)
+	rf.SetPeerAddress(true)
+	if _, err := dealer.SendMessage("x"); err != nil {
+		t.Fatal(err)
+	}
+	recvWithin(t, router, rf)
+	if got := rf.PeerAddress(); got != "" {
+		t.Fatalf("PeerAddress over ipc = %q, want none", got)
+	}
+}

@@ -17,7 +17,7 @@ var ErrForbidden = errors.New("not allowed from this address")
 
 // AdminSources decides where the admin services that change the cluster
 // (join, leave, adopt, forget, version reports) and titanic.backup may be
-// asked from: this host (loopback, or ipc), the hosts of the cluster's
+// asked from: this host (loopback, its own addresses, or ipc), the hosts of the cluster's
 // members (the raft addresses of its configuration, and the pair's peer),
 // and the networks an operator adds (security.admin_from). Anyone who can
 // reach a client endpoint can submit; only these may add a member, hand
@@ -31,6 +31,7 @@ type AdminSources struct {
 
 	mu       sync.Mutex
 	resolved map[string]resolved
+	own      resolved // this host's interface addresses
 }
 
 type resolved struct {
@@ -52,7 +53,7 @@ func (s *AdminSources) Allow(from string) error {
 		return fmt.Errorf("%w: %q is no IP address", ErrForbidden, from)
 	}
 	a = a.Unmap()
-	if a.IsLoopback() {
+	if a.IsLoopback() || s.isOwn(a) {
 		return nil
 	}
 	for _, p := range s.Extra {
@@ -70,6 +71,33 @@ func (s *AdminSources) Allow(from string) error {
 		}
 	}
 	return fmt.Errorf("%w: %s is not this host, a member's host, or in security.admin_from", ErrForbidden, a)
+}
+
+// isOwn reports whether a is one of this host's addresses (a client on
+// this host that dials one of them comes from it).
+func (s *AdminSources) isOwn(a netip.Addr) bool {
+	s.mu.Lock()
+	own := s.own
+	s.mu.Unlock()
+	if own.at.IsZero() || time.Since(own.at) > resolveEvery {
+		own = resolved{at: time.Now()}
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, ad := range addrs {
+				if p, err := netip.ParsePrefix(ad.String()); err == nil {
+					own.addrs = append(own.addrs, p.Addr().Unmap())
+				}
+			}
+		}
+		s.mu.Lock()
+		s.own = own
+		s.mu.Unlock()
+	}
+	for _, o := range own.addrs {
+		if o == a {
+			return true
+		}
+	}
+	return false
 }
 
 // resolve returns the addresses of a member's host (cached).

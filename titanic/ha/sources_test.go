@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -37,6 +38,15 @@ func TestAdminSourcesAllow(t *testing.T) {
 		err := s.Allow(from)
 		if (err == nil) != ok || err != nil && !errors.Is(err, ErrForbidden) {
 			t.Errorf("Allow(%q) = %v, want allowed %v", from, err, ok)
+		}
+	}
+	// A client on this host that dials one of its other addresses.
+	addrs, _ := net.InterfaceAddrs()
+	for _, ad := range addrs {
+		if p, err := netip.ParsePrefix(ad.String()); err == nil && !p.Addr().IsLoopback() {
+			if err := s.Allow(p.Addr().String()); err != nil {
+				t.Errorf("Allow(%s), this host's own address: %v", p.Addr(), err)
+			}
 		}
 	}
 }

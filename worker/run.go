@@ -50,6 +50,10 @@ type session struct {
 	ready       *zsock.Readable
 	endpoint    string
 	heard       bool      // a message other than DISCONNECT came on it
+	// beatsBusy: the broker sent a HEARTBEAT while this worker held a
+	// job on this connection. A broker of the Guide's heartbeats idle
+	// workers only, and its silence during a job says nothing.
+	beatsBusy bool
 	deadAt      time.Time // broker silent until then: connection lost
 	heartbeatAt time.Time // nothing sent until then: send HEARTBEAT
 
@@ -203,6 +207,11 @@ func (s *session) loop() error {
 				return err
 			}
 		}
+		if s.dealer != nil && !now.Before(s.deadAt) && s.job != nil && !s.beatsBusy {
+			// Silence while a job runs, from a broker not known to
+			// heartbeat busy workers: wait for the job's end.
+			s.deadAt = now.Add(s.expiry)
+		}
 		if s.dealer != nil && !now.Before(s.deadAt) {
 			s.w.c.timeouts.Add(1)
 			reason := fmt.Sprintf("broker silent for %s", s.expiry)
@@ -352,6 +361,9 @@ func (s *session) poll(now time.Time) error {
 // doorbell then opened to be polled beside it.
 func (s *session) attach(sock *zmq.Socket) error {
 	s.dealer, s.frames = sock, zsock.NewFrames(sock)
+	// A client's request of the most frames a broker takes, with the
+	// REQUEST header the broker adds.
+	s.frames.SetMaxFrames(zsock.DefaultMaxFrames + requestHeader)
 	if !s.w.pollOnly {
 		if r, err := zsock.NewReadable(sock); err == nil {
 			s.ready = r
@@ -411,7 +423,7 @@ func (s *session) connect(now time.Time) error {
 	if err := s.attach(sock); err != nil {
 		return err
 	}
-	s.endpoint, s.heard = ep, false
+	s.endpoint, s.heard, s.beatsBusy = ep, false, false
 	s.deadAt = now.Add(s.expiry)
 	if s.connected {
 		s.w.c.reconnects.Add(1)
@@ -472,6 +484,10 @@ func command(frames [][]byte) string {
 	return "?"
 }
 
+// requestHeader is the frames of a REQUEST before its body, as a DEALER
+// receives it: empty, MDPW01, command, client, empty.
+const requestHeader = 5
+
 // readDealer handles up to recvBatch waiting messages, each received whole
 // in one cgo call.
 func (s *session) readDealer() {
@@ -479,12 +495,19 @@ func (s *session) readDealer() {
 		if s.dealer == nil {
 			return
 		}
-		frames, err := s.frames.Recv(zmq.DONTWAIT) // at most zsock.DefaultMaxFrames
+		frames, err := s.frames.Recv(zmq.DONTWAIT)
 		if errors.Is(err, zsock.ErrTooManyFrames) {
-			// Nothing a 7/MDP broker sends: dropped, its frames
-			// discarded as they were read.
+			// Its frames were discarded as they were read.
 			s.deadAt = time.Now().Add(s.expiry)
 			s.w.c.dropped.Add(1)
+			if s.job == nil {
+				// A REQUEST this worker cannot take: left alone, the
+				// broker would hold its lease while the worker
+				// heartbeats. A new connection makes it fail the job.
+				s.log.Warn("dropped a request of too many frames: reconnecting, so that the broker fails its job", "endpoint", s.endpoint, "err", err)
+				s.lose(time.Now(), "a request of too many frames")
+				return
+			}
 			s.log.Debug("dropped invalid message from broker", "endpoint", s.endpoint, "err", err)
 			continue
 		}
@@ -511,6 +534,9 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 	switch msg.Command {
 	case mdp.Heartbeat:
 		s.heard = true
+		if s.job != nil {
+			s.beatsBusy = true
+		}
 	case mdp.Disconnect:
 		s.w.c.disconnects.Add(1)
 		reason := "broker sent DISCONNECT"

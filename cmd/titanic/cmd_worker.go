@@ -97,8 +97,12 @@ func runCommand(ctx context.Context, timeout time.Duration, cmdline []string, st
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = time.Second
+	ownGroup(cmd)
 	err := cmd.Run()
-	if err == nil {
+	_ = killGroup(cmd) // what it left running in the background
+	if err == nil || errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		// Exited 0; a process it left behind held its output open past
+		// WaitDelay, and the output read by then is the reply.
 		return [][]byte{stdout.Bytes()}, nil
 	}
 	tail := stderr.Bytes()

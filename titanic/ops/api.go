@@ -439,6 +439,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `submit: want {"service": NAME} and one of "body" (text), "body_base64" or "frames" (a list of base64 frames, at least one)`)
 		return
 	}
+	if len(body) > tsp.MaxBodyFrames {
+		// No worker could receive it: the job would never run.
+		writeError(w, http.StatusBadRequest, "submit: %d frames: at most %d", len(body), tsp.MaxBodyFrames)
+		return
+	}
 	lc, err := req.lifecycle(time.Now())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "submit: %v", err)

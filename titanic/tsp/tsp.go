@@ -108,6 +108,12 @@ const (
 	SvcVersion  = AdminPrefix + ".version" // the cluster version
 )
 
+// MaxBodyFrames is the most frames a request body may hold: what a
+// worker receives of it, once the broker's REQUEST header (five frames)
+// is added, stays within the frame bound of every receiver
+// (zsock.DefaultMaxFrames, 1024), as a client's own request does.
+const MaxBodyFrames = 1000
+
 // JoinNonvoter is the third frame of a titanic.cluster.join that adds a
 // member without a vote (a pair's returning peer, until it has caught
 // up). A release without it answers such a join 400.

@@ -45,15 +45,15 @@ type session struct {
 	// The connection, when dealer is not nil: frames sends and receives
 	// its messages in one cgo call each, ready waits for it in Go's
 	// poller (nil: the zmq_poll fallback).
-	dealer      *zmq.Socket
-	frames      *zsock.Frames
-	ready       *zsock.Readable
-	endpoint    string
-	heard       bool      // a message other than DISCONNECT came on it
+	dealer   *zmq.Socket
+	frames   *zsock.Frames
+	ready    *zsock.Readable
+	endpoint string
+	heard    bool // a message other than DISCONNECT came on it
 	// beatsBusy: the broker sent a HEARTBEAT while this worker held a
 	// job on this connection. A broker of the Guide's heartbeats idle
 	// workers only, and its silence during a job says nothing.
-	beatsBusy bool
+	beatsBusy   bool
 	deadAt      time.Time // broker silent until then: connection lost
 	heartbeatAt time.Time // nothing sent until then: send HEARTBEAT
 

@@ -107,7 +107,7 @@ func (s *Service) purge(id store.ID, done func(error)) error {
 			s.forget(id)
 			s.tallyClose(res)
 			s.stats.closes.Add(1)
-			s.note(id, "closed", "")
+			s.closed(id)
 		}
 		done(err)
 	})

@@ -240,3 +240,25 @@ func TestLookupsConfirm(t *testing.T) {
 		t.Fatalf("unconfirmed = %d, want 1", got)
 	}
 }
+
+// A titanic.wait parked on a ticket that is then closed is answered at
+// once, 400 (unknown), as titanic.reply answers: it slept until its
+// timeout and then answered 300 pending, after a lookup had said 400.
+func TestWaitWokenByClose(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	ticket := h.submit("echo", "x")
+	if r := h.svc.ServeMDP(broker.Request{Service: tsp.SvcWait, Body: [][]byte{[]byte(ticket), []byte("10000")}}); r != nil {
+		t.Fatalf("wait answered at once: %q", r)
+	}
+	start := time.Now()
+	if r := h.svc.ServeMDP(broker.Request{Service: tsp.SvcClose, Body: [][]byte{[]byte(ticket)}}); r != nil {
+		t.Fatalf("close answered at once: %q", r)
+	}
+	codes := map[string]int{}
+	for range 2 { // the close's answer and the wait's, in either order
+		codes[codeOf(h.b.reply(t))]++
+	}
+	if codes[tsp.CodeOK] != 1 || codes[tsp.CodeUnknown] != 1 || time.Since(start) > 5*time.Second {
+		t.Fatalf("answers after the close: %v in %s; want the close's 200 and the wait's 400, at once", codes, time.Since(start))
+	}
+}

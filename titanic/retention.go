@@ -38,6 +38,7 @@ func (s *Service) sweep(ctx context.Context) int {
 				s.forgetResult(res)
 				s.stats.expired.Add(1)
 				s.tallyClose(res)
+				s.look.notify(res.ID)
 			}
 		}}
 	}

@@ -77,8 +77,17 @@ func (s *Service) Retry(ctx context.Context, id store.ID) error {
 }
 
 func (s *Service) retry(id store.ID, done func(error)) error {
+	// A retry and a retention sweep exclude each other until the retry
+	// is durable: the sweep deletes, unconditionally, the finished
+	// tickets it listed, and a retry committed after the listing would
+	// have its pending ticket deleted. A retry meanwhile is busy (the
+	// sweep's listing takes milliseconds).
+	if !s.sweepGate.TryRLock() {
+		return errBusy
+	}
 	op := store.Op{Kind: store.OpRetry, ID: id, Time: s.cfg.Now()}
-	return s.commitOne(op, func(res store.Result, err error) {
+	err := s.commitOne(op, func(res store.Result, err error) {
+		s.sweepGate.RUnlock()
 		if err == nil {
 			s.stats.retries.Add(1)
 			s.tallyRetry(res.Service)
@@ -87,6 +96,10 @@ func (s *Service) retry(id store.ID, done func(error)) error {
 		}
 		done(err)
 	})
+	if err != nil {
+		s.sweepGate.RUnlock()
+	}
+	return err
 }
 
 // Purge closes a ticket only if it has failed (titanic.purge, the HTTP

@@ -21,6 +21,10 @@ func (s *Service) sweep(ctx context.Context) int {
 	if !s.active.Load() {
 		return 0
 	}
+	// No retry in flight from the listing until the closes are queued
+	// behind it (see retry).
+	s.sweepGate.Lock()
+	defer s.sweepGate.Unlock()
 	ids, err := s.st.Expired(ctx, s.cfg.Now().Add(-s.cfg.DoneTTL), sweepBatch)
 	if err != nil {
 		s.log.Warn("retention sweep", "err", err)

@@ -273,6 +273,10 @@ type Service struct {
 	cfg Config
 	// backingUp: a titanic.backup is being written (one at a time).
 	backingUp atomic.Bool
+	// sweepGate: retries hold it shared until durable, a retention
+	// sweep exclusively from its listing to the hand-over of its closes
+	// (see retry).
+	sweepGate sync.RWMutex
 	st        store.Store
 	b         Broker
 	log       *slog.Logger

@@ -236,6 +236,7 @@ func (v *Versions) Run(ctx context.Context) error {
 		peerAt       string
 		announced    uint64 // the term this node last announced in
 		announcedAt  time.Time
+		announcedTo  string // the members then, by ID
 		warnedBelow  = map[string]bool{}
 		warnedReport bool
 		failedSince  time.Time // first report that got no answer, of a run
@@ -285,12 +286,20 @@ func (v *Versions) Run(ctx context.Context) error {
 			if raise {
 				a.ClusterVersion = low
 			}
-			if raise || term != announced || missing && time.Since(announcedAt) > 15*v.interval {
+			var to strings.Builder
+			for _, m := range ms {
+				to.WriteString(m.ID + " ")
+			}
+			// A member that joined since learns where the leader is
+			// (to report, and to ask for its vote) from an
+			// announcement it applies: a snapshot it was sent may hold
+			// none.
+			if raise || term != announced || to.String() != announcedTo || missing && time.Since(announcedAt) > 15*v.interval {
 				if err := v.node.Announce(ctx, a); err != nil {
 					v.log.Debug("announcement not written", "err", err)
 					continue
 				}
-				announced, announcedAt = term, time.Now()
+				announced, announcedAt, announcedTo = term, time.Now(), to.String()
 				if raise {
 					v.log.Info("cluster version raised: every member reads it", "cluster_version", low, "was", cv, "members", len(ms))
 				}

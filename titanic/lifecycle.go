@@ -73,16 +73,21 @@ func (s *Service) waitFor(ctx context.Context, start func(done func(error)) erro
 
 // Retry gives a failed ticket another round (titanic.retry).
 func (s *Service) Retry(ctx context.Context, id store.ID) error {
-	return s.waitFor(ctx, func(done func(error)) error { return s.retry(id, done) })
+	return s.waitFor(ctx, func(done func(error)) error { return s.retry(id, done, true) })
 }
 
-func (s *Service) retry(id store.ID, done func(error)) error {
-	// A retry and a retention sweep exclude each other until the retry
-	// is durable: the sweep deletes, unconditionally, the finished
-	// tickets it listed, and a retry committed after the listing would
-	// have its pending ticket deleted. A retry meanwhile is busy (the
-	// sweep's listing takes milliseconds).
-	if !s.sweepGate.TryRLock() {
+// retry commits a retry of id. A retry and a retention sweep exclude
+// each other until the retry is durable: the sweep deletes,
+// unconditionally, the finished tickets it listed, and a retry
+// committed after the listing would have its pending ticket deleted.
+// With wait (the HTTP API's, on a goroutine of its own) a retry waits
+// for a sweep that has expired tickets to list (it takes the commits of
+// the retries in flight and milliseconds); without (9/TSP, on the
+// broker's loop, which must not block) it is answered busy meanwhile.
+func (s *Service) retry(id store.ID, done func(error), wait bool) error {
+	if wait {
+		s.sweepGate.RLock()
+	} else if !s.sweepGate.TryRLock() {
 		return errBusy
 	}
 	op := store.Op{Kind: store.OpRetry, ID: id, Time: s.cfg.Now()}
@@ -262,7 +267,7 @@ func (s *Service) serveLifecycle(req broker.Request) [][]byte {
 		}
 		switch req.Service {
 		case tsp.SvcRetry:
-			err = s.retry(id, answer)
+			err = s.retry(id, answer, false)
 		case tsp.SvcCancel:
 			err = s.cancel(id, "", answer)
 		default:

@@ -21,11 +21,20 @@ func (s *Service) sweep(ctx context.Context) int {
 	if !s.active.Load() {
 		return 0
 	}
+	cutoff := s.cfg.Now().Add(-s.cfg.DoneTTL)
+	// A look first, without the gate: most sweeps find nothing, and
+	// must not hold retries up.
+	if ids, err := s.st.Expired(ctx, cutoff, 1); err != nil || len(ids) == 0 {
+		if err != nil {
+			s.log.Warn("retention sweep", "err", err)
+		}
+		return 0
+	}
 	// No retry in flight from the listing until the closes are queued
 	// behind it (see retry).
 	s.sweepGate.Lock()
 	defer s.sweepGate.Unlock()
-	ids, err := s.st.Expired(ctx, s.cfg.Now().Add(-s.cfg.DoneTTL), sweepBatch)
+	ids, err := s.st.Expired(ctx, cutoff, sweepBatch)
 	if err != nil {
 		s.log.Warn("retention sweep", "err", err)
 		return 0

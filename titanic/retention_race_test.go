@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
@@ -26,9 +27,10 @@ func (e *expiredHook) Expired(ctx context.Context, cutoff time.Time, limit int) 
 }
 
 // A retry of a failed ticket between the retention sweep's listing and
-// its closes is refused busy: answered 200, it was deleted by the close
-// right after, pending again. A retry after the sweep finds the ticket
-// deleted (400), as the sweep's close came first.
+// its closes (9/TSP's, on the broker's loop) is refused busy: answered
+// 200, it was deleted by the close right after, pending again. A retry
+// after the sweep finds the ticket deleted (400), as the sweep's close
+// came first.
 func TestRetryDuringSweepIsBusy(t *testing.T) {
 	clk := newFakeClock()
 	var eh *expiredHook
@@ -42,16 +44,18 @@ func TestRetryDuringSweepIsBusy(t *testing.T) {
 	h.waitFailed(ticket)
 	clk.add(2 * time.Hour)
 	id := mustID(t, ticket)
-	var during error
+	var during [][]byte
+	calls := 0
 	eh.hook = func() {
-		eh.hook = nil
-		during = h.svc.Retry(context.Background(), id)
+		if calls++; calls == 2 { // the listing under the gate (the first is a look)
+			during = h.svc.ServeMDP(broker.Request{Service: tsp.SvcRetry, Body: [][]byte{[]byte(ticket)}})
+		}
 	}
 	if n := h.svc.sweep(context.Background()); n != 1 {
 		t.Fatalf("swept %d, want 1", n)
 	}
-	if !errors.Is(during, ErrBusy) {
-		t.Fatalf("retry during the sweep's listing = %v, want ErrBusy", during)
+	if !tsp.Is(during, tsp.CodeError, tsp.Busy) {
+		t.Fatalf("titanic.retry during the sweep's listing = %q, want 500 busy", during)
 	}
 	h.submit("other", "barrier") // the sweep's close has completed
 	if err := h.svc.Retry(context.Background(), id); !errors.Is(err, store.ErrNotFound) {
@@ -59,5 +63,31 @@ func TestRetryDuringSweepIsBusy(t *testing.T) {
 	}
 	if r := h.call(tsp.SvcReply, ticket); codeOf(r) != tsp.CodeUnknown {
 		t.Fatalf("titanic.reply after the sweep = %q, want 400", r)
+	}
+}
+
+// A sweep that finds nothing to delete does not hold retries up.
+func TestSweepWithNothingExpiredLeavesRetries(t *testing.T) {
+	var eh *expiredHook
+	h := newHarnessOver(t, Config{DoneTTL: time.Hour, MaxAttempts: 1}, "", func(st *store.BoltStore) store.Store {
+		eh = &expiredHook{BoltStore: st}
+		return eh
+	})
+	ticket := h.submit("echo", "x")
+	lease, _ := h.next("echo")
+	h.svc.Failed(lease, "boom")
+	h.waitFailed(ticket)
+	var during [][]byte
+	eh.hook = func() {
+		during = h.svc.ServeMDP(broker.Request{Service: tsp.SvcRetry, Body: [][]byte{[]byte(ticket)}})
+	}
+	if n := h.svc.sweep(context.Background()); n != 0 {
+		t.Fatalf("swept %d, want 0 (nothing is past its TTL)", n)
+	}
+	if during == nil {
+		during = h.b.reply(t)
+	}
+	if codeOf(during) != tsp.CodeOK {
+		t.Fatalf("titanic.retry during a sweep with nothing to delete = %q, want 200", during)
 	}
 }

@@ -32,7 +32,7 @@ func runBackup(e env) error {
 		return err
 	}
 	if len(rep) != 3 || string(rep[0]) != tsp.CodeOK {
-		return fmt.Errorf("backup: %q", rep)
+		return adminRefusal(tsp.SvcBackup, rep)
 	}
 	fmt.Fprintf(e.stdout, "%s\t%s bytes\n", rep[1], rep[2])
 	return nil

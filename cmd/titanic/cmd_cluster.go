@@ -76,10 +76,23 @@ func clusterChange(e env, cf clientFlags, service string, args ...string) error 
 		return err
 	}
 	if len(rep) == 0 || string(rep[0]) != "200" {
-		return fmt.Errorf("%s: %q", service, rep)
+		return adminRefusal(service, rep)
 	}
 	fmt.Fprintln(e.stdout, "ok")
 	return nil
+}
+
+// adminRefusal is the error of an admin request (a cluster change, a
+// backup) the broker did not take: its text, and for a refusal of this
+// host's address what to do about it.
+func adminRefusal(service string, rep [][]byte) error {
+	if tsp.Is(rep, tsp.CodeUnknown, tsp.Forbidden) {
+		return fmt.Errorf("%s refused: %s (run it on a member's host, or list this host's network in security.admin_from, --admin-from, on every node)", service, rep[1])
+	}
+	if len(rep) >= 2 {
+		return fmt.Errorf("%s: %s %s", service, rep[0], rep[1])
+	}
+	return fmt.Errorf("%s: %q", service, rep)
 }
 
 type nodeStatus struct {
@@ -230,7 +243,7 @@ func forgetPeerSplit(e env, cf clientFlags) error {
 		return err
 	}
 	if len(rep) < 2 || string(rep[0]) != "200" {
-		return fmt.Errorf("%s: %q", tsp.SvcForget, rep)
+		return adminRefusal(tsp.SvcForget, rep)
 	}
 	fmt.Fprintln(e.stdout, string(rep[1]))
 	return nil

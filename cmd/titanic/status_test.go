@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // A done ticket whose first attempt failed shows that failure as an
@@ -24,5 +25,18 @@ func TestStatusReasonLabel(t *testing.T) {
 		if out := b.String(); !strings.Contains(out, tc.want) || strings.Contains(out, tc.not) {
 			t.Errorf("%s:\n%s\nwant %q, not %q", tc.state, out, tc.want, tc.not)
 		}
+	}
+}
+
+// A cluster change or a backup refused for this host's address says so
+// and what to do; other refusals show their text, not quoted frames.
+func TestAdminRefusalText(t *testing.T) {
+	err := adminRefusal(tsp.SvcJoin, [][]byte{[]byte("400"), []byte(tsp.Forbidden.Text("192.0.2.9 is not this host"))})
+	if !strings.Contains(err.Error(), "refused: forbidden: 192.0.2.9 is not this host") || !strings.Contains(err.Error(), "security.admin_from") {
+		t.Errorf("forbidden: %v", err)
+	}
+	err = adminRefusal(tsp.SvcBackup, [][]byte{[]byte("500"), []byte("busy, retry later: a backup is being written")})
+	if err.Error() != "titanic.backup: 500 busy, retry later: a backup is being written" {
+		t.Errorf("busy: %v", err)
 	}
 }

@@ -17,11 +17,11 @@ var ErrForbidden = errors.New("not allowed from this address")
 
 // AdminSources decides where the admin services that change the cluster
 // (join, leave, adopt, forget, version reports) and titanic.backup may be
-// asked from: this host (loopback, its own addresses, or ipc), the hosts of the cluster's
-// members (the raft addresses of its configuration, and the pair's peer),
-// and the networks an operator adds (security.admin_from). Anyone who can
-// reach a client endpoint can submit; only these may add a member, hand
-// over work or write files.
+// asked from: this host (loopback, its own addresses, or ipc), the hosts
+// of the cluster's members (the raft addresses of its configuration, and
+// the pair's peer), and the networks an operator adds
+// (security.admin_from). Anyone who can reach a client endpoint can
+// submit; only these may add a member, hand over work or write files.
 type AdminSources struct {
 	// Hosts returns the members' hosts (host or host:port), resolved when
 	// they are names.

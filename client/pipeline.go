@@ -534,7 +534,10 @@ func (p *pipeline) pause() {
 // send sends the queued submits to the active broker.
 func (p *pipeline) send(now time.Time) error {
 	if !p.refusing.since.IsZero() {
-		return nil // the broker refuses: wait for the answers in flight there
+		if len(p.flight) > 0 {
+			return nil // the broker refuses: wait for the answers in flight there
+		}
+		p.refusing = refusing{} // nothing left to wait for
 	}
 	if _, err := p.cn.sock(p.cn.active); err != nil {
 		return err
@@ -875,6 +878,7 @@ func (p *pipeline) failAll(err error) {
 	clear(p.keys)
 	clear(p.flight)
 	p.probe = nil
+	p.refusing = refusing{}
 	p.queue, p.later, p.order, p.released = nil, nil, nil, nil
 }
 

@@ -72,7 +72,9 @@ func (b *txnBufs) value(n int) []byte {
 	}
 	if cap(b.vals)-len(b.vals) < n {
 		// The full chunk stays with the values cut from it.
-		b.vals = make([]byte, 0, max(arenaChunk, min(2*cap(b.vals), arenaMax)))
+		// At least n: a value up to arenaOwn may be larger than the
+		// next chunk would be (a 40 KB body after a 16 KB chunk).
+		b.vals = make([]byte, 0, max(n, arenaChunk, min(2*cap(b.vals), arenaMax)))
 	}
 	off := len(b.vals)
 	b.vals = b.vals[:off+n]

@@ -56,3 +56,18 @@ func TestNamesInterns(t *testing.T) {
 		t.Fatalf("%d names, bound %d", len(n.m), maxNames)
 	}
 }
+
+// A value up to arenaOwn larger than the next chunk would be gets a chunk
+// of its size: value(40 KB) after a 16 KB chunk sliced past a 32 KB one
+// and panicked the writer (any submit or reply of 32-64 KB did).
+func TestTxnBufsValueLargerThanNextChunk(t *testing.T) {
+	for _, n := range []int{arenaChunk + 1, 2*arenaChunk + 1, 40_005, arenaOwn} {
+		var b txnBufs
+		b.reset()
+		_ = b.value(10) // the first chunk, arenaChunk
+		v := b.value(n)
+		if len(v) != 0 || cap(v) != n {
+			t.Fatalf("value(%d) after a small one: len %d cap %d", n, len(v), cap(v))
+		}
+	}
+}

@@ -8,9 +8,14 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
+
+// backupWait is how long the backup command waits for its answer: the
+// broker's own bound on writing a backup.
+const backupWait = 30 * time.Minute
 
 // runBackup asks a running broker for an online, consistent snapshot.
 func runBackup(e env) error {
@@ -22,7 +27,12 @@ func runBackup(e env) error {
 	if fs.NArg() != 1 {
 		return usagef("want one NAME")
 	}
-	c, err := cf.dial(e)
+	// One try, as long as the broker gives a backup: a try timed out and
+	// sent again found the first still writing (busy), and the command
+	// failed with the backup written.
+	c, err := cf.dial(e, func(cfg *client.Config) {
+		cfg.Timeout, cfg.Retries = max(cfg.Timeout, backupWait), 1
+	})
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/titanic/tsp"
@@ -38,5 +40,18 @@ func TestAdminRefusalText(t *testing.T) {
 	err = adminRefusal(tsp.SvcBackup, [][]byte{[]byte("500"), []byte("busy, retry later: a backup is being written")})
 	if err.Error() != "titanic.backup: 500 busy, retry later: a backup is being written" {
 		t.Errorf("busy: %v", err)
+	}
+}
+
+// titanic backup makes one try, as long as the broker gives a backup: a
+// second try found the first still writing (busy), and the command
+// failed with the backup written. A broker that is not there still fails
+// it at once.
+func TestBackupOneLongTry(t *testing.T) {
+	var out, errb strings.Builder
+	start := time.Now()
+	code := run(context.Background(), []string{"backup", "--broker", "tcp://127.0.0.1:1", "x.db"}, nil, strings.NewReader(""), &out, &errb)
+	if code == exitOK || !strings.Contains(errb.String(), "1 tries of 30m0s") || time.Since(start) > 10*time.Second {
+		t.Fatalf("backup with no broker: exit %d after %s, stderr %q; want a failure within seconds naming one try of 30m0s", code, time.Since(start), errb.String())
 	}
 }

@@ -73,7 +73,11 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (CompactResu
 	res.Before = fi.Size()
 	// Read-write, so that the lock taken is bbolt's exclusive one: no
 	// broker can open the file until the swap is done.
-	src, err := boltOpen(path, &bolt.Options{Timeout: opts.LockTimeout})
+	// Without the free list's sync, as the store opens it: else bbolt
+	// writes a transaction at open (to save a list the store's commits
+	// leave out), and that transaction, made without the index mark,
+	// would make the indexes look stale.
+	src, err := boltOpen(path, &bolt.Options{Timeout: opts.LockTimeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return res, fmt.Errorf("compact: %w: %w", ErrInUse, err)
@@ -122,6 +126,19 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (CompactResu
 	}
 	if err == nil {
 		err = verifyCopy(ctx, dst, want)
+	}
+	if err == nil {
+		// The copy's transactions are numbered anew: its index mark
+		// would name none of them, and the next open would rebuild
+		// every dispatch index (and say an older binary wrote it).
+		// When the old file's indexes were current, the copy's are.
+		var current bool
+		_ = src.View(func(tx *bolt.Tx) error { current, _ = indexesCurrent(tx); return nil })
+		if current {
+			if err = dst.Update(markIndexed); err == nil {
+				err = dst.Sync()
+			}
+		}
 	}
 	if cerr := dst.Close(); err == nil {
 		err = cerr

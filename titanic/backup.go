@@ -1,6 +1,7 @@
 package titanic
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -30,12 +31,9 @@ func (s *Service) backup(req broker.Request) [][]byte {
 	name := string(req.Body[0])
 	// A whole copy of the store: not while the disk is under its reserve
 	// or the store over its quota (the reserve is what keeps the store
-	// from ENOSPC), and one at a time.
-	if out := s.adm.overQuota(); out != nil {
-		return replyText(tsp.CodeError, "backup refused: "+string(out[1]))
-	}
-	if out := s.adm.diskFull(); out != nil {
-		return replyText(tsp.CodeError, "backup refused: "+string(out[1]))
+	// from ENOSPC), and one at a time. Not counted as submits refused.
+	if why := cmp.Or(s.adm.quotaShort(), s.adm.diskShort()); why != "" {
+		return replyText(tsp.CodeError, "backup refused: "+why)
 	}
 	if !s.backingUp.CompareAndSwap(false, true) {
 		return replyText(tsp.CodeError, tsp.Busy.Text("a backup is being written"))

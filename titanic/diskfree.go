@@ -126,10 +126,21 @@ func (a *admission) refreshDisk(force bool) {
 }
 
 // diskFull returns the refusal of a submit while the disk is full, or
-// nil.
+// nil, counting it.
 func (a *admission) diskFull() [][]byte {
-	if !a.diskEnabled() {
+	why := a.diskShort()
+	if why == "" {
 		return nil
+	}
+	a.stats.busy.Add(1)
+	a.stats.diskRefused.Add(1)
+	return replyText(tsp.CodeError, why)
+}
+
+// diskShort says why the disk is full (under its reserve), or "".
+func (a *admission) diskShort() string {
+	if !a.diskEnabled() {
+		return ""
 	}
 	a.refreshDisk(false)
 	g := &a.disk
@@ -139,12 +150,10 @@ func (a *admission) diskFull() [][]byte {
 	full := st.Full || free < st.Reserve
 	g.mu.Unlock()
 	if !full {
-		return nil
+		return ""
 	}
-	a.stats.busy.Add(1)
-	a.stats.diskRefused.Add(1)
-	return replyText(tsp.CodeError, fmt.Sprintf("disk full: %s free on %s, below the %s reserve: submits refused until space is freed; replies, lookups and closes go on",
-		mib(free), st.Path, mib(st.Reserve)))
+	return fmt.Sprintf("disk full: %s free on %s, below the %s reserve: submits refused until space is freed; replies, lookups and closes go on",
+		mib(free), st.Path, mib(st.Reserve))
 }
 
 // diskSubmitted counts the body bytes of a submit handed to the store;

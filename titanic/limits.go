@@ -161,11 +161,21 @@ func (a *admission) refreshUsage() {
 	}
 }
 
-// overQuota reports the refusal of a submit while the store is full.
+// overQuota reports the refusal of a submit while the store is full,
+// counting it.
 func (a *admission) overQuota() [][]byte {
-	if a.cfg.Quota > 0 && a.used.Load() >= a.cfg.Quota {
-		a.stats.busy.Add(1)
-		return replyText(tsp.CodeError, fmt.Sprintf("store full: %d of %d bytes used; retry later", a.used.Load(), a.cfg.Quota))
+	why := a.quotaShort()
+	if why == "" {
+		return nil
 	}
-	return nil
+	a.stats.busy.Add(1)
+	return replyText(tsp.CodeError, why)
+}
+
+// quotaShort says why the store is over its quota, or "".
+func (a *admission) quotaShort() string {
+	if a.cfg.Quota > 0 && a.used.Load() >= a.cfg.Quota {
+		return fmt.Sprintf("store full: %d of %d bytes used; retry later", a.used.Load(), a.cfg.Quota)
+	}
+	return ""
 }

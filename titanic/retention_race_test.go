@@ -26,13 +26,10 @@ func (e *expiredHook) Expired(ctx context.Context, cutoff time.Time, limit int) 
 	return ids, err
 }
 
-// A retry of a failed ticket between the retention sweep's listing and
-// its closes (9/TSP's, on the broker's loop) is refused busy: answered
-// 200, it was deleted by the close right after, pending again. A retry
-// after the sweep finds the ticket deleted (400), as the sweep's close
-// came first.
-func TestRetryDuringSweepIsBusy(t *testing.T) {
-	clk := newFakeClock()
+// failedBehindHook is a service (DoneTTL 1h, one attempt, on clk) whose
+// store's Expired runs a hook, and a ticket of it that has failed.
+func failedBehindHook(t *testing.T, clk *fakeClock) (*harness, *expiredHook, string) {
+	t.Helper()
 	var eh *expiredHook
 	h := newHarnessOver(t, Config{DoneTTL: time.Hour, MaxAttempts: 1, Now: clk.Now}, "", func(st *store.BoltStore) store.Store {
 		eh = &expiredHook{BoltStore: st}
@@ -42,6 +39,17 @@ func TestRetryDuringSweepIsBusy(t *testing.T) {
 	lease, _ := h.next("echo")
 	h.svc.Failed(lease, "boom")
 	h.waitFailed(ticket)
+	return h, eh, ticket
+}
+
+// A retry of a failed ticket between the retention sweep's listing and
+// its closes (9/TSP's, on the broker's loop) is refused busy: answered
+// 200, it was deleted by the close right after, pending again. A retry
+// after the sweep finds the ticket deleted (400), as the sweep's close
+// came first.
+func TestRetryDuringSweepIsBusy(t *testing.T) {
+	clk := newFakeClock()
+	h, eh, ticket := failedBehindHook(t, clk)
 	clk.add(2 * time.Hour)
 	id := mustID(t, ticket)
 	var during [][]byte
@@ -68,15 +76,7 @@ func TestRetryDuringSweepIsBusy(t *testing.T) {
 
 // A sweep that finds nothing to delete does not hold retries up.
 func TestSweepWithNothingExpiredLeavesRetries(t *testing.T) {
-	var eh *expiredHook
-	h := newHarnessOver(t, Config{DoneTTL: time.Hour, MaxAttempts: 1}, "", func(st *store.BoltStore) store.Store {
-		eh = &expiredHook{BoltStore: st}
-		return eh
-	})
-	ticket := h.submit("echo", "x")
-	lease, _ := h.next("echo")
-	h.svc.Failed(lease, "boom")
-	h.waitFailed(ticket)
+	h, eh, ticket := failedBehindHook(t, newFakeClock())
 	var during [][]byte
 	eh.hook = func() {
 		during = h.svc.ServeMDP(broker.Request{Service: tsp.SvcRetry, Body: [][]byte{[]byte(ticket)}})

@@ -189,6 +189,10 @@ type Source interface {
 	// died, disconnected, sent FAIL, or its lease expired. reason says
 	// which, for people.
 	Failed(lease Lease, reason string)
+	// Unsent reports that the job Next returned never left: its send to
+	// the worker or peer failed at once (the worker was gone, or its
+	// queue was full). No attempt was made, so none should be counted.
+	Unsent(lease Lease, reason string)
 	// Workers reports the number of registered workers of a service when
 	// it changes (0 when the last one goes).
 	Workers(service string, n int)

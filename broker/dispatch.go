@@ -137,8 +137,8 @@ func (s *state) dispatchJob(now time.Time, svc *service) bool {
 	s.sent()
 	if err != nil {
 		reason := "send request: " + err.Error()
-		s.c.JobsFailed++
-		s.source.Failed(lease, reason)
+		s.c.JobsUnsent++
+		s.source.Unsent(lease, reason)
 		s.removeWorker(w, reason, false)
 		return true
 	}

@@ -332,6 +332,7 @@ type fakeSource struct {
 	jobs      map[string][]broker.Job
 	completed chan completion
 	failed    chan failure
+	unsent    chan failure
 	workers   chan string
 	// onFailed runs on the broker loop after a failure is recorded.
 	onFailed func(broker.Lease)
@@ -353,6 +354,7 @@ func newFakeSource() *fakeSource {
 		jobs:      make(map[string][]broker.Job),
 		completed: make(chan completion, 100),
 		failed:    make(chan failure, 100),
+		unsent:    make(chan failure, 100),
 		workers:   make(chan string, 100),
 	}
 }
@@ -391,6 +393,10 @@ func (f *fakeSource) Failed(l broker.Lease, reason string) {
 	if f.onFailed != nil {
 		f.onFailed(l)
 	}
+}
+
+func (f *fakeSource) Unsent(l broker.Lease, reason string) {
+	f.unsent <- failure{lease: l, reason: reason, at: time.Now()}
 }
 
 func (f *fakeSource) Workers(service string, n int) { f.workers <- fmt.Sprintf("%s=%d", service, n) }

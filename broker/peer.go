@@ -302,8 +302,8 @@ func (s *state) cloudDispatch(now time.Time, service string) {
 		msg := append([][]byte{{}, []byte(peerHeader), []byte("REQUEST"), []byte(token), []byte(service)}, nonEmpty(job.Body)...)
 		if err := pr.sendPeer(best.name, msg); err != nil {
 			s.count(err)
-			s.c.JobsFailed++
-			s.source.Failed(lease, "forward to peer "+best.name+": "+err.Error())
+			s.c.JobsUnsent++
+			s.source.Unsent(lease, "forward to peer "+best.name+": "+err.Error())
 			// The peer cannot be reached right now: stop booking it
 			// until a PING goes through again.
 			best.routable = false

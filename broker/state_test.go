@@ -52,6 +52,7 @@ type fakeSource struct {
 	jobs      map[string][]Job
 	completed []string // "leaseID token body"
 	failed    []string // "leaseID token reason"
+	unsent    []string // "leaseID token reason"
 	workers   []string // "service=n"
 }
 
@@ -76,6 +77,10 @@ func (f *fakeSource) Completed(l Lease, reply [][]byte) {
 
 func (f *fakeSource) Failed(l Lease, reason string) {
 	f.failed = append(f.failed, fmt.Sprintf("%d %s %s", l.ID, l.Token, reason))
+}
+
+func (f *fakeSource) Unsent(l Lease, reason string) {
+	f.unsent = append(f.unsent, fmt.Sprintf("%d %s %s", l.ID, l.Token, reason))
 }
 
 func (f *fakeSource) Workers(service string, n int) {
@@ -592,14 +597,15 @@ func TestStateWakeAfterJobArrives(t *testing.T) {
 func TestStateUnroutable(t *testing.T) {
 	f := newFixture(t, true)
 	f.run(t, []step{{from: "W1", msg: ready("echo")}, {from: "W2", msg: ready("echo")}})
-	// W1 is gone: the job it was to get goes to Failed and W1 is
-	// forgotten; W2's reply to a gone client is counted.
+	// W1 is gone: the job it was to get goes back as unsent (no attempt
+	// was made) and W1 is forgotten; W2's reply to a gone client is
+	// counted.
 	f.rec.fail["W1"] = errUnroutable
 	f.rec.fail["C"] = errUnroutable
 	f.src.add("echo", "T1", "a")
 	f.run(t, []step{{wake: "echo"}})
-	if want := "1 T1 send request: peer unreachable"; len(f.src.failed) != 1 || f.src.failed[0] != want {
-		t.Fatalf("failed %q, want %q", f.src.failed, want)
+	if want := "1 T1 send request: peer unreachable"; len(f.src.unsent) != 1 || f.src.unsent[0] != want || len(f.src.failed) != 0 {
+		t.Fatalf("unsent %q failed %q, want unsent %q", f.src.unsent, f.src.failed, want)
 	}
 	f.run(t, []step{
 		{from: "C", msg: request("echo", "p"), want: []sent{out("W2", toWorker("C", "p"))}},

@@ -107,6 +107,9 @@ type Counters struct {
 	JobsDispatched uint64
 	JobsCompleted  uint64
 	JobsFailed     uint64
+	// JobsUnsent counts durable jobs whose send to a worker or peer
+	// failed at once (Source.Unsent): they were never dispatched.
+	JobsUnsent uint64
 	// WorkersExpired counts workers dropped after Interval × Liveness of
 	// silence; LeasesExpired counts busy workers that never heartbeat while
 	// busy and were dropped after LeaseTimeout of silence.

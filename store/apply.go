@@ -157,7 +157,7 @@ func (t *txn) apply(op *Op) (Result, error) {
 	switch op.Kind {
 	case OpSubmit:
 		return t.submit(op)
-	case OpDispatch, OpRequeue, OpReply, OpFail:
+	case OpDispatch, OpRequeue, OpReply, OpFail, OpUndispatch:
 		return t.transition(op)
 	case OpClose:
 		return t.close(op)
@@ -367,10 +367,18 @@ func (t *txn) transition(op *Op) (Result, error) {
 		res := resultOf(&tk)
 		res.Err = opErr(op, ErrFinal, tk.State.String())
 		return res, nil
+	case op.Kind == OpUndispatch && tk.State != StateDispatched:
+		res := resultOf(&tk)
+		res.Err = opErr(op, ErrNotDispatched, tk.State.String())
+		return res, nil
 	}
 	prev := tk
 	old := tk.State
 	switch op.Kind {
+	case OpUndispatch:
+		tk.State = StatePending
+		tk.Attempts = max(tk.Attempts-1, 0)
+		tk.Started, tk.Worker = time.Time{}, ""
 	case OpDispatch:
 		if tk.Attempts >= maxAttempts {
 			res := resultOf(&tk)

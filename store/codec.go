@@ -27,13 +27,15 @@ const (
 	// OpCancel, OpPause, OpResume, OpPurge), and every op followed by its extras
 	// (Lifecycle, Worker) as tagged fields.
 	opsRecordV3 = 3
+	// opsRecordV4 is a batch with OpUndispatch; its layout is V3's.
+	opsRecordV4 = 4
 )
 
 // OpsRecordVersion is the newest ops record (a replicated batch) this build
 // reads and may write (`titanic version` prints it). A batch is written in
 // the oldest version that holds its ops, so a cluster whose work needs no
 // newer op kind stays readable by older members.
-const OpsRecordVersion = opsRecordV3
+const OpsRecordVersion = opsRecordV4
 
 // maxAttempts bounds the attempt counter a decoder accepts, so that a
 // damaged record cannot overflow int on 32-bit platforms.

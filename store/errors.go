@@ -82,6 +82,10 @@ var ErrKeepCurrent = errors.New("the store already holds the snapshot's content"
 // dispatched (a retry would run it twice) or done.
 var ErrNotFailed = errors.New("ticket has not failed")
 
+// ErrNotDispatched means an OpUndispatch's ticket is not dispatched:
+// there is no dispatch to take back.
+var ErrNotDispatched = errors.New("ticket is not dispatched")
+
 // ErrClusterVersion means a replicated store refused an op of a kind that
 // not every member of its cluster is known to read yet (see
 // BoltStore.ClusterVersion): writing it would stop the members that run an

@@ -96,6 +96,7 @@ func TestOpsRecordVersionPerKind(t *testing.T) {
 		{[]store.OpKind{store.OpSubmit, store.OpDispatch, store.OpRequeue, store.OpReply, store.OpFail, store.OpClose}, 1},
 		{[]store.OpKind{store.OpSubmit, store.OpAdopt}, 2},
 		{[]store.OpKind{store.OpRetry, store.OpClose}, 3},
+		{[]store.OpKind{store.OpDispatch, store.OpUndispatch}, 4},
 		{nil, 1},
 	} {
 		var ops []store.Op

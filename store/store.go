@@ -217,11 +217,18 @@ const (
 	// decides alike. An unknown ticket: Existed false, as OpClose. Ops
 	// record version 3.
 	OpPurge
+	// OpUndispatch takes back a dispatch that no worker or peer saw (its
+	// send failed at once: the worker was gone, or its queue full):
+	// dispatched → pending, attempts−1, Started and Worker cleared, and
+	// no attempt recorded, so that a job is charged only for the
+	// attempts that reached a worker. A ticket that is not dispatched is
+	// left alone (ErrNotDispatched). Ops record version 4.
+	OpUndispatch
 
 	// lastOpKind is the newest kind this build reads. A new kind must
 	// come with a new ops record version (see codec.go), so that an
 	// older node refuses it (ErrUnsupported) instead of skipping it.
-	lastOpKind = OpPurge
+	lastOpKind = OpUndispatch
 )
 
 // Version is the ops record version that introduced the kind: the
@@ -235,6 +242,8 @@ func (k OpKind) Version() int {
 		return opsRecordV2
 	case k >= OpRetry && k <= OpPurge:
 		return opsRecordV3
+	case k == OpUndispatch:
+		return opsRecordV4
 	}
 	return 0
 }
@@ -271,6 +280,8 @@ func (k OpKind) String() string {
 		return "resume"
 	case OpPurge:
 		return "purge"
+	case OpUndispatch:
+		return "undispatch"
 	}
 	return fmt.Sprintf("op(%d)", uint8(k))
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -384,7 +385,7 @@ func (s *BoltStore) take() ([]*request, bool) {
 func lazyOps(ops []Op) bool {
 	for i := range ops {
 		switch ops[i].Kind {
-		case OpDispatch, OpReply, OpRequeue, OpFail:
+		case OpDispatch, OpReply, OpRequeue, OpFail, OpUndispatch:
 		default:
 			return false
 		}
@@ -437,6 +438,34 @@ type applyError struct{ err error }
 
 func (e *applyError) Error() string { return e.err.Error() }
 func (e *applyError) Unwrap() error { return e.err }
+
+// applyOps applies one request's ops in t. A panic in apply (a bug, or a
+// page bbolt finds damaged) fails the request instead of the process:
+// the transaction is rolled back, commit retries the others alone, and the
+// request's caller gets the error. Left to unwind, it took the broker down,
+// and in a raft group every restart replayed the entry and panicked again;
+// now a replica stops at that entry with the error (see replica's fsm).
+func (s *BoltStore) applyOps(t *txn, ops []Op) (res []Result, err error) {
+	j := 0
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, fmt.Errorf("%w: applying %s %s panicked: %v", ErrInvalidOp, ops[j].Kind, ops[j].ID, r)
+			s.log.Error("apply panicked: the call fails, the store goes on", "op", ops[j].Kind.String(), "ticket", ops[j].ID, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	res = make([]Result, len(ops))
+	for j = range ops {
+		if s.failOp != nil {
+			if err := s.failOp(&ops[j]); err != nil {
+				return nil, err
+			}
+		}
+		if res[j], err = t.apply(&ops[j]); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
 
 // commit applies a batch in one transaction and answers every request. If
 // applying one request's ops fails (a bbolt error, not an op's own error),
@@ -552,16 +581,9 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 					t.cluster, t.clusterDirty = c, true
 				}
 			}
-			res := make([]Result, len(r.ops))
-			for j := range r.ops {
-				if s.failOp != nil {
-					if err := s.failOp(&r.ops[j]); err != nil {
-						return &applyError{err}
-					}
-				}
-				if res[j], err = t.apply(&r.ops[j]); err != nil {
-					return &applyError{err}
-				}
+			res, err := s.applyOps(t, r.ops)
+			if err != nil {
+				return &applyError{err}
 			}
 			if r.solo {
 				if err := t.journal(r.index, r.ops, res); err != nil {

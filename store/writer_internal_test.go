@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -138,39 +139,61 @@ func TestCancelWhileQueued(t *testing.T) {
 
 // TestFailingCallIsIsolated: a bbolt-level failure while applying one
 // call's ops fails that call only; the batch it shared is retried without
-// it.
+// it. A panic while applying (a bug such as session 13's write arena's)
+// is such a failure too: it used to unwind through the writer goroutine
+// and take the process down.
 func TestFailingCallIsIsolated(t *testing.T) {
-	s := openTemp(t, Options{})
 	injected := errors.New("injected")
-	s.failOp = func(op *Op) error {
-		if op.Service == "poison" {
-			return injected
-		}
-		return nil
-	}
-	release := blockWriter(t, s)
-	ops, wait := queueSubmits(t, context.Background(), s, 5)
-	waitBad := queue(t, context.Background(), s, submitOp("svc"), submitOp("poison"))
-	release()
-	errs := wait()
-	_, badErr := waitBad()
-	if !errors.Is(badErr, injected) {
-		t.Fatalf("poisoned call: err = %v, want the injected error", badErr)
-	}
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("innocent call %d: %v", i, err)
-		}
-		if _, err := s.Get(context.Background(), ops[i].ID); err != nil {
-			t.Fatalf("innocent call %d not applied: %v", i, err)
-		}
-	}
-	st, err := s.Stats(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Services["svc"].Pending != 5 {
-		t.Fatalf("poisoned call partly applied: %+v", st.Services)
+	for _, tc := range []struct {
+		name string
+		fail func()
+		want func(error) bool
+	}{
+		{"error", nil, func(err error) bool { return errors.Is(err, injected) }},
+		{"panic", func() { panic("index out of range [7] with length 3") },
+			func(err error) bool {
+				return err != nil && strings.Contains(err.Error(), "panicked: index out of range")
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTemp(t, Options{})
+			s.failOp = func(op *Op) error {
+				if op.Service != "poison" {
+					return nil
+				}
+				if tc.fail != nil {
+					tc.fail()
+				}
+				return injected
+			}
+			release := blockWriter(t, s)
+			ops, wait := queueSubmits(t, context.Background(), s, 5)
+			waitBad := queue(t, context.Background(), s, submitOp("svc"), submitOp("poison"))
+			release()
+			errs := wait()
+			if _, badErr := waitBad(); !tc.want(badErr) {
+				t.Fatalf("poisoned call: err = %v", badErr)
+			}
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("innocent call %d: %v", i, err)
+				}
+				if _, err := s.Get(context.Background(), ops[i].ID); err != nil {
+					t.Fatalf("innocent call %d not applied: %v", i, err)
+				}
+			}
+			// The writer still commits.
+			if _, err := s.Apply(context.Background(), []Op{submitOp("svc")}); err != nil {
+				t.Fatalf("apply after the poisoned call: %v", err)
+			}
+			st, err := s.Stats(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Services["svc"].Pending != 6 {
+				t.Fatalf("pending %+v, want 6: the poisoned call partly applied, or a later one lost", st.Services)
+			}
+		})
 	}
 }
 

@@ -172,6 +172,44 @@ func (s *Service) Failed(lease broker.Lease, reason string) {
 	}
 }
 
+// Unsent implements broker.Source: the job never reached its worker or
+// peer (the send failed at once), so no attempt was made. The dispatch is
+// taken back (store.OpUndispatch: pending again, its attempt not
+// counted) and the ticket queued again at its place, once that is
+// recorded. A cluster that cannot record it yet (a member runs a release
+// without the op: store.ErrClusterVersion) counts the attempt instead, as
+// Failed does.
+func (s *Service) Unsent(lease broker.Lease, reason string) {
+	id, err := store.ParseID(string(lease.Token))
+	if err != nil {
+		return
+	}
+	e, ok := s.d.unsent(id, lease.Tag)
+	if !ok {
+		return
+	}
+	s.stats.unsent.Add(1)
+	op := store.Op{Kind: store.OpUndispatch, ID: id, Time: s.cfg.Now()}
+	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
+		switch {
+		case batchErr == nil && errors.Is(res.Err, store.ErrClusterVersion):
+			s.d.chargeAttempt(e)
+			s.Failed(lease, reason)
+			return
+		case batchErr == nil && res.Err != nil && !errors.Is(res.Err, store.ErrNotDispatched):
+			// Closed or cancelled meanwhile. (Not dispatched: the
+			// dispatch mark's own batch failed; it is pending.)
+			s.forget(id)
+			return
+		}
+		state := store.StatePending
+		if batchErr != nil {
+			state = 0 // the dispatch mark may be recorded, or not
+		}
+		s.requeue(e, time.Time{}, time.Time{}, state)
+	}})
+}
+
 // commitRequeue records that e is pending again, due at due, then queues
 // it. A cluster that cannot record a due time yet (its cluster version is
 // older: store.ErrClusterVersion) gets the requeue without it; the

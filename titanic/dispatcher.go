@@ -366,6 +366,29 @@ func (d *dispatcher) attemptFailed(id store.ID, tag uint64, reason string, now t
 	return e, retryDecision{due: due}, true
 }
 
+// unsent takes back the dispatch of id that never reached a worker or
+// peer: the attempt it counted is given back. ok is false when no lease
+// of id is known, or tag is not its current dispatch's. Like
+// attemptFailed, it leaves the entry leased until the Service committed
+// what becomes of it.
+func (d *dispatcher) unsent(id store.ID, tag uint64) (*entry, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.leasedLocked(id, tag)
+	if ok {
+		e.attempts = max(e.attempts-1, 0)
+	}
+	return e, ok
+}
+
+// chargeAttempt counts again the attempt unsent gave back, for a cluster
+// whose store could not take the dispatch back (see Service.Unsent).
+func (d *dispatcher) chargeAttempt(e *entry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e.attempts++
+}
+
 // current reports whether e is still the dispatcher's entry of its ticket
 // (not forgotten, and not dropped by a reset).
 func (d *dispatcher) current(e *entry) bool {

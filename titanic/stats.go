@@ -22,7 +22,7 @@ type counters struct {
 	commits, committedOps, commitErrors            atomic.Uint64
 	expired                                        atomic.Uint64
 	confirms, unconfirmed                          atomic.Uint64
-	verdictRetries                                 atomic.Uint64
+	verdictRetries, unsent                         atomic.Uint64
 	retries                                        atomic.Uint64
 	deadlineExpired                                atomic.Uint64
 	diskRefused                                    atomic.Uint64
@@ -42,6 +42,9 @@ type Stats struct {
 	// VerdictRetries counts commits of a reply or a failure tried again
 	// after their batch failed (the verdict is held, the job not rerun).
 	VerdictRetries uint64
+	// Unsent counts dispatches taken back because their send to a worker
+	// or peer failed at once: no attempt was counted for them.
+	Unsent uint64
 	// Retries counts failed tickets given another round (titanic.retry).
 	Retries uint64
 	// DeadlineExpired counts tickets failed as expired: not dispatched
@@ -72,7 +75,7 @@ func (s *Service) Stats() Stats {
 		Failed: c.failed.Load(), Busy: c.busy.Load(), BadRequests: c.badRequests.Load(), Loads: c.loads.Load(),
 		Commits: c.commits.Load(), CommittedOps: c.committedOps.Load(), CommitErrors: c.commitErrors.Load(),
 		Expired: c.expired.Load(), Confirms: c.confirms.Load(), Unconfirmed: c.unconfirmed.Load(),
-		VerdictRetries: c.verdictRetries.Load(), Retries: c.retries.Load(), DeadlineExpired: c.deadlineExpired.Load(),
+		VerdictRetries: c.verdictRetries.Load(), Unsent: c.unsent.Load(), Retries: c.retries.Load(), DeadlineExpired: c.deadlineExpired.Load(),
 		DiskRefused: c.diskRefused.Load(), Disk: s.DiskStatus(), WindowReads: c.windowReads.Load(),
 		Queued: make(map[string]int), Delayed: make(map[string]int),
 	}

@@ -136,6 +136,14 @@ func (s *oneJob) Failed(lease broker.Lease, reason string) {
 	defer s.mu.Unlock()
 	s.failed = append(s.failed, reason)
 }
+
+// Unsent gives the job back for the next worker, as a real Source does.
+func (s *oneJob) Unsent(broker.Lease, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gave = false
+}
+
 func (s *oneJob) Workers(string, int) {}
 
 // client is a plain MDP client on a raw DEALER socket.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/worker"
 )
 
@@ -162,8 +163,9 @@ func TestMixedGroupClusterVersion(t *testing.T) {
 	}
 	retryWorks(t, ctx, c, brokers, ticket, dg)
 	out := clusterCommand(t, newBin, brokers)
-	if !strings.Contains(out, "cluster version: 3") || len(regexp.MustCompile(`(?m)^  g[123]  3  `).FindAllString(out, -1)) != 3 {
-		t.Fatalf("titanic cluster after the upgrade does not show 3 members at version 3 and cluster version 3:\n%s", out)
+	cur := store.OpsRecordVersion
+	if !strings.Contains(out, fmt.Sprintf("cluster version: %d", cur)) || len(regexp.MustCompile(fmt.Sprintf(`(?m)^  g[123]  %d  `, cur)).FindAllString(out, -1)) != 3 {
+		t.Fatalf("titanic cluster after the upgrade does not show 3 members at version %d and cluster version %d:\n%s", cur, cur, out)
 	}
 	t.Logf("titanic cluster:\n%s", out)
 
@@ -228,7 +230,7 @@ func TestMixedPairClusterVersion(t *testing.T) {
 	primary.mustStart(t, "new", newBin, all...)
 	waitPairHealthy(t, ctx, primary, backup, 30*time.Second, "upgraded pair")
 	retryWorks(t, ctx, c, brokers, ticket, dg)
-	if out := clusterCommand(t, newBin, brokers); !strings.Contains(out, "cluster version: 3") {
+	if out := clusterCommand(t, newBin, brokers); !strings.Contains(out, fmt.Sprintf("cluster version: %d", store.OpsRecordVersion)) {
 		t.Fatalf("titanic cluster after the upgrade:\n%s", out)
 	}
 }

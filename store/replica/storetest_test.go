@@ -63,6 +63,7 @@ func groupHarness(size int, timing replica.Config) storetest.Harness {
 			g.start(t)
 			l := g.leader(t)
 			groups[l] = g
+			raiseClusterVersion(t, l)
 			return l
 		},
 		Reopen: func(t *testing.T, s store.Store) store.Store {
@@ -73,6 +74,18 @@ func groupHarness(size int, timing replica.Config) storetest.Harness {
 			groups[l] = g
 			return l
 		},
+	}
+}
+
+// raiseClusterVersion makes l's group take every op kind this build
+// writes, as a cluster whose members all run it does.
+func raiseClusterVersion(t *testing.T, l *replica.Node) {
+	t.Helper()
+	if err := l.Announce(t.Context(), replica.Announcement{ClusterVersion: store.OpsRecordVersion}); err != nil {
+		t.Fatalf("announce cluster version: %v", err)
+	}
+	if v, err := l.ClusterVersion(t.Context()); err != nil || v != store.OpsRecordVersion {
+		t.Fatalf("cluster version %d (%v) after its announcement, want %d", v, err, store.OpsRecordVersion)
 	}
 }
 

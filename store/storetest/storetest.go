@@ -290,6 +290,11 @@ func testTransitions(t *testing.T, s store.Store) {
 		{unknown, store.OpReply, want{0, 0, store.ErrNotFound}},
 		{unknown, store.OpFail, want{0, 0, store.ErrNotFound}},
 		{unknown, store.OpClose, want{0, 0, nil}},
+		{"pending", store.OpUndispatch, want{P, 0, store.ErrNotDispatched}},
+		{"dispatched", store.OpUndispatch, want{P, 0, nil}},
+		{"done", store.OpUndispatch, want{Done, 1, store.ErrFinal}},
+		{"failed", store.OpUndispatch, want{F, 0, store.ErrFinal}},
+		{unknown, store.OpUndispatch, want{0, 0, store.ErrNotFound}},
 	}
 	ctx := t.Context()
 	for _, tc := range tests {

@@ -162,7 +162,7 @@ func (o *opsSources) Counters() ops.Counts {
 		Submits: s.Submits, Duplicates: s.Duplicates, Closes: s.Closes, Lookups: s.Lookups,
 		Dispatches: s.Dispatches, Redeliveries: s.Redeliveries, Replies: s.Replies, LateReplies: s.LateReplies,
 		Failures: s.Failed, Busy: s.Busy, BadRequests: s.BadRequests,
-		Commits: s.Commits, CommittedOps: s.CommittedOps, CommitErrors: s.CommitErrors, VerdictRetries: s.VerdictRetries, Leased: s.Leased,
+		Commits: s.Commits, CommittedOps: s.CommittedOps, CommitErrors: s.CommitErrors, VerdictRetries: s.VerdictRetries, Unsent: s.Unsent, Leased: s.Leased,
 		DiskFull: s.Disk.Full, DiskFree: s.Disk.Free, DiskReserve: s.Disk.Reserve,
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/harness"
 	"github.com/titanicmq/titanic/internal/nodetest"
+	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/node"
 	"github.com/titanicmq/titanic/titanic/tsp"
@@ -153,11 +154,12 @@ func TestClusterVersionFollowsUpgrade(t *testing.T) {
 		t.Fatalf("reply of the retried ticket: %q %v", rep, err)
 	}
 	kv, err := versionOf(ctx, c)
-	if err != nil || !strings.Contains(kv, "cluster=3") {
+	cur := store.OpsRecordVersion
+	if err != nil || !strings.Contains(kv, fmt.Sprintf("cluster=%d", cur)) {
 		t.Fatalf("leader's view after the upgrade: %s %v", kv, err)
 	}
 	rep, err = c.Request(ctx, tsp.SvcCluster, [][]byte{{}})
-	if err != nil || !strings.Contains(fmt.Sprintf("%q", rep), "cluster_version=3") || !strings.Contains(fmt.Sprintf("%q", rep), "protocol=3") {
+	if err != nil || !strings.Contains(fmt.Sprintf("%q", rep), fmt.Sprintf("cluster_version=%d", cur)) || !strings.Contains(fmt.Sprintf("%q", rep), fmt.Sprintf("protocol=%d", cur)) {
 		t.Fatalf("titanic.cluster answer %q %v lacks the versions", rep, err)
 	}
 }

@@ -87,11 +87,12 @@ var counterHelp = []struct{ name, help string }{
 	{"titanic_committed_ops_total", "Ops in the commit batches."},
 	{"titanic_commit_errors_total", "Commit batches that failed."},
 	{"titanic_verdict_retries_total", "Replies and failures whose commit failed, committed again (the job is not run again)."},
+	{"titanic_unsent_dispatches_total", "Dispatches taken back because the send to the worker or peer failed at once (no attempt counted)."},
 }
 
 func counterValues(c Counts) []uint64 {
 	return []uint64{c.Submits, c.Duplicates, c.Closes, c.Lookups, c.Dispatches, c.Redeliveries,
-		c.Replies, c.LateReplies, c.Failures, c.Busy, c.BadRequests, c.Commits, c.CommittedOps, c.CommitErrors, c.VerdictRetries}
+		c.Replies, c.LateReplies, c.Failures, c.Busy, c.BadRequests, c.Commits, c.CommittedOps, c.CommitErrors, c.VerdictRetries, c.Unsent}
 }
 
 func newCollector(s *Server) *collector {

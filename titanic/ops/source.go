@@ -152,6 +152,9 @@ type Counts struct {
 	// VerdictRetries counts commits of a reply or failure tried again
 	// after their batch failed (the job is not run again).
 	VerdictRetries uint64
+	// Unsent counts dispatches taken back, their send to a worker or
+	// peer having failed at once (no attempt counted).
+	Unsent uint64
 	// Leased is the number of tickets held by workers now.
 	Leased int
 	// DiskFull: submits are refused because a watched file system has

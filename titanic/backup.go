@@ -3,7 +3,9 @@ package titanic
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -29,6 +31,9 @@ func (s *Service) backup(req broker.Request) [][]byte {
 		return replyText(tsp.CodeUnknown, "want one frame: a file name of letters, digits, '.', '_' or '-'")
 	}
 	name := string(req.Body[0])
+	if _, err := os.Lstat(filepath.Join(s.cfg.BackupDir, name)); err == nil {
+		return replyText(tsp.CodeUnknown, "backup "+name+" exists in the backup directory: choose another name, or delete it first")
+	}
 	// A whole copy of the store: not while the disk is under its reserve
 	// or the store over its quota (the reserve is what keeps the store
 	// from ENOSPC), and one at a time. Not counted as submits refused.
@@ -51,7 +56,11 @@ func (s *Service) backup(req broker.Request) [][]byte {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
 		path, n, err := s.writeBackup(ctx, name)
-		if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrExist):
+			s.answer(req.Client, req.Service, replyText(tsp.CodeUnknown, "backup "+name+" exists in the backup directory: choose another name, or delete it first"))
+			return
+		case err != nil:
 			s.log.Error("backup failed", "name", name, "err", err)
 			s.answer(req.Client, req.Service, replyText(tsp.CodeError, "backup failed: "+err.Error()))
 			return
@@ -74,7 +83,7 @@ func (s *Service) writeBackup(ctx context.Context, name string) (string, int64, 
 		return "", 0, fmt.Errorf("create: %w", err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // after the rename, a no-op
+	defer os.Remove(tmp) // after the link, only the temporary name goes
 	n, err := s.st.Snapshot(ctx, f)
 	if err == nil {
 		err = f.Sync()
@@ -85,8 +94,14 @@ func (s *Service) writeBackup(ctx context.Context, name string) (string, int64, 
 	if err != nil {
 		return "", 0, fmt.Errorf("write snapshot: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", 0, fmt.Errorf("rename: %w", err)
+	// A link, not a rename: it never replaces a backup of that name
+	// written meanwhile (the check before the copy is only the early
+	// answer).
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return "", 0, fmt.Errorf("backup %s exists in the backup directory: %w", name, err)
+		}
+		return "", 0, fmt.Errorf("link: %w", err)
 	}
 	if d, err := os.Open(s.cfg.BackupDir); err == nil {
 		_ = d.Sync()

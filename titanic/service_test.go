@@ -1029,6 +1029,22 @@ func TestBackup(t *testing.T) {
 			t.Fatalf("backup %q = %q, want 400", bad, r)
 		}
 	}
+	// A second backup of the same name is refused and leaves the first:
+	// it was replaced without a word.
+	before, err := os.ReadFile(filepath.Join(dir, "snap-1.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.submit("echo", "y")
+	if r := h.call(tsp.SvcBackup, "snap-1.db"); codeOf(r) != tsp.CodeUnknown || !strings.Contains(string(r[1]), "exists") {
+		t.Fatalf("backup over an existing one = %q, want 400 ... exists", r)
+	}
+	if after, err := os.ReadFile(filepath.Join(dir, "snap-1.db")); err != nil || !bytes.Equal(before, after) {
+		t.Fatalf("the existing backup changed (%v)", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*.tmp")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
 	h2 := newHarness(t, Config{}, "")
 	if r := h2.call(tsp.SvcBackup, "x"); codeOf(r) != tsp.CodeUnknown {
 		t.Fatalf("backup without a directory = %q", r)

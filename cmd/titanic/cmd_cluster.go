@@ -87,7 +87,11 @@ func clusterChange(e env, cf clientFlags, service string, args ...string) error 
 // host's address what to do about it.
 func adminRefusal(service string, rep [][]byte) error {
 	if tsp.Is(rep, tsp.CodeUnknown, tsp.Forbidden) {
-		return fmt.Errorf("%s refused: %s (run it on a member's host, or list this host's network in security.admin_from, --admin-from, on every node)", service, rep[1])
+		return fmt.Errorf("%s refused: %s (run it on a member's host, or list this host's network in security.admin_from, --admin-from, on every node): %w", service, rep[1], client.ErrRejected)
+	}
+	if len(rep) >= 2 && string(rep[0]) == tsp.CodeUnknown {
+		// Rejected as asked (a bad name, a backup that exists): exit 4.
+		return fmt.Errorf("%s: %s %s: %w", service, rep[0], rep[1], client.ErrRejected)
 	}
 	if len(rep) >= 2 {
 		return fmt.Errorf("%s: %s %s", service, rep[0], rep[1])

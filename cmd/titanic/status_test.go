@@ -37,9 +37,17 @@ func TestAdminRefusalText(t *testing.T) {
 	if !strings.Contains(err.Error(), "refused: forbidden: 192.0.2.9 is not this host") || !strings.Contains(err.Error(), "security.admin_from") {
 		t.Errorf("forbidden: %v", err)
 	}
+	if code := exitCode(err); code != exitUnknown {
+		t.Errorf("forbidden: exit %d, want %d (rejected)", code, exitUnknown)
+	}
 	err = adminRefusal(tsp.SvcBackup, [][]byte{[]byte("500"), []byte("busy, retry later: a backup is being written")})
-	if err.Error() != "titanic.backup: 500 busy, retry later: a backup is being written" {
-		t.Errorf("busy: %v", err)
+	if err.Error() != "titanic.backup: 500 busy, retry later: a backup is being written" || exitCode(err) != exitError {
+		t.Errorf("busy: %v (exit %d)", err, exitCode(err))
+	}
+	// A name refused (`backup ../x`, or one that exists): rejected, exit 4.
+	err = adminRefusal(tsp.SvcBackup, [][]byte{[]byte("400"), []byte("want one frame: a file name of letters, digits, '.', '_' or '-'")})
+	if code := exitCode(err); code != exitUnknown || !strings.Contains(err.Error(), "a file name of letters") {
+		t.Errorf("bad name: %v, exit %d, want %d", err, code, exitUnknown)
 	}
 }
 

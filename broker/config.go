@@ -51,12 +51,20 @@ func (c Config) withDefaults() Config {
 		if cc.Domain == "" {
 			cc.Domain = DefaultCurveDomain
 		}
-		cc.zap = curve.NewZAPHandler(curve.ZAPConfig{
+		zc := curve.ZAPConfig{
 			Allow:        cc.Allow,
 			Domain:       cc.Domain,
 			Logger:       c.Logger,
 			DenyLogEvery: cc.DenyLogEvery,
-		})
+		}
+		if pc := c.Peering; pc != nil && pc.curved(&cc) {
+			peers := make(map[string]bool, len(pc.Peers))
+			for _, p := range pc.Peers {
+				peers[p.Public] = true
+			}
+			zc.Others = map[string]func(string) bool{PeeringCurveDomain: func(k string) bool { return peers[k] }}
+		}
+		cc.zap = curve.NewZAPHandler(zc)
 		c.Curve = &cc
 	}
 	if c.Peering != nil {
@@ -105,11 +113,24 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("peering needs a name, a cloud endpoint and a state endpoint"))
 		}
 		seen := map[string]bool{pc.Name: true}
+		keyed := 0
 		for _, p := range pc.Peers {
 			if p.Name == "" || p.Cloud == "" || p.State == "" || seen[p.Name] {
 				errs = append(errs, fmt.Errorf("peer %+v: needs a unique name (not this broker's), a cloud and a state endpoint", p))
 			}
 			seen[p.Name] = true
+			if p.Public != "" {
+				keyed++
+				if err := curve.CheckKey(p.Public); err != nil {
+					errs = append(errs, fmt.Errorf("peer %s: public key: %w", p.Name, err))
+				}
+			}
+		}
+		switch {
+		case keyed > 0 && keyed < len(pc.Peers):
+			errs = append(errs, fmt.Errorf("peering: %d of %d peers have a CURVE key: the links are CURVE for all or none", keyed, len(pc.Peers)))
+		case keyed > 0 && c.Curve == nil:
+			errs = append(errs, errors.New("peering: the peers' CURVE keys need the broker's CURVE key pair (Curve)"))
 		}
 	}
 	if c.MaxQueuedBytes < 1 {

@@ -95,7 +95,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	var ps *peerSockets
 	if b.cfg.Peering != nil {
 		var err error
-		ps, err = openPeering(zctx, *b.cfg.Peering, &sockets)
+		ps, err = openPeering(zctx, *b.cfg.Peering, b.cfg.Curve, &sockets)
 		if err != nil {
 			return err
 		}
@@ -359,14 +359,22 @@ type peerSockets struct {
 	front, back, pub, sub *zmq.Socket
 }
 
-// openPeering binds the cloud frontend and state publisher and connects
-// the cloud backend and state subscriber to every peer. The sockets are
-// appended to *all so that Run closes them.
 // minConnectTimeout is the least time a connect of the peering state
 // subscriber is given: a few round trips of a slow WAN link.
 const minConnectTimeout = 250 * time.Millisecond
 
-func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peerSockets, error) {
+// openPeering binds the cloud frontend and state publisher and connects
+// the cloud backend and state subscriber to every peer. The sockets are
+// appended to *all so that Run closes them.
+//
+// Under CURVE (pc.curved) the cloud frontend and the state publisher are
+// CURVE servers with the broker's key pair, whose handshakes the broker's
+// ZAP handler admits under PeeringCurveDomain (the peers' keys only), and
+// the backend and subscriber connect to each peer as CURVE clients of its
+// key: libzmq takes the security options a connect finds set, so each
+// connect gets its peer's.
+func openPeering(zctx *zmq.Context, pc PeeringConfig, cc *CurveConfig, all *[]*zmq.Socket) (*peerSockets, error) {
+	curved := pc.curved(cc)
 	ps := &peerSockets{}
 	mk := func(t zmq.Type) (*zmq.Socket, error) {
 		sk, err := zctx.NewSocket(t)
@@ -392,11 +400,21 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peer
 			return nil, fmt.Errorf("peering router: %w", err)
 		}
 	}
+	if curved {
+		if err := curve.ApplyServer(ps.front, cc.Server, PeeringCurveDomain); err != nil {
+			return nil, fmt.Errorf("peering cloud: %w", err)
+		}
+	}
 	if err := ps.front.Bind(pc.CloudListen); err != nil {
 		return nil, fmt.Errorf("bind cloud %s: %w", pc.CloudListen, err)
 	}
 	if ps.pub, err = mk(zmq.PUB); err != nil {
 		return nil, err
+	}
+	if curved {
+		if err := curve.ApplyServer(ps.pub, cc.Server, PeeringCurveDomain); err != nil {
+			return nil, fmt.Errorf("peering state: %w", err)
+		}
 	}
 	if err := ps.pub.Bind(pc.StateListen); err != nil {
 		return nil, fmt.Errorf("bind state %s: %w", pc.StateListen, err)
@@ -432,6 +450,14 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, all *[]*zmq.Socket) (*peer
 		return nil, fmt.Errorf("peering connect timeout: %w", err)
 	}
 	for _, p := range pc.Peers {
+		if curved {
+			ck := curve.ClientKeys{ServerPublic: p.Public, Public: cc.Server.Public, Secret: cc.Server.Secret}
+			for _, sk := range []*zmq.Socket{ps.back, ps.sub} {
+				if err := ck.Apply(sk); err != nil {
+					return nil, fmt.Errorf("peering with %s: %w", p.Name, err)
+				}
+			}
+		}
 		if err := ps.back.Connect(p.Cloud); err != nil {
 			return nil, fmt.Errorf("connect cloud of %s (%s): %w", p.Name, p.Cloud, err)
 		}

@@ -83,6 +83,22 @@ type Peer struct {
 	Name  string // its peering name (the routing id of its cloud sockets)
 	Cloud string // its cloud frontend endpoint
 	State string // its state publisher endpoint
+	// Public is its broker's CURVE public key (Z85). With the broker's
+	// Curve set and every peer's key given, the peering links are CURVE:
+	// this broker's cloud and state endpoints take only the peers' keys
+	// (ZAP domain PeeringCurveDomain), and it connects to each peer as a
+	// CURVE client of that key with its own key pair. Empty for every
+	// peer: the links are plain.
+	Public string
+}
+
+// PeeringCurveDomain is the ZAP domain of the peering endpoints under
+// CURVE.
+const PeeringCurveDomain = "titanic-peering"
+
+// curved reports whether the peering links of pc are CURVE under cc.
+func (pc PeeringConfig) curved(cc *CurveConfig) bool {
+	return cc != nil && len(pc.Peers) > 0 && pc.Peers[0].Public != ""
 }
 
 // PeeringConfig enables peering.

@@ -43,6 +43,10 @@ type ZAPConfig struct {
 	// another domain (a socket of the same context configured for
 	// something else) is denied.
 	Domain string
+	// Others admits the requests of other ZAP domains, each by its own
+	// function (a broker's peering sockets, under their own domain, take
+	// only the peer clusters' keys). A domain in neither is denied.
+	Others map[string]func(pubZ85 string) bool
 	// Logger receives denials (at Warn, rate limited) and admissions (at
 	// Debug). Nil: slog.Default().
 	Logger *slog.Logger
@@ -258,10 +262,14 @@ func (h *ZAPHandler) decide(req [][]byte) answer {
 		a.code, a.text = zapInternal, "malformed CURVE credentials"
 	default:
 		a.key = zmq.Z85encode(string(creds[0]))
+		allow := h.cfg.Allow
+		if h.cfg.Domain != "" && a.domain != h.cfg.Domain {
+			allow = h.cfg.Others[a.domain]
+		}
 		switch {
-		case h.cfg.Domain != "" && a.domain != h.cfg.Domain:
+		case allow == nil && a.domain != h.cfg.Domain:
 			a.code, a.text = zapDenied, "domain not served"
-		case !h.allow(a.key):
+		case !h.allow(allow, a.key):
 			a.code, a.text = zapDenied, "key not allowed"
 		default:
 			a.code, a.text, a.userID = zapOK, "OK", a.key
@@ -270,9 +278,10 @@ func (h *ZAPHandler) decide(req [][]byte) answer {
 	return a
 }
 
-// allow calls cfg.Allow; a panic in it denies.
-func (h *ZAPHandler) allow(key string) (ok bool) {
-	if h.cfg.Allow == nil {
+// allow calls fn (cfg.Allow, or an Others function); nil or a panic in
+// it denies.
+func (h *ZAPHandler) allow(fn func(string) bool, key string) (ok bool) {
+	if fn == nil {
 		return false
 	}
 	defer func() {
@@ -281,5 +290,5 @@ func (h *ZAPHandler) allow(key string) (ok bool) {
 			ok = false
 		}
 	}()
-	return h.cfg.Allow(key)
+	return fn(key)
 }

@@ -12,6 +12,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/broker/curve"
 	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/cmd/titanic/config"
 	"github.com/titanicmq/titanic/store"
@@ -92,7 +93,15 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 	if cfg.Peering.Name != "" {
 		pc := &broker.PeeringConfig{Name: cfg.Peering.Name, CloudListen: cfg.Peering.CloudListen, StateListen: cfg.Peering.StateListen}
 		for _, p := range cfg.Peering.Peers {
-			pc.Peers = append(pc.Peers, broker.Peer{Name: p.Name, Cloud: p.Cloud, State: p.State})
+			bp := broker.Peer{Name: p.Name, Cloud: p.Cloud, State: p.State}
+			if p.Key != "" {
+				k, err := curve.LoadPublic(p.Key)
+				if err != nil {
+					return nc, nil, fmt.Errorf("peering.peers: peer %s: key: %w", p.Name, err)
+				}
+				bp.Public = k
+			}
+			pc.Peers = append(pc.Peers, bp)
 		}
 		bc.Peering = pc
 	}
@@ -103,8 +112,8 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 	if sec != nil {
 		// Said at every start: an operator who asked for CURVE must not
 		// believe these links covered.
-		if bc.Peering != nil {
-			log.Warn("security.curve does not cover the peering links: their cloud and state endpoints take plain connections, and a job sent to the cloud endpoint under a peer's name is served; keep them on a private network", "cloud", bc.Peering.CloudListen, "state", bc.Peering.StateListen)
+		if bc.Peering != nil && len(bc.Peering.Peers) > 0 && bc.Peering.Peers[0].Public == "" {
+			log.Warn("security.curve does not cover the peering links: no peer has a key (peering.peers' key), so their cloud and state endpoints take plain connections, and a job sent to the cloud endpoint under a peer's name is served; give every peer its key, or keep them on a private network", "cloud", bc.Peering.CloudListen, "state", bc.Peering.StateListen)
 		}
 		if nc.NotifyListen != "" {
 			log.Warn("security.curve does not cover the notification endpoint: ticket events go out in plain text to any subscriber", "notify", nc.NotifyListen)

@@ -145,7 +145,7 @@ type HTTPSection struct {
 
 // SecuritySection is [security].
 type SecuritySection struct {
-	Curve         bool     `toml:"curve" flag:"curve" usage:"CURVE-encrypt client, worker and pair (Binary Star) links and admit only allowed keys (not the raft transport, peering or notification links)"`
+	Curve         bool     `toml:"curve" flag:"curve" usage:"CURVE-encrypt client, worker and pair (Binary Star) links, and peering links whose peers have keys, and admit only allowed keys (not the raft transport or notification links)"`
 	SecretKeyFile string   `toml:"secret_key_file" flag:"secret-key-file" usage:"this node's CURVE secret key (made by titanic keygen)"`
 	PublicKeysDir string   `toml:"public_keys_dir" flag:"public-keys-dir" usage:"directory of allowed public key files (the allowlist), reloaded on SIGHUP"`
 	AdminFrom     []string `toml:"admin_from" flag:"admin-from" usage:"networks (CIDR) or addresses, beside this host and the cluster members' hosts, from which cluster changes (titanic cluster join/leave/forget) and titanic backup are taken"`
@@ -183,7 +183,7 @@ type PeeringSection struct {
 	Name        string `toml:"name" flag:"peering-name" usage:"this cluster's name among its peers; empty: no peering"`
 	CloudListen string `toml:"cloud_listen" flag:"peering-cloud-listen" usage:"endpoint where peers send this cluster work (tcp://HOST:PORT)"`
 	StateListen string `toml:"state_listen" flag:"peering-state-listen" usage:"endpoint where this cluster publishes its free capacity (tcp://HOST:PORT)"`
-	Peers       []Peer `toml:"peers" flag:"peering-peers" usage:"the other clusters: tables {name, cloud, state}; on the command line NAME=CLOUD+STATE,..."`
+	Peers       []Peer `toml:"peers" flag:"peering-peers" usage:"the other clusters: tables {name, cloud, state, key}; on the command line NAME=CLOUD+STATE[+KEYFILE],...; with security.curve, key (each peer broker's public key file) makes the peering links CURVE, for every peer or none"`
 }
 
 // Peer is another cluster of a peering: its name and the endpoints of its
@@ -192,6 +192,9 @@ type Peer struct {
 	Name  string `toml:"name"`
 	Cloud string `toml:"cloud"`
 	State string `toml:"state"`
+	// Key is the peer broker's CURVE public key file (titanic keygen),
+	// for security.curve.
+	Key string `toml:"key"`
 }
 
 // NotifySection is [notify].

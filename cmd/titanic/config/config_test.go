@@ -217,7 +217,7 @@ func TestEnvValues(t *testing.T) {
 		c.Limits.SubmitRate != 2.5 || c.Limits.DiskQuota != 10e9 || c.HTTP.Listen != "" || c.Retention.DoneTTL != 36*time.Hour {
 		t.Fatalf("%s", c.TOML())
 	}
-	want := []Peer{{"b", "tcp://h:1", "tcp://h:2"}, {"c", "tcp://i:1", "tcp://i:2"}}
+	want := []Peer{{Name: "b", Cloud: "tcp://h:1", State: "tcp://h:2"}, {Name: "c", Cloud: "tcp://i:1", State: "tcp://i:2"}}
 	if !reflect.DeepEqual(c.Peering.Peers, want) {
 		t.Fatalf("peers %+v", c.Peering.Peers)
 	}
@@ -388,6 +388,15 @@ func TestValidate(t *testing.T) {
 			c.Raft.Enabled, c.Raft.NodeID, c.Raft.Bind = true, "n1", "127.0.0.1:7001"
 			c.Raft.Peers = []string{"n1=127.0.0.1:7001", "n1=127.0.0.1:7002"}
 		}, `ID "n1" appears twice`},
+		{"peering key without curve", func(c *Config) {
+			c.Peering = PeeringSection{Name: "a", CloudListen: "tcp://127.0.0.1:5570", StateListen: "tcp://127.0.0.1:5571",
+				Peers: []Peer{{Name: "b", Cloud: "tcp://h:1", State: "tcp://h:2", Key: "/k/b.pub"}}}
+		}, "a peer's key needs security.curve"},
+		{"peering keys for some", func(c *Config) {
+			c.Security.Curve = true
+			c.Peering = PeeringSection{Name: "a", CloudListen: "tcp://127.0.0.1:5570", StateListen: "tcp://127.0.0.1:5571",
+				Peers: []Peer{{Name: "b", Cloud: "tcp://h:1", State: "tcp://h:2", Key: "/k/b.pub"}, {Name: "c", Cloud: "tcp://h:3", State: "tcp://h:4"}}}
+		}, "1 of 2 peers have a key"},
 		{"node id without raft", func(c *Config) { c.Raft.NodeID = "n1" }, "raft.node_id (--node-id): needs group mode"},
 		{"pair with peers", func(c *Config) {
 			c.Pair.Role, c.Pair.Peer = "primary", "b"
@@ -425,22 +434,22 @@ func TestValidate(t *testing.T) {
 		{"peering without listeners", func(c *Config) { c.Peering.Name = "a" }, "peering.cloud_listen (--peering-cloud-listen): peering needs"},
 		{"peering self", func(c *Config) {
 			c.Peering = PeeringSection{Name: "a", CloudListen: "tcp://127.0.0.1:5570", StateListen: "tcp://127.0.0.1:5571",
-				Peers: []Peer{{"a", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2"}}}
+				Peers: []Peer{{Name: "a", Cloud: "tcp://127.0.0.1:1", State: "tcp://127.0.0.1:2"}}}
 		}, `peer "a" has this cluster's own name`},
 		{"peering twice", func(c *Config) {
 			c.Peering = PeeringSection{Name: "a", CloudListen: "tcp://127.0.0.1:5570", StateListen: "tcp://127.0.0.1:5571",
-				Peers: []Peer{{"b", "tcp://h:1", "tcp://h:2"}, {"b", "tcp://h:3", "tcp://h:4"}}}
+				Peers: []Peer{{Name: "b", Cloud: "tcp://h:1", State: "tcp://h:2"}, {Name: "b", Cloud: "tcp://h:3", State: "tcp://h:4"}}}
 		}, `peer "b" appears twice`},
 		{"peering no state", func(c *Config) {
 			c.Peering = PeeringSection{Name: "a", CloudListen: "tcp://127.0.0.1:5570", StateListen: "tcp://127.0.0.1:5571",
-				Peers: []Peer{{"b", "tcp://h:1", ""}}}
+				Peers: []Peer{{Name: "b", Cloud: "tcp://h:1"}}}
 		}, `peer "b" needs both cloud and state`},
 		{"peering bad name", func(c *Config) {
 			c.Peering = PeeringSection{Name: "a b", CloudListen: "tcp://127.0.0.1:5570", StateListen: "tcp://127.0.0.1:5571"}
 		}, `peering.name (--peering-name): "a b"`},
 		{"peering bad endpoint", func(c *Config) {
 			c.Peering = PeeringSection{Name: "a", CloudListen: "tcp://127.0.0.1:5570", StateListen: "tcp://127.0.0.1:5571",
-				Peers: []Peer{{"b", "h:1", "tcp://h:2"}}}
+				Peers: []Peer{{Name: "b", Cloud: "h:1", State: "tcp://h:2"}}}
 		}, `peering.peers (--peering-peers): "h:1"`},
 		{"notify", func(c *Config) { c.Notify.Listen = "127.0.0.1:5590" }, "notify.listen (--notify-listen)"},
 		{"port clash", func(c *Config) { c.Notify.Listen = "tcp://127.0.0.1:5555" }, "notify.listen (--notify-listen): 127.0.0.1:5555 uses the same TCP port as broker.listen"},
@@ -499,7 +508,7 @@ func nonDefault() Config {
 			Timeout: 300 * time.Millisecond, SnapshotInterval: time.Hour, SnapshotThreshold: 1, TrailingLogs: 2},
 		Pair: PairSection{Role: "backup", Peer: "p", PeerState: "tcp://p:1", PeerRaft: "p:2", PeerListen: "tcp://p:4", StateListen: "tcp://*:3", Heartbeat: time.Minute, PeerKey: "/p.pub"},
 		Peering: PeeringSection{Name: "x", CloudListen: "tcp://*:5570", StateListen: "tcp://*:5571",
-			Peers: []Peer{{"y", "tcp://y:1", "tcp://y:2"}, {"z\x01", "tcp://z:1", "tcp://z:2"}}},
+			Peers: []Peer{{Name: "y", Cloud: "tcp://y:1", State: "tcp://y:2"}, {Name: "z\x01", Cloud: "tcp://z:1", State: "tcp://z:2", Key: "/k/z.pub"}}},
 		Notify: NotifySection{Listen: "tcp://*:5580"},
 	}
 }

@@ -219,7 +219,11 @@ func formatValue(v reflect.Value) string {
 	case peersType:
 		var parts []string
 		for _, p := range v.Interface().([]Peer) {
-			parts = append(parts, p.Name+"="+p.Cloud+"+"+p.State)
+			s := p.Name + "=" + p.Cloud + "+" + p.State
+			if p.Key != "" {
+				s += "+" + p.Key
+			}
+			parts = append(parts, s)
 		}
 		return strings.Join(parts, ",")
 	case retriesType:
@@ -267,16 +271,20 @@ func splitList(s string) []string {
 	return out
 }
 
-// parsePeers reads NAME=CLOUD+STATE,...
+// parsePeers reads NAME=CLOUD+STATE[+KEYFILE],...
 func parsePeers(s string) ([]Peer, error) {
 	out := []Peer{}
 	for _, p := range splitList(s) {
 		name, eps, ok := strings.Cut(p, "=")
-		cloud, state, ok2 := strings.Cut(eps, "+")
-		if !ok || !ok2 {
-			return nil, fmt.Errorf("peer %q: want NAME=CLOUD+STATE (two endpoints)", p)
+		parts := strings.Split(eps, "+")
+		if !ok || len(parts) < 2 || len(parts) > 3 {
+			return nil, fmt.Errorf("peer %q: want NAME=CLOUD+STATE (two endpoints), or NAME=CLOUD+STATE+KEYFILE", p)
 		}
-		out = append(out, Peer{Name: strings.TrimSpace(name), Cloud: strings.TrimSpace(cloud), State: strings.TrimSpace(state)})
+		peer := Peer{Name: strings.TrimSpace(name), Cloud: strings.TrimSpace(parts[0]), State: strings.TrimSpace(parts[1])}
+		if len(parts) == 3 {
+			peer.Key = strings.TrimSpace(parts[2])
+		}
+		out = append(out, peer)
 	}
 	return out, nil
 }

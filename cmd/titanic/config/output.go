@@ -64,6 +64,10 @@ func tomlLiteral(v reflect.Value) string {
 		var b strings.Builder
 		b.WriteString("[\n")
 		for _, p := range ps {
+			if p.Key != "" {
+				fmt.Fprintf(&b, "  {name = %s, cloud = %s, state = %s, key = %s},\n", tomlString(p.Name), tomlString(p.Cloud), tomlString(p.State), tomlString(p.Key))
+				continue
+			}
 			fmt.Fprintf(&b, "  {name = %s, cloud = %s, state = %s},\n", tomlString(p.Name), tomlString(p.Cloud), tomlString(p.State))
 		}
 		b.WriteString("]")

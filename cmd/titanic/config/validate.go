@@ -293,6 +293,18 @@ func (c Config) validatePeering(ck *checker) {
 		ck.endpoint("peering.peers", p.Cloud)
 		ck.endpoint("peering.peers", p.State)
 	}
+	keyed := 0
+	for _, p := range pe.Peers {
+		if p.Key != "" {
+			keyed++
+		}
+	}
+	switch {
+	case keyed > 0 && !c.Security.Curve:
+		ck.bad("peering.peers", "a peer's key needs security.curve (--curve): the links are plain without it")
+	case keyed > 0 && keyed < len(pe.Peers):
+		ck.bad("peering.peers", "%d of %d peers have a key: with security.curve the peering links are CURVE for every peer (each with its key) or for none", keyed, len(pe.Peers))
+	}
 }
 
 // validateClashes refuses two listeners of this node on one TCP port.

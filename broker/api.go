@@ -45,6 +45,13 @@ type Config struct {
 	// read and counted (Counters.TooManyFrames). Zero:
 	// zsock.DefaultMaxFrames (1024; titanic's messages have fewer than 16).
 	MaxFrames int
+	// RefuseFrames, when set, answers a client request discarded for its
+	// frame count whose service a Handler serves: service, the start of
+	// its body (at most two frames, each cut to 255 bytes: a key, say)
+	// and its frame count give the answer's body; nil leaves it
+	// unanswered. A worker that sends too many frames is disconnected
+	// and its attempt fails, whatever this says.
+	RefuseFrames func(service string, head [][]byte, frames int) [][]byte
 	// Peering, when set, makes the broker lend workers to and borrow
 	// workers from other clusters' brokers (see peer.go).
 	Peering *PeeringConfig

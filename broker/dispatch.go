@@ -112,7 +112,7 @@ func (s *state) dispatchPlain(now time.Time, svc *service) bool {
 		s.removeWorker(w, "send request: "+err.Error(), false)
 		return true
 	}
-	w.state, w.client = workPlain, p.client
+	w.state, w.client, w.given = workPlain, p.client, now
 	s.c.RequestsDispatched++
 	svc.jobFirst = true
 	return true
@@ -142,7 +142,7 @@ func (s *state) dispatchJob(now time.Time, svc *service) bool {
 		s.removeWorker(w, reason, false)
 		return true
 	}
-	w.state, w.lease = workLeased, lease
+	w.state, w.lease, w.given = workLeased, lease, now
 	s.leases[lease.ID] = w
 	s.c.JobsDispatched++
 	svc.jobFirst = false

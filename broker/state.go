@@ -108,6 +108,14 @@ type worker struct {
 	// beatsWhileBusy: the worker has sent HEARTBEAT while holding work, so
 	// heartbeat expiry applies to it even when busy.
 	beatsWhileBusy bool
+	// given is when the work it holds was sent to it: only a HEARTBEAT
+	// that comes a heartbeat interval after that shows a worker that
+	// beats while busy. One sooner may have crossed the REQUEST (the
+	// Guide's worker beats only while it waits for work, and beats
+	// right after its REPLY when a long job made it overdue): taken for
+	// a busy beat, it held the Guide's worker to heartbeat expiry, and its
+	// next long job was taken away mid-run.
+	given time.Time
 }
 
 func (w *worker) busy() bool { return w.state == workPlain || w.state == workLeased }
@@ -196,6 +204,13 @@ func (s *state) receive(now time.Time, frames [][]byte) {
 			s.removeWorker(w, "protocol error: "+err.Error(), true)
 			return
 		}
+		if s.workers[id] == nil && invalidReady(frames[1:]) {
+			// A READY the broker cannot take: the worker is told, or it
+			// would believe itself registered and wait for work for ever.
+			s.log.Warn("READY refused: disconnecting worker", "worker", routeString(id), "err", err)
+			s.disconnect(id)
+			return
+		}
 		s.log.Debug("dropped invalid message", "from", routeString(id), "err", err)
 		return
 	}
@@ -223,6 +238,15 @@ func (s *state) tooManyFrames(now time.Time, socket string, err error) {
 		}
 	} else {
 		s.c.TooManyFrames++
+		var tm *zsock.TooManyFramesError
+		if errors.As(err, &tm) && socket == "router" {
+			if w := s.workers[string(tm.First)]; w != nil {
+				// As above: its reply, most likely, is gone.
+				s.removeWorker(w, fmt.Sprintf("worker sent a message of %d frames, more than the %d the broker takes", tm.Frames, s.cfg.MaxFrames), true)
+			} else {
+				s.refuseFrames(tm)
+			}
+		}
 	}
 	s.framesRefused++
 	if now.Sub(s.lastFramesLog) < dropLogEvery {
@@ -241,6 +265,31 @@ func (s *state) tooManyFrames(now time.Time, socket string, err error) {
 			"frames", frames, "max_frames", s.cfg.MaxFrames, "dropped", s.framesRefused)
 	}
 	s.lastFramesLog, s.framesRefused = now, 0
+}
+
+// refuseFrames answers a client request the receive dropped for its frame
+// count, when it was for a service a Handler serves and Config.RefuseFrames
+// gives an answer: a client of the Guide's Lazy Pirate kind otherwise
+// tries again and again, and gives up without knowing why. A request for
+// a worker's service is dropped unanswered (7/MDP has no error reply).
+func (s *state) refuseFrames(tm *zsock.TooManyFramesError) {
+	if s.cfg.RefuseFrames == nil || len(tm.Head) < 3 {
+		return
+	}
+	id, rest := string(tm.Head[0]), tm.Head[1:]
+	if len(rest[0]) == 0 {
+		rest = rest[1:] // the REQ (or Guide DEALER) delimiter
+	}
+	if len(rest) < 2 || string(rest[0]) != mdp.ClientHeader {
+		return
+	}
+	service := string(rest[1])
+	if s.handlerFor(service) == nil {
+		return
+	}
+	if body := s.cfg.RefuseFrames(service, rest[2:], tm.Frames); body != nil {
+		s.sendClient(id, service, body)
+	}
 }
 
 func (s *state) handlerFor(service string) *prefixHandler {
@@ -296,6 +345,15 @@ func malformedAnswer(frames [][]byte) bool {
 		(mdp.Command(frames[2][0]) == mdp.Reply || mdp.Command(frames[2][0]) == mdp.Fail)
 }
 
+// invalidReady reports whether frames (a message ParseBroker refused) are a
+// READY that 7/MDP finds valid and this broker cannot take: its service
+// name is longer than mdp.MaxServiceName. (7/MDP sets no bound; a READY
+// that breaks 7/MDP itself is dropped, as it says.)
+func invalidReady(frames [][]byte) bool {
+	return len(frames) == 4 && len(frames[0]) == 0 && string(frames[1]) == mdp.WorkerHeader && len(frames[2]) == 1 &&
+		mdp.Command(frames[2][0]) == mdp.Ready && len(frames[3]) > mdp.MaxServiceName
+}
+
 // answersItself reports whether the broker answers requests for service
 // itself (MMI, or a handler) rather than passing them to a worker.
 func (s *state) answersItself(service string) bool {
@@ -334,7 +392,7 @@ func (s *state) workerMessage(now time.Time, id string, m mdp.Message) {
 		s.log.Warn("second READY: disconnecting worker", "worker", routeString(id), "service", w.svc.name)
 		s.removeWorker(w, "protocol error: second READY", true)
 	case mdp.Heartbeat:
-		if w.busy() {
+		if w.busy() && now.Sub(w.given) >= s.cfg.HeartbeatInterval {
 			w.beatsWhileBusy = true
 		}
 	case mdp.Reply:
@@ -410,10 +468,16 @@ func (s *state) workerFail(now time.Time, w *worker, m mdp.Message) {
 	}
 }
 
+// stale handles a REPLY or FAIL for a request w does not hold: a valid
+// but unexpected command, which 7/MDP answers with DISCONNECT. The worker
+// believes it answered, and would wait for work and heartbeat while the
+// broker held its job for good; so it goes, and the work it holds fails
+// its attempt now.
 func (s *state) stale(w *worker, m mdp.Message) {
 	s.c.StaleReplies++
-	s.log.Debug("dropped stale reply", "worker", routeString(w.id), "service", w.svc.name,
+	s.log.Warn("answer for a request the worker does not hold: disconnecting worker", "worker", routeString(w.id), "service", w.svc.name,
 		"command", m.Command, "client", routeString(string(m.Client)))
+	s.removeWorker(w, fmt.Sprintf("protocol error: %s for a request it does not hold", m.Command), true)
 }
 
 // removeWorker forgets w. Work it holds is given up: a durable job is

@@ -246,17 +246,34 @@ func TestStatePlain(t *testing.T) {
 			{from: "C4", msg: request("echo", "4"), want: []sent{out("W1", toWorker("C4", "4"))}},
 		},
 	}, {
-		name: "reply for another client is stale and dropped",
+		// 7/MDP: a valid but unexpected command is answered DISCONNECT.
+		// The worker would otherwise wait for work, heartbeating, while
+		// the broker held its request for good.
+		name: "reply for another client: DISCONNECT, and the request it held is lost",
 		steps: []step{
 			{from: "W", msg: ready("echo")},
 			{from: "C", msg: request("echo", "x"), want: []sent{out("W", toWorker("C", "x"))}},
-			{from: "W", msg: workerReply("X", "forged")},
-			{from: "W", msg: workerReply("C", "ok"), want: []sent{out("C", toClient("echo", "ok"))}},
-			{from: "W", msg: workerReply("C", "again")},
+			{from: "W", msg: workerReply("X", "forged"), want: []sent{out("W", disconnect())}},
+			{from: "W", msg: workerReply("C", "ok"), want: []sent{out("W", disconnect())}},
+			{from: "W2", msg: ready("echo")},
+			{from: "W2", msg: workerReply("C", "idle"), want: []sent{out("W2", disconnect())}},
 		},
 		check: func(t *testing.T, c Counters) {
-			if c.StaleReplies != 2 {
-				t.Errorf("stale replies %d, want 2", c.StaleReplies)
+			if c.StaleReplies != 2 || c.RequestsLost != 1 || c.RepliesRelayed != 0 {
+				t.Errorf("stale replies %d, lost %d, relayed %d; want 2, 1, 0", c.StaleReplies, c.RequestsLost, c.RepliesRelayed)
+			}
+		},
+	}, {
+		// A READY it cannot take is refused out loud: the worker would
+		// otherwise believe itself registered and wait for ever.
+		name: "READY for a service name over the limit: DISCONNECT",
+		steps: []step{
+			{from: "W", msg: ready(strings.Repeat("s", mdp.MaxServiceName+1)), want: []sent{out("W", disconnect())}},
+			{from: "W", msg: ready(strings.Repeat("s", mdp.MaxServiceName))},
+		},
+		check: func(t *testing.T, c Counters) {
+			if c.Malformed != 1 {
+				t.Errorf("malformed %d, want 1", c.Malformed)
 			}
 		},
 	}, {
@@ -465,16 +482,25 @@ func TestStateDurable(t *testing.T) {
 		completed: []string{"1 T1 done"},
 		workers:   []string{"echo=1"},
 	}, {
-		name: "stale token reply dropped",
+		name: "reply with another token: DISCONNECT, and the attempt fails",
 		jobs: [][2]string{{"echo", "T1"}},
 		steps: []step{
 			{from: "W", msg: ready("echo"), want: []sent{out("W", toWorker("T1", "job-T1"))}},
-			{from: "W", msg: workerReply("OLD", "x")},
+			{from: "W", msg: workerReply("OLD", "x"), want: []sent{out("W", disconnect())}},
+			{from: "W", msg: workerReply("T1", "ok"), want: []sent{out("W", disconnect())}},
+		},
+		failed:  []string{"1 T1 protocol error: REPLY for a request it does not hold"},
+		workers: []string{"echo=1", "echo=0"},
+	}, {
+		name: "second reply of a reserved worker: DISCONNECT",
+		jobs: [][2]string{{"echo", "T1"}},
+		steps: []step{
+			{from: "W", msg: ready("echo"), want: []sent{out("W", toWorker("T1", "job-T1"))}},
 			{from: "W", msg: workerReply("T1", "ok")},
-			{from: "W", msg: workerReply("T1", "twice")},
+			{from: "W", msg: workerReply("T1", "twice"), want: []sent{out("W", disconnect())}},
 		},
 		completed: []string{"1 T1 ok"},
-		workers:   []string{"echo=1"},
+		workers:   []string{"echo=1", "echo=0"},
 	}, {
 		name: "FAIL reports the lease and frees the worker",
 		jobs: [][2]string{{"echo", "T1"}, {"echo", "T2"}},
@@ -510,15 +536,31 @@ func TestStateDurable(t *testing.T) {
 		completed: []string{"1 T1 slow but alive"},
 		workers:   []string{"echo=1"},
 	}, {
+		// The Guide's worker beats only while it waits for work: one sent
+		// as the REQUEST was on its way (within a heartbeat interval of
+		// it) does not make it a worker that beats while busy, and it
+		// keeps its job until the lease timeout.
+		name: "heartbeat crossing the REQUEST: the lease timeout still applies",
+		jobs: [][2]string{{"echo", "T1"}},
+		steps: []step{
+			{from: "W", msg: ready("echo"), want: []sent{out("W", toWorker("T1", "job-T1"))}},
+			{at: 10 * time.Millisecond, from: "W", msg: heartbeat()},
+			{at: 110 * time.Millisecond, want: []sent{out("W", heartbeat())}},
+			{at: 411 * time.Millisecond, want: []sent{out("W", heartbeat())}},
+			{at: 1011 * time.Millisecond, want: []sent{out("W", disconnect())}},
+		},
+		failed:  []string{"1 T1 lease timeout: busy worker silent for 1.001s"},
+		workers: []string{"echo=1", "echo=0"},
+	}, {
 		name: "busy worker that heartbeated once then went silent expires by heartbeat",
 		jobs: [][2]string{{"echo", "T1"}},
 		steps: []step{
 			{from: "W", msg: ready("echo"), want: []sent{out("W", toWorker("T1", "job-T1"))}},
-			{at: 50 * time.Millisecond, from: "W", msg: heartbeat()},
+			{at: 100 * time.Millisecond, from: "W", msg: heartbeat()},
 			{at: 100 * time.Millisecond, want: []sent{out("W", heartbeat())}},
 			{at: 200 * time.Millisecond, want: []sent{out("W", heartbeat())}},
 			{at: 300 * time.Millisecond, want: []sent{out("W", heartbeat())}},
-			{at: 351 * time.Millisecond, want: []sent{out("W", disconnect())}},
+			{at: 401 * time.Millisecond, want: []sent{out("W", disconnect())}},
 		},
 		failed:  []string{"1 T1 worker expired: silent for 301ms"},
 		workers: []string{"echo=1", "echo=0"},

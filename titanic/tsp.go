@@ -75,6 +75,8 @@ func parseSubmit(body [][]byte, keyed bool) (submitReq, error) {
 		return r, badRequest("service name is not valid UTF-8")
 	case strings.HasPrefix(string(svc), tsp.Prefix), strings.HasPrefix(string(svc), "mmi."):
 		return r, badRequest("service %q is internal to the broker", svc)
+	case len(body)-1 > tsp.MaxBodyFrames:
+		return r, badRequest("body of %d frames: at most %d", len(body)-1, tsp.MaxBodyFrames)
 	}
 	r.service = string(svc)
 	r.body = body[1:]
@@ -127,6 +129,14 @@ func parseList(body [][]byte) (store.Filter, error) {
 		f.Limit = min(n, MaxListLimit)
 	}
 	return f, nil
+}
+
+// RefuseFrames answers a request the broker discarded for its frame count
+// (broker.Config.RefuseFrames): 400, saying so, with a titanic.submit's key
+// echoed as on every answer to it.
+func RefuseFrames(service string, head [][]byte, frames int) [][]byte {
+	err := badRequest("request of %d frames, more than the broker takes: a body may hold at most %d", frames, tsp.MaxBodyFrames)
+	return echoKey(service, replyText(tsp.CodeUnknown, err.Error()), head)
 }
 
 func reply(code string, frames ...[]byte) [][]byte {

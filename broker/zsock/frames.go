@@ -240,6 +240,27 @@ type TooManyFramesError struct {
 	// First is the start of its first frame (a ROUTER's routing id), at
 	// most 255 bytes, for logs.
 	First []byte
+	// Head is the start of its first frames (at most headFrames, each cut
+	// to 255 bytes): the envelope and header, which an answer needs.
+	Head [][]byte
+}
+
+// headFrames is how many frames a TooManyFramesError keeps: a routing
+// id, the empty delimiter, the protocol header, the service, and two
+// more (an idempotency key, say).
+const headFrames = 6
+
+// headOf returns the first frames of data split by sizes, cut as in
+// TooManyFramesError.Head.
+func headOf(data []byte, sizes []int) [][]byte {
+	var head [][]byte
+	off := 0
+	for _, sz := range sizes[:min(len(sizes), headFrames)] {
+		end := min(off+sz, len(data))
+		head = append(head, firstBytes(data[off:end]))
+		off = end
+	}
+	return head
 }
 
 func (e *TooManyFramesError) Error() string {
@@ -416,6 +437,12 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 		}
 		if pend := fr.pendSize > 0; len(sizes) > fr.limit || len(sizes) == fr.limit && (pend || fr.more != 0) {
 			first := fr.first(chunks, sizes, n)
+			var head [][]byte
+			if chunks == nil {
+				head = headOf(fr.buf[:used], sizes)
+			} else {
+				head = headOf(joinChunks(append(chunks, fr.buf[:used]), total+used), sizes)
+			}
 			d, err := fr.discard(h)
 			fr.lens = sizes[:0]
 			if err != nil {
@@ -425,7 +452,7 @@ func (fr *Frames) Recv(flags zmq.Flag) ([][]byte, error) {
 			if pend {
 				total++
 			}
-			return nil, &TooManyFramesError{Frames: total, First: first}
+			return nil, &TooManyFramesError{Frames: total, First: first, Head: head}
 		}
 		if fr.more == 0 && chunks == nil {
 			// The usual case: the whole message in one call.
@@ -490,7 +517,7 @@ func RecvMessage(sock *zmq.Socket, flags zmq.Flag, limit int) ([][]byte, error) 
 	if limit < 1 {
 		limit = DefaultMaxFrames
 	}
-	var msg [][]byte
+	var msg, head [][]byte
 	n := 0
 	var first []byte
 	for {
@@ -501,6 +528,9 @@ func RecvMessage(sock *zmq.Socket, flags zmq.Flag, limit int) ([][]byte, error) 
 		flags = 0
 		if n == 0 {
 			first = f
+		}
+		if n < headFrames {
+			head = append(head, firstBytes(f))
 		}
 		n++
 		if n <= limit {
@@ -517,7 +547,7 @@ func RecvMessage(sock *zmq.Socket, flags zmq.Flag, limit int) ([][]byte, error) 
 		}
 	}
 	if n > limit {
-		return nil, &TooManyFramesError{Frames: n, First: firstBytes(first)}
+		return nil, &TooManyFramesError{Frames: n, First: firstBytes(first), Head: head}
 	}
 	return msg, nil
 }

@@ -160,6 +160,7 @@ func TestFramesLimit(t *testing.T) {
 				{"big frame past the limit", limit + 5, limit + 2, false},
 				{"big frame at the limit", limit, limit - 1, false},
 				{"big frame within", limit - 1, 3, true},
+				{"big frame in the head, over the limit", limit + 5, 2, false},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					msg := mk(c.frames, c.bigAt)
@@ -188,6 +189,22 @@ func TestFramesLimit(t *testing.T) {
 						t.Fatalf("receive of %d frames with limit %d: %d frames, %v; want ErrTooManyFrames", c.frames+1, limit, len(got), err)
 					case !c.ok && (!errors.As(err, &tm) || tm.Frames != c.frames+1 || len(tm.First) == 0):
 						t.Fatalf("refusal %#v: want %d frames and the routing id", tm, c.frames+1)
+					}
+					if !c.ok {
+						// The head: the routing id, then the first frames
+						// sent, each cut to 255 bytes (an answer's envelope).
+						want := [][]byte{tm.First}
+						for _, f := range msg[:headFrames-1] {
+							want = append(want, f[:min(len(f), 255)])
+						}
+						if len(tm.Head) != len(want) {
+							t.Fatalf("refusal head of %d frames, want %d", len(tm.Head), len(want))
+						}
+						for i := range want {
+							if !bytes.Equal(tm.Head[i], want[i]) {
+								t.Fatalf("refusal head frame %d: %d bytes, want %d", i, len(tm.Head[i]), len(want[i]))
+							}
+						}
 					}
 					next := recvWithin(t, router, rf)
 					if len(next) != 2 || string(next[1]) != "after" {

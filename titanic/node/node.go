@@ -164,6 +164,9 @@ func New(cfg Config) (_ *Node, err error) {
 	if bc.Logger == nil {
 		bc.Logger = log
 	}
+	if bc.RefuseFrames == nil {
+		bc.RefuseFrames = titanic.RefuseFrames
+	}
 	n.b, err = broker.New(bc)
 	if err != nil {
 		return nil, err

@@ -187,7 +187,14 @@ func (s *state) tick(now time.Time) {
 		if now.Sub(w.lastSent) >= s.cfg.HeartbeatInterval {
 			err := s.sendWorker(now, w, mdp.WorkerCommand(mdp.Heartbeat))
 			if errors.Is(err, errUnroutable) {
-				s.removeWorker(w, "worker unreachable", false)
+				reason := "worker unreachable"
+				if w.busy() {
+					// libzmq closes a connection that sends a frame over
+					// ZMQ_MAXMSGSIZE: a worker's too large reply, most
+					// likely, when it happens mid-job.
+					reason = fmt.Sprintf("worker unreachable while it ran the job: its connection closed (a worker that sends a frame over limits.max_message_size, %d bytes, a reply say, is cut off; or it died)", s.cfg.MaxMsgSize)
+				}
+				s.removeWorker(w, reason, false)
 			}
 		}
 	}

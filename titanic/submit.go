@@ -181,7 +181,7 @@ func clusterVersionText(err error) string {
 	if !errors.As(err, &cv) {
 		return err.Error()
 	}
-	return fmt.Sprintf("%s needs cluster version %d and this cluster is at %d: not every broker runs a release that reads it yet; upgrade them all (titanic cluster shows each one's version)", cv.Kind, cv.Need, cv.Have)
+	return fmt.Sprintf("%s needs cluster version %d and this cluster is at %d: a broker runs an older release (upgrade it), or has not reported its version yet (a new cluster is raised within seconds of its members' reports: try again); titanic cluster shows each one's version", cv.Kind, cv.Need, cv.Have)
 }
 
 // forget drops a ticket from the dispatcher (closed or finished).

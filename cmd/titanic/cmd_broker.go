@@ -156,6 +156,9 @@ func nodeConfig(e env, cfg config.Config, rf *raftFlags, log *slog.Logger) (node
 		rc := rf.replicaConfig(nc.Dir, log)
 		nc.Raft = &rc
 		if rf.pair.role != "" {
+			if err := rf.pair.checkPeerListen(cfg.Broker.Listen); err != nil {
+				return nc, nil, err
+			}
 			if sec != nil {
 				rf.pair.curve = sec.pairCurve
 			}

@@ -92,6 +92,36 @@ func (f *pairFlags) fill(_ *slog.Logger) {
 	}
 }
 
+// checkPeerListen refuses a peer client endpoint (given, or derived by
+// fill) that is one of this node's own: a node asks its peer there to be
+// added back after a failover, and asking itself it is answered "not
+// active" for ever and never rejoins (two nodes on one host with the
+// default port did just that).
+func (f *pairFlags) checkPeerListen(own []string) error {
+	peer, err := url.Parse(f.peerListen)
+	if err != nil || f.peerListen == "" {
+		return nil // validated with the config
+	}
+	for _, ep := range own {
+		u, err := url.Parse(ep)
+		if err != nil || u.Port() != peer.Port() {
+			continue
+		}
+		if h := u.Hostname(); h == peer.Hostname() || (h == "*" || h == "0.0.0.0") && isLoopback(peer.Hostname()) {
+			return usagef("pair.peer_listen (--peer-listen) %s is this node's own endpoint (broker.listen %s): set it to the peer's client endpoint, where the peer's broker listens", f.peerListen, ep)
+		}
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func (f *pairFlags) peers() []replica.Peer {
 	self := f.raftAdvertise
 	if self == "" {

@@ -117,6 +117,19 @@ func (a *Admin) ServeMDP(req broker.Request) [][]byte {
 
 func text(code, msg string) [][]byte { return [][]byte{[]byte(code), []byte(msg)} }
 
+// memberIDs lists the members' IDs, for refusals.
+func (a *Admin) memberIDs() string {
+	ms, err := a.node.Members()
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	ids := make([]string, 0, len(ms))
+	for _, m := range ms {
+		ids = append(ids, m.ID)
+	}
+	return strings.Join(ids, ", ")
+}
+
 func (a *Admin) serve(req broker.Request) [][]byte {
 	if a.Sources != nil && changes(req) {
 		if err := a.Sources.Allow(req.From); err != nil {
@@ -139,6 +152,11 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			return text(tsp.CodeError, string(tsp.NotActive))
 		}
 		id, addr := string(req.Body[0]), string(req.Body[1])
+		if other, ok := a.node.MemberAt(id, ""); ok && other.Addr != addr {
+			// Raft would move the member to addr: a typo there left a
+			// voter the leader replicates to at the wrong address.
+			return text("400", fmt.Sprintf("%s is a member at %s, not %s: to move it, make it leave first (titanic cluster leave %s), then join it at the new address", id, other.Addr, addr, id))
+		}
 		// A member asking again (a pair's passive restarted in this
 		// term, see Pair.askReadd) or asking for a vote (a nonvoter
 		// that caught up, see Pair.askPromotion) needs only the
@@ -182,6 +200,11 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			return text(tsp.CodeError, string(tsp.NotActive))
 		}
 		id := string(req.Body[0])
+		if _, ok := a.node.MemberAt(id, ""); !ok {
+			// Raft removes an unknown ID without a word: an operator
+			// who mistyped the dead member's ID was told it was gone.
+			return text("400", fmt.Sprintf("%s is not a member (members: %s)", id, a.memberIDs()))
+		}
 		if err := a.node.RemoveServer(ctx, id); err != nil {
 			return text("500", err.Error())
 		}

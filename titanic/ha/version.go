@@ -227,10 +227,24 @@ func (v *Versions) Members() []MemberVersion {
 	return out
 }
 
+// settleDiv: until the cluster version has settled (the leader has every
+// member's report and nothing to raise; a member's report reached its
+// leader), rounds come this many times as often, for at most settleFor
+// intervals after a start or a change of leader (a member of the first
+// release never reports). A new group otherwise refused the job
+// lifecycle options for its first seconds, every member current, while
+// the reports and the raise came a round apart each.
+const (
+	settleDiv = 10
+	settleFor = 10
+)
+
 // Run reports or raises until ctx is done.
 func (v *Versions) Run(ctx context.Context) error {
-	t := time.NewTicker(v.interval)
+	t := time.NewTimer(v.interval / settleDiv)
 	defer t.Stop()
+	settled := false
+	fastUntil := time.Now().Add(settleFor * v.interval)
 	var (
 		peer         Requester
 		peerAt       string
@@ -247,6 +261,12 @@ func (v *Versions) Run(ctx context.Context) error {
 		}
 	}()
 	for {
+		next := v.interval
+		if !settled && time.Now().Before(fastUntil) {
+			next /= settleDiv
+		}
+		t.Reset(next)
+		settled = false
 		select {
 		case <-ctx.Done():
 			return nil
@@ -286,6 +306,9 @@ func (v *Versions) Run(ctx context.Context) error {
 			if raise {
 				a.ClusterVersion = low
 			}
+			// Settled: nothing more to raise, or a member that cannot
+			// read more (an older release, which may never report).
+			settled = !raise && (!missing || cv >= v.own)
 			var to strings.Builder
 			for _, m := range ms {
 				to.WriteString(m.ID + " ")
@@ -294,6 +317,9 @@ func (v *Versions) Run(ctx context.Context) error {
 			// (to report, and to ask for its vote) from an
 			// announcement it applies: a snapshot it was sent may hold
 			// none.
+			if term != announced {
+				fastUntil = time.Now().Add(settleFor * v.interval)
+			}
 			if raise || term != announced || to.String() != announcedTo || missing && time.Since(announcedAt) > 15*v.interval {
 				if err := v.node.Announce(ctx, a); err != nil {
 					v.log.Debug("announcement not written", "err", err)
@@ -319,6 +345,7 @@ func (v *Versions) Run(ctx context.Context) error {
 				continue
 			}
 			peer, peerAt = c, ep+v.node.LeaderInfo().Curve
+			fastUntil = time.Now().Add(settleFor * v.interval)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*v.interval)
 		rep, err := peer.Request(cctx, tsp.SvcVersion, [][]byte{[]byte("report"), []byte(v.self), []byte(strconv.Itoa(v.own)), []byte(v.release)})
@@ -336,6 +363,7 @@ func (v *Versions) Run(ctx context.Context) error {
 				"leader_endpoint", ep, "since", failedSince, "err", err)
 		case err == nil:
 			failedSince = time.Time{}
+			settled = true
 			v.askVote(ctx, peer)
 		}
 	}

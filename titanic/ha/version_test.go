@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/titanicmq/titanic/store"
 )
 
 // A member that stopped reporting its version (rolled back to the first
@@ -48,5 +50,28 @@ func TestStaleVersionReportDoesNotRaise(t *testing.T) {
 		v.Report("n3", 3, "v0.2.0")
 		cv, _ := node.ClusterVersion(ctx)
 		return cv == 3
+	})
+}
+
+// A new group whose members all run this release takes every feature
+// within a fraction of the report interval: until the cluster version
+// has settled, the leader checks the reports ten times as often. It took
+// two or three intervals (about 5 s at the default 2 s), during which a
+// new group refused the job lifecycle options.
+func TestNewGroupRaisesWithinAnInterval(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	node := soloLeader(t)
+	const interval = 2 * time.Second // the default
+	v := NewVersions(node, VersionsConfig{Endpoint: func() string { return "tcp://127.0.0.1:5555" }, Interval: interval, Logger: log})
+	v.members = func() []string { return []string{"n1", "n2", "n3"} }
+	v.Report("n2", store.OpsRecordVersion, "dev")
+	v.Report("n3", store.OpsRecordVersion, "dev")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the raise within half an interval", interval/2, func() bool {
+		cv, _ := node.ClusterVersion(ctx)
+		return cv == store.OpsRecordVersion
 	})
 }

@@ -1,0 +1,69 @@
+package ha
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store/replica"
+	"github.com/titanicmq/titanic/titanic/tsp"
+)
+
+// Membership changes that name a member wrongly are refused, saying why,
+// and change nothing. A join of a member's ID at another address (a typo
+// in the address) answered ok and moved the member there, where the
+// leader replicated to nobody; a leave of an ID that is not a member (a
+// typo for the dead member's ID) answered ok, and the dead member still
+// counted in the quorum.
+func TestMembershipTyposRefused(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	nodes, _, _ := memGroup(t, 3)
+	var leader *replica.Node
+	waitFor(t, "a leader", 10*time.Second, func() bool {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	var follower *replica.Node
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	id, addr := follower.Self()
+	admin := NewAdmin(leader, nil, log)
+	admin.NonvoterFirst = true
+	for _, tc := range []struct {
+		name string
+		req  broker.Request
+		want string
+	}{
+		{"join of a member at another address", broker.Request{Service: tsp.SvcJoin, Body: [][]byte{[]byte(id), []byte("10.9.9.9:7000")}},
+			id + " is a member at " + addr + ", not 10.9.9.9:7000"},
+		{"leave of a non-member", broker.Request{Service: tsp.SvcLeave, Body: [][]byte{[]byte("n9")}}, "n9 is not a member (members: "},
+	} {
+		rep := admin.serve(tc.req)
+		if len(rep) != 2 || string(rep[0]) != "400" || !strings.Contains(string(rep[1]), tc.want) {
+			t.Errorf("%s: %q, want 400 with %q", tc.name, rep, tc.want)
+		}
+	}
+	if m, ok := leader.MemberAt(id, ""); !ok || m.Addr != addr || !m.Voter {
+		t.Fatalf("%s after the refused join: %+v %v, want a voter at %s", id, m, ok, addr)
+	}
+	if ms, _ := leader.Members(); len(ms) != 3 {
+		t.Fatalf("members after the refusals: %+v", ms)
+	}
+	// The right ones still work: the member joins again at its address
+	// (a pair's passive asks so after a restart).
+	if rep := admin.serve(broker.Request{Service: tsp.SvcJoin, Body: [][]byte{[]byte(id), []byte(addr)}}); string(rep[0]) != "200" {
+		t.Fatalf("join of %s at its own address: %q", id, rep)
+	}
+}

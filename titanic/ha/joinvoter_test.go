@@ -11,7 +11,6 @@ import (
 
 	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -24,16 +23,7 @@ import (
 func TestGroupJoinWhileMemberDown(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	nodes, trs, _ := memGroup(t, 3)
-	var leader *replica.Node
-	waitFor(t, "a leader", 10*time.Second, func() bool {
-		for _, n := range nodes {
-			if n.IsLeader() {
-				leader = n
-				return true
-			}
-		}
-		return false
-	})
+	leader := leaderOf(t, nodes)
 	// One follower goes down.
 	var down int
 	for i, n := range nodes {

@@ -5,10 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/titanicmq/titanic/broker"
-	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -21,22 +19,10 @@ import (
 func TestMembershipTyposRefused(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	nodes, _, _ := memGroup(t, 3)
-	var leader *replica.Node
-	waitFor(t, "a leader", 10*time.Second, func() bool {
-		for _, n := range nodes {
-			if n.IsLeader() {
-				leader = n
-				return true
-			}
-		}
-		return false
-	})
-	var follower *replica.Node
-	for _, n := range nodes {
-		if n != leader {
-			follower = n
-			break
-		}
+	leader := leaderOf(t, nodes)
+	follower := nodes[0]
+	if follower == leader {
+		follower = nodes[1]
 	}
 	id, addr := follower.Self()
 	admin := NewAdmin(leader, nil, log)

@@ -74,3 +74,19 @@ func soloLeader(t *testing.T) *replica.Node {
 	waitFor(t, "leader", 10*time.Second, node.IsLeader)
 	return node
 }
+
+// leaderOf waits for a leader among nodes and returns it.
+func leaderOf(t *testing.T, nodes []*replica.Node) *replica.Node {
+	t.Helper()
+	var leader *replica.Node
+	waitFor(t, "a leader", 10*time.Second, func() bool {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}

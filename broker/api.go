@@ -152,6 +152,11 @@ type Handler interface {
 	// A non-nil result is sent to the client at once as the reply body;
 	// nil means the handler will answer later with Broker.Reply.
 	ServeMDP(req Request) [][]byte
+	// Serves reports whether the handler serves service, a name under
+	// its prefix: 8/MMI's mmi.service answers 200 for it, 404 for a name
+	// the handler would refuse. Called on the broker's loop; must not
+	// block.
+	Serves(service string) bool
 }
 
 // Job is a unit of durable work handed to a worker.

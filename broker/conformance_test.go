@@ -303,6 +303,7 @@ func TestMalformedFrames(t *testing.T) {
 type handlerFunc func(broker.Request) [][]byte
 
 func (h handlerFunc) ServeMDP(r broker.Request) [][]byte { return h(r) }
+func (h handlerFunc) Serves(string) bool                 { return true }
 
 func TestHandler(t *testing.T) {
 	var b *broker.Broker

@@ -361,12 +361,16 @@ func (s *state) answersItself(service string) bool {
 }
 
 // present answers mmi.service: a worker is registered for name (idle or
-// busy), or the broker serves it itself.
+// busy), or the broker serves it itself (a name under a handler's prefix
+// only if the handler serves it: one it refuses as unknown is not there).
 func (s *state) present(name string) bool {
 	if svc := s.services[name]; svc != nil && svc.workers > 0 {
 		return true
 	}
-	return name == mmiService || s.handlerFor(name) != nil
+	if ph := s.handlerFor(name); ph != nil {
+		return ph.h.Serves(name)
+	}
+	return name == mmiService
 }
 
 func (s *state) workerMessage(now time.Time, id string, m mdp.Message) {

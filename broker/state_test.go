@@ -90,6 +90,7 @@ func (f *fakeSource) Workers(service string, n int) {
 type handlerFunc func(Request) [][]byte
 
 func (h handlerFunc) ServeMDP(r Request) [][]byte { return h(r) }
+func (h handlerFunc) Serves(string) bool          { return true }
 
 func frames(parts ...string) [][]byte {
 	out := make([][]byte, len(parts))

@@ -549,6 +549,9 @@ func (s *Service) serve(req broker.Request) [][]byte {
 	return replyText(tsp.CodeUnknown, tsp.UnknownServiceText(req.Service))
 }
 
+// Serves implements broker.Handler.
+func (s *Service) Serves(service string) bool { return tsp.Served(service) }
+
 // answer sends a deferred answer to c and counts it out of c's in-flight
 // requests: the answer path of every part that answers later.
 func (s *Service) answer(c broker.Client, service string, body [][]byte) {

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/titanicmq/titanic/broker"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/tsp"
@@ -125,5 +126,25 @@ func TestRefusalKinds(t *testing.T) {
 	}
 	if r := Refusal("echo"); r != nil {
 		t.Fatalf("Refusal of a plain service = %q, want nil (dropped)", r)
+	}
+}
+
+// Every name tsp.Served lists (what mmi.service answers 200 for) is
+// served, not refused as unknown; a name it does not list is refused.
+func TestServedNamesAreServed(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	for _, name := range []string{tsp.SvcRequest, tsp.SvcReply, tsp.SvcClose, tsp.SvcSubmit, tsp.SvcSubmit2, tsp.SvcStatus,
+		tsp.SvcList, tsp.SvcWait, tsp.SvcBackup, tsp.SvcHello, tsp.SvcBye, tsp.SvcClients, tsp.SvcStats, tsp.SvcRetry,
+		tsp.SvcCancel, tsp.SvcPause, tsp.SvcResume, tsp.SvcAttempts, tsp.SvcPurge} {
+		if !h.svc.Serves(name) {
+			t.Errorf("Serves(%q) = false", name)
+		}
+		r := h.svc.ServeMDP(broker.Request{Service: name, Body: [][]byte{{}}})
+		if len(r) > 1 && string(r[1]) == tsp.UnknownServiceText(name) {
+			t.Errorf("%s listed as served, answered %q", name, r)
+		}
+	}
+	if h.svc.Serves("titanic.bogus") || h.svc.Serves(tsp.SvcJoin) {
+		t.Error("Serves says yes to a name the service refuses")
 	}
 }

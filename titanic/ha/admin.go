@@ -115,6 +115,9 @@ func (a *Admin) ServeMDP(req broker.Request) [][]byte {
 	return nil
 }
 
+// Serves implements broker.Handler.
+func (a *Admin) Serves(service string) bool { return tsp.AdminServed(service) }
+
 func text(code, msg string) [][]byte { return [][]byte{[]byte(code), []byte(msg)} }
 
 // memberIDs lists the members' IDs, for refusals.

@@ -167,6 +167,27 @@ func (k Kind) Text(detail string) string {
 // was cancelled: "failed: cancelled: <reason>".
 const CancelledReason = "cancelled: "
 
+// Served reports whether the titanic service (not the cluster's admin
+// services) serves name: the 9/TSP services and this project's.
+func Served(name string) bool {
+	switch name {
+	case SvcRequest, SvcReply, SvcClose, SvcSubmit, SvcSubmit2, SvcStatus, SvcList, SvcWait, SvcBackup,
+		SvcHello, SvcBye, SvcClients, SvcStats, SvcRetry, SvcCancel, SvcPause, SvcResume, SvcAttempts, SvcPurge:
+		return true
+	}
+	return false
+}
+
+// AdminServed reports whether the admin handler of a replicated node
+// serves name.
+func AdminServed(name string) bool {
+	switch name {
+	case SvcCluster, SvcJoin, SvcLeave, SvcRole, SvcHistory, SvcAdopt, SvcForget, SvcVersion:
+		return true
+	}
+	return false
+}
+
 // UnknownServiceText is the text of the 400 for a titanic.* service the
 // broker does not know. It keeps the form of the first release (a space
 // and the quoted name), which that release's clients match.

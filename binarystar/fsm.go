@@ -148,7 +148,20 @@ type FSM struct {
 	timeout    time.Duration
 	peerExpiry time.Time
 	started    bool
+	// backupVote: in BACKUP, a client request once the peer has been
+	// silent for the timeout makes this node active (SetBackupVote).
+	backupVote bool
 }
+
+// SetBackupVote lets a backup be voted active by a client as the primary
+// is, once the peer has been silent for the timeout. It is for a backup
+// that went on alone and restarted with its peer still down: it holds
+// every acknowledged request (it was the only one taking them), so the
+// reason the Guide's backup waits for an active primary (it alone cannot
+// tell a dead primary from a broken link, and may lack what the primary
+// took) no longer holds, and a backup that waited never served until the
+// dead primary came back.
+func (f *FSM) SetBackupVote(on bool) { f.backupVote = on }
 
 // NewFSM returns a machine in the starting state of role. peerTimeout is
 // how long the peer may stay silent before it is considered dead; the
@@ -239,7 +252,12 @@ func (f *FSM) Handle(ev Event, now time.Time) (Result, error) {
 		case EventPeerActive:
 			f.to(&res, StatePassive, "connected to primary (active), ready as passive")
 		case EventClientRequest:
-			res.Message = "client request refused: backup waiting for primary"
+			if f.backupVote && f.PeerExpired(now) {
+				res.Accepted = true
+				f.to(&res, StateActive, "request from client; this backup went on alone and holds every acknowledged request, ready as active")
+			} else {
+				res.Message = "client request refused: backup waiting for primary"
+			}
 		default:
 			res.Message = "peer is " + State(ev).String() + ": still waiting for an active primary"
 		}

@@ -395,3 +395,36 @@ func TestNewerWire(t *testing.T) {
 		}
 	}
 }
+
+// A backup allowed to be voted (it went on alone and restarted with its
+// peer still down, see SetBackupVote) is made active by a client request
+// once the peer has been silent for the timeout, as a primary is; not
+// before, and never without the allowance (the Guide's backup).
+func TestFSMBackupVote(t *testing.T) {
+	const timeout = time.Second
+	t0 := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		name   string
+		vote   bool
+		after  time.Duration
+		active bool
+	}{
+		{"without the allowance", false, 2 * timeout, false},
+		{"allowed, peer not silent long enough", true, timeout / 2, false},
+		{"allowed, peer silent for the timeout", true, timeout, true},
+	} {
+		f, err := NewFSM(Backup, timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Start(t0)
+		f.SetBackupVote(tc.vote)
+		res, err := f.Handle(EventClientRequest, t0.Add(tc.after))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Accepted != tc.active || (f.State() == StateActive) != tc.active {
+			t.Errorf("%s: accepted %v, state %v; want active %v", tc.name, res.Accepted, f.State(), tc.active)
+		}
+	}
+}

@@ -169,6 +169,7 @@ type Node struct {
 	peerExpiry atomic.Int64
 	peerAlive  atomic.Bool
 	serving    atomic.Bool // Run's loop is live: its answers count
+	backupVote atomic.Bool // AllowBackupVote
 
 	started  atomic.Bool
 	requests chan chan bool
@@ -234,18 +235,19 @@ func (n *Node) Stats() Stats {
 //
 // It is called for every client request, so it answers without a round
 // trip to the Run goroutine whenever the answer cannot change the state:
-// ACTIVE always accepts (and has no way out but death), BACKUP always
-// refuses, and PRIMARY or PASSIVE refuse while the peer is alive. Only a
+// ACTIVE always accepts (and has no way out but death), BACKUP refuses
+// (unless AllowBackupVote), and PRIMARY or PASSIVE (or BACKUP so allowed)
+// refuse while the peer is alive. Only a
 // request that may be the client vote waits for the Run goroutine, which
 // answers as soon as it has handled the event (and any OnChange).
 func (n *Node) ClientRequest() bool {
 	if !n.serving.Load() {
 		return false
 	}
-	switch n.State() {
-	case StateActive:
+	switch st := n.State(); {
+	case st == StateActive:
 		return true
-	case StateBackup:
+	case st == StateBackup && !n.backupVote.Load():
 		return false
 	default:
 		// The mirrored expiry can only lag behind the FSM's (expiry
@@ -267,6 +269,12 @@ func (n *Node) ClientRequest() bool {
 		return false
 	}
 }
+
+// AllowBackupVote lets this node, in BACKUP, be voted active by a client
+// once its peer has been silent for the timeout (see FSM.SetBackupVote);
+// the pair's replication layer knows when that is safe. Safe from any
+// goroutine.
+func (n *Node) AllowBackupVote(on bool) { n.backupVote.Store(on) }
 
 // Run opens the state sockets and runs the pair protocol until ctx is done
 // (it then returns nil) or something fails. Its goroutine owns the PUB
@@ -590,6 +598,7 @@ func (n *Node) loop(ctx context.Context, fsm *FSM, pub *zmq.Socket, states <-cha
 			}
 			n.changed(res, pub)
 		case reply := <-n.requests:
+			fsm.SetBackupVote(n.backupVote.Load())
 			res, err := fsm.Handle(EventClientRequest, time.Now())
 			if err != nil {
 				// Handle fails only on an unknown event, which this is

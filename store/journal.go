@@ -165,9 +165,34 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 		if err != nil {
 			return fmt.Errorf("fork ops of %s: %w", id, err)
 		}
-		for _, op := range ops {
-			batch = append(batch, op)
-			size += 64 + len(op.Service) + len(op.IdemKey) + len(op.Reason) + framesSize(op.Body) + framesSize(op.Reply)
+		// A ticket's ops go in one batch when they fit in one; one that
+		// does not fit in what is left of the batch starts the next. A
+		// ticket whose ops alone are larger than a batch (a large body
+		// and a large reply) goes over one op per batch: together they
+		// were sent as one message larger than the peer takes
+		// (limits.max_message_size), refused at every try, and the
+		// pair never became whole. In between, the peer holds the
+		// ticket pending and may run it once more (at least once).
+		opSize := func(op *Op) int {
+			return 64 + len(op.Service) + len(op.IdemKey) + len(op.Reason) + framesSize(op.Body) + framesSize(op.Reply)
+		}
+		tsize := 0
+		for i := range ops {
+			tsize += opSize(&ops[i])
+		}
+		if len(batch) > 0 && size+tsize > maxBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		for i := range ops {
+			batch = append(batch, ops[i])
+			size += opSize(&ops[i])
+			if tsize > maxBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
 		}
 		if size >= maxBytes {
 			if err := flush(); err != nil {

@@ -1,9 +1,11 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/titanicmq/titanic/store"
@@ -137,5 +139,60 @@ func TestForkOpsMerge(t *testing.T) {
 	}
 	if err := winner.Check(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A handover batch stays within maxBytes: a ticket's ops go together when
+// they fit in a batch, and a ticket whose body and reply together are
+// larger than a batch goes one op per batch. Together, its adopt and
+// reply were one message larger than the peer takes
+// (limits.max_message_size), refused at every try: the pair never became
+// whole again (found by a reviewer of the pair).
+func TestForkOpsBatchesBounded(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	const maxBytes = 100 << 10
+	small, big := store.NewID(), store.NewID()
+	body := func(n int) [][]byte { return [][]byte{bytes.Repeat([]byte("b"), n)} }
+	res := s.ApplyLog(ctx, []store.Entry{
+		{Index: 1, Term: 2, Shared: true},
+		{Index: 2, Term: 3, Solo: true, Ops: []store.Op{
+			{Kind: store.OpSubmit, ID: small, Service: "s", Body: body(100), Time: at(1)},
+			{Kind: store.OpSubmit, ID: big, Service: "s", Body: body(70 << 10), Time: at(1)},
+		}},
+		{Index: 3, Term: 3, Solo: true, Ops: []store.Op{
+			{Kind: store.OpReply, ID: small, Reply: body(100), Time: at(2)},
+			{Kind: store.OpReply, ID: big, Reply: body(60 << 10), Time: at(2)},
+		}},
+	})
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	var batches [][]store.Op
+	if err := s.ForkOps(ctx, 1, maxBytes, func(b []store.Op) error { batches = append(batches, b); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var shape []string
+	for _, b := range batches {
+		size := 0
+		var kinds []string
+		for _, op := range b {
+			size += len(store.EncodeOps([]store.Op{op}))
+			who := "small"
+			if op.ID == big {
+				who = "big"
+			}
+			kinds = append(kinds, op.Kind.String()+" "+who)
+		}
+		if size > maxBytes {
+			t.Errorf("a batch of %d bytes (%v), over the bound of %d", size, kinds, maxBytes)
+		}
+		shape = append(shape, strings.Join(kinds, ", "))
+	}
+	want := []string{"adopt small, reply small", "adopt big", "reply big"}
+	if !slices.Equal(shape, want) {
+		t.Fatalf("batches %q, want %q", shape, want)
 	}
 }

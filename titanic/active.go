@@ -90,7 +90,7 @@ func (s *Service) Close(ctx context.Context, id store.ID) error {
 		case batchErr != nil:
 			done <- batchErr
 		case !res.Existed:
-			done <- fmt.Errorf("close %s: %w", id, store.ErrNotFound)
+			done <- fmt.Errorf("close %s: %w", id, elsewhere(s.cfg, id, store.ErrNotFound))
 		default:
 			s.forgetResult(res)
 			s.tallyClose(res)

@@ -85,6 +85,7 @@ func (s *Service) Retry(ctx context.Context, id store.ID) error {
 // the retries in flight and milliseconds); without (9/TSP, on the
 // broker's loop, which must not block) it is answered busy meanwhile.
 func (s *Service) retry(id store.ID, done func(error), wait bool) error {
+	done = s.elsewhereDone(id, done)
 	if wait {
 		s.sweepGate.RLock()
 	} else if !s.sweepGate.TryRLock() {
@@ -116,6 +117,7 @@ func (s *Service) Purge(ctx context.Context, id store.ID) error {
 }
 
 func (s *Service) purge(id store.ID, done func(error)) error {
+	done = s.elsewhereDone(id, done)
 	op := store.Op{Kind: store.OpPurge, ID: id, Time: s.cfg.Now()}
 	return s.commitOne(op, func(res store.Result, err error) {
 		if err == nil && !res.Existed {
@@ -138,6 +140,7 @@ func (s *Service) Cancel(ctx context.Context, id store.ID, reason string) error 
 }
 
 func (s *Service) cancel(id store.ID, reason string, done func(error)) error {
+	done = s.elsewhereDone(id, done)
 	op := store.Op{Kind: store.OpCancel, ID: id, Time: s.cfg.Now(), Reason: reason}
 	return s.commitOne(op, func(res store.Result, err error) {
 		if err == nil {
@@ -234,6 +237,8 @@ func lifecycleAnswer(what string, err error) [][]byte {
 		return reply(tsp.CodeOK)
 	case errors.Is(err, errBadRequest):
 		return replyText(tsp.CodeUnknown, err.Error())
+	case errors.Is(err, ErrNotMerged):
+		return replyText(tsp.CodeError, NotMerged)
 	case errors.Is(err, store.ErrNotFound):
 		return replyText(tsp.CodeUnknown, string(tsp.UnknownTicket))
 	case errors.Is(err, store.ErrNotFailed):

@@ -165,7 +165,7 @@ func (l *lookups) read(ctx context.Context, req broker.Request) (out [][]byte, s
 	case errors.Is(err, errBadRequest):
 		l.stats.badRequests.Add(1)
 		return replyText(tsp.CodeUnknown, err.Error()), true
-	case errors.Is(err, errElsewhere):
+	case errors.Is(err, ErrNotMerged):
 		return replyText(tsp.CodeError, NotMerged), true
 	case errors.Is(err, store.ErrNotFound):
 		return replyText(tsp.CodeUnknown, string(tsp.UnknownTicket)), false
@@ -273,13 +273,26 @@ func (l *lookups) overlay(t store.Ticket) store.Ticket {
 // clients retry it.
 const NotMerged = string(tsp.NotReady) + ": this ticket may be held by the peer, whose split brain is not merged yet; retry"
 
-var errElsewhere = errors.New("ticket may be held elsewhere")
+// ErrNotMerged means this node does not hold the ticket but its pair peer
+// may: its split brain is not merged yet (Config.MaybeElsewhere). The
+// 9/TSP answer is 500 NotMerged; the HTTP API answers 503.
+var ErrNotMerged = errors.New("ticket may be held elsewhere")
 
-// elsewhere turns a lookup's ErrNotFound into errElsewhere when another
+// elsewhere turns a lookup's ErrNotFound into ErrNotMerged when another
 // node may hold the ticket.
-func (l *lookups) elsewhere(id store.ID, err error) error {
-	if errors.Is(err, store.ErrNotFound) && l.cfg.MaybeElsewhere != nil && l.cfg.MaybeElsewhere(id) {
-		return errElsewhere
+func (l *lookups) elsewhere(id store.ID, err error) error { return elsewhere(l.cfg, id, err) }
+
+func elsewhere(cfg Config, id store.ID, err error) error {
+	if errors.Is(err, store.ErrNotFound) && cfg.MaybeElsewhere != nil && cfg.MaybeElsewhere(id) {
+		return ErrNotMerged
 	}
 	return err
+}
+
+// elsewhereDone is done with ErrNotFound turned into ErrNotMerged when the
+// peer may hold id: a cancel, retry or purge of a ticket the peer
+// acknowledged during a split answered "unknown ticket" (exit 4), and the
+// handover then brought back the ticket its owner had cancelled.
+func (s *Service) elsewhereDone(id store.ID, done func(error)) func(error) {
+	return func(err error) { done(elsewhere(s.cfg, id, err)) }
 }

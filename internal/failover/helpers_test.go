@@ -387,14 +387,21 @@ func echoWorkers(t *testing.T, ctx context.Context, brokers []string, n int) {
 // echoWorkersBeating is echoWorkers for brokers that heartbeat every hb.
 func echoWorkersBeating(t *testing.T, ctx context.Context, brokers []string, n int, hb time.Duration) {
 	t.Helper()
+	runWorkers(t, ctx, brokers, n, hb, func(_ context.Context, req [][]byte) ([][]byte, error) {
+		return [][]byte{append([]byte("echo:"), bytes.Join(req, nil)...)}, nil
+	})
+}
+
+// runWorkers runs n workers of "echo" that answer with h, until ctx is
+// done; the test waits for them.
+func runWorkers(t *testing.T, ctx context.Context, brokers []string, n int, hb time.Duration, h worker.Handler) {
+	t.Helper()
 	var wg sync.WaitGroup
 	for range n {
 		w, err := worker.New(worker.Config{
 			Brokers: brokers, Service: "echo",
 			HeartbeatInterval: hb, ReconnectDelay: 100 * time.Millisecond, Logger: quiet,
-		}, func(_ context.Context, req [][]byte) ([][]byte, error) {
-			return [][]byte{append([]byte("echo:"), bytes.Join(req, nil)...)}, nil
-		})
+		}, h)
 		if err != nil {
 			t.Fatalf("worker: %v", err)
 		}

@@ -79,6 +79,13 @@ func (s *star) ClientRequest() bool {
 	return res.Accepted
 }
 
+// AllowBackupVote implements ha.Star, as binarystar.Node does.
+func (s *star) AllowBackupVote(on bool) {
+	s.mu.Lock()
+	s.fsm.SetBackupVote(on)
+	s.mu.Unlock()
+}
+
 // Run stands for the Node's socket loop: the steps feed the FSM.
 func (s *star) Run(ctx context.Context) error {
 	s.running.Store(true)

@@ -1498,6 +1498,28 @@ func (n *Node) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn func([
 // dropped for the operator. The leader must then add this node as a
 // voter (AddVoter).
 func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
+	if err := os.MkdirAll(aside, 0o750); err != nil {
+		return fmt.Errorf("resync: %w", err)
+	}
+	if !keepStore {
+		// The copy first, while raft runs, and without the caller's
+		// deadline (only its cancellation): a store of gigabytes takes
+		// longer than a round of the pair, and a copy cut short after
+		// the raft state had moved aside left the node stopped, with
+		// every later round failing to move it again (found by a
+		// reviewer of the pair).
+		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		stop := context.AfterFunc(ctx, func() {
+			if errors.Is(ctx.Err(), context.Canceled) {
+				cancel()
+			}
+		})
+		defer stop()
+		if err := n.copyStore(cctx, filepath.Join(aside, "titanic.db")); err != nil {
+			return fmt.Errorf("resync: %w", err)
+		}
+	}
 	n.life.Lock()
 	defer n.life.Unlock()
 	if err := n.stopCurrent(); err != nil {
@@ -1506,33 +1528,25 @@ func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
 	if err := n.logs.Close(); err != nil {
 		n.log.Warn("close raft log store", "err", err)
 	}
-	if err := os.MkdirAll(aside, 0o750); err != nil {
-		return fmt.Errorf("resync: %w", err)
-	}
-	if err := os.Rename(n.cfg.Dir, filepath.Join(aside, "raft")); err != nil {
+	if err := os.Rename(n.cfg.Dir, filepath.Join(aside, "raft")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// Nothing moved: raft goes on as it was, and a later round
+		// tries again.
+		if rerr := n.reopen(); rerr != nil {
+			return fmt.Errorf("resync: move raft state aside: %w (and raft did not start again: %w)", err, rerr)
+		}
 		return fmt.Errorf("resync: move raft state aside: %w", err)
 	}
 	if !keepStore {
-		if err := n.copyStore(ctx, filepath.Join(aside, "titanic.db")); err != nil {
-			return fmt.Errorf("resync: %w", err)
-		}
-		if err := n.st.Reset(ctx); err != nil {
+		if err := n.st.Reset(context.WithoutCancel(ctx)); err != nil {
 			return fmt.Errorf("resync: %w", err)
 		}
 	}
 	if err := os.MkdirAll(n.cfg.Dir, 0o750); err != nil {
 		return fmt.Errorf("raft directory: %w", err)
 	}
-	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.cfg.Dir, "raft.db")})
-	if err != nil {
-		return fmt.Errorf("raft log store: %w", err)
+	if err := n.openRaftStores(); err != nil {
+		return err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.Dir, snapshotRetain, n.hclog())
-	if err != nil {
-		_ = logs.Close()
-		return fmt.Errorf("raft snapshot store: %w", err)
-	}
-	n.logs, n.snaps = logs, snaps
 	applied, err := n.st.AppliedIndex(ctx)
 	if err != nil {
 		return fmt.Errorf("store applied index: %w", err)
@@ -1545,6 +1559,31 @@ func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
 	n.solo.Store(false)
 	n.log.Warn("raft state moved aside; rejoining as a new member", "aside", aside, "store_kept", keepStore, "applied", applied)
 	return n.start(false)
+}
+
+// reopen starts raft again on the state in its directory, after a
+// Resync that moved nothing.
+func (n *Node) reopen() error {
+	if err := n.openRaftStores(); err != nil {
+		return err
+	}
+	return n.start(false)
+}
+
+// openRaftStores opens the raft log and snapshot stores in the raft
+// directory.
+func (n *Node) openRaftStores() error {
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.cfg.Dir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("raft log store: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.Dir, snapshotRetain, n.hclog())
+	if err != nil {
+		_ = logs.Close()
+		return fmt.Errorf("raft snapshot store: %w", err)
+	}
+	n.logs, n.snaps = logs, snaps
+	return nil
 }
 
 func (n *Node) copyStore(ctx context.Context, path string) error {

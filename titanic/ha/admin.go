@@ -287,11 +287,29 @@ func EncodeHistory(h PeerHistory) [][]byte {
 		applied = append(applied, " halted"...)
 	}
 	out := [][]byte{[]byte("200"), applied}
-	for _, e := range h.Epochs {
-		out = append(out, fmt.Appendf(nil, "%d %d %d", e.Term, e.Start, e.End))
+	if len(h.Epochs) <= historyFrames {
+		for _, e := range h.Epochs {
+			out = append(out, fmt.Appendf(nil, "%d %d %d", e.Term, e.Start, e.End))
+		}
+		return out
 	}
-	return out
+	// One line per epoch in one frame: past about a thousand terms, a
+	// frame per epoch was more frames than the peer's client takes
+	// (zsock.DefaultMaxFrames), and no node could ever read its peer's
+	// history again (found by a reviewer of the pair). Up to
+	// historyFrames, a frame each, as builds before this one read.
+	var all []byte
+	for i, e := range h.Epochs {
+		if i > 0 {
+			all = append(all, '\n')
+		}
+		all = fmt.Appendf(all, "%d %d %d", e.Term, e.Start, e.End)
+	}
+	return append(out, all)
 }
+
+// historyFrames is the most epochs a history answer carries a frame each.
+const historyFrames = 512
 
 // DecodeHistory reads an EncodeHistory answer.
 func DecodeHistory(frames [][]byte) (PeerHistory, error) {
@@ -305,9 +323,13 @@ func DecodeHistory(frames [][]byte) (PeerHistory, error) {
 		return h, fmt.Errorf("history: applied index %q", frames[1])
 	}
 	h.Applied, h.Halted = applied, flag == "halted"
+	var lines []string
 	for _, f := range frames[2:] {
+		lines = append(lines, strings.Split(string(f), "\n")...)
+	}
+	for _, f := range lines {
 		var e store.Epoch
-		if _, err := fmt.Sscanf(string(f), "%d %d %d", &e.Term, &e.Start, &e.End); err != nil {
+		if _, err := fmt.Sscanf(f, "%d %d %d", &e.Term, &e.Start, &e.End); err != nil {
 			return h, fmt.Errorf("history: epoch %q: %w", f, err)
 		}
 		if e.End != 0 && e.End < e.Start {

@@ -25,6 +25,7 @@ import (
 type fixedStar struct{ state binarystar.State }
 
 func (s fixedStar) State() binarystar.State     { return s.state }
+func (s fixedStar) AllowBackupVote(bool)        {}
 func (fixedStar) PeerAlive() bool               { return true }
 func (fixedStar) ClientRequest() bool           { return true }
 func (fixedStar) Run(ctx context.Context) error { <-ctx.Done(); return nil }
@@ -153,6 +154,27 @@ func testLogger() *slog.Logger {
 }
 
 // runPairs runs each pair's loop until the test ends.
+// linkedPairs makes the Pairs of primary p and backup b, in fixed Binary
+// Star states, each with its peer's admin handler as its link to the peer
+// (the backup's through toPrimary when set: a link with faults).
+func linkedPairs(dir string, log *slog.Logger, p, b *pairNode, stateP, stateB binarystar.State, toPrimary func(adminLink) Requester) (pairP, pairB *Pair) {
+	adminP, adminB := NewAdmin(p.rep, nil, log), NewAdmin(b.rep, nil, log)
+	adminP.Merge, adminB.Merge = p.disp.merge, b.disp.merge
+	cfg := func(peer *pairNode, id string, tag byte) PairConfig {
+		return PairConfig{PeerID: peer.id, PeerAddr: string(peer.addr), PeerEndpoint: "inproc://" + peer.id, PeerTag: tag,
+			ForkDir: filepath.Join(dir, id, "forks"), Logger: log.With("node", id)}
+	}
+	var linkB Requester = adminLink{adminP}
+	if toPrimary != nil {
+		linkB = toPrimary(adminLink{adminP})
+	}
+	pairP = NewPairWith(p.rep, p.disp, cfg(b, "primary", BackupTag), func(func()) Star { return fixedStar{stateP} },
+		func() (Requester, error) { return adminLink{adminB}, nil })
+	pairB = NewPairWith(b.rep, b.disp, cfg(p, "backup", PrimaryTag), func(func()) Star { return fixedStar{stateB} },
+		func() (Requester, error) { return linkB, nil })
+	return pairP, pairB
+}
+
 func runPairs(t *testing.T, pairs ...*Pair) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, len(pairs))
@@ -259,16 +281,7 @@ func TestPairActiveTakesHandoverOfHaltedPeer(t *testing.T) {
 	trP.Connect(addrB, trB)
 	trB.Connect(addrP, trP)
 
-	adminP, adminB := NewAdmin(p.rep, nil, log), NewAdmin(b.rep, nil, log)
-	adminP.Merge, adminB.Merge = p.disp.merge, b.disp.merge
-	cfg := func(peer *pairNode, id string, tag byte) PairConfig {
-		return PairConfig{PeerID: peer.id, PeerAddr: string(peer.addr), PeerEndpoint: "inproc://" + peer.id, PeerTag: tag,
-			ForkDir: filepath.Join(dir, id, "forks"), Logger: log.With("node", id)}
-	}
-	pairP := NewPairWith(p.rep, p.disp, cfg(b, "primary", BackupTag), func(func()) Star { return fixedStar{binarystar.StatePassive} },
-		func() (Requester, error) { return adminLink{adminB}, nil })
-	pairB := NewPairWith(b.rep, b.disp, cfg(p, "backup", PrimaryTag), func(func()) Star { return fixedStar{binarystar.StateActive} },
-		func() (Requester, error) { return adminLink{adminP}, nil })
+	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StatePassive, binarystar.StateActive, nil)
 	runPairs(t, pairP, pairB)
 
 	// Equal applied indexes alone do not say the primary caught up: each

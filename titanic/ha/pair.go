@@ -53,6 +53,11 @@ import (
 //     stale data if that peer dies before it has caught up; the pair then
 //     waits for the peer.
 type Pair struct {
+	// handover bounds one batch of a handover (PairConfig.HandoverBytes).
+	handover int
+	// round bounds one round of reconcile's requests to the peer
+	// (reconcileRound; tests shorten it).
+	round    time.Duration
 	node     *replica.Node
 	star     Star
 	svc      Dispatcher
@@ -107,6 +112,8 @@ type Star interface {
 	State() binarystar.State
 	PeerAlive() bool
 	ClientRequest() bool
+	// AllowBackupVote: see binarystar.Node.AllowBackupVote.
+	AllowBackupVote(on bool)
 	Run(ctx context.Context) error
 }
 
@@ -147,6 +154,11 @@ type PairConfig struct {
 	// hand-over of raft leadership to the active peer: the simulation
 	// makes transfers fail through it (internal/sim). Nil in a broker.
 	TransferLeadership func(id, addr string) error
+	// HandoverBytes bounds one batch of a split brain's handover, one
+	// titanic.cluster.adopt request to the peer: under the peer's
+	// limits.max_message_size (titanic/node sets half of this node's).
+	// Zero: handoverBytes.
+	HandoverBytes int
 }
 
 // DefaultKeepForks is PairConfig.KeepForks when it is 0.
@@ -202,14 +214,20 @@ func NewPairWith(node *replica.Node, svc Dispatcher, cfg PairConfig, star func(p
 }
 
 func newPair(node *replica.Node, svc Dispatcher, cfg PairConfig) *Pair {
-	return &Pair{
+	p := &Pair{
 		node: node, svc: svc, log: cfg.Logger.With("component", "ha"),
 		peerID: cfg.PeerID, peerAddr: cfg.PeerAddr,
 		kick:         make(chan struct{}, 1),
 		peerEndpoint: cfg.PeerEndpoint, peerTag: cfg.PeerTag, forkDir: cfg.ForkDir,
 		keepForks:  cmp.Or(cfg.KeepForks, DefaultKeepForks),
 		transferFn: cfg.TransferLeadership,
+		handover:   handoverBytes,
+		round:      reconcileRound,
 	}
+	if cfg.HandoverBytes > 0 {
+		p.handover = min(p.handover, cfg.HandoverBytes)
+	}
+	return p
 }
 
 func (p *Pair) poke() {
@@ -398,6 +416,10 @@ func (p *Pair) sync(ctx context.Context) {
 				"start_term", b.startTerm, "start_index", b.startIndex, "snapshot_voter_term", b.snapshotVoterTerm)
 		}
 	}
+	// A backup that is the only voter of its raft and leads it went on
+	// alone before it restarted, and holds everything acknowledged: it
+	// may be voted active, as a primary may, while its peer stays down.
+	p.star.AllowBackupVote(p.caughtUp.Load() && leader && p.node.Solo())
 	if !p.waitWarned && !p.caughtUp.Load() && !peerAlive && !active {
 		// Said once: "broker ready" came before, and without this line
 		// a new pair's primary started alone refuses every client in
@@ -647,7 +669,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.log.Warn("client of the peer's broker", "endpoint", p.peerEndpoint, "err", err)
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, p.round)
 	defer cancel()
 	if !joined && time.Since(p.addedAt) < joinSettle {
 		return // added a moment ago: the peer's raft has not reached it yet
@@ -767,7 +789,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 			"fork_index", fork, "applied", ours.Applied, "peer_applied", theirs.Applied,
 			"epochs", lastEpochs(ours), "peer_epochs", lastEpochs(theirs))
 		ops, batches := 0, 0
-		err := p.node.ForkOps(cctx, fork, handoverBytes, func(batch []store.Op) error {
+		err := p.node.ForkOps(cctx, fork, p.handover, func(batch []store.Op) error {
 			rep, err := p.peer.Request(cctx, tsp.SvcAdopt, [][]byte{store.EncodeOps(batch)})
 			if err != nil {
 				return err
@@ -1104,6 +1126,10 @@ func (p *Pair) peerHalted(ctx context.Context) bool {
 // handoverBytes bounds one batch of a fork handover (one raft entry on
 // the peer).
 const handoverBytes = 1 << 20
+
+// reconcileRound bounds one round of reconcile's requests to the peer (a
+// handover of many batches included; not the resync's copy of the store).
+const reconcileRound = 30 * time.Second
 
 // resync drops this node's raft state (and, unless keepStore, its store
 // content) into a new directory under ForkDir. It reports success.

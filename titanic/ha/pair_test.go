@@ -24,6 +24,7 @@ type activeStar struct{}
 func (activeStar) State() binarystar.State       { return binarystar.StateActive }
 func (activeStar) PeerAlive() bool               { return false }
 func (activeStar) ClientRequest() bool           { return true }
+func (activeStar) AllowBackupVote(bool)          {}
 func (activeStar) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 
 // stuckDispatcher refuses to activate, as a raft instance stuck by

@@ -44,7 +44,7 @@ func (o *opsSources) Close(ctx context.Context, id store.ID) error {
 	switch {
 	case errors.Is(err, titanic.ErrNotActive), errors.Is(err, replica.ErrNotLeader):
 		return fmt.Errorf("%w: %w", ops.ErrNotActive, err)
-	case errors.Is(err, titanic.ErrBusy):
+	case errors.Is(err, titanic.ErrBusy), errors.Is(err, titanic.ErrNotMerged):
 		return fmt.Errorf("%w: %w", ops.ErrBusy, err)
 	}
 	return err
@@ -77,7 +77,8 @@ func opsError(err error) error {
 		return fmt.Errorf("%w: %w", ops.ErrUnsupported, err)
 	case errors.Is(err, titanic.ErrNotActive), errors.Is(err, replica.ErrNotLeader):
 		return fmt.Errorf("%w: %w", ops.ErrNotActive, err)
-	case errors.Is(err, titanic.ErrBusy):
+	case errors.Is(err, titanic.ErrBusy), errors.Is(err, titanic.ErrNotMerged):
+		// Not merged yet: retry later, as for busy (503, Retry-After).
 		return fmt.Errorf("%w: %w", ops.ErrBusy, err)
 	}
 	return err

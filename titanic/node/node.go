@@ -304,6 +304,9 @@ func (n *Node) role() (broker.Gate, func(context.Context) error, error) {
 	if pc.Logger == nil {
 		pc.Logger = n.log
 	}
+	if m := n.cfg.Broker.MaxMsgSize; m > 0 && pc.HandoverBytes == 0 {
+		pc.HandoverBytes = int(m / 2)
+	}
 	p, err := ha.NewPair(n.rep, n.svc, pc)
 	if err != nil {
 		return nil, nil, err

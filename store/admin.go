@@ -226,6 +226,10 @@ func checkDB(db *bolt.DB) (err error) {
 			return err
 		}
 		if err := checkLayout(tx, fi.Size()); err != nil {
+			if errors.Is(err, ErrUnsupported) {
+				// A newer titanic's file, not a damaged one.
+				return err
+			}
 			errs = append(errs, err)
 			return nil
 		}

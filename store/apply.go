@@ -44,7 +44,10 @@ type txn struct {
 	// transaction began.
 	newerKind bool
 	format    uint32
-	deltas    map[countKey]int
+	// logged: the ops being applied come from a replicated log entry
+	// (every replica applies them alike), not from a local Apply.
+	logged bool
+	deltas map[countKey]int
 	// bufs are the writer's key buffer and value arena (arena.go).
 	bufs *txnBufs
 }
@@ -145,6 +148,15 @@ func (t *txn) apply(op *Op) (Result, error) {
 		if bare := op.WithoutOptional(); bare.Version() == opsRecordV1 {
 			op = &bare
 		}
+	}
+	if op.Kind == OpRequeue && !op.Due.IsZero() && !t.logged && !t.newerKind && t.format < formatV2 {
+		// A backoff's due time alone must not end a rollback to
+		// the first release (one failed attempt did): a store of
+		// no cluster refuses it as a cluster at version 1 does, and
+		// the service keeps the backoff in memory (found by a
+		// reviewer of upgrades). A store that already moved to
+		// formatV2 takes it.
+		return Result{ID: op.ID, Err: &ClusterVersionError{Kind: op.Kind, Need: opsRecordV3, Have: opsRecordV1}}, nil
 	}
 	t.newerKind = t.newerKind || op.Version() > opsRecordV1
 	switch op.Kind {

@@ -57,11 +57,13 @@ var (
 // Data format versions, written in the meta bucket. A store is made in
 // formatV1, which every release reads. formatV2 has the same layout; it
 // marks a store that applied an op of a kind the first release does not
-// read (OpAdopt, OpRetry...): its replicated log and its peers may hold
-// such ops, and that release skips log entries it cannot read instead of
-// stopping. A node rolled back to it must not start on the store, and it
-// does not: it refuses any format but its own. Until a feature that needs
-// a newer kind is used, a rollback works. Open refuses a newer
+// read (OpAdopt, OpRetry...), or a raise of its cluster's version (after
+// which any member may write such ops): its replicated log and its peers
+// may hold such ops, and that release skips log entries it cannot read
+// instead of stopping. A node rolled back to it must not start on the
+// store, and it does not: it refuses any format but its own. Until a
+// feature that needs a newer kind is used (a single node) or the cluster
+// version is raised (a pair or group), a rollback works. Open refuses a newer
 // format than this build's (ErrUnsupported) and anything else unknown
 // (ErrCorrupt).
 const (

@@ -96,7 +96,9 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (CompactResu
 	if now, err := os.Stat(path); err != nil || !os.SameFile(fi, now) {
 		return res, fmt.Errorf("compact: %s: %w", path, errReplaced)
 	}
-	if err := checkDB(src); err != nil {
+	if err := checkDB(src); errors.Is(err, ErrUnsupported) {
+		return res, fmt.Errorf("compact: %w", err)
+	} else if err != nil {
 		return res, fmt.Errorf("compact: the store fails its check, not compacted (restore a backup): %w", err)
 	}
 	want, err := digest(ctx, src)

@@ -138,8 +138,50 @@ func readHistory(tx *bolt.Tx) (History, error) {
 			h.Epochs = append(h.Epochs, e)
 			return err
 		})
-		return h, err
+		if err != nil {
+			return h, err
+		}
+		old, err := oldEpochs(meta)
+		if err != nil || len(old) == 0 {
+			return h, err
+		}
+		return foldOld(h, old), nil
 	}
+	old, err := oldEpochs(meta)
+	h.Epochs = old
+	return h, err
+}
+
+// foldOld adds to h the epochs old that the first release recorded after
+// this build had made the epochs bucket: a node rolled back to it applied
+// entries (in later terms, say) that h did not hold. Which indexes of h's
+// latest epoch that release applied in its term is not known, so the
+// epoch ends at its start (the rest reads as unknown, never as a wrong
+// term); old epochs that begin at or before it are dropped. Taking them
+// for the latest epoch's term made the node, upgraded again, find the
+// entries raft replayed "diverged", and stop for good (found by a
+// reviewer of upgrades).
+func foldOld(h History, old []Epoch) History {
+	n := len(h.Epochs)
+	if n == 0 {
+		h.Epochs = old
+		return h
+	}
+	last := &h.Epochs[n-1]
+	if last.End == 0 {
+		last.End = last.Start
+	}
+	for _, e := range old {
+		if e.Start > last.End && e.Term >= last.Term {
+			h.Epochs = append(h.Epochs, e)
+		}
+	}
+	return h
+}
+
+// oldEpochs reads the first release's window of entry terms, as epochs.
+func oldEpochs(meta *bolt.Bucket) ([]Epoch, error) {
+	var out []Epoch
 	// A first-release store: its window of entry terms, as epochs. That
 	// release recorded the terms of command entries only, not of the
 	// configuration entries raft also commits (a new leader's AddVoter,
@@ -152,18 +194,18 @@ func readHistory(tx *bolt.Tx) (History, error) {
 	for k, v := c.Seek(oldTermPrefix); k != nil && bytes.HasPrefix(k, oldTermPrefix); k, v = c.Next() {
 		term, n := binary.Uvarint(v)
 		if len(k) != len(oldTermPrefix)+8 || n <= 0 {
-			return h, fmt.Errorf("%w: entry term record", ErrCorrupt)
+			return out, fmt.Errorf("%w: entry term record", ErrCorrupt)
 		}
 		index := binary.BigEndian.Uint64(k[len(oldTermPrefix):])
-		if len(h.Epochs) == 0 || h.Epochs[len(h.Epochs)-1].Term != term {
-			if n := len(h.Epochs); n > 0 {
-				h.Epochs[n-1].End = last
+		if len(out) == 0 || out[len(out)-1].Term != term {
+			if n := len(out); n > 0 {
+				out[n-1].End = last
 			}
-			h.Epochs = append(h.Epochs, Epoch{Term: term, Start: index})
+			out = append(out, Epoch{Term: term, Start: index})
 		}
 		last = index
 	}
-	return h, nil
+	return out, nil
 }
 
 // decodeEpoch decodes one record of the epochs bucket.
@@ -197,13 +239,19 @@ type epochs struct {
 // store's term window.
 func openEpochs(tx *bolt.Tx) (*epochs, error) {
 	b := tx.Bucket(epochsBucket)
-	if b == nil {
+	meta := tx.Bucket(metaBucket)
+	if k, _ := meta.Cursor().Seek(oldTermPrefix); b == nil || k != nil && bytes.HasPrefix(k, oldTermPrefix) {
+		// A first-release store, or one that release wrote to since
+		// (a node rolled back, then upgraded again): its terms go into
+		// the bucket (foldOld).
 		h, err := readHistory(tx)
 		if err != nil {
 			return nil, err
 		}
-		if b, err = tx.CreateBucket(epochsBucket); err != nil {
-			return nil, fmt.Errorf("create epochs bucket: %w", err)
+		if b == nil {
+			if b, err = tx.CreateBucket(epochsBucket); err != nil {
+				return nil, fmt.Errorf("create epochs bucket: %w", err)
+			}
 		}
 		for _, e := range h.Epochs {
 			v := binary.AppendUvarint(nil, e.Term)

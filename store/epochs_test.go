@@ -2,8 +2,11 @@ package store_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/titanicmq/titanic/store"
 )
@@ -90,5 +93,63 @@ func TestHistoryAtAnyDepth(t *testing.T) {
 	}
 	if h2, _ := s.History(ctx); h2.Applied != 20000 {
 		t.Fatalf("a diverged entry moved the applied index to %d", h2.Applied)
+	}
+}
+
+// A node rolled back to the first release after this build made its
+// epochs bucket applies entries that release records the old way (term/
+// INDEX in the meta bucket); upgraded again, the store takes those terms
+// into its history. They were ignored: the entries that release applied
+// in a later term counted as the latest epoch's, raft's replay of them
+// at start read as a divergence, and the node stopped for good (found by
+// a reviewer of upgrades).
+func TestHistoryTakesTermsTheFirstReleaseWrote(t *testing.T) {
+	ctx := context.Background()
+	s, path := newStore(t)
+	for i := uint64(1); i <= 5; i++ {
+		if r := s.ApplyLog(ctx, []store.Entry{{Index: i, Term: 2, Ops: []store.Op{submit(store.NewID(), "s")}}}); r[0].Err != nil {
+			t.Fatal(r[0].Err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What the first release does with entries 6 and 7 of term 3.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket([]byte("meta"))
+		for _, i := range []uint64{6, 7} {
+			if err := meta.Put(binary.BigEndian.AppendUint64([]byte("term/"), i), binary.AppendUvarint(nil, 3)); err != nil {
+				return err
+			}
+		}
+		return meta.Put([]byte("applied"), binary.BigEndian.AppendUint64(nil, 7))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, path)
+	defer s.Close()
+	h, err := s.History(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.TermAt(6); got != 3 {
+		t.Fatalf("history %+v: term at 6 is %d, want 3 (recorded by the first release)", h, got)
+	}
+	// Raft replays what the store applied: the same entries, not a
+	// divergence.
+	for _, e := range []store.Entry{{Index: 6, Term: 3}, {Index: 7, Term: 3}, {Index: 4, Term: 2}} {
+		if r := s.ApplyLog(ctx, []store.Entry{e}); !errors.Is(r[0].Err, store.ErrApplied) {
+			t.Fatalf("replay of index %d term %d: %v, want ErrApplied", e.Index, e.Term, r[0].Err)
+		}
+	}
+	// And the next entry is applied.
+	if r := s.ApplyLog(ctx, []store.Entry{{Index: 8, Term: 3, Ops: []store.Op{submit(store.NewID(), "s")}}}); r[0].Err != nil {
+		t.Fatalf("entry 8 after the replays: %v", r[0].Err)
 	}
 }

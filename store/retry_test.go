@@ -184,12 +184,17 @@ func TestNewerKindMovesFormat(t *testing.T) {
 	if res := s.ApplyLog(ctx, []store.Entry{{Index: 2, Term: 1, ClusterVersion: 3}}); res[0].Err != nil {
 		t.Fatal(res[0].Err)
 	}
-	if f := format(); f != 1 {
-		t.Fatalf("after the cluster version was raised: format %d, want 1 until a newer kind is used", f)
+	// Raised, the cluster may write newer kinds: the first release, which
+	// skips entries it cannot read, must not start on its stores.
+	if f := format(); f != 2 {
+		t.Fatalf("after the cluster version was raised: format %d, want 2", f)
 	}
 	if v, err := s.ClusterVersion(ctx); err != nil || v != 3 {
 		t.Fatalf("reopened: cluster version %d %v, want 3", v, err)
 	}
+	// A store of no cluster moves when it applies a newer kind.
+	s2, path2 := newStore(t)
+	s, path = s2, path2
 	id := store.NewID()
 	mustApply(t, s, submit(id, "echo"), op(store.OpFail, id))
 	if f := format(); f != 1 {
@@ -255,4 +260,31 @@ func TestPurgeOnlyFailed(t *testing.T) {
 	if err := s.Check(ctx); err != nil {
 		t.Fatalf("check: %v", err)
 	}
+}
+
+// A backoff's due time alone does not move a store of no cluster to
+// format 2: its requeue is refused as at cluster version 1 (the service
+// keeps the backoff in memory), so one failed attempt no longer ends a
+// rollback to the first release. Once a newer kind has moved the file,
+// due times are recorded (found by a reviewer of upgrades).
+func TestRequeueDueWaitsForFormat2(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	id := store.NewID()
+	mustApply(t, s, submit(id, "echo"), op(store.OpDispatch, id))
+	res, err := s.Apply(ctx, []store.Op{{Kind: store.OpRequeue, ID: id, Time: at(3), Reason: "exit 1", Lifecycle: store.Lifecycle{Due: at(1000)}}})
+	if err != nil || !errors.Is(res[0].Err, store.ErrClusterVersion) {
+		t.Fatalf("requeue with a due time on a format 1 store: %v %+v, want ErrClusterVersion", err, res)
+	}
+	if s.NewerFormat() {
+		t.Fatal("the refused requeue moved the store to format 2")
+	}
+	mustApply(t, s, store.Op{Kind: store.OpRequeue, ID: id, Time: at(4), Reason: "exit 1"})
+	other := store.NewID()
+	mustApply(t, s, store.Op{Kind: store.OpSubmit, ID: other, Service: "echo", Body: [][]byte{[]byte("x")}, Time: at(5), Lifecycle: store.Lifecycle{Priority: store.PriorityHigh}})
+	if !s.NewerFormat() {
+		t.Fatal("a submit with a priority left the store at format 1")
+	}
+	mustApply(t, s, op(store.OpDispatch, id))
+	mustApply(t, s, store.Op{Kind: store.OpRequeue, ID: id, Time: at(6), Reason: "exit 1", Lifecycle: store.Lifecycle{Due: at(1000)}})
 }

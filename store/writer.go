@@ -579,8 +579,16 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 				t.applied, t.appliedDirty = r.index, true
 				if c := uint64(max(r.cluster, 0)); c > max(t.cluster, 1) {
 					t.cluster, t.clusterDirty = c, true
+					// A raised cluster may write newer kinds from now on,
+					// so the first release must not start on this store
+					// any more (formatV2): rolled back, it skipped the
+					// entries it could not read and served without the
+					// tickets in them, acknowledged (found by a reviewer
+					// of upgrades).
+					t.newerKind = true
 				}
 			}
+			t.logged = r.index > 0
 			res, err := s.applyOps(t, r.ops)
 			if err != nil {
 				return &applyError{err}

@@ -69,7 +69,7 @@ func runCheck(e env) error {
 	}
 	st, err := store.Open(path, store.Options{LockTimeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, store.ErrCorrupt) {
+		if errors.Is(err, store.ErrCorrupt) || errors.Is(err, store.ErrUnsupported) {
 			return fmt.Errorf("check %s: %w", path, err)
 		}
 		return fmt.Errorf("check %s: %w (is a broker running on it? stop it, or check a backup)", path, err)

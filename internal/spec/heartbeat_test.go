@@ -54,7 +54,7 @@ func TestGuideWorkerHeartbeatCrossingRequestKeepsLease(t *testing.T) {
 
 	// What waits in the worker's socket after its job (sent while it ran)
 	// must not be a DISCONNECT: it still held its lease.
-	if m := w.next(50 * time.Millisecond); m != nil && len(m) == 3 && m[2][0] == 0x05 {
+	if m := w.next(50 * time.Millisecond); len(m) == 3 && m[2][0] == 0x05 {
 		t.Errorf("worker was sent DISCONNECT while it ran a 1.5s job under a 60s lease (its idle HEARTBEAT crossed the REQUEST)")
 	}
 	// And the reply is the ticket's.

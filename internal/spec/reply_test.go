@@ -28,7 +28,7 @@ func (w *worker) guideIdle(interval, d time.Duration) [][]byte {
 func (w *worker) getRequest(interval, d time.Duration) [][]byte {
 	w.t.Helper()
 	m := w.guideIdle(interval, d)
-	if m == nil || len(m) < 6 || m[2][0] != 0x02 {
+	if len(m) < 6 || m[2][0] != 0x02 {
 		w.t.Fatalf("worker: want a REQUEST within %s, got %s", d, show(m))
 	}
 	return m

@@ -20,7 +20,7 @@ func TestReadyForLongServiceNameAnswered(t *testing.T) {
 	// Registered (mmi.service says so), or refused with DISCONNECT at once.
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
-		if m := w.recv(100 * time.Millisecond); m != nil && len(m) == 3 && m[2][0] == 0x05 {
+		if m := w.recv(100 * time.Millisecond); len(m) == 3 && m[2][0] == 0x05 {
 			return
 		}
 		if got := tspCall(t, ep, "mmi.service", name); string(got[0]) == "200" {

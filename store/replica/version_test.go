@@ -114,17 +114,16 @@ func TestAnnounceLeaderOnly(t *testing.T) {
 }
 
 // A worker's name is an optional field of a newer ops record: the leader
-// drops it while its cluster cannot read it, and also at cluster version
-// 3 until an op of a newer kind has moved the stores to format 2, so that
-// naming workers never ends a rollback to the first release by itself.
-// From then on every member records it.
+// drops it while its cluster cannot read it, so that naming workers never
+// ends a rollback to the first release by itself. The raise of the
+// cluster version moves every store to format 2 (the first release, which
+// skips entries it cannot read, must not start on a raised cluster's
+// store: rolled back, it served without acknowledged tickets); from then
+// on every member records the name.
 func TestWorkerNameWaitsForFormat2(t *testing.T) {
 	ms, _ := cluster(t, 3)
 	l := leader(t, ms)
 	ctx := context.Background()
-	if err := l.n.Announce(ctx, replica.Announcement{Endpoint: "tcp://10.0.0.1:5555", ClusterVersion: store.OpsRecordVersion}); err != nil {
-		t.Fatal(err)
-	}
 	waitVersion := func() {
 		t.Helper()
 		deadline := time.Now().Add(wait)
@@ -135,7 +134,6 @@ func TestWorkerNameWaitsForFormat2(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	waitVersion()
 	// attempt dispatches a ticket to worker w, requeues it and waits
 	// until every member recorded the attempt; it returns their workers.
 	attempt := func(w string) []string {
@@ -166,7 +164,7 @@ func TestWorkerNameWaitsForFormat2(t *testing.T) {
 	}
 	for i, name := range attempt("0x00aabbccdd") {
 		if name != "" {
-			t.Fatalf("%s recorded worker %q on a format 1 store", ms[i].id, name)
+			t.Fatalf("%s recorded worker %q at cluster version 1", ms[i].id, name)
 		}
 	}
 	for _, m := range ms {
@@ -174,13 +172,18 @@ func TestWorkerNameWaitsForFormat2(t *testing.T) {
 			t.Fatalf("%s: a dispatch naming its worker moved the store to format 2", m.id)
 		}
 	}
-	id := failedTicket(t, l)
-	if res, err := l.n.Apply(ctx, []store.Op{{Kind: store.OpRetry, ID: id, Time: time.Now()}}); err != nil || res[0].Err != nil {
-		t.Fatalf("retry: %v %+v", err, res)
+	if err := l.n.Announce(ctx, replica.Announcement{Endpoint: "tcp://10.0.0.1:5555", ClusterVersion: store.OpsRecordVersion}); err != nil {
+		t.Fatal(err)
 	}
+	waitVersion()
 	for i, name := range attempt("0x00aabbccdd") {
 		if name != "0x00aabbccdd" {
-			t.Fatalf("%s recorded worker %q after a retry (format 2), want 0x00aabbccdd", ms[i].id, name)
+			t.Fatalf("%s recorded worker %q after the raise (format 2), want 0x00aabbccdd", ms[i].id, name)
+		}
+	}
+	for _, m := range ms {
+		if !m.st.NewerFormat() {
+			t.Fatalf("%s: the raise of the cluster version left the store at format 1", m.id)
 		}
 	}
 }

@@ -47,6 +47,18 @@ func brokerList(e env, flagValue string) []string {
 	return []string{defaultBroker}
 }
 
+// checkBrokers refuses a broker list with an endpoint libzmq cannot
+// connect to as a bad command line: its own error ("connect
+// 127.0.0.1:5555: invalid argument") does not say what to write.
+func checkBrokers(eps []string) error {
+	for _, ep := range eps {
+		if err := client.CheckEndpoint(ep); err != nil {
+			return usagef("%v (--broker or $%s)", err, EnvBrokers)
+		}
+	}
+	return nil
+}
+
 // clientFlags are the flags every client command takes.
 type clientFlags struct {
 	brokers   *string
@@ -147,7 +159,11 @@ func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, 
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{Brokers: brokerList(e, *f.brokers), Timeout: *f.timeout, Retries: *f.retries, RefusedWait: f.refusedWait(), Logger: log, Curve: cc}
+	brokers := brokerList(e, *f.brokers)
+	if err := checkBrokers(brokers); err != nil {
+		return nil, err
+	}
+	cfg := client.Config{Brokers: brokers, Timeout: *f.timeout, Retries: *f.retries, RefusedWait: f.refusedWait(), Logger: log, Curve: cc}
 	if f.notify != nil {
 		cfg.Notify = splitList(*f.notify)
 	}

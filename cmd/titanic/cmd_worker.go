@@ -61,6 +61,10 @@ func runWorker(e env) error {
 	if _, err := exec.LookPath(cmdline[0]); err != nil {
 		return fmt.Errorf("command %q: %w", cmdline[0], unwrapExec(err))
 	}
+	brokerEPs := brokerList(e, *brokers)
+	if err := checkBrokers(brokerEPs); err != nil {
+		return err
+	}
 	log, err := newLogger(e, *logLevel, "text")
 	if err != nil {
 		return err
@@ -73,7 +77,7 @@ func runWorker(e env) error {
 		return err
 	}
 	w, err := worker.New(worker.Config{
-		Brokers: brokerList(e, *brokers), Service: service, HeartbeatInterval: *hb,
+		Brokers: brokerEPs, Service: service, HeartbeatInterval: *hb,
 		Concurrency: *concurrency, DrainTimeout: *drain, Logger: log, Curve: cc,
 	}, h)
 	if err != nil {

@@ -17,15 +17,18 @@ import (
 // progress prints a one-line progress report on w every interval (and at
 // the end), overwriting itself with a carriage return.
 type progress struct {
-	w        io.Writer
-	what     string
-	total    int
-	done     atomic.Int64
-	failed   atomic.Int64
-	unknown  atomic.Int64 // wait: tickets the broker does not know (shown when any)
-	start    time.Time
-	stop     chan struct{}
-	finished chan struct{}
+	w       io.Writer
+	what    string
+	total   int
+	done    atomic.Int64
+	failed  atomic.Int64
+	unknown atomic.Int64 // wait: tickets the broker does not know (shown when any)
+	// unreached: wait: tickets whose wait no broker answered (shown when
+	// any): not failed, their state is not known.
+	unreached atomic.Int64
+	start     time.Time
+	stop      chan struct{}
+	finished  chan struct{}
 }
 
 func startProgress(w io.Writer, what string, total int) *progress {
@@ -49,7 +52,7 @@ func startProgress(w io.Writer, what string, total int) *progress {
 }
 
 func (p *progress) print() {
-	done, failed, unknown := p.done.Load(), p.failed.Load(), p.unknown.Load()
+	done, failed, unknown, unreached := p.done.Load(), p.failed.Load(), p.unknown.Load(), p.unreached.Load()
 	el := time.Since(p.start).Seconds()
 	rate := 0.0
 	if el > 0 {
@@ -59,7 +62,10 @@ func (p *progress) print() {
 	if unknown > 0 {
 		counts += fmt.Sprintf(", %d unknown", unknown)
 	}
-	ended := done + failed + unknown
+	if unreached > 0 {
+		counts += fmt.Sprintf(", %d with no broker answering", unreached)
+	}
+	ended := done + failed + unknown + unreached
 	if p.total > 0 {
 		const width = 30
 		n := int(float64(width) * float64(ended) / float64(p.total))
@@ -184,7 +190,8 @@ func runWait(e env) error {
 	defer cancel()
 	pr := startProgress(e.stderr, "answered", len(tickets))
 	var mu sync.Mutex
-	var failed, unknown, pending int
+	var failed, unknown, pending, unreached int
+	var firstUnreached error
 	var wg sync.WaitGroup
 	work := make(chan string)
 	for i := range max(*parallel, 1) {
@@ -219,31 +226,31 @@ func runWait(e env) error {
 				case errors.Is(err, client.ErrUnknown):
 					state = "unknown"
 					pr.unknown.Add(1)
+				case errors.Is(err, client.ErrUnavailable):
+					// The broker is down, not the ticket: it may well be
+					// done, and a resubmit would duplicate it.
+					state = "error: " + err.Error()
+					pr.unreached.Add(1)
 				default:
 					state = "error: " + err.Error()
 					pr.failed.Add(1)
 				}
 				mu.Lock()
-				switch state {
-				case "done":
-				case "pending":
+				switch {
+				case state == "done":
+				case state == "pending":
 					pending++
-				case "unknown":
+				case state == "unknown":
 					unknown++
+				case errors.Is(err, client.ErrUnavailable):
+					unreached++
+					if firstUnreached == nil {
+						firstUnreached = err
+					}
 				default:
 					failed++
 				}
-				if *asJSON {
-					// One object per ticket, as each is answered.
-					st, msg, _ := strings.Cut(state, ": ")
-					_ = printJSON(e.stdout, struct {
-						ID    string `json:"id"`
-						State string `json:"state"`
-						Error string `json:"error,omitempty"`
-					}{tk, st, msg})
-				} else {
-					fmt.Fprintf(e.stdout, "%s\t%s\n", tk, state)
-				}
+				printWaited(e, *asJSON, tk, state)
 				mu.Unlock()
 			}
 		}()
@@ -269,8 +276,25 @@ func runWait(e env) error {
 		return fmt.Errorf("%w: %d of %d tickets failed", client.ErrFailed, failed, len(tickets))
 	case unknown > 0:
 		return fmt.Errorf("%w: %d of %d tickets unknown", client.ErrUnknown, unknown, len(tickets))
+	case unreached > 0:
+		return fmt.Errorf("%d of %d tickets not known to be answered or failed, they are left as they were: %w", unreached, len(tickets), firstUnreached)
 	case pending > 0:
 		return fmt.Errorf("%w: %d of %d tickets not answered within --wait-timeout %s; they stay queued", client.ErrPending, pending, len(tickets), *cf.waitTimeout)
 	}
 	return nil
+}
+
+// printWaited prints the line of one ticket that wait has an answer for:
+// "ticket<TAB>state", or with asJSON one object.
+func printWaited(e env, asJSON bool, ticket, state string) {
+	if !asJSON {
+		fmt.Fprintf(e.stdout, "%s\t%s\n", ticket, state)
+		return
+	}
+	st, msg, _ := strings.Cut(state, ": ")
+	_ = printJSON(e.stdout, struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+		Error string `json:"error,omitempty"`
+	}{ticket, st, msg})
 }

@@ -255,10 +255,14 @@ func runWait(e env) error {
 			}
 		}()
 	}
+	handed := 0
+feed:
 	for _, tk := range tickets {
 		select {
 		case work <- tk:
+			handed++
 		case <-ctx.Done():
+			break feed
 		}
 	}
 	close(work)
@@ -267,9 +271,13 @@ func runWait(e env) error {
 	if err := e.ctx.Err(); err != nil {
 		return err // interrupted: exit 130, whatever was seen so far
 	}
-	if cf.waitExpired(e, ctx) && failed == 0 && unknown == 0 {
-		// Those never handed to a waiter are not answered either.
-		pending = len(tickets) - int(pr.done.Load())
+	if cf.waitExpired(e, ctx) {
+		// Those never handed to a waiter are not answered either, and a
+		// script reading the output must see every one still pending.
+		for _, tk := range tickets[handed:] {
+			printWaited(e, *asJSON, tk, "pending")
+		}
+		pending += len(tickets) - handed
 	}
 	switch {
 	case failed > 0:

@@ -268,17 +268,26 @@ func runSubmit(e env) error {
 		return nil
 	}
 	fmt.Fprintln(e.stderr, ticket)
-	warnNoWorker(e, c, fs.Arg(0))
+	warnUndispatched(e, c, fs.Arg(0))
 	return printReply(e, cf, c, ticket, true, *asJSON)
 }
 
-// warnNoWorker asks the broker (8/MMI) whether service has a worker and
-// warns if not, so that a wait for a service nobody serves (a typo, a
-// worker not started) is not silent. The answer is the broker's view of
-// this moment: a worker may still come.
-func warnNoWorker(e env, c *client.Client, service string) {
+// warnUndispatched warns when the broker will not dispatch the ticket
+// now, so that a wait that may never end is not silent: the service is
+// paused (titanic.stats; a broker without the field says nothing), or
+// has no worker (8/MMI: a typo, a worker not started). The answer is the
+// broker's view of this moment: a resume or a worker may still come.
+func warnUndispatched(e env, c *client.Client, service string) {
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
 	defer cancel()
+	if st, err := c.QueueStats(ctx, service); err == nil {
+		for _, q := range st.Services {
+			if q.Service == service && q.Paused {
+				fmt.Fprintf(e.stderr, "titanic submit: warning: service %q is paused: its tickets are taken but not dispatched until titanic resume %s; --wait-timeout bounds this wait\n", service, service)
+				return
+			}
+		}
+	}
 	rep, err := c.Request(ctx, "mmi.service", [][]byte{[]byte(service)})
 	if err != nil || len(rep) == 0 || string(rep[0]) != "404" {
 		return // served, or no answer: nothing to say

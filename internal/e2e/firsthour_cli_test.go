@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/titanicmq/titanic/internal/harness"
+)
+
+// A paused service (titanic pause) takes submits and dispatches nothing:
+// `titanic submit --wait` warns at once that it is paused, as it warns when
+// no worker serves the service (else the wait, unbounded by default, never
+// ends with a worker idle), and `titanic stats` shows the pause: a PAUSED
+// column, and "paused" in --json.
+func TestSubmitWaitToPausedServiceSaysSo(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir())
+	harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "upper", "--", "tr", "a-z", "A-Z")
+	if _, code := cli(t, "", "pause", "--broker", ep, "upper"); code != 0 {
+		t.Fatalf("pause: exit %d", code)
+	}
+	_, stderr, code := cliStderr(t, "", "submit", "--broker", ep, "--wait", "--wait-timeout", "3s", "upper", "x")
+	if code != 3 {
+		t.Fatalf("submit --wait to a paused service: exit %d, want 3 (still pending)", code)
+	}
+	if !strings.Contains(stderr, `service "upper" is paused`) || !strings.Contains(stderr, "titanic resume upper") {
+		t.Errorf("submit --wait to a paused service (a worker idle): stderr %q; want a warning that the service is paused (titanic resume)", strings.TrimSpace(stderr))
+	}
+	out, code := cli(t, "", "stats", "--broker", ep, "--json")
+	if code != 0 {
+		t.Fatalf("stats --json: exit %d", code)
+	}
+	var st struct {
+		Services []struct {
+			Service string
+			Paused  bool
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("stats --json: %v\n%s", err, out)
+	}
+	if len(st.Services) != 1 || st.Services[0].Service != "upper" || !st.Services[0].Paused {
+		t.Errorf("stats --json with upper paused: %+v; want upper with paused true", st.Services)
+	}
+	table, _ := cli(t, "", "stats", "--broker", ep)
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) != 2 || !strings.HasSuffix(strings.TrimSpace(lines[0]), "PAUSED") || !strings.HasSuffix(strings.TrimSpace(lines[1]), "yes") {
+		t.Errorf("stats with upper paused:\n%s\nwant a PAUSED column saying yes", table)
+	}
+	if _, code := cli(t, "", "resume", "--broker", ep, "upper"); code != 0 {
+		t.Fatalf("resume: exit %d", code)
+	}
+	if out, _ := cli(t, "", "stats", "--broker", ep, "--json"); !strings.Contains(out, `"paused": false`) {
+		t.Errorf("stats --json after resume: %s; want paused false", out)
+	}
+}
+
+// When --wait-timeout runs out, `titanic wait` prints TICKET<TAB>pending
+// (--json: one object) for every ticket not answered, those never handed
+// to one of its --parallel waiters too: a script reading the output to
+// learn which tickets are still pending must see them all.
+func TestWaitTimeoutPrintsEveryTicket(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir())
+	var tickets []string
+	for range 4 {
+		out, code := cli(t, "", "submit", "--broker", ep, "nobody", "x")
+		if code != 0 {
+			t.Fatalf("submit: exit %d", code)
+		}
+		tickets = append(tickets, strings.TrimSpace(out))
+	}
+	args := append([]string{"wait", "--broker", ep, "--parallel", "1", "--wait-timeout", "1s"}, tickets...)
+	out, code := cli(t, "", args...)
+	if code != 3 {
+		t.Fatalf("wait: exit %d, want 3 (pending)", code)
+	}
+	for _, tk := range tickets {
+		if strings.Count(out, tk+"\tpending\n") != 1 {
+			t.Errorf("wait --parallel 1 --wait-timeout 1s of 4 pending tickets: not one line %s<TAB>pending; stdout:\n%s", tk, out)
+		}
+	}
+	out, code = cli(t, "", append(args, "--json")...)
+	if code != 3 {
+		t.Fatalf("wait --json: exit %d, want 3 (pending)", code)
+	}
+	seen := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var row struct{ ID, State string }
+		if err := json.Unmarshal([]byte(line), &row); err != nil {
+			t.Fatalf("wait --json: line %q: %v", line, err)
+		}
+		seen[row.ID] = row.State
+	}
+	for _, tk := range tickets {
+		if seen[tk] != "pending" {
+			t.Errorf("wait --json --parallel 1 --wait-timeout 1s: %s has state %q, want pending; stdout:\n%s", tk, seen[tk], out)
+		}
+	}
+}
+
+// GET /api/v1/tickets/{id}/attempts of a ticket never submitted answers
+// 404 unknown ticket, as every ticket endpoint does (README, HTTP), and as
+// `status --attempts` exits 4: not 200 {"attempts": []}, which reads as a
+// ticket with no failed attempt. A known ticket without one still gets 200
+// and an empty list.
+func TestHTTPAttemptsOfUnknownTicketIs404(t *testing.T) {
+	ep, addr := harness.FreeEndpoint(t), harness.FreeAddr(t)
+	harness.Broker(t, "broker", ep, t.TempDir(), "--http-listen", addr)
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	const unknown = "0123456789abcdef0123456789abcdef"
+	for _, path := range []string{"/api/v1/tickets/" + unknown, "/api/v1/tickets/" + unknown + "/attempts"} {
+		if code, body := get(path); code != http.StatusNotFound || !strings.Contains(body, "unknown ticket") {
+			t.Errorf("GET %s (never submitted): %d %s; want 404 unknown ticket", path, code, body)
+		}
+	}
+	if _, code := cli(t, "", "status", "--attempts", "--broker", ep, unknown); code != 4 {
+		t.Errorf("status --attempts of an unknown ticket: exit %d, want 4", code)
+	}
+	out, code := cli(t, "", "submit", "--broker", ep, "nobody", "x")
+	if code != 0 {
+		t.Fatalf("submit: exit %d", code)
+	}
+	known := strings.TrimSpace(out)
+	if code, body := get("/api/v1/tickets/" + known + "/attempts"); code != http.StatusOK || !strings.Contains(body, `"attempts":[]`) {
+		t.Errorf("GET attempts of a pending ticket with none: %d %s; want 200 and an empty list", code, body)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/titanicmq/titanic/cmd/titanic/config"
 	"github.com/titanicmq/titanic/titanic/tsp"
 	"github.com/titanicmq/titanic/worker"
 )
@@ -29,6 +30,9 @@ func runWorker(e env) error {
 	timeout := fs.Duration("timeout", 5*time.Minute, "kill CMD and report a failed attempt after this long, per request (0: no limit)")
 	concurrency := fs.Int("concurrency", 1, fmt.Sprintf("requests handled at once, each by its own CMD and its own worker connection (1 to %d)", worker.MaxConcurrency))
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running CMDs may go on before they are killed (their requests are then redelivered); 0: kill at once")
+	maxOutput := config.Default().Limits.MaxMessageSize
+	fs.TextVar(&maxOutput, "max-output", maxOutput, "largest reply taken from CMD's standard output (a size: 32MiB); more fails the attempt, "+
+		"as the broker would drop it over its limits.max_message_size (raise both together); -1: no limit")
 	hb := fs.Duration("heartbeat", 2500*time.Millisecond, "MDP heartbeat interval (match the broker's)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	serverKey := fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)")
@@ -47,6 +51,9 @@ func runWorker(e env) error {
 	service, cmdline := args[0], args[1:]
 	if *concurrency < 1 || *concurrency > worker.MaxConcurrency {
 		return usagef("--concurrency %d: want 1 to %d", *concurrency, worker.MaxConcurrency)
+	}
+	if maxOutput == 0 || maxOutput < config.Unlimited {
+		return usagef("--max-output %s: want a positive size, or -1 for no limit", maxOutput)
 	}
 	if *drain < 0 {
 		return usagef("--drain-timeout %s: must not be negative", *drain)
@@ -70,7 +77,7 @@ func runWorker(e env) error {
 		return err
 	}
 	h := func(ctx context.Context, req [][]byte) ([][]byte, error) {
-		return runCommand(ctx, *timeout, cmdline, bytes.Join(req, nil))
+		return runCommand(ctx, *timeout, int64(maxOutput), cmdline, bytes.Join(req, nil))
 	}
 	cc, err := clientCurve(*serverKey, *ownKey)
 	if err != nil {
@@ -88,38 +95,94 @@ func runWorker(e env) error {
 }
 
 // runCommand runs cmdline once with stdin as its standard input; its
-// standard output is the reply. A non-zero exit or a timeout is an error
-// carrying the tail of its standard error.
-func runCommand(ctx context.Context, timeout time.Duration, cmdline []string, stdin []byte) ([][]byte, error) {
+// standard output, up to maxOutput bytes (negative: no limit), is the
+// reply. A non-zero exit, a timeout or more output is an error carrying
+// the tail of its standard error.
+func runCommand(ctx context.Context, timeout time.Duration, maxOutput int64, cmdline []string, stdin []byte) ([][]byte, error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	ctx, kill := context.WithCancelCause(ctx)
+	defer kill(nil)
 	cmd := exec.CommandContext(ctx, cmdline[0], cmdline[1:]...)
 	cmd.Stdin = bytes.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	stdout := &cappedBuffer{max: maxOutput, over: func() {
+		kill(fmt.Errorf("standard output over --max-output %s, the largest reply taken; the command was killed", config.Size(maxOutput)))
+	}}
+	stderr := &tailBuffer{max: stderrTail}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.WaitDelay = time.Second
 	ownGroup(cmd)
 	err := cmd.Run()
 	_ = killGroup(cmd) // what it left running in the background
-	if err == nil || errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+	if cause := context.Cause(ctx); stdout.overflowed && cause != nil {
+		err = cause
+	} else if err == nil || errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
 		// Exited 0; a process it left behind held its output open past
 		// WaitDelay, and the output read by then is the reply.
-		return [][]byte{stdout.Bytes()}, nil
-	}
-	tail := stderr.Bytes()
-	if len(tail) > stderrTail {
-		tail = tail[len(tail)-stderrTail:]
+		return [][]byte{stdout.buf.Bytes()}, nil
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("timed out after %s", timeout)
 	}
-	if tail = bytes.TrimSpace(tail); len(tail) == 0 {
+	tail := bytes.TrimSpace(stderr.bytes())
+	if len(tail) == 0 {
 		return nil, err
 	}
-	return nil, fmt.Errorf("%v: %s", err, tail)
+	return nil, fmt.Errorf("%w: %s", err, tail)
+}
+
+// cappedBuffer keeps a command's standard output up to max bytes
+// (negative: no limit). Past it, it calls over once and discards the rest:
+// it keeps reading, so that the command is not left blocked on a full
+// pipe until it is killed.
+type cappedBuffer struct {
+	buf        bytes.Buffer
+	max        int64
+	over       func()
+	overflowed bool
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	if c.overflowed {
+		return len(p), nil
+	}
+	if c.max >= 0 && int64(c.buf.Len())+int64(len(p)) > c.max {
+		c.overflowed = true
+		c.buf = bytes.Buffer{} // not a reply any more: free it now
+		c.over()
+		return len(p), nil
+	}
+	return c.buf.Write(p)
+}
+
+// tailBuffer keeps the last max bytes written to it: a command's stderr
+// is reported by its tail only, and a verbose one must not grow the
+// worker by all it writes.
+type tailBuffer struct {
+	buf []byte
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) >= t.max {
+		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
+		return n, nil
+	}
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 2*t.max {
+		// Amortised: trim once the buffer holds twice the tail.
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return n, nil
+}
+
+// bytes returns the tail: the last max bytes written.
+func (t *tailBuffer) bytes() []byte {
+	return t.buf[max(0, len(t.buf)-t.max):]
 }
 
 // unwrapExec drops the repetitions of the command's name in LookPath's

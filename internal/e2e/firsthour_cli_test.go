@@ -138,3 +138,31 @@ func TestHTTPAttemptsOfUnknownTicketIs404(t *testing.T) {
 		t.Errorf("GET attempts of a pending ticket with none: %d %s; want 200 and an empty list", code, body)
 	}
 }
+
+// `titanic worker` reports the tail of a failed command's stderr and keeps
+// no more of it: a job that logs verbosely to stderr (here 300 MB) does not
+// grow the worker by all of it, to be killed by OOM with every job it runs.
+// Its stdout, the reply, is capped by --max-output: a command writing on
+// without end is killed and its attempt fails saying why.
+func TestWorkerKeepsOnlyStderrTail(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir())
+	w := harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "noisy", "--",
+		"sh", "-c", "head -c 300000000 /dev/zero | tr '\\0' x >&2; echo last words >&2; exit 1")
+	_, stderr, code := cliStderr(t, "", "submit", "--broker", ep, "--attempts", "1", "--wait", "--wait-timeout", "60s", "noisy", "x")
+	if code != 5 || !strings.Contains(stderr, "xxxlast words") {
+		t.Fatalf("submit --wait: exit %d, stderr %q; want 5 with the stderr tail", code, stderr)
+	}
+	hwm, err := harness.ProcStatus(w.PID(), "VmHWM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hwm > 100<<20 {
+		t.Errorf("worker peak RSS %d MB after one job that wrote 300 MB to stderr, of which 512 bytes are reported; want it bounded (< 100 MB)", hwm>>20)
+	}
+	harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "--max-output", "1MiB", "endless", "--", "yes")
+	_, stderr, code = cliStderr(t, "", "submit", "--broker", ep, "--attempts", "1", "--wait", "--wait-timeout", "60s", "endless", "x")
+	if code != 5 || !strings.Contains(stderr, "over --max-output 1MiB") {
+		t.Errorf("submit --wait to a command writing on without end (worker --max-output 1MiB): exit %d, stderr %q; want 5 naming --max-output", code, stderr)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/cmd/titanic/config"
 )
 
 // progress prints a one-line progress report on w every interval (and at
@@ -81,32 +83,34 @@ func (p *progress) end() {
 	<-p.finished
 }
 
+// maxLine is the longest line submitFrom takes as a request; a longer one
+// fails alone, named by its number.
+const maxLine = 16 << 20
+
 // submitFrom submits one request per line of file ("-": standard input),
 // pipelined on one client connection with up to parallel submits in
 // flight (Client.SubmitAsync), and prints "ticket<TAB>line number" for each in
-// input order as they are acknowledged, with a progress bar and a summary
-// on standard error. Each line gets an idempotency key made of keyPrefix
-// and its line number when keyPrefix is set, so a rerun after an
-// interruption returns the same tickets instead of making new ones.
+// input order as they are acknowledged, with a progress report and a summary
+// on standard error. Lines are submitted as they are read, so that a
+// producer that runs on (tail -f ... | titanic submit --from -) is served
+// as it writes, and memory does not grow with the input. Each line gets
+// an idempotency key made of keyPrefix and its line number when keyPrefix
+// is set, so a rerun after an interruption returns the same tickets
+// instead of making new ones.
 func submitFrom(e env, cf clientFlags, service, file string, base client.SubmitOptions, parallel int) error {
 	keyPrefix := base.IdemKey
 	var r io.Reader = e.stdin
+	total := 0 // unknown: a count instead of a bar
 	if file != "-" {
 		f, err := os.Open(file)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
+		if total, err = countLines(f); err != nil {
+			return fmt.Errorf("read %s: %w", file, err)
+		}
 		r = f
-	}
-	var lines []string
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read %s: %w", file, err)
 	}
 	parallel = max(parallel, 1)
 	c, err := cf.dial(e, func(cfg *client.Config) { cfg.MaxPending = parallel })
@@ -114,31 +118,72 @@ func submitFrom(e env, cf clientFlags, service, file string, base client.SubmitO
 		return err
 	}
 	defer c.Close()
-	pr := startProgress(e.stderr, "submitted", len(lines))
-	// The submitter hands the futures over in input order; this goroutine
-	// prints them in that order as they end.
+	pr := startProgress(e.stderr, "submitted", total)
+	// The submitter hands the futures over in input order, one per line
+	// (err alone for a line it could not submit; readErr, last, when the
+	// input could not be read); this goroutine prints them in that order
+	// as they end.
 	type started struct {
-		fut *client.SubmitFuture
-		err error
+		fut     *client.SubmitFuture
+		err     error
+		readErr error
 	}
 	futs := make(chan started, parallel)
 	go func() {
 		defer close(futs)
-		for i, line := range lines {
-			opt := base
-			opt.IdemKey = ""
-			if keyPrefix != "" {
-				opt.IdemKey = fmt.Sprintf("%s:%d", keyPrefix, i+1)
+		send := func(s started) bool {
+			select {
+			case futs <- s:
+				return true
+			case <-e.ctx.Done(): // the printer is gone
+				return false
 			}
-			f, err := c.SubmitAsync(e.ctx, service, [][]byte{[]byte(line)}, opt)
-			futs <- started{f, err}
+		}
+		lr := bufio.NewReaderSize(r, 64<<10)
+		for n := 1; ; n++ {
+			line, err := readLine(lr, maxLine)
+			var s started
+			switch {
+			case errors.Is(err, io.EOF):
+				return
+			case errors.Is(err, errLineTooLong):
+				s.err = err
+			case err != nil:
+				send(started{readErr: fmt.Errorf("read %s: %w", file, err)})
+				return
+			default:
+				opt := base
+				opt.IdemKey = ""
+				if keyPrefix != "" {
+					opt.IdemKey = fmt.Sprintf("%s:%d", keyPrefix, n)
+				}
+				s.fut, s.err = c.SubmitAsync(e.ctx, service, [][]byte{line}, opt)
+			}
+			if !send(s) {
+				return
+			}
 		}
 	}()
-	failed := 0
+	failed, lines := 0, 0
 	var first error
-	line := 0
-	for s := range futs {
-		line++
+	for {
+		var s started
+		var ok bool
+		select {
+		case s, ok = <-futs:
+		case <-e.ctx.Done():
+			// The submitter may be blocked reading the input.
+			pr.end()
+			return e.ctx.Err()
+		}
+		if !ok {
+			break
+		}
+		if s.readErr != nil {
+			pr.end()
+			return fmt.Errorf("%w (after %d lines, %d submitted)", s.readErr, lines, lines-failed)
+		}
+		lines++
 		tk, err := "", s.err
 		if err == nil {
 			tk, err = s.fut.Ticket(e.ctx)
@@ -147,20 +192,90 @@ func submitFrom(e env, cf clientFlags, service, file string, base client.SubmitO
 			failed++
 			pr.failed.Add(1)
 			if first == nil {
-				first = fmt.Errorf("line %d: %w", line, err)
+				first = fmt.Errorf("line %d: %w", lines, err)
 			}
 			continue
 		}
 		pr.done.Add(1)
-		fmt.Fprintf(e.stdout, "%s\t%d\n", tk, line)
+		fmt.Fprintf(e.stdout, "%s\t%d\n", tk, lines)
 	}
 	pr.end()
 	el := time.Since(pr.start)
-	fmt.Fprintf(e.stderr, "%d submitted, %d failed, in %s (%.0f/s)\n", len(lines)-failed, failed, el.Round(time.Millisecond), float64(len(lines)-failed)/max(el.Seconds(), 1e-9))
+	fmt.Fprintf(e.stderr, "%d submitted, %d failed, in %s (%.0f/s)\n", lines-failed, failed, el.Round(time.Millisecond), float64(lines-failed)/max(el.Seconds(), 1e-9))
 	if failed > 0 {
-		return fmt.Errorf("%d of %d submits failed; first: %w", failed, len(lines), first)
+		return fmt.Errorf("%d of %d submits failed; first: %w", failed, lines, first)
 	}
 	return nil
+}
+
+// errLineTooLong is readLine's error for a line over its limit.
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads the next line of r without its end ("\n" or "\r\n", as
+// bufio.ScanLines); a last line without "\n" counts. A line of more than
+// maxLen bytes is read to its end and dropped: errLineTooLong, and the
+// next call reads the line after it. io.EOF: no line is left.
+func readLine(r *bufio.Reader, maxLen int) ([]byte, error) {
+	var line []byte
+	n := 0
+	for {
+		frag, err := r.ReadSlice('\n')
+		n += len(frag)
+		if n <= maxLen+2 { // room for "\r\n"
+			line = append(line, frag...)
+		} else {
+			line = nil
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, io.EOF
+		}
+		break
+	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if n > maxLen+2 || len(line) > maxLen {
+		return nil, fmt.Errorf("%w: over %d bytes (%s)", errLineTooLong, maxLen, config.Size(maxLen))
+	}
+	return line, nil
+}
+
+// countLines counts the lines of a regular file, for the progress bar, and
+// rewinds it; of anything else (a pipe, a terminal) it reads nothing and
+// returns 0, unknown.
+func countLines(f *os.File) (int, error) {
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return 0, nil
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	n, last := 0, byte('\n')
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(chunk) > 0 {
+			last = chunk[len(chunk)-1]
+			if last == '\n' {
+				n++
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return 0, err
+		}
+	}
+	if last != '\n' {
+		n++ // a last line without "\n"
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // runWait waits for tickets (arguments, or "-": one per line on standard

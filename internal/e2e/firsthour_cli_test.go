@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/titanicmq/titanic/internal/harness"
 )
@@ -164,5 +167,57 @@ func TestWorkerKeepsOnlyStderrTail(t *testing.T) {
 	_, stderr, code = cliStderr(t, "", "submit", "--broker", ep, "--attempts", "1", "--wait", "--wait-timeout", "60s", "endless", "x")
 	if code != 5 || !strings.Contains(stderr, "over --max-output 1MiB") {
 		t.Errorf("submit --wait to a command writing on without end (worker --max-output 1MiB): exit %d, stderr %q; want 5 naming --max-output", code, stderr)
+	}
+}
+
+// `titanic submit --from - SERVICE` submits each line as it arrives: fed by
+// a producer that runs on (tail -f log | titanic submit --from - svc), a
+// line is acknowledged (TICKET<TAB>1) while the input is still open, not
+// after EOF; and a line over the limit fails alone, named by its number,
+// the lines around it submitted.
+func TestSubmitFromStdinSubmitsAsLinesArrive(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir())
+	cmd := exec.Command(harness.Binary(t), "submit", "--from", "-", "--broker", ep, "lines")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	got := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		got <- line
+	}()
+	if _, err := io.WriteString(stdin, "first\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case line := <-got:
+		if !strings.HasSuffix(line, "\t1\n") {
+			t.Fatalf("first output line %q, want TICKET<TAB>1", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("submit --from -: a line written to its standard input (kept open, as a producer's pipe) was not acknowledged within 10s")
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("submit --from - after its input closed: %v, want exit 0", err)
+	}
+
+	long := strings.Repeat("x", 16<<20+1)
+	out, stderr, code := cliStderr(t, "one\n"+long+"\nthree\n", "submit", "--from", "-", "--broker", ep, "lines")
+	if code != 1 || !strings.Contains(stderr, "line 2: line too long") || !strings.Contains(stderr, "2 submitted, 1 failed") {
+		t.Errorf("submit --from - with line 2 over 16MiB: exit %d, stderr %.300q; want 1, line 2 named too long, the others submitted", code, stderr)
+	}
+	if !strings.HasSuffix(strings.SplitN(out, "\n", 2)[0], "\t1") || !strings.Contains(out, "\t3\n") {
+		t.Errorf("submit --from - with line 2 over 16MiB: stdout %q; want tickets of lines 1 and 3", out)
 	}
 }

@@ -17,9 +17,12 @@ import (
 )
 
 // progress prints a one-line progress report on w every interval (and at
-// the end), overwriting itself with a carriage return.
+// the end), overwriting itself with a carriage return, when w is a
+// terminal; else (a log file, a CI's captured output) only the final
+// report, for a line a reader can read and not hundreds joined by "\r".
 type progress struct {
 	w       io.Writer
+	tty     bool
 	what    string
 	total   int
 	done    atomic.Int64
@@ -34,18 +37,22 @@ type progress struct {
 }
 
 func startProgress(w io.Writer, what string, total int) *progress {
-	p := &progress{w: w, what: what, total: total, start: time.Now(), stop: make(chan struct{}), finished: make(chan struct{})}
+	p := &progress{w: w, tty: isTerminal(w), what: what, total: total, start: time.Now(), stop: make(chan struct{}), finished: make(chan struct{})}
 	go func() {
 		defer close(p.finished)
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
+		var tick <-chan time.Time // none: only the final report
+		if p.tty {
+			t := time.NewTicker(250 * time.Millisecond)
+			defer t.Stop()
+			tick = t.C
+		}
 		for {
 			select {
 			case <-p.stop:
 				p.print()
 				fmt.Fprintln(p.w)
 				return
-			case <-t.C:
+			case <-tick:
 				p.print()
 			}
 		}
@@ -68,14 +75,18 @@ func (p *progress) print() {
 		counts += fmt.Sprintf(", %d with no broker answering", unreached)
 	}
 	ended := done + failed + unknown + unreached
+	cr := ""
+	if p.tty {
+		cr = "\r"
+	}
 	if p.total > 0 {
 		const width = 30
 		n := int(float64(width) * float64(ended) / float64(p.total))
 		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "] "
-		fmt.Fprintf(p.w, "\r%s%d/%d %s, %s, %.0f/s ", bar, ended, p.total, p.what, counts, rate)
+		fmt.Fprintf(p.w, "%s%s%d/%d %s, %s, %.0f/s ", cr, bar, ended, p.total, p.what, counts, rate)
 		return
 	}
-	fmt.Fprintf(p.w, "\r%d %s, %s, %.0f/s ", ended, p.what, counts, rate)
+	fmt.Fprintf(p.w, "%s%d %s, %s, %.0f/s ", cr, ended, p.what, counts, rate)
 }
 
 func (p *progress) end() {

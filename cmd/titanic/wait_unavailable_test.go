@@ -27,3 +27,15 @@ func TestWaitWithNoBrokerIsNotATicketFailure(t *testing.T) {
 		t.Errorf("reply --wait with no broker listening: exit %d, want %d", code, exitUnavailable)
 	}
 }
+
+// The progress report is redrawn with "\r" four times a second only on a
+// terminal: written to a file or a pipe (a CI log), it is one final line,
+// not one per tick joined by carriage returns.
+func TestProgressOnlyOnATerminal(t *testing.T) {
+	dead := harness.FreeEndpoint(t)
+	// Refused for 1.5s: six ticks of the report on a terminal.
+	_, _, stderr := runCLI(t, context.Background(), "wait", "--broker", dead, "--refused-wait", "1500ms", "0123456789abcdef0123456789abcdef")
+	if strings.Contains(stderr, "\r") || strings.Count(stderr, "1/1 answered") != 1 {
+		t.Errorf("wait, its standard error not a terminal: stderr %q; want one progress line, no carriage return", stderr)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Sentinel errors: callers branch on them with errors.Is.
@@ -310,4 +311,22 @@ func CheckEndpoint(ep string) error {
 		return fmt.Errorf("broker endpoint %q: want transport://address, such as tcp://HOST:PORT", ep)
 	}
 	return nil
+}
+
+// maxNameInError is how much of a service name an error message shows.
+const maxNameInError = 64
+
+// clipName returns a service name for an error message: whole up to
+// maxNameInError bytes, else its start and its length. The broker refuses
+// a name over 7/MDP's 255 bytes, and a message echoing all of a 100 KB
+// one buries what it says.
+func clipName(s string) string {
+	if len(s) <= maxNameInError {
+		return s
+	}
+	n := maxNameInError
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:n], len(s))
 }

@@ -221,3 +221,23 @@ func TestSubmitFromStdinSubmitsAsLinesArrive(t *testing.T) {
 		t.Errorf("submit --from - with line 2 over 16MiB: stdout %q; want tickets of lines 1 and 3", out)
 	}
 }
+
+// A service name over 7/MDP's 255 bytes is refused (exit 4) with a message
+// that shows its start and its length, not all 100 KB of it; retry
+// --failed of it reports no count it did not make.
+func TestRefusedLongServiceNameIsCut(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir())
+	name := strings.Repeat("s", 100_000)
+	for _, args := range [][]string{
+		{"submit", "--broker", ep, name, "x"},
+		{"submit", "--broker", ep, "--wait", name, "x"},
+		{"retry", "--broker", ep, "--service", name, "--failed"},
+	} {
+		out, stderr, code := cliStderr(t, "", args...)
+		if code != 4 || len(stderr) > 1000 || len(out) > 0 {
+			t.Errorf("titanic %s with a service name of 100000 bytes: exit %d, stdout %d bytes, stderr %d bytes %.300q; want 4, nothing on stdout, and the name cut",
+				args[0], code, len(out), len(stderr), stderr)
+		}
+	}
+}

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"os/exec"
+	"os/signal"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/titanicmq/titanic/cmd/titanic/config"
@@ -25,7 +29,7 @@ func runWorker(e env) error {
 		"  exit or --timeout is a failed attempt. --concurrency N runs up to N at once: N workers\n"+
 		"  of SERVICE on the wire (7/MDP gives a worker one request at a time), each with its own\n"+
 		"  connection, heartbeats and reconnects (logs name the slot). SIGINT/SIGTERM: take no new\n"+
-		"  request, let the running CMDs finish (up to --drain-timeout), send their replies, exit.")
+		"  request, let the running CMDs finish (up to --drain-timeout), send their replies, exit; Ctrl-C again kills them and exits at once.")
 	brokers := fs.String("broker", "", brokerHelp)
 	timeout := fs.Duration("timeout", 5*time.Minute, "kill CMD and report a failed attempt after this long, per request (0: no limit)")
 	concurrency := fs.Int("concurrency", 1, fmt.Sprintf("requests handled at once, each by its own CMD and its own worker connection (1 to %d)", worker.MaxConcurrency))
@@ -76,8 +80,27 @@ func runWorker(e env) error {
 	if err != nil {
 		return err
 	}
+	// now ends the running commands at once: a SIGINT (Ctrl-C) while
+	// draining, for an operator who will not wait --drain-timeout.
+	now, stopNow := context.WithCancel(context.Background())
+	defer stopNow()
+	var running sync.WaitGroup
 	h := func(ctx context.Context, req [][]byte) ([][]byte, error) {
-		return runCommand(ctx, *timeout, int64(maxOutput), cmdline, bytes.Join(req, nil))
+		running.Add(1)
+		cmdCtx, cancel := context.WithCancel(ctx)
+		unhook := context.AfterFunc(now, cancel)
+		rep, err := runCommand(cmdCtx, *timeout, int64(maxOutput), cmdline, bytes.Join(req, nil))
+		unhook()
+		cancel()
+		running.Done()
+		if now.Err() != nil {
+			// Killed to stop at once: no FAIL for the request, which is
+			// redelivered as after --drain-timeout. The result is dropped
+			// once the worker gives up on the handler (or the process
+			// ends first).
+			<-ctx.Done()
+		}
+		return rep, err
 	}
 	cc, err := clientCurve(*serverKey, *ownKey)
 	if err != nil {
@@ -91,7 +114,28 @@ func runWorker(e env) error {
 		return err
 	}
 	log.Info("worker running", "service", service, "command", cmdline, "concurrency", *concurrency)
-	return w.Run(e.ctx)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(e.ctx) }()
+	for signals := 0; ; {
+		select {
+		case err := <-ran:
+			return err
+		case sig := <-sigs:
+			// The first is e.ctx's too: Run drains. A SIGTERM again (a
+			// supervisor repeating itself) leaves the drain be; Ctrl-C
+			// again is a person who will not wait.
+			if signals++; signals < 2 || sig != os.Interrupt {
+				continue
+			}
+		}
+		log.Warn("second interrupt: stopping at once; the running commands are killed and their requests redelivered")
+		stopNow()
+		running.Wait()
+		return errors.New("stopped at once by a second interrupt")
+	}
 }
 
 // runCommand runs cmdline once with stdin as its standard input; its

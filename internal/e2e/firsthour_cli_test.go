@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -239,5 +243,49 @@ func TestRefusedLongServiceNameIsCut(t *testing.T) {
 			t.Errorf("titanic %s with a service name of 100000 bytes: exit %d, stdout %d bytes, stderr %d bytes %.300q; want 4, nothing on stdout, and the name cut",
 				args[0], code, len(out), len(stderr), stderr)
 		}
+	}
+}
+
+// A second Ctrl-C (SIGINT) on a worker draining its running command
+// (--drain-timeout) stops it at once, saying so, and kills the command,
+// rather than being ignored for the rest of the drain.
+func TestWorkerSecondInterruptStopsAtOnce(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir())
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	w := harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "--drain-timeout", "5m", "slow", "--",
+		"sh", "-c", "echo $$ > "+pidFile+".tmp && mv "+pidFile+".tmp "+pidFile+" && exec sleep 300")
+	if _, code := cli(t, "", "submit", "--broker", ep, "slow", "x"); code != 0 {
+		t.Fatalf("submit: exit %d", code)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 20s; worker log:\n%s", what, w.Tail())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	var pid string
+	waitFor("the command started", func() bool {
+		b, err := os.ReadFile(pidFile)
+		pid = strings.TrimSpace(string(b))
+		return err == nil
+	})
+	if n, err := strconv.Atoi(pid); err == nil {
+		// Not the worker's process group: killed with the worker only by it.
+		t.Cleanup(func() { _ = syscall.Kill(n, syscall.SIGKILL) })
+	}
+	w.Signal(syscall.SIGINT)
+	waitFor("the worker draining", func() bool { return strings.Contains(w.Tail(), "waiting for the running request") })
+	w.Signal(syscall.SIGINT)
+	waitFor("the worker stopped after a second interrupt", w.Exited)
+	if !strings.Contains(w.Tail(), "second interrupt: stopping at once") {
+		t.Errorf("worker stopped by a second interrupt; log:\n%s\nwant it to say so", w.Tail())
+	}
+	if _, err := os.Stat("/proc/" + pid); err == nil {
+		t.Errorf("the command (pid %s) still runs after its worker stopped at once", pid)
 	}
 }

@@ -335,7 +335,7 @@ func runWait(e env) error {
 			defer wg.Done()
 			defer c.Close()
 			for tk := range work {
-				_, err := c.Wait(ctx, tk, client.WaitOptions{})
+				_, err := waitThrough(e, ctx, c, tk)
 				state := "done"
 				switch {
 				case err != nil && e.ctx.Err() != nil:

@@ -301,7 +301,7 @@ func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait, as
 	if wait {
 		ctx, cancel := cf.waitContext(e)
 		defer cancel()
-		frames, err = c.Wait(ctx, ticket, client.WaitOptions{})
+		frames, err = waitThrough(e, ctx, c, ticket)
 		if err != nil && cf.waitExpired(e, ctx) {
 			return fmt.Errorf("%w: %s not answered within --wait-timeout %s; it stays queued (titanic reply --wait %s)", client.ErrPending, ticket, *cf.waitTimeout, ticket)
 		}
@@ -320,6 +320,35 @@ func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait, as
 		}
 	}
 	return nil
+}
+
+// waitThrough is c.Wait that rides out broker outages: README's "waits
+// until answered" holds through a restart or a failover longer than
+// --refused-wait. Only once a broker has said the ticket is pending,
+// though: brokers that never answered (a wrong --broker) end the wait
+// with ErrUnavailable (exit 6) as at once as any command. ctx (Ctrl-C,
+// --wait-timeout) ends it.
+func waitThrough(e env, ctx context.Context, c *client.Client, ticket string) ([][]byte, error) {
+	frames, err := c.Reply(ctx, ticket, client.ReplyOptions{})
+	if !errors.Is(err, client.ErrPending) {
+		return frames, err
+	}
+	warned := false
+	for {
+		frames, err = c.Wait(ctx, ticket, client.WaitOptions{})
+		if !errors.Is(err, client.ErrUnavailable) || ctx.Err() != nil {
+			return frames, err
+		}
+		if !warned {
+			fmt.Fprintf(e.stderr, "titanic: warning: waiting for %s: %v; still waiting, until a broker answers (Ctrl-C or --wait-timeout to stop)\n", ticket, err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Second): // each try waits --refused-wait too
+		}
+	}
 }
 
 // ticketCommand parses the flags and the single TICKET argument; extra,

@@ -289,3 +289,98 @@ func TestWorkerSecondInterruptStopsAtOnce(t *testing.T) {
 		t.Errorf("the command (pid %s) still runs after its worker stopped at once", pid)
 	}
 }
+
+// `reply --wait` and `wait` wait until answered (README) through a broker
+// outage longer than --refused-wait (2s): once a broker said the ticket is
+// pending, they warn that none answers now and go on waiting, and print
+// the reply once the broker is back and a worker answers.
+func TestWaitRidesOutBrokerOutage(t *testing.T) {
+	ep, dir := harness.FreeEndpoint(t), t.TempDir()
+	br := harness.Broker(t, "broker", ep, dir)
+	out, code := cli(t, "", "submit", "--broker", ep, "later", "hello")
+	if code != 0 {
+		t.Fatalf("submit: exit %d", code)
+	}
+	ticket := strings.TrimSpace(out)
+	type waiter struct {
+		cmd    *exec.Cmd
+		stdout strings.Builder
+		warned chan struct{}
+		ended  chan string // its standard error, once closed (it exited)
+	}
+	start := func(args ...string) *waiter {
+		w := &waiter{cmd: exec.Command(harness.Binary(t), args...), warned: make(chan struct{}), ended: make(chan string, 1)}
+		w.cmd.Stdout = &w.stdout
+		stderr, err := w.cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = w.cmd.Process.Kill() })
+		go func() {
+			sc := bufio.NewScanner(stderr)
+			once := false
+			var all strings.Builder
+			for sc.Scan() {
+				all.WriteString(sc.Text() + "\n")
+				if !once && strings.Contains(sc.Text(), "still waiting, until a broker answers") {
+					once = true
+					close(w.warned)
+				}
+			}
+			w.ended <- all.String()
+		}()
+		return w
+	}
+	ws := []*waiter{
+		start("reply", "--wait", "--broker", ep, ticket),
+		start("wait", "--parallel", "1", "--broker", ep, ticket), // one client: the one present
+	}
+	// Both must have reached the broker before it stops: their presence
+	// (titanic.hello, made with their first request) shows it.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _ := cli(t, "", "clients", "--broker", ep)
+		if strings.Count(out, "titanic-") >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the two waiters not present at the broker within 20s: %q", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := br.Stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range ws {
+		select {
+		case <-w.warned:
+		case stderr := <-w.ended:
+			t.Fatalf("waiter %d (%v) ended during the broker's outage instead of waiting; stderr:\n%s", i, w.cmd.Args[1:3], stderr)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("waiter %d (%v): no warning within 30s that no broker answers", i, w.cmd.Args[1:3])
+		}
+	}
+	harness.Broker(t, "broker2", ep, dir)
+	harness.Start(t, "worker", "worker running", "worker", "--broker", ep, "later", "--", "tr", "a-z", "A-Z")
+	for i, w := range ws {
+		done := make(chan error, 1)
+		go func() { done <- w.cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("waiter %d (%v) after the outage: %v, want exit 0", i, w.cmd.Args[1:3], err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("waiter %d (%v): not answered within 30s of the broker's return", i, w.cmd.Args[1:3])
+		}
+	}
+	if got := ws[0].stdout.String(); got != "HELLO" {
+		t.Errorf("reply --wait after the outage printed %q, want HELLO", got)
+	}
+	if got := ws[1].stdout.String(); got != ticket+"\tdone\n" {
+		t.Errorf("wait after the outage printed %q, want %s<TAB>done", got, ticket)
+	}
+}

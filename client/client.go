@@ -223,8 +223,8 @@ func New(cfg Config) (*Client, error) {
 		cfg.Brokers = d.Brokers
 	}
 	for _, b := range cfg.Brokers {
-		if b == "" {
-			return nil, fmt.Errorf("%w: empty broker endpoint", ErrConfig)
+		if err := CheckEndpoint(b); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 	}
 	if cfg.Timeout <= 0 {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Sentinel errors: callers branch on them with errors.Is.
@@ -292,4 +293,40 @@ func endpointHost(ep string) string {
 		return ""
 	}
 	return host
+}
+
+// CheckEndpoint reports whether ep is a ZeroMQ endpoint, transport://address,
+// as a worker's broker endpoints are checked. libzmq refuses anything else
+// with EINVAL at connect ("invalid argument"), which does not say that
+// the transport is missing: 127.0.0.1:5555, the form of an HTTP address,
+// is the usual slip, so the error says what to write instead.
+func CheckEndpoint(ep string) error {
+	scheme, addr, ok := strings.Cut(ep, "://")
+	switch {
+	case ep == "":
+		return errors.New("empty broker endpoint")
+	case !ok && strings.TrimSpace(ep) == ep:
+		return fmt.Errorf("broker endpoint %q: want transport://address: write tcp://%s", ep, ep)
+	case !ok || scheme == "" || addr == "" || strings.TrimSpace(ep) != ep:
+		return fmt.Errorf("broker endpoint %q: want transport://address, such as tcp://HOST:PORT", ep)
+	}
+	return nil
+}
+
+// maxNameInError is how much of a service name an error message shows.
+const maxNameInError = 64
+
+// clipName returns a service name for an error message: whole up to
+// maxNameInError bytes, else its start and its length. The broker refuses
+// a name over 7/MDP's 255 bytes, and a message echoing all of a 100 KB
+// one buries what it says.
+func clipName(s string) string {
+	if len(s) <= maxNameInError {
+		return s
+	}
+	n := maxNameInError
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:n], len(s))
 }

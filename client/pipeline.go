@@ -412,9 +412,9 @@ func (p *pipeline) expire(now time.Time) {
 
 func (p *pipeline) gaveUp(r *asyncReq) error {
 	if r.lastErr != nil {
-		return fmt.Errorf("submit to %s: %w", r.service, r.lastErr)
+		return fmt.Errorf("submit to %s: %w", clipName(r.service), r.lastErr)
 	}
-	return fmt.Errorf("submit to %s: %w", r.service, p.unavailable(r, 0, true))
+	return fmt.Errorf("submit to %s: %w", clipName(r.service), p.unavailable(r, 0, true))
 }
 
 // unavailable is the error of a submit no broker took: what was seen of
@@ -460,7 +460,7 @@ func (p *pipeline) watch(now time.Time) {
 				err := p.unavailable(r, 1, false)
 				p.requeue()
 				p.drop(r)
-				p.finish(r, "", false, fmt.Errorf("submit to %s: %w", r.service, err))
+				p.finish(r, "", false, fmt.Errorf("submit to %s: %w", clipName(r.service), err))
 			}
 		} else {
 			for _, r := range p.flight {
@@ -762,7 +762,7 @@ func (p *pipeline) settle(r *asyncReq, rep [][]byte) {
 		p.later = append(p.later, r)
 		return
 	}
-	p.finish(r, "", false, fmt.Errorf("submit to %s: %w", r.service, err))
+	p.finish(r, "", false, fmt.Errorf("submit to %s: %w", clipName(r.service), err))
 }
 
 // requeue drops the active socket (a late answer on it must not be taken

@@ -338,7 +338,7 @@ func (s *Sharded) Submit(ctx context.Context, service string, body [][]byte, opt
 		}
 		errs = append(errs, err)
 	}
-	return "", fmt.Errorf("submit to %s: no shard of %d took it: %w", service, len(s.shards), errors.Join(errs...))
+	return "", fmt.Errorf("submit to %s: no shard of %d took it: %w", clipName(service), len(s.shards), errors.Join(errs...))
 }
 
 func (s *Sharded) submitKeyed(ctx context.Context, service string, body [][]byte, opt SubmitOptions) (string, error) {
@@ -375,7 +375,7 @@ func (s *Sharded) submitKeyed(ctx context.Context, service string, body [][]byte
 		}
 		errs = append(errs, err)
 	}
-	return "", fmt.Errorf("submit to %s: no shard of %d answered: %w", service, len(s.shards), errors.Join(errs...))
+	return "", fmt.Errorf("submit to %s: no shard of %d answered: %w", clipName(service), len(s.shards), errors.Join(errs...))
 }
 
 // submitTo submits to one shard and names the ticket after it.

@@ -77,9 +77,9 @@ func (c *Client) Submit(ctx context.Context, service string, body [][]byte, opt 
 	if err := submitStatus(rep, key); err != nil {
 		if tsp.Is(rep, tsp.CodeError, tsp.Uncertain) {
 			// Out of time: the caller may resend it with this key.
-			return "", fmt.Errorf("submit to %s with idempotency key %q: %w", service, key, err)
+			return "", fmt.Errorf("submit to %s with idempotency key %q: %w", clipName(service), key, err)
 		}
-		return "", fmt.Errorf("submit to %s: %w", service, err)
+		return "", fmt.Errorf("submit to %s: %w", clipName(service), err)
 	}
 	if len(rep) < 2 || len(rep[1]) == 0 {
 		return "", fmt.Errorf("%w: submit answered 200 without a ticket", ErrProtocol)

@@ -3,7 +3,9 @@ package titanic
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -676,6 +678,13 @@ func (d *dispatcher) setAllPaused(services []string) {
 	for _, svc := range services {
 		d.paused[svc] = true
 	}
+}
+
+// pausedServices returns the services whose dispatch is paused.
+func (d *dispatcher) pausedServices() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Collect(maps.Keys(d.paused))
 }
 
 func (d *dispatcher) isPaused(service string) bool {

@@ -241,7 +241,7 @@ type (
 // emptyQueue reports a service line with nothing to show.
 func emptyQueue(q ServiceQueue) bool {
 	return q.Pending == 0 && q.Delayed == 0 && q.InFlight == 0 && q.Done == 0 && q.Failed == 0 &&
-		q.Workers == 0 && q.SubmitRate == 0 && q.ReplyRate == 0
+		q.Workers == 0 && q.SubmitRate == 0 && q.ReplyRate == 0 && !q.Paused
 }
 
 // QueueStats returns every service's queue: from the dispatcher's memory
@@ -273,6 +273,9 @@ func (s *Service) QueueStats(ctx context.Context, service string) (QueueStats, e
 			r := row(svc)
 			r.Pending, r.Delayed, r.InFlight = c.pending, c.delayed, c.inFlight
 		}
+	}
+	for _, svc := range s.d.pausedServices() {
+		row(svc).Paused = true
 	}
 	if wc == nil {
 		for svc, n := range s.d.workerCounts() {

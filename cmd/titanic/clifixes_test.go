@@ -144,7 +144,7 @@ func TestWorkerCommandErrors(t *testing.T) {
 		{[]string{"sh", "-c", "echo oops >&2; exit 1"}, "exit status 1: oops"},
 		{[]string{"sh", "-c", "exec sleep 5"}, "timed out after 100ms"},
 	} {
-		_, err := runCommand(ctx, 100*time.Millisecond, tc.cmdline, nil)
+		_, err := runCommand(ctx, 100*time.Millisecond, -1, tc.cmdline, nil)
 		if err == nil || err.Error() != tc.want {
 			t.Errorf("runCommand %q: %v, want %q", tc.cmdline, err, tc.want)
 		}

@@ -47,6 +47,18 @@ func brokerList(e env, flagValue string) []string {
 	return []string{defaultBroker}
 }
 
+// checkBrokers refuses a broker list with an endpoint libzmq cannot
+// connect to as a bad command line: its own error ("connect
+// 127.0.0.1:5555: invalid argument") does not say what to write.
+func checkBrokers(eps []string) error {
+	for _, ep := range eps {
+		if err := client.CheckEndpoint(ep); err != nil {
+			return usagef("%v (--broker or $%s)", err, EnvBrokers)
+		}
+	}
+	return nil
+}
+
 // clientFlags are the flags every client command takes.
 type clientFlags struct {
 	brokers   *string
@@ -147,7 +159,11 @@ func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, 
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{Brokers: brokerList(e, *f.brokers), Timeout: *f.timeout, Retries: *f.retries, RefusedWait: f.refusedWait(), Logger: log, Curve: cc}
+	brokers := brokerList(e, *f.brokers)
+	if err := checkBrokers(brokers); err != nil {
+		return nil, err
+	}
+	cfg := client.Config{Brokers: brokers, Timeout: *f.timeout, Retries: *f.retries, RefusedWait: f.refusedWait(), Logger: log, Curve: cc}
 	if f.notify != nil {
 		cfg.Notify = splitList(*f.notify)
 	}
@@ -252,17 +268,26 @@ func runSubmit(e env) error {
 		return nil
 	}
 	fmt.Fprintln(e.stderr, ticket)
-	warnNoWorker(e, c, fs.Arg(0))
+	warnUndispatched(e, c, fs.Arg(0))
 	return printReply(e, cf, c, ticket, true, *asJSON)
 }
 
-// warnNoWorker asks the broker (8/MMI) whether service has a worker and
-// warns if not, so that a wait for a service nobody serves (a typo, a
-// worker not started) is not silent. The answer is the broker's view of
-// this moment: a worker may still come.
-func warnNoWorker(e env, c *client.Client, service string) {
+// warnUndispatched warns when the broker will not dispatch the ticket
+// now, so that a wait that may never end is not silent: the service is
+// paused (titanic.stats; a broker without the field says nothing), or
+// has no worker (8/MMI: a typo, a worker not started). The answer is the
+// broker's view of this moment: a resume or a worker may still come.
+func warnUndispatched(e env, c *client.Client, service string) {
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
 	defer cancel()
+	if st, err := c.QueueStats(ctx, service); err == nil {
+		for _, q := range st.Services {
+			if q.Service == service && q.Paused {
+				fmt.Fprintf(e.stderr, "titanic submit: warning: service %q is paused: its tickets are taken but not dispatched until titanic resume %s; --wait-timeout bounds this wait\n", service, service)
+				return
+			}
+		}
+	}
 	rep, err := c.Request(ctx, "mmi.service", [][]byte{[]byte(service)})
 	if err != nil || len(rep) == 0 || string(rep[0]) != "404" {
 		return // served, or no answer: nothing to say
@@ -276,7 +301,7 @@ func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait, as
 	if wait {
 		ctx, cancel := cf.waitContext(e)
 		defer cancel()
-		frames, err = c.Wait(ctx, ticket, client.WaitOptions{})
+		frames, err = waitThrough(e, ctx, c, ticket)
 		if err != nil && cf.waitExpired(e, ctx) {
 			return fmt.Errorf("%w: %s not answered within --wait-timeout %s; it stays queued (titanic reply --wait %s)", client.ErrPending, ticket, *cf.waitTimeout, ticket)
 		}
@@ -295,6 +320,35 @@ func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait, as
 		}
 	}
 	return nil
+}
+
+// waitThrough is c.Wait that rides out broker outages: README's "waits
+// until answered" holds through a restart or a failover longer than
+// --refused-wait. Only once a broker has said the ticket is pending,
+// though: brokers that never answered (a wrong --broker) end the wait
+// with ErrUnavailable (exit 6) as at once as any command. ctx (Ctrl-C,
+// --wait-timeout) ends it.
+func waitThrough(e env, ctx context.Context, c *client.Client, ticket string) ([][]byte, error) {
+	frames, err := c.Reply(ctx, ticket, client.ReplyOptions{})
+	if !errors.Is(err, client.ErrPending) {
+		return frames, err
+	}
+	warned := false
+	for {
+		frames, err = c.Wait(ctx, ticket, client.WaitOptions{})
+		if !errors.Is(err, client.ErrUnavailable) || ctx.Err() != nil {
+			return frames, err
+		}
+		if !warned {
+			fmt.Fprintf(e.stderr, "titanic: warning: waiting for %s: %v; still waiting, until a broker answers (Ctrl-C or --wait-timeout to stop)\n", ticket, err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Second): // each try waits --refused-wait too
+		}
+	}
 }
 
 // ticketCommand parses the flags and the single TICKET argument; extra,

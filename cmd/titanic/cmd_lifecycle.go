@@ -155,6 +155,9 @@ func runRetry(e env) error {
 	defer c.Close()
 	if *failed {
 		n, err := c.RetryFailed(e.ctx, *service)
+		if err != nil && n == 0 {
+			return err // refused, or nothing done: no count to report
+		}
 		fmt.Fprintf(e.stdout, "%d failed tickets of %s pending again\n", n, *service)
 		return err
 	}

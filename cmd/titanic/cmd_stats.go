@@ -88,10 +88,11 @@ func runTop(e env) error {
 
 // queueHeader is the table's first line; the CLI tests read the columns by
 // these names.
-var queueHeader = []string{"SERVICE", "PENDING", "DELAYED", "IN-FLIGHT", "DONE", "FAILED", "WORKERS", "IDLE", "BUSY", "SUBMIT/S", "REPLY/S"}
+var queueHeader = []string{"SERVICE", "PENDING", "DELAYED", "IN-FLIGHT", "DONE", "FAILED", "WORKERS", "IDLE", "BUSY", "SUBMIT/S", "REPLY/S", "PAUSED"}
 
 // printQueues prints one line per service; idle and busy are "-" when the
-// broker does not know them.
+// broker does not know them. PAUSED is yes or no, so that every line has
+// every column for awk.
 func printQueues(w io.Writer, st client.QueueStats) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for i, h := range queueHeader {
@@ -108,8 +109,12 @@ func printQueues(w io.Writer, st client.QueueStats) error {
 		return strconv.Itoa(*p)
 	}
 	for _, q := range st.Services {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.1f\n", q.Service, q.Pending, q.Delayed, q.InFlight,
-			q.Done, q.Failed, q.Workers, opt(q.Idle), opt(q.Busy), q.SubmitRate, q.ReplyRate)
+		paused := "no"
+		if q.Paused {
+			paused = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.1f\t%s\n", q.Service, q.Pending, q.Delayed, q.InFlight,
+			q.Done, q.Failed, q.Workers, opt(q.Idle), opt(q.Busy), q.SubmitRate, q.ReplyRate, paused)
 	}
 	return tw.Flush()
 }

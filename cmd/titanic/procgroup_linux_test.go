@@ -41,7 +41,7 @@ func gone(t *testing.T, marker string) []string {
 // child here): it ran on beside the job's next attempt.
 func TestCommandTimeoutKillsItsChildren(t *testing.T) {
 	secs := fmt.Sprintf("%d.%03d", 30+time.Now().Nanosecond()%20, os.Getpid()%1000)
-	_, err := runCommand(context.Background(), 300*time.Millisecond, []string{"sh", "-c", "sleep " + secs + "; echo done"}, nil)
+	_, err := runCommand(context.Background(), 300*time.Millisecond, -1, []string{"sh", "-c", "sleep " + secs + "; echo done"}, nil)
 	if err == nil {
 		t.Fatal("a command past its timeout succeeded")
 	}
@@ -56,7 +56,7 @@ func TestCommandTimeoutKillsItsChildren(t *testing.T) {
 // started another.
 func TestCommandBackgroundChildDoesNotFailIt(t *testing.T) {
 	secs := fmt.Sprintf("%d.%03d", 50+time.Now().Nanosecond()%20, os.Getpid()%1000)
-	out, err := runCommand(context.Background(), time.Minute, []string{"sh", "-c", "sleep " + secs + " & echo hi; exit 0"}, nil)
+	out, err := runCommand(context.Background(), time.Minute, -1, []string{"sh", "-c", "sleep " + secs + " & echo hi; exit 0"}, nil)
 	if err != nil || len(out) != 1 || string(out[0]) != "hi\n" {
 		t.Fatalf("runCommand = %q, %v; want the reply \"hi\" and no error", out, err)
 	}

@@ -34,4 +34,8 @@ type ServiceQueue struct {
 	// per second, over the last WindowSeconds.
 	SubmitRate float64 `json:"submits_per_sec"`
 	ReplyRate  float64 `json:"replies_per_sec"`
+	// Paused: the service's tickets are taken but not dispatched
+	// (titanic.pause) until it is resumed; it is listed while paused,
+	// with nothing else to show too.
+	Paused bool `json:"paused"`
 }

@@ -399,6 +399,15 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, cc *CurveConfig, all *[]*z
 		if err := (*r).SetRouterMandatory(1); err != nil {
 			return nil, fmt.Errorf("peering router: %w", err)
 		}
+		// A peer that crashed or was cut off for good (a reboot, a NAT
+		// dropping an idle flow) leaves its old connection here, never
+		// closed: the cloud sockets do not heartbeat (see below). Its new
+		// connection has the same routing id; without handover it would
+		// be left unread while the dead one keeps the name, and every job
+		// between the two would be lost until the lease ran out.
+		if err := (*r).SetRouterHandover(true); err != nil {
+			return nil, fmt.Errorf("peering router handover: %w", err)
+		}
 	}
 	if curved {
 		if err := curve.ApplyServer(ps.front, cc.Server, PeeringCurveDomain); err != nil {

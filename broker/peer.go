@@ -185,8 +185,11 @@ type peering struct {
 	lastAdvert map[string]int
 	// newerWarned is when a peer of a newer protocol was last logged.
 	newerWarned time.Time
-	advertAt    time.Time
-	run         string // this process, in the state it publishes
+	// unknownWarned is when a request from an unknown origin was last
+	// logged.
+	unknownWarned time.Time
+	advertAt      time.Time
+	run           string // this process, in the state it publishes
 }
 
 func newPeering(cfg PeeringConfig) *peering {
@@ -338,6 +341,13 @@ func (s *state) peerAnswer(now time.Time, from string, frames [][]byte) {
 		s.c.Malformed++
 		return
 	}
+	// The command first: a message this broker does not understand (a
+	// newer or broken peer) must leave the lease to its expiry, or the
+	// job would stay dispatched at the Source with nothing to end it.
+	if cmd := string(frames[2]); cmd != "REPLY" && cmd != "FAIL" {
+		s.c.Malformed++
+		return
+	}
 	token := string(frames[3])
 	cl := pr.leases[token]
 	if cl == nil || cl.peer != from {
@@ -359,8 +369,6 @@ func (s *state) peerAnswer(now time.Time, from string, frames [][]byte) {
 		}
 		s.c.JobsFailed++
 		s.source.Failed(cl.lease, reason)
-	default:
-		s.c.Malformed++
 	}
 	s.cloudDispatch(now, cl.lease.Service)
 }
@@ -381,7 +389,7 @@ func (s *state) cloudRequest(now time.Time, origin string, frames [][]byte) {
 		return
 	}
 	if _, known := s.peering.peers[origin]; !known {
-		s.c.Malformed++
+		s.refuseUnknownOrigin(now, origin, frames[3])
 		return
 	}
 	s.c.CloudRequests++
@@ -396,6 +404,24 @@ func (s *state) cloudRequest(now time.Time, origin string, frames [][]byte) {
 		return
 	}
 	s.peering.held[route] = service
+}
+
+// refuseUnknownOrigin answers a request from a broker this one does not
+// list as a peer (a one-sided config: the origin lists this broker, this
+// broker does not list it yet) with a FAIL that says so, and logs it at
+// most every dropLogEvery. Unanswered, the origin would wait out a peer
+// lease per attempt and fail its tickets with no word of why, on either
+// side.
+func (s *state) refuseUnknownOrigin(now time.Time, origin string, token []byte) {
+	s.c.Malformed++
+	reason := fmt.Sprintf("not a configured peer: %s does not list %s in peering.peers", s.peering.cfg.Name, origin)
+	msg := [][]byte{{}, []byte(peerHeader), []byte("FAIL"), token, []byte(reason)}
+	s.count(s.peering.sendOrigin(origin, msg))
+	if now.Sub(s.peering.unknownWarned) >= dropLogEvery {
+		s.peering.unknownWarned = now
+		s.log.Warn("refused a request from a broker that is not a configured peer: add it to peering.peers, or remove this broker from its peers",
+			"origin", routeString(origin))
+	}
 }
 
 // answerOrigin sends a worker's reply (or a failure) for a request that

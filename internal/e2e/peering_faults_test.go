@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/internal/harness"
+)
+
+// Peering faults: real brokers (bin/titanic) on 127.0.0.1, and raw zmq
+// sockets standing in for a peer that misbehaves.
+
+// waitLog waits (bounded) until p's log has a line containing s.
+func waitLog(t *testing.T, p *harness.Process, s string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		b, _ := os.ReadFile(p.Log)
+		if bytes.Contains(b, []byte(s)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log within %s\n%s", s, within, p.Tail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// fakePeer is a raw stand-in for peer B: a ROUTER bound at B's cloud
+// endpoint (routing id "B") and a PUB at its state endpoint. It is driven
+// from the test goroutine only (zmq sockets are not thread-safe).
+type fakePeer struct {
+	t          *testing.T
+	ctx        *zmq.Context
+	front, pub *zmq.Socket
+	run        string
+	closed     bool
+}
+
+func newFakePeer(t *testing.T, c *peerCluster) *fakePeer {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := &fakePeer{t: t, ctx: zctx, run: "fake1"}
+	t.Cleanup(fp.close)
+	if fp.front, err = zctx.NewSocket(zmq.ROUTER); err != nil {
+		t.Fatal(err)
+	}
+	_ = fp.front.SetLinger(0)
+	_ = fp.front.SetIdentity(c.name)
+	_ = fp.front.SetRouterMandatory(1)
+	if err := fp.front.Bind(c.cloud); err != nil {
+		t.Fatal(err)
+	}
+	if fp.pub, err = zctx.NewSocket(zmq.PUB); err != nil {
+		t.Fatal(err)
+	}
+	_ = fp.pub.SetLinger(0)
+	if err := fp.pub.Bind(c.state); err != nil {
+		t.Fatal(err)
+	}
+	return fp
+}
+
+func (fp *fakePeer) close() {
+	if fp.closed {
+		return
+	}
+	fp.closed = true
+	for _, s := range []*zmq.Socket{fp.front, fp.pub} {
+		if s != nil {
+			_ = s.Close()
+		}
+	}
+	_ = fp.ctx.Term()
+}
+
+// state publishes B's state: spare capacity of service, and held jobs of
+// origin.
+func (fp *fakePeer) state(service string, spare int, origin string, held int) {
+	msg := []any{"TPEER01", "STATE", "B", fp.run, service, strconv.Itoa(spare)}
+	if held > 0 {
+		msg = append(msg, "", origin, service, strconv.Itoa(held))
+	}
+	if _, err := fp.pub.SendMessage(msg...); err != nil {
+		fp.t.Fatalf("publish state: %v", err)
+	}
+}
+
+// awaitRequest publishes B's state (spare 1 for service) every 100 ms
+// until a REQUEST arrives on the cloud front, and returns its frames
+// (origin, "", TPEER01, REQUEST, token, service, body...).
+func (fp *fakePeer) awaitRequest(service string, within time.Duration) [][]byte {
+	fp.t.Helper()
+	poller := zmq.NewPoller()
+	poller.Add(fp.front, zmq.POLLIN)
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		fp.state(service, 1, "", 0)
+		polled, err := poller.Poll(100 * time.Millisecond)
+		if err != nil {
+			fp.t.Fatal(err)
+		}
+		if len(polled) == 0 {
+			continue
+		}
+		msg, err := fp.front.RecvMessageBytes(0)
+		if err != nil {
+			fp.t.Fatal(err)
+		}
+		if len(msg) >= 6 && string(msg[3]) == "REQUEST" {
+			return msg
+		}
+	}
+	fp.t.Fatalf("no request forwarded to the fake peer within %s", within)
+	return nil
+}
+
+// submitJob submits body to "echo" at ep, and returns the client, a
+// context that ends with the test (within a minute), and the ticket.
+func submitJob(t *testing.T, ep, body string) (*client.Client, context.Context, string) {
+	t.Helper()
+	cl := newClient(t, ep)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	tk, err := cl.Submit(ctx, "echo", [][]byte{[]byte(body)}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl, ctx, tk
+}
+
+// TestPeeringOneSidedConfigFailsLoudly: C lists A as a peer, A does not
+// list C yet (a cluster being added: C is configured first, A restarted
+// with the new list later). A publishes its capacity to anyone who
+// subscribes, so C books A's idle worker. A refuses C's requests with a
+// FAIL that says why, and logs it: C's ticket fails at once with that
+// reason instead of waiting out a peer lease per attempt with no word of
+// why on either side.
+func TestPeeringOneSidedConfigFailsLoudly(t *testing.T) {
+	cs := newPeerClusters(t, "A", "C")
+	a, c := cs[0], cs[1]
+	a.start(t, []*peerCluster{a}) // no peers yet
+	// Peer leases (60 s) longer than the test's wait: only A's answer
+	// can end the attempts in time.
+	c.start(t, cs, "--lease-timeout", "60s", "--backoff-base", "100ms", "--backoff-max", "200ms")
+	harness.Start(t, "worker-a", "worker running", "worker", "--broker", a.ep, "--heartbeat", "200ms", "echo", "--", "cat")
+	waitLog(t, c.p, `msg="peer up"`, 15*time.Second)
+	cl, ctx, tk := submitJob(t, c.ep, "job")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := cl.Status(ctx, tk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == "failed" {
+			if !strings.Contains(st.Reason, "not a configured peer") {
+				t.Fatalf("ticket %s failed with %q; want the reason to say C is not a configured peer of A", tk, st.Reason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ticket %s at C still %s after 20 s, with A (which does not list C) refusing it\nA:\n%s\nC:\n%s", tk, st.State, a.p.Tail(), c.p.Tail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitLog(t, a.p, "not a configured peer", 5*time.Second)
+}
+
+// TestPeerAnswerWithUnknownCommandKeepsLease: peer B answers a job it was
+// sent with a message whose command is neither REPLY nor FAIL (a newer or
+// buggy peer), then goes away for good. A must keep its lease for the job
+// until B is lost or the lease runs out, and then hand the ticket to its
+// own worker; dropping the lease on that message would leave the ticket
+// dispatched, wedged until A restarts.
+func TestPeerAnswerWithUnknownCommandKeepsLease(t *testing.T) {
+	cs := newPeerClusters(t, "A", "B")
+	a, b := cs[0], cs[1]
+	fp := newFakePeer(t, b)
+	a.start(t, cs, "--lease-timeout", "2s", "--backoff-base", "-1s")
+	cl, ctx, tk := submitJob(t, a.ep, "job")
+	req := fp.awaitRequest("echo", 15*time.Second)
+	if _, err := fp.front.SendMessage(req[0], "", "TPEER01", "PROGRESS", req[4]); err != nil {
+		t.Fatal(err)
+	}
+	fp.state("echo", 0, "", 0)
+	fp.close()
+	harness.Start(t, "worker-a", "worker running", "worker", "--broker", a.ep, "--heartbeat", "200ms", "echo", "--", "cat")
+	waitLog(t, a.p, `msg="peer lost`, 15*time.Second)
+	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer rcancel()
+	rep, err := cl.Reply(rctx, tk, client.ReplyOptions{Wait: true})
+	if err != nil {
+		st, serr := cl.Status(ctx, tk)
+		t.Fatalf("ticket %s not answered within 20 s of B's loss, with a local worker idle: %v; status %+v %v\nA:\n%s", tk, err, st, serr, a.p.Tail())
+	}
+	if string(bytes.Join(rep, nil)) != "job" {
+		t.Fatalf("reply %q", rep)
+	}
+}

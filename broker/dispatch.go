@@ -22,7 +22,8 @@ func (s *state) enqueue(now time.Time, id string, m mdp.Message) {
 func (s *state) enqueueRoute(now time.Time, id, service string, body [][]byte) bool {
 	svc := s.service(service)
 	s.expire(now, svc)
-	size := bodyBytes(body)
+	// The route is held as long as the body: a peer's carries its token.
+	size := len(id) + bodyBytes(body)
 	if svc.queue.len() >= s.cfg.MaxQueue || s.queuedBytes+size > s.cfg.MaxQueuedBytes {
 		s.c.RequestsDropped++
 		s.dropped++

@@ -154,6 +154,11 @@ type cloudLease struct {
 	deadline time.Time
 }
 
+// maxToken bounds the token of a request from a peer: it is kept in the
+// request's route for as long as it is held. Tokens are run.leaseID
+// (about 30 bytes).
+const maxToken = 255
+
 // cloudRoutePrefix marks the client route of a request that came from a
 // peer: "\x00peer\x00" origin "\x00" token. It cannot be a ROUTER identity
 // (those never start with a zero byte).
@@ -365,7 +370,10 @@ func (s *state) peerAnswer(now time.Time, from string, frames [][]byte) {
 	case "FAIL":
 		reason := "peer " + from
 		if len(frames) > 4 {
-			reason += ": " + string(bytes.TrimSpace(frames[4]))
+			// Bounded as a worker's reason is: it is stored with the
+			// ticket.
+			r := bytes.TrimSpace(frames[4])
+			reason += ": " + string(r[:min(len(r), maxReason)])
 		}
 		s.c.JobsFailed++
 		s.source.Failed(cl.lease, reason)
@@ -384,7 +392,7 @@ func (s *state) cloudRequest(now time.Time, origin string, frames [][]byte) {
 		return
 	}
 	if s.peering == nil || len(frames) < 6 || len(frames[0]) != 0 || string(frames[1]) != peerHeader ||
-		string(frames[2]) != "REQUEST" || len(frames[4]) == 0 || len(frames[4]) > 255 {
+		string(frames[2]) != "REQUEST" || len(frames[3]) > maxToken || len(frames[4]) == 0 || len(frames[4]) > 255 {
 		s.c.Malformed++
 		return
 	}

@@ -3,6 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -206,5 +211,161 @@ func TestPeerAnswerWithUnknownCommandKeepsLease(t *testing.T) {
 	}
 	if string(bytes.Join(rep, nil)) != "job" {
 		t.Fatalf("reply %q", rep)
+	}
+}
+
+// dealerAt connects a raw DEALER of routing id to endpoint ep; it is
+// closed when the test ends.
+func dealerAt(t *testing.T, ep, id string) *zmq.Socket {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := zctx.NewSocket(zmq.DEALER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close(); _ = zctx.Term() })
+	_ = d.SetLinger(0)
+	_ = d.SetIdentity(id)
+	if err := d.Connect(ep); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// httpGet returns the body of a 200 answer to GET url.
+func httpGet(t *testing.T, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v %s", url, resp.StatusCode, err, b)
+	}
+	return b
+}
+
+// TestPeerReplyOverMaxMessageSizeRefused: A runs with --max-message-size
+// 1MiB, under which a worker's larger reply is refused (README, Limits).
+// A peer's REPLY of 4 MiB on the cloud link must be refused as well, not
+// taken whole and recorded as the ticket's reply.
+func TestPeerReplyOverMaxMessageSizeRefused(t *testing.T) {
+	cs := newPeerClusters(t, "A", "B")
+	a, b := cs[0], cs[1]
+	fp := newFakePeer(t, b)
+	a.start(t, cs, "--max-message-size", "1MiB")
+	cl, ctx, tk := submitJob(t, a.ep, "job")
+	req := fp.awaitRequest("echo", 15*time.Second)
+	big := bytes.Repeat([]byte("x"), 4<<20)
+	if _, err := fp.front.SendMessage(req[0], "", "TPEER01", "REPLY", req[4], big); err != nil {
+		t.Fatal(err)
+	}
+	// Give A the time to take it (or refuse it), keeping B alive.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := cl.Status(ctx, tk)
+		if err == nil && st.State == "done" {
+			break
+		}
+		fp.state("echo", 0, "A", 1)
+		time.Sleep(100 * time.Millisecond)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer rcancel()
+	rep, err := cl.Reply(rctx, tk, client.ReplyOptions{})
+	if err == nil && len(bytes.Join(rep, nil)) > 1<<20 {
+		t.Fatalf("ticket %s done with a %d-byte reply from peer B, over A's --max-message-size of 1 MiB (a local worker's such reply is refused)", tk, len(bytes.Join(rep, nil)))
+	}
+	if err != nil && !errors.Is(err, client.ErrPending) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Logf("reply: %v", err)
+	}
+}
+
+// TestCloudEndpointFrameOverMaxMessageSizeRefused: anyone who reaches A's
+// cloud endpoint (no peer name needed: the frame is read before its
+// sender is checked) sends one 128 MiB frame. A runs with
+// --max-message-size 1MiB, which must bound the cloud endpoint as it does
+// the client endpoint (README: a larger frame drops the connection), not
+// take the frame into memory.
+func TestCloudEndpointFrameOverMaxMessageSizeRefused(t *testing.T) {
+	cs := newPeerClusters(t, "A", "B")
+	a := cs[0]
+	a.start(t, cs, "--max-message-size", "1MiB")
+	base := peakRSS(t, a.p.PID())
+	d := dealerAt(t, a.cloud, "X")
+	if _, err := d.SendMessage("", make([]byte, 128<<20)); err != nil {
+		t.Fatal(err)
+	}
+	// Until A would have taken it in (its high-water mark jumps), 10 s.
+	limit := base + 64<<20
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if hwm := peakRSS(t, a.p.PID()); hwm > limit {
+			t.Fatalf("one 128 MiB frame sent to A's cloud endpoint by an unknown sender took A's peak memory from %d MiB to %d MiB, though --max-message-size is 1 MiB", base>>20, hwm>>20)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if a.p.Exited() {
+		t.Fatalf("A exited:\n%s", a.p.Tail())
+	}
+}
+
+// TestCloudRequestHugeTokensNotQueued: plain requests queued at a broker
+// are bounded in bytes (README, Limits: 256 MiB). A request that comes on
+// the cloud endpoint is held with its token in its route: a sender that
+// names itself as a configured peer (the cloud endpoint takes anyone)
+// must not queue 4 MiB tokens with a 1-byte body past the bound.
+func TestCloudRequestHugeTokensNotQueued(t *testing.T) {
+	cs := newPeerClusters(t, "A", "B")
+	a := cs[0]
+	httpA := harness.FreeAddr(t)
+	a.start(t, cs, "--http-listen", httpA, "--log-level", "info") // B never runs
+	d := dealerAt(t, a.cloud, "B")
+	const n, tokenSize = 80, 4 << 20
+	tok := bytes.Repeat([]byte("t"), tokenSize)
+	for i := range n {
+		copy(tok, fmt.Sprintf("%08d", i))
+		if _, err := d.SendMessage("", "TPEER01", "REQUEST", tok, "nobody", "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queued := func() int {
+		var st struct {
+			Workers []struct {
+				Service  string `json:"service"`
+				Requests int    `json:"requests"`
+			} `json:"workers"`
+		}
+		if err := json.Unmarshal(httpGet(t, "http://"+httpA+"/api/v1/workers"), &st); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range st.Workers {
+			if w.Service == "nobody" {
+				return w.Requests
+			}
+		}
+		return 0
+	}
+	// Until A has read them all (queued or dropped: the count stops
+	// moving), within 20 s.
+	last, since := -1, time.Now()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		q := queued()
+		if q != last {
+			last, since = q, time.Now()
+		}
+		if q == n || time.Since(since) > 2*time.Second {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if held := int64(last) * tokenSize; held > 256<<20 {
+		t.Fatalf("A queued %d cloud requests of a %d MiB token each (%d MiB), past the 256 MiB bound on queued plain requests", last, tokenSize>>20, held>>20)
 	}
 }

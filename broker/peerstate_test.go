@@ -1,0 +1,67 @@
+package broker
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// peerFixture is a state peered with one peer, B, whose messages the test
+// hands in directly: what the state sends (to B's cloud front, and to
+// origins) is recorded.
+type peerFixture struct {
+	*fixture
+	now time.Time
+}
+
+func newPeerFixture(t *testing.T) *peerFixture {
+	t.Helper()
+	f := newFixture(t, true)
+	pc := PeeringConfig{Name: "A", Peers: []Peer{{Name: "B"}}, StateEvery: time.Second, Liveness: 3, LeaseTimeout: time.Second}
+	f.s.peering = newPeering(pc)
+	f.s.peering.sendPeer, f.s.peering.sendOrigin = f.rec.send, f.rec.send
+	f.s.peering.publish = func([][]byte) error { return nil }
+	return &peerFixture{fixture: f, now: t0}
+}
+
+// state hands in B's state: spare capacity of echo, and jobs of A's it
+// holds.
+func (f *peerFixture) state(spare, held int) {
+	msg := frames("TPEER01", "STATE", "B", "runB", "echo", strconv.Itoa(spare))
+	if held > 0 {
+		msg = append(msg, frames("", "A", "echo", strconv.Itoa(held))...)
+	}
+	f.s.peerStateMsg(f.now, msg)
+}
+
+// requests returns the tokens of the REQUESTs sent to B since the last
+// call.
+func (f *peerFixture) requests() []string {
+	var toks []string
+	for _, m := range f.rec.take() {
+		if m.to == "B" && len(m.frames) >= 5 && string(m.frames[2]) == "REQUEST" {
+			toks = append(toks, string(m.frames[3]))
+		}
+	}
+	return toks
+}
+
+// A peer's FAIL reason is stored with the ticket: it is bounded as a
+// worker's is.
+func TestPeerFailReasonTruncated(t *testing.T) {
+	f := newPeerFixture(t)
+	f.src.add("echo", "T1", "job")
+	f.state(1, 0)
+	toks := f.requests()
+	if len(toks) != 1 {
+		t.Fatalf("requests sent to B: %q; want one", toks)
+	}
+	f.s.peerAnswer(f.now, "B", frames("", "TPEER01", "FAIL", toks[0], strings.Repeat("r", 100000)))
+	if len(f.src.failed) != 1 {
+		t.Fatalf("failed: %q", f.src.failed)
+	}
+	if n := len(f.src.failed[0]); n > maxReason+100 {
+		t.Fatalf("B's 100000-byte FAIL reason handed to the Source as %d bytes; want at most about %d", n, maxReason)
+	}
+}

@@ -214,8 +214,8 @@ func TestPeerAnswerWithUnknownCommandKeepsLease(t *testing.T) {
 	}
 }
 
-// dealerAt connects a raw DEALER of routing id to endpoint ep; it is
-// closed when the test ends.
+// dealerAt connects a raw DEALER of routing id (none: "") to endpoint
+// ep; it is closed when the test ends.
 func dealerAt(t *testing.T, ep, id string) *zmq.Socket {
 	t.Helper()
 	zctx, err := zmq.NewContext()
@@ -228,7 +228,9 @@ func dealerAt(t *testing.T, ep, id string) *zmq.Socket {
 	}
 	t.Cleanup(func() { _ = d.Close(); _ = zctx.Term() })
 	_ = d.SetLinger(0)
-	_ = d.SetIdentity(id)
+	if id != "" {
+		_ = d.SetIdentity(id)
+	}
 	if err := d.Connect(ep); err != nil {
 		t.Fatal(err)
 	}
@@ -248,6 +250,33 @@ func httpGet(t *testing.T, url string) []byte {
 		t.Fatalf("GET %s: %d %v %s", url, resp.StatusCode, err, b)
 	}
 	return b
+}
+
+// peerCapacity returns the capacity of peer that the cluster API at
+// httpAddr reports (0 for a peer it says is dead), and the API's answer.
+func peerCapacity(t *testing.T, httpAddr, peer string) (int, string) {
+	t.Helper()
+	body := httpGet(t, "http://"+httpAddr+"/api/v1/cluster")
+	var cj struct {
+		Peers []struct {
+			Name     string `json:"name"`
+			Capacity int    `json:"capacity"`
+			Alive    *bool  `json:"alive"`
+		} `json:"peers"`
+	}
+	if err := json.Unmarshal(body, &cj); err != nil {
+		t.Fatalf("cluster JSON %s: %v", body, err)
+	}
+	for _, p := range cj.Peers {
+		if p.Name == peer {
+			if p.Alive != nil && !*p.Alive {
+				return 0, string(body)
+			}
+			return p.Capacity, string(body)
+		}
+	}
+	t.Fatalf("peer %s not in %s", peer, body)
+	return 0, ""
 }
 
 // TestPeerReplyOverMaxMessageSizeRefused: A runs with --max-message-size
@@ -368,4 +397,127 @@ func TestCloudRequestHugeTokensNotQueued(t *testing.T) {
 	if held := int64(last) * tokenSize; held > 256<<20 {
 		t.Fatalf("A queued %d cloud requests of a %d MiB token each (%d MiB), past the 256 MiB bound on queued plain requests", last, tokenSize>>20, held>>20)
 	}
+}
+
+// TestPeerStateServiceNamesDoNotLeak: peer B's state names a different
+// set of services in each message (500 names of 200 bytes; a peer whose
+// workers come and go, or a hostile one). A's broker forgets each set
+// once the next state no longer names it; so must its titanic
+// dispatcher, or A's memory grows by the names for as long as it runs.
+func TestPeerStateServiceNamesDoNotLeak(t *testing.T) {
+	cs := newPeerClusters(t, "A", "B")
+	a, b := cs[0], cs[1]
+	fp := newFakePeer(t, b)
+	httpA := harness.FreeAddr(t)
+	a.start(t, cs, "--http-listen", httpA, "--log-level", "info")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		fp.state("warmup", 1, "", 0)
+		lb, _ := os.ReadFile(a.p.Log)
+		if bytes.Contains(lb, []byte(`msg="peer up"`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("A never heard B\n%s", a.p.Tail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rss := func() int64 {
+		v, err := harness.ProcStatus(a.p.PID(), "VmRSS")
+		if err != nil {
+			t.Skip(err)
+		}
+		return v
+	}
+	base := rss()
+	pad := strings.Repeat("s", 190)
+	const rounds, per = 2000, 500
+	for r := range rounds {
+		msg := []any{"TPEER01", "STATE", "B", fp.run}
+		for i := range per {
+			msg = append(msg, fmt.Sprintf("%s-%d-%d", pad, r, i), "1")
+		}
+		if _, err := fp.pub.SendMessage(msg...); err != nil {
+			t.Fatal(err)
+		}
+		if r%50 == 0 {
+			time.Sleep(20 * time.Millisecond) // below the PUB's high-water mark
+		}
+	}
+	// The last state names none of those: every name is gone at A's
+	// broker once A reports its capacity (7, which no state before had).
+	fp.state("final", 7, "", 0)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		n, body := peerCapacity(t, httpA, "B")
+		if n == 7 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("A has not read B's last state within 30 s: %s\n%s", body, a.p.Tail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	grown := rss() - base
+	if grown > 256<<20 {
+		t.Fatalf("A's resident memory grew by %d MiB after B's states named %d services in turn, none of them still named", grown>>20, rounds*per)
+	}
+	t.Logf("A grew by %d MiB", grown>>20)
+}
+
+// TestWorkerServiceNamesDoNotLeak is TestPeerStateServiceNamesDoNotLeak
+// from the client endpoint, which anyone may reach (no peering needed):
+// one connection sends READY for a new service name (200 bytes) and
+// DISCONNECT, 300,000 times. The broker forgets each service as its
+// worker leaves, and so must the titanic dispatcher.
+func TestWorkerServiceNamesDoNotLeak(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	p := harness.Broker(t, "A", ep, t.TempDir(), "--log-level", "info")
+	d := dealerAt(t, ep, "")
+	rss := func() int64 {
+		v, err := harness.ProcStatus(p.PID(), "VmRSS")
+		if err != nil {
+			t.Skip(err)
+		}
+		return v
+	}
+	// A round trip (mmi.service): the broker has read everything sent
+	// before it.
+	sync := func() {
+		t.Helper()
+		if _, err := d.SendMessage("", "MDPC01", "mmi.service", "x"); err != nil {
+			t.Fatal(err)
+		}
+		_ = d.SetRcvtimeo(30 * time.Second)
+		for {
+			msg, err := d.RecvMessage(0)
+			if err != nil {
+				t.Fatalf("no answer to mmi.service: %v", err)
+			}
+			if len(msg) >= 3 && msg[2] == "mmi.service" {
+				return
+			}
+		}
+	}
+	sync()
+	base := rss()
+	pad := strings.Repeat("w", 190)
+	const n = 300000
+	for i := range n {
+		if _, err := d.SendMessage("", "MDPW01", "\x01", fmt.Sprintf("%s-%d", pad, i)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.SendMessage("", "MDPW01", "\x05"); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 0 {
+			sync()
+		}
+	}
+	sync()
+	grown := rss() - base
+	if grown > 128<<20 {
+		t.Fatalf("the broker's resident memory grew by %d MiB after %d workers came and went, each for a service of its own, none left", grown>>20, n)
+	}
+	t.Logf("grew by %d MiB", grown>>20)
 }

@@ -136,14 +136,38 @@ type peerState struct {
 	// went through). A state message can arrive before the cloud
 	// connection is made; jobs are sent only once it is.
 	routable bool
+	// strikes counts the peer leases in a row that ran out with the
+	// peer's state counting none of its jobs of their service (each
+	// bench once): the peer advertises capacity but loses what it is
+	// sent (a cloud link that delivers nothing, a broken or hostile
+	// peer). It is not booked until benchedUntil, and then one job at a
+	// time, until its state counts a job or it answers one.
+	strikes      int
+	benchedUntil time.Time
 }
 
 // free is the capacity of service this broker may still book at p: the
 // advertised spare less the jobs it sent that the peer has not counted in
-// its state yet.
+// its state yet; after a strike, one job at most until one is counted.
 func (p *peerState) free(service string) int {
-	return p.spare[service] - max(p.reserved[service]-p.held[service], 0)
+	uncounted := max(p.reserved[service]-p.held[service], 0)
+	n := p.spare[service] - uncounted
+	if p.strikes > 0 {
+		n = min(n, 1-uncounted)
+	}
+	return n
 }
+
+// bookable reports whether jobs of service may be sent to p now.
+func (p *peerState) bookable(now time.Time, service string) bool {
+	return p.alive && p.routable && !now.Before(p.benchedUntil) && p.free(service) > 0
+}
+
+// trusted clears p's strikes: it counted or answered a job.
+func (p *peerState) trusted() { p.strikes, p.benchedUntil = 0, time.Time{} }
+
+// maxBenchShift bounds a peer's bench: 2^3 = 8 peer lease timeouts.
+const maxBenchShift = 3
 
 // cloudLease is a durable job held by a peer.
 type cloudLease struct {
@@ -264,8 +288,12 @@ func (s *state) peerStateMsg(now time.Time, frames [][]byte) {
 		s.log.Warn("peer restarted: its jobs go back to the queue", "peer", p.name)
 		p.routable = false
 		s.failPeerLeases(p.name, "peer "+p.name+" restarted")
+		p.trusted() // a new process: what lost its jobs may be gone
 	}
 	p.run = run
+	if held > 0 {
+		p.trusted()
+	}
 	if !p.alive {
 		s.log.Info("peer up", "peer", p.name)
 	}
@@ -274,7 +302,7 @@ func (s *state) peerStateMsg(now time.Time, frames [][]byte) {
 	s.probe(p)
 	s.reportRemote()
 	for svc := range spare {
-		if p.free(svc) > 0 {
+		if p.bookable(now, svc) {
 			s.cloudDispatch(now, svc)
 		}
 	}
@@ -305,7 +333,7 @@ func (s *state) cloudDispatch(now time.Time, service string) {
 	for {
 		var best *peerState
 		for _, p := range pr.peers {
-			if p.alive && p.routable && p.free(service) > 0 && (best == nil || p.free(service) > best.free(service)) {
+			if p.bookable(now, service) && (best == nil || p.free(service) > best.free(service)) {
 				best = p
 			}
 		}
@@ -360,8 +388,11 @@ func (s *state) peerAnswer(now time.Time, from string, frames [][]byte) {
 		return
 	}
 	delete(pr.leases, token)
-	if p := pr.peers[cl.peer]; p != nil && p.reserved[cl.lease.Service] > 0 {
-		p.reserved[cl.lease.Service]--
+	if p := pr.peers[cl.peer]; p != nil {
+		p.trusted()
+		if p.reserved[cl.lease.Service] > 0 {
+			p.reserved[cl.lease.Service]--
+		}
 	}
 	switch string(frames[2]) {
 	case "REPLY":
@@ -542,8 +573,11 @@ func (s *state) expirePeerLeases(now time.Time) {
 		cl := pr.leases[tok]
 		delete(pr.leases, tok)
 		p := pr.peers[cl.peer]
-		if p != nil && p.reserved[cl.lease.Service] > 0 {
-			p.reserved[cl.lease.Service]--
+		if p != nil {
+			s.strike(now, p, cl.lease.Service)
+			if p.reserved[cl.lease.Service] > 0 {
+				p.reserved[cl.lease.Service]--
+			}
 		}
 		s.c.JobsFailed++
 		s.c.PeerLeasesExpired++
@@ -551,6 +585,24 @@ func (s *state) expirePeerLeases(now time.Time) {
 		s.source.Failed(cl.lease, "peer "+cl.peer+" lease expired")
 		s.cloudDispatch(now, cl.lease.Service)
 	}
+}
+
+// strike benches p when a lease of service ran out with p's state
+// counting none of its jobs of service: a peer whose cloud link delivers
+// nothing (a half-open connection the peer never reads) or that takes
+// jobs and drops them would otherwise be booked for every pending ticket
+// again and again, each waiting out its lease, until the tickets' attempts
+// are gone while other workers could have run them. The bench, a peer
+// lease timeout, doubles with each strike in a row, up to maxBenchShift.
+func (s *state) strike(now time.Time, p *peerState, service string) {
+	if p.held[service] > 0 || now.Before(p.benchedUntil) {
+		return // one job lost among counted ones; or benched already
+	}
+	p.strikes++
+	bench := s.peerLeaseTimeout() << min(p.strikes-1, maxBenchShift)
+	p.benchedUntil = now.Add(bench)
+	s.log.Warn("peer counted none of the jobs sent to it within its lease: not booked for a while, then one job at a time until it counts one",
+		"peer", p.name, "service", service, "strikes", p.strikes, "bench", bench)
 }
 
 // failPeerLeases hands every job held by peer back to the Source.

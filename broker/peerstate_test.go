@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -63,5 +64,49 @@ func TestPeerFailReasonTruncated(t *testing.T) {
 	}
 	if n := len(f.src.failed[0]); n > maxReason+100 {
 		t.Fatalf("B's 100000-byte FAIL reason handed to the Source as %d bytes; want at most about %d", n, maxReason)
+	}
+}
+
+// A peer that advertises capacity and counts none of the jobs it is sent
+// (it drops them, or its cloud link delivers nothing) is not booked again
+// for a while once their leases run out, then one job at a time until
+// its state counts one; with that, it is booked as before.
+func TestPeerCountingNoJobsBenched(t *testing.T) {
+	f := newPeerFixture(t)
+	for i := range 5 {
+		f.src.add("echo", fmt.Sprintf("T%d", i), "job")
+	}
+	f.state(1000000, 0)
+	if toks := f.requests(); len(toks) != 5 {
+		t.Fatalf("B advertising spare capacity was sent %d jobs, want 5", len(toks))
+	}
+	// The leases (1 s) run out: the jobs come back.
+	f.now = f.now.Add(1100 * time.Millisecond)
+	f.s.tick(f.now)
+	if len(f.src.failed) != 5 {
+		t.Fatalf("failed after the lease: %q", f.src.failed)
+	}
+	for i := range 5 {
+		f.src.add("echo", fmt.Sprintf("T%d", i), "job")
+	}
+	f.now = f.now.Add(100 * time.Millisecond)
+	f.state(1000000, 0)
+	if toks := f.requests(); len(toks) != 0 {
+		t.Fatalf("B, which counted none of the 5 jobs it was sent within their lease, was sent %d more at once", len(toks))
+	}
+	// Past the bench (one lease): one job, not the five.
+	f.now = f.now.Add(time.Second)
+	f.state(1000000, 0)
+	if toks := f.requests(); len(toks) != 1 {
+		t.Fatalf("after its bench, B was sent %d jobs; want 1 until it counts one", len(toks))
+	}
+	f.state(1000000, 0)
+	if toks := f.requests(); len(toks) != 0 {
+		t.Fatalf("B, which has not counted its one job, was sent %d more", len(toks))
+	}
+	// B counts it: trusted again, the rest go.
+	f.state(1000000, 1)
+	if toks := f.requests(); len(toks) != 4 {
+		t.Fatalf("once B counted its job, it was sent %d jobs; want the 4 left", len(toks))
 	}
 }

@@ -102,6 +102,24 @@ func (fp *fakePeer) state(service string, spare int, origin string, held int) {
 	}
 }
 
+// heardBy publishes B's state (spare for service) every 50 ms until
+// the broker of a logs B up, within 15 s.
+func (fp *fakePeer) heardBy(a *peerCluster, service string, spare int) {
+	fp.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		fp.state(service, spare, "", 0)
+		lb, _ := os.ReadFile(a.p.Log)
+		if bytes.Contains(lb, []byte(`msg="peer up"`)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			fp.t.Fatalf("A never heard B\n%s", a.p.Tail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // awaitRequest publishes B's state (spare 1 for service) every 100 ms
 // until a REQUEST arrives on the cloud front, and returns its frames
 // (origin, "", TPEER01, REQUEST, token, service, body...).
@@ -410,18 +428,7 @@ func TestPeerStateServiceNamesDoNotLeak(t *testing.T) {
 	fp := newFakePeer(t, b)
 	httpA := harness.FreeAddr(t)
 	a.start(t, cs, "--http-listen", httpA, "--log-level", "info")
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		fp.state("warmup", 1, "", 0)
-		lb, _ := os.ReadFile(a.p.Log)
-		if bytes.Contains(lb, []byte(`msg="peer up"`)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("A never heard B\n%s", a.p.Tail())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	fp.heardBy(a, "warmup", 1)
 	rss := func() int64 {
 		v, err := harness.ProcStatus(a.p.PID(), "VmRSS")
 		if err != nil {
@@ -447,7 +454,7 @@ func TestPeerStateServiceNamesDoNotLeak(t *testing.T) {
 	// The last state names none of those: every name is gone at A's
 	// broker once A reports its capacity (7, which no state before had).
 	fp.state("final", 7, "", 0)
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		n, body := peerCapacity(t, httpA, "B")
 		if n == 7 {
@@ -520,4 +527,69 @@ func TestWorkerServiceNamesDoNotLeak(t *testing.T) {
 		t.Fatalf("the broker's resident memory grew by %d MiB after %d workers came and went, each for a service of its own, none left", grown>>20, n)
 	}
 	t.Logf("grew by %d MiB", grown>>20)
+}
+
+// TestPeerClaimingCapacityItNeverUsesCannotFailTickets: peer B advertises
+// a spare capacity of 1,000,000 for "echo" in every state and takes every
+// job without ever counting it as held or answering it (a hostile or
+// broken peer). A has a worker of its own. Once B's leases run out
+// uncounted, A must stop booking B for every pending ticket, or the
+// tickets burn their attempts on B and fail, never run, while A's own
+// worker could have answered them all in a few seconds.
+func TestPeerClaimingCapacityItNeverUsesCannotFailTickets(t *testing.T) {
+	cs := newPeerClusters(t, "A", "B")
+	a, b := cs[0], cs[1]
+	fp := newFakePeer(t, b)
+	a.start(t, cs, "--lease-timeout", "1s", "--backoff-base", "100ms", "--backoff-max", "200ms")
+	harness.Start(t, "worker-a", "worker running", "worker", "--broker", a.ep, "--heartbeat", "200ms", "echo", "--", "sh", "-c", "sleep 0.1; cat")
+	cl := newClient(t, a.ep)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fp.heardBy(a, "echo", 1000000)
+	const n = 20
+	var tks []string
+	for i := range n {
+		tk, err := cl.Submit(ctx, "echo", [][]byte{fmt.Appendf(nil, "j%d", i)}, client.SubmitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tks = append(tks, tk)
+	}
+	// B keeps advertising, takes every request, answers none, for 15 s:
+	// 5 attempts of 1 s leases and 100-200 ms pauses fit in it.
+	poller := zmq.NewPoller()
+	poller.Add(fp.front, zmq.POLLIN)
+	taken := 0
+	end := time.Now().Add(15 * time.Second)
+	for time.Now().Before(end) {
+		fp.state("echo", 1000000, "", 0)
+		polled, err := poller.Poll(100 * time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range polled {
+			for {
+				msg, err := fp.front.RecvMessageBytes(zmq.DONTWAIT)
+				if err != nil {
+					break
+				}
+				if len(msg) >= 6 && string(msg[3]) == "REQUEST" {
+					taken++
+				}
+			}
+		}
+	}
+	var failed []string
+	for _, tk := range tks {
+		st, err := cl.Status(ctx, tk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State != "done" {
+			failed = append(failed, tk+": "+st.State+" "+st.Reason)
+		}
+	}
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d tickets not done after 15 s (B took %d requests, answered none; A's own worker was there all along):\n%s", len(failed), n, taken, strings.Join(failed, "\n"))
+	}
 }

@@ -126,6 +126,7 @@ type PeeringConfig struct {
 // peerState is what a broker knows of one peer.
 type peerState struct {
 	name      string
+	cfg       Peer           // its endpoints, for Stats
 	spare     map[string]int // advertised
 	reserved  map[string]int // jobs sent, not yet answered
 	held      map[string]int // of them, those the peer's last state counted
@@ -225,7 +226,7 @@ func newPeering(cfg PeeringConfig) *peering {
 	p := &peering{cfg: cfg, peers: make(map[string]*peerState), leases: make(map[string]*cloudLease), held: make(map[string]string), remote: make(map[string]int),
 		run: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	for _, pc := range cfg.Peers {
-		p.peers[pc.Name] = &peerState{name: pc.Name, spare: map[string]int{}, reserved: map[string]int{}, held: map[string]int{}}
+		p.peers[pc.Name] = &peerState{name: pc.Name, cfg: pc, spare: map[string]int{}, reserved: map[string]int{}, held: map[string]int{}}
 	}
 	return p
 }
@@ -643,6 +644,8 @@ func mapsEqual(a, b map[string]int) bool {
 // PeerStats is what a broker knows of a peer.
 type PeerStats struct {
 	Name     string
+	Cloud    string // its cloud endpoint, as configured
+	State    string // its state endpoint, as configured
 	Alive    bool
 	Spare    map[string]int // advertised spare capacity per service
 	Reserved map[string]int // jobs this broker has sent it, not answered

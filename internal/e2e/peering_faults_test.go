@@ -593,3 +593,50 @@ func TestPeerClaimingCapacityItNeverUsesCannotFailTickets(t *testing.T) {
 		t.Fatalf("%d of %d tickets not done after 15 s (B took %d requests, answered none; A's own worker was there all along):\n%s", len(failed), n, taken, strings.Join(failed, "\n"))
 	}
 }
+
+// metric returns the value of the unlabelled metric name at httpAddr's
+// /metrics ("" when absent).
+func metric(t *testing.T, httpAddr, name string) string {
+	t.Helper()
+	for l := range strings.Lines(string(httpGet(t, "http://"+httpAddr+"/metrics"))) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// TestDeadPeerCapacityNotReported: once A has declared its peer B lost
+// (B's broker and worker killed), A's cluster API and metrics must not
+// report B's last advertised capacity as if B could take work; the
+// cluster API says B is dead, and names its endpoints.
+func TestDeadPeerCapacityNotReported(t *testing.T) {
+	cs := newPeerClusters(t, "A", "B")
+	a, b := cs[0], cs[1]
+	httpA := harness.FreeAddr(t)
+	a.start(t, cs, "--http-listen", httpA)
+	b.start(t, cs)
+	w := harness.Start(t, "worker-b", "worker running", "worker", "--broker", b.ep, "--heartbeat", "200ms", "echo", "--", "cat")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		n, body := peerCapacity(t, httpA, "B")
+		if n == 1 {
+			if !strings.Contains(body, `"alive":true`) || !strings.Contains(body, `"addr":"`+b.cloud+`"`) || !strings.Contains(body, `"state":"`+b.state+`"`) {
+				t.Fatalf("the cluster API does not say B is alive, at %s and %s: %s", b.cloud, b.state, body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("A never reported B's idle worker: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.p.Kill()
+	w.Kill()
+	waitLog(t, a.p, `msg="peer lost`, 15*time.Second)
+	body := string(httpGet(t, "http://"+httpA+"/api/v1/cluster"))
+	m := metric(t, httpA, "titanic_peer_capacity")
+	if !strings.Contains(body, `"alive":false`) || !strings.Contains(body, `"capacity":0`) || m != "0" {
+		t.Fatalf("after A logged B lost (B's broker and worker killed): /api/v1/cluster says %s, titanic_peer_capacity %s; want B dead, capacity 0", body, m)
+	}
+}

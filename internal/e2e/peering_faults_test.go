@@ -640,3 +640,28 @@ func TestDeadPeerCapacityNotReported(t *testing.T) {
 		t.Fatalf("after A logged B lost (B's broker and worker killed): /api/v1/cluster says %s, titanic_peer_capacity %s; want B dead, capacity 0", body, m)
 	}
 }
+
+// TestSubmitWaitAtCloudFrontNoFalseWarning: A is a cloud front (README:
+// "a broker with no workers of its own and only peers"), B has the
+// workers of "echo". `titanic submit --wait` at A must not warn "no
+// worker serves" (8/MMI at A) while B's worker answers it at once.
+func TestSubmitWaitAtCloudFrontNoFalseWarning(t *testing.T) {
+	cs := newPeerClusters(t, "A", "B")
+	a, b := cs[0], cs[1]
+	a.start(t, cs)
+	b.start(t, cs)
+	harness.Start(t, "worker-b", "worker running", "worker", "--broker", b.ep, "--heartbeat", "200ms", "echo", "--", "cat")
+	waitLog(t, a.p, `msg="peer up"`, 15*time.Second)
+	// Until A has B's state naming echo: a first ticket is answered.
+	cl, ctx, tk := submitJob(t, a.ep, "first")
+	if _, err := cl.Reply(ctx, tk, client.ReplyOptions{Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := cliStderr(t, "", "submit", "--broker", a.ep, "--wait", "echo", "second")
+	if code != 0 || stdout != "second" {
+		t.Fatalf("submit --wait: exit %d, reply %q\n%s", code, stdout, stderr)
+	}
+	if strings.Contains(stderr, "no worker serves") {
+		t.Fatalf("submit --wait at the cloud front A, answered by peer B's worker, warned: %s", strings.TrimSpace(stderr))
+	}
+}

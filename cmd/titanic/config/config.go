@@ -180,7 +180,7 @@ type PairSection struct {
 
 // PeeringSection is [peering].
 type PeeringSection struct {
-	Name        string `toml:"name" flag:"peering-name" usage:"this cluster's name among its peers; empty: no peering"`
+	Name        string `toml:"name" flag:"peering-name" usage:"this cluster's name among its peers (letters, digits, '.', '_', '-'; at most 255 bytes, as each peer's); empty: no peering"`
 	CloudListen string `toml:"cloud_listen" flag:"peering-cloud-listen" usage:"endpoint where peers send this cluster work (tcp://HOST:PORT)"`
 	StateListen string `toml:"state_listen" flag:"peering-state-listen" usage:"endpoint where this cluster publishes its free capacity (tcp://HOST:PORT)"`
 	Peers       []Peer `toml:"peers" flag:"peering-peers" usage:"the other clusters: tables {name, cloud, state, key}; on the command line NAME=CLOUD+STATE[+KEYFILE],...; with security.curve, key (each peer broker's public key file) makes the peering links CURVE, for every peer or none"`

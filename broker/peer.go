@@ -184,6 +184,62 @@ type cloudLease struct {
 // (about 30 bytes).
 const maxToken = 255
 
+// lateLease is a peer lease given up, whose reply may still come.
+type lateLease struct {
+	peer  string
+	lease Lease
+	until time.Time
+}
+
+// maxLate bounds the leases given up that are kept for a late reply: past
+// it the oldest go (their replies are then dropped as stale, and the jobs
+// run again, at least once).
+const maxLate = 4096
+
+// giveUp keeps the lease of token, just failed back to the Source, for a
+// late reply.
+func (pr *peering) giveUp(now time.Time, token string, cl *cloudLease, keep time.Duration) {
+	for len(pr.lateOrder) > 0 && (len(pr.late) >= maxLate || len(pr.lateOrder) >= 2*maxLate) {
+		delete(pr.late, pr.lateOrder[0])
+		pr.lateOrder = pr.lateOrder[1:]
+	}
+	pr.late[token] = &lateLease{peer: cl.peer, lease: cl.lease, until: now.Add(keep)}
+	pr.lateOrder = append(pr.lateOrder, token)
+}
+
+// pruneLate forgets the leases given up whose time for a late reply is
+// over.
+func (pr *peering) pruneLate(now time.Time) {
+	for len(pr.lateOrder) > 0 {
+		tok := pr.lateOrder[0]
+		if l := pr.late[tok]; l != nil {
+			if now.Before(l.until) {
+				return
+			}
+			delete(pr.late, tok)
+		}
+		pr.lateOrder = pr.lateOrder[1:]
+	}
+}
+
+// lateReply hands a peer's reply for a lease given up to the Source with
+// that lease (its Tag names the earlier dispatch): README, Guarantees, "a
+// lease from an earlier dispatch that ends late ends nothing but itself;
+// its reply is recorded if it is the first". It reports whether token was
+// such a lease of from.
+func (s *state) lateReply(from, token string, body [][]byte) bool {
+	pr := s.peering
+	l := pr.late[token]
+	if l == nil || l.peer != from {
+		return false
+	}
+	delete(pr.late, token)
+	s.c.LatePeerReplies++
+	s.log.Debug("late reply from a peer: handed on, recorded if first", "peer", from, "service", l.lease.Service)
+	s.source.Completed(l.lease, body)
+	return true
+}
+
 // cloudRoutePrefix marks the client route of a request that came from a
 // peer: "\x00peer\x00" origin "\x00" token. It cannot be a ROUTER identity
 // (those never start with a zero byte).
@@ -204,6 +260,13 @@ type peering struct {
 	cfg    PeeringConfig
 	peers  map[string]*peerState
 	leases map[string]*cloudLease // by token (run.leaseID)
+	// late are leases given up (expired, or their peer lost), by token,
+	// kept for a peer lease timeout so that the peer's late reply still
+	// reaches the Source, which records it if it is the first; lateOrder
+	// is their tokens oldest first (some already answered). Both are
+	// bounded by maxLate.
+	late      map[string]*lateLease
+	lateOrder []string
 	// held are the requests from peers this broker holds (queued or
 	// running), route → service, for the held counts of its state.
 	held map[string]string
@@ -223,7 +286,8 @@ type peering struct {
 }
 
 func newPeering(cfg PeeringConfig) *peering {
-	p := &peering{cfg: cfg, peers: make(map[string]*peerState), leases: make(map[string]*cloudLease), held: make(map[string]string), remote: make(map[string]int),
+	p := &peering{cfg: cfg, peers: make(map[string]*peerState), leases: make(map[string]*cloudLease), late: make(map[string]*lateLease),
+		held: make(map[string]string), remote: make(map[string]int),
 		run: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	for _, pc := range cfg.Peers {
 		p.peers[pc.Name] = &peerState{name: pc.Name, cfg: pc, spare: map[string]int{}, reserved: map[string]int{}, held: map[string]int{}}
@@ -288,7 +352,7 @@ func (s *state) peerStateMsg(now time.Time, frames [][]byte) {
 		// its cloud connection (probe again before sending).
 		s.log.Warn("peer restarted: its jobs go back to the queue", "peer", p.name)
 		p.routable = false
-		s.failPeerLeases(p.name, "peer "+p.name+" restarted")
+		s.failPeerLeases(now, p.name, "peer "+p.name+" restarted", false)
 		p.trusted() // a new process: what lost its jobs may be gone
 	}
 	p.run = run
@@ -385,6 +449,9 @@ func (s *state) peerAnswer(now time.Time, from string, frames [][]byte) {
 	token := string(frames[3])
 	cl := pr.leases[token]
 	if cl == nil || cl.peer != from {
+		if string(frames[2]) == "REPLY" && s.lateReply(from, token, frames[4:]) {
+			return
+		}
 		s.c.StaleReplies++
 		return
 	}
@@ -523,6 +590,7 @@ func (s *state) peerTick(now time.Time) {
 		}
 	}
 	s.expirePeerLeases(now)
+	pr.pruneLate(now)
 	dead := pr.cfg.StateEvery * time.Duration(pr.cfg.Liveness)
 	for _, p := range pr.peers {
 		if p.alive && !p.routable {
@@ -535,7 +603,8 @@ func (s *state) peerTick(now time.Time) {
 			p.alive, p.routable = false, false
 			s.reportRemote()
 			s.log.Warn("peer lost: its jobs go back to the queue", "peer", p.name, "silent", now.Sub(p.lastHeard).Round(time.Millisecond))
-			s.failPeerLeases(p.name, "peer "+p.name+" lost")
+			// A peer that was only stopped or cut off may still answer.
+			s.failPeerLeases(now, p.name, "peer "+p.name+" lost", true)
 		}
 	}
 }
@@ -584,6 +653,7 @@ func (s *state) expirePeerLeases(now time.Time) {
 		s.c.PeerLeasesExpired++
 		s.log.Warn("peer lease expired: the job goes back to the queue", "peer", cl.peer, "service", cl.lease.Service)
 		s.source.Failed(cl.lease, "peer "+cl.peer+" lease expired")
+		pr.giveUp(now, tok, cl, s.peerLeaseTimeout())
 		s.cloudDispatch(now, cl.lease.Service)
 	}
 }
@@ -606,8 +676,9 @@ func (s *state) strike(now time.Time, p *peerState, service string) {
 		"peer", p.name, "service", service, "strikes", p.strikes, "bench", bench)
 }
 
-// failPeerLeases hands every job held by peer back to the Source.
-func (s *state) failPeerLeases(peer, reason string) {
+// failPeerLeases hands every job held by peer back to the Source; late
+// keeps their leases for a late reply (see giveUp).
+func (s *state) failPeerLeases(now time.Time, peer, reason string, late bool) {
 	pr := s.peering
 	var toks []string
 	for tok, cl := range pr.leases {
@@ -626,6 +697,9 @@ func (s *state) failPeerLeases(peer, reason string) {
 		s.c.JobsFailed++
 		s.c.PeerLeasesLost++
 		s.source.Failed(cl.lease, reason)
+		if late {
+			pr.giveUp(now, tok, cl, s.peerLeaseTimeout())
+		}
 	}
 }
 

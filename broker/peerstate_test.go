@@ -110,3 +110,42 @@ func TestPeerCountingNoJobsBenched(t *testing.T) {
 		t.Fatalf("once B counted its job, it was sent %d jobs; want the 4 left", len(toks))
 	}
 }
+
+// A peer's reply for a job whose peer lease was given up (B lost, or the
+// lease expired) is handed to the Source with that lease, which records
+// it if it is the first; for a peer lease timeout only, after which it is
+// stale.
+func TestLatePeerReplyHandedOn(t *testing.T) {
+	f := newPeerFixture(t)
+	f.s.peering.cfg.LeaseTimeout = 10 * time.Second // longer than B's liveness
+	f.src.add("echo", "T1", "job")
+	f.src.add("echo", "T2", "job")
+	f.state(2, 0)
+	toks := f.requests()
+	if len(toks) != 2 {
+		t.Fatalf("requests sent to B: %q; want two", toks)
+	}
+	f.state(2, 2) // B holds both
+	// B goes silent for its liveness (3 s): lost, its jobs fail back.
+	f.now = f.now.Add(3500 * time.Millisecond)
+	f.s.tick(f.now)
+	if len(f.src.failed) != 2 || !strings.Contains(f.src.failed[0], "lost") {
+		t.Fatalf("failed after B's loss: %q", f.src.failed)
+	}
+	// B comes back and answers the first: handed on.
+	f.now = f.now.Add(100 * time.Millisecond)
+	f.s.peerAnswer(f.now, "B", frames("", "TPEER01", "REPLY", toks[0], "late"))
+	if len(f.src.completed) != 1 || !strings.HasSuffix(f.src.completed[0], " T1 late") {
+		t.Fatalf("completed after B's late reply: %q; want T1's reply handed on", f.src.completed)
+	}
+	// Once the peer lease timeout has passed, the second's is stale.
+	f.now = f.now.Add(10 * time.Second)
+	f.s.tick(f.now)
+	f.s.peerAnswer(f.now, "B", frames("", "TPEER01", "REPLY", toks[1], "too late"))
+	if len(f.src.completed) != 1 {
+		t.Fatalf("completed: %q; want B's reply a peer lease timeout after its loss dropped", f.src.completed)
+	}
+	if st := f.s.snapshot(); st.LatePeerReplies != 1 || st.StaleReplies != 1 {
+		t.Fatalf("late peer replies %d, stale replies %d; want 1 and 1", st.LatePeerReplies, st.StaleReplies)
+	}
+}

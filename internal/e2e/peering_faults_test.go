@@ -665,3 +665,54 @@ func TestSubmitWaitAtCloudFrontNoFalseWarning(t *testing.T) {
 		t.Fatalf("submit --wait at the cloud front A, answered by peer B's worker, warned: %s", strings.TrimSpace(stderr))
 	}
 }
+
+// TestLateReplyOfLostPeerRecorded: peer B takes A's job and goes silent
+// for longer than the peer liveness (3 s): A declares B lost and gives
+// its lease up (the ticket waits: B was its only worker). Then B answers
+// the job, and its state comes again. README (Guarantees): a lease from
+// an earlier dispatch that ends late "ends nothing but itself. Its reply
+// is recorded if it is the first": the ticket is answered by B's reply,
+// not sent to B again as if it had none.
+func TestLateReplyOfLostPeerRecorded(t *testing.T) {
+	cs := newPeerClusters(t, "A", "B")
+	a, b := cs[0], cs[1]
+	fp := newFakePeer(t, b)
+	a.start(t, cs)
+	cl, ctx, tk := submitJob(t, a.ep, "job")
+	req := fp.awaitRequest("echo", 15*time.Second)
+	waitLog(t, a.p, `msg="peer lost`, 15*time.Second)
+	if _, err := fp.front.SendMessage(req[0], "", "TPEER01", "REPLY", req[4], "late"); err != nil {
+		t.Fatal(err)
+	}
+	// B is back, advertising its worker, and counts the requests it gets.
+	poller := zmq.NewPoller()
+	poller.Add(fp.front, zmq.POLLIN)
+	again := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := cl.Status(ctx, tk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == "done" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ticket %s still %s 10 s after B's late reply (%d requests sent to B again)\nA:\n%s", tk, st.State, again, a.p.Tail())
+		}
+		fp.state("echo", 1, "", 0)
+		polled, err := poller.Poll(50 * time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(polled) > 0 {
+			if msg, err := fp.front.RecvMessageBytes(0); err == nil && len(msg) >= 6 && string(msg[3]) == "REQUEST" {
+				again++
+			}
+		}
+	}
+	rep, err := cl.Reply(ctx, tk, client.ReplyOptions{})
+	if err != nil || string(bytes.Join(rep, nil)) != "late" {
+		t.Fatalf("ticket %s answered %q %v; want B's late reply", tk, rep, err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -714,5 +715,59 @@ func TestLateReplyOfLostPeerRecorded(t *testing.T) {
 	rep, err := cl.Reply(ctx, tk, client.ReplyOptions{})
 	if err != nil || string(bytes.Join(rep, nil)) != "late" {
 		t.Fatalf("ticket %s answered %q %v; want B's late reply", tk, rep, err)
+	}
+}
+
+// TestLateReplyOfStoppedPeerRecorded: B's worker runs A's job; B's broker
+// is SIGSTOPped for longer than the peer liveness (3 s), and shorter than
+// its worker's (6 s), and then SIGCONTed. The worker finished meanwhile,
+// so B sends its reply on to A, which gave B's lease up when B went
+// silent (the ticket then waits for a worker: B has its only one). README
+// (Guarantees): a lease from an earlier dispatch that ends late "ends
+// nothing but itself. Its reply is recorded if it is the first": the
+// ticket is answered by that reply, and the job does not run again.
+func TestLateReplyOfStoppedPeerRecorded(t *testing.T) {
+	cs := newPeerClusters(t, "A", "B")
+	a, b := cs[0], cs[1]
+	a.start(t, cs)
+	// B and its worker heartbeat every 2 s (silent for 6 s: dead), so
+	// that the worker keeps its connection through B's stop.
+	b.p = harness.Broker(t, b.name, b.ep, b.dir, "--peering-name", b.name, "--peering-cloud-listen", b.cloud,
+		"--peering-state-listen", b.state, "--peering-peers", a.name+"="+a.cloud+"+"+a.state, "--heartbeat", "2s", "--log-level", "debug")
+	execLog := t.TempDir() + "/exec.log"
+	harness.Start(t, "worker-b", "worker running", "worker", "--broker", b.ep, "--heartbeat", "2s", "echo", "--",
+		"sh", "-c", `read -r x; printf '%s\n' "$x" >> "$1"; sleep 1; printf '%s' "$x"`, "sh", execLog)
+	waitLog(t, a.p, `msg="peer up"`, 15*time.Second)
+	// Until A has heard B's worker: one ticket through.
+	cl, ctx, tk0 := submitJob(t, a.ep, "warmup")
+	if _, err := cl.Reply(ctx, tk0, client.ReplyOptions{Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := cl.Submit(ctx, "echo", [][]byte{[]byte("job")}, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The job reaches B's worker; B stops.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, _ := os.ReadFile(execLog)
+		if strings.Contains(string(data), "job\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job never reached B's worker\n%s", b.p.Tail())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.p.Signal(syscall.SIGSTOP)
+	waitLog(t, a.p, `msg="peer lost`, 15*time.Second)
+	b.p.Signal(syscall.SIGCONT)
+	rep, err := cl.Reply(ctx, tk, client.ReplyOptions{Wait: true})
+	if err != nil || string(bytes.Join(rep, nil)) != "job" {
+		t.Fatalf("reply %q %v", rep, err)
+	}
+	data, _ := os.ReadFile(execLog)
+	if runs := strings.Count(string(data), "job\n"); runs != 1 {
+		t.Fatalf("the job ran %d times on B; its first run's reply reached A (B's first message after SIGCONT)\nA:\n%s\nB:\n%s", runs, a.p.Tail(), b.p.Tail())
 	}
 }

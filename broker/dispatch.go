@@ -22,7 +22,8 @@ func (s *state) enqueue(now time.Time, id string, m mdp.Message) {
 func (s *state) enqueueRoute(now time.Time, id, service string, body [][]byte) bool {
 	svc := s.service(service)
 	s.expire(now, svc)
-	size := bodyBytes(body)
+	// The route is held as long as the body: a peer's carries its token.
+	size := len(id) + bodyBytes(body)
 	if svc.queue.len() >= s.cfg.MaxQueue || s.queuedBytes+size > s.cfg.MaxQueuedBytes {
 		s.c.RequestsDropped++
 		s.dropped++
@@ -246,7 +247,7 @@ func (s *state) snapshot() Stats {
 	sort.Slice(st.Services, func(i, j int) bool { return st.Services[i].Name < st.Services[j].Name })
 	if s.peering != nil {
 		for _, p := range s.peering.peers {
-			st.Peers = append(st.Peers, PeerStats{Name: p.name, Alive: p.alive, Spare: maps.Clone(p.spare), Reserved: maps.Clone(p.reserved)})
+			st.Peers = append(st.Peers, PeerStats{Name: p.name, Cloud: p.cfg.Cloud, State: p.cfg.State, Alive: p.alive, Spare: maps.Clone(p.spare), Reserved: maps.Clone(p.reserved)})
 		}
 		sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Name < st.Peers[j].Name })
 	}

@@ -95,13 +95,14 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	var ps *peerSockets
 	if b.cfg.Peering != nil {
 		var err error
-		ps, err = openPeering(zctx, *b.cfg.Peering, b.cfg.Curve, &sockets)
+		ps, err = openPeering(zctx, *b.cfg.Peering, b.cfg.Curve, b.cfg.MaxMsgSize, &sockets)
 		if err != nil {
 			return err
 		}
+		ps.bound(b.cfg.MaxMsgSize, b.cfg.MaxFrames)
 		s.peering = newPeering(*b.cfg.Peering)
-		s.peering.sendPeer = routerSender(zsock.NewFrames(ps.back))
-		s.peering.sendOrigin = routerSender(zsock.NewFrames(ps.front))
+		s.peering.sendPeer = routerSender(ps.fback)
+		s.peering.sendOrigin = routerSender(ps.ffront)
 		s.peering.publish = func(frames [][]byte) error {
 			_, err := ps.pub.SendMessageDontwait(frames)
 			return err
@@ -354,9 +355,24 @@ func sendError(err error) error {
 	return fmt.Errorf("send: %w", err)
 }
 
-// peerSockets are the sockets of peering, owned by the loop.
+// peerSockets are the sockets of peering, owned by the loop, and the
+// Frames each one is read (and the cloud ones written) through.
 type peerSockets struct {
 	front, back, pub, sub *zmq.Socket
+	ffront, fback, fsub   *zsock.Frames
+}
+
+// bound makes the Frames the peering sockets are read through, with the
+// ROUTER's bounds on a whole message: maxMsg (ZMQ_MAXMSGSIZE, set by
+// openPeering) plus EnvelopeRoom, and maxFrames.
+func (ps *peerSockets) bound(maxMsg int64, maxFrames int) {
+	ps.ffront, ps.fback, ps.fsub = zsock.NewFrames(ps.front), zsock.NewFrames(ps.back), zsock.NewFrames(ps.sub)
+	for _, fr := range []*zsock.Frames{ps.ffront, ps.fback, ps.fsub} {
+		fr.SetMaxFrames(maxFrames)
+		if maxMsg > 0 {
+			fr.SetMaxBytes(int(maxMsg) + EnvelopeRoom)
+		}
+	}
 }
 
 // minConnectTimeout is the least time a connect of the peering state
@@ -373,7 +389,12 @@ const minConnectTimeout = 250 * time.Millisecond
 // the backend and subscriber connect to each peer as CURVE clients of its
 // key: libzmq takes the security options a connect finds set, so each
 // connect gets its peer's.
-func openPeering(zctx *zmq.Context, pc PeeringConfig, cc *CurveConfig, all *[]*zmq.Socket) (*peerSockets, error) {
+//
+// maxMsg (> 0) is ZMQ_MAXMSGSIZE of every peering socket, as of the
+// ROUTER: the cloud endpoint takes anyone's connection, and a peer's
+// reply or state is no more trusted than a worker's. It is set before
+// any bind or connect, which take the options they find.
+func openPeering(zctx *zmq.Context, pc PeeringConfig, cc *CurveConfig, maxMsg int64, all *[]*zmq.Socket) (*peerSockets, error) {
 	curved := pc.curved(cc)
 	ps := &peerSockets{}
 	mk := func(t zmq.Type) (*zmq.Socket, error) {
@@ -384,6 +405,11 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, cc *CurveConfig, all *[]*z
 		*all = append(*all, sk)
 		if err := sk.SetLinger(0); err != nil {
 			return nil, fmt.Errorf("peering socket: %w", err)
+		}
+		if maxMsg > 0 {
+			if err := sk.SetMaxmsgsize(maxMsg); err != nil {
+				return nil, fmt.Errorf("peering max message size: %w", err)
+			}
 		}
 		return sk, nil
 	}
@@ -398,6 +424,15 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, cc *CurveConfig, all *[]*z
 		}
 		if err := (*r).SetRouterMandatory(1); err != nil {
 			return nil, fmt.Errorf("peering router: %w", err)
+		}
+		// A peer that crashed or was cut off for good (a reboot, a NAT
+		// dropping an idle flow) leaves its old connection here, never
+		// closed: the cloud sockets do not heartbeat (see below). Its new
+		// connection has the same routing id; without handover it would
+		// be left unread while the dead one keeps the name, and every job
+		// between the two would be lost until the lease ran out.
+		if err := (*r).SetRouterHandover(true); err != nil {
+			return nil, fmt.Errorf("peering router handover: %w", err)
 		}
 	}
 	if curved {
@@ -470,13 +505,20 @@ func openPeering(zctx *zmq.Context, pc PeeringConfig, cc *CurveConfig, all *[]*z
 
 // read handles up to recvBatch waiting messages of one peering socket.
 func (ps *peerSockets) read(sk *zmq.Socket, s *state) error {
+	fr := ps.fsub
+	switch sk {
+	case ps.front:
+		fr = ps.ffront
+	case ps.back:
+		fr = ps.fback
+	}
 	for range recvBatch {
-		frames, err := zsock.RecvMessage(sk, zmq.DONTWAIT, s.cfg.MaxFrames)
+		frames, err := fr.Recv(zmq.DONTWAIT)
 		if err != nil {
 			if isAgain(err) {
 				return nil
 			}
-			if errors.Is(err, zsock.ErrTooManyFrames) {
+			if errors.Is(err, zsock.ErrTooManyFrames) || errors.Is(err, zsock.ErrTooLarge) {
 				s.tooManyFrames(time.Now(), "peering", err)
 				continue
 			}

@@ -126,6 +126,7 @@ type PeeringConfig struct {
 // peerState is what a broker knows of one peer.
 type peerState struct {
 	name      string
+	cfg       Peer           // its endpoints, for Stats
 	spare     map[string]int // advertised
 	reserved  map[string]int // jobs sent, not yet answered
 	held      map[string]int // of them, those the peer's last state counted
@@ -136,14 +137,38 @@ type peerState struct {
 	// went through). A state message can arrive before the cloud
 	// connection is made; jobs are sent only once it is.
 	routable bool
+	// strikes counts the peer leases in a row that ran out with the
+	// peer's state counting none of its jobs of their service (each
+	// bench once): the peer advertises capacity but loses what it is
+	// sent (a cloud link that delivers nothing, a broken or hostile
+	// peer). It is not booked until benchedUntil, and then one job at a
+	// time, until its state counts a job or it answers one.
+	strikes      int
+	benchedUntil time.Time
 }
 
 // free is the capacity of service this broker may still book at p: the
 // advertised spare less the jobs it sent that the peer has not counted in
-// its state yet.
+// its state yet; after a strike, one job at most until one is counted.
 func (p *peerState) free(service string) int {
-	return p.spare[service] - max(p.reserved[service]-p.held[service], 0)
+	uncounted := max(p.reserved[service]-p.held[service], 0)
+	n := p.spare[service] - uncounted
+	if p.strikes > 0 {
+		n = min(n, 1-uncounted)
+	}
+	return n
 }
+
+// bookable reports whether jobs of service may be sent to p now.
+func (p *peerState) bookable(now time.Time, service string) bool {
+	return p.alive && p.routable && !now.Before(p.benchedUntil) && p.free(service) > 0
+}
+
+// trusted clears p's strikes: it counted or answered a job.
+func (p *peerState) trusted() { p.strikes, p.benchedUntil = 0, time.Time{} }
+
+// maxBenchShift bounds a peer's bench: 2^3 = 8 peer lease timeouts.
+const maxBenchShift = 3
 
 // cloudLease is a durable job held by a peer.
 type cloudLease struct {
@@ -152,6 +177,67 @@ type cloudLease struct {
 	// deadline: renewed while the peer's state counts every job of its
 	// service from here as held (see renewPeerLeases).
 	deadline time.Time
+}
+
+// maxToken bounds the token of a request from a peer: it is kept in the
+// request's route for as long as it is held. Tokens are run.leaseID
+// (about 30 bytes).
+const maxToken = 255
+
+// lateLease is a peer lease given up, whose reply may still come.
+type lateLease struct {
+	peer  string
+	lease Lease
+	until time.Time
+}
+
+// maxLate bounds the leases given up that are kept for a late reply: past
+// it the oldest go (their replies are then dropped as stale, and the jobs
+// run again, at least once).
+const maxLate = 4096
+
+// giveUp keeps the lease of token, just failed back to the Source, for a
+// late reply.
+func (pr *peering) giveUp(now time.Time, token string, cl *cloudLease, keep time.Duration) {
+	for len(pr.lateOrder) > 0 && (len(pr.late) >= maxLate || len(pr.lateOrder) >= 2*maxLate) {
+		delete(pr.late, pr.lateOrder[0])
+		pr.lateOrder = pr.lateOrder[1:]
+	}
+	pr.late[token] = &lateLease{peer: cl.peer, lease: cl.lease, until: now.Add(keep)}
+	pr.lateOrder = append(pr.lateOrder, token)
+}
+
+// pruneLate forgets the leases given up whose time for a late reply is
+// over.
+func (pr *peering) pruneLate(now time.Time) {
+	for len(pr.lateOrder) > 0 {
+		tok := pr.lateOrder[0]
+		if l := pr.late[tok]; l != nil {
+			if now.Before(l.until) {
+				return
+			}
+			delete(pr.late, tok)
+		}
+		pr.lateOrder = pr.lateOrder[1:]
+	}
+}
+
+// lateReply hands a peer's reply for a lease given up to the Source with
+// that lease (its Tag names the earlier dispatch): README, Guarantees, "a
+// lease from an earlier dispatch that ends late ends nothing but itself;
+// its reply is recorded if it is the first". It reports whether token was
+// such a lease of from.
+func (s *state) lateReply(from, token string, body [][]byte) bool {
+	pr := s.peering
+	l := pr.late[token]
+	if l == nil || l.peer != from {
+		return false
+	}
+	delete(pr.late, token)
+	s.c.LatePeerReplies++
+	s.log.Debug("late reply from a peer: handed on, recorded if first", "peer", from, "service", l.lease.Service)
+	s.source.Completed(l.lease, body)
+	return true
 }
 
 // cloudRoutePrefix marks the client route of a request that came from a
@@ -174,6 +260,13 @@ type peering struct {
 	cfg    PeeringConfig
 	peers  map[string]*peerState
 	leases map[string]*cloudLease // by token (run.leaseID)
+	// late are leases given up (expired, or their peer lost), by token,
+	// kept for a peer lease timeout so that the peer's late reply still
+	// reaches the Source, which records it if it is the first; lateOrder
+	// is their tokens oldest first (some already answered). Both are
+	// bounded by maxLate.
+	late      map[string]*lateLease
+	lateOrder []string
 	// held are the requests from peers this broker holds (queued or
 	// running), route → service, for the held counts of its state.
 	held map[string]string
@@ -185,15 +278,19 @@ type peering struct {
 	lastAdvert map[string]int
 	// newerWarned is when a peer of a newer protocol was last logged.
 	newerWarned time.Time
-	advertAt    time.Time
-	run         string // this process, in the state it publishes
+	// unknownWarned is when a request from an unknown origin was last
+	// logged.
+	unknownWarned time.Time
+	advertAt      time.Time
+	run           string // this process, in the state it publishes
 }
 
 func newPeering(cfg PeeringConfig) *peering {
-	p := &peering{cfg: cfg, peers: make(map[string]*peerState), leases: make(map[string]*cloudLease), held: make(map[string]string), remote: make(map[string]int),
+	p := &peering{cfg: cfg, peers: make(map[string]*peerState), leases: make(map[string]*cloudLease), late: make(map[string]*lateLease),
+		held: make(map[string]string), remote: make(map[string]int),
 		run: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	for _, pc := range cfg.Peers {
-		p.peers[pc.Name] = &peerState{name: pc.Name, spare: map[string]int{}, reserved: map[string]int{}, held: map[string]int{}}
+		p.peers[pc.Name] = &peerState{name: pc.Name, cfg: pc, spare: map[string]int{}, reserved: map[string]int{}, held: map[string]int{}}
 	}
 	return p
 }
@@ -255,9 +352,13 @@ func (s *state) peerStateMsg(now time.Time, frames [][]byte) {
 		// its cloud connection (probe again before sending).
 		s.log.Warn("peer restarted: its jobs go back to the queue", "peer", p.name)
 		p.routable = false
-		s.failPeerLeases(p.name, "peer "+p.name+" restarted")
+		s.failPeerLeases(now, p.name, "peer "+p.name+" restarted", false)
+		p.trusted() // a new process: what lost its jobs may be gone
 	}
 	p.run = run
+	if held > 0 {
+		p.trusted()
+	}
 	if !p.alive {
 		s.log.Info("peer up", "peer", p.name)
 	}
@@ -266,7 +367,7 @@ func (s *state) peerStateMsg(now time.Time, frames [][]byte) {
 	s.probe(p)
 	s.reportRemote()
 	for svc := range spare {
-		if p.free(svc) > 0 {
+		if p.bookable(now, svc) {
 			s.cloudDispatch(now, svc)
 		}
 	}
@@ -297,7 +398,7 @@ func (s *state) cloudDispatch(now time.Time, service string) {
 	for {
 		var best *peerState
 		for _, p := range pr.peers {
-			if p.alive && p.routable && p.free(service) > 0 && (best == nil || p.free(service) > best.free(service)) {
+			if p.bookable(now, service) && (best == nil || p.free(service) > best.free(service)) {
 				best = p
 			}
 		}
@@ -338,15 +439,28 @@ func (s *state) peerAnswer(now time.Time, from string, frames [][]byte) {
 		s.c.Malformed++
 		return
 	}
+	// The command first: a message this broker does not understand (a
+	// newer or broken peer) must leave the lease to its expiry, or the
+	// job would stay dispatched at the Source with nothing to end it.
+	if cmd := string(frames[2]); cmd != "REPLY" && cmd != "FAIL" {
+		s.c.Malformed++
+		return
+	}
 	token := string(frames[3])
 	cl := pr.leases[token]
 	if cl == nil || cl.peer != from {
+		if string(frames[2]) == "REPLY" && s.lateReply(from, token, frames[4:]) {
+			return
+		}
 		s.c.StaleReplies++
 		return
 	}
 	delete(pr.leases, token)
-	if p := pr.peers[cl.peer]; p != nil && p.reserved[cl.lease.Service] > 0 {
-		p.reserved[cl.lease.Service]--
+	if p := pr.peers[cl.peer]; p != nil {
+		p.trusted()
+		if p.reserved[cl.lease.Service] > 0 {
+			p.reserved[cl.lease.Service]--
+		}
 	}
 	switch string(frames[2]) {
 	case "REPLY":
@@ -355,12 +469,13 @@ func (s *state) peerAnswer(now time.Time, from string, frames [][]byte) {
 	case "FAIL":
 		reason := "peer " + from
 		if len(frames) > 4 {
-			reason += ": " + string(bytes.TrimSpace(frames[4]))
+			// Bounded as a worker's reason is: it is stored with the
+			// ticket.
+			r := bytes.TrimSpace(frames[4])
+			reason += ": " + string(r[:min(len(r), maxReason)])
 		}
 		s.c.JobsFailed++
 		s.source.Failed(cl.lease, reason)
-	default:
-		s.c.Malformed++
 	}
 	s.cloudDispatch(now, cl.lease.Service)
 }
@@ -376,12 +491,12 @@ func (s *state) cloudRequest(now time.Time, origin string, frames [][]byte) {
 		return
 	}
 	if s.peering == nil || len(frames) < 6 || len(frames[0]) != 0 || string(frames[1]) != peerHeader ||
-		string(frames[2]) != "REQUEST" || len(frames[4]) == 0 || len(frames[4]) > 255 {
+		string(frames[2]) != "REQUEST" || len(frames[3]) > maxToken || len(frames[4]) == 0 || len(frames[4]) > 255 {
 		s.c.Malformed++
 		return
 	}
 	if _, known := s.peering.peers[origin]; !known {
-		s.c.Malformed++
+		s.refuseUnknownOrigin(now, origin, frames[3])
 		return
 	}
 	s.c.CloudRequests++
@@ -396,6 +511,24 @@ func (s *state) cloudRequest(now time.Time, origin string, frames [][]byte) {
 		return
 	}
 	s.peering.held[route] = service
+}
+
+// refuseUnknownOrigin answers a request from a broker this one does not
+// list as a peer (a one-sided config: the origin lists this broker, this
+// broker does not list it yet) with a FAIL that says so, and logs it at
+// most every dropLogEvery. Unanswered, the origin would wait out a peer
+// lease per attempt and fail its tickets with no word of why, on either
+// side.
+func (s *state) refuseUnknownOrigin(now time.Time, origin string, token []byte) {
+	s.c.Malformed++
+	reason := fmt.Sprintf("not a configured peer: %s does not list %s in peering.peers", s.peering.cfg.Name, origin)
+	msg := [][]byte{{}, []byte(peerHeader), []byte("FAIL"), token, []byte(reason)}
+	s.count(s.peering.sendOrigin(origin, msg))
+	if now.Sub(s.peering.unknownWarned) >= dropLogEvery {
+		s.peering.unknownWarned = now
+		s.log.Warn("refused a request from a broker that is not a configured peer: add it to peering.peers, or remove this broker from its peers",
+			"origin", routeString(origin))
+	}
 }
 
 // answerOrigin sends a worker's reply (or a failure) for a request that
@@ -457,6 +590,7 @@ func (s *state) peerTick(now time.Time) {
 		}
 	}
 	s.expirePeerLeases(now)
+	pr.pruneLate(now)
 	dead := pr.cfg.StateEvery * time.Duration(pr.cfg.Liveness)
 	for _, p := range pr.peers {
 		if p.alive && !p.routable {
@@ -469,7 +603,8 @@ func (s *state) peerTick(now time.Time) {
 			p.alive, p.routable = false, false
 			s.reportRemote()
 			s.log.Warn("peer lost: its jobs go back to the queue", "peer", p.name, "silent", now.Sub(p.lastHeard).Round(time.Millisecond))
-			s.failPeerLeases(p.name, "peer "+p.name+" lost")
+			// A peer that was only stopped or cut off may still answer.
+			s.failPeerLeases(now, p.name, "peer "+p.name+" lost", true)
 		}
 	}
 }
@@ -508,19 +643,42 @@ func (s *state) expirePeerLeases(now time.Time) {
 		cl := pr.leases[tok]
 		delete(pr.leases, tok)
 		p := pr.peers[cl.peer]
-		if p != nil && p.reserved[cl.lease.Service] > 0 {
-			p.reserved[cl.lease.Service]--
+		if p != nil {
+			s.strike(now, p, cl.lease.Service)
+			if p.reserved[cl.lease.Service] > 0 {
+				p.reserved[cl.lease.Service]--
+			}
 		}
 		s.c.JobsFailed++
 		s.c.PeerLeasesExpired++
 		s.log.Warn("peer lease expired: the job goes back to the queue", "peer", cl.peer, "service", cl.lease.Service)
 		s.source.Failed(cl.lease, "peer "+cl.peer+" lease expired")
+		pr.giveUp(now, tok, cl, s.peerLeaseTimeout())
 		s.cloudDispatch(now, cl.lease.Service)
 	}
 }
 
-// failPeerLeases hands every job held by peer back to the Source.
-func (s *state) failPeerLeases(peer, reason string) {
+// strike benches p when a lease of service ran out with p's state
+// counting none of its jobs of service: a peer whose cloud link delivers
+// nothing (a half-open connection the peer never reads) or that takes
+// jobs and drops them would otherwise be booked for every pending ticket
+// again and again, each waiting out its lease, until the tickets' attempts
+// are gone while other workers could have run them. The bench, a peer
+// lease timeout, doubles with each strike in a row, up to maxBenchShift.
+func (s *state) strike(now time.Time, p *peerState, service string) {
+	if p.held[service] > 0 || now.Before(p.benchedUntil) {
+		return // one job lost among counted ones; or benched already
+	}
+	p.strikes++
+	bench := s.peerLeaseTimeout() << min(p.strikes-1, maxBenchShift)
+	p.benchedUntil = now.Add(bench)
+	s.log.Warn("peer counted none of the jobs sent to it within its lease: not booked for a while, then one job at a time until it counts one",
+		"peer", p.name, "service", service, "strikes", p.strikes, "bench", bench)
+}
+
+// failPeerLeases hands every job held by peer back to the Source; late
+// keeps their leases for a late reply (see giveUp).
+func (s *state) failPeerLeases(now time.Time, peer, reason string, late bool) {
 	pr := s.peering
 	var toks []string
 	for tok, cl := range pr.leases {
@@ -539,6 +697,9 @@ func (s *state) failPeerLeases(peer, reason string) {
 		s.c.JobsFailed++
 		s.c.PeerLeasesLost++
 		s.source.Failed(cl.lease, reason)
+		if late {
+			pr.giveUp(now, tok, cl, s.peerLeaseTimeout())
+		}
 	}
 }
 
@@ -557,6 +718,8 @@ func mapsEqual(a, b map[string]int) bool {
 // PeerStats is what a broker knows of a peer.
 type PeerStats struct {
 	Name     string
+	Cloud    string // its cloud endpoint, as configured
+	State    string // its state endpoint, as configured
 	Alive    bool
 	Spare    map[string]int // advertised spare capacity per service
 	Reserved map[string]int // jobs this broker has sent it, not answered

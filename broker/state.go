@@ -361,10 +361,16 @@ func (s *state) answersItself(service string) bool {
 }
 
 // present answers mmi.service: a worker is registered for name (idle or
-// busy), or the broker serves it itself (a name under a handler's prefix
-// only if the handler serves it: one it refuses as unknown is not there).
+// busy), a live peer advertises it (it serves this broker's tickets: a
+// cloud front has no workers of its own, and `titanic submit --wait`
+// would warn that none serves), or the broker serves it itself (a name
+// under a handler's prefix only if the handler serves it: one it refuses
+// as unknown is not there).
 func (s *state) present(name string) bool {
 	if svc := s.services[name]; svc != nil && svc.workers > 0 {
+		return true
+	}
+	if s.peering != nil && s.peering.remote[name] > 0 {
 		return true
 	}
 	if ph := s.handlerFor(name); ph != nil {

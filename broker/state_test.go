@@ -731,7 +731,7 @@ func TestStateGate(t *testing.T) {
 func TestStateQueuedBytesBound(t *testing.T) {
 	f := newFixture(t, false)
 	f.s.cfg.MaxQueue = 1000
-	f.s.cfg.MaxQueuedBytes = 3 * (100 + 16)
+	f.s.cfg.MaxQueuedBytes = 3 * (len("C1") + 100 + 16)
 	body := strings.Repeat("x", 100)
 	for i := range 10 {
 		f.run(t, []step{{from: "C1", msg: request(fmt.Sprintf("svc%d", i), body)}})
@@ -743,7 +743,7 @@ func TestStateQueuedBytesBound(t *testing.T) {
 	// Expiry gives the room back.
 	f.run(t, []step{{at: time.Second}})
 	f.run(t, []step{{at: time.Second, from: "C1", msg: request("again", body)}})
-	if st := f.s.snapshot(); st.RequestsDropped != 7 || f.s.queuedBytes != 116 {
+	if st := f.s.snapshot(); st.RequestsDropped != 7 || f.s.queuedBytes != 118 {
 		t.Fatalf("after expiry: dropped %d, queued bytes %d", st.RequestsDropped, f.s.queuedBytes)
 	}
 }

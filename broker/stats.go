@@ -96,6 +96,10 @@ type Counters struct {
 	// state stopped counting them as held for PeeringConfig.LeaseTimeout
 	// (a request or reply lost on the cloud link).
 	PeerLeasesExpired uint64
+	// LatePeerReplies counts peers' replies for jobs whose peer lease was
+	// given up (expired, or the peer lost), handed to the Source with
+	// that lease: it records one if it is the ticket's first.
+	LatePeerReplies uint64
 	// NotActive counts client requests refused and worker READYs sent
 	// away because the Gate said this node is not active.
 	NotActive uint64

@@ -434,14 +434,37 @@ func (d *dispatcher) requeue(e *entry, due, stored time.Time, state store.State,
 }
 
 // setWorkers records the number of workers of service.
+//
+// Service names come from the network (a worker's READY, a peer's state)
+// and are told here as they come and go: a service with no worker and no
+// ticket is forgotten, or every name ever told would stay for the life of
+// the process. idleSince is kept while the service has tickets, whose
+// no-worker timeout counts from it.
 func (d *dispatcher) setWorkers(service string, n int, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.workers[service] = n
-	if n == 0 {
-		d.idleSince[service] = now
-	} else {
+	switch {
+	case n > 0:
+		d.workers[service] = n
 		delete(d.idleSince, service)
+	case d.held[service] > 0:
+		delete(d.workers, service)
+		d.idleSince[service] = now
+	default:
+		delete(d.workers, service)
+		delete(d.idleSince, service)
+	}
+}
+
+// unheldLocked forgets when service's last worker left once its last
+// ticket is gone: a ticket queued later counts its no-worker timeout from
+// its own queueing, which is later. Callers hold d.mu.
+func (d *dispatcher) unheldLocked(service string) {
+	if d.held[service]--; d.held[service] <= 0 {
+		delete(d.held, service)
+		if d.workers[service] == 0 {
+			delete(d.idleSince, service)
+		}
 	}
 }
 
@@ -527,9 +550,7 @@ func (d *dispatcher) dropResultLocked(res store.Result) {
 	} else {
 		q.delayedDisk = max(q.delayedDisk-1, 0)
 	}
-	if d.held[res.Service]--; d.held[res.Service] <= 0 {
-		delete(d.held, res.Service)
-	}
+	d.unheldLocked(res.Service)
 }
 
 func (d *dispatcher) dropLocked(id store.ID) {
@@ -539,9 +560,7 @@ func (d *dispatcher) dropLocked(id store.ID) {
 		return
 	}
 	delete(d.entries, id)
-	if d.held[e.service]--; d.held[e.service] <= 0 {
-		delete(d.held, e.service)
-	}
+	d.unheldLocked(e.service)
 	d.cached -= e.size
 	e.body, e.size = nil, 0
 	if d.unscheduleLocked(e) || e.leased {

@@ -210,10 +210,13 @@ func (o *opsSources) Status(ctx context.Context) (ops.ClusterStatus, error) {
 	if bs, err := o.b.Stats(ctx); err == nil {
 		for _, p := range bs.Peers {
 			n := 0
-			for _, v := range p.Spare {
-				n += v
+			if p.Alive {
+				// A dead peer's last state offers nothing.
+				for _, v := range p.Spare {
+					n += v
+				}
 			}
-			cs.Peers = append(cs.Peers, ops.Peer{Name: p.Name, Capacity: n})
+			cs.Peers = append(cs.Peers, ops.Peer{Name: p.Name, Addr: p.Cloud, State: p.State, Alive: p.Alive, Capacity: n})
 		}
 	}
 	if o.rep == nil {

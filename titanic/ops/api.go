@@ -670,6 +670,8 @@ type memberJSON struct {
 type peerJSON struct {
 	Name     string `json:"name"`
 	Addr     string `json:"addr"`
+	State    string `json:"state"`
+	Alive    bool   `json:"alive"`
 	Capacity int    `json:"capacity"`
 }
 

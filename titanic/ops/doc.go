@@ -102,7 +102,7 @@
 //	titanic_raft_term, titanic_raft_last_index, titanic_raft_commit_index, titanic_raft_applied_index
 //	titanic_raft_commit_lag                      commit index − applied index
 //	titanic_cluster_members                      servers in the raft configuration
-//	titanic_peers, titanic_peer_capacity         peered clusters and the spare capacity they advertise
+//	titanic_peers, titanic_peer_capacity         peered clusters and the spare capacity the live ones advertise
 //	titanic_connected_clients                    clients connected (presence)
 //	titanic_ops_source_errors_total{source}      counter: source calls that failed during scrapes
 //	go_*, process_*                              Go runtime and process (RSS, file descriptors)

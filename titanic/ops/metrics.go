@@ -119,7 +119,7 @@ func newCollector(s *Server) *collector {
 		commitLag:      d("titanic_raft_commit_lag", "Committed raft entries not applied to the local store yet (commit index - applied index)."),
 		members:        d("titanic_cluster_members", "Servers in the raft configuration (0 in single mode)."),
 		peers:          d("titanic_peers", "Peered clusters configured (see the cluster API for which are alive)."),
-		peerCapacity:   d("titanic_peer_capacity", "Spare capacity (idle workers) advertised by the peered clusters, in all."),
+		peerCapacity:   d("titanic_peer_capacity", "Spare capacity (idle workers) advertised by the live peered clusters, in all."),
 		clients:        d("titanic_connected_clients", "Clients connected now (titanic.hello presence); 0 when presence is not wired."),
 		diskFull:       d("titanic_disk_full", "1 while submits are refused because the free disk space is below limits.disk_reserve, else 0."),
 		diskFree:       d("titanic_disk_free_bytes", "Free space of the watched file system closest to its reserve (absent when the reserve is not checked)."),

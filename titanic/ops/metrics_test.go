@@ -112,7 +112,7 @@ func TestMetrics(t *testing.T) {
 		"# TYPE titanic_queue_depth gauge",
 		"# TYPE titanic_commit_duration_seconds histogram",
 		"# TYPE titanic_fsync_duration_seconds histogram",
-		"# HELP titanic_peer_capacity Spare capacity (idle workers) advertised by the peered clusters, in all.",
+		"# HELP titanic_peer_capacity Spare capacity (idle workers) advertised by the live peered clusters, in all.",
 		"# TYPE go_goroutines gauge",
 		"# TYPE process_resident_memory_bytes gauge",
 	} {

@@ -216,7 +216,12 @@ type Member struct {
 
 // Peer is a peered cluster. Placeholder until peering lands.
 type Peer struct {
-	Name, Addr string
+	// Addr is its cloud endpoint (where jobs go), State its state
+	// endpoint.
+	Name, Addr, State string
+	// Alive: its state was heard within its liveness. A dead peer's
+	// Capacity is 0: nothing can be sent to it.
+	Alive bool
 	// Capacity is the number of idle workers the peer offers.
 	Capacity int
 }

@@ -110,7 +110,7 @@ type ServiceRetry struct {
 
 // LimitsSection is [limits].
 type LimitsSection struct {
-	MaxMessageSize    Size    `toml:"max_message_size" flag:"max-message-size" usage:"largest ZeroMQ frame accepted (ZMQ_MAXMSGSIZE); a larger one drops the connection; a message larger in all (plus 64 KiB) is dropped; -1: no limit"`
+	MaxMessageSize    Size    `toml:"max_message_size" flag:"max-message-size" usage:"largest ZeroMQ frame accepted (ZMQ_MAXMSGSIZE), on the client endpoint and on the peering sockets alike; a larger one drops the connection; a message larger in all (plus 64 KiB) is dropped; -1: no limit"`
 	MaxBody           Size    `toml:"max_body" flag:"max-body" usage:"largest request body (all frames) a submit may carry; -1: no limit"`
 	PerClientInflight int     `toml:"per_client_inflight" flag:"per-client-inflight" usage:"requests one client may have in flight; beyond it: busy, retry later; -1: no limit"`
 	SubmitRate        float64 `toml:"submit_rate" flag:"submit-rate" usage:"submits per second per client; beyond it: busy, retry later; -1: no limit"`
@@ -180,7 +180,7 @@ type PairSection struct {
 
 // PeeringSection is [peering].
 type PeeringSection struct {
-	Name        string `toml:"name" flag:"peering-name" usage:"this cluster's name among its peers; empty: no peering"`
+	Name        string `toml:"name" flag:"peering-name" usage:"this cluster's name among its peers (letters, digits, '.', '_', '-'; at most 255 bytes, as each peer's); empty: no peering"`
 	CloudListen string `toml:"cloud_listen" flag:"peering-cloud-listen" usage:"endpoint where peers send this cluster work (tcp://HOST:PORT)"`
 	StateListen string `toml:"state_listen" flag:"peering-state-listen" usage:"endpoint where this cluster publishes its free capacity (tcp://HOST:PORT)"`
 	Peers       []Peer `toml:"peers" flag:"peering-peers" usage:"the other clusters: tables {name, cloud, state, key}; on the command line NAME=CLOUD+STATE[+KEYFILE],...; with security.curve, key (each peer broker's public key file) makes the peering links CURVE, for every peer or none"`

@@ -252,6 +252,11 @@ func (c Config) validateReplication(ck *checker) {
 	ck.positive("pair.heartbeat", p.Heartbeat)
 }
 
+// maxPeeringName is ZeroMQ's bound on a routing id, which a peering name
+// is on the cloud sockets: a longer own name fails at start-up ("peering
+// identity: invalid argument"), and a longer peer's name never matches.
+const maxPeeringName = 255
+
 func (c Config) validatePeering(ck *checker) {
 	pe := c.Peering
 	if pe.Name == "" {
@@ -262,8 +267,11 @@ func (c Config) validatePeering(ck *checker) {
 		}
 		return
 	}
-	if !validName(pe.Name) {
+	switch {
+	case !validName(pe.Name):
 		ck.bad("peering.name", "%q: want letters, digits, '.', '_' or '-'", pe.Name)
+	case len(pe.Name) > maxPeeringName:
+		ck.bad("peering.name", "%d bytes: at most %d (the name is the routing id of the cloud sockets)", len(pe.Name), maxPeeringName)
 	}
 	if pe.CloudListen == "" {
 		ck.bad("peering.cloud_listen", "peering needs the endpoint peers send work to")
@@ -280,6 +288,8 @@ func (c Config) validatePeering(ck *checker) {
 		switch {
 		case !validName(p.Name):
 			ck.bad("peering.peers", "peer %d: name %q: want letters, digits, '.', '_' or '-'", i+1, p.Name)
+		case len(p.Name) > maxPeeringName:
+			ck.bad("peering.peers", "peer %d: name of %d bytes: at most %d (the peer's routing id)", i+1, len(p.Name), maxPeeringName)
 		case p.Name == pe.Name:
 			ck.bad("peering.peers", "peer %q has this cluster's own name", p.Name)
 		case seen[p.Name]:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -19,6 +20,7 @@ import (
 // survives log compaction and travels in snapshots.
 //
 //	solo  big-endian index ‖ big-endian op position → kind byte ‖ ID
+//	      (a pause or resume: kind byte ‖ service name)
 var soloBucket = []byte("solo")
 
 func journalKey(index uint64, pos int) []byte {
@@ -35,7 +37,14 @@ func (t *txn) journal(index uint64, ops []Op, res []Result) error {
 		if res[i].Err != nil || res[i].Duplicate || (ops[i].Kind == OpClose || ops[i].Kind == OpPurge) && !res[i].Existed {
 			continue
 		}
-		if err := b.Put(journalKey(index, i), append([]byte{byte(ops[i].Kind)}, ops[i].ID[:]...)); err != nil {
+		rec := append([]byte{byte(ops[i].Kind)}, ops[i].ID[:]...)
+		if ops[i].Kind == OpPause || ops[i].Kind == OpResume {
+			// By service: a pause made on the side that yields is
+			// handed over too (it was journaled with the zero ticket,
+			// and handed over as a close of it, which the peer refused).
+			rec = append([]byte{byte(ops[i].Kind)}, ops[i].Service...)
+		}
+		if err := b.Put(journalKey(index, i), rec); err != nil {
 			return fmt.Errorf("put solo journal: %w", err)
 		}
 	}
@@ -74,8 +83,9 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 		retried bool
 	}
 	var (
-		order []ID
-		seen  = map[ID]*change{}
+		order  []ID
+		seen   = map[ID]*change{}
+		paused []string // services paused or resumed, in journal order
 	)
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(soloBucket)
@@ -83,7 +93,19 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 			return nil
 		}
 		c := b.Cursor()
+		pausedSeen := map[string]bool{}
 		for k, v := c.Seek(journalKey(fork+1, 0)); k != nil; k, v = c.Next() {
+			if len(v) > 0 && (OpKind(v[0]) == OpPause || OpKind(v[0]) == OpResume) {
+				// Its service, or (an older build's record) the zero
+				// ticket: nothing to hand over then.
+				if svc := string(v[1:]); len(v) != 1+len(ID{}) || !ID(v[1:]).IsZero() {
+					if !pausedSeen[svc] {
+						pausedSeen[svc] = true
+						paused = append(paused, svc)
+					}
+				}
+				continue
+			}
 			if len(v) != 1+len(ID{}) {
 				return fmt.Errorf("%w: solo journal record", ErrCorrupt)
 			}
@@ -199,6 +221,21 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 				return err
 			}
 		}
+	}
+	// The services paused or resumed alone, as they are now here.
+	var state map[string]time.Time
+	if len(paused) > 0 {
+		var err error
+		if state, err = s.Paused(ctx); err != nil {
+			return fmt.Errorf("fork ops: %w", err)
+		}
+	}
+	for _, svc := range paused {
+		op := Op{Kind: OpResume, Service: svc}
+		if at, ok := state[svc]; ok {
+			op = Op{Kind: OpPause, Service: svc, Time: at}
+		}
+		batch = append(batch, op)
 	}
 	return flush()
 }

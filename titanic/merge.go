@@ -10,8 +10,9 @@ import (
 // Merge takes in the work another history did (the node of a pair that
 // yields after a split brain hands it over; see titanic/ha): tickets it
 // minted alone (store.OpAdopt), the answers it recorded (OpReply, OpFail),
-// the failed tickets it gave another round (OpRetry) and the closes its
-// clients made (OpClose). The store applies them
+// the failed tickets it gave another round (OpRetry), the closes its
+// clients made (OpClose), and the pauses and resumes of services its
+// operators made (OpPause, OpResume: the state they left). The store applies them
 // idempotently (an adopted ticket already here is left alone, the first
 // reply wins, a ticket closed here stays closed), so a handover retried
 // after a lost answer changes nothing. Adopted unfinished tickets join
@@ -20,7 +21,7 @@ import (
 func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	for i := range ops {
 		switch ops[i].Kind {
-		case store.OpAdopt, store.OpRetry, store.OpReply, store.OpFail, store.OpCancel, store.OpClose:
+		case store.OpAdopt, store.OpRetry, store.OpReply, store.OpFail, store.OpCancel, store.OpClose, store.OpPause, store.OpResume:
 		default:
 			return fmt.Errorf("%w: %s is not a merge op", store.ErrInvalidOp, ops[i].Kind)
 		}
@@ -59,6 +60,12 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	kick := false
 	for i := range ops {
 		op, r := &ops[i], res[i]
+		if op.Kind == store.OpPause || op.Kind == store.OpResume {
+			if r.Err == nil {
+				s.setPaused(op.Service, op.Kind == store.OpPause)
+			}
+			continue
+		}
 		var e *entry
 		switch {
 		case op.Kind == store.OpAdopt && r.Err == nil && !r.Duplicate && !final[op.ID]:
@@ -82,8 +89,12 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 		s.kickSchedule()
 	}
 	for i := range ops {
-		if ops[i].Kind != store.OpAdopt && ops[i].Kind != store.OpRetry && res[i].Err == nil {
-			s.look.notify(ops[i].ID)
+		switch ops[i].Kind {
+		case store.OpAdopt, store.OpRetry, store.OpPause, store.OpResume:
+		default:
+			if res[i].Err == nil {
+				s.look.notify(ops[i].ID)
+			}
 		}
 	}
 	if _, err := s.loadCounts(ctx); err != nil {

@@ -69,3 +69,24 @@ func TestMergeQueuesAdopted(t *testing.T) {
 		t.Fatal("a submit was taken as a merge op")
 	}
 }
+
+// A pause handed over by the peer (made by an operator on the side that
+// yielded) stops the service's dispatch here, as it would have there; a
+// resume handed over starts it again.
+func TestMergePausesAndResumes(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	if err := h.svc.Merge(context.Background(), []store.Op{{Kind: store.OpPause, Service: "billing", Time: h.svc.cfg.Now()}}); err != nil {
+		t.Fatalf("merge of a pause: %v", err)
+	}
+	ticket := h.submit("billing", "x")
+	h.submit("other", "barrier") // the submit's completion ran
+	if job, ok := h.svc.Next("billing", "w"); ok {
+		t.Fatalf("ticket %s of a service paused by the handover dispatched", job.Token)
+	}
+	if err := h.svc.Merge(context.Background(), []store.Op{{Kind: store.OpResume, Service: "billing"}}); err != nil {
+		t.Fatalf("merge of a resume: %v", err)
+	}
+	if _, job := h.next("billing"); string(job.Token) != ticket {
+		t.Fatalf("dispatched %s after the resume, want %s", job.Token, ticket)
+	}
+}

@@ -242,6 +242,11 @@ func (t *txn) submit(op *Op) (Result, error) {
 	return res, nil
 }
 
+// adoptedBucket holds the ID of every ticket a store adopted (OpAdopt), so
+// that an adoption is taken once, also after the ticket was closed. Only a
+// split brain's handover adopts: it grows by the size of those.
+var adoptedBucket = []byte("adopted")
+
 // adopt takes in a ticket minted by another history (see OpAdopt).
 func (t *txn) adopt(op *Op) (Result, error) {
 	if err := checkSubmit(op); err != nil {
@@ -253,6 +258,20 @@ func (t *txn) adopt(op *Op) (Result, error) {
 		res := resultOf(&tk)
 		res.Duplicate = true
 		return res, nil
+	}
+	once, err := t.tx.CreateBucketIfNotExists(adoptedBucket)
+	if err != nil {
+		return Result{ID: op.ID}, fmt.Errorf("create adopted bucket: %w", err)
+	}
+	if once.Get(op.ID[:]) != nil {
+		// Adopted before and closed since: a handover redone (its
+		// answer lost, the yielding node killed between two batches)
+		// brought it back, pending, run again and holding its key again
+		// (found by a reviewer of the pair).
+		return Result{ID: op.ID, Duplicate: true}, nil
+	}
+	if err := once.Put(t.bufs.keep(op.ID[:]), []byte{1}); err != nil {
+		return Result{ID: op.ID}, fmt.Errorf("put adopted: %w", err)
 	}
 	// A keyed resend that reached both sides of a split made two tickets
 	// for one key: both stay, and the key names the older; the other

@@ -175,6 +175,37 @@ func linkedPairs(dir string, log *slog.Logger, p, b *pairNode, stateP, stateB bi
 	return pairP, pairB
 }
 
+// splitPair opens a pair of two voters in dir, splits it (each side
+// reforms alone and takes n tickets in) and heals the link: the state a
+// split brain's merge starts from. It returns the nodes, the tickets the
+// backup took and the backup's raft address.
+func splitPair(t *testing.T, dir string, log *slog.Logger, n int) (p, b *pairNode, onB []store.ID, addrB raft.ServerAddress) {
+	t.Helper()
+	addrP, trP := raft.NewInmemTransport("")
+	addrB, trB := raft.NewInmemTransport("")
+	trP.Connect(addrB, trB)
+	trB.Connect(addrP, trP)
+	peers := []replica.Peer{{ID: "primary", Addr: string(addrP)}, {ID: "backup", Addr: string(addrB)}}
+	p = openPairNode(t, dir, "primary", 1, addrP, trP, peers, log)
+	b = openPairNode(t, dir, "backup", 0, addrB, trB, peers, log)
+	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+	trP.DisconnectAll()
+	trB.DisconnectAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.rep.Reform(ctx); err != nil {
+		t.Fatalf("backup reform: %v", err)
+	}
+	onB = submitOn(t, b, BackupTag, n)
+	if err := p.rep.Reform(ctx); err != nil {
+		t.Fatalf("primary reform: %v", err)
+	}
+	submitOn(t, p, PrimaryTag, n)
+	trP.Connect(addrB, trB)
+	trB.Connect(addrP, trP)
+	return p, b, onB, addrB
+}
+
 func runPairs(t *testing.T, pairs ...*Pair) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, len(pairs))

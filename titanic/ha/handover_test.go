@@ -8,11 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -56,30 +53,8 @@ func (l *lossyAdopt) Request(ctx context.Context, service string, body [][]byte)
 func TestRedoneHandoverDoesNotResurrectClosedTicket(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	addrP, trP := raft.NewInmemTransport("")
-	addrB, trB := raft.NewInmemTransport("")
-	trP.Connect(addrB, trB)
-	trB.Connect(addrP, trP)
-	peers := []replica.Peer{{ID: "primary", Addr: string(addrP)}, {ID: "backup", Addr: string(addrB)}}
-	p := openPairNode(t, dir, "primary", 1, addrP, trP, peers, log)
-	b := openPairNode(t, dir, "backup", 0, addrB, trB, peers, log)
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
-
 	// The split: each side goes on alone and takes work in.
-	trP.DisconnectAll()
-	trB.DisconnectAll()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := b.rep.Reform(ctx); err != nil {
-		t.Fatalf("backup reform: %v", err)
-	}
-	onB := submitOn(t, b, BackupTag, 1)
-	if err := p.rep.Reform(ctx); err != nil {
-		t.Fatalf("primary reform: %v", err)
-	}
-	submitOn(t, p, PrimaryTag, 1)
-	trP.Connect(addrB, trB)
-	trB.Connect(addrP, trP)
+	p, b, onB, addrB := splitPair(t, dir, log, 1)
 
 	id := onB[0]
 	closed := make(chan error, 1)

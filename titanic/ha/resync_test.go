@@ -8,10 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/titanicmq/titanic/binarystar"
-	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -51,29 +48,7 @@ func (l *slowAdopt) Request(ctx context.Context, service string, body [][]byte) 
 func TestPairRejoinsAfterResyncCutShort(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	addrP, trP := raft.NewInmemTransport("")
-	addrB, trB := raft.NewInmemTransport("")
-	trP.Connect(addrB, trB)
-	trB.Connect(addrP, trP)
-	peers := []replica.Peer{{ID: "primary", Addr: string(addrP)}, {ID: "backup", Addr: string(addrB)}}
-	p := openPairNode(t, dir, "primary", 1, addrP, trP, peers, log)
-	b := openPairNode(t, dir, "backup", 0, addrB, trB, peers, log)
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
-
-	trP.DisconnectAll()
-	trB.DisconnectAll()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := b.rep.Reform(ctx); err != nil {
-		t.Fatalf("backup reform: %v", err)
-	}
-	onB := submitOn(t, b, BackupTag, 3)
-	if err := p.rep.Reform(ctx); err != nil {
-		t.Fatalf("primary reform: %v", err)
-	}
-	submitOn(t, p, PrimaryTag, 3)
-	trP.Connect(addrB, trB)
-	trB.Connect(addrP, trP)
+	p, b, onB, addrB := splitPair(t, dir, log, 3)
 
 	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive,
 		func(l adminLink) Requester { return &slowAdopt{adminLink: l} })

@@ -95,7 +95,7 @@ func runCheck(e env) error {
 // runCompact rewrites a stopped broker's data file without the space of
 // closed tickets (store.Compact), which bbolt never gives back itself.
 func runCompact(e env) error {
-	fs := newFlags(e, "compact", "[flags]   (shrink the data file of a stopped broker: one node at a time in a pair or group)")
+	fs := newFlags(e, "compact", "[flags]   (shrink the data file of a stopped broker: in a group one node at a time; a pair stopped whole)")
 	data := fs.String("data", "./titanic-data", "data directory of the broker")
 	removeOld := fs.Bool("remove-old", false, "delete the old file once the compacted one is in place and checked (default: keep it as titanic.db"+store.CompactSuffix+")")
 	if err := e.parseFlags(fs, e.args); err != nil {
@@ -113,7 +113,7 @@ func runCompact(e env) error {
 	res, err := store.Compact(ctx, path, store.CompactOptions{RemoveOld: *removeOld})
 	if err != nil {
 		if errors.Is(err, store.ErrInUse) {
-			return fmt.Errorf("%w: a broker holds %s: stop it first (in a pair or group, one node at a time)", err, path)
+			return fmt.Errorf("%w: a broker holds %s: stop it first (in a group one node at a time; a pair: stop both nodes)", err, path)
 		}
 		return err
 	}

@@ -54,3 +54,15 @@ func TestOversizedWorkerReplySaysWhy(t *testing.T) {
 		t.Errorf("a 200000-byte reply, broker --max-message-size 64KiB: exit %d, %q; want 5 and the failure naming limits.max_message_size", code, strings.TrimSpace(stderr))
 	}
 }
+
+// `titanic cluster join` against a single node said `400 unknown titanic
+// service`, which README gives as the answer of an older broker: it now
+// says the broker is a single node, with no membership to change (exit 4).
+func TestClusterJoinOnSingleNodeSaysSo(t *testing.T) {
+	ep := harness.FreeEndpoint(t)
+	harness.Broker(t, "broker", ep, t.TempDir())
+	_, stderr, code := cliStderr(t, "", "cluster", "join", "--broker", ep, "n4", "127.0.0.1:7004")
+	if code != 4 || !strings.Contains(stderr, "single node") {
+		t.Errorf("cluster join on a single node: exit %d, %q; want 4 saying it is a single node", code, strings.TrimSpace(stderr))
+	}
+}

@@ -425,7 +425,7 @@ func (p *Pair) sync(ctx context.Context) {
 		// a new pair's primary started alone refuses every client in
 		// silence.
 		p.waitWarned = true
-		p.log.Warn("not serving until this node has been in sync with its peer once: waiting for the peer; clients are refused \"not active\" meanwhile (a new pair: start both nodes)",
+		p.log.Warn("not serving until this node has been in sync with its peer once: waiting for the peer; clients are refused \"not active\" meanwhile (a new pair: start both nodes; a node restarted while its peer is down waits for it, unless it went on alone before it stopped)",
 			"peer", p.peerID, "peer_endpoint", p.peerEndpoint, "peer_raft", p.peerAddr)
 	}
 	if !active {

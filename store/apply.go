@@ -44,6 +44,10 @@ type txn struct {
 	// transaction began.
 	newerKind bool
 	format    uint32
+	// byRaise: the file is at formatV2 only because its cluster's
+	// version was raised (byRaiseKey); raise: this transaction applies
+	// such a raise.
+	byRaise, raise bool
 	// logged: the ops being applied come from a replicated log entry
 	// (every replica applies them alike), not from a local Apply.
 	logged bool
@@ -108,7 +112,17 @@ func newTxn(tx *bolt.Tx, bufs *txnBufs) (*txn, error) {
 	if v := t.meta.Get(formatKey); len(v) == 4 {
 		t.format = binary.BigEndian.Uint32(v)
 	}
+	t.byRaise = t.meta.Get(byRaiseKey) != nil
 	return t, nil
+}
+
+// kindsUsed reports whether an op of a newer kind than the first
+// release's was applied to the store (this transaction included): only
+// then are the optional newer fields (an attempt's worker and start, a
+// backoff's due time) worth keeping. A file at formatV2 because its
+// cluster's version was raised (byRaise) has none applied yet.
+func (t *txn) kindsUsed() bool {
+	return t.newerKind || t.format >= formatV2 && !t.byRaise
 }
 
 // putTicket writes a ticket's record. A store the first release may still
@@ -118,7 +132,7 @@ func newTxn(tx *bolt.Tx, bufs *txnBufs) (*txn, error) {
 // came with an op of a newer kind.
 func (t *txn) putTicket(tk *Ticket) error {
 	rec := tk
-	if !t.newerKind && t.format < formatV2 && (!tk.Started.IsZero() || tk.Worker != "") {
+	if !t.kindsUsed() && (!tk.Started.IsZero() || tk.Worker != "") {
 		c := *tk
 		c.Started, c.Worker = time.Time{}, ""
 		rec = &c
@@ -141,7 +155,7 @@ func opErr(op *Op, err error, detail string) error {
 // the transaction untouched; the error return is for bbolt failures, which
 // abort the whole transaction.
 func (t *txn) apply(op *Op) (Result, error) {
-	if op.Worker != "" && !t.newerKind && t.format < formatV2 {
+	if op.Worker != "" && !t.kindsUsed() {
 		// The worker's name alone must not move the file to formatV2:
 		// that would end a rollback to the first release without any
 		// feature of a newer kind being used. It is kept from then on.
@@ -149,7 +163,7 @@ func (t *txn) apply(op *Op) (Result, error) {
 			op = &bare
 		}
 	}
-	if op.Kind == OpRequeue && !op.Due.IsZero() && !t.logged && !t.newerKind && t.format < formatV2 {
+	if op.Kind == OpRequeue && !op.Due.IsZero() && !t.logged && !t.kindsUsed() {
 		// A backoff's due time alone must not end a rollback to
 		// the first release (one failed attempt did): a store of
 		// no cluster refuses it as a cluster at version 1 does, and
@@ -708,12 +722,22 @@ func (t *txn) finish() error {
 			return fmt.Errorf("put cluster version: %w", err)
 		}
 	}
-	if t.newerKind {
+	if t.newerKind || t.raise {
 		// The first release must not run on this store any more (see
 		// formatV2).
 		if v := t.meta.Get(formatKey); len(v) != 4 || binary.BigEndian.Uint32(v) < formatV2 {
 			if err := t.meta.Put(formatKey, binary.BigEndian.AppendUint32(nil, formatV2)); err != nil {
 				return fmt.Errorf("put format version: %w", err)
+			}
+			if !t.newerKind {
+				if err := t.meta.Put(byRaiseKey, []byte{1}); err != nil {
+					return fmt.Errorf("put format mark: %w", err)
+				}
+			}
+		}
+		if t.newerKind && t.byRaise {
+			if err := t.meta.Delete(byRaiseKey); err != nil {
+				return fmt.Errorf("delete format mark: %w", err)
 			}
 		}
 	}

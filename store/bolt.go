@@ -46,7 +46,10 @@ var (
 	allBuckets = [][]byte{metaBucket, ticketsBucket, bodiesBucket, repliesBucket, idemBucket, fifoBucket, countsBucket}
 
 	formatKey = []byte("format")
-	seqKey    = []byte("seq")
+	// byRaiseKey marks a file at formatV2 only because its cluster's
+	// version was raised: no op of a newer kind applied yet.
+	byRaiseKey = []byte("format-by-raise")
+	seqKey     = []byte("seq")
 	// appliedKey holds the highest replicated-log index applied (ApplyAt).
 	appliedKey = []byte("applied")
 	// clusterKey holds the cluster version (Entry.ClusterVersion); no
@@ -216,6 +219,9 @@ type BoltStore struct {
 	// newerFormat caches whether the data file is at formatV2 (see
 	// NewerFormat), so that callers on the broker's loop read no store.
 	newerFormat atomic.Bool
+	// newerKinds caches whether an op of a newer kind was applied (see
+	// NewerKinds).
+	newerKinds atomic.Bool
 }
 
 var _ Store = (*BoltStore)(nil)
@@ -261,6 +267,14 @@ func Open(path string, opts Options) (*BoltStore, error) {
 // store.
 func (s *BoltStore) NewerFormat() bool { return s.newerFormat.Load() }
 
+// NewerKinds reports whether an op of a newer kind than the first
+// release's was applied: a file at format 2 only because its cluster's
+// version was raised has none. Optional newer fields (Op.Worker) are
+// written only from then on, so that a raise alone writes no entry the
+// first release skips (a node rolled back as the raise committed, before
+// its store applied it, would skip them). It reads no store.
+func (s *BoltStore) NewerKinds() bool { return s.newerKinds.Load() }
+
 // loadFormat sets the NewerFormat cache from the open file (at Open and
 // after the file was swapped). A file that cannot be read leaves it as it
 // was: Open has checked the layout already.
@@ -269,8 +283,10 @@ func (s *BoltStore) loadFormat() {
 		return
 	}
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(metaBucket).Get(formatKey); len(v) == 4 {
+		meta := tx.Bucket(metaBucket)
+		if v := meta.Get(formatKey); len(v) == 4 {
 			s.newerFormat.Store(binary.BigEndian.Uint32(v) >= formatV2)
+			s.newerKinds.Store(binary.BigEndian.Uint32(v) >= formatV2 && meta.Get(byRaiseKey) == nil)
 		}
 		return nil
 	})

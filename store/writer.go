@@ -532,6 +532,7 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 		txid    int
 		applied bool // the ops are in; an error now comes from the commit
 		newer   bool // the commit moves the file to formatV2
+		raised  bool // so does its raise of the cluster version
 		size    int64
 	)
 	start := time.Now()
@@ -584,8 +585,9 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 					// any more (formatV2): rolled back, it skipped the
 					// entries it could not read and served without the
 					// tickets in them, acknowledged (found by a reviewer
-					// of upgrades).
-					t.newerKind = true
+					// of upgrades). Its optional fields stay out until a
+					// newer kind is used (kindsUsed), as before the raise.
+					t.raise = true
 				}
 			}
 			t.logged = r.index > 0
@@ -609,6 +611,7 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 			return err
 		}
 		newer = t.newerKind
+		raised = t.raise
 		applied = true
 		return nil
 	})
@@ -618,8 +621,11 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 		}
 		return nil, err
 	}
-	if newer {
+	if newer || raised {
 		s.newerFormat.Store(true)
+	}
+	if newer {
+		s.newerKinds.Store(true)
 	}
 	// For the next commit (no write transaction runs now), from the size
 	// this one began with and the free pages it left: the commit that

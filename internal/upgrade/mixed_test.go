@@ -348,16 +348,21 @@ func TestMixedGroup(t *testing.T) {
 	t.Logf("%d acks across the group's upgrade", len(acks))
 }
 
-// TestMixedPairDowngrade: a pair on the current binary goes through a
-// failover (the survivor reforms raft alone in a fenced term and the
-// killed node rejoins), then the passive is rolled back to the previous
-// release on its data, and the (new) active is SIGKILLed so that the
+// TestMixedPairDowngrade: a rolling upgrade called off. A pair of the
+// previous release has its primary upgraded (the cluster version stays at
+// 1: the other node reports no version), goes through a failover (the
+// survivor reforms raft alone in a fenced term and the killed node
+// rejoins), then the upgraded node, passive now, is rolled back to the
+// previous release on its data, and the active is SIGKILLed so that the
 // rolled-back node must take over and serve what the new one wrote.
 //
 // The old binary starts on the new one's data without a word (no refusal,
-// no corruption report). The new active, which reformed raft alone when
-// the passive stopped, finds that the rolled-back node cannot reconcile
-// (no titanic.cluster.history) and adds it back as v0.1.0 expects.
+// no corruption report). A new active that reformed raft alone when its
+// passive stopped finds that the rolled-back node cannot reconcile (no
+// titanic.cluster.history) and adds it back as v0.1.0 expects. (Once both
+// nodes run the current release the cluster version is raised within a
+// second, which moves the data files to format 2: a rollback is then
+// refused, TestRollbackAfterVersionRaiseRefused.)
 func TestMixedPairDowngrade(t *testing.T) {
 	_, oldBin, newBin := binaries(t)
 	primary, backup := pairNodes(t)
@@ -365,7 +370,7 @@ func TestMixedPairDowngrade(t *testing.T) {
 	brokers := endpoints(all...)
 	dg := func() string { return diag(all...) }
 	primary.mustStart(t, "new", newBin, all...)
-	backup.mustStart(t, "new", newBin, all...)
+	backup.mustStart(t, "old", oldBin, all...)
 	defer func() { t.Logf("WARN/ERROR lines of the nodes:\n%s", warnings(all...)) }()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -376,9 +381,21 @@ func TestMixedPairDowngrade(t *testing.T) {
 	active, _ := waitPairHealthy(t, ctx, primary, backup, 30*time.Second, "new pair")
 	active.kill()
 	ld.progress(t, 30, 30*time.Second, "acks after SIGKILL of the active "+active.name, dg)
-	active.mustStart(t, "new", newBin, all...)
-	active, passive := waitPairHealthy(t, ctx, primary, backup, 30*time.Second, "new pair after the failover")
+	which, bin := "new", newBin
+	if active == backup {
+		which, bin = "old", oldBin
+	}
+	active.mustStart(t, which, bin, all...)
+	active, passive := waitPairHealthy(t, ctx, primary, backup, 30*time.Second, "pair after the failover")
 	ld.progress(t, 30, 30*time.Second, "acks after the failover", dg)
+	if passive != primary {
+		// The upgraded node must be the passive one to roll back:
+		// hand the active role over by a failover.
+		active.kill()
+		ld.progress(t, 30, 30*time.Second, "acks after SIGKILL of the active "+active.name, dg)
+		active.mustStart(t, "old", oldBin, all...)
+		active, passive = waitPairHealthy(t, ctx, primary, backup, 30*time.Second, "pair after the second failover")
+	}
 
 	t.Logf("roll the passive %s back to the old binary", passive.name)
 	passive.stop(t)
@@ -389,7 +406,7 @@ func TestMixedPairDowngrade(t *testing.T) {
 	waitPairHealthy(t, ctx, primary, backup, 30*time.Second, "pair with the passive rolled back")
 	ld.progress(t, 30, 30*time.Second, "acks with the passive rolled back", dg)
 
-	t.Logf("SIGKILL the new active %s: the rolled-back %s must take over", active.name, passive.name)
+	t.Logf("SIGKILL the active %s: the rolled-back %s must take over", active.name, passive.name)
 	active.kill()
 	ld.progress(t, 30, 30*time.Second, "acks served by the rolled-back node", dg)
 	active.mustStart(t, "new", newBin, all...)

@@ -91,7 +91,7 @@ func (n *Node) admit(ops []store.Op, done func(store.Done)) ([]store.Op, func(st
 			// this store applies (the first moves every member's data
 			// file to format 2 and so ends a rollback to the first
 			// release: a name is not worth that).
-			if bare.Version() < need && (need > cluster || !n.st.NewerFormat()) {
+			if bare.Version() < need && (need > cluster || !n.st.NewerKinds()) {
 				if !stripped {
 					ops, stripped = slices.Clone(ops), true
 				}

@@ -114,12 +114,13 @@ func TestAnnounceLeaderOnly(t *testing.T) {
 }
 
 // A worker's name is an optional field of a newer ops record: the leader
-// drops it while its cluster cannot read it, so that naming workers never
-// ends a rollback to the first release by itself. The raise of the
-// cluster version moves every store to format 2 (the first release, which
-// skips entries it cannot read, must not start on a raised cluster's
-// store: rolled back, it served without acknowledged tickets); from then
-// on every member records the name.
+// drops it while its cluster cannot read it, and also after the raise of
+// the cluster version until an op of a newer kind has been applied, so
+// that the raise alone writes no entry the first release skips. The raise
+// moves every store to format 2 (the first release, which skips entries
+// it cannot read, must not start on a raised cluster's store: rolled back,
+// it served without acknowledged tickets). After a newer kind, every
+// member records the name.
 func TestWorkerNameWaitsForFormat2(t *testing.T) {
 	ms, _ := cluster(t, 3)
 	l := leader(t, ms)
@@ -177,13 +178,22 @@ func TestWorkerNameWaitsForFormat2(t *testing.T) {
 	}
 	waitVersion()
 	for i, name := range attempt("0x00aabbccdd") {
-		if name != "0x00aabbccdd" {
-			t.Fatalf("%s recorded worker %q after the raise (format 2), want 0x00aabbccdd", ms[i].id, name)
+		if name != "" {
+			t.Fatalf("%s recorded worker %q after the raise alone", ms[i].id, name)
 		}
 	}
 	for _, m := range ms {
-		if !m.st.NewerFormat() {
-			t.Fatalf("%s: the raise of the cluster version left the store at format 1", m.id)
+		if !m.st.NewerFormat() || m.st.NewerKinds() {
+			t.Fatalf("%s: after the raise, format 2 %v and newer kinds %v, want format 2 and none", m.id, m.st.NewerFormat(), m.st.NewerKinds())
+		}
+	}
+	id := failedTicket(t, l)
+	if res, err := l.n.Apply(ctx, []store.Op{{Kind: store.OpRetry, ID: id, Time: time.Now()}}); err != nil || res[0].Err != nil {
+		t.Fatalf("retry: %v %+v", err, res)
+	}
+	for i, name := range attempt("0x00aabbccdd") {
+		if name != "0x00aabbccdd" {
+			t.Fatalf("%s recorded worker %q after a retry, want 0x00aabbccdd", ms[i].id, name)
 		}
 	}
 }

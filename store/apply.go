@@ -172,7 +172,13 @@ func (t *txn) apply(op *Op) (Result, error) {
 		// formatV2 takes it.
 		return Result{ID: op.ID, Err: &ClusterVersionError{Kind: op.Kind, Need: opsRecordV3, Have: opsRecordV1}}, nil
 	}
-	t.newerKind = t.newerKind || op.Version() > opsRecordV1
+	// An undispatch writes only what the first release reads (state,
+	// attempts): applied locally, with no log that the first release
+	// would meet, it must not end a rollback to it (a send that failed
+	// at once did; found by a reviewer of the day's changes).
+	if op.Kind != OpUndispatch || t.logged {
+		t.newerKind = t.newerKind || op.Version() > opsRecordV1
+	}
 	switch op.Kind {
 	case OpPause, OpResume:
 		return t.pause(op)

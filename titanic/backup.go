@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
@@ -98,10 +99,24 @@ func (s *Service) writeBackup(ctx context.Context, name string) (string, int64, 
 	// written meanwhile (the check before the copy is only the early
 	// answer).
 	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
+		switch {
+		case errors.Is(err, fs.ErrExist):
 			return "", 0, fmt.Errorf("backup %s exists in the backup directory: %w", name, err)
+		case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.ENOTSUP), errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.EMLINK):
+			// A file system without hard links (CIFS, exFAT, FUSE
+			// object stores): the check and the rename, which leave
+			// a moment in which another backup of the name could be
+			// replaced (backups run one at a time, so only one that
+			// is not this broker's).
+			if _, serr := os.Lstat(path); serr == nil {
+				return "", 0, fmt.Errorf("backup %s exists in the backup directory: %w", name, fs.ErrExist)
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				return "", 0, fmt.Errorf("rename: %w", err)
+			}
+		default:
+			return "", 0, fmt.Errorf("link: %w", err)
 		}
-		return "", 0, fmt.Errorf("link: %w", err)
 	}
 	if d, err := os.Open(s.cfg.BackupDir); err == nil {
 		_ = d.Sync()

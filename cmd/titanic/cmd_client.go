@@ -330,7 +330,11 @@ func printReply(e env, cf clientFlags, c *client.Client, ticket string, wait, as
 // --wait-timeout) ends it.
 func waitThrough(e env, ctx context.Context, c *client.Client, ticket string) ([][]byte, error) {
 	frames, err := c.Reply(ctx, ticket, client.ReplyOptions{})
-	if !errors.Is(err, client.ErrPending) {
+	// A broker's passing 500 (busy, or a pair's "not ready" for a
+	// ticket its peer may hold) is waited through, as c.Wait does: it
+	// ended the wait as a failure (exit 5, found by a reviewer), which
+	// tells a script to resubmit a ticket that may be done.
+	if !errors.Is(err, client.ErrPending) && !errors.Is(err, client.ErrServer) {
 		return frames, err
 	}
 	warned := false

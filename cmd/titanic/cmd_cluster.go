@@ -78,7 +78,7 @@ func clusterChange(e env, cf clientFlags, service string, args ...string) error 
 	if tsp.Is(rep, tsp.CodeUnknown, tsp.UnknownService) {
 		// A single node has no cluster services; an older broker's
 		// answer would be the same, but it would have them for a group.
-		return fmt.Errorf("%s: the broker answered %q: it is a single node (no pair or raft group), which has no membership to change: %w", service, rep[1], client.ErrRejected)
+		return fmt.Errorf("%s: the broker answered %q: it is a single node (no pair or raft group), which has no membership to change: %w", service, rep[len(rep)-1], client.ErrRejected)
 	}
 	if len(rep) == 0 || string(rep[0]) != "200" {
 		return adminRefusal(service, rep)

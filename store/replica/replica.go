@@ -1517,12 +1517,16 @@ func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
 		})
 		defer stop()
 		if err := n.copyStore(cctx, filepath.Join(aside, "titanic.db")); err != nil {
+			// Nothing moved: no copy kept either (a round that fails
+			// again and again must not fill the disk with them).
+			_ = os.RemoveAll(aside)
 			return fmt.Errorf("resync: %w", err)
 		}
 	}
 	n.life.Lock()
 	defer n.life.Unlock()
 	if err := n.stopCurrent(); err != nil {
+		_ = os.RemoveAll(aside)
 		return err
 	}
 	if err := n.logs.Close(); err != nil {
@@ -1531,6 +1535,7 @@ func (n *Node) Resync(ctx context.Context, keepStore bool, aside string) error {
 	if err := os.Rename(n.cfg.Dir, filepath.Join(aside, "raft")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		// Nothing moved: raft goes on as it was, and a later round
 		// tries again.
+		_ = os.RemoveAll(aside)
 		if rerr := n.reopen(); rerr != nil {
 			return fmt.Errorf("resync: move raft state aside: %w (and raft did not start again: %w)", err, rerr)
 		}

@@ -213,6 +213,10 @@ type result struct {
 	err    error
 }
 
+// maxID bounds Config.ID: what the broker takes in a hello
+// (titanic.MaxClientID).
+const maxID = 128
+
 // New returns a Client. It does not connect until the first call; its
 // connections are made by the I/O thread of Config.Context, or of its own
 // context, started here on the calling thread (whose network namespace
@@ -226,6 +230,16 @@ func New(cfg Config) (*Client, error) {
 		if err := CheckEndpoint(b); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
+	}
+	for _, n := range cfg.Notify {
+		if err := CheckEndpoint(n); err != nil {
+			return nil, fmt.Errorf("%w: notify: %w", ErrConfig, err)
+		}
+	}
+	if len(cfg.ID) > maxID {
+		// The broker refuses the hello of a longer id, and the client
+		// would never be present (found by an outside-in tester).
+		return nil, fmt.Errorf("%w: id of %d bytes: at most %d", ErrConfig, len(cfg.ID), maxID)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = d.Timeout

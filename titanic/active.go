@@ -95,7 +95,7 @@ func (s *Service) Close(ctx context.Context, id store.ID) error {
 			s.forgetResult(res)
 			s.tallyClose(res)
 			s.stats.closes.Add(1)
-			s.closed(id)
+			s.closed(id, res.Service)
 			done <- nil
 		}
 	}})

@@ -269,6 +269,11 @@ func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
 // (dispatcher.requeue).
 func (s *Service) requeue(e *entry, due, stored time.Time, state store.State) {
 	s.apply(s.d.requeue(e, due, stored, state, s.cfg.Now()))
+	if state == store.StatePending {
+		// Pending again, as recorded: a redelivery's subscribers hear of
+		// it (found by an outside-in tester).
+		s.note(e.id, "pending", e.service)
+	}
 }
 
 // Workers implements broker.Source.

@@ -127,7 +127,7 @@ func (s *Service) purge(id store.ID, done func(error)) error {
 			s.forget(id)
 			s.tallyClose(res)
 			s.stats.closes.Add(1)
-			s.closed(id)
+			s.closed(id, res.Service)
 		}
 		done(err)
 	})
@@ -293,7 +293,22 @@ func (s *Service) serveLifecycle(req broker.Request) [][]byte {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			as, err := s.Attempts(ctx, id)
-			if err != nil {
+			if err == nil && len(as) == 0 {
+				// The store keeps nothing for a ticket without failed
+				// attempts: an unknown one is said so, as every lookup
+				// does (it answered 200 []).
+				if _, gerr := s.st.Get(ctx, id); gerr != nil {
+					err = elsewhere(s.cfg, id, gerr)
+				}
+			}
+			switch {
+			case errors.Is(err, ErrNotMerged):
+				s.answer(req.Client, req.Service, replyText(tsp.CodeError, NotMerged))
+				return
+			case errors.Is(err, store.ErrNotFound):
+				s.answer(req.Client, req.Service, replyText(tsp.CodeUnknown, string(tsp.UnknownTicket)))
+				return
+			case err != nil:
 				s.answer(req.Client, req.Service, replyText(tsp.CodeError, "attempts: "+err.Error()))
 				return
 			}

@@ -51,7 +51,7 @@ func (s *Service) sweep(ctx context.Context) int {
 				s.forgetResult(res)
 				s.stats.expired.Add(1)
 				s.tallyClose(res)
-				s.look.notify(res.ID)
+				s.closed(res.ID, res.Service)
 			}
 		}}
 	}

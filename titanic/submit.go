@@ -156,7 +156,7 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 		}
 		s.stats.closes.Add(1)
 		if res.Existed {
-			s.closed(id)
+			s.closed(id, res.Service)
 		}
 		s.answer(req.Client, req.Service, reply(tsp.CodeOK))
 	}})
@@ -169,8 +169,8 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 // closed tells subscribers and the parked waits of a ticket that it was
 // closed: a wait answers 400 (unknown) at once, not 300 at its timeout
 // after a lookup answered 400.
-func (s *Service) closed(id store.ID) {
-	s.note(id, "closed", "")
+func (s *Service) closed(id store.ID, service string) {
+	s.note(id, "closed", service)
 	s.look.notify(id)
 }
 

@@ -391,6 +391,11 @@ func (n *Node) raftConfig() *raft.Config {
 	rc.Logger = n.hclog()
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
+	// A member removed (titanic cluster leave) keeps its raft running,
+	// outside the configuration: shut down, it was a broker with a dead
+	// raft port that, joined again, stayed a nonvoter for good (found by
+	// a tester of the group under faults).
+	rc.ShutdownOnRemove = false
 	return rc
 }
 

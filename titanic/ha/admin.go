@@ -120,6 +120,9 @@ func (a *Admin) Serves(service string) bool { return tsp.AdminServed(service) }
 
 func text(code, msg string) [][]byte { return [][]byte{[]byte(code), []byte(msg)} }
 
+// catchingUp starts the refusal of a vote asked too far behind.
+const catchingUp = "catching up"
+
 // memberIDs lists the members' IDs, for refusals.
 func (a *Admin) memberIDs() string {
 	ms, err := a.node.Members()
@@ -147,12 +150,23 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		return a.status()
 	case tsp.SvcJoin:
 		nonvoter := len(req.Body) == 3 && string(req.Body[2]) == tsp.JoinNonvoter
-		vote := len(req.Body) == 3 && string(req.Body[2]) == tsp.JoinVoter
+		vote := (len(req.Body) == 3 || len(req.Body) == 4) && string(req.Body[2]) == tsp.JoinVoter
 		if len(req.Body) != 2 && !nonvoter && !vote || len(req.Body[0]) == 0 || len(req.Body[1]) == 0 {
-			return text("400", "want [node id | raft address], or [node id | raft address | "+tsp.JoinNonvoter+" or "+tsp.JoinVoter+"]")
+			return text("400", "want [node id | raft address], or [node id | raft address | "+tsp.JoinNonvoter+" or "+tsp.JoinVoter+" [| applied index]]")
 		}
 		if !a.node.IsLeader() {
 			return text(tsp.CodeError, string(tsp.NotActive))
+		}
+		if vote && len(req.Body) == 4 {
+			// A member asking for its vote says how far it has applied:
+			// only the leader knows how far that is from the commit.
+			applied, err := strconv.ParseUint(string(req.Body[3]), 10, 64)
+			if err != nil {
+				return text("400", fmt.Sprintf("applied index %q", req.Body[3]))
+			}
+			if c := a.node.Status().CommitIndex; applied+voteSlack < c {
+				return text("400", fmt.Sprintf("%s: %d entries behind the commit index %d", catchingUp, c-applied, c))
+			}
 		}
 		id, addr := string(req.Body[0]), string(req.Body[1])
 		if other, ok := a.node.MemberAt(id, ""); ok && other.Addr != addr {

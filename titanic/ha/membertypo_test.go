@@ -3,10 +3,13 @@ package ha
 import (
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -51,5 +54,40 @@ func TestMembershipTyposRefused(t *testing.T) {
 	// (a pair's passive asks so after a restart).
 	if rep := admin.serve(broker.Request{Service: tsp.SvcJoin, Body: [][]byte{[]byte(id), []byte(addr)}}); string(rep[0]) != "200" {
 		t.Fatalf("join of %s at its own address: %q", id, rep)
+	}
+}
+
+// A member asks for its vote with its applied index, and the leader keeps
+// the vote until it is within voteSlack of the leader's commit index: the
+// member's own commit index is capped at what it holds, so it asked, and
+// was given its vote, thousands of entries behind (found by a tester of
+// the group under faults). An operator's `cluster join --voter` (no
+// applied index) is taken as asked.
+func TestVoteOnlyWhenCaughtUp(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	nodes, _, _ := memGroup(t, 3)
+	leader := leaderOf(t, nodes)
+	for i := 0; leader.Status().CommitIndex <= 2*voteSlack; i++ {
+		if _, err := leader.Apply(t.Context(), []store.Op{{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: "s", Body: [][]byte{[]byte("x")}}}); err != nil {
+			t.Fatalf("submit %d: %v", i, err)
+		}
+	}
+	follower := nodes[0]
+	if follower == leader {
+		follower = nodes[1]
+	}
+	id, addr := follower.Self()
+	admin := NewAdmin(leader, nil, log)
+	ask := func(applied uint64) [][]byte {
+		return admin.serve(broker.Request{Service: tsp.SvcJoin, Body: [][]byte{[]byte(id), []byte(addr), []byte(tsp.JoinVoter), []byte(strconv.FormatUint(applied, 10))}})
+	}
+	if rep := ask(1); len(rep) != 2 || string(rep[0]) != "400" || !strings.HasPrefix(string(rep[1]), catchingUp) {
+		t.Fatalf("vote asked far behind: %q, want 400 %s", rep, catchingUp)
+	}
+	if rep := ask(leader.Status().CommitIndex); string(rep[0]) != "200" {
+		t.Fatalf("vote asked caught up: %q", rep)
+	}
+	if rep := admin.serve(broker.Request{Service: tsp.SvcJoin, Body: [][]byte{[]byte(id), []byte(addr), []byte(tsp.JoinVoter)}}); string(rep[0]) != "200" {
+		t.Fatalf("an operator's join --voter: %q", rep)
 	}
 }

@@ -392,10 +392,16 @@ func (v *Versions) askVote(ctx context.Context, peer Requester) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*v.interval)
 	defer cancel()
-	rep, err := peer.Request(cctx, tsp.SvcJoin, [][]byte{[]byte(v.self), []byte(m.Addr), []byte(tsp.JoinVoter)})
+	// With its applied index: its own commit index is capped at the
+	// last entry it holds, so only the leader can tell how far behind it
+	// is (it was given its vote thousands of entries behind; found by a
+	// tester of the group under faults).
+	rep, err := peer.Request(cctx, tsp.SvcJoin, [][]byte{[]byte(v.self), []byte(m.Addr), []byte(tsp.JoinVoter), []byte(strconv.FormatUint(st.AppliedIndex, 10))})
 	switch {
 	case err != nil:
 		v.log.Debug("asking the leader for a vote", "err", err)
+	case len(rep) > 1 && string(rep[0]) == "400" && strings.HasPrefix(string(rep[1]), catchingUp):
+		v.log.Debug("the leader keeps this node's vote until it has caught up", "answer", string(rep[1]))
 	case len(rep) == 0 || string(rep[0]) != tsp.CodeOK:
 		v.log.Warn("the leader did not give this node its vote", "answer", fmt.Sprintf("%q", rep))
 	default:

@@ -116,6 +116,9 @@ type HTTPConfig struct {
 
 // Node is one assembled titanic node.
 type Node struct {
+	// readies are what "broker ready" waits for beside the broker (the
+	// notification publisher's bind).
+	readies   []<-chan struct{}
 	cfg       Config
 	log       *slog.Logger
 	path      string
@@ -272,6 +275,9 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	if pub != nil {
 		n.roles = append(n.roles, pub.Run) // a failure stops the node, with its error
+		// "broker ready" waits for its bind too: it was said, then the
+		// node stopped for a taken port (found by an outside-in tester).
+		n.readies = append(n.readies, pub.Ready())
 	}
 	return n, nil
 }
@@ -422,6 +428,13 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	go func() {
+		for _, r := range n.readies {
+			select {
+			case <-r:
+			case <-run.Done():
+				return
+			}
+		}
 		select {
 		case <-n.b.Ready():
 			// The one start-up "ready" line (the broker's own is Debug).

@@ -44,6 +44,9 @@ type Publisher struct {
 	sent     atomic.Uint64
 }
 
+// notifyHWM bounds the events queued for one subscriber.
+const notifyHWM = 1000
+
 // New returns a Publisher that will bind endpoint when Run.
 func New(endpoint string, log *slog.Logger) *Publisher {
 	if log == nil {
@@ -93,7 +96,13 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	defer pub.Close()
 	_ = pub.SetLinger(0)
-	_ = pub.SetSndhwm(100_000)
+	// A subscriber that does not read costs this many queued events,
+	// then its events are dropped (README: notifications are a hint);
+	// at 100,000 each stalled subscriber held ~25 MiB, and anyone may
+	// connect. A subscription (a topic) is under 300 bytes: nothing
+	// larger is read (found by an outside-in tester).
+	_ = pub.SetSndhwm(notifyHWM)
+	_ = pub.SetMaxmsgsize(4096)
 	if err := pub.Bind(p.endpoint); err != nil {
 		return fmt.Errorf("notify: bind %s: %w", p.endpoint, err)
 	}

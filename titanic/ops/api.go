@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -422,6 +423,12 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeError(w, http.StatusBadRequest, "submit: %v", err)
+		return
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		// Trailing data (a second object, garbage) was dropped and the
+		// first submitted (found by an outside-in tester).
+		writeError(w, http.StatusBadRequest, "submit: want one JSON object, found more after it")
 		return
 	}
 	var body [][]byte

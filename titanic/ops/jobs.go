@@ -146,6 +146,10 @@ func (s *Server) cancelTicket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `cancel: want no body or {"reason": TEXT}: %v`, err)
 		return
 	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, `cancel: want no body or one {"reason": TEXT}`)
+		return
+	}
 	if len(req.Reason) > 1024 {
 		writeError(w, http.StatusBadRequest, "cancel: reason longer than 1024 bytes")
 		return

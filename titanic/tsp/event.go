@@ -41,9 +41,9 @@ type Event struct {
 }
 
 // Final reports whether the event ends a wait for its ticket: answered,
-// failed for good, or closed.
+// failed for good, cancelled, or closed.
 func (ev Event) Final() bool {
-	return ev.State == "done" || ev.State == "failed" || ev.State == "closed"
+	return ev.State == "done" || ev.State == "failed" || ev.State == "cancelled" || ev.State == "closed"
 }
 
 // Topics are the topics ev is published on, one message each.

@@ -213,11 +213,19 @@ type AttemptJSON struct {
 }
 
 // Attempts returns a ticket's attempts that ended without a reply, oldest
-// first (the dead letters' history).
+// first (the dead letters' history). An unknown ticket is store.ErrNotFound
+// (ErrNotMerged when the pair's peer may hold it).
 func (s *Service) Attempts(ctx context.Context, id store.ID) ([]AttemptJSON, error) {
 	as, err := s.st.Attempts(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	if len(as) == 0 {
+		// The store keeps nothing for a ticket without failed attempts:
+		// an unknown one is said so, as every lookup does.
+		if _, err := s.st.Get(ctx, id); err != nil {
+			return nil, elsewhere(s.cfg, id, err)
+		}
 	}
 	out := make([]AttemptJSON, 0, len(as))
 	for _, a := range as {
@@ -293,14 +301,6 @@ func (s *Service) serveLifecycle(req broker.Request) [][]byte {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			as, err := s.Attempts(ctx, id)
-			if err == nil && len(as) == 0 {
-				// The store keeps nothing for a ticket without failed
-				// attempts: an unknown one is said so, as every lookup
-				// does (it answered 200 []).
-				if _, gerr := s.st.Get(ctx, id); gerr != nil {
-					err = elsewhere(s.cfg, id, gerr)
-				}
-			}
 			switch {
 			case errors.Is(err, ErrNotMerged):
 				s.answer(req.Client, req.Service, replyText(tsp.CodeError, NotMerged))

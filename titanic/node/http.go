@@ -108,7 +108,8 @@ func (o *opsSources) Resume(ctx context.Context, service string) error {
 }
 
 func (o *opsSources) Attempts(ctx context.Context, id store.ID) ([]titanic.AttemptJSON, error) {
-	return o.svc.Attempts(ctx, id)
+	as, err := o.svc.Attempts(ctx, id)
+	return as, opsError(err)
 }
 
 // Paused reads the store, so that a follower shows the pauses too.

@@ -11,17 +11,26 @@ import (
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
-func TestPublishAndParse(t *testing.T) {
+// startPublisher runs a Publisher on a free port until cancel; done
+// carries Run's result.
+func startPublisher(t *testing.T) (*Publisher, context.CancelFunc, <-chan error) {
+	t.Helper()
 	p := New("tcp://127.0.0.1:*", nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	select {
 	case <-p.Ready():
 	case err := <-done:
+		cancel()
 		t.Fatal(err)
 	}
+	return p, cancel, done
+}
+
+func TestPublishAndParse(t *testing.T) {
+	p, cancel, done := startPublisher(t)
+	defer cancel()
 	zctx, _ := zmq.NewContext()
 	defer zctx.Term()
 	sub, _ := zctx.NewSocket(zmq.SUB)
@@ -66,16 +75,8 @@ func TestPublishAndParse(t *testing.T) {
 // (a 256 MiB one took a broker from 20 to 276 MiB; found by an outside-in
 // tester).
 func TestHugeSubscriptionRefused(t *testing.T) {
-	p := New("tcp://127.0.0.1:*", nil)
-	ctx, cancel := context.WithCancel(context.Background())
+	p, cancel, _ := startPublisher(t)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	select {
-	case <-p.Ready():
-	case err := <-done:
-		t.Fatal(err)
-	}
 	zctx, _ := zmq.NewContext()
 	defer zctx.Term()
 	sub := func(topic string) *zmq.Socket {

@@ -186,15 +186,6 @@ func (s *Server) attempts(w http.ResponseWriter, r *http.Request) {
 		s.sourceError(w, r, "attempts", err)
 		return
 	}
-	if len(as) == 0 && s.cfg.Tickets != nil {
-		// The store keeps no record for a ticket without failed attempts,
-		// so none looks like a ticket never submitted: as every ticket
-		// endpoint, answer 404 for an unknown one.
-		if _, _, err := s.cfg.Tickets.Ticket(ctx, id); err != nil {
-			s.sourceError(w, r, "attempts", err)
-			return
-		}
-	}
 	if as == nil {
 		as = []titanic.AttemptJSON{}
 	}

@@ -210,6 +210,9 @@ type Node struct {
 	// stopRaft).
 	stopMu   sync.Mutex
 	stopping map[*raft.Raft]raft.Future
+	// aborts cuts the RPCs in flight of each raft instance started on a
+	// progressLayer (see stopRaft).
+	aborts map[*raft.Raft]func()
 
 	// solo is set while this node's raft has it as the only voter of a
 	// fenced (pair) configuration: the entries it writes then are marked
@@ -300,6 +303,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		notify:   make(chan bool, 64),
 		leaderCh: make(chan bool, 64),
 		stopping: map[*raft.Raft]raft.Future{},
+		aborts:   map[*raft.Raft]func(){},
 		relog:    make(chan struct{}, 1),
 	}
 	n.fsm = &fsm{st: st, log: n.log, self: raft.ServerID(cfg.ID), fatal: make(chan error, 1)}
@@ -399,32 +403,36 @@ func (n *Node) raftConfig() *raft.Config {
 	return rc
 }
 
-func (n *Node) transport() (raft.Transport, error) {
+// transport returns raft's transport and what cuts its RPCs in flight
+// (nil: the one Config gave).
+func (n *Node) transport() (raft.Transport, func(), error) {
 	if n.cfg.Transport != nil {
-		return n.cfg.Transport, nil
+		return n.cfg.Transport, nil, nil
 	}
 	adv, err := net.ResolveTCPAddr("tcp", n.cfg.Advertise)
 	if err != nil {
-		return nil, fmt.Errorf("%w: advertise address %q: %w", ErrConfig, n.cfg.Advertise, err)
+		return nil, nil, fmt.Errorf("%w: advertise address %q: %w", ErrConfig, n.cfg.Advertise, err)
 	}
 	// The I/O deadline of one RPC (dial, AppendEntries, heartbeat; an
 	// InstallSnapshot gets more in proportion to its size). Raft's
 	// Shutdown waits for RPCs in flight, so a peer cut off silently holds
 	// Reform back this long: keep it near the election timeout, not at
 	// the customary 10s.
+	// On this layer's connections it bounds the time without progress
+	// (see progressLayer): long catch-ups over slow links go through.
 	timeout := max(time.Second, 2*n.cfg.ElectionTimeout)
-	t, err := raft.NewTCPTransportWithLogger(n.cfg.Bind, adv, 4, timeout, n.hclog())
+	t, layer, err := newProgressTransport(n.cfg.Bind, adv, timeout, &raft.NetworkTransportConfig{MaxPool: 4, Logger: n.hclog()})
 	if err != nil {
-		return nil, fmt.Errorf("raft transport on %s: %w", n.cfg.Bind, err)
+		return nil, nil, fmt.Errorf("raft transport on %s: %w", n.cfg.Bind, err)
 	}
-	return t, nil
+	return t, layer.abort, nil
 }
 
 // start creates the raft instance (bootstrapping a new cluster when asked
 // and there is no state yet); tweaks adjust its configuration.
 func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 	began := time.Now()
-	trans, err := n.transport()
+	trans, abort, err := n.transport()
 	if err != nil {
 		return err
 	}
@@ -506,6 +514,11 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 		"configuration_read", fenced.Round(time.Millisecond), "new_raft", time.Since(newAt).Round(time.Millisecond))
 	if gate != nil {
 		gate.serve(r)
+	}
+	if abort != nil {
+		n.stopMu.Lock()
+		n.aborts[r] = abort
+		n.stopMu.Unlock()
 	}
 	n.mu.Lock()
 	n.r, n.trans, n.halted = r, trans, nil
@@ -1347,6 +1360,9 @@ func (n *Node) stopRaft(r *raft.Raft) error {
 	n.stopMu.Lock()
 	f, ok := n.stopping[r]
 	if !ok {
+		if abort := n.aborts[r]; abort != nil {
+			abort()
+		}
 		f = r.Shutdown()
 		n.stopping[r] = f
 	}

@@ -2,6 +2,7 @@ package titanic
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/titanicmq/titanic/store"
@@ -104,5 +105,20 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 		s.b.Wake(svc)
 	}
 	s.log.Info("merged work handed over by the peer", "ops", len(ops), "queued", len(woken))
+	return MergeRefusal(res)
+}
+
+// MergeRefusal is the error a handover's results make: an op this
+// cluster's version refused (an op of a newer kind the peer wrote alone
+// after raising its version) would be dropped with the peer's fork, so
+// the handover fails and the peer sends it again, the version raised by
+// then (the peer reports its release to this node). The other ops of
+// the batch are applied and take it again as duplicates.
+func MergeRefusal(res []store.Result) error {
+	for _, r := range res {
+		if errors.Is(r.Err, store.ErrClusterVersion) {
+			return fmt.Errorf("merge: a handed-over op this cluster's version refuses; send it again once the version is raised: %w", r.Err)
+		}
+	}
 	return nil
 }

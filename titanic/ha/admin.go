@@ -244,6 +244,11 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		if err != nil {
 			return text("400", err.Error())
 		}
+		if a.Versions != nil {
+			if err := a.Versions.RaiseFor(ctx, handoverVersion(ops)); err != nil {
+				a.log.Warn("handover: cluster version not raised", "err", err)
+			}
+		}
 		err = a.Merge(ctx, ops)
 		if errors.Is(err, titanic.ErrNotActive) && a.node.IsLeader() {
 			// The raft leader that does not serve (yet): a Binary Star
@@ -258,6 +263,7 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 						a.log.Warn("merge op refused", "err", r.Err)
 					}
 				}
+				err = titanic.MergeRefusal(res)
 			}
 		}
 		if err != nil {
@@ -279,6 +285,17 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		return text("200", a.Forget())
 	}
 	return text("400", fmt.Sprintf("unknown admin service %q", req.Service))
+}
+
+// handoverVersion is the cluster version ops need: an op that a newer
+// field only enriches (an attempt's worker) is kept without it below.
+func handoverVersion(ops []store.Op) int {
+	need := 0
+	for _, o := range ops {
+		bare := o.WithoutOptional()
+		need = max(need, bare.Version())
+	}
+	return need
 }
 
 // PeerHistory is what titanic.cluster.history answers: the node's applied

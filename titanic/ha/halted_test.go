@@ -36,6 +36,9 @@ func (fixedStar) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 type applyDispatcher struct {
 	node   *replica.Node
 	active atomic.Bool
+	// refused counts handovers refused for an op the cluster's version
+	// refuses (titanic.MergeRefusal).
+	refused atomic.Int64
 }
 
 func (d *applyDispatcher) Activate(ctx context.Context) error {
@@ -52,8 +55,15 @@ func (d *applyDispatcher) merge(ctx context.Context, ops []store.Op) error {
 	if !d.active.Load() {
 		return titanic.ErrNotActive
 	}
-	_, err := d.node.Apply(ctx, ops)
-	return err
+	res, err := d.node.Apply(ctx, ops)
+	if err != nil {
+		return err
+	}
+	if err := titanic.MergeRefusal(res); err != nil {
+		d.refused.Add(1)
+		return err
+	}
+	return nil
 }
 
 // adminLink is a pair node's client of its peer's admin services, called
@@ -175,22 +185,44 @@ func linkedPairs(dir string, log *slog.Logger, p, b *pairNode, stateP, stateB bi
 	return pairP, pairB
 }
 
+// memPairLink is the raft link of a pair on in-memory transports.
+type memPairLink struct {
+	addrP, addrB raft.ServerAddress
+	trP, trB     *raft.InmemTransport
+}
+
+func (l memPairLink) up() {
+	l.trP.Connect(l.addrB, l.trB)
+	l.trB.Connect(l.addrP, l.trP)
+}
+
+func (l memPairLink) down() {
+	l.trP.DisconnectAll()
+	l.trB.DisconnectAll()
+}
+
+// openMemPair opens a pair's primary and backup in dir, both voters,
+// their raft link up.
+func openMemPair(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink) {
+	t.Helper()
+	l.addrP, l.trP = raft.NewInmemTransport("")
+	l.addrB, l.trB = raft.NewInmemTransport("")
+	l.up()
+	peers := []replica.Peer{{ID: "primary", Addr: string(l.addrP)}, {ID: "backup", Addr: string(l.addrB)}}
+	p = openPairNode(t, dir, "primary", 1, l.addrP, l.trP, peers, log)
+	b = openPairNode(t, dir, "backup", 0, l.addrB, l.trB, peers, log)
+	return p, b, l
+}
+
 // splitPair opens a pair of two voters in dir, splits it (each side
 // reforms alone and takes n tickets in) and heals the link: the state a
 // split brain's merge starts from. It returns the nodes, the tickets the
 // backup took and the backup's raft address.
 func splitPair(t *testing.T, dir string, log *slog.Logger, n int) (p, b *pairNode, onB []store.ID, addrB raft.ServerAddress) {
 	t.Helper()
-	addrP, trP := raft.NewInmemTransport("")
-	addrB, trB := raft.NewInmemTransport("")
-	trP.Connect(addrB, trB)
-	trB.Connect(addrP, trP)
-	peers := []replica.Peer{{ID: "primary", Addr: string(addrP)}, {ID: "backup", Addr: string(addrB)}}
-	p = openPairNode(t, dir, "primary", 1, addrP, trP, peers, log)
-	b = openPairNode(t, dir, "backup", 0, addrB, trB, peers, log)
+	p, b, l := openMemPair(t, dir, log)
 	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
-	trP.DisconnectAll()
-	trB.DisconnectAll()
+	l.down()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := b.rep.Reform(ctx); err != nil {
@@ -201,9 +233,8 @@ func splitPair(t *testing.T, dir string, log *slog.Logger, n int) (p, b *pairNod
 		t.Fatalf("primary reform: %v", err)
 	}
 	submitOn(t, p, PrimaryTag, n)
-	trP.Connect(addrB, trB)
-	trB.Connect(addrP, trP)
-	return p, b, onB, addrB
+	l.up()
+	return p, b, onB, l.addrB
 }
 
 func runPairs(t *testing.T, pairs ...*Pair) {
@@ -246,13 +277,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 func TestPairActiveTakesHandoverOfHaltedPeer(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	addrP, trP := raft.NewInmemTransport("")
-	addrB, trB := raft.NewInmemTransport("")
-	trP.Connect(addrB, trB)
-	trB.Connect(addrP, trP)
-	peers := []replica.Peer{{ID: "primary", Addr: string(addrP)}, {ID: "backup", Addr: string(addrB)}}
-	p := openPairNode(t, dir, "primary", 1, addrP, trP, peers, log)
-	b := openPairNode(t, dir, "backup", 0, addrB, trB, peers, log)
+	p, b, l := openMemPair(t, dir, log)
 
 	var leader *pairNode
 	lead := func() *pairNode {
@@ -288,8 +313,7 @@ func TestPairActiveTakesHandoverOfHaltedPeer(t *testing.T) {
 	})
 
 	// The split: each side goes on alone and takes work in.
-	trP.DisconnectAll()
-	trB.DisconnectAll()
+	l.down()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := b.rep.Reform(ctx); err != nil {
@@ -303,14 +327,13 @@ func TestPairActiveTakesHandoverOfHaltedPeer(t *testing.T) {
 	// The backup adds the primary while it cannot reach it: its
 	// configuration then needs the primary's vote.
 	actx, acancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	_ = b.rep.AddVoter(actx, "primary", string(addrP))
+	_ = b.rep.AddVoter(actx, "primary", string(l.addrP))
 	acancel()
 	if !b.rep.HasVoter("primary") {
 		t.Fatal("the backup's configuration does not count the primary: the test did not make issue 9's state")
 	}
 	waitFor(t, "the backup loses leadership", 10*time.Second, func() bool { return !b.rep.IsLeader() })
-	trP.Connect(addrB, trB)
-	trB.Connect(addrP, trP)
+	l.up()
 
 	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StatePassive, binarystar.StateActive, nil)
 	runPairs(t, pairP, pairB)

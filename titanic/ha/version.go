@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -240,6 +241,40 @@ const (
 )
 
 // Run reports or raises until ctx is done.
+// RaiseFor raises a pair's cluster version to need for a handover of
+// ops the peer wrote alone after raising it: the sides of a split may
+// be at different versions (the raise committed on one side only), and
+// a yielding node with a fork reports nothing, so the taker's version
+// would never be raised by reports and every try of the handover would
+// be refused. The peer reads ops of that version (it wrote them), this
+// node does (need is at most its own), and a pair has no other member.
+// A group takes no handover: nothing is raised there.
+func (v *Versions) RaiseFor(ctx context.Context, need int) error {
+	if v.group || need < 3 {
+		return nil
+	}
+	if need > v.own {
+		return fmt.Errorf("the handover holds ops of version %d and this node reads up to %d: upgrade it", need, v.own)
+	}
+	cv, err := v.node.ClusterVersion(ctx)
+	if err != nil || cv >= need {
+		return err
+	}
+	ep := v.endpoint()
+	if ep == "" {
+		return errors.New("not bound yet: the cluster version is raised at a later try")
+	}
+	a := replica.Announcement{Endpoint: dialable(ep, v.raftAddr), ClusterVersion: need}
+	if v.curve != nil {
+		a.Curve = v.curve.Public
+	}
+	if err := v.node.Announce(ctx, a); err != nil {
+		return fmt.Errorf("raise the cluster version for a handover: %w", err)
+	}
+	v.log.Info("cluster version raised for a handover: the peer wrote ops of that version alone", "cluster_version", need, "was", cv)
+	return nil
+}
+
 func (v *Versions) Run(ctx context.Context) error {
 	t := time.NewTimer(v.interval / settleDiv)
 	defer t.Stop()

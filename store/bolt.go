@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -237,6 +239,7 @@ func Open(path string, opts Options) (*BoltStore, error) {
 		return nil, err
 	}
 	log := opts.Logger.With("component", "store", "path", path)
+	removeLeftovers(path, log)
 	if err := ensureIndexes(db, log); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -418,6 +421,57 @@ func boltOptions(o Options) *bolt.Options {
 	}
 }
 
+// removeLeftovers removes what a crash left beside the store at path: a
+// snapshot being received (RestoreChecked) or an empty store being built
+// (Reset), each as large as a whole store at most, one more per crash, on
+// the disk the store needs to grow. Called with the store's lock held:
+// no other process is writing them.
+func removeLeftovers(path string, log *slog.Logger) {
+	for _, kind := range []string{".restore-*", ".reset-*"} {
+		left, _ := filepath.Glob(globEscape(path) + kind)
+		for _, f := range left {
+			fi, err := os.Lstat(f)
+			if err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			if err := os.Remove(f); err != nil {
+				log.Warn("a file a crash left beside the store not removed", "file", f, "err", err)
+				continue
+			}
+			log.Info("removed a file a crash left beside the store (an unfinished snapshot install or reset)", "file", f, "bytes", fi.Size())
+		}
+	}
+}
+
+// globEscape escapes the pattern characters of a path for filepath.Glob.
+func globEscape(path string) string {
+	var b strings.Builder
+	for _, r := range path {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// mmapRoom is the mapping a store opens with: room for the file to
+// double, 8 GiB at least. bbolt remaps when a commit grows the file past
+// its mapping, under a lock every read transaction holds shared: a long
+// read (a raft snapshot's or a backup's copy of the whole store, 13 s at
+// 4.7 GB) then stalled that commit, so every acknowledgement, and every
+// read begun after it. A mapping past the file's end costs address
+// space only; under a limit on it (RLIMIT_AS) a quarter of the limit is
+// taken at most.
+func mmapRoom(size int64) int {
+	room := max(int64(8<<30), 2*size)
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &lim); err == nil && lim.Cur != ^uint64(0) {
+		room = min(room, int64(lim.Cur/4))
+	}
+	return int(max(room, 0))
+}
+
 // openDB opens the file at path after checking that bbolt can map it
 // safely, then checks that it holds our layout.
 func openDB(path string, opts Options, create bool) (*bolt.DB, error) {
@@ -451,7 +505,9 @@ func openDBOnce(path string, opts Options, create bool) (*bolt.DB, error) {
 	if err := precheck(path, fi.Size()); err != nil {
 		return nil, err
 	}
-	db, err := boltOpen(path, boltOptions(opts))
+	bo := boltOptions(opts)
+	bo.InitialMmapSize = mmapRoom(fi.Size())
+	db, err := boltOpen(path, bo)
 	if err != nil {
 		return nil, err
 	}

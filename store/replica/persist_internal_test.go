@@ -41,6 +41,22 @@ func (s *gateSink) Close() error  { s.closed = true; return nil }
 func (s *gateSink) ID() string    { return "gate" }
 func (s *gateSink) Cancel() error { s.canceled = true; return nil }
 
+// persistHeld starts persisting a snapshot of st and returns once the
+// copy is held in the middle (until sink.release is closed).
+func persistHeld(t *testing.T, st *store.BoltStore) (*fsm, *gateSink, <-chan error) {
+	t.Helper()
+	f := &fsm{st: st}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &gateSink{started: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- snap.Persist(sink) }()
+	<-sink.started
+	return f, sink, done
+}
+
 // TestAbortPersistsEndsSnapshotCopy: raft's Shutdown waits for a
 // snapshot being persisted, a copy of the whole store; abortPersists
 // (Reform calls it before it stops raft) makes that copy fail at its
@@ -64,15 +80,7 @@ func TestAbortPersistsEndsSnapshotCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	f := &fsm{st: st}
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &gateSink{started: make(chan struct{}), release: make(chan struct{})}
-	done := make(chan error, 1)
-	go func() { done <- snap.Persist(sink) }()
-	<-sink.started
+	f, sink, done := persistHeld(t, st)
 	f.abortPersists()
 	close(sink.release)
 	select {
@@ -91,7 +99,7 @@ func TestAbortPersistsEndsSnapshotCopy(t *testing.T) {
 	}
 
 	// A snapshot taken after the abort copies the whole store.
-	snap, err = f.Snapshot()
+	snap, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}

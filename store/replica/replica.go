@@ -1689,28 +1689,41 @@ func (n *Node) PrepareJoin(ctx context.Context) error {
 			}
 		}
 	}
+	restore := func() {}
 	if whole {
+		// Raft reads TrailingLogs when it compacts, after the copy: it
+		// is put back once the snapshot is done, not when this returns
+		// at ctx's end (then the log stayed whole, and every try of the
+		// joining node cost another copy of the whole store). The
+		// configured count, not the current one: another join may have
+		// set it to 0 meanwhile.
 		normal := r.ReloadableConfig()
+		normal.TrailingLogs = n.cfg.TrailingLogs
 		all := normal
 		all.TrailingLogs = 0
 		if err := r.ReloadConfig(all); err != nil {
 			return fmt.Errorf("raft config: %w", err)
 		}
-		defer func() {
-			if err := r.ReloadConfig(normal); err != nil {
+		restore = func() {
+			if err := r.ReloadConfig(normal); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
 				n.log.Warn("restore raft's trailing logs", "err", err)
 			}
-		}()
+		}
 	}
 	// A barrier is one more entry, so that there is something new to
 	// snapshot even right after a snapshot that left the log whole.
 	if err := r.Barrier(n.timeout(ctx)).Error(); err != nil {
+		restore()
 		return fmt.Errorf("barrier before a join: %w", err)
 	}
 	// Bounded by ctx, though raft goes on with the snapshot: the joining
 	// node asks again, and then finds it done.
 	took := make(chan error, 1)
-	go func() { took <- r.Snapshot().Error() }()
+	go func() {
+		err := r.Snapshot().Error()
+		restore()
+		took <- err
+	}()
 	select {
 	case err := <-took:
 		if err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {

@@ -85,6 +85,13 @@ func (s *Service) writeBackup(ctx context.Context, name string) (string, int64, 
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // after the link, only the temporary name goes
+	// Held while the copy is written: a broker that starts while this
+	// one (sharing the directory) writes leaves it alone, and a copy a
+	// crash cut short, which nothing holds, is removed (removeBackupLeftovers).
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		return "", 0, fmt.Errorf("lock %s: %w", tmp, err)
+	}
 	n, err := s.st.Snapshot(ctx, f)
 	if err == nil {
 		err = f.Sync()

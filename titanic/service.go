@@ -389,6 +389,7 @@ func (s *Service) Recover(ctx context.Context) error {
 // the store by then are waited for (the store commits them) before Run
 // returns, so no answered work is dropped on shutdown.
 func (s *Service) Run(ctx context.Context) error {
+	s.removeBackupLeftovers()
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
 		wg.Add(1)

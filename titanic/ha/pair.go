@@ -97,8 +97,12 @@ type Pair struct {
 	// node's raft again (see Admin, withholdsVote).
 	withhold       atomic.Bool
 	notLeaderSince time.Time // Run's goroutine only: active, not the raft leader, the peer heard
-	standDownAt    time.Time // Run's goroutine only: when the peer may next be asked to stand down
-	standDownLog   time.Time // Run's goroutine only: the last refused stand-down logged
+	// peerTimeout is Binary Star's (0 when the caller supplies the
+	// star): raftCut waits past it, so that a cut of every link is taken
+	// for a lost peer first, as before.
+	peerTimeout  time.Duration
+	standDownAt  time.Time // Run's goroutine only: when the peer may next be asked to stand down
+	standDownLog time.Time // Run's goroutine only: the last refused stand-down logged
 
 	// The split-brain merge (see reconcile).
 	peerEndpoint string
@@ -227,6 +231,7 @@ func NewPair(node *replica.Node, svc Dispatcher, cfg PairConfig) (*Pair, error) 
 		return nil, fmt.Errorf("binary star: %w", err)
 	}
 	p.star = star
+	p.peerTimeout = star.PeerTimeout()
 	return p, nil
 }
 
@@ -1174,7 +1179,9 @@ func (p *Pair) peerHalted(ctx context.Context) bool {
 		p.log.Warn("client of the peer's broker", "endpoint", p.peerEndpoint, "err", err)
 		return false
 	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	// Not for long once Binary Star has lost the peer: the lost peer's
+	// case (reform alone) waits for this loop.
+	cctx, cancel := p.whilePeerHeard(ctx, 2*time.Second)
 	defer cancel()
 	frames, err := p.peer.Request(cctx, tsp.SvcHistory, [][]byte{{}})
 	if err != nil {

@@ -19,8 +19,8 @@ import (
 // take over:
 //
 //  1. The active (caught up, not the raft leader, raft knowing no leader,
-//     Binary Star hearing the peer) waits raftCutAfter heartbeat
-//     timeouts of raft, then asks the peer to stand down
+//     Binary Star hearing the peer) waits raftCutWait, then asks the peer
+//     to stand down
 //     (titanic.cluster.standdown, over the peer's client endpoint, which
 //     the admin services use). It withholds the peer's vote in joins
 //     from then on (Admin: withholdsVote).
@@ -72,17 +72,20 @@ const (
 
 // raftCut reports whether this active node, not the raft leader while
 // Binary Star hears its peer, may go on alone: its raft has elected
-// nobody for raftCutAfter heartbeat timeouts, and the peer has stood down
+// nobody for raftCutWait, and the peer has stood down
 // (StandDown). Run's goroutine only.
 func (p *Pair) raftCut(ctx context.Context) bool {
 	if !p.caughtUp.Load() || p.peerEndpoint == "" || p.peerClient == nil || p.notLeaderSince.IsZero() {
 		return false
 	}
-	if time.Since(p.notLeaderSince) < raftCutAfter*p.node.HeartbeatTimeout() || time.Now().Before(p.standDownAt) {
+	if time.Since(p.notLeaderSince) < p.raftCutWait() || time.Now().Before(p.standDownAt) {
 		return false
 	}
 	if id, _ := p.node.Leader(); id != "" {
 		return false // the peer leads: it hands leadership over (reconcile)
+	}
+	if !p.star.PeerAlive() {
+		return false // lost since sync looked: a lost peer's case
 	}
 	p.standDownAt = time.Now().Add(standDownEvery)
 	if err := p.dialPeer(); err != nil {
@@ -92,7 +95,7 @@ func (p *Pair) raftCut(ctx context.Context) bool {
 	// Withheld before the peer stands down: no configuration this node
 	// writes from now gives the peer a vote that would count it caught up.
 	p.withhold.Store(true)
-	cctx, cancel := context.WithTimeout(ctx, standDownWait)
+	cctx, cancel := p.whilePeerHeard(ctx, standDownWait)
 	rep, err := p.peer.Request(cctx, tsp.SvcStandDown, [][]byte{{}})
 	cancel()
 	if err == nil && (len(rep) == 0 || string(rep[0]) != "200") {
@@ -113,10 +116,42 @@ func (p *Pair) raftCut(ctx context.Context) bool {
 	return true
 }
 
+// whilePeerHeard returns ctx, also cancelled after d and as soon as
+// Binary Star loses the peer: a request to a peer that is cut off
+// altogether would otherwise hold Run's loop for d before it handles the
+// lost peer (reforms alone). Polled, as untilLeader.
+func (p *Pair) whilePeerHeard(ctx context.Context, d time.Duration) (context.Context, func()) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	go func() {
+		t := time.NewTicker(leaderPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if !p.star.PeerAlive() {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, cancel
+}
+
+// raftCutWait is how long raft elects nobody, while Binary Star hears the
+// peer, before raftCut asks the peer to stand down: raftCutAfter raft
+// heartbeat timeouts, and twice Binary Star's peer timeout (a cut of
+// every link is a lost peer, seen within one, and handled as such).
+func (p *Pair) raftCutWait() time.Duration {
+	return max(raftCutAfter*p.node.HeartbeatTimeout(), 2*p.peerTimeout)
+}
+
 // StandDown is titanic.cluster.standdown: the active peer cannot reach
 // this node's raft and is about to go on alone. This node, if passive
 // and not the raft leader, gives up taking over until it is caught up
-// again with the peer's new raft (see the comment above raftCutAfter);
+// again with the peer's new raft (see the top of this file);
 // it returns why it refuses otherwise. Called from any goroutine.
 func (p *Pair) StandDown() error {
 	p.cuMu.Lock()

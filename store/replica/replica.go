@@ -1386,6 +1386,10 @@ func (n *Node) TransferLeadership(id, addr string) error {
 	return nil
 }
 
+// Term is raft's current term (read without a round through raft's loop,
+// unlike Status).
+func (n *Node) Term() uint64 { return n.raft().CurrentTerm() }
+
 // HeartbeatTimeout is raft's heartbeat timeout (Config.HeartbeatTimeout):
 // a follower that hears no leader that long stands for election.
 func (n *Node) HeartbeatTimeout() time.Duration { return n.cfg.HeartbeatTimeout }

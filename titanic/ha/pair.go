@@ -1272,7 +1272,8 @@ func lastEpochs(h store.History) string {
 
 // memberSinceStart reports whether this node holds a configuration that
 // makes it a voter, written in a term later than its log's last when it
-// started: by an entry it applied, or inside a snapshot it installed.
+// started, which is raft's current term: by an entry it applied, or
+// inside a snapshot it installed.
 //
 // A configuration entry of the term this node is in, at an index past
 // its log's last at start, counts too: it came from the current leader
@@ -1286,7 +1287,14 @@ func (p *Pair) memberSinceStart() memberBasis {
 	b := memberBasis{startTerm: p.node.StartTerm(), startIndex: p.node.StartIndex(), configIndex: p.node.ConfigIndex()}
 	b.configTerm, b.voter = p.node.ConfigTerm()
 	switch {
-	case b.voter && b.configTerm > b.startTerm:
+	case b.voter && b.configTerm > b.startTerm && b.configTerm == p.node.Term():
+		// Of the current term too: a configuration of an earlier term
+		// may be one that never committed in a raft of two (the leader
+		// gave this node a vote, could not reach it, and went on alone,
+		// which commits its whole log), followed in the leader's log by
+		// work this node does not hold yet. The leader writes one in
+		// each of its terms while this node is a voter (sync), and its
+		// promotions are written in its term.
 		b.member = true
 	case b.voter && b.configTerm == p.node.Status().Term && b.configIndex > b.startIndex:
 		b.member = true

@@ -415,6 +415,35 @@ func (h *Host) PartitionAddrs(tb testing.TB, addrs ...string) {
 		set := "{ " + strings.Join(addrs, ", ") + " }"
 		in, out = "ip saddr "+set+" drop", "ip daddr "+set+" drop"
 	}
+	h.partition(tb, in, out)
+}
+
+// PartitionPort cuts, silently, only the TCP traffic of port (as source
+// or destination) between the host and others: packets of that port from
+// and to them are dropped, anything else passes (a cut of one service's
+// link, such as raft's, while the others stay up). Partitioning again
+// replaces the cut.
+func (h *Host) PartitionPort(tb testing.TB, port int, others ...*Host) {
+	tb.Helper()
+	RequireNft(tb)
+	if len(others) == 0 || port <= 0 || port > 65535 {
+		tb.Fatalf("netns: partition port %d: want a port and at least one other host", port)
+	}
+	addrs := make([]string, len(others))
+	for i, o := range others {
+		addrs[i] = o.Addr
+	}
+	set := "{ " + strings.Join(addrs, ", ") + " }"
+	rules := func(dir string) string {
+		return fmt.Sprintf("ip %[1]s %[2]s tcp sport %[3]d drop\n\t\tip %[1]s %[2]s tcp dport %[3]d drop", dir, set, port)
+	}
+	h.partition(tb, rules("saddr"), rules("daddr"))
+}
+
+// partition installs the host's partition rules: in and out are the rules
+// of its input and output chains.
+func (h *Host) partition(tb testing.TB, in, out string) {
+	tb.Helper()
 	// Declaring the table first makes the delete work when it is absent:
 	// the whole file is one atomic transaction.
 	rules := fmt.Sprintf(`table inet %[1]s

@@ -211,6 +211,35 @@ func TestLinksAndPartitions(t *testing.T) {
 		b.Heal(t)
 		reach(t, a, bAddr)
 	})
+
+	t.Run("PartitionPort", func(t *testing.T) {
+		// Two listeners on b; only the cut port goes silent, both ways
+		// (a's listener on that port too), and only towards a.
+		listenOn := func(h *Host, port int) string {
+			t.Helper()
+			l, err := h.Listen("tcp", fmt.Sprintf("%s:%d", h.Addr, port))
+			if err != nil {
+				t.Fatalf("listen on %s:%d: %v", h.Name, port, err)
+			}
+			return serve(t, l)
+		}
+		const port = 7411
+		bCut, aCut := listenOn(b, port), listenOn(a, port)
+		b.PartitionPort(t, port, a)
+		defer b.Heal(t)
+		silent(t, a, bCut)
+		silent(t, b, aCut)
+		reach(t, a, bAddr) // another port of b
+		reach(t, b, aAddr)
+		if c, err := net.DialTimeout("tcp", bCut, time.Second); err != nil {
+			t.Fatalf("the test process cannot reach b's cut port, which is cut only from a: %v", err)
+		} else {
+			c.Close()
+		}
+		b.Heal(t)
+		reach(t, a, bCut)
+		reach(t, b, aCut)
+	})
 }
 
 func TestBrokerOnHost(t *testing.T) {

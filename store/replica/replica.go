@@ -1402,6 +1402,14 @@ func (n *Node) TransferLeadership(id, addr string) error {
 	return nil
 }
 
+// Term is raft's current term (read without a round through raft's loop,
+// unlike Status).
+func (n *Node) Term() uint64 { return n.raft().CurrentTerm() }
+
+// HeartbeatTimeout is raft's heartbeat timeout (Config.HeartbeatTimeout):
+// a follower that hears no leader that long stands for election.
+func (n *Node) HeartbeatTimeout() time.Duration { return n.cfg.HeartbeatTimeout }
+
 // HasVoter reports whether id is a voter of the current configuration.
 func (n *Node) HasVoter(id string) bool { return n.HasVoterAt(id, "") }
 

@@ -28,7 +28,9 @@ import (
 // and, for a split brain's merge (see Pair), titanic.cluster.history (a
 // node's applied history), .adopt (the work a yielding node hands over)
 // and .forget (the operator's way to stop waiting for a peer that may
-// hold a split). Their names are in package tsp.
+// hold a split); for a cut of the raft link alone, .standdown (the active
+// asks its passive peer to give up taking over, Pair.StandDown). Their
+// names are in package tsp.
 
 // Replier answers a deferred request (broker.Broker does).
 type Replier interface {
@@ -51,6 +53,11 @@ type Admin struct {
 	// Forget ends the wait for a peer's split (Pair.ForgetPeerSplit) and
 	// says what it gives up. Nil: refused.
 	Forget func() string
+	// Pair is this node's pair role, if it is a pair's node: it answers
+	// titanic.cluster.standdown, and it withholds the peer's vote in
+	// joins while it goes on alone because its raft link to the peer is
+	// cut (Pair.withholdsVote). Nil: standdown refused, joins as above.
+	Pair *Pair
 	// Versions keeps the cluster version (titanic.cluster.version). Nil:
 	// the service answers 400.
 	Versions *Versions
@@ -79,7 +86,7 @@ const adminInFlight = 16
 // than to read it.
 func changes(req broker.Request) bool {
 	switch req.Service {
-	case tsp.SvcJoin, tsp.SvcLeave, tsp.SvcAdopt, tsp.SvcForget:
+	case tsp.SvcJoin, tsp.SvcLeave, tsp.SvcAdopt, tsp.SvcForget, tsp.SvcStandDown:
 		return true
 	case tsp.SvcVersion:
 		return len(req.Body) > 0 && string(req.Body[0]) == "report"
@@ -185,6 +192,30 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		if vote && !known {
 			return text("400", "only a member may ask for its vote: join first")
 		}
+		promotes := false
+		if a.Pair != nil && a.Pair.withholdsVote(id) {
+			// This node goes on alone (or is about to) because its raft
+			// link to its peer was found cut, and the peer gave up
+			// taking over (Pair.StandDown). A configuration written now
+			// that gives the peer a vote, in a term after the peer's
+			// stand-down, would count it caught up again (see
+			// Pair.memberSinceStart) while it lacks what this node takes
+			// alone; and a voter whose raft link is cut would stop every
+			// commit again. So: a voter of this node's (old) raft is not
+			// written again; a new member joins without a vote; a member
+			// without a vote that asks for one (Pair.askPromotion, once
+			// it follows this node's raft: the link works) gets it.
+			switch {
+			case known && m.Voter:
+				return text("500", "going on alone, the raft link to "+id+" was found cut: join again without a vote")
+			case known && nonvoter:
+				return [][]byte{[]byte("200")} // a member without a vote already
+			case known:
+				promotes = true
+			default:
+				nonvoter = true
+			}
+		}
 		if !known {
 			if err := a.node.PrepareJoin(ctx); err != nil {
 				return text("500", err.Error())
@@ -202,6 +233,9 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		promoted := known && !m.Voter
 		if err := a.node.AddVoter(ctx, id, addr); err != nil {
 			return text("500", err.Error())
+		}
+		if promotes {
+			a.Pair.voteGiven(id)
 		}
 		if promoted {
 			a.log.Info("member given a vote", "id", id, "addr", addr)
@@ -283,6 +317,14 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			return text("400", "only a pair node waits for its peer's split")
 		}
 		return text("200", a.Forget())
+	case tsp.SvcStandDown:
+		if a.Pair == nil {
+			return text("400", "only a pair node stands down")
+		}
+		if err := a.Pair.StandDown(); err != nil {
+			return text("500", "stand-down refused: "+err.Error())
+		}
+		return [][]byte{[]byte("200")}
 	}
 	return text("400", fmt.Sprintf("unknown admin service %q", req.Service))
 }

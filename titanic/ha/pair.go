@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +53,17 @@ import (
 //     a node that restarts beside an active peer cannot take over with
 //     stale data if that peer dies before it has caught up; the pair then
 //     waits for the peer.
+//   - An active node whose raft elects nobody while Binary Star hears its
+//     passive peer (the raft link alone is cut: Binary Star's stays up)
+//     asks the peer to give up taking over (titanic.cluster.standdown,
+//     StandDown) and, once it has, goes on alone as when the peer is
+//     lost. The peer then counts as caught up again only by a
+//     configuration that gives it a vote written after that, in a later
+//     term (a member of the active's new raft); until then it refuses
+//     client requests without voting, as a node that restarted does, so
+//     if the active dies before the peer has caught up, the pair waits
+//     for it rather than lose what it took alone. Without the peer's
+//     word (it cannot be asked, or it refuses) the active goes on waiting.
 type Pair struct {
 	// handover bounds one batch of a handover (PairConfig.HandoverBytes).
 	handover int
@@ -68,6 +80,29 @@ type Pair struct {
 	serving  atomic.Bool
 	caughtUp atomic.Bool // may take over: holds every acknowledged entry
 	kick     chan struct{}
+
+	// The cut of the raft link alone (see StandDown and raftCut).
+	//
+	// cuMu orders StandDown (an admin goroutine) with sync's setting of
+	// caughtUp: Run's loop may be blocked in a request to the peer
+	// meanwhile, so the stand-down does not wait for it.
+	cuMu sync.Mutex
+	// standDownTerm, when not 0, is the raft term this node had reached
+	// when it stood down: it counts as caught up again only by a
+	// configuration that gives it a vote, of a later term (not by raft
+	// leadership of its old raft). Cleared when it is caught up.
+	standDownTerm atomic.Uint64
+	// withhold: this node (active) asked its peer to stand down, to go
+	// on alone: joins do not give the peer a vote until it follows this
+	// node's raft again (see Admin, withholdsVote).
+	withhold       atomic.Bool
+	notLeaderSince time.Time // Run's goroutine only: active, not the raft leader, the peer heard
+	// peerTimeout is Binary Star's (0 when the caller supplies the
+	// star): raftCut waits past it, so that a cut of every link is taken
+	// for a lost peer first, as before.
+	peerTimeout  time.Duration
+	standDownAt  time.Time // Run's goroutine only: when the peer may next be asked to stand down
+	standDownLog time.Time // Run's goroutine only: the last refused stand-down logged
 
 	// The split-brain merge (see reconcile).
 	peerEndpoint string
@@ -196,6 +231,7 @@ func NewPair(node *replica.Node, svc Dispatcher, cfg PairConfig) (*Pair, error) 
 		return nil, fmt.Errorf("binary star: %w", err)
 	}
 	p.star = star
+	p.peerTimeout = star.PeerTimeout()
 	return p, nil
 }
 
@@ -290,6 +326,10 @@ func (p *Pair) Refusal(service string) [][]byte {
 func (p *Pair) Waiting() string {
 	if p.caughtUp.Load() || p.star.State() == binarystar.StateActive || p.star.PeerAlive() {
 		return ""
+	}
+	if p.standDownTerm.Load() > 0 {
+		return tsp.NotActive.Text("waiting for the peer " + p.peerName() + ": it went on alone while this node's raft link to it was cut," +
+			" and holds work this node lacks (see titanic.cluster.standdown)")
 	}
 	return tsp.NotActive.Text("waiting for the peer " + p.peerName() + " to be in sync once" +
 		" (a pair node serves only after it has been in sync with its peer: start both nodes of a new pair)")
@@ -397,13 +437,27 @@ func (p *Pair) sync(ctx context.Context) {
 		// node's leadership: a later one starts afresh.
 		p.transferFails, p.transferStuck, p.activateStuck = 0, 0, 0
 	}
+	if active && !leader && peerAlive {
+		if p.notLeaderSince.IsZero() {
+			p.notLeaderSince = time.Now()
+		}
+	} else {
+		p.notLeaderSince = time.Time{}
+	}
+	p.cuMu.Lock()
 	if !p.caughtUp.Load() {
 		var b memberBasis
-		if !leader {
+		// After a stand-down (see StandDown), only a configuration of
+		// a later term than the node had reached counts: leadership of
+		// its old raft of two (the link healing before the peer went on
+		// alone) does not, as the peer goes on alone all the same.
+		floor := p.standDownTerm.Load()
+		if !leader || floor > 0 {
 			b = p.memberSinceStart()
 		}
-		if leader || b.member {
+		if leader && floor == 0 || b.member && b.term() > floor {
 			p.caughtUp.Store(true)
+			p.standDownTerm.Store(0)
 			// With what it counted on (see memberSinceStart): the raft
 			// leadership, or the membership it holds against its log's
 			// last entry at start. Only values memberSinceStart read:
@@ -413,9 +467,11 @@ func (p *Pair) sync(ctx context.Context) {
 			// finds (see README, Pair).
 			p.log.Info("caught up with the active peer: may take over if it fails",
 				"leader", leader, "config_term", b.configTerm, "config_index", b.configIndex, "voter", b.voter,
-				"start_term", b.startTerm, "start_index", b.startIndex, "snapshot_voter_term", b.snapshotVoterTerm)
+				"start_term", b.startTerm, "start_index", b.startIndex, "snapshot_voter_term", b.snapshotVoterTerm,
+				"stood_down_at_term", floor)
 		}
 	}
+	p.cuMu.Unlock()
 	// A backup that is the only voter of its raft and leads it went on
 	// alone before it restarted, and holds everything acknowledged: it
 	// may be voted active, as a primary may, while its peer stays down.
@@ -447,8 +503,12 @@ func (p *Pair) sync(ctx context.Context) {
 		// Going on alone is what this node does when the peer is lost:
 		// its terms are fenced, and the peer, passive, serves nothing.
 		selfHalted := p.node.Halted()
+		cut := false
 		if peerAlive && !selfHalted && !p.peerHalted(ctx) {
-			return
+			// Or the raft link alone is cut: the peer stood down.
+			if cut = p.raftCut(ctx); !cut {
+				return
+			}
 		}
 		if !p.caughtUp.Load() {
 			// Active without a vote (the peer restarted beside it) but
@@ -463,6 +523,9 @@ func (p *Pair) sync(ctx context.Context) {
 			return
 		}
 		switch {
+		case cut:
+			p.log.Warn("raft link to the passive peer cut (its raft elects nobody while binary star hears the peer), and the peer gave up taking over: reforming raft with this node as the only voter",
+				"not_leader_for", time.Since(p.notLeaderSince).Round(time.Millisecond))
 		case !peerAlive:
 			p.log.Warn("peer lost: reforming raft with this node as the only voter")
 		case selfHalted:
@@ -492,6 +555,12 @@ func (p *Pair) sync(ctx context.Context) {
 			p.log.Info("peer added as a voter in this term; it catches up before it may take over")
 		}
 		cancel()
+	}
+	if p.withhold.Load() && p.node.HasVoter(p.peerID) {
+		// Leading a raft in which the peer votes: it holds whatever
+		// this node commits from now on (a stand-down whose answer was
+		// lost and a reform that failed leave the raft of two).
+		p.withhold.Store(false)
 	}
 	if !p.serving.Load() {
 		if err := p.svc.Activate(ctx); err != nil {
@@ -826,7 +895,10 @@ func (p *Pair) reconcile(ctx context.Context) {
 	// behind, it joins as a voter at once: the pair is whole a round
 	// sooner. A release that does not know the nonvoter join answers
 	// 400: then as a voter, as before.
-	nonvoter := resynced || theirs.Applied > ours.Applied+promoteSlack
+	// And after a stand-down (see StandDown): this node's raft link to
+	// the peer may still be cut, and a voter it cannot reach would stop
+	// the peer's every commit; it asks for its vote once it follows.
+	nonvoter := resynced || p.standDownTerm.Load() > 0 || theirs.Applied > ours.Applied+promoteSlack
 	if nonvoter {
 		p.nonvoterSince = time.Now()
 	}
@@ -1107,7 +1179,9 @@ func (p *Pair) peerHalted(ctx context.Context) bool {
 		p.log.Warn("client of the peer's broker", "endpoint", p.peerEndpoint, "err", err)
 		return false
 	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	// Not for long once Binary Star has lost the peer: the lost peer's
+	// case (reform alone) waits for this loop.
+	cctx, cancel := p.whilePeerHeard(ctx, 2*time.Second)
 	defer cancel()
 	frames, err := p.peer.Request(cctx, tsp.SvcHistory, [][]byte{{}})
 	if err != nil {
@@ -1198,7 +1272,8 @@ func lastEpochs(h store.History) string {
 
 // memberSinceStart reports whether this node holds a configuration that
 // makes it a voter, written in a term later than its log's last when it
-// started: by an entry it applied, or inside a snapshot it installed.
+// started, which is raft's current term: by an entry it applied, or
+// inside a snapshot it installed.
 //
 // A configuration entry of the term this node is in, at an index past
 // its log's last at start, counts too: it came from the current leader
@@ -1212,7 +1287,14 @@ func (p *Pair) memberSinceStart() memberBasis {
 	b := memberBasis{startTerm: p.node.StartTerm(), startIndex: p.node.StartIndex(), configIndex: p.node.ConfigIndex()}
 	b.configTerm, b.voter = p.node.ConfigTerm()
 	switch {
-	case b.voter && b.configTerm > b.startTerm:
+	case b.voter && b.configTerm > b.startTerm && b.configTerm == p.node.Term():
+		// Of the current term too: a configuration of an earlier term
+		// may be one that never committed in a raft of two (the leader
+		// gave this node a vote, could not reach it, and went on alone,
+		// which commits its whole log), followed in the leader's log by
+		// work this node does not hold yet. The leader writes one in
+		// each of its terms while this node is a voter (sync), and its
+		// promotions are written in its term.
 		b.member = true
 	case b.voter && b.configTerm == p.node.Status().Term && b.configIndex > b.startIndex:
 		b.member = true
@@ -1221,6 +1303,14 @@ func (p *Pair) memberSinceStart() memberBasis {
 		b.member = b.snapshotVoterTerm > b.startTerm
 	}
 	return b
+}
+
+// term is the term of the configuration that made b a member.
+func (b memberBasis) term() uint64 {
+	if b.snapshotVoterTerm > 0 {
+		return b.snapshotVoterTerm
+	}
+	return b.configTerm
 }
 
 // memberBasis is what memberSinceStart decided on (snapshotVoterTerm

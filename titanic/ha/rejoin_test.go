@@ -95,6 +95,13 @@ func newRejoinRig(t *testing.T, legacy bool, primary, backup func(tr *raft.Inmem
 // newRejoinRigOf is newRejoinRig with the backup's admin as release says
 // (its legacy and first fields).
 func newRejoinRigOf(t *testing.T, release cuttableLink, primary, backup func(tr *raft.InmemTransport, c *replica.Config)) *rejoinRig {
+	return newRejoinRigWith(t, release, primary, backup, false)
+}
+
+// newRejoinRigWith is newRejoinRigOf; withPair gives each node's admin
+// its pair role (Admin.Pair, as a broker does: titanic.cluster.standdown
+// and the withheld vote), which the other rig tests go without.
+func newRejoinRigWith(t *testing.T, release cuttableLink, primary, backup func(tr *raft.InmemTransport, c *replica.Config), withPair bool) *rejoinRig {
 	dir := t.TempDir()
 	log := testLogger()
 	addrP, trP := raft.NewInmemTransport("")
@@ -139,6 +146,9 @@ func newRejoinRigOf(t *testing.T, release cuttableLink, primary, backup func(tr 
 	r.pairP = newPrimary()
 	r.pairB = NewPairWith(r.b.rep, r.b.disp, cfg(r.p, "backup", PrimaryTag), func(func()) Star { return fixedStar{binarystar.StateActive} },
 		func() (Requester, error) { return toP, nil })
+	if withPair {
+		adminP.Pair, adminB.Pair = r.pairP, r.pairB
+	}
 	runPairs(t, r.pairB)
 	stopP := runPair(r.pairP)
 	r.restartPrimary = func() {

@@ -247,6 +247,7 @@ func New(cfg Config) (_ *Node, err error) {
 		admin.Merge = n.svc.Merge
 		if p := n.pair.Load(); p != nil {
 			admin.Forget = p.ForgetPeerSplit
+			admin.Pair = p
 		}
 		vc := ha.VersionsConfig{Endpoint: n.clientEndpoint, Release: cfg.Release, Logger: log, Interval: cfg.VersionInterval, Protocol: cfg.VersionReport}
 		if pc := cfg.Pair; pc != nil {

@@ -106,6 +106,9 @@ const (
 	SvcAdopt    = AdminPrefix + ".adopt"   // a split brain's handover
 	SvcForget   = AdminPrefix + ".forget"  // stop waiting for the peer's split
 	SvcVersion  = AdminPrefix + ".version" // the cluster version
+	// SvcStandDown: a pair's active asks its passive peer, whose raft it
+	// cannot reach, to give up taking over before it goes on alone.
+	SvcStandDown = AdminPrefix + ".standdown"
 )
 
 // MaxBodyFrames is the most frames a request body may hold: what a
@@ -182,7 +185,7 @@ func Served(name string) bool {
 // serves name.
 func AdminServed(name string) bool {
 	switch name {
-	case SvcCluster, SvcJoin, SvcLeave, SvcRole, SvcHistory, SvcAdopt, SvcForget, SvcVersion:
+	case SvcCluster, SvcJoin, SvcLeave, SvcRole, SvcHistory, SvcAdopt, SvcForget, SvcVersion, SvcStandDown:
 		return true
 	}
 	return false

@@ -29,6 +29,10 @@ test-deps: deps
 		echo "make: installing nftables and iproute2 (network-namespace failover tests) with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 >/dev/null || echo "make: could not install nftables; partition tests will skip"; \
 	fi
+	@if [ "$$(id -u)" = 0 ] && ! command -v strace >/dev/null 2>&1; then \
+		echo "make: installing strace (crash tests that kill a command at an exact system call) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null || echo "make: could not install strace; those crash tests skip"; \
+	fi
 	@if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then \
 		echo "make: installing chromium (dashboard browser tests) with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || echo "make: could not install chromium; the browser tests fail under CI, skip elsewhere"; \

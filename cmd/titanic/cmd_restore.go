@@ -166,7 +166,8 @@ func copyFile(dst *os.File, path string) error {
 }
 
 // moveAside moves names out of dir into a new dir/replaced-TIME/ and
-// returns its path.
+// returns its path; the store file is only linked there (the restore's
+// rename replaces it).
 func moveAside(dir string, names []string) (string, error) {
 	base := filepath.Join(dir, "replaced-"+time.Now().UTC().Format("20060102-150405"))
 	aside := base
@@ -181,7 +182,18 @@ func moveAside(dir string, names []string) (string, error) {
 		aside = base + "-" + strconv.Itoa(i)
 	}
 	for _, name := range names {
-		if err := os.Rename(filepath.Join(dir, name), filepath.Join(aside, name)); err != nil {
+		from, to := filepath.Join(dir, name), filepath.Join(aside, name)
+		if name == storeFile {
+			// Linked, and replaced in place by the restored copy's
+			// rename: at every instant the name holds a whole store,
+			// the old or the new. Moved, a restore killed before its
+			// copy was in place left no store, and a broker started an
+			// empty queue on the directory.
+			if err := os.Link(from, to); err == nil {
+				continue
+			}
+		}
+		if err := os.Rename(from, to); err != nil {
 			return "", fmt.Errorf("move aside: %w", err)
 		}
 	}

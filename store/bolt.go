@@ -195,8 +195,11 @@ type BoltStore struct {
 	completed   chan struct{}
 
 	// stopped, once set, fails every later commit: see afterFailedCommit.
-	// Only the writer goroutine touches it.
-	stopped error
+	// Only the writer goroutine touches it. writesStopped is closed when
+	// it is first set (stopOnce).
+	stopped       error
+	writesStopped chan struct{}
+	stopOnce      sync.Once
 
 	// bufs are the write transactions' key buffer and value arena
 	// (arena.go); only the writer goroutine touches them.
@@ -253,8 +256,9 @@ func Open(path string, opts Options) (*BoltStore, error) {
 		done: make(chan struct{}),
 		// A few commits may wait for their dones while the writer goes
 		// on; beyond that the writer waits for the completer.
-		completions: make(chan []completion, 8),
-		completed:   make(chan struct{}),
+		completions:   make(chan []completion, 8),
+		completed:     make(chan struct{}),
+		writesStopped: make(chan struct{}),
 	}
 	s.loadFormat()
 	go s.run()

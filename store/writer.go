@@ -657,8 +657,16 @@ func (s *BoltStore) afterFailedCommit(txid int, cause error) {
 		s.stopped = fmt.Errorf("%w: writes stopped after commit %d failed with its meta page written (%v); reopen the store",
 			ErrClosed, txid, cause)
 		s.log.Error("commit failed after its meta page was written; writes stopped", "tx", txid, "err", cause)
+		s.stopOnce.Do(func() { close(s.writesStopped) })
 	}
 }
+
+// WritesStopped is closed when the store stops writing for good after a
+// commit whose outcome is in doubt (see afterFailedCommit): only a
+// reopen, which reads the file as the disk holds it, writes again. A
+// single broker stops on it (a supervisor starts it again); a replica
+// stops on its failed apply.
+func (s *BoltStore) WritesStopped() <-chan struct{} { return s.writesStopped }
 
 // BatchLimits returns the bounds of one batch (Options.MaxBatch and
 // MaxBatchBytes); a replicated store builds its log entries within them.

@@ -262,6 +262,23 @@ func New(cfg Config) (_ *Node, err error) {
 		admin.Versions = ha.NewVersions(n.rep, vc)
 		n.roles = append(n.roles, run, admin.Versions.Run)
 	}
+	if n.rep == nil && n.bolt != nil {
+		// A single broker whose store stopped writing (a commit's last
+		// fdatasync failed: its outcome is in doubt) stops, with an
+		// error: it refused every submit while /healthz said active, so
+		// neither a load balancer nor a supervisor moved on. Started
+		// again, it reads the file as the disk holds it. (A replica's
+		// node stops on its failed apply.)
+		st := n.bolt
+		n.roles = append(n.roles, func(ctx context.Context) error {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-st.WritesStopped():
+				return fmt.Errorf("%w: the store stopped writing after a commit whose last fdatasync failed (its outcome is in doubt); start the broker again to reopen it", store.ErrClosed)
+			}
+		})
+	}
 	n.b.Handle(tsp.Prefix, n.svc)
 	n.b.HandleFrom(tsp.SvcBackup, n.svc) // AllowBackup reads Request.From
 	n.b.SetSource(n.svc)

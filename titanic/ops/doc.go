@@ -87,6 +87,7 @@
 //	titanic_queue_oldest_age_seconds{service}    age of the head of the service's FIFO (oldest unfinished ticket)
 //	titanic_workers{service,state}               idle and busy workers
 //	titanic_broker_queued_requests{service}      plain MDP requests queued in the broker
+//	titanic_services_omitted                     services summed under service="(other)" in the families above
 //	titanic_submits_total, titanic_duplicate_submits_total, titanic_closes_total, titanic_lookups_total,
 //	titanic_dispatches_total, titanic_redeliveries_total, titanic_replies_total, titanic_late_replies_total,
 //	titanic_failures_total, titanic_busy_total, titanic_bad_requests_total, titanic_commits_total,
@@ -109,4 +110,10 @@
 //
 // A failing source is logged and counted, and only its families are left
 // out of that scrape.
+//
+// The per-service families show at most Config.MaxServices services
+// (DefaultMaxServices), those with the most tickets; the others are
+// summed under service="(other)" (OtherService), and so are the rows of
+// GET /api/v1/services, so that the names clients make up cannot grow a
+// scrape without limit.
 package ops

@@ -355,30 +355,9 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// hclog adapts raft's logger to slog.
+// hclog adapts raft's logger to slog (raftlog.go).
 func (n *Node) hclog() hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.Info,
-		Output: slogWriter{n.log},
-	})
-}
-
-type slogWriter struct{ log *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	line := strings.TrimSpace(string(p))
-	level := slog.LevelInfo
-	switch {
-	case strings.Contains(line, "[ERROR]"):
-		level = slog.LevelError
-	case strings.Contains(line, "[WARN]"):
-		level = slog.LevelWarn
-	case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
-		level = slog.LevelDebug
-	}
-	w.log.Log(context.Background(), level, line)
-	return len(p), nil
+	return &raftLogger{log: n.log, level: hclog.Info}
 }
 
 func (n *Node) raftConfig() *raft.Config {

@@ -2,13 +2,23 @@ package replica
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/titanicmq/titanic/internal/lograte"
 )
+
+// raftLogEvery is how often, at most, one raft warning or error about one
+// peer is written again. A member that is down makes the leader's raft
+// fail a heartbeat and an appendEntries every backoff (two ERROR lines a
+// second for as long as it is down, ~170,000 a day); said once, then
+// twice a minute with the count of those left out, it is still seen.
+const raftLogEvery = 30 * time.Second
 
 // raftLogger is raft's hclog.Logger writing to the node's slog logger as
 // structured records: raft's message as msg and its key/value pairs as
@@ -26,6 +36,9 @@ type raftLogger struct {
 	// level is the least hclog level written: Info, as before (raft's
 	// debug and trace lines are many and for raft's developers).
 	level hclog.Level
+	// limit bounds the repeats of a warning or error (same message, same
+	// peer): shared by every logger of the node.
+	limit *lograte.Limiter
 }
 
 var _ hclog.Logger = (*raftLogger)(nil)
@@ -58,7 +71,28 @@ func (l *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 	}
 	attrs = append(attrs, l.implied...)
 	attrs = append(attrs, args...)
+	if sl >= slog.LevelWarn && l.limit != nil {
+		n, ok := l.limit.Allow(time.Now(), msg+"\x00"+peerOf(attrs))
+		if !ok {
+			return
+		}
+		if n > 0 {
+			attrs = append(attrs, "suppressed", n)
+		}
+	}
 	l.log.Log(ctx, sl, msg, attrs...)
+}
+
+// peerOf returns the peer a raft record is about, as text ("" when
+// none): raft names it "peer" (an address, an ID or a raft.Server) or
+// "server-id".
+func peerOf(kv []any) string {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if k, ok := kv[i].(string); ok && (k == "peer" || k == "server-id") {
+			return fmt.Sprint(kv[i+1])
+		}
+	}
+	return ""
 }
 
 func (l *raftLogger) Trace(msg string, args ...any) { l.Log(hclog.Trace, msg, args...) }

@@ -85,7 +85,7 @@
 //	titanic_queue_depth{service}                 pending tickets
 //	titanic_tickets{service,state}               stored tickets by state
 //	titanic_queue_oldest_age_seconds{service}    age of the head of the service's FIFO (oldest unfinished ticket)
-//	titanic_workers{service,state}               idle and busy workers
+//	titanic_workers{service,state}               idle and busy workers (0 for a service with tickets and none)
 //	titanic_broker_queued_requests{service}      plain MDP requests queued in the broker
 //	titanic_services_omitted                     services summed under service="(other)" in the families above
 //	titanic_submits_total, titanic_duplicate_submits_total, titanic_closes_total, titanic_lookups_total,

@@ -202,10 +202,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 // svcSeries is what one service's series are made of: its queue (from
 // the Queues source) and its workers (from the Workers source).
 type svcSeries struct {
-	name       string
-	q          Queue
-	w          ServiceWorkers
-	hasQ, hasW bool
+	name string
+	q    Queue
+	w    ServiceWorkers
+	hasQ bool
 }
 
 // collectServices exports the per-service families for the services
@@ -231,13 +231,14 @@ func (c *collector) collectServices(ctx context.Context, gauge func(*prometheus.
 			}
 		}
 	}
+	workersOK := false
 	if src := c.s.cfg.Workers; src != nil {
 		if ws, err := src.Workers(ctx); err != nil {
 			c.failed("workers", err)
 		} else {
+			workersOK = true
 			for _, w := range ws {
-				r := row(w.Service)
-				r.w, r.hasW = w, true
+				row(w.Service).w = w
 			}
 		}
 	}
@@ -264,7 +265,11 @@ func (c *collector) collectServices(ctx context.Context, gauge func(*prometheus.
 			gauge(c.tickets, float64(r.q.Failed), r.name, "failed")
 			gauge(c.oldestAge, oldestAge, r.name)
 		}
-		if r.hasW {
+		// Every service has its workers series when the source answered,
+		// 0 for a service the broker holds none for: the alert that
+		// matters most (work queued, nobody to do it: queue_depth > 0 and
+		// workers == 0) must have a series to match.
+		if workersOK {
 			gauge(c.workers, float64(r.w.Idle), r.name, "idle")
 			gauge(c.workers, float64(r.w.Busy), r.name, "busy")
 			gauge(c.brokerRequests, float64(r.w.Requests), r.name)
@@ -277,7 +282,7 @@ func (c *collector) collectServices(ctx context.Context, gauge func(*prometheus.
 		// The sum of the rest; its oldest age is the oldest of theirs.
 		other, oldestAge := svcSeries{name: OtherService}, 0.0
 		for _, r := range rest {
-			other.hasQ, other.hasW = other.hasQ || r.hasQ, other.hasW || r.hasW
+			other.hasQ = other.hasQ || r.hasQ
 			other.q.Pending += r.q.Pending
 			other.q.Dispatched += r.q.Dispatched
 			other.q.Done += r.q.Done

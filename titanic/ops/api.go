@@ -496,8 +496,11 @@ func (s *Server) closeTicket(ctx context.Context, w http.ResponseWriter, r *http
 // serviceJSON is one service in GET /api/v1/services: its store queue and
 // its workers merged.
 type serviceJSON struct {
-	Name             string     `json:"name"`
-	Pending          int        `json:"pending"`
+	Name    string `json:"name"`
+	Pending int    `json:"pending"`
+	// Delayed: of the pending, those not due yet (not waiting for a
+	// worker).
+	Delayed          int        `json:"delayed"`
 	Dispatched       int        `json:"dispatched"`
 	Done             int        `json:"done"`
 	Failed           int        `json:"failed"`
@@ -534,7 +537,7 @@ func (s *Server) serviceList(ctx context.Context, now time.Time) (list []service
 		}
 		for _, q := range qs {
 			v := row(q.Service)
-			v.Pending, v.Dispatched, v.Done, v.Failed, v.Cancelled = q.Pending, q.Dispatched, q.Done, q.Failed, q.Cancelled
+			v.Pending, v.Delayed, v.Dispatched, v.Done, v.Failed, v.Cancelled = q.Pending, q.Delayed, q.Dispatched, q.Done, q.Failed, q.Cancelled
 			if !q.Oldest.IsZero() {
 				t := q.Oldest.UTC()
 				v.Oldest = &t
@@ -576,6 +579,7 @@ func (s *Server) serviceList(ctx context.Context, now time.Time) (list []service
 	o := &serviceJSON{Name: OtherService}
 	for _, v := range rest {
 		o.Pending += v.Pending
+		o.Delayed += v.Delayed
 		o.Dispatched += v.Dispatched
 		o.Done += v.Done
 		o.Failed += v.Failed

@@ -102,10 +102,10 @@ func newCollector(s *Server) *collector {
 	c := &collector{
 		s:          s,
 		build:      prometheus.NewDesc("titanic_build_info", "Always 1; the version label is the build's.", nil, prometheus.Labels{"version": s.cfg.Version}),
-		queueDepth: d("titanic_queue_depth", "Pending tickets waiting for a worker, per service.", "service"),
+		queueDepth: d("titanic_queue_depth", "Pending tickets waiting for a worker, per service: delayed ones not due yet left out.", "service"),
 		tickets:    d("titanic_tickets", "Stored tickets per service and state.", "service", "state"),
 		oldestAge: d("titanic_queue_oldest_age_seconds",
-			"Age of the oldest unfinished ticket (pending or dispatched: the head of the service's FIFO); 0 when none.", "service"),
+			"Age of the oldest unfinished ticket (pending or dispatched), delayed ones not due yet left out (a delayed one now due counts from its due time); 0 when none.", "service"),
 		workers:        d("titanic_workers", "Registered workers per service, idle or busy.", "service", "state"),
 		brokerRequests: d("titanic_broker_queued_requests", "Plain (non-durable) MDP requests queued in the broker, per service.", "service"),
 		omitted: d("titanic_services_omitted",
@@ -258,7 +258,7 @@ func (c *collector) collectServices(ctx context.Context, gauge func(*prometheus.
 	}
 	emit := func(r svcSeries, oldestAge float64) {
 		if r.hasQ {
-			gauge(c.queueDepth, float64(r.q.Pending), r.name)
+			gauge(c.queueDepth, float64(max(r.q.Pending-r.q.Delayed, 0)), r.name)
 			gauge(c.tickets, float64(r.q.Pending), r.name, "pending")
 			gauge(c.tickets, float64(r.q.Dispatched), r.name, "dispatched")
 			gauge(c.tickets, float64(r.q.Done), r.name, "done")
@@ -284,6 +284,7 @@ func (c *collector) collectServices(ctx context.Context, gauge func(*prometheus.
 		for _, r := range rest {
 			other.hasQ = other.hasQ || r.hasQ
 			other.q.Pending += r.q.Pending
+			other.q.Delayed += r.q.Delayed
 			other.q.Dispatched += r.q.Dispatched
 			other.q.Done += r.q.Done
 			other.q.Failed += r.q.Failed

@@ -237,6 +237,10 @@ func (o *opsSources) Role() (string, bool) {
 				return ops.RoleActive, active
 			case binarystar.StatePassive:
 				return ops.RolePassive, active
+			case binarystar.StatePrimary:
+				return ops.RolePrimary, active
+			case binarystar.StateBackup:
+				return ops.RoleBackup, active
 			}
 			return strings.ToLower(p.State().String()), active
 		}

@@ -99,13 +99,15 @@
 //	titanic_commit_duration_seconds              histogram (ObserveCommit)
 //	titanic_fsync_duration_seconds               histogram (ObserveFsync)
 //	titanic_active                               1 on the node that serves
-//	titanic_role{role}                           1 for the current role, 0 for the others
+//	titanic_role{role}                           1 for the current role, 0 for the others (single, leader,
+//	                                             follower, candidate, active, passive, primary, backup)
 //	titanic_raft_term, titanic_raft_last_index, titanic_raft_commit_index, titanic_raft_applied_index
 //	titanic_raft_commit_lag                      commit index − applied index
 //	titanic_cluster_members                      servers in the raft configuration
 //	titanic_peers, titanic_peer_capacity         peered clusters and the spare capacity the live ones advertise
 //	titanic_connected_clients                    clients connected (presence)
-//	titanic_ops_source_errors_total{source}      counter: source calls that failed during scrapes
+//	titanic_ops_source_errors_total{source}      counter: source calls that failed during scrapes (queues,
+//	                                             workers, cluster, clients; each from 0)
 //	go_*, process_*                              Go runtime and process (RSS, file descriptors)
 //
 // A failing source is logged and counted, and only its families are left

@@ -49,8 +49,17 @@ func newMetrics(s *Server) (*metrics, error) {
 }
 
 // knownRoles are always exported by titanic_role (0 or 1), so that a
-// role change does not make series appear and vanish.
-var knownRoles = []string{RoleSingle, RoleLeader, RoleFollower, RoleCandidate, RoleActive, RolePassive}
+// role change does not make series appear and vanish: the pair's waiting
+// states (primary, backup) among them, or a node waiting for its peer
+// made them appear and vanish, and a query over the known roles missed
+// a node stuck waiting.
+var knownRoles = []string{RoleSingle, RoleLeader, RoleFollower, RoleCandidate, RoleActive, RolePassive, RolePrimary, RoleBackup}
+
+// sources are the sources titanic_ops_source_errors_total counts, all
+// exported from the start at 0: a series born at 1 hides the first
+// failure from rate() and increase(), and an alert on it has nothing to
+// evaluate until then.
+var sources = []string{"queues", "workers", "cluster", "clients"}
 
 // collector reads the sources on every scrape. A failing source is
 // logged, counted in titanic_ops_source_errors_total and its families
@@ -133,6 +142,9 @@ func newCollector(s *Server) *collector {
 	}
 	for _, ch := range counterHelp {
 		c.counters[ch.name] = d(ch.name, ch.help)
+	}
+	for _, src := range sources {
+		c.errors.WithLabelValues(src)
 	}
 	return c
 }

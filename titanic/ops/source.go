@@ -196,6 +196,8 @@ const (
 	RoleCandidate = "candidate" // group mode, election in progress
 	RoleActive    = "active"    // pair mode, serves
 	RolePassive   = "passive"   // pair mode
+	RolePrimary   = "primary"   // pair mode, the primary waiting for its peer
+	RoleBackup    = "backup"    // pair mode, the backup waiting for its peer
 )
 
 // ClusterStatus is this node's view of its cluster.

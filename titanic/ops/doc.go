@@ -92,7 +92,7 @@
 //	titanic_dispatches_total, titanic_redeliveries_total, titanic_replies_total, titanic_late_replies_total,
 //	titanic_failures_total, titanic_busy_total, titanic_bad_requests_total, titanic_commits_total,
 //	titanic_committed_ops_total, titanic_commit_errors_total       counters
-//	titanic_verdict_retries_total                                  counter
+//	titanic_verdict_retries_total, titanic_unsent_dispatches_total counters
 //	titanic_disk_full                            1 while submits are refused for want of disk space
 //	titanic_disk_free_bytes, titanic_disk_reserve_bytes   free space and reserve of the fullest watched file system
 //	titanic_leases                               tickets held by workers

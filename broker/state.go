@@ -12,6 +12,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker/mdp"
 	"github.com/titanicmq/titanic/broker/zsock"
+	"github.com/titanicmq/titanic/internal/lograte"
 )
 
 // mmiPrefix names the services the broker answers itself (8/MMI).
@@ -71,6 +72,10 @@ type state struct {
 	framesRefused uint64 // since lastFramesLog
 	// Clients not reading their answers (unread.go).
 	unread unreadClients
+	// complaints bounds the warnings a worker's protocol errors cause
+	// (complain): one bad connection repeating one in a loop must not
+	// write a line per message.
+	complaints *lograte.Limiter
 
 	// msg holds the frames of the reply or request being sent, and name
 	// the service frame of a reply: reused from one send to the next,
@@ -151,6 +156,8 @@ func newState(cfg Config, log *slog.Logger, send sendFunc, source Source, handle
 		clientHdr: []byte(mdp.ClientHeader),
 		workerHdr: []byte(mdp.WorkerHeader),
 		request:   []byte{byte(mdp.Request)},
+
+		complaints: lograte.New(lograte.Every),
 	}
 }
 
@@ -200,14 +207,14 @@ func (s *state) receive(now time.Time, frames [][]byte) {
 			// lost, as with any worker that goes). Other malformed
 			// messages of a registered worker are dropped and leave it
 			// be.
-			s.log.Warn("malformed answer: disconnecting worker", "worker", routeString(id), "service", w.svc.name, "err", err)
-			s.removeWorker(w, "protocol error: "+err.Error(), true)
+			s.complain(now, "malformed answer: disconnecting worker", "worker", routeString(id), "service", w.svc.name, "err", err)
+			s.remove(w, "protocol error: "+err.Error(), true, false)
 			return
 		}
 		if s.workers[id] == nil && invalidReady(frames[1:]) {
 			// A READY the broker cannot take: the worker is told, or it
 			// would believe itself registered and wait for work for ever.
-			s.log.Warn("READY refused: disconnecting worker", "worker", routeString(id), "err", err)
+			s.complain(now, "READY refused: disconnecting worker", "worker", routeString(id), "err", err)
 			s.disconnect(id)
 			return
 		}
@@ -234,7 +241,7 @@ func (s *state) tooManyFrames(now time.Time, socket string, err error) {
 			// A worker's message (its reply, most likely) was dropped:
 			// it would go on heartbeating with the job's lease held for
 			// good. Its attempt fails, and says why.
-			s.removeWorker(w, fmt.Sprintf("worker sent a message of over %d bytes, larger in all than limits.max_message_size (%d) allows", tl.Bytes, s.cfg.MaxMsgSize), true)
+			s.complainRemove(now, w, fmt.Sprintf("worker sent a message of over %d bytes, larger in all than limits.max_message_size (%d) allows", tl.Bytes, s.cfg.MaxMsgSize))
 		}
 	} else {
 		s.c.TooManyFrames++
@@ -242,7 +249,7 @@ func (s *state) tooManyFrames(now time.Time, socket string, err error) {
 		if errors.As(err, &tm) && socket == "router" {
 			if w := s.workers[string(tm.First)]; w != nil {
 				// As above: its reply, most likely, is gone.
-				s.removeWorker(w, fmt.Sprintf("worker sent a message of %d frames, more than the %d the broker takes", tm.Frames, s.cfg.MaxFrames), true)
+				s.complainRemove(now, w, fmt.Sprintf("worker sent a message of %d frames, more than the %d the broker takes", tm.Frames, s.cfg.MaxFrames))
 			} else {
 				s.refuseFrames(tm)
 			}
@@ -399,8 +406,8 @@ func (s *state) workerMessage(now time.Time, id string, m mdp.Message) {
 	w.lastRecv = now
 	switch m.Command {
 	case mdp.Ready:
-		s.log.Warn("second READY: disconnecting worker", "worker", routeString(id), "service", w.svc.name)
-		s.removeWorker(w, "protocol error: second READY", true)
+		s.complain(now, "second READY: disconnecting worker", "worker", routeString(id), "service", w.svc.name)
+		s.remove(w, "protocol error: second READY", true, false)
 	case mdp.Heartbeat:
 		if w.busy() && now.Sub(w.given) >= s.cfg.HeartbeatInterval {
 			w.beatsWhileBusy = true
@@ -419,7 +426,7 @@ func (s *state) register(now time.Time, id, name string) {
 		return
 	}
 	if strings.HasPrefix(name, mmiPrefix) || s.handlerFor(name) != nil {
-		s.log.Warn("READY for a reserved service: disconnecting worker", "worker", routeString(id), "service", name)
+		s.complain(now, "READY for a reserved service: disconnecting worker", "worker", routeString(id), "service", name)
 		s.disconnect(id)
 		return
 	}
@@ -447,7 +454,7 @@ func (s *state) workerReply(now time.Time, w *worker, m mdp.Message) {
 		w.state = workReserved
 		s.source.Completed(w.lease, m.Body)
 	default:
-		s.stale(w, m)
+		s.stale(now, w, m)
 	}
 }
 
@@ -474,7 +481,7 @@ func (s *state) workerFail(now time.Time, w *worker, m mdp.Message) {
 		s.source.Failed(lease, "worker: "+string(reason))
 		s.dispatch(now, w.svc)
 	default:
-		s.stale(w, m)
+		s.stale(now, w, m)
 	}
 }
 
@@ -483,17 +490,48 @@ func (s *state) workerFail(now time.Time, w *worker, m mdp.Message) {
 // believes it answered, and would wait for work and heartbeat while the
 // broker held its job for good; so it goes, and the work it holds fails
 // its attempt now.
-func (s *state) stale(w *worker, m mdp.Message) {
+func (s *state) stale(now time.Time, w *worker, m mdp.Message) {
 	s.c.StaleReplies++
-	s.log.Warn("answer for a request the worker does not hold: disconnecting worker", "worker", routeString(w.id), "service", w.svc.name,
+	s.complain(now, "answer for a request the worker does not hold: disconnecting worker", "worker", routeString(w.id), "service", w.svc.name,
 		"command", m.Command, "client", routeString(string(m.Client)))
-	s.removeWorker(w, fmt.Sprintf("protocol error: %s for a request it does not hold", m.Command), true)
+	s.remove(w, fmt.Sprintf("protocol error: %s for a request it does not hold", m.Command), true, false)
+}
+
+// complain logs a warning a worker's protocol error causes, at most once
+// per message every lograte.Every, with the count of those left out since
+// ("suppressed"): a peer can repeat the error with every message it
+// sends, and the broker's counters count each one. msg is one of a fixed
+// set of strings, so the kinds are bounded.
+func (s *state) complain(now time.Time, msg string, args ...any) {
+	n, ok := s.complaints.Allow(now, msg)
+	if !ok {
+		return
+	}
+	if n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	s.log.Warn(msg, args...)
+}
+
+// complainRemove disconnects and removes w for a message over the limits,
+// which it can send in a loop, re-registering in between: its removal is
+// logged as a complaint, rate-limited, not a line each.
+func (s *state) complainRemove(now time.Time, w *worker, reason string) {
+	s.complain(now, "worker sent a message over the limits: disconnecting worker", "worker", routeString(w.id), "service", w.svc.name, "reason", reason)
+	s.remove(w, reason, true, false)
 }
 
 // removeWorker forgets w. Work it holds is given up: a durable job is
 // reported to Source.Failed with reason, a plain request is lost. With
 // disconnect, it is sent DISCONNECT first.
 func (s *state) removeWorker(w *worker, reason string, disconnect bool) {
+	s.remove(w, reason, disconnect, true)
+}
+
+// remove is removeWorker, logging the removal only with logRemoval: a
+// removal for a protocol error was logged already, rate-limited, by the
+// complaint that caused it.
+func (s *state) remove(w *worker, reason string, disconnect, logRemoval bool) {
 	if s.workers[w.id] != w {
 		return
 	}
@@ -507,7 +545,9 @@ func (s *state) removeWorker(w *worker, reason string, disconnect bool) {
 		s.disconnect(w.id)
 	}
 	svc.workers--
-	s.log.Info("worker removed", "worker", routeString(w.id), "service", svc.name, "reason", reason, "workers", svc.workers)
+	if logRemoval {
+		s.log.Info("worker removed", "worker", routeString(w.id), "service", svc.name, "reason", reason, "workers", svc.workers)
+	}
 	switch w.state {
 	case workPlain:
 		s.c.RequestsLost++

@@ -416,6 +416,54 @@ func rebuildIndexes(db *bolt.DB) (int, error) {
 	}
 }
 
+// DueDelayed counts, for each of services, the tickets of the dispatch
+// index QueueDelayed that are due at now (their due time is not after
+// it: they wait for a worker like any pending ticket), and returns the
+// earliest due time among them (zero when none is due). Only keys are
+// read, in one read transaction; the work is in the due entries, not
+// in those still delayed.
+func (s *BoltStore) DueDelayed(ctx context.Context, services []string, now time.Time) (map[string]DueCount, error) {
+	out := make(map[string]DueCount, len(services))
+	at := TimeKey(now)
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		top := tx.Bucket(delayedBucket)
+		if top == nil {
+			return fmt.Errorf("%w: dispatch index %s missing", ErrCorrupt, delayedBucket)
+		}
+		c := top.Cursor()
+		for _, svc := range services {
+			prefix := svcPrefix(svc)
+			var d DueCount
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				k := k[len(prefix):]
+				if len(k) != 16 {
+					return fmt.Errorf("%w: %s entry %x of service %q", ErrCorrupt, delayedBucket, k, svc)
+				}
+				due := int64(binary.BigEndian.Uint64(k) ^ (1 << 63))
+				if due > at {
+					break
+				}
+				if d.Due == 0 {
+					d.First = time.Unix(0, due)
+				}
+				d.Due++
+			}
+			out[svc] = d
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("due delayed: %w", err)
+	}
+	return out, nil
+}
+
+// DueCount is a service's delayed tickets that are due (DueDelayed).
+type DueCount struct {
+	Due   int
+	First time.Time // the earliest due time among them
+}
+
 // Queued reads one window of a dispatch index: up to r.Limit tickets of
 // r.Service that follow r.After, in key order, without bodies, in one
 // read transaction (one consistent snapshot). It is how the dispatcher

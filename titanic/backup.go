@@ -49,7 +49,11 @@ func (s *Service) backup(req broker.Request) [][]byte {
 		if s.cfg.AllowBackup != nil {
 			// Here, not on the broker's loop: it may resolve names.
 			if err := s.cfg.AllowBackup(req.From); err != nil {
-				s.log.Warn("backup refused", "from", req.From, "err", err)
+				// At most once every lograte.Every, with the count
+				// left out since: the refusal costs its caller nothing.
+				if n, ok := s.refusals.Allow(time.Now(), "backup refused"); ok {
+					s.log.Warn("backup refused", "from", req.From, "err", err, "suppressed", n)
+				}
 				s.answer(req.Client, req.Service, replyText(tsp.CodeUnknown, tsp.Forbidden.Text(err.Error())))
 				return
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/internal/lograte"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
@@ -273,6 +274,9 @@ type Service struct {
 	cfg Config
 	// backingUp: a titanic.backup is being written (one at a time).
 	backingUp atomic.Bool
+	// refusals bounds the "backup refused" warnings: an outsider asking
+	// in a loop must not write a line per request.
+	refusals *lograte.Limiter
 	// sweepGate: retries hold it shared until durable, a retention
 	// sweep exclusively from its listing to the hand-over of its closes
 	// (see retry).
@@ -334,6 +338,7 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 		st:        st,
 		b:         b,
 		log:       cfg.Logger.With("component", "titanic"),
+		refusals:  lograte.New(lograte.Every),
 		d:         newDispatcher(cfg.dispatchConfig()),
 		reapKick:  make(chan struct{}, 1),
 		loadReq:   make(chan string, 1024),

@@ -55,6 +55,9 @@ var (
 	raftLeader  = regexp.MustCompile(`entering leader state`)
 	raftElect   = regexp.MustCompile(`heartbeat timeout reached|entering candidate state|pre-vote`)
 	raftTrouble = regexp.MustCompile(`failed to contact|failed to heartbeat|failed to appendEntries|lost leadership|stepping down`)
+	// suppressed is how many lines like it a rate-limited line stands for
+	// besides itself (raft's repeated warnings and errors).
+	suppressed = regexp.MustCompile(`suppressed=(\d+)`)
 )
 
 const (
@@ -727,6 +730,10 @@ func readEvents(nodes []*pairNode, since time.Time) events {
 					ev.raftElect++
 				case raftTrouble.MatchString(line):
 					ev.raftTrouble++
+					if m := suppressed.FindStringSubmatch(line); m != nil {
+						n, _ := strconv.Atoi(m[1])
+						ev.raftTrouble += n
+					}
 				default:
 					hit = false
 				}

@@ -41,6 +41,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"github.com/titanicmq/titanic/internal/lograte"
 	"github.com/titanicmq/titanic/store"
 )
 
@@ -179,6 +180,10 @@ type Node struct {
 	snaps raft.SnapshotStore
 	stop  chan struct{}
 
+	// raftLogLimit bounds the repeats of raft's warnings and errors
+	// (raftlog.go).
+	raftLogLimit *lograte.Limiter
+
 	// notify receives raft's leadership changes across raft restarts
 	// (Reform); leaderCh is what callers read.
 	notify   chan bool
@@ -306,6 +311,7 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 		aborts:   map[*raft.Raft]func(){},
 		relog:    make(chan struct{}, 1),
 	}
+	n.raftLogLimit = lograte.New(raftLogEvery)
 	n.fsm = &fsm{st: st, log: n.log, self: raft.ServerID(cfg.ID), fatal: make(chan error, 1)}
 	n.fsm.installed = n.noteInstall
 	applied, err := st.AppliedIndex(context.Background())
@@ -355,30 +361,13 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// hclog adapts raft's logger to slog.
+// hclog adapts raft's logger to slog (raftlog.go).
 func (n *Node) hclog() hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.Info,
-		Output: slogWriter{n.log},
-	})
-}
-
-type slogWriter struct{ log *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	line := strings.TrimSpace(string(p))
-	level := slog.LevelInfo
-	switch {
-	case strings.Contains(line, "[ERROR]"):
-		level = slog.LevelError
-	case strings.Contains(line, "[WARN]"):
-		level = slog.LevelWarn
-	case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
-		level = slog.LevelDebug
+	limit := n.raftLogLimit
+	if limit == nil {
+		limit = lograte.New(raftLogEvery) // a Node made by a test
 	}
-	w.log.Log(context.Background(), level, line)
-	return len(p), nil
+	return &raftLogger{log: n.log, level: hclog.Info, limit: limit}
 }
 
 func (n *Node) raftConfig() *raft.Config {

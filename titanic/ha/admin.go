@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/internal/lograte"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
@@ -42,6 +43,9 @@ type Admin struct {
 	node *replica.Node
 	b    Replier
 	log  *slog.Logger
+	// refusals bounds the "cluster change refused" warnings: a stranger
+	// asking in a loop must not write a line per request.
+	refusals *lograte.Limiter
 	// Endpoint is this node's client endpoint, reported in the status.
 	Endpoint string
 	// Role is what titanic.cluster.role answers; it is called on the
@@ -96,7 +100,7 @@ func changes(req broker.Request) bool {
 
 // NewAdmin returns the admin handler of node.
 func NewAdmin(node *replica.Node, b Replier, log *slog.Logger) *Admin {
-	return &Admin{node: node, b: b, log: log.With("component", "admin"), busy: make(chan struct{}, adminInFlight)}
+	return &Admin{node: node, b: b, log: log.With("component", "admin"), refusals: lograte.New(lograte.Every), busy: make(chan struct{}, adminInFlight)}
 }
 
 // ServeMDP implements broker.Handler. Raft calls may block, so the work
@@ -146,7 +150,11 @@ func (a *Admin) memberIDs() string {
 func (a *Admin) serve(req broker.Request) [][]byte {
 	if a.Sources != nil && changes(req) {
 		if err := a.Sources.Allow(req.From); err != nil {
-			a.log.Warn("cluster change refused", "service", req.Service, "from", req.From, "err", err)
+			// At most once every lograte.Every, with the count left
+			// out since: the refusal costs its caller nothing.
+			if n, ok := a.refusals.Allow(time.Now(), "cluster change refused"); ok {
+				a.log.Warn("cluster change refused", "service", req.Service, "from", req.From, "err", err, "suppressed", n)
+			}
 			return text(tsp.CodeUnknown, tsp.Forbidden.Text(err.Error()))
 		}
 	}

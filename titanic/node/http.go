@@ -135,11 +135,57 @@ func (o *opsSources) Queues(ctx context.Context) ([]ops.Queue, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Delayed tickets not due yet wait for their time, not for a worker:
+	// they are left out of the queue's depth and oldest age (titanic
+	// stats shows them as DELAYED). The store counts every ticket with
+	// a due time; those due already are told apart here.
+	now := time.Now()
+	var delayed []string
+	for name, c := range st.Services {
+		if c.Delayed > 0 {
+			delayed = append(delayed, name)
+		}
+	}
+	var due map[string]store.DueCount
+	if len(delayed) > 0 {
+		if due, err = o.bolt.DueDelayed(ctx, delayed, now); err != nil {
+			return nil, err
+		}
+	}
 	out := make([]ops.Queue, 0, len(st.Services))
 	for name, c := range st.Services {
-		out = append(out, ops.Queue{Service: name, Pending: c.Pending, Dispatched: c.Dispatched, Done: c.Done, Failed: c.Failed, Cancelled: c.Cancelled, Oldest: heads[name].Created})
+		q := ops.Queue{Service: name, Pending: c.Pending, Dispatched: c.Dispatched, Done: c.Done, Failed: c.Failed, Cancelled: c.Cancelled,
+			Delayed: max(c.Delayed-due[name].Due, 0), Oldest: heads[name].Created}
+		if h := heads[name]; h.Lifecycle.Due.After(now) {
+			// The head of the FIFO is not due: the oldest waiting is
+			// the head of a ready index or the first due delayed one.
+			if q.Oldest, err = o.oldestWaiting(ctx, name, due[name]); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, q)
 	}
 	return out, nil
+}
+
+// oldestWaiting returns when the oldest ticket of service waiting for a
+// worker or held by one began waiting, its FIFO's head being delayed:
+// the submit of the oldest in the ready index (tickets without a due
+// time, pending or dispatched), or the due time of the first due one
+// among the delayed. Zero when none is. (A dispatched ticket that had a
+// due time is in neither index: behind a delayed head it is not seen.)
+func (o *opsSources) oldestWaiting(ctx context.Context, service string, due store.DueCount) (time.Time, error) {
+	oldest := due.First
+	for p := store.PriorityLow; p <= store.PriorityHigh; p++ {
+		ts, err := o.bolt.Queued(ctx, store.QueueRead{Queue: store.QueueReady, Service: service, Level: p, Limit: 1})
+		if err != nil {
+			return time.Time{}, err
+		}
+		if len(ts) > 0 && (oldest.IsZero() || ts[0].Created.Before(oldest)) {
+			oldest = ts[0].Created
+		}
+	}
+	return oldest, nil
 }
 
 func (o *opsSources) QueueStats(ctx context.Context) (titanic.QueueStats, error) {
@@ -191,6 +237,10 @@ func (o *opsSources) Role() (string, bool) {
 				return ops.RoleActive, active
 			case binarystar.StatePassive:
 				return ops.RolePassive, active
+			case binarystar.StatePrimary:
+				return ops.RolePrimary, active
+			case binarystar.StateBackup:
+				return ops.RoleBackup, active
 			}
 			return strings.ToLower(p.State().String()), active
 		}

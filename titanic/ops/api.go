@@ -496,8 +496,11 @@ func (s *Server) closeTicket(ctx context.Context, w http.ResponseWriter, r *http
 // serviceJSON is one service in GET /api/v1/services: its store queue and
 // its workers merged.
 type serviceJSON struct {
-	Name             string     `json:"name"`
-	Pending          int        `json:"pending"`
+	Name    string `json:"name"`
+	Pending int    `json:"pending"`
+	// Delayed: of the pending, those not due yet (not waiting for a
+	// worker).
+	Delayed          int        `json:"delayed"`
 	Dispatched       int        `json:"dispatched"`
 	Done             int        `json:"done"`
 	Failed           int        `json:"failed"`
@@ -513,8 +516,11 @@ type serviceJSON struct {
 }
 
 // serviceList merges Queues and Workers, sorted by name. Missing sources
-// give no rows; errors are returned.
-func (s *Server) serviceList(ctx context.Context, now time.Time) ([]serviceJSON, error) {
+// give no rows; errors are returned. At most Config.MaxServices rows are
+// returned, the paused services and those with the most tickets
+// (bound.go); other sums the rest under OtherService, and omitted
+// counts them (0 and nil when none is left out).
+func (s *Server) serviceList(ctx context.Context, now time.Time) (list []serviceJSON, other *serviceJSON, omitted int, err error) {
 	byName := map[string]*serviceJSON{}
 	row := func(name string) *serviceJSON {
 		if v, ok := byName[name]; ok {
@@ -527,11 +533,11 @@ func (s *Server) serviceList(ctx context.Context, now time.Time) ([]serviceJSON,
 	if s.cfg.Queues != nil {
 		qs, err := s.cfg.Queues.Queues(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("queues: %w", err)
+			return nil, nil, 0, fmt.Errorf("queues: %w", err)
 		}
 		for _, q := range qs {
 			v := row(q.Service)
-			v.Pending, v.Dispatched, v.Done, v.Failed, v.Cancelled = q.Pending, q.Dispatched, q.Done, q.Failed, q.Cancelled
+			v.Pending, v.Delayed, v.Dispatched, v.Done, v.Failed, v.Cancelled = q.Pending, q.Delayed, q.Dispatched, q.Done, q.Failed, q.Cancelled
 			if !q.Oldest.IsZero() {
 				t := q.Oldest.UTC()
 				v.Oldest = &t
@@ -542,7 +548,7 @@ func (s *Server) serviceList(ctx context.Context, now time.Time) ([]serviceJSON,
 	if s.cfg.Workers != nil {
 		ws, err := s.cfg.Workers.Workers(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("workers: %w", err)
+			return nil, nil, 0, fmt.Errorf("workers: %w", err)
 		}
 		for _, sw := range ws {
 			v := row(sw.Service)
@@ -552,18 +558,41 @@ func (s *Server) serviceList(ctx context.Context, now time.Time) ([]serviceJSON,
 	if s.cfg.Jobs != nil {
 		paused, err := s.cfg.Jobs.Paused(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("paused services: %w", err)
+			return nil, nil, 0, fmt.Errorf("paused services: %w", err)
 		}
 		for name := range paused {
 			row(name).Paused = true
 		}
 	}
-	out := make([]serviceJSON, 0, len(byName))
+	all := make([]serviceJSON, 0, len(byName))
 	for _, v := range byName {
-		out = append(out, *v)
+		all = append(all, *v)
 	}
+	out, rest := topServices(all, s.cfg.maxServices(), func(v *serviceJSON) rank {
+		return rank{name: v.Name, pinned: v.Paused, weight: v.Pending + v.Dispatched + v.Done + v.Failed + v.Cancelled + v.Workers + v.Requests}
+	})
 	slices.SortFunc(out, func(a, b serviceJSON) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
+	if len(rest) == 0 {
+		return out, nil, 0, nil
+	}
+	// The sum of the rest; its oldest is the oldest of theirs.
+	o := &serviceJSON{Name: OtherService}
+	for _, v := range rest {
+		o.Pending += v.Pending
+		o.Delayed += v.Delayed
+		o.Dispatched += v.Dispatched
+		o.Done += v.Done
+		o.Failed += v.Failed
+		o.Cancelled += v.Cancelled
+		o.Workers += v.Workers
+		o.Idle += v.Idle
+		o.Busy += v.Busy
+		o.Requests += v.Requests
+		if v.Oldest != nil && (o.Oldest == nil || v.Oldest.Before(*o.Oldest)) {
+			o.Oldest, o.OldestAgeSeconds = v.Oldest, v.OldestAgeSeconds
+		}
+	}
+	return out, o, len(rest), nil
 }
 
 // services: GET /api/v1/services → {"services": [...]}.
@@ -574,14 +603,18 @@ func (s *Server) services(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.ctx(r)
 	defer cancel()
-	list, err := s.serviceList(ctx, time.Now())
+	list, other, omitted, err := s.serviceList(ctx, time.Now())
 	if err != nil {
 		s.sourceError(w, r, "services", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Services []serviceJSON `json:"services"`
-	}{list})
+		// Omitted counts the services left out of the list (beyond
+		// Config.MaxServices), Other their sum.
+		Omitted int          `json:"omitted"`
+		Other   *serviceJSON `json:"other,omitempty"`
+	}{list, omitted, other})
 }
 
 // workers: GET /api/v1/workers → {"workers": [...], "total": n}.

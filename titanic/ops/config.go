@@ -70,6 +70,11 @@ type Config struct {
 	MaxSubmitBytes int64
 	MaxReplyBytes  int
 	MaxInFlight    int
+	// MaxServices bounds the services shown one by one in the
+	// per-service metrics and GET /api/v1/services: those with the most
+	// tickets; the others are summed under OtherService (bound.go). 0:
+	// DefaultMaxServices.
+	MaxServices int
 
 	Logger *slog.Logger
 }

@@ -82,31 +82,40 @@
 // Families (all gauges unless noted):
 //
 //	titanic_build_info{version}                  1
-//	titanic_queue_depth{service}                 pending tickets
+//	titanic_queue_depth{service}                 pending tickets waiting for a worker (delayed ones not due yet left out)
 //	titanic_tickets{service,state}               stored tickets by state
-//	titanic_queue_oldest_age_seconds{service}    age of the head of the service's FIFO (oldest unfinished ticket)
-//	titanic_workers{service,state}               idle and busy workers
+//	titanic_queue_oldest_age_seconds{service}    age of the oldest unfinished ticket not delayed into the future (a delayed one now due from its due time)
+//	titanic_workers{service,state}               idle and busy workers (0 for a service with tickets and none)
 //	titanic_broker_queued_requests{service}      plain MDP requests queued in the broker
+//	titanic_services_omitted                     services summed under service="(other)" in the families above
 //	titanic_submits_total, titanic_duplicate_submits_total, titanic_closes_total, titanic_lookups_total,
 //	titanic_dispatches_total, titanic_redeliveries_total, titanic_replies_total, titanic_late_replies_total,
 //	titanic_failures_total, titanic_busy_total, titanic_bad_requests_total, titanic_commits_total,
 //	titanic_committed_ops_total, titanic_commit_errors_total       counters
-//	titanic_verdict_retries_total                                  counter
+//	titanic_verdict_retries_total, titanic_unsent_dispatches_total counters
 //	titanic_disk_full                            1 while submits are refused for want of disk space
 //	titanic_disk_free_bytes, titanic_disk_reserve_bytes   free space and reserve of the fullest watched file system
 //	titanic_leases                               tickets held by workers
 //	titanic_commit_duration_seconds              histogram (ObserveCommit)
 //	titanic_fsync_duration_seconds               histogram (ObserveFsync)
 //	titanic_active                               1 on the node that serves
-//	titanic_role{role}                           1 for the current role, 0 for the others
+//	titanic_role{role}                           1 for the current role, 0 for the others (single, leader,
+//	                                             follower, candidate, active, passive, primary, backup)
 //	titanic_raft_term, titanic_raft_last_index, titanic_raft_commit_index, titanic_raft_applied_index
 //	titanic_raft_commit_lag                      commit index − applied index
 //	titanic_cluster_members                      servers in the raft configuration
 //	titanic_peers, titanic_peer_capacity         peered clusters and the spare capacity the live ones advertise
 //	titanic_connected_clients                    clients connected (presence)
-//	titanic_ops_source_errors_total{source}      counter: source calls that failed during scrapes
+//	titanic_ops_source_errors_total{source}      counter: source calls that failed during scrapes (queues,
+//	                                             workers, cluster, clients; each from 0)
 //	go_*, process_*                              Go runtime and process (RSS, file descriptors)
 //
 // A failing source is logged and counted, and only its families are left
 // out of that scrape.
+//
+// The per-service families show at most Config.MaxServices services
+// (DefaultMaxServices), those with the most tickets; the others are
+// summed under service="(other)" (OtherService), and so are the rows of
+// GET /api/v1/services, so that the names clients make up cannot grow a
+// scrape without limit.
 package ops

@@ -49,8 +49,17 @@ func newMetrics(s *Server) (*metrics, error) {
 }
 
 // knownRoles are always exported by titanic_role (0 or 1), so that a
-// role change does not make series appear and vanish.
-var knownRoles = []string{RoleSingle, RoleLeader, RoleFollower, RoleCandidate, RoleActive, RolePassive}
+// role change does not make series appear and vanish: the pair's waiting
+// states (primary, backup) among them, or a node waiting for its peer
+// made them appear and vanish, and a query over the known roles missed
+// a node stuck waiting.
+var knownRoles = []string{RoleSingle, RoleLeader, RoleFollower, RoleCandidate, RoleActive, RolePassive, RolePrimary, RoleBackup}
+
+// sources are the sources titanic_ops_source_errors_total counts, all
+// exported from the start at 0: a series born at 1 hides the first
+// failure from rate() and increase(), and an alert on it has nothing to
+// evaluate until then.
+var sources = []string{"queues", "workers", "cluster", "clients"}
 
 // collector reads the sources on every scrape. A failing source is
 // logged, counted in titanic_ops_source_errors_total and its families
@@ -59,7 +68,7 @@ type collector struct {
 	s *Server
 
 	build, queueDepth, tickets, oldestAge    *prometheus.Desc
-	workers, brokerRequests                  *prometheus.Desc
+	workers, brokerRequests, omitted         *prometheus.Desc
 	counters                                 map[string]*prometheus.Desc
 	leases                                   *prometheus.Desc
 	active, role, term, lastIndex, commitIdx *prometheus.Desc
@@ -102,28 +111,30 @@ func newCollector(s *Server) *collector {
 	c := &collector{
 		s:          s,
 		build:      prometheus.NewDesc("titanic_build_info", "Always 1; the version label is the build's.", nil, prometheus.Labels{"version": s.cfg.Version}),
-		queueDepth: d("titanic_queue_depth", "Pending tickets waiting for a worker, per service.", "service"),
+		queueDepth: d("titanic_queue_depth", "Pending tickets waiting for a worker, per service: delayed ones not due yet left out.", "service"),
 		tickets:    d("titanic_tickets", "Stored tickets per service and state.", "service", "state"),
 		oldestAge: d("titanic_queue_oldest_age_seconds",
-			"Age of the oldest unfinished ticket (pending or dispatched: the head of the service's FIFO); 0 when none.", "service"),
+			"Age of the oldest unfinished ticket (pending or dispatched), delayed ones not due yet left out (a delayed one now due counts from its due time); 0 when none.", "service"),
 		workers:        d("titanic_workers", "Registered workers per service, idle or busy.", "service", "state"),
 		brokerRequests: d("titanic_broker_queued_requests", "Plain (non-durable) MDP requests queued in the broker, per service.", "service"),
-		counters:       map[string]*prometheus.Desc{},
-		leases:         d("titanic_leases", "Tickets held by workers now."),
-		active:         d("titanic_active", "1 when this node serves clients (single node, raft leader, active pair node), else 0."),
-		role:           d("titanic_role", "This node's role: 1 for the current one, 0 for the others.", "role"),
-		term:           d("titanic_raft_term", "Current raft term (0 in single mode)."),
-		lastIndex:      d("titanic_raft_last_index", "Last raft log index."),
-		commitIdx:      d("titanic_raft_commit_index", "Raft commit index."),
-		appliedIdx:     d("titanic_raft_applied_index", "Raft index applied to the local store."),
-		commitLag:      d("titanic_raft_commit_lag", "Committed raft entries not applied to the local store yet (commit index - applied index)."),
-		members:        d("titanic_cluster_members", "Servers in the raft configuration (0 in single mode)."),
-		peers:          d("titanic_peers", "Peered clusters configured (see the cluster API for which are alive)."),
-		peerCapacity:   d("titanic_peer_capacity", "Spare capacity (idle workers) advertised by the live peered clusters, in all."),
-		clients:        d("titanic_connected_clients", "Clients connected now (titanic.hello presence); 0 when presence is not wired."),
-		diskFull:       d("titanic_disk_full", "1 while submits are refused because the free disk space is below limits.disk_reserve, else 0."),
-		diskFree:       d("titanic_disk_free_bytes", "Free space of the watched file system closest to its reserve (absent when the reserve is not checked)."),
-		diskReserve:    d("titanic_disk_reserve_bytes", "The reserve of that file system: limits.disk_reserve, at most 5% of its size."),
+		omitted: d("titanic_services_omitted",
+			`Services summed under service="(other)" in the per-service series, beyond the ones with the most tickets shown one by one (ops.Config.MaxServices, 500 by default).`),
+		counters:     map[string]*prometheus.Desc{},
+		leases:       d("titanic_leases", "Tickets held by workers now."),
+		active:       d("titanic_active", "1 when this node serves clients (single node, raft leader, active pair node), else 0."),
+		role:         d("titanic_role", "This node's role: 1 for the current one, 0 for the others.", "role"),
+		term:         d("titanic_raft_term", "Current raft term (0 in single mode)."),
+		lastIndex:    d("titanic_raft_last_index", "Last raft log index."),
+		commitIdx:    d("titanic_raft_commit_index", "Raft commit index."),
+		appliedIdx:   d("titanic_raft_applied_index", "Raft index applied to the local store."),
+		commitLag:    d("titanic_raft_commit_lag", "Committed raft entries not applied to the local store yet (commit index - applied index)."),
+		members:      d("titanic_cluster_members", "Servers in the raft configuration (0 in single mode)."),
+		peers:        d("titanic_peers", "Peered clusters configured (see the cluster API for which are alive)."),
+		peerCapacity: d("titanic_peer_capacity", "Spare capacity (idle workers) advertised by the live peered clusters, in all."),
+		clients:      d("titanic_connected_clients", "Clients connected now (titanic.hello presence); 0 when presence is not wired."),
+		diskFull:     d("titanic_disk_full", "1 while submits are refused because the free disk space is below limits.disk_reserve, else 0."),
+		diskFree:     d("titanic_disk_free_bytes", "Free space of the watched file system closest to its reserve (absent when the reserve is not checked)."),
+		diskReserve:  d("titanic_disk_reserve_bytes", "The reserve of that file system: limits.disk_reserve, at most 5% of its size."),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "titanic_ops_source_errors_total",
 			Help: "Scrapes or API calls where a source (queues, workers, cluster, clients) failed.",
@@ -132,12 +143,15 @@ func newCollector(s *Server) *collector {
 	for _, ch := range counterHelp {
 		c.counters[ch.name] = d(ch.name, ch.help)
 	}
+	for _, src := range sources {
+		c.errors.WithLabelValues(src)
+	}
 	return c
 }
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.build, c.queueDepth, c.tickets, c.oldestAge, c.workers, c.brokerRequests,
+	for _, d := range []*prometheus.Desc{c.build, c.queueDepth, c.tickets, c.oldestAge, c.workers, c.brokerRequests, c.omitted,
 		c.leases, c.active, c.role, c.term, c.lastIndex, c.commitIdx, c.appliedIdx, c.commitLag, c.members,
 		c.peers, c.peerCapacity, c.clients, c.diskFull, c.diskFree, c.diskReserve} {
 		ch <- d
@@ -171,18 +185,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	gauge(c.build, 1)
-	c.collectQueues(ctx, gauge)
-	if src := c.s.cfg.Workers; src != nil {
-		if ws, err := src.Workers(ctx); err != nil {
-			c.failed("workers", err)
-		} else {
-			for _, w := range ws {
-				gauge(c.workers, float64(w.Idle), w.Service, "idle")
-				gauge(c.workers, float64(w.Busy), w.Service, "busy")
-				gauge(c.brokerRequests, float64(w.Requests), w.Service)
-			}
-		}
-	}
+	c.collectServices(ctx, gauge)
 	if src := c.s.cfg.Counters; src != nil {
 		counts := src.Counters()
 		for i, v := range counterValues(counts) {
@@ -208,29 +211,103 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.errors.Collect(ch)
 }
 
-func (c *collector) collectQueues(ctx context.Context, gauge func(*prometheus.Desc, float64, ...string)) {
-	src := c.s.cfg.Queues
-	if src == nil {
-		return
-	}
-	qs, err := src.Queues(ctx)
-	if err != nil {
-		c.failed("queues", err)
-		return
-	}
-	now := time.Now()
-	for _, q := range qs {
-		gauge(c.queueDepth, float64(q.Pending), q.Service)
-		gauge(c.tickets, float64(q.Pending), q.Service, "pending")
-		gauge(c.tickets, float64(q.Dispatched), q.Service, "dispatched")
-		gauge(c.tickets, float64(q.Done), q.Service, "done")
-		gauge(c.tickets, float64(q.Failed), q.Service, "failed")
-		age := 0.0
-		if !q.Oldest.IsZero() {
-			age = max(0, now.Sub(q.Oldest).Seconds())
+// svcSeries is what one service's series are made of: its queue (from
+// the Queues source) and its workers (from the Workers source).
+type svcSeries struct {
+	name string
+	q    Queue
+	w    ServiceWorkers
+	hasQ bool
+}
+
+// collectServices exports the per-service families for the services
+// with the most tickets, and the others summed under OtherService
+// (bound.go): their number is bounded whatever names clients make up.
+func (c *collector) collectServices(ctx context.Context, gauge func(*prometheus.Desc, float64, ...string)) {
+	byName := map[string]*svcSeries{}
+	row := func(name string) *svcSeries {
+		r := byName[name]
+		if r == nil {
+			r = &svcSeries{name: name}
+			byName[name] = r
 		}
-		gauge(c.oldestAge, age, q.Service)
+		return r
 	}
+	if src := c.s.cfg.Queues; src != nil {
+		if qs, err := src.Queues(ctx); err != nil {
+			c.failed("queues", err)
+		} else {
+			for _, q := range qs {
+				r := row(q.Service)
+				r.q, r.hasQ = q, true
+			}
+		}
+	}
+	workersOK := false
+	if src := c.s.cfg.Workers; src != nil {
+		if ws, err := src.Workers(ctx); err != nil {
+			c.failed("workers", err)
+		} else {
+			workersOK = true
+			for _, w := range ws {
+				row(w.Service).w = w
+			}
+		}
+	}
+	rows := make([]svcSeries, 0, len(byName))
+	for _, r := range byName {
+		rows = append(rows, *r)
+	}
+	kept, rest := topServices(rows, c.s.cfg.maxServices(), func(r *svcSeries) rank {
+		return rank{name: r.name, weight: r.q.Pending + r.q.Dispatched + r.q.Done + r.q.Failed + r.q.Cancelled + r.w.Workers + r.w.Requests}
+	})
+	now := time.Now()
+	age := func(oldest time.Time) float64 {
+		if oldest.IsZero() {
+			return 0
+		}
+		return max(0, now.Sub(oldest).Seconds())
+	}
+	emit := func(r svcSeries, oldestAge float64) {
+		if r.hasQ {
+			gauge(c.queueDepth, float64(max(r.q.Pending-r.q.Delayed, 0)), r.name)
+			gauge(c.tickets, float64(r.q.Pending), r.name, "pending")
+			gauge(c.tickets, float64(r.q.Dispatched), r.name, "dispatched")
+			gauge(c.tickets, float64(r.q.Done), r.name, "done")
+			gauge(c.tickets, float64(r.q.Failed), r.name, "failed")
+			gauge(c.oldestAge, oldestAge, r.name)
+		}
+		// Every service has its workers series when the source answered,
+		// 0 for a service the broker holds none for: the alert that
+		// matters most (work queued, nobody to do it: queue_depth > 0 and
+		// workers == 0) must have a series to match.
+		if workersOK {
+			gauge(c.workers, float64(r.w.Idle), r.name, "idle")
+			gauge(c.workers, float64(r.w.Busy), r.name, "busy")
+			gauge(c.brokerRequests, float64(r.w.Requests), r.name)
+		}
+	}
+	for _, r := range kept {
+		emit(r, age(r.q.Oldest))
+	}
+	if len(rest) > 0 {
+		// The sum of the rest; its oldest age is the oldest of theirs.
+		other, oldestAge := svcSeries{name: OtherService}, 0.0
+		for _, r := range rest {
+			other.hasQ = other.hasQ || r.hasQ
+			other.q.Pending += r.q.Pending
+			other.q.Delayed += r.q.Delayed
+			other.q.Dispatched += r.q.Dispatched
+			other.q.Done += r.q.Done
+			other.q.Failed += r.q.Failed
+			other.w.Idle += r.w.Idle
+			other.w.Busy += r.w.Busy
+			other.w.Requests += r.w.Requests
+			oldestAge = max(oldestAge, age(r.q.Oldest))
+		}
+		emit(other, oldestAge)
+	}
+	gauge(c.omitted, float64(len(rest)))
 }
 
 func (c *collector) collectCluster(ctx context.Context, gauge func(*prometheus.Desc, float64, ...string)) {

@@ -156,8 +156,9 @@ func TestMetricsCluster(t *testing.T) {
 		`titanic_peer_capacity`:         6,
 		`titanic_connected_clients`:     12,
 	})
-	if _, ok := samples[`titanic_ops_source_errors_total{source="cluster"}`]; ok {
-		t.Error("source error counted without an error")
+	// Exported from the start, at 0 until a source fails.
+	if v, ok := samples[`titanic_ops_source_errors_total{source="cluster"}`]; !ok || v != 0 {
+		t.Errorf("titanic_ops_source_errors_total{source=\"cluster\"} = %v (present %v) without an error, want 0", v, ok)
 	}
 }
 

@@ -103,9 +103,14 @@ type Queue struct {
 	Service string
 	// Tickets per state (store.Stats's Counts).
 	Pending, Dispatched, Done, Failed, Cancelled int
-	// Oldest is when the ticket at the head of the service's FIFO was
-	// submitted: the oldest unfinished (pending or dispatched) ticket. Zero
-	// when the service has none.
+	// Delayed counts the pending tickets not due yet (a delay, a
+	// schedule, a backoff): they wait for their time, not for a worker,
+	// and are left out of the queue depth.
+	Delayed int
+	// Oldest is when the oldest unfinished (pending or dispatched) ticket
+	// not delayed into the future began waiting: its submit (the head of
+	// the service's FIFO, unless that is delayed), or its due time for a
+	// delayed one now due. Zero when the service has none.
 	Oldest time.Time
 }
 
@@ -191,6 +196,8 @@ const (
 	RoleCandidate = "candidate" // group mode, election in progress
 	RoleActive    = "active"    // pair mode, serves
 	RolePassive   = "passive"   // pair mode
+	RolePrimary   = "primary"   // pair mode, the primary waiting for its peer
+	RoleBackup    = "backup"    // pair mode, the backup waiting for its peer
 )
 
 // ClusterStatus is this node's view of its cluster.

@@ -137,10 +137,13 @@
 
   let counts = {};
 
-  function renderServices(list) {
+  // renderServices shows the services the API lists (the ones with the
+  // most tickets) and, when it left some out, their sum in a last row
+  // without buttons: it is no service of its own.
+  function renderServices(list, other, omitted) {
     counts = { all: 0, pending: 0, dispatched: 0, done: 0, failed: 0, cancelled: 0 };
     const most = Math.max(1, ...list.map((s) => s.pending));
-    fill($('services').tBodies[0], list.map((s) => {
+    const rows = list.map((s) => {
       for (const k of STATES.slice(1)) { counts[k] += s[k] || 0; counts.all += s[k] || 0; }
       const bar = el('span', { class: 'bar' });
       bar.style.width = Math.round((100 * s.pending) / most) + '%';
@@ -159,7 +162,16 @@
           s.failed ? button('Purge failed', { class: 'small danger', 'data-service': s.name }, () => {
             if (confirm('Delete the ' + s.failed + ' failed tickets of ' + s.name + '?')) post('services/' + encodeURIComponent(s.name) + '/purge');
           }) : null));
-    }), 10, 'no services yet');
+    });
+    if (other && omitted > 0) {
+      for (const k of STATES.slice(1)) { counts[k] += other[k] || 0; counts.all += other[k] || 0; }
+      rows.push(el('tr', { class: 'other' },
+        td(omitted.toLocaleString('en') + ' more services', 'strong'),
+        td(other.pending, 'num'), td(other.dispatched, 'num'), td(other.done, 'num'), td(other.failed, 'num'),
+        td(other.oldest ? duration(other.oldest_age_seconds) : '—', 'num'),
+        td(other.workers, 'num'), td(other.idle, 'num'), td(other.busy, 'num'), td('')));
+    }
+    fill($('services').tBodies[0], rows, 10, 'no services yet');
     renderTabs();
   }
 
@@ -328,7 +340,7 @@
     };
     use(cluster, renderCluster);
     use(stats, renderStats);
-    use(services, (v) => renderServices(v.services));
+    use(services, (v) => renderServices(v.services, v.other, v.omitted));
     use(tickets, renderTickets);
     use(clients, renderClients);
     use(dead, renderDead);

@@ -422,7 +422,7 @@ feed:
 // "ticket<TAB>state", or with asJSON one object.
 func printWaited(e env, asJSON bool, ticket, state string) {
 	if !asJSON {
-		fmt.Fprintf(e.stdout, "%s\t%s\n", ticket, state)
+		fmt.Fprintf(e.stdout, "%s\t%s\n", shown(ticket), shown(state))
 		return
 	}
 	st, msg, _ := strings.Cut(state, ": ")

@@ -113,7 +113,7 @@ func printQueues(w io.Writer, st client.QueueStats) error {
 		if q.Paused {
 			paused = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.1f\t%s\n", q.Service, q.Pending, q.Delayed, q.InFlight,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.1f\t%s\n", shown(q.Service), q.Pending, q.Delayed, q.InFlight,
 			q.Done, q.Failed, q.Workers, opt(q.Idle), opt(q.Busy), q.SubmitRate, q.ReplyRate, paused)
 	}
 	return tw.Flush()

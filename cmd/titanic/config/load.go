@@ -263,10 +263,11 @@ func editDistance(a, b string) int {
 }
 
 // ApplyEnv overlays the TITANIC_<SECTION>_<KEY> variables of environ
-// (os.Environ() form) on c. A variable naming a section but no setting of it
-// is an error (a typo would otherwise be silently ignored); TITANIC_*
-// variables of no section (TITANIC_CONFIG, TITANIC_BIN) are not settings
-// and are left alone.
+// (os.Environ() form) on c. A variable naming a section but no setting of
+// it is an error (a typo would otherwise be silently ignored), and so is
+// one that is a setting's variable misspelt (its section, or a couple of
+// letters: see misspeltEnv); other TITANIC_* variables (TITANIC_CONFIG,
+// TITANIC_BROKERS) are not settings and are left alone.
 func (c *Config) ApplyEnv(environ []string) error {
 	var errs []error
 	for _, kv := range environ { // in order: the last of duplicates wins
@@ -282,8 +283,10 @@ func (c *Config) ApplyEnv(environ []string) error {
 			continue
 		}
 		sec, _, _ := strings.Cut(strings.TrimPrefix(k, EnvPrefix), "_")
+		known := false
 		for _, s := range sections {
 			if strings.EqualFold(s.name, sec) {
+				known = true
 				hint := ""
 				if h := suggestEnv(k); h != "" {
 					hint = " (did you mean " + h + "?)"
@@ -291,8 +294,40 @@ func (c *Config) ApplyEnv(environ []string) error {
 				errs = append(errs, fmt.Errorf("%w: environment %s: no such setting in [%s]%s", ErrInvalid, k, s.name, hint))
 			}
 		}
+		if h := misspeltEnv(k); !known && h != "" {
+			errs = append(errs, fmt.Errorf("%w: environment %s: no such setting (did you mean %s?)", ErrInvalid, k, h))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// notSettings are the TITANIC_* variables that are no settings, which
+// misspeltEnv never takes for a misspelt one.
+var notSettings = map[string]bool{EnvConfig: true, "TITANIC_BROKERS": true, "TITANIC_PARSE_ONLY": true, "TITANIC_BIN": true}
+
+// misspeltEnv returns the setting's variable that k, a TITANIC_* variable
+// of no section, was probably meant to be: one whose section is spelt
+// close to k's and whose key is k's (TITANIC_SECURTY_CURVE), or one a
+// couple of letters away. Other TITANIC_* variables (TITANIC_BROKERS,
+// the tests') are not settings and are left alone.
+func misspeltEnv(k string) string {
+	if notSettings[k] {
+		return ""
+	}
+	sec, key, ok := strings.Cut(strings.TrimPrefix(k, EnvPrefix), "_")
+	if ok && key != "" {
+		for _, s := range sections {
+			if d := editDistance(strings.ToLower(sec), s.name); d > 0 && d <= 2 {
+				if n := EnvPrefix + strings.ToUpper(s.name) + "_" + key; byEnv[n] != nil {
+					return n
+				}
+			}
+		}
+	}
+	if h := suggestEnv(k); h != "" && editDistance(h, k) <= 2 {
+		return h
+	}
+	return ""
 }
 
 func suggestEnv(k string) string {

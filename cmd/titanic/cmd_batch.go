@@ -301,6 +301,9 @@ func runWait(e env) error {
 	}
 	tickets := fs.Args()
 	if len(tickets) == 1 && tickets[0] == "-" {
+		if err := e.goAhead(); err != nil {
+			return err
+		}
 		tickets = nil
 		sc := bufio.NewScanner(e.stdin)
 		for sc.Scan() {
@@ -311,6 +314,9 @@ func runWait(e env) error {
 	}
 	if len(tickets) == 0 {
 		return usagef("want at least one TICKET (or - to read them from standard input)")
+	}
+	if err := e.goAhead(); err != nil {
+		return err
 	}
 	ctx, cancel := cf.waitContext(e)
 	defer cancel()

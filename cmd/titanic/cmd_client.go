@@ -154,6 +154,9 @@ func (v *optDuration) Set(s string) error {
 
 // dial makes a client from the flags; tune, if given, adjusts its config.
 func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, error) {
+	if err := e.goAhead(); err != nil {
+		return nil, err
+	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cc, err := clientCurve(*f.serverKey, *f.ownKey)
 	if err != nil {
@@ -221,10 +224,16 @@ func runSubmit(e env) error {
 		if fs.NArg() != 1 || *wait || *asJSON {
 			return usagef("--from FILE wants SERVICE only, and no --wait (use titanic wait) nor --json")
 		}
+		if err := e.goAhead(); err != nil {
+			return err
+		}
 		return submitFrom(e, cf, fs.Arg(0), *from, opt, *parallel)
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		return usagef("want SERVICE [BODY | -]")
+	}
+	if err := e.goAhead(); err != nil {
+		return err
 	}
 	var body []byte
 	if fs.NArg() == 2 && fs.Arg(1) != "-" {
@@ -526,15 +535,18 @@ func runTickets(e env) error {
 	after := fs.String("after", "", "start after this ticket (paging)")
 	limit := fs.Int("limit", 100, fmt.Sprintf("at most this many tickets (1 to %d)", maxTicketsLimit))
 	asJSON := addJSONFlag(fs)
-	c, err := dialNoArgs(e, fs, cf)
-	if err != nil {
+	if err := parseNoArgs(e, fs); err != nil {
 		return err
 	}
-	defer c.Close()
 	if *limit < 1 || *limit > maxTicketsLimit {
 		// As the HTTP API's limit=: not a silent default.
 		return usagef("--limit %d: want 1 to %d", *limit, maxTicketsLimit)
 	}
+	c, err := cf.dial(e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 	ts, err := c.List(e.ctx, client.ListOptions{Service: *service, State: *state, After: *after, Limit: *limit})
 	if err != nil {
 		return err
@@ -659,11 +671,19 @@ func cutLast(s string) (before, after string, found bool) {
 // dialNoArgs parses the flags of a command that takes no argument and
 // dials the brokers.
 func dialNoArgs(e env, fs *flag.FlagSet, cf clientFlags) (*client.Client, error) {
-	if err := e.parseFlags(fs, e.args); err != nil {
+	if err := parseNoArgs(e, fs); err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, usagef("unexpected argument %q", fs.Arg(0))
-	}
 	return cf.dial(e)
+}
+
+// parseNoArgs parses the flags of a command that takes no argument.
+func parseNoArgs(e env, fs *flag.FlagSet) error {
+	if err := e.parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }

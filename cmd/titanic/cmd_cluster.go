@@ -122,6 +122,9 @@ func (n nodeStatus) num(k string) uint64 {
 // clusterStatus asks every broker for its raft status and prints them with
 // their lag behind the leader's commit index.
 func clusterStatus(e env, cf clientFlags, asJSON bool) error {
+	if err := e.goAhead(); err != nil {
+		return err
+	}
 	var nodes []nodeStatus
 	for _, ep := range brokerList(e, *cf.brokers) {
 		n := nodeStatus{endpoint: ep, kv: map[string]string{}}

@@ -43,14 +43,17 @@ func runTop(e env) error {
 	cf := addClientFlags(fs)
 	service := fs.String("service", "", "only this service")
 	interval := fs.Duration("interval", time.Second, "time between refreshes")
-	c, err := dialNoArgs(e, fs, cf)
+	if err := parseNoArgs(e, fs); err != nil {
+		return err
+	}
+	if *interval <= 0 {
+		return usagef("--interval must be positive")
+	}
+	c, err := cf.dial(e)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if *interval <= 0 {
-		return usagef("--interval must be positive")
-	}
 	tty := isTerminal(e.stdout)
 	t := time.NewTicker(*interval)
 	defer t.Stop()

@@ -79,14 +79,17 @@ func (p *progress) print() {
 	if p.tty {
 		cr = "\r"
 	}
+	// The bar and its count are the tickets (or lines) that ended, however
+	// they ended; what names only those that succeeded, beside the
+	// failed and unknown ones.
 	if p.total > 0 {
 		const width = 30
 		n := int(float64(width) * float64(ended) / float64(p.total))
 		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "] "
-		fmt.Fprintf(p.w, "%s%s%d/%d %s, %s, %.0f/s ", cr, bar, ended, p.total, p.what, counts, rate)
+		fmt.Fprintf(p.w, "%s%s%d/%d ended, %d %s, %s, %.0f/s ", cr, bar, ended, p.total, done, p.what, counts, rate)
 		return
 	}
-	fmt.Fprintf(p.w, "%s%d %s, %s, %.0f/s ", cr, ended, p.what, counts, rate)
+	fmt.Fprintf(p.w, "%s%d %s, %s, %.0f/s ", cr, done, p.what, counts, rate)
 }
 
 func (p *progress) end() {

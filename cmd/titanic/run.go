@@ -234,7 +234,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 7 key conflict, 8 not supported by the broker yet, 130 interrupted")
+	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 7 key conflict, 8 not supported by the broker yet, 129 hung up (SIGHUP), 130 interrupted")
 }
 
 // ignoreHUP keeps SIGHUP from killing a long-running process: a broker

@@ -137,8 +137,18 @@ func (c *Client) run() {
 	for {
 		select {
 		case <-c.quit:
-			if c.cfg.ID != "" && cn.active >= 0 && cn.socks[cn.active] != nil {
-				c.presence(cn, tsp.SvcBye, min(c.cfg.Timeout, 500*time.Millisecond))
+			if c.cfg.ID != "" {
+				// To the broker that served last, on a new socket when
+				// the call in flight was abandoned (its context ended:
+				// a wait given up, an interrupt), which drops its
+				// socket: without the bye the broker lists the client
+				// until its presence timeout.
+				if cn.active < 0 {
+					cn.active = cn.last
+				}
+				if cn.active >= 0 {
+					c.presence(cn, tsp.SvcBye, min(c.cfg.Timeout, 500*time.Millisecond))
+				}
 			}
 			return
 		case <-tick:

@@ -3,10 +3,12 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 )
 
 // InUse reports whether a process (a running broker) has the store file
@@ -30,4 +32,45 @@ func InUse(path string) (bool, error) {
 	}
 	_ = syscall.Flock(fd, syscall.LOCK_UN)
 	return false, nil
+}
+
+// WaitUnlocked waits until no process holds the store file at path (the
+// lock Open takes), up to timeout, polling as bbolt's Open does; unlike
+// Open, it heeds ctx: it returns ctx's error when ctx ends first, else
+// nil once the file is free, missing or unreadable, or at the timeout:
+// Open then says why (at the timeout, with its own wait, which also
+// covers another process taking the file between this and Open).
+// waiting, when not nil, is called once if the file is held at first.
+func WaitUnlocked(ctx context.Context, path string, timeout time.Duration, waiting func()) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	deadline := time.Now().Add(timeout)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			_ = syscall.Flock(fd, syscall.LOCK_UN)
+			return nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil
+		}
+		if waiting != nil {
+			waiting()
+			waiting = nil
+		}
+		if !time.Now().Before(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }

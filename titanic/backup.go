@@ -25,6 +25,45 @@ import (
 var backupName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 func (s *Service) backup(req broker.Request) [][]byte {
+	// The access check comes before anything else: an address that may
+	// not ask learns nothing of the backup directory, the disk or a
+	// backup being written, and holds nothing meanwhile. It runs off the
+	// broker's loop (it may resolve names), a bounded number at once.
+	select {
+	case s.backupChecks <- struct{}{}:
+	default:
+		return replyText(tsp.CodeError, tsp.Busy.Text(fmt.Sprintf("%d backup requests being checked", backupChecksInFlight)))
+	}
+	go func() {
+		if s.cfg.AllowBackup != nil {
+			err := s.cfg.AllowBackup(req.From)
+			<-s.backupChecks
+			if err != nil {
+				// At most once every lograte.Every, with the count left
+				// out since: the refusal costs its caller nothing.
+				if n, ok := s.refusals.Allow(time.Now(), "backup refused"); ok {
+					s.log.Warn("backup refused", "from", req.From, "err", err, "suppressed", n)
+				}
+				s.answer(req.Client, req.Service, replyText(tsp.CodeUnknown, tsp.Forbidden.Text(err.Error())))
+				return
+			}
+		} else {
+			<-s.backupChecks
+		}
+		s.answer(req.Client, req.Service, s.serveBackup(req))
+	}()
+	return nil
+}
+
+// backupChecksInFlight bounds the backup requests whose access is being
+// checked at once; more are answered busy.
+const backupChecksInFlight = 16
+
+// serveBackup serves a backup request from an address that may ask it,
+// on the goroutine of its access check, and returns the answer: a
+// refusal, or once the backup is written (one at a time), its path and
+// size.
+func (s *Service) serveBackup(req broker.Request) [][]byte {
 	if s.cfg.BackupDir == "" {
 		return replyText(tsp.CodeUnknown, "backups are disabled on this broker (no backup directory)")
 	}
@@ -32,8 +71,9 @@ func (s *Service) backup(req broker.Request) [][]byte {
 		return replyText(tsp.CodeUnknown, "want one frame: a file name of letters, digits, '.', '_' or '-'")
 	}
 	name := string(req.Body[0])
+	exists := replyText(tsp.CodeUnknown, "backup "+name+" exists in the backup directory: choose another name, or delete it first")
 	if _, err := os.Lstat(filepath.Join(s.cfg.BackupDir, name)); err == nil {
-		return replyText(tsp.CodeUnknown, "backup "+name+" exists in the backup directory: choose another name, or delete it first")
+		return exists
 	}
 	// A whole copy of the store: not while the disk is under its reserve
 	// or the store over its quota (the reserve is what keeps the store
@@ -44,36 +84,22 @@ func (s *Service) backup(req broker.Request) [][]byte {
 	if !s.backingUp.CompareAndSwap(false, true) {
 		return replyText(tsp.CodeError, tsp.Busy.Text("a backup is being written"))
 	}
-	go func() {
-		defer s.backingUp.Store(false)
-		if s.cfg.AllowBackup != nil {
-			// Here, not on the broker's loop: it may resolve names.
-			if err := s.cfg.AllowBackup(req.From); err != nil {
-				// At most once every lograte.Every, with the count
-				// left out since: the refusal costs its caller nothing.
-				if n, ok := s.refusals.Allow(time.Now(), "backup refused"); ok {
-					s.log.Warn("backup refused", "from", req.From, "err", err, "suppressed", n)
-				}
-				s.answer(req.Client, req.Service, replyText(tsp.CodeUnknown, tsp.Forbidden.Text(err.Error())))
-				return
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-		defer cancel()
-		path, n, err := s.writeBackup(ctx, name)
-		switch {
-		case errors.Is(err, fs.ErrExist):
-			s.answer(req.Client, req.Service, replyText(tsp.CodeUnknown, "backup "+name+" exists in the backup directory: choose another name, or delete it first"))
-			return
-		case err != nil:
-			s.log.Error("backup failed", "name", name, "err", err)
-			s.answer(req.Client, req.Service, replyText(tsp.CodeError, "backup failed: "+err.Error()))
-			return
-		}
-		s.log.Info("backup written", "path", path, "bytes", n)
-		s.answer(req.Client, req.Service, reply(tsp.CodeOK, []byte(path), []byte(strconv.FormatInt(n, 10))))
-	}()
-	return nil
+	defer s.backingUp.Store(false)
+	if s.backupStarted != nil {
+		s.backupStarted()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	path, n, err := s.writeBackup(ctx, name)
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return exists
+	case err != nil:
+		s.log.Error("backup failed", "name", name, "err", err)
+		return replyText(tsp.CodeError, "backup failed: "+err.Error())
+	}
+	s.log.Info("backup written", "path", path, "bytes", n)
+	return reply(tsp.CodeOK, []byte(path), []byte(strconv.FormatInt(n, 10)))
 }
 
 // writeBackup writes the snapshot to a temporary file, syncs it, and only

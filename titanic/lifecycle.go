@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
-	"github.com/titanicmq/titanic/broker/mdp"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
@@ -164,8 +163,10 @@ func (s *Service) Resume(ctx context.Context, service string) error {
 }
 
 func (s *Service) pause(service string, pause bool, done func(error)) error {
-	if service == "" || len(service) > mdp.MaxServiceName {
-		return fmt.Errorf("%w: service name of %d bytes", errBadRequest, len(service))
+	// The names a submit takes; a resume also takes a name paused
+	// before this check (by an older release), to clear it.
+	if err := checkServiceName(service); err != nil && (pause || !s.d.isPaused(service)) {
+		return err
 	}
 	op := store.Op{Kind: store.OpResume, Service: service, Time: s.cfg.Now()}
 	if pause {

@@ -117,6 +117,9 @@ func (a *admission) clients() []ClientPresence {
 	return out
 }
 
+// listClients answers titanic.clients: one frame "ID SINCE SEEN" per
+// client, the times in Unix milliseconds. The ID may hold spaces: a
+// reader takes the last two fields as the times and the rest as the ID.
 func (a *admission) listClients() [][]byte {
 	cs := a.clients()
 	out := make([][]byte, 0, len(cs)+1)

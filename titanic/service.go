@@ -277,6 +277,11 @@ type Service struct {
 	// refusals bounds the "backup refused" warnings: an outsider asking
 	// in a loop must not write a line per request.
 	refusals *lograte.Limiter
+	// backupChecks: backup requests whose access is being checked.
+	backupChecks chan struct{}
+	// backupStarted, when set (by tests), is called as a backup starts
+	// to be written, holding the one-at-a-time flag.
+	backupStarted func()
 	// sweepGate: retries hold it shared until durable, a retention
 	// sweep exclusively from its listing to the hand-over of its closes
 	// (see retry).
@@ -334,15 +339,16 @@ var (
 func New(st store.Store, b Broker, cfg Config) *Service {
 	cfg.fill()
 	s := &Service{
-		cfg:       cfg,
-		st:        st,
-		b:         b,
-		log:       cfg.Logger.With("component", "titanic"),
-		refusals:  lograte.New(lograte.Every),
-		d:         newDispatcher(cfg.dispatchConfig()),
-		reapKick:  make(chan struct{}, 1),
-		loadReq:   make(chan string, 1024),
-		schedKick: make(chan struct{}, 1),
+		cfg:          cfg,
+		st:           st,
+		b:            b,
+		log:          cfg.Logger.With("component", "titanic"),
+		d:            newDispatcher(cfg.dispatchConfig()),
+		reapKick:     make(chan struct{}, 1),
+		loadReq:      make(chan string, 1024),
+		backupChecks: make(chan struct{}, backupChecksInFlight),
+		refusals:     lograte.New(lograte.Every),
+		schedKick:    make(chan struct{}, 1),
 	}
 	s.adm = newAdmission(cfg, &s.stats, st, s.log)
 	s.commits = newCommitter(st, cfg.MaxQueuedOps, &s.stats, s.log, cfg.ObserveCommit, func() {

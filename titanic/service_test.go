@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1064,14 +1065,18 @@ func TestBackupLimits(t *testing.T) {
 		if from == "192.0.2.9" {
 			return errors.New("192.0.2.9 may not")
 		}
-		if from == "hold" {
-			entered <- struct{}{}
-			<-release
-		}
 		return nil
 	}
 	h := newHarness(t, Config{BackupDir: dir, DiskReserve: 256 << 20, DiskPaths: []string{dir}, Statfs: disk.statfs, AllowBackup: allow}, "")
 	h.submit("echo", "x")
+	var hold atomic.Bool
+	hold.Store(true)
+	h.svc.backupStarted = func() { // the first backup is held as it is written
+		if hold.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-release
+		}
+	}
 
 	backup := func(from, name string) [][]byte {
 		t.Helper()
@@ -1080,14 +1085,17 @@ func TestBackupLimits(t *testing.T) {
 	if r := backup("192.0.2.9", "a"); !tsp.Is(r, tsp.CodeUnknown, tsp.Forbidden) {
 		t.Fatalf("backup from a refused address = %q, want 400 forbidden", r)
 	}
-	done := make(chan [][]byte, 1)
-	go func() { done <- backup("hold", "b") }()
+	// The held backup answers once released: until then, the only
+	// answer is the second one's.
+	if r := h.svc.ServeMDP(broker.Request{Service: tsp.SvcBackup, Body: [][]byte{[]byte("b")}, From: "127.0.0.1"}); r != nil {
+		t.Fatalf("backup answered at once: %q", r)
+	}
 	<-entered
 	if r := backup("127.0.0.1", "c"); !tsp.Is(r, tsp.CodeError, tsp.Busy) {
 		t.Fatalf("a second backup while one is written = %q, want 500 busy", r)
 	}
 	close(release)
-	if r := <-done; codeOf(r) != tsp.CodeOK {
+	if r := h.b.reply(t); codeOf(r) != tsp.CodeOK {
 		t.Fatalf("the held backup = %q, want 200", r)
 	}
 	disk.set(100 << 20) // under the reserve

@@ -66,21 +66,32 @@ func parseSubmit(body [][]byte, keyed bool) (submitReq, error) {
 		return r, badRequest("want a service name frame and at least one body frame")
 	}
 	svc := body[0]
-	switch {
-	case len(svc) == 0:
-		return r, badRequest("empty service name")
-	case len(svc) > mdp.MaxServiceName:
-		return r, badRequest("service name longer than %d bytes", mdp.MaxServiceName)
-	case !utf8.Valid(svc):
-		return r, badRequest("service name is not valid UTF-8")
-	case strings.HasPrefix(string(svc), tsp.Prefix), strings.HasPrefix(string(svc), "mmi."):
-		return r, badRequest("service %q is internal to the broker", svc)
-	case len(body)-1 > tsp.MaxBodyFrames:
+	if err := checkServiceName(string(svc)); err != nil {
+		return r, err
+	}
+	if len(body)-1 > tsp.MaxBodyFrames {
 		return r, badRequest("body of %d frames: at most %d", len(body)-1, tsp.MaxBodyFrames)
 	}
 	r.service = string(svc)
 	r.body = body[1:]
 	return r, nil
+}
+
+// checkServiceName is the one check of a service name a request names to
+// submit to, pause or resume: 1 to mdp.MaxServiceName bytes of UTF-8, not
+// a service internal to the broker.
+func checkServiceName(svc string) error {
+	switch {
+	case len(svc) == 0:
+		return badRequest("empty service name")
+	case len(svc) > mdp.MaxServiceName:
+		return badRequest("service name longer than %d bytes", mdp.MaxServiceName)
+	case !utf8.ValidString(svc):
+		return badRequest("service name is not valid UTF-8")
+	case strings.HasPrefix(svc, tsp.Prefix), strings.HasPrefix(svc, "mmi."):
+		return badRequest("service %q is internal to the broker", svc)
+	}
+	return nil
 }
 
 // parseTicket parses a body that is exactly one ticket frame.

@@ -261,16 +261,25 @@ func LoadKeyPair(path string) (KeyPair, error) {
 	if !fi.Mode().IsRegular() {
 		return KeyPair{}, fmt.Errorf("secret key file %s: not a regular file", path)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
-		return KeyPair{}, fmt.Errorf("%s: %w (permissions %04o): run chmod 600 %s", path, ErrInsecureFile, perm, path)
-	}
+	// Read before the permission check: a public key file given where
+	// the secret one is wanted is said to be one, not to be locked down.
 	keys, err := readKeyFile(path)
 	if err != nil {
 		return KeyPair{}, err
 	}
 	kp := KeyPair{Public: keys["public-key"], Secret: keys["secret-key"]}
 	if kp.Secret == "" {
-		return KeyPair{}, fmt.Errorf("%s: %w: no secret-key (is this a public key file?)", path, ErrBadKey)
+		want := "the secret key file (NAME" + SecretExt + ", made by titanic keygen beside NAME" + PublicExt + ")"
+		if base, ok := strings.CutSuffix(path, PublicExt); ok {
+			want = base + SecretExt
+		}
+		if kp.Public != "" {
+			return KeyPair{}, fmt.Errorf("%s: %w: a public key file (no secret-key): give %s", path, ErrBadKey, want)
+		}
+		return KeyPair{}, fmt.Errorf("%s: %w: no secret-key: give %s", path, ErrBadKey, want)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
+		return KeyPair{}, fmt.Errorf("%s: %w (permissions %04o): run chmod 600 %s", path, ErrInsecureFile, perm, path)
 	}
 	if kp.Public == "" {
 		return KeyPair{}, fmt.Errorf("%s: %w: no public-key", path, ErrBadKey)

@@ -82,7 +82,7 @@ func TestCloseAndWaitOfUnknownTickets(t *testing.T) {
 	const unknown = "0123456789abcdef0123456789abcdef"
 	code, stdout, stderr := runCLI(t, ctx, append([]string{"wait", unknown}, br...)...)
 	if code != exitUnknown || stdout != unknown+"\tunknown\n" ||
-		!strings.Contains(stderr, "1/1 answered, 0 failed, 1 unknown") || !strings.Contains(stderr, "1 of 1 tickets unknown") {
+		!strings.Contains(stderr, "1/1 ended, 0 answered, 0 failed, 1 unknown") || !strings.Contains(stderr, "1 of 1 tickets unknown") {
 		t.Errorf("wait %s: exit %d, stdout %q, stderr %q; want %d, unknown counted as unknown", unknown, code, stdout, stderr, exitUnknown)
 	}
 }

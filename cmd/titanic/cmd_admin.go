@@ -60,6 +60,9 @@ func runCheck(e env) error {
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
+	if err := e.goAhead(); err != nil {
+		return err
+	}
 	path := *file
 	if path == "" {
 		path = filepath.Join(*data, "titanic.db")
@@ -103,6 +106,9 @@ func runCompact(e env) error {
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if err := e.goAhead(); err != nil {
+		return err
 	}
 	path := filepath.Join(*data, "titanic.db")
 	if _, err := os.Stat(path); err != nil {

@@ -79,14 +79,17 @@ func (p *progress) print() {
 	if p.tty {
 		cr = "\r"
 	}
+	// The bar and its count are the tickets (or lines) that ended, however
+	// they ended; what names only those that succeeded, beside the
+	// failed and unknown ones.
 	if p.total > 0 {
 		const width = 30
 		n := int(float64(width) * float64(ended) / float64(p.total))
 		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "] "
-		fmt.Fprintf(p.w, "%s%s%d/%d %s, %s, %.0f/s ", cr, bar, ended, p.total, p.what, counts, rate)
+		fmt.Fprintf(p.w, "%s%s%d/%d ended, %d %s, %s, %.0f/s ", cr, bar, ended, p.total, done, p.what, counts, rate)
 		return
 	}
-	fmt.Fprintf(p.w, "%s%d %s, %s, %.0f/s ", cr, ended, p.what, counts, rate)
+	fmt.Fprintf(p.w, "%s%d %s, %s, %.0f/s ", cr, done, p.what, counts, rate)
 }
 
 func (p *progress) end() {
@@ -301,6 +304,9 @@ func runWait(e env) error {
 	}
 	tickets := fs.Args()
 	if len(tickets) == 1 && tickets[0] == "-" {
+		if err := e.goAhead(); err != nil {
+			return err
+		}
 		tickets = nil
 		sc := bufio.NewScanner(e.stdin)
 		for sc.Scan() {
@@ -311,6 +317,9 @@ func runWait(e env) error {
 	}
 	if len(tickets) == 0 {
 		return usagef("want at least one TICKET (or - to read them from standard input)")
+	}
+	if err := e.goAhead(); err != nil {
+		return err
 	}
 	ctx, cancel := cf.waitContext(e)
 	defer cancel()
@@ -422,7 +431,7 @@ feed:
 // "ticket<TAB>state", or with asJSON one object.
 func printWaited(e env, asJSON bool, ticket, state string) {
 	if !asJSON {
-		fmt.Fprintf(e.stdout, "%s\t%s\n", ticket, state)
+		fmt.Fprintf(e.stdout, "%s\t%s\n", shown(ticket), shown(state))
 		return
 	}
 	st, msg, _ := strings.Cut(state, ": ")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -47,9 +48,21 @@ func runBroker(e env) error {
 	if err != nil {
 		return err
 	}
+	if stopped, err := waitForStore(e.ctx, &nc, log); stopped || err != nil {
+		return err
+	}
 	n, err := node.New(nc)
 	if err != nil {
 		return startError(err)
+	}
+	if e.ctx.Err() != nil {
+		// Stopped while the store opened: nothing served, nothing to
+		// drain.
+		if err := n.Close(); err != nil {
+			return err
+		}
+		log.Info("broker stopped before it started")
+		return nil
 	}
 	if sec != nil {
 		ctx, cancel := context.WithCancel(context.WithoutCancel(e.ctx))
@@ -57,6 +70,30 @@ func runBroker(e env) error {
 		go sec.reloadOnHUP(ctx)
 	}
 	return n.Run(e.ctx)
+}
+
+// waitForStore waits, up to the store's lock timeout, for another process
+// (a broker being stopped, a titanic check) to let go of the data file,
+// heeding ctx as the store's own wait does not: a SIGINT or SIGTERM
+// meanwhile stops the broker at once, as a stop with nothing to drain
+// (stopped true, a nil error: exit 0). The store's open then waits only
+// for what is left of the timeout.
+func waitForStore(ctx context.Context, nc *node.Config, log *slog.Logger) (stopped bool, err error) {
+	path := filepath.Join(nc.Dir, "titanic.db")
+	timeout := nc.Store.LockTimeout
+	if timeout <= 0 {
+		timeout = store.DefaultLockTimeout
+	}
+	start := time.Now()
+	err = store.WaitUnlocked(ctx, path, timeout, func() {
+		log.Info("waiting for the data file's lock: another process holds it (a broker, titanic check or compact)", "path", path, "lock_timeout", timeout)
+	})
+	if err != nil || ctx.Err() != nil {
+		log.Info("broker stopped while waiting for the data file's lock: it did not start", "path", path)
+		return true, nil
+	}
+	nc.Store.LockTimeout = max(timeout-time.Since(start), 100*time.Millisecond)
+	return false, nil
 }
 
 // startError is the error of a node that did not start: a store locked by

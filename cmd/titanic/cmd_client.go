@@ -154,6 +154,9 @@ func (v *optDuration) Set(s string) error {
 
 // dial makes a client from the flags; tune, if given, adjusts its config.
 func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, error) {
+	if err := e.goAhead(); err != nil {
+		return nil, err
+	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cc, err := clientCurve(*f.serverKey, *f.ownKey)
 	if err != nil {
@@ -221,10 +224,16 @@ func runSubmit(e env) error {
 		if fs.NArg() != 1 || *wait || *asJSON {
 			return usagef("--from FILE wants SERVICE only, and no --wait (use titanic wait) nor --json")
 		}
+		if err := e.goAhead(); err != nil {
+			return err
+		}
 		return submitFrom(e, cf, fs.Arg(0), *from, opt, *parallel)
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		return usagef("want SERVICE [BODY | -]")
+	}
+	if err := e.goAhead(); err != nil {
+		return err
 	}
 	var body []byte
 	if fs.NArg() == 2 && fs.Arg(1) != "-" {
@@ -431,13 +440,13 @@ func runStatus(e env) error {
 // says so: the ticket may yet succeed, or already did.
 func printStatus(w io.Writer, ticket string, st client.Status) {
 	fmt.Fprintf(w, "ticket:   %s\nservice:  %s\nstate:    %s\nattempts: %d\ncreated:  %s\nupdated:  %s\n",
-		ticket, st.Service, st.State, st.Attempts, st.Created.Format(time.RFC3339Nano), st.Updated.Format(time.RFC3339Nano))
+		shown(ticket), shown(st.Service), shown(st.State), st.Attempts, st.Created.Format(time.RFC3339Nano), st.Updated.Format(time.RFC3339Nano))
 	switch {
 	case st.Reason == "":
 	case st.State == "failed" || st.State == "cancelled":
-		fmt.Fprintf(w, "reason:   %s\n", st.Reason)
+		fmt.Fprintf(w, "reason:   %s\n", shown(st.Reason))
 	default:
-		fmt.Fprintf(w, "last failed attempt: %s\n", st.Reason)
+		fmt.Fprintf(w, "last failed attempt: %s\n", shown(st.Reason))
 	}
 }
 
@@ -526,15 +535,18 @@ func runTickets(e env) error {
 	after := fs.String("after", "", "start after this ticket (paging)")
 	limit := fs.Int("limit", 100, fmt.Sprintf("at most this many tickets (1 to %d)", maxTicketsLimit))
 	asJSON := addJSONFlag(fs)
-	c, err := dialNoArgs(e, fs, cf)
-	if err != nil {
+	if err := parseNoArgs(e, fs); err != nil {
 		return err
 	}
-	defer c.Close()
 	if *limit < 1 || *limit > maxTicketsLimit {
 		// As the HTTP API's limit=: not a silent default.
 		return usagef("--limit %d: want 1 to %d", *limit, maxTicketsLimit)
 	}
+	c, err := cf.dial(e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 	ts, err := c.List(e.ctx, client.ListOptions{Service: *service, State: *state, After: *after, Limit: *limit})
 	if err != nil {
 		return err
@@ -561,7 +573,7 @@ func runTickets(e env) error {
 		return printJSON(e.stdout, out)
 	}
 	for _, t := range ts {
-		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%d\n", t.Ticket, t.Service, t.State, t.Attempts)
+		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%d\n", shown(t.Ticket), shown(t.Service), shown(t.State), t.Attempts)
 	}
 	if len(ts) > 0 && len(ts) >= *limit {
 		// A full page may not be the end: say how to see the rest, on
@@ -601,13 +613,11 @@ func runClients(e env) error {
 			Clients []row `json:"clients"`
 		}{Clients: []row{}}
 		for _, line := range rep[1:] {
-			f := strings.Fields(string(line))
-			if len(f) != 3 {
+			c, ok := parseClient(line)
+			if !ok {
 				continue
 			}
-			since, _ := strconv.ParseInt(f[1], 10, 64)
-			seen, _ := strconv.ParseInt(f[2], 10, 64)
-			out.Clients = append(out.Clients, row{f[0], time.UnixMilli(since).UTC(), time.UnixMilli(seen).UTC()})
+			out.Clients = append(out.Clients, row{c.id, c.since, c.seen})
 		}
 		return printJSON(e.stdout, out)
 	}
@@ -619,26 +629,61 @@ func runClients(e env) error {
 			" (workers: the HTTP API's /api/v1/workers)")
 	}
 	for _, line := range rep[1:] {
-		f := strings.Fields(string(line))
-		if len(f) != 3 {
+		c, ok := parseClient(line)
+		if !ok {
 			continue
 		}
-		since, _ := strconv.ParseInt(f[1], 10, 64)
-		seen, _ := strconv.ParseInt(f[2], 10, 64)
-		fmt.Fprintf(e.stdout, "%s\tconnected %s\tlast seen %s\n", f[0],
-			time.UnixMilli(since).UTC().Format(time.RFC3339), time.UnixMilli(seen).UTC().Format(time.RFC3339))
+		fmt.Fprintf(e.stdout, "%s\tconnected %s\tlast seen %s\n", shown(c.id), c.since.Format(time.RFC3339), c.seen.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// presentClient is one client titanic.clients lists.
+type presentClient struct {
+	id          string
+	since, seen time.Time
+}
+
+// parseClient reads one frame of titanic.clients: "ID SINCE SEEN", the
+// times in Unix milliseconds. The ID is whatever comes before the last
+// two fields, so an ID with spaces (or anything else in it) is kept
+// whole.
+func parseClient(frame []byte) (presentClient, bool) {
+	rest, seenText, ok1 := cutLast(string(frame))
+	id, sinceText, ok2 := cutLast(rest)
+	since, err1 := strconv.ParseInt(sinceText, 10, 64)
+	seen, err2 := strconv.ParseInt(seenText, 10, 64)
+	if !ok1 || !ok2 || err1 != nil || err2 != nil {
+		return presentClient{}, false
+	}
+	return presentClient{id, time.UnixMilli(since).UTC(), time.UnixMilli(seen).UTC()}, true
+}
+
+// cutLast cuts s around its last space.
+func cutLast(s string) (before, after string, found bool) {
+	i := strings.LastIndexByte(s, ' ')
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+1:], true
 }
 
 // dialNoArgs parses the flags of a command that takes no argument and
 // dials the brokers.
 func dialNoArgs(e env, fs *flag.FlagSet, cf clientFlags) (*client.Client, error) {
-	if err := e.parseFlags(fs, e.args); err != nil {
+	if err := parseNoArgs(e, fs); err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, usagef("unexpected argument %q", fs.Arg(0))
-	}
 	return cf.dial(e)
+}
+
+// parseNoArgs parses the flags of a command that takes no argument.
+func parseNoArgs(e env, fs *flag.FlagSet) error {
+	if err := e.parseFlags(fs, e.args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }

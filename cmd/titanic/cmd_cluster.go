@@ -122,6 +122,9 @@ func (n nodeStatus) num(k string) uint64 {
 // clusterStatus asks every broker for its raft status and prints them with
 // their lag behind the leader's commit index.
 func clusterStatus(e env, cf clientFlags, asJSON bool) error {
+	if err := e.goAhead(); err != nil {
+		return err
+	}
 	var nodes []nodeStatus
 	for _, ep := range brokerList(e, *cf.brokers) {
 		n := nodeStatus{endpoint: ep, kv: map[string]string{}}
@@ -185,7 +188,7 @@ func clusterStatus(e env, cf clientFlags, asJSON bool) error {
 		if leaderCommit > 0 {
 			lag = strconv.FormatInt(int64(leaderCommit)-int64(n.num("applied")), 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.kv["id"], n.endpoint, n.kv["state"], n.kv["term"], n.kv["commit"], n.kv["applied"], lag)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shown(n.kv["id"]), n.endpoint, shown(n.kv["state"]), shown(n.kv["term"]), shown(n.kv["commit"]), shown(n.kv["applied"]), lag)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -211,17 +214,17 @@ func clusterStatus(e env, cf clientFlags, asJSON bool) error {
 				fmt.Fprintln(e.stdout, "\nversions (node, ops record version it reads, release):")
 				header = true
 			}
-			fmt.Fprintf(e.stdout, "  %s  %s\n", n.kv["id"], nodeVersion(n))
+			fmt.Fprintf(e.stdout, "  %s  %s\n", shown(n.kv["id"]), shown(nodeVersion(n)))
 		}
 	}
 	if clusterVersion != "" {
-		fmt.Fprintf(e.stdout, "cluster version: %s (work that needs a newer one is refused until every member runs a release that reads it; the leader raises it within seconds of the last upgrade)\n", clusterVersion)
+		fmt.Fprintf(e.stdout, "cluster version: %s (work that needs a newer one is refused until every member runs a release that reads it; the leader raises it within seconds of the last upgrade)\n", shown(clusterVersion))
 	} else if leaderCommit > 0 {
 		fmt.Fprintln(e.stdout, "cluster version: 1 (the leader runs a release that keeps none)")
 	}
 	fmt.Fprintln(e.stdout, "\nmembers (id, raft address, role):")
 	for _, m := range members {
-		fmt.Fprintln(e.stdout, "  "+strings.ReplaceAll(m, ",", "  "))
+		fmt.Fprintln(e.stdout, "  "+strings.ReplaceAll(shown(m), ",", "  "))
 	}
 	if reached == 0 {
 		return fmt.Errorf("%w: no node answered", client.ErrUnavailable)

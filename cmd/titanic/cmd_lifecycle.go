@@ -229,13 +229,14 @@ func runDead(e env) error {
 	}
 	fmt.Fprintln(e.stdout, "TICKET\tSERVICE\tATTEMPTS\tFAILED\tREASON")
 	for _, d := range dead {
-		fmt.Fprintf(e.stdout, "%s\t%s\t%d\t%s\t%s\n", d.ID, d.Service, d.Attempts, d.Failed.Format(time.RFC3339), oneLine(d.Reason))
+		fmt.Fprintf(e.stdout, "%s\t%s\t%d\t%s\t%s\n", shown(d.ID), shown(d.Service), d.Attempts, d.Failed.Format(time.RFC3339), oneLine(d.Reason))
 	}
 	return nil
 }
 
-// oneLine keeps a worker's error on its row.
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// oneLine keeps a worker's error on its row: its white space runs as
+// one space, anything else not printable escaped (see shown).
+func oneLine(s string) string { return shown(strings.Join(strings.Fields(s), " ")) }
 
 // errPurgeUnconfirmed is purge's error without --yes: it closed nothing.
 var errPurgeUnconfirmed = errors.New("nothing closed: add --yes to close them")
@@ -315,10 +316,10 @@ func printAttempts(w io.Writer, as []client.Attempt) {
 	fmt.Fprintln(w, "history:  (attempts that ended without a reply, oldest first)")
 	fmt.Fprintln(w, "  WHEN\tWORKER\tTOOK\tOUTCOME\tERROR")
 	for _, a := range as {
-		worker := a.Worker
+		worker := shown(a.Worker)
 		if worker == "" {
 			worker = "-"
 		}
-		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", a.Start.UTC().Format(time.RFC3339Nano), worker, a.Took.Round(time.Millisecond), a.Outcome, oneLine(a.Error))
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", a.Start.UTC().Format(time.RFC3339Nano), worker, a.Took.Round(time.Millisecond), shown(a.Outcome), oneLine(a.Error))
 	}
 }

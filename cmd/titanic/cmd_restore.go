@@ -36,6 +36,9 @@ func runRestore(e env) error {
 	if fs.NArg() != 1 {
 		return usagef("want one BACKUP file")
 	}
+	if err := e.goAhead(); err != nil {
+		return err
+	}
 	backup := fs.Arg(0)
 	if fi, err := os.Stat(backup); err != nil {
 		return fmt.Errorf("backup: %w", err)

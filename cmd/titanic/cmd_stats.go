@@ -43,14 +43,17 @@ func runTop(e env) error {
 	cf := addClientFlags(fs)
 	service := fs.String("service", "", "only this service")
 	interval := fs.Duration("interval", time.Second, "time between refreshes")
-	c, err := dialNoArgs(e, fs, cf)
+	if err := parseNoArgs(e, fs); err != nil {
+		return err
+	}
+	if *interval <= 0 {
+		return usagef("--interval must be positive")
+	}
+	c, err := cf.dial(e)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if *interval <= 0 {
-		return usagef("--interval must be positive")
-	}
 	tty := isTerminal(e.stdout)
 	t := time.NewTicker(*interval)
 	defer t.Stop()
@@ -113,7 +116,7 @@ func printQueues(w io.Writer, st client.QueueStats) error {
 		if q.Paused {
 			paused = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.1f\t%s\n", q.Service, q.Pending, q.Delayed, q.InFlight,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.1f\t%s\n", shown(q.Service), q.Pending, q.Delayed, q.InFlight,
 			q.Done, q.Failed, q.Workers, opt(q.Idle), opt(q.Busy), q.SubmitRate, q.ReplyRate, paused)
 	}
 	return tw.Flush()

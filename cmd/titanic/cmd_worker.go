@@ -67,6 +67,9 @@ func runWorker(e env) error {
 		// the worker would reconnect for ever.
 		return fmt.Errorf("service %q: the \"mmi.\" and %q services are reserved", service, tsp.Prefix)
 	}
+	if err := e.goAhead(); err != nil {
+		return err
+	}
 	// A command that cannot be run would fail every request, each
 	// attempt a redelivery: say so now.
 	if _, err := exec.LookPath(cmdline[0]); err != nil {

@@ -53,31 +53,37 @@ type env struct {
 	// dialed, if not nil, is told what the command dials.
 	dialed *dialed
 	// parseOnly: parseOnlyEnv is set; the command stops once its
-	// command line parsed (e.parseFlags returns errParseOnly).
+	// command line parsed and checked (e.goAhead returns errParseOnly).
 	parseOnly bool
 }
 
 // parseOnlyEnv names a hidden switch, off unless the variable is set to 1:
-// every command then parses its command line (the command name, its flags
-// and their values; the broker and config also resolve the configuration)
-// and exits 0 without dialing, reading or writing anything, or 2 as it
+// every command then parses and checks its command line as a run does
+// (the command name, its flags and their values, its arguments; the
+// broker and config also resolve the configuration) and exits 0 without
+// dialing, reading or writing anything (see env.goAhead), or 2 as a run
 // would for a bad command line. The README test (internal/e2e
 // TestReadme) parses the README's examples that need hosts it does not
 // run this way, so that a command or flag the binary no longer has fails
 // the test. It is not a setting: config ignores TITANIC_* variables of no
-// section.
+// section (config.misspeltEnv leaves it alone too).
 const parseOnlyEnv = "TITANIC_PARSE_ONLY"
 
 // errParseOnly ends a command whose command line parsed under
 // parseOnlyEnv; Run exits 0 on it.
 var errParseOnly = errors.New("command line ok (" + parseOnlyEnv + "=1: nothing run)")
 
-// parseFlags is the package's parseFlags, ending the command with
-// errParseOnly once the flags parsed when e.parseOnly.
-func (e env) parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+// parseFlags is the package's parseFlags. Under parseOnlyEnv the command
+// goes on checking its command line (arguments, values, flags that
+// exclude each other) as a run does, up to e.goAhead.
+func (e env) parseFlags(fs *flag.FlagSet, args []string) error { return parseFlags(fs, args) }
+
+// goAhead is called by every command once its whole command line is
+// checked, before it dials, reads or writes anything (client commands:
+// in clientFlags.dial): under parseOnlyEnv it ends the command with
+// errParseOnly, so that parse-only refuses, exit 2, every command line a
+// run refuses as a usage error, and only those.
+func (e env) goAhead() error {
 	if e.parseOnly {
 		return errParseOnly
 	}
@@ -228,7 +234,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 7 key conflict, 8 not supported by the broker yet, 130 interrupted")
+	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 error, 2 usage, 3 pending, 4 unknown ticket or rejected, 5 ticket failed, 6 broker unavailable, 7 key conflict, 8 not supported by the broker yet, 129 hung up (SIGHUP), 130 interrupted")
 }
 
 // ignoreHUP keeps SIGHUP from killing a long-running process: a broker
@@ -328,6 +334,9 @@ func runVersion(e env) error {
 	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
+	if err := e.goAhead(); err != nil {
+		return err
+	}
 	fmt.Fprintln(e.stdout, "titanic", Version)
 	fmt.Fprintf(e.stdout, "%s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintln(e.stdout, "protocols and formats (what this binary speaks and reads):")
@@ -367,6 +376,9 @@ func runCompletion(e env) error {
 	}
 	if fs.NArg() != 1 || (fs.Arg(0) != "bash" && fs.Arg(0) != "zsh") {
 		return usagef("want bash or zsh")
+	}
+	if err := e.goAhead(); err != nil {
+		return err
 	}
 	var names []string
 	var cases strings.Builder

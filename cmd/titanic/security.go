@@ -104,6 +104,9 @@ func runKeygen(e env) error {
 	if fs.NArg() != 1 {
 		return usagef("want one NAME")
 	}
+	if err := e.goAhead(); err != nil {
+		return err
+	}
 	kp, err := curve.Keygen(*dir, fs.Arg(0))
 	if err != nil {
 		return err

@@ -35,7 +35,7 @@ func TestProgressOnlyOnATerminal(t *testing.T) {
 	dead := harness.FreeEndpoint(t)
 	// Refused for 1.5s: six ticks of the report on a terminal.
 	_, _, stderr := runCLI(t, context.Background(), "wait", "--broker", dead, "--refused-wait", "1500ms", "0123456789abcdef0123456789abcdef")
-	if strings.Contains(stderr, "\r") || strings.Count(stderr, "1/1 answered") != 1 {
+	if strings.Contains(stderr, "\r") || strings.Count(stderr, "1/1 ended") != 1 {
 		t.Errorf("wait, its standard error not a terminal: stderr %q; want one progress line, no carriage return", stderr)
 	}
 }

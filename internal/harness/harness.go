@@ -184,6 +184,17 @@ func (p *Process) Exited() bool {
 	}
 }
 
+// ExitErr is the process's exit error (nil for exit 0) once it has
+// exited (see Exited), nil before.
+func (p *Process) ExitErr() error {
+	select {
+	case <-p.exit:
+		return p.err
+	default:
+		return nil
+	}
+}
+
 // Tail returns the last lines of the process's stderr, for failure messages.
 func (p *Process) Tail() string {
 	b, _ := os.ReadFile(p.Log)

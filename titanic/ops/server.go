@@ -78,7 +78,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.cfg.Token == "" && !s.hostAllowed(r.Host) {
-		writeError(w, http.StatusForbidden, "host %q not allowed: set a token, or list the host in AllowedHosts", r.Host)
+		writeError(w, http.StatusForbidden, "host %q not allowed without a token (a defence against DNS rebinding): set http.token or http.token_file (--http-token, --http-token-file), or ask by localhost or an IP address", r.Host)
 		return
 	}
 	select {

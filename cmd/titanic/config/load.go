@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -108,24 +109,39 @@ func Load(args, environ []string, fs *flag.FlagSet) (Config, error) {
 // form), then the flags set on the command line (fs.Visit), and validates
 // it. On a validation error the config is returned too, for display; any
 // other error returns the zero Config. A nil fs means no flags.
+//
+// Every error names where the value came from: the file and its line, the
+// environment variable or the flag.
 func Resolve(fs *flag.FlagSet, environ []string) (Config, error) {
 	c := Default()
+	origin := origins{}
 	path := lookupEnv(environ, EnvConfig)
 	if fs != nil && isSet(fs, ConfigFlag) {
 		path = fs.Lookup(ConfigFlag).Value.String()
 	}
 	if path != "" {
-		if err := c.LoadFile(path); err != nil {
+		if err := c.loadFile(path, origin); err != nil {
 			return Config{}, err
 		}
 	}
-	if err := c.ApplyEnv(environ); err != nil {
+	if err := c.applyEnv(environ, origin); err != nil {
 		return Config{}, err
 	}
 	if fs != nil {
-		c.ApplyFlags(fs)
+		c.applyFlags(fs, origin)
 	}
-	return c, c.Validate()
+	return c, c.validate(origin)
+}
+
+// origins says where each setting given (by its name, section.key) came
+// from: "config file PATH line N", "environment TITANIC_..." or "flag
+// --...". Validation errors name it.
+type origins map[string]string
+
+func (o origins) set(name, where string) {
+	if o != nil {
+		o[name] = where
+	}
 }
 
 func isSet(fs *flag.FlagSet, name string) bool {
@@ -148,24 +164,27 @@ func lookupEnv(environ []string, key string) string {
 // replace c's values, the others stay. An unknown key, a value of the wrong
 // type or a duration given as a bare number is an error naming the file and
 // the key, wrapping ErrInvalid.
-func (c *Config) LoadFile(path string) error {
+func (c *Config) LoadFile(path string) error { return c.loadFile(path, nil) }
+
+func (c *Config) loadFile(path string, origin origins) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
-	return c.decode(path, string(data))
+	return c.decode(path, string(data), origin)
 }
 
 // Decode is LoadFile for TOML text; name stands for the file in errors.
-func (c *Config) Decode(name, text string) error { return c.decode(name, text) }
+func (c *Config) Decode(name, text string) error { return c.decode(name, text, nil) }
 
-func (c *Config) decode(name, text string) error {
+func (c *Config) decode(name, text string, origin origins) error {
 	var fc Config
 	md, err := toml.Decode(text, &fc)
 	if err != nil {
 		return fmt.Errorf("%w: config file %s: %v", ErrInvalid, name, err)
 	}
-	if err := unknownKeys(name, md.Undecoded()); err != nil {
+	lines := keyLines(text)
+	if err := unknownKeys(name, md.Undecoded(), lines); err != nil {
 		return err
 	}
 	var errs []error
@@ -174,19 +193,82 @@ func (c *Config) decode(name, text string) error {
 			if !md.IsDefined(f.section, f.key) {
 				continue
 			}
+			where := "config file " + name
+			if n, ok := lines[f.name()]; ok {
+				where += " line " + strconv.Itoa(n)
+			}
 			if f.typ == durationType && md.Type(f.section, f.key) != "String" {
-				errs = append(errs, fmt.Errorf("%w: config file %s: %s: a duration is a string such as \"2.5s\" or \"500ms\" (a bare number would be nanoseconds)", ErrInvalid, name, f.name()))
+				errs = append(errs, fmt.Errorf("%w: %s: %s: a duration is a string such as \"2.5s\" or \"500ms\" (a bare number would be nanoseconds)", ErrInvalid, where, f.name()))
 				continue
 			}
 			f.value(c).Set(cloneValue(f.value(&fc)))
+			origin.set(f.name(), where)
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// keyLines maps the keys of a TOML text (section.key, and each [table]
+// by its name) to the line that sets them, for errors: a plain reading of
+// table headers and key = value lines, which skips the lines of
+// multi-line strings.
+func keyLines(text string) map[string]int {
+	lines := map[string]int{}
+	table, multi := "", ""
+	for i, line := range strings.Split(text, "\n") {
+		l := strings.TrimSpace(line)
+		if multi != "" {
+			if strings.Contains(l, multi) {
+				multi = ""
+			}
+			continue
+		}
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		if l[0] == '[' {
+			h, _, _ := strings.Cut(strings.TrimLeft(l, "["), "]")
+			table = normKey(h)
+			if _, ok := lines[table]; !ok {
+				lines[table] = i + 1
+			}
+			continue
+		}
+		k, v, ok := strings.Cut(l, "=")
+		if !ok {
+			continue
+		}
+		key := normKey(k)
+		if table != "" {
+			key = table + "." + key
+		}
+		if _, ok := lines[key]; !ok {
+			lines[key] = i + 1
+		}
+		v = strings.TrimSpace(v)
+		for _, d := range []string{`"""`, `'''`} {
+			if strings.HasPrefix(v, d) && !strings.Contains(v[len(d):], d) {
+				multi = d
+			}
+		}
+	}
+	return lines
+}
+
+// normKey writes a TOML key (dotted, its parts maybe quoted or spaced)
+// as toml.Key.String does for plain parts.
+func normKey(k string) string {
+	parts := strings.Split(k, ".")
+	for i, p := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
+	}
+	return strings.Join(parts, ".")
+}
+
 // unknownKeys reports the keys the file has and Config does not, outermost
-// only: an unknown [section] is named, not each of its keys.
-func unknownKeys(name string, keys []toml.Key) error {
+// only: an unknown [section] is named, not each of its keys; each with
+// its line.
+func unknownKeys(name string, keys []toml.Key, lines map[string]int) error {
 	var names []string
 	reported := map[string]bool{}
 	for _, k := range keys {
@@ -199,6 +281,9 @@ func unknownKeys(name string, keys []toml.Key) error {
 		}
 		reported[k.String()] = true
 		n := fmt.Sprintf("%q", k.String())
+		if line, ok := lines[k.String()]; ok {
+			n += " at line " + strconv.Itoa(line)
+		}
 		if hint := suggest(k); hint != "" {
 			n += " (did you mean " + hint + "?)"
 		}
@@ -263,11 +348,14 @@ func editDistance(a, b string) int {
 }
 
 // ApplyEnv overlays the TITANIC_<SECTION>_<KEY> variables of environ
-// (os.Environ() form) on c. A variable naming a section but no setting of it
-// is an error (a typo would otherwise be silently ignored); TITANIC_*
-// variables of no section (TITANIC_CONFIG, TITANIC_BIN) are not settings
-// and are left alone.
-func (c *Config) ApplyEnv(environ []string) error {
+// (os.Environ() form) on c. A variable naming a section but no setting of
+// it is an error (a typo would otherwise be silently ignored), and so is
+// one that is a setting's variable misspelt (its section, or a couple of
+// letters: see misspeltEnv); other TITANIC_* variables (TITANIC_CONFIG,
+// TITANIC_BROKERS) are not settings and are left alone.
+func (c *Config) ApplyEnv(environ []string) error { return c.applyEnv(environ, nil) }
+
+func (c *Config) applyEnv(environ []string, origin origins) error {
 	var errs []error
 	for _, kv := range environ { // in order: the last of duplicates wins
 
@@ -279,11 +367,14 @@ func (c *Config) ApplyEnv(environ []string) error {
 			if err := parseValue(f.value(c), v); err != nil {
 				errs = append(errs, fmt.Errorf("%w: environment %s: %v", ErrInvalid, k, err))
 			}
+			origin.set(f.name(), "environment "+k)
 			continue
 		}
 		sec, _, _ := strings.Cut(strings.TrimPrefix(k, EnvPrefix), "_")
+		known := false
 		for _, s := range sections {
 			if strings.EqualFold(s.name, sec) {
+				known = true
 				hint := ""
 				if h := suggestEnv(k); h != "" {
 					hint = " (did you mean " + h + "?)"
@@ -291,8 +382,40 @@ func (c *Config) ApplyEnv(environ []string) error {
 				errs = append(errs, fmt.Errorf("%w: environment %s: no such setting in [%s]%s", ErrInvalid, k, s.name, hint))
 			}
 		}
+		if h := misspeltEnv(k); !known && h != "" {
+			errs = append(errs, fmt.Errorf("%w: environment %s: no such setting (did you mean %s?)", ErrInvalid, k, h))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// notSettings are the TITANIC_* variables that are no settings, which
+// misspeltEnv never takes for a misspelt one.
+var notSettings = map[string]bool{EnvConfig: true, "TITANIC_BROKERS": true, "TITANIC_PARSE_ONLY": true, "TITANIC_BIN": true}
+
+// misspeltEnv returns the setting's variable that k, a TITANIC_* variable
+// of no section, was probably meant to be: one whose section is spelt
+// close to k's and whose key is k's (TITANIC_SECURTY_CURVE), or one a
+// couple of letters away. Other TITANIC_* variables (TITANIC_BROKERS,
+// the tests') are not settings and are left alone.
+func misspeltEnv(k string) string {
+	if notSettings[k] {
+		return ""
+	}
+	sec, key, ok := strings.Cut(strings.TrimPrefix(k, EnvPrefix), "_")
+	if ok && key != "" {
+		for _, s := range sections {
+			if d := editDistance(strings.ToLower(sec), s.name); d > 0 && d <= 2 {
+				if n := EnvPrefix + strings.ToUpper(s.name) + "_" + key; byEnv[n] != nil {
+					return n
+				}
+			}
+		}
+	}
+	if h := suggestEnv(k); h != "" && editDistance(h, k) <= 2 {
+		return h
+	}
+	return ""
 }
 
 func suggestEnv(k string) string {
@@ -308,11 +431,14 @@ func suggestEnv(k string) string {
 // ApplyFlags overlays on c the settings given on the command line parsed by
 // fs (registered by RegisterFlags); flags left at their defaults do not
 // count.
-func (c *Config) ApplyFlags(fs *flag.FlagSet) {
+func (c *Config) ApplyFlags(fs *flag.FlagSet) { c.applyFlags(fs, nil) }
+
+func (c *Config) applyFlags(fs *flag.FlagSet, origin origins) {
 	fs.Visit(func(fl *flag.Flag) {
 		if sv, ok := fl.Value.(settingValue); ok {
 			if fv := sv.setting(); fv.f != nil {
 				fv.f.value(c).Set(cloneValue(fv.v))
+				origin.set(fv.f.name(), "flag --"+fl.Name)
 			}
 		}
 	})

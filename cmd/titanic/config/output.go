@@ -162,7 +162,7 @@ func Reference() string {
 		"and only flags given on the command line count. Unknown keys and bad values stop the broker at start-up. " +
 		"`titanic config` prints the effective configuration; `testdata/config/` has examples.\n\n")
 	b.WriteString("Durations are Go duration strings (`\"2.5s\"`, `\"500ms\"`, `\"168h\"`). " +
-		"Sizes are bytes, an integer or a string with a unit (`\"64MiB\"`, `\"10MB\"`: KB, MB, GB, TB are powers of 1000, KiB, MiB, GiB, TiB of 1024). " +
+		"Sizes are bytes, an integer or a string with a unit (`\"64MiB\"`, `\"10MB\"`: KB, MB, GB, TB are powers of 1000, KiB, MiB, GiB, TiB of 1024), a whole number: no fraction (`\"1536KiB\"`, not `\"1.5MiB\"`). " +
 		"Lists are TOML arrays in the file and comma-separated in flags and the environment; " +
 		"peering peers are tables `{name, cloud, state}` in the file and `NAME=CLOUD+STATE,...` elsewhere; " +
 		"queue services are tables `{name, max_attempts, backoff_base, backoff_max}` in the file and `NAME=ATTEMPTS/BASE/MAX,...` elsewhere.\n")

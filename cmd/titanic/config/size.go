@@ -11,7 +11,7 @@ import (
 // lifted. It reads as -1, an integer, or an integer with a
 // unit: B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of
 // 1024), case-insensitive, with an optional space: 1048576, "64MiB",
-// "10 MB". It prints with the largest binary unit that divides it exactly.
+// "10 MB"; not with a fraction ("1.5MiB" is refused as one). It prints with the largest binary unit that divides it exactly.
 type Size int64
 
 // Binary size units.
@@ -40,6 +40,9 @@ func ParseSize(s string) (Size, error) {
 	}
 	if i == 0 {
 		return 0, fmt.Errorf("size %q: want bytes, or a number with a unit such as 64MiB", s)
+	}
+	if i < len(t) && (t[i] == '.' || t[i] == ',') && i+1 < len(t) && t[i+1] >= '0' && t[i+1] <= '9' {
+		return 0, fmt.Errorf("size %q: a size is a whole number of bytes or of a unit, without a fraction: 1536KiB, not 1.5MiB", s)
 	}
 	unit, ok := sizeUnits[strings.ToLower(strings.TrimSpace(t[i:]))]
 	if !ok {

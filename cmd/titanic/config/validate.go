@@ -14,8 +14,12 @@ import (
 // Validate checks every setting and the settings against each other. The
 // error lists every problem, one a line, each naming the key and its flag
 // and wrapping ErrInvalid.
-func (c Config) Validate() error {
-	var ck checker
+func (c Config) Validate() error { return c.validate(nil) }
+
+// validate is Validate whose errors also say where each value came from
+// (see origins).
+func (c Config) validate(origin origins) error {
+	ck := checker{origin: origin}
 
 	// [broker]
 	if len(c.Broker.Listen) == 0 {
@@ -370,12 +374,23 @@ type setting struct {
 }
 
 // checker collects the problems found.
-type checker struct{ errs []error }
+type checker struct {
+	errs   []error
+	origin origins
+}
 
 func (ck *checker) bad(name, format string, args ...any) {
 	where := name
-	if f, ok := byName[name]; ok {
+	f, ok := byName[name]
+	switch from, set := ck.origin[name]; {
+	case set && strings.HasPrefix(from, "flag "):
+		where += " (" + from + ")"
+	case ok && set:
+		where += " (--" + f.flag + "; " + from + ")"
+	case ok:
 		where += " (--" + f.flag + ")"
+	case set:
+		where += " (" + from + ")"
 	}
 	ck.errs = append(ck.errs, fmt.Errorf("%w: %s: %s", ErrInvalid, where, fmt.Sprintf(format, args...)))
 }

@@ -242,6 +242,15 @@ func Open(path string, opts Options) (*BoltStore, error) {
 		return nil, err
 	}
 	log := opts.Logger.With("component", "store", "path", path)
+	if m, err := latestMeta(path); err == nil && m.alone {
+		// bbolt opens at the other page. From the pages alone this is
+		// either a meta write torn by a crash (that commit was never
+		// acknowledged: nothing is lost) or a disk that damaged the
+		// newest page (its commit is lost). Said, not refused: a power
+		// cut must not stop the node.
+		log.Warn("one of the data file's two meta pages is not valid: opened at the other, the previous commit; after a crash or power cut this is expected, otherwise the disk damaged the file and its last commit is lost (run titanic check, restore a backup)",
+			"txid", m.txid)
+	}
 	removeLeftovers(path, log)
 	if err := ensureIndexes(db, log); err != nil {
 		_ = db.Close()
@@ -664,6 +673,8 @@ const (
 
 type boltMeta struct {
 	pageSize, root, freelist, pgid, txid uint64
+	// alone: the other meta page was not valid (see Open).
+	alone bool
 }
 
 // readBoltMeta decodes the meta page at off, reporting false when it is
@@ -745,6 +756,7 @@ func latestMeta(path string) (boltMeta, error) {
 	if m0.pageSize != uint64(pageSize) {
 		return boltMeta{}, fmt.Errorf("%w: inconsistent meta page", ErrCorrupt)
 	}
+	m0.alone = !ok0 || !ok1
 	return m0, nil
 }
 

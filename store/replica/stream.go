@@ -70,7 +70,7 @@ func (l *progressLayer) Dial(address raft.ServerAddress, timeout time.Duration) 
 	if err != nil {
 		return nil, err
 	}
-	pc := &progressConn{TCPConn: c.(*net.TCPConn), layer: l}
+	pc := &progressConn{tc: c.(*net.TCPConn), layer: l}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -103,21 +103,29 @@ func (l *progressLayer) abort() {
 	l.conns = make(map[*progressConn]struct{})
 	l.mu.Unlock()
 	for c := range conns {
-		_ = c.TCPConn.Close()
+		_ = c.tc.Close()
 	}
 }
 
 // progressConn is a dialed connection whose deadlines bound the time
 // without progress. Raft reads and writes it from two goroutines at once
 // (a pipeline's sender and its decoder): each side keeps its own state.
+// It wraps the TCP connection rather than embedding it: an embedded one
+// lends its ReadFrom to io.Copy (raft streams a snapshot so), whose bytes
+// then bypassed Write, its deadline and its count.
 type progressConn struct {
-	*net.TCPConn
+	tc    *net.TCPConn
 	layer *progressLayer
 	rd    side
 	wr    side
-	// sent counts bytes written since a read last returned data: what
-	// the peer may still be storing when its answer is awaited.
-	sent atomic.Int64
+
+	// sent counts the bytes written since the second-to-last read that
+	// returned data, recent those since the last: what the peer may
+	// still be storing when an answer is awaited. The second-to-last,
+	// because raft's pipeline writes the next request before it reads
+	// the answer to the one before.
+	mu           sync.Mutex
+	sent, recent int64
 }
 
 // side is the deadline state of one direction: idle is the time without
@@ -128,11 +136,17 @@ type side struct {
 	acked atomic.Uint64
 }
 
+// maxGrace bounds the wait for an answer after a large request.
+const maxGrace = time.Hour
+
+func (c *progressConn) LocalAddr() net.Addr  { return c.tc.LocalAddr() }
+func (c *progressConn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }
+
 func (c *progressConn) Close() error {
 	c.layer.mu.Lock()
 	delete(c.layer.conns, c)
 	c.layer.mu.Unlock()
-	return c.TCPConn.Close()
+	return c.tc.Close()
 }
 
 func (c *progressConn) SetDeadline(t time.Time) error {
@@ -144,12 +158,12 @@ func (c *progressConn) SetDeadline(t time.Time) error {
 
 func (c *progressConn) SetReadDeadline(t time.Time) error {
 	c.arm(&c.rd, t)
-	return c.TCPConn.SetReadDeadline(t)
+	return c.tc.SetReadDeadline(t)
 }
 
 func (c *progressConn) SetWriteDeadline(t time.Time) error {
 	c.arm(&c.wr, t)
-	return c.TCPConn.SetWriteDeadline(t)
+	return c.tc.SetWriteDeadline(t)
 }
 
 func (c *progressConn) arm(s *side, t time.Time) {
@@ -158,25 +172,28 @@ func (c *progressConn) arm(s *side, t time.Time) {
 		return
 	}
 	s.idle.Store(int64(max(time.Until(t), time.Nanosecond)))
-	if a, ok := c.acked(); ok {
-		s.acked.Store(a)
+	if info, ok := c.info(); ok {
+		s.acked.Store(info.Bytes_acked)
 	}
 }
 
 func (c *progressConn) Write(p []byte) (int, error) {
 	total := 0
 	for {
-		n, err := c.TCPConn.Write(p[total:])
+		n, err := c.tc.Write(p[total:])
 		total += n
-		c.sent.Add(int64(n))
+		c.mu.Lock()
+		c.sent += int64(n)
+		c.recent += int64(n)
+		c.mu.Unlock()
 		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return total, err
 		}
 		idle := time.Duration(c.wr.idle.Load())
-		if idle == 0 || !c.progressed(&c.wr) {
+		if idle == 0 || !c.progressed(&c.wr, idle) {
 			return total, err
 		}
-		if err := c.TCPConn.SetWriteDeadline(time.Now().Add(idle)); err != nil {
+		if err := c.tc.SetWriteDeadline(time.Now().Add(idle)); err != nil {
 			return total, err
 		}
 	}
@@ -185,9 +202,11 @@ func (c *progressConn) Write(p []byte) (int, error) {
 func (c *progressConn) Read(p []byte) (int, error) {
 	graced := false
 	for {
-		n, err := c.TCPConn.Read(p)
+		n, err := c.tc.Read(p)
 		if n > 0 {
-			c.sent.Store(0)
+			c.mu.Lock()
+			c.sent, c.recent = c.recent, 0
+			c.mu.Unlock()
 		}
 		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
@@ -197,43 +216,59 @@ func (c *progressConn) Read(p []byte) (int, error) {
 			return n, err
 		}
 		switch {
-		case c.progressed(&c.rd):
-		case !graced && c.sent.Load() > 0:
+		case c.progressed(&c.rd, idle):
+		case !graced && c.unanswered() > 0:
 			// Everything sent was acknowledged and the peer is quiet: it
 			// may be storing a large request.
 			graced = true
-			idle = time.Duration(c.sent.Load()) * time.Second / storeRate
+			idle = grace(c.unanswered())
 		default:
 			return n, err
 		}
-		if err := c.TCPConn.SetReadDeadline(time.Now().Add(idle)); err != nil {
+		if err := c.tc.SetReadDeadline(time.Now().Add(idle)); err != nil {
 			return n, err
 		}
 	}
 }
 
+func (c *progressConn) unanswered() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sent
+}
+
+// grace is how long a peer may take to store bytes it was sent, at
+// storeRate (in floating point: bytes times a second overflows past
+// 8 GiB).
+func grace(bytes int64) time.Duration {
+	return min(time.Duration(float64(bytes)/storeRate*float64(time.Second)), maxGrace)
+}
+
 // progressed says whether the peer acknowledged bytes since s last
-// looked.
-func (c *progressConn) progressed(s *side) bool {
-	a, ok := c.acked()
+// looked, the latest within half of idle: the acknowledgement of a
+// request by a peer whose process is stopped (its kernel still takes
+// what fits) is not progress by the time the deadline passes.
+func (c *progressConn) progressed(s *side, idle time.Duration) bool {
+	info, ok := c.info()
 	if !ok {
 		return false
 	}
-	return s.acked.Swap(a) < a
+	advanced := s.acked.Swap(info.Bytes_acked) < info.Bytes_acked
+	return advanced && time.Duration(info.Last_ack_recv)*time.Millisecond < idle/2
 }
 
-// acked reads the bytes the peer has acknowledged on this connection.
-func (c *progressConn) acked() (uint64, bool) {
-	rc, err := c.TCPConn.SyscallConn()
+// info reads the kernel's TCP state of the connection.
+func (c *progressConn) info() (*unix.TCPInfo, bool) {
+	rc, err := c.tc.SyscallConn()
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
 	var info *unix.TCPInfo
 	var ierr error
 	if err := rc.Control(func(fd uintptr) {
 		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 	}); err != nil || ierr != nil {
-		return 0, false
+		return nil, false
 	}
-	return info.Bytes_acked, true
+	return info, true
 }

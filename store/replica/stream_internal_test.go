@@ -65,7 +65,7 @@ func dialLayer(t *testing.T, addr string) (*progressLayer, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = c.(*progressConn).SetWriteBuffer(32 << 10)
+	_ = c.(*progressConn).tc.SetWriteBuffer(32 << 10)
 	return l, c
 }
 

@@ -4,9 +4,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
+	"regexp"
 	"syscall"
 )
+
+// backupTemp is the name writeBackup's CreateTemp gives a copy in the
+// making (".NAME.DIGITS.tmp"): the backup directory may be shared, and
+// other programs' temporary files there are not ours to remove.
+var backupTemp = regexp.MustCompile(`^\.[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.[0-9]+\.tmp$`)
 
 // removeBackupLeftovers removes the partial copies (".NAME.N.tmp") that
 // backups cut short by a crash left in the backup directory: each as
@@ -27,7 +32,7 @@ func (s *Service) removeBackupLeftovers() {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !e.Type().IsRegular() || !strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".tmp") {
+		if !e.Type().IsRegular() || !backupTemp.MatchString(name) {
 			continue
 		}
 		path := filepath.Join(s.cfg.BackupDir, name)

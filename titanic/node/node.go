@@ -412,6 +412,13 @@ func (n *Node) Run(ctx context.Context) error {
 	defer n.Close()
 	if n.rep == nil {
 		if err := n.svc.Recover(ctx); err != nil {
+			if ctx.Err() != nil {
+				// Stopped (SIGINT, SIGTERM) while it rebuilt its queues,
+				// which takes a while on a large store: nothing served,
+				// nothing to drain, a clean stop.
+				n.log.Info("broker stopped while it recovered its queues: it did not start")
+				return nil
+			}
 			return err
 		}
 	}

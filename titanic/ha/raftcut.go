@@ -162,6 +162,13 @@ func (p *Pair) StandDown() error {
 	if p.node.IsLeader() {
 		return errStandDownLeads
 	}
+	if id, _ := p.node.Leader(); id != "" {
+		// It hears a raft leader: the link is not cut (a request that
+		// arrived late, after the link healed). Taken, it would wait for
+		// a configuration of a later term, which a raft that stays whole
+		// may not write for months: no failover meanwhile.
+		return errStandDownFollows
+	}
 	was := p.caughtUp.Load()
 	p.node.ForgetMembership()
 	floor := max(p.node.StartTerm(), p.node.Status().Term, 1)
@@ -179,8 +186,9 @@ func (p *Pair) StandDown() error {
 
 // Why StandDown refuses.
 var (
-	errStandDownActive = errors.New("this node is active")
-	errStandDownLeads  = errors.New("this node leads raft: it hands leadership to the active peer")
+	errStandDownActive  = errors.New("this node is active")
+	errStandDownLeads   = errors.New("this node leads raft: it hands leadership to the active peer")
+	errStandDownFollows = errors.New("this node follows a raft leader: its raft link is not cut")
 )
 
 // withholdsVote reports whether a join of id must not give it a vote

@@ -70,7 +70,20 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 		var e *entry
 		switch {
 		case op.Kind == store.OpAdopt && r.Err == nil && !r.Duplicate && !final[op.ID]:
-			e = (&entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now}).withLifecycle(op.Lifecycle, 0)
+			// With its attempts elsewhere: dispatched once, it does not
+			// expire, and they count toward its policy's.
+			e = (&entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now, attempts: r.Attempts}).withLifecycle(op.Lifecycle, r.Attempts)
+			if r.State == store.StateDispatched {
+				// It ran on the yielding side when handed over, and
+				// that side drops its leases as it rejoins: its attempt
+				// was cut short, as by a failover.
+				fx, took := s.d.enlistCut(e, now)
+				s.apply(fx)
+				if took {
+					woken[e.service] = true
+				}
+				continue
+			}
 		case op.Kind == store.OpRetry && r.Err == nil && !final[op.ID]:
 			// It was failed here, so the dispatcher does not hold it.
 			e = (&entry{id: op.ID, service: r.Service, seq: r.Seq, queued: now}).withLifecycle(r.Lifecycle, 0)

@@ -369,6 +369,25 @@ func (d *dispatcher) cutShortLocked(e *entry, now time.Time, fx *effects) {
 	fx.cut = append(fx.cut, cutShort{e: e, due: due})
 }
 
+// enlistCut takes in e, dispatched in the store though no lease of this
+// node holds it (an adoption of a ticket that ran on the yielding side of
+// a split brain), as cutShortLocked does one a window read: held, counted
+// in flight, until its requeue or failure commits. A ticket the
+// dispatcher holds already is left alone (took false).
+func (d *dispatcher) enlistCut(e *entry, now time.Time) (fx effects, took bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, dup := d.entries[e.id]; dup {
+		return fx, false
+	}
+	d.held[e.service]++
+	d.queue(e.service, now)
+	d.unwatchLocked(e.id)
+	d.entries[e.id] = e
+	d.cutShortLocked(e, now, &fx)
+	return fx, true
+}
+
 // levelPriority is the priority of each level (level's inverse).
 var levelPriority = [levels]store.Priority{store.PriorityHigh, store.PriorityNormal, store.PriorityLow}
 

@@ -2,6 +2,7 @@ package titanic
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -118,5 +119,30 @@ func TestMergeAdoptedRunningCountsCutShort(t *testing.T) {
 	r := h.call(tsp.SvcReply, last.String())
 	if codeOf(r) != tsp.CodeError || !strings.Contains(string(r[1]), "attempt 1 of 1 failed: "+CutShortReason) {
 		t.Fatalf("the ticket whose last attempt was cut short = %q, want failed, cut short", r)
+	}
+}
+
+// Tickets the yielding side took in alone and finished there come as an
+// adoption and its answer in one batch: the dispatcher never held them,
+// so they must not be counted out of it (in flight went below 0, and
+// pending down with it, once per such ticket).
+func TestMergeAdoptedAndFinishedKeepsCounts(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	for i := range 2 {
+		h.submit("svc", fmt.Sprint("pending ", i))
+	}
+	var ops []store.Op
+	for range 3 {
+		id := store.NewID()
+		ops = append(ops,
+			store.Op{Kind: store.OpAdopt, ID: id, Service: "svc", Body: [][]byte{[]byte("b")}},
+			store.Op{Kind: store.OpFail, ID: id, Reason: "expired: not dispatched by then"})
+	}
+	if err := h.svc.Merge(context.Background(), ops); err != nil {
+		t.Fatal(err)
+	}
+	q := queueOf(t, h, "svc")
+	if q.Pending != 2 || q.Delayed != 0 || q.InFlight != 0 || q.Failed != 3 {
+		t.Fatalf("after the merge: pending %d delayed %d in flight %d failed %d, want 2 0 0 3", q.Pending, q.Delayed, q.InFlight, q.Failed)
 	}
 }

@@ -83,7 +83,7 @@
 //
 //	titanic_build_info{version}                  1
 //	titanic_queue_depth{service}                 pending tickets
-//	titanic_tickets{service,state}               stored tickets by state
+//	titanic_tickets{service,state}               stored tickets by state (pending, dispatched, done, failed, cancelled)
 //	titanic_queue_oldest_age_seconds{service}    age of the head of the service's FIFO (oldest unfinished ticket)
 //	titanic_workers{service,state}               idle and busy workers
 //	titanic_broker_queued_requests{service}      plain MDP requests queued in the broker

@@ -225,6 +225,9 @@ func (c *collector) collectQueues(ctx context.Context, gauge func(*prometheus.De
 		gauge(c.tickets, float64(q.Dispatched), q.Service, "dispatched")
 		gauge(c.tickets, float64(q.Done), q.Service, "done")
 		gauge(c.tickets, float64(q.Failed), q.Service, "failed")
+		// Kept until closed or swept, as done and failed ones: the
+		// HTTP API's /services counts them too.
+		gauge(c.tickets, float64(q.Cancelled), q.Service, "cancelled")
 		age := 0.0
 		if !q.Oldest.IsZero() {
 			age = max(0, now.Sub(q.Oldest).Seconds())

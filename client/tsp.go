@@ -232,14 +232,35 @@ func isTransient(err error) bool { return err != nil && errors.Is(err, ErrServer
 // back of its service's queue, with its attempts counted from zero. It
 // returns ErrUnknown for a ticket the broker does not know, ErrNotFailed
 // for one that has not failed, and ErrUnsupported when the broker, or its
-// cluster, cannot take it yet.
+// cluster, cannot take it yet. A broker that answers busy (a retention
+// sweep lists the tickets it deletes, and a retry waits for that; or a
+// limit was reached) is asked again after a pause that doubles up to a
+// second, until ctx ends.
 func (c *Client) Retry(ctx context.Context, ticket string) error {
-	rep, err := c.do(ctx, tsp.SvcRetry, [][]byte{[]byte(ticket)})
-	if err != nil {
-		return err
+	pause := minBusyPause
+	for {
+		rep, err := c.do(ctx, tsp.SvcRetry, [][]byte{[]byte(ticket)})
+		if err != nil {
+			return err
+		}
+		err = lifecycleStatus(rep, "retry", ticket)
+		if !tsp.Is(rep, tsp.CodeError, tsp.Busy) {
+			return err
+		}
+		c.log.Debug("retry answered busy; asking again", "ticket", ticket, "pause", pause)
+		if perr := c.pause(&call{ctx: ctx}, pause); perr != nil {
+			return fmt.Errorf("%w (asked again until: %w)", err, perr)
+		}
+		pause = min(2*pause, maxBusyPause)
 	}
-	return lifecycleStatus(rep, "retry", ticket)
 }
+
+// The pauses before a request answered busy is sent again (Retry): a
+// retention sweep's listing, which a retry waits for, takes moments.
+const (
+	minBusyPause = 20 * time.Millisecond
+	maxBusyPause = time.Second
+)
 
 // Purge closes a failed ticket, as CloseTicket does, but only if it is
 // still failed when the broker applies the close: a ticket retried

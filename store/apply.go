@@ -272,6 +272,9 @@ func (t *txn) adopt(op *Op) (Result, error) {
 	if err := checkSubmit(op); err != nil {
 		return Result{ID: op.ID, Err: err}, nil
 	}
+	if op.Attempts < 0 || op.Attempts > maxAttempts || op.Dispatched && op.Attempts == 0 {
+		return Result{ID: op.ID, Err: opErr(op, ErrInvalidOp, fmt.Sprintf("adopted with %d attempts (dispatched %t)", op.Attempts, op.Dispatched))}, nil
+	}
 	if tk, ok, err := t.load(op.ID); err != nil {
 		return Result{ID: op.ID, Err: opErr(op, err, "")}, nil
 	} else if ok {
@@ -341,6 +344,16 @@ func (t *txn) create(op *Op) (Ticket, error) {
 		Updated: op.Time,
 	}
 	tk.Lifecycle = op.Lifecycle
+	if op.Kind == OpAdopt {
+		// Its dispatches in the other history count here: it does not
+		// expire (the deadline index holds only the never dispatched),
+		// and one still running there is an attempt no worker of this
+		// history holds (the service counts it as cut short).
+		tk.Attempts = op.Attempts
+		if op.Dispatched {
+			tk.State = StateDispatched
+		}
+	}
 	t.seq++
 	t.seqDirty = true
 	if err := t.putTicket(&tk); err != nil {
@@ -355,7 +368,7 @@ func (t *txn) create(op *Op) (Ticket, error) {
 	if err := t.reindex(nil, &tk); err != nil {
 		return tk, err
 	}
-	t.deltas[countKey{tk.Service, StatePending}]++
+	t.deltas[countKey{tk.Service, tk.State}]++
 	return tk, nil
 }
 

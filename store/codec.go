@@ -29,13 +29,17 @@ const (
 	opsRecordV3 = 3
 	// opsRecordV4 is a batch with OpUndispatch; its layout is V3's.
 	opsRecordV4 = 4
+	// opsRecordV5 is a batch with an OpAdopt that carries the ticket's
+	// dispatches in the other history (Op.Attempts, Op.Dispatched): two
+	// more extras tags, which a V4 reader would refuse as unknown.
+	opsRecordV5 = 5
 )
 
 // OpsRecordVersion is the newest ops record (a replicated batch) this build
 // reads and may write (`titanic version` prints it). A batch is written in
 // the oldest version that holds its ops, so a cluster whose work needs no
 // newer op kind stays readable by older members.
-const OpsRecordVersion = opsRecordV4
+const OpsRecordVersion = opsRecordV5
 
 // maxAttempts bounds the attempt counter a decoder accepts, so that a
 // damaged record cannot overflow int on 32-bit platforms.
@@ -70,7 +74,7 @@ func appendTicket(b []byte, t *Ticket) []byte {
 	b = appendString(b, t.IdemKey)
 	b = appendString(b, t.Reason)
 	if extra {
-		b = appendExtras(b, &t.Lifecycle, t.Started, t.Worker)
+		b = appendExtras(b, &t.Lifecycle, t.Started, t.Worker, nil)
 	}
 	return b
 }
@@ -104,7 +108,7 @@ func decodeTicketIn(id ID, b []byte, names *names) (Ticket, error) {
 	t.IdemKey = d.string()
 	t.Reason = d.string()
 	if v == ticketRecordV2 {
-		d.extras(&t.Lifecycle, &t.Started, &t.Worker)
+		d.extras(&t.Lifecycle, &t.Started, &t.Worker, nil)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
@@ -193,7 +197,11 @@ func EncodeOps(ops []Op) []byte {
 		b = appendFrames(b, op.Reply)
 		b = appendString(b, op.Reason)
 		if version >= opsRecordV3 {
-			b = appendExtras(b, &op.Lifecycle, time.Time{}, op.Worker)
+			var adopted *adoptedExtras
+			if version >= opsRecordV5 {
+				adopted = &adoptedExtras{attempts: op.Attempts, dispatched: op.Dispatched}
+			}
+			b = appendExtras(b, &op.Lifecycle, time.Time{}, op.Worker, adopted)
 		}
 	}
 	return b
@@ -223,9 +231,16 @@ func DecodeOps(b []byte) ([]Op, error) {
 		op.Reason = d.string()
 		if v >= opsRecordV3 {
 			var started time.Time
-			d.extras(&op.Lifecycle, &started, &op.Worker)
+			var adopted *adoptedExtras
+			if v >= opsRecordV5 {
+				adopted = &adoptedExtras{}
+			}
+			d.extras(&op.Lifecycle, &started, &op.Worker, adopted)
 			if !started.IsZero() {
 				d.fail("an op carries a start time")
+			}
+			if adopted != nil {
+				op.Attempts, op.Dispatched = adopted.attempts, adopted.dispatched
 			}
 		}
 		ops = append(ops, op)
@@ -260,12 +275,22 @@ const (
 	tagBackoffMax  = 6 // uvarint nanoseconds
 	tagWorker      = 7 // string
 	tagStarted     = 8 // time
+	// Ops of record version 5 only (an OpAdopt's history elsewhere).
+	tagAttempts   = 9  // uvarint
+	tagDispatched = 10 // uvarint 1
 )
+
+// adoptedExtras are the extras only an op of record version 5 may carry:
+// OpAdopt's Attempts and Dispatched.
+type adoptedExtras struct {
+	attempts   int
+	dispatched bool
+}
 
 // maxWorkerName bounds a worker's name in a record.
 const maxWorkerName = 256
 
-func appendExtras(b []byte, l *Lifecycle, started time.Time, worker string) []byte {
+func appendExtras(b []byte, l *Lifecycle, started time.Time, worker string, adopted *adoptedExtras) []byte {
 	n := 0
 	count := func(set bool) {
 		if set {
@@ -280,6 +305,10 @@ func appendExtras(b []byte, l *Lifecycle, started time.Time, worker string) []by
 	count(l.Retry.Max != 0)
 	count(worker != "")
 	count(!started.IsZero())
+	if adopted != nil {
+		count(adopted.attempts != 0)
+		count(adopted.dispatched)
+	}
 	b = binary.AppendUvarint(b, uint64(n))
 	if l.Priority != 0 {
 		b = binary.AppendVarint(append(b, tagPriority), int64(l.Priority))
@@ -305,10 +334,18 @@ func appendExtras(b []byte, l *Lifecycle, started time.Time, worker string) []by
 	if !started.IsZero() {
 		b = appendTime(append(b, tagStarted), started)
 	}
+	if adopted != nil && adopted.attempts != 0 {
+		b = binary.AppendUvarint(append(b, tagAttempts), uint64(max(adopted.attempts, 0)))
+	}
+	if adopted != nil && adopted.dispatched {
+		b = binary.AppendUvarint(append(b, tagDispatched), 1)
+	}
 	return b
 }
 
-func (d *decoder) extras(l *Lifecycle, started *time.Time, worker *string) {
+// extras reads the tagged fields; adopted is nil where the record may not
+// carry an adoption's (a ticket, an op below record version 5).
+func (d *decoder) extras(l *Lifecycle, started *time.Time, worker *string, adopted *adoptedExtras) {
 	n := d.count(2)
 	for range n {
 		switch tag := d.byte(); tag {
@@ -344,6 +381,21 @@ func (d *decoder) extras(l *Lifecycle, started *time.Time, worker *string) {
 			}
 		case tagStarted:
 			*started = d.time()
+		case tagAttempts:
+			v := d.uvarint()
+			if adopted == nil || v == 0 || v > maxAttempts {
+				d.fail("attempts %d where none may be", v)
+			}
+			if adopted != nil {
+				adopted.attempts = int(v)
+			}
+		case tagDispatched:
+			if v := d.uvarint(); adopted == nil || v != 1 {
+				d.fail("dispatched %d where none may be", v)
+			}
+			if adopted != nil {
+				adopted.dispatched = true
+			}
 		default:
 			d.fail("unknown field tag %d", tag)
 		}

@@ -60,6 +60,11 @@ func sampleOps() [][]Op {
 			{Kind: OpPause, Service: "s", Time: codecTime},
 			{Kind: OpResume, Service: "s"},
 		},
+		{
+			{Kind: OpAdopt, ID: ID{9}, Time: codecTime, Service: "s", Body: [][]byte{{2}}, Attempts: 2, Dispatched: true,
+				Lifecycle: Lifecycle{Deadline: codecTime}},
+			{Kind: OpAdopt, ID: ID{10}, Time: codecTime, Service: "s", Attempts: 1},
+		},
 	}
 }
 
@@ -120,6 +125,7 @@ func TestOpsRoundTrip(t *testing.T) {
 func opsEqual(a, b Op) bool {
 	return a.Kind == b.Kind && a.ID == b.ID && a.Time.Equal(b.Time) && a.Service == b.Service &&
 		a.IdemKey == b.IdemKey && a.Reason == b.Reason && a.Worker == b.Worker &&
+		a.Attempts == b.Attempts && a.Dispatched == b.Dispatched &&
 		a.Priority == b.Priority && a.Due.Equal(b.Due) && a.Deadline.Equal(b.Deadline) && a.Retry == b.Retry &&
 		slices.EqualFunc(a.Body, b.Body, bytes.Equal) && slices.EqualFunc(a.Reply, b.Reply, bytes.Equal)
 }

@@ -68,8 +68,8 @@ func (t *txn) pruneJournal(index uint64) error {
 
 // ForkOps returns, in batches of at most about maxBytes, the ops that
 // carry over to the peer the work this store did after the fork point:
-// the tickets it took in alone (OpAdopt with their bodies, then OpReply or
-// OpFail when they finished), the answers it recorded for older tickets
+// the tickets it took in alone (OpAdopt with their bodies and their
+// dispatches here, then OpReply or OpFail when they finished), the answers it recorded for older tickets
 // (OpReply, OpFail, OpCancel), the failed tickets it gave another round (OpRetry),
 // and the older tickets its clients closed (OpClose).
 // Tickets created and closed after the fork, and attempts that did not
@@ -162,7 +162,10 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 				if err != nil {
 					return err
 				}
-				ops = append(ops, Op{Kind: OpAdopt, ID: id, Time: tk.Created, Service: tk.Service, Body: body, IdemKey: tk.IdemKey, Lifecycle: tk.Lifecycle})
+				// With its dispatches here: a ticket dispatched once
+				// does not expire, and its attempts are spent.
+				ops = append(ops, Op{Kind: OpAdopt, ID: id, Time: tk.Created, Service: tk.Service, Body: body, IdemKey: tk.IdemKey, Lifecycle: tk.Lifecycle,
+					Attempts: tk.Attempts, Dispatched: tk.State == StateDispatched})
 			} else if ch.retried && tk.State != StateFailed {
 				// The peer may still hold it failed; the answer below
 				// (or the redelivery of what is unfinished) needs it

@@ -313,3 +313,75 @@ func TestRedoneHandoverKeepsAdoptedTicketsClosedOnWinner(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// README (Deadlines): "A ticket dispatched once does not expire". A ticket
+// the yielding side of a split brain took in alone and dispatched there
+// (one still running, one failed once and backing off) was handed over as
+// never dispatched: adopted with attempts 0 and its deadline watched, it
+// expired at once after the merge. The adoption carries its dispatches
+// now: the running one is adopted dispatched, the other pending, both with
+// their attempts and out of the deadline index.
+func TestHandoverKeepsDispatchesOfAdoptedTickets(t *testing.T) {
+	ctx := context.Background()
+	loser, _ := newStore(t)
+	winner, _ := newStore(t)
+	for _, s := range []*store.BoltStore{loser, winner} {
+		if r := s.ApplyLog(ctx, []store.Entry{{Index: 1, Term: 2, Shared: true}}); r[0].Err != nil {
+			t.Fatal(r[0].Err)
+		}
+	}
+	const fork = 1
+	running, backing := store.NewID(), store.NewID()
+	ttl := store.Lifecycle{Deadline: at(5)}
+	if r := loser.ApplyLog(ctx, []store.Entry{{Index: 2, Term: 3, Solo: true, Ops: []store.Op{
+		{Kind: store.OpSubmit, ID: running, Time: at(1), Service: "s", Body: [][]byte{[]byte("r")}, Lifecycle: ttl},
+		{Kind: store.OpSubmit, ID: backing, Time: at(1), Service: "s", Body: [][]byte{[]byte("b")}, Lifecycle: ttl},
+		{Kind: store.OpDispatch, ID: running, Time: at(2)},
+		{Kind: store.OpDispatch, ID: backing, Time: at(2)},
+		{Kind: store.OpRequeue, ID: backing, Time: at(3), Reason: "boom", Lifecycle: store.Lifecycle{Due: at(60)}},
+	}}}); r[0].Err != nil {
+		t.Fatal(r[0].Err)
+	}
+	var ops []store.Op
+	if err := loser.ForkOps(ctx, fork, 1<<20, func(b []store.Op) error { ops = append(ops, b...); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	decoded, err := store.DecodeOps(store.EncodeOps(ops)) // as the peer gets them
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := winner.ApplyLog(ctx, []store.Entry{{Index: 2, Term: 4, Solo: true, Ops: decoded}}); r[0].Err != nil {
+		t.Fatal(r[0].Err)
+	}
+	for _, want := range []struct {
+		id    store.ID
+		state store.State
+	}{{running, store.StateDispatched}, {backing, store.StatePending}} {
+		tk, err := winner.Get(ctx, want.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.State != want.state || tk.Attempts != 1 {
+			t.Errorf("adopted %s: %s after %d attempts, want %s after 1", want.id, tk.State, tk.Attempts, want.state)
+		}
+	}
+	dl, err := winner.Queued(ctx, store.QueueRead{Queue: store.QueueDeadline, Service: "s", Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != 0 {
+		t.Fatalf("adopted tickets dispatched once are watched for their deadline: %+v", dl)
+	}
+	c, err := winner.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c["s"].Pending != 1 || c["s"].Dispatched != 1 {
+		t.Fatalf("counts %+v, want 1 pending and 1 dispatched", c["s"])
+	}
+	// Without the history (a pair below cluster version 5), as before.
+	bare := ops[0].WithoutAdoptHistory()
+	if bare.Attempts != 0 || bare.Dispatched || bare.Version() >= store.AdoptHistoryVersion {
+		t.Fatalf("without the history: %+v (version %d)", bare, bare.Version())
+	}
+}

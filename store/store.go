@@ -192,9 +192,13 @@ const (
 	OpClose                      // delete the ticket and its reply
 	// OpAdopt takes in a ticket minted by another history (the side of
 	// a split brain that yields hands its work over): ID, Time (its
-	// creation), Service, Body, IdemKey. An ID already present is left
+	// creation), Service, Body, IdemKey, Lifecycle, and Attempts and
+	// Dispatched (its dispatches there, and whether one still ran when
+	// it was handed over: it is then adopted dispatched, an attempt no
+	// worker of this history holds). An ID already present is left
 	// alone (Duplicate). A key that names another ticket keeps naming
-	// the older of the two; both tickets are kept. Ops record version 2.
+	// the older of the two; both tickets are kept. Ops record version
+	// 2; 5 with Attempts or Dispatched.
 	OpAdopt
 	// OpRetry gives a failed ticket another round: failed → pending, at
 	// the back of its service's FIFO (a new Seq), attempts back to 0,
@@ -306,16 +310,38 @@ type Op struct {
 	// Worker names the worker of an OpDispatch (attempt history); it is
 	// optional: a store whose cluster is older drops it (WithoutOptional).
 	Worker string
+	// Attempts and Dispatched are an OpAdopt's: the ticket's dispatches
+	// in the history that hands it over, and whether it was dispatched
+	// there when handed over (Dispatched needs Attempts above 0). Either
+	// makes the op need ops record version 5; a handover to a cluster
+	// below it leaves them out (the ticket is adopted as never
+	// dispatched, as before).
+	Attempts   int
+	Dispatched bool
 }
 
-// Version is the ops record version the op needs: its kind's, or 3 when it
-// carries a field added then.
+// Version is the ops record version the op needs: its kind's, or the
+// version that added a field it carries.
 func (o *Op) Version() int {
 	v := o.Kind.Version()
 	if !o.Lifecycle.IsZero() || o.Worker != "" {
 		v = max(v, opsRecordV3)
 	}
+	if o.Attempts != 0 || o.Dispatched {
+		v = max(v, opsRecordV5)
+	}
 	return v
+}
+
+// AdoptHistoryVersion is the cluster version an OpAdopt's Attempts and
+// Dispatched need.
+const AdoptHistoryVersion = opsRecordV5
+
+// WithoutAdoptHistory returns the op without Attempts and Dispatched, for
+// a handover to a cluster whose version is below AdoptHistoryVersion.
+func (o Op) WithoutAdoptHistory() Op {
+	o.Attempts, o.Dispatched = 0, false
+	return o
 }
 
 // WithoutOptional returns the op without the fields that only enrich what

@@ -60,6 +60,27 @@ func (s *Service) apply(fx effects) {
 		s.kickSchedule()
 	}
 	s.failAll(fx.fail)
+	s.settleCut(fx.cut)
+}
+
+// settleCut commits what becomes of the tickets whose attempt a restart
+// or failover cut short (dispatcher.cutShortLocked): a failure for good,
+// or a requeue after the backoff. Each is counted in s.settling until its
+// commit's completion ran, so that Recover hands the broker queues that
+// hold them where they belong (a requeue at once goes back to its FIFO
+// place, before later tickets are dispatched).
+func (s *Service) settleCut(cut []cutShort) {
+	for _, c := range cut {
+		now := s.cfg.Now()
+		s.settling.add()
+		if c.fail != "" {
+			s.log.Info("attempt cut short by a restart or failover: the ticket fails", "ticket", c.e.id, "service", c.e.service, "reason", c.fail)
+			s.commitFail(c.e, store.Op{Kind: store.OpFail, ID: c.e.id, Time: now, Reason: c.fail}, c.fail, 0, s.settling.done)
+			continue
+		}
+		op := store.Op{Kind: store.OpRequeue, ID: c.e.id, Time: now, Reason: CutShortReason, Lifecycle: store.Lifecycle{Due: c.due}}
+		s.commitRequeue(c.e, op, c.due, s.settling.done)
+	}
 }
 
 // failAll commits the failures the dispatcher decided.
@@ -168,7 +189,7 @@ func (s *Service) Failed(lease broker.Lease, reason string) {
 	case d.fail != "":
 		s.fail(e, d.fail)
 	default:
-		s.commitRequeue(e, store.Op{Kind: store.OpRequeue, ID: id, Time: now, Reason: reason, Lifecycle: store.Lifecycle{Due: d.due}}, d.due)
+		s.commitRequeue(e, store.Op{Kind: store.OpRequeue, ID: id, Time: now, Reason: reason, Lifecycle: store.Lifecycle{Due: d.due}}, d.due, nil)
 	}
 }
 
@@ -214,16 +235,18 @@ func (s *Service) Unsent(lease broker.Lease, reason string) {
 // it. A cluster that cannot record a due time yet (its cluster version is
 // older: store.ErrClusterVersion) gets the requeue without it; the
 // backoff is then kept in memory only, and a node that takes over
-// redelivers at once.
-func (s *Service) commitRequeue(e *entry, op store.Op, due time.Time) {
+// redelivers at once. after, when set, runs once it is done (queued or
+// forgotten).
+func (s *Service) commitRequeue(e *entry, op store.Op, due time.Time, after func()) {
 	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
 		switch {
 		case batchErr == nil && errors.Is(res.Err, store.ErrClusterVersion) && !op.Due.IsZero():
 			op.Due = time.Time{}
-			s.commitRequeue(e, op, due)
+			s.commitRequeue(e, op, due, after)
 			return
 		case batchErr == nil && res.Err != nil:
 			s.forget(op.ID) // closed or finished meanwhile
+			runAfter(after)
 			return
 		}
 		stored, state := op.Due, store.StatePending
@@ -233,22 +256,31 @@ func (s *Service) commitRequeue(e *entry, op store.Op, due time.Time) {
 			stored, state = time.Time{}, 0
 		}
 		s.requeue(e, due, stored, state)
+		runAfter(after)
 	}})
+}
+
+func runAfter(after func()) {
+	if after != nil {
+		after()
+	}
 }
 
 // fail records that a ticket failed for good. e must be out of its fifo
 // (leased, or popped by the reaper).
 func (s *Service) fail(e *entry, reason string) {
-	s.commitFail(e, store.Op{Kind: store.OpFail, ID: e.id, Time: s.cfg.Now(), Reason: reason}, reason, 0)
+	s.commitFail(e, store.Op{Kind: store.OpFail, ID: e.id, Time: s.cfg.Now(), Reason: reason}, reason, 0, nil)
 }
 
 // commitFail records a failure for good; a failed commit is tried again
-// (holdVerdict), the job is not run again.
-func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
+// (holdVerdict), the job is not run again. after, when set, runs once
+// it is done (committed, or given up).
+func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int, after func()) {
 	_ = s.enqueue(pendingOp{op: op, done: func(res store.Result, batchErr error) {
 		if batchErr != nil {
-			if !s.holdVerdict(e, "failure", tries, batchErr, func() { s.commitFail(e, op, reason, tries+1) }) {
+			if !s.holdVerdict(e, "failure", tries, batchErr, func() { s.commitFail(e, op, reason, tries+1, after) }) {
 				s.d.forgetEntry(e)
+				runAfter(after)
 			}
 			return
 		}
@@ -262,6 +294,7 @@ func (s *Service) commitFail(e *entry, op store.Op, reason string, tries int) {
 		if res.Err == nil {
 			s.note(e.id, "failed", e.service)
 		}
+		runAfter(after)
 	}})
 }
 

@@ -147,7 +147,27 @@ type effects struct {
 	kick bool
 	// fail: tickets to fail for good.
 	fail []verdict
+	// cut: tickets whose last attempt was cut short (see cutShortLocked),
+	// to requeue after their backoff.
+	cut []cutShort
 }
+
+// cutShort is a ticket the dispatcher found dispatched in the store with
+// no lease of its own: the node that dispatched it stopped, or lost its
+// role, while the attempt ran. The attempt counts, as a lost worker's
+// does; the entry is held (leased and failing: no lease names it, nothing
+// dispatches it) until the Service committed its failure for good (fail,
+// when its attempts are spent: the reason) or its requeue, due then.
+type cutShort struct {
+	e    *entry
+	fail string
+	due  time.Time
+}
+
+// CutShortReason is why an attempt that a broker's stop or a failover
+// cut short ended: the store had it dispatched when this node began to
+// serve, and no worker's answer can reach this node's lease of it.
+const CutShortReason = "cut short: the broker restarted or failed over while it ran"
 
 func (fx *effects) loadService(service string) {
 	if n := len(fx.load); n == 0 || fx.load[n-1] != service {
@@ -422,7 +442,7 @@ func (d *dispatcher) requeue(e *entry, due, stored time.Time, state store.State,
 		e.body, e.size = nil, 0
 		return fx
 	}
-	e.leased, e.replied = false, false
+	e.leased, e.replied, e.failing = false, false, false
 	e.stored = state
 	e.queued, e.due = now, due
 	ready, kick := d.placeLocked(e, now)

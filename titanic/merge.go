@@ -51,9 +51,14 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 		return fmt.Errorf("merge: %w", err)
 	}
 	now := s.cfg.Now()
-	final := map[store.ID]bool{}
+	// final: finished or closed by this batch; adopted: taken in by it.
+	final, adopted := map[store.ID]bool{}, map[store.ID]bool{}
 	for i := range ops {
-		if res[i].Err == nil && ops[i].Kind != store.OpAdopt && ops[i].Kind != store.OpRetry {
+		switch {
+		case res[i].Err != nil:
+		case ops[i].Kind == store.OpAdopt:
+			adopted[ops[i].ID] = !res[i].Duplicate
+		case ops[i].Kind != store.OpRetry:
 			final[ops[i].ID] = true
 		}
 	}
@@ -70,10 +75,29 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 		var e *entry
 		switch {
 		case op.Kind == store.OpAdopt && r.Err == nil && !r.Duplicate && !final[op.ID]:
-			e = (&entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now}).withLifecycle(op.Lifecycle, 0)
+			// With its attempts elsewhere: dispatched once, it does not
+			// expire, and they count toward its policy's.
+			e = (&entry{id: op.ID, service: op.Service, seq: r.Seq, queued: now, attempts: r.Attempts}).withLifecycle(op.Lifecycle, r.Attempts)
+			if r.State == store.StateDispatched {
+				// It ran on the yielding side when handed over, and
+				// that side drops its leases as it rejoins: its attempt
+				// was cut short, as by a failover.
+				fx, took := s.d.enlistCut(e, now)
+				s.apply(fx)
+				if took {
+					woken[e.service] = true
+				}
+				continue
+			}
 		case op.Kind == store.OpRetry && r.Err == nil && !final[op.ID]:
 			// It was failed here, so the dispatcher does not hold it.
 			e = (&entry{id: op.ID, service: r.Service, seq: r.Seq, queued: now}).withLifecycle(r.Lifecycle, 0)
+		case op.Kind != store.OpAdopt && r.Err == nil && adopted[op.ID]:
+			// Adopted and finished by this one batch: the dispatcher
+			// never counted it, so it must not count it out (the
+			// service's in-flight count went below 0). Its tombstone
+			// keeps a window read in flight from queuing it.
+			s.d.forget(op.ID)
 		case op.Kind != store.OpAdopt && r.Err == nil:
 			r.ID = op.ID
 			s.d.forgetResult(r)

@@ -2,6 +2,7 @@ package titanic
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -88,5 +89,60 @@ func TestMergePausesAndResumes(t *testing.T) {
 	}
 	if _, job := h.next("billing"); string(job.Token) != ticket {
 		t.Fatalf("dispatched %s after the resume, want %s", job.Token, ticket)
+	}
+}
+
+// A ticket handed over while it ran on the yielding side (adopted
+// dispatched, with its attempts there) had that attempt cut short: it
+// fails for good when it was its last, and is dispatched again, its
+// attempts counted on, otherwise.
+func TestMergeAdoptedRunningCountsCutShort(t *testing.T) {
+	h := newHarness(t, Config{BackoffBase: -1}, "")
+	last, more := store.NewID(), store.NewID()
+	ops := []store.Op{
+		{Kind: store.OpAdopt, ID: last, Service: "echo", Body: [][]byte{[]byte("l")}, Attempts: 1, Dispatched: true,
+			Lifecycle: store.Lifecycle{Retry: store.RetryPolicy{MaxAttempts: 1}}},
+		{Kind: store.OpAdopt, ID: more, Service: "echo", Body: [][]byte{[]byte("m")}, Attempts: 1, Dispatched: true,
+			Lifecycle: store.Lifecycle{Retry: store.RetryPolicy{MaxAttempts: 3}}},
+	}
+	if err := h.svc.Merge(context.Background(), ops); err != nil {
+		t.Fatal(err)
+	}
+	_, job := h.next("echo")
+	if string(job.Token) != more.String() {
+		t.Fatalf("dispatched %q, want %s (the one with attempts left)", job.Token, more)
+	}
+	if r := h.call(tsp.SvcStatus, more.String()); codeOf(r) != tsp.CodeOK || string(r[2]) != "2" {
+		t.Fatalf("status of the redelivered ticket = %q, want attempts 2", r)
+	}
+	h.idle()
+	r := h.call(tsp.SvcReply, last.String())
+	if codeOf(r) != tsp.CodeError || !strings.Contains(string(r[1]), "attempt 1 of 1 failed: "+CutShortReason) {
+		t.Fatalf("the ticket whose last attempt was cut short = %q, want failed, cut short", r)
+	}
+}
+
+// Tickets the yielding side took in alone and finished there come as an
+// adoption and its answer in one batch: the dispatcher never held them,
+// so they must not be counted out of it (in flight went below 0, and
+// pending down with it, once per such ticket).
+func TestMergeAdoptedAndFinishedKeepsCounts(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	for i := range 2 {
+		h.submit("svc", fmt.Sprint("pending ", i))
+	}
+	var ops []store.Op
+	for range 3 {
+		id := store.NewID()
+		ops = append(ops,
+			store.Op{Kind: store.OpAdopt, ID: id, Service: "svc", Body: [][]byte{[]byte("b")}},
+			store.Op{Kind: store.OpFail, ID: id, Reason: "expired: not dispatched by then"})
+	}
+	if err := h.svc.Merge(context.Background(), ops); err != nil {
+		t.Fatal(err)
+	}
+	q := queueOf(t, h, "svc")
+	if q.Pending != 2 || q.Delayed != 0 || q.InFlight != 0 || q.Failed != 3 {
+		t.Fatalf("after the merge: pending %d delayed %d in flight %d failed %d, want 2 0 0 3", q.Pending, q.Delayed, q.InFlight, q.Failed)
 	}
 }

@@ -124,8 +124,8 @@ func TestPendingFromMemory(t *testing.T) {
 }
 
 // TestPendingFromMemoryRecovered: a ticket dispatched when the broker
-// stopped is pending in memory after recovery but dispatched in the
-// store, which is what both paths answer.
+// stopped had its attempt cut short: once recovered it is pending again,
+// in memory and in the store, which is what both paths answer.
 func TestPendingFromMemoryRecovered(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.db")
 	h, _, _ := newCountingHarness(t, Config{}, path, false)
@@ -133,7 +133,7 @@ func TestPendingFromMemoryRecovered(t *testing.T) {
 	h.next("echo")
 	h.stop() // the dispatch mark is durable: Run drains the commits
 	h, rc, _ := newCountingHarness(t, Config{}, path, false)
-	checkFromMemory(t, h, rc, ticket, "dispatched")
+	checkFromMemory(t, h, rc, ticket, "pending")
 }
 
 // checkFromMemory checks that titanic.reply and titanic.wait [ticket | 0]

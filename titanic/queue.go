@@ -41,9 +41,9 @@ type entry struct {
 	// must not end the current one.
 	lease uint64
 	// stored is the state the store records for the ticket while no
-	// worker holds it (pending, or dispatched: a dispatch mark no
-	// requeue followed, as recovery finds it); 0 when not known. A
-	// titanic.reply answered from memory reads it (pending.go).
+	// worker holds it (pending; a ticket read dispatched is held until
+	// its cut-short attempt is recorded: cutShortLocked); 0 when not
+	// known. A titanic.reply answered from memory reads it (pending.go).
 	stored store.State
 
 	// The ticket's lifecycle (store.Lifecycle). due is when it may be

@@ -325,6 +325,51 @@ type Service struct {
 
 	stats counters
 	tally tallies // titanic.stats: finished tickets and rates per service
+
+	// settling counts the commits of cut-short attempts (settleCut) whose
+	// completion has not run: Recover waits for them.
+	settling settling
+}
+
+// settling counts work in flight and lets one wait until there is none.
+type settling struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0
+}
+
+func (c *settling) add() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == 0 {
+		c.zero = make(chan struct{})
+	}
+	c.n++
+}
+
+func (c *settling) done() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n--; c.n == 0 {
+		close(c.zero)
+	}
+}
+
+// wait returns once nothing is counted, or ctx's error.
+func (c *settling) wait(ctx context.Context) error {
+	c.mu.Lock()
+	if c.n == 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	zero := c.zero
+	c.mu.Unlock()
+	select {
+	case <-zero:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 var (
@@ -362,12 +407,15 @@ func New(st store.Store, b Broker, cfg Config) *Service {
 	return s
 }
 
-// Recover rebuilds the dispatch queues from the store: every pending or
-// dispatched ticket is queued again in its service's FIFO order, at its
-// priority level, or delayed until its due time; one never dispatched
-// keeps its deadline. A ticket that was dispatched when the broker
-// stopped is redelivered: its lease died with the process. Call it before
-// the broker runs.
+// Recover rebuilds the dispatch queues from the store: every pending
+// ticket is queued again in its service's FIFO order, at its priority
+// level, or delayed until its due time; one never dispatched keeps its
+// deadline. A ticket the store has dispatched was running when the node
+// that dispatched it stopped or lost its role: that attempt was cut short
+// and counts (dispatcher.cutShortLocked), so the ticket is requeued after
+// its backoff, or fails for good when it was its last. Recover waits for
+// those commits, so the broker finds the tickets where they belong. Call
+// it before the broker runs.
 //
 // It reads the store's counts and one window of each service's queues
 // (window.go), not every ticket: its time and memory do not grow with the
@@ -387,6 +435,9 @@ func (s *Service) Recover(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("recover queues: %w", err)
 		}
+	}
+	if err := s.settling.wait(ctx); err != nil {
+		return fmt.Errorf("recover: attempts cut short: %w", err)
 	}
 	s.log.Info("recovered dispatch queues", "tickets", n, "services", len(services))
 	s.adm.refreshUsage()

@@ -556,9 +556,13 @@ func TestRequeueKeepsFIFO(t *testing.T) {
 	}
 }
 
+// TestRecoverFIFOAndRedeliver: a restart keeps each service's FIFO, and
+// the ticket dispatched when it stopped, its attempt cut short, is
+// redelivered at its place (no backoff here: a negative base).
 func TestRecoverFIFOAndRedeliver(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.db")
-	h := newHarness(t, Config{}, path)
+	cfg := Config{BackoffBase: -1}
+	h := newHarness(t, cfg, path)
 	var tickets []string
 	for i := range 20 {
 		tickets = append(tickets, h.submit("s", fmt.Sprint(i)))
@@ -566,7 +570,7 @@ func TestRecoverFIFOAndRedeliver(t *testing.T) {
 	h.next("s") // dispatched, then the broker "dies"
 	h.stop()
 
-	h2 := newHarness(t, Config{}, path)
+	h2 := newHarness(t, cfg, path)
 	for i, want := range tickets {
 		_, job := h2.next("s")
 		if string(job.Token) != want || string(job.Body[0]) != fmt.Sprint(i) {

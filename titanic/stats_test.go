@@ -69,7 +69,8 @@ func wantQueue(t *testing.T, got ServiceQueue, pending, inFlight, done, failed i
 // TestQueueStats: titanic.stats counts exactly what was submitted,
 // dispatched, answered, failed and closed, per service; rates cover the
 // last whole seconds of the window; after a restart the finished counts
-// come back from the store and what was in flight is pending again.
+// come back from the store and what was in flight counts the attempt the
+// restart cut short.
 func TestQueueStats(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Unix(1_000_000, 0)
@@ -140,12 +141,13 @@ func TestQueueStats(t *testing.T) {
 		t.Fatalf("titanic.stats with 2 frames = %q, want 400", r)
 	}
 
-	// A restart: the finished counts come from the store, the ticket that
-	// was in flight is pending again (it will be redelivered).
+	// A restart: the finished counts come from the store; the ticket that
+	// was in flight had its only attempt cut short by the restart: it
+	// failed for good (MaxAttempts 1).
 	h.stop()
 	h = newHarness(t, Config{MaxAttempts: 1, Now: clock}, h.path)
 	a = queueOf(t, h, "a")
-	wantQueue(t, a, 2, 0, 1, 1, 0, 0)
+	wantQueue(t, a, 1, 0, 1, 2, 0, 0)
 	if a.Idle != nil || a.Busy != nil {
 		t.Fatalf("without Config.Workers idle and busy should be unknown, got %v %v", a.Idle, a.Busy)
 	}

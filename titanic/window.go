@@ -2,6 +2,7 @@ package titanic
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"time"
@@ -333,10 +334,58 @@ func (d *dispatcher) queuedLoadedLocked(q *svcQueue, service string, which int, 
 		} else {
 			q.delayedDisk--
 		}
+		if t.State == store.StateDispatched {
+			// Not this node's lease (that entry would be held): its
+			// attempt was cut short. It is not queued as it stands.
+			d.cutShortLocked(e, now, fx)
+			continue
+		}
 		if _, kick := d.placeLocked(e, now); kick {
 			fx.kick = true
 		}
 	}
+}
+
+// cutShortLocked decides what becomes of e, read from the store as
+// dispatched though no lease of this node holds it: the node that
+// dispatched it stopped or lost its role while the attempt ran (README: a
+// lost worker's attempt counts, and attempts are dispatches at most). So
+// its attempt ended without a reply: the ticket fails for good when that
+// was its last, else it is requeued after its backoff, as Failed does;
+// either op records the attempt in its history. The entry is held out of
+// every fifo meanwhile, and counted in flight, as the store has it.
+// Callers hold d.mu.
+func (d *dispatcher) cutShortLocked(e *entry, now time.Time, fx *effects) {
+	e.leased, e.failing = true, true
+	p := d.cfg.retry.policy(e)
+	if e.attempts >= p.MaxAttempts {
+		fx.cut = append(fx.cut, cutShort{e: e, fail: fmt.Sprintf("attempt %d of %d failed: %s", e.attempts, p.MaxAttempts, CutShortReason)})
+		return
+	}
+	var due time.Time
+	if b := backoffWith(p, e.attempts, d.cfg.jitter); b > 0 {
+		due = now.Add(b)
+	}
+	fx.cut = append(fx.cut, cutShort{e: e, due: due})
+}
+
+// enlistCut takes in e, dispatched in the store though no lease of this
+// node holds it (an adoption of a ticket that ran on the yielding side of
+// a split brain), as cutShortLocked does one a window read: held, counted
+// in flight, until its requeue or failure commits. A ticket the
+// dispatcher holds already is left alone (took false).
+func (d *dispatcher) enlistCut(e *entry, now time.Time) (fx effects, took bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, dup := d.entries[e.id]; dup {
+		return fx, false
+	}
+	d.held[e.service]++
+	d.queue(e.service, now)
+	d.unwatchLocked(e.id)
+	d.entries[e.id] = e
+	d.cutShortLocked(e, now, &fx)
+	return fx, true
 }
 
 // levelPriority is the priority of each level (level's inverse).

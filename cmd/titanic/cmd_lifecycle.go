@@ -21,6 +21,9 @@ type lifecycleFlags struct {
 	priority     *string
 	attempts     *int
 	backoff      *string
+	// given reports whether a flag was on the command line: a --ttl of
+	// 0 asks for no time at all, not for the default (no TTL).
+	given func(name string) bool
 }
 
 func addLifecycleFlags(fs *flag.FlagSet) lifecycleFlags {
@@ -32,6 +35,11 @@ func addLifecycleFlags(fs *flag.FlagSet) lifecycleFlags {
 		deadline: fs.String("deadline", "", "fail as expired if not dispatched by this time (RFC 3339); not with --ttl"),
 		attempts: fs.Int("attempts", 0, "dispatches before the ticket fails for good (0: the broker's --max-attempts)"),
 		backoff:  fs.String("backoff", "", "BASE[,MAX]: exponential backoff between attempts (1s,5m); default the broker's"),
+		given: func(name string) bool {
+			set := false
+			fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+			return set
+		},
 	}
 }
 
@@ -65,6 +73,11 @@ func (l lifecycleFlags) apply(opt *client.SubmitOptions) error {
 	}
 	if *l.delay < 0 || *l.ttl < 0 || *l.attempts < 0 {
 		return usagef("--delay, --ttl and --attempts cannot be negative")
+	}
+	if *l.ttl == 0 && l.given("ttl") {
+		// The wire and the HTTP API refuse a ttl of 0; taken here, it
+		// was sent as no TTL at all, a ticket that never expires.
+		return usagef("--ttl %s: want a duration above 0 (leave --ttl out for no TTL)", *l.ttl)
 	}
 	if *l.backoff != "" {
 		base, maxB, two := strings.Cut(*l.backoff, ",")

@@ -163,12 +163,14 @@ func TestStatsAndTop(t *testing.T) {
 	}
 
 	// A restart: done and failed come back from the store; the held job
-	// is pending again (its worker is gone), and the rates start over.
+	// is pending again (its worker is gone; the attempt the restart cut
+	// short counts, and with no backoff it is queued at once), and the
+	// rates start over.
 	if err := b.Stop(15 * time.Second); err != nil {
 		t.Fatalf("stop broker: %v", err)
 	}
 	w.Kill()
-	harness.Broker(t, "broker2", ep, dir, "--max-attempts", "2")
+	harness.Broker(t, "broker2", ep, dir, "--max-attempts", "2", "--backoff-base", "-1s")
 	code, out, stderr = binCLI(t, append([]string{"stats"}, br...)...)
 	if code != exitOK {
 		t.Fatalf("stats after restart: exit %d, stderr %q", code, stderr)

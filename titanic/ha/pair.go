@@ -858,7 +858,17 @@ func (p *Pair) reconcile(ctx context.Context) {
 			"fork_index", fork, "applied", ours.Applied, "peer_applied", theirs.Applied,
 			"epochs", lastEpochs(ours), "peer_epochs", lastEpochs(theirs))
 		ops, batches := 0, 0
+		cv, _ := p.node.ClusterVersion(cctx)
 		err := p.node.ForkOps(cctx, fork, p.handover, func(batch []store.Op) error {
+			if cv < store.AdoptHistoryVersion {
+				// The peer may run a release that cannot read an
+				// adoption's attempts (this pair's version is below
+				// the one that added them): it adopts the tickets as
+				// never dispatched, as such a release does.
+				for i := range batch {
+					batch[i] = batch[i].WithoutAdoptHistory()
+				}
+			}
 			rep, err := p.peer.Request(cctx, tsp.SvcAdopt, [][]byte{store.EncodeOps(batch)})
 			if err != nil {
 				return err

@@ -361,15 +361,17 @@ type submitRequest struct {
 	// The job lifecycle (all optional): Delay (a Go duration, "30s") or
 	// At (RFC 3339): not dispatched before; Priority: high, normal or
 	// low; TTL (a duration from now) or Deadline (RFC 3339): fails as
-	// expired if not dispatched by then; Attempts: dispatches at most;
-	// Backoff and BackoffMax: the exponential backoff's first and
-	// largest wait between attempts.
+	// expired if not dispatched by then; Attempts: dispatches at most (a
+	// pointer, so that "attempts": 0 is refused, as titanic.submit2's
+	// attempts=0 is, not taken for the field left out); Backoff and
+	// BackoffMax: the exponential backoff's first and largest wait
+	// between attempts.
 	Delay      string     `json:"delay"`
 	At         *time.Time `json:"at"`
 	Priority   string     `json:"priority"`
 	TTL        string     `json:"ttl"`
 	Deadline   *time.Time `json:"deadline"`
-	Attempts   int        `json:"attempts"`
+	Attempts   *int       `json:"attempts"`
 	Backoff    string     `json:"backoff"`
 	BackoffMax string     `json:"backoff_max"`
 }
@@ -394,8 +396,8 @@ func (req *submitRequest) lifecycle(now time.Time) (store.Lifecycle, error) {
 		Backoff:    opt("backoff", req.Backoff),
 		BackoffMax: opt("backoff_max", req.BackoffMax),
 	}
-	if req.Attempts != 0 { // JSON's 0 is the field left out: the default
-		o.Attempts = opt("attempts", strconv.Itoa(req.Attempts))
+	if req.Attempts != nil { // left out (or null): the default
+		o.Attempts = opt("attempts", strconv.Itoa(*req.Attempts))
 	}
 	return titanic.CheckLifecycle(o, now)
 }

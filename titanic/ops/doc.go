@@ -83,7 +83,7 @@
 //
 //	titanic_build_info{version}                  1
 //	titanic_queue_depth{service}                 pending tickets waiting for a worker (delayed ones not due yet left out)
-//	titanic_tickets{service,state}               stored tickets by state
+//	titanic_tickets{service,state}               stored tickets by state (pending, dispatched, done, failed, cancelled)
 //	titanic_queue_oldest_age_seconds{service}    age of the oldest unfinished ticket not delayed into the future (a delayed one now due from its due time)
 //	titanic_workers{service,state}               idle and busy workers (0 for a service with tickets and none)
 //	titanic_broker_queued_requests{service}      plain MDP requests queued in the broker

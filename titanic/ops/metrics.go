@@ -275,6 +275,9 @@ func (c *collector) collectServices(ctx context.Context, gauge func(*prometheus.
 			gauge(c.tickets, float64(r.q.Dispatched), r.name, "dispatched")
 			gauge(c.tickets, float64(r.q.Done), r.name, "done")
 			gauge(c.tickets, float64(r.q.Failed), r.name, "failed")
+			// Kept until closed or swept, as done and failed ones: the
+			// HTTP API's /services counts them too.
+			gauge(c.tickets, float64(r.q.Cancelled), r.name, "cancelled")
 			gauge(c.oldestAge, oldestAge, r.name)
 		}
 		// Every service has its workers series when the source answered,
@@ -300,6 +303,7 @@ func (c *collector) collectServices(ctx context.Context, gauge func(*prometheus.
 			other.q.Dispatched += r.q.Dispatched
 			other.q.Done += r.q.Done
 			other.q.Failed += r.q.Failed
+			other.q.Cancelled += r.q.Cancelled
 			other.w.Idle += r.w.Idle
 			other.w.Busy += r.w.Busy
 			other.w.Requests += r.w.Requests

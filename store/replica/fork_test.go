@@ -376,18 +376,21 @@ func TestJoinGetsSnapshotOfRestoredStore(t *testing.T) {
 	}
 	ids := l.submit(t, 3)
 	waitHas(t, f, ids)
+	// f leaves, then comes back empty as a new member, as a node does
+	// whose store was reset (a pair's loser of a split brain, which joins
+	// a raft whose only voter is the winner). Reset while still a member,
+	// f took the log from its start before it could be removed, and
+	// lacked the restored ticket for good: a race of this test's, not a
+	// path of the product's (it failed now and then on a loaded machine).
+	if err := l.n.RemoveServer(ctx, f.id); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.n.Resync(ctx, false, filepath.Join(f.dir, "aside")); err != nil {
 		t.Fatal(err)
 	}
 	p.connect()
-	// While f resynced, l could not reach a quorum of its two voters and
-	// may have stepped down (a loaded machine stretches the resync past
-	// the lease); f, an empty member now, votes for it again.
 	if p.leader(t) != l {
-		t.Fatalf("the resynced member %s leads", f.id)
-	}
-	if err := l.n.RemoveServer(ctx, f.id); err != nil {
-		t.Fatal(err)
+		t.Fatalf("the resynced node %s, no member, leads", f.id)
 	}
 	if err := l.n.PrepareJoin(ctx); err != nil {
 		t.Fatal(err)

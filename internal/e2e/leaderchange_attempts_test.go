@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,24 +16,12 @@ import (
 // An attempt a leader change cuts short counts toward the ticket's
 // attempts: found by an outside-in test of the job lifecycle.
 
-// leaderChangeAddr returns a free 127.0.0.1:PORT in 44000-44999 (the range this
-// machine's tests may use), not one handed out before in this process.
-var leaderChangeNext atomic.Int32
-
+// leaderChangeAddr returns a 127.0.0.1:PORT that stays this test's
+// (harness.ReservedEndpoint): a port picked by listening and closing was
+// taken meanwhile by another test's connection, and a node failed to bind.
 func leaderChangeAddr(t *testing.T) string {
 	t.Helper()
-	base := int(time.Now().UnixNano() % 1000)
-	for range 1000 {
-		p := 44000 + (base+int(leaderChangeNext.Add(1)))%1000
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return fmt.Sprintf("127.0.0.1:%d", p)
-	}
-	t.Fatal("no free port in 44000-44999")
-	return ""
+	return strings.TrimPrefix(harness.ReservedEndpoint(t), "tcp://")
 }
 
 // README: `--attempts N`, "this ticket's dispatches before it fails for

@@ -245,16 +245,20 @@ func grace(bytes int64) time.Duration {
 }
 
 // progressed says whether the peer acknowledged bytes since s last
-// looked, the latest within half of idle: the acknowledgement of a
-// request by a peer whose process is stopped (its kernel still takes
-// what fits) is not progress by the time the deadline passes.
+// looked, the latest one not just after the deadline was set: the
+// acknowledgement of the request itself (a round trip after it was
+// written) by a peer whose process is stopped, whose kernel still takes
+// what fits, is not progress. Half the deadline was asked at first, and
+// a peer whose disk stalled for seconds while it took a snapshot was
+// given up on.
 func (c *progressConn) progressed(s *side, idle time.Duration) bool {
 	info, ok := c.info()
 	if !ok {
 		return false
 	}
 	advanced := s.acked.Swap(info.Bytes_acked) < info.Bytes_acked
-	return advanced && time.Duration(info.Last_ack_recv)*time.Millisecond < idle/2
+	rtt := time.Duration(info.Rtt) * time.Microsecond
+	return advanced && time.Duration(info.Last_ack_recv)*time.Millisecond < idle-max(4*rtt, 50*time.Millisecond)
 }
 
 // info reads the kernel's TCP state of the connection.

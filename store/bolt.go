@@ -19,6 +19,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/titanicmq/titanic/internal/leftovers"
 )
 
 // Bucket layout. Every bucket is top level except the per-service FIFO
@@ -440,32 +442,13 @@ func boltOptions(o Options) *bolt.Options {
 // the disk the store needs to grow. Called with the store's lock held:
 // no other process is writing them.
 func removeLeftovers(path string, log *slog.Logger) {
-	for _, kind := range []string{".restore-*", ".reset-*"} {
-		left, _ := filepath.Glob(globEscape(path) + kind)
-		for _, f := range left {
-			fi, err := os.Lstat(f)
-			if err != nil || !fi.Mode().IsRegular() {
-				continue
-			}
-			if err := os.Remove(f); err != nil {
-				log.Warn("a file a crash left beside the store not removed", "file", f, "err", err)
-				continue
-			}
-			log.Info("removed a file a crash left beside the store (an unfinished snapshot install or reset)", "file", f, "bytes", fi.Size())
-		}
+	base := filepath.Base(path)
+	left := func(name string) bool {
+		return strings.HasPrefix(name, base+".restore-") || strings.HasPrefix(name, base+".reset-")
 	}
-}
-
-// globEscape escapes the pattern characters of a path for filepath.Glob.
-func globEscape(path string) string {
-	var b strings.Builder
-	for _, r := range path {
-		if strings.ContainsRune(`*?[\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	_ = leftovers.Remove(filepath.Dir(path), left, nil, log,
+		"removed a file a crash left beside the store (an unfinished snapshot install or reset)",
+		"a file a crash left beside the store not removed")
 }
 
 // mmapRoom is the mapping a store opens with: room for the file to

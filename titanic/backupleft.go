@@ -3,9 +3,10 @@ package titanic
 import (
 	"errors"
 	"os"
-	"path/filepath"
 	"regexp"
 	"syscall"
+
+	"github.com/titanicmq/titanic/internal/leftovers"
 )
 
 // backupTemp is the name writeBackup's CreateTemp gives a copy in the
@@ -23,45 +24,20 @@ func (s *Service) removeBackupLeftovers() {
 	if s.cfg.BackupDir == "" {
 		return
 	}
-	entries, err := os.ReadDir(s.cfg.BackupDir)
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			s.log.Warn("backup directory not read for leftovers", "dir", s.cfg.BackupDir, "err", err)
-		}
-		return
-	}
-	for _, e := range entries {
-		name := e.Name()
-		if !e.Type().IsRegular() || !backupTemp.MatchString(name) {
-			continue
-		}
-		path := filepath.Join(s.cfg.BackupDir, name)
-		size, held := lockedElsewhere(path)
-		if held {
-			continue
-		}
-		if err := os.Remove(path); err != nil {
-			s.log.Warn("a partial backup a crash left not removed", "file", path, "err", err)
-			continue
-		}
-		s.log.Info("removed a partial backup a crash left", "file", path, "bytes", size)
+	err := leftovers.Remove(s.cfg.BackupDir, backupTemp.MatchString, lockedElsewhere, s.log,
+		"removed a partial backup a crash left", "a partial backup a crash left not removed")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("backup directory not read for leftovers", "dir", s.cfg.BackupDir, "err", err)
 	}
 }
 
 // lockedElsewhere says whether another process holds path's lock (a
-// backup being written), with the file's size.
-func lockedElsewhere(path string) (int64, bool) {
+// backup being written).
+func lockedElsewhere(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, true // gone, or not ours to judge
+		return true // gone, or not ours to judge
 	}
 	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return 0, true
-	}
-	var size int64
-	if fi, err := f.Stat(); err == nil {
-		size = fi.Size()
-	}
-	return size, false
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -59,8 +60,9 @@ func restartClient(t *testing.T, ep string) *client.Client {
 	return c
 }
 
-// restartWorker runs a Go worker of service on ep until the test ends.
-func restartWorker(t *testing.T, ep, service string, h worker.Handler) {
+// restartWorker runs a Go worker of service on ep until the test ends,
+// or until stop, which waits for it.
+func restartWorker(t *testing.T, ep, service string, h worker.Handler) (stop func()) {
 	t.Helper()
 	w, err := worker.New(worker.Config{Brokers: []string{ep}, Service: service, HeartbeatInterval: 100 * time.Millisecond, Logger: nodetest.Quiet}, h)
 	if err != nil {
@@ -69,7 +71,9 @@ func restartWorker(t *testing.T, ep, service string, h worker.Handler) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stop)
+	return stop
 }
 
 func restartWaitState(t *testing.T, c *client.Client, ticket, state string, within time.Duration) client.Status {
@@ -88,6 +92,51 @@ func restartWaitState(t *testing.T, c *client.Client, ticket, state string, with
 	return st
 }
 
+// restartedNode is a node restartWhileDispatched restarted, a client of
+// it and the ticket the restart cut short.
+type restartedNode struct {
+	ctx context.Context // ends with the test, or after a minute
+	c   *client.Client
+	ep  string
+	tk  string
+}
+
+// restartWhileDispatched starts a node in a new directory, runs a worker
+// of service that answers with h, submits a ticket of service with opts
+// and, once it is dispatched, stops the node (a crash: no drain) and
+// starts it again in the same directory on the same endpoint. The worker
+// is stopped with the node unless keepWorker (a long job the restart
+// does not end): then it runs until the test ends.
+func restartWhileDispatched(t *testing.T, service string, opts client.SubmitOptions, h worker.Handler, keepWorker bool) restartedNode {
+	t.Helper()
+	dir, ep := t.TempDir(), restartPort(t)
+	nd := restartNode(t, dir, ep, nil)
+	r := restartedNode{c: restartClient(t, ep), ep: ep}
+	var cancel context.CancelFunc
+	r.ctx, cancel = context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	stopWorker := restartWorker(t, ep, service, h)
+	var err error
+	r.tk, err = r.c.Submit(r.ctx, service, [][]byte{[]byte("x")}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restartWaitState(t, r.c, r.tk, "dispatched", 10*time.Second)
+	nd.Stop()
+	if !keepWorker {
+		stopWorker()
+	}
+	restartNode(t, dir, ep, nil)
+	return r
+}
+
+// waitUntilStopped is a worker's handler that holds its request until
+// the worker stops.
+func waitUntilStopped(ctx context.Context, _ [][]byte) ([][]byte, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
 // A ticket submitted with attempts N is dispatched at most N times
 // (README: `"attempts": 3` (dispatches at most); `--attempts N`: "this
 // ticket's dispatches before it fails for good"; Guarantees: "after
@@ -96,38 +145,25 @@ func restartWaitState(t *testing.T, c *client.Client, ticket, state string, with
 // ticket with attempts 1 can run twice, and the still-running first
 // worker and the new one run it at once.
 func TestRestartCutShortAttemptCountsTowardMaxAttempts(t *testing.T) {
-	dir, ep := t.TempDir(), restartPort(t)
-	nd := restartNode(t, dir, ep, nil)
-	c := restartClient(t, ep)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-
 	var runs atomic.Int32
 	hold := make(chan struct{})
 	defer close(hold)
-	restartWorker(t, ep, "once", func(ctx context.Context, req [][]byte) ([][]byte, error) {
+	// A crash while the only allowed attempt runs.
+	r := restartWhileDispatched(t, "once", client.SubmitOptions{MaxAttempts: 1}, func(ctx context.Context, req [][]byte) ([][]byte, error) {
 		runs.Add(1)
 		select { // the first run hangs (a long job) until the test ends
 		case <-hold:
 		case <-ctx.Done():
 		}
 		return req, nil
-	})
-	tk, err := c.Submit(ctx, "once", [][]byte{[]byte("x")}, client.SubmitOptions{MaxAttempts: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	restartWaitState(t, c, tk, "dispatched", 10*time.Second)
-
-	nd.Stop() // a crash (no drain) while the only allowed attempt runs
-	restartNode(t, dir, ep, nil)
+	}, true)
 	var second atomic.Int32
-	restartWorker(t, ep, "once", func(_ context.Context, req [][]byte) ([][]byte, error) {
+	restartWorker(t, r.ep, "once", func(_ context.Context, req [][]byte) ([][]byte, error) {
 		second.Add(1)
 		return req, nil
 	})
 	time.Sleep(3 * time.Second)
-	st, err := c.Status(ctx, tk)
+	st, err := r.c.Status(r.ctx, r.tk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,34 +182,14 @@ func TestRestartCutShortAttemptCountsTowardMaxAttempts(t *testing.T) {
 // `titanic tickets --state pending` does not list it, `--state
 // dispatched` lists a ticket nobody holds.
 func TestRedeliveredAfterRestartIsPending(t *testing.T) {
-	dir, ep := t.TempDir(), restartPort(t)
-	nd := restartNode(t, dir, ep, nil)
-	c := restartClient(t, ep)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	wctx, wcancel := context.WithCancel(context.Background())
-	w, err := worker.New(worker.Config{Brokers: []string{ep}, Service: "held", HeartbeatInterval: 100 * time.Millisecond, Logger: nodetest.Quiet},
-		func(ctx context.Context, req [][]byte) ([][]byte, error) { <-ctx.Done(); return nil, ctx.Err() })
-	if err != nil {
-		t.Fatal(err)
-	}
-	wdone := make(chan error, 1)
-	go func() { wdone <- w.Run(wctx) }()
-	tk, err := c.Submit(ctx, "held", [][]byte{[]byte("x")}, client.SubmitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	restartWaitState(t, c, tk, "dispatched", 10*time.Second)
-	nd.Stop() // a crash while it runs; its worker goes too
-	wcancel()
-	<-wdone
-	restartNode(t, dir, ep, nil)
+	// A crash while it runs; its worker goes too.
+	r := restartWhileDispatched(t, "held", client.SubmitOptions{}, waitUntilStopped, false)
 	time.Sleep(2 * time.Second)
-	st, err := c.Status(ctx, tk)
+	st, err := r.c.Status(r.ctx, r.tk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	qs, err := c.QueueStats(ctx, "held")
+	qs, err := r.c.QueueStats(r.ctx, "held")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,31 +212,11 @@ func TestRedeliveredAfterRestartIsPending(t *testing.T) {
 // answered) but leaves no record: the history is empty, so the count
 // and the history disagree and the lost attempt is invisible.
 func TestRestartCutShortAttemptInHistory(t *testing.T) {
-	dir, ep := t.TempDir(), restartPort(t)
-	nd := restartNode(t, dir, ep, nil)
-	c := restartClient(t, ep)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	wctx, wcancel := context.WithCancel(context.Background())
-	w, err := worker.New(worker.Config{Brokers: []string{ep}, Service: "cut", HeartbeatInterval: 100 * time.Millisecond, Logger: nodetest.Quiet},
-		func(ctx context.Context, req [][]byte) ([][]byte, error) { <-ctx.Done(); return nil, ctx.Err() })
-	if err != nil {
-		t.Fatal(err)
-	}
-	wdone := make(chan error, 1)
-	go func() { wdone <- w.Run(wctx) }()
-	tk, err := c.Submit(ctx, "cut", [][]byte{[]byte("x")}, client.SubmitOptions{MaxAttempts: 3, BackoffBase: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	restartWaitState(t, c, tk, "dispatched", 10*time.Second)
-	nd.Stop() // a crash during attempt 1
-	wcancel()
-	<-wdone
-	restartNode(t, dir, ep, nil)
-	restartWorker(t, ep, "cut", func(_ context.Context, req [][]byte) ([][]byte, error) { return req, nil })
-	st := restartWaitState(t, c, tk, "done", 15*time.Second)
-	hist, err := c.Attempts(ctx, tk)
+	// A crash during attempt 1.
+	r := restartWhileDispatched(t, "cut", client.SubmitOptions{MaxAttempts: 3, BackoffBase: 10 * time.Millisecond}, waitUntilStopped, false)
+	restartWorker(t, r.ep, "cut", func(_ context.Context, req [][]byte) ([][]byte, error) { return req, nil })
+	st := restartWaitState(t, r.c, r.tk, "done", 15*time.Second)
+	hist, err := r.c.Attempts(r.ctx, r.tk)
 	if err != nil {
 		t.Fatal(err)
 	}

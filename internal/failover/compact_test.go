@@ -124,13 +124,8 @@ func TestGroupCompactFollower(t *testing.T) {
 // file's size (README, Data care). Then both nodes are stopped,
 // compacted and started: both files stay small, nothing is lost.
 func TestPairCompactPassive(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echoWorkers(t, ctx, brokers, 3)
-	waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
+	p := loadedPair(t, pairLoad{workers: 3, wholeWithin: 30 * time.Second})
+	primary, backup, brokers, ctx, dg := p.primary, p.backup, p.brokers, p.ctx, p.dg
 	cl, err := client.New(client.Config{Brokers: brokers, Timeout: clientTimeout, Retries: 20, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)

@@ -23,16 +23,8 @@ import (
 // of the pair). A backup that is the only voter of its raft and leads it
 // may now be voted active after the peer timeout, as a primary may.
 func TestPairBackupRestartedAloneServes(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echoWorkers(t, ctx, brokers, 2)
-	ld := startLoad(t, ctx, brokers, 2, clientTimeout)
-	ld.progress(t, 50, 30*time.Second, "first acks of the pair", dg)
-	waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
+	p := loadedPair(t, pairLoad{workers: 2, clients: 2, timeout: clientTimeout, acks: 50, acksWithin: 30 * time.Second, wholeWithin: 30 * time.Second})
+	primary, backup, ld, dg := p.primary, p.backup, p.ld, p.dg
 
 	primary.kill()
 	ld.progress(t, 50, 30*time.Second, "acks of the backup alone, the primary dead", dg)

@@ -154,20 +154,69 @@ func waitPairHealthy(t *testing.T, ctx context.Context, primary, backup *node, w
 	return active, passive
 }
 
+// pairLoad says how loadedPair starts a pair and loads it.
+type pairLoad struct {
+	flags       []string      // the brokers' flags besides their role (pairWith); nil: pair's
+	workers     int           // in-process echo workers on both brokers
+	clients     int           // submitters on both brokers (startLoad); none: no load
+	timeout     time.Duration // the submitters' client timeout
+	acks        int           // the first acks to wait for,
+	acksWithin  time.Duration // within this
+	wholeWithin time.Duration // then, how long the pair may take to be whole (waitPairHealthy); 0: not waited for
+	ctxTimeout  time.Duration // a limit on the run's ctx; 0: it ends when the test function returns
+}
+
+// pairRun is a pair loadedPair started and what its test works with.
+type pairRun struct {
+	primary, backup *node
+	brokers         []string
+	dg              func() string   // diag of both nodes
+	ctx             context.Context // ends when the test function returns (or at pairLoad.ctxTimeout)
+	ld              *load           // nil without clients
+	active, passive *node           // once whole; nil when that was not waited for
+}
+
+// loadedPair starts a pair, its echo workers and its load as o says,
+// waits for the load's first acks, then for the pair to be whole.
+func loadedPair(t *testing.T, o pairLoad) pairRun {
+	t.Helper()
+	var r pairRun
+	if o.flags == nil {
+		r.primary, r.backup, _ = pair(t)
+	} else {
+		r.primary, r.backup, _ = pairWith(t, o.flags...)
+	}
+	primary, backup := r.primary, r.backup
+	r.brokers = endpoints(primary, backup)
+	r.dg = func() string { return diag(primary, backup) }
+	// Canceled as the test function returns, before the cleanups (those
+	// of the workers wait for them to end).
+	r.ctx = t.Context()
+	if o.ctxTimeout > 0 {
+		var cancel context.CancelFunc
+		r.ctx, cancel = context.WithTimeout(r.ctx, o.ctxTimeout)
+		t.Cleanup(cancel)
+	}
+	if o.workers > 0 {
+		echoWorkers(t, r.ctx, r.brokers, o.workers)
+	}
+	if o.clients > 0 {
+		r.ld = startLoad(t, r.ctx, r.brokers, o.clients, o.timeout)
+		r.ld.progress(t, o.acks, o.acksWithin, "first acks of the pair", r.dg)
+	}
+	if o.wholeWithin > 0 {
+		r.active, r.passive = waitPairHealthy(t, r.ctx, primary, backup, o.wholeWithin)
+	}
+	return r
+}
+
 // TestPairKillActive SIGKILLs the active broker of a pair ten times under
 // load, restarting it each time (it comes back passive, so the roles swap
 // back and forth), and checks that every acknowledged ticket survives and
 // is answered, once per key.
 func TestPairKillActive(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echoWorkers(t, ctx, brokers, 3)
-	ld := startLoad(t, ctx, brokers, 4, clientTimeout)
-	ld.progress(t, 100, 30*time.Second, "first acks of the pair", dg)
+	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 30 * time.Second})
+	primary, backup, brokers, ctx, ld, dg := p.primary, p.backup, p.brokers, p.ctx, p.ld, p.dg
 
 	const kills = 10
 	var (
@@ -230,19 +279,11 @@ func TestPairKillActive(t *testing.T) {
 // acknowledged is lost, and when the link returns the passive is added back
 // as a voter and catches up.
 func TestPairLinkCut(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echoWorkers(t, ctx, brokers, 3)
 	// A longer timeout than elsewhere: a client that times out on the
 	// active during the cut (a slow machine) votes for the passive, and
 	// that is the documented limit, not what this test is about.
-	ld := startLoad(t, ctx, brokers, 4, 2*clientTimeout)
-	ld.progress(t, 100, 30*time.Second, "first acks of the pair", dg)
-	active, passive := waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
+	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: 2 * clientTimeout, acks: 100, acksWithin: 30 * time.Second, wholeWithin: 30 * time.Second})
+	primary, backup, brokers, ctx, ld, dg, active, passive := p.primary, p.backup, p.brokers, p.ctx, p.ld, p.dg, p.active, p.passive
 	ld.progress(t, 50, 30*time.Second, "acks before the cut", dg)
 
 	count := func(n *node, s string) int { return strings.Count(lifeLog(n), s) }
@@ -325,16 +366,8 @@ func TestPairLinkCut(t *testing.T) {
 // and clients ask it), or those tickets would be lost. When the peer comes
 // back, the pair recovers with everything.
 func TestPairStaleNodeDoesNotTakeOver(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echoWorkers(t, ctx, brokers, 3)
-	ld := startLoad(t, ctx, brokers, 4, clientTimeout)
-	ld.progress(t, 100, 30*time.Second, "first acks of the pair", dg)
-	stale, survivor := waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
+	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 30 * time.Second, wholeWithin: 30 * time.Second})
+	primary, backup, brokers, ctx, ld, dg, stale, survivor := p.primary, p.backup, p.brokers, p.ctx, p.ld, p.dg, p.active, p.passive
 
 	stale.kill()
 	ld.progress(t, 100, 30*time.Second, fmt.Sprintf("acks from %s alone", survivor.name), dg)
@@ -385,16 +418,9 @@ func TestPairStaleNodeDoesNotTakeOver(t *testing.T) {
 // wait for the dead active. The raft timeout is long here so that the
 // restart always fits in the active's leader lease.
 func TestPairPassiveRestartInTerm(t *testing.T) {
-	primary, backup, _ := pairWith(t, "--pair-heartbeat", "200ms", "--heartbeat", "200ms", "--raft-timeout", "6s", "--log-level", "debug")
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echoWorkers(t, ctx, brokers, 2)
-	ld := startLoad(t, ctx, brokers, 2, clientTimeout)
-	ld.progress(t, 50, 60*time.Second, "first acks of the pair", dg)
-	active, passive := waitPairHealthy(t, ctx, primary, backup, 60*time.Second)
+	p := loadedPair(t, pairLoad{flags: []string{"--pair-heartbeat", "200ms", "--heartbeat", "200ms", "--raft-timeout", "6s", "--log-level", "debug"},
+		workers: 2, clients: 2, timeout: clientTimeout, acks: 50, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
+	primary, backup, brokers, ctx, ld, dg, active, passive := p.primary, p.backup, p.brokers, p.ctx, p.ld, p.dg, p.active, p.passive
 	before, err := clusterStatus(ctx, active.endpoint())
 	if err != nil {
 		t.Fatalf("status of the active %s: %v%s", active.name, err, dg())

@@ -1,7 +1,6 @@
 package failover
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -39,16 +38,8 @@ func cutRaftOnly(t *testing.T, active, passive *node) {
 // on the active and answered by a worker, and still there after a later
 // failover to the other node.
 func TestPairRaftLinkCut(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echoWorkers(t, ctx, brokers, 3)
-	ld := startLoad(t, ctx, brokers, 4, 2*clientTimeout)
-	ld.progress(t, 100, 30*time.Second, "first acks of the pair", dg)
-	active, passive := waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
+	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: 2 * clientTimeout, acks: 100, acksWithin: 30 * time.Second, wholeWithin: 30 * time.Second})
+	primary, backup, brokers, ctx, ld, dg, active, passive := p.primary, p.backup, p.brokers, p.ctx, p.ld, p.dg, p.active, p.passive
 	ld.progress(t, 50, 30*time.Second, "acks before the cut", dg)
 
 	count := func(n *node, s string) int { return strings.Count(lifeLog(n), s) }
@@ -142,16 +133,8 @@ func TestPairRaftLinkCut(t *testing.T) {
 // node, as for a stale one (TestPairStaleNodeDoesNotTakeOver). When it
 // comes back and the link heals, the pair is whole with everything.
 func TestPairRaftCutThenActiveDies(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echoWorkers(t, ctx, brokers, 3)
-	ld := startLoad(t, ctx, brokers, 4, 2*clientTimeout)
-	ld.progress(t, 100, 30*time.Second, "first acks of the pair", dg)
-	active, passive := waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
+	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: 2 * clientTimeout, acks: 100, acksWithin: 30 * time.Second, wholeWithin: 30 * time.Second})
+	primary, backup, brokers, ctx, ld, dg, active, passive := p.primary, p.backup, p.brokers, p.ctx, p.ld, p.dg, p.active, p.passive
 	ld.progress(t, 50, 30*time.Second, "acks before the cut", dg)
 
 	cutRaftOnly(t, active, passive)

@@ -41,12 +41,8 @@ func splitWorkerOf(t *testing.T, ctx context.Context, brokers []string, service 
 // ..." after the merge: no redelivery, the running one's work is lost,
 // the other's remaining attempts are never made.
 func TestSplitAdoptKeepsDispatchedTicket(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
+	p := loadedPair(t, pairLoad{wholeWithin: 30 * time.Second, ctxTimeout: 3 * time.Minute})
+	primary, backup, brokers, ctx, dg := p.primary, p.backup, p.brokers, p.ctx, p.dg
 	// The cluster version reaches 3 a few seconds after both run.
 	cp, err := client.New(client.Config{Brokers: brokers, Timeout: clientTimeout, Retries: 20, Logger: quiet})
 	if err != nil {

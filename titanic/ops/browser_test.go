@@ -28,9 +28,6 @@ import (
 // is kept as a test artefact in $TITANIC_ARTIFACTS (default: a temporary
 // directory, logged).
 func TestDashboardBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
 	chromium := findChromium(t)
 	start := time.Now()
 
@@ -77,24 +74,7 @@ func TestDashboardBrowser(t *testing.T) {
 	submitted := fx.tickets.add("echo", store.StatePending, now.Add(-2*time.Second), nil) // the ticket the page must show
 	deadLetter := fx.tickets.add("invoice.render", store.StateFailed, now.Add(-3*time.Second), nil)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
-	go func() { errc <- fx.srv.ListenAndServe(ctx, "127.0.0.1:0", func(a net.Addr) { addrc <- a }) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Error(err)
-		}
-	}()
-	var url string
-	select {
-	case a := <-addrc:
-		// The token travels in the fragment, which is never sent to the
-		// server: the page takes it from there.
-		url = "http://" + a.String() + "/#token=" + token
-	case err := <-errc:
-		t.Fatal(err)
-	}
+	url := serveDashboard(t, fx, token)
 
 	dom := runChromium(t, chromium, "--dump-dom", url)
 	for _, want := range []string{submitted.String(), fx.done.String(), "invoice.render", "leader · serving", "10.0.0.2:7000", "billing-7f3a", "live · updated",
@@ -152,14 +132,42 @@ func TestDashboardBrowser(t *testing.T) {
 	t.Logf("screenshots: %s (%d bytes), %s; browser test took %v", shot, len(b), detail, time.Since(start).Round(time.Millisecond))
 }
 
+// serveDashboard serves fx on a free port of 127.0.0.1 until the test
+// ends and returns the dashboard's URL with token.
+func serveDashboard(t *testing.T, fx *fixture, token string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
+	go func() { errc <- fx.srv.ListenAndServe(ctx, "127.0.0.1:0", func(a net.Addr) { addrc <- a }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	})
+	select {
+	case a := <-addrc:
+		// The token travels in the fragment, which is never sent to the
+		// server: the page takes it from there.
+		return "http://" + a.String() + "/#token=" + token
+	case err := <-errc:
+		t.Fatal(err)
+		return ""
+	}
+}
+
 var installChromium sync.Once
 
 // findChromium returns the chromium binary, installing Debian's package
 // when it is missing and the test runs as root. Otherwise it skips, except
 // in CI ($CI set, as CI runners do), where a browser test that does not
-// run must fail: `make test` installs chromium (test-deps).
+// run must fail: `make test` installs chromium (test-deps). In -short
+// mode it skips: the browser tests are not short.
 func findChromium(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
 	skip := t.Skip
 	if os.Getenv("CI") != "" {
 		skip = func(args ...any) { t.Fatal(append([]any{"CI is set, so the browser test must run:"}, args...)...) }
@@ -233,9 +241,6 @@ func tail(b []byte, n int) []byte {
 // of both views are kept in $TITANIC_ARTIFACTS (default: a temporary
 // directory, logged).
 func TestDashboardRetryBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
 	chromium := findChromium(t)
 	start := time.Now()
 

@@ -1,8 +1,6 @@
 package ops_test
 
 import (
-	"context"
-	"net"
 	"strings"
 	"testing"
 
@@ -13,9 +11,6 @@ import (
 // lists and one last row summing the others, without buttons: it is no
 // service to pause or retry.
 func TestDashboardSumsOmittedServicesBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
 	chromium := findChromium(t)
 	const token = "dashboard-test-token"
 	// echo (3 tickets, 3 workers) is shown; resize (1 ticket) and
@@ -24,23 +19,7 @@ func TestDashboardSumsOmittedServicesBrowser(t *testing.T) {
 		c.Token = token
 		c.MaxServices = 1
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
-	go func() { errc <- fx.srv.ListenAndServe(ctx, "127.0.0.1:0", func(a net.Addr) { addrc <- a }) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Error(err)
-		}
-	}()
-	var url string
-	select {
-	case a := <-addrc:
-		url = "http://" + a.String() + "/#token=" + token
-	case err := <-errc:
-		t.Fatal(err)
-	}
-	dom := runChromium(t, chromium, "--dump-dom", url)
+	dom := runChromium(t, chromium, "--dump-dom", serveDashboard(t, fx, token))
 	for _, want := range []string{`data-service="echo">Pause</button>`, `<tr class="other">`, "2 more services"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered page lacks %q", want)

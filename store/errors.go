@@ -52,6 +52,11 @@ var ErrBadID = errors.New("malformed ticket id")
 // Its submits are resubmitted with the same idempotency keys, which tell.
 var ErrUncertain = errors.New("outcome unknown")
 
+// ErrNotLeader means the store takes no writes on this node (a replica
+// that is not the raft leader): nothing of the batch was stored, and the
+// node that leads can take it.
+var ErrNotLeader = errors.New("not the raft leader")
+
 // ErrClosed means the store has been closed.
 var ErrClosed = errors.New("store closed")
 

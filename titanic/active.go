@@ -166,6 +166,9 @@ func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key
 	select {
 	case r := <-done:
 		if r.err != nil {
+			if errors.Is(r.err, store.ErrNotLeader) {
+				return store.ID{}, false, fmt.Errorf("%w: not stored: %w", ErrNotActive, r.err)
+			}
 			return store.ID{}, false, fmt.Errorf("not stored: %w", r.err)
 		}
 		return r.res.ID, r.res.Duplicate, nil

@@ -263,7 +263,7 @@ func lifecycleAnswer(what string, err error) [][]byte {
 	case errors.Is(err, store.ErrInvalidOp):
 		return replyText(tsp.CodeUnknown, err.Error())
 	}
-	return replyText(tsp.CodeError, what+" not recorded: "+err.Error())
+	return storeRefusal(what+" not recorded", err)
 }
 
 // serveLifecycle answers the lifecycle services; nil when the answer is

@@ -804,8 +804,12 @@ func TestBusyWhenQueueFull(t *testing.T) {
 	}
 	defer st.Close()
 	b := newFakeBroker()
-	svc := New(st, b, Config{MaxQueuedOps: 2})
-	// Run is not started: nothing drains, so the third submit is refused.
+	// The store holds every commit until the test ends, so the first two
+	// submits are still queued at the third whatever the machine's speed
+	// (a loaded one once ran the real writer's commits between them).
+	held := &heldCommits{BoltStore: st}
+	defer held.release()
+	svc := New(held, b, Config{MaxQueuedOps: 2})
 	for i := range 2 {
 		if r := svc.ServeMDP(broker.Request{Service: tsp.SvcRequest, Body: [][]byte{[]byte("s"), []byte("x")}}); r != nil {
 			t.Fatalf("submit %d refused: %q", i, r)
@@ -1109,5 +1113,33 @@ func TestBackupLimits(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "d")); err == nil {
 		t.Fatal("the refused backup was written")
+	}
+}
+
+// heldCommits is a store whose commits wait until release.
+type heldCommits struct {
+	*store.BoltStore
+	mu    sync.Mutex
+	held  []func()
+	freed bool
+}
+
+func (h *heldCommits) ApplyAsync(ops []store.Op, done func(store.Done)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.freed {
+		h.BoltStore.ApplyAsync(ops, done)
+		return
+	}
+	h.held = append(h.held, func() { h.BoltStore.ApplyAsync(ops, done) })
+}
+
+func (h *heldCommits) release() {
+	h.mu.Lock()
+	held := h.held
+	h.held, h.freed = nil, true
+	h.mu.Unlock()
+	for _, f := range held {
+		f()
 	}
 }

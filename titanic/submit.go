@@ -72,7 +72,19 @@ func submitRefusal(err error) [][]byte {
 		// that could not read them: 400, resending cannot help.
 		return replyText(tsp.CodeUnknown, tsp.NotSupported.Text(clusterVersionText(err)))
 	}
-	return replyText(tsp.CodeError, "not stored: "+err.Error())
+	return storeRefusal("not stored", err)
+}
+
+// storeRefusal is the 500 of a mutation the store did not take. A node
+// that lost raft leadership meanwhile stored nothing: it answers "not
+// active", as it now would to any request, so that clients ask the node
+// that serves (a plain 500 made the Go client give up on a submit it
+// could have resent elsewhere at no risk).
+func storeRefusal(what string, err error) [][]byte {
+	if errors.Is(err, store.ErrNotLeader) {
+		return replyText(tsp.CodeError, tsp.NotActive.Text(what+": "+err.Error()))
+	}
+	return replyText(tsp.CodeError, what+": "+err.Error())
 }
 
 // keyConflictText is the text of titanic.submit's key conflict answer:
@@ -143,7 +155,7 @@ func (s *Service) closeTicket(req broker.Request, id store.ID) [][]byte {
 	op := store.Op{Kind: store.OpClose, ID: id, Time: s.cfg.Now()}
 	err := s.enqueue(pendingOp{op: op, client: true, done: func(res store.Result, batchErr error) {
 		if batchErr != nil {
-			s.answer(req.Client, req.Service, replyText(tsp.CodeError, "not closed: "+batchErr.Error()))
+			s.answer(req.Client, req.Service, storeRefusal("not closed", batchErr))
 			return
 		}
 		s.forgetResult(res)

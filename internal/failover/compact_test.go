@@ -189,10 +189,7 @@ func TestPairCompactPassive(t *testing.T) {
 // returns check's report.
 func checkCaughtUp(t *testing.T, ctx context.Context, cl *client.Client, leader, n *node, acked int, dg func() string) string {
 	t.Helper()
-	lst, err := clusterStatus(ctx, leader.endpoint())
-	if err != nil {
-		t.Fatalf("leader status: %v%s", err, dg())
-	}
+	lst := statusOf(t, ctx, leader, dg)
 	eventually(t, 30*time.Second, n.name+" applies the leader's last commit", func() error {
 		st, err := clusterStatus(ctx, n.endpoint())
 		if err != nil {

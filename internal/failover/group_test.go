@@ -290,10 +290,7 @@ func refusesStrangers(t *testing.T, ctx context.Context, nodes []*node) {
 	if backupsRefused == 0 {
 		t.Fatal("no node answered the backup request (the leader should have refused it)")
 	}
-	st, err := clusterStatus(ctx, nodes[0].endpoint())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := statusOf(t, ctx, nodes[0], func() string { return diag(nodes...) })
 	if len(st.Members) != 3 {
 		t.Fatalf("members after refused joins: %v, want the three", st.Members)
 	}

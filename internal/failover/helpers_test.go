@@ -163,6 +163,19 @@ func (s status) voters() []string {
 }
 
 // clusterStatus asks one broker for titanic.cluster, with one short try.
+// statusOf is clusterStatus of a node that is up, asked until it answers
+// (one ask of 300 ms can go unanswered on a loaded machine).
+func statusOf(t *testing.T, ctx context.Context, n *node, dg func() string) status {
+	t.Helper()
+	var st status
+	eventually(t, 10*time.Second, "titanic.cluster answered by "+n.name, func() error {
+		var err error
+		st, err = clusterStatus(ctx, n.endpoint())
+		return err
+	}, dg)
+	return st
+}
+
 func clusterStatus(ctx context.Context, endpoint string) (status, error) {
 	c, err := client.New(client.Config{Brokers: []string{endpoint}, Timeout: 300 * time.Millisecond, Retries: 1, Logger: quiet})
 	if err != nil {

@@ -421,20 +421,14 @@ func TestPairPassiveRestartInTerm(t *testing.T) {
 	p := loadedPair(t, pairLoad{flags: []string{"--pair-heartbeat", "200ms", "--heartbeat", "200ms", "--raft-timeout", "6s", "--log-level", "debug"},
 		workers: 2, clients: 2, timeout: clientTimeout, acks: 50, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
 	primary, backup, brokers, ctx, ld, dg, active, passive := p.primary, p.backup, p.brokers, p.ctx, p.ld, p.dg, p.active, p.passive
-	before, err := clusterStatus(ctx, active.endpoint())
-	if err != nil {
-		t.Fatalf("status of the active %s: %v%s", active.name, err, dg())
-	}
+	before := statusOf(t, ctx, active, dg)
 
 	passive.kill()
 	passive.start(t)
 	if a, _ := waitPairHealthy(t, ctx, primary, backup, 30*time.Second); a != active {
 		t.Fatalf("%s became active across the passive's restart, want %s to keep it%s", a.name, active.name, dg())
 	}
-	after, err := clusterStatus(ctx, active.endpoint())
-	if err != nil {
-		t.Fatalf("status of the active %s: %v%s", active.name, err, dg())
-	}
+	after := statusOf(t, ctx, active, dg)
 	if after.Term != before.Term {
 		t.Fatalf("raft term moved from %d to %d across the passive's restart: this test needs the restart inside the leader lease%s", before.Term, after.Term, dg())
 	}

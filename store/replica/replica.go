@@ -48,7 +48,9 @@ import (
 // Sentinel errors.
 var (
 	// ErrNotLeader: this node cannot apply; the leader (if known) can.
-	ErrNotLeader = errors.New("not the raft leader")
+	// It is store.ErrNotLeader, which the service answers as "not
+	// active" so that clients ask the node that serves.
+	ErrNotLeader = store.ErrNotLeader
 	// ErrUncertain: leadership was lost while the entry was in flight; it
 	// may or may not be committed. Resubmit with the same idempotency key.
 	// It wraps store.ErrUncertain.

@@ -415,6 +415,10 @@ type Replication struct {
 	Epochs, OldTerms int
 	// Journal is the number of solo journal records (a pair node).
 	Journal int
+	// ClusterVersion is the cluster version the old cluster had raised
+	// (0: none recorded). The new cluster's members may run other
+	// releases: it raises its own once they have reported.
+	ClusterVersion int
 }
 
 // IsZero reports whether r records nothing: a store that never belonged
@@ -423,8 +427,8 @@ func (r Replication) IsZero() bool { return r == Replication{} }
 
 // ResetReplication clears, in one transaction, the replication bookkeeping
 // of the cluster the store belonged to: the applied index, the applied
-// history (epochs, and a first-release store's entry terms) and the solo
-// journal. Tickets, bodies, replies, idempotency keys, the FIFO index, the
+// history (epochs, and a first-release store's entry terms), the solo
+// journal and the cluster version. Tickets, bodies, replies, idempotency keys, the FIFO index, the
 // counters and the sequence counter are left as they are. It returns what
 // was cleared.
 //
@@ -468,7 +472,7 @@ func (s *BoltStore) ResetReplication(ctx context.Context) (Replication, error) {
 		return Replication{}, fmt.Errorf("reset replication: %w", err)
 	}
 	if !r.IsZero() {
-		s.log.Warn("replication bookkeeping cleared", "applied", r.Applied, "epochs", r.Epochs, "old_terms", r.OldTerms, "journal", r.Journal)
+		s.log.Warn("replication bookkeeping cleared", "applied", r.Applied, "epochs", r.Epochs, "old_terms", r.OldTerms, "journal", r.Journal, "cluster_version", r.ClusterVersion)
 	}
 	return r, nil
 }
@@ -484,6 +488,14 @@ func clearReplication(tx *bolt.Tx) (Replication, error) {
 		}
 		if err := meta.Delete(appliedKey); err != nil {
 			return r, fmt.Errorf("delete applied index: %w", err)
+		}
+	}
+	if v := meta.Get(clusterKey); v != nil {
+		if len(v) == 8 {
+			r.ClusterVersion = int(min(binary.BigEndian.Uint64(v), 1<<20))
+		}
+		if err := meta.Delete(clusterKey); err != nil {
+			return r, fmt.Errorf("delete cluster version: %w", err)
 		}
 	}
 	var err error

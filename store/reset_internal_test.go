@@ -39,9 +39,9 @@ func dumpDB(t *testing.T, s *BoltStore) map[string]string {
 }
 
 // ResetReplication removes exactly the replication bookkeeping (applied
-// index, epochs, a first-release store's entry terms, the solo journal)
-// and not one byte of anything else; the store then applies a new log
-// from index 1.
+// index, epochs, a first-release store's entry terms, the solo journal,
+// the cluster version) and not one byte of anything else; the store then
+// applies a new log from index 1.
 func TestResetReplicationClearsOnlyBookkeeping(t *testing.T) {
 	ctx := context.Background()
 	s, err := Open(filepath.Join(t.TempDir(), "t.db"), Options{NoSync: true})
@@ -61,7 +61,7 @@ func TestResetReplicationClearsOnlyBookkeeping(t *testing.T) {
 		{Index: 3, Term: 2, Ops: []Op{sub(0, "k0"), sub(1, ""), sub(2, "k2")}, Shared: true},
 		{Index: 4, Term: 2, Ops: []Op{{Kind: OpDispatch, ID: ids[0], Time: t0}, {Kind: OpReply, ID: ids[1], Time: t0, Reply: [][]byte{[]byte("r1")}}}},
 		{Index: 6, Term: 3, Solo: true, Ops: []Op{sub(3, "k3"), {Kind: OpFail, ID: ids[2], Time: t0, Reason: "no"}}},
-		{Index: 7, Term: 3, Solo: true, Ops: []Op{sub(4, ""), {Kind: OpClose, ID: ids[1], Time: t0}}},
+		{Index: 7, Term: 3, Solo: true, Ops: []Op{sub(4, ""), {Kind: OpClose, ID: ids[1], Time: t0}}, ClusterVersion: 5},
 	}
 	for i, r := range s.ApplyLog(ctx, entries) {
 		if r.Err != nil {
@@ -88,12 +88,12 @@ func TestResetReplicationClearsOnlyBookkeeping(t *testing.T) {
 	var gone []string
 	for k := range before {
 		if strings.HasPrefix(k, "epochs/") || strings.HasPrefix(k, "solo/") ||
-			k == "meta/applied" || strings.HasPrefix(k, "meta/term/") {
+			k == "meta/applied" || k == "meta/cluster" || strings.HasPrefix(k, "meta/term/") {
 			delete(want, k)
 			gone = append(gone, k)
 		}
 	}
-	for _, prefix := range []string{"epochs/", "solo/", "meta/applied", "meta/term/"} {
+	for _, prefix := range []string{"epochs/", "solo/", "meta/applied", "meta/cluster", "meta/term/"} {
 		if !strings.Contains(strings.Join(gone, " "), prefix) {
 			t.Fatalf("test store holds no %s record: %v", prefix, gone)
 		}
@@ -103,8 +103,14 @@ func TestResetReplicationClearsOnlyBookkeeping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Applied != 7 || r.Epochs != 2 || r.OldTerms != 2 || r.Journal == 0 {
-		t.Fatalf("reset reports %+v, want applied 7, 2 epochs, 2 old terms, a journal", r)
+	if r.Applied != 7 || r.Epochs != 2 || r.OldTerms != 2 || r.Journal == 0 || r.ClusterVersion != 5 {
+		t.Fatalf("reset reports %+v, want applied 7, 2 epochs, 2 old terms, a journal, cluster version 5", r)
+	}
+	// The new cluster's members may run an older release than the old
+	// one's: it starts from the first release's version and raises its
+	// own (a restore into an older pair kept 5 while both read 4).
+	if v, err := s.ClusterVersion(ctx); err != nil || v != 1 {
+		t.Fatalf("cluster version after reset = %d %v, want 1", v, err)
 	}
 	after := dumpDB(t, s)
 	if !maps.Equal(after, want) {

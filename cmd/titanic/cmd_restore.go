@@ -227,6 +227,11 @@ func printRestore(w io.Writer, backup, target, aside string, sum restoreSummary)
 	} else {
 		fmt.Fprintf(w, "cleared the old cluster's replication bookkeeping: applied index %d, %d epoch records, %d solo journal records",
 			c.Applied, c.Epochs+c.OldTerms, c.Journal)
+		if c.ClusterVersion > 0 {
+			// Its members may run other releases: the new cluster
+			// raises its own version once every member has reported.
+			fmt.Fprintf(w, ", cluster version %d", c.ClusterVersion)
+		}
 		fmt.Fprintln(w)
 	}
 	if aside != "" {

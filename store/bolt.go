@@ -675,6 +675,8 @@ type boltMeta struct {
 	pageSize, root, freelist, pgid, txid uint64
 	// alone: the other meta page was not valid (see Open).
 	alone bool
+	// page is the meta page this was read from, 0 or 1.
+	page uint64
 }
 
 // readBoltMeta decodes the meta page at off, reporting false when it is
@@ -750,6 +752,7 @@ func latestMeta(path string) (boltMeta, error) {
 	switch {
 	case ok0 && ok1 && m1.txid > m0.txid, !ok0 && ok1:
 		m0 = m1
+		m0.page = 1
 	case !ok0 && !ok1:
 		return boltMeta{}, fmt.Errorf("%w: not a bbolt file (no valid meta page)", ErrCorrupt)
 	}

@@ -209,11 +209,12 @@ func checkDB(db *bolt.DB) error {
 	if m, err := latestMeta(db.Path()); err == nil && m.alone {
 		return checkAtValidMeta(db.Path(), m)
 	}
-	fi, err := os.Stat(db.Path())
+	f, err := os.Open(db.Path())
 	if err != nil {
 		return fmt.Errorf("check: %w", err)
 	}
-	return checkDBSize(db, fi.Size())
+	defer f.Close()
+	return checkDBFile(db, f)
 }
 
 // checkAtValidMeta checks the file at path, one of whose meta pages is
@@ -250,23 +251,16 @@ func checkAtValidMeta(path string, m boltMeta) error {
 		binary.NativeEndian.PutUint64(page, bad) // the page header's id
 		_, err = f.WriteAt(page, int64(bad*m.pageSize))
 	}
-	var fi os.FileInfo
-	if err == nil {
-		fi, err = f.Stat()
-	}
 	if err != nil {
 		return fmt.Errorf("check: a copy to check at the valid meta page: %w", err)
 	}
 	owned = false // bbolt closes it
-	db, err := boltOpen(path, &bolt.Options{
-		ReadOnly: true, FreelistType: bolt.FreelistMapType,
-		OpenFile: func(string, int, os.FileMode) (*os.File, error) { return f, nil },
-	})
+	db, err := boltOpenFile(path, f, &bolt.Options{ReadOnly: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return fmt.Errorf("check: %w", err)
 	}
 	defer db.Close()
-	return checkDBSize(db, fi.Size())
+	return checkDBFile(db, f)
 }
 
 // InvalidMetaPage reports whether one of the two meta pages of the store
@@ -283,8 +277,18 @@ func InvalidMetaPage(path string) (validTx uint64, invalid bool) {
 	return m.txid, true
 }
 
-// checkDBSize is checkDB on a file of size bytes.
-func checkDBSize(db *bolt.DB, size int64) (err error) {
+// checkDBFile is checkDB of db, whose file f is: its pages are walked
+// first (walkPages), as bbolt's check, in a goroutine of its own, recovers
+// from its assertions but not from a page it reads past its map.
+func checkDBFile(db *bolt.DB, f *os.File) (err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	size := fi.Size()
+	if err := walkPages(f); err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
 	defer func() {
 		if r := recover(); r != nil { // bbolt panics on some damaged pages
 			err = fmt.Errorf("check: %w: bbolt: %v", ErrCorrupt, r)

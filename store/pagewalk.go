@@ -2,8 +2,11 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 )
 
 // bbolt's page layout (bbolt internal/common/page.go and inode.go): a
@@ -174,6 +177,35 @@ func (w *pageWalker) node(p []byte, id uint64) error {
 		}
 	default:
 		return fmt.Errorf("page %d: of type %#x where a branch or leaf page belongs", id, flags)
+	}
+	return nil
+}
+
+// CheckBoltFile checks a bbolt file other than the store's (the raft log)
+// before bbolt opens it, as Open checks the store's: it must not be
+// truncated below its meta page's high-water mark (bbolt's map of it
+// would fault) and its pages must be whole (walkPages). A missing or empty
+// file passes: bbolt makes a new one. The error names the file and wraps
+// ErrCorrupt when the file is damaged. The caller must hold the file
+// (no other process writes it).
+func CheckBoltFile(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && fi.Size() == 0 {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := precheck(path, fi.Size()); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := walkPages(f); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
 }

@@ -205,7 +205,90 @@ func (s *BoltStore) Check(ctx context.Context) error {
 	})
 }
 
-func checkDB(db *bolt.DB) (err error) {
+func checkDB(db *bolt.DB) error {
+	if m, err := latestMeta(db.Path()); err == nil && m.alone {
+		return checkAtValidMeta(db.Path(), m)
+	}
+	f, err := os.Open(db.Path())
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	defer f.Close()
+	return checkDBFile(db, f)
+}
+
+// checkAtValidMeta checks the file at path, one of whose meta pages is
+// not valid (m is the other), as bbolt opened it: at m. bbolt's check
+// reads both meta pages and stops at the first with a damaged header
+// (a torn or zeroed page), so it runs on a copy whose invalid meta page
+// is the valid one under its own page id. The copy is made beside the
+// file (on its file system: cloned where that can) and unlinked at once,
+// so that it is gone when the check ends, or the process is killed.
+func checkAtValidMeta(path string, m boltMeta) error {
+	src, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	defer src.Close()
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".check-*")
+	if err != nil {
+		return fmt.Errorf("check: a copy to check at the valid meta page: %w", err)
+	}
+	_ = os.Remove(f.Name())
+	owned := true
+	defer func() {
+		if owned {
+			_ = f.Close()
+		}
+	}()
+	page := make([]byte, m.pageSize)
+	bad := 1 - m.page
+	_, err = io.Copy(f, src)
+	if err == nil {
+		_, err = src.ReadAt(page, int64(m.page*m.pageSize))
+	}
+	if err == nil {
+		binary.NativeEndian.PutUint64(page, bad) // the page header's id
+		_, err = f.WriteAt(page, int64(bad*m.pageSize))
+	}
+	if err != nil {
+		return fmt.Errorf("check: a copy to check at the valid meta page: %w", err)
+	}
+	owned = false // bbolt closes it
+	db, err := boltOpenFile(path, f, &bolt.Options{ReadOnly: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	defer db.Close()
+	return checkDBFile(db, f)
+}
+
+// InvalidMetaPage reports whether one of the two meta pages of the store
+// file at path is not valid, and the transaction of the other, at which
+// the file opens (the previous commit): either a meta write torn by a
+// crash or power cut (that commit was never acknowledged) or a disk that
+// damaged the newest page (its commit is lost). From the pages alone the
+// two cannot be told apart.
+func InvalidMetaPage(path string) (validTx uint64, invalid bool) {
+	m, err := latestMeta(path)
+	if err != nil || !m.alone {
+		return 0, false
+	}
+	return m.txid, true
+}
+
+// checkDBFile is checkDB of db, whose file f is: its pages are walked
+// first (walkPages), as bbolt's check, in a goroutine of its own, recovers
+// from its assertions but not from a page it reads past its map.
+func checkDBFile(db *bolt.DB, f *os.File) (err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	size := fi.Size()
+	if err := walkPages(f); err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
 	defer func() {
 		if r := recover(); r != nil { // bbolt panics on some damaged pages
 			err = fmt.Errorf("check: %w: bbolt: %v", ErrCorrupt, r)
@@ -221,11 +304,7 @@ func checkDB(db *bolt.DB) (err error) {
 		if len(errs) > 0 {
 			return nil // the content cannot be trusted for the next step
 		}
-		fi, err := os.Stat(db.Path())
-		if err != nil {
-			return err
-		}
-		if err := checkLayout(tx, fi.Size()); err != nil {
+		if err := checkLayout(tx, size); err != nil {
 			if errors.Is(err, ErrUnsupported) {
 				// A newer titanic's file, not a damaged one.
 				return err

@@ -530,24 +530,59 @@ func openDBOnce(path string, opts Options, create bool) (*bolt.DB, error) {
 // boltOpen calls bolt.Open, turning its format errors into ErrCorrupt.
 // bbolt panics on some damaged pages; that is recovered here too, so that a
 // damaged file is reported instead of crashing the process.
-func boltOpen(path string, o *bolt.Options) (db *bolt.DB, err error) {
+//
+// It takes the file's lock itself (as bbolt would: exclusive unless
+// o.ReadOnly, waiting up to o.Timeout) and hands bbolt the locked file, so
+// that its pages can be walked (walkPages) before bbolt reads them: bbolt
+// would rebuild the free page list of a file that has none saved (the
+// store's commits leave it out) in a goroutine of its own, whose panic on
+// a damaged page no recover here reaches.
+func boltOpen(path string, o *bolt.Options) (*bolt.DB, error) {
+	f, err := lockFile(path, !o.ReadOnly, o.Timeout)
+	if err != nil {
+		return nil, boltOpenError(path, err)
+	}
+	return boltOpenFile(path, f, o)
+}
+
+// boltOpenFile is boltOpen of f, the file at path already open and locked
+// (or a copy of it); bbolt closes it with the DB, and f is closed here if
+// the open fails.
+func boltOpenFile(path string, f *os.File, o *bolt.Options) (db *bolt.DB, err error) {
+	if m, merr := latestMetaOf(f); merr == nil && (m.freelist == boltNoFreelist || o.ReadOnly) {
+		// bbolt scans the tree for free pages at open (read-only: at the
+		// first check).
+		if err := walkPages(f); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+	}
+	bo := *o
+	bo.OpenFile = func(string, int, os.FileMode) (*os.File, error) { return f, nil }
 	defer func() {
 		if r := recover(); r != nil {
+			_ = f.Close() // and its lock: a later open in this process must not wait on it
 			db, err = nil, fmt.Errorf("open store %s: %w: bbolt: %v", path, ErrCorrupt, r)
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	db, err = bolt.Open(path, 0o600, o)
+	db, err = bolt.Open(path, 0o600, &bo)
+	if err != nil {
+		return nil, boltOpenError(path, err)
+	}
+	return db, nil
+}
+
+// boltOpenError words an error of bolt.Open (or of lockFile) for path.
+func boltOpenError(path string, err error) error {
 	switch {
-	case err == nil:
-		return db, nil
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch),
 		errors.Is(err, berrors.ErrChecksum):
-		return nil, fmt.Errorf("open store %s: %w: %v", path, ErrCorrupt, err)
+		return fmt.Errorf("open store %s: %w: %v", path, ErrCorrupt, err)
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("open store %s: locked by another process: %w", path, err)
+		return fmt.Errorf("open store %s: locked by another process: %w", path, err)
 	}
-	return nil, fmt.Errorf("open store %s: %w", path, err)
+	return fmt.Errorf("open store %s: %w", path, err)
 }
 
 // createDB creates a fresh store at path. It is built under a temporary
@@ -658,6 +693,8 @@ type boltMeta struct {
 	pageSize, root, freelist, pgid, txid uint64
 	// alone: the other meta page was not valid (see Open).
 	alone bool
+	// page is the meta page this was read from, 0 or 1.
+	page uint64
 }
 
 // readBoltMeta decodes the meta page at off, reporting false when it is
@@ -721,6 +758,11 @@ func latestMeta(path string) (boltMeta, error) {
 		return boltMeta{}, err
 	}
 	defer f.Close()
+	return latestMetaOf(f)
+}
+
+// latestMetaOf is latestMeta of the file f.
+func latestMetaOf(f io.ReaderAt) (boltMeta, error) {
 	m0, ok0 := readBoltMeta(f, 0)
 	pageSize := int64(os.Getpagesize())
 	if ok0 {
@@ -733,6 +775,7 @@ func latestMeta(path string) (boltMeta, error) {
 	switch {
 	case ok0 && ok1 && m1.txid > m0.txid, !ok0 && ok1:
 		m0 = m1
+		m0.page = 1
 	case !ok0 && !ok1:
 		return boltMeta{}, fmt.Errorf("%w: not a bbolt file (no valid meta page)", ErrCorrupt)
 	}

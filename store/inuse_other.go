@@ -4,6 +4,7 @@ package store
 
 import (
 	"context"
+	"os"
 	"time"
 )
 
@@ -16,4 +17,12 @@ func InUse(path string) (bool, error) { return false, nil }
 // unix version): Open's own wait for the lock still applies.
 func WaitUnlocked(ctx context.Context, path string, timeout time.Duration, waiting func()) error {
 	return ctx.Err()
+}
+
+// lockFile opens the store file at path; bbolt, handed it, takes its lock.
+func lockFile(path string, exclusive bool, _ time.Duration) (*os.File, error) {
+	if exclusive {
+		return os.OpenFile(path, os.O_RDWR, 0)
+	}
+	return os.Open(path)
 }

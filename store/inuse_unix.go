@@ -9,6 +9,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // InUse reports whether a process (a running broker) has the store file
@@ -72,5 +74,36 @@ func WaitUnlocked(ctx context.Context, path string, timeout time.Duration, waiti
 			return ctx.Err()
 		case <-t.C:
 		}
+	}
+}
+
+// lockFile opens the store file at path and takes the flock bbolt takes
+// (exclusive, or shared), polling as bbolt does for up to timeout (zero:
+// no bound), then failing with bbolt's ErrTimeout. bbolt, handed the file,
+// finds its lock already held by it.
+func lockFile(path string, exclusive bool, timeout time.Duration) (*os.File, error) {
+	flag, how := os.O_RDONLY, syscall.LOCK_SH
+	if exclusive {
+		flag, how = os.O_RDWR, syscall.LOCK_EX
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	const retry = 50 * time.Millisecond // bbolt's flockRetryTimeout
+	start := time.Now()
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		switch {
+		case err == nil:
+			return f, nil
+		case !errors.Is(err, syscall.EWOULDBLOCK):
+			_ = f.Close()
+			return nil, err
+		case timeout != 0 && time.Since(start) > timeout-retry:
+			_ = f.Close()
+			return nil, berrors.ErrTimeout
+		}
+		time.Sleep(retry)
 	}
 }

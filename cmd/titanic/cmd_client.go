@@ -273,10 +273,10 @@ func runSubmit(e env) error {
 				ID string `json:"id"`
 			}{ticket})
 		}
-		fmt.Fprintln(e.stdout, ticket)
+		fmt.Fprintln(e.stdout, shown(ticket))
 		return nil
 	}
-	fmt.Fprintln(e.stderr, ticket)
+	fmt.Fprintln(e.stderr, shown(ticket))
 	warnUndispatched(e, c, fs.Arg(0))
 	return printReply(e, cf, c, ticket, true, *asJSON)
 }
@@ -353,7 +353,7 @@ func waitThrough(e env, ctx context.Context, c *client.Client, ticket string) ([
 			return frames, err
 		}
 		if !warned {
-			fmt.Fprintf(e.stderr, "titanic: warning: waiting for %s: %v; still waiting, until a broker answers (Ctrl-C or --wait-timeout to stop)\n", ticket, err)
+			fmt.Fprintf(e.stderr, "titanic: warning: waiting for %s: %s; still waiting, until a broker answers (Ctrl-C or --wait-timeout to stop)\n", shown(ticket), shownErr(err))
 			warned = true
 		}
 		select {
@@ -579,7 +579,7 @@ func runTickets(e env) error {
 		// A full page may not be the end: say how to see the rest, on
 		// stderr so that scripts reading stdout get tickets only.
 		fmt.Fprintf(e.stderr, "titanic tickets: showed %d, the limit; there may be more: --after %s for the next page, or --limit up to %d\n",
-			len(ts), ts[len(ts)-1].Ticket, maxTicketsLimit)
+			len(ts), shown(ts[len(ts)-1].Ticket), maxTicketsLimit)
 	}
 	return nil
 }

@@ -67,7 +67,7 @@ func runTop(e env) error {
 		case err != nil:
 			// A broker down or failing over: say so and keep asking, as
 			// top does while the system is busy.
-			fmt.Fprintf(e.stderr, "titanic top: %v\n", err)
+			fmt.Fprintf(e.stderr, "titanic top: %s\n", shownErr(err))
 		default:
 			if tty {
 				fmt.Fprint(e.stdout, "\x1b[H\x1b[2J") // home, clear screen

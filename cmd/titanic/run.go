@@ -144,11 +144,12 @@ type dialed struct {
 func (d *dialed) unavailable(err error) string {
 	var ue *client.UnavailableError
 	if errors.As(err, &ue) {
+		// A cause is a broker's own words, or its endpoint: shown.
 		var b strings.Builder
-		b.WriteString(strings.Replace(err.Error(), ue.Error(), ue.Summary(), 1))
+		b.WriteString(shown(strings.Replace(err.Error(), ue.Error(), ue.Summary(), 1)))
 		b.WriteString(":")
 		for _, c := range ue.Causes {
-			b.WriteString("\n  " + c.String())
+			b.WriteString("\n  " + shown(c.String()))
 		}
 		switch {
 		case ue.NoActive:
@@ -167,9 +168,9 @@ func (d *dialed) unavailable(err error) string {
 		return b.String()
 	}
 	if d == nil || len(d.brokers) == 0 {
-		return err.Error()
+		return shownErr(err)
 	}
-	return err.Error() + fmt.Sprintf("\n  tried %s: %d tries of %s (--retries, --try-timeout) per broker, no answer."+
+	return shownErr(err) + fmt.Sprintf("\n  tried %s: %d tries of %s (--retries, --try-timeout) per broker, no answer."+
 		"\n  Is a broker running there? (A CURVE broker does not answer a key outside its allowlist,"+
 		"\n  nor a message larger than its limits.max_message_size.) Other brokers: --broker A,B or $%s",
 		strings.Join(d.brokers, ", "), d.retries, d.timeout, EnvBrokers)
@@ -216,7 +217,9 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 			fmt.Fprintf(stderr, "titanic %s: interrupted\n", c.name)
 			return exitInterrupted
 		}
-		msg := err.Error()
+		// Errors carry text from the wire (a broker's answer, a service
+		// name, a ticket field): shown, as the commands' output is.
+		msg := shownErr(err)
 		if errors.Is(err, client.ErrUnavailable) {
 			msg = d.unavailable(err)
 		}

@@ -46,3 +46,40 @@ func shown(s string) string {
 	}
 	return b.String()
 }
+
+// shownErr is an error's message as the commands print it on stderr: text
+// that came from the wire (a broker's answer, a service name, a ticket
+// field, a worker's reason) wrapped in it is escaped as shown escapes it,
+// so that no escape sequence reaches the terminal and no newline forges a
+// line. The line breaks errors.Join puts between errors are kept, each
+// error of the join shown in turn.
+func shownErr(err error) string {
+	msg := err.Error()
+	var kids []error
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		kids = u.Unwrap()
+		texts := make([]string, len(kids))
+		for i, k := range kids {
+			texts[i] = k.Error()
+		}
+		if len(kids) > 1 && msg == strings.Join(texts, "\n") { // a join
+			for i, k := range kids {
+				texts[i] = shownErr(k)
+			}
+			return strings.Join(texts, "\n")
+		}
+	case interface{ Unwrap() error }:
+		if k := u.Unwrap(); k != nil {
+			kids = []error{k}
+		}
+	}
+	// A wrapper: its own words escaped, a wrapped join's line breaks kept.
+	for _, k := range kids {
+		t := k.Error()
+		if i := strings.Index(msg, t); strings.Contains(t, "\n") && i >= 0 {
+			return shown(msg[:i]) + shownErr(k) + shown(msg[i+len(t):])
+		}
+	}
+	return shown(msg)
+}

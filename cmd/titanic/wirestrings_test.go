@@ -16,7 +16,8 @@ import (
 // operator's commands escaped: an escape sequence would reach the
 // operator's terminal (ESC[2J clears it; others retitle it or rewrite
 // what is shown), and a newline would forge lines: a row of `titanic
-// stats`, a "ticket:" line of `titanic status`.
+// stats`, a "ticket:" line of `titanic status`. So are errors on stderr
+// (reply's, here), which carry the same text.
 func TestCLIOutputEscapesWireStrings(t *testing.T) {
 	ep := harness.FreeEndpoint(t)
 	harness.Broker(t, "broker", ep, t.TempDir())
@@ -42,6 +43,13 @@ func TestCLIOutputEscapesWireStrings(t *testing.T) {
 			t.Fatalf("the ticket did not fail within 20s: %s", out)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	// Errors on stderr too: the reason is reply's error (exit 5). It
+	// reached the terminal raw, ESC and forged line alike.
+	if code, _, stderr := binCLI(t, append([]string{"reply", ticket}, br...)...); code != exitFailed || !strings.Contains(stderr, "boom") {
+		t.Errorf("reply of the failed ticket: exit %d, %q: want %d with its reason", code, stderr, exitFailed)
+	} else if strings.ContainsRune(stderr, '\x1b') || strings.Contains(stderr, "\nticket:") || !strings.Contains(stderr, `boom\x1b[2J\nticket:`) {
+		t.Errorf("titanic reply printed the worker's words on stderr unescaped (a raw ESC, or a forged line):\n%q", stderr)
 	}
 	for _, args := range [][]string{{"stats"}, {"tickets"}, {"status", ticket}, {"status", "--attempts", ticket}, {"dead"}} {
 		code, out, stderr := binCLI(t, append(args, br...)...)

@@ -336,9 +336,9 @@ func Open(st *store.BoltStore, cfg Config) (*Node, error) {
 			n.log.Warn("stop raft after a store failure", "err", err)
 		}
 	}
-	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	logs, err := openLogStore(cfg.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("raft log store: %w", err)
+		return nil, err
 	}
 	n.logs = logs
 	removeSnapshotTemps(filepath.Join(cfg.Dir, "snapshots"), n.log)
@@ -1595,12 +1595,28 @@ func (n *Node) reopen() error {
 	return n.start(false)
 }
 
+// openLogStore opens the raft log store, dir/raft.db, once its pages are
+// checked (store.CheckBoltFile): bbolt maps the file and trusts its pages,
+// and a truncated or damaged log crashed the node with a bus error or a
+// Go panic instead of an error naming the file.
+func openLogStore(dir string) (*raftboltdb.BoltStore, error) {
+	path := filepath.Join(dir, "raft.db")
+	if err := store.CheckBoltFile(path); err != nil {
+		return nil, fmt.Errorf("raft log store: %w", err)
+	}
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: path})
+	if err != nil {
+		return nil, fmt.Errorf("raft log store %s: %w", path, err)
+	}
+	return logs, nil
+}
+
 // openRaftStores opens the raft log and snapshot stores in the raft
 // directory.
 func (n *Node) openRaftStores() error {
-	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.cfg.Dir, "raft.db")})
+	logs, err := openLogStore(n.cfg.Dir)
 	if err != nil {
-		return fmt.Errorf("raft log store: %w", err)
+		return err
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.Dir, snapshotRetain, n.hclog())
 	if err != nil {

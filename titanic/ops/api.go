@@ -788,7 +788,10 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 // that `titanic stats --json` prints: {"time", "window_seconds",
 // "services": [{"service", "pending", "delayed", "in_flight", "done",
 // "failed", "workers", "idle", "busy", "submits_per_sec",
-// "replies_per_sec"}]}.
+// "replies_per_sec"}]}. As /api/v1/services, it lists at most
+// Config.MaxServices services, the paused ones and those with the most
+// tickets and workers (bound.go); "omitted" counts the rest and "other"
+// is their sum, named OtherService (absent when none is left out).
 func (s *Server) queueStats(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.QueueStats == nil {
 		unavailable(w, "queues")
@@ -801,5 +804,57 @@ func (s *Server) queueStats(w http.ResponseWriter, r *http.Request) {
 		s.sourceError(w, r, "queues", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	var (
+		other   *titanic.ServiceQueue
+		omitted int
+	)
+	st.Services, other, omitted = boundQueues(st.Services, s.cfg.maxServices())
+	writeJSON(w, http.StatusOK, struct {
+		titanic.QueueStats
+		Omitted int                   `json:"omitted"`
+		Other   *titanic.ServiceQueue `json:"other,omitempty"`
+	}{st, omitted, other})
+}
+
+// boundQueues keeps at most n of qs, in their order (bound.go's
+// topServices), and sums the rest under OtherService; omitted counts them.
+func boundQueues(qs []titanic.ServiceQueue, n int) (kept []titanic.ServiceQueue, other *titanic.ServiceQueue, omitted int) {
+	top, rest := topServices(qs, n, func(q *titanic.ServiceQueue) rank {
+		return rank{name: q.Service, pinned: q.Paused, weight: q.Pending + q.InFlight + q.Done + q.Failed + q.Workers}
+	})
+	if len(rest) == 0 {
+		return qs, nil, 0
+	}
+	in := make(map[string]bool, len(top))
+	for _, q := range top {
+		in[q.Service] = true
+	}
+	kept = make([]titanic.ServiceQueue, 0, len(top))
+	for _, q := range qs {
+		if in[q.Service] {
+			kept = append(kept, q)
+		}
+	}
+	o := &titanic.ServiceQueue{Service: OtherService}
+	add := func(sum **int, v *int) {
+		if v != nil {
+			if *sum == nil {
+				*sum = new(int)
+			}
+			**sum += *v
+		}
+	}
+	for _, q := range rest {
+		o.Pending += q.Pending
+		o.Delayed += q.Delayed
+		o.InFlight += q.InFlight
+		o.Done += q.Done
+		o.Failed += q.Failed
+		o.Workers += q.Workers
+		add(&o.Idle, q.Idle)
+		add(&o.Busy, q.Busy)
+		o.SubmitRate += q.SubmitRate
+		o.ReplyRate += q.ReplyRate
+	}
+	return kept, o, len(rest)
 }

@@ -116,6 +116,6 @@
 // The per-service families show at most Config.MaxServices services
 // (DefaultMaxServices), those with the most tickets; the others are
 // summed under service="(other)" (OtherService), and so are the rows of
-// GET /api/v1/services, so that the names clients make up cannot grow a
+// GET /api/v1/services and GET /api/v1/queues, so that the names clients make up cannot grow a
 // scrape without limit.
 package ops

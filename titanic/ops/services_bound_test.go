@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/titanicmq/titanic/titanic"
 	"github.com/titanicmq/titanic/titanic/ops"
 )
 
@@ -102,5 +104,55 @@ func TestServicesUnderTheBoundAllShown(t *testing.T) {
 	fx.getJSON(t, http.MethodGet, "/api/v1/services", http.StatusOK, &got)
 	if got.Omitted != 0 || got.Other != nil {
 		t.Errorf("/api/v1/services: omitted %d, other %v; want none", got.Omitted, got.Other)
+	}
+}
+
+// /api/v1/queues (titanic.stats) is bounded as /api/v1/services is: it
+// listed every service a client named, however many.
+func TestQueuesBoundedToTheBusiest(t *testing.T) {
+	one := 1
+	qs := []titanic.ServiceQueue{
+		{Service: "big", Pending: 100},
+		{Service: "mid", Done: 50, Workers: 2, Idle: &one},
+		{Service: "paused", Paused: true},
+		{Service: ops.OtherService, Pending: 1},
+	}
+	for i := range 10 {
+		qs = append(qs, titanic.ServiceQueue{Service: fmt.Sprintf("junk-%d", i), Pending: 1, Workers: 1, Busy: &one, SubmitRate: 0.5})
+	}
+	fx := newFixture(t, func(c *ops.Config) {
+		c.MaxServices = 3
+		c.QueueStats = queueStatsFunc(func(context.Context) (titanic.QueueStats, error) {
+			return titanic.QueueStats{WindowSeconds: 10, Services: slices.Clone(qs)}, nil
+		})
+	})
+	var got struct {
+		titanic.QueueStats
+		Omitted int                   `json:"omitted"`
+		Other   *titanic.ServiceQueue `json:"other"`
+	}
+	fx.getJSON(t, http.MethodGet, "/api/v1/queues", http.StatusOK, &got)
+	var names []string
+	for _, q := range got.Services {
+		names = append(names, q.Service)
+	}
+	if !slices.Equal(names, []string{"big", "mid", "paused"}) {
+		t.Errorf("/api/v1/queues lists %q, want the paused service and the two with the most tickets", names)
+	}
+	o := got.Other
+	if got.Omitted != 11 || o == nil || o.Service != ops.OtherService || o.Pending != 11 || o.Workers != 10 ||
+		o.Busy == nil || *o.Busy != 10 || o.Idle != nil || o.SubmitRate != 5 {
+		t.Errorf("/api/v1/queues: omitted %d, other %+v; want 11 summed under (other): 11 pending, 10 workers busy, 5 submits/s", got.Omitted, o)
+	}
+
+	fx = newFixture(t, func(c *ops.Config) {
+		c.QueueStats = queueStatsFunc(func(context.Context) (titanic.QueueStats, error) {
+			return titanic.QueueStats{Services: slices.Clone(qs[:3])}, nil
+		})
+	})
+	got.Other, got.Omitted = nil, -1
+	fx.getJSON(t, http.MethodGet, "/api/v1/queues", http.StatusOK, &got)
+	if len(got.Services) != 3 || got.Omitted != 0 || got.Other != nil {
+		t.Errorf("/api/v1/queues under the bound: %d services, omitted %d, other %+v; want 3, 0, none", len(got.Services), got.Omitted, got.Other)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime/debug"
 )
 
 // bbolt's page layout (bbolt internal/common/page.go and inode.go): a
@@ -32,12 +33,28 @@ const (
 // list by walking the tree in a goroutine of its own, where no recover
 // reaches, so a zeroed page crashed the process (the broker, check,
 // compact, restore) with a Go trace. The error wraps ErrCorrupt.
-func walkPages(r io.ReaderAt) error {
+func walkPages(r io.ReaderAt) (err error) {
 	m, err := latestMetaOf(r)
 	if err != nil {
 		return err
 	}
 	w := pageWalker{r: r, pageSize: m.pageSize, pgid: m.pgid, seen: make([]byte, m.pgid/8+1)}
+	if f, ok := r.(*os.File); ok {
+		// Read through a map of the file: a read call and a buffer per
+		// page made the walk 1.6 times as long as bbolt's own free page
+		// scan, which runs after it at the open that follows a crash.
+		if data, unmap, err := mapFile(f, m.pgid*m.pageSize); err == nil {
+			defer unmap()
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+			defer func() {
+				// The file shrank under the map (another process).
+				if r := recover(); r != nil {
+					err = fmt.Errorf("%w: reading its pages: %v", ErrCorrupt, r)
+				}
+			}()
+			w.data = data
+		}
+	}
 	if m.freelist != boltNoFreelist {
 		if err := w.freelist(m.freelist); err != nil {
 			return fmt.Errorf("%w: %w", ErrCorrupt, err)
@@ -51,6 +68,7 @@ func walkPages(r io.ReaderAt) error {
 
 type pageWalker struct {
 	r              io.ReaderAt
+	data           []byte // the file mapped up to the high-water mark, or nil: read r
 	pageSize, pgid uint64
 	seen           []byte // a bit per page id
 }
@@ -60,9 +78,17 @@ func (w *pageWalker) read(id uint64) ([]byte, error) {
 	if id < 2 || id >= w.pgid {
 		return nil, fmt.Errorf("page %d: not between the meta pages and the high-water mark %d", id, w.pgid)
 	}
-	p := make([]byte, w.pageSize)
-	if _, err := w.r.ReadAt(p, int64(id*w.pageSize)); err != nil {
-		return nil, fmt.Errorf("page %d: %w", id, err)
+	var p []byte
+	if w.data != nil {
+		if (id+1)*w.pageSize > uint64(len(w.data)) {
+			return nil, fmt.Errorf("page %d: past the end of the file (%d bytes)", id, len(w.data))
+		}
+		p = w.data[id*w.pageSize : (id+1)*w.pageSize : (id+1)*w.pageSize]
+	} else {
+		p = make([]byte, w.pageSize)
+		if _, err := w.r.ReadAt(p, int64(id*w.pageSize)); err != nil {
+			return nil, fmt.Errorf("page %d: %w", id, err)
+		}
 	}
 	ne := binary.NativeEndian
 	if got := ne.Uint64(p); got != id {
@@ -78,7 +104,12 @@ func (w *pageWalker) read(id uint64) ([]byte, error) {
 		}
 		w.seen[i/8] |= 1 << (i % 8)
 	}
-	if over > 0 {
+	if over > 0 && w.data != nil {
+		if (id+1+over)*w.pageSize > uint64(len(w.data)) {
+			return nil, fmt.Errorf("page %d: its %d overflow pages reach past the end of the file (%d bytes)", id, over, len(w.data))
+		}
+		p = w.data[id*w.pageSize : (id+1+over)*w.pageSize : (id+1+over)*w.pageSize]
+	} else if over > 0 {
 		p = make([]byte, (1+over)*w.pageSize)
 		if _, err := w.r.ReadAt(p, int64(id*w.pageSize)); err != nil {
 			return nil, fmt.Errorf("page %d: %w", id, err)

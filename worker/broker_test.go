@@ -16,7 +16,10 @@ import (
 // TestWithBroker runs the worker against the real broker, with a plain
 // MDP client on a raw DEALER.
 func TestWithBroker(t *testing.T) {
-	const interval = 50 * time.Millisecond
+	// Liveness is 3 intervals: at 50 ms a loaded machine (load average
+	// 13 on 2 cores) descheduled the worker's beats past it, and the
+	// plain request in flight was dropped with the worker.
+	const interval = 100 * time.Millisecond
 	b, err := broker.New(broker.Config{
 		Endpoints:         []string{"tcp://127.0.0.1:*"},
 		HeartbeatInterval: interval,

@@ -30,8 +30,8 @@ import (
 // node's applied history), .adopt (the work a yielding node hands over)
 // and .forget (the operator's way to stop waiting for a peer that may
 // hold a split); for a cut of the raft link alone, .standdown (the active
-// asks its passive peer to give up taking over, Pair.StandDown). Their
-// names are in package tsp.
+// asks its passive peer to give up taking over, Pair.StandDown; answered
+// [200 | the raft term it stood down at]). Their names are in package tsp.
 
 // Replier answers a deferred request (broker.Broker does).
 type Replier interface {
@@ -329,10 +329,14 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		if a.Pair == nil {
 			return text("400", "only a pair node stands down")
 		}
-		if err := a.Pair.StandDown(); err != nil {
+		term, err := a.Pair.standDown()
+		if err != nil {
 			return text("500", "stand-down refused: "+err.Error())
 		}
-		return [][]byte{[]byte("200")}
+		// With the term it stood down at (builds before answered [200]
+		// alone; a frame added at the end of an answer is ignored by
+		// readers of every release).
+		return [][]byte{[]byte("200"), strconv.AppendUint(nil, term, 10)}
 	}
 	return text("400", fmt.Sprintf("unknown admin service %q", req.Service))
 }

@@ -59,7 +59,8 @@ import (
 //     StandDown) and, once it has, goes on alone as when the peer is
 //     lost. The peer then counts as caught up again only by a
 //     configuration that gives it a vote written after that, in a later
-//     term (a member of the active's new raft); until then it refuses
+//     term than the one it stood down at (a member of the active's new
+//     raft, which leads a later term than that); until then it refuses
 //     client requests without voting, as a node that restarted does, so
 //     if the active dies before the peer has caught up, the pair waits
 //     for it rather than lose what it took alone. Without the peer's
@@ -103,6 +104,11 @@ type Pair struct {
 	peerTimeout  time.Duration
 	standDownAt  time.Time // Run's goroutine only: when the peer may next be asked to stand down
 	standDownLog time.Time // Run's goroutine only: the last refused stand-down logged
+	// cutAbove is the term the peer said it stood down at, in answer to
+	// this node's last stand-down request (0: none, or a build that does
+	// not say): the reform that follows leads a later term. Run's
+	// goroutine only.
+	cutAbove uint64
 
 	// The split-brain merge (see reconcile).
 	peerEndpoint string
@@ -533,8 +539,14 @@ func (p *Pair) sync(ctx context.Context) {
 		default:
 			p.log.Warn("the passive peer halted its raft to hand its work over, and this node is not the raft leader: reforming raft with this node as the only voter to take it")
 		}
+		above := uint64(0)
+		if cut {
+			// Past the term the peer stood down at: only a
+			// configuration of a later term counts it caught up again.
+			above = p.cutAbove
+		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := p.node.Reform(rctx)
+		err := p.node.ReformAbove(rctx, above)
 		cancel()
 		if err != nil && !errors.Is(err, context.Canceled) {
 			p.log.Error("reform raft", "err", err)

@@ -945,12 +945,21 @@ func (p *Pair) reconcile(ctx context.Context) {
 // askJoin asks the active peer to add this node (titanic.cluster.join),
 // as a voter or, if nonvoter, without a vote; nil once it answered 200.
 func (p *Pair) askJoin(ctx context.Context, nonvoter bool) error {
+	if nonvoter {
+		return p.askJoinAs(ctx, tsp.JoinNonvoter)
+	}
+	return p.askJoinAs(ctx, "")
+}
+
+// askJoinAs is askJoin with the join's third frame: tsp.JoinNonvoter,
+// tsp.JoinVoter (a member asking for its vote), or none ("").
+func (p *Pair) askJoinAs(ctx context.Context, role string) error {
 	ctx, stop := p.untilLeader(ctx)
 	defer stop()
 	id, addr := p.node.Self()
 	body := [][]byte{[]byte(id), []byte(addr)}
-	if nonvoter {
-		body = append(body, []byte(tsp.JoinNonvoter))
+	if role != "" {
+		body = append(body, []byte(role))
 	}
 	rep, err := p.peer.Request(ctx, tsp.SvcJoin, body)
 	switch {
@@ -1031,7 +1040,19 @@ func (p *Pair) askPromotion(ctx context.Context) {
 	}
 	self, selfAddr := p.node.Self()
 	again := !p.joinedWithoutVote && p.node.HasVoterAt(self, selfAddr) // restarted in the active's term
-	if err := p.askJoin(ctx, false); err != nil {
+	// Explicitly (tsp.JoinVoter): this node follows the peer's raft
+	// (reconcile asks only when joined), and an active that withholds
+	// this node's vote (raft's link was found cut, see StandDown) gives
+	// it only on this request, not on a plain join, which a node sends
+	// also while cut off (restarted after it stood down, it knows
+	// nothing of that).
+	err = p.askJoinAs(ctx, tsp.JoinVoter)
+	if errors.Is(err, errJoinRefused) {
+		// A build without the explicit request (400), or a peer that
+		// does not count this node a member: a plain join, as before.
+		err = p.askJoin(ctx, false)
+	}
+	if err != nil {
 		p.log.Info("asking the active peer for a vote", "err", err)
 		return
 	}

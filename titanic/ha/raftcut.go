@@ -54,8 +54,11 @@ import (
 // Meanwhile the peer's attempts to rejoin are taken without a vote (it
 // asks so, and the active adds it so): a voter the active's raft cannot
 // reach would stop every commit again. Once it follows the active's raft
-// (the link healed), it asks for its vote (askPromotion) and gets it;
-// the active then stops withholding it.
+// (the link healed), it asks for its vote explicitly (askPromotion,
+// tsp.JoinVoter) and gets it; the active then stops withholding it. A
+// plain join of the peer, a member without a vote, leaves it so: a peer
+// restarted during the cut has forgotten its stand-down, and asks to
+// join as a voter while it cannot reach the active's raft.
 //
 // If the active dies after 2, whether or not it went on alone, the peer
 // does not take over: the pair waits for the active to come back, as it

@@ -179,8 +179,11 @@ func newRejoinRigWith(t *testing.T, release cuttableLink, primary, backup func(t
 		r.p = openPairNode(t, dir, "primary", 1, addrP, trP, peers, log, opt(trP, primary)...)
 		a := NewAdmin(r.p.rep, nil, log)
 		a.Merge = r.p.disp.merge
-		curP.Store(a)
 		r.pairP = newPrimary()
+		if withPair {
+			a.Pair = r.pairP
+		}
+		curP.Store(a)
 		stopP = runPair(r.pairP)
 	}
 	t.Cleanup(func() {

@@ -36,4 +36,11 @@ func TestRestartedStoodDownPassiveGetsNoVoteWhileCut(t *testing.T) {
 			t.Fatal("the backup stopped serving after the primary restarted, raft's link to it still cut")
 		}
 	}
+	// Once the link heals, the restarted primary follows the backup's
+	// raft, asks for its vote and counts as caught up again.
+	r.link(true, true)
+	waitFor(t, "the restarted primary gets its vote back and counts as caught up", 30*time.Second, func() bool {
+		_, voter := r.primaryMember()
+		return voter && r.pairP.caughtUp.Load()
+	})
 }

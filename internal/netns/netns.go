@@ -425,6 +425,29 @@ func (h *Host) PartitionAddrs(tb testing.TB, addrs ...string) {
 // replaces the cut.
 func (h *Host) PartitionPort(tb testing.TB, port int, others ...*Host) {
 	tb.Helper()
+	set := portCut(tb, port, others)
+	rules := func(dir string) string {
+		return fmt.Sprintf("ip %[1]s %[2]s tcp sport %[3]d drop\n\t\tip %[1]s %[2]s tcp dport %[3]d drop", dir, set, port)
+	}
+	h.partition(tb, rules("saddr"), rules("daddr"))
+}
+
+// PartitionPortTo cuts, silently, only the connections this host opens
+// to port on others: its packets to that port of theirs, and theirs from
+// it, are dropped; connections they open to this host's port pass (a
+// one-way cut of one service's link: this host cannot reach their
+// raft, they reach its). Partitioning again replaces the cut.
+func (h *Host) PartitionPortTo(tb testing.TB, port int, others ...*Host) {
+	tb.Helper()
+	set := portCut(tb, port, others)
+	h.partition(tb, fmt.Sprintf("ip saddr %s tcp sport %d drop", set, port), fmt.Sprintf("ip daddr %s tcp dport %d drop", set, port))
+}
+
+// portCut checks a cut of port between a host and others (nft present,
+// a port, at least one other host) and returns the others' addresses as
+// an nftables set.
+func portCut(tb testing.TB, port int, others []*Host) string {
+	tb.Helper()
 	RequireNft(tb)
 	if len(others) == 0 || port <= 0 || port > 65535 {
 		tb.Fatalf("netns: partition port %d: want a port and at least one other host", port)
@@ -433,11 +456,7 @@ func (h *Host) PartitionPort(tb testing.TB, port int, others ...*Host) {
 	for i, o := range others {
 		addrs[i] = o.Addr
 	}
-	set := "{ " + strings.Join(addrs, ", ") + " }"
-	rules := func(dir string) string {
-		return fmt.Sprintf("ip %[1]s %[2]s tcp sport %[3]d drop\n\t\tip %[1]s %[2]s tcp dport %[3]d drop", dir, set, port)
-	}
-	h.partition(tb, rules("saddr"), rules("daddr"))
+	return "{ " + strings.Join(addrs, ", ") + " }"
 }
 
 // partition installs the host's partition rules: in and out are the rules

@@ -236,6 +236,10 @@ type Node struct {
 	// Resync); see markStart.
 	startTerm  atomic.Uint64
 	startIndex atomic.Uint64
+	// reformAbove is the term a reform in progress must lead past (see
+	// ReformAbove; 0 outside one): fence raises the stored term to it
+	// first.
+	reformAbove atomic.Uint64
 	// readTerm is the last term in which ConfirmLeader applied a barrier
 	// (see read.go).
 	readTerm atomic.Uint64
@@ -828,8 +832,20 @@ func (n *Node) Status() Status {
 // guard stops it with store.ErrDiverged instead of letting raft overwrite
 // what it applied.
 func (n *Node) Reform(ctx context.Context) error {
+	return n.ReformAbove(ctx, 0)
+}
+
+// ReformAbove is Reform, leading a term later than above: a pair's node
+// that goes on alone because raft's link to its passive peer is cut
+// passes the term the peer stood down at, which may be ahead of this
+// node's own (the peer's pre-vote granted, its vote request lost), so
+// that the configuration this node writes in its new raft is of a later
+// term than that (see the pair's stand-down).
+func (n *Node) ReformAbove(ctx context.Context, above uint64) error {
 	n.life.Lock()
 	defer n.life.Unlock()
+	n.reformAbove.Store(above)
+	defer n.reformAbove.Store(0)
 	n.mu.Lock()
 	r, trans := n.r, n.trans
 	n.mu.Unlock()
@@ -1136,14 +1152,15 @@ func (n *Node) fenced(term uint64) bool {
 }
 
 // fence raises the stored current term so that this node's next election
-// (it is the only voter: one election) lands in its fence, and returns
+// (it is the only voter: one election) lands in its fence, and past the
+// term a reform in progress must lead past (ReformAbove), and returns
 // that term. The stable store is durable before raft starts.
 func (n *Node) fence() (uint64, error) {
 	cur, err := n.logs.GetUint64(keyCurrentTerm)
 	if err != nil {
 		return 0, fmt.Errorf("read current term: %w", err)
 	}
-	next := cur + 1
+	next := max(cur, n.reformAbove.Load()) + 1
 	for !n.fenced(next) {
 		next++
 	}

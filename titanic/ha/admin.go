@@ -22,7 +22,7 @@ import (
 //	titanic.cluster        [""]         → 200 | key=value...   this node's raft status and the members it knows
 //	titanic.cluster.join   [id | addr]  → 200                  add a voter (leader only, else 500 not active)
 //	titanic.cluster.join   [id | addr | nonvoter] → 200        add a member without a vote (a pair's returning node; releases before it answer 400)
-//	titanic.cluster.join   [id | addr | voter] → 200           give a member its vote (a group's member that joined without one and caught up)
+//	titanic.cluster.join   [id | addr | voter] → 200           give a member its vote (a group's member that joined without one and caught up; a pair's passive that follows the active's raft)
 //	titanic.cluster.leave  [id]         → 200                  remove a member (leader only)
 //	titanic.cluster.role   [""]         → 200 | serving=... | star=...   see tsp.Role
 //
@@ -30,8 +30,8 @@ import (
 // node's applied history), .adopt (the work a yielding node hands over)
 // and .forget (the operator's way to stop waiting for a peer that may
 // hold a split); for a cut of the raft link alone, .standdown (the active
-// asks its passive peer to give up taking over, Pair.StandDown). Their
-// names are in package tsp.
+// asks its passive peer to give up taking over, Pair.StandDown; answered
+// [200 | the raft term it stood down at]). Their names are in package tsp.
 
 // Replier answers a deferred request (broker.Broker does).
 type Replier interface {
@@ -211,15 +211,20 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			// alone; and a voter whose raft link is cut would stop every
 			// commit again. So: a voter of this node's (old) raft is not
 			// written again; a new member joins without a vote; a member
-			// without a vote that asks for one (Pair.askPromotion, once
-			// it follows this node's raft: the link works) gets it.
+			// without a vote that asks for one explicitly (tsp.JoinVoter:
+			// Pair.askPromotion, which asks only once it follows this
+			// node's raft: the link works) gets it. A plain join of a
+			// member without a vote leaves it so: the peer sends one
+			// also while cut off (restarted after it stood down, it
+			// knows nothing of that), and given a vote then it stopped
+			// this node's commits until the cut was found again.
 			switch {
 			case known && m.Voter:
 				return text("500", "going on alone, the raft link to "+id+" was found cut: join again without a vote")
-			case known && nonvoter:
-				return [][]byte{[]byte("200")} // a member without a vote already
-			case known:
+			case known && vote:
 				promotes = true
+			case known:
+				return [][]byte{[]byte("200")} // a member without a vote already
 			default:
 				nonvoter = true
 			}
@@ -329,10 +334,14 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		if a.Pair == nil {
 			return text("400", "only a pair node stands down")
 		}
-		if err := a.Pair.StandDown(); err != nil {
+		term, err := a.Pair.standDown()
+		if err != nil {
 			return text("500", "stand-down refused: "+err.Error())
 		}
-		return [][]byte{[]byte("200")}
+		// With the term it stood down at (builds before answered [200]
+		// alone; a frame added at the end of an answer is ignored by
+		// readers of every release).
+		return [][]byte{[]byte("200"), strconv.AppendUint(nil, term, 10)}
 	}
 	return text("400", fmt.Sprintf("unknown admin service %q", req.Service))
 }

@@ -59,7 +59,8 @@ import (
 //     StandDown) and, once it has, goes on alone as when the peer is
 //     lost. The peer then counts as caught up again only by a
 //     configuration that gives it a vote written after that, in a later
-//     term (a member of the active's new raft); until then it refuses
+//     term than the one it stood down at (a member of the active's new
+//     raft, which leads a later term than that); until then it refuses
 //     client requests without voting, as a node that restarted does, so
 //     if the active dies before the peer has caught up, the pair waits
 //     for it rather than lose what it took alone. Without the peer's
@@ -103,6 +104,11 @@ type Pair struct {
 	peerTimeout  time.Duration
 	standDownAt  time.Time // Run's goroutine only: when the peer may next be asked to stand down
 	standDownLog time.Time // Run's goroutine only: the last refused stand-down logged
+	// cutAbove is the term the peer said it stood down at, in answer to
+	// this node's last stand-down request (0: none, or a build that does
+	// not say): the reform that follows leads a later term. Run's
+	// goroutine only.
+	cutAbove uint64
 
 	// The split-brain merge (see reconcile).
 	peerEndpoint string
@@ -533,8 +539,14 @@ func (p *Pair) sync(ctx context.Context) {
 		default:
 			p.log.Warn("the passive peer halted its raft to hand its work over, and this node is not the raft leader: reforming raft with this node as the only voter to take it")
 		}
+		above := uint64(0)
+		if cut {
+			// Past the term the peer stood down at: only a
+			// configuration of a later term counts it caught up again.
+			above = p.cutAbove
+		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := p.node.Reform(rctx)
+		err := p.node.ReformAbove(rctx, above)
 		cancel()
 		if err != nil && !errors.Is(err, context.Canceled) {
 			p.log.Error("reform raft", "err", err)
@@ -933,12 +945,21 @@ func (p *Pair) reconcile(ctx context.Context) {
 // askJoin asks the active peer to add this node (titanic.cluster.join),
 // as a voter or, if nonvoter, without a vote; nil once it answered 200.
 func (p *Pair) askJoin(ctx context.Context, nonvoter bool) error {
+	if nonvoter {
+		return p.askJoinAs(ctx, tsp.JoinNonvoter)
+	}
+	return p.askJoinAs(ctx, "")
+}
+
+// askJoinAs is askJoin with the join's third frame: tsp.JoinNonvoter,
+// tsp.JoinVoter (a member asking for its vote), or none ("").
+func (p *Pair) askJoinAs(ctx context.Context, role string) error {
 	ctx, stop := p.untilLeader(ctx)
 	defer stop()
 	id, addr := p.node.Self()
 	body := [][]byte{[]byte(id), []byte(addr)}
-	if nonvoter {
-		body = append(body, []byte(tsp.JoinNonvoter))
+	if role != "" {
+		body = append(body, []byte(role))
 	}
 	rep, err := p.peer.Request(ctx, tsp.SvcJoin, body)
 	switch {
@@ -1019,7 +1040,19 @@ func (p *Pair) askPromotion(ctx context.Context) {
 	}
 	self, selfAddr := p.node.Self()
 	again := !p.joinedWithoutVote && p.node.HasVoterAt(self, selfAddr) // restarted in the active's term
-	if err := p.askJoin(ctx, false); err != nil {
+	// Explicitly (tsp.JoinVoter): this node follows the peer's raft
+	// (reconcile asks only when joined), and an active that withholds
+	// this node's vote (raft's link was found cut, see StandDown) gives
+	// it only on this request, not on a plain join, which a node sends
+	// also while cut off (restarted after it stood down, it knows
+	// nothing of that).
+	err = p.askJoinAs(ctx, tsp.JoinVoter)
+	if errors.Is(err, errJoinRefused) {
+		// A build without the explicit request (400), or a peer that
+		// does not count this node a member: a plain join, as before.
+		err = p.askJoin(ctx, false)
+	}
+	if err != nil {
 		p.log.Info("asking the active peer for a vote", "err", err)
 		return
 	}

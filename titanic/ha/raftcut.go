@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/titanicmq/titanic/binarystar"
@@ -29,9 +30,15 @@ import (
 //     raft term it has reached, and stops counting as caught up: it
 //     refuses client requests without voting (Admit), so Binary Star
 //     cannot make it active, and an active that has not caught up does
-//     not go on alone (sync). It answers 200.
-//  3. Only then the active reforms raft alone (replica Reform: a fenced
-//     term, later than any of its old raft) and serves.
+//     not go on alone (sync). It answers 200 and the term it recorded.
+//  3. Only then the active reforms raft alone (replica ReformAbove: a
+//     fenced term, later than any of its old raft and than the term the
+//     peer recorded) and serves. The peer's term may be ahead of the
+//     active's (its pre-vote granted, its vote request lost as the link
+//     failed): the active's own next fenced term could then be the very
+//     term the peer recorded, and the configuration that gives the peer
+//     its vote back, written in it, would never count. A build that
+//     answers 200 alone (before this) leaves the active's term as it was.
 //
 // The peer counts as caught up again only by a configuration that gives
 // it a vote, in a term later than the one it recorded: such a
@@ -47,8 +54,11 @@ import (
 // Meanwhile the peer's attempts to rejoin are taken without a vote (it
 // asks so, and the active adds it so): a voter the active's raft cannot
 // reach would stop every commit again. Once it follows the active's raft
-// (the link healed), it asks for its vote (askPromotion) and gets it;
-// the active then stops withholding it.
+// (the link healed), it asks for its vote explicitly (askPromotion,
+// tsp.JoinVoter) and gets it; the active then stops withholding it. A
+// plain join of the peer, a member without a vote, leaves it so: a peer
+// restarted during the cut has forgotten its stand-down, and asks to
+// join as a voter while it cannot reach the active's raft.
 //
 // If the active dies after 2, whether or not it went on alone, the peer
 // does not take over: the pair waits for the active to come back, as it
@@ -100,6 +110,16 @@ func (p *Pair) raftCut(ctx context.Context) bool {
 	cancel()
 	if err == nil && (len(rep) == 0 || string(rep[0]) != "200") {
 		err = fmt.Errorf("peer answered %q", rep)
+	}
+	p.cutAbove = 0
+	if err == nil && len(rep) > 1 {
+		// The term the peer stood down at: this node's new raft must
+		// lead a later one (see StandDown). A build without the frame
+		// answers [200] alone: reformed in this node's next fenced
+		// term, as before.
+		if p.cutAbove, err = strconv.ParseUint(string(rep[1]), 10, 64); err != nil {
+			err = fmt.Errorf("peer answered %q: its term: %w", rep, err)
+		}
 	}
 	if err != nil {
 		// Its raft of two may still be whole, or come back: nothing to
@@ -154,26 +174,39 @@ func (p *Pair) raftCutWait() time.Duration {
 // again with the peer's new raft (see the top of this file);
 // it returns why it refuses otherwise. Called from any goroutine.
 func (p *Pair) StandDown() error {
+	_, err := p.standDown()
+	return err
+}
+
+// standDown is StandDown; it returns the term this node stood down at
+// (standDownTerm), which titanic.cluster.standdown answers: the active
+// reforms in a later term (replica ReformAbove). Its own next fenced term
+// may otherwise be that very term (this node's pre-vote granted, its vote
+// request lost as the link failed, puts it a term ahead), and the
+// configuration that gives this node its vote back, written in it, would
+// not count: a voter that never counts as caught up, and no failover.
+func (p *Pair) standDown() (uint64, error) {
 	p.cuMu.Lock()
 	defer p.cuMu.Unlock()
 	if p.star.State() == binarystar.StateActive || p.serving.Load() {
-		return errStandDownActive
+		return 0, errStandDownActive
 	}
 	if p.node.IsLeader() {
-		return errStandDownLeads
+		return 0, errStandDownLeads
 	}
 	if id, _ := p.node.Leader(); id != "" {
 		// It hears a raft leader: the link is not cut (a request that
 		// arrived late, after the link healed). Taken, it would wait for
 		// a configuration of a later term, which a raft that stays whole
 		// may not write for months: no failover meanwhile.
-		return errStandDownFollows
+		return 0, errStandDownFollows
 	}
 	was := p.caughtUp.Load()
 	p.node.ForgetMembership()
 	floor := max(p.node.StartTerm(), p.node.Status().Term, 1)
 	prev := p.standDownTerm.Load()
-	p.standDownTerm.Store(max(floor, prev))
+	term := max(floor, prev)
+	p.standDownTerm.Store(term)
 	p.caughtUp.Store(false)
 	if prev == 0 {
 		// Once per stand-down: the active asks again until it has
@@ -181,7 +214,7 @@ func (p *Pair) StandDown() error {
 		p.log.Warn("stood down: the active peer cannot reach this node's raft and goes on alone; this node does not take over until it has caught up with the peer's new raft",
 			"term", floor, "was_caught_up", was, "peer", p.peerName())
 	}
-	return nil
+	return term, nil
 }
 
 // Why StandDown refuses.

@@ -2,6 +2,8 @@ package ha
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -80,5 +82,33 @@ func TestStandDownRefusals(t *testing.T) {
 	a.Pair = nil
 	if rep := a.serve(broker.Request{Service: tsp.SvcStandDown, Body: [][]byte{{}}}); len(rep) != 2 || string(rep[0]) != "400" {
 		t.Errorf("standdown of a node without a pair role answered %q, want 400", rep)
+	}
+}
+
+// The stand-down is answered with the term the passive stood down at
+// (the active reforms past it). A passive of a build that answers [200]
+// alone still lets the active go on alone, in its own next fenced term
+// as before.
+func TestStandDownAnswer(t *testing.T) {
+	for _, bare := range []bool{false, true} {
+		t.Run(fmt.Sprintf("bare=%v", bare), func(t *testing.T) {
+			r := newRejoinRigWith(t, cuttableLink{}, nil, nil, true)
+			r.bareStandDown.Store(bare)
+			waitFor(t, "the pair in sync, the backup serving", 20*time.Second, func() bool { return r.pairP.caughtUp.Load() && r.pairB.Active() })
+			r.link(false, true)
+			waitFor(t, "the primary stands down", 20*time.Second, func() bool { return r.pairP.standDownTerm.Load() > 0 })
+			waitFor(t, "the backup serves alone", 20*time.Second, func() bool { return r.pairB.Active() && r.b.rep.Solo() && r.b.rep.IsLeader() })
+			submitOn(t, r.b, BackupTag, 3)
+			floor := r.pairP.standDownTerm.Load()
+			if tb := r.b.rep.Term(); !bare && tb <= floor {
+				t.Fatalf("the backup reformed in term %d, not past the term %d the primary stood down at", tb, floor)
+			}
+			a := NewAdmin(r.p.rep, nil, testLogger())
+			a.Pair = r.pairP
+			rep := a.serve(broker.Request{Service: tsp.SvcStandDown, Body: [][]byte{{}}})
+			if len(rep) != 2 || string(rep[0]) != "200" || string(rep[1]) != strconv.FormatUint(r.pairP.standDownTerm.Load(), 10) {
+				t.Fatalf("stand-down answered %q, want [200 | %d]", rep, r.pairP.standDownTerm.Load())
+			}
+		})
 	}
 }

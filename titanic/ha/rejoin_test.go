@@ -51,6 +51,22 @@ func (s swappedAdmin) Request(ctx context.Context, service string, body [][]byte
 
 func (swappedAdmin) Close() error { return nil }
 
+// bareStandDown is the admin link to a node whose titanic.cluster.standdown
+// answers, while bare is set, as builds before the stand-down term did:
+// the first frame alone.
+type bareStandDown struct {
+	Requester
+	bare *atomic.Bool
+}
+
+func (b bareStandDown) Request(ctx context.Context, service string, body [][]byte) ([][]byte, error) {
+	rep, err := b.Requester.Request(ctx, service, body)
+	if err == nil && service == tsp.SvcStandDown && b.bare.Load() && len(rep) > 1 {
+		rep = rep[:1]
+	}
+	return rep, err
+}
+
 // A pair node that returns after its peer went on alone joins the peer's
 // raft without a vote: while it catches up, the active commits alone (a
 // voter that lags would hold every commit of a raft of two; half a minute
@@ -77,6 +93,9 @@ type rejoinRig struct {
 	p, b         *pairNode
 	pairP, pairB *Pair
 	adminDown    *atomic.Bool
+	// bareStandDown makes the primary's admin answer a stand-down as
+	// builds before the stand-down term did: [200] alone.
+	bareStandDown *atomic.Bool
 	// link cuts or heals raft's link and, unless raftOnly, the admin
 	// link too.
 	link func(up, raftOnly bool)
@@ -106,7 +125,7 @@ func newRejoinRigWith(t *testing.T, release cuttableLink, primary, backup func(t
 	log := testLogger()
 	addrP, trP := raft.NewInmemTransport("")
 	addrB, trB := raft.NewInmemTransport("")
-	r := &rejoinRig{adminDown: new(atomic.Bool)}
+	r := &rejoinRig{adminDown: new(atomic.Bool), bareStandDown: new(atomic.Bool)}
 	r.link = func(up, raftOnly bool) {
 		if !raftOnly {
 			r.adminDown.Store(!up)
@@ -134,7 +153,7 @@ func newRejoinRigWith(t *testing.T, release cuttableLink, primary, backup func(t
 	var curP atomic.Pointer[Admin]
 	curP.Store(adminP)
 	toB := cuttableLink{adminLink{adminB}, r.adminDown, release.legacy, release.first}
-	toP := cuttableLink{Requester: swappedAdmin{&curP}, down: r.adminDown}
+	toP := cuttableLink{Requester: bareStandDown{swappedAdmin{&curP}, r.bareStandDown}, down: r.adminDown}
 	cfg := func(peer *pairNode, id string, tag byte) PairConfig {
 		return PairConfig{PeerID: peer.id, PeerAddr: string(peer.addr), PeerEndpoint: "inproc://" + peer.id, PeerTag: tag,
 			ForkDir: filepath.Join(dir, id, "forks"), Logger: log.With("node", id)}
@@ -160,8 +179,11 @@ func newRejoinRigWith(t *testing.T, release cuttableLink, primary, backup func(t
 		r.p = openPairNode(t, dir, "primary", 1, addrP, trP, peers, log, opt(trP, primary)...)
 		a := NewAdmin(r.p.rep, nil, log)
 		a.Merge = r.p.disp.merge
-		curP.Store(a)
 		r.pairP = newPrimary()
+		if withPair {
+			a.Pair = r.pairP
+		}
+		curP.Store(a)
 		stopP = runPair(r.pairP)
 	}
 	t.Cleanup(func() {

@@ -124,7 +124,10 @@ const JoinNonvoter = "nonvoter"
 
 // JoinVoter is the third frame of a titanic.cluster.join by which a
 // group's member that joined without a vote, and has caught up, asks
-// for its vote. A release without it answers 400.
+// for its vote; and a pair's passive that follows its active's raft
+// without a vote (the active that withholds it, raft's link having been
+// found cut, gives it on this request only). A release without it
+// answers 400.
 const JoinVoter = "voter"
 
 // Kind is the kind of a refusal: the fixed token its text frame starts

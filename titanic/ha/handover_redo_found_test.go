@@ -129,3 +129,78 @@ func TestHandoverRedoDoesNotUndoTakersRetry(t *testing.T) {
 			shared, tk.State, tk.Reason)
 	}
 }
+
+// The redo also pauses again a service the taker's operator resumed
+// between the first handover and its redo: the backup's operator paused
+// "echo" during the split, the handover paused it on the primary, the
+// primary's operator resumed it (acknowledged), and the redone handover
+// paused it again.
+func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
+	dir := t.TempDir()
+	log := testLogger()
+	p, b, l := openMemPair(t, dir, log)
+	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+	leader := p
+	if b.rep.IsLeader() {
+		leader = b
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
+		t.Fatalf("announce: %v", err)
+	}
+	waitFor(t, "the version on both", 10*time.Second, func() bool {
+		vp, _ := p.rep.ClusterVersion(ctx)
+		vb, _ := b.rep.ClusterVersion(ctx)
+		return vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
+	})
+	l.down()
+	if err := b.rep.Reform(ctx); err != nil {
+		t.Fatalf("backup reform: %v", err)
+	}
+	if res, err := b.rep.Apply(ctx, []store.Op{{Kind: store.OpPause, Service: "echo", Time: time.Now()}}); err != nil || res[0].Err != nil {
+		t.Fatalf("pause on the backup: %v %v", err, res)
+	}
+	onB := submitOn(t, b, BackupTag, 1)
+	if err := p.rep.Reform(ctx); err != nil {
+		t.Fatalf("primary reform: %v", err)
+	}
+	submitOn(t, p, PrimaryTag, 1)
+	l.up()
+
+	var resumed atomic.Bool
+	link := &answerLostLink{between: func() {
+		paused, err := p.st.Paused(context.Background())
+		if _, ok := paused["echo"]; err != nil || !ok {
+			t.Errorf("after the first handover batch echo is not paused on the primary (%v)", err)
+			return
+		}
+		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer rcancel()
+		if res, err := p.rep.Apply(rctx, []store.Op{{Kind: store.OpResume, Service: "echo", Time: time.Now()}}); err != nil || res[0].Err != nil {
+			t.Errorf("resume on the primary: %v %v", err, res)
+			return
+		}
+		resumed.Store(true)
+	}}
+	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, func(a adminLink) Requester {
+		link.adminLink = a
+		return link
+	})
+	runPairs(t, pairP, pairB)
+	waitFor(t, "the backup rejoins the primary's raft", 40*time.Second, func() bool {
+		_, member := p.rep.MemberAt("backup", string(l.addrB))
+		_, err := p.st.Get(context.Background(), onB[0])
+		return member && pairP.Active() && err == nil
+	})
+	if !resumed.Load() {
+		t.Fatal("the test did not resume the service between the handover and its redo")
+	}
+	paused, err := p.st.Paused(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := paused["echo"]; ok {
+		t.Fatal("service echo, resumed on the primary by its operator after the handover paused it (acknowledged), is paused again after the handover was redone")
+	}
+}

@@ -34,7 +34,7 @@ func (t *txn) journal(index uint64, ops []Op, res []Result) error {
 		return fmt.Errorf("create solo journal: %w", err)
 	}
 	for i := range ops {
-		if res[i].Err != nil || res[i].Duplicate || (ops[i].Kind == OpClose || ops[i].Kind == OpPurge) && !res[i].Existed {
+		if res[i].Err != nil || res[i].Duplicate || (ops[i].Kind == OpClose || ops[i].Kind == OpPurge) && !res[i].Existed || ops[i].Kind == OpHandover {
 			continue
 		}
 		rec := append([]byte{byte(ops[i].Kind)}, ops[i].ID[:]...)

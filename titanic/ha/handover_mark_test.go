@@ -89,3 +89,53 @@ func TestHandoverMarkedOnlyAtItsVersion(t *testing.T) {
 		})
 	}
 }
+
+// A yielding node restarted between two batches of its handover (killed,
+// or its answer lost and the node stopped) names it as before: it leads
+// its own raft again and applies what a new leader does (an
+// announcement), which hands nothing over, so its redo is the same
+// handover and the taker leaves out what it took.
+func TestHandoverIDSameAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	log := testLogger()
+	p, b, _, addrB := splitPair(t, dir, log, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	name := func(n *pairNode) (fork, applied uint64, id store.ID) {
+		t.Helper()
+		if err := n.rep.Halt(); err != nil {
+			t.Fatal(err)
+		}
+		ours, err := n.rep.History(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs, err := p.rep.History(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fork = ours.ForkPoint(theirs)
+		if id, err = n.rep.HandoverID(ctx, n.id, fork); err != nil {
+			t.Fatal(err)
+		}
+		return fork, ours.Applied, id
+	}
+	fork, applied, id := name(b)
+	// The taker goes on meanwhile.
+	submitOn(t, p, PrimaryTag, 1)
+	_ = b.rep.Close()
+	_ = b.st.Close()
+	peers := []replica.Peer{{ID: "primary", Addr: string(p.addr)}, {ID: "backup", Addr: string(addrB)}}
+	b = openPairNode(t, dir, "backup", 0, addrB, b.tr, peers, log)
+	waitFor(t, "the restarted backup leads its own raft", 10*time.Second, b.rep.IsLeader)
+	if err := b.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://backup"}); err != nil {
+		t.Fatalf("announce: %v", err)
+	}
+	fork2, applied2, id2 := name(b)
+	if applied2 <= applied {
+		t.Fatalf("the restarted backup applied nothing (%d, then %d): the test needs it to", applied, applied2)
+	}
+	if fork2 != fork || id2 != id {
+		t.Fatalf("the handover of the same fork is named %d %s before a restart and %d %s after: the taker would apply its ops again", fork, id, fork2, id2)
+	}
+}

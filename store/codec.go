@@ -33,13 +33,15 @@ const (
 	// dispatches in the other history (Op.Attempts, Op.Dispatched): two
 	// more extras tags, which a V4 reader would refuse as unknown.
 	opsRecordV5 = 5
+	// opsRecordV6 is a batch with an OpHandover; its layout is V5's.
+	opsRecordV6 = 6
 )
 
 // OpsRecordVersion is the newest ops record (a replicated batch) this build
 // reads and may write (`titanic version` prints it). A batch is written in
 // the oldest version that holds its ops, so a cluster whose work needs no
 // newer op kind stays readable by older members.
-const OpsRecordVersion = opsRecordV5
+const OpsRecordVersion = opsRecordV6
 
 // maxAttempts bounds the attempt counter a decoder accepts, so that a
 // damaged record cannot overflow int on 32-bit platforms.

@@ -91,6 +91,10 @@ var ErrNotFailed = errors.New("ticket has not failed")
 // there is no dispatch to take back.
 var ErrNotDispatched = errors.New("ticket is not dispatched")
 
+// ErrHandedOver means an op of a split brain's handover was taken before
+// (see OpHandover): the handover was redone, and the op is left out.
+var ErrHandedOver = errors.New("taken before in this handover")
+
 // ErrClusterVersion means a replicated store refused an op of a kind that
 // not every member of its cluster is known to read yet (see
 // BoltStore.ClusterVersion): writing it would stop the members that run an

@@ -34,7 +34,7 @@ func (t *txn) journal(index uint64, ops []Op, res []Result) error {
 		return fmt.Errorf("create solo journal: %w", err)
 	}
 	for i := range ops {
-		if res[i].Err != nil || res[i].Duplicate || (ops[i].Kind == OpClose || ops[i].Kind == OpPurge) && !res[i].Existed {
+		if res[i].Err != nil || res[i].Duplicate || (ops[i].Kind == OpClose || ops[i].Kind == OpPurge) && !res[i].Existed || ops[i].Kind == OpHandover {
 			continue
 		}
 		rec := append([]byte{byte(ops[i].Kind)}, ops[i].ID[:]...)
@@ -73,12 +73,18 @@ func (t *txn) pruneJournal(index uint64) error {
 // (OpReply, OpFail, OpCancel), the failed tickets it gave another round (OpRetry),
 // and the older tickets its clients closed (OpClose).
 // Tickets created and closed after the fork, and attempts that did not
-// finish, carry nothing: the peer redelivers what is unfinished. fn may
+// finish, carry nothing: the peer redelivers what is unfinished. A ticket
+// adopted after the fork (a handover the peer made before, cut short)
+// came from the peer, which may still hold it: it is handed back as an
+// older ticket is (OpClose when closed here; OpAdopt, then OpRetry when
+// retried here, then its answer), not as one created here, whose
+// adoption and close cancelled out, and whose retry was left out. fn may
 // keep the batch.
 func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn func([]Op) error) error {
 	type change struct {
 		id      ID
-		created bool
+		created bool // submitted here after the fork: the peer never held it
+		adopted bool // adopted here after the fork: the peer may hold it
 		closed  bool
 		retried bool
 	}
@@ -117,8 +123,10 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 				order = append(order, id)
 			}
 			switch OpKind(v[0]) {
-			case OpSubmit, OpAdopt:
+			case OpSubmit:
 				ch.created, ch.closed = true, false
+			case OpAdopt:
+				ch.adopted, ch.closed = true, false
 			case OpClose, OpPurge:
 				ch.closed = true
 			case OpRetry:
@@ -157,7 +165,10 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 			if err != nil {
 				return err
 			}
-			if ch.created {
+			if ch.created || ch.adopted {
+				// An adopted ticket too: the peer may have dropped it
+				// with a fork of its own since (it then takes it anew),
+				// or hold it (a duplicate there, left alone).
 				body, err := decodeFrames(tx.Bucket(bodiesBucket).Get(id[:]))
 				if err != nil {
 					return err
@@ -166,7 +177,8 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 				// does not expire, and its attempts are spent.
 				ops = append(ops, Op{Kind: OpAdopt, ID: id, Time: tk.Created, Service: tk.Service, Body: body, IdemKey: tk.IdemKey, Lifecycle: tk.Lifecycle,
 					Attempts: tk.Attempts, Dispatched: tk.State == StateDispatched})
-			} else if ch.retried && tk.State != StateFailed {
+			}
+			if !ch.created && ch.retried && tk.State != StateFailed {
 				// The peer may still hold it failed; the answer below
 				// (or the redelivery of what is unfinished) needs it
 				// pending there first. A ticket the peer already has

@@ -385,3 +385,48 @@ func TestHandoverKeepsDispatchesOfAdoptedTickets(t *testing.T) {
 		t.Fatalf("without the history: %+v (version %d)", bare, bare.Version())
 	}
 }
+
+// A ticket a node adopted in a handover (its peer's, which may still hold
+// it) is handed back as an older ticket is when that node yields later:
+// closed here, an OpClose; retried here, its adoption then an OpRetry;
+// answered here, its adoption then its answer. It was taken for a ticket
+// created after the fork: an adoption and a close cancelled out, and a
+// retry was left out, so the peer kept it pending (run again) or failed
+// (the retry lost).
+func TestForkOpsHandsBackAdoptedTickets(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	if r := s.ApplyLog(ctx, []store.Entry{{Index: 1, Term: 2, Shared: true}}); r[0].Err != nil {
+		t.Fatal(r[0].Err)
+	}
+	fork := uint64(1)
+	closed, retried, answered := store.NewID(), store.NewID(), store.NewID()
+	adopt := func(id store.ID) store.Op {
+		return store.Op{Kind: store.OpAdopt, ID: id, Time: at(1), Service: "s", Body: [][]byte{[]byte("job")}}
+	}
+	ops := []store.Op{
+		adopt(closed), adopt(retried), adopt(answered),
+		{Kind: store.OpFail, ID: retried, Time: at(2), Reason: "failed there"},
+		{Kind: store.OpClose, ID: closed, Time: at(3)},
+		{Kind: store.OpRetry, ID: retried, Time: at(4)},
+		{Kind: store.OpReply, ID: answered, Time: at(5), Reply: [][]byte{[]byte("r")}},
+	}
+	for i, op := range ops {
+		if r := s.ApplyLog(ctx, []store.Entry{{Index: uint64(2 + i), Term: 3, Solo: true, Ops: []store.Op{op}}}); r[0].Err != nil || r[0].Results[0].Err != nil {
+			t.Fatalf("%s: %v %v", op.Kind, r[0].Err, r[0].Results)
+		}
+	}
+	var handed []store.Op
+	if err := s.ForkOps(ctx, fork, 1<<20, func(b []store.Op) error { handed = append(handed, b...); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, op := range handed {
+		name := map[store.ID]string{closed: "closed", retried: "retried", answered: "answered"}[op.ID]
+		got = append(got, op.Kind.String()+" "+name)
+	}
+	want := []string{"close closed", "adopt retried", "retry retried", "adopt answered", "reply answered"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("handed back %q, want %q", got, want)
+	}
+}

@@ -228,11 +228,21 @@ const (
 	// attempts that reached a worker. A ticket that is not dispatched is
 	// left alone (ErrNotDispatched). Ops record version 4.
 	OpUndispatch
+	// OpHandover marks the ops of a split brain's handover that follow
+	// it in the same call (HandoverMark): ID names the handover (see
+	// HandoverID), Body holds where they are in it and how many there
+	// are. A store keeps, per handover, how many of its ops it took, and
+	// takes no op of it twice: those it took before fail with
+	// ErrHandedOver, untouched. A handover redone from the fork point
+	// (its answer lost, the yielding node killed between two batches)
+	// then changes nothing the taker's clients did since. Ops record
+	// version 6.
+	OpHandover
 
 	// lastOpKind is the newest kind this build reads. A new kind must
 	// come with a new ops record version (see codec.go), so that an
 	// older node refuses it (ErrUnsupported) instead of skipping it.
-	lastOpKind = OpUndispatch
+	lastOpKind = OpHandover
 )
 
 // Version is the ops record version that introduced the kind: the
@@ -248,6 +258,8 @@ func (k OpKind) Version() int {
 		return opsRecordV3
 	case k == OpUndispatch:
 		return opsRecordV4
+	case k == OpHandover:
+		return opsRecordV6
 	}
 	return 0
 }
@@ -286,6 +298,8 @@ func (k OpKind) String() string {
 		return "purge"
 	case OpUndispatch:
 		return "undispatch"
+	case OpHandover:
+		return "handover"
 	}
 	return fmt.Sprintf("op(%d)", uint8(k))
 }

@@ -454,11 +454,23 @@ func (s *BoltStore) applyOps(t *txn, ops []Op) (res []Result, err error) {
 		}
 	}()
 	res = make([]Result, len(ops))
+	taken := 0 // ops after an OpHandover that this store took before
 	for j = range ops {
 		if s.failOp != nil {
 			if err := s.failOp(&ops[j]); err != nil {
 				return nil, err
 			}
+		}
+		if taken > 0 {
+			taken--
+			res[j] = Result{ID: ops[j].ID, Err: opErr(&ops[j], ErrHandedOver, "")}
+			continue
+		}
+		if ops[j].Kind == OpHandover {
+			if res[j], taken, err = t.handover(&ops[j], len(ops)-j-1); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if res[j], err = t.apply(&ops[j]); err != nil {
 			return nil, err

@@ -15,14 +15,17 @@ import (
 // clients made (OpClose), and the pauses and resumes of services its
 // operators made (OpPause, OpResume: the state they left). The store applies them
 // idempotently (an adopted ticket already here is left alone, the first
-// reply wins, a ticket closed here stays closed), so a handover retried
-// after a lost answer changes nothing. Adopted unfinished tickets join
+// reply wins, a ticket closed here stays closed), and a batch marked as
+// part of a handover (store.OpHandover) is taken once: a handover redone
+// after a lost answer changes nothing, also what this node's clients did
+// in between (a retry of a ticket the handover failed, a resume of a
+// service it paused). Adopted unfinished tickets join
 // their queues; tickets finished or closed by the merge leave them.
 // Active node only.
 func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	for i := range ops {
 		switch ops[i].Kind {
-		case store.OpAdopt, store.OpRetry, store.OpReply, store.OpFail, store.OpCancel, store.OpClose, store.OpPause, store.OpResume:
+		case store.OpAdopt, store.OpRetry, store.OpReply, store.OpFail, store.OpCancel, store.OpClose, store.OpPause, store.OpResume, store.OpHandover:
 		default:
 			return fmt.Errorf("%w: %s is not a merge op", store.ErrInvalidOp, ops[i].Kind)
 		}
@@ -55,7 +58,7 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	final, adopted := map[store.ID]bool{}, map[store.ID]bool{}
 	for i := range ops {
 		switch {
-		case res[i].Err != nil:
+		case res[i].Err != nil, ops[i].Kind == store.OpHandover:
 		case ops[i].Kind == store.OpAdopt:
 			adopted[ops[i].ID] = !res[i].Duplicate
 		case ops[i].Kind != store.OpRetry:
@@ -66,6 +69,9 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	kick := false
 	for i := range ops {
 		op, r := &ops[i], res[i]
+		if op.Kind == store.OpHandover {
+			continue
+		}
 		if op.Kind == store.OpPause || op.Kind == store.OpResume {
 			if r.Err == nil {
 				s.setPaused(op.Service, op.Kind == store.OpPause)
@@ -115,7 +121,7 @@ func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	}
 	for i := range ops {
 		switch ops[i].Kind {
-		case store.OpAdopt, store.OpRetry, store.OpPause, store.OpResume:
+		case store.OpAdopt, store.OpRetry, store.OpPause, store.OpResume, store.OpHandover:
 		default:
 			if res[i].Err == nil {
 				s.look.notify(ops[i].ID)

@@ -1524,6 +1524,12 @@ func (n *Node) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn func([
 	return n.st.ForkOps(ctx, fork, maxBytes, fn)
 }
 
+// HandoverID names the handover of this node's fork past fork, by node
+// (see store.BoltStore.HandoverID).
+func (n *Node) HandoverID(ctx context.Context, node string, fork uint64) (store.ID, error) {
+	return n.st.HandoverID(ctx, node, fork)
+}
+
 // Resync makes this node a new, empty raft member that catches up from
 // the leader: it stops raft and moves its raft state (log, terms,
 // snapshots) into aside; unless keepStore, it also copies the store there

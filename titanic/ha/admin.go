@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -296,6 +297,7 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 				a.log.Warn("handover: cluster version not raised", "err", err)
 			}
 		}
+		ops = a.keepMarks(ctx, ops)
 		err = a.Merge(ctx, ops)
 		if errors.Is(err, titanic.ErrNotActive) && a.node.IsLeader() {
 			// The raft leader that does not serve (yet): a Binary Star
@@ -306,7 +308,7 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			var res []store.Result
 			if res, err = a.node.Apply(ctx, ops); err == nil {
 				for _, r := range res {
-					if r.Err != nil && !errors.Is(r.Err, store.ErrFinal) && !errors.Is(r.Err, store.ErrNotFound) {
+					if r.Err != nil && !errors.Is(r.Err, store.ErrFinal) && !errors.Is(r.Err, store.ErrNotFound) && !errors.Is(r.Err, store.ErrHandedOver) {
 						a.log.Warn("merge op refused", "err", r.Err)
 					}
 				}
@@ -344,6 +346,25 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		return [][]byte{[]byte("200"), strconv.AppendUint(nil, term, 10)}
 	}
 	return text("400", fmt.Sprintf("unknown admin service %q", req.Service))
+}
+
+// keepMarks returns a handover's ops with their marks (store.OpHandover,
+// which make a redone handover change nothing) only while the cluster
+// version takes every op of them: the marks of a yielding node whose
+// cluster is at store.HandoverMarkVersion, to a taker whose version could
+// not be raised yet (RaiseFor), are dropped, and the batch is taken as
+// an older yielder's (applied again if redone). Kept, a mark would be
+// refused alone (store.ErrClusterVersion) or count an op the version
+// refuses, which the redo must carry again, among the ops taken.
+func (a *Admin) keepMarks(ctx context.Context, ops []store.Op) []store.Op {
+	if !slices.ContainsFunc(ops, func(o store.Op) bool { return o.Kind == store.OpHandover }) {
+		return ops
+	}
+	if cv, err := a.node.ClusterVersion(ctx); err == nil && cv >= handoverVersion(ops) {
+		return ops
+	}
+	a.log.Warn("handover taken without its marks: this cluster's version is below what they need, so a redo of it applies its ops again")
+	return slices.DeleteFunc(slices.Clone(ops), func(o store.Op) bool { return o.Kind == store.OpHandover })
 }
 
 // handoverVersion is the cluster version ops need: an op that a newer

@@ -704,7 +704,10 @@ const (
 //     each batch durable there before the next, then drops its fork
 //     (Resync into ForkDir, where the dropped state stays) and asks to
 //     join. The peer applies the handover idempotently, so a handover
-//     cut short is simply redone.
+//     cut short is simply redone: adoptions are taken once, and each
+//     batch is marked with the handover's name and place
+//     (store.OpHandover, from cluster version 6), so the peer takes none
+//     of its ops twice, over what its clients did in between.
 func (p *Pair) reconcile(ctx context.Context) {
 	if p.node.IsLeader() && p.node.HasVoter(p.peerID) && p.node.Failed() == nil {
 		// A raft of two, led by the passive (it won an election): no
@@ -871,6 +874,23 @@ func (p *Pair) reconcile(ctx context.Context) {
 			"epochs", lastEpochs(ours), "peer_epochs", lastEpochs(theirs))
 		ops, batches := 0, 0
 		cv, _ := p.node.ClusterVersion(cctx)
+		// Each batch marked with the handover's name and its place in
+		// it (store.OpHandover), so that the peer takes none of its ops
+		// twice: a redo (an answer lost, this node restarted between
+		// two batches) re-applied the verdicts on tickets both sides
+		// held and the pauses over what the peer's clients did in
+		// between (a retry of a ticket the handover failed undone). Only
+		// when the peer reads marks (this pair's version is at theirs):
+		// an older peer takes the batches unmarked, as before.
+		var hid store.ID
+		marked := cv >= store.HandoverMarkVersion
+		if marked {
+			self, _ := p.node.Self()
+			if hid, err = p.node.HandoverID(cctx, self, fork); err != nil {
+				p.log.Error("naming the handover", "err", err)
+				return
+			}
+		}
 		err := p.node.ForkOps(cctx, fork, p.handover, func(batch []store.Op) error {
 			if cv < store.AdoptHistoryVersion {
 				// The peer may run a release that cannot read an
@@ -881,7 +901,11 @@ func (p *Pair) reconcile(ctx context.Context) {
 					batch[i] = batch[i].WithoutAdoptHistory()
 				}
 			}
-			rep, err := p.peer.Request(cctx, tsp.SvcAdopt, [][]byte{store.EncodeOps(batch)})
+			send := batch
+			if marked {
+				send = append([]store.Op{store.HandoverMark(hid, ops, len(batch))}, batch...)
+			}
+			rep, err := p.peer.Request(cctx, tsp.SvcAdopt, [][]byte{store.EncodeOps(send)})
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,206 @@
+package ha
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/binarystar"
+	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
+	"github.com/titanicmq/titanic/titanic/tsp"
+)
+
+// answerLostLink is the yielding node's link to the taker's admin: the
+// first handover batch reaches the taker and is applied there, then its
+// answer is lost (as on a network blip, a 15 s client timeout on a slow
+// taker, or the yielding node killed after the batch and restarted).
+// between runs after the taker applied the batch and before the
+// yielding node hears the (lost) answer: what the taker's clients do in
+// between.
+type answerLostLink struct {
+	adminLink
+	lost    atomic.Bool
+	between func()
+}
+
+func (l *answerLostLink) Request(ctx context.Context, service string, body [][]byte) ([][]byte, error) {
+	rep, err := l.adminLink.Request(ctx, service, body)
+	if service == tsp.SvcAdopt && err == nil && len(rep) > 0 && string(rep[0]) == "200" && l.lost.CompareAndSwap(false, true) {
+		l.between()
+		return nil, errors.New("answer lost")
+	}
+	return rep, err
+}
+
+// A handover that is redone (its answer lost: the yielding node sends
+// every batch again from the fork point) is idempotent only for
+// adoptions (the adopted bucket). The verdicts it carries for tickets
+// both sides held (OpFail, OpCancel) and the pauses are applied again,
+// over whatever the taker's clients did in between. Here the backup,
+// alone, failed a ticket both sides held; the handover fails it on the
+// primary; the primary's client, seeing it failed, retries it (200: it
+// is pending again, to run); the handover is redone and fails it again.
+// The client's acknowledged retry is undone: the ticket never runs.
+// (The same redo pauses again a service the primary's operator resumed
+// in between.)
+func TestHandoverRedoDoesNotUndoTakersRetry(t *testing.T) {
+	dir := t.TempDir()
+	log := testLogger()
+	p, b, l := openMemPair(t, dir, log)
+	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+	leader := p
+	if b.rep.IsLeader() {
+		leader = b
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Both members run this build: the cluster takes retries.
+	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
+		t.Fatalf("announce: %v", err)
+	}
+	shared := submitOn(t, leader, 0, 1)[0]
+	waitFor(t, "the shared ticket and the version on both", 10*time.Second, func() bool {
+		_, errP := p.st.Get(context.Background(), shared)
+		_, errB := b.st.Get(context.Background(), shared)
+		vp, _ := p.rep.ClusterVersion(ctx)
+		vb, _ := b.rep.ClusterVersion(ctx)
+		return errP == nil && errB == nil && vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
+	})
+
+	// The split: the backup, alone, fails the shared ticket (its last
+	// attempt failed there) and takes a ticket in; the primary too.
+	l.down()
+	if err := b.rep.Reform(ctx); err != nil {
+		t.Fatalf("backup reform: %v", err)
+	}
+	if res, err := b.rep.Apply(ctx, []store.Op{{Kind: store.OpFail, ID: shared, Time: time.Now(), Reason: "attempt 1 of 1 failed on the backup"}}); err != nil || res[0].Err != nil {
+		t.Fatalf("fail on the backup: %v %v", err, res)
+	}
+	onB := submitOn(t, b, BackupTag, 1)
+	if err := p.rep.Reform(ctx); err != nil {
+		t.Fatalf("primary reform: %v", err)
+	}
+	submitOn(t, p, PrimaryTag, 1)
+	l.up()
+
+	var retried atomic.Bool
+	link := &answerLostLink{between: func() {
+		// The primary's client sees the ticket failed (the handover's
+		// verdict) and retries it: acknowledged.
+		tk, err := p.st.Get(context.Background(), shared)
+		if err != nil || tk.State != store.StateFailed {
+			t.Errorf("after the first handover batch the shared ticket is %v (%v), want failed", tk.State, err)
+			return
+		}
+		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer rcancel()
+		res, err := p.rep.Apply(rctx, []store.Op{{Kind: store.OpRetry, ID: shared, Time: time.Now()}})
+		if err != nil || res[0].Err != nil {
+			t.Errorf("retry on the primary: %v %v", err, res)
+			return
+		}
+		retried.Store(true)
+	}}
+	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, func(a adminLink) Requester {
+		link.adminLink = a
+		return link
+	})
+	_ = pairB
+	runPairs(t, pairP, pairB)
+	waitFor(t, "the backup rejoins the primary's raft", 40*time.Second, func() bool {
+		_, member := p.rep.MemberAt("backup", string(l.addrB))
+		return member && pairP.Active()
+	})
+	if !retried.Load() {
+		t.Fatal("the test did not retry the ticket between the handover and its redo")
+	}
+	if _, err := p.st.Get(context.Background(), onB[0]); err != nil {
+		t.Fatalf("the backup's own ticket was not handed over: %v", err)
+	}
+	tk, err := p.st.Get(context.Background(), shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.State != store.StatePending {
+		t.Fatalf("ticket %s, retried on the primary by its client after the handover failed it (200, pending again), is %s (%q) after the handover was redone: the redo's OpFail undid the acknowledged retry, and the ticket never runs",
+			shared, tk.State, tk.Reason)
+	}
+}
+
+// The redo also pauses again a service the taker's operator resumed
+// between the first handover and its redo: the backup's operator paused
+// "echo" during the split, the handover paused it on the primary, the
+// primary's operator resumed it (acknowledged), and the redone handover
+// paused it again.
+func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
+	dir := t.TempDir()
+	log := testLogger()
+	p, b, l := openMemPair(t, dir, log)
+	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+	leader := p
+	if b.rep.IsLeader() {
+		leader = b
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
+		t.Fatalf("announce: %v", err)
+	}
+	waitFor(t, "the version on both", 10*time.Second, func() bool {
+		vp, _ := p.rep.ClusterVersion(ctx)
+		vb, _ := b.rep.ClusterVersion(ctx)
+		return vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
+	})
+	l.down()
+	if err := b.rep.Reform(ctx); err != nil {
+		t.Fatalf("backup reform: %v", err)
+	}
+	if res, err := b.rep.Apply(ctx, []store.Op{{Kind: store.OpPause, Service: "echo", Time: time.Now()}}); err != nil || res[0].Err != nil {
+		t.Fatalf("pause on the backup: %v %v", err, res)
+	}
+	onB := submitOn(t, b, BackupTag, 1)
+	if err := p.rep.Reform(ctx); err != nil {
+		t.Fatalf("primary reform: %v", err)
+	}
+	submitOn(t, p, PrimaryTag, 1)
+	l.up()
+
+	var resumed atomic.Bool
+	link := &answerLostLink{between: func() {
+		paused, err := p.st.Paused(context.Background())
+		if _, ok := paused["echo"]; err != nil || !ok {
+			t.Errorf("after the first handover batch echo is not paused on the primary (%v)", err)
+			return
+		}
+		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer rcancel()
+		if res, err := p.rep.Apply(rctx, []store.Op{{Kind: store.OpResume, Service: "echo", Time: time.Now()}}); err != nil || res[0].Err != nil {
+			t.Errorf("resume on the primary: %v %v", err, res)
+			return
+		}
+		resumed.Store(true)
+	}}
+	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, func(a adminLink) Requester {
+		link.adminLink = a
+		return link
+	})
+	runPairs(t, pairP, pairB)
+	waitFor(t, "the backup rejoins the primary's raft", 40*time.Second, func() bool {
+		_, member := p.rep.MemberAt("backup", string(l.addrB))
+		_, err := p.st.Get(context.Background(), onB[0])
+		return member && pairP.Active() && err == nil
+	})
+	if !resumed.Load() {
+		t.Fatal("the test did not resume the service between the handover and its redo")
+	}
+	paused, err := p.st.Paused(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := paused["echo"]; ok {
+		t.Fatal("service echo, resumed on the primary by its operator after the handover paused it (acknowledged), is paused again after the handover was redone")
+	}
+}

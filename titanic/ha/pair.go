@@ -16,6 +16,7 @@ import (
 
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/internal/lograte"
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic"
@@ -66,6 +67,10 @@ import (
 //     for it rather than lose what it took alone. Without the peer's
 //     word (it cannot be asked, or it refuses) the active goes on waiting.
 type Pair struct {
+	// repeats bounds the lines a handover the peer keeps refusing
+	// writes at each round (once a second): an older peer refusing a
+	// newer ops record until it is upgraded.
+	repeats *lograte.Limiter
 	// handover bounds one batch of a handover (PairConfig.HandoverBytes).
 	handover int
 	// round bounds one round of reconcile's requests to the peer
@@ -257,7 +262,8 @@ func NewPairWith(node *replica.Node, svc Dispatcher, cfg PairConfig, star func(p
 
 func newPair(node *replica.Node, svc Dispatcher, cfg PairConfig) *Pair {
 	p := &Pair{
-		node: node, svc: svc, log: cfg.Logger.With("component", "ha"),
+		repeats: lograte.New(lograte.Every),
+		node:    node, svc: svc, log: cfg.Logger.With("component", "ha"),
 		peerID: cfg.PeerID, peerAddr: cfg.PeerAddr,
 		kick:         make(chan struct{}, 1),
 		peerEndpoint: cfg.PeerEndpoint, peerTag: cfg.PeerTag, forkDir: cfg.ForkDir,
@@ -869,9 +875,11 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.transfer()
 		return
 	default:
-		p.log.Warn("split brain: this node and its active peer each hold work the other lacks; handing this node's over",
-			"fork_index", fork, "applied", ours.Applied, "peer_applied", theirs.Applied,
-			"epochs", lastEpochs(ours), "peer_epochs", lastEpochs(theirs))
+		if left, ok := p.repeats.Allow(time.Now(), "split"); ok {
+			p.log.Warn("split brain: this node and its active peer each hold work the other lacks; handing this node's over",
+				"fork_index", fork, "applied", ours.Applied, "peer_applied", theirs.Applied,
+				"epochs", lastEpochs(ours), "peer_epochs", lastEpochs(theirs), "suppressed", left)
+		}
 		ops, batches := 0, 0
 		cv, _ := p.node.ClusterVersion(cctx)
 		// Each batch marked with the handover's name and its place in
@@ -917,7 +925,9 @@ func (p *Pair) reconcile(ctx context.Context) {
 			return nil
 		})
 		if err != nil {
-			p.log.Warn("handing the fork over to the peer; will retry", "handed_ops", ops, "err", err)
+			if left, ok := p.repeats.Allow(time.Now(), "handover failed"); ok {
+				p.log.Warn("handing the fork over to the peer; will retry", "handed_ops", ops, "err", err, "suppressed", left)
+			}
 			return
 		}
 		p.log.Warn("fork handed over to the active peer", "ops", ops, "batches", batches)

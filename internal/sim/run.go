@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -515,20 +516,68 @@ func (c *cluster) finish(ctx context.Context, settled bool) {
 	if !settled {
 		return
 	}
-	c.hist.Stores = map[string]map[store.ID]Stored{}
-	for _, n := range c.nodes {
-		inc := n.current()
-		got, err := contents(ctx, inc.st)
-		if err == nil {
-			err = inc.st.Check(ctx)
-		}
+	// The stores are read one after the other, and a write may still be
+	// on its way: a worker stopped while its reply was in flight was
+	// told ErrUncertain at once (replica.Node.Apply returns when its ctx
+	// ends), and raft commits the entry all the same. Read between two
+	// nodes' applying it, the stores looked different (the leader read
+	// first, without the reply, the follower after, with it: seed
+	// 30016 under -race on a loaded machine). So the stores count only
+	// if every node's applied index was the same before and after all
+	// of them were read.
+	deadline = time.Now().Add(10 * time.Second)
+	for try := 0; ; try++ {
+		before, err := c.appliedIndexes(ctx)
 		if err != nil {
-			c.hist.stuck(fmt.Sprintf("%s's store: %v", n.id, err))
-			c.hist.Stores = nil
+			c.hist.stuck(err.Error())
 			return
 		}
-		c.hist.Stores[n.id] = got
+		stores := map[string]map[store.ID]Stored{}
+		for _, n := range c.nodes {
+			inc := n.current()
+			got, err := contents(ctx, inc.st)
+			if err == nil {
+				err = inc.st.Check(ctx)
+			}
+			if err != nil {
+				c.hist.stuck(fmt.Sprintf("%s's store: %v", n.id, err))
+				return
+			}
+			stores[n.id] = got
+		}
+		after, err := c.appliedIndexes(ctx)
+		if err != nil {
+			c.hist.stuck(err.Error())
+			return
+		}
+		if slices.Equal(before, after) && slices.Min(after) == slices.Max(after) {
+			c.hist.Stores = stores
+			return
+		}
+		if time.Now().After(deadline) {
+			c.hist.stuck(fmt.Sprintf("the replicas' applied indexes kept moving while their stores were read: %v, then %v", before, after))
+			return
+		}
+		c.log.Info("stores read while entries were applied; again", "before", fmt.Sprint(before), "after", fmt.Sprint(after), "try", try)
+		time.Sleep(c.sched.Step)
 	}
+}
+
+// appliedIndexes returns every node's applied index (all are running).
+func (c *cluster) appliedIndexes(ctx context.Context) ([]uint64, error) {
+	out := make([]uint64, len(c.nodes))
+	for i, n := range c.nodes {
+		inc := n.current()
+		if inc == nil {
+			return nil, fmt.Errorf("%s is down", n.id)
+		}
+		a, err := inc.st.AppliedIndex(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: applied index: %w", n.id, err)
+		}
+		out[i] = a
+	}
+	return out, nil
 }
 
 // contents reads every ticket of st.

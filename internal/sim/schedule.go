@@ -213,7 +213,9 @@ func (rc *raftCuts) cut(step, length int, atEnd bool) {
 // tail adds, to half the schedules, steps after the last of the others'
 // (from step on) in which the raft link alone is cut: it starts with
 // every other link healed and every node restarted, and its cut heals
-// in its second half or with everything at the end.
+// in its second half or with everything at the end. Clients vote at
+// either node meanwhile, and in a third of the tails a node crashes
+// during the cut and restarts a few steps later.
 func (rc *raftCuts) tail(step int) {
 	if rc.rng.IntN(2) != 0 {
 		return
@@ -226,6 +228,21 @@ func (rc *raftCuts) tail(step int) {
 		rc.add(step, Action{Kind: Restart, From: a})
 	}
 	rc.cut(step, length/2+rc.rng.IntN(length/2+1), rc.rng.IntN(3) == 0)
+	if rc.rng.IntN(3) == 0 {
+		// A node dies during the cut: the active after its passive
+		// stood down must not be replaced by that passive, which lacks
+		// what the active took alone.
+		at := step + length/3 + rc.rng.IntN(length-length/3)
+		a := rc.rng.IntN(2)
+		rc.add(at, Action{Kind: Crash, From: a})
+		rc.add(at+2+rc.rng.IntN(10), Action{Kind: Restart, From: a})
+	}
+	for k := range length {
+		// Clients that move on to the other node vote there.
+		if rc.rng.Float64() < 0.3 {
+			rc.add(step+k, Action{Kind: Vote, From: rc.rng.IntN(2)})
+		}
+	}
 }
 
 func (rc *raftCuts) add(step int, a Action) {

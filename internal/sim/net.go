@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -15,12 +16,18 @@ import (
 // a->b. A cut a->b stops what a sends b on its own (raft RPCs, states,
 // requests); b's requests to a and a's answers to them still pass, as
 // with raft's in-memory transport. An admin request needs both ways.
+//
+// A raft cut a->b (CutRaft) stops only a's raft RPCs to b, as a firewall
+// rule on the raft port would: Binary Star's states and the admin
+// requests, which go to other ports (the client endpoint and Binary
+// Star's), still pass.
 type network struct {
-	mu    sync.Mutex
-	trans []*transport
-	addrs []raft.ServerAddress
-	cut   [][]bool // cut[a][b]: a does not reach b
-	up    []bool
+	mu      sync.Mutex
+	trans   []*transport
+	addrs   []raft.ServerAddress
+	cut     [][]bool // cut[a][b]: a does not reach b
+	raftCut [][]bool // raftCut[a][b]: a's raft does not reach b's
+	up      []bool
 }
 
 // transport is a node's in-memory transport. Raft's Shutdown closes a
@@ -33,12 +40,13 @@ type transport struct{ *raft.InmemTransport }
 func (transport) Close() error { return nil }
 
 func newNetwork(n int) *network {
-	nw := &network{cut: make([][]bool, n), up: make([]bool, n)}
+	nw := &network{cut: make([][]bool, n), raftCut: make([][]bool, n), up: make([]bool, n)}
 	for i := range n {
 		addr, t := raft.NewInmemTransport("")
 		nw.trans = append(nw.trans, &transport{t})
 		nw.addrs = append(nw.addrs, addr)
 		nw.cut[i] = make([]bool, n)
+		nw.raftCut[i] = make([]bool, n)
 	}
 	return nw
 }
@@ -48,6 +56,14 @@ func (nw *network) set(a, b int, cut bool) {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
 	nw.cut[a][b] = cut
+	nw.route(a, b)
+}
+
+// setRaft changes the raft link a->b alone and applies it.
+func (nw *network) setRaft(a, b int, cut bool) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	nw.raftCut[a][b] = cut
 	nw.route(a, b)
 }
 
@@ -71,7 +87,7 @@ func (nw *network) healAll() {
 	for a := range nw.cut {
 		for b := range nw.cut[a] {
 			if a != b {
-				nw.cut[a][b] = false
+				nw.cut[a][b], nw.raftCut[a][b] = false, false
 				nw.route(a, b)
 			}
 		}
@@ -79,29 +95,34 @@ func (nw *network) healAll() {
 }
 
 func (nw *network) route(a, b int) {
-	if nw.up[a] && nw.up[b] && !nw.cut[a][b] {
+	if nw.up[a] && nw.up[b] && !nw.cut[a][b] && !nw.raftCut[a][b] {
 		nw.trans[a].Connect(nw.addrs[b], nw.trans[b].InmemTransport)
 	} else {
 		nw.trans[a].Disconnect(nw.addrs[b])
 	}
 }
 
-// reaches reports whether a's messages reach b.
+// reaches reports whether a's messages other than raft's (Binary Star's
+// states, admin requests and answers) reach b.
 func (nw *network) reaches(a, b int) bool {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
 	return nw.up[a] && nw.up[b] && !nw.cut[a][b]
 }
 
-// cuts describes the links cut, for the log.
-func (nw *network) cuts() [][2]int {
+// cuts describes the links cut, for the log: "a->b" for a cut link,
+// "a->b raft" for a raft link cut alone.
+func (nw *network) cuts() []string {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
-	var out [][2]int
+	var out []string
 	for a := range nw.cut {
 		for b := range nw.cut[a] {
-			if nw.cut[a][b] {
-				out = append(out, [2]int{a, b})
+			switch {
+			case nw.cut[a][b]:
+				out = append(out, fmt.Sprintf("%d->%d", a, b))
+			case nw.raftCut[a][b]:
+				out = append(out, fmt.Sprintf("%d->%d raft", a, b))
 			}
 		}
 	}

@@ -47,9 +47,14 @@ type incarnation struct {
 	pair  *ha.Pair
 	group *ha.Group
 	star  *star
-	stop  context.CancelFunc
-	done  chan struct{}
-	err   error // the role loop's, once done is closed
+	// versions keeps the cluster version, as a broker's node does: the
+	// members report theirs to the raft leader (the pair's peer) through
+	// the admin services, and the leader raises it to
+	// store.OpsRecordVersion.
+	versions *ha.Versions
+	stop     context.CancelFunc
+	done     chan struct{}
+	err      error // the role loop's, once done is closed
 	// closed is closed once the replica and the store are.
 	closed chan struct{}
 }
@@ -123,7 +128,7 @@ func (n *node) start() error {
 		pn := c.nodes[peer]
 		pc := ha.PairConfig{
 			PeerID: pn.id, PeerAddr: string(c.net.addrs[peer]),
-			PeerEndpoint: "sim://" + pn.id, PeerTag: pn.tag,
+			PeerEndpoint: endpoint(pn), PeerTag: pn.tag,
 			ForkDir: filepath.Join(n.dir, "forks"),
 			Logger:  n.log,
 		}
@@ -144,11 +149,33 @@ func (n *node) start() error {
 		inc.group = ha.NewGroup(rep, inc.disp, n.log)
 		run = inc.group.Run
 	}
+	vc := ha.VersionsConfig{
+		Endpoint: func() string { return endpoint(n) }, Release: "sim",
+		Interval: versionInterval, Logger: n.log,
+		Dial: func(ep string) (ha.Requester, error) {
+			for _, to := range c.nodes {
+				if endpoint(to) == ep && to != n {
+					return &peerLink{c: c, from: n.idx, to: to.idx}, nil
+				}
+			}
+			return nil, fmt.Errorf("%w: no node at %s", errUnreachable, ep)
+		},
+	}
+	if c.sched.Mode == Pair {
+		pn := c.nodes[1-n.idx]
+		vc.Pair, vc.PeerID, vc.PeerEndpoint = true, pn.id, endpoint(pn)
+	}
+	inc.versions = ha.NewVersions(rep, vc)
 	ctx, cancel := context.WithCancel(context.Background())
 	inc.stop = cancel
 	go func() {
 		defer close(inc.done)
+		var versions sync.WaitGroup
+		vctx, stopVersions := context.WithCancel(ctx)
+		versions.Go(func() { _ = inc.versions.Run(vctx) })
 		inc.err = run(ctx)
+		stopVersions()
+		versions.Wait()
 	}()
 	n.mu.Lock()
 	n.cur = inc
@@ -157,6 +184,15 @@ func (n *node) start() error {
 	c.net.setUp(n.idx, true)
 	return nil
 }
+
+// endpoint is a node's client endpoint, where its admin services answer.
+func endpoint(n *node) string { return "sim://" + n.id }
+
+// versionInterval is how often a member reports its version (ha.Versions;
+// a broker's 2 s): the first rounds come ten times as often, so a pair or
+// a group that just started raises its cluster version within the
+// schedule's first second or so.
+const versionInterval = 500 * time.Millisecond
 
 // stopWait bounds how long a role loop may take to stop.
 const stopWait = 60 * time.Second
@@ -291,8 +327,15 @@ func (l *peerLink) Request(ctx context.Context, service string, body [][]byte) (
 		return nil, errUnreachable
 	}
 	r := &replier{out: make(chan [][]byte, 1)}
+	// As a broker's node sets up its admin services (titanic/node).
 	a := ha.NewAdmin(inc.rep, r, inc.n.log)
 	a.Merge = inc.disp.merge
+	a.Versions = inc.versions
+	if inc.pair != nil {
+		a.Pair, a.Forget = inc.pair, inc.pair.ForgetPeerSplit
+	} else {
+		a.NonvoterFirst = true
+	}
 	out := a.ServeMDP(broker.Request{Service: service, Body: body})
 	if out == nil {
 		select {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,8 +23,13 @@ import (
 type Options struct {
 	Mode Mode
 	Seed int64
-	// Steps is the schedule's length (0: DefaultSteps).
+	// Steps is the schedule's length (0: DefaultSteps), without the tail
+	// of raft cuts half the pair schedules add (see Schedule.Steps).
 	Steps int
+	// NoRaftCuts leaves the cuts of the raft link alone (and the tail)
+	// out of the schedule: the seed's schedule as it was before they
+	// came, for the regressions found on it.
+	NoRaftCuts bool
 	// NoFence switches the pair's fencing off (replica.Config
 	// FenceStride 0, which also leaves the solo journal empty), as the
 	// first wave ran: the two sides of a split brain can then lead the
@@ -65,7 +71,13 @@ type Result struct {
 	Exits []string
 	// TransferFailures counts the transfers FailTransfers failed.
 	TransferFailures int
-	Took             time.Duration
+	// ClusterVersions is each node's cluster version at the end (0: down
+	// or unknown); VersionStep is the first step at which a node's was
+	// store.OpsRecordVersion (-1: never). Below it, a pair's handover
+	// leaves out the adopted tickets' attempts (store.AdoptHistoryVersion).
+	ClusterVersions []int
+	VersionStep     int
+	Took            time.Duration
 }
 
 // ErrConfig: invalid Options.
@@ -92,11 +104,13 @@ type cluster struct {
 	exits    []string
 	// failedTransfers counts the transfers FailTransfers failed.
 	failedTransfers atomic.Int64
+	// versionStep: see Result.VersionStep (the stepper's).
+	versionStep int
 }
 
 // DefaultSettle bounds the wait, once every fault is healed, for the run
-// to settle: one node serving, the replicas caught up, every acknowledged
-// ticket answered.
+// to settle: one node serving, at the current cluster version, the
+// replicas caught up, every acknowledged ticket answered.
 const DefaultSettle = 45 * time.Second
 
 // finalFor bounds the final lookups: an answer that does not come within
@@ -115,10 +129,13 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	sched := NewSchedule(opts.Mode, opts.Seed, opts.Steps)
+	if opts.NoRaftCuts {
+		sched = sched.withoutRaftCuts(opts.Steps)
+	}
 	c := &cluster{
 		opts: opts, sched: sched, log: opts.Logger.With("component", "sim"),
 		net: newNetwork(sched.Nodes), hist: &History{}, leases: map[lease]bool{},
-		scheduled: make(chan struct{}),
+		scheduled: make(chan struct{}), versionStep: -1,
 	}
 	for i := range sched.Nodes {
 		id := fmt.Sprintf("n%d", i+1)
@@ -178,9 +195,16 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	c.log.Info("final answers taken", "since_start", time.Since(start))
 	stopSteps()
 	<-stepped
+	versions := make([]int, len(c.nodes))
+	for i, n := range c.nodes {
+		if inc := n.current(); inc != nil {
+			versions[i], _ = inc.rep.ClusterVersion(ctx)
+		}
+	}
 	c.stopAll()
 
-	res := Result{Schedule: sched, History: c.hist, Report: Check(c.hist), Exits: c.exits, TransferFailures: int(c.failedTransfers.Load()), Took: time.Since(start)}
+	res := Result{Schedule: sched, History: c.hist, Report: Check(c.hist), Exits: c.exits, TransferFailures: int(c.failedTransfers.Load()),
+		ClusterVersions: versions, VersionStep: c.versionStep, Took: time.Since(start)}
 	c.log.Info("done", "took", res.Took, "report", res.Report.String())
 	return res, ctx.Err()
 }
@@ -213,6 +237,17 @@ func (c *cluster) stepper(ctx context.Context) {
 			}
 		}
 		c.beat()
+		if c.versionStep < 0 {
+			for _, n := range c.nodes {
+				if inc := n.current(); inc != nil {
+					if v, _ := inc.rep.ClusterVersion(ctx); v >= store.OpsRecordVersion {
+						c.versionStep = step
+						c.log.Info("cluster version raised to the current ops record version", "step", step, "node", n.id, "cluster_version", v)
+						break
+					}
+				}
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -229,6 +264,10 @@ func (c *cluster) apply(step int, a Action) {
 		c.net.set(a.From, a.To, true)
 	case Heal:
 		c.net.set(a.From, a.To, false)
+	case CutRaft:
+		c.net.setRaft(a.From, a.To, true)
+	case HealRaft:
+		c.net.setRaft(a.From, a.To, false)
 	case Crash:
 		if n.current() == nil {
 			return
@@ -253,7 +292,7 @@ func (c *cluster) apply(step int, a Action) {
 		c.log.Info("step", "step", step, "action", a.String(), "admitted", ok, "star", inc.star.State().String())
 		return
 	}
-	c.log.Info("step", "step", step, "action", a.String(), "cuts", fmt.Sprint(c.net.cuts()))
+	c.log.Info("step", "step", step, "action", a.String(), "cuts", strings.Join(c.net.cuts(), ", "))
 }
 
 // reap stops the nodes whose role loop ended on its own: the broker would
@@ -408,6 +447,11 @@ func (c *cluster) unsettled(ctx context.Context, tickets bool) string {
 	if voters != len(c.nodes) {
 		return fmt.Sprintf("%s's raft has %d voters: %+v", l.n.id, voters, ms)
 	}
+	if v, err := l.rep.ClusterVersion(ctx); err != nil || v < store.OpsRecordVersion {
+		// Every node runs this build and reports it: the leader raises
+		// the cluster version, as a broker's does.
+		return fmt.Sprintf("%s's cluster version is %d, not %d (%v)", l.n.id, v, store.OpsRecordVersion, err)
+	}
 	applied, err := l.st.AppliedIndex(ctx)
 	if err != nil {
 		return fmt.Sprintf("%s: applied index: %v", l.n.id, err)
@@ -472,20 +516,68 @@ func (c *cluster) finish(ctx context.Context, settled bool) {
 	if !settled {
 		return
 	}
-	c.hist.Stores = map[string]map[store.ID]Stored{}
-	for _, n := range c.nodes {
-		inc := n.current()
-		got, err := contents(ctx, inc.st)
-		if err == nil {
-			err = inc.st.Check(ctx)
-		}
+	// The stores are read one after the other, and a write may still be
+	// on its way: a worker stopped while its reply was in flight was
+	// told ErrUncertain at once (replica.Node.Apply returns when its ctx
+	// ends), and raft commits the entry all the same. Read between two
+	// nodes' applying it, the stores looked different (the leader read
+	// first, without the reply, the follower after, with it: seed
+	// 30016 under -race on a loaded machine). So the stores count only
+	// if every node's applied index was the same before and after all
+	// of them were read.
+	deadline = time.Now().Add(10 * time.Second)
+	for try := 0; ; try++ {
+		before, err := c.appliedIndexes(ctx)
 		if err != nil {
-			c.hist.stuck(fmt.Sprintf("%s's store: %v", n.id, err))
-			c.hist.Stores = nil
+			c.hist.stuck(err.Error())
 			return
 		}
-		c.hist.Stores[n.id] = got
+		stores := map[string]map[store.ID]Stored{}
+		for _, n := range c.nodes {
+			inc := n.current()
+			got, err := contents(ctx, inc.st)
+			if err == nil {
+				err = inc.st.Check(ctx)
+			}
+			if err != nil {
+				c.hist.stuck(fmt.Sprintf("%s's store: %v", n.id, err))
+				return
+			}
+			stores[n.id] = got
+		}
+		after, err := c.appliedIndexes(ctx)
+		if err != nil {
+			c.hist.stuck(err.Error())
+			return
+		}
+		if slices.Equal(before, after) && slices.Min(after) == slices.Max(after) {
+			c.hist.Stores = stores
+			return
+		}
+		if time.Now().After(deadline) {
+			c.hist.stuck(fmt.Sprintf("the replicas' applied indexes kept moving while their stores were read: %v, then %v", before, after))
+			return
+		}
+		c.log.Info("stores read while entries were applied; again", "before", fmt.Sprint(before), "after", fmt.Sprint(after), "try", try)
+		time.Sleep(c.sched.Step)
 	}
+}
+
+// appliedIndexes returns every node's applied index (all are running).
+func (c *cluster) appliedIndexes(ctx context.Context) ([]uint64, error) {
+	out := make([]uint64, len(c.nodes))
+	for i, n := range c.nodes {
+		inc := n.current()
+		if inc == nil {
+			return nil, fmt.Errorf("%s is down", n.id)
+		}
+		a, err := inc.st.AppliedIndex(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: applied index: %w", n.id, err)
+		}
+		out[i] = a
+	}
+	return out, nil
 }
 
 // contents reads every ticket of st.

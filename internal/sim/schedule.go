@@ -38,11 +38,13 @@ type Kind uint8
 
 // Fault actions.
 const (
-	Cut     Kind = iota + 1 // From no longer reaches To (one way)
-	Heal                    // From reaches To again
-	Crash                   // node From stops (role loop, replica, store closed)
-	Restart                 // node From starts again from its directories
-	Vote                    // a client request at node From (pair: the Binary Star vote)
+	Cut      Kind = iota + 1 // From no longer reaches To (one way)
+	Heal                     // From reaches To again
+	Crash                    // node From stops (role loop, replica, store closed)
+	Restart                  // node From starts again from its directories
+	Vote                     // a client request at node From (pair: the Binary Star vote)
+	CutRaft                  // From's raft no longer reaches To's (one way); Binary Star and admin requests still pass
+	HealRaft                 // From's raft reaches To's again
 )
 
 // Action is one fault of a schedule step.
@@ -63,6 +65,10 @@ func (a Action) String() string {
 		return fmt.Sprintf("restart %d", a.From)
 	case Vote:
 		return fmt.Sprintf("vote %d", a.From)
+	case CutRaft:
+		return fmt.Sprintf("cut raft %d->%d", a.From, a.To)
+	case HealRaft:
+		return fmt.Sprintf("heal raft %d->%d", a.From, a.To)
 	}
 	return fmt.Sprintf("action(%d)", uint8(a.Kind))
 }
@@ -75,7 +81,9 @@ type Schedule struct {
 	// Step is the real time between two steps; each step is also one
 	// Binary Star heartbeat on the fake clock.
 	Step time.Duration
-	// Steps holds the faults of each step.
+	// Steps holds the faults of each step: the steps asked for, and, in
+	// half the pair schedules, a tail where only the raft link is cut
+	// (see raftCuts).
 	Steps [][]Action
 	// Traffic: how many clients, workers and lookers run, and their mean
 	// pause between two operations.
@@ -123,7 +131,124 @@ func NewSchedule(mode Mode, seed int64, steps int) Schedule {
 	for step := range steps {
 		g.step(step, heat)
 	}
+	if mode == Pair {
+		// Cuts of the raft link alone come from a stream of their own,
+		// added to the faults above: those are the same as before they
+		// came, for every seed.
+		rc := raftCuts{rng: rand.New(rand.NewPCG(uint64(seed), 0x72637574)), s: &s} // "rcut"
+		for step := range steps {
+			rc.step(step, heat)
+		}
+		rc.tail(steps)
+	}
 	return s
+}
+
+// withoutRaftCuts returns the schedule without its cuts of the raft
+// link alone and its tail (see raftCuts): steps long (0: DefaultSteps).
+func (s Schedule) withoutRaftCuts(steps int) Schedule {
+	if steps <= 0 {
+		steps = DefaultSteps
+	}
+	out := s
+	out.Steps = make([][]Action, min(steps, len(s.Steps)))
+	for i := range out.Steps {
+		for _, a := range s.Steps[i] {
+			if a.Kind != CutRaft && a.Kind != HealRaft {
+				out.Steps[i] = append(out.Steps[i], a)
+			}
+		}
+	}
+	return out
+}
+
+// raftCuts draws a pair schedule's cuts of the raft link alone: Binary
+// Star hears the peer and admin requests pass, so the active node, whose
+// raft elects nobody, asks the passive to stand down and goes on alone
+// (titanic/ha/raftcut.go). One way or both ways; some heal before the
+// active gives up on raft (ha's raftCutWait: 300 ms with the simulation's
+// raft timeouts, 6 to 20 steps), some after, some only when the schedule
+// is over.
+//
+// Within the schedule they mostly overlap the other faults (a cut of
+// every link, a crash), which Binary Star sees: so half the schedules
+// end with a tail in which every other fault is healed, every node runs,
+// and only the raft link is cut, while the traffic goes on.
+type raftCuts struct {
+	rng   *rand.Rand
+	s     *Schedule
+	until int // the step the current cut heals at (-1: at the end)
+}
+
+func (rc *raftCuts) step(step int, heat float64) {
+	if step < rc.until || rc.until < 0 || rc.rng.Float64() >= 0.03*heat {
+		return
+	}
+	rc.cut(step, 2+rc.rng.IntN(40), rc.rng.IntN(5) == 0)
+}
+
+// cut cuts the raft link one way or both at step, healed length steps
+// later unless atEnd.
+func (rc *raftCuts) cut(step, length int, atEnd bool) {
+	links := [][2]int{{0, 1}, {1, 0}}
+	switch rc.rng.IntN(3) {
+	case 0:
+		links = links[:1] // the primary's raft does not reach the backup's
+	case 1:
+		links = links[1:] // the backup's does not reach the primary's
+	}
+	heal := step + length
+	if atEnd {
+		heal = -1 // healed with everything when the schedule is over
+	}
+	for _, l := range links {
+		rc.add(step, Action{Kind: CutRaft, From: l[0], To: l[1]})
+		if heal >= 0 {
+			rc.add(heal, Action{Kind: HealRaft, From: l[0], To: l[1]})
+		}
+	}
+	rc.until = heal
+}
+
+// tail adds, to half the schedules, steps after the last of the others'
+// (from step on) in which the raft link alone is cut: it starts with
+// every other link healed and every node restarted, and its cut heals
+// in its second half or with everything at the end. Clients vote at
+// either node meanwhile, and in a third of the tails a node crashes
+// during the cut and restarts a few steps later.
+func (rc *raftCuts) tail(step int) {
+	if rc.rng.IntN(2) != 0 {
+		return
+	}
+	length := 15 + rc.rng.IntN(46)
+	rc.s.Steps = append(rc.s.Steps, make([][]Action, length)...)
+	for a := range 2 {
+		rc.add(step, Action{Kind: Heal, From: a, To: 1 - a})
+		rc.add(step, Action{Kind: HealRaft, From: a, To: 1 - a})
+		rc.add(step, Action{Kind: Restart, From: a})
+	}
+	rc.cut(step, length/2+rc.rng.IntN(length/2+1), rc.rng.IntN(3) == 0)
+	if rc.rng.IntN(3) == 0 {
+		// A node dies during the cut: the active after its passive
+		// stood down must not be replaced by that passive, which lacks
+		// what the active took alone.
+		at := step + length/3 + rc.rng.IntN(length-length/3)
+		a := rc.rng.IntN(2)
+		rc.add(at, Action{Kind: Crash, From: a})
+		rc.add(at+2+rc.rng.IntN(10), Action{Kind: Restart, From: a})
+	}
+	for k := range length {
+		// Clients that move on to the other node vote there.
+		if rc.rng.Float64() < 0.3 {
+			rc.add(step+k, Action{Kind: Vote, From: rc.rng.IntN(2)})
+		}
+	}
+}
+
+func (rc *raftCuts) add(step int, a Action) {
+	if step < len(rc.s.Steps) {
+		rc.s.Steps[step] = append(rc.s.Steps[step], a)
+	}
 }
 
 type gen struct {

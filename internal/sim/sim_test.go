@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,12 +15,13 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/internal/sim"
+	"github.com/titanicmq/titanic/store"
 )
 
 // The simulation runs as many schedules as fit in a budget: short in
 // `make test`, long with TITANIC_SIM=long (`make sim`; TITANIC_SIM_TIME
 // sets the budget per mode, default 5m). TITANIC_SIM_SEED=n replays one
-// seed. TITANIC_SIM_FAIL_TRANSFERS=1 makes every raft leadership transfer
+// seed; TITANIC_SIM_FIRST=n starts the sequence at seed n. TITANIC_SIM_FAIL_TRANSFERS=1 makes every raft leadership transfer
 // of the pair fail (Options.FailTransfers), so that a passive leader must
 // step down each time. Speed is reported, never asserted.
 
@@ -43,6 +45,13 @@ func seeds(t *testing.T) (first int64, only bool) {
 			t.Fatalf("TITANIC_SIM_SEED=%q: %v", s, err)
 		}
 		return n, true
+	}
+	if s := os.Getenv("TITANIC_SIM_FIRST"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			t.Fatalf("TITANIC_SIM_FIRST=%q: %v", s, err)
+		}
+		return n, false
 	}
 	if os.Getenv("TITANIC_SIM") == "long" {
 		return time.Now().UnixNano() % 1_000_000_000, false
@@ -87,6 +96,12 @@ func runOne(t *testing.T, opts sim.Options) sim.Result {
 	if os.Getenv("TITANIC_SIM_LOG") != "" {
 		t.Logf("log: %s", logs.save(t, name))
 	}
+	if res.Report.OK() && slices.Min(res.ClusterVersions) < store.OpsRecordVersion {
+		// Settled: both nodes up and caught up, reporting their
+		// versions to the leader all along.
+		t.Errorf("%s seed %d: cluster versions %v at the end, not %d: the simulation does not run the current ops records",
+			opts.Mode, opts.Seed, res.ClusterVersions, store.OpsRecordVersion)
+	}
 	if !res.Report.OK() {
 		t.Errorf("%s seed %d (fencing %v): %s\nexits: %q\nschedule: %s\nlog: %s\nreplay: TITANIC_SIM_SEED=%d go test -race -count=1 -run 'TestSim%s$' ./internal/sim/",
 			opts.Mode, opts.Seed, !opts.NoFence, res.Report, res.Exits, res.Schedule, logs.save(t, name), opts.Seed, title(opts.Mode))
@@ -103,7 +118,7 @@ func simulate(t *testing.T, mode sim.Mode, short time.Duration) {
 	first, only := seeds(t)
 	end := time.Now().Add(budget(short))
 	start := time.Now()
-	var runs, acked, runTwice, answeredTwice, exits, failed int
+	var runs, acked, runTwice, answeredTwice, exits, failed, neverRaised int
 	for seed := first; ; seed++ {
 		res := runOne(t, sim.Options{Mode: mode, Seed: seed, FailTransfers: os.Getenv("TITANIC_SIM_FAIL_TRANSFERS") != ""})
 		runs++
@@ -114,16 +129,33 @@ func simulate(t *testing.T, mode sim.Mode, short time.Duration) {
 		if !res.Report.OK() {
 			failed++
 		}
+		if res.VersionStep < 0 {
+			neverRaised++
+		}
 		if testing.Verbose() {
-			t.Logf("seed %d: %s in %s; exits %q", seed, res.Report, res.Took.Round(time.Millisecond), res.Exits)
+			t.Logf("seed %d: %s in %s; exits %q; cluster version %d from step %d (%v at the end); raft cuts %d", seed, res.Report, res.Took.Round(time.Millisecond), res.Exits,
+				store.OpsRecordVersion, res.VersionStep, res.ClusterVersions, raftCuts(res.Schedule))
 		}
 		if only || time.Now().After(end) {
 			break
 		}
 	}
 	took := time.Since(start)
-	t.Logf("%s: %d schedules (seeds %d-%d) in %s: %.1f schedules/minute; %d tickets acknowledged, %d jobs run twice, %d answered twice, %d node exits, %d schedules failed",
-		mode, runs, first, first+int64(runs)-1, took.Round(time.Second), float64(runs)/took.Minutes(), acked, runTwice, answeredTwice, exits, failed)
+	t.Logf("%s: %d schedules (seeds %d-%d) in %s: %.1f schedules/minute; %d tickets acknowledged, %d jobs run twice, %d answered twice, %d node exits, %d schedules failed; %d never at cluster version %d during the schedule",
+		mode, runs, first, first+int64(runs)-1, took.Round(time.Second), float64(runs)/took.Minutes(), acked, runTwice, answeredTwice, exits, failed, neverRaised, store.OpsRecordVersion)
+}
+
+// raftCuts counts the cuts of raft links alone in a schedule.
+func raftCuts(s sim.Schedule) int {
+	n := 0
+	for _, st := range s.Steps {
+		for _, a := range st {
+			if a.Kind == sim.CutRaft {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func TestSimPair(t *testing.T)  { simulate(t, sim.Pair, 25*time.Second) }
@@ -170,7 +202,7 @@ func TestSimForkRegression(t *testing.T) {
 	var off sim.Result
 	found := forkSeeds[0]
 	for _, seed := range forkSeeds {
-		off = runSeed(t, sim.Options{Mode: sim.Pair, Seed: seed, NoFence: true, Settle: 10 * time.Second})
+		off = runSeed(t, sim.Options{Mode: sim.Pair, Seed: seed, NoFence: true, NoRaftCuts: true, Settle: 10 * time.Second})
 		if off.Report.Losses() > 0 {
 			t.Logf("seed %d without fencing: %d losses (%d lost, %d unknown after ack, %d diverged) in %s", seed,
 				off.Report.Losses(), off.Report.Count(sim.Lost), off.Report.Count(sim.UnknownAfterAck), off.Report.Count(sim.Diverged), off.Took.Round(time.Millisecond))
@@ -183,7 +215,7 @@ func TestSimForkRegression(t *testing.T) {
 		t.Errorf("seeds %v without fencing: no loss found: the simulation no longer finds the forks that fencing prevents", forkSeeds)
 	}
 	// The same schedule with fencing: runOne fails the test on any violation.
-	on := runOne(t, sim.Options{Mode: sim.Pair, Seed: found})
+	on := runOne(t, sim.Options{Mode: sim.Pair, Seed: found, NoRaftCuts: true})
 	t.Logf("seed %d with fencing: %s in %s", found, on.Report, on.Took.Round(time.Millisecond))
 }
 
@@ -205,7 +237,8 @@ func runSeed(t *testing.T, opts sim.Options) sim.Result {
 	return res
 }
 
-// Seeds that found losses with fencing on, before their fixes: a submit
+// Seeds that found losses with fencing on, before their fixes (their
+// schedules as they were then, without cuts of the raft link alone): a submit
 // acknowledged by the yielding node after it read its handover (it now
 // halts its raft first), and a solo journal pruned by the entry that adds
 // the unreachable peer (now only a command both nodes committed prunes
@@ -218,7 +251,7 @@ func runSeed(t *testing.T, opts sim.Options) sim.Result {
 // caught up once never asked for its vote).
 func TestSimFixedSeeds(t *testing.T) {
 	for _, seed := range []int64{831874217, 831874142, 4, 5} {
-		runOne(t, sim.Options{Mode: sim.Pair, Seed: seed})
+		runOne(t, sim.Options{Mode: sim.Pair, Seed: seed, NoRaftCuts: true})
 	}
 }
 
@@ -236,7 +269,7 @@ func TestSimStuckTransfer(t *testing.T) {
 	// Raft's timeouts as a broker's: with the sim's 50 ms lease, -race
 	// makes the passive leader lose leadership now and then, and an
 	// election the active wins would hide a missing way out.
-	res := runOne(t, sim.Options{Mode: sim.Pair, Seed: 831874142, FailTransfers: true, LeadPassive: true, RaftTimeout: time.Second, Settle: 20 * time.Second})
+	res := runOne(t, sim.Options{Mode: sim.Pair, Seed: 831874142, NoRaftCuts: true, FailTransfers: true, LeadPassive: true, RaftTimeout: time.Second, Settle: 20 * time.Second})
 	if res.TransferFailures == 0 {
 		t.Errorf("the passive node never tried to hand raft leadership back: the test did not make issue 9's state (its log, with TITANIC_SIM_LOG=1, says why)")
 	}

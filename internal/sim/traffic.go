@@ -111,6 +111,7 @@ func (c *cluster) submit(ctx context.Context, rng *rand.Rand, key, body string) 
 			return
 		case errors.Is(err, replica.ErrNotLeader):
 		case key == "":
+			c.log.Info("submit outcome unknown", "ticket", op.ID, "node", inc.n.id, "err", err)
 			return // outcome unknown: the client reports the error
 		}
 		if !c.pause(ctx, rng, 0) {
@@ -199,6 +200,7 @@ func (c *cluster) work(ctx context.Context, rng *rand.Rand, l lease) {
 	}
 	attempt := res[0].Attempts
 	c.hist.dispatch(Dispatch{Ticket: l.id, Attempt: attempt, Node: inc.n.id})
+	c.log.Info("dispatch", "ticket", l.id, "attempt", attempt, "node", inc.n.id)
 	drain := c.draining.Load()
 	if rng.Float64() < c.sched.WorkerDeath && !drain {
 		// The worker dies with the job; the node gives it out again
@@ -215,6 +217,10 @@ func (c *cluster) work(ctx context.Context, rng *rand.Rand, l lease) {
 	reply := replyOf(string(t.Body[0]), attempt)
 	res, err = inc.apply(ctx, []store.Op{{Kind: store.OpReply, ID: l.id, Time: time.Now(), Reply: [][]byte{[]byte(reply)}}})
 	c.hist.reply(Reply{Ticket: l.id, Attempt: attempt, Reply: reply, Acked: err == nil && res[0].Err == nil, Node: inc.n.id})
+	if err == nil {
+		err = res[0].Err
+	}
+	c.log.Info("reply", "ticket", l.id, "attempt", attempt, "node", inc.n.id, "err", err)
 }
 
 // looker asks what became of acknowledged tickets.

@@ -101,6 +101,10 @@ type VersionsConfig struct {
 	// Protocol overrides the version this node reports (tests; default
 	// store.OpsRecordVersion).
 	Protocol int
+	// Dial, when set, stands for the client of the broker at endpoint
+	// that reports go to: the simulation calls its peer's admin services
+	// in process through it (internal/sim). Nil in a broker.
+	Dial func(endpoint string) (Requester, error)
 }
 
 // NewVersions returns the cluster-version keeper of node.
@@ -155,6 +159,9 @@ func NewVersions(node *replica.Node, cfg VersionsConfig) *Versions {
 			cc.Curve = &client.CurveClient{ServerPublic: li.Curve, Public: cfg.Curve.Public, Secret: cfg.Curve.Secret}
 		}
 		return client.New(cc)
+	}
+	if cfg.Dial != nil {
+		v.dial = cfg.Dial
 	}
 	return v
 }

@@ -485,3 +485,14 @@ func TestTooLargeReplyFailsTheAttempt(t *testing.T) {
 		t.Fatalf("the job's attempt did not fail within %s of a reply over the bound", waitFor)
 	}
 }
+
+// TestStopSaysDisconnect: a broker stopped cleanly sends its registered
+// workers DISCONNECT, so that they move to another broker at once instead
+// of waiting out their heartbeat liveness.
+func TestStopSaysDisconnect(t *testing.T) {
+	e := start(t, testConfig(t), nil)
+	w := e.worker("w1", "echo")
+	e.waitWorkers("echo", 1)
+	e.stop()
+	w.disconnected()
+}

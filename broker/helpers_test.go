@@ -66,6 +66,8 @@ type env struct {
 	b    *broker.Broker
 	ep   string
 	zctx *zmq.Context
+	// stop cancels Run's context (the cleanup waits for Run to return).
+	stop context.CancelFunc
 }
 
 // start runs a broker with cfg (after setup, which may call Handle and
@@ -95,7 +97,7 @@ func start(t testing.TB, cfg broker.Config, setup func(*broker.Broker)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, b: b, ep: b.Endpoints()[0], zctx: zctx}
+	e := &env{t: t, b: b, ep: b.Endpoints()[0], zctx: zctx, stop: cancel}
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -138,12 +138,25 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	} else {
 		err = b.loop(ctx, router, rf, pull, ps, s, zapDone)
 	}
+	if err == nil && ctx.Err() != nil {
+		// A clean stop: the registered workers are told (7/MDP's
+		// DISCONNECT), so that they move to another broker at once
+		// rather than after their heartbeat liveness; the ROUTER
+		// lingers a moment for it to leave.
+		if s.byeWorkers() > 0 {
+			_ = router.SetLinger(byeLinger)
+		}
+	}
 	if err == nil && zap != nil && zap.Err() != nil {
 		err = fmt.Errorf("zap handler: %w", zap.Err())
 	}
 	b.log.Debug("broker stopped", "workers", len(s.workers), "leases", len(s.leases))
 	return err
 }
+
+// byeLinger bounds how long a clean stop waits for the DISCONNECTs to
+// its workers to leave.
+const byeLinger = 100 * time.Millisecond
 
 // bindRouter creates the ROUTER socket and binds every endpoint, recording
 // what ZeroMQ actually bound. It returns the socket even on error, so the

@@ -567,6 +567,16 @@ func (s *state) remove(w *worker, reason string, disconnect, logRemoval bool) {
 	s.gc(svc)
 }
 
+// byeWorkers sends every registered worker DISCONNECT (the broker
+// stops), and returns how many it told. The workers stay registered: the
+// state is not used after.
+func (s *state) byeWorkers() int {
+	for id := range s.workers {
+		s.disconnect(id)
+	}
+	return len(s.workers)
+}
+
 // disconnect sends DISCONNECT to id.
 func (s *state) disconnect(id string) {
 	s.c.DisconnectsSent++

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // Sentinel errors: callers branch on them with errors.Is.
@@ -268,8 +270,7 @@ func (c EndpointCause) text() string {
 	case CauseClosed:
 		return "the broker closed the connection while the request was in flight and took no new one (stopped or crashed?)"
 	case CauseAuth:
-		return fmt.Sprintf("the broker refused this client's CURVE key (ZAP status %s: not in its allowlist, security.public_keys_dir; "+
-			"add the client's .pub file there and send the broker SIGHUP)", c.Detail)
+		return zsock.AuthRefused("client", c.Detail)
 	case CauseHandshake:
 		return "security handshake failed: " + c.Detail
 	case CauseNotActive:

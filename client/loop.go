@@ -38,7 +38,6 @@ type conn struct {
 	// is what the current call saw of broker i (watch.go).
 	watches []*watch
 	seen    []seen
-	monSeq  int // numbers the monitors' inproc endpoints
 	// refusedWait is Config.RefusedWait (<= 0: refused connections
 	// keep the tries).
 	refusedWait time.Duration

@@ -2,11 +2,12 @@ package client
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // Why a call failed, per broker: a DEALER hides its connection (a dead
@@ -18,11 +19,6 @@ import (
 // it gives up); the events become what the call saw of each endpoint
 // (seen), and the causes of an UnavailableError.
 
-// watchEvents are the connection events a watch reads.
-const watchEvents = zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CLOSED |
-	zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-	zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-
 // errRefused: the broker refused this connection for good during the try
 // (a CURVE key refused, a failed handshake, the connection closed right
 // after the request while the broker still takes new ones): resending the
@@ -31,7 +27,7 @@ var errRefused = errors.New("refused by the broker")
 
 // watch is the monitor of one socket and the state of its connection.
 type watch struct {
-	pair *zmq.Socket
+	mon *zsock.Monitor
 	// up: the current connection completed its handshake.
 	up bool
 	// inflight: a request was sent and its answer is due; bytes and
@@ -118,23 +114,11 @@ func (s *seen) cause(endpoint string, tries int, cfg Config) EndpointCause {
 // monitor starts watching s, before it connects (so that no event is
 // missed). On failure the socket works unwatched: errors then say less.
 func (cn *conn) monitor(s *zmq.Socket) *watch {
-	cn.monSeq++
-	addr := fmt.Sprintf("inproc://titanic-client-monitor-%p-%d", cn, cn.monSeq)
-	if err := s.Monitor(addr, watchEvents); err != nil {
-		return nil
-	}
-	pair, err := cn.zctx.NewSocket(zmq.PAIR)
-	if err == nil {
-		_ = pair.SetLinger(0)
-		if err = pair.Connect(addr); err != nil {
-			_ = pair.Close()
-		}
-	}
+	mon, err := zsock.NewMonitor(cn.zctx, s, zsock.ConnectionEvents)
 	if err != nil {
-		_ = s.Monitor("", 0)
 		return nil
 	}
-	return &watch{pair: pair}
+	return &watch{mon: mon}
 }
 
 // unwatch stops watching socket i (about to be closed), after reading
@@ -145,10 +129,7 @@ func (cn *conn) unwatch(i int) {
 		return
 	}
 	cn.harvest(i)
-	if s := cn.socks[i]; s != nil {
-		_ = s.Monitor("", 0)
-	}
-	_ = w.pair.Close()
+	w.mon.Close()
 	cn.watches[i] = nil
 }
 
@@ -162,8 +143,8 @@ func (cn *conn) harvest(i int) {
 	sn := &cn.seen[i]
 	sn.watched = true
 	for {
-		ev, _, val, err := w.pair.RecvEvent(zmq.DONTWAIT)
-		if err != nil {
+		ev, val, ok := w.mon.Next()
+		if !ok {
 			return
 		}
 		switch ev {
@@ -200,32 +181,14 @@ func (cn *conn) harvest(i int) {
 		case zmq.EVENT_HANDSHAKE_FAILED_AUTH:
 			sn.auth = val
 		case zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-			sn.handshake = handshakeFailure(cn.curve != nil, ev, val)
+			sn.handshake = zsock.HandshakeFailure("client", cn.curve != nil, ev, val)
 		case zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
 			// Keep a protocol error's detail, seen on an earlier try.
 			if sn.handshake == "" {
-				sn.handshake = handshakeFailure(cn.curve != nil, ev, val)
+				sn.handshake = zsock.HandshakeFailure("client", cn.curve != nil, ev, val)
 			}
 		}
 	}
-}
-
-// handshakeFailure says what a failed handshake most likely means.
-func handshakeFailure(curve bool, ev zmq.Event, val int) string {
-	const mechanismMismatch = 0x11000002 // ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
-	switch {
-	case ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL && val == mechanismMismatch && curve:
-		return "the broker does not use CURVE (drop --curve-server-key and --curve-key, or start the broker with --curve)"
-	case ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL && val == mechanismMismatch:
-		return "the broker uses CURVE and this client does not (give --curve-server-key and --curve-key)"
-	case curve:
-		return "the CURVE handshake failed: the broker's public key (--curve-server-key) is probably not this broker's"
-	case ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-		return fmt.Sprintf("ZMTP protocol error 0x%x (is it a titanic broker?)", val)
-	}
-	// A CURVE server drops a plain client's greeting before the client
-	// sees the mechanism it asks for.
-	return "the broker probably uses CURVE and this client does not (give --curve-server-key and --curve-key), or it is not a ZeroMQ broker"
 }
 
 // sent notes that a request of frames is in flight on socket i, after

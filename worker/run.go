@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,16 @@ type session struct {
 	ready    *zsock.Readable
 	endpoint string
 	heard    bool // a message other than DISCONNECT came on it
+	// mon watches the connection's events (nil: unwatched, when the
+	// monitor could not be made); up: its handshake succeeded;
+	// refusingSince: connection attempts refused since then (zero: none
+	// since the last made); watchAt: read mon no later than this; full:
+	// a send was dropped on a full pipe (logged once per connection).
+	mon           *zsock.Monitor
+	up            bool
+	refusingSince time.Time
+	watchAt       time.Time
+	full          bool
 	// beatsBusy: the broker sent a HEARTBEAT while this worker held a
 	// job on this connection. A broker of the Guide's heartbeats idle
 	// workers only, and its silence during a job says nothing.
@@ -58,8 +69,15 @@ type session struct {
 	heartbeatAt time.Time // nothing sent until then: send HEARTBEAT
 
 	// Between connections.
-	next        int       // index in Brokers of the next connection
-	attempt     int       // connections in a row that heard nothing
+	next    int // index in Brokers of the next connection
+	attempt int // connections in a row that heard nothing
+	// sentAway: 1 + the attempt whose READY a broker answered with
+	// DISCONNECT (a pair's passive node; 0: none since the last heard).
+	sentAway int
+	// said: the reason last logged at WARN for each endpoint not
+	// reached since a connection last heard something (the same again is
+	// logged at debug).
+	said        map[string]string
 	reconnectAt time.Time // connect no sooner
 	connected   bool      // a connection was made before
 
@@ -223,6 +241,13 @@ func (s *session) loop() error {
 			s.lose(now, reason)
 			continue
 		}
+		if s.dealer != nil && s.mon != nil && !now.Before(s.watchAt) {
+			s.watchAt = now.Add(watchEvery)
+			if reason := s.watch(now); reason != "" {
+				s.lose(now, reason)
+				continue
+			}
+		}
 		if s.dealer != nil && !now.Before(s.heartbeatAt) {
 			if s.send(now, mdp.WorkerCommand(mdp.Heartbeat)) {
 				s.w.c.heartbeats.Add(1)
@@ -274,6 +299,9 @@ func (s *session) deadline() (deadline time.Time, ok bool) {
 		}
 		if !s.drainUntil.IsZero() && s.drainUntil.Before(deadline) {
 			deadline = s.drainUntil
+		}
+		if s.mon != nil && s.watchAt.Before(deadline) {
+			deadline = s.watchAt
 		}
 		return deadline, true
 	case s.job == nil:
@@ -389,6 +417,10 @@ func (s *session) attach(sock *zmq.Socket) error {
 // detach forgets the connection and closes its socket, which it leaves
 // to linger as set.
 func (s *session) detach() {
+	if s.mon != nil {
+		s.mon.Close()
+		s.mon = nil
+	}
 	s.wake.rd.Store(nil)
 	s.wake.polling.Store(false)
 	if s.ready != nil {
@@ -416,20 +448,39 @@ func (s *session) connect(now time.Time) error {
 			return fmt.Errorf("worker: dealer: %w", err)
 		}
 	}
+	// Watched before it connects, so that no event is missed; without
+	// a monitor the connection works, its failures told by silence only.
+	mon, merr := zsock.NewMonitor(s.zctx, sock, zsock.ConnectionEvents)
+	if merr != nil {
+		s.log.Debug("connection not watched", "endpoint", ep, "err", merr)
+	}
 	if err := sock.Connect(ep); err != nil {
+		if mon != nil {
+			mon.Close()
+		}
 		_ = sock.Close()
 		return fmt.Errorf("worker: connect %s: %w", ep, err)
 	}
 	if err := s.attach(sock); err != nil {
+		if mon != nil {
+			mon.Close()
+		}
 		return err
 	}
+	// The first look soon: a refused connection or handshake is known
+	// within milliseconds on a LAN.
+	s.mon, s.up, s.refusingSince, s.watchAt, s.full = mon, false, time.Time{}, now.Add(watchFirst), false
 	s.endpoint, s.heard, s.beatsBusy = ep, false, false
 	s.deadAt = now.Add(s.expiry)
 	if s.connected {
 		s.w.c.reconnects.Add(1)
 	}
 	s.connected = true
-	s.log.Info("connecting to broker", "endpoint", ep)
+	if _, again := s.said[ep]; again {
+		s.log.Debug("connecting to broker", "endpoint", ep)
+	} else {
+		s.log.Info("connecting to broker", "endpoint", ep)
+	}
 	s.send(now, mdp.WorkerCommand(mdp.Ready, []byte(s.w.cfg.Service)))
 	return nil
 }
@@ -439,9 +490,22 @@ func (s *session) connect(now time.Time) error {
 func (s *session) lose(now time.Time, reason string) {
 	s.detach() // linger 0: whatever is queued is stale now
 	if s.heard {
-		s.attempt = 0
+		s.attempt, s.sentAway, s.said = 0, 0, nil
 	}
-	delay := backoff(s.w.cfg.ReconnectDelay, s.attempt)
+	// Within a round of the ring the next broker is tried at once; the
+	// backoff comes between rounds that reached no broker, growing with
+	// each (none after the first). While a broker sends the worker away
+	// (a pair's passive node, whose peer is down and which takes over
+	// at the next client request), rounds follow each other every
+	// sentAwayRetry at most, so that the worker is there soon after the
+	// node becomes active.
+	var delay time.Duration
+	if n := len(s.w.cfg.Brokers); (s.attempt+1)%n == 0 {
+		delay = backoff(s.w.cfg.ReconnectDelay, s.attempt/n)
+		if s.sentAway > 0 && s.attempt+1-s.sentAway < n {
+			delay = min(delay, sentAwayRetry)
+		}
+	}
 	s.attempt++
 	s.reconnectAt = now.Add(delay)
 	lost := s.endpoint
@@ -451,6 +515,21 @@ func (s *session) lose(now time.Time, reason string) {
 		s.job.orphaned = true
 		attrs = append(attrs, "busy", true)
 		s.log.Warn("lost broker while handling a request: reconnecting once the handler returns", attrs...)
+		return
+	}
+	if !s.heard {
+		// Never registered on this connection: nothing was lost. Said
+		// again only when the reason changes: a worker left waiting for
+		// a broker logs a line per change, not per try.
+		if s.said[lost] == reason {
+			s.log.Debug("broker not reached: trying again", attrs...)
+			return
+		}
+		if s.said == nil {
+			s.said = make(map[string]string)
+		}
+		s.said[lost] = reason
+		s.log.Warn("broker not reached: trying again (said once while the reason stays the same)", attrs...)
 		return
 	}
 	s.log.Warn("lost broker: reconnecting", attrs...)
@@ -466,7 +545,16 @@ func (s *session) send(now time.Time, frames [][]byte) bool {
 	if i, err := s.frames.Send(frames, zmq.DONTWAIT); err != nil {
 		s.w.c.sendErrors.Add(1)
 		if cmd := command(frames); i == 0 && isAgain(err) && cmd != mdp.Reply.String() && cmd != mdp.Fail.String() {
-			s.log.Warn("send queue full: message dropped", "endpoint", s.endpoint, "command", cmd)
+			// The next one follows at the next interval, not at once:
+			// a pipe with no connection behind it (a handshake that
+			// fails) refuses every send, and the loop would spin.
+			s.heartbeatAt = now.Add(s.w.cfg.HeartbeatInterval)
+			if !s.full {
+				s.full = true
+				s.log.Warn("send queue full: message dropped (logged once per connection)", "endpoint", s.endpoint, "command", cmd)
+			} else {
+				s.log.Debug("send queue full: message dropped", "endpoint", s.endpoint, "command", cmd)
+			}
 			return false
 		}
 		s.lose(now, fmt.Sprintf("send %s: %v", command(frames), err))
@@ -474,6 +562,73 @@ func (s *session) send(now time.Time, frames [][]byte) bool {
 	}
 	s.heartbeatAt = now.Add(s.w.cfg.HeartbeatInterval)
 	return true
+}
+
+// watchEvery is how often a slot reads its connection's monitor: how soon
+// it sees a broker close the connection (it stopped or crashed: move to
+// the next one at once, not after Liveness silent heartbeats), a refused
+// CURVE key or handshake, or connections refused.
+const watchEvery = 200 * time.Millisecond
+
+// watchFirst is when a new connection's monitor is first read.
+const watchFirst = 25 * time.Millisecond
+
+// refusedWait is how long every connection attempt must have been
+// refused before the slot gives up the endpoint of its only broker:
+// nothing listens there. With several brokers, the first refusal moves
+// on to the next one.
+const refusedWait = 500 * time.Millisecond
+
+// sentAwayRetry bounds the backoff between rounds while a broker sends
+// the worker away (DISCONNECT answering READY).
+const sentAwayRetry = 500 * time.Millisecond
+
+// watch reads the events of the connection's monitor, and returns why the
+// connection is to be given up ("": it is not).
+func (s *session) watch(now time.Time) string {
+	for {
+		ev, val, ok := s.mon.Next()
+		if !ok {
+			break
+		}
+		switch ev {
+		case zmq.EVENT_CONNECTED:
+			s.refusingSince = time.Time{}
+		case zmq.EVENT_CLOSED:
+			// A connection attempt failed (refused; an unresolved name).
+			if !s.up && s.refusingSince.IsZero() {
+				s.refusingSince = now
+			}
+		case zmq.EVENT_HANDSHAKE_SUCCEEDED:
+			s.up, s.refusingSince = true, time.Time{}
+		case zmq.EVENT_DISCONNECTED:
+			if s.up {
+				// libzmq would connect again on its own, to a broker that
+				// no longer knows this worker (or is gone).
+				return "the broker closed the connection (stopped, crashed or restarted)"
+			}
+		case zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+			return zsock.AuthRefused("worker", strconv.Itoa(val))
+		case zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+			const failed = "security handshake failed: "
+			if prev := s.said[s.endpoint]; ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL && strings.HasPrefix(prev, failed) {
+				// The same handshake failing again, told with less
+				// detail this time (libzmq's timing): keep what the
+				// earlier failure said.
+				return prev
+			}
+			return failed + zsock.HandshakeFailure("worker", s.w.cfg.Curve != nil, ev, val)
+		}
+	}
+	if !s.refusingSince.IsZero() {
+		switch {
+		case len(s.w.cfg.Brokers) > 1:
+			return "connection refused (no broker listens there)"
+		case now.Sub(s.refusingSince) >= refusedWait:
+			return fmt.Sprintf("connection refused for %s (no broker listens there)", refusedWait)
+		}
+	}
+	return ""
 }
 
 // command names the MDP command of frames built by package mdp, for logs.
@@ -540,6 +695,12 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 	case mdp.Disconnect:
 		s.w.c.disconnects.Add(1)
 		reason := "broker sent DISCONNECT"
+		if !s.heard {
+			// Sent away on READY: a live broker that does not serve
+			// now (a pair's passive node).
+			s.sentAway = s.attempt + 1
+			reason += " (it does not take workers now: a pair's passive node?)"
+		}
 		if !s.heard && strings.HasPrefix(s.w.cfg.Service, "titanic.") {
 			// Answered READY with DISCONNECT: a titanic broker serves
 			// the "titanic." services itself and takes no worker for

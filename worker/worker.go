@@ -74,9 +74,10 @@ type Config struct {
 	// Liveness is how many intervals the broker may be silent before the
 	// worker reconnects. Default 3.
 	Liveness int
-	// ReconnectDelay is the first backoff between reconnects that follow
-	// each other without a word from a broker (the first reconnect after
-	// a working connection is immediate). Default 1s.
+	// ReconnectDelay is the first backoff between rounds of reconnects
+	// (each broker of Brokers tried once) that follow each other without
+	// a word from a broker; within a round, and after a working
+	// connection, the next broker is tried at once. Default 1s.
 	ReconnectDelay time.Duration
 	// Concurrency is how many requests the worker handles at once.
 	// 7/MDP gives a worker one request at a time, so each is a slot: a
@@ -104,7 +105,8 @@ type Config struct {
 	// Curve, when set, makes the worker's socket a CURVE client of the
 	// brokers (all of them share one server key): encrypted, and let in
 	// only when the brokers' allowlist holds Curve.Public. Nil: plain
-	// TCP. A broker that denies the key answers nothing: the worker never
+	// TCP. A broker that denies the key refuses the handshake: the worker
+	// logs so (as a failed handshake, CURVE on one side only), never
 	// registers, and keeps reconnecting with its backoff.
 	Curve *CurveClient
 }

@@ -673,21 +673,41 @@ func framesEqual(a, b [][]byte) bool {
 	return true
 }
 
-// A broker endpoint where nothing listens: ZeroMQ hides the refused
-// connection, and the worker only sees silence. Its log says what that
-// may be, not only "broker silent".
+// A broker endpoint where nothing listens, with a liveness shorter than
+// the wait for refused connections: the worker sees silence first, and
+// its log says what that may be, not only "broker silent", and not that
+// it lost a broker it never reached.
 func TestNothingListeningSaysSo(t *testing.T) {
 	var logs harness.SyncBuffer
 	startWorker(t, Config{Brokers: []string{harness.ReservedEndpoint(t)}, HeartbeatInterval: 50 * time.Millisecond, Liveness: 3,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, echo)
 	deadline := time.Now().Add(wait)
-	for !strings.Contains(logs.String(), "lost broker") {
+	for !strings.Contains(logs.String(), "broker not reached") {
 		if time.Now().After(deadline) {
-			t.Fatalf("no lost-broker line within %s:\n%s", wait, logs.String())
+			t.Fatalf("no broker-not-reached line within %s:\n%s", wait, logs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if !strings.Contains(logs.String(), "nothing answered since connecting: is a broker listening there") {
-		t.Fatalf("the lost-broker line does not say nothing answered:\n%s", logs.String())
+		t.Fatalf("the broker-not-reached line does not say nothing answered:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "lost broker") {
+		t.Fatalf("the worker says it lost a broker it never reached:\n%s", logs.String())
+	}
+}
+
+// The same with the default liveness: the refused connections are seen
+// (the socket monitor) and said within a second or so, not as silence
+// after Liveness heartbeats.
+func TestRefusedConnectionSaysSo(t *testing.T) {
+	var logs harness.SyncBuffer
+	startWorker(t, Config{Brokers: []string{harness.ReservedEndpoint(t)},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, echo)
+	deadline := time.Now().Add(wait)
+	for !strings.Contains(logs.String(), "connection refused") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection-refused line within %s:\n%s", wait, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

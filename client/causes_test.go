@@ -181,6 +181,11 @@ func TestCauseTooLarge(t *testing.T) {
 	if el > time.Second {
 		t.Errorf("gave up after %s; want at once (before one try's 2s)", el)
 	}
+	// A rejected request (resending cannot help), not only "no broker
+	// answered": the CLI exits 4 on it, not 6.
+	if !errors.Is(err, ErrRejected) || !ue.TooLarge() {
+		t.Errorf("errors.Is(err, ErrRejected) = %v, TooLarge %v: want both true", errors.Is(err, ErrRejected), ue.TooLarge())
+	}
 	select {
 	case m := <-got:
 		t.Fatalf("the broker got %d frames: the request was not over its limit", len(m))

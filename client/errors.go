@@ -24,7 +24,9 @@ var (
 	// lookup): it never existed or was closed.
 	ErrUnknown = errors.New("unknown ticket")
 	// ErrRejected: the broker refused the request as malformed (9/TSP 400
-	// to a submit); resending it cannot help.
+	// to a submit), or closed the connection on it for its size (an
+	// *UnavailableError whose TooLarge is true matches it too); resending
+	// it cannot help.
 	ErrRejected = errors.New("request rejected")
 	// ErrKeyConflict: the submit's idempotency key already names a ticket
 	// that was submitted to another service or with another body (a
@@ -181,8 +183,30 @@ func (e *UnavailableError) Error() string {
 	return b.String()
 }
 
-// Is makes errors.Is(err, ErrUnavailable) true.
-func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+// Is makes errors.Is(err, ErrUnavailable) true, and errors.Is(err,
+// ErrRejected) too when the request was too large for the brokers
+// (TooLarge): a rejected request, which resending cannot help.
+func (e *UnavailableError) Is(target error) bool {
+	return target == ErrUnavailable || target == ErrRejected && e.TooLarge()
+}
+
+// TooLarge reports that a broker closed the connection on the request
+// (CauseTooLarge: over its limits.max_message_size) and no other broker
+// was reached to serve it (the others refused connections or were not
+// reached): the request is too large, not the brokers unavailable.
+func (e *UnavailableError) TooLarge() bool {
+	tooLarge := false
+	for _, c := range e.Causes {
+		switch c.Cause {
+		case CauseTooLarge:
+			tooLarge = true
+		case CauseRefused, CauseUnreachable:
+		default:
+			return false
+		}
+	}
+	return tooLarge
+}
 
 // All reports whether every endpoint failed for cause.
 func (e *UnavailableError) All(cause Cause) bool {

@@ -142,7 +142,7 @@ func (s *Service) Submit(ctx context.Context, service string, body [][]byte, key
 	}
 	r.lifecycle = lc
 	if n := bodySize(r.body); s.adm.bodyTooLarge(n) {
-		return store.ID{}, false, badRequest("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody)
+		return store.ID{}, false, badRequest("%s", s.adm.bodyTooLargeText(n))
 	}
 	if out := s.adm.refuseSubmit(false); out != nil {
 		return store.ID{}, false, fmt.Errorf("%w: %s", ErrBusy, out[len(out)-1])

@@ -1,6 +1,7 @@
 package titanic
 
 import (
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 
@@ -45,6 +46,12 @@ func (a *admission) bodyTooLarge(n int) bool {
 		return true
 	}
 	return false
+}
+
+// bodyTooLargeText is the refusal of a body of n bytes over MaxBody: it
+// names the setting, the broker's, to raise.
+func (a *admission) bodyTooLargeText(n int) string {
+	return fmt.Sprintf("body of %d bytes is over the limit of %d (the broker's limits.max_body, --max-body)", n, a.cfg.MaxBody)
 }
 
 // refuseSubmit returns the refusal of a well-formed submit for what is

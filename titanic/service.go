@@ -559,7 +559,7 @@ func (s *Service) serveMDP(req broker.Request) [][]byte {
 			return replyText(tsp.CodeUnknown, err.Error())
 		}
 		if n := bodySize(sr.body); s.adm.bodyTooLarge(n) {
-			return replyText(tsp.CodeUnknown, fmt.Sprintf("body of %d bytes is over the limit of %d", n, s.cfg.MaxBody))
+			return replyText(tsp.CodeUnknown, s.adm.bodyTooLargeText(n))
 		}
 		if out := s.adm.refuseSubmit(req.Unread); out != nil {
 			return out

@@ -949,7 +949,7 @@ func TestLimits(t *testing.T) {
 	if r := h.call(tsp.SvcReply, ticket); codeOf(r) == tsp.CodeError {
 		t.Fatalf("lookups are not rate limited: %q", r)
 	}
-	if r := h.call(tsp.SvcRequest, "echo", strings.Repeat("b", 11)); codeOf(r) != tsp.CodeUnknown || !strings.Contains(string(r[1]), "over the limit") {
+	if r := h.call(tsp.SvcRequest, "echo", strings.Repeat("b", 11)); codeOf(r) != tsp.CodeUnknown || !strings.Contains(string(r[1]), "over the limit") || !strings.Contains(string(r[1]), "limits.max_body") {
 		t.Fatalf("oversized body = %q, want 400", r)
 	}
 }

@@ -29,7 +29,7 @@ const (
 	exitError       = 1 // anything else
 	exitUsage       = 2 // bad command line
 	exitPending     = 3 // reply: not answered yet
-	exitUnknown     = 4 // unknown ticket, or request rejected as malformed
+	exitUnknown     = 4 // unknown ticket, or request rejected: malformed, or too large
 	exitFailed      = 5 // the ticket failed for good
 	exitUnavailable = 6 // no broker answered
 	exitKeyConflict = 7 // submit --key: the key names a ticket of another service or body

@@ -21,31 +21,14 @@ import (
 // once). Meanwhile every `submit --wait` prints "no worker serves" and
 // waits: the jobs stop for 7.5 s on every failover.
 func TestFirstHourPairWorkerFollowsFailover(t *testing.T) {
-	type ports struct{ ep, state, raft string }
-	mk := func() ports { return ports{harness.FreeEndpoint(t), harness.FreeEndpoint(t), harness.FreeAddr(t)} }
-	p, b := mk(), mk()
-	node := func(role string, self, peer ports) *rnode {
-		return &rnode{name: role, ep: self.ep, dir: t.TempDir(), args: []string{
-			"--pair", role, "--state-listen", self.state, "--raft-bind", self.raft,
-			"--peer-state", peer.state, "--peer-raft", peer.raft, "--peer-listen", peer.ep,
-		}}
-	}
-	nodes := []*rnode{node("primary", p, b), node("backup", b, p)}
-	for _, n := range nodes {
-		n.start(t)
-	}
-	waitInSync(t, nodes, 30*time.Second)
-	brokers := p.ep + "," + b.ep
+	nodes, brokers := pairOnOneHost(t)
 	w := harness.Start(t, "worker", "worker running", "worker", "--broker", brokers, "upper", "--", "tr", "a-z", "A-Z")
 
 	out, code := cli(t, "", "submit", "--wait", "--wait-timeout", "20s", "--broker", brokers, "upper", "before")
 	if code != 0 || out != "BEFORE" {
 		t.Fatalf("before the failover: %q, exit %d", out, code)
 	}
-	active := nodes[0]
-	if l := lineOf(mustCLI(t, "cluster", "--broker", brokers), nodes[1].ep); strings.Contains(l, "Leader") {
-		active = nodes[1]
-	}
+	active, _ := activeOf(t, nodes, brokers)
 	if err := active.p.Stop(10 * time.Second); err != nil {
 		t.Logf("stop %s: %v", active.name, err)
 	}
@@ -61,6 +44,38 @@ func TestFirstHourPairWorkerFollowsFailover(t *testing.T) {
 		t.Errorf("the first job after the active stopped took %s (stderr: %s); worker log:\n%s",
 			took.Round(100*time.Millisecond), strings.TrimSpace(stderr), w.Tail())
 	}
+}
+
+// pairOnOneHost starts a Binary Star pair on 127.0.0.1, every timing
+// the default, each node with its own ports (README's pair on one host),
+// and waits until both are in sync. brokers is both client endpoints,
+// as --broker takes them.
+func pairOnOneHost(t *testing.T) (nodes []*rnode, brokers string) {
+	t.Helper()
+	type ports struct{ ep, state, raft string }
+	mk := func() ports { return ports{harness.FreeEndpoint(t), harness.FreeEndpoint(t), harness.FreeAddr(t)} }
+	p, b := mk(), mk()
+	node := func(role string, self, peer ports) *rnode {
+		return &rnode{name: role, ep: self.ep, dir: t.TempDir(), args: []string{
+			"--pair", role, "--state-listen", self.state, "--raft-bind", self.raft,
+			"--peer-state", peer.state, "--peer-raft", peer.raft, "--peer-listen", peer.ep,
+		}}
+	}
+	nodes = []*rnode{node("primary", p, b), node("backup", b, p)}
+	for _, n := range nodes {
+		n.start(t)
+	}
+	waitInSync(t, nodes, 30*time.Second)
+	return nodes, p.ep + "," + b.ep
+}
+
+// activeOf returns the pair's active node (raft's leader) and the other.
+func activeOf(t *testing.T, nodes []*rnode, brokers string) (active, other *rnode) {
+	t.Helper()
+	if l := lineOf(mustCLI(t, "cluster", "--broker", brokers), nodes[1].ep); strings.Contains(l, "Leader") {
+		return nodes[1], nodes[0]
+	}
+	return nodes[0], nodes[1]
 }
 
 func mustCLI(t *testing.T, args ...string) string {

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 	"github.com/titanicmq/titanic/internal/lograte"
 )
 
@@ -57,6 +59,9 @@ func slogLevel(l hclog.Level) slog.Level {
 }
 
 func (l *raftLogger) Log(level hclog.Level, msg string, args ...any) {
+	if level >= hclog.Error {
+		level = errorLevel(msg, args)
+	}
 	if level == hclog.Off || level != hclog.NoLevel && level < l.level {
 		return
 	}
@@ -69,8 +74,8 @@ func (l *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 	if l.name != "" {
 		attrs = append(attrs, "subsystem", l.name)
 	}
-	attrs = append(attrs, l.implied...)
-	attrs = append(attrs, args...)
+	attrs = appendArgs(attrs, l.implied)
+	attrs = appendArgs(attrs, args)
 	if sl >= slog.LevelWarn && l.limit != nil {
 		n, ok := l.limit.Allow(time.Now(), msg+"\x00"+peerOf(attrs))
 		if !ok {
@@ -81,6 +86,63 @@ func (l *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 		}
 	}
 	l.log.Log(ctx, sl, msg, attrs...)
+}
+
+// appendArgs appends raft's key/value pairs to attrs, each value as hclog
+// would render it: hclog.Fmt's (raft's "servers" of a configuration,
+// "%+v" and the servers) formatted, hclog.Hex, Octal and Binary in their
+// base. Left as they are, slog printed the format and its arguments,
+// "[%+v [...]]".
+func appendArgs(attrs, kv []any) []any {
+	for i, v := range kv {
+		if i%2 == 1 {
+			v = hclogValue(v)
+		}
+		attrs = append(attrs, v)
+	}
+	return attrs
+}
+
+func hclogValue(v any) any {
+	switch v := v.(type) {
+	case hclog.Format:
+		if len(v) == 0 {
+			return ""
+		}
+		if f, ok := v[0].(string); ok {
+			return fmt.Sprintf(f, v[1:]...)
+		}
+		return fmt.Sprint(v...)
+	case hclog.Hex:
+		return fmt.Sprintf("0x%x", int(v))
+	case hclog.Octal:
+		return fmt.Sprintf("0%o", int(v))
+	case hclog.Binary:
+		return fmt.Sprintf("0b%b", int(v))
+	}
+	return v
+}
+
+// errorLevel is the level of a raft ERROR record: Error, but for those
+// that a healthy cluster meets in its course. "failed to take snapshot"
+// with raft.ErrNothingNewToSnapshot, which a node that took over (a
+// pair's survivor after a reform, its log just compacted) meets at its
+// first snapshot interval, is debug; "peer has newer term, stopping
+// replication", a leader deposed by an election it lost (a pair's two
+// nodes starting together, a partition healed) and stepping down as it
+// should, is a warning.
+func errorLevel(msg string, kv []any) hclog.Level {
+	switch msg {
+	case "failed to take snapshot":
+		for i := 0; i+1 < len(kv); i += 2 {
+			if err, ok := kv[i+1].(error); ok && kv[i] == "error" && errors.Is(err, raft.ErrNothingNewToSnapshot) {
+				return hclog.Debug
+			}
+		}
+	case "peer has newer term, stopping replication":
+		return hclog.Warn
+	}
+	return hclog.Error
 }
 
 // peerOf returns the peer a raft record is about, as text ("" when

@@ -3,9 +3,13 @@ package replica
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 )
 
 // raft's logs reach the broker's log (log/slog, --log-format json for
@@ -62,5 +66,32 @@ func TestRaftLogLevelsAndNames(t *testing.T) {
 		if got[i]["msg"] != w.msg || got[i]["level"] != w.level || got[i]["subsystem"] != "raft-net" || got[i]["local-address"] != "127.0.0.1:7001" {
 			t.Errorf("record %d = %v, want msg %q at %s with subsystem and local-address", i, got[i], w.msg, w.level)
 		}
+	}
+}
+
+// raft gives some values as hclog.Fmt (a configuration's servers:
+// hclog.Fmt("%+v", servers)), which hclog formats; written as they came,
+// the record read servers="[%+v [{Suffrage:Voter ...}]]". And the
+// "nothing new to snapshot" a node meets after taking over is no error,
+// nor a leader deposed by the election it lost.
+func TestRaftLogFormatsValues(t *testing.T) {
+	var buf bytes.Buffer
+	n := &Node{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	n.hclog().Info("updating configuration", "servers", hclog.Fmt("%+v", []struct{ ID string }{{"primary"}}), "mask", hclog.Hex(255))
+	n.hclog().Error("failed to take snapshot", "error", raft.ErrNothingNewToSnapshot)
+	n.hclog().Error("failed to take snapshot", "error", errors.New("disk full"))
+	n.hclog().Error("peer has newer term, stopping replication", "peer", "primary")
+	out := buf.String()
+	if !strings.Contains(out, `servers=[{ID:primary}]`) || !strings.Contains(out, "mask=0xff") {
+		t.Errorf("hclog values not formatted as hclog does: %s", out)
+	}
+	if strings.Contains(out, "nothing new to snapshot") {
+		t.Errorf("nothing new to snapshot logged at the default level: %s", out)
+	}
+	if !strings.Contains(out, "level=WARN msg=\"peer has newer term") {
+		t.Errorf("a leader deposed by an election logged other than at WARN: %s", out)
+	}
+	if !strings.Contains(out, "level=ERROR msg=\"failed to take snapshot\" error=\"disk full\"") {
+		t.Errorf("a real snapshot failure not logged: %s", out)
 	}
 }

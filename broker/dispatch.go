@@ -182,7 +182,8 @@ func (s *state) tick(now time.Time) {
 			}
 		case silent > expiry:
 			s.c.WorkersExpired++
-			s.removeWorker(w, fmt.Sprintf("worker expired: silent for %s", silent.Round(time.Millisecond)), true)
+			s.removeWorker(w, fmt.Sprintf("worker expired: silent for %s (%d heartbeats of %s: a worker must beat at the broker's --heartbeat)",
+				silent.Round(time.Millisecond), s.cfg.HeartbeatLiveness, s.cfg.HeartbeatInterval), true)
 			continue
 		}
 		if now.Sub(w.lastSent) >= s.cfg.HeartbeatInterval {

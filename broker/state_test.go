@@ -563,7 +563,7 @@ func TestStateDurable(t *testing.T) {
 			{at: 300 * time.Millisecond, want: []sent{out("W", heartbeat())}},
 			{at: 401 * time.Millisecond, want: []sent{out("W", disconnect())}},
 		},
-		failed:  []string{"1 T1 worker expired: silent for 301ms"},
+		failed:  []string{"1 T1 worker expired: silent for 301ms (3 heartbeats of 100ms: a worker must beat at the broker's --heartbeat)"},
 		workers: []string{"echo=1", "echo=0"},
 	}, {
 		name: "busy silent worker loses its lease after LeaseTimeout",

@@ -56,6 +56,13 @@ type session struct {
 	// refusingSince: connection attempts refused since then (zero: none
 	// since the last made); watchAt: read mon no later than this; full:
 	// a send was dropped on a full pipe (logged once per connection).
+	// lastBeat: when the broker's last HEARTBEAT came; fastBeats: how
+	// many in a row came well within this worker's interval (a broker
+	// with a shorter --heartbeat, which expires this worker);
+	// beatWarned: said so on this connection.
+	lastBeat      time.Time
+	fastBeats     int
+	beatWarned    bool
 	mon           *zsock.Monitor
 	up            bool
 	refusingSince time.Time
@@ -233,7 +240,10 @@ func (s *session) loop() error {
 		if s.dealer != nil && !now.Before(s.deadAt) {
 			s.w.c.timeouts.Add(1)
 			reason := fmt.Sprintf("broker silent for %s", s.expiry)
-			if !s.heard {
+			if s.heard {
+				reason += fmt.Sprintf(" (%d heartbeats of %s: a broker whose --heartbeat is longer than this worker's seems silent)",
+					s.w.cfg.Liveness, s.w.cfg.HeartbeatInterval)
+			} else {
 				// Nothing came on this connection at all: ZeroMQ
 				// hides a refused connection, so say what it may be.
 				reason += " (nothing answered since connecting: is a broker listening there, with the same CURVE keys?)"
@@ -471,6 +481,7 @@ func (s *session) connect(now time.Time) error {
 	// within milliseconds on a LAN.
 	s.mon, s.up, s.refusingSince, s.watchAt, s.full = mon, false, time.Time{}, now.Add(watchFirst), false
 	s.endpoint, s.heard, s.beatsBusy = ep, false, false
+	s.lastBeat, s.fastBeats, s.beatWarned = time.Time{}, 0, false
 	s.deadAt = now.Add(s.expiry)
 	if s.connected {
 		s.w.c.reconnects.Add(1)
@@ -692,9 +703,17 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 		if s.job != nil {
 			s.beatsBusy = true
 		}
+		s.checkBeat(now)
 	case mdp.Disconnect:
 		s.w.c.disconnects.Add(1)
 		reason := "broker sent DISCONNECT"
+		if s.heard && s.job == nil {
+			// Registered, then sent away: a broker expecting heartbeats
+			// more often than this worker sends them drops it as
+			// silent, again and again.
+			reason += fmt.Sprintf(" (again and again? the broker may expect heartbeats more often than this worker's --heartbeat of %s)",
+				s.w.cfg.HeartbeatInterval)
+		}
 		if !s.heard {
 			// Sent away on READY: a live broker that does not serve
 			// now (a pair's passive node).
@@ -718,6 +737,29 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 		s.w.c.requests.Add(1)
 		s.start(now, msg.Client, msg.Body)
 	}
+}
+
+// checkBeat notes a HEARTBEAT from the broker, and says once per
+// connection when the broker's come much more often than this worker's
+// interval: the broker's --heartbeat is shorter, and it will expire this
+// worker (idle, every few seconds; busy, its job) for silence.
+func (s *session) checkBeat(now time.Time) {
+	last := s.lastBeat
+	s.lastBeat = now
+	if last.IsZero() || s.beatWarned {
+		return
+	}
+	if gap := now.Sub(last); gap >= s.w.cfg.HeartbeatInterval/2 {
+		s.fastBeats = 0
+		return
+	}
+	if s.fastBeats++; s.fastBeats < 3 {
+		return
+	}
+	s.beatWarned = true
+	s.log.Warn("the broker heartbeats much more often than this worker: it will drop the worker as silent (idle or during a job); "+
+		"give the worker the broker's --heartbeat", "endpoint", s.endpoint, "broker_every", now.Sub(last).Round(time.Millisecond),
+		"heartbeat", s.w.cfg.HeartbeatInterval)
 }
 
 // start runs the handler for a request on a goroutine of its own. Its

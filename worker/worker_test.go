@@ -711,3 +711,28 @@ func TestRefusedConnectionSaysSo(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A broker that heartbeats much more often than the worker (its
+// --heartbeat shorter) will drop the worker as silent: the worker says so
+// once, naming --heartbeat.
+func TestFastBrokerHeartbeatsSaySo(t *testing.T) {
+	var logs harness.SyncBuffer
+	b := newFakeBroker(t)
+	startWorker(t, Config{Brokers: []string{b.ep}, HeartbeatInterval: time.Second, Liveness: 10,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, echo)
+	id, _, _ := b.expect(mdp.Ready, "connect")
+	for range 6 {
+		b.send(id, mdp.WorkerCommand(mdp.Heartbeat)...)
+		time.Sleep(50 * time.Millisecond)
+	}
+	deadline := time.Now().Add(wait)
+	for !strings.Contains(logs.String(), "give the worker the broker's --heartbeat") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no word of --heartbeat within %s:\n%s", wait, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := strings.Count(logs.String(), "heartbeats much more often"); n != 1 {
+		t.Errorf("said %d times, want once:\n%s", n, logs.String())
+	}
+}

@@ -37,7 +37,8 @@ func runWorker(e env) error {
 	maxOutput := config.Default().Limits.MaxMessageSize
 	fs.TextVar(&maxOutput, "max-output", maxOutput, "largest reply taken from CMD's standard output (a size: 32MiB); more fails the attempt, "+
 		"as the broker would drop it over its limits.max_message_size (raise both together); -1: no limit")
-	hb := fs.Duration("heartbeat", 2500*time.Millisecond, "MDP heartbeat interval (match the broker's)")
+	hb := fs.Duration("heartbeat", worker.DefaultHeartbeatInterval, "MDP heartbeat interval: give the broker's --heartbeat (a broker expecting heartbeats more often drops the worker as silent)")
+	liveness := fs.Int("liveness", worker.DefaultLiveness, "heartbeats the broker may miss before the worker gives up its connection and reconnects (--heartbeat x --liveness of silence)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	serverKey := fs.String("curve-server-key", "", "CURVE: the broker's public key file (with --curve-key)")
 	ownKey := fs.String("curve-key", "", "CURVE: this worker's key file, made by titanic keygen")
@@ -61,6 +62,9 @@ func runWorker(e env) error {
 	}
 	if *drain < 0 {
 		return usagef("--drain-timeout %s: must not be negative", *drain)
+	}
+	if *liveness < 1 {
+		return usagef("--liveness %d: want at least 1", *liveness)
 	}
 	if strings.HasPrefix(service, "mmi.") || strings.HasPrefix(service, tsp.Prefix) {
 		// A titanic broker answers these itself and refuses the READY:
@@ -110,7 +114,7 @@ func runWorker(e env) error {
 		return err
 	}
 	w, err := worker.New(worker.Config{
-		Brokers: brokerEPs, Service: service, HeartbeatInterval: *hb,
+		Brokers: brokerEPs, Service: service, HeartbeatInterval: *hb, Liveness: *liveness,
 		Concurrency: *concurrency, DrainTimeout: *drain, Logger: log, Curve: cc,
 	}, h)
 	if err != nil {

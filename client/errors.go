@@ -320,20 +320,16 @@ func endpointHost(ep string) string {
 	return host
 }
 
-// CheckEndpoint reports whether ep is a ZeroMQ endpoint, transport://address,
-// as a worker's broker endpoints are checked. libzmq refuses anything else
-// with EINVAL at connect ("invalid argument"), which does not say that
-// the transport is missing: 127.0.0.1:5555, the form of an HTTP address,
-// is the usual slip, so the error says what to write instead.
+// CheckEndpoint reports whether ep is an endpoint a client can connect
+// to, as a worker's broker endpoints are checked (zsock.CheckEndpoint):
+// transport://address, tcp://HOST:PORT with its port. libzmq refuses
+// anything else with EINVAL at connect ("invalid argument"), which says
+// nothing of what is missing (127.0.0.1:5555, the form of an HTTP
+// address, is the usual slip), and connects for ever to
+// tcp://HOST:99999; the error says what to write instead.
 func CheckEndpoint(ep string) error {
-	scheme, addr, ok := strings.Cut(ep, "://")
-	switch {
-	case ep == "":
-		return errors.New("empty broker endpoint")
-	case !ok && strings.TrimSpace(ep) == ep:
-		return fmt.Errorf("broker endpoint %q: want transport://address: write tcp://%s", ep, ep)
-	case !ok || scheme == "" || addr == "" || strings.TrimSpace(ep) != ep:
-		return fmt.Errorf("broker endpoint %q: want transport://address, such as tcp://HOST:PORT", ep)
+	if err := zsock.CheckEndpoint(ep, false); err != nil {
+		return fmt.Errorf("broker endpoint %w", err)
 	}
 	return nil
 }

@@ -699,7 +699,7 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 	}
 	switch msg.Command {
 	case mdp.Heartbeat:
-		s.heard = true
+		s.registered()
 		if s.job != nil {
 			s.beatsBusy = true
 		}
@@ -728,7 +728,7 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 		}
 		s.lose(now, reason)
 	case mdp.Request:
-		s.heard = true
+		s.registered()
 		if s.job != nil {
 			s.w.c.dropped.Add(1)
 			s.log.Warn("dropped REQUEST received while busy", "endpoint", s.endpoint)
@@ -737,6 +737,17 @@ func (s *session) receive(now time.Time, frames [][]byte) {
 		s.w.c.requests.Add(1)
 		s.start(now, msg.Client, msg.Body)
 	}
+}
+
+// registered notes that the broker took this connection's READY: it
+// sent a HEARTBEAT or a REQUEST (7/MDP answers READY with nothing), and
+// says so once per connection.
+func (s *session) registered() {
+	if s.heard {
+		return
+	}
+	s.heard = true
+	s.log.Info("registered with broker: ready for requests", "endpoint", s.endpoint)
 }
 
 // checkBeat notes a HEARTBEAT from the broker, and says once per

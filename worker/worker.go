@@ -191,8 +191,8 @@ func (c Config) validate(h Handler) error {
 		errs = append(errs, errors.New("no broker endpoints"))
 	}
 	for _, ep := range c.Brokers {
-		if scheme, addr, ok := strings.Cut(ep, "://"); !ok || scheme == "" || addr == "" || strings.TrimSpace(ep) != ep {
-			errs = append(errs, fmt.Errorf("broker endpoint %q: want transport://address", ep))
+		if err := zsock.CheckEndpoint(ep, false); err != nil {
+			errs = append(errs, fmt.Errorf("broker endpoint %w", err))
 		}
 	}
 	switch {

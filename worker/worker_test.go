@@ -681,13 +681,7 @@ func TestNothingListeningSaysSo(t *testing.T) {
 	var logs harness.SyncBuffer
 	startWorker(t, Config{Brokers: []string{harness.ReservedEndpoint(t)}, HeartbeatInterval: 50 * time.Millisecond, Liveness: 3,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, echo)
-	deadline := time.Now().Add(wait)
-	for !strings.Contains(logs.String(), "broker not reached") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no broker-not-reached line within %s:\n%s", wait, logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLog(t, &logs, "broker not reached")
 	if !strings.Contains(logs.String(), "nothing answered since connecting: is a broker listening there") {
 		t.Fatalf("the broker-not-reached line does not say nothing answered:\n%s", logs.String())
 	}
@@ -703,36 +697,61 @@ func TestRefusedConnectionSaysSo(t *testing.T) {
 	var logs harness.SyncBuffer
 	startWorker(t, Config{Brokers: []string{harness.ReservedEndpoint(t)},
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, echo)
-	deadline := time.Now().Add(wait)
-	for !strings.Contains(logs.String(), "connection refused") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no connection-refused line within %s:\n%s", wait, logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLog(t, &logs, "connection refused")
 }
 
 // A broker that heartbeats much more often than the worker (its
 // --heartbeat shorter) will drop the worker as silent: the worker says so
 // once, naming --heartbeat.
 func TestFastBrokerHeartbeatsSaySo(t *testing.T) {
-	var logs harness.SyncBuffer
-	b := newFakeBroker(t)
-	startWorker(t, Config{Brokers: []string{b.ep}, HeartbeatInterval: time.Second, Liveness: 10,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, echo)
-	id, _, _ := b.expect(mdp.Ready, "connect")
+	b, id, logs := loggedWorker(t)
 	for range 6 {
 		b.send(id, mdp.WorkerCommand(mdp.Heartbeat)...)
 		time.Sleep(50 * time.Millisecond)
 	}
-	deadline := time.Now().Add(wait)
-	for !strings.Contains(logs.String(), "give the worker the broker's --heartbeat") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no word of --heartbeat within %s:\n%s", wait, logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLog(t, logs, "give the worker the broker's --heartbeat")
 	if n := strings.Count(logs.String(), "heartbeats much more often"); n != 1 {
 		t.Errorf("said %d times, want once:\n%s", n, logs.String())
 	}
+}
+
+// The worker says once per connection when the broker took its READY
+// (its first HEARTBEAT or REQUEST came): "registered".
+func TestRegisteredSaysSo(t *testing.T) {
+	b, id, logs := loggedWorker(t)
+	if strings.Contains(logs.String(), "registered") {
+		t.Fatalf("registered before the broker said anything:\n%s", logs.String())
+	}
+	for range 2 {
+		b.send(id, mdp.WorkerCommand(mdp.Heartbeat)...)
+	}
+	waitLog(t, logs, "registered with broker")
+	time.Sleep(100 * time.Millisecond)
+	if n := strings.Count(logs.String(), "registered with broker"); n != 1 {
+		t.Errorf("said %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// waitLog waits up to wait for logs to hold want.
+func waitLog(t *testing.T, logs *harness.SyncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log within %s:\n%s", want, wait, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// loggedWorker starts an echo worker (heartbeat 1s) against a fake broker,
+// its log in logs, and returns its routing id once its READY came.
+func loggedWorker(t *testing.T) (b *fakeBroker, id string, logs *harness.SyncBuffer) {
+	t.Helper()
+	logs = new(harness.SyncBuffer)
+	b = newFakeBroker(t)
+	startWorker(t, Config{Brokers: []string{b.ep}, HeartbeatInterval: time.Second, Liveness: 10,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))}, echo)
+	id, _, _ = b.expect(mdp.Ready, "connect")
+	return b, id, logs
 }

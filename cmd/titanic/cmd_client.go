@@ -154,16 +154,17 @@ func (v *optDuration) Set(s string) error {
 
 // dial makes a client from the flags; tune, if given, adjusts its config.
 func (f clientFlags) dial(e env, tune ...func(*client.Config)) (*client.Client, error) {
+	// A bad endpoint is a bad command line: TITANIC_PARSE_ONLY says so.
+	brokers := brokerList(e, *f.brokers)
+	if err := checkBrokers(brokers); err != nil {
+		return nil, err
+	}
 	if err := e.goAhead(); err != nil {
 		return nil, err
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cc, err := clientCurve(*f.serverKey, *f.ownKey)
 	if err != nil {
-		return nil, err
-	}
-	brokers := brokerList(e, *f.brokers)
-	if err := checkBrokers(brokers); err != nil {
 		return nil, err
 	}
 	cfg := client.Config{Brokers: brokers, Timeout: *f.timeout, Retries: *f.retries, RefusedWait: f.refusedWait(), Logger: log, Curve: cc}

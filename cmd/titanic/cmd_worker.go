@@ -71,6 +71,10 @@ func runWorker(e env) error {
 		// the worker would reconnect for ever.
 		return fmt.Errorf("service %q: the \"mmi.\" and %q services are reserved", service, tsp.Prefix)
 	}
+	brokerEPs := brokerList(e, *brokers)
+	if err := checkBrokers(brokerEPs); err != nil {
+		return err
+	}
 	if err := e.goAhead(); err != nil {
 		return err
 	}
@@ -78,10 +82,6 @@ func runWorker(e env) error {
 	// attempt a redelivery: say so now.
 	if _, err := exec.LookPath(cmdline[0]); err != nil {
 		return fmt.Errorf("command %q: %w", cmdline[0], unwrapExec(err))
-	}
-	brokerEPs := brokerList(e, *brokers)
-	if err := checkBrokers(brokerEPs); err != nil {
-		return err
 	}
 	log, err := newLogger(e, *logLevel, "text")
 	if err != nil {

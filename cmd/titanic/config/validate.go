@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/titanicmq/titanic/broker/zsock"
 )
 
 // Validate checks every setting and the settings against each other. The
@@ -415,19 +417,12 @@ func (ck *checker) atLeast(name string, n, least int) {
 	}
 }
 
-// endpoint checks a ZeroMQ endpoint: tcp://HOST:PORT (HOST may be * to
-// bind every interface, PORT * for any), ipc://PATH or inproc://NAME.
+// endpoint checks a ZeroMQ endpoint to bind: tcp://HOST:PORT (HOST may
+// be * to bind every interface, PORT * for any), ipc://PATH or
+// inproc://NAME, as zsock.CheckEndpoint does for clients and workers.
 func (ck *checker) endpoint(name, ep string) {
-	scheme, rest, ok := strings.Cut(ep, "://")
-	switch {
-	case ok && scheme == "tcp":
-		host, port, err := net.SplitHostPort(rest)
-		if err != nil || host == "" || !validPort(port, true) {
-			ck.bad(name, "%q: want tcp://HOST:PORT", ep)
-		}
-	case ok && (scheme == "ipc" || scheme == "inproc") && rest != "":
-	default:
-		ck.bad(name, "%q: want an endpoint tcp://HOST:PORT (or ipc://PATH)", ep)
+	if err := zsock.CheckEndpoint(ep, true); err != nil {
+		ck.bad(name, "%v", err)
 	}
 }
 

@@ -268,7 +268,8 @@ func TestFileErrors(t *testing.T) {
 		{"[broker]\nheartbeat = \"5 seconds\"\n", `5 seconds`},
 		{"[broker]\nliveness = \"three\"\n", `broker.liveness`},
 		{"[limits]\nmax_body = \"12XB\"\n", `unknown unit "XB"`},
-		{"[broker]\nlisten = \"tcp://127.0.0.1:1\"\n", `broker.listen`},
+		{"[broker]\nlisten = \"tcp://127.0.0.1:1\"\n", `line 2: broker.listen (--listen) is a list, even of one: write listen = ["tcp://127.0.0.1:1"]`},
+		{"[security]\nadmin_from = \"10.0.0.0/8\" # ops\n", `write admin_from = ["10.0.0.0/8"]`},
 		{"[broker\n", `line 2`},
 	} {
 		path := writeFile(t, "bad.toml", tc.text)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -180,10 +181,13 @@ func (c *Config) Decode(name, text string) error { return c.decode(name, text, n
 func (c *Config) decode(name, text string, origin origins) error {
 	var fc Config
 	md, err := toml.Decode(text, &fc)
+	lines := keyLines(text)
 	if err != nil {
+		if msg := listAsString(name, text, lines, err); msg != "" {
+			return fmt.Errorf("%w: %s", ErrInvalid, msg)
+		}
 		return fmt.Errorf("%w: config file %s: %v", ErrInvalid, name, err)
 	}
-	lines := keyLines(text)
 	if err := unknownKeys(name, md.Undecoded(), lines); err != nil {
 		return err
 	}
@@ -206,6 +210,38 @@ func (c *Config) decode(name, text string, origin origins) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+var stringForList = regexp.MustCompile(`\(last key "([^"]+)"\): incompatible types: TOML value has type string; destination has type slice`)
+
+// listAsString says what to write when err is the decoder's refusal of
+// a plain string for a list setting (listen = "tcp://...", as its
+// environment variable takes one): the list form, with the value given;
+// "" for any other error. The decoder's own words name Go's types.
+func listAsString(name, text string, lines map[string]int, err error) string {
+	// The decoder says it as text only: toml: line 2 (last key
+	// "broker.listen"): incompatible types: TOML value has type string;
+	// destination has type slice.
+	m := stringForList.FindStringSubmatch(err.Error())
+	if m == nil {
+		return ""
+	}
+	f, ok := byName[m[1]]
+	if !ok {
+		return ""
+	}
+	where := "config file " + name
+	value := "..."
+	if n, ok := lines[f.name()]; ok {
+		where += " line " + strconv.Itoa(n)
+		if _, v, ok := strings.Cut(strings.Split(text, "\n")[n-1], "="); ok {
+			value = strings.TrimSpace(v)
+			if q, rest, ok := strings.Cut(value[min(len(value), 1):], `"`); ok && strings.HasPrefix(value, `"`) && !strings.HasPrefix(strings.TrimSpace(rest), `"`) {
+				value = `"` + q + `"` // without a comment after it
+			}
+		}
+	}
+	return fmt.Sprintf("%s: %s (--%s) is a list, even of one: write %s = [%s]", where, f.name(), f.flag, f.key, value)
 }
 
 // keyLines maps the keys of a TOML text (section.key, and each [table]

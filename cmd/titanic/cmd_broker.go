@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	berrors "go.etcd.io/bbolt/errors"
@@ -44,11 +46,21 @@ func runBroker(e env) error {
 		// not the one that decides.
 		tuneGC(log)
 	}
+	// Before anything is created: a taken port or a --data that is a
+	// file said naming the flag, not as what the store or libzmq met.
+	if err := checkDataDir(cfg.Store.Dir); err != nil {
+		return err
+	}
 	nc, sec, err := nodeConfig(e, cfg, rf, log)
 	if err != nil {
 		return err
 	}
 	if stopped, err := waitForStore(e.ctx, &nc, log); stopped || err != nil {
+		return err
+	}
+	// After the wait for a broker being stopped on this --data, which
+	// holds the port too until it exits.
+	if err := checkListen(e.ctx, cfg.Broker.Listen); err != nil {
 		return err
 	}
 	n, err := node.New(nc)
@@ -95,6 +107,60 @@ func waitForStore(ctx context.Context, nc *node.Config, log *slog.Logger) (stopp
 	nc.Store.LockTimeout = max(timeout-time.Since(start), 100*time.Millisecond)
 	return false, nil
 }
+
+// checkDataDir refuses a --data that names a file (the data file itself,
+// as titanic check --file takes it): the store would fail to make the
+// directory with "mkdir ...: not a directory".
+func checkDataDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil || fi.IsDir() {
+		return nil // made if missing; other errors are the store's to say
+	}
+	hint := ""
+	if filepath.Base(dir) == "titanic.db" {
+		hint = fmt.Sprintf(": --data %s", filepath.Dir(dir))
+	}
+	return fmt.Errorf("--data %s (store.dir) is a file: --data wants the directory that holds the data file titanic.db%s", dir, hint)
+}
+
+// checkListen binds each TCP endpoint of --listen for a moment, so that a
+// port another process holds is said at once, naming --listen, before the
+// store is opened (libzmq's "bind ...: address already in use" came
+// after, and named no flag). A taken port is tried again for up to
+// listenWait (a broker stopping lets go of the data file, then of its
+// port). A port taken between this and the broker's bind still fails
+// there.
+func checkListen(ctx context.Context, eps []string) error {
+	for _, ep := range eps {
+		addr, ok := strings.CutPrefix(ep, "tcp://")
+		if !ok {
+			continue
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || port == "*" || port == "0" {
+			continue // validated already; any port cannot be taken
+		}
+		if host == "*" {
+			host = ""
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, port))
+		for deadline := time.Now().Add(listenWait); errors.Is(err, syscall.EADDRINUSE) && time.Now().Before(deadline) && ctx.Err() == nil; {
+			time.Sleep(50 * time.Millisecond)
+			l, err = net.Listen("tcp", net.JoinHostPort(host, port))
+		}
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("--listen %s (broker.listen): address already in use: another process listens there (another broker?): stop it, or give this one another --listen", ep)
+			}
+			return fmt.Errorf("--listen %s (broker.listen): %w", ep, err)
+		}
+		_ = l.Close()
+	}
+	return nil
+}
+
+// listenWait is how long checkListen waits for a taken port.
+const listenWait = time.Second
 
 // startError is the error of a node that did not start: a store locked by
 // another process gets titanic check's hint.

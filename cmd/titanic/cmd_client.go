@@ -193,16 +193,18 @@ func identify(name string) func(*client.Config) {
 	return func(cfg *client.Config) { cfg.ID = id[:min(len(id), titanic.MaxClientID)] }
 }
 
-// isTerminal reports whether f, a standard stream, is a terminal (a
-// character device): then nobody pipes a body in and a read of standard
-// input waits for typing, and output may be redrawn in place.
+// isTerminal reports whether f, a standard stream, is a terminal (a tty,
+// not only a character device): then nobody pipes a body in and a read
+// of standard input waits for typing, and output may be redrawn in place.
 func isTerminal(stream any) bool {
 	f, ok := stream.(*os.File)
 	if !ok {
 		return false
 	}
 	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	// A character device is not yet a terminal: /dev/null is one (cron,
+	// systemd, nohup give it as standard input).
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0 && isTTY(f)
 }
 
 func runSubmit(e env) error {
@@ -543,6 +545,13 @@ func runTickets(e env) error {
 		// As the HTTP API's limit=: not a silent default.
 		return usagef("--limit %d: want 1 to %d", *limit, maxTicketsLimit)
 	}
+	if *state != "" {
+		// As the broker checks it (which would refuse it, exit 4): a
+		// bad command line.
+		if _, err := store.ParseState(*state); err != nil {
+			return usagef("--state: %v", err)
+		}
+	}
 	c, err := cf.dial(e)
 	if err != nil {
 		return err
@@ -573,6 +582,12 @@ func runTickets(e env) error {
 		}
 		return printJSON(e.stdout, out)
 	}
+	if len(ts) == 0 {
+		// On stderr, as dead and clients say theirs: stdout stays the
+		// list, empty.
+		fmt.Fprintln(e.stderr, "titanic tickets: no ticket"+ticketsFilter(*service, *state, *after))
+		return nil
+	}
 	for _, t := range ts {
 		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%d\n", shown(t.Ticket), shown(t.Service), shown(t.State), t.Attempts)
 	}
@@ -583,6 +598,21 @@ func runTickets(e env) error {
 			len(ts), shown(ts[len(ts)-1].Ticket), maxTicketsLimit)
 	}
 	return nil
+}
+
+// ticketsFilter says what an empty tickets listing was filtered by.
+func ticketsFilter(service, state, after string) string {
+	var by []string
+	if state != "" {
+		by = append(by, "in state "+state)
+	}
+	if service != "" {
+		by = append(by, "of service "+shown(service))
+	}
+	if after != "" {
+		by = append(by, "after "+shown(after))
+	}
+	return strings.Join(append([]string{""}, by...), " ")
 }
 
 // runClients lists the clients present at a broker: those that identify

@@ -45,7 +45,37 @@ func (f *pairFlags) check() error {
 	if f.peer == "" && (f.peerState == "" || f.peerRaft == "") {
 		return usagef("--pair needs --peer HOST (or --peer-state and --peer-raft)")
 	}
+	// The ports each node takes, given or derived, must differ from the
+	// peer's: a pair on one host (--peer 127.0.0.1) needs each node's
+	// own. Said now, naming the flags, not by raft ("found duplicate
+	// address in configuration") or Binary Star after the raft directory
+	// was made.
+	c := *f
+	c.fill(nil)
+	own := c.raftBind
+	if c.raftAdvertise != "" {
+		own = c.raftAdvertise
+	}
+	if sameHostPort(own, c.peerRaft) {
+		return usagef("raft address %s is also the peer's (--peer-raft %s): on one host each node needs its own raft port: give --raft-bind HOST:PORT to each, and each the other's as --peer-raft", own, c.peerRaft)
+	}
+	if sameHostPort(strings.TrimPrefix(c.stateListen, "tcp://"), strings.TrimPrefix(c.peerState, "tcp://")) {
+		return usagef("Binary Star state endpoint %s is also the peer's (--peer-state %s): on one host each node needs its own state port: give --state-listen tcp://HOST:PORT to each, and each the other's as --peer-state", c.stateListen, c.peerState)
+	}
 	return nil
+}
+
+// sameHostPort reports whether two HOST:PORT addresses are one: the same
+// port, and the same host, or two loopback hosts, or an unspecified host
+// (every interface) and a loopback one.
+func sameHostPort(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb {
+		return false
+	}
+	local := func(h string) bool { return isLoopback(h) || h == "" || h == "*" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || local(ha) && local(hb) && (isLoopback(ha) || isLoopback(hb))
 }
 
 func (f *pairFlags) peerRole() string {

@@ -219,3 +219,18 @@ func TestDrainTimeoutCancels(t *testing.T) {
 		t.Errorf("stats %+v, want 1 discarded result and no reply", st)
 	}
 }
+
+// MaxConcurrency slots all connect, also waiting in zmq_poll (a doorbell
+// each): with a socket monitor per connection a slot holds five sockets,
+// more than libzmq's default 1023 in all, and a slot that could not make
+// its DEALER failed Run.
+func TestMaxConcurrencyConnects(t *testing.T) {
+	for _, pollOnly := range []bool{false, true} {
+		b := newFakeBroker(t)
+		startWorkerWith(t, Config{Brokers: []string{b.ep}, HeartbeatInterval: time.Second, Liveness: 10, Concurrency: MaxConcurrency},
+			echo, func(w *Worker) { w.pollOnly = pollOnly })
+		for range MaxConcurrency {
+			b.expect(mdp.Ready, "connect")
+		}
+	}
+}

@@ -36,9 +36,10 @@ const (
 // larger, which is then the cap).
 const MaxReconnectDelay = 5 * time.Second
 
-// MaxConcurrency bounds Config.Concurrency: each slot holds three ZeroMQ
-// sockets (its DEALER and its doorbell's pair), and a ZeroMQ context holds
-// at most 1023 by default.
+// MaxConcurrency bounds Config.Concurrency: each slot holds up to five
+// ZeroMQ sockets (its DEALER, its monitor's pair and its doorbell's), and
+// a ZeroMQ context holds at most zsock.MaxSockets (a Config.Context made
+// otherwise, libzmq's default of 1023: then fewer slots fit).
 const MaxConcurrency = 256
 
 // MaxReason bounds the reason frame of a FAIL, in bytes.

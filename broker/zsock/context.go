@@ -7,6 +7,11 @@ import (
 	zmq "github.com/pebbe/zmq4"
 )
 
+// MaxSockets is how many sockets a Context may hold (libzmq's default,
+// 1023, is too few for worker.MaxConcurrency slots of five sockets each:
+// DEALER, its monitor's two, the doorbell's two).
+const MaxSockets = 4096
+
 // Context is a ZeroMQ context: an I/O thread that makes and serves the
 // connections of every socket made in it. A Client or Worker makes its
 // own when given none; programs with many of them share one (fewer
@@ -27,6 +32,12 @@ func NewContext() (*Context, error) {
 	z, err := zmq.NewContext()
 	if err != nil {
 		return nil, fmt.Errorf("zmq context: %w", err)
+	}
+	// Room for many workers' slots or clients, each socket to a broker
+	// with a monitor (two sockets more): libzmq's default is 1023.
+	if err := z.SetMaxSockets(MaxSockets); err != nil {
+		_ = z.Term()
+		return nil, fmt.Errorf("zmq context: max sockets: %w", err)
 	}
 	// libzmq starts the I/O thread with the context's first socket.
 	s, err := z.NewSocket(zmq.DEALER)

@@ -56,18 +56,18 @@ type session struct {
 	// refusingSince: connection attempts refused since then (zero: none
 	// since the last made); watchAt: read mon no later than this; full:
 	// a send was dropped on a full pipe (logged once per connection).
-	// lastBeat: when the broker's last HEARTBEAT came; fastBeats: how
-	// many in a row came well within this worker's interval (a broker
-	// with a shorter --heartbeat, which expires this worker);
-	// beatWarned: said so on this connection.
-	lastBeat      time.Time
-	fastBeats     int
-	beatWarned    bool
 	mon           *zsock.Monitor
 	up            bool
 	refusingSince time.Time
 	watchAt       time.Time
 	full          bool
+	// lastBeat: when the broker's last HEARTBEAT came; fastBeats: how
+	// many in a row came well within this worker's interval (a broker
+	// with a shorter --heartbeat, which expires this worker);
+	// beatWarned: said so on this connection.
+	lastBeat   time.Time
+	fastBeats  int
+	beatWarned bool
 	// beatsBusy: the broker sent a HEARTBEAT while this worker held a
 	// job on this connection. A broker of the Guide's heartbeats idle
 	// workers only, and its silence during a job says nothing.
@@ -76,17 +76,17 @@ type session struct {
 	heartbeatAt time.Time // nothing sent until then: send HEARTBEAT
 
 	// Between connections.
-	next    int // index in Brokers of the next connection
-	attempt int // connections in a row that heard nothing
+	next        int       // index in Brokers of the next connection
+	attempt     int       // connections in a row that heard nothing
+	reconnectAt time.Time // connect no sooner
+	connected   bool      // a connection was made before
 	// sentAway: 1 + the attempt whose READY a broker answered with
 	// DISCONNECT (a pair's passive node; 0: none since the last heard).
 	sentAway int
 	// said: the reason last logged at WARN for each endpoint not
 	// reached since a connection last heard something (the same again is
 	// logged at debug).
-	said        map[string]string
-	reconnectAt time.Time // connect no sooner
-	connected   bool      // a connection was made before
+	said map[string]string
 
 	job *job // the request held, if any
 

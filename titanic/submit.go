@@ -20,7 +20,16 @@ func (s *Service) submit(req broker.Request, r submitReq) [][]byte {
 	// One closure per submit: the answer is sent from it, not from a
 	// second closure it would call.
 	err := s.storeSubmit(r, func(res store.Result, err error) {
-		s.answer(req.Client, req.Service, echoKey(req.Service, submitAnswer(req.Service, res, err), req.Body))
+		out := submitAnswer(req.Service, res, err)
+		if err == nil || !errors.Is(err, store.ErrNotLeader) {
+			out = echoKey(req.Service, out, req.Body)
+		}
+		// else as the broker's gate refuses it, without the key: the
+		// node does not serve any more, and clients take a keyless
+		// "not active" for the node's (a pipeline sends every submit in
+		// flight there again), but settled a keyed one as this submit's
+		// failure.
+		s.answer(req.Client, req.Service, out)
 	})
 	if err != nil {
 		return busyReply()

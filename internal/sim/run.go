@@ -366,6 +366,7 @@ func (c *cluster) settle(ctx context.Context) bool {
 		settleFor = DefaultSettle
 	}
 	deadline := time.Now().Add(settleFor)
+	nextDump := time.Now().Add(10 * time.Second)
 	for {
 		why := c.unsettled(ctx, true)
 		if why == "" {
@@ -373,9 +374,36 @@ func (c *cluster) settle(ctx context.Context) bool {
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			c.hist.stuck(fmt.Sprintf("not settled %s after the schedule: %s", settleFor, why))
+			c.logStates("not settled: " + why)
 			return false
 		}
+		if time.Now().After(nextDump) {
+			nextDump = time.Now().Add(10 * time.Second)
+			c.logStates("settling: " + why)
+		}
 		time.Sleep(c.sched.Step)
+	}
+}
+
+// logStates logs each node's state: its role's (Binary Star, caught up,
+// stand-down, withheld vote, halted or failed replica) and its raft's.
+func (c *cluster) logStates(why string) {
+	for _, n := range c.nodes {
+		inc := n.current()
+		if inc == nil {
+			c.log.Warn("node state", "why", why, "node", n.id, "up", false)
+			continue
+		}
+		st := inc.rep.Status()
+		attrs := []any{"why", why, "node", n.id, "up", true, "raft", st.State, "term", st.Term,
+			"last", st.LastIndex, "commit", st.CommitIndex, "applied", st.AppliedIndex, "leader", st.LeaderID}
+		if ms, err := inc.rep.Members(); err == nil {
+			attrs = append(attrs, "members", fmt.Sprintf("%+v", ms))
+		}
+		if inc.pair != nil {
+			attrs = append(attrs, inc.pair.Describe()...)
+		}
+		c.log.Warn("node state", attrs...)
 	}
 }
 

@@ -882,7 +882,7 @@ func (n *Node) ReformAbove(ctx context.Context, above uint64) error {
 		return fmt.Errorf("raft log: %w", err)
 	}
 	n.booting.Store(true)
-	err = raft.RecoverCluster(rc, rf, keptLog{LogStore: n.logs, applied: n.fsm.applied.Load(), last: last}, n.logs, snaps, trans, conf)
+	err = raft.RecoverCluster(rc, rf, reformLog(n.logs, n.fsm.applied.Load(), last, rf), n.logs, snaps, trans, conf)
 	n.booting.Store(false)
 	if err != nil {
 		return fmt.Errorf("recover raft as a single voter: %w", err)
@@ -943,9 +943,30 @@ func (n *Node) ReformAbove(ctx context.Context, above uint64) error {
 // 10,000,000 pending on a busy disk (make backlog-pair). The log guard
 // (guard.go) has made sure that no entry at an applied index holds
 // another term than the store applied.
+//
+// And it hands the configuration entries it replays to config (the
+// recovering FSM's Apply), in their place among the commands:
+// RecoverCluster applies commands alone, yet its snapshot says every
+// entry up to the log's last is applied. A configuration entry the node
+// held but had not seen committed (its leader committed it, the commit
+// index had not reached this node) was then missing from the store's
+// history while the leader's store had applied it: the two histories
+// parted there, and the pair took the leader, restarted and active
+// again, for a split brain (it "held" that entry, which this node lacks).
+// This node halted its raft to hand its work over to a peer that could
+// neither lead (its raft of two needs this node's vote) nor go on alone
+// (not caught up): nobody served (the pair simulation, seed 80084).
 type keptLog struct {
 	raft.LogStore
 	applied, last uint64
+	config        func(*raft.Log) any
+}
+
+// reformLog is the log a reform's RecoverCluster replays (see keptLog):
+// logs, whose entries up to applied the store holds, up to last, with
+// the configuration entries after applied handed to rf in their place.
+func reformLog(logs raft.LogStore, applied, last uint64, rf raft.FSM) keptLog {
+	return keptLog{LogStore: logs, applied: applied, last: last, config: rf.Apply}
 }
 
 func (keptLog) DeleteRange(uint64, uint64) error { return nil }
@@ -955,7 +976,13 @@ func (k keptLog) GetLog(index uint64, l *raft.Log) error {
 		*l = raft.Log{Index: index, Type: raft.LogNoop}
 		return nil
 	}
-	return k.LogStore.GetLog(index, l)
+	if err := k.LogStore.GetLog(index, l); err != nil {
+		return err
+	}
+	if l.Type == raft.LogConfiguration && index > k.applied && k.config != nil {
+		k.config(l)
+	}
+	return nil
 }
 
 // fenceIfSolo fences the current term (see fence) when this node's raft

@@ -237,3 +237,19 @@ func (p *Pair) voteGiven(id string) {
 		p.log.Info("the peer follows this node's raft again and has its vote back", "peer", id)
 	}
 }
+
+// Describe returns the pair's role state as slog attributes, for a log
+// line that says why a node does or does not serve (the simulation's,
+// when a run does not settle). Safe from any goroutine.
+func (p *Pair) Describe() []any {
+	return []any{
+		"star", p.star.State().String(),
+		"peer_alive", p.star.PeerAlive(),
+		"serving", p.serving.Load(),
+		"caught_up", p.caughtUp.Load(),
+		"stand_down_term", p.standDownTerm.Load(),
+		"withhold", p.withhold.Load(),
+		"halted", p.node.Halted(),
+		"failed", fmt.Sprint(p.node.Failed()),
+	}
+}

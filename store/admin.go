@@ -494,6 +494,11 @@ type Replication struct {
 	Epochs, OldTerms int
 	// Journal is the number of solo journal records (a pair node).
 	Journal int
+	// Handovers is the number of split-brain handovers the store took
+	// (see OpHandover): their names are made of raft indexes, which a new
+	// cluster counts from 1 again, so a new handover could bear an old
+	// one's name and have its first ops left out as taken.
+	Handovers int
 	// ClusterVersion is the cluster version the old cluster had raised
 	// (0: none recorded). The new cluster's members may run other
 	// releases: it raises its own once they have reported.
@@ -507,7 +512,7 @@ func (r Replication) IsZero() bool { return r == Replication{} }
 // ResetReplication clears, in one transaction, the replication bookkeeping
 // of the cluster the store belonged to: the applied index, the applied
 // history (epochs, and a first-release store's entry terms), the solo
-// journal and the cluster version. Tickets, bodies, replies, idempotency keys, the FIFO index, the
+// journal, the handovers taken and the cluster version. Tickets, bodies, replies, idempotency keys, the FIFO index, the
 // counters and the sequence counter are left as they are. It returns what
 // was cleared.
 //
@@ -584,7 +589,7 @@ func clearReplication(tx *bolt.Tx) (Replication, error) {
 	for _, x := range []struct {
 		name []byte
 		n    *int
-	}{{epochsBucket, &r.Epochs}, {soloBucket, &r.Journal}} {
+	}{{epochsBucket, &r.Epochs}, {soloBucket, &r.Journal}, {handoversBucket, &r.Handovers}} {
 		b := tx.Bucket(x.name)
 		if b == nil {
 			continue

@@ -43,7 +43,7 @@ func walkPages(r io.ReaderAt) (err error) {
 		// Read through a map of the file: a read call and a buffer per
 		// page made the walk 1.6 times as long as bbolt's own free page
 		// scan, which runs after it at the open that follows a crash.
-		if data, unmap, err := mapFile(f, m.pgid*m.pageSize); err == nil {
+		if data, unmap, merr := mapFile(f, m.pgid*m.pageSize); merr == nil {
 			defer unmap()
 			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 			defer func() {

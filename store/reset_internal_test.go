@@ -61,7 +61,8 @@ func TestResetReplicationClearsOnlyBookkeeping(t *testing.T) {
 		{Index: 3, Term: 2, Ops: []Op{sub(0, "k0"), sub(1, ""), sub(2, "k2")}, Shared: true},
 		{Index: 4, Term: 2, Ops: []Op{{Kind: OpDispatch, ID: ids[0], Time: t0}, {Kind: OpReply, ID: ids[1], Time: t0, Reply: [][]byte{[]byte("r1")}}}},
 		{Index: 6, Term: 3, Solo: true, Ops: []Op{sub(3, "k3"), {Kind: OpFail, ID: ids[2], Time: t0, Reason: "no"}}},
-		{Index: 7, Term: 3, Solo: true, Ops: []Op{sub(4, ""), {Kind: OpClose, ID: ids[1], Time: t0}}, ClusterVersion: 5},
+		{Index: 7, Term: 3, Solo: true, Ops: []Op{sub(4, ""), {Kind: OpClose, ID: ids[1], Time: t0}}, ClusterVersion: 6},
+		{Index: 8, Term: 3, Solo: true, Ops: []Op{HandoverMark(NewID(), 0, 1), {Kind: OpFail, ID: ids[0], Time: t0, Reason: "peer"}}},
 	}
 	for i, r := range s.ApplyLog(ctx, entries) {
 		if r.Err != nil {
@@ -88,12 +89,12 @@ func TestResetReplicationClearsOnlyBookkeeping(t *testing.T) {
 	var gone []string
 	for k := range before {
 		if strings.HasPrefix(k, "epochs/") || strings.HasPrefix(k, "solo/") ||
-			k == "meta/applied" || k == "meta/cluster" || strings.HasPrefix(k, "meta/term/") {
+			k == "meta/applied" || k == "meta/cluster" || strings.HasPrefix(k, "meta/term/") || strings.HasPrefix(k, "handovers/") {
 			delete(want, k)
 			gone = append(gone, k)
 		}
 	}
-	for _, prefix := range []string{"epochs/", "solo/", "meta/applied", "meta/cluster", "meta/term/"} {
+	for _, prefix := range []string{"epochs/", "solo/", "meta/applied", "meta/cluster", "meta/term/", "handovers/"} {
 		if !strings.Contains(strings.Join(gone, " "), prefix) {
 			t.Fatalf("test store holds no %s record: %v", prefix, gone)
 		}
@@ -103,8 +104,8 @@ func TestResetReplicationClearsOnlyBookkeeping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Applied != 7 || r.Epochs != 2 || r.OldTerms != 2 || r.Journal == 0 || r.ClusterVersion != 5 {
-		t.Fatalf("reset reports %+v, want applied 7, 2 epochs, 2 old terms, a journal, cluster version 5", r)
+	if r.Applied != 8 || r.Epochs != 2 || r.OldTerms != 2 || r.Journal == 0 || r.ClusterVersion != 6 || r.Handovers != 1 {
+		t.Fatalf("reset reports %+v, want applied 8, 2 epochs, 2 old terms, a journal, cluster version 6, a handover", r)
 	}
 	// The new cluster's members may run an older release than the old
 	// one's: it starts from the first release's version and raises its

@@ -103,8 +103,20 @@ func (n *Node) admit(ops []store.Op, done func(store.Done)) ([]store.Op, func(st
 			}
 		}
 	}
-	if !slices.ContainsFunc(refused, func(e error) bool { return e != nil }) {
+	first := slices.IndexFunc(refused, func(e error) bool { return e != nil })
+	if first < 0 {
 		return ops, done // maybe stripped
+	}
+	for i, o := range ops {
+		// A handover's mark counts the ops after it in its call (see
+		// store.OpHandover): with one of them left out, it would count
+		// the next caller's ops of the same entry, and record the
+		// refused op as taken, so that the redo the refusal asks for
+		// skipped it. The batch goes in unmarked (taken as an older
+		// yielder's).
+		if o.Kind == store.OpHandover && refused[i] == nil {
+			refused[i] = fmt.Errorf("handover mark left out with a refused op of its batch: %w", refused[first])
+		}
 	}
 	var kept []store.Op
 	for i, o := range ops {

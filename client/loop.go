@@ -81,7 +81,7 @@ func (cn *conn) drop(i int) {
 func (cn *conn) begin() {
 	for i := range cn.seen {
 		cn.harvest(i) // events of the time between calls: not this call's
-		cn.seen[i] = seen{connected: cn.watches[i] != nil && cn.watches[i].up}
+		cn.seen[i] = cn.seen[i].keepUp()
 	}
 }
 

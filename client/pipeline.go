@@ -444,9 +444,10 @@ func (p *pipeline) watch(now time.Time) {
 		// goes on being seen as long as it lasts.
 		p.refusedAt = time.Time{}
 		for i := range cn.seen {
-			cn.seen[i] = seen{watched: cn.seen[i].watched, refused: cn.seen[i].refused,
-				refusingSince: cn.seen[i].refusingSince, lastRefused: cn.seen[i].lastRefused,
-				connected: cn.watches[i] != nil && cn.watches[i].up}
+			sn := cn.seen[i].keepUp()
+			sn.watched, sn.Refused = cn.seen[i].watched, cn.seen[i].Refused
+			sn.RefusingSince, sn.LastRefused = cn.seen[i].RefusingSince, cn.seen[i].LastRefused
+			cn.seen[i] = sn
 		}
 	}
 	for i := range cn.eps {
@@ -740,8 +741,10 @@ func (p *pipeline) settle(r *asyncReq, rep [][]byte) {
 	}
 	clear(p.silent)
 	// An answer: what was seen of the brokers before it is no cause of
-	// a later failure.
-	clear(p.cn.seen)
+	// a later failure (Up is the socket's state, not a sighting: kept).
+	for i := range p.cn.seen {
+		p.cn.seen[i] = seen{Conn: zsock.Conn{Up: p.cn.seen[i].Up}}
+	}
 	p.noActive = false
 	p.backoff = 10 * time.Millisecond
 	c.calls_.Add(1)

@@ -28,8 +28,6 @@ var errRefused = errors.New("refused by the broker")
 // watch is the monitor of one socket and the state of its connection.
 type watch struct {
 	mon *zsock.Monitor
-	// up: the current connection completed its handshake.
-	up bool
 	// inflight: a request was sent and its answer is due; bytes and
 	// largest are its size and its largest frame.
 	inflight       bool
@@ -42,24 +40,26 @@ type watch struct {
 }
 
 // seen is what one call saw of one endpoint, over every socket it had
-// to it.
+// to it. Conn.Up is the current socket's (false when there is none): it
+// outlives the forgetting of the rest (begin, keepUp).
 type seen struct {
-	watched   bool // a monitor watched a socket to the endpoint
-	connected bool // a TCP connection was made
-	delayed   bool // a connection was begun
-	refused   int  // connection attempts that failed (refused, unresolved)
-	auth      int  // ZAP status of a refused CURVE key (0: none)
-	handshake string
+	// Conn: connections begun, made, refused (RefusingSince and
+	// LastRefused are when harvest read the event), a refused CURVE key
+	// and a failed handshake.
+	zsock.Conn
+	watched bool // a monitor watched a socket to the endpoint
 	// tooLarge: the broker closed the connection right after the
 	// request (bytes, largest) and took the next one.
 	tooLarge       bool
 	bytes, largest int
 	gone           bool   // closed while in flight, then refused
 	answer         string // a refusal it answered ("not active: ...")
-	// refusingSince: the first of the connection attempts refused since
-	// the last connection was made (zero: none refused since);
-	// lastRefused: the latest. Both are when harvest read the event.
-	refusingSince, lastRefused time.Time
+}
+
+// keepUp is what is kept of s when a call forgets what was seen: the
+// socket's connection, if up (see begin).
+func (s *seen) keepUp() seen {
+	return seen{Conn: zsock.Conn{Up: s.Up, Connected: s.Up}}
 }
 
 // refusalFresh is how recent the latest refused connection attempt of an
@@ -74,34 +74,34 @@ const refusalFresh = 500 * time.Millisecond
 // been refused for at least wait (ECONNREFUSED, again and again: nothing
 // listens there), and still is. wait <= 0: never.
 func (s *seen) refusing(now time.Time, wait time.Duration) bool {
-	return wait > 0 && !s.refusingSince.IsZero() && now.Sub(s.refusingSince) >= wait && now.Sub(s.lastRefused) < refusalFresh
+	return wait > 0 && !s.RefusingSince.IsZero() && now.Sub(s.RefusingSince) >= wait && now.Sub(s.LastRefused) < refusalFresh
 }
 
 // definitive reports a failure that resending to the same endpoint
 // cannot mend.
 func (s *seen) definitive() bool {
-	return s.auth != 0 || s.handshake != "" || s.tooLarge
+	return s.Auth != 0 || s.Handshake != "" || s.tooLarge
 }
 
 // cause turns what was seen into the endpoint's cause.
 func (s *seen) cause(endpoint string, tries int, cfg Config) EndpointCause {
-	ec := EndpointCause{Endpoint: endpoint, Tries: tries, Timeout: cfg.Timeout, Connected: s.connected}
+	ec := EndpointCause{Endpoint: endpoint, Tries: tries, Timeout: cfg.Timeout, Connected: s.Connected}
 	switch {
 	case s.answer != "":
 		ec.Cause, ec.Detail = CauseNotActive, s.answer
-	case s.auth != 0:
-		ec.Cause, ec.Detail = CauseAuth, strconv.Itoa(s.auth)
-	case s.handshake != "":
-		ec.Cause, ec.Detail = CauseHandshake, s.handshake
+	case s.Auth != 0:
+		ec.Cause, ec.Detail = CauseAuth, strconv.Itoa(s.Auth)
+	case s.Handshake != "":
+		ec.Cause, ec.Detail = CauseHandshake, s.Handshake
 	case s.tooLarge:
 		ec.Cause, ec.Bytes, ec.Largest = CauseTooLarge, s.bytes, s.largest
 	case s.gone:
 		ec.Cause = CauseClosed
-	case s.connected:
+	case s.Connected:
 		ec.Cause = CauseNoAnswer
-	case s.refused > 0:
+	case s.Refused > 0:
 		ec.Cause = CauseRefused
-	case s.delayed:
+	case s.Delayed:
 		ec.Cause = CauseUnreachable
 	case s.watched:
 		// libzmq resolves the name before it begins a connection, and
@@ -131,6 +131,7 @@ func (cn *conn) unwatch(i int) {
 	cn.harvest(i)
 	w.mon.Close()
 	cn.watches[i] = nil
+	cn.seen[i].Up = false
 }
 
 // harvest reads the events the monitor of socket i holds into what the
@@ -142,50 +143,29 @@ func (cn *conn) harvest(i int) {
 	}
 	sn := &cn.seen[i]
 	sn.watched = true
+	now := time.Now()
 	for {
 		ev, val, ok := w.mon.Next()
 		if !ok {
 			return
 		}
-		switch ev {
-		case zmq.EVENT_CONNECT_DELAYED:
-			sn.delayed = true
-		case zmq.EVENT_CONNECTED:
-			sn.connected = true
-			sn.refusingSince = time.Time{}
-		case zmq.EVENT_CLOSED:
+		switch sn.Apply(ev, val, now, "client", cn.curve != nil) {
+		case zsock.ConnRefused:
 			// A connection attempt failed (refused; an unresolved
 			// name), or the socket itself closed.
-			sn.refused++
-			now := time.Now()
-			if sn.refusingSince.IsZero() {
-				sn.refusingSince = now
-			}
-			sn.lastRefused = now
 			if w.closed {
 				w.closed, sn.gone = false, true
 			}
-		case zmq.EVENT_HANDSHAKE_SUCCEEDED:
-			w.up = true
+		case zsock.ConnUp:
 			if w.closed {
 				// It closed the connection on the request and took the
 				// next at once: the request, not the broker.
 				w.closed = false
 				sn.tooLarge, sn.bytes, sn.largest = true, w.bytes, w.largest
 			}
-		case zmq.EVENT_DISCONNECTED:
-			if w.up && w.inflight {
+		case zsock.ConnLost:
+			if w.inflight {
 				w.closed = true
-			}
-			w.up = false
-		case zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-			sn.auth = val
-		case zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-			sn.handshake = zsock.HandshakeFailure("client", cn.curve != nil, ev, val)
-		case zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-			// Keep a protocol error's detail, seen on an earlier try.
-			if sn.handshake == "" {
-				sn.handshake = zsock.HandshakeFailure("client", cn.curve != nil, ev, val)
 			}
 		}
 	}

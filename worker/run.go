@@ -52,15 +52,14 @@ type session struct {
 	endpoint string
 	heard    bool // a message other than DISCONNECT came on it
 	// mon watches the connection's events (nil: unwatched, when the
-	// monitor could not be made); up: its handshake succeeded;
-	// refusingSince: connection attempts refused since then (zero: none
-	// since the last made); watchAt: read mon no later than this; full:
-	// a send was dropped on a full pipe (logged once per connection).
-	mon           *zsock.Monitor
-	up            bool
-	refusingSince time.Time
-	watchAt       time.Time
-	full          bool
+	// monitor could not be made), which conn holds (its handshake
+	// succeeded; connection attempts refused since the last made);
+	// watchAt: read mon no later than this; full: a send was dropped on
+	// a full pipe (logged once per connection).
+	mon     *zsock.Monitor
+	conn    zsock.Conn
+	watchAt time.Time
+	full    bool
 	// lastBeat: when the broker's last HEARTBEAT came; fastBeats: how
 	// many in a row came well within this worker's interval (a broker
 	// with a shorter --heartbeat, which expires this worker);
@@ -479,7 +478,7 @@ func (s *session) connect(now time.Time) error {
 	}
 	// The first look soon: a refused connection or handshake is known
 	// within milliseconds on a LAN.
-	s.mon, s.up, s.refusingSince, s.watchAt, s.full = mon, false, time.Time{}, now.Add(watchFirst), false
+	s.mon, s.conn, s.watchAt, s.full = mon, zsock.Conn{}, now.Add(watchFirst), false
 	s.endpoint, s.heard, s.beatsBusy = ep, false, false
 	s.lastBeat, s.fastBeats, s.beatWarned = time.Time{}, 0, false
 	s.deadAt = now.Add(s.expiry)
@@ -602,25 +601,14 @@ func (s *session) watch(now time.Time) string {
 		if !ok {
 			break
 		}
-		switch ev {
-		case zmq.EVENT_CONNECTED:
-			s.refusingSince = time.Time{}
-		case zmq.EVENT_CLOSED:
-			// A connection attempt failed (refused; an unresolved name).
-			if !s.up && s.refusingSince.IsZero() {
-				s.refusingSince = now
-			}
-		case zmq.EVENT_HANDSHAKE_SUCCEEDED:
-			s.up, s.refusingSince = true, time.Time{}
-		case zmq.EVENT_DISCONNECTED:
-			if s.up {
-				// libzmq would connect again on its own, to a broker that
-				// no longer knows this worker (or is gone).
-				return "the broker closed the connection (stopped, crashed or restarted)"
-			}
-		case zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-			return zsock.AuthRefused("worker", strconv.Itoa(val))
-		case zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+		switch s.conn.Apply(ev, val, now, "worker", s.w.cfg.Curve != nil) {
+		case zsock.ConnLost:
+			// libzmq would connect again on its own, to a broker that
+			// no longer knows this worker (or is gone).
+			return "the broker closed the connection (stopped, crashed or restarted)"
+		case zsock.ConnAuthFailed:
+			return zsock.AuthRefused("worker", strconv.Itoa(s.conn.Auth))
+		case zsock.ConnHandshakeFailed:
 			const failed = "security handshake failed: "
 			if prev := s.said[s.endpoint]; ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL && strings.HasPrefix(prev, failed) {
 				// The same handshake failing again, told with less
@@ -628,14 +616,14 @@ func (s *session) watch(now time.Time) string {
 				// earlier failure said.
 				return prev
 			}
-			return failed + zsock.HandshakeFailure("worker", s.w.cfg.Curve != nil, ev, val)
+			return failed + s.conn.Handshake
 		}
 	}
-	if !s.refusingSince.IsZero() {
+	if !s.conn.RefusingSince.IsZero() {
 		switch {
 		case len(s.w.cfg.Brokers) > 1:
 			return "connection refused (no broker listens there)"
-		case now.Sub(s.refusingSince) >= refusedWait:
+		case now.Sub(s.conn.RefusingSince) >= refusedWait:
 			return fmt.Sprintf("connection refused for %s (no broker listens there)", refusedWait)
 		}
 	}

@@ -3,6 +3,7 @@ package zsock
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 )
@@ -64,6 +65,86 @@ func (m *Monitor) Next() (ev zmq.Event, val int, ok bool) {
 func (m *Monitor) Close() {
 	_ = m.sock.Monitor("", 0)
 	_ = m.pair.Close()
+}
+
+// Conn is what a connecting socket's monitor (ConnectionEvents) told of
+// its connection: the client and the worker each read the events through
+// Apply, so that both see a refused connection, a refused key and a
+// failed handshake alike, and act on what changed in their own way.
+type Conn struct {
+	Delayed   bool // a connection was begun
+	Connected bool // a TCP connection was made
+	// Up: the current connection completed its security handshake.
+	Up bool
+	// Refused counts the connection attempts that failed (refused; an
+	// unresolved name). RefusingSince: the first of them since the last
+	// connection was made (zero: none since); LastRefused: the latest.
+	// Both are the now of the Apply that read the event.
+	Refused                    int
+	RefusingSince, LastRefused time.Time
+	Auth                       int    // ZAP status of a refused CURVE key (0: none)
+	Handshake                  string // what a failed security handshake most likely means (HandshakeFailure; "": none)
+}
+
+// ConnChange is what one event did to a Conn that its reader may have to
+// act on.
+type ConnChange int
+
+const (
+	// ConnOther: a connection begun or made, or a connection that had
+	// not completed its handshake lost; c's fields say it all.
+	ConnOther ConnChange = iota
+	// ConnRefused: a connection attempt failed (EVENT_CLOSED).
+	ConnRefused
+	// ConnUp: the connection completed its security handshake.
+	ConnUp
+	// ConnLost: a connection that had completed its handshake was lost.
+	ConnLost
+	// ConnAuthFailed: the peer's ZAP handler refused the key (Auth).
+	ConnAuthFailed
+	// ConnHandshakeFailed: the security handshake failed (Handshake).
+	ConnHandshakeFailed
+)
+
+// Apply reads one monitor event (ev, with its value) into c, at now. who
+// and curve name the connecting side for Handshake's text
+// (HandshakeFailure).
+func (c *Conn) Apply(ev zmq.Event, val int, now time.Time, who string, curve bool) ConnChange {
+	switch ev {
+	case zmq.EVENT_CONNECT_DELAYED:
+		c.Delayed = true
+	case zmq.EVENT_CONNECTED:
+		c.Connected, c.RefusingSince = true, time.Time{}
+	case zmq.EVENT_CLOSED:
+		c.Refused++
+		if c.RefusingSince.IsZero() {
+			c.RefusingSince = now
+		}
+		c.LastRefused = now
+		return ConnRefused
+	case zmq.EVENT_HANDSHAKE_SUCCEEDED:
+		c.Up, c.RefusingSince = true, time.Time{}
+		return ConnUp
+	case zmq.EVENT_DISCONNECTED:
+		if c.Up {
+			c.Up = false
+			return ConnLost
+		}
+	case zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+		c.Auth = val
+		return ConnAuthFailed
+	case zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+		c.Handshake = HandshakeFailure(who, curve, ev, val)
+		return ConnHandshakeFailed
+	case zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+		// The same handshake failing again, told with less detail
+		// (libzmq's timing): keep what a protocol error said of it.
+		if c.Handshake == "" {
+			c.Handshake = HandshakeFailure(who, curve, ev, val)
+		}
+		return ConnHandshakeFailed
+	}
+	return ConnOther
 }
 
 // HandshakeFailure says what a failed security handshake

@@ -76,6 +76,27 @@ func TestCommandWorkerThousandSubmits(t *testing.T) {
 	}
 }
 
+// runBroker runs `titanic broker args...` expecting it to stop by itself
+// within 15 s; it returns its stderr and exit code.
+func runBroker(t *testing.T, env []string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, harness.Binary(t), append([]string{"broker"}, args...)...)
+	cmd.Env = append(cmd.Environ(), env...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("titanic broker %v: still running after 15 s; stderr:\n%s", args, errb.String())
+	}
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	return errb.String(), code
+}
+
 // cli runs the binary and returns its stdout and exit code.
 func cli(t *testing.T, stdin string, args ...string) (string, int) {
 	t.Helper()

@@ -151,11 +151,9 @@ func TestFirstHourHTTPPortTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cmd := exec.Command(harness.Binary(t), "broker", "--listen", harness.FreeEndpoint(t), "--data", t.TempDir(), "--http-listen", ln.Addr().String())
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || !strings.Contains(string(out), ln.Addr().String()) || !strings.Contains(string(out), "address already in use") {
-		t.Fatalf("broker --http-listen on a taken port: %v, %s; want it to stop naming the address", err, out)
+	out, code := runBroker(t, nil, "--listen", harness.FreeEndpoint(t), "--data", t.TempDir(), "--http-listen", ln.Addr().String())
+	if code == 0 || !strings.Contains(out, ln.Addr().String()) || !strings.Contains(out, "address already in use") {
+		t.Fatalf("broker --http-listen on a taken port: exit %d, %s; want it to stop naming the address", code, out)
 	}
 }
 

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,10 +60,8 @@ func TestBackupCheckDrain(t *testing.T) {
 	if err := os.Truncate(filepath.Join(dir, "titanic.db"), 0); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(harness.Binary(t), "broker", "--listen", harness.FreeEndpoint(t), "--data", dir)
-	res, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(res), "corrupt") {
-		t.Fatalf("broker on a truncated file: err %v, output:\n%s", err, res)
+	if stderr, code := runBroker(t, nil, "--listen", harness.FreeEndpoint(t), "--data", dir); code == 0 || !strings.Contains(stderr, "corrupt") {
+		t.Fatalf("broker on a truncated file: exit %d, stderr:\n%s", code, stderr)
 	}
 	// Restoring the backup brings every acknowledged ticket back (the
 	// damaged file is moved aside).

@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/titanicmq/titanic/internal/harness"
 )
@@ -42,25 +38,4 @@ func TestFirstHourStartErrorsSayWhatToDo(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "--data") {
 		t.Errorf("--data given a file: exit %d, want an error saying --data takes the directory; stderr: %s", code, lastLines(stderr, 1))
 	}
-}
-
-// runBroker runs `titanic broker args...` expecting it to stop by itself
-// within 15 s; it returns its stderr and exit code.
-func runBroker(t *testing.T, env []string, args ...string) (string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, harness.Binary(t), append([]string{"broker"}, args...)...)
-	cmd.Env = append(cmd.Environ(), env...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("titanic broker %v: still running after 15 s; stderr:\n%s", args, errb.String())
-	}
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	}
-	return errb.String(), code
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/titanicmq/titanic/client"
 	"github.com/titanicmq/titanic/internal/netns"
 )
 
@@ -208,6 +209,38 @@ func loadedPair(t *testing.T, o pairLoad) pairRun {
 		r.active, r.passive = waitPairHealthy(t, r.ctx, primary, backup, o.wholeWithin)
 	}
 	return r
+}
+
+// splitPair starts a pair for a split-brain test (a run of at most 3
+// minutes) and a client of both nodes, once the pair is whole and takes
+// submit options (the cluster version reaches 3 a few seconds after both
+// run).
+func splitPair(t *testing.T) (pairRun, *client.Client) {
+	t.Helper()
+	p := loadedPair(t, pairLoad{wholeWithin: 30 * time.Second, ctxTimeout: 3 * time.Minute})
+	cp, err := client.New(client.Config{Brokers: p.brokers, Timeout: clientTimeout, Retries: 20, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Close() })
+	eventually(t, 30*time.Second, "options supported (cluster version 3)", func() error {
+		_, err := cp.Submit(p.ctx, "warm", [][]byte{[]byte("w")}, client.SubmitOptions{Priority: client.PriorityHigh})
+		return err
+	}, p.dg)
+	waitPairHealthy(t, p.ctx, p.primary, p.backup, 30*time.Second)
+	return p, cp
+}
+
+// waitForkHandedOver waits for n to hand its fork of a split brain over
+// to the active peer; what says who and when, for the failure.
+func waitForkHandedOver(t *testing.T, n *node, within time.Duration, what string, dg func() string) {
+	t.Helper()
+	eventually(t, within, what, func() error {
+		if !strings.Contains(lifeLog(n), "fork handed over to the active peer") {
+			return fmt.Errorf("no handover yet")
+		}
+		return nil
+	}, dg)
 }
 
 // TestPairKillActive SIGKILLs the active broker of a pair ten times under

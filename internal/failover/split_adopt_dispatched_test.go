@@ -41,19 +41,8 @@ func splitWorkerOf(t *testing.T, ctx context.Context, brokers []string, service 
 // ..." after the merge: no redelivery, the running one's work is lost,
 // the other's remaining attempts are never made.
 func TestSplitAdoptKeepsDispatchedTicket(t *testing.T) {
-	p := loadedPair(t, pairLoad{wholeWithin: 30 * time.Second, ctxTimeout: 3 * time.Minute})
-	primary, backup, brokers, ctx, dg := p.primary, p.backup, p.brokers, p.ctx, p.dg
-	// The cluster version reaches 3 a few seconds after both run.
-	cp, err := client.New(client.Config{Brokers: brokers, Timeout: clientTimeout, Retries: 20, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Close()
-	eventually(t, 30*time.Second, "options supported", func() error {
-		_, err := cp.Submit(ctx, "warm", [][]byte{[]byte("w")}, client.SubmitOptions{Priority: client.PriorityHigh})
-		return err
-	}, dg)
-	waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
+	p, cp := splitPair(t)
+	primary, backup, ctx, dg := p.primary, p.backup, p.ctx, p.dg
 
 	t.Logf("cutting the pair link; a client and workers reach only the backup")
 	primary.host.Partition(t, backup.host)
@@ -104,12 +93,7 @@ func TestSplitAdoptKeepsDispatchedTicket(t *testing.T) {
 		t.Logf("on the backup before the heal: %+v %v", st, err)
 	}
 	primary.host.Heal(t)
-	eventually(t, 60*time.Second, "the backup yields and hands its fork over", func() error {
-		if !strings.Contains(lifeLog(backup), "fork handed over to the active peer") {
-			return fmt.Errorf("no handover yet")
-		}
-		return nil
-	}, dg)
+	waitForkHandedOver(t, backup, 60*time.Second, "the backup yields and hands its fork over", dg)
 	waitPairHealthy(t, ctx, primary, backup, 60*time.Second)
 	time.Sleep(2 * time.Second)
 	for _, tk := range []string{held, flaky} {

@@ -3,7 +3,6 @@ package failover
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,21 +24,8 @@ import (
 // meanwhile: PENDING 0 while 2 pending tickets are listed), until the
 // node restarts.
 func TestSplitMergeKeepsCounts(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
-	cp, err := client.New(client.Config{Brokers: brokers, Timeout: clientTimeout, Retries: 20, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Close()
-	eventually(t, 30*time.Second, "options supported (cluster version 3)", func() error {
-		_, err := cp.Submit(ctx, "warm", [][]byte{[]byte("w")}, client.SubmitOptions{Priority: client.PriorityHigh})
-		return err
-	}, dg)
+	p, cp := splitPair(t)
+	primary, backup, ctx, dg := p.primary, p.backup, p.ctx, p.dg
 	for i := range 6 {
 		if _, err := cp.Submit(ctx, "svc", [][]byte{[]byte(fmt.Sprint("pre", i))}, client.SubmitOptions{}); err != nil {
 			t.Fatal(err)
@@ -87,12 +73,7 @@ func TestSplitMergeKeepsCounts(t *testing.T) {
 	}, dg)
 	time.Sleep(time.Second) // all four expire on the backup
 	primary.host.Heal(t)
-	eventually(t, 60*time.Second, "the backup yields and hands its fork over", func() error {
-		if !strings.Contains(lifeLog(backup), "fork handed over to the active peer") {
-			return fmt.Errorf("no handover yet")
-		}
-		return nil
-	}, dg)
+	waitForkHandedOver(t, backup, 60*time.Second, "the backup yields and hands its fork over", dg)
 	waitPairHealthy(t, ctx, primary, backup, 60*time.Second)
 	for _, tk := range tks {
 		if st, err := cp.Status(ctx, tk); err != nil || st.State != "failed" {

@@ -45,12 +45,7 @@ func TestPairSplitBrainMerged(t *testing.T) {
 
 	primary.host.Heal(t)
 	healAt := time.Now()
-	eventually(t, 30*time.Second, "the backup yields and hands its fork over", func() error {
-		if !strings.Contains(lifeLog(backup), "fork handed over to the active peer") {
-			return fmt.Errorf("no handover yet")
-		}
-		return nil
-	}, dg)
+	waitForkHandedOver(t, backup, 30*time.Second, "the backup yields and hands its fork over", dg)
 	active, _ := waitPairHealthy(t, ctx, primary, backup, 60*time.Second)
 	merged := time.Since(healAt)
 	if active != primary {
@@ -100,12 +95,7 @@ func TestPairSplitThenActiveDies(t *testing.T) {
 	y.progress(t, 50, 30*time.Second, "acks of the backup after the primary died", dg)
 	yAcks := y.finish(t, dg)
 	primary.start(t)
-	eventually(t, 30*time.Second, "the restarted primary hands its fork over", func() error {
-		if !strings.Contains(lifeLog(primary), "fork handed over to the active peer") {
-			return fmt.Errorf("no handover yet")
-		}
-		return nil
-	}, dg)
+	waitForkHandedOver(t, primary, 30*time.Second, "the restarted primary hands its fork over", dg)
 	// Usually the backup stays active. TCP may still deliver state the
 	// dead primary sent during the cut: the backup then yields to that
 	// stale ACTIVE and the primary takes over (both passive); either way

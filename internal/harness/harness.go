@@ -72,15 +72,11 @@ func FreeAddr(tb testing.TB) string {
 	return strings.TrimPrefix(ReservedEndpoint(tb), "tcp://")
 }
 
-// Process is a titanic process started by the harness.
+// Process is a titanic process started by the harness; Log is its
+// captured stderr.
 type Process struct {
-	tb    testing.TB
-	cmd   *exec.Cmd
-	name  string
-	Log   string // path of its captured stderr
+	Proc
 	ready chan struct{}
-	exit  chan struct{}
-	err   error
 }
 
 // ReadyWithin is how long Start (and netns's) waits for the ready line:
@@ -109,7 +105,7 @@ func Start(tb testing.TB, name, readyLine string, args ...string) *Process {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := &Process{tb: tb, cmd: cmd, name: name, Log: logPath, ready: make(chan struct{}), exit: make(chan struct{})}
+	p := &Process{Proc: NewProc(name, logPath, cmd), ready: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start %s: %v", name, err)
 	}
@@ -127,82 +123,19 @@ func Start(tb testing.TB, name, readyLine string, args ...string) *Process {
 			}
 		}
 		_, _ = io.Copy(logf, stderr)
-		p.err = cmd.Wait()
-		close(p.exit)
+		p.Done(cmd.Wait())
 	}()
 	tb.Cleanup(func() { p.Kill() })
 	if readyLine != "" {
 		select {
 		case <-p.ready:
-		case <-p.exit:
-			tb.Fatalf("%s exited before it was ready: %v\n%s", name, p.err, p.Tail())
+		case <-p.ExitC():
+			tb.Fatalf("%s exited before it was ready: %v\n%s", name, p.ExitErr(), p.Tail())
 		case <-time.After(ReadyWithin()):
 			tb.Fatalf("%s not ready within %s\n%s", name, ReadyWithin(), p.Tail())
 		}
 	}
 	return p
-}
-
-// PID is the process ID.
-func (p *Process) PID() int { return p.cmd.Process.Pid }
-
-// Signal sends sig to the process.
-func (p *Process) Signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
-
-// Kill sends SIGKILL to the process (and its process group: a worker's
-// commands) and waits for it to exit.
-func (p *Process) Kill() {
-	select {
-	case <-p.exit:
-		return
-	default:
-	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	_ = p.cmd.Process.Kill()
-	<-p.exit
-}
-
-// Stop sends SIGTERM and waits up to d for a clean exit, then kills.
-func (p *Process) Stop(d time.Duration) error {
-	p.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exit:
-		return p.err
-	case <-time.After(d):
-		p.Kill()
-		return fmt.Errorf("%s did not stop within %s after SIGTERM", p.name, d)
-	}
-}
-
-// Exited reports whether the process has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.exit:
-		return true
-	default:
-		return false
-	}
-}
-
-// ExitErr is the process's exit error (nil for exit 0) once it has
-// exited (see Exited), nil before.
-func (p *Process) ExitErr() error {
-	select {
-	case <-p.exit:
-		return p.err
-	default:
-		return nil
-	}
-}
-
-// Tail returns the last lines of the process's stderr, for failure messages.
-func (p *Process) Tail() string {
-	b, _ := os.ReadFile(p.Log)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // Broker starts a broker on endpoint with its data in dir and waits until

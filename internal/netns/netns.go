@@ -39,6 +39,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/titanicmq/titanic/internal/harness"
 )
 
 const (
@@ -538,10 +540,10 @@ func installNft() error {
 	if err != nil {
 		// The package lists may be missing or stale.
 		if out2, err2 := aptGet("update", "-q", "-o", "DPkg::Lock::Timeout=120"); err2 != nil {
-			return fmt.Errorf("apt-get update: %v\n%s", err2, tail(out2, 10))
+			return fmt.Errorf("apt-get update: %v\n%s", err2, harness.Tail(out2, 10))
 		}
 		if out, err := aptGet(install...); err != nil {
-			return fmt.Errorf("apt-get install nftables: %v\n%s", err, tail(out, 10))
+			return fmt.Errorf("apt-get install nftables: %v\n%s", err, harness.Tail(out, 10))
 		}
 	}
 	if _, err := exec.LookPath("nft"); err != nil {
@@ -722,13 +724,4 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// tail returns the last n lines of b.
-func tail(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -17,20 +17,17 @@ import (
 )
 
 // Process is a titanic process running on a host. It is harness.Process's
-// counterpart: `ip netns exec NS BIN args...` execs the binary in place,
-// so PID is the titanic process itself.
+// counterpart, and shares its harness.Proc (PID, Kill, Stop, Tail...):
+// `ip netns exec NS BIN args...` execs the binary in place, so PID is the
+// titanic process itself.
 type Process struct {
-	Name string
-	Host *Host
-	Log  string // path of its captured stdout and stderr
+	harness.Proc // Log: its captured stdout and stderr
+	Host         *Host
 
 	readyLine string
 	bin       string
 	args      []string
-	cmd       *exec.Cmd
 	ready     chan struct{}
-	exit      chan struct{}
-	err       error
 }
 
 // Start runs the titanic binary (harness.Binary) with args in the host's
@@ -76,38 +73,37 @@ func (h *Host) TryStartBin(tb testing.TB, bin, name, readyLine string, args ...s
 	if err != nil {
 		tb.Fatal(err)
 	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", h.NS, bin}, args...)...)
 	p := &Process{
-		Name: name, Host: h, Log: logPath,
+		Proc: harness.NewProc(name, logPath, cmd), Host: h,
 		readyLine: readyLine, bin: bin, args: args,
-		ready: make(chan struct{}), exit: make(chan struct{}),
+		ready: make(chan struct{}),
 	}
 	lw := &lineWriter{f: logf, match: readyLine, onMatch: func() { close(p.ready) }}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", h.NS, bin}, args...)...)
 	cmd.Stdout, cmd.Stderr = lw, lw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 2 * time.Second // a child keeping the output open
-	p.cmd = cmd
 	if !h.net.track(p) {
 		logf.Close()
 		tb.Fatalf("netns: start %s: the Net is already cleaned up", name)
 	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		close(p.exit)
+		p.Done(err)
 		tb.Fatalf("netns: start %s on %s: %v", name, h.Name, err)
 	}
 	go func() {
-		p.err = cmd.Wait()
+		err := cmd.Wait()
 		lw.flush()
 		logf.Close()
-		close(p.exit)
+		p.Done(err)
 	}()
 	tb.Cleanup(p.Kill)
 	if readyLine != "" {
 		select {
 		case <-p.ready:
-		case <-p.exit:
-			return p, fmt.Errorf("%w: %s exited before it was ready: %v\n%s", ErrNotReady, name, p.err, p.Tail())
+		case <-p.ExitC():
+			return p, fmt.Errorf("%w: %s exited before it was ready: %v\n%s", ErrNotReady, name, p.ExitErr(), p.Tail())
 		case <-time.After(harness.ReadyWithin()):
 			p.Kill()
 			return p, fmt.Errorf("%w: %s not ready within %s\n%s", ErrNotReady, name, harness.ReadyWithin(), p.Tail())
@@ -152,16 +148,13 @@ func (p *Process) Restart(tb testing.TB) *Process {
 	return q
 }
 
-// PID is the process ID (of titanic itself, not of ip).
-func (p *Process) PID() int { return p.cmd.Process.Pid }
-
 // Signal sends sig to the process: SIGSTOP freezes it (its sockets stay
 // open and silent), SIGCONT resumes it. For SIGSTOP it returns once every
 // thread has stopped: kill(2) only queues the stop, and a thread busy in
 // the kernel (an fsync, a recv) runs on until it leaves it, long enough
 // under load to answer a request sent right after.
 func (p *Process) Signal(sig syscall.Signal) error {
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := p.Proc.Signal(sig); err != nil {
 		return err
 	}
 	if sig != syscall.SIGSTOP {
@@ -227,54 +220,6 @@ func runningThreads(pid int) (string, error) {
 		}
 	}
 	return "", nil
-}
-
-// Kill sends SIGKILL to the process and its process group and waits for it
-// to exit. It does nothing when the process has exited.
-func (p *Process) Kill() {
-	select {
-	case <-p.exit:
-		return
-	default:
-	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	_ = p.cmd.Process.Kill()
-	<-p.exit
-}
-
-// Stop sends SIGTERM and waits up to d for a clean exit, then kills.
-func (p *Process) Stop(d time.Duration) error {
-	_ = p.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exit:
-		return p.err
-	case <-time.After(d):
-		p.Kill()
-		return fmt.Errorf("%s did not stop within %s after SIGTERM", p.Name, d)
-	}
-}
-
-// Exited reports whether the process has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.exit:
-		return true
-	default:
-		return false
-	}
-}
-
-// Wait waits for the process to exit and returns what exec.Cmd.Wait did.
-func (p *Process) Wait() error {
-	<-p.exit
-	return p.err
-}
-
-// Tail returns the last 30 lines of the process's output, for failure
-// messages.
-func (p *Process) Tail() string {
-	b, _ := os.ReadFile(p.Log)
-	return tail(b, 30)
 }
 
 // lineWriter copies a process's output to its log and calls onMatch once

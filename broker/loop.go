@@ -216,13 +216,7 @@ func (b *Broker) loop(ctx context.Context, router *zmq.Socket, rf *zsock.Frames,
 	next := time.Now().Add(every)
 	b.drainCommands(s) // queued before Run
 	for ctx.Err() == nil {
-		wait := time.Until(next)
-		if wait < 0 {
-			wait = 0
-		}
-		// Poll counts whole milliseconds: round up, or it would spin.
-		wait = (wait + time.Millisecond - 1).Truncate(time.Millisecond)
-		polled, err := poller.Poll(wait)
+		polled, err := poller.Poll(zsock.PollTimeout(time.Now(), next))
 		if err != nil {
 			if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
 				continue
@@ -250,19 +244,34 @@ func (b *Broker) loop(ctx context.Context, router *zmq.Socket, rf *zsock.Frames,
 				}
 			}
 		}
-		if now := time.Now(); !now.Before(next) {
-			s.tick(now)
-			next = now.Add(every)
-		}
-		select {
-		case <-zapDone:
-			// Handshakes stall without it: stop, and say why (Run
-			// returns the handler's error).
+		next = s.tickDue(next, every)
+		if stopped(zapDone) {
 			return nil
-		default:
 		}
 	}
 	return nil
+}
+
+// tickDue runs s's tick once next has come, and returns when the next
+// one is due.
+func (s *state) tickDue(next time.Time, every time.Duration) time.Time {
+	if now := time.Now(); !now.Before(next) {
+		s.tick(now)
+		return now.Add(every)
+	}
+	return next
+}
+
+// stopped reports that the ZAP handler stopped serving (zapDone; nil
+// without CURVE): handshakes stall without it, so the loop stops, and Run
+// says why (it returns the handler's error).
+func stopped(zapDone <-chan struct{}) bool {
+	select {
+	case <-zapDone:
+		return true
+	default:
+		return false
+	}
 }
 
 // loopReadable is loop for a broker without peering: it waits for the
@@ -289,14 +298,9 @@ func (b *Broker) loopReadable(ctx context.Context, rf *zsock.Frames, rd *zsock.R
 		default:
 			return fmt.Errorf("poll: %w", err)
 		}
-		if now := time.Now(); !now.Before(next) {
-			s.tick(now)
-			next = now.Add(every)
-		}
-		select {
-		case <-zapDone:
+		next = s.tickDue(next, every)
+		if stopped(zapDone) {
 			return nil
-		default:
 		}
 	}
 	return nil

@@ -325,9 +325,7 @@ func (s *session) pollTimeout(now time.Time) time.Duration {
 	if !ok {
 		return -1
 	}
-	d := max(deadline.Sub(now), 0)
-	// Poll counts whole milliseconds: round up, or it would spin.
-	return (d + time.Millisecond - 1).Truncate(time.Millisecond)
+	return zsock.PollTimeout(now, deadline)
 }
 
 // wait blocks until the broker has sent something (which it reads), the

@@ -195,3 +195,12 @@ func (r *Readable) Close() error {
 	}
 	return nil
 }
+
+// PollTimeout is the time left until deadline (from now) as zmq_poll
+// takes it: poll counts whole milliseconds, so it is rounded up (rounded
+// down, a wait under a millisecond would return at once and spin), and
+// not below zero.
+func PollTimeout(now, deadline time.Time) time.Duration {
+	d := max(deadline.Sub(now), 0)
+	return (d + time.Millisecond - 1).Truncate(time.Millisecond)
+}

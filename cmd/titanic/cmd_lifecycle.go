@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -122,28 +123,25 @@ func serviceCommand(e env, name string) (*client.Client, string, error) {
 }
 
 func runPause(e env) error {
-	c, service, err := serviceCommand(e, "pause")
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Pause(e.ctx, service); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "%s paused: its tickets are taken, not dispatched, until titanic resume %s\n", service, service)
-	return nil
+	return serviceCall(e, "pause", (*client.Client).Pause, "%[1]s paused: its tickets are taken, not dispatched, until titanic resume %[1]s\n")
 }
 
 func runResume(e env) error {
-	c, service, err := serviceCommand(e, "resume")
+	return serviceCall(e, "resume", (*client.Client).Resume, "%s resumed\n")
+}
+
+// serviceCall runs the command name of one SERVICE argument: call, then
+// done (a format of the service) on stdout.
+func serviceCall(e env, name string, call func(*client.Client, context.Context, string) error, done string) error {
+	c, service, err := serviceCommand(e, name)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.Resume(e.ctx, service); err != nil {
+	if err := call(c, e.ctx, service); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s resumed\n", service)
+	fmt.Fprintf(e.stdout, done, service)
 	return nil
 }
 

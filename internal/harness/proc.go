@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -109,4 +110,19 @@ func Tail(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// ForEachLine calls fn with each line of the file at path (a process's
+// log), lines up to 4 MiB long; a file that cannot be opened has none.
+func ForEachLine(path string, fn func(string)) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		fn(sc.Text())
+	}
 }

@@ -1,12 +1,10 @@
 package jepsen
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -17,6 +15,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"github.com/titanicmq/titanic/internal/harness"
 	"github.com/titanicmq/titanic/internal/netns"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
@@ -239,7 +238,7 @@ func (n *node) lifeOps(now time.Time) []Op {
 		}
 		var from time.Time
 		serving := false
-		forEachLine(l.proc.Log, func(line string) {
+		harness.ForEachLine(l.proc.Log, func(line string) {
 			m := servingMsg.FindStringSubmatch(line)
 			solo := ""
 			switch {
@@ -283,7 +282,7 @@ func (n *node) lifeOps(now time.Time) []Op {
 // what matters.
 func exitReason(path string) string {
 	var last string
-	forEachLine(path, func(line string) {
+	harness.ForEachLine(path, func(line string) {
 		if strings.HasPrefix(line, "titanic ") || strings.HasPrefix(line, "panic: ") {
 			last = line
 		}
@@ -302,17 +301,4 @@ func exitReason(path string) string {
 		last = last[:120] + "..."
 	}
 	return last
-}
-
-func forEachLine(path string, fn func(string)) {
-	f, err := os.Open(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		fn(sc.Text())
-	}
 }

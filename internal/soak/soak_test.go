@@ -1,7 +1,6 @@
 package soak
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/titanicmq/titanic/broker/zsock"
 	"github.com/titanicmq/titanic/client"
+	"github.com/titanicmq/titanic/internal/harness"
 	"github.com/titanicmq/titanic/internal/netns"
 	"github.com/titanicmq/titanic/worker"
 )
@@ -701,7 +701,7 @@ type events struct {
 func readEvents(nodes []*pairNode, since time.Time) events {
 	var ev events
 	for _, n := range nodes {
-		forEachLine(n.proc.Log, func(line string) {
+		harness.ForEachLine(n.proc.Log, func(line string) {
 			m := logTime.FindStringSubmatch(line)
 			if m == nil {
 				return
@@ -744,19 +744,6 @@ func readEvents(nodes []*pairNode, since time.Time) events {
 		})
 	}
 	return ev
-}
-
-func forEachLine(path string, fn func(string)) {
-	f, err := os.Open(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		fn(sc.Text())
-	}
 }
 
 func readFile(path string) string {

@@ -129,7 +129,7 @@ type status struct {
 // clusterStatus asks one node for titanic.cluster, once.
 func clusterStatus(ctx context.Context, zctx *zmq.Context, n *node) (status, error) {
 	c := newRawClient(zctx, []string{n.endpoint()}, []string{n.name}, 300*time.Millisecond)
-	defer c.close()
+	defer c.Close()
 	rep, _, err := c.call(ctx, tsp.SvcCluster, []byte{})
 	if err != nil {
 		return status{}, err

@@ -456,11 +456,11 @@ func (r *run) lookAll(ctx context.Context, w *workload, tickets []string, tries 
 	var wg sync.WaitGroup
 	for i := range 6 {
 		c := newRawClient(r.zctx.ZMQ(), w.eps, w.nodes, clientTimeout)
-		c.cur = i % len(w.eps)
+		c.Use(i)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer c.close()
+			defer c.Close()
 			for tk := range next {
 				look(ctx, w, c, tk, tries)
 			}

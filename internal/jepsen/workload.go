@@ -150,7 +150,7 @@ func keyed(ctx context.Context, proc string, rng *rand.Rand, submit func(key str
 // other node on a 500 or a timeout.
 func (w *workload) keyedRaw(ctx context.Context, proc string, zctx *zsock.Context, rng *rand.Rand) {
 	c := newRawClient(zctx.ZMQ(), w.eps, w.nodes, w.timeout)
-	defer c.close()
+	defer c.Close()
 	submit := func(key string) (ok, rejected bool) {
 		w.h.Add(Op{Process: proc, Type: Invoke, F: FSubmit, Key: key, Body: key})
 		rep, node, err := c.call(ctx, tsp.SvcSubmit, []byte(key), []byte(w.service), []byte(key))
@@ -166,7 +166,7 @@ func (w *workload) keyedRaw(ctx context.Context, proc string, zctx *zsock.Contex
 		case op.Type == OK:
 			op.Type, op.Err = Fail, fmt.Sprintf("200 without a ticket: %q", rep)
 		case op.Code == "500":
-			c.next()
+			c.Next()
 		}
 		if op.Type != OK {
 			op.Node = ""
@@ -183,7 +183,7 @@ func (w *workload) keyedRaw(ctx context.Context, proc string, zctx *zsock.Contex
 // unanswered may have made a ticket nobody holds.
 func (w *workload) unkeyedRaw(ctx context.Context, proc string, zctx *zsock.Context, rng *rand.Rand) {
 	c := newRawClient(zctx.ZMQ(), w.eps, w.nodes, w.timeout)
-	defer c.close()
+	defer c.Close()
 	for i := 0; ctx.Err() == nil; i++ {
 		for try := 0; ctx.Err() == nil; try++ {
 			body := fmt.Sprintf("%s-%d.%d", proc, i, try)
@@ -202,7 +202,7 @@ func (w *workload) unkeyedRaw(ctx context.Context, proc string, zctx *zsock.Cont
 				break
 			}
 			if op.Code == "500" {
-				c.next()
+				c.Next()
 			}
 			pause(ctx, rng, 10*time.Millisecond, 30*time.Millisecond)
 		}
@@ -214,7 +214,7 @@ func (w *workload) unkeyedRaw(ctx context.Context, proc string, zctx *zsock.Cont
 // answer (200 with the reply, 300, 400, 500) with the node that gave it.
 func (w *workload) lookups(ctx context.Context, proc string, zctx *zsock.Context, rng *rand.Rand) {
 	c := newRawClient(zctx.ZMQ(), w.eps, w.nodes, w.timeout)
-	defer c.close()
+	defer c.Close()
 	for ctx.Err() == nil {
 		tk, ok := w.pick(rng)
 		if ok {
@@ -240,7 +240,7 @@ func (w *workload) lookup(ctx context.Context, c *rawClient, proc, ticket string
 		op.Value = string(bytes.Join(rep[1:], nil))
 	}
 	if a := tsp.ParseAnswer(rep); a.Code == tsp.CodeError && a.Kind != tsp.Failed {
-		c.next()
+		c.Next()
 	}
 	return w.h.Add(op)
 }

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 
 	"github.com/titanicmq/titanic/internal/harness"
 	"github.com/titanicmq/titanic/internal/netns"
+	"github.com/titanicmq/titanic/internal/rawmdp"
 	"github.com/titanicmq/titanic/worker"
 )
 
@@ -207,19 +207,11 @@ func keepLogs(t *testing.T, nodes ...*node) {
 
 // --- raw 9/TSP client -----------------------------------------------------
 
-// errTimeout: no answer within the client's timeout.
-var errTimeout = errors.New("no answer")
-
-// rawClient is a 7/MDP client from the specs alone (a DEALER, frames by
-// hand) with the Lazy Pirate's failover: no answer within the timeout
-// drops the socket and moves to the next endpoint. It is what an old
-// client, or one in another language, does; owned by one goroutine.
+// rawClient is a spec client (rawmdp.Client: what an old client, or one
+// in another language, does) with a context of its own.
 type rawClient struct {
-	zctx      *zmq.Context
-	endpoints []string
-	cur       int
-	sock      *zmq.Socket
-	timeout   time.Duration
+	*rawmdp.Client
+	zctx *zmq.Context
 }
 
 func newRawClient(t *testing.T, endpoints []string, timeout time.Duration) *rawClient {
@@ -228,81 +220,13 @@ func newRawClient(t *testing.T, endpoints []string, timeout time.Duration) *rawC
 	if err != nil {
 		t.Fatalf("zmq context: %v", err)
 	}
-	return &rawClient{zctx: zctx, endpoints: endpoints, timeout: timeout}
+	return &rawClient{Client: rawmdp.New(zctx, endpoints, timeout), zctx: zctx}
 }
 
-func (c *rawClient) next() {
-	c.drop()
-	c.cur = (c.cur + 1) % len(c.endpoints)
-}
-
-func (c *rawClient) drop() {
-	if c.sock != nil {
-		_ = c.sock.SetLinger(0)
-		_ = c.sock.Close()
-		c.sock = nil
-	}
-}
-
+// close releases the socket and the context.
 func (c *rawClient) close() {
-	c.drop()
+	c.Close()
 	_ = c.zctx.Term()
-}
-
-// call sends [service | body...] to the current endpoint and returns the
-// answer's body frames.
-func (c *rawClient) call(ctx context.Context, service string, body ...[]byte) ([][]byte, error) {
-	if c.sock == nil {
-		s, err := c.zctx.NewSocket(zmq.DEALER)
-		if err != nil {
-			return nil, fmt.Errorf("new socket: %w", err)
-		}
-		_ = s.SetLinger(0)
-		if err := s.Connect(c.endpoints[c.cur]); err != nil {
-			_ = s.Close()
-			return nil, fmt.Errorf("connect %s: %w", c.endpoints[c.cur], err)
-		}
-		c.sock = s
-	}
-	msg := append([][]byte{{}, []byte("MDPC01"), []byte(service)}, body...)
-	if _, err := c.sock.SendMessageDontwait(msg); err != nil {
-		c.next()
-		return nil, fmt.Errorf("%w: send: %w", errTimeout, err)
-	}
-	poller := zmq.NewPoller()
-	poller.Add(c.sock, zmq.POLLIN)
-	deadline := time.Now().Add(c.timeout)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			c.next()
-			return nil, errTimeout
-		}
-		if err := ctx.Err(); err != nil {
-			c.drop()
-			return nil, err
-		}
-		polled, err := poller.Poll(min(left, 50*time.Millisecond))
-		if err != nil {
-			if zmq.AsErrno(err) == zmq.Errno(syscall.EINTR) {
-				continue
-			}
-			c.next()
-			return nil, fmt.Errorf("poll: %w", err)
-		}
-		if len(polled) == 0 {
-			continue
-		}
-		frames, err := c.sock.RecvMessageBytes(0)
-		if err != nil {
-			c.next()
-			return nil, fmt.Errorf("receive: %w", err)
-		}
-		if len(frames) < 4 || len(frames[0]) != 0 || string(frames[1]) != "MDPC01" || string(frames[2]) != service {
-			continue // a late answer to an earlier request
-		}
-		return frames[3:], nil
-	}
 }
 
 // status is a node's answer to titanic.cluster (both versions answer it).
@@ -328,7 +252,7 @@ func (s status) voters() []string {
 func clusterStatus(t *testing.T, ctx context.Context, endpoint string) (status, error) {
 	c := newRawClient(t, []string{endpoint}, 300*time.Millisecond)
 	defer c.close()
-	rep, err := c.call(ctx, "titanic.cluster", []byte{})
+	rep, err := c.Call(ctx, "titanic.cluster", []byte{})
 	if err != nil {
 		return status{}, err
 	}
@@ -430,7 +354,7 @@ func startKeyedLoad(t *testing.T, ctx context.Context, brokers []string, n int, 
 						l.errs <- fmt.Errorf("submit %s: not acknowledged within 60s; last answer: %s", key, last)
 						return
 					}
-					rep, err := c.call(ctx, "titanic.submit", []byte(key), []byte("echo"), []byte(body))
+					rep, err := c.Call(ctx, "titanic.submit", []byte(key), []byte("echo"), []byte(body))
 					if err != nil {
 						last = err.Error()
 						continue
@@ -446,7 +370,7 @@ func startKeyedLoad(t *testing.T, ctx context.Context, brokers []string, n int, 
 					}
 					// 500 (not ready, not the leader): the other node,
 					// paced.
-					c.next()
+					c.Next()
 					time.Sleep(20 * time.Millisecond)
 				}
 			}
@@ -594,7 +518,7 @@ feed:
 	for {
 		var page [][]byte
 		for {
-			rep, err := c.call(ctx, "titanic.list", []byte{}, []byte{}, []byte(after), []byte("1000"))
+			rep, err := c.Call(ctx, "titanic.list", []byte{}, []byte{}, []byte(after), []byte("1000"))
 			if ctx.Err() != nil {
 				t.Fatalf("list after %q: %v%s", after, ctx.Err(), diagf())
 			}
@@ -603,7 +527,7 @@ feed:
 				break
 			}
 			if err == nil {
-				c.next()
+				c.Next()
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -637,7 +561,7 @@ feed:
 func awaitReply(ctx context.Context, c *rawClient, a ack) error {
 	var last string
 	for {
-		rep, err := c.call(ctx, "titanic.reply", []byte(a.ticket))
+		rep, err := c.Call(ctx, "titanic.reply", []byte(a.ticket))
 		if ctx.Err() != nil {
 			return fmt.Errorf("LOST: acknowledged ticket %s (key %s, acked at %s) not answered; last answer %s",
 				a.ticket, a.key, a.at.Format("15:04:05.000"), last)
@@ -658,10 +582,10 @@ func awaitReply(ctx context.Context, c *rawClient, a ack) error {
 			if len(rep) > 1 && strings.HasPrefix(string(rep[1]), "failed: ") {
 				return fmt.Errorf("ticket %s (key %s) failed: %q", a.ticket, a.key, rep)
 			}
-			c.next()
+			c.Next()
 		case "400":
 			// Unknown on a node that has not applied it yet: the other.
-			c.next()
+			c.Next()
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

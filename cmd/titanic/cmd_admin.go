@@ -55,11 +55,8 @@ func runCheck(e env) error {
 	fs := newFlags(e, "check", "[flags]   (verify the data file of a stopped broker, or a backup)")
 	data := fs.String("data", "./titanic-data", "data directory of the broker")
 	file := fs.String("file", "", "a data file to check instead (a backup)")
-	if err := e.parseFlags(fs, e.args); err != nil {
+	if err := parseNoArgs(e, fs); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if err := e.goAhead(); err != nil {
 		return err
@@ -113,11 +110,8 @@ func runCompact(e env) error {
 	fs := newFlags(e, "compact", "[flags]   (shrink the data file of a stopped broker: in a group one node at a time; a pair stopped whole)")
 	data := fs.String("data", "./titanic-data", "data directory of the broker")
 	removeOld := fs.Bool("remove-old", false, "delete the old file once the compacted one is in place and checked (default: keep it as titanic.db"+store.CompactSuffix+")")
-	if err := e.parseFlags(fs, e.args); err != nil {
+	if err := parseNoArgs(e, fs); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if err := e.goAhead(); err != nil {
 		return err

@@ -1,7 +1,6 @@
 package failover
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,13 +18,8 @@ import (
 // fork and rejoins. Every ticket acknowledged on either side is then
 // answered, with its own reply, and none was lost.
 func TestPairSplitBrainMerged(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echoWorkers(t, ctx, brokers, 3)
+	p := loadedPair(t, pairLoad{workers: 3})
+	primary, backup, brokers, ctx, dg := p.primary, p.backup, p.brokers, p.ctx, p.dg
 	x := startLoadKeys(t, ctx, []string{primary.endpoint()}, 3, 2*clientTimeout, "x")
 	x.progress(t, 50, 30*time.Second, "first acks of the primary's clients", dg)
 	waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
@@ -74,13 +68,8 @@ func TestPairSplitBrainMerged(t *testing.T) {
 // backup serves on; the primary comes back with its own data, sees the
 // backup active, and hands over what it acknowledged alone before it died.
 func TestPairSplitThenActiveDies(t *testing.T) {
-	primary, backup, _ := pair(t)
-	brokers := endpoints(primary, backup)
-	dg := func() string { return diag(primary, backup) }
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echoWorkers(t, ctx, brokers, 3)
+	p := loadedPair(t, pairLoad{workers: 3})
+	primary, backup, brokers, ctx, dg := p.primary, p.backup, p.brokers, p.ctx, p.dg
 	x := startLoadKeys(t, ctx, []string{primary.endpoint()}, 3, 2*clientTimeout, "x")
 	x.progress(t, 50, 30*time.Second, "first acks of the primary's clients", dg)
 	waitPairHealthy(t, ctx, primary, backup, 30*time.Second)

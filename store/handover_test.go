@@ -137,14 +137,7 @@ func TestKeyedHandoverOfGrownFork(t *testing.T) {
 	y, _ := newStore(t)
 	taker, _ := newStore(t)
 	shared, a, c, d := store.NewID(), store.NewID(), store.NewID(), store.NewID()
-	log := func(es ...store.Entry) {
-		t.Helper()
-		for i, r := range y.ApplyLog(ctx, es) {
-			if r.Err != nil {
-				t.Fatalf("entry %d: %v", es[i].Index, r.Err)
-			}
-		}
-	}
+	log := func(es ...store.Entry) { t.Helper(); mustApplyLog(t, y, es...) }
 	log(store.Entry{Index: 1, Term: 2, Shared: true, Ops: []store.Op{submit(shared, "s")}})
 	mustApply(t, taker, submit(shared, "s"))
 	log(store.Entry{Index: 2, Term: 3, Solo: true, Ops: []store.Op{{Kind: store.OpFail, ID: shared, Time: at(1), Reason: "failed on the yielder"}}},
@@ -328,4 +321,65 @@ func handoversKept(t *testing.T, s *store.BoltStore) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// A ticket the yielding node took in alone, handed over by a try cut
+// short, and closed by its client before the redo is closed on the
+// taker: ForkOps handed nothing over for a ticket created and closed
+// after the fork, and the adoption of the first try stood (the ticket ran
+// there again). A try halts the yielding node's raft, which appends again
+// only in a later term: a ticket created and closed under different terms
+// is closed on the taker, one created and closed in one term (most of a
+// split's) still carries nothing.
+func TestCloseOfTicketHandedOverBeforeGrowth(t *testing.T) {
+	ctx := context.Background()
+	y, _ := newStore(t)
+	taker, _ := newStore(t)
+	x, z := store.NewID(), store.NewID()
+	log := func(es ...store.Entry) { t.Helper(); mustApplyLog(t, y, es...) }
+	log(store.Entry{Index: 1, Term: 2, Shared: true},
+		store.Entry{Index: 2, Term: 3, Solo: true, Ops: []store.Op{submit(x, "s", []byte("x"))}},
+		store.Entry{Index: 3, Term: 3, Solo: true, Ops: []store.Op{submit(z, "s", []byte("z"))}},
+		store.Entry{Index: 4, Term: 3, Solo: true, Ops: []store.Op{{Kind: store.OpClose, ID: z, Time: at(1)}}})
+	name := store.HandoverName("backup", 1)
+	handover := func() (marked []store.Op, kinds []string) {
+		t.Helper()
+		err := y.HandoverOps(ctx, 1, 1<<20, func(ops []store.Op, keys []store.HandoverKey) error {
+			marked = append(append(marked, store.HandoverKeyedMark(name, keys)), ops...)
+			for _, op := range ops {
+				kinds = append(kinds, op.Kind.String())
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return marked, kinds
+	}
+	first, kinds := handover()
+	if strings.Join(kinds, ", ") != "adopt" {
+		t.Fatalf("the first try: %v, want the adoption of x alone", kinds)
+	}
+	mustApply(t, taker, first...)
+	// The yielding node serves again, in a later term: x's client closes it.
+	log(store.Entry{Index: 5, Term: 4, Solo: true, Ops: []store.Op{{Kind: store.OpClose, ID: x, Time: at(2)}}})
+	redo, kinds := handover()
+	if strings.Join(kinds, ", ") != "close" {
+		t.Fatalf("the redo: %v, want the close of x alone", kinds)
+	}
+	mustApply(t, taker, redo...)
+	if _, err := taker.Get(ctx, x); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("ticket x, handed over by the first try and closed on the yielding node before the redo: %v on the taker, want it closed", err)
+	}
+}
+
+// mustApplyLog applies log entries to s and fails the test on any
+// entry's error.
+func mustApplyLog(t *testing.T, s *store.BoltStore, es ...store.Entry) {
+	t.Helper()
+	for i, r := range s.ApplyLog(context.Background(), es) {
+		if r.Err != nil {
+			t.Fatalf("entry %d: %v", es[i].Index, r.Err)
+		}
+	}
 }

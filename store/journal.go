@@ -76,7 +76,11 @@ func (t *txn) pruneJournal(index uint64) error {
 // the older tickets its clients closed (OpClose), and the services its
 // operators paused or resumed (OpPause, OpResume: as they are now).
 // Tickets created and closed after the fork, and attempts that did not
-// finish, carry nothing: the peer redelivers what is unfinished. A ticket
+// finish, carry nothing: the peer redelivers what is unfinished. But a
+// ticket created and closed under different raft terms is closed there
+// (OpClose): a try of the handover, cut short, may have come in between
+// and handed it over (a try halts the raft, and the node appends again
+// only in a later term), and the peer would run it again. A ticket
 // adopted after the fork (a handover the peer made before, cut short)
 // came from the peer, which may still hold it: it is handed back as an
 // older ticket is (OpClose when closed here; OpAdopt, then OpRetry when
@@ -96,8 +100,9 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, fn func(ops []Op, keys []HandoverKey) error) error {
 	type change struct {
 		id      ID
-		created bool // submitted here after the fork: the peer never held it
-		adopted bool // adopted here after the fork: the peer may hold it
+		created bool   // submitted here after the fork: the peer never held it
+		at      uint64 // the index it was submitted at
+		adopted bool   // adopted here after the fork: the peer may hold it
 		closed  bool
 		retried bool
 		paused  bool     // a service paused or resumed, not a ticket
@@ -144,6 +149,7 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 			switch OpKind(v[0]) {
 			case OpSubmit:
 				ch.created, ch.closed = true, false
+				ch.at = binary.BigEndian.Uint64(k)
 			case OpAdopt:
 				ch.adopted, ch.closed = true, false
 			case OpClose, OpPurge:
@@ -170,6 +176,7 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 		batch []Op
 		keys  []HandoverKey
 		size  int
+		hist  *History // read for the first ticket created here
 	)
 	flush := func() error {
 		if len(batch) == 0 {
@@ -187,8 +194,23 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 				op = Op{Kind: OpPause, Service: ch.service, Time: at}
 			}
 			ops = append(ops, op)
-		} else if ops, err = s.ticketForkOps(ctx, ch.id, ch.created, ch.adopted, ch.retried); err != nil {
-			return err
+		} else {
+			closeCreated := false
+			if ch.created {
+				if hist == nil {
+					h, err := s.History(ctx)
+					if err != nil {
+						return fmt.Errorf("fork ops: %w", err)
+					}
+					hist = &h
+				}
+				// Unknown terms (0) differ too: closed there, to be safe.
+				t := hist.TermAt(ch.at)
+				closeCreated = t == 0 || t != hist.TermAt(binary.BigEndian.Uint64(ch.last[:]))
+			}
+			if ops, err = s.ticketForkOps(ctx, ch.id, ch.created, ch.adopted, ch.retried, closeCreated); err != nil {
+				return err
+			}
 		}
 		// A ticket's ops go in one batch when they fit in one; one that
 		// does not fit in what is left of the batch starts the next. A
@@ -230,13 +252,14 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 }
 
 // ticketForkOps returns the ops that hand ticket id over (see ForkOps):
-// created, adopted and retried say what the solo journal holds of it.
-func (s *BoltStore) ticketForkOps(ctx context.Context, id ID, created, adopted, retried bool) ([]Op, error) {
+// created, adopted and retried say what the solo journal holds of it;
+// closeCreated, that a created ticket that is gone is closed there.
+func (s *BoltStore) ticketForkOps(ctx context.Context, id ID, created, adopted, retried, closeCreated bool) ([]Op, error) {
 	var ops []Op
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		v := tx.Bucket(ticketsBucket).Get(id[:])
 		if v == nil {
-			if !created {
+			if !created || closeCreated {
 				ops = append(ops, Op{Kind: OpClose, ID: id})
 			}
 			return nil

@@ -35,13 +35,19 @@ const (
 	opsRecordV5 = 5
 	// opsRecordV6 is a batch with an OpHandover; its layout is V5's.
 	opsRecordV6 = 6
+	// opsRecordV7 is a batch with an OpHandover that names each op after
+	// it by its place in the yielding node's solo journal (a keyed mark,
+	// HandoverKeyedMark); its layout is V5's. A V6 reader would find no
+	// position in the mark and take its batch unmarked (applied again on
+	// a redo): the version keeps it out until every member reads it.
+	opsRecordV7 = 7
 )
 
 // OpsRecordVersion is the newest ops record (a replicated batch) this build
 // reads and may write (`titanic version` prints it). A batch is written in
 // the oldest version that holds its ops, so a cluster whose work needs no
 // newer op kind stays readable by older members.
-const OpsRecordVersion = opsRecordV6
+const OpsRecordVersion = opsRecordV7
 
 // maxAttempts bounds the attempt counter a decoder accepts, so that a
 // damaged record cannot overflow int on 32-bit platforms.

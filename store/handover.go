@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -10,28 +11,75 @@ import (
 )
 
 // A split brain's handover, taken once. The node that yields hands its
-// fork over in batches (ForkOps), each preceded by an OpHandover that
-// names the handover and says where the batch is in it. The taker keeps,
-// per handover, how many of its ops it took, in the same transaction as
-// the ops (so in the replicated state: a failover of the taker keeps
-// it), and leaves out what it took before. A handover is redone from the
-// fork point when an answer is lost; the adopted bucket made adoptions
+// fork over in batches (HandoverOps), each preceded by an OpHandover that
+// names the handover and says which of its ops the batch holds. The taker
+// keeps, per handover, how far it took it, in the same transaction as
+// the ops (so in the replicated state: a failover of the taker keeps it),
+// and leaves out what it took before. A handover is redone from the fork
+// point when an answer is lost; the adopted bucket made adoptions
 // idempotent, but the verdicts on tickets both sides held (OpFail,
 // OpCancel, OpRetry) and the pauses were applied again over what the
 // taker's clients did in between (an acknowledged retry undone).
 //
-//	handovers  handover ID → big-endian uint64: ops of it taken
+// Two forms of mark:
+//
+//   - keyed (ops record version 7, HandoverKeyedMark): the handover is
+//     named by the yielding node and its fork point alone (HandoverName),
+//     and each op by the solo journal key of the last change of its
+//     ticket or service and its place among that ticket's ops
+//     (HandoverKey). HandoverOps hands tickets over in the order of
+//     those keys, so the taker keeps the highest key it took and leaves
+//     out every op at or below it. A fork that grew between two tries
+//     (the yielding node served alone again) keeps its name: a ticket
+//     unchanged since keeps its key and is left out, a ticket changed
+//     since moves past every key taken and is taken with its new state,
+//     and what ForkOps leaves out (a ticket created and closed) shifts
+//     nothing.
+//   - by position (version 6, HandoverMark, what builds of version 6
+//     read): the handover is named by the node, its fork point and the
+//     last change of its fork (HandoverID), and each batch by its place
+//     in the sequence of ops. A fork that grew is another handover,
+//     taken again whole, undoing what the taker's clients did since the
+//     first try: written only while the pair's cluster version is below
+//     7.
+//
+// A handover is taken by a raft the yielding node is not in (it leaves its
+// own only once it handed everything over, and joins after), so an entry
+// committed by both nodes of the pair (Entry Shared) comes after every
+// handover either could still redo: the bucket is emptied there.
+//
+//	handovers  handover ID → big-endian uint64: ops of it taken (by position)
+//	                       | HandoverKey: the highest key taken (keyed)
 var handoversBucket = []byte("handovers")
 
-// HandoverMarkVersion is the cluster version an OpHandover needs: a node
-// that yields marks its batches only when its cluster is at it (the taker
-// then reads them); an older taker takes a handover without marks, and
-// without this idempotence, as before.
+// HandoverMarkVersion is the cluster version a position mark needs: a
+// node that yields marks its batches only when its cluster is at it (the
+// taker then reads them); an older taker takes a handover without marks,
+// and without this idempotence, as before.
 const HandoverMarkVersion = opsRecordV6
 
-// HandoverMark returns the OpHandover that goes before the count ops at
-// position pos (the ops of the handover before them) of handover id, in
-// the same call.
+// HandoverKeyVersion is the cluster version a keyed mark needs
+// (HandoverKeyedMark); below it, a handover is marked by position.
+const HandoverKeyVersion = opsRecordV7
+
+// HandoverKey is where an op of a keyed handover comes from: the solo
+// journal key (big-endian index ‖ op position) of the last change of its
+// ticket or service, then its place among that ticket's ops (big-endian
+// uint32). Keys compare as bytes.
+type HandoverKey [handoverKeyLen]byte
+
+const handoverKeyLen = 12 + 4
+
+func handoverKey(journal []byte, ord int) HandoverKey {
+	var k HandoverKey
+	copy(k[:12], journal)
+	binary.BigEndian.PutUint32(k[12:], uint32(ord))
+	return k
+}
+
+// HandoverMark returns the position mark that goes before the count ops
+// at position pos (the ops of the handover before them) of handover id
+// (HandoverID), in the same call.
 func HandoverMark(id ID, pos, count int) Op {
 	return Op{Kind: OpHandover, ID: id, Body: [][]byte{
 		binary.BigEndian.AppendUint64(nil, uint64(max(pos, 0))),
@@ -39,7 +87,7 @@ func HandoverMark(id ID, pos, count int) Op {
 	}}
 }
 
-// HandoverSpan reads an OpHandover's position and count (HandoverMark).
+// HandoverSpan reads a position mark's position and count (HandoverMark).
 func (o *Op) HandoverSpan() (pos, count uint64, ok bool) {
 	if o.Kind != OpHandover || len(o.Body) != 2 || len(o.Body[0]) != 8 || len(o.Body[1]) != 8 {
 		return 0, 0, false
@@ -48,13 +96,49 @@ func (o *Op) HandoverSpan() (pos, count uint64, ok bool) {
 	return pos, count, pos+count >= pos
 }
 
-// HandoverID names the handover of this store's fork past fork by node,
-// the node that yields: the same on every redo of it (the node's replica
-// is halted, or failed, so the fork does not change; a restart between
-// two tries keeps it), and another once the fork holds more (the last
-// change the solo journal holds is part of it: a fork that grew, the
-// node having served it again, is a handover whose positions mean other
-// ops). A later split's fork point is another.
+// HandoverKeyedMark returns the keyed mark that goes before the ops of
+// handover id (HandoverName) whose keys are keys (HandoverOps), one each,
+// in the same call. Its body is one frame, the keys end to end: a
+// position mark's is two.
+func HandoverKeyedMark(id ID, keys []HandoverKey) Op {
+	all := make([]byte, 0, len(keys)*handoverKeyLen)
+	for _, k := range keys {
+		all = append(all, k[:]...)
+	}
+	return Op{Kind: OpHandover, ID: id, Body: [][]byte{all}}
+}
+
+// HandoverKeys reads a keyed mark (HandoverKeyedMark): its keys end to
+// end, and how many there are.
+func (o *Op) HandoverKeys() (keys []byte, count int, ok bool) {
+	if o.Kind != OpHandover || len(o.Body) != 1 || len(o.Body[0]) == 0 || len(o.Body[0])%handoverKeyLen != 0 {
+		return nil, 0, false
+	}
+	return o.Body[0], len(o.Body[0]) / handoverKeyLen, true
+}
+
+// HandoverName names the keyed handover of node's fork past fork: the
+// same on every try, however the fork grew in between (its ops carry
+// what changed: HandoverKey). A later split's fork point is another.
+func HandoverName(node string, fork uint64) ID {
+	h := sha256.New()
+	h.Write([]byte("titanic keyed handover\x00"))
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(node))))
+	h.Write([]byte(node))
+	h.Write(binary.BigEndian.AppendUint64(nil, fork))
+	return ID(h.Sum(nil)[:len(ID{})])
+}
+
+// HandoverID names the handover by position of this store's fork past
+// fork by node, the node that yields: the same on every redo of it while
+// the fork does not change (the node's replica is halted, or failed; a
+// restart between two tries keeps it), and another once the fork holds
+// more (the last change the solo journal holds is part of it: positions
+// in a fork that grew mean other ops). The sequence the positions count
+// is HandoverOps', which orders tickets by their last change since this
+// build: the name says so, so that a redo by a build that ordered them
+// otherwise (by their first) is another handover, taken whole, not one
+// whose positions fall on other ops.
 func (s *BoltStore) HandoverID(ctx context.Context, node string, fork uint64) (ID, error) {
 	var last []byte
 	err := s.view(ctx, func(tx *bolt.Tx) error {
@@ -69,6 +153,7 @@ func (s *BoltStore) HandoverID(ctx context.Context, node string, fork uint64) (I
 		return ID{}, fmt.Errorf("handover id: %w", err)
 	}
 	h := sha256.New()
+	h.Write([]byte("titanic handover by position, ordered by last change\x00"))
 	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(node))))
 	h.Write([]byte(node))
 	h.Write(binary.BigEndian.AppendUint64(nil, fork))
@@ -77,30 +162,82 @@ func (s *BoltStore) HandoverID(ctx context.Context, node string, fork uint64) (I
 }
 
 // handover applies an OpHandover followed by left ops of its call: it
-// records how many ops of the handover are taken once these are, and
-// returns how many of the count ops after it were taken before (skip:
-// they are left out).
+// records how far the handover is taken once these are, and returns how
+// many of the ops after it were taken before (skip: they are left out).
 func (t *txn) handover(op *Op, left int) (res Result, skip int, err error) {
-	pos, count, ok := op.HandoverSpan()
-	if !ok || count > uint64(left) {
-		return Result{ID: op.ID, Err: opErr(op, ErrInvalidOp, fmt.Sprintf("handover mark of %d ops with %d after it", count, left))}, 0, nil
+	keys, count, keyed := op.HandoverKeys()
+	pos, span, ok := op.HandoverSpan()
+	switch {
+	case keyed && count <= left && increasing(keys):
+	case ok && span <= uint64(left):
+		count = int(span)
+	default:
+		// Covering nothing: its ops are applied as an unmarked
+		// handover's (a redo applies them again), none is left out.
+		return Result{ID: op.ID, Err: opErr(op, ErrInvalidOp, fmt.Sprintf("handover mark (%d body frames) that does not fit the %d ops after it", len(op.Body), left))}, 0, nil
 	}
 	t.newerKind = true
 	b, err := t.tx.CreateBucketIfNotExists(handoversBucket)
 	if err != nil {
 		return Result{ID: op.ID}, 0, fmt.Errorf("create handovers bucket: %w", err)
 	}
-	var taken uint64
-	if v := b.Get(op.ID[:]); len(v) == 8 {
-		taken = binary.BigEndian.Uint64(v)
+	v := b.Get(op.ID[:])
+	var taken, end []byte
+	if keyed {
+		if len(v) == handoverKeyLen {
+			taken = v
+		}
+		// The keys rise: those taken before are the first ones.
+		for skip < count && bytes.Compare(keys[skip*handoverKeyLen:(skip+1)*handoverKeyLen], taken) <= 0 {
+			skip++
+		}
+		if last := keys[len(keys)-handoverKeyLen:]; bytes.Compare(last, taken) > 0 {
+			end = last
+		}
+	} else {
+		var n uint64
+		if len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
+			taken = v
+		}
+		if n > pos {
+			skip = int(min(n-pos, span))
+		}
+		if pos+span > n {
+			end = binary.BigEndian.AppendUint64(nil, pos+span)
+		}
 	}
-	if taken > pos {
-		skip = int(min(taken-pos, count))
-	}
-	if end := pos + count; end > taken {
-		if err := b.Put(t.bufs.keep(op.ID[:]), binary.BigEndian.AppendUint64(nil, end)); err != nil {
+	if end != nil {
+		if err := b.Put(t.bufs.keep(op.ID[:]), t.bufs.keep(end)); err != nil {
 			return Result{ID: op.ID}, 0, fmt.Errorf("put handover: %w", err)
 		}
 	}
-	return Result{ID: op.ID, Existed: taken > 0, Duplicate: count > 0 && skip == int(count)}, skip, nil
+	return Result{ID: op.ID, Existed: taken != nil, Duplicate: count > 0 && skip == count}, skip, nil
+}
+
+// increasing reports whether keys (HandoverKeys) rise strictly: a mark
+// whose do not cannot say by its highest key what it took.
+func increasing(keys []byte) bool {
+	for i := handoverKeyLen; i < len(keys); i += handoverKeyLen {
+		if bytes.Compare(keys[i-handoverKeyLen:i], keys[i:i+handoverKeyLen]) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// forgetHandovers empties the handovers bucket before an entry committed
+// by both nodes of the pair: every handover taken before it is complete
+// for good. Its yielding node hands over from a raft of its own, leaves
+// it only once all is taken (Resync, its fork set aside), and joins
+// after; until it has, the taker's raft commits nothing that the pair
+// shares. A redo of one of them would need a fork that no node holds.
+func (t *txn) forgetHandovers() error {
+	if t.tx.Bucket(handoversBucket) == nil {
+		return nil
+	}
+	if err := t.tx.DeleteBucket(handoversBucket); err != nil {
+		return fmt.Errorf("forget handovers: %w", err)
+	}
+	return nil
 }

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -71,9 +73,14 @@ func (t *txn) pruneJournal(index uint64) error {
 // the tickets it took in alone (OpAdopt with their bodies and their
 // dispatches here, then OpReply or OpFail when they finished), the answers it recorded for older tickets
 // (OpReply, OpFail, OpCancel), the failed tickets it gave another round (OpRetry),
-// and the older tickets its clients closed (OpClose).
+// the older tickets its clients closed (OpClose), and the services its
+// operators paused or resumed (OpPause, OpResume: as they are now).
 // Tickets created and closed after the fork, and attempts that did not
-// finish, carry nothing: the peer redelivers what is unfinished. A ticket
+// finish, carry nothing: the peer redelivers what is unfinished. But a
+// ticket created and closed under different raft terms is closed there
+// (OpClose): a try of the handover, cut short, may have come in between
+// and handed it over (a try halts the raft, and the node appends again
+// only in a later term), and the peer would run it again. A ticket
 // adopted after the fork (a handover the peer made before, cut short)
 // came from the peer, which may still hold it: it is handed back as an
 // older ticket is (OpClose when closed here; OpAdopt, then OpRetry when
@@ -81,34 +88,56 @@ func (t *txn) pruneJournal(index uint64) error {
 // adoption and close cancelled out, and whose retry was left out. fn may
 // keep the batch.
 func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn func([]Op) error) error {
+	return s.HandoverOps(ctx, fork, maxBytes, func(ops []Op, _ []HandoverKey) error { return fn(ops) })
+}
+
+// HandoverOps is ForkOps with the key of each op (HandoverKey: the
+// journal key of the last change of its ticket or service, and its place
+// among the ticket's ops), the tickets and services in the order of
+// those keys: the ops of a handover rise by key, so that a taker that
+// keeps the highest key it took knows what it took, also once the fork
+// grew (a ticket changed since moves past it, with what it is now).
+func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, fn func(ops []Op, keys []HandoverKey) error) error {
 	type change struct {
 		id      ID
-		created bool // submitted here after the fork: the peer never held it
-		adopted bool // adopted here after the fork: the peer may hold it
+		created bool   // submitted here after the fork: the peer never held it
+		at      uint64 // the index it was submitted at
+		adopted bool   // adopted here after the fork: the peer may hold it
 		closed  bool
 		retried bool
+		paused  bool     // a service paused or resumed, not a ticket
+		service string   // the service paused or resumed
+		last    [12]byte // the journal key of its last change
 	}
 	var (
-		order  []ID
-		seen   = map[ID]*change{}
-		paused []string // services paused or resumed, in journal order
+		seen   = map[string]*change{} // by "t" ‖ ticket, "s" ‖ service
+		units  []*change
+		paused bool
 	)
+	// unit notes the change at journal key k of a ticket or service.
+	unit := func(key string, k []byte, first change) *change {
+		ch := seen[key]
+		if ch == nil {
+			ch = &first
+			seen[key] = ch
+			units = append(units, ch)
+		}
+		copy(ch.last[:], k)
+		return ch
+	}
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(soloBucket)
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
-		pausedSeen := map[string]bool{}
 		for k, v := c.Seek(journalKey(fork+1, 0)); k != nil; k, v = c.Next() {
 			if len(v) > 0 && (OpKind(v[0]) == OpPause || OpKind(v[0]) == OpResume) {
 				// Its service, or (an older build's record) the zero
 				// ticket: nothing to hand over then.
 				if svc := string(v[1:]); len(v) != 1+len(ID{}) || !ID(v[1:]).IsZero() {
-					if !pausedSeen[svc] {
-						pausedSeen[svc] = true
-						paused = append(paused, svc)
-					}
+					unit("s"+svc, k, change{paused: true, service: svc})
+					paused = true
 				}
 				continue
 			}
@@ -116,15 +145,11 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 				return fmt.Errorf("%w: solo journal record", ErrCorrupt)
 			}
 			id := ID(v[1:])
-			ch := seen[id]
-			if ch == nil {
-				ch = &change{id: id}
-				seen[id] = ch
-				order = append(order, id)
-			}
+			ch := unit("t"+string(id[:]), k, change{id: id})
 			switch OpKind(v[0]) {
 			case OpSubmit:
 				ch.created, ch.closed = true, false
+				ch.at = binary.BigEndian.Uint64(k)
 			case OpAdopt:
 				ch.adopted, ch.closed = true, false
 			case OpClose, OpPurge:
@@ -138,69 +163,54 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 	if err != nil {
 		return err
 	}
+	slices.SortFunc(units, func(a, b *change) int { return bytes.Compare(a.last[:], b.last[:]) })
+	// The services paused or resumed alone, as they are now here.
+	var state map[string]time.Time
+	if paused {
+		var err error
+		if state, err = s.Paused(ctx); err != nil {
+			return fmt.Errorf("fork ops: %w", err)
+		}
+	}
 	var (
 		batch []Op
+		keys  []HandoverKey
 		size  int
+		hist  *History // read for the first ticket created here
 	)
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := fn(batch)
-		batch, size = nil, 0
+		err := fn(batch, keys)
+		batch, keys, size = nil, nil, 0
 		return err
 	}
-	for _, id := range order {
-		ch := seen[id]
+	for _, ch := range units {
 		var ops []Op
-		err := s.view(ctx, func(tx *bolt.Tx) error {
-			v := tx.Bucket(ticketsBucket).Get(id[:])
-			if v == nil {
-				if !ch.created {
-					ops = append(ops, Op{Kind: OpClose, ID: id})
-				}
-				return nil
+		if ch.paused {
+			op := Op{Kind: OpResume, Service: ch.service}
+			if at, ok := state[ch.service]; ok {
+				op = Op{Kind: OpPause, Service: ch.service, Time: at}
 			}
-			tk, err := decodeTicket(id, v)
-			if err != nil {
+			ops = append(ops, op)
+		} else {
+			closeCreated := false
+			if ch.created {
+				if hist == nil {
+					h, err := s.History(ctx)
+					if err != nil {
+						return fmt.Errorf("fork ops: %w", err)
+					}
+					hist = &h
+				}
+				// Unknown terms (0) differ too: closed there, to be safe.
+				t := hist.TermAt(ch.at)
+				closeCreated = t == 0 || t != hist.TermAt(binary.BigEndian.Uint64(ch.last[:]))
+			}
+			if ops, err = s.ticketForkOps(ctx, ch.id, ch.created, ch.adopted, ch.retried, closeCreated); err != nil {
 				return err
 			}
-			if ch.created || ch.adopted {
-				// An adopted ticket too: the peer may have dropped it
-				// with a fork of its own since (it then takes it anew),
-				// or hold it (a duplicate there, left alone).
-				body, err := decodeFrames(tx.Bucket(bodiesBucket).Get(id[:]))
-				if err != nil {
-					return err
-				}
-				// With its dispatches here: a ticket dispatched once
-				// does not expire, and its attempts are spent.
-				ops = append(ops, Op{Kind: OpAdopt, ID: id, Time: tk.Created, Service: tk.Service, Body: body, IdemKey: tk.IdemKey, Lifecycle: tk.Lifecycle,
-					Attempts: tk.Attempts, Dispatched: tk.State == StateDispatched})
-			}
-			if !ch.created && ch.retried && tk.State != StateFailed {
-				// The peer may still hold it failed; the answer below
-				// (or the redelivery of what is unfinished) needs it
-				// pending there first. A ticket the peer already has
-				// pending refuses the retry (ErrNotFailed), harmlessly.
-				ops = append(ops, Op{Kind: OpRetry, ID: id, Time: tk.Updated})
-			}
-			switch tk.State {
-			case StateDone:
-				reply, err := decodeFrames(tx.Bucket(repliesBucket).Get(id[:]))
-				if err != nil {
-					return err
-				}
-				ops = append(ops, Op{Kind: OpReply, ID: id, Time: tk.Updated, Reply: reply})
-			case StateFailed:
-				ops = append(ops, Op{Kind: OpFail, ID: id, Time: tk.Updated, Reason: tk.Reason})
-			case StateCancelled:
-				ops = append(ops, Op{Kind: OpCancel, ID: id, Time: tk.Updated, Reason: tk.Reason})
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("fork ops of %s: %w", id, err)
 		}
 		// A ticket's ops go in one batch when they fit in one; one that
 		// does not fit in what is left of the batch starts the next. A
@@ -224,6 +234,7 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 		}
 		for i := range ops {
 			batch = append(batch, ops[i])
+			keys = append(keys, handoverKey(ch.last[:], i))
 			size += opSize(&ops[i])
 			if tsize > maxBytes {
 				if err := flush(); err != nil {
@@ -237,20 +248,62 @@ func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn f
 			}
 		}
 	}
-	// The services paused or resumed alone, as they are now here.
-	var state map[string]time.Time
-	if len(paused) > 0 {
-		var err error
-		if state, err = s.Paused(ctx); err != nil {
-			return fmt.Errorf("fork ops: %w", err)
-		}
-	}
-	for _, svc := range paused {
-		op := Op{Kind: OpResume, Service: svc}
-		if at, ok := state[svc]; ok {
-			op = Op{Kind: OpPause, Service: svc, Time: at}
-		}
-		batch = append(batch, op)
-	}
 	return flush()
+}
+
+// ticketForkOps returns the ops that hand ticket id over (see ForkOps):
+// created, adopted and retried say what the solo journal holds of it;
+// closeCreated, that a created ticket that is gone is closed there.
+func (s *BoltStore) ticketForkOps(ctx context.Context, id ID, created, adopted, retried, closeCreated bool) ([]Op, error) {
+	var ops []Op
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(ticketsBucket).Get(id[:])
+		if v == nil {
+			if !created || closeCreated {
+				ops = append(ops, Op{Kind: OpClose, ID: id})
+			}
+			return nil
+		}
+		tk, err := decodeTicket(id, v)
+		if err != nil {
+			return err
+		}
+		if created || adopted {
+			// An adopted ticket too: the peer may have dropped it
+			// with a fork of its own since (it then takes it anew),
+			// or hold it (a duplicate there, left alone).
+			body, err := decodeFrames(tx.Bucket(bodiesBucket).Get(id[:]))
+			if err != nil {
+				return err
+			}
+			// With its dispatches here: a ticket dispatched once
+			// does not expire, and its attempts are spent.
+			ops = append(ops, Op{Kind: OpAdopt, ID: id, Time: tk.Created, Service: tk.Service, Body: body, IdemKey: tk.IdemKey, Lifecycle: tk.Lifecycle,
+				Attempts: tk.Attempts, Dispatched: tk.State == StateDispatched})
+		}
+		if !created && retried && tk.State != StateFailed {
+			// The peer may still hold it failed; the answer below
+			// (or the redelivery of what is unfinished) needs it
+			// pending there first. A ticket the peer already has
+			// pending refuses the retry (ErrNotFailed), harmlessly.
+			ops = append(ops, Op{Kind: OpRetry, ID: id, Time: tk.Updated})
+		}
+		switch tk.State {
+		case StateDone:
+			reply, err := decodeFrames(tx.Bucket(repliesBucket).Get(id[:]))
+			if err != nil {
+				return err
+			}
+			ops = append(ops, Op{Kind: OpReply, ID: id, Time: tk.Updated, Reply: reply})
+		case StateFailed:
+			ops = append(ops, Op{Kind: OpFail, ID: id, Time: tk.Updated, Reason: tk.Reason})
+		case StateCancelled:
+			ops = append(ops, Op{Kind: OpCancel, ID: id, Time: tk.Updated, Reason: tk.Reason})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fork ops of %s: %w", id, err)
+	}
+	return ops, nil
 }

@@ -229,14 +229,16 @@ const (
 	// left alone (ErrNotDispatched). Ops record version 4.
 	OpUndispatch
 	// OpHandover marks the ops of a split brain's handover that follow
-	// it in the same call (HandoverMark): ID names the handover (see
-	// HandoverID), Body holds where they are in it and how many there
-	// are. A store keeps, per handover, how many of its ops it took, and
-	// takes no op of it twice: those it took before fail with
-	// ErrHandedOver, untouched. A handover redone from the fork point
-	// (its answer lost, the yielding node killed between two batches)
-	// then changes nothing the taker's clients did since. Ops record
-	// version 6.
+	// it in the same call: ID names the handover, Body says which of its
+	// ops they are, by their place in the yielding node's solo journal
+	// (HandoverKeyedMark, ops record version 7) or in the sequence of
+	// the handover's ops (HandoverMark, version 6). A store keeps, per
+	// handover, how far it took it, and takes no op of it twice: those
+	// it took before fail with ErrHandedOver, untouched. A handover
+	// redone from the fork point (its answer lost, the yielding node
+	// killed between two batches, or serving alone again in between)
+	// then changes nothing the taker's clients did since (see
+	// handover.go).
 	OpHandover
 
 	// lastOpKind is the newest kind this build reads. A new kind must
@@ -343,6 +345,9 @@ func (o *Op) Version() int {
 	}
 	if o.Attempts != 0 || o.Dispatched {
 		v = max(v, opsRecordV5)
+	}
+	if _, _, ok := o.HandoverKeys(); ok {
+		v = max(v, opsRecordV7)
 	}
 	return v
 }

@@ -603,6 +603,13 @@ func (s *BoltStore) update(batch []*request) ([][]Result, error) {
 				}
 			}
 			t.logged = r.index > 0
+			if r.shared {
+				// Before the entry's ops: a mark among them is of a
+				// handover still going on.
+				if err := t.forgetHandovers(); err != nil {
+					return &applyError{err}
+				}
+			}
 			res, err := s.applyOps(t, r.ops)
 			if err != nil {
 				return &applyError{err}

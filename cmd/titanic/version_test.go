@@ -15,7 +15,7 @@ func TestVersionPrintsProtocols(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	for _, want := range []string{"titanic " + Version, "MDPC01", "MDPW01", "9/TSP extensions", "data file format",
-		"replicated ops record  up to 6", "BSTAR1", "TPEER01", "notifications"} {
+		"replicated ops record  up to 7", "BSTAR1", "TPEER01", "notifications"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("version output lacks %q:\n%s", want, out.String())
 		}

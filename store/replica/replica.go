@@ -1551,8 +1551,14 @@ func (n *Node) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn func([
 	return n.st.ForkOps(ctx, fork, maxBytes, fn)
 }
 
-// HandoverID names the handover of this node's fork past fork, by node
-// (see store.BoltStore.HandoverID).
+// HandoverOps is ForkOps with each op's key (see
+// store.BoltStore.HandoverOps).
+func (n *Node) HandoverOps(ctx context.Context, fork uint64, maxBytes int, fn func([]store.Op, []store.HandoverKey) error) error {
+	return n.st.HandoverOps(ctx, fork, maxBytes, fn)
+}
+
+// HandoverID names the handover by position of this node's fork past
+// fork, by node (see store.BoltStore.HandoverID).
 func (n *Node) HandoverID(ctx context.Context, node string, fork uint64) (store.ID, error) {
 	return n.st.HandoverID(ctx, node, fork)
 }

@@ -351,9 +351,10 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 // keepMarks returns a handover's ops with their marks (store.OpHandover,
 // which make a redone handover change nothing) only while the cluster
 // version takes every op of them: the marks of a yielding node whose
-// cluster is at store.HandoverMarkVersion, to a taker whose version could
-// not be raised yet (RaiseFor), are dropped, and the batch is taken as
-// an older yielder's (applied again if redone). Kept, a mark would be
+// cluster is at store.HandoverMarkVersion (or store.HandoverKeyVersion),
+// to a taker whose version could not be raised to it yet (RaiseFor), are
+// dropped, and the batch is taken as an older yielder's (applied again if
+// redone). Kept, a mark would be
 // refused alone (store.ErrClusterVersion) or count an op the version
 // refuses, which the redo must carry again, among the ops taken.
 func (a *Admin) keepMarks(ctx context.Context, ops []store.Op) []store.Op {

@@ -34,9 +34,11 @@ func (l *recordingLink) Request(ctx context.Context, service string, body [][]by
 // store.HandoverMarkVersion: a peer of the previous release, which reads
 // up to version 5 and refuses a newer record, is handed the batches
 // unmarked, as that release sends them. At the version, every batch is
-// marked, at its place in the handover.
+// marked, at its place in the handover; at store.HandoverKeyVersion, by
+// the keys of its ops (a peer of version 6 reads no keyed mark: it is
+// marked by position then).
 func TestHandoverMarkedOnlyAtItsVersion(t *testing.T) {
-	for _, version := range []int{store.HandoverMarkVersion - 1, store.HandoverMarkVersion} {
+	for _, version := range []int{store.HandoverMarkVersion - 1, store.HandoverMarkVersion, store.HandoverKeyVersion} {
 		t.Run("cluster version "+strconv.Itoa(version), func(t *testing.T) {
 			dir := t.TempDir()
 			log := testLogger()
@@ -80,6 +82,12 @@ func TestHandoverMarkedOnlyAtItsVersion(t *testing.T) {
 					t.Fatalf("at cluster version %d a batch of record version %d (marked %t) was sent: a peer of the previous release refuses it", version, rec[0], marked)
 				case version >= store.HandoverMarkVersion && !marked:
 					t.Fatalf("at cluster version %d a batch was sent unmarked: %v", version, ops)
+				case version < store.HandoverKeyVersion && int(rec[0]) >= store.HandoverKeyVersion:
+					t.Fatalf("at cluster version %d a batch of record version %d was sent: a peer of version %d refuses it", version, rec[0], version)
+				case version >= store.HandoverKeyVersion:
+					if _, count, ok := ops[0].HandoverKeys(); !ok || count != len(ops)-1 {
+						t.Fatalf("the keyed mark of a one-batch handover: %d keys (ok %t); the batch has %d", count, ok, len(ops)-1)
+					}
 				case marked:
 					if pos, count, ok := ops[0].HandoverSpan(); !ok || pos != 0 || int(count) != len(ops)-1 {
 						t.Fatalf("the mark of a one-batch handover: at %d, %d ops (ok %t); the batch has %d", pos, count, ok, len(ops)-1)

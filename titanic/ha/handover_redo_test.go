@@ -3,6 +3,7 @@ package ha
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,71 +50,15 @@ func (l *answerLostLink) Request(ctx context.Context, service string, body [][]b
 func TestHandoverRedoDoesNotUndoTakersRetry(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	p, b, l := openMemPair(t, dir, log)
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
-	leader := p
-	if b.rep.IsLeader() {
-		leader = b
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	// Both members run this build: the cluster takes retries.
-	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
-		t.Fatalf("announce: %v", err)
-	}
-	shared := submitOn(t, leader, 0, 1)[0]
-	waitFor(t, "the shared ticket and the version on both", 10*time.Second, func() bool {
-		_, errP := p.st.Get(context.Background(), shared)
-		_, errB := b.st.Get(context.Background(), shared)
-		vp, _ := p.rep.ClusterVersion(ctx)
-		vb, _ := b.rep.ClusterVersion(ctx)
-		return errP == nil && errB == nil && vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
-	})
-
-	// The split: the backup, alone, fails the shared ticket (its last
-	// attempt failed there) and takes a ticket in; the primary too.
-	l.down()
-	if err := b.rep.Reform(ctx); err != nil {
-		t.Fatalf("backup reform: %v", err)
-	}
-	if res, err := b.rep.Apply(ctx, []store.Op{{Kind: store.OpFail, ID: shared, Time: time.Now(), Reason: "attempt 1 of 1 failed on the backup"}}); err != nil || res[0].Err != nil {
-		t.Fatalf("fail on the backup: %v %v", err, res)
-	}
-	onB := submitOn(t, b, BackupTag, 1)
-	if err := p.rep.Reform(ctx); err != nil {
-		t.Fatalf("primary reform: %v", err)
-	}
-	submitOn(t, p, PrimaryTag, 1)
-	l.up()
+	p, b, l, shared, onB := splitSharedFailed(t, dir, log)
 
 	var retried atomic.Bool
 	link := &answerLostLink{between: func() {
 		// The primary's client sees the ticket failed (the handover's
 		// verdict) and retries it: acknowledged.
-		tk, err := p.st.Get(context.Background(), shared)
-		if err != nil || tk.State != store.StateFailed {
-			t.Errorf("after the first handover batch the shared ticket is %v (%v), want failed", tk.State, err)
-			return
-		}
-		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer rcancel()
-		res, err := p.rep.Apply(rctx, []store.Op{{Kind: store.OpRetry, ID: shared, Time: time.Now()}})
-		if err != nil || res[0].Err != nil {
-			t.Errorf("retry on the primary: %v %v", err, res)
-			return
-		}
-		retried.Store(true)
+		retried.Store(retryFailed(t, p, shared))
 	}}
-	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, func(a adminLink) Requester {
-		link.adminLink = a
-		return link
-	})
-	_ = pairB
-	runPairs(t, pairP, pairB)
-	waitFor(t, "the backup rejoins the primary's raft", 40*time.Second, func() bool {
-		_, member := p.rep.MemberAt("backup", string(l.addrB))
-		return member && pairP.Active()
-	})
+	healThrough(t, dir, log, p, b, l, link, func() bool { return true })
 	if !retried.Load() {
 		t.Fatal("the test did not retry the ticket between the handover and its redo")
 	}
@@ -138,22 +83,9 @@ func TestHandoverRedoDoesNotUndoTakersRetry(t *testing.T) {
 func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	p, b, l := openMemPair(t, dir, log)
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
-	leader := p
-	if b.rep.IsLeader() {
-		leader = b
-	}
+	p, b, l, _ := openPairAtVersion(t, dir, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
-		t.Fatalf("announce: %v", err)
-	}
-	waitFor(t, "the version on both", 10*time.Second, func() bool {
-		vp, _ := p.rep.ClusterVersion(ctx)
-		vb, _ := b.rep.ClusterVersion(ctx)
-		return vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
-	})
 	l.down()
 	if err := b.rep.Reform(ctx); err != nil {
 		t.Fatalf("backup reform: %v", err)
@@ -183,15 +115,9 @@ func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
 		}
 		resumed.Store(true)
 	}}
-	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, func(a adminLink) Requester {
-		link.adminLink = a
-		return link
-	})
-	runPairs(t, pairP, pairB)
-	waitFor(t, "the backup rejoins the primary's raft", 40*time.Second, func() bool {
-		_, member := p.rep.MemberAt("backup", string(l.addrB))
+	healThrough(t, dir, log, p, b, l, link, func() bool {
 		_, err := p.st.Get(context.Background(), onB[0])
-		return member && pairP.Active() && err == nil
+		return err == nil
 	})
 	if !resumed.Load() {
 		t.Fatal("the test did not resume the service between the handover and its redo")
@@ -203,4 +129,92 @@ func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
 	if _, ok := paused["echo"]; ok {
 		t.Fatal("service echo, resumed on the primary by its operator after the handover paused it (acknowledged), is paused again after the handover was redone")
 	}
+}
+
+// splitSharedFailed opens a pair at this build's cluster version with a
+// ticket both nodes hold (shared), and splits it: the backup, alone,
+// fails that ticket (its last attempt failed there) and takes a ticket
+// in (onB); the primary takes one in. The link is up again, the nodes
+// still apart.
+func splitSharedFailed(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink, shared store.ID, onB []store.ID) {
+	t.Helper()
+	p, b, l, leader := openPairAtVersion(t, dir, log)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	shared = submitOn(t, leader, 0, 1)[0]
+	waitFor(t, "the shared ticket on both", 10*time.Second, func() bool {
+		_, errP := p.st.Get(context.Background(), shared)
+		_, errB := b.st.Get(context.Background(), shared)
+		return errP == nil && errB == nil
+	})
+	l.down()
+	if err := b.rep.Reform(ctx); err != nil {
+		t.Fatalf("backup reform: %v", err)
+	}
+	if res, err := b.rep.Apply(ctx, []store.Op{{Kind: store.OpFail, ID: shared, Time: time.Now(), Reason: "attempt 1 of 1 failed on the backup"}}); err != nil || res[0].Err != nil {
+		t.Fatalf("fail on the backup: %v %v", err, res)
+	}
+	onB = submitOn(t, b, BackupTag, 1)
+	if err := p.rep.Reform(ctx); err != nil {
+		t.Fatalf("primary reform: %v", err)
+	}
+	submitOn(t, p, PrimaryTag, 1)
+	l.up()
+	return p, b, l, shared, onB
+}
+
+// retryFailed retries ticket id on node n as its client does, once the
+// handover failed it there; it reports whether the retry was acknowledged.
+func retryFailed(t *testing.T, n *pairNode, id store.ID) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if tk, err := n.st.Get(ctx, id); err != nil || tk.State != store.StateFailed {
+		t.Errorf("after the first handover batch ticket %s is %v (%v) on %s, want failed", id, tk.State, err, n.id)
+		return false
+	}
+	if res, err := n.rep.Apply(ctx, []store.Op{{Kind: store.OpRetry, ID: id, Time: time.Now()}}); err != nil || res[0].Err != nil {
+		t.Errorf("retry on %s: %v %v", n.id, err, res)
+		return false
+	}
+	return true
+}
+
+// openPairAtVersion opens a pair whose raft of two is at this build's
+// cluster version on both nodes (both run this build: the cluster takes
+// retries and marks handovers by key), and returns its raft leader.
+func openPairAtVersion(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink, leader *pairNode) {
+	t.Helper()
+	p, b, l = openMemPair(t, dir, log)
+	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+	leader = p
+	if b.rep.IsLeader() {
+		leader = b
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
+		t.Fatalf("announce: %v", err)
+	}
+	waitFor(t, "the version on both", 10*time.Second, func() bool {
+		vp, _ := p.rep.ClusterVersion(ctx)
+		vb, _ := b.rep.ClusterVersion(ctx)
+		return vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
+	})
+	return p, b, l, leader
+}
+
+// healThrough runs the pair, the primary active, the backup's requests to
+// the primary's admin going through link, until the backup is a member
+// of the primary's raft again, the primary serves, and done holds.
+func healThrough(t *testing.T, dir string, log *slog.Logger, p, b *pairNode, l memPairLink, link *answerLostLink, done func() bool) {
+	t.Helper()
+	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, func(a adminLink) Requester {
+		link.adminLink = a
+		return link
+	})
+	runPairs(t, pairP, pairB)
+	waitFor(t, "the backup rejoins the primary's raft", 40*time.Second, func() bool {
+		_, member := p.rep.MemberAt("backup", string(l.addrB))
+		return member && pairP.Active() && done()
+	})
 }

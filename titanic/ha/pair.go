@@ -711,9 +711,11 @@ const (
 //     (Resync into ForkDir, where the dropped state stays) and asks to
 //     join. The peer applies the handover idempotently, so a handover
 //     cut short is simply redone: adoptions are taken once, and each
-//     batch is marked with the handover's name and place
-//     (store.OpHandover, from cluster version 6), so the peer takes none
-//     of its ops twice, over what its clients did in between.
+//     batch is marked with the handover's name and which of its ops it
+//     holds (store.OpHandover, from cluster version 6; by their keys in
+//     the solo journal from 7, so that a fork that grew between two
+//     tries is still the same handover), so the peer takes none of its
+//     ops twice, over what its clients did in between.
 func (p *Pair) reconcile(ctx context.Context) {
 	if p.node.IsLeader() && p.node.HasVoter(p.peerID) && p.node.Failed() == nil {
 		// A raft of two, led by the passive (it won an election): no
@@ -882,24 +884,30 @@ func (p *Pair) reconcile(ctx context.Context) {
 		}
 		ops, batches := 0, 0
 		cv, _ := p.node.ClusterVersion(cctx)
-		// Each batch marked with the handover's name and its place in
-		// it (store.OpHandover), so that the peer takes none of its ops
-		// twice: a redo (an answer lost, this node restarted between
-		// two batches) re-applied the verdicts on tickets both sides
-		// held and the pauses over what the peer's clients did in
-		// between (a retry of a ticket the handover failed undone). Only
-		// when the peer reads marks (this pair's version is at theirs):
-		// an older peer takes the batches unmarked, as before.
+		// Each batch marked with the handover's name and which of its
+		// ops it holds (store.OpHandover), so that the peer takes none
+		// of them twice: a redo (an answer lost, this node restarted
+		// between two batches, or serving alone again in between)
+		// re-applied the verdicts on tickets both sides held and the
+		// pauses over what the peer's clients did in between (a retry
+		// of a ticket the handover failed undone). By their keys in the
+		// solo journal when the peer reads them (cluster version 7): a
+		// fork that grew between two tries is still the same handover,
+		// and the peer takes what changed since alone. By position at
+		// version 6: a fork that grew is another handover, taken whole
+		// again. Below it (an older peer), unmarked, as before.
+		self, _ := p.node.Self()
 		var hid store.ID
-		marked := cv >= store.HandoverMarkVersion
-		if marked {
-			self, _ := p.node.Self()
+		switch {
+		case cv >= store.HandoverKeyVersion:
+			hid = store.HandoverName(self, fork)
+		case cv >= store.HandoverMarkVersion:
 			if hid, err = p.node.HandoverID(cctx, self, fork); err != nil {
 				p.log.Error("naming the handover", "err", err)
 				return
 			}
 		}
-		err := p.node.ForkOps(cctx, fork, p.handover, func(batch []store.Op) error {
+		err := p.node.HandoverOps(cctx, fork, p.handover, func(batch []store.Op, keys []store.HandoverKey) error {
 			if cv < store.AdoptHistoryVersion {
 				// The peer may run a release that cannot read an
 				// adoption's attempts (this pair's version is below
@@ -910,7 +918,10 @@ func (p *Pair) reconcile(ctx context.Context) {
 				}
 			}
 			send := batch
-			if marked {
+			switch {
+			case cv >= store.HandoverKeyVersion:
+				send = append([]store.Op{store.HandoverKeyedMark(hid, keys)}, batch...)
+			case cv >= store.HandoverMarkVersion:
 				send = append([]store.Op{store.HandoverMark(hid, ops, len(batch))}, batch...)
 			}
 			rep, err := p.peer.Request(cctx, tsp.SvcAdopt, [][]byte{store.EncodeOps(send)})

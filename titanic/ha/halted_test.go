@@ -221,14 +221,41 @@ func openMemPair(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l 
 	return p, b, l
 }
 
+// openMemPairLed is openMemPair, and waits for a raft leader of the two,
+// which it returns too.
+func openMemPairLed(t *testing.T, dir string, log *slog.Logger) (p, b, leader *pairNode, l memPairLink) {
+	t.Helper()
+	p, b, l = openMemPair(t, dir, log)
+	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+	leader = p
+	if b.rep.IsLeader() {
+		leader = b
+	}
+	return p, b, leader, l
+}
+
+// atOpsVersion raises the cluster version of the pair p, b to
+// store.OpsRecordVersion (both members run this build), by an
+// announcement of its leader, and waits until both have applied it.
+func atOpsVersion(t *testing.T, ctx context.Context, p, b, leader *pairNode) {
+	t.Helper()
+	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
+		t.Fatalf("announce: %v", err)
+	}
+	waitFor(t, "the version on both", 10*time.Second, func() bool {
+		vp, _ := p.rep.ClusterVersion(ctx)
+		vb, _ := b.rep.ClusterVersion(ctx)
+		return vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
+	})
+}
+
 // splitPair opens a pair of two voters in dir, splits it (each side
 // reforms alone and takes n tickets in) and heals the link: the state a
 // split brain's merge starts from. It returns the nodes, the tickets the
 // backup took and the backup's raft address.
 func splitPair(t *testing.T, dir string, log *slog.Logger, n int) (p, b *pairNode, onB []store.ID, addrB raft.ServerAddress) {
 	t.Helper()
-	p, b, l := openMemPair(t, dir, log)
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+	p, b, _, l := openMemPairLed(t, dir, log)
 	l.down()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -9,7 +9,6 @@ import (
 
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -49,25 +48,16 @@ func (l *answerLostLink) Request(ctx context.Context, service string, body [][]b
 func TestHandoverRedoDoesNotUndoTakersRetry(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	p, b, l := openMemPair(t, dir, log)
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
-	leader := p
-	if b.rep.IsLeader() {
-		leader = b
-	}
+	p, b, leader, l := openMemPairLed(t, dir, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// Both members run this build: the cluster takes retries.
-	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
-		t.Fatalf("announce: %v", err)
-	}
+	atOpsVersion(t, ctx, p, b, leader)
 	shared := submitOn(t, leader, 0, 1)[0]
-	waitFor(t, "the shared ticket and the version on both", 10*time.Second, func() bool {
+	waitFor(t, "the shared ticket on both", 10*time.Second, func() bool {
 		_, errP := p.st.Get(context.Background(), shared)
 		_, errB := b.st.Get(context.Background(), shared)
-		vp, _ := p.rep.ClusterVersion(ctx)
-		vb, _ := b.rep.ClusterVersion(ctx)
-		return errP == nil && errB == nil && vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
+		return errP == nil && errB == nil
 	})
 
 	// The split: the backup, alone, fails the shared ticket (its last
@@ -138,22 +128,10 @@ func TestHandoverRedoDoesNotUndoTakersRetry(t *testing.T) {
 func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	p, b, l := openMemPair(t, dir, log)
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
-	leader := p
-	if b.rep.IsLeader() {
-		leader = b
-	}
+	p, b, leader, l := openMemPairLed(t, dir, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
-		t.Fatalf("announce: %v", err)
-	}
-	waitFor(t, "the version on both", 10*time.Second, func() bool {
-		vp, _ := p.rep.ClusterVersion(ctx)
-		vb, _ := b.rep.ClusterVersion(ctx)
-		return vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
-	})
+	atOpsVersion(t, ctx, p, b, leader)
 	l.down()
 	if err := b.rep.Reform(ctx); err != nil {
 		t.Fatalf("backup reform: %v", err)

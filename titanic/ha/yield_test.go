@@ -32,8 +32,7 @@ func TestPassiveYieldsOnlyToActiveThatCanTake(t *testing.T) {
 		t.Run(fmt.Sprintf("halted=%t", halted), func(t *testing.T) {
 			dir := t.TempDir()
 			log := testLogger()
-			p, b, l := openMemPair(t, dir, log)
-			waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+			p, b, _, l := openMemPairLed(t, dir, log)
 
 			// The split: each side goes on alone and takes work in.
 			l.down()

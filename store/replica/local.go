@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 
@@ -164,8 +165,16 @@ var errNeverAnswered = errors.New("raft stopped before it answered")
 // answering it: raft answers the futures it took in, but one still queued
 // in its buffered apply channel when the instance stops (a reform, a
 // resync, a halt) is never answered, and a caller waiting on it would
-// wait for ever. Outcome then unknown, as for a lost leadership.
+// wait for ever (hashicorp/raft#498). Outcome then unknown, as for a lost
+// leadership.
+//
+// The goroutine that waits for f's answer ends when waitFuture returns
+// (see abandonable): left waiting, it held its entry for good, one per
+// entry queued at each stop of a loaded leader.
 func waitFuture(ctx context.Context, r *raft.Raft, f raft.Future) error {
+	gone := make(chan struct{})
+	defer close(gone)
+	abandonable(f, gone)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -190,4 +199,24 @@ func waitFuture(ctx context.Context, r *raft.Raft, f raft.Future) error {
 			}
 		}
 	}
+}
+
+// abandonable makes f's Error return raft.ErrRaftShutdown once gone is
+// closed, if f is one of raft's own futures that wait for an answer (a
+// log entry's or a barrier's): raft gives them the exported ShutdownCh
+// field of the error they embed but, unlike its other futures', leaves it
+// nil, so their Error waits for an answer that a raft stopped with them
+// queued never gives. Set here before anyone waits on f; raft itself
+// never reads it for these futures. A future without the field (another
+// type, or a release of raft without it) is left as it is.
+func abandonable(f raft.Future, gone chan struct{}) {
+	v := reflect.ValueOf(f)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return
+	}
+	ch := v.Elem().FieldByName("ShutdownCh")
+	if !ch.IsValid() || !ch.CanSet() || ch.Type() != reflect.TypeOf(gone) || !ch.IsNil() {
+		return
+	}
+	ch.Set(reflect.ValueOf(gone))
 }

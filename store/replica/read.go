@@ -25,7 +25,9 @@ import (
 // It blocks until raft answers: the quorum's acknowledgement, a follower
 // that knows a newer term, or the step-down that follows LeaderLeaseTimeout
 // without a quorum's contact (raft answers pending verifications then).
-// ctx is checked before each step.
+// ctx is checked before each step. The barrier and the verification
+// go through waitFuture (not bounded by ctx): raft queues them in
+// buffered channels, and a raft stopped with one there never answers it.
 //
 // The residual risk is raft's own: VerifyLeader counts the answer to a
 // heartbeat that was already in flight when it began, so a leader stalled
@@ -47,7 +49,7 @@ func (n *Node) ConfirmLeader(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := r.Barrier(n.timeout(ctx)).Error(); err != nil {
+		if err := waitFuture(context.WithoutCancel(ctx), r, r.Barrier(n.timeout(ctx))); err != nil {
 			return fmt.Errorf("%w: confirm leadership: barrier: %w", ErrNotLeader, err)
 		}
 		n.readTerm.Store(term)
@@ -55,7 +57,7 @@ func (n *Node) ConfirmLeader(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := r.VerifyLeader().Error(); err != nil {
+	if err := waitFuture(context.WithoutCancel(ctx), r, r.VerifyLeader()); err != nil {
 		return fmt.Errorf("%w: confirm leadership: %w", ErrNotLeader, err)
 	}
 	// Leader in the same term before and after: leader throughout (a node

@@ -647,7 +647,10 @@ func (n *Node) Barrier(ctx context.Context) error {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	if err := n.raft().Barrier(timeout).Error(); err != nil {
+	// Through waitFuture: bounded by ctx, and by the stop of raft, which
+	// never answers a barrier still queued in its apply channel.
+	r := n.raft()
+	if err := waitFuture(ctx, r, r.Barrier(timeout)); err != nil {
 		return fmt.Errorf("raft barrier: %w", err)
 	}
 	return nil
@@ -1431,7 +1434,10 @@ func (n *Node) Close() error {
 // TransferLeadership hands leadership to the voter id (leader only): a
 // Binary Star passive node that holds it gives it to the active one.
 func (n *Node) TransferLeadership(id, addr string) error {
-	if err := n.raft().LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error(); err != nil {
+	r := n.raft()
+	// Through waitFuture: raft queues a transfer in a channel of one,
+	// and a raft stopped with it there never answers it.
+	if err := waitFuture(context.Background(), r, r.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))); err != nil {
 		return fmt.Errorf("transfer leadership to %s: %w", id, err)
 	}
 	return nil
@@ -1783,7 +1789,9 @@ func (n *Node) PrepareJoin(ctx context.Context) error {
 	}
 	// A barrier is one more entry, so that there is something new to
 	// snapshot even right after a snapshot that left the log whole.
-	if err := r.Barrier(n.timeout(ctx)).Error(); err != nil {
+	// Not bounded by ctx (the snapshot that follows is started past it,
+	// as documented below); waitFuture ends the wait if raft stops.
+	if err := waitFuture(context.WithoutCancel(ctx), r, r.Barrier(n.timeout(ctx))); err != nil {
 		restore()
 		return fmt.Errorf("barrier before a join: %w", err)
 	}

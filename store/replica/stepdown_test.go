@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,6 +58,72 @@ func TestStepDown(t *testing.T) {
 	hasAll(t, other, ids)
 }
 
+// gatedNode is a node of a pair on gated transports (openGatedPair).
+type gatedNode struct {
+	id   string
+	addr raft.ServerAddress
+	tr   *gated
+	st   *store.BoltStore
+	n    *replica.Node
+}
+
+// gatedPair is a pair of voters, "a" and "b", on gated transports.
+type gatedPair [2]*gatedNode
+
+// openGatedPair opens a gatedPair, its transports connected; the test's
+// cleanup releases what they hold and closes the nodes.
+func openGatedPair(t *testing.T) gatedPair {
+	t.Helper()
+	var ns gatedPair
+	var peers []replica.Peer
+	for i, id := range []string{"a", "b"} {
+		addr, tr := raft.NewInmemTransport("")
+		ns[i] = &gatedNode{id: id, addr: addr, tr: &gated{InmemTransport: tr, release: make(chan struct{})}}
+		peers = append(peers, replica.Peer{ID: id, Addr: string(addr)})
+	}
+	ns[0].tr.Connect(ns[1].addr, ns[1].tr.InmemTransport)
+	ns[1].tr.Connect(ns[0].addr, ns[0].tr.InmemTransport)
+	for _, m := range ns {
+		dir := t.TempDir()
+		st, err := store.Open(filepath.Join(dir, "titanic.db"), store.Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := replica.Open(st, replica.Config{
+			ID: m.id, Dir: filepath.Join(dir, "raft"), Transport: m.tr, Peers: peers, Bootstrap: true,
+			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+			Logger: quiet(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.st, m.n = st, n
+	}
+	t.Cleanup(func() {
+		for _, m := range ns {
+			m.tr.open()
+			_ = m.n.Close()
+			_ = m.st.Close()
+		}
+	})
+	return ns
+}
+
+// leader waits for a leader of ns and returns it and the other node.
+func (ns gatedPair) leader(t *testing.T) (l, other *gatedNode) {
+	t.Helper()
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for i, m := range ns {
+			if m.n.IsLeader() {
+				return m, ns[1-i]
+			}
+		}
+	}
+	t.Fatalf("no leader within %s", wait)
+	return nil, nil
+}
+
 // gated is a node's in-memory transport with a hold on its outgoing
 // AppendEntries: those that carry entries of term hold wait for release,
 // and while failBeats is set those that carry none (heartbeats) fail.
@@ -65,8 +132,12 @@ type gated struct {
 	*raft.InmemTransport
 	hold      atomic.Uint64
 	release   chan struct{}
+	released  sync.Once
 	failBeats atomic.Bool
 }
+
+// open releases the AppendEntries held, and lets every later one through.
+func (g *gated) open() { g.released.Do(func() { close(g.release) }) }
 
 func (g *gated) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if len(args.Entries) > 0 && args.Term == g.hold.Load() {
@@ -96,61 +167,8 @@ func (g *gated) Close() error { return nil }
 // the newer term, ends that replication goroutine without reading the
 // channel. Elected again, the same instance refuses every transfer.
 func TestStepDownFreesStuckTransfer(t *testing.T) {
-	type node struct {
-		id   string
-		addr raft.ServerAddress
-		tr   *gated
-		st   *store.BoltStore
-		n    *replica.Node
-	}
-	var ns [2]*node
-	var peers []replica.Peer
-	for i, id := range []string{"a", "b"} {
-		addr, tr := raft.NewInmemTransport("")
-		ns[i] = &node{id: id, addr: addr, tr: &gated{InmemTransport: tr, release: make(chan struct{})}}
-		peers = append(peers, replica.Peer{ID: id, Addr: string(addr)})
-	}
-	ns[0].tr.Connect(ns[1].addr, ns[1].tr.InmemTransport)
-	ns[1].tr.Connect(ns[0].addr, ns[0].tr.InmemTransport)
-	for _, m := range ns {
-		dir := t.TempDir()
-		st, err := store.Open(filepath.Join(dir, "titanic.db"), store.Options{NoSync: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := replica.Open(st, replica.Config{
-			ID: m.id, Dir: filepath.Join(dir, "raft"), Transport: m.tr, Peers: peers, Bootstrap: true,
-			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
-			Logger: quiet(),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.st, m.n = st, n
-	}
-	released := false
-	t.Cleanup(func() {
-		for _, m := range ns {
-			if !released {
-				close(m.tr.release)
-			}
-			_ = m.n.Close()
-			_ = m.st.Close()
-		}
-	})
-	waitLeader := func() (*node, *node) {
-		t.Helper()
-		for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-			for i, m := range ns {
-				if m.n.IsLeader() {
-					return m, ns[1-i]
-				}
-			}
-		}
-		t.Fatalf("no leader within %s", wait)
-		return nil, nil
-	}
+	ns := openGatedPair(t)
+	waitLeader := func() (*gatedNode, *gatedNode) { return ns.leader(t) }
 	l, f := waitLeader()
 	term := l.n.Status().Term
 	l.tr.hold.Store(term)
@@ -190,9 +208,8 @@ func TestStepDownFreesStuckTransfer(t *testing.T) {
 	}
 	// Answered with the newer term, the held AppendEntries ends the old
 	// replication goroutine.
-	close(l.tr.release)
-	close(f.tr.release)
-	released = true
+	l.tr.open()
+	f.tr.open()
 	stuck := 0
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && l.n.IsLeader(); time.Sleep(50 * time.Millisecond) {
 		err := l.n.TransferLeadership(f.id, string(f.addr))

@@ -20,7 +20,7 @@ import (
 
 // Admin services, answered by every node (see tsp.AdminPrefix):
 //
-//	titanic.cluster        [""]         → 200 | key=value...   this node's raft status and the members it knows
+//	titanic.cluster        [""]         → 200 | key=value...   this node's raft status, the members it knows and, of a pair's node, caught_up
 //	titanic.cluster.join   [id | addr]  → 200                  add a voter (leader only, else 500 not active)
 //	titanic.cluster.join   [id | addr | nonvoter] → 200        add a member without a vote (a pair's returning node; releases before it answer 400)
 //	titanic.cluster.join   [id | addr | voter] → 200           give a member its vote (a group's member that joined without one and caught up; a pair's passive that follows the active's raft)
@@ -467,6 +467,11 @@ func (a *Admin) status() [][]byte {
 	kv("commit", strconv.FormatUint(st.CommitIndex, 10))
 	kv("applied", strconv.FormatUint(st.AppliedIndex, 10))
 	kv("leader", st.LeaderID)
+	if a.Pair != nil {
+		// Read by the passive peer before it yields after a split brain
+		// (Pair.peerCannotTake); ignored by readers that do not know it.
+		kv(caughtUpKey, strconv.FormatBool(a.Pair.caughtUp.Load()))
+	}
 	if a.Versions != nil {
 		own, release := a.Versions.Own()
 		kv("protocol", strconv.Itoa(own))

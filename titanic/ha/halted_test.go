@@ -168,7 +168,14 @@ func testLogger() *slog.Logger {
 // Star states, each with its peer's admin handler as its link to the peer
 // (the backup's through toPrimary when set: a link with faults).
 func linkedPairs(dir string, log *slog.Logger, p, b *pairNode, stateP, stateB binarystar.State, toPrimary func(adminLink) Requester) (pairP, pairB *Pair) {
-	adminP, adminB := NewAdmin(p.rep, nil, log), NewAdmin(b.rep, nil, log)
+	pairP, pairB, _, _ = linkedPairsAdmins(dir, log, p, b, stateP, stateB, toPrimary)
+	return pairP, pairB
+}
+
+// linkedPairsAdmins is linkedPairs, which also returns each node's admin
+// handler (the one its peer's link calls).
+func linkedPairsAdmins(dir string, log *slog.Logger, p, b *pairNode, stateP, stateB binarystar.State, toPrimary func(adminLink) Requester) (pairP, pairB *Pair, adminP, adminB *Admin) {
+	adminP, adminB = NewAdmin(p.rep, nil, log), NewAdmin(b.rep, nil, log)
 	adminP.Merge, adminB.Merge = p.disp.merge, b.disp.merge
 	cfg := func(peer *pairNode, id string, tag byte) PairConfig {
 		return PairConfig{PeerID: peer.id, PeerAddr: string(peer.addr), PeerEndpoint: "inproc://" + peer.id, PeerTag: tag,
@@ -182,7 +189,7 @@ func linkedPairs(dir string, log *slog.Logger, p, b *pairNode, stateP, stateB bi
 		func() (Requester, error) { return adminLink{adminB}, nil })
 	pairB = NewPairWith(b.rep, b.disp, cfg(p, "backup", PrimaryTag), func(func()) Star { return fixedStar{stateB} },
 		func() (Requester, error) { return linkB, nil })
-	return pairP, pairB
+	return pairP, pairB, adminP, adminB
 }
 
 // memPairLink is the raft link of a pair on in-memory transports.
@@ -214,14 +221,41 @@ func openMemPair(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l 
 	return p, b, l
 }
 
+// openMemPairLed is openMemPair, and waits for a raft leader of the two,
+// which it returns too.
+func openMemPairLed(t *testing.T, dir string, log *slog.Logger) (p, b, leader *pairNode, l memPairLink) {
+	t.Helper()
+	p, b, l = openMemPair(t, dir, log)
+	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+	leader = p
+	if b.rep.IsLeader() {
+		leader = b
+	}
+	return p, b, leader, l
+}
+
+// atOpsVersion raises the cluster version of the pair p, b to
+// store.OpsRecordVersion (both members run this build), by an
+// announcement of its leader, and waits until both have applied it.
+func atOpsVersion(t *testing.T, ctx context.Context, p, b, leader *pairNode) {
+	t.Helper()
+	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
+		t.Fatalf("announce: %v", err)
+	}
+	waitFor(t, "the version on both", 10*time.Second, func() bool {
+		vp, _ := p.rep.ClusterVersion(ctx)
+		vb, _ := b.rep.ClusterVersion(ctx)
+		return vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
+	})
+}
+
 // splitPair opens a pair of two voters in dir, splits it (each side
 // reforms alone and takes n tickets in) and heals the link: the state a
 // split brain's merge starts from. It returns the nodes, the tickets the
 // backup took and the backup's raft address.
 func splitPair(t *testing.T, dir string, log *slog.Logger, n int) (p, b *pairNode, onB []store.ID, addrB raft.ServerAddress) {
 	t.Helper()
-	p, b, l := openMemPair(t, dir, log)
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
+	p, b, _, l := openMemPairLed(t, dir, log)
 	l.down()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -324,29 +358,43 @@ func TestPairActiveTakesHandoverOfHaltedPeer(t *testing.T) {
 		t.Fatalf("primary reform: %v", err)
 	}
 	onP := submitOn(t, p, PrimaryTag, 5)
-	// The backup adds the primary while it cannot reach it: its
-	// configuration then needs the primary's vote.
-	actx, acancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	_ = b.rep.AddVoter(actx, "primary", string(l.addrP))
-	acancel()
-	if !b.rep.HasVoter("primary") {
-		t.Fatal("the backup's configuration does not count the primary: the test did not make issue 9's state")
-	}
+	addWhileCut(t, ctx, b, p, "issue 9's state")
 	waitFor(t, "the backup loses leadership", 10*time.Second, func() bool { return !b.rep.IsLeader() })
 	l.up()
 
 	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StatePassive, binarystar.StateActive, nil)
 	runPairs(t, pairP, pairB)
 
-	// Equal applied indexes alone do not say the primary caught up: each
-	// side's solo log can reach the same index, and a primary restoring
-	// the backup's snapshot holds only part of the work for a while. Wait
-	// for the end state itself: both sides' work on both nodes.
+	waitWhole(t, 30*time.Second, pairB, pairP, b, p, both, onB, onP)
+}
+
+// addWhileCut has n, which leads a raft of its own, add peer as a voter
+// while their raft link is cut: n's configuration then needs the peer's
+// vote, which it cannot get. state names what the test makes, for its
+// failure.
+func addWhileCut(t *testing.T, ctx context.Context, n, peer *pairNode, state string) {
+	t.Helper()
+	actx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_ = n.rep.AddVoter(actx, peer.id, string(peer.addr))
+	cancel()
+	if !n.rep.HasVoter(peer.id) {
+		t.Fatalf("the %s's configuration does not count the %s: the test did not make %s", n.id, peer.id, state)
+	}
+}
+
+// waitWhole waits up to d for the end state of a split brain's merge: the
+// active node serving, with the passive back as a voter of its raft and
+// caught up, and every ticket of sets on both nodes. Equal applied
+// indexes alone do not say the passive caught up: each side's solo log
+// can reach the same index, and a node restoring its peer's snapshot
+// holds only part of the work for a while.
+func waitWhole(t *testing.T, d time.Duration, activePair, passivePair *Pair, active, passive *pairNode, sets ...[]store.ID) {
+	t.Helper()
 	missing := func() []string {
 		var out []string
-		for _, set := range [][]store.ID{both, onB, onP} {
+		for _, set := range sets {
 			for _, id := range set {
-				for _, n := range []*pairNode{b, p} {
+				for _, n := range []*pairNode{active, passive} {
 					if _, err := n.st.Get(context.Background(), id); err != nil {
 						out = append(out, fmt.Sprintf("ticket %s on %s: %v", id, n.id, err))
 					}
@@ -355,17 +403,17 @@ func TestPairActiveTakesHandoverOfHaltedPeer(t *testing.T) {
 		}
 		return out
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(d)
 	for {
 		lost := missing()
-		served := pairB.Active() && b.rep.HasVoter("primary") && !pairP.Active() &&
-			p.rep.Status().AppliedIndex == b.rep.Status().AppliedIndex
+		served := activePair.Active() && active.rep.HasVoter(passive.id) && !passivePair.Active() &&
+			passive.rep.Status().AppliedIndex == active.rep.Status().AppliedIndex
 		if served && len(lost) == 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not within 30s: the active backup serving with the primary back as a voter, caught up (%v), and every ticket on both nodes; missing:\n%s",
-				served, strings.Join(lost, "\n"))
+			t.Fatalf("not within %s: the active %s serving with %s back as a voter, caught up (%v), and every ticket on both nodes;\nactive %v\npassive %v\nmissing:\n%s",
+				d, active.id, passive.id, served, activePair.Describe(), passivePair.Describe(), strings.Join(lost, "\n"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

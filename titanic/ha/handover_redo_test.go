@@ -10,7 +10,6 @@ import (
 
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/store/replica"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -184,22 +183,10 @@ func retryFailed(t *testing.T, n *pairNode, id store.ID) bool {
 // retries and marks handovers by key), and returns its raft leader.
 func openPairAtVersion(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink, leader *pairNode) {
 	t.Helper()
-	p, b, l = openMemPair(t, dir, log)
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
-	leader = p
-	if b.rep.IsLeader() {
-		leader = b
-	}
+	p, b, leader, l = openMemPairLed(t, dir, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
-		t.Fatalf("announce: %v", err)
-	}
-	waitFor(t, "the version on both", 10*time.Second, func() bool {
-		vp, _ := p.rep.ClusterVersion(ctx)
-		vb, _ := b.rep.ClusterVersion(ctx)
-		return vp >= store.OpsRecordVersion && vb >= store.OpsRecordVersion
-	})
+	atOpsVersion(t, ctx, p, b, leader)
 	return p, b, l, leader
 }
 

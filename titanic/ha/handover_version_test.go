@@ -25,12 +25,7 @@ import (
 func TestHandoverOfOpNewerThanTakersVersionNotDropped(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	p, b, l := openMemPair(t, dir, log)
-	waitFor(t, "a raft leader of two", 10*time.Second, func() bool { return p.rep.IsLeader() || b.rep.IsLeader() })
-	leader := p
-	if b.rep.IsLeader() {
-		leader = b
-	}
+	p, b, leader, l := openMemPairLed(t, dir, log)
 	// A ticket both sides hold.
 	shared := submitOn(t, leader, 0, 1)[0]
 	waitFor(t, "the shared ticket on both", 10*time.Second, func() bool {

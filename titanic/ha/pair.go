@@ -796,6 +796,18 @@ func (p *Pair) reconcile(ctx context.Context) {
 	}
 	resynced := false
 	fork := ours.ForkPoint(theirs)
+	if split := fork < ours.Applied && fork < theirs.Applied; split && (p.node.IsLeader() || p.node.Halted()) {
+		// About to yield (or yielding): only to an active that can take
+		// the handover (see peerCannotTake).
+		why, err := p.peerCannotTake(cctx)
+		if err != nil {
+			return // asked again at the next round, before yielding
+		}
+		if why != "" {
+			p.keepFromPeer(cctx, why, fork, ours.Applied, theirs.Applied)
+			return
+		}
+	}
 	if ahead := fork >= theirs.Applied && fork < ours.Applied; p.node.IsLeader() && !ahead {
 		// A leader of its own raft that will not bring its peer up to
 		// date: it stops taking entries before it reads what to hand
@@ -842,36 +854,7 @@ func (p *Pair) reconcile(ctx context.Context) {
 		p.log.Info("the active peer is behind this node and forked nothing: bringing it up to date, then handing leadership over",
 			"applied", ours.Applied, "peer_applied", theirs.Applied)
 		if !p.node.HasVoter(p.peerID) {
-			// A real snapshot first, as for any join: if the peer's
-			// fork is found and it resyncs, it needs one, and a raft
-			// of two that holds only the reform's placeholder can
-			// neither send it nor commit the entries a new one needs
-			// (the simulation stalled that way, 0 nodes serving).
-			// Briefly: this loop also watches the peer, and at depth
-			// the snapshot takes minutes (raft goes on with it; a
-			// later round finds it done).
-			pctx, cancel := context.WithTimeout(cctx, 2*time.Second)
-			err := p.node.PrepareJoin(pctx)
-			cancel()
-			if err != nil {
-				p.log.Warn("preparing to add the active peer; will retry", "err", err)
-				return
-			}
-			if err := p.node.AddVoter(cctx, p.peerID, p.peerAddr); err != nil {
-				p.log.Warn("adding the active peer as a voter", "err", err)
-				return
-			}
-			// Not handed over in the same breath: the peer may still
-			// lead a raft of its own (it went on alone), and a transfer
-			// sent before this node's first entries reach it (raft
-			// starts a new member's replication as if it were up to
-			// date, and sends the transfer's TimeoutNow at once) makes
-			// it elect itself alone in a term outside its fence: two
-			// leaders of one term, whose entries at the same index
-			// raft then takes for the same, and the tickets of one are
-			// lost (the pair simulation, seed 831874142). The next
-			// round of reconcile hands leadership over (its first
-			// case), once the peer follows.
+			p.addPeer(cctx)
 			return
 		}
 		p.transfer()
@@ -985,6 +968,102 @@ func (p *Pair) reconcile(ctx context.Context) {
 	p.retryAt = time.Now().Add(promotePoll)
 	p.addedAt = time.Now()
 	p.log.Info("the active peer added this node; catching up", "voter", !nonvoter, "applied", ours.Applied, "peer_applied", theirs.Applied)
+}
+
+// addPeer adds the active peer as a voter of the raft this node leads
+// (reconcile): the peer follows it, and leadership goes to it at a later
+// round (reconcile's first case). If the peer holds work of its own, its
+// log guard finds the fork as it follows, and it hands that work over into
+// this node's raft (takeHandover).
+func (p *Pair) addPeer(ctx context.Context) {
+	// A real snapshot first, as for any join: if the peer's fork is
+	// found and it resyncs, it needs one, and a raft of two that holds
+	// only the reform's placeholder can neither send it nor commit the
+	// entries a new one needs (the simulation stalled that way, 0 nodes
+	// serving). Briefly: this loop also watches the peer, and at depth
+	// the snapshot takes minutes (raft goes on with it; a later round
+	// finds it done).
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := p.node.PrepareJoin(pctx)
+	cancel()
+	if err != nil {
+		p.log.Warn("preparing to add the active peer; will retry", "err", err)
+		return
+	}
+	if err := p.node.AddVoter(ctx, p.peerID, p.peerAddr); err != nil {
+		p.log.Warn("adding the active peer as a voter", "err", err)
+		return
+	}
+	// Not handed over in the same breath: the peer may still lead a raft
+	// of its own (it went on alone), and a transfer sent before this
+	// node's first entries reach it (raft starts a new member's
+	// replication as if it were up to date, and sends the transfer's
+	// TimeoutNow at once) makes it elect itself alone in a term outside
+	// its fence: two leaders of one term, whose entries at the same index
+	// raft then takes for the same, and the tickets of one are lost (the
+	// pair simulation, seed 831874142). The next round of reconcile
+	// hands leadership over (its first case), once the peer follows.
+}
+
+// peerCannotTake says why the active peer cannot take this node's
+// handover after a split brain, or "" if it can (or does not say: a
+// release that does not report caught_up in titanic.cluster, which this
+// node yields to as before). A handover goes into a raft the peer leads:
+// the peer leads one, follows a leader, or, caught up, goes on alone
+// once this node has halted (sync). A peer that is neither caught up nor
+// hears a leader can do none of it: its raft of two needs this node's
+// vote, which a halted raft never gives, and it may not go on alone (it
+// may lack acknowledged work). Yielding to it, this node would halt for
+// a handover nobody takes, and neither node would serve again (the pair
+// simulation, seed 80084, 0 nodes serve). An error: the peer could not
+// be asked.
+func (p *Pair) peerCannotTake(ctx context.Context) (string, error) {
+	rep, err := p.peer.Request(ctx, tsp.SvcCluster, [][]byte{{}})
+	if err == nil && (len(rep) == 0 || string(rep[0]) != "200") {
+		err = fmt.Errorf("peer answered %q", rep)
+	}
+	if err != nil {
+		p.log.Info("asking the active peer for its raft status before handing this node's work over", "err", err)
+		return "", err
+	}
+	kv := map[string]string{}
+	for _, f := range rep[1:] {
+		k, v, _ := strings.Cut(string(f), "=")
+		kv[k] = v
+	}
+	if kv[caughtUpKey] != "false" || kv["state"] == "Leader" || kv["leader"] != "" {
+		return "", nil
+	}
+	return "the active peer is not caught up and its raft has no leader (state " + kv["state"] + "): it could neither lead nor go on alone to take a handover", nil
+}
+
+// caughtUpKey is the titanic.cluster key by which a pair's node says
+// whether it is caught up (may take over).
+const caughtUpKey = "caught_up"
+
+// keepFromPeer is reconcile's course after a split brain when the active
+// peer cannot take this node's handover (peerCannotTake says why): this
+// node does not yield. Leading its own raft, it adds the peer, which
+// then hands its own work over into that raft (addPeer) and rejoins; it
+// takes leadership once caught up. Halted for a handover already (the
+// peer could take it then; it restarted since), it first takes its raft
+// up again (Reform: it led that raft alone, and holds all of it), and
+// adds the peer at the next round.
+func (p *Pair) keepFromPeer(ctx context.Context, why string, fork, applied, peerApplied uint64) {
+	halted := p.node.Halted()
+	if left, ok := p.repeats.Allow(time.Now(), "not yielding"); ok {
+		p.log.Warn("split brain, and this node does not yield yet: "+why+"; this node keeps its raft and brings the peer into it, and the peer hands its own work over here",
+			"halted", halted, "fork_index", fork, "applied", applied, "peer_applied", peerApplied, "suppressed", left)
+	}
+	if !halted {
+		p.addPeer(ctx)
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.node.Reform(rctx); err != nil && !errors.Is(err, context.Canceled) {
+		p.log.Error("reform raft", "err", err)
+	}
 }
 
 // askJoin asks the active peer to add this node (titanic.cluster.join),

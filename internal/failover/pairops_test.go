@@ -1,0 +1,268 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/client"
+)
+
+// wipe empties a stopped node's data directory, as a replaced disk would
+// leave it.
+func wipe(t *testing.T, n *node) {
+	t.Helper()
+	entries, err := os.ReadDir(n.dir)
+	if err != nil {
+		t.Fatalf("wipe %s: %v", n.name, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(n.dir, e.Name())); err != nil {
+			t.Fatalf("wipe %s: %v", n.name, err)
+		}
+	}
+}
+
+// takeOverAlone kills the active, waits for the passive to serve the
+// load alone and checks every ack so far against it alone (the killed
+// node's data cannot hide a loss), then restarts the killed node and
+// waits for the pair to be whole.
+// earlier are acks of an earlier load, checked with ld's.
+func takeOverAlone(t *testing.T, p pairRun, ld *load, earlier []ack, active, passive *node) {
+	t.Helper()
+	active.kill()
+	ld.progress(t, 50, 30*time.Second, fmt.Sprintf("acks after killing the active %s (%s must take over)", active.name, passive.name), p.dg)
+	acks := append(slices.Clone(earlier), ld.finish(t, p.dg)...)
+	checkAcks(t, p.ctx, []string{passive.endpoint()}, acks, p.dg)
+	active.start(t)
+	waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second)
+	checkAcks(t, p.ctx, p.brokers, acks, p.dg)
+	checkOneServerPerTerm(t, p.primary, p.backup)
+}
+
+// TestPairPassiveDiskReplaced stops the passive, empties its data
+// directory (a replaced disk) and starts it again while the active
+// serves. README (Restore): a node with an empty data directory receives
+// its peers' state through raft. Once the pair is whole again the
+// emptied node must hold every acknowledged ticket: the active is killed
+// and every ack is checked against the emptied node alone.
+func TestPairPassiveDiskReplaced(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []string
+	}{
+		// The default timings: the active reforms raft alone while the
+		// passive is away.
+		{"reformed", nil},
+		// A raft timeout long enough that the active keeps its term
+		// and its membership across the passive's restart: the emptied
+		// node comes back as a voter the active still counts.
+		{"inTerm", []string{"--pair-heartbeat", "200ms", "--heartbeat", "200ms", "--raft-timeout", "6s", "--log-level", "debug"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := loadedPair(t, pairLoad{flags: tc.flags, workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
+			active, passive := p.active, p.passive
+			p.ld.progress(t, 100, 30*time.Second, "acks before the passive's disk is replaced", p.dg)
+			passive.kill()
+			wipe(t, passive)
+			passive.start(t)
+			if a, _ := waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second); a != active {
+				t.Fatalf("%s became active across the passive's disk replacement, want %s%s", a.name, active.name, p.dg())
+			}
+			p.ld.progress(t, 100, 30*time.Second, "acks after the emptied passive rejoined", p.dg)
+			takeOverAlone(t, p, p.ld, nil, active, passive)
+		})
+	}
+}
+
+// TestPairActivePausedLongerThanFailover SIGSTOPs the active for longer
+// than the failover timeout (the passive takes over), then SIGCONTs it:
+// it wakes as a second active. Every ticket either acknowledged must
+// survive, and the pair must serve again by itself, whole.
+func TestPairActivePausedLongerThanFailover(t *testing.T) {
+	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
+	active, passive := p.active, p.passive
+	p.ld.progress(t, 50, 30*time.Second, "acks before the pause", p.dg)
+	if err := active.proc().Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %s: %v", active.name, err)
+	}
+	pausedAt := time.Now()
+	p.ld.progress(t, 100, 30*time.Second, fmt.Sprintf("acks with the active %s paused (%s must take over)", active.name, passive.name), p.dg)
+	// The pause lasts a few failover timeouts past the takeover: the
+	// woken node's timers (Binary Star's, raft's, its leases) have all
+	// run out, as after a long GC pause or a VM migration.
+	const hold = 3 * time.Second
+	time.Sleep(time.Until(pausedAt.Add(hold))) // the length of the fault, not synchronisation
+	if err := active.proc().Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT %s: %v", active.name, err)
+	}
+	p.ld.progress(t, 100, 30*time.Second, "acks after the paused active woke", p.dg)
+	waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second)
+	p.ld.progress(t, 50, 30*time.Second, "acks once the pair is whole again", p.dg)
+	acks := p.ld.finish(t, p.dg)
+	for _, n := range []*node{p.primary, p.backup} {
+		if !n.running() {
+			t.Fatalf("%s exited: %v%s", n.name, n.proc().Wait(), p.dg())
+		}
+	}
+	checkAcks(t, p.ctx, p.brokers, acks, p.dg)
+	checkOneServerPerTerm(t, p.primary, p.backup)
+}
+
+// unkeyed runs submitters that give no idempotency key (the Go client
+// makes one random key per call): a failed call is made again, with a
+// new key, so a ticket the failed call stored may stay beside the one
+// acknowledged. failed counts those calls.
+type unkeyed struct {
+	*load
+	failed atomic.Int64
+}
+
+func startUnkeyed(t *testing.T, ctx context.Context, brokers []string, n int) *unkeyed {
+	t.Helper()
+	u := &unkeyed{load: &load{changed: make(chan struct{}), errs: make(chan error, n), stop: make(chan struct{})}}
+	for s := range n {
+		cl, err := client.New(client.Config{Brokers: brokers, Timeout: clientTimeout, Retries: 10, Logger: quiet})
+		if err != nil {
+			t.Fatalf("client: %v", err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			for i := 0; ; i++ {
+				body := fmt.Sprintf("unkeyed %d-%d", s, i)
+				for {
+					select {
+					case <-u.stop:
+						return
+					default:
+					}
+					tk, err := cl.Submit(ctx, "echo", [][]byte{[]byte(body)}, client.SubmitOptions{})
+					if err == nil {
+						u.add(ack{key: body, body: body, ticket: tk, at: time.Now()})
+						break
+					}
+					if ctx.Err() != nil {
+						return
+					}
+					u.failed.Add(1)
+					if !(errors.Is(err, client.ErrUnavailable) || errors.Is(err, client.ErrServer)) {
+						u.errs <- fmt.Errorf("unkeyed submit %q: %w", body, err)
+						return
+					}
+					select {
+					case <-time.After(20 * time.Millisecond):
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}()
+	}
+	return u
+}
+
+// cliReads runs the operator's read commands against both nodes of the
+// pair and checks that each ends in time (no hang) with success or the
+// CLI's "broker unavailable" (exit 6) and a message saying so. It returns
+// one line per command, for the log.
+func cliReads(t *testing.T, on *node, brokers []string, ticket string) []string {
+	t.Helper()
+	both := strings.Join(brokers, ",")
+	var out []string
+	for _, args := range [][]string{
+		{"cluster", "--broker", both},
+		{"stats", "--broker", both},
+		{"tickets", "--broker", both},
+		{"status", "--broker", both, ticket},
+	} {
+		start := time.Now()
+		text, err := cli(t, on, args...)
+		took := time.Since(start)
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("titanic %s: %v", strings.Join(args, " "), err)
+		}
+		if took > 30*time.Second {
+			t.Errorf("titanic %s took %s during the failover", args[0], took.Round(time.Millisecond))
+		}
+		if code != 0 && (code != 6 || strings.TrimSpace(text) == "") {
+			t.Errorf("titanic %s during the failover: exit %d, want 0 or 6 with a reason:\n%s", strings.Join(args, " "), code, text)
+		}
+		if strings.Contains(text, "panic:") || strings.Contains(text, "goroutine ") {
+			t.Errorf("titanic %s crashed:\n%s", args[0], text)
+		}
+		first, _, _ := strings.Cut(strings.TrimSpace(text), "\n")
+		out = append(out, fmt.Sprintf("%s: exit %d in %s: %s", args[0], code, took.Round(time.Millisecond), first))
+	}
+	return out
+}
+
+// TestPairRollingRestart restarts the passive, waits for the pair to be
+// whole, then restarts the active (an upgrade, README "Upgrades"), with
+// clients submitting all along, keyed and unkeyed, once with clean stops
+// (SIGTERM: a drain) and once with SIGKILL. While the active is down the
+// operator's read commands are run against both nodes. Every acknowledged
+// ticket must be answered, keyed ones made once, and the store may hold
+// no unkeyed ticket beyond the failed calls.
+func TestPairRollingRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		clean bool
+	}{{"sigterm", true}, {"sigkill", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := loadedPair(t, pairLoad{workers: 3, clients: 3, timeout: clientTimeout, acks: 50, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
+			uk := startUnkeyed(t, p.ctx, p.brokers, 2)
+			uk.progress(t, 20, 30*time.Second, "first unkeyed acks", p.dg)
+			down := func(n *node) {
+				t.Helper()
+				if !tc.clean {
+					n.kill()
+					return
+				}
+				if err := n.proc().Stop(30 * time.Second); err != nil {
+					t.Fatalf("SIGTERM %s: %v (want a drain and exit 0)%s", n.name, err, p.dg())
+				}
+			}
+			active, passive := p.active, p.passive
+			down(passive)
+			p.ld.progress(t, 50, 30*time.Second, fmt.Sprintf("acks with the passive %s down", passive.name), p.dg)
+			passive.start(t)
+			if a, _ := waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second); a != active {
+				t.Fatalf("%s became active across the passive's restart, want %s%s", a.name, active.name, p.dg())
+			}
+			p.ld.progress(t, 50, 30*time.Second, "acks after the passive's restart", p.dg)
+			uk.progress(t, 20, 30*time.Second, "unkeyed acks after the passive's restart", p.dg)
+
+			down(active)
+			p.ld.progress(t, 50, 30*time.Second, fmt.Sprintf("acks with the active %s down (%s must take over)", active.name, passive.name), p.dg)
+			for _, line := range cliReads(t, passive, p.brokers, p.ld.acks[0].ticket) {
+				t.Logf("%s down: %s", active.name, line)
+			}
+			active.start(t)
+			if a, _ := waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second); a != passive {
+				t.Fatalf("%s is active after the rolling restart, want %s (it took over)%s", a.name, passive.name, p.dg())
+			}
+			p.ld.progress(t, 50, 30*time.Second, "acks after the rolling restart", p.dg)
+			uk.progress(t, 20, 30*time.Second, "unkeyed acks after the rolling restart", p.dg)
+			acks := p.ld.finish(t, p.dg)
+			uacks := uk.finish(t, p.dg)
+			t.Logf("%d keyed and %d unkeyed acks; %d unkeyed calls failed and were made again", len(acks), len(uacks), uk.failed.Load())
+			checkAcksUnacked(t, p.ctx, p.brokers, append(acks, uacks...), int(uk.failed.Load()), p.dg)
+			checkOneServerPerTerm(t, p.primary, p.backup)
+		})
+	}
+}

@@ -266,3 +266,37 @@ func TestPairRollingRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestPairEmptiedNodeAloneDoesNotServe replaces the passive's disk, and
+// before it is started again the active dies: the emptied node starts
+// alone. It holds nothing; it must not serve (an empty queue would answer
+// every acknowledged ticket as unknown and let keys make new tickets). When
+// the node that holds the tickets returns, the pair is whole, and the
+// emptied node, caught up, can take over with nothing lost.
+func TestPairEmptiedNodeAloneDoesNotServe(t *testing.T) {
+	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
+	active, passive := p.active, p.passive
+	passive.kill()
+	wipe(t, passive)
+	p.ld.progress(t, 50, 30*time.Second, fmt.Sprintf("acks of %s alone", active.name), p.dg)
+	active.kill()
+	passive.start(t)
+	n, refused := p.ld.count(), p.ld.clientStats().Refusals
+	time.Sleep(3 * time.Second) // an observation window: nothing may happen
+	if got := p.ld.count(); got > n+len(p.ld.stats) {
+		t.Fatalf("%d submits acknowledged with only the emptied %s up%s", got-n, passive.name, p.dg())
+	}
+	if strings.Contains(lifeLog(passive), servingLine) {
+		t.Fatalf("the emptied %s serves alone%s", passive.name, p.dg())
+	}
+	if got := p.ld.clientStats().Refusals; got == refused {
+		t.Fatalf("no client was refused by the emptied %s in the window%s", passive.name, p.dg())
+	}
+	active.start(t)
+	a, ps := waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second)
+	if a != active {
+		t.Fatalf("%s became active, want %s, which holds the tickets%s", a.name, active.name, p.dg())
+	}
+	p.ld.progress(t, 50, 30*time.Second, "acks once the pair is whole again", p.dg)
+	takeOverAlone(t, p, p.ld, nil, a, ps)
+}

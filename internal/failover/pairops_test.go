@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -86,7 +87,8 @@ func TestPairPassiveDiskReplaced(t *testing.T) {
 
 // TestPairActivePausedLongerThanFailover SIGSTOPs the active for longer
 // than the failover timeout (the passive takes over), then SIGCONTs it:
-// it wakes as a second active. Every ticket either acknowledged must
+// it wakes as a second active. While it is frozen the operator's read
+// commands are run against both nodes. Every ticket either acknowledged must
 // survive, and the pair must serve again by itself, whole.
 func TestPairActivePausedLongerThanFailover(t *testing.T) {
 	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
@@ -96,6 +98,11 @@ func TestPairActivePausedLongerThanFailover(t *testing.T) {
 		t.Fatalf("SIGSTOP %s: %v", active.name, err)
 	}
 	pausedAt := time.Now()
+	// The operator looks while the active is frozen: the commands must
+	// end, with an answer from the other node or a clear error.
+	for _, line := range cliReads(t, passive, p.brokers, p.ld.firstTicket()) {
+		t.Logf("%s paused: %s", active.name, line)
+	}
 	p.ld.progress(t, 100, 30*time.Second, fmt.Sprintf("acks with the active %s paused (%s must take over)", active.name, passive.name), p.dg)
 	// The pause lasts a few failover timeouts past the takeover: the
 	// woken node's timers (Binary Star's, raft's, its leases) have all
@@ -114,7 +121,22 @@ func TestPairActivePausedLongerThanFailover(t *testing.T) {
 			t.Fatalf("%s exited: %v%s", n.name, n.proc().Wait(), p.dg())
 		}
 	}
-	checkAcks(t, p.ctx, p.brokers, acks, p.dg)
+	checkForkAcks(t, p, acks)
+}
+
+// checkForkAcks is checkAcks after a paused active woke. The woken node
+// goes on from its own log, its uncommitted tail included, while the
+// peer served alone: a fork, merged as a split brain is (README, "A
+// Binary Star pair": the backup yields and hands its changes over). A
+// submit in that tail was not acknowledged; its client sent it again to
+// the peer, which acknowledged another ticket for the key, and both are
+// kept ("Where a keyed resend reached both sides, both tickets are kept
+// and answered, and the key names the older"). So the store may hold one
+// ticket never acknowledged per submitter of the load; every ack is still
+// checked.
+func checkForkAcks(t *testing.T, p pairRun, acks []ack) {
+	t.Helper()
+	checkAcksUnacked(t, p.ctx, p.brokers, acks, len(p.ld.stats), p.dg)
 	checkOneServerPerTerm(t, p.primary, p.backup)
 }
 
@@ -170,6 +192,13 @@ func startUnkeyed(t *testing.T, ctx context.Context, brokers []string, n int) *u
 		}()
 	}
 	return u
+}
+
+// firstTicket is the ticket of the load's first ack.
+func (l *load) firstTicket() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acks[0].ticket
 }
 
 // cliReads runs the operator's read commands against both nodes of the
@@ -249,7 +278,7 @@ func TestPairRollingRestart(t *testing.T) {
 
 			down(active)
 			p.ld.progress(t, 50, 30*time.Second, fmt.Sprintf("acks with the active %s down (%s must take over)", active.name, passive.name), p.dg)
-			for _, line := range cliReads(t, passive, p.brokers, p.ld.acks[0].ticket) {
+			for _, line := range cliReads(t, passive, p.brokers, p.ld.firstTicket()) {
 				t.Logf("%s down: %s", active.name, line)
 			}
 			active.start(t)
@@ -299,4 +328,123 @@ func TestPairEmptiedNodeAloneDoesNotServe(t *testing.T) {
 	}
 	p.ld.progress(t, 50, 30*time.Second, "acks once the pair is whole again", p.dg)
 	takeOverAlone(t, p, p.ld, nil, a, ps)
+}
+
+// TestPairPausedActiveAnswersQueuedSubmits SIGSTOPs the active while
+// clients that know only it go on sending keyed submits: their tries
+// wait in its sockets until SIGCONT, when it handles them before it can
+// learn that its peer took over meanwhile. Whatever it acknowledges then
+// must not be lost, and no key may make two tickets. Each such client's
+// key that was never acknowledged is submitted again through both nodes
+// at the end, so that every ticket in the store has an ack to check.
+func TestPairPausedActiveAnswersQueuedSubmits(t *testing.T) {
+	p := loadedPair(t, pairLoad{workers: 3, clients: 2, timeout: clientTimeout, acks: 50, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
+	active, passive := p.active, p.passive
+
+	type pinnedKey struct{ key, body string }
+	var (
+		mu      sync.Mutex
+		pinned  []ack
+		waiting []pinnedKey
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for s := range 3 {
+		cl, err := client.New(client.Config{Brokers: []string{active.endpoint()}, Timeout: clientTimeout, Retries: 100, Logger: quiet})
+		if err != nil {
+			t.Fatalf("client: %v", err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				k := pinnedKey{fmt.Sprintf("p%d-%d", s, i), fmt.Sprintf("body of p%d-%d", s, i)}
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tk, err := cl.Submit(p.ctx, "echo", [][]byte{[]byte(k.body)}, client.SubmitOptions{IdemKey: k.key})
+				mu.Lock()
+				if err == nil {
+					pinned = append(pinned, ack{key: k.key, body: k.body, ticket: tk, at: time.Now()})
+				} else {
+					waiting = append(waiting, k)
+				}
+				mu.Unlock()
+				if err != nil {
+					// The node it knows no longer serves: this client
+					// stops, its key is settled at the end.
+					return
+				}
+			}
+		}()
+	}
+	p.ld.progress(t, 50, 30*time.Second, "acks before the pause", p.dg)
+	if err := active.proc().Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %s: %v", active.name, err)
+	}
+	pausedAt := time.Now()
+	p.ld.progress(t, 100, 30*time.Second, fmt.Sprintf("acks with the active %s paused (%s must take over)", active.name, passive.name), p.dg)
+	const hold = 3 * time.Second
+	time.Sleep(time.Until(pausedAt.Add(hold))) // the length of the fault, not synchronisation
+	if err := active.proc().Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT %s: %v", active.name, err)
+	}
+	wokeAt := time.Now()
+	p.ld.progress(t, 100, 30*time.Second, "acks after the paused active woke", p.dg)
+	waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second)
+	close(stop)
+	wg.Wait()
+
+	var late int
+	for _, a := range pinned {
+		if a.at.After(wokeAt) {
+			late++
+		}
+	}
+	cl, err := client.New(client.Config{Brokers: p.brokers, Timeout: clientTimeout, Retries: 20, Logger: quiet})
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	defer cl.Close()
+	for _, k := range waiting {
+		tk, err := cl.Submit(p.ctx, "echo", [][]byte{[]byte(k.body)}, client.SubmitOptions{IdemKey: k.key})
+		if err != nil {
+			t.Fatalf("submit again %s: %v%s", k.key, err, p.dg())
+		}
+		pinned = append(pinned, ack{key: k.key, body: k.body, ticket: tk, at: time.Now()})
+	}
+	t.Logf("clients of %s alone: %d acks, %d of them after it woke; %d keys settled through both nodes", active.name, len(pinned)-len(waiting), late, len(waiting))
+	acks := append(p.ld.finish(t, p.dg), pinned...)
+	for _, n := range []*node{p.primary, p.backup} {
+		if !n.running() {
+			t.Fatalf("%s exited: %v%s", n.name, n.proc().Wait(), p.dg())
+		}
+	}
+	checkForkAcks(t, p, acks)
+}
+
+// TestPairCompactPassiveThenTakeOver runs titanic compact on the stopped
+// passive while the active serves (README, Data care: allowed, one node
+// at a time), starts it again, waits for the pair to be whole, then kills
+// the active: the compacted node must take over with every acknowledged
+// ticket (TestPairCompactPassive checks the files, not a takeover).
+func TestPairCompactPassiveThenTakeOver(t *testing.T) {
+	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
+	active, passive := p.active, p.passive
+	if err := passive.proc().Stop(30 * time.Second); err != nil {
+		t.Fatalf("stop %s: %v%s", passive.name, err, p.dg())
+	}
+	if out, code := titanicCLI(t, "compact", "--data", passive.dir); code != 0 || !strings.Contains(out, "compacted and checked") {
+		t.Fatalf("compact %s: exit %d\n%s", passive.name, code, out)
+	}
+	p.ld.progress(t, 100, 30*time.Second, fmt.Sprintf("acks of %s while %s is compacted", active.name, passive.name), p.dg)
+	passive.start(t)
+	if a, _ := waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second); a != active {
+		t.Fatalf("%s became active across the passive's compaction, want %s%s", a.name, active.name, p.dg())
+	}
+	p.ld.progress(t, 100, 30*time.Second, "acks after the compacted passive rejoined", p.dg)
+	takeOverAlone(t, p, p.ld, nil, active, passive)
 }

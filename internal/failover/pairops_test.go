@@ -67,7 +67,7 @@ func TestPairPassiveDiskReplaced(t *testing.T) {
 		// A raft timeout long enough that the active keeps its term
 		// and its membership across the passive's restart: the emptied
 		// node comes back as a voter the active still counts.
-		{"inTerm", []string{"--pair-heartbeat", "200ms", "--heartbeat", "200ms", "--raft-timeout", "6s", "--log-level", "debug"}},
+		{"inTerm", inTermFlags},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := loadedPair(t, pairLoad{flags: tc.flags, workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
@@ -82,6 +82,42 @@ func TestPairPassiveDiskReplaced(t *testing.T) {
 			p.ld.progress(t, 100, 30*time.Second, "acks after the emptied passive rejoined", p.dg)
 			takeOverAlone(t, p, p.ld, nil, active, passive)
 		})
+	}
+}
+
+// inTermFlags are the brokers' flags for a restart of the passive
+// inside the active's term: a raft timeout long enough that the active
+// keeps its term and membership (as TestPairPassiveRestartInTerm).
+var inTermFlags = []string{"--pair-heartbeat", "200ms", "--heartbeat", "200ms", "--raft-timeout", "6s", "--log-level", "debug"}
+
+// TestPairPassiveLosesPartOfItsDirectory removes one part of the
+// stopped passive's data directory, its raft directory or its data
+// file (an operator's mistake, a lost volume), and starts it again while
+// the active serves, then kills the active once the pair is whole: the
+// passive must serve every acknowledged ticket, or refuse to start or to
+// count as caught up; never take over without them.
+func TestPairPassiveLosesPartOfItsDirectory(t *testing.T) {
+	for _, lost := range []string{"raft", "titanic.db"} {
+		for _, tc := range []struct {
+			name  string
+			flags []string
+		}{{"reformed", nil}, {"inTerm", inTermFlags}} {
+			t.Run(lost+"/"+tc.name, func(t *testing.T) {
+				p := loadedPair(t, pairLoad{flags: tc.flags, workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
+				active, passive := p.active, p.passive
+				p.ld.progress(t, 100, 30*time.Second, "acks before the passive loses "+lost, p.dg)
+				passive.kill()
+				if err := os.RemoveAll(filepath.Join(passive.dir, lost)); err != nil {
+					t.Fatal(err)
+				}
+				passive.start(t)
+				if a, _ := waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second); a != active {
+					t.Fatalf("%s became active after the passive lost %s, want %s%s", a.name, lost, active.name, p.dg())
+				}
+				p.ld.progress(t, 100, 30*time.Second, "acks after the passive rejoined", p.dg)
+				takeOverAlone(t, p, p.ld, nil, active, passive)
+			})
+		}
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/store/replica"
 )
 
 // A cluster started over restored stores (titanic restore on every node:
@@ -54,24 +53,7 @@ func TestEmptyMemberOfRestoredClusterGetsRestoredTickets(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var ms []*member
-	var peers []replica.Peer
-	for _, id := range []string{"n1", "n2"} {
-		m := &member{id: id, addr: freeAddr(t), dir: t.TempDir()}
-		if err := os.WriteFile(filepath.Join(m.dir, "titanic.db"), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		ms = append(ms, m)
-		peers = append(peers, replica.Peer{ID: m.id, Addr: m.addr})
-	}
-	for _, m := range ms {
-		m.open(t, peers)
-	}
-	t.Cleanup(func() {
-		for _, m := range ms {
-			m.close()
-		}
-	})
+	ms, peers := clusterFrom(t, 2, data)
 	// The new deployment's work: fewer entries than the snapshot
 	// threshold, as a young deployment (the broker's is 8192).
 	ids := applySome(t, ms, 3)

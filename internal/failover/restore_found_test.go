@@ -1,8 +1,6 @@
 package failover
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -33,29 +31,7 @@ func TestPairRestoredThenPassiveDiskReplaced(t *testing.T) {
 	// acknowledged tickets (checkAcks wants no other); the workers go on
 	// answering them while it is written.
 	backed := p.ld.finish(t, p.dg)
-	if out, err := cli(t, active, "backup", "--broker", active.endpoint(), "pairops.db"); err != nil {
-		t.Fatalf("backup of the active %s: %v\n%s%s", active.name, err, out, p.dg())
-	}
-	file := filepath.Join(t.TempDir(), "pairops.db")
-	data, err := os.ReadFile(filepath.Join(active.dir, "backups", "pairops.db"))
-	if err != nil {
-		t.Fatalf("the backup file: %v", err)
-	}
-	if err := os.WriteFile(file, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []*node{p.passive, p.active} {
-		if err := n.proc().Stop(30 * time.Second); err != nil {
-			t.Fatalf("stop %s: %v%s", n.name, err, p.dg())
-		}
-	}
-	for _, n := range []*node{p.primary, p.backup} {
-		if out, code := titanicCLI(t, "restore", "--force", "--data", n.dir, file); code != 0 {
-			t.Fatalf("restore on %s: exit %d\n%s", n.name, code, out)
-		}
-	}
-	p.primary.start(t)
-	p.backup.start(t)
+	backupRestorePair(t, p, active)
 	active, passive := waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second)
 	checkAcks(t, p.ctx, p.brokers, backed, p.dg)
 	t.Logf("restored pair: %s active, %s passive; the %d acks of the backup answered", active.name, passive.name, len(backed))

@@ -581,3 +581,62 @@ func TestPairBackupUnderLoadRestored(t *testing.T) {
 	active.kill()
 	answerAll(t, p.ctx, before, p.dg, dial([]string{passive.endpoint()}), answered)
 }
+
+// TestPairPowerLoss SIGKILLs both nodes at once (a power cut of the rack)
+// under load and starts them again, one order or the other: the pair must
+// serve again by itself, with every acknowledged ticket.
+func TestPairPowerLoss(t *testing.T) {
+	for _, activeFirst := range []bool{false, true} {
+		name := "passiveStartsFirst"
+		if activeFirst {
+			name = "activeStartsFirst"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
+			active, passive := p.active, p.passive
+			p.ld.progress(t, 100, 30*time.Second, "acks before the power cut", p.dg)
+			var wg sync.WaitGroup
+			for _, n := range []*node{active, passive} {
+				wg.Add(1)
+				go func() { defer wg.Done(); n.kill() }()
+			}
+			wg.Wait()
+			order := []*node{passive, active}
+			if activeFirst {
+				order = []*node{active, passive}
+			}
+			for _, n := range order {
+				n.start(t)
+			}
+			waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second)
+			p.ld.progress(t, 100, 30*time.Second, "acks after the power came back", p.dg)
+			acks := p.ld.finish(t, p.dg)
+			checkAcks(t, p.ctx, p.brokers, acks, p.dg)
+			checkOneServerPerTerm(t, p.primary, p.backup)
+		})
+	}
+}
+
+// TestPairPassivePausedLongerThanFailover SIGSTOPs the passive for a few
+// seconds (the active goes on alone), SIGCONTs it, waits for the pair to
+// be whole and kills the active: the woken node must take over with
+// every acknowledged ticket.
+func TestPairPassivePausedLongerThanFailover(t *testing.T) {
+	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
+	active, passive := p.active, p.passive
+	if err := passive.proc().Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %s: %v", passive.name, err)
+	}
+	pausedAt := time.Now()
+	p.ld.progress(t, 100, 30*time.Second, fmt.Sprintf("acks of %s with %s paused", active.name, passive.name), p.dg)
+	const hold = 3 * time.Second
+	time.Sleep(time.Until(pausedAt.Add(hold))) // the length of the fault, not synchronisation
+	if err := passive.proc().Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT %s: %v", passive.name, err)
+	}
+	if a, _ := waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second); a != active {
+		t.Fatalf("%s became active after the passive's pause, want %s%s", a.name, active.name, p.dg())
+	}
+	p.ld.progress(t, 100, 30*time.Second, "acks after the passive woke", p.dg)
+	takeOverAlone(t, p, p.ld, nil, active, passive)
+}

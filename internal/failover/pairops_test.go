@@ -130,24 +130,16 @@ func TestPairActivePausedLongerThanFailover(t *testing.T) {
 	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
 	active, passive := p.active, p.passive
 	p.ld.progress(t, 50, 30*time.Second, "acks before the pause", p.dg)
-	if err := active.proc().Signal(syscall.SIGSTOP); err != nil {
-		t.Fatalf("SIGSTOP %s: %v", active.name, err)
-	}
-	pausedAt := time.Now()
-	// The operator looks while the active is frozen: the commands must
-	// end, with an answer from the other node or a clear error.
-	for _, line := range cliReads(t, passive, p.brokers, p.ld.firstTicket()) {
-		t.Logf("%s paused: %s", active.name, line)
-	}
-	p.ld.progress(t, 100, 30*time.Second, fmt.Sprintf("acks with the active %s paused (%s must take over)", active.name, passive.name), p.dg)
 	// The pause lasts a few failover timeouts past the takeover: the
 	// woken node's timers (Binary Star's, raft's, its leases) have all
-	// run out, as after a long GC pause or a VM migration.
-	const hold = 3 * time.Second
-	time.Sleep(time.Until(pausedAt.Add(hold))) // the length of the fault, not synchronisation
-	if err := active.proc().Signal(syscall.SIGCONT); err != nil {
-		t.Fatalf("SIGCONT %s: %v", active.name, err)
-	}
+	// run out, as after a long GC pause or a VM migration. The operator
+	// looks while the active is frozen: the commands must end, with an
+	// answer from the other node or a clear error.
+	pauseFor(t, p, active, 3*time.Second, 100, fmt.Sprintf("acks with the active %s paused (%s must take over)", active.name, passive.name), func() {
+		for _, line := range cliReads(t, passive, p.brokers, p.ld.firstTicket()) {
+			t.Logf("%s paused: %s", active.name, line)
+		}
+	})
 	p.ld.progress(t, 100, 30*time.Second, "acks after the paused active woke", p.dg)
 	waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second)
 	p.ld.progress(t, 50, 30*time.Second, "acks once the pair is whole again", p.dg)
@@ -418,16 +410,7 @@ func TestPairPausedActiveAnswersQueuedSubmits(t *testing.T) {
 		}()
 	}
 	p.ld.progress(t, 50, 30*time.Second, "acks before the pause", p.dg)
-	if err := active.proc().Signal(syscall.SIGSTOP); err != nil {
-		t.Fatalf("SIGSTOP %s: %v", active.name, err)
-	}
-	pausedAt := time.Now()
-	p.ld.progress(t, 100, 30*time.Second, fmt.Sprintf("acks with the active %s paused (%s must take over)", active.name, passive.name), p.dg)
-	const hold = 3 * time.Second
-	time.Sleep(time.Until(pausedAt.Add(hold))) // the length of the fault, not synchronisation
-	if err := active.proc().Signal(syscall.SIGCONT); err != nil {
-		t.Fatalf("SIGCONT %s: %v", active.name, err)
-	}
+	pauseFor(t, p, active, 3*time.Second, 100, fmt.Sprintf("acks with the active %s paused (%s must take over)", active.name, passive.name), nil)
 	wokeAt := time.Now()
 	p.ld.progress(t, 100, 30*time.Second, "acks after the paused active woke", p.dg)
 	waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second)
@@ -624,19 +607,29 @@ func TestPairPowerLoss(t *testing.T) {
 func TestPairPassivePausedLongerThanFailover(t *testing.T) {
 	p := loadedPair(t, pairLoad{workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
 	active, passive := p.active, p.passive
-	if err := passive.proc().Signal(syscall.SIGSTOP); err != nil {
-		t.Fatalf("SIGSTOP %s: %v", passive.name, err)
-	}
-	pausedAt := time.Now()
-	p.ld.progress(t, 100, 30*time.Second, fmt.Sprintf("acks of %s with %s paused", active.name, passive.name), p.dg)
-	const hold = 3 * time.Second
-	time.Sleep(time.Until(pausedAt.Add(hold))) // the length of the fault, not synchronisation
-	if err := passive.proc().Signal(syscall.SIGCONT); err != nil {
-		t.Fatalf("SIGCONT %s: %v", passive.name, err)
-	}
+	pauseFor(t, p, passive, 3*time.Second, 100, fmt.Sprintf("acks of %s with %s paused", active.name, passive.name), nil)
 	if a, _ := waitPairHealthy(t, p.ctx, p.primary, p.backup, 60*time.Second); a != active {
 		t.Fatalf("%s became active after the passive's pause, want %s%s", a.name, active.name, p.dg())
 	}
 	p.ld.progress(t, 100, 30*time.Second, "acks after the passive woke", p.dg)
 	takeOverAlone(t, p, p.ld, nil, active, passive)
+}
+
+// pauseFor SIGSTOPs n, runs during (if not nil), waits for acks more
+// acks of the load, keeps n stopped until hold has passed since the stop
+// and SIGCONTs it.
+func pauseFor(t *testing.T, p pairRun, n *node, hold time.Duration, acks int, what string, during func()) {
+	t.Helper()
+	if err := n.proc().Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %s: %v", n.name, err)
+	}
+	pausedAt := time.Now()
+	if during != nil {
+		during()
+	}
+	p.ld.progress(t, acks, 30*time.Second, what, p.dg)
+	time.Sleep(time.Until(pausedAt.Add(hold))) // the length of the fault, not synchronisation
+	if err := n.proc().Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT %s: %v", n.name, err)
+	}
 }

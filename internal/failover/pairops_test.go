@@ -473,33 +473,42 @@ func TestPairCompactPassiveThenTakeOver(t *testing.T) {
 // pair (README, Restore: "Pair or group").
 func backupRestorePair(t *testing.T, p pairRun, active *node) {
 	t.Helper()
-	if out, err := cli(t, active, "backup", "--broker", active.endpoint(), "pairops.db"); err != nil {
-		t.Fatalf("backup of the active %s: %v\n%s%s", active.name, err, out, p.dg())
+	other := p.primary
+	if active == p.primary {
+		other = p.backup
 	}
-	file := filepath.Join(t.TempDir(), "pairops.db")
-	data, err := os.ReadFile(filepath.Join(active.dir, "backups", "pairops.db"))
+	// The passive stops first: no takeover.
+	backupRestore(t, active, []*node{other, active}, p.dg)
+	p.primary.start(t)
+	p.backup.start(t)
+}
+
+// backupRestore takes titanic backup of from while it serves, stops
+// nodes in their order and restores the backup on every one: started,
+// they are a new pair or group.
+func backupRestore(t *testing.T, from *node, nodes []*node, dg func() string) {
+	t.Helper()
+	if out, err := cli(t, from, "backup", "--broker", from.endpoint(), "restored.db"); err != nil {
+		t.Fatalf("backup of %s: %v\n%s%s", from.name, err, out, dg())
+	}
+	file := filepath.Join(t.TempDir(), "restored.db")
+	data, err := os.ReadFile(filepath.Join(from.dir, "backups", "restored.db"))
 	if err != nil {
 		t.Fatalf("the backup file: %v", err)
 	}
 	if err := os.WriteFile(file, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	other := p.primary
-	if active == p.primary {
-		other = p.backup
-	}
-	for _, n := range []*node{other, active} { // the passive first: no takeover
+	for _, n := range nodes {
 		if err := n.proc().Stop(30 * time.Second); err != nil {
-			t.Fatalf("stop %s: %v%s", n.name, err, p.dg())
+			t.Fatalf("stop %s: %v%s", n.name, err, dg())
 		}
 	}
-	for _, n := range []*node{p.primary, p.backup} {
+	for _, n := range nodes {
 		if out, code := titanicCLI(t, "restore", "--force", "--data", n.dir, file); code != 0 {
 			t.Fatalf("restore on %s: exit %d\n%s", n.name, code, out)
 		}
 	}
-	p.primary.start(t)
-	p.backup.start(t)
 }
 
 // TestPairBackupUnderLoadRestored takes a backup of the active while

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/titanicmq/titanic/store"
+	"github.com/titanicmq/titanic/store/replica"
 )
 
 // A cluster started over restored stores (titanic restore on every node:
@@ -16,15 +17,72 @@ import (
 // sent the restored tickets too: README (Restore) says a node with an
 // empty data directory receives its peers' state through raft.
 //
-// FAILS (bug): nothing compacts such a log (PrepareJoin does, but only
-// before an AddVoter, and this member is no new voter); the emptied
-// member bootstraps the same configuration at index 1, the leader finds
-// the logs agree there and replays its entries from index 2, so the
-// member holds the new deployment's work and none of the restored
-// tickets. The failover test TestPairRestoredThenPassiveDiskReplaced
-// shows the loss this leads to once that member serves.
+// It failed before restored stores bootstrapped raft from a snapshot of
+// themselves (replica's restoredIndex): nothing compacted such a log
+// (PrepareJoin does, but only before an AddVoter, and this member is no
+// new voter); the emptied member bootstrapped the same configuration at
+// index 1, the leader found the logs agree there and replayed its entries
+// from index 2, so the member held the new deployment's work and none of
+// the restored tickets. The failover test
+// TestPairRestoredThenPassiveDiskReplaced shows the loss this led to once
+// that member served.
 func TestEmptyMemberOfRestoredClusterGetsRestoredTickets(t *testing.T) {
-	// The backup every member is restored from.
+	ms, peers, restored, ids := restoredCluster(t, 2, false)
+	// The follower's disk is replaced: the same ID and address, an empty
+	// data directory, started as the broker starts it (with its peers).
+	f := follower(ms, leader(t, ms))
+	f.close()
+	f.dir = t.TempDir()
+	f.open(t, peers)
+	ids = append(ids, applySome(t, ms, 3)...)
+	hasAll(t, f, ids)
+	hasAll(t, f, restored)
+}
+
+// TestEmptyGroupMemberOfRestoredClusterGetsRestoredTickets is the same in
+// a group of three, where the emptied member comes back while its old
+// leader is down too: the only other member, which has never led, is
+// elected with the emptied member's vote and must bring it up to date
+// with the restored tickets at once (a leader replicates to its peers as
+// soon as it leads, before anything it might do on being elected). The
+// restored stores are marked as a bootstrap from the store that stopped
+// before its snapshot was written leaves them, which must bootstrap the
+// same way again.
+func TestEmptyGroupMemberOfRestoredClusterGetsRestoredTickets(t *testing.T) {
+	ms, peers, restored, ids := restoredCluster(t, 3, true)
+	l := leader(t, ms)
+	e := follower(ms, l)
+	e.close()
+	l.close()
+	e.dir = t.TempDir()
+	e.open(t, peers)
+	ids = append(ids, applySome(t, ms, 3)...)
+	hasAll(t, e, ids)
+	hasAll(t, e, restored)
+}
+
+// restoredCluster starts size members over a restored backup
+// (restoredBackup), applies the new deployment's first work, fewer
+// entries than the snapshot threshold as a young deployment's (the
+// broker's is 8192), and waits until every member holds all of it. It
+// returns the tickets of the backup and of the new work.
+func restoredCluster(t *testing.T, size int, marked bool) (ms []*member, peers []replica.Peer, restored, ids []store.ID) {
+	t.Helper()
+	data, restored := restoredBackup(t, marked)
+	ms, peers = clusterFrom(t, size, data)
+	ids = applySome(t, ms, 3)
+	for _, m := range ms {
+		hasAll(t, m, restored)
+		hasAll(t, m, ids)
+	}
+	return ms, peers, restored, ids
+}
+
+// restoredBackup returns a backup's bytes, as titanic restore leaves
+// them, and the tickets it holds. Marked, the store also records the
+// restored index as applied, as bootstrapFromStore's first step does.
+func restoredBackup(t *testing.T, marked bool) ([]byte, []store.ID) {
+	t.Helper()
 	backup := filepath.Join(t.TempDir(), "titanic.db")
 	st, err := store.Open(backup, store.Options{NoSync: true})
 	if err != nil {
@@ -45,6 +103,11 @@ func TestEmptyMemberOfRestoredClusterGetsRestoredTickets(t *testing.T) {
 	if _, err := st.ResetReplication(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	if marked {
+		if res := st.ApplyLog(context.Background(), []store.Entry{{Index: 2, Term: 1}}); res[0].Err != nil {
+			t.Fatal(res[0].Err)
+		}
+	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,23 +115,5 @@ func TestEmptyMemberOfRestoredClusterGetsRestoredTickets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	ms, peers := clusterFrom(t, 2, data)
-	// The new deployment's work: fewer entries than the snapshot
-	// threshold, as a young deployment (the broker's is 8192).
-	ids := applySome(t, ms, 3)
-	for _, m := range ms {
-		hasAll(t, m, restored)
-		hasAll(t, m, ids)
-	}
-
-	// The follower's disk is replaced: the same ID and address, an empty
-	// data directory, started as the broker starts it (with its peers).
-	f := follower(ms, leader(t, ms))
-	f.close()
-	f.dir = t.TempDir()
-	f.open(t, peers)
-	ids = append(ids, applySome(t, ms, 3)...)
-	hasAll(t, f, ids)
-	hasAll(t, f, restored)
+	return data, restored
 }

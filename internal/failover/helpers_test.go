@@ -602,3 +602,13 @@ feed:
 		t.Fatalf("%v%s", firstErr, diagf())
 	}
 }
+
+// longOnly skips t unless the long fault suite runs (TITANIC_JEPSEN=long,
+// as make jepsen sets it): a variant of a scenario that a shorter test
+// covers already, kept out of make test's time on two cores.
+func longOnly(t *testing.T) {
+	t.Helper()
+	if os.Getenv("TITANIC_JEPSEN") != "long" {
+		t.Skip("a longer variant of a scenario other tests cover: run with TITANIC_JEPSEN=long (make jepsen)")
+	}
+}

@@ -103,6 +103,10 @@ func TestPairPassiveLosesPartOfItsDirectory(t *testing.T) {
 			flags []string
 		}{{"reformed", nil}, {"inTerm", inTermFlags}} {
 			t.Run(lost+"/"+tc.name, func(t *testing.T) {
+				if tc.name == "inTerm" {
+					// 10 s each; the reformed variant loses the same part.
+					longOnly(t)
+				}
 				p := loadedPair(t, pairLoad{flags: tc.flags, workers: 3, clients: 4, timeout: clientTimeout, acks: 100, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
 				active, passive := p.active, p.passive
 				p.ld.progress(t, 100, 30*time.Second, "acks before the passive loses "+lost, p.dg)
@@ -281,6 +285,11 @@ func TestPairRollingRestart(t *testing.T) {
 		clean bool
 	}{{"sigterm", true}, {"sigkill", false}} {
 		t.Run(tc.name, func(t *testing.T) {
+			if !tc.clean {
+				// A killed passive, then a killed active, each
+				// restarted: the pair's failover tests kill them too.
+				longOnly(t)
+			}
 			p := loadedPair(t, pairLoad{workers: 3, clients: 3, timeout: clientTimeout, acks: 50, acksWithin: 60 * time.Second, wholeWithin: 60 * time.Second})
 			uk := startUnkeyed(t, p.ctx, p.brokers, 2)
 			uk.progress(t, 20, 30*time.Second, "first unkeyed acks", p.dg)

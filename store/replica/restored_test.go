@@ -32,11 +32,7 @@ func TestEmptyMemberOfRestoredClusterGetsRestoredTickets(t *testing.T) {
 	// data directory, started as the broker starts it (with its peers).
 	f := follower(ms, leader(t, ms))
 	f.close()
-	f.dir = t.TempDir()
-	f.open(t, peers)
-	ids = append(ids, applySome(t, ms, 3)...)
-	hasAll(t, f, ids)
-	hasAll(t, f, restored)
+	emptiedGetsAll(t, ms, f, peers, append(restored, ids...))
 }
 
 // TestEmptyGroupMemberOfRestoredClusterGetsRestoredTickets is the same in
@@ -54,11 +50,18 @@ func TestEmptyGroupMemberOfRestoredClusterGetsRestoredTickets(t *testing.T) {
 	e := follower(ms, l)
 	e.close()
 	l.close()
+	emptiedGetsAll(t, ms, e, peers, append(restored, ids...))
+}
+
+// emptiedGetsAll starts the closed member e again with an empty data
+// directory (a replaced disk: the same ID and address, started as the
+// broker starts it, with its peers), applies more work, and checks that
+// e holds it and every ticket of had.
+func emptiedGetsAll(t *testing.T, ms []*member, e *member, peers []replica.Peer, had []store.ID) {
+	t.Helper()
 	e.dir = t.TempDir()
 	e.open(t, peers)
-	ids = append(ids, applySome(t, ms, 3)...)
-	hasAll(t, e, ids)
-	hasAll(t, e, restored)
+	hasAll(t, e, append(had, applySome(t, ms, 3)...))
 }
 
 // restoredCluster starts size members over a restored backup

@@ -448,11 +448,24 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 		for _, p := range n.cfg.Peers {
 			conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
 		}
-		if err := raft.BootstrapCluster(rc, n.logs, n.logs, n.snaps, trans, conf); err != nil {
+		unlogged, err := n.holdsUnloggedContent(context.Background())
+		if err != nil {
 			closeTransport(trans)
 			return fmt.Errorf("bootstrap raft: %w", err)
 		}
-		n.log.Info("bootstrapped raft cluster", "voters", len(conf.Servers))
+		if unlogged {
+			// A restored store: see restoredIndex.
+			err = n.bootstrapFromStore(context.Background(), conf, trans)
+		} else {
+			err = raft.BootstrapCluster(rc, n.logs, n.logs, n.snaps, trans, conf)
+		}
+		if err != nil {
+			closeTransport(trans)
+			return fmt.Errorf("bootstrap raft: %w", err)
+		}
+		if !unlogged {
+			n.log.Info("bootstrapped raft cluster", "voters", len(conf.Servers))
+		}
 	}
 	// The store is durable and knows the last entry it applied: restoring
 	// the latest snapshot at start would only move it backwards. Restore
@@ -1719,7 +1732,10 @@ func (n *Node) Self() (id, addr string) {
 // snapshot, not from the start of the log: a store restored from a backup
 // (titanic restore) holds tickets no log entry made, and a node that
 // joins with an empty store would replay the log from index 1 and lack
-// them. A log that still starts at index 1 is compacted whole into a new
+// them. (A restored store now bootstraps raft from a snapshot of itself,
+// see restoredIndex, which also covers a member that is a voter already
+// and never comes here; a log restored by an earlier release still starts
+// at 1.) A log that still starts at index 1 is compacted whole into a new
 // snapshot (raft's TrailingLogs set to 0 for that one snapshot). A log
 // compacted before sends any member that lacks its start a snapshot
 // already; then only a reform's placeholder as the latest snapshot (the

@@ -75,10 +75,22 @@ func (m *member) close() {
 
 func cluster(t *testing.T, size int) ([]*member, []replica.Peer) {
 	t.Helper()
+	return clusterFrom(t, size, nil)
+}
+
+// clusterFrom is cluster whose members' data files start as data (a
+// restored backup's bytes), when it is not nil.
+func clusterFrom(t *testing.T, size int, data []byte) ([]*member, []replica.Peer) {
+	t.Helper()
 	var ms []*member
 	var peers []replica.Peer
 	for i := range size {
 		m := &member{id: fmt.Sprintf("n%d", i+1), addr: freeAddr(t), dir: t.TempDir()}
+		if data != nil {
+			if err := os.WriteFile(filepath.Join(m.dir, "titanic.db"), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 		ms = append(ms, m)
 		peers = append(peers, replica.Peer{ID: m.id, Addr: m.addr})
 	}

@@ -96,4 +96,20 @@
 // after -args: -bench.workers N (echo workers, default 16), -bench.poll D
 // (the Reply poll interval cap, default 2ms) and -bench.random-keys
 // (time-ordered idempotency keys instead of the client's random ones).
+//
+// The table's brokers run in processes of their own, which -cpuprofile
+// does not see. A binary built with `go build -tags cpuprofile -o
+// /tmp/titanic-prof ./cmd/titanic` (cmd/titanic/cpuprofile.go) writes a
+// CPU profile of each process to DIR/cpu.PID.pprof when
+// TITANIC_CPUPROFILE=DIR is set, which the brokers inherit from the test:
+// it starts TITANIC_CPUPROFILE_AFTER (default 5s) after the process and
+// lasts TITANIC_CPUPROFILE_FOR (default 5s), so choose a -benchtime (as a
+// count, e.g. 200000x) that outlasts both. For example
+//
+//	TITANIC_CPUPROFILE=/tmp/prof TITANIC_CPUPROFILE_AFTER=4s TITANIC_CPUPROFILE_FOR=25s \
+//	TITANIC_BIN=/tmp/titanic-prof go test -run '^$' \
+//	  -bench 'BenchmarkTableSubmit/mode=pair/clients=64' -benchtime 200000x ./internal/bench/
+//
+// Only the processes that live long enough write one: the serving node
+// is the one whose profile holds broker.(*Broker).loopReadable.
 package bench

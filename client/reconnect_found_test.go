@@ -1,0 +1,140 @@
+package client
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// restartingRouter is a broker whose connection to the client is cut
+// while the first request is in flight, and which takes the client's next
+// connection at once: a broker restarted by its supervisor within
+// libzmq's reconnect interval, or a connection reset by the network (a
+// middlebox, a NAT) while the broker stays up. It drops the first request
+// unanswered (closes its socket and binds a new one on the same port),
+// then answers every submit as titanic does: 200, a ticket, "duplicate"
+// and the key. got receives the key of each request that reached it.
+func restartingRouter(t *testing.T) (ep string, got <-chan string) {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := func(addr string) *zmq.Socket {
+		s, err := zctx.NewSocket(zmq.ROUTER)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		_ = s.SetLinger(0)
+		// The port may not be free the moment the old socket closes.
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			if err := s.Bind(addr); err == nil {
+				return s
+			} else if time.Now().After(deadline) {
+				t.Errorf("bind %s again: %v", addr, err)
+				_ = s.Close()
+				return nil
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	s := bind("tcp://127.0.0.1:*")
+	if s == nil {
+		t.FailNow()
+	}
+	ep, _ = s.GetLastEndpoint()
+	ch := make(chan string, 64)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { _ = zctx.Term() }()
+		defer func() {
+			if s != nil {
+				_ = s.Close()
+			}
+		}()
+		restarted := false
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p := zmq.NewPoller()
+			p.Add(s, zmq.POLLIN)
+			if polled, err := p.Poll(10 * time.Millisecond); err != nil || len(polled) == 0 {
+				continue
+			}
+			msg, err := s.RecvMessageBytes(0)
+			// [identity | "" | MDPC01 | service | key | ...]
+			if err != nil || len(msg) < 5 {
+				continue
+			}
+			ch <- string(msg[4])
+			if !restarted {
+				restarted = true
+				_ = s.Close()
+				if s = bind(ep); s == nil {
+					return
+				}
+				continue
+			}
+			out := append([][]byte{msg[0], {}, []byte("MDPC01"), msg[3]}, keyedAnswer(msg[4:])...)
+			out[len(out)-2] = []byte("duplicate")
+			_, _ = s.SendMessage(out)
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return ep, ch
+}
+
+// A submit in flight when the connection to the only broker is cut, and
+// made again at once, is sent again with its key, as after any lost answer:
+// the broker may hold it or not, and only the key tells. The client takes
+// the cut followed by a good connection for "the broker closed the
+// connection on this request, it is over limits.max_message_size"
+// (watch.go's harvest: DISCONNECTED while in flight, then
+// HANDSHAKE_SUCCEEDED), ends the call at once with an *UnavailableError
+// that matches ErrRejected ("resending it cannot help"), and never sends
+// it again. A caller that follows the documented meaning of ErrRejected
+// drops a submit the broker may never have stored (or stored, under a
+// key the caller of a keyless Submit never saw).
+func TestSubmitResentAfterConnectionCutAndReconnect_found(t *testing.T) {
+	ep, got := restartingRouter(t)
+	c := newClient(t, 2*time.Second, 3, ep)
+	tk, err := c.Submit(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
+	if err != nil {
+		var ue *UnavailableError
+		if errors.As(err, &ue) && ue.TooLarge() {
+			t.Errorf("a 16-byte submit was taken for one over the broker's size limit")
+		}
+		t.Fatalf("Submit = %v (ErrRejected: %v); want the ticket of the resend with its key", err, errors.Is(err, ErrRejected))
+	}
+	if want := ticketOf([]byte("k-cut")); tk != want {
+		t.Fatalf("ticket %s, want %s", tk, want)
+	}
+	if n := len(got); n != 2 {
+		t.Fatalf("the broker got the submit %d times, want 2 (the first, cut, and its resend)", n)
+	}
+}
+
+// The same for a pipelined submit alone in flight: its future ends with
+// ErrRejected at once instead of being sent again.
+func TestSubmitAsyncResentAfterConnectionCutAndReconnect_found(t *testing.T) {
+	ep, _ := restartingRouter(t)
+	c := newPipeClient(t, Config{Brokers: []string{ep}, Timeout: 2 * time.Second, Retries: 3})
+	f, err := c.SubmitAsync(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := f.Ticket(testCtx(t))
+	if err != nil {
+		t.Fatalf("future = %v (ErrRejected: %v); want the ticket of the resend with its key", err, errors.Is(err, ErrRejected))
+	}
+	if want := ticketOf([]byte("k-cut")); tk != want {
+		t.Fatalf("ticket %s, want %s", tk, want)
+	}
+}

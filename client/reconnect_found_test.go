@@ -6,6 +6,8 @@ import (
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // restartingRouter is a broker whose connection to the client is cut
@@ -73,6 +75,12 @@ func restartingRouter(t *testing.T) (ep string, got <-chan string) {
 			if err != nil || len(msg) < 5 {
 				continue
 			}
+			if string(msg[3]) == tsp.SvcRole {
+				// A pair's active: it serves.
+				out := append([][]byte{msg[0], {}, []byte("MDPC01"), msg[3]}, tsp.EncodeRole(tsp.Role{Serving: true, Star: tsp.StarActive})...)
+				_, _ = s.SendMessage(out)
+				continue
+			}
 			ch <- string(msg[4])
 			if !restarted {
 				restarted = true
@@ -136,5 +144,49 @@ func TestSubmitAsyncResentAfterConnectionCutAndReconnect_found(t *testing.T) {
 	}
 	if want := ticketOf([]byte("k-cut")); tk != want {
 		t.Fatalf("ticket %s, want %s", tk, want)
+	}
+}
+
+// In a pair, the pipelined submit fails so too, though the call could be
+// sent again to the same node or to its peer: the "too large" verdict of
+// watch ends it without looking at any other broker (pipeline.watch), where
+// a plain Submit goes on while another broker has not refused it.
+func TestSubmitAsyncPairResentAfterConnectionCut_found(t *testing.T) {
+	ep, _ := restartingRouter(t)
+	passive := newFake(t, func(service string, body [][]byte, _ int) [][]byte {
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Serving: false, Star: "passive"})
+		}
+		return frames("500", "not active")
+	})
+	c := newPipeClient(t, Config{Brokers: []string{ep, passive.endpoint}, Timeout: 2 * time.Second, Retries: 3})
+	f, err := c.SubmitAsync(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := f.Ticket(testCtx(t))
+	if err != nil {
+		t.Fatalf("future = %v (ErrRejected: %v); want the ticket of the resend with its key", err, errors.Is(err, ErrRejected))
+	}
+	if want := ticketOf([]byte("k-cut")); tk != want {
+		t.Fatalf("ticket %s, want %s", tk, want)
+	}
+}
+
+// The plain Submit in the same pair: it goes on (another broker has not
+// refused it) and gets its ticket. This passes; it shows the pipeline's
+// verdict above is its own.
+func TestSubmitPairResentAfterConnectionCut(t *testing.T) {
+	ep, _ := restartingRouter(t)
+	passive := newFake(t, func(service string, body [][]byte, _ int) [][]byte {
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Serving: false, Star: "passive"})
+		}
+		return frames("500", "not active")
+	})
+	c := newClient(t, 2*time.Second, 3, ep, passive.endpoint)
+	tk, err := c.Submit(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
+	if err != nil || tk != ticketOf([]byte("k-cut")) {
+		t.Fatalf("Submit = %q, %v; want %s", tk, err, ticketOf([]byte("k-cut")))
 	}
 }

@@ -1,0 +1,49 @@
+package client
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/titanicmq/titanic/titanic/tsp"
+)
+
+// A submit answered "outcome unknown" (a raft leader lost its leadership
+// with it in flight: it may be stored) is sent again with its key; when no
+// node serves afterwards (the group has lost its quorum, the election
+// outlasts the tries), the resend fails with ErrUnavailable. README
+// (Refusal kinds, outcome unknown) promises "the key is in the error when
+// they run out", so that a caller who gave no key can resend without
+// making a second ticket. Submit returns c.do's error as it is
+// (tsp.go:66-67): the key is not in it, and the UnavailableError says
+// "nothing was done, no broker took the request" of a submit the broker
+// said it may have stored.
+func TestSubmitUncertainThenUnavailableKeepsKey_found(t *testing.T) {
+	f := newFake(t, func(service string, body [][]byte, n int) [][]byte {
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Serving: true})
+		}
+		if n == 1 {
+			return [][]byte{[]byte("500"), []byte(tsp.Uncertain.Text("leadership lost")), body[0]}
+		}
+		// The node lost its leadership: the gate refuses, no key.
+		return frames("500", "not active")
+	})
+	c := newClient(t, 100*time.Millisecond, 2, f.endpoint)
+	_, err := c.Submit(testCtx(t), "echo", frames("job"), SubmitOptions{})
+	if err == nil {
+		t.Fatal("Submit succeeded; want it to run out of tries")
+	}
+	reqs := f.requests() // ["" | MDPC01 | service | key | ...]
+	if len(reqs) == 0 {
+		t.Fatal("no submit reached the broker")
+	}
+	key := string(reqs[0][3])
+	if !errors.Is(err, ErrUnavailable) {
+		t.Logf("err %v is not ErrUnavailable", err)
+	}
+	if !strings.Contains(err.Error(), key) {
+		t.Fatalf("Submit = %v: the error does not give the idempotency key %q of a submit the broker said may be stored", err, key)
+	}
+}

@@ -129,11 +129,21 @@ func TestSubmitResentAfterConnectionCutAndReconnect_found(t *testing.T) {
 	}
 }
 
-// The same for a pipelined submit alone in flight: its future ends with
-// ErrRejected at once instead of being sent again.
-func TestSubmitAsyncResentAfterConnectionCutAndReconnect_found(t *testing.T) {
-	ep, _ := restartingRouter(t)
-	c := newPipeClient(t, Config{Brokers: []string{ep}, Timeout: 2 * time.Second, Retries: 3})
+// passivePeer is the other node of a pair: passive, refusing requests.
+func passivePeer(t *testing.T) string {
+	return newFake(t, func(service string, _ [][]byte, _ int) [][]byte {
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Serving: false, Star: "passive"})
+		}
+		return frames("500", "not active")
+	}).endpoint
+}
+
+// checkPipelinedCut makes one pipelined submit to brokers, the first of
+// them cutting its connection on it, and wants its ticket.
+func checkPipelinedCut(t *testing.T, brokers ...string) {
+	t.Helper()
+	c := newPipeClient(t, Config{Brokers: brokers, Timeout: 2 * time.Second, Retries: 3})
 	f, err := c.SubmitAsync(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +155,13 @@ func TestSubmitAsyncResentAfterConnectionCutAndReconnect_found(t *testing.T) {
 	if want := ticketOf([]byte("k-cut")); tk != want {
 		t.Fatalf("ticket %s, want %s", tk, want)
 	}
+}
+
+// The same for a pipelined submit alone in flight: its future ends with
+// ErrRejected at once instead of being sent again.
+func TestSubmitAsyncResentAfterConnectionCutAndReconnect_found(t *testing.T) {
+	ep, _ := restartingRouter(t)
+	checkPipelinedCut(t, ep)
 }
 
 // In a pair, the pipelined submit fails so too, though the call could be
@@ -153,24 +170,7 @@ func TestSubmitAsyncResentAfterConnectionCutAndReconnect_found(t *testing.T) {
 // a plain Submit goes on while another broker has not refused it.
 func TestSubmitAsyncPairResentAfterConnectionCut_found(t *testing.T) {
 	ep, _ := restartingRouter(t)
-	passive := newFake(t, func(service string, body [][]byte, _ int) [][]byte {
-		if service == tsp.SvcRole {
-			return tsp.EncodeRole(tsp.Role{Serving: false, Star: "passive"})
-		}
-		return frames("500", "not active")
-	})
-	c := newPipeClient(t, Config{Brokers: []string{ep, passive.endpoint}, Timeout: 2 * time.Second, Retries: 3})
-	f, err := c.SubmitAsync(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tk, err := f.Ticket(testCtx(t))
-	if err != nil {
-		t.Fatalf("future = %v (ErrRejected: %v); want the ticket of the resend with its key", err, errors.Is(err, ErrRejected))
-	}
-	if want := ticketOf([]byte("k-cut")); tk != want {
-		t.Fatalf("ticket %s, want %s", tk, want)
-	}
+	checkPipelinedCut(t, ep, passivePeer(t))
 }
 
 // The plain Submit in the same pair: it goes on (another broker has not
@@ -178,13 +178,7 @@ func TestSubmitAsyncPairResentAfterConnectionCut_found(t *testing.T) {
 // verdict above is its own.
 func TestSubmitPairResentAfterConnectionCut(t *testing.T) {
 	ep, _ := restartingRouter(t)
-	passive := newFake(t, func(service string, body [][]byte, _ int) [][]byte {
-		if service == tsp.SvcRole {
-			return tsp.EncodeRole(tsp.Role{Serving: false, Star: "passive"})
-		}
-		return frames("500", "not active")
-	})
-	c := newClient(t, 2*time.Second, 3, ep, passive.endpoint)
+	c := newClient(t, 2*time.Second, 3, ep, passivePeer(t))
 	tk, err := c.Submit(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
 	if err != nil || tk != ticketOf([]byte("k-cut")) {
 		t.Fatalf("Submit = %q, %v; want %s", tk, err, ticketOf([]byte("k-cut")))

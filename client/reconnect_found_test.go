@@ -17,8 +17,10 @@ import (
 // middlebox, a NAT) while the broker stays up. It drops the first request
 // unanswered (closes its socket and binds a new one on the same port),
 // then answers every submit as titanic does: 200, a ticket, "duplicate"
-// and the key. got receives the key of each request that reached it.
-func restartingRouter(t *testing.T) (ep string, got <-chan string) {
+// and the key, commit after delay (a group commit's fsync). It answers
+// the role question at once: an active node that serves. got receives
+// the key of each request that reached it.
+func restartingRouter(t *testing.T, delay time.Duration) (ep string, got <-chan string) {
 	t.Helper()
 	zctx, err := zmq.NewContext()
 	if err != nil {
@@ -92,6 +94,7 @@ func restartingRouter(t *testing.T) (ep string, got <-chan string) {
 			}
 			out := append([][]byte{msg[0], {}, []byte("MDPC01"), msg[3]}, keyedAnswer(msg[4:])...)
 			out[len(out)-2] = []byte("duplicate")
+			time.Sleep(delay) // one request at a time: the fake's own pace
 			_, _ = s.SendMessage(out)
 		}
 	}()
@@ -111,7 +114,7 @@ func restartingRouter(t *testing.T) (ep string, got <-chan string) {
 // drops a submit the broker may never have stored (or stored, under a
 // key the caller of a keyless Submit never saw).
 func TestSubmitResentAfterConnectionCutAndReconnect_found(t *testing.T) {
-	ep, got := restartingRouter(t)
+	ep, got := restartingRouter(t, 0)
 	c := newClient(t, 2*time.Second, 3, ep)
 	tk, err := c.Submit(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
 	if err != nil {
@@ -130,13 +133,13 @@ func TestSubmitResentAfterConnectionCutAndReconnect_found(t *testing.T) {
 }
 
 // passivePeer is the other node of a pair: passive, refusing requests.
-func passivePeer(t *testing.T) string {
+func passivePeer(t *testing.T) *fakeBroker {
 	return newFake(t, func(service string, _ [][]byte, _ int) [][]byte {
 		if service == tsp.SvcRole {
 			return tsp.EncodeRole(tsp.Role{Serving: false, Star: "passive"})
 		}
 		return frames("500", "not active")
-	}).endpoint
+	})
 }
 
 // checkPipelinedCut makes one pipelined submit to brokers, the first of
@@ -160,7 +163,7 @@ func checkPipelinedCut(t *testing.T, brokers ...string) {
 // The same for a pipelined submit alone in flight: its future ends with
 // ErrRejected at once instead of being sent again.
 func TestSubmitAsyncResentAfterConnectionCutAndReconnect_found(t *testing.T) {
-	ep, _ := restartingRouter(t)
+	ep, _ := restartingRouter(t, 0)
 	checkPipelinedCut(t, ep)
 }
 
@@ -169,18 +172,42 @@ func TestSubmitAsyncResentAfterConnectionCutAndReconnect_found(t *testing.T) {
 // watch ends it without looking at any other broker (pipeline.watch), where
 // a plain Submit goes on while another broker has not refused it.
 func TestSubmitAsyncPairResentAfterConnectionCut_found(t *testing.T) {
-	ep, _ := restartingRouter(t)
-	checkPipelinedCut(t, ep, passivePeer(t))
+	ep, _ := restartingRouter(t, 0)
+	checkPipelinedCut(t, ep, passivePeer(t).endpoint)
 }
 
 // The plain Submit in the same pair: it goes on (another broker has not
 // refused it) and gets its ticket. This passes; it shows the pipeline's
 // verdict above is its own.
 func TestSubmitPairResentAfterConnectionCut(t *testing.T) {
-	ep, _ := restartingRouter(t)
-	c := newClient(t, 2*time.Second, 3, ep, passivePeer(t))
+	ep, _ := restartingRouter(t, 0)
+	c := newClient(t, 2*time.Second, 3, ep, passivePeer(t).endpoint)
 	tk, err := c.Submit(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
 	if err != nil || tk != ticketOf([]byte("k-cut")) {
 		t.Fatalf("Submit = %q, %v; want %s", tk, err, ticketOf([]byte("k-cut")))
+	}
+}
+
+// The plain Submit in a pair, when the active takes 100ms to commit (a
+// loaded disk): the "too large" verdict of the cut stays on the active
+// node for the rest of the call (seen[i].tooLarge is definitive until the
+// call ends), so await's refused check ends every later try there after
+// its first 50ms slice, before the answer. The active answers the role
+// question as serving all along, yet the client marks it silent and sends
+// the submit to the passive node, the Binary Star vote README says it
+// casts only after the active failed to answer in --timeout (2s here),
+// and the call fails though the active would have served it.
+func TestSubmitPairSlowCommitAfterConnectionCut_found(t *testing.T) {
+	ep, got := restartingRouter(t, 100*time.Millisecond)
+	passive := passivePeer(t)
+	c := newClient(t, 2*time.Second, 3, ep, passive.endpoint)
+	start := time.Now()
+	tk, err := c.Submit(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
+	el := time.Since(start)
+	if n := len(passive.requests()); n > 0 {
+		t.Errorf("the passive node got %d requests (votes to take over) within %s, while the active answered the role question as serving; none before it let a 2s try pass", n, el.Round(time.Millisecond))
+	}
+	if err != nil || tk != ticketOf([]byte("k-cut")) {
+		t.Fatalf("Submit = %q, %v after %s (the active got the submit %d times); want %s", tk, err, el.Round(time.Millisecond), len(got), ticketOf([]byte("k-cut")))
 	}
 }

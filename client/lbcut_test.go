@@ -55,7 +55,7 @@ func tcpBalancer(t *testing.T, backend string, open <-chan struct{}) string {
 // of trying again within its Retries x Timeout as the Guide's Lazy
 // Pirate client does. Here the backend is there 300ms later and the call
 // had 3 tries of 1s.
-func TestSubmitThroughBalancerDuringFailover_found(t *testing.T) {
+func TestSubmitThroughBalancerDuringFailover(t *testing.T) {
 	f := newFake(t, func(_ string, body [][]byte, _ int) [][]byte { return keyedAnswer(body) })
 	open := make(chan struct{})
 	ep := tcpBalancer(t, f.endpoint[len("tcp://"):], open)
@@ -70,7 +70,7 @@ func TestSubmitThroughBalancerDuringFailover_found(t *testing.T) {
 
 // The pipelined submits fail the same way, every one held, and those
 // made within Timeout after it too.
-func TestSubmitAsyncThroughBalancerDuringFailover_found(t *testing.T) {
+func TestSubmitAsyncThroughBalancerDuringFailover(t *testing.T) {
 	f := newFake(t, func(_ string, body [][]byte, _ int) [][]byte { return keyedAnswer(body) })
 	open := make(chan struct{})
 	ep := tcpBalancer(t, f.endpoint[len("tcp://"):], open)

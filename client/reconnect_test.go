@@ -113,7 +113,7 @@ func restartingRouter(t *testing.T, delay time.Duration) (ep string, got <-chan 
 // it again. A caller that follows the documented meaning of ErrRejected
 // drops a submit the broker may never have stored (or stored, under a
 // key the caller of a keyless Submit never saw).
-func TestSubmitResentAfterConnectionCutAndReconnect_found(t *testing.T) {
+func TestSubmitResentAfterConnectionCutAndReconnect(t *testing.T) {
 	ep, got := restartingRouter(t, 0)
 	c := newClient(t, 2*time.Second, 3, ep)
 	tk, err := c.Submit(testCtx(t), "echo", frames("a small request"), SubmitOptions{IdemKey: "k-cut"})
@@ -162,7 +162,7 @@ func checkPipelinedCut(t *testing.T, brokers ...string) {
 
 // The same for a pipelined submit alone in flight: its future ends with
 // ErrRejected at once instead of being sent again.
-func TestSubmitAsyncResentAfterConnectionCutAndReconnect_found(t *testing.T) {
+func TestSubmitAsyncResentAfterConnectionCutAndReconnect(t *testing.T) {
 	ep, _ := restartingRouter(t, 0)
 	checkPipelinedCut(t, ep)
 }
@@ -171,7 +171,7 @@ func TestSubmitAsyncResentAfterConnectionCutAndReconnect_found(t *testing.T) {
 // sent again to the same node or to its peer: the "too large" verdict of
 // watch ends it without looking at any other broker (pipeline.watch), where
 // a plain Submit goes on while another broker has not refused it.
-func TestSubmitAsyncPairResentAfterConnectionCut_found(t *testing.T) {
+func TestSubmitAsyncPairResentAfterConnectionCut(t *testing.T) {
 	ep, _ := restartingRouter(t, 0)
 	checkPipelinedCut(t, ep, passivePeer(t).endpoint)
 }
@@ -197,7 +197,7 @@ func TestSubmitPairResentAfterConnectionCut(t *testing.T) {
 // the submit to the passive node, the Binary Star vote README says it
 // casts only after the active failed to answer in --timeout (2s here),
 // and the call fails though the active would have served it.
-func TestSubmitPairSlowCommitAfterConnectionCut_found(t *testing.T) {
+func TestSubmitPairSlowCommitAfterConnectionCut(t *testing.T) {
 	ep, got := restartingRouter(t, 100*time.Millisecond)
 	passive := passivePeer(t)
 	c := newClient(t, 2*time.Second, 3, ep, passive.endpoint)

@@ -19,7 +19,7 @@ import (
 // (tsp.go:66-67): the key is not in it, and the UnavailableError says
 // "nothing was done, no broker took the request" of a submit the broker
 // said it may have stored.
-func TestSubmitUncertainThenUnavailableKeepsKey_found(t *testing.T) {
+func TestSubmitUncertainThenUnavailableKeepsKey(t *testing.T) {
 	f := newFake(t, func(service string, body [][]byte, n int) [][]byte {
 		if service == tsp.SvcRole {
 			return tsp.EncodeRole(tsp.Role{Serving: true})

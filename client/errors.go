@@ -100,7 +100,12 @@ func (e *KeyConflictError) Is(target error) bool {
 // key, a request over the broker's size limit and a lost quorum each say
 // so. Callers that must tell them apart read Causes (errors.As); no
 // separate sentinel is defined, since every one of them means the same to
-// a retrying caller: nothing was done, no broker took the request.
+// a retrying caller: no broker served the call. It does not say that
+// nothing was done: a broker that went silent, or lost the connection,
+// with the request in flight may have carried it out, and a submit may
+// have been stored (Submit wraps the error with the idempotency key when
+// a broker said so: "outcome unknown"). A submit sent again with its key
+// makes no second ticket.
 type UnavailableError struct {
 	Service string
 	Tries   int           // tries per broker

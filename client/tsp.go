@@ -61,23 +61,36 @@ func (c *Client) Submit(ctx context.Context, service string, body [][]byte, opt 
 	// its key, within the time the tries would take: the broker's answer
 	// to the key tells. The caller could not: it never saw the key.
 	budget := time.Now().Add(time.Duration(c.cfg.Retries*len(c.cfg.Brokers)) * c.cfg.Timeout)
+	// uncertain: a broker said the submit may be stored. Whatever ends
+	// the call from then on, the error gives the key: the caller may
+	// resend it with the key and not make a second ticket.
+	uncertain := false
+	failed := func(err error) error {
+		if uncertain {
+			return fmt.Errorf("submit to %s with idempotency key %q, which a broker said it may have stored: %w", clipName(service), key, err)
+		}
+		return err
+	}
 	var rep [][]byte
 	for {
 		if rep, err = c.do(ctx, svc, frames); err != nil {
-			return "", err
+			return "", failed(err)
 		}
-		if !tsp.Is(rep, tsp.CodeError, tsp.Uncertain) || time.Now().After(budget) {
+		if !tsp.Is(rep, tsp.CodeError, tsp.Uncertain) {
+			break
+		}
+		uncertain = true
+		if time.Now().After(budget) {
 			break
 		}
 		c.log.Debug("submit outcome unknown, sending it again with its key", "service", service)
 		if err := c.pause(&call{ctx: ctx}, maxRefusalBackoff); err != nil {
-			return "", err
+			return "", failed(err)
 		}
 	}
 	if err := submitStatus(rep, key); err != nil {
-		if tsp.Is(rep, tsp.CodeError, tsp.Uncertain) {
-			// Out of time: the caller may resend it with this key.
-			return "", fmt.Errorf("submit to %s with idempotency key %q: %w", clipName(service), key, err)
+		if uncertain {
+			return "", failed(err)
 		}
 		return "", fmt.Errorf("submit to %s: %w", clipName(service), err)
 	}

@@ -12,13 +12,10 @@ import (
 // A submit answered "outcome unknown" (a raft leader lost its leadership
 // with it in flight: it may be stored) is sent again with its key; when no
 // node serves afterwards (the group has lost its quorum, the election
-// outlasts the tries), the resend fails with ErrUnavailable. README
-// (Refusal kinds, outcome unknown) promises "the key is in the error when
-// they run out", so that a caller who gave no key can resend without
-// making a second ticket. Submit returns c.do's error as it is
-// (tsp.go:66-67): the key is not in it, and the UnavailableError says
-// "nothing was done, no broker took the request" of a submit the broker
-// said it may have stored.
+// outlasts the tries), the resend fails with ErrUnavailable, and the
+// error gives the key, as README (Refusal kinds, outcome unknown)
+// promises: a caller who gave no key can resend without making a second
+// ticket.
 func TestSubmitUncertainThenUnavailableKeepsKey(t *testing.T) {
 	f := newFake(t, func(service string, body [][]byte, n int) [][]byte {
 		if service == tsp.SvcRole {
@@ -41,7 +38,7 @@ func TestSubmitUncertainThenUnavailableKeepsKey(t *testing.T) {
 	}
 	key := string(reqs[0][3])
 	if !errors.Is(err, ErrUnavailable) {
-		t.Logf("err %v is not ErrUnavailable", err)
+		t.Errorf("err %v is not ErrUnavailable", err)
 	}
 	if !strings.Contains(err.Error(), key) {
 		t.Fatalf("Submit = %v: the error does not give the idempotency key %q of a submit the broker said may be stored", err, key)

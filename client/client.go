@@ -47,13 +47,16 @@
 // ErrUnavailable) that says, per endpoint, what was seen: each socket to
 // a broker is watched by a ZeroMQ socket monitor (watch.go), which tells
 // a refused connection, a refused CURVE key, a failed handshake, a
-// connection the broker closed right after the request (over its
-// ZMQ_MAXMSGSIZE) and a broker that went away from plain silence. A call
-// stops before its tries are spent when every broker refused it for good
-// (key, handshake, size): resending cannot help; or when every broker
-// refused its connections for RefusedWait (2s on the defaults) and still
-// does: nothing
-// listens. A broker being restarted refuses for a moment only, so a
+// connection the broker closed right after the request, and again right
+// after it was sent again alone (over its ZMQ_MAXMSGSIZE; a connection
+// cut once only has the request sent again) and a broker that went away
+// from plain silence. A call stops before its tries are spent when every
+// broker refused it for good (key, a handshake failed for a reason it
+// gave, size): resending cannot help; or when every broker refused its
+// connections, or closed each during its handshake, for RefusedWait (2s
+// on the defaults) and still does: nothing listens, or will not take
+// this client. A broker being restarted refuses for a moment only, and a
+// load balancer closes connections while no backend is healthy, so a
 // refusal shorter than that keeps the Lazy Pirate tries.
 //
 // # Wire vocabulary
@@ -119,8 +122,10 @@ type Config struct {
 	MaxPending int
 	// RefusedWait is how long every broker must refuse connections
 	// (nothing listens: each connection attempt is refused, again and
-	// again) before a call gives up without spending the rest of its
-	// tries. Default: all of one broker's tries but one, (Retries-1) x
+	// again; or each connection is closed during its handshake without a
+	// word, as a CURVE broker does with the wrong server key, and a load
+	// balancer with no backend too) before a call gives up without
+	// spending the rest of its tries. Default: all of one broker's tries but one, (Retries-1) x
 	// Timeout, and at least DefaultRefusedWait (2s on the default
 	// settings), so that a caller who asked for more patience keeps it;
 	// negative: never, the tries are kept (the behaviour of earlier

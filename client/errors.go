@@ -240,7 +240,8 @@ const (
 	// the tries: the host is down or unreachable, or a firewall drops.
 	CauseUnreachable
 	// CauseTooLarge: the broker closed the connection right after the
-	// request, then took a new one: the request is most likely over its
+	// request, then took a new one, and did so again when the request was
+	// sent again alone: the request is most likely over its
 	// limits.max_message_size (the client cannot see the limit).
 	CauseTooLarge
 	// CauseClosed: the broker closed the connection while the request
@@ -250,7 +251,10 @@ const (
 	// key (not in its allowlist).
 	CauseAuth
 	// CauseHandshake: the security handshake failed otherwise: CURVE on
-	// one side only, or the wrong broker public key.
+	// one side only, or the wrong broker public key; or, when the
+	// broker gave no reason, every connection was closed during its
+	// handshake (also what anything that is no ZeroMQ broker does, a
+	// load balancer with no backend).
 	CauseHandshake
 	// CauseNotActive: the broker answered that it does not serve
 	// clients (Detail: its words, "not active: <why>").

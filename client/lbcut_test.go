@@ -49,10 +49,9 @@ func tcpBalancer(t *testing.T, backend string, open <-chan struct{}) string {
 // fails over: the balancer takes connections and closes them for a
 // moment (no backend is healthy), then forwards them to the new active.
 // A connection closed during the ZeroMQ handshake is read as
-// EVENT_HANDSHAKE_FAILED_NO_DETAIL, which watch.go's harvest records as
-// a failed security handshake (seen.handshake), a refusal "for good"
-// (definitive): the call ends at once, "resending cannot help", instead
-// of trying again within its Retries x Timeout as the Guide's Lazy
+// EVENT_HANDSHAKE_FAILED_NO_DETAIL, as a CURVE broker's refusal of the
+// wrong server key is: no refusal for good until it lasted RefusedWait.
+// The call tries again within its Retries x Timeout, as the Guide's Lazy
 // Pirate client does. Here the backend is there 300ms later and the call
 // had 3 tries of 1s.
 func TestSubmitThroughBalancerDuringFailover(t *testing.T) {
@@ -77,4 +76,26 @@ func TestSubmitAsyncThroughBalancerDuringFailover(t *testing.T) {
 	time.AfterFunc(300*time.Millisecond, func() { close(open) })
 	c := newPipeClient(t, Config{Brokers: []string{ep}, Timeout: time.Second, Retries: 3})
 	checkTickets(t, submitN(t, c, 5))
+}
+
+// A balancer that never finds a backend: the call gives up once every
+// connection has been closed during its handshake for RefusedWait, before
+// its tries are spent, saying the handshake failed.
+func TestSubmitThroughBalancerWithoutBackend(t *testing.T) {
+	ep := tcpBalancer(t, "127.0.0.1:1", make(chan struct{}))
+	c, err := New(Config{Brokers: []string{ep}, Timeout: 500 * time.Millisecond, Retries: 4, RefusedWait: 700 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = c.Submit(testCtx(t), "echo", frames("job"), SubmitOptions{})
+	el := time.Since(start)
+	ue := unavailable(t, err, ep)
+	if ue.Causes[0].Cause != CauseHandshake {
+		t.Errorf("cause %+v, want CauseHandshake", ue.Causes[0])
+	}
+	if el < 700*time.Millisecond || el > 1500*time.Millisecond {
+		t.Errorf("gave up after %s; want after the refused wait (700ms), before the tries' 2s", el.Round(time.Millisecond))
+	}
 }

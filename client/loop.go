@@ -233,9 +233,11 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 			// Whatever happened, the socket may hold a late answer: drop
 			// it so it cannot be taken for the answer to the next call.
 			cn.drop(cn.active)
-			if errors.Is(err, errTimeout) || errors.Is(err, errRefused) {
+			if errors.Is(err, errTimeout) || errors.Is(err, errRefused) && !cn.seen[cn.active].tooLarge {
 				// It had its chance (or refuses it): find does not
-				// wait for it again.
+				// wait for it again. Not one that closed the
+				// connection on the request: it answers, and is no
+				// reason to vote for its passive peer.
 				silent[cn.active] = true
 			}
 		}
@@ -344,20 +346,46 @@ func (c *Client) serveOnce(cn *conn, cl *call, quit <-chan struct{}) ([][]byte, 
 	return frames, err
 }
 
-// exchange sends msg to broker i and waits for its answer.
+// exchange sends msg to broker i and waits for its answer. When the
+// connection is cut with it in flight and made again at once, msg is sent
+// again, once, within the same try: the broker may hold it or not, and a
+// second cut tells a request over its size limit from a broker restarted
+// or a connection reset.
 func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, quit <-chan struct{}) ([][]byte, error) {
 	s, err := cn.sock(i)
 	if err != nil {
 		return nil, err
 	}
-	// A connecting DEALER queues the message (ZMQ_IMMEDIATE is off), so a
-	// failed send means a full pipe: treat it as an unanswered try.
-	cn.sent(i, msg)
 	defer cn.answered(i)
-	if _, err := cn.frames[i].Send(msg, zmq.DONTWAIT); err != nil {
-		return nil, fmt.Errorf("%w: send: %w", errTimeout, err)
+	// A verdict of an earlier try: this one is judged by its own cuts.
+	cn.seen[i].tooLarge = false
+	deadline := time.Now().Add(c.cfg.Timeout)
+	refused := func() error {
+		if err := cn.refusedNow(i); err != nil {
+			return err
+		}
+		if cn.cut(i) {
+			return errCut
+		}
+		return nil
 	}
-	return c.await(s, cn.frames[i], cn.ready[i], cl, quit, func() error { return cn.refusedNow(i) })
+	for again := false; ; again = true {
+		// A connecting DEALER queues the message (ZMQ_IMMEDIATE is
+		// off), so a failed send means a full pipe: treat it as an
+		// unanswered try.
+		cn.sent(i, msg)
+		if again {
+			cn.resent(i)
+		}
+		if _, err := cn.frames[i].Send(msg, zmq.DONTWAIT); err != nil {
+			return nil, fmt.Errorf("%w: send: %w", errTimeout, err)
+		}
+		frames, err := c.await(s, cn.frames[i], cn.ready[i], cl, quit, deadline, refused)
+		if !errors.Is(err, errCut) || again {
+			return frames, err
+		}
+		c.log.Debug("connection cut with the request in flight, sending it again", "service", cl.service, "broker", cn.eps[i])
+	}
 }
 
 // find asks every broker at once which one serves (titanic.cluster.role, tsp.Role: an
@@ -524,6 +552,7 @@ func (c *Client) find(cn *conn, cl *call, silent []bool) (int, error) {
 // out the Timeout for them is pointless.
 func noneCanAnswer(cn *conn, answers []*tsp.Role) bool {
 	silent, refused := 0, 0
+	now := time.Now()
 	for i, a := range answers {
 		if a != nil {
 			continue
@@ -531,7 +560,8 @@ func noneCanAnswer(cn *conn, answers []*tsp.Role) bool {
 		silent++
 		// Every one is read, also after one that can answer: a refusal
 		// of connections is timed from when it is read.
-		if cn.refusedNow(i) != nil {
+		cn.harvest(i)
+		if cn.seen[i].refusesClient(now, cn.refusedWait) {
 			refused++
 		}
 	}
@@ -562,13 +592,12 @@ func notActive(frames [][]byte) bool {
 
 var errTimeout = errors.New("timeout")
 
-// await waits on s for the answer to the request just sent, parked in
-// Go's poller with ready (see zsock.Readable), or in zmq_poll without.
-// Whenever a slice of the wait passes without an answer, refused is asked
-// whether the broker refused the connection for good: its error ends the
-// wait before Timeout.
-func (c *Client) await(s *zmq.Socket, fr *zsock.Frames, ready *zsock.Readable, cl *call, quit <-chan struct{}, refused func() error) ([][]byte, error) {
-	deadline := time.Now().Add(c.cfg.Timeout)
+// await waits on s until deadline for the answer to the request just
+// sent, parked in Go's poller with ready (see zsock.Readable), or in
+// zmq_poll without. Whenever a slice of the wait passes without an
+// answer, refused is asked whether the broker refused the connection for
+// good: its error ends the wait early.
+func (c *Client) await(s *zmq.Socket, fr *zsock.Frames, ready *zsock.Readable, cl *call, quit <-chan struct{}, deadline time.Time, refused func() error) ([][]byte, error) {
 	var poller *zmq.Poller
 	if ready == nil {
 		poller = zmq.NewPoller()

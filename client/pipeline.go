@@ -34,10 +34,11 @@ import (
 // seen of each broker since the last answer is the causes of the
 // *UnavailableError a submit fails with. When every broker refused for
 // good (a CURVE key, a handshake) or refused connections for
-// RefusedWait, every submit held fails at once. A broker that closes the
-// connection right after a request (over its maximum message size) does
-// not say which of the submits in flight it was: those are sent again
-// one at a time, and the one it closes the connection on alone fails.
+// RefusedWait, every submit held fails at once. A connection cut with
+// submits in flight and made again at once (a broker restarted, a
+// connection reset, or a broker closing it on a request over its maximum
+// message size) does not say which of them it was, if any: those are
+// sent again one at a time, and only one cut again, alone, fails.
 
 // DefaultMaxPending is Config.MaxPending's default: well under a broker's
 // default per-client in-flight limit (1000), beyond which it answers busy.
@@ -433,10 +434,10 @@ func (p *pipeline) unavailable(r *asyncReq, made int, waited bool) error {
 // submitting a file learns it in one go, not once per window of submits.
 func (p *pipeline) forgetAfterRefusal() time.Duration { return p.c.cfg.Timeout }
 
-// watch reads what the monitors saw. A connection closed right after a
-// request fails that request if it was alone in flight, and makes those
-// in flight suspects otherwise; when every broker refused for good, every
-// submit held fails.
+// watch reads what the monitors saw. A connection cut with submits in
+// flight, and made again, makes them suspects, sent again one at a time;
+// a suspect cut again, alone, fails. When every broker refused for good,
+// every submit held fails.
 func (p *pipeline) watch(now time.Time) {
 	cn := p.cn
 	if !p.refusedAt.IsZero() && now.Sub(p.refusedAt) >= p.forgetAfterRefusal() {
@@ -447,6 +448,7 @@ func (p *pipeline) watch(now time.Time) {
 			sn := cn.seen[i].keepUp()
 			sn.watched, sn.Refused = cn.seen[i].watched, cn.seen[i].Refused
 			sn.RefusingSince, sn.LastRefused = cn.seen[i].RefusingSince, cn.seen[i].LastRefused
+			sn.closing, sn.closingSince, sn.lastClosing = cn.seen[i].closing, cn.seen[i].closingSince, cn.seen[i].lastClosing
 			cn.seen[i] = sn
 		}
 	}
@@ -454,22 +456,20 @@ func (p *pipeline) watch(now time.Time) {
 		cn.harvest(i)
 	}
 	if a := cn.active; a >= 0 && cn.seen[a].tooLarge {
-		if len(p.flight) == 1 {
-			for _, r := range p.flight {
-				// Too large is final whatever the tries before it
-				// met: the request failed at once on its cause.
-				err := p.unavailable(r, 1, false)
-				p.requeue()
-				p.drop(r)
-				p.finish(r, "", false, fmt.Errorf("submit to %s: %w", clipName(r.service), err))
-			}
-		} else {
-			for _, r := range p.flight {
-				r.suspect = true
-			}
+		if r := p.probe; r != nil {
+			// The suspect sent alone was cut again: too large, final
+			// whatever the tries before it met.
+			err := p.unavailable(r, 1, false)
 			p.requeue()
+			p.drop(r)
+			p.finish(r, "", false, fmt.Errorf("submit to %s: %w", clipName(r.service), err))
 		}
 		cn.seen[a].tooLarge = false
+	} else if a >= 0 && cn.cut(a) {
+		for _, r := range p.flight {
+			r.suspect = true
+		}
+		p.requeue()
 	}
 	if len(p.queue)+len(p.flight)+len(p.later) > 0 && cn.allRefused() {
 		p.refused()
@@ -552,6 +552,9 @@ func (p *pipeline) send(now time.Time) error {
 			break
 		}
 		p.cn.pipelined(p.cn.active, r.msg)
+		if r.suspect {
+			p.cn.resent(p.cn.active)
+		}
 		if _, err := fr.Send(r.msg, zmq.DONTWAIT); err != nil {
 			// A full pipe: the rest goes once answers drain it (or
 			// the timeouts drop the socket).

@@ -20,10 +20,18 @@ import (
 // (seen), and the causes of an UnavailableError.
 
 // errRefused: the broker refused this connection for good during the try
-// (a CURVE key refused, a failed handshake, the connection closed right
-// after the request while the broker still takes new ones): resending the
-// same request to it cannot help.
+// (a CURVE key refused, a handshake failed for a reason it gave, the
+// connection closed right after the request, sent again alone, while the
+// broker still takes new ones), or closed every connection during its
+// handshake for RefusedWait: resending the same request to it cannot help.
 var errRefused = errors.New("refused by the broker")
+
+// errCut: the connection was closed while the request was in flight and
+// made again at once. The broker may have taken the request or not (a
+// broker restarted within libzmq's reconnect interval, a connection reset
+// by the network) or closed the connection on it (over its
+// limits.max_message_size): only sending it again, alone, tells.
+var errCut = errors.New("connection cut with the request in flight")
 
 // watch is the monitor of one socket and the state of its connection.
 type watch struct {
@@ -37,6 +45,12 @@ type watch struct {
 	// connection) or the broker going away (it refuses it) is decided by
 	// what follows.
 	closed bool
+	// cut: closed, then a new connection was made at once: the requests
+	// in flight are suspects, to be sent again alone (errCut).
+	cut bool
+	// suspect: the request in flight is a suspect sent again alone; a
+	// cut of it too is its own doing (seen.tooLarge).
+	suspect bool
 }
 
 // seen is what one call saw of one endpoint, over every socket it had
@@ -48,8 +62,18 @@ type seen struct {
 	// and a failed handshake.
 	zsock.Conn
 	watched bool // a monitor watched a socket to the endpoint
+	// closing: a connection was closed during its handshake without a
+	// word (EVENT_HANDSHAKE_FAILED_NO_DETAIL): a CURVE broker refusing a
+	// plain greeting or the wrong server key, but also anything that
+	// takes TCP connections and closes them (a load balancer with no
+	// healthy backend during a failover); what it would mean if it
+	// lasts. closingSince: the first such close since a handshake last
+	// succeeded; lastClosing: the latest (when harvest read them).
+	closing                   string
+	closingSince, lastClosing time.Time
 	// tooLarge: the broker closed the connection right after the
-	// request (bytes, largest) and took the next one.
+	// request (bytes, largest), sent again alone after a first cut, and
+	// took the next one.
 	tooLarge       bool
 	bytes, largest int
 	gone           bool   // closed while in flight, then refused
@@ -83,6 +107,27 @@ func (s *seen) definitive() bool {
 	return s.Auth != 0 || s.Handshake != "" || s.tooLarge
 }
 
+// closingAll reports that every connection to the endpoint has been
+// closed during its handshake for at least wait, and still is: not a
+// moment without a backend, but a broker that will not take this client.
+// wait <= 0: never.
+func (s *seen) closingAll(now time.Time, wait time.Duration) bool {
+	return wait > 0 && !s.closingSince.IsZero() && now.Sub(s.closingSince) >= wait && now.Sub(s.lastClosing) < refusalFresh
+}
+
+// givenUp reports that the endpoint refused the call for good, or every
+// connection to it for wait.
+func (s *seen) givenUp(now time.Time, wait time.Duration) bool {
+	return s.definitive() || s.refusing(now, wait) || s.closingAll(now, wait)
+}
+
+// refusesClient reports that the endpoint cannot answer this client at
+// all, whatever it asks: givenUp, but for a request too large, which is
+// the request's failing (the role question still gets its answer).
+func (s *seen) refusesClient(now time.Time, wait time.Duration) bool {
+	return s.Auth != 0 || s.Handshake != "" || s.refusing(now, wait) || s.closingAll(now, wait)
+}
+
 // cause turns what was seen into the endpoint's cause.
 func (s *seen) cause(endpoint string, tries int, cfg Config) EndpointCause {
 	ec := EndpointCause{Endpoint: endpoint, Tries: tries, Timeout: cfg.Timeout, Connected: s.Connected}
@@ -93,6 +138,8 @@ func (s *seen) cause(endpoint string, tries int, cfg Config) EndpointCause {
 		ec.Cause, ec.Detail = CauseAuth, strconv.Itoa(s.Auth)
 	case s.Handshake != "":
 		ec.Cause, ec.Detail = CauseHandshake, s.Handshake
+	case s.closing != "":
+		ec.Cause, ec.Detail = CauseHandshake, s.closing
 	case s.tooLarge:
 		ec.Cause, ec.Bytes, ec.Largest = CauseTooLarge, s.bytes, s.largest
 	case s.gone:
@@ -149,6 +196,7 @@ func (cn *conn) harvest(i int) {
 		if !ok {
 			return
 		}
+		handshake := sn.Handshake
 		switch sn.Apply(ev, val, now, "client", cn.curve != nil) {
 		case zsock.ConnRefused:
 			// A connection attempt failed (refused; an unresolved
@@ -157,15 +205,36 @@ func (cn *conn) harvest(i int) {
 				w.closed, sn.gone = false, true
 			}
 		case zsock.ConnUp:
+			sn.closing, sn.closingSince = "", time.Time{}
 			if w.closed {
 				// It closed the connection on the request and took the
-				// next at once: the request, not the broker.
+				// next at once. A broker restarted at once, or a
+				// connection reset by the network, does so too: only a
+				// request sent again alone and cut again is its own
+				// doing (over the broker's size limit).
 				w.closed = false
-				sn.tooLarge, sn.bytes, sn.largest = true, w.bytes, w.largest
+				if w.suspect {
+					sn.tooLarge, sn.bytes, sn.largest = true, w.bytes, w.largest
+				} else {
+					w.cut = true
+				}
 			}
 		case zsock.ConnLost:
 			if w.inflight {
 				w.closed = true
+			}
+		case zsock.ConnHandshakeFailed:
+			if ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL {
+				// libzmq says so of any connection closed before its
+				// handshake ended: no verdict until it lasts
+				// (closingAll). Apply took it for the handshake's
+				// failure: set aside, here in client/ alone.
+				sn.Handshake = handshake
+				sn.closing = zsock.HandshakeFailure("client", cn.curve != nil, ev, val)
+				if sn.closingSince.IsZero() {
+					sn.closingSince = now
+				}
+				sn.lastClosing = now
 			}
 		}
 	}
@@ -180,7 +249,7 @@ func (cn *conn) sent(i int, msg [][]byte) {
 		return
 	}
 	cn.harvest(i)
-	w.closed = false
+	w.closed, w.cut, w.suspect = false, false, false
 	w.inflight, w.bytes, w.largest = true, 0, 0
 	for _, f := range msg {
 		w.bytes += len(f)
@@ -208,6 +277,25 @@ func (cn *conn) pipelined(i int, msg [][]byte) {
 	w.bytes, w.largest = max(w.bytes, bytes), max(w.largest, largest)
 }
 
+// resent notes that the request in flight on socket i, alone, is sent
+// again after a cut: a cut of it too is its own doing.
+func (cn *conn) resent(i int) {
+	if w := cn.watches[i]; w != nil {
+		w.suspect = true
+	}
+}
+
+// cut reports, once, that socket i's connection was cut with requests
+// in flight and made again (they are lost, or taken: send them again).
+func (cn *conn) cut(i int) bool {
+	w := cn.watches[i]
+	if w == nil || !w.cut {
+		return false
+	}
+	w.cut = false
+	return true
+}
+
 // answered notes that socket i's request is no longer in flight.
 func (cn *conn) answered(i int) {
 	if w := cn.watches[i]; w != nil {
@@ -220,7 +308,7 @@ func (cn *conn) answered(i int) {
 // for refusedWait.
 func (cn *conn) refusedNow(i int) error {
 	cn.harvest(i)
-	if cn.seen[i].definitive() || cn.seen[i].refusing(time.Now(), cn.refusedWait) {
+	if cn.seen[i].givenUp(time.Now(), cn.refusedWait) {
 		return errRefused
 	}
 	return nil
@@ -232,7 +320,7 @@ func (cn *conn) allRefused() bool {
 	now := time.Now()
 	for i := range cn.eps {
 		cn.harvest(i)
-		if !cn.seen[i].definitive() && !cn.seen[i].refusing(now, cn.refusedWait) {
+		if !cn.seen[i].givenUp(now, cn.refusedWait) {
 			return false
 		}
 	}

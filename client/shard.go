@@ -245,16 +245,28 @@ func ParseShardTicket(s string) (shard int, ticket string, err error) {
 		return 0, "", fmt.Errorf("%w %q: shard %q is not an index", ErrUnknown, s, idx)
 	}
 	shard, _ = strconv.Atoi(idx) // six digits at most: cannot fail
+	tk, ok = normalTicket(tk)
+	if !ok {
+		return 0, "", fmt.Errorf("%w %q: want a 32-hex ticket after the colon", ErrUnknown, s)
+	}
+	return shard, tk, nil
+}
+
+// normalTicket returns a ticket in its 32 lowercase hexadecimal form, the
+// one brokers answer with and publish notifications under, from that form,
+// upper case or the dashed UUID form (all of which a broker takes); ok is
+// false when tk is none of them.
+func normalTicket(tk string) (string, bool) {
 	if len(tk) == 36 && tk[8] == '-' && tk[13] == '-' && tk[18] == '-' && tk[23] == '-' {
 		tk = strings.ReplaceAll(tk, "-", "")
 	}
 	if len(tk) != 32 {
-		return 0, "", fmt.Errorf("%w %q: want a 32-hex ticket after the colon", ErrUnknown, s)
+		return "", false
 	}
 	if _, err := hex.DecodeString(tk); err != nil {
-		return 0, "", fmt.Errorf("%w %q: want a 32-hex ticket after the colon", ErrUnknown, s)
+		return "", false
 	}
-	return shard, strings.ToLower(tk), nil
+	return strings.ToLower(tk), true
 }
 
 // ShardFor returns the home shard of an idempotency key.

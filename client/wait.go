@@ -38,6 +38,11 @@ func (c *Client) Wait(ctx context.Context, ticket string, opt WaitOptions) ([][]
 		return nil, ErrClosed
 	default:
 	}
+	// Notifications name the ticket in its lowercase 32-hex form: a
+	// ticket given otherwise would match none of them.
+	if tk, ok := normalTicket(ticket); ok {
+		ticket = tk
+	}
 	// This goroutine alone uses sub, until Wait returns.
 	sub, err := c.zc.ZMQ().NewSocket(zmq.SUB)
 	if err != nil {

@@ -626,15 +626,7 @@ func TestRefusalWithReason(t *testing.T) {
 // again with the same key, and gets the ticket the key holds; the caller
 // sees one ticket, the broker one key.
 func TestSubmitUncertainSentAgainWithItsKey(t *testing.T) {
-	f := newFake(t, func(service string, body [][]byte, n int) [][]byte {
-		if service == tsp.SvcRole {
-			return tsp.EncodeRole(tsp.Role{Serving: true})
-		}
-		if n == 1 {
-			return [][]byte{[]byte("500"), []byte(tsp.Uncertain.Text("leadership lost")), body[0]}
-		}
-		return keyedAnswer(body)
-	})
+	f := uncertainFirst(t, keyedAnswer)
 	c := newClient(t, 300*time.Millisecond, 3, f.endpoint)
 	tk, err := c.Submit(testCtx(t), "echo", frames("job"), SubmitOptions{})
 	if err != nil {
@@ -644,6 +636,20 @@ func TestSubmitUncertainSentAgainWithItsKey(t *testing.T) {
 	if len(reqs) != 2 || string(reqs[0][3]) != string(reqs[1][3]) || tk != ticketOf(reqs[0][3]) {
 		t.Fatalf("%d submits sent, ticket %s: want the same key twice and its ticket", len(reqs), tk)
 	}
+}
+
+// uncertainFirst is a serving node that answers the first submit
+// "outcome unknown" (with its key), and every later one with then(body).
+func uncertainFirst(t *testing.T, then func(body [][]byte) [][]byte) *fakeBroker {
+	return newFake(t, func(service string, body [][]byte, n int) [][]byte {
+		if service == tsp.SvcRole {
+			return tsp.EncodeRole(tsp.Role{Serving: true})
+		}
+		if n == 1 {
+			return [][]byte{[]byte("500"), []byte(tsp.Uncertain.Text("leadership lost")), body[0]}
+		}
+		return then(body)
+	})
 }
 
 // Close ends a Wait at once, whatever its pause between lookups: the

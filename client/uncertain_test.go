@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
 // A submit answered "outcome unknown" (a raft leader lost its leadership
@@ -17,16 +15,8 @@ import (
 // promises: a caller who gave no key can resend without making a second
 // ticket.
 func TestSubmitUncertainThenUnavailableKeepsKey(t *testing.T) {
-	f := newFake(t, func(service string, body [][]byte, n int) [][]byte {
-		if service == tsp.SvcRole {
-			return tsp.EncodeRole(tsp.Role{Serving: true})
-		}
-		if n == 1 {
-			return [][]byte{[]byte("500"), []byte(tsp.Uncertain.Text("leadership lost")), body[0]}
-		}
-		// The node lost its leadership: the gate refuses, no key.
-		return frames("500", "not active")
-	})
+	// Then the node lost its leadership: the gate refuses, no key.
+	f := uncertainFirst(t, func([][]byte) [][]byte { return frames("500", "not active") })
 	c := newClient(t, 100*time.Millisecond, 2, f.endpoint)
 	_, err := c.Submit(testCtx(t), "echo", frames("job"), SubmitOptions{})
 	if err == nil {

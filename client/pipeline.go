@@ -397,18 +397,19 @@ func (p *pipeline) expire(now time.Time) {
 	}
 	clear(p.later[len(kept):])
 	p.later = kept
-	if len(p.queue) > 0 && now.After(p.queue[0].deadline) {
-		q := p.queue[:0]
-		for _, r := range p.queue {
-			if now.After(r.deadline) {
-				p.finish(r, "", false, p.gaveUp(r))
-				continue
-			}
-			q = append(q, r)
+	// Every one is looked at: the queue is not in deadline order (a
+	// submit back from later, or released by finish, goes to its end;
+	// one sent again goes ahead of those not sent yet).
+	q := p.queue[:0]
+	for _, r := range p.queue {
+		if now.After(r.deadline) {
+			p.finish(r, "", false, p.gaveUp(r))
+			continue
 		}
-		clear(p.queue[len(q):])
-		p.queue = q
+		q = append(q, r)
 	}
+	clear(p.queue[len(q):])
+	p.queue = q
 }
 
 func (p *pipeline) gaveUp(r *asyncReq) error {

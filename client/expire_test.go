@@ -16,15 +16,8 @@ import (
 // queue after b).
 func TestSubmitAsyncExpiresBehindFresherSubmit(t *testing.T) {
 	var refusing atomic.Bool
-	f := newFake(t, func(service string, body [][]byte, _ int) [][]byte {
-		switch {
-		case service == tsp.SvcRole:
-			return tsp.EncodeRole(tsp.Role{Serving: true})
-		case refusing.Load():
-			return frames("500", "not active")
-		default:
-			return [][]byte{[]byte("500"), []byte(tsp.Busy.Text("test")), body[0]}
-		}
+	f := stoppingNode(t, &refusing, func(body [][]byte) [][]byte {
+		return [][]byte{[]byte("500"), []byte(tsp.Busy.Text("test")), body[0]}
 	})
 	c := newPipeClient(t, Config{Brokers: []string{f.endpoint}, Timeout: 400 * time.Millisecond, Retries: 3})
 	start := time.Now()
@@ -44,4 +37,19 @@ func TestSubmitAsyncExpiresBehindFresherSubmit(t *testing.T) {
 	if el, due := time.Since(start), 1200*time.Millisecond; el > due+350*time.Millisecond {
 		t.Fatalf("a failed %s after it was submitted, want about its deadline, %s", el.Round(time.Millisecond), due)
 	}
+}
+
+// stoppingNode is a node that answers submits with answer(body) until
+// refusing is set, then does not serve: it answers the role question so,
+// and submits "not active".
+func stoppingNode(t *testing.T, refusing *atomic.Bool, answer func(body [][]byte) [][]byte) *fakeBroker {
+	return newFake(t, func(service string, body [][]byte, _ int) [][]byte {
+		switch {
+		case service == tsp.SvcRole:
+			return tsp.EncodeRole(tsp.Role{Serving: !refusing.Load(), Star: tsp.StarActive})
+		case refusing.Load():
+			return frames("500", "not active")
+		}
+		return answer(body)
+	})
 }

@@ -273,9 +273,10 @@ func (c *Client) pipe() *pipeline {
 	return c.pipeline.Load()
 }
 
-// run owns the pipeline's sockets until the Client closes (or a socket
-// fails for good); then every unfinished submit ends with the error, and
-// later SubmitAsync calls return it.
+// run owns the pipeline's sockets until the Client closes (or its
+// doorbell cannot be opened); then every unfinished submit ends with the
+// error, and later SubmitAsync calls return it. A socket failing on the
+// way ends only the submits held then (reset).
 func (p *pipeline) run() {
 	defer close(p.done)
 	p.shut(p.serve())
@@ -325,19 +326,52 @@ func (p *pipeline) loop(bell *zmq.Socket) error {
 		if len(p.queue) > 0 && !now.Before(p.resume) {
 			if p.cn.active < 0 {
 				if err := p.find(cl); err != nil {
-					return err
+					if err := p.reset(err); err != nil {
+						return err
+					}
 				}
 				continue
 			}
 			if err := p.send(now); err != nil {
-				return err
+				if err := p.reset(err); err != nil {
+					return err
+				}
+				continue
 			}
 		}
 		if err := p.poll(bell); err != nil {
-			return err
+			if err := p.reset(err); err != nil {
+				return err
+			}
+			continue
 		}
 		p.timeouts(cl, time.Now())
 	}
+}
+
+// reset ends every submit held with err, an unexpected failure of a
+// socket (none could be made, a poll or a receive failed), as a plain
+// call ends with it, and starts again with new sockets for the submits
+// to come: the pipeline stopping for good would fail every later submit
+// of the Client. It returns ErrClosed, which ends the pipeline, when
+// that is err or the Client is closing.
+func (p *pipeline) reset(err error) error {
+	select {
+	case <-p.c.quit:
+		return ErrClosed
+	default:
+	}
+	if errors.Is(err, ErrClosed) {
+		return err
+	}
+	p.c.log.Warn("pipelined submits failed", "err", err)
+	p.failAll(fmt.Errorf("submit: %w", err))
+	p.cn.dropAll()
+	p.cn.forget()
+	clear(p.cn.seen)
+	clear(p.silent)
+	p.noActive = false
+	return nil
 }
 
 // take accepts every submit handed over.

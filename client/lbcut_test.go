@@ -67,8 +67,9 @@ func TestSubmitThroughBalancerDuringFailover(t *testing.T) {
 	}
 }
 
-// The pipelined submits fail the same way, every one held, and those
-// made within Timeout after it too.
+// The pipelined submits the same: every one held gets its ticket once
+// the balancer forwards (a refusal for good would fail them all, and
+// those made within Timeout after it).
 func TestSubmitAsyncThroughBalancerDuringFailover(t *testing.T) {
 	f := newFake(t, func(_ string, body [][]byte, _ int) [][]byte { return keyedAnswer(body) })
 	open := make(chan struct{})

@@ -29,13 +29,10 @@ import (
 // newcomer) as the latest, and askVote (titanic/ha/version.go) asks only
 // for a member that finds itself a nonvoter in its own configuration.
 func TestGroupReplacedMemberGetsItsVote(t *testing.T) {
-	_, nodes := groupN(t, []string{"g1", "g2", "g3"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	dg := func() string { return diag(nodes...) + statuses(ctx, nodes) }
-	brokers := endpoints(nodes...)
+	nodes, brokers, dg := healthyGroup(t, ctx, "g1", "g2", "g3")
 	B := strings.Join(brokers, ",")
-	waitGroupHealthy(t, ctx, nodes, 30*time.Second)
 	echoWorkers(t, ctx, brokers, 3)
 	ld := startLoad(t, ctx, brokers, 4, clientTimeout)
 	ld.progress(t, 200, 30*time.Second, "first acks", dg)

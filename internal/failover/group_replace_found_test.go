@@ -39,7 +39,7 @@ func TestGroupReplacedMemberGetsItsVote(t *testing.T) {
 
 	// The race is with the old replication's backoff: a few rounds make
 	// it likely to show.
-	const rounds = 4
+	const rounds = 8
 	for round := 1; round <= rounds; round++ {
 		leader := waitMembers(t, ctx, nodes, names(nodes), 30*time.Second)
 		victim := without(nodes, leader)[round%2]

@@ -76,39 +76,87 @@ func TestGroupRestartAll(t *testing.T) {
 }
 
 // directSubmits sends n keyed submits ("<prefix>-<i>") straight to
-// endpoint at once, each on its own client (a client makes one call at a
-// time) waiting up to timeout for its answer, and returns the tickets of
-// those it acknowledged (by index; "" when refused or unanswered).
-func directSubmits(ctx context.Context, endpoint, prefix string, n int, timeout time.Duration) ([]string, error) {
-	tickets := make([]string, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
+// endpoint at once and returns, by key, the tickets of those it
+// acknowledged ("" when refused or unanswered).
+func directSubmits(ctx context.Context, endpoint, prefix string, n int, timeout time.Duration) (map[string]string, error) {
+	return directStream(ctx, endpoint, prefix, n, 1, timeout, nil)
+}
+
+// directStream runs n submitters straight to endpoint, each on its own
+// client (a client makes one call at a time) waiting up to timeout for
+// each answer: submitter s sends keys "<prefix>-<s>-<i>" one after the
+// other, up to most each, or until stop is closed. It returns, by key,
+// the tickets acknowledged ("" when refused or unanswered).
+func directStream(ctx context.Context, endpoint, prefix string, n, most int, timeout time.Duration, stop <-chan struct{}) (map[string]string, error) {
+	var (
+		mu   sync.Mutex
+		out  = map[string]string{}
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for s := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			cl, err := client.New(client.Config{Brokers: []string{endpoint}, Timeout: timeout, Retries: 1, RefusedWait: -1, Direct: true, Logger: quiet})
 			if err != nil {
-				errs[i] = err
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
 				return
 			}
 			defer cl.Close()
-			key := fmt.Sprintf("%s-%d", prefix, i)
-			tk, err := cl.Submit(ctx, "echo", [][]byte{[]byte("body of " + key)}, client.SubmitOptions{IdemKey: key})
-			if err == nil {
-				tickets[i] = tk
+			for i := range most {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("%s-%d-%d", prefix, s, i)
+				tk, err := cl.Submit(ctx, "echo", [][]byte{[]byte("body of " + key)}, client.SubmitOptions{IdemKey: key})
+				if err != nil {
+					tk = ""
+				}
+				mu.Lock()
+				out[key] = tk
+				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	return tickets, errors.Join(errs...)
+	return out, errors.Join(errs...)
+}
+
+// inBackground runs a direct submitter f on a goroutine of its own: its
+// result comes on the channel returned, its error fails the test.
+func inBackground(t *testing.T, f func() (map[string]string, error)) <-chan map[string]string {
+	ch := make(chan map[string]string, 1)
+	go func() {
+		tks, err := f()
+		if err != nil {
+			t.Error(err)
+		}
+		ch <- tks
+	}()
+	return ch
+}
+
+// acked counts the keys of direct acknowledged.
+func acked(direct map[string]string) int {
+	n := 0
+	for _, tk := range direct {
+		if tk != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // settleDirect resubmits every direct submit's key through the whole
 // group until acknowledged: the ticket must be the one the direct
 // submit was acknowledged with, if it was (an acknowledged ticket the
 // group does not hold comes back as a new ticket). It returns the acks.
-func settleDirect(t *testing.T, ctx context.Context, brokers []string, prefix string, direct []string, dg func() string) []ack {
+func settleDirect(t *testing.T, ctx context.Context, brokers []string, direct map[string]string, dg func() string) []ack {
 	t.Helper()
 	cl, err := client.New(client.Config{Brokers: brokers, Timeout: clientTimeout, Retries: 20, Logger: quiet})
 	if err != nil {
@@ -116,8 +164,7 @@ func settleDirect(t *testing.T, ctx context.Context, brokers []string, prefix st
 	}
 	defer cl.Close()
 	var acks []ack
-	for i, was := range direct {
-		key := fmt.Sprintf("%s-%d", prefix, i)
+	for key, was := range direct {
 		body := "body of " + key
 		var tk string
 		eventually(t, 30*time.Second, "resubmit of "+key, func() error {
@@ -146,36 +193,37 @@ func TestGroupStoppedLeaderAcksNothingLost(t *testing.T) {
 	echoWorkers(t, ctx, brokers, 3)
 	ld := startLoad(t, ctx, brokers, 4, clientTimeout)
 	var all []ack
-	acked := 0
+	sent, sentStopped := 0, 0
 	for round := 1; round <= 4; round++ {
 		leader := waitGroupHealthy(t, ctx, nodes, 30*time.Second)
 		ld.progress(t, 50, 30*time.Second, fmt.Sprintf("round %d: acks before", round), dg)
+		// Submits straight to the leader from before the stop to after
+		// the wake: some are in its hands when it stops.
+		stop := make(chan struct{})
+		stream := inBackground(t, func() (map[string]string, error) {
+			return directStream(ctx, leader.endpoint(), fmt.Sprintf("flow%d", round), 4, 1000, 5*time.Second, stop)
+		})
+		time.Sleep(300 * time.Millisecond) // let the stream flow: not synchronisation
 		if err := leader.proc().Signal(syscall.SIGSTOP); err != nil {
 			t.Fatalf("SIGSTOP %s: %v", leader.name, err)
 		}
-		prefix := fmt.Sprintf("stopped%d", round)
-		res := make(chan []string, 1)
-		go func() {
-			tks, err := directSubmits(ctx, leader.endpoint(), prefix, 40, 10*time.Second)
-			if err != nil {
-				t.Error(err)
-			}
-			res <- tks
-		}()
+		res := inBackground(t, func() (map[string]string, error) {
+			return directSubmits(ctx, leader.endpoint(), fmt.Sprintf("stopped%d", round), 40, 10*time.Second)
+		})
 		ld.progress(t, 50, 20*time.Second, fmt.Sprintf("round %d: acks with the leader %s stopped", round, leader.name), dg)
 		time.Sleep(time.Second) // hold the stop for several election timeouts
 		if err := leader.proc().Signal(syscall.SIGCONT); err != nil {
 			t.Fatalf("SIGCONT %s: %v", leader.name, err)
 		}
 		direct := <-res
-		for _, tk := range direct {
-			if tk != "" {
-				acked++
-			}
-		}
-		all = append(all, settleDirect(t, ctx, brokers, prefix, direct, dg)...)
+		close(stop)
+		flow := <-stream
+		sent += acked(flow)
+		sentStopped += acked(direct)
+		all = append(all, settleDirect(t, ctx, brokers, direct, dg)...)
+		all = append(all, settleDirect(t, ctx, brokers, flow, dg)...)
 	}
-	t.Logf("%d submits sent to a stopped leader were acknowledged when it woke", acked)
+	t.Logf("submits straight to the leader acknowledged: %d of those sent while it was stopped, %d of the stream across the stop", sentStopped, sent)
 	waitGroupHealthy(t, ctx, nodes, 30*time.Second)
 	all = append(all, ld.finish(t, dg)...)
 	checkAcks(t, ctx, brokers, all, dg)
@@ -207,14 +255,9 @@ func TestGroupFiveMinorityWithLeader(t *testing.T) {
 		cutAt := time.Now()
 		// Submits sent straight to the old leader as it is cut off: any
 		// it acknowledges must be in the group after the heal.
-		atCut := make(chan []string, 1)
-		go func() {
-			tks, err := directSubmits(ctx, leader.endpoint(), fmt.Sprintf("atcut%d", round), 20, 3*time.Second)
-			if err != nil {
-				t.Error(err)
-			}
-			atCut <- tks
-		}()
+		atCut := inBackground(t, func() (map[string]string, error) {
+			return directSubmits(ctx, leader.endpoint(), fmt.Sprintf("atcut%d", round), 20, 3*time.Second)
+		})
 		ld.progress(t, 100, 20*time.Second, fmt.Sprintf("round %d: acks with %v cut off", round, names(minority)), dg)
 		cutAcks := <-atCut
 		// The old leader stepped down (raft-timeout/2 after its last
@@ -234,23 +277,17 @@ func TestGroupFiveMinorityWithLeader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, tk := range direct {
+		for key, tk := range direct {
 			if tk != "" {
-				t.Errorf("%s-%d acknowledged as %s by the old leader %s, cut off from the majority for %s", prefix, i, tk, leader.name, time.Since(cutAt).Round(time.Millisecond))
+				t.Errorf("%s acknowledged as %s by the old leader %s, cut off from the majority for %s", key, tk, leader.name, time.Since(cutAt).Round(time.Millisecond))
 			}
 		}
 		for _, m := range minority {
 			m.host.Heal(t)
 		}
-		all = append(all, settleDirect(t, ctx, brokers, prefix, direct, dg)...)
-		all = append(all, settleDirect(t, ctx, brokers, fmt.Sprintf("atcut%d", round), cutAcks, dg)...)
-		n := 0
-		for _, tk := range cutAcks {
-			if tk != "" {
-				n++
-			}
-		}
-		t.Logf("round %d: %d of %d submits sent to the old leader %s as it was cut off were acknowledged", round, n, len(cutAcks), leader.name)
+		all = append(all, settleDirect(t, ctx, brokers, direct, dg)...)
+		all = append(all, settleDirect(t, ctx, brokers, cutAcks, dg)...)
+		t.Logf("round %d: %d of %d submits sent to the old leader %s as it was cut off were acknowledged", round, acked(cutAcks), len(cutAcks), leader.name)
 	}
 	waitGroupHealthy(t, ctx, nodes, 30*time.Second)
 	ld.progress(t, 50, 30*time.Second, "acks after the last heal", dg)
@@ -311,4 +348,44 @@ func TestGroupWorkersOnOldLeader(t *testing.T) {
 	ld.progress(t, 50, 20*time.Second, "acks at the end", dg)
 	acks := ld.finish(t, dg)
 	checkAcks(t, ctx, brokers, acks, dg)
+}
+
+// TestGroupFiveOneWayRaftCut cuts a 5-node group's raft links to and
+// from its leader one way only, silently, under load: in odd rounds the
+// leader cannot open connections to the others' raft port (theirs to it
+// pass), in even rounds the others cannot open connections to the
+// leader's. The group must keep acknowledging, never with two leaders
+// in a term, and lose nothing.
+func TestGroupFiveOneWayRaftCut(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nodes, brokers, dg := healthyGroup(t, ctx, "g1", "g2", "g3", "g4", "g5")
+	order := func(first *node) []string { return endpoints(append([]*node{first}, without(nodes, first)...)...) }
+	for _, n := range nodes {
+		echoWorkers(t, ctx, order(n), 1)
+	}
+	ld := startLoad(t, ctx, brokers, 4, clientTimeout)
+	ld.progress(t, 200, 30*time.Second, "first acks", dg)
+	for round := 1; round <= 4; round++ {
+		l := waitGroupHealthy(t, ctx, nodes, 30*time.Second)
+		others := without(nodes, l)
+		if round%2 == 1 {
+			l.host.PartitionPortTo(t, raftPort, hostsOf(others)...)
+		} else {
+			for _, o := range others {
+				o.host.PartitionPortTo(t, raftPort, l.host)
+			}
+		}
+		ld.progress(t, 100, 20*time.Second, fmt.Sprintf("round %d: acks with the leader %s's raft cut one way", round, l.name), dg)
+		time.Sleep(2 * time.Second) // hold the cut: not synchronisation
+		ld.progress(t, 50, 20*time.Second, fmt.Sprintf("round %d: acks 2s into the cut", round), dg)
+		for _, n := range nodes {
+			n.host.Heal(t)
+		}
+	}
+	waitGroupHealthy(t, ctx, nodes, 30*time.Second)
+	ld.progress(t, 100, 20*time.Second, "acks after the last heal", dg)
+	acks := ld.finish(t, dg)
+	checkAcks(t, ctx, brokers, acks, dg)
+	checkOneServerPerTerm(t, nodes...)
 }

@@ -18,16 +18,20 @@ import (
 // at its next version report, every 2 s), and the group of three must
 // then survive the loss of its leader, with nothing acknowledged lost.
 //
-// Found: the newcomer, caught up (its applied index at the leader's
-// commit), stays a nonvoter for good, and the group of two voters has no
-// quorum once its leader dies. Its own raft configuration lacks it: the
-// leader's replication of the member that left (same ID and address)
-// makes its last best-effort try after its backoff and sends the
-// newcomer the snapshot taken for the join (PrepareJoin), after the
-// newcomer already holds the AddNonvoter entry past it; raft's
-// installSnapshot sets the snapshot's configuration (without the
-// newcomer) as the latest, and askVote (titanic/ha/version.go) asks only
-// for a member that finds itself a nonvoter in its own configuration.
+// Found by a tester: the newcomer, caught up (its applied index at the
+// leader's commit), stayed a nonvoter for good, and the group of two
+// voters had no quorum once its leader died. Two causes. Its own raft
+// configuration lacked it: the leader's replication of the member that
+// left (same ID and address) made its last best-effort try after its
+// backoff and sent the newcomer the snapshot taken for the join, after
+// the newcomer held the AddNonvoter entry past it; raft's
+// installSnapshot set the snapshot's configuration (without the
+// newcomer) as its latest, and askVote asked only for a member that
+// found itself a nonvoter in its own configuration (it now asks all the
+// same: TestMemberOutOfItsConfigurationGetsItsVote). And the newcomer
+// did not know where the leader was when the leave and the join came
+// between two rounds of the leader's version loop: no announcement
+// followed (TestReplacedMemberLearnsTheLeader).
 func TestGroupReplacedMemberGetsItsVote(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

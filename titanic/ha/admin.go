@@ -135,6 +135,11 @@ func text(code, msg string) [][]byte { return [][]byte{[]byte(code), []byte(msg)
 // catchingUp starts the refusal of a vote asked too far behind.
 const catchingUp = "catching up"
 
+// askedByStranger starts the refusal of a vote asked by a node that is
+// not a member: one that left (and kept running) and finds itself out of
+// its own configuration asks all the same (see Versions.askVote).
+const askedByStranger = "only a member may ask for its vote"
+
 // memberIDs lists the members' IDs, for refusals.
 func (a *Admin) memberIDs() string {
 	ms, err := a.node.Members()
@@ -199,7 +204,7 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			nonvoter = true
 		}
 		if vote && !known {
-			return text("400", "only a member may ask for its vote: join first")
+			return text("400", askedByStranger+": join first")
 		}
 		promotes := false
 		if a.Pair != nil && a.Pair.withholdsVote(id) {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,6 +126,69 @@ func TestMemberOutOfItsConfigurationGetsItsVote(t *testing.T) {
 		m, ok := n4.MemberAt("n4", "")
 		return ok && m.Voter
 	})
+}
+
+// An operator's `cluster join --voter` in a group is refused for a member
+// that has not reported being caught up (--force gives the vote all the
+// same): given to a member that was down, it made 3 voters of whom 2
+// were up, and a leader's loss then left no quorum.
+func TestOperatorVoteRefusedUntilCaughtUp(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	nodes, trs, _ := memGroup(t, 1)
+	leader := leaderOf(t, nodes)
+	admin := NewAdmin(leader, nil, log)
+	admin.NonvoterFirst = true
+	// n4 joins and is never up: its address reaches nothing.
+	if rep := admin.serve(broker.Request{Service: tsp.SvcJoin, Body: [][]byte{[]byte("n4"), []byte("nowhere:1")}}); string(rep[0]) != "200" {
+		t.Fatalf("join n4: %q", rep)
+	}
+	join := func(id, addr string, frames ...string) [][]byte {
+		body := [][]byte{[]byte(id), []byte(addr)}
+		for _, f := range frames {
+			body = append(body, []byte(f))
+		}
+		return admin.serve(broker.Request{Service: tsp.SvcJoin, Body: body})
+	}
+	isVoter := func(id string) bool { m, ok := leader.MemberAt(id, ""); return ok && m.Voter }
+	rep := join("n4", "nowhere:1", tsp.JoinVoter)
+	if len(rep) != 2 || string(rep[0]) != tsp.CodeUnknown || !strings.Contains(string(rep[1]), "has not reported") || !strings.Contains(string(rep[1]), "--force") {
+		t.Fatalf("join --voter of a member never up: %q, want 400 saying it has not reported, and --force", rep)
+	}
+	if isVoter("n4") {
+		t.Fatal("n4 given its vote by a refused join --voter")
+	}
+
+	// n5 is up but far behind: it asked at its applied index 1.
+	submitTo(t, leader, 2*voteSlack)
+	_, tr5 := newcomer(t, "n5", trs[0])
+	addr5 := string(tr5.LocalAddr())
+	if rep := join("n5", addr5); string(rep[0]) != "200" {
+		t.Fatalf("join n5: %q", rep)
+	}
+	if rep := join("n5", addr5, tsp.JoinVoter, "1"); string(rep[0]) != tsp.CodeUnknown {
+		t.Fatalf("n5 asks its vote far behind: %q, want 400", rep)
+	}
+	c := leader.Status().CommitIndex
+	rep = join("n5", addr5, tsp.JoinVoter)
+	if len(rep) != 2 || string(rep[0]) != tsp.CodeUnknown || !strings.HasPrefix(string(rep[1]), catchingUp) || !strings.Contains(string(rep[1]), "entries behind the commit index") {
+		t.Fatalf("join --voter of a member far behind: %q, want 400 %s, how far behind", rep, catchingUp)
+	}
+	if isVoter("n5") {
+		t.Fatal("n5 given its vote by a refused join --voter")
+	}
+	// Once it reported being caught up, the operator's --voter is taken
+	// (its own ask gave it the vote already; the join keeps it).
+	if rep := join("n5", addr5, tsp.JoinVoter, strconv.FormatUint(c, 10)); string(rep[0]) != "200" {
+		t.Fatalf("n5 asks its vote caught up: %q", rep)
+	}
+	if rep := join("n5", addr5, tsp.JoinVoter); string(rep[0]) != "200" || !isVoter("n5") {
+		t.Fatalf("join --voter of a member caught up: %q, voter %v", rep, isVoter("n5"))
+	}
+
+	// --force gives the vote to the member never up.
+	if rep := join("n4", "nowhere:1", tsp.JoinVoterForce); string(rep[0]) != "200" || !isVoter("n4") {
+		t.Fatalf("join --voter --force of n4: %q, voter %v", rep, isVoter("n4"))
+	}
 }
 
 // A member replaced at the same ID between two rounds of the leader's

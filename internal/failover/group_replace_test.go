@@ -2,8 +2,10 @@ package failover
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -113,4 +115,47 @@ func statuses(ctx context.Context, nodes []*node) string {
 		fmt.Fprintf(&b, "\n%s: %+v %v", n.name, st, err)
 	}
 	return b.String()
+}
+
+// TestGroupVoterJoinOfDeadMemberRefused: `titanic cluster join --voter`
+// of a member that joined but is not up is refused (exit 4, saying it
+// has not reported); it gave the vote at once, and the group of three
+// voters with one down would have had no quorum after a leader's loss.
+// Started, the member gets its vote by itself.
+func TestGroupVoterJoinOfDeadMemberRefused(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nodes, brokers, dg := healthyGroup(t, ctx, "g1", "g2", "g3")
+	B := strings.Join(brokers, ",")
+	leader := waitMembers(t, ctx, nodes, names(nodes), 30*time.Second)
+	victim := without(nodes, leader)[0]
+	rest := without(nodes, victim)
+	victim.kill()
+	if err := os.RemoveAll(victim.dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(victim.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	addr := victim.host.Addr + ":7000"
+	for _, args := range [][]string{{"leave", victim.name}, {"join", victim.name, addr}} {
+		if out, err := cli(t, rest[0], append([]string{"cluster", "--broker", B}, args...)...); err != nil {
+			t.Fatalf("cluster %v: %v\n%s%s", args, err, out, dg())
+		}
+	}
+	out, err := cli(t, rest[0], "cluster", "join", "--voter", "--broker", B, victim.name, addr)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 || !strings.Contains(out, "has not reported") {
+		t.Fatalf("cluster join --voter of %s, down: %v, output %q; want exit 4 saying it has not reported%s", victim.name, err, out, dg())
+	}
+	st, err := clusterStatus(ctx, leaderOf(t, ctx, rest, 10*time.Second).endpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(st.voters(), victim.name) {
+		t.Fatalf("%s a voter after a refused join --voter: %v%s", victim.name, st.Members, dg())
+	}
+	victim.args = withoutPeers(victim.args)
+	victim.start(t)
+	waitMembers(t, ctx, nodes, names(nodes), 30*time.Second)
 }

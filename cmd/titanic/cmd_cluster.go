@@ -22,7 +22,8 @@ func runCluster(e env) error {
 	fs := newFlags(e, "cluster", "[join|leave|forget-peer-split] [flags] [ID [RAFT-ADDR]]\n\n  titanic cluster --broker A,B,C               status of every node, lag behind the leader\n  titanic cluster join --broker A,B,C ID ADDR   add a member (sent to the leader; a group's gets its vote once caught up)\n  titanic cluster leave --broker A,B,C ID       remove a member\n  titanic cluster forget-peer-split --broker A  pair: stop answering \"not ready\" for tickets the absent peer\n                                               may have acknowledged alone (they answer 400 until it returns)")
 	cf := addClientFlags(fs)
 	asJSON := addJSONFlag(fs)
-	voter := fs.Bool("voter", false, "join: give the member (already joined) its vote now: for a member of a release older than this one, which does not ask for it")
+	voter := fs.Bool("voter", false, "join: give the member (already joined) its vote now: for a member of a release older than this one, which does not ask for it; a group's leader refuses it for a member that has not reported being caught up")
+	force := fs.Bool("force", false, "join --voter: give the vote although the leader does not know the member caught up (check `titanic cluster` first: a voter that is down or far behind raises the quorum at once)")
 	if err := e.parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -38,7 +39,12 @@ func runCluster(e env) error {
 		if fs.NArg() != 2 {
 			return usagef("want join ID RAFT-ADDR")
 		}
-		if *voter {
+		switch {
+		case *force && !*voter:
+			return usagef("--force goes with join --voter")
+		case *force:
+			return clusterChange(e, cf, tsp.SvcJoin, fs.Arg(0), fs.Arg(1), tsp.JoinVoterForce)
+		case *voter:
 			return clusterChange(e, cf, tsp.SvcJoin, fs.Arg(0), fs.Arg(1), tsp.JoinVoter)
 		}
 		return clusterChange(e, cf, tsp.SvcJoin, fs.Arg(0), fs.Arg(1))

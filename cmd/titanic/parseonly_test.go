@@ -25,6 +25,8 @@ func TestParseOnly(t *testing.T) {
 		{append([]string{"submit", "--wait", "svc", "body"}, dead...), exitOK},
 		{append([]string{"reply", "0123456789abcdef0123456789abcdef", "--wait"}, dead...), exitOK},
 		{append([]string{"cluster", "join", "n4", "10.0.0.4:7000"}, dead...), exitOK},
+		{append([]string{"cluster", "join", "--voter", "--force", "n4", "10.0.0.4:7000"}, dead...), exitOK},
+		{append([]string{"cluster", "join", "--force", "n4", "10.0.0.4:7000"}, dead...), exitUsage},
 		{[]string{"keygen", "--dir", dir, "alice"}, exitOK},
 		{[]string{"restore", "--data", filepath.Join(dir, "restored"), filepath.Join(dir, "missing.db")}, exitOK},
 		{[]string{"broker", "--data", filepath.Join(dir, "data"), "--listen", "tcp://10.0.0.1:5555", "--pair", "primary", "--peer", "10.0.0.2"}, exitOK},

@@ -22,6 +22,7 @@ func TestParseOnlyRefusesWhatARunRefuses(t *testing.T) {
 		{"status"},
 		{"backup"},
 		{"cluster", "join", "n4"},
+		{"cluster", "join", "--force", "n4", "10.0.0.4:7000"},
 		{"worker", "svc"},
 		{"tickets", "--limit", "5000"},
 		{"submit", "--priority", "urgent", "s", "x"},

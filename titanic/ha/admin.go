@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
@@ -81,6 +82,46 @@ type Admin struct {
 	// busy holds a token per request being served: a bound on the
 	// goroutines (each may wait on raft for seconds) any client can make.
 	busy chan struct{}
+	// asks is how far each member that asked for its vote had applied:
+	// an operator's join --voter is taken only for a member known caught
+	// up (a pointer: tests copy the Admin).
+	asks *voteAsks
+}
+
+// voteAsks keeps the last applied index each member sent with its ask
+// for a vote (Versions.askVote), for an operator's join --voter.
+type voteAsks struct {
+	mu   sync.Mutex
+	last map[string]voteAsk
+}
+
+type voteAsk struct {
+	applied uint64
+	at      time.Time
+}
+
+// askFresh is how long a member's ask tells how far it has applied: it
+// asks at each version report (every 2 s) while it lacks its vote.
+const askFresh = 30 * time.Second
+
+func (v *voteAsks) note(id string, applied uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.last[id] = voteAsk{applied: applied, at: time.Now()}
+}
+
+// recent returns member id's last ask if it is fresh, and forgets the
+// stale ones (a bound on the map: only members are noted).
+func (v *voteAsks) recent(id string) (voteAsk, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for k, a := range v.last {
+		if time.Since(a.at) > askFresh {
+			delete(v.last, k)
+		}
+	}
+	a, ok := v.last[id]
+	return a, ok
 }
 
 // adminInFlight bounds the admin requests served at once.
@@ -101,7 +142,8 @@ func changes(req broker.Request) bool {
 
 // NewAdmin returns the admin handler of node.
 func NewAdmin(node *replica.Node, b Replier, log *slog.Logger) *Admin {
-	return &Admin{node: node, b: b, log: log.With("component", "admin"), refusals: lograte.New(lograte.Every), busy: make(chan struct{}, adminInFlight)}
+	return &Admin{node: node, b: b, log: log.With("component", "admin"), refusals: lograte.New(lograte.Every), busy: make(chan struct{}, adminInFlight),
+		asks: &voteAsks{last: map[string]voteAsk{}}}
 }
 
 // ServeMDP implements broker.Handler. Raft calls may block, so the work
@@ -135,6 +177,30 @@ func text(code, msg string) [][]byte { return [][]byte{[]byte(code), []byte(msg)
 // catchingUp starts the refusal of a vote asked too far behind.
 const catchingUp = "catching up"
 
+// askedByStranger starts the refusal of a vote asked by a node that is
+// not a member: one that left (and kept running) and finds itself out of
+// its own configuration asks all the same (see Versions.askVote).
+const askedByStranger = "only a member may ask for its vote"
+
+// caughtUp says why member id, as far as the leader knows, has not
+// caught up: nil if its last ask for its vote (Versions.askVote) was
+// within voteSlack of the commit index.
+func (a *Admin) caughtUp(id string) error {
+	ask, ok := a.asks.recent(id)
+	if !ok {
+		// The member asks for its vote itself (and gets it) once
+		// caught up: one that did not ask is down, not joined yet,
+		// still far behind (it asks only near its own commit index), or
+		// of a release that does not ask.
+		return fmt.Errorf("%s has not reported how far it has applied in the last %s (down, not joined yet, still catching up, or of an older release that does not ask for its vote): its vote now would raise the quorum before it can take part; give it with --force once `titanic cluster` shows it caught up", id, askFresh)
+	}
+	if c := a.node.Status().CommitIndex; ask.applied+voteSlack < c {
+		return fmt.Errorf("%s: %s reported applied index %d %s ago, %d entries behind the commit index %d; it gets its vote itself once caught up (--force gives it now)",
+			catchingUp, id, ask.applied, time.Since(ask.at).Round(time.Second), c-ask.applied, c)
+	}
+	return nil
+}
+
 // memberIDs lists the members' IDs, for refusals.
 func (a *Admin) memberIDs() string {
 	ms, err := a.node.Members()
@@ -166,9 +232,10 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 		return a.status()
 	case tsp.SvcJoin:
 		nonvoter := len(req.Body) == 3 && string(req.Body[2]) == tsp.JoinNonvoter
-		vote := (len(req.Body) == 3 || len(req.Body) == 4) && string(req.Body[2]) == tsp.JoinVoter
+		force := len(req.Body) == 3 && string(req.Body[2]) == tsp.JoinVoterForce
+		vote := (len(req.Body) == 3 || len(req.Body) == 4) && string(req.Body[2]) == tsp.JoinVoter || force
 		if len(req.Body) != 2 && !nonvoter && !vote || len(req.Body[0]) == 0 || len(req.Body[1]) == 0 {
-			return text("400", "want [node id | raft address], or [node id | raft address | "+tsp.JoinNonvoter+" or "+tsp.JoinVoter+" [| applied index]]")
+			return text("400", "want [node id | raft address], or [node id | raft address | "+tsp.JoinNonvoter+", "+tsp.JoinVoterForce+" or "+tsp.JoinVoter+" [| applied index]]")
 		}
 		if !a.node.IsLeader() {
 			return text(tsp.CodeError, string(tsp.NotActive))
@@ -179,6 +246,9 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			applied, err := strconv.ParseUint(string(req.Body[3]), 10, 64)
 			if err != nil {
 				return text("400", fmt.Sprintf("applied index %q", req.Body[3]))
+			}
+			if _, ok := a.node.MemberAt(string(req.Body[0]), ""); ok {
+				a.asks.note(string(req.Body[0]), applied)
 			}
 			if c := a.node.Status().CommitIndex; applied+voteSlack < c {
 				return text("400", fmt.Sprintf("%s: %d entries behind the commit index %d", catchingUp, c-applied, c))
@@ -199,7 +269,17 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			nonvoter = true
 		}
 		if vote && !known {
-			return text("400", "only a member may ask for its vote: join first")
+			return text("400", askedByStranger+": join first")
+		}
+		if vote && len(req.Body) == 3 && !force && a.NonvoterFirst && !(known && m.Voter) {
+			// An operator's join --voter in a group: given to a member
+			// that is down or far behind, the vote raised the quorum at
+			// once (3 voters, 2 up: a leader's loss then left no
+			// quorum). Taken only for a member whose last ask for its
+			// vote said it has caught up.
+			if err := a.caughtUp(id); err != nil {
+				return text("400", err.Error())
+			}
 		}
 		promotes := false
 		if a.Pair != nil && a.Pair.withholdsVote(id) {

@@ -288,14 +288,18 @@ func (v *Versions) Run(ctx context.Context) error {
 	settled := false
 	fastUntil := time.Now().Add(settleFor * v.interval)
 	var (
-		peer         Requester
-		peerAt       string
-		announced    uint64 // the term this node last announced in
-		announcedAt  time.Time
-		announcedTo  string // the members then, by ID
-		warnedBelow  = map[string]bool{}
-		warnedReport bool
-		failedSince  time.Time // first report that got no answer, of a run
+		peer        Requester
+		peerAt      string
+		announced   uint64 // the term this node last announced in
+		announcedAt time.Time
+		announcedTo string // the members then, by ID
+		// announcedConf: the configuration entry then (group): a member
+		// replaced at the same ID, leave and join between two rounds,
+		// leaves the IDs as they were.
+		announcedConf uint64
+		warnedBelow   = map[string]bool{}
+		warnedReport  bool
+		failedSince   time.Time // first report that got no answer, of a run
 	)
 	defer func() {
 		if peer != nil {
@@ -362,12 +366,19 @@ func (v *Versions) Run(ctx context.Context) error {
 			if term != announced {
 				fastUntil = time.Now().Add(settleFor * v.interval)
 			}
-			if raise || term != announced || to.String() != announcedTo || missing && time.Since(announcedAt) > 15*v.interval {
+			// A newcomer at the ID of a member that left learns it too:
+			// the member that left had reported, so none is missing, and
+			// when its leave and the join fell between two rounds the
+			// IDs were as before; the newcomer, sent a snapshot that
+			// held no announcement, did not report, nor ask for its
+			// vote, for 15 rounds.
+			conf := v.node.ConfigIndex()
+			if raise || term != announced || to.String() != announcedTo || v.group && conf != announcedConf || missing && time.Since(announcedAt) > 15*v.interval {
 				if err := v.node.Announce(ctx, a); err != nil {
 					v.log.Debug("announcement not written", "err", err)
 					continue
 				}
-				announced, announcedAt, announcedTo = term, time.Now(), to.String()
+				announced, announcedAt, announcedTo, announcedConf = term, time.Now(), to.String(), conf
 				if raise {
 					v.log.Info("cluster version raised: every member reads it", "cluster_version", low, "was", cv, "members", len(ms))
 				}
@@ -425,8 +436,21 @@ func (v *Versions) askVote(ctx context.Context, peer Requester) {
 		return
 	}
 	m, ok := v.node.MemberAt(v.self, "")
-	if !ok || m.Voter {
+	if ok && m.Voter {
 		return
+	}
+	addr := m.Addr
+	if !ok {
+		// Out of its own configuration, it asks all the same, at its
+		// own raft address: the leader answers from its configuration
+		// (a stranger is refused). A member replaced at the same ID and
+		// address was left out of its own configuration for good, and
+		// so without its vote: the leader's replication of the member
+		// that left, in its backoff, made a last try after the join
+		// and sent a snapshot older than what the newcomer held, whose
+		// configuration (without it) raft took as its latest. The
+		// leader's entry that gives the vote puts it back.
+		addr = v.raftAddr
 	}
 	st := v.node.Status()
 	if st.CommitIndex == 0 || st.AppliedIndex+voteSlack < st.CommitIndex {
@@ -438,12 +462,15 @@ func (v *Versions) askVote(ctx context.Context, peer Requester) {
 	// last entry it holds, so only the leader can tell how far behind it
 	// is (it was given its vote thousands of entries behind; found by a
 	// tester of the group under faults).
-	rep, err := peer.Request(cctx, tsp.SvcJoin, [][]byte{[]byte(v.self), []byte(m.Addr), []byte(tsp.JoinVoter), []byte(strconv.FormatUint(st.AppliedIndex, 10))})
+	rep, err := peer.Request(cctx, tsp.SvcJoin, [][]byte{[]byte(v.self), []byte(addr), []byte(tsp.JoinVoter), []byte(strconv.FormatUint(st.AppliedIndex, 10))})
 	switch {
 	case err != nil:
 		v.log.Debug("asking the leader for a vote", "err", err)
 	case len(rep) > 1 && string(rep[0]) == "400" && strings.HasPrefix(string(rep[1]), catchingUp):
 		v.log.Debug("the leader keeps this node's vote until it has caught up", "answer", string(rep[1]))
+	case !ok && len(rep) > 1 && string(rep[0]) == "400" && strings.HasPrefix(string(rep[1]), askedByStranger):
+		// It left the group, and keeps running outside it.
+		v.log.Debug("not a member: no vote to ask for", "answer", string(rep[1]))
 	case len(rep) == 0 || string(rep[0]) != tsp.CodeOK:
 		v.log.Warn("the leader did not give this node its vote", "answer", fmt.Sprintf("%q", rep))
 	default:

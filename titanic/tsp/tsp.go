@@ -130,6 +130,14 @@ const JoinNonvoter = "nonvoter"
 // answers 400.
 const JoinVoter = "voter"
 
+// JoinVoterForce is the third frame of an operator's titanic.cluster.join
+// that gives a group's member its vote although the leader does not know
+// it caught up (`cluster join --voter --force`): a plain JoinVoter from
+// the operator is refused for a member that has not asked for its vote
+// with an applied index near the commit index. A release without it
+// answers 400.
+const JoinVoterForce = "voter-force"
+
 // Kind is the kind of a refusal: the fixed token its text frame starts
 // with. The constants are the exact texts the wire has carried since the
 // release that introduced each.

@@ -130,7 +130,12 @@ func hclogValue(v any) any {
 // first snapshot interval, is debug; "peer has newer term, stopping
 // replication", a leader deposed by an election it lost (a pair's two
 // nodes starting together, a partition healed) and stepping down as it
-// should, is a warning.
+// should, is a warning; so is "failed to make requestVote RPC", a
+// candidate that cannot reach a peer: the peer is down or cut off, which
+// is why there is an election (a pair's survivor whose raft's timer fires
+// before Binary Star's failover logged it as an ERROR in a failover that
+// went right). A peer down long is said by the leader's replication
+// lines, which stay errors.
 func errorLevel(msg string, kv []any) hclog.Level {
 	switch msg {
 	case "failed to take snapshot":
@@ -139,7 +144,7 @@ func errorLevel(msg string, kv []any) hclog.Level {
 				return hclog.Debug
 			}
 		}
-	case "peer has newer term, stopping replication":
+	case "peer has newer term, stopping replication", "failed to make requestVote RPC":
 		return hclog.Warn
 	}
 	return hclog.Error

@@ -73,7 +73,8 @@ func TestRaftLogLevelsAndNames(t *testing.T) {
 // hclog.Fmt("%+v", servers)), which hclog formats; written as they came,
 // the record read servers="[%+v [{Suffrage:Voter ...}]]". And the
 // "nothing new to snapshot" a node meets after taking over is no error,
-// nor a leader deposed by the election it lost.
+// nor a leader deposed by the election it lost, nor a candidate's vote
+// request to the peer that is down.
 func TestRaftLogFormatsValues(t *testing.T) {
 	var buf bytes.Buffer
 	n := &Node{log: slog.New(slog.NewTextHandler(&buf, nil))}
@@ -81,6 +82,7 @@ func TestRaftLogFormatsValues(t *testing.T) {
 	n.hclog().Error("failed to take snapshot", "error", raft.ErrNothingNewToSnapshot)
 	n.hclog().Error("failed to take snapshot", "error", errors.New("disk full"))
 	n.hclog().Error("peer has newer term, stopping replication", "peer", "primary")
+	n.hclog().Error("failed to make requestVote RPC", "target", "primary", "error", errors.New("EOF"), "term", 4)
 	out := buf.String()
 	if !strings.Contains(out, `servers=[{ID:primary}]`) || !strings.Contains(out, "mask=0xff") {
 		t.Errorf("hclog values not formatted as hclog does: %s", out)
@@ -90,6 +92,9 @@ func TestRaftLogFormatsValues(t *testing.T) {
 	}
 	if !strings.Contains(out, "level=WARN msg=\"peer has newer term") {
 		t.Errorf("a leader deposed by an election logged other than at WARN: %s", out)
+	}
+	if !strings.Contains(out, "level=WARN msg=\"failed to make requestVote RPC\"") {
+		t.Errorf("a vote request to a peer that is down logged other than at WARN: %s", out)
 	}
 	if !strings.Contains(out, "level=ERROR msg=\"failed to take snapshot\" error=\"disk full\"") {
 		t.Errorf("a real snapshot failure not logged: %s", out)

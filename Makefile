@@ -62,9 +62,9 @@ unit: build test-deps
 # `make unit` runs its short version. The seed is printed; replay one with
 # TITANIC_JEPSEN_SEED=N make jepsen (or go test -run 'TestJepsenPair/split').
 # Reports land in artifacts/jepsen-<scenario>.txt.
-# FAILOVER_LONG are the failover tests with variants that only run with
-# TITANIC_JEPSEN=long (their other variants run in `make test`).
-FAILOVER_LONG = ^(TestPairPassiveLosesPartOfItsDirectory|TestPairRollingRestart)$$
+# FAILOVER_LONG are the failover tests with variants or rounds that only
+# run with TITANIC_JEPSEN=long (their shorter forms run in `make test`).
+FAILOVER_LONG = ^(TestPairPassiveLosesPartOfItsDirectory|TestPairRollingRestart|TestGroupStoppedLeaderAcksNothingLost)$$
 jepsen: build test-deps
 	mkdir -p artifacts
 	TITANIC_JEPSEN=long TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -count=1 -timeout 40m -v -run 'TestJepsen' ./internal/jepsen/

@@ -194,7 +194,7 @@ func TestGroupStoppedLeaderAcksNothingLost(t *testing.T) {
 	ld := startLoad(t, ctx, brokers, 4, clientTimeout)
 	var all []ack
 	sent, sentStopped := 0, 0
-	for round := 1; round <= 4; round++ {
+	for round := 1; round <= rounds(2, 4); round++ {
 		leader := waitGroupHealthy(t, ctx, nodes, 30*time.Second)
 		ld.progress(t, 50, 30*time.Second, fmt.Sprintf("round %d: acks before", round), dg)
 		// Submits straight to the leader from before the stop to after

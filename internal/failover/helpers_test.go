@@ -612,3 +612,13 @@ func longOnly(t *testing.T) {
 		t.Skip("a longer variant of a scenario other tests cover: run with TITANIC_JEPSEN=long (make jepsen)")
 	}
 }
+
+// rounds is how many rounds of its fault a test runs: short in make test
+// (the suite keeps within its time), long with TITANIC_JEPSEN=long (make
+// jepsen runs the FAILOVER_LONG tests so).
+func rounds(short, long int) int {
+	if os.Getenv("TITANIC_JEPSEN") == "long" {
+		return long
+	}
+	return short
+}

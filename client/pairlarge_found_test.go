@@ -1,0 +1,114 @@
+package client
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"github.com/titanicmq/titanic/titanic/tsp"
+)
+
+// limitedActive is the active node of a pair with a ZMQ_MAXMSGSIZE of
+// maxMsg (limits.max_message_size): it answers the role question as
+// serving, and a request over the limit never reaches it (libzmq closes
+// the connection on it). conns counts the connections it took.
+func limitedActive(t *testing.T, maxMsg int64) (ep string, conns func() int) {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := zctx.NewSocket(zmq.ROUTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetLinger(0)
+	if err := s.SetMaxmsgsize(maxMsg); err != nil {
+		t.Fatal(err)
+	}
+	mon := "inproc://limited-active-mon"
+	if err := s.Monitor(mon, zmq.EVENT_ACCEPTED); err != nil {
+		t.Fatal(err)
+	}
+	m, err := zctx.NewSocket(zmq.PAIR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Connect(mon); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bind("tcp://127.0.0.1:*"); err != nil {
+		t.Fatal(err)
+	}
+	ep, _ = s.GetLastEndpoint()
+	accepted := make(chan struct{}, 1024)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { _ = zctx.Term() }()
+		p := zmq.NewPoller()
+		p.Add(s, zmq.POLLIN)
+		p.Add(m, zmq.POLLIN)
+		for {
+			select {
+			case <-stop:
+				_ = s.Close()
+				_ = m.Close()
+				return
+			default:
+			}
+			polled, err := p.Poll(10 * time.Millisecond)
+			if err != nil {
+				continue
+			}
+			for _, pl := range polled {
+				if pl.Socket == m {
+					if _, err := m.RecvMessageBytes(0); err == nil {
+						accepted <- struct{}{}
+					}
+					continue
+				}
+				msg, err := s.RecvMessageBytes(0)
+				if err != nil || len(msg) < 4 {
+					continue
+				}
+				if string(msg[3]) == tsp.SvcRole {
+					rep := append([][]byte{msg[0], {}, []byte("MDPC01"), msg[3]}, tsp.EncodeRole(tsp.Role{Serving: true, Star: "active"})...)
+					_, _ = s.SendMessage(rep)
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return ep, func() int { return len(accepted) }
+}
+
+// README (Refusal kinds): a request over the broker's
+// limits.max_message_size fails "at once: resending the same request
+// cannot help". In a pair whose active node has the limit (and answers
+// the role question as serving) and whose passive node refuses, the call
+// spends its tries (Retries x 2), as it did before the change that sends a
+// cut request again alone; but since that change each try starts with the
+// too-large verdict cleared (exchange), so every try to the active costs
+// two cuts and two reconnects and sends the large request twice: 0.44 s
+// and 8 connections before, 2.1-2.6 s and 18 connections after, whatever
+// the Timeout. The verdict should hold for the rest of the call.
+func TestPairTooLargeFailsAtOnce(t *testing.T) {
+	active, conns := limitedActive(t, 1024)
+	passive := passivePeer(t)
+	const timeout = 3 * time.Second
+	c := newClient(t, timeout, 3, active, passive.endpoint)
+	start := time.Now()
+	_, err := c.Request(testCtx(t), "echo", [][]byte{make([]byte, 5000)})
+	el := time.Since(start)
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || len(ue.Causes) == 0 || ue.Causes[0].Cause != CauseTooLarge {
+		t.Fatalf("Request = %v, want an *UnavailableError whose first cause is CauseTooLarge", err)
+	}
+	t.Logf("took %s, %d connections to the active", el, conns())
+	if el > time.Second {
+		t.Errorf("gave up after %s and %d connections to the active, want within 1s (at once; 0.44s before the change)", el, conns())
+	}
+}

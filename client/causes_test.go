@@ -108,24 +108,8 @@ func TestCauseNoAnswerOnEarlierConnection(t *testing.T) {
 // stops) once it received a message.
 func rawRouter(t *testing.T, maxMsg int64, closeOnFirst bool) (ep string, got <-chan [][]byte) {
 	t.Helper()
-	zctx, err := zmq.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := zctx.NewSocket(zmq.ROUTER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = s.SetLinger(0)
-	if maxMsg > 0 {
-		if err := s.SetMaxmsgsize(maxMsg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Bind("tcp://127.0.0.1:*"); err != nil {
-		t.Fatal(err)
-	}
-	ep, _ = s.GetLastEndpoint()
+	zctx, s, ep0 := limitedRouter(t, maxMsg)
+	ep = ep0
 	ch := make(chan [][]byte, 64)
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -483,4 +467,30 @@ func TestRefusedAtOnce(t *testing.T) {
 			t.Errorf("%+v: RefusedAtOnce %v, want %v", tc.e, got, tc.want)
 		}
 	}
+}
+
+// limitedRouter is a ROUTER of its own context with no linger and, when
+// maxMsg > 0, that ZMQ_MAXMSGSIZE (limits.max_message_size), bound to
+// ep, a free port of the loopback.
+func limitedRouter(t *testing.T, maxMsg int64) (*zmq.Context, *zmq.Socket, string) {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := zctx.NewSocket(zmq.ROUTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetLinger(0)
+	if maxMsg > 0 {
+		if err := s.SetMaxmsgsize(maxMsg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Bind("tcp://127.0.0.1:*"); err != nil {
+		t.Fatal(err)
+	}
+	ep, _ := s.GetLastEndpoint()
+	return zctx, s, ep
 }

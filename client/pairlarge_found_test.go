@@ -16,18 +16,8 @@ import (
 // the connection on it). conns counts the connections it took.
 func limitedActive(t *testing.T, maxMsg int64) (ep string, conns func() int) {
 	t.Helper()
-	zctx, err := zmq.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := zctx.NewSocket(zmq.ROUTER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = s.SetLinger(0)
-	if err := s.SetMaxmsgsize(maxMsg); err != nil {
-		t.Fatal(err)
-	}
+	zctx, s, ep0 := limitedRouter(t, maxMsg)
+	ep = ep0
 	mon := "inproc://limited-active-mon"
 	if err := s.Monitor(mon, zmq.EVENT_ACCEPTED); err != nil {
 		t.Fatal(err)
@@ -39,10 +29,6 @@ func limitedActive(t *testing.T, maxMsg int64) (ep string, conns func() int) {
 	if err := m.Connect(mon); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Bind("tcp://127.0.0.1:*"); err != nil {
-		t.Fatal(err)
-	}
-	ep, _ = s.GetLastEndpoint()
 	accepted := make(chan struct{}, 1024)
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {

@@ -74,13 +74,13 @@ func limitedActive(t *testing.T, maxMsg int64) (ep string, conns func() int) {
 // README (Refusal kinds): a request over the broker's
 // limits.max_message_size fails "at once: resending the same request
 // cannot help". In a pair whose active node has the limit (and answers
-// the role question as serving) and whose passive node refuses, the call
-// spends its tries (Retries x 2), as it did before the change that sends a
-// cut request again alone; but since that change each try starts with the
-// too-large verdict cleared (exchange), so every try to the active costs
-// two cuts and two reconnects and sends the large request twice: 0.44 s
-// and 8 connections before, 2.1-2.6 s and 18 connections after, whatever
-// the Timeout. The verdict should hold for the rest of the call.
+// the role question as serving) and whose passive node refuses, a try
+// that ends with the request cut after its lone resend is no verdict for
+// the call (a connection reset twice looks the same), but the next try to
+// the active sends it once: cut again, it is too large for the rest of
+// the call, and the call ends without sending it there again, nor voting
+// at the passive. When every try started afresh, each cost two cuts and
+// two reconnects, over Retries x 2 tries: 2.1-2.6 s and 18 connections.
 func TestPairTooLargeFailsAtOnce(t *testing.T) {
 	active, conns := limitedActive(t, 1024)
 	passive := passivePeer(t)
@@ -94,6 +94,15 @@ func TestPairTooLargeFailsAtOnce(t *testing.T) {
 		t.Fatalf("Request = %v, want an *UnavailableError whose first cause is CauseTooLarge", err)
 	}
 	t.Logf("took %s, %d connections to the active", el, conns())
+	if n := len(passive.requests()); n > 0 {
+		t.Errorf("the passive node got the request %d times (votes to take over from an active that answers)", n)
+	}
+	// Three connections the first try (cut, resent, cut), two the second
+	// (cut), one for the role question of the third; a request sent to
+	// the active again after its second verdict makes more.
+	if n := conns(); n > 8 {
+		t.Errorf("%d connections to the active, want at most 8: the request was sent there again after it was taken for too large twice", n)
+	}
 	if el > time.Second {
 		t.Errorf("gave up after %s and %d connections to the active, want within 1s (at once; 0.44s before the change)", el, conns())
 	}

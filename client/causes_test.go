@@ -111,10 +111,7 @@ func rawRouter(t *testing.T, maxMsg int64, closeOnFirst bool) (ep string, got <-
 	zctx, s, ep0 := limitedRouter(t, maxMsg)
 	ep = ep0
 	ch := make(chan [][]byte, 64)
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() { _ = zctx.Term() }()
+	runRouter(t, zctx, func(stop <-chan struct{}) {
 		p := zmq.NewPoller()
 		p.Add(s, zmq.POLLIN)
 		for {
@@ -138,9 +135,21 @@ func rawRouter(t *testing.T, maxMsg int64, closeOnFirst bool) (ep string, got <-
 				return
 			}
 		}
+	})
+	return ep, ch
+}
+
+// runRouter runs loop, which owns the sockets of zctx, in a goroutine
+// until the test ends: loop returns once stop is closed, and zctx is then
+// terminated.
+func runRouter(t *testing.T, zctx *zmq.Context, loop func(stop <-chan struct{})) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { _ = zctx.Term() }()
+		loop(stop)
 	}()
 	t.Cleanup(func() { close(stop); <-done })
-	return ep, ch
 }
 
 // A request over the broker's ZMQ_MAXMSGSIZE: the broker drops the

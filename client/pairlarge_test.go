@@ -30,10 +30,7 @@ func limitedActive(t *testing.T, maxMsg int64) (ep string, conns func() int) {
 		t.Fatal(err)
 	}
 	accepted := make(chan struct{}, 1024)
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() { _ = zctx.Term() }()
+	runRouter(t, zctx, func(stop <-chan struct{}) {
 		p := zmq.NewPoller()
 		p.Add(s, zmq.POLLIN)
 		p.Add(m, zmq.POLLIN)
@@ -66,8 +63,7 @@ func limitedActive(t *testing.T, maxMsg int64) (ep string, conns func() int) {
 				}
 			}
 		}
-	}()
-	t.Cleanup(func() { close(stop); <-done })
+	})
 	return ep, func() int { return len(accepted) }
 }
 

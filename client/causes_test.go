@@ -108,29 +108,10 @@ func TestCauseNoAnswerOnEarlierConnection(t *testing.T) {
 // stops) once it received a message.
 func rawRouter(t *testing.T, maxMsg int64, closeOnFirst bool) (ep string, got <-chan [][]byte) {
 	t.Helper()
-	zctx, err := zmq.NewContext()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := zctx.NewSocket(zmq.ROUTER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = s.SetLinger(0)
-	if maxMsg > 0 {
-		if err := s.SetMaxmsgsize(maxMsg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Bind("tcp://127.0.0.1:*"); err != nil {
-		t.Fatal(err)
-	}
-	ep, _ = s.GetLastEndpoint()
+	zctx, s, ep0 := limitedRouter(t, maxMsg)
+	ep = ep0
 	ch := make(chan [][]byte, 64)
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() { _ = zctx.Term() }()
+	runRouter(t, zctx, func(stop <-chan struct{}) {
 		p := zmq.NewPoller()
 		p.Add(s, zmq.POLLIN)
 		for {
@@ -154,9 +135,21 @@ func rawRouter(t *testing.T, maxMsg int64, closeOnFirst bool) (ep string, got <-
 				return
 			}
 		}
+	})
+	return ep, ch
+}
+
+// runRouter runs loop, which owns the sockets of zctx, in a goroutine
+// until the test ends: loop returns once stop is closed, and zctx is then
+// terminated.
+func runRouter(t *testing.T, zctx *zmq.Context, loop func(stop <-chan struct{})) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { _ = zctx.Term() }()
+		loop(stop)
 	}()
 	t.Cleanup(func() { close(stop); <-done })
-	return ep, ch
 }
 
 // A request over the broker's ZMQ_MAXMSGSIZE: the broker drops the
@@ -483,4 +476,30 @@ func TestRefusedAtOnce(t *testing.T) {
 			t.Errorf("%+v: RefusedAtOnce %v, want %v", tc.e, got, tc.want)
 		}
 	}
+}
+
+// limitedRouter is a ROUTER of its own context with no linger and, when
+// maxMsg > 0, that ZMQ_MAXMSGSIZE (limits.max_message_size), bound to
+// ep, a free port of the loopback.
+func limitedRouter(t *testing.T, maxMsg int64) (*zmq.Context, *zmq.Socket, string) {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := zctx.NewSocket(zmq.ROUTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetLinger(0)
+	if maxMsg > 0 {
+		if err := s.SetMaxmsgsize(maxMsg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Bind("tcp://127.0.0.1:*"); err != nil {
+		t.Fatal(err)
+	}
+	ep, _ := s.GetLastEndpoint()
+	return zctx, s, ep
 }

@@ -94,6 +94,28 @@ func (e *KeyConflictError) Is(target error) bool {
 	return target == ErrKeyConflict || target == ErrRejected
 }
 
+// uncertainError is the error of a submit that a broker said it may have
+// stored ("outcome unknown") and that then failed otherwise: it gives the
+// key, with which a resend makes no second ticket. Typed so that Sharded
+// can tell it from a failure that stored nothing (mayBeStored).
+type uncertainError struct {
+	service, key string
+	err          error
+}
+
+func (e *uncertainError) Error() string {
+	return fmt.Sprintf("submit to %s with idempotency key %q, which a broker said it may have stored: %v", e.service, e.key, e.err)
+}
+
+func (e *uncertainError) Unwrap() error { return e.err }
+
+// mayBeStored reports that err is that of a submit a broker said it may
+// have stored.
+func mayBeStored(err error) bool {
+	var ue *uncertainError
+	return errors.As(err, &ue)
+}
+
 // UnavailableError is the error of a call that no broker served (it
 // matches ErrUnavailable): the tries it made and, per broker endpoint,
 // what the client saw of it (Causes), so that a dead broker, a refused

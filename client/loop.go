@@ -207,6 +207,12 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 	// chance: find does not wait for it again, and another broker may be
 	// asked to take over from it.
 	silent := make([]bool, n)
+	// large[i]: the tries of this call whose request broker i cut after
+	// its lone resend (seen.tooLarge). A connection reset twice does that
+	// too, so one such try is no verdict for the call: the next try's
+	// first send is a suspect already (it was sent again alone), and a
+	// cut of it makes two: the request is not sent there again.
+	large := make([]int, n)
 	waited := false // a try waited out its Timeout (others were refused at once)
 	cn.begin()
 	msg := mdp.ClientRequest(cl.service, cl.body...)
@@ -223,8 +229,14 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 				c.choose(cn, cl, i)
 			}
 		}
+		if err == nil && large[cn.active] >= 2 {
+			// The broker to take the request closes the connection on
+			// it: resending it there cannot help, and another broker
+			// is not to be asked to take over from one that answers.
+			return nil, c.unavailable(cn, cl.service, false, try, waited)
+		}
 		if err == nil {
-			frames, err = c.exchange(cn, cn.active, cl, msg, c.quit)
+			frames, err = c.exchange(cn, cn.active, cl, msg, large[cn.active] > 0, c.quit)
 			if err == nil && !notActive(frames) && !notReady(frames) {
 				c.calls_.Add(1)
 				cn.last = cn.active
@@ -233,6 +245,9 @@ func (c *Client) serve(cn *conn, cl *call) ([][]byte, error) {
 			// Whatever happened, the socket may hold a late answer: drop
 			// it so it cannot be taken for the answer to the next call.
 			cn.drop(cn.active)
+			if errors.Is(err, errRefused) && cn.seen[cn.active].tooLarge {
+				large[cn.active]++
+			}
 			if errors.Is(err, errTimeout) || errors.Is(err, errRefused) && !cn.seen[cn.active].tooLarge {
 				// It had its chance (or refuses it): find does not
 				// wait for it again. Not one that closed the
@@ -339,7 +354,7 @@ func (c *Client) serveOnce(cn *conn, cl *call, quit <-chan struct{}) ([][]byte, 
 		}
 		c.choose(cn, cl, i)
 	}
-	frames, err := c.exchange(cn, cn.active, cl, mdp.ClientRequest(cl.service, cl.body...), quit)
+	frames, err := c.exchange(cn, cn.active, cl, mdp.ClientRequest(cl.service, cl.body...), false, quit)
 	if err != nil {
 		cn.drop(cn.active) // a late answer must not be taken for the next call's
 	}
@@ -350,8 +365,10 @@ func (c *Client) serveOnce(cn *conn, cl *call, quit <-chan struct{}) ([][]byte, 
 // connection is cut with it in flight and made again at once, msg is sent
 // again, once, within the same try: the broker may hold it or not, and a
 // second cut tells a request over its size limit from a broker restarted
-// or a connection reset.
-func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, quit <-chan struct{}) ([][]byte, error) {
+// or a connection reset. suspect: an earlier try of the call ended so
+// (msg cut after its lone resend): msg is a suspect from its first send,
+// and a cut of it is taken for too large at once.
+func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, suspect bool, quit <-chan struct{}) ([][]byte, error) {
 	s, err := cn.sock(i)
 	if err != nil {
 		return nil, err
@@ -369,7 +386,7 @@ func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, quit <-chan s
 		}
 		return nil
 	}
-	for again := false; ; again = true {
+	for again := suspect; ; again = true {
 		// A connecting DEALER queues the message (ZMQ_IMMEDIATE is
 		// off), so a failed send means a full pipe: treat it as an
 		// unanswered try.

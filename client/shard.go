@@ -70,7 +70,12 @@ const probeTicket = "shard-probe"
 // A submit without a key goes round robin over the shards, skipping the
 // ones seen down; when the shard it tried does not answer (or answers busy,
 // ErrServer), it moves on to the next, so new work keeps flowing to the
-// healthy shards while one is down. The price: an unkeyed submit that
+// healthy shards while one is down. Not when the shard said the submit
+// may be stored ("outcome unknown": a raft leader lost its leadership
+// with it in flight) and its resend then failed: Submit returns that
+// error, naming the shard and the random key, with which the caller can
+// resend it there without a second ticket (a keyed submit with
+// WithKeyedFallback stops there too). The price: an unkeyed submit that
 // timed out on a shard that had stored it before dying leaves a ticket
 // there that no caller knows, and its job runs on both shards. Work that
 // must run once carries a key.
@@ -345,6 +350,9 @@ func (s *Sharded) Submit(ctx context.Context, service string, body [][]byte, opt
 		if err == nil {
 			return tk, nil
 		}
+		if err := heldBy(sh, err); err != nil {
+			return "", err
+		}
 		if !errors.Is(err, ErrShardUnavailable) && !errors.Is(err, ErrServer) {
 			return "", err
 		}
@@ -382,12 +390,28 @@ func (s *Sharded) submitKeyed(ctx context.Context, service string, body [][]byte
 			}
 			return tk, nil
 		}
+		if err := heldBy(sh, err); err != nil {
+			return "", err
+		}
 		if !errors.Is(err, ErrShardUnavailable) {
 			return "", err
 		}
 		errs = append(errs, err)
 	}
 	return "", fmt.Errorf("submit to %s: no shard of %d answered: %w", clipName(service), len(s.shards), errors.Join(errs...))
+}
+
+// heldBy returns err naming sh when sh said the submit may be stored
+// ("outcome unknown"; err gives its key), and nil for any other err. Such
+// a submit goes to no other shard: under a new random key (or the same key
+// on a shard that does not know it) it would make a second ticket, while
+// sh may hold the first and run it once it serves again, and the caller
+// would learn only of the second. The caller resends it with the key.
+func heldBy(sh *shard, err error) error {
+	if !mayBeStored(err) {
+		return nil
+	}
+	return fmt.Errorf("shard %d may hold the submit, so no other shard was given it: %w", sh.index, err)
 }
 
 // submitTo submits to one shard and names the ticket after it.

@@ -67,7 +67,7 @@ func (c *Client) Submit(ctx context.Context, service string, body [][]byte, opt 
 	uncertain := false
 	failed := func(err error) error {
 		if uncertain {
-			return fmt.Errorf("submit to %s with idempotency key %q, which a broker said it may have stored: %w", clipName(service), key, err)
+			return &uncertainError{service: clipName(service), key: key, err: err}
 		}
 		return err
 	}

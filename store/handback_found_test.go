@@ -1,0 +1,63 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/titanicmq/titanic/store"
+)
+
+// A ticket the yielding node took in alone and handed over by a try cut
+// short comes back to it from the taker once the roles turn: the taker
+// adopted it (its solo journal says so) and hands it back as an adopted
+// ticket (OpAdopt), for the first node "may still hold it". But the first
+// node may have served alone again in between (Binary Star made it
+// active: it reforms the raft it halted for the handover) and its client
+// closed the ticket there (acknowledged). The adoption handed back then
+// makes the ticket anew on the node that created and closed it: it runs
+// again and holds its key again. Only the node's adopted bucket stops an
+// adoption of a ticket closed since, and a node never adopted a ticket it
+// created itself.
+func TestHandbackOfAdoptedTicketClosedOnItsCreator(t *testing.T) {
+	ctx := context.Background()
+	first, _ := newStore(t)  // yields first, then takes the other's work
+	second, _ := newStore(t) // takes a first try, then yields
+	x := store.NewID()
+	mustApplyLog(t, first, store.Entry{Index: 1, Term: 2, Shared: true},
+		store.Entry{Index: 2, Term: 3, Solo: true, Ops: []store.Op{submit(x, "s", []byte("x"))}})
+	mustApplyLog(t, second, store.Entry{Index: 1, Term: 2, Shared: true})
+
+	// The first try of the first node's handover reaches the second, which
+	// takes it alone (a raft of its own: solo entries); its answer is lost.
+	var try []store.Op
+	if err := first.HandoverOps(ctx, 1, 1<<20, func(ops []store.Op, keys []store.HandoverKey) error {
+		try = append(append(try, store.HandoverKeyedMark(store.HandoverName("first", 1), keys)), ops...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mustApplyLog(t, second, store.Entry{Index: 2, Term: 5, Solo: true, Ops: try})
+	if _, err := second.Get(ctx, x); err != nil {
+		t.Fatalf("the first try did not hand x over: %v", err)
+	}
+
+	// The first node serves alone again, in a later term, and x's client
+	// closes x there: acknowledged.
+	mustApplyLog(t, first, store.Entry{Index: 3, Term: 4, Solo: true, Ops: []store.Op{{Kind: store.OpClose, ID: x, Time: at(2)}}})
+
+	// The roles turn: the second node yields to the first, which takes
+	// its handover.
+	var back []store.Op
+	if err := second.HandoverOps(ctx, 1, 1<<20, func(ops []store.Op, keys []store.HandoverKey) error {
+		back = append(append(back, store.HandoverKeyedMark(store.HandoverName("second", 1), keys)), ops...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mustApplyLog(t, first, store.Entry{Index: 4, Term: 6, Solo: true, Ops: back})
+	if tk, err := first.Get(ctx, x); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("ticket x, taken in and closed by its client on the first node (acknowledged) after a cut-short try had handed it to the second: %s on the first node after the second handed its work back (%v), want it closed: the handback's adoption made it anew, to run again",
+			tk.State, err)
+	}
+}

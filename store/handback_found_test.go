@@ -30,14 +30,7 @@ func TestHandbackOfAdoptedTicketClosedOnItsCreator(t *testing.T) {
 
 	// The first try of the first node's handover reaches the second, which
 	// takes it alone (a raft of its own: solo entries); its answer is lost.
-	var try []store.Op
-	if err := first.HandoverOps(ctx, 1, 1<<20, func(ops []store.Op, keys []store.HandoverKey) error {
-		try = append(append(try, store.HandoverKeyedMark(store.HandoverName("first", 1), keys)), ops...)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	mustApplyLog(t, second, store.Entry{Index: 2, Term: 5, Solo: true, Ops: try})
+	mustApplyLog(t, second, store.Entry{Index: 2, Term: 5, Solo: true, Ops: keyedHandover(t, first, "first")})
 	if _, err := second.Get(ctx, x); err != nil {
 		t.Fatalf("the first try did not hand x over: %v", err)
 	}
@@ -48,16 +41,52 @@ func TestHandbackOfAdoptedTicketClosedOnItsCreator(t *testing.T) {
 
 	// The roles turn: the second node yields to the first, which takes
 	// its handover.
-	var back []store.Op
-	if err := second.HandoverOps(ctx, 1, 1<<20, func(ops []store.Op, keys []store.HandoverKey) error {
-		back = append(append(back, store.HandoverKeyedMark(store.HandoverName("second", 1), keys)), ops...)
+	mustApplyLog(t, first, store.Entry{Index: 4, Term: 6, Solo: true, Ops: keyedHandover(t, second, "second")})
+	if tk, err := first.Get(ctx, x); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("ticket x, taken in and closed by its client on the first node (acknowledged) after a cut-short try had handed it to the second: %s on the first node after the second handed its work back (%v), want it closed: the handback's adoption made it anew, to run again",
+			tk.State, err)
+	}
+}
+
+// keyedHandover returns the handover of s's fork past index 1 by node,
+// its batches marked by key, as one call.
+func keyedHandover(t *testing.T, s *store.BoltStore, node string) []store.Op {
+	t.Helper()
+	var all []store.Op
+	if err := s.HandoverOps(context.Background(), 1, 1<<20, func(ops []store.Op, keys []store.HandoverKey) error {
+		all = append(append(all, store.HandoverKeyedMark(store.HandoverName(node, 1), keys)), ops...)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	mustApplyLog(t, first, store.Entry{Index: 4, Term: 6, Solo: true, Ops: back})
-	if tk, err := first.Get(ctx, x); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("ticket x, taken in and closed by its client on the first node (acknowledged) after a cut-short try had handed it to the second: %s on the first node after the second handed its work back (%v), want it closed: the handback's adoption made it anew, to run again",
-			tk.State, err)
+	return all
+}
+
+// The same handback undoes a retry: the first node failed a ticket both
+// nodes held and a cut-short try handed the failure over; serving alone
+// again, the first node's client retried the ticket (acknowledged,
+// pending again). The second node hands back the failure it took from the
+// first (its solo journal holds it as a change of its own) and fails the
+// ticket again on the first: the retry is undone and the ticket never
+// runs.
+func TestHandbackOfTakenFailureUndoesCreatorsRetry(t *testing.T) {
+	ctx := context.Background()
+	first, _ := newStore(t)
+	second, _ := newStore(t)
+	s := store.NewID()
+	for _, n := range []*store.BoltStore{first, second} {
+		mustApplyLog(t, n, store.Entry{Index: 1, Term: 2, Shared: true, Ops: []store.Op{submit(s, "s")}})
+	}
+	mustApplyLog(t, first, store.Entry{Index: 2, Term: 3, Solo: true, Ops: []store.Op{{Kind: store.OpFail, ID: s, Time: at(1), Reason: "failed on the first"}}})
+	mustApplyLog(t, second, store.Entry{Index: 2, Term: 5, Solo: true, Ops: keyedHandover(t, first, "first")})
+	mustApplyLog(t, first, store.Entry{Index: 3, Term: 4, Solo: true, Ops: []store.Op{{Kind: store.OpRetry, ID: s, Time: at(2)}}})
+	mustApplyLog(t, first, store.Entry{Index: 4, Term: 6, Solo: true, Ops: keyedHandover(t, second, "second")})
+	tk, err := first.Get(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.State != store.StatePending {
+		t.Fatalf("ticket s, retried by its client on the first node (acknowledged) after a cut-short try handed its failure to the second: %s (%q) after the second handed its work back, want pending: the handback failed it again",
+			tk.State, tk.Reason)
 	}
 }

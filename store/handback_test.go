@@ -70,7 +70,6 @@ func keyedHandover(t *testing.T, s *store.BoltStore, node string) []store.Op {
 // ticket again on the first: the retry is undone and the ticket never
 // runs.
 func TestHandbackOfTakenFailureUndoesCreatorsRetry(t *testing.T) {
-	ctx := context.Background()
 	first, _ := newStore(t)
 	second, _ := newStore(t)
 	s := store.NewID()
@@ -81,12 +80,39 @@ func TestHandbackOfTakenFailureUndoesCreatorsRetry(t *testing.T) {
 	mustApplyLog(t, second, store.Entry{Index: 2, Term: 5, Solo: true, Ops: keyedHandover(t, first, "first")})
 	mustApplyLog(t, first, store.Entry{Index: 3, Term: 4, Solo: true, Ops: []store.Op{{Kind: store.OpRetry, ID: s, Time: at(2)}}})
 	mustApplyLog(t, first, store.Entry{Index: 4, Term: 6, Solo: true, Ops: keyedHandover(t, second, "second")})
-	tk, err := first.Get(ctx, s)
+	wantState(t, first, s, store.StatePending, "retried by its client on the first node (acknowledged) after a cut-short try handed its failure to the second, after the second handed its work back: the handback failed it again")
+}
+
+// wantState fails the test unless ticket id is in state want on s; what
+// says what the ticket went through and what it means if it is not.
+func wantState(t *testing.T, s *store.BoltStore, id store.ID, want store.State, what string) {
+	t.Helper()
+	tk, err := s.Get(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tk.State != store.StatePending {
-		t.Fatalf("ticket s, retried by its client on the first node (acknowledged) after a cut-short try handed its failure to the second: %s (%q) after the second handed its work back, want pending: the handback failed it again",
-			tk.State, tk.Reason)
+	if tk.State != want {
+		t.Fatalf("ticket %s is %s (%q), want %s: %s", id, tk.State, tk.Reason, want, what)
 	}
+}
+
+// A retry taken from the peer's handover is the peer's too: the taker
+// that only dispatched the ticket since (its own change, so the ticket is
+// handed back) does not hand the retry back with it. It failed again on
+// the peer, which served alone again after the cut-short try: a retry
+// handed back undid that failure, and the ticket ran again.
+func TestHandbackOfTakenRetryUndoesCreatorsFailure(t *testing.T) {
+	first, _ := newStore(t)
+	second, _ := newStore(t)
+	s := store.NewID()
+	for _, n := range []*store.BoltStore{first, second} {
+		mustApplyLog(t, n, store.Entry{Index: 1, Term: 2, Shared: true, Ops: []store.Op{submit(s, "s"), {Kind: store.OpFail, ID: s, Time: at(1), Reason: "failed before the split"}}})
+	}
+	mustApplyLog(t, first, store.Entry{Index: 2, Term: 3, Solo: true, Ops: []store.Op{{Kind: store.OpRetry, ID: s, Time: at(2)}}})
+	mustApplyLog(t, second, store.Entry{Index: 2, Term: 5, Solo: true, Ops: keyedHandover(t, first, "first")})
+	mustApplyLog(t, second, store.Entry{Index: 3, Term: 5, Solo: true, Ops: []store.Op{{Kind: store.OpDispatch, ID: s, Time: at(3)}}})
+	mustApplyLog(t, first, store.Entry{Index: 3, Term: 4, Solo: true, Ops: []store.Op{
+		{Kind: store.OpDispatch, ID: s, Time: at(4)}, {Kind: store.OpFail, ID: s, Time: at(5), Reason: "failed again on the first"}}})
+	mustApplyLog(t, first, store.Entry{Index: 4, Term: 6, Solo: true, Ops: keyedHandover(t, second, "second")})
+	wantState(t, first, s, store.StateFailed, "retried on the first node, taken by the second with that retry, then failed again on the first, after the second handed its work back: the handback retried it again")
 }

@@ -586,10 +586,11 @@ func clearReplication(tx *bolt.Tx) (Replication, error) {
 	if r.OldTerms, err = deleteOldTerms(meta); err != nil {
 		return r, err
 	}
+	var taken int // marks of Journal's records: not counted apart
 	for _, x := range []struct {
 		name []byte
 		n    *int
-	}{{epochsBucket, &r.Epochs}, {soloBucket, &r.Journal}, {handoversBucket, &r.Handovers}} {
+	}{{epochsBucket, &r.Epochs}, {soloBucket, &r.Journal}, {soloTakenBucket, &taken}, {handoversBucket, &r.Handovers}} {
 		b := tx.Bucket(x.name)
 		if b == nil {
 			continue

@@ -138,13 +138,23 @@ func HandoverName(node string, fork uint64) ID {
 // is HandoverOps', which orders tickets by their last change since this
 // build: the name says so, so that a redo by a build that ordered them
 // otherwise (by their first) is another handover, taken whole, not one
-// whose positions fall on other ops.
+// whose positions fall on other ops. So does a fork that holds ops taken
+// from the peer's handover, which HandoverOps leaves out since this build
+// (soloTakenBucket) where an older build handed them back; a fork
+// without any is the same sequence for both, and keeps its name.
 func (s *BoltStore) HandoverID(ctx context.Context, node string, fork uint64) (ID, error) {
 	var last []byte
+	tookIn := false
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		if b := tx.Bucket(soloBucket); b != nil {
 			if k, _ := b.Cursor().Last(); k != nil {
 				last = append(last, k...)
+			}
+			if tb := tx.Bucket(soloTakenBucket); tb != nil {
+				c := tb.Cursor()
+				for k, v := c.Seek(journalKey(fork+1, 0)); k != nil && !tookIn; k, v = c.Next() {
+					tookIn = bytes.Equal(b.Get(k), v)
+				}
 			}
 		}
 		return nil
@@ -153,7 +163,11 @@ func (s *BoltStore) HandoverID(ctx context.Context, node string, fork uint64) (I
 		return ID{}, fmt.Errorf("handover id: %w", err)
 	}
 	h := sha256.New()
-	h.Write([]byte("titanic handover by position, ordered by last change\x00"))
+	if tookIn {
+		h.Write([]byte("titanic handover by position, ordered by last change, taken ops left out\x00"))
+	} else {
+		h.Write([]byte("titanic handover by position, ordered by last change\x00"))
+	}
 	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(node))))
 	h.Write([]byte(node))
 	h.Write(binary.BigEndian.AppendUint64(nil, fork))
@@ -165,13 +179,10 @@ func (s *BoltStore) HandoverID(ctx context.Context, node string, fork uint64) (I
 // records how far the handover is taken once these are, and returns how
 // many of the ops after it were taken before (skip: they are left out).
 func (t *txn) handover(op *Op, left int) (res Result, skip int, err error) {
-	keys, count, keyed := op.HandoverKeys()
-	pos, span, ok := op.HandoverSpan()
-	switch {
-	case keyed && count <= left && increasing(keys):
-	case ok && span <= uint64(left):
-		count = int(span)
-	default:
+	keys, _, keyed := op.HandoverKeys()
+	pos, span, _ := op.HandoverSpan()
+	count, ok := op.handoverCovers(left)
+	if !ok {
 		// Covering nothing: its ops are applied as an unmarked
 		// handover's (a redo applies them again), none is left out.
 		return Result{ID: op.ID, Err: opErr(op, ErrInvalidOp, fmt.Sprintf("handover mark (%d body frames) that does not fit the %d ops after it", len(op.Body), left))}, 0, nil
@@ -213,6 +224,19 @@ func (t *txn) handover(op *Op, left int) (res Result, skip int, err error) {
 		}
 	}
 	return Result{ID: op.ID, Existed: taken != nil, Duplicate: count > 0 && skip == count}, skip, nil
+}
+
+// handoverCovers returns how many of the left ops after mark o (an
+// OpHandover) it covers, and whether it is a mark that fits them: one
+// that does not covers none (see handover).
+func (o *Op) handoverCovers(left int) (int, bool) {
+	if keys, count, keyed := o.HandoverKeys(); keyed && count <= left && increasing(keys) {
+		return count, true
+	}
+	if _, span, ok := o.HandoverSpan(); ok && span <= uint64(left) {
+		return int(span), true
+	}
+	return 0, false
 }
 
 // increasing reports whether keys (HandoverKeys) rise strictly: a mark

@@ -23,20 +23,55 @@ import (
 //
 //	solo  big-endian index ‖ big-endian op position → kind byte ‖ ID
 //	      (a pause or resume: kind byte ‖ service name)
-var soloBucket = []byte("solo")
+//	soloTaken  the same key → the same record: it is of an op taken
+//	           from the peer's handover (covered by its mark), not this
+//	           node's own change
+//
+// The peer's work a node took in is the peer's: the peer still holds it
+// while it keeps its fork (it drops its fork only after a complete
+// handover, and a later split has a later fork point), so it is not
+// handed back. Handed back, it undid what the peer's clients did since a
+// try cut short (a ticket they closed adopted anew, a retry failed
+// again). soloTaken is a bucket of its own so that the solo records keep
+// the form every build reads: a build that does not know it hands those
+// ops back as before. It holds the record, not just the key, because such
+// a build neither prunes nor resets it: a mark left behind counts only
+// for the record it was written with (ticket IDs do not recur), never for
+// another written at its key once raft indexes count from 1 again.
+var (
+	soloBucket      = []byte("solo")
+	soloTakenBucket = []byte("soloTaken")
+)
 
 func journalKey(index uint64, pos int) []byte {
 	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, index), uint32(pos))
 }
 
-// journal notes the ops of a solo entry that changed a ticket.
+// journal notes the ops of a solo entry that changed a ticket, and
+// which of them a handover's mark covers (soloTakenBucket). An unmarked
+// handover's (an older yielder's) are noted as this node's own, as they
+// were before marks.
 func (t *txn) journal(index uint64, ops []Op, res []Result) error {
 	b, err := t.tx.CreateBucketIfNotExists(soloBucket)
 	if err != nil {
 		return fmt.Errorf("create solo journal: %w", err)
 	}
+	var taken *bolt.Bucket
+	covered := 0 // ops still ahead that a handover's mark covers
 	for i := range ops {
-		if res[i].Err != nil || res[i].Duplicate || (ops[i].Kind == OpClose || ops[i].Kind == OpPurge) && !res[i].Existed || ops[i].Kind == OpHandover {
+		fromPeer := covered > 0
+		if fromPeer {
+			covered--
+		}
+		if ops[i].Kind == OpHandover {
+			// A mark applyOps took as one (no error): it covers the
+			// same ops there and here.
+			if res[i].Err == nil {
+				covered, _ = ops[i].handoverCovers(len(ops) - i - 1)
+			}
+			continue
+		}
+		if res[i].Err != nil || res[i].Duplicate || (ops[i].Kind == OpClose || ops[i].Kind == OpPurge) && !res[i].Existed {
 			continue
 		}
 		rec := append([]byte{byte(ops[i].Kind)}, ops[i].ID[:]...)
@@ -49,20 +84,32 @@ func (t *txn) journal(index uint64, ops []Op, res []Result) error {
 		if err := b.Put(journalKey(index, i), rec); err != nil {
 			return fmt.Errorf("put solo journal: %w", err)
 		}
+		if fromPeer {
+			if taken == nil {
+				if taken, err = t.tx.CreateBucketIfNotExists(soloTakenBucket); err != nil {
+					return fmt.Errorf("create solo journal: %w", err)
+				}
+			}
+			if err := taken.Put(journalKey(index, i), rec); err != nil {
+				return fmt.Errorf("put solo journal: %w", err)
+			}
+		}
 	}
 	return nil
 }
 
 // pruneJournal forgets the journal before index: shared by both nodes.
 func (t *txn) pruneJournal(index uint64) error {
-	b := t.tx.Bucket(soloBucket)
-	if b == nil {
-		return nil
-	}
-	c := b.Cursor()
-	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < index; k, _ = c.First() {
-		if err := c.Delete(); err != nil {
-			return fmt.Errorf("prune solo journal: %w", err)
+	for _, name := range [][]byte{soloBucket, soloTakenBucket} {
+		b := t.tx.Bucket(name)
+		if b == nil {
+			continue
+		}
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < index; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
+				return fmt.Errorf("prune solo journal: %w", err)
+			}
 		}
 	}
 	return nil
@@ -85,7 +132,10 @@ func (t *txn) pruneJournal(index uint64) error {
 // came from the peer, which may still hold it: it is handed back as an
 // older ticket is (OpClose when closed here; OpAdopt, then OpRetry when
 // retried here, then its answer), not as one created here, whose
-// adoption and close cancelled out, and whose retry was left out. fn may
+// adoption and close cancelled out, and whose retry was left out. Only
+// once this store changed it itself, though: a ticket or service whose
+// last change it took from the peer's handover is the peer's still, and
+// is left out, and so is a retry it took (see soloTakenBucket). fn may
 // keep the batch.
 func (s *BoltStore) ForkOps(ctx context.Context, fork uint64, maxBytes int, fn func([]Op) error) error {
 	return s.HandoverOps(ctx, fork, maxBytes, func(ops []Op, _ []HandoverKey) error { return fn(ops) })
@@ -104,7 +154,8 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 		at      uint64 // the index it was submitted at
 		adopted bool   // adopted here after the fork: the peer may hold it
 		closed  bool
-		retried bool
+		retried bool     // by this node (not taken from the peer)
+		taken   bool     // its last change was taken from the peer's handover
 		paused  bool     // a service paused or resumed, not a ticket
 		service string   // the service paused or resumed
 		last    [12]byte // the journal key of its last change
@@ -130,13 +181,15 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 		if b == nil {
 			return nil
 		}
+		tb := tx.Bucket(soloTakenBucket)
 		c := b.Cursor()
 		for k, v := c.Seek(journalKey(fork+1, 0)); k != nil; k, v = c.Next() {
+			taken := tb != nil && bytes.Equal(tb.Get(k), v)
 			if len(v) > 0 && (OpKind(v[0]) == OpPause || OpKind(v[0]) == OpResume) {
 				// Its service, or (an older build's record) the zero
 				// ticket: nothing to hand over then.
 				if svc := string(v[1:]); len(v) != 1+len(ID{}) || !ID(v[1:]).IsZero() {
-					unit("s"+svc, k, change{paused: true, service: svc})
+					unit("s"+svc, k, change{paused: true, service: svc}).taken = taken
 					paused = true
 				}
 				continue
@@ -146,6 +199,7 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 			}
 			id := ID(v[1:])
 			ch := unit("t"+string(id[:]), k, change{id: id})
+			ch.taken = taken
 			switch OpKind(v[0]) {
 			case OpSubmit:
 				ch.created, ch.closed = true, false
@@ -155,7 +209,7 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 			case OpClose, OpPurge:
 				ch.closed = true
 			case OpRetry:
-				ch.retried = true
+				ch.retried = ch.retried || !taken
 			}
 		}
 		return nil
@@ -187,6 +241,11 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 		return err
 	}
 	for _, ch := range units {
+		if ch.taken {
+			// Its last change is the peer's, as the peer handed it
+			// over: the peer holds it (see soloTakenBucket).
+			continue
+		}
 		var ops []Op
 		if ch.paused {
 			op := Op{Kind: OpResume, Service: ch.service}

@@ -88,13 +88,13 @@ func TestResetReplicationClearsOnlyBookkeeping(t *testing.T) {
 	want := maps.Clone(before)
 	var gone []string
 	for k := range before {
-		if strings.HasPrefix(k, "epochs/") || strings.HasPrefix(k, "solo/") ||
+		if strings.HasPrefix(k, "epochs/") || strings.HasPrefix(k, "solo/") || strings.HasPrefix(k, "soloTaken/") ||
 			k == "meta/applied" || k == "meta/cluster" || strings.HasPrefix(k, "meta/term/") || strings.HasPrefix(k, "handovers/") {
 			delete(want, k)
 			gone = append(gone, k)
 		}
 	}
-	for _, prefix := range []string{"epochs/", "solo/", "meta/applied", "meta/cluster", "meta/term/", "handovers/"} {
+	for _, prefix := range []string{"epochs/", "solo/", "soloTaken/", "meta/applied", "meta/cluster", "meta/term/", "handovers/"} {
 		if !strings.Contains(strings.Join(gone, " "), prefix) {
 			t.Fatalf("test store holds no %s record: %v", prefix, gone)
 		}

@@ -108,6 +108,11 @@ func (f *fsm) abortPersists() {
 func (f *fsm) fail(err error) error {
 	if f.failed.CompareAndSwap(nil, &err) {
 		switch {
+		case errors.Is(err, errNotFromSnapshot):
+			f.log.Error("this node's store was started from its own content (a restored backup or a single broker's store), "+
+				"and the group's leader began a raft log without it: its members never held these tickets; stopping. "+
+				"Restore the same backup on every member and start them all again (README, Restore), "+
+				"or, to keep the group's state instead, start this node with an empty data directory (its store moved aside)", "err", err)
 		case errors.Is(err, store.ErrDiverged):
 			f.log.Error("this node's store holds entries the replicated log does not: it forked from its peer; stopping", "err", err)
 		case errors.Is(err, store.ErrUnsupported):

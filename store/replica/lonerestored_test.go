@@ -2,12 +2,14 @@ package replica_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 )
 
@@ -53,6 +55,9 @@ func TestLoneRestoredMemberDivergesLoudly(t *testing.T) {
 	deadline := time.Now().Add(wait)
 	for {
 		if err := ms[0].n.Failed(); err != nil {
+			if !errors.Is(err, store.ErrDiverged) {
+				t.Fatalf("n1 stopped with %v, want store.ErrDiverged", err)
+			}
 			return // stopped loudly: what it should do
 		}
 		caughtUp := true

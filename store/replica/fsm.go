@@ -293,8 +293,14 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		case local.Applied == 0 || fork >= local.Applied:
 			return nil // behind the snapshot, on its history: take it
 		}
-		return f.fail(fmt.Errorf("%w: a snapshot up to index %d shares only entries up to %d of the %d this store applied",
-			store.ErrDiverged, in.Applied, fork, local.Applied))
+		err = fmt.Errorf("%w: a snapshot up to index %d shares only entries up to %d of the %d this store applied",
+			store.ErrDiverged, in.Applied, fork, local.Applied)
+		if startsRestored(local) && !startsRestored(in) {
+			// The log guard's case, met by a leader that compacted
+			// its log first.
+			err = fmt.Errorf("%w: %w", errNotFromSnapshot, err)
+		}
+		return f.fail(err)
 	})
 	if err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)

@@ -1,7 +1,9 @@
 package replica
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -108,5 +110,36 @@ func bootstrapStoppedAt(t *testing.T, stop int) {
 	}
 	if _, err := n.Apply(ctx, []store.Op{{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: "s", Body: [][]byte{[]byte("b")}}}); err != nil {
 		t.Fatalf("bootstrap stopped after %d steps: apply: %v", stop, err)
+	}
+}
+
+// A restored store (its history starts at restoredIndex, in
+// restoredTerm) sent a snapshot of a log that began without it (a group
+// of empty members that compacted its log before the restored member
+// came) stops as diverged, as the log guard stops it when the entries
+// themselves come (TestLoneRestoredMemberDivergesLoudly), and says so:
+// not "forked from its peer", which sends the operator after a split
+// brain, but errNotFromSnapshot's restore of one member only.
+func TestRestoredStoreRefusesSnapshotOfAnotherLog(t *testing.T) {
+	ctx := context.Background()
+	restored, f := openFSM(t)
+	if res := restored.ApplyLog(ctx, []store.Entry{{Index: restoredIndex, Term: restoredTerm}}); res[0].Err != nil {
+		t.Fatal(res[0].Err)
+	}
+	other, _ := openFSM(t)
+	op := store.Op{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: "s", Body: [][]byte{[]byte("b")}}
+	if res := other.ApplyLog(ctx, []store.Entry{{Index: 1, Term: 1}, {Index: 3, Term: 2, Ops: []store.Op{op}}}); res[0].Err != nil || res[1].Err != nil {
+		t.Fatal(res[0].Err, res[1].Err)
+	}
+	var snap bytes.Buffer
+	if _, err := other.Snapshot(ctx, &snap); err != nil {
+		t.Fatal(err)
+	}
+	err := f.Restore(io.NopCloser(&snap))
+	if !errors.Is(err, store.ErrDiverged) || !errors.Is(err, errNotFromSnapshot) {
+		t.Fatalf("restore of another log's snapshot over a restored store: %v; want store.ErrDiverged, as errNotFromSnapshot", err)
+	}
+	if _, err := restored.Get(ctx, op.ID); err == nil {
+		t.Fatal("the restored store took the other log's ticket")
 	}
 }

@@ -58,7 +58,7 @@ func (n *Node) holdsUnloggedContent(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("store history: %w", err)
 	}
 	switch {
-	case h.Applied == restoredIndex && len(h.Epochs) == 1 && h.Epochs[0].Term == restoredTerm && h.Epochs[0].Start == restoredIndex:
+	case markedForBootstrap(h):
 		return true, nil
 	case h.Applied != 0 || len(h.Epochs) != 0:
 		// A store that applied entries of a raft log whose state was
@@ -74,34 +74,114 @@ func (n *Node) holdsUnloggedContent(ctx context.Context) (bool, error) {
 	return stats.NextSeq > 1 || len(stats.Services) > 0, nil
 }
 
+// markedForBootstrap reports whether h is that of a store
+// bootstrapFromStore marked and nothing applied to since: the restored
+// epoch alone.
+func markedForBootstrap(h store.History) bool {
+	return h.Applied == restoredIndex && len(h.Epochs) == 1 && startsRestored(h)
+}
+
+// startsRestored reports whether h begins with the restored epoch: the
+// store's content was bootstrapped into raft from a snapshot of itself
+// (here, or on the member that sent it that snapshot), so no log that
+// holds an entry at or below restoredIndex ever held it.
+func startsRestored(h store.History) bool {
+	return len(h.Epochs) > 0 && h.Epochs[0].Start == restoredIndex && h.Epochs[0].Term == restoredTerm
+}
+
+// hasRaftState is raft.HasExistingState, except for the state a
+// bootstrap from the store leaves when it stops after setting raft's
+// term and before writing the snapshot (see bootstrapSteps): a current
+// term of restoredTerm, no log, no snapshot, over a store marked for the
+// bootstrap. Raft takes the term alone for state, and would start with
+// no configuration, waiting for a leader that may never come (every
+// member restored, each stopped there); that bootstrap is done again.
+func (n *Node) hasRaftState(ctx context.Context) (bool, error) {
+	has, err := raft.HasExistingState(n.logs, n.logs, n.snaps)
+	if err != nil || !has {
+		return has, err
+	}
+	// HasExistingState failed on any error but "not found" reading the
+	// term: an error here is a log or snapshot without a term.
+	if term, err := n.logs.GetUint64(keyCurrentTerm); err != nil || term != restoredTerm {
+		return true, nil
+	}
+	last, err := n.logs.LastIndex()
+	if err != nil {
+		return false, fmt.Errorf("raft log: %w", err)
+	}
+	snaps, err := n.snaps.List()
+	if err != nil {
+		return false, fmt.Errorf("raft snapshots: %w", err)
+	}
+	if last != 0 || len(snaps) != 0 {
+		return true, nil
+	}
+	h, err := n.st.History(ctx)
+	if err != nil {
+		return false, fmt.Errorf("store history: %w", err)
+	}
+	return !markedForBootstrap(h), nil
+}
+
 // bootstrapFromStore bootstraps raft with conf from a snapshot of the
 // store at restoredIndex and restoredTerm (see restoredIndex), instead of
-// raft.BootstrapCluster's configuration entry at index 1. In order, each
-// step durable before the next: the store records restoredIndex as
-// applied (so the snapshot carries it, raft does not restore the
-// snapshot over the store at start, and a node that receives it applies
-// the leader's entries after it); the snapshot is written (raft's file
-// snapshot store makes it appear whole or not at all, and from then on
-// raft has state); raft's current term is set to restoredTerm, as
-// BootstrapCluster sets it. A crash before the snapshot leaves no raft
-// state and a store holdsUnloggedContent still recognises; after it, a
-// term of 0, which raft raises at its first election.
+// raft.BootstrapCluster's configuration entry at index 1, in the steps
+// of bootstrapSteps.
 func (n *Node) bootstrapFromStore(ctx context.Context, conf raft.Configuration, trans raft.Transport) error {
-	if res := n.st.ApplyLog(ctx, []store.Entry{{Index: restoredIndex, Term: restoredTerm}}); res[0].Err != nil && !errors.Is(res[0].Err, store.ErrApplied) {
-		return fmt.Errorf("bootstrap raft from the store: %w", res[0].Err)
-	}
-	n.fsm.applied.Store(max(n.fsm.applied.Load(), restoredIndex))
-	sink, err := n.snaps.Create(raft.SnapshotVersionMax, restoredIndex, restoredTerm, conf, 1, trans)
-	if err != nil {
-		return fmt.Errorf("bootstrap raft from the store: %w", err)
-	}
-	if err := (&snapshot{st: n.st, ctx: ctx}).Persist(sink); err != nil {
-		return fmt.Errorf("bootstrap raft from the store: %w", err)
-	}
-	if err := n.logs.SetUint64(keyCurrentTerm, restoredTerm); err != nil {
-		return fmt.Errorf("bootstrap raft from the store: current term: %w", err)
+	for _, step := range n.bootstrapSteps(ctx, conf, trans) {
+		if err := step.do(); err != nil {
+			return fmt.Errorf("bootstrap raft from the store: %s: %w", step.name, err)
+		}
 	}
 	n.log.Info("bootstrapped raft cluster from the store's content (it holds tickets no raft entry made: a restored backup): an empty member receives it as a snapshot",
 		"voters", len(conf.Servers), "index", restoredIndex, "term", restoredTerm)
 	return nil
+}
+
+// bootstrapStep is one durable step of a bootstrap from the store.
+type bootstrapStep struct {
+	name string
+	do   func() error
+}
+
+// bootstrapSteps are the steps of bootstrapFromStore, in order, each
+// durable before the next, so that a crash between two leaves a state
+// the next start takes up again:
+//
+//   - the store records restoredIndex as applied, in restoredTerm (so the
+//     snapshot carries it, raft does not restore the snapshot over the
+//     store at start, a node that receives it applies the leader's
+//     entries after it, and the guard knows the store's history for one
+//     that began here: startsRestored). A crash after it leaves no raft
+//     state and a store holdsUnloggedContent still recognises.
+//   - raft's current term is set to restoredTerm, as BootstrapCluster
+//     sets it. A crash after it leaves the state hasRaftState takes for
+//     none.
+//   - the snapshot is written (raft's file snapshot store makes it appear
+//     whole or not at all), and from then on raft has state.
+//
+// The term comes before the snapshot: a snapshot without it left raft's
+// term at 0, and raft's first election is then of term 1, restoredTerm
+// (a member of one voter leads in it at once; in a group, any restored
+// member grants its vote, having cast none in term 1), which no leader
+// may write in (see restoredTerm).
+func (n *Node) bootstrapSteps(ctx context.Context, conf raft.Configuration, trans raft.Transport) []bootstrapStep {
+	return []bootstrapStep{
+		{"mark the store", func() error {
+			if res := n.st.ApplyLog(ctx, []store.Entry{{Index: restoredIndex, Term: restoredTerm}}); res[0].Err != nil && !errors.Is(res[0].Err, store.ErrApplied) {
+				return res[0].Err
+			}
+			n.fsm.applied.Store(max(n.fsm.applied.Load(), restoredIndex))
+			return nil
+		}},
+		{"current term", func() error { return n.logs.SetUint64(keyCurrentTerm, restoredTerm) }},
+		{"snapshot", func() error {
+			sink, err := n.snaps.Create(raft.SnapshotVersionMax, restoredIndex, restoredTerm, conf, 1, trans)
+			if err != nil {
+				return err
+			}
+			return (&snapshot{st: n.st, ctx: ctx}).Persist(sink)
+		}},
+	}
 }

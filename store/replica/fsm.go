@@ -108,6 +108,11 @@ func (f *fsm) abortPersists() {
 func (f *fsm) fail(err error) error {
 	if f.failed.CompareAndSwap(nil, &err) {
 		switch {
+		case errors.Is(err, errNotFromSnapshot):
+			f.log.Error("this node's store was started from its own content (a restored backup or a single broker's store), "+
+				"and the group's leader began a raft log without it: its members never held these tickets; stopping. "+
+				"Restore the same backup on every member and start them all again (README, Restore), "+
+				"or, to keep the group's state instead, start this node with an empty data directory (its store moved aside)", "err", err)
 		case errors.Is(err, store.ErrDiverged):
 			f.log.Error("this node's store holds entries the replicated log does not: it forked from its peer; stopping", "err", err)
 		case errors.Is(err, store.ErrUnsupported):
@@ -288,8 +293,14 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		case local.Applied == 0 || fork >= local.Applied:
 			return nil // behind the snapshot, on its history: take it
 		}
-		return f.fail(fmt.Errorf("%w: a snapshot up to index %d shares only entries up to %d of the %d this store applied",
-			store.ErrDiverged, in.Applied, fork, local.Applied))
+		err = fmt.Errorf("%w: a snapshot up to index %d shares only entries up to %d of the %d this store applied",
+			store.ErrDiverged, in.Applied, fork, local.Applied)
+		if startsRestored(local) && !startsRestored(in) {
+			// The log guard's case, met by a leader that compacted
+			// its log first.
+			err = fmt.Errorf("%w: %w", errNotFromSnapshot, err)
+		}
+		return f.fail(err)
 	})
 	if err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)

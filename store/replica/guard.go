@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -94,7 +95,9 @@ func (g *logGuard) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{
 
 // StoreLogs refuses a command entry at an index the store applied under
 // another term (the tail was cleared by someone else, or the log was lost
-// while the store was kept).
+// while the store was kept), and any entry at or below restoredIndex
+// reaching a store whose history starts with the restored epoch
+// (startsRestored; errNotFromSnapshot).
 func (g *logGuard) StoreLogs(logs []*raft.Log) error {
 	if len(logs) > 0 && logs[0].Index <= g.fsm.applied.Load() {
 		if err := g.check(logs); err != nil {
@@ -113,6 +116,9 @@ func (g *logGuard) check(logs []*raft.Log) error {
 		return fmt.Errorf("store history: %w", err)
 	}
 	for _, l := range logs {
+		if l.Index <= restoredIndex && startsRestored(h) {
+			return g.fsm.fail(fmt.Errorf("%w: %w: log entry %d of term %d", store.ErrDiverged, errNotFromSnapshot, l.Index, l.Term))
+		}
 		if l.Type != raft.LogCommand || l.Index > h.Applied {
 			continue
 		}
@@ -123,3 +129,16 @@ func (g *logGuard) check(logs []*raft.Log) error {
 	}
 	return nil
 }
+
+// errNotFromSnapshot is the divergence of a store bootstrapped into raft
+// from a snapshot of its own content (bootstrapFromStore: a restored
+// backup, or a single broker's store), or that received such a
+// snapshot, sent entries at or below the snapshot's index: the leader's
+// log began with raft's usual first entry, not with that snapshot, so
+// neither it nor the members that follow it hold the store's content
+// (they started empty, or from another backup, and elected a leader
+// before this node was there). The configuration entry and the no-op
+// there are no command the term check above would refuse, and the
+// group's entries after them would apply on top of tickets no other
+// member has, silently.
+var errNotFromSnapshot = errors.New("the leader's raft log began without this store's content: it was not started from the same backup")

@@ -439,7 +439,7 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 	for _, t := range tweaks {
 		t(rc)
 	}
-	has, err := raft.HasExistingState(n.logs, n.logs, n.snaps)
+	has, err := n.hasRaftState(context.Background())
 	if err != nil {
 		return fmt.Errorf("raft state: %w", err)
 	}

@@ -152,9 +152,15 @@ func TestAbortCutsTransferInFlight(t *testing.T) {
 		paced(c)
 	}))
 	done := make(chan error, 1)
-	go func() { done <- rpc(c, 64<<20, 200*time.Millisecond) }()
+	// The deadline bounds time without progress; what ends this transfer
+	// must be the abort, not a stall of a loaded machine (at 200 ms the
+	// RPC failed before the peer had read its first MiB, in a fresh-clone
+	// make test beside other jobs).
+	go func() { done <- rpc(c, 64<<20, 2*time.Second) }()
 	select {
 	case <-reading:
+	case err := <-done:
+		t.Fatalf("the transfer ended before the peer read 1 MiB: %v", err)
 	case <-time.After(5 * time.Second):
 		t.Fatal("the peer got no 1 MiB within 5 s")
 	}

@@ -64,14 +64,7 @@ func TestHandoverRedoDoesNotUndoTakersRetry(t *testing.T) {
 	if _, err := p.st.Get(context.Background(), onB[0]); err != nil {
 		t.Fatalf("the backup's own ticket was not handed over: %v", err)
 	}
-	tk, err := p.st.Get(context.Background(), shared)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tk.State != store.StatePending {
-		t.Fatalf("ticket %s, retried on the primary by its client after the handover failed it (200, pending again), is %s (%q) after the handover was redone: the redo's OpFail undid the acknowledged retry, and the ticket never runs",
-			shared, tk.State, tk.Reason)
-	}
+	wantRetryKept(t, p, shared, "retried on the primary by its client after the handover failed it (200, pending again), after the handover was redone: the redo's OpFail undid the acknowledged retry, and the ticket never runs")
 }
 
 // The redo also pauses again a service the taker's operator resumed
@@ -175,6 +168,34 @@ func retryFailed(t *testing.T, n *pairNode, id store.ID) bool {
 		t.Errorf("retry on %s: %v %v", n.id, err, res)
 		return false
 	}
+	return true
+}
+
+// wantRetryKept fails the test unless ticket id, retried by the client
+// of node n, is still pending there; what says what the ticket went
+// through and what it means if it is not.
+func wantRetryKept(t *testing.T, n *pairNode, id store.ID, what string) {
+	t.Helper()
+	tk, err := n.st.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.State != store.StatePending {
+		t.Fatalf("ticket %s is %s (%q) on the %s, want pending: %s", id, tk.State, tk.Reason, n.id, what)
+	}
+}
+
+// reformAgain has node n, its raft halted for a handover, serve alone
+// again (as Pair does once Binary Star makes it active), and reports
+// whether it leads.
+func reformAgain(t *testing.T, n *pairNode) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.rep.Reform(ctx); err != nil {
+		t.Errorf("%s reform after the first try: %v", n.id, err)
+		return false
+	}
+	waitFor(t, n.id+" leads alone again", 10*time.Second, n.rep.IsLeader)
 	return true
 }
 

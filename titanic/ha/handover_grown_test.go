@@ -39,7 +39,7 @@ func TestHandoverOfGrownForkDoesNotUndoTakersRetry(t *testing.T) {
 		later = submitOn(t, b, BackupTag, 1)
 		grown.Store(true)
 	}}
-	healThrough(t, dir, log, p, b, l, link, grown.Load)
+	healThrough(t, dir, log, p, b, l, link.over, grown.Load)
 	for _, id := range append(onB, later...) {
 		if _, err := p.st.Get(context.Background(), id); err != nil {
 			t.Fatalf("ticket %s, taken in by the backup alone, was not handed over: %v", id, err)

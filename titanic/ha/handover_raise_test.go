@@ -2,6 +2,8 @@ package ha
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,39 +25,9 @@ import (
 func TestHandoverRedoAcrossVersionRaiseDoesNotUndoTakersRetry(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	p, b, leader, l := openMemPairLed(t, dir, log)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	announce := func(n *pairNode, v int) {
-		t.Helper()
-		if err := n.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + n.id, ClusterVersion: v}); err != nil {
-			t.Fatalf("announce version %d on %s: %v", v, n.id, err)
-		}
-	}
-	announce(leader, store.HandoverMarkVersion)
-	shared := submitOn(t, leader, 0, 1)[0]
-	waitFor(t, "version 6 and the shared ticket on both", 10*time.Second, func() bool {
-		vp, _ := p.rep.ClusterVersion(ctx)
-		vb, _ := b.rep.ClusterVersion(ctx)
-		_, errP := p.st.Get(ctx, shared)
-		_, errB := b.st.Get(ctx, shared)
-		return vp == store.HandoverMarkVersion && vb == store.HandoverMarkVersion && errP == nil && errB == nil
-	})
-	l.down()
-	if err := b.rep.Reform(ctx); err != nil {
-		t.Fatalf("backup reform: %v", err)
-	}
-	if res, err := b.rep.Apply(ctx, []store.Op{{Kind: store.OpFail, ID: shared, Time: time.Now(), Reason: "attempt 1 of 1 failed on the backup"}}); err != nil || res[0].Err != nil {
-		t.Fatalf("fail on the backup: %v %v", err, res)
-	}
-	onB := submitOn(t, b, BackupTag, 1)
-	if err := p.rep.Reform(ctx); err != nil {
-		t.Fatalf("primary reform: %v", err)
-	}
+	p, b, l, shared, onB := splitAtMarkVersion(t, dir, log)
 	// The primary, alone, raises its version (the taker reads both forms).
-	announce(p, store.HandoverKeyVersion)
-	submitOn(t, p, PrimaryTag, 1)
-	l.up()
+	announceVersion(t, p, store.HandoverKeyVersion)
 
 	var raised atomic.Bool
 	link := &answerLostLink{between: func() {
@@ -67,15 +39,48 @@ func TestHandoverRedoAcrossVersionRaiseDoesNotUndoTakersRetry(t *testing.T) {
 		if !reformAgain(t, b) {
 			return
 		}
-		if err := b.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://backup", ClusterVersion: store.HandoverKeyVersion}); err != nil {
-			t.Errorf("raise on the backup: %v", err)
+		if err := announceAt(b, store.HandoverKeyVersion); err != nil {
+			t.Error(err)
 			return
 		}
 		raised.Store(true)
 	}}
-	healThrough(t, dir, log, p, b, l, link, raised.Load)
+	healThrough(t, dir, log, p, b, l, link.over, raised.Load)
 	if _, err := p.st.Get(context.Background(), onB[0]); err != nil {
 		t.Fatalf("the backup's own ticket was not handed over: %v", err)
 	}
 	wantRetryKept(t, p, shared, "retried by its client after the first try of the handover (marked by position, version 6) failed it (acknowledged), after the redo marked by key (version 7): the redo was taken as another handover and its OpFail undid the retry")
+}
+
+// splitAtMarkVersion is splitSharedFailed at cluster version 6 (position
+// marks) on both nodes.
+func splitAtMarkVersion(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink, shared store.ID, onB []store.ID) {
+	t.Helper()
+	p, b, leader, l := openMemPairLed(t, dir, log)
+	announceVersion(t, leader, store.HandoverMarkVersion)
+	waitFor(t, "version 6 on both", 10*time.Second, func() bool {
+		vp, _ := p.rep.ClusterVersion(context.Background())
+		vb, _ := b.rep.ClusterVersion(context.Background())
+		return vp == store.HandoverMarkVersion && vb == store.HandoverMarkVersion
+	})
+	shared, onB = splitFailing(t, p, b, l, leader)
+	return p, b, l, shared, onB
+}
+
+// announceVersion has node n, which leads, raise its cluster version to
+// v, as Versions does.
+func announceVersion(t *testing.T, n *pairNode, v int) {
+	t.Helper()
+	if err := announceAt(n, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func announceAt(n *pairNode, v int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + n.id, ClusterVersion: v}); err != nil {
+		return fmt.Errorf("announce version %d on %s: %w", v, n.id, err)
+	}
+	return nil
 }

@@ -26,6 +26,12 @@ type answerLostLink struct {
 	between func()
 }
 
+// over makes l the link to the taker's admin a (healThrough).
+func (l *answerLostLink) over(a adminLink) Requester {
+	l.adminLink = a
+	return l
+}
+
 func (l *answerLostLink) Request(ctx context.Context, service string, body [][]byte) ([][]byte, error) {
 	rep, err := l.adminLink.Request(ctx, service, body)
 	if service == tsp.SvcAdopt && err == nil && len(rep) > 0 && string(rep[0]) == "200" && l.lost.CompareAndSwap(false, true) {
@@ -57,7 +63,7 @@ func TestHandoverRedoDoesNotUndoTakersRetry(t *testing.T) {
 		// verdict) and retries it: acknowledged.
 		retried.Store(retryFailed(t, p, shared))
 	}}
-	healThrough(t, dir, log, p, b, l, link, func() bool { return true })
+	healThrough(t, dir, log, p, b, l, link.over, func() bool { return true })
 	if !retried.Load() {
 		t.Fatal("the test did not retry the ticket between the handover and its redo")
 	}
@@ -107,7 +113,7 @@ func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
 		}
 		resumed.Store(true)
 	}}
-	healThrough(t, dir, log, p, b, l, link, func() bool {
+	healThrough(t, dir, log, p, b, l, link.over, func() bool {
 		_, err := p.st.Get(context.Background(), onB[0])
 		return err == nil
 	})
@@ -131,6 +137,14 @@ func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
 func splitSharedFailed(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink, shared store.ID, onB []store.ID) {
 	t.Helper()
 	p, b, l, leader := openPairAtVersion(t, dir, log)
+	shared, onB = splitFailing(t, p, b, l, leader)
+	return p, b, l, shared, onB
+}
+
+// splitFailing is splitSharedFailed on a pair opened already, led by
+// leader: it returns the shared ticket and the backup's.
+func splitFailing(t *testing.T, p, b *pairNode, l memPairLink, leader *pairNode) (shared store.ID, onB []store.ID) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	shared = submitOn(t, leader, 0, 1)[0]
@@ -152,7 +166,7 @@ func splitSharedFailed(t *testing.T, dir string, log *slog.Logger) (p, b *pairNo
 	}
 	submitOn(t, p, PrimaryTag, 1)
 	l.up()
-	return p, b, l, shared, onB
+	return shared, onB
 }
 
 // retryFailed retries ticket id on node n as its client does, once the
@@ -212,14 +226,12 @@ func openPairAtVersion(t *testing.T, dir string, log *slog.Logger) (p, b *pairNo
 }
 
 // healThrough runs the pair, the primary active, the backup's requests to
-// the primary's admin going through link, until the backup is a member
-// of the primary's raft again, the primary serves, and done holds.
-func healThrough(t *testing.T, dir string, log *slog.Logger, p, b *pairNode, l memPairLink, link *answerLostLink, done func() bool) {
+// the primary's admin going through the link toPrimary makes of it, until
+// the backup is a member of the primary's raft again, the primary serves,
+// and done holds.
+func healThrough(t *testing.T, dir string, log *slog.Logger, p, b *pairNode, l memPairLink, toPrimary func(adminLink) Requester, done func() bool) {
 	t.Helper()
-	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, func(a adminLink) Requester {
-		link.adminLink = a
-		return link
-	})
+	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, toPrimary)
 	runPairs(t, pairP, pairB)
 	waitFor(t, "the backup rejoins the primary's raft", 40*time.Second, func() bool {
 		_, member := p.rep.MemberAt("backup", string(l.addrB))

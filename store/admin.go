@@ -523,34 +523,13 @@ func (r Replication) IsZero() bool { return r == Replication{} }
 // a running cluster: its peers would replay entries it already holds.
 func (s *BoltStore) ResetReplication(ctx context.Context) (Replication, error) {
 	var r Replication
-	err := s.control(ctx, func() error {
-		switch {
-		case s.db == nil:
-			return ErrClosed
-		case s.stopped != nil:
-			return s.stopped
+	err := s.updateAside(ctx, func(tx *bolt.Tx) error {
+		var err error
+		if r, err = clearReplication(tx); err != nil {
+			return err
 		}
-		var (
-			txid    int
-			cleared bool // an error now comes from the commit
-		)
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			txid = tx.ID()
-			var err error
-			if r, err = clearReplication(tx); err != nil {
-				return err
-			}
-			// Tickets are untouched: indexes that were current stay so.
-			if err := remarkIndexed(tx); err != nil {
-				return err
-			}
-			cleared = true
-			return nil
-		})
-		if err != nil && cleared {
-			s.afterFailedCommit(txid, err)
-		}
-		return err
+		// Tickets are untouched: indexes that were current stay so.
+		return remarkIndexed(tx)
 	})
 	if err != nil {
 		return Replication{}, fmt.Errorf("reset replication: %w", err)
@@ -559,6 +538,37 @@ func (s *BoltStore) ResetReplication(ctx context.Context) (Replication, error) {
 		s.log.Warn("replication bookkeeping cleared", "applied", r.Applied, "epochs", r.Epochs, "old_terms", r.OldTerms, "journal", r.Journal, "cluster_version", r.ClusterVersion)
 	}
 	return r, nil
+}
+
+// updateAside runs fn in a write transaction of its own, outside the writer's
+// batches (between two of its commits), for what the store writes other
+// than ops: a commit that fails once its data is written stops writes, as
+// the writer's does (afterFailedCommit).
+func (s *BoltStore) updateAside(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	return s.control(ctx, func() error {
+		switch {
+		case s.db == nil:
+			return ErrClosed
+		case s.stopped != nil:
+			return s.stopped
+		}
+		var (
+			txid    int
+			written bool // an error now comes from the commit
+		)
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			txid = tx.ID()
+			if err := fn(tx); err != nil {
+				return err
+			}
+			written = true
+			return nil
+		})
+		if err != nil && written {
+			s.afterFailedCommit(txid, err)
+		}
+		return err
+	})
 }
 
 // clearReplication deletes the bookkeeping ResetReplication names, and
@@ -586,11 +596,13 @@ func clearReplication(tx *bolt.Tx) (Replication, error) {
 	if r.OldTerms, err = deleteOldTerms(meta); err != nil {
 		return r, err
 	}
-	var taken int // marks of Journal's records: not counted apart
+	// A yielding node's forms of its handovers go with the handovers:
+	// their fork points are the old log's indexes.
+	var taken, forms int // marks of Journal's records: not counted apart
 	for _, x := range []struct {
 		name []byte
 		n    *int
-	}{{epochsBucket, &r.Epochs}, {soloBucket, &r.Journal}, {soloTakenBucket, &taken}, {handoversBucket, &r.Handovers}} {
+	}{{epochsBucket, &r.Epochs}, {soloBucket, &r.Journal}, {soloTakenBucket, &taken}, {handoversBucket, &r.Handovers}, {formsBucket, &forms}} {
 		b := tx.Bucket(x.name)
 		if b == nil {
 			continue

@@ -43,6 +43,11 @@ import (
 //     first try: written only while the pair's cluster version is below
 //     7.
 //
+// A handover keeps the form of its first try on every redo (HandoverForm):
+// the yielding node's cluster version may be raised between two tries (it
+// serves alone again, its leader the only member), and a redo under the
+// other form's name is another handover, taken whole again.
+//
 // A handover is taken by a raft the yielding node is not in (it leaves its
 // own only once it handed everything over, and joins after), so an entry
 // committed by both nodes of the pair (Entry Shared) comes after every
@@ -256,12 +261,66 @@ func increasing(keys []byte) bool {
 // it only once all is taken (Resync, its fork set aside), and joins
 // after; until it has, the taker's raft commits nothing that the pair
 // shares. A redo of one of them would need a fork that no node holds.
+// So are the forms of the handovers this node made (HandoverForm).
 func (t *txn) forgetHandovers() error {
-	if t.tx.Bucket(handoversBucket) == nil {
-		return nil
-	}
-	if err := t.tx.DeleteBucket(handoversBucket); err != nil {
-		return fmt.Errorf("forget handovers: %w", err)
+	for _, name := range [][]byte{handoversBucket, formsBucket} {
+		if t.tx.Bucket(name) == nil {
+			continue
+		}
+		if err := t.tx.DeleteBucket(name); err != nil {
+			return fmt.Errorf("forget handovers: %w", err)
+		}
 	}
 	return nil
+}
+
+// formsBucket holds, on a node that yields, the form of each handover it
+// made (HandoverForm), written outside the log: the node's raft is
+// halted for the handover.
+//
+//	handover-forms  big-endian fork point ‖ node → big-endian uint64: the
+//	                cluster version its first try marked it by
+var formsBucket = []byte("handover-forms")
+
+// HandoverForm returns the cluster version by which node's handover of
+// this store's fork past fork is marked (HandoverMarkVersion and
+// HandoverKeyVersion choose the form): the one its first try recorded,
+// else now, recorded (and synced, as a commit is) before it returns, so
+// that a try whose batches reach the taker has its form on record, a
+// restart of the node included. It is forgotten at the next entry both
+// nodes of the pair commit (forgetHandovers), and with the store when the
+// node resyncs after its handover.
+func (s *BoltStore) HandoverForm(ctx context.Context, node string, fork uint64, now int) (int, error) {
+	key := append(binary.BigEndian.AppendUint64(nil, fork), node...)
+	form := 0
+	recorded := func(tx *bolt.Tx) {
+		if b := tx.Bucket(formsBucket); b != nil {
+			if v := b.Get(key); len(v) == 8 {
+				form = int(min(max(binary.BigEndian.Uint64(v), 1), 1<<20))
+			}
+		}
+	}
+	// Read first: every round of a split tries again, and a record
+	// found needs no commit.
+	if err := s.view(ctx, func(tx *bolt.Tx) error { recorded(tx); return nil }); err != nil {
+		return 0, fmt.Errorf("handover form: %w", err)
+	}
+	if form > 0 {
+		return form, nil
+	}
+	err := s.updateAside(ctx, func(tx *bolt.Tx) error {
+		if recorded(tx); form > 0 {
+			return nil
+		}
+		b, err := tx.CreateBucketIfNotExists(formsBucket)
+		if err != nil {
+			return err
+		}
+		form = max(now, 1)
+		return b.Put(key, binary.BigEndian.AppendUint64(nil, uint64(form)))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("handover form: %w", err)
+	}
+	return form, nil
 }

@@ -40,8 +40,8 @@ func dumpDB(t *testing.T, s *BoltStore) map[string]string {
 
 // ResetReplication removes exactly the replication bookkeeping (applied
 // index, epochs, a first-release store's entry terms, the solo journal,
-// the cluster version) and not one byte of anything else; the store then
-// applies a new log from index 1.
+// the handovers, the cluster version) and not one byte of anything else;
+// the store then applies a new log from index 1.
 func TestResetReplicationClearsOnlyBookkeeping(t *testing.T) {
 	ctx := context.Background()
 	s, err := Open(filepath.Join(t.TempDir(), "t.db"), Options{NoSync: true})
@@ -84,17 +84,23 @@ func TestResetReplicationClearsOnlyBookkeeping(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The form of a handover this node made, yielding.
+	if _, err := s.HandoverForm(ctx, "n1", 4, HandoverKeyVersion); err != nil {
+		t.Fatal(err)
+	}
+
 	before := dumpDB(t, s)
 	want := maps.Clone(before)
 	var gone []string
 	for k := range before {
 		if strings.HasPrefix(k, "epochs/") || strings.HasPrefix(k, "solo/") || strings.HasPrefix(k, "soloTaken/") ||
-			k == "meta/applied" || k == "meta/cluster" || strings.HasPrefix(k, "meta/term/") || strings.HasPrefix(k, "handovers/") {
+			k == "meta/applied" || k == "meta/cluster" || strings.HasPrefix(k, "meta/term/") || strings.HasPrefix(k, "handovers/") ||
+			strings.HasPrefix(k, "handover-forms/") {
 			delete(want, k)
 			gone = append(gone, k)
 		}
 	}
-	for _, prefix := range []string{"epochs/", "solo/", "soloTaken/", "meta/applied", "meta/cluster", "meta/term/", "handovers/"} {
+	for _, prefix := range []string{"epochs/", "solo/", "soloTaken/", "meta/applied", "meta/cluster", "meta/term/", "handovers/", "handover-forms/"} {
 		if !strings.Contains(strings.Join(gone, " "), prefix) {
 			t.Fatalf("test store holds no %s record: %v", prefix, gone)
 		}

@@ -1582,6 +1582,13 @@ func (n *Node) HandoverID(ctx context.Context, node string, fork uint64) (store.
 	return n.st.HandoverID(ctx, node, fork)
 }
 
+// HandoverForm returns the cluster version by which node's handover of
+// this node's fork past fork is marked: its first try's, recorded (see
+// store.BoltStore.HandoverForm).
+func (n *Node) HandoverForm(ctx context.Context, node string, fork uint64, now int) (int, error) {
+	return n.st.HandoverForm(ctx, node, fork, now)
+}
+
 // Resync makes this node a new, empty raft member that catches up from
 // the leader: it stops raft and moves its raft state (log, terms,
 // snapshots) into aside; unless keepStore, it also copies the store there

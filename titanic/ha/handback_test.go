@@ -81,17 +81,3 @@ func TestPairHandbackDoesNotBringBackTicketClosedOnItsCreator(t *testing.T) {
 		}
 	}
 }
-
-// reformAgain has node n, its raft halted for a handover, serve alone
-// again (as Pair does once Binary Star makes it active), and reports
-// whether it leads.
-func reformAgain(t *testing.T, n *pairNode) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := n.rep.Reform(ctx); err != nil {
-		t.Errorf("%s reform after the first try: %v", n.id, err)
-		return false
-	}
-	waitFor(t, n.id+" leads alone again", 10*time.Second, n.rep.IsLeader)
-	return true
-}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/titanicmq/titanic/store"
 )
@@ -34,28 +33,17 @@ func TestHandoverOfGrownForkDoesNotUndoTakersRetry(t *testing.T) {
 		}
 		// The backup, its raft halted for the handover, goes on alone
 		// again and takes a ticket in: its fork grows.
-		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer rcancel()
-		if err := b.rep.Reform(rctx); err != nil {
-			t.Errorf("backup reform after the first try: %v", err)
+		if !reformAgain(t, b) {
 			return
 		}
-		waitFor(t, "the backup leads alone again", 10*time.Second, b.rep.IsLeader)
 		later = submitOn(t, b, BackupTag, 1)
 		grown.Store(true)
 	}}
-	healThrough(t, dir, log, p, b, l, link, grown.Load)
+	healThrough(t, dir, log, p, b, l, link.over, grown.Load)
 	for _, id := range append(onB, later...) {
 		if _, err := p.st.Get(context.Background(), id); err != nil {
 			t.Fatalf("ticket %s, taken in by the backup alone, was not handed over: %v", id, err)
 		}
 	}
-	tk, err := p.st.Get(context.Background(), shared)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tk.State != store.StatePending {
-		t.Fatalf("ticket %s, retried on the primary by its client after the first try of the handover failed it (acknowledged), is %s (%q) after the redo of the grown fork: the redo was taken as a new handover and its OpFail undid the retry",
-			shared, tk.State, tk.Reason)
-	}
+	wantRetryKept(t, p, shared, "retried by its client after the first try of the handover failed it (acknowledged), after the redo of the grown fork: the redo was taken as a new handover and its OpFail undid the retry")
 }

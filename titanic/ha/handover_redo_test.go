@@ -26,6 +26,12 @@ type answerLostLink struct {
 	between func()
 }
 
+// over makes l the link to the taker's admin a (healThrough).
+func (l *answerLostLink) over(a adminLink) Requester {
+	l.adminLink = a
+	return l
+}
+
 func (l *answerLostLink) Request(ctx context.Context, service string, body [][]byte) ([][]byte, error) {
 	rep, err := l.adminLink.Request(ctx, service, body)
 	if service == tsp.SvcAdopt && err == nil && len(rep) > 0 && string(rep[0]) == "200" && l.lost.CompareAndSwap(false, true) {
@@ -57,21 +63,14 @@ func TestHandoverRedoDoesNotUndoTakersRetry(t *testing.T) {
 		// verdict) and retries it: acknowledged.
 		retried.Store(retryFailed(t, p, shared))
 	}}
-	healThrough(t, dir, log, p, b, l, link, func() bool { return true })
+	healThrough(t, dir, log, p, b, l, link.over, func() bool { return true })
 	if !retried.Load() {
 		t.Fatal("the test did not retry the ticket between the handover and its redo")
 	}
 	if _, err := p.st.Get(context.Background(), onB[0]); err != nil {
 		t.Fatalf("the backup's own ticket was not handed over: %v", err)
 	}
-	tk, err := p.st.Get(context.Background(), shared)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tk.State != store.StatePending {
-		t.Fatalf("ticket %s, retried on the primary by its client after the handover failed it (200, pending again), is %s (%q) after the handover was redone: the redo's OpFail undid the acknowledged retry, and the ticket never runs",
-			shared, tk.State, tk.Reason)
-	}
+	wantRetryKept(t, p, shared, "retried on the primary by its client after the handover failed it (200, pending again), after the handover was redone: the redo's OpFail undid the acknowledged retry, and the ticket never runs")
 }
 
 // The redo also pauses again a service the taker's operator resumed
@@ -114,7 +113,7 @@ func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
 		}
 		resumed.Store(true)
 	}}
-	healThrough(t, dir, log, p, b, l, link, func() bool {
+	healThrough(t, dir, log, p, b, l, link.over, func() bool {
 		_, err := p.st.Get(context.Background(), onB[0])
 		return err == nil
 	})
@@ -138,6 +137,14 @@ func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
 func splitSharedFailed(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink, shared store.ID, onB []store.ID) {
 	t.Helper()
 	p, b, l, leader := openPairAtVersion(t, dir, log)
+	shared, onB = splitFailing(t, p, b, l, leader)
+	return p, b, l, shared, onB
+}
+
+// splitFailing is splitSharedFailed on a pair opened already, led by
+// leader: it returns the shared ticket and the backup's.
+func splitFailing(t *testing.T, p, b *pairNode, l memPairLink, leader *pairNode) (shared store.ID, onB []store.ID) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	shared = submitOn(t, leader, 0, 1)[0]
@@ -159,7 +166,7 @@ func splitSharedFailed(t *testing.T, dir string, log *slog.Logger) (p, b *pairNo
 	}
 	submitOn(t, p, PrimaryTag, 1)
 	l.up()
-	return p, b, l, shared, onB
+	return shared, onB
 }
 
 // retryFailed retries ticket id on node n as its client does, once the
@@ -178,6 +185,34 @@ func retryFailed(t *testing.T, n *pairNode, id store.ID) bool {
 	return true
 }
 
+// wantRetryKept fails the test unless ticket id, retried by the client
+// of node n, is still pending there; what says what the ticket went
+// through and what it means if it is not.
+func wantRetryKept(t *testing.T, n *pairNode, id store.ID, what string) {
+	t.Helper()
+	tk, err := n.st.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.State != store.StatePending {
+		t.Fatalf("ticket %s is %s (%q) on the %s, want pending: %s", id, tk.State, tk.Reason, n.id, what)
+	}
+}
+
+// reformAgain has node n, its raft halted for a handover, serve alone
+// again (as Pair does once Binary Star makes it active), and reports
+// whether it leads.
+func reformAgain(t *testing.T, n *pairNode) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.rep.Reform(ctx); err != nil {
+		t.Errorf("%s reform after the first try: %v", n.id, err)
+		return false
+	}
+	waitFor(t, n.id+" leads alone again", 10*time.Second, n.rep.IsLeader)
+	return true
+}
+
 // openPairAtVersion opens a pair whose raft of two is at this build's
 // cluster version on both nodes (both run this build: the cluster takes
 // retries and marks handovers by key), and returns its raft leader.
@@ -191,14 +226,12 @@ func openPairAtVersion(t *testing.T, dir string, log *slog.Logger) (p, b *pairNo
 }
 
 // healThrough runs the pair, the primary active, the backup's requests to
-// the primary's admin going through link, until the backup is a member
-// of the primary's raft again, the primary serves, and done holds.
-func healThrough(t *testing.T, dir string, log *slog.Logger, p, b *pairNode, l memPairLink, link *answerLostLink, done func() bool) {
+// the primary's admin going through the link toPrimary makes of it, until
+// the backup is a member of the primary's raft again, the primary serves,
+// and done holds.
+func healThrough(t *testing.T, dir string, log *slog.Logger, p, b *pairNode, l memPairLink, toPrimary func(adminLink) Requester, done func() bool) {
 	t.Helper()
-	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, func(a adminLink) Requester {
-		link.adminLink = a
-		return link
-	})
+	pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, toPrimary)
 	runPairs(t, pairP, pairB)
 	waitFor(t, "the backup rejoins the primary's raft", 40*time.Second, func() bool {
 		_, member := p.rep.MemberAt("backup", string(l.addrB))

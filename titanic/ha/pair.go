@@ -879,18 +879,30 @@ func (p *Pair) reconcile(ctx context.Context) {
 		// and the peer takes what changed since alone. By position at
 		// version 6: a fork that grew is another handover, taken whole
 		// again. Below it (an older peer), unmarked, as before.
+		//
+		// The form is the first try's on every redo, not this node's
+		// cluster version now: serving alone between two tries, its
+		// leader (the only member) raises it, and a first try marked
+		// by position and a redo marked by key named the handover
+		// differently (HandoverID, HandoverName), so the peer took the
+		// redo whole again, undoing what its clients did since.
 		self, _ := p.node.Self()
+		form, err := p.node.HandoverForm(cctx, self, fork, cv)
+		if err != nil {
+			p.log.Error("the form of the handover", "err", err)
+			return
+		}
 		var hid store.ID
 		switch {
-		case cv >= store.HandoverKeyVersion:
+		case form >= store.HandoverKeyVersion:
 			hid = store.HandoverName(self, fork)
-		case cv >= store.HandoverMarkVersion:
+		case form >= store.HandoverMarkVersion:
 			if hid, err = p.node.HandoverID(cctx, self, fork); err != nil {
 				p.log.Error("naming the handover", "err", err)
 				return
 			}
 		}
-		err := p.node.HandoverOps(cctx, fork, p.handover, func(batch []store.Op, keys []store.HandoverKey) error {
+		err = p.node.HandoverOps(cctx, fork, p.handover, func(batch []store.Op, keys []store.HandoverKey) error {
 			if cv < store.AdoptHistoryVersion {
 				// The peer may run a release that cannot read an
 				// adoption's attempts (this pair's version is below
@@ -902,9 +914,9 @@ func (p *Pair) reconcile(ctx context.Context) {
 			}
 			send := batch
 			switch {
-			case cv >= store.HandoverKeyVersion:
+			case form >= store.HandoverKeyVersion:
 				send = append([]store.Op{store.HandoverKeyedMark(hid, keys)}, batch...)
-			case cv >= store.HandoverMarkVersion:
+			case form >= store.HandoverMarkVersion:
 				send = append([]store.Op{store.HandoverMark(hid, ops, len(batch))}, batch...)
 			}
 			rep, err := p.peer.Request(cctx, tsp.SvcAdopt, [][]byte{store.EncodeOps(send)})

@@ -74,8 +74,9 @@ const probeTicket = "shard-probe"
 // may be stored ("outcome unknown": a raft leader lost its leadership
 // with it in flight) and its resend then failed: Submit returns that
 // error, naming the shard and the random key, with which the caller can
-// resend it there without a second ticket (a keyed submit with
-// WithKeyedFallback stops there too). The price: an unkeyed submit that
+// resend it there without a second ticket: a keyed Submit of this Sharded
+// with that key goes to that shard, since the key is drawn to have it as
+// its home shard (a keyed submit with WithKeyedFallback stops there too). The price: an unkeyed submit that
 // timed out on a shard that had stored it before dying leaves a ticket
 // there that no caller knows, and its job runs on both shards. Work that
 // must run once carries a key.
@@ -323,8 +324,9 @@ func mix64(x uint64) uint64 {
 
 // Submit stores a durable request on one shard and returns its shard
 // ticket. With opt.IdemKey it goes to the key's home shard only (unless
-// WithKeyedFallback); without, round robin over the healthy shards. See
-// Sharded for why.
+// WithKeyedFallback); without, round robin over the healthy shards, each
+// try under a random key homed on the shard it goes to. See Sharded for
+// why.
 func (s *Sharded) Submit(ctx context.Context, service string, body [][]byte, opt SubmitOptions) (string, error) {
 	if opt.IdemKey != "" {
 		return s.submitKeyed(ctx, service, body, opt)
@@ -346,6 +348,17 @@ func (s *Sharded) Submit(ctx context.Context, service string, body [][]byte, opt
 	}
 	var errs []error
 	for _, sh := range append(up, down...) {
+		// The key is drawn here, homed on sh, rather than left to sh's
+		// Client: when sh says the submit may be stored, the error gives
+		// this key, and the caller's keyed resend through this Sharded
+		// goes to the key's home shard, which must be sh. A key homed
+		// elsewhere would take the resend to a shard that does not know
+		// it, and make a second ticket.
+		key, err := s.keyFor(sh)
+		if err != nil {
+			return "", err
+		}
+		opt.IdemKey = key
 		tk, err := s.submitTo(ctx, sh, service, body, opt)
 		if err == nil {
 			return tk, nil
@@ -399,6 +412,20 @@ func (s *Sharded) submitKeyed(ctx context.Context, service string, body [][]byte
 		errs = append(errs, err)
 	}
 	return "", fmt.Errorf("submit to %s: no shard of %d answered: %w", clipName(service), len(s.shards), errors.Join(errs...))
+}
+
+// keyFor draws random idempotency keys until one's home shard is sh: n
+// draws on average for n shards, each a UUID and n hashes.
+func (s *Sharded) keyFor(sh *shard) (string, error) {
+	for {
+		key, err := newKey()
+		if err != nil {
+			return "", err
+		}
+		if s.ShardFor(key) == sh.index {
+			return key, nil
+		}
+	}
 }
 
 // heldBy returns err naming sh when sh said the submit may be stored

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -799,12 +800,12 @@ func (p *Pair) reconcile(ctx context.Context) {
 	if split := fork < ours.Applied && fork < theirs.Applied; split && (p.node.IsLeader() || p.node.Halted()) {
 		// About to yield (or yielding): only to an active that can take
 		// the handover (see peerCannotTake).
-		why, err := p.peerCannotTake(cctx)
+		why, peerTerm, err := p.peerCannotTake(cctx, theirs)
 		if err != nil {
 			return // asked again at the next round, before yielding
 		}
 		if why != "" {
-			p.keepFromPeer(cctx, why, fork, ours.Applied, theirs.Applied)
+			p.keepFromPeer(cctx, why, peerTerm, fork, ours.Applied, theirs.Applied)
 			return
 		}
 	}
@@ -1027,16 +1028,21 @@ func (p *Pair) addPeer(ctx context.Context) {
 // vote, which a halted raft never gives, and it may not go on alone (it
 // may lack acknowledged work). Yielding to it, this node would halt for
 // a handover nobody takes, and neither node would serve again (the pair
-// simulation, seed 80084, 0 nodes serve). An error: the peer could not
-// be asked.
-func (p *Pair) peerCannotTake(ctx context.Context) (string, error) {
+// simulation, seed 80084, 0 nodes serve). With it, a bound on the term of
+// the last entry of the peer's log, which keepFromPeer needs: that of the
+// last it applied (theirs, its history), or, if its log holds entries past
+// those, its raft's current term (0 if it did not say). Not the current
+// term always: a peer that stands for election in its raft of two takes
+// this node's term from each answer, and would stay level with it. An
+// error: the peer could not be asked.
+func (p *Pair) peerCannotTake(ctx context.Context, theirs store.History) (string, uint64, error) {
 	rep, err := p.peer.Request(ctx, tsp.SvcCluster, [][]byte{{}})
 	if err == nil && (len(rep) == 0 || string(rep[0]) != "200") {
 		err = fmt.Errorf("peer answered %q", rep)
 	}
 	if err != nil {
 		p.log.Info("asking the active peer for its raft status before handing this node's work over", "err", err)
-		return "", err
+		return "", 0, err
 	}
 	kv := map[string]string{}
 	for _, f := range rep[1:] {
@@ -1044,9 +1050,16 @@ func (p *Pair) peerCannotTake(ctx context.Context) (string, error) {
 		kv[k] = v
 	}
 	if kv[caughtUpKey] != "false" || kv["state"] == "Leader" || kv["leader"] != "" {
-		return "", nil
+		return "", 0, nil
 	}
-	return "the active peer is not caught up and its raft has no leader (state " + kv["state"] + "): it could neither lead nor go on alone to take a handover", nil
+	var term uint64
+	if n := len(theirs.Epochs); n > 0 {
+		term = theirs.Epochs[n-1].Term
+	}
+	if last, _ := strconv.ParseUint(kv["last"], 10, 64); last > theirs.Applied {
+		term, _ = strconv.ParseUint(kv["term"], 10, 64)
+	}
+	return "the active peer is not caught up and its raft has no leader (state " + kv["state"] + "): it could neither lead nor go on alone to take a handover", term, nil
 }
 
 // caughtUpKey is the titanic.cluster key by which a pair's node says
@@ -1061,19 +1074,34 @@ const caughtUpKey = "caught_up"
 // peer could take it then; it restarted since), it first takes its raft
 // up again (Reform: it led that raft alone, and holds all of it), and
 // adds the peer at the next round.
-func (p *Pair) keepFromPeer(ctx context.Context, why string, fork, applied, peerApplied uint64) {
+//
+// And only from a term later than that of the last entry of the peer's
+// log (peerTerm, a bound on it; see peerCannotTake). Added in an
+// earlier one, the peer's log is the more up to date by raft's election
+// rule: the peer wins this raft of two with this node's vote and leads
+// it with its own fork, and this node, whose log the join's snapshot
+// compacted (addPeer), refuses each of the peer's entries at an index
+// it no longer holds, while the peer, holding them, never sends a
+// snapshot instead. Nothing commits, and neither node serves again (a
+// loaded machine gave the active's fork the later term). So this node
+// reforms in a term past the peer's first, as when halted, and adds the
+// peer at the next round: its configuration entry, of that term, makes
+// its log the more up to date, the peer follows it, and the peer's log
+// guard finds its fork.
+func (p *Pair) keepFromPeer(ctx context.Context, why string, peerTerm, fork, applied, peerApplied uint64) {
 	halted := p.node.Halted()
+	term := p.node.Status().Term
 	if left, ok := p.repeats.Allow(time.Now(), "not yielding"); ok {
 		p.log.Warn("split brain, and this node does not yield yet: "+why+"; this node keeps its raft and brings the peer into it, and the peer hands its own work over here",
-			"halted", halted, "fork_index", fork, "applied", applied, "peer_applied", peerApplied, "suppressed", left)
+			"halted", halted, "term", term, "peer_term", peerTerm, "fork_index", fork, "applied", applied, "peer_applied", peerApplied, "suppressed", left)
 	}
-	if !halted {
+	if !halted && term > peerTerm {
 		p.addPeer(ctx)
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := p.node.Reform(rctx); err != nil && !errors.Is(err, context.Canceled) {
+	if err := p.node.ReformAbove(rctx, peerTerm); err != nil && !errors.Is(err, context.Canceled) {
 		p.log.Error("reform raft", "err", err)
 	}
 }

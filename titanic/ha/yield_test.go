@@ -27,9 +27,18 @@ import (
 // test starts the pairs (as when it halted while the active could still
 // take it, and the active restarted since): it must take its raft up
 // again rather than wait for a handover nobody takes.
+//
+// With laterTerm, the active's fork is of a later term than the passive's
+// (its elections took more rounds: a loaded machine made it so, seed-free):
+// added to the passive's raft in the passive's term, the active's log was
+// the more up to date, the passive's vote made the active the leader of
+// that raft with its fork, and the passive, whose log the join's snapshot
+// had compacted, refused every entry of the active's that it no longer
+// held: nothing committed, and neither node served again.
 func TestPassiveYieldsOnlyToActiveThatCanTake(t *testing.T) {
-	for _, halted := range []bool{false, true} {
-		t.Run(fmt.Sprintf("halted=%t", halted), func(t *testing.T) {
+	for _, c := range []struct{ halted, laterTerm bool }{{false, false}, {true, false}, {false, true}} {
+		halted := c.halted
+		t.Run(fmt.Sprintf("halted=%t/laterTerm=%t", c.halted, c.laterTerm), func(t *testing.T) {
 			dir := t.TempDir()
 			log := testLogger()
 			p, b, _, l := openMemPairLed(t, dir, log)
@@ -38,7 +47,13 @@ func TestPassiveYieldsOnlyToActiveThatCanTake(t *testing.T) {
 			l.down()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			if err := p.rep.Reform(ctx); err != nil {
+			above := uint64(0)
+			if c.laterTerm {
+				// Past the term the backup's reform takes (the next
+				// of its own after the pair's first).
+				above = b.rep.Status().Term + 2
+			}
+			if err := p.rep.ReformAbove(ctx, above); err != nil {
 				t.Fatalf("primary reform: %v", err)
 			}
 			onP := submitOn(t, p, PrimaryTag, 3)
@@ -47,6 +62,9 @@ func TestPassiveYieldsOnlyToActiveThatCanTake(t *testing.T) {
 				t.Fatalf("backup reform: %v", err)
 			}
 			onB := submitOn(t, b, BackupTag, 3)
+			if c.laterTerm && p.rep.Status().Term <= b.rep.Status().Term {
+				t.Fatalf("the primary's term %d is not past the backup's %d: the test did not make its state", p.rep.Status().Term, b.rep.Status().Term)
+			}
 
 			// The primary restarts: it has not caught up since.
 			if err := p.rep.Close(); err != nil {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/store/replica"
 )
 
 // A close of a ticket the node adopted in a handover is not handed back
@@ -87,9 +86,7 @@ func TestRetryOfAdoptedTicketHandedBack(t *testing.T) {
 	defer cancel()
 	// Both sides run this build: retries are taken.
 	for _, n := range []*pairNode{p, b} {
-		if err := n.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + n.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
-			t.Fatalf("announce on %s: %v", n.id, err)
-		}
+		announceVersion(t, n, store.OpsRecordVersion)
 	}
 	// X fails for good on the backup, alone.
 	if res, err := b.rep.Apply(ctx, []store.Op{{Kind: store.OpFail, ID: x, Time: time.Now(), Reason: "attempt 1 of 1 failed on the backup"}}); err != nil || res[0].Err != nil {

@@ -239,9 +239,7 @@ func openMemPairLed(t *testing.T, dir string, log *slog.Logger) (p, b, leader *p
 // announcement of its leader, and waits until both have applied it.
 func atOpsVersion(t *testing.T, ctx context.Context, p, b, leader *pairNode) {
 	t.Helper()
-	if err := leader.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + leader.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
-		t.Fatalf("announce: %v", err)
-	}
+	announceVersion(t, leader, store.OpsRecordVersion)
 	waitFor(t, "the version on both", 10*time.Second, func() bool {
 		vp, _ := p.rep.ClusterVersion(ctx)
 		vb, _ := b.rep.ClusterVersion(ctx)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/titanicmq/titanic/binarystar"
 	"github.com/titanicmq/titanic/store"
-	"github.com/titanicmq/titanic/store/replica"
 )
 
 // The pair's path to store's TestHandbackOfAdoptedTicketClosedOnItsCreator.
@@ -29,9 +28,7 @@ func TestPairHandbackDoesNotBringBackTicketClosedOnItsCreator(t *testing.T) {
 	defer cancel()
 	// Each side, alone, at this build's version: the handover is keyed.
 	for _, n := range []*pairNode{p, b} {
-		if err := n.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + n.id, ClusterVersion: store.OpsRecordVersion}); err != nil {
-			t.Fatalf("announce on the %s: %v", n.id, err)
-		}
+		announceVersion(t, n, store.OpsRecordVersion)
 	}
 
 	// The backup's first try, cut short after its first batch.

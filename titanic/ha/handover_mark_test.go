@@ -43,13 +43,9 @@ func TestHandoverMarkedOnlyAtItsVersion(t *testing.T) {
 			dir := t.TempDir()
 			log := testLogger()
 			p, b, onB, addrB := splitPair(t, dir, log, 3)
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
 			// Each side, alone, at the version.
 			for _, n := range []*pairNode{p, b} {
-				if err := n.rep.Announce(ctx, replica.Announcement{Endpoint: "inproc://" + n.id, ClusterVersion: version}); err != nil {
-					t.Fatalf("announce on %s: %v", n.id, err)
-				}
+				announceVersion(t, n, version)
 			}
 			link := &recordingLink{}
 			pairP, pairB := linkedPairs(dir, log, p, b, binarystar.StateActive, binarystar.StatePassive, func(a adminLink) Requester {

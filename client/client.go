@@ -211,11 +211,18 @@ type call struct {
 	service string
 	body    [][]byte
 	res     chan result
+	// sends counts the times the request went out (the run goroutine's
+	// until the result is sent).
+	sends int
 }
 
 type result struct {
 	frames [][]byte
 	err    error
+	// resent: the request went out more than once, so the broker may
+	// have applied an earlier send and judged the answered one on the
+	// state that send made.
+	resent bool
 }
 
 // maxID bounds Config.ID: what the broker takes in a hello
@@ -313,14 +320,23 @@ func (c *Client) Stats() Stats {
 
 // do sends one request for service and returns the reply body.
 func (c *Client) do(ctx context.Context, service string, body [][]byte) ([][]byte, error) {
+	frames, _, err := c.doResent(ctx, service, body)
+	return frames, err
+}
+
+// doResent is do that also tells whether the request was sent more than
+// once (a try unanswered in time, a connection cut): the answer is then
+// the last send's, which the broker may have judged on what an earlier
+// send did.
+func (c *Client) doResent(ctx context.Context, service string, body [][]byte) ([][]byte, bool, error) {
 	cl := &call{ctx: ctx, service: service, body: body, res: make(chan result, 1)}
 	select {
 	case c.calls <- cl:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	case <-c.quit:
-		return nil, ErrClosed
+		return nil, false, ErrClosed
 	}
 	r := <-cl.res
-	return r.frames, r.err
+	return r.frames, r.resent, r.err
 }

@@ -119,12 +119,34 @@ func lifecycleStatus(rep [][]byte, what, ticket string) error {
 // ErrUnknown for a ticket the broker does not know, ErrFinished for one
 // already finished, and ErrUnsupported when the broker, or its cluster,
 // cannot take it yet.
+//
+// A cancel sent more than once (a try unanswered in time: the broker may
+// have committed the first send) that finds the ticket finished looks it
+// up: cancelled, it succeeds, since the first send may be what cancelled
+// it (its answer lost), and the ticket is cancelled either way.
 func (c *Client) Cancel(ctx context.Context, ticket string) error {
-	rep, err := c.do(ctx, tsp.SvcCancel, [][]byte{[]byte(ticket)})
+	rep, resent, err := c.doResent(ctx, tsp.SvcCancel, [][]byte{[]byte(ticket)})
 	if err != nil {
 		return err
 	}
-	return lifecycleStatus(rep, "cancel", ticket)
+	err = lifecycleStatus(rep, "cancel", ticket)
+	if resent && errors.Is(err, ErrFinished) && c.stateAfterResend(ctx, ticket, func(state string) bool { return state == "cancelled" }) {
+		return nil
+	}
+	return err
+}
+
+// stateAfterResend reports whether the ticket's state, looked up now,
+// satisfies ok: whether an op the client sent more than once, and whose
+// last send the broker refused for the state it found, may have been
+// applied by an earlier send. A failed lookup says no.
+func (c *Client) stateAfterResend(ctx context.Context, ticket string, ok func(state string) bool) bool {
+	st, err := c.Status(ctx, ticket)
+	if err != nil {
+		return false
+	}
+	c.log.Debug("request sent again and refused for the state an earlier send may have made", "ticket", ticket, "state", st.State)
+	return ok(st.State)
 }
 
 // Pause stops the dispatch of service's tickets (durably: a restart or a

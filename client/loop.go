@@ -154,7 +154,7 @@ func (c *Client) run() {
 			c.presence(cn, tsp.SvcHello, c.cfg.Timeout)
 		case cl := <-c.calls:
 			frames, err := c.serve(cn, cl)
-			cl.res <- result{frames, err}
+			cl.res <- result{frames, err, cl.sends > 1}
 		}
 	}
 }
@@ -391,6 +391,7 @@ func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, suspect bool,
 		// off), so a failed send means a full pipe: treat it as an
 		// unanswered try.
 		cn.sent(i, msg)
+		cl.sends++
 		if again {
 			cn.resent(i)
 		}

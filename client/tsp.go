@@ -249,14 +249,22 @@ func isTransient(err error) bool { return err != nil && errors.Is(err, ErrServer
 // sweep lists the tickets it deletes, and a retry waits for that; or a
 // limit was reached) is asked again after a pause that doubles up to a
 // second, until ctx ends.
+//
+// A retry sent more than once (a try unanswered in time: the broker may
+// have committed the first send) that is refused as not failed looks the
+// ticket up: no longer failed, it succeeds, since the first send may be
+// what gave it its round (its answer lost).
 func (c *Client) Retry(ctx context.Context, ticket string) error {
 	pause := minBusyPause
 	for {
-		rep, err := c.do(ctx, tsp.SvcRetry, [][]byte{[]byte(ticket)})
+		rep, resent, err := c.doResent(ctx, tsp.SvcRetry, [][]byte{[]byte(ticket)})
 		if err != nil {
 			return err
 		}
 		err = lifecycleStatus(rep, "retry", ticket)
+		if resent && errors.Is(err, ErrNotFailed) && c.stateAfterResend(ctx, ticket, func(state string) bool { return state != "failed" }) {
+			return nil
+		}
 		if !tsp.Is(rep, tsp.CodeError, tsp.Busy) {
 			return err
 		}
@@ -280,12 +288,20 @@ const (
 // meanwhile is left alone (ErrNotFailed). It returns ErrUnknown for a
 // ticket the broker does not know, and ErrUnsupported when the broker, or
 // its cluster, cannot take it yet (cluster version 3).
+//
+// A purge sent more than once (a try unanswered in time) that finds the
+// ticket unknown succeeds: the first send may be what closed it (its
+// answer lost), and the ticket is gone either way.
 func (c *Client) Purge(ctx context.Context, ticket string) error {
-	rep, err := c.do(ctx, tsp.SvcPurge, [][]byte{[]byte(ticket)})
+	rep, resent, err := c.doResent(ctx, tsp.SvcPurge, [][]byte{[]byte(ticket)})
 	if err != nil {
 		return err
 	}
-	return lifecycleStatus(rep, "purge", ticket)
+	err = lifecycleStatus(rep, "purge", ticket)
+	if resent && errors.Is(err, ErrUnknown) {
+		return nil
+	}
+	return err
 }
 
 // unsupported reports whether an answer says the broker lacks a service

@@ -219,6 +219,11 @@ func runSubmit(e env) error {
 	if err := e.parseFlags(fs, e.args); err != nil {
 		return err
 	}
+	if *key == "" && lf.given("key") {
+		// An empty key is no key: the submit would not be idempotent,
+		// which is what --key promises (a variable left unset).
+		return usagef("--key wants a key of 1 to 128 bytes: an empty one would make the submit not idempotent")
+	}
 	opt := client.SubmitOptions{IdemKey: *key}
 	if err := lf.apply(&opt); err != nil {
 		return err

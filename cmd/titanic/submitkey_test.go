@@ -18,7 +18,7 @@ import (
 // unset, and submits again after a timeout, stores the request twice: the
 // promise the flag makes is broken without a word. The broker refuses a
 // key over 128 bytes; an empty one, given on purpose, is no key at all.
-func TestSubmitRefusesEmptyKeyFound(t *testing.T) {
+func TestSubmitRefusesEmptyKey(t *testing.T) {
 	wantEmptyKeyRefused(t, "submit", "--key", "", "svc", "b")
 	wantEmptyKeyRefused(t, "submit", "--key=", "svc", "b")
 	wantEmptyKeyRefused(t, "submit", "--key", "", "--from", "-", "svc")

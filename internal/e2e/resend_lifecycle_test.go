@@ -75,7 +75,7 @@ func slowCommits(t *testing.T, b *lcBroker) (stop func()) {
 // The broker answers each send rightly; the client, knowing it sent more
 // than once, must not pass the resend's verdict on a state its own first
 // send made. Needs strace.
-func TestLifecycleCommandResentFound(t *testing.T) {
+func TestLifecycleCommandResent(t *testing.T) {
 	b := newLCBroker(t)
 	try := []string{"--try-timeout", "1s", "--retries", "10"}
 

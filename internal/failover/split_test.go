@@ -117,7 +117,10 @@ func saveLogs(t *testing.T, nodes ...*node) {
 		return
 	}
 	for _, n := range nodes {
-		path := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", t.Name(), n.name, time.Now().UnixNano()))
+		// A subtest's name holds a slash: flattened, its logs land in dir
+		// itself rather than in a subdirectory nothing made.
+		name := strings.ReplaceAll(t.Name(), "/", "_")
+		path := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", name, n.name, time.Now().UnixNano()))
 		if err := os.WriteFile(path, []byte(n.logs()), 0o644); err != nil {
 			t.Logf("keep logs: %v", err)
 			continue

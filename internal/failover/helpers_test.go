@@ -44,6 +44,10 @@ type node struct {
 	dir   string
 	args  []string
 	procs []*netns.Process
+	// restores are the first life after each restore of a backup
+	// (backupRestore): a restore starts a new raft history, whose terms
+	// count from 1 again.
+	restores []int
 }
 
 func newNode(n *netns.Net, name string, t *testing.T) *node {
@@ -109,19 +113,32 @@ func endpoints(nodes ...*node) []string {
 
 // servingTerms reads, from every life of every node, the lines a broker
 // logs when it starts to serve ("serving: ... term=N") and returns, per
-// term, the nodes that served in it.
-func servingTerms(nodes ...*node) map[uint64][]string {
+// raft history (a restore starts a new one: node.restores), oldest first,
+// the nodes that served in each term.
+func servingTerms(nodes ...*node) []map[uint64][]string {
 	re := regexp.MustCompile(`msg="serving: [^"]*".* term=(\d+)`)
-	out := map[uint64][]string{}
+	var out []map[uint64][]string
 	for _, n := range nodes {
-		for line := range strings.Lines(n.logs()) {
-			m := re.FindStringSubmatch(line)
-			if m == nil {
-				continue
+		for life, p := range n.procs {
+			h := 0
+			for _, r := range n.restores {
+				if life >= r {
+					h++
+				}
 			}
-			term, _ := strconv.ParseUint(m[1], 10, 64)
-			if !slices.Contains(out[term], n.name) {
-				out[term] = append(out[term], n.name)
+			for len(out) <= h {
+				out = append(out, map[uint64][]string{})
+			}
+			data, _ := os.ReadFile(p.Log)
+			for line := range strings.Lines(string(data)) {
+				m := re.FindStringSubmatch(line)
+				if m == nil {
+					continue
+				}
+				term, _ := strconv.ParseUint(m[1], 10, 64)
+				if !slices.Contains(out[h][term], n.name) {
+					out[h][term] = append(out[h][term], n.name)
+				}
 			}
 		}
 	}
@@ -129,16 +146,26 @@ func servingTerms(nodes ...*node) map[uint64][]string {
 }
 
 // checkOneServerPerTerm fails the test when two nodes logged that they
-// served in the same raft term.
+// served in the same raft term of one raft history, and returns the
+// terms served in the last history.
 func checkOneServerPerTerm(t *testing.T, nodes ...*node) map[uint64][]string {
 	t.Helper()
-	terms := servingTerms(nodes...)
-	for term, who := range terms {
-		if len(who) > 1 {
-			t.Errorf("split brain: nodes %v all served in raft term %d", who, term)
+	histories := servingTerms(nodes...)
+	for h, terms := range histories {
+		after := ""
+		if h > 0 {
+			after = fmt.Sprintf(" (of the raft history begun by restore %d)", h)
+		}
+		for term, who := range terms {
+			if len(who) > 1 {
+				t.Errorf("split brain: nodes %v all served in raft term %d%s", who, term, after)
+			}
 		}
 	}
-	return terms
+	if len(histories) == 0 {
+		return map[uint64][]string{}
+	}
+	return histories[len(histories)-1]
 }
 
 // --- cluster status ---------------------------------------------------------

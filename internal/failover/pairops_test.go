@@ -517,6 +517,7 @@ func backupRestore(t *testing.T, from *node, nodes []*node, dg func() string) {
 		if out, code := titanicCLI(t, "restore", "--force", "--data", n.dir, file); code != 0 {
 			t.Fatalf("restore on %s: exit %d\n%s", n.name, code, out)
 		}
+		n.restores = append(n.restores, len(n.procs))
 	}
 }
 

@@ -307,7 +307,12 @@ func TestCauseNotActiveEveryNode(t *testing.T) {
 		})
 		eps = append(eps, f.endpoint)
 	}
-	c := newClient(t, 50*time.Millisecond, 2, eps...)
+	// Each node must be connected to and answer within the tries: with
+	// tries of 50ms, a loaded machine had a node "connected, but no
+	// answer" or not even connected (2 runs in 11). The call takes its
+	// tries' time whatever it is: nodes that refuse are asked again
+	// until then.
+	c := newClient(t, 500*time.Millisecond, 2, eps...)
 	_, err := c.Submit(testCtx(t), "echo", frames("x"), SubmitOptions{})
 	ue := unavailable(t, err, eps...)
 	if !ue.NoActive || !ue.All(CauseNotActive) {

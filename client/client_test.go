@@ -549,7 +549,12 @@ func TestFrameCountBombDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep, _ := s.GetLastEndpoint()
-	c := newClient(t, 2*time.Second, 1, ep)
+	// The try's timeout covers the bomb's 100,000 frames sent here and
+	// read by the client one by one (two cgo calls each, under -race):
+	// 2s was not enough on a loaded machine (a load average of 50 on 2
+	// cores failed 10 runs in 10; 4-8s each), and the answer after the
+	// bomb then came too late. Nothing here waits for the timeout.
+	c := newClient(t, 20*time.Second, 1, ep)
 	type result struct {
 		body [][]byte
 		err  error
@@ -580,8 +585,8 @@ func TestFrameCountBombDropped(t *testing.T) {
 		if len(r.body) != 1 || string(r.body[0]) != "fresh" {
 			t.Fatalf("answer of %d frames, want the one frame \"fresh\"", len(r.body))
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no answer")
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer within 30s")
 	}
 	if c.Stats().Stale != 1 {
 		t.Fatalf("stats = %+v, want 1 stale", c.Stats())

@@ -11,31 +11,40 @@ import (
 // A pipelined submit held in the queue behind a fresher one fails at its
 // own deadline (its Retries x Timeout per broker), not at the fresher
 // one's. Here submit a is answered busy, and waits between its sends
-// apart from the queue; b comes 0.7s later, and the node stops serving:
-// both are refused, again and again, b ahead of a (a came back to the
-// queue after b).
+// apart from the queue; b comes once a was answered busy ten times
+// (100ms apart: 1s, more on a loaded machine), and the node stops
+// serving: both are refused, again and again, b ahead of a (a came back
+// to the queue after b). a must fail nearer its own deadline than b's:
+// the bound is half-way between them, so that the time b came later,
+// which grows with the machine's load, is also the test's margin. (With
+// a 1.2s deadline and seven busy answers, a loaded machine failed a
+// before its seventh answer, and the test waited for them in vain.)
 func TestSubmitAsyncExpiresBehindFresherSubmit(t *testing.T) {
 	var refusing atomic.Bool
 	f := stoppingNode(t, &refusing, func(body [][]byte) [][]byte {
 		return [][]byte{[]byte("500"), []byte(tsp.Busy.Text("test")), body[0]}
 	})
-	c := newPipeClient(t, Config{Brokers: []string{f.endpoint}, Timeout: 400 * time.Millisecond, Retries: 3})
+	const timeout, retries = time.Second, 3
+	c := newPipeClient(t, Config{Brokers: []string{f.endpoint}, Timeout: timeout, Retries: retries})
 	start := time.Now()
 	a, err := c.SubmitAsync(testCtx(t), "echo", frames("a"), SubmitOptions{IdemKey: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Busy answers send it again 100ms apart.
-	eventually(t, "seven busy answers to a", func() bool { return len(f.requests()) >= 7 })
+	eventually(t, "ten busy answers to a", func() bool { return len(f.requests()) >= 10 })
 	refusing.Store(true)
+	later := time.Since(start)
 	if _, err := c.SubmitAsync(testCtx(t), "echo", frames("b"), SubmitOptions{IdemKey: "b"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.Ticket(testCtx(t)); err == nil {
 		t.Fatal("a got a ticket; want it to fail at its deadline")
 	}
-	if el, due := time.Since(start), 1200*time.Millisecond; el > due+350*time.Millisecond {
-		t.Fatalf("a failed %s after it was submitted, want about its deadline, %s", el.Round(time.Millisecond), due)
+	due := retries * timeout
+	if el := time.Since(start); el > due+later/2 {
+		t.Fatalf("a failed %s after it was submitted, want about its deadline, %s (b, submitted %s after a, has its deadline %s later)",
+			el.Round(time.Millisecond), due, later.Round(time.Millisecond), later.Round(time.Millisecond))
 	}
 }
 

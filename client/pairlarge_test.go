@@ -99,7 +99,13 @@ func TestPairTooLargeFailsAtOnce(t *testing.T) {
 	if n := conns(); n > 8 {
 		t.Errorf("%d connections to the active, want at most 8: the request was sent there again after it was taken for too large twice", n)
 	}
-	if el > time.Second {
-		t.Errorf("gave up after %s and %d connections to the active, want within 1s (at once; 0.44s before the change)", el, conns())
+	// The time is that of the connections counted above: each cut is
+	// followed by a reconnect after libzmq's reconnect interval (100ms)
+	// and a handshake, 0.45s in all on an idle machine, up to 1.2s under
+	// CPU load with the same 6 connections (a bound of 1s failed 3 runs
+	// in 40 so). 2s is still under the 2.1-2.6s of the tries spent, and
+	// under one try's timeout: the call waited out no try.
+	if el > 2*time.Second {
+		t.Errorf("gave up after %s and %d connections to the active, want within 2s (at once; 0.45s on an idle machine)", el, conns())
 	}
 }

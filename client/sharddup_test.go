@@ -40,6 +40,19 @@ func TestShardedKeyedFallbackStopsAfterUncertain(t *testing.T) {
 	checkHeldByShard0(t, s, uncertain, other, SubmitOptions{IdemKey: key})
 }
 
+// shardTestTimeout is the Timeout of the shards' Clients (of one try
+// each) in the tests of a submit a shard said it may hold. It must be
+// long enough on a loaded machine: a try not answered within it is taken
+// for a node that is not there (the uncertain answer, when it comes, is
+// lost with the try's socket), and a Client resends "outcome unknown"
+// only within its Retries x Timeout; the submit then rightly goes to the
+// other shard. With tries of 100ms, a run under CPU load lost the
+// uncertain answer in about one run in three, and with 500ms one run in
+// fifteen had no submit reach shard 0 at all. The tries' time is also how
+// long a Client asks a node answering "not active" again, paid once or
+// twice a round: hence one try per Client.
+const shardTestTimeout = time.Second
+
 // uncertainShards is a Sharded client of two shards: shard 0's node
 // answers the first submit "outcome unknown" and then refuses as not
 // active, shard 1's takes every submit.
@@ -53,8 +66,8 @@ func uncertainShards(t *testing.T, opts ...ShardOption) (s *Sharded, uncertain, 
 		return [][]byte{[]byte("200"), []byte(ticket), []byte("new"), body[0]}
 	})
 	s, err := NewSharded([]Config{
-		{Brokers: []string{uncertain.endpoint}, Timeout: 100 * time.Millisecond, Retries: 2},
-		{Brokers: []string{other.endpoint}, Timeout: 100 * time.Millisecond, Retries: 2},
+		{Brokers: []string{uncertain.endpoint}, Timeout: shardTestTimeout, Retries: 1},
+		{Brokers: []string{other.endpoint}, Timeout: shardTestTimeout, Retries: 1},
 	}, opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package client
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
@@ -54,8 +53,8 @@ func TestShardedUncertainAfterMoveOnKeyHomedOnHoldingShard(t *testing.T) {
 		})
 		uncertain := uncertainFirst(t, func([][]byte) [][]byte { return frames("500", "not active") })
 		s, err := NewSharded([]Config{
-			{Brokers: []string{notActive.endpoint}, Timeout: 100 * time.Millisecond, Retries: 2},
-			{Brokers: []string{uncertain.endpoint}, Timeout: 100 * time.Millisecond, Retries: 2},
+			{Brokers: []string{notActive.endpoint}, Timeout: shardTestTimeout, Retries: 1},
+			{Brokers: []string{uncertain.endpoint}, Timeout: shardTestTimeout, Retries: 1},
 		})
 		if err != nil {
 			t.Fatal(err)

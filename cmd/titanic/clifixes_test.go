@@ -48,7 +48,11 @@ func TestRefusedSubmitSaysWhatWasTried(t *testing.T) {
 		{ep + "," + dead, " tries, each refused at once:\n"},
 	} {
 		start := time.Now()
-		code, _, stderr := runCLI(t, context.Background(), "submit", "--broker", tc.brokers, "echo", big)
+		// Tries of 3s: the verdict takes a cut, libzmq's 100ms reconnect,
+		// a handshake and the resend's cut (under 0.6s on a quiet
+		// machine, over 1s at a load average of 45), and a try that ran
+		// out first would rightly be reported as waited out.
+		code, _, stderr := runCLI(t, context.Background(), "submit", "--try-timeout", "3s", "--broker", tc.brokers, "echo", big)
 		// Exit 4, a rejected request: no broker is unavailable, the
 		// request is too large (a script retrying on 6 would retry it
 		// for ever).

@@ -44,19 +44,10 @@ func TestSplitPurgeDoesNotUndoRetry(t *testing.T) {
 	eventually(t, 30*time.Second, "pause supported (cluster version)", func() error { return cp.Pause(ctx, "later") }, dg)
 	waitPairHealthy(t, ctx, primary, backup, 30*time.Second)
 
-	primary.host.Partition(t, backup.host)
-	ca, cb := splitOpsClient(t, primary.endpoint()), splitOpsClient(t, backup.endpoint())
-	eventually(t, 60*time.Second, "the backup serves alone (voted active)", func() error {
-		_, err := cb.Submit(ctx, "other", [][]byte{[]byte("b")}, client.SubmitOptions{})
-		return err
-	}, dg)
+	ca, cb := splitServing(t, p)
 	if err := cb.Purge(ctx, tk); err != nil {
 		t.Fatalf("purge on the backup: %v%s", err, dg())
 	}
-	eventually(t, 60*time.Second, "the primary serves alone", func() error {
-		_, err := ca.Submit(ctx, "other", [][]byte{[]byte("a")}, client.SubmitOptions{})
-		return err
-	}, dg)
 	if err := ca.Retry(ctx, tk); err != nil {
 		t.Fatalf("retry on the primary: %v%s", err, dg())
 	}

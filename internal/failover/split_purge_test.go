@@ -18,11 +18,12 @@ import (
 // merge the primary's retry must hold: the ticket pending (its service is
 // paused), then answered once resumed.
 //
-// Found by an outside-in test of the pair: the backup's solo journal
-// records the purge as a close (store.HandoverOps takes OpPurge as
-// OpClose), so the handover sends an unconditional OpClose and the
-// primary deletes the ticket its operator had just retried: "unknown
-// ticket" after the merge, its work never done.
+// Found by an outside-in test of the pair: store.HandoverOps took the
+// backup's purge as a close, so the handover sent an unconditional
+// OpClose and the primary deleted the ticket its operator had just
+// retried: "unknown ticket" after the merge, its work never done. The
+// purge now goes over as one (cluster version 8, store.HandoverPurgeVersion),
+// which the primary applies on its own state.
 func TestSplitPurgeDoesNotUndoRetry(t *testing.T) {
 	p := loadedPair(t, pairLoad{
 		flags:       append([]string{"--pair-heartbeat", "200ms", "--no-worker-timeout", "300ms"}, fastFlags...),

@@ -41,13 +41,20 @@ const (
 	// position in the mark and take its batch unmarked (applied again on
 	// a redo): the version keeps it out until every member reads it.
 	opsRecordV7 = 7
+	// opsRecordV8 is a handover that carries a purge as one (OpPurge,
+	// applied on the taker's state: a ticket retried there is left
+	// alone) instead of an OpClose; its layout is V5's, and OpPurge is a
+	// V3 kind, which every reader since decodes. But a taker of version
+	// 7 refuses an OpPurge in a merge, and with it the whole batch: the
+	// version keeps it out until every member takes it.
+	opsRecordV8 = 8
 )
 
 // OpsRecordVersion is the newest ops record (a replicated batch) this build
 // reads and may write (`titanic version` prints it). A batch is written in
 // the oldest version that holds its ops, so a cluster whose work needs no
 // newer op kind stays readable by older members.
-const OpsRecordVersion = opsRecordV7
+const OpsRecordVersion = opsRecordV8
 
 // maxAttempts bounds the attempt counter a decoder accepts, so that a
 // damaged record cannot overflow int on 32-bit platforms.

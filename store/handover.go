@@ -43,6 +43,9 @@ import (
 //     first try: written only while the pair's cluster version is below
 //     7.
 //
+// Apart from the marks, the form says how a purge goes over: as one at
+// version 8 (HandoverPurgeVersion), as a close below it.
+//
 // A handover keeps the form of its first try on every redo (HandoverForm):
 // the yielding node's cluster version may be raised between two tries (it
 // serves alone again, its leader the only member), and a redo under the
@@ -66,6 +69,24 @@ const HandoverMarkVersion = opsRecordV6
 // HandoverKeyVersion is the cluster version a keyed mark needs
 // (HandoverKeyedMark); below it, a handover is marked by position.
 const HandoverKeyVersion = opsRecordV7
+
+// HandoverPurgeVersion is the cluster version at which a handover
+// carries a purge its yielding node's client made as one (OpPurge: the
+// taker closes the ticket only if it is still failed there, so a retry
+// its own client made during the split stands). Below it, a purge goes
+// over as the unconditional OpClose that a taker of an older build
+// applies (PurgeAsClose): its Merge refuses an OpPurge, and with it the
+// whole batch, at every try.
+const HandoverPurgeVersion = opsRecordV8
+
+// PurgeAsClose returns an OpPurge as an OpClose of the same ticket (see
+// HandoverPurgeVersion), any other op as it is.
+func (o Op) PurgeAsClose() Op {
+	if o.Kind == OpPurge {
+		o.Kind = OpClose
+	}
+	return o
+}
 
 // HandoverKey is where an op of a keyed handover comes from: the solo
 // journal key (big-endian index ‖ op position) of the last change of its
@@ -284,7 +305,8 @@ var formsBucket = []byte("handover-forms")
 
 // HandoverForm returns the cluster version by which node's handover of
 // this store's fork past fork is marked (HandoverMarkVersion and
-// HandoverKeyVersion choose the form): the one its first try recorded,
+// HandoverKeyVersion choose the form, HandoverPurgeVersion how a purge
+// goes over): the one its first try recorded,
 // else now, recorded (and synced, as a commit is) before it returns, so
 // that a try whose batches reach the taker has its form on record, a
 // restart of the node included. It is forgotten at the next entry both

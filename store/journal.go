@@ -120,7 +120,9 @@ func (t *txn) pruneJournal(index uint64) error {
 // the tickets it took in alone (OpAdopt with their bodies and their
 // dispatches here, then OpReply or OpFail when they finished), the answers it recorded for older tickets
 // (OpReply, OpFail, OpCancel), the failed tickets it gave another round (OpRetry),
-// the older tickets its clients closed (OpClose), and the services its
+// the older tickets its clients closed (OpClose, or OpPurge when the last
+// close was a purge: the peer closes the ticket only if still failed
+// there; Op.PurgeAsClose for a peer that takes no purge), and the services its
 // operators paused or resumed (OpPause, OpResume: as they are now).
 // Tickets created and closed after the fork, and attempts that did not
 // finish, carry nothing: the peer redelivers what is unfinished. But a
@@ -154,6 +156,7 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 		at      uint64 // the index it was submitted at
 		adopted bool   // adopted here after the fork: the peer may hold it
 		closed  bool
+		purged  bool     // its last close was a purge (OpPurge)
 		retried bool     // by this node (not taken from the peer)
 		taken   bool     // its last change was taken from the peer's handover
 		paused  bool     // a service paused or resumed, not a ticket
@@ -202,12 +205,12 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 			ch.taken = taken
 			switch OpKind(v[0]) {
 			case OpSubmit:
-				ch.created, ch.closed = true, false
+				ch.created, ch.closed, ch.purged = true, false, false
 				ch.at = binary.BigEndian.Uint64(k)
 			case OpAdopt:
-				ch.adopted, ch.closed = true, false
+				ch.adopted, ch.closed, ch.purged = true, false, false
 			case OpClose, OpPurge:
-				ch.closed = true
+				ch.closed, ch.purged = true, OpKind(v[0]) == OpPurge
 			case OpRetry:
 				ch.retried = ch.retried || !taken
 			}
@@ -267,7 +270,7 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 				t := hist.TermAt(ch.at)
 				closeCreated = t == 0 || t != hist.TermAt(binary.BigEndian.Uint64(ch.last[:]))
 			}
-			if ops, err = s.ticketForkOps(ctx, ch.id, ch.created, ch.adopted, ch.retried, closeCreated); err != nil {
+			if ops, err = s.ticketForkOps(ctx, ch.id, ch.created, ch.adopted, ch.retried, ch.purged, closeCreated); err != nil {
 				return err
 			}
 		}
@@ -311,15 +314,23 @@ func (s *BoltStore) HandoverOps(ctx context.Context, fork uint64, maxBytes int, 
 }
 
 // ticketForkOps returns the ops that hand ticket id over (see ForkOps):
-// created, adopted and retried say what the solo journal holds of it;
-// closeCreated, that a created ticket that is gone is closed there.
-func (s *BoltStore) ticketForkOps(ctx context.Context, id ID, created, adopted, retried, closeCreated bool) ([]Op, error) {
+// created, adopted, retried and purged say what the solo journal holds of
+// it; closeCreated, that a created ticket that is gone is closed there.
+func (s *BoltStore) ticketForkOps(ctx context.Context, id ID, created, adopted, retried, purged, closeCreated bool) ([]Op, error) {
 	var ops []Op
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		v := tx.Bucket(ticketsBucket).Get(id[:])
 		if v == nil {
 			if !created || closeCreated {
-				ops = append(ops, Op{Kind: OpClose, ID: id})
+				// A purge as one: the peer closes the ticket only if
+				// it is still failed there. Its client may have
+				// retried it meanwhile (acknowledged), and a close
+				// undid that retry.
+				kind := OpClose
+				if purged {
+					kind = OpPurge
+				}
+				ops = append(ops, Op{Kind: kind, ID: id})
 			}
 			return nil
 		}

@@ -12,7 +12,9 @@ import (
 // yields after a split brain hands it over; see titanic/ha): tickets it
 // minted alone (store.OpAdopt), the answers it recorded (OpReply, OpFail),
 // the failed tickets it gave another round (OpRetry), the closes its
-// clients made (OpClose), and the pauses and resumes of services its
+// clients made (OpClose; OpPurge for a purge, which closes a ticket only
+// if it is still failed here: one this node's clients retried meanwhile
+// is left alone, its ErrNotFailed no failure of the merge), and the pauses and resumes of services its
 // operators made (OpPause, OpResume: the state they left). The store applies them
 // idempotently (an adopted ticket already here is left alone, the first
 // reply wins, a ticket closed here stays closed), and a batch marked as
@@ -25,7 +27,7 @@ import (
 func (s *Service) Merge(ctx context.Context, ops []store.Op) error {
 	for i := range ops {
 		switch ops[i].Kind {
-		case store.OpAdopt, store.OpRetry, store.OpReply, store.OpFail, store.OpCancel, store.OpClose, store.OpPause, store.OpResume, store.OpHandover:
+		case store.OpAdopt, store.OpRetry, store.OpReply, store.OpFail, store.OpCancel, store.OpClose, store.OpPurge, store.OpPause, store.OpResume, store.OpHandover:
 		default:
 			return fmt.Errorf("%w: %s is not a merge op", store.ErrInvalidOp, ops[i].Kind)
 		}

@@ -146,3 +146,35 @@ func TestMergeAdoptedAndFinishedKeepsCounts(t *testing.T) {
 		t.Fatalf("after the merge: pending %d delayed %d in flight %d failed %d, want 2 0 0 3", q.Pending, q.Delayed, q.InFlight, q.Failed)
 	}
 }
+
+// A purge handed over by the peer (made by a client on the side that
+// yielded) closes a ticket still failed here and leaves alone one this
+// node's client retried meanwhile: that refusal (ErrNotFailed) is no
+// failure of the merge, which the peer would send again at every try.
+// Merge refused every OpPurge (not a merge op): the peer sent its purges
+// as closes, which deleted the retried ticket.
+func TestMergePurgeLeavesRetriedAlone(t *testing.T) {
+	h := newHarness(t, Config{}, "")
+	ctx := context.Background()
+	retried, failed := store.NewID(), store.NewID()
+	var ops []store.Op
+	for _, id := range []store.ID{retried, failed} {
+		ops = append(ops, store.Op{Kind: store.OpAdopt, ID: id, Service: "echo", Body: [][]byte{[]byte("x")}, Time: h.svc.cfg.Now()},
+			store.Op{Kind: store.OpFail, ID: id, Reason: "failed on the peer", Time: h.svc.cfg.Now()})
+	}
+	if err := h.svc.Merge(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.call(tsp.SvcRetry, retried.String()); codeOf(r) != tsp.CodeOK {
+		t.Fatalf("retry: %q", r)
+	}
+	if err := h.svc.Merge(ctx, []store.Op{{Kind: store.OpPurge, ID: retried}, {Kind: store.OpPurge, ID: failed}}); err != nil {
+		t.Fatalf("merge of two purges, one of a ticket retried here: %v", err)
+	}
+	if r := h.call(tsp.SvcStatus, failed.String()); codeOf(r) != tsp.CodeUnknown {
+		t.Fatalf("the ticket still failed here after the peer's purge: %q, want unknown", r)
+	}
+	if _, job := h.next("echo"); string(job.Token) != retried.String() {
+		t.Fatalf("dispatched %s, want the ticket retried here", job.Token)
+	}
+}

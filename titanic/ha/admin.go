@@ -388,7 +388,7 @@ func (a *Admin) serve(req broker.Request) [][]byte {
 			var res []store.Result
 			if res, err = a.node.Apply(ctx, ops); err == nil {
 				for _, r := range res {
-					if r.Err != nil && !errors.Is(r.Err, store.ErrFinal) && !errors.Is(r.Err, store.ErrNotFound) && !errors.Is(r.Err, store.ErrHandedOver) {
+					if r.Err != nil && !errors.Is(r.Err, store.ErrFinal) && !errors.Is(r.Err, store.ErrNotFound) && !errors.Is(r.Err, store.ErrHandedOver) && !errors.Is(r.Err, store.ErrNotFailed) {
 						a.log.Warn("merge op refused", "err", r.Err)
 					}
 				}

@@ -913,6 +913,15 @@ func (p *Pair) reconcile(ctx context.Context) {
 					batch[i] = batch[i].WithoutAdoptHistory()
 				}
 			}
+			if form < store.HandoverPurgeVersion {
+				// A peer below it refuses an OpPurge in a merge (and
+				// the whole batch with it): a purge goes over as the
+				// close it took until then. By the first try's form,
+				// as the marks are: the same handover on every redo.
+				for i := range batch {
+					batch[i] = batch[i].PurgeAsClose()
+				}
+			}
 			send := batch
 			switch {
 			case form >= store.HandoverKeyVersion:

@@ -64,7 +64,7 @@ unit: build test-deps
 # Reports land in artifacts/jepsen-<scenario>.txt.
 # FAILOVER_LONG are the failover tests with variants or rounds that only
 # run with TITANIC_JEPSEN=long (their shorter forms run in `make test`).
-FAILOVER_LONG = ^(TestPairPassiveLosesPartOfItsDirectory|TestPairRollingRestart|TestGroupStoppedLeaderAcksNothingLost)$$
+FAILOVER_LONG = ^(TestPairPassiveLosesPartOfItsDirectory|TestPairRollingRestart|TestGroupStoppedLeaderAcksNothingLost|TestSplitHandoverFaults)$$
 jepsen: build test-deps
 	mkdir -p artifacts
 	TITANIC_JEPSEN=long TITANIC_BIN=$(abspath $(BIN)) TITANIC_ARTIFACTS=$(abspath artifacts) $(GO) test -count=1 -timeout 40m -v -run 'TestJepsen' ./internal/jepsen/

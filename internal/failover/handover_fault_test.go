@@ -235,10 +235,13 @@ func signal(t *testing.T, n *node, sig syscall.Signal) {
 //     act on the tickets taken in, and restarts: a redo across a restart.
 func TestSplitHandoverFaults(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
+		name string
+		// long: only in make jepsen (FAILOVER_LONG); make test runs the
+		// two faults that redo a handover across a death.
+		long  bool
 		fault func(t *testing.T, p pairRun, bAcks []ack) (closed, cancelled map[string]bool)
 	}{
-		{"yielder stopped", func(t *testing.T, p pairRun, bAcks []ack) (closed, cancelled map[string]bool) {
+		{"yielder stopped", true, func(t *testing.T, p pairRun, bAcks []ack) (closed, cancelled map[string]bool) {
 			signal(t, p.backup, syscall.SIGSTOP)
 			stoppedAt := time.Now()
 			closed, cancelled = touchAdopted(t, p, p.primary, bAcks)
@@ -247,14 +250,14 @@ func TestSplitHandoverFaults(t *testing.T) {
 			waitForkHandedOver(t, p.backup, 60*time.Second, "the backup hands its fork over after SIGCONT", p.dg)
 			return closed, cancelled
 		}},
-		{"taker killed", func(t *testing.T, p pairRun, bAcks []ack) (closed, cancelled map[string]bool) {
+		{"taker killed", true, func(t *testing.T, p pairRun, bAcks []ack) (closed, cancelled map[string]bool) {
 			p.primary.kill()
 			waitServes(t, p.ctx, p.backup, "after the primary died", p.dg)
 			closed, cancelled = touchAdopted(t, p, p.backup, bAcks[:600])
 			p.primary.start(t)
 			return closed, cancelled
 		}},
-		{"taker acts then dies", func(t *testing.T, p pairRun, bAcks []ack) (closed, cancelled map[string]bool) {
+		{"taker acts then dies", false, func(t *testing.T, p pairRun, bAcks []ack) (closed, cancelled map[string]bool) {
 			signal(t, p.backup, syscall.SIGSTOP)
 			closed, cancelled = touchAdopted(t, p, p.primary, bAcks)
 			p.primary.kill()
@@ -263,7 +266,7 @@ func TestSplitHandoverFaults(t *testing.T) {
 			p.primary.start(t)
 			return closed, cancelled
 		}},
-		{"yielder killed", func(t *testing.T, p pairRun, bAcks []ack) (closed, cancelled map[string]bool) {
+		{"yielder killed", false, func(t *testing.T, p pairRun, bAcks []ack) (closed, cancelled map[string]bool) {
 			p.backup.kill()
 			closed, cancelled = touchAdopted(t, p, p.primary, bAcks)
 			p.backup.start(t)
@@ -272,6 +275,9 @@ func TestSplitHandoverFaults(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.long {
+				longOnly(t)
+			}
 			p, bAcks, aAcks := handoverUnderWay(t)
 			closed, cancelled := tc.fault(t, p, bAcks)
 			t.Logf("%s: clients closed %d and cancelled %d of the backup's tickets", tc.name, len(closed), len(cancelled))

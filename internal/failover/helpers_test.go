@@ -113,11 +113,13 @@ func endpoints(nodes ...*node) []string {
 
 // serving is one start of serving logged by a node ("serving: ...
 // term=N"): in which raft history (a restore starts a new one:
-// node.restores), which term, when, and when the node next moved its raft
-// state aside (zero if it did not).
+// node.restores), which term, whether the node led that term alone (its
+// fenced term as the only voter of its raft), when, and when the node
+// next moved its raft state aside (zero if it did not).
 type serving struct {
 	history  int
 	term     uint64
+	solo     bool
 	node     string
 	at, left time.Time
 }
@@ -125,7 +127,8 @@ type serving struct {
 // servings reads, from every life of every node, the lines a broker logs
 // when it starts to serve, and when it moves its raft state aside
 // (replica.Node.Resync: "raft state moved aside; rejoining as a new
-// member").
+// member"), and the term fenced for a raft it is the only voter of
+// ("only voter of its raft: its next term is fenced ... term=N").
 //
 // A node of a pair that yields after a split brain hands its fork over
 // and then moves its raft state aside: the terms it served in that fork
@@ -139,9 +142,11 @@ type serving struct {
 func servings(nodes ...*node) []serving {
 	serve := regexp.MustCompile(`^time=(\S+) .*msg="serving: [^"]*".* term=(\d+)`)
 	aside := regexp.MustCompile(`^time=(\S+) .*msg="raft state moved aside; rejoining as a new member"`)
+	fenced := regexp.MustCompile(`msg="only voter of its raft: its next term is fenced".* term=(\d+)`)
 	var out []serving
 	for _, n := range nodes {
-		open := len(out) // this node's servings not yet followed by a move aside
+		open := len(out)    // this node's servings not yet followed by a move aside
+		var soloTerm uint64 // the term fenced for this node's solo raft, if it runs one
 		for life, p := range n.procs {
 			h := 0
 			for _, r := range n.restores {
@@ -156,7 +161,11 @@ func servings(nodes ...*node) []serving {
 					for i := open; i < len(out); i++ {
 						out[i].left = at
 					}
-					open = len(out)
+					open, soloTerm = len(out), 0
+					continue
+				}
+				if m := fenced.FindStringSubmatch(line); m != nil {
+					soloTerm, _ = strconv.ParseUint(m[1], 10, 64)
 					continue
 				}
 				m := serve.FindStringSubmatch(line)
@@ -165,7 +174,7 @@ func servings(nodes ...*node) []serving {
 				}
 				at, _ := time.Parse(time.RFC3339Nano, m[1])
 				term, _ := strconv.ParseUint(m[2], 10, 64)
-				out = append(out, serving{history: h, term: term, node: n.name, at: at})
+				out = append(out, serving{history: h, term: term, solo: term == soloTerm, node: n.name, at: at})
 			}
 		}
 	}
@@ -173,10 +182,13 @@ func servings(nodes ...*node) []serving {
 }
 
 // sameRaft reports whether two servings of one term number by two nodes
-// can be of one raft: neither served it only in a raft it had moved aside
-// before the other started to serve it.
+// can be of one raft: neither led it alone in a raft it had moved aside
+// before the other started to serve it. A term led in a raft of several
+// stays one raft's: a member that moved its raft state aside does not
+// make a later leader of the same term in that raft any less of a split
+// brain.
 func sameRaft(a, b serving) bool {
-	gone := func(x, y serving) bool { return !x.left.IsZero() && !y.at.IsZero() && x.left.Before(y.at) }
+	gone := func(x, y serving) bool { return x.solo && !x.left.IsZero() && !y.at.IsZero() && x.left.Before(y.at) }
 	return !gone(a, b) && !gone(b, a)
 }
 

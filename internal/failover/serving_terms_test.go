@@ -56,12 +56,14 @@ func TestServingTermsPerRaftHistory(t *testing.T) {
 // handed over and moved aside at 21:03:07.414, pa and pb a raft of two,
 // pa elected in term 4 at 21:03:08.533 and serving at 21:03:09.024. The
 // lines are the run's. A term served by both while neither had moved its
-// raft aside is still a split brain.
+// raft aside is still a split brain, and so is a term the one that moved
+// its raft aside led in a raft of two (not alone in its fenced term).
 func TestServingTermsForkMovedAside(t *testing.T) {
 	t.Parallel()
 	life := lifeLogs(t)
 	const (
 		paServes2 = `time=2026-12-07T21:03:02.888Z level=INFO msg="serving: binary star active and raft leader" component=ha term=2` + "\n"
+		pbFenced4 = `time=2026-12-07T21:03:04.733Z level=INFO msg="only voter of its raft: its next term is fenced" component=raft node=backup term=4 stride=2 slot=0` + "\n"
 		pbServes4 = `time=2026-12-07T21:03:04.772Z level=INFO msg="serving: binary star active and raft leader" component=ha term=4` + "\n"
 		paServes3 = `time=2026-12-07T21:03:07.246Z level=INFO msg="serving: binary star active and raft leader" component=ha term=3` + "\n"
 		pbAside   = `time=2026-12-07T21:03:07.414Z level=WARN msg="raft state moved aside; rejoining as a new member" component=raft node=backup aside=/tmp/x/002/forks/20261207T210307.387204428Z store_kept=false applied=0` + "\n"
@@ -70,15 +72,17 @@ func TestServingTermsForkMovedAside(t *testing.T) {
 		// rafts ran in term 4 at once.
 		paServes4Early = `time=2026-12-07T21:03:07.300Z level=INFO msg="serving: binary star active and raft leader" component=ha term=4` + "\n"
 	)
+	split4 := []string{"split brain: nodes [pa pb] all served in raft term 4"}
 	cases := []struct {
 		name   string
 		pa, pb string
 		want   []string
 		terms  int
 	}{
-		{"the run: pb's term 4 ended with its raft moved aside", paServes2 + paServes3 + paServes4, pbServes4 + pbAside, nil, 3},
-		{"pb's raft not moved aside", paServes2 + paServes3 + paServes4, pbServes4, []string{"split brain: nodes [pa pb] all served in raft term 4"}, 3},
-		{"pa served term 4 before pb moved its raft aside", paServes2 + paServes4Early, pbServes4 + pbAside, []string{"split brain: nodes [pa pb] all served in raft term 4"}, 2},
+		{"the run: pb's term 4 ended with its raft moved aside", paServes2 + paServes3 + paServes4, pbFenced4 + pbServes4 + pbAside, nil, 3},
+		{"pb's raft not moved aside", paServes2 + paServes3 + paServes4, pbFenced4 + pbServes4, split4, 3},
+		{"pa served term 4 before pb moved its raft aside", paServes2 + paServes4Early, pbFenced4 + pbServes4 + pbAside, split4, 2},
+		{"pb led term 4 in a raft of two, then moved it aside", paServes2 + paServes3 + paServes4, pbServes4 + pbAside, split4, 3},
 	}
 	for _, c := range cases {
 		pa := &node{name: "pa", procs: []*netns.Process{life("pa-"+c.name, c.pa)}}

@@ -111,14 +111,42 @@ func endpoints(nodes ...*node) []string {
 	return out
 }
 
-// servingTerms reads, from every life of every node, the lines a broker
-// logs when it starts to serve ("serving: ... term=N") and returns, per
-// raft history (a restore starts a new one: node.restores), oldest first,
-// the nodes that served in each term.
-func servingTerms(nodes ...*node) []map[uint64][]string {
-	re := regexp.MustCompile(`msg="serving: [^"]*".* term=(\d+)`)
-	var out []map[uint64][]string
+// serving is one start of serving logged by a node ("serving: ...
+// term=N"): in which raft history (a restore starts a new one:
+// node.restores), which term, whether the node led that term alone (its
+// fenced term as the only voter of its raft), when, and when the node
+// next moved its raft state aside (zero if it did not).
+type serving struct {
+	history  int
+	term     uint64
+	solo     bool
+	node     string
+	at, left time.Time
+}
+
+// servings reads, from every life of every node, the lines a broker logs
+// when it starts to serve, and when it moves its raft state aside
+// (replica.Node.Resync: "raft state moved aside; rejoining as a new
+// member"), and the term fenced for a raft it is the only voter of
+// ("only voter of its raft: its next term is fenced ... term=N").
+//
+// A node of a pair that yields after a split brain hands its fork over
+// and then moves its raft state aside: the terms it served in that fork
+// end there, in a raft nobody runs any more, and it rejoins its peer's
+// raft as a new member with no term of its own. The peer's raft may then
+// reach the same term number by an election of the two (the solo terms
+// are fenced apart, primary odd and backup even, an election of two is
+// not): pa served term 4 of its raft at 21:03:09.024 after pb, which had
+// served term 4 alone, had moved that raft aside at 21:03:07.414
+// (TestPairPausedActiveAnswersQueuedSubmits).
+func servings(nodes ...*node) []serving {
+	serve := regexp.MustCompile(`^time=(\S+) .*msg="serving: [^"]*".* term=(\d+)`)
+	aside := regexp.MustCompile(`^time=(\S+) .*msg="raft state moved aside; rejoining as a new member"`)
+	fenced := regexp.MustCompile(`msg="only voter of its raft: its next term is fenced".* term=(\d+)`)
+	var out []serving
 	for _, n := range nodes {
+		open := len(out)    // this node's servings not yet followed by a move aside
+		var soloTerm uint64 // the term fenced for this node's solo raft, if it runs one
 		for life, p := range n.procs {
 			h := 0
 			for _, r := range n.restores {
@@ -126,42 +154,102 @@ func servingTerms(nodes ...*node) []map[uint64][]string {
 					h++
 				}
 			}
-			for len(out) <= h {
-				out = append(out, map[uint64][]string{})
-			}
 			data, _ := os.ReadFile(p.Log)
 			for line := range strings.Lines(string(data)) {
-				m := re.FindStringSubmatch(line)
+				if m := aside.FindStringSubmatch(line); m != nil {
+					at, _ := time.Parse(time.RFC3339Nano, m[1])
+					for i := open; i < len(out); i++ {
+						out[i].left = at
+					}
+					open, soloTerm = len(out), 0
+					continue
+				}
+				if m := fenced.FindStringSubmatch(line); m != nil {
+					soloTerm, _ = strconv.ParseUint(m[1], 10, 64)
+					continue
+				}
+				m := serve.FindStringSubmatch(line)
 				if m == nil {
 					continue
 				}
-				term, _ := strconv.ParseUint(m[1], 10, 64)
-				if !slices.Contains(out[h][term], n.name) {
-					out[h][term] = append(out[h][term], n.name)
-				}
+				at, _ := time.Parse(time.RFC3339Nano, m[1])
+				term, _ := strconv.ParseUint(m[2], 10, 64)
+				out = append(out, serving{history: h, term: term, solo: term == soloTerm, node: n.name, at: at})
 			}
 		}
 	}
 	return out
 }
 
-// checkOneServerPerTerm fails the test when two nodes logged that they
-// served in the same raft term of one raft history, and returns the
-// terms served in the last history.
-func checkOneServerPerTerm(t *testing.T, nodes ...*node) map[uint64][]string {
-	t.Helper()
-	histories := servingTerms(nodes...)
-	for h, terms := range histories {
-		after := ""
-		if h > 0 {
-			after = fmt.Sprintf(" (of the raft history begun by restore %d)", h)
+// sameRaft reports whether two servings of one term number by two nodes
+// can be of one raft: neither led it alone in a raft it had moved aside
+// before the other started to serve it. A term led in a raft of several
+// stays one raft's: a member that moved its raft state aside does not
+// make a later leader of the same term in that raft any less of a split
+// brain.
+func sameRaft(a, b serving) bool {
+	gone := func(x, y serving) bool { return x.solo && !x.left.IsZero() && !y.at.IsZero() && x.left.Before(y.at) }
+	return !gone(a, b) && !gone(b, a)
+}
+
+// servingTerms returns, per raft history (a restore starts a new one:
+// node.restores), oldest first, the nodes that served in each term.
+func servingTerms(nodes ...*node) []map[uint64][]string {
+	var out []map[uint64][]string
+	for _, s := range servings(nodes...) {
+		for len(out) <= s.history {
+			out = append(out, map[uint64][]string{})
 		}
-		for term, who := range terms {
-			if len(who) > 1 {
-				t.Errorf("split brain: nodes %v all served in raft term %d%s", who, term, after)
+		if !slices.Contains(out[s.history][s.term], s.node) {
+			out[s.history][s.term] = append(out[s.history][s.term], s.node)
+		}
+	}
+	return out
+}
+
+// splitBrains returns a message for every term two nodes logged that
+// they served in one raft (of one raft history, and neither in a raft it
+// had moved aside before the other served: see servings).
+func splitBrains(nodes ...*node) []string {
+	ss := servings(nodes...)
+	split := map[[2]uint64][]string{} // (history, term) -> nodes
+	var keys [][2]uint64
+	for i, a := range ss {
+		for _, b := range ss[i+1:] {
+			if a.node == b.node || a.history != b.history || a.term != b.term || !sameRaft(a, b) {
+				continue
+			}
+			k := [2]uint64{uint64(a.history), a.term}
+			if _, ok := split[k]; !ok {
+				keys = append(keys, k)
+			}
+			for _, who := range []string{a.node, b.node} {
+				if !slices.Contains(split[k], who) {
+					split[k] = append(split[k], who)
+				}
 			}
 		}
 	}
+	var out []string
+	for _, k := range keys {
+		after := ""
+		if k[0] > 0 {
+			after = fmt.Sprintf(" (of the raft history begun by restore %d)", k[0])
+		}
+		out = append(out, fmt.Sprintf("split brain: nodes %v all served in raft term %d%s", split[k], k[1], after))
+	}
+	return out
+}
+
+// checkOneServerPerTerm fails the test when two nodes served in one term
+// of one raft (splitBrains), and returns the terms served in the last
+// raft history.
+func checkOneServerPerTerm(t *testing.T, nodes ...*node) map[uint64][]string {
+	t.Helper()
+	for _, msg := range splitBrains(nodes...) {
+		t.Error(msg)
+	}
+	histories := servingTerms(nodes...)
 	if len(histories) == 0 {
 		return map[uint64][]string{}
 	}

@@ -416,7 +416,21 @@ func (n *Node) transport() (raft.Transport, func(), error) {
 	// On this layer's connections it bounds the time without progress
 	// (see progressLayer): long catch-ups over slow links go through.
 	timeout := max(time.Second, 2*n.cfg.ElectionTimeout)
-	t, layer, err := newProgressTransport(n.cfg.Bind, adv, timeout, &raft.NetworkTransportConfig{MaxPool: 4, Logger: n.hclog()})
+	// MaxRPCsInFlight 1: no pipelined replication. raft v1.7's pipeline
+	// can deadlock: when a follower answers an AppendEntries false (a
+	// log mismatch, a newer term), raft's decoder stops reading the
+	// pipeline's answers while its send loop, choosing at random among
+	// ready channels, may send twice more before it sees the decoder
+	// gone; the transport's decoder then blocks handing an answer over,
+	// the send blocks handing its request to the decoder, and neither
+	// watches raft's shutdown. That follower gets heartbeats but never
+	// another entry (a pair, whose commits need both voters, commits
+	// nothing more) and the node's Close hangs (seen in a replica test
+	// under load: stuck for 15 minutes in netPipeline.AppendEntries).
+	// Raft's synchronous path still sends every entry since the
+	// follower's next index in one RPC, so batching is kept; raft's own
+	// measurements (hashicorp/raft#541) found pipelining of little use.
+	t, layer, err := newProgressTransport(n.cfg.Bind, adv, timeout, &raft.NetworkTransportConfig{MaxPool: 4, MaxRPCsInFlight: 1, Logger: n.hclog()})
 	if err != nil {
 		return nil, nil, fmt.Errorf("raft transport on %s: %w", n.cfg.Bind, err)
 	}

@@ -3,6 +3,7 @@ package replica
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"testing"
@@ -175,5 +176,34 @@ func TestAbortCutsTransferInFlight(t *testing.T) {
 	}
 	if _, err := l.Dial(raft.ServerAddress(l.ln.Addr().String()), time.Second); !errors.Is(err, errLayerClosed) {
 		t.Fatalf("dial after abort: %v, want errLayerClosed", err)
+	}
+}
+
+// A node's TCP transport does not pipeline AppendEntries: raft v1.7's
+// pipeline can deadlock once a follower answers false (see
+// Node.transport), leaving that follower without entries for good and
+// the node's Close hung. Raft replicates without a pipeline only when the
+// transport refuses one.
+func TestTransportDoesNotPipeline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	n := &Node{cfg: Config{Bind: addr, Advertise: addr, ElectionTimeout: 500 * time.Millisecond}, log: slog.New(slog.DiscardHandler)}
+	tr, abort, err := n.transport()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer abort()
+	defer tr.(raft.WithClose).Close()
+	peer := slowPeer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	p, err := tr.AppendEntriesPipeline("peer", raft.ServerAddress(peer))
+	if !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		if p != nil {
+			_ = p.Close()
+		}
+		t.Fatalf("AppendEntriesPipeline: %v, want raft.ErrPipelineReplicationNotSupported", err)
 	}
 }

@@ -31,6 +31,15 @@ func startNode(t *testing.T, cfg titanic.Config) *node {
 	t.Helper()
 	nc := nodetest.Config(t.TempDir())
 	nc.Service = cfg
+	// The raw workers here beat only in answer to the broker's
+	// heartbeats, and only while the test reads them: at nodetest's
+	// 100 ms the broker expired an idle one (silent 300 ms, as it
+	// should) when the loaded test stalled that long, and the test got
+	// DISCONNECT instead of its REQUEST (TestTSPRedeliveryAfterWorkerLoss,
+	// waiting out the retry's backoff: 5 runs in 40 under -race on two
+	// busy cores). A worker's loss is still found at the broker's next
+	// heartbeat to it, which its closed connection cannot take.
+	nc.Broker.HeartbeatInterval = time.Second
 	nd := nodetest.Start(t, nc)
 	zctx, err := zmq.NewContext()
 	if err != nil {

@@ -27,6 +27,9 @@ import (
 type logGuard struct {
 	raft.LogStore
 	fsm *fsm
+	// snaps is raft's snapshot store (nil: GetLog answers from the log
+	// alone).
+	snaps raft.SnapshotStore
 	// committed reads the running raft's commit index (nil: raft not
 	// returned from NewRaft yet).
 	committed atomic.Pointer[func() uint64]
@@ -77,6 +80,34 @@ func (g *logGuard) DeleteRange(lo, hi uint64) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// GetLog answers for the index of the latest snapshot, which the log
+// lacks, with the snapshot's index and term (an entry of no content),
+// as raft's leader does when it replicates from a snapshot. Raft's
+// follower checks the leader's previous entry in its log alone
+// (hashicorp/raft#205): a follower sent a snapshot, then entries after
+// it whose AppendEntries answer the leader did not get (its RPC timed
+// out while the follower stored them), kept those entries but not the
+// snapshot's: it refused every AppendEntries after the snapshot's index,
+// the leader, stepping back, found its log compacted there and sent the
+// snapshot again, and so on until the leader took a newer snapshot: a
+// member that joined never caught up (seen in TestOperatorVoteRefusedUntilCaughtUp
+// under load, applied index stuck at the join's snapshot for 30 s).
+// Raft reads such an entry only to check the previous entry's term: its
+// leader sends entries from a log whose entry before them it read too,
+// and it applies only entries after the snapshot it restored.
+func (g *logGuard) GetLog(index uint64, l *raft.Log) error {
+	err := g.LogStore.GetLog(index, l)
+	if !errors.Is(err, raft.ErrLogNotFound) || g.snaps == nil {
+		return err
+	}
+	list, lerr := g.snaps.List()
+	if lerr != nil || len(list) == 0 || list[0].Index != index {
+		return err
+	}
+	*l = raft.Log{Index: index, Term: list[0].Term, Type: raft.LogNoop}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package replica_test
 import (
 	"context"
 	"errors"
+	"io"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -338,5 +339,108 @@ func rejoinAfterReform(t *testing.T, placeholderFirst bool) {
 	}
 	if k := replica.Installs(l.n); k != 0 {
 		t.Fatalf("%s was sent %d snapshots; want it caught up from the log", l.id, k)
+	}
+}
+
+// answerLostTransport is a leader's in-memory transport that, once it
+// has sent a snapshot, delivers the next AppendEntries that carries
+// entries and then fails it, as an RPC that timed out after the follower
+// stored them does. Pipelining is off, so that every entry goes through
+// AppendEntries.
+type answerLostTransport struct {
+	*raft.InmemTransport
+	sent atomic.Bool // a snapshot was sent
+	lost atomic.Bool // an answer was lost
+}
+
+func (a *answerLostTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	err := a.InmemTransport.InstallSnapshot(id, target, args, resp, data)
+	a.sent.Store(true)
+	return err
+}
+
+func (a *answerLostTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	err := a.InmemTransport.AppendEntries(id, target, args, resp)
+	if err == nil && len(args.Entries) > 0 && a.sent.Load() && a.lost.CompareAndSwap(false, true) {
+		return errors.New("answer lost (test)")
+	}
+	return err
+}
+
+func (a *answerLostTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
+}
+
+// A member that joins is sent the leader's snapshot, then the entries
+// after it; the leader does not get the answer to that AppendEntries
+// (its RPC timed out while the member stored them: a loaded machine, a
+// slow disk, a cut). Raft's follower kept those entries but not the
+// snapshot's own, and checked the leader's next AppendEntries, whose
+// previous entry is the snapshot's, in its log alone (hashicorp/raft#205):
+// it refused it, the leader stepped back onto its compacted log and sent
+// the snapshot again, and so on for ever (until the leader took a newer
+// snapshot): the member never caught up, and one given a vote stopped its
+// leader's commits. It must catch up.
+func TestFollowerCatchesUpAfterAnswerLostPastSnapshot(t *testing.T) {
+	ctx := context.Background()
+	open := func(id string, tr raft.Transport, peers []replica.Peer) *replica.Node {
+		t.Helper()
+		dir := t.TempDir()
+		st, err := store.Open(filepath.Join(dir, "titanic.db"), store.Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := replica.Open(st, replica.Config{
+			ID: id, Dir: filepath.Join(dir, "raft"), Transport: tr, Peers: peers, Bootstrap: len(peers) > 0,
+			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+			LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+			Logger: quiet(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close(); _ = st.Close() })
+		return n
+	}
+	addrA, inA := raft.NewInmemTransport("")
+	trA := &answerLostTransport{InmemTransport: inA}
+	addrB, trB := raft.NewInmemTransport("")
+	trA.Connect(addrB, trB)
+	trB.Connect(addrA, inA)
+	a := open("a", trA, []replica.Peer{{ID: "a", Addr: string(addrA)}})
+	for deadline := time.Now().Add(wait); !a.IsLeader(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a does not lead alone within %s", wait)
+		}
+	}
+	submit := func(n int) {
+		t.Helper()
+		for range n {
+			op := store.Op{Kind: store.OpSubmit, ID: store.NewID(), Time: time.Now(), Service: "s", Body: [][]byte{[]byte("b")}}
+			if res, err := a.Apply(ctx, []store.Op{op}); err != nil || res[0].Err != nil {
+				t.Fatalf("submit: %v %v", err, res)
+			}
+		}
+	}
+	// a's log compacted by the join's snapshot, with entries after it.
+	submit(5)
+	if err := a.PrepareJoin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	submit(5)
+
+	b := open("b", trB, nil)
+	if err := a.AddNonvoter(ctx, "b", string(addrB)); err != nil {
+		t.Fatal(err)
+	}
+	submit(1)
+	c := a.Status().CommitIndex
+	for deadline := time.Now().Add(10 * time.Second); b.Status().AppliedIndex < c; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("b has not caught up within 10s (answer lost: %v): b %+v, a's commit index %d", trA.lost.Load(), b.Status(), c)
+		}
+	}
+	if !trA.lost.Load() {
+		t.Fatal("no AppendEntries answer was lost after the snapshot: the test did not make its case")
 	}
 }

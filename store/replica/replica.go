@@ -522,7 +522,7 @@ func (n *Node) start(bootstrap bool, tweaks ...func(*raft.Config)) error {
 	}
 	n.booting.Store(true)
 	newAt := time.Now()
-	guard := &logGuard{LogStore: n.logs, fsm: n.fsm}
+	guard := &logGuard{LogStore: n.logs, fsm: n.fsm, snaps: n.snaps}
 	r, err := raft.NewRaft(rc, n.fsm, guard, n.logs, opened{n.snaps, &n.lastOpened}, trans)
 	n.booting.Store(false)
 	if err != nil {

@@ -56,14 +56,14 @@ func TestHandoverRedoAcrossVersionRaiseDoesNotUndoTakersRetry(t *testing.T) {
 // marks) on both nodes.
 func splitAtMarkVersion(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink, shared store.ID, onB []store.ID) {
 	t.Helper()
-	p, b, leader, l := openMemPairLed(t, dir, log)
-	announceVersion(t, leader, store.HandoverMarkVersion)
+	p, b, l = openMemPair(t, dir, log)
+	announceOnLeader(t, p, b, store.HandoverMarkVersion)
 	waitFor(t, "version 6 on both", 10*time.Second, func() bool {
 		vp, _ := p.rep.ClusterVersion(context.Background())
 		vb, _ := b.rep.ClusterVersion(context.Background())
 		return vp == store.HandoverMarkVersion && vb == store.HandoverMarkVersion
 	})
-	shared, onB = splitFailing(t, p, b, l, leader)
+	shared, onB = splitFailing(t, p, b, l)
 	return p, b, l, shared, onB
 }
 
@@ -74,6 +74,13 @@ func announceVersion(t *testing.T, n *pairNode, v int) {
 	if err := announceAt(n, v); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// announceOnLeader raises the cluster version of the raft of two of p and
+// b to v, announced by whichever node leads at each try (see onLeader).
+func announceOnLeader(t *testing.T, p, b *pairNode, v int) {
+	t.Helper()
+	onLeader(t, fmt.Sprintf("announce version %d", v), p, b, func(n *pairNode) error { return announceAt(n, v) })
 }
 
 func announceAt(n *pairNode, v int) error {

@@ -81,7 +81,7 @@ func TestHandoverRedoDoesNotUndoTakersRetry(t *testing.T) {
 func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	p, b, l, _ := openPairAtVersion(t, dir, log)
+	p, b, l := openPairAtVersion(t, dir, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	l.down()
@@ -136,18 +136,18 @@ func TestHandoverRedoDoesNotUndoTakersResume(t *testing.T) {
 // still apart.
 func splitSharedFailed(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink, shared store.ID, onB []store.ID) {
 	t.Helper()
-	p, b, l, leader := openPairAtVersion(t, dir, log)
-	shared, onB = splitFailing(t, p, b, l, leader)
+	p, b, l = openPairAtVersion(t, dir, log)
+	shared, onB = splitFailing(t, p, b, l)
 	return p, b, l, shared, onB
 }
 
-// splitFailing is splitSharedFailed on a pair opened already, led by
-// leader: it returns the shared ticket and the backup's.
-func splitFailing(t *testing.T, p, b *pairNode, l memPairLink, leader *pairNode) (shared store.ID, onB []store.ID) {
+// splitFailing is splitSharedFailed on a pair opened already: it returns
+// the shared ticket and the backup's.
+func splitFailing(t *testing.T, p, b *pairNode, l memPairLink) (shared store.ID, onB []store.ID) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	shared = submitOn(t, leader, 0, 1)[0]
+	shared, _ = submitCommon(t, p, b, 0, "shared")
 	waitFor(t, "the shared ticket on both", 10*time.Second, func() bool {
 		_, errP := p.st.Get(context.Background(), shared)
 		_, errB := b.st.Get(context.Background(), shared)
@@ -215,14 +215,14 @@ func reformAgain(t *testing.T, n *pairNode) bool {
 
 // openPairAtVersion opens a pair whose raft of two is at this build's
 // cluster version on both nodes (both run this build: the cluster takes
-// retries and marks handovers by key), and returns its raft leader.
-func openPairAtVersion(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink, leader *pairNode) {
+// retries and marks handovers by key).
+func openPairAtVersion(t *testing.T, dir string, log *slog.Logger) (p, b *pairNode, l memPairLink) {
 	t.Helper()
-	p, b, leader, l = openMemPairLed(t, dir, log)
+	p, b, l = openMemPair(t, dir, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	atOpsVersion(t, ctx, p, b, leader)
-	return p, b, l, leader
+	atOpsVersion(t, ctx, p, b)
+	return p, b, l
 }
 
 // healThrough runs the pair, the primary active, the backup's requests to

@@ -25,9 +25,9 @@ import (
 func TestHandoverOfOpNewerThanTakersVersionNotDropped(t *testing.T) {
 	dir := t.TempDir()
 	log := testLogger()
-	p, b, leader, l := openMemPairLed(t, dir, log)
+	p, b, l := openMemPair(t, dir, log)
 	// A ticket both sides hold.
-	shared := submitOn(t, leader, 0, 1)[0]
+	shared, _ := submitCommon(t, p, b, 0, "shared")
 	waitFor(t, "the shared ticket on both", 10*time.Second, func() bool {
 		_, errP := p.st.Get(context.Background(), shared)
 		_, errB := b.st.Get(context.Background(), shared)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/titanicmq/titanic/broker"
+	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/titanic/tsp"
 )
 
@@ -22,7 +23,14 @@ func TestPairRaftOnlyCutStandDown(t *testing.T) {
 	r := newRejoinRigWith(t, cuttableLink{}, nil, nil, true)
 	p, b, pairP, pairB := r.p, r.b, r.pairP, r.pairB
 	waitFor(t, "the pair in sync, the backup serving", 20*time.Second, func() bool { return pairP.caughtUp.Load() && pairB.Active() })
-	before := submitOn(t, b, BackupTag, 5)
+	// The shared work goes through whichever node leads the raft of two
+	// at each try (submitCommon): its 100 ms timeouts move leadership in
+	// a loaded machine's stalls.
+	var before []store.ID
+	for i := range 5 {
+		id, _ := submitCommon(t, p, b, BackupTag, fmt.Sprintf("before-%d", i))
+		before = append(before, id)
+	}
 
 	r.link(false, true)
 	waitFor(t, "the primary stands down", 20*time.Second, func() bool { return pairP.standDownTerm.Load() > 0 })

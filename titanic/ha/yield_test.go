@@ -41,7 +41,7 @@ func TestPassiveYieldsOnlyToActiveThatCanTake(t *testing.T) {
 		t.Run(fmt.Sprintf("halted=%t/laterTerm=%t", c.halted, c.laterTerm), func(t *testing.T) {
 			dir := t.TempDir()
 			log := testLogger()
-			p, b, _, l := openMemPairLed(t, dir, log)
+			p, b, l := openMemPairLed(t, dir, log)
 
 			// The split: each side goes on alone and takes work in.
 			l.down()

@@ -95,12 +95,20 @@ func (g *logGuard) DeleteRange(lo, hi uint64) error {
 // snapshot again, and so on until the leader took a newer snapshot: a
 // member that joined never caught up (seen in TestOperatorVoteRefusedUntilCaughtUp
 // under load, applied index stuck at the join's snapshot for 30 s).
-// Raft reads such an entry only to check the previous entry's term: its
-// leader sends entries from a log whose entry before them it read too,
-// and it applies only entries after the snapshot it restored.
+// Only when the log begins right after the snapshot: raft then reads
+// such an entry only to check the previous entry's term, since its
+// leader sends an entry only after reading the one before it (here
+// missing too), and it applies only entries after the snapshot it
+// restored. A log that holds entries before the snapshot's index (a
+// follower behind when the snapshot came keeps its trailing entries)
+// would let a leader read the made-up entry as one to send: that one
+// stays not found, so raft sends the snapshot.
 func (g *logGuard) GetLog(index uint64, l *raft.Log) error {
 	err := g.LogStore.GetLog(index, l)
 	if !errors.Is(err, raft.ErrLogNotFound) || g.snaps == nil {
+		return err
+	}
+	if first, ferr := g.LogStore.FirstIndex(); ferr != nil || first != index+1 {
 		return err
 	}
 	list, lerr := g.snaps.List()

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -23,14 +24,24 @@ func TestHandoverOfPurgeOnlyAtItsVersion(t *testing.T) {
 		t.Run("cluster version "+strconv.Itoa(version), func(t *testing.T) {
 			dir := t.TempDir()
 			log := testLogger()
-			p, b, leader, l := openMemPairLed(t, dir, log)
+			p, b, l := openMemPairLed(t, dir, log)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			announceVersion(t, leader, version)
-			shared := submitOn(t, leader, 0, 1)[0]
-			if res, err := leader.rep.Apply(ctx, []store.Op{{Kind: store.OpFail, ID: shared, Time: time.Now(), Reason: "failed before the split"}}); err != nil || res[0].Err != nil {
-				t.Fatalf("fail: %v %v", err, res)
-			}
+			announceOnLeader(t, p, b, version)
+			shared, _ := submitCommon(t, p, b, 0, "shared")
+			onLeader(t, "fail the shared ticket", p, b, func(n *pairNode) error {
+				res, err := n.rep.Apply(ctx, []store.Op{{Kind: store.OpFail, ID: shared, Time: time.Now(), Reason: "failed before the split"}})
+				if err != nil {
+					return err
+				}
+				if res[0].Err != nil {
+					// A resend after an outcome unknown finds it failed.
+					if tk, gerr := n.st.Get(ctx, shared); gerr != nil || tk.State != store.StateFailed {
+						return fmt.Errorf("fail: %w", res[0].Err)
+					}
+				}
+				return nil
+			})
 			waitFor(t, "the failed ticket and the version on both", 10*time.Second, func() bool {
 				for _, n := range []*pairNode{p, b} {
 					tk, err := n.st.Get(ctx, shared)

@@ -39,7 +39,7 @@ func TestPairSplitSoloTermReachedAgainByTwo(t *testing.T) {
 	// No work before the split (a submit to a raft of two, with these
 	// timeouts under -race, may see leadership move and fail): the
 	// shared history is the raft's own entries.
-	p, b, _, l := openMemPairLed(t, dir, log)
+	p, b, l := openMemPairLed(t, dir, log)
 	history := func(n *pairNode) store.History {
 		t.Helper()
 		h, err := n.rep.History(ctx)

@@ -178,7 +178,7 @@ func mixedPair(t *testing.T, primaryBin, backupBin string) {
 	ld.progress(t, 50, 30*time.Second, "first acks of the mixed pair", dg)
 	// The gated feature: retry of a failed ticket, refused while mixed.
 	vc := versionClient(t, brokers)
-	gated := failedTicket(t, ctx, vc, dg)
+	gated := failedTicket(t, ctx, vc, brokers, dg)
 	mustRefuseRetry(t, ctx, vc, gated, "on the mixed pair under load", dg)
 
 	// 1. A failover while mixed: SIGKILL the active.
@@ -306,7 +306,7 @@ func TestMixedGroup(t *testing.T) {
 	ld := startLoad(t, ctx, brokers, 3)
 	ld.progress(t, 50, 30*time.Second, "first acks of the old group", dg)
 	vc := versionClient(t, brokers)
-	gated := failedTicket(t, ctx, vc, dg)
+	gated := failedTicket(t, ctx, vc, brokers, dg)
 	mustRefuseRetry(t, ctx, vc, gated, "on the old group under load", dg)
 
 	leader := waitGroupHealthy(t, ctx, nodes, 30*time.Second, "old group")

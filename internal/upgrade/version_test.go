@@ -32,21 +32,57 @@ var noWorker = []string{"--no-worker-timeout", "300ms"}
 var gateNoWorker = []string{"--no-worker-timeout", "8s"}
 
 // failedTicket submits a request for "nobody" (no worker) and waits until
-// it failed.
-func failedTicket(t *testing.T, ctx context.Context, c *client.Client, dg func() string) string {
+// it failed: within 20 s of the submit or of the last raft term change
+// the brokers report, whichever is later (3 minutes at most). A node that
+// starts serving counts a service's time without workers from then (a
+// new leader cannot know how long the last one went without them), so
+// each change of leader, or the same node's return to leadership,
+// restarts the ticket's no-worker timeout. The tests' 300 ms raft timeout
+// on a loaded machine changed leaders every 1.5-7 s for 20 s
+// (TestMixedPair, TestMixedGroup, at load 40; the echo workers were
+// registered again within 0.4 s of each change): no node served the 8 s
+// of gateNoWorker, and the ticket was still pending 20 s after its submit.
+func failedTicket(t *testing.T, ctx context.Context, c *client.Client, brokers []string, dg func() string) string {
 	t.Helper()
 	ticket, err := c.Submit(ctx, "nobody", [][]byte{[]byte("job")}, client.SubmitOptions{})
 	if err != nil {
 		t.Fatalf("submit: %v%s", err, dg())
 	}
-	eventually(t, 20*time.Second, "ticket "+ticket+" failed for want of a worker", func() error {
+	const settle = 20 * time.Second
+	start := time.Now()
+	limit := start.Add(3 * time.Minute)
+	deadline, term := start.Add(settle), lastTerm(t, ctx, brokers)
+	for {
 		st, err := c.Status(ctx, ticket)
-		if err == nil && st.State != "failed" {
+		if err == nil && st.State == "failed" {
+			return ticket
+		}
+		if err == nil {
 			err = fmt.Errorf("state %s", st.State)
 		}
-		return err
-	}, dg)
-	return ticket
+		if tm := lastTerm(t, ctx, brokers); tm != term {
+			term, deadline = tm, time.Now().Add(settle)
+			if deadline.After(limit) {
+				deadline = limit
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ticket %s failed for want of a worker: not within %s of its submit or of the last term change (term %d, %s after the submit): %v%s",
+				ticket, settle, term, time.Since(start).Round(time.Second), err, dg())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// lastTerm returns the highest raft term the brokers report (0 from none).
+func lastTerm(t *testing.T, ctx context.Context, brokers []string) uint64 {
+	var term uint64
+	for _, ep := range brokers {
+		if st, err := clusterStatus(t, ctx, ep); err == nil {
+			term = max(term, st.Term)
+		}
+	}
+	return term
 }
 
 // mustRefuseRetry asserts that the cluster refuses the retry as not
@@ -146,7 +182,7 @@ func TestMixedGroupClusterVersion(t *testing.T) {
 	defer cancel()
 	waitGroupHealthy(t, ctx, nodes, 30*time.Second, "old group")
 	c := versionClient(t, brokers)
-	ticket := failedTicket(t, ctx, c, dg)
+	ticket := failedTicket(t, ctx, c, brokers, dg)
 	mustRefuseRetry(t, ctx, c, ticket, "on the old group", dg)
 
 	for i, n := range nodes {
@@ -215,7 +251,7 @@ func TestMixedPairClusterVersion(t *testing.T) {
 	defer cancel()
 	active, _ := waitPairHealthy(t, ctx, primary, backup, 30*time.Second, "mixed pair")
 	c := versionClient(t, brokers)
-	ticket := failedTicket(t, ctx, c, dg)
+	ticket := failedTicket(t, ctx, c, brokers, dg)
 	mustRefuseRetry(t, ctx, c, ticket, "on the mixed pair, "+active.name+" active", dg)
 
 	t.Logf("SIGKILL the active %s (%s)", active.name, active.which())

@@ -3,22 +3,65 @@ package replica_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/titanicmq/titanic/store"
 	"github.com/titanicmq/titanic/store/replica"
 )
 
-// failedTicket submits a ticket through the leader and fails it.
-func failedTicket(t *testing.T, l *member) store.ID {
+// failedTicket submits a ticket through the leader of ms and fails it
+// (see onLeader: a ticket of a try whose outcome was unknown is left as
+// it is, and the next try makes another).
+func failedTicket(t *testing.T, ms ...*member) store.ID {
 	t.Helper()
-	sub := submitOp("s")
-	res, err := l.n.Apply(context.Background(), []store.Op{sub, {Kind: store.OpFail, ID: sub.ID, Time: time.Now(), Reason: "no"}})
-	if err != nil || res[0].Err != nil || res[1].Err != nil {
-		t.Fatalf("submit and fail: %v %+v", err, res)
+	var id store.ID
+	onLeader(t, ms, "submit and fail", func(l *member) error {
+		sub := submitOp("s")
+		res, err := l.n.Apply(context.Background(), []store.Op{sub, {Kind: store.OpFail, ID: sub.ID, Time: time.Now(), Reason: "no"}})
+		if err != nil {
+			return err
+		}
+		if res[0].Err != nil || res[1].Err != nil {
+			return fmt.Errorf("%+v", res)
+		}
+		id = sub.ID
+		return nil
+	})
+	return id
+}
+
+// leadershipMoved says whether err is a leader's answer that it does not
+// lead (nothing was done) or lost its leadership while it committed (the
+// outcome is unknown): a client sends the call again, to the leader of
+// the moment.
+func leadershipMoved(err error) bool {
+	return errors.Is(err, replica.ErrNotLeader) || errors.Is(err, replica.ErrUncertain) ||
+		errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost)
+}
+
+// onLeader runs do on the leader of ms, and again on the leader of the
+// moment while it fails because leadership moved (leadershipMoved), for
+// up to wait; it returns the member do succeeded on. Raft promises a
+// leader, not the same one: with these tests' 200 ms timeouts a loaded
+// machine's stall makes a leader step down between two calls. do must be
+// safe to repeat after an unknown outcome.
+func onLeader(t *testing.T, ms []*member, what string, do func(l *member) error) *member {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		l := leader(t, ms)
+		err := do(l)
+		if err == nil {
+			return l
+		}
+		if !leadershipMoved(err) || time.Now().After(deadline) {
+			t.Fatalf("%s on %s: %v", what, l.id, err)
+		}
 	}
-	return sub.ID
 }
 
 // An op of a kind newer than the cluster version stays out of the log: it
@@ -123,29 +166,39 @@ func TestAnnounceLeaderOnly(t *testing.T) {
 // member records the name.
 func TestWorkerNameWaitsForFormat2(t *testing.T) {
 	ms, _ := cluster(t, 3)
-	l := leader(t, ms)
 	ctx := context.Background()
 	waitVersion := func() {
 		t.Helper()
-		deadline := time.Now().Add(wait)
-		for v, _ := l.n.ClusterVersion(ctx); v != store.OpsRecordVersion; v, _ = l.n.ClusterVersion(ctx) {
-			if time.Now().After(deadline) {
-				t.Fatalf("leader at cluster version %d, want %d", v, store.OpsRecordVersion)
+		for _, m := range ms {
+			deadline := time.Now().Add(wait)
+			for v, _ := m.n.ClusterVersion(ctx); v != store.OpsRecordVersion; v, _ = m.n.ClusterVersion(ctx) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s at cluster version %d, want %d", m.id, v, store.OpsRecordVersion)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	// attempt dispatches a ticket to worker w, requeues it and waits
 	// until every member recorded the attempt; it returns their workers.
+	// A try whose outcome was unknown leaves its ticket: the next try
+	// makes another, whose attempt is then the only one.
 	attempt := func(w string) []string {
 		t.Helper()
-		sub := submitOp("s")
-		now := time.Now()
-		res, err := l.n.Apply(ctx, []store.Op{sub, {Kind: store.OpDispatch, ID: sub.ID, Time: now, Worker: w},
-			{Kind: store.OpRequeue, ID: sub.ID, Time: now.Add(time.Millisecond), Reason: "lost"}})
-		if err != nil || res[0].Err != nil || res[1].Err != nil || res[2].Err != nil {
-			t.Fatalf("dispatch and requeue: %v %+v", err, res)
-		}
+		var sub store.Op
+		onLeader(t, ms, "dispatch and requeue", func(l *member) error {
+			sub = submitOp("s")
+			now := time.Now()
+			res, err := l.n.Apply(ctx, []store.Op{sub, {Kind: store.OpDispatch, ID: sub.ID, Time: now, Worker: w},
+				{Kind: store.OpRequeue, ID: sub.ID, Time: now.Add(time.Millisecond), Reason: "lost"}})
+			if err != nil {
+				return err
+			}
+			if res[0].Err != nil || res[1].Err != nil || res[2].Err != nil {
+				return fmt.Errorf("%+v", res)
+			}
+			return nil
+		})
 		var names []string
 		for _, m := range ms {
 			deadline := time.Now().Add(wait)
@@ -173,9 +226,9 @@ func TestWorkerNameWaitsForFormat2(t *testing.T) {
 			t.Fatalf("%s: a dispatch naming its worker moved the store to format 2", m.id)
 		}
 	}
-	if err := l.n.Announce(ctx, replica.Announcement{Endpoint: "tcp://10.0.0.1:5555", ClusterVersion: store.OpsRecordVersion}); err != nil {
-		t.Fatal(err)
-	}
+	onLeader(t, ms, "announce", func(l *member) error {
+		return l.n.Announce(ctx, replica.Announcement{Endpoint: "tcp://10.0.0.1:5555", ClusterVersion: store.OpsRecordVersion})
+	})
 	waitVersion()
 	for i, name := range attempt("0x00aabbccdd") {
 		if name != "" {
@@ -187,10 +240,24 @@ func TestWorkerNameWaitsForFormat2(t *testing.T) {
 			t.Fatalf("%s: after the raise, format 2 %v and newer kinds %v, want format 2 and none", m.id, m.st.NewerFormat(), m.st.NewerKinds())
 		}
 	}
-	id := failedTicket(t, l)
-	if res, err := l.n.Apply(ctx, []store.Op{{Kind: store.OpRetry, ID: id, Time: time.Now()}}); err != nil || res[0].Err != nil {
-		t.Fatalf("retry: %v %+v", err, res)
-	}
+	id := failedTicket(t, ms...)
+	unknown := false
+	onLeader(t, ms, "retry", func(l *member) error {
+		res, err := l.n.Apply(ctx, []store.Op{{Kind: store.OpRetry, ID: id, Time: time.Now()}})
+		if err != nil {
+			unknown = unknown || errors.Is(err, replica.ErrUncertain)
+			return err
+		}
+		if res[0].Err != nil {
+			// The retry of a try whose outcome was unknown finds the
+			// ticket pending when that try was applied.
+			if tk, gerr := l.st.Get(ctx, id); unknown && gerr == nil && tk.State == store.StatePending {
+				return nil
+			}
+			return fmt.Errorf("%+v", res)
+		}
+		return nil
+	})
 	for i, name := range attempt("0x00aabbccdd") {
 		if name != "0x00aabbccdd" {
 			t.Fatalf("%s recorded worker %q after a retry, want 0x00aabbccdd", ms[i].id, name)

@@ -18,15 +18,36 @@ import (
 // Helpers of the tests that read a node's /metrics through its HTTP
 // listener.
 
+// scrapeTries bounds scrapeNode's tries of a scrape cut short.
+const scrapeTries = 3
+
 // scrapeNode reads the node's /metrics into samples by "name{labels}".
+// A scrape the node cut short at its request timeout (503, "Exceeded
+// configured timeout": promhttp's answer past ops.Config.RequestTimeout,
+// 10 s) is made again, as Prometheus scrapes again at its next interval,
+// up to scrapeTries times: the scrape of TestServiceLabelsBounded's 20,000
+// services, under -race on a machine at load 40, took longer once.
 func scrapeNode(t *testing.T, addr string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	var body []byte
+	for try := 1; ; try++ {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || try == scrapeTries {
+			t.Fatalf("scrape %d of /metrics: %s %q", try, resp.Status, body)
+		}
+		t.Logf("scrape %d of /metrics: %s %q: scraping again", try, resp.Status, body)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	out := map[string]float64{}
 	sc := bufio.NewScanner(strings.NewReader(string(body)))
 	for sc.Scan() {

@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/titanicmq/titanic/store"
 )
 
 // `titanic version` names the binary and every protocol and record
@@ -15,7 +18,7 @@ func TestVersionPrintsProtocols(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	for _, want := range []string{"titanic " + Version, "MDPC01", "MDPW01", "9/TSP extensions", "data file format",
-		"replicated ops record  up to 7", "BSTAR1", "TPEER01", "notifications"} {
+		fmt.Sprintf("replicated ops record  up to %d", store.OpsRecordVersion), "BSTAR1", "TPEER01", "notifications"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("version output lacks %q:\n%s", want, out.String())
 		}

@@ -75,6 +75,22 @@ func (g *logGuard) DeleteRange(lo, hi uint64) error {
 	if lo > first || hi < lo {
 		return g.LogStore.DeleteRange(lo, hi)
 	}
+	if g.snaps != nil {
+		// Compaction keeps the latest snapshot's own entry, so that a
+		// log beginning right after a snapshot is only ever a follower's
+		// that installed it without holding that entry, where GetLog may
+		// make it up: on a leader, a replication that read the entry
+		// before it and then the entry itself, with this compaction in
+		// between, would send the made-up no-op in place of the command.
+		// (A range that does not reach back to the snapshot is raft
+		// replacing entries after it: not compaction, left whole.)
+		if list, err := g.snaps.List(); err == nil && len(list) > 0 && lo <= list[0].Index && hi >= list[0].Index {
+			hi = list[0].Index - 1
+			if hi < lo {
+				return nil
+			}
+		}
+	}
 	for from := lo; from <= hi; from += compactChunk {
 		if err := g.LogStore.DeleteRange(from, min(from+compactChunk-1, hi)); err != nil {
 			return err
@@ -108,7 +124,9 @@ func (g *logGuard) GetLog(index uint64, l *raft.Log) error {
 	if !errors.Is(err, raft.ErrLogNotFound) || g.snaps == nil {
 		return err
 	}
-	if first, ferr := g.LogStore.FirstIndex(); ferr != nil || first != index+1 {
+	if first, ferr := g.LogStore.FirstIndex(); ferr != nil || first != index+1 || index <= 1 {
+		// Index 1: a leader reads a peer's first entry without reading
+		// one before it.
 		return err
 	}
 	list, lerr := g.snaps.List()

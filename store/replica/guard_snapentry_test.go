@@ -51,3 +51,55 @@ func TestGuardAnswersSnapshotEntryOnlyAtLogStart(t *testing.T) {
 		})
 	}
 }
+
+// A leader reads the entry before a follower's next one, then the next
+// one; a compaction through the snapshot's index in between (the join's
+// PrepareJoin compacts with no trailing entries) must not leave the log
+// beginning right after the snapshot, where GetLog makes the entry up:
+// compaction keeps the snapshot's own entry, and the read gets the real
+// command. Found by a reviewer: before, the read got the made-up no-op,
+// which raft would have sent in place of the command.
+func TestGuardLeaderReadRacesCompaction(t *testing.T) {
+	const snapIndex, term = 10, 3
+	logs := raft.NewInmemStore()
+	for i := uint64(1); i <= 13; i++ {
+		if err := logs.StoreLog(&raft.Log{Index: i, Term: term, Type: raft.LogCommand, Data: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snaps := raft.NewInmemSnapshotStore()
+	g := &logGuard{LogStore: logs, snaps: snaps, fsm: &fsm{}}
+	var prev, l raft.Log
+	if err := g.GetLog(snapIndex-1, &prev); err != nil { // setPreviousLog
+		t.Fatal(err)
+	}
+	sink, err := snaps.Create(raft.SnapshotVersionMax, snapIndex, term, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.DeleteRange(1, snapIndex); err != nil { // compactLogs, TrailingLogs 0
+		t.Fatal(err)
+	}
+	if err := g.GetLog(snapIndex, &l); err != nil || l.Type != raft.LogCommand || string(l.Data) != "x" { // setNewLogs
+		t.Fatalf("GetLog(%d) after compaction: %v %+v, want the real command", snapIndex, err, l)
+	}
+	// Raft replacing entries after the snapshot (a conflict at the
+	// first index of a log that begins after it, a follower's that
+	// installed it) is not compaction: every entry goes.
+	after := raft.NewInmemStore()
+	for i := uint64(snapIndex + 1); i <= 13; i++ {
+		if err := after.StoreLog(&raft.Log{Index: i, Term: term, Type: raft.LogCommand, Data: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g = &logGuard{LogStore: after, snaps: snaps, fsm: &fsm{}}
+	if err := g.DeleteRange(snapIndex+1, 13); err != nil {
+		t.Fatal(err)
+	}
+	if last, _ := after.LastIndex(); last != 0 {
+		t.Fatalf("last index %d after deleting %d-13 of a log beginning there, want none left", last, snapIndex+1)
+	}
+}

@@ -211,17 +211,20 @@ type call struct {
 	service string
 	body    [][]byte
 	res     chan result
-	// sends counts the times the request went out (the run goroutine's
-	// until the result is sent).
-	sends int
+	// uncertain: a send of the request went unanswered (its try ran out,
+	// or its connection was cut with it in flight), so the broker may
+	// have applied it; the answer the call returns is a later send's.
+	// Sends answered "not active" or "not ready" were not applied and do
+	// not count. The run goroutine's until the result is sent.
+	uncertain bool
 }
 
 type result struct {
 	frames [][]byte
 	err    error
-	// resent: the request went out more than once, so the broker may
-	// have applied an earlier send and judged the answered one on the
-	// state that send made.
+	// resent: the request went out again after a send went unanswered
+	// (call.uncertain), so the broker may have applied that send and
+	// judged the answered one on the state it made.
 	resent bool
 }
 

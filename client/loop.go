@@ -154,7 +154,7 @@ func (c *Client) run() {
 			c.presence(cn, tsp.SvcHello, c.cfg.Timeout)
 		case cl := <-c.calls:
 			frames, err := c.serve(cn, cl)
-			cl.res <- result{frames, err, cl.sends > 1}
+			cl.res <- result{frames, err, cl.uncertain && err == nil}
 		}
 	}
 }
@@ -391,7 +391,6 @@ func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, suspect bool,
 		// off), so a failed send means a full pipe: treat it as an
 		// unanswered try.
 		cn.sent(i, msg)
-		cl.sends++
 		if again {
 			cn.resent(i)
 		}
@@ -399,6 +398,9 @@ func (c *Client) exchange(cn *conn, i int, cl *call, msg [][]byte, suspect bool,
 			return nil, fmt.Errorf("%w: send: %w", errTimeout, err)
 		}
 		frames, err := c.await(s, cn.frames[i], cn.ready[i], cl, quit, deadline, refused)
+		if errors.Is(err, errCut) || errors.Is(err, errTimeout) {
+			cl.uncertain = true
+		}
 		if !errors.Is(err, errCut) || again {
 			return frames, err
 		}

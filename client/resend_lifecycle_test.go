@@ -73,3 +73,38 @@ func TestLifecycleResendJudgedByState(t *testing.T) {
 		t.Fatalf("cancel sent once made %d requests, want 1 (no lookup)", n)
 	}
 }
+
+// A send answered "not ready" (a node taking over) or "not active" was
+// not applied: the refusal of the send after it stands (found by a
+// reviewer: every send counted, so a retry of a ticket that never failed,
+// or a purge of one that never existed, succeeded during any failover).
+func TestLifecycleRefusalAfterNotReadyStands(t *testing.T) {
+	for _, first := range [][]byte{[]byte("not ready: taking over, retry"), []byte(string(tsp.NotActive) + ": passive")} {
+		for _, tc := range []struct {
+			name    string
+			refusal [][]byte
+			op      func(c *Client) error
+			want    error
+		}{
+			{"retry", frames("400", tsp.NotFailed.Text("retry: only a failed ticket can be retried")), func(c *Client) error { return c.Retry(testCtx(t), ticket) }, ErrNotFailed},
+			{"purge", frames("400", string(tsp.UnknownTicket)), func(c *Client) error { return c.Purge(testCtx(t), ticket) }, ErrUnknown},
+			{"cancel", frames("400", tsp.Finished.Text("cancel: the ticket is finished already")), func(c *Client) error { return c.Cancel(testCtx(t), ticket) }, ErrFinished},
+		} {
+			t.Run(tc.name+" after "+string(first), func(t *testing.T) {
+				f := newFake(t, func(service string, _ [][]byte, n int) [][]byte {
+					if service == tsp.SvcStatus {
+						return frames("200", "cancelled", "0", "svc", "2026-01-02T15:04:05Z", "2026-01-02T15:04:05Z", "")
+					}
+					if n == 1 {
+						return [][]byte{[]byte("500"), first}
+					}
+					return tc.refusal
+				})
+				c := newClient(t, time.Second, 3, f.endpoint)
+				if err := tc.op(c); !errors.Is(err, tc.want) {
+					t.Fatalf("refused after a %q answer: %v, want %v", first, err, tc.want)
+				}
+			})
+		}
+	}
+}

@@ -286,9 +286,11 @@ func TestReplacedMemberLearnsTheLeader(t *testing.T) {
 	// other, and a leave that came later was answered "not active" (1
 	// run in 10 under -race on two busy cores); a leave met by a
 	// leadership change of the loaded group is asked again once a leads.
+	retried := false
 	for try := 0; ; try++ {
 		rep := admin.serve(broker.Request{Service: tsp.SvcLeave, Body: [][]byte{[]byte(other)}})
 		if string(rep[0]) == "200" {
+			retried = try > 0
 			break
 		}
 		if !answersLeadershipMoved(rep) || try == 10 {
@@ -304,4 +306,10 @@ func TestReplacedMemberLearnsTheLeader(t *testing.T) {
 	waitFor(t, "the new member told where the leader is, within a round and a half", interval*3/2, func() bool {
 		return n.LeaderInfo().Endpoint != ""
 	})
+	if retried {
+		// The leave waited for a leader again, so the leave and the join
+		// may have fallen in different rounds of the version loop, which
+		// then saw the members change: the case was not made.
+		t.Skip("did not make its case: the leave met a leadership change and was asked again (a loaded machine)")
+	}
 }

@@ -215,17 +215,14 @@ type call struct {
 	// or its connection was cut with it in flight), so the broker may
 	// have applied it; the answer the call returns is a later send's.
 	// Sends answered "not active" or "not ready" were not applied and do
-	// not count. The run goroutine's until the result is sent.
+	// not count. The run goroutine's until the result is sent (read by
+	// doResent after it).
 	uncertain bool
 }
 
 type result struct {
 	frames [][]byte
 	err    error
-	// resent: the request went out again after a send went unanswered
-	// (call.uncertain), so the broker may have applied that send and
-	// judged the answered one on the state it made.
-	resent bool
 }
 
 // maxID bounds Config.ID: what the broker takes in a hello
@@ -341,5 +338,7 @@ func (c *Client) doResent(ctx context.Context, service string, body [][]byte) ([
 		return nil, false, ErrClosed
 	}
 	r := <-cl.res
-	return r.frames, r.resent, r.err
+	// The run goroutine is done with cl once it sent r: an answer after
+	// a send that went unanswered may be judged on what that send did.
+	return r.frames, r.err == nil && cl.uncertain, r.err
 }

@@ -154,7 +154,7 @@ func (c *Client) run() {
 			c.presence(cn, tsp.SvcHello, c.cfg.Timeout)
 		case cl := <-c.calls:
 			frames, err := c.serve(cn, cl)
-			cl.res <- result{frames, err, cl.uncertain && err == nil}
+			cl.res <- result{frames, err}
 		}
 	}
 }

@@ -84,8 +84,8 @@ func (g *logGuard) DeleteRange(lo, hi uint64) error {
 		// between, would send the made-up no-op in place of the command.
 		// (A range that does not reach back to the snapshot is raft
 		// replacing entries after it: not compaction, left whole.)
-		if list, err := g.snaps.List(); err == nil && len(list) > 0 && lo <= list[0].Index && hi >= list[0].Index {
-			hi = list[0].Index - 1
+		if snap, ok := g.latestSnapshot(); ok && lo <= snap.Index && hi >= snap.Index {
+			hi = snap.Index - 1
 			if hi < lo {
 				return nil
 			}
@@ -129,12 +129,22 @@ func (g *logGuard) GetLog(index uint64, l *raft.Log) error {
 		// one before it.
 		return err
 	}
-	list, lerr := g.snaps.List()
-	if lerr != nil || len(list) == 0 || list[0].Index != index {
+	snap, ok := g.latestSnapshot()
+	if !ok || snap.Index != index {
 		return err
 	}
-	*l = raft.Log{Index: index, Term: list[0].Term, Type: raft.LogNoop}
+	*l = raft.Log{Index: index, Term: snap.Term, Type: raft.LogNoop}
 	return nil
+}
+
+// latestSnapshot is the meta of raft's latest snapshot (false: none, or
+// the snapshot store could not be read).
+func (g *logGuard) latestSnapshot() (*raft.SnapshotMeta, bool) {
+	list, err := g.snaps.List()
+	if err != nil || len(list) == 0 {
+		return nil, false
+	}
+	return list[0], true
 }
 
 // compactChunk bounds the entries one write transaction deletes from the
